@@ -1,0 +1,250 @@
+//! dlc-artifact: the versioned artifact format shared by the compiler and the runtime.
+//!
+//! An artifact is a directory:
+//!
+//! | file | what |
+//! |---|---|
+//! | `model.so` | shared library exporting the C ABI below |
+//! | `model.a`, `model.h` | static library and its C header |
+//! | `model.manifest` | [`MANIFEST_MAGIC`] then the prost-encoded [`Manifest`] |
+//! | `manifest.json` | the same manifest as JSON, for people and tools |
+//! | `report.json` | size, FLOPs and memory report |
+//!
+//! C ABI (symbols prefixed with [`Manifest::symbol_prefix`], e.g. `dlc_mlp_`):
+//! `uint32_t <p>abi_version(void)`, `uint64_t <p>workspace_size(void)`,
+//! `int32_t <p>run(const void *const *inputs, void *const *outputs, void *workspace)`.
+//! `run` reads inputs and writes outputs in manifest order, uses only the workspace it is
+//! given (at least `workspace_size()` bytes, 64-byte aligned) and is safe to call from
+//! several threads at once with distinct workspaces.
+//!
+//! Invariant: this crate depends on no compiler crate; the runtime depends only on it.
+#![warn(missing_docs)]
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Version of the C ABI the compiler emits and the runtime accepts.
+pub const ABI_VERSION: u32 = 1;
+/// Version of the manifest layout.
+pub const FORMAT_VERSION: u32 = 1;
+/// First bytes of `model.manifest`.
+pub const MANIFEST_MAGIC: &[u8; 8] = b"DLCMANI\x01";
+/// File names inside an artifact directory.
+pub mod files {
+    /// Binary manifest.
+    pub const MANIFEST: &str = "model.manifest";
+    /// JSON mirror of the manifest.
+    pub const MANIFEST_JSON: &str = "manifest.json";
+    /// Shared library.
+    pub const SHARED_LIB: &str = "model.so";
+    /// Static library.
+    pub const STATIC_LIB: &str = "model.a";
+    /// C header.
+    pub const HEADER: &str = "model.h";
+    /// Compile report.
+    pub const REPORT: &str = "report.json";
+}
+
+/// One dimension of a tensor shape.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct DimSpec {
+    /// Extent, when fixed.
+    #[prost(uint64, optional, tag = "1")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fixed: Option<u64>,
+    /// Symbol name, when symbolic.
+    #[prost(string, optional, tag = "2")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub symbol: Option<String>,
+}
+
+/// A model input or output.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct TensorSpec {
+    /// Name in the source model.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Element type name (`f32`, `i64`, ...).
+    #[prost(string, tag = "2")]
+    pub dtype: String,
+    /// Shape.
+    #[prost(message, repeated, tag = "3")]
+    pub shape: Vec<DimSpec>,
+}
+
+impl TensorSpec {
+    /// Fixed extents, when every dim is fixed.
+    pub fn fixed_shape(&self) -> Option<Vec<u64>> {
+        self.shape.iter().map(|d| d.fixed).collect()
+    }
+
+    /// Shape as text, e.g. `[1,3,224,224]`.
+    pub fn shape_string(&self) -> String {
+        let dims: Vec<String> = self
+            .shape
+            .iter()
+            .map(|d| d.fixed.map(|n| n.to_string()).or(d.symbol.clone()).unwrap_or_else(|| "?".into()))
+            .collect();
+        format!("[{}]", dims.join(","))
+    }
+}
+
+/// Everything a loader needs to know about an artifact.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`FORMAT_VERSION`] at the time of writing.
+    #[prost(uint32, tag = "1")]
+    pub format_version: u32,
+    /// [`ABI_VERSION`] of the code in the libraries.
+    #[prost(uint32, tag = "2")]
+    pub abi_version: u32,
+    /// `dlc <version>`.
+    #[prost(string, tag = "3")]
+    pub compiler_version: String,
+    /// Model name.
+    #[prost(string, tag = "4")]
+    pub model_name: String,
+    /// Prefix of the exported C symbols.
+    #[prost(string, tag = "5")]
+    pub symbol_prefix: String,
+    /// LLVM target triple.
+    #[prost(string, tag = "6")]
+    pub target_triple: String,
+    /// Target CPU name.
+    #[prost(string, tag = "7")]
+    pub cpu: String,
+    /// Target features the code may use (LLVM spelling, `+avx2,+fma,...`).
+    #[prost(string, tag = "8")]
+    pub cpu_features: String,
+    /// Inputs in call order.
+    #[prost(message, repeated, tag = "9")]
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs in call order.
+    #[prost(message, repeated, tag = "10")]
+    pub outputs: Vec<TensorSpec>,
+    /// SHA-256 over every embedded weight (dtype, shape and bytes, in graph order).
+    #[prost(string, tag = "11")]
+    pub weights_sha256: String,
+    /// Bytes of embedded weights.
+    #[prost(uint64, tag = "12")]
+    pub weight_bytes: u64,
+    /// Bytes of workspace `run` needs.
+    #[prost(uint64, tag = "13")]
+    pub arena_bytes: u64,
+    /// Files of the artifact (besides the manifests).
+    #[prost(string, repeated, tag = "14")]
+    pub files: Vec<String>,
+}
+
+/// Errors reading or writing manifests.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// File system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a dlc manifest or is corrupt.
+    #[error("{path}: not a dlc manifest ({reason})")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The manifest was written by an incompatible dlc.
+    #[error("{path}: manifest format {found}, this build reads format {FORMAT_VERSION}; recompile the model")]
+    Version {
+        /// The file.
+        path: String,
+        /// Version found.
+        found: u32,
+    },
+}
+
+impl Manifest {
+    /// Encodes as the bytes of `model.manifest`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = MANIFEST_MAGIC.to_vec();
+        out.extend(self.encode_to_vec());
+        out
+    }
+
+    /// Decodes the bytes of `model.manifest`; `path` is used in errors.
+    pub fn from_bytes(bytes: &[u8], path: &str) -> Result<Manifest, ArtifactError> {
+        let corrupt = |reason: String| ArtifactError::Corrupt { path: path.to_string(), reason };
+        let body = bytes.strip_prefix(MANIFEST_MAGIC.as_slice()).ok_or_else(|| corrupt("bad magic bytes".into()))?;
+        let m = Manifest::decode(body).map_err(|e| corrupt(e.to_string()))?;
+        if m.format_version != FORMAT_VERSION {
+            return Err(ArtifactError::Version { path: path.to_string(), found: m.format_version });
+        }
+        Ok(m)
+    }
+
+    /// Reads `DIR/model.manifest`.
+    pub fn read_dir(dir: &Path) -> Result<Manifest, ArtifactError> {
+        let path = dir.join(files::MANIFEST);
+        let p = path.display().to_string();
+        let bytes = std::fs::read(&path).map_err(|source| ArtifactError::Io { path: p.clone(), source })?;
+        Manifest::from_bytes(&bytes, &p)
+    }
+
+    /// Writes `model.manifest` and `manifest.json` into `dir`.
+    pub fn write_dir(&self, dir: &Path) -> Result<(), ArtifactError> {
+        let io = |path: &Path| {
+            let p = path.display().to_string();
+            move |source| ArtifactError::Io { path: p, source }
+        };
+        let bin = dir.join(files::MANIFEST);
+        std::fs::write(&bin, self.to_bytes()).map_err(io(&bin))?;
+        let json = dir.join(files::MANIFEST_JSON);
+        let text = serde_json::to_string_pretty(self).expect("manifest serialises") + "\n";
+        std::fs::write(&json, text).map_err(io(&json))
+    }
+}
+
+/// Bytes per element of a dtype name, as written in manifests.
+pub fn dtype_size(name: &str) -> Option<usize> {
+    Some(match name {
+        "i8" | "u8" | "bool" => 1,
+        "f16" | "bf16" | "i16" | "u16" => 2,
+        "f32" | "i32" | "u32" => 4,
+        "f64" | "i64" | "u64" => 8,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trips_and_rejects_garbage() {
+        let m = Manifest {
+            format_version: FORMAT_VERSION,
+            abi_version: ABI_VERSION,
+            model_name: "m".into(),
+            inputs: vec![TensorSpec {
+                name: "x".into(),
+                dtype: "f32".into(),
+                shape: vec![
+                    DimSpec { fixed: Some(1), symbol: None },
+                    DimSpec { fixed: None, symbol: Some("N".into()) },
+                ],
+            }],
+            ..Default::default()
+        };
+        let back = Manifest::from_bytes(&m.to_bytes(), "t").unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.inputs[0].shape_string(), "[1,N]");
+        let err = Manifest::from_bytes(b"not a manifest", "t").unwrap_err();
+        assert_eq!(err.to_string(), "t: not a dlc manifest (bad magic bytes)");
+        let mut old = m.clone();
+        old.format_version = 99;
+        assert!(matches!(Manifest::from_bytes(&old.to_bytes(), "t"), Err(ArtifactError::Version { found: 99, .. })));
+    }
+}

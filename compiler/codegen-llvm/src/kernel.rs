@@ -1,0 +1,248 @@
+//! Helpers to build kernel functions: counted loops, index arithmetic, f32 loads and
+//! stores, selects and math intrinsics. Every kernel takes its operands and results as
+//! pointer parameters; shapes are compile-time constants.
+use crate::CodegenError;
+use inkwell::attributes::{Attribute, AttributeLoc};
+use inkwell::builder::Builder;
+use inkwell::context::Context;
+use inkwell::module::{Linkage, Module};
+use inkwell::types::{BasicTypeEnum, FloatType, IntType};
+use inkwell::values::{FloatValue, FunctionValue, IntValue, PointerValue};
+use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
+
+pub(crate) type R<T> = Result<T, CodegenError>;
+
+/// The body of a loop nest, called once with the induction variables.
+type NestBody<'b, 'a, 'ctx> = Option<Box<dyn FnOnce(&Kb<'a, 'ctx>, &[IntValue<'ctx>]) -> R<()> + 'b>>;
+
+/// A kernel being built.
+pub(crate) struct Kb<'a, 'ctx> {
+    pub cx: &'ctx Context,
+    pub m: &'a Module<'ctx>,
+    pub b: Builder<'ctx>,
+    pub f: FunctionValue<'ctx>,
+    pub i64t: IntType<'ctx>,
+    pub f32t: FloatType<'ctx>,
+}
+
+impl<'a, 'ctx> Kb<'a, 'ctx> {
+    /// Starts an internal `void name(ptr, ptr, ...)` with `nparams` noalias pointers.
+    pub fn new(cx: &'ctx Context, m: &'a Module<'ctx>, name: &str, nparams: usize) -> Self {
+        let ptr = cx.ptr_type(AddressSpace::default());
+        let params: Vec<_> = (0..nparams).map(|_| ptr.into()).collect();
+        let f = m.add_function(name, cx.void_type().fn_type(&params, false), Some(Linkage::Internal));
+        let noalias = cx.create_enum_attribute(Attribute::get_named_enum_kind_id("noalias"), 0);
+        let nounwind = cx.create_enum_attribute(Attribute::get_named_enum_kind_id("nounwind"), 0);
+        for i in 0..nparams as u32 {
+            f.add_attribute(AttributeLoc::Param(i), noalias);
+        }
+        f.add_attribute(AttributeLoc::Function, nounwind);
+        let b = cx.create_builder();
+        b.position_at_end(cx.append_basic_block(f, "entry"));
+        Kb { cx, m, b, f, i64t: cx.i64_type(), f32t: cx.f32_type() }
+    }
+
+    /// Parameter `i` as a pointer.
+    pub fn param(&self, i: usize) -> PointerValue<'ctx> {
+        self.f.get_nth_param(i as u32).expect("param exists").into_pointer_value()
+    }
+
+    /// Finishes the function.
+    pub fn finish(self) -> R<FunctionValue<'ctx>> {
+        self.b.build_return(None)?;
+        Ok(self.f)
+    }
+
+    pub fn c(&self, v: u64) -> IntValue<'ctx> {
+        self.i64t.const_int(v, false)
+    }
+
+    pub fn cf(&self, v: f32) -> FloatValue<'ctx> {
+        self.f32t.const_float(v as f64)
+    }
+
+    pub fn add(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> R<IntValue<'ctx>> {
+        Ok(self.b.build_int_nsw_add(a, b, "")?)
+    }
+
+    pub fn sub(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> R<IntValue<'ctx>> {
+        Ok(self.b.build_int_nsw_sub(a, b, "")?)
+    }
+
+    pub fn mul(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> R<IntValue<'ctx>> {
+        Ok(self.b.build_int_nsw_mul(a, b, "")?)
+    }
+
+    /// `base + sum(i * stride)`, skipping zero strides.
+    pub fn lin(&self, terms: &[(IntValue<'ctx>, u64)], base: u64) -> R<IntValue<'ctx>> {
+        let mut acc = self.c(base);
+        for &(i, s) in terms {
+            if s != 0 {
+                let t = if s == 1 { i } else { self.mul(i, self.c(s))? };
+                acc = self.add(acc, t)?;
+            }
+        }
+        Ok(acc)
+    }
+
+    /// `for i in lo..hi { body(i) }` (nothing when `lo >= hi`, signed compare).
+    pub fn for_range(
+        &self,
+        lo: IntValue<'ctx>,
+        hi: IntValue<'ctx>,
+        body: impl FnOnce(&Self, IntValue<'ctx>) -> R<()>,
+    ) -> R<()> {
+        let pre = self.b.get_insert_block().expect("positioned");
+        let head = self.cx.append_basic_block(self.f, "loop");
+        let exit = self.cx.append_basic_block(self.f, "loop.exit");
+        let any = self.b.build_int_compare(IntPredicate::SLT, lo, hi, "")?;
+        self.b.build_conditional_branch(any, head, exit)?;
+        self.b.position_at_end(head);
+        let phi = self.b.build_phi(self.i64t, "i")?;
+        phi.add_incoming(&[(&lo, pre)]);
+        let i = phi.as_basic_value().into_int_value();
+        body(self, i)?;
+        let next = self.b.build_int_nsw_add(i, self.c(1), "")?;
+        let latch = self.b.get_insert_block().expect("positioned");
+        phi.add_incoming(&[(&next, latch)]);
+        let more = self.b.build_int_compare(IntPredicate::SLT, next, hi, "")?;
+        self.b.build_conditional_branch(more, head, exit)?;
+        self.b.position_at_end(exit);
+        Ok(())
+    }
+
+    /// `for i in 0..n`.
+    pub fn for_n(&self, n: u64, body: impl FnOnce(&Self, IntValue<'ctx>) -> R<()>) -> R<()> {
+        self.for_range(self.c(0), self.c(n), body)
+    }
+
+    /// A loop nest over `extents` (outermost first); `body` gets the induction variables.
+    pub fn nest(&self, extents: &[u64], body: impl FnOnce(&Self, &[IntValue<'ctx>]) -> R<()>) -> R<()> {
+        fn go<'a, 'ctx>(
+            kb: &Kb<'a, 'ctx>,
+            extents: &[u64],
+            idx: &mut Vec<IntValue<'ctx>>,
+            body: &mut NestBody<'_, 'a, 'ctx>,
+        ) -> R<()> {
+            match extents.split_first() {
+                None => (body.take().expect("body runs once"))(kb, idx),
+                Some((&n, rest)) => kb.for_n(n, |kb, i| {
+                    idx.push(i);
+                    go(kb, rest, idx, body)
+                }),
+            }
+        }
+        let mut body: NestBody<'_, 'a, 'ctx> = Some(Box::new(body));
+        go(self, extents, &mut Vec::new(), &mut body)
+    }
+
+    /// Address of element `idx` of type `ty` at `base`.
+    pub fn gep(&self, ty: BasicTypeEnum<'ctx>, base: PointerValue<'ctx>, idx: IntValue<'ctx>) -> R<PointerValue<'ctx>> {
+        Ok(unsafe { self.b.build_in_bounds_gep(ty, base, &[idx], "")? })
+    }
+
+    pub fn load_f32(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>) -> R<FloatValue<'ctx>> {
+        let p = self.gep(self.f32t.into(), base, idx)?;
+        Ok(self.b.build_load(self.f32t, p, "")?.into_float_value())
+    }
+
+    pub fn store_f32(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>, v: FloatValue<'ctx>) -> R<()> {
+        let p = self.gep(self.f32t.into(), base, idx)?;
+        self.b.build_store(p, v)?;
+        Ok(())
+    }
+
+    pub fn fadd(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        Ok(self.b.build_float_add(a, b, "")?)
+    }
+
+    pub fn fmul(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        Ok(self.b.build_float_mul(a, b, "")?)
+    }
+
+    pub fn fsub(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        Ok(self.b.build_float_sub(a, b, "")?)
+    }
+
+    pub fn fdiv(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        Ok(self.b.build_float_div(a, b, "")?)
+    }
+
+    /// `a > b ? a : b` (a NaN in `b` is dropped, a NaN in `a` kept).
+    pub fn fmax(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        let lt = self.b.build_float_compare(FloatPredicate::OLT, a, b, "")?;
+        Ok(self.b.build_select(lt, b, a, "")?.into_float_value())
+    }
+
+    /// `a < b ? a : b`.
+    pub fn fmin(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        let gt = self.b.build_float_compare(FloatPredicate::OGT, a, b, "")?;
+        Ok(self.b.build_select(gt, b, a, "")?.into_float_value())
+    }
+
+    pub fn select_f(&self, c: IntValue<'ctx>, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        Ok(self.b.build_select(c, a, b, "")?.into_float_value())
+    }
+
+    pub fn select_i(&self, c: IntValue<'ctx>, a: IntValue<'ctx>, b: IntValue<'ctx>) -> R<IntValue<'ctx>> {
+        Ok(self.b.build_select(c, a, b, "")?.into_int_value())
+    }
+
+    pub fn icmp(&self, p: IntPredicate, a: IntValue<'ctx>, b: IntValue<'ctx>) -> R<IntValue<'ctx>> {
+        Ok(self.b.build_int_compare(p, a, b, "")?)
+    }
+
+    pub fn and(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> R<IntValue<'ctx>> {
+        Ok(self.b.build_and(a, b, "")?)
+    }
+
+    /// `0 <= i < n` as one unsigned compare.
+    pub fn in_bounds(&self, i: IntValue<'ctx>, n: u64) -> R<IntValue<'ctx>> {
+        self.icmp(IntPredicate::ULT, i, self.c(n))
+    }
+
+    /// Calls a unary f32 function from the C math library (`expf`, `tanhf`, `sqrtf`).
+    pub fn libm(&self, name: &str, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        let f = self.m.get_function(name).unwrap_or_else(|| {
+            self.m.add_function(name, self.f32t.fn_type(&[self.f32t.into()], false), Some(Linkage::External))
+        });
+        let call = self.b.build_call(f, &[x.into()], "")?;
+        call.try_as_basic_value()
+            .basic()
+            .map(|v| v.into_float_value())
+            .ok_or_else(|| CodegenError::Llvm(format!("{name} returned no value")))
+    }
+
+    /// An f32 stack slot in the entry block (so LLVM promotes it to a register).
+    pub fn alloca_f32(&self) -> R<PointerValue<'ctx>> {
+        let entry = self.f.get_first_basic_block().expect("entry block");
+        let tmp = self.cx.create_builder();
+        match entry.get_first_instruction() {
+            Some(i) => tmp.position_before(&i),
+            None => tmp.position_at_end(entry),
+        }
+        Ok(tmp.build_alloca(self.f32t, "acc")?)
+    }
+
+    /// Loads an f32 stack slot.
+    pub fn get(&self, slot: PointerValue<'ctx>) -> R<FloatValue<'ctx>> {
+        Ok(self.b.build_load(self.f32t, slot, "")?.into_float_value())
+    }
+
+    /// Stores to an f32 stack slot.
+    pub fn set(&self, slot: PointerValue<'ctx>, v: FloatValue<'ctx>) -> R<()> {
+        self.b.build_store(slot, v)?;
+        Ok(())
+    }
+
+    /// `memcpy(dst, src, bytes)`.
+    pub fn memcpy(&self, dst: PointerValue<'ctx>, src: PointerValue<'ctx>, bytes: IntValue<'ctx>) -> R<()> {
+        self.b.build_memcpy(dst, 1, src, 1, bytes)?;
+        Ok(())
+    }
+
+    /// `ptr + bytes`.
+    pub fn byte_offset(&self, p: PointerValue<'ctx>, bytes: IntValue<'ctx>) -> R<PointerValue<'ctx>> {
+        self.gep(self.cx.i8_type().into(), p, bytes)
+    }
+}

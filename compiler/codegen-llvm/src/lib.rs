@@ -1,0 +1,219 @@
+//! dlc-codegen-llvm: lowers a planned graph to a native object file through LLVM
+//! (inkwell), with weights embedded as read-only data and the C entry points described
+//! in `dlc_artifact`.
+//!
+//! Each compute node becomes one internal kernel function of plain loop nests over
+//! compile-time shapes (see [`lower`]); the exported `run` function calls the kernels
+//! in plan order with pointers into the caller's buffers, the constants and the arena.
+//! LLVM's `default<O3>` pipeline then optimises and vectorises for the target CPU.
+//!
+//! Invariant: never panics on a graph the verifier accepts; unsupported dtypes, symbolic
+//! shapes or targets are [`CodegenError`]s naming the node and op.
+#![warn(missing_docs)]
+
+mod kernel;
+mod lower;
+mod target;
+
+pub use target::{host_triple, TargetSpec};
+
+use dlc_ir::{Graph, Op, Value};
+use dlc_passes::{Location, MemoryPlan};
+use inkwell::context::Context;
+use inkwell::module::{Linkage, Module};
+use inkwell::targets::FileType;
+use inkwell::AddressSpace;
+use std::collections::HashMap;
+
+/// Errors of the LLVM backend.
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    /// The node cannot be lowered for this target (dtype, attribute or shape).
+    #[error("node '{node}' ({op}): {reason} (llvm backend, target {target})")]
+    Unsupported {
+        /// Node name.
+        node: String,
+        /// Op mnemonic.
+        op: &'static str,
+        /// Why.
+        reason: String,
+        /// Target triple.
+        target: String,
+    },
+    /// The target triple or CPU is not known to this LLVM build.
+    #[error("target '{triple}': {reason}")]
+    Target {
+        /// Triple.
+        triple: String,
+        /// Why.
+        reason: String,
+    },
+    /// LLVM reported an error (a dlc bug when it happens).
+    #[error("llvm: {0}")]
+    Llvm(String),
+}
+
+impl From<inkwell::builder::BuilderError> for CodegenError {
+    fn from(e: inkwell::builder::BuilderError) -> Self {
+        CodegenError::Llvm(e.to_string())
+    }
+}
+
+/// What to produce besides the object file.
+#[derive(Debug, Clone, Default)]
+pub struct EmitOptions {
+    /// Also return the optimised LLVM IR text.
+    pub llvm_ir: bool,
+    /// Also return target assembly.
+    pub asm: bool,
+    /// Skip LLVM's optimisation pipeline (debugging aid).
+    pub no_llvm_opt: bool,
+}
+
+/// The result of code generation.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// Relocatable object file bytes (position independent).
+    pub object: Vec<u8>,
+    /// Optimised LLVM IR, when asked for.
+    pub llvm_ir: Option<String>,
+    /// Assembly, when asked for.
+    pub asm: Option<String>,
+    /// Number of kernel functions emitted.
+    pub kernels: usize,
+}
+
+/// Lowers `g` (planned by `plan`) for `target`, exporting symbols that start with `prefix`.
+pub fn compile(
+    g: &Graph,
+    plan: &MemoryPlan,
+    target: &TargetSpec,
+    prefix: &str,
+    emit: &EmitOptions,
+) -> Result<Compiled, CodegenError> {
+    let tm = target.machine()?;
+    let cx = Context::create();
+    let module = cx.create_module(&g.name);
+    module.set_triple(&tm.get_triple());
+    module.set_data_layout(&tm.get_target_data().get_data_layout());
+
+    let kernels = emit_module(&cx, &module, g, plan, target, prefix)?;
+    module.verify().map_err(|e| CodegenError::Llvm(format!("invalid module: {}", e.to_string())))?;
+    if !emit.no_llvm_opt {
+        let opts = inkwell::passes::PassBuilderOptions::create();
+        opts.set_loop_vectorization(true);
+        opts.set_loop_slp_vectorization(true);
+        opts.set_loop_unrolling(true);
+        module.run_passes("default<O3>", &tm, opts).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    }
+    let llvm_ir = emit.llvm_ir.then(|| module.print_to_string().to_string());
+    let asm = if emit.asm {
+        let buf =
+            tm.write_to_memory_buffer(&module, FileType::Assembly).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+        Some(String::from_utf8_lossy(buf.as_slice()).into_owned())
+    } else {
+        None
+    };
+    let obj = tm.write_to_memory_buffer(&module, FileType::Object).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    Ok(Compiled { object: obj.as_slice().to_vec(), llvm_ir, asm, kernels })
+}
+
+fn emit_module<'ctx>(
+    cx: &'ctx Context,
+    module: &Module<'ctx>,
+    g: &Graph,
+    plan: &MemoryPlan,
+    target: &TargetSpec,
+    prefix: &str,
+) -> Result<usize, CodegenError> {
+    let ptr = cx.ptr_type(AddressSpace::default());
+    let i32t = cx.i32_type();
+    let i64t = cx.i64_type();
+    let builder = cx.create_builder();
+
+    // Exported metadata functions.
+    let f = module.add_function(&format!("{prefix}abi_version"), i32t.fn_type(&[], false), None);
+    builder.position_at_end(cx.append_basic_block(f, "entry"));
+    builder.build_return(Some(&i32t.const_int(dlc_artifact::ABI_VERSION as u64, false)))?;
+    let f = module.add_function(&format!("{prefix}workspace_size"), i64t.fn_type(&[], false), None);
+    builder.position_at_end(cx.append_basic_block(f, "entry"));
+    builder.build_return(Some(&i64t.const_int(plan.arena_bytes, false)))?;
+
+    // Weights: one private constant global per Const node, 64-byte aligned.
+    let mut globals = HashMap::new();
+    for &id in &plan.order {
+        if let Op::Const(c) = &g.node(id).op {
+            let init = cx.const_string(c.value.bytes(), false);
+            let gv = module.add_global(init.get_type(), None, &format!("w{}", id.index()));
+            gv.set_initializer(&init);
+            gv.set_constant(true);
+            gv.set_linkage(Linkage::Private);
+            gv.set_alignment(64);
+            gv.set_unnamed_addr(true);
+            globals.insert(id, gv.as_pointer_value());
+        }
+    }
+
+    // The entry point.
+    let run =
+        module.add_function(&format!("{prefix}run"), i32t.fn_type(&[ptr.into(), ptr.into(), ptr.into()], false), None);
+    let entry = cx.append_basic_block(run, "entry");
+    builder.position_at_end(entry);
+    let (ins, outs, ws) = (
+        run.get_nth_param(0).unwrap().into_pointer_value(),
+        run.get_nth_param(1).unwrap().into_pointer_value(),
+        run.get_nth_param(2).unwrap().into_pointer_value(),
+    );
+    let load_slot = |arr, i: usize, name: &str| -> Result<inkwell::values::PointerValue<'ctx>, CodegenError> {
+        let slot = unsafe { builder.build_in_bounds_gep(ptr, arr, &[i64t.const_int(i as u64, false)], name)? };
+        Ok(builder.build_load(ptr, slot, name)?.into_pointer_value())
+    };
+    let mut in_ptrs = Vec::new();
+    for i in 0..g.inputs().len() {
+        in_ptrs.push(load_slot(ins, i, &format!("in{i}"))?);
+    }
+    let mut out_ptrs = Vec::new();
+    for i in 0..g.outputs().len() {
+        out_ptrs.push(load_slot(outs, i, &format!("out{i}"))?);
+    }
+    let i8t = cx.i8_type();
+    let ptr_of = |v: Value| -> Result<inkwell::values::PointerValue<'ctx>, CodegenError> {
+        Ok(match plan.loc(v) {
+            Location::Input(i) => in_ptrs[i],
+            Location::Output(i) => out_ptrs[i],
+            Location::Const(id) => globals[&id],
+            Location::Arena(off) => unsafe {
+                builder.build_in_bounds_gep(i8t, ws, &[i64t.const_int(off, false)], "arena")?
+            },
+        })
+    };
+
+    let mut kernels = 0;
+    for &id in &plan.order {
+        let node = g.node(id);
+        if matches!(node.op, Op::Input(_) | Op::Const(_)) {
+            continue;
+        }
+        let operands = g.operands(id);
+        let kernel = lower::lower_node(cx, module, g, id, target, kernels)?;
+        let mut args = Vec::new();
+        for v in &operands {
+            args.push(ptr_of(*v)?.into());
+        }
+        for port in 0..node.outputs.len() as u32 {
+            args.push(ptr_of(Value { node: id, port })?.into());
+        }
+        builder.position_at_end(entry);
+        builder.build_call(kernel, &args, "")?;
+        kernels += 1;
+    }
+    // Outputs not computed in place: model inputs, constants, or a value listed twice.
+    for (i, (_, v)) in g.outputs().iter().enumerate() {
+        if plan.loc(*v) != Location::Output(i) {
+            let bytes = g.value_type(*v).size_bytes().unwrap_or(0);
+            builder.build_memcpy(out_ptrs[i], 1, ptr_of(*v)?, 1, i64t.const_int(bytes, false))?;
+        }
+    }
+    builder.build_return(Some(&i32t.const_zero()))?;
+    Ok(kernels)
+}

@@ -1,0 +1,106 @@
+//! MatMul and Gemm as plain loop nests (i-k-j order so the inner loop is contiguous and
+//! vectorises; a dot-product order when B is transposed). Fast packed kernels come later.
+use super::elementwise::broadcast_strides;
+use super::NodeInfo;
+use crate::kernel::{Kb, R};
+use dlc_ir::ops::Gemm;
+use inkwell::values::{FloatValue, IntValue};
+
+pub(crate) fn matmul(kb: &Kb, n: &NodeInfo) -> R<()> {
+    n.require_f32()?;
+    let (mut a, mut b) = (n.in_dims(0), n.in_dims(1));
+    if a.len() == 1 {
+        a.insert(0, 1);
+    }
+    if b.len() == 1 {
+        b.push(1);
+    }
+    let (m, k, nn) = (a[a.len() - 2], a[a.len() - 1], b[b.len() - 1]);
+    let (ba, bb) = (&a[..a.len() - 2], &b[..b.len() - 2]);
+    let rank = ba.len().max(bb.len());
+    let mut batch = vec![1u64; rank];
+    for (i, d) in batch.iter_mut().enumerate() {
+        let x = if i + ba.len() >= rank { ba[i + ba.len() - rank] } else { 1 };
+        let y = if i + bb.len() >= rank { bb[i + bb.len() - rank] } else { 1 };
+        *d = x.max(y);
+    }
+    let sa: Vec<u64> = broadcast_strides(ba, &batch).iter().map(|s| s * m * k).collect();
+    let sb: Vec<u64> = broadcast_strides(bb, &batch).iter().map(|s| s * k * nn).collect();
+    let sy: Vec<u64> = broadcast_strides(&batch, &batch).iter().map(|s| s * m * nn).collect();
+    let (pa, pb, py) = (kb.param(0), kb.param(1), kb.param(2));
+    kb.nest(&batch, |kb, idx| {
+        let off = |s: &[u64]| kb.lin(&idx.iter().copied().zip(s.iter().copied()).collect::<Vec<_>>(), 0);
+        let (oa, ob, oy) = (off(&sa)?, off(&sb)?, off(&sy)?);
+        kb.for_n(m, |kb, i| {
+            let row_y = kb.add(oy, kb.mul(i, kb.c(nn))?)?;
+            kb.for_n(nn, |kb, j| kb.store_f32(py, kb.add(row_y, j)?, kb.cf(0.0)))?;
+            kb.for_n(k, |kb, p| {
+                let av = kb.load_f32(pa, kb.add(oa, kb.lin(&[(i, k), (p, 1)], 0)?)?)?;
+                let row_b = kb.add(ob, kb.mul(p, kb.c(nn))?)?;
+                kb.for_n(nn, |kb, j| {
+                    let yi = kb.add(row_y, j)?;
+                    let acc = kb.load_f32(py, yi)?;
+                    let bv = kb.load_f32(pb, kb.add(row_b, j)?)?;
+                    kb.store_f32(py, yi, kb.fadd(acc, kb.fmul(av, bv)?)?)
+                })
+            })
+        })
+    })
+}
+
+pub(crate) fn gemm<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Gemm) -> R<()> {
+    n.require_f32()?;
+    let out = n.out_dims(0);
+    let (m, nn) = (out[0], out[1]);
+    let a = n.in_dims(0);
+    let k = if op.trans_a { a[0] } else { a[1] };
+    // Element offsets of op(A)[i, p] and op(B)[p, j].
+    let (a_i, a_p) = if op.trans_a { (1, m) } else { (k, 1) };
+    let (b_p, b_j) = if op.trans_b { (1, k) } else { (nn, 1) };
+    let (pa, pb) = (kb.param(0), kb.param(1));
+    let has_c = n.inputs.len() == 3;
+    let (pc, py) = if has_c { (Some(kb.param(2)), kb.param(3)) } else { (None, kb.param(2)) };
+    let c_strides = has_c.then(|| broadcast_strides(&n.in_dims(2), &out));
+    let epilogue = |kb: &Kb<'_, 'ctx>, i: IntValue<'ctx>, j: IntValue<'ctx>, acc: FloatValue<'ctx>| -> R<()> {
+        let mut y = if op.alpha == 1.0 { acc } else { kb.fmul(kb.cf(op.alpha), acc)? };
+        if let (Some(pc), Some(cs)) = (pc, &c_strides) {
+            let c = kb.load_f32(pc, kb.lin(&[(i, cs[0]), (j, cs[1])], 0)?)?;
+            let c = if op.beta == 1.0 { c } else { kb.fmul(kb.cf(op.beta), c)? };
+            y = kb.fadd(y, c)?;
+        }
+        kb.store_f32(py, kb.lin(&[(i, nn), (j, 1)], 0)?, y)
+    };
+    kb.for_n(m, |kb, i| {
+        if op.trans_b {
+            // Dot products: op(B) rows are contiguous in memory.
+            kb.for_n(nn, |kb, j| {
+                let acc_ptr = kb.alloca_f32()?;
+                kb.set(acc_ptr, kb.cf(0.0))?;
+                kb.for_n(k, |kb, p| {
+                    let av = kb.load_f32(pa, kb.lin(&[(i, a_i), (p, a_p)], 0)?)?;
+                    let bv = kb.load_f32(pb, kb.lin(&[(p, b_p), (j, b_j)], 0)?)?;
+                    let acc = kb.get(acc_ptr)?;
+                    kb.set(acc_ptr, kb.fadd(acc, kb.fmul(av, bv)?)?)
+                })?;
+                let acc = kb.get(acc_ptr)?;
+                epilogue(kb, i, j, acc)
+            })
+        } else {
+            let row = kb.mul(i, kb.c(nn))?;
+            kb.for_n(nn, |kb, j| kb.store_f32(py, kb.add(row, j)?, kb.cf(0.0)))?;
+            kb.for_n(k, |kb, p| {
+                let av = kb.load_f32(pa, kb.lin(&[(i, a_i), (p, a_p)], 0)?)?;
+                kb.for_n(nn, |kb, j| {
+                    let yi = kb.add(row, j)?;
+                    let bv = kb.load_f32(pb, kb.lin(&[(p, b_p), (j, b_j)], 0)?)?;
+                    let acc = kb.load_f32(py, yi)?;
+                    kb.store_f32(py, yi, kb.fadd(acc, kb.fmul(av, bv)?)?)
+                })
+            })?;
+            kb.for_n(nn, |kb, j| {
+                let acc = kb.load_f32(py, kb.add(row, j)?)?;
+                epilogue(kb, i, j, acc)
+            })
+        }
+    })
+}

@@ -1,0 +1,114 @@
+//! One kernel per node. `lower_node` matches on `Op` exhaustively: a new op does not
+//! compile until it has a lowering here (or is listed as a source that has none).
+use crate::kernel::{Kb, R};
+use crate::{CodegenError, TargetSpec};
+use dlc_ir::{DType, Graph, NodeId, Op, TensorType};
+use inkwell::context::Context;
+use inkwell::module::Module;
+use inkwell::values::FunctionValue;
+
+mod conv;
+mod elementwise;
+mod linalg;
+mod movement;
+mod norm;
+
+/// What a lowering sees: the node, its operand and result types (all fixed).
+pub(crate) struct NodeInfo<'g> {
+    pub name: &'g str,
+    pub op: &'g Op,
+    pub inputs: Vec<TensorType>,
+    pub outputs: &'g [TensorType],
+    pub target: &'g TargetSpec,
+}
+
+impl NodeInfo<'_> {
+    pub fn unsupported(&self, reason: impl Into<String>) -> CodegenError {
+        CodegenError::Unsupported {
+            node: self.name.to_string(),
+            op: self.op.mnemonic(),
+            reason: reason.into(),
+            target: self.target.triple.clone(),
+        }
+    }
+
+    /// Fixed dims of operand `i`.
+    pub fn in_dims(&self, i: usize) -> Vec<u64> {
+        self.inputs[i].shape.as_fixed().expect("checked fixed")
+    }
+
+    /// Fixed dims of result `i`.
+    pub fn out_dims(&self, i: usize) -> Vec<u64> {
+        self.outputs[i].shape.as_fixed().expect("checked fixed")
+    }
+
+    /// Fails unless every operand and result is f32 (arithmetic kernels are f32-only for now).
+    pub fn require_f32(&self) -> R<()> {
+        for t in self.inputs.iter().chain(self.outputs) {
+            if t.dtype != DType::F32 {
+                return Err(self.unsupported(format!("dtype {} is not supported yet (f32 only)", t.dtype)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Emits the kernel of node `id` and returns it. Parameters: operands, then results.
+pub(crate) fn lower_node<'ctx>(
+    cx: &'ctx Context,
+    m: &Module<'ctx>,
+    g: &Graph,
+    id: NodeId,
+    target: &TargetSpec,
+    index: usize,
+) -> R<FunctionValue<'ctx>> {
+    let node = g.node(id);
+    let info = NodeInfo {
+        name: &node.name,
+        op: &node.op,
+        inputs: g.operands(id).iter().map(|v| g.value_type(*v).clone()).collect(),
+        outputs: &node.outputs,
+        target,
+    };
+    for t in info.inputs.iter().chain(info.outputs) {
+        if !t.shape.is_fixed() {
+            return Err(
+                info.unsupported(format!("symbolic shape {t}; pin the input shapes with --input-shape NAME=DIMS"))
+            );
+        }
+    }
+    let nparams = info.inputs.len() + info.outputs.len();
+    let kb = Kb::new(cx, m, &format!("k{index}_{}", node.op.mnemonic()), nparams);
+    match &node.op {
+        Op::Input(_) | Op::Const(_) => unreachable!("sources have no kernel; the caller skips them"),
+        Op::Add(_) => elementwise::binary(&kb, &info, elementwise::BinOp::Add)?,
+        Op::Sub(_) => elementwise::binary(&kb, &info, elementwise::BinOp::Sub)?,
+        Op::Mul(_) => elementwise::binary(&kb, &info, elementwise::BinOp::Mul)?,
+        Op::Div(_) => elementwise::binary(&kb, &info, elementwise::BinOp::Div)?,
+        Op::Relu(_) => elementwise::unary(&kb, &info, elementwise::UnOp::Relu)?,
+        Op::Sigmoid(_) => elementwise::unary(&kb, &info, elementwise::UnOp::Sigmoid)?,
+        Op::Tanh(_) => elementwise::unary(&kb, &info, elementwise::UnOp::Tanh)?,
+        Op::Clip(c) => elementwise::unary(&kb, &info, elementwise::UnOp::Clip(c.min, c.max))?,
+        Op::MatMul(_) => linalg::matmul(&kb, &info)?,
+        Op::Gemm(op) => linalg::gemm(&kb, &info, op)?,
+        Op::Conv(op) => conv::conv(&kb, &info, op)?,
+        Op::MaxPool(op) => conv::pool(&kb, &info, &op.geometry(info.name, &info.inputs[0])?, conv::Pool::Max)?,
+        Op::AveragePool(op) => {
+            let geom = op.geometry(info.name, &info.inputs[0])?;
+            conv::pool(&kb, &info, &geom, conv::Pool::Avg { count_include_pad: op.count_include_pad })?
+        }
+        Op::GlobalAveragePool(_) => conv::global_avgpool(&kb, &info)?,
+        Op::BatchNormalization(op) => norm::batchnorm(&kb, &info, op.epsilon)?,
+        Op::Softmax(op) => norm::softmax(&kb, &info, op.axis)?,
+        Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => movement::copy(&kb, &info)?,
+        Op::Transpose(op) => movement::transpose(&kb, &info, op)?,
+        Op::Concat(op) => movement::concat(&kb, &info, op.axis)?,
+    }
+    kb.finish()
+}
+
+impl From<dlc_ir::IrError> for CodegenError {
+    fn from(e: dlc_ir::IrError) -> Self {
+        CodegenError::Llvm(format!("shape rule failed during lowering: {e}"))
+    }
+}

@@ -1,0 +1,59 @@
+//! Data movement for any dtype: copies, transposes and concatenation move whole elements
+//! as integers of the element's width.
+use super::elementwise::{broadcast_strides, coalesce};
+use super::NodeInfo;
+use crate::kernel::{Kb, R};
+use dlc_ir::ops::Transpose;
+
+/// Reshape, Flatten, Identity: the bytes are unchanged.
+pub(crate) fn copy(kb: &Kb, n: &NodeInfo) -> R<()> {
+    let bytes = n.outputs[0].size_bytes().expect("fixed");
+    kb.memcpy(kb.param(1), kb.param(0), kb.c(bytes))
+}
+
+pub(crate) fn transpose(kb: &Kb, n: &NodeInfo, op: &Transpose) -> R<()> {
+    let x = n.in_dims(0);
+    let out = n.out_dims(0);
+    let perm = op.resolved_perm(x.len());
+    let in_strides = broadcast_strides(&x, &x);
+    // Reading input dim perm[d] while walking output dim d.
+    let src: Vec<u64> = perm.iter().map(|&p| in_strides[p]).collect();
+    let dst = broadcast_strides(&out, &out);
+    let (dims, st) = coalesce(&out, &[src, dst]);
+    let ty = match n.outputs[0].dtype.size() {
+        1 => kb.cx.i8_type(),
+        2 => kb.cx.i16_type(),
+        4 => kb.cx.i32_type(),
+        _ => kb.cx.i64_type(),
+    };
+    let (px, py) = (kb.param(0), kb.param(1));
+    kb.nest(&dims, |kb, idx| {
+        let off = |s: &[u64]| kb.lin(&idx.iter().copied().zip(s.iter().copied()).collect::<Vec<_>>(), 0);
+        let v = kb.b.build_load(ty, kb.gep(ty.into(), px, off(&st[0])?)?, "")?;
+        kb.b.build_store(kb.gep(ty.into(), py, off(&st[1])?)?, v)?;
+        Ok(())
+    })
+}
+
+pub(crate) fn concat(kb: &Kb, n: &NodeInfo, axis: i64) -> R<()> {
+    let out = n.out_dims(0);
+    let a = dlc_ir::ops::normalize_axis(axis, out.len()).ok_or_else(|| n.unsupported("axis out of range"))?;
+    let es = n.outputs[0].dtype.size() as u64;
+    let outer: u64 = out[..a].iter().product();
+    let out_block = out[a..].iter().product::<u64>() * es;
+    let py = kb.param(n.inputs.len());
+    let mut offset = 0;
+    for i in 0..n.inputs.len() {
+        let block = n.in_dims(i)[a..].iter().product::<u64>() * es;
+        if block > 0 {
+            let px = kb.param(i);
+            kb.for_n(outer, |kb, o| {
+                let dst = kb.byte_offset(py, kb.lin(&[(o, out_block)], offset)?)?;
+                let src = kb.byte_offset(px, kb.lin(&[(o, block)], 0)?)?;
+                kb.memcpy(dst, src, kb.c(block))
+            })?;
+        }
+        offset += block;
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! BatchNormalization (inference) and Softmax.
+use super::NodeInfo;
+use crate::kernel::{Kb, R};
+use dlc_ir::ops::normalize_axis;
+use inkwell::values::IntValue;
+
+pub(crate) fn batchnorm(kb: &Kb, n: &NodeInfo, epsilon: f32) -> R<()> {
+    n.require_f32()?;
+    let x = n.in_dims(0);
+    let (batch, c) = (x[0], x[1]);
+    let inner: u64 = x[2..].iter().product();
+    let (px, ps, pb, pm, pv, py) = (kb.param(0), kb.param(1), kb.param(2), kb.param(3), kb.param(4), kb.param(5));
+    kb.nest(&[batch, c], |kb, idx| {
+        let ch = idx[1];
+        let inv = kb.fdiv(kb.cf(1.0), kb.libm("sqrtf", kb.fadd(kb.load_f32(pv, ch)?, kb.cf(epsilon))?)?)?;
+        let scale = kb.fmul(kb.load_f32(ps, ch)?, inv)?;
+        let mean = kb.load_f32(pm, ch)?;
+        let bias = kb.load_f32(pb, ch)?;
+        let base = kb.mul(kb.lin(&[(idx[0], c), (ch, 1)], 0)?, kb.c(inner))?;
+        kb.for_n(inner, |kb, i| {
+            let at = kb.add(base, i)?;
+            let v = kb.fmul(kb.fsub(kb.load_f32(px, at)?, mean)?, scale)?;
+            kb.store_f32(py, at, kb.fadd(v, bias)?)
+        })
+    })
+}
+
+pub(crate) fn softmax<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64) -> R<()> {
+    n.require_f32()?;
+    let x = n.in_dims(0);
+    let a = normalize_axis(axis, x.len()).ok_or_else(|| n.unsupported(format!("axis {axis} out of range")))?;
+    let outer: u64 = x[..a].iter().product();
+    let len = x.get(a).copied().unwrap_or(1);
+    let inner: u64 = x.get(a + 1..).map_or(1, |s| s.iter().product());
+    let (px, py) = (kb.param(0), kb.param(1));
+    let mx = kb.alloca_f32()?;
+    let sum = kb.alloca_f32()?;
+    kb.nest(&[outer, inner], |kb, idx| {
+        let base = kb.lin(&[(idx[0], len * inner), (idx[1], 1)], 0)?;
+        let at = |kb: &Kb<'_, 'ctx>, l: IntValue<'ctx>| kb.add(base, kb.mul(l, kb.c(inner))?);
+        kb.set(mx, kb.cf(f32::NEG_INFINITY))?;
+        kb.for_n(len, |kb, l| kb.set(mx, kb.fmax(kb.get(mx)?, kb.load_f32(px, at(kb, l)?)?)?))?;
+        kb.set(sum, kb.cf(0.0))?;
+        kb.for_n(len, |kb, l| {
+            let i = at(kb, l)?;
+            let e = kb.libm("expf", kb.fsub(kb.load_f32(px, i)?, kb.get(mx)?)?)?;
+            kb.store_f32(py, i, e)?;
+            kb.set(sum, kb.fadd(kb.get(sum)?, e)?)
+        })?;
+        kb.for_n(len, |kb, l| {
+            let i = at(kb, l)?;
+            kb.store_f32(py, i, kb.fdiv(kb.load_f32(py, i)?, kb.get(sum)?)?)
+        })
+    })
+}

@@ -1,0 +1,78 @@
+//! Target selection: triple, CPU and features, and the LLVM target machine.
+use crate::CodegenError;
+use inkwell::targets::{CodeModel, InitializationConfig, RelocMode, Target, TargetMachine, TargetTriple};
+use inkwell::OptimizationLevel;
+
+/// The machine code is generated for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    /// LLVM target triple, e.g. `x86_64-unknown-linux-gnu`.
+    pub triple: String,
+    /// CPU name (`znver4`, `x86-64-v3`, `generic`).
+    pub cpu: String,
+    /// Feature string (`+avx2,+fma`); empty means the CPU's defaults.
+    pub features: String,
+}
+
+/// The host's triple.
+pub fn host_triple() -> String {
+    TargetMachine::get_default_triple().as_str().to_string_lossy().into_owned()
+}
+
+fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let cfg = InitializationConfig::default();
+        Target::initialize_x86(&cfg);
+        Target::initialize_aarch64(&cfg);
+    });
+}
+
+impl TargetSpec {
+    /// The host: its triple, CPU and every feature it has.
+    pub fn host() -> TargetSpec {
+        init();
+        TargetSpec {
+            triple: host_triple(),
+            cpu: TargetMachine::get_host_cpu_name().to_string(),
+            features: TargetMachine::get_host_cpu_features().to_string(),
+        }
+    }
+
+    /// A target from a triple and an optional CPU; the host CPU's features are used only
+    /// when the triple is the host's and no CPU is named.
+    pub fn new(triple: Option<&str>, cpu: Option<&str>) -> TargetSpec {
+        let host = TargetSpec::host();
+        let triple = triple.map(str::to_string).unwrap_or_else(|| host.triple.clone());
+        let same = TargetTriple::create(&triple).as_str() == TargetTriple::create(&host.triple).as_str();
+        match (same, cpu) {
+            (true, None) => host,
+            (true, Some("native")) => host,
+            (_, Some(c)) => TargetSpec { triple, cpu: c.to_string(), features: String::new() },
+            (false, None) => TargetSpec { triple, cpu: "generic".into(), features: String::new() },
+        }
+    }
+
+    /// Whether this is the host's triple.
+    pub fn is_host(&self) -> bool {
+        TargetTriple::create(&self.triple).as_str() == TargetTriple::create(&host_triple()).as_str()
+    }
+
+    /// The LLVM target machine (PIC, O3).
+    pub fn machine(&self) -> Result<TargetMachine, CodegenError> {
+        init();
+        let triple = TargetTriple::create(&self.triple);
+        let err = |reason: String| CodegenError::Target { triple: self.triple.clone(), reason };
+        let target = Target::from_triple(&triple).map_err(|e| err(e.to_string()))?;
+        target
+            .create_target_machine(
+                &triple,
+                &self.cpu,
+                &self.features,
+                OptimizationLevel::Aggressive,
+                RelocMode::PIC,
+                CodeModel::Default,
+            )
+            .ok_or_else(|| err(format!("LLVM cannot create a target machine for CPU '{}'", self.cpu)))
+    }
+}

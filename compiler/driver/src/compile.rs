@@ -1,0 +1,344 @@
+//! `dlc compile`: model in, artifact directory out.
+use crate::link;
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use dlc_artifact::{files, DimSpec, Manifest, TensorSpec, ABI_VERSION, FORMAT_VERSION};
+use dlc_codegen_llvm::{EmitOptions, TargetSpec};
+use dlc_ir::{Dim, Graph, Op, TensorType};
+use dlc_passes::PassCx;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What `--emit` can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Emit {
+    /// Shared library `model.so` (what `dlc run` and dlc-runtime load).
+    So,
+    /// Static library `model.a`.
+    A,
+    /// C header `model.h`.
+    H,
+    /// dlc IR after the pass pipeline, `model.dlcir`.
+    Ir,
+    /// Optimised LLVM IR, `model.ll`.
+    Ll,
+    /// Target assembly, `model.s`.
+    Asm,
+}
+
+/// Backends `--backend` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// LLVM (inkwell): the production CPU path.
+    Llvm,
+    /// Cranelift: fast debug builds (not implemented yet).
+    Cranelift,
+    /// MLIR (melior): second lowering for differential tests (not implemented yet).
+    Mlir,
+}
+
+/// Compile a model into a native artifact directory.
+///
+/// Writes OUTDIR/model.so, model.a and model.h (by default), model.manifest with its JSON
+/// mirror manifest.json, and report.json (parameters, weight bytes, FLOPs, arena bytes).
+/// Example: dlc compile mlp.onnx -o out/mlp
+#[derive(Args)]
+pub struct CompileArgs {
+    /// The model: an .onnx file.
+    pub model: PathBuf,
+    /// Output directory (created if missing).
+    #[arg(short, long, value_name = "OUTDIR")]
+    pub output: PathBuf,
+    /// LLVM target triple [default: the host's].
+    #[arg(long, value_name = "TRIPLE")]
+    pub target: Option<String>,
+    /// Target CPU (e.g. znver4, x86-64-v3, native) [default: the host CPU for the host
+    /// triple, generic otherwise].
+    #[arg(long, value_name = "NAME")]
+    pub cpu: Option<String>,
+    /// Code generator.
+    #[arg(long, value_enum, default_value = "llvm")]
+    pub backend: Backend,
+    /// Comma-separated outputs to write [default: so,a,h; a,h for a non-host target].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub emit: Vec<Emit>,
+    /// Pins an input's shape, e.g. input=1x3x224x224 (needed for symbolic dims).
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    pub input_shapes: Vec<String>,
+    /// Prefix of the exported C symbols is dlc_<NAME>_ [default: from the model file name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Skip dlc's graph optimisations (LLVM still optimises the kernels).
+    #[arg(long)]
+    pub no_opt: bool,
+    /// Print the IR after this pass (`import` for the imported graph); repeatable.
+    #[arg(long, value_name = "PASS")]
+    pub dump_after: Vec<String>,
+    /// Print a summary of report.json.
+    #[arg(long)]
+    pub report: bool,
+}
+
+fn parse_input_shapes(specs: &[String]) -> Result<HashMap<String, Vec<u64>>> {
+    let mut out = HashMap::new();
+    for s in specs {
+        let Some((name, dims)) = s.rsplit_once('=') else {
+            bail!("--input-shape '{s}' must be NAME=DIMS, e.g. input=1x3x224x224");
+        };
+        let dims: Vec<u64> = dims
+            .split('x')
+            .map(|d| d.trim().parse::<u64>())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("--input-shape '{s}': dims must be positive integers joined by 'x'"))?;
+        out.insert(name.to_string(), dims);
+    }
+    Ok(out)
+}
+
+/// `dlc_<name>_` with the name made a C identifier.
+fn symbol_prefix(name: &str) -> String {
+    let mut s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    if s.is_empty() {
+        s = "model".into();
+    }
+    format!("dlc_{s}_")
+}
+
+fn spec(name: &str, t: &TensorType) -> TensorSpec {
+    TensorSpec {
+        name: name.to_string(),
+        dtype: t.dtype.name().to_string(),
+        shape: t
+            .shape
+            .0
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => DimSpec { fixed: Some(*n), symbol: None },
+                Dim::Sym(s) => DimSpec { fixed: None, symbol: Some(s.clone()) },
+            })
+            .collect(),
+    }
+}
+
+/// Loads a model through the frontend its extension names.
+pub fn load_model(path: &Path, input_shapes: HashMap<String, Vec<u64>>) -> Result<Graph> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("onnx") => Ok(dlc_onnx::import(path, &dlc_onnx::ImportOptions { input_shapes })?),
+        Some("dlc") => bail!("'{}': the dlc model language is not implemented yet", path.display()),
+        _ => bail!("'{}': unknown model format; dlc reads .onnx files", path.display()),
+    }
+}
+
+pub fn main(a: CompileArgs) -> Result<()> {
+    let t_start = Instant::now();
+    if a.backend != Backend::Llvm {
+        bail!("--backend {:?} is not implemented yet; use --backend llvm", a.backend);
+    }
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.enable_steady_tick(std::time::Duration::from_millis(120));
+    progress.set_message(format!("importing {}", a.model.display()));
+    let mut g = load_model(&a.model, parse_input_shapes(&a.input_shapes)?)?;
+
+    let mut cx = PassCx { dump_after: a.dump_after.clone(), ..Default::default() };
+    let passes = if a.no_opt { vec![] } else { dlc_passes::default_pipeline() };
+    progress.set_message("optimising");
+    dlc_passes::run_pipeline(&mut g, &passes, &mut cx)?;
+    for (pass, text) in &cx.dumps {
+        progress.suspend(|| println!("// IR after {pass}\n{text}"));
+    }
+    for &id in g.inputs() {
+        let n = g.node(id);
+        if !n.outputs[0].shape.is_fixed() {
+            let example: Vec<String> =
+                n.outputs[0].shape.0.iter().map(|d| d.fixed().unwrap_or(1).to_string()).collect();
+            bail!(
+                "'{}': input '{}' has symbolic shape {}; pin it with --input-shape {}={}",
+                a.model.display(),
+                n.name,
+                n.outputs[0],
+                n.name,
+                example.join("x")
+            );
+        }
+    }
+
+    let target = TargetSpec::new(a.target.as_deref(), a.cpu.as_deref());
+    let mut emit = a.emit.clone();
+    if emit.is_empty() {
+        emit = if target.is_host() { vec![Emit::So, Emit::A, Emit::H] } else { vec![Emit::A, Emit::H] };
+    }
+    if emit.contains(&Emit::So) && !target.is_host() {
+        bail!("--emit so for target {} needs a cross linker; use --emit a,h and link on the target", target.triple);
+    }
+    let name = a.name.clone().unwrap_or_else(|| {
+        a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+    });
+    let prefix = symbol_prefix(&name);
+
+    progress.set_message("planning memory");
+    let plan = dlc_passes::plan_memory(&g)?;
+    progress.set_message(format!("generating code for {} ({})", target.triple, target.cpu));
+    let t_cg = Instant::now();
+    let opts = EmitOptions { llvm_ir: emit.contains(&Emit::Ll), asm: emit.contains(&Emit::Asm), no_llvm_opt: false };
+    let compiled = dlc_codegen_llvm::compile(&g, &plan, &target, &prefix, &opts)
+        .with_context(|| format!("compiling '{}'", a.model.display()))?;
+    let codegen_secs = t_cg.elapsed().as_secs_f64();
+
+    progress.set_message("writing artifact");
+    let out = &a.output;
+    std::fs::create_dir_all(out).with_context(|| format!("creating '{}'", out.display()))?;
+    let write = |file: &str, bytes: &[u8]| -> Result<()> {
+        let p = out.join(file);
+        std::fs::write(&p, bytes).with_context(|| format!("writing '{}'", p.display()))
+    };
+    let mut written = Vec::new();
+    if emit.contains(&Emit::So) {
+        let obj = out.join("model.o");
+        write("model.o", &compiled.object)?;
+        let linked = link::shared_library(&obj, &out.join(files::SHARED_LIB));
+        let _ = std::fs::remove_file(&obj);
+        linked?;
+        written.push(files::SHARED_LIB.to_string());
+    }
+    if emit.contains(&Emit::A) {
+        link::static_library(
+            &compiled.object,
+            &format!("{}.o", prefix.trim_end_matches('_')),
+            &out.join(files::STATIC_LIB),
+        )?;
+        written.push(files::STATIC_LIB.to_string());
+    }
+    if emit.contains(&Emit::Ir) {
+        write("model.dlcir", dlc_ir::print_graph(&g)?.as_bytes())?;
+        written.push("model.dlcir".into());
+    }
+    if let Some(ll) = &compiled.llvm_ir {
+        write("model.ll", ll.as_bytes())?;
+        written.push("model.ll".into());
+    }
+    if let Some(s) = &compiled.asm {
+        write("model.s", s.as_bytes())?;
+        written.push("model.s".into());
+    }
+
+    let stats = dlc_passes::graph_stats(&g);
+    let mut hasher = Sha256::new();
+    for &id in &plan.order {
+        if let Op::Const(c) = &g.node(id).op {
+            hasher.update(c.value.ty().to_string().as_bytes());
+            hasher.update(c.value.bytes());
+        }
+    }
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        abi_version: ABI_VERSION,
+        compiler_version: format!("dlc {}", env!("CARGO_PKG_VERSION")),
+        model_name: g.name.clone(),
+        symbol_prefix: prefix.clone(),
+        target_triple: target.triple.clone(),
+        cpu: target.cpu.clone(),
+        cpu_features: target.features.clone(),
+        inputs: g.inputs().iter().map(|&id| spec(&g.node(id).name, &g.node(id).outputs[0])).collect(),
+        outputs: g.outputs().iter().map(|(n, v)| spec(n, g.value_type(*v))).collect(),
+        weights_sha256: hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        weight_bytes: stats.weight_bytes,
+        arena_bytes: plan.arena_bytes,
+        files: written.clone(),
+    };
+    if emit.contains(&Emit::H) {
+        write(files::HEADER, header(&manifest, &a.model).as_bytes())?;
+        written.push(files::HEADER.into());
+    }
+    let manifest = Manifest { files: written, ..manifest };
+    manifest.write_dir(out)?;
+
+    let report = serde_json::json!({
+        "model": a.model.display().to_string(),
+        "target": target.triple,
+        "cpu": target.cpu,
+        "kernels": compiled.kernels,
+        "flops": stats.flops,
+        "parameters": stats.parameters,
+        "weight_bytes": stats.weight_bytes,
+        "arena_bytes": plan.arena_bytes,
+        "arena_bytes_without_reuse": plan.unshared_bytes,
+        "compile_seconds": t_start.elapsed().as_secs_f64(),
+        "codegen_seconds": codegen_secs,
+        "passes": cx.timings.iter().map(|(p, s, c)| serde_json::json!({
+            "name": p, "seconds": s, "changed": *c == dlc_passes::Changed::Yes
+        })).collect::<Vec<_>>(),
+    });
+    write(files::REPORT, (serde_json::to_string_pretty(&report)? + "\n").as_bytes())?;
+    progress.finish_and_clear();
+
+    eprintln!(
+        "compiled {} -> {} ({} kernels, {:.2} s)",
+        a.model.display(),
+        out.display(),
+        compiled.kernels,
+        t_start.elapsed().as_secs_f64()
+    );
+    if a.report {
+        println!("model        {}", g.name);
+        println!("target       {} ({})", target.triple, target.cpu);
+        println!("kernels      {}", compiled.kernels);
+        println!("parameters   {}", stats.parameters);
+        println!("weights      {:.2} MiB", stats.weight_bytes as f64 / (1 << 20) as f64);
+        println!("flops        {:.3} GFLOP per inference", stats.flops as f64 / 1e9);
+        println!(
+            "arena        {:.2} MiB (without reuse {:.2} MiB)",
+            plan.arena_bytes as f64 / (1 << 20) as f64,
+            plan.unshared_bytes as f64 / (1 << 20) as f64
+        );
+        println!("compile time {:.2} s (codegen {:.2} s)", t_start.elapsed().as_secs_f64(), codegen_secs);
+    }
+    Ok(())
+}
+
+/// The C header declaring the entry points and describing inputs and outputs.
+fn header(m: &Manifest, model: &Path) -> String {
+    let up = m.symbol_prefix.to_uppercase();
+    let p = &m.symbol_prefix;
+    let clean = |s: &str| s.replace("*/", "* /");
+    let mut h = String::new();
+    h.push_str(&format!(
+        "/* Generated by {} from {}. Do not edit.\n * Target: {} ({}).\n * Link with model.a and -lm, or load model.so. */\n",
+        m.compiler_version,
+        clean(&model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()),
+        m.target_triple,
+        m.cpu
+    ));
+    h.push_str(&format!(
+        "#ifndef {up}H\n#define {up}H\n\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {{\n#endif\n\n"
+    ));
+    h.push_str(&format!("#define {up}ABI_VERSION {}u\n", m.abi_version));
+    h.push_str(&format!("#define {up}WORKSPACE_SIZE {}u\n", m.arena_bytes));
+    h.push_str(&format!("#define {up}NUM_INPUTS {}\n#define {up}NUM_OUTPUTS {}\n\n", m.inputs.len(), m.outputs.len()));
+    for (kind, specs) in [("INPUT", &m.inputs), ("OUTPUT", &m.outputs)] {
+        for (i, s) in specs.iter().enumerate() {
+            let numel: u64 = s.fixed_shape().unwrap_or_default().iter().product();
+            h.push_str(&format!(
+                "/* {} {i} \"{}\": {}{} */\n",
+                kind.to_lowercase(),
+                clean(&s.name),
+                s.dtype,
+                s.shape_string()
+            ));
+            h.push_str(&format!("#define {up}{kind}{i}_NUMEL {numel}u\n"));
+        }
+    }
+    h.push_str(&format!(
+        "\n/* ABI version of the code; equals {up}ABI_VERSION. */\nuint32_t {p}abi_version(void);\n\
+         /* Bytes of workspace run() needs. */\nuint64_t {p}workspace_size(void);\n\
+         /* Runs the model. inputs[i] and outputs[i] point to buffers in the order above\n \
+         * (row-major, aligned to their element size); workspace points to\n \
+         * workspace_size() bytes aligned to 64. Returns 0 on success. Calls on distinct\n \
+         * workspaces and outputs may run concurrently. */\n\
+         int32_t {p}run(const void *const *inputs, void *const *outputs, void *workspace);\n\n"
+    ));
+    h.push_str(&format!("#ifdef __cplusplus\n}}\n#endif\n\n#endif /* {up}H */\n"));
+    h
+}

@@ -1,0 +1,49 @@
+//! `dlc inspect`: what a model holds and whether dlc can compile it.
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+/// Describe a model: inputs, outputs, ops, parameters, FLOPs and unsupported nodes.
+///
+/// Exits 0 when the model can be compiled, 1 when it has unsupported nodes or errors.
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The model: an .onnx file.
+    pub model: PathBuf,
+    /// Also print the imported IR.
+    #[arg(long)]
+    pub ir: bool,
+}
+
+pub fn main(a: InspectArgs) -> Result<()> {
+    let proto = dlc_onnx::read_model(&a.model)?;
+    let s = dlc_onnx::summarize(&proto);
+    println!("model       {}", a.model.display());
+    println!("producer    {}", if s.producer.is_empty() { "-" } else { &s.producer });
+    println!("opset       {}", s.opset);
+    println!("parameters  {} ({:.2} MiB)", s.parameters, s.weight_bytes as f64 / (1 << 20) as f64);
+    println!("ops         {} nodes", s.op_counts.values().sum::<usize>());
+    for (op, n) in &s.op_counts {
+        println!("  {op:<24} {n}");
+    }
+    if !s.unsupported.is_empty() {
+        println!("unsupported {} node(s):", s.unsupported.len());
+        for u in &s.unsupported {
+            println!("  {u}");
+        }
+        anyhow::bail!("'{}' has {} unsupported node(s)", a.model.display(), s.unsupported.len());
+    }
+    let g = crate::compile::load_model(&a.model, Default::default())?;
+    for &id in g.inputs() {
+        println!("input       {:?}: {}", g.node(id).name, g.node(id).outputs[0]);
+    }
+    for (name, v) in g.outputs() {
+        println!("output      {name:?}: {}", g.value_type(*v));
+    }
+    let st = dlc_passes::graph_stats(&g);
+    println!("flops       {:.3} GFLOP per inference", st.flops as f64 / 1e9);
+    if a.ir {
+        print!("{}", dlc_ir::print_graph(&g)?);
+    }
+    Ok(())
+}

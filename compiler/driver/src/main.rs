@@ -1,0 +1,51 @@
+//! dlc: the command-line driver. `dlc compile` turns a model into a native artifact,
+//! `dlc run` runs one on `.npy` inputs, `dlc inspect` describes a model.
+//!
+//! Logs go to stderr behind `RUST_LOG` (e.g. `RUST_LOG=dlc=debug`).
+
+mod compile;
+mod inspect;
+mod link;
+mod npy;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// dlc: an ahead-of-time compiler for deep-learning models.
+///
+/// Compiles ONNX models into native libraries (a shared library, a static library with a
+/// C header) that dlc-runtime or any C program can run, with no ML framework at run time.
+#[derive(Parser)]
+#[command(name = "dlc", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Compile(compile::CompileArgs),
+    Run(run::RunArgs),
+    Inspect(inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Command::Compile(a) => compile::main(a),
+        Command::Run(a) => run::main(a),
+        Command::Inspect(a) => inspect::main(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! `.npy` files in and out, through the npyz crate.
+use anyhow::{bail, Context, Result};
+use dlc_runtime::Tensor;
+use npyz::{DType, TypeChar, WriterBuilder};
+use std::path::Path;
+
+/// Reads an `.npy` file into a tensor (little-endian, C order).
+pub fn read(path: &Path) -> Result<Tensor> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read '{}'", path.display()))?;
+    let npy =
+        npyz::NpyFile::new(&bytes[..]).with_context(|| format!("'{}' is not a valid .npy file", path.display()))?;
+    if npy.order() != npyz::Order::C {
+        bail!("'{}': Fortran-order arrays are not supported; save with np.ascontiguousarray", path.display());
+    }
+    let shape = npy.shape().to_vec();
+    let DType::Plain(ts) = npy.dtype() else {
+        bail!("'{}': structured arrays are not supported", path.display());
+    };
+    let size = ts.size_field();
+    let dtype = match (ts.type_char(), size) {
+        (TypeChar::Float, 4) => "f32",
+        (TypeChar::Float, 8) => "f64",
+        (TypeChar::Int, 1) => "i8",
+        (TypeChar::Int, 2) => "i16",
+        (TypeChar::Int, 4) => "i32",
+        (TypeChar::Int, 8) => "i64",
+        (TypeChar::Uint, 1) => "u8",
+        (TypeChar::Uint, 2) => "u16",
+        (TypeChar::Uint, 4) => "u32",
+        (TypeChar::Uint, 8) => "u64",
+        (TypeChar::Bool, 1) => "bool",
+        _ => bail!("'{}': dtype {ts} is not supported", path.display()),
+    };
+    let ctx = || format!("reading data of '{}'", path.display());
+    let data: Vec<u8> = match dtype {
+        "f32" => npy.into_vec::<f32>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        "f64" => npy.into_vec::<f64>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        "i8" => npy.into_vec::<i8>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        "i16" => npy.into_vec::<i16>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        "i32" => npy.into_vec::<i32>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        "i64" => npy.into_vec::<i64>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        "u8" => npy.into_vec::<u8>().with_context(ctx)?,
+        "u16" => npy.into_vec::<u16>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        "u32" => npy.into_vec::<u32>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        "u64" => npy.into_vec::<u64>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        _ => npy.into_vec::<bool>().with_context(ctx)?.iter().map(|&v| v as u8).collect(),
+    };
+    Ok(Tensor { dtype: dtype.to_string(), shape, data })
+}
+
+fn write_typed<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
+    path: &Path,
+    shape: &[u64],
+    values: impl Iterator<Item = T>,
+) -> Result<()> {
+    let mut file =
+        std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating '{}'", path.display()))?);
+    let mut w = npyz::WriteOptions::new().default_dtype().shape(shape).writer(&mut file).begin_nd()?;
+    w.extend(values)?;
+    w.finish()?;
+    Ok(())
+}
+
+/// Writes a tensor as `.npy`.
+pub fn write(path: &Path, t: &Tensor) -> Result<()> {
+    let d = &t.data;
+    macro_rules! le {
+        ($ty:ty, $n:literal) => {
+            write_typed(path, &t.shape, d.chunks_exact($n).map(|c| <$ty>::from_le_bytes(c.try_into().unwrap())))
+        };
+    }
+    match t.dtype.as_str() {
+        "f32" => le!(f32, 4),
+        "f64" => le!(f64, 8),
+        "i8" => le!(i8, 1),
+        "i16" => le!(i16, 2),
+        "i32" => le!(i32, 4),
+        "i64" => le!(i64, 8),
+        "u8" => le!(u8, 1),
+        "u16" => le!(u16, 2),
+        "u32" => le!(u32, 4),
+        "u64" => le!(u64, 8),
+        "bool" => write_typed(path, &t.shape, d.iter().map(|&b| b != 0)),
+        other => bail!("cannot write dtype {other} as .npy"),
+    }
+}
+
+/// The file name for output `name`: characters outside `[A-Za-z0-9._-]` become `_`.
+pub fn file_name(name: &str) -> String {
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
+    format!("{s}.npy")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn output_names_are_sanitised() {
+        assert_eq!(super::file_name("logits"), "logits.npy");
+        assert_eq!(super::file_name("out/0:1 x"), "out_0_1_x.npy");
+        assert_eq!(super::file_name("a.b-c_d"), "a.b-c_d.npy");
+    }
+}

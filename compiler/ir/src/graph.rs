@@ -1,0 +1,222 @@
+use crate::{IrError, Op, TensorType};
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+use std::collections::BTreeSet;
+
+/// Identifies a node; stable across removals of other nodes.
+pub type NodeId = NodeIndex<u32>;
+
+/// One operation with the types of its outputs.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Name from the source model (ONNX node name or a generated one); used in errors.
+    pub name: String,
+    /// What the node computes.
+    pub op: Op,
+    /// Output types, one per output port.
+    pub outputs: Vec<TensorType>,
+}
+
+/// A data edge: output `src_port` of the source feeds operand `dst_port` of the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edge {
+    /// Output port of the producer.
+    pub src_port: u32,
+    /// Operand position at the consumer.
+    pub dst_port: u32,
+}
+
+/// A value: one output of one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Value {
+    /// The producer.
+    pub node: NodeId,
+    /// Its output port.
+    pub port: u32,
+}
+
+/// A dataflow graph with named inputs and outputs.
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    /// Model name.
+    pub name: String,
+    g: StableDiGraph<Node, Edge>,
+    inputs: Vec<NodeId>,
+    outputs: Vec<(String, Value)>,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new(name: impl Into<String>) -> Graph {
+        Graph { name: name.into(), ..Default::default() }
+    }
+
+    /// Adds a model input of type `ty`.
+    pub fn add_input(&mut self, name: impl Into<String>, ty: TensorType) -> Value {
+        let node = self.g.add_node(Node {
+            name: name.into(),
+            op: crate::ops::Input { ty: ty.clone() }.into(),
+            outputs: vec![ty],
+        });
+        self.inputs.push(node);
+        Value { node, port: 0 }
+    }
+
+    /// Adds a constant.
+    pub fn add_const(&mut self, name: impl Into<String>, value: crate::TensorData) -> Value {
+        let ty = value.ty().clone();
+        let node =
+            self.g.add_node(Node { name: name.into(), op: crate::ops::Const { value }.into(), outputs: vec![ty] });
+        Value { node, port: 0 }
+    }
+
+    /// Adds a node computing `op` on `operands`; its output types come from the op's rule.
+    pub fn add_node(
+        &mut self,
+        name: impl Into<String>,
+        op: impl Into<Op>,
+        operands: &[Value],
+    ) -> Result<Vec<Value>, IrError> {
+        let name = name.into();
+        let op = op.into();
+        let types: Vec<TensorType> = operands.iter().map(|v| self.value_type(*v).clone()).collect();
+        let outputs = op.infer(&name, &types)?;
+        let n_out = outputs.len();
+        let node = self.g.add_node(Node { name, op, outputs });
+        for (i, v) in operands.iter().enumerate() {
+            self.g.add_edge(v.node, node, Edge { src_port: v.port, dst_port: i as u32 });
+        }
+        Ok((0..n_out as u32).map(|port| Value { node, port }).collect())
+    }
+
+    /// Marks `value` as a model output named `name`.
+    pub fn add_output(&mut self, name: impl Into<String>, value: Value) {
+        self.outputs.push((name.into(), value));
+    }
+
+    /// Model input nodes, in declaration order.
+    pub fn inputs(&self) -> &[NodeId] {
+        &self.inputs
+    }
+
+    /// Model outputs, in declaration order.
+    pub fn outputs(&self) -> &[(String, Value)] {
+        &self.outputs
+    }
+
+    /// Replaces the value of model output `i`.
+    pub fn set_output(&mut self, i: usize, value: Value) {
+        self.outputs[i].1 = value;
+    }
+
+    /// The node behind `id`.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.g[id]
+    }
+
+    /// Mutable access to a node (callers keep its output types true).
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.g[id]
+    }
+
+    /// Whether the node exists.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.g.contains_node(id)
+    }
+
+    /// The type of a value.
+    pub fn value_type(&self, v: Value) -> &TensorType {
+        &self.g[v.node].outputs[v.port as usize]
+    }
+
+    /// Operands of `id`, ordered by operand position.
+    pub fn operands(&self, id: NodeId) -> Vec<Value> {
+        let mut es: Vec<(u32, Value)> = self
+            .g
+            .edges_directed(id, Direction::Incoming)
+            .map(|e| (e.weight().dst_port, Value { node: e.source(), port: e.weight().src_port }))
+            .collect();
+        es.sort_by_key(|(p, _)| *p);
+        es.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Raw operand edges of `id` as `(dst_port, value)`, unsorted; the verifier uses it.
+    pub fn operand_edges(&self, id: NodeId) -> Vec<(u32, Value)> {
+        self.g
+            .edges_directed(id, Direction::Incoming)
+            .map(|e| (e.weight().dst_port, Value { node: e.source(), port: e.weight().src_port }))
+            .collect()
+    }
+
+    /// Consumers of `id`'s outputs as `(consumer, operand position, output port)`.
+    pub fn users(&self, id: NodeId) -> Vec<(NodeId, u32, u32)> {
+        let mut us: Vec<_> = self
+            .g
+            .edges_directed(id, Direction::Outgoing)
+            .map(|e| (e.target(), e.weight().dst_port, e.weight().src_port))
+            .collect();
+        us.sort();
+        us
+    }
+
+    /// Every node id, in index order.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.g.node_indices().collect()
+    }
+
+    /// Number of nodes.
+    pub fn node_count(&self) -> usize {
+        self.g.node_count()
+    }
+
+    /// Makes every use of `old` a use of `new` (model outputs included).
+    pub fn replace_uses(&mut self, old: Value, new: Value) {
+        let edges: Vec<_> = self
+            .g
+            .edges_directed(old.node, Direction::Outgoing)
+            .filter(|e| e.weight().src_port == old.port)
+            .map(|e| (e.id(), e.target(), e.weight().dst_port))
+            .collect();
+        for (id, target, dst_port) in edges {
+            self.g.remove_edge(id);
+            self.g.add_edge(new.node, target, Edge { src_port: new.port, dst_port });
+        }
+        for o in &mut self.outputs {
+            if o.1 == old {
+                o.1 = new;
+            }
+        }
+    }
+
+    /// Removes a node and its edges; model inputs cannot be removed.
+    pub fn remove_node(&mut self, id: NodeId) -> Option<Node> {
+        if self.inputs.contains(&id) {
+            return None;
+        }
+        self.g.remove_node(id)
+    }
+
+    /// Nodes in topological order; ties are broken by node index (creation order), so the
+    /// order is deterministic. Fails when the graph has a cycle.
+    pub fn topo_order(&self) -> Result<Vec<NodeId>, IrError> {
+        let mut indeg: std::collections::HashMap<NodeId, usize> =
+            self.g.node_indices().map(|n| (n, self.g.edges_directed(n, Direction::Incoming).count())).collect();
+        let mut ready: BTreeSet<NodeId> = indeg.iter().filter(|(_, &d)| d == 0).map(|(&n, _)| n).collect();
+        let mut order = Vec::with_capacity(indeg.len());
+        while let Some(n) = ready.pop_first() {
+            order.push(n);
+            for e in self.g.edges_directed(n, Direction::Outgoing) {
+                let d = indeg.get_mut(&e.target()).expect("edge target is a node");
+                *d -= 1;
+                if *d == 0 {
+                    ready.insert(e.target());
+                }
+            }
+        }
+        if order.len() != self.g.node_count() {
+            return Err(IrError::Invalid("the graph has a cycle".into()));
+        }
+        Ok(order)
+    }
+}

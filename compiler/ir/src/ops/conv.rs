@@ -1,0 +1,290 @@
+//! 2-D convolution and pooling over NCHW tensors.
+use super::{ensure, fixed_dims, same_dtype, Infer, OpMeta};
+use crate::{op, Dim, IrError, Shape, TensorType};
+
+/// ONNX `auto_pad`: how padding is derived when not given explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoPad {
+    /// Use the explicit `pads`.
+    NotSet,
+    /// Pad so that `out = ceil(in / stride)`, extra padding at the end.
+    SameUpper,
+    /// Pad so that `out = ceil(in / stride)`, extra padding at the start.
+    SameLower,
+    /// No padding.
+    Valid,
+}
+
+impl AutoPad {
+    /// ONNX spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            AutoPad::NotSet => "NOTSET",
+            AutoPad::SameUpper => "SAME_UPPER",
+            AutoPad::SameLower => "SAME_LOWER",
+            AutoPad::Valid => "VALID",
+        }
+    }
+
+    /// Parses the ONNX spelling.
+    pub fn from_name(s: &str) -> Option<AutoPad> {
+        [AutoPad::NotSet, AutoPad::SameUpper, AutoPad::SameLower, AutoPad::Valid].into_iter().find(|a| a.name() == s)
+    }
+}
+
+/// Resolved geometry of a sliding window over the two spatial dims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolGeometry {
+    /// Input `[H, W]`.
+    pub input: [u64; 2],
+    /// Output `[OH, OW]`.
+    pub output: [u64; 2],
+    /// Kernel `[KH, KW]`.
+    pub kernel: [u64; 2],
+    /// Strides.
+    pub strides: [u64; 2],
+    /// Dilations.
+    pub dilations: [u64; 2],
+    /// Padding at the start `[top, left]`.
+    pub pad_begin: [u64; 2],
+    /// Padding at the end `[bottom, right]`.
+    pub pad_end: [u64; 2],
+}
+
+/// Attributes shared by convolution and pooling, before resolution.
+pub struct WindowAttrs<'a> {
+    /// Kernel extents.
+    pub kernel: &'a [i64],
+    /// Strides (empty: all 1).
+    pub strides: &'a [i64],
+    /// ONNX pads `[t, l, b, r]` (empty: all 0).
+    pub pads: &'a [i64],
+    /// Dilations (empty: all 1).
+    pub dilations: &'a [i64],
+    /// Padding mode.
+    pub auto_pad: AutoPad,
+    /// Round the output size up.
+    pub ceil_mode: bool,
+}
+
+impl PoolGeometry {
+    /// Resolves the window over input spatial dims `[H, W]`.
+    #[allow(clippy::needless_range_loop)] // walks several per-dim arrays in step
+    pub fn resolve(input: [u64; 2], a: &WindowAttrs) -> Result<PoolGeometry, String> {
+        let get = |v: &[i64], i: usize, default: i64, what: &str| -> Result<u64, String> {
+            let x = if v.is_empty() {
+                default
+            } else {
+                *v.get(i).ok_or(format!("{what} must have 2 values, got {v:?}"))?
+            };
+            u64::try_from(x).map_err(|_| format!("{what} must be non-negative, got {v:?}"))
+        };
+        if a.kernel.len() != 2 {
+            return Err(format!("only 2-D windows are supported, kernel is {:?}", a.kernel));
+        }
+        if !a.pads.is_empty() && a.pads.len() != 4 {
+            return Err(format!("pads must have 4 values, got {:?}", a.pads));
+        }
+        let mut g = PoolGeometry {
+            input,
+            output: [0; 2],
+            kernel: [0; 2],
+            strides: [0; 2],
+            dilations: [0; 2],
+            pad_begin: [0; 2],
+            pad_end: [0; 2],
+        };
+        for i in 0..2 {
+            g.kernel[i] = get(a.kernel, i, 1, "kernel_shape")?;
+            g.strides[i] = get(a.strides, i, 1, "strides")?;
+            g.dilations[i] = get(a.dilations, i, 1, "dilations")?;
+            if g.kernel[i] == 0 || g.strides[i] == 0 || g.dilations[i] == 0 {
+                return Err("kernel_shape, strides and dilations must be positive".into());
+            }
+            let span = (g.kernel[i] - 1) * g.dilations[i] + 1;
+            let (s, n) = (g.strides[i], input[i]);
+            match a.auto_pad {
+                AutoPad::NotSet => {
+                    g.pad_begin[i] = get(a.pads, i, 0, "pads")?;
+                    g.pad_end[i] = get(a.pads, i + 2, 0, "pads")?;
+                    let padded = n + g.pad_begin[i] + g.pad_end[i];
+                    if padded < span {
+                        return Err(format!("window of extent {span} does not fit padded input of extent {padded}"));
+                    }
+                    let num = padded - span;
+                    let mut out = if a.ceil_mode { num.div_ceil(s) } else { num / s } + 1;
+                    // A window may not start inside the end padding (PyTorch and ONNX Runtime).
+                    if a.ceil_mode && (out - 1) * s >= n + g.pad_begin[i] {
+                        out -= 1;
+                    }
+                    g.output[i] = out;
+                }
+                AutoPad::SameUpper | AutoPad::SameLower => {
+                    let out = n.div_ceil(s);
+                    let total = ((out - 1) * s + span).saturating_sub(n);
+                    let small = total / 2;
+                    let (b, e) =
+                        if a.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
+                    g.pad_begin[i] = b;
+                    g.pad_end[i] = e;
+                    g.output[i] = out;
+                }
+                AutoPad::Valid => {
+                    if n < span {
+                        return Err(format!("window of extent {span} does not fit input of extent {n}"));
+                    }
+                    g.output[i] = (n - span) / s + 1;
+                }
+            }
+        }
+        Ok(g)
+    }
+}
+
+/// Resolves the window of an NCHW operand, naming the node on failure.
+fn window(node: &str, op: &'static str, x: &TensorType, a: &WindowAttrs) -> Result<PoolGeometry, IrError> {
+    ensure(x.shape.rank() == 4, node, op, || format!("only 2-D (NCHW) inputs are supported, got {}", x.shape))?;
+    let hw = match (&x.shape.0[2], &x.shape.0[3]) {
+        (Dim::Fixed(h), Dim::Fixed(w)) => [*h, *w],
+        _ => return Err(IrError::shape(node, op, format!("spatial dims must be known, got {}", x.shape))),
+    };
+    PoolGeometry::resolve(hw, a).map_err(|m| IrError::shape(node, op, m))
+}
+
+op! {
+    /// 2-D convolution (cross-correlation) `Y[n,m] = B[m] + sum X[n,c] * W[m,c]` with
+    /// groups, strides, dilations and padding; `W` is `[M, C/group, KH, KW]`.
+    Conv = "conv", operands 2..=3 {
+        kernel_shape: Vec<i64>, strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>,
+        group: i64, auto_pad: AutoPad,
+    }
+}
+
+impl Conv {
+    /// Resolved window for an input `x` and weight `w`.
+    pub fn geometry(&self, node: &str, x: &TensorType, w: &TensorType) -> Result<PoolGeometry, IrError> {
+        let op = Self::INFO.mnemonic;
+        let wd = fixed_dims(w, node, op)?;
+        ensure(wd.len() == 4, node, op, || format!("weight must be 4-D, got {}", w.shape))?;
+        let kernel: Vec<i64> =
+            if self.kernel_shape.is_empty() { vec![wd[2] as i64, wd[3] as i64] } else { self.kernel_shape.clone() };
+        ensure(kernel == [wd[2] as i64, wd[3] as i64], node, op, || {
+            format!("kernel_shape {kernel:?} disagrees with weight {}", w.shape)
+        })?;
+        let a = WindowAttrs {
+            kernel: &kernel,
+            strides: &self.strides,
+            pads: &self.pads,
+            dilations: &self.dilations,
+            auto_pad: self.auto_pad,
+            ceil_mode: false,
+        };
+        window(node, op, x, &a)
+    }
+}
+
+impl Infer for Conv {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        same_dtype(inputs, node, op)?;
+        let (x, w) = (&inputs[0], &inputs[1]);
+        let g = self.geometry(node, x, w)?;
+        let wd = fixed_dims(w, node, op)?;
+        ensure(self.group >= 1, node, op, || format!("group must be >= 1, got {}", self.group))?;
+        let group = self.group as u64;
+        let c = x.shape.0[1].fixed().ok_or_else(|| IrError::shape(node, op, "channel dim must be known"))?;
+        ensure(c % group == 0 && wd[0] % group == 0, node, op, || {
+            format!("channels {c} and filters {} must divide by group {group}", wd[0])
+        })?;
+        ensure(wd[1] * group == c, node, op, || {
+            format!("weight {} expects {} input channels, input {} has {c}", w.shape, wd[1] * group, x.shape)
+        })?;
+        if let Some(b) = inputs.get(2) {
+            ensure(b.shape == Shape::fixed(&[wd[0]]), node, op, || {
+                format!("bias must be [{}], got {}", wd[0], b.shape)
+            })?;
+        }
+        let shape =
+            Shape(vec![x.shape.0[0].clone(), Dim::Fixed(wd[0]), Dim::Fixed(g.output[0]), Dim::Fixed(g.output[1])]);
+        Ok(vec![TensorType { dtype: x.dtype, shape }])
+    }
+}
+
+macro_rules! pool_attrs {
+    ($self:ident, $ceil:expr) => {
+        WindowAttrs {
+            kernel: &$self.kernel_shape,
+            strides: &$self.strides,
+            pads: &$self.pads,
+            dilations: &$self.dilations,
+            auto_pad: $self.auto_pad,
+            ceil_mode: $ceil,
+        }
+    };
+}
+
+fn pooled(x: &TensorType, g: &PoolGeometry) -> TensorType {
+    let mut shape = x.shape.clone();
+    shape.0[2] = Dim::Fixed(g.output[0]);
+    shape.0[3] = Dim::Fixed(g.output[1]);
+    TensorType { dtype: x.dtype, shape }
+}
+
+op! {
+    /// Max over each window; padding never wins.
+    MaxPool = "maxpool", operands 1..=1 {
+        kernel_shape: Vec<i64>, strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>,
+        auto_pad: AutoPad, ceil_mode: bool,
+    }
+}
+
+impl MaxPool {
+    /// Resolved window for input `x`.
+    pub fn geometry(&self, node: &str, x: &TensorType) -> Result<PoolGeometry, IrError> {
+        window(node, Self::INFO.mnemonic, x, &pool_attrs!(self, self.ceil_mode))
+    }
+}
+
+impl Infer for MaxPool {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        Ok(vec![pooled(&inputs[0], &self.geometry(node, &inputs[0])?)])
+    }
+}
+
+op! {
+    /// Mean over each window; with `count_include_pad` the divisor counts padding.
+    AveragePool = "avgpool", operands 1..=1 {
+        kernel_shape: Vec<i64>, strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>,
+        auto_pad: AutoPad, ceil_mode: bool, count_include_pad: bool,
+    }
+}
+
+impl AveragePool {
+    /// Resolved window for input `x`.
+    pub fn geometry(&self, node: &str, x: &TensorType) -> Result<PoolGeometry, IrError> {
+        window(node, Self::INFO.mnemonic, x, &pool_attrs!(self, self.ceil_mode))
+    }
+}
+
+impl Infer for AveragePool {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        Ok(vec![pooled(&inputs[0], &self.geometry(node, &inputs[0])?)])
+    }
+}
+
+op! {
+    /// Mean over all spatial positions: `[N, C, ...] -> [N, C, 1, ...]`.
+    GlobalAveragePool = "global_avgpool", operands 1..=1 {}
+}
+
+impl Infer for GlobalAveragePool {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let x = &inputs[0];
+        ensure(x.shape.rank() >= 3, node, Self::INFO.mnemonic, || format!("needs rank >= 3, got {}", x.shape))?;
+        let mut shape = x.shape.clone();
+        for d in &mut shape.0[2..] {
+            *d = Dim::Fixed(1);
+        }
+        Ok(vec![TensorType { dtype: x.dtype, shape }])
+    }
+}

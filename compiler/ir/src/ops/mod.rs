@@ -1,0 +1,234 @@
+//! The op table. Every op is declared once, in the family file that holds it, with
+//! [`op!`](crate::op): mnemonic, operand count, attributes and doc. Its shape and type
+//! rule sits beside it as an implementation of [`Infer`]. [`op_table!`] below turns the
+//! list of ops into the [`Op`] enum, so printers, frontends, passes and lowerings that
+//! match on `Op` exhaustively are told by the compiler where a new op still needs work
+//! (see docs/adding-an-op.md).
+
+use crate::{IrError, TensorData, TensorType};
+use std::fmt;
+
+mod conv;
+mod elementwise;
+mod linalg;
+mod movement;
+mod norm;
+mod source;
+
+pub use conv::{AutoPad, AveragePool, Conv, GlobalAveragePool, MaxPool, PoolGeometry};
+pub use elementwise::{Add, Clip, Div, Mul, Relu, Sigmoid, Sub, Tanh};
+pub use linalg::{Gemm, MatMul};
+pub use movement::{Concat, Flatten, Identity, Reshape, Transpose};
+pub use norm::{BatchNormalization, Softmax};
+pub use source::{Const, Input};
+
+/// An attribute value, as printed in the canonical text form.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub enum Attr {
+    Int(i64),
+    Float(f32),
+    Bool(bool),
+    Ints(Vec<i64>),
+    Str(String),
+    Type(TensorType),
+    Tensor(TensorData),
+}
+
+impl From<i64> for Attr {
+    fn from(v: i64) -> Self {
+        Attr::Int(v)
+    }
+}
+impl From<f32> for Attr {
+    fn from(v: f32) -> Self {
+        Attr::Float(v)
+    }
+}
+impl From<bool> for Attr {
+    fn from(v: bool) -> Self {
+        Attr::Bool(v)
+    }
+}
+impl From<Vec<i64>> for Attr {
+    fn from(v: Vec<i64>) -> Self {
+        Attr::Ints(v)
+    }
+}
+impl From<String> for Attr {
+    fn from(v: String) -> Self {
+        Attr::Str(v)
+    }
+}
+impl From<TensorType> for Attr {
+    fn from(v: TensorType) -> Self {
+        Attr::Type(v)
+    }
+}
+impl From<TensorData> for Attr {
+    fn from(v: TensorData) -> Self {
+        Attr::Tensor(v)
+    }
+}
+impl From<AutoPad> for Attr {
+    fn from(v: AutoPad) -> Self {
+        Attr::Str(v.name().to_string())
+    }
+}
+
+impl fmt::Display for Attr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Attr::Int(v) => write!(f, "{v}"),
+            // `{:?}` prints the shortest text that round-trips, always with a dot or exponent.
+            Attr::Float(v) => write!(f, "{v:?}"),
+            Attr::Bool(v) => write!(f, "{v}"),
+            Attr::Ints(v) => {
+                f.write_str("[")?;
+                for (i, x) in v.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{x}")?;
+                }
+                f.write_str("]")
+            }
+            Attr::Str(s) => write!(f, "{s:?}"),
+            Attr::Type(t) => write!(f, "{t}"),
+            Attr::Tensor(t) => write!(f, "{} sha256:{}", t.ty(), &t.sha256()[..16]),
+        }
+    }
+}
+
+/// Static facts about an op kind.
+#[derive(Debug, Clone, Copy)]
+pub struct OpInfo {
+    /// Lowercase mnemonic used by the printer and the DSL.
+    pub mnemonic: &'static str,
+    /// Fewest operands.
+    pub min_operands: usize,
+    /// Most operands.
+    pub max_operands: usize,
+    /// What the op computes.
+    pub doc: &'static str,
+}
+
+/// Implemented by every op struct through [`op!`](crate::op).
+pub trait OpMeta {
+    /// Static facts.
+    const INFO: OpInfo;
+    /// Attributes in declaration order.
+    fn attrs(&self) -> Vec<(&'static str, Attr)>;
+}
+
+/// The shape and type rule of an op: operand types in, output types out.
+pub trait Infer {
+    /// Computes output types; `node` names the node in errors.
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError>;
+}
+
+/// Declares one op: a struct with public attribute fields plus its [`OpMeta`].
+#[macro_export]
+macro_rules! op {
+    ($(#[doc = $doc:literal])* $name:ident = $mn:literal, operands $lo:literal ..= $hi:literal { $($f:ident : $t:ty),* $(,)? }) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct $name { $(#[allow(missing_docs)] pub $f: $t),* }
+        impl $crate::ops::OpMeta for $name {
+            const INFO: $crate::ops::OpInfo = $crate::ops::OpInfo {
+                mnemonic: $mn,
+                min_operands: $lo,
+                max_operands: $hi,
+                doc: concat!($($doc, "\n"),*),
+            };
+            fn attrs(&self) -> Vec<(&'static str, $crate::ops::Attr)> {
+                vec![$((stringify!($f), $crate::ops::Attr::from(self.$f.clone()))),*]
+            }
+        }
+    };
+}
+
+macro_rules! op_table {
+    ($($variant:ident),* $(,)?) => {
+        /// Every op dlc knows. Match on it exhaustively: no `_ =>` arms in lowerings.
+        #[derive(Debug, Clone, PartialEq)]
+        #[allow(missing_docs)]
+        pub enum Op { $($variant($variant)),* }
+
+        /// Static facts of every op, in declaration order.
+        pub const OP_TABLE: &[OpInfo] = &[$(<$variant as OpMeta>::INFO),*];
+
+        impl Op {
+            /// Static facts about this op.
+            pub fn info(&self) -> OpInfo {
+                match self { $(Op::$variant(_) => <$variant as OpMeta>::INFO),* }
+            }
+            /// Attributes in declaration order.
+            pub fn attrs(&self) -> Vec<(&'static str, Attr)> {
+                match self { $(Op::$variant(o) => o.attrs()),* }
+            }
+            /// Output types for the given operand types; checks the operand count first.
+            pub fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+                let info = self.info();
+                if inputs.len() < info.min_operands || inputs.len() > info.max_operands {
+                    return Err(IrError::Arity {
+                        node: node.to_string(),
+                        op: info.mnemonic,
+                        min: info.min_operands,
+                        max: info.max_operands,
+                        got: inputs.len(),
+                    });
+                }
+                match self { $(Op::$variant(o) => o.infer(node, inputs)),* }
+            }
+        }
+        $(impl From<$variant> for Op { fn from(o: $variant) -> Op { Op::$variant(o) } })*
+    };
+}
+
+op_table! {
+    Input, Const,
+    Add, Sub, Mul, Div, Relu, Sigmoid, Tanh, Clip,
+    MatMul, Gemm,
+    Conv, MaxPool, AveragePool, GlobalAveragePool,
+    BatchNormalization, Softmax,
+    Reshape, Flatten, Transpose, Identity, Concat,
+}
+
+impl Op {
+    /// The op's mnemonic.
+    pub fn mnemonic(&self) -> &'static str {
+        self.info().mnemonic
+    }
+}
+
+/// Fails with a shape error unless `cond` holds.
+pub(crate) fn ensure(cond: bool, node: &str, op: &'static str, msg: impl FnOnce() -> String) -> Result<(), IrError> {
+    if cond {
+        Ok(())
+    } else {
+        Err(IrError::shape(node, op, msg()))
+    }
+}
+
+/// Fixed extents of `t` or a shape error naming the op.
+pub(crate) fn fixed_dims(t: &TensorType, node: &str, op: &'static str) -> Result<Vec<u64>, IrError> {
+    t.shape.as_fixed().ok_or_else(|| IrError::shape(node, op, format!("needs known dims, operand has {t}")))
+}
+
+/// Requires every operand to have the dtype of the first.
+pub(crate) fn same_dtype(inputs: &[TensorType], node: &str, op: &'static str) -> Result<(), IrError> {
+    for t in &inputs[1..] {
+        ensure(t.dtype == inputs[0].dtype, node, op, || {
+            format!("operand dtypes differ: {} and {}", inputs[0].dtype, t.dtype)
+        })?;
+    }
+    Ok(())
+}
+
+/// Normalises a possibly negative axis against `rank`.
+pub fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    (0..r.max(1)).contains(&a).then_some(a as usize)
+}

@@ -1,0 +1,155 @@
+//! Data movement: ops that copy or reinterpret elements without arithmetic.
+use super::{ensure, normalize_axis, same_dtype, Infer, OpMeta};
+use crate::{op, Dim, IrError, Shape, TensorType};
+
+op! {
+    /// Reinterprets the elements with a new shape. `shape` follows ONNX: `0` copies the
+    /// input dim (unless `allowzero`), one `-1` is inferred.
+    Reshape = "reshape", operands 1..=1 { shape: Vec<i64>, allowzero: bool }
+}
+
+impl Infer for Reshape {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let x = &inputs[0];
+        let mut dims: Vec<Option<Dim>> = Vec::with_capacity(self.shape.len());
+        let mut infer_at = None;
+        for (i, &s) in self.shape.iter().enumerate() {
+            match s {
+                -1 => {
+                    ensure(infer_at.is_none(), node, op, || format!("shape {:?} has more than one -1", self.shape))?;
+                    infer_at = Some(i);
+                    dims.push(None);
+                }
+                0 if !self.allowzero => {
+                    let d = x.shape.0.get(i).ok_or_else(|| {
+                        IrError::shape(node, op, format!("shape {:?} copies dim {i} of {}", self.shape, x.shape))
+                    })?;
+                    dims.push(Some(d.clone()));
+                }
+                s if s >= 0 => dims.push(Some(Dim::Fixed(s as u64))),
+                s => return Err(IrError::shape(node, op, format!("invalid extent {s} in shape {:?}", self.shape))),
+            }
+        }
+        let total = x.shape.numel();
+        if let Some(at) = infer_at {
+            let known: Option<u64> = dims.iter().flatten().map(Dim::fixed).product();
+            let (Some(total), Some(known)) = (total, known) else {
+                return Err(IrError::shape(node, op, format!("cannot infer -1 in {:?} from {}", self.shape, x.shape)));
+            };
+            ensure(known != 0 && total % known == 0, node, op, || {
+                format!("cannot reshape {} ({total} elements) to {:?}", x.shape, self.shape)
+            })?;
+            dims[at] = Some(Dim::Fixed(total / known));
+        }
+        let shape = Shape(dims.into_iter().map(|d| d.expect("every dim resolved")).collect());
+        if let (Some(a), Some(b)) = (total, shape.numel()) {
+            ensure(a == b, node, op, || {
+                format!("cannot reshape {} ({a} elements) to {shape} ({b} elements)", x.shape)
+            })?;
+        }
+        Ok(vec![TensorType { dtype: x.dtype, shape }])
+    }
+}
+
+op! {
+    /// Reshapes to 2-D: dims before `axis` multiply into the first, the rest into the second.
+    Flatten = "flatten", operands 1..=1 { axis: i64 }
+}
+
+impl Infer for Flatten {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let x = &inputs[0];
+        let r = x.shape.rank() as i64;
+        let axis = if self.axis < 0 { self.axis + r } else { self.axis };
+        ensure((0..=r).contains(&axis), node, op, || format!("axis {} out of range for {}", self.axis, x.shape))?;
+        let prod = |ds: &[Dim]| -> Dim {
+            ds.iter()
+                .map(Dim::fixed)
+                .product::<Option<u64>>()
+                .map(Dim::Fixed)
+                .unwrap_or_else(|| Dim::Sym(ds.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("*")))
+        };
+        let (a, b) = x.shape.0.split_at(axis as usize);
+        Ok(vec![TensorType { dtype: x.dtype, shape: Shape(vec![prod(a), prod(b)]) }])
+    }
+}
+
+op! {
+    /// Permutes dims: output dim `i` is input dim `perm[i]` (empty: reverse).
+    Transpose = "transpose", operands 1..=1 { perm: Vec<i64> }
+}
+
+impl Transpose {
+    /// The permutation, with the empty default expanded.
+    pub fn resolved_perm(&self, rank: usize) -> Vec<usize> {
+        if self.perm.is_empty() {
+            (0..rank).rev().collect()
+        } else {
+            self.perm.iter().map(|&p| p as usize).collect()
+        }
+    }
+}
+
+impl Infer for Transpose {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let x = &inputs[0];
+        let rank = x.shape.rank();
+        let perm = self.resolved_perm(rank);
+        let mut seen = vec![false; rank];
+        let valid = perm.len() == rank
+            && self.perm.iter().all(|&p| p >= 0)
+            && perm.iter().all(|&p| p < rank && !std::mem::replace(&mut seen[p], true));
+        ensure(valid, node, Self::INFO.mnemonic, || {
+            format!("perm {:?} is not a permutation of rank {rank}", self.perm)
+        })?;
+        Ok(vec![TensorType { dtype: x.dtype, shape: Shape(perm.iter().map(|&p| x.shape.0[p].clone()).collect()) }])
+    }
+}
+
+op! {
+    /// Returns its operand.
+    Identity = "identity", operands 1..=1 {}
+}
+
+impl Infer for Identity {
+    fn infer(&self, _: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        Ok(vec![inputs[0].clone()])
+    }
+}
+
+op! {
+    /// Joins operands along `axis`; all other dims must agree.
+    Concat = "concat", operands 1..=4096 { axis: i64 }
+}
+
+impl Infer for Concat {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        same_dtype(inputs, node, op)?;
+        let first = &inputs[0];
+        let rank = first.shape.rank();
+        let axis = normalize_axis(self.axis, rank)
+            .filter(|_| rank > 0)
+            .ok_or_else(|| IrError::shape(node, op, format!("axis {} out of range for {}", self.axis, first.shape)))?;
+        let mut shape = first.shape.clone();
+        let mut total = Some(0u64);
+        for t in inputs {
+            ensure(t.shape.rank() == rank, node, op, || {
+                format!("operand ranks differ: {} and {}", first.shape, t.shape)
+            })?;
+            for (i, (a, b)) in t.shape.0.iter().zip(&first.shape.0).enumerate() {
+                ensure(i == axis || a == b, node, op, || {
+                    format!("operands {} and {} differ outside axis {axis}", first.shape, t.shape)
+                })?;
+            }
+            total = total.zip(t.shape.0[axis].fixed()).map(|(a, b)| a + b);
+        }
+        shape.0[axis] = match total {
+            Some(n) => Dim::Fixed(n),
+            None => Dim::Sym(inputs.iter().map(|t| t.shape.0[axis].to_string()).collect::<Vec<_>>().join("+")),
+        };
+        Ok(vec![TensorType { dtype: first.dtype, shape }])
+    }
+}

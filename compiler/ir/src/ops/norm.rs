@@ -1,0 +1,42 @@
+//! Normalisations.
+use super::{ensure, normalize_axis, same_dtype, Infer, OpMeta};
+use crate::{op, Dim, IrError, TensorType};
+
+op! {
+    /// Inference-mode batch normalisation over dim 1:
+    /// `(x - mean) / sqrt(var + epsilon) * scale + bias`; operands x, scale, bias, mean, var.
+    BatchNormalization = "batchnorm", operands 5..=5 { epsilon: f32 }
+}
+
+impl Infer for BatchNormalization {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        same_dtype(inputs, node, op)?;
+        let x = &inputs[0];
+        ensure(x.shape.rank() >= 2, node, op, || format!("input needs rank >= 2, got {}", x.shape))?;
+        let c = &x.shape.0[1];
+        for (t, what) in inputs[1..].iter().zip(["scale", "bias", "mean", "var"]) {
+            let ok = t.shape.rank() == 1 && (t.shape.0[0] == *c || matches!(c, Dim::Sym(_)));
+            ensure(ok, node, op, || format!("{what} must be [{c}], got {}", t.shape))?;
+        }
+        Ok(vec![x.clone()])
+    }
+}
+
+op! {
+    /// Softmax along one axis (ONNX opset 13 semantics; older opsets are rewritten by
+    /// the frontend).
+    Softmax = "softmax", operands 1..=1 { axis: i64 }
+}
+
+impl Infer for Softmax {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let x = &inputs[0];
+        let op = Self::INFO.mnemonic;
+        ensure(x.dtype.is_float(), node, op, || format!("needs a floating-point operand, got {}", x.dtype))?;
+        ensure(normalize_axis(self.axis, x.shape.rank()).is_some(), node, op, || {
+            format!("axis {} out of range for {}", self.axis, x.shape)
+        })?;
+        Ok(vec![x.clone()])
+    }
+}

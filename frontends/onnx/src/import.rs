@@ -1,0 +1,273 @@
+//! Model-level import: inputs, initializers, nodes in order, outputs.
+use crate::error::{OnnxError, UnsupportedNode};
+use crate::ops::{registry, NodeCx};
+use crate::tensor::{dtype_from_onnx, onnx_type_name, tensor_from_proto};
+use dlc_ir::{Dim, Graph, Shape, TensorData, TensorType, Value};
+use onnx_protobuf::{type_proto, Message, ModelProto, NodeProto};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Options for [`import`].
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Pins input shapes by input name (overrides symbolic or fixed dims).
+    pub input_shapes: HashMap<String, Vec<u64>>,
+}
+
+/// Reads and decodes an ONNX file.
+pub fn read_model(path: &Path) -> Result<ModelProto, OnnxError> {
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: path.to_path_buf(), source })?;
+    let model = ModelProto::parse_from_bytes(&bytes)
+        .map_err(|e| OnnxError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+    if model.graph.is_none() {
+        return Err(OnnxError::Parse { path: path.to_path_buf(), message: "the model has no graph".into() });
+    }
+    Ok(model)
+}
+
+/// The opset version a model imports for `domain` (the default domain is `""`/`ai.onnx`).
+fn opset_of(model: &ModelProto, domain: &str) -> i64 {
+    let norm = |d: &str| if d.is_empty() { "ai.onnx".to_string() } else { d.to_string() };
+    model.opset_import.iter().find(|o| norm(&o.domain) == norm(domain)).map(|o| o.version).unwrap_or(0)
+}
+
+pub(crate) fn node_display_name(n: &NodeProto, index: usize) -> String {
+    if n.name.is_empty() {
+        format!("{}_{index}", n.op_type)
+    } else {
+        n.name.clone()
+    }
+}
+
+/// Every node of `model` that dlc cannot import, in graph order.
+fn unsupported_nodes(model: &ModelProto) -> Vec<UnsupportedNode> {
+    let reg = registry();
+    let graph = model.graph.as_ref().expect("read_model checks the graph");
+    graph
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !(matches!(n.domain.as_str(), "" | "ai.onnx") && reg.contains_key(n.op_type.as_str())))
+        .map(|(i, n)| UnsupportedNode {
+            name: node_display_name(n, i),
+            op_type: n.op_type.clone(),
+            domain: if n.domain.is_empty() { "ai.onnx".into() } else { n.domain.clone() },
+            opset: opset_of(model, &n.domain),
+        })
+        .collect()
+}
+
+/// What `dlc inspect` shows of a model without importing it.
+#[derive(Debug, Clone)]
+pub struct ModelSummary {
+    /// Default-domain opset.
+    pub opset: i64,
+    /// Producer name and version.
+    pub producer: String,
+    /// Op type -> count, sorted by op type.
+    pub op_counts: BTreeMap<String, usize>,
+    /// Number of scalar parameters in initializers.
+    pub parameters: u64,
+    /// Bytes of initializer data.
+    pub weight_bytes: u64,
+    /// Nodes dlc cannot import.
+    pub unsupported: Vec<UnsupportedNode>,
+}
+
+/// Summarises a decoded model.
+pub fn summarize(model: &ModelProto) -> ModelSummary {
+    let graph = model.graph.as_ref().expect("read_model checks the graph");
+    let mut op_counts = BTreeMap::new();
+    for n in &graph.node {
+        *op_counts.entry(n.op_type.clone()).or_insert(0) += 1;
+    }
+    let mut parameters = 0;
+    let mut weight_bytes = 0;
+    for t in &graph.initializer {
+        let n: u64 = t.dims.iter().map(|&d| d.max(0) as u64).product();
+        parameters += n;
+        weight_bytes += n * dtype_from_onnx(t.data_type).map(|d| d.size() as u64).unwrap_or(0);
+    }
+    ModelSummary {
+        opset: opset_of(model, ""),
+        producer: format!("{} {}", model.producer_name, model.producer_version).trim().to_string(),
+        op_counts,
+        parameters,
+        weight_bytes,
+        unsupported: unsupported_nodes(model),
+    }
+}
+
+/// Imports the ONNX file at `path`.
+pub fn import(path: &Path, opts: &ImportOptions) -> Result<Graph, OnnxError> {
+    let model = read_model(path)?;
+    let unsupported = unsupported_nodes(&model);
+    if !unsupported.is_empty() {
+        return Err(OnnxError::Unsupported { path: path.to_path_buf(), nodes: unsupported });
+    }
+    Importer::new(path, &model).run(opts)
+}
+
+pub(crate) struct Importer<'m> {
+    pub path: PathBuf,
+    pub base: PathBuf,
+    pub model: &'m ModelProto,
+    pub graph: Graph,
+    /// ONNX value name -> IR value.
+    pub values: HashMap<String, Value>,
+    /// Initializers not yet materialised as Const nodes.
+    pub initializers: HashMap<String, TensorData>,
+    /// Constant contents of values, for ops whose operands must be known (Reshape shape).
+    pub known: HashMap<Value, TensorData>,
+}
+
+impl<'m> Importer<'m> {
+    fn new(path: &Path, model: &'m ModelProto) -> Self {
+        let name = model
+            .graph
+            .as_ref()
+            .map(|g| g.name.clone())
+            .filter(|n| !n.is_empty())
+            .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "model".into());
+        Importer {
+            path: path.to_path_buf(),
+            base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            model,
+            graph: Graph::new(name),
+            values: HashMap::new(),
+            initializers: HashMap::new(),
+            known: HashMap::new(),
+        }
+    }
+
+    fn model_err(&self, message: impl Into<String>) -> OnnxError {
+        OnnxError::Model { path: self.path.clone(), message: message.into() }
+    }
+
+    fn run(mut self, opts: &ImportOptions) -> Result<Graph, OnnxError> {
+        let graph = self.model.graph.as_ref().expect("read_model checks the graph");
+        for t in &graph.initializer {
+            let data = tensor_from_proto(t, &self.base).map_err(|m| self.model_err(format!("initializer: {m}")))?;
+            self.initializers.insert(t.name.clone(), data);
+        }
+        let mut pinned_used = 0;
+        for vi in &graph.input {
+            // A graph input that is also an initializer is a constant with a default value
+            // (IR version < 4 lists every weight as an input); dlc treats it as a constant.
+            if self.initializers.contains_key(&vi.name) {
+                continue;
+            }
+            let mut ty = self.value_info_type(vi)?;
+            if let Some(dims) = opts.input_shapes.get(&vi.name) {
+                if dims.len() != ty.shape.rank() {
+                    return Err(self.model_err(format!(
+                        "--input-shape {}: gives {} dims, the input has rank {} ({})",
+                        vi.name,
+                        dims.len(),
+                        ty.shape.rank(),
+                        ty
+                    )));
+                }
+                for (d, &n) in ty.shape.0.iter().zip(dims) {
+                    if let Dim::Fixed(m) = d {
+                        if *m != n {
+                            return Err(self.model_err(format!(
+                                "--input-shape {}: dim {m} of {ty} is fixed by the model, cannot pin it to {n}",
+                                vi.name
+                            )));
+                        }
+                    }
+                }
+                ty.shape = Shape::fixed(dims);
+                pinned_used += 1;
+            }
+            let v = self.graph.add_input(vi.name.clone(), ty);
+            self.values.insert(vi.name.clone(), v);
+        }
+        if pinned_used != opts.input_shapes.len() {
+            let names: Vec<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+            let unknown: Vec<&String> = opts.input_shapes.keys().filter(|k| !names.contains(&k.as_str())).collect();
+            return Err(
+                self.model_err(format!("--input-shape names unknown input(s) {unknown:?}; inputs are {names:?}"))
+            );
+        }
+        let reg = registry();
+        for (i, node) in graph.node.iter().enumerate() {
+            let name = node_display_name(node, i);
+            let build = reg[node.op_type.as_str()];
+            let opset = opset_of(self.model, &node.domain);
+            let path = self.path.clone();
+            let node_err = |message: String| OnnxError::Node {
+                path: path.clone(),
+                node: name.clone(),
+                op_type: node.op_type.clone(),
+                message,
+            };
+            let mut cx = NodeCx { imp: &mut self, node, name: name.clone(), opset };
+            let outs = build(&mut cx).map_err(node_err)?;
+            let wanted: Vec<&String> = node.output.iter().filter(|o| !o.is_empty()).collect();
+            if outs.len() < wanted.len() {
+                return Err(node_err(format!(
+                    "produces {} output(s), the model uses {}; extra outputs are not supported",
+                    outs.len(),
+                    wanted.len()
+                )));
+            }
+            for (oname, v) in node.output.iter().zip(outs) {
+                if !oname.is_empty() {
+                    self.values.insert(oname.clone(), v);
+                }
+            }
+        }
+        for vi in &graph.output {
+            let v = self.lookup(&vi.name).map_err(|m| self.model_err(format!("graph output '{}': {m}", vi.name)))?;
+            self.graph.add_output(vi.name.clone(), v);
+        }
+        if self.graph.outputs().is_empty() {
+            return Err(self.model_err("the model has no outputs"));
+        }
+        dlc_ir::verify(&self.graph).map_err(|e| self.model_err(e.to_string()))?;
+        Ok(self.graph)
+    }
+
+    fn value_info_type(&self, vi: &onnx_protobuf::ValueInfoProto) -> Result<TensorType, OnnxError> {
+        let Some(type_proto::Value::TensorType(t)) = vi.type_.as_ref().and_then(|t| t.value.as_ref()) else {
+            return Err(
+                self.model_err(format!("input '{}' is not a tensor (sequences and maps are unsupported)", vi.name))
+            );
+        };
+        let dtype = dtype_from_onnx(t.elem_type).ok_or_else(|| {
+            self.model_err(format!("input '{}' has unsupported element type {}", vi.name, onnx_type_name(t.elem_type)))
+        })?;
+        let Some(shape) = t.shape.as_ref() else {
+            return Err(self.model_err(format!("input '{}' has no shape; dlc needs the rank", vi.name)));
+        };
+        use onnx_protobuf::tensor_shape_proto::dimension::Value as D;
+        let dims = shape
+            .dim
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match &d.value {
+                Some(D::DimValue(n)) if *n >= 0 => Dim::Fixed(*n as u64),
+                Some(D::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
+                _ => Dim::Sym(format!("{}_{i}", vi.name)),
+            })
+            .collect();
+        Ok(TensorType { dtype, shape: Shape(dims) })
+    }
+
+    /// The IR value behind an ONNX value name, materialising initializers on first use.
+    pub fn lookup(&mut self, name: &str) -> Result<Value, String> {
+        if let Some(v) = self.values.get(name) {
+            return Ok(*v);
+        }
+        if let Some(t) = self.initializers.remove(name) {
+            let v = self.graph.add_const(name.to_string(), t.clone());
+            self.known.insert(v, t);
+            self.values.insert(name.to_string(), v);
+            return Ok(v);
+        }
+        Err(format!("value '{name}' is not produced by any node, initializer or graph input"))
+    }
+}

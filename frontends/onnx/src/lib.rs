@@ -1,0 +1,17 @@
+//! dlc-onnx: imports ONNX models (read with onnx-protobuf) into a [`dlc_ir::Graph`].
+//!
+//! Every ONNX op type maps to a builder in one table ([`ops::registry`]), split by family.
+//! Before anything is built the whole graph is scanned, and a model with unsupported
+//! nodes fails with one error that lists every one of them.
+//!
+//! Invariant: no shape logic lives here; output types come from the IR's op rules.
+#![warn(missing_docs)]
+
+mod error;
+mod import;
+mod ops;
+mod tensor;
+
+pub use error::{OnnxError, UnsupportedNode};
+pub use import::{import, read_model, summarize, ImportOptions, ModelSummary};
+pub use onnx_protobuf::ModelProto;

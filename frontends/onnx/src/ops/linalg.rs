@@ -1,0 +1,32 @@
+//! MatMul, Gemm.
+use super::{BuildFn, NodeCx};
+use dlc_ir::ops::{Gemm, MatMul};
+use dlc_ir::Value;
+use std::collections::HashMap;
+
+pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
+    reg.insert("MatMul", matmul);
+    reg.insert("Gemm", gemm);
+}
+
+fn matmul(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (a, b) = (cx.input(0)?, cx.input(1)?);
+    cx.add("", MatMul {}, &[a, b])
+}
+
+fn gemm(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    if cx.opset < 7 && cx.int("broadcast", 1) == 0 {
+        return Err("broadcast=0 (opset < 7) is not supported".into());
+    }
+    let op = Gemm {
+        alpha: cx.float("alpha", 1.0),
+        beta: cx.float("beta", 1.0),
+        trans_a: cx.int("transA", 0) != 0,
+        trans_b: cx.int("transB", 0) != 0,
+    };
+    let mut operands = vec![cx.input(0)?, cx.input(1)?];
+    if let Some(c) = cx.opt_input(2)? {
+        operands.push(c);
+    }
+    cx.add("", op, &operands)
+}

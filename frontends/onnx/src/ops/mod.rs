@@ -1,0 +1,136 @@
+//! The ONNX op table: op type -> builder, split into per-family `register` functions.
+//! A builder reads the node through [`NodeCx`] and adds IR nodes; it returns the values
+//! of the node's outputs in order.
+use crate::import::Importer;
+use dlc_ir::{Op, TensorData, Value};
+use onnx_protobuf::NodeProto;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+mod elementwise;
+mod linalg;
+mod movement;
+mod nn;
+
+/// Builds the IR for one ONNX node; errors are messages the caller wraps with the node.
+pub(crate) type BuildFn = fn(&mut NodeCx) -> Result<Vec<Value>, String>;
+
+/// The registry: one entry per supported ONNX op type (default domain).
+pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
+    static REG: OnceLock<HashMap<&'static str, BuildFn>> = OnceLock::new();
+    REG.get_or_init(|| {
+        let mut reg = HashMap::new();
+        elementwise::register(&mut reg);
+        linalg::register(&mut reg);
+        movement::register(&mut reg);
+        nn::register(&mut reg);
+        reg
+    })
+}
+
+/// What a builder sees of the node being imported.
+pub(crate) struct NodeCx<'a, 'm> {
+    pub imp: &'a mut Importer<'m>,
+    pub node: &'a NodeProto,
+    pub name: String,
+    pub opset: i64,
+}
+
+impl NodeCx<'_, '_> {
+    /// Operand `i`; fails when absent or empty.
+    pub fn input(&mut self, i: usize) -> Result<Value, String> {
+        self.opt_input(i)?.ok_or_else(|| format!("missing required input {i}"))
+    }
+
+    /// Operand `i`, or `None` when absent or given as the empty name.
+    pub fn opt_input(&mut self, i: usize) -> Result<Option<Value>, String> {
+        match self.node.input.get(i) {
+            Some(n) if !n.is_empty() => self.imp.lookup(n).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Number of operands given (trailing empty names excluded).
+    pub fn num_inputs(&self) -> usize {
+        self.node.input.iter().rposition(|n| !n.is_empty()).map_or(0, |p| p + 1)
+    }
+
+    /// The contents of operand `i` when it is a compile-time constant.
+    pub fn const_input(&mut self, i: usize) -> Result<Option<TensorData>, String> {
+        Ok(self.opt_input(i)?.and_then(|v| self.imp.known.get(&v).cloned()))
+    }
+
+    fn attr(&self, name: &str) -> Option<&onnx_protobuf::AttributeProto> {
+        self.node.attribute.iter().find(|a| a.name == name)
+    }
+
+    /// Integer attribute or default.
+    pub fn int(&self, name: &str, default: i64) -> i64 {
+        self.attr(name).map_or(default, |a| a.i)
+    }
+
+    /// Float attribute or default.
+    pub fn float(&self, name: &str, default: f32) -> f32 {
+        self.attr(name).map_or(default, |a| a.f)
+    }
+
+    /// Integer-list attribute or empty.
+    pub fn ints(&self, name: &str) -> Vec<i64> {
+        self.attr(name).map_or_else(Vec::new, |a| a.ints.clone())
+    }
+
+    /// Whether the attribute is present.
+    pub fn has(&self, name: &str) -> bool {
+        self.attr(name).is_some()
+    }
+
+    /// String attribute or default.
+    pub fn string(&self, name: &str, default: &str) -> Result<String, String> {
+        match self.attr(name) {
+            Some(a) => String::from_utf8(a.s.clone()).map_err(|_| format!("attribute '{name}' is not UTF-8")),
+            None => Ok(default.to_string()),
+        }
+    }
+
+    /// Tensor attribute.
+    pub fn tensor_attr(&self, name: &str) -> Result<Option<TensorData>, String> {
+        match self.attr(name).and_then(|a| a.t.as_ref()) {
+            Some(t) => crate::tensor::tensor_from_proto(t, &self.imp.base).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Fails unless attribute `name` is absent or equal to `ok`.
+    pub fn require_int(&self, name: &str, ok: i64) -> Result<(), String> {
+        match self.attr(name) {
+            Some(a) if a.i != ok => Err(format!("attribute {name}={} is not supported (only {ok})", a.i)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds an IR node named after this node (with `suffix` when a node expands to several).
+    pub fn add(&mut self, suffix: &str, op: impl Into<Op>, operands: &[Value]) -> Result<Vec<Value>, String> {
+        let name = if suffix.is_empty() { self.name.clone() } else { format!("{}/{suffix}", self.name) };
+        self.imp.graph.add_node(name, op, operands).map_err(|e| match e {
+            dlc_ir::IrError::Shape { message, .. } => message,
+            e => e.to_string(),
+        })
+    }
+
+    /// Adds a single-output IR node.
+    pub fn add1(&mut self, suffix: &str, op: impl Into<Op>, operands: &[Value]) -> Result<Value, String> {
+        Ok(self.add(suffix, op, operands)?[0])
+    }
+
+    /// Adds a constant that later nodes may read at compile time.
+    pub fn add_const(&mut self, t: TensorData) -> Value {
+        let v = self.imp.graph.add_const(self.name.clone(), t.clone());
+        self.imp.known.insert(v, t);
+        v
+    }
+
+    /// The type of a value.
+    pub fn ty(&self, v: Value) -> dlc_ir::TensorType {
+        self.imp.graph.value_type(v).clone()
+    }
+}

@@ -1,0 +1,107 @@
+//! Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Softmax.
+use super::{BuildFn, NodeCx};
+use dlc_ir::ops::{
+    normalize_axis, AutoPad, AveragePool, BatchNormalization, Conv, GlobalAveragePool, MaxPool, Reshape, Softmax,
+};
+use dlc_ir::Value;
+use std::collections::HashMap;
+
+pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
+    reg.insert("Conv", conv);
+    reg.insert("MaxPool", maxpool);
+    reg.insert("AveragePool", avgpool);
+    reg.insert("GlobalAveragePool", |cx| {
+        let x = cx.input(0)?;
+        cx.add("", GlobalAveragePool {}, &[x])
+    });
+    reg.insert("BatchNormalization", batchnorm);
+    reg.insert("Softmax", softmax);
+}
+
+fn auto_pad(cx: &NodeCx) -> Result<AutoPad, String> {
+    let s = cx.string("auto_pad", "NOTSET")?;
+    AutoPad::from_name(&s).ok_or_else(|| format!("unknown auto_pad '{s}'"))
+}
+
+fn conv(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let op = Conv {
+        kernel_shape: cx.ints("kernel_shape"),
+        strides: cx.ints("strides"),
+        pads: cx.ints("pads"),
+        dilations: cx.ints("dilations"),
+        group: cx.int("group", 1),
+        auto_pad: auto_pad(cx)?,
+    };
+    let mut operands = vec![cx.input(0)?, cx.input(1)?];
+    if let Some(b) = cx.opt_input(2)? {
+        operands.push(b);
+    }
+    cx.add("", op, &operands)
+}
+
+fn maxpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    if cx.node.output.get(1).is_some_and(|o| !o.is_empty()) {
+        return Err("the Indices output is not supported".into());
+    }
+    cx.require_int("storage_order", 0)?;
+    let op = MaxPool {
+        kernel_shape: cx.ints("kernel_shape"),
+        strides: cx.ints("strides"),
+        pads: cx.ints("pads"),
+        dilations: cx.ints("dilations"),
+        auto_pad: auto_pad(cx)?,
+        ceil_mode: cx.int("ceil_mode", 0) != 0,
+    };
+    let x = cx.input(0)?;
+    cx.add("", op, &[x])
+}
+
+fn avgpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let op = AveragePool {
+        kernel_shape: cx.ints("kernel_shape"),
+        strides: cx.ints("strides"),
+        pads: cx.ints("pads"),
+        dilations: cx.ints("dilations"),
+        auto_pad: auto_pad(cx)?,
+        ceil_mode: cx.int("ceil_mode", 0) != 0,
+        count_include_pad: cx.int("count_include_pad", 0) != 0,
+    };
+    let x = cx.input(0)?;
+    cx.add("", op, &[x])
+}
+
+fn batchnorm(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    cx.require_int("training_mode", 0)?;
+    if cx.node.output.iter().skip(1).any(|o| !o.is_empty()) {
+        return Err("training outputs (running mean/var) are not supported; export the model in eval mode".into());
+    }
+    if cx.opset < 7 && cx.int("spatial", 1) == 0 {
+        return Err("spatial=0 (opset < 7) is not supported".into());
+    }
+    let operands: Vec<Value> = (0..5).map(|i| cx.input(i)).collect::<Result<_, _>>()?;
+    let epsilon = cx.float("epsilon", 1e-5);
+    cx.add("", BatchNormalization { epsilon }, &operands)
+}
+
+fn softmax(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let ty = cx.ty(x);
+    let rank = ty.shape.rank();
+    if cx.opset >= 13 {
+        let axis = cx.int("axis", -1);
+        return cx.add("", Softmax { axis }, &[x]);
+    }
+    // Opsets 1-12: the input is coerced to 2-D at `axis` and normalised over the second dim.
+    let axis = cx.int("axis", 1);
+    let a = normalize_axis(axis, rank).ok_or_else(|| format!("axis {axis} out of range for {}", ty.shape))?;
+    if a + 1 == rank {
+        return cx.add("", Softmax { axis: -1 }, &[x]);
+    }
+    let dims = ty.shape.as_fixed().ok_or("opset < 13 Softmax on a non-last axis needs known dims")?;
+    let outer: u64 = dims[..a].iter().product();
+    let inner: u64 = dims[a..].iter().product();
+    let flat = cx.add1("coerce2d", Reshape { shape: vec![outer as i64, inner as i64], allowzero: false }, &[x])?;
+    let sm = cx.add1("softmax", Softmax { axis: 1 }, &[flat])?;
+    let back = dims.iter().map(|&d| d as i64).collect();
+    cx.add("", Reshape { shape: back, allowzero: true }, &[sm])
+}

@@ -1,0 +1,119 @@
+//! ONNX `TensorProto` to [`TensorData`]: raw_data, typed fields and external data files.
+use dlc_ir::{DType, TensorData, TensorType};
+use onnx_protobuf::tensor_proto::DataLocation;
+use onnx_protobuf::TensorProto;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// Maps an ONNX element type code to a dtype.
+pub fn dtype_from_onnx(code: i32) -> Option<DType> {
+    Some(match code {
+        1 => DType::F32,
+        2 => DType::U8,
+        3 => DType::I8,
+        4 => DType::U16,
+        5 => DType::I16,
+        6 => DType::I32,
+        7 => DType::I64,
+        9 => DType::Bool,
+        10 => DType::F16,
+        11 => DType::F64,
+        12 => DType::U32,
+        13 => DType::U64,
+        16 => DType::BF16,
+        _ => return None,
+    })
+}
+
+/// Human name of an ONNX element type code, for errors.
+pub fn onnx_type_name(code: i32) -> String {
+    match code {
+        8 => "string".into(),
+        14 => "complex64".into(),
+        15 => "complex128".into(),
+        c => dtype_from_onnx(c).map(|d| d.name().to_string()).unwrap_or_else(|| format!("type code {c}")),
+    }
+}
+
+/// Converts an initializer or Constant value; `base` is the model's directory, against
+/// which external data locations resolve.
+pub fn tensor_from_proto(t: &TensorProto, base: &Path) -> Result<TensorData, String> {
+    let dtype = dtype_from_onnx(t.data_type)
+        .ok_or_else(|| format!("tensor '{}' has unsupported element type {}", t.name, onnx_type_name(t.data_type)))?;
+    let dims: Vec<u64> = t
+        .dims
+        .iter()
+        .map(|&d| u64::try_from(d).map_err(|_| format!("tensor '{}' has negative dim {d}", t.name)))
+        .collect::<Result<_, _>>()?;
+    let ty = TensorType::fixed(dtype, &dims);
+    let numel: u64 = dims.iter().product();
+    let want = numel * dtype.size() as u64;
+    let bytes: Vec<u8> = if t.data_location.enum_value() == Ok(DataLocation::EXTERNAL) {
+        read_external(t, base, want)?
+    } else if !t.raw_data.is_empty() || numel == 0 {
+        t.raw_data.clone()
+    } else {
+        typed_bytes(t, dtype)
+    };
+    if bytes.len() as u64 != want {
+        return Err(format!("tensor '{}' of type {ty} needs {want} bytes of data, has {}", t.name, bytes.len()));
+    }
+    TensorData::new(ty, bytes.into()).ok_or_else(|| format!("tensor '{}' is malformed", t.name))
+}
+
+/// Encodes the typed repeated fields of a TensorProto as little-endian bytes.
+fn typed_bytes(t: &TensorProto, dtype: DType) -> Vec<u8> {
+    match dtype {
+        DType::F32 => t.float_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::F64 => t.double_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::I64 => t.int64_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::U64 => t.uint64_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::U32 => t.uint64_data.iter().flat_map(|&v| (v as u32).to_le_bytes()).collect(),
+        DType::I32 => t.int32_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        // 16-bit types (f16 and bf16 as raw bits) are stored widened in int32_data.
+        DType::I16 | DType::U16 | DType::F16 | DType::BF16 => {
+            t.int32_data.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect()
+        }
+        DType::I8 | DType::U8 | DType::Bool => t.int32_data.iter().map(|&v| v as u8).collect(),
+    }
+}
+
+fn read_external(t: &TensorProto, base: &Path, want: u64) -> Result<Vec<u8>, String> {
+    let get = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.as_str());
+    let location =
+        get("location").ok_or_else(|| format!("tensor '{}' has external data without a location", t.name))?;
+    let rel = Path::new(location);
+    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(format!(
+            "tensor '{}': external data location '{location}' must stay inside the model's folder",
+            t.name
+        ));
+    }
+    let parse = |k: &str| -> Result<Option<u64>, String> {
+        get(k)
+            .map(|v| v.parse::<u64>().map_err(|_| format!("tensor '{}': bad external data {k} '{v}'", t.name)))
+            .transpose()
+    };
+    let offset = parse("offset")?.unwrap_or(0);
+    let length = parse("length")?.unwrap_or(want);
+    if length != want {
+        return Err(format!("tensor '{}': external data length {length} but the tensor needs {want} bytes", t.name));
+    }
+    let path = base.join(rel);
+    let mut f = std::fs::File::open(&path)
+        .map_err(|e| format!("tensor '{}': cannot open external data '{}': {e}", t.name, path.display()))?;
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if offset + length > size {
+        return Err(format!(
+            "tensor '{}': external data '{}' has {size} bytes, needs {} (offset {offset} + length {length})",
+            t.name,
+            path.display(),
+            offset + length
+        ));
+    }
+    let mut buf = vec![0u8; length as usize];
+    f.seek(SeekFrom::Start(offset))
+        .and_then(|_| f.read_exact(&mut buf))
+        .map_err(|e| format!("tensor '{}': reading '{}': {e}", t.name, path.display()))?;
+    Ok(buf)
+}

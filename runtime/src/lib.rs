@@ -1,0 +1,361 @@
+//! dlc-runtime: loads a compiled dlc artifact and runs it.
+//!
+//! [`Model::load`] reads the manifest, opens `model.so`, checks the ABI version, the
+//! target architecture and the CPU features the code was compiled for, and resolves the
+//! entry points. [`Model::run`] checks every input's name, dtype and shape against the
+//! manifest before any generated code sees it, so a wrong input is an error, never a
+//! crash.
+//!
+//! Invariant: depends only on `dlc-artifact` (no LLVM, MLIR or compiler crate).
+#![warn(missing_docs)]
+
+use dlc_artifact::{dtype_size, files, Manifest, TensorSpec, ABI_VERSION};
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::path::{Path, PathBuf};
+
+/// Errors of the runtime. Each names the artifact, input or feature involved.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The manifest is missing, corrupt or from another format version.
+    #[error(transparent)]
+    Manifest(#[from] dlc_artifact::ArtifactError),
+    /// The shared library could not be opened or lacks an entry point.
+    #[error("{path}: {message}")]
+    Library {
+        /// The library.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The library speaks another ABI version.
+    #[error(
+        "{path}: ABI version {found}, this runtime supports {ABI_VERSION}; recompile the model with a matching dlc"
+    )]
+    Abi {
+        /// The library.
+        path: PathBuf,
+        /// Version the library reports.
+        found: u32,
+    },
+    /// The artifact was compiled for another machine.
+    #[error("artifact '{dir}' was compiled for {what}, this machine {has}")]
+    Target {
+        /// Artifact directory.
+        dir: PathBuf,
+        /// What the artifact needs.
+        what: String,
+        /// What this machine has.
+        has: String,
+    },
+    /// Wrong number of inputs.
+    #[error("the model takes {expected} input(s) ({names}), got {got}")]
+    InputCount {
+        /// Inputs the model takes.
+        expected: usize,
+        /// Their names.
+        names: String,
+        /// Inputs given.
+        got: usize,
+    },
+    /// An input with a name the model does not have.
+    #[error("the model has no input named '{name}'; inputs are {names}")]
+    UnknownInput {
+        /// Name given.
+        name: String,
+        /// Names the model has.
+        names: String,
+    },
+    /// An input of the wrong dtype.
+    #[error("input '{name}': expected dtype {expected}, got {got}")]
+    InputDtype {
+        /// Input name.
+        name: String,
+        /// Dtype the model takes.
+        expected: String,
+        /// Dtype given.
+        got: String,
+    },
+    /// An input of the wrong shape.
+    #[error("input '{name}': expected shape {expected}, got {got}")]
+    InputShape {
+        /// Input name.
+        name: String,
+        /// Shape the model takes.
+        expected: String,
+        /// Shape given.
+        got: String,
+    },
+    /// Data length does not match dtype and shape.
+    #[error("input '{name}': {got} bytes of data for {expected} expected")]
+    InputBytes {
+        /// Input name.
+        name: String,
+        /// Bytes needed.
+        expected: usize,
+        /// Bytes given.
+        got: usize,
+    },
+    /// The generated code returned a non-zero status.
+    #[error("model run failed with status {0}")]
+    RunFailed(i32),
+}
+
+/// A tensor passed to or returned from [`Model::run`]: little-endian, row-major bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Element type name (`f32`, `i64`, ...).
+    pub dtype: String,
+    /// Extents.
+    pub shape: Vec<u64>,
+    /// Raw bytes.
+    pub data: Vec<u8>,
+}
+
+impl Tensor {
+    /// An f32 tensor.
+    pub fn from_f32(shape: &[u64], values: &[f32]) -> Tensor {
+        Tensor {
+            dtype: "f32".into(),
+            shape: shape.to_vec(),
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    /// The values as f32 when the dtype is f32.
+    pub fn to_f32(&self) -> Option<Vec<f32>> {
+        (self.dtype == "f32")
+            .then(|| self.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+}
+
+type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
+type AbiFn = unsafe extern "C" fn() -> u32;
+type WsFn = unsafe extern "C" fn() -> u64;
+
+/// A loaded artifact, ready to run. `run` may be called from several threads at once.
+pub struct Model {
+    dir: PathBuf,
+    manifest: Manifest,
+    run: RunFn,
+    workspace: usize,
+    // Keeps the code mapped while `run` points into it; dropped last.
+    _lib: libloading::Library,
+}
+
+/// A 64-byte-aligned, zeroed heap buffer.
+struct AlignedBuf {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl AlignedBuf {
+    fn new(size: usize) -> AlignedBuf {
+        let layout = Layout::from_size_align(size.max(64), 64).expect("valid layout");
+        // SAFETY: the layout has non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        AlignedBuf { ptr, layout }
+    }
+
+    fn as_slice(&self, len: usize) -> &[u8] {
+        // SAFETY: `len <= layout.size()` by construction at every call site.
+        unsafe { std::slice::from_raw_parts(self.ptr, len.min(self.layout.size())) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { dealloc(self.ptr, self.layout) }
+    }
+}
+
+fn names(specs: &[TensorSpec]) -> String {
+    specs.iter().map(|s| format!("'{}'", s.name)).collect::<Vec<_>>().join(", ")
+}
+
+fn check_target(dir: &Path, m: &Manifest) -> Result<(), RuntimeError> {
+    let arch = m.target_triple.split('-').next().unwrap_or("");
+    let host = std::env::consts::ARCH;
+    if arch != host {
+        return Err(RuntimeError::Target {
+            dir: dir.to_path_buf(),
+            what: format!("target {}", m.target_triple),
+            has: format!("is {host}"),
+        });
+    }
+    let missing: Vec<&str> =
+        m.cpu_features.split(',').filter_map(|f| f.strip_prefix('+')).filter(|f| !host_has_feature(f)).collect();
+    if !missing.is_empty() {
+        return Err(RuntimeError::Target {
+            dir: dir.to_path_buf(),
+            what: format!("CPU {} with features {}", m.cpu, missing.join(",")),
+            has: "lacks them; recompile with --cpu for an older CPU (e.g. x86-64-v2)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether the running CPU has an LLVM-named feature. Features the check does not know
+/// are assumed present (they are extensions LLVM enables by CPU model, not ISA levels).
+#[allow(unreachable_code)]
+fn host_has_feature(f: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        return match f {
+            "sse3" => is_x86_feature_detected!("sse3"),
+            "ssse3" => is_x86_feature_detected!("ssse3"),
+            "sse4.1" => is_x86_feature_detected!("sse4.1"),
+            "sse4.2" => is_x86_feature_detected!("sse4.2"),
+            "avx" => is_x86_feature_detected!("avx"),
+            "avx2" => is_x86_feature_detected!("avx2"),
+            "fma" => is_x86_feature_detected!("fma"),
+            "f16c" => is_x86_feature_detected!("f16c"),
+            "bmi1" => is_x86_feature_detected!("bmi1"),
+            "bmi2" => is_x86_feature_detected!("bmi2"),
+            "avx512f" => is_x86_feature_detected!("avx512f"),
+            "avx512bw" => is_x86_feature_detected!("avx512bw"),
+            "avx512dq" => is_x86_feature_detected!("avx512dq"),
+            "avx512vl" => is_x86_feature_detected!("avx512vl"),
+            "avx512cd" => is_x86_feature_detected!("avx512cd"),
+            "avx512vnni" => is_x86_feature_detected!("avx512vnni"),
+            "avx512bf16" => is_x86_feature_detected!("avx512bf16"),
+            "avx512fp16" => is_x86_feature_detected!("avx512fp16"),
+            "avxvnni" => is_x86_feature_detected!("avxvnni"),
+            _ => true,
+        };
+    }
+    let _ = f;
+    true
+}
+
+impl Model {
+    /// Loads the artifact in `dir` (which must hold `model.manifest` and `model.so`).
+    pub fn load(dir: impl AsRef<Path>) -> Result<Model, RuntimeError> {
+        let dir = dir.as_ref().to_path_buf();
+        let manifest = Manifest::read_dir(&dir)?;
+        check_target(&dir, &manifest)?;
+        let path = dir.join(files::SHARED_LIB);
+        let lib_err = |message: String| RuntimeError::Library { path: path.clone(), message };
+        if !path.exists() {
+            return Err(lib_err("no shared library; compile with --emit so (the default)".into()));
+        }
+        // SAFETY: loading runs no initialisers besides the ones dlc emits (none).
+        let lib = unsafe { libloading::Library::new(&path) }.map_err(|e| lib_err(e.to_string()))?;
+        let p = &manifest.symbol_prefix;
+        // SAFETY: the symbol types are the C ABI documented in dlc-artifact, version-checked below.
+        let (abi, ws, run) = unsafe {
+            let abi: AbiFn =
+                *lib.get::<AbiFn>(format!("{p}abi_version").as_bytes()).map_err(|e| lib_err(e.to_string()))?;
+            let ws: WsFn =
+                *lib.get::<WsFn>(format!("{p}workspace_size").as_bytes()).map_err(|e| lib_err(e.to_string()))?;
+            let run: RunFn = *lib.get::<RunFn>(format!("{p}run").as_bytes()).map_err(|e| lib_err(e.to_string()))?;
+            (abi, ws, run)
+        };
+        // SAFETY: both functions take no arguments and only return constants.
+        let found = unsafe { abi() };
+        if found != ABI_VERSION || manifest.abi_version != ABI_VERSION {
+            return Err(RuntimeError::Abi { path, found });
+        }
+        let workspace = unsafe { ws() } as usize;
+        Ok(Model { dir, manifest, run, workspace, _lib: lib })
+    }
+
+    /// The artifact's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The artifact directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes of workspace each run uses.
+    pub fn workspace_size(&self) -> usize {
+        self.workspace
+    }
+
+    /// Checks `inputs` (given as `(name, tensor)`, any order) and puts them in call order.
+    fn order_inputs<'t>(&self, inputs: &[(&str, &'t Tensor)]) -> Result<Vec<&'t Tensor>, RuntimeError> {
+        let specs = &self.manifest.inputs;
+        for (name, _) in inputs {
+            if !specs.iter().any(|s| s.name == *name) {
+                return Err(RuntimeError::UnknownInput { name: name.to_string(), names: names(specs) });
+            }
+        }
+        if inputs.len() != specs.len() {
+            return Err(RuntimeError::InputCount { expected: specs.len(), names: names(specs), got: inputs.len() });
+        }
+        let mut ordered = Vec::new();
+        for spec in specs {
+            let t = inputs.iter().find(|(n, _)| *n == spec.name).map(|(_, t)| *t).ok_or_else(|| {
+                RuntimeError::InputCount { expected: specs.len(), names: names(specs), got: inputs.len() }
+            })?;
+            if t.dtype != spec.dtype {
+                return Err(RuntimeError::InputDtype {
+                    name: spec.name.clone(),
+                    expected: spec.dtype.clone(),
+                    got: t.dtype.clone(),
+                });
+            }
+            if spec.fixed_shape().as_deref() != Some(t.shape.as_slice()) {
+                let got = format!("[{}]", t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","));
+                return Err(RuntimeError::InputShape { name: spec.name.clone(), expected: spec.shape_string(), got });
+            }
+            let want = t.shape.iter().product::<u64>() as usize * dtype_size(&t.dtype).unwrap_or(0);
+            if t.data.len() != want {
+                return Err(RuntimeError::InputBytes { name: spec.name.clone(), expected: want, got: t.data.len() });
+            }
+            ordered.push(t);
+        }
+        Ok(ordered)
+    }
+
+    /// Runs the model on named inputs; returns the outputs in manifest order.
+    pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, RuntimeError> {
+        let ordered = self.order_inputs(inputs)?;
+        // Copies into aligned buffers: the generated code assumes naturally aligned elements.
+        let in_bufs: Vec<AlignedBuf> = ordered
+            .iter()
+            .map(|t| {
+                let b = AlignedBuf::new(t.data.len());
+                // SAFETY: the buffer holds at least `t.data.len()` bytes.
+                unsafe { std::ptr::copy_nonoverlapping(t.data.as_ptr(), b.ptr, t.data.len()) };
+                b
+            })
+            .collect();
+        let out_sizes: Vec<(usize, Vec<u64>)> = self
+            .manifest
+            .outputs
+            .iter()
+            .map(|s| {
+                let shape = s.fixed_shape().unwrap_or_default();
+                (shape.iter().product::<u64>() as usize * dtype_size(&s.dtype).unwrap_or(0), shape)
+            })
+            .collect();
+        let out_bufs: Vec<AlignedBuf> = out_sizes.iter().map(|(n, _)| AlignedBuf::new(*n)).collect();
+        let ws = AlignedBuf::new(self.workspace);
+        let in_ptrs: Vec<*const u8> = in_bufs.iter().map(|b| b.ptr as *const u8).collect();
+        let out_ptrs: Vec<*mut u8> = out_bufs.iter().map(|b| b.ptr).collect();
+        // SAFETY: inputs were checked against the manifest the code was compiled from;
+        // outputs and workspace have the sizes the code writes; all are 64-byte aligned.
+        let status = unsafe { (self.run)(in_ptrs.as_ptr(), out_ptrs.as_ptr(), ws.ptr) };
+        if status != 0 {
+            return Err(RuntimeError::RunFailed(status));
+        }
+        Ok(self
+            .manifest
+            .outputs
+            .iter()
+            .zip(out_bufs.iter().zip(out_sizes))
+            .map(|(spec, (buf, (n, shape)))| Tensor {
+                dtype: spec.dtype.clone(),
+                shape,
+                data: buf.as_slice(n).to_vec(),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Builds the reference models with onnx.helper and seeded random weights.
+
+    python tests/models/gen_models.py OUTDIR [mlp resnet18 ...]
+
+Models: mlp (784-1024-1024-10, MatMul/Gemm/Relu/Softmax) and resnet18 (ResNet-18
+shaped CNN on 1x3x224x224: Conv, BatchNormalization, Relu, MaxPool, residual Add,
+GlobalAveragePool, Flatten, Gemm). Weights are He-initialised from a fixed seed so the
+files are identical on every run.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+IR_VERSION = 8
+
+
+class Builder:
+    def __init__(self, seed):
+        self.rng = np.random.RandomState(seed)
+        self.nodes, self.inits = [], []
+        self.count = 0
+
+    def name(self, base):
+        self.count += 1
+        return f"{base}_{self.count}"
+
+    def weight(self, base, shape, std):
+        n = self.name(base)
+        self.inits.append(numpy_helper.from_array((self.rng.randn(*shape) * std).astype(np.float32), n))
+        return n
+
+    def const(self, base, array):
+        n = self.name(base)
+        self.inits.append(numpy_helper.from_array(array, n))
+        return n
+
+    def node(self, op, inputs, name=None, **attrs):
+        name = name or self.name(op.lower())
+        out = name + "_out"
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+        return out
+
+    def model(self, name, inputs, outputs):
+        g = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="dlc-gen")
+        m.ir_version = IR_VERSION
+        onnx.checker.check_model(m)
+        return m
+
+
+def mlp():
+    b = Builder(1)
+    x = "input"
+    w1 = b.weight("fc1_w", (784, 1024), np.sqrt(2 / 784))
+    h = b.node("MatMul", [x, w1], name="fc1")
+    h = b.node("Add", [h, b.weight("fc1_b", (1024,), 0.1)], name="fc1_bias")
+    h = b.node("Relu", [h], name="relu1")
+    h = b.node("Gemm", [h, b.weight("fc2_w", (1024, 1024), np.sqrt(2 / 1024)), b.weight("fc2_b", (1024,), 0.1)],
+               name="fc2", transB=1)
+    h = b.node("Relu", [h], name="relu2")
+    logits = b.node("Gemm", [h, b.weight("fc3_w", (10, 1024), np.sqrt(1 / 1024)), b.weight("fc3_b", (10,), 0.1)],
+                    name="fc3", transB=1)
+    b.nodes[-1].output[0] = "logits"
+    b.nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=-1))
+    return b.model(
+        "mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 784])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10]),
+         helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 10])],
+    )
+
+
+def conv_bn(b, x, cin, cout, k, stride, pad, relu=True):
+    w = b.weight("conv_w", (cout, cin, k, k), np.sqrt(2 / (cin * k * k)))
+    y = b.node("Conv", [x, w], kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4)
+    scale = b.const("bn_scale", b.rng.uniform(0.5, 1.0, cout).astype(np.float32))
+    bias = b.const("bn_bias", (b.rng.randn(cout) * 0.1).astype(np.float32))
+    mean = b.const("bn_mean", (b.rng.randn(cout) * 0.1).astype(np.float32))
+    var = b.const("bn_var", b.rng.uniform(0.5, 1.5, cout).astype(np.float32))
+    y = b.node("BatchNormalization", [y, scale, bias, mean, var], epsilon=1e-5)
+    return b.node("Relu", [y]) if relu else y
+
+
+def basic_block(b, x, cin, cout, stride):
+    y = conv_bn(b, x, cin, cout, 3, stride, 1)
+    y = conv_bn(b, y, cout, cout, 3, 1, 1, relu=False)
+    short = conv_bn(b, x, cin, cout, 1, stride, 0, relu=False) if (stride != 1 or cin != cout) else x
+    return b.node("Relu", [b.node("Add", [y, short])])
+
+
+def resnet18():
+    b = Builder(2)
+    x = conv_bn(b, "input", 3, 64, 7, 2, 3)
+    x = b.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    cin = 64
+    for cout, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+        x = basic_block(b, x, cin, cout, stride)
+        x = basic_block(b, x, cout, cout, 1)
+        cin = cout
+    x = b.node("GlobalAveragePool", [x])
+    x = b.node("Flatten", [x], axis=1)
+    w = b.weight("fc_w", (1000, 512), np.sqrt(1 / 512))
+    fc = b.node("Gemm", [x, w, b.weight("fc_b", (1000,), 0.01)], transB=1)
+    b.nodes[-1].output[0] = "logits"
+    return b.model(
+        "resnet18",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 224, 224])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1000])],
+    )
+
+
+MODELS = {"mlp": mlp, "resnet18": resnet18}
+
+
+def main():
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    for name in sys.argv[2:] or MODELS:
+        onnx.save(MODELS[name](), out / f"{name}.onnx")
+        print(out / f"{name}.onnx")
+
+
+if __name__ == "__main__":
+    main()
