@@ -3,9 +3,10 @@
 
     python tests/models/gen_models.py OUTDIR [mlp resnet18 ...]
 
-Models: mlp (784-1024-1024-10, MatMul/Gemm/Relu/Softmax) and resnet18 (ResNet-18
+Models: mlp (784-1024-1024-10, MatMul/Gemm/Relu/Softmax), resnet18 (ResNet-18
 shaped CNN on 1x3x224x224: Conv, BatchNormalization, Relu, MaxPool, residual Add,
-GlobalAveragePool, Flatten, Gemm). Weights are He-initialised from a fixed seed so the
+GlobalAveragePool, Flatten, Gemm) and mnist_cnn (the small example bundled in
+examples/models/). Weights are He-initialised from a fixed seed so the
 files are identical on every run.
 """
 import sys
@@ -114,7 +115,27 @@ def resnet18():
     )
 
 
-MODELS = {"mlp": mlp, "resnet18": resnet18}
+def mnist_cnn():
+    b = Builder(3)
+    x = b.node("Conv", ["input", b.weight("c1_w", (8, 1, 3, 3), np.sqrt(2 / 9)), b.weight("c1_b", (8,), 0.1)],
+               pads=[1, 1, 1, 1])
+    x = b.node("MaxPool", [b.node("Relu", [x])], kernel_shape=[2, 2], strides=[2, 2])
+    x = b.node("Conv", [x, b.weight("c2_w", (16, 8, 3, 3), np.sqrt(2 / 72)), b.weight("c2_b", (16,), 0.1)],
+               pads=[1, 1, 1, 1])
+    x = b.node("MaxPool", [b.node("Relu", [x])], kernel_shape=[2, 2], strides=[2, 2])
+    x = b.node("Flatten", [x], axis=1)
+    b.node("Gemm", [x, b.weight("fc_w", (10, 784), np.sqrt(1 / 784)), b.weight("fc_b", (10,), 0.1)], transB=1)
+    b.nodes[-1].output[0] = "logits"
+    b.nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=-1))
+    return b.model(
+        "mnist_cnn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10]),
+         helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 10])],
+    )
+
+
+MODELS = {"mlp": mlp, "resnet18": resnet18, "mnist_cnn": mnist_cnn}
 
 
 def main():

@@ -141,7 +141,7 @@ pub struct Manifest {
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     /// File system error.
-    #[error("{path}: {source}")]
+    #[error("cannot access {path}")]
     Io {
         /// The file.
         path: String,

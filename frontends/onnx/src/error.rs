@@ -24,7 +24,7 @@ impl fmt::Display for UnsupportedNode {
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
     /// The file could not be read.
-    #[error("cannot read '{path}': {source}")]
+    #[error("cannot read '{path}'")]
     Io {
         /// The file.
         path: PathBuf,

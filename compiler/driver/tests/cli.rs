@@ -1,0 +1,109 @@
+//! The `dlc` binary on bad input: every case exits non-zero with a clear message naming
+//! the file, node or input (snapshotted), and never panics.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Runs dlc in `dir`; returns (exit code, stderr).
+fn dlc(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dlc")).args(args).current_dir(dir).output().expect("dlc runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "dlc panicked:\n{stderr}");
+    (out.status.code().expect("exited normally"), stderr)
+}
+
+fn copy_model(name: &str, dir: &Path) {
+    std::fs::copy(repo().join("tests/filetests/onnx").join(name), dir.join(name)).unwrap();
+}
+
+fn write_npy(path: &Path, shape: &[u64], values: &[f32]) {
+    use npyz::WriterBuilder;
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut w = npyz::WriteOptions::new().default_dtype().shape(shape).writer(&mut f).begin_nd().unwrap();
+    w.extend(values.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
+#[test]
+fn unsupported_ops_are_all_listed() {
+    let t = tempfile::tempdir().unwrap();
+    copy_model("unsupported.onnx", t.path());
+    let (code, err) = dlc(t.path(), &["compile", "unsupported.onnx", "-o", "out"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn truncated_model_is_rejected() {
+    let t = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(repo().join("tests/filetests/onnx/conv_variants.onnx")).unwrap();
+    std::fs::write(t.path().join("truncated.onnx"), &bytes[..bytes.len() / 2]).unwrap();
+    let (code, err) = dlc(t.path(), &["compile", "truncated.onnx", "-o", "out"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn missing_model_file() {
+    let t = tempfile::tempdir().unwrap();
+    let (code, err) = dlc(t.path(), &["compile", "nope.onnx", "-o", "out"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn symbolic_input_needs_a_pinned_shape() {
+    let t = tempfile::tempdir().unwrap();
+    copy_model("symbolic_batch.onnx", t.path());
+    let (code, err) = dlc(t.path(), &["compile", "symbolic_batch.onnx", "-o", "out"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!(err);
+    let (code, err) = dlc(t.path(), &["compile", "symbolic_batch.onnx", "-o", "out", "--input-shape", "y=3x4"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!("unknown_input_shape_name", err);
+}
+
+#[test]
+fn run_rejects_bad_inputs() {
+    let t = tempfile::tempdir().unwrap();
+    copy_model("elementwise.onnx", t.path());
+    let (code, err) = dlc(t.path(), &["compile", "elementwise.onnx", "-o", "art"]);
+    assert_eq!(code, 0, "{err}");
+    write_npy(&t.path().join("a.npy"), &[2, 3, 4], &[0.5; 24]);
+    write_npy(&t.path().join("b.npy"), &[3, 1], &[0.5; 3]);
+    write_npy(&t.path().join("b_wrong.npy"), &[3, 2], &[0.5; 6]);
+    let run = |inputs: &[&str]| {
+        let mut args = vec!["run", "art", "--output-dir", "out"];
+        for i in inputs {
+            args.extend(["--input", i]);
+        }
+        dlc(t.path(), &args)
+    };
+    let (code, err) = run(&["a=a.npy", "b=b_wrong.npy"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!("wrong_shape", err);
+    let (code, err) = run(&["a=a.npy"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!("missing_input", err);
+    let (code, err) = run(&["a=a.npy", "b=b.npy", "c=b.npy"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!("unknown_input", err);
+    let (code, err) = run(&["a=a.npy", "b=missing.npy"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!("missing_file", err);
+    let (code, err) = run(&["a=a.npy", "b=b.npy"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(t.path().join("out/clip_hi.npy").is_file());
+}
+
+#[test]
+fn run_rejects_a_directory_that_is_not_an_artifact() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir(t.path().join("empty")).unwrap();
+    let (code, err) = dlc(t.path(), &["run", "empty", "--output-dir", "out"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!(err);
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets up (idempotent) and runs the whole test suite: formatting, clippy, Rust unit and
+# snapshot tests, and the end-to-end tests against ONNX Runtime. This is what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo build"
+cargo build --workspace --quiet
+echo "== cargo test"
+cargo test --workspace --quiet 2>&1 | tee target/cargo-test.log
+echo "== end-to-end tests (dlc vs ONNX Runtime)"
+DLC_BIN="$PWD/target/debug/dlc" .venv/bin/python -m pytest -q tests/e2e

@@ -1,0 +1,75 @@
+"""dlc compile + dlc run against ONNX Runtime on the same inputs (rtol 1e-4, atol 1e-5)."""
+import numpy as np
+import pytest
+
+from conftest import FILETESTS, assert_close, dlc_compile_run, ort_run, random_inputs
+
+# Every committed filetest model that dlc is expected to compile.
+OP_MODELS = sorted(
+    p.name for p in FILETESTS.glob("*.onnx") if p.name not in ("unsupported.onnx", "symbolic_batch.onnx")
+)
+
+
+@pytest.mark.parametrize("name", OP_MODELS)
+def test_op_model_matches_ort(name, tmp_path):
+    model = FILETESTS / name
+    feeds = random_inputs(model, seed=1)
+    want = ort_run(model, feeds)
+    got = dlc_compile_run(model, feeds, tmp_path)
+    assert set(got) == set(want)
+    for k in want:
+        assert_close(got[k], want[k], f"{name}:{k}")
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet18"])
+def test_reference_model_matches_ort(name, generated_models, tmp_path):
+    model = generated_models / f"{name}.onnx"
+    for seed in (0, 1):
+        feeds = random_inputs(model, seed=seed)
+        want = ort_run(model, feeds)
+        got = dlc_compile_run(model, feeds, tmp_path / f"s{seed}")
+        for k in want:
+            # The outputs must carry signal, or the comparison proves little.
+            assert np.abs(want[k]).max() > 1e-2, f"{name}:{k} is degenerate"
+            assert_close(got[k], want[k], f"{name}:{k} (seed {seed})")
+
+
+def test_artifact_forms_and_manifest(generated_models, tmp_path):
+    import json
+
+    art = tmp_path / "mlp"
+    from conftest import dlc
+
+    dlc("compile", generated_models / "mlp.onnx", "-o", art)
+    for f in ["model.so", "model.a", "model.h", "model.manifest", "manifest.json", "report.json"]:
+        assert (art / f).is_file(), f
+    m = json.loads((art / "manifest.json").read_text())
+    assert m["abi_version"] == 1
+    assert [i["name"] for i in m["inputs"]] == ["input"]
+    assert [d["fixed"] for d in m["inputs"][0]["shape"]] == [1, 784]
+    assert [o["name"] for o in m["outputs"]] == ["logits", "probs"]
+    assert len(m["weights_sha256"]) == 64
+    assert m["target_triple"].startswith("x86_64") or m["target_triple"].startswith("aarch64")
+    r = json.loads((art / "report.json").read_text())
+    # 784*1024 + 1024*1024 + 1024*10 multiply-adds, 2 FLOPs each, plus elementwise work.
+    assert r["flops"] >= 2 * (784 * 1024 + 1024 * 1024 + 1024 * 10)
+    assert r["parameters"] == 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 10 * 1024 + 10
+    assert 0 < r["arena_bytes"] <= r["arena_bytes_without_reuse"]
+
+
+def test_compiling_twice_is_deterministic(tmp_path):
+    from conftest import dlc
+
+    model = FILETESTS / "conv_variants.onnx"
+    dlc("compile", model, "-o", tmp_path / "a")
+    dlc("compile", model, "-o", tmp_path / "b")
+    for f in ["model.a", "model.h", "model.manifest", "manifest.json"]:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+def test_symbolic_batch_pinned_with_input_shape(tmp_path):
+    model = FILETESTS / "symbolic_batch.onnx"
+    feeds = {"x": np.random.RandomState(5).randn(3, 4).astype(np.float32)}
+    want = ort_run(model, feeds)
+    got = dlc_compile_run(model, feeds, tmp_path, extra=["--input-shape", "x=3x4"])
+    assert_close(got["y"], want["y"], "symbolic_batch:y")

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Writes the small ONNX test models committed under tests/filetests/onnx/.
+
+    python tests/models/gen_test_models.py tests/filetests/onnx
+
+Each model exercises one family of ops with edge cases (broadcasting, groups,
+asymmetric pads, dilations, ceil_mode, legacy opsets, typed-field and external
+initializers). Weights come from fixed seeds; rerunning writes identical files.
+Expected outputs never come from here: tests compare dlc with ONNX Runtime.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+F = TensorProto.FLOAT
+
+
+def vi(name, shape, t=F):
+    if shape is None:
+        return helper.make_empty_tensor_value_info(name)
+    return helper.make_tensor_value_info(name, t, shape)
+
+
+def save(out, name, nodes, inputs, outputs, inits=(), opset=17):
+    g = helper.make_graph(nodes, name, inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="dlc-tests")
+    m.ir_version = 8
+    # Output types come from ONNX's own shape inference.
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(m).graph.value_info}
+    for o in m.graph.output:
+        if not o.type.HasField("tensor_type"):
+            o.type.CopyFrom(inferred[o.name].type)
+    onnx.checker.check_model(m)
+    onnx.save(m, out / f"{name}.onnx")
+
+
+def arr(rng, *shape, scale=1.0):
+    return (rng.randn(*shape) * scale).astype(np.float32)
+
+
+def elementwise(out):
+    rng = np.random.RandomState(10)
+    n = helper.make_node
+    nodes = [
+        n("Add", ["a", "b"], ["add"], name="add"),
+        n("Sub", ["a", "b"], ["sub"], name="sub"),
+        n("Mul", ["a", "c"], ["mul"], name="mul"),
+        n("Div", ["a", "d"], ["div"], name="div"),
+        n("Relu", ["a"], ["relu"], name="relu"),
+        n("Sigmoid", ["a"], ["sigmoid"], name="sigmoid"),
+        n("Tanh", ["a"], ["tanh"], name="tanh"),
+        n("Clip", ["a", "lo", "hi"], ["clip"], name="clip"),
+        n("Clip", ["a", "", "hi"], ["clip_hi"], name="clip_hi_only"),
+    ]
+    inits = [
+        numpy_helper.from_array(arr(rng, 4), "c"),
+        numpy_helper.from_array((np.abs(arr(rng, 3, 1)) + 0.5).astype(np.float32), "d"),
+        numpy_helper.from_array(np.array(-0.5, np.float32), "lo"),
+        numpy_helper.from_array(np.array(0.7, np.float32), "hi"),
+    ]
+    outs = ["add", "sub", "mul", "div", "relu", "sigmoid", "tanh", "clip", "clip_hi"]
+    save(out, "elementwise", nodes, [vi("a", [2, 3, 4]), vi("b", [3, 1])], [vi(o, None) for o in outs], inits)
+
+
+def conv_variants(out):
+    rng = np.random.RandomState(11)
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w1", "b1"], ["grouped"], name="grouped", group=2, strides=[2, 1], pads=[1, 0, 2, 1],
+          dilations=[2, 1], kernel_shape=[3, 3]),
+        n("Conv", ["x", "w2"], ["depthwise"], name="depthwise", group=4, pads=[1, 1, 1, 1]),
+        n("Conv", ["x", "w3"], ["same"], name="same_upper", auto_pad="SAME_UPPER", strides=[2, 2]),
+        n("Conv", ["x", "w4", "b4"], ["pointwise"], name="pointwise"),
+    ]
+    inits = [
+        numpy_helper.from_array(arr(rng, 6, 2, 3, 3), "w1"),
+        numpy_helper.from_array(arr(rng, 6), "b1"),
+        numpy_helper.from_array(arr(rng, 4, 1, 3, 3), "w2"),
+        numpy_helper.from_array(arr(rng, 5, 4, 4, 4), "w3"),
+        numpy_helper.from_array(arr(rng, 3, 4, 1, 1), "w4"),
+        numpy_helper.from_array(arr(rng, 3), "b4"),
+    ]
+    outs = ["grouped", "depthwise", "same", "pointwise"]
+    save(out, "conv_variants", nodes, [vi("x", [2, 4, 9, 9])], [vi(o, None) for o in outs], inits)
+
+
+def pools(out):
+    n = helper.make_node
+    nodes = [
+        n("MaxPool", ["x"], ["max_ceil"], name="max_ceil", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+          ceil_mode=1),
+        n("MaxPool", ["x"], ["max_dilated"], name="max_dilated", kernel_shape=[2, 2], dilations=[2, 2]),
+        n("AveragePool", ["x"], ["avg_incl"], name="avg_incl", kernel_shape=[3, 3], strides=[2, 2],
+          pads=[1, 1, 1, 1], count_include_pad=1),
+        n("AveragePool", ["x"], ["avg_excl"], name="avg_excl", kernel_shape=[3, 2], strides=[1, 2],
+          pads=[1, 0, 1, 1]),
+        n("AveragePool", ["x"], ["avg_same"], name="avg_same", kernel_shape=[2, 2], auto_pad="SAME_LOWER"),
+        n("GlobalAveragePool", ["x"], ["gap"], name="gap"),
+    ]
+    outs = ["max_ceil", "max_dilated", "avg_incl", "avg_excl", "avg_same", "gap"]
+    save(out, "pools", nodes, [vi("x", [1, 3, 8, 7])], [vi(o, None) for o in outs])
+
+
+def movement(out):
+    n = helper.make_node
+    nodes = [
+        n("Transpose", ["x"], ["t"], name="transpose", perm=[2, 0, 3, 1]),
+        n("Reshape", ["x", "shape"], ["r"], name="reshape"),
+        n("Flatten", ["x"], ["f"], name="flatten", axis=2),
+        n("Concat", ["x", "y", "x"], ["cat"], name="concat", axis=1),
+        n("Identity", ["y"], ["id"], name="identity"),
+        n("Transpose", ["y"], ["t_default"], name="transpose_default"),
+    ]
+    inits = [numpy_helper.from_array(np.array([0, -1, 5], np.int64), "shape")]
+    outs = ["t", "r", "f", "cat", "id", "t_default"]
+    save(out, "movement", nodes, [vi("x", [2, 3, 4, 5]), vi("y", [2, 1, 4, 5])], [vi(o, None) for o in outs], inits)
+
+
+def linalg(out):
+    rng = np.random.RandomState(12)
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["a", "w"], ["batched"], name="batched"),
+        n("MatMul", ["v", "w"], ["vec"], name="vec_mat"),
+        n("Gemm", ["m", "g", "c"], ["gemm_t"], name="gemm_trans_a", transA=1, alpha=0.5, beta=2.0),
+        n("Gemm", ["m2", "g"], ["gemm_noc"], name="gemm_no_c", transB=1),
+    ]
+    # Typed-field initializers (float_data), not raw_data.
+    w = helper.make_tensor("w", F, [5, 6], arr(rng, 5, 6).flatten().tolist(), raw=False)
+    g = helper.make_tensor("g", F, [7, 3], arr(rng, 7, 3).flatten().tolist(), raw=False)
+    c = numpy_helper.from_array(arr(rng, 3), "c")
+    outs = ["batched", "vec", "gemm_t", "gemm_noc"]
+    save(out, "linalg", nodes, [vi("a", [2, 3, 4, 5]), vi("v", [5]), vi("m", [7, 4]), vi("m2", [4, 3])],
+         [vi(o, None) for o in outs], [w, g, c])
+
+
+def legacy_softmax_bn(out):
+    rng = np.random.RandomState(13)
+    n = helper.make_node
+    nodes = [
+        n("Softmax", ["x"], ["sm_axis1"], name="softmax_axis1", axis=1),
+        n("Softmax", ["x"], ["sm_last"], name="softmax_default_last", axis=2),
+        n("BatchNormalization", ["img", "s", "bb", "mean", "var"], ["bn"], name="bn", epsilon=1e-3),
+    ]
+    inits = [
+        numpy_helper.from_array(arr(rng, 3), "s"),
+        numpy_helper.from_array(arr(rng, 3), "bb"),
+        numpy_helper.from_array(arr(rng, 3), "mean"),
+        numpy_helper.from_array((np.abs(arr(rng, 3)) + 0.1).astype(np.float32), "var"),
+    ]
+    save(out, "softmax_bn_opset11", nodes, [vi("x", [2, 3, 4]), vi("img", [2, 3, 4, 4])],
+         [vi("sm_axis1", None), vi("sm_last", None), vi("bn", None)], inits, opset=11)
+
+
+def softmax13(out):
+    n = helper.make_node
+    nodes = [n("Softmax", ["x"], ["sm0"], name="softmax_axis0", axis=0),
+             n("Softmax", ["x"], ["sm1"], name="softmax_axis1", axis=1)]
+    save(out, "softmax_opset13", nodes, [vi("x", [3, 5, 2])], [vi("sm0", None), vi("sm1", None)])
+
+
+def external_data(out):
+    rng = np.random.RandomState(14)
+    w = arr(rng, 8, 16)
+    b = arr(rng, 16)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc")]
+    g = helper.make_graph(nodes, "external_data", [vi("x", [2, 8])], [vi("y", [2, 16])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="dlc-tests")
+    m.ir_version = 8
+    onnx.save(m, out / "external_data.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="external_data.weights", size_threshold=0)
+
+
+def symbolic_batch(out):
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    save(out, "symbolic_batch", nodes, [vi("x", ["N", 4])], [vi("y", ["N", 4])])
+
+
+def unsupported(out):
+    n = helper.make_node
+    nodes = [
+        n("Relu", ["x"], ["r"], name="ok_relu"),
+        n("LSTMx", ["r"], ["l"], name="mystery"),
+        n("Erf", ["l"], ["e"], name="erf_1"),
+        n("CustomThing", ["e"], ["y"], name="custom", domain="com.example"),
+    ]
+    g = helper.make_graph(nodes, "unsupported", [vi("x", [1, 4])], [vi("y", [1, 4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 2)])
+    m.ir_version = 8
+    onnx.save(m, out / "unsupported.onnx")
+
+
+def main():
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    for f in [elementwise, conv_variants, pools, movement, linalg, legacy_softmax_bn, softmax13, external_data,
+              symbolic_batch, unsupported]:
+        f(out)
+
+
+if __name__ == "__main__":
+    main()
