@@ -37,6 +37,10 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
             f.add_attribute(AttributeLoc::Param(i), noalias);
         }
         f.add_attribute(AttributeLoc::Function, nounwind);
+        // Kernels are called once each from `run`; inlining them all into it gains nothing
+        // and makes LLVM's function passes superlinearly slower.
+        let noinline = cx.create_enum_attribute(Attribute::get_named_enum_kind_id("noinline"), 0);
+        f.add_attribute(AttributeLoc::Function, noinline);
         let b = cx.create_builder();
         b.position_at_end(cx.append_basic_block(f, "entry"));
         Kb { cx, m, b, f, i64t: cx.i64_type(), f32t: cx.f32_type() }
