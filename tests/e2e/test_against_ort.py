@@ -73,3 +73,19 @@ def test_symbolic_batch_pinned_with_input_shape(tmp_path):
     want = ort_run(model, feeds)
     got = dlc_compile_run(model, feeds, tmp_path, extra=["--input-shape", "x=3x4"])
     assert_close(got["y"], want["y"], "symbolic_batch:y")
+
+
+def test_cross_compile_for_aarch64(tmp_path):
+    """--target aarch64 writes a static library of AArch64 code and refuses to link a .so."""
+    from conftest import dlc
+
+    art = tmp_path / "arm"
+    dlc("compile", FILETESTS / "conv_variants.onnx", "-o", art, "--target", "aarch64-unknown-linux-gnu")
+    data = (art / "model.a").read_bytes()
+    assert data.startswith(b"!<arch>\n")
+    elf = data.index(b"\x7fELF")
+    assert int.from_bytes(data[elf + 18:elf + 20], "little") == 183  # EM_AARCH64
+    assert not (art / "model.so").exists()
+    p = dlc("compile", FILETESTS / "conv_variants.onnx", "-o", art, "--target", "aarch64-unknown-linux-gnu",
+            "--emit", "so", check=False)
+    assert p.returncode == 1 and "cross linker" in p.stderr

@@ -287,7 +287,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
         println!("kernels      {}", compiled.kernels);
         println!("parameters   {}", stats.parameters);
         println!("weights      {:.2} MiB", stats.weight_bytes as f64 / (1 << 20) as f64);
-        println!("flops        {:.3} GFLOP per inference", stats.flops as f64 / 1e9);
+        println!("flops        {} per inference", crate::human_flops(stats.flops));
         println!(
             "arena        {:.2} MiB (without reuse {:.2} MiB)",
             plan.arena_bytes as f64 / (1 << 20) as f64,

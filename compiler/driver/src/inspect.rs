@@ -41,7 +41,7 @@ pub fn main(a: InspectArgs) -> Result<()> {
         println!("output      {name:?}: {}", g.value_type(*v));
     }
     let st = dlc_passes::graph_stats(&g);
-    println!("flops       {:.3} GFLOP per inference", st.flops as f64 / 1e9);
+    println!("flops       {} per inference", crate::human_flops(st.flops));
     if a.ir {
         print!("{}", dlc_ir::print_graph(&g)?);
     }

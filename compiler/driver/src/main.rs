@@ -30,6 +30,17 @@ enum Command {
     Inspect(inspect::InspectArgs),
 }
 
+/// FLOPs with a readable unit (`1.82 GFLOP`, `48.0 kFLOP`).
+pub(crate) fn human_flops(f: u64) -> String {
+    let f = f as f64;
+    match f {
+        f if f >= 1e9 => format!("{:.2} GFLOP", f / 1e9),
+        f if f >= 1e6 => format!("{:.2} MFLOP", f / 1e6),
+        f if f >= 1e3 => format!("{:.1} kFLOP", f / 1e3),
+        f => format!("{f} FLOP"),
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

@@ -46,8 +46,11 @@ pub fn tensor_from_proto(t: &TensorProto, base: &Path) -> Result<TensorData, Str
         .map(|&d| u64::try_from(d).map_err(|_| format!("tensor '{}' has negative dim {d}", t.name)))
         .collect::<Result<_, _>>()?;
     let ty = TensorType::fixed(dtype, &dims);
-    let numel: u64 = dims.iter().product();
-    let want = numel * dtype.size() as u64;
+    let numel = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+    let want = numel
+        .and_then(|n| n.checked_mul(dtype.size() as u64))
+        .ok_or_else(|| format!("tensor '{}' of shape {dims:?} is too large", t.name))?;
+    let numel = want / dtype.size() as u64;
     let bytes: Vec<u8> = if t.data_location.enum_value() == Ok(DataLocation::EXTERNAL) {
         read_external(t, base, want)?
     } else if !t.raw_data.is_empty() || numel == 0 {

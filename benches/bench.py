@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Times dlc against ONNX Runtime on the same models and inputs, in one run.
+
+    .venv/bin/python benches/bench.py [--dlc target/release/dlc] [--iters 20] [--models mlp,resnet18]
+
+For each model and thread count (1 and 2) both engines run the same seeded input; after
+warm-up, iterations alternate between the engines and the table reports medians and the
+ratio dlc/ORT (below 1.0: dlc is faster). dlc's generated code is called in-process
+through ctypes on model.so, so neither side pays process or file overhead. A GEMM table
+(single MatMul models) gives GFLOP/s of both engines at 1 thread.
+
+dlc kernels are single-threaded today: at 2 threads only ONNX Runtime uses both cores.
+"""
+import argparse
+import ctypes
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "models"))
+import gen_models  # noqa: E402
+
+
+class DlcModel:
+    """model.so loaded with ctypes; run() calls the generated entry point directly."""
+
+    def __init__(self, art):
+        m = json.loads((art / "manifest.json").read_text())
+        self.lib = ctypes.CDLL(str(art / "model.so"))
+        p = m["symbol_prefix"]
+        self.run_fn = getattr(self.lib, p + "run")
+        self.run_fn.restype = ctypes.c_int32
+        self.run_fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        ws = getattr(self.lib, p + "workspace_size")
+        ws.restype = ctypes.c_uint64
+        self.ws = np.zeros(int(ws()) + 64, dtype=np.uint8)
+        self.ws_ptr = (self.ws.ctypes.data + 63) // 64 * 64
+        self.outputs = [np.zeros([d["fixed"] for d in o["shape"]], np.float32) for o in m["outputs"]]
+        self.input_names = [i["name"] for i in m["inputs"]]
+
+    def bind(self, feeds):
+        self.inputs = [np.ascontiguousarray(feeds[n]) for n in self.input_names]
+        self.in_arr = (ctypes.c_void_p * len(self.inputs))(*[a.ctypes.data for a in self.inputs])
+        self.out_arr = (ctypes.c_void_p * len(self.outputs))(*[a.ctypes.data for a in self.outputs])
+
+    def run(self):
+        if self.run_fn(self.in_arr, self.out_arr, ctypes.c_void_p(self.ws_ptr)) != 0:
+            raise RuntimeError("dlc run failed")
+        return self.outputs
+
+
+def ort_session(path, threads):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def time_pair(dlc_model, sess, feeds, iters, warmup=3):
+    for _ in range(warmup):
+        dlc_model.run()
+        sess.run(None, feeds)
+    td, to = [], []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        dlc_model.run()
+        td.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        to.append(time.perf_counter() - t0)
+    return statistics.median(td) * 1e3, statistics.median(to) * 1e3
+
+
+def matmul_model(n, path):
+    rng = np.random.RandomState(n)
+    w = numpy_helper.from_array(rng.randn(n, n).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], f"gemm{n}",
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dlc", default=str(ROOT / "target" / "release" / "dlc"))
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--models", default="mlp,mnist_cnn,resnet18")
+    ap.add_argument("--gemm", default="256,512,1024")
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dlc-bench-"))
+    print(f"# dlc vs ONNX Runtime {ort.__version__}, {time.strftime('%Y-%m-%d')}, median of {a.iters} after warm-up\n")
+    print("| model | threads | dlc ms | ORT ms | dlc/ORT | max abs diff |")
+    print("|---|---|---|---|---|---|")
+    for name in a.models.split(","):
+        path = work / f"{name}.onnx"
+        onnx.save(gen_models.MODELS[name](), path)
+        art = work / name
+        subprocess.run([a.dlc, "compile", path, "-o", art, "--emit", "so"], check=True, capture_output=True)
+        d = DlcModel(art)
+        rng = np.random.RandomState(0)
+        sess0 = ort_session(path, 1)
+        feeds = {i.name: rng.randn(*i.shape).astype(np.float32) for i in sess0.get_inputs()}
+        d.bind(feeds)
+        diff = max(float(np.abs(x - y).max()) for x, y in zip(d.run(), sess0.run(None, feeds)))
+        for threads in (1, 2):
+            td, to = time_pair(d, ort_session(path, threads), feeds, a.iters)
+            print(f"| {name} | {threads} | {td:.3f} | {to:.3f} | {td / to:.2f} | {diff:.2g} |", flush=True)
+    if a.gemm:
+        print("\n| GEMM (n x n x n) | dlc GFLOP/s | ORT GFLOP/s (1 thread) | dlc/ORT time |")
+        print("|---|---|---|---|")
+        for n in map(int, a.gemm.split(",")):
+            path = work / f"gemm{n}.onnx"
+            matmul_model(n, path)
+            art = work / f"gemm{n}"
+            subprocess.run([a.dlc, "compile", path, "-o", art, "--emit", "so"], check=True, capture_output=True)
+            d = DlcModel(art)
+            feeds = {"a": np.random.RandomState(1).randn(n, n).astype(np.float32)}
+            d.bind(feeds)
+            iters = max(3, min(a.iters, int(2e9 / n**3)))
+            td, to = time_pair(d, ort_session(path, 1), feeds, iters, warmup=1)
+            gf = 2 * n**3 / 1e9
+            print(f"| {n} | {gf / td * 1e3:.1f} | {gf / to * 1e3:.1f} | {td / to:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
