@@ -171,6 +171,7 @@ def external_data(out):
                           [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="dlc-tests")
     m.ir_version = 8
+    (out / "external_data.weights").unlink(missing_ok=True)  # onnx.save appends to an existing file
     onnx.save(m, out / "external_data.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
               location="external_data.weights", size_threshold=0)
 
@@ -185,7 +186,7 @@ def unsupported(out):
     nodes = [
         n("Relu", ["x"], ["r"], name="ok_relu"),
         n("LSTMx", ["r"], ["l"], name="mystery"),
-        n("Erf", ["l"], ["e"], name="erf_1"),
+        n("TfIdfVectorizer", ["l"], ["e"], name="tfidf_1"),
         n("CustomThing", ["e"], ["y"], name="custom", domain="com.example"),
     ]
     g = helper.make_graph(nodes, "unsupported", [vi("x", [1, 4])], [vi("y", [1, 4])])

@@ -178,12 +178,6 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         Ok(self.b.build_select(lt, b, a, "")?.into_float_value())
     }
 
-    /// `a < b ? a : b`.
-    pub fn fmin(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
-        let gt = self.b.build_float_compare(FloatPredicate::OGT, a, b, "")?;
-        Ok(self.b.build_select(gt, b, a, "")?.into_float_value())
-    }
-
     pub fn select_f(&self, c: IntValue<'ctx>, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
         Ok(self.b.build_select(c, a, b, "")?.into_float_value())
     }

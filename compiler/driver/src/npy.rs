@@ -18,6 +18,7 @@ pub fn read(path: &Path) -> Result<Tensor> {
     };
     let size = ts.size_field();
     let dtype = match (ts.type_char(), size) {
+        (TypeChar::Float, 2) => "f16",
         (TypeChar::Float, 4) => "f32",
         (TypeChar::Float, 8) => "f64",
         (TypeChar::Int, 1) => "i8",
@@ -29,10 +30,14 @@ pub fn read(path: &Path) -> Result<Tensor> {
         (TypeChar::Uint, 4) => "u32",
         (TypeChar::Uint, 8) => "u64",
         (TypeChar::Bool, 1) => "bool",
+        // numpy has no bf16; ml_dtypes' bfloat16 arrays are saved as 2-byte voids.
+        (TypeChar::RawData, 2) => "bf16",
         _ => bail!("'{}': dtype {ts} is not supported", path.display()),
     };
     let ctx = || format!("reading data of '{}'", path.display());
     let data: Vec<u8> = match dtype {
+        "f16" => npy.into_vec::<half::f16>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        "bf16" => npy.into_vec::<[u8; 2]>().with_context(ctx)?.concat(),
         "f32" => npy.into_vec::<f32>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         "f64" => npy.into_vec::<f64>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         "i8" => npy.into_vec::<i8>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -70,6 +75,9 @@ pub fn write(path: &Path, t: &Tensor) -> Result<()> {
         };
     }
     match t.dtype.as_str() {
+        "f16" => le!(half::f16, 2),
+        // Raw bf16 bit patterns (numpy has no bf16 type).
+        "bf16" => le!(u16, 2),
         "f32" => le!(f32, 4),
         "f64" => le!(f64, 8),
         "i8" => le!(i8, 1),

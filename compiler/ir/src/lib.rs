@@ -20,7 +20,7 @@ mod verify;
 pub use dtype::DType;
 pub use error::IrError;
 pub use graph::{Edge, Graph, Node, NodeId, Value};
-pub use ops::{Attr, Op, OpInfo, OP_TABLE};
+pub use ops::{Attr, Op, OpInfo, OpKind, OP_TABLE};
 pub use print::print_graph;
 pub use shape::{Dim, Shape, TensorType};
 pub use tensor::TensorData;

@@ -1,5 +1,5 @@
 //! Model statistics for reports: parameters, weight bytes, FLOPs per inference.
-use dlc_ir::{Graph, Op};
+use dlc_ir::{Graph, Op, OpKind};
 
 /// Size and work of a graph.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,18 +24,12 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
             g.operands(id).iter().map(|v| g.value_type(*v).shape.as_fixed().unwrap_or_default()).collect();
         let dim = |i: usize, d: usize| ins.get(i).and_then(|x| x.get(d)).copied().unwrap_or(0);
         let flops = match &node.op {
-            Op::Input(_) => 0,
             Op::Const(c) => {
                 s.parameters += c.value.numel() as u64;
                 s.weight_bytes += c.value.bytes().len() as u64;
                 0
             }
-            Op::Add(_) | Op::Sub(_) | Op::Mul(_) | Op::Div(_) | Op::Relu(_) | Op::Clip(_) => out,
-            Op::Sigmoid(_) | Op::Tanh(_) => 4 * out,
-            Op::MatMul(_) => {
-                let a = &ins[0];
-                2 * out * a.last().copied().unwrap_or(0)
-            }
+            Op::MatMul(_) => 2 * out * ins[0].last().copied().unwrap_or(0),
             Op::Gemm(op) => 2 * out * if op.trans_a { dim(0, 0) } else { dim(0, 1) },
             Op::Conv(_) => 2 * out * dim(1, 1) * dim(1, 2) * dim(1, 3),
             Op::MaxPool(op) => out * op.kernel_shape.iter().product::<i64>().max(1) as u64,
@@ -43,9 +37,13 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
             Op::GlobalAveragePool(_) => ins[0].iter().product(),
             Op::BatchNormalization(_) => 2 * out,
             Op::Softmax(_) => 5 * out,
-            Op::Reshape(_) | Op::Flatten(_) | Op::Transpose(_) | Op::Identity(_) | Op::Concat(_) => 0,
+            op => match op.kind() {
+                OpKind::Elementwise => out,
+                OpKind::Source | OpKind::Movement => 0,
+                OpKind::Contraction | OpKind::Window | OpKind::Normalization => out,
+            },
         };
-        if !matches!(node.op, Op::Input(_) | Op::Const(_)) {
+        if node.op.kind() != OpKind::Source {
             s.compute_nodes += 1;
         }
         s.flops += flops;

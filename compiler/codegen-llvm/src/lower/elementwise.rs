@@ -1,23 +1,17 @@
-//! Elementwise kernels: broadcasting binary ops over coalesced loop nests, unary maps.
+//! Elementwise kernels for every dtype: one loop nest over the (coalesced) broadcast
+//! output shape; each operand is loaded through its own strides, converted to a scalar
+//! of its LLVM type, combined by the op's scalar rule ([`scalar`]) and stored.
+//!
+//! Storage types: f32/f64 as `float`/`double`, integers as `iN` (signedness is the
+//! dtype's, applied per instruction), bool as `i8` holding 0 or 1. f16/bf16 are not
+//! lowered yet.
 use super::NodeInfo;
 use crate::kernel::{Kb, R};
-use inkwell::values::FloatValue;
-
-#[derive(Clone, Copy)]
-pub(crate) enum BinOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-}
-
-#[derive(Clone, Copy)]
-pub(crate) enum UnOp {
-    Relu,
-    Sigmoid,
-    Tanh,
-    Clip(f32, f32),
-}
+use crate::CodegenError;
+use dlc_ir::{DType, Op};
+use inkwell::types::{BasicTypeEnum, FloatType, IntType};
+use inkwell::values::{BasicValueEnum, FloatValue, IntValue};
+use inkwell::{FloatPredicate, IntPredicate};
 
 /// Element strides of an operand of dims `dims` broadcast to `out` (0 on stretched dims).
 pub(crate) fn broadcast_strides(dims: &[u64], out: &[u64]) -> Vec<u64> {
@@ -58,56 +52,488 @@ pub(crate) fn coalesce(out: &[u64], strides: &[Vec<u64>]) -> (Vec<u64>, Vec<Vec<
     (dims, st)
 }
 
-pub(crate) fn binary(kb: &Kb, n: &NodeInfo, op: BinOp) -> R<()> {
-    n.require_f32()?;
-    let out = n.out_dims(0);
-    let contiguous = broadcast_strides(&out, &out);
-    let sa = broadcast_strides(&n.in_dims(0), &out);
-    let sb = broadcast_strides(&n.in_dims(1), &out);
-    let (dims, st) = coalesce(&out, &[sa, sb, contiguous]);
-    let (a, b, y) = (kb.param(0), kb.param(1), kb.param(2));
-    kb.nest(&dims, |kb, idx| {
-        let off = |s: &[u64]| kb.lin(&idx.iter().copied().zip(s.iter().copied()).collect::<Vec<_>>(), 0);
-        let x0 = kb.load_f32(a, off(&st[0])?)?;
-        let x1 = kb.load_f32(b, off(&st[1])?)?;
-        let r = match op {
-            BinOp::Add => kb.fadd(x0, x1)?,
-            BinOp::Sub => kb.fsub(x0, x1)?,
-            BinOp::Mul => kb.fmul(x0, x1)?,
-            BinOp::Div => kb.fdiv(x0, x1)?,
-        };
-        kb.store_f32(y, off(&st[2])?, r)
+/// The LLVM storage type of a dtype.
+pub(crate) fn llvm_type<'ctx>(kb: &Kb<'_, 'ctx>, d: DType) -> Option<BasicTypeEnum<'ctx>> {
+    let cx = kb.cx;
+    Some(match d {
+        DType::F32 => cx.f32_type().into(),
+        DType::F64 => cx.f64_type().into(),
+        DType::I8 | DType::U8 | DType::Bool => cx.i8_type().into(),
+        DType::I16 | DType::U16 => cx.i16_type().into(),
+        DType::I32 | DType::U32 => cx.i32_type().into(),
+        DType::I64 | DType::U64 => cx.i64_type().into(),
+        DType::F16 => cx.f16_type().into(),
+        DType::BF16 => cx.i16_type().into(),
     })
 }
 
-/// Applies `op` to one value.
-pub(crate) fn apply_unary<'ctx>(kb: &Kb<'_, 'ctx>, op: UnOp, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
-    match op {
-        UnOp::Relu => kb.fmax(x, kb.cf(0.0)),
-        UnOp::Sigmoid => {
-            let e = kb.libm("expf", kb.b.build_float_neg(x, "")?)?;
-            kb.fdiv(kb.cf(1.0), kb.fadd(kb.cf(1.0), e)?)
-        }
-        UnOp::Tanh => kb.libm("tanhf", x),
-        UnOp::Clip(lo, hi) => {
-            let y = if lo > f32::NEG_INFINITY { kb.fmax(x, kb.cf(lo))? } else { x };
-            if hi < f32::INFINITY {
-                kb.fmin(y, kb.cf(hi))
-            } else {
-                Ok(y)
-            }
-        }
+/// The dtype arithmetic happens in: f16 and bf16 compute in f32.
+pub(crate) fn compute_dtype(d: DType) -> DType {
+    if matches!(d, DType::F16 | DType::BF16) {
+        DType::F32
+    } else {
+        d
     }
 }
 
-pub(crate) fn unary(kb: &Kb, n: &NodeInfo, op: UnOp) -> R<()> {
-    n.require_f32()?;
-    let numel: u64 = n.out_dims(0).iter().product();
-    let (x, y) = (kb.param(0), kb.param(1));
-    kb.for_n(numel, |kb, i| {
-        let v = apply_unary(kb, op, kb.load_f32(x, i)?)?;
-        kb.store_f32(y, i, v)
+/// A loaded value of storage dtype `d` as a value of `compute_dtype(d)`.
+pub(crate) fn widen<'ctx>(kb: &Kb<'_, 'ctx>, v: BasicValueEnum<'ctx>, d: DType) -> R<BasicValueEnum<'ctx>> {
+    let b = &kb.b;
+    Ok(match d {
+        DType::F16 => b.build_float_ext(v.into_float_value(), kb.f32t, "")?.into(),
+        // bf16 is the top half of an f32.
+        DType::BF16 => {
+            let w = b.build_int_z_extend(v.into_int_value(), kb.cx.i32_type(), "")?;
+            let w = b.build_left_shift(w, kb.cx.i32_type().const_int(16, false), "")?;
+            b.build_bit_cast(w, kb.f32t, "")?
+        }
+        _ => v,
     })
+}
+
+/// A value of `compute_dtype(d)` stored as dtype `d` (round to nearest even).
+pub(crate) fn narrow<'ctx>(kb: &Kb<'_, 'ctx>, v: BasicValueEnum<'ctx>, d: DType) -> R<BasicValueEnum<'ctx>> {
+    let b = &kb.b;
+    Ok(match d {
+        DType::F16 => b.build_float_trunc(v.into_float_value(), kb.cx.f16_type(), "")?.into(),
+        DType::BF16 => {
+            let i32t = kb.cx.i32_type();
+            let bits = b.build_bit_cast(v, i32t, "")?.into_int_value();
+            let lsb = b.build_and(
+                b.build_right_shift(bits, i32t.const_int(16, false), false, "")?,
+                i32t.const_int(1, false),
+                "",
+            )?;
+            let rounded = b.build_int_add(bits, b.build_int_add(lsb, i32t.const_int(0x7fff, false), "")?, "")?;
+            let hi = b.build_right_shift(rounded, i32t.const_int(16, false), false, "")?;
+            let f = v.into_float_value();
+            let nan = b.build_float_compare(FloatPredicate::UNO, f, f, "")?;
+            let hi = kb.select_i(nan, i32t.const_int(0x7fc0, false), hi)?;
+            b.build_int_truncate(hi, kb.cx.i16_type(), "")?.into()
+        }
+        _ => v,
+    })
+}
+
+fn is_signed(d: DType) -> bool {
+    matches!(d, DType::I8 | DType::I16 | DType::I32 | DType::I64)
+}
+
+/// The elementwise kernel of any elementwise op.
+pub(crate) fn map(kb: &Kb, n: &NodeInfo) -> R<()> {
+    let out_dt = n.outputs[0].dtype;
+    let mut types = Vec::new();
+    for t in n.inputs.iter().chain(n.outputs) {
+        types.push(
+            llvm_type(kb, t.dtype).ok_or_else(|| n.unsupported(format!("dtype {} is not supported yet", t.dtype)))?,
+        );
+    }
+    let out = n.out_dims(0);
+    let mut strides: Vec<Vec<u64>> = (0..n.inputs.len()).map(|i| broadcast_strides(&n.in_dims(i), &out)).collect();
+    strides.push(broadcast_strides(&out, &out));
+    let (dims, st) = coalesce(&out, &strides);
+    let k = n.inputs.len();
+    let store_dts: Vec<DType> = n.inputs.iter().map(|t| t.dtype).collect();
+    let in_dts: Vec<DType> = store_dts.iter().map(|&d| compute_dtype(d)).collect();
+    kb.nest(&dims, |kb, idx| {
+        let off = |s: &[u64]| kb.lin(&idx.iter().copied().zip(s.iter().copied()).collect::<Vec<_>>(), 0);
+        let mut vals = Vec::with_capacity(k);
+        for i in 0..k {
+            let p = kb.gep(types[i], kb.param(i), off(&st[i])?)?;
+            vals.push(widen(kb, kb.b.build_load(types[i], p, "")?, store_dts[i])?);
+        }
+        let r = narrow(kb, scalar(kb, n, &vals, &in_dts, compute_dtype(out_dt))?, out_dt)?;
+        let p = kb.gep(types[k], kb.param(k), off(&st[k])?)?;
+        kb.b.build_store(p, r)?;
+        Ok(())
+    })
+}
+
+struct F<'k, 'a, 'ctx> {
+    kb: &'k Kb<'a, 'ctx>,
+    ty: FloatType<'ctx>,
+    f64: bool,
+}
+
+impl<'ctx> F<'_, '_, 'ctx> {
+    fn c(&self, v: f64) -> FloatValue<'ctx> {
+        self.ty.const_float(v)
+    }
+    /// A C math library function: `name` for double, `name` + `f` for float.
+    fn call(&self, name: &str, args: &[FloatValue<'ctx>]) -> R<FloatValue<'ctx>> {
+        let full = if self.f64 { name.to_string() } else { format!("{name}f") };
+        let m = self.kb.m;
+        let f = m.get_function(&full).unwrap_or_else(|| {
+            let params: Vec<_> = args.iter().map(|_| self.ty.into()).collect();
+            m.add_function(&full, self.ty.fn_type(&params, false), Some(inkwell::module::Linkage::External))
+        });
+        let args: Vec<_> = args.iter().map(|a| (*a).into()).collect();
+        let v = self.kb.b.build_call(f, &args, "")?.try_as_basic_value().basic();
+        v.map(|v| v.into_float_value()).ok_or_else(|| CodegenError::Llvm(format!("{full} returned nothing")))
+    }
+    fn cmp(&self, p: FloatPredicate, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<IntValue<'ctx>> {
+        Ok(self.kb.b.build_float_compare(p, a, b, "")?)
+    }
+    fn sel(&self, c: IntValue<'ctx>, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        self.kb.select_f(c, a, b)
+    }
+    fn add(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        Ok(self.kb.b.build_float_add(a, b, "")?)
+    }
+    fn sub(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        Ok(self.kb.b.build_float_sub(a, b, "")?)
+    }
+    fn mul(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        Ok(self.kb.b.build_float_mul(a, b, "")?)
+    }
+    fn div(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        Ok(self.kb.b.build_float_div(a, b, "")?)
+    }
+    /// `a < b ? b : a`, keeping a NaN in `a`.
+    fn max(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        self.sel(self.cmp(FloatPredicate::OLT, a, b)?, b, a)
+    }
+    /// `a > b ? b : a`, keeping a NaN in `a`.
+    fn min(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        self.sel(self.cmp(FloatPredicate::OGT, a, b)?, b, a)
+    }
+    /// NaN-propagating max/min (numpy `maximum`/`minimum`).
+    fn max_nan(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>, is_max: bool) -> R<FloatValue<'ctx>> {
+        let m = if is_max { self.max(a, b)? } else { self.min(a, b)? };
+        let b_nan = self.cmp(FloatPredicate::UNO, b, b)?;
+        self.sel(b_nan, b, m)
+    }
+    fn bool(&self, c: IntValue<'ctx>) -> R<BasicValueEnum<'ctx>> {
+        Ok(self.kb.b.build_int_z_extend(c, self.kb.cx.i8_type(), "")?.into())
+    }
+}
+
+fn float_unary<'ctx>(f: &F<'_, '_, 'ctx>, op: &Op, x: FloatValue<'ctx>) -> R<Option<BasicValueEnum<'ctx>>> {
+    use FloatPredicate::*;
+    let kb = f.kb;
+    let zero = f.c(0.0);
+    let one = f.c(1.0);
+    let softplus = |x| -> R<FloatValue<'ctx>> { f.call("log", &[f.add(f.call("exp", &[x])?, one)?]) };
+    let v: FloatValue = match op {
+        Op::Abs(_) => f.call("fabs", &[x])?,
+        Op::Neg(_) => kb.b.build_float_neg(x, "")?,
+        Op::Sign(_) => {
+            let pos = f.sel(f.cmp(OGT, x, zero)?, one, x)?;
+            f.sel(f.cmp(OLT, x, zero)?, f.c(-1.0), pos)?
+        }
+        Op::Relu(_) => f.max(x, zero)?,
+        Op::Sigmoid(_) => f.div(one, f.add(one, f.call("exp", &[kb.b.build_float_neg(x, "")?])?)?)?,
+        Op::Tanh(_) => f.call("tanh", &[x])?,
+        Op::Exp(_) => f.call("exp", &[x])?,
+        Op::Log(_) => f.call("log", &[x])?,
+        Op::Sqrt(_) => f.call("sqrt", &[x])?,
+        Op::Reciprocal(_) => f.div(one, x)?,
+        Op::Sin(_) => f.call("sin", &[x])?,
+        Op::Cos(_) => f.call("cos", &[x])?,
+        Op::Tan(_) => f.call("tan", &[x])?,
+        Op::Asin(_) => f.call("asin", &[x])?,
+        Op::Acos(_) => f.call("acos", &[x])?,
+        Op::Atan(_) => f.call("atan", &[x])?,
+        Op::Sinh(_) => f.call("sinh", &[x])?,
+        Op::Cosh(_) => f.call("cosh", &[x])?,
+        Op::Asinh(_) => f.call("asinh", &[x])?,
+        Op::Acosh(_) => f.call("acosh", &[x])?,
+        Op::Atanh(_) => f.call("atanh", &[x])?,
+        Op::Erf(_) => f.call("erf", &[x])?,
+        Op::Floor(_) => f.call("floor", &[x])?,
+        Op::Ceil(_) => f.call("ceil", &[x])?,
+        Op::Round(_) => f.call("roundeven", &[x])?,
+        Op::Softplus(_) => softplus(x)?,
+        Op::Softsign(_) => f.div(x, f.add(one, f.call("fabs", &[x])?)?)?,
+        Op::Mish(_) => f.mul(x, f.call("tanh", &[softplus(x)?])?)?,
+        Op::HardSwish(_) => {
+            let h = f.add(f.mul(x, f.c(1.0 / 6.0))?, f.c(0.5))?;
+            f.mul(x, f.max(zero, f.min(one, h)?)?)?
+        }
+        Op::HardSigmoid(o) => {
+            let h = f.add(f.mul(x, f.c(o.alpha as f64))?, f.c(o.beta as f64))?;
+            f.max(zero, f.min(one, h)?)?
+        }
+        Op::LeakyRelu(o) => f.sel(f.cmp(OLT, x, zero)?, f.mul(x, f.c(o.alpha as f64))?, x)?,
+        Op::Elu(o) => {
+            let e = f.mul(f.c(o.alpha as f64), f.sub(f.call("exp", &[x])?, one)?)?;
+            f.sel(f.cmp(OLT, x, zero)?, e, x)?
+        }
+        Op::Selu(o) => {
+            let a = f.c(o.alpha as f64);
+            let neg = f.sub(f.mul(a, f.call("exp", &[x])?)?, a)?;
+            f.mul(f.c(o.gamma as f64), f.sel(f.cmp(OLE, x, zero)?, neg, x)?)?
+        }
+        Op::Celu(o) => {
+            let a = f.c(o.alpha as f64);
+            let e = f.mul(a, f.sub(f.call("exp", &[f.div(x, a)?])?, one)?)?;
+            f.add(f.max(zero, x)?, f.min(zero, e)?)?
+        }
+        Op::ThresholdedRelu(o) => f.sel(f.cmp(OGT, x, f.c(o.alpha as f64))?, x, zero)?,
+        Op::Gelu(o) => {
+            let half_x = f.mul(f.c(0.5), x)?;
+            let inner = if o.tanh_approximation {
+                let x3 = f.mul(f.mul(x, x)?, x)?;
+                let t = f.mul(f.c((2.0 / std::f64::consts::PI).sqrt()), f.add(x, f.mul(f.c(0.044715), x3)?)?)?;
+                f.call("tanh", &[t])?
+            } else {
+                f.call("erf", &[f.mul(x, f.c(std::f64::consts::FRAC_1_SQRT_2))?])?
+            };
+            f.mul(half_x, f.add(one, inner)?)?
+        }
+        Op::Clip(o) => {
+            let y = if o.min > f32::NEG_INFINITY { f.max(x, f.c(o.min as f64))? } else { x };
+            if o.max < f32::INFINITY {
+                f.min(y, f.c(o.max as f64))?
+            } else {
+                y
+            }
+        }
+        Op::IsNaN(_) => return Ok(Some(f.bool(f.cmp(UNO, x, x)?)?)),
+        Op::IsInf(o) => {
+            let pos = f.cmp(OEQ, x, f.c(f64::INFINITY))?;
+            let neg = f.cmp(OEQ, x, f.c(f64::NEG_INFINITY))?;
+            let no = kb.cx.bool_type().const_zero();
+            let p = if o.detect_positive { pos } else { no };
+            let q = if o.detect_negative { neg } else { no };
+            return Ok(Some(f.bool(kb.b.build_or(p, q, "")?)?));
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(v.into()))
+}
+
+fn float_binary<'ctx>(
+    f: &F<'_, '_, 'ctx>,
+    op: &Op,
+    a: FloatValue<'ctx>,
+    b: FloatValue<'ctx>,
+) -> R<Option<BasicValueEnum<'ctx>>> {
+    use FloatPredicate::*;
+    let v: FloatValue = match op {
+        Op::Add(_) => f.add(a, b)?,
+        Op::Sub(_) => f.sub(a, b)?,
+        Op::Mul(_) => f.mul(a, b)?,
+        Op::Div(_) => f.div(a, b)?,
+        Op::Max(_) => f.max_nan(a, b, true)?,
+        Op::Min(_) => f.max_nan(a, b, false)?,
+        Op::Pow(_) => f.call("pow", &[a, b])?,
+        Op::PRelu(_) => f.sel(f.cmp(OLT, a, f.c(0.0))?, f.mul(a, b)?, a)?,
+        Op::Mod(o) => {
+            let r = f.call("fmod", &[a, b])?;
+            if o.fmod {
+                r
+            } else {
+                // Sign of the divisor: add b when r is non-zero and its sign differs from b's.
+                let nz = f.cmp(ONE, r, f.c(0.0))?;
+                let differ = f.kb.b.build_xor(f.cmp(OLT, r, f.c(0.0))?, f.cmp(OLT, b, f.c(0.0))?, "")?;
+                f.sel(f.kb.b.build_and(nz, differ, "")?, f.add(r, b)?, r)?
+            }
+        }
+        Op::Equal(_) => return Ok(Some(f.bool(f.cmp(OEQ, a, b)?)?)),
+        Op::Greater(_) => return Ok(Some(f.bool(f.cmp(OGT, a, b)?)?)),
+        Op::GreaterOrEqual(_) => return Ok(Some(f.bool(f.cmp(OGE, a, b)?)?)),
+        Op::Less(_) => return Ok(Some(f.bool(f.cmp(OLT, a, b)?)?)),
+        Op::LessOrEqual(_) => return Ok(Some(f.bool(f.cmp(OLE, a, b)?)?)),
+        _ => return Ok(None),
+    };
+    Ok(Some(v.into()))
+}
+
+fn int_op<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    op: &Op,
+    v: &[IntValue<'ctx>],
+    signed: bool,
+    ty: IntType<'ctx>,
+) -> R<Option<BasicValueEnum<'ctx>>> {
+    use IntPredicate::*;
+    let b = &kb.b;
+    let zero = ty.const_zero();
+    let one = ty.const_int(1, false);
+    let (lt, gt, le, ge) = if signed { (SLT, SGT, SLE, SGE) } else { (ULT, UGT, ULE, UGE) };
+    let bool8 =
+        |c: IntValue<'ctx>| -> R<BasicValueEnum<'ctx>> { Ok(b.build_int_z_extend(c, kb.cx.i8_type(), "")?.into()) };
+    let sel = |c, x: IntValue<'ctx>, y: IntValue<'ctx>| kb.select_i(c, x, y);
+    let cmp = |p, x, y| kb.icmp(p, x, y);
+    // Division and remainder never trap: by 0 gives 0, and MIN / -1 wraps.
+    let safe_divisor = |x: IntValue<'ctx>| -> R<(IntValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>)> {
+        let is0 = cmp(EQ, x, zero)?;
+        let is_m1 = if signed { cmp(EQ, x, ty.const_all_ones())? } else { kb.cx.bool_type().const_zero() };
+        let d = sel(b.build_or(is0, is_m1, "")?, one, x)?;
+        Ok((d, is0, is_m1))
+    };
+    let r: IntValue = match (op, v) {
+        (Op::Add(_), [x, y]) => b.build_int_add(*x, *y, "")?,
+        (Op::Sub(_), [x, y]) => b.build_int_sub(*x, *y, "")?,
+        (Op::Mul(_), [x, y]) => b.build_int_mul(*x, *y, "")?,
+        (Op::Div(_), [x, y]) => {
+            let (d, is0, is_m1) = safe_divisor(*y)?;
+            let q = if signed { b.build_int_signed_div(*x, d, "")? } else { b.build_int_unsigned_div(*x, d, "")? };
+            let q = sel(is_m1, b.build_int_sub(zero, *x, "")?, q)?;
+            sel(is0, zero, q)?
+        }
+        (Op::Mod(o), [x, y]) => {
+            let (d, is0, is_m1) = safe_divisor(*y)?;
+            let r = if signed { b.build_int_signed_rem(*x, d, "")? } else { b.build_int_unsigned_rem(*x, d, "")? };
+            let r = sel(b.build_or(is0, is_m1, "")?, zero, r)?;
+            if signed && !o.fmod {
+                let nz = cmp(NE, r, zero)?;
+                let differ = b.build_xor(cmp(SLT, r, zero)?, cmp(SLT, *y, zero)?, "")?;
+                sel(b.build_and(nz, differ, "")?, b.build_int_add(r, *y, "")?, r)?
+            } else {
+                r
+            }
+        }
+        (Op::Max(_), [x, y]) => sel(cmp(lt, *x, *y)?, *y, *x)?,
+        (Op::Min(_), [x, y]) => sel(cmp(gt, *x, *y)?, *y, *x)?,
+        (Op::PRelu(_), [x, y]) => sel(cmp(SLT, *x, zero)?, b.build_int_mul(*x, *y, "")?, *x)?,
+        (Op::Equal(_), [x, y]) => return Ok(Some(bool8(cmp(EQ, *x, *y)?)?)),
+        (Op::Greater(_), [x, y]) => return Ok(Some(bool8(cmp(gt, *x, *y)?)?)),
+        (Op::GreaterOrEqual(_), [x, y]) => return Ok(Some(bool8(cmp(ge, *x, *y)?)?)),
+        (Op::Less(_), [x, y]) => return Ok(Some(bool8(cmp(lt, *x, *y)?)?)),
+        (Op::LessOrEqual(_), [x, y]) => return Ok(Some(bool8(cmp(le, *x, *y)?)?)),
+        (Op::And(_) | Op::BitwiseAnd(_), [x, y]) => b.build_and(*x, *y, "")?,
+        (Op::Or(_) | Op::BitwiseOr(_), [x, y]) => b.build_or(*x, *y, "")?,
+        (Op::Xor(_) | Op::BitwiseXor(_), [x, y]) => b.build_xor(*x, *y, "")?,
+        (Op::BitShift(o), [x, y]) => {
+            let bits = ty.const_int(ty.get_bit_width() as u64, false);
+            let too_far = cmp(UGE, *y, bits)?;
+            let amount = sel(too_far, zero, *y)?;
+            let s =
+                if o.left { b.build_left_shift(*x, amount, "")? } else { b.build_right_shift(*x, amount, signed, "")? };
+            let out = if signed && !o.left { sel(cmp(SLT, *x, zero)?, ty.const_all_ones(), zero)? } else { zero };
+            sel(too_far, out, s)?
+        }
+        (Op::Not(_), [x]) => b.build_xor(*x, one, "")?,
+        (Op::BitwiseNot(_), [x]) => b.build_not(*x, "")?,
+        (Op::Abs(_), [x]) if signed => sel(cmp(SLT, *x, zero)?, b.build_int_sub(zero, *x, "")?, *x)?,
+        (Op::Abs(_), [x]) => *x,
+        (Op::Neg(_), [x]) => b.build_int_sub(zero, *x, "")?,
+        (Op::Sign(_), [x]) => {
+            let pos = sel(cmp(gt, *x, zero)?, one, zero)?;
+            if signed {
+                sel(cmp(SLT, *x, zero)?, ty.const_all_ones(), pos)?
+            } else {
+                pos
+            }
+        }
+        (Op::Relu(_), [x]) => sel(cmp(SLT, *x, zero)?, zero, *x)?,
+        _ => return Ok(None),
+    };
+    Ok(Some(r.into()))
+}
+
+/// Converts `v` of dtype `from` to dtype `to` (see [`dlc_ir::ops::Cast`]).
+pub(crate) fn convert<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    v: BasicValueEnum<'ctx>,
+    from: DType,
+    to: DType,
+) -> R<BasicValueEnum<'ctx>> {
+    let b = &kb.b;
+    let to_ty = llvm_type(kb, to).ok_or_else(|| CodegenError::Llvm(format!("no storage type for {to}")))?;
+    if from == to {
+        return Ok(v);
+    }
+    Ok(match (from.is_float(), to.is_float(), to == DType::Bool) {
+        (true, true, _) => {
+            let (x, t) = (v.into_float_value(), to_ty.into_float_type());
+            if from.size() < to.size() {
+                b.build_float_ext(x, t, "")?.into()
+            } else {
+                b.build_float_trunc(x, t, "")?.into()
+            }
+        }
+        (true, false, true) => {
+            let c = b.build_float_compare(
+                FloatPredicate::UNE,
+                v.into_float_value(),
+                v.get_type().into_float_type().const_zero(),
+                "",
+            )?;
+            b.build_int_z_extend(c, kb.cx.i8_type(), "")?.into()
+        }
+        (true, false, false) => {
+            // Saturating conversion: no poison for out-of-range values, NaN gives 0.
+            let name = if is_signed(to) { "llvm.fptosi.sat" } else { "llvm.fptoui.sat" };
+            let intr =
+                inkwell::intrinsics::Intrinsic::find(name).ok_or_else(|| CodegenError::Llvm(format!("no {name}")))?;
+            let f = intr
+                .get_declaration(kb.m, &[to_ty, v.get_type()])
+                .ok_or_else(|| CodegenError::Llvm(format!("cannot declare {name}")))?;
+            b.build_call(f, &[v.into()], "")?
+                .try_as_basic_value()
+                .basic()
+                .ok_or_else(|| CodegenError::Llvm(format!("{name} returned nothing")))?
+        }
+        (false, true, _) => {
+            let (x, t) = (v.into_int_value(), to_ty.into_float_type());
+            if is_signed(from) {
+                b.build_signed_int_to_float(x, t, "")?.into()
+            } else {
+                b.build_unsigned_int_to_float(x, t, "")?.into()
+            }
+        }
+        (false, false, true) => {
+            let x = v.into_int_value();
+            let c = b.build_int_compare(IntPredicate::NE, x, x.get_type().const_zero(), "")?;
+            b.build_int_z_extend(c, kb.cx.i8_type(), "")?.into()
+        }
+        (false, false, false) => {
+            let (x, t) = (v.into_int_value(), to_ty.into_int_type());
+            let (fw, tw) = (x.get_type().get_bit_width(), t.get_bit_width());
+            if fw == tw {
+                x.into()
+            } else if fw > tw {
+                b.build_int_truncate(x, t, "")?.into()
+            } else if is_signed(from) {
+                b.build_int_s_extend(x, t, "")?.into()
+            } else {
+                b.build_int_z_extend(x, t, "")?.into()
+            }
+        }
+    })
+}
+
+/// The scalar rule of an elementwise op on loaded operand values.
+fn scalar<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    n: &NodeInfo,
+    vals: &[BasicValueEnum<'ctx>],
+    in_dts: &[DType],
+    out_dt: DType,
+) -> R<BasicValueEnum<'ctx>> {
+    let op = n.op;
+    match op {
+        Op::Cast(c) => return convert(kb, vals[0], in_dts[0], compute_dtype(c.to)),
+        Op::Where(_) => {
+            let c = kb.icmp(IntPredicate::NE, vals[0].into_int_value(), kb.cx.i8_type().const_zero())?;
+            return Ok(kb.b.build_select(c, vals[1], vals[2], "")?);
+        }
+        Op::Pow(_) if !(in_dts[0].is_float() && in_dts[0] == in_dts[1]) => {
+            // Mixed or integer operands: computed in double, converted to the base's dtype.
+            let a = convert(kb, vals[0], in_dts[0], DType::F64)?.into_float_value();
+            let e = convert(kb, vals[1], in_dts[1], DType::F64)?.into_float_value();
+            let f = F { kb, ty: kb.cx.f64_type(), f64: true };
+            let p = f.call("pow", &[a, e])?;
+            return convert(kb, p.into(), DType::F64, out_dt);
+        }
+        _ => {}
+    }
+    let dt = in_dts[0];
+    let res = if dt.is_float() {
+        let f = F { kb, ty: vals[0].get_type().into_float_type(), f64: dt == DType::F64 };
+        match vals {
+            [x] => float_unary(&f, op, x.into_float_value())?,
+            [a, b] => float_binary(&f, op, a.into_float_value(), b.into_float_value())?,
+            _ => None,
+        }
+    } else {
+        let ints: Vec<IntValue> = vals.iter().map(|v| v.into_int_value()).collect();
+        int_op(kb, op, &ints, is_signed(dt), ints[0].get_type())?
+    };
+    res.ok_or_else(|| n.unsupported(format!("not implemented for dtype {dt}")))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! compile until it has a lowering here (or is listed as a source that has none).
 use crate::kernel::{Kb, R};
 use crate::{CodegenError, TargetSpec};
-use dlc_ir::{DType, Graph, NodeId, Op, TensorType};
+use dlc_ir::{DType, Graph, NodeId, Op, OpKind, TensorType};
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::values::FunctionValue;
@@ -79,16 +79,11 @@ pub(crate) fn lower_node<'ctx>(
     }
     let nparams = info.inputs.len() + info.outputs.len();
     let kb = Kb::new(cx, m, &format!("k{index}_{}", node.op.mnemonic()), nparams);
+    if node.op.kind() == OpKind::Elementwise {
+        elementwise::map(&kb, &info)?;
+        return kb.finish();
+    }
     match &node.op {
-        Op::Input(_) | Op::Const(_) => unreachable!("sources have no kernel; the caller skips them"),
-        Op::Add(_) => elementwise::binary(&kb, &info, elementwise::BinOp::Add)?,
-        Op::Sub(_) => elementwise::binary(&kb, &info, elementwise::BinOp::Sub)?,
-        Op::Mul(_) => elementwise::binary(&kb, &info, elementwise::BinOp::Mul)?,
-        Op::Div(_) => elementwise::binary(&kb, &info, elementwise::BinOp::Div)?,
-        Op::Relu(_) => elementwise::unary(&kb, &info, elementwise::UnOp::Relu)?,
-        Op::Sigmoid(_) => elementwise::unary(&kb, &info, elementwise::UnOp::Sigmoid)?,
-        Op::Tanh(_) => elementwise::unary(&kb, &info, elementwise::UnOp::Tanh)?,
-        Op::Clip(c) => elementwise::unary(&kb, &info, elementwise::UnOp::Clip(c.min, c.max))?,
         Op::MatMul(_) => linalg::matmul(&kb, &info)?,
         Op::Gemm(op) => linalg::gemm(&kb, &info, op)?,
         Op::Conv(op) => conv::conv(&kb, &info, op)?,
@@ -103,6 +98,9 @@ pub(crate) fn lower_node<'ctx>(
         Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => movement::copy(&kb, &info)?,
         Op::Transpose(op) => movement::transpose(&kb, &info, op)?,
         Op::Concat(op) => movement::concat(&kb, &info, op.axis)?,
+        // Sources have no kernel (the caller skips them); elementwise ops were handled above
+        // by `Op::kind`, which classifies every op exhaustively.
+        other => return Err(info.unsupported(format!("internal: no lowering for {}", other.mnemonic()))),
     }
     kb.finish()
 }

@@ -16,7 +16,7 @@ mod norm;
 mod source;
 
 pub use conv::{AutoPad, AveragePool, Conv, GlobalAveragePool, MaxPool, PoolGeometry};
-pub use elementwise::{Add, Clip, Div, Mul, Relu, Sigmoid, Sub, Tanh};
+pub use elementwise::*;
 pub use linalg::{Gemm, MatMul};
 pub use movement::{Concat, Flatten, Identity, Reshape, Transpose};
 pub use norm::{BatchNormalization, Softmax};
@@ -68,6 +68,11 @@ impl From<TensorType> for Attr {
 impl From<TensorData> for Attr {
     fn from(v: TensorData) -> Self {
         Attr::Tensor(v)
+    }
+}
+impl From<crate::DType> for Attr {
+    fn from(v: crate::DType) -> Self {
+        Attr::Str(v.name().to_string())
     }
 }
 impl From<AutoPad> for Attr {
@@ -188,7 +193,13 @@ macro_rules! op_table {
 
 op_table! {
     Input, Const,
-    Add, Sub, Mul, Div, Relu, Sigmoid, Tanh, Clip,
+    Add, Sub, Mul, Div, Max, Min, Mod, Pow, PRelu,
+    Equal, Greater, GreaterOrEqual, Less, LessOrEqual, And, Or, Xor, Not,
+    BitwiseAnd, BitwiseOr, BitwiseXor, BitwiseNot, BitShift, Where, Cast,
+    Abs, Neg, Sign, Relu, Sigmoid, Tanh, Exp, Log, Sqrt, Reciprocal,
+    Sin, Cos, Tan, Asin, Acos, Atan, Sinh, Cosh, Asinh, Acosh, Atanh, Erf, Floor, Ceil, Round,
+    Softplus, Softsign, Mish, HardSwish, HardSigmoid, LeakyRelu, Elu, Selu, Celu, ThresholdedRelu, Gelu,
+    IsNaN, IsInf, Clip,
     MatMul, Gemm,
     Conv, MaxPool, AveragePool, GlobalAveragePool,
     BatchNormalization, Softmax,
@@ -231,4 +242,43 @@ pub fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
     (0..r.max(1)).contains(&a).then_some(a as usize)
+}
+
+/// Broad classes of ops, used by analyses and backends that treat a class uniformly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// Model inputs and constants.
+    Source,
+    /// One output element from the same-position elements of broadcast operands.
+    Elementwise,
+    /// Matrix products.
+    Contraction,
+    /// Sliding windows: convolution and pooling.
+    Window,
+    /// Normalisations and softmax.
+    Normalization,
+    /// Copies and reindexing without arithmetic.
+    Movement,
+}
+
+impl Op {
+    /// The class of this op (an exhaustive table: a new op must be classified here).
+    pub fn kind(&self) -> OpKind {
+        use Op::*;
+        match self {
+            Input(_) | Const(_) => OpKind::Source,
+            Add(_) | Sub(_) | Mul(_) | Div(_) | Max(_) | Min(_) | Mod(_) | Pow(_) | PRelu(_) | Equal(_)
+            | Greater(_) | GreaterOrEqual(_) | Less(_) | LessOrEqual(_) | And(_) | Or(_) | Xor(_) | Not(_)
+            | BitwiseAnd(_) | BitwiseOr(_) | BitwiseXor(_) | BitwiseNot(_) | BitShift(_) | Where(_) | Cast(_)
+            | Abs(_) | Neg(_) | Sign(_) | Relu(_) | Sigmoid(_) | Tanh(_) | Exp(_) | Log(_) | Sqrt(_)
+            | Reciprocal(_) | Sin(_) | Cos(_) | Tan(_) | Asin(_) | Acos(_) | Atan(_) | Sinh(_) | Cosh(_) | Asinh(_)
+            | Acosh(_) | Atanh(_) | Erf(_) | Floor(_) | Ceil(_) | Round(_) | Softplus(_) | Softsign(_) | Mish(_)
+            | HardSwish(_) | HardSigmoid(_) | LeakyRelu(_) | Elu(_) | Selu(_) | Celu(_) | ThresholdedRelu(_)
+            | Gelu(_) | IsNaN(_) | IsInf(_) | Clip(_) => OpKind::Elementwise,
+            MatMul(_) | Gemm(_) => OpKind::Contraction,
+            Conv(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) => OpKind::Window,
+            BatchNormalization(_) | Softmax(_) => OpKind::Normalization,
+            Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | Concat(_) => OpKind::Movement,
+        }
+    }
 }

@@ -1,6 +1,8 @@
-//! Add, Sub, Mul, Div, Relu, Sigmoid, Tanh, Clip, Identity.
+//! Elementwise ops: arithmetic, comparisons, logic, bitwise, math functions,
+//! activations, Where, Cast.
 use super::{BuildFn, NodeCx};
-use dlc_ir::ops::{Add, Clip, Div, Identity, Mul, Relu, Sigmoid, Sub, Tanh};
+use crate::tensor::{dtype_from_onnx, onnx_type_name};
+use dlc_ir::ops::*;
 use dlc_ir::{Op, Value};
 use std::collections::HashMap;
 
@@ -9,19 +11,148 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Sub", |cx| binary(cx, Sub {}.into()));
     reg.insert("Mul", |cx| binary(cx, Mul {}.into()));
     reg.insert("Div", |cx| binary(cx, Div {}.into()));
+    reg.insert("Pow", |cx| binary(cx, Pow {}.into()));
+    reg.insert("PRelu", |cx| binary(cx, PRelu {}.into()));
+    reg.insert("Mod", |cx| {
+        let fmod = cx.int("fmod", 0) != 0;
+        binary(cx, Mod { fmod }.into())
+    });
+    reg.insert("Equal", |cx| binary(cx, Equal {}.into()));
+    reg.insert("Greater", |cx| binary(cx, Greater {}.into()));
+    reg.insert("GreaterOrEqual", |cx| binary(cx, GreaterOrEqual {}.into()));
+    reg.insert("Less", |cx| binary(cx, Less {}.into()));
+    reg.insert("LessOrEqual", |cx| binary(cx, LessOrEqual {}.into()));
+    reg.insert("And", |cx| binary(cx, And {}.into()));
+    reg.insert("Or", |cx| binary(cx, Or {}.into()));
+    reg.insert("Xor", |cx| binary(cx, Xor {}.into()));
+    reg.insert("BitwiseAnd", |cx| binary(cx, BitwiseAnd {}.into()));
+    reg.insert("BitwiseOr", |cx| binary(cx, BitwiseOr {}.into()));
+    reg.insert("BitwiseXor", |cx| binary(cx, BitwiseXor {}.into()));
+    reg.insert("BitShift", |cx| {
+        let left = match cx.string("direction", "")?.as_str() {
+            "LEFT" => true,
+            "RIGHT" => false,
+            d => return Err(format!("direction must be LEFT or RIGHT, got '{d}'")),
+        };
+        binary(cx, BitShift { left }.into())
+    });
+    reg.insert("Max", |cx| variadic(cx, |_| Max {}.into()));
+    reg.insert("Min", |cx| variadic(cx, |_| Min {}.into()));
+    reg.insert("Sum", |cx| variadic(cx, |_| Add {}.into()));
+    reg.insert("Mean", mean);
+    reg.insert("Where", |cx| {
+        let ops = [cx.input(0)?, cx.input(1)?, cx.input(2)?];
+        cx.add("", Where {}, &ops)
+    });
+    reg.insert("Cast", cast);
+    reg.insert("CastLike", |cx| {
+        let (x, like) = (cx.input(0)?, cx.input(1)?);
+        let to = cx.ty(like).dtype;
+        cx.add("", Cast { to }, &[x])
+    });
+    reg.insert("Clip", clip);
+    reg.insert("Identity", |cx| unary(cx, Identity {}.into()));
+    reg.insert("Not", |cx| unary(cx, Not {}.into()));
+    reg.insert("BitwiseNot", |cx| unary(cx, BitwiseNot {}.into()));
+    reg.insert("Abs", |cx| unary(cx, Abs {}.into()));
+    reg.insert("Neg", |cx| unary(cx, Neg {}.into()));
+    reg.insert("Sign", |cx| unary(cx, Sign {}.into()));
     reg.insert("Relu", |cx| unary(cx, Relu {}.into()));
     reg.insert("Sigmoid", |cx| unary(cx, Sigmoid {}.into()));
     reg.insert("Tanh", |cx| unary(cx, Tanh {}.into()));
-    reg.insert("Identity", |cx| unary(cx, Identity {}.into()));
-    reg.insert("Clip", clip);
+    reg.insert("Exp", |cx| unary(cx, Exp {}.into()));
+    reg.insert("Log", |cx| unary(cx, Log {}.into()));
+    reg.insert("Sqrt", |cx| unary(cx, Sqrt {}.into()));
+    reg.insert("Reciprocal", |cx| unary(cx, Reciprocal {}.into()));
+    reg.insert("Sin", |cx| unary(cx, Sin {}.into()));
+    reg.insert("Cos", |cx| unary(cx, Cos {}.into()));
+    reg.insert("Tan", |cx| unary(cx, Tan {}.into()));
+    reg.insert("Asin", |cx| unary(cx, Asin {}.into()));
+    reg.insert("Acos", |cx| unary(cx, Acos {}.into()));
+    reg.insert("Atan", |cx| unary(cx, Atan {}.into()));
+    reg.insert("Sinh", |cx| unary(cx, Sinh {}.into()));
+    reg.insert("Cosh", |cx| unary(cx, Cosh {}.into()));
+    reg.insert("Asinh", |cx| unary(cx, Asinh {}.into()));
+    reg.insert("Acosh", |cx| unary(cx, Acosh {}.into()));
+    reg.insert("Atanh", |cx| unary(cx, Atanh {}.into()));
+    reg.insert("Erf", |cx| unary(cx, Erf {}.into()));
+    reg.insert("Floor", |cx| unary(cx, Floor {}.into()));
+    reg.insert("Ceil", |cx| unary(cx, Ceil {}.into()));
+    reg.insert("Round", |cx| unary(cx, Round {}.into()));
+    reg.insert("Softplus", |cx| unary(cx, Softplus {}.into()));
+    reg.insert("Softsign", |cx| unary(cx, Softsign {}.into()));
+    reg.insert("Mish", |cx| unary(cx, Mish {}.into()));
+    reg.insert("HardSwish", |cx| unary(cx, HardSwish {}.into()));
+    reg.insert("IsNaN", |cx| unary(cx, IsNaN {}.into()));
+    reg.insert("HardSigmoid", |cx| {
+        let op = HardSigmoid { alpha: cx.float("alpha", 0.2), beta: cx.float("beta", 0.5) };
+        unary(cx, op.into())
+    });
+    reg.insert("LeakyRelu", |cx| {
+        let op = LeakyRelu { alpha: cx.float("alpha", 0.01) };
+        unary(cx, op.into())
+    });
+    reg.insert("Elu", |cx| {
+        let op = Elu { alpha: cx.float("alpha", 1.0) };
+        unary(cx, op.into())
+    });
+    reg.insert("Selu", |cx| {
+        let op = Selu { alpha: cx.float("alpha", 1.673_263_2), gamma: cx.float("gamma", 1.050_701) };
+        unary(cx, op.into())
+    });
+    reg.insert("Celu", |cx| {
+        let op = Celu { alpha: cx.float("alpha", 1.0) };
+        unary(cx, op.into())
+    });
+    reg.insert("ThresholdedRelu", |cx| {
+        let op = ThresholdedRelu { alpha: cx.float("alpha", 1.0) };
+        unary(cx, op.into())
+    });
+    reg.insert("Gelu", |cx| {
+        let tanh_approximation = match cx.string("approximate", "none")?.as_str() {
+            "none" => false,
+            "tanh" => true,
+            a => return Err(format!("approximate must be 'none' or 'tanh', got '{a}'")),
+        };
+        unary(cx, Gelu { tanh_approximation }.into())
+    });
+    reg.insert("IsInf", |cx| {
+        let op = IsInf {
+            detect_negative: cx.int("detect_negative", 1) != 0,
+            detect_positive: cx.int("detect_positive", 1) != 0,
+        };
+        unary(cx, op.into())
+    });
 }
 
 fn binary(cx: &mut NodeCx, op: Op) -> Result<Vec<Value>, String> {
-    // Opset < 7 used explicit `broadcast`/`axis` attributes with different rules.
+    let (a, mut b) = (cx.input(0)?, cx.input(1)?);
+    let (ta, tb) = (cx.ty(a), cx.ty(b));
+    // Opset < 7: with `broadcast=1`, B's dims align with A's starting at `axis` (default:
+    // right-aligned); trailing 1s make that numpy broadcasting.
     if cx.opset < 7 && cx.int("broadcast", 0) != 0 && cx.has("axis") {
-        return Err("legacy broadcast with 'axis' (opset < 7) is not supported".into());
+        let ra = ta.shape.rank() as i64;
+        let axis = cx.int("axis", 0);
+        let axis = if axis < 0 { axis + ra } else { axis };
+        let trailing = ra - axis - tb.shape.rank() as i64;
+        if axis < 0 || trailing < 0 {
+            return Err(format!("legacy broadcast axis {axis} does not fit {} and {}", ta.shape, tb.shape));
+        }
+        let dims = tb.shape.as_fixed().ok_or("legacy broadcast needs B's dims known")?;
+        let shape: Vec<i64> = dims.iter().map(|&d| d as i64).chain((0..trailing).map(|_| 1)).collect();
+        b = cx.add1("broadcast", Reshape { shape, allowzero: true }, &[b])?;
     }
-    let (a, b) = (cx.input(0)?, cx.input(1)?);
+    // PRelu (and opset < 7 models) with a per-channel slope [C] against [N, C, ...].
+    if matches!(op, Op::PRelu(_))
+        && tb.shape.rank() == 1
+        && ta.shape.rank() > 2
+        && ta.shape.0.get(1) == tb.shape.0.first()
+        && ta.shape.0.last() != tb.shape.0.first()
+    {
+        let c = tb.shape.0[0].fixed().ok_or("slope dims must be known")? as i64;
+        let shape: Vec<i64> = std::iter::once(c).chain((2..ta.shape.rank()).map(|_| 1)).collect();
+        b = cx.add1("slope", Reshape { shape, allowzero: true }, &[b])?;
+    }
     cx.add("", op, &[a, b])
 }
 
@@ -30,22 +161,85 @@ fn unary(cx: &mut NodeCx, op: Op) -> Result<Vec<Value>, String> {
     cx.add("", op, &[x])
 }
 
+/// Folds `n` operands left to right with a binary op; one operand is returned as is.
+fn fold(cx: &mut NodeCx, make: impl Fn(usize) -> Op) -> Result<Value, String> {
+    let n = cx.num_inputs();
+    if n == 0 {
+        return Err("needs at least one input".into());
+    }
+    let mut acc = cx.input(0)?;
+    for i in 1..n {
+        let x = cx.input(i)?;
+        let suffix = if i + 1 == n { String::new() } else { format!("fold{i}") };
+        acc = cx.add1(&suffix, make(i), &[acc, x])?;
+    }
+    if n == 1 {
+        acc = cx.add1("", Identity {}, &[acc])?;
+    }
+    Ok(acc)
+}
+
+fn variadic(cx: &mut NodeCx, make: impl Fn(usize) -> Op) -> Result<Vec<Value>, String> {
+    Ok(vec![fold(cx, make)?])
+}
+
+fn mean(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let n = cx.num_inputs();
+    let sum = fold(cx, |_| Add {}.into())?;
+    let ty = cx.ty(sum);
+    let count = scalar_like(ty.dtype, n as f64).ok_or_else(|| format!("Mean of {} is not supported", ty.dtype))?;
+    let c = cx.add_const(count);
+    cx.add("mean", Div {}, &[sum, c])
+}
+
+/// A scalar constant of dtype `d` with value `v`.
+fn scalar_like(d: dlc_ir::DType, v: f64) -> Option<dlc_ir::TensorData> {
+    use dlc_ir::DType::*;
+    let bytes: Vec<u8> = match d {
+        F32 => (v as f32).to_le_bytes().to_vec(),
+        F64 => v.to_le_bytes().to_vec(),
+        I32 => (v as i32).to_le_bytes().to_vec(),
+        I64 => (v as i64).to_le_bytes().to_vec(),
+        _ => return None,
+    };
+    dlc_ir::TensorData::new(dlc_ir::TensorType::fixed(d, &[]), bytes.into())
+}
+
+fn cast(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let code = cx.int("to", 0) as i32;
+    let to = dtype_from_onnx(code).ok_or_else(|| format!("cast to {} is not supported", onnx_type_name(code)))?;
+    let x = cx.input(0)?;
+    cx.add("", Cast { to }, &[x])
+}
+
 fn clip(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let x = cx.input(0)?;
-    let (min, max) = if cx.opset < 11 {
-        (cx.float("min", f32::NEG_INFINITY), cx.float("max", f32::INFINITY))
-    } else {
-        let mut bound = |i: usize, default: f32| -> Result<f32, String> {
-            if cx.opt_input(i)?.is_none() {
-                return Ok(default);
-            }
-            let t = cx.const_input(i)?.ok_or_else(|| format!("input {i} (bound) must be a constant"))?;
-            match t.to_f32().as_deref() {
-                Some([v]) => Ok(*v),
-                _ => Err(format!("input {i} (bound) must be an f32 scalar, got {}", t.ty())),
-            }
-        };
-        (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?)
-    };
-    cx.add("", Clip { min, max }, &[x])
+    if cx.opset < 11 {
+        let (min, max) = (cx.float("min", f32::NEG_INFINITY), cx.float("max", f32::INFINITY));
+        return cx.add("", Clip { min, max }, &[x]);
+    }
+    let dtype = cx.ty(x).dtype;
+    let lo = cx.const_input(1)?;
+    let hi = cx.const_input(2)?;
+    let scalar = |t: &Option<dlc_ir::TensorData>| t.as_ref().and_then(|t| t.to_f32()).filter(|v| v.len() == 1);
+    let const_bounds =
+        (cx.opt_input(1)?.is_none() || scalar(&lo).is_some()) && (cx.opt_input(2)?.is_none() || scalar(&hi).is_some());
+    if dtype == dlc_ir::DType::F32 && const_bounds {
+        let min = scalar(&lo).map_or(f32::NEG_INFINITY, |v| v[0]);
+        let max = scalar(&hi).map_or(f32::INFINITY, |v| v[0]);
+        return cx.add("", Clip { min, max }, &[x]);
+    }
+    // Other dtypes or computed bounds: min(max(x, lo), hi).
+    let mut y = x;
+    let has_hi = cx.opt_input(2)?.is_some();
+    if let Some(lo) = cx.opt_input(1)? {
+        y = cx.add1(if has_hi { "lo" } else { "" }, Max {}, &[y, lo])?;
+    }
+    if let Some(hi) = cx.opt_input(2)? {
+        y = cx.add1("", Min {}, &[y, hi])?;
+    }
+    if y == x {
+        y = cx.add1("", Identity {}, &[x])?;
+    }
+    Ok(vec![y])
 }

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Runs the ONNX backend test suites through `dlc compile` + `dlc run`.
+
+    python tests/onnx_suite/run_suite.py [--suites node,simple,pytorch-converted,pytorch-operator]
+                                         [--update] [--filter SUBSTR] [--jobs N] [--keep DIR]
+
+Suites:
+  node               generated from the installed onnx package with
+                     onnx.backend.test.case.node.collect_testcases (numpy seeded with 0 first,
+                     since some cases draw random data); expected outputs are onnx's numpy
+                     reference implementation.
+  simple, pytorch-converted, pytorch-operator
+                     shipped as files under onnx/backend/test/data/.
+
+A case passes when dlc compiles it, runs it, and every output has the expected dtype and
+shape and matches within rtol 1e-3, atol 1e-4 (floats; NaNs must match) or exactly
+(integers, bools). The manifest tests/onnx_suite/expected_pass.txt lists the cases
+expected to pass: a case that newly passes or newly fails makes the run fail until the
+manifest is updated (--update rewrites it). A case that makes dlc crash or panic always
+fails the run. The last line reads `N passed, N failed` over all selected suites.
+"""
+import argparse
+import concurrent.futures as cf
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFEST = Path(__file__).resolve().parent / "expected_pass.txt"
+RTOL, ATOL = 1e-3, 1e-4
+FILE_SUITES = ["simple", "pytorch-converted", "pytorch-operator"]
+
+
+def as_array(x):
+    """Test data is numpy arrays or, for some cases, TensorProtos."""
+    return numpy_helper.to_array(x) if isinstance(x, onnx.TensorProto) else x
+
+
+def node_cases():
+    np.random.seed(0)
+    import warnings
+
+    from onnx.backend.test.case import node
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for c in node.collect_testcases(None):
+            inputs, outputs = c.data_sets[0]
+            yield f"node/{c.name}", c.model, [as_array(x) for x in inputs], [as_array(x) for x in outputs]
+
+
+def file_cases(suite):
+    base = Path(onnx.__file__).parent / "backend" / "test" / "data" / suite
+    for d in sorted(p for p in base.iterdir() if (p / "model.onnx").exists()):
+        model = onnx.load(str(d / "model.onnx"))
+        ds = d / "test_data_set_0"
+        if not ds.exists():
+            continue
+
+        def load(prefix):
+            out = []
+            for f in sorted(ds.glob(f"{prefix}_*.pb"), key=lambda p: int(p.stem.split("_")[1])):
+                t = onnx.TensorProto()
+                t.ParseFromString(f.read_bytes())
+                out.append(numpy_helper.to_array(t))
+            return out
+
+        yield f"{suite}/{d.name}", model, load("input"), load("output")
+
+
+def sanitize(name):
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in name) + ".npy"
+
+
+def run_case(dlc, name, model, inputs, outputs, work):
+    """Returns (status, detail): status is pass, fail or crash."""
+    d = work / name.replace("/", "__")
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "model.onnx"
+    onnx.save(model, str(path))
+    proc = subprocess.run([dlc, "compile", path, "-o", d / "art", "--emit", "so"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        crashed = proc.returncode < 0 or "panicked" in proc.stderr
+        return ("crash" if crashed else "fail"), "compile: " + proc.stderr.strip().splitlines()[-1:][0] if proc.stderr.strip() else f"compile exit {proc.returncode}"
+    graph_inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    args = []
+    for n, x in zip(graph_inputs, inputs):
+        if isinstance(x, np.generic):
+            x = np.asarray(x)
+        if not isinstance(x, np.ndarray) or x.dtype == object:
+            return "fail", f"input {n} is not a plain tensor"
+        f = d / f"in_{len(args)}.npy"
+        np.save(f, np.array(x, order="C"))  # ascontiguousarray would make 0-d arrays 1-d
+        args += ["--input", f"{n}={f}"]
+    proc = subprocess.run([dlc, "run", d / "art", *args, "--output-dir", d / "out"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        crashed = proc.returncode < 0 or "panicked" in proc.stderr
+        return ("crash" if crashed else "fail"), "run: " + (proc.stderr.strip().splitlines() or [""])[-1]
+    for o, want in zip(model.graph.output, outputs):
+        want = np.asarray(want)
+        got = np.load(d / "out" / sanitize(o.name))
+        if want.dtype.name == "bfloat16" and got.dtype == np.uint16:
+            got = got.view(want.dtype)  # dlc writes bf16 as its raw 16-bit patterns
+        if got.dtype != want.dtype or got.shape != want.shape:
+            return "fail", f"output {o.name}: got {got.dtype}{list(got.shape)}, want {want.dtype}{list(want.shape)}"
+        if want.dtype.kind in "fc" or want.dtype.name == "bfloat16":
+            g, w = got.astype(np.float64), want.astype(np.float64)
+            nan_ok = np.array_equal(np.isnan(g), np.isnan(w))
+            fin = ~np.isnan(w)
+            close = np.all((np.abs(g[fin] - w[fin]) <= ATOL + RTOL * np.abs(w[fin])) | (g[fin] == w[fin]))
+            if not (nan_ok and close):
+                return "fail", f"output {o.name}: max abs err {np.nanmax(np.abs(g - w)) if g.size else 0:.3g}"
+        elif not np.array_equal(got, want):
+            return "fail", f"output {o.name}: values differ"
+    return "pass", ""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dlc", default=os.environ.get("DLC_BIN", str(ROOT / "target" / "debug" / "dlc")))
+    ap.add_argument("--suites", default="node," + ",".join(FILE_SUITES))
+    ap.add_argument("--filter", default="")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--update", action="store_true", help="rewrite the manifest with the cases that pass now")
+    ap.add_argument("--keep", help="keep per-case files in this directory")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every failure's reason")
+    a = ap.parse_args()
+    suites = a.suites.split(",")
+    work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="dlc-suite-"))
+    cases = []
+    for s in suites:
+        gen = node_cases() if s == "node" else file_cases(s)
+        cases += [c for c in gen if a.filter in c[0]]
+    results = {}
+    with cf.ThreadPoolExecutor(a.jobs) as ex:
+        futs = {ex.submit(run_case, a.dlc, *c, work): c[0] for c in cases}
+        for f in cf.as_completed(futs):
+            try:
+                results[futs[f]] = f.result()
+            except Exception as e:  # a harness problem with one case must not hide the others
+                results[futs[f]] = ("fail", f"harness: {e}")
+    if not a.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+    expected = set()
+    if MANIFEST.exists():
+        expected = {l.strip() for l in MANIFEST.read_text().splitlines() if l.strip() and not l.startswith("#")}
+    selected = set(results)
+    passing = {n for n, (s, _) in results.items() if s == "pass"}
+    crashes = sorted(n for n, (s, _) in results.items() if s == "crash")
+    newly_pass = sorted(passing - expected)
+    newly_fail = sorted((expected & selected) - passing)
+    if a.verbose:
+        for n in sorted(results):
+            if results[n][0] != "pass":
+                print(f"{results[n][0].upper():5} {n}: {results[n][1]}")
+    for s in suites:
+        names = [n for n in results if n.startswith(s + "/")]
+        p = sum(1 for n in names if n in passing)
+        print(f"{s}: {p} of {len(names)} cases pass")
+    if a.update:
+        keep = {n for n in expected if n not in selected}
+        MANIFEST.write_text("# ONNX backend test cases dlc passes (tests/onnx_suite/run_suite.py --update)\n"
+                            + "".join(f"{n}\n" for n in sorted(keep | passing)))
+        print(f"updated {MANIFEST.relative_to(ROOT)}")
+        newly_pass = newly_fail = []
+    for n in newly_pass:
+        print(f"NEWLY PASSING (add to the manifest): {n}")
+    for n in newly_fail:
+        print(f"NEWLY FAILING: {n}: {results[n][1]}")
+    for n in crashes:
+        print(f"CRASH: {n}: {results[n][1]}")
+    ok = not newly_pass and not newly_fail and not crashes
+    print(f"{len(passing)} passed, {len(results) - len(passing)} failed")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
