@@ -213,13 +213,18 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
 
     /// An f32 stack slot in the entry block (so LLVM promotes it to a register).
     pub fn alloca_f32(&self) -> R<PointerValue<'ctx>> {
+        self.alloca(self.f32t.into())
+    }
+
+    /// A stack slot of type `ty` in the entry block.
+    pub fn alloca(&self, ty: BasicTypeEnum<'ctx>) -> R<PointerValue<'ctx>> {
         let entry = self.f.get_first_basic_block().expect("entry block");
         let tmp = self.cx.create_builder();
         match entry.get_first_instruction() {
             Some(i) => tmp.position_before(&i),
             None => tmp.position_at_end(entry),
         }
-        Ok(tmp.build_alloca(self.f32t, "acc")?)
+        Ok(tmp.build_alloca(ty, "acc")?)
     }
 
     /// Loads an f32 stack slot.

@@ -39,6 +39,7 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
             Op::Softmax(_) => 5 * out,
             op => match op.kind() {
                 OpKind::Elementwise => out,
+                OpKind::Reduction => ins[0].iter().product(),
                 OpKind::Source | OpKind::Movement => 0,
                 OpKind::Contraction | OpKind::Window | OpKind::Normalization => out,
             },

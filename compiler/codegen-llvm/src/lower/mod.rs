@@ -12,6 +12,7 @@ mod elementwise;
 mod linalg;
 mod movement;
 mod norm;
+mod reduce;
 
 /// What a lowering sees: the node, its operand and result types (all fixed).
 pub(crate) struct NodeInfo<'g> {
@@ -79,9 +80,16 @@ pub(crate) fn lower_node<'ctx>(
     }
     let nparams = info.inputs.len() + info.outputs.len();
     let kb = Kb::new(cx, m, &format!("k{index}_{}", node.op.mnemonic()), nparams);
-    if node.op.kind() == OpKind::Elementwise {
-        elementwise::map(&kb, &info)?;
-        return kb.finish();
+    match node.op.kind() {
+        OpKind::Elementwise => {
+            elementwise::map(&kb, &info)?;
+            return kb.finish();
+        }
+        OpKind::Reduction => {
+            reduce::reduce(&kb, &info)?;
+            return kb.finish();
+        }
+        _ => {}
     }
     match &node.op {
         Op::MatMul(_) => linalg::matmul(&kb, &info)?,
@@ -94,7 +102,7 @@ pub(crate) fn lower_node<'ctx>(
         }
         Op::GlobalAveragePool(_) => conv::global_avgpool(&kb, &info)?,
         Op::BatchNormalization(op) => norm::batchnorm(&kb, &info, op.epsilon)?,
-        Op::Softmax(op) => norm::softmax(&kb, &info, op.axis)?,
+        Op::Softmax(op) => norm::softmax(&kb, &info, op.axis, op.mode)?,
         Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => movement::copy(&kb, &info)?,
         Op::Transpose(op) => movement::transpose(&kb, &info, op)?,
         Op::Concat(op) => movement::concat(&kb, &info, op.axis)?,

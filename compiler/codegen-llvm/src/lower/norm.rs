@@ -1,8 +1,9 @@
 //! BatchNormalization (inference) and Softmax.
 use super::NodeInfo;
 use crate::kernel::{Kb, R};
-use dlc_ir::ops::normalize_axis;
+use dlc_ir::ops::{normalize_axis, SoftmaxMode};
 use inkwell::values::IntValue;
+use inkwell::{FloatPredicate, IntPredicate};
 
 pub(crate) fn batchnorm(kb: &Kb, n: &NodeInfo, epsilon: f32) -> R<()> {
     n.require_f32()?;
@@ -25,7 +26,7 @@ pub(crate) fn batchnorm(kb: &Kb, n: &NodeInfo, epsilon: f32) -> R<()> {
     })
 }
 
-pub(crate) fn softmax<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64) -> R<()> {
+pub(crate) fn softmax<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, mode: SoftmaxMode) -> R<()> {
     n.require_f32()?;
     let x = n.in_dims(0);
     let a = normalize_axis(axis, x.len()).ok_or_else(|| n.unsupported(format!("axis {axis} out of range")))?;
@@ -35,21 +36,49 @@ pub(crate) fn softmax<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64) -> R<()>
     let (px, py) = (kb.param(0), kb.param(1));
     let mx = kb.alloca_f32()?;
     let sum = kb.alloca_f32()?;
+    let arg = kb.alloca(kb.i64t.into())?;
     kb.nest(&[outer, inner], |kb, idx| {
         let base = kb.lin(&[(idx[0], len * inner), (idx[1], 1)], 0)?;
         let at = |kb: &Kb<'_, 'ctx>, l: IntValue<'ctx>| kb.add(base, kb.mul(l, kb.c(inner))?);
         kb.set(mx, kb.cf(f32::NEG_INFINITY))?;
-        kb.for_n(len, |kb, l| kb.set(mx, kb.fmax(kb.get(mx)?, kb.load_f32(px, at(kb, l)?)?)?))?;
+        kb.b.build_store(arg, kb.c(0))?;
+        kb.for_n(len, |kb, l| {
+            let v = kb.load_f32(px, at(kb, l)?)?;
+            let m = kb.get(mx)?;
+            let gt = kb.b.build_float_compare(FloatPredicate::OGT, v, m, "")?;
+            kb.set(mx, kb.select_f(gt, v, m)?)?;
+            let cur = kb.b.build_load(kb.i64t, arg, "")?.into_int_value();
+            kb.b.build_store(arg, kb.select_i(gt, l, cur)?)?;
+            Ok(())
+        })?;
+        if mode == SoftmaxMode::Hardmax {
+            let best = kb.b.build_load(kb.i64t, arg, "")?.into_int_value();
+            return kb.for_n(len, |kb, l| {
+                let hit = kb.icmp(IntPredicate::EQ, l, best)?;
+                kb.store_f32(py, at(kb, l)?, kb.select_f(hit, kb.cf(1.0), kb.cf(0.0))?)
+            });
+        }
         kb.set(sum, kb.cf(0.0))?;
         kb.for_n(len, |kb, l| {
             let i = at(kb, l)?;
             let e = kb.libm("expf", kb.fsub(kb.load_f32(px, i)?, kb.get(mx)?)?)?;
-            kb.store_f32(py, i, e)?;
+            if mode == SoftmaxMode::Softmax {
+                kb.store_f32(py, i, e)?;
+            }
             kb.set(sum, kb.fadd(kb.get(sum)?, e)?)
         })?;
-        kb.for_n(len, |kb, l| {
-            let i = at(kb, l)?;
-            kb.store_f32(py, i, kb.fdiv(kb.load_f32(py, i)?, kb.get(sum)?)?)
-        })
+        match mode {
+            SoftmaxMode::Softmax => kb.for_n(len, |kb, l| {
+                let i = at(kb, l)?;
+                kb.store_f32(py, i, kb.fdiv(kb.load_f32(py, i)?, kb.get(sum)?)?)
+            }),
+            _ => {
+                let shift = kb.fadd(kb.get(mx)?, kb.libm("logf", kb.get(sum)?)?)?;
+                kb.for_n(len, |kb, l| {
+                    let i = at(kb, l)?;
+                    kb.store_f32(py, i, kb.fsub(kb.load_f32(px, i)?, shift)?)
+                })
+            }
+        }
     })
 }

@@ -13,13 +13,15 @@ mod elementwise;
 mod linalg;
 mod movement;
 mod norm;
+mod reduce;
 mod source;
 
 pub use conv::{AutoPad, AveragePool, Conv, GlobalAveragePool, MaxPool, PoolGeometry};
 pub use elementwise::*;
 pub use linalg::{Gemm, MatMul};
 pub use movement::{Concat, Flatten, Identity, Reshape, Transpose};
-pub use norm::{BatchNormalization, Softmax};
+pub use norm::{BatchNormalization, Softmax, SoftmaxMode};
+pub use reduce::*;
 pub use source::{Const, Input};
 
 /// An attribute value, as printed in the canonical text form.
@@ -203,6 +205,8 @@ op_table! {
     MatMul, Gemm,
     Conv, MaxPool, AveragePool, GlobalAveragePool,
     BatchNormalization, Softmax,
+    ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
+    ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin,
     Reshape, Flatten, Transpose, Identity, Concat,
 }
 
@@ -257,6 +261,8 @@ pub enum OpKind {
     Window,
     /// Normalisations and softmax.
     Normalization,
+    /// Reductions over axes.
+    Reduction,
     /// Copies and reindexing without arithmetic.
     Movement,
 }
@@ -278,6 +284,8 @@ impl Op {
             MatMul(_) | Gemm(_) => OpKind::Contraction,
             Conv(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) => OpKind::Window,
             BatchNormalization(_) | Softmax(_) => OpKind::Normalization,
+            ReduceSum(_) | ReduceMean(_) | ReduceMax(_) | ReduceMin(_) | ReduceProd(_) | ReduceL1(_) | ReduceL2(_)
+            | ReduceLogSum(_) | ReduceLogSumExp(_) | ReduceSumSquare(_) | ArgMax(_) | ArgMin(_) => OpKind::Reduction,
             Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | Concat(_) => OpKind::Movement,
         }
     }

@@ -23,10 +23,27 @@ impl Infer for BatchNormalization {
     }
 }
 
+/// What [`Softmax`] computes along its axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftmaxMode {
+    /// `exp(x - max) / sum(exp(x - max))`.
+    Softmax,
+    /// `x - max - log(sum(exp(x - max)))`.
+    LogSoftmax,
+    /// 1 at the first maximum, 0 elsewhere.
+    Hardmax,
+}
+
+impl From<SoftmaxMode> for super::Attr {
+    fn from(m: SoftmaxMode) -> Self {
+        super::Attr::Str(format!("{m:?}").to_lowercase())
+    }
+}
+
 op! {
-    /// Softmax along one axis (ONNX opset 13 semantics; older opsets are rewritten by
-    /// the frontend).
-    Softmax = "softmax", operands 1..=1 { axis: i64 }
+    /// Softmax, LogSoftmax or Hardmax along one axis (ONNX opset 13 semantics; older
+    /// opsets are rewritten by the frontend).
+    Softmax = "softmax", operands 1..=1 { axis: i64, mode: SoftmaxMode }
 }
 
 impl Infer for Softmax {

@@ -11,6 +11,7 @@ mod elementwise;
 mod linalg;
 mod movement;
 mod nn;
+mod reduce;
 
 /// Builds the IR for one ONNX node; errors are messages the caller wraps with the node.
 pub(crate) type BuildFn = fn(&mut NodeCx) -> Result<Vec<Value>, String>;
@@ -24,6 +25,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         linalg::register(&mut reg);
         movement::register(&mut reg);
         nn::register(&mut reg);
+        reduce::register(&mut reg);
         reg
     })
 }

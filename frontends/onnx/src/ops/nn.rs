@@ -1,8 +1,6 @@
 //! Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Softmax.
 use super::{BuildFn, NodeCx};
-use dlc_ir::ops::{
-    normalize_axis, AutoPad, AveragePool, BatchNormalization, Conv, GlobalAveragePool, MaxPool, Reshape, Softmax,
-};
+use dlc_ir::ops::*;
 use dlc_ir::Value;
 use std::collections::HashMap;
 
@@ -15,7 +13,9 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
         cx.add("", GlobalAveragePool {}, &[x])
     });
     reg.insert("BatchNormalization", batchnorm);
-    reg.insert("Softmax", softmax);
+    reg.insert("Softmax", |cx| softmax(cx, SoftmaxMode::Softmax));
+    reg.insert("LogSoftmax", |cx| softmax(cx, SoftmaxMode::LogSoftmax));
+    reg.insert("Hardmax", |cx| softmax(cx, SoftmaxMode::Hardmax));
 }
 
 fn auto_pad(cx: &NodeCx) -> Result<AutoPad, String> {
@@ -83,25 +83,25 @@ fn batchnorm(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     cx.add("", BatchNormalization { epsilon }, &operands)
 }
 
-fn softmax(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+fn softmax(cx: &mut NodeCx, mode: SoftmaxMode) -> Result<Vec<Value>, String> {
     let x = cx.input(0)?;
     let ty = cx.ty(x);
     let rank = ty.shape.rank();
     if cx.opset >= 13 {
         let axis = cx.int("axis", -1);
-        return cx.add("", Softmax { axis }, &[x]);
+        return cx.add("", Softmax { axis, mode }, &[x]);
     }
     // Opsets 1-12: the input is coerced to 2-D at `axis` and normalised over the second dim.
     let axis = cx.int("axis", 1);
     let a = normalize_axis(axis, rank).ok_or_else(|| format!("axis {axis} out of range for {}", ty.shape))?;
     if a + 1 == rank {
-        return cx.add("", Softmax { axis: -1 }, &[x]);
+        return cx.add("", Softmax { axis: -1, mode }, &[x]);
     }
     let dims = ty.shape.as_fixed().ok_or("opset < 13 Softmax on a non-last axis needs known dims")?;
     let outer: u64 = dims[..a].iter().product();
     let inner: u64 = dims[a..].iter().product();
     let flat = cx.add1("coerce2d", Reshape { shape: vec![outer as i64, inner as i64], allowzero: false }, &[x])?;
-    let sm = cx.add1("softmax", Softmax { axis: 1 }, &[flat])?;
+    let sm = cx.add1("softmax", Softmax { axis: 1, mode }, &[flat])?;
     let back = dims.iter().map(|&d| d as i64).collect();
     cx.add("", Reshape { shape: back, allowzero: true }, &[sm])
 }

@@ -1,0 +1,299 @@
+//! Reductions: for every output element, a loop nest over the reduced axes folds the
+//! inputs into an accumulator of f64 (floating-point inputs) or 64-bit integers, which is
+//! finalised (mean, sqrt, log) and converted to the output dtype.
+use super::elementwise::{compute_dtype, convert, llvm_type, narrow, widen};
+use super::NodeInfo;
+use crate::kernel::{Kb, R};
+use dlc_ir::ops::resolve_axes;
+use dlc_ir::{DType, Op};
+use inkwell::values::{BasicValueEnum, FloatValue, IntValue};
+use inkwell::{FloatPredicate, IntPredicate};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sum,
+    Mean,
+    Max,
+    Min,
+    Prod,
+    L1,
+    L2,
+    LogSum,
+    LogSumExp,
+    SumSquare,
+}
+
+fn is_signed(d: DType) -> bool {
+    matches!(d, DType::I8 | DType::I16 | DType::I32 | DType::I64)
+}
+
+/// Strides of a contiguous tensor with `dims`.
+fn strides(dims: &[u64]) -> Vec<u64> {
+    let mut s = vec![1; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * dims[i + 1];
+    }
+    s
+}
+
+pub(crate) fn reduce<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo) -> R<()> {
+    let (axes, kind) = match n.op {
+        Op::ReduceSum(o) => (&o.axes, Kind::Sum),
+        Op::ReduceMean(o) => (&o.axes, Kind::Mean),
+        Op::ReduceMax(o) => (&o.axes, Kind::Max),
+        Op::ReduceMin(o) => (&o.axes, Kind::Min),
+        Op::ReduceProd(o) => (&o.axes, Kind::Prod),
+        Op::ReduceL1(o) => (&o.axes, Kind::L1),
+        Op::ReduceL2(o) => (&o.axes, Kind::L2),
+        Op::ReduceLogSum(o) => (&o.axes, Kind::LogSum),
+        Op::ReduceLogSumExp(o) => (&o.axes, Kind::LogSumExp),
+        Op::ReduceSumSquare(o) => (&o.axes, Kind::SumSquare),
+        Op::ArgMax(o) => return arg(kb, n, o.axis, true, o.select_last_index),
+        Op::ArgMin(o) => return arg(kb, n, o.axis, false, o.select_last_index),
+        other => return Err(n.unsupported(format!("internal: {} is not a reduction", other.mnemonic()))),
+    };
+    let x = n.in_dims(0);
+    let axes = resolve_axes(axes, x.len()).ok_or_else(|| n.unsupported("invalid axes"))?;
+    let in_dt = n.inputs[0].dtype;
+    let out_dt = n.outputs[0].dtype;
+    let st = strides(&x);
+    let kept: Vec<usize> = (0..x.len()).filter(|i| !axes.contains(i)).collect();
+    let kept_ext: Vec<u64> = kept.iter().map(|&i| x[i]).collect();
+    let red_ext: Vec<u64> = axes.iter().map(|&i| x[i]).collect();
+    let count: u64 = red_ext.iter().product();
+    let out_st = strides(&kept_ext);
+    let in_ty = llvm_type(kb, in_dt).ok_or_else(|| n.unsupported(format!("dtype {in_dt} is not supported yet")))?;
+    let out_ty = llvm_type(kb, out_dt).ok_or_else(|| n.unsupported(format!("dtype {out_dt} is not supported yet")))?;
+    let float = in_dt.is_float();
+    let acc_dt = if float {
+        DType::F64
+    } else if is_signed(in_dt) {
+        DType::I64
+    } else {
+        DType::U64
+    };
+    let acc_ty = llvm_type(kb, acc_dt).expect("f64/i64");
+    let acc = kb.alloca(acc_ty)?;
+    let f64t = kb.cx.f64_type();
+    let i64t = kb.i64t;
+    let signed = is_signed(in_dt);
+    let init: BasicValueEnum = if float {
+        f64t.const_float(match kind {
+            Kind::Max => f64::NEG_INFINITY,
+            Kind::Min => f64::INFINITY,
+            Kind::Prod => 1.0,
+            _ => 0.0,
+        })
+        .into()
+    } else {
+        let v: u64 = match kind {
+            Kind::Max if signed => i64::MIN as u64,
+            Kind::Max => 0,
+            Kind::Min if signed => i64::MAX as u64,
+            Kind::Min => u64::MAX,
+            Kind::Prod => 1,
+            _ => 0,
+        };
+        i64t.const_int(v, false).into()
+    };
+    let (px, py) = (kb.param(0), kb.param(1));
+    kb.nest(&kept_ext, |kb, oi| {
+        kb.b.build_store(acc, init)?;
+        let base: Vec<(IntValue, u64)> = oi.iter().zip(&kept).map(|(&i, &d)| (i, st[d])).collect();
+        kb.nest(&red_ext, |kb, ri| {
+            let mut terms = base.clone();
+            terms.extend(ri.iter().zip(&axes).map(|(&i, &d)| (i, st[d])));
+            let p = kb.gep(in_ty, px, kb.lin(&terms, 0)?)?;
+            let v = widen(kb, kb.b.build_load(in_ty, p, "")?, in_dt)?;
+            let v = convert(kb, v, compute_dtype(in_dt), acc_dt)?;
+            let a = kb.b.build_load(acc_ty, acc, "")?;
+            let next: BasicValueEnum = if float {
+                step_float(kb, kind, a.into_float_value(), v.into_float_value())?.into()
+            } else {
+                step_int(kb, kind, a.into_int_value(), v.into_int_value(), signed)?.into()
+            };
+            kb.b.build_store(acc, next)?;
+            Ok(())
+        })?;
+        let a = kb.b.build_load(acc_ty, acc, "")?;
+        let fin: BasicValueEnum = if float {
+            let a = a.into_float_value();
+            let call = |name: &str, x: FloatValue<'ctx>| -> R<BasicValueEnum<'ctx>> {
+                let m = kb.m;
+                let f = m.get_function(name).unwrap_or_else(|| {
+                    m.add_function(name, f64t.fn_type(&[f64t.into()], false), Some(inkwell::module::Linkage::External))
+                });
+                Ok(kb.b.build_call(f, &[x.into()], "")?.try_as_basic_value().basic().expect("returns f64"))
+            };
+            match kind {
+                Kind::Mean => kb.b.build_float_div(a, f64t.const_float(count as f64), "")?.into(),
+                Kind::L2 => call("sqrt", a)?,
+                Kind::LogSum | Kind::LogSumExp => call("log", a)?,
+                _ => a.into(),
+            }
+        } else {
+            let a = a.into_int_value();
+            match kind {
+                Kind::Mean if count > 0 => {
+                    if signed {
+                        kb.b.build_int_signed_div(a, i64t.const_int(count, false), "")?.into()
+                    } else {
+                        kb.b.build_int_unsigned_div(a, i64t.const_int(count, false), "")?.into()
+                    }
+                }
+                Kind::L2 | Kind::LogSum | Kind::LogSumExp => {
+                    let f = convert(kb, a.into(), acc_dt, DType::F64)?.into_float_value();
+                    let name = if kind == Kind::L2 { "sqrt" } else { "log" };
+                    let fun = kb.m.get_function(name).unwrap_or_else(|| {
+                        kb.m.add_function(
+                            name,
+                            f64t.fn_type(&[f64t.into()], false),
+                            Some(inkwell::module::Linkage::External),
+                        )
+                    });
+                    let r = kb.b.build_call(fun, &[f.into()], "")?.try_as_basic_value().basic().expect("f64");
+                    // The float result is rounded down to an integer like numpy's astype.
+                    convert(kb, r, DType::F64, acc_dt)?
+                }
+                _ => a.into(),
+            }
+        };
+        let from = if float { DType::F64 } else { acc_dt };
+        let y = narrow(kb, convert(kb, fin, from, compute_dtype(out_dt))?, out_dt)?;
+        let oidx = kb.lin(&oi.iter().copied().zip(out_st.iter().copied()).collect::<Vec<_>>(), 0)?;
+        kb.b.build_store(kb.gep(out_ty, py, oidx)?, y)?;
+        Ok(())
+    })
+}
+
+fn step_float<'ctx>(kb: &Kb<'_, 'ctx>, kind: Kind, a: FloatValue<'ctx>, v: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+    let b = &kb.b;
+    let f64t = kb.cx.f64_type();
+    Ok(match kind {
+        Kind::Sum | Kind::Mean | Kind::LogSum => b.build_float_add(a, v, "")?,
+        Kind::Prod => b.build_float_mul(a, v, "")?,
+        Kind::L1 => {
+            let neg = b.build_float_compare(FloatPredicate::OLT, v, f64t.const_zero(), "")?;
+            let abs = kb.select_f(neg, b.build_float_neg(v, "")?, v)?;
+            b.build_float_add(a, abs, "")?
+        }
+        Kind::L2 | Kind::SumSquare => b.build_float_add(a, b.build_float_mul(v, v, "")?, "")?,
+        Kind::LogSumExp => {
+            let m = kb.m;
+            let exp = m.get_function("exp").unwrap_or_else(|| {
+                m.add_function("exp", f64t.fn_type(&[f64t.into()], false), Some(inkwell::module::Linkage::External))
+            });
+            let e = b.build_call(exp, &[v.into()], "")?.try_as_basic_value().basic().expect("f64").into_float_value();
+            b.build_float_add(a, e, "")?
+        }
+        Kind::Max | Kind::Min => {
+            // NaN propagates, as in numpy.
+            let p = if kind == Kind::Max { FloatPredicate::OGT } else { FloatPredicate::OLT };
+            let better = b.build_float_compare(p, v, a, "")?;
+            let v_nan = b.build_float_compare(FloatPredicate::UNO, v, v, "")?;
+            let a_nan = b.build_float_compare(FloatPredicate::UNO, a, a, "")?;
+            let take = b.build_and(b.build_or(better, v_nan, "")?, b.build_not(a_nan, "")?, "")?;
+            kb.select_f(take, v, a)?
+        }
+    })
+}
+
+fn step_int<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    kind: Kind,
+    a: IntValue<'ctx>,
+    v: IntValue<'ctx>,
+    signed: bool,
+) -> R<IntValue<'ctx>> {
+    let b = &kb.b;
+    Ok(match kind {
+        Kind::Sum | Kind::Mean | Kind::LogSum | Kind::LogSumExp => b.build_int_add(a, v, "")?,
+        Kind::Prod => b.build_int_mul(a, v, "")?,
+        Kind::L1 => {
+            let neg = kb.icmp(IntPredicate::SLT, v, kb.c(0))?;
+            let abs = if signed { kb.select_i(neg, b.build_int_neg(v, "")?, v)? } else { v };
+            b.build_int_add(a, abs, "")?
+        }
+        Kind::L2 | Kind::SumSquare => b.build_int_add(a, b.build_int_mul(v, v, "")?, "")?,
+        Kind::Max | Kind::Min => {
+            let p = match (kind == Kind::Max, signed) {
+                (true, true) => IntPredicate::SGT,
+                (true, false) => IntPredicate::UGT,
+                (false, true) => IntPredicate::SLT,
+                (false, false) => IntPredicate::ULT,
+            };
+            kb.select_i(kb.icmp(p, v, a)?, v, a)?
+        }
+    })
+}
+
+/// ArgMax / ArgMin along one axis; ties keep the first index, or the last when asked.
+fn arg<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, is_max: bool, last: bool) -> R<()> {
+    let x = n.in_dims(0);
+    let a = dlc_ir::ops::normalize_axis(axis, x.len()).ok_or_else(|| n.unsupported("axis out of range"))?;
+    let in_dt = n.inputs[0].dtype;
+    let in_ty = llvm_type(kb, in_dt).ok_or_else(|| n.unsupported(format!("dtype {in_dt} is not supported yet")))?;
+    let float = in_dt.is_float();
+    let signed = is_signed(in_dt);
+    let val_dt = if float {
+        DType::F64
+    } else if signed {
+        DType::I64
+    } else {
+        DType::U64
+    };
+    let val_ty = llvm_type(kb, val_dt).expect("f64/i64");
+    let st = strides(&x);
+    let outer: Vec<usize> = (0..x.len()).filter(|&i| i != a).collect();
+    let outer_ext: Vec<u64> = outer.iter().map(|&i| x[i]).collect();
+    let out_st = strides(&outer_ext);
+    let best = kb.alloca(val_ty)?;
+    let best_i = kb.alloca(kb.i64t.into())?;
+    let (px, py) = (kb.param(0), kb.param(1));
+    kb.nest(&outer_ext, |kb, oi| {
+        let base: Vec<(IntValue, u64)> = oi.iter().zip(&outer).map(|(&i, &d)| (i, st[d])).collect();
+        let load = |kb: &Kb<'_, 'ctx>, j: IntValue<'ctx>| -> R<BasicValueEnum<'ctx>> {
+            let mut t = base.clone();
+            t.push((j, st[a]));
+            let p = kb.gep(in_ty, px, kb.lin(&t, 0)?)?;
+            let v = widen(kb, kb.b.build_load(in_ty, p, "")?, in_dt)?;
+            convert(kb, v, compute_dtype(in_dt), val_dt)
+        };
+        kb.b.build_store(best, load(kb, kb.c(0))?)?;
+        kb.b.build_store(best_i, kb.c(0))?;
+        kb.for_range(kb.c(1), kb.c(x[a]), |kb, j| {
+            let v = load(kb, j)?;
+            let cur = kb.b.build_load(val_ty, best, "")?;
+            let better = if float {
+                let p = match (is_max, last) {
+                    (true, false) => FloatPredicate::OGT,
+                    (true, true) => FloatPredicate::OGE,
+                    (false, false) => FloatPredicate::OLT,
+                    (false, true) => FloatPredicate::OLE,
+                };
+                kb.b.build_float_compare(p, v.into_float_value(), cur.into_float_value(), "")?
+            } else {
+                use IntPredicate::*;
+                let p = match (is_max, last, signed) {
+                    (true, false, true) => SGT,
+                    (true, true, true) => SGE,
+                    (false, false, true) => SLT,
+                    (false, true, true) => SLE,
+                    (true, false, false) => UGT,
+                    (true, true, false) => UGE,
+                    (false, false, false) => ULT,
+                    (false, true, false) => ULE,
+                };
+                kb.icmp(p, v.into_int_value(), cur.into_int_value())?
+            };
+            kb.b.build_store(best, kb.b.build_select(better, v, cur, "")?)?;
+            let bi = kb.b.build_load(kb.i64t, best_i, "")?.into_int_value();
+            kb.b.build_store(best_i, kb.select_i(better, j, bi)?)?;
+            Ok(())
+        })?;
+        let oidx = kb.lin(&oi.iter().copied().zip(out_st.iter().copied()).collect::<Vec<_>>(), 0)?;
+        let bi = kb.b.build_load(kb.i64t, best_i, "")?;
+        kb.b.build_store(kb.gep(kb.i64t.into(), py, oidx)?, bi)?;
+        Ok(())
+    })
+}

@@ -1,0 +1,104 @@
+//! Reductions over a set of axes, and arg-reductions over one axis.
+use super::{ensure, normalize_axis, Infer, OpMeta};
+use crate::{op, DType, Dim, IrError, Shape, TensorType};
+
+/// The output shape of reducing `axes` (already normalised) of `shape`.
+pub fn reduced_shape(shape: &Shape, axes: &[usize], keepdims: bool) -> Shape {
+    Shape(
+        shape
+            .0
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| match (axes.contains(&i), keepdims) {
+                (false, _) => Some(d.clone()),
+                (true, true) => Some(Dim::Fixed(1)),
+                (true, false) => None,
+            })
+            .collect(),
+    )
+}
+
+/// Normalises and checks `axes` against `rank`; empty means every axis.
+pub fn resolve_axes(axes: &[i64], rank: usize) -> Option<Vec<usize>> {
+    if axes.is_empty() {
+        return Some((0..rank).collect());
+    }
+    let mut out: Vec<usize> =
+        axes.iter().map(|&a| normalize_axis(a, rank).filter(|_| rank > 0)).collect::<Option<_>>()?;
+    out.sort_unstable();
+    out.dedup();
+    (out.len() == axes.len()).then_some(out)
+}
+
+fn infer_reduce<T: OpMeta>(
+    node: &str,
+    axes: &[i64],
+    keepdims: bool,
+    float_only: bool,
+    inputs: &[TensorType],
+) -> Result<Vec<TensorType>, IrError> {
+    let op = T::INFO.mnemonic;
+    let x = &inputs[0];
+    ensure(x.dtype != DType::Bool, node, op, || "bool operands are not supported".into())?;
+    ensure(!float_only || x.dtype.is_float(), node, op, || format!("needs a floating-point operand, got {}", x.dtype))?;
+    let ax = resolve_axes(axes, x.shape.rank())
+        .ok_or_else(|| IrError::shape(node, op, format!("axes {axes:?} are invalid for {}", x.shape)))?;
+    Ok(vec![TensorType { dtype: x.dtype, shape: reduced_shape(&x.shape, &ax, keepdims) }])
+}
+
+macro_rules! reductions {
+    ($($(#[doc = $doc:literal])* $name:ident = $mn:literal, $float:literal;)*) => {$(
+        op! { $(#[doc = $doc])* $name = $mn, operands 1..=1 { axes: Vec<i64>, keepdims: bool } }
+        impl Infer for $name {
+            fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+                infer_reduce::<$name>(node, &self.axes, self.keepdims, $float, inputs)
+            }
+        }
+    )*};
+}
+
+reductions! {
+    /// Sum over `axes` (empty: all); accumulates in f64 or i64.
+    ReduceSum = "reduce_sum", false;
+    /// Mean over `axes`.
+    ReduceMean = "reduce_mean", false;
+    /// Maximum over `axes` (-inf, or the dtype's minimum, when empty).
+    ReduceMax = "reduce_max", false;
+    /// Minimum over `axes`.
+    ReduceMin = "reduce_min", false;
+    /// Product over `axes`.
+    ReduceProd = "reduce_prod", false;
+    /// Sum of absolute values.
+    ReduceL1 = "reduce_l1", false;
+    /// Square root of the sum of squares.
+    ReduceL2 = "reduce_l2", false;
+    /// Log of the sum.
+    ReduceLogSum = "reduce_log_sum", true;
+    /// Log of the sum of exponentials.
+    ReduceLogSumExp = "reduce_log_sum_exp", true;
+    /// Sum of squares.
+    ReduceSumSquare = "reduce_sum_square", false;
+}
+
+macro_rules! arg_reductions {
+    ($($(#[doc = $doc:literal])* $name:ident = $mn:literal;)*) => {$(
+        op! { $(#[doc = $doc])* $name = $mn, operands 1..=1 { axis: i64, keepdims: bool, select_last_index: bool } }
+        impl Infer for $name {
+            fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+                let x = &inputs[0];
+                let a = normalize_axis(self.axis, x.shape.rank()).filter(|_| x.shape.rank() > 0).ok_or_else(|| {
+                    IrError::shape(node, $mn, format!("axis {} out of range for {}", self.axis, x.shape))
+                })?;
+                ensure(x.dtype != DType::Bool, node, $mn, || "bool operands are not supported".into())?;
+                Ok(vec![TensorType { dtype: DType::I64, shape: reduced_shape(&x.shape, &[a], self.keepdims) }])
+            }
+        }
+    )*};
+}
+
+arg_reductions! {
+    /// Index of the maximum along `axis` (the first, or the last with `select_last_index`).
+    ArgMax = "argmax";
+    /// Index of the minimum along `axis`.
+    ArgMin = "argmin";
+}

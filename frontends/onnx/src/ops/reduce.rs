@@ -1,0 +1,54 @@
+//! Reduce* and ArgMax/ArgMin.
+use super::{BuildFn, NodeCx};
+use dlc_ir::ops::*;
+use dlc_ir::{Op, Value};
+use std::collections::HashMap;
+
+pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
+    // Opset in which each op's `axes` moved from an attribute to an input.
+    reg.insert("ReduceSum", |cx| reduce(cx, 13, |axes, keepdims| ReduceSum { axes, keepdims }.into()));
+    reg.insert("ReduceMean", |cx| reduce(cx, 18, |axes, keepdims| ReduceMean { axes, keepdims }.into()));
+    reg.insert("ReduceMax", |cx| reduce(cx, 18, |axes, keepdims| ReduceMax { axes, keepdims }.into()));
+    reg.insert("ReduceMin", |cx| reduce(cx, 18, |axes, keepdims| ReduceMin { axes, keepdims }.into()));
+    reg.insert("ReduceProd", |cx| reduce(cx, 18, |axes, keepdims| ReduceProd { axes, keepdims }.into()));
+    reg.insert("ReduceL1", |cx| reduce(cx, 18, |axes, keepdims| ReduceL1 { axes, keepdims }.into()));
+    reg.insert("ReduceL2", |cx| reduce(cx, 18, |axes, keepdims| ReduceL2 { axes, keepdims }.into()));
+    reg.insert("ReduceLogSum", |cx| reduce(cx, 18, |axes, keepdims| ReduceLogSum { axes, keepdims }.into()));
+    reg.insert("ReduceLogSumExp", |cx| reduce(cx, 18, |axes, keepdims| ReduceLogSumExp { axes, keepdims }.into()));
+    reg.insert("ReduceSumSquare", |cx| reduce(cx, 18, |axes, keepdims| ReduceSumSquare { axes, keepdims }.into()));
+    reg.insert("ArgMax", |cx| {
+        let (axis, keepdims, select_last_index) = arg_attrs(cx);
+        let x = cx.input(0)?;
+        cx.add("", ArgMax { axis, keepdims, select_last_index }, &[x])
+    });
+    reg.insert("ArgMin", |cx| {
+        let (axis, keepdims, select_last_index) = arg_attrs(cx);
+        let x = cx.input(0)?;
+        cx.add("", ArgMin { axis, keepdims, select_last_index }, &[x])
+    });
+}
+
+fn arg_attrs(cx: &NodeCx) -> (i64, bool, bool) {
+    (cx.int("axis", 0), cx.int("keepdims", 1) != 0, cx.int("select_last_index", 0) != 0)
+}
+
+fn reduce(cx: &mut NodeCx, axes_input_since: i64, make: impl Fn(Vec<i64>, bool) -> Op) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let keepdims = cx.int("keepdims", 1) != 0;
+    let axes = if cx.opset >= axes_input_since {
+        match cx.opt_input(1)? {
+            None => vec![],
+            Some(_) => {
+                let t = cx.const_input(1)?.ok_or("axes (input 1) must be a constant")?;
+                t.to_i64().ok_or("axes must be integers")?
+            }
+        }
+    } else {
+        cx.ints("axes")
+    };
+    // With no axes, noop_with_empty_axes=1 makes the op an identity.
+    if axes.is_empty() && cx.int("noop_with_empty_axes", 0) != 0 {
+        return cx.add("", Identity {}, &[x]);
+    }
+    cx.add("", make(axes, keepdims), &[x])
+}
