@@ -26,10 +26,21 @@ def dlc(*args, check=True):
 
 
 def random_inputs(model_path, seed=0):
-    """Seeded standard-normal f32 inputs for every model input."""
+    """Seeded inputs: standard-normal floats; token ids below 8192 for `*ids` inputs; for
+    other integer inputs (attention masks) ones with the last quarter zero (padding)."""
     rng = np.random.RandomState(seed)
     sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    return {i.name: rng.randn(*i.shape).astype(np.float32) for i in sess.get_inputs()}
+    feeds = {}
+    for i in sess.get_inputs():
+        if i.type == "tensor(int64)" and i.name.endswith("ids"):
+            feeds[i.name] = rng.randint(0, 8192, size=i.shape).astype(np.int64)
+        elif i.type == "tensor(int64)":
+            m = np.ones(i.shape, np.int64)
+            m[..., i.shape[-1] * 3 // 4:] = 0
+            feeds[i.name] = m
+        else:
+            feeds[i.name] = rng.randn(*i.shape).astype(np.float32)
+    return feeds
 
 
 def ort_run(model_path, feeds):

@@ -21,7 +21,7 @@ def test_op_model_matches_ort(name, tmp_path):
         assert_close(got[k], want[k], f"{name}:{k}")
 
 
-@pytest.mark.parametrize("name", ["mlp", "resnet18"])
+@pytest.mark.parametrize("name", ["mlp", "resnet18", "mobilenetv2", "bert"])
 def test_reference_model_matches_ort(name, generated_models, tmp_path):
     model = generated_models / f"{name}.onnx"
     for seed in (0, 1):

@@ -5,8 +5,10 @@
 
 Models: mlp (784-1024-1024-10, MatMul/Gemm/Relu/Softmax), resnet18 (ResNet-18
 shaped CNN on 1x3x224x224: Conv, BatchNormalization, Relu, MaxPool, residual Add,
-GlobalAveragePool, Flatten, Gemm) and mnist_cnn (the small example bundled in
-examples/models/). Weights are He-initialised from a fixed seed so the
+GlobalAveragePool, Flatten, Gemm), mobilenetv2 (depthwise convs, Clip 0..6,
+inverted residuals), bert (2-layer BERT-base encoder: seq 128, hidden 768, 12 heads,
+attention mask, LayerNormalization, Erf Gelu) and mnist_cnn (the small example
+bundled in examples/models/). Weights are He-initialised from a fixed seed so the
 files are identical on every run.
 """
 import sys
@@ -135,7 +137,99 @@ def mnist_cnn():
     )
 
 
-MODELS = {"mlp": mlp, "resnet18": resnet18, "mnist_cnn": mnist_cnn}
+def clip6(b, x):
+    return b.node("Clip", [x, b.const("zero", np.array(0, np.float32)), b.const("six", np.array(6, np.float32))])
+
+
+def conv_bn_generic(b, x, cin, cout, k, stride, group=1, act=True):
+    w = b.weight("conv_w", (cout, cin // group, k, k), np.sqrt(2 / (cin // group * k * k)))
+    y = b.node("Conv", [x, w], kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4, group=group)
+    scale = b.const("bn_scale", b.rng.uniform(0.5, 1.0, cout).astype(np.float32))
+    bias = b.const("bn_bias", (b.rng.randn(cout) * 0.1).astype(np.float32))
+    mean = b.const("bn_mean", (b.rng.randn(cout) * 0.1).astype(np.float32))
+    var = b.const("bn_var", b.rng.uniform(0.5, 1.5, cout).astype(np.float32))
+    y = b.node("BatchNormalization", [y, scale, bias, mean, var], epsilon=1e-5)
+    return clip6(b, y) if act else y
+
+
+def mobilenetv2():
+    """MobileNetV2 on 1x3x224x224: inverted residuals with depthwise convs, Clip(0, 6)."""
+    b = Builder(4)
+    x = conv_bn_generic(b, "input", 3, 32, 3, 2)
+    cin = 32
+    for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                       (6, 320, 1, 1)]:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            hidden = cin * t
+            y = conv_bn_generic(b, x, cin, hidden, 1, 1) if t != 1 else x
+            y = conv_bn_generic(b, y, hidden, hidden, 3, stride, group=hidden)
+            y = conv_bn_generic(b, y, hidden, c, 1, 1, act=False)
+            x = b.node("Add", [x, y]) if stride == 1 and cin == c else y
+            cin = c
+    x = conv_bn_generic(b, x, cin, 1280, 1, 1)
+    x = b.node("Flatten", [b.node("GlobalAveragePool", [x])], axis=1)
+    b.node("Gemm", [x, b.weight("fc_w", (1000, 1280), np.sqrt(1 / 1280)), b.weight("fc_b", (1000,), 0.01)], transB=1)
+    b.nodes[-1].output[0] = "logits"
+    return b.model(
+        "mobilenetv2",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 224, 224])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1000])],
+    )
+
+
+def bert(layers=2, seq=128, hidden=768, heads=12, ffn=3072, vocab=8192):
+    """A BERT-base-shaped encoder: embeddings (Gather), attention with a padding mask,
+    LayerNormalization and Erf-based Gelu."""
+    b = Builder(5)
+    dh = hidden // heads
+    i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
+    emb = b.node("Gather", [b.weight("word_emb", (vocab, hidden), 0.02), "input_ids"], axis=0)
+    x = b.node("Add", [emb, b.weight("pos_emb", (seq, hidden), 0.02)])
+
+    def layernorm(x):
+        g = b.const("ln_g", b.rng.uniform(0.8, 1.2, hidden).astype(np.float32))
+        bb = b.const("ln_b", (b.rng.randn(hidden) * 0.02).astype(np.float32))
+        return b.node("LayerNormalization", [x, g, bb], axis=-1, epsilon=1e-12)
+
+    def dense(x, n_in, n_out):
+        y = b.node("MatMul", [x, b.weight("dense_w", (n_in, n_out), 0.02 * np.sqrt(768 / n_in))])
+        return b.node("Add", [y, b.weight("dense_b", (n_out,), 0.02)])
+
+    x = layernorm(x)
+    # (1 - mask) * -10000 as an additive bias over the key positions.
+    m = b.node("Cast", ["attention_mask"], to=TensorProto.FLOAT)
+    m = b.node("Sub", [b.const("one", np.array(1, np.float32)), m])
+    m = b.node("Mul", [m, b.const("neg", np.array(-10000, np.float32))])
+    mask = b.node("Unsqueeze", [m, b.const("axes", i64(1, 2))])
+    heads_shape = b.const("heads_shape", i64(1, seq, heads, dh))
+    for _ in range(layers):
+        def split(t, perm):
+            return b.node("Transpose", [b.node("Reshape", [t, heads_shape])], perm=perm)
+
+        q = split(dense(x, hidden, hidden), [0, 2, 1, 3])
+        k = split(dense(x, hidden, hidden), [0, 2, 3, 1])
+        v = split(dense(x, hidden, hidden), [0, 2, 1, 3])
+        scores = b.node("Div", [b.node("MatMul", [q, k]), b.const("sqrt_dh", np.array(np.sqrt(dh), np.float32))])
+        probs = b.node("Softmax", [b.node("Add", [scores, mask])], axis=-1)
+        ctx = b.node("Transpose", [b.node("MatMul", [probs, v])], perm=[0, 2, 1, 3])
+        ctx = b.node("Reshape", [ctx, b.const("hidden_shape", i64(1, seq, hidden))])
+        x = layernorm(b.node("Add", [x, dense(ctx, hidden, hidden)]))
+        h = dense(x, hidden, ffn)
+        erf = b.node("Erf", [b.node("Div", [h, b.const("sqrt2", np.array(np.sqrt(2), np.float32))])])
+        g = b.node("Mul", [b.node("Mul", [h, b.node("Add", [erf, b.const("one", np.array(1, np.float32))])]),
+                           b.const("half", np.array(0.5, np.float32))])
+        x = layernorm(b.node("Add", [x, dense(g, ffn, hidden)]))
+    b.nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"], name="output"))
+    return b.model(
+        "bert",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, seq]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, seq])],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, [1, seq, hidden])],
+    )
+
+
+MODELS = {"mlp": mlp, "resnet18": resnet18, "mnist_cnn": mnist_cnn, "mobilenetv2": mobilenetv2, "bert": bert}
 
 
 def main():

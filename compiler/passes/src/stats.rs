@@ -37,6 +37,7 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
             Op::GlobalAveragePool(_) => ins[0].iter().product(),
             Op::BatchNormalization(_) => 2 * out,
             Op::Softmax(_) => 5 * out,
+            Op::LayerNormalization(_) => 8 * out,
             op => match op.kind() {
                 OpKind::Elementwise => out,
                 OpKind::Reduction => ins[0].iter().product(),

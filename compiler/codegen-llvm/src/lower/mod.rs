@@ -106,6 +106,8 @@ pub(crate) fn lower_node<'ctx>(
         Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => movement::copy(&kb, &info)?,
         Op::Transpose(op) => movement::transpose(&kb, &info, op)?,
         Op::Concat(op) => movement::concat(&kb, &info, op.axis)?,
+        Op::Gather(op) => movement::gather(&kb, &info, op.axis)?,
+        Op::LayerNormalization(op) => norm::layernorm(&kb, &info, op.axis, op.epsilon, op.rms)?,
         // Sources have no kernel (the caller skips them); elementwise ops were handled above
         // by `Op::kind`, which classifies every op exhaustively.
         other => return Err(info.unsupported(format!("internal: no lowering for {}", other.mnemonic()))),

@@ -1,4 +1,5 @@
 //! BatchNormalization (inference) and Softmax.
+use super::elementwise::{broadcast_strides, coalesce};
 use super::NodeInfo;
 use crate::kernel::{Kb, R};
 use dlc_ir::ops::{normalize_axis, SoftmaxMode};
@@ -80,5 +81,66 @@ pub(crate) fn softmax<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, mode: So
                 })
             }
         }
+    })
+}
+
+/// Layer/RMS normalisation: per outer index, mean and variance (or mean square) of the
+/// normalised elements are accumulated in f64, then each element is scaled.
+pub(crate) fn layernorm<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, epsilon: f32, rms: bool) -> R<()> {
+    n.require_f32()?;
+    let x = n.in_dims(0);
+    let a = normalize_axis(axis, x.len()).ok_or_else(|| n.unsupported(format!("axis {axis} out of range")))?;
+    let outer: u64 = x[..a].iter().product();
+    let norm_dims = &x[a..];
+    let inner: u64 = norm_dims.iter().product();
+    let has_bias = n.inputs.len() == 3;
+    let contiguous = broadcast_strides(norm_dims, norm_dims);
+    let ss = broadcast_strides(&n.in_dims(1), norm_dims);
+    let bs = if has_bias { broadcast_strides(&n.in_dims(2), norm_dims) } else { contiguous.clone() };
+    let (dims, st) = coalesce(norm_dims, &[contiguous, ss, bs]);
+    let (px, ps) = (kb.param(0), kb.param(1));
+    let pb = has_bias.then(|| kb.param(2));
+    let py = kb.param(if has_bias { 3 } else { 2 });
+    let f64t = kb.cx.f64_type();
+    let sum = kb.alloca(f64t.into())?;
+    let sq = kb.alloca(f64t.into())?;
+    kb.for_n(outer, |kb, o| {
+        let base = kb.mul(o, kb.c(inner))?;
+        kb.b.build_store(sum, f64t.const_zero())?;
+        kb.b.build_store(sq, f64t.const_zero())?;
+        kb.for_n(inner, |kb, i| {
+            let v = kb.b.build_float_ext(kb.load_f32(px, kb.add(base, i)?)?, f64t, "")?;
+            let s = kb.b.build_load(f64t, sum, "")?.into_float_value();
+            kb.b.build_store(sum, kb.b.build_float_add(s, v, "")?)?;
+            let q = kb.b.build_load(f64t, sq, "")?.into_float_value();
+            kb.b.build_store(sq, kb.b.build_float_add(q, kb.b.build_float_mul(v, v, "")?, "")?)?;
+            Ok(())
+        })?;
+        let cnt = f64t.const_float(inner as f64);
+        let mean = kb.b.build_float_div(kb.b.build_load(f64t, sum, "")?.into_float_value(), cnt, "")?;
+        let msq = kb.b.build_float_div(kb.b.build_load(f64t, sq, "")?.into_float_value(), cnt, "")?;
+        let (center, var) = if rms {
+            (f64t.const_zero(), msq)
+        } else {
+            (mean, kb.b.build_float_sub(msq, kb.b.build_float_mul(mean, mean, "")?, "")?)
+        };
+        let denom = kb.b.build_float_add(var, f64t.const_float(epsilon as f64), "")?;
+        let sqrt = kb.m.get_function("sqrt").unwrap_or_else(|| {
+            kb.m.add_function("sqrt", f64t.fn_type(&[f64t.into()], false), Some(inkwell::module::Linkage::External))
+        });
+        let sd =
+            kb.b.build_call(sqrt, &[denom.into()], "")?.try_as_basic_value().basic().expect("f64").into_float_value();
+        let inv = kb.b.build_float_trunc(kb.b.build_float_div(f64t.const_float(1.0), sd, "")?, kb.f32t, "")?;
+        let center = kb.b.build_float_trunc(center, kb.f32t, "")?;
+        kb.nest(&dims, |kb, idx| {
+            let off = |s: &[u64]| kb.lin(&idx.iter().copied().zip(s.iter().copied()).collect::<Vec<_>>(), 0);
+            let xi = kb.add(base, off(&st[0])?)?;
+            let v = kb.fmul(kb.fsub(kb.load_f32(px, xi)?, center)?, inv)?;
+            let mut y = kb.fmul(v, kb.load_f32(ps, off(&st[1])?)?)?;
+            if let Some(pb) = pb {
+                y = kb.fadd(y, kb.load_f32(pb, off(&st[2])?)?)?;
+            }
+            kb.store_f32(py, xi, y)
+        })
     })
 }

@@ -19,8 +19,8 @@ mod source;
 pub use conv::{AutoPad, AveragePool, Conv, GlobalAveragePool, MaxPool, PoolGeometry};
 pub use elementwise::*;
 pub use linalg::{Gemm, MatMul};
-pub use movement::{Concat, Flatten, Identity, Reshape, Transpose};
-pub use norm::{BatchNormalization, Softmax, SoftmaxMode};
+pub use movement::{Concat, Flatten, Gather, Identity, Reshape, Transpose};
+pub use norm::{BatchNormalization, LayerNormalization, Softmax, SoftmaxMode};
 pub use reduce::*;
 pub use source::{Const, Input};
 
@@ -204,10 +204,10 @@ op_table! {
     IsNaN, IsInf, Clip,
     MatMul, Gemm,
     Conv, MaxPool, AveragePool, GlobalAveragePool,
-    BatchNormalization, Softmax,
+    BatchNormalization, LayerNormalization, Softmax,
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin,
-    Reshape, Flatten, Transpose, Identity, Concat,
+    Reshape, Flatten, Transpose, Identity, Concat, Gather,
 }
 
 impl Op {
@@ -283,10 +283,10 @@ impl Op {
             | Gelu(_) | IsNaN(_) | IsInf(_) | Clip(_) => OpKind::Elementwise,
             MatMul(_) | Gemm(_) => OpKind::Contraction,
             Conv(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) => OpKind::Window,
-            BatchNormalization(_) | Softmax(_) => OpKind::Normalization,
+            BatchNormalization(_) | LayerNormalization(_) | Softmax(_) => OpKind::Normalization,
             ReduceSum(_) | ReduceMean(_) | ReduceMax(_) | ReduceMin(_) | ReduceProd(_) | ReduceL1(_) | ReduceL2(_)
             | ReduceLogSum(_) | ReduceLogSumExp(_) | ReduceSumSquare(_) | ArgMax(_) | ArgMin(_) => OpKind::Reduction,
-            Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | Concat(_) => OpKind::Movement,
+            Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | Concat(_) | Gather(_) => OpKind::Movement,
         }
     }
 }

@@ -153,3 +153,27 @@ impl Infer for Concat {
         Ok(vec![TensorType { dtype: first.dtype, shape }])
     }
 }
+
+op! {
+    /// Takes slices of `data` along `axis` at `indices` (negative indices count from the
+    /// end; out-of-range indices are clamped): the result's shape is
+    /// `data[..axis] + indices + data[axis+1..]`.
+    Gather = "gather", operands 2..=2 { axis: i64 }
+}
+
+impl Infer for Gather {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let (data, idx) = (&inputs[0], &inputs[1]);
+        ensure(matches!(idx.dtype, crate::DType::I32 | crate::DType::I64), node, op, || {
+            format!("indices must be i32 or i64, got {}", idx.dtype)
+        })?;
+        let a = normalize_axis(self.axis, data.shape.rank())
+            .filter(|_| data.shape.rank() > 0)
+            .ok_or_else(|| IrError::shape(node, op, format!("axis {} out of range for {}", self.axis, data.shape)))?;
+        let mut dims = data.shape.0[..a].to_vec();
+        dims.extend(idx.shape.0.iter().cloned());
+        dims.extend(data.shape.0[a + 1..].iter().cloned());
+        Ok(vec![TensorType { dtype: data.dtype, shape: Shape(dims) }])
+    }
+}

@@ -57,3 +57,29 @@ impl Infer for Softmax {
         Ok(vec![x.clone()])
     }
 }
+
+op! {
+    /// Layer normalisation over the dims from `axis` on:
+    /// `(x - mean) / sqrt(var + epsilon) * scale + bias`; with `rms`, RMS normalisation
+    /// `x / sqrt(mean(x^2) + epsilon) * scale`. Operands x, scale, optional bias
+    /// (broadcast to the normalised dims).
+    LayerNormalization = "layernorm", operands 2..=3 { axis: i64, epsilon: f32, rms: bool }
+}
+
+impl Infer for LayerNormalization {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        same_dtype(inputs, node, op)?;
+        let x = &inputs[0];
+        ensure(x.dtype.is_float(), node, op, || format!("needs a floating-point operand, got {}", x.dtype))?;
+        let a = normalize_axis(self.axis, x.shape.rank())
+            .filter(|_| x.shape.rank() > 0)
+            .ok_or_else(|| IrError::shape(node, op, format!("axis {} out of range for {}", self.axis, x.shape)))?;
+        let norm = crate::Shape(x.shape.0[a..].to_vec());
+        for (t, what) in inputs[1..].iter().zip(["scale", "bias"]) {
+            let b = super::elementwise::broadcast_shapes(&t.shape, &norm).map_err(|m| IrError::shape(node, op, m))?;
+            ensure(b == norm, node, op, || format!("{what} {} does not broadcast to {norm}", t.shape))?;
+        }
+        Ok(vec![x.clone()])
+    }
+}

@@ -13,6 +13,9 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
         cx.add("", GlobalAveragePool {}, &[x])
     });
     reg.insert("BatchNormalization", batchnorm);
+    reg.insert("LayerNormalization", |cx| layernorm(cx, false));
+    reg.insert("RMSNormalization", |cx| layernorm(cx, true));
+    reg.insert("Dropout", dropout);
     reg.insert("Softmax", |cx| softmax(cx, SoftmaxMode::Softmax));
     reg.insert("LogSoftmax", |cx| softmax(cx, SoftmaxMode::LogSoftmax));
     reg.insert("Hardmax", |cx| softmax(cx, SoftmaxMode::Hardmax));
@@ -104,4 +107,42 @@ fn softmax(cx: &mut NodeCx, mode: SoftmaxMode) -> Result<Vec<Value>, String> {
     let sm = cx.add1("softmax", Softmax { axis: 1, mode }, &[flat])?;
     let back = dims.iter().map(|&d| d as i64).collect();
     cx.add("", Reshape { shape: back, allowzero: true }, &[sm])
+}
+
+fn layernorm(cx: &mut NodeCx, rms: bool) -> Result<Vec<Value>, String> {
+    if cx.node.output.iter().skip(1).any(|o| !o.is_empty()) {
+        return Err("the Mean and InvStdDev outputs are not supported".into());
+    }
+    let mut operands = vec![cx.input(0)?, cx.input(1)?];
+    if let Some(b) = cx.opt_input(2)? {
+        operands.push(b);
+    }
+    let op = LayerNormalization { axis: cx.int("axis", -1), epsilon: cx.float("epsilon", 1e-5), rms };
+    cx.add("", op, &operands)
+}
+
+/// Inference-mode Dropout is the identity; its mask, when asked for, is all true.
+fn dropout(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    if let Some(t) = cx.const_input(2)? {
+        if t.to_i64().is_some_and(|v| v.iter().any(|&b| b != 0)) {
+            return Err("training_mode=true is not supported".into());
+        }
+    } else if cx.opt_input(2)?.is_some() {
+        return Err("training_mode must be a constant".into());
+    }
+    let x = cx.input(0)?;
+    let y = cx.add1("", Identity {}, &[x])?;
+    if cx.node.output.get(1).is_some_and(|o| !o.is_empty()) {
+        let ty = cx.ty(x);
+        let dims = ty.shape.as_fixed().ok_or("the mask output needs known dims")?;
+        let n: u64 = dims.iter().product();
+        let mask = dlc_ir::TensorData::new(
+            dlc_ir::TensorType::fixed(dlc_ir::DType::Bool, &dims),
+            vec![1u8; n as usize].into(),
+        )
+        .ok_or("mask too large")?;
+        let m = cx.add_const(mask);
+        return Ok(vec![y, m]);
+    }
+    Ok(vec![y])
 }
