@@ -289,6 +289,15 @@ fn float_unary<'ctx>(f: &F<'_, '_, 'ctx>, op: &Op, x: FloatValue<'ctx>) -> R<Opt
                 y
             }
         }
+        Op::Swish(o) => {
+            let t = kb.b.build_float_neg(f.mul(x, f.c(o.alpha as f64))?, "")?;
+            f.div(x, f.add(one, f.call("exp", &[t])?)?)?
+        }
+        Op::Shrink(o) => {
+            let (l, bias) = (f.c(o.lambd as f64), f.c(o.bias as f64));
+            let hi = f.sel(f.cmp(OGT, x, l)?, f.sub(x, bias)?, zero)?;
+            f.sel(f.cmp(OLT, x, kb.b.build_float_neg(l, "")?)?, f.add(x, bias)?, hi)?
+        }
         Op::IsNaN(_) => return Ok(Some(f.bool(f.cmp(UNO, x, x)?)?)),
         Op::IsInf(o) => {
             let pos = f.cmp(OEQ, x, f.c(f64::INFINITY))?;

@@ -107,6 +107,9 @@ pub(crate) fn lower_node<'ctx>(
         Op::Transpose(op) => movement::transpose(&kb, &info, op)?,
         Op::Concat(op) => movement::concat(&kb, &info, op.axis)?,
         Op::Gather(op) => movement::gather(&kb, &info, op.axis)?,
+        Op::GatherElements(op) => movement::gather_elements(&kb, &info, op.axis)?,
+        Op::Slice(op) => movement::slice(&kb, &info, op)?,
+        Op::Trilu(op) => movement::trilu(&kb, &info, op.upper)?,
         Op::LayerNormalization(op) => norm::layernorm(&kb, &info, op.axis, op.epsilon, op.rms)?,
         // Sources have no kernel (the caller skips them); elementwise ops were handled above
         // by `Op::kind`, which classifies every op exhaustively.

@@ -88,3 +88,92 @@ pub(crate) fn gather(kb: &Kb, n: &NodeInfo, axis: i64) -> R<()> {
         kb.memcpy(dst, src, kb.c(block))
     })
 }
+
+fn elem_int_type<'ctx>(kb: &Kb<'_, 'ctx>, size: usize) -> inkwell::types::IntType<'ctx> {
+    match size {
+        1 => kb.cx.i8_type(),
+        2 => kb.cx.i16_type(),
+        4 => kb.cx.i32_type(),
+        _ => kb.i64t,
+    }
+}
+
+/// Slice with constant parameters: a loop nest over the output reading
+/// `input[start + i * step]` per dim (steps may be negative).
+pub(crate) fn slice(kb: &Kb, n: &NodeInfo, op: &dlc_ir::ops::Slice) -> R<()> {
+    let x = n.in_dims(0);
+    let r = op.resolve(&x).map_err(|m| n.unsupported(m))?;
+    let out: Vec<u64> = r.iter().map(|t| t.2).collect();
+    if out.contains(&0) {
+        return Ok(());
+    }
+    let st = broadcast_strides(&x, &x);
+    let base: i64 = r.iter().zip(&st).map(|((s, _, _), &stride)| s * stride as i64).sum();
+    let ty = elem_int_type(kb, n.outputs[0].dtype.size());
+    let (px, py) = (kb.param(0), kb.param(1));
+    kb.nest(&out, |kb, idx| {
+        let mut off = kb.c(base as u64);
+        for (d, &i) in idx.iter().enumerate() {
+            let step = r[d].1 * st[d] as i64;
+            off = kb.add(off, kb.mul(i, kb.i64t.const_int(step as u64, true))?)?;
+        }
+        let dst = kb.lin(&idx.iter().copied().zip(broadcast_strides(&out, &out)).collect::<Vec<_>>(), 0)?;
+        let v = kb.b.build_load(ty, kb.gep(ty.into(), px, off)?, "")?;
+        kb.b.build_store(kb.gep(ty.into(), py, dst)?, v)?;
+        Ok(())
+    })
+}
+
+/// Trilu: copies the kept triangle and writes zeros elsewhere.
+pub(crate) fn trilu(kb: &Kb, n: &NodeInfo, upper: bool) -> R<()> {
+    let x = n.in_dims(0);
+    let r = x.len();
+    let (rows, cols) = (x[r - 2], x[r - 1]);
+    let batch: u64 = x[..r - 2].iter().product();
+    let ty = elem_int_type(kb, n.outputs[0].dtype.size());
+    let has_k = n.inputs.len() == 2;
+    let px = kb.param(0);
+    let py = kb.param(if has_k { 2 } else { 1 });
+    let k = if has_k { kb.b.build_load(kb.i64t, kb.param(1), "")?.into_int_value() } else { kb.c(0) };
+    kb.nest(&[batch, rows, cols], |kb, idx| {
+        let at = kb.lin(&[(idx[0], rows * cols), (idx[1], cols), (idx[2], 1)], 0)?;
+        let diff = kb.sub(idx[2], idx[1])?;
+        let p = if upper { inkwell::IntPredicate::SGE } else { inkwell::IntPredicate::SLE };
+        let keep = kb.icmp(p, diff, k)?;
+        let v = kb.b.build_load(ty, kb.gep(ty.into(), px, at)?, "")?.into_int_value();
+        let y = kb.select_i(keep, v, ty.const_zero())?;
+        kb.b.build_store(kb.gep(ty.into(), py, at)?, y)?;
+        Ok(())
+    })
+}
+
+/// GatherElements: every output position reads the data element its index names along
+/// the axis (wrapped when negative, clamped into range).
+pub(crate) fn gather_elements(kb: &Kb, n: &NodeInfo, axis: i64) -> R<()> {
+    let d = n.in_dims(0);
+    let out = n.in_dims(1);
+    let a = dlc_ir::ops::normalize_axis(axis, d.len()).ok_or_else(|| n.unsupported("axis out of range"))?;
+    if out.contains(&0) || d[a] == 0 {
+        return Ok(());
+    }
+    let ty = elem_int_type(kb, n.outputs[0].dtype.size());
+    let idx_ty = if n.inputs[1].dtype == dlc_ir::DType::I32 { kb.cx.i32_type() } else { kb.i64t };
+    let ds = broadcast_strides(&d, &d);
+    let os = broadcast_strides(&out, &out);
+    let extent = d[a];
+    let (pd, pi, py) = (kb.param(0), kb.param(1), kb.param(2));
+    kb.nest(&out, |kb, idx| {
+        let o = kb.lin(&idx.iter().copied().zip(os.iter().copied()).collect::<Vec<_>>(), 0)?;
+        let raw = kb.b.build_load(idx_ty, kb.gep(idx_ty.into(), pi, o)?, "")?.into_int_value();
+        let k = kb.b.build_int_s_extend_or_bit_cast(raw, kb.i64t, "")?;
+        let k = kb.select_i(kb.icmp(inkwell::IntPredicate::SLT, k, kb.c(0))?, kb.add(k, kb.c(extent))?, k)?;
+        let k = kb.select_i(kb.icmp(inkwell::IntPredicate::SLT, k, kb.c(0))?, kb.c(0), k)?;
+        let k = kb.select_i(kb.icmp(inkwell::IntPredicate::SGE, k, kb.c(extent))?, kb.c(extent - 1), k)?;
+        let mut terms: Vec<_> = idx.iter().copied().zip(ds.iter().copied()).collect();
+        terms[a].0 = k;
+        let src = kb.lin(&terms, 0)?;
+        let v = kb.b.build_load(ty, kb.gep(ty.into(), pd, src)?, "")?;
+        kb.b.build_store(kb.gep(ty.into(), py, o)?, v)?;
+        Ok(())
+    })
+}

@@ -217,6 +217,10 @@ map_ops! {
     ThresholdedRelu = "thresholded_relu", 1, Float, None, { alpha: f32 };
     /// `x * Phi(x)`, exactly with erf or with the tanh approximation.
     Gelu = "gelu", 1, Float, None, { tanh_approximation: bool };
+    /// `x * sigmoid(alpha * x)`.
+    Swish = "swish", 1, Float, None, { alpha: f32 };
+    /// `x < -lambd ? x + bias : (x > lambd ? x - bias : 0)`.
+    Shrink = "shrink", 1, Numeric, None, { lambd: f32, bias: f32 };
     /// Whether x is NaN.
     IsNaN = "isnan", 1, Float, Some(DType::Bool), {};
     /// Whether x is an infinity of a selected sign.

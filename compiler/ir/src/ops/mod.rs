@@ -19,7 +19,7 @@ mod source;
 pub use conv::{AutoPad, AveragePool, Conv, GlobalAveragePool, MaxPool, PoolGeometry};
 pub use elementwise::*;
 pub use linalg::{Gemm, MatMul};
-pub use movement::{Concat, Flatten, Gather, Identity, Reshape, Transpose};
+pub use movement::{Concat, Flatten, Gather, GatherElements, Identity, Reshape, Slice, Transpose, Trilu};
 pub use norm::{BatchNormalization, LayerNormalization, Softmax, SoftmaxMode};
 pub use reduce::*;
 pub use source::{Const, Input};
@@ -201,13 +201,13 @@ op_table! {
     Abs, Neg, Sign, Relu, Sigmoid, Tanh, Exp, Log, Sqrt, Reciprocal,
     Sin, Cos, Tan, Asin, Acos, Atan, Sinh, Cosh, Asinh, Acosh, Atanh, Erf, Floor, Ceil, Round,
     Softplus, Softsign, Mish, HardSwish, HardSigmoid, LeakyRelu, Elu, Selu, Celu, ThresholdedRelu, Gelu,
-    IsNaN, IsInf, Clip,
+    IsNaN, IsInf, Clip, Swish, Shrink,
     MatMul, Gemm,
     Conv, MaxPool, AveragePool, GlobalAveragePool,
     BatchNormalization, LayerNormalization, Softmax,
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin,
-    Reshape, Flatten, Transpose, Identity, Concat, Gather,
+    Reshape, Flatten, Transpose, Identity, Concat, Gather, GatherElements, Slice, Trilu,
 }
 
 impl Op {
@@ -280,13 +280,14 @@ impl Op {
             | Reciprocal(_) | Sin(_) | Cos(_) | Tan(_) | Asin(_) | Acos(_) | Atan(_) | Sinh(_) | Cosh(_) | Asinh(_)
             | Acosh(_) | Atanh(_) | Erf(_) | Floor(_) | Ceil(_) | Round(_) | Softplus(_) | Softsign(_) | Mish(_)
             | HardSwish(_) | HardSigmoid(_) | LeakyRelu(_) | Elu(_) | Selu(_) | Celu(_) | ThresholdedRelu(_)
-            | Gelu(_) | IsNaN(_) | IsInf(_) | Clip(_) => OpKind::Elementwise,
+            | Gelu(_) | IsNaN(_) | IsInf(_) | Clip(_) | Swish(_) | Shrink(_) => OpKind::Elementwise,
             MatMul(_) | Gemm(_) => OpKind::Contraction,
             Conv(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) => OpKind::Window,
             BatchNormalization(_) | LayerNormalization(_) | Softmax(_) => OpKind::Normalization,
             ReduceSum(_) | ReduceMean(_) | ReduceMax(_) | ReduceMin(_) | ReduceProd(_) | ReduceL1(_) | ReduceL2(_)
             | ReduceLogSum(_) | ReduceLogSumExp(_) | ReduceSumSquare(_) | ArgMax(_) | ArgMin(_) => OpKind::Reduction,
-            Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | Concat(_) | Gather(_) => OpKind::Movement,
+            Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | Concat(_) | Gather(_) | GatherElements(_)
+            | Slice(_) | Trilu(_) => OpKind::Movement,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Data movement: ops that copy or reinterpret elements without arithmetic.
-use super::{ensure, normalize_axis, same_dtype, Infer, OpMeta};
+use super::{ensure, fixed_dims, normalize_axis, same_dtype, Infer, OpMeta};
 use crate::{op, Dim, IrError, Shape, TensorType};
 
 op! {
@@ -175,5 +175,113 @@ impl Infer for Gather {
         dims.extend(idx.shape.0.iter().cloned());
         dims.extend(data.shape.0[a + 1..].iter().cloned());
         Ok(vec![TensorType { dtype: data.dtype, shape: Shape(dims) }])
+    }
+}
+
+op! {
+    /// A strided window of the operand: along `axes[i]`, elements
+    /// `starts[i], starts[i] + steps[i], ...` stopping before `ends[i]` (ONNX Slice with
+    /// constant parameters; negative values count from the end and are clamped as ONNX
+    /// specifies).
+    Slice = "slice", operands 1..=1 { starts: Vec<i64>, ends: Vec<i64>, axes: Vec<i64>, steps: Vec<i64> }
+}
+
+impl Slice {
+    /// Per dim of an operand with `dims`: (first index, step, count).
+    pub fn resolve(&self, dims: &[u64]) -> Result<Vec<(i64, i64, u64)>, String> {
+        let r = dims.len();
+        let mut out: Vec<(i64, i64, u64)> = dims.iter().map(|&d| (0, 1, d)).collect();
+        let n = self.starts.len();
+        if self.ends.len() != n
+            || (!self.axes.is_empty() && self.axes.len() != n)
+            || (!self.steps.is_empty() && self.steps.len() != n)
+        {
+            return Err("starts, ends, axes and steps must have the same length".into());
+        }
+        let mut seen = vec![false; r];
+        for i in 0..n {
+            let axis = if self.axes.is_empty() { i as i64 } else { self.axes[i] };
+            let a = normalize_axis(axis, r).filter(|_| r > 0).ok_or(format!("axis {axis} out of range"))?;
+            if std::mem::replace(&mut seen[a], true) {
+                return Err(format!("axis {axis} repeated"));
+            }
+            let step = if self.steps.is_empty() { 1 } else { self.steps[i] };
+            if step == 0 {
+                return Err("steps must be non-zero".into());
+            }
+            let d = dims[a] as i64;
+            let fix = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+            let (start, end) = (fix(self.starts[i]), fix(self.ends[i]));
+            let (start, end) = if step > 0 {
+                (start.clamp(0, d), end.clamp(0, d))
+            } else {
+                (start.clamp(0, d - 1), end.clamp(-1, d - 1))
+            };
+            let count = if step > 0 {
+                if end > start {
+                    (end - start + step - 1) / step
+                } else {
+                    0
+                }
+            } else if start > end {
+                (start - end + (-step) - 1) / (-step)
+            } else {
+                0
+            };
+            out[a] = (start, step, count.max(0) as u64);
+        }
+        Ok(out)
+    }
+}
+
+impl Infer for Slice {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let x = &inputs[0];
+        let dims = fixed_dims(x, node, Self::INFO.mnemonic)?;
+        let r = self.resolve(&dims).map_err(|m| IrError::shape(node, Self::INFO.mnemonic, m))?;
+        Ok(vec![TensorType::fixed(x.dtype, &r.iter().map(|t| t.2).collect::<Vec<_>>())])
+    }
+}
+
+op! {
+    /// Keeps the upper (or lower) triangle of the last two dims: element (i, j) survives
+    /// when `j - i >= k` (upper) or `j - i <= k` (lower); `k` is an optional i64 scalar
+    /// operand (default 0).
+    Trilu = "trilu", operands 1..=2 { upper: bool }
+}
+
+impl Infer for Trilu {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let x = &inputs[0];
+        ensure(x.shape.rank() >= 2, node, Self::INFO.mnemonic, || format!("needs rank >= 2, got {}", x.shape))?;
+        if let Some(k) = inputs.get(1) {
+            ensure(k.dtype == crate::DType::I64 && k.shape.numel() == Some(1), node, Self::INFO.mnemonic, || {
+                format!("k must be an i64 scalar, got {k}")
+            })?;
+        }
+        Ok(vec![x.clone()])
+    }
+}
+
+op! {
+    /// `out[...i...] = data[...indices[...i...]...]` along `axis` (ONNX GatherElements);
+    /// indices are wrapped when negative and clamped into range.
+    GatherElements = "gather_elements", operands 2..=2 { axis: i64 }
+}
+
+impl Infer for GatherElements {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let (data, idx) = (&inputs[0], &inputs[1]);
+        ensure(matches!(idx.dtype, crate::DType::I32 | crate::DType::I64), node, op, || {
+            format!("indices must be i32 or i64, got {}", idx.dtype)
+        })?;
+        ensure(data.shape.rank() == idx.shape.rank() && data.shape.rank() > 0, node, op, || {
+            format!("data {} and indices {} must have the same rank", data.shape, idx.shape)
+        })?;
+        ensure(normalize_axis(self.axis, data.shape.rank()).is_some(), node, op, || {
+            format!("axis {} out of range", self.axis)
+        })?;
+        Ok(vec![TensorType { dtype: data.dtype, shape: idx.shape.clone() }])
     }
 }

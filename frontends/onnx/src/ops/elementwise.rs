@@ -116,6 +116,14 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
         };
         unary(cx, Gelu { tanh_approximation }.into())
     });
+    reg.insert("Swish", |cx| {
+        let op = Swish { alpha: cx.float("alpha", 1.0) };
+        unary(cx, op.into())
+    });
+    reg.insert("Shrink", |cx| {
+        let op = Shrink { lambd: cx.float("lambd", 0.5), bias: cx.float("bias", 0.0) };
+        unary(cx, op.into())
+    });
     reg.insert("IsInf", |cx| {
         let op = IsInf {
             detect_negative: cx.int("detect_negative", 1) != 0,

@@ -1,6 +1,6 @@
 //! Reshape, Flatten, Transpose, Concat, Constant.
 use super::{BuildFn, NodeCx};
-use dlc_ir::ops::{normalize_axis, Concat, Flatten, Gather, Reshape, Transpose};
+use dlc_ir::ops::*;
 use dlc_ir::{DType, TensorData, TensorType, Value};
 use std::collections::HashMap;
 
@@ -22,6 +22,23 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
         Ok(vec![cx.add_const(TensorData::from_i64(&[], &[n as i64]).expect("scalar"))])
     });
     reg.insert("Squeeze", |cx| squeeze(cx, false));
+    reg.insert("Slice", slice);
+    reg.insert("Split", split);
+    reg.insert("Trilu", |cx| {
+        let upper = cx.int("upper", 1) != 0;
+        let mut ops = vec![cx.input(0)?];
+        if let Some(k) = cx.opt_input(1)? {
+            ops.push(k);
+        }
+        cx.add("", Trilu { upper }, &ops)
+    });
+    reg.insert("GatherElements", |cx| {
+        let (d, i) = (cx.input(0)?, cx.input(1)?);
+        let axis = cx.int("axis", 0);
+        cx.add("", GatherElements { axis }, &[d, i])
+    });
+    reg.insert("DepthToSpace", |cx| depth_space(cx, true));
+    reg.insert("SpaceToDepth", |cx| depth_space(cx, false));
     reg.insert("Unsqueeze", |cx| squeeze(cx, true));
 }
 
@@ -144,4 +161,94 @@ fn squeeze(cx: &mut NodeCx, unsqueeze: bool) -> Result<Vec<Value>, String> {
             .collect()
     };
     cx.add("", Reshape { shape: out, allowzero: true }, &[x])
+}
+
+/// Constant integer list from input `i`, or the attribute `attr` for older opsets.
+fn const_ints(cx: &mut NodeCx, i: usize, what: &str) -> Result<Option<Vec<i64>>, String> {
+    if cx.opt_input(i)?.is_none() {
+        return Ok(None);
+    }
+    let t = cx.const_input(i)?.ok_or_else(|| format!("{what} (input {i}) must be a constant"))?;
+    t.to_i64().map(Some).ok_or_else(|| format!("{what} must be integers"))
+}
+
+fn slice(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let op = if cx.opset < 10 {
+        Slice { starts: cx.ints("starts"), ends: cx.ints("ends"), axes: cx.ints("axes"), steps: vec![] }
+    } else {
+        let starts = const_ints(cx, 1, "starts")?.ok_or("starts is required")?;
+        let ends = const_ints(cx, 2, "ends")?.ok_or("ends is required")?;
+        let axes = const_ints(cx, 3, "axes")?.unwrap_or_default();
+        let steps = const_ints(cx, 4, "steps")?.unwrap_or_default();
+        Slice { starts, ends, axes, steps }
+    };
+    cx.add("", op, &[x])
+}
+
+fn split(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let ty = cx.ty(x);
+    let dims = ty.shape.as_fixed().ok_or_else(|| format!("needs known dims, got {ty}"))?;
+    let axis = cx.int("axis", 0);
+    let a = normalize_axis(axis, dims.len()).ok_or(format!("axis {axis} out of range"))?;
+    let outputs = cx.node.output.len();
+    let sizes: Vec<i64> = match if cx.opset >= 13 {
+        const_ints(cx, 1, "split")?
+    } else {
+        Some(cx.ints("split")).filter(|v| !v.is_empty())
+    } {
+        Some(v) => v,
+        None => {
+            let n = if cx.has("num_outputs") { cx.int("num_outputs", 1) as usize } else { outputs };
+            if n == 0 {
+                return Err("no outputs".into());
+            }
+            // Equal parts; with num_outputs the last part may be smaller.
+            let part = (dims[a] as usize).div_ceil(n) as i64;
+            (0..n as i64).map(|i| part.min(dims[a] as i64 - i * part).max(0)).collect()
+        }
+    };
+    if sizes.iter().sum::<i64>() != dims[a] as i64 || sizes.iter().any(|&s| s < 0) {
+        return Err(format!("split sizes {sizes:?} do not add up to dim {a} of {}", ty.shape));
+    }
+    let mut start = 0;
+    let mut outs = Vec::new();
+    for (i, &len) in sizes.iter().enumerate() {
+        let op = Slice { starts: vec![start], ends: vec![start + len], axes: vec![a as i64], steps: vec![] };
+        outs.push(cx.add1(&format!("part{i}"), op, &[x])?);
+        start += len;
+    }
+    Ok(outs)
+}
+
+/// DepthToSpace / SpaceToDepth as reshape, transpose, reshape (exact data movement).
+fn depth_space(cx: &mut NodeCx, to_space: bool) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let ty = cx.ty(x);
+    let d = ty.shape.as_fixed().filter(|d| d.len() == 4).ok_or_else(|| format!("needs a known 4-D input, got {ty}"))?;
+    let b = cx.int("blocksize", 0);
+    if b <= 0 {
+        return Err("blocksize must be positive".into());
+    }
+    let (n, c, h, w) = (d[0] as i64, d[1] as i64, d[2] as i64, d[3] as i64);
+    let (mid, perm, out) = if to_space {
+        if c % (b * b) != 0 {
+            return Err(format!("channels {c} do not divide by blocksize^2"));
+        }
+        let crd = cx.string("mode", "DCR")? == "CRD";
+        if crd {
+            (vec![n, c / (b * b), b, b, h, w], vec![0, 1, 4, 2, 5, 3], vec![n, c / (b * b), h * b, w * b])
+        } else {
+            (vec![n, b, b, c / (b * b), h, w], vec![0, 3, 4, 1, 5, 2], vec![n, c / (b * b), h * b, w * b])
+        }
+    } else {
+        if h % b != 0 || w % b != 0 {
+            return Err(format!("spatial dims {h}x{w} do not divide by blocksize {b}"));
+        }
+        (vec![n, c, h / b, b, w / b, b], vec![0, 3, 5, 1, 2, 4], vec![n, c * b * b, h / b, w / b])
+    };
+    let r = cx.add1("split", Reshape { shape: mid, allowzero: true }, &[x])?;
+    let t = cx.add1("permute", Transpose { perm }, &[r])?;
+    cx.add("", Reshape { shape: out, allowzero: true }, &[t])
 }

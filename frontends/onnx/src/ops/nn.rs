@@ -16,6 +16,19 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("LayerNormalization", |cx| layernorm(cx, false));
     reg.insert("RMSNormalization", |cx| layernorm(cx, true));
     reg.insert("Dropout", dropout);
+    reg.insert("GlobalMaxPool", |cx| {
+        let x = cx.input(0)?;
+        let rank = cx.ty(x).shape.rank();
+        if rank < 3 {
+            return Err("needs rank >= 3".into());
+        }
+        cx.add("", ReduceMax { axes: (2..rank as i64).collect(), keepdims: true }, &[x])
+    });
+    reg.insert("InstanceNormalization", |cx| group_norm(cx, None));
+    reg.insert("GroupNormalization", |cx| {
+        let g = cx.int("num_groups", 0);
+        group_norm(cx, Some(g))
+    });
     reg.insert("Softmax", |cx| softmax(cx, SoftmaxMode::Softmax));
     reg.insert("LogSoftmax", |cx| softmax(cx, SoftmaxMode::LogSoftmax));
     reg.insert("Hardmax", |cx| softmax(cx, SoftmaxMode::Hardmax));
@@ -145,4 +158,47 @@ fn dropout(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         return Ok(vec![y, m]);
     }
     Ok(vec![y])
+}
+
+/// Instance and group normalisation: normalise each (n, group) slice with a layer norm
+/// of unit scale, then apply the per-channel scale and bias.
+fn group_norm(cx: &mut NodeCx, groups: Option<i64>) -> Result<Vec<Value>, String> {
+    let (x, scale, bias) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    let ty = cx.ty(x);
+    let d = ty
+        .shape
+        .as_fixed()
+        .filter(|d| d.len() >= 3)
+        .ok_or_else(|| format!("needs known dims of rank >= 3, got {ty}"))?;
+    if ty.dtype != dlc_ir::DType::F32 {
+        return Err(format!("dtype {} is not supported yet (f32 only)", ty.dtype));
+    }
+    let (n, c) = (d[0] as i64, d[1] as i64);
+    let g = groups.unwrap_or(c);
+    if g <= 0 || c % g != 0 {
+        return Err(format!("channels {c} do not divide into {g} groups"));
+    }
+    let epsilon = cx.float("epsilon", 1e-5);
+    let rest: i64 = d[2..].iter().map(|&v| v as i64).product::<i64>() * (c / g);
+    let flat = cx.add1("group", Reshape { shape: vec![n, g, rest], allowzero: true }, &[x])?;
+    let ones = cx.add_const(dlc_ir::TensorData::from_f32(&[1], &[1.0]).expect("scalar"));
+    let normed = cx.add1("normalize", LayerNormalization { axis: 2, epsilon, rms: false }, &[flat, ones])?;
+    let back =
+        cx.add1("ungroup", Reshape { shape: d.iter().map(|&v| v as i64).collect(), allowzero: true }, &[normed])?;
+    // Scale and bias are per channel ([C]) for InstanceNormalization and for opset-21
+    // GroupNormalization; opset-18 GroupNormalization gives them per group ([G]).
+    let per = cx.ty(scale).shape.numel().unwrap_or(0) as i64;
+    let spatial = vec![1i64; d.len() - 2];
+    let shape_for = |k: i64| -> Vec<i64> { std::iter::once(k).chain(spatial.iter().copied()).collect() };
+    let (scale, bias) = if per == c {
+        let s = cx.add1("scale_shape", Reshape { shape: shape_for(c), allowzero: true }, &[scale])?;
+        let b = cx.add1("bias_shape", Reshape { shape: shape_for(c), allowzero: true }, &[bias])?;
+        (s, b)
+    } else if per == g {
+        return Err("per-group scale and bias (GroupNormalization before opset 21) are not supported".into());
+    } else {
+        return Err(format!("scale has {per} elements, expected {c}"));
+    };
+    let y = cx.add1("apply_scale", Mul {}, &[back, scale])?;
+    cx.add("", Add {}, &[y, bias])
 }
