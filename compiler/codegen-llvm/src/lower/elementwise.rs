@@ -516,6 +516,7 @@ fn scalar<'ctx>(
     let op = n.op;
     match op {
         Op::Cast(c) => return convert(kb, vals[0], in_dts[0], compute_dtype(c.to)),
+        Op::Expand(_) => return Ok(vals[0]),
         Op::Where(_) => {
             let c = kb.icmp(IntPredicate::NE, vals[0].into_int_value(), kb.cx.i8_type().const_zero())?;
             return Ok(kb.b.build_select(c, vals[1], vals[2], "")?);

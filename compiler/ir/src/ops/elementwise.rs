@@ -269,3 +269,17 @@ impl Infer for Cast {
         Ok(vec![TensorType { dtype: self.to, shape: inputs[0].shape.clone() }])
     }
 }
+
+op! {
+    /// Broadcasts the operand to `shape` (numpy rules in both directions, as ONNX Expand).
+    Expand = "expand", operands 1..=1 { shape: Vec<i64> }
+}
+
+impl Infer for Expand {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let target = Shape(self.shape.iter().map(|&d| Dim::Fixed(d.max(0) as u64)).collect());
+        ensure(self.shape.iter().all(|&d| d >= 0), node, "expand", || format!("invalid shape {:?}", self.shape))?;
+        let shape = broadcast_shapes(&inputs[0].shape, &target).map_err(|m| IrError::shape(node, "expand", m))?;
+        Ok(vec![TensorType { dtype: inputs[0].dtype, shape }])
+    }
+}

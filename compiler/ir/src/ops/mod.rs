@@ -201,7 +201,7 @@ op_table! {
     Abs, Neg, Sign, Relu, Sigmoid, Tanh, Exp, Log, Sqrt, Reciprocal,
     Sin, Cos, Tan, Asin, Acos, Atan, Sinh, Cosh, Asinh, Acosh, Atanh, Erf, Floor, Ceil, Round,
     Softplus, Softsign, Mish, HardSwish, HardSigmoid, LeakyRelu, Elu, Selu, Celu, ThresholdedRelu, Gelu,
-    IsNaN, IsInf, Clip, Swish, Shrink,
+    IsNaN, IsInf, Clip, Swish, Shrink, Expand,
     MatMul, Gemm,
     Conv, MaxPool, AveragePool, GlobalAveragePool,
     BatchNormalization, LayerNormalization, Softmax,
@@ -280,7 +280,7 @@ impl Op {
             | Reciprocal(_) | Sin(_) | Cos(_) | Tan(_) | Asin(_) | Acos(_) | Atan(_) | Sinh(_) | Cosh(_) | Asinh(_)
             | Acosh(_) | Atanh(_) | Erf(_) | Floor(_) | Ceil(_) | Round(_) | Softplus(_) | Softsign(_) | Mish(_)
             | HardSwish(_) | HardSigmoid(_) | LeakyRelu(_) | Elu(_) | Selu(_) | Celu(_) | ThresholdedRelu(_)
-            | Gelu(_) | IsNaN(_) | IsInf(_) | Clip(_) | Swish(_) | Shrink(_) => OpKind::Elementwise,
+            | Gelu(_) | IsNaN(_) | IsInf(_) | Clip(_) | Swish(_) | Shrink(_) | Expand(_) => OpKind::Elementwise,
             MatMul(_) | Gemm(_) => OpKind::Contraction,
             Conv(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) => OpKind::Window,
             BatchNormalization(_) | LayerNormalization(_) | Softmax(_) => OpKind::Normalization,

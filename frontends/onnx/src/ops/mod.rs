@@ -111,12 +111,35 @@ impl NodeCx<'_, '_> {
     }
 
     /// Adds an IR node named after this node (with `suffix` when a node expands to several).
+    /// When every operand is a known constant and the reference interpreter can evaluate
+    /// the op, the results are constants instead (the unused node is removed by DCE), so
+    /// shape computations fold at compile time.
     pub fn add(&mut self, suffix: &str, op: impl Into<Op>, operands: &[Value]) -> Result<Vec<Value>, String> {
         let name = if suffix.is_empty() { self.name.clone() } else { format!("{}/{suffix}", self.name) };
-        self.imp.graph.add_node(name, op, operands).map_err(|e| match e {
+        let op = op.into();
+        let outs = self.imp.graph.add_node(name.clone(), op.clone(), operands).map_err(|e| match e {
             dlc_ir::IrError::Shape { message, .. } => message,
             e => e.to_string(),
-        })
+        })?;
+        let known: Option<Vec<TensorData>> = operands.iter().map(|v| self.imp.known.get(v).cloned()).collect();
+        if let (Some(inputs), false) = (known, operands.is_empty()) {
+            let types: Vec<_> = outs.iter().map(|v| self.imp.graph.value_type(*v).clone()).collect();
+            match dlc_interp::eval(&op, &inputs, &types) {
+                Ok(results) => {
+                    return Ok(results
+                        .into_iter()
+                        .map(|t| {
+                            let v = self.imp.graph.add_const(name.clone(), t.clone());
+                            self.imp.known.insert(v, t);
+                            v
+                        })
+                        .collect());
+                }
+                Err(dlc_interp::EvalError::Invalid(m)) => return Err(m),
+                Err(dlc_interp::EvalError::Unsupported(_)) => {}
+            }
+        }
+        Ok(outs)
     }
 
     /// Adds a single-output IR node.

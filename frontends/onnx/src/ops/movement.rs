@@ -23,6 +23,30 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     });
     reg.insert("Squeeze", |cx| squeeze(cx, false));
     reg.insert("Slice", slice);
+    reg.insert("Expand", |cx| {
+        let x = cx.input(0)?;
+        let shape = const_ints(cx, 1, "shape")?.ok_or("shape is required")?;
+        cx.add("", Expand { shape }, &[x])
+    });
+    reg.insert("ConstantOfShape", |cx| {
+        let dims = const_ints(cx, 0, "shape")?.ok_or("shape is required")?;
+        if dims.iter().any(|&d| d < 0) {
+            return Err(format!("invalid shape {dims:?}"));
+        }
+        let dims: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+        let value = cx.tensor_attr("value")?.unwrap_or_else(|| TensorData::from_f32(&[1], &[0.0]).expect("scalar"));
+        if value.numel() != 1 {
+            return Err("value must hold one element".into());
+        }
+        let n: u64 = dims.iter().product();
+        if n > 1 << 26 {
+            return Err(format!("shape {dims:?} is too large to materialise"));
+        }
+        let bytes: Vec<u8> = value.bytes().iter().copied().cycle().take(n as usize * value.bytes().len()).collect();
+        let t = TensorData::new(dlc_ir::TensorType::fixed(value.ty().dtype, &dims), bytes.into()).ok_or("bad value")?;
+        Ok(vec![cx.add_const(t)])
+    });
+    reg.insert("Range", range);
     reg.insert("Split", split);
     reg.insert("Trilu", |cx| {
         let upper = cx.int("upper", 1) != 0;
@@ -251,4 +275,39 @@ fn depth_space(cx: &mut NodeCx, to_space: bool) -> Result<Vec<Value>, String> {
     let r = cx.add1("split", Reshape { shape: mid, allowzero: true }, &[x])?;
     let t = cx.add1("permute", Transpose { perm }, &[r])?;
     cx.add("", Reshape { shape: out, allowzero: true }, &[t])
+}
+
+/// Range with constant operands becomes a constant.
+fn range(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let get = |cx: &mut NodeCx, i: usize| -> Result<TensorData, String> {
+        cx.const_input(i)?.ok_or_else(|| format!("input {i} must be a constant; computed ranges are not supported yet"))
+    };
+    let (s, l, d) = (get(cx, 0)?, get(cx, 1)?, get(cx, 2)?);
+    let dtype = s.ty().dtype;
+    if let (Some(s), Some(l), Some(d)) = (s.to_i64(), l.to_i64(), d.to_i64()) {
+        let (s, l, d) = (s[0], l[0], d[0]);
+        if d == 0 {
+            return Err("delta must be non-zero".into());
+        }
+        let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as i64;
+        let v: Vec<i64> = (0..n).map(|i| s + i * d).collect();
+        let t = TensorData::from_i64(&[n as u64], &v).expect("vector");
+        let t = if dtype == dlc_ir::DType::I64 { t } else { cast_const(t, dtype)? };
+        return Ok(vec![cx.add_const(t)]);
+    }
+    match (s.to_f32(), l.to_f32(), d.to_f32()) {
+        (Some(s), Some(l), Some(d)) if d[0] != 0.0 => {
+            let n = ((l[0] - s[0]) / d[0]).ceil().max(0.0) as u64;
+            let v: Vec<f32> = (0..n).map(|i| s[0] + i as f32 * d[0]).collect();
+            Ok(vec![cx.add_const(TensorData::from_f32(&[n], &v).expect("vector"))])
+        }
+        _ => Err(format!("Range of {dtype} is not supported")),
+    }
+}
+
+fn cast_const(t: TensorData, to: dlc_ir::DType) -> Result<TensorData, String> {
+    let ty = t.ty().clone();
+    dlc_interp::eval(&Cast { to }.into(), &[t], &[dlc_ir::TensorType { dtype: to, shape: ty.shape }])
+        .map_err(|e| e.to_string())
+        .map(|mut v| v.remove(0))
 }

@@ -1,0 +1,423 @@
+//! dlc-interp: the reference interpreter, in plain Rust, over [`dlc_ir::TensorData`].
+//!
+//! Values are held as f64 (floating-point dtypes) or i64 (integers and bool) so results
+//! are exact for shape arithmetic and at least as precise as f32 kernels. Today it
+//! covers the ops that compute shapes and small constants (elementwise arithmetic,
+//! comparisons, Where, Cast, Gather, Concat, Slice, reshapes, Transpose, integer
+//! reductions, Expand); the frontend uses it to fold nodes whose operands are all
+//! constants. Ops it does not cover return [`EvalError::Unsupported`] and are left to
+//! the generated code.
+//!
+//! Invariant: never panics; depends only on dlc-ir.
+#![warn(missing_docs)]
+
+use dlc_ir::ops::resolve_axes;
+use dlc_ir::{DType, Op, TensorData, TensorType};
+
+/// Why an op could not be evaluated.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EvalError {
+    /// The interpreter does not implement this op (or this dtype) yet.
+    #[error("the interpreter does not evaluate {0} yet")]
+    Unsupported(String),
+    /// The operands are invalid for the op.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Data {
+    F(Vec<f64>),
+    I(Vec<i64>),
+}
+
+/// A tensor in interpreter form.
+#[derive(Debug, Clone, PartialEq)]
+struct T {
+    dtype: DType,
+    dims: Vec<u64>,
+    data: Data,
+}
+
+fn unsupported(what: impl Into<String>) -> EvalError {
+    EvalError::Unsupported(what.into())
+}
+
+impl T {
+    fn from_tensor(t: &TensorData) -> Result<T, EvalError> {
+        let dims = t.ty().shape.as_fixed().ok_or_else(|| unsupported("symbolic shapes"))?;
+        let b = t.bytes();
+        let data = match t.ty().dtype {
+            DType::F32 => {
+                Data::F(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect())
+            }
+            DType::F64 => {
+                Data::F(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
+            }
+            DType::U32 => {
+                Data::I(b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect())
+            }
+            DType::U16 => Data::I(b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as i64).collect()),
+            DType::U64 => {
+                Data::I(b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) as i64).collect())
+            }
+            DType::F16 | DType::BF16 => return Err(unsupported(format!("dtype {}", t.ty().dtype))),
+            _ => Data::I(t.to_i64().ok_or_else(|| unsupported(format!("dtype {}", t.ty().dtype)))?),
+        };
+        Ok(T { dtype: t.ty().dtype, dims, data })
+    }
+
+    fn to_tensor(&self) -> Result<TensorData, EvalError> {
+        let bytes: Vec<u8> = match (&self.data, self.dtype) {
+            (Data::F(v), DType::F32) => v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
+            (Data::F(v), DType::F64) => v.iter().flat_map(|&x| x.to_le_bytes()).collect(),
+            (Data::I(v), DType::I64 | DType::U64) => v.iter().flat_map(|&x| x.to_le_bytes()).collect(),
+            (Data::I(v), DType::I32) => v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+            (Data::I(v), DType::U32) => v.iter().flat_map(|&x| (x as u32).to_le_bytes()).collect(),
+            (Data::I(v), DType::I16 | DType::U16) => v.iter().flat_map(|&x| (x as i16).to_le_bytes()).collect(),
+            (Data::I(v), DType::I8 | DType::U8) => v.iter().map(|&x| x as u8).collect(),
+            (Data::I(v), DType::Bool) => v.iter().map(|&x| (x != 0) as u8).collect(),
+            _ => return Err(unsupported(format!("producing dtype {}", self.dtype))),
+        };
+        TensorData::new(TensorType::fixed(self.dtype, &self.dims), bytes.into())
+            .ok_or_else(|| EvalError::Invalid("result size mismatch".into()))
+    }
+
+    fn len(&self) -> usize {
+        match &self.data {
+            Data::F(v) => v.len(),
+            Data::I(v) => v.len(),
+        }
+    }
+
+    fn f(&self, i: usize) -> f64 {
+        match &self.data {
+            Data::F(v) => v[i],
+            Data::I(v) => v[i] as f64,
+        }
+    }
+
+    fn i(&self, i: usize) -> i64 {
+        match &self.data {
+            Data::F(v) => v[i] as i64,
+            Data::I(v) => v[i],
+        }
+    }
+
+    /// The elements at `idx`, in order, as a new tensor of `dims`.
+    fn pick(&self, idx: &[usize], dims: Vec<u64>) -> T {
+        let data = match &self.data {
+            Data::F(v) => Data::F(idx.iter().map(|&i| v[i]).collect()),
+            Data::I(v) => Data::I(idx.iter().map(|&i| v[i]).collect()),
+        };
+        T { dtype: self.dtype, dims, data }
+    }
+}
+
+fn strides(dims: &[u64]) -> Vec<u64> {
+    let mut s = vec![1; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * dims[i + 1];
+    }
+    s
+}
+
+/// For each element of a tensor of `out` dims, the flat index into a broadcast operand.
+fn broadcast_index(dims: &[u64], out: &[u64]) -> Vec<usize> {
+    let n: u64 = out.iter().product();
+    let os = strides(out);
+    let is = strides(dims);
+    let off = out.len() - dims.len();
+    (0..n)
+        .map(|flat| {
+            let mut src = 0;
+            for (d, &extent) in dims.iter().enumerate() {
+                let coord = (flat / os[d + off]) % out[d + off];
+                if extent != 1 {
+                    src += coord * is[d];
+                }
+            }
+            src as usize
+        })
+        .collect()
+}
+
+const LIMIT: u64 = 1 << 24;
+
+/// Evaluates `op` on constant operands. Results are limited to 16 Mi elements.
+pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<Vec<TensorData>, EvalError> {
+    let ins: Vec<T> = inputs.iter().map(T::from_tensor).collect::<Result<_, _>>()?;
+    let out_dims: Vec<Vec<u64>> = out_types
+        .iter()
+        .map(|t| t.shape.as_fixed().ok_or_else(|| unsupported("symbolic shapes")))
+        .collect::<Result<_, _>>()?;
+    if out_dims.iter().any(|d| d.iter().product::<u64>() > LIMIT) {
+        return Err(unsupported("results this large"));
+    }
+    let out = &out_dims[0];
+    let res: T = match op {
+        Op::Identity(_) | Op::Reshape(_) | Op::Flatten(_) => T { dims: out.clone(), ..ins[0].clone() },
+        Op::Cast(c) => {
+            let x = &ins[0];
+            let data = if c.to.is_float() {
+                Data::F((0..x.len()).map(|i| x.f(i)).collect())
+            } else if c.to == DType::Bool {
+                Data::I((0..x.len()).map(|i| (x.f(i) != 0.0) as i64).collect())
+            } else {
+                Data::I((0..x.len()).map(|i| if x.dtype.is_float() { x.f(i) as i64 } else { x.i(i) }).collect())
+            };
+            T { dtype: c.to, dims: x.dims.clone(), data }
+        }
+        Op::Transpose(t) => {
+            let x = &ins[0];
+            let perm = t.resolved_perm(x.dims.len());
+            let xs = strides(&x.dims);
+            let n: u64 = out.iter().product();
+            let os = strides(out);
+            let idx: Vec<usize> = (0..n)
+                .map(|flat| (0..out.len()).map(|d| ((flat / os[d]) % out[d]) * xs[perm[d]]).sum::<u64>() as usize)
+                .collect();
+            x.pick(&idx, out.clone())
+        }
+        Op::Concat(c) => {
+            let a = dlc_ir::ops::normalize_axis(c.axis, out.len()).ok_or_else(|| EvalError::Invalid("axis".into()))?;
+            let outer: u64 = out[..a].iter().product();
+            let mut fs = Vec::new();
+            let mut is = Vec::new();
+            let float = matches!(ins[0].data, Data::F(_));
+            for o in 0..outer {
+                for x in &ins {
+                    let block: u64 = x.dims[a..].iter().product();
+                    for k in 0..block {
+                        let i = (o * block + k) as usize;
+                        if float {
+                            fs.push(x.f(i));
+                        } else {
+                            is.push(x.i(i));
+                        }
+                    }
+                }
+            }
+            T { dtype: ins[0].dtype, dims: out.clone(), data: if float { Data::F(fs) } else { Data::I(is) } }
+        }
+        Op::Gather(g) => {
+            let (d, ix) = (&ins[0], &ins[1]);
+            let a =
+                dlc_ir::ops::normalize_axis(g.axis, d.dims.len()).ok_or_else(|| EvalError::Invalid("axis".into()))?;
+            let outer: u64 = d.dims[..a].iter().product();
+            let inner: u64 = d.dims[a + 1..].iter().product();
+            let extent = d.dims[a] as i64;
+            let mut idx = Vec::new();
+            for o in 0..outer {
+                for j in 0..ix.len() {
+                    let mut k = ix.i(j);
+                    if k < 0 {
+                        k += extent;
+                    }
+                    if !(0..extent).contains(&k) {
+                        return Err(EvalError::Invalid(format!("gather index {} out of range 0..{extent}", ix.i(j))));
+                    }
+                    for r in 0..inner {
+                        idx.push(((o * extent as u64 + k as u64) * inner + r) as usize);
+                    }
+                }
+            }
+            d.pick(&idx, out.clone())
+        }
+        Op::Slice(s) => {
+            let x = &ins[0];
+            let r = s.resolve(&x.dims).map_err(EvalError::Invalid)?;
+            let xs = strides(&x.dims);
+            let n: u64 = out.iter().product();
+            let os = strides(out);
+            let idx: Vec<usize> = (0..n)
+                .map(|flat| {
+                    (0..out.len())
+                        .map(|d| (r[d].0 + ((flat / os[d]) % out[d]) as i64 * r[d].1) * xs[d] as i64)
+                        .sum::<i64>() as usize
+                })
+                .collect();
+            x.pick(&idx, out.clone())
+        }
+        Op::Expand(_) => {
+            let idx = broadcast_index(&ins[0].dims, out);
+            ins[0].pick(&idx, out.clone())
+        }
+        Op::ReduceSum(r) => reduce(&ins[0], &r.axes, r.keepdims, |a, b| a + b, 0, out)?,
+        Op::ReduceProd(r) => reduce(&ins[0], &r.axes, r.keepdims, |a, b| a * b, 1, out)?,
+        Op::ReduceMax(r) => reduce(&ins[0], &r.axes, r.keepdims, i64::max, i64::MIN, out)?,
+        Op::ReduceMin(r) => reduce(&ins[0], &r.axes, r.keepdims, i64::min, i64::MAX, out)?,
+        op if op.kind() == dlc_ir::OpKind::Elementwise => elementwise(op, &ins, out, out_types[0].dtype)?,
+        other => return Err(unsupported(other.mnemonic())),
+    };
+    if res.len() as u64 != out.iter().product::<u64>() {
+        return Err(EvalError::Invalid("result has the wrong size".into()));
+    }
+    Ok(vec![res.to_tensor()?])
+}
+
+fn reduce(x: &T, axes: &[i64], _keep: bool, f: fn(i64, i64) -> i64, init: i64, out: &[u64]) -> Result<T, EvalError> {
+    if matches!(x.data, Data::F(_)) {
+        return Err(unsupported("floating-point reductions"));
+    }
+    let ax = resolve_axes(axes, x.dims.len()).ok_or_else(|| EvalError::Invalid("axes".into()))?;
+    let kept: Vec<u64> = x.dims.iter().enumerate().map(|(i, &d)| if ax.contains(&i) { 1 } else { d }).collect();
+    let ks = strides(&kept);
+    let xs = strides(&x.dims);
+    let mut acc = vec![init; kept.iter().product::<u64>() as usize];
+    for flat in 0..x.len() as u64 {
+        let mut o = 0;
+        for d in 0..x.dims.len() {
+            if !ax.contains(&d) {
+                o += ((flat / xs[d]) % x.dims[d]) * ks[d];
+            }
+        }
+        acc[o as usize] = f(acc[o as usize], x.i(flat as usize));
+    }
+    Ok(T { dtype: x.dtype, dims: out.to_vec(), data: Data::I(acc) })
+}
+
+#[allow(clippy::needless_range_loop)] // k indexes several operand index tables in step
+fn elementwise(op: &Op, ins: &[T], out: &[u64], out_dt: DType) -> Result<T, EvalError> {
+    let idx: Vec<Vec<usize>> = ins.iter().map(|t| broadcast_index(&t.dims, out)).collect();
+    let n = out.iter().product::<u64>() as usize;
+    let float = ins.iter().any(|t| matches!(t.data, Data::F(_)));
+    let b = |v: bool| v as i64;
+    if let Op::Where(_) = op {
+        let (c, x, y) = (&ins[0], &ins[1], &ins[2]);
+        let pick: Vec<(usize, bool)> = (0..n).map(|k| (k, c.i(idx[0][k]) != 0)).collect();
+        let data = if float {
+            Data::F(pick.iter().map(|&(k, t)| if t { x.f(idx[1][k]) } else { y.f(idx[2][k]) }).collect())
+        } else {
+            Data::I(pick.iter().map(|&(k, t)| if t { x.i(idx[1][k]) } else { y.i(idx[2][k]) }).collect())
+        };
+        return Ok(T { dtype: out_dt, dims: out.to_vec(), data });
+    }
+    if float {
+        if !out_dt.is_float() && out_dt != DType::Bool {
+            return Err(unsupported("mixed float/int elementwise"));
+        }
+        let mut fs = Vec::with_capacity(n);
+        let mut bs = Vec::new();
+        for k in 0..n {
+            let a = ins[0].f(idx[0][k]);
+            let c = ins.get(1).map(|t| t.f(idx[1][k]));
+            let v = match (op, c) {
+                (Op::Add(_), Some(c)) => a + c,
+                (Op::Sub(_), Some(c)) => a - c,
+                (Op::Mul(_), Some(c)) => a * c,
+                (Op::Div(_), Some(c)) => a / c,
+                (Op::Max(_), Some(c)) => a.max(c),
+                (Op::Min(_), Some(c)) => a.min(c),
+                (Op::Equal(_), Some(c)) => {
+                    bs.push(b(a == c));
+                    continue;
+                }
+                (Op::Less(_), Some(c)) => {
+                    bs.push(b(a < c));
+                    continue;
+                }
+                (Op::Greater(_), Some(c)) => {
+                    bs.push(b(a > c));
+                    continue;
+                }
+                (Op::Neg(_), None) => -a,
+                (Op::Abs(_), None) => a.abs(),
+                (Op::Sqrt(_), None) => a.sqrt(),
+                (Op::Floor(_), None) => a.floor(),
+                (Op::Ceil(_), None) => a.ceil(),
+                (Op::Relu(_), None) => a.max(0.0),
+                (Op::Exp(_), None) => a.exp(),
+                (Op::Reciprocal(_), None) => 1.0 / a,
+                _ => return Err(unsupported(format!("{} on floats", op.mnemonic()))),
+            };
+            fs.push(v);
+        }
+        let data = if out_dt == DType::Bool { Data::I(bs) } else { Data::F(fs) };
+        return Ok(T { dtype: out_dt, dims: out.to_vec(), data });
+    }
+    let mut is = Vec::with_capacity(n);
+    for k in 0..n {
+        let a = ins[0].i(idx[0][k]);
+        let c = ins.get(1).map(|t| t.i(idx[1][k]));
+        let v = match (op, c) {
+            (Op::Add(_), Some(c)) => a.wrapping_add(c),
+            (Op::Sub(_), Some(c)) => a.wrapping_sub(c),
+            (Op::Mul(_), Some(c)) => a.wrapping_mul(c),
+            (Op::Div(_), Some(c)) => {
+                if c == 0 {
+                    0
+                } else {
+                    a.wrapping_div(c)
+                }
+            }
+            (Op::Mod(m), Some(c)) => {
+                if c == 0 {
+                    0
+                } else if m.fmod {
+                    a.wrapping_rem(c)
+                } else {
+                    a.rem_euclid(c) + if c < 0 && a.rem_euclid(c) != 0 { c } else { 0 }
+                }
+            }
+            (Op::Max(_), Some(c)) => a.max(c),
+            (Op::Min(_), Some(c)) => a.min(c),
+            (Op::Equal(_), Some(c)) => b(a == c),
+            (Op::Less(_), Some(c)) => b(a < c),
+            (Op::LessOrEqual(_), Some(c)) => b(a <= c),
+            (Op::Greater(_), Some(c)) => b(a > c),
+            (Op::GreaterOrEqual(_), Some(c)) => b(a >= c),
+            (Op::And(_), Some(c)) => b(a != 0 && c != 0),
+            (Op::Or(_), Some(c)) => b(a != 0 || c != 0),
+            (Op::Xor(_), Some(c)) => b((a != 0) != (c != 0)),
+            (Op::Not(_), None) => b(a == 0),
+            (Op::Neg(_), None) => a.wrapping_neg(),
+            (Op::Abs(_), None) => a.wrapping_abs(),
+            (Op::Sign(_), None) => a.signum(),
+            (Op::Relu(_), None) => a.max(0),
+            _ => return Err(unsupported(format!("{} on integers", op.mnemonic()))),
+        };
+        is.push(v);
+    }
+    Ok(T { dtype: out_dt, dims: out.to_vec(), data: Data::I(is) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dlc_ir::ops::{Add, Gather, Slice};
+
+    fn i64s(dims: &[u64], v: &[i64]) -> TensorData {
+        TensorData::from_i64(dims, v).unwrap()
+    }
+
+    #[test]
+    fn folds_shape_arithmetic() {
+        // shape [2,3,4] -> gather index 1 -> 3; then 3 + [10, 20] broadcast.
+        let shape = i64s(&[3], &[2, 3, 4]);
+        let g =
+            eval(&Gather { axis: 0 }.into(), &[shape, i64s(&[], &[1])], &[TensorType::fixed(DType::I64, &[])]).unwrap();
+        assert_eq!(g[0].to_i64().unwrap(), vec![3]);
+        let s = eval(&Add {}.into(), &[g[0].clone(), i64s(&[2], &[10, 20])], &[TensorType::fixed(DType::I64, &[2])])
+            .unwrap();
+        assert_eq!(s[0].to_i64().unwrap(), vec![13, 23]);
+    }
+
+    #[test]
+    fn slices_with_negative_steps_and_bounds() {
+        let x = i64s(&[5], &[0, 1, 2, 3, 4]);
+        let op = Slice { starts: vec![-1], ends: vec![i64::MIN], axes: vec![], steps: vec![-2] };
+        let r = eval(&op.into(), &[x], &[TensorType::fixed(DType::I64, &[3])]).unwrap();
+        assert_eq!(r[0].to_i64().unwrap(), vec![4, 2, 0]);
+    }
+
+    #[test]
+    fn rejects_out_of_range_gather() {
+        let e = eval(
+            &Gather { axis: 0 }.into(),
+            &[i64s(&[2], &[1, 2]), i64s(&[], &[5])],
+            &[TensorType::fixed(DType::I64, &[])],
+        );
+        assert!(matches!(e, Err(EvalError::Invalid(_))));
+    }
+}
