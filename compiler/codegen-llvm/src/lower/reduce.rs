@@ -50,6 +50,7 @@ pub(crate) fn reduce<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo) -> R<()> {
         Op::ReduceSumSquare(o) => (&o.axes, Kind::SumSquare),
         Op::ArgMax(o) => return arg(kb, n, o.axis, true, o.select_last_index),
         Op::ArgMin(o) => return arg(kb, n, o.axis, false, o.select_last_index),
+        Op::NllLoss(o) => return nll_loss(kb, n, o),
         other => return Err(n.unsupported(format!("internal: {} is not a reduction", other.mnemonic()))),
     };
     let x = n.in_dims(0);
@@ -296,4 +297,72 @@ fn arg<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, is_max: bool, last: boo
         kb.b.build_store(kb.gep(kb.i64t.into(), py, oidx)?, bi)?;
         Ok(())
     })
+}
+
+/// Negative log-likelihood loss, accumulated in f64. Out-of-range targets are clamped so
+/// they never read outside the input.
+pub(crate) fn nll_loss<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::NllLoss) -> R<()> {
+    use dlc_ir::ops::LossReduction;
+    let x = n.in_dims(0);
+    let (batch, classes) = (x[0], x[1]);
+    let inner: u64 = x[2..].iter().product();
+    let in_dt = n.inputs[0].dtype;
+    let out_dt = n.outputs[0].dtype;
+    let in_ty = llvm_type(kb, in_dt).ok_or_else(|| n.unsupported(format!("dtype {in_dt} is not supported yet")))?;
+    let out_ty = llvm_type(kb, out_dt).ok_or_else(|| n.unsupported(format!("dtype {out_dt} is not supported yet")))?;
+    let t_ty = if n.inputs[1].dtype == DType::I32 { kb.cx.i32_type() } else { kb.i64t };
+    let has_w = n.inputs.len() == 3;
+    let (px, pt) = (kb.param(0), kb.param(1));
+    let pw = has_w.then(|| kb.param(2));
+    let py = kb.param(n.inputs.len());
+    let f64t = kb.cx.f64_type();
+    let acc = kb.alloca(f64t.into())?;
+    let wsum = kb.alloca(f64t.into())?;
+    kb.b.build_store(acc, f64t.const_zero())?;
+    kb.b.build_store(wsum, f64t.const_zero())?;
+    let load_f64 = |kb: &Kb<'_, 'ctx>, p, i| -> R<FloatValue<'ctx>> {
+        let v = widen(kb, kb.b.build_load(in_ty, kb.gep(in_ty, p, i)?, "")?, in_dt)?;
+        Ok(convert(kb, v, compute_dtype(in_dt), DType::F64)?.into_float_value())
+    };
+    if classes > 0 {
+        kb.nest(&[batch, inner], |kb, idx| {
+            let (b, d) = (idx[0], idx[1]);
+            let ti = kb.lin(&[(b, inner), (d, 1)], 0)?;
+            let raw = kb.b.build_load(t_ty, kb.gep(t_ty.into(), pt, ti)?, "")?.into_int_value();
+            let t = kb.b.build_int_s_extend_or_bit_cast(raw, kb.i64t, "")?;
+            let ignored = if op.has_ignore_index {
+                kb.icmp(IntPredicate::EQ, t, kb.i64t.const_int(op.ignore_index as u64, true))?
+            } else {
+                kb.cx.bool_type().const_zero()
+            };
+            let tc = kb.select_i(kb.icmp(IntPredicate::SLT, t, kb.c(0))?, kb.c(0), t)?;
+            let tc = kb.select_i(kb.icmp(IntPredicate::SGE, tc, kb.c(classes))?, kb.c(classes - 1), tc)?;
+            let w = match pw {
+                Some(pw) => load_f64(kb, pw, tc)?,
+                None => f64t.const_float(1.0),
+            };
+            let w = kb.select_f(ignored, f64t.const_zero(), w)?;
+            let xv = load_f64(kb, px, kb.lin(&[(b, classes * inner), (tc, inner), (d, 1)], 0)?)?;
+            let loss = kb.b.build_float_neg(kb.b.build_float_mul(xv, w, "")?, "")?;
+            if op.reduction == LossReduction::None {
+                let y = narrow(kb, convert(kb, loss.into(), DType::F64, compute_dtype(out_dt))?, out_dt)?;
+                kb.b.build_store(kb.gep(out_ty, py, ti)?, y)?;
+            } else {
+                let a = kb.b.build_load(f64t, acc, "")?.into_float_value();
+                kb.b.build_store(acc, kb.b.build_float_add(a, loss, "")?)?;
+                let s = kb.b.build_load(f64t, wsum, "")?.into_float_value();
+                kb.b.build_store(wsum, kb.b.build_float_add(s, w, "")?)?;
+            }
+            Ok(())
+        })?;
+    }
+    if op.reduction != LossReduction::None {
+        let mut r = kb.b.build_load(f64t, acc, "")?.into_float_value();
+        if op.reduction == LossReduction::Mean {
+            r = kb.b.build_float_div(r, kb.b.build_load(f64t, wsum, "")?.into_float_value(), "")?;
+        }
+        let y = narrow(kb, convert(kb, r.into(), DType::F64, compute_dtype(out_dt))?, out_dt)?;
+        kb.b.build_store(py, y)?;
+    }
+    Ok(())
 }

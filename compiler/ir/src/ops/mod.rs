@@ -206,7 +206,7 @@ op_table! {
     Conv, MaxPool, AveragePool, GlobalAveragePool,
     BatchNormalization, LayerNormalization, Softmax,
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
-    ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin,
+    ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, NllLoss,
     Reshape, Flatten, Transpose, Identity, Concat, Gather, GatherElements, Slice, Trilu,
 }
 
@@ -285,7 +285,9 @@ impl Op {
             Conv(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) => OpKind::Window,
             BatchNormalization(_) | LayerNormalization(_) | Softmax(_) => OpKind::Normalization,
             ReduceSum(_) | ReduceMean(_) | ReduceMax(_) | ReduceMin(_) | ReduceProd(_) | ReduceL1(_) | ReduceL2(_)
-            | ReduceLogSum(_) | ReduceLogSumExp(_) | ReduceSumSquare(_) | ArgMax(_) | ArgMin(_) => OpKind::Reduction,
+            | ReduceLogSum(_) | ReduceLogSumExp(_) | ReduceSumSquare(_) | ArgMax(_) | ArgMin(_) | NllLoss(_) => {
+                OpKind::Reduction
+            }
             Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | Concat(_) | Gather(_) | GatherElements(_)
             | Slice(_) | Trilu(_) => OpKind::Movement,
         }

@@ -102,3 +102,51 @@ arg_reductions! {
     /// Index of the minimum along `axis`.
     ArgMin = "argmin";
 }
+
+/// How a loss is reduced over its elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossReduction {
+    /// One loss per target element.
+    None,
+    /// The sum of the losses.
+    Sum,
+    /// The weighted mean (sum of losses over the sum of the weights of counted targets).
+    Mean,
+}
+
+impl From<LossReduction> for super::Attr {
+    fn from(r: LossReduction) -> Self {
+        super::Attr::Str(format!("{r:?}").to_lowercase())
+    }
+}
+
+op! {
+    /// Negative log-likelihood: `loss[n, d...] = -input[n, target[n, d...], d...] * weight[target]`,
+    /// 0 where the target equals `ignore_index` (when `has_ignore_index`). Operands:
+    /// input `[N, C, d...]`, target `[N, d...]` (integers), optional weight `[C]`.
+    NllLoss = "nll_loss", operands 2..=3 { reduction: LossReduction, ignore_index: i64, has_ignore_index: bool }
+}
+
+impl Infer for NllLoss {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let (x, t) = (&inputs[0], &inputs[1]);
+        ensure(x.dtype.is_float(), node, op, || format!("input must be floating point, got {}", x.dtype))?;
+        ensure(matches!(t.dtype, DType::I32 | DType::I64), node, op, || {
+            format!("target must be i32 or i64, got {}", t.dtype)
+        })?;
+        ensure(x.shape.rank() >= 2 && t.shape.rank() + 1 == x.shape.rank(), node, op, || {
+            format!("input {} and target {} do not fit [N, C, d...] and [N, d...]", x.shape, t.shape)
+        })?;
+        let mut want = vec![x.shape.0[0].clone()];
+        want.extend(x.shape.0[2..].iter().cloned());
+        ensure(t.shape.0 == want, node, op, || format!("target {} must be {}", t.shape, Shape(want.clone())))?;
+        if let Some(w) = inputs.get(2) {
+            ensure(w.shape.rank() == 1 && w.shape.0[0] == x.shape.0[1] && w.dtype == x.dtype, node, op, || {
+                format!("weight must be {}[{}], got {w}", x.dtype, x.shape.0[1])
+            })?;
+        }
+        let shape = if self.reduction == LossReduction::None { t.shape.clone() } else { Shape(vec![]) };
+        Ok(vec![TensorType { dtype: x.dtype, shape }])
+    }
+}

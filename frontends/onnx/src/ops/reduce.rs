@@ -16,6 +16,24 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("ReduceLogSum", |cx| reduce(cx, 18, |axes, keepdims| ReduceLogSum { axes, keepdims }.into()));
     reg.insert("ReduceLogSumExp", |cx| reduce(cx, 18, |axes, keepdims| ReduceLogSumExp { axes, keepdims }.into()));
     reg.insert("ReduceSumSquare", |cx| reduce(cx, 18, |axes, keepdims| ReduceSumSquare { axes, keepdims }.into()));
+    reg.insert("NegativeLogLikelihoodLoss", |cx| {
+        let (x, t) = (cx.input(0)?, cx.input(1)?);
+        nll(cx, x, t)
+    });
+    reg.insert("SoftmaxCrossEntropyLoss", |cx| {
+        let (scores, labels) = (cx.input(0)?, cx.input(1)?);
+        let shape = cx.ty(scores).shape;
+        let dims = shape.as_fixed().ok_or("needs known dims")?;
+        if dims.len() < 2 {
+            return Err(format!("scores must be [N, C, ...], got {shape}"));
+        }
+        let log_prob = cx.add1("log_softmax", Softmax { axis: 1, mode: SoftmaxMode::LogSoftmax }, &[scores])?;
+        let mut outs = nll(cx, log_prob, labels)?;
+        if cx.node.output.get(1).is_some_and(|o| !o.is_empty()) {
+            outs.push(log_prob);
+        }
+        Ok(outs)
+    });
     reg.insert("ArgMax", |cx| {
         let (axis, keepdims, select_last_index) = arg_attrs(cx);
         let x = cx.input(0)?;
@@ -51,4 +69,20 @@ fn reduce(cx: &mut NodeCx, axes_input_since: i64, make: impl Fn(Vec<i64>, bool) 
         return cx.add("", Identity {}, &[x]);
     }
     cx.add("", make(axes, keepdims), &[x])
+}
+
+fn nll(cx: &mut NodeCx, x: Value, t: Value) -> Result<Vec<Value>, String> {
+    let reduction = match cx.string("reduction", "mean")?.as_str() {
+        "none" => LossReduction::None,
+        "sum" => LossReduction::Sum,
+        "mean" => LossReduction::Mean,
+        r => return Err(format!("unknown reduction '{r}'")),
+    };
+    let op = NllLoss { reduction, ignore_index: cx.int("ignore_index", 0), has_ignore_index: cx.has("ignore_index") };
+    let mut operands = vec![x, t];
+    if let Some(w) = cx.opt_input(2)? {
+        operands.push(w);
+    }
+    let out = cx.add1("", op, &operands)?;
+    Ok(vec![out])
 }
