@@ -88,6 +88,7 @@ pub(crate) fn softmax<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, mode: So
 /// normalised elements are accumulated in f64, then each element is scaled.
 pub(crate) fn layernorm<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, epsilon: f32, rms: bool) -> R<()> {
     n.require_f32()?;
+    let stats = n.outputs.len() == 3;
     let x = n.in_dims(0);
     let a = normalize_axis(axis, x.len()).ok_or_else(|| n.unsupported(format!("axis {axis} out of range")))?;
     let outer: u64 = x[..a].iter().product();
@@ -101,6 +102,8 @@ pub(crate) fn layernorm<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, epsilo
     let (px, ps) = (kb.param(0), kb.param(1));
     let pb = has_bias.then(|| kb.param(2));
     let py = kb.param(if has_bias { 3 } else { 2 });
+    let (p_mean, p_inv) =
+        if stats { (Some(kb.param(n.inputs.len() + 1)), Some(kb.param(n.inputs.len() + 2))) } else { (None, None) };
     let f64t = kb.cx.f64_type();
     let sum = kb.alloca(f64t.into())?;
     let sq = kb.alloca(f64t.into())?;
@@ -132,6 +135,10 @@ pub(crate) fn layernorm<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, epsilo
             kb.b.build_call(sqrt, &[denom.into()], "")?.try_as_basic_value().basic().expect("f64").into_float_value();
         let inv = kb.b.build_float_trunc(kb.b.build_float_div(f64t.const_float(1.0), sd, "")?, kb.f32t, "")?;
         let center = kb.b.build_float_trunc(center, kb.f32t, "")?;
+        if let (Some(pm), Some(pi)) = (p_mean, p_inv) {
+            kb.store_f32(pm, o, center)?;
+            kb.store_f32(pi, o, inv)?;
+        }
         kb.nest(&dims, |kb, idx| {
             let off = |s: &[u64]| kb.lin(&idx.iter().copied().zip(s.iter().copied()).collect::<Vec<_>>(), 0);
             let xi = kb.add(base, off(&st[0])?)?;

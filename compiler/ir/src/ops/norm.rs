@@ -62,8 +62,9 @@ op! {
     /// Layer normalisation over the dims from `axis` on:
     /// `(x - mean) / sqrt(var + epsilon) * scale + bias`; with `rms`, RMS normalisation
     /// `x / sqrt(mean(x^2) + epsilon) * scale`. Operands x, scale, optional bias
-    /// (broadcast to the normalised dims).
-    LayerNormalization = "layernorm", operands 2..=3 { axis: i64, epsilon: f32, rms: bool }
+    /// (broadcast to the normalised dims). With `stats`, two more f32 results hold the
+    /// mean and the inverse standard deviation, shaped like x with the normalised dims 1.
+    LayerNormalization = "layernorm", operands 2..=3 { axis: i64, epsilon: f32, rms: bool, stats: bool }
 }
 
 impl Infer for LayerNormalization {
@@ -80,6 +81,12 @@ impl Infer for LayerNormalization {
             let b = super::elementwise::broadcast_shapes(&t.shape, &norm).map_err(|m| IrError::shape(node, op, m))?;
             ensure(b == norm, node, op, || format!("{what} {} does not broadcast to {norm}", t.shape))?;
         }
-        Ok(vec![x.clone()])
+        if !self.stats {
+            return Ok(vec![x.clone()]);
+        }
+        let mut sd = x.shape.0[..a].to_vec();
+        sd.extend(std::iter::repeat_n(Dim::Fixed(1), x.shape.rank() - a));
+        let st = TensorType { dtype: crate::DType::F32, shape: crate::Shape(sd) };
+        Ok(vec![x.clone(), st.clone(), st])
     }
 }

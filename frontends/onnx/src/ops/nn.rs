@@ -39,8 +39,31 @@ fn auto_pad(cx: &NodeCx) -> Result<AutoPad, String> {
     AutoPad::from_name(&s).ok_or_else(|| format!("unknown auto_pad '{s}'"))
 }
 
+/// Window attributes of a 1-D op as those of a 2-D op over an `[N, C, 1, L]` view.
+fn lift_ints(v: Vec<i64>, fill: i64) -> Vec<i64> {
+    match v.as_slice() {
+        [] => vec![],
+        [a] => vec![fill, *a],
+        [a, b] => vec![0, *a, 0, *b],
+        _ => v,
+    }
+}
+
+/// `[N, C, L]` as `[N, C, 1, L]`; 1-D windows run as 2-D windows of height 1.
+fn lift_1d(cx: &mut NodeCx, x: Value, what: &str) -> Result<Value, String> {
+    let d = cx.ty(x).shape.as_fixed().ok_or("1-D windows need known dims")?;
+    let shape = vec![d[0] as i64, d[1] as i64, 1, d[2] as i64];
+    cx.add1(what, Reshape { shape, allowzero: true }, &[x])
+}
+
+/// Reshapes a lifted `[N, C, 1, L]` result back to `[N, C, L]`.
+fn lower_1d(cx: &mut NodeCx, y: Value) -> Result<Vec<Value>, String> {
+    let d = cx.ty(y).shape.as_fixed().ok_or("needs known dims")?;
+    cx.add("", Reshape { shape: vec![d[0] as i64, d[1] as i64, d[3] as i64], allowzero: true }, &[y])
+}
+
 fn conv(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    let op = Conv {
+    let mut op = Conv {
         kernel_shape: cx.ints("kernel_shape"),
         strides: cx.ints("strides"),
         pads: cx.ints("pads"),
@@ -48,9 +71,23 @@ fn conv(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         group: cx.int("group", 1),
         auto_pad: auto_pad(cx)?,
     };
-    let mut operands = vec![cx.input(0)?, cx.input(1)?];
+    let (mut x, mut w) = (cx.input(0)?, cx.input(1)?);
+    let one_d = cx.ty(x).shape.rank() == 3;
+    if one_d {
+        x = lift_1d(cx, x, "lift_x")?;
+        w = lift_1d(cx, w, "lift_w")?;
+        op.kernel_shape = lift_ints(op.kernel_shape, 1);
+        op.strides = lift_ints(op.strides, 1);
+        op.dilations = lift_ints(op.dilations, 1);
+        op.pads = lift_ints(op.pads, 0);
+    }
+    let mut operands = vec![x, w];
     if let Some(b) = cx.opt_input(2)? {
         operands.push(b);
+    }
+    if one_d {
+        let y = cx.add1("conv2d", op, &operands)?;
+        return lower_1d(cx, y);
     }
     cx.add("", op, &operands)
 }
@@ -60,7 +97,7 @@ fn maxpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         return Err("the Indices output is not supported".into());
     }
     cx.require_int("storage_order", 0)?;
-    let op = MaxPool {
+    let mut op = MaxPool {
         kernel_shape: cx.ints("kernel_shape"),
         strides: cx.ints("strides"),
         pads: cx.ints("pads"),
@@ -69,11 +106,20 @@ fn maxpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         ceil_mode: cx.int("ceil_mode", 0) != 0,
     };
     let x = cx.input(0)?;
+    if cx.ty(x).shape.rank() == 3 {
+        let x = lift_1d(cx, x, "lift_x")?;
+        op.kernel_shape = lift_ints(op.kernel_shape, 1);
+        op.strides = lift_ints(op.strides, 1);
+        op.dilations = lift_ints(op.dilations, 1);
+        op.pads = lift_ints(op.pads, 0);
+        let y = cx.add1("pool2d", op, &[x])?;
+        return lower_1d(cx, y);
+    }
     cx.add("", op, &[x])
 }
 
 fn avgpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    let op = AveragePool {
+    let mut op = AveragePool {
         kernel_shape: cx.ints("kernel_shape"),
         strides: cx.ints("strides"),
         pads: cx.ints("pads"),
@@ -83,6 +129,15 @@ fn avgpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         count_include_pad: cx.int("count_include_pad", 0) != 0,
     };
     let x = cx.input(0)?;
+    if cx.ty(x).shape.rank() == 3 {
+        let x = lift_1d(cx, x, "lift_x")?;
+        op.kernel_shape = lift_ints(op.kernel_shape, 1);
+        op.strides = lift_ints(op.strides, 1);
+        op.dilations = lift_ints(op.dilations, 1);
+        op.pads = lift_ints(op.pads, 0);
+        let y = cx.add1("pool2d", op, &[x])?;
+        return lower_1d(cx, y);
+    }
     cx.add("", op, &[x])
 }
 
@@ -123,14 +178,15 @@ fn softmax(cx: &mut NodeCx, mode: SoftmaxMode) -> Result<Vec<Value>, String> {
 }
 
 fn layernorm(cx: &mut NodeCx, rms: bool) -> Result<Vec<Value>, String> {
-    if cx.node.output.iter().skip(1).any(|o| !o.is_empty()) {
-        return Err("the Mean and InvStdDev outputs are not supported".into());
+    let stats = cx.node.output.iter().skip(1).any(|o| !o.is_empty());
+    if stats && (rms || cx.int("stash_type", 1) != 1) {
+        return Err("the Mean and InvStdDev outputs are supported only with stash_type=1".into());
     }
     let mut operands = vec![cx.input(0)?, cx.input(1)?];
     if let Some(b) = cx.opt_input(2)? {
         operands.push(b);
     }
-    let op = LayerNormalization { axis: cx.int("axis", -1), epsilon: cx.float("epsilon", 1e-5), rms };
+    let op = LayerNormalization { axis: cx.int("axis", -1), epsilon: cx.float("epsilon", 1e-5), rms, stats };
     cx.add("", op, &operands)
 }
 
@@ -182,7 +238,8 @@ fn group_norm(cx: &mut NodeCx, groups: Option<i64>) -> Result<Vec<Value>, String
     let rest: i64 = d[2..].iter().map(|&v| v as i64).product::<i64>() * (c / g);
     let flat = cx.add1("group", Reshape { shape: vec![n, g, rest], allowzero: true }, &[x])?;
     let ones = cx.add_const(dlc_ir::TensorData::from_f32(&[1], &[1.0]).expect("scalar"));
-    let normed = cx.add1("normalize", LayerNormalization { axis: 2, epsilon, rms: false }, &[flat, ones])?;
+    let normed =
+        cx.add1("normalize", LayerNormalization { axis: 2, epsilon, rms: false, stats: false }, &[flat, ones])?;
     let back =
         cx.add1("ungroup", Reshape { shape: d.iter().map(|&v| v as i64).collect(), allowzero: true }, &[normed])?;
     // Scale and bias are per channel ([C]) for InstanceNormalization and for opset-21
