@@ -7,6 +7,7 @@ use onnx_protobuf::NodeProto;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+mod attention;
 mod elementwise;
 mod linalg;
 mod movement;
@@ -21,6 +22,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
     static REG: OnceLock<HashMap<&'static str, BuildFn>> = OnceLock::new();
     REG.get_or_init(|| {
         let mut reg = HashMap::new();
+        attention::register(&mut reg);
         elementwise::register(&mut reg);
         linalg::register(&mut reg);
         movement::register(&mut reg);

@@ -1,0 +1,154 @@
+//! Attention (opset 23+), expanded into MatMul, Softmax and elementwise ops following
+//! the ONNX reference implementation: optional 3-D inputs split into heads, past
+//! key/value concatenation, grouped-query head repetition, scale applied as
+//! `sqrt(scale)` to both Q and K, softcap, boolean or additive masks, causal masking
+//! aligned bottom-right, and rows whose bias is entirely -inf producing zeros.
+use super::{BuildFn, NodeCx};
+use dlc_ir::ops::*;
+use dlc_ir::{DType, TensorData, Value};
+use std::collections::HashMap;
+
+pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
+    reg.insert("Attention", attention);
+}
+
+fn scalar(cx: &mut NodeCx, v: f32) -> Value {
+    cx.add_const(TensorData::from_f32(&[], &[v]).expect("scalar"))
+}
+
+fn dims(cx: &NodeCx, v: Value) -> Result<Vec<i64>, String> {
+    let t = cx.ty(v);
+    t.shape
+        .as_fixed()
+        .map(|d| d.iter().map(|&x| x as i64).collect())
+        .ok_or_else(|| format!("needs known dims, got {t}"))
+}
+
+fn reshape(cx: &mut NodeCx, name: &str, v: Value, shape: Vec<i64>) -> Result<Value, String> {
+    cx.add1(name, Reshape { shape, allowzero: true }, &[v])
+}
+
+/// `[B, S, H*D]` to `[B, H, S, D]`.
+fn split_heads(cx: &mut NodeCx, name: &str, v: Value, heads: i64) -> Result<Value, String> {
+    let d = dims(cx, v)?;
+    if heads <= 0 || d[2] % heads != 0 {
+        return Err(format!("{name}: hidden size {} does not divide into {heads} heads", d[2]));
+    }
+    let r = reshape(cx, &format!("{name}_heads"), v, vec![d[0], d[1], heads, d[2] / heads])?;
+    cx.add1(&format!("{name}_bhsd"), Transpose { perm: vec![0, 2, 1, 3] }, &[r])
+}
+
+fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    if cx.opt_input(6)?.is_some() {
+        return Err("nonpad_kv_seqlen is not supported yet".into());
+    }
+    if cx.int("left_window_size", -1) >= 0 || cx.int("right_window_size", -1) >= 0 {
+        return Err("sliding-window attention is not supported yet".into());
+    }
+    let (mut q, mut k, mut v) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    if cx.ty(q).dtype != DType::F32 {
+        return Err(format!("dtype {} is not supported yet (f32 only)", cx.ty(q).dtype));
+    }
+    let three_d = cx.ty(q).shape.rank() == 3;
+    if three_d {
+        let (hq, hk) = (cx.int("q_num_heads", 0), cx.int("kv_num_heads", 0));
+        q = split_heads(cx, "q", q, hq)?;
+        k = split_heads(cx, "k", k, hk)?;
+        v = split_heads(cx, "v", v, hk)?;
+    }
+    let (past_k, past_v) = (cx.opt_input(4)?, cx.opt_input(5)?);
+    if past_k.is_some() != past_v.is_some() {
+        return Err("past_key and past_value must be given together".into());
+    }
+    let past_len = match past_k {
+        Some(p) => dims(cx, p)?[2],
+        None => 0,
+    };
+    if let (Some(pk), Some(pv)) = (past_k, past_v) {
+        k = cx.add1("present_key", Concat { axis: 2 }, &[pk, k])?;
+        v = cx.add1("present_value", Concat { axis: 2 }, &[pv, v])?;
+    }
+    let (present_k, present_v) = (k, v);
+    let qd = dims(cx, q)?;
+    let kd = dims(cx, k)?;
+    let (sq, skv) = (qd[2], kd[2]);
+
+    // The additive bias over [Sq, Skv] (broadcast), if any.
+    let mut bias = None;
+    if let Some(mask) = cx.opt_input(3)? {
+        let mt = cx.ty(mask);
+        if mt.shape.0.last().and_then(|d| d.fixed()) != Some(skv as u64) {
+            return Err(format!("attn_mask {} shorter than the key length {skv} is not supported yet", mt.shape));
+        }
+        bias = Some(if mt.dtype == DType::Bool {
+            let (zero, neg) = (scalar(cx, 0.0), scalar(cx, f32::NEG_INFINITY));
+            cx.add1("mask_bias", Where {}, &[mask, zero, neg])?
+        } else {
+            mask
+        });
+    }
+    if cx.int("is_causal", 0) != 0 {
+        let vals: Vec<f32> = (0..sq)
+            .flat_map(|i| (0..skv).map(move |j| if j <= i + past_len { 0.0 } else { f32::NEG_INFINITY }))
+            .collect();
+        let causal = cx.add_const(TensorData::from_f32(&[sq as u64, skv as u64], &vals).expect("matrix"));
+        bias = Some(match bias {
+            Some(b) => cx.add1("causal_bias", Add {}, &[b, causal])?,
+            None => causal,
+        });
+    }
+
+    // Grouped-query attention: repeat each key/value head for its group of query heads.
+    let (hq, hk) = (qd[1], kd[1]);
+    if hq != hk {
+        if hk == 0 || hq % hk != 0 {
+            return Err(format!("{hq} query heads do not group over {hk} key/value heads"));
+        }
+        let g = hq / hk;
+        for (name, t) in [("k", &mut k), ("v", &mut v)] {
+            let d = dims(cx, *t)?;
+            let r = reshape(cx, &format!("{name}_group"), *t, vec![d[0], hk, 1, d[2], d[3]])?;
+            let e = cx.add1(&format!("{name}_repeat"), Expand { shape: vec![d[0], hk, g, d[2], d[3]] }, &[r])?;
+            *t = reshape(cx, &format!("{name}_heads_q"), e, vec![d[0], hq, d[2], d[3]])?;
+        }
+    }
+
+    let scale = if cx.has("scale") { cx.float("scale", 1.0) as f64 } else { 1.0 / (qd[3] as f64).sqrt() };
+    let s = scalar(cx, scale.sqrt() as f32);
+    let qs = cx.add1("q_scaled", Mul {}, &[q, s])?;
+    let kt = cx.add1("k_t", Transpose { perm: vec![0, 1, 3, 2] }, &[k])?;
+    let ks = cx.add1("k_scaled", Mul {}, &[kt, s])?;
+    let mut scores = cx.add1("qk", MatMul {}, &[qs, ks])?;
+    let softcap = cx.float("softcap", 0.0);
+    if softcap > 0.0 {
+        let c = scalar(cx, softcap);
+        let t = cx.add1("softcap_div", Div {}, &[scores, c])?;
+        let t = cx.add1("softcap_tanh", Tanh {}, &[t])?;
+        scores = cx.add1("softcap", Mul {}, &[t, c])?;
+    }
+    let with_bias = match bias {
+        Some(b) => cx.add1("qk_bias", Add {}, &[scores, b])?,
+        None => scores,
+    };
+    let mut probs = cx.add1("softmax", Softmax { axis: -1, mode: SoftmaxMode::Softmax }, &[with_bias])?;
+    if let Some(b) = bias {
+        // Rows where every key is masked give zeros, not NaN.
+        let mx = cx.add1("bias_max", ReduceMax { axes: vec![-1], keepdims: true }, &[b])?;
+        let masked = cx.add1("row_masked", IsInf { detect_negative: true, detect_positive: false }, &[mx])?;
+        let zero = scalar(cx, 0.0);
+        probs = cx.add1("probs", Where {}, &[masked, zero, probs])?;
+    }
+    let mut y = cx.add1("context", MatMul {}, &[probs, v])?;
+    if three_d {
+        let t = cx.add1("context_bshd", Transpose { perm: vec![0, 2, 1, 3] }, &[y])?;
+        let d = dims(cx, t)?;
+        y = reshape(cx, "", t, vec![d[0], d[1], d[2] * d[3]])?;
+    }
+    let qk_out = match cx.int("qk_matmul_output_mode", 0) {
+        0 | 1 => scores,
+        2 => with_bias,
+        3 => probs,
+        m => return Err(format!("qk_matmul_output_mode {m} is not supported")),
+    };
+    Ok(vec![y, present_k, present_v, qk_out])
+}
