@@ -177,3 +177,64 @@ pub(crate) fn gather_elements(kb: &Kb, n: &NodeInfo, axis: i64) -> R<()> {
         Ok(())
     })
 }
+
+/// Pad: each output position maps per dim to a source index (or to the constant).
+pub(crate) fn pad(kb: &Kb, n: &NodeInfo, op: &dlc_ir::ops::Pad) -> R<()> {
+    use dlc_ir::ops::PadMode;
+    use inkwell::IntPredicate::*;
+    let x = n.in_dims(0);
+    let out = n.out_dims(0);
+    if out.contains(&0) {
+        return Ok(());
+    }
+    let dt = n.outputs[0].dtype;
+    let ty = super::elementwise::llvm_type(kb, dt)
+        .ok_or_else(|| n.unsupported(format!("dtype {dt} is not supported yet")))?;
+    let fill: inkwell::values::BasicValueEnum = match dt {
+        dlc_ir::DType::F32 => kb.f32t.const_float(op.value).into(),
+        dlc_ir::DType::F64 => kb.cx.f64_type().const_float(op.value).into(),
+        dlc_ir::DType::F16 => kb.cx.f16_type().const_float(op.value).into(),
+        dlc_ir::DType::BF16 => kb.cx.i16_type().const_int(((op.value as f32).to_bits() >> 16) as u64, false).into(),
+        _ => ty.into_int_type().const_int(op.value as i64 as u64, true).into(),
+    };
+    let r = x.len();
+    let xs = broadcast_strides(&x, &x);
+    let os = broadcast_strides(&out, &out);
+    let (px, py) = (kb.param(0), kb.param(1));
+    kb.nest(&out, |kb, idx| {
+        let mut src = kb.c(0);
+        let mut inside = kb.cx.bool_type().const_all_ones();
+        for d in 0..r {
+            let extent = x[d] as i64;
+            let i = kb.sub(idx[d], kb.i64t.const_int(op.pads[d] as u64, true))?;
+            let ok = kb.in_bounds(i, x[d])?;
+            let j = match op.mode {
+                PadMode::Constant => {
+                    inside = kb.and(inside, ok)?;
+                    kb.select_i(ok, i, kb.c(0))?
+                }
+                PadMode::Edge => {
+                    let lo = kb.select_i(kb.icmp(SLT, i, kb.c(0))?, kb.c(0), i)?;
+                    kb.select_i(kb.icmp(SGE, lo, kb.c(x[d]))?, kb.c(x[d] - 1), lo)?
+                }
+                PadMode::Wrap => {
+                    let m = kb.b.build_int_signed_rem(i, kb.c(x[d]), "")?;
+                    kb.select_i(kb.icmp(SLT, m, kb.c(0))?, kb.add(m, kb.c(x[d]))?, m)?
+                }
+                PadMode::Reflect if extent == 1 => kb.c(0),
+                PadMode::Reflect => {
+                    let p = 2 * (extent - 1);
+                    let m = kb.b.build_int_signed_rem(i, kb.i64t.const_int(p as u64, true), "")?;
+                    let m = kb.select_i(kb.icmp(SLT, m, kb.c(0))?, kb.add(m, kb.c(p as u64))?, m)?;
+                    kb.select_i(kb.icmp(SLT, m, kb.c(x[d]))?, m, kb.sub(kb.c(p as u64), m)?)?
+                }
+            };
+            src = kb.add(src, kb.mul(j, kb.c(xs[d]))?)?;
+        }
+        let v = kb.b.build_load(ty, kb.gep(ty, px, src)?, "")?;
+        let v = kb.b.build_select(inside, v, fill, "")?;
+        let o = kb.lin(&idx.iter().copied().zip(os.iter().copied()).collect::<Vec<_>>(), 0)?;
+        kb.b.build_store(kb.gep(ty, py, o)?, v)?;
+        Ok(())
+    })
+}

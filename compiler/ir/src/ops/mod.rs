@@ -19,7 +19,7 @@ mod source;
 pub use conv::{AutoPad, AveragePool, Conv, GlobalAveragePool, MaxPool, PoolGeometry};
 pub use elementwise::*;
 pub use linalg::{Gemm, MatMul};
-pub use movement::{Concat, Flatten, Gather, GatherElements, Identity, Reshape, Slice, Transpose, Trilu};
+pub use movement::{Concat, Flatten, Gather, GatherElements, Identity, Pad, PadMode, Reshape, Slice, Transpose, Trilu};
 pub use norm::{BatchNormalization, LayerNormalization, Softmax, SoftmaxMode};
 pub use reduce::*;
 pub use source::{Const, Input};
@@ -40,6 +40,11 @@ pub enum Attr {
 impl From<i64> for Attr {
     fn from(v: i64) -> Self {
         Attr::Int(v)
+    }
+}
+impl From<f64> for Attr {
+    fn from(v: f64) -> Self {
+        Attr::Float(v as f32)
     }
 }
 impl From<f32> for Attr {
@@ -207,7 +212,7 @@ op_table! {
     BatchNormalization, LayerNormalization, Softmax,
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, NllLoss,
-    Reshape, Flatten, Transpose, Identity, Concat, Gather, GatherElements, Slice, Trilu,
+    Reshape, Flatten, Transpose, Identity, Concat, Gather, GatherElements, Slice, Trilu, Pad,
 }
 
 impl Op {
@@ -289,7 +294,7 @@ impl Op {
                 OpKind::Reduction
             }
             Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | Concat(_) | Gather(_) | GatherElements(_)
-            | Slice(_) | Trilu(_) => OpKind::Movement,
+            | Slice(_) | Trilu(_) | Pad(_) => OpKind::Movement,
         }
     }
 }

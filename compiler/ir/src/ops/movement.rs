@@ -285,3 +285,48 @@ impl Infer for GatherElements {
         Ok(vec![TensorType { dtype: data.dtype, shape: idx.shape.clone() }])
     }
 }
+
+/// How [`Pad`] fills positions outside the operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PadMode {
+    /// A constant value.
+    Constant,
+    /// Mirror without repeating the edge.
+    Reflect,
+    /// Repeat the edge element.
+    Edge,
+    /// Wrap around.
+    Wrap,
+}
+
+impl From<PadMode> for super::Attr {
+    fn from(m: PadMode) -> Self {
+        super::Attr::Str(format!("{m:?}").to_lowercase())
+    }
+}
+
+op! {
+    /// Pads (or, with negative amounts, crops) every dim: `pads` is
+    /// `[begin_0, ..., begin_n, end_0, ..., end_n]`.
+    Pad = "pad", operands 1..=1 { pads: Vec<i64>, mode: PadMode, value: f64 }
+}
+
+impl Infer for Pad {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let x = &inputs[0];
+        let d = fixed_dims(x, node, op)?;
+        let r = d.len();
+        ensure(self.pads.len() == 2 * r, node, op, || format!("pads {:?} must have {} values", self.pads, 2 * r))?;
+        let mut out = Vec::with_capacity(r);
+        for i in 0..r {
+            let n = d[i] as i64 + self.pads[i] + self.pads[i + r];
+            ensure(n >= 0, node, op, || format!("pads {:?} crop dim {i} of {} below zero", self.pads, x.shape))?;
+            ensure(n == 0 || d[i] > 0 || self.mode == PadMode::Constant, node, op, || {
+                format!("mode {:?} cannot pad an empty dim", self.mode)
+            })?;
+            out.push(n as u64);
+        }
+        Ok(vec![TensorType::fixed(x.dtype, &out)])
+    }
+}

@@ -47,6 +47,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
         Ok(vec![cx.add_const(t)])
     });
     reg.insert("Range", range);
+    reg.insert("Pad", pad);
     reg.insert("Split", split);
     reg.insert("Trilu", |cx| {
         let upper = cx.int("upper", 1) != 0;
@@ -310,4 +311,56 @@ fn cast_const(t: TensorData, to: dlc_ir::DType) -> Result<TensorData, String> {
     dlc_interp::eval(&Cast { to }.into(), &[t], &[dlc_ir::TensorType { dtype: to, shape: ty.shape }])
         .map_err(|e| e.to_string())
         .map(|mut v| v.remove(0))
+}
+
+fn pad(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let rank = cx.ty(x).shape.rank();
+    let mode = match cx.string("mode", "constant")?.as_str() {
+        "constant" => PadMode::Constant,
+        "reflect" => PadMode::Reflect,
+        "edge" => PadMode::Edge,
+        "wrap" => PadMode::Wrap,
+        m => return Err(format!("unknown mode '{m}'")),
+    };
+    let (pads, value) = if cx.opset < 11 {
+        (cx.ints("pads"), cx.float("value", 0.0) as f64)
+    } else {
+        let pads = const_ints(cx, 1, "pads")?.ok_or("pads is required")?;
+        let value = match cx.opt_input(2)? {
+            None => 0.0,
+            Some(_) => {
+                let t = cx.const_input(2)?.ok_or("constant_value (input 2) must be a constant")?;
+                match (t.to_f32(), t.to_i64()) {
+                    (Some(v), _) if !v.is_empty() => v[0] as f64,
+                    (_, Some(v)) if !v.is_empty() => v[0] as f64,
+                    _ => match dlc_interp::eval(
+                        &Cast { to: dlc_ir::DType::F64 }.into(),
+                        &[t.clone()],
+                        &[dlc_ir::TensorType { dtype: dlc_ir::DType::F64, shape: t.ty().shape.clone() }],
+                    ) {
+                        Ok(v) => f64::from_le_bytes(
+                            v[0].bytes().get(..8).ok_or("empty constant_value")?.try_into().expect("8 bytes"),
+                        ),
+                        Err(e) => return Err(format!("constant_value: {e}")),
+                    },
+                }
+            }
+        };
+        (pads, value)
+    };
+    // Opset 18: pads may name a subset of the axes.
+    let pads = match const_ints(cx, 3, "axes")? {
+        Some(axes) if cx.opset >= 18 => {
+            let mut full = vec![0i64; 2 * rank];
+            for (i, &a) in axes.iter().enumerate() {
+                let a = normalize_axis(a, rank).ok_or(format!("axis {a} out of range"))?;
+                full[a] = *pads.get(i).ok_or("pads shorter than axes")?;
+                full[a + rank] = *pads.get(i + axes.len()).ok_or("pads shorter than axes")?;
+            }
+            full
+        }
+        _ => pads,
+    };
+    cx.add("", Pad { pads, mode, value }, &[x])
 }
