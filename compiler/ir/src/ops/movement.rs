@@ -319,10 +319,10 @@ impl Infer for Pad {
         let r = d.len();
         ensure(self.pads.len() == 2 * r, node, op, || format!("pads {:?} must have {} values", self.pads, 2 * r))?;
         let mut out = Vec::with_capacity(r);
-        for i in 0..r {
-            let n = d[i] as i64 + self.pads[i] + self.pads[i + r];
+        for (i, &di) in d.iter().enumerate() {
+            let n = di as i64 + self.pads[i] + self.pads[i + r];
             ensure(n >= 0, node, op, || format!("pads {:?} crop dim {i} of {} below zero", self.pads, x.shape))?;
-            ensure(n == 0 || d[i] > 0 || self.mode == PadMode::Constant, node, op, || {
+            ensure(n == 0 || di > 0 || self.mode == PadMode::Constant, node, op, || {
                 format!("mode {:?} cannot pad an empty dim", self.mode)
             })?;
             out.push(n as u64);
