@@ -336,7 +336,7 @@ fn pad(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
                     (_, Some(v)) if !v.is_empty() => v[0] as f64,
                     _ => match dlc_interp::eval(
                         &Cast { to: dlc_ir::DType::F64 }.into(),
-                        &[t.clone()],
+                        std::slice::from_ref(&t),
                         &[dlc_ir::TensorType { dtype: dlc_ir::DType::F64, shape: t.ty().shape.clone() }],
                     ) {
                         Ok(v) => f64::from_le_bytes(
