@@ -143,7 +143,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
     let mut g = load_model(&a.model, parse_input_shapes(&a.input_shapes)?)?;
 
     let mut cx = PassCx { dump_after: a.dump_after.clone(), ..Default::default() };
-    let passes = if a.no_opt { vec![] } else { dlc_passes::default_pipeline() };
+    let passes = if a.no_opt { dlc_passes::legalize_pipeline() } else { dlc_passes::default_pipeline() };
     progress.set_message("optimising");
     dlc_passes::run_pipeline(&mut g, &passes, &mut cx)?;
     for (pass, text) in &cx.dumps {

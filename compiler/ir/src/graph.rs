@@ -189,6 +189,39 @@ impl Graph {
         }
     }
 
+    /// Makes operand `port` of `node` read `value`.
+    pub fn set_operand(&mut self, node: NodeId, port: u32, value: Value) {
+        let old: Vec<_> = self
+            .g
+            .edges_directed(node, Direction::Incoming)
+            .filter(|e| e.weight().dst_port == port)
+            .map(|e| e.id())
+            .collect();
+        for e in old {
+            self.g.remove_edge(e);
+        }
+        self.g.add_edge(value.node, node, Edge { src_port: value.port, dst_port: port });
+    }
+
+    /// Like [`Graph::replace_uses`], but leaves the uses by `except` alone.
+    pub fn replace_uses_except(&mut self, old: Value, new: Value, except: NodeId) {
+        let edges: Vec<_> = self
+            .g
+            .edges_directed(old.node, Direction::Outgoing)
+            .filter(|e| e.weight().src_port == old.port && e.target() != except)
+            .map(|e| (e.id(), e.target(), e.weight().dst_port))
+            .collect();
+        for (id, target, dst_port) in edges {
+            self.g.remove_edge(id);
+            self.g.add_edge(new.node, target, Edge { src_port: new.port, dst_port });
+        }
+        for o in &mut self.outputs {
+            if o.1 == old {
+                o.1 = new;
+            }
+        }
+    }
+
     /// Removes a node and its edges; model inputs cannot be removed.
     pub fn remove_node(&mut self, id: NodeId) -> Option<Node> {
         if self.inputs.contains(&id) {

@@ -8,11 +8,13 @@
 mod dce;
 mod identity_elim;
 pub mod memory_plan;
+mod promote_half;
 mod stats;
 
 pub use dce::Dce;
 pub use identity_elim::IdentityElim;
 pub use memory_plan::{plan_memory, Location, MemoryPlan};
+pub use promote_half::PromoteHalf;
 pub use stats::{graph_stats, GraphStats};
 
 use dlc_ir::Graph;
@@ -62,9 +64,14 @@ pub trait Pass {
     fn run(&self, g: &mut Graph, cx: &mut PassCx) -> Result<Changed, PassError>;
 }
 
-/// The default pipeline, in order.
+/// The default pipeline, in order: legalisation, then optimisation.
 pub fn default_pipeline() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(IdentityElim), Box::new(Dce)]
+    vec![Box::new(PromoteHalf), Box::new(IdentityElim), Box::new(Dce)]
+}
+
+/// What must run even with optimisation off (`--no-opt`): rewrites the backends rely on.
+pub fn legalize_pipeline() -> Vec<Box<dyn Pass>> {
+    vec![Box::new(PromoteHalf), Box::new(Dce)]
 }
 
 /// Names of every pass `--dump-after` accepts (`import` is the graph before any pass).
