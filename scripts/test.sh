@@ -13,7 +13,7 @@ echo "== cargo build"
 cargo build --workspace --quiet
 echo "== cargo test"
 cargo test --workspace --quiet 2>&1 | tee target/cargo-test.log
-echo "== end-to-end tests (dlc vs ONNX Runtime)"
-DLC_BIN="$PWD/target/debug/dlc" .venv/bin/python -m pytest -q tests/e2e
 echo "== ONNX backend test suites (manifest: tests/onnx_suite/expected_pass.txt)"
 DLC_BIN="$PWD/target/debug/dlc" .venv/bin/python tests/onnx_suite/run_suite.py
+echo "== end-to-end tests (dlc vs ONNX Runtime)"
+DLC_BIN="$PWD/target/debug/dlc" .venv/bin/python -m pytest -q tests/e2e

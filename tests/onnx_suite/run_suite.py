@@ -17,7 +17,8 @@ shape and matches within rtol 1e-3, atol 1e-4 (floats; NaNs must match) or exact
 (integers, bools). The manifest tests/onnx_suite/expected_pass.txt lists the cases
 expected to pass: a case that newly passes or newly fails makes the run fail until the
 manifest is updated (--update rewrites it). A case that makes dlc crash or panic always
-fails the run. The last line reads `N passed, N failed` over all selected suites.
+fails the run. Each suite prints `SUITE: N passed, N failed`, and the last line the
+total and whether the manifest agrees; the exit status is 0 only when it does.
 """
 import argparse
 import concurrent.futures as cf
@@ -164,7 +165,7 @@ def main():
     for s in suites:
         names = [n for n in results if n.startswith(s + "/")]
         p = sum(1 for n in names if n in passing)
-        print(f"{s}: {p} of {len(names)} cases pass")
+        print(f"{s}: {p} passed, {len(names) - p} failed (of {len(names)} cases)")
     if a.update:
         keep = {n for n in expected if n not in selected}
         MANIFEST.write_text("# ONNX backend test cases dlc passes (tests/onnx_suite/run_suite.py --update)\n"
@@ -178,7 +179,8 @@ def main():
     for n in crashes:
         print(f"CRASH: {n}: {results[n][1]}")
     ok = not newly_pass and not newly_fail and not crashes
-    print(f"{len(passing)} passed, {len(results) - len(passing)} failed")
+    verdict = "the manifest agrees" if ok else "the manifest DISAGREES"
+    print(f"total: {len(passing)} passed, {len(results) - len(passing)} failed ({verdict})")
     sys.exit(0 if ok else 1)
 
 

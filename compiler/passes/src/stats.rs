@@ -32,6 +32,7 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
             Op::MatMul(_) => 2 * out * ins[0].last().copied().unwrap_or(0),
             Op::Gemm(op) => 2 * out * if op.trans_a { dim(0, 0) } else { dim(0, 1) },
             Op::Conv(_) => 2 * out * dim(1, 1) * dim(1, 2) * dim(1, 3),
+            Op::ConvTranspose(_) => 2 * ins[0].iter().product::<u64>() * dim(1, 1) * dim(1, 2) * dim(1, 3),
             Op::MaxPool(op) => out * op.kernel_shape.iter().product::<i64>().max(1) as u64,
             Op::AveragePool(op) => out * op.kernel_shape.iter().product::<i64>().max(1) as u64,
             Op::GlobalAveragePool(_) => ins[0].iter().product(),

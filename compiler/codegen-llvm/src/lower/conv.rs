@@ -160,3 +160,59 @@ pub(crate) fn global_avgpool(kb: &Kb, n: &NodeInfo) -> R<()> {
         kb.store_f32(py, pl, kb.fdiv(kb.get(acc)?, kb.cf(size as f32))?)
     })
 }
+
+/// Transposed convolution as a gather: each output pixel sums the input pixels and taps
+/// that map onto it (`iy * s + ky * d - pad == oy`), in the order (c, ky, kx).
+pub(crate) fn conv_transpose(kb: &Kb, n: &NodeInfo, op: &dlc_ir::ops::ConvTranspose) -> R<()> {
+    n.require_f32()?;
+    let g = op.geometry(n.name, &n.inputs[0], &n.inputs[1])?;
+    let x = n.in_dims(0);
+    let w = n.in_dims(1);
+    let (batch, c, h, wd) = (x[0], x[1], x[2], x[3]);
+    let (mg, kh, kw) = (w[1], w[2], w[3]);
+    let groups = op.group as u64;
+    let cg = c / groups;
+    let m = mg * groups;
+    let [oh, ow] = g.output;
+    let has_bias = n.inputs.len() == 3;
+    let (px, pw) = (kb.param(0), kb.param(1));
+    let pb = has_bias.then(|| kb.param(2));
+    let py = kb.param(if has_bias { 3 } else { 2 });
+    let acc = kb.alloca_f32()?;
+    kb.nest(&[batch, m, oh, ow], |kb, idx| {
+        let (b, mi, oy, ox) = (idx[0], idx[1], idx[2], idx[3]);
+        let grp = kb.b.build_int_unsigned_div(mi, kb.c(mg), "")?;
+        let mm = kb.b.build_int_unsigned_rem(mi, kb.c(mg), "")?;
+        kb.set(
+            acc,
+            match pb {
+                Some(pb) => kb.load_f32(pb, mi)?,
+                None => kb.cf(0.0),
+            },
+        )?;
+        kb.for_n(cg, |kb, ci| {
+            let ch = kb.lin(&[(grp, cg), (ci, 1)], 0)?;
+            kb.for_n(kh, |kb, ky| {
+                // iy * s = oy + pad - ky * d must be a non-negative multiple of s below H*s.
+                let ny = kb.sub(kb.add(oy, kb.c(g.pad_begin[0]))?, kb.mul(ky, kb.c(g.dilations[0]))?)?;
+                let iy = kb.b.build_int_signed_div(ny, kb.c(g.strides[0]), "")?;
+                let ry = kb.b.build_int_signed_rem(ny, kb.c(g.strides[0]), "")?;
+                let ok_y = kb.and(kb.icmp(IntPredicate::EQ, ry, kb.c(0))?, kb.in_bounds(ny, h * g.strides[0])?)?;
+                kb.for_n(kw, |kb, kx| {
+                    let nx = kb.sub(kb.add(ox, kb.c(g.pad_begin[1]))?, kb.mul(kx, kb.c(g.dilations[1]))?)?;
+                    let ix = kb.b.build_int_signed_div(nx, kb.c(g.strides[1]), "")?;
+                    let rx = kb.b.build_int_signed_rem(nx, kb.c(g.strides[1]), "")?;
+                    let ok_x = kb.and(kb.icmp(IntPredicate::EQ, rx, kb.c(0))?, kb.in_bounds(nx, wd * g.strides[1])?)?;
+                    let ok = kb.and(ok_y, ok_x)?;
+                    let xi =
+                        kb.select_i(ok, kb.lin(&[(b, c * h * wd), (ch, h * wd), (iy, wd), (ix, 1)], 0)?, kb.c(0))?;
+                    let xv = kb.load_f32(px, xi)?;
+                    let wv = kb.load_f32(pw, kb.lin(&[(ch, mg * kh * kw), (mm, kh * kw), (ky, kw), (kx, 1)], 0)?)?;
+                    let s = kb.fadd(kb.get(acc)?, kb.fmul(xv, wv)?)?;
+                    kb.set(acc, kb.select_f(ok, s, kb.get(acc)?)?)
+                })
+            })
+        })?;
+        kb.store_f32(py, kb.lin(&[(b, m * oh * ow), (mi, oh * ow), (oy, ow), (ox, 1)], 0)?, kb.get(acc)?)
+    })
+}

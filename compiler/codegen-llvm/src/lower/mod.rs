@@ -95,6 +95,7 @@ pub(crate) fn lower_node<'ctx>(
         Op::MatMul(_) => linalg::matmul(&kb, &info)?,
         Op::Gemm(op) => linalg::gemm(&kb, &info, op)?,
         Op::Conv(op) => conv::conv(&kb, &info, op)?,
+        Op::ConvTranspose(op) => conv::conv_transpose(&kb, &info, op)?,
         Op::MaxPool(op) => conv::pool(&kb, &info, &op.geometry(info.name, &info.inputs[0])?, conv::Pool::Max)?,
         Op::AveragePool(op) => {
             let geom = op.geometry(info.name, &info.inputs[0])?;

@@ -288,3 +288,97 @@ impl Infer for GlobalAveragePool {
         Ok(vec![TensorType { dtype: x.dtype, shape }])
     }
 }
+
+op! {
+    /// 2-D transposed convolution (the gradient of Conv): `W` is `[C, M/group, KH, KW]`;
+    /// `output_shape`, when given, fixes the output size and the padding follows from it.
+    ConvTranspose = "conv_transpose", operands 2..=3 {
+        kernel_shape: Vec<i64>, strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>, group: i64,
+        output_padding: Vec<i64>, output_shape: Vec<i64>, auto_pad: AutoPad,
+    }
+}
+
+impl ConvTranspose {
+    /// Resolved geometry: `input` is the image `[H, W]`, `output` the result's `[OH, OW]`.
+    pub fn geometry(&self, node: &str, x: &TensorType, w: &TensorType) -> Result<PoolGeometry, IrError> {
+        let op = Self::INFO.mnemonic;
+        let xd = fixed_dims(x, node, op)?;
+        let wd = fixed_dims(w, node, op)?;
+        ensure(xd.len() == 4 && wd.len() == 4, node, op, || {
+            format!("only 2-D inputs are supported, got {} and {}", x.shape, w.shape)
+        })?;
+        let get = |v: &[i64], i: usize, d: i64| -> i64 {
+            if v.is_empty() {
+                d
+            } else {
+                v.get(i).copied().unwrap_or(d)
+            }
+        };
+        let mut g = PoolGeometry {
+            input: [xd[2], xd[3]],
+            output: [0; 2],
+            kernel: [wd[2], wd[3]],
+            strides: [0; 2],
+            dilations: [0; 2],
+            pad_begin: [0; 2],
+            pad_end: [0; 2],
+        };
+        for i in 0..2 {
+            let s = get(&self.strides, i, 1);
+            let d = get(&self.dilations, i, 1);
+            let k = get(&self.kernel_shape, i, wd[2 + i] as i64);
+            ensure(s > 0 && d > 0 && k as u64 == wd[2 + i], node, op, || {
+                "invalid strides, dilations or kernel_shape".into()
+            })?;
+            let op_pad = get(&self.output_padding, i, 0);
+            let full = s * (xd[2 + i] as i64 - 1) + op_pad + (k - 1) * d + 1;
+            let (pb, pe, out) =
+                if !self.output_shape.is_empty() || matches!(self.auto_pad, AutoPad::SameUpper | AutoPad::SameLower) {
+                    let out = if self.output_shape.is_empty() {
+                        xd[2 + i] as i64 * s
+                    } else {
+                        *self
+                            .output_shape
+                            .get(self.output_shape.len().saturating_sub(2) + i)
+                            .ok_or_else(|| IrError::shape(node, op, "output_shape needs 2 values"))?
+                    };
+                    let total = (full - out).max(0);
+                    if self.auto_pad == AutoPad::SameUpper {
+                        (total / 2, total - total / 2, out)
+                    } else {
+                        (total - total / 2, total / 2, out)
+                    }
+                } else {
+                    let (pb, pe) = (get(&self.pads, i, 0), get(&self.pads, i + 2, 0));
+                    (pb, pe, full - pb - pe)
+                };
+            ensure(out > 0 && pb >= 0 && pe >= 0, node, op, || format!("output size {out} is not positive"))?;
+            g.strides[i] = s as u64;
+            g.dilations[i] = d as u64;
+            g.pad_begin[i] = pb as u64;
+            g.pad_end[i] = pe as u64;
+            g.output[i] = out as u64;
+        }
+        Ok(g)
+    }
+}
+
+impl Infer for ConvTranspose {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        same_dtype(inputs, node, op)?;
+        let (x, w) = (&inputs[0], &inputs[1]);
+        let g = self.geometry(node, x, w)?;
+        let wd = fixed_dims(w, node, op)?;
+        let c = x.shape.0[1].fixed().ok_or_else(|| IrError::shape(node, op, "channel dim must be known"))?;
+        ensure(self.group >= 1 && c == wd[0] && c % self.group as u64 == 0, node, op, || {
+            format!("weight {} does not fit input {} with group {}", w.shape, x.shape, self.group)
+        })?;
+        let m = wd[1] * self.group as u64;
+        if let Some(b) = inputs.get(2) {
+            ensure(b.shape == Shape::fixed(&[m]), node, op, || format!("bias must be [{m}], got {}", b.shape))?;
+        }
+        let shape = Shape(vec![x.shape.0[0].clone(), Dim::Fixed(m), Dim::Fixed(g.output[0]), Dim::Fixed(g.output[1])]);
+        Ok(vec![TensorType { dtype: x.dtype, shape }])
+    }
+}

@@ -16,7 +16,7 @@ mod norm;
 mod reduce;
 mod source;
 
-pub use conv::{AutoPad, AveragePool, Conv, GlobalAveragePool, MaxPool, PoolGeometry};
+pub use conv::{AutoPad, AveragePool, Conv, ConvTranspose, GlobalAveragePool, MaxPool, PoolGeometry};
 pub use elementwise::*;
 pub use linalg::{Gemm, MatMul};
 pub use movement::{Concat, Flatten, Gather, GatherElements, Identity, Pad, PadMode, Reshape, Slice, Transpose, Trilu};
@@ -208,7 +208,7 @@ op_table! {
     Softplus, Softsign, Mish, HardSwish, HardSigmoid, LeakyRelu, Elu, Selu, Celu, ThresholdedRelu, Gelu,
     IsNaN, IsInf, Clip, Swish, Shrink, Expand,
     MatMul, Gemm,
-    Conv, MaxPool, AveragePool, GlobalAveragePool,
+    Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool,
     BatchNormalization, LayerNormalization, Softmax,
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, NllLoss,
@@ -287,7 +287,7 @@ impl Op {
             | HardSwish(_) | HardSigmoid(_) | LeakyRelu(_) | Elu(_) | Selu(_) | Celu(_) | ThresholdedRelu(_)
             | Gelu(_) | IsNaN(_) | IsInf(_) | Clip(_) | Swish(_) | Shrink(_) | Expand(_) => OpKind::Elementwise,
             MatMul(_) | Gemm(_) => OpKind::Contraction,
-            Conv(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) => OpKind::Window,
+            Conv(_) | ConvTranspose(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) => OpKind::Window,
             BatchNormalization(_) | LayerNormalization(_) | Softmax(_) => OpKind::Normalization,
             ReduceSum(_) | ReduceMean(_) | ReduceMax(_) | ReduceMin(_) | ReduceProd(_) | ReduceL1(_) | ReduceL2(_)
             | ReduceLogSum(_) | ReduceLogSumExp(_) | ReduceSumSquare(_) | ArgMax(_) | ArgMin(_) | NllLoss(_) => {

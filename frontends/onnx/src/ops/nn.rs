@@ -7,6 +7,23 @@ use std::collections::HashMap;
 pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Conv", conv);
     reg.insert("MaxPool", maxpool);
+    reg.insert("ConvTranspose", |cx| {
+        let op = ConvTranspose {
+            kernel_shape: cx.ints("kernel_shape"),
+            strides: cx.ints("strides"),
+            pads: cx.ints("pads"),
+            dilations: cx.ints("dilations"),
+            group: cx.int("group", 1),
+            output_padding: cx.ints("output_padding"),
+            output_shape: cx.ints("output_shape"),
+            auto_pad: auto_pad(cx)?,
+        };
+        let mut operands = vec![cx.input(0)?, cx.input(1)?];
+        if let Some(b) = cx.opt_input(2)? {
+            operands.push(b);
+        }
+        cx.add("", op, &operands)
+    });
     reg.insert("AveragePool", avgpool);
     reg.insert("GlobalAveragePool", |cx| {
         let x = cx.input(0)?;
