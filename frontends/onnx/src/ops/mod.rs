@@ -12,6 +12,7 @@ mod elementwise;
 mod linalg;
 mod movement;
 mod nn;
+mod quant;
 mod reduce;
 
 /// Builds the IR for one ONNX node; errors are messages the caller wraps with the node.
@@ -27,6 +28,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         linalg::register(&mut reg);
         movement::register(&mut reg);
         nn::register(&mut reg);
+        quant::register(&mut reg);
         reduce::register(&mut reg);
         reg
     })
