@@ -7,6 +7,17 @@ use std::collections::HashMap;
 pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Conv", conv);
     reg.insert("MaxPool", maxpool);
+    reg.insert("LpPool", lp_pool);
+    reg.insert("LpNormalization", |cx| {
+        let x = cx.input(0)?;
+        let axes = vec![cx.int("axis", -1)];
+        let norm = match cx.int("p", 2) {
+            1 => cx.add1("norm", ReduceL1 { axes, keepdims: true }, &[x])?,
+            2 => cx.add1("norm", ReduceL2 { axes, keepdims: true }, &[x])?,
+            p => return Err(format!("p must be 1 or 2, got {p}")),
+        };
+        cx.add("", Div {}, &[x, norm])
+    });
     reg.insert("ConvTranspose", |cx| {
         let op = ConvTranspose {
             kernel_shape: cx.ints("kernel_shape"),
@@ -275,4 +286,54 @@ fn group_norm(cx: &mut NodeCx, groups: Option<i64>) -> Result<Vec<Value>, String
     };
     let y = cx.add1("apply_scale", Mul {}, &[back, scale])?;
     cx.add("", Add {}, &[y, bias])
+}
+
+/// LpPool as `(k * AveragePool(|x|^p))^(1/p)` with padding counted (the divisor is then
+/// the kernel size k for every window).
+fn lp_pool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    if cx.int("ceil_mode", 0) != 0 {
+        return Err("ceil_mode is not supported for LpPool yet".into());
+    }
+    let p = cx.int("p", 2);
+    if p <= 0 {
+        return Err(format!("p must be positive, got {p}"));
+    }
+    let x = cx.input(0)?;
+    let dt = cx.ty(x).dtype;
+    if dt != dlc_ir::DType::F32 {
+        return Err(format!("dtype {dt} is not supported yet (f32 only)"));
+    }
+    let mut op = AveragePool {
+        kernel_shape: cx.ints("kernel_shape"),
+        strides: cx.ints("strides"),
+        pads: cx.ints("pads"),
+        dilations: cx.ints("dilations"),
+        auto_pad: auto_pad(cx)?,
+        ceil_mode: false,
+        count_include_pad: true,
+    };
+    let k: i64 = op.kernel_shape.iter().product();
+    let a = cx.add1("abs", Abs {}, &[x])?;
+    let pc = cx.add_const(dlc_ir::TensorData::from_f32(&[], &[p as f32]).expect("scalar"));
+    let ap = if p == 2 { cx.add1("pow", Mul {}, &[a, a])? } else { cx.add1("pow", Pow {}, &[a, pc])? };
+    let one_d = cx.ty(x).shape.rank() == 3;
+    let avg = if one_d {
+        let l = lift_1d(cx, ap, "lift_x")?;
+        op.kernel_shape = lift_ints(op.kernel_shape, 1);
+        op.strides = lift_ints(op.strides, 1);
+        op.dilations = lift_ints(op.dilations, 1);
+        op.pads = lift_ints(op.pads, 0);
+        let y = cx.add1("pool2d", op, &[l])?;
+        let d = cx.ty(y).shape.as_fixed().ok_or("needs known dims")?;
+        cx.add1("pool1d", Reshape { shape: vec![d[0] as i64, d[1] as i64, d[3] as i64], allowzero: true }, &[y])?
+    } else {
+        cx.add1("avg", op, &[ap])?
+    };
+    let kc = cx.add_const(dlc_ir::TensorData::from_f32(&[], &[k as f32]).expect("scalar"));
+    let sum = cx.add1("sum", Mul {}, &[avg, kc])?;
+    if p == 2 {
+        return cx.add("", Sqrt {}, &[sum]);
+    }
+    let inv = cx.add_const(dlc_ir::TensorData::from_f32(&[], &[1.0 / p as f32]).expect("scalar"));
+    cx.add("", Pow {}, &[sum, inv])
 }
