@@ -112,6 +112,8 @@ pub(crate) fn lower_node<'ctx>(
         Op::Slice(op) => movement::slice(&kb, &info, op)?,
         Op::Trilu(op) => movement::trilu(&kb, &info, op.upper)?,
         Op::Pad(op) => movement::pad(&kb, &info, op)?,
+        Op::ScatterElements(op) => movement::scatter_elements(&kb, &info, op)?,
+        Op::ScatterND(op) => movement::scatter_nd(&kb, &info, op)?,
         Op::LayerNormalization(op) => norm::layernorm(&kb, &info, op.axis, op.epsilon, op.rms)?,
         // Sources have no kernel (the caller skips them); elementwise ops were handled above
         // by `Op::kind`, which classifies every op exhaustively.

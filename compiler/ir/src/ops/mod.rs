@@ -19,7 +19,10 @@ mod source;
 pub use conv::{AutoPad, AveragePool, Conv, ConvTranspose, GlobalAveragePool, MaxPool, PoolGeometry};
 pub use elementwise::*;
 pub use linalg::{Gemm, MatMul};
-pub use movement::{Concat, Flatten, Gather, GatherElements, Identity, Pad, PadMode, Reshape, Slice, Transpose, Trilu};
+pub use movement::{
+    Concat, Flatten, Gather, GatherElements, Identity, Pad, PadMode, Reshape, ScatterElements, ScatterND,
+    ScatterReduction, Slice, Transpose, Trilu,
+};
 pub use norm::{BatchNormalization, LayerNormalization, Softmax, SoftmaxMode};
 pub use reduce::*;
 pub use source::{Const, Input};
@@ -212,7 +215,7 @@ op_table! {
     BatchNormalization, LayerNormalization, Softmax,
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, NllLoss,
-    Reshape, Flatten, Transpose, Identity, Concat, Gather, GatherElements, Slice, Trilu, Pad,
+    Reshape, Flatten, Transpose, Identity, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
 }
 
 impl Op {
@@ -294,7 +297,7 @@ impl Op {
                 OpKind::Reduction
             }
             Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | Concat(_) | Gather(_) | GatherElements(_)
-            | Slice(_) | Trilu(_) | Pad(_) => OpKind::Movement,
+            | Slice(_) | Trilu(_) | Pad(_) | ScatterElements(_) | ScatterND(_) => OpKind::Movement,
         }
     }
 }

@@ -330,3 +330,80 @@ impl Infer for Pad {
         Ok(vec![TensorType::fixed(x.dtype, &out)])
     }
 }
+
+/// How scattered updates combine with the existing element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScatterReduction {
+    /// Replace (later updates win).
+    None,
+    /// Add.
+    Add,
+    /// Multiply.
+    Mul,
+    /// Keep the maximum.
+    Max,
+    /// Keep the minimum.
+    Min,
+}
+
+impl From<ScatterReduction> for super::Attr {
+    fn from(r: ScatterReduction) -> Self {
+        super::Attr::Str(format!("{r:?}").to_lowercase())
+    }
+}
+
+fn check_indices(t: &TensorType, node: &str, op: &'static str) -> Result<(), IrError> {
+    ensure(matches!(t.dtype, crate::DType::I32 | crate::DType::I64), node, op, || {
+        format!("indices must be i32 or i64, got {}", t.dtype)
+    })
+}
+
+op! {
+    /// A copy of `data` where, for every position of `indices`, the element at that
+    /// position with the axis coordinate replaced by the index receives the update
+    /// (ONNX ScatterElements). Out-of-range indices are clamped.
+    ScatterElements = "scatter_elements", operands 3..=3 { axis: i64, reduction: ScatterReduction }
+}
+
+impl Infer for ScatterElements {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let (data, idx, upd) = (&inputs[0], &inputs[1], &inputs[2]);
+        check_indices(idx, node, op)?;
+        ensure(
+            idx.shape == upd.shape && idx.shape.rank() == data.shape.rank() && upd.dtype == data.dtype,
+            node,
+            op,
+            || format!("indices {} and updates {} must match, with the rank of data {}", idx.shape, upd, data.shape),
+        )?;
+        ensure(normalize_axis(self.axis, data.shape.rank()).is_some(), node, op, || {
+            format!("axis {} out of range", self.axis)
+        })?;
+        Ok(vec![data.clone()])
+    }
+}
+
+op! {
+    /// A copy of `data` where each index tuple in the last dim of `indices` selects an
+    /// element or slice that receives the matching slice of `updates` (ONNX ScatterND).
+    /// Out-of-range indices are clamped.
+    ScatterND = "scatter_nd", operands 3..=3 { reduction: ScatterReduction }
+}
+
+impl Infer for ScatterND {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let (data, idx, upd) = (&inputs[0], &inputs[1], &inputs[2]);
+        check_indices(idx, node, op)?;
+        let id = fixed_dims(idx, node, op)?;
+        let dd = fixed_dims(data, node, op)?;
+        let k = *id.last().ok_or_else(|| IrError::shape(node, op, "indices must have rank >= 1"))? as usize;
+        ensure(k <= dd.len(), node, op, || format!("index tuples of length {k} exceed the rank of {}", data.shape))?;
+        let mut want: Vec<u64> = id[..id.len() - 1].to_vec();
+        want.extend(&dd[k..]);
+        ensure(upd.shape == Shape::fixed(&want) && upd.dtype == data.dtype, node, op, || {
+            format!("updates must be {}{:?}, got {upd}", data.dtype, want)
+        })?;
+        Ok(vec![data.clone()])
+    }
+}

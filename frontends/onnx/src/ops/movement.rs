@@ -48,6 +48,22 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     });
     reg.insert("Range", range);
     reg.insert("Pad", pad);
+    reg.insert("ScatterElements", |cx| {
+        let reduction = scatter_reduction(cx)?;
+        let ops = [cx.input(0)?, cx.input(1)?, cx.input(2)?];
+        let axis = cx.int("axis", 0);
+        cx.add("", ScatterElements { axis, reduction }, &ops)
+    });
+    reg.insert("Scatter", |cx| {
+        let ops = [cx.input(0)?, cx.input(1)?, cx.input(2)?];
+        let axis = cx.int("axis", 0);
+        cx.add("", ScatterElements { axis, reduction: ScatterReduction::None }, &ops)
+    });
+    reg.insert("ScatterND", |cx| {
+        let reduction = scatter_reduction(cx)?;
+        let ops = [cx.input(0)?, cx.input(1)?, cx.input(2)?];
+        cx.add("", ScatterND { reduction }, &ops)
+    });
     reg.insert("Split", split);
     reg.insert("Trilu", |cx| {
         let upper = cx.int("upper", 1) != 0;
@@ -363,4 +379,15 @@ fn pad(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         _ => pads,
     };
     cx.add("", Pad { pads, mode, value }, &[x])
+}
+
+fn scatter_reduction(cx: &NodeCx) -> Result<ScatterReduction, String> {
+    Ok(match cx.string("reduction", "none")?.as_str() {
+        "none" => ScatterReduction::None,
+        "add" => ScatterReduction::Add,
+        "mul" => ScatterReduction::Mul,
+        "max" => ScatterReduction::Max,
+        "min" => ScatterReduction::Min,
+        r => return Err(format!("unknown reduction '{r}'")),
+    })
 }
