@@ -37,7 +37,8 @@ pub fn read(path: &Path) -> Result<Tensor> {
     let ctx = || format!("reading data of '{}'", path.display());
     let data: Vec<u8> = match dtype {
         "f16" => npy.into_vec::<half::f16>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        "bf16" => npy.into_vec::<[u8; 2]>().with_context(ctx)?.concat(),
+        // The data of a C-order .npy file is its last bytes.
+        "bf16" => bytes[bytes.len().saturating_sub(shape.iter().product::<u64>() as usize * 2)..].to_vec(),
         "f32" => npy.into_vec::<f32>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         "f64" => npy.into_vec::<f64>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         "i8" => npy.into_vec::<i8>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),

@@ -12,8 +12,17 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Attention", attention);
 }
 
-fn scalar(cx: &mut NodeCx, v: f32) -> Value {
-    cx.add_const(TensorData::from_f32(&[], &[v]).expect("scalar"))
+/// An f32 constant converted to `dt` (a Cast node when `dt` is not f32).
+fn constant(cx: &mut NodeCx, dims: &[u64], vals: &[f32], dt: DType) -> Result<Value, String> {
+    let c = cx.add_const(TensorData::from_f32(dims, vals).ok_or("bad constant")?);
+    if dt == DType::F32 {
+        return Ok(c);
+    }
+    cx.add1("const_cast", Cast { to: dt }, &[c])
+}
+
+fn scalar(cx: &mut NodeCx, v: f32, dt: DType) -> Result<Value, String> {
+    constant(cx, &[], &[v], dt)
 }
 
 fn dims(cx: &NodeCx, v: Value) -> Result<Vec<i64>, String> {
@@ -42,12 +51,11 @@ fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     if cx.opt_input(6)?.is_some() {
         return Err("nonpad_kv_seqlen is not supported yet".into());
     }
-    if cx.int("left_window_size", -1) >= 0 || cx.int("right_window_size", -1) >= 0 {
-        return Err("sliding-window attention is not supported yet".into());
-    }
+    let (left, right) = (cx.int("left_window_size", -1), cx.int("right_window_size", -1));
     let (mut q, mut k, mut v) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
-    if cx.ty(q).dtype != DType::F32 {
-        return Err(format!("dtype {} is not supported yet (f32 only)", cx.ty(q).dtype));
+    let dt = cx.ty(q).dtype;
+    if !matches!(dt, DType::F32 | DType::F16 | DType::BF16) {
+        return Err(format!("dtype {dt} is not supported"));
     }
     let three_d = cx.ty(q).shape.rank() == 3;
     if three_d {
@@ -81,20 +89,33 @@ fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
             return Err(format!("attn_mask {} shorter than the key length {skv} is not supported yet", mt.shape));
         }
         bias = Some(if mt.dtype == DType::Bool {
-            let (zero, neg) = (scalar(cx, 0.0), scalar(cx, f32::NEG_INFINITY));
+            let (zero, neg) = (scalar(cx, 0.0, dt)?, scalar(cx, f32::NEG_INFINITY, dt)?);
             cx.add1("mask_bias", Where {}, &[mask, zero, neg])?
         } else {
             mask
         });
     }
-    if cx.int("is_causal", 0) != 0 {
+    // Causal and sliding-window masks are constants over [Sq, Skv]; a query at row i sits
+    // at absolute position i + past_len.
+    let causal = cx.int("is_causal", 0) != 0;
+    if causal || left >= 0 || right >= 0 {
         let vals: Vec<f32> = (0..sq)
-            .flat_map(|i| (0..skv).map(move |j| if j <= i + past_len { 0.0 } else { f32::NEG_INFINITY }))
+            .flat_map(|i| {
+                (0..skv).map(move |j| {
+                    let diff = i + past_len - j;
+                    let ok = (!causal || diff >= 0) && (left < 0 || diff <= left) && (right < 0 || -diff <= right);
+                    if ok {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
+            })
             .collect();
-        let causal = cx.add_const(TensorData::from_f32(&[sq as u64, skv as u64], &vals).expect("matrix"));
+        let m = constant(cx, &[sq as u64, skv as u64], &vals, dt)?;
         bias = Some(match bias {
-            Some(b) => cx.add1("causal_bias", Add {}, &[b, causal])?,
-            None => causal,
+            Some(b) => cx.add1("causal_bias", Add {}, &[b, m])?,
+            None => m,
         });
     }
 
@@ -114,14 +135,14 @@ fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     }
 
     let scale = if cx.has("scale") { cx.float("scale", 1.0) as f64 } else { 1.0 / (qd[3] as f64).sqrt() };
-    let s = scalar(cx, scale.sqrt() as f32);
+    let s = scalar(cx, scale.sqrt() as f32, dt)?;
     let qs = cx.add1("q_scaled", Mul {}, &[q, s])?;
     let kt = cx.add1("k_t", Transpose { perm: vec![0, 1, 3, 2] }, &[k])?;
     let ks = cx.add1("k_scaled", Mul {}, &[kt, s])?;
     let mut scores = cx.add1("qk", MatMul {}, &[qs, ks])?;
     let softcap = cx.float("softcap", 0.0);
     if softcap > 0.0 {
-        let c = scalar(cx, softcap);
+        let c = scalar(cx, softcap, dt)?;
         let t = cx.add1("softcap_div", Div {}, &[scores, c])?;
         let t = cx.add1("softcap_tanh", Tanh {}, &[t])?;
         scores = cx.add1("softcap", Mul {}, &[t, c])?;
@@ -135,7 +156,7 @@ fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         // Rows where every key is masked give zeros, not NaN.
         let mx = cx.add1("bias_max", ReduceMax { axes: vec![-1], keepdims: true }, &[b])?;
         let masked = cx.add1("row_masked", IsInf { detect_negative: true, detect_positive: false }, &[mx])?;
-        let zero = scalar(cx, 0.0);
+        let zero = scalar(cx, 0.0, dt)?;
         probs = cx.add1("probs", Where {}, &[masked, zero, probs])?;
     }
     let mut y = cx.add1("context", MatMul {}, &[probs, v])?;
