@@ -30,6 +30,7 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
                 0
             }
             Op::MatMul(_) => 2 * out * ins[0].last().copied().unwrap_or(0),
+            Op::Einsum(_) => 2 * ins.iter().map(|d| d.iter().product::<u64>()).max().unwrap_or(0),
             Op::Gemm(op) => 2 * out * if op.trans_a { dim(0, 0) } else { dim(0, 1) },
             Op::Conv(_) => 2 * out * dim(1, 1) * dim(1, 2) * dim(1, 3),
             Op::ConvTranspose(_) => 2 * ins[0].iter().product::<u64>() * dim(1, 1) * dim(1, 2) * dim(1, 3),

@@ -104,3 +104,59 @@ pub(crate) fn gemm<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Gemm) -> R<()> {
         }
     })
 }
+
+/// Einsum as one loop nest: output indices outside, summed indices inside, the product
+/// of the operands' elements accumulated in f64.
+pub(crate) fn einsum<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, equation: &str) -> R<()> {
+    use super::elementwise::{convert, llvm_type};
+    let dt = n.outputs[0].dtype;
+    if !matches!(dt, dlc_ir::DType::F32 | dlc_ir::DType::F64) {
+        return Err(n.unsupported(format!("dtype {dt} is not supported yet (f32 and f64)")));
+    }
+    let ty = llvm_type(kb, dt).expect("float type");
+    let dims: Vec<Vec<u64>> = (0..n.inputs.len()).map(|i| n.in_dims(i)).collect();
+    let ranks: Vec<usize> = dims.iter().map(Vec::len).collect();
+    let (ins, out) = dlc_ir::ops::parse_einsum(equation, &ranks).map_err(|m| n.unsupported(m))?;
+    let ext = dlc_ir::ops::einsum_extents(&ins, &dims).map_err(|m| n.unsupported(m))?;
+    let summed: Vec<char> = ext.keys().copied().filter(|c| !out.contains(c)).collect();
+    let order: Vec<char> = out.iter().chain(&summed).copied().collect();
+    // Per operand, its element stride for every letter in `order` (0 where absent or broadcast).
+    let strides: Vec<Vec<u64>> = ins
+        .iter()
+        .zip(&dims)
+        .map(|(letters, d)| {
+            let st = broadcast_strides(d, d);
+            order
+                .iter()
+                .map(|c| letters.iter().zip(d).zip(&st).filter(|((l, &e), _)| *l == c && e != 1).map(|(_, &s)| s).sum())
+                .collect()
+        })
+        .collect();
+    let out_ext: Vec<u64> = out.iter().map(|c| ext[c]).collect();
+    let sum_ext: Vec<u64> = summed.iter().map(|c| ext[c]).collect();
+    let out_st = broadcast_strides(&out_ext, &out_ext);
+    let f64t = kb.cx.f64_type();
+    let acc = kb.alloca(f64t.into())?;
+    let py = kb.param(n.inputs.len());
+    kb.nest(&out_ext, |kb, oi| {
+        kb.b.build_store(acc, f64t.const_zero())?;
+        kb.nest(&sum_ext, |kb, si| {
+            let idx: Vec<_> = oi.iter().chain(si).copied().collect();
+            let mut prod = f64t.const_float(1.0);
+            for (k, st) in strides.iter().enumerate() {
+                let off = kb.lin(&idx.iter().copied().zip(st.iter().copied()).collect::<Vec<_>>(), 0)?;
+                let raw = kb.b.build_load(ty, kb.gep(ty, kb.param(k), off)?, "")?;
+                let v = convert(kb, raw, dt, dlc_ir::DType::F64)?.into_float_value();
+                prod = kb.b.build_float_mul(prod, v, "")?;
+            }
+            let a = kb.b.build_load(f64t, acc, "")?.into_float_value();
+            kb.b.build_store(acc, kb.b.build_float_add(a, prod, "")?)?;
+            Ok(())
+        })?;
+        let a = kb.b.build_load(f64t, acc, "")?.into_float_value();
+        let o = kb.lin(&oi.iter().copied().zip(out_st.iter().copied()).collect::<Vec<_>>(), 0)?;
+        let y = convert(kb, a.into(), dlc_ir::DType::F64, dt)?;
+        kb.b.build_store(kb.gep(ty, py, o)?, y)?;
+        Ok(())
+    })
+}

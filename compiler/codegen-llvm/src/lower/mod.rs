@@ -94,6 +94,7 @@ pub(crate) fn lower_node<'ctx>(
     match &node.op {
         Op::MatMul(_) => linalg::matmul(&kb, &info)?,
         Op::Gemm(op) => linalg::gemm(&kb, &info, op)?,
+        Op::Einsum(op) => linalg::einsum(&kb, &info, &op.equation)?,
         Op::Conv(op) => conv::conv(&kb, &info, op)?,
         Op::ConvTranspose(op) => conv::conv_transpose(&kb, &info, op)?,
         Op::MaxPool(op) => conv::pool(&kb, &info, &op.geometry(info.name, &info.inputs[0])?, conv::Pool::Max)?,

@@ -66,3 +66,103 @@ impl Infer for Gemm {
         Ok(vec![TensorType { dtype: inputs[0].dtype, shape: out }])
     }
 }
+
+/// Parsed einsum subscripts: one list of index letters per operand and the output's.
+/// An ellipsis becomes uppercase letters (right-aligned across operands).
+pub fn parse_einsum(equation: &str, ranks: &[usize]) -> Result<(Vec<Vec<char>>, Vec<char>), String> {
+    let eq: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
+    let (lhs, rhs) = match eq.split_once("->") {
+        Some((l, r)) => (l.to_string(), Some(r.to_string())),
+        None => (eq.clone(), None),
+    };
+    let terms: Vec<&str> = lhs.split(',').collect();
+    if terms.len() != ranks.len() {
+        return Err(format!("equation '{equation}' has {} operands, the node has {}", terms.len(), ranks.len()));
+    }
+    let ell_letters: Vec<char> = ('A'..='Z').collect();
+    let mut max_ell = 0;
+    let mut ins = Vec::new();
+    for (t, &r) in terms.iter().zip(ranks) {
+        let letters: Vec<char> = t.replace("...", "").chars().collect();
+        if letters.iter().any(|c| !c.is_ascii_lowercase()) {
+            return Err(format!("equation '{equation}': subscripts must be lowercase letters"));
+        }
+        let mut v = Vec::new();
+        if let Some(pos) = t.find("...") {
+            let n = r.checked_sub(letters.len()).ok_or(format!("operand '{t}' has rank {r}"))?;
+            max_ell = max_ell.max(n);
+            let before: Vec<char> = t[..pos].chars().collect();
+            let after: Vec<char> = t[pos + 3..].chars().collect();
+            v.extend(before);
+            v.extend(ell_letters[26 - n..].iter());
+            v.extend(after);
+        } else {
+            if letters.len() != r {
+                return Err(format!("operand '{t}' names {} dims, it has rank {r}", letters.len()));
+            }
+            v = letters;
+        }
+        ins.push(v);
+    }
+    let ell: Vec<char> = ell_letters[26 - max_ell..].to_vec();
+    let out: Vec<char> = match rhs {
+        Some(r) => {
+            let mut v = Vec::new();
+            if let Some(pos) = r.find("...") {
+                v.extend(r[..pos].chars());
+                v.extend(ell.iter());
+                v.extend(r[pos + 3..].chars());
+            } else {
+                v.extend(r.chars());
+            }
+            v
+        }
+        None => {
+            let mut counts = std::collections::BTreeMap::new();
+            for c in ins.iter().flatten().filter(|c| c.is_ascii_lowercase()) {
+                *counts.entry(*c).or_insert(0) += 1;
+            }
+            ell.iter().copied().chain(counts.into_iter().filter(|(_, n)| *n == 1).map(|(c, _)| c)).collect()
+        }
+    };
+    for c in &out {
+        if !ins.iter().flatten().any(|x| x == c) {
+            return Err(format!("equation '{equation}': output index '{c}' appears in no operand"));
+        }
+    }
+    Ok((ins, out))
+}
+
+/// Extents of every index letter, checking that repeated letters agree (1 broadcasts).
+pub fn einsum_extents(ins: &[Vec<char>], dims: &[Vec<u64>]) -> Result<std::collections::BTreeMap<char, u64>, String> {
+    let mut ext = std::collections::BTreeMap::new();
+    for (letters, d) in ins.iter().zip(dims) {
+        for (c, &n) in letters.iter().zip(d) {
+            let e = ext.entry(*c).or_insert(n);
+            if *e == 1 {
+                *e = n;
+            } else if n != 1 && *e != n {
+                return Err(format!("index '{c}' has extents {e} and {n}"));
+            }
+        }
+    }
+    Ok(ext)
+}
+
+op! {
+    /// Einstein summation over the operands (ONNX Einsum, ellipsis included).
+    Einsum = "einsum", operands 1..=16 { equation: String }
+}
+
+impl Infer for Einsum {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        same_dtype(inputs, node, op)?;
+        let dims: Vec<Vec<u64>> = inputs.iter().map(|t| super::fixed_dims(t, node, op)).collect::<Result<_, _>>()?;
+        let ranks: Vec<usize> = dims.iter().map(Vec::len).collect();
+        let (ins, out) = parse_einsum(&self.equation, &ranks).map_err(|m| IrError::shape(node, op, m))?;
+        let ext = einsum_extents(&ins, &dims).map_err(|m| IrError::shape(node, op, m))?;
+        let shape: Vec<u64> = out.iter().map(|c| ext[c]).collect();
+        Ok(vec![TensorType { dtype: inputs[0].dtype, shape: Shape::fixed(&shape) }])
+    }
+}

@@ -1,12 +1,17 @@
 //! MatMul, Gemm.
 use super::{BuildFn, NodeCx};
-use dlc_ir::ops::{Gemm, MatMul};
+use dlc_ir::ops::{Einsum, Gemm, MatMul};
 use dlc_ir::Value;
 use std::collections::HashMap;
 
 pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("MatMul", matmul);
     reg.insert("Gemm", gemm);
+    reg.insert("Einsum", |cx| {
+        let equation = cx.string("equation", "")?;
+        let ops: Vec<Value> = (0..cx.num_inputs()).map(|i| cx.input(i)).collect::<Result<_, _>>()?;
+        cx.add("", Einsum { equation }, &ops)
+    });
 }
 
 fn matmul(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
