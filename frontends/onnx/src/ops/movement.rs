@@ -48,6 +48,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     });
     reg.insert("Range", range);
     reg.insert("Pad", pad);
+    reg.insert("Tile", tile);
     reg.insert("ScatterElements", |cx| {
         let reduction = scatter_reduction(cx)?;
         let ops = [cx.input(0)?, cx.input(1)?, cx.input(2)?];
@@ -390,4 +391,22 @@ fn scatter_reduction(cx: &NodeCx) -> Result<ScatterReduction, String> {
         "min" => ScatterReduction::Min,
         r => return Err(format!("unknown reduction '{r}'")),
     })
+}
+
+/// Tile as reshape to `[1, d0, 1, d1, ...]`, expand to `[r0, d0, r1, d1, ...]`, reshape to
+/// `[r0 * d0, r1 * d1, ...]` (exact data movement).
+fn tile(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let reps = const_ints(cx, 1, "repeats")?.ok_or("repeats is required")?;
+    let ty = cx.ty(x);
+    let d = ty.shape.as_fixed().ok_or_else(|| format!("needs known dims, got {ty}"))?;
+    if reps.len() != d.len() || reps.iter().any(|&r| r < 0) {
+        return Err(format!("repeats {reps:?} must give a non-negative count per dim of {}", ty.shape));
+    }
+    let inter: Vec<i64> = d.iter().flat_map(|&n| [1, n as i64]).collect();
+    let wide: Vec<i64> = d.iter().zip(&reps).flat_map(|(&n, &r)| [r, n as i64]).collect();
+    let out: Vec<i64> = d.iter().zip(&reps).map(|(&n, &r)| r * n as i64).collect();
+    let a = cx.add1("interleave", Reshape { shape: inter, allowzero: true }, &[x])?;
+    let b = cx.add1("repeat", Expand { shape: wide }, &[a])?;
+    cx.add("", Reshape { shape: out, allowzero: true }, &[b])
 }
