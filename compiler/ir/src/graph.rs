@@ -172,21 +172,7 @@ impl Graph {
 
     /// Makes every use of `old` a use of `new` (model outputs included).
     pub fn replace_uses(&mut self, old: Value, new: Value) {
-        let edges: Vec<_> = self
-            .g
-            .edges_directed(old.node, Direction::Outgoing)
-            .filter(|e| e.weight().src_port == old.port)
-            .map(|e| (e.id(), e.target(), e.weight().dst_port))
-            .collect();
-        for (id, target, dst_port) in edges {
-            self.g.remove_edge(id);
-            self.g.add_edge(new.node, target, Edge { src_port: new.port, dst_port });
-        }
-        for o in &mut self.outputs {
-            if o.1 == old {
-                o.1 = new;
-            }
-        }
+        self.rewire(old, new, None);
     }
 
     /// Makes operand `port` of `node` read `value`.
@@ -205,10 +191,14 @@ impl Graph {
 
     /// Like [`Graph::replace_uses`], but leaves the uses by `except` alone.
     pub fn replace_uses_except(&mut self, old: Value, new: Value, except: NodeId) {
+        self.rewire(old, new, Some(except));
+    }
+
+    fn rewire(&mut self, old: Value, new: Value, except: Option<NodeId>) {
         let edges: Vec<_> = self
             .g
             .edges_directed(old.node, Direction::Outgoing)
-            .filter(|e| e.weight().src_port == old.port && e.target() != except)
+            .filter(|e| e.weight().src_port == old.port && Some(e.target()) != except)
             .map(|e| (e.id(), e.target(), e.weight().dst_port))
             .collect();
         for (id, target, dst_port) in edges {

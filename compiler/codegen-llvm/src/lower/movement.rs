@@ -68,21 +68,13 @@ pub(crate) fn gather(kb: &Kb, n: &NodeInfo, axis: i64) -> R<()> {
     let count: u64 = n.in_dims(1).iter().product();
     let block = d[a + 1..].iter().product::<u64>() * es;
     let extent = d[a];
-    let idx_ty = if n.inputs[1].dtype == dlc_ir::DType::I32 { kb.cx.i32_type() } else { kb.i64t };
     let (pd, pi, py) = (kb.param(0), kb.param(1), kb.param(2));
     if extent == 0 || block == 0 {
         return Ok(());
     }
     kb.nest(&[outer, count], |kb, ij| {
         let (o, j) = (ij[0], ij[1]);
-        let raw = kb.b.build_load(idx_ty, kb.gep(idx_ty.into(), pi, j)?, "")?.into_int_value();
-        let k = kb.b.build_int_s_extend_or_bit_cast(raw, kb.i64t, "")?;
-        let neg = kb.icmp(inkwell::IntPredicate::SLT, k, kb.c(0))?;
-        let k = kb.select_i(neg, kb.add(k, kb.c(extent))?, k)?;
-        let lo = kb.icmp(inkwell::IntPredicate::SLT, k, kb.c(0))?;
-        let k = kb.select_i(lo, kb.c(0), k)?;
-        let hi = kb.icmp(inkwell::IntPredicate::SGE, k, kb.c(extent))?;
-        let k = kb.select_i(hi, kb.c(extent - 1), k)?;
+        let k = load_index(kb, n, pi, j, extent)?;
         let src = kb.byte_offset(pd, kb.mul(kb.lin(&[(o, extent), (k, 1)], 0)?, kb.c(block))?)?;
         let dst = kb.byte_offset(py, kb.mul(kb.lin(&[(o, count), (j, 1)], 0)?, kb.c(block))?)?;
         kb.memcpy(dst, src, kb.c(block))
@@ -157,18 +149,13 @@ pub(crate) fn gather_elements(kb: &Kb, n: &NodeInfo, axis: i64) -> R<()> {
         return Ok(());
     }
     let ty = elem_int_type(kb, n.outputs[0].dtype.size());
-    let idx_ty = if n.inputs[1].dtype == dlc_ir::DType::I32 { kb.cx.i32_type() } else { kb.i64t };
     let ds = broadcast_strides(&d, &d);
     let os = broadcast_strides(&out, &out);
     let extent = d[a];
     let (pd, pi, py) = (kb.param(0), kb.param(1), kb.param(2));
     kb.nest(&out, |kb, idx| {
         let o = kb.lin(&idx.iter().copied().zip(os.iter().copied()).collect::<Vec<_>>(), 0)?;
-        let raw = kb.b.build_load(idx_ty, kb.gep(idx_ty.into(), pi, o)?, "")?.into_int_value();
-        let k = kb.b.build_int_s_extend_or_bit_cast(raw, kb.i64t, "")?;
-        let k = kb.select_i(kb.icmp(inkwell::IntPredicate::SLT, k, kb.c(0))?, kb.add(k, kb.c(extent))?, k)?;
-        let k = kb.select_i(kb.icmp(inkwell::IntPredicate::SLT, k, kb.c(0))?, kb.c(0), k)?;
-        let k = kb.select_i(kb.icmp(inkwell::IntPredicate::SGE, k, kb.c(extent))?, kb.c(extent - 1), k)?;
+        let k = load_index(kb, n, pi, o, extent)?;
         let mut terms: Vec<_> = idx.iter().copied().zip(ds.iter().copied()).collect();
         terms[a].0 = k;
         let src = kb.lin(&terms, 0)?;

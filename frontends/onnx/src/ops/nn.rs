@@ -1,7 +1,7 @@
 //! Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Softmax.
 use super::{BuildFn, NodeCx};
 use dlc_ir::ops::*;
-use dlc_ir::Value;
+use dlc_ir::{Op, Value};
 use std::collections::HashMap;
 
 pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
@@ -120,53 +120,85 @@ fn conv(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     cx.add("", op, &operands)
 }
 
+/// The window attributes shared by the pooling ops.
+struct Window {
+    kernel_shape: Vec<i64>,
+    strides: Vec<i64>,
+    pads: Vec<i64>,
+    dilations: Vec<i64>,
+}
+
+impl Window {
+    fn read(cx: &NodeCx) -> Window {
+        Window {
+            kernel_shape: cx.ints("kernel_shape"),
+            strides: cx.ints("strides"),
+            pads: cx.ints("pads"),
+            dilations: cx.ints("dilations"),
+        }
+    }
+
+    /// The same window over an `[N, C, 1, L]` view of a 1-D input.
+    fn lifted(self) -> Window {
+        Window {
+            kernel_shape: lift_ints(self.kernel_shape, 1),
+            strides: lift_ints(self.strides, 1),
+            pads: lift_ints(self.pads, 0),
+            dilations: lift_ints(self.dilations, 1),
+        }
+    }
+}
+
+/// Adds the pooling op `make(window)` on `x`; 1-D inputs run as height-1 2-D windows.
+fn pool_op(cx: &mut NodeCx, x: Value, w: Window, make: impl FnOnce(Window) -> Op) -> Result<Value, String> {
+    if cx.ty(x).shape.rank() == 3 {
+        let l = lift_1d(cx, x, "lift_x")?;
+        let y = cx.add1("pool2d", make(w.lifted()), &[l])?;
+        return Ok(lower_1d(cx, y)?[0]);
+    }
+    cx.add1("", make(w), &[x])
+}
+
 fn maxpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     if cx.node.output.get(1).is_some_and(|o| !o.is_empty()) {
         return Err("the Indices output is not supported".into());
     }
     cx.require_int("storage_order", 0)?;
-    let mut op = MaxPool {
-        kernel_shape: cx.ints("kernel_shape"),
-        strides: cx.ints("strides"),
-        pads: cx.ints("pads"),
-        dilations: cx.ints("dilations"),
-        auto_pad: auto_pad(cx)?,
-        ceil_mode: cx.int("ceil_mode", 0) != 0,
-    };
+    let (auto_pad, ceil_mode) = (auto_pad(cx)?, cx.int("ceil_mode", 0) != 0);
     let x = cx.input(0)?;
-    if cx.ty(x).shape.rank() == 3 {
-        let x = lift_1d(cx, x, "lift_x")?;
-        op.kernel_shape = lift_ints(op.kernel_shape, 1);
-        op.strides = lift_ints(op.strides, 1);
-        op.dilations = lift_ints(op.dilations, 1);
-        op.pads = lift_ints(op.pads, 0);
-        let y = cx.add1("pool2d", op, &[x])?;
-        return lower_1d(cx, y);
+    let y = pool_op(cx, x, Window::read(cx), |w| {
+        MaxPool {
+            kernel_shape: w.kernel_shape,
+            strides: w.strides,
+            pads: w.pads,
+            dilations: w.dilations,
+            auto_pad,
+            ceil_mode,
+        }
+        .into()
+    })?;
+    Ok(vec![y])
+}
+
+fn avg_pool_of(w: Window, auto_pad: AutoPad, ceil_mode: bool, count_include_pad: bool) -> Op {
+    AveragePool {
+        kernel_shape: w.kernel_shape,
+        strides: w.strides,
+        pads: w.pads,
+        dilations: w.dilations,
+        auto_pad,
+        ceil_mode,
+        count_include_pad,
     }
-    cx.add("", op, &[x])
+    .into()
 }
 
 fn avgpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    let mut op = AveragePool {
-        kernel_shape: cx.ints("kernel_shape"),
-        strides: cx.ints("strides"),
-        pads: cx.ints("pads"),
-        dilations: cx.ints("dilations"),
-        auto_pad: auto_pad(cx)?,
-        ceil_mode: cx.int("ceil_mode", 0) != 0,
-        count_include_pad: cx.int("count_include_pad", 0) != 0,
-    };
+    let (auto_pad, ceil_mode) = (auto_pad(cx)?, cx.int("ceil_mode", 0) != 0);
+    let count_include_pad = cx.int("count_include_pad", 0) != 0;
     let x = cx.input(0)?;
-    if cx.ty(x).shape.rank() == 3 {
-        let x = lift_1d(cx, x, "lift_x")?;
-        op.kernel_shape = lift_ints(op.kernel_shape, 1);
-        op.strides = lift_ints(op.strides, 1);
-        op.dilations = lift_ints(op.dilations, 1);
-        op.pads = lift_ints(op.pads, 0);
-        let y = cx.add1("pool2d", op, &[x])?;
-        return lower_1d(cx, y);
-    }
-    cx.add("", op, &[x])
+    let y = pool_op(cx, x, Window::read(cx), |w| avg_pool_of(w, auto_pad, ceil_mode, count_include_pad))?;
+    Ok(vec![y])
 }
 
 fn batchnorm(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
@@ -303,32 +335,13 @@ fn lp_pool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     if dt != dlc_ir::DType::F32 {
         return Err(format!("dtype {dt} is not supported yet (f32 only)"));
     }
-    let mut op = AveragePool {
-        kernel_shape: cx.ints("kernel_shape"),
-        strides: cx.ints("strides"),
-        pads: cx.ints("pads"),
-        dilations: cx.ints("dilations"),
-        auto_pad: auto_pad(cx)?,
-        ceil_mode: false,
-        count_include_pad: true,
-    };
-    let k: i64 = op.kernel_shape.iter().product();
+    let window = Window::read(cx);
+    let k: i64 = window.kernel_shape.iter().product();
     let a = cx.add1("abs", Abs {}, &[x])?;
     let pc = cx.add_const(dlc_ir::TensorData::from_f32(&[], &[p as f32]).expect("scalar"));
     let ap = if p == 2 { cx.add1("pow", Mul {}, &[a, a])? } else { cx.add1("pow", Pow {}, &[a, pc])? };
-    let one_d = cx.ty(x).shape.rank() == 3;
-    let avg = if one_d {
-        let l = lift_1d(cx, ap, "lift_x")?;
-        op.kernel_shape = lift_ints(op.kernel_shape, 1);
-        op.strides = lift_ints(op.strides, 1);
-        op.dilations = lift_ints(op.dilations, 1);
-        op.pads = lift_ints(op.pads, 0);
-        let y = cx.add1("pool2d", op, &[l])?;
-        let d = cx.ty(y).shape.as_fixed().ok_or("needs known dims")?;
-        cx.add1("pool1d", Reshape { shape: vec![d[0] as i64, d[1] as i64, d[3] as i64], allowzero: true }, &[y])?
-    } else {
-        cx.add1("avg", op, &[ap])?
-    };
+    let auto_pad = auto_pad(cx)?;
+    let avg = pool_op(cx, ap, window, |w| avg_pool_of(w, auto_pad, false, true))?;
     let kc = cx.add_const(dlc_ir::TensorData::from_f32(&[], &[k as f32]).expect("scalar"));
     let sum = cx.add1("sum", Mul {}, &[avg, kc])?;
     if p == 2 {
