@@ -115,6 +115,18 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         Ok(())
     }
 
+    /// `if cond { body }`.
+    pub fn if_then(&self, cond: IntValue<'ctx>, body: impl FnOnce(&Self) -> R<()>) -> R<()> {
+        let then = self.cx.append_basic_block(self.f, "then");
+        let done = self.cx.append_basic_block(self.f, "endif");
+        self.b.build_conditional_branch(cond, then, done)?;
+        self.b.position_at_end(then);
+        body(self)?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(done);
+        Ok(())
+    }
+
     /// `for i in 0..n`.
     pub fn for_n(&self, n: u64, body: impl FnOnce(&Self, IntValue<'ctx>) -> R<()>) -> R<()> {
         self.for_range(self.c(0), self.c(n), body)

@@ -51,6 +51,7 @@ pub(crate) fn reduce<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo) -> R<()> {
         Op::ArgMax(o) => return arg(kb, n, o.axis, true, o.select_last_index),
         Op::ArgMin(o) => return arg(kb, n, o.axis, false, o.select_last_index),
         Op::NllLoss(o) => return nll_loss(kb, n, o),
+        Op::CumSum(o) => return cumsum(kb, n, o),
         other => return Err(n.unsupported(format!("internal: {} is not a reduction", other.mnemonic()))),
     };
     let x = n.in_dims(0);
@@ -363,6 +364,71 @@ pub(crate) fn nll_loss<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::
         }
         let y = narrow(kb, convert(kb, r.into(), DType::F64, compute_dtype(out_dt))?, out_dt)?;
         kb.b.build_store(py, y)?;
+    }
+    Ok(())
+}
+
+/// CumSum/CumProd with a run-time axis: one scan loop nest per possible axis, selected by
+/// the loaded axis value (out-of-range axes leave the output as a copy of the input).
+pub(crate) fn cumsum<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::CumSum) -> R<()> {
+    let x = n.in_dims(0);
+    let dt = n.inputs[0].dtype;
+    let ty = llvm_type(kb, dt).ok_or_else(|| n.unsupported(format!("dtype {dt} is not supported yet")))?;
+    let float = dt.is_float();
+    let acc_dt = if float {
+        DType::F64
+    } else if is_signed(dt) {
+        DType::I64
+    } else {
+        DType::U64
+    };
+    let acc_ty = llvm_type(kb, acc_dt).expect("f64/i64");
+    let acc = kb.alloca(acc_ty)?;
+    let (px, pa, py) = (kb.param(0), kb.param(1), kb.param(2));
+    let bytes = n.outputs[0].size_bytes().unwrap_or(0);
+    kb.memcpy(py, px, kb.c(bytes))?;
+    if x.contains(&0) {
+        return Ok(());
+    }
+    let a_ty = if n.inputs[1].dtype == DType::I32 { kb.cx.i32_type() } else { kb.i64t };
+    let raw = kb.b.build_load(a_ty, pa, "")?.into_int_value();
+    let axis = kb.b.build_int_s_extend_or_bit_cast(raw, kb.i64t, "")?;
+    let axis = kb.select_i(kb.icmp(IntPredicate::SLT, axis, kb.c(0))?, kb.add(axis, kb.c(x.len() as u64))?, axis)?;
+    let st = strides(&x);
+    let init: BasicValueEnum = if float {
+        kb.cx.f64_type().const_float(if op.product { 1.0 } else { 0.0 }).into()
+    } else {
+        kb.i64t.const_int(op.product as u64, false).into()
+    };
+    for a in 0..x.len() {
+        kb.if_then(kb.icmp(IntPredicate::EQ, axis, kb.c(a as u64))?, |kb| {
+            let outer: Vec<usize> = (0..x.len()).filter(|&i| i != a).collect();
+            let ext: Vec<u64> = outer.iter().map(|&i| x[i]).collect();
+            kb.nest(&ext, |kb, oi| {
+                kb.b.build_store(acc, init)?;
+                let base: Vec<(IntValue, u64)> = oi.iter().zip(&outer).map(|(&i, &d)| (i, st[d])).collect();
+                kb.for_n(x[a], |kb, j| {
+                    let pos = if op.reverse { kb.sub(kb.c(x[a] - 1), j)? } else { j };
+                    let mut t = base.clone();
+                    t.push((pos, st[a]));
+                    let off = kb.lin(&t, 0)?;
+                    let v = widen(kb, kb.b.build_load(ty, kb.gep(ty, px, off)?, "")?, dt)?;
+                    let v = convert(kb, v, compute_dtype(dt), acc_dt)?;
+                    let cur = kb.b.build_load(acc_ty, acc, "")?;
+                    let next: BasicValueEnum = match (float, op.product) {
+                        (true, false) => kb.b.build_float_add(cur.into_float_value(), v.into_float_value(), "")?.into(),
+                        (true, true) => kb.b.build_float_mul(cur.into_float_value(), v.into_float_value(), "")?.into(),
+                        (false, false) => kb.b.build_int_add(cur.into_int_value(), v.into_int_value(), "")?.into(),
+                        (false, true) => kb.b.build_int_mul(cur.into_int_value(), v.into_int_value(), "")?.into(),
+                    };
+                    let out = if op.exclusive { cur } else { next };
+                    let y = narrow(kb, convert(kb, out, acc_dt, compute_dtype(dt))?, dt)?;
+                    kb.b.build_store(kb.gep(ty, py, off)?, y)?;
+                    kb.b.build_store(acc, next)?;
+                    Ok(())
+                })
+            })
+        })?;
     }
     Ok(())
 }

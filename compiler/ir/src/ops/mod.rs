@@ -214,7 +214,7 @@ op_table! {
     Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool,
     BatchNormalization, LayerNormalization, Softmax,
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
-    ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, NllLoss,
+    ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, NllLoss, CumSum,
     Reshape, Flatten, Transpose, Identity, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
 }
 
@@ -293,9 +293,8 @@ impl Op {
             Conv(_) | ConvTranspose(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) => OpKind::Window,
             BatchNormalization(_) | LayerNormalization(_) | Softmax(_) => OpKind::Normalization,
             ReduceSum(_) | ReduceMean(_) | ReduceMax(_) | ReduceMin(_) | ReduceProd(_) | ReduceL1(_) | ReduceL2(_)
-            | ReduceLogSum(_) | ReduceLogSumExp(_) | ReduceSumSquare(_) | ArgMax(_) | ArgMin(_) | NllLoss(_) => {
-                OpKind::Reduction
-            }
+            | ReduceLogSum(_) | ReduceLogSumExp(_) | ReduceSumSquare(_) | ArgMax(_) | ArgMin(_) | NllLoss(_)
+            | CumSum(_) => OpKind::Reduction,
             Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | Concat(_) | Gather(_) | GatherElements(_)
             | Slice(_) | Trilu(_) | Pad(_) | ScatterElements(_) | ScatterND(_) => OpKind::Movement,
         }

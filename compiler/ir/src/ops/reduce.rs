@@ -150,3 +150,24 @@ impl Infer for NllLoss {
         Ok(vec![TensorType { dtype: x.dtype, shape }])
     }
 }
+
+op! {
+    /// Running sum (or product) along the axis given by the scalar second operand, which
+    /// may be a run-time value: `exclusive` leaves out the current element, `reverse`
+    /// scans from the end (ONNX CumSum, CumProd).
+    CumSum = "cumsum", operands 2..=2 { exclusive: bool, reverse: bool, product: bool }
+}
+
+impl Infer for CumSum {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let (x, axis) = (&inputs[0], &inputs[1]);
+        ensure(x.dtype != DType::Bool && x.shape.rank() > 0, node, op, || {
+            format!("needs a numeric tensor of rank >= 1, got {x}")
+        })?;
+        ensure(matches!(axis.dtype, DType::I32 | DType::I64) && axis.shape.numel() == Some(1), node, op, || {
+            format!("axis must be an i32 or i64 scalar, got {axis}")
+        })?;
+        Ok(vec![x.clone()])
+    }
+}

@@ -34,6 +34,8 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
         }
         Ok(outs)
     });
+    reg.insert("CumSum", |cx| cumulative(cx, false));
+    reg.insert("CumProd", |cx| cumulative(cx, true));
     reg.insert("ArgMax", |cx| {
         let (axis, keepdims, select_last_index) = arg_attrs(cx);
         let x = cx.input(0)?;
@@ -85,4 +87,10 @@ fn nll(cx: &mut NodeCx, x: Value, t: Value) -> Result<Vec<Value>, String> {
     }
     let out = cx.add1("", op, &operands)?;
     Ok(vec![out])
+}
+
+fn cumulative(cx: &mut NodeCx, product: bool) -> Result<Vec<Value>, String> {
+    let (x, axis) = (cx.input(0)?, cx.input(1)?);
+    let op = CumSum { exclusive: cx.int("exclusive", 0) != 0, reverse: cx.int("reverse", 0) != 0, product };
+    cx.add("", op, &[x, axis])
 }
