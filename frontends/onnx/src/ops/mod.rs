@@ -14,6 +14,7 @@ mod movement;
 mod nn;
 mod quant;
 mod reduce;
+mod rnn;
 
 /// Builds the IR for one ONNX node; errors are messages the caller wraps with the node.
 pub(crate) type BuildFn = fn(&mut NodeCx) -> Result<Vec<Value>, String>;
@@ -30,6 +31,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         nn::register(&mut reg);
         quant::register(&mut reg);
         reduce::register(&mut reg);
+        rnn::register(&mut reg);
         reg
     })
 }

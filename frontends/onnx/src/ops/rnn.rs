@@ -1,0 +1,213 @@
+//! RNN, GRU and LSTM, unrolled over the (static) sequence length into MatMul, Add,
+//! activations and data movement, following the ONNX definitions (default activations,
+//! forward/reverse/bidirectional, initial states, LSTM peepholes, GRU
+//! `linear_before_reset`).
+use super::{BuildFn, NodeCx};
+use dlc_ir::ops::*;
+use dlc_ir::{DType, TensorData, Value};
+use std::collections::HashMap;
+
+pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
+    reg.insert("RNN", |cx| recurrent(cx, Kind::Rnn));
+    reg.insert("GRU", |cx| recurrent(cx, Kind::Gru));
+    reg.insert("LSTM", |cx| recurrent(cx, Kind::Lstm));
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Rnn,
+    Gru,
+    Lstm,
+}
+
+fn slice(cx: &mut NodeCx, v: Value, axis: i64, start: i64, end: i64) -> Result<Value, String> {
+    cx.add1("slice", Slice { starts: vec![start], ends: vec![end], axes: vec![axis], steps: vec![] }, &[v])
+}
+
+fn reshape(cx: &mut NodeCx, v: Value, shape: Vec<i64>) -> Result<Value, String> {
+    cx.add1("reshape", Reshape { shape, allowzero: true }, &[v])
+}
+
+/// Row `i` of dim 0 of `v`, reshaped to `shape`.
+fn row(cx: &mut NodeCx, v: Value, i: i64, shape: Vec<i64>) -> Result<Value, String> {
+    let s = slice(cx, v, 0, i, i + 1)?;
+    reshape(cx, s, shape)
+}
+
+fn zeros(cx: &mut NodeCx, dims: &[u64]) -> Value {
+    let n: u64 = dims.iter().product();
+    cx.add_const(TensorData::from_f32(dims, &vec![0.0; n as usize]).expect("zeros"))
+}
+
+fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
+    let gates: i64 = match kind {
+        Kind::Rnn => 1,
+        Kind::Gru => 3,
+        Kind::Lstm => 4,
+    };
+    if cx.has("activations") || cx.has("clip") {
+        return Err("custom activations and clip are not supported yet".into());
+    }
+    if cx.int("layout", 0) != 0 {
+        return Err("layout=1 is not supported yet".into());
+    }
+    if kind == Kind::Lstm && cx.int("input_forget", 0) != 0 {
+        return Err("input_forget=1 is not supported yet".into());
+    }
+    let (x, w, r) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    if cx.ty(x).dtype != DType::F32 {
+        return Err(format!("dtype {} is not supported yet (f32 only)", cx.ty(x).dtype));
+    }
+    let xd = cx.ty(x).shape.as_fixed().ok_or("X needs known dims")?;
+    let (seq, batch, input) = (xd[0] as i64, xd[1] as i64, xd[2] as i64);
+    let h = cx.int("hidden_size", 0);
+    if h <= 0 {
+        return Err("hidden_size is required".into());
+    }
+    if let Some(lens) = cx.const_input(4)? {
+        if lens.to_i64().is_none_or(|v| v.iter().any(|&l| l != seq)) {
+            return Err("sequence_lens other than the full length are not supported yet".into());
+        }
+    } else if cx.opt_input(4)?.is_some() {
+        return Err("sequence_lens must be a constant".into());
+    }
+    let dirs: Vec<bool> = match cx.string("direction", "forward")?.as_str() {
+        "forward" => vec![false],
+        "reverse" => vec![true],
+        "bidirectional" => vec![false, true],
+        d => return Err(format!("unknown direction '{d}'")),
+    };
+    let b = cx.opt_input(3)?;
+    let init_h = cx.opt_input(5)?;
+    let init_c = if kind == Kind::Lstm { cx.opt_input(6)? } else { None };
+    let peep = if kind == Kind::Lstm { cx.opt_input(7)? } else { None };
+    let lbr = kind == Kind::Gru && cx.int("linear_before_reset", 0) != 0;
+    let (mut ys, mut yhs, mut ycs) = (Vec::new(), Vec::new(), Vec::new());
+    for (d, &rev) in dirs.iter().enumerate() {
+        let d = d as i64;
+        // Per gate: W_g^T [I, H], R_g^T [H, H], Wb_g + Rb_g or separately for GRU's h gate.
+        let wd = row(cx, w, d, vec![gates * h, input])?;
+        let rd = row(cx, r, d, vec![gates * h, h])?;
+        let mut wt = Vec::new();
+        let mut rt = Vec::new();
+        let mut wb = Vec::new();
+        let mut rb = Vec::new();
+        for g in 0..gates {
+            let wg = slice(cx, wd, 0, g * h, (g + 1) * h)?;
+            wt.push(cx.add1("w_t", Transpose { perm: vec![1, 0] }, &[wg])?);
+            let rg = slice(cx, rd, 0, g * h, (g + 1) * h)?;
+            rt.push(cx.add1("r_t", Transpose { perm: vec![1, 0] }, &[rg])?);
+            match b {
+                Some(b) => {
+                    let bd = row(cx, b, d, vec![2 * gates * h])?;
+                    wb.push(Some(slice(cx, bd, 0, g * h, (g + 1) * h)?));
+                    rb.push(Some(slice(cx, bd, 0, (gates + g) * h, (gates + g + 1) * h)?));
+                }
+                None => {
+                    wb.push(None);
+                    rb.push(None);
+                }
+            }
+        }
+        let p: Vec<Value> = match peep {
+            Some(p) => {
+                let pd = row(cx, p, d, vec![3 * h])?;
+                (0..3).map(|k| slice(cx, pd, 0, k * h, (k + 1) * h)).collect::<Result<_, _>>()?
+            }
+            None => vec![],
+        };
+        let mut hs = match init_h {
+            Some(v) => row(cx, v, d, vec![batch, h])?,
+            None => zeros(cx, &[batch as u64, h as u64]),
+        };
+        let mut cs = match init_c {
+            Some(v) => row(cx, v, d, vec![batch, h])?,
+            None => zeros(cx, &[batch as u64, h as u64]),
+        };
+        let mut outs = vec![hs; seq as usize];
+        let steps: Vec<i64> = if rev { (0..seq).rev().collect() } else { (0..seq).collect() };
+        for t in steps {
+            let xt = row(cx, x, t, vec![batch, input])?;
+            let mut xw = Vec::new();
+            let mut hr = Vec::new();
+            for g in 0..gates as usize {
+                let mut a = cx.add1("x_w", MatMul {}, &[xt, wt[g]])?;
+                if let Some(bias) = wb[g] {
+                    a = cx.add1("x_w_b", Add {}, &[a, bias])?;
+                }
+                xw.push(a);
+                let mut c = cx.add1("h_r", MatMul {}, &[hs, rt[g]])?;
+                if let Some(bias) = rb[g] {
+                    c = cx.add1("h_r_b", Add {}, &[c, bias])?;
+                }
+                hr.push(c);
+            }
+            match kind {
+                Kind::Rnn => {
+                    let s = cx.add1("pre", Add {}, &[xw[0], hr[0]])?;
+                    hs = cx.add1("h", Tanh {}, &[s])?;
+                }
+                Kind::Gru => {
+                    let z = cx.add1("z_pre", Add {}, &[xw[0], hr[0]])?;
+                    let z = cx.add1("z", Sigmoid {}, &[z])?;
+                    let rr = cx.add1("r_pre", Add {}, &[xw[1], hr[1]])?;
+                    let rr = cx.add1("r", Sigmoid {}, &[rr])?;
+                    let cand = if lbr {
+                        let m = cx.add1("r_h", Mul {}, &[rr, hr[2]])?;
+                        cx.add1("h_pre", Add {}, &[xw[2], m])?
+                    } else {
+                        let rh = cx.add1("r_h", Mul {}, &[rr, hs])?;
+                        let mut m = cx.add1("r_h_r", MatMul {}, &[rh, rt[2]])?;
+                        if let Some(bias) = rb[2] {
+                            m = cx.add1("r_h_r_b", Add {}, &[m, bias])?;
+                        }
+                        cx.add1("h_pre", Add {}, &[xw[2], m])?
+                    };
+                    let cand = cx.add1("h_cand", Tanh {}, &[cand])?;
+                    // H = (1 - z) * cand + z * H_prev = cand + z * (H_prev - cand)
+                    let diff = cx.add1("h_diff", Sub {}, &[hs, cand])?;
+                    let zd = cx.add1("h_gate", Mul {}, &[z, diff])?;
+                    hs = cx.add1("h", Add {}, &[cand, zd])?;
+                }
+                Kind::Lstm => {
+                    let pre = |cx: &mut NodeCx, g: usize, peep: Option<(Value, Value)>| -> Result<Value, String> {
+                        let mut s = cx.add1("gate_pre", Add {}, &[xw[g], hr[g]])?;
+                        if let Some((pv, c)) = peep {
+                            let pc = cx.add1("peephole", Mul {}, &[pv, c])?;
+                            s = cx.add1("gate_peep", Add {}, &[s, pc])?;
+                        }
+                        Ok(s)
+                    };
+                    let pi = p.first().map(|&v| (v, cs));
+                    let pf = p.get(2).map(|&v| (v, cs));
+                    let i = pre(cx, 0, pi)?;
+                    let i = cx.add1("i", Sigmoid {}, &[i])?;
+                    let f = pre(cx, 2, pf)?;
+                    let f = cx.add1("f", Sigmoid {}, &[f])?;
+                    let c = pre(cx, 3, None)?;
+                    let c = cx.add1("c_cand", Tanh {}, &[c])?;
+                    let fc = cx.add1("f_c", Mul {}, &[f, cs])?;
+                    let ic = cx.add1("i_c", Mul {}, &[i, c])?;
+                    cs = cx.add1("c", Add {}, &[fc, ic])?;
+                    let po = p.get(1).map(|&v| (v, cs));
+                    let o = pre(cx, 1, po)?;
+                    let o = cx.add1("o", Sigmoid {}, &[o])?;
+                    let tc = cx.add1("tanh_c", Tanh {}, &[cs])?;
+                    hs = cx.add1("h", Mul {}, &[o, tc])?;
+                }
+            }
+            outs[t as usize] = hs;
+        }
+        let steps: Vec<Value> = outs.iter().map(|&o| reshape(cx, o, vec![1, 1, batch, h])).collect::<Result<_, _>>()?;
+        ys.push(cx.add1("y_dir", Concat { axis: 0 }, &steps)?);
+        yhs.push(reshape(cx, hs, vec![1, batch, h])?);
+        ycs.push(reshape(cx, cs, vec![1, batch, h])?);
+    }
+    let y = cx.add1("y", Concat { axis: 1 }, &ys)?;
+    let yh = cx.add1("y_h", Concat { axis: 0 }, &yhs)?;
+    let mut outs = vec![y, yh];
+    if kind == Kind::Lstm {
+        outs.push(cx.add1("y_c", Concat { axis: 0 }, &ycs)?);
+    }
+    Ok(outs)
+}
