@@ -48,13 +48,16 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
     if cx.has("activations") || cx.has("clip") {
         return Err("custom activations and clip are not supported yet".into());
     }
-    if cx.int("layout", 0) != 0 {
-        return Err("layout=1 is not supported yet".into());
-    }
+    // layout=1: X [batch, seq, input], states [batch, dirs, hidden], Y [batch, seq, dirs,
+    // hidden]; computed in layout 0 between transposes.
+    let batch_first = cx.int("layout", 0) != 0;
     if kind == Kind::Lstm && cx.int("input_forget", 0) != 0 {
         return Err("input_forget=1 is not supported yet".into());
     }
-    let (x, w, r) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    let (mut x, w, r) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    if batch_first {
+        x = cx.add1("x_seq_first", Transpose { perm: vec![1, 0, 2] }, &[x])?;
+    }
     if cx.ty(x).dtype != DType::F32 {
         return Err(format!("dtype {} is not supported yet (f32 only)", cx.ty(x).dtype));
     }
@@ -78,8 +81,13 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
         d => return Err(format!("unknown direction '{d}'")),
     };
     let b = cx.opt_input(3)?;
-    let init_h = cx.opt_input(5)?;
-    let init_c = if kind == Kind::Lstm { cx.opt_input(6)? } else { None };
+    let mut init_h = cx.opt_input(5)?;
+    let mut init_c = if kind == Kind::Lstm { cx.opt_input(6)? } else { None };
+    if batch_first {
+        for s in [&mut init_h, &mut init_c].into_iter().flatten() {
+            *s = cx.add1("state_dir_first", Transpose { perm: vec![1, 0, 2] }, &[*s])?;
+        }
+    }
     let peep = if kind == Kind::Lstm { cx.opt_input(7)? } else { None };
     let lbr = kind == Kind::Gru && cx.int("linear_before_reset", 0) != 0;
     let (mut ys, mut yhs, mut ycs) = (Vec::new(), Vec::new(), Vec::new());
@@ -203,11 +211,17 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
         yhs.push(reshape(cx, hs, vec![1, batch, h])?);
         ycs.push(reshape(cx, cs, vec![1, batch, h])?);
     }
-    let y = cx.add1("y", Concat { axis: 1 }, &ys)?;
-    let yh = cx.add1("y_h", Concat { axis: 0 }, &yhs)?;
+    let mut y = cx.add1("y", Concat { axis: 1 }, &ys)?;
+    let mut yh = cx.add1("y_h", Concat { axis: 0 }, &yhs)?;
+    let mut yc = cx.add1("y_c", Concat { axis: 0 }, &ycs)?;
+    if batch_first {
+        y = cx.add1("y_batch_first", Transpose { perm: vec![2, 0, 1, 3] }, &[y])?;
+        yh = cx.add1("y_h_batch_first", Transpose { perm: vec![1, 0, 2] }, &[yh])?;
+        yc = cx.add1("y_c_batch_first", Transpose { perm: vec![1, 0, 2] }, &[yc])?;
+    }
     let mut outs = vec![y, yh];
     if kind == Kind::Lstm {
-        outs.push(cx.add1("y_c", Concat { axis: 0 }, &ycs)?);
+        outs.push(yc);
     }
     Ok(outs)
 }
