@@ -53,6 +53,10 @@ fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     }
     let (left, right) = (cx.int("left_window_size", -1), cx.int("right_window_size", -1));
     let (mut q, mut k, mut v) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    let ranks = [cx.ty(q).shape.rank(), cx.ty(k).shape.rank(), cx.ty(v).shape.rank()];
+    if !(ranks == [3, 3, 3] || ranks == [4, 4, 4]) {
+        return Err(format!("Q, K and V must all be 3-D or all 4-D, got ranks {ranks:?}"));
+    }
     let dt = cx.ty(q).dtype;
     if !matches!(dt, DType::F32 | DType::F16 | DType::BF16) {
         return Err(format!("dtype {dt} is not supported"));
@@ -69,7 +73,7 @@ fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         return Err("past_key and past_value must be given together".into());
     }
     let past_len = match past_k {
-        Some(p) => dims(cx, p)?[2],
+        Some(p) => *dims(cx, p)?.get(2).ok_or("past_key must be 4-D")?,
         None => 0,
     };
     if let (Some(pk), Some(pv)) = (past_k, past_v) {

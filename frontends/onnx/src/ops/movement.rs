@@ -308,6 +308,9 @@ fn range(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
             return Err("delta must be non-zero".into());
         }
         let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as i64;
+        if n > 1 << 26 {
+            return Err(format!("a range of {n} elements is too large to materialise"));
+        }
         let v: Vec<i64> = (0..n).map(|i| s + i * d).collect();
         let t = TensorData::from_i64(&[n as u64], &v).expect("vector");
         let t = if dtype == dlc_ir::DType::I64 { t } else { cast_const(t, dtype)? };
@@ -316,6 +319,9 @@ fn range(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     match (s.to_f32(), l.to_f32(), d.to_f32()) {
         (Some(s), Some(l), Some(d)) if d[0] != 0.0 => {
             let n = ((l[0] - s[0]) / d[0]).ceil().max(0.0) as u64;
+            if n > 1 << 26 {
+                return Err(format!("a range of {n} elements is too large to materialise"));
+            }
             let v: Vec<f32> = (0..n).map(|i| s[0] + i as f32 * d[0]).collect();
             Ok(vec![cx.add_const(TensorData::from_f32(&[n], &v).expect("vector"))])
         }

@@ -79,7 +79,8 @@ fn lift_ints(v: Vec<i64>, fill: i64) -> Vec<i64> {
 
 /// `[N, C, L]` as `[N, C, 1, L]`; 1-D windows run as 2-D windows of height 1.
 fn lift_1d(cx: &mut NodeCx, x: Value, what: &str) -> Result<Value, String> {
-    let d = cx.ty(x).shape.as_fixed().ok_or("1-D windows need known dims")?;
+    let d =
+        cx.ty(x).shape.as_fixed().filter(|d| d.len() == 3).ok_or("1-D windows need 3-D operands with known dims")?;
     let shape = vec![d[0] as i64, d[1] as i64, 1, d[2] as i64];
     cx.add1(what, Reshape { shape, allowzero: true }, &[x])
 }

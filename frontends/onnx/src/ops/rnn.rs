@@ -61,7 +61,12 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
     if cx.ty(x).dtype != DType::F32 {
         return Err(format!("dtype {} is not supported yet (f32 only)", cx.ty(x).dtype));
     }
-    let xd = cx.ty(x).shape.as_fixed().ok_or("X needs known dims")?;
+    let xd = cx.ty(x).shape.as_fixed().filter(|d| d.len() == 3).ok_or("X must be 3-D with known dims")?;
+    for (v, what) in [(w, "W"), (r, "R")] {
+        if cx.ty(v).shape.rank() != 3 {
+            return Err(format!("{what} must be 3-D, got {}", cx.ty(v).shape));
+        }
+    }
     let (seq, batch, input) = (xd[0] as i64, xd[1] as i64, xd[2] as i64);
     let h = cx.int("hidden_size", 0);
     if h <= 0 {
