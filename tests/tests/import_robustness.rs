@@ -1,0 +1,63 @@
+//! The ONNX importer on corrupted input: random byte flips and truncations of every
+//! filetest model must give an error or a valid graph, never a panic; a graph that
+//! imports must also plan and compile without panicking (an error is fine).
+use std::path::Path;
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[test]
+fn corrupted_models_never_panic() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("filetests/onnx");
+    let tmp = std::env::temp_dir().join(format!("dlc-robustness-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut models: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    models.retain(|p| p.extension().is_some_and(|e| e == "onnx"));
+    models.sort();
+    let (mut errors, mut imported) = (0, 0);
+    for model in &models {
+        let bytes = std::fs::read(model).unwrap();
+        for round in 0..90 {
+            let mut b = bytes.clone();
+            match round % 3 {
+                0 => b.truncate((rng.next() % b.len() as u64) as usize),
+                _ => {
+                    for _ in 0..1 + rng.next() % 4 {
+                        let i = (rng.next() % b.len() as u64) as usize;
+                        b[i] ^= 1 << (rng.next() % 8);
+                    }
+                }
+            }
+            let path = tmp.join("mutant.onnx");
+            std::fs::write(&path, &b).unwrap();
+            let result = std::panic::catch_unwind(|| dlc_onnx::import(&path, &Default::default()));
+            match result {
+                Ok(Ok(g)) => {
+                    dlc_ir::verify(&g).expect("an imported graph verifies");
+                    imported += 1;
+                    let compiled = std::panic::catch_unwind(|| {
+                        let plan = dlc_passes::plan_memory(&g).ok()?;
+                        let target = dlc_codegen_llvm::TargetSpec::host();
+                        dlc_codegen_llvm::compile(&g, &plan, &target, "dlc_m_", &Default::default()).ok()
+                    });
+                    assert!(compiled.is_ok(), "codegen panicked on a mutant of {} (round {round})", model.display());
+                }
+                Ok(Err(_)) => errors += 1,
+                Err(_) => panic!("import panicked on a mutant of {} (round {round})", model.display()),
+            }
+        }
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+    // Both outcomes must occur, or the mutations test nothing.
+    assert!(errors > 0 && imported > 0, "errors {errors}, imported {imported}");
+}
