@@ -98,7 +98,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dlc", default=str(ROOT / "target" / "release" / "dlc"))
     ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--models", default="mlp,mnist_cnn,resnet18")
+    ap.add_argument("--models", default="mlp,resnet18,mobilenetv2,bert")
     ap.add_argument("--gemm", default="256,512,1024")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dlc-bench-"))
@@ -113,7 +113,16 @@ def main():
         d = DlcModel(art)
         rng = np.random.RandomState(0)
         sess0 = ort_session(path, 1)
-        feeds = {i.name: rng.randn(*i.shape).astype(np.float32) for i in sess0.get_inputs()}
+        feeds = {}
+        for i in sess0.get_inputs():
+            if i.type == "tensor(int64)" and i.name.endswith("ids"):
+                feeds[i.name] = rng.randint(0, 8192, size=i.shape).astype(np.int64)
+            elif i.type == "tensor(int64)":  # attention mask: the last quarter is padding
+                m = np.ones(i.shape, np.int64)
+                m[..., i.shape[-1] * 3 // 4:] = 0
+                feeds[i.name] = m
+            else:
+                feeds[i.name] = rng.randn(*i.shape).astype(np.float32)
         d.bind(feeds)
         diff = max(float(np.abs(x - y).max()) for x, y in zip(d.run(), sess0.run(None, feeds)))
         for threads in (1, 2):
