@@ -216,3 +216,163 @@ pub(crate) fn conv_transpose(kb: &Kb, n: &NodeInfo, op: &dlc_ir::ops::ConvTransp
         kb.store_f32(py, kb.lin(&[(b, m * oh * ow), (mi, oh * ow), (oy, ow), (ox, 1)], 0)?, kb.get(acc)?)
     })
 }
+
+/// GridSample (2-D) following the ONNX reference: denormalise, round (nearest), fold
+/// out-of-range coordinates by the padding mode, then interpolate from pixels fetched
+/// with the padding rule. Indices are always clamped before loads.
+pub(crate) fn grid_sample<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::GridSample) -> R<()> {
+    use dlc_ir::ops::{SampleMode, SamplePadding};
+    use inkwell::values::FloatValue;
+    use inkwell::FloatPredicate::*;
+    n.require_f32()?;
+    let xd = n.in_dims(0);
+    let gd = n.in_dims(1);
+    let (batch, ch, h, w) = (xd[0], xd[1], xd[2], xd[3]);
+    let (oh, ow) = (gd[1], gd[2]);
+    if h == 0 || w == 0 {
+        return Err(n.unsupported("empty images cannot be sampled"));
+    }
+    let (px, pg, py) = (kb.param(0), kb.param(1), kb.param(2));
+    let f = |v: f64| kb.f32t.const_float(v);
+    let lt = |a: FloatValue<'ctx>, b: FloatValue<'ctx>| kb.b.build_float_compare(OLT, a, b, "");
+    let to_int = |v: FloatValue<'ctx>| -> R<IntValue<'ctx>> {
+        Ok(super::elementwise::convert(kb, v.into(), dlc_ir::DType::F32, dlc_ir::DType::I64)?.into_int_value())
+    };
+    let floor = |v: FloatValue<'ctx>| kb.libm("floorf", v);
+    // [min, max] of valid coordinates per dim (0: x over W, 1: y over H).
+    let extent = [w, h];
+    let bounds: Vec<(f64, f64)> =
+        extent.iter().map(|&d| if op.align_corners { (0.0, d as f64 - 1.0) } else { (-0.5, d as f64 - 0.5) }).collect();
+    let reflect = |v: FloatValue<'ctx>, lo: f64, hi: f64| -> R<FloatValue<'ctx>> {
+        let rng = hi - lo;
+        if rng <= 0.0 {
+            return Ok(f(lo));
+        }
+        let fold = |dx: FloatValue<'ctx>, from_lo: bool| -> R<FloatValue<'ctx>> {
+            let q = kb.libm("truncf", kb.fdiv(dx, f(rng))?)?;
+            let r = kb.fsub(dx, kb.fmul(q, f(rng))?)?;
+            let even = kb.icmp(IntPredicate::EQ, kb.b.build_and(to_int(q)?, kb.c(1), "")?, kb.c(0))?;
+            let (a, b) = (kb.fadd(f(lo), r)?, kb.fsub(f(hi), r)?);
+            if from_lo {
+                kb.select_f(even, a, b)
+            } else {
+                kb.select_f(even, b, a)
+            }
+        };
+        let below = fold(kb.fsub(f(lo), v)?, true)?;
+        let above = fold(kb.fsub(v, f(hi))?, false)?;
+        let v2 = kb.select_f(lt(v, f(lo))?, below, v)?;
+        kb.select_f(lt(f(hi), v)?, above, v2)
+    };
+    // A pixel at integer coordinates with the padding rule; 0 outside for Zeros.
+    let pixel = |base: IntValue<'ctx>, yi: IntValue<'ctx>, xi: IntValue<'ctx>| -> R<FloatValue<'ctx>> {
+        let mut idx = [xi, yi];
+        let mut inside = kb.cx.bool_type().const_all_ones();
+        for k in 0..2 {
+            let d = extent[k];
+            let i = match op.padding {
+                SamplePadding::Zeros => {
+                    inside = kb.and(inside, kb.in_bounds(idx[k], d)?)?;
+                    idx[k]
+                }
+                SamplePadding::Border => idx[k],
+                SamplePadding::Reflection => {
+                    let fv = kb.b.build_signed_int_to_float(idx[k], kb.f32t, "")?;
+                    to_int(reflect(fv, bounds[k].0, bounds[k].1)?)?
+                }
+            };
+            let i = kb.select_i(kb.icmp(IntPredicate::SLT, i, kb.c(0))?, kb.c(0), i)?;
+            idx[k] = kb.select_i(kb.icmp(IntPredicate::SGE, i, kb.c(d))?, kb.c(d - 1), i)?;
+        }
+        let v = kb.load_f32(px, kb.add(base, kb.lin(&[(idx[1], w), (idx[0], 1)], 0)?)?)?;
+        kb.select_f(inside, v, f(0.0))
+    };
+    let cubic = |t: FloatValue<'ctx>| -> R<[FloatValue<'ctx>; 4]> {
+        let a = -0.75;
+        let poly = |x: FloatValue<'ctx>, far: bool| -> R<FloatValue<'ctx>> {
+            if far {
+                // ((a(x) - 5a) x + 8a) x - 4a for 1 <= x < 2
+                let t1 = kb.fsub(kb.fmul(f(a), x)?, f(5.0 * a))?;
+                let t2 = kb.fadd(kb.fmul(t1, x)?, f(8.0 * a))?;
+                kb.fsub(kb.fmul(t2, x)?, f(4.0 * a))
+            } else {
+                // ((a + 2) x - (a + 3)) x x + 1 for x < 1
+                let t1 = kb.fsub(kb.fmul(f(a + 2.0), x)?, f(a + 3.0))?;
+                kb.fadd(kb.fmul(kb.fmul(t1, x)?, x)?, f(1.0))
+            }
+        };
+        let one_minus = kb.fsub(f(1.0), t)?;
+        Ok([
+            poly(kb.fadd(t, f(1.0))?, true)?,
+            poly(t, false)?,
+            poly(one_minus, false)?,
+            poly(kb.fsub(f(2.0), t)?, true)?,
+        ])
+    };
+    let acc = kb.alloca_f32()?;
+    kb.nest(&[batch, ch, oh, ow], |kb, idx| {
+        let (b, c, oy, ox) = (idx[0], idx[1], idx[2], idx[3]);
+        let gi = kb.lin(&[(b, oh * ow * 2), (oy, ow * 2), (ox, 2)], 0)?;
+        let base = kb.lin(&[(b, ch * h * w), (c, h * w)], 0)?;
+        let mut coord = Vec::new();
+        for k in 0..2 {
+            let g = kb.load_f32(pg, kb.add(gi, kb.c(k as u64))?)?;
+            let d = extent[k] as f64;
+            let mut v = if op.align_corners {
+                kb.fmul(kb.fdiv(kb.fadd(g, f(1.0))?, f(2.0))?, f(d - 1.0))?
+            } else {
+                kb.fdiv(kb.fsub(kb.fmul(kb.fadd(g, f(1.0))?, f(d))?, f(1.0))?, f(2.0))?
+            };
+            if op.mode == SampleMode::Nearest {
+                v = kb.libm("roundevenf", v)?;
+            }
+            let (lo, hi) = bounds[k];
+            let outside = kb.b.build_or(lt(v, f(lo))?, lt(f(hi), v)?, "")?;
+            let adjusted = match op.padding {
+                SamplePadding::Zeros => v,
+                SamplePadding::Border => {
+                    let c0 = kb.select_f(lt(v, f(0.0))?, f(0.0), v)?;
+                    kb.select_f(lt(f(d - 1.0), c0)?, f(d - 1.0), c0)?
+                }
+                SamplePadding::Reflection => reflect(v, lo, hi)?,
+            };
+            coord.push(kb.select_f(outside, adjusted, v)?);
+        }
+        let (vx, vy) = (coord[0], coord[1]);
+        let value = match op.mode {
+            SampleMode::Nearest => pixel(base, to_int(vy)?, to_int(vx)?)?,
+            SampleMode::Linear => {
+                let (fx, fy) = (floor(vx)?, floor(vy)?);
+                let (dx, dy) = (kb.fsub(vx, fx)?, kb.fsub(vy, fy)?);
+                let (x0, y0) = (to_int(fx)?, to_int(fy)?);
+                let wx = [kb.fsub(f(1.0), dx)?, dx];
+                let wy = [kb.fsub(f(1.0), dy)?, dy];
+                kb.set(acc, f(0.0))?;
+                for (a, wya) in wy.iter().enumerate() {
+                    for (bb, wxb) in wx.iter().enumerate() {
+                        let p = pixel(base, kb.add(y0, kb.c(a as u64))?, kb.add(x0, kb.c(bb as u64))?)?;
+                        kb.set(acc, kb.fadd(kb.get(acc)?, kb.fmul(kb.fmul(*wya, *wxb)?, p)?)?)?;
+                    }
+                }
+                kb.get(acc)?
+            }
+            SampleMode::Cubic => {
+                let (fx, fy) = (floor(vx)?, floor(vy)?);
+                let cx = cubic(kb.fsub(vx, fx)?)?;
+                let cy = cubic(kb.fsub(vy, fy)?)?;
+                let (x0, y0) = (kb.sub(to_int(fx)?, kb.c(1))?, kb.sub(to_int(fy)?, kb.c(1))?);
+                kb.set(acc, f(0.0))?;
+                for (a, cya) in cy.iter().enumerate() {
+                    let mut row = f(0.0);
+                    for (bb, cxb) in cx.iter().enumerate() {
+                        let p = pixel(base, kb.add(y0, kb.c(a as u64))?, kb.add(x0, kb.c(bb as u64))?)?;
+                        row = kb.fadd(row, kb.fmul(*cxb, p)?)?;
+                    }
+                    kb.set(acc, kb.fadd(kb.get(acc)?, kb.fmul(*cya, row)?)?)?;
+                }
+                kb.get(acc)?
+            }
+        };
+        kb.store_f32(py, kb.lin(&[(b, ch * oh * ow), (c, oh * ow), (oy, ow), (ox, 1)], 0)?, value)
+    })
+}

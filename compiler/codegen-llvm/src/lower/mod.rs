@@ -97,6 +97,7 @@ pub(crate) fn lower_node<'ctx>(
         Op::Einsum(op) => linalg::einsum(&kb, &info, &op.equation)?,
         Op::Conv(op) => conv::conv(&kb, &info, op)?,
         Op::ConvTranspose(op) => conv::conv_transpose(&kb, &info, op)?,
+        Op::GridSample(op) => conv::grid_sample(&kb, &info, op)?,
         Op::MaxPool(op) => conv::pool(&kb, &info, &op.geometry(info.name, &info.inputs[0])?, conv::Pool::Max)?,
         Op::AveragePool(op) => {
             let geom = op.geometry(info.name, &info.inputs[0])?;

@@ -382,3 +382,59 @@ impl Infer for ConvTranspose {
         Ok(vec![TensorType { dtype: x.dtype, shape }])
     }
 }
+
+/// How [`GridSample`] interpolates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleMode {
+    /// Nearest pixel (rounding half to even).
+    Nearest,
+    /// Bilinear.
+    Linear,
+    /// Bicubic (Keys, a = -0.75).
+    Cubic,
+}
+
+/// How [`GridSample`] treats positions outside the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplePadding {
+    /// Zero.
+    Zeros,
+    /// The nearest border pixel.
+    Border,
+    /// Mirrored at the borders.
+    Reflection,
+}
+
+impl From<SampleMode> for super::Attr {
+    fn from(m: SampleMode) -> Self {
+        super::Attr::Str(format!("{m:?}").to_lowercase())
+    }
+}
+
+impl From<SamplePadding> for super::Attr {
+    fn from(m: SamplePadding) -> Self {
+        super::Attr::Str(format!("{m:?}").to_lowercase())
+    }
+}
+
+op! {
+    /// Samples `X [N, C, H, W]` at the normalised positions of `grid [N, OH, OW, 2]`
+    /// (x then y, in [-1, 1]) as ONNX GridSample (2-D).
+    GridSample = "grid_sample", operands 2..=2 { mode: SampleMode, padding: SamplePadding, align_corners: bool }
+}
+
+impl Infer for GridSample {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let (x, g) = (&inputs[0], &inputs[1]);
+        let xd = fixed_dims(x, node, op)?;
+        let gd = fixed_dims(g, node, op)?;
+        ensure(xd.len() == 4 && gd.len() == 4 && gd[3] == 2 && gd[0] == xd[0], node, op, || {
+            format!(
+                "only 2-D sampling is supported: X {} and grid {} must be [N,C,H,W] and [N,OH,OW,2]",
+                x.shape, g.shape
+            )
+        })?;
+        Ok(vec![TensorType::fixed(x.dtype, &[xd[0], xd[1], gd[1], gd[2]])])
+    }
+}

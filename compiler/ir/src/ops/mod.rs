@@ -16,7 +16,10 @@ mod norm;
 mod reduce;
 mod source;
 
-pub use conv::{AutoPad, AveragePool, Conv, ConvTranspose, GlobalAveragePool, MaxPool, PoolGeometry};
+pub use conv::{
+    AutoPad, AveragePool, Conv, ConvTranspose, GlobalAveragePool, GridSample, MaxPool, PoolGeometry, SampleMode,
+    SamplePadding,
+};
 pub use elementwise::*;
 pub use linalg::{einsum_extents, parse_einsum, Einsum, Gemm, MatMul};
 pub use movement::{
@@ -211,7 +214,7 @@ op_table! {
     Softplus, Softsign, Mish, HardSwish, HardSigmoid, LeakyRelu, Elu, Selu, Celu, ThresholdedRelu, Gelu,
     IsNaN, IsInf, Clip, Swish, Shrink, Expand,
     MatMul, Gemm, Einsum,
-    Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool,
+    Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, GridSample,
     BatchNormalization, LayerNormalization, Softmax,
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, NllLoss, CumSum,
@@ -290,7 +293,9 @@ impl Op {
             | HardSwish(_) | HardSigmoid(_) | LeakyRelu(_) | Elu(_) | Selu(_) | Celu(_) | ThresholdedRelu(_)
             | Gelu(_) | IsNaN(_) | IsInf(_) | Clip(_) | Swish(_) | Shrink(_) | Expand(_) => OpKind::Elementwise,
             MatMul(_) | Gemm(_) | Einsum(_) => OpKind::Contraction,
-            Conv(_) | ConvTranspose(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) => OpKind::Window,
+            Conv(_) | ConvTranspose(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) | GridSample(_) => {
+                OpKind::Window
+            }
             BatchNormalization(_) | LayerNormalization(_) | Softmax(_) => OpKind::Normalization,
             ReduceSum(_) | ReduceMean(_) | ReduceMax(_) | ReduceMin(_) | ReduceProd(_) | ReduceL1(_) | ReduceL2(_)
             | ReduceLogSum(_) | ReduceLogSumExp(_) | ReduceSumSquare(_) | ArgMax(_) | ArgMin(_) | NllLoss(_)

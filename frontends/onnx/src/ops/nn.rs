@@ -8,6 +8,23 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Conv", conv);
     reg.insert("MaxPool", maxpool);
     reg.insert("LpPool", lp_pool);
+    reg.insert("GridSample", |cx| {
+        let mode = match cx.string("mode", if cx.opset >= 20 { "linear" } else { "bilinear" })?.as_str() {
+            "nearest" => SampleMode::Nearest,
+            "linear" | "bilinear" => SampleMode::Linear,
+            "cubic" | "bicubic" => SampleMode::Cubic,
+            m => return Err(format!("unknown mode '{m}'")),
+        };
+        let padding = match cx.string("padding_mode", "zeros")?.as_str() {
+            "zeros" => SamplePadding::Zeros,
+            "border" => SamplePadding::Border,
+            "reflection" => SamplePadding::Reflection,
+            m => return Err(format!("unknown padding_mode '{m}'")),
+        };
+        let align_corners = cx.int("align_corners", 0) != 0;
+        let (x, g) = (cx.input(0)?, cx.input(1)?);
+        cx.add("", GridSample { mode, padding, align_corners }, &[x, g])
+    });
     reg.insert("LpNormalization", |cx| {
         let x = cx.input(0)?;
         let axes = vec![cx.int("axis", -1)];
