@@ -4,7 +4,8 @@
 //! Before anything is built the whole graph is scanned, and a model with unsupported
 //! nodes fails with one error that lists every one of them.
 //!
-//! Invariant: no shape logic lives here; output types come from the IR's op rules.
+//! Invariant: output types come from the IR's op rules; builders compute only the
+//! attributes of the IR ops a node expands into.
 #![warn(missing_docs)]
 
 mod error;
