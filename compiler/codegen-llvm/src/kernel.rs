@@ -211,16 +211,24 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         self.icmp(IntPredicate::ULT, i, self.c(n))
     }
 
-    /// Calls a unary f32 function from the C math library (`expf`, `tanhf`, `sqrtf`).
-    pub fn libm(&self, name: &str, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+    /// Calls a C math library function over `ty` (`expf` for f32, `exp` for f64...),
+    /// declaring it on first use.
+    pub fn call_math(&self, name: &str, ty: FloatType<'ctx>, args: &[FloatValue<'ctx>]) -> R<FloatValue<'ctx>> {
         let f = self.m.get_function(name).unwrap_or_else(|| {
-            self.m.add_function(name, self.f32t.fn_type(&[self.f32t.into()], false), Some(Linkage::External))
+            let params: Vec<_> = args.iter().map(|_| ty.into()).collect();
+            self.m.add_function(name, ty.fn_type(&params, false), Some(Linkage::External))
         });
-        let call = self.b.build_call(f, &[x.into()], "")?;
+        let args: Vec<_> = args.iter().map(|a| (*a).into()).collect();
+        let call = self.b.build_call(f, &args, "")?;
         call.try_as_basic_value()
             .basic()
             .map(|v| v.into_float_value())
             .ok_or_else(|| CodegenError::Llvm(format!("{name} returned no value")))
+    }
+
+    /// Calls a unary f32 function from the C math library (`expf`, `tanhf`, `sqrtf`).
+    pub fn libm(&self, name: &str, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        self.call_math(name, self.f32t, &[x])
     }
 
     /// An f32 stack slot in the entry block (so LLVM promotes it to a register).

@@ -26,6 +26,11 @@ pub(crate) fn broadcast_strides(dims: &[u64], out: &[u64]) -> Vec<u64> {
     strides
 }
 
+/// Element strides of a contiguous row-major tensor with `dims`.
+pub(crate) fn contiguous_strides(dims: &[u64]) -> Vec<u64> {
+    broadcast_strides(dims, dims)
+}
+
 /// Merges adjacent dims where every operand's strides stay linear, so common cases
 /// (same shapes, per-channel bias) become short, contiguous loop nests.
 pub(crate) fn coalesce(out: &[u64], strides: &[Vec<u64>]) -> (Vec<u64>, Vec<Vec<u64>>) {
@@ -115,10 +120,6 @@ pub(crate) fn narrow<'ctx>(kb: &Kb<'_, 'ctx>, v: BasicValueEnum<'ctx>, d: DType)
     })
 }
 
-fn is_signed(d: DType) -> bool {
-    matches!(d, DType::I8 | DType::I16 | DType::I32 | DType::I64)
-}
-
 /// The elementwise kernel of any elementwise op.
 pub(crate) fn map(kb: &Kb, n: &NodeInfo) -> R<()> {
     let out_dt = n.outputs[0].dtype;
@@ -162,14 +163,7 @@ impl<'ctx> F<'_, '_, 'ctx> {
     /// A C math library function: `name` for double, `name` + `f` for float.
     fn call(&self, name: &str, args: &[FloatValue<'ctx>]) -> R<FloatValue<'ctx>> {
         let full = if self.f64 { name.to_string() } else { format!("{name}f") };
-        let m = self.kb.m;
-        let f = m.get_function(&full).unwrap_or_else(|| {
-            let params: Vec<_> = args.iter().map(|_| self.ty.into()).collect();
-            m.add_function(&full, self.ty.fn_type(&params, false), Some(inkwell::module::Linkage::External))
-        });
-        let args: Vec<_> = args.iter().map(|a| (*a).into()).collect();
-        let v = self.kb.b.build_call(f, &args, "")?.try_as_basic_value().basic();
-        v.map(|v| v.into_float_value()).ok_or_else(|| CodegenError::Llvm(format!("{full} returned nothing")))
+        self.kb.call_math(&full, self.ty, args)
     }
     fn cmp(&self, p: FloatPredicate, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<IntValue<'ctx>> {
         Ok(self.kb.b.build_float_compare(p, a, b, "")?)
@@ -465,7 +459,7 @@ pub(crate) fn convert<'ctx>(
         }
         (true, false, false) => {
             // Saturating conversion: no poison for out-of-range values, NaN gives 0.
-            let name = if is_signed(to) { "llvm.fptosi.sat" } else { "llvm.fptoui.sat" };
+            let name = if to.is_signed_int() { "llvm.fptosi.sat" } else { "llvm.fptoui.sat" };
             let intr =
                 inkwell::intrinsics::Intrinsic::find(name).ok_or_else(|| CodegenError::Llvm(format!("no {name}")))?;
             let f = intr
@@ -478,7 +472,7 @@ pub(crate) fn convert<'ctx>(
         }
         (false, true, _) => {
             let (x, t) = (v.into_int_value(), to_ty.into_float_type());
-            if is_signed(from) {
+            if from.is_signed_int() {
                 b.build_signed_int_to_float(x, t, "")?.into()
             } else {
                 b.build_unsigned_int_to_float(x, t, "")?.into()
@@ -496,7 +490,7 @@ pub(crate) fn convert<'ctx>(
                 x.into()
             } else if fw > tw {
                 b.build_int_truncate(x, t, "")?.into()
-            } else if is_signed(from) {
+            } else if from.is_signed_int() {
                 b.build_int_s_extend(x, t, "")?.into()
             } else {
                 b.build_int_z_extend(x, t, "")?.into()
@@ -541,7 +535,7 @@ fn scalar<'ctx>(
         }
     } else {
         let ints: Vec<IntValue> = vals.iter().map(|v| v.into_int_value()).collect();
-        int_op(kb, op, &ints, is_signed(dt), ints[0].get_type())?
+        int_op(kb, op, &ints, dt.is_signed_int(), ints[0].get_type())?
     };
     res.ok_or_else(|| n.unsupported(format!("not implemented for dtype {dt}")))
 }

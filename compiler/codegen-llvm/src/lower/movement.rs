@@ -20,12 +20,7 @@ pub(crate) fn transpose(kb: &Kb, n: &NodeInfo, op: &Transpose) -> R<()> {
     let src: Vec<u64> = perm.iter().map(|&p| in_strides[p]).collect();
     let dst = broadcast_strides(&out, &out);
     let (dims, st) = coalesce(&out, &[src, dst]);
-    let ty = match n.outputs[0].dtype.size() {
-        1 => kb.cx.i8_type(),
-        2 => kb.cx.i16_type(),
-        4 => kb.cx.i32_type(),
-        _ => kb.cx.i64_type(),
-    };
+    let ty = elem_int_type(kb, n.outputs[0].dtype.size());
     let (px, py) = (kb.param(0), kb.param(1));
     kb.nest(&dims, |kb, idx| {
         let off = |s: &[u64]| kb.lin(&idx.iter().copied().zip(s.iter().copied()).collect::<Vec<_>>(), 0);
@@ -259,6 +254,25 @@ fn combine<'ctx>(
     Ok(())
 }
 
+/// Starts a scatter: copies `data` into the output and returns the element type and the
+/// indices, updates and output pointers.
+fn scatter_start<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    n: &NodeInfo,
+) -> R<(
+    inkwell::types::BasicTypeEnum<'ctx>,
+    inkwell::values::PointerValue<'ctx>,
+    inkwell::values::PointerValue<'ctx>,
+    inkwell::values::PointerValue<'ctx>,
+)> {
+    let dt = n.outputs[0].dtype;
+    let ty = super::elementwise::llvm_type(kb, dt)
+        .ok_or_else(|| n.unsupported(format!("dtype {dt} is not supported yet")))?;
+    let bytes = n.outputs[0].size_bytes().unwrap_or(0);
+    kb.memcpy(kb.param(3), kb.param(0), kb.c(bytes))?;
+    Ok((ty, kb.param(1), kb.param(2), kb.param(3)))
+}
+
 /// Loads index `j` of an i32/i64 index tensor as i64, wrapped when negative and clamped
 /// into `0..extent`.
 fn load_index<'ctx>(
@@ -281,12 +295,7 @@ pub(crate) fn scatter_elements(kb: &Kb, n: &NodeInfo, op: &dlc_ir::ops::ScatterE
     let d = n.in_dims(0);
     let id = n.in_dims(1);
     let a = dlc_ir::ops::normalize_axis(op.axis, d.len()).ok_or_else(|| n.unsupported("axis out of range"))?;
-    let dt = n.outputs[0].dtype;
-    let ty = super::elementwise::llvm_type(kb, dt)
-        .ok_or_else(|| n.unsupported(format!("dtype {dt} is not supported yet")))?;
-    let bytes = n.outputs[0].size_bytes().unwrap_or(0);
-    let (pd, pi, pu, py) = (kb.param(0), kb.param(1), kb.param(2), kb.param(3));
-    kb.memcpy(py, pd, kb.c(bytes))?;
+    let (ty, pi, pu, py) = scatter_start(kb, n)?;
     if id.contains(&0) || d[a] == 0 {
         return Ok(());
     }
@@ -309,12 +318,7 @@ pub(crate) fn scatter_nd(kb: &Kb, n: &NodeInfo, op: &dlc_ir::ops::ScatterND) -> 
     let k = *id.last().expect("checked rank") as usize;
     let tuples: u64 = id[..id.len() - 1].iter().product();
     let slice: u64 = d[k..].iter().product();
-    let dt = n.outputs[0].dtype;
-    let ty = super::elementwise::llvm_type(kb, dt)
-        .ok_or_else(|| n.unsupported(format!("dtype {dt} is not supported yet")))?;
-    let bytes = n.outputs[0].size_bytes().unwrap_or(0);
-    let (pd, pi, pu, py) = (kb.param(0), kb.param(1), kb.param(2), kb.param(3));
-    kb.memcpy(py, pd, kb.c(bytes))?;
+    let (ty, pi, pu, py) = scatter_start(kb, n)?;
     if tuples == 0 || slice == 0 || d[..k].contains(&0) {
         return Ok(());
     }

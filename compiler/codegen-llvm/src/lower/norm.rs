@@ -128,11 +128,7 @@ pub(crate) fn layernorm<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, epsilo
             (mean, kb.b.build_float_sub(msq, kb.b.build_float_mul(mean, mean, "")?, "")?)
         };
         let denom = kb.b.build_float_add(var, f64t.const_float(epsilon as f64), "")?;
-        let sqrt = kb.m.get_function("sqrt").unwrap_or_else(|| {
-            kb.m.add_function("sqrt", f64t.fn_type(&[f64t.into()], false), Some(inkwell::module::Linkage::External))
-        });
-        let sd =
-            kb.b.build_call(sqrt, &[denom.into()], "")?.try_as_basic_value().basic().expect("f64").into_float_value();
+        let sd = kb.call_math("sqrt", f64t, &[denom])?;
         let inv = kb.b.build_float_trunc(kb.b.build_float_div(f64t.const_float(1.0), sd, "")?, kb.f32t, "")?;
         let center = kb.b.build_float_trunc(center, kb.f32t, "")?;
         if let (Some(pm), Some(pi)) = (p_mean, p_inv) {

@@ -1,7 +1,7 @@
 //! Reductions: for every output element, a loop nest over the reduced axes folds the
 //! inputs into an accumulator of f64 (floating-point inputs) or 64-bit integers, which is
 //! finalised (mean, sqrt, log) and converted to the output dtype.
-use super::elementwise::{compute_dtype, convert, llvm_type, narrow, widen};
+use super::elementwise::{compute_dtype, contiguous_strides, convert, llvm_type, narrow, widen};
 use super::NodeInfo;
 use crate::kernel::{Kb, R};
 use dlc_ir::ops::resolve_axes;
@@ -23,17 +23,15 @@ enum Kind {
     SumSquare,
 }
 
-fn is_signed(d: DType) -> bool {
-    matches!(d, DType::I8 | DType::I16 | DType::I32 | DType::I64)
-}
-
-/// Strides of a contiguous tensor with `dims`.
-fn strides(dims: &[u64]) -> Vec<u64> {
-    let mut s = vec![1; dims.len()];
-    for i in (0..dims.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * dims[i + 1];
+/// The accumulator dtype for inputs of dtype `d`: f64 for floats, 64-bit integers otherwise.
+fn accumulator(d: DType) -> DType {
+    if d.is_float() {
+        DType::F64
+    } else if d.is_signed_int() {
+        DType::I64
+    } else {
+        DType::U64
     }
-    s
 }
 
 pub(crate) fn reduce<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo) -> R<()> {
@@ -58,27 +56,21 @@ pub(crate) fn reduce<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo) -> R<()> {
     let axes = resolve_axes(axes, x.len()).ok_or_else(|| n.unsupported("invalid axes"))?;
     let in_dt = n.inputs[0].dtype;
     let out_dt = n.outputs[0].dtype;
-    let st = strides(&x);
+    let st = contiguous_strides(&x);
     let kept: Vec<usize> = (0..x.len()).filter(|i| !axes.contains(i)).collect();
     let kept_ext: Vec<u64> = kept.iter().map(|&i| x[i]).collect();
     let red_ext: Vec<u64> = axes.iter().map(|&i| x[i]).collect();
     let count: u64 = red_ext.iter().product();
-    let out_st = strides(&kept_ext);
+    let out_st = contiguous_strides(&kept_ext);
     let in_ty = llvm_type(kb, in_dt).ok_or_else(|| n.unsupported(format!("dtype {in_dt} is not supported yet")))?;
     let out_ty = llvm_type(kb, out_dt).ok_or_else(|| n.unsupported(format!("dtype {out_dt} is not supported yet")))?;
     let float = in_dt.is_float();
-    let acc_dt = if float {
-        DType::F64
-    } else if is_signed(in_dt) {
-        DType::I64
-    } else {
-        DType::U64
-    };
+    let acc_dt = accumulator(in_dt);
     let acc_ty = llvm_type(kb, acc_dt).expect("f64/i64");
     let acc = kb.alloca(acc_ty)?;
     let f64t = kb.cx.f64_type();
     let i64t = kb.i64t;
-    let signed = is_signed(in_dt);
+    let signed = in_dt.is_signed_int();
     let init: BasicValueEnum = if float {
         f64t.const_float(match kind {
             Kind::Max => f64::NEG_INFINITY,
@@ -121,11 +113,7 @@ pub(crate) fn reduce<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo) -> R<()> {
         let fin: BasicValueEnum = if float {
             let a = a.into_float_value();
             let call = |name: &str, x: FloatValue<'ctx>| -> R<BasicValueEnum<'ctx>> {
-                let m = kb.m;
-                let f = m.get_function(name).unwrap_or_else(|| {
-                    m.add_function(name, f64t.fn_type(&[f64t.into()], false), Some(inkwell::module::Linkage::External))
-                });
-                Ok(kb.b.build_call(f, &[x.into()], "")?.try_as_basic_value().basic().expect("returns f64"))
+                Ok(kb.call_math(name, f64t, &[x])?.into())
             };
             match kind {
                 Kind::Mean => kb.b.build_float_div(a, f64t.const_float(count as f64), "")?.into(),
@@ -146,14 +134,7 @@ pub(crate) fn reduce<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo) -> R<()> {
                 Kind::L2 | Kind::LogSum | Kind::LogSumExp => {
                     let f = convert(kb, a.into(), acc_dt, DType::F64)?.into_float_value();
                     let name = if kind == Kind::L2 { "sqrt" } else { "log" };
-                    let fun = kb.m.get_function(name).unwrap_or_else(|| {
-                        kb.m.add_function(
-                            name,
-                            f64t.fn_type(&[f64t.into()], false),
-                            Some(inkwell::module::Linkage::External),
-                        )
-                    });
-                    let r = kb.b.build_call(fun, &[f.into()], "")?.try_as_basic_value().basic().expect("f64");
+                    let r = kb.call_math(name, f64t, &[f])?.into();
                     // The float result is rounded down to an integer like numpy's astype.
                     convert(kb, r, DType::F64, acc_dt)?
                 }
@@ -181,11 +162,7 @@ fn step_float<'ctx>(kb: &Kb<'_, 'ctx>, kind: Kind, a: FloatValue<'ctx>, v: Float
         }
         Kind::L2 | Kind::SumSquare => b.build_float_add(a, b.build_float_mul(v, v, "")?, "")?,
         Kind::LogSumExp => {
-            let m = kb.m;
-            let exp = m.get_function("exp").unwrap_or_else(|| {
-                m.add_function("exp", f64t.fn_type(&[f64t.into()], false), Some(inkwell::module::Linkage::External))
-            });
-            let e = b.build_call(exp, &[v.into()], "")?.try_as_basic_value().basic().expect("f64").into_float_value();
+            let e = kb.call_math("exp", f64t, &[v])?;
             b.build_float_add(a, e, "")?
         }
         Kind::Max | Kind::Min => {
@@ -236,19 +213,13 @@ fn arg<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, is_max: bool, last: boo
     let in_dt = n.inputs[0].dtype;
     let in_ty = llvm_type(kb, in_dt).ok_or_else(|| n.unsupported(format!("dtype {in_dt} is not supported yet")))?;
     let float = in_dt.is_float();
-    let signed = is_signed(in_dt);
-    let val_dt = if float {
-        DType::F64
-    } else if signed {
-        DType::I64
-    } else {
-        DType::U64
-    };
+    let signed = in_dt.is_signed_int();
+    let val_dt = accumulator(in_dt);
     let val_ty = llvm_type(kb, val_dt).expect("f64/i64");
-    let st = strides(&x);
+    let st = contiguous_strides(&x);
     let outer: Vec<usize> = (0..x.len()).filter(|&i| i != a).collect();
     let outer_ext: Vec<u64> = outer.iter().map(|&i| x[i]).collect();
-    let out_st = strides(&outer_ext);
+    let out_st = contiguous_strides(&outer_ext);
     let best = kb.alloca(val_ty)?;
     let best_i = kb.alloca(kb.i64t.into())?;
     let (px, py) = (kb.param(0), kb.param(1));
@@ -375,13 +346,7 @@ pub(crate) fn cumsum<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::Cu
     let dt = n.inputs[0].dtype;
     let ty = llvm_type(kb, dt).ok_or_else(|| n.unsupported(format!("dtype {dt} is not supported yet")))?;
     let float = dt.is_float();
-    let acc_dt = if float {
-        DType::F64
-    } else if is_signed(dt) {
-        DType::I64
-    } else {
-        DType::U64
-    };
+    let acc_dt = accumulator(dt);
     let acc_ty = llvm_type(kb, acc_dt).expect("f64/i64");
     let acc = kb.alloca(acc_ty)?;
     let (px, pa, py) = (kb.param(0), kb.param(1), kb.param(2));
@@ -394,7 +359,7 @@ pub(crate) fn cumsum<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::Cu
     let raw = kb.b.build_load(a_ty, pa, "")?.into_int_value();
     let axis = kb.b.build_int_s_extend_or_bit_cast(raw, kb.i64t, "")?;
     let axis = kb.select_i(kb.icmp(IntPredicate::SLT, axis, kb.c(0))?, kb.add(axis, kb.c(x.len() as u64))?, axis)?;
-    let st = strides(&x);
+    let st = contiguous_strides(&x);
     let init: BasicValueEnum = if float {
         kb.cx.f64_type().const_float(if op.product { 1.0 } else { 0.0 }).into()
     } else {

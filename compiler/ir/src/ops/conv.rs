@@ -405,18 +405,6 @@ pub enum SamplePadding {
     Reflection,
 }
 
-impl From<SampleMode> for super::Attr {
-    fn from(m: SampleMode) -> Self {
-        super::Attr::Str(format!("{m:?}").to_lowercase())
-    }
-}
-
-impl From<SamplePadding> for super::Attr {
-    fn from(m: SamplePadding) -> Self {
-        super::Attr::Str(format!("{m:?}").to_lowercase())
-    }
-}
-
 op! {
     /// Samples `X [N, C, H, W]` at the normalised positions of `grid [N, OH, OW, 2]`
     /// (x then y, in [-1, 1]) as ONNX GridSample (2-D).

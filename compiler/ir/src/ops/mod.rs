@@ -88,6 +88,19 @@ impl From<crate::DType> for Attr {
         Attr::Str(v.name().to_string())
     }
 }
+/// Attribute enums print as their lowercase variant name (`"softmax"`, `"reflect"`).
+macro_rules! lowercase_attr {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Attr {
+            fn from(v: $t) -> Self {
+                Attr::Str(format!("{v:?}").to_lowercase())
+            }
+        }
+    )*};
+}
+
+lowercase_attr!(SoftmaxMode, LossReduction, PadMode, ScatterReduction, SampleMode, SamplePadding);
+
 impl From<AutoPad> for Attr {
     fn from(v: AutoPad) -> Self {
         Attr::Str(v.name().to_string())

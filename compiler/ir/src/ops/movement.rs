@@ -299,12 +299,6 @@ pub enum PadMode {
     Wrap,
 }
 
-impl From<PadMode> for super::Attr {
-    fn from(m: PadMode) -> Self {
-        super::Attr::Str(format!("{m:?}").to_lowercase())
-    }
-}
-
 op! {
     /// Pads (or, with negative amounts, crops) every dim: `pads` is
     /// `[begin_0, ..., begin_n, end_0, ..., end_n]`.
@@ -344,12 +338,6 @@ pub enum ScatterReduction {
     Max,
     /// Keep the minimum.
     Min,
-}
-
-impl From<ScatterReduction> for super::Attr {
-    fn from(r: ScatterReduction) -> Self {
-        super::Attr::Str(format!("{r:?}").to_lowercase())
-    }
 }
 
 fn check_indices(t: &TensorType, node: &str, op: &'static str) -> Result<(), IrError> {

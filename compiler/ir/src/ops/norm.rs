@@ -34,12 +34,6 @@ pub enum SoftmaxMode {
     Hardmax,
 }
 
-impl From<SoftmaxMode> for super::Attr {
-    fn from(m: SoftmaxMode) -> Self {
-        super::Attr::Str(format!("{m:?}").to_lowercase())
-    }
-}
-
 op! {
     /// Softmax, LogSoftmax or Hardmax along one axis (ONNX opset 13 semantics; older
     /// opsets are rewritten by the frontend).

@@ -114,12 +114,6 @@ pub enum LossReduction {
     Mean,
 }
 
-impl From<LossReduction> for super::Attr {
-    fn from(r: LossReduction) -> Self {
-        super::Attr::Str(format!("{r:?}").to_lowercase())
-    }
-}
-
 op! {
     /// Negative log-likelihood: `loss[n, d...] = -input[n, target[n, d...], d...] * weight[target]`,
     /// 0 where the target equals `ignore_index` (when `has_ignore_index`). Operands:

@@ -68,6 +68,24 @@ impl NodeCx<'_, '_> {
         Ok(self.opt_input(i)?.and_then(|v| self.imp.known.get(&v).cloned()))
     }
 
+    /// Constant integer list from operand `i` (`None` when the operand is absent).
+    pub fn const_ints(&mut self, i: usize, what: &str) -> Result<Option<Vec<i64>>, String> {
+        if self.opt_input(i)?.is_none() {
+            return Ok(None);
+        }
+        let t = self.const_input(i)?.ok_or_else(|| format!("{what} (input {i}) must be a constant"))?;
+        t.to_i64().map(Some).ok_or_else(|| format!("{what} must be integers"))
+    }
+
+    /// An integer list that moved from attribute `name` to operand `i` in opset `since`.
+    pub fn ints_input_or_attr(&mut self, i: usize, name: &str, since: i64) -> Result<Option<Vec<i64>>, String> {
+        if self.opset >= since {
+            self.const_ints(i, name)
+        } else {
+            Ok(self.has(name).then(|| self.ints(name)))
+        }
+    }
+
     fn attr(&self, name: &str) -> Option<&onnx_protobuf::AttributeProto> {
         self.node.attribute.iter().find(|a| a.name == name)
     }

@@ -25,11 +25,11 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Slice", slice);
     reg.insert("Expand", |cx| {
         let x = cx.input(0)?;
-        let shape = const_ints(cx, 1, "shape")?.ok_or("shape is required")?;
+        let shape = cx.const_ints(1, "shape")?.ok_or("shape is required")?;
         cx.add("", Expand { shape }, &[x])
     });
     reg.insert("ConstantOfShape", |cx| {
-        let dims = const_ints(cx, 0, "shape")?.ok_or("shape is required")?;
+        let dims = cx.const_ints(0, "shape")?.ok_or("shape is required")?;
         if dims.iter().any(|&d| d < 0) {
             return Err(format!("invalid shape {dims:?}"));
         }
@@ -163,14 +163,7 @@ fn shape(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 /// Squeeze and Unsqueeze are reshapes to a shape computed from the axes.
 fn squeeze(cx: &mut NodeCx, unsqueeze: bool) -> Result<Vec<Value>, String> {
     let x = cx.input(0)?;
-    let axes = if cx.opset >= 13 {
-        match cx.opt_input(1)? {
-            Some(_) => cx.const_input(1)?.and_then(|t| t.to_i64()).ok_or("axes (input 1) must be a constant")?,
-            None => vec![],
-        }
-    } else {
-        cx.ints("axes")
-    };
+    let axes = cx.ints_input_or_attr(1, "axes", 13)?.unwrap_or_default();
     let ty = cx.ty(x);
     let dims = ty.shape.as_fixed().ok_or_else(|| format!("needs known dims, got {ty}"))?;
     let out: Vec<i64> = if unsqueeze {
@@ -205,24 +198,15 @@ fn squeeze(cx: &mut NodeCx, unsqueeze: bool) -> Result<Vec<Value>, String> {
     cx.add("", Reshape { shape: out, allowzero: true }, &[x])
 }
 
-/// Constant integer list from input `i`, or the attribute `attr` for older opsets.
-fn const_ints(cx: &mut NodeCx, i: usize, what: &str) -> Result<Option<Vec<i64>>, String> {
-    if cx.opt_input(i)?.is_none() {
-        return Ok(None);
-    }
-    let t = cx.const_input(i)?.ok_or_else(|| format!("{what} (input {i}) must be a constant"))?;
-    t.to_i64().map(Some).ok_or_else(|| format!("{what} must be integers"))
-}
-
 fn slice(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let x = cx.input(0)?;
     let op = if cx.opset < 10 {
         Slice { starts: cx.ints("starts"), ends: cx.ints("ends"), axes: cx.ints("axes"), steps: vec![] }
     } else {
-        let starts = const_ints(cx, 1, "starts")?.ok_or("starts is required")?;
-        let ends = const_ints(cx, 2, "ends")?.ok_or("ends is required")?;
-        let axes = const_ints(cx, 3, "axes")?.unwrap_or_default();
-        let steps = const_ints(cx, 4, "steps")?.unwrap_or_default();
+        let starts = cx.const_ints(1, "starts")?.ok_or("starts is required")?;
+        let ends = cx.const_ints(2, "ends")?.ok_or("ends is required")?;
+        let axes = cx.const_ints(3, "axes")?.unwrap_or_default();
+        let steps = cx.const_ints(4, "steps")?.unwrap_or_default();
         Slice { starts, ends, axes, steps }
     };
     cx.add("", op, &[x])
@@ -235,11 +219,7 @@ fn split(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let axis = cx.int("axis", 0);
     let a = normalize_axis(axis, dims.len()).ok_or(format!("axis {axis} out of range"))?;
     let outputs = cx.node.output.len();
-    let sizes: Vec<i64> = match if cx.opset >= 13 {
-        const_ints(cx, 1, "split")?
-    } else {
-        Some(cx.ints("split")).filter(|v| !v.is_empty())
-    } {
+    let sizes: Vec<i64> = match cx.ints_input_or_attr(1, "split", 13)?.filter(|v| !v.is_empty()) {
         Some(v) => v,
         None => {
             let n = if cx.has("num_outputs") { cx.int("num_outputs", 1) as usize } else { outputs };
@@ -349,7 +329,7 @@ fn pad(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let (pads, value) = if cx.opset < 11 {
         (cx.ints("pads"), cx.float("value", 0.0) as f64)
     } else {
-        let pads = const_ints(cx, 1, "pads")?.ok_or("pads is required")?;
+        let pads = cx.const_ints(1, "pads")?.ok_or("pads is required")?;
         let value = match cx.opt_input(2)? {
             None => 0.0,
             Some(_) => {
@@ -373,7 +353,7 @@ fn pad(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         (pads, value)
     };
     // Opset 18: pads may name a subset of the axes.
-    let pads = match const_ints(cx, 3, "axes")? {
+    let pads = match cx.const_ints(3, "axes")? {
         Some(axes) if cx.opset >= 18 => {
             let mut full = vec![0i64; 2 * rank];
             for (i, &a) in axes.iter().enumerate() {
@@ -403,7 +383,7 @@ fn scatter_reduction(cx: &NodeCx) -> Result<ScatterReduction, String> {
 /// `[r0 * d0, r1 * d1, ...]` (exact data movement).
 fn tile(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let x = cx.input(0)?;
-    let reps = const_ints(cx, 1, "repeats")?.ok_or("repeats is required")?;
+    let reps = cx.const_ints(1, "repeats")?.ok_or("repeats is required")?;
     let ty = cx.ty(x);
     let d = ty.shape.as_fixed().ok_or_else(|| format!("needs known dims, got {ty}"))?;
     if reps.len() != d.len() || reps.iter().any(|&r| r < 0) {

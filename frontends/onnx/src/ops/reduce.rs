@@ -55,17 +55,7 @@ fn arg_attrs(cx: &NodeCx) -> (i64, bool, bool) {
 fn reduce(cx: &mut NodeCx, axes_input_since: i64, make: impl Fn(Vec<i64>, bool) -> Op) -> Result<Vec<Value>, String> {
     let x = cx.input(0)?;
     let keepdims = cx.int("keepdims", 1) != 0;
-    let axes = if cx.opset >= axes_input_since {
-        match cx.opt_input(1)? {
-            None => vec![],
-            Some(_) => {
-                let t = cx.const_input(1)?.ok_or("axes (input 1) must be a constant")?;
-                t.to_i64().ok_or("axes must be integers")?
-            }
-        }
-    } else {
-        cx.ints("axes")
-    };
+    let axes = cx.ints_input_or_attr(1, "axes", axes_input_since)?.unwrap_or_default();
     // With no axes, noop_with_empty_axes=1 makes the op an identity.
     if axes.is_empty() && cx.int("noop_with_empty_axes", 0) != 0 {
         return cx.add("", Identity {}, &[x]);
