@@ -8,6 +8,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Conv", conv);
     reg.insert("MaxPool", maxpool);
     reg.insert("LpPool", lp_pool);
+    reg.insert("LRN", lrn);
     reg.insert("GridSample", |cx| {
         let mode = match cx.string("mode", if cx.opset >= 20 { "linear" } else { "bilinear" })?.as_str() {
             "nearest" => SampleMode::Nearest,
@@ -367,4 +368,49 @@ fn lp_pool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     }
     let inv = cx.add_const(dlc_ir::TensorData::from_f32(&[], &[1.0 / p as f32]).expect("scalar"));
     cx.add("", Pow {}, &[sum, inv])
+}
+
+/// LRN: `x / (bias + alpha / size * sum of x^2 over a window of channels)^beta`. The
+/// window sum is an average pool (padding counted, so the divisor is always `size`) over
+/// an `[N, 1, C, H*W]` view, times `size`.
+fn lrn(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let ty = cx.ty(x);
+    let d = ty
+        .shape
+        .as_fixed()
+        .filter(|d| d.len() >= 3)
+        .ok_or_else(|| format!("needs known dims of rank >= 3, got {ty}"))?;
+    if ty.dtype != dlc_ir::DType::F32 {
+        return Err(format!("dtype {} is not supported yet (f32 only)", ty.dtype));
+    }
+    let size = cx.int("size", 0);
+    if size <= 0 {
+        return Err("size must be positive".into());
+    }
+    let (alpha, beta, bias) = (cx.float("alpha", 1e-4), cx.float("beta", 0.75), cx.float("bias", 1.0));
+    let rest: i64 = d[2..].iter().map(|&v| v as i64).product();
+    let sq = cx.add1("square", Mul {}, &[x, x])?;
+    let view = cx.add1(
+        "channels_as_rows",
+        Reshape { shape: vec![d[0] as i64, 1, d[1] as i64, rest], allowzero: true },
+        &[sq],
+    )?;
+    let window = Window {
+        kernel_shape: vec![size, 1],
+        strides: vec![],
+        pads: vec![(size - 1) / 2, 0, size - 1 - (size - 1) / 2, 0],
+        dilations: vec![],
+    };
+    let avg = cx.add1("window_mean", avg_pool_of(window, AutoPad::NotSet, false, true), &[view])?;
+    let back = cx.add1("unview", Reshape { shape: d.iter().map(|&v| v as i64).collect(), allowzero: true }, &[avg])?;
+    let scalar = |cx: &mut NodeCx, v: f32| cx.add_const(dlc_ir::TensorData::from_f32(&[], &[v]).expect("scalar"));
+    // mean * size * alpha / size == mean * alpha
+    let a = scalar(cx, alpha);
+    let scaled = cx.add1("scaled", Mul {}, &[back, a])?;
+    let b = scalar(cx, bias);
+    let base = cx.add1("base", Add {}, &[scaled, b])?;
+    let e = scalar(cx, beta);
+    let denom = cx.add1("denominator", Pow {}, &[base, e])?;
+    cx.add("", Div {}, &[x, denom])
 }
