@@ -76,6 +76,34 @@ def file_cases(suite):
         yield f"{suite}/{d.name}", model, load("input"), load("output")
 
 
+ML_INTS = {"int4", "uint4", "int2", "uint2"}
+
+
+def ml_float(dt):
+    """ml_dtypes' 8- and 4-bit floats (numpy cannot save them portably)."""
+    return dt.itemsize == 1 and (dt.name.startswith("float8") or dt.name.startswith("float4"))
+
+
+def to_npy(x):
+    """The array as dlc reads it: 8- and 4-bit floats as raw codes, 4- and 2-bit ints as values."""
+    if ml_float(x.dtype):
+        return x.view(np.uint8)
+    if x.dtype.name in ML_INTS:
+        return x.astype(np.int8 if x.dtype.name.startswith("int") else np.uint8)
+    return x
+
+
+def from_npy(got, want_dtype):
+    """dlc's output as an array of the reference's dtype (inverse of to_npy)."""
+    if want_dtype.name == "bfloat16" and got.dtype == np.uint16:
+        return got.view(want_dtype)  # dlc writes bf16 as its raw 16-bit patterns
+    if ml_float(want_dtype) and got.dtype == np.uint8:
+        return got.view(want_dtype)
+    if want_dtype.name in ML_INTS and got.dtype in (np.int8, np.uint8):
+        return got.astype(want_dtype)
+    return got
+
+
 def sanitize(name):
     return "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in name) + ".npy"
 
@@ -98,7 +126,7 @@ def run_case(dlc, name, model, inputs, outputs, work):
         if not isinstance(x, np.ndarray) or x.dtype == object:
             return "fail", f"input {n} is not a plain tensor"
         f = d / f"in_{len(args)}.npy"
-        np.save(f, np.array(x, order="C"))  # ascontiguousarray would make 0-d arrays 1-d
+        np.save(f, to_npy(np.array(x, order="C")))  # ascontiguousarray would make 0-d arrays 1-d
         args += ["--input", f"{n}={f}"]
     proc = subprocess.run([dlc, "run", d / "art", *args, "--output-dir", d / "out"], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -106,16 +134,17 @@ def run_case(dlc, name, model, inputs, outputs, work):
         return ("crash" if crashed else "fail"), "run: " + (proc.stderr.strip().splitlines() or [""])[-1]
     for o, want in zip(model.graph.output, outputs):
         want = np.asarray(want)
-        got = np.load(d / "out" / sanitize(o.name))
-        if want.dtype.name == "bfloat16" and got.dtype == np.uint16:
-            got = got.view(want.dtype)  # dlc writes bf16 as its raw 16-bit patterns
+        got = from_npy(np.load(d / "out" / sanitize(o.name)), want.dtype)
         if got.dtype != want.dtype or got.shape != want.shape:
             return "fail", f"output {o.name}: got {got.dtype}{list(got.shape)}, want {want.dtype}{list(want.shape)}"
-        if want.dtype.kind in "fc" or want.dtype.name == "bfloat16":
+        if want.dtype.name in ML_INTS:
+            got, want = got.astype(np.int64), want.astype(np.int64)
+        if want.dtype.kind in "fc" or want.dtype.name == "bfloat16" or ml_float(want.dtype):
             g, w = got.astype(np.float64), want.astype(np.float64)
             nan_ok = np.array_equal(np.isnan(g), np.isnan(w))
             fin = ~np.isnan(w)
-            close = np.all((np.abs(g[fin] - w[fin]) <= ATOL + RTOL * np.abs(w[fin])) | (g[fin] == w[fin]))
+            with np.errstate(invalid="ignore"):  # inf - inf: equal infinities pass by the second test
+                close = np.all((np.abs(g[fin] - w[fin]) <= ATOL + RTOL * np.abs(w[fin])) | (g[fin] == w[fin]))
             if not (nan_ok and close):
                 return "fail", f"output {o.name}: max abs err {np.nanmax(np.abs(g - w)) if g.size else 0:.3g}"
         elif not np.array_equal(got, want):

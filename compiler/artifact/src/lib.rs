@@ -211,6 +211,8 @@ impl Manifest {
 pub fn dtype_size(name: &str) -> Option<usize> {
     Some(match name {
         "i8" | "u8" | "bool" => 1,
+        // Storage-only types: one element per byte, not packed (see docs/abi.md).
+        "f8e4m3fn" | "f8e4m3fnuz" | "f8e5m2" | "f8e5m2fnuz" | "f4e2m1" | "f8e8m0" | "i4" | "u4" | "i2" | "u2" => 1,
         "f16" | "bf16" | "i16" | "u16" => 2,
         "f32" | "i32" | "u32" => 4,
         "f64" | "i64" | "u64" => 8,

@@ -32,6 +32,8 @@ pub fn read(path: &Path) -> Result<Tensor> {
         (TypeChar::Bool, 1) => "bool",
         // numpy has no bf16; ml_dtypes' bfloat16 arrays are saved as 2-byte voids.
         (TypeChar::RawData, 2) => "bf16",
+        // ml_dtypes' 8- and 4-bit types are saved as 1-byte voids: raw codes, one per byte.
+        (TypeChar::RawData, 1) => "raw8",
         _ => bail!("'{}': dtype {ts} is not supported", path.display()),
     };
     let ctx = || format!("reading data of '{}'", path.display());
@@ -46,6 +48,7 @@ pub fn read(path: &Path) -> Result<Tensor> {
         "i32" => npy.into_vec::<i32>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         "i64" => npy.into_vec::<i64>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         "u8" => npy.into_vec::<u8>().with_context(ctx)?,
+        "raw8" => bytes[bytes.len().saturating_sub(shape.iter().product::<u64>() as usize)..].to_vec(),
         "u16" => npy.into_vec::<u16>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         "u32" => npy.into_vec::<u32>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         "u64" => npy.into_vec::<u64>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -90,8 +93,57 @@ pub fn write(path: &Path, t: &Tensor) -> Result<()> {
         "u32" => le!(u32, 4),
         "u64" => le!(u64, 8),
         "bool" => write_typed(path, &t.shape, d.iter().map(|&b| b != 0)),
+        // 8- and 4-bit floats as their raw codes; 4- and 2-bit integers as their values.
+        "f8e4m3fn" | "f8e4m3fnuz" | "f8e5m2" | "f8e5m2fnuz" | "f4e2m1" | "f8e8m0" | "u4" | "u2" => le!(u8, 1),
+        "i4" | "i2" => le!(i8, 1),
         other => bail!("cannot write dtype {other} as .npy"),
     }
+}
+
+/// Gives `t` the model's dtype `want` when the file holds the same bytes under another
+/// name: bf16 as u16, the 8- and 4-bit floats as raw codes (u8 or 1-byte void), the 4-
+/// and 2-bit integers as i8/u8 values (checked to be in range).
+pub fn adapt(mut t: Tensor, want: &str, name: &str) -> Result<Tensor> {
+    if t.dtype == want {
+        return Ok(t);
+    }
+    let codes = matches!(t.dtype.as_str(), "u8" | "raw8");
+    let ok = match want {
+        "bf16" => t.dtype == "u16",
+        "f8e4m3fn" | "f8e4m3fnuz" | "f8e5m2" | "f8e5m2fnuz" | "f8e8m0" => codes,
+        "f4e2m1" => codes && t.data.iter().all(|&b| b < 16),
+        "i4" | "i2" => {
+            let bits = if want == "i4" { 4 } else { 2 };
+            let lim = 1i8 << (bits - 1);
+            if t.dtype == "raw8" {
+                // ml_dtypes' int4/int2 bytes: the two's-complement code in the low bits.
+                if t.data.iter().any(|&b| b >> bits != 0) {
+                    bail!("input '{name}': bytes are not {want} codes");
+                }
+                t.data.iter_mut().for_each(|b| *b = (((*b << (8 - bits)) as i8) >> (8 - bits)) as u8);
+                true
+            } else if t.dtype == "i8" {
+                if !t.data.iter().all(|&b| (-lim..lim).contains(&(b as i8))) {
+                    bail!("input '{name}': {want} values must lie in [{}, {}]", -lim, lim - 1);
+                }
+                true
+            } else {
+                false
+            }
+        }
+        "u4" | "u2" => {
+            let lim = if want == "u4" { 16 } else { 4 };
+            if codes && !t.data.iter().all(|&b| b < lim) {
+                bail!("input '{name}': {want} values must lie in [0, {}]", lim - 1);
+            }
+            codes
+        }
+        _ => false,
+    };
+    if ok {
+        t.dtype = want.to_string();
+    }
+    Ok(t)
 }
 
 /// The file name for output `name`: characters outside `[A-Za-z0-9._-]` become `_`.
@@ -103,6 +155,26 @@ pub fn file_name(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::adapt;
+    use dlc_runtime::Tensor;
+
+    fn t(dtype: &str, data: &[u8]) -> Tensor {
+        Tensor { dtype: dtype.into(), shape: vec![data.len() as u64], data: data.to_vec() }
+    }
+
+    #[test]
+    fn narrow_types_are_taken_from_their_numpy_stand_ins() {
+        // ml_dtypes int4 bytes hold the two's-complement nibble: 0xF is -1.
+        assert_eq!(adapt(t("raw8", &[0xF, 7]), "i4", "x").unwrap().data, vec![0xFF, 7]);
+        assert_eq!(adapt(t("i8", &[0xF8]), "i4", "x").unwrap().dtype, "i4");
+        let e = adapt(t("i8", &[9]), "i4", "x").unwrap_err().to_string();
+        assert!(e.contains("input 'x': i4 values must lie in [-8, 7]"), "{e}");
+        assert!(adapt(t("u8", &[16]), "u4", "x").is_err());
+        assert_eq!(adapt(t("u8", &[0x7E]), "f8e4m3fn", "x").unwrap().dtype, "f8e4m3fn");
+        // Anything else is left for the runtime's dtype check to report.
+        assert_eq!(adapt(t("f32", &[0; 4]), "f8e4m3fn", "x").unwrap().dtype, "f32");
+    }
+
     #[test]
     fn output_names_are_sanitised() {
         assert_eq!(super::file_name("logits"), "logits.npy");

@@ -29,7 +29,12 @@ pub fn main(a: RunArgs) -> Result<()> {
         let Some((name, file)) = spec.split_once('=') else {
             bail!("--input '{spec}' must be NAME=FILE.npy");
         };
-        tensors.push((name.to_string(), npy::read(std::path::Path::new(file))?));
+        let t = npy::read(std::path::Path::new(file))?;
+        let t = match model.manifest().inputs.iter().find(|s| s.name == name) {
+            Some(spec) => npy::adapt(t, &spec.dtype, name)?,
+            None => t,
+        };
+        tensors.push((name.to_string(), t));
     }
     let named: Vec<(&str, &dlc_runtime::Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let t0 = std::time::Instant::now();

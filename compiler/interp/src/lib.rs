@@ -11,6 +11,7 @@
 //! Invariant: never panics; depends only on dlc-ir.
 #![warn(missing_docs)]
 
+use dlc_ir::minifloat::{e8m0_decode, e8m0_encode};
 use dlc_ir::ops::resolve_axes;
 use dlc_ir::{DType, Op, TensorData, TensorType};
 
@@ -62,6 +63,14 @@ impl T {
                 Data::I(b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) as i64).collect())
             }
             DType::F16 | DType::BF16 => return Err(unsupported(format!("dtype {}", t.ty().dtype))),
+            DType::F8E8M0 => Data::F(b.iter().map(|&c| e8m0_decode(c) as f64).collect()),
+            d if d.narrow_int_bits().is_some() => {
+                Data::I(b.iter().map(|&v| if d.is_signed_int() { v as i8 as i64 } else { v as i64 }).collect())
+            }
+            d if d.minifloat().is_some() => {
+                let f = d.minifloat().expect("checked");
+                Data::F(b.iter().map(|&c| f.decode(c) as f64).collect())
+            }
             _ => Data::I(t.to_i64().ok_or_else(|| unsupported(format!("dtype {}", t.ty().dtype)))?),
         };
         Ok(T { dtype: t.ty().dtype, dims, data })
@@ -77,6 +86,25 @@ impl T {
             (Data::I(v), DType::I16 | DType::U16) => v.iter().flat_map(|&x| (x as i16).to_le_bytes()).collect(),
             (Data::I(v), DType::I8 | DType::U8) => v.iter().map(|&x| x as u8).collect(),
             (Data::I(v), DType::Bool) => v.iter().map(|&x| (x != 0) as u8).collect(),
+            // 4- and 2-bit integers wrap, held sign- or zero-extended in a byte.
+            (Data::I(v), d) if d.narrow_int_bits().is_some() => {
+                let bits = d.narrow_int_bits().expect("checked");
+                let wrap = |x: i64| {
+                    let low = (x as u8) << (8 - bits);
+                    if d.is_signed_int() {
+                        ((low as i8) >> (8 - bits)) as u8
+                    } else {
+                        low >> (8 - bits)
+                    }
+                };
+                v.iter().map(|&x| wrap(x)).collect()
+            }
+            // 8- and 4-bit floats: saturating (Cast without saturation is not folded).
+            (Data::F(v), DType::F8E8M0) => v.iter().map(|&x| e8m0_encode(x as f32, true)).collect(),
+            (Data::F(v), d) if d.minifloat().is_some() => {
+                let f = d.minifloat().expect("checked");
+                v.iter().map(|&x| f.encode(x as f32, true)).collect()
+            }
             _ => return Err(unsupported(format!("producing dtype {}", self.dtype))),
         };
         TensorData::new(TensorType::fixed(self.dtype, &self.dims), bytes.into())
@@ -157,6 +185,9 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
     let out = &out_dims[0];
     let res: T = match op {
         Op::Identity(_) | Op::Reshape(_) | Op::Flatten(_) => T { dims: out.clone(), ..ins[0].clone() },
+        Op::Cast(c) if !c.saturate && c.to.is_float() && c.to.is_storage_only() => {
+            return Err(unsupported("non-saturating casts to 8- and 4-bit floats"))
+        }
         Op::Cast(c) => {
             let x = &ins[0];
             let data = if c.to.is_float() {
@@ -401,6 +432,27 @@ mod tests {
         let s = eval(&Add {}.into(), &[g[0].clone(), i64s(&[2], &[10, 20])], &[TensorType::fixed(DType::I64, &[2])])
             .unwrap();
         assert_eq!(s[0].to_i64().unwrap(), vec![13, 23]);
+    }
+
+    #[test]
+    fn casts_to_storage_only_types() {
+        use dlc_ir::ops::Cast;
+        let x = TensorData::from_f32(&[4], &[448.0, 0.5, -1e6, -9.0]).unwrap();
+        let f8 = eval(
+            &Cast::new(DType::F8E4M3FN).into(),
+            std::slice::from_ref(&x),
+            &[TensorType::fixed(DType::F8E4M3FN, &[4])],
+        );
+        // 448 is the largest e4m3fn (S.1111.110), 0.5 is 2^-1 (exponent 6), -1e6 saturates
+        // to -448, -9 is 1.125 * 2^3 (S.1010.001).
+        assert_eq!(f8.unwrap()[0].bytes(), &[0x7E, 0x30, 0xFE, 0xD1]);
+        // 4-bit integers truncate and wrap: -9 -> 7 (as numpy/ml_dtypes do).
+        let i4 = eval(&Cast::new(DType::I4).into(), std::slice::from_ref(&x), &[TensorType::fixed(DType::I4, &[4])])
+            .unwrap();
+        assert_eq!(i4[0].bytes()[3], 7);
+        let no_sat = Cast { to: DType::F8E4M3FN, saturate: false };
+        let r = eval(&no_sat.into(), &[x], &[TensorType::fixed(DType::F8E4M3FN, &[4])]);
+        assert!(matches!(r, Err(EvalError::Unsupported(_))));
     }
 
     #[test]

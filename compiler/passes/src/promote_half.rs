@@ -35,9 +35,8 @@ impl Pass for PromoteHalf {
             let name = node.name.clone();
             for (port, v) in operands.iter().enumerate() {
                 if is_half(g.value_type(*v).dtype) {
-                    let c = g
-                        .add_node(format!("{name}/to_f32_{port}"), Cast { to: DType::F32 }, &[*v])
-                        .map_err(invalid)?[0];
+                    let c =
+                        g.add_node(format!("{name}/to_f32_{port}"), Cast::new(DType::F32), &[*v]).map_err(invalid)?[0];
                     g.set_operand(id, port as u32, c);
                 }
             }
@@ -50,8 +49,7 @@ impl Pass for PromoteHalf {
             for (port, dt) in original.into_iter().enumerate() {
                 if is_half(dt) {
                     let v = Value { node: id, port: port as u32 };
-                    let back =
-                        g.add_node(format!("{name}/from_f32_{port}"), Cast { to: dt }, &[v]).map_err(invalid)?[0];
+                    let back = g.add_node(format!("{name}/from_f32_{port}"), Cast::new(dt), &[v]).map_err(invalid)?[0];
                     g.replace_uses_except(v, back, back.node);
                 }
             }

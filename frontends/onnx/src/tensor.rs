@@ -21,6 +21,16 @@ pub fn dtype_from_onnx(code: i32) -> Option<DType> {
         12 => DType::U32,
         13 => DType::U64,
         16 => DType::BF16,
+        17 => DType::F8E4M3FN,
+        18 => DType::F8E4M3FNUZ,
+        19 => DType::F8E5M2,
+        20 => DType::F8E5M2FNUZ,
+        21 => DType::U4,
+        22 => DType::I4,
+        23 => DType::F4E2M1,
+        24 => DType::F8E8M0,
+        25 => DType::U2,
+        26 => DType::I2,
         _ => return None,
     })
 }
@@ -51,16 +61,26 @@ pub fn tensor_from_proto(t: &TensorProto, base: &Path) -> Result<TensorData, Str
         .and_then(|n| n.checked_mul(dtype.size() as u64))
         .ok_or_else(|| format!("tensor '{}' of shape {dims:?} is too large", t.name))?;
     let numel = want / dtype.size() as u64;
+    // 4- and 2-bit types are packed in the file (low bits first) and one per byte in dlc.
+    let bits = packed_bits(dtype);
+    let stored = match bits {
+        Some(b) => (numel * b as u64).div_ceil(8),
+        None => want,
+    };
     let bytes: Vec<u8> = if t.data_location.enum_value() == Ok(DataLocation::EXTERNAL) {
-        read_external(t, base, want)?
+        read_external(t, base, stored)?
     } else if !t.raw_data.is_empty() || numel == 0 {
         t.raw_data.clone()
     } else {
         typed_bytes(t, dtype)
     };
-    if bytes.len() as u64 != want {
-        return Err(format!("tensor '{}' of type {ty} needs {want} bytes of data, has {}", t.name, bytes.len()));
+    if bytes.len() as u64 != stored {
+        return Err(format!("tensor '{}' of type {ty} needs {stored} bytes of data, has {}", t.name, bytes.len()));
     }
+    let bytes = match bits {
+        Some(b) => unpack(&bytes, b, numel as usize, dtype.is_signed_int()),
+        None => bytes,
+    };
     TensorData::new(ty, bytes.into()).ok_or_else(|| format!("tensor '{}' is malformed", t.name))
 }
 
@@ -77,8 +97,45 @@ fn typed_bytes(t: &TensorProto, dtype: DType) -> Vec<u8> {
         DType::I16 | DType::U16 | DType::F16 | DType::BF16 => {
             t.int32_data.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect()
         }
-        DType::I8 | DType::U8 | DType::Bool => t.int32_data.iter().map(|&v| v as u8).collect(),
+        // One byte per int32: 8-bit types, and the packed bytes of 4- and 2-bit types.
+        DType::I8
+        | DType::U8
+        | DType::Bool
+        | DType::F8E4M3FN
+        | DType::F8E4M3FNUZ
+        | DType::F8E5M2
+        | DType::F8E5M2FNUZ
+        | DType::F8E8M0
+        | DType::F4E2M1
+        | DType::I4
+        | DType::U4
+        | DType::I2
+        | DType::U2 => t.int32_data.iter().map(|&v| v as u8).collect(),
     }
+}
+
+/// Bits per element of the types ONNX packs several to a byte.
+fn packed_bits(d: DType) -> Option<u32> {
+    match d {
+        DType::F4E2M1 => Some(4),
+        d => d.narrow_int_bits(),
+    }
+}
+
+/// Unpacks `n` elements of `bits` bits (lowest bits first), sign-extending when `signed`.
+pub fn unpack(packed: &[u8], bits: u32, n: usize, signed: bool) -> Vec<u8> {
+    let per_byte = (8 / bits) as usize;
+    let mask = (1u8 << bits) - 1;
+    (0..n)
+        .map(|i| {
+            let v = (packed[i / per_byte] >> ((i % per_byte) as u32 * bits)) & mask;
+            if signed {
+                (((v << (8 - bits)) as i8) >> (8 - bits)) as u8
+            } else {
+                v
+            }
+        })
+        .collect()
 }
 
 fn read_external(t: &TensorProto, base: &Path, want: u64) -> Result<Vec<u8>, String> {

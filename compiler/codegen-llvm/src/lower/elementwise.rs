@@ -3,9 +3,10 @@
 //! of its LLVM type, combined by the op's scalar rule ([`scalar`]) and stored.
 //!
 //! Storage types: f32/f64 as `float`/`double`, integers as `iN` (signedness is the
-//! dtype's, applied per instruction), bool as `i8` holding 0 or 1. f16/bf16 are not
-//! lowered yet.
-use super::NodeInfo;
+//! dtype's, applied per instruction), bool as `i8` holding 0 or 1; f16 as `half` and
+//! bf16 as `i16` bits, computed in f32; the storage-only types as `i8`, converted by
+//! [`minifloat`].
+use super::{minifloat, NodeInfo};
 use crate::kernel::{Kb, R};
 use crate::CodegenError;
 use dlc_ir::{DType, Op};
@@ -69,15 +70,29 @@ pub(crate) fn llvm_type<'ctx>(kb: &Kb<'_, 'ctx>, d: DType) -> Option<BasicTypeEn
         DType::I64 | DType::U64 => cx.i64_type().into(),
         DType::F16 => cx.f16_type().into(),
         DType::BF16 => cx.i16_type().into(),
+        // One byte per element (see DType::is_storage_only).
+        DType::F8E4M3FN
+        | DType::F8E4M3FNUZ
+        | DType::F8E5M2
+        | DType::F8E5M2FNUZ
+        | DType::F4E2M1
+        | DType::F8E8M0
+        | DType::I4
+        | DType::U4
+        | DType::I2
+        | DType::U2 => cx.i8_type().into(),
     })
 }
 
-/// The dtype arithmetic happens in: f16 and bf16 compute in f32.
+/// The dtype arithmetic happens in: f16, bf16 and the 8- and 4-bit floats compute in
+/// f32, the 4- and 2-bit integers in 8 bits.
 pub(crate) fn compute_dtype(d: DType) -> DType {
-    if matches!(d, DType::F16 | DType::BF16) {
-        DType::F32
-    } else {
-        d
+    match d {
+        DType::F16 | DType::BF16 => DType::F32,
+        DType::I4 | DType::I2 => DType::I8,
+        DType::U4 | DType::U2 => DType::U8,
+        d if d.is_float() && d.is_storage_only() => DType::F32,
+        d => d,
     }
 }
 
@@ -92,12 +107,19 @@ pub(crate) fn widen<'ctx>(kb: &Kb<'_, 'ctx>, v: BasicValueEnum<'ctx>, d: DType) 
             let w = b.build_left_shift(w, kb.cx.i32_type().const_int(16, false), "")?;
             b.build_bit_cast(w, kb.f32t, "")?
         }
+        d if d.is_float() && d.is_storage_only() => minifloat::decode(kb, v.into_int_value(), d)?.into(),
         _ => v,
     })
 }
 
-/// A value of `compute_dtype(d)` stored as dtype `d` (round to nearest even).
-pub(crate) fn narrow<'ctx>(kb: &Kb<'_, 'ctx>, v: BasicValueEnum<'ctx>, d: DType) -> R<BasicValueEnum<'ctx>> {
+/// A value of `compute_dtype(d)` stored as dtype `d` (round to nearest even; see
+/// [`dlc_ir::ops::Cast`] for `saturate`).
+pub(crate) fn narrow<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    v: BasicValueEnum<'ctx>,
+    d: DType,
+    saturate: bool,
+) -> R<BasicValueEnum<'ctx>> {
     let b = &kb.b;
     Ok(match d {
         DType::F16 => b.build_float_trunc(v.into_float_value(), kb.cx.f16_type(), "")?.into(),
@@ -116,6 +138,8 @@ pub(crate) fn narrow<'ctx>(kb: &Kb<'_, 'ctx>, v: BasicValueEnum<'ctx>, d: DType)
             let hi = kb.select_i(nan, i32t.const_int(0x7fc0, false), hi)?;
             b.build_int_truncate(hi, kb.cx.i16_type(), "")?.into()
         }
+        d if d.narrow_int_bits().is_some() => minifloat::wrap_narrow_int(kb, v.into_int_value(), d)?.into(),
+        d if d.is_float() && d.is_storage_only() => minifloat::encode(kb, v.into_float_value(), d, saturate)?.into(),
         _ => v,
     })
 }
@@ -136,6 +160,7 @@ pub(crate) fn map(kb: &Kb, n: &NodeInfo) -> R<()> {
     let k = n.inputs.len();
     let store_dts: Vec<DType> = n.inputs.iter().map(|t| t.dtype).collect();
     let in_dts: Vec<DType> = store_dts.iter().map(|&d| compute_dtype(d)).collect();
+    let saturate = if let Op::Cast(c) = n.op { c.saturate } else { true };
     kb.nest(&dims, |kb, idx| {
         let off = |s: &[u64]| kb.lin(&idx.iter().copied().zip(s.iter().copied()).collect::<Vec<_>>(), 0);
         let mut vals = Vec::with_capacity(k);
@@ -143,7 +168,7 @@ pub(crate) fn map(kb: &Kb, n: &NodeInfo) -> R<()> {
             let p = kb.gep(types[i], kb.param(i), off(&st[i])?)?;
             vals.push(widen(kb, kb.b.build_load(types[i], p, "")?, store_dts[i])?);
         }
-        let r = narrow(kb, scalar(kb, n, &vals, &in_dts, compute_dtype(out_dt))?, out_dt)?;
+        let r = narrow(kb, scalar(kb, n, &vals, &in_dts, compute_dtype(out_dt))?, out_dt, saturate)?;
         let p = kb.gep(types[k], kb.param(k), off(&st[k])?)?;
         kb.b.build_store(p, r)?;
         Ok(())
@@ -509,6 +534,11 @@ fn scalar<'ctx>(
 ) -> R<BasicValueEnum<'ctx>> {
     let op = n.op;
     match op {
+        // Floats to 4- and 2-bit integers truncate to 64 bits first, then wrap.
+        Op::Cast(c) if c.to.narrow_int_bits().is_some() && in_dts[0].is_float() => {
+            let wide = convert(kb, vals[0], in_dts[0], DType::I64)?;
+            return convert(kb, wide, DType::I64, compute_dtype(c.to));
+        }
         Op::Cast(c) => return convert(kb, vals[0], in_dts[0], compute_dtype(c.to)),
         Op::Expand(_) => return Ok(vals[0]),
         Op::Where(_) => {

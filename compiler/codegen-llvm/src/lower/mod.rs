@@ -10,6 +10,7 @@ use inkwell::values::FunctionValue;
 mod conv;
 mod elementwise;
 mod linalg;
+mod minifloat;
 mod movement;
 mod norm;
 mod reduce;

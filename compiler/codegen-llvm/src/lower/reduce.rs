@@ -142,7 +142,7 @@ pub(crate) fn reduce<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo) -> R<()> {
             }
         };
         let from = if float { DType::F64 } else { acc_dt };
-        let y = narrow(kb, convert(kb, fin, from, compute_dtype(out_dt))?, out_dt)?;
+        let y = narrow(kb, convert(kb, fin, from, compute_dtype(out_dt))?, out_dt, true)?;
         let oidx = kb.lin(&oi.iter().copied().zip(out_st.iter().copied()).collect::<Vec<_>>(), 0)?;
         kb.b.build_store(kb.gep(out_ty, py, oidx)?, y)?;
         Ok(())
@@ -317,7 +317,7 @@ pub(crate) fn nll_loss<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::
             let xv = load_f64(kb, px, kb.lin(&[(b, classes * inner), (tc, inner), (d, 1)], 0)?)?;
             let loss = kb.b.build_float_neg(kb.b.build_float_mul(xv, w, "")?, "")?;
             if op.reduction == LossReduction::None {
-                let y = narrow(kb, convert(kb, loss.into(), DType::F64, compute_dtype(out_dt))?, out_dt)?;
+                let y = narrow(kb, convert(kb, loss.into(), DType::F64, compute_dtype(out_dt))?, out_dt, true)?;
                 kb.b.build_store(kb.gep(out_ty, py, ti)?, y)?;
             } else {
                 let a = kb.b.build_load(f64t, acc, "")?.into_float_value();
@@ -333,7 +333,7 @@ pub(crate) fn nll_loss<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::
         if op.reduction == LossReduction::Mean {
             r = kb.b.build_float_div(r, kb.b.build_load(f64t, wsum, "")?.into_float_value(), "")?;
         }
-        let y = narrow(kb, convert(kb, r.into(), DType::F64, compute_dtype(out_dt))?, out_dt)?;
+        let y = narrow(kb, convert(kb, r.into(), DType::F64, compute_dtype(out_dt))?, out_dt, true)?;
         kb.b.build_store(py, y)?;
     }
     Ok(())
@@ -387,7 +387,7 @@ pub(crate) fn cumsum<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::Cu
                         (false, true) => kb.b.build_int_mul(cur.into_int_value(), v.into_int_value(), "")?.into(),
                     };
                     let out = if op.exclusive { cur } else { next };
-                    let y = narrow(kb, convert(kb, out, acc_dt, compute_dtype(dt))?, dt)?;
+                    let y = narrow(kb, convert(kb, out, acc_dt, compute_dtype(dt))?, dt, true)?;
                     kb.b.build_store(kb.gep(ty, py, off)?, y)?;
                     kb.b.build_store(acc, next)?;
                     Ok(())

@@ -43,6 +43,9 @@ enum Class {
 
 fn accepts(c: Class, d: DType) -> bool {
     use DType::*;
+    if d.is_storage_only() && !matches!(c, Class::Any) {
+        return false;
+    }
     match c {
         Class::Float => d.is_float(),
         Class::Numeric => d != Bool,
@@ -260,8 +263,18 @@ impl Infer for Where {
 
 op! {
     /// Converts every element to `to` (floats to integers saturate; NaN gives 0; to bool
-    /// is `x != 0`).
-    Cast = "cast", operands 1..=1 { to: DType }
+    /// is `x != 0`). To 4- and 2-bit integers: truncate toward zero, then wrap. To the
+    /// 8- and 4-bit floats: round to nearest even; out-of-range values and infinities
+    /// become the largest finite value when `saturate`, else infinity or NaN as the
+    /// format has them (see [`crate::minifloat`]).
+    Cast = "cast", operands 1..=1 { to: DType, saturate: bool }
+}
+
+impl Cast {
+    /// A saturating cast to `to`.
+    pub fn new(to: DType) -> Cast {
+        Cast { to, saturate: true }
+    }
 }
 
 impl Infer for Cast {

@@ -18,7 +18,7 @@ fn constant(cx: &mut NodeCx, dims: &[u64], vals: &[f32], dt: DType) -> Result<Va
     if dt == DType::F32 {
         return Ok(c);
     }
-    cx.add1("const_cast", Cast { to: dt }, &[c])
+    cx.add1("const_cast", Cast::new(dt), &[c])
 }
 
 fn scalar(cx: &mut NodeCx, v: f32, dt: DType) -> Result<Value, String> {

@@ -3,7 +3,7 @@
 use super::{BuildFn, NodeCx};
 use crate::tensor::{dtype_from_onnx, onnx_type_name};
 use dlc_ir::ops::*;
-use dlc_ir::{Op, Value};
+use dlc_ir::{DType, Op, Value};
 use std::collections::HashMap;
 
 pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
@@ -48,7 +48,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("CastLike", |cx| {
         let (x, like) = (cx.input(0)?, cx.input(1)?);
         let to = cx.ty(like).dtype;
-        cx.add("", Cast { to }, &[x])
+        cast_to(cx, x, to)
     });
     reg.insert("Clip", clip);
     reg.insert("Identity", |cx| unary(cx, Identity {}.into()));
@@ -217,7 +217,17 @@ fn cast(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let code = cx.int("to", 0) as i32;
     let to = dtype_from_onnx(code).ok_or_else(|| format!("cast to {} is not supported", onnx_type_name(code)))?;
     let x = cx.input(0)?;
-    cx.add("", Cast { to }, &[x])
+    cast_to(cx, x, to)
+}
+
+/// Cast and CastLike: `saturate` (float8 targets) and `round_mode` (float8 e8m0).
+fn cast_to(cx: &mut NodeCx, x: Value, to: DType) -> Result<Vec<Value>, String> {
+    let round_mode = cx.string("round_mode", "up")?;
+    if round_mode != "up" && to == DType::F8E8M0 {
+        return Err(format!("round_mode '{round_mode}' is not supported yet (only 'up')"));
+    }
+    let saturate = cx.int("saturate", 1) != 0;
+    cx.add("", Cast { to, saturate }, &[x])
 }
 
 fn clip(cx: &mut NodeCx) -> Result<Vec<Value>, String> {

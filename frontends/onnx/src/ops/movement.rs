@@ -311,7 +311,7 @@ fn range(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 
 fn cast_const(t: TensorData, to: dlc_ir::DType) -> Result<TensorData, String> {
     let ty = t.ty().clone();
-    dlc_interp::eval(&Cast { to }.into(), &[t], &[dlc_ir::TensorType { dtype: to, shape: ty.shape }])
+    dlc_interp::eval(&Cast::new(to).into(), &[t], &[dlc_ir::TensorType { dtype: to, shape: ty.shape }])
         .map_err(|e| e.to_string())
         .map(|mut v| v.remove(0))
 }
@@ -338,7 +338,7 @@ fn pad(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
                     (Some(v), _) if !v.is_empty() => v[0] as f64,
                     (_, Some(v)) if !v.is_empty() => v[0] as f64,
                     _ => match dlc_interp::eval(
-                        &Cast { to: dlc_ir::DType::F64 }.into(),
+                        &Cast::new(dlc_ir::DType::F64).into(),
                         std::slice::from_ref(&t),
                         &[dlc_ir::TensorType { dtype: dlc_ir::DType::F64, shape: t.ty().shape.clone() }],
                     ) {
