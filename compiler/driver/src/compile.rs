@@ -267,6 +267,16 @@ pub fn main(a: CompileArgs) -> Result<()> {
         "arena_bytes_without_reuse": plan.unshared_bytes,
         "compile_seconds": t_start.elapsed().as_secs_f64(),
         "codegen_seconds": codegen_secs,
+        "optimizer": cx.optimizer.as_ref().map(|o| serde_json::json!({
+            "egraph_nodes": o.egraph_nodes,
+            "egraph_classes": o.egraph_classes,
+            "iterations": o.iterations,
+            "stop_reason": o.stop_reason,
+            "seconds": o.seconds,
+            "rules_fired": o.rules_fired,
+            "cost_before": o.cost_before,
+            "cost_after": o.cost_after,
+        })),
         "passes": cx.timings.iter().map(|(p, s, c)| serde_json::json!({
             "name": p, "seconds": s, "changed": *c == dlc_passes::Changed::Yes
         })).collect::<Vec<_>>(),
@@ -293,6 +303,21 @@ pub fn main(a: CompileArgs) -> Result<()> {
             plan.arena_bytes as f64 / (1 << 20) as f64,
             plan.unshared_bytes as f64 / (1 << 20) as f64
         );
+        if let Some(o) = &cx.optimizer {
+            let fired: Vec<String> = o.rules_fired.iter().map(|(r, n)| format!("{r} x{n}")).collect();
+            println!(
+                "optimizer    {} e-nodes, {} iterations, stopped: {}, {:.2} s; roofline cost {:.3} ms -> {:.3} ms",
+                o.egraph_nodes,
+                o.iterations,
+                o.stop_reason,
+                o.seconds,
+                o.cost_before * 1e3,
+                o.cost_after * 1e3
+            );
+            println!("rules fired  {}", if fired.is_empty() { "none".to_string() } else { fired.join(", ") });
+        } else {
+            println!("optimizer    off (--no-opt)");
+        }
         println!("compile time {:.2} s (codegen {:.2} s)", t_start.elapsed().as_secs_f64(), codegen_secs);
     }
     Ok(())

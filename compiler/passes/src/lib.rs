@@ -6,16 +6,18 @@
 #![warn(missing_docs)]
 
 mod dce;
+pub mod egraph;
 mod identity_elim;
 pub mod memory_plan;
 mod promote_half;
 mod stats;
 
 pub use dce::Dce;
+pub use egraph::{EGraphOpt, OptReport};
 pub use identity_elim::IdentityElim;
 pub use memory_plan::{plan_memory, Location, MemoryPlan};
 pub use promote_half::PromoteHalf;
-pub use stats::{graph_stats, GraphStats};
+pub use stats::{graph_stats, op_flops, GraphStats};
 
 use dlc_ir::Graph;
 use std::time::Instant;
@@ -54,6 +56,8 @@ pub struct PassCx {
     pub timings: Vec<(&'static str, f64, Changed)>,
     /// IR printed after the passes named in `dump_after`: `(pass, text)`.
     pub dumps: Vec<(&'static str, String)>,
+    /// What the e-graph optimiser did, when it ran.
+    pub optimizer: Option<OptReport>,
 }
 
 /// A graph transformation. Its doc comment states its contract.
@@ -66,7 +70,7 @@ pub trait Pass {
 
 /// The default pipeline, in order: legalisation, then optimisation.
 pub fn default_pipeline() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(PromoteHalf), Box::new(IdentityElim), Box::new(Dce)]
+    vec![Box::new(PromoteHalf), Box::new(IdentityElim), Box::new(EGraphOpt::default()), Box::new(Dce)]
 }
 
 /// What must run even with optimisation off (`--no-opt`): rewrites the backends rely on.

@@ -62,7 +62,7 @@ impl Pass for PromoteHalf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dlc_ir::ops::MatMul;
+    use dlc_ir::ops::{Activation, MatMul};
     use dlc_ir::TensorType;
 
     #[test]
@@ -70,7 +70,7 @@ mod tests {
         let mut g = Graph::new("half");
         let a = g.add_input("a", TensorType::fixed(DType::F16, &[2, 3]));
         let b = g.add_input("b", TensorType::fixed(DType::F16, &[3, 4]));
-        let y = g.add_node("mm", MatMul {}, &[a, b]).unwrap()[0];
+        let y = g.add_node("mm", MatMul { act: Activation::None }, &[a, b]).unwrap()[0];
         g.add_output("y", y);
         assert_eq!(PromoteHalf.run(&mut g, &mut PassCx::default()).unwrap(), Changed::Yes);
         dlc_ir::verify(&g).unwrap();

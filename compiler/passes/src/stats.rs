@@ -14,6 +14,32 @@ pub struct GraphStats {
     pub compute_nodes: u64,
 }
 
+/// Floating-point operations of one `op` with operand dims `ins` and `out` result elements.
+pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
+    let dim = |i: usize, d: usize| ins.get(i).and_then(|x| x.get(d)).copied().unwrap_or(0);
+    let numel = |i: usize| ins.get(i).map(|d| d.iter().product::<u64>()).unwrap_or(0);
+    match op {
+        Op::Const(_) | Op::Input(_) => 0,
+        Op::MatMul(_) => 2 * out * ins[0].last().copied().unwrap_or(0),
+        Op::Einsum(_) => 2 * ins.iter().map(|d| d.iter().product::<u64>()).max().unwrap_or(0),
+        Op::Gemm(op) => 2 * out * if op.trans_a { dim(0, 0) } else { dim(0, 1) },
+        Op::Conv(_) => 2 * out * dim(1, 1) * dim(1, 2) * dim(1, 3),
+        Op::ConvTranspose(_) => 2 * numel(0) * dim(1, 1) * dim(1, 2) * dim(1, 3),
+        Op::MaxPool(op) => out * op.kernel_shape.iter().product::<i64>().max(1) as u64,
+        Op::AveragePool(op) => out * op.kernel_shape.iter().product::<i64>().max(1) as u64,
+        Op::GlobalAveragePool(_) => numel(0),
+        Op::BatchNormalization(_) => 2 * out,
+        Op::Softmax(_) => 5 * out,
+        Op::LayerNormalization(_) => 8 * out,
+        op => match op.kind() {
+            OpKind::Elementwise => out,
+            OpKind::Reduction => numel(0),
+            OpKind::Source | OpKind::Movement => 0,
+            OpKind::Contraction | OpKind::Window | OpKind::Normalization => out,
+        },
+    }
+}
+
 /// Computes [`GraphStats`]; nodes with symbolic shapes count 0 FLOPs.
 pub fn graph_stats(g: &Graph) -> GraphStats {
     let mut s = GraphStats::default();
@@ -22,31 +48,11 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
         let out: u64 = node.outputs.first().and_then(|t| t.shape.numel()).unwrap_or(0);
         let ins: Vec<Vec<u64>> =
             g.operands(id).iter().map(|v| g.value_type(*v).shape.as_fixed().unwrap_or_default()).collect();
-        let dim = |i: usize, d: usize| ins.get(i).and_then(|x| x.get(d)).copied().unwrap_or(0);
-        let flops = match &node.op {
-            Op::Const(c) => {
-                s.parameters += c.value.numel() as u64;
-                s.weight_bytes += c.value.bytes().len() as u64;
-                0
-            }
-            Op::MatMul(_) => 2 * out * ins[0].last().copied().unwrap_or(0),
-            Op::Einsum(_) => 2 * ins.iter().map(|d| d.iter().product::<u64>()).max().unwrap_or(0),
-            Op::Gemm(op) => 2 * out * if op.trans_a { dim(0, 0) } else { dim(0, 1) },
-            Op::Conv(_) => 2 * out * dim(1, 1) * dim(1, 2) * dim(1, 3),
-            Op::ConvTranspose(_) => 2 * ins[0].iter().product::<u64>() * dim(1, 1) * dim(1, 2) * dim(1, 3),
-            Op::MaxPool(op) => out * op.kernel_shape.iter().product::<i64>().max(1) as u64,
-            Op::AveragePool(op) => out * op.kernel_shape.iter().product::<i64>().max(1) as u64,
-            Op::GlobalAveragePool(_) => ins[0].iter().product(),
-            Op::BatchNormalization(_) => 2 * out,
-            Op::Softmax(_) => 5 * out,
-            Op::LayerNormalization(_) => 8 * out,
-            op => match op.kind() {
-                OpKind::Elementwise => out,
-                OpKind::Reduction => ins[0].iter().product(),
-                OpKind::Source | OpKind::Movement => 0,
-                OpKind::Contraction | OpKind::Window | OpKind::Normalization => out,
-            },
-        };
+        if let Op::Const(c) = &node.op {
+            s.parameters += c.value.numel() as u64;
+            s.weight_bytes += c.value.bytes().len() as u64;
+        }
+        let flops = op_flops(&node.op, &ins, out);
         if node.op.kind() != OpKind::Source {
             s.compute_nodes += 1;
         }

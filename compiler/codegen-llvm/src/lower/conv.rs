@@ -5,9 +5,10 @@
 //! the image is computed up front, so the innermost loop has no bounds checks and
 //! vectorises when the stride is 1. Each output element still sums its terms in the
 //! order (c, kh, kw), the order of a naive reference.
+use super::elementwise::activation;
 use super::NodeInfo;
 use crate::kernel::{Kb, R};
-use dlc_ir::ops::{Conv, PoolGeometry};
+use dlc_ir::ops::{Activation, Conv, PoolGeometry};
 use inkwell::values::IntValue;
 use inkwell::IntPredicate;
 
@@ -46,10 +47,11 @@ pub(crate) fn conv(kb: &Kb, n: &NodeInfo, op: &Conv) -> R<()> {
     let groups = op.group as u64;
     let mg = m / groups;
     let [oh, ow] = g.output;
-    let has_bias = n.inputs.len() == 3;
+    let has_bias = n.inputs.len() >= 3;
     let (px, pw) = (kb.param(0), kb.param(1));
     let pb = has_bias.then(|| kb.param(2));
-    let py = kb.param(if has_bias { 3 } else { 2 });
+    let pr = (n.inputs.len() == 4).then(|| kb.param(3));
+    let py = kb.param(n.inputs.len());
     kb.nest(&[batch, m], |kb, idx| {
         let (b, mi) = (idx[0], idx[1]);
         let grp = kb.b.build_int_unsigned_div(mi, kb.c(mg), "")?;
@@ -84,6 +86,18 @@ pub(crate) fn conv(kb: &Kb, n: &NodeInfo, op: &Conv) -> R<()> {
                     })
                 })
             })
+        })?;
+        // Epilogue, while the output plane is in cache: residual, then activation.
+        if pr.is_none() && op.act == Activation::None {
+            return Ok(());
+        }
+        kb.for_n(oh * ow, |kb, p| {
+            let yi = kb.add(out_base, p)?;
+            let mut y = kb.load_f32(py, yi)?;
+            if let Some(pr) = pr {
+                y = kb.fadd(y, kb.load_f32(pr, yi)?)?;
+            }
+            kb.store_f32(py, yi, activation(kb, op.act, y)?)
         })
     })
 }
@@ -177,7 +191,7 @@ pub(crate) fn conv_transpose(kb: &Kb, n: &NodeInfo, op: &dlc_ir::ops::ConvTransp
     let has_bias = n.inputs.len() == 3;
     let (px, pw) = (kb.param(0), kb.param(1));
     let pb = has_bias.then(|| kb.param(2));
-    let py = kb.param(if has_bias { 3 } else { 2 });
+    let py = kb.param(n.inputs.len());
     let acc = kb.alloca_f32()?;
     kb.nest(&[batch, m, oh, ow], |kb, idx| {
         let (b, mi, oy, ox) = (idx[0], idx[1], idx[2], idx[3]);

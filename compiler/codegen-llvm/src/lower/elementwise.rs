@@ -9,6 +9,7 @@
 use super::{minifloat, NodeInfo};
 use crate::kernel::{Kb, R};
 use crate::CodegenError;
+use dlc_ir::ops::Activation;
 use dlc_ir::{DType, Op};
 use inkwell::types::{BasicTypeEnum, FloatType, IntType};
 use inkwell::values::{BasicValueEnum, FloatValue, IntValue};
@@ -522,6 +523,16 @@ pub(crate) fn convert<'ctx>(
             }
         }
     })
+}
+
+/// A Conv/Gemm/MatMul epilogue activation on an f32 value.
+pub(crate) fn activation<'ctx>(kb: &Kb<'_, 'ctx>, act: Activation, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+    let Some(op) = act.as_op() else {
+        return Ok(x);
+    };
+    let f = F { kb, ty: kb.f32t, f64: false };
+    let y = float_unary(&f, &op, x)?.ok_or_else(|| CodegenError::Llvm(format!("no scalar rule for {act:?}")))?;
+    Ok(y.into_float_value())
 }
 
 /// The scalar rule of an elementwise op on loaded operand values.

@@ -1,12 +1,12 @@
 //! MatMul and Gemm as plain loop nests (i-k-j order so the inner loop is contiguous and
 //! vectorises; a dot-product order when B is transposed). Fast packed kernels come later.
-use super::elementwise::broadcast_strides;
+use super::elementwise::{activation, broadcast_strides};
 use super::NodeInfo;
 use crate::kernel::{Kb, R};
-use dlc_ir::ops::Gemm;
+use dlc_ir::ops::{Activation, Gemm};
 use inkwell::values::{FloatValue, IntValue};
 
-pub(crate) fn matmul(kb: &Kb, n: &NodeInfo) -> R<()> {
+pub(crate) fn matmul(kb: &Kb, n: &NodeInfo, act: Activation) -> R<()> {
     n.require_f32()?;
     let (mut a, mut b) = (n.in_dims(0), n.in_dims(1));
     if a.len() == 1 {
@@ -27,7 +27,9 @@ pub(crate) fn matmul(kb: &Kb, n: &NodeInfo) -> R<()> {
     let sa: Vec<u64> = broadcast_strides(ba, &batch).iter().map(|s| s * m * k).collect();
     let sb: Vec<u64> = broadcast_strides(bb, &batch).iter().map(|s| s * k * nn).collect();
     let sy: Vec<u64> = broadcast_strides(&batch, &batch).iter().map(|s| s * m * nn).collect();
-    let (pa, pb, py) = (kb.param(0), kb.param(1), kb.param(2));
+    let (pa, pb) = (kb.param(0), kb.param(1));
+    let bias = (n.inputs.len() == 3).then(|| kb.param(2));
+    let py = kb.param(n.inputs.len());
     kb.nest(&batch, |kb, idx| {
         let off = |s: &[u64]| kb.lin(&idx.iter().copied().zip(s.iter().copied()).collect::<Vec<_>>(), 0);
         let (oa, ob, oy) = (off(&sa)?, off(&sb)?, off(&sy)?);
@@ -43,6 +45,18 @@ pub(crate) fn matmul(kb: &Kb, n: &NodeInfo) -> R<()> {
                     let bv = kb.load_f32(pb, kb.add(row_b, j)?)?;
                     kb.store_f32(py, yi, kb.fadd(acc, kb.fmul(av, bv)?)?)
                 })
+            })?;
+            // Epilogue on the finished row: bias, then activation.
+            if bias.is_none() && act == Activation::None {
+                return Ok(());
+            }
+            kb.for_n(nn, |kb, j| {
+                let yi = kb.add(row_y, j)?;
+                let mut y = kb.load_f32(py, yi)?;
+                if let Some(pbias) = bias {
+                    y = kb.fadd(y, kb.load_f32(pbias, j)?)?;
+                }
+                kb.store_f32(py, yi, activation(kb, act, y)?)
             })
         })
     })
@@ -68,7 +82,7 @@ pub(crate) fn gemm<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Gemm) -> R<()> {
             let c = if op.beta == 1.0 { c } else { kb.fmul(kb.cf(op.beta), c)? };
             y = kb.fadd(y, c)?;
         }
-        kb.store_f32(py, kb.lin(&[(i, nn), (j, 1)], 0)?, y)
+        kb.store_f32(py, kb.lin(&[(i, nn), (j, 1)], 0)?, activation(kb, op.act, y)?)
     };
     kb.for_n(m, |kb, i| {
         if op.trans_b {

@@ -93,7 +93,7 @@ pub(crate) fn lower_node<'ctx>(
         _ => {}
     }
     match &node.op {
-        Op::MatMul(_) => linalg::matmul(&kb, &info)?,
+        Op::MatMul(op) => linalg::matmul(&kb, &info, op.act)?,
         Op::Gemm(op) => linalg::gemm(&kb, &info, op)?,
         Op::Einsum(op) => linalg::einsum(&kb, &info, &op.equation)?,
         Op::Conv(op) => conv::conv(&kb, &info, op)?,

@@ -1,5 +1,5 @@
 //! 2-D convolution and pooling over NCHW tensors.
-use super::{ensure, fixed_dims, same_dtype, Infer, OpMeta};
+use super::{ensure, fixed_dims, same_dtype, Activation, Infer, OpMeta};
 use crate::{op, Dim, IrError, Shape, TensorType};
 
 /// ONNX `auto_pad`: how padding is derived when not given explicitly.
@@ -153,10 +153,12 @@ fn window(node: &str, op: &'static str, x: &TensorType, a: &WindowAttrs) -> Resu
 
 op! {
     /// 2-D convolution (cross-correlation) `Y[n,m] = B[m] + sum X[n,c] * W[m,c]` with
-    /// groups, strides, dilations and padding; `W` is `[M, C/group, KH, KW]`.
-    Conv = "conv", operands 2..=3 {
+    /// groups, strides, dilations and padding; `W` is `[M, C/group, KH, KW]`. Epilogue:
+    /// an optional fourth operand `R` (the result's shape, needs the bias) is added,
+    /// then `act` applied: `Y = act(conv + B + R)`.
+    Conv = "conv", operands 2..=4 {
         kernel_shape: Vec<i64>, strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>,
-        group: i64, auto_pad: AutoPad,
+        group: i64, auto_pad: AutoPad, act: Activation,
     }
 }
 
@@ -206,6 +208,9 @@ impl Infer for Conv {
         }
         let shape =
             Shape(vec![x.shape.0[0].clone(), Dim::Fixed(wd[0]), Dim::Fixed(g.output[0]), Dim::Fixed(g.output[1])]);
+        if let Some(r) = inputs.get(3) {
+            ensure(r.shape == shape, node, op, || format!("residual must be {shape}, got {}", r.shape))?;
+        }
         Ok(vec![TensorType { dtype: x.dtype, shape }])
     }
 }

@@ -1,12 +1,14 @@
 //! Matrix products.
-use super::{ensure, same_dtype, Infer, OpMeta};
+use super::{ensure, same_dtype, Activation, Infer, OpMeta};
 use crate::ops::elementwise::broadcast_shapes;
 use crate::{op, Dim, IrError, Shape, TensorType};
 
 op! {
     /// numpy `matmul`: `[..., M, K] x [..., K, N] -> [..., M, N]`, batch dims broadcast;
     /// a 1-D operand is promoted to a matrix and the added dim removed from the result.
-    MatMul = "matmul", operands 2..=2 {}
+    /// Epilogue: an optional third operand `[N]` (a bias along the last dim) is added,
+    /// then `act` applied.
+    MatMul = "matmul", operands 2..=3 { act: Activation }
 }
 
 impl Infer for MatMul {
@@ -37,14 +39,23 @@ impl Infer for MatMul {
         if b.rank() > 1 {
             out.push(b2[b2.len() - 1].clone());
         }
+        if let Some(bias) = inputs.get(2) {
+            let n = out.last().cloned();
+            ensure(
+                !out.is_empty() && bias.shape.rank() == 1 && Some(&bias.shape.0[0]) == n.as_ref(),
+                node,
+                op,
+                || format!("bias must be [N] for a result of shape {}, got {}", Shape(out.clone()), bias.shape),
+            )?;
+        }
         Ok(vec![TensorType { dtype: inputs[0].dtype, shape: Shape(out) }])
     }
 }
 
 op! {
-    /// `alpha * op(A) * op(B) + beta * C` with 2-D `A`, `B`; `op` transposes when asked;
-    /// `C` (optional) broadcasts to `[M, N]`.
-    Gemm = "gemm", operands 2..=3 { alpha: f32, beta: f32, trans_a: bool, trans_b: bool }
+    /// `act(alpha * op(A) * op(B) + beta * C)` with 2-D `A`, `B`; `op` transposes when
+    /// asked; `C` (optional) broadcasts to `[M, N]`; `act` is the epilogue activation.
+    Gemm = "gemm", operands 2..=3 { alpha: f32, beta: f32, trans_a: bool, trans_b: bool, act: Activation }
 }
 
 impl Infer for Gemm {

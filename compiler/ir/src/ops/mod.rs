@@ -10,6 +10,7 @@ use std::fmt;
 
 mod conv;
 mod elementwise;
+mod epilogue;
 mod linalg;
 mod movement;
 mod norm;
@@ -21,6 +22,7 @@ pub use conv::{
     SamplePadding,
 };
 pub use elementwise::*;
+pub use epilogue::Activation;
 pub use linalg::{einsum_extents, parse_einsum, Einsum, Gemm, MatMul};
 pub use movement::{
     Concat, Flatten, Gather, GatherElements, Identity, Pad, PadMode, Reshape, ScatterElements, ScatterND,

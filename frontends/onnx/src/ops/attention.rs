@@ -143,7 +143,7 @@ fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let qs = cx.add1("q_scaled", Mul {}, &[q, s])?;
     let kt = cx.add1("k_t", Transpose { perm: vec![0, 1, 3, 2] }, &[k])?;
     let ks = cx.add1("k_scaled", Mul {}, &[kt, s])?;
-    let mut scores = cx.add1("qk", MatMul {}, &[qs, ks])?;
+    let mut scores = cx.add1("qk", MatMul { act: Activation::None }, &[qs, ks])?;
     let softcap = cx.float("softcap", 0.0);
     if softcap > 0.0 {
         let c = scalar(cx, softcap, dt)?;
@@ -163,7 +163,7 @@ fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         let zero = scalar(cx, 0.0, dt)?;
         probs = cx.add1("probs", Where {}, &[masked, zero, probs])?;
     }
-    let mut y = cx.add1("context", MatMul {}, &[probs, v])?;
+    let mut y = cx.add1("context", MatMul { act: Activation::None }, &[probs, v])?;
     if three_d {
         let t = cx.add1("context_bshd", Transpose { perm: vec![0, 2, 1, 3] }, &[y])?;
         let d = dims(cx, t)?;

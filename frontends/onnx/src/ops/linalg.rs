@@ -1,6 +1,6 @@
 //! MatMul, Gemm.
 use super::{BuildFn, NodeCx};
-use dlc_ir::ops::{Einsum, Gemm, MatMul};
+use dlc_ir::ops::{Activation, Einsum, Gemm, MatMul};
 use dlc_ir::Value;
 use std::collections::HashMap;
 
@@ -16,7 +16,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
 
 fn matmul(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let (a, b) = (cx.input(0)?, cx.input(1)?);
-    cx.add("", MatMul {}, &[a, b])
+    cx.add("", MatMul { act: Activation::None }, &[a, b])
 }
 
 fn gemm(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
@@ -28,6 +28,7 @@ fn gemm(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         beta: cx.float("beta", 1.0),
         trans_a: cx.int("transA", 0) != 0,
         trans_b: cx.int("transB", 0) != 0,
+        act: Activation::None,
     };
     let mut operands = vec![cx.input(0)?, cx.input(1)?];
     if let Some(c) = cx.opt_input(2)? {

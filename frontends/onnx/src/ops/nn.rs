@@ -117,6 +117,7 @@ fn conv(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         dilations: cx.ints("dilations"),
         group: cx.int("group", 1),
         auto_pad: auto_pad(cx)?,
+        act: Activation::None,
     };
     let (mut x, mut w) = (cx.input(0)?, cx.input(1)?);
     let one_d = cx.ty(x).shape.rank() == 3;

@@ -144,12 +144,12 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
             let mut xw = Vec::new();
             let mut hr = Vec::new();
             for g in 0..gates as usize {
-                let mut a = cx.add1("x_w", MatMul {}, &[xt, wt[g]])?;
+                let mut a = cx.add1("x_w", MatMul { act: Activation::None }, &[xt, wt[g]])?;
                 if let Some(bias) = wb[g] {
                     a = cx.add1("x_w_b", Add {}, &[a, bias])?;
                 }
                 xw.push(a);
-                let mut c = cx.add1("h_r", MatMul {}, &[hs, rt[g]])?;
+                let mut c = cx.add1("h_r", MatMul { act: Activation::None }, &[hs, rt[g]])?;
                 if let Some(bias) = rb[g] {
                     c = cx.add1("h_r_b", Add {}, &[c, bias])?;
                 }
@@ -170,7 +170,7 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
                         cx.add1("h_pre", Add {}, &[xw[2], m])?
                     } else {
                         let rh = cx.add1("r_h", Mul {}, &[rr, hs])?;
-                        let mut m = cx.add1("r_h_r", MatMul {}, &[rh, rt[2]])?;
+                        let mut m = cx.add1("r_h_r", MatMul { act: Activation::None }, &[rh, rt[2]])?;
                         if let Some(bias) = rb[2] {
                             m = cx.add1("r_h_r_b", Add {}, &[m, bias])?;
                         }

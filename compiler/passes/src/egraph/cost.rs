@@ -1,0 +1,93 @@
+//! The cost model: a roofline per kernel. A kernel costs the larger of its FLOPs over the
+//! target's peak FLOP/s and its bytes moved (operands read once, result written once)
+//! over the memory bandwidth, plus a fixed launch cost; inputs and constants cost 0.
+//! Data movement that the backend turns into a copy costs its bytes. The numbers are
+//! per target and configurable (docs/optimizer.md).
+use super::lang::{EGraph, Node};
+use crate::stats::op_flops;
+use dlc_ir::{Graph, Op, OpKind, TensorType};
+use egg::{CostFunction, Id};
+
+/// A target's roofline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Roofline {
+    /// Peak floating-point operations per second the kernels reach.
+    pub flops_per_s: f64,
+    /// Memory bandwidth, bytes per second.
+    pub bytes_per_s: f64,
+    /// Fixed cost of one kernel call, seconds.
+    pub launch_s: f64,
+}
+
+impl Default for Roofline {
+    /// One core of a current x86-64 server: 50 GFLOP/s sustained by dlc's kernels,
+    /// 20 GB/s from memory, 1 microsecond per kernel call.
+    fn default() -> Self {
+        Roofline { flops_per_s: 50e9, bytes_per_s: 20e9, launch_s: 1e-6 }
+    }
+}
+
+fn bytes(t: &TensorType) -> f64 {
+    t.shape.numel().unwrap_or(0) as f64 * t.dtype.size() as f64
+}
+
+impl Roofline {
+    /// Seconds for one kernel of `op` reading `ins` and writing `out`.
+    pub fn kernel(&self, op: &Op, ins: &[&TensorType], out: &TensorType) -> f64 {
+        if op.kind() == OpKind::Source {
+            return 0.0;
+        }
+        let dims: Vec<Vec<u64>> = ins.iter().map(|t| t.shape.as_fixed().unwrap_or_default()).collect();
+        let flops = op_flops(op, &dims, out.shape.numel().unwrap_or(0)) as f64;
+        let moved: f64 = ins.iter().map(|t| bytes(t)).sum::<f64>() + bytes(out);
+        (flops / self.flops_per_s).max(moved / self.bytes_per_s) + self.launch_s
+    }
+
+    /// Seconds for every kernel of a graph (each node once).
+    pub fn graph(&self, g: &Graph) -> f64 {
+        g.node_ids()
+            .into_iter()
+            .map(|id| {
+                let n = g.node(id);
+                let ins: Vec<TensorType> = g.operands(id).iter().map(|v| g.value_type(*v).clone()).collect();
+                let refs: Vec<&TensorType> = ins.iter().collect();
+                n.outputs.first().map(|o| self.kernel(&n.op, &refs, o)).unwrap_or(0.0)
+            })
+            .sum()
+    }
+}
+
+/// Extraction cost: the kernel's roofline time plus its operands' (a tree cost: a value
+/// used twice counts twice, which biases extraction against duplicating work).
+pub struct Cost<'a> {
+    /// The e-graph whose e-nodes are costed.
+    pub egraph: &'a EGraph,
+    /// The target's numbers.
+    pub roof: Roofline,
+}
+
+impl CostFunction<Node> for Cost<'_> {
+    type Cost = f64;
+
+    fn cost<C: FnMut(Id) -> f64>(&mut self, enode: &Node, mut costs: C) -> f64 {
+        let Node::Op(k, ch) = enode else { return 0.0 };
+        let (Some(op), Some(out)) = (self.egraph.analysis.ops.get(k), self.node_type(enode)) else {
+            return f64::INFINITY;
+        };
+        let ins: Option<Vec<&TensorType>> = ch.iter().map(|c| self.egraph[*c].data.ty.as_ref()).collect();
+        let Some(ins) = ins else { return f64::INFINITY };
+        let own = self.roof.kernel(op, &ins, &out);
+        ch.iter().fold(own, |acc, c| acc + costs(*c))
+    }
+}
+
+impl Cost<'_> {
+    /// The type this e-node computes (its class's type, checked by its rule).
+    fn node_type(&self, enode: &Node) -> Option<TensorType> {
+        let Node::Op(k, ch) = enode else { return None };
+        let op = self.egraph.analysis.ops.get(k)?;
+        let ins: Option<Vec<TensorType>> = ch.iter().map(|c| self.egraph[*c].data.ty.clone()).collect();
+        let mut out = op.infer("egraph", &ins?).ok()?;
+        (out.len() == 1).then(|| out.remove(0))
+    }
+}

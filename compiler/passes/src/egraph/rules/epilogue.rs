@@ -1,0 +1,132 @@
+//! Epilogue fusion: an activation, a bias or a residual addition that follows a Conv,
+//! Gemm or MatMul is applied by that kernel before it stores its result. Only where the
+//! producer's value has no other use (fusing would otherwise compute it twice).
+use super::{named, Rule};
+use crate::egraph::lang::{add_op, const_of, derived_consts, ops_of, sole_use, ty_of, EGraph};
+use dlc_ir::ops::{Activation, MatMul};
+use dlc_ir::{DType, Op, TensorData};
+use egg::Id;
+
+/// The rules of this family.
+pub fn rules() -> Vec<Rule> {
+    vec![
+        Rule {
+            name: "act-into-producer",
+            doc: "act(conv|gemm|matmul(...)) -> conv|gemm|matmul(...){act} for relu, clip, sigmoid, tanh, hardswish, gelu",
+            looks_at: |op| Activation::from_op(op).is_some(),
+            derive: act_into_producer,
+        },
+        Rule {
+            name: "residual-into-conv",
+            doc: "conv(x, W, b) + r -> conv(x, W, b, r) when r has the result's type (b = 0 when absent)",
+            looks_at: |op| matches!(op, Op::Add(_)),
+            derive: residual_into_conv,
+        },
+        Rule {
+            name: "bias-into-matmul",
+            doc: "matmul(a, b) + c -> matmul(a, b, c) for a constant c of N elements along the last dim",
+            looks_at: |op| matches!(op, Op::Add(_)),
+            derive: bias_into_matmul,
+        },
+    ]
+}
+
+fn is_f32(eg: &EGraph, id: Id) -> bool {
+    ty_of(eg, id).is_some_and(|t| t.dtype == DType::F32)
+}
+
+fn act_into_producer(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
+    let mut out = Vec::new();
+    for (op, ch) in ops_of(eg, id) {
+        let Some(act) = Activation::from_op(&op) else { continue };
+        if ch.len() != 1 || !is_f32(eg, id) || !sole_use(eg, ch[0]) {
+            continue;
+        }
+        for (inner, inner_ch) in ops_of(eg, ch[0]) {
+            let fused: Op = match inner {
+                Op::Conv(mut c) if c.act == Activation::None => {
+                    c.act = act;
+                    c.into()
+                }
+                Op::Gemm(mut g) if g.act == Activation::None => {
+                    g.act = act;
+                    g.into()
+                }
+                Op::MatMul(m) if m.act == Activation::None => MatMul { act }.into(),
+                _ => continue,
+            };
+            if let Some(n) = add_op(eg, fused, inner_ch) {
+                out.push((n, named(eg, ch[0], "")));
+            }
+        }
+    }
+    out
+}
+
+fn residual_into_conv(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
+    let mut out = Vec::new();
+    for (op, ch) in ops_of(eg, id) {
+        if !matches!(op, Op::Add(_)) || ch.len() != 2 || !is_f32(eg, id) {
+            continue;
+        }
+        for (conv_id, r) in [(ch[0], ch[1]), (ch[1], ch[0])] {
+            if ty_of(eg, r) != ty_of(eg, id) || ty_of(eg, conv_id) != ty_of(eg, id) || !sole_use(eg, conv_id) {
+                continue;
+            }
+            for (inner, conv_ch) in ops_of(eg, conv_id) {
+                let Op::Conv(c) = inner else { continue };
+                if c.act != Activation::None || conv_ch.len() == 4 {
+                    continue;
+                }
+                let bias = match conv_ch.get(2) {
+                    Some(&b) => b,
+                    None => {
+                        let m = ty_of(eg, conv_id).and_then(|t| t.shape.0.get(1)?.fixed()).unwrap_or(0);
+                        let zero = derived_consts(eg, "residual-into-conv", &conv_ch, |_| {
+                            Some(vec![TensorData::from_f32(&[m], &vec![0.0; m as usize])?])
+                        });
+                        let Some(zero) = zero else { continue };
+                        zero[0]
+                    }
+                };
+                if let Some(n) = add_op(eg, c.into(), vec![conv_ch[0], conv_ch[1], bias, r]) {
+                    out.push((n, named(eg, conv_id, "")));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn bias_into_matmul(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
+    let mut out = Vec::new();
+    for (op, ch) in ops_of(eg, id) {
+        if !matches!(op, Op::Add(_)) || ch.len() != 2 || !is_f32(eg, id) {
+            continue;
+        }
+        for (mm, c) in [(ch[0], ch[1]), (ch[1], ch[0])] {
+            let Some(bias) = const_of(eg, c).and_then(|t| t.to_f32()) else { continue };
+            let Some(n_dim) = ty_of(eg, id).and_then(|t| t.shape.0.last()?.fixed()) else { continue };
+            let c_dims = ty_of(eg, c).map(|t| t.shape.rank()).unwrap_or(0);
+            let out_rank = ty_of(eg, id).map(|t| t.shape.rank()).unwrap_or(0);
+            if bias.len() as u64 != n_dim || c_dims > out_rank || ty_of(eg, mm) != ty_of(eg, id) || !sole_use(eg, mm) {
+                continue;
+            }
+            for (inner, ab) in ops_of(eg, mm) {
+                let Op::MatMul(m) = inner else { continue };
+                if m.act != Activation::None || ab.len() != 2 {
+                    continue;
+                }
+                let b = derived_consts(eg, "bias-into-matmul", &[c], |_| {
+                    Some(vec![TensorData::from_f32(&[n_dim], &bias)?])
+                });
+                let Some(b) = b else { continue };
+                let b = b[0];
+                if let Some(n) = add_op(eg, MatMul { act: Activation::None }.into(), vec![ab[0], ab[1], b]) {
+                    out.push((n, named(eg, mm, "")));
+                }
+            }
+        }
+    }
+    out
+}

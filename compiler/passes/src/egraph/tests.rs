@@ -1,0 +1,120 @@
+//! One small graph per rule family: the IR before and after the optimiser, snapshotted
+//! (the `@before`/`@after` snapshots sit side by side in snapshots/).
+use super::EGraphOpt;
+use crate::{Pass, PassCx};
+use dlc_ir::ops::*;
+use dlc_ir::{DType, Graph, TensorData, TensorType, Value};
+
+fn f32s(g: &mut Graph, name: &str, dims: &[u64], seed: u32) -> Value {
+    let n: u64 = dims.iter().product();
+    let v: Vec<f32> = (0..n).map(|i| ((i as u32 * 7 + seed) % 11) as f32 / 10.0 - 0.4).collect();
+    g.add_const(name, TensorData::from_f32(dims, &v).unwrap())
+}
+
+fn splat(g: &mut Graph, name: &str, dims: &[u64], v: f32) -> Value {
+    let n: u64 = dims.iter().product();
+    g.add_const(name, TensorData::from_f32(dims, &vec![v; n as usize]).unwrap())
+}
+
+fn conv(k: i64) -> Conv {
+    Conv {
+        kernel_shape: vec![k, k],
+        strides: vec![],
+        pads: vec![k / 2; 4],
+        dilations: vec![],
+        group: 1,
+        auto_pad: AutoPad::NotSet,
+        act: Activation::None,
+    }
+}
+
+/// Runs the optimiser and snapshots the IR before and after, plus the rules that fired.
+fn check(name: &str, mut g: Graph) {
+    let before = dlc_ir::print_graph(&g).unwrap();
+    let mut cx = PassCx::default();
+    EGraphOpt::default().run(&mut g, &mut cx).unwrap();
+    dlc_ir::verify(&g).unwrap();
+    let r = cx.optimizer.unwrap();
+    let after = format!("{}\n# stop: {}; fired: {:?}", dlc_ir::print_graph(&g).unwrap(), r.stop_reason, r.rules_fired);
+    insta::assert_snapshot!(format!("{name}@before"), before);
+    insta::assert_snapshot!(format!("{name}@after"), after);
+}
+
+#[test]
+fn algebra() {
+    let mut g = Graph::new("algebra");
+    let x = g.add_input("x", TensorType::fixed(DType::F32, &[2, 3]));
+    let one = splat(&mut g, "one", &[3], 1.0);
+    let zero = splat(&mut g, "zero", &[], 0.0);
+    let big_one = splat(&mut g, "one_2x2x3", &[2, 2, 3], 1.0);
+    let a = g.add_node("times_one", Mul {}, &[x, one]).unwrap()[0];
+    let a = g.add_node("plus_zero", Add {}, &[zero, a]).unwrap()[0];
+    let t = g.add_node("t1", Transpose { perm: vec![1, 0] }, &[a]).unwrap()[0];
+    let t = g.add_node("t2", Transpose { perm: vec![1, 0] }, &[t]).unwrap()[0];
+    let r = g.add_node("r1", Reshape { shape: vec![6], allowzero: false }, &[t]).unwrap()[0];
+    let r = g.add_node("r2", Reshape { shape: vec![3, 2], allowzero: false }, &[r]).unwrap()[0];
+    // Broadcasting changes the type: this multiplication by one stays.
+    let b = g.add_node("widening_one", Mul {}, &[x, big_one]).unwrap()[0];
+    let w = f32s(&mut g, "w", &[2, 4], 1);
+    let c = f32s(&mut g, "c", &[4], 2);
+    let m = g.add_node("mm", MatMul { act: Activation::None }, &[r, w]).unwrap()[0];
+    let m = g.add_node("mm_bias", Add {}, &[m, c]).unwrap()[0];
+    g.add_output("y", m);
+    g.add_output("z", b);
+    check("algebra", g);
+}
+
+#[test]
+fn folding() {
+    let mut g = Graph::new("folding");
+    let x = g.add_input("x", TensorType::fixed(DType::F32, &[1, 2, 4, 4]));
+    let w = f32s(&mut g, "w", &[3, 2, 3, 3], 0);
+    let b = f32s(&mut g, "b", &[3], 1);
+    let y = g.add_node("conv", conv(3), &[x, w, b]).unwrap()[0];
+    let (s, t, mean) = (f32s(&mut g, "scale", &[3], 2), f32s(&mut g, "shift", &[3], 3), f32s(&mut g, "mean", &[3], 4));
+    let var = splat(&mut g, "var", &[3], 0.5);
+    let y = g.add_node("bn", BatchNormalization { epsilon: 1e-5 }, &[y, s, t, mean, var]).unwrap()[0];
+    let y = g.add_node("id", Identity {}, &[y]).unwrap()[0];
+    g.add_output("y", y);
+    check("folding", g);
+}
+
+#[test]
+fn epilogue() {
+    let mut g = Graph::new("epilogue");
+    let x = g.add_input("x", TensorType::fixed(DType::F32, &[1, 2, 4, 4]));
+    let w = f32s(&mut g, "w", &[2, 2, 3, 3], 0);
+    let b = f32s(&mut g, "b", &[2], 1);
+    let y = g.add_node("conv", conv(3), &[x, w, b]).unwrap()[0];
+    let y = g.add_node("residual", Add {}, &[y, x]).unwrap()[0];
+    let y = g.add_node("relu6", Clip { min: 0.0, max: 6.0 }, &[y]).unwrap()[0];
+    // A product used twice is not fused (it would be computed twice).
+    let a = g.add_input("a", TensorType::fixed(DType::F32, &[3, 4]));
+    let m = f32s(&mut g, "m", &[4, 5], 2);
+    let p = g.add_node("shared_mm", MatMul { act: Activation::None }, &[a, m]).unwrap()[0];
+    let s = g.add_node("sig", Sigmoid {}, &[p]).unwrap()[0];
+    g.add_output("y", y);
+    g.add_output("p", p);
+    g.add_output("s", s);
+    check("epilogue", g);
+}
+
+#[test]
+fn same_graph_same_result() {
+    let build = || {
+        let mut g = Graph::new("det");
+        let x = g.add_input("x", TensorType::fixed(DType::F32, &[1, 2, 4, 4]));
+        let w = f32s(&mut g, "w", &[2, 2, 3, 3], 0);
+        let y = g.add_node("conv", conv(3), &[x, w]).unwrap()[0];
+        let y = g.add_node("add", Add {}, &[x, y]).unwrap()[0];
+        let y = g.add_node("relu", Relu {}, &[y]).unwrap()[0];
+        g.add_output("y", y);
+        g
+    };
+    let run = || {
+        let mut g = build();
+        EGraphOpt::default().run(&mut g, &mut PassCx::default()).unwrap();
+        dlc_ir::print_graph(&g).unwrap()
+    };
+    assert_eq!(run(), run());
+}
