@@ -191,7 +191,7 @@ fn emit_module<'ctx>(
     let mut kernels = 0;
     for &id in &plan.order {
         let node = g.node(id);
-        if matches!(node.op, Op::Input(_) | Op::Const(_)) {
+        if matches!(node.op, Op::Input(_) | Op::Const(_)) || plan.views.contains(&id) {
             continue;
         }
         let operands = g.operands(id);
