@@ -181,6 +181,38 @@ def symbolic_batch(out):
     save(out, "symbolic_batch", nodes, [vi("x", ["N", 4])], [vi("y", ["N", 4])])
 
 
+def fusion_patterns(out):
+    """Subgraphs the optimiser recognises (attention with an additive float mask and a
+    Mul scale, Erf GELU in another operand order, LayerNorm over a broadcast residual,
+    MatMul + bias + Relu), so each fused kernel is checked against ONNX Runtime."""
+    rng = np.random.RandomState(17)
+    n = helper.make_node
+    c = lambda name, v: numpy_helper.from_array(np.array(v, np.float32), name)  # noqa: E731
+    nodes = [
+        n("Reshape", ["q", "split"], ["q4"]), n("Transpose", ["q4"], ["qh"], perm=[0, 2, 1, 3]),
+        n("Reshape", ["k", "split"], ["k4"]), n("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
+        n("Reshape", ["v", "split"], ["v4"]), n("Transpose", ["v4"], ["vh"], perm=[0, 2, 1, 3]),
+        n("MatMul", ["qh", "kt"], ["s"]), n("Mul", ["s", "scale"], ["ss"]), n("Add", ["mask", "ss"], ["sm"]),
+        n("Softmax", ["sm"], ["p"], axis=-1), n("MatMul", ["p", "vh"], ["o"]),
+        n("Transpose", ["o"], ["ot"], perm=[0, 2, 1, 3]), n("Reshape", ["ot", "merge"], ["attn"]),
+        n("Mul", ["attn", "inv_sqrt2"], ["g0"]), n("Erf", ["g0"], ["g1"]), n("Add", ["one", "g1"], ["g2"]),
+        n("Mul", ["attn", "g2"], ["g3"]), n("Mul", ["half", "g3"], ["gelu"]),
+        n("Add", ["pos", "gelu"], ["res"]),
+        n("LayerNormalization", ["res", "gamma", "beta"], ["ln"], axis=-1, epsilon=1e-5),
+        n("MatMul", ["ln", "w"], ["mm"]), n("Add", ["mm", "bias"], ["mb"]), n("Relu", ["mb"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([1, 4, 2, 4], np.int64), "split"),
+        numpy_helper.from_array(np.array([1, 4, 8], np.int64), "merge"),
+        c("scale", 0.5), c("inv_sqrt2", 1 / np.sqrt(2)), c("one", 1.0), c("half", 0.5),
+        numpy_helper.from_array(arr(rng, 4, 8), "pos"),
+        numpy_helper.from_array(arr(rng, 8), "gamma"), numpy_helper.from_array(arr(rng, 8), "beta"),
+        numpy_helper.from_array(arr(rng, 8, 6), "w"), numpy_helper.from_array(arr(rng, 6), "bias"),
+    ]
+    ins = [vi("q", [1, 4, 8]), vi("k", [1, 4, 8]), vi("v", [1, 4, 8]), vi("mask", [1, 1, 4, 4])]
+    save(out, "fusion_patterns", nodes, ins, [vi("y", None)], inits)
+
+
 def unsupported(out):
     n = helper.make_node
     nodes = [
@@ -199,7 +231,7 @@ def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     for f in [elementwise, conv_variants, pools, movement, linalg, legacy_softmax_bn, softmax13, external_data,
-              symbolic_batch, unsupported]:
+              symbolic_batch, fusion_patterns, unsupported]:
         f(out)
 
 

@@ -23,6 +23,11 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         Op::MatMul(_) => 2 * out * ins[0].last().copied().unwrap_or(0),
         Op::Einsum(_) => 2 * ins.iter().map(|d| d.iter().product::<u64>()).max().unwrap_or(0),
         Op::Gemm(op) => 2 * out * if op.trans_a { dim(0, 0) } else { dim(0, 1) },
+        // Scores and weighted sum (2 per multiply-add), softmax about 5 per score.
+        Op::Attention(a) => {
+            let (b, sq, sk) = (dim(0, 0), dim(0, 1), dim(1, 1));
+            2 * b * sq * sk * (dim(0, 2) + dim(2, 2)) + 5 * b * sq * sk * a.heads.max(0) as u64
+        }
         Op::Conv(_) => 2 * out * dim(1, 1) * dim(1, 2) * dim(1, 3),
         Op::ConvTranspose(_) => 2 * numel(0) * dim(1, 1) * dim(1, 2) * dim(1, 3),
         Op::MaxPool(op) => out * op.kernel_shape.iter().product::<i64>().max(1) as u64,

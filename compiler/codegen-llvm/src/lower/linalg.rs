@@ -1,9 +1,10 @@
 //! MatMul and Gemm as plain loop nests (i-k-j order so the inner loop is contiguous and
 //! vectorises; a dot-product order when B is transposed). Fast packed kernels come later.
-use super::elementwise::{activation, broadcast_strides};
+use super::elementwise::{activation, broadcast_strides, compute_dtype, convert, llvm_type, widen};
 use super::NodeInfo;
 use crate::kernel::{Kb, R};
-use dlc_ir::ops::{Activation, Gemm};
+use dlc_ir::ops::{Activation, Attention, Gemm};
+use dlc_ir::DType;
 use inkwell::values::{FloatValue, IntValue};
 
 pub(crate) fn matmul(kb: &Kb, n: &NodeInfo, act: Activation) -> R<()> {
@@ -122,9 +123,8 @@ pub(crate) fn gemm<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Gemm) -> R<()> {
 /// Einsum as one loop nest: output indices outside, summed indices inside, the product
 /// of the operands' elements accumulated in f64.
 pub(crate) fn einsum<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, equation: &str) -> R<()> {
-    use super::elementwise::{convert, llvm_type};
     let dt = n.outputs[0].dtype;
-    if !matches!(dt, dlc_ir::DType::F32 | dlc_ir::DType::F64) {
+    if !matches!(dt, DType::F32 | DType::F64) {
         return Err(n.unsupported(format!("dtype {dt} is not supported yet (f32 and f64)")));
     }
     let ty = llvm_type(kb, dt).expect("float type");
@@ -172,5 +172,81 @@ pub(crate) fn einsum<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, equation: &str) -> R
         let y = convert(kb, a.into(), dlc_ir::DType::F64, dt)?;
         kb.b.build_store(kb.gep(ty, py, o)?, y)?;
         Ok(())
+    })
+}
+
+/// Attention, one query row at a time: scores into a stack row of `Sk` floats (with the
+/// running max), exponentials and their sum, then the weighted sum of value rows.
+pub(crate) fn attention<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Attention) -> R<()> {
+    for t in n.inputs[..3].iter().chain(n.outputs) {
+        if t.dtype != DType::F32 {
+            return Err(n.unsupported(format!("dtype {} is not supported yet (f32 only)", t.dtype)));
+        }
+    }
+    let (q, k, v) = (n.in_dims(0), n.in_dims(1), n.in_dims(2));
+    let h = op.heads as u64;
+    let (b, sq, sk, d, dv) = (q[0], q[1], k[1], q[2] / h, v[2] / h);
+    if sk > 1 << 14 {
+        return Err(n.unsupported(format!("key length {sk} is above 16384 (the score row lives on the stack)")));
+    }
+    let (pq, pk, pv) = (kb.param(0), kb.param(1), kb.param(2));
+    let mask = n.inputs.get(3).map(|t| (kb.param(3), t.dtype, t.shape.as_fixed().unwrap_or_default()));
+    let py = kb.param(n.inputs.len());
+    let row_ty = kb.f32t.array_type(sk as u32);
+    let row = kb.alloca(row_ty.into())?;
+    let (mx, sum) = (kb.alloca_f32()?, kb.alloca_f32()?);
+    let at = |j: IntValue<'ctx>| kb.gep(kb.f32t.into(), row, j);
+    kb.nest(&[b, h, sq], |kb, idx| {
+        let (bi, hi, i) = (idx[0], idx[1], idx[2]);
+        let q_row = kb.lin(&[(bi, sq * h * d), (i, h * d), (hi, d)], 0)?;
+        kb.set(mx, kb.cf(f32::NEG_INFINITY))?;
+        kb.for_n(sk, |kb, j| {
+            let k_row = kb.lin(&[(bi, sk * h * d), (j, h * d), (hi, d)], 0)?;
+            let acc = kb.alloca_f32()?;
+            kb.set(acc, kb.cf(0.0))?;
+            kb.for_n(d, |kb, e| {
+                let qv = kb.load_f32(pq, kb.add(q_row, e)?)?;
+                let kv = kb.load_f32(pk, kb.add(k_row, e)?)?;
+                kb.set(acc, kb.fadd(kb.get(acc)?, kb.fmul(qv, kv)?)?)
+            })?;
+            let mut s = kb.fmul(kb.get(acc)?, kb.cf(op.scale))?;
+            if let Some((pm, mdt, mdims)) = &mask {
+                let m = if op.key_padding {
+                    let raw = kb.b.build_load(
+                        llvm_type(kb, *mdt).expect("numeric"),
+                        kb.gep(llvm_type(kb, *mdt).expect("numeric"), *pm, kb.lin(&[(bi, sk), (j, 1)], 0)?)?,
+                        "",
+                    )?;
+                    let mf = convert(kb, widen(kb, raw, *mdt)?, compute_dtype(*mdt), DType::F32)?.into_float_value();
+                    kb.fmul(kb.fsub(kb.cf(1.0), mf)?, kb.cf(op.padding_fill))?
+                } else {
+                    let st = broadcast_strides(mdims, &[b, h, sq, sk]);
+                    kb.load_f32(*pm, kb.lin(&[(bi, st[0]), (hi, st[1]), (i, st[2]), (j, st[3])], 0)?)?
+                };
+                s = kb.fadd(s, m)?;
+            }
+            kb.b.build_store(at(j)?, s)?;
+            kb.set(mx, kb.fmax(kb.get(mx)?, s)?)
+        })?;
+        kb.set(sum, kb.cf(0.0))?;
+        let m = kb.get(mx)?;
+        kb.for_n(sk, |kb, j| {
+            let p = at(j)?;
+            let e = kb.libm("expf", kb.fsub(kb.b.build_load(kb.f32t, p, "")?.into_float_value(), m)?)?;
+            kb.b.build_store(p, e)?;
+            kb.set(sum, kb.fadd(kb.get(sum)?, e)?)
+        })?;
+        let inv = kb.fdiv(kb.cf(1.0), kb.get(sum)?)?;
+        let y_row = kb.lin(&[(bi, sq * h * dv), (i, h * dv), (hi, dv)], 0)?;
+        kb.for_n(dv, |kb, e| kb.store_f32(py, kb.add(y_row, e)?, kb.cf(0.0)))?;
+        kb.for_n(sk, |kb, j| {
+            let p = kb.fmul(kb.b.build_load(kb.f32t, at(j)?, "")?.into_float_value(), inv)?;
+            let v_row = kb.lin(&[(bi, sk * h * dv), (j, h * dv), (hi, dv)], 0)?;
+            kb.for_n(dv, |kb, e| {
+                let yi = kb.add(y_row, e)?;
+                let vv = kb.load_f32(pv, kb.add(v_row, e)?)?;
+                kb.store_f32(py, yi, kb.fadd(kb.load_f32(py, yi)?, kb.fmul(p, vv)?)?)
+            })
+        })
     })
 }

@@ -96,6 +96,7 @@ pub(crate) fn lower_node<'ctx>(
         Op::MatMul(op) => linalg::matmul(&kb, &info, op.act)?,
         Op::Gemm(op) => linalg::gemm(&kb, &info, op)?,
         Op::Einsum(op) => linalg::einsum(&kb, &info, &op.equation)?,
+        Op::Attention(op) => linalg::attention(&kb, &info, op)?,
         Op::Conv(op) => conv::conv(&kb, &info, op)?,
         Op::ConvTranspose(op) => conv::conv_transpose(&kb, &info, op)?,
         Op::GridSample(op) => conv::grid_sample(&kb, &info, op)?,
@@ -117,7 +118,7 @@ pub(crate) fn lower_node<'ctx>(
         Op::Pad(op) => movement::pad(&kb, &info, op)?,
         Op::ScatterElements(op) => movement::scatter_elements(&kb, &info, op)?,
         Op::ScatterND(op) => movement::scatter_nd(&kb, &info, op)?,
-        Op::LayerNormalization(op) => norm::layernorm(&kb, &info, op.axis, op.epsilon, op.rms)?,
+        Op::LayerNormalization(op) => norm::layernorm(&kb, &info, op)?,
         // Sources have no kernel (the caller skips them); elementwise ops were handled above
         // by `Op::kind`, which classifies every op exhaustively.
         other => return Err(info.unsupported(format!("internal: no lowering for {}", other.mnemonic()))),

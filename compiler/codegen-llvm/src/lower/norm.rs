@@ -2,7 +2,7 @@
 use super::elementwise::{broadcast_strides, coalesce};
 use super::NodeInfo;
 use crate::kernel::{Kb, R};
-use dlc_ir::ops::{normalize_axis, SoftmaxMode};
+use dlc_ir::ops::{normalize_axis, LayerNormalization, SoftmaxMode};
 use inkwell::values::IntValue;
 use inkwell::{FloatPredicate, IntPredicate};
 
@@ -86,22 +86,27 @@ pub(crate) fn softmax<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, mode: So
 
 /// Layer/RMS normalisation: per outer index, mean and variance (or mean square) of the
 /// normalised elements are accumulated in f64, then each element is scaled.
-pub(crate) fn layernorm<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, epsilon: f32, rms: bool) -> R<()> {
+pub(crate) fn layernorm<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &LayerNormalization) -> R<()> {
     n.require_f32()?;
+    let (axis, epsilon, rms) = (op.axis, op.epsilon, op.rms);
     let stats = n.outputs.len() == 3;
+    // With a skip operand, x + skip is written to y first and normalised from there.
+    let params = if op.skip { n.inputs.len() - 1 } else { n.inputs.len() };
+    let p_skip = op.skip.then(|| kb.param(n.inputs.len() - 1));
     let x = n.in_dims(0);
     let a = normalize_axis(axis, x.len()).ok_or_else(|| n.unsupported(format!("axis {axis} out of range")))?;
     let outer: u64 = x[..a].iter().product();
     let norm_dims = &x[a..];
     let inner: u64 = norm_dims.iter().product();
-    let has_bias = n.inputs.len() == 3;
+    let has_bias = params == 3;
     let contiguous = broadcast_strides(norm_dims, norm_dims);
     let ss = broadcast_strides(&n.in_dims(1), norm_dims);
     let bs = if has_bias { broadcast_strides(&n.in_dims(2), norm_dims) } else { contiguous.clone() };
     let (dims, st) = coalesce(norm_dims, &[contiguous, ss, bs]);
     let (px, ps) = (kb.param(0), kb.param(1));
     let pb = has_bias.then(|| kb.param(2));
-    let py = kb.param(if has_bias { 3 } else { 2 });
+    let py = kb.param(n.inputs.len());
+    let src = if op.skip { py } else { px };
     let (p_mean, p_inv) =
         if stats { (Some(kb.param(n.inputs.len() + 1)), Some(kb.param(n.inputs.len() + 2))) } else { (None, None) };
     let f64t = kb.cx.f64_type();
@@ -112,7 +117,13 @@ pub(crate) fn layernorm<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, epsilo
         kb.b.build_store(sum, f64t.const_zero())?;
         kb.b.build_store(sq, f64t.const_zero())?;
         kb.for_n(inner, |kb, i| {
-            let v = kb.b.build_float_ext(kb.load_f32(px, kb.add(base, i)?)?, f64t, "")?;
+            let xi = kb.add(base, i)?;
+            let mut x = kb.load_f32(px, xi)?;
+            if let Some(pr) = p_skip {
+                x = kb.fadd(x, kb.load_f32(pr, xi)?)?;
+                kb.store_f32(py, xi, x)?;
+            }
+            let v = kb.b.build_float_ext(x, f64t, "")?;
             let s = kb.b.build_load(f64t, sum, "")?.into_float_value();
             kb.b.build_store(sum, kb.b.build_float_add(s, v, "")?)?;
             let q = kb.b.build_load(f64t, sq, "")?.into_float_value();
@@ -138,7 +149,7 @@ pub(crate) fn layernorm<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, epsilo
         kb.nest(&dims, |kb, idx| {
             let off = |s: &[u64]| kb.lin(&idx.iter().copied().zip(s.iter().copied()).collect::<Vec<_>>(), 0);
             let xi = kb.add(base, off(&st[0])?)?;
-            let v = kb.fmul(kb.fsub(kb.load_f32(px, xi)?, center)?, inv)?;
+            let v = kb.fmul(kb.fsub(kb.load_f32(src, xi)?, center)?, inv)?;
             let mut y = kb.fmul(v, kb.load_f32(ps, off(&st[1])?)?)?;
             if let Some(pb) = pb {
                 y = kb.fadd(y, kb.load_f32(pb, off(&st[2])?)?)?;

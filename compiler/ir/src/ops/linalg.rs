@@ -177,3 +177,50 @@ impl Infer for Einsum {
         Ok(vec![TensorType { dtype: inputs[0].dtype, shape: Shape::fixed(&shape) }])
     }
 }
+
+op! {
+    /// Multi-head scaled dot-product attention on activations whose last dim packs the
+    /// heads: q `[B, Sq, H*D]`, k `[B, Sk, H*D]`, v `[B, Sk, H*Dv]`, result
+    /// `[B, Sq, H*Dv]`: `out[b, i, h, :] = sum_j softmax_j(s[b, h, i, j]) v[b, j, h, :]`
+    /// with `s = scale * q[b, i, h, :] . k[b, j, h, :] + m`. The optional fourth operand
+    /// gives `m`: a float mask broadcast to `[B, H, Sq, Sk]` (added as is), or, with
+    /// `key_padding`, a `[B, Sk]` mask of any numeric dtype, `m = (1 - mask[b, j]) *
+    /// padding_fill` (the form of BERT's extended attention mask).
+    Attention = "attention", operands 3..=4 { heads: i64, scale: f32, key_padding: bool, padding_fill: f32 }
+}
+
+impl Infer for Attention {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        same_dtype(&inputs[..3], node, op)?;
+        let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+        let dims: Vec<Vec<u64>> = inputs[..3]
+            .iter()
+            .map(|t| t.shape.as_fixed().filter(|d| d.len() == 3))
+            .collect::<Option<_>>()
+            .ok_or_else(|| IrError::shape(node, op, "q, k and v must be 3-D with known dims"))?;
+        let h = self.heads.max(0) as u64;
+        ensure(h > 0 && dims.iter().all(|d| d[2] % h == 0), node, op, || {
+            format!("heads {} must divide the last dims of {}, {}, {}", self.heads, q.shape, k.shape, v.shape)
+        })?;
+        ensure(dims[0][0] == dims[1][0] && dims[1][0] == dims[2][0], node, op, || "batch dims differ".into())?;
+        ensure(dims[0][2] == dims[1][2] && dims[1][1] == dims[2][1], node, op, || {
+            format!("q {} and k {} must share the head dim, k and v {} the key length", q.shape, k.shape, v.shape)
+        })?;
+        let (b, sq, sk) = (dims[0][0], dims[0][1], dims[1][1]);
+        if let Some(m) = inputs.get(3) {
+            if self.key_padding {
+                ensure(m.shape == Shape::fixed(&[b, sk]), node, op, || {
+                    format!("key padding mask must be [{b},{sk}], got {}", m.shape)
+                })?;
+            } else {
+                let full = Shape::fixed(&[b, h, sq, sk]);
+                let bc = broadcast_shapes(&m.shape, &full).map_err(|e| IrError::shape(node, op, e))?;
+                ensure(bc == full && m.dtype == q.dtype, node, op, || {
+                    format!("mask {} does not broadcast to {full}", m.shape)
+                })?;
+            }
+        }
+        Ok(vec![TensorType { dtype: q.dtype, shape: Shape::fixed(&[b, sq, dims[2][2]]) }])
+    }
+}

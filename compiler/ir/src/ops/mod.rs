@@ -23,7 +23,7 @@ pub use conv::{
 };
 pub use elementwise::*;
 pub use epilogue::Activation;
-pub use linalg::{einsum_extents, parse_einsum, Einsum, Gemm, MatMul};
+pub use linalg::{einsum_extents, parse_einsum, Attention, Einsum, Gemm, MatMul};
 pub use movement::{
     Concat, Flatten, Gather, GatherElements, Identity, Pad, PadMode, Reshape, ScatterElements, ScatterND,
     ScatterReduction, Slice, Transpose, Trilu,
@@ -228,7 +228,7 @@ op_table! {
     Sin, Cos, Tan, Asin, Acos, Atan, Sinh, Cosh, Asinh, Acosh, Atanh, Erf, Floor, Ceil, Round,
     Softplus, Softsign, Mish, HardSwish, HardSigmoid, LeakyRelu, Elu, Selu, Celu, ThresholdedRelu, Gelu,
     IsNaN, IsInf, Clip, Swish, Shrink, Expand,
-    MatMul, Gemm, Einsum,
+    MatMul, Gemm, Einsum, Attention,
     Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, GridSample,
     BatchNormalization, LayerNormalization, Softmax,
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
@@ -307,7 +307,7 @@ impl Op {
             | Acosh(_) | Atanh(_) | Erf(_) | Floor(_) | Ceil(_) | Round(_) | Softplus(_) | Softsign(_) | Mish(_)
             | HardSwish(_) | HardSigmoid(_) | LeakyRelu(_) | Elu(_) | Selu(_) | Celu(_) | ThresholdedRelu(_)
             | Gelu(_) | IsNaN(_) | IsInf(_) | Clip(_) | Swish(_) | Shrink(_) | Expand(_) => OpKind::Elementwise,
-            MatMul(_) | Gemm(_) | Einsum(_) => OpKind::Contraction,
+            MatMul(_) | Gemm(_) | Einsum(_) | Attention(_) => OpKind::Contraction,
             Conv(_) | ConvTranspose(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) | GridSample(_) => {
                 OpKind::Window
             }

@@ -58,7 +58,9 @@ op! {
     /// `x / sqrt(mean(x^2) + epsilon) * scale`. Operands x, scale, optional bias
     /// (broadcast to the normalised dims). With `stats`, two more f32 results hold the
     /// mean and the inverse standard deviation, shaped like x with the normalised dims 1.
-    LayerNormalization = "layernorm", operands 2..=3 { axis: i64, epsilon: f32, rms: bool, stats: bool }
+    /// With `skip`, the last operand (x's element count, broadcasting to x) is added to x
+    /// first, and the sum is normalised (a residual connection fused in).
+    LayerNormalization = "layernorm", operands 2..=4 { axis: i64, epsilon: f32, rms: bool, stats: bool, skip: bool }
 }
 
 impl Infer for LayerNormalization {
@@ -71,7 +73,19 @@ impl Infer for LayerNormalization {
             .filter(|_| x.shape.rank() > 0)
             .ok_or_else(|| IrError::shape(node, op, format!("axis {} out of range for {}", self.axis, x.shape)))?;
         let norm = crate::Shape(x.shape.0[a..].to_vec());
-        for (t, what) in inputs[1..].iter().zip(["scale", "bias"]) {
+        let params = if self.skip {
+            let r = &inputs[inputs.len() - 1];
+            let b =
+                super::elementwise::broadcast_shapes(&r.shape, &x.shape).map_err(|m| IrError::shape(node, op, m))?;
+            ensure(inputs.len() >= 3 && b == x.shape && r.shape.numel() == x.shape.numel(), node, op, || {
+                format!("skip {} must hold the elements of x {}", r.shape, x.shape)
+            })?;
+            &inputs[1..inputs.len() - 1]
+        } else {
+            ensure(inputs.len() <= 3, node, op, || "at most scale and bias follow x".into())?;
+            &inputs[1..]
+        };
+        for (t, what) in params.iter().zip(["scale", "bias"]) {
             let b = super::elementwise::broadcast_shapes(&t.shape, &norm).map_err(|m| IrError::shape(node, op, m))?;
             ensure(b == norm, node, op, || format!("{what} {} does not broadcast to {norm}", t.shape))?;
         }

@@ -223,16 +223,29 @@ pub fn ops_of(egraph: &EGraph, id: Id) -> Vec<(Op, Vec<Id>)> {
         .collect()
 }
 
-/// Whether class `id` has exactly one consumer inside the e-graph and is not pinned, so
-/// fusing it into that consumer does not duplicate work.
-pub fn sole_use(egraph: &EGraph, id: Id) -> bool {
+/// Whether every use of class `id` ends in class `consumer`: walking up from `id`'s
+/// users, every path reaches `consumer` without passing a pinned class or another
+/// root. Then fusing `id` into `consumer` does not duplicate work (the values on the
+/// way are needed only by `consumer`). Gives up (false) beyond 32 classes.
+pub fn used_only_by(egraph: &EGraph, id: Id, consumer: Id) -> bool {
+    let (id, target) = (egraph.find(id), egraph.find(consumer));
     if egraph[id].data.pinned {
         return false;
     }
-    let mut users: Vec<Id> = egraph[id].parents().map(|p| egraph.find(p)).collect();
-    users.sort();
-    users.dedup();
-    users.len() == 1
+    let mut stack: Vec<Id> = egraph[id].parents().map(|p| egraph.find(p)).collect();
+    let mut seen: Vec<Id> = Vec::new();
+    while let Some(c) = stack.pop() {
+        if c == target || seen.contains(&c) {
+            continue;
+        }
+        seen.push(c);
+        let parents: Vec<Id> = egraph[c].parents().map(|p| egraph.find(p)).collect();
+        if seen.len() > 32 || egraph[c].data.pinned || parents.is_empty() {
+            return false;
+        }
+        stack.extend(parents);
+    }
+    true
 }
 
 /// The type of class `id`.

@@ -118,3 +118,49 @@ fn same_graph_same_result() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn patterns() {
+    // BERT's attention block over packed heads with a key-padding mask, and Erf GELU.
+    let mut g = Graph::new("patterns");
+    let x = g.add_input("x", TensorType::fixed(DType::F32, &[1, 4, 8]));
+    let mask = g.add_input("mask", TensorType::fixed(DType::I64, &[1, 4]));
+    let heads = |g: &mut Graph, v: Value, perm: Vec<i64>, tag: &str| {
+        let r =
+            g.add_node(format!("{tag}_split"), Reshape { shape: vec![1, 4, 2, 4], allowzero: false }, &[v]).unwrap()[0];
+        g.add_node(format!("{tag}_heads"), Transpose { perm }, &[r]).unwrap()[0]
+    };
+    let q = heads(&mut g, x, vec![0, 2, 1, 3], "q");
+    let k = heads(&mut g, x, vec![0, 2, 3, 1], "k");
+    let v = heads(&mut g, x, vec![0, 2, 1, 3], "v");
+    let s = g.add_node("scores", MatMul { act: Activation::None }, &[q, k]).unwrap()[0];
+    let c = splat(&mut g, "sqrt_d", &[], 2.0);
+    let s = g.add_node("scaled", Div {}, &[s, c]).unwrap()[0];
+    let m = g.add_node("mask_f", Cast::new(DType::F32), &[mask]).unwrap()[0];
+    let one = splat(&mut g, "one", &[], 1.0);
+    let m = g.add_node("inverted", Sub {}, &[one, m]).unwrap()[0];
+    let big = splat(&mut g, "neg_big", &[], -10000.0);
+    let m = g.add_node("additive", Mul {}, &[m, big]).unwrap()[0];
+    let m = g.add_node("mask4", Reshape { shape: vec![1, 1, 1, 4], allowzero: true }, &[m]).unwrap()[0];
+    let s = g.add_node("masked", Add {}, &[s, m]).unwrap()[0];
+    let p = g.add_node("probs", Softmax { axis: -1, mode: SoftmaxMode::Softmax }, &[s]).unwrap()[0];
+    let o = g.add_node("context", MatMul { act: Activation::None }, &[p, v]).unwrap()[0];
+    let o = g.add_node("merge_t", Transpose { perm: vec![0, 2, 1, 3] }, &[o]).unwrap()[0];
+    let o = g.add_node("merge", Reshape { shape: vec![1, 4, 8], allowzero: false }, &[o]).unwrap()[0];
+    let sqrt2 = splat(&mut g, "sqrt2", &[], std::f32::consts::SQRT_2);
+    let half = splat(&mut g, "half", &[], 0.5);
+    let d = g.add_node("g_div", Div {}, &[o, sqrt2]).unwrap()[0];
+    let e = g.add_node("g_erf", Erf {}, &[d]).unwrap()[0];
+    let a = g.add_node("g_add", Add {}, &[e, one]).unwrap()[0];
+    let y = g.add_node("g_mul", Mul {}, &[o, a]).unwrap()[0];
+    let y = g.add_node("g_half", Mul {}, &[y, half]).unwrap()[0];
+    let scale = f32s(&mut g, "gamma", &[8], 3);
+    let y = g.add_node(
+        "ln",
+        LayerNormalization { axis: -1, epsilon: 1e-5, rms: false, stats: false, skip: false },
+        &[y, scale],
+    );
+    let y = y.unwrap()[0];
+    g.add_output("y", y);
+    check("patterns", g);
+}

@@ -266,7 +266,8 @@ fn layernorm(cx: &mut NodeCx, rms: bool) -> Result<Vec<Value>, String> {
     if let Some(b) = cx.opt_input(2)? {
         operands.push(b);
     }
-    let op = LayerNormalization { axis: cx.int("axis", -1), epsilon: cx.float("epsilon", 1e-5), rms, stats };
+    let op =
+        LayerNormalization { axis: cx.int("axis", -1), epsilon: cx.float("epsilon", 1e-5), rms, stats, skip: false };
     cx.add("", op, &operands)
 }
 
@@ -318,8 +319,11 @@ fn group_norm(cx: &mut NodeCx, groups: Option<i64>) -> Result<Vec<Value>, String
     let rest: i64 = d[2..].iter().map(|&v| v as i64).product::<i64>() * (c / g);
     let flat = cx.add1("group", Reshape { shape: vec![n, g, rest], allowzero: true }, &[x])?;
     let ones = cx.add_const(dlc_ir::TensorData::from_f32(&[1], &[1.0]).expect("scalar"));
-    let normed =
-        cx.add1("normalize", LayerNormalization { axis: 2, epsilon, rms: false, stats: false }, &[flat, ones])?;
+    let normed = cx.add1(
+        "normalize",
+        LayerNormalization { axis: 2, epsilon, rms: false, stats: false, skip: false },
+        &[flat, ones],
+    )?;
     let back =
         cx.add1("ungroup", Reshape { shape: d.iter().map(|&v| v as i64).collect(), allowzero: true }, &[normed])?;
     // Scale and bias are per channel ([C]) for InstanceNormalization and for opset-21

@@ -2,7 +2,7 @@
 //! Gemm or MatMul is applied by that kernel before it stores its result. Only where the
 //! producer's value has no other use (fusing would otherwise compute it twice).
 use super::{named, Rule};
-use crate::egraph::lang::{add_op, const_of, derived_consts, ops_of, sole_use, ty_of, EGraph};
+use crate::egraph::lang::{add_op, const_of, derived_consts, ops_of, ty_of, used_only_by, EGraph};
 use dlc_ir::ops::{Activation, MatMul};
 use dlc_ir::{DType, Op, TensorData};
 use egg::Id;
@@ -23,6 +23,12 @@ pub fn rules() -> Vec<Rule> {
             derive: residual_into_conv,
         },
         Rule {
+            name: "residual-into-layernorm",
+            doc: "layernorm(a + b) -> layernorm(a, ...){skip} with b added in the kernel (b of a's element count)",
+            looks_at: |op| matches!(op, Op::LayerNormalization(l) if !l.skip && !l.stats),
+            derive: residual_into_layernorm,
+        },
+        Rule {
             name: "bias-into-matmul",
             doc: "matmul(a, b) + c -> matmul(a, b, c) for a constant c of N elements along the last dim",
             looks_at: |op| matches!(op, Op::Add(_)),
@@ -39,7 +45,7 @@ fn act_into_producer(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
     let mut out = Vec::new();
     for (op, ch) in ops_of(eg, id) {
         let Some(act) = Activation::from_op(&op) else { continue };
-        if ch.len() != 1 || !is_f32(eg, id) || !sole_use(eg, ch[0]) {
+        if ch.len() != 1 || !is_f32(eg, id) || !used_only_by(eg, ch[0], id) {
             continue;
         }
         for (inner, inner_ch) in ops_of(eg, ch[0]) {
@@ -70,7 +76,7 @@ fn residual_into_conv(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
             continue;
         }
         for (conv_id, r) in [(ch[0], ch[1]), (ch[1], ch[0])] {
-            if ty_of(eg, r) != ty_of(eg, id) || ty_of(eg, conv_id) != ty_of(eg, id) || !sole_use(eg, conv_id) {
+            if ty_of(eg, r) != ty_of(eg, id) || ty_of(eg, conv_id) != ty_of(eg, id) || !used_only_by(eg, conv_id, id) {
                 continue;
             }
             for (inner, conv_ch) in ops_of(eg, conv_id) {
@@ -109,7 +115,11 @@ fn bias_into_matmul(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
             let Some(n_dim) = ty_of(eg, id).and_then(|t| t.shape.0.last()?.fixed()) else { continue };
             let c_dims = ty_of(eg, c).map(|t| t.shape.rank()).unwrap_or(0);
             let out_rank = ty_of(eg, id).map(|t| t.shape.rank()).unwrap_or(0);
-            if bias.len() as u64 != n_dim || c_dims > out_rank || ty_of(eg, mm) != ty_of(eg, id) || !sole_use(eg, mm) {
+            if bias.len() as u64 != n_dim
+                || c_dims > out_rank
+                || ty_of(eg, mm) != ty_of(eg, id)
+                || !used_only_by(eg, mm, id)
+            {
                 continue;
             }
             for (inner, ab) in ops_of(eg, mm) {
@@ -124,6 +134,36 @@ fn bias_into_matmul(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
                 let b = b[0];
                 if let Some(n) = add_op(eg, MatMul { act: Activation::None }.into(), vec![ab[0], ab[1], b]) {
                     out.push((n, named(eg, mm, "")));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn residual_into_layernorm(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
+    let mut out = Vec::new();
+    for (op, ch) in ops_of(eg, id) {
+        let Op::LayerNormalization(mut ln) = op else { continue };
+        if ln.skip || ln.stats || !is_f32(eg, id) || !used_only_by(eg, ch[0], id) {
+            continue;
+        }
+        let x_ty = ty_of(eg, ch[0]).cloned();
+        for (add, add_ch) in ops_of(eg, ch[0]) {
+            if !matches!(add, Op::Add(_)) {
+                continue;
+            }
+            for (a, b) in [(add_ch[0], add_ch[1]), (add_ch[1], add_ch[0])] {
+                if ty_of(eg, a) != x_ty.as_ref() {
+                    continue;
+                }
+                ln.skip = true;
+                let mut operands = vec![a];
+                operands.extend(&ch[1..]);
+                operands.push(b);
+                if let Some(n) = add_op(eg, ln.clone().into(), operands) {
+                    out.push((n, named(eg, id, "")));
+                    break;
                 }
             }
         }

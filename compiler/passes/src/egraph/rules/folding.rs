@@ -1,7 +1,7 @@
 //! Inference folding: BatchNormalization folded into the weights of the convolution
 //! that feeds it, Identity removed.
 use super::{named, Rule};
-use crate::egraph::lang::{add_op, const_of, derived_consts, ops_of, sole_use, EGraph};
+use crate::egraph::lang::{add_op, const_of, derived_consts, ops_of, used_only_by, EGraph};
 use dlc_ir::ops::Activation;
 use dlc_ir::{Op, TensorData};
 use egg::Id;
@@ -41,7 +41,7 @@ fn bn_into_conv(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
         let params: Option<Vec<Vec<f32>>> = ch[1..].iter().map(|c| f32s(eg, *c)).collect();
         let Some(params) = params else { continue };
         let (scale, shift, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
-        if !sole_use(eg, ch[0]) {
+        if !used_only_by(eg, ch[0], id) {
             continue;
         }
         for (inner, conv_ch) in ops_of(eg, ch[0]) {

@@ -8,6 +8,7 @@ use egg::{Id, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 pub mod algebra;
 pub mod epilogue;
 pub mod folding;
+pub mod patterns;
 
 /// What a rule derives for a class: new e-classes equal to it, each with a name for the
 /// node it would become.
@@ -30,6 +31,7 @@ pub fn all() -> Vec<Rule> {
     let mut v = algebra::rules();
     v.extend(folding::rules());
     v.extend(epilogue::rules());
+    v.extend(patterns::rules());
     v
 }
 
