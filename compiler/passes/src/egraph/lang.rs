@@ -224,17 +224,22 @@ pub fn ops_of(egraph: &EGraph, id: Id) -> Vec<(Op, Vec<Id>)> {
 }
 
 /// Whether every use of class `id` ends in class `consumer`: walking up from `id`'s
-/// users, every path reaches `consumer` without passing a pinned class or another
-/// root. Then fusing `id` into `consumer` does not duplicate work (the values on the
-/// way are needed only by `consumer`). Gives up (false) beyond 32 classes.
-pub fn used_only_by(egraph: &EGraph, id: Id, consumer: Id) -> bool {
+/// users, every path reaches `consumer` without passing a pinned class, another root,
+/// or one of `keep` (the operands the fused node still reads: a path through one of
+/// them means `id` is needed to compute it). Then fusing `id` into `consumer` does not
+/// duplicate work. Gives up (false) beyond 32 classes.
+pub fn used_only_by(egraph: &EGraph, id: Id, consumer: Id, keep: &[Id]) -> bool {
     let (id, target) = (egraph.find(id), egraph.find(consumer));
+    let keep: Vec<Id> = keep.iter().map(|&k| egraph.find(k)).collect();
     if egraph[id].data.pinned {
         return false;
     }
     let mut stack: Vec<Id> = egraph[id].parents().map(|p| egraph.find(p)).collect();
     let mut seen: Vec<Id> = Vec::new();
     while let Some(c) = stack.pop() {
+        if keep.contains(&c) {
+            return false;
+        }
         if c == target || seen.contains(&c) {
             continue;
         }

@@ -3,7 +3,7 @@
 use super::EGraphOpt;
 use crate::{Pass, PassCx};
 use dlc_ir::ops::*;
-use dlc_ir::{DType, Graph, TensorData, TensorType, Value};
+use dlc_ir::{DType, Graph, Op, TensorData, TensorType, Value};
 
 fn f32s(g: &mut Graph, name: &str, dims: &[u64], seed: u32) -> Value {
     let n: u64 = dims.iter().product();
@@ -163,4 +163,27 @@ fn patterns() {
     let y = y.unwrap()[0];
     g.add_output("y", y);
     check("patterns", g);
+}
+
+#[test]
+fn a_shortcut_is_not_fused_into_the_conv_that_produces_it() {
+    // x0 = relu(conv0(x)); y = conv2(relu(conv1(x0))) + x0: conv0's value is needed by
+    // conv1, so only conv2 may absorb the residual; conv0 must not be computed twice.
+    let mut g = Graph::new("shortcut");
+    let x = g.add_input("x", TensorType::fixed(DType::F32, &[1, 2, 4, 4]));
+    let mut v = x;
+    let mut convs = Vec::new();
+    for i in 0..3 {
+        let w = f32s(&mut g, &format!("w{i}"), &[2, 2, 3, 3], i);
+        v = g.add_node(format!("conv{i}"), conv(3), &[v, w]).unwrap()[0];
+        convs.push(v);
+    }
+    let y = g.add_node("add", Add {}, &[convs[2], convs[0]]).unwrap()[0];
+    g.add_output("y", y);
+    let mut cx = PassCx::default();
+    EGraphOpt::default().run(&mut g, &mut cx).unwrap();
+    let ops: Vec<_> = g.node_ids().into_iter().map(|id| g.node(id).op.clone()).collect();
+    let convs: Vec<_> = ops.iter().filter_map(|op| if let Op::Conv(c) = op { Some(c) } else { None }).collect();
+    assert_eq!(convs.len(), 3, "{}", dlc_ir::print_graph(&g).unwrap());
+    assert!(!ops.iter().any(|op| matches!(op, Op::Add(_))), "the residual add is fused");
 }

@@ -45,7 +45,7 @@ fn act_into_producer(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
     let mut out = Vec::new();
     for (op, ch) in ops_of(eg, id) {
         let Some(act) = Activation::from_op(&op) else { continue };
-        if ch.len() != 1 || !is_f32(eg, id) || !used_only_by(eg, ch[0], id) {
+        if ch.len() != 1 || !is_f32(eg, id) || !used_only_by(eg, ch[0], id, &[]) {
             continue;
         }
         for (inner, inner_ch) in ops_of(eg, ch[0]) {
@@ -76,7 +76,10 @@ fn residual_into_conv(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
             continue;
         }
         for (conv_id, r) in [(ch[0], ch[1]), (ch[1], ch[0])] {
-            if ty_of(eg, r) != ty_of(eg, id) || ty_of(eg, conv_id) != ty_of(eg, id) || !used_only_by(eg, conv_id, id) {
+            if ty_of(eg, r) != ty_of(eg, id)
+                || ty_of(eg, conv_id) != ty_of(eg, id)
+                || !used_only_by(eg, conv_id, id, &[r])
+            {
                 continue;
             }
             for (inner, conv_ch) in ops_of(eg, conv_id) {
@@ -118,7 +121,7 @@ fn bias_into_matmul(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
             if bias.len() as u64 != n_dim
                 || c_dims > out_rank
                 || ty_of(eg, mm) != ty_of(eg, id)
-                || !used_only_by(eg, mm, id)
+                || !used_only_by(eg, mm, id, &[c])
             {
                 continue;
             }
@@ -145,7 +148,7 @@ fn residual_into_layernorm(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
     let mut out = Vec::new();
     for (op, ch) in ops_of(eg, id) {
         let Op::LayerNormalization(mut ln) = op else { continue };
-        if ln.skip || ln.stats || !is_f32(eg, id) || !used_only_by(eg, ch[0], id) {
+        if ln.skip || ln.stats || !is_f32(eg, id) || !used_only_by(eg, ch[0], id, &ch[1..]) {
             continue;
         }
         let x_ty = ty_of(eg, ch[0]).cloned();

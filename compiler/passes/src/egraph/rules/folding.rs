@@ -41,7 +41,7 @@ fn bn_into_conv(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
         let params: Option<Vec<Vec<f32>>> = ch[1..].iter().map(|c| f32s(eg, *c)).collect();
         let Some(params) = params else { continue };
         let (scale, shift, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
-        if !used_only_by(eg, ch[0], id) {
+        if !used_only_by(eg, ch[0], id, &ch[1..]) {
             continue;
         }
         for (inner, conv_ch) in ops_of(eg, ch[0]) {
