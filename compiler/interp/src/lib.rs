@@ -13,7 +13,10 @@
 
 use dlc_ir::minifloat::{e8m0_decode, e8m0_encode};
 use dlc_ir::ops::resolve_axes;
-use dlc_ir::{DType, Op, TensorData, TensorType};
+use dlc_ir::{DType, Graph, Op, TensorData, TensorType, Value};
+use std::collections::HashMap;
+
+pub mod nn;
 
 /// Why an op could not be evaluated.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -279,12 +282,148 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::ReduceMax(r) => reduce(&ins[0], &r.axes, r.keepdims, i64::max, i64::MIN, out)?,
         Op::ReduceMin(r) => reduce(&ins[0], &r.axes, r.keepdims, i64::min, i64::MAX, out)?,
         op if op.kind() == dlc_ir::OpKind::Elementwise => elementwise(op, &ins, out, out_types[0].dtype)?,
-        other => return Err(unsupported(other.mnemonic())),
+        op => float_kernel(op, inputs, &ins, out, out_types[0].dtype)?,
     };
     if res.len() as u64 != out.iter().product::<u64>() {
         return Err(EvalError::Invalid("result has the wrong size".into()));
     }
     Ok(vec![res.to_tensor()?])
+}
+
+/// Multiply-adds above which the interpreter declines (constant folding must stay cheap).
+const WORK_LIMIT: u64 = 1 << 28;
+
+fn floats(t: &T) -> Result<Vec<f64>, EvalError> {
+    match &t.data {
+        Data::F(v) => Ok(v.clone()),
+        Data::I(_) => Err(unsupported("integer operands of float kernels")),
+    }
+}
+
+/// Contractions, convolution, normalisations and attention on floats ([`nn`]).
+fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) -> Result<T, EvalError> {
+    let numel: u64 = out.iter().product();
+    let work = |per: u64| -> Result<(), EvalError> {
+        if numel.saturating_mul(per) > WORK_LIMIT {
+            return Err(unsupported("this much work"));
+        }
+        Ok(())
+    };
+    let f = |i: usize| floats(&ins[i]);
+    let data = match op {
+        Op::MatMul(m) => {
+            work(ins[0].dims.last().copied().unwrap_or(1))?;
+            let bias = ins.get(2).map(floats).transpose()?;
+            nn::matmul(&f(0)?, &ins[0].dims, &f(1)?, &ins[1].dims, bias.as_deref(), m.act)
+        }
+        Op::Gemm(g) => {
+            work(ins[0].dims.iter().product::<u64>() / out.first().copied().unwrap_or(1).max(1))?;
+            let c = ins.get(2).map(floats).transpose()?;
+            nn::gemm(g, &f(0)?, &ins[0].dims, &f(1)?, &ins[1].dims, c.as_deref().map(|c| (c, &ins[2].dims[..])))
+        }
+        Op::Conv(c) => {
+            work(ins[1].dims[1..].iter().product())?;
+            let geom = c.geometry("interp", raw[0].ty(), raw[1].ty()).map_err(|e| EvalError::Invalid(e.to_string()))?;
+            let bias = ins.get(2).map(floats).transpose()?;
+            let res = ins.get(3).map(floats).transpose()?;
+            nn::conv(c, &geom, &f(0)?, &ins[0].dims, &f(1)?, &ins[1].dims, bias.as_deref(), res.as_deref())
+        }
+        Op::BatchNormalization(bn) => {
+            let x = f(0)?;
+            let (s, b, m, v) = (f(1)?, f(2)?, f(3)?, f(4)?);
+            let c = ins[0].dims.get(1).copied().unwrap_or(1) as usize;
+            let inner = ins[0].dims.get(2..).map_or(1, |d| d.iter().product::<u64>()) as usize;
+            x.iter()
+                .enumerate()
+                .map(|(i, &xv)| {
+                    let ch = (i / inner.max(1)) % c.max(1);
+                    (xv - m[ch]) / (v[ch] + bn.epsilon as f64).sqrt() * s[ch] + b[ch]
+                })
+                .collect()
+        }
+        Op::Softmax(s) if s.mode == dlc_ir::ops::SoftmaxMode::Softmax => {
+            let rank = out.len();
+            if dlc_ir::ops::normalize_axis(s.axis, rank) != Some(rank.saturating_sub(1)) {
+                return Err(unsupported("softmax along an axis other than the last"));
+            }
+            nn::softmax(&f(0)?, out.last().copied().unwrap_or(1) as usize)
+        }
+        Op::LayerNormalization(l) if !l.stats => {
+            let a = dlc_ir::ops::normalize_axis(l.axis, out.len()).ok_or_else(|| EvalError::Invalid("axis".into()))?;
+            let norm = &out[a..];
+            let n_params = if l.skip { ins.len() - 1 } else { ins.len() };
+            let mut x = f(0)?;
+            if l.skip {
+                let r = f(ins.len() - 1)?;
+                x.iter_mut().zip(&r).for_each(|(a, b)| *a += b);
+            }
+            let spread = |t: &T| -> Result<Vec<f64>, EvalError> {
+                let v = floats(t)?;
+                Ok(broadcast_index(&t.dims, norm).into_iter().map(|i| v[i]).collect())
+            };
+            let scale = spread(&ins[1])?;
+            let bias = if n_params == 3 { Some(spread(&ins[2])?) } else { None };
+            nn::layernorm(&x, norm.iter().product::<u64>() as usize, l.epsilon as f64, l.rms, &scale, bias.as_deref())
+        }
+        Op::Attention(a) => {
+            let (b, sq, sk) = (ins[0].dims[0], ins[0].dims[1], ins[1].dims[1]);
+            work(2 * sk * ins[0].dims[2])?;
+            let h = a.heads as u64;
+            let full = [b, h, sq, sk];
+            let mask = match ins.get(3) {
+                None => None,
+                Some(m) if a.key_padding => {
+                    let mv: Vec<f64> = (0..m.len()).map(|i| m.f(i)).collect();
+                    let n = (b * h * sq * sk) as usize;
+                    let st = strides(&full);
+                    Some(
+                        (0..n as u64)
+                            .map(|i| {
+                                let (bi, j) = ((i / st[0]) % b, i % sk);
+                                (1.0 - mv[(bi * sk + j) as usize]) * a.padding_fill as f64
+                            })
+                            .collect::<Vec<f64>>(),
+                    )
+                }
+                Some(m) => {
+                    let mv = floats(m)?;
+                    Some(broadcast_index(&m.dims, &full).into_iter().map(|i| mv[i]).collect())
+                }
+            };
+            let dims = [b, sq, sk, ins[0].dims[2], ins[2].dims[2]];
+            nn::attention(a, &f(0)?, &f(1)?, &f(2)?, dims, mask.as_deref())
+        }
+        other => return Err(unsupported(other.mnemonic())),
+    };
+    Ok(T { dtype: dt, dims: out.to_vec(), data: Data::F(data) })
+}
+
+/// Runs a whole graph (every node through [`eval`]) on `inputs`, in the order of the
+/// graph's inputs; returns its outputs in order.
+pub fn run_graph(g: &Graph, inputs: &[TensorData]) -> Result<Vec<TensorData>, EvalError> {
+    if inputs.len() != g.inputs().len() {
+        return Err(EvalError::Invalid(format!("{} inputs given, the graph has {}", inputs.len(), g.inputs().len())));
+    }
+    let mut values: HashMap<Value, TensorData> = HashMap::new();
+    for (&id, t) in g.inputs().iter().zip(inputs) {
+        values.insert(Value { node: id, port: 0 }, t.clone());
+    }
+    let order = g.topo_order().map_err(|e| EvalError::Invalid(e.to_string()))?;
+    for id in order {
+        let node = g.node(id);
+        let res = match &node.op {
+            Op::Input(_) => continue,
+            Op::Const(c) => vec![c.value.clone()],
+            op => {
+                let ins: Vec<TensorData> = g.operands(id).iter().map(|v| values[v].clone()).collect();
+                eval(op, &ins, &node.outputs)?
+            }
+        };
+        for (port, t) in res.into_iter().enumerate() {
+            values.insert(Value { node: id, port: port as u32 }, t);
+        }
+    }
+    Ok(g.outputs().iter().map(|(_, v)| values[v].clone()).collect())
 }
 
 fn reduce(x: &T, axes: &[i64], _keep: bool, f: fn(i64, i64) -> i64, init: i64, out: &[u64]) -> Result<T, EvalError> {
@@ -360,6 +499,14 @@ fn elementwise(op: &Op, ins: &[T], out: &[u64], out_dt: DType) -> Result<T, Eval
                 (Op::Relu(_), None) => a.max(0.0),
                 (Op::Exp(_), None) => a.exp(),
                 (Op::Reciprocal(_), None) => 1.0 / a,
+                (Op::Sigmoid(_), None) => 1.0 / (1.0 + (-a).exp()),
+                (Op::Tanh(_), None) => a.tanh(),
+                (Op::Erf(_), None) => libm::erf(a),
+                (Op::Log(_), None) => a.ln(),
+                (Op::Pow(_), Some(c)) => a.powf(c),
+                (op, None) if dlc_ir::ops::Activation::from_op(op).is_some() => {
+                    nn::activation(dlc_ir::ops::Activation::from_op(op).expect("checked"), a)
+                }
                 _ => return Err(unsupported(format!("{} on floats", op.mnemonic()))),
             };
             fs.push(v);

@@ -1,0 +1,193 @@
+//! Float kernels of the reference interpreter: contractions, convolution,
+//! normalisations and attention, in f64, written for clarity rather than speed. Each
+//! takes operand values and dims (already checked by the IR's type rules) and returns
+//! the result values in row-major order.
+use dlc_ir::ops::{Activation, Attention, Conv, Gemm, PoolGeometry};
+
+/// A Conv/Gemm/MatMul epilogue activation.
+pub fn activation(act: Activation, x: f64) -> f64 {
+    match act {
+        Activation::None => x,
+        Activation::Relu => x.max(0.0),
+        Activation::Clip { min, max } => x.max(min as f64).min(max as f64),
+        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Activation::Tanh => x.tanh(),
+        Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+        Activation::Gelu => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
+    }
+}
+
+fn strides(dims: &[u64]) -> Vec<u64> {
+    let mut s = vec![1; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * dims[i + 1];
+    }
+    s
+}
+
+/// numpy matmul with broadcast batch dims, then `+ bias[n]` and `act`.
+pub fn matmul(a: &[f64], ad: &[u64], b: &[f64], bd: &[u64], bias: Option<&[f64]>, act: Activation) -> Vec<f64> {
+    let (mut ad, mut bd) = (ad.to_vec(), bd.to_vec());
+    if ad.len() == 1 {
+        ad.insert(0, 1);
+    }
+    if bd.len() == 1 {
+        bd.push(1);
+    }
+    let (m, k, n) = (ad[ad.len() - 2], ad[ad.len() - 1], bd[bd.len() - 1]);
+    let (ba, bb) = (&ad[..ad.len() - 2], &bd[..bd.len() - 2]);
+    let rank = ba.len().max(bb.len());
+    let pad = |d: &[u64]| -> Vec<u64> { std::iter::repeat_n(1, rank - d.len()).chain(d.iter().copied()).collect() };
+    let (pa, pb) = (pad(ba), pad(bb));
+    let batch: Vec<u64> = pa.iter().zip(&pb).map(|(x, y)| *x.max(y)).collect();
+    let (sa, sb) = (strides(&pa), strides(&pb));
+    let nb: u64 = batch.iter().product();
+    let bs = strides(&batch);
+    let mut out = Vec::with_capacity((nb * m * n) as usize);
+    for flat in 0..nb {
+        let (mut oa, mut ob) = (0, 0);
+        for d in 0..rank {
+            let i = (flat / bs[d]) % batch[d];
+            oa += if pa[d] == 1 { 0 } else { i * sa[d] };
+            ob += if pb[d] == 1 { 0 } else { i * sb[d] };
+        }
+        let (oa, ob) = ((oa * m * k) as usize, (ob * k * n) as usize);
+        for i in 0..m as usize {
+            for j in 0..n as usize {
+                let mut acc = 0.0;
+                for p in 0..k as usize {
+                    acc += a[oa + i * k as usize + p] * b[ob + p * n as usize + j];
+                }
+                out.push(activation(act, acc + bias.map_or(0.0, |b| b[j])));
+            }
+        }
+    }
+    out
+}
+
+/// Gemm: `act(alpha * op(A) op(B) + beta * C)`, C broadcast to `[M, N]`.
+pub fn gemm(op: &Gemm, a: &[f64], ad: &[u64], b: &[f64], bd: &[u64], c: Option<(&[f64], &[u64])>) -> Vec<f64> {
+    let (m, k) = if op.trans_a { (ad[1], ad[0]) } else { (ad[0], ad[1]) };
+    let n = if op.trans_b { bd[0] } else { bd[1] };
+    let at = |i: u64, p: u64| if op.trans_a { a[(p * m + i) as usize] } else { a[(i * k + p) as usize] };
+    let bt = |p: u64, j: u64| if op.trans_b { b[(j * k + p) as usize] } else { b[(p * n + j) as usize] };
+    let mut out = Vec::with_capacity((m * n) as usize);
+    for i in 0..m {
+        for j in 0..n {
+            let acc: f64 = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
+            let cv = c.map_or(0.0, |(c, cd)| {
+                let cd: Vec<u64> = std::iter::repeat_n(1, 2 - cd.len()).chain(cd.iter().copied()).collect();
+                let (ci, cj) = (if cd[0] == 1 { 0 } else { i }, if cd[1] == 1 { 0 } else { j });
+                c[(ci * cd[1] + cj) as usize]
+            });
+            out.push(activation(op.act, op.alpha as f64 * acc + op.beta as f64 * cv));
+        }
+    }
+    out
+}
+
+/// 2-D convolution with groups, bias, residual and activation.
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    op: &Conv,
+    g: &PoolGeometry,
+    x: &[f64],
+    xd: &[u64],
+    w: &[f64],
+    wd: &[u64],
+    bias: Option<&[f64]>,
+    residual: Option<&[f64]>,
+) -> Vec<f64> {
+    let (nb, c, h, wi) = (xd[0], xd[1], xd[2], xd[3]);
+    let (m, cg, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
+    let groups = op.group as u64;
+    let mg = m / groups;
+    let [oh, ow] = g.output;
+    let mut out = Vec::with_capacity((nb * m * oh * ow) as usize);
+    for b in 0..nb {
+        for mi in 0..m {
+            let grp = mi / mg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = bias.map_or(0.0, |b| b[mi as usize]);
+                    for ci in 0..cg {
+                        let chan = grp * cg + ci;
+                        for ky in 0..kh {
+                            let iy = (oy * g.strides[0] + ky * g.dilations[0]) as i64 - g.pad_begin[0] as i64;
+                            if iy < 0 || iy >= h as i64 {
+                                continue;
+                            }
+                            for kx in 0..kw {
+                                let ix = (ox * g.strides[1] + kx * g.dilations[1]) as i64 - g.pad_begin[1] as i64;
+                                if ix < 0 || ix >= wi as i64 {
+                                    continue;
+                                }
+                                let xv = x[(((b * c + chan) * h + iy as u64) * wi + ix as u64) as usize];
+                                acc += xv * w[(((mi * cg + ci) * kh + ky) * kw + kx) as usize];
+                            }
+                        }
+                    }
+                    let o = out.len();
+                    out.push(activation(op.act, acc + residual.map_or(0.0, |r| r[o])));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Softmax over the last `inner` elements of each row.
+pub fn softmax(x: &[f64], inner: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks(inner.max(1)) {
+        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = row.iter().map(|v| (v - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        out.extend(e.iter().map(|v| v / s));
+    }
+    out
+}
+
+/// Layer (or RMS) normalisation over rows of `inner` elements; scale and bias already
+/// broadcast to `inner` values.
+pub fn layernorm(x: &[f64], inner: usize, eps: f64, rms: bool, scale: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks(inner.max(1)) {
+        let n = row.len() as f64;
+        let mean = if rms { 0.0 } else { row.iter().sum::<f64>() / n };
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        let inv = 1.0 / (var + eps).sqrt();
+        out.extend(row.iter().enumerate().map(|(i, v)| (v - mean) * inv * scale[i] + bias.map_or(0.0, |b| b[i])));
+    }
+    out
+}
+
+/// Attention over packed heads (see [`Attention`]); `mask` holds the additive values
+/// already broadcast to `[B, H, Sq, Sk]`.
+pub fn attention(op: &Attention, q: &[f64], k: &[f64], v: &[f64], dims: [u64; 5], mask: Option<&[f64]>) -> Vec<f64> {
+    let [b, sq, sk, hd, hdv] = dims.map(|d| d as usize);
+    let h = op.heads as usize;
+    let (d, dv) = (hd / h, hdv / h);
+    let mut out = vec![0.0; b * sq * hdv];
+    for bi in 0..b {
+        for hi in 0..h {
+            for i in 0..sq {
+                let scores: Vec<f64> = (0..sk)
+                    .map(|j| {
+                        let dot: f64 = (0..d)
+                            .map(|e| q[(bi * sq + i) * hd + hi * d + e] * k[(bi * sk + j) * hd + hi * d + e])
+                            .sum();
+                        op.scale as f64 * dot + mask.map_or(0.0, |m| m[((bi * h + hi) * sq + i) * sk + j])
+                    })
+                    .collect();
+                let p = softmax(&scores, sk);
+                for (j, pj) in p.iter().enumerate() {
+                    for e in 0..dv {
+                        out[(bi * sq + i) * hdv + hi * dv + e] += pj * v[(bi * sk + j) * hdv + hi * dv + e];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
