@@ -184,7 +184,8 @@ def symbolic_batch(out):
 def fusion_patterns(out):
     """Subgraphs the optimiser recognises (attention with an additive float mask and a
     Mul scale, Erf GELU in another operand order, LayerNorm over a broadcast residual,
-    MatMul + bias + Relu), so each fused kernel is checked against ONNX Runtime."""
+    MatMul + bias + Relu, an elementwise tree), so each fused kernel is checked against
+    ONNX Runtime."""
     rng = np.random.RandomState(17)
     n = helper.make_node
     c = lambda name, v: numpy_helper.from_array(np.array(v, np.float32), name)  # noqa: E731
@@ -200,6 +201,9 @@ def fusion_patterns(out):
         n("Add", ["pos", "gelu"], ["res"]),
         n("LayerNormalization", ["res", "gamma", "beta"], ["ln"], axis=-1, epsilon=1e-5),
         n("MatMul", ["ln", "w"], ["mm"]), n("Add", ["mm", "bias"], ["mb"]), n("Relu", ["mb"], ["y"]),
+        # An elementwise tree with a broadcast operand: one fused kernel.
+        n("Sigmoid", ["ln"], ["sg"]), n("Mul", ["ln", "sg"], ["sw"]), n("Add", ["sw", "beta"], ["sb"]),
+        n("Tanh", ["sb"], ["z"]),
     ]
     inits = [
         numpy_helper.from_array(np.array([1, 4, 2, 4], np.int64), "split"),
@@ -210,7 +214,7 @@ def fusion_patterns(out):
         numpy_helper.from_array(arr(rng, 8, 6), "w"), numpy_helper.from_array(arr(rng, 6), "bias"),
     ]
     ins = [vi("q", [1, 4, 8]), vi("k", [1, 4, 8]), vi("v", [1, 4, 8]), vi("mask", [1, 1, 4, 4])]
-    save(out, "fusion_patterns", nodes, ins, [vi("y", None)], inits)
+    save(out, "fusion_patterns", nodes, ins, [vi("y", None), vi("z", None)], inits)
 
 
 def unsupported(out):

@@ -281,6 +281,25 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::ReduceProd(r) => reduce(&ins[0], &r.axes, r.keepdims, |a, b| a * b, 1, out)?,
         Op::ReduceMax(r) => reduce(&ins[0], &r.axes, r.keepdims, i64::max, i64::MIN, out)?,
         Op::ReduceMin(r) => reduce(&ins[0], &r.axes, r.keepdims, i64::min, i64::MAX, out)?,
+        Op::Fused(f) => {
+            // Each step as its own op, intermediate results stored at their dtype.
+            let types = f
+                .step_types("interp", &inputs.iter().map(|t| t.ty().clone()).collect::<Vec<_>>())
+                .map_err(|e| EvalError::Invalid(e.to_string()))?;
+            let mut results: Vec<TensorData> = Vec::new();
+            for (step, ty) in f.steps.iter().zip(&types) {
+                let args: Vec<TensorData> = step
+                    .args
+                    .iter()
+                    .map(|a| match *a {
+                        dlc_ir::ops::Arg::Operand(i) => inputs[i as usize].clone(),
+                        dlc_ir::ops::Arg::Step(k) => results[k as usize].clone(),
+                    })
+                    .collect();
+                results.extend(eval(&step.op, &args, std::slice::from_ref(ty))?);
+            }
+            T::from_tensor(&results.pop().ok_or_else(|| EvalError::Invalid("no steps".into()))?)?
+        }
         op if op.kind() == dlc_ir::OpKind::Elementwise => elementwise(op, &ins, out, out_types[0].dtype)?,
         op => float_kernel(op, inputs, &ins, out, out_types[0].dtype)?,
     };

@@ -34,6 +34,7 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         Op::AveragePool(op) => out * op.kernel_shape.iter().product::<i64>().max(1) as u64,
         Op::GlobalAveragePool(_) => numel(0),
         Op::BatchNormalization(_) => 2 * out,
+        Op::Fused(f) => f.steps.len() as u64 * out,
         Op::Softmax(_) => 5 * out,
         Op::LayerNormalization(_) => 8 * out,
         op => match op.kind() {

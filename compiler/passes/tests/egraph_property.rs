@@ -46,7 +46,7 @@ fn build(r: &mut Rng) -> (Graph, Vec<TensorData>) {
     let mut outputs = Vec::new();
     for step in 0..3 + r.below(6) {
         let name = format!("s{step}");
-        cur = match r.below(9) {
+        cur = match r.below(10) {
             0 | 1 => {
                 let k = [1, 3][r.below(2) as usize];
                 let wt = g.add_const("w", r.tensor(&[c, c, k, k], 0.0));
@@ -99,6 +99,15 @@ fn build(r: &mut Rng) -> (Graph, Vec<TensorData>) {
                 let t = t.unwrap()[0];
                 let d: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
                 g.add_node(name, Reshape { shape: d, allowzero: false }, &[t]).unwrap()[0]
+            }
+            8 => {
+                // An elementwise tree: swish, then a broadcast bias and a unary op.
+                let sg = g.add_node(format!("{name}s"), Sigmoid {}, &[cur]).unwrap()[0];
+                let sw = g.add_node(format!("{name}m"), Mul {}, &[cur, sg]).unwrap()[0];
+                let bc = g.add_const("bc", r.tensor(&[w], 0.0));
+                let sb = g.add_node(format!("{name}b"), Add {}, &[sw, bc]).unwrap()[0];
+                let op: Op = if r.below(2) == 0 { Tanh {}.into() } else { Neg {}.into() };
+                g.add_node(name, op, &[sb]).unwrap()[0]
             }
             _ => {
                 // A value that is also a model output: fusing it away would be wrong.
@@ -168,7 +177,9 @@ fn optimised_graphs_compute_the_same_outputs() {
         }
     }
     // The generator must exercise every family.
-    for rule in ["bn-into-conv", "act-into-producer", "residual-into-conv", "gelu-erf", "bias-into-matmul"] {
+    for rule in
+        ["bn-into-conv", "act-into-producer", "residual-into-conv", "gelu-erf", "bias-into-matmul", "elementwise-chain"]
+    {
         assert!(fired.contains_key(rule), "{rule} never fired: {fired:?}");
     }
 }

@@ -161,7 +161,14 @@ pub(crate) fn map(kb: &Kb, n: &NodeInfo) -> R<()> {
     let k = n.inputs.len();
     let store_dts: Vec<DType> = n.inputs.iter().map(|t| t.dtype).collect();
     let in_dts: Vec<DType> = store_dts.iter().map(|&d| compute_dtype(d)).collect();
-    let saturate = if let Op::Cast(c) = n.op { c.saturate } else { true };
+    let saturate = match n.op {
+        Op::Cast(c) => c.saturate,
+        Op::Fused(f) => match f.steps.last().map(|s| &s.op) {
+            Some(Op::Cast(c)) => c.saturate,
+            _ => true,
+        },
+        _ => true,
+    };
     kb.nest(&dims, |kb, idx| {
         let off = |s: &[u64]| kb.lin(&idx.iter().copied().zip(s.iter().copied()).collect::<Vec<_>>(), 0);
         let mut vals = Vec::with_capacity(k);
@@ -169,7 +176,11 @@ pub(crate) fn map(kb: &Kb, n: &NodeInfo) -> R<()> {
             let p = kb.gep(types[i], kb.param(i), off(&st[i])?)?;
             vals.push(widen(kb, kb.b.build_load(types[i], p, "")?, store_dts[i])?);
         }
-        let r = narrow(kb, scalar(kb, n, &vals, &in_dts, compute_dtype(out_dt))?, out_dt, saturate)?;
+        let r = match n.op {
+            Op::Fused(f) => fused(kb, n, f, &vals, &in_dts)?,
+            _ => scalar(kb, n, &vals, &in_dts, compute_dtype(out_dt))?,
+        };
+        let r = narrow(kb, r, out_dt, saturate)?;
         let p = kb.gep(types[k], kb.param(k), off(&st[k])?)?;
         kb.b.build_store(p, r)?;
         Ok(())
@@ -523,6 +534,50 @@ pub(crate) fn convert<'ctx>(
             }
         }
     })
+}
+
+/// A fused program on loaded operand values: each step's scalar rule in turn;
+/// intermediate results are rounded to their dtype's storage precision (f16, bf16,
+/// 8-bit floats) exactly as separate kernels would store them.
+fn fused<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    n: &NodeInfo,
+    f: &dlc_ir::ops::Fused,
+    vals: &[BasicValueEnum<'ctx>],
+    in_dts: &[DType],
+) -> R<BasicValueEnum<'ctx>> {
+    use dlc_ir::ops::Arg;
+    let types = f.step_types(n.name, &n.inputs)?;
+    let mut results: Vec<(BasicValueEnum<'ctx>, DType)> = Vec::with_capacity(f.steps.len());
+    for (j, step) in f.steps.iter().enumerate() {
+        let mut args = Vec::with_capacity(step.args.len());
+        let mut dts = Vec::with_capacity(step.args.len());
+        let mut arg_types = Vec::with_capacity(step.args.len());
+        for a in &step.args {
+            let (v, d, t) = match *a {
+                Arg::Operand(i) => (vals[i as usize], in_dts[i as usize], n.inputs[i as usize].clone()),
+                Arg::Step(k) => (results[k as usize].0, results[k as usize].1, types[k as usize].clone()),
+            };
+            args.push(v);
+            dts.push(d);
+            arg_types.push(t);
+        }
+        let info = NodeInfo {
+            name: n.name,
+            op: &step.op,
+            inputs: arg_types,
+            outputs: std::slice::from_ref(&types[j]),
+            target: n.target,
+        };
+        let dt = types[j].dtype;
+        let mut r = scalar(kb, &info, &args, &dts, compute_dtype(dt))?;
+        if j + 1 < f.steps.len() && compute_dtype(dt) != dt {
+            let sat = if let Op::Cast(c) = &step.op { c.saturate } else { true };
+            r = widen(kb, narrow(kb, r, dt, sat)?, dt)?;
+        }
+        results.push((r, compute_dtype(dt)));
+    }
+    Ok(results.pop().expect("a fused node has steps").0)
 }
 
 /// A Conv/Gemm/MatMul epilogue activation on an f32 value.

@@ -11,6 +11,7 @@ use std::fmt;
 mod conv;
 mod elementwise;
 mod epilogue;
+mod fused;
 mod linalg;
 mod movement;
 mod norm;
@@ -23,6 +24,7 @@ pub use conv::{
 };
 pub use elementwise::*;
 pub use epilogue::Activation;
+pub use fused::{Arg, Fused, FusedStep};
 pub use linalg::{einsum_extents, parse_einsum, Attention, Einsum, Gemm, MatMul};
 pub use movement::{
     Concat, Flatten, Gather, GatherElements, Identity, Pad, PadMode, Reshape, ScatterElements, ScatterND,
@@ -227,7 +229,7 @@ op_table! {
     Abs, Neg, Sign, Relu, Sigmoid, Tanh, Exp, Log, Sqrt, Reciprocal,
     Sin, Cos, Tan, Asin, Acos, Atan, Sinh, Cosh, Asinh, Acosh, Atanh, Erf, Floor, Ceil, Round,
     Softplus, Softsign, Mish, HardSwish, HardSigmoid, LeakyRelu, Elu, Selu, Celu, ThresholdedRelu, Gelu,
-    IsNaN, IsInf, Clip, Swish, Shrink, Expand,
+    IsNaN, IsInf, Clip, Swish, Shrink, Expand, Fused,
     MatMul, Gemm, Einsum, Attention,
     Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, GridSample,
     BatchNormalization, LayerNormalization, Softmax,
@@ -306,7 +308,9 @@ impl Op {
             | Reciprocal(_) | Sin(_) | Cos(_) | Tan(_) | Asin(_) | Acos(_) | Atan(_) | Sinh(_) | Cosh(_) | Asinh(_)
             | Acosh(_) | Atanh(_) | Erf(_) | Floor(_) | Ceil(_) | Round(_) | Softplus(_) | Softsign(_) | Mish(_)
             | HardSwish(_) | HardSigmoid(_) | LeakyRelu(_) | Elu(_) | Selu(_) | Celu(_) | ThresholdedRelu(_)
-            | Gelu(_) | IsNaN(_) | IsInf(_) | Clip(_) | Swish(_) | Shrink(_) | Expand(_) => OpKind::Elementwise,
+            | Gelu(_) | IsNaN(_) | IsInf(_) | Clip(_) | Swish(_) | Shrink(_) | Expand(_) | Fused(_) => {
+                OpKind::Elementwise
+            }
             MatMul(_) | Gemm(_) | Einsum(_) | Attention(_) => OpKind::Contraction,
             Conv(_) | ConvTranspose(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) | GridSample(_) => {
                 OpKind::Window

@@ -187,3 +187,24 @@ fn a_shortcut_is_not_fused_into_the_conv_that_produces_it() {
     assert_eq!(convs.len(), 3, "{}", dlc_ir::print_graph(&g).unwrap());
     assert!(!ops.iter().any(|op| matches!(op, Op::Add(_))), "the residual add is fused");
 }
+
+#[test]
+fn fusion() {
+    // tanh(x * sigmoid(x) + b) becomes one fused kernel; `e = exp(x)` is also a model
+    // output, so it stays its own kernel and the fused `log(e + 1)` reads it.
+    let mut g = Graph::new("fusion");
+    let x = g.add_input("x", TensorType::fixed(DType::F32, &[2, 3]));
+    let b = f32s(&mut g, "b", &[3], 1);
+    let s = g.add_node("sig", Sigmoid {}, &[x]).unwrap()[0];
+    let m = g.add_node("swish", Mul {}, &[x, s]).unwrap()[0];
+    let a = g.add_node("bias", Add {}, &[m, b]).unwrap()[0];
+    let y = g.add_node("tanh", Tanh {}, &[a]).unwrap()[0];
+    let e = g.add_node("exp", Exp {}, &[x]).unwrap()[0];
+    let one = splat(&mut g, "one", &[], 1.0);
+    let e1 = g.add_node("exp_plus_one", Add {}, &[e, one]).unwrap()[0];
+    let z = g.add_node("log", Log {}, &[e1]).unwrap()[0];
+    g.add_output("y", y);
+    g.add_output("e", e);
+    g.add_output("z", z);
+    check("fusion", g);
+}

@@ -8,6 +8,7 @@ use egg::{Id, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 pub mod algebra;
 pub mod epilogue;
 pub mod folding;
+pub mod fusion;
 pub mod patterns;
 
 /// What a rule derives for a class: new e-classes equal to it, each with a name for the
@@ -32,6 +33,7 @@ pub fn all() -> Vec<Rule> {
     v.extend(folding::rules());
     v.extend(epilogue::rules());
     v.extend(patterns::rules());
+    v.extend(fusion::rules());
     v
 }
 
