@@ -277,6 +277,11 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
             let idx = broadcast_index(&ins[0].dims, out);
             ins[0].pick(&idx, out.clone())
         }
+        Op::ReduceSum(r) if is_f(&ins[0]) => reduce_f(&ins[0], &r.axes, |a, b| a + b, 0.0, false, out)?,
+        Op::ReduceMean(r) if is_f(&ins[0]) => reduce_f(&ins[0], &r.axes, |a, b| a + b, 0.0, true, out)?,
+        Op::ReduceProd(r) if is_f(&ins[0]) => reduce_f(&ins[0], &r.axes, |a, b| a * b, 1.0, false, out)?,
+        Op::ReduceMax(r) if is_f(&ins[0]) => reduce_f(&ins[0], &r.axes, f64::max, f64::NEG_INFINITY, false, out)?,
+        Op::ReduceMin(r) if is_f(&ins[0]) => reduce_f(&ins[0], &r.axes, f64::min, f64::INFINITY, false, out)?,
         Op::ReduceSum(r) => reduce(&ins[0], &r.axes, r.keepdims, |a, b| a + b, 0, out)?,
         Op::ReduceProd(r) => reduce(&ins[0], &r.axes, r.keepdims, |a, b| a * b, 1, out)?,
         Op::ReduceMax(r) => reduce(&ins[0], &r.axes, r.keepdims, i64::max, i64::MIN, out)?,
@@ -443,6 +448,27 @@ pub fn run_graph(g: &Graph, inputs: &[TensorData]) -> Result<Vec<TensorData>, Ev
         }
     }
     Ok(g.outputs().iter().map(|(_, v)| values[v].clone()).collect())
+}
+
+fn is_f(t: &T) -> bool {
+    matches!(t.data, Data::F(_))
+}
+
+/// A float reduction over `axes` (the mean divides by the reduced element count).
+fn reduce_f(x: &T, axes: &[i64], f: fn(f64, f64) -> f64, init: f64, mean: bool, out: &[u64]) -> Result<T, EvalError> {
+    let ax = resolve_axes(axes, x.dims.len()).ok_or_else(|| EvalError::Invalid("axes".into()))?;
+    let kept: Vec<u64> = x.dims.iter().enumerate().map(|(i, &d)| if ax.contains(&i) { 1 } else { d }).collect();
+    let (ks, xs) = (strides(&kept), strides(&x.dims));
+    let mut acc = vec![init; kept.iter().product::<u64>() as usize];
+    for flat in 0..x.len() as u64 {
+        let o: u64 = (0..x.dims.len()).filter(|d| !ax.contains(d)).map(|d| ((flat / xs[d]) % x.dims[d]) * ks[d]).sum();
+        acc[o as usize] = f(acc[o as usize], x.f(flat as usize));
+    }
+    if mean {
+        let n: u64 = ax.iter().map(|&d| x.dims[d]).product();
+        acc.iter_mut().for_each(|v| *v /= n.max(1) as f64);
+    }
+    Ok(T { dtype: x.dtype, dims: out.to_vec(), data: Data::F(acc) })
 }
 
 fn reduce(x: &T, axes: &[i64], _keep: bool, f: fn(i64, i64) -> i64, init: i64, out: &[u64]) -> Result<T, EvalError> {

@@ -46,7 +46,16 @@ fn build(r: &mut Rng) -> (Graph, Vec<TensorData>) {
     let mut outputs = Vec::new();
     for step in 0..3 + r.below(6) {
         let name = format!("s{step}");
-        cur = match r.below(10) {
+        cur = match r.below(11) {
+            9 => {
+                // Per-channel scale, a power-of-two division and a constant subtraction.
+                let sc = g.add_const("scale", r.tensor(&[c, 1, 1], 0.0));
+                let v = g.add_node(format!("{name}x"), Mul {}, &[cur, sc]).unwrap()[0];
+                let two = splat(&mut g, 2.0, &[]);
+                let v = g.add_node(format!("{name}d"), Div {}, &[v, two]).unwrap()[0];
+                let k = g.add_const("k", r.tensor(&[w], 0.0));
+                g.add_node(name, Sub {}, &[v, k]).unwrap()[0]
+            }
             0 | 1 => {
                 let k = [1, 3][r.below(2) as usize];
                 let wt = g.add_const("w", r.tensor(&[c, c, k, k], 0.0));
@@ -91,7 +100,9 @@ fn build(r: &mut Rng) -> (Graph, Vec<TensorData>) {
                 g.add_node(name, op, &[kc, cur]).unwrap()[0]
             }
             6 => {
+                // Transposes around a unary op: pushed through it, they cancel.
                 let t = g.add_node(format!("{name}a"), Transpose { perm: vec![0, 1, 3, 2] }, &[cur]).unwrap()[0];
+                let t = if r.below(2) == 0 { g.add_node(format!("{name}u"), Tanh {}, &[t]).unwrap()[0] } else { t };
                 g.add_node(name, Transpose { perm: vec![0, 1, 3, 2] }, &[t]).unwrap()[0]
             }
             7 => {
@@ -121,10 +132,22 @@ fn build(r: &mut Rng) -> (Graph, Vec<TensorData>) {
     // residual.
     let n = c * h * w;
     let flat = g.add_node("flat", Reshape { shape: vec![1, n as i64], allowzero: false }, &[cur]).unwrap()[0];
-    let wm = g.add_const("wm", r.tensor(&[n, 6], 0.0));
-    let m = g.add_node("mm", MatMul { act: Activation::None }, &[flat, wm]).unwrap()[0];
-    let bias = g.add_const("bias", r.tensor(&[6], 0.0));
-    let m = g.add_node("mm_bias", Add {}, &[m, bias]).unwrap()[0];
+    let m = if r.below(2) == 0 {
+        let wm = g.add_const("wm", r.tensor(&[n, 6], 0.0));
+        let m = g.add_node("mm", MatMul { act: Activation::None }, &[flat, wm]).unwrap()[0];
+        let bias = g.add_const("bias", r.tensor(&[6], 0.0));
+        g.add_node("mm_bias", Add {}, &[m, bias]).unwrap()[0]
+    } else {
+        // Gemm (B transposed or not) followed by BatchNorm over its columns.
+        let trans_b = r.below(2) == 0;
+        let wdims = if trans_b { [6, n] } else { [n, 6] };
+        let wm = g.add_const("wg", r.tensor(&wdims, 0.0));
+        let bias = g.add_const("bias", r.tensor(&[6], 0.0));
+        let op = Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b, act: Activation::None };
+        let m = g.add_node("gemm", op, &[flat, wm, bias]).unwrap()[0];
+        let p: Vec<Value> = (0..4).map(|i| g.add_const("bn", r.tensor(&[6], if i == 3 { 0.5 } else { 0.0 }))).collect();
+        g.add_node("gemm_bn", BatchNormalization { epsilon: 1e-5 }, &[m, p[0], p[1], p[2], p[3]]).unwrap()[0]
+    };
     let m = if r.below(2) == 0 {
         let s2 = splat(&mut g, std::f32::consts::SQRT_2, &[]);
         let d = g.add_node("g_div", Div {}, &[m, s2]).unwrap()[0];
@@ -140,8 +163,24 @@ fn build(r: &mut Rng) -> (Graph, Vec<TensorData>) {
     let res = g.add_const("res", r.tensor(&[6], 0.0));
     let s = g.add_node("skip", Add {}, &[m, res]).unwrap()[0];
     let gamma = g.add_const("gamma", r.tensor(&[6], 0.0));
-    let ln = LayerNormalization { axis: -1, epsilon: 1e-5, rms: false, stats: false, skip: false };
-    let y = g.add_node("ln", ln, &[s, gamma]).unwrap()[0];
+    let y = if r.below(2) == 0 {
+        let ln = LayerNormalization { axis: -1, epsilon: 1e-5, rms: false, stats: false, skip: false };
+        g.add_node("ln", ln, &[s, gamma]).unwrap()[0]
+    } else {
+        // LayerNorm written out as exporters without the op do.
+        let mean = g.add_node("mean", ReduceMean { axes: vec![-1], keepdims: true }, &[s]).unwrap()[0];
+        let d = g.add_node("centered", Sub {}, &[s, mean]).unwrap()[0];
+        let two = splat(&mut g, 2.0, &[]);
+        let sq = g.add_node("squared", Pow {}, &[d, two]).unwrap()[0];
+        let var = g.add_node("var", ReduceMean { axes: vec![-1], keepdims: true }, &[sq]).unwrap()[0];
+        let eps = splat(&mut g, 1e-5, &[]);
+        let ve = g.add_node("var_eps", Add {}, &[var, eps]).unwrap()[0];
+        let sd = g.add_node("std", Sqrt {}, &[ve]).unwrap()[0];
+        let n = g.add_node("normed", Div {}, &[d, sd]).unwrap()[0];
+        let y = g.add_node("scaled", Mul {}, &[n, gamma]).unwrap()[0];
+        let beta = g.add_const("beta", r.tensor(&[6], 0.0));
+        g.add_node("shifted", Add {}, &[y, beta]).unwrap()[0]
+    };
     g.add_output("y", y);
     for (i, v) in outputs.into_iter().enumerate() {
         g.add_output(format!("extra{i}"), v);

@@ -208,3 +208,23 @@ fn fusion() {
     g.add_output("z", z);
     check("fusion", g);
 }
+
+#[test]
+fn decomposed_layernorm() {
+    let mut g = Graph::new("ln");
+    let x = g.add_input("x", TensorType::fixed(DType::F32, &[2, 8]));
+    let mean = g.add_node("mean", ReduceMean { axes: vec![-1], keepdims: true }, &[x]).unwrap()[0];
+    let d = g.add_node("centered", Sub {}, &[x, mean]).unwrap()[0];
+    let sq = g.add_node("squared", Mul {}, &[d, d]).unwrap()[0];
+    let var = g.add_node("var", ReduceMean { axes: vec![1], keepdims: true }, &[sq]).unwrap()[0];
+    let eps = splat(&mut g, "eps", &[], 1e-6);
+    let ve = g.add_node("var_eps", Add {}, &[var, eps]).unwrap()[0];
+    let sd = g.add_node("std", Sqrt {}, &[ve]).unwrap()[0];
+    let n = g.add_node("normed", Div {}, &[d, sd]).unwrap()[0];
+    let gamma = f32s(&mut g, "gamma", &[8], 1);
+    let beta = f32s(&mut g, "beta", &[8], 2);
+    let y = g.add_node("scaled", Mul {}, &[gamma, n]).unwrap()[0];
+    let y = g.add_node("shifted", Add {}, &[y, beta]).unwrap()[0];
+    g.add_output("y", y);
+    check("decomposed_layernorm", g);
+}

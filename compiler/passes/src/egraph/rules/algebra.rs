@@ -1,9 +1,10 @@
 //! Algebra: identities with constants, collapsed transposes and reshapes, MatMul+Add as
 //! Gemm. Every rule keeps the value's type (the runner checks).
 use super::{named, Rule};
+use crate::egraph::lang::derived_consts;
 use crate::egraph::lang::{add_op, const_of, ops_of, ty_of, EGraph};
-use dlc_ir::ops::{Activation, Gemm, Reshape, Transpose};
-use dlc_ir::{DType, Op};
+use dlc_ir::ops::{Activation, Add, Gemm, Mul, Reshape, Transpose};
+use dlc_ir::{DType, Op, OpKind, TensorData};
 use egg::Id;
 
 /// The rules of this family.
@@ -32,6 +33,26 @@ pub fn rules() -> Vec<Rule> {
             doc: "x - 0 -> x",
             looks_at: |op| matches!(op, Op::Sub(_)),
             derive: |eg, id| identity_operand(eg, id, |op| matches!(op, Op::Sub(_)), 0.0, false),
+        },
+        Rule {
+            name: "sub-const",
+            doc: "x - c -> x + (-c) for a constant c (exact; one form for the other rules)",
+            looks_at: |op| matches!(op, Op::Sub(_)),
+            derive: sub_const,
+        },
+        Rule {
+            name: "div-pow2",
+            doc: "x / c -> x * (1/c) for a constant c whose elements are powers of two (exact)",
+            looks_at: |op| matches!(op, Op::Div(_)),
+            derive: div_pow2,
+        },
+        Rule {
+            name: "transpose-unary",
+            doc: "u(transpose(x)) <-> transpose(u(x)) for unary elementwise u, so transposes meet and cancel",
+            looks_at: |op| {
+                matches!(op, Op::Transpose(_)) || (op.kind() == OpKind::Elementwise && op.info().max_operands == 1)
+            },
+            derive: transpose_unary,
         },
         Rule {
             name: "transpose-transpose",
@@ -140,6 +161,75 @@ fn matmul_add_gemm(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
                 let g = Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: false, act: Activation::None };
                 if let Some(n) = add_op(eg, g.into(), vec![ab[0], ab[1], c]) {
                     out.push((n, named(eg, mm, "")));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// An f32 constant with every element mapped by `f` (same shape), derived once per rule.
+fn mapped_const(eg: &mut EGraph, rule: &'static str, c: Id, f: fn(f32) -> f32) -> Option<Id> {
+    let ids = derived_consts(eg, rule, &[c], |eg| {
+        let t = const_of(eg, c)?;
+        let v: Vec<f32> = t.to_f32()?.into_iter().map(f).collect();
+        Some(vec![TensorData::from_f32(&t.ty().shape.as_fixed()?, &v)?])
+    })?;
+    Some(ids[0])
+}
+
+fn sub_const(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
+    let mut out = Vec::new();
+    for (op, ch) in ops_of(eg, id) {
+        if !matches!(op, Op::Sub(_)) || const_of(eg, ch[1]).and_then(|t| t.to_f32()).is_none() {
+            continue;
+        }
+        let Some(neg) = mapped_const(eg, "sub-const", ch[1], |v| -v) else { continue };
+        if let Some(n) = add_op(eg, Add {}.into(), vec![ch[0], neg]) {
+            out.push((n, named(eg, id, "")));
+        }
+    }
+    out
+}
+
+fn div_pow2(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
+    let mut out = Vec::new();
+    for (op, ch) in ops_of(eg, id) {
+        let pow2 = |v: f32| v != 0.0 && v.is_finite() && (v.abs().log2().fract() == 0.0) && (1.0 / v).is_normal();
+        let ok = matches!(op, Op::Div(_))
+            && const_of(eg, ch[1]).and_then(|t| t.to_f32()).is_some_and(|v| v.iter().all(|&x| pow2(x)));
+        if !ok {
+            continue;
+        }
+        let Some(inv) = mapped_const(eg, "div-pow2", ch[1], |v| 1.0 / v) else { continue };
+        if let Some(n) = add_op(eg, Mul {}.into(), vec![ch[0], inv]) {
+            out.push((n, named(eg, id, "")));
+        }
+    }
+    out
+}
+
+fn transpose_unary(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
+    let mut out = Vec::new();
+    for (op, ch) in ops_of(eg, id) {
+        if let Op::Transpose(t) = &op {
+            // transpose(u(x)) -> u(transpose(x))
+            for (u, uch) in ops_of(eg, ch[0]) {
+                if u.kind() != OpKind::Elementwise || uch.len() != 1 || matches!(u, Op::Expand(_)) {
+                    continue;
+                }
+                let Some(tx) = add_op(eg, t.clone().into(), vec![uch[0]]) else { continue };
+                if let Some(n) = add_op(eg, u, vec![tx]) {
+                    out.push((n, named(eg, id, "")));
+                }
+            }
+        } else if op.kind() == OpKind::Elementwise && ch.len() == 1 && !matches!(op, Op::Expand(_)) {
+            // u(transpose(x)) -> transpose(u(x))
+            for (t, tch) in ops_of(eg, ch[0]) {
+                let Op::Transpose(t) = t else { continue };
+                let Some(ux) = add_op(eg, op.clone(), vec![tch[0]]) else { continue };
+                if let Some(n) = add_op(eg, t.into(), vec![ux]) {
+                    out.push((n, named(eg, id, "")));
                 }
             }
         }

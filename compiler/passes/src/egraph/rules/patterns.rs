@@ -1,9 +1,9 @@
 //! Normalisation and attention patterns: decomposed subgraphs recognised as one op.
 use super::algebra::is_splat;
 use super::{named, Rule};
-use crate::egraph::lang::{add_op, const_of, ops_of, ty_of, EGraph};
-use dlc_ir::ops::{Attention, Gelu, SoftmaxMode};
-use dlc_ir::{DType, Op};
+use crate::egraph::lang::{add_op, const_of, derived_consts, ops_of, ty_of, used_only_by, EGraph};
+use dlc_ir::ops::{resolve_axes, Attention, Gelu, LayerNormalization, SoftmaxMode};
+use dlc_ir::{DType, Op, TensorData};
 use egg::Id;
 
 /// The rules of this family.
@@ -14,6 +14,18 @@ pub fn rules() -> Vec<Rule> {
             doc: "x * (erf(x / sqrt 2) + 1) * 0.5 (any operand order) -> gelu(x)",
             looks_at: |op| matches!(op, Op::Mul(_)),
             derive: gelu_erf,
+        },
+        Rule {
+            name: "layernorm-decomposed",
+            doc: "(x - mean(x)) / sqrt(mean((x - mean(x))^2) + eps) over trailing axes -> layernorm(x, 1)",
+            looks_at: |op| matches!(op, Op::Div(_)),
+            derive: layernorm_decomposed,
+        },
+        Rule {
+            name: "layernorm-affine",
+            doc: "layernorm(x, 1) * gamma -> layernorm(x, gamma); layernorm(x, g) + beta -> layernorm(x, g, beta)",
+            looks_at: |op| matches!(op, Op::Mul(_) | Op::Add(_)),
+            derive: layernorm_affine,
         },
         Rule {
             name: "attention",
@@ -225,6 +237,95 @@ fn key_padding(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
         let op = Attention { key_padding: true, padding_fill: fill, ..a };
         if let Some(n) = add_op(eg, op.into(), vec![ch[0], ch[1], ch[2], m]) {
             out.push((n, named(eg, id, "")));
+        }
+    }
+    out
+}
+
+/// `reduce_mean(x, trailing axes from a, keepdims)`: returns (x, a).
+fn trailing_mean(eg: &EGraph, id: Id) -> Option<(Id, usize)> {
+    find(eg, id, |op, ch| {
+        let Op::ReduceMean(r) = op else { return None };
+        let rank = ty_of(eg, ch[0])?.shape.rank();
+        let axes = resolve_axes(&r.axes, rank)?;
+        let a = *axes.first()?;
+        (r.keepdims && axes == (a..rank).collect::<Vec<_>>()).then_some((ch[0], a))
+    })
+}
+
+fn layernorm_decomposed(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
+    let found = find(eg, id, |op, ch| {
+        let Op::Div(_) = op else { return None };
+        let d = ch[0];
+        // d = x - mean(x)
+        let (x, a) = find(eg, d, |op, sch| {
+            let Op::Sub(_) = op else { return None };
+            let (x, a) = trailing_mean(eg, sch[1])?;
+            (eg.find(x) == eg.find(sch[0])).then_some((x, a))
+        })?;
+        // sqrt(mean(d^2) + eps)
+        let eps = find(eg, ch[1], |op, sch| {
+            let Op::Sqrt(_) = op else { return None };
+            find(eg, sch[0], |op, ach| {
+                let Op::Add(_) = op else { return None };
+                both(ach).into_iter().find_map(|(var, e)| {
+                    let eps = scalar(eg, e)?;
+                    let (p, a2) = trailing_mean(eg, var)?;
+                    let squares = ops_of(eg, p).iter().any(|(op, pch)| match op {
+                        Op::Pow(_) => eg.find(pch[0]) == eg.find(d) && scalar(eg, pch[1]) == Some(2.0),
+                        Op::Mul(_) => eg.find(pch[0]) == eg.find(d) && eg.find(pch[1]) == eg.find(d),
+                        _ => false,
+                    });
+                    (squares && a2 == a).then_some(eps)
+                })
+            })
+        })?;
+        Some((x, a, eps))
+    });
+    let Some((x, a, eps)) = found else { return Vec::new() };
+    let Some(xt) = ty_of(eg, x).cloned() else { return Vec::new() };
+    let Some(dims) = xt.shape.as_fixed() else { return Vec::new() };
+    if xt.dtype != DType::F32 {
+        return Vec::new();
+    }
+    let norm = dims[a..].to_vec();
+    let ones = derived_consts(eg, "layernorm-decomposed", &[x], |_| {
+        Some(vec![TensorData::from_f32(&norm, &vec![1.0; norm.iter().product::<u64>() as usize])?])
+    });
+    let Some(ones) = ones else { return Vec::new() };
+    let ln = LayerNormalization { axis: a as i64, epsilon: eps, rms: false, stats: false, skip: false };
+    match add_op(eg, ln.into(), vec![x, ones[0]]) {
+        Some(n) => vec![(n, named(eg, id, ""))],
+        None => Vec::new(),
+    }
+}
+
+fn layernorm_affine(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
+    let mut out = Vec::new();
+    for (op, ch) in ops_of(eg, id) {
+        let is_mul = matches!(op, Op::Mul(_));
+        if !is_mul && !matches!(op, Op::Add(_)) {
+            continue;
+        }
+        for (ln_id, p) in both(&ch) {
+            if const_of(eg, p).is_none() || ty_of(eg, ln_id) != ty_of(eg, id) || !used_only_by(eg, ln_id, id, &[p]) {
+                continue;
+            }
+            for (lop, lch) in ops_of(eg, ln_id) {
+                let Op::LayerNormalization(ln) = lop else { continue };
+                if ln.skip || ln.stats || ln.rms {
+                    continue;
+                }
+                let operands = match (is_mul, lch.len()) {
+                    // The scale must be all ones to be replaced.
+                    (true, 2) if super::algebra::is_splat(eg, lch[1], 1.0) => vec![lch[0], p],
+                    (false, 2) => vec![lch[0], lch[1], p],
+                    _ => continue,
+                };
+                if let Some(n) = add_op(eg, ln.clone().into(), operands) {
+                    out.push((n, named(eg, id, "")));
+                }
+            }
         }
     }
     out
