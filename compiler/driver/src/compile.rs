@@ -73,6 +73,10 @@ pub struct CompileArgs {
     /// Skip dlc's graph optimisations (LLVM still optimises the kernels).
     #[arg(long)]
     pub no_opt: bool,
+    /// The optimiser's cost model as GFLOPS,GBPS,LAUNCH_US (peak FLOP rate, memory
+    /// bandwidth, per-kernel cost) [default: the target's numbers, docs/optimizer.md].
+    #[arg(long, value_name = "GFLOPS,GBPS,LAUNCH_US")]
+    pub roofline: Option<String>,
     /// Print the IR after this pass (`import` for the imported graph); repeatable.
     #[arg(long, value_name = "PASS")]
     pub dump_after: Vec<String>,
@@ -142,8 +146,17 @@ pub fn main(a: CompileArgs) -> Result<()> {
     progress.set_message(format!("importing {}", a.model.display()));
     let mut g = load_model(&a.model, parse_input_shapes(&a.input_shapes)?)?;
 
+    let target = TargetSpec::new(a.target.as_deref(), a.cpu.as_deref());
+    let roof = match &a.roofline {
+        Some(s) => dlc_passes::Roofline::parse(s).map_err(anyhow::Error::msg)?,
+        None => dlc_passes::Roofline::for_target(&target.triple),
+    };
     let mut cx = PassCx { dump_after: a.dump_after.clone(), ..Default::default() };
-    let passes = if a.no_opt { dlc_passes::legalize_pipeline() } else { dlc_passes::default_pipeline() };
+    let passes = if a.no_opt {
+        dlc_passes::legalize_pipeline()
+    } else {
+        dlc_passes::optimizing_pipeline(dlc_passes::EGraphOpt { roof, ..Default::default() })
+    };
     progress.set_message("optimising");
     dlc_passes::run_pipeline(&mut g, &passes, &mut cx)?;
     for (pass, text) in &cx.dumps {
@@ -165,7 +178,6 @@ pub fn main(a: CompileArgs) -> Result<()> {
         }
     }
 
-    let target = TargetSpec::new(a.target.as_deref(), a.cpu.as_deref());
     let mut emit = a.emit.clone();
     if emit.is_empty() {
         emit = if target.is_host() { vec![Emit::So, Emit::A, Emit::H] } else { vec![Emit::A, Emit::H] };

@@ -13,7 +13,8 @@ mod promote_half;
 mod stats;
 
 pub use dce::Dce;
-pub use egraph::{EGraphOpt, OptReport};
+pub use egraph::cost::Roofline;
+pub use egraph::{EGraphOpt, Limits, OptReport};
 pub use identity_elim::IdentityElim;
 pub use memory_plan::{plan_memory, Location, MemoryPlan};
 pub use promote_half::PromoteHalf;
@@ -70,7 +71,12 @@ pub trait Pass {
 
 /// The default pipeline, in order: legalisation, then optimisation.
 pub fn default_pipeline() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(PromoteHalf), Box::new(IdentityElim), Box::new(EGraphOpt::default()), Box::new(Dce)]
+    optimizing_pipeline(EGraphOpt::default())
+}
+
+/// The default pipeline with the optimiser configured (a target's roofline, limits).
+pub fn optimizing_pipeline(opt: EGraphOpt) -> Vec<Box<dyn Pass>> {
+    vec![Box::new(PromoteHalf), Box::new(IdentityElim), Box::new(opt), Box::new(Dce)]
 }
 
 /// What must run even with optimisation off (`--no-opt`): rewrites the backends rely on.

@@ -27,6 +27,34 @@ impl Default for Roofline {
     }
 }
 
+impl Roofline {
+    /// The numbers for a target triple: dlc's kernels on one core of the machine kind
+    /// (x86-64 as above; AArch64 cores at half the FLOP rate; a CUDA GPU with a higher
+    /// launch cost). `--roofline` on `dlc compile` overrides them.
+    pub fn for_target(triple: &str) -> Roofline {
+        let arch = triple.split('-').next().unwrap_or("");
+        match arch {
+            "aarch64" | "arm64" => Roofline { flops_per_s: 25e9, bytes_per_s: 15e9, launch_s: 1e-6 },
+            "nvptx64" | "nvptx" => Roofline { flops_per_s: 20e12, bytes_per_s: 2e12, launch_s: 5e-6 },
+            _ => Roofline::default(),
+        }
+    }
+
+    /// Parses `GFLOPS,GBPS,LAUNCH_US` (e.g. `50,20,1`).
+    pub fn parse(s: &str) -> Result<Roofline, String> {
+        let v: Vec<f64> = s
+            .split(',')
+            .map(|x| x.trim().parse::<f64>().map_err(|_| format!("'{x}' is not a number")))
+            .collect::<Result<_, _>>()?;
+        match v[..] {
+            [f, b, l] if f > 0.0 && b > 0.0 && l >= 0.0 => {
+                Ok(Roofline { flops_per_s: f * 1e9, bytes_per_s: b * 1e9, launch_s: l * 1e-6 })
+            }
+            _ => Err(format!("--roofline wants GFLOPS,GBPS,LAUNCH_US with positive numbers, got '{s}'")),
+        }
+    }
+}
+
 fn bytes(t: &TensorType) -> f64 {
     t.shape.numel().unwrap_or(0) as f64 * t.dtype.size() as f64
 }
@@ -89,5 +117,21 @@ impl Cost<'_> {
         let ins: Option<Vec<TensorType>> = ch.iter().map(|c| self.egraph[*c].data.ty.clone()).collect();
         let mut out = op.infer("egraph", &ins?).ok()?;
         (out.len() == 1).then(|| out.remove(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Roofline;
+
+    #[test]
+    fn rooflines_per_target_and_from_the_command_line() {
+        assert_eq!(Roofline::for_target("x86_64-unknown-linux-gnu"), Roofline::default());
+        assert!(Roofline::for_target("aarch64-unknown-linux-gnu").flops_per_s < Roofline::default().flops_per_s);
+        let r = Roofline::parse("100, 40, 2").unwrap();
+        assert_eq!((r.flops_per_s, r.bytes_per_s, r.launch_s), (100e9, 40e9, 2e-6));
+        assert!(Roofline::parse("100,40").is_err());
+        assert!(Roofline::parse("0,40,1").is_err());
+        assert!(Roofline::parse("a,b,c").unwrap_err().contains("'a' is not a number"));
     }
 }
