@@ -217,6 +217,27 @@ def fusion_patterns(out):
     save(out, "fusion_patterns", nodes, ins, [vi("y", None), vi("z", None)], inits)
 
 
+def gemm_packed(out):
+    """Products with constant B (the packed-GEMM kernel): row and column counts that are
+    not multiples of the tile, batched A, transposed B, bias/C epilogues with alpha,
+    beta and activations."""
+    rng = np.random.RandomState(23)
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["a3", "w1"], ["m1"]), n("Add", ["m1", "b1"], ["m1b"]), n("Relu", ["m1b"], ["y1"]),
+        n("Gemm", ["a2", "w2", "c2"], ["y2"], alpha=0.5, beta=2.0, transB=1),
+        n("Gemm", ["a2", "w3"], ["g3"]), n("Sigmoid", ["g3"], ["y3"]),
+        n("MatMul", ["a1", "w4"], ["y4"]),
+    ]
+    inits = [
+        numpy_helper.from_array(arr(rng, 17, 37), "w1"), numpy_helper.from_array(arr(rng, 37), "b1"),
+        numpy_helper.from_array(arr(rng, 70, 13), "w2"), numpy_helper.from_array(arr(rng, 1, 70), "c2"),
+        numpy_helper.from_array(arr(rng, 13, 33), "w3"), numpy_helper.from_array(arr(rng, 13, 64), "w4"),
+    ]
+    ins = [vi("a3", [3, 5, 17]), vi("a2", [9, 13]), vi("a1", [13])]
+    save(out, "gemm_packed", nodes, ins, [vi("y1", None), vi("y2", None), vi("y3", None), vi("y4", None)], inits)
+
+
 def unsupported(out):
     n = helper.make_node
     nodes = [
@@ -235,7 +256,7 @@ def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     for f in [elementwise, conv_variants, pools, movement, linalg, legacy_softmax_bn, softmax13, external_data,
-              symbolic_batch, fusion_patterns, unsupported]:
+              symbolic_batch, fusion_patterns, gemm_packed, unsupported]:
         f(out)
 
 

@@ -143,6 +143,14 @@ fn emit_module<'ctx>(
     let mut globals = HashMap::new();
     for &id in &plan.order {
         if let Op::Const(c) = &g.node(id).op {
+            // A weight read only by packed GEMM kernels lives in their packed copies.
+            let users = g.users(id);
+            if !users.is_empty()
+                && users.iter().all(|u| u.1 == 1 && lower::packed_b(g, u.0).is_some())
+                && !g.outputs().iter().any(|(_, v)| v.node == id)
+            {
+                continue;
+            }
             let init = cx.const_string(c.value.bytes(), false);
             let gv = module.add_global(init.get_type(), None, &format!("w{}", id.index()));
             gv.set_initializer(&init);
@@ -181,7 +189,11 @@ fn emit_module<'ctx>(
         Ok(match plan.loc(v) {
             Location::Input(i) => in_ptrs[i],
             Location::Output(i) => out_ptrs[i],
-            Location::Const(id) => globals[&id],
+            // A constant only packed kernels read: they never touch this pointer.
+            Location::Const(id) => match globals.get(&id) {
+                Some(p) => *p,
+                None => ptr.const_null(),
+            },
             Location::Arena(off) => unsafe {
                 builder.build_in_bounds_gep(i8t, ws, &[i64t.const_int(off, false)], "arena")?
             },

@@ -9,6 +9,7 @@ use inkwell::values::FunctionValue;
 
 mod conv;
 mod elementwise;
+mod gemm;
 mod linalg;
 mod minifloat;
 mod movement;
@@ -92,6 +93,17 @@ pub(crate) fn lower_node<'ctx>(
         }
         _ => {}
     }
+    if let Some((shape, b)) = packed_b(g, id) {
+        let epi = match &node.op {
+            Op::MatMul(op) => gemm::Epilogue::MatMul { bias: (info.inputs.len() == 3).then_some(2), act: op.act },
+            Op::Gemm(op) => {
+                gemm::Epilogue::Gemm { op, c_dims: info.inputs.get(2).map(|t| t.shape.as_fixed().unwrap_or_default()) }
+            }
+            _ => unreachable!("packed_b accepts MatMul and Gemm only"),
+        };
+        gemm::packed(&kb, &info, &shape, b, epi)?;
+        return kb.finish();
+    }
     match &node.op {
         Op::MatMul(op) => linalg::matmul(&kb, &info, op.act)?,
         Op::Gemm(op) => linalg::gemm(&kb, &info, op)?,
@@ -124,6 +136,36 @@ pub(crate) fn lower_node<'ctx>(
         other => return Err(info.unsupported(format!("internal: no lowering for {}", other.mnemonic()))),
     }
     kb.finish()
+}
+
+/// For a MatMul or Gemm whose B is a 2-D f32 constant (and A is read row-major), the
+/// product's shape and B: such nodes use the packed-GEMM kernel, which carries its own
+/// packed copy of B (so B's global is not emitted when nothing else reads it).
+pub(crate) fn packed_b(g: &Graph, id: NodeId) -> Option<(gemm::Shape, &dlc_ir::TensorData)> {
+    let ops = g.operands(id);
+    let b = match &g.node(ops.get(1)?.node).op {
+        Op::Const(c) => &c.value,
+        _ => return None,
+    };
+    let types: Vec<TensorType> = ops.iter().map(|v| g.value_type(*v).clone()).collect();
+    if !gemm::packable(Some(b), &types) || !g.node(id).outputs[0].shape.is_fixed() {
+        return None;
+    }
+    let a = types[0].shape.as_fixed()?;
+    let bd = b.ty().shape.as_fixed()?;
+    let shape = match &g.node(id).op {
+        Op::MatMul(_) if !a.is_empty() => {
+            let k = *a.last()?;
+            let m = a[..a.len() - 1].iter().product::<u64>();
+            (bd[0] == k).then_some(gemm::Shape { m, k, n: bd[1], trans_b: false })?
+        }
+        Op::Gemm(op) if !op.trans_a && a.len() == 2 => {
+            let (k, n) = if op.trans_b { (bd[1], bd[0]) } else { (bd[0], bd[1]) };
+            (a[1] == k).then_some(gemm::Shape { m: a[0], k, n, trans_b: op.trans_b })?
+        }
+        _ => return None,
+    };
+    Some((shape, b))
 }
 
 impl From<dlc_ir::IrError> for CodegenError {

@@ -1,0 +1,263 @@
+//! Packed GEMM for MatMul and Gemm whose B operand is a constant: B is packed at
+//! compile time into panels of `NR` columns (`[K, NR]` each, zero-padded), and a
+//! register-blocked micro-kernel computes `MR x NR` tiles of C with LLVM vector types
+//! and FMA (`NR = 2 W` for a vector width `W` of 16 floats with AVX-512, 8 with AVX2, 4
+//! with NEON; `MR = 8` with 32 vector registers, 6 with 16). Rows of A are read in
+//! place and broadcast. The epilogue (alpha, C or bias, activation) runs on each
+//! finished tile while it is in cache.
+use super::elementwise::{activation, broadcast_strides};
+use super::NodeInfo;
+use crate::kernel::{Kb, R};
+use crate::{CodegenError, TargetSpec};
+use dlc_ir::ops::{Activation, Gemm};
+use dlc_ir::{DType, TensorData};
+use inkwell::module::Linkage;
+use inkwell::types::VectorType;
+use inkwell::values::{IntValue, PointerValue, VectorValue};
+
+/// Vector width in f32 lanes for the target.
+pub(crate) fn vector_width(t: &TargetSpec) -> u32 {
+    if t.triple.starts_with("aarch64") || t.triple.starts_with("arm64") {
+        return 4;
+    }
+    const AVX512_CPUS: &[&str] = &[
+        "skylake-avx512",
+        "cascadelake",
+        "cooperlake",
+        "cannonlake",
+        "icelake-client",
+        "icelake-server",
+        "tigerlake",
+        "sapphirerapids",
+        "emeraldrapids",
+        "graniterapids",
+        "znver4",
+        "znver5",
+        "x86-64-v4",
+    ];
+    if t.features.split(',').any(|f| f == "+avx512f")
+        || (t.features.is_empty() && AVX512_CPUS.contains(&t.cpu.as_str()))
+    {
+        16
+    } else {
+        8
+    }
+}
+
+/// How a product is laid out: `y[M, N] = op(A)[M, K] x op(B)[K, N]` (A row-major).
+pub(crate) struct Shape {
+    pub m: u64,
+    pub k: u64,
+    pub n: u64,
+    /// B is stored `[N, K]`.
+    pub trans_b: bool,
+}
+
+/// The epilogue of one output element.
+pub(crate) enum Epilogue<'a> {
+    /// MatMul: optional bias `[N]` operand index, then `act`.
+    MatMul { bias: Option<usize>, act: Activation },
+    /// Gemm: `act(alpha * acc + beta * C)`, C broadcast to `[M, N]` (operand 2).
+    Gemm { op: &'a Gemm, c_dims: Option<Vec<u64>> },
+}
+
+/// Packs B into `ceil(N / nr)` panels of `[K, nr]` floats.
+fn pack(b: &[f32], s: &Shape, nr: u64) -> Vec<f32> {
+    let panels = s.n.div_ceil(nr);
+    let mut out = vec![0f32; (panels * s.k * nr) as usize];
+    for p in 0..panels {
+        for kk in 0..s.k {
+            for j in 0..nr {
+                let col = p * nr + j;
+                if col < s.n {
+                    let src = if s.trans_b { col * s.k + kk } else { kk * s.n + col };
+                    out[((p * s.k + kk) * nr + j) as usize] = b[src as usize];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Emits the kernel. Parameters: A (`[.., M, K]`, batch rows folded into M), B (unused:
+/// its packed copy is a global), optional bias/C, then Y.
+pub(crate) fn packed<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, s: &Shape, b: &TensorData, epi: Epilogue) -> R<()> {
+    let w = vector_width(n.target) as u64;
+    let (nr, mr) = (2 * w, if w == 16 || w == 4 { 8 } else { 6 });
+    let bv = b.to_f32().ok_or_else(|| CodegenError::Llvm("packed B must be f32".into()))?;
+    let packed = pack(&bv, s, nr);
+    // The packed panels: a private constant, cache-line aligned.
+    let bytes: Vec<u8> = packed.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let init = kb.cx.const_string(&bytes, false);
+    let g = kb.m.add_global(init.get_type(), None, &format!("{}.bpack", kb.f.get_name().to_string_lossy()));
+    g.set_initializer(&init);
+    g.set_constant(true);
+    g.set_linkage(Linkage::Private);
+    g.set_alignment(64);
+    let pb = g.as_pointer_value();
+    let pa = kb.param(0);
+    let py = kb.param(n.inputs.len());
+    let vt = kb.f32t.vec_type(w as u32);
+    let fma = inkwell::intrinsics::Intrinsic::find("llvm.fma")
+        .and_then(|i| i.get_declaration(kb.m, &[vt.into()]))
+        .ok_or_else(|| CodegenError::Llvm("no llvm.fma".into()))?;
+    let panels = s.n.div_ceil(nr);
+    let full_rows = s.m / mr * mr;
+    // One tile of `rows` rows (1..=mr) at row i0 and panel p.
+    let tile = |kb: &Kb<'_, 'ctx>, i0: IntValue<'ctx>, p: IntValue<'ctx>, rows: u64| -> R<()> {
+        let accs: Vec<PointerValue<'ctx>> = (0..rows * 2).map(|_| kb.alloca(vt.into())).collect::<R<_>>()?;
+        for a in &accs {
+            kb.b.build_store(*a, vt.const_zero())?;
+        }
+        let panel = kb.mul(p, kb.c(s.k * nr))?;
+        kb.for_n(s.k, |kb, kk| {
+            let bo = kb.add(panel, kb.mul(kk, kb.c(nr))?)?;
+            let b0 = load_vec(kb, vt, pb, bo)?;
+            let b1 = load_vec(kb, vt, pb, kb.add(bo, kb.c(w))?)?;
+            for r in 0..rows {
+                let ai = kb.add(kb.mul(kb.add(i0, kb.c(r))?, kb.c(s.k))?, kk)?;
+                let a = splat(kb, vt, kb.load_f32(pa, ai)?)?;
+                for (h, bh) in [b0, b1].into_iter().enumerate() {
+                    let slot = accs[(r * 2) as usize + h];
+                    let acc = kb.b.build_load(vt, slot, "")?;
+                    let v = kb.b.build_call(fma, &[a.into(), bh.into(), acc.into()], "")?;
+                    let v = v.try_as_basic_value().basic().ok_or_else(|| CodegenError::Llvm("fma".into()))?;
+                    kb.b.build_store(slot, v)?;
+                }
+            }
+            Ok(())
+        })?;
+        // Store the tile (whole panels with vector stores, the last one lane by lane),
+        // then apply the epilogue to its elements.
+        let j0 = kb.mul(p, kb.c(nr))?;
+        let last = kb.icmp(inkwell::IntPredicate::EQ, p, kb.c(panels - 1))?;
+        let valid = s.n - (panels - 1) * nr;
+        for r in 0..rows {
+            let row = kb.mul(kb.add(i0, kb.c(r))?, kb.c(s.n))?;
+            for h in 0..2u64 {
+                let v = kb.b.build_load(vt, accs[(r * 2 + h) as usize], "")?.into_vector_value();
+                let base = kb.add(row, kb.add(j0, kb.c(h * w))?)?;
+                if valid == nr {
+                    store_vec(kb, vt, py, base, v)?;
+                } else {
+                    let then = kb.cx.append_basic_block(kb.f, "full");
+                    let other = kb.cx.append_basic_block(kb.f, "edge");
+                    let done = kb.cx.append_basic_block(kb.f, "stored");
+                    kb.b.build_conditional_branch(last, other, then)?;
+                    kb.b.position_at_end(then);
+                    store_vec(kb, vt, py, base, v)?;
+                    kb.b.build_unconditional_branch(done)?;
+                    kb.b.position_at_end(other);
+                    for lane in 0..w {
+                        if h * w + lane < valid {
+                            let x = kb.b.build_extract_element(v, kb.cx.i32_type().const_int(lane, false), "")?;
+                            kb.store_f32(py, kb.add(base, kb.c(lane))?, x.into_float_value())?;
+                        }
+                    }
+                    kb.b.build_unconditional_branch(done)?;
+                    kb.b.position_at_end(done);
+                }
+            }
+        }
+        epilogue(kb, n, s, &epi, i0, rows, j0, kb.b.build_select(last, kb.c(valid), kb.c(nr), "")?.into_int_value())
+    };
+    kb.for_n(panels, |kb, p| {
+        if full_rows > 0 {
+            kb.for_n(full_rows / mr, |kb, t| tile(kb, kb.mul(t, kb.c(mr))?, p, mr))?;
+        }
+        if full_rows < s.m {
+            kb.for_range(kb.c(full_rows), kb.c(s.m), |kb, i| tile(kb, i, p, 1))?;
+        }
+        Ok(())
+    })
+}
+
+fn load_vec<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    vt: VectorType<'ctx>,
+    base: PointerValue<'ctx>,
+    idx: IntValue<'ctx>,
+) -> R<VectorValue<'ctx>> {
+    let p = kb.gep(kb.f32t.into(), base, idx)?;
+    let v = kb.b.build_load(vt, p, "")?.into_vector_value();
+    if let Some(i) = v.as_instruction() {
+        i.set_alignment(4).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    }
+    Ok(v)
+}
+
+fn store_vec<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    vt: VectorType<'ctx>,
+    base: PointerValue<'ctx>,
+    idx: IntValue<'ctx>,
+    v: VectorValue<'ctx>,
+) -> R<()> {
+    let _ = vt;
+    let p = kb.gep(kb.f32t.into(), base, idx)?;
+    let st = kb.b.build_store(p, v)?;
+    st.set_alignment(4).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    Ok(())
+}
+
+fn splat<'ctx>(kb: &Kb<'_, 'ctx>, vt: VectorType<'ctx>, x: inkwell::values::FloatValue<'ctx>) -> R<VectorValue<'ctx>> {
+    let i32t = kb.cx.i32_type();
+    let v = kb.b.build_insert_element(vt.get_undef(), x, i32t.const_zero(), "")?;
+    let mask = i32t.vec_type(vt.get_size()).const_zero();
+    Ok(kb.b.build_shuffle_vector(v, vt.get_undef(), mask, "")?)
+}
+
+/// The epilogue over a stored tile: rows `i0..i0+rows`, columns `j0..j0+cols`.
+#[allow(clippy::too_many_arguments)]
+fn epilogue<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    n: &NodeInfo,
+    s: &Shape,
+    epi: &Epilogue,
+    i0: IntValue<'ctx>,
+    rows: u64,
+    j0: IntValue<'ctx>,
+    cols: IntValue<'ctx>,
+) -> R<()> {
+    let py = kb.param(n.inputs.len());
+    match epi {
+        Epilogue::MatMul { bias: None, act: Activation::None } => return Ok(()),
+        Epilogue::Gemm { op, c_dims: None } if op.alpha == 1.0 && op.act == Activation::None => return Ok(()),
+        _ => {}
+    }
+    kb.for_n(rows, |kb, r| {
+        let i = kb.add(i0, r)?;
+        kb.for_range(kb.c(0), cols, |kb, jj| {
+            let j = kb.add(j0, jj)?;
+            let yi = kb.add(kb.mul(i, kb.c(s.n))?, j)?;
+            let mut y = kb.load_f32(py, yi)?;
+            let act = match epi {
+                Epilogue::MatMul { bias, act } => {
+                    if let Some(bi) = bias {
+                        y = kb.fadd(y, kb.load_f32(kb.param(*bi), j)?)?;
+                    }
+                    *act
+                }
+                Epilogue::Gemm { op, c_dims } => {
+                    if op.alpha != 1.0 {
+                        y = kb.fmul(y, kb.cf(op.alpha))?;
+                    }
+                    if let Some(cd) = c_dims {
+                        let cs = broadcast_strides(cd, &[s.m, s.n]);
+                        let c = kb.load_f32(kb.param(2), kb.lin(&[(i, cs[0]), (j, cs[1])], 0)?)?;
+                        let c = if op.beta == 1.0 { c } else { kb.fmul(kb.cf(op.beta), c)? };
+                        y = kb.fadd(y, c)?;
+                    }
+                    op.act
+                }
+            };
+            kb.store_f32(py, yi, activation(kb, act, y)?)
+        })
+    })
+}
+
+/// Whether a node's B operand can be packed: f32 constant, 2-D.
+pub(crate) fn packable(b: Option<&TensorData>, inputs: &[dlc_ir::TensorType]) -> bool {
+    b.is_some_and(|t| t.ty().dtype == DType::F32 && t.ty().shape.rank() == 2)
+        && inputs.iter().all(|t| t.dtype == DType::F32)
+}
