@@ -189,32 +189,42 @@ def fusion_patterns(out):
     rng = np.random.RandomState(17)
     n = helper.make_node
     c = lambda name, v: numpy_helper.from_array(np.array(v, np.float32), name)  # noqa: E731
-    nodes = [
-        n("Reshape", ["q", "split"], ["q4"]), n("Transpose", ["q4"], ["qh"], perm=[0, 2, 1, 3]),
-        n("Reshape", ["k", "split"], ["k4"]), n("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
-        n("Reshape", ["v", "split"], ["v4"]), n("Transpose", ["v4"], ["vh"], perm=[0, 2, 1, 3]),
-        n("MatMul", ["qh", "kt"], ["s"]), n("Mul", ["s", "scale"], ["ss"]), n("Add", ["mask", "ss"], ["sm"]),
-        n("Softmax", ["sm"], ["p"], axis=-1), n("MatMul", ["p", "vh"], ["o"]),
-        n("Transpose", ["o"], ["ot"], perm=[0, 2, 1, 3]), n("Reshape", ["ot", "merge"], ["attn"]),
-        n("Mul", ["attn", "inv_sqrt2"], ["g0"]), n("Erf", ["g0"], ["g1"]), n("Add", ["one", "g1"], ["g2"]),
-        n("Mul", ["attn", "g2"], ["g3"]), n("Mul", ["half", "g3"], ["gelu"]),
+    def attention_block(tag, split, mask):
+        t = lambda name: f"{tag}_{name}"  # noqa: E731
+        return [
+            n("Reshape", ["q", split], [t("q4")]), n("Transpose", [t("q4")], [t("qh")], perm=[0, 2, 1, 3]),
+            n("Reshape", ["k", split], [t("k4")]), n("Transpose", [t("k4")], [t("kt")], perm=[0, 2, 3, 1]),
+            n("Reshape", ["v", split], [t("v4")]), n("Transpose", [t("v4")], [t("vh")], perm=[0, 2, 1, 3]),
+            n("MatMul", [t("qh"), t("kt")], [t("s")]), n("Mul", [t("s"), "scale"], [t("ss")]),
+            n("Add", [mask, t("ss")], [t("sm")]),
+            n("Softmax", [t("sm")], [t("p")], axis=-1), n("MatMul", [t("p"), t("vh")], [t("o")]),
+            n("Transpose", [t("o")], [t("ot")], perm=[0, 2, 1, 3]), n("Reshape", [t("ot"), "merge"], [t("attn")]),
+        ]
+
+    # Two heads of 16 (the vectorised kernel) and eight heads of 4 (the scalar one).
+    nodes = attention_block("a", "split2", "mask2") + attention_block("b", "split8", "mask8") + [
+        n("Mul", ["a_attn", "inv_sqrt2"], ["g0"]), n("Erf", ["g0"], ["g1"]), n("Add", ["one", "g1"], ["g2"]),
+        n("Mul", ["a_attn", "g2"], ["g3"]), n("Mul", ["half", "g3"], ["gelu"]),
         n("Add", ["pos", "gelu"], ["res"]),
         n("LayerNormalization", ["res", "gamma", "beta"], ["ln"], axis=-1, epsilon=1e-5),
         n("MatMul", ["ln", "w"], ["mm"]), n("Add", ["mm", "bias"], ["mb"]), n("Relu", ["mb"], ["y"]),
         # An elementwise tree with a broadcast operand: one fused kernel.
         n("Sigmoid", ["ln"], ["sg"]), n("Mul", ["ln", "sg"], ["sw"]), n("Add", ["sw", "beta"], ["sb"]),
         n("Tanh", ["sb"], ["z"]),
+        n("Identity", ["b_attn"], ["u"]),
     ]
     inits = [
-        numpy_helper.from_array(np.array([1, 4, 2, 4], np.int64), "split"),
-        numpy_helper.from_array(np.array([1, 4, 8], np.int64), "merge"),
-        c("scale", 0.5), c("inv_sqrt2", 1 / np.sqrt(2)), c("one", 1.0), c("half", 0.5),
-        numpy_helper.from_array(arr(rng, 4, 8), "pos"),
-        numpy_helper.from_array(arr(rng, 8), "gamma"), numpy_helper.from_array(arr(rng, 8), "beta"),
-        numpy_helper.from_array(arr(rng, 8, 6), "w"), numpy_helper.from_array(arr(rng, 6), "bias"),
+        numpy_helper.from_array(np.array([1, 4, 2, 16], np.int64), "split2"),
+        numpy_helper.from_array(np.array([1, 4, 8, 4], np.int64), "split8"),
+        numpy_helper.from_array(np.array([1, 4, 32], np.int64), "merge"),
+        c("scale", 0.25), c("inv_sqrt2", 1 / np.sqrt(2)), c("one", 1.0), c("half", 0.5),
+        numpy_helper.from_array(arr(rng, 4, 32), "pos"),
+        numpy_helper.from_array(arr(rng, 32), "gamma"), numpy_helper.from_array(arr(rng, 32), "beta"),
+        numpy_helper.from_array(arr(rng, 32, 6), "w"), numpy_helper.from_array(arr(rng, 6), "bias"),
     ]
-    ins = [vi("q", [1, 4, 8]), vi("k", [1, 4, 8]), vi("v", [1, 4, 8]), vi("mask", [1, 1, 4, 4])]
-    save(out, "fusion_patterns", nodes, ins, [vi("y", None), vi("z", None)], inits)
+    ins = [vi("q", [1, 4, 32]), vi("k", [1, 4, 32]), vi("v", [1, 4, 32]), vi("mask2", [1, 1, 4, 4]),
+           vi("mask8", [1, 8, 4, 4])]
+    save(out, "fusion_patterns", nodes, ins, [vi("y", None), vi("z", None), vi("u", None)], inits)
 
 
 def gemm_packed(out):

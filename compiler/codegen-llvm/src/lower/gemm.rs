@@ -172,7 +172,7 @@ pub(crate) fn packed<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, s: &Shape, b: &Tenso
     })
 }
 
-fn load_vec<'ctx>(
+pub(crate) fn load_vec<'ctx>(
     kb: &Kb<'_, 'ctx>,
     vt: VectorType<'ctx>,
     base: PointerValue<'ctx>,
@@ -186,7 +186,7 @@ fn load_vec<'ctx>(
     Ok(v)
 }
 
-fn store_vec<'ctx>(
+pub(crate) fn store_vec<'ctx>(
     kb: &Kb<'_, 'ctx>,
     vt: VectorType<'ctx>,
     base: PointerValue<'ctx>,
@@ -200,7 +200,11 @@ fn store_vec<'ctx>(
     Ok(())
 }
 
-fn splat<'ctx>(kb: &Kb<'_, 'ctx>, vt: VectorType<'ctx>, x: inkwell::values::FloatValue<'ctx>) -> R<VectorValue<'ctx>> {
+pub(crate) fn splat<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    vt: VectorType<'ctx>,
+    x: inkwell::values::FloatValue<'ctx>,
+) -> R<VectorValue<'ctx>> {
     let i32t = kb.cx.i32_type();
     let v = kb.b.build_insert_element(vt.get_undef(), x, i32t.const_zero(), "")?;
     let mask = i32t.vec_type(vt.get_size()).const_zero();
@@ -260,4 +264,35 @@ fn epilogue<'ctx>(
 pub(crate) fn packable(b: Option<&TensorData>, inputs: &[dlc_ir::TensorType]) -> bool {
     b.is_some_and(|t| t.ty().dtype == DType::F32 && t.ty().shape.rank() == 2)
         && inputs.iter().all(|t| t.dtype == DType::F32)
+}
+
+/// `a * b + c` on vectors (llvm.fma).
+pub(crate) fn vfma<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    a: VectorValue<'ctx>,
+    b: VectorValue<'ctx>,
+    c: VectorValue<'ctx>,
+) -> R<VectorValue<'ctx>> {
+    let f = inkwell::intrinsics::Intrinsic::find("llvm.fma")
+        .and_then(|i| i.get_declaration(kb.m, &[a.get_type().into()]))
+        .ok_or_else(|| CodegenError::Llvm("no llvm.fma".into()))?;
+    let v = kb.b.build_call(f, &[a.into(), b.into(), c.into()], "")?;
+    Ok(v.try_as_basic_value().basic().ok_or_else(|| CodegenError::Llvm("fma".into()))?.into_vector_value())
+}
+
+/// The sum of a vector's lanes by halving (a fixed tree order).
+pub(crate) fn hsum<'ctx>(kb: &Kb<'_, 'ctx>, v: VectorValue<'ctx>) -> R<inkwell::values::FloatValue<'ctx>> {
+    let i32t = kb.cx.i32_type();
+    let mut v = v;
+    let mut n = v.get_type().get_size();
+    while n > 1 {
+        let half = n / 2;
+        let lo: Vec<_> = (0..half).map(|i| i32t.const_int(i as u64, false)).collect();
+        let hi: Vec<_> = (half..n).map(|i| i32t.const_int(i as u64, false)).collect();
+        let a = kb.b.build_shuffle_vector(v, v, inkwell::types::VectorType::const_vector(&lo), "")?;
+        let b = kb.b.build_shuffle_vector(v, v, inkwell::types::VectorType::const_vector(&hi), "")?;
+        v = kb.b.build_float_add(a, b, "")?;
+        n = half;
+    }
+    Ok(kb.b.build_extract_element(v, i32t.const_zero(), "")?.into_float_value())
 }

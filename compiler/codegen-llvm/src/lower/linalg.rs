@@ -5,7 +5,7 @@ use super::NodeInfo;
 use crate::kernel::{Kb, R};
 use dlc_ir::ops::{Activation, Attention, Gemm};
 use dlc_ir::DType;
-use inkwell::values::{FloatValue, IntValue};
+use inkwell::values::{FloatValue, IntValue, PointerValue, VectorValue};
 
 pub(crate) fn matmul(kb: &Kb, n: &NodeInfo, act: Activation) -> R<()> {
     n.require_f32()?;
@@ -196,6 +196,10 @@ pub(crate) fn attention<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Attention) -
     let row = kb.alloca(row_ty.into())?;
     let (mx, sum) = (kb.alloca_f32()?, kb.alloca_f32()?);
     let at = |j: IntValue<'ctx>| kb.gep(kb.f32t.into(), row, j);
+    let w = super::gemm::vector_width(n.target) as u64;
+    if d % w == 0 && dv % w == 0 && d / w <= 8 && dv / w <= 16 {
+        return attention_vec(kb, op, AttnDims { b, h, sq, sk, d, dv, w }, mask, row, (mx, sum));
+    }
     kb.nest(&[b, h, sq], |kb, idx| {
         let (bi, hi, i) = (idx[0], idx[1], idx[2]);
         let q_row = kb.lin(&[(bi, sq * h * d), (i, h * d), (hi, d)], 0)?;
@@ -248,5 +252,96 @@ pub(crate) fn attention<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Attention) -
                 kb.store_f32(py, yi, kb.fadd(kb.load_f32(py, yi)?, kb.fmul(p, vv)?)?)
             })
         })
+    })
+}
+
+struct AttnDims {
+    b: u64,
+    h: u64,
+    sq: u64,
+    sk: u64,
+    d: u64,
+    dv: u64,
+    w: u64,
+}
+
+type MaskArg<'ctx> = Option<(PointerValue<'ctx>, DType, Vec<u64>)>;
+
+/// The attention kernel with vectors of `w` lanes along the head dims: q's row held in
+/// registers, each score a vector dot product summed by halving, the output row
+/// accumulated with FMA over the value rows.
+fn attention_vec<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    op: &Attention,
+    t: AttnDims,
+    mask: MaskArg<'ctx>,
+    row: PointerValue<'ctx>,
+    (mx, sum): (PointerValue<'ctx>, PointerValue<'ctx>),
+) -> R<()> {
+    use super::gemm::{hsum, load_vec, splat, store_vec, vfma};
+    let AttnDims { b, h, sq, sk, d, dv, w } = t;
+    let (pq, pk, pv) = (kb.param(0), kb.param(1), kb.param(2));
+    let py = kb.param(if mask.is_some() { 4 } else { 3 });
+    let vt = kb.f32t.vec_type(w as u32);
+    let at = |j: IntValue<'ctx>| kb.gep(kb.f32t.into(), row, j);
+    let accs: Vec<PointerValue<'ctx>> = (0..dv / w).map(|_| kb.alloca(vt.into())).collect::<R<_>>()?;
+    kb.nest(&[b, h, sq], |kb, idx| {
+        let (bi, hi, i) = (idx[0], idx[1], idx[2]);
+        let q_row = kb.lin(&[(bi, sq * h * d), (i, h * d), (hi, d)], 0)?;
+        let qs: Vec<VectorValue<'ctx>> =
+            (0..d / w).map(|c| load_vec(kb, vt, pq, kb.add(q_row, kb.c(c * w))?)).collect::<R<_>>()?;
+        kb.set(mx, kb.cf(f32::NEG_INFINITY))?;
+        kb.for_n(sk, |kb, j| {
+            let k_row = kb.lin(&[(bi, sk * h * d), (j, h * d), (hi, d)], 0)?;
+            let mut acc = vt.const_zero();
+            for (c, q) in qs.iter().enumerate() {
+                let kv = load_vec(kb, vt, pk, kb.add(k_row, kb.c(c as u64 * w))?)?;
+                acc = vfma(kb, *q, kv, acc)?;
+            }
+            let mut s = kb.fmul(hsum(kb, acc)?, kb.cf(op.scale))?;
+            if let Some((pm, mdt, mdims)) = &mask {
+                let m = if op.key_padding {
+                    let ty = llvm_type(kb, *mdt).expect("numeric");
+                    let raw = kb.b.build_load(ty, kb.gep(ty, *pm, kb.lin(&[(bi, sk), (j, 1)], 0)?)?, "")?;
+                    let mf = convert(kb, widen(kb, raw, *mdt)?, compute_dtype(*mdt), DType::F32)?.into_float_value();
+                    kb.fmul(kb.fsub(kb.cf(1.0), mf)?, kb.cf(op.padding_fill))?
+                } else {
+                    let st = broadcast_strides(mdims, &[b, h, sq, sk]);
+                    kb.load_f32(*pm, kb.lin(&[(bi, st[0]), (hi, st[1]), (i, st[2]), (j, st[3])], 0)?)?
+                };
+                s = kb.fadd(s, m)?;
+            }
+            kb.b.build_store(at(j)?, s)?;
+            kb.set(mx, kb.fmax(kb.get(mx)?, s)?)
+        })?;
+        kb.set(sum, kb.cf(0.0))?;
+        let m = kb.get(mx)?;
+        kb.for_n(sk, |kb, j| {
+            let p = at(j)?;
+            let e = kb.libm("expf", kb.fsub(kb.b.build_load(kb.f32t, p, "")?.into_float_value(), m)?)?;
+            kb.b.build_store(p, e)?;
+            kb.set(sum, kb.fadd(kb.get(sum)?, e)?)
+        })?;
+        let inv = kb.fdiv(kb.cf(1.0), kb.get(sum)?)?;
+        for a in &accs {
+            kb.b.build_store(*a, vt.const_zero())?;
+        }
+        kb.for_n(sk, |kb, j| {
+            let p = kb.fmul(kb.b.build_load(kb.f32t, at(j)?, "")?.into_float_value(), inv)?;
+            let ps = splat(kb, vt, p)?;
+            let v_row = kb.lin(&[(bi, sk * h * dv), (j, h * dv), (hi, dv)], 0)?;
+            for (c, a) in accs.iter().enumerate() {
+                let vv = load_vec(kb, vt, pv, kb.add(v_row, kb.c(c as u64 * w))?)?;
+                let cur = kb.b.build_load(vt, *a, "")?.into_vector_value();
+                kb.b.build_store(*a, vfma(kb, ps, vv, cur)?)?;
+            }
+            Ok(())
+        })?;
+        let y_row = kb.lin(&[(bi, sq * h * dv), (i, h * dv), (hi, dv)], 0)?;
+        for (c, a) in accs.iter().enumerate() {
+            let v = kb.b.build_load(vt, *a, "")?.into_vector_value();
+            store_vec(kb, vt, py, kb.add(y_row, kb.c(c as u64 * w))?, v)?;
+        }
+        Ok(())
     })
 }
