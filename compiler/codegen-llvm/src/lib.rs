@@ -11,6 +11,7 @@
 //! shapes or targets are [`CodegenError`]s naming the node and op.
 #![warn(missing_docs)]
 
+pub mod fastmath;
 mod kernel;
 mod lower;
 mod target;

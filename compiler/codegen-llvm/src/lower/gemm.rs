@@ -81,7 +81,14 @@ fn pack(b: &[f32], s: &Shape, nr: u64) -> Vec<f32> {
 
 /// Emits the kernel. Parameters: A (`[.., M, K]`, batch rows folded into M), B (unused:
 /// its packed copy is a global), optional bias/C, then Y.
-pub(crate) fn packed<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, s: &Shape, b: &TensorData, epi: Epilogue) -> R<()> {
+pub(crate) fn packed<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    n: &NodeInfo,
+    s: &Shape,
+    b: &TensorData,
+    epi: Epilogue,
+    bias_const: Option<&TensorData>,
+) -> R<()> {
     let w = vector_width(n.target) as u64;
     let (nr, mr) = (2 * w, if w == 16 || w == 4 { 8 } else { 6 });
     let bv = b.to_f32().ok_or_else(|| CodegenError::Llvm("packed B must be f32".into()))?;
@@ -103,6 +110,28 @@ pub(crate) fn packed<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, s: &Shape, b: &Tenso
         .ok_or_else(|| CodegenError::Llvm("no llvm.fma".into()))?;
     let panels = s.n.div_ceil(nr);
     let full_rows = s.m / mr * mr;
+    // MatMul epilogues with a constant bias (zero-padded to whole panels) and an
+    // activation that has a vector form run in registers before the store.
+    let vec_epi = match &epi {
+        Epilogue::MatMul { bias, act } if vector_act(*act) => match (bias, bias_const) {
+            (None, _) => Some((None, *act)),
+            (Some(_), Some(bc)) => {
+                let mut padded = bc.to_f32().ok_or_else(|| CodegenError::Llvm("bias must be f32".into()))?;
+                padded.resize((panels * nr) as usize, 0.0);
+                let bytes: Vec<u8> = padded.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let init = kb.cx.const_string(&bytes, false);
+                let name = format!("{}.bias", kb.f.get_name().to_string_lossy());
+                let g = kb.m.add_global(init.get_type(), None, &name);
+                g.set_initializer(&init);
+                g.set_constant(true);
+                g.set_linkage(Linkage::Private);
+                g.set_alignment(64);
+                Some((Some(g.as_pointer_value()), *act))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
     // One tile of `rows` rows (1..=mr) at row i0 and panel p.
     let tile = |kb: &Kb<'_, 'ctx>, i0: IntValue<'ctx>, p: IntValue<'ctx>, rows: u64| -> R<()> {
         let accs: Vec<PointerValue<'ctx>> = (0..rows * 2).map(|_| kb.alloca(vt.into())).collect::<R<_>>()?;
@@ -135,8 +164,14 @@ pub(crate) fn packed<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, s: &Shape, b: &Tenso
         for r in 0..rows {
             let row = kb.mul(kb.add(i0, kb.c(r))?, kb.c(s.n))?;
             for h in 0..2u64 {
-                let v = kb.b.build_load(vt, accs[(r * 2 + h) as usize], "")?.into_vector_value();
+                let mut v = kb.b.build_load(vt, accs[(r * 2 + h) as usize], "")?.into_vector_value();
                 let base = kb.add(row, kb.add(j0, kb.c(h * w))?)?;
+                if let Some((bias, act)) = &vec_epi {
+                    if let Some(pb) = bias {
+                        v = kb.b.build_float_add(v, load_vec(kb, vt, *pb, kb.add(j0, kb.c(h * w))?)?, "")?;
+                    }
+                    v = vector_activation(kb, *act, v)?;
+                }
                 if valid == nr {
                     store_vec(kb, vt, py, base, v)?;
                 } else {
@@ -158,6 +193,9 @@ pub(crate) fn packed<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, s: &Shape, b: &Tenso
                     kb.b.position_at_end(done);
                 }
             }
+        }
+        if vec_epi.is_some() {
+            return Ok(());
         }
         epilogue(kb, n, s, &epi, i0, rows, j0, kb.b.build_select(last, kb.c(valid), kb.c(nr), "")?.into_int_value())
     };
@@ -209,6 +247,36 @@ pub(crate) fn splat<'ctx>(
     let v = kb.b.build_insert_element(vt.get_undef(), x, i32t.const_zero(), "")?;
     let mask = i32t.vec_type(vt.get_size()).const_zero();
     Ok(kb.b.build_shuffle_vector(v, vt.get_undef(), mask, "")?)
+}
+
+/// Activations with a vector form.
+fn vector_act(a: Activation) -> bool {
+    matches!(a, Activation::None | Activation::Relu | Activation::Clip { .. } | Activation::Gelu)
+}
+
+fn vector_activation<'ctx>(kb: &Kb<'_, 'ctx>, a: Activation, v: VectorValue<'ctx>) -> R<VectorValue<'ctx>> {
+    let b = &kb.b;
+    let vt = v.get_type();
+    let c = |x: f32| splat(kb, vt, kb.cf(x));
+    let clamp = |v: VectorValue<'ctx>, lo: f32, hi: f32| -> R<VectorValue<'ctx>> {
+        let mut v = v;
+        if lo > f32::NEG_INFINITY {
+            let below = b.build_float_compare(inkwell::FloatPredicate::OLT, v, c(lo)?, "")?;
+            v = b.build_select(below, c(lo)?, v, "")?.into_vector_value();
+        }
+        if hi < f32::INFINITY {
+            let above = b.build_float_compare(inkwell::FloatPredicate::OGT, v, c(hi)?, "")?;
+            v = b.build_select(above, c(hi)?, v, "")?.into_vector_value();
+        }
+        Ok(v)
+    };
+    match a {
+        Activation::None => Ok(v),
+        Activation::Relu => clamp(v, 0.0, f32::INFINITY),
+        Activation::Clip { min, max } => clamp(v, min, max),
+        Activation::Gelu => crate::fastmath::gelu(kb, v),
+        other => Err(CodegenError::Llvm(format!("no vector form for {other:?}"))),
+    }
 }
 
 /// The epilogue over a stored tile: rows `i0..i0+rows`, columns `j0..j0+cols`.

@@ -314,9 +314,22 @@ fn attention_vec<'ctx>(
             kb.b.build_store(at(j)?, s)?;
             kb.set(mx, kb.fmax(kb.get(mx)?, s)?)
         })?;
-        kb.set(sum, kb.cf(0.0))?;
+        // Exponentials: whole vectors with the fast exp, a scalar tail with expf.
         let m = kb.get(mx)?;
-        kb.for_n(sk, |kb, j| {
+        let ms = splat(kb, vt, m)?;
+        let vsum = kb.alloca(vt.into())?;
+        kb.b.build_store(vsum, vt.const_zero())?;
+        kb.for_n(sk / w, |kb, c| {
+            let j = kb.mul(c, kb.c(w))?;
+            let x = load_vec(kb, vt, row, j)?;
+            let e = crate::fastmath::exp(kb, kb.b.build_float_sub(x, ms, "")?)?;
+            store_vec(kb, vt, row, j, e)?;
+            let acc = kb.b.build_load(vt, vsum, "")?.into_vector_value();
+            kb.b.build_store(vsum, kb.b.build_float_add(acc, e, "")?)?;
+            Ok(())
+        })?;
+        kb.set(sum, hsum(kb, kb.b.build_load(vt, vsum, "")?.into_vector_value())?)?;
+        kb.for_range(kb.c(sk / w * w), kb.c(sk), |kb, j| {
             let p = at(j)?;
             let e = kb.libm("expf", kb.fsub(kb.b.build_load(kb.f32t, p, "")?.into_float_value(), m)?)?;
             kb.b.build_store(p, e)?;

@@ -10,6 +10,7 @@ use inkwell::values::FunctionValue;
 mod conv;
 mod elementwise;
 mod gemm;
+pub(crate) use gemm::vfma;
 mod linalg;
 mod minifloat;
 mod movement;
@@ -101,7 +102,14 @@ pub(crate) fn lower_node<'ctx>(
             }
             _ => unreachable!("packed_b accepts MatMul and Gemm only"),
         };
-        gemm::packed(&kb, &info, &shape, b, epi)?;
+        let bias_const = match (&node.op, g.operands(id).get(2)) {
+            (Op::MatMul(_), Some(v)) => match &g.node(v.node).op {
+                Op::Const(c) => Some(&c.value),
+                _ => None,
+            },
+            _ => None,
+        };
+        gemm::packed(&kb, &info, &shape, b, epi, bias_const)?;
         return kb.finish();
     }
     match &node.op {

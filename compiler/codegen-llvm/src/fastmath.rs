@@ -1,0 +1,217 @@
+//! Fast vector math for kernels. Each function is written twice from one coefficient
+//! table: in LLVM IR (what kernels run) and in Rust (`*_ref`, the same operations in the
+//! same order in f32), and the tests bound the Rust twin's error against f64.
+//!
+//! `erf` and `gelu`: Abramowitz & Stegun 7.1.26 on top of `exp` (see [`erf`]).
+//!
+//! `exp`: Cody-Waite range reduction `x = n ln2 + r`, `|r| <= ln2/2`, a degree-6
+//! polynomial for `e^r` (Cephes `expf` coefficients), and `2^n` built in the exponent
+//! bits. Inputs below -87.3 give 0 (results there would be subnormal; -inf gives 0),
+//! above 88.0 give +inf (e^x overflows f32 only at 88.72: values in between come out
+//! as +inf early); NaN stays NaN. Maximum relative error over [-87, 88]: 2 ulp
+//! (measured by `exp_error_is_within_2_ulp`). Softmax, its one user, only feeds it
+//! `x - max(x) <= 0`.
+use crate::kernel::{Kb, R};
+use crate::CodegenError;
+use inkwell::types::VectorType;
+use inkwell::values::VectorValue;
+use inkwell::FloatPredicate;
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+const P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1];
+const LO: f32 = -87.3;
+const HI: f32 = 88.0;
+
+/// The Rust twin of [`exp`], operation for operation.
+pub fn exp_ref(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    if x < LO {
+        return 0.0;
+    }
+    if x > HI {
+        return f32::INFINITY;
+    }
+    let n = (x * LOG2E).round_ties_even();
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
+    let mut p = P[0];
+    for c in &P[1..] {
+        p = p.mul_add(r, *c);
+    }
+    let y = p.mul_add(r * r, r) + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+fn fma<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    a: VectorValue<'ctx>,
+    b: VectorValue<'ctx>,
+    c: VectorValue<'ctx>,
+) -> R<VectorValue<'ctx>> {
+    crate::lower::vfma(kb, a, b, c)
+}
+
+/// `e^x` on a vector of f32 (see the module doc for the error bound).
+pub(crate) fn exp<'ctx>(kb: &Kb<'_, 'ctx>, x: VectorValue<'ctx>) -> R<VectorValue<'ctx>> {
+    let b = &kb.b;
+    let vt = x.get_type();
+    let w = vt.get_size();
+    let c = |v: f32| -> VectorValue<'ctx> {
+        let s = kb.f32t.const_float(v as f64);
+        VectorType::const_vector(&vec![s; w as usize])
+    };
+    let intr = |name: &str| {
+        inkwell::intrinsics::Intrinsic::find(name)
+            .and_then(|i| i.get_declaration(kb.m, &[vt.into()]))
+            .ok_or_else(|| CodegenError::Llvm(format!("no {name}")))
+    };
+    let call1 = |name: &str, a: VectorValue<'ctx>| -> R<VectorValue<'ctx>> {
+        let f = intr(name)?;
+        let v = b.build_call(f, &[a.into()], "")?;
+        Ok(v.try_as_basic_value().basic().ok_or_else(|| CodegenError::Llvm(name.into()))?.into_vector_value())
+    };
+    let n = call1("llvm.roundeven", b.build_float_mul(x, c(LOG2E), "")?)?;
+    let neg_n = b.build_float_neg(n, "")?;
+    let r = fma(kb, neg_n, c(LN2_HI), x)?;
+    let r = fma(kb, neg_n, c(LN2_LO), r)?;
+    let mut p = c(P[0]);
+    for k in &P[1..] {
+        p = fma(kb, p, r, c(*k))?;
+    }
+    let r2 = b.build_float_mul(r, r, "")?;
+    let y = b.build_float_add(fma(kb, p, r2, r)?, c(1.0), "")?;
+    // 2^n: (n + 127) << 23 as float bits (n is in [-126, 128] after the clamps below).
+    let it = kb.cx.i32_type().vec_type(w);
+    let ni = b.build_float_to_signed_int(b.build_float_add(n, c(0.0), "")?, it, "")?;
+    let ni =
+        b.build_int_add(ni, VectorType::const_vector(&vec![kb.cx.i32_type().const_int(127, false); w as usize]), "")?;
+    let ni =
+        b.build_left_shift(ni, VectorType::const_vector(&vec![kb.cx.i32_type().const_int(23, false); w as usize]), "")?;
+    let scale = b.build_bit_cast(ni, vt, "")?.into_vector_value();
+    let e = b.build_float_mul(y, scale, "")?;
+    let lo = b.build_float_compare(FloatPredicate::OLT, x, c(LO), "")?;
+    let hi = b.build_float_compare(FloatPredicate::OGT, x, c(HI), "")?;
+    let e = b.build_select(lo, c(0.0), e, "")?.into_vector_value();
+    let e = b.build_select(hi, c(f32::INFINITY), e, "")?.into_vector_value();
+    let nan = b.build_float_compare(FloatPredicate::UNO, x, x, "")?;
+    Ok(b.build_select(nan, x, e, "")?.into_vector_value())
+}
+
+// erf: Abramowitz & Stegun 7.1.26, `erf(x) = 1 - t (a1 + t (a2 + ... a5)) e^(-x^2)`
+// with `t = 1 / (1 + p |x|)`, odd in x.
+const ERF_P: f32 = 0.327_591_1;
+const ERF_A: [f32; 5] = [1.061_405_4, -1.453_152_1, 1.421_413_7, -0.284_496_74, 0.254_829_6];
+
+/// The Rust twin of [`erf`], operation for operation.
+pub fn erf_ref(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / ERF_P.mul_add(a, 1.0);
+    let mut q = ERF_A[0];
+    for c in &ERF_A[1..] {
+        q = q.mul_add(t, *c);
+    }
+    let y = 1.0 - t * q * exp_ref(-(a * a));
+    if x.is_nan() {
+        x
+    } else {
+        y.copysign(x)
+    }
+}
+
+/// GELU `x/2 (1 + erf(x / sqrt 2))` through [`erf_ref`].
+pub fn gelu_ref(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf_ref(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// `erf(x)` on a vector: maximum absolute error 7e-7 in f32 (`erf_error_is_within_7e_7`;
+/// the formula's own bound is 1.5e-7, the rest is rounding in `1 - t q e^(-x^2)`). That
+/// is a large relative error for tiny `x`, so kernels use it only inside GELU, where it
+/// is added to 1.
+pub(crate) fn erf<'ctx>(kb: &Kb<'_, 'ctx>, x: VectorValue<'ctx>) -> R<VectorValue<'ctx>> {
+    let b = &kb.b;
+    let w = x.get_type().get_size();
+    let c = |v: f32| VectorType::const_vector(&vec![kb.f32t.const_float(v as f64); w as usize]);
+    let fabs = inkwell::intrinsics::Intrinsic::find("llvm.fabs")
+        .and_then(|i| i.get_declaration(kb.m, &[x.get_type().into()]))
+        .ok_or_else(|| CodegenError::Llvm("no llvm.fabs".into()))?;
+    let a = b
+        .build_call(fabs, &[x.into()], "")?
+        .try_as_basic_value()
+        .basic()
+        .ok_or_else(|| CodegenError::Llvm("fabs".into()))?;
+    let a = a.into_vector_value();
+    let t = b.build_float_div(c(1.0), fma(kb, c(ERF_P), a, c(1.0))?, "")?;
+    let mut q = c(ERF_A[0]);
+    for k in &ERF_A[1..] {
+        q = fma(kb, q, t, c(*k))?;
+    }
+    let e = exp(kb, b.build_float_neg(b.build_float_mul(a, a, "")?, "")?)?;
+    let y = b.build_float_sub(c(1.0), b.build_float_mul(b.build_float_mul(t, q, "")?, e, "")?, "")?;
+    // copysign(y, x)
+    let it = kb.cx.i32_type().vec_type(w);
+    let sign_mask = VectorType::const_vector(&vec![kb.cx.i32_type().const_int(0x8000_0000, false); w as usize]);
+    let xs = b.build_and(b.build_bit_cast(x, it, "")?.into_vector_value(), sign_mask, "")?;
+    let ys = b.build_or(b.build_bit_cast(y, it, "")?.into_vector_value(), xs, "")?;
+    let y = b.build_bit_cast(ys, x.get_type(), "")?.into_vector_value();
+    let nan = b.build_float_compare(FloatPredicate::UNO, x, x, "")?;
+    Ok(b.build_select(nan, x, y, "")?.into_vector_value())
+}
+
+/// GELU (erf form) on a vector, through [`erf`].
+pub(crate) fn gelu<'ctx>(kb: &Kb<'_, 'ctx>, x: VectorValue<'ctx>) -> R<VectorValue<'ctx>> {
+    let b = &kb.b;
+    let w = x.get_type().get_size();
+    let c = |v: f32| VectorType::const_vector(&vec![kb.f32t.const_float(v as f64); w as usize]);
+    let e = erf(kb, b.build_float_mul(x, c(std::f32::consts::FRAC_1_SQRT_2), "")?)?;
+    Ok(b.build_float_mul(b.build_float_mul(c(0.5), x, "")?, b.build_float_add(c(1.0), e, "")?, "")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{erf_ref, exp_ref, gelu_ref};
+
+    #[test]
+    fn erf_error_is_within_7e_7() {
+        let mut worst: f64 = 0.0;
+        for i in 0..=400_000 {
+            let x = -6.0 + 12.0 * i as f32 / 400_000.0;
+            worst = worst.max((erf_ref(x) as f64 - libm::erf(x as f64)).abs());
+        }
+        assert!(worst <= 7e-7, "max abs error {worst}");
+        assert!(erf_ref(0.0).abs() <= 2e-7);
+        assert_eq!(erf_ref(10.0), 1.0);
+        assert_eq!(erf_ref(-10.0), -1.0);
+        assert!(erf_ref(f32::NAN).is_nan());
+        // GELU inherits it: |error| <= |x| / 2 * 7e-7 + rounding.
+        for x in [-5.0f32, -1.0, -0.1, 0.0, 0.3, 1.7, 4.0] {
+            let want = 0.5 * x as f64 * (1.0 + libm::erf(x as f64 / std::f64::consts::SQRT_2));
+            assert!((gelu_ref(x) as f64 - want).abs() <= 1e-6, "gelu({x})");
+        }
+    }
+
+    fn ulps(a: f32, b: f64) -> f64 {
+        let want = b as f32;
+        let ulp = (f32::from_bits(want.to_bits() + 1) - want) as f64;
+        ((a as f64) - b).abs() / ulp
+    }
+
+    #[test]
+    fn exp_error_is_within_2_ulp() {
+        let mut worst: f64 = 0.0;
+        let n = 2_000_000;
+        for i in 0..=n {
+            let x = -87.0 + 175.0 * i as f32 / n as f32;
+            worst = worst.max(ulps(exp_ref(x), (x as f64).exp()));
+        }
+        assert!(worst <= 2.0, "max error {worst} ulp");
+        assert_eq!(exp_ref(0.0), 1.0);
+        assert_eq!(exp_ref(-100.0), 0.0);
+        assert_eq!(exp_ref(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_ref(100.0), f32::INFINITY);
+        assert!(exp_ref(88.0).is_finite());
+        assert!(exp_ref(f32::NAN).is_nan());
+    }
+}
