@@ -248,6 +248,28 @@ def gemm_packed(out):
     save(out, "gemm_packed", nodes, ins, [vi("y1", None), vi("y2", None), vi("y3", None), vi("y4", None)], inits)
 
 
+def conv_pointwise(out):
+    """1x1 convolutions (the GEMM kernel): pixel counts that are not multiples of the
+    vector tile, channel counts that are not multiples of the row block, batch 2, with and
+    without bias, a residual + Clip epilogue and a Sigmoid one."""
+    rng = np.random.RandomState(29)
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[1, 1]),
+        n("Add", ["c1", "r"], ["s1"]), n("Clip", ["s1", "lo", "hi"], ["y1"]),
+        n("Conv", ["x", "w2"], ["c2"], kernel_shape=[1, 1]), n("Sigmoid", ["c2"], ["y2"]),
+        n("Conv", ["big", "w3", "b3"], ["y3"], kernel_shape=[1, 1]),
+    ]
+    inits = [
+        numpy_helper.from_array(arr(rng, 13, 6, 1, 1), "w1"), numpy_helper.from_array(arr(rng, 13), "b1"),
+        numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi"),
+        numpy_helper.from_array(arr(rng, 9, 6, 1, 1), "w2"),
+        numpy_helper.from_array(arr(rng, 16, 8, 1, 1), "w3"), numpy_helper.from_array(arr(rng, 16), "b3"),
+    ]
+    ins = [vi("x", [2, 6, 5, 7]), vi("r", [2, 13, 5, 7]), vi("big", [1, 8, 8, 8])]
+    save(out, "conv_pointwise", nodes, ins, [vi("y1", None), vi("y2", None), vi("y3", None)], inits)
+
+
 def unsupported(out):
     n = helper.make_node
     nodes = [
@@ -266,7 +288,7 @@ def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     for f in [elementwise, conv_variants, pools, movement, linalg, legacy_softmax_bn, softmax13, external_data,
-              symbolic_batch, fusion_patterns, gemm_packed, unsupported]:
+              symbolic_batch, fusion_patterns, gemm_packed, conv_pointwise, unsupported]:
         f(out)
 
 

@@ -364,3 +364,151 @@ pub(crate) fn hsum<'ctx>(kb: &Kb<'_, 'ctx>, v: VectorValue<'ctx>) -> R<inkwell::
     }
     Ok(kb.b.build_extract_element(v, i32t.const_zero(), "")?.into_float_value())
 }
+
+/// Whether a convolution is a plain 1x1 (stride 1, no padding, one group): then it is a
+/// GEMM per image, `Y[M, P] = W[M, C] X[C, P]` over the `P = H W` pixels.
+pub(crate) fn is_pointwise(op: &dlc_ir::ops::Conv, n: &NodeInfo) -> bool {
+    let ones = |v: &[i64]| v.iter().all(|&x| x == 1);
+    n.inputs.iter().chain(n.outputs).all(|t| t.dtype == DType::F32)
+        && n.in_dims(1).get(2..) == Some(&[1, 1][..])
+        && op.group == 1
+        && ones(&op.strides)
+        && ones(&op.dilations)
+        && op.pads.iter().all(|&p| p == 0)
+        && matches!(op.auto_pad, dlc_ir::ops::AutoPad::NotSet | dlc_ir::ops::AutoPad::Valid)
+}
+
+/// A 1x1 convolution as a register-blocked GEMM: the vector lanes run along pixels
+/// (contiguous in NCHW), `MR` output channels share each loaded pixel vector, weights
+/// are broadcast. The last, partial panel of pixels goes lane by lane. Epilogue (bias per
+/// channel, residual, activation) in registers before the store.
+pub(crate) fn conv1x1<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::Conv) -> R<()> {
+    let (x, wd) = (n.in_dims(0), n.in_dims(1));
+    let (batch, c, p) = (x[0], x[1], x[2] * x[3]);
+    let m = wd[0];
+    let w = vector_width(n.target) as u64;
+    let (nr, mr) = (2 * w, if w == 16 || w == 4 { 8 } else { 6 });
+    let vt = kb.f32t.vec_type(w as u32);
+    let (px, pw) = (kb.param(0), kb.param(1));
+    let pb = (n.inputs.len() >= 3).then(|| kb.param(2));
+    let pr = (n.inputs.len() == 4).then(|| kb.param(3));
+    let py = kb.param(n.inputs.len());
+    let full_panels = p / nr;
+    let valid = p % nr;
+    let full_rows = m / mr * mr;
+    // Loads `w` floats at `base + idx`, of which the first `lanes` exist (the rest 0).
+    let load = |kb: &Kb<'_, 'ctx>, base: PointerValue<'ctx>, idx: IntValue<'ctx>, lanes: u64| -> R<VectorValue<'ctx>> {
+        if lanes >= w {
+            return load_vec(kb, vt, base, idx);
+        }
+        let mut v = vt.const_zero();
+        for l in 0..lanes {
+            let x = kb.load_f32(base, kb.add(idx, kb.c(l))?)?;
+            v = kb.b.build_insert_element(v, x, kb.cx.i32_type().const_int(l, false), "")?;
+        }
+        Ok(v)
+    };
+    let store = |kb: &Kb<'_, 'ctx>, idx: IntValue<'ctx>, v: VectorValue<'ctx>, lanes: u64| -> R<()> {
+        if lanes >= w {
+            return store_vec(kb, vt, py, idx, v);
+        }
+        for l in 0..lanes {
+            let x = kb.b.build_extract_element(v, kb.cx.i32_type().const_int(l, false), "")?;
+            kb.store_f32(py, kb.add(idx, kb.c(l))?, x.into_float_value())?;
+        }
+        Ok(())
+    };
+    // One tile: `rows` channels from m0, pixels j0.. with `width` valid (<= nr).
+    let tile = |kb: &Kb<'_, 'ctx>,
+                img: IntValue<'ctx>,
+                m0: IntValue<'ctx>,
+                j0: IntValue<'ctx>,
+                rows: u64,
+                width: u64|
+     -> R<()> {
+        let halves: Vec<u64> = (0..2).map(|h| width.saturating_sub(h * w).min(w)).collect();
+        let accs: Vec<PointerValue<'ctx>> = (0..rows * 2).map(|_| kb.alloca(vt.into())).collect::<R<_>>()?;
+        for a in &accs {
+            kb.b.build_store(*a, vt.const_zero())?;
+        }
+        let xo = kb.mul(img, kb.c(c * p))?;
+        kb.for_n(c, |kb, k| {
+            let xrow = kb.add(kb.add(xo, kb.mul(k, kb.c(p))?)?, j0)?;
+            let bs: Vec<VectorValue<'ctx>> = (0..2u64)
+                .map(|h| {
+                    if halves[h as usize] == 0 {
+                        Ok(vt.const_zero())
+                    } else {
+                        load(kb, px, kb.add(xrow, kb.c(h * w))?, halves[h as usize])
+                    }
+                })
+                .collect::<R<_>>()?;
+            for r in 0..rows {
+                let wv = kb.load_f32(pw, kb.add(kb.mul(kb.add(m0, kb.c(r))?, kb.c(c))?, k)?)?;
+                let a = splat(kb, vt, wv)?;
+                for h in 0..2usize {
+                    if halves[h] == 0 {
+                        continue;
+                    }
+                    let slot = accs[r as usize * 2 + h];
+                    let cur = kb.b.build_load(vt, slot, "")?.into_vector_value();
+                    kb.b.build_store(slot, vfma(kb, a, bs[h], cur)?)?;
+                }
+            }
+            Ok(())
+        })?;
+        let yo = kb.mul(img, kb.c(m * p))?;
+        for r in 0..rows {
+            let ch = kb.add(m0, kb.c(r))?;
+            let yrow = kb.add(kb.add(yo, kb.mul(ch, kb.c(p))?)?, j0)?;
+            let bias = match pb {
+                Some(pb) => Some(splat(kb, vt, kb.load_f32(pb, ch)?)?),
+                None => None,
+            };
+            for h in 0..2usize {
+                if halves[h] == 0 {
+                    continue;
+                }
+                let idx = kb.add(yrow, kb.c(h as u64 * w))?;
+                let mut v = kb.b.build_load(vt, accs[r as usize * 2 + h], "")?.into_vector_value();
+                if let Some(bv) = bias {
+                    v = kb.b.build_float_add(v, bv, "")?;
+                }
+                if let Some(pr) = pr {
+                    v = kb.b.build_float_add(v, load(kb, pr, idx, halves[h])?, "")?;
+                }
+                v = if vector_act(op.act) {
+                    vector_activation(kb, op.act, v)?
+                } else {
+                    let mut out = v;
+                    for l in 0..w {
+                        let i = kb.cx.i32_type().const_int(l, false);
+                        let x = kb.b.build_extract_element(v, i, "")?.into_float_value();
+                        out = kb.b.build_insert_element(out, activation(kb, op.act, x)?, i, "")?;
+                    }
+                    out
+                };
+                store(kb, idx, v, halves[h])?;
+            }
+        }
+        Ok(())
+    };
+    let rows_loop = |kb: &Kb<'_, 'ctx>, img: IntValue<'ctx>, j0: IntValue<'ctx>, width: u64| -> R<()> {
+        if full_rows > 0 {
+            kb.for_n(full_rows / mr, |kb, t| tile(kb, img, kb.mul(t, kb.c(mr))?, j0, mr, width))?;
+        }
+        if full_rows < m {
+            kb.for_range(kb.c(full_rows), kb.c(m), |kb, ch| tile(kb, img, ch, j0, 1, width))?;
+        }
+        Ok(())
+    };
+    kb.for_n(batch, |kb, img| {
+        if full_panels > 0 {
+            kb.for_n(full_panels, |kb, pnl| rows_loop(kb, img, kb.mul(pnl, kb.c(nr))?, nr))?;
+        }
+        if valid > 0 {
+            rows_loop(kb, img, kb.c(full_panels * nr), valid)?;
+        }
+        Ok(())
+    })
+}

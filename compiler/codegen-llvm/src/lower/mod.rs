@@ -117,6 +117,7 @@ pub(crate) fn lower_node<'ctx>(
         Op::Gemm(op) => linalg::gemm(&kb, &info, op)?,
         Op::Einsum(op) => linalg::einsum(&kb, &info, &op.equation)?,
         Op::Attention(op) => linalg::attention(&kb, &info, op)?,
+        Op::Conv(op) if gemm::is_pointwise(op, &info) => gemm::conv1x1(&kb, &info, op)?,
         Op::Conv(op) => conv::conv(&kb, &info, op)?,
         Op::ConvTranspose(op) => conv::conv_transpose(&kb, &info, op)?,
         Op::GridSample(op) => conv::grid_sample(&kb, &info, op)?,
