@@ -270,6 +270,29 @@ def conv_pointwise(out):
     save(out, "conv_pointwise", nodes, ins, [vi("y1", None), vi("y2", None), vi("y3", None)], inits)
 
 
+def conv_direct(out):
+    """Convolutions for the direct vector kernel: 3x3 stride 1 and 2, a 7x7 stride-2 stem
+    with padding 3, 5x5 with SAME_UPPER padding, rows wider than one pixel tile (37) and
+    narrower ones, channel counts off the row block, a residual + Relu epilogue."""
+    rng = np.random.RandomState(31)
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("Add", ["c1", "x9"], ["s1"]), n("Relu", ["s1"], ["y1"]),
+        n("Conv", ["x", "w2"], ["y2"], kernel_shape=[3, 3], pads=[1, 0, 1, 2], strides=[2, 2]),
+        n("Conv", ["x", "w3", "b3"], ["y3"], kernel_shape=[7, 7], pads=[3, 3, 3, 3], strides=[2, 2]),
+        n("Conv", ["x", "w4"], ["y4"], kernel_shape=[5, 5], auto_pad="SAME_UPPER"),
+    ]
+    inits = [
+        numpy_helper.from_array(arr(rng, 9, 3, 3, 3), "w1"), numpy_helper.from_array(arr(rng, 9), "b1"),
+        numpy_helper.from_array(arr(rng, 5, 3, 3, 3), "w2"),
+        numpy_helper.from_array(arr(rng, 10, 3, 7, 7), "w3"), numpy_helper.from_array(arr(rng, 10), "b3"),
+        numpy_helper.from_array(arr(rng, 4, 3, 5, 5), "w4"),
+    ]
+    ins = [vi("x", [2, 3, 11, 37]), vi("x9", [2, 9, 11, 37])]
+    save(out, "conv_direct", nodes, ins, [vi("y1", None), vi("y2", None), vi("y3", None), vi("y4", None)], inits)
+
+
 def unsupported(out):
     n = helper.make_node
     nodes = [
@@ -288,7 +311,7 @@ def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     for f in [elementwise, conv_variants, pools, movement, linalg, legacy_softmax_bn, softmax13, external_data,
-              symbolic_batch, fusion_patterns, gemm_packed, conv_pointwise, unsupported]:
+              symbolic_batch, fusion_patterns, gemm_packed, conv_pointwise, conv_direct, unsupported]:
         f(out)
 
 

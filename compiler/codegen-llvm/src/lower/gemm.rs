@@ -512,3 +512,185 @@ pub(crate) fn conv1x1<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::C
         Ok(())
     })
 }
+
+/// Whether the direct vector convolution handles this Conv: one group, dilation 1,
+/// stride 1 or 2, f32, at most 16 pixel tiles per output row.
+pub(crate) fn direct_ok(g: &dlc_ir::ops::PoolGeometry, op: &dlc_ir::ops::Conv, n: &NodeInfo) -> bool {
+    let w = vector_width(n.target) as u64;
+    n.inputs.iter().chain(n.outputs).all(|t| t.dtype == DType::F32)
+        && op.group == 1
+        && g.dilations == [1, 1]
+        && g.strides[0] == g.strides[1]
+        && (g.strides[1] == 1 || g.strides[1] == 2)
+        && g.output[1].div_ceil(2 * w) <= 16
+        && g.kernel[1] <= 7
+}
+
+/// Direct convolution with vectors along output pixels: a tile is `MR` output channels
+/// by `NR` consecutive pixels of one output row; for each input channel and kernel row
+/// (skipped where it falls in the padding), each kernel column loads the tile's input
+/// pixels once (stride 2: two vectors, even lanes kept) and every channel's weight is
+/// broadcast into an FMA. Tile positions along the row are unrolled at compile time, so
+/// tiles that touch the left or right padding are known and load lane by lane with the
+/// padding as zeros. Epilogue (bias, residual, activation) in registers.
+pub(crate) fn conv_direct<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    n: &NodeInfo,
+    op: &dlc_ir::ops::Conv,
+    g: &dlc_ir::ops::PoolGeometry,
+) -> R<()> {
+    let (x, wd) = (n.in_dims(0), n.in_dims(1));
+    let (batch, c, h, wi) = (x[0], x[1], x[2], x[3]);
+    let (m, kh, kw) = (wd[0], wd[2], wd[3]);
+    let [oh, ow] = g.output;
+    let s = g.strides[1];
+    let (pt, pl) = (g.pad_begin[0], g.pad_begin[1]);
+    let w = vector_width(n.target) as u64;
+    let (nr, mr) = (2 * w, if w == 16 || w == 4 { 8 } else { 6 });
+    let vt = kb.f32t.vec_type(w as u32);
+    let i32t = kb.cx.i32_type();
+    let (px, pw) = (kb.param(0), kb.param(1));
+    let pb = (n.inputs.len() >= 3).then(|| kb.param(2));
+    let pr = (n.inputs.len() == 4).then(|| kb.param(3));
+    let py = kb.param(n.inputs.len());
+    let full_rows = m / mr * mr;
+    // The input vector for output pixels ox0 + h*w .. (lanes of them), kernel column kx,
+    // from the input row starting at `row`: contiguous, strided, or lane by lane.
+    let input = |kb: &Kb<'_, 'ctx>, row: IntValue<'ctx>, ox0: u64, kx: u64, lanes: u64| -> R<VectorValue<'ctx>> {
+        let first = (ox0 * s + kx) as i64 - pl as i64;
+        let last = ((ox0 + lanes - 1) * s + kx) as i64 - pl as i64;
+        let interior = first >= 0 && last < wi as i64 && lanes == w;
+        if interior && s == 1 {
+            return load_vec(kb, vt, px, kb.add(row, kb.c(first as u64))?);
+        }
+        if interior && s == 2 && last + 1 < wi as i64 {
+            let a = load_vec(kb, vt, px, kb.add(row, kb.c(first as u64))?)?;
+            let b = load_vec(kb, vt, px, kb.add(row, kb.c(first as u64 + w))?)?;
+            let even: Vec<_> = (0..w).map(|l| i32t.const_int(2 * l, false)).collect();
+            return Ok(kb.b.build_shuffle_vector(a, b, VectorType::const_vector(&even), "")?);
+        }
+        let mut v = vt.const_zero();
+        for l in 0..lanes {
+            let ix = ((ox0 + l) * s + kx) as i64 - pl as i64;
+            if ix >= 0 && ix < wi as i64 {
+                let xv = kb.load_f32(px, kb.add(row, kb.c(ix as u64))?)?;
+                v = kb.b.build_insert_element(v, xv, i32t.const_int(l, false), "")?;
+            }
+        }
+        Ok(v)
+    };
+    let tile = |kb: &Kb<'_, 'ctx>,
+                img: IntValue<'ctx>,
+                oy: IntValue<'ctx>,
+                m0: IntValue<'ctx>,
+                rows: u64,
+                ox0: u64|
+     -> R<()> {
+        let width = (ow - ox0).min(nr);
+        let halves: Vec<u64> = (0..2).map(|hh| width.saturating_sub(hh * w).min(w)).collect();
+        let accs: Vec<PointerValue<'ctx>> = (0..rows * 2).map(|_| kb.alloca(vt.into())).collect::<R<_>>()?;
+        for a in &accs {
+            kb.b.build_store(*a, vt.const_zero())?;
+        }
+        kb.for_n(c, |kb, ci| {
+            let plane = kb.mul(kb.add(kb.mul(img, kb.c(c))?, ci)?, kb.c(h * wi))?;
+            kb.for_n(kh, |kb, ky| {
+                // iy = oy*s + ky - pad_top, skipped outside the image.
+                let iy = kb.sub(kb.add(kb.mul(oy, kb.c(s))?, ky)?, kb.c(pt))?;
+                let inside = kb.in_bounds(iy, h)?;
+                kb.if_then(inside, |kb| {
+                    let row = kb.add(plane, kb.mul(iy, kb.c(wi))?)?;
+                    for kx in 0..kw {
+                        let xs: Vec<VectorValue<'ctx>> = (0..2u64)
+                            .map(|hh| {
+                                if halves[hh as usize] == 0 {
+                                    Ok(vt.const_zero())
+                                } else {
+                                    input(kb, row, ox0 + hh * w, kx, halves[hh as usize])
+                                }
+                            })
+                            .collect::<R<_>>()?;
+                        for r in 0..rows {
+                            let wi_ = kb.lin(&[(kb.add(m0, kb.c(r))?, c * kh * kw), (ci, kh * kw), (ky, kw)], kx)?;
+                            let a = splat(kb, vt, kb.load_f32(pw, wi_)?)?;
+                            for hh in 0..2usize {
+                                if halves[hh] == 0 {
+                                    continue;
+                                }
+                                let slot = accs[r as usize * 2 + hh];
+                                let cur = kb.b.build_load(vt, slot, "")?.into_vector_value();
+                                kb.b.build_store(slot, vfma(kb, a, xs[hh], cur)?)?;
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+        })?;
+        for r in 0..rows {
+            let ch = kb.add(m0, kb.c(r))?;
+            let yrow = kb.lin(&[(img, m * oh * ow), (ch, oh * ow), (oy, ow)], ox0)?;
+            let bias = match pb {
+                Some(pb) => Some(splat(kb, vt, kb.load_f32(pb, ch)?)?),
+                None => None,
+            };
+            for hh in 0..2usize {
+                let lanes = halves[hh];
+                if lanes == 0 {
+                    continue;
+                }
+                let idx = kb.add(yrow, kb.c(hh as u64 * w))?;
+                let mut v = kb.b.build_load(vt, accs[r as usize * 2 + hh], "")?.into_vector_value();
+                if let Some(bv) = bias {
+                    v = kb.b.build_float_add(v, bv, "")?;
+                }
+                if let Some(pr) = pr {
+                    let rv = if lanes == w {
+                        load_vec(kb, vt, pr, idx)?
+                    } else {
+                        let mut t = vt.const_zero();
+                        for l in 0..lanes {
+                            let x = kb.load_f32(pr, kb.add(idx, kb.c(l))?)?;
+                            t = kb.b.build_insert_element(t, x, i32t.const_int(l, false), "")?;
+                        }
+                        t
+                    };
+                    v = kb.b.build_float_add(v, rv, "")?;
+                }
+                v = if vector_act(op.act) {
+                    vector_activation(kb, op.act, v)?
+                } else {
+                    let mut out = v;
+                    for l in 0..w {
+                        let i = i32t.const_int(l, false);
+                        let x = kb.b.build_extract_element(v, i, "")?.into_float_value();
+                        out = kb.b.build_insert_element(out, activation(kb, op.act, x)?, i, "")?;
+                    }
+                    out
+                };
+                if lanes == w {
+                    store_vec(kb, vt, py, idx, v)?;
+                } else {
+                    for l in 0..lanes {
+                        let x = kb.b.build_extract_element(v, i32t.const_int(l, false), "")?;
+                        kb.store_f32(py, kb.add(idx, kb.c(l))?, x.into_float_value())?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+    kb.nest(&[batch, oh], |kb, idx| {
+        let (img, oy) = (idx[0], idx[1]);
+        for t in 0..ow.div_ceil(nr) {
+            let ox0 = t * nr;
+            if full_rows > 0 {
+                kb.for_n(full_rows / mr, |kb, mb| tile(kb, img, oy, kb.mul(mb, kb.c(mr))?, mr, ox0))?;
+            }
+            if full_rows < m {
+                kb.for_range(kb.c(full_rows), kb.c(m), |kb, ch| tile(kb, img, oy, ch, 1, ox0))?;
+            }
+        }
+        Ok(())
+    })
+}

@@ -118,7 +118,14 @@ pub(crate) fn lower_node<'ctx>(
         Op::Einsum(op) => linalg::einsum(&kb, &info, &op.equation)?,
         Op::Attention(op) => linalg::attention(&kb, &info, op)?,
         Op::Conv(op) if gemm::is_pointwise(op, &info) => gemm::conv1x1(&kb, &info, op)?,
-        Op::Conv(op) => conv::conv(&kb, &info, op)?,
+        Op::Conv(op) => {
+            let geom = op.geometry(info.name, &info.inputs[0], &info.inputs[1])?;
+            if gemm::direct_ok(&geom, op, &info) {
+                gemm::conv_direct(&kb, &info, op, &geom)?
+            } else {
+                conv::conv(&kb, &info, op)?
+            }
+        }
         Op::ConvTranspose(op) => conv::conv_transpose(&kb, &info, op)?,
         Op::GridSample(op) => conv::grid_sample(&kb, &info, op)?,
         Op::MaxPool(op) => conv::pool(&kb, &info, &op.geometry(info.name, &info.inputs[0])?, conv::Pool::Max)?,
