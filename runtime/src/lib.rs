@@ -359,3 +359,76 @@ impl Model {
             .collect())
     }
 }
+
+/// Buffers for repeated runs of one model: inputs are checked and copied once by
+/// [`Session::set_inputs`], and [`Session::run`] then calls the generated code with no
+/// allocation or copy (what `dlc bench` times).
+pub struct Session<'m> {
+    model: &'m Model,
+    inputs: Vec<AlignedBuf>,
+    outputs: Vec<(AlignedBuf, usize, Vec<u64>)>,
+    workspace: AlignedBuf,
+    in_ptrs: Vec<*const u8>,
+    out_ptrs: Vec<*mut u8>,
+}
+
+impl Model {
+    /// A session with buffers for every input and output and the workspace.
+    pub fn session(&self) -> Session<'_> {
+        let sized = |s: &TensorSpec| {
+            let shape = s.fixed_shape().unwrap_or_default();
+            (shape.iter().product::<u64>() as usize * dtype_size(&s.dtype).unwrap_or(0), shape)
+        };
+        let inputs: Vec<AlignedBuf> = self.manifest.inputs.iter().map(|s| AlignedBuf::new(sized(s).0)).collect();
+        let outputs: Vec<(AlignedBuf, usize, Vec<u64>)> = self
+            .manifest
+            .outputs
+            .iter()
+            .map(|s| {
+                let (n, shape) = sized(s);
+                (AlignedBuf::new(n), n, shape)
+            })
+            .collect();
+        let in_ptrs = inputs.iter().map(|b| b.ptr as *const u8).collect();
+        let out_ptrs = outputs.iter().map(|(b, _, _)| b.ptr).collect();
+        Session { model: self, inputs, outputs, workspace: AlignedBuf::new(self.workspace), in_ptrs, out_ptrs }
+    }
+}
+
+impl Session<'_> {
+    /// Checks the inputs (as [`Model::run`] does) and copies them into the session.
+    pub fn set_inputs(&mut self, inputs: &[(&str, &Tensor)]) -> Result<(), RuntimeError> {
+        let ordered = self.model.order_inputs(inputs)?;
+        for (buf, t) in self.inputs.iter().zip(ordered) {
+            // SAFETY: the buffer was sized from the manifest, which `order_inputs` checked
+            // the tensor's byte count against.
+            unsafe { std::ptr::copy_nonoverlapping(t.data.as_ptr(), buf.ptr, t.data.len()) };
+        }
+        Ok(())
+    }
+
+    /// Runs the generated code on the session's buffers (zeros until inputs are set).
+    pub fn run(&mut self) -> Result<(), RuntimeError> {
+        // SAFETY: every buffer has the size the code reads or writes, 64-byte aligned.
+        let status = unsafe { (self.model.run)(self.in_ptrs.as_ptr(), self.out_ptrs.as_ptr(), self.workspace.ptr) };
+        if status != 0 {
+            return Err(RuntimeError::RunFailed(status));
+        }
+        Ok(())
+    }
+
+    /// The outputs of the last run, in manifest order.
+    pub fn outputs(&self) -> Vec<Tensor> {
+        self.model
+            .manifest
+            .outputs
+            .iter()
+            .zip(&self.outputs)
+            .map(|(spec, (buf, n, shape))| Tensor {
+                dtype: spec.dtype.clone(),
+                shape: shape.clone(),
+                data: buf.as_slice(*n).to_vec(),
+            })
+            .collect()
+    }
+}

@@ -1,8 +1,10 @@
 //! dlc: the command-line driver. `dlc compile` turns a model into a native artifact,
-//! `dlc run` runs one on `.npy` inputs, `dlc inspect` describes a model.
+//! `dlc run` runs one on `.npy` inputs, `dlc bench` times one, `dlc inspect` describes
+//! a model.
 //!
 //! Logs go to stderr behind `RUST_LOG` (e.g. `RUST_LOG=dlc=debug`).
 
+mod bench;
 mod compile;
 mod inspect;
 mod link;
@@ -27,6 +29,7 @@ struct Cli {
 enum Command {
     Compile(compile::CompileArgs),
     Run(run::RunArgs),
+    Bench(bench::BenchArgs),
     Inspect(inspect::InspectArgs),
 }
 
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Command::Compile(a) => compile::main(a),
         Command::Run(a) => run::main(a),
+        Command::Bench(a) => bench::main(a),
         Command::Inspect(a) => inspect::main(a),
     };
     match result {

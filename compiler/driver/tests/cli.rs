@@ -107,3 +107,25 @@ fn run_rejects_a_directory_that_is_not_an_artifact() {
     assert_eq!(code, 1);
     insta::assert_snapshot!(err);
 }
+
+#[test]
+fn bench_reports_latency_as_json_and_rejects_threads() {
+    let t = tempfile::tempdir().unwrap();
+    copy_model("elementwise.onnx", t.path());
+    let (code, err) = dlc(t.path(), &["compile", "elementwise.onnx", "-o", "art"]);
+    assert_eq!(code, 0, "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_dlc"))
+        .args(["bench", "art", "--iters", "5", "--json"])
+        .current_dir(t.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (min, median, max) =
+        (v["min_ms"].as_f64().unwrap(), v["median_ms"].as_f64().unwrap(), v["max_ms"].as_f64().unwrap());
+    assert!(0.0 < min && min <= median && median <= max, "{v}");
+    assert_eq!((v["iters"].as_u64(), v["threads"].as_u64()), (Some(5), Some(1)));
+    let (code, err) = dlc(t.path(), &["bench", "art", "--threads", "2"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("single-threaded"), "{err}");
+}

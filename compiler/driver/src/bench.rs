@@ -1,0 +1,128 @@
+//! `dlc bench`: latency of a compiled artifact, and the energy estimate of DESIGN.md §6.
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Time a compiled model: median, min and max latency over repeated runs.
+///
+/// Inputs are random (seeded) unless given with --input; each timed run calls the
+/// generated code on pre-allocated buffers (no allocation or copy inside the timing).
+/// Energy per inference is an estimate: CPU time x watts per core.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Artifact directory written by `dlc compile`.
+    pub artifact: PathBuf,
+    /// Timed runs (after 3 warm-up runs).
+    #[arg(long, default_value_t = 50)]
+    pub iters: usize,
+    /// Threads the kernels may use [default: DLC_NUM_THREADS, else 1]. Kernels are
+    /// single-threaded today, so only 1 is accepted.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// An input as NAME=FILE.npy (others get seeded random values).
+    #[arg(short, long = "input", value_name = "NAME=FILE.npy")]
+    pub inputs: Vec<String>,
+    /// Watts drawn per busy core, for the energy estimate.
+    #[arg(long, default_value_t = 10.0)]
+    pub watts_per_core: f64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Seeded pseudo-random bytes that are valid values of `dtype` (floats in [-1, 1),
+/// integers in [0, 8)) so index inputs stay in range for small tables.
+fn random_tensor(dtype: &str, shape: &[u64], seed: u64) -> dlc_runtime::Tensor {
+    let n = shape.iter().product::<u64>() as usize;
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let size = dlc_artifact::dtype_size(dtype).unwrap_or(1);
+    let mut data = Vec::with_capacity(n * size);
+    for _ in 0..n {
+        let r = next();
+        match dtype {
+            "f32" => data.extend(((r >> 40) as f32 / (1u64 << 23) as f32 - 1.0).to_le_bytes()),
+            "f64" => data.extend(((r >> 11) as f64 / (1u64 << 52) as f64 - 1.0).to_le_bytes()),
+            _ => {
+                let mut b = vec![0u8; size];
+                b[0] = (r % 8) as u8;
+                data.extend(b);
+            }
+        }
+    }
+    dlc_runtime::Tensor { dtype: dtype.into(), shape: shape.to_vec(), data }
+}
+
+pub fn main(a: BenchArgs) -> Result<()> {
+    let threads = match a.threads {
+        Some(t) => t,
+        None => match std::env::var("DLC_NUM_THREADS") {
+            Ok(v) => v.parse().with_context(|| format!("DLC_NUM_THREADS='{v}' is not a number"))?,
+            Err(_) => 1,
+        },
+    };
+    if threads != 1 {
+        bail!("{threads} threads requested: dlc's kernels are single-threaded so far; use --threads 1");
+    }
+    if a.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    let model = dlc_runtime::Model::load(&a.artifact)
+        .with_context(|| format!("cannot load artifact '{}'", a.artifact.display()))?;
+    let mut given = Vec::new();
+    for spec in &a.inputs {
+        let Some((name, file)) = spec.split_once('=') else {
+            bail!("--input '{spec}' must be NAME=FILE.npy");
+        };
+        given.push((name.to_string(), crate::npy::read(std::path::Path::new(file))?));
+    }
+    let mut tensors = Vec::new();
+    for (i, spec) in model.manifest().inputs.iter().enumerate() {
+        let t = match given.iter().find(|(n, _)| *n == spec.name) {
+            Some((_, t)) => crate::npy::adapt(t.clone(), &spec.dtype, &spec.name)?,
+            None => {
+                let shape = spec.fixed_shape().context("the artifact has a symbolic input shape")?;
+                random_tensor(&spec.dtype, &shape, i as u64 + 1)
+            }
+        };
+        tensors.push((spec.name.clone(), t));
+    }
+    let named: Vec<(&str, &dlc_runtime::Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut session = model.session();
+    session.set_inputs(&named)?;
+    for _ in 0..3 {
+        session.run()?;
+    }
+    let mut ms = Vec::with_capacity(a.iters);
+    for _ in 0..a.iters {
+        let t0 = Instant::now();
+        session.run()?;
+        ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let median = if ms.len() % 2 == 1 { ms[ms.len() / 2] } else { (ms[ms.len() / 2 - 1] + ms[ms.len() / 2]) / 2.0 };
+    let (min, max) = (ms[0], ms[ms.len() - 1]);
+    let joules = median / 1e3 * threads as f64 * a.watts_per_core;
+    if a.json {
+        let v = serde_json::json!({
+            "median_ms": median, "min_ms": min, "max_ms": max, "iters": a.iters, "threads": threads,
+            "energy_j_per_inference": joules, "watts_per_core": a.watts_per_core,
+        });
+        println!("{v}");
+    } else {
+        println!("{}: {} runs, {threads} thread", a.artifact.display(), a.iters);
+        println!("latency  median {median:.3} ms, min {min:.3} ms, max {max:.3} ms");
+        println!(
+            "energy   {:.3} mJ per inference (estimate: CPU time x {} W per core)",
+            joules * 1e3,
+            a.watts_per_core
+        );
+    }
+    Ok(())
+}
