@@ -129,6 +129,54 @@ impl Tensor {
 }
 
 type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
+/// `task(ctx, i)`, as the generated code hands it out.
+type TaskFn = unsafe extern "C" fn(*mut u8, i64);
+/// The parallel-for the generated code calls: `pfor(state, task, ctx, n)`.
+type PforFn = unsafe extern "C" fn(*const Pool, TaskFn, *mut u8, i64);
+type RunThreadedFn =
+    unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8, Option<PforFn>, *const Pool) -> i32;
+
+/// The thread count kernels may use: `DLC_NUM_THREADS` when set to a positive number,
+/// else 1.
+pub fn default_threads() -> usize {
+    std::env::var("DLC_NUM_THREADS").ok().and_then(|v| v.parse().ok()).filter(|&t| t > 0).unwrap_or(1)
+}
+
+/// How many threads a run may use. The generated code's large kernels split their outer
+/// loop into tasks and hand them to [`Pool::parallel_for`], which runs them on the
+/// calling thread plus `threads - 1` scoped threads (contiguous chunks of task indices,
+/// one per thread) and returns when all are done.
+#[derive(Debug)]
+pub struct Pool {
+    threads: usize,
+}
+
+impl Pool {
+    unsafe extern "C" fn parallel_for(pool: *const Pool, task: TaskFn, ctx: *mut u8, n: i64) {
+        // SAFETY: `pool` is the `Pool` passed to run_threaded by `Session::run`, alive for the call.
+        let threads = unsafe { (*pool).threads }.clamp(1, n.max(1) as usize);
+        let n = n.max(0) as usize;
+        let chunk = n.div_ceil(threads);
+        let ctx_addr = ctx as usize;
+        let run = move |lo: usize, hi: usize| {
+            for i in lo..hi {
+                // SAFETY: the generated code made `task` and `ctx` for exactly these indices;
+                // tasks write disjoint data, and `ctx` outlives this call.
+                unsafe { task(ctx_addr as *mut u8, i as i64) };
+            }
+        };
+        if threads == 1 {
+            return run(0, n);
+        }
+        std::thread::scope(|s| {
+            for k in 1..threads {
+                let (lo, hi) = ((k * chunk).min(n), ((k + 1) * chunk).min(n));
+                s.spawn(move || run(lo, hi));
+            }
+            run(0, chunk.min(n));
+        });
+    }
+}
 type AbiFn = unsafe extern "C" fn() -> u32;
 type WsFn = unsafe extern "C" fn() -> u64;
 
@@ -137,6 +185,7 @@ pub struct Model {
     dir: PathBuf,
     manifest: Manifest,
     run: RunFn,
+    run_threaded: Option<RunThreadedFn>,
     workspace: usize,
     // Keeps the code mapped while `run` points into it; dropped last.
     _lib: libloading::Library,
@@ -254,13 +303,15 @@ impl Model {
             let run: RunFn = *lib.get::<RunFn>(format!("{p}run").as_bytes()).map_err(|e| lib_err(e.to_string()))?;
             (abi, ws, run)
         };
+        // SAFETY: as above; artifacts from before the thread pool lack this symbol.
+        let run_threaded = unsafe { lib.get::<RunThreadedFn>(format!("{p}run_threaded").as_bytes()).ok().map(|f| *f) };
         // SAFETY: both functions take no arguments and only return constants.
         let found = unsafe { abi() };
         if found != ABI_VERSION || manifest.abi_version != ABI_VERSION {
             return Err(RuntimeError::Abi { path, found });
         }
         let workspace = unsafe { ws() } as usize;
-        Ok(Model { dir, manifest, run, workspace, _lib: lib })
+        Ok(Model { dir, manifest, run, run_threaded, workspace, _lib: lib })
     }
 
     /// The artifact's manifest.
@@ -342,7 +393,15 @@ impl Model {
         let out_ptrs: Vec<*mut u8> = out_bufs.iter().map(|b| b.ptr).collect();
         // SAFETY: inputs were checked against the manifest the code was compiled from;
         // outputs and workspace have the sizes the code writes; all are 64-byte aligned.
-        let status = unsafe { (self.run)(in_ptrs.as_ptr(), out_ptrs.as_ptr(), ws.ptr) };
+        let pool = Pool { threads: default_threads() };
+        let status = unsafe {
+            match self.run_threaded {
+                Some(f) if pool.threads > 1 => {
+                    f(in_ptrs.as_ptr(), out_ptrs.as_ptr(), ws.ptr, Some(Pool::parallel_for as PforFn), &pool)
+                }
+                _ => (self.run)(in_ptrs.as_ptr(), out_ptrs.as_ptr(), ws.ptr),
+            }
+        };
         if status != 0 {
             return Err(RuntimeError::RunFailed(status));
         }
@@ -365,6 +424,7 @@ impl Model {
 /// allocation or copy (what `dlc bench` times).
 pub struct Session<'m> {
     model: &'m Model,
+    pool: Pool,
     inputs: Vec<AlignedBuf>,
     outputs: Vec<(AlignedBuf, usize, Vec<u64>)>,
     workspace: AlignedBuf,
@@ -391,7 +451,15 @@ impl Model {
             .collect();
         let in_ptrs = inputs.iter().map(|b| b.ptr as *const u8).collect();
         let out_ptrs = outputs.iter().map(|(b, _, _)| b.ptr).collect();
-        Session { model: self, inputs, outputs, workspace: AlignedBuf::new(self.workspace), in_ptrs, out_ptrs }
+        Session {
+            model: self,
+            pool: Pool { threads: default_threads() },
+            inputs,
+            outputs,
+            workspace: AlignedBuf::new(self.workspace),
+            in_ptrs,
+            out_ptrs,
+        }
     }
 }
 
@@ -407,10 +475,32 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Sets how many threads runs may use (default [`default_threads`]); artifacts built
+    /// before the thread pool run on one thread whatever this says.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.pool.threads = threads.max(1);
+    }
+
+    /// The thread count runs use.
+    pub fn threads(&self) -> usize {
+        if self.model.run_threaded.is_some() {
+            self.pool.threads
+        } else {
+            1
+        }
+    }
+
     /// Runs the generated code on the session's buffers (zeros until inputs are set).
     pub fn run(&mut self) -> Result<(), RuntimeError> {
-        // SAFETY: every buffer has the size the code reads or writes, 64-byte aligned.
-        let status = unsafe { (self.model.run)(self.in_ptrs.as_ptr(), self.out_ptrs.as_ptr(), self.workspace.ptr) };
+        let (ins, outs, ws) = (self.in_ptrs.as_ptr(), self.out_ptrs.as_ptr(), self.workspace.ptr);
+        // SAFETY: every buffer has the size the code reads or writes, 64-byte aligned; the
+        // pool outlives the call.
+        let status = unsafe {
+            match self.model.run_threaded {
+                Some(f) if self.pool.threads > 1 => f(ins, outs, ws, Some(Pool::parallel_for as PforFn), &self.pool),
+                _ => (self.model.run)(ins, outs, ws),
+            }
+        };
         if status != 0 {
             return Err(RuntimeError::RunFailed(status));
         }

@@ -34,6 +34,18 @@ def test_reference_model_matches_ort(name, generated_models, tmp_path):
             assert_close(got[k], want[k], f"{name}:{k} (seed {seed})")
 
 
+@pytest.mark.parametrize("name", ["resnet18", "bert"])
+def test_threaded_runs_match_ort(name, generated_models, tmp_path, monkeypatch):
+    """The same models with the kernels' parallel loops on two threads (DLC_NUM_THREADS)."""
+    monkeypatch.setenv("DLC_NUM_THREADS", "2")
+    model = generated_models / f"{name}.onnx"
+    feeds = random_inputs(model, seed=2)
+    want = ort_run(model, feeds)
+    got = dlc_compile_run(model, feeds, tmp_path)
+    for k in want:
+        assert_close(got[k], want[k], f"{name}:{k} (2 threads)")
+
+
 def test_artifact_forms_and_manifest(generated_models, tmp_path):
     import json
 

@@ -23,13 +23,24 @@ pub(crate) struct Kb<'a, 'ctx> {
     pub f: FunctionValue<'ctx>,
     pub i64t: IntType<'ctx>,
     pub f32t: FloatType<'ctx>,
+    /// The operand and result pointers (function parameters, or loaded from a task's
+    /// context array).
+    params: Vec<PointerValue<'ctx>>,
+    /// The parallel-for callback and its state (null: run sequentially); absent in tasks.
+    pool: Option<(PointerValue<'ctx>, PointerValue<'ctx>)>,
 }
 
+/// Kernels and tasks take their pointers this way: `void kernel(ptr operands..., ptr
+/// results..., ptr pfor, ptr pool_state)` where `pfor(state, task, ctx, n)` runs
+/// `task(ctx, i)` for every `i < n`, on any threads (see `<prefix>run_threaded`).
+pub(crate) const POOL_PARAMS: usize = 2;
+
 impl<'a, 'ctx> Kb<'a, 'ctx> {
-    /// Starts an internal `void name(ptr, ptr, ...)` with `nparams` noalias pointers.
+    /// Starts an internal `void name(ptr, ptr, ..., ptr pfor, ptr state)` with `nparams`
+    /// noalias pointers followed by the pool parameters.
     pub fn new(cx: &'ctx Context, m: &'a Module<'ctx>, name: &str, nparams: usize) -> Self {
         let ptr = cx.ptr_type(AddressSpace::default());
-        let params: Vec<_> = (0..nparams).map(|_| ptr.into()).collect();
+        let params: Vec<_> = (0..nparams + POOL_PARAMS).map(|_| ptr.into()).collect();
         let f = m.add_function(name, cx.void_type().fn_type(&params, false), Some(Linkage::Internal));
         let noalias = cx.create_enum_attribute(Attribute::get_named_enum_kind_id("noalias"), 0);
         let nounwind = cx.create_enum_attribute(Attribute::get_named_enum_kind_id("nounwind"), 0);
@@ -43,12 +54,71 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         f.add_attribute(AttributeLoc::Function, noinline);
         let b = cx.create_builder();
         b.position_at_end(cx.append_basic_block(f, "entry"));
-        Kb { cx, m, b, f, i64t: cx.i64_type(), f32t: cx.f32_type() }
+        let p = |i: usize| f.get_nth_param(i as u32).expect("param exists").into_pointer_value();
+        let pool = Some((p(nparams), p(nparams + 1)));
+        Kb { cx, m, b, f, i64t: cx.i64_type(), f32t: cx.f32_type(), params: (0..nparams).map(p).collect(), pool }
     }
 
     /// Parameter `i` as a pointer.
     pub fn param(&self, i: usize) -> PointerValue<'ctx> {
-        self.f.get_nth_param(i as u32).expect("param exists").into_pointer_value()
+        self.params[i]
+    }
+
+    /// Runs `body(kb, i)` for every `i < n`: when the kernel was given a pool, `body` is
+    /// emitted into a task function `void task(ptr ctx, i64 i)` (reading the kernel's
+    /// pointers from `ctx`) that the pool runs on its threads; without a pool (or inside
+    /// a task) the kernel loops over the task itself. Iterations must write disjoint data.
+    pub fn parallel_for(&self, n: u64, body: impl FnOnce(&Kb<'_, 'ctx>, IntValue<'ctx>) -> R<()>) -> R<()> {
+        let Some((pfor, state)) = self.pool else {
+            return self.for_n(n, |kb, i| body(kb, i));
+        };
+        let ptr = self.cx.ptr_type(AddressSpace::default());
+        let name = format!("{}.task", self.f.get_name().to_string_lossy());
+        let task_ty = self.cx.void_type().fn_type(&[ptr.into(), self.i64t.into()], false);
+        let task = self.m.add_function(&name, task_ty, Some(Linkage::Internal));
+        let nounwind = self.cx.create_enum_attribute(Attribute::get_named_enum_kind_id("nounwind"), 0);
+        task.add_attribute(AttributeLoc::Function, nounwind);
+        let tb = self.cx.create_builder();
+        tb.position_at_end(self.cx.append_basic_block(task, "entry"));
+        let ctx = task.get_nth_param(0).expect("ctx").into_pointer_value();
+        let mut params = Vec::with_capacity(self.params.len());
+        for i in 0..self.params.len() {
+            let slot = unsafe { tb.build_in_bounds_gep(ptr, ctx, &[self.i64t.const_int(i as u64, false)], "")? };
+            params.push(tb.build_load(ptr, slot, "")?.into_pointer_value());
+        }
+        let tkb = Kb { cx: self.cx, m: self.m, b: tb, f: task, i64t: self.i64t, f32t: self.f32t, params, pool: None };
+        let i = task.get_nth_param(1).expect("index").into_int_value();
+        body(&tkb, i)?;
+        tkb.finish()?;
+        // In the kernel: the context array, then the pool or a plain loop over the task.
+        let arr = self.alloca(ptr.array_type(self.params.len() as u32).into())?;
+        for (k, p) in self.params.iter().enumerate() {
+            let slot = self.gep(ptr.into(), arr, self.c(k as u64))?;
+            self.b.build_store(slot, *p)?;
+        }
+        let no_pool = self.b.build_is_null(pfor, "")?;
+        let seq = self.cx.append_basic_block(self.f, "sequential");
+        let par = self.cx.append_basic_block(self.f, "pool");
+        let done = self.cx.append_basic_block(self.f, "joined");
+        self.b.build_conditional_branch(no_pool, seq, par)?;
+        self.b.position_at_end(seq);
+        self.for_n(n, |kb, i| {
+            kb.b.build_call(task, &[arr.into(), i.into()], "")?;
+            Ok(())
+        })?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(par);
+        let pfor_ty = self.cx.void_type().fn_type(&[ptr.into(), ptr.into(), ptr.into(), self.i64t.into()], false);
+        let task_ptr = task.as_global_value().as_pointer_value();
+        self.b.build_indirect_call(
+            pfor_ty,
+            pfor,
+            &[state.into(), task_ptr.into(), arr.into(), self.c(n).into()],
+            "",
+        )?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(done);
+        Ok(())
     }
 
     /// Finishes the function.

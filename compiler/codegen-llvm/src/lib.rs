@@ -164,8 +164,13 @@ fn emit_module<'ctx>(
     }
 
     // The entry point.
-    let run =
-        module.add_function(&format!("{prefix}run"), i32t.fn_type(&[ptr.into(), ptr.into(), ptr.into()], false), None);
+    // `run_threaded(inputs, outputs, workspace, pfor, state)`: kernels hand parallel
+    // loops to `pfor(state, task, ctx, n)` (see kernel.rs); `run` is it without a pool.
+    let run = module.add_function(
+        &format!("{prefix}run_threaded"),
+        i32t.fn_type(&[ptr.into(), ptr.into(), ptr.into(), ptr.into(), ptr.into()], false),
+        None,
+    );
     let entry = cx.append_basic_block(run, "entry");
     builder.position_at_end(entry);
     let (ins, outs, ws) = (
@@ -173,6 +178,8 @@ fn emit_module<'ctx>(
         run.get_nth_param(1).unwrap().into_pointer_value(),
         run.get_nth_param(2).unwrap().into_pointer_value(),
     );
+    let (pfor, pool_state) =
+        (run.get_nth_param(3).unwrap().into_pointer_value(), run.get_nth_param(4).unwrap().into_pointer_value());
     let load_slot = |arr, i: usize, name: &str| -> Result<inkwell::values::PointerValue<'ctx>, CodegenError> {
         let slot = unsafe { builder.build_in_bounds_gep(ptr, arr, &[i64t.const_int(i as u64, false)], name)? };
         Ok(builder.build_load(ptr, slot, name)?.into_pointer_value())
@@ -216,6 +223,8 @@ fn emit_module<'ctx>(
         for port in 0..node.outputs.len() as u32 {
             args.push(ptr_of(Value { node: id, port })?.into());
         }
+        args.push(pfor.into());
+        args.push(pool_state.into());
         builder.position_at_end(entry);
         builder.build_call(kernel, &args, "")?;
         kernels += 1;
@@ -228,5 +237,18 @@ fn emit_module<'ctx>(
         }
     }
     builder.build_return(Some(&i32t.const_zero()))?;
+    let seq =
+        module.add_function(&format!("{prefix}run"), i32t.fn_type(&[ptr.into(), ptr.into(), ptr.into()], false), None);
+    builder.position_at_end(cx.append_basic_block(seq, "entry"));
+    let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
+        (0..3).map(|i| seq.get_nth_param(i).unwrap().into()).collect();
+    args.push(ptr.const_null().into());
+    args.push(ptr.const_null().into());
+    let status = builder
+        .build_call(run, &args, "")?
+        .try_as_basic_value()
+        .basic()
+        .ok_or_else(|| CodegenError::Llvm("run_threaded returns a status".into()))?;
+    builder.build_return(Some(&status))?;
     Ok(kernels)
 }

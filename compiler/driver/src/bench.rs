@@ -16,8 +16,7 @@ pub struct BenchArgs {
     /// Timed runs (after 3 warm-up runs).
     #[arg(long, default_value_t = 50)]
     pub iters: usize,
-    /// Threads the kernels may use [default: DLC_NUM_THREADS, else 1]. Kernels are
-    /// single-threaded today, so only 1 is accepted.
+    /// Threads the kernels may use [default: DLC_NUM_THREADS, else 1].
     #[arg(long)]
     pub threads: Option<usize>,
     /// An input as NAME=FILE.npy (others get seeded random values).
@@ -67,8 +66,8 @@ pub fn main(a: BenchArgs) -> Result<()> {
             Err(_) => 1,
         },
     };
-    if threads != 1 {
-        bail!("{threads} threads requested: dlc's kernels are single-threaded so far; use --threads 1");
+    if threads == 0 {
+        bail!("--threads must be at least 1");
     }
     if a.iters == 0 {
         bail!("--iters must be at least 1");
@@ -95,6 +94,8 @@ pub fn main(a: BenchArgs) -> Result<()> {
     }
     let named: Vec<(&str, &dlc_runtime::Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut session = model.session();
+    session.set_threads(threads);
+    let threads = session.threads();
     session.set_inputs(&named)?;
     for _ in 0..3 {
         session.run()?;
@@ -116,7 +117,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
         });
         println!("{v}");
     } else {
-        println!("{}: {} runs, {threads} thread", a.artifact.display(), a.iters);
+        println!("{}: {} runs, {threads} thread(s)", a.artifact.display(), a.iters);
         println!("latency  median {median:.3} ms, min {min:.3} ms, max {max:.3} ms");
         println!(
             "energy   {:.3} mJ per inference (estimate: CPU time x {} W per core)",

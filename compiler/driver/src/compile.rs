@@ -374,7 +374,14 @@ fn header(m: &Manifest, model: &Path) -> String {
          * (row-major, aligned to their element size); workspace points to\n \
          * workspace_size() bytes aligned to 64. Returns 0 on success. Calls on distinct\n \
          * workspaces and outputs may run concurrently. */\n\
-         int32_t {p}run(const void *const *inputs, void *const *outputs, void *workspace);\n\n"
+         int32_t {p}run(const void *const *inputs, void *const *outputs, void *workspace);\n\n\
+         /* run() with a thread pool: large kernels call pfor(state, task, ctx, n), which must\n \
+         * call task(ctx, i) once for every i in [0, n), on any threads, and return when all\n \
+         * are done. pfor NULL runs everything on the calling thread. */\n\
+         typedef void (*{p}task_fn)(void *ctx, int64_t i);\n\
+         int32_t {p}run_threaded(const void *const *inputs, void *const *outputs, void *workspace,\n\
+         \x20                       void (*pfor)(void *state, {p}task_fn task, void *ctx, int64_t n),\n\
+         \x20                       void *state);\n\n"
     ));
     h.push_str(&format!("#ifdef __cplusplus\n}}\n#endif\n\n#endif /* {up}H */\n"));
     h

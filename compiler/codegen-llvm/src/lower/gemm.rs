@@ -102,8 +102,6 @@ pub(crate) fn packed<'ctx>(
     g.set_linkage(Linkage::Private);
     g.set_alignment(64);
     let pb = g.as_pointer_value();
-    let pa = kb.param(0);
-    let py = kb.param(n.inputs.len());
     let vt = kb.f32t.vec_type(w as u32);
     let fma = inkwell::intrinsics::Intrinsic::find("llvm.fma")
         .and_then(|i| i.get_declaration(kb.m, &[vt.into()]))
@@ -134,6 +132,7 @@ pub(crate) fn packed<'ctx>(
     };
     // One tile of `rows` rows (1..=mr) at row i0 and panel p.
     let tile = |kb: &Kb<'_, 'ctx>, i0: IntValue<'ctx>, p: IntValue<'ctx>, rows: u64| -> R<()> {
+        let (pa, py) = (kb.param(0), kb.param(n.inputs.len()));
         let accs: Vec<PointerValue<'ctx>> = (0..rows * 2).map(|_| kb.alloca(vt.into())).collect::<R<_>>()?;
         for a in &accs {
             kb.b.build_store(*a, vt.const_zero())?;
@@ -199,7 +198,7 @@ pub(crate) fn packed<'ctx>(
         }
         epilogue(kb, n, s, &epi, i0, rows, j0, kb.b.build_select(last, kb.c(valid), kb.c(nr), "")?.into_int_value())
     };
-    kb.for_n(panels, |kb, p| {
+    par(kb, panels, 2 * s.m * s.n * s.k, |kb, p| {
         if full_rows > 0 {
             kb.for_n(full_rows / mr, |kb, t| tile(kb, kb.mul(t, kb.c(mr))?, p, mr))?;
         }
@@ -365,6 +364,21 @@ pub(crate) fn hsum<'ctx>(kb: &Kb<'_, 'ctx>, v: VectorValue<'ctx>) -> R<inkwell::
     Ok(kb.b.build_extract_element(v, i32t.const_zero(), "")?.into_float_value())
 }
 
+/// `for i in 0..n { body(kb, i) }`, on the kernel's thread pool when the kernel does
+/// at least a few MFLOP (below that, handing out tasks costs more than it saves).
+pub(crate) fn par<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    n: u64,
+    flops: u64,
+    body: impl FnOnce(&Kb<'_, 'ctx>, IntValue<'ctx>) -> R<()>,
+) -> R<()> {
+    if n >= 2 && flops >= 4_000_000 {
+        kb.parallel_for(n, body)
+    } else {
+        kb.for_n(n, |kb, i| body(kb, i))
+    }
+}
+
 /// Whether a convolution is a plain 1x1 (stride 1, no padding, one group): then it is a
 /// GEMM per image, `Y[M, P] = W[M, C] X[C, P]` over the `P = H W` pixels.
 pub(crate) fn is_pointwise(op: &dlc_ir::ops::Conv, n: &NodeInfo) -> bool {
@@ -389,10 +403,7 @@ pub(crate) fn conv1x1<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::C
     let w = vector_width(n.target) as u64;
     let (nr, mr) = (2 * w, if w == 16 || w == 4 { 8 } else { 6 });
     let vt = kb.f32t.vec_type(w as u32);
-    let (px, pw) = (kb.param(0), kb.param(1));
-    let pb = (n.inputs.len() >= 3).then(|| kb.param(2));
-    let pr = (n.inputs.len() == 4).then(|| kb.param(3));
-    let py = kb.param(n.inputs.len());
+    let (has_bias, has_res, n_in) = (n.inputs.len() >= 3, n.inputs.len() == 4, n.inputs.len());
     let full_panels = p / nr;
     let valid = p % nr;
     let full_rows = m / mr * mr;
@@ -409,6 +420,7 @@ pub(crate) fn conv1x1<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::C
         Ok(v)
     };
     let store = |kb: &Kb<'_, 'ctx>, idx: IntValue<'ctx>, v: VectorValue<'ctx>, lanes: u64| -> R<()> {
+        let py = kb.param(n_in);
         if lanes >= w {
             return store_vec(kb, vt, py, idx, v);
         }
@@ -426,6 +438,9 @@ pub(crate) fn conv1x1<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::C
                 rows: u64,
                 width: u64|
      -> R<()> {
+        let (px, pw) = (kb.param(0), kb.param(1));
+        let pb = has_bias.then(|| kb.param(2));
+        let pr = has_res.then(|| kb.param(3));
         let halves: Vec<u64> = (0..2).map(|h| width.saturating_sub(h * w).min(w)).collect();
         let accs: Vec<PointerValue<'ctx>> = (0..rows * 2).map(|_| kb.alloca(vt.into())).collect::<R<_>>()?;
         for a in &accs {
@@ -502,13 +517,26 @@ pub(crate) fn conv1x1<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::C
         }
         Ok(())
     };
-    kb.for_n(batch, |kb, img| {
-        if full_panels > 0 {
-            kb.for_n(full_panels, |kb, pnl| rows_loop(kb, img, kb.mul(pnl, kb.c(nr))?, nr))?;
+    // Parallel over (image, pixel panel); the partial panel is one more task per image.
+    let per_img = full_panels + (valid > 0) as u64;
+    par(kb, batch * per_img, 2 * batch * m * c * p, |kb, t| {
+        let img = kb.b.build_int_unsigned_div(t, kb.c(per_img), "")?;
+        let pnl = kb.b.build_int_unsigned_rem(t, kb.c(per_img), "")?;
+        if valid == 0 {
+            return rows_loop(kb, img, kb.mul(pnl, kb.c(nr))?, nr);
         }
-        if valid > 0 {
-            rows_loop(kb, img, kb.c(full_panels * nr), valid)?;
-        }
+        let is_edge = kb.icmp(inkwell::IntPredicate::EQ, pnl, kb.c(full_panels))?;
+        let then = kb.cx.append_basic_block(kb.f, "panel");
+        let edge = kb.cx.append_basic_block(kb.f, "edge_panel");
+        let done = kb.cx.append_basic_block(kb.f, "panel_done");
+        kb.b.build_conditional_branch(is_edge, edge, then)?;
+        kb.b.position_at_end(then);
+        rows_loop(kb, img, kb.mul(pnl, kb.c(nr))?, nr)?;
+        kb.b.build_unconditional_branch(done)?;
+        kb.b.position_at_end(edge);
+        rows_loop(kb, img, kb.c(full_panels * nr), valid)?;
+        kb.b.build_unconditional_branch(done)?;
+        kb.b.position_at_end(done);
         Ok(())
     })
 }
@@ -549,14 +577,12 @@ pub(crate) fn conv_direct<'ctx>(
     let (nr, mr) = (2 * w, if w == 16 || w == 4 { 8 } else { 6 });
     let vt = kb.f32t.vec_type(w as u32);
     let i32t = kb.cx.i32_type();
-    let (px, pw) = (kb.param(0), kb.param(1));
-    let pb = (n.inputs.len() >= 3).then(|| kb.param(2));
-    let pr = (n.inputs.len() == 4).then(|| kb.param(3));
-    let py = kb.param(n.inputs.len());
+    let (has_bias, has_res, n_in) = (n.inputs.len() >= 3, n.inputs.len() == 4, n.inputs.len());
     let full_rows = m / mr * mr;
     // The input vector for output pixels ox0 + h*w .. (lanes of them), kernel column kx,
     // from the input row starting at `row`: contiguous, strided, or lane by lane.
     let input = |kb: &Kb<'_, 'ctx>, row: IntValue<'ctx>, ox0: u64, kx: u64, lanes: u64| -> R<VectorValue<'ctx>> {
+        let px = kb.param(0);
         let first = (ox0 * s + kx) as i64 - pl as i64;
         let last = ((ox0 + lanes - 1) * s + kx) as i64 - pl as i64;
         let interior = first >= 0 && last < wi as i64 && lanes == w;
@@ -586,6 +612,10 @@ pub(crate) fn conv_direct<'ctx>(
                 rows: u64,
                 ox0: u64|
      -> R<()> {
+        let pw = kb.param(1);
+        let pb = has_bias.then(|| kb.param(2));
+        let pr = has_res.then(|| kb.param(3));
+        let py = kb.param(n_in);
         let width = (ow - ox0).min(nr);
         let halves: Vec<u64> = (0..2).map(|hh| width.saturating_sub(hh * w).min(w)).collect();
         let accs: Vec<PointerValue<'ctx>> = (0..rows * 2).map(|_| kb.alloca(vt.into())).collect::<R<_>>()?;
@@ -680,8 +710,10 @@ pub(crate) fn conv_direct<'ctx>(
         }
         Ok(())
     };
-    kb.nest(&[batch, oh], |kb, idx| {
-        let (img, oy) = (idx[0], idx[1]);
+    let flops = 2 * batch * m * c * kh * kw * oh * ow;
+    par(kb, batch * oh, flops, |kb, row| {
+        let img = kb.b.build_int_unsigned_div(row, kb.c(oh), "")?;
+        let oy = kb.b.build_int_unsigned_rem(row, kb.c(oh), "")?;
         for t in 0..ow.div_ceil(nr) {
             let ox0 = t * nr;
             if full_rows > 0 {

@@ -198,7 +198,8 @@ pub(crate) fn attention<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Attention) -
     let at = |j: IntValue<'ctx>| kb.gep(kb.f32t.into(), row, j);
     let w = super::gemm::vector_width(n.target) as u64;
     if d % w == 0 && dv % w == 0 && d / w <= 8 && dv / w <= 16 {
-        return attention_vec(kb, op, AttnDims { b, h, sq, sk, d, dv, w }, mask, row, (mx, sum));
+        let mask = mask.map(|(_, dt, dims)| (dt, dims));
+        return attention_vec(kb, op, AttnDims { b, h, sq, sk, d, dv, w }, mask);
     }
     kb.nest(&[b, h, sq], |kb, idx| {
         let (bi, hi, i) = (idx[0], idx[1], idx[2]);
@@ -265,28 +266,29 @@ struct AttnDims {
     w: u64,
 }
 
-type MaskArg<'ctx> = Option<(PointerValue<'ctx>, DType, Vec<u64>)>;
+/// The mask operand's dtype and dims (operand 3), when there is one.
+type MaskArg = Option<(DType, Vec<u64>)>;
 
 /// The attention kernel with vectors of `w` lanes along the head dims: q's row held in
 /// registers, each score a vector dot product summed by halving, the output row
 /// accumulated with FMA over the value rows.
-fn attention_vec<'ctx>(
-    kb: &Kb<'_, 'ctx>,
-    op: &Attention,
-    t: AttnDims,
-    mask: MaskArg<'ctx>,
-    row: PointerValue<'ctx>,
-    (mx, sum): (PointerValue<'ctx>, PointerValue<'ctx>),
-) -> R<()> {
-    use super::gemm::{hsum, load_vec, splat, store_vec, vfma};
+fn attention_vec<'ctx>(kb: &Kb<'_, 'ctx>, op: &Attention, t: AttnDims, mask: MaskArg) -> R<()> {
+    use super::gemm::{hsum, load_vec, par, splat, store_vec, vfma};
     let AttnDims { b, h, sq, sk, d, dv, w } = t;
-    let (pq, pk, pv) = (kb.param(0), kb.param(1), kb.param(2));
-    let py = kb.param(if mask.is_some() { 4 } else { 3 });
     let vt = kb.f32t.vec_type(w as u32);
-    let at = |j: IntValue<'ctx>| kb.gep(kb.f32t.into(), row, j);
-    let accs: Vec<PointerValue<'ctx>> = (0..dv / w).map(|_| kb.alloca(vt.into())).collect::<R<_>>()?;
-    kb.nest(&[b, h, sq], |kb, idx| {
-        let (bi, hi, i) = (idx[0], idx[1], idx[2]);
+    let flops = 2 * b * h * sq * sk * (d + dv);
+    // One task per query row; its score row and accumulators live on the task's stack.
+    par(kb, b * h * sq, flops, |kb, task| {
+        let (pq, pk, pv) = (kb.param(0), kb.param(1), kb.param(2));
+        let py = kb.param(if mask.is_some() { 4 } else { 3 });
+        let pm = mask.as_ref().map(|(dt, dims)| (kb.param(3), *dt, dims.clone()));
+        let row = kb.alloca(kb.f32t.array_type(sk as u32).into())?;
+        let (mx, sum) = (kb.alloca_f32()?, kb.alloca_f32()?);
+        let at = |j: IntValue<'ctx>| kb.gep(kb.f32t.into(), row, j);
+        let accs: Vec<PointerValue<'ctx>> = (0..dv / w).map(|_| kb.alloca(vt.into())).collect::<R<_>>()?;
+        let bi = kb.b.build_int_unsigned_div(task, kb.c(h * sq), "")?;
+        let hi = kb.b.build_int_unsigned_rem(kb.b.build_int_unsigned_div(task, kb.c(sq), "")?, kb.c(h), "")?;
+        let i = kb.b.build_int_unsigned_rem(task, kb.c(sq), "")?;
         let q_row = kb.lin(&[(bi, sq * h * d), (i, h * d), (hi, d)], 0)?;
         let qs: Vec<VectorValue<'ctx>> =
             (0..d / w).map(|c| load_vec(kb, vt, pq, kb.add(q_row, kb.c(c * w))?)).collect::<R<_>>()?;
@@ -299,7 +301,7 @@ fn attention_vec<'ctx>(
                 acc = vfma(kb, *q, kv, acc)?;
             }
             let mut s = kb.fmul(hsum(kb, acc)?, kb.cf(op.scale))?;
-            if let Some((pm, mdt, mdims)) = &mask {
+            if let Some((pm, mdt, mdims)) = &pm {
                 let m = if op.key_padding {
                     let ty = llvm_type(kb, *mdt).expect("numeric");
                     let raw = kb.b.build_load(ty, kb.gep(ty, *pm, kb.lin(&[(bi, sk), (j, 1)], 0)?)?, "")?;
