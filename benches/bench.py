@@ -3,13 +3,13 @@
 
     .venv/bin/python benches/bench.py [--dlc target/release/dlc] [--iters 20] [--models mlp,resnet18]
 
-For each model and thread count (1 and 2) both engines run the same seeded input; after
-warm-up, iterations alternate between the engines and the table reports medians and the
-ratio dlc/ORT (below 1.0: dlc is faster). dlc's generated code is called in-process
-through ctypes on model.so, so neither side pays process or file overhead. A GEMM table
-(single MatMul models) gives GFLOP/s of both engines at 1 thread.
-
-dlc kernels are single-threaded today: at 2 threads only ONNX Runtime uses both cores.
+For each model and thread count (1 and 2) both engines run the same seeded input. dlc is
+timed by `dlc bench --json` (its runtime, thread pool included, on pre-allocated buffers;
+the reported times exclude process start and loading), ONNX Runtime in this process; the
+engines alternate in rounds of --round iterations (each dlc round after its own warm-up)
+until --iters timings each, and the table reports medians and the ratio dlc/ORT (below
+1.0: dlc is faster). The max abs diff column compares outputs, dlc's through ctypes on
+model.so. A GEMM table (single MatMul models) gives GFLOP/s of both engines at 1 thread.
 """
 import argparse
 import ctypes
@@ -69,6 +69,7 @@ def ort_session(path, threads):
 
 
 def time_pair(dlc_model, sess, feeds, iters, warmup=3):
+    """In-process, alternating (the GEMM table, one thread)."""
     for _ in range(warmup):
         dlc_model.run()
         sess.run(None, feeds)
@@ -81,6 +82,22 @@ def time_pair(dlc_model, sess, feeds, iters, warmup=3):
         sess.run(None, feeds)
         to.append(time.perf_counter() - t0)
     return statistics.median(td) * 1e3, statistics.median(to) * 1e3
+
+
+def time_rounds(dlc, art, input_args, sess, feeds, threads, iters, per_round):
+    """dlc through `dlc bench` and ORT in-process, alternating in rounds."""
+    for _ in range(3):
+        sess.run(None, feeds)
+    td, to = [], []
+    while len(td) < iters:
+        out = subprocess.run([dlc, "bench", art, "--iters", str(per_round), "--threads", str(threads), "--json",
+                              *input_args], check=True, capture_output=True, text=True).stdout
+        td += json.loads(out)["times_ms"]
+        for _ in range(per_round):
+            t0 = time.perf_counter()
+            sess.run(None, feeds)
+            to.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(td), statistics.median(to)
 
 
 def matmul_model(n, path):
@@ -98,6 +115,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dlc", default=str(ROOT / "target" / "release" / "dlc"))
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--round", type=int, default=5, help="iterations per engine before switching")
     ap.add_argument("--models", default="mlp,resnet18,mobilenetv2,bert")
     ap.add_argument("--gemm", default="256,512,1024")
     a = ap.parse_args()
@@ -125,8 +143,13 @@ def main():
                 feeds[i.name] = rng.randn(*i.shape).astype(np.float32)
         d.bind(feeds)
         diff = max(float(np.abs(x - y).max()) for x, y in zip(d.run(), sess0.run(None, feeds)))
+        input_args = []
+        for k, v in feeds.items():
+            f = work / f"{name}_{k}.npy"
+            np.save(f, v)
+            input_args += ["--input", f"{k}={f}"]
         for threads in (1, 2):
-            td, to = time_pair(d, ort_session(path, threads), feeds, a.iters)
+            td, to = time_rounds(a.dlc, art, input_args, ort_session(path, threads), feeds, threads, a.iters, a.round)
             print(f"| {name} | {threads} | {td:.3f} | {to:.3f} | {td / to:.2f} | {diff:.2g} |", flush=True)
     if a.gemm:
         print("\n| GEMM (n x n x n) | dlc GFLOP/s | ORT GFLOP/s (1 thread) | dlc/ORT time |")

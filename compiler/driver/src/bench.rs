@@ -106,6 +106,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
         session.run()?;
         ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
+    let times = ms.clone();
     ms.sort_by(f64::total_cmp);
     let median = if ms.len() % 2 == 1 { ms[ms.len() / 2] } else { (ms[ms.len() / 2 - 1] + ms[ms.len() / 2]) / 2.0 };
     let (min, max) = (ms[0], ms[ms.len() - 1]);
@@ -113,7 +114,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
     if a.json {
         let v = serde_json::json!({
             "median_ms": median, "min_ms": min, "max_ms": max, "iters": a.iters, "threads": threads,
-            "energy_j_per_inference": joules, "watts_per_core": a.watts_per_core,
+            "energy_j_per_inference": joules, "watts_per_core": a.watts_per_core, "times_ms": times,
         });
         println!("{v}");
     } else {
