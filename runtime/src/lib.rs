@@ -142,41 +142,140 @@ pub fn default_threads() -> usize {
     std::env::var("DLC_NUM_THREADS").ok().and_then(|v| v.parse().ok()).filter(|&t| t > 0).unwrap_or(1)
 }
 
-/// How many threads a run may use. The generated code's large kernels split their outer
-/// loop into tasks and hand them to [`Pool::parallel_for`], which runs them on the
-/// calling thread plus `threads - 1` scoped threads (contiguous chunks of task indices,
-/// one per thread) and returns when all are done.
-#[derive(Debug)]
+/// The threads a run may use: `threads - 1` workers kept alive between kernels (and
+/// runs) plus the calling thread. The generated code's large kernels split their outer
+/// loop into tasks and hand them to [`Pool::parallel_for`]; every thread takes the next
+/// task index from a shared counter until none are left, and the call returns when all
+/// are done.
 pub struct Pool {
     threads: usize,
+    shared: std::sync::Arc<Shared>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// One parallel loop: what workers run (index counter, finished count, generation).
+#[derive(Default)]
+struct Job {
+    task: usize,
+    ctx: usize,
+    n: usize,
+    generation: u64,
+    busy: usize,
+    shutdown: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    job: std::sync::Mutex<Job>,
+    wake: std::sync::Condvar,
+    done: std::sync::Condvar,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Shared {
+    /// Runs tasks of the current job until the counter passes `n`.
+    fn drain(&self, task: usize, ctx: usize, n: usize) {
+        use std::sync::atomic::Ordering;
+        // SAFETY: `task` came from the generated code as a `TaskFn`.
+        let task: TaskFn = unsafe { std::mem::transmute::<usize, TaskFn>(task) };
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                return;
+            }
+            // SAFETY: the generated code made `task` and `ctx` for indices below `n`; tasks
+            // write disjoint data, and `ctx` outlives the parallel_for call.
+            unsafe { task(ctx as *mut u8, i as i64) };
+        }
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("threads", &self.threads).finish()
+    }
 }
 
 impl Pool {
+    /// A pool of `threads` threads (the caller's included).
+    pub fn new(threads: usize) -> Pool {
+        let threads = threads.max(1);
+        let shared = std::sync::Arc::new(Shared::default());
+        let workers = (1..threads)
+            .map(|_| {
+                let sh = shared.clone();
+                std::thread::spawn(move || {
+                    let mut seen = 0u64;
+                    loop {
+                        let (task, ctx, n) = {
+                            let mut job = sh.job.lock().unwrap_or_else(|e| e.into_inner());
+                            while job.generation == seen && !job.shutdown {
+                                job = sh.wake.wait(job).unwrap_or_else(|e| e.into_inner());
+                            }
+                            if job.shutdown {
+                                return;
+                            }
+                            seen = job.generation;
+                            (job.task, job.ctx, job.n)
+                        };
+                        sh.drain(task, ctx, n);
+                        let mut job = sh.job.lock().unwrap_or_else(|e| e.into_inner());
+                        job.busy -= 1;
+                        if job.busy == 0 {
+                            sh.done.notify_all();
+                        }
+                    }
+                })
+            })
+            .collect();
+        Pool { threads, shared, workers }
+    }
+
+    /// The thread count.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
     unsafe extern "C" fn parallel_for(pool: *const Pool, task: TaskFn, ctx: *mut u8, n: i64) {
-        // SAFETY: `pool` is the `Pool` passed to run_threaded by `Session::run`, alive for the call.
-        let threads = unsafe { (*pool).threads }.clamp(1, n.max(1) as usize);
+        // SAFETY: `pool` is the `Pool` passed to run_threaded by this crate, alive for the call.
+        let pool = unsafe { &*pool };
         let n = n.max(0) as usize;
-        let chunk = n.div_ceil(threads);
-        let ctx_addr = ctx as usize;
-        let run = move |lo: usize, hi: usize| {
-            for i in lo..hi {
-                // SAFETY: the generated code made `task` and `ctx` for exactly these indices;
-                // tasks write disjoint data, and `ctx` outlives this call.
-                unsafe { task(ctx_addr as *mut u8, i as i64) };
-            }
-        };
-        if threads == 1 {
-            return run(0, n);
+        let sh = &pool.shared;
+        if pool.workers.is_empty() || n < 2 {
+            sh.next.store(0, std::sync::atomic::Ordering::Relaxed);
+            return sh.drain(task as usize, ctx as usize, n);
         }
-        std::thread::scope(|s| {
-            for k in 1..threads {
-                let (lo, hi) = ((k * chunk).min(n), ((k + 1) * chunk).min(n));
-                s.spawn(move || run(lo, hi));
-            }
-            run(0, chunk.min(n));
-        });
+        {
+            let mut job = sh.job.lock().unwrap_or_else(|e| e.into_inner());
+            sh.next.store(0, std::sync::atomic::Ordering::Relaxed);
+            job.task = task as usize;
+            job.ctx = ctx as usize;
+            job.n = n;
+            job.generation += 1;
+            job.busy = pool.workers.len();
+            sh.wake.notify_all();
+        }
+        sh.drain(task as usize, ctx as usize, n);
+        let mut job = sh.job.lock().unwrap_or_else(|e| e.into_inner());
+        while job.busy > 0 {
+            job = sh.done.wait(job).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        {
+            let mut job = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            job.shutdown = true;
+            self.shared.wake.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
 type AbiFn = unsafe extern "C" fn() -> u32;
 type WsFn = unsafe extern "C" fn() -> u64;
 
@@ -393,7 +492,7 @@ impl Model {
         let out_ptrs: Vec<*mut u8> = out_bufs.iter().map(|b| b.ptr).collect();
         // SAFETY: inputs were checked against the manifest the code was compiled from;
         // outputs and workspace have the sizes the code writes; all are 64-byte aligned.
-        let pool = Pool { threads: default_threads() };
+        let pool = Pool::new(default_threads());
         let status = unsafe {
             match self.run_threaded {
                 Some(f) if pool.threads > 1 => {
@@ -453,7 +552,7 @@ impl Model {
         let out_ptrs = outputs.iter().map(|(b, _, _)| b.ptr).collect();
         Session {
             model: self,
-            pool: Pool { threads: default_threads() },
+            pool: Pool::new(default_threads()),
             inputs,
             outputs,
             workspace: AlignedBuf::new(self.workspace),
@@ -478,7 +577,9 @@ impl Session<'_> {
     /// Sets how many threads runs may use (default [`default_threads`]); artifacts built
     /// before the thread pool run on one thread whatever this says.
     pub fn set_threads(&mut self, threads: usize) {
-        self.pool.threads = threads.max(1);
+        if threads.max(1) != self.pool.threads {
+            self.pool = Pool::new(threads);
+        }
     }
 
     /// The thread count runs use.

@@ -34,7 +34,7 @@ def test_reference_model_matches_ort(name, generated_models, tmp_path):
             assert_close(got[k], want[k], f"{name}:{k} (seed {seed})")
 
 
-@pytest.mark.parametrize("name", ["resnet18", "bert"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2", "bert"])
 def test_threaded_runs_match_ort(name, generated_models, tmp_path, monkeypatch):
     """The same models with the kernels' parallel loops on two threads (DLC_NUM_THREADS)."""
     monkeypatch.setenv("DLC_NUM_THREADS", "2")

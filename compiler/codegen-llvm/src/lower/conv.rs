@@ -48,12 +48,15 @@ pub(crate) fn conv(kb: &Kb, n: &NodeInfo, op: &Conv) -> R<()> {
     let mg = m / groups;
     let [oh, ow] = g.output;
     let has_bias = n.inputs.len() >= 3;
-    let (px, pw) = (kb.param(0), kb.param(1));
-    let pb = has_bias.then(|| kb.param(2));
-    let pr = (n.inputs.len() == 4).then(|| kb.param(3));
-    let py = kb.param(n.inputs.len());
-    kb.nest(&[batch, m], |kb, idx| {
-        let (b, mi) = (idx[0], idx[1]);
+    let flops = 2 * batch * m * cg * kh * kw * oh * ow;
+    // Parallel over (image, output channel) planes.
+    super::gemm::par(kb, batch * m, flops, |kb, plane| {
+        let (px, pw) = (kb.param(0), kb.param(1));
+        let pb = has_bias.then(|| kb.param(2));
+        let pr = (n.inputs.len() == 4).then(|| kb.param(3));
+        let py = kb.param(n.inputs.len());
+        let b = kb.b.build_int_unsigned_div(plane, kb.c(m), "")?;
+        let mi = kb.b.build_int_unsigned_rem(plane, kb.c(m), "")?;
         let grp = kb.b.build_int_unsigned_div(mi, kb.c(mg), "")?;
         let out_base = kb.mul(kb.lin(&[(b, m), (mi, 1)], 0)?, kb.c(oh * ow))?;
         let init = match pb {
