@@ -573,8 +573,26 @@ pub(crate) fn conv_direct<'ctx>(
     let [oh, ow] = g.output;
     let s = g.strides[1];
     let (pt, pl) = (g.pad_begin[0], g.pad_begin[1]);
-    let w = vector_width(n.target) as u64;
-    let (nr, mr) = (2 * w, if w == 16 || w == 4 { 8 } else { 6 });
+    // Tile width: two full vectors on wide rows; on narrow rows (the 14- and 7-pixel
+    // rows of late CNN layers) one vector, of half width if that wastes fewer lanes, with
+    // more channels per tile to keep the FMA units busy.
+    let vw = vector_width(n.target) as u64;
+    let regs32 = vw == 16 || vw == 4;
+    let waste = |lanes: u64| ow.div_ceil(lanes) * lanes - ow;
+    let (w, nh) = if ow >= 2 * vw || waste(2 * vw) <= waste(vw) {
+        (vw, 2u64)
+    } else if vw >= 8 && waste(vw / 2) < waste(vw) {
+        (vw / 2, 1)
+    } else {
+        (vw, 1)
+    };
+    let nr = w * nh;
+    let mr = match (nh, regs32) {
+        (2, true) => 8,
+        (2, false) => 6,
+        (_, true) => 16,
+        (_, false) => 12,
+    };
     let vt = kb.f32t.vec_type(w as u32);
     let i32t = kb.cx.i32_type();
     let (has_bias, has_res, n_in) = (n.inputs.len() >= 3, n.inputs.len() == 4, n.inputs.len());
@@ -617,8 +635,8 @@ pub(crate) fn conv_direct<'ctx>(
         let pr = has_res.then(|| kb.param(3));
         let py = kb.param(n_in);
         let width = (ow - ox0).min(nr);
-        let halves: Vec<u64> = (0..2).map(|hh| width.saturating_sub(hh * w).min(w)).collect();
-        let accs: Vec<PointerValue<'ctx>> = (0..rows * 2).map(|_| kb.alloca(vt.into())).collect::<R<_>>()?;
+        let halves: Vec<u64> = (0..nh).map(|hh| width.saturating_sub(hh * w).min(w)).collect();
+        let accs: Vec<PointerValue<'ctx>> = (0..rows * nh).map(|_| kb.alloca(vt.into())).collect::<R<_>>()?;
         for a in &accs {
             kb.b.build_store(*a, vt.const_zero())?;
         }
@@ -631,7 +649,7 @@ pub(crate) fn conv_direct<'ctx>(
                 kb.if_then(inside, |kb| {
                     let row = kb.add(plane, kb.mul(iy, kb.c(wi))?)?;
                     for kx in 0..kw {
-                        let xs: Vec<VectorValue<'ctx>> = (0..2u64)
+                        let xs: Vec<VectorValue<'ctx>> = (0..nh)
                             .map(|hh| {
                                 if halves[hh as usize] == 0 {
                                     Ok(vt.const_zero())
@@ -643,11 +661,11 @@ pub(crate) fn conv_direct<'ctx>(
                         for r in 0..rows {
                             let wi_ = kb.lin(&[(kb.add(m0, kb.c(r))?, c * kh * kw), (ci, kh * kw), (ky, kw)], kx)?;
                             let a = splat(kb, vt, kb.load_f32(pw, wi_)?)?;
-                            for hh in 0..2usize {
+                            for hh in 0..nh as usize {
                                 if halves[hh] == 0 {
                                     continue;
                                 }
-                                let slot = accs[r as usize * 2 + hh];
+                                let slot = accs[r as usize * nh as usize + hh];
                                 let cur = kb.b.build_load(vt, slot, "")?.into_vector_value();
                                 kb.b.build_store(slot, vfma(kb, a, xs[hh], cur)?)?;
                             }
@@ -664,13 +682,13 @@ pub(crate) fn conv_direct<'ctx>(
                 Some(pb) => Some(splat(kb, vt, kb.load_f32(pb, ch)?)?),
                 None => None,
             };
-            for hh in 0..2usize {
+            for hh in 0..nh as usize {
                 let lanes = halves[hh];
                 if lanes == 0 {
                     continue;
                 }
                 let idx = kb.add(yrow, kb.c(hh as u64 * w))?;
-                let mut v = kb.b.build_load(vt, accs[r as usize * 2 + hh], "")?.into_vector_value();
+                let mut v = kb.b.build_load(vt, accs[r as usize * nh as usize + hh], "")?.into_vector_value();
                 if let Some(bv) = bias {
                     v = kb.b.build_float_add(v, bv, "")?;
                 }
