@@ -69,13 +69,15 @@ def test_artifact_forms_and_manifest(generated_models, tmp_path):
     assert 0 < r["arena_bytes"] <= r["arena_bytes_without_reuse"]
 
 
-def test_compiling_twice_is_deterministic(tmp_path):
+@pytest.mark.parametrize("name", ["conv_variants.onnx", "fusion_patterns.onnx", "bert"])
+def test_compiling_twice_is_deterministic(name, generated_models, tmp_path):
+    """Byte-identical artifacts, the optimiser's rewrites and weight packing included."""
     from conftest import dlc
 
-    model = FILETESTS / "conv_variants.onnx"
+    model = generated_models / f"{name}.onnx" if name == "bert" else FILETESTS / name
     dlc("compile", model, "-o", tmp_path / "a")
     dlc("compile", model, "-o", tmp_path / "b")
-    for f in ["model.a", "model.h", "model.manifest", "manifest.json"]:
+    for f in ["model.so", "model.a", "model.h", "model.manifest", "manifest.json"]:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
 
 
