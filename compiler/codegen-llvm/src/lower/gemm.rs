@@ -333,6 +333,33 @@ pub(crate) fn packable(b: Option<&TensorData>, inputs: &[dlc_ir::TensorType]) ->
         && inputs.iter().all(|t| t.dtype == DType::F32)
 }
 
+/// `llvm.masked.load` of the lanes set in `mask` from `base[idx..]` (others 0); lanes
+/// outside the mask are never read, so `idx` may point before or past the buffer.
+pub(crate) fn masked_load<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    vt: VectorType<'ctx>,
+    base: PointerValue<'ctx>,
+    idx: IntValue<'ctx>,
+    mask: &[bool],
+) -> R<VectorValue<'ctx>> {
+    let i1 = kb.cx.bool_type();
+    let m: Vec<_> = mask.iter().map(|&b| i1.const_int(b as u64, false)).collect();
+    let m = VectorType::const_vector(&m);
+    let p = kb.gep(kb.f32t.into(), base, idx)?;
+    let ptr = kb.cx.ptr_type(inkwell::AddressSpace::default());
+    let f = inkwell::intrinsics::Intrinsic::find("llvm.masked.load")
+        .and_then(|i| i.get_declaration(kb.m, &[vt.into(), ptr.into()]))
+        .ok_or_else(|| CodegenError::Llvm("no llvm.masked.load".into()))?;
+    // LLVM releases differ on whether the alignment is an argument.
+    let args: Vec<inkwell::values::BasicMetadataValueEnum> = if f.count_params() == 4 {
+        vec![p.into(), kb.cx.i32_type().const_int(4, false).into(), m.into(), vt.const_zero().into()]
+    } else {
+        vec![p.into(), m.into(), vt.const_zero().into()]
+    };
+    let v = kb.b.build_call(f, &args, "")?;
+    Ok(v.try_as_basic_value().basic().ok_or_else(|| CodegenError::Llvm("masked.load".into()))?.into_vector_value())
+}
+
 /// `a * b + c` on vectors (llvm.fma).
 pub(crate) fn vfma<'ctx>(
     kb: &Kb<'_, 'ctx>,
@@ -613,15 +640,27 @@ pub(crate) fn conv_direct<'ctx>(
             let even: Vec<_> = (0..w).map(|l| i32t.const_int(2 * l, false)).collect();
             return Ok(kb.b.build_shuffle_vector(a, b, VectorType::const_vector(&even), "")?);
         }
-        let mut v = vt.const_zero();
-        for l in 0..lanes {
-            let ix = ((ox0 + l) * s + kx) as i64 - pl as i64;
-            if ix >= 0 && ix < wi as i64 {
-                let xv = kb.load_f32(px, kb.add(row, kb.c(ix as u64))?)?;
-                v = kb.b.build_insert_element(v, xv, i32t.const_int(l, false), "")?;
-            }
+        if s == 1 {
+            // A border tile: one masked load; lanes in the padding (or past the row's
+            // valid pixels) are not read and come back 0.
+            let mask: Vec<bool> =
+                (0..w).map(|l| l < lanes && first + (l as i64) >= 0 && first + (l as i64) < wi as i64).collect();
+            let base = kb.b.build_int_add(row, kb.i64t.const_int(first as u64, true), "")?;
+            return masked_load(kb, vt, px, base, &mask);
         }
-        Ok(v)
+        if s == 2 {
+            // Two masked loads over the 2w-element span, then the even lanes (lanes past
+            // `lanes` hold values that are never stored).
+            let span = |off: u64| -> Vec<bool> {
+                (0..w).map(|l| (0..wi as i64).contains(&(first + (off + l) as i64))).collect()
+            };
+            let base = kb.b.build_int_add(row, kb.i64t.const_int(first as u64, true), "")?;
+            let a = masked_load(kb, vt, px, base, &span(0))?;
+            let b = masked_load(kb, vt, px, kb.add(base, kb.c(w))?, &span(w))?;
+            let even: Vec<_> = (0..w).map(|l| i32t.const_int(2 * l, false)).collect();
+            return Ok(kb.b.build_shuffle_vector(a, b, VectorType::const_vector(&even), "")?);
+        }
+        Err(CodegenError::Llvm(format!("direct convolution with stride {s}")))
     };
     let tile = |kb: &Kb<'_, 'ctx>,
                 img: IntValue<'ctx>,
