@@ -282,15 +282,21 @@ def conv_direct(out):
         n("Conv", ["x", "w2"], ["y2"], kernel_shape=[3, 3], pads=[1, 0, 1, 2], strides=[2, 2]),
         n("Conv", ["x", "w3", "b3"], ["y3"], kernel_shape=[7, 7], pads=[3, 3, 3, 3], strides=[2, 2]),
         n("Conv", ["x", "w4"], ["y4"], kernel_shape=[5, 5], auto_pad="SAME_UPPER"),
+        # Depthwise, stride 1 and 2.
+        n("Conv", ["x", "dw1", "db1"], ["y5"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=3),
+        n("Conv", ["x", "dw2"], ["y6"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], group=3),
     ]
     inits = [
         numpy_helper.from_array(arr(rng, 9, 3, 3, 3), "w1"), numpy_helper.from_array(arr(rng, 9), "b1"),
         numpy_helper.from_array(arr(rng, 5, 3, 3, 3), "w2"),
         numpy_helper.from_array(arr(rng, 10, 3, 7, 7), "w3"), numpy_helper.from_array(arr(rng, 10), "b3"),
         numpy_helper.from_array(arr(rng, 4, 3, 5, 5), "w4"),
+        numpy_helper.from_array(arr(rng, 3, 1, 3, 3), "dw1"), numpy_helper.from_array(arr(rng, 3), "db1"),
+        numpy_helper.from_array(arr(rng, 3, 1, 3, 3), "dw2"),
     ]
     ins = [vi("x", [2, 3, 11, 37]), vi("x9", [2, 9, 11, 37])]
-    save(out, "conv_direct", nodes, ins, [vi("y1", None), vi("y2", None), vi("y3", None), vi("y4", None)], inits)
+    outs = [vi(f"y{i}", None) for i in range(1, 7)]
+    save(out, "conv_direct", nodes, ins, outs, inits)
 
 
 def unsupported(out):

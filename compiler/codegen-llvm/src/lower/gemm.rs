@@ -572,8 +572,10 @@ pub(crate) fn conv1x1<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::C
 /// stride 1 or 2, f32, at most 16 pixel tiles per output row.
 pub(crate) fn direct_ok(g: &dlc_ir::ops::PoolGeometry, op: &dlc_ir::ops::Conv, n: &NodeInfo) -> bool {
     let w = vector_width(n.target) as u64;
+    let (c, wd) = (n.in_dims(0)[1], n.in_dims(1));
+    let depthwise = op.group as u64 == c && wd[0] == c && wd[1] == 1;
     n.inputs.iter().chain(n.outputs).all(|t| t.dtype == DType::F32)
-        && op.group == 1
+        && (op.group == 1 || depthwise)
         && g.dilations == [1, 1]
         && g.strides[0] == g.strides[1]
         && (g.strides[1] == 1 || g.strides[1] == 2)
@@ -596,7 +598,9 @@ pub(crate) fn conv_direct<'ctx>(
 ) -> R<()> {
     let (x, wd) = (n.in_dims(0), n.in_dims(1));
     let (batch, c, h, wi) = (x[0], x[1], x[2], x[3]);
-    let (m, kh, kw) = (wd[0], wd[2], wd[3]);
+    let (m, cg, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
+    // Depthwise (one input channel per output channel): one channel per tile, its own input.
+    let depthwise = op.group > 1;
     let [oh, ow] = g.output;
     let s = g.strides[1];
     let (pt, pl) = (g.pad_begin[0], g.pad_begin[1]);
@@ -615,6 +619,7 @@ pub(crate) fn conv_direct<'ctx>(
     };
     let nr = w * nh;
     let mr = match (nh, regs32) {
+        _ if depthwise => 1,
         (2, true) => 8,
         (2, false) => 6,
         (_, true) => 16,
@@ -679,8 +684,9 @@ pub(crate) fn conv_direct<'ctx>(
         for a in &accs {
             kb.b.build_store(*a, vt.const_zero())?;
         }
-        kb.for_n(c, |kb, ci| {
-            let plane = kb.mul(kb.add(kb.mul(img, kb.c(c))?, ci)?, kb.c(h * wi))?;
+        kb.for_n(cg, |kb, ci| {
+            let chan = if depthwise { m0 } else { ci };
+            let plane = kb.mul(kb.add(kb.mul(img, kb.c(c))?, chan)?, kb.c(h * wi))?;
             kb.for_n(kh, |kb, ky| {
                 // iy = oy*s + ky - pad_top, skipped outside the image.
                 let iy = kb.sub(kb.add(kb.mul(oy, kb.c(s))?, ky)?, kb.c(pt))?;
@@ -698,7 +704,7 @@ pub(crate) fn conv_direct<'ctx>(
                             })
                             .collect::<R<_>>()?;
                         for r in 0..rows {
-                            let wi_ = kb.lin(&[(kb.add(m0, kb.c(r))?, c * kh * kw), (ci, kh * kw), (ky, kw)], kx)?;
+                            let wi_ = kb.lin(&[(kb.add(m0, kb.c(r))?, cg * kh * kw), (ci, kh * kw), (ky, kw)], kx)?;
                             let a = splat(kb, vt, kb.load_f32(pw, wi_)?)?;
                             for hh in 0..nh as usize {
                                 if halves[hh] == 0 {
@@ -767,7 +773,7 @@ pub(crate) fn conv_direct<'ctx>(
         }
         Ok(())
     };
-    let flops = 2 * batch * m * c * kh * kw * oh * ow;
+    let flops = 2 * batch * m * cg * kh * kw * oh * ow;
     par(kb, batch * oh, flops, |kb, row| {
         let img = kb.b.build_int_unsigned_div(row, kb.c(oh), "")?;
         let oy = kb.b.build_int_unsigned_rem(row, kb.c(oh), "")?;
