@@ -103,3 +103,23 @@ def test_cross_compile_for_aarch64(tmp_path):
     p = dlc("compile", FILETESTS / "conv_variants.onnx", "-o", art, "--target", "aarch64-unknown-linux-gnu",
             "--emit", "so", check=False)
     assert p.returncode == 1 and "cross linker" in p.stderr
+
+
+@pytest.mark.parametrize("name,max_kernels", [("resnet18", 24), ("bert", 20)])
+def test_optimiser_fuses_the_reference_models(name, max_kernels, generated_models, tmp_path):
+    """Issue targets: every BatchNorm, Relu and residual Add of ResNet-18 fused (<= 24
+    kernels); BERT's attention, GELU and residuals fused (<= 20); the report is complete
+    and the optimiser fast (the artifacts' numerics are checked against ORT above)."""
+    import json
+
+    from conftest import dlc
+
+    dlc("compile", generated_models / f"{name}.onnx", "-o", tmp_path / "art")
+    r = json.loads((tmp_path / "art" / "report.json").read_text())
+    assert r["kernels"] <= max_kernels, r["kernels"]
+    o = r["optimizer"]
+    for k in ["egraph_nodes", "iterations", "stop_reason", "seconds", "rules_fired", "cost_before", "cost_after"]:
+        assert k in o, k
+    assert o["seconds"] < 2.0 and o["cost_after"] <= o["cost_before"]
+    for k in ["flops", "weight_bytes", "arena_bytes"]:
+        assert r[k] > 0, k
