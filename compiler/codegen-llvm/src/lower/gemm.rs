@@ -155,7 +155,7 @@ pub(crate) fn packed<'ctx>(
             }
             Ok(())
         })?;
-        // Store the tile (whole panels with vector stores, the last one lane by lane),
+        // Store the tile (whole panels with vector stores, the last one's valid lanes),
         // then apply the epilogue to its elements.
         let j0 = kb.mul(p, kb.c(nr))?;
         let last = kb.icmp(inkwell::IntPredicate::EQ, p, kb.c(panels - 1))?;
@@ -182,12 +182,7 @@ pub(crate) fn packed<'ctx>(
                     store_vec(kb, vt, py, base, v)?;
                     kb.b.build_unconditional_branch(done)?;
                     kb.b.position_at_end(other);
-                    for lane in 0..w {
-                        if h * w + lane < valid {
-                            let x = kb.b.build_extract_element(v, kb.cx.i32_type().const_int(lane, false), "")?;
-                            kb.store_f32(py, kb.add(base, kb.c(lane))?, x.into_float_value())?;
-                        }
-                    }
+                    store_lanes(kb, py, base, v, valid.saturating_sub(h * w).min(w))?;
                     kb.b.build_unconditional_branch(done)?;
                     kb.b.position_at_end(done);
                 }
@@ -333,6 +328,67 @@ pub(crate) fn packable(b: Option<&TensorData>, inputs: &[dlc_ir::TensorType]) ->
         && inputs.iter().all(|t| t.dtype == DType::F32)
 }
 
+/// `lanes` floats (at most the vector's width) from `base[idx..]`; the other lanes are 0.
+fn load_lanes<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    vt: VectorType<'ctx>,
+    base: PointerValue<'ctx>,
+    idx: IntValue<'ctx>,
+    lanes: u64,
+) -> R<VectorValue<'ctx>> {
+    let w = vt.get_size() as u64;
+    if lanes >= w {
+        return load_vec(kb, vt, base, idx);
+    }
+    masked_load(kb, vt, base, idx, &(0..w).map(|l| l < lanes).collect::<Vec<_>>())
+}
+
+/// Stores the first `lanes` of `v` at `base[idx..]`.
+fn store_lanes<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    base: PointerValue<'ctx>,
+    idx: IntValue<'ctx>,
+    v: VectorValue<'ctx>,
+    lanes: u64,
+) -> R<()> {
+    if lanes >= v.get_type().get_size() as u64 {
+        return store_vec(kb, v.get_type(), base, idx, v);
+    }
+    for l in 0..lanes {
+        let x = kb.b.build_extract_element(v, kb.cx.i32_type().const_int(l, false), "")?;
+        kb.store_f32(base, kb.add(idx, kb.c(l))?, x.into_float_value())?;
+    }
+    Ok(())
+}
+
+/// A convolution's epilogue on one vector of output pixels of one channel: `+ bias`,
+/// `+ residual[idx..]` (its first `lanes`), then `act` (in vector form when it has one,
+/// else lane by lane).
+fn pixel_epilogue<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    act: Activation,
+    mut v: VectorValue<'ctx>,
+    bias: Option<VectorValue<'ctx>>,
+    residual: Option<(PointerValue<'ctx>, IntValue<'ctx>, u64)>,
+) -> R<VectorValue<'ctx>> {
+    if let Some(bv) = bias {
+        v = kb.b.build_float_add(v, bv, "")?;
+    }
+    if let Some((pr, idx, lanes)) = residual {
+        v = kb.b.build_float_add(v, load_lanes(kb, v.get_type(), pr, idx, lanes)?, "")?;
+    }
+    if vector_act(act) {
+        return vector_activation(kb, act, v);
+    }
+    let mut out = v;
+    for l in 0..v.get_type().get_size() as u64 {
+        let i = kb.cx.i32_type().const_int(l, false);
+        let x = kb.b.build_extract_element(v, i, "")?.into_float_value();
+        out = kb.b.build_insert_element(out, activation(kb, act, x)?, i, "")?;
+    }
+    Ok(out)
+}
+
 /// `llvm.masked.load` of the lanes set in `mask` from `base[idx..]` (others 0); lanes
 /// outside the mask are never read, so `idx` may point before or past the buffer.
 pub(crate) fn masked_load<'ctx>(
@@ -421,7 +477,7 @@ pub(crate) fn is_pointwise(op: &dlc_ir::ops::Conv, n: &NodeInfo) -> bool {
 
 /// A 1x1 convolution as a register-blocked GEMM: the vector lanes run along pixels
 /// (contiguous in NCHW), `MR` output channels share each loaded pixel vector, weights
-/// are broadcast. The last, partial panel of pixels goes lane by lane. Epilogue (bias per
+/// are broadcast. The last, partial panel of pixels uses masked loads. Epilogue (bias per
 /// channel, residual, activation) in registers before the store.
 pub(crate) fn conv1x1<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::Conv) -> R<()> {
     let (x, wd) = (n.in_dims(0), n.in_dims(1));
@@ -435,28 +491,6 @@ pub(crate) fn conv1x1<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::C
     let valid = p % nr;
     let full_rows = m / mr * mr;
     // Loads `w` floats at `base + idx`, of which the first `lanes` exist (the rest 0).
-    let load = |kb: &Kb<'_, 'ctx>, base: PointerValue<'ctx>, idx: IntValue<'ctx>, lanes: u64| -> R<VectorValue<'ctx>> {
-        if lanes >= w {
-            return load_vec(kb, vt, base, idx);
-        }
-        let mut v = vt.const_zero();
-        for l in 0..lanes {
-            let x = kb.load_f32(base, kb.add(idx, kb.c(l))?)?;
-            v = kb.b.build_insert_element(v, x, kb.cx.i32_type().const_int(l, false), "")?;
-        }
-        Ok(v)
-    };
-    let store = |kb: &Kb<'_, 'ctx>, idx: IntValue<'ctx>, v: VectorValue<'ctx>, lanes: u64| -> R<()> {
-        let py = kb.param(n_in);
-        if lanes >= w {
-            return store_vec(kb, vt, py, idx, v);
-        }
-        for l in 0..lanes {
-            let x = kb.b.build_extract_element(v, kb.cx.i32_type().const_int(l, false), "")?;
-            kb.store_f32(py, kb.add(idx, kb.c(l))?, x.into_float_value())?;
-        }
-        Ok(())
-    };
     // One tile: `rows` channels from m0, pixels j0.. with `width` valid (<= nr).
     let tile = |kb: &Kb<'_, 'ctx>,
                 img: IntValue<'ctx>,
@@ -481,7 +515,7 @@ pub(crate) fn conv1x1<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::C
                     if halves[h as usize] == 0 {
                         Ok(vt.const_zero())
                     } else {
-                        load(kb, px, kb.add(xrow, kb.c(h * w))?, halves[h as usize])
+                        load_lanes(kb, vt, px, kb.add(xrow, kb.c(h * w))?, halves[h as usize])
                     }
                 })
                 .collect::<R<_>>()?;
@@ -512,25 +546,9 @@ pub(crate) fn conv1x1<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::C
                     continue;
                 }
                 let idx = kb.add(yrow, kb.c(h as u64 * w))?;
-                let mut v = kb.b.build_load(vt, accs[r as usize * 2 + h], "")?.into_vector_value();
-                if let Some(bv) = bias {
-                    v = kb.b.build_float_add(v, bv, "")?;
-                }
-                if let Some(pr) = pr {
-                    v = kb.b.build_float_add(v, load(kb, pr, idx, halves[h])?, "")?;
-                }
-                v = if vector_act(op.act) {
-                    vector_activation(kb, op.act, v)?
-                } else {
-                    let mut out = v;
-                    for l in 0..w {
-                        let i = kb.cx.i32_type().const_int(l, false);
-                        let x = kb.b.build_extract_element(v, i, "")?.into_float_value();
-                        out = kb.b.build_insert_element(out, activation(kb, op.act, x)?, i, "")?;
-                    }
-                    out
-                };
-                store(kb, idx, v, halves[h])?;
+                let v = kb.b.build_load(vt, accs[r as usize * 2 + h], "")?.into_vector_value();
+                let v = pixel_epilogue(kb, op.act, v, bias, pr.map(|pr| (pr, idx, halves[h])))?;
+                store_lanes(kb, kb.param(n_in), idx, v, halves[h])?;
             }
         }
         Ok(())
@@ -588,8 +606,8 @@ pub(crate) fn direct_ok(g: &dlc_ir::ops::PoolGeometry, op: &dlc_ir::ops::Conv, n
 /// (skipped where it falls in the padding), each kernel column loads the tile's input
 /// pixels once (stride 2: two vectors, even lanes kept) and every channel's weight is
 /// broadcast into an FMA. Tile positions along the row are unrolled at compile time, so
-/// tiles that touch the left or right padding are known and load lane by lane with the
-/// padding as zeros. Epilogue (bias, residual, activation) in registers.
+/// tiles that touch the left or right padding are known and use masked loads, the
+/// padding reading as zeros. Epilogue (bias, residual, activation) in registers.
 pub(crate) fn conv_direct<'ctx>(
     kb: &Kb<'_, 'ctx>,
     n: &NodeInfo,
@@ -630,7 +648,7 @@ pub(crate) fn conv_direct<'ctx>(
     let (has_bias, has_res, n_in) = (n.inputs.len() >= 3, n.inputs.len() == 4, n.inputs.len());
     let full_rows = m / mr * mr;
     // The input vector for output pixels ox0 + h*w .. (lanes of them), kernel column kx,
-    // from the input row starting at `row`: contiguous, strided, or lane by lane.
+    // from the input row starting at `row`: contiguous or strided, masked at the borders.
     let input = |kb: &Kb<'_, 'ctx>, row: IntValue<'ctx>, ox0: u64, kx: u64, lanes: u64| -> R<VectorValue<'ctx>> {
         let px = kb.param(0);
         let first = (ox0 * s + kx) as i64 - pl as i64;
@@ -733,42 +751,9 @@ pub(crate) fn conv_direct<'ctx>(
                     continue;
                 }
                 let idx = kb.add(yrow, kb.c(hh as u64 * w))?;
-                let mut v = kb.b.build_load(vt, accs[r as usize * nh as usize + hh], "")?.into_vector_value();
-                if let Some(bv) = bias {
-                    v = kb.b.build_float_add(v, bv, "")?;
-                }
-                if let Some(pr) = pr {
-                    let rv = if lanes == w {
-                        load_vec(kb, vt, pr, idx)?
-                    } else {
-                        let mut t = vt.const_zero();
-                        for l in 0..lanes {
-                            let x = kb.load_f32(pr, kb.add(idx, kb.c(l))?)?;
-                            t = kb.b.build_insert_element(t, x, i32t.const_int(l, false), "")?;
-                        }
-                        t
-                    };
-                    v = kb.b.build_float_add(v, rv, "")?;
-                }
-                v = if vector_act(op.act) {
-                    vector_activation(kb, op.act, v)?
-                } else {
-                    let mut out = v;
-                    for l in 0..w {
-                        let i = i32t.const_int(l, false);
-                        let x = kb.b.build_extract_element(v, i, "")?.into_float_value();
-                        out = kb.b.build_insert_element(out, activation(kb, op.act, x)?, i, "")?;
-                    }
-                    out
-                };
-                if lanes == w {
-                    store_vec(kb, vt, py, idx, v)?;
-                } else {
-                    for l in 0..lanes {
-                        let x = kb.b.build_extract_element(v, i32t.const_int(l, false), "")?;
-                        kb.store_f32(py, kb.add(idx, kb.c(l))?, x.into_float_value())?;
-                    }
-                }
+                let v = kb.b.build_load(vt, accs[r as usize * nh as usize + hh], "")?.into_vector_value();
+                let v = pixel_epilogue(kb, op.act, v, bias, pr.map(|pr| (pr, idx, lanes)))?;
+                store_lanes(kb, py, idx, v, lanes)?;
             }
         }
         Ok(())

@@ -189,18 +189,18 @@ pub(crate) fn attention<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Attention) -
     if sk > 1 << 14 {
         return Err(n.unsupported(format!("key length {sk} is above 16384 (the score row lives on the stack)")));
     }
+    let mask_info = n.inputs.get(3).map(|t| (t.dtype, t.shape.as_fixed().unwrap_or_default()));
+    let w = super::gemm::vector_width(n.target) as u64;
+    if d % w == 0 && dv % w == 0 && d / w <= 8 && dv / w <= 16 {
+        return attention_vec(kb, op, AttnDims { b, h, sq, sk, d, dv, w }, mask_info);
+    }
     let (pq, pk, pv) = (kb.param(0), kb.param(1), kb.param(2));
-    let mask = n.inputs.get(3).map(|t| (kb.param(3), t.dtype, t.shape.as_fixed().unwrap_or_default()));
+    let mask = mask_info.map(|(dt, dims)| (kb.param(3), dt, dims));
     let py = kb.param(n.inputs.len());
     let row_ty = kb.f32t.array_type(sk as u32);
     let row = kb.alloca(row_ty.into())?;
     let (mx, sum) = (kb.alloca_f32()?, kb.alloca_f32()?);
     let at = |j: IntValue<'ctx>| kb.gep(kb.f32t.into(), row, j);
-    let w = super::gemm::vector_width(n.target) as u64;
-    if d % w == 0 && dv % w == 0 && d / w <= 8 && dv / w <= 16 {
-        let mask = mask.map(|(_, dt, dims)| (dt, dims));
-        return attention_vec(kb, op, AttnDims { b, h, sq, sk, d, dv, w }, mask);
-    }
     kb.nest(&[b, h, sq], |kb, idx| {
         let (bi, hi, i) = (idx[0], idx[1], idx[2]);
         let q_row = kb.lin(&[(bi, sq * h * d), (i, h * d), (hi, d)], 0)?;
@@ -215,20 +215,8 @@ pub(crate) fn attention<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Attention) -
                 kb.set(acc, kb.fadd(kb.get(acc)?, kb.fmul(qv, kv)?)?)
             })?;
             let mut s = kb.fmul(kb.get(acc)?, kb.cf(op.scale))?;
-            if let Some((pm, mdt, mdims)) = &mask {
-                let m = if op.key_padding {
-                    let raw = kb.b.build_load(
-                        llvm_type(kb, *mdt).expect("numeric"),
-                        kb.gep(llvm_type(kb, *mdt).expect("numeric"), *pm, kb.lin(&[(bi, sk), (j, 1)], 0)?)?,
-                        "",
-                    )?;
-                    let mf = convert(kb, widen(kb, raw, *mdt)?, compute_dtype(*mdt), DType::F32)?.into_float_value();
-                    kb.fmul(kb.fsub(kb.cf(1.0), mf)?, kb.cf(op.padding_fill))?
-                } else {
-                    let st = broadcast_strides(mdims, &[b, h, sq, sk]);
-                    kb.load_f32(*pm, kb.lin(&[(bi, st[0]), (hi, st[1]), (i, st[2]), (j, st[3])], 0)?)?
-                };
-                s = kb.fadd(s, m)?;
+            if let Some(m) = &mask {
+                s = kb.fadd(s, mask_term(kb, op, m, [b, h, sq, sk], [bi, hi, i, j])?)?;
             }
             kb.b.build_store(at(j)?, s)?;
             kb.set(mx, kb.fmax(kb.get(mx)?, s)?)
@@ -254,6 +242,26 @@ pub(crate) fn attention<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Attention) -
             })
         })
     })
+}
+
+/// The mask's additive term for score `[bi, hi, i, j]` (see [`Attention`]): a float mask
+/// broadcast to `full`, or `(1 - mask[bi, j]) * padding_fill` for a key-padding mask.
+fn mask_term<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    op: &Attention,
+    (pm, mdt, mdims): &(PointerValue<'ctx>, DType, Vec<u64>),
+    full: [u64; 4],
+    [bi, hi, i, j]: [IntValue<'ctx>; 4],
+) -> R<FloatValue<'ctx>> {
+    if op.key_padding {
+        let ty = llvm_type(kb, *mdt).expect("numeric");
+        let raw = kb.b.build_load(ty, kb.gep(ty, *pm, kb.lin(&[(bi, full[3]), (j, 1)], 0)?)?, "")?;
+        let mf = convert(kb, widen(kb, raw, *mdt)?, compute_dtype(*mdt), DType::F32)?.into_float_value();
+        kb.fmul(kb.fsub(kb.cf(1.0), mf)?, kb.cf(op.padding_fill))
+    } else {
+        let st = broadcast_strides(mdims, &full);
+        kb.load_f32(*pm, kb.lin(&[(bi, st[0]), (hi, st[1]), (i, st[2]), (j, st[3])], 0)?)
+    }
 }
 
 struct AttnDims {
@@ -301,17 +309,8 @@ fn attention_vec<'ctx>(kb: &Kb<'_, 'ctx>, op: &Attention, t: AttnDims, mask: Mas
                 acc = vfma(kb, *q, kv, acc)?;
             }
             let mut s = kb.fmul(hsum(kb, acc)?, kb.cf(op.scale))?;
-            if let Some((pm, mdt, mdims)) = &pm {
-                let m = if op.key_padding {
-                    let ty = llvm_type(kb, *mdt).expect("numeric");
-                    let raw = kb.b.build_load(ty, kb.gep(ty, *pm, kb.lin(&[(bi, sk), (j, 1)], 0)?)?, "")?;
-                    let mf = convert(kb, widen(kb, raw, *mdt)?, compute_dtype(*mdt), DType::F32)?.into_float_value();
-                    kb.fmul(kb.fsub(kb.cf(1.0), mf)?, kb.cf(op.padding_fill))?
-                } else {
-                    let st = broadcast_strides(mdims, &[b, h, sq, sk]);
-                    kb.load_f32(*pm, kb.lin(&[(bi, st[0]), (hi, st[1]), (i, st[2]), (j, st[3])], 0)?)?
-                };
-                s = kb.fadd(s, m)?;
+            if let Some(m) = &pm {
+                s = kb.fadd(s, mask_term(kb, op, m, [b, h, sq, sk], [bi, hi, i, j])?)?;
             }
             kb.b.build_store(at(j)?, s)?;
             kb.set(mx, kb.fmax(kb.get(mx)?, s)?)
