@@ -54,7 +54,10 @@ fn build(r: &mut Rng) -> (Graph, Vec<TensorData>) {
                 let two = splat(&mut g, 2.0, &[]);
                 let v = g.add_node(format!("{name}d"), Div {}, &[v, two]).unwrap()[0];
                 let k = g.add_const("k", r.tensor(&[w], 0.0));
-                g.add_node(name, Sub {}, &[v, k]).unwrap()[0]
+                let v = g.add_node(format!("{name}s"), Sub {}, &[v, k]).unwrap()[0];
+                // A per-channel shift, as exporters write a folded BatchNorm's bias.
+                let shift = g.add_const("shift", r.tensor(&[1, c, 1, 1], 0.0));
+                g.add_node(name, Add {}, &[shift, v]).unwrap()[0]
             }
             0 | 1 => {
                 let k = [1, 3][r.below(2) as usize];

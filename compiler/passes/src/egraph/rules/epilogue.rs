@@ -17,6 +17,12 @@ pub fn rules() -> Vec<Rule> {
             derive: act_into_producer,
         },
         Rule {
+            name: "bias-into-conv",
+            doc: "conv(x, W[, b]) + c with a constant c per output channel ([M,1,1], [1,M,1,1] or scalar) -> conv(x, W, b + c)",
+            looks_at: |op| matches!(op, Op::Add(_)),
+            derive: bias_into_conv,
+        },
+        Rule {
             name: "residual-into-conv",
             doc: "conv(x, W, b) + r -> conv(x, W, b, r) when r has the result's type (b = 0 when absent)",
             looks_at: |op| matches!(op, Op::Add(_)),
@@ -167,6 +173,47 @@ fn residual_into_layernorm(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
                 if let Some(n) = add_op(eg, ln.clone().into(), operands) {
                     out.push((n, named(eg, id, "")));
                     break;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn bias_into_conv(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
+    let mut out = Vec::new();
+    for (op, ch) in ops_of(eg, id) {
+        if !matches!(op, Op::Add(_)) || ch.len() != 2 || !is_f32(eg, id) {
+            continue;
+        }
+        for (conv_id, c) in [(ch[0], ch[1]), (ch[1], ch[0])] {
+            let Some(cv) = const_of(eg, c).and_then(|t| t.to_f32()) else { continue };
+            let cdims = const_of(eg, c).and_then(|t| t.ty().shape.as_fixed()).unwrap_or_default();
+            let Some(m) = ty_of(eg, conv_id).and_then(|t| t.shape.0.get(1)?.fixed()) else { continue };
+            // One value per output channel, laid out along dim 1 of the result.
+            let per_channel =
+                cv.len() == 1 || (cv.len() as u64 == m && cdims.len() >= 3 && cdims[cdims.len() - 3] == m);
+            if !per_channel || ty_of(eg, conv_id) != ty_of(eg, id) || !used_only_by(eg, conv_id, id, &[c]) {
+                continue;
+            }
+            for (inner, cch) in ops_of(eg, conv_id) {
+                let Op::Conv(conv) = inner else { continue };
+                if conv.act != Activation::None || cch.len() == 4 {
+                    continue;
+                }
+                let old = cch.get(2).copied();
+                let key: Vec<Id> = old.into_iter().chain([c]).collect();
+                let bias = derived_consts(eg, "bias-into-conv", &key, |eg| {
+                    let b0 = match old {
+                        Some(b) => const_of(eg, b)?.to_f32()?,
+                        None => vec![0.0; m as usize],
+                    };
+                    let b: Vec<f32> = (0..m as usize).map(|i| b0[i] + cv[if cv.len() == 1 { 0 } else { i }]).collect();
+                    Some(vec![TensorData::from_f32(&[m], &b)?])
+                });
+                let Some(bias) = bias else { continue };
+                if let Some(n) = add_op(eg, conv.into(), vec![cch[0], cch[1], bias[0]]) {
+                    out.push((n, named(eg, conv_id, "")));
                 }
             }
         }
