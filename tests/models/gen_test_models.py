@@ -313,11 +313,39 @@ def unsupported(out):
     onnx.save(m, out / "unsupported.onnx")
 
 
+def conv_blocked(out):
+    """Convolutions for the channel-blocked kernel (constant weights, one group): dilation
+    2, stride 3 with a 1x3 kernel and asymmetric padding, output channels that leave a
+    partial channel block (20, 3) with bias, residual and Clip / Sigmoid epilogues, a row
+    narrower than a pixel tile; and the same 3x3 convolution with its weights given as an
+    input, which takes the vector-along-pixels kernel instead."""
+    rng = np.random.RandomState(41)
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[2, 2, 2, 2], dilations=[2, 2]),
+        n("Add", ["c1", "r1"], ["s1"]), n("Clip", ["s1", "lo", "hi"], ["y1"]),
+        n("Conv", ["x", "w2", "b2"], ["c2"], kernel_shape=[1, 3], pads=[0, 1, 0, 0], strides=[3, 3]),
+        n("Sigmoid", ["c2"], ["y2"]),
+        n("Conv", ["xs", "w3"], ["y3"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        n("Conv", ["x", "wx"], ["y4"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    ]
+    inits = [
+        numpy_helper.from_array(arr(rng, 20, 5, 3, 3), "w1"), numpy_helper.from_array(arr(rng, 20), "b1"),
+        numpy_helper.from_array(np.array(-1.5, np.float32), "lo"), numpy_helper.from_array(np.array(2.0, np.float32), "hi"),
+        numpy_helper.from_array(arr(rng, 3, 5, 1, 3), "w2"), numpy_helper.from_array(arr(rng, 3), "b2"),
+        numpy_helper.from_array(arr(rng, 33, 5, 3, 3), "w3"),
+    ]
+    ins = [vi("x", [2, 5, 13, 17]), vi("r1", [2, 20, 13, 17]), vi("xs", [1, 5, 3, 2]), vi("wx", [7, 5, 3, 3])]
+    outs = [vi(f"y{i}", None) for i in range(1, 5)]
+    save(out, "conv_blocked", nodes, ins, outs, inits)
+
+
 def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     for f in [elementwise, conv_variants, pools, movement, linalg, legacy_softmax_bn, softmax13, external_data,
-              symbolic_batch, fusion_patterns, gemm_packed, conv_pointwise, conv_direct, unsupported]:
+              symbolic_batch, fusion_patterns, gemm_packed, conv_pointwise, conv_direct, conv_blocked,
+              unsupported]:
         f(out)
 
 

@@ -197,6 +197,37 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         Ok(())
     }
 
+    /// `if cond { then } else { other }`.
+    pub fn if_else(
+        &self,
+        cond: IntValue<'ctx>,
+        then: impl FnOnce(&Self) -> R<()>,
+        other: impl FnOnce(&Self) -> R<()>,
+    ) -> R<()> {
+        let (t, e) = (self.cx.append_basic_block(self.f, "then"), self.cx.append_basic_block(self.f, "else"));
+        let done = self.cx.append_basic_block(self.f, "endif");
+        self.b.build_conditional_branch(cond, t, e)?;
+        self.b.position_at_end(t);
+        then(self)?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(e);
+        other(self)?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(done);
+        Ok(())
+    }
+
+    /// `v`, through an empty inline-asm statement, so LLVM cannot relate it to other
+    /// values: addresses built from it are not proven equal to ones built from another
+    /// opaque value. Used to keep LLVM from merging loads whose reuse would need more
+    /// registers than the target has (the loads stay, and so do the registers).
+    pub fn opaque(&self, v: IntValue<'ctx>) -> R<IntValue<'ctx>> {
+        let ty = self.i64t.fn_type(&[self.i64t.into()], false);
+        let asm = self.cx.create_inline_asm(ty, String::new(), "=r,0".into(), false, false, None, false);
+        let r = self.b.build_indirect_call(ty, asm, &[v.into()], "")?;
+        Ok(r.try_as_basic_value().basic().expect("asm returns i64").into_int_value())
+    }
+
     /// `for i in 0..n`.
     pub fn for_n(&self, n: u64, body: impl FnOnce(&Self, IntValue<'ctx>) -> R<()>) -> R<()> {
         self.for_range(self.c(0), self.c(n), body)

@@ -144,10 +144,10 @@ fn emit_module<'ctx>(
     let mut globals = HashMap::new();
     for &id in &plan.order {
         if let Op::Const(c) = &g.node(id).op {
-            // A weight read only by packed GEMM kernels lives in their packed copies.
+            // A weight read only by kernels that pack it lives in their packed copies.
             let users = g.users(id);
             if !users.is_empty()
-                && users.iter().all(|u| u.1 == 1 && lower::packed_b(g, u.0).is_some())
+                && users.iter().all(|u| lower::prepacks(g, u.0, u.1 as usize))
                 && !g.outputs().iter().any(|(_, v)| v.node == id)
             {
                 continue;

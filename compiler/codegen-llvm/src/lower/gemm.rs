@@ -61,6 +61,19 @@ pub(crate) enum Epilogue<'a> {
     Gemm { op: &'a Gemm, c_dims: Option<Vec<u64>> },
 }
 
+/// A private, cache-line aligned constant array of floats for the kernel being built
+/// (compile-time packed weights), named after the kernel and `what`.
+pub(crate) fn const_f32_global<'ctx>(kb: &Kb<'_, 'ctx>, what: &str, data: &[f32]) -> PointerValue<'ctx> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let init = kb.cx.const_string(&bytes, false);
+    let g = kb.m.add_global(init.get_type(), None, &format!("{}.{what}", kb.f.get_name().to_string_lossy()));
+    g.set_initializer(&init);
+    g.set_constant(true);
+    g.set_linkage(Linkage::Private);
+    g.set_alignment(64);
+    g.as_pointer_value()
+}
+
 /// Packs B into `ceil(N / nr)` panels of `[K, nr]` floats.
 fn pack(b: &[f32], s: &Shape, nr: u64) -> Vec<f32> {
     let panels = s.n.div_ceil(nr);
@@ -94,20 +107,12 @@ pub(crate) fn packed<'ctx>(
     let bv = b.to_f32().ok_or_else(|| CodegenError::Llvm("packed B must be f32".into()))?;
     let packed = pack(&bv, s, nr);
     // The packed panels: a private constant, cache-line aligned.
-    let bytes: Vec<u8> = packed.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let init = kb.cx.const_string(&bytes, false);
-    let g = kb.m.add_global(init.get_type(), None, &format!("{}.bpack", kb.f.get_name().to_string_lossy()));
-    g.set_initializer(&init);
-    g.set_constant(true);
-    g.set_linkage(Linkage::Private);
-    g.set_alignment(64);
-    let pb = g.as_pointer_value();
+    let pb = const_f32_global(kb, "bpack", &packed);
     let vt = kb.f32t.vec_type(w as u32);
     let fma = inkwell::intrinsics::Intrinsic::find("llvm.fma")
         .and_then(|i| i.get_declaration(kb.m, &[vt.into()]))
         .ok_or_else(|| CodegenError::Llvm("no llvm.fma".into()))?;
     let panels = s.n.div_ceil(nr);
-    let full_rows = s.m / mr * mr;
     // MatMul epilogues with a constant bias (zero-padded to whole panels) and an
     // activation that has a vector form run in registers before the store.
     let vec_epi = match &epi {
@@ -116,15 +121,7 @@ pub(crate) fn packed<'ctx>(
             (Some(_), Some(bc)) => {
                 let mut padded = bc.to_f32().ok_or_else(|| CodegenError::Llvm("bias must be f32".into()))?;
                 padded.resize((panels * nr) as usize, 0.0);
-                let bytes: Vec<u8> = padded.iter().flat_map(|v| v.to_le_bytes()).collect();
-                let init = kb.cx.const_string(&bytes, false);
-                let name = format!("{}.bias", kb.f.get_name().to_string_lossy());
-                let g = kb.m.add_global(init.get_type(), None, &name);
-                g.set_initializer(&init);
-                g.set_constant(true);
-                g.set_linkage(Linkage::Private);
-                g.set_alignment(64);
-                Some((Some(g.as_pointer_value()), *act))
+                Some((Some(const_f32_global(kb, "bias", &padded)), *act))
             }
             _ => None,
         },
@@ -193,15 +190,7 @@ pub(crate) fn packed<'ctx>(
         }
         epilogue(kb, n, s, &epi, i0, rows, j0, kb.b.build_select(last, kb.c(valid), kb.c(nr), "")?.into_int_value())
     };
-    par(kb, panels, 2 * s.m * s.n * s.k, |kb, p| {
-        if full_rows > 0 {
-            kb.for_n(full_rows / mr, |kb, t| tile(kb, kb.mul(t, kb.c(mr))?, p, mr))?;
-        }
-        if full_rows < s.m {
-            kb.for_range(kb.c(full_rows), kb.c(s.m), |kb, i| tile(kb, i, p, 1))?;
-        }
-        Ok(())
-    })
+    par(kb, panels, 2 * s.m * s.n * s.k, |kb, p| row_blocks(kb, s.m, mr, |kb, i0, rows| tile(kb, i0, p, rows)))
 }
 
 pub(crate) fn load_vec<'ctx>(
@@ -364,7 +353,7 @@ fn store_lanes<'ctx>(
 /// A convolution's epilogue on one vector of output pixels of one channel: `+ bias`,
 /// `+ residual[idx..]` (its first `lanes`), then `act` (in vector form when it has one,
 /// else lane by lane).
-fn pixel_epilogue<'ctx>(
+pub(crate) fn pixel_epilogue<'ctx>(
     kb: &Kb<'_, 'ctx>,
     act: Activation,
     mut v: VectorValue<'ctx>,
@@ -462,6 +451,25 @@ pub(crate) fn par<'ctx>(
     }
 }
 
+/// Runs `tile(kb, first_row, rows)` over `m` rows in blocks of `mr`: a loop over the whole
+/// blocks, then one tile of the `m % mr` leftover rows (not one tile per leftover row,
+/// which would leave the FMA units waiting on one or two accumulator chains).
+pub(crate) fn row_blocks<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    m: u64,
+    mr: u64,
+    tile: impl Fn(&Kb<'_, 'ctx>, IntValue<'ctx>, u64) -> R<()>,
+) -> R<()> {
+    let full = m / mr * mr;
+    if full > 0 {
+        kb.for_n(m / mr, |kb, t| tile(kb, kb.mul(t, kb.c(mr))?, mr))?;
+    }
+    if full < m {
+        tile(kb, kb.c(full), m - full)?;
+    }
+    Ok(())
+}
+
 /// Whether a convolution is a plain 1x1 (stride 1, no padding, one group): then it is a
 /// GEMM per image, `Y[M, P] = W[M, C] X[C, P]` over the `P = H W` pixels.
 pub(crate) fn is_pointwise(op: &dlc_ir::ops::Conv, n: &NodeInfo) -> bool {
@@ -489,7 +497,6 @@ pub(crate) fn conv1x1<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::C
     let (has_bias, has_res, n_in) = (n.inputs.len() >= 3, n.inputs.len() == 4, n.inputs.len());
     let full_panels = p / nr;
     let valid = p % nr;
-    let full_rows = m / mr * mr;
     // Loads `w` floats at `base + idx`, of which the first `lanes` exist (the rest 0).
     // One tile: `rows` channels from m0, pixels j0.. with `width` valid (<= nr).
     let tile = |kb: &Kb<'_, 'ctx>,
@@ -554,13 +561,7 @@ pub(crate) fn conv1x1<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::C
         Ok(())
     };
     let rows_loop = |kb: &Kb<'_, 'ctx>, img: IntValue<'ctx>, j0: IntValue<'ctx>, width: u64| -> R<()> {
-        if full_rows > 0 {
-            kb.for_n(full_rows / mr, |kb, t| tile(kb, img, kb.mul(t, kb.c(mr))?, j0, mr, width))?;
-        }
-        if full_rows < m {
-            kb.for_range(kb.c(full_rows), kb.c(m), |kb, ch| tile(kb, img, ch, j0, 1, width))?;
-        }
-        Ok(())
+        row_blocks(kb, m, mr, |kb, m0, rows| tile(kb, img, m0, j0, rows, width))
     };
     // Parallel over (image, pixel panel); the partial panel is one more task per image.
     let per_img = full_panels + (valid > 0) as u64;
@@ -571,18 +572,11 @@ pub(crate) fn conv1x1<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::C
             return rows_loop(kb, img, kb.mul(pnl, kb.c(nr))?, nr);
         }
         let is_edge = kb.icmp(inkwell::IntPredicate::EQ, pnl, kb.c(full_panels))?;
-        let then = kb.cx.append_basic_block(kb.f, "panel");
-        let edge = kb.cx.append_basic_block(kb.f, "edge_panel");
-        let done = kb.cx.append_basic_block(kb.f, "panel_done");
-        kb.b.build_conditional_branch(is_edge, edge, then)?;
-        kb.b.position_at_end(then);
-        rows_loop(kb, img, kb.mul(pnl, kb.c(nr))?, nr)?;
-        kb.b.build_unconditional_branch(done)?;
-        kb.b.position_at_end(edge);
-        rows_loop(kb, img, kb.c(full_panels * nr), valid)?;
-        kb.b.build_unconditional_branch(done)?;
-        kb.b.position_at_end(done);
-        Ok(())
+        kb.if_else(
+            is_edge,
+            |kb| rows_loop(kb, img, kb.c(full_panels * nr), valid),
+            |kb| rows_loop(kb, img, kb.mul(pnl, kb.c(nr))?, nr),
+        )
     })
 }
 
@@ -646,7 +640,6 @@ pub(crate) fn conv_direct<'ctx>(
     let vt = kb.f32t.vec_type(w as u32);
     let i32t = kb.cx.i32_type();
     let (has_bias, has_res, n_in) = (n.inputs.len() >= 3, n.inputs.len() == 4, n.inputs.len());
-    let full_rows = m / mr * mr;
     // The input vector for output pixels ox0 + h*w .. (lanes of them), kernel column kx,
     // from the input row starting at `row`: contiguous or strided, masked at the borders.
     let input = |kb: &Kb<'_, 'ctx>, row: IntValue<'ctx>, ox0: u64, kx: u64, lanes: u64| -> R<VectorValue<'ctx>> {
@@ -764,12 +757,7 @@ pub(crate) fn conv_direct<'ctx>(
         let oy = kb.b.build_int_unsigned_rem(row, kb.c(oh), "")?;
         for t in 0..ow.div_ceil(nr) {
             let ox0 = t * nr;
-            if full_rows > 0 {
-                kb.for_n(full_rows / mr, |kb, mb| tile(kb, img, oy, kb.mul(mb, kb.c(mr))?, mr, ox0))?;
-            }
-            if full_rows < m {
-                kb.for_range(kb.c(full_rows), kb.c(m), |kb, ch| tile(kb, img, oy, ch, 1, ox0))?;
-            }
+            row_blocks(kb, m, mr, |kb, m0, rows| tile(kb, img, oy, m0, rows, ox0))?;
         }
         Ok(())
     })

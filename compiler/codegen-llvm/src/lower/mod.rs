@@ -8,6 +8,7 @@ use inkwell::module::Module;
 use inkwell::values::FunctionValue;
 
 mod conv;
+mod convblk;
 mod elementwise;
 mod gemm;
 pub(crate) use gemm::vfma;
@@ -120,7 +121,9 @@ pub(crate) fn lower_node<'ctx>(
         Op::Conv(op) if gemm::is_pointwise(op, &info) => gemm::conv1x1(&kb, &info, op)?,
         Op::Conv(op) => {
             let geom = op.geometry(info.name, &info.inputs[0], &info.inputs[1])?;
-            if gemm::direct_ok(&geom, op, &info) {
+            if let Some(w) = convblk::applies(g, id) {
+                convblk::conv(&kb, &info, op, &geom, w)?
+            } else if gemm::direct_ok(&geom, op, &info) {
                 gemm::conv_direct(&kb, &info, op, &geom)?
             } else {
                 conv::conv(&kb, &info, op)?
@@ -157,6 +160,12 @@ pub(crate) fn lower_node<'ctx>(
 /// For a MatMul or Gemm whose B is a 2-D f32 constant (and A is read row-major), the
 /// product's shape and B: such nodes use the packed-GEMM kernel, which carries its own
 /// packed copy of B (so B's global is not emitted when nothing else reads it).
+/// Whether node `id` reads its operand `operand` only from a copy its kernel packs at
+/// compile time (so the weight needs no global of its own).
+pub(crate) fn prepacks(g: &Graph, id: NodeId, operand: usize) -> bool {
+    operand == 1 && (packed_b(g, id).is_some() || convblk::applies(g, id).is_some())
+}
+
 pub(crate) fn packed_b(g: &Graph, id: NodeId) -> Option<(gemm::Shape, &dlc_ir::TensorData)> {
     let ops = g.operands(id);
     let b = match &g.node(ops.get(1)?.node).op {
