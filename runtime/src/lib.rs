@@ -153,14 +153,13 @@ pub struct Pool {
     workers: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// One parallel loop: what workers run (index counter, finished count, generation).
+/// One parallel loop: what workers run, and which loop it is.
 #[derive(Default)]
 struct Job {
     task: usize,
     ctx: usize,
     n: usize,
     generation: u64,
-    busy: usize,
     shutdown: bool,
 }
 
@@ -170,6 +169,31 @@ struct Shared {
     wake: std::sync::Condvar,
     done: std::sync::Condvar,
     next: std::sync::atomic::AtomicUsize,
+    /// Mirrors of `Job::generation` and of the workers still running the current job,
+    /// read without the lock while spinning.
+    generation: std::sync::atomic::AtomicU64,
+    busy: std::sync::atomic::AtomicUsize,
+}
+
+/// How long a thread spins on an atomic before sleeping on a condition variable: a model's
+/// kernels follow each other within microseconds, and a futex wake-up costs about as much
+/// as a small kernel; after this long without work the threads sleep.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Spins until `ready()` or [`SPIN`] has passed; whether it became ready.
+fn spin_until(ready: impl Fn() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() > SPIN {
+            return ready();
+        }
+    }
 }
 
 impl Shared {
@@ -205,8 +229,10 @@ impl Pool {
             .map(|_| {
                 let sh = shared.clone();
                 std::thread::spawn(move || {
+                    use std::sync::atomic::Ordering;
                     let mut seen = 0u64;
                     loop {
+                        spin_until(|| sh.generation.load(Ordering::Acquire) != seen);
                         let (task, ctx, n) = {
                             let mut job = sh.job.lock().unwrap_or_else(|e| e.into_inner());
                             while job.generation == seen && !job.shutdown {
@@ -219,9 +245,9 @@ impl Pool {
                             (job.task, job.ctx, job.n)
                         };
                         sh.drain(task, ctx, n);
-                        let mut job = sh.job.lock().unwrap_or_else(|e| e.into_inner());
-                        job.busy -= 1;
-                        if job.busy == 0 {
+                        if sh.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            // Taking the lock orders this with a caller about to wait.
+                            let _job = sh.job.lock().unwrap_or_else(|e| e.into_inner());
                             sh.done.notify_all();
                         }
                     }
@@ -237,6 +263,7 @@ impl Pool {
     }
 
     unsafe extern "C" fn parallel_for(pool: *const Pool, task: TaskFn, ctx: *mut u8, n: i64) {
+        use std::sync::atomic::Ordering;
         // SAFETY: `pool` is the `Pool` passed to run_threaded by this crate, alive for the call.
         let pool = unsafe { &*pool };
         let n = n.max(0) as usize;
@@ -252,12 +279,16 @@ impl Pool {
             job.ctx = ctx as usize;
             job.n = n;
             job.generation += 1;
-            job.busy = pool.workers.len();
+            sh.busy.store(pool.workers.len(), Ordering::Release);
+            sh.generation.store(job.generation, Ordering::Release);
             sh.wake.notify_all();
         }
         sh.drain(task as usize, ctx as usize, n);
+        if spin_until(|| sh.busy.load(Ordering::Acquire) == 0) {
+            return;
+        }
         let mut job = sh.job.lock().unwrap_or_else(|e| e.into_inner());
-        while job.busy > 0 {
+        while sh.busy.load(Ordering::Acquire) > 0 {
             job = sh.done.wait(job).unwrap_or_else(|e| e.into_inner());
         }
     }

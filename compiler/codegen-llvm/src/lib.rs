@@ -147,7 +147,7 @@ fn emit_module<'ctx>(
             // A weight read only by kernels that pack it lives in their packed copies.
             let users = g.users(id);
             if !users.is_empty()
-                && users.iter().all(|u| lower::prepacks(g, u.0, u.1 as usize))
+                && users.iter().all(|u| lower::prepacks(g, u.0, u.1 as usize, target))
                 && !g.outputs().iter().any(|(_, v)| v.node == id)
             {
                 continue;

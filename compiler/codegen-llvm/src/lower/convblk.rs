@@ -16,14 +16,16 @@
 use super::gemm::{const_f32_global, load_vec, par, pixel_epilogue, splat, vector_width, vfma};
 use super::NodeInfo;
 use crate::kernel::{Kb, R};
+use crate::TargetSpec;
 use dlc_ir::ops::{Conv, PoolGeometry};
 use dlc_ir::{DType, Graph, NodeId, Op, TensorData};
 use inkwell::values::{IntValue, PointerValue, VectorValue};
 use inkwell::IntPredicate;
 
-/// The constant weights of a convolution this kernel takes: one group, f32, 2-D, not a
-/// plain 1x1 (those are GEMMs).
-pub(crate) fn applies(g: &Graph, id: NodeId) -> Option<&TensorData> {
+/// The constant weights of a convolution this kernel takes: one group, f32, 2-D; a plain
+/// 1x1 only where the cost model prefers it to the pixel-vector GEMM of `conv1x1`
+/// (small images, whose pixel count leaves much of that kernel's last panel empty).
+pub(crate) fn applies<'g>(g: &'g Graph, id: NodeId, target: &TargetSpec) -> Option<&'g TensorData> {
     let Op::Conv(op) = &g.node(id).op else { return None };
     let ops = g.operands(id);
     let w = match &g.node(ops.get(1)?.node).op {
@@ -31,26 +33,44 @@ pub(crate) fn applies(g: &Graph, id: NodeId) -> Option<&TensorData> {
         _ => return None,
     };
     let types = ops.iter().map(|v| g.value_type(*v)).chain(&g.node(id).outputs);
-    let wd = w.ty().shape.as_fixed()?;
-    let pointwise = wd.get(2..) == Some(&[1, 1][..])
-        && op.strides.iter().all(|&s| s == 1)
-        && op.pads.iter().all(|&p| p == 0)
-        && matches!(op.auto_pad, dlc_ir::ops::AutoPad::NotSet | dlc_ir::ops::AutoPad::Valid);
     let f32_fixed = types.into_iter().all(|t| t.dtype == DType::F32 && t.shape.is_fixed());
-    (op.group == 1 && wd.len() == 4 && f32_fixed && !pointwise).then_some(w)
+    let wd = w.ty().shape.as_fixed()?;
+    if op.group != 1 || wd.len() != 4 || !f32_fixed {
+        return None;
+    }
+    if pointwise(op, &wd) {
+        let y = g.node(id).outputs[0].shape.as_fixed()?;
+        let (m, p, vw) = (wd[0], y[2] * y[3], vector_width(target) as u64);
+        let blocked = tile_shape(vw, m, pointwise_rows(p).1, wd[1]).0;
+        return (blocked < super::gemm::conv1x1_cost(vw, m, p)).then_some(w);
+    }
+    Some(w)
+}
+
+fn pointwise(op: &Conv, wd: &[u64]) -> bool {
+    wd.get(2..) == Some(&[1, 1][..])
+        && op.strides.iter().all(|&s| s == 1)
+        && op.dilations.iter().all(|&d| d == 1)
+        && op.pads.iter().all(|&p| p == 0)
+        && matches!(op.auto_pad, dlc_ir::ops::AutoPad::NotSet | dlc_ir::ops::AutoPad::Valid)
+}
+
+/// A 1x1 convolution's `p` pixels seen as `rows x cols` (rows are where tasks split; the
+/// pixels of a row are contiguous and need no padding checks): the fewest rows that
+/// keep a row at most 256 pixels.
+fn pointwise_rows(p: u64) -> (u64, u64) {
+    let rows = (1..=p).find(|&d| p.is_multiple_of(d) && p / d <= 256).unwrap_or(p);
+    (rows, p / rows)
 }
 
 /// The tile shape `(NF, NP)` for a layer: `NF` filter vectors (`NF * W` output channels)
 /// by `NP` pixels, chosen by a small cost model over the shapes whose `NF * NP`
 /// accumulators, `NF` weight vectors and one broadcast fit the vector registers (16 with
-/// AVX2, 32 with AVX-512 and NEON). Per input channel and tap a tile of `a` accumulators
-/// and `cnt` pixels costs `max(a / 2, 5, (NF + cnt) / 2)` cycles: two FMA pipes, at
-/// least ten chains in flight to cover the FMA latency, two loads per cycle. The cost of
-/// a row's tiles (the last one may be narrower) over its channel blocks (the last one
-/// may be partly padding), divided by the useful work, picks the shape; shapes whose
-/// weight block exceeds about 300 KB (so it would not stay in L2 across rows) are
-/// avoided when another fits.
-fn tile_shape(w: u64, m: u64, ow: u64, taps: u64) -> (u64, u64) {
+/// AVX2, 32 with AVX-512 and NEON). Each tile costs [`tile_cycles`] per input channel
+/// and tap; the cost of a row's tiles (the last one may be narrower) over its channel
+/// blocks (the last one may be partly padding), divided by the useful work, picks the
+/// shape. Returns the cost (cycles per output element and input channel) and the shape.
+pub(crate) fn tile_shape(w: u64, m: u64, ow: u64, taps: u64) -> (f64, (u64, u64)) {
     let regs = if w == 8 { 16 } else { 32 };
     let mut best = (f64::INFINITY, (1, 1));
     for nf in 1..=4u64 {
@@ -58,19 +78,31 @@ fn tile_shape(w: u64, m: u64, ow: u64, taps: u64) -> (u64, u64) {
             if nf * np + nf + 1 > regs {
                 continue;
             }
-            let tile = |cnt: u64| ((nf * cnt) as f64 / 2.0).max(5.0).max((nf + cnt) as f64 / 2.0);
+            let from_l2 = if nf * w * 4 * taps > 16 * 1024 { nf } else { 0 };
+            let tile = |cnt: u64| tile_cycles(nf * cnt, nf + cnt, from_l2);
             let row = (ow / np) as f64 * tile(np) + if !ow.is_multiple_of(np) { tile(ow % np) } else { 0.0 };
             let blocks = m.div_ceil(nf * w) as f64;
-            let mut cost = row * blocks / (m * ow) as f64;
-            if nf * w * taps * 4 > 300 * 1024 {
-                cost *= 1.25;
-            }
-            if cost < best.0 - 1e-9 {
+            let cost = row * blocks / (m * ow) as f64;
+            // Ties go to fewer pixels per tile (measured: the wider tiles of a tie
+            // spill more often around the border tiles).
+            let (bc, (_, bp)) = best;
+            if cost < bc - 1e-9 || (cost < bc + 1e-9 && np < bp) {
                 best = (cost, (nf, np));
             }
         }
     }
-    best.1
+    best
+}
+
+/// Cycles per step (one input channel and tap) of a register tile with `accs`
+/// accumulators, `loads` loads and broadcasts, of which `l2_vectors` weight vectors come
+/// from L2 (the block's weights do not stay in L1): two FMA pipes, two loads per cycle,
+/// about 2.7 cycles per vector streamed from L2, and at least six cycles per step. The
+/// constants are measurements on Zen 3 (tiles of 8 and 10 accumulators run at 0.7 and
+/// 0.85 of the speed of 12, which the FMA latency alone would not predict; three weight
+/// vectors per step from L2 are slower than two).
+pub(crate) fn tile_cycles(accs: u64, loads: u64, l2_vectors: u64) -> f64 {
+    (accs as f64 / 2.0).max(6.0).max(loads as f64 / 2.0).max(l2_vectors as f64 * 8.0 / 3.0)
 }
 
 /// Packs `[M, C, KH, KW]` weights into `[ceil(M / cb)][KH][C][KW][cb]` (the order the
@@ -93,16 +125,35 @@ fn taps_of(c: u64, kh: u64, kw: u64) -> impl Iterator<Item = (u64, u64, u64)> {
     (0..c).flat_map(move |ci| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| (ci, ky, kx))))
 }
 
+/// What one task (an output row and a channel block) works on.
+#[derive(Clone, Copy)]
+struct Task<'ctx> {
+    img: IntValue<'ctx>,
+    oy: IntValue<'ctx>,
+    blk: IntValue<'ctx>,
+    /// Whether this is the last, partly filled channel block (when there is one).
+    last: Option<IntValue<'ctx>>,
+    /// The kernel rows inside the image for this output row.
+    kys: (IntValue<'ctx>, IntValue<'ctx>),
+}
+
 pub(crate) fn conv<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Conv, g: &PoolGeometry, weights: &TensorData) -> R<()> {
     let (x, wd) = (n.in_dims(0), n.in_dims(1));
     let (batch, c, h, wi) = (x[0], x[1], x[2], x[3]);
     let (m, kh, kw) = (wd[0], wd[2], wd[3]);
-    let [oh, ow] = g.output;
+    let [mut oh, mut ow] = g.output;
+    // A 1x1 convolution: any split of the pixels into rows will do (no padding, stride 1).
+    let (h, wi) = if pointwise(op, &wd) {
+        (oh, ow) = pointwise_rows(oh * ow);
+        (oh, ow)
+    } else {
+        (h, wi)
+    };
     let (sy, sx) = (g.strides[0], g.strides[1]);
     let (dy, dx) = (g.dilations[0], g.dilations[1]);
     let (pt, pl) = (g.pad_begin[0], g.pad_begin[1]);
     let w = vector_width(n.target) as u64;
-    let (nf, np) = tile_shape(w, m, ow, c * kh * kw);
+    let (_, (nf, np)) = tile_shape(w, m, ow, c * kh * kw);
     let cb = nf * w;
     tracing::debug!(node = n.name, nf, np, lanes = w, "channel-blocked convolution tile");
     let blocks = m.div_ceil(cb);
@@ -121,17 +172,9 @@ pub(crate) fn conv<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Conv, g: &PoolGeo
     let end = first + tiles[first..].iter().take_while(|t| interior(t)).count();
 
     // One tile: pixels ox0.. (`cnt` of them; `ox0c` is ox0 when it is a compile-time
-    // constant, which border tiles are) of row `oy`, channel block `blk`.
-    let tile = |kb: &Kb<'_, 'ctx>,
-                img: IntValue<'ctx>,
-                oy: IntValue<'ctx>,
-                blk: IntValue<'ctx>,
-                last: Option<IntValue<'ctx>>,
-                (ky_lo, ky_hi): (IntValue<'ctx>, IntValue<'ctx>),
-                ox0: IntValue<'ctx>,
-                ox0c: Option<u64>,
-                cnt: u64|
-     -> R<()> {
+    // constant, which border tiles are) of the task's row and channel block.
+    let tile = |kb: &Kb<'_, 'ctx>, task: &Task<'ctx>, ox0: IntValue<'ctx>, ox0c: Option<u64>, cnt: u64| -> R<()> {
+        let Task { img, oy, blk, last, kys: (ky_lo, ky_hi) } = *task;
         let px = kb.param(0);
         let accs: Vec<PointerValue<'ctx>> = (0..nf * cnt).map(|_| kb.alloca(vt.into())).collect::<R<_>>()?;
         for a in &accs {
@@ -259,16 +302,17 @@ pub(crate) fn conv<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Conv, g: &PoolGeo
             (lo, kb.select_i(sgt(hi, kb.c(kh))?, kb.c(kh), hi)?)
         };
         let last = (m % cb != 0).then(|| kb.icmp(IntPredicate::EQ, blk, kb.c(blocks - 1))).transpose()?;
+        let task = Task { img, oy, blk, last, kys };
         for &(ox0, cnt) in &tiles[..first] {
-            tile(kb, img, oy, blk, last, kys, kb.c(ox0), Some(ox0), cnt)?;
+            tile(kb, &task, kb.c(ox0), Some(ox0), cnt)?;
         }
         if end > first {
             kb.for_range(kb.c(first as u64), kb.c(end as u64), |kb, t| {
-                tile(kb, img, oy, blk, last, kys, kb.mul(t, kb.c(np))?, None, np)
+                tile(kb, &task, kb.mul(t, kb.c(np))?, None, np)
             })?;
         }
         for &(ox0, cnt) in &tiles[end..] {
-            tile(kb, img, oy, blk, last, kys, kb.c(ox0), Some(ox0), cnt)?;
+            tile(kb, &task, kb.c(ox0), Some(ox0), cnt)?;
         }
         Ok(())
     })
@@ -283,7 +327,7 @@ mod tests {
         for (w, regs) in [(4, 32), (8, 16), (16, 32)] {
             for m in [3, 20, 64, 128, 256, 512] {
                 for ow in [1, 2, 3, 7, 14, 28, 56, 112] {
-                    let (nf, np) = tile_shape(w, m, ow, 576);
+                    let (_, (nf, np)) = tile_shape(w, m, ow, 576);
                     assert!(nf * np + nf < regs, "w={w} m={m} ow={ow}: {nf}x{np}");
                     assert!(np <= ow);
                     // Wide enough rows and enough channels give at least 8 accumulators.
@@ -293,6 +337,10 @@ mod tests {
                 }
             }
         }
+        // The shapes measured fastest on Zen 3 (AVX2) for ResNet-18's stages.
+        assert_eq!(tile_shape(8, 64, 56, 576).1, (2, 6));
+        assert_eq!(tile_shape(8, 256, 14, 2304).1, (2, 5));
+        assert_eq!(tile_shape(8, 512, 7, 4608).1, (3, 4));
     }
 
     #[test]

@@ -437,14 +437,14 @@ pub(crate) fn hsum<'ctx>(kb: &Kb<'_, 'ctx>, v: VectorValue<'ctx>) -> R<inkwell::
 }
 
 /// `for i in 0..n { body(kb, i) }`, on the kernel's thread pool when the kernel does
-/// at least a few MFLOP (below that, handing out tasks costs more than it saves).
+/// at least 1 MFLOP (below that, handing out tasks costs more than it saves).
 pub(crate) fn par<'ctx>(
     kb: &Kb<'_, 'ctx>,
     n: u64,
     flops: u64,
     body: impl FnOnce(&Kb<'_, 'ctx>, IntValue<'ctx>) -> R<()>,
 ) -> R<()> {
-    if n >= 2 && flops >= 4_000_000 {
+    if n >= 2 && flops >= 1_000_000 {
         kb.parallel_for(n, body)
     } else {
         kb.for_n(n, |kb, i| body(kb, i))
@@ -481,6 +481,16 @@ pub(crate) fn is_pointwise(op: &dlc_ir::ops::Conv, n: &NodeInfo) -> bool {
         && ones(&op.dilations)
         && op.pads.iter().all(|&p| p == 0)
         && matches!(op.auto_pad, dlc_ir::ops::AutoPad::NotSet | dlc_ir::ops::AutoPad::Valid)
+}
+
+/// The cost model's cycles per output element and input channel of [`conv1x1`] (see
+/// `convblk::tile_cycles`): `MR`-channel tiles over panels of `2 W` pixels, the last
+/// panel partly empty when the pixel count is not a multiple.
+pub(crate) fn conv1x1_cost(w: u64, m: u64, p: u64) -> f64 {
+    let mr = if w == 8 { 6 } else { 8 };
+    let tile = |rows: u64| super::convblk::tile_cycles(2 * rows, 2 + rows, 0);
+    let col = (m / mr) as f64 * tile(mr) + if !m.is_multiple_of(mr) { tile(m % mr) } else { 0.0 };
+    p.div_ceil(2 * w) as f64 * col / (m * p) as f64
 }
 
 /// A 1x1 convolution as a register-blocked GEMM: the vector lanes run along pixels
@@ -622,7 +632,13 @@ pub(crate) fn conv_direct<'ctx>(
     let vw = vector_width(n.target) as u64;
     let regs32 = vw == 16 || vw == 4;
     let waste = |lanes: u64| ow.div_ceil(lanes) * lanes - ow;
-    let (w, nh) = if ow >= 2 * vw || waste(2 * vw) <= waste(vw) {
+    let (w, nh) = if depthwise && ow > vw {
+        // Depthwise: one channel per tile, so the accumulators are pixel vectors only
+        // (enough of them to cover the FMA latency): a row split into equal tiles of up
+        // to 8 vectors.
+        let tiles = ow.div_ceil(vw * 8);
+        (vw, ow.div_ceil(tiles).div_ceil(vw))
+    } else if ow >= 2 * vw || waste(2 * vw) <= waste(vw) {
         (vw, 2u64)
     } else if vw >= 8 && waste(vw / 2) < waste(vw) {
         (vw / 2, 1)

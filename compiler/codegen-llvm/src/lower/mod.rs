@@ -118,12 +118,15 @@ pub(crate) fn lower_node<'ctx>(
         Op::Gemm(op) => linalg::gemm(&kb, &info, op)?,
         Op::Einsum(op) => linalg::einsum(&kb, &info, &op.equation)?,
         Op::Attention(op) => linalg::attention(&kb, &info, op)?,
+        Op::Conv(op) if convblk::applies(g, id, target).is_some() => {
+            let geom = op.geometry(info.name, &info.inputs[0], &info.inputs[1])?;
+            let w = convblk::applies(g, id, target).expect("checked by the guard");
+            convblk::conv(&kb, &info, op, &geom, w)?
+        }
         Op::Conv(op) if gemm::is_pointwise(op, &info) => gemm::conv1x1(&kb, &info, op)?,
         Op::Conv(op) => {
             let geom = op.geometry(info.name, &info.inputs[0], &info.inputs[1])?;
-            if let Some(w) = convblk::applies(g, id) {
-                convblk::conv(&kb, &info, op, &geom, w)?
-            } else if gemm::direct_ok(&geom, op, &info) {
+            if gemm::direct_ok(&geom, op, &info) {
                 gemm::conv_direct(&kb, &info, op, &geom)?
             } else {
                 conv::conv(&kb, &info, op)?
@@ -162,8 +165,8 @@ pub(crate) fn lower_node<'ctx>(
 /// packed copy of B (so B's global is not emitted when nothing else reads it).
 /// Whether node `id` reads its operand `operand` only from a copy its kernel packs at
 /// compile time (so the weight needs no global of its own).
-pub(crate) fn prepacks(g: &Graph, id: NodeId, operand: usize) -> bool {
-    operand == 1 && (packed_b(g, id).is_some() || convblk::applies(g, id).is_some())
+pub(crate) fn prepacks(g: &Graph, id: NodeId, operand: usize, target: &TargetSpec) -> bool {
+    operand == 1 && (packed_b(g, id).is_some() || convblk::applies(g, id, target).is_some())
 }
 
 pub(crate) fn packed_b(g: &Graph, id: NodeId) -> Option<(gemm::Shape, &dlc_ir::TensorData)> {
