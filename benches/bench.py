@@ -9,7 +9,8 @@ the reported times exclude process start and loading), ONNX Runtime in this proc
 engines alternate in rounds of --round iterations (each dlc round after its own warm-up)
 until --iters timings each, and the table reports medians and the ratio dlc/ORT (below
 1.0: dlc is faster). The max abs diff column compares outputs, dlc's through ctypes on
-model.so. A GEMM table (single MatMul models) gives GFLOP/s of both engines at 1 thread.
+model.so. A GEMM table (single MatMul models, 256 to 2048) gives GFLOP/s of both engines at
+1 thread and dlc's share of the single-core FP32 peak that benches/peak.c measures.
 """
 import argparse
 import ctypes
@@ -90,6 +91,10 @@ def time_rounds(dlc, art, input_args, sess, feeds, threads, iters, per_round):
         sess.run(None, feeds)
     td, to = [], []
     while len(td) < iters:
+        # ORT's pool threads spin for a while after a run; let them go idle so that
+        # they do not compete with dlc's threads for the two cores (dlc's process has
+        # exited before ORT's round starts).
+        time.sleep(0.05)
         out = subprocess.run([dlc, "bench", art, "--iters", str(per_round), "--threads", str(threads), "--json",
                               *input_args], check=True, capture_output=True, text=True).stdout
         td += json.loads(out)["times_ms"]
@@ -111,13 +116,24 @@ def matmul_model(n, path):
     onnx.save(m, path)
 
 
+def measured_peak(work):
+    """GFLOP/s of benches/peak.c (independent FMA chains on one core), or None."""
+    exe = work / "peak"
+    try:
+        subprocess.run(["clang-22", "-O2", "-march=native", "-ffp-contract=fast", "-o", exe, ROOT / "benches" / "peak.c"],
+                       check=True, capture_output=True)
+        return float(subprocess.run([exe], check=True, capture_output=True, text=True).stdout)
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dlc", default=str(ROOT / "target" / "release" / "dlc"))
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--round", type=int, default=5, help="iterations per engine before switching")
     ap.add_argument("--models", default="mlp,resnet18,mobilenetv2,bert")
-    ap.add_argument("--gemm", default="256,512,1024")
+    ap.add_argument("--gemm", default="256,512,1024,2048")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dlc-bench-"))
     print(f"# dlc vs ONNX Runtime {ort.__version__}, {time.strftime('%Y-%m-%d')}, median of {a.iters} after warm-up\n")
@@ -152,8 +168,11 @@ def main():
             td, to = time_rounds(a.dlc, art, input_args, ort_session(path, threads), feeds, threads, a.iters, a.round)
             print(f"| {name} | {threads} | {td:.3f} | {to:.3f} | {td / to:.2f} | {diff:.2g} |", flush=True)
     if a.gemm:
-        print("\n| GEMM (n x n x n) | dlc GFLOP/s | ORT GFLOP/s (1 thread) | dlc/ORT time |")
-        print("|---|---|---|---|")
+        peak = measured_peak(work)
+        print(f"\nMeasured single-core FP32 peak (benches/peak.c): "
+              f"{f'{peak:.1f} GFLOP/s' if peak else 'not measured (no clang-22)'}\n")
+        print("| GEMM (n x n x n) | dlc GFLOP/s | % of peak | ORT GFLOP/s (1 thread) | dlc/ORT time |")
+        print("|---|---|---|---|---|")
         for n in map(int, a.gemm.split(",")):
             path = work / f"gemm{n}.onnx"
             matmul_model(n, path)
@@ -165,7 +184,8 @@ def main():
             iters = max(3, min(a.iters, int(2e9 / n**3)))
             td, to = time_pair(d, ort_session(path, 1), feeds, iters, warmup=1)
             gf = 2 * n**3 / 1e9
-            print(f"| {n} | {gf / td * 1e3:.1f} | {gf / to * 1e3:.1f} | {td / to:.2f} |", flush=True)
+            share = f"{gf / td * 1e3 / peak * 100:.0f}%" if peak else "-"
+            print(f"| {n} | {gf / td * 1e3:.1f} | {share} | {gf / to * 1e3:.1f} | {td / to:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

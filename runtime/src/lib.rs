@@ -175,12 +175,15 @@ struct Shared {
     busy: std::sync::atomic::AtomicUsize,
 }
 
-/// How long a thread spins on an atomic before sleeping on a condition variable: a model's
+/// How long a thread waits on an atomic before sleeping on a condition variable: a model's
 /// kernels follow each other within microseconds, and a futex wake-up costs about as much
-/// as a small kernel; after this long without work the threads sleep.
+/// as a small kernel. For the first [`SPIN_HOT`] it spins; after that it yields its core
+/// between checks (when more threads want the cores than there are, a spinning thread
+/// would hold up the ones with work, its own pool's included); after [`SPIN`] it sleeps.
 const SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+const SPIN_HOT: std::time::Duration = std::time::Duration::from_micros(20);
 
-/// Spins until `ready()` or [`SPIN`] has passed; whether it became ready.
+/// Waits until `ready()` or [`SPIN`] has passed; whether it became ready.
 fn spin_until(ready: impl Fn() -> bool) -> bool {
     let start = std::time::Instant::now();
     loop {
@@ -190,8 +193,12 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
             }
             std::hint::spin_loop();
         }
-        if start.elapsed() > SPIN {
+        let waited = start.elapsed();
+        if waited > SPIN {
             return ready();
+        }
+        if waited > SPIN_HOT {
+            std::thread::yield_now();
         }
     }
 }

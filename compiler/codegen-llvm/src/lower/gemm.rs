@@ -437,14 +437,14 @@ pub(crate) fn hsum<'ctx>(kb: &Kb<'_, 'ctx>, v: VectorValue<'ctx>) -> R<inkwell::
 }
 
 /// `for i in 0..n { body(kb, i) }`, on the kernel's thread pool when the kernel does
-/// at least 1 MFLOP (below that, handing out tasks costs more than it saves).
+/// at least 0.5 MFLOP (below that, handing out tasks costs more than it saves).
 pub(crate) fn par<'ctx>(
     kb: &Kb<'_, 'ctx>,
     n: u64,
     flops: u64,
     body: impl FnOnce(&Kb<'_, 'ctx>, IntValue<'ctx>) -> R<()>,
 ) -> R<()> {
-    if n >= 2 && flops >= 1_000_000 {
+    if n >= 2 && flops >= 500_000 {
         kb.parallel_for(n, body)
     } else {
         kb.for_n(n, |kb, i| body(kb, i))
@@ -768,13 +768,27 @@ pub(crate) fn conv_direct<'ctx>(
         Ok(())
     };
     let flops = 2 * batch * m * cg * kh * kw * oh * ow;
-    par(kb, batch * oh, flops, |kb, row| {
+    // A task is an output row; a depthwise row is split further into groups of 16
+    // channels (the 7- and 14-row layers of late stages would otherwise give two threads
+    // 7 or 14 unequal tasks).
+    let group = if depthwise { 16.min(m) } else { m };
+    let groups = m.div_ceil(group);
+    par(kb, batch * oh * groups, flops, |kb, t| {
+        let row = kb.b.build_int_unsigned_div(t, kb.c(groups), "")?;
+        let g0 = kb.mul(kb.b.build_int_unsigned_rem(t, kb.c(groups), "")?, kb.c(group))?;
         let img = kb.b.build_int_unsigned_div(row, kb.c(oh), "")?;
         let oy = kb.b.build_int_unsigned_rem(row, kb.c(oh), "")?;
-        for t in 0..ow.div_ceil(nr) {
-            let ox0 = t * nr;
-            row_blocks(kb, m, mr, |kb, m0, rows| tile(kb, img, oy, m0, rows, ox0))?;
+        let channels = |kb: &Kb<'_, 'ctx>, count: u64| -> R<()> {
+            for t in 0..ow.div_ceil(nr) {
+                let ox0 = t * nr;
+                row_blocks(kb, count, mr, |kb, m0, rows| tile(kb, img, oy, kb.add(g0, m0)?, rows, ox0))?;
+            }
+            Ok(())
+        };
+        if m.is_multiple_of(group) {
+            return channels(kb, group);
         }
-        Ok(())
+        let last = kb.icmp(inkwell::IntPredicate::EQ, g0, kb.c((groups - 1) * group))?;
+        kb.if_else(last, |kb| channels(kb, m - (groups - 1) * group), |kb| channels(kb, group))
     })
 }
