@@ -147,33 +147,41 @@ pub fn default_threads() -> usize {
 /// loop into tasks and hand them to [`Pool::parallel_for`]; every thread takes the next
 /// task index from a shared counter until none are left, and the call returns when all
 /// are done.
+///
+/// A loop is published through atomics (the task, its context and count, then a new
+/// generation number); workers waiting for it spin on the generation (see
+/// [`spin_until`]) and only then sleep on a condition variable, so back-to-back kernels
+/// cost no system call. Sleeping is announced (`sleepers`, `caller_waiting`) so that the
+/// other side takes the lock and notifies only when someone sleeps; both sides use
+/// sequentially consistent operations for that handshake, which rules out a lost
+/// wake-up: either the sleeper sees the new state before it waits, or the notifier sees
+/// the sleeper and notifies under the lock.
 pub struct Pool {
     threads: usize,
     shared: std::sync::Arc<Shared>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// One parallel loop: what workers run, and which loop it is.
-#[derive(Default)]
-struct Job {
-    task: usize,
-    ctx: usize,
-    n: usize,
-    generation: u64,
-    shutdown: bool,
-}
-
 #[derive(Default)]
 struct Shared {
-    job: std::sync::Mutex<Job>,
+    /// Held only to sleep and to notify sleepers.
+    lock: std::sync::Mutex<()>,
     wake: std::sync::Condvar,
     done: std::sync::Condvar,
-    next: std::sync::atomic::AtomicUsize,
-    /// Mirrors of `Job::generation` and of the workers still running the current job,
-    /// read without the lock while spinning.
-    generation: std::sync::atomic::AtomicU64,
-    busy: std::sync::atomic::AtomicUsize,
+    /// The current loop: task function, context, task count, and its generation.
+    task: AtomicUsize,
+    ctx: AtomicUsize,
+    n: AtomicUsize,
+    generation: AtomicU64,
+    /// The next task index, and the workers still running the current loop.
+    next: AtomicUsize,
+    busy: AtomicUsize,
+    sleepers: AtomicUsize,
+    caller_waiting: AtomicBool,
+    shutdown: AtomicBool,
 }
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// How long a thread waits on an atomic before sleeping on a condition variable: a model's
 /// kernels follow each other within microseconds, and a futex wake-up costs about as much
@@ -204,9 +212,10 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
 }
 
 impl Shared {
-    /// Runs tasks of the current job until the counter passes `n`.
-    fn drain(&self, task: usize, ctx: usize, n: usize) {
-        use std::sync::atomic::Ordering;
+    /// Runs tasks of the current loop until the counter passes its count.
+    fn drain(&self) {
+        let (task, ctx, n) =
+            (self.task.load(Ordering::Acquire), self.ctx.load(Ordering::Acquire), self.n.load(Ordering::Acquire));
         // SAFETY: `task` came from the generated code as a `TaskFn`.
         let task: TaskFn = unsafe { std::mem::transmute::<usize, TaskFn>(task) };
         loop {
@@ -217,6 +226,36 @@ impl Shared {
             // SAFETY: the generated code made `task` and `ctx` for indices below `n`; tasks
             // write disjoint data, and `ctx` outlives the parallel_for call.
             unsafe { task(ctx as *mut u8, i as i64) };
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A worker's life: wait for a new generation (or shutdown), run its tasks, report.
+    fn work(&self) {
+        let mut seen = 0u64;
+        loop {
+            let fresh = || self.generation.load(Ordering::SeqCst) != seen || self.shutdown.load(Ordering::SeqCst);
+            if !spin_until(fresh) {
+                self.sleepers.fetch_add(1, Ordering::SeqCst);
+                let mut g = self.lock();
+                while !fresh() {
+                    g = self.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+                }
+                drop(g);
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            }
+            if self.shutdown.load(Ordering::SeqCst) {
+                return;
+            }
+            seen = self.generation.load(Ordering::SeqCst);
+            self.drain();
+            if self.busy.fetch_sub(1, Ordering::SeqCst) == 1 && self.caller_waiting.load(Ordering::SeqCst) {
+                let _g = self.lock();
+                self.done.notify_all();
+            }
         }
     }
 }
@@ -235,30 +274,7 @@ impl Pool {
         let workers = (1..threads)
             .map(|_| {
                 let sh = shared.clone();
-                std::thread::spawn(move || {
-                    use std::sync::atomic::Ordering;
-                    let mut seen = 0u64;
-                    loop {
-                        spin_until(|| sh.generation.load(Ordering::Acquire) != seen);
-                        let (task, ctx, n) = {
-                            let mut job = sh.job.lock().unwrap_or_else(|e| e.into_inner());
-                            while job.generation == seen && !job.shutdown {
-                                job = sh.wake.wait(job).unwrap_or_else(|e| e.into_inner());
-                            }
-                            if job.shutdown {
-                                return;
-                            }
-                            seen = job.generation;
-                            (job.task, job.ctx, job.n)
-                        };
-                        sh.drain(task, ctx, n);
-                        if sh.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            // Taking the lock orders this with a caller about to wait.
-                            let _job = sh.job.lock().unwrap_or_else(|e| e.into_inner());
-                            sh.done.notify_all();
-                        }
-                    }
-                })
+                std::thread::spawn(move || sh.work())
             })
             .collect();
         Pool { threads, shared, workers }
@@ -270,42 +286,44 @@ impl Pool {
     }
 
     unsafe extern "C" fn parallel_for(pool: *const Pool, task: TaskFn, ctx: *mut u8, n: i64) {
-        use std::sync::atomic::Ordering;
         // SAFETY: `pool` is the `Pool` passed to run_threaded by this crate, alive for the call.
         let pool = unsafe { &*pool };
         let n = n.max(0) as usize;
         let sh = &pool.shared;
+        sh.task.store(task as usize, Ordering::Release);
+        sh.ctx.store(ctx as usize, Ordering::Release);
+        sh.n.store(n, Ordering::Release);
+        sh.next.store(0, Ordering::Release);
         if pool.workers.is_empty() || n < 2 {
-            sh.next.store(0, std::sync::atomic::Ordering::Relaxed);
-            return sh.drain(task as usize, ctx as usize, n);
+            return sh.drain();
         }
-        {
-            let mut job = sh.job.lock().unwrap_or_else(|e| e.into_inner());
-            sh.next.store(0, std::sync::atomic::Ordering::Relaxed);
-            job.task = task as usize;
-            job.ctx = ctx as usize;
-            job.n = n;
-            job.generation += 1;
-            sh.busy.store(pool.workers.len(), Ordering::Release);
-            sh.generation.store(job.generation, Ordering::Release);
+        // Every worker runs every generation once (finding no task is fine), and this
+        // call waits for all of them, so the next call cannot overtake a slow worker.
+        sh.busy.store(pool.workers.len(), Ordering::SeqCst);
+        sh.generation.fetch_add(1, Ordering::SeqCst);
+        if sh.sleepers.load(Ordering::SeqCst) > 0 {
+            let _g = sh.lock();
             sh.wake.notify_all();
         }
-        sh.drain(task as usize, ctx as usize, n);
-        if spin_until(|| sh.busy.load(Ordering::Acquire) == 0) {
+        sh.drain();
+        if spin_until(|| sh.busy.load(Ordering::SeqCst) == 0) {
             return;
         }
-        let mut job = sh.job.lock().unwrap_or_else(|e| e.into_inner());
-        while sh.busy.load(Ordering::Acquire) > 0 {
-            job = sh.done.wait(job).unwrap_or_else(|e| e.into_inner());
+        sh.caller_waiting.store(true, Ordering::SeqCst);
+        let mut g = sh.lock();
+        while sh.busy.load(Ordering::SeqCst) > 0 {
+            g = sh.done.wait(g).unwrap_or_else(|e| e.into_inner());
         }
+        drop(g);
+        sh.caller_waiting.store(false, Ordering::SeqCst);
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
         {
-            let mut job = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
-            job.shutdown = true;
+            let _g = self.shared.lock();
             self.shared.wake.notify_all();
         }
         for w in self.workers.drain(..) {

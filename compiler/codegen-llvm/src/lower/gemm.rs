@@ -437,19 +437,33 @@ pub(crate) fn hsum<'ctx>(kb: &Kb<'_, 'ctx>, v: VectorValue<'ctx>) -> R<inkwell::
 }
 
 /// `for i in 0..n { body(kb, i) }`, on the kernel's thread pool when the kernel does
-/// at least 0.5 MFLOP (below that, handing out tasks costs more than it saves).
+/// at least 0.5 MFLOP (below that, handing out tasks costs more than it saves). Pool
+/// tasks are runs of consecutive indices worth at least [`TASK_FLOPS`] each (the
+/// shared task counter costs about 0.1 us per task when two cores take turns on it).
 pub(crate) fn par<'ctx>(
     kb: &Kb<'_, 'ctx>,
     n: u64,
     flops: u64,
     body: impl FnOnce(&Kb<'_, 'ctx>, IntValue<'ctx>) -> R<()>,
 ) -> R<()> {
-    if n >= 2 && flops >= 500_000 {
-        kb.parallel_for(n, body)
-    } else {
-        kb.for_n(n, |kb, i| body(kb, i))
+    if n < 2 || flops < 500_000 {
+        return kb.for_n(n, |kb, i| body(kb, i));
     }
+    let tasks = (flops / TASK_FLOPS).clamp(2, n);
+    if tasks == n {
+        return kb.parallel_for(n, body);
+    }
+    let per = n.div_ceil(tasks);
+    kb.parallel_for(n.div_ceil(per), |kb, t| {
+        let lo = kb.mul(t, kb.c(per))?;
+        let hi = kb.add(lo, kb.c(per))?;
+        let hi = kb.select_i(kb.icmp(inkwell::IntPredicate::SGT, hi, kb.c(n))?, kb.c(n), hi)?;
+        kb.for_range(lo, hi, |kb, i| body(kb, i))
+    })
 }
+
+/// The least work of one pool task (a few microseconds).
+const TASK_FLOPS: u64 = 200_000;
 
 /// Runs `tile(kb, first_row, rows)` over `m` rows in blocks of `mr`: a loop over the whole
 /// blocks, then one tile of the `m % mr` leftover rows (not one tile per leftover row,
@@ -658,6 +672,15 @@ pub(crate) fn conv_direct<'ctx>(
     let (has_bias, has_res, n_in) = (n.inputs.len() >= 3, n.inputs.len() == 4, n.inputs.len());
     // The input vector for output pixels ox0 + h*w .. (lanes of them), kernel column kx,
     // from the input row starting at `row`: contiguous or strided, masked at the borders.
+    // Stride 2 keeps the even lanes of two loaded vectors, in the order one in-lane
+    // shuffle gives (x86 `vshufps`: in each 128-bit block two from the first vector,
+    // then two from the second); the accumulators keep that order and `unperm` restores
+    // the pixel order once per output vector, instead of a cross-lane shuffle per tap.
+    let even_idx: Vec<u64> =
+        (0..w).map(|j| if j % 4 < 2 { j / 4 * 4 + 2 * (j % 4) } else { w + j / 4 * 4 + 2 * (j % 4 - 2) }).collect();
+    let even: Vec<_> = even_idx.iter().map(|&e| i32t.const_int(e, false)).collect();
+    let unperm: Vec<_> =
+        (0..w).map(|k| i32t.const_int(even_idx.iter().position(|&e| e / 2 == k).unwrap_or(0) as u64, false)).collect();
     let input = |kb: &Kb<'_, 'ctx>, row: IntValue<'ctx>, ox0: u64, kx: u64, lanes: u64| -> R<VectorValue<'ctx>> {
         let px = kb.param(0);
         let first = (ox0 * s + kx) as i64 - pl as i64;
@@ -669,7 +692,6 @@ pub(crate) fn conv_direct<'ctx>(
         if interior && s == 2 && last + 1 < wi as i64 {
             let a = load_vec(kb, vt, px, kb.add(row, kb.c(first as u64))?)?;
             let b = load_vec(kb, vt, px, kb.add(row, kb.c(first as u64 + w))?)?;
-            let even: Vec<_> = (0..w).map(|l| i32t.const_int(2 * l, false)).collect();
             return Ok(kb.b.build_shuffle_vector(a, b, VectorType::const_vector(&even), "")?);
         }
         if s == 1 {
@@ -689,7 +711,6 @@ pub(crate) fn conv_direct<'ctx>(
             let base = kb.b.build_int_add(row, kb.i64t.const_int(first as u64, true), "")?;
             let a = masked_load(kb, vt, px, base, &span(0))?;
             let b = masked_load(kb, vt, px, kb.add(base, kb.c(w))?, &span(w))?;
-            let even: Vec<_> = (0..w).map(|l| i32t.const_int(2 * l, false)).collect();
             return Ok(kb.b.build_shuffle_vector(a, b, VectorType::const_vector(&even), "")?);
         }
         Err(CodegenError::Llvm(format!("direct convolution with stride {s}")))
@@ -760,7 +781,10 @@ pub(crate) fn conv_direct<'ctx>(
                     continue;
                 }
                 let idx = kb.add(yrow, kb.c(hh as u64 * w))?;
-                let v = kb.b.build_load(vt, accs[r as usize * nh as usize + hh], "")?.into_vector_value();
+                let mut v = kb.b.build_load(vt, accs[r as usize * nh as usize + hh], "")?.into_vector_value();
+                if s == 2 {
+                    v = kb.b.build_shuffle_vector(v, v, VectorType::const_vector(&unperm), "")?;
+                }
                 let v = pixel_epilogue(kb, op.act, v, bias, pr.map(|pr| (pr, idx, lanes)))?;
                 store_lanes(kb, py, idx, v, lanes)?;
             }
