@@ -162,7 +162,6 @@ pub struct Pool {
     workers: Vec<std::thread::JoinHandle<()>>,
 }
 
-#[derive(Default)]
 struct Shared {
     /// Held only to sleep and to notify sleepers.
     lock: std::sync::Mutex<()>,
@@ -173,8 +172,10 @@ struct Shared {
     ctx: AtomicUsize,
     n: AtomicUsize,
     generation: AtomicU64,
-    /// The next task index, and the workers still running the current loop.
-    next: AtomicUsize,
+    /// Thread `j` starts on tasks `j n / T .. (j + 1) n / T`; `cursor[j]` is the next of
+    /// them not yet taken (by its owner or, once a thread has run out, a thief).
+    cursor: Box<[Cursor]>,
+    /// The workers still running the current loop.
     busy: AtomicUsize,
     sleepers: AtomicUsize,
     caller_waiting: AtomicBool,
@@ -182,6 +183,11 @@ struct Shared {
 }
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// A task cursor on its own cache line (the threads' cursors are written concurrently).
+#[derive(Default)]
+#[repr(align(64))]
+struct Cursor(AtomicUsize);
 
 /// How long a thread waits on an atomic before sleeping on a condition variable: a model's
 /// kernels follow each other within microseconds, and a futex wake-up costs about as much
@@ -212,20 +218,35 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
 }
 
 impl Shared {
-    /// Runs tasks of the current loop until the counter passes its count.
-    fn drain(&self) {
+    /// Runs tasks of the current loop as thread `me`: its own contiguous share first
+    /// (consecutive kernels split their data the same way, so a thread mostly reads what
+    /// it wrote, from its own cache), then whatever is left of the others' shares.
+    fn drain(&self, me: usize) {
         let (task, ctx, n) =
             (self.task.load(Ordering::Acquire), self.ctx.load(Ordering::Acquire), self.n.load(Ordering::Acquire));
         // SAFETY: `task` came from the generated code as a `TaskFn`.
         let task: TaskFn = unsafe { std::mem::transmute::<usize, TaskFn>(task) };
-        loop {
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            if i >= n {
-                return;
+        let t = self.cursor.len();
+        for k in 0..t {
+            let j = (me + k) % t;
+            let end = (j + 1) * n / t;
+            loop {
+                let i = self.cursor[j].0.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    break;
+                }
+                // SAFETY: the generated code made `task` and `ctx` for indices below `n`;
+                // tasks write disjoint data, and `ctx` outlives the parallel_for call.
+                unsafe { task(ctx as *mut u8, i as i64) };
             }
-            // SAFETY: the generated code made `task` and `ctx` for indices below `n`; tasks
-            // write disjoint data, and `ctx` outlives the parallel_for call.
-            unsafe { task(ctx as *mut u8, i as i64) };
+        }
+    }
+
+    /// Points every thread's cursor at the start of its share of `n` tasks.
+    fn reset(&self, n: usize) {
+        let t = self.cursor.len();
+        for (j, c) in self.cursor.iter().enumerate() {
+            c.0.store(j * n / t, Ordering::Relaxed);
         }
     }
 
@@ -234,7 +255,7 @@ impl Shared {
     }
 
     /// A worker's life: wait for a new generation (or shutdown), run its tasks, report.
-    fn work(&self) {
+    fn work(&self, me: usize) {
         let mut seen = 0u64;
         loop {
             let fresh = || self.generation.load(Ordering::SeqCst) != seen || self.shutdown.load(Ordering::SeqCst);
@@ -251,7 +272,7 @@ impl Shared {
                 return;
             }
             seen = self.generation.load(Ordering::SeqCst);
-            self.drain();
+            self.drain(me);
             if self.busy.fetch_sub(1, Ordering::SeqCst) == 1 && self.caller_waiting.load(Ordering::SeqCst) {
                 let _g = self.lock();
                 self.done.notify_all();
@@ -270,11 +291,24 @@ impl Pool {
     /// A pool of `threads` threads (the caller's included).
     pub fn new(threads: usize) -> Pool {
         let threads = threads.max(1);
-        let shared = std::sync::Arc::new(Shared::default());
+        let shared = std::sync::Arc::new(Shared {
+            lock: Default::default(),
+            wake: Default::default(),
+            done: Default::default(),
+            task: Default::default(),
+            ctx: Default::default(),
+            n: Default::default(),
+            generation: Default::default(),
+            cursor: (0..threads).map(|_| Cursor::default()).collect(),
+            busy: Default::default(),
+            sleepers: Default::default(),
+            caller_waiting: Default::default(),
+            shutdown: Default::default(),
+        });
         let workers = (1..threads)
-            .map(|_| {
+            .map(|me| {
                 let sh = shared.clone();
-                std::thread::spawn(move || sh.work())
+                std::thread::spawn(move || sh.work(me))
             })
             .collect();
         Pool { threads, shared, workers }
@@ -293,10 +327,15 @@ impl Pool {
         sh.task.store(task as usize, Ordering::Release);
         sh.ctx.store(ctx as usize, Ordering::Release);
         sh.n.store(n, Ordering::Release);
-        sh.next.store(0, Ordering::Release);
         if pool.workers.is_empty() || n < 2 {
-            return sh.drain();
+            // The caller alone.
+            for i in 0..n {
+                // SAFETY: as in `Shared::drain`.
+                unsafe { task(ctx, i as i64) };
+            }
+            return;
         }
+        sh.reset(n);
         // Every worker runs every generation once (finding no task is fine), and this
         // call waits for all of them, so the next call cannot overtake a slow worker.
         sh.busy.store(pool.workers.len(), Ordering::SeqCst);
@@ -305,7 +344,7 @@ impl Pool {
             let _g = sh.lock();
             sh.wake.notify_all();
         }
-        sh.drain();
+        sh.drain(0);
         if spin_until(|| sh.busy.load(Ordering::SeqCst) == 0) {
             return;
         }

@@ -42,7 +42,7 @@ pub(crate) fn applies<'g>(g: &'g Graph, id: NodeId, target: &TargetSpec) -> Opti
         let y = g.node(id).outputs[0].shape.as_fixed()?;
         let (m, p, vw) = (wd[0], y[2] * y[3], vector_width(target) as u64);
         let blocked = tile_shape(vw, m, pointwise_rows(p).1, wd[1]).0;
-        return (blocked < super::gemm::conv1x1_cost(vw, m, p)).then_some(w);
+        return (blocked < super::gemm::conv1x1_cost(vw, m, p, wd[1])).then_some(w);
     }
     Some(w)
 }
@@ -68,8 +68,8 @@ fn pointwise_rows(p: u64) -> (u64, u64) {
 /// accumulators, `NF` weight vectors and one broadcast fit the vector registers (16 with
 /// AVX2, 32 with AVX-512 and NEON). Each tile costs [`tile_cycles`] per input channel
 /// and tap; the cost of a row's tiles (the last one may be narrower) over its channel
-/// blocks (the last one may be partly padding), divided by the useful work, picks the
-/// shape. Returns the cost (cycles per output element and input channel) and the shape.
+/// blocks (the last one may be partly padding), divided by the useful work, plus the
+/// lane-by-lane stores, picks the shape. Returns the cost (cycles per output element and input channel) and the shape.
 pub(crate) fn tile_shape(w: u64, m: u64, ow: u64, taps: u64) -> (f64, (u64, u64)) {
     let regs = if w == 8 { 16 } else { 32 };
     let mut best = (f64::INFINITY, (1, 1));
@@ -82,7 +82,9 @@ pub(crate) fn tile_shape(w: u64, m: u64, ow: u64, taps: u64) -> (f64, (u64, u64)
             let tile = |cnt: u64| tile_cycles(nf * cnt, nf + cnt, from_l2);
             let row = (ow / np) as f64 * tile(np) + if !ow.is_multiple_of(np) { tile(ow % np) } else { 0.0 };
             let blocks = m.div_ceil(nf * w) as f64;
-            let cost = row * blocks / (m * ow) as f64;
+            // Plus the stores: lane by lane (the lanes run along channels, NCHW wants
+            // pixels contiguous), about a cycle per element, spread over the taps.
+            let cost = row * blocks / (m * ow) as f64 + 1.0 / taps as f64;
             // Ties go to fewer pixels per tile (measured: the wider tiles of a tie
             // spill more often around the border tiles).
             let (bc, (_, bp)) = best;

@@ -499,12 +499,13 @@ pub(crate) fn is_pointwise(op: &dlc_ir::ops::Conv, n: &NodeInfo) -> bool {
 
 /// The cost model's cycles per output element and input channel of [`conv1x1`] (see
 /// `convblk::tile_cycles`): `MR`-channel tiles over panels of `2 W` pixels, the last
-/// panel partly empty when the pixel count is not a multiple.
-pub(crate) fn conv1x1_cost(w: u64, m: u64, p: u64) -> f64 {
+/// panel partly empty when the pixel count is not a multiple; `k` input channels.
+pub(crate) fn conv1x1_cost(w: u64, m: u64, p: u64, k: u64) -> f64 {
     let mr = if w == 8 { 6 } else { 8 };
     let tile = |rows: u64| super::convblk::tile_cycles(2 * rows, 2 + rows, 0);
     let col = (m / mr) as f64 * tile(mr) + if !m.is_multiple_of(mr) { tile(m % mr) } else { 0.0 };
-    p.div_ceil(2 * w) as f64 * col / (m * p) as f64
+    // Plus the stores, whole vectors: a cycle per vector, spread over the k steps.
+    p.div_ceil(2 * w) as f64 * col / (m * p) as f64 + 1.0 / (w * k) as f64
 }
 
 /// A 1x1 convolution as a register-blocked GEMM: the vector lanes run along pixels
@@ -798,8 +799,10 @@ pub(crate) fn conv_direct<'ctx>(
     let group = if depthwise { 16.min(m) } else { m };
     let groups = m.div_ceil(group);
     par(kb, batch * oh * groups, flops, |kb, t| {
-        let row = kb.b.build_int_unsigned_div(t, kb.c(groups), "")?;
-        let g0 = kb.mul(kb.b.build_int_unsigned_rem(t, kb.c(groups), "")?, kb.c(group))?;
+        // Channel groups outer: a run of consecutive tasks covers whole channel planes.
+        let rows = batch * oh;
+        let row = kb.b.build_int_unsigned_rem(t, kb.c(rows), "")?;
+        let g0 = kb.mul(kb.b.build_int_unsigned_div(t, kb.c(rows), "")?, kb.c(group))?;
         let img = kb.b.build_int_unsigned_div(row, kb.c(oh), "")?;
         let oy = kb.b.build_int_unsigned_rem(row, kb.c(oh), "")?;
         let channels = |kb: &Kb<'_, 'ctx>, count: u64| -> R<()> {
