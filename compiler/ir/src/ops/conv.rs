@@ -158,7 +158,7 @@ op! {
     /// then `act` applied: `Y = act(conv + B + R)`.
     Conv = "conv", operands 2..=4 {
         kernel_shape: Vec<i64>, strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>,
-        group: i64, auto_pad: AutoPad, act: Activation,
+        group: i64 = 1, auto_pad: AutoPad, act: Activation,
     }
 }
 
@@ -298,7 +298,7 @@ op! {
     /// 2-D transposed convolution (the gradient of Conv): `W` is `[C, M/group, KH, KW]`;
     /// `output_shape`, when given, fixes the output size and the padding follows from it.
     ConvTranspose = "conv_transpose", operands 2..=3 {
-        kernel_shape: Vec<i64>, strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>, group: i64,
+        kernel_shape: Vec<i64>, strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>, group: i64 = 1,
         output_padding: Vec<i64>, output_shape: Vec<i64>, auto_pad: AutoPad,
     }
 }

@@ -92,8 +92,8 @@ fn infer_map(
 }
 
 macro_rules! map_ops {
-    ($($(#[doc = $doc:literal])* $name:ident = $mn:literal, $n:literal, $class:ident, $out:expr, { $($f:ident : $t:ty),* };)*) => {$(
-        op! { $(#[doc = $doc])* $name = $mn, operands $n..=$n { $($f: $t),* } }
+    ($($(#[doc = $doc:literal])* $name:ident = $mn:literal, $n:literal, $class:ident, $out:expr, { $($f:ident : $t:ty $(= $d:expr)?),* };)*) => {$(
+        op! { $(#[doc = $doc])* $name = $mn, operands $n..=$n { $($f: $t $(= $d)?),* } }
         impl Infer for $name {
             fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
                 infer_map(Class::$class, $out, node, $mn, inputs)
@@ -207,29 +207,29 @@ map_ops! {
     /// `x * max(0, min(1, x / 6 + 1 / 2))`.
     HardSwish = "hardswish", 1, Float, None, {};
     /// `max(0, min(1, alpha * x + beta))`.
-    HardSigmoid = "hardsigmoid", 1, Float, None, { alpha: f32, beta: f32 };
+    HardSigmoid = "hardsigmoid", 1, Float, None, { alpha: f32 = 0.2, beta: f32 = 0.5 };
     /// `x < 0 ? alpha * x : x`.
-    LeakyRelu = "leaky_relu", 1, Float, None, { alpha: f32 };
+    LeakyRelu = "leaky_relu", 1, Float, None, { alpha: f32 = 0.01 };
     /// `x < 0 ? alpha * (exp(x) - 1) : x`.
-    Elu = "elu", 1, Float, None, { alpha: f32 };
+    Elu = "elu", 1, Float, None, { alpha: f32 = 1.0 };
     /// `gamma * (x <= 0 ? alpha * exp(x) - alpha : x)`.
-    Selu = "selu", 1, Float, None, { alpha: f32, gamma: f32 };
+    Selu = "selu", 1, Float, None, { alpha: f32 = 1.673_263_2, gamma: f32 = 1.050_701 };
     /// `max(0, x) + min(0, alpha * (exp(x / alpha) - 1))`.
-    Celu = "celu", 1, Float, None, { alpha: f32 };
+    Celu = "celu", 1, Float, None, { alpha: f32 = 1.0 };
     /// `x > alpha ? x : 0`.
-    ThresholdedRelu = "thresholded_relu", 1, Float, None, { alpha: f32 };
+    ThresholdedRelu = "thresholded_relu", 1, Float, None, { alpha: f32 = 1.0 };
     /// `x * Phi(x)`, exactly with erf or with the tanh approximation.
     Gelu = "gelu", 1, Float, None, { tanh_approximation: bool };
     /// `x * sigmoid(alpha * x)`.
-    Swish = "swish", 1, Float, None, { alpha: f32 };
+    Swish = "swish", 1, Float, None, { alpha: f32 = 1.0 };
     /// `x < -lambd ? x + bias : (x > lambd ? x - bias : 0)`.
-    Shrink = "shrink", 1, Numeric, None, { lambd: f32, bias: f32 };
+    Shrink = "shrink", 1, Numeric, None, { lambd: f32 = 0.5, bias: f32 };
     /// Whether x is NaN.
     IsNaN = "isnan", 1, Float, Some(DType::Bool), {};
     /// Whether x is an infinity of a selected sign.
     IsInf = "isinf", 1, Float, Some(DType::Bool), { detect_negative: bool, detect_positive: bool };
     /// `min(max(x, min), max)`; ONNX's optional bounds become +-infinity.
-    Clip = "clip", 1, Float, None, { min: f32, max: f32 };
+    Clip = "clip", 1, Float, None, { min: f32 = f32::NEG_INFINITY, max: f32 = f32::INFINITY };
 }
 
 op! {
@@ -267,7 +267,7 @@ op! {
     /// 8- and 4-bit floats: round to nearest even; out-of-range values and infinities
     /// become the largest finite value when `saturate`, else infinity or NaN as the
     /// format has them (see [`crate::minifloat`]).
-    Cast = "cast", operands 1..=1 { to: DType, saturate: bool }
+    Cast = "cast", operands 1..=1 { to: DType, saturate: bool = true }
 }
 
 impl Cast {

@@ -55,7 +55,7 @@ impl Infer for MatMul {
 op! {
     /// `act(alpha * op(A) * op(B) + beta * C)` with 2-D `A`, `B`; `op` transposes when
     /// asked; `C` (optional) broadcasts to `[M, N]`; `act` is the epilogue activation.
-    Gemm = "gemm", operands 2..=3 { alpha: f32, beta: f32, trans_a: bool, trans_b: bool, act: Activation }
+    Gemm = "gemm", operands 2..=3 { alpha: f32 = 1.0, beta: f32 = 1.0, trans_a: bool, trans_b: bool, act: Activation }
 }
 
 impl Infer for Gemm {
@@ -186,7 +186,7 @@ op! {
     /// gives `m`: a float mask broadcast to `[B, H, Sq, Sk]` (added as is), or, with
     /// `key_padding`, a `[B, Sk]` mask of any numeric dtype, `m = (1 - mask[b, j]) *
     /// padding_fill` (the form of BERT's extended attention mask).
-    Attention = "attention", operands 3..=4 { heads: i64, scale: f32, key_padding: bool, padding_fill: f32 }
+    Attention = "attention", operands 3..=4 { heads: i64 = 1, scale: f32 = 1.0, key_padding: bool, padding_fill: f32 }
 }
 
 impl Infer for Attention {

@@ -135,6 +135,193 @@ impl fmt::Display for Attr {
     }
 }
 
+/// Reads a field of an op from an [`Attr`]: the inverse of `Attr::from`, used to build
+/// ops by name from keyword attributes (the DSL). `absent` is the value of an attribute
+/// that is not given (`None`: required) unless the op declares its own default.
+pub trait FromAttr: Sized {
+    /// The field's value, or `None` when `a` has the wrong kind.
+    fn from_attr(a: &Attr) -> Option<Self>;
+    /// The value when the attribute is not given (`None`: it must be given).
+    fn absent() -> Option<Self> {
+        None
+    }
+    /// What an attribute of this field looks like, for error messages.
+    const EXPECTED: &'static str;
+}
+
+impl FromAttr for i64 {
+    fn from_attr(a: &Attr) -> Option<Self> {
+        match a {
+            Attr::Int(v) => Some(*v),
+            _ => None,
+        }
+    }
+    fn absent() -> Option<Self> {
+        Some(0)
+    }
+    const EXPECTED: &'static str = "an integer";
+}
+impl FromAttr for usize {
+    fn from_attr(a: &Attr) -> Option<Self> {
+        i64::from_attr(a).and_then(|v| usize::try_from(v).ok())
+    }
+    const EXPECTED: &'static str = "a non-negative integer";
+}
+impl FromAttr for f32 {
+    fn from_attr(a: &Attr) -> Option<Self> {
+        match a {
+            Attr::Float(v) => Some(*v),
+            Attr::Int(v) => Some(*v as f32),
+            _ => None,
+        }
+    }
+    fn absent() -> Option<Self> {
+        Some(0.0)
+    }
+    const EXPECTED: &'static str = "a number";
+}
+impl FromAttr for f64 {
+    fn from_attr(a: &Attr) -> Option<Self> {
+        f32::from_attr(a).map(f64::from)
+    }
+    fn absent() -> Option<Self> {
+        Some(0.0)
+    }
+    const EXPECTED: &'static str = "a number";
+}
+impl FromAttr for bool {
+    fn from_attr(a: &Attr) -> Option<Self> {
+        match a {
+            Attr::Bool(v) => Some(*v),
+            _ => None,
+        }
+    }
+    fn absent() -> Option<Self> {
+        Some(false)
+    }
+    const EXPECTED: &'static str = "true or false";
+}
+impl FromAttr for Vec<i64> {
+    fn from_attr(a: &Attr) -> Option<Self> {
+        match a {
+            Attr::Ints(v) => Some(v.clone()),
+            Attr::Int(v) => Some(vec![*v]),
+            _ => None,
+        }
+    }
+    fn absent() -> Option<Self> {
+        Some(Vec::new())
+    }
+    const EXPECTED: &'static str = "a list of integers like [1, 2]";
+}
+impl FromAttr for String {
+    fn from_attr(a: &Attr) -> Option<Self> {
+        match a {
+            Attr::Str(v) => Some(v.clone()),
+            _ => None,
+        }
+    }
+    const EXPECTED: &'static str = "a string";
+}
+impl FromAttr for crate::DType {
+    fn from_attr(a: &Attr) -> Option<Self> {
+        String::from_attr(a).and_then(|s| crate::DType::from_name(&s))
+    }
+    const EXPECTED: &'static str = "a dtype name like \"f16\"";
+}
+impl FromAttr for TensorType {
+    fn from_attr(a: &Attr) -> Option<Self> {
+        match a {
+            Attr::Type(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+    const EXPECTED: &'static str = "a tensor type";
+}
+impl FromAttr for TensorData {
+    fn from_attr(a: &Attr) -> Option<Self> {
+        match a {
+            Attr::Tensor(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+    const EXPECTED: &'static str = "a tensor";
+}
+impl FromAttr for AutoPad {
+    fn from_attr(a: &Attr) -> Option<Self> {
+        String::from_attr(a).and_then(|s| AutoPad::from_name(&s.to_uppercase()))
+    }
+    fn absent() -> Option<Self> {
+        Some(AutoPad::NotSet)
+    }
+    const EXPECTED: &'static str = "\"notset\", \"same_upper\", \"same_lower\" or \"valid\"";
+}
+impl FromAttr for Activation {
+    /// Only `"none"`: epilogue activations are the optimiser's to fuse.
+    fn from_attr(a: &Attr) -> Option<Self> {
+        (String::from_attr(a)? == "none").then_some(Activation::None)
+    }
+    fn absent() -> Option<Self> {
+        Some(Activation::None)
+    }
+    const EXPECTED: &'static str = "\"none\" (activations are fused by the optimiser)";
+}
+impl FromAttr for Vec<FusedStep> {
+    fn from_attr(_: &Attr) -> Option<Self> {
+        None
+    }
+    const EXPECTED: &'static str = "nothing: fused kernels are made by the optimiser";
+}
+
+/// Enums whose attribute is the lowercase variant name; the first variant is the default.
+macro_rules! enum_attr {
+    ($($t:ident { $($v:ident),* $(,)? })*) => {$(
+        impl FromAttr for $t {
+            fn from_attr(a: &Attr) -> Option<Self> {
+                let s = String::from_attr(a)?;
+                [$($t::$v),*].into_iter().find(|v| format!("{v:?}").to_lowercase() == s)
+            }
+            fn absent() -> Option<Self> {
+                [$($t::$v),*].into_iter().next()
+            }
+            const EXPECTED: &'static str = concat!("one of" $(, " \"", stringify!($v), "\"")*, " (lowercase)");
+        }
+    )*};
+}
+
+enum_attr! {
+    SoftmaxMode { Softmax, LogSoftmax, Hardmax }
+    LossReduction { Mean, None, Sum }
+    PadMode { Constant, Reflect, Edge, Wrap }
+    ScatterReduction { None, Add, Mul, Max, Min }
+    SampleMode { Linear, Nearest, Cubic }
+    SamplePadding { Zeros, Border, Reflection }
+}
+
+/// Keyword attributes of one call, consumed field by field by `from_attrs`; what is
+/// left over was not an attribute of the op.
+#[derive(Debug, Clone, Default)]
+pub struct AttrArgs {
+    /// `(name, value)` pairs not yet taken.
+    pub rest: Vec<(String, Attr)>,
+}
+
+impl AttrArgs {
+    /// Takes attribute `name`: its value, else `default`, else an error saying it is
+    /// required.
+    pub fn take<T: FromAttr>(&mut self, op: &str, name: &str, default: Option<T>) -> Result<T, String> {
+        match self.rest.iter().position(|(n, _)| n == name) {
+            Some(i) => {
+                let (_, a) = self.rest.remove(i);
+                T::from_attr(&a).ok_or_else(|| format!("attribute '{name}' of {op} must be {}, got {a}", T::EXPECTED))
+            }
+            None => {
+                default.or_else(T::absent).ok_or_else(|| format!("{op} needs attribute '{name}' ({})", T::EXPECTED))
+            }
+        }
+    }
+}
+
 /// Static facts about an op kind.
 #[derive(Debug, Clone, Copy)]
 pub struct OpInfo {
@@ -165,10 +352,20 @@ pub trait Infer {
 /// Declares one op: a struct with public attribute fields plus its [`OpMeta`].
 #[macro_export]
 macro_rules! op {
-    ($(#[doc = $doc:literal])* $name:ident = $mn:literal, operands $lo:literal ..= $hi:literal { $($f:ident : $t:ty),* $(,)? }) => {
+    (@default $t:ty) => { None::<$t> };
+    (@default $t:ty, $d:expr) => { Some::<$t>($d) };
+    ($(#[doc = $doc:literal])* $name:ident = $mn:literal, operands $lo:literal ..= $hi:literal { $($f:ident : $t:ty $(= $d:expr)?),* $(,)? }) => {
         $(#[doc = $doc])*
         #[derive(Debug, Clone, PartialEq)]
         pub struct $name { $(#[allow(missing_docs)] pub $f: $t),* }
+        impl $name {
+            /// The op from keyword attributes (each field's declared default, else its
+            /// type's, when absent); leftover attributes stay in `args`.
+            #[allow(unused_variables)]
+            pub fn from_attrs(args: &mut $crate::ops::AttrArgs) -> Result<Self, String> {
+                Ok($name { $($f: args.take::<$t>($mn, stringify!($f), $crate::op!(@default $t $(, $d)?))?),* })
+            }
+        }
         impl $crate::ops::OpMeta for $name {
             const INFO: $crate::ops::OpInfo = $crate::ops::OpInfo {
                 mnemonic: $mn,
@@ -218,6 +415,30 @@ macro_rules! op_table {
             }
         }
         $(impl From<$variant> for Op { fn from(o: $variant) -> Op { Op::$variant(o) } })*
+
+        impl Op {
+            /// The op whose mnemonic is `name`, from keyword attributes (see
+            /// [`FromAttr`]): `Ok(None)` for an unknown name; an error for an attribute
+            /// the op does not have, one of the wrong kind, or a missing required one.
+            pub fn from_call(name: &str, attrs: Vec<(String, Attr)>) -> Result<Option<Op>, String> {
+                let mut args = AttrArgs { rest: attrs };
+                $(
+                    if name == <$variant as OpMeta>::INFO.mnemonic {
+                        let op = $variant::from_attrs(&mut args)?;
+                        if let Some((extra, _)) = args.rest.first() {
+                            let known: Vec<&str> = Op::$variant(op.clone()).attrs().iter().map(|(n, _)| *n).collect();
+                            return Err(if known.is_empty() {
+                                format!("{name} has no attribute '{extra}' (it takes none)")
+                            } else {
+                                format!("{name} has no attribute '{extra}' (its attributes: {})", known.join(", "))
+                            });
+                        }
+                        return Ok(Some(op.into()));
+                    }
+                )*
+                Ok(None)
+            }
+        }
     };
 }
 

@@ -54,7 +54,7 @@ impl Infer for Reshape {
 
 op! {
     /// Reshapes to 2-D: dims before `axis` multiply into the first, the rest into the second.
-    Flatten = "flatten", operands 1..=1 { axis: i64 }
+    Flatten = "flatten", operands 1..=1 { axis: i64 = 1 }
 }
 
 impl Infer for Flatten {
@@ -247,7 +247,7 @@ op! {
     /// Keeps the upper (or lower) triangle of the last two dims: element (i, j) survives
     /// when `j - i >= k` (upper) or `j - i <= k` (lower); `k` is an optional i64 scalar
     /// operand (default 0).
-    Trilu = "trilu", operands 1..=2 { upper: bool }
+    Trilu = "trilu", operands 1..=2 { upper: bool = true }
 }
 
 impl Infer for Trilu {

@@ -5,7 +5,7 @@ use crate::{op, Dim, IrError, TensorType};
 op! {
     /// Inference-mode batch normalisation over dim 1:
     /// `(x - mean) / sqrt(var + epsilon) * scale + bias`; operands x, scale, bias, mean, var.
-    BatchNormalization = "batchnorm", operands 5..=5 { epsilon: f32 }
+    BatchNormalization = "batchnorm", operands 5..=5 { epsilon: f32 = 1e-5 }
 }
 
 impl Infer for BatchNormalization {
@@ -37,7 +37,7 @@ pub enum SoftmaxMode {
 op! {
     /// Softmax, LogSoftmax or Hardmax along one axis (ONNX opset 13 semantics; older
     /// opsets are rewritten by the frontend).
-    Softmax = "softmax", operands 1..=1 { axis: i64, mode: SoftmaxMode }
+    Softmax = "softmax", operands 1..=1 { axis: i64 = -1, mode: SoftmaxMode }
 }
 
 impl Infer for Softmax {
@@ -60,7 +60,7 @@ op! {
     /// mean and the inverse standard deviation, shaped like x with the normalised dims 1.
     /// With `skip`, the last operand (x's element count, broadcasting to x) is added to x
     /// first, and the sum is normalised (a residual connection fused in).
-    LayerNormalization = "layernorm", operands 2..=4 { axis: i64, epsilon: f32, rms: bool, stats: bool, skip: bool }
+    LayerNormalization = "layernorm", operands 2..=4 { axis: i64 = -1, epsilon: f32 = 1e-5, rms: bool, stats: bool, skip: bool }
 }
 
 impl Infer for LayerNormalization {

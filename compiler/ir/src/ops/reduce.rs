@@ -48,7 +48,7 @@ fn infer_reduce<T: OpMeta>(
 
 macro_rules! reductions {
     ($($(#[doc = $doc:literal])* $name:ident = $mn:literal, $float:literal;)*) => {$(
-        op! { $(#[doc = $doc])* $name = $mn, operands 1..=1 { axes: Vec<i64>, keepdims: bool } }
+        op! { $(#[doc = $doc])* $name = $mn, operands 1..=1 { axes: Vec<i64>, keepdims: bool = true } }
         impl Infer for $name {
             fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
                 infer_reduce::<$name>(node, &self.axes, self.keepdims, $float, inputs)
@@ -82,7 +82,7 @@ reductions! {
 
 macro_rules! arg_reductions {
     ($($(#[doc = $doc:literal])* $name:ident = $mn:literal;)*) => {$(
-        op! { $(#[doc = $doc])* $name = $mn, operands 1..=1 { axis: i64, keepdims: bool, select_last_index: bool } }
+        op! { $(#[doc = $doc])* $name = $mn, operands 1..=1 { axis: i64, keepdims: bool = true, select_last_index: bool } }
         impl Infer for $name {
             fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
                 let x = &inputs[0];
