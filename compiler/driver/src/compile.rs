@@ -46,7 +46,7 @@ pub enum Backend {
 /// Example: dlc compile mlp.onnx -o out/mlp
 #[derive(Args)]
 pub struct CompileArgs {
-    /// The model: an .onnx file.
+    /// The model: an .onnx file or a .dlc file (docs/dsl.md).
     pub model: PathBuf,
     /// Output directory (created if missing).
     #[arg(short, long, value_name = "OUTDIR")]
@@ -131,8 +131,13 @@ fn spec(name: &str, t: &TensorType) -> TensorSpec {
 pub fn load_model(path: &Path, input_shapes: HashMap<String, Vec<u64>>) -> Result<Graph> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("onnx") => Ok(dlc_onnx::import(path, &dlc_onnx::ImportOptions { input_shapes })?),
-        Some("dlc") => bail!("'{}': the dlc model language is not implemented yet", path.display()),
-        _ => bail!("'{}': unknown model format; dlc reads .onnx files", path.display()),
+        Some("dlc") => {
+            if !input_shapes.is_empty() {
+                bail!("'{}': --input-shape is for ONNX models; a .dlc model declares its shapes", path.display());
+            }
+            Ok(dlc_dsl::import(path)?)
+        }
+        _ => bail!("'{}': unknown model format; dlc reads .onnx and .dlc files", path.display()),
     }
 }
 
