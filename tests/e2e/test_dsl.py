@@ -15,7 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import ROOT, assert_close, dlc, dlc_compile_run, ort_run
+from conftest import ROOT, assert_close, dlc, ort_run
 
 EXAMPLES = ROOT / "examples" / "dsl"
 M64 = (1 << 64) - 1
@@ -202,4 +202,27 @@ def test_dsl_errors_exit_nonzero_with_located_diagnostics(tmp_path):
     assert "unknown name 'z'" in p.stderr and f"{bad}:2:15" in p.stderr, p.stderr
 
 
-_ = dlc_compile_run  # the ONNX helper; DSL models go through dlc_compile_run_dsl
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_dsl_example_exported_to_onnx_matches_dlc(name, tmp_path):
+    """`dlc export` writes the model as ONNX; ONNX Runtime on it agrees with dlc."""
+    _, input_name, shape = CASES[name]
+    exported = tmp_path / f"{name}.onnx"
+    dlc("export", EXAMPLES / f"{name}.dlc", "-o", exported)
+    onnx.checker.check_model(onnx.load(exported), full_check=True)
+    x = np.random.RandomState(11).randn(*shape).astype(np.float32)
+    want = ort_run(exported, {input_name: x})
+    art = tmp_path / "art"
+    dlc("compile", EXAMPLES / f"{name}.dlc", "-o", art)
+    np.save(tmp_path / "x.npy", x)
+    dlc("run", art, "--input", f"{input_name}={tmp_path / 'x.npy'}", "--output-dir", tmp_path / "out")
+    for out, ref_value in want.items():
+        got = np.load(tmp_path / "out" / f"{out}.npy")
+        assert_close(got, ref_value, f"{name}:{out} (exported)")
+
+
+def test_export_error_names_the_node(tmp_path):
+    (tmp_path / "s.dlc").write_text("model m(x: f32[3]) -> (y: f32[3]) {\n  let act = swish(x)\n  return act\n}\n")
+    p = dlc("export", tmp_path / "s.dlc", "-o", tmp_path / "s.onnx", check=False)
+    assert p.returncode != 0
+    assert "node 'act' (swish): no ONNX export for this op yet" in p.stderr, p.stderr

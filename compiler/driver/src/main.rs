@@ -1,11 +1,12 @@
 //! dlc: the command-line driver. `dlc compile` turns a model into a native artifact,
 //! `dlc run` runs one on `.npy` inputs, `dlc bench` times one, `dlc inspect` describes
-//! a model.
+//! a model, `dlc export` writes one as ONNX.
 //!
 //! Logs go to stderr behind `RUST_LOG` (e.g. `RUST_LOG=dlc=debug`).
 
 mod bench;
 mod compile;
+mod export;
 mod inspect;
 mod link;
 mod npy;
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 
 /// dlc: an ahead-of-time compiler for deep-learning models.
 ///
-/// Compiles ONNX models into native libraries (a shared library, a static library with a
+/// Compiles ONNX models and models written in dlc's own language (.dlc) into native libraries (a shared library, a static library with a
 /// C header) that dlc-runtime or any C program can run, with no ML framework at run time.
 #[derive(Parser)]
 #[command(name = "dlc", version, about, long_about = None, propagate_version = true)]
@@ -31,6 +32,7 @@ enum Command {
     Run(run::RunArgs),
     Bench(bench::BenchArgs),
     Inspect(inspect::InspectArgs),
+    Export(export::ExportArgs),
 }
 
 /// FLOPs with a readable unit (`1.82 GFLOP`, `48.0 kFLOP`).
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Inspect(a) => inspect::main(a),
+        Command::Export(a) => export::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

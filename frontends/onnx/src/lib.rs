@@ -9,10 +9,12 @@
 #![warn(missing_docs)]
 
 mod error;
+mod export;
 mod import;
 mod ops;
 mod tensor;
 
 pub use error::{OnnxError, UnsupportedNode};
+pub use export::{export, export_bytes, ExportError, EXPORT_OPSET};
 pub use import::{import, read_model, summarize, ImportOptions, ModelSummary};
 pub use onnx_protobuf::ModelProto;

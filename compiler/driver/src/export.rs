@@ -1,0 +1,32 @@
+//! `dlc export`: a model (a `.dlc` file, or an ONNX model after import) written as ONNX.
+use anyhow::{Context, Result};
+use clap::Args;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Write a model as an ONNX file (opset 20), e.g. to run a .dlc model in ONNX Runtime.
+///
+/// The graph is exported as imported, before dlc's optimisations. Example: dlc export
+/// examples/dsl/mlp.dlc -o mlp.onnx
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The model: a .dlc file (or an .onnx file, re-written from dlc's IR).
+    pub model: PathBuf,
+    /// The ONNX file to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+pub fn main(a: ExportArgs) -> Result<()> {
+    let g = crate::compile::load_model(&a.model, HashMap::new())?;
+    let bytes = dlc_onnx::export_bytes(&g).with_context(|| format!("cannot export '{}' to ONNX", a.model.display()))?;
+    std::fs::write(&a.output, &bytes).with_context(|| format!("cannot write '{}'", a.output.display()))?;
+    eprintln!(
+        "exported {} -> {} ({} nodes, ONNX opset {})",
+        a.model.display(),
+        a.output.display(),
+        g.node_count(),
+        dlc_onnx::EXPORT_OPSET
+    );
+    Ok(())
+}
