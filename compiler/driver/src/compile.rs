@@ -131,12 +131,7 @@ fn spec(name: &str, t: &TensorType) -> TensorSpec {
 pub fn load_model(path: &Path, input_shapes: HashMap<String, Vec<u64>>) -> Result<Graph> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("onnx") => Ok(dlc_onnx::import(path, &dlc_onnx::ImportOptions { input_shapes })?),
-        Some("dlc") => {
-            if !input_shapes.is_empty() {
-                bail!("'{}': --input-shape is for ONNX models; a .dlc model declares its shapes", path.display());
-            }
-            Ok(dlc_dsl::import(path)?)
-        }
+        Some("dlc") => Ok(dlc_dsl::import_with(path, &input_shapes)?),
         _ => bail!("'{}': unknown model format; dlc reads .onnx and .dlc files", path.display()),
     }
 }

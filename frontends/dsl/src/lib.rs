@@ -14,6 +14,7 @@ mod lower;
 pub mod parser;
 
 use lexer::Span;
+use std::collections::HashMap;
 use std::path::Path;
 
 /// One diagnostic: what is wrong, where, and what to do.
@@ -98,6 +99,13 @@ pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
 
 /// Reads and lowers a `.dlc` file; `weights "..."` paths are relative to its folder.
 pub fn import(path: &Path) -> Result<dlc_ir::Graph, DslError> {
+    import_with(path, &HashMap::new())
+}
+
+/// [`import`] with some inputs' shapes pinned (`--input-shape x=1x3x224x224`): each
+/// symbolic dim of a pinned input takes the given size everywhere it appears (outputs
+/// and parameters included).
+pub fn import_with(path: &Path, pins: &HashMap<String, Vec<u64>>) -> Result<dlc_ir::Graph, DslError> {
     let name = path.display().to_string();
     let source = std::fs::read_to_string(path).map_err(|e| DslError {
         file: name.clone(),
@@ -110,11 +118,21 @@ pub fn import(path: &Path) -> Result<dlc_ir::Graph, DslError> {
         }],
     })?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    import_source(&name, &source, dir)
+    import_source_with(&name, &source, dir, pins)
 }
 
 /// Lowers the text of a `.dlc` file named `file`, reading weights from `dir`.
 pub fn import_source(file: &str, source: &str, dir: &Path) -> Result<dlc_ir::Graph, DslError> {
+    import_source_with(file, source, dir, &HashMap::new())
+}
+
+/// [`import_source`] with pinned input shapes (see [`import_with`]).
+pub fn import_source_with(
+    file: &str,
+    source: &str,
+    dir: &Path,
+    pins: &HashMap<String, Vec<u64>>,
+) -> Result<dlc_ir::Graph, DslError> {
     let (toks, lex_errs) = lexer::lex(source);
     let (ast, parse_errs) = parser::parse(&toks);
     let mut diags: Vec<Diag> = lex_errs
@@ -129,7 +147,7 @@ pub fn import_source(file: &str, source: &str, dir: &Path) -> Result<dlc_ir::Gra
         .collect();
     // Name, type and shape checks only on a file that parsed: a half-parsed one would
     // report follow-on errors.
-    let graph = if diags.is_empty() { lower::lower(&ast, dir, &mut diags) } else { None };
+    let graph = if diags.is_empty() { lower::lower(&ast, dir, pins, &mut diags) } else { None };
     diags.sort_by_key(|d| d.span.start);
     match graph {
         Some(g) if diags.is_empty() => Ok(g),

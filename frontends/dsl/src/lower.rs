@@ -72,9 +72,16 @@ struct Lower<'a> {
     dir: &'a Path,
     counter: HashMap<String, usize>,
     depth: usize,
+    /// Symbolic dims pinned through pinned input shapes.
+    pins: HashMap<String, u64>,
 }
 
-pub(crate) fn lower(file: &File, dir: &Path, diags: &mut Vec<Diag>) -> Option<Graph> {
+pub(crate) fn lower(
+    file: &File,
+    dir: &Path,
+    input_pins: &HashMap<String, Vec<u64>>,
+    diags: &mut Vec<Diag>,
+) -> Option<Graph> {
     let mut models = Vec::new();
     let mut funcs: HashMap<&str, &Func> = HashMap::new();
     let mut weights_decl = None;
@@ -130,8 +137,53 @@ pub(crate) fn lower(file: &File, dir: &Path, diags: &mut Vec<Diag>) -> Option<Gr
         },
         None => None,
     };
+    // Pinned input shapes name sizes for the symbolic dims of those inputs.
+    let mut pins = HashMap::new();
+    for (name, dims) in input_pins {
+        let Some(input) = model.inputs.iter().find(|i| &i.name.name == name) else {
+            let names: Vec<&str> = model.inputs.iter().map(|i| i.name.name.as_str()).collect();
+            diags.push(err(
+                &model.name.span,
+                format!("--input-shape {name}: the model has no input '{name}'"),
+                &format!("its inputs: {}", names.join(", ")),
+            ));
+            continue;
+        };
+        if dims.len() != input.ty.dims.len() {
+            diags.push(err(
+                &input.ty.span,
+                format!("--input-shape {name}: gives {} dims, the input has {}", dims.len(), input.ty.dims.len()),
+                "give one size per dim",
+            ));
+            continue;
+        }
+        for (d, &n) in input.ty.dims.iter().zip(dims) {
+            match d {
+                DimExpr::Fixed(m, span) if *m != n => diags.push(err(
+                    span,
+                    format!("--input-shape {name}: this dim is {m}, cannot pin it to {n}"),
+                    "pin only symbolic dims",
+                )),
+                DimExpr::Name(id) => {
+                    if let Some(prev) = pins.insert(id.name.clone(), n) {
+                        if prev != n {
+                            diags.push(err(
+                                &id.span,
+                                format!("--input-shape: '{}' pinned to both {prev} and {n}", id.name),
+                                "give a symbolic dim one size",
+                            ));
+                        }
+                    }
+                }
+                DimExpr::Fixed(..) => {}
+            }
+        }
+    }
+    if !diags.is_empty() {
+        return None;
+    }
     let mut l =
-        Lower { g: Graph::new(&model.name.name), diags, funcs, weights, dir, counter: HashMap::new(), depth: 0 };
+        Lower { g: Graph::new(&model.name.name), diags, funcs, weights, dir, counter: HashMap::new(), depth: 0, pins };
     let _ = l.dir;
     let mut scope = Scope::default();
     for input in &model.inputs {
@@ -245,7 +297,10 @@ impl<'a> Lower<'a> {
                             "a dim is a size, a symbolic name, or an integer argument",
                         ))
                     }
-                    None => Dim::Sym(id.name.clone()),
+                    None => match self.pins.get(&id.name) {
+                        Some(&n) => Dim::Fixed(n),
+                        None => Dim::Sym(id.name.clone()),
+                    },
                 },
             });
         }

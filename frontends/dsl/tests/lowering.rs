@@ -150,3 +150,22 @@ fn the_frontend_never_panics() {
         }
     }
 }
+
+#[test]
+fn pinned_input_shapes_fix_symbolic_dims_everywhere() {
+    let src = "model m(x: f32[N, 4]) -> (y: f32[N, 2]) {\n  param w: f32[4, 2] = zeros()\n  return x @ w\n}\n";
+    let pins = std::collections::HashMap::from([("x".to_string(), vec![3, 4])]);
+    let g = dlc_dsl::import_source_with("t.dlc", src, Path::new("."), &pins).unwrap_or_else(|e| panic!("{e}"));
+    let out = g.outputs()[0].1;
+    assert_eq!(g.value_type(out).to_string(), "f32[3,2]");
+    // Pins that contradict the model are located errors.
+    for (pin, msg) in [
+        (("x", vec![3, 5]), "t.dlc:1:19"),
+        (("x", vec![3]), "t.dlc:1:12"),
+        (("z", vec![1]), "--input-shape z: the model has no input 'z'"),
+    ] {
+        let pins = std::collections::HashMap::from([(pin.0.to_string(), pin.1)]);
+        let e = dlc_dsl::import_source_with("t.dlc", src, Path::new("."), &pins).expect_err("bad pin").to_string();
+        assert!(e.contains(msg), "{e}");
+    }
+}
