@@ -226,3 +226,10 @@ def test_export_error_names_the_node(tmp_path):
     p = dlc("export", tmp_path / "s.dlc", "-o", tmp_path / "s.onnx", check=False)
     assert p.returncode != 0
     assert "node 'act' (swish): no ONNX export for this op yet" in p.stderr, p.stderr
+
+
+def test_inspect_describes_a_dlc_model():
+    p = dlc("inspect", EXAMPLES / "mlp.dlc")
+    params = 784 * 128 + 128 + 128 * 10 + 10
+    assert f"parameters  {params} " in p.stdout, p.stdout
+    assert 'input       "x": f32[1,784]' in p.stdout and 'output      "logits": f32[1,10]' in p.stdout

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 /// Exits 0 when the model can be compiled, 1 when it has unsupported nodes or errors.
 #[derive(Args)]
 pub struct InspectArgs {
-    /// The model: an .onnx file.
+    /// The model: an .onnx or .dlc file.
     pub model: PathBuf,
     /// Also print the imported IR.
     #[arg(long)]
@@ -16,6 +16,9 @@ pub struct InspectArgs {
 }
 
 pub fn main(a: InspectArgs) -> Result<()> {
+    if a.model.extension().is_some_and(|e| e == "dlc") {
+        return inspect_graph(&a);
+    }
     let proto = dlc_onnx::read_model(&a.model)?;
     let s = dlc_onnx::summarize(&proto);
     println!("model       {}", a.model.display());
@@ -41,6 +44,35 @@ pub fn main(a: InspectArgs) -> Result<()> {
         println!("output      {name:?}: {}", g.value_type(*v));
     }
     let st = dlc_passes::graph_stats(&g);
+    println!("flops       {} per inference", crate::human_flops(st.flops));
+    if a.ir {
+        print!("{}", dlc_ir::print_graph(&g)?);
+    }
+    Ok(())
+}
+
+/// A `.dlc` model, described from the graph it lowers to (errors are its diagnostics).
+fn inspect_graph(a: &InspectArgs) -> Result<()> {
+    let g = crate::compile::load_model(&a.model, Default::default())?;
+    let st = dlc_passes::graph_stats(&g);
+    let mut ops: std::collections::BTreeMap<&str, usize> = Default::default();
+    for id in g.node_ids() {
+        if g.node(id).op.kind() != dlc_ir::OpKind::Source {
+            *ops.entry(g.node(id).op.mnemonic()).or_default() += 1;
+        }
+    }
+    println!("model       {}", a.model.display());
+    println!("parameters  {} ({:.2} MiB)", st.parameters, st.weight_bytes as f64 / (1 << 20) as f64);
+    println!("ops         {} nodes", ops.values().sum::<usize>());
+    for (op, n) in &ops {
+        println!("  {op:<24} {n}");
+    }
+    for &id in g.inputs() {
+        println!("input       {:?}: {}", g.node(id).name, g.node(id).outputs[0]);
+    }
+    for (name, v) in g.outputs() {
+        println!("output      {name:?}: {}", g.value_type(*v));
+    }
     println!("flops       {} per inference", crate::human_flops(st.flops));
     if a.ir {
         print!("{}", dlc_ir::print_graph(&g)?);
