@@ -340,12 +340,33 @@ def conv_blocked(out):
     save(out, "conv_blocked", nodes, ins, outs, inits)
 
 
+def integer_ops(out):
+    """MatMulInteger and ConvInteger whose reductions exceed 256 terms (dlc splits them
+    into exact f32 chunks): K = 300, and 32 input channels x 3x3 taps; uint8/int8 with
+    zero points."""
+    rng = np.random.RandomState(51)
+    n = helper.make_node
+    nodes = [
+        n("MatMulInteger", ["a", "b", "a_zp", "b_zp"], ["mm"]),
+        n("ConvInteger", ["x", "w", "x_zp"], ["cv"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    ]
+    inits = [
+        numpy_helper.from_array(rng.randint(0, 256, (300, 7)).astype(np.uint8), "b"),
+        numpy_helper.from_array(np.array(131, np.uint8), "a_zp"),
+        numpy_helper.from_array(np.array(97, np.uint8), "b_zp"),
+        numpy_helper.from_array(rng.randint(0, 256, (5, 32, 3, 3)).astype(np.uint8), "w"),
+        numpy_helper.from_array(np.array(12, np.uint8), "x_zp"),
+    ]
+    ins = [vi("a", [3, 300], TensorProto.UINT8), vi("x", [1, 32, 6, 6], TensorProto.UINT8)]
+    save(out, "integer_ops", nodes, ins, [vi("mm", None), vi("cv", None)], inits)
+
+
 def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     for f in [elementwise, conv_variants, pools, movement, linalg, legacy_softmax_bn, softmax13, external_data,
               symbolic_batch, fusion_patterns, gemm_packed, conv_pointwise, conv_direct, conv_blocked,
-              unsupported]:
+              integer_ops, unsupported]:
         f(out)
 
 

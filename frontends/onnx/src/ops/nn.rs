@@ -80,7 +80,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Hardmax", |cx| softmax(cx, SoftmaxMode::Hardmax));
 }
 
-fn auto_pad(cx: &NodeCx) -> Result<AutoPad, String> {
+pub(crate) fn auto_pad(cx: &NodeCx) -> Result<AutoPad, String> {
     let s = cx.string("auto_pad", "NOTSET")?;
     AutoPad::from_name(&s).ok_or_else(|| format!("unknown auto_pad '{s}'"))
 }

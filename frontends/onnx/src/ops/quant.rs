@@ -12,6 +12,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("DequantizeLinear", dequantize);
     reg.insert("QuantizeLinear", quantize);
     reg.insert("DynamicQuantizeLinear", dynamic_quantize);
+    register_integer(reg);
 }
 
 /// Makes a per-axis `[C]` parameter broadcast along `axis` of `x`; a blocked one (the
@@ -164,4 +165,205 @@ fn quantize(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let q = cx.add1("saturate_lo", Max {}, &[q, lo])?;
     let q = cx.add1("saturate_hi", Min {}, &[q, hi])?;
     cx.add("", Cast::new(qdt), &[q])
+}
+
+/// Integer products (MatMulInteger, ConvInteger) and the QLinear ops, expanded exactly:
+/// operands minus their zero points are small integers, which f32 holds exactly, and the
+/// product's reduction is split into chunks of at most 256 terms (`|sum| < 2^24` for
+/// 8-bit operands, so each chunk's f32 sum is exact); chunk results are summed in f64
+/// (exact) and converted to i32. The QLinear ops then scale in f64 like the ONNX
+/// reference (`int32 * (s_a * s_b / s_y)` with an f32 factor), round half to even, add
+/// the output zero point and saturate.
+const EXACT_TERMS: u64 = 256;
+
+pub(crate) fn register_integer(reg: &mut HashMap<&'static str, BuildFn>) {
+    reg.insert("MatMulInteger", matmul_integer);
+    reg.insert("ConvInteger", conv_integer);
+    reg.insert("QLinearMatMul", qlinear_matmul);
+    reg.insert("QLinearConv", qlinear_conv);
+}
+
+/// `x - zero_point` as f32 (`zp` already shaped to broadcast).
+fn centered(cx: &mut NodeCx, x: Value, zp: Option<Value>, what: &str) -> Result<Value, String> {
+    if !matches!(cx.ty(x).dtype, DType::I8 | DType::U8) {
+        return Err(format!("{what} must be int8 or uint8, got {}", cx.ty(x).dtype));
+    }
+    let xf = cx.add1(&format!("{what}_f32"), Cast::new(DType::F32), &[x])?;
+    match zp {
+        Some(z) => {
+            let zf = cx.add1(&format!("{what}_zero_point_f32"), Cast::new(DType::F32), &[z])?;
+            cx.add1(&format!("{what}_centered"), Sub {}, &[xf, zf])
+        }
+        None => Ok(xf),
+    }
+}
+
+/// `(a - a_zp) @ (b - b_zp)` exactly, as f64.
+fn integer_matmul(
+    cx: &mut NodeCx,
+    a: Value,
+    azp: Option<Value>,
+    b: Value,
+    bzp: Option<Value>,
+) -> Result<Value, String> {
+    let at = cx.ty(a);
+    let k = at.shape.0.last().and_then(|d| d.fixed()).ok_or("needs a known inner dim")?;
+    let azp = match azp {
+        // A per-row zero point `[M]` applies along A's rows.
+        Some(z) if cx.ty(z).shape.rank() == 1 && at.shape.rank() >= 2 => {
+            Some(cx.add1("a_zero_point_rows", Reshape { shape: vec![-1, 1], allowzero: false }, &[z])?)
+        }
+        z => z,
+    };
+    let (af, bf) = (centered(cx, a, azp, "a")?, centered(cx, b, bzp, "b")?);
+    let b_rank = cx.ty(b).shape.rank() as i64;
+    let mut acc: Option<Value> = None;
+    for k0 in (0..k).step_by(EXACT_TERMS as usize) {
+        let k1 = (k0 + EXACT_TERMS).min(k);
+        let (ac, bc) = if k0 == 0 && k1 == k {
+            (af, bf)
+        } else {
+            let sa = Slice { starts: vec![k0 as i64], ends: vec![k1 as i64], axes: vec![-1], steps: vec![1] };
+            let sb = Slice { starts: vec![k0 as i64], ends: vec![k1 as i64], axes: vec![b_rank - 2], steps: vec![1] };
+            (cx.add1(&format!("a_k{k0}"), sa, &[af])?, cx.add1(&format!("b_k{k0}"), sb, &[bf])?)
+        };
+        let p = cx.add1(&format!("product_k{k0}"), MatMul { act: Activation::None }, &[ac, bc])?;
+        let p = cx.add1(&format!("product_k{k0}_f64"), Cast::new(DType::F64), &[p])?;
+        acc = Some(match acc {
+            None => p,
+            Some(s) => cx.add1(&format!("sum_k{k0}"), Add {}, &[s, p])?,
+        });
+    }
+    acc.ok_or_else(|| "empty inner dim".to_string())
+}
+
+/// The convolution of `x - x_zp` by `w - w_zp` exactly, as f64; `bias` (i32) added.
+fn integer_conv(
+    cx: &mut NodeCx,
+    x: Value,
+    xzp: Option<Value>,
+    w: Value,
+    wzp: Option<Value>,
+    bias: Option<Value>,
+) -> Result<Value, String> {
+    let op = Conv {
+        kernel_shape: cx.ints("kernel_shape"),
+        strides: cx.ints("strides"),
+        pads: cx.ints("pads"),
+        dilations: cx.ints("dilations"),
+        group: cx.int("group", 1),
+        auto_pad: super::nn::auto_pad(cx)?,
+        act: Activation::None,
+    };
+    let wd = cx.ty(w).shape.as_fixed().ok_or("needs known weight dims")?;
+    if wd.len() != 4 {
+        return Err(format!("only 2-D convolutions, got weights of rank {}", wd.len()));
+    }
+    let wzp = match wzp {
+        Some(z) if cx.ty(z).shape.rank() == 1 => {
+            Some(cx.add1("w_zero_point_channels", Reshape { shape: vec![-1, 1, 1, 1], allowzero: false }, &[z])?)
+        }
+        z => z,
+    };
+    let (xf, wf) = (centered(cx, x, xzp, "x")?, centered(cx, w, wzp, "w")?);
+    // Chunks of input channels (per group) with at most EXACT_TERMS terms each.
+    let (cg, taps) = (wd[1], wd[2] * wd[3]);
+    let per = (EXACT_TERMS / taps).max(1);
+    if taps > EXACT_TERMS || (op.group != 1 && cg > per) {
+        return Err(format!(
+            "an exact integer convolution needs at most {EXACT_TERMS} terms per output (grouped: per group)"
+        ));
+    }
+    let mut acc: Option<Value> = None;
+    for c0 in (0..cg).step_by(per as usize) {
+        let c1 = (c0 + per).min(cg);
+        let (xc, wc) = if c0 == 0 && c1 == cg {
+            (xf, wf)
+        } else {
+            let s = Slice { starts: vec![c0 as i64], ends: vec![c1 as i64], axes: vec![1], steps: vec![1] };
+            (cx.add1(&format!("x_c{c0}"), s.clone(), &[xf])?, cx.add1(&format!("w_c{c0}"), s, &[wf])?)
+        };
+        let p = cx.add1(&format!("conv_c{c0}"), op.clone(), &[xc, wc])?;
+        let p = cx.add1(&format!("conv_c{c0}_f64"), Cast::new(DType::F64), &[p])?;
+        acc = Some(match acc {
+            None => p,
+            Some(s) => cx.add1(&format!("sum_c{c0}"), Add {}, &[s, p])?,
+        });
+    }
+    let mut y = acc.ok_or_else(|| "no input channels".to_string())?;
+    if let Some(b) = bias {
+        let b = cx.add1("bias_channels", Reshape { shape: vec![-1, 1, 1], allowzero: false }, &[b])?;
+        let b = cx.add1("bias_f64", Cast::new(DType::F64), &[b])?;
+        y = cx.add1("biased", Add {}, &[y, b])?;
+    }
+    Ok(y)
+}
+
+fn matmul_integer(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (a, b) = (cx.input(0)?, cx.input(1)?);
+    let (azp, bzp) = (cx.opt_input(2)?, cx.opt_input(3)?);
+    let y = integer_matmul(cx, a, azp, b, bzp)?;
+    cx.add("", Cast::new(DType::I32), &[y])
+}
+
+fn conv_integer(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (x, w) = (cx.input(0)?, cx.input(1)?);
+    let (xzp, wzp) = (cx.opt_input(2)?, cx.opt_input(3)?);
+    let y = integer_conv(cx, x, xzp, w, wzp, None)?;
+    cx.add("", Cast::new(DType::I32), &[y])
+}
+
+/// `saturate(round_half_even(acc * (s1 * s2 / sy)) + y_zp)` in f64, then the output type.
+fn requantize(
+    cx: &mut NodeCx,
+    acc: Value,
+    s1: Value,
+    s2: Value,
+    sy: Value,
+    yzp: Option<Value>,
+    out: DType,
+) -> Result<Vec<Value>, String> {
+    let Some((lo, hi)) = quantized_type(out)? else {
+        return Err(format!("output type {out} is not an integer type"));
+    };
+    let f = cx.add1("scale_product", Mul {}, &[s1, s2])?;
+    let f = cx.add1("scale_factor", Div {}, &[f, sy])?;
+    let f = cx.add1("scale_factor_f64", Cast::new(DType::F64), &[f])?;
+    let mut y = cx.add1("scaled", Mul {}, &[acc, f])?;
+    if let Some(z) = yzp {
+        let z = cx.add1("y_zero_point_f64", Cast::new(DType::F64), &[z])?;
+        y = cx.add1("shifted", Add {}, &[y, z])?;
+    }
+    let y = cx.add1("rounded", Round {}, &[y])?;
+    let f64c = |v: f64| TensorData::new(dlc_ir::TensorType::fixed(DType::F64, &[]), v.to_le_bytes().to_vec().into());
+    let lo = cx.add_const(f64c(lo as f64).expect("scalar"));
+    let hi = cx.add_const(f64c(hi as f64).expect("scalar"));
+    let y = cx.add1("saturate_lo", Max {}, &[y, lo])?;
+    let y = cx.add1("saturate_hi", Min {}, &[y, hi])?;
+    cx.add("", Cast::new(out), &[y])
+}
+
+fn qlinear_matmul(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (a, sa, azp) = (cx.input(0)?, cx.input(1)?, cx.opt_input(2)?);
+    let (b, sb, bzp) = (cx.input(3)?, cx.input(4)?, cx.opt_input(5)?);
+    let (sy, yzp) = (cx.input(6)?, cx.opt_input(7)?);
+    let out = yzp.map_or(cx.ty(a).dtype, |z| cx.ty(z).dtype);
+    let acc = integer_matmul(cx, a, azp, b, bzp)?;
+    requantize(cx, acc, sa, sb, sy, yzp, out)
+}
+
+fn qlinear_conv(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (x, sx, xzp) = (cx.input(0)?, cx.input(1)?, cx.opt_input(2)?);
+    let (w, sw, wzp) = (cx.input(3)?, cx.input(4)?, cx.opt_input(5)?);
+    let (sy, yzp) = (cx.input(6)?, cx.opt_input(7)?);
+    let bias = cx.opt_input(8)?;
+    let out = yzp.map_or(cx.ty(x).dtype, |z| cx.ty(z).dtype);
+    let acc = integer_conv(cx, x, xzp, w, wzp, bias)?;
+    // A per-output-channel weight scale applies along the channel axis.
+    let sw = if cx.ty(sw).shape.rank() == 1 && cx.ty(sw).shape.numel() != Some(1) {
+        cx.add1("w_scale_channels", Reshape { shape: vec![-1, 1, 1], allowzero: false }, &[sw])?
+    } else {
+        sw
+    };
+    requantize(cx, acc, sx, sw, sy, yzp, out)
 }
