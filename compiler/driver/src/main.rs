@@ -1,10 +1,11 @@
 //! dlc: the command-line driver. `dlc compile` turns a model into a native artifact,
 //! `dlc run` runs one on `.npy` inputs, `dlc bench` times one, `dlc inspect` describes
-//! a model, `dlc export` writes one as ONNX.
+//! a model, `dlc export` writes one as ONNX, `dlc compare` puts two artifacts side by side.
 //!
 //! Logs go to stderr behind `RUST_LOG` (e.g. `RUST_LOG=dlc=debug`).
 
 mod bench;
+mod compare;
 mod compile;
 mod export;
 mod inspect;
@@ -33,6 +34,7 @@ enum Command {
     Bench(bench::BenchArgs),
     Inspect(inspect::InspectArgs),
     Export(export::ExportArgs),
+    Compare(compare::CompareArgs),
 }
 
 /// FLOPs with a readable unit (`1.82 GFLOP`, `48.0 kFLOP`).
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::main(a),
         Command::Inspect(a) => inspect::main(a),
         Command::Export(a) => export::main(a),
+        Command::Compare(a) => compare::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
