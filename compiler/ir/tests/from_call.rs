@@ -40,7 +40,8 @@ fn errors_name_the_op_and_attribute() {
     let e = call("conv", &[("stride", Attr::Int(2))]).unwrap_err();
     assert_eq!(
         e,
-        "conv has no attribute 'stride' (its attributes: kernel_shape, strides, pads, dilations, group, auto_pad, act)"
+        "conv has no attribute 'stride'; did you mean 'strides'? \
+         (its attributes: kernel_shape, strides, pads, dilations, group, auto_pad, act)"
     );
     let e = call("relu", &[("alpha", Attr::Float(0.1))]).unwrap_err();
     assert_eq!(e, "relu has no attribute 'alpha' (it takes none)");

@@ -429,6 +429,8 @@ macro_rules! op_table {
                             let known: Vec<&str> = Op::$variant(op.clone()).attrs().iter().map(|(n, _)| *n).collect();
                             return Err(if known.is_empty() {
                                 format!("{name} has no attribute '{extra}' (it takes none)")
+                            } else if let Some(close) = known.iter().find(|k| k.starts_with(extra.as_str()) || extra.starts_with(**k)) {
+                                format!("{name} has no attribute '{extra}'; did you mean '{close}'? (its attributes: {})", known.join(", "))
                             } else {
                                 format!("{name} has no attribute '{extra}' (its attributes: {})", known.join(", "))
                             });
