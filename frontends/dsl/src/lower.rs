@@ -513,7 +513,19 @@ impl<'a> Lower<'a> {
             ));
         }
         let get = |k: &str, d: f64| args.get(k).map_or(d, |v| v.0);
-        let n: u64 = dims.iter().product();
+        let n = match dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)) {
+            Some(n) if n <= 1 << 31 => n,
+            _ => {
+                return Err(self.error(
+                    &init.span,
+                    format!(
+                        "{} elements are too many to initialise",
+                        dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" x ")
+                    ),
+                    "initialisers make parameters of at most 2^31 elements; load larger ones from the weights file",
+                ))
+            }
+        };
         let mut rng = Rng::new(get("seed", 0.0) as u64, full);
         let values: Vec<f64> = match init.name.as_str() {
             "zeros" => vec![0.0; n as usize],

@@ -81,6 +81,7 @@ fn cases() -> Vec<(&'static str, String)> {
         ("two_models", format!("{HEAD}  return x\n}}\nmodel n(x: f32[2]) -> (y: f32[2]) {{\n  return x\n}}\n")),
         ("not_callable", body("  let h = input(x)\n  return h\n")),
         ("literal_operand", body("  param w: f32[4, 3] = zeros()\n  return x @ w + \"one\"\n")),
+        ("parameter_too_large", body("  param w: f32[4000000000, 4000000000, 3] = zeros()\n  return x\n")),
     ]
 }
 
