@@ -1,8 +1,9 @@
 """dlc compile + dlc run against ONNX Runtime on the same inputs (rtol 1e-4, atol 1e-5)."""
 import numpy as np
 import pytest
+import onnxruntime as ort
 
-from conftest import FILETESTS, assert_close, dlc_compile_run, ort_run, random_inputs
+from conftest import FILETESTS, assert_close, dlc, dlc_compile_run, ort_run, random_inputs
 
 # Every committed filetest model that dlc is expected to compile.
 OP_MODELS = sorted(
@@ -167,3 +168,59 @@ def test_qlinear_ops_match_ort_within_one_step(tmp_path):
         diff = np.abs(got[k].astype(np.int64) - want[k].astype(np.int64))
         assert diff.max() <= 1, f"{k}: max diff {diff.max()}"
         assert (diff == 0).mean() >= 0.99, f"{k}: only {(diff == 0).mean():.3f} identical"
+
+
+def test_quantize_static_qdq_model_matches_ort(tmp_path):
+    """A small CNN quantized by onnxruntime.quantization.quantize_static (QDQ format,
+    uint8 activations, per-channel int8 weights, int32 biases) compiles and matches ONNX
+    Runtime executing the QDQ graph as written (graph optimisations off) within the usual
+    rtol 1e-4 / atol 1e-5 (measured: identical). With its optimisations on, ORT fuses the
+    patterns into integer kernels whose rounding differs (up to a few output quantization
+    steps); dlc must be no further from that fused output than ORT's own unfused run is.
+    dlc has no fused integer kernels yet (the int8 issue's next step)."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    import onnx
+
+    rng = np.random.RandomState(0)
+    n = helper.make_node
+    inits = {"w1": (rng.randn(8, 3, 3, 3) * 0.3).astype(np.float32), "b1": (rng.randn(8) * 0.1).astype(np.float32),
+             "w2": (rng.randn(16, 8, 3, 3) * 0.2).astype(np.float32), "b2": (rng.randn(16) * 0.1).astype(np.float32),
+             "fc": (rng.randn(16, 10) * 0.3).astype(np.float32), "fcb": (rng.randn(10) * 0.1).astype(np.float32)}
+    nodes = [n("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]), n("Relu", ["c1"], ["r1"]),
+             n("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]), n("Relu", ["c2"], ["r2"]),
+             n("GlobalAveragePool", ["r2"], ["g"]), n("Flatten", ["g"], ["f"]), n("MatMul", ["f", "fc"], ["m"]),
+             n("Add", ["m", "fcb"], ["y"])]
+    g = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    fp32, qdq = tmp_path / "fp32.onnx", tmp_path / "qdq.onnx"
+    onnx.save(m, fp32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"x": rng.randn(1, 3, 16, 16).astype(np.float32)} for _ in range(16)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(fp32), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    y_scale = float(next(numpy_helper.to_array(i) for i in onnx.load(qdq).graph.initializer if i.name == "y_scale"))
+    art = tmp_path / "art"
+    dlc("compile", qdq, "-o", art)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    plain = ort.InferenceSession(str(qdq), so, providers=["CPUExecutionProvider"])
+    fused = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"])
+    for i in range(30):
+        x = np.random.RandomState(100 + i).randn(1, 3, 16, 16).astype(np.float32)
+        np.save(tmp_path / "x.npy", x)
+        dlc("run", art, "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", tmp_path / "out")
+        got = np.load(tmp_path / "out" / "y.npy")
+        want, want_fused = plain.run(None, {"x": x})[0], fused.run(None, {"x": x})[0]
+        assert_close(got, want, f"qdq input {i}")
+        ort_gap = np.abs(want_fused.astype(np.float64) - want).max()
+        assert np.abs(got.astype(np.float64) - want_fused).max() <= ort_gap + 1e-5 + 1e-3 * y_scale

@@ -103,6 +103,9 @@ fn quantized_type(d: DType) -> Result<Option<(f32, f32)>, String> {
         DType::U8 => (0.0, 255.0),
         DType::I16 => (-32768.0, 32767.0),
         DType::U16 => (0.0, 65535.0),
+        // Biases of quantized models (DequantizeLinear only in practice; values beyond
+        // 2^24 round when converted to f32, as in ONNX Runtime's float path).
+        DType::I32 => (-2147483648.0, 2147483647.0),
         DType::I4 => (-8.0, 7.0),
         DType::U4 => (0.0, 15.0),
         DType::I2 => (-2.0, 1.0),
