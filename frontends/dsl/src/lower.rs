@@ -60,6 +60,15 @@ struct Scope {
     prefix: String,
 }
 
+/// A call site: what is called, with what, and where.
+#[derive(Clone, Copy)]
+struct Call<'e> {
+    callee: &'e Ident,
+    args: &'e [Expr],
+    kwargs: &'e [Kwarg],
+    span: &'e Span,
+}
+
 /// Failed; the diagnostic is already recorded.
 struct Reported;
 type R<T> = Result<T, Reported>;
@@ -617,7 +626,9 @@ impl<'a> Lower<'a> {
                 let operands = self.operands(&[(a, lhs.span.clone()), (b, rhs.span.clone())], &e.span)?;
                 self.node(scope, bind.unwrap_or(mn), mn, vec![], &operands, &e.span)
             }
-            ExprKind::Call { callee, args, kwargs } => self.call(callee, args, kwargs, scope, bind, &e.span),
+            ExprKind::Call { callee, args, kwargs } => {
+                self.call(&Call { callee, args, kwargs, span: &e.span }, scope, bind)
+            }
         }
     }
 
@@ -695,18 +706,11 @@ impl<'a> Lower<'a> {
         }
     }
 
-    fn call(
-        &mut self,
-        callee: &Ident,
-        args: &[Expr],
-        kwargs: &[Kwarg],
-        scope: &mut Scope,
-        bind: Option<&str>,
-        span: &Span,
-    ) -> R<Val> {
+    fn call(&mut self, c: &Call<'_>, scope: &mut Scope, bind: Option<&str>) -> R<Val> {
+        let Call { callee, args, kwargs, span } = *c;
         let name = callee.name.as_str();
         if let Some(f) = self.funcs.get(name).copied() {
-            return self.call_fn(f, callee, args, kwargs, scope, bind, span);
+            return self.call_fn(f, c, scope, bind);
         }
         let Some(info) = OP_TABLE.iter().find(|i| i.mnemonic == name) else {
             let candidates = OP_TABLE.iter().map(|i| i.mnemonic).chain(self.funcs.keys().copied());
@@ -780,17 +784,8 @@ impl<'a> Lower<'a> {
         self.node(scope, bind.unwrap_or(name), name, attrs, &operands, span)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn call_fn(
-        &mut self,
-        f: &'a Func,
-        callee: &Ident,
-        args: &[Expr],
-        kwargs: &[Kwarg],
-        scope: &mut Scope,
-        bind: Option<&str>,
-        span: &Span,
-    ) -> R<Val> {
+    fn call_fn(&mut self, f: &'a Func, c: &Call<'_>, scope: &mut Scope, bind: Option<&str>) -> R<Val> {
+        let Call { callee, args, kwargs, span } = *c;
         if let Some(k) = kwargs.first() {
             return Err(self.error(
                 &k.name.span,
