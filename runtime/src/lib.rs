@@ -9,6 +9,8 @@
 //! Invariant: depends only on `dlc-artifact` (no LLVM, MLIR or compiler crate).
 #![warn(missing_docs)]
 
+pub mod cuda;
+
 use dlc_artifact::{dtype_size, files, Manifest, TensorSpec, ABI_VERSION};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::path::{Path, PathBuf};
