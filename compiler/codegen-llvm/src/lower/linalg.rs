@@ -222,13 +222,7 @@ pub(crate) fn attention<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Attention) -
             kb.set(mx, kb.fmax(kb.get(mx)?, s)?)
         })?;
         kb.set(sum, kb.cf(0.0))?;
-        let m = kb.get(mx)?;
-        kb.for_n(sk, |kb, j| {
-            let p = at(j)?;
-            let e = kb.libm("expf", kb.fsub(kb.b.build_load(kb.f32t, p, "")?.into_float_value(), m)?)?;
-            kb.b.build_store(p, e)?;
-            kb.set(sum, kb.fadd(kb.get(sum)?, e)?)
-        })?;
+        exp_shift_sum(kb, row, kb.get(mx)?, sum, kb.c(0), kb.c(sk))?;
         let inv = kb.fdiv(kb.cf(1.0), kb.get(sum)?)?;
         let y_row = kb.lin(&[(bi, sq * h * dv), (i, h * dv), (hi, dv)], 0)?;
         kb.for_n(dv, |kb, e| kb.store_f32(py, kb.add(y_row, e)?, kb.cf(0.0)))?;
@@ -330,12 +324,7 @@ fn attention_vec<'ctx>(kb: &Kb<'_, 'ctx>, op: &Attention, t: AttnDims, mask: Mas
             Ok(())
         })?;
         kb.set(sum, hsum(kb, kb.b.build_load(vt, vsum, "")?.into_vector_value())?)?;
-        kb.for_range(kb.c(sk / w * w), kb.c(sk), |kb, j| {
-            let p = at(j)?;
-            let e = kb.libm("expf", kb.fsub(kb.b.build_load(kb.f32t, p, "")?.into_float_value(), m)?)?;
-            kb.b.build_store(p, e)?;
-            kb.set(sum, kb.fadd(kb.get(sum)?, e)?)
-        })?;
+        exp_shift_sum(kb, row, m, sum, kb.c(sk / w * w), kb.c(sk))?;
         let inv = kb.fdiv(kb.cf(1.0), kb.get(sum)?)?;
         for a in &accs {
             kb.b.build_store(*a, vt.const_zero())?;
@@ -357,5 +346,23 @@ fn attention_vec<'ctx>(kb: &Kb<'_, 'ctx>, op: &Attention, t: AttnDims, mask: Mas
             store_vec(kb, vt, py, kb.add(y_row, kb.c(c as u64 * w))?, v)?;
         }
         Ok(())
+    })
+}
+
+/// `row[j] = expf(row[j] - m)` for `j` in `lo..hi` (a softmax row's exponentials with
+/// the C library's exp), each added to the f32 slot `sum`.
+fn exp_shift_sum<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    row: PointerValue<'ctx>,
+    m: FloatValue<'ctx>,
+    sum: PointerValue<'ctx>,
+    lo: IntValue<'ctx>,
+    hi: IntValue<'ctx>,
+) -> R<()> {
+    kb.for_range(lo, hi, |kb, j| {
+        let p = kb.gep(kb.f32t.into(), row, j)?;
+        let e = kb.libm("expf", kb.fsub(kb.b.build_load(kb.f32t, p, "")?.into_float_value(), m)?)?;
+        kb.b.build_store(p, e)?;
+        kb.set(sum, kb.fadd(kb.get(sum)?, e)?)
     })
 }
