@@ -4,6 +4,7 @@
 //! ONNX takes as inputs, such as Reshape's shape or Clip's bounds, become initializers).
 //! Ops that only the optimiser makes (fused kernels, epilogues, attention) and ops ONNX
 //! lacks are errors naming the node: export runs on the graph as imported.
+use crate::ops::elementwise::PLAIN;
 use crate::tensor::dtype_from_onnx;
 use dlc_ir::ops::{Activation, SoftmaxMode};
 use dlc_ir::{DType, Dim, Graph, Op, TensorData, TensorType, Value};
@@ -163,28 +164,9 @@ pub fn export(g: &Graph) -> Result<ModelProto, ExportError> {
             // Constants nothing reads (operands the importer turned into attributes).
             Op::Const(_) if g.users(id).is_empty() && !g.outputs().iter().any(|(_, x)| x.node == id) => {}
             Op::Const(c) => o.graph.initializer.push(tensor(&out, &c.value)),
-            Op::Add(_) => simple(&mut o, "Add"),
-            Op::Sub(_) => simple(&mut o, "Sub"),
-            Op::Mul(_) => simple(&mut o, "Mul"),
-            Op::Div(_) => simple(&mut o, "Div"),
             Op::Max(_) => simple(&mut o, "Max"),
             Op::Min(_) => simple(&mut o, "Min"),
-            Op::Pow(_) => simple(&mut o, "Pow"),
-            Op::PRelu(_) => simple(&mut o, "PRelu"),
             Op::Mod(m) => o.node("Mod", name, operands, out, vec![attr("fmod", A::I(m.fmod as i64))]),
-            Op::Equal(_) => simple(&mut o, "Equal"),
-            Op::Greater(_) => simple(&mut o, "Greater"),
-            Op::GreaterOrEqual(_) => simple(&mut o, "GreaterOrEqual"),
-            Op::Less(_) => simple(&mut o, "Less"),
-            Op::LessOrEqual(_) => simple(&mut o, "LessOrEqual"),
-            Op::And(_) => simple(&mut o, "And"),
-            Op::Or(_) => simple(&mut o, "Or"),
-            Op::Xor(_) => simple(&mut o, "Xor"),
-            Op::Not(_) => simple(&mut o, "Not"),
-            Op::BitwiseAnd(_) => simple(&mut o, "BitwiseAnd"),
-            Op::BitwiseOr(_) => simple(&mut o, "BitwiseOr"),
-            Op::BitwiseXor(_) => simple(&mut o, "BitwiseXor"),
-            Op::BitwiseNot(_) => simple(&mut o, "BitwiseNot"),
             Op::BitShift(b) => {
                 let dir = if b.left { "LEFT" } else { "RIGHT" };
                 o.node("BitShift", name, operands, out, vec![attr("direction", A::S(dir.into()))])
@@ -194,36 +176,6 @@ pub fn export(g: &Graph) -> Result<ModelProto, ExportError> {
                 let attrs = vec![attr("to", A::I(onnx_dtype(c.to) as i64)), attr("saturate", A::I(c.saturate as i64))];
                 o.node("Cast", name, operands, out, attrs)
             }
-            Op::Abs(_) => simple(&mut o, "Abs"),
-            Op::Neg(_) => simple(&mut o, "Neg"),
-            Op::Sign(_) => simple(&mut o, "Sign"),
-            Op::Relu(_) => simple(&mut o, "Relu"),
-            Op::Sigmoid(_) => simple(&mut o, "Sigmoid"),
-            Op::Tanh(_) => simple(&mut o, "Tanh"),
-            Op::Exp(_) => simple(&mut o, "Exp"),
-            Op::Log(_) => simple(&mut o, "Log"),
-            Op::Sqrt(_) => simple(&mut o, "Sqrt"),
-            Op::Reciprocal(_) => simple(&mut o, "Reciprocal"),
-            Op::Sin(_) => simple(&mut o, "Sin"),
-            Op::Cos(_) => simple(&mut o, "Cos"),
-            Op::Tan(_) => simple(&mut o, "Tan"),
-            Op::Asin(_) => simple(&mut o, "Asin"),
-            Op::Acos(_) => simple(&mut o, "Acos"),
-            Op::Atan(_) => simple(&mut o, "Atan"),
-            Op::Sinh(_) => simple(&mut o, "Sinh"),
-            Op::Cosh(_) => simple(&mut o, "Cosh"),
-            Op::Asinh(_) => simple(&mut o, "Asinh"),
-            Op::Acosh(_) => simple(&mut o, "Acosh"),
-            Op::Atanh(_) => simple(&mut o, "Atanh"),
-            Op::Erf(_) => simple(&mut o, "Erf"),
-            Op::Floor(_) => simple(&mut o, "Floor"),
-            Op::Ceil(_) => simple(&mut o, "Ceil"),
-            Op::Round(_) => simple(&mut o, "Round"),
-            Op::Softplus(_) => simple(&mut o, "Softplus"),
-            Op::Softsign(_) => simple(&mut o, "Softsign"),
-            Op::Mish(_) => simple(&mut o, "Mish"),
-            Op::HardSwish(_) => simple(&mut o, "HardSwish"),
-            Op::IsNaN(_) => simple(&mut o, "IsNaN"),
             Op::IsInf(i) => {
                 let attrs = vec![
                     attr("detect_negative", A::I(i.detect_negative as i64)),
@@ -351,7 +303,6 @@ pub fn export(g: &Graph) -> Result<ModelProto, ExportError> {
                 let attrs = if t.perm.is_empty() { vec![] } else { vec![attr("perm", A::Is(t.perm.clone()))] };
                 o.node("Transpose", name, operands, out, attrs)
             }
-            Op::Identity(_) => simple(&mut o, "Identity"),
             Op::Concat(c) => o.node("Concat", name, operands, out, vec![attr("axis", A::I(c.axis))]),
             Op::Gather(ga) => o.node("Gather", name, operands, out, vec![attr("axis", A::I(ga.axis))]),
             Op::GatherElements(ga) => o.node("GatherElements", name, operands, out, vec![attr("axis", A::I(ga.axis))]),
@@ -370,16 +321,12 @@ pub fn export(g: &Graph) -> Result<ModelProto, ExportError> {
                 o.node("Slice", name, ins, out, vec![])
             }
             Op::Trilu(t) => o.node("Trilu", name, operands, out, vec![attr("upper", A::I(t.upper as i64))]),
-            Op::Swish(_)
-            | Op::Fused(_)
-            | Op::Attention(_)
-            | Op::ConvTranspose(_)
-            | Op::GridSample(_)
-            | Op::NllLoss(_)
-            | Op::CumSum(_)
-            | Op::Pad(_)
-            | Op::ScatterElements(_)
-            | Op::ScatterND(_) => return Err(unsupported("no ONNX export for this op yet")),
+            // The one-to-one ops, from the importer's own table; anything else has no
+            // export yet (fused kernels and attention come from the optimiser).
+            op => match PLAIN.iter().find(|(_, mn)| *mn == op.mnemonic()) {
+                Some((op_type, _)) => simple(&mut o, op_type),
+                None => return Err(unsupported("no ONNX export for this op yet")),
+            },
         }
     }
     for (name, v) in g.outputs() {

@@ -6,28 +6,81 @@ use dlc_ir::ops::*;
 use dlc_ir::{DType, Op, Value};
 use std::collections::HashMap;
 
+/// ONNX op types that are exactly one attribute-less IR op, with the op's mnemonic: the
+/// importer builds them from this table and the exporter (`export.rs`) writes them back
+/// from it, so the two directions cannot disagree.
+pub(crate) const PLAIN: &[(&str, &str)] = &[
+    ("Add", "add"),
+    ("Sub", "sub"),
+    ("Mul", "mul"),
+    ("Div", "div"),
+    ("Pow", "pow"),
+    ("PRelu", "prelu"),
+    ("Equal", "equal"),
+    ("Greater", "greater"),
+    ("GreaterOrEqual", "greater_equal"),
+    ("Less", "less"),
+    ("LessOrEqual", "less_equal"),
+    ("And", "and"),
+    ("Or", "or"),
+    ("Xor", "xor"),
+    ("BitwiseAnd", "bitwise_and"),
+    ("BitwiseOr", "bitwise_or"),
+    ("BitwiseXor", "bitwise_xor"),
+    ("Identity", "identity"),
+    ("Not", "not"),
+    ("BitwiseNot", "bitwise_not"),
+    ("Abs", "abs"),
+    ("Neg", "neg"),
+    ("Sign", "sign"),
+    ("Relu", "relu"),
+    ("Sigmoid", "sigmoid"),
+    ("Tanh", "tanh"),
+    ("Exp", "exp"),
+    ("Log", "log"),
+    ("Sqrt", "sqrt"),
+    ("Reciprocal", "reciprocal"),
+    ("Sin", "sin"),
+    ("Cos", "cos"),
+    ("Tan", "tan"),
+    ("Asin", "asin"),
+    ("Acos", "acos"),
+    ("Atan", "atan"),
+    ("Sinh", "sinh"),
+    ("Cosh", "cosh"),
+    ("Asinh", "asinh"),
+    ("Acosh", "acosh"),
+    ("Atanh", "atanh"),
+    ("Erf", "erf"),
+    ("Floor", "floor"),
+    ("Ceil", "ceil"),
+    ("Round", "round"),
+    ("Softplus", "softplus"),
+    ("Softsign", "softsign"),
+    ("Mish", "mish"),
+    ("HardSwish", "hardswish"),
+    ("IsNaN", "isnan"),
+];
+
+/// A [`PLAIN`] op: binary ones with ONNX's (legacy) broadcasting, unary ones as is.
+fn plain(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let mn = PLAIN.iter().find(|(t, _)| *t == cx.node.op_type).map(|(_, mn)| *mn).ok_or("not a plain op")?;
+    let op = Op::from_call(mn, Vec::new())?.ok_or("not in the op table")?;
+    if op.info().max_operands == 2 {
+        binary(cx, op)
+    } else {
+        unary(cx, op)
+    }
+}
+
 pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
-    reg.insert("Add", |cx| binary(cx, Add {}.into()));
-    reg.insert("Sub", |cx| binary(cx, Sub {}.into()));
-    reg.insert("Mul", |cx| binary(cx, Mul {}.into()));
-    reg.insert("Div", |cx| binary(cx, Div {}.into()));
-    reg.insert("Pow", |cx| binary(cx, Pow {}.into()));
-    reg.insert("PRelu", |cx| binary(cx, PRelu {}.into()));
+    for (op_type, _) in PLAIN {
+        reg.insert(op_type, plain);
+    }
     reg.insert("Mod", |cx| {
         let fmod = cx.int("fmod", 0) != 0;
         binary(cx, Mod { fmod }.into())
     });
-    reg.insert("Equal", |cx| binary(cx, Equal {}.into()));
-    reg.insert("Greater", |cx| binary(cx, Greater {}.into()));
-    reg.insert("GreaterOrEqual", |cx| binary(cx, GreaterOrEqual {}.into()));
-    reg.insert("Less", |cx| binary(cx, Less {}.into()));
-    reg.insert("LessOrEqual", |cx| binary(cx, LessOrEqual {}.into()));
-    reg.insert("And", |cx| binary(cx, And {}.into()));
-    reg.insert("Or", |cx| binary(cx, Or {}.into()));
-    reg.insert("Xor", |cx| binary(cx, Xor {}.into()));
-    reg.insert("BitwiseAnd", |cx| binary(cx, BitwiseAnd {}.into()));
-    reg.insert("BitwiseOr", |cx| binary(cx, BitwiseOr {}.into()));
-    reg.insert("BitwiseXor", |cx| binary(cx, BitwiseXor {}.into()));
     reg.insert("BitShift", |cx| {
         let left = match cx.string("direction", "")?.as_str() {
             "LEFT" => true,
@@ -51,39 +104,6 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
         cast_to(cx, x, to)
     });
     reg.insert("Clip", clip);
-    reg.insert("Identity", |cx| unary(cx, Identity {}.into()));
-    reg.insert("Not", |cx| unary(cx, Not {}.into()));
-    reg.insert("BitwiseNot", |cx| unary(cx, BitwiseNot {}.into()));
-    reg.insert("Abs", |cx| unary(cx, Abs {}.into()));
-    reg.insert("Neg", |cx| unary(cx, Neg {}.into()));
-    reg.insert("Sign", |cx| unary(cx, Sign {}.into()));
-    reg.insert("Relu", |cx| unary(cx, Relu {}.into()));
-    reg.insert("Sigmoid", |cx| unary(cx, Sigmoid {}.into()));
-    reg.insert("Tanh", |cx| unary(cx, Tanh {}.into()));
-    reg.insert("Exp", |cx| unary(cx, Exp {}.into()));
-    reg.insert("Log", |cx| unary(cx, Log {}.into()));
-    reg.insert("Sqrt", |cx| unary(cx, Sqrt {}.into()));
-    reg.insert("Reciprocal", |cx| unary(cx, Reciprocal {}.into()));
-    reg.insert("Sin", |cx| unary(cx, Sin {}.into()));
-    reg.insert("Cos", |cx| unary(cx, Cos {}.into()));
-    reg.insert("Tan", |cx| unary(cx, Tan {}.into()));
-    reg.insert("Asin", |cx| unary(cx, Asin {}.into()));
-    reg.insert("Acos", |cx| unary(cx, Acos {}.into()));
-    reg.insert("Atan", |cx| unary(cx, Atan {}.into()));
-    reg.insert("Sinh", |cx| unary(cx, Sinh {}.into()));
-    reg.insert("Cosh", |cx| unary(cx, Cosh {}.into()));
-    reg.insert("Asinh", |cx| unary(cx, Asinh {}.into()));
-    reg.insert("Acosh", |cx| unary(cx, Acosh {}.into()));
-    reg.insert("Atanh", |cx| unary(cx, Atanh {}.into()));
-    reg.insert("Erf", |cx| unary(cx, Erf {}.into()));
-    reg.insert("Floor", |cx| unary(cx, Floor {}.into()));
-    reg.insert("Ceil", |cx| unary(cx, Ceil {}.into()));
-    reg.insert("Round", |cx| unary(cx, Round {}.into()));
-    reg.insert("Softplus", |cx| unary(cx, Softplus {}.into()));
-    reg.insert("Softsign", |cx| unary(cx, Softsign {}.into()));
-    reg.insert("Mish", |cx| unary(cx, Mish {}.into()));
-    reg.insert("HardSwish", |cx| unary(cx, HardSwish {}.into()));
-    reg.insert("IsNaN", |cx| unary(cx, IsNaN {}.into()));
     reg.insert("HardSigmoid", |cx| {
         let op = HardSigmoid { alpha: cx.float("alpha", 0.2), beta: cx.float("beta", 0.5) };
         unary(cx, op.into())
@@ -260,4 +280,19 @@ fn clip(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         y = cx.add1("", Identity {}, &[x])?;
     }
     Ok(vec![y])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PLAIN;
+    use dlc_ir::Op;
+
+    #[test]
+    fn plain_ops_are_attribute_less_ops_of_the_table() {
+        for (op_type, mn) in PLAIN {
+            let op = Op::from_call(mn, Vec::new()).expect("no attributes needed").expect("in the op table");
+            assert!(op.attrs().is_empty(), "{op_type} -> {mn} has attributes");
+            assert!(op.info().max_operands <= 2, "{op_type}");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 mod attention;
-mod elementwise;
+pub(crate) mod elementwise;
 mod linalg;
 mod movement;
 mod nn;
