@@ -130,6 +130,18 @@ def encoder_reference(path):
     return save(nodes, [vi("x", [1, 16, 64])], [vi("y", [1, 16, 64])], w, path)
 
 
+def dlc_compile_run_dsl(model, feeds, workdir):
+    """Compiles a .dlc model, runs it with `dlc run`; returns {output name: array}."""
+    art = workdir / "art"
+    dlc("compile", model, "-o", art)
+    args = []
+    for k, v in feeds.items():
+        np.save(workdir / f"{k}.npy", v)
+        args += ["--input", f"{k}={workdir / f'{k}.npy'}"]
+    dlc("run", art, *args, "--output-dir", workdir / "out")
+    return {p.stem: np.load(p) for p in (workdir / "out").glob("*.npy")}
+
+
 CASES = {"mlp": (mlp_reference, "x", (1, 784)), "cnn_residual": (cnn_reference, "image", (1, 3, 32, 32)),
          "encoder": (encoder_reference, "x", (1, 16, 64))}
 
@@ -140,13 +152,10 @@ def test_dsl_example_matches_ort(name, tmp_path):
     ref = build(tmp_path / "ref.onnx")
     x = np.random.RandomState(7).randn(*shape).astype(np.float32)
     want = ort_run(ref, {input_name: x})
-    art = tmp_path / "art"
-    dlc("compile", EXAMPLES / f"{name}.dlc", "-o", art)
-    np.save(tmp_path / "x.npy", x)
-    dlc("run", art, "--input", f"{input_name}={tmp_path / 'x.npy'}", "--output-dir", tmp_path / "out")
+    got = dlc_compile_run_dsl(EXAMPLES / f"{name}.dlc", {input_name: x}, tmp_path)
+    assert set(got) == set(want)
     for out, ref_value in want.items():
-        got = np.load(tmp_path / "out" / f"{out}.npy")
-        assert_close(got, ref_value, f"{name}:{out}")
+        assert_close(got[out], ref_value, f"{name}:{out}")
 
 
 def write_safetensors(path, tensors):
@@ -183,17 +192,6 @@ def test_dsl_weights_from_safetensors(tmp_path):
     assert_close(got, want, "safetensors")
 
 
-def dlc_compile_run_dsl(model, feeds, workdir):
-    art = workdir / "art"
-    dlc("compile", model, "-o", art)
-    args = []
-    for k, v in feeds.items():
-        np.save(workdir / f"{k}.npy", v)
-        args += ["--input", f"{k}={workdir / f'{k}.npy'}"]
-    dlc("run", art, *args, "--output-dir", workdir / "out")
-    return {p.stem: np.load(p) for p in (workdir / "out").glob("*.npy")}
-
-
 def test_dsl_errors_exit_nonzero_with_located_diagnostics(tmp_path):
     bad = tmp_path / "bad.dlc"
     bad.write_text("model m(x: f32[2]) -> (y: f32[2]) {\n  return relu(z)\n}\n")
@@ -212,13 +210,10 @@ def test_dsl_example_exported_to_onnx_matches_dlc(name, tmp_path):
     onnx.checker.check_model(onnx.load(exported), full_check=True)
     x = np.random.RandomState(11).randn(*shape).astype(np.float32)
     want = ort_run(exported, {input_name: x})
-    art = tmp_path / "art"
-    dlc("compile", EXAMPLES / f"{name}.dlc", "-o", art)
-    np.save(tmp_path / "x.npy", x)
-    dlc("run", art, "--input", f"{input_name}={tmp_path / 'x.npy'}", "--output-dir", tmp_path / "out")
+    got = dlc_compile_run_dsl(EXAMPLES / f"{name}.dlc", {input_name: x}, tmp_path)
+    assert set(got) == set(want)
     for out, ref_value in want.items():
-        got = np.load(tmp_path / "out" / f"{out}.npy")
-        assert_close(got, ref_value, f"{name}:{out} (exported)")
+        assert_close(got[out], ref_value, f"{name}:{out} (exported)")
 
 
 def test_export_error_names_the_node(tmp_path):
