@@ -201,6 +201,53 @@ fn centered(cx: &mut NodeCx, x: Value, zp: Option<Value>, what: &str) -> Result<
     }
 }
 
+/// A reduction of `n` terms split into chunks of at most `len`, for exact f32 products.
+struct Chunks {
+    n: u64,
+    len: u64,
+    /// Node names: `{a}_{tag}{start}`, `{b}_{tag}{start}`, `{product}_{tag}{start}`.
+    tag: char,
+    names: [&'static str; 3],
+    /// The error when `n` is 0.
+    empty: &'static str,
+}
+
+impl Chunks {
+    /// The sum over chunks of `product(a chunk, b chunk)`, each chunk sliced along the
+    /// given axis of each operand (no slice when one chunk covers all), each product
+    /// cast to f64 (exact) before the sum.
+    fn sum(
+        &self,
+        cx: &mut NodeCx,
+        (a, a_axis): (Value, i64),
+        (b, b_axis): (Value, i64),
+        product: impl Fn(&mut NodeCx, Value, Value, &str) -> Result<Value, String>,
+    ) -> Result<Value, String> {
+        let ([na, nb, np], t) = (self.names, self.tag);
+        let mut acc: Option<Value> = None;
+        for lo in (0..self.n).step_by(self.len as usize) {
+            let hi = (lo + self.len).min(self.n);
+            let (ac, bc) = if lo == 0 && hi == self.n {
+                (a, b)
+            } else {
+                let slice =
+                    |axis| Slice { starts: vec![lo as i64], ends: vec![hi as i64], axes: vec![axis], steps: vec![1] };
+                (
+                    cx.add1(&format!("{na}_{t}{lo}"), slice(a_axis), &[a])?,
+                    cx.add1(&format!("{nb}_{t}{lo}"), slice(b_axis), &[b])?,
+                )
+            };
+            let p = product(cx, ac, bc, &format!("{np}_{t}{lo}"))?;
+            let p = cx.add1(&format!("{np}_{t}{lo}_f64"), Cast::new(DType::F64), &[p])?;
+            acc = Some(match acc {
+                None => p,
+                Some(s) => cx.add1(&format!("sum_{t}{lo}"), Add {}, &[s, p])?,
+            });
+        }
+        acc.ok_or_else(|| self.empty.to_string())
+    }
+}
+
 /// `(a - a_zp) @ (b - b_zp)` exactly, as f64.
 fn integer_matmul(
     cx: &mut NodeCx,
@@ -220,24 +267,9 @@ fn integer_matmul(
     };
     let (af, bf) = (centered(cx, a, azp, "a")?, centered(cx, b, bzp, "b")?);
     let b_rank = cx.ty(b).shape.rank() as i64;
-    let mut acc: Option<Value> = None;
-    for k0 in (0..k).step_by(EXACT_TERMS as usize) {
-        let k1 = (k0 + EXACT_TERMS).min(k);
-        let (ac, bc) = if k0 == 0 && k1 == k {
-            (af, bf)
-        } else {
-            let sa = Slice { starts: vec![k0 as i64], ends: vec![k1 as i64], axes: vec![-1], steps: vec![1] };
-            let sb = Slice { starts: vec![k0 as i64], ends: vec![k1 as i64], axes: vec![b_rank - 2], steps: vec![1] };
-            (cx.add1(&format!("a_k{k0}"), sa, &[af])?, cx.add1(&format!("b_k{k0}"), sb, &[bf])?)
-        };
-        let p = cx.add1(&format!("product_k{k0}"), MatMul { act: Activation::None }, &[ac, bc])?;
-        let p = cx.add1(&format!("product_k{k0}_f64"), Cast::new(DType::F64), &[p])?;
-        acc = Some(match acc {
-            None => p,
-            Some(s) => cx.add1(&format!("sum_k{k0}"), Add {}, &[s, p])?,
-        });
-    }
-    acc.ok_or_else(|| "empty inner dim".to_string())
+    let chunks = Chunks { n: k, len: EXACT_TERMS, tag: 'k', names: ["a", "b", "product"], empty: "empty inner dim" };
+    chunks
+        .sum(cx, (af, -1), (bf, b_rank - 2), |cx, a, b, name| cx.add1(name, MatMul { act: Activation::None }, &[a, b]))
 }
 
 /// The convolution of `x - x_zp` by `w - w_zp` exactly, as f64; `bias` (i32) added.
@@ -277,23 +309,8 @@ fn integer_conv(
             "an exact integer convolution needs at most {EXACT_TERMS} terms per output (grouped: per group)"
         ));
     }
-    let mut acc: Option<Value> = None;
-    for c0 in (0..cg).step_by(per as usize) {
-        let c1 = (c0 + per).min(cg);
-        let (xc, wc) = if c0 == 0 && c1 == cg {
-            (xf, wf)
-        } else {
-            let s = Slice { starts: vec![c0 as i64], ends: vec![c1 as i64], axes: vec![1], steps: vec![1] };
-            (cx.add1(&format!("x_c{c0}"), s.clone(), &[xf])?, cx.add1(&format!("w_c{c0}"), s, &[wf])?)
-        };
-        let p = cx.add1(&format!("conv_c{c0}"), op.clone(), &[xc, wc])?;
-        let p = cx.add1(&format!("conv_c{c0}_f64"), Cast::new(DType::F64), &[p])?;
-        acc = Some(match acc {
-            None => p,
-            Some(s) => cx.add1(&format!("sum_c{c0}"), Add {}, &[s, p])?,
-        });
-    }
-    let mut y = acc.ok_or_else(|| "no input channels".to_string())?;
+    let chunks = Chunks { n: cg, len: per, tag: 'c', names: ["x", "w", "conv"], empty: "no input channels" };
+    let mut y = chunks.sum(cx, (xf, 1), (wf, 1), |cx, x, w, name| cx.add1(name, op.clone(), &[x, w]))?;
     if let Some(b) = bias {
         let b = cx.add1("bias_channels", Reshape { shape: vec![-1, 1, 1], allowzero: false }, &[b])?;
         let b = cx.add1("bias_f64", Cast::new(DType::F64), &[b])?;
