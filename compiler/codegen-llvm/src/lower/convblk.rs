@@ -47,7 +47,8 @@ pub(crate) fn applies<'g>(g: &'g Graph, id: NodeId, target: &TargetSpec) -> Opti
     Some(w)
 }
 
-fn pointwise(op: &Conv, wd: &[u64]) -> bool {
+/// A plain 1x1 convolution: 1x1 kernel, stride and dilation 1, no padding.
+pub(crate) fn pointwise(op: &Conv, wd: &[u64]) -> bool {
     wd.get(2..) == Some(&[1, 1][..])
         && op.strides.iter().all(|&s| s == 1)
         && op.dilations.iter().all(|&d| d == 1)

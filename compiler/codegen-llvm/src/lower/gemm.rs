@@ -487,14 +487,9 @@ pub(crate) fn row_blocks<'ctx>(
 /// Whether a convolution is a plain 1x1 (stride 1, no padding, one group): then it is a
 /// GEMM per image, `Y[M, P] = W[M, C] X[C, P]` over the `P = H W` pixels.
 pub(crate) fn is_pointwise(op: &dlc_ir::ops::Conv, n: &NodeInfo) -> bool {
-    let ones = |v: &[i64]| v.iter().all(|&x| x == 1);
     n.inputs.iter().chain(n.outputs).all(|t| t.dtype == DType::F32)
-        && n.in_dims(1).get(2..) == Some(&[1, 1][..])
         && op.group == 1
-        && ones(&op.strides)
-        && ones(&op.dilations)
-        && op.pads.iter().all(|&p| p == 0)
-        && matches!(op.auto_pad, dlc_ir::ops::AutoPad::NotSet | dlc_ir::ops::AutoPad::Valid)
+        && super::convblk::pointwise(op, &n.in_dims(1))
 }
 
 /// The cost model's cycles per output element and input channel of [`conv1x1`] (see

@@ -118,15 +118,13 @@ pub(crate) fn lower_node<'ctx>(
         Op::Gemm(op) => linalg::gemm(&kb, &info, op)?,
         Op::Einsum(op) => linalg::einsum(&kb, &info, &op.equation)?,
         Op::Attention(op) => linalg::attention(&kb, &info, op)?,
-        Op::Conv(op) if convblk::applies(g, id, target).is_some() => {
-            let geom = op.geometry(info.name, &info.inputs[0], &info.inputs[1])?;
-            let w = convblk::applies(g, id, target).expect("checked by the guard");
-            convblk::conv(&kb, &info, op, &geom, w)?
-        }
-        Op::Conv(op) if gemm::is_pointwise(op, &info) => gemm::conv1x1(&kb, &info, op)?,
         Op::Conv(op) => {
             let geom = op.geometry(info.name, &info.inputs[0], &info.inputs[1])?;
-            if gemm::direct_ok(&geom, op, &info) {
+            if let Some(w) = convblk::applies(g, id, target) {
+                convblk::conv(&kb, &info, op, &geom, w)?
+            } else if gemm::is_pointwise(op, &info) {
+                gemm::conv1x1(&kb, &info, op)?
+            } else if gemm::direct_ok(&geom, op, &info) {
                 gemm::conv_direct(&kb, &info, op, &geom)?
             } else {
                 conv::conv(&kb, &info, op)?
