@@ -5,7 +5,7 @@
 use crate::ast::*;
 use crate::lexer::Span;
 use crate::Diag;
-use dlc_ir::ops::{Attr, Op, OpKind, OP_TABLE};
+use dlc_ir::ops::{self, Attr, Op, OP_TABLE};
 use dlc_ir::{DType, Graph, TensorData, TensorType, Value};
 use dlc_ir::{Dim, Shape};
 use std::collections::HashMap;
@@ -609,22 +609,22 @@ impl<'a> Lower<'a> {
                 Ok(Val::Lit(self.literal(e, scope)?))
             }
             ExprKind::Neg(inner) => match self.expr(inner, scope, None)? {
-                Val::T(v) => self.node(scope, bind.unwrap_or("neg"), "neg", vec![], &[v], &e.span),
+                Val::T(v) => self.node(scope, bind.unwrap_or("neg"), ops::Neg {}.into(), &[v], &e.span),
                 Val::Lit(_) => Ok(Val::Lit(self.literal(e, scope)?)),
                 Val::Poison => Err(Reported),
             },
             ExprKind::Binary { op, lhs, rhs } => {
-                let mn = match *op {
-                    "+" => "add",
-                    "-" => "sub",
-                    "*" => "mul",
-                    "/" => "div",
-                    _ => "matmul",
+                let op: Op = match *op {
+                    "+" => ops::Add {}.into(),
+                    "-" => ops::Sub {}.into(),
+                    "*" => ops::Mul {}.into(),
+                    "/" => ops::Div {}.into(),
+                    _ => ops::MatMul { act: ops::Activation::None }.into(),
                 };
                 let (a, b) = (self.expr(lhs, scope, None), self.expr(rhs, scope, None));
                 let (a, b) = (a?, b?);
                 let operands = self.operands(&[(a, lhs.span.clone()), (b, rhs.span.clone())], &e.span)?;
-                self.node(scope, bind.unwrap_or(mn), mn, vec![], &operands, &e.span)
+                self.node(scope, bind.unwrap_or(op.mnemonic()), op, &operands, &e.span)
             }
             ExprKind::Call { callee, args, kwargs } => {
                 self.call(&Call { callee, args, kwargs, span: &e.span }, scope, bind)
@@ -679,20 +679,8 @@ impl<'a> Lower<'a> {
         Ok(out)
     }
 
-    fn node(
-        &mut self,
-        scope: &Scope,
-        base: &str,
-        mn: &str,
-        attrs: Vec<(String, Attr)>,
-        operands: &[Value],
-        span: &Span,
-    ) -> R<Val> {
-        let op = match Op::from_call(mn, attrs) {
-            Ok(Some(op)) => op,
-            Ok(None) => unreachable!("callers pass known mnemonics"),
-            Err(msg) => return Err(self.error(span, msg, "see docs/dsl.md for the op table's attributes")),
-        };
+    fn node(&mut self, scope: &Scope, base: &str, op: Op, operands: &[Value], span: &Span) -> R<Val> {
+        let mn = op.mnemonic();
         let name = self.name(scope, base);
         match self.g.add_node(name, op, operands) {
             Ok(vals) => Ok(Val::T(vals[0])),
@@ -720,11 +708,7 @@ impl<'a> Lower<'a> {
             };
             return Err(self.error(&callee.span, format!("unknown op or function '{name}'"), &help));
         };
-        if matches!(Op::from_call(name, vec![]), Ok(Some(ref op)) if op.kind() == OpKind::Source)
-            || name == "fused"
-            || name == "input"
-            || name == "const"
-        {
+        if matches!(name, "input" | "const" | "fused") {
             return Err(self.error(
                 &callee.span,
                 format!("'{name}' cannot be called"),
@@ -756,18 +740,24 @@ impl<'a> Lower<'a> {
                 Err(Reported) => failed = true,
             }
         }
-        let attrs_ok = !failed || attrs.len() == kwargs.len();
-        if attrs_ok {
-            if let Err(msg) = Op::from_call(name, attrs.clone()) {
-                let at = kwargs
-                    .first()
-                    .map_or(span.clone(), |k| k.name.span.start..kwargs.last().map_or(span.end, |k| k.value.span.end));
-                return Err(self.error(&at, msg, "attributes are name=value after the operands"));
+        // The op from its attributes (checked even when an operand failed, so both are
+        // reported), built once.
+        let op = if !failed || attrs.len() == kwargs.len() {
+            match Op::from_call(name, attrs) {
+                Ok(op) => op,
+                Err(msg) => {
+                    let at = kwargs.first().map_or(span.clone(), |k| {
+                        k.name.span.start..kwargs.last().map_or(span.end, |k| k.value.span.end)
+                    });
+                    return Err(self.error(&at, msg, "attributes are name=value after the operands"));
+                }
             }
-        }
-        if failed {
+        } else {
+            None
+        };
+        let (false, Some(op)) = (failed, op) else {
             return Err(Reported);
-        }
+        };
         if vals.len() < info.min_operands || vals.len() > info.max_operands {
             let want = if info.min_operands == info.max_operands {
                 format!("{}", info.min_operands)
@@ -781,7 +771,7 @@ impl<'a> Lower<'a> {
             ));
         }
         let operands = self.operands(&vals, span)?;
-        self.node(scope, bind.unwrap_or(name), name, attrs, &operands, span)
+        self.node(scope, bind.unwrap_or(name), op, &operands, span)
     }
 
     fn call_fn(&mut self, f: &'a Func, c: &Call<'_>, scope: &mut Scope, bind: Option<&str>) -> R<Val> {
