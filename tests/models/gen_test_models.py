@@ -361,12 +361,25 @@ def integer_ops(out):
     save(out, "integer_ops", nodes, ins, [vi("mm", None), vi("cv", None)], inits)
 
 
+def activations(out):
+    """Activations with float attributes, given (non-default) and left out (ONNX's
+    defaults): the importer and the exporter read and write them from one table."""
+    n = helper.make_node
+    nodes = [
+        n("HardSigmoid", ["x"], ["a"], alpha=0.3, beta=0.4), n("LeakyRelu", ["x"], ["b"], alpha=0.2),
+        n("Elu", ["x"], ["c"], alpha=0.7), n("Selu", ["x"], ["d"], alpha=1.5, gamma=1.1),
+        n("Celu", ["x"], ["e"], alpha=0.9), n("ThresholdedRelu", ["x"], ["f"], alpha=0.3),
+        n("Shrink", ["x"], ["g"], lambd=0.2, bias=0.1), n("LeakyRelu", ["x"], ["h"]), n("Selu", ["x"], ["i"]),
+    ]
+    save(out, "activations", nodes, [vi("x", [4, 5])], [vi(o, None) for o in "abcdefghi"])
+
+
 def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     for f in [elementwise, conv_variants, pools, movement, linalg, legacy_softmax_bn, softmax13, external_data,
               symbolic_batch, fusion_patterns, gemm_packed, conv_pointwise, conv_direct, conv_blocked,
-              integer_ops, unsupported]:
+              integer_ops, activations, unsupported]:
         f(out)
 
 

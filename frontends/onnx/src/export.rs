@@ -6,7 +6,7 @@
 //! lacks are errors naming the node: export runs on the graph as imported.
 use crate::ops::elementwise::PLAIN;
 use crate::tensor::dtype_from_onnx;
-use dlc_ir::ops::{Activation, SoftmaxMode};
+use dlc_ir::ops::{Activation, Attr, SoftmaxMode};
 use dlc_ir::{DType, Dim, Graph, Op, TensorData, TensorType, Value};
 use onnx_protobuf::{
     attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto, Message, ModelProto,
@@ -183,28 +183,9 @@ pub fn export(g: &Graph) -> Result<ModelProto, ExportError> {
                 ];
                 o.node("IsInf", name, operands, out, attrs)
             }
-            Op::HardSigmoid(h) => o.node(
-                "HardSigmoid",
-                name,
-                operands,
-                out,
-                vec![attr("alpha", A::F(h.alpha)), attr("beta", A::F(h.beta))],
-            ),
-            Op::LeakyRelu(l) => o.node("LeakyRelu", name, operands, out, vec![attr("alpha", A::F(l.alpha))]),
-            Op::Elu(e) => o.node("Elu", name, operands, out, vec![attr("alpha", A::F(e.alpha))]),
-            Op::Selu(s) => {
-                o.node("Selu", name, operands, out, vec![attr("alpha", A::F(s.alpha)), attr("gamma", A::F(s.gamma))])
-            }
-            Op::Celu(c) => o.node("Celu", name, operands, out, vec![attr("alpha", A::F(c.alpha))]),
-            Op::ThresholdedRelu(t) => {
-                o.node("ThresholdedRelu", name, operands, out, vec![attr("alpha", A::F(t.alpha))])
-            }
             Op::Gelu(gl) => {
                 let approx = if gl.tanh_approximation { "tanh" } else { "none" };
                 o.node("Gelu", name, operands, out, vec![attr("approximate", A::S(approx.into()))])
-            }
-            Op::Shrink(s) => {
-                o.node("Shrink", name, operands, out, vec![attr("lambd", A::F(s.lambd)), attr("bias", A::F(s.bias))])
             }
             Op::Clip(c) => {
                 let dt = g.value_type(g.operands(id)[0]).dtype;
@@ -324,7 +305,14 @@ pub fn export(g: &Graph) -> Result<ModelProto, ExportError> {
             // The one-to-one ops, from the importer's own table; anything else has no
             // export yet (fused kernels and attention come from the optimiser).
             op => match PLAIN.iter().find(|(_, mn)| *mn == op.mnemonic()) {
-                Some((op_type, _)) => simple(&mut o, op_type),
+                Some((op_type, _)) => {
+                    let attrs = op
+                        .attrs()
+                        .into_iter()
+                        .filter_map(|(n, a)| if let Attr::Float(v) = a { Some(attr(n, A::F(v))) } else { None })
+                        .collect();
+                    o.node(op_type, name, operands, out, attrs)
+                }
                 None => return Err(unsupported("no ONNX export for this op yet")),
             },
         }

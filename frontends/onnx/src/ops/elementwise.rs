@@ -6,9 +6,10 @@ use dlc_ir::ops::*;
 use dlc_ir::{DType, Op, Value};
 use std::collections::HashMap;
 
-/// ONNX op types that are exactly one attribute-less IR op, with the op's mnemonic: the
-/// importer builds them from this table and the exporter (`export.rs`) writes them back
-/// from it, so the two directions cannot disagree.
+/// ONNX op types that are exactly one IR op, with the op's mnemonic; the op's
+/// attributes, if any, are floats with ONNX's names and defaults (declared once, on the
+/// IR op). The importer builds them from this table and the exporter (`export.rs`) writes
+/// them back from it, so the two directions cannot disagree.
 pub(crate) const PLAIN: &[(&str, &str)] = &[
     ("Add", "add"),
     ("Sub", "sub"),
@@ -60,12 +61,27 @@ pub(crate) const PLAIN: &[(&str, &str)] = &[
     ("Mish", "mish"),
     ("HardSwish", "hardswish"),
     ("IsNaN", "isnan"),
+    ("HardSigmoid", "hardsigmoid"),
+    ("LeakyRelu", "leaky_relu"),
+    ("Elu", "elu"),
+    ("Selu", "selu"),
+    ("Celu", "celu"),
+    ("ThresholdedRelu", "thresholded_relu"),
+    ("Shrink", "shrink"),
 ];
 
-/// A [`PLAIN`] op: binary ones with ONNX's (legacy) broadcasting, unary ones as is.
+/// A [`PLAIN`] op: the node's attributes the op has, the op's defaults for the rest;
+/// binary ones with ONNX's (legacy) broadcasting, unary ones as is.
 fn plain(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let mn = PLAIN.iter().find(|(t, _)| *t == cx.node.op_type).map(|(_, mn)| *mn).ok_or("not a plain op")?;
-    let op = Op::from_call(mn, Vec::new())?.ok_or("not in the op table")?;
+    let defaults = Op::from_call(mn, Vec::new())?.ok_or("not in the op table")?;
+    let attrs = defaults
+        .attrs()
+        .into_iter()
+        .filter(|(n, _)| cx.has(n))
+        .map(|(n, _)| (n.to_string(), Attr::Float(cx.float(n, 0.0))))
+        .collect();
+    let op = Op::from_call(mn, attrs)?.ok_or("not in the op table")?;
     if op.info().max_operands == 2 {
         binary(cx, op)
     } else {
@@ -104,30 +120,6 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
         cast_to(cx, x, to)
     });
     reg.insert("Clip", clip);
-    reg.insert("HardSigmoid", |cx| {
-        let op = HardSigmoid { alpha: cx.float("alpha", 0.2), beta: cx.float("beta", 0.5) };
-        unary(cx, op.into())
-    });
-    reg.insert("LeakyRelu", |cx| {
-        let op = LeakyRelu { alpha: cx.float("alpha", 0.01) };
-        unary(cx, op.into())
-    });
-    reg.insert("Elu", |cx| {
-        let op = Elu { alpha: cx.float("alpha", 1.0) };
-        unary(cx, op.into())
-    });
-    reg.insert("Selu", |cx| {
-        let op = Selu { alpha: cx.float("alpha", 1.673_263_2), gamma: cx.float("gamma", 1.050_701) };
-        unary(cx, op.into())
-    });
-    reg.insert("Celu", |cx| {
-        let op = Celu { alpha: cx.float("alpha", 1.0) };
-        unary(cx, op.into())
-    });
-    reg.insert("ThresholdedRelu", |cx| {
-        let op = ThresholdedRelu { alpha: cx.float("alpha", 1.0) };
-        unary(cx, op.into())
-    });
     reg.insert("Gelu", |cx| {
         let tanh_approximation = match cx.string("approximate", "none")?.as_str() {
             "none" => false,
@@ -138,10 +130,6 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     });
     reg.insert("Swish", |cx| {
         let op = Swish { alpha: cx.float("alpha", 1.0) };
-        unary(cx, op.into())
-    });
-    reg.insert("Shrink", |cx| {
-        let op = Shrink { lambd: cx.float("lambd", 0.5), bias: cx.float("bias", 0.0) };
         unary(cx, op.into())
     });
     reg.insert("IsInf", |cx| {
@@ -285,13 +273,13 @@ fn clip(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 #[cfg(test)]
 mod tests {
     use super::PLAIN;
-    use dlc_ir::Op;
+    use dlc_ir::{Attr, Op};
 
     #[test]
-    fn plain_ops_are_attribute_less_ops_of_the_table() {
+    fn plain_ops_are_ops_of_the_table_with_float_attributes() {
         for (op_type, mn) in PLAIN {
             let op = Op::from_call(mn, Vec::new()).expect("no attributes needed").expect("in the op table");
-            assert!(op.attrs().is_empty(), "{op_type} -> {mn} has attributes");
+            assert!(op.attrs().iter().all(|(_, a)| matches!(a, Attr::Float(_))), "{op_type} -> {mn}");
             assert!(op.info().max_operands <= 2, "{op_type}");
         }
     }
