@@ -14,6 +14,43 @@ pub struct TargetSpec {
     pub features: String,
 }
 
+/// CPUs with AVX-512 (vectors of 16 f32).
+pub(crate) const AVX512_CPUS: &[&str] = &[
+    "skylake-avx512",
+    "cascadelake",
+    "cooperlake",
+    "cannonlake",
+    "icelake-client",
+    "icelake-server",
+    "tigerlake",
+    "sapphirerapids",
+    "emeraldrapids",
+    "graniterapids",
+    "znver4",
+    "znver5",
+    "x86-64-v4",
+];
+
+/// CPUs with AVX2 but not AVX-512.
+const AVX2_CPUS: &[&str] = &[
+    "haswell",
+    "broadwell",
+    "skylake",
+    "rocketlake",
+    "alderlake",
+    "raptorlake",
+    "meteorlake",
+    "arrowlake",
+    "lunarlake",
+    "gracemont",
+    "sierraforest",
+    "znver1",
+    "znver2",
+    "znver3",
+    "bdver4",
+    "x86-64-v3",
+];
+
 /// The host's triple.
 pub fn host_triple() -> String {
     TargetMachine::get_default_triple().as_str().to_string_lossy().into_owned()
@@ -51,6 +88,17 @@ impl TargetSpec {
             (_, Some(c)) => TargetSpec { triple, cpu: c.to_string(), features: String::new() },
             (false, None) => TargetSpec { triple, cpu: "generic".into(), features: String::new() },
         }
+    }
+
+    /// Whether the target has AVX2 (x86-64 only): from the feature string when there is
+    /// one (the host), else from the CPU name.
+    pub fn has_avx2(&self) -> bool {
+        self.triple.starts_with("x86_64")
+            && if self.features.is_empty() {
+                AVX2_CPUS.contains(&self.cpu.as_str()) || AVX512_CPUS.contains(&self.cpu.as_str())
+            } else {
+                self.features.split(',').any(|f| f == "+avx2")
+            }
     }
 
     /// Whether this is the host's triple.

@@ -83,6 +83,8 @@ pub struct CompileArgs {
     /// Print a summary of report.json.
     #[arg(long)]
     pub report: bool,
+    #[command(flatten)]
+    pub quant: crate::quantize::QuantizeArgs,
 }
 
 fn parse_input_shapes(specs: &[String]) -> Result<HashMap<String, Vec<u64>>> {
@@ -124,6 +126,34 @@ fn spec(name: &str, t: &TensorType) -> TensorSpec {
                 Dim::Sym(s) => DimSpec { fixed: None, symbol: Some(s.clone()) },
             })
             .collect(),
+    }
+}
+
+/// The manifest of an artifact compiled from `g`.
+pub(crate) fn manifest(
+    g: &Graph,
+    target: &TargetSpec,
+    prefix: &str,
+    weights: Sha256,
+    stats: &dlc_passes::GraphStats,
+    arena_bytes: u64,
+    files: Vec<String>,
+) -> Manifest {
+    Manifest {
+        format_version: FORMAT_VERSION,
+        abi_version: ABI_VERSION,
+        compiler_version: format!("dlc {}", env!("CARGO_PKG_VERSION")),
+        model_name: g.name.clone(),
+        symbol_prefix: prefix.to_string(),
+        target_triple: target.triple.clone(),
+        cpu: target.cpu.clone(),
+        cpu_features: target.features.clone(),
+        inputs: g.inputs().iter().map(|&id| spec(&g.node(id).name, &g.node(id).outputs[0])).collect(),
+        outputs: g.outputs().iter().map(|(n, v)| spec(n, g.value_type(*v))).collect(),
+        weights_sha256: weights.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        weight_bytes: stats.weight_bytes,
+        arena_bytes,
+        files,
     }
 }
 
@@ -177,6 +207,14 @@ pub fn main(a: CompileArgs) -> Result<()> {
             );
         }
     }
+
+    if a.quant.quantize.is_none() && a.quant.calibrate.is_some() {
+        bail!("--calibrate is only used with --quantize int8");
+    }
+    let quantization = match a.quant.quantize {
+        Some(_) => Some(crate::quantize::run(&mut g, &a.quant, &target, &progress)?),
+        None => None,
+    };
 
     let mut emit = a.emit.clone();
     if emit.is_empty() {
@@ -244,22 +282,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
             hasher.update(c.value.bytes());
         }
     }
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        abi_version: ABI_VERSION,
-        compiler_version: format!("dlc {}", env!("CARGO_PKG_VERSION")),
-        model_name: g.name.clone(),
-        symbol_prefix: prefix.clone(),
-        target_triple: target.triple.clone(),
-        cpu: target.cpu.clone(),
-        cpu_features: target.features.clone(),
-        inputs: g.inputs().iter().map(|&id| spec(&g.node(id).name, &g.node(id).outputs[0])).collect(),
-        outputs: g.outputs().iter().map(|(n, v)| spec(n, g.value_type(*v))).collect(),
-        weights_sha256: hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(),
-        weight_bytes: stats.weight_bytes,
-        arena_bytes: plan.arena_bytes,
-        files: written.clone(),
-    };
+    let manifest = manifest(&g, &target, &prefix, hasher, &stats, plan.arena_bytes, written.clone());
     if emit.contains(&Emit::H) {
         write(files::HEADER, header(&manifest, &a.model).as_bytes())?;
         written.push(files::HEADER.into());
@@ -289,6 +312,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
             "cost_before": o.cost_before,
             "cost_after": o.cost_after,
         })),
+        "quantization": quantization,
         "passes": cx.timings.iter().map(|(p, s, c)| serde_json::json!({
             "name": p, "seconds": s, "changed": *c == dlc_passes::Changed::Yes
         })).collect::<Vec<_>>(),
@@ -329,6 +353,18 @@ pub fn main(a: CompileArgs) -> Result<()> {
             println!("rules fired  {}", if fired.is_empty() { "none".to_string() } else { fired.join(", ") });
         } else {
             println!("optimizer    off (--no-opt)");
+        }
+        if let Some(q) = &quantization {
+            let f32_layers: Vec<&str> =
+                q["f32_layers"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+            println!(
+                "quantized    int8: {} layers ({} calibration samples, {}); kept f32 (error > {}): {}",
+                q["int8_layers"],
+                q["samples"],
+                q["calibration"].as_str().unwrap_or("?"),
+                q["threshold"],
+                if f32_layers.is_empty() { "none".to_string() } else { f32_layers.join(", ") }
+            );
         }
         println!("compile time {:.2} s (codegen {:.2} s)", t_start.elapsed().as_secs_f64(), codegen_secs);
     }

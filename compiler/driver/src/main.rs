@@ -11,6 +11,7 @@ mod export;
 mod inspect;
 mod link;
 mod npy;
+mod quantize;
 mod run;
 
 use clap::{Parser, Subcommand};

@@ -305,6 +305,22 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
             }
             T::from_tensor(&results.pop().ok_or_else(|| EvalError::Invalid("no steps".into()))?)?
         }
+        Op::QuantPack(q) => {
+            T { dtype: DType::U8, dims: out.clone(), data: Data::I(nn::quant_pack(q, &floats(&ins[0])?, &ins[0].dims)) }
+        }
+        Op::QConv(q) => {
+            fn ints(t: &T) -> Result<&[i64], EvalError> {
+                match &t.data {
+                    Data::I(v) => Ok(v),
+                    Data::F(_) => Err(EvalError::Invalid("qconv needs integer input and weights".into())),
+                }
+            }
+            let res = ins.get(4).map(floats).transpose()?;
+            let (mult, offset) = (floats(&ins[2])?, floats(&ins[3])?);
+            let (x, w) = (ints(&ins[0])?, ints(&ins[1])?);
+            let y = nn::qconv(q, x, &ins[0].dims, w, &ins[1].dims, &mult, &offset, res.as_deref());
+            T { dtype: DType::F32, dims: out.clone(), data: Data::F(y) }
+        }
         op if op.kind() == dlc_ir::OpKind::Elementwise => elementwise(op, &ins, out, out_types[0].dtype)?,
         op => float_kernel(op, inputs, &ins, out, out_types[0].dtype)?,
     };

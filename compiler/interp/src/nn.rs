@@ -2,7 +2,7 @@
 //! normalisations and attention, in f64, written for clarity rather than speed. Each
 //! takes operand values and dims (already checked by the IR's type rules) and returns
 //! the result values in row-major order.
-use dlc_ir::ops::{Activation, Attention, Conv, Gemm, PoolGeometry};
+use dlc_ir::ops::{Activation, Attention, Conv, Gemm, PoolGeometry, QConv, QuantPack, PACK};
 
 /// A Conv/Gemm/MatMul epilogue activation.
 pub fn activation(act: Activation, x: f64) -> f64 {
@@ -190,4 +190,80 @@ pub fn attention(op: &Attention, q: &[f64], k: &[f64], v: &[f64], dims: [u64; 5]
         }
     }
     out
+}
+
+/// `QuantPack`: ONNX QuantizeLinear to u8 (division and rounding in f32, as the ONNX
+/// reference and ONNX Runtime do) in the packed `[N, C/4, H', W', 4]` layout, padding
+/// and missing channels at the zero point.
+pub fn quant_pack(op: &QuantPack, x: &[f64], xd: &[u64]) -> Vec<i64> {
+    let (n, c, h, w) = (xd[0], xd[1], xd[2], xd[3]);
+    let [pt, pl, pb, pr] = op.padding();
+    let (c4, hp, wp) = (c.div_ceil(PACK), pt + h + pb, pl + w + pr);
+    let zp = op.zero_point;
+    let mut out = vec![zp; (n * c4 * hp * wp * PACK) as usize];
+    for b in 0..n {
+        for ch in 0..c {
+            for y in 0..h {
+                for xi in 0..w {
+                    let v = x[(((b * c + ch) * h + y) * w + xi) as usize] as f32;
+                    let q = ((v / op.scale).round_ties_even() as f64 + zp as f64).clamp(0.0, op.qmax as f64);
+                    let dst = ((((b * c4 + ch / PACK) * hp + y + pt) * wp + xi + pl) * PACK) + ch % PACK;
+                    out[dst as usize] = if q.is_nan() { 0 } else { q as i64 };
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The output extents `[OH, OW]` of a `QConv` over packed input dims `xd` and weight
+/// dims `wd`.
+fn qconv_out(op: &QConv, xd: &[u64], wd: &[u64]) -> [u64; 2] {
+    let ([sy, sx], [dy, dx]) = op.steps();
+    [(xd[2] - (wd[2] - 1) * dy - 1) / sy + 1, (xd[3] - (wd[3] - 1) * dx - 1) / sx + 1]
+}
+
+/// The exact integer sum of `QConv` output element `index` (row-major `[N, M, OH, OW]`).
+pub fn qconv_at(op: &QConv, xq: &[i64], xd: &[u64], w: &[i64], wd: &[u64], index: usize) -> i64 {
+    let (c4, hp, wp) = (xd[1], xd[2], xd[3]);
+    let (m, c, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
+    let ([sy, sx], [dy, dx]) = op.steps();
+    let [oh, ow] = qconv_out(op, xd, wd);
+    let i = index as u64;
+    let (ox, oy, mi, b) = (i % ow, (i / ow) % oh, (i / (ow * oh)) % m, i / (ow * oh * m));
+    let mut acc = 0i64;
+    for ci in 0..c {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let (iy, ix) = (oy * sy + ky * dy, ox * sx + kx * dx);
+                let xv = xq[((((b * c4 + ci / PACK) * hp + iy) * wp + ix) * PACK + ci % PACK) as usize];
+                acc += xv * w[(((mi * c + ci) * kh + ky) * kw + kx) as usize];
+            }
+        }
+    }
+    acc
+}
+
+/// `QConv`: exact integer sums, then `act(acc * mult + offset + residual)`.
+#[allow(clippy::too_many_arguments)]
+pub fn qconv(
+    op: &QConv,
+    xq: &[i64],
+    xd: &[u64],
+    w: &[i64],
+    wd: &[u64],
+    mult: &[f64],
+    offset: &[f64],
+    residual: Option<&[f64]>,
+) -> Vec<f64> {
+    let [oh, ow] = qconv_out(op, xd, wd);
+    let m = wd[0];
+    (0..(xd[0] * m * oh * ow) as usize)
+        .map(|i| {
+            let mi = (i as u64 / (oh * ow)) % m;
+            let acc = qconv_at(op, xq, xd, w, wd, i);
+            let v = acc as f64 * mult[mi as usize] + offset[mi as usize] + residual.map_or(0.0, |r| r[i]);
+            activation(op.act, v)
+        })
+        .collect()
 }

@@ -10,6 +10,7 @@ pub mod egraph;
 mod identity_elim;
 pub mod memory_plan;
 mod promote_half;
+pub mod quantize;
 mod stats;
 
 pub use dce::Dce;

@@ -28,7 +28,9 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
             let (b, sq, sk) = (dim(0, 0), dim(0, 1), dim(1, 1));
             2 * b * sq * sk * (dim(0, 2) + dim(2, 2)) + 5 * b * sq * sk * a.heads.max(0) as u64
         }
-        Op::Conv(_) => 2 * out * dim(1, 1) * dim(1, 2) * dim(1, 3),
+        // Integer multiply-adds count like float ones ("FLOPs or integer ops").
+        Op::Conv(_) | Op::QConv(_) => 2 * out * dim(1, 1) * dim(1, 2) * dim(1, 3),
+        Op::QuantPack(_) => 4 * numel(0),
         Op::ConvTranspose(_) => 2 * numel(0) * dim(1, 1) * dim(1, 2) * dim(1, 3),
         Op::MaxPool(op) => out * op.kernel_shape.iter().product::<i64>().max(1) as u64,
         Op::AveragePool(op) => out * op.kernel_shape.iter().product::<i64>().max(1) as u64,

@@ -249,23 +249,12 @@ pub(crate) fn conv<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Conv, g: &PoolGeo
                     None
                 };
                 for p in 0..cnt {
-                    let mut v = kb.b.build_load(vt, accs[(f * cnt + p) as usize], "")?.into_vector_value();
+                    let v = kb.b.build_load(vt, accs[(f * cnt + p) as usize], "")?.into_vector_value();
                     let ox = kb.add(ox0, kb.c(p))?;
                     // y[img][chan + l][oy][ox]
                     let y0 = kb.lin(&[(img, m * oh * ow), (chan, oh * ow), (oy, ow), (ox, 1)], 0)?;
-                    if has_res {
-                        let mut r = vt.const_zero();
-                        for l in 0..lanes {
-                            let x = kb.load_f32(kb.param(3), kb.add(y0, kb.c(l * oh * ow))?)?;
-                            r = kb.b.build_insert_element(r, x, i32t.const_int(l, false), "")?;
-                        }
-                        v = kb.b.build_float_add(v, r, "")?;
-                    }
-                    let v = pixel_epilogue(kb, op.act, v, bias, None)?;
-                    for l in 0..lanes {
-                        let x = kb.b.build_extract_element(v, i32t.const_int(l, false), "")?.into_float_value();
-                        kb.store_f32(kb.param(n_in), kb.add(y0, kb.c(l * oh * ow))?, x)?;
-                    }
+                    let res = has_res.then_some(3);
+                    store_lanes(kb, v, Epilogue { bias, residual: res, act: op.act }, n_in, y0, oh * ow, lanes)?;
                 }
                 Ok(())
             };
@@ -284,13 +273,7 @@ pub(crate) fn conv<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Conv, g: &PoolGeo
     // two); otherwise rows outer.
     let weights_outer = m * taps * 4 > 256 * 1024;
     par(kb, batch * oh * blocks, flops, |kb, t| {
-        let img = kb.b.build_int_unsigned_div(t, kb.c(oh * blocks), "")?;
-        let t = kb.b.build_int_unsigned_rem(t, kb.c(oh * blocks), "")?;
-        let (oy, blk) = if weights_outer {
-            (kb.b.build_int_unsigned_rem(t, kb.c(oh), "")?, kb.b.build_int_unsigned_div(t, kb.c(oh), "")?)
-        } else {
-            (kb.b.build_int_unsigned_div(t, kb.c(blocks), "")?, kb.b.build_int_unsigned_rem(t, kb.c(blocks), "")?)
-        };
+        let (img, oy, blk) = block_task(kb, t, oh, blocks, weights_outer)?;
         // The kernel rows that fall inside the image for this output row:
         // 0 <= oy*sy + ky*dy - pt < h.
         let kys = {
@@ -319,6 +302,60 @@ pub(crate) fn conv<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Conv, g: &PoolGeo
         }
         Ok(())
     })
+}
+
+/// Task `t` of `images x oh x blocks` as `(image, output row, channel block)`: rows
+/// inner when `weights_outer` (each block's weights stay in cache), else blocks inner.
+pub(crate) fn block_task<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    t: IntValue<'ctx>,
+    oh: u64,
+    blocks: u64,
+    weights_outer: bool,
+) -> R<(IntValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>)> {
+    let img = kb.b.build_int_unsigned_div(t, kb.c(oh * blocks), "")?;
+    let t = kb.b.build_int_unsigned_rem(t, kb.c(oh * blocks), "")?;
+    Ok(if weights_outer {
+        (img, kb.b.build_int_unsigned_rem(t, kb.c(oh), "")?, kb.b.build_int_unsigned_div(t, kb.c(oh), "")?)
+    } else {
+        (img, kb.b.build_int_unsigned_div(t, kb.c(blocks), "")?, kb.b.build_int_unsigned_rem(t, kb.c(blocks), "")?)
+    })
+}
+
+/// What happens to a pixel's vector of output channels before it is stored: the
+/// residual operand's lanes (if any) are added, then the bias and activation.
+pub(crate) struct Epilogue<'ctx> {
+    pub bias: Option<VectorValue<'ctx>>,
+    pub residual: Option<usize>,
+    pub act: dlc_ir::ops::Activation,
+}
+
+/// Applies `epi` to `v` (one pixel, lanes along output channels) and stores its first
+/// `lanes` lanes to result `out` in NCHW, lane `l` at `y0 + l * plane`.
+pub(crate) fn store_lanes<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    mut v: VectorValue<'ctx>,
+    epi: Epilogue<'ctx>,
+    out: usize,
+    y0: IntValue<'ctx>,
+    plane: u64,
+    lanes: u64,
+) -> R<()> {
+    let i32t = kb.cx.i32_type();
+    if let Some(res) = epi.residual {
+        let mut r = v.get_type().const_zero();
+        for l in 0..lanes {
+            let x = kb.load_f32(kb.param(res), kb.add(y0, kb.c(l * plane))?)?;
+            r = kb.b.build_insert_element(r, x, i32t.const_int(l, false), "")?;
+        }
+        v = kb.b.build_float_add(v, r, "")?;
+    }
+    let v = pixel_epilogue(kb, epi.act, v, epi.bias, None)?;
+    for l in 0..lanes {
+        let x = kb.b.build_extract_element(v, i32t.const_int(l, false), "")?.into_float_value();
+        kb.store_f32(kb.param(out), kb.add(y0, kb.c(l * plane))?, x)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -20,23 +20,8 @@ pub(crate) fn vector_width(t: &TargetSpec) -> u32 {
     if t.triple.starts_with("aarch64") || t.triple.starts_with("arm64") {
         return 4;
     }
-    const AVX512_CPUS: &[&str] = &[
-        "skylake-avx512",
-        "cascadelake",
-        "cooperlake",
-        "cannonlake",
-        "icelake-client",
-        "icelake-server",
-        "tigerlake",
-        "sapphirerapids",
-        "emeraldrapids",
-        "graniterapids",
-        "znver4",
-        "znver5",
-        "x86-64-v4",
-    ];
     if t.features.split(',').any(|f| f == "+avx512f")
-        || (t.features.is_empty() && AVX512_CPUS.contains(&t.cpu.as_str()))
+        || (t.features.is_empty() && crate::target::AVX512_CPUS.contains(&t.cpu.as_str()))
     {
         16
     } else {
@@ -65,7 +50,12 @@ pub(crate) enum Epilogue<'a> {
 /// (compile-time packed weights), named after the kernel and `what`.
 pub(crate) fn const_f32_global<'ctx>(kb: &Kb<'_, 'ctx>, what: &str, data: &[f32]) -> PointerValue<'ctx> {
     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let init = kb.cx.const_string(&bytes, false);
+    const_bytes_global(kb, what, &bytes)
+}
+
+/// [`const_f32_global`] for raw bytes.
+pub(crate) fn const_bytes_global<'ctx>(kb: &Kb<'_, 'ctx>, what: &str, bytes: &[u8]) -> PointerValue<'ctx> {
+    let init = kb.cx.const_string(bytes, false);
     let g = kb.m.add_global(init.get_type(), None, &format!("{}.{what}", kb.f.get_name().to_string_lossy()));
     g.set_initializer(&init);
     g.set_constant(true);

@@ -16,6 +16,7 @@ mod linalg;
 mod minifloat;
 mod movement;
 mod norm;
+mod quant;
 mod reduce;
 
 /// What a lowering sees: the node, its operand and result types (all fixed).
@@ -151,6 +152,17 @@ pub(crate) fn lower_node<'ctx>(
         Op::ScatterElements(op) => movement::scatter_elements(&kb, &info, op)?,
         Op::ScatterND(op) => movement::scatter_nd(&kb, &info, op)?,
         Op::LayerNormalization(op) => norm::layernorm(&kb, &info, op)?,
+        Op::QuantPack(op) => quant::quant_pack(&kb, &info, op)?,
+        Op::QConv(op) => {
+            let c = |i: usize| {
+                qconv_const(g, id, i).ok_or_else(|| info.unsupported("weights, mult and offset must be constants"))
+            };
+            let input_max = match &g.node(g.operands(id)[0].node).op {
+                Op::QuantPack(p) => p.qmax as u64,
+                _ => 255,
+            };
+            quant::qconv(&kb, &info, op, [c(1)?, c(2)?, c(3)?], input_max)?
+        }
         // Sources have no kernel (the caller skips them); elementwise ops were handled above
         // by `Op::kind`, which classifies every op exhaustively.
         other => return Err(info.unsupported(format!("internal: no lowering for {}", other.mnemonic()))),
@@ -164,7 +176,18 @@ pub(crate) fn lower_node<'ctx>(
 /// Whether node `id` reads its operand `operand` only from a copy its kernel packs at
 /// compile time (so the weight needs no global of its own).
 pub(crate) fn prepacks(g: &Graph, id: NodeId, operand: usize, target: &TargetSpec) -> bool {
+    if let Op::QConv(_) = g.node(id).op {
+        return (1..=3).contains(&operand) && (1..=3).all(|i| qconv_const(g, id, i).is_some());
+    }
     operand == 1 && (packed_b(g, id).is_some() || convblk::applies(g, id, target).is_some())
+}
+
+/// Operand `i` of a QConv when it is a constant (the kernel packs it).
+fn qconv_const(g: &Graph, id: NodeId, i: usize) -> Option<&dlc_ir::TensorData> {
+    match &g.node(g.operands(id).get(i)?.node).op {
+        Op::Const(c) => Some(&c.value),
+        _ => None,
+    }
 }
 
 pub(crate) fn packed_b(g: &Graph, id: NodeId) -> Option<(gemm::Shape, &dlc_ir::TensorData)> {

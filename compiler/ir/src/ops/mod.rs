@@ -15,6 +15,7 @@ mod fused;
 mod linalg;
 mod movement;
 mod norm;
+mod quant;
 mod reduce;
 mod source;
 
@@ -31,6 +32,7 @@ pub use movement::{
     ScatterReduction, Slice, Transpose, Trilu,
 };
 pub use norm::{BatchNormalization, LayerNormalization, Softmax, SoftmaxMode};
+pub use quant::{QConv, QuantPack, PACK};
 pub use reduce::*;
 pub use source::{Const, Input};
 
@@ -454,7 +456,7 @@ op_table! {
     Softplus, Softsign, Mish, HardSwish, HardSigmoid, LeakyRelu, Elu, Selu, Celu, ThresholdedRelu, Gelu,
     IsNaN, IsInf, Clip, Swish, Shrink, Expand, Fused,
     MatMul, Gemm, Einsum, Attention,
-    Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, GridSample,
+    Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, GridSample, QConv, QuantPack,
     BatchNormalization, LayerNormalization, Softmax,
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, NllLoss, CumSum,
@@ -535,9 +537,9 @@ impl Op {
                 OpKind::Elementwise
             }
             MatMul(_) | Gemm(_) | Einsum(_) | Attention(_) => OpKind::Contraction,
-            Conv(_) | ConvTranspose(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) | GridSample(_) => {
-                OpKind::Window
-            }
+            Conv(_) | ConvTranspose(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) | GridSample(_)
+            | QConv(_) => OpKind::Window,
+            QuantPack(_) => OpKind::Movement,
             BatchNormalization(_) | LayerNormalization(_) | Softmax(_) => OpKind::Normalization,
             ReduceSum(_) | ReduceMean(_) | ReduceMax(_) | ReduceMin(_) | ReduceProd(_) | ReduceL1(_) | ReduceL2(_)
             | ReduceLogSum(_) | ReduceLogSumExp(_) | ReduceSumSquare(_) | ArgMax(_) | ArgMin(_) | NllLoss(_)

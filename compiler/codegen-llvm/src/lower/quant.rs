@@ -1,0 +1,428 @@
+//! int8 kernels: [`QuantPack`] (f32 NCHW to the packed u8 layout) and [`QConv`] (integer
+//! convolution with an f32 epilogue).
+//!
+//! `QConv` follows the channel-blocked f32 convolution (`convblk.rs`): vectors of 8 i32
+//! accumulators run along output channels, weights are packed at compile time into
+//! blocks of `CB = NF * 8` channels, `[block][ky][c/4][kx][CB][4]` (i8), and each input
+//! pixel's 32-bit word (four input channels, u8) is broadcast to all lanes. One step is a
+//! four-term dot product per lane: on x86 with AVX2, `vpmaddubsw` (u8 x i8 pairs to
+//! saturating i16) then `vpmaddwd` by ones (pairs of i16 to i32): 32 multiply-adds in two
+//! instructions where f32 FMA does 8 in one. The pairs cannot saturate when every weight
+//! is within +-63 (2 x 255 x 63 < 2^15), which the quantization pass guarantees; a layer
+//! with larger weights, and every other target, use exact i32 arithmetic instead. The
+//! input comes padded (the padding holds the zero point), so no tap needs a bounds check.
+use super::convblk::{block_task, store_lanes, Epilogue};
+use super::gemm::{const_bytes_global, const_f32_global, par};
+use super::NodeInfo;
+use crate::kernel::{Kb, R};
+use crate::CodegenError;
+use dlc_ir::ops::{QConv, QuantPack, PACK};
+use dlc_ir::TensorData;
+use inkwell::types::VectorType;
+use inkwell::values::{IntValue, PointerValue, VectorValue};
+use inkwell::IntPredicate;
+
+/// i32 lanes per accumulator vector.
+const LANES: u64 = 8;
+
+/// `llvm.<name>` over vector type `ty`.
+fn vcall<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    name: &str,
+    overload: &[VectorType<'ctx>],
+    args: &[VectorValue<'ctx>],
+) -> R<VectorValue<'ctx>> {
+    let tys: Vec<_> = overload.iter().map(|t| (*t).into()).collect();
+    let f = inkwell::intrinsics::Intrinsic::find(name)
+        .and_then(|i| i.get_declaration(kb.m, &tys))
+        .ok_or_else(|| CodegenError::Llvm(format!("no {name}")))?;
+    let a: Vec<_> = args.iter().map(|v| (*v).into()).collect();
+    let v = kb.b.build_call(f, &a, "")?;
+    Ok(v.try_as_basic_value().basic().ok_or_else(|| CodegenError::Llvm(name.into()))?.into_vector_value())
+}
+
+fn splat_vec<'ctx>(kb: &Kb<'_, 'ctx>, x: inkwell::values::BasicValueEnum<'ctx>, n: u32) -> R<VectorValue<'ctx>> {
+    let i32t = kb.cx.i32_type();
+    let vt = match x {
+        inkwell::values::BasicValueEnum::FloatValue(f) => f.get_type().vec_type(n),
+        inkwell::values::BasicValueEnum::IntValue(i) => i.get_type().vec_type(n),
+        _ => return Err(CodegenError::Llvm("splat of a non-scalar".into())),
+    };
+    let v = kb.b.build_insert_element(vt.get_undef(), x, i32t.const_zero(), "")?;
+    Ok(kb.b.build_shuffle_vector(v, vt.get_undef(), i32t.vec_type(n).const_zero(), "")?)
+}
+
+/// The quantize-and-pack kernel: one task per output row `(n, c4, y)`; pixels 8 at a
+/// time (then one at a time), four channel rows quantized and merged into 32-bit words.
+pub(crate) fn quant_pack<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &QuantPack) -> R<()> {
+    let x = n.in_dims(0);
+    let (batch, c, h, w) = (x[0], x[1], x[2], x[3]);
+    let [pt, pl, _, _] = op.padding();
+    let y = n.out_dims(0);
+    let (c4, hp, wp) = (y[1], y[2], y[3]);
+    let zp = op.zero_point as u64;
+    let i32t = kb.cx.i32_type();
+    let zp_word = i32t.const_int(zp * 0x0101_0101, false);
+    // (Parameters are read through the `kb` at hand: a parallel task is its own function.)
+    let store_words = |kb: &Kb<'_, 'ctx>, idx: IntValue<'ctx>, v: VectorValue<'ctx>| -> R<()> {
+        let p = kb.gep(i32t.into(), kb.param(1), idx)?;
+        let st = kb.b.build_store(p, v)?;
+        st.set_alignment(4).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+        Ok(())
+    };
+    let fill = |kb: &Kb<'_, 'ctx>, start: IntValue<'ctx>, count: u64| -> R<()> {
+        let one = i32t.vec_type(1).const_zero();
+        let z1 = kb.b.build_insert_element(one, zp_word, i32t.const_zero(), "")?;
+        kb.for_n(count, |kb, i| store_words(kb, kb.add(start, i)?, z1))
+    };
+    // `lanes` pixels from column `x0` of row `yi` of the four channels of word `c4i`.
+    let words = |kb: &Kb<'_, 'ctx>,
+                 img: IntValue<'ctx>,
+                 c4i: IntValue<'ctx>,
+                 yi: IntValue<'ctx>,
+                 x0: IntValue<'ctx>,
+                 lanes: u32|
+     -> R<VectorValue<'ctx>> {
+        let ft = kb.f32t.vec_type(lanes);
+        let it = i32t.vec_type(lanes);
+        let scale = splat_vec(kb, kb.f32t.const_float(op.scale as f64).into(), lanes)?;
+        let zpf = splat_vec(kb, kb.f32t.const_float(zp as f64).into(), lanes)?;
+        let lo = splat_vec(kb, kb.f32t.const_float(0.0).into(), lanes)?;
+        let hi = splat_vec(kb, kb.f32t.const_float(op.qmax as f64).into(), lanes)?;
+        let mut word = it.const_zero();
+        for sub in 0..PACK {
+            let ch = kb.add(kb.mul(c4i, kb.c(PACK))?, kb.c(sub))?;
+            let q = |kb: &Kb<'_, 'ctx>| -> R<VectorValue<'ctx>> {
+                let idx = kb.lin(&[(img, c * h * w), (ch, h * w), (yi, w), (x0, 1)], 0)?;
+                let p = kb.gep(kb.f32t.into(), kb.param(0), idx)?;
+                let v = kb.b.build_load(ft, p, "")?.into_vector_value();
+                if let Some(i) = v.as_instruction() {
+                    i.set_alignment(4).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+                }
+                let v = kb.b.build_float_div(v, scale, "")?;
+                let v = vcall(kb, "llvm.roundeven", &[ft], &[v])?;
+                let v = kb.b.build_float_add(v, zpf, "")?;
+                let v = vcall(kb, "llvm.maxnum", &[ft], &[v, lo])?;
+                let v = vcall(kb, "llvm.minnum", &[ft], &[v, hi])?;
+                Ok(kb.b.build_float_to_signed_int(v, it, "")?)
+            };
+            let q = if c.is_multiple_of(PACK) {
+                q(kb)?
+            } else {
+                // Channels past C hold the zero point.
+                let slot = kb.alloca(it.into())?;
+                kb.b.build_store(slot, splat_vec(kb, i32t.const_int(zp, false).into(), lanes)?)?;
+                kb.if_then(kb.icmp(IntPredicate::ULT, ch, kb.c(c))?, |kb| {
+                    kb.b.build_store(slot, q(kb)?)?;
+                    Ok(())
+                })?;
+                kb.b.build_load(it, slot, "")?.into_vector_value()
+            };
+            let shifted = kb.b.build_left_shift(q, splat_vec(kb, i32t.const_int(8 * sub, false).into(), lanes)?, "")?;
+            word = kb.b.build_or(word, shifted, "")?;
+        }
+        Ok(word)
+    };
+    let flops = 8 * batch * c4 * PACK * h * w;
+    par(kb, batch * c4 * hp, flops, |kb, t| {
+        let img = kb.b.build_int_unsigned_div(t, kb.c(c4 * hp), "")?;
+        let r = kb.b.build_int_unsigned_rem(t, kb.c(c4 * hp), "")?;
+        let (c4i, yp) = (kb.b.build_int_unsigned_div(r, kb.c(hp), "")?, kb.b.build_int_unsigned_rem(r, kb.c(hp), "")?);
+        let row = kb.mul(t, kb.c(wp))?;
+        let yi = kb.b.build_int_sub(yp, kb.c(pt), "")?;
+        kb.if_else(
+            kb.in_bounds(yi, h)?,
+            |kb| {
+                fill(kb, row, pl)?;
+                fill(kb, kb.add(row, kb.c(pl + w))?, wp - pl - w)?;
+                let body = kb.add(row, kb.c(pl))?;
+                kb.for_n(w / LANES, |kb, i| {
+                    let x0 = kb.mul(i, kb.c(LANES))?;
+                    let v = words(kb, img, c4i, yi, x0, LANES as u32)?;
+                    store_words(kb, kb.add(body, x0)?, v)
+                })?;
+                kb.for_range(kb.c(w / LANES * LANES), kb.c(w), |kb, x0| {
+                    let v = words(kb, img, c4i, yi, x0, 1)?;
+                    store_words(kb, kb.add(body, x0)?, v)
+                })
+            },
+            |kb| fill(kb, row, wp),
+        )
+    })
+}
+
+/// Whether `QConv` may take the `vpmaddubsw` path on this target for these weights.
+fn pairs_cannot_saturate(n: &NodeInfo, w: &[i8]) -> bool {
+    n.target.has_avx2() && w.iter().all(|&v| (-63..=63).contains(&v))
+}
+
+/// The tile `(NF, NP)`: `NF` vectors of 8 channels by `NP` pixels of one row, at most 16
+/// vector registers (accumulators, weights, one broadcast, the ones and a temporary).
+/// The cost of a row of tiles over the channel blocks (the last block may be part
+/// padding), one cycle per dot product of a vector plus two per tile step and a quarter
+/// per load, over the useful work.
+pub(crate) fn qtile(m: u64, ow: u64) -> (u64, u64) {
+    let mut best = (f64::INFINITY, (1, 1));
+    for nf in 1..=4u64 {
+        for np in 1..=ow.min(12) {
+            if nf * np + nf + 3 > 16 {
+                continue;
+            }
+            let step = |cnt: u64| (nf * cnt) as f64 + 2.0 + (nf + cnt) as f64 * 0.25;
+            let row = (ow / np) as f64 * step(np) + if !ow.is_multiple_of(np) { step(ow % np) } else { 0.0 };
+            let cost = row * m.div_ceil(nf * LANES) as f64 / (m * ow) as f64;
+            if cost < best.0 - 1e-9 {
+                best = (cost, (nf, np));
+            }
+        }
+    }
+    best.1
+}
+
+/// Packs `[M, C, KH, KW]` i8 weights into `[ceil(M / cb)][KH][C4][KW][cb][4]`.
+fn pack(w: &[i8], [m, c, kh, kw]: [u64; 4], cb: u64) -> Vec<i8> {
+    let (blocks, c4) = (m.div_ceil(cb), c.div_ceil(PACK));
+    let mut out = vec![0i8; (blocks * kh * c4 * kw * cb * PACK) as usize];
+    for co in 0..m {
+        let (b, lane) = (co / cb, co % cb);
+        for ci in 0..c {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let src = ((co * c + ci) * kh + ky) * kw + kx;
+                    let dst = ((((b * kh + ky) * c4 + ci / PACK) * kw + kx) * cb + lane) * PACK + ci % PACK;
+                    out[dst as usize] = w[src as usize];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `QConv`: the constant operands (weights, mult, offset) are packed here; `input_max`
+/// bounds the input's quantized values (its `quant_pack`'s `qmax`, else 255).
+pub(crate) fn qconv<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    n: &NodeInfo,
+    op: &QConv,
+    consts: [&TensorData; 3],
+    input_max: u64,
+) -> R<()> {
+    let (x, wd, y) = (n.in_dims(0), n.in_dims(1), n.out_dims(0));
+    let (batch, c4, hp, wp) = (x[0], x[1], x[2], x[3]);
+    let (m, c, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
+    let (oh, ow) = (y[2], y[3]);
+    let ([sy, sx], [dy, dx]) = op.steps();
+    let w: Vec<i8> = consts[0].bytes().iter().map(|&b| b as i8).collect();
+    let (mult, offset) = match (consts[1].to_f32(), consts[2].to_f32()) {
+        (Some(a), Some(b)) => (a, b),
+        _ => return Err(n.unsupported("mult and offset must be f32 constants")),
+    };
+    let fast = pairs_cannot_saturate(n, &w);
+    // Two steps' pair sums fit 16 bits: 2 x 2 x 127 x 63 < 2^15.
+    let paired = fast && input_max <= 127;
+    // Channel words per step group: two when they pair up evenly, else the kernel
+    // columns pair up.
+    let words = if paired && c4 % 2 == 0 { 2 } else { 1 };
+    let (nf, np) = qtile(m, ow);
+    let cb = nf * LANES;
+    let blocks = m.div_ceil(cb);
+    tracing::debug!(node = n.name, nf, np, fast, paired, "int8 convolution tile");
+    let packed: Vec<u8> = pack(&w, [m, c, kh, kw], cb).into_iter().map(|v| v as u8).collect();
+    let pw = const_bytes_global(kb, "wpack", &packed);
+    let pad = |v: &[f32]| -> Vec<f32> {
+        let mut p = v.to_vec();
+        p.resize((blocks * cb) as usize, 0.0);
+        p
+    };
+    let (pm, po) = (const_f32_global(kb, "mult", &pad(&mult)), const_f32_global(kb, "offset", &pad(&offset)));
+    let has_res = n.inputs.len() == 5;
+    let out_param = n.inputs.len();
+    let (i8t, i16t, i32t) = (kb.cx.i8_type(), kb.cx.i16_type(), kb.cx.i32_type());
+    let (bv, accv, fv) = (i8t.vec_type(32), i32t.vec_type(LANES as u32), kb.f32t.vec_type(LANES as u32));
+    let ones = {
+        let one = i16t.const_int(1, false);
+        VectorType::const_vector(&[one; 16])
+    };
+    // Four-term dot products of the broadcast input word with a weight vector, per lane.
+    let dot4 = |kb: &Kb<'_, 'ctx>, xw: VectorValue<'ctx>, wv: VectorValue<'ctx>| -> R<VectorValue<'ctx>> {
+        if fast {
+            let t = vcall(kb, "llvm.x86.avx2.pmadd.ub.sw", &[], &[xw, wv])?;
+            return vcall(kb, "llvm.x86.avx2.pmadd.wd", &[], &[t, ones]);
+        }
+        let wide = i32t.vec_type(32);
+        let a = kb.b.build_int_z_extend(xw, wide, "")?;
+        let b = kb.b.build_int_s_extend(wv, wide, "")?;
+        let p = kb.b.build_int_mul(a, b, "")?;
+        let mut sum: Option<VectorValue<'ctx>> = None;
+        for j in 0..PACK {
+            let mask: Vec<_> = (0..LANES).map(|l| i32t.const_int(l * PACK + j, false)).collect();
+            let part = kb.b.build_shuffle_vector(p, wide.get_undef(), VectorType::const_vector(&mask), "")?;
+            sum = Some(match sum {
+                None => part,
+                Some(s) => kb.b.build_int_add(s, part, "")?,
+            });
+        }
+        Ok(sum.expect("four parts"))
+    };
+    let taps = c4 * kh * kw;
+    let tile = |kb: &Kb<'_, 'ctx>,
+                img: IntValue<'ctx>,
+                oy: IntValue<'ctx>,
+                blk: IntValue<'ctx>,
+                last: Option<IntValue<'ctx>>,
+                ox0: IntValue<'ctx>,
+                cnt: u64|
+     -> R<()> {
+        let px = kb.param(0);
+        let accs: Vec<PointerValue<'ctx>> = (0..nf * cnt).map(|_| kb.alloca(accv.into())).collect::<R<_>>()?;
+        for a in &accs {
+            kb.b.build_store(*a, accv.const_zero())?;
+        }
+        let wblk = kb.mul(blk, kb.c(taps * cb * PACK))?;
+        let kxo: Vec<IntValue<'ctx>> = (0..kw).map(|kx| kb.opaque(kb.c(kx * dx))).collect::<R<_>>()?;
+        kb.for_n(kh, |kb, ky| {
+            let iy = kb.add(kb.mul(oy, kb.c(sy))?, kb.mul(ky, kb.c(dy))?)?;
+            let wky = kb.add(wblk, kb.mul(ky, kb.c(c4 * kw * cb * PACK))?)?;
+            kb.for_n(c4 / words, |kb, cj| {
+                // Per channel word of this step: the word index of pixel (iy, ox0 * sx),
+                // and where its weights start.
+                let mut rows = Vec::new();
+                let mut taps0 = Vec::new();
+                for wi in 0..words {
+                    let ci = kb.add(kb.mul(cj, kb.c(words))?, kb.c(wi))?;
+                    rows.push(kb.lin(&[(img, c4 * hp * wp), (ci, hp * wp), (iy, wp), (ox0, sx)], 0)?);
+                    taps0.push(kb.add(wky, kb.mul(ci, kb.c(kw * cb * PACK))?)?);
+                }
+                let steps: Vec<(usize, u64)> =
+                    (0..kw).flat_map(|kx| (0..words as usize).map(move |wi| (wi, kx))).collect();
+                for chunk in steps.chunks(if paired { 2 } else { 1 }) {
+                    let ws: Vec<Vec<VectorValue<'ctx>>> = chunk
+                        .iter()
+                        .map(|&(wi, kx)| {
+                            (0..nf)
+                                .map(|f| {
+                                    let off = kb.c((kx * cb + f * LANES) * PACK);
+                                    let p = kb.gep(i8t.into(), pw, kb.add(taps0[wi], off)?)?;
+                                    let v = kb.b.build_load(bv, p, "")?.into_vector_value();
+                                    if let Some(i) = v.as_instruction() {
+                                        i.set_alignment(32).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+                                    }
+                                    Ok(v)
+                                })
+                                .collect::<R<Vec<_>>>()
+                        })
+                        .collect::<R<_>>()?;
+                    for p in 0..cnt {
+                        let xs: Vec<VectorValue<'ctx>> = chunk
+                            .iter()
+                            .map(|&(wi, kx)| {
+                                let idx = kb.add(kb.add(rows[wi], kxo[kx as usize])?, kb.c(p * sx))?;
+                                let word = kb.b.build_load(i32t, kb.gep(i32t.into(), px, idx)?, "")?;
+                                Ok(kb.b.build_bit_cast(splat_vec(kb, word, LANES as u32)?, bv, "")?.into_vector_value())
+                            })
+                            .collect::<R<_>>()?;
+                        for f in 0..nf {
+                            let slot = accs[(f * cnt + p) as usize];
+                            let cur = kb.b.build_load(accv, slot, "")?.into_vector_value();
+                            let d = if chunk.len() == 2 {
+                                // Two steps' pair sums added in 16 bits, then widened once.
+                                let a = vcall(kb, "llvm.x86.avx2.pmadd.ub.sw", &[], &[xs[0], ws[0][f as usize]])?;
+                                let b = vcall(kb, "llvm.x86.avx2.pmadd.ub.sw", &[], &[xs[1], ws[1][f as usize]])?;
+                                let t = kb.b.build_int_add(a, b, "")?;
+                                vcall(kb, "llvm.x86.avx2.pmadd.wd", &[], &[t, ones])?
+                            } else {
+                                dot4(kb, xs[0], ws[0][f as usize])?
+                            };
+                            kb.b.build_store(slot, kb.b.build_int_add(cur, d, "")?)?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })?;
+        // Epilogue: lane l of vector f is channel blk*cb + f*8 + l.
+        let co0 = kb.mul(blk, kb.c(cb))?;
+        let valid_last = m - (blocks - 1) * cb;
+        for f in 0..nf {
+            let lanes_here = if f * LANES >= valid_last { 0 } else { (valid_last - f * LANES).min(LANES) };
+            let chan = kb.add(co0, kb.c(f * LANES))?;
+            let body = |kb: &Kb<'_, 'ctx>, lanes: u64| -> R<()> {
+                let ld = |base: PointerValue<'ctx>| -> R<VectorValue<'ctx>> {
+                    let v = kb.b.build_load(fv, kb.gep(kb.f32t.into(), base, chan)?, "")?.into_vector_value();
+                    if let Some(i) = v.as_instruction() {
+                        i.set_alignment(4).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+                    }
+                    Ok(v)
+                };
+                let (mv, ov) = (ld(pm)?, ld(po)?);
+                for p in 0..cnt {
+                    let acc = kb.b.build_load(accv, accs[(f * cnt + p) as usize], "")?.into_vector_value();
+                    let accf = kb.b.build_signed_int_to_float(acc, fv, "")?;
+                    let v = super::vfma(kb, accf, mv, ov)?;
+                    let ox = kb.add(ox0, kb.c(p))?;
+                    let y0 = kb.lin(&[(img, m * oh * ow), (chan, oh * ow), (oy, ow), (ox, 1)], 0)?;
+                    let epi = Epilogue { bias: None, residual: has_res.then_some(4), act: op.act };
+                    store_lanes(kb, v, epi, out_param, y0, oh * ow, lanes)?;
+                }
+                Ok(())
+            };
+            match last {
+                Some(is_last) if lanes_here < LANES => {
+                    kb.if_else(is_last, |kb| body(kb, lanes_here), |kb| body(kb, LANES))?
+                }
+                _ => body(kb, LANES)?,
+            }
+        }
+        Ok(())
+    };
+    let flops = 2 * batch * m * c * kh * kw * oh * ow;
+    let weights_outer = m * taps * PACK > 256 * 1024;
+    par(kb, batch * oh * blocks, flops / 2, |kb, t| {
+        let (img, oy, blk) = block_task(kb, t, oh, blocks, weights_outer)?;
+        let last = (m % cb != 0).then(|| kb.icmp(IntPredicate::EQ, blk, kb.c(blocks - 1))).transpose()?;
+        if ow / np > 0 {
+            kb.for_n(ow / np, |kb, i| tile(kb, img, oy, blk, last, kb.mul(i, kb.c(np))?, np))?;
+        }
+        if !ow.is_multiple_of(np) {
+            tile(kb, img, oy, blk, last, kb.c(ow / np * np), ow % np)?;
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_fit_sixteen_registers() {
+        for m in [8, 20, 64, 128, 512] {
+            for ow in [1, 3, 7, 14, 56, 112] {
+                let (nf, np) = qtile(m, ow);
+                assert!(nf * np + nf + 3 <= 16 && np <= ow, "m={m} ow={ow}: {nf}x{np}");
+            }
+        }
+    }
+
+    #[test]
+    fn packing_puts_each_weight_at_its_lane_and_byte() {
+        let [m, c, kh, kw] = [10u64, 6, 2, 3];
+        let w: Vec<i8> = (0..m * c * kh * kw).map(|i| (i % 120) as i8 - 60).collect();
+        let cb = 8;
+        let p = pack(&w, [m, c, kh, kw], cb);
+        assert_eq!(p.len() as u64, 2 * kh * 2 * kw * cb * 4);
+        for co in 0..m {
+            for ci in 0..c {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let dst = ((((co / cb * kh + ky) * 2 + ci / 4) * kw + kx) * cb + co % cb) * 4 + ci % 4;
+                        assert_eq!(p[dst as usize], w[(((co * c + ci) * kh + ky) * kw + kx) as usize]);
+                    }
+                }
+            }
+        }
+        // Channels 6 and 7 of each word, and the lanes past channel 10, are zero.
+        let nonzero = p.iter().filter(|&&v| v != 0).count() as u64;
+        assert!(nonzero <= m * c * kh * kw);
+    }
+}

@@ -1,0 +1,117 @@
+//! Integer (int8) convolution, as placed by the quantization pass (`dlc compile
+//! --quantize int8`): activations quantized per tensor to u8 and laid out for the
+//! integer kernels, weights quantized per output channel to i8, i32 accumulation, and a
+//! float epilogue.
+use super::{ensure, fixed_dims, Activation, Infer, OpMeta};
+use crate::{op, DType, Dim, IrError, Shape, TensorType};
+
+/// Input channels that share one 32-bit word of a packed activation tensor.
+pub const PACK: u64 = 4;
+
+op! {
+    /// Quantizes an f32 NCHW tensor to u8, `q = clamp(roundeven(x / scale) + zero_point,
+    /// 0, qmax)` (ONNX QuantizeLinear when `qmax` is 255), and lays it out for [`QConv`]:
+    /// `[N, ceil(C / 4), pad_t + H + pad_b, pad_l + W + pad_r, 4]`, four consecutive
+    /// channels of one pixel in one 32-bit word. Padding pixels and the channels past `C`
+    /// hold `zero_point` (the quantized 0.0). `pads` is `[top, left, bottom, right]`.
+    /// A `qmax` below 255 narrows the range (7-bit activations let the integer kernels
+    /// add two products in 16 bits before widening).
+    QuantPack = "quant_pack", operands 1..=1 { scale: f32, zero_point: i64, qmax: i64 = 255, pads: Vec<i64> }
+}
+
+impl QuantPack {
+    /// `[top, left, bottom, right]` as unsigned extents.
+    pub fn padding(&self) -> [u64; 4] {
+        let p = |i: usize| self.pads.get(i).copied().unwrap_or(0).max(0) as u64;
+        [p(0), p(1), p(2), p(3)]
+    }
+}
+
+impl Infer for QuantPack {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let x = &inputs[0];
+        ensure(x.dtype == DType::F32, node, op, || format!("input must be f32, got {}", x.dtype))?;
+        let d = fixed_dims(x, node, op)?;
+        ensure(d.len() == 4, node, op, || format!("input must be NCHW, got {}", x.shape))?;
+        ensure(self.pads.len() == 4 && self.pads.iter().all(|&p| p >= 0), node, op, || {
+            format!("pads must be 4 non-negative values, got {:?}", self.pads)
+        })?;
+        ensure(self.scale.is_finite() && self.scale > 0.0, node, op, || {
+            format!("scale must be positive and finite, got {}", self.scale)
+        })?;
+        ensure((1..=255).contains(&self.qmax), node, op, || format!("qmax must be in 1..=255, got {}", self.qmax))?;
+        ensure((0..=self.qmax).contains(&self.zero_point), node, op, || {
+            format!("zero_point must be in 0..={}, got {}", self.qmax, self.zero_point)
+        })?;
+        let [t, l, b, r] = self.padding();
+        Ok(vec![TensorType::fixed(DType::U8, &[d[0], d[1].div_ceil(PACK), t + d[2] + b, l + d[3] + r, PACK])])
+    }
+}
+
+op! {
+    /// Integer 2-D convolution of a [`QuantPack`]ed input `Xq` with i8 weights
+    /// `Wq [M, C, KH, KW]` (padding is already in `Xq`), accumulated exactly in i32, then
+    /// `Y[n,m] = act(acc * mult[m] + offset[m] + R)` in f32 with the optional residual
+    /// `R` (the result's shape). `mult` is the input scale times the channel's weight
+    /// scale, `offset` the bias less `mult * zero_point * sum(Wq[m])`, so the input's zero
+    /// point costs nothing per tap. Operands: `Xq, Wq, mult [M], offset [M], R?`.
+    QConv = "qconv", operands 4..=5 { strides: Vec<i64>, dilations: Vec<i64>, act: Activation }
+}
+
+impl QConv {
+    /// `(strides, dilations)` as `[y, x]` pairs (absent values are 1).
+    pub fn steps(&self) -> ([u64; 2], [u64; 2]) {
+        let get = |v: &[i64], i: usize| v.get(i).copied().unwrap_or(1).max(1) as u64;
+        ([get(&self.strides, 0), get(&self.strides, 1)], [get(&self.dilations, 0), get(&self.dilations, 1)])
+    }
+}
+
+impl Infer for QConv {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let (x, w) = (&inputs[0], &inputs[1]);
+        ensure(x.dtype == DType::U8 && w.dtype == DType::I8, node, op, || {
+            format!("needs a u8 packed input and i8 weights, got {} and {}", x.dtype, w.dtype)
+        })?;
+        let xd = fixed_dims(x, node, op)?;
+        let wd = fixed_dims(w, node, op)?;
+        ensure(xd.len() == 5 && xd[4] == PACK, node, op, || {
+            format!("input must be packed [N,C/4,H,W,4], got {}", x.shape)
+        })?;
+        ensure(wd.len() == 4, node, op, || format!("weight must be [M,C,KH,KW], got {}", w.shape))?;
+        ensure(wd[1].div_ceil(PACK) == xd[1], node, op, || {
+            format!("weight {} needs {} channel words, input has {}", w.shape, wd[1].div_ceil(PACK), xd[1])
+        })?;
+        ensure(
+            self.strides.iter().chain(&self.dilations).all(|&s| s >= 1)
+                && self.strides.len() <= 2
+                && self.dilations.len() <= 2,
+            node,
+            op,
+            || format!("strides {:?} and dilations {:?} must be positive pairs", self.strides, self.dilations),
+        )?;
+        for (i, what) in [(2, "mult"), (3, "offset")] {
+            let t = &inputs[i];
+            ensure(t.dtype == DType::F32 && t.shape == Shape::fixed(&[wd[0]]), node, op, || {
+                format!("{what} must be f32[{}], got {t}", wd[0])
+            })?;
+        }
+        let (s, d) = self.steps();
+        let mut out = [0u64; 2];
+        for i in 0..2 {
+            let span = (wd[2 + i] - 1) * d[i] + 1;
+            ensure(xd[2 + i] >= span && wd[2 + i] >= 1, node, op, || {
+                format!("window of extent {span} does not fit padded input {}", x.shape)
+            })?;
+            out[i] = (xd[2 + i] - span) / s[i] + 1;
+        }
+        let shape = Shape(vec![Dim::Fixed(xd[0]), Dim::Fixed(wd[0]), Dim::Fixed(out[0]), Dim::Fixed(out[1])]);
+        if let Some(r) = inputs.get(4) {
+            ensure(r.dtype == DType::F32 && r.shape == shape, node, op, || {
+                format!("residual must be f32{shape}, got {r}")
+            })?;
+        }
+        Ok(vec![TensorType { dtype: DType::F32, shape }])
+    }
+}
