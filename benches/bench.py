@@ -11,6 +11,12 @@ until --iters timings each, and the table reports medians and the ratio dlc/ORT 
 1.0: dlc is faster). The max abs diff column compares outputs, dlc's through ctypes on
 model.so. A GEMM table (single MatMul models, 256 to 2048) gives GFLOP/s of both engines at
 1 thread and dlc's share of the single-core FP32 peak that benches/peak.c measures.
+
+An int8 table (--int8 models, default resnet18): dlc's fp32 artifact against its
+`--quantize int8` artifact (16 seeded calibration samples), alternating `dlc bench` rounds
+at 1 and 2 threads, with ONNX Runtime's own int8 (`quantize_static`, QDQ, u8 activations,
+per-channel i8 weights, same samples) timed in the same run; plus the weight bytes ratio
+and the cosine similarity of int8 to fp32 outputs on a held-back input.
 """
 import argparse
 import ctypes
@@ -127,6 +133,62 @@ def measured_peak(work):
         return None
 
 
+def int8_table(a, work):
+    import logging
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice on pre-processing
+
+    print("\n| model | threads | dlc fp32 ms | dlc int8 ms | int8/fp32 | ORT int8 ms | dlc int8/ORT int8 | "
+          "weights int8/fp32 | cosine |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in a.int8.split(","):
+        path = work / f"{name}.onnx"
+        onnx.save(gen_models.MODELS[name](), path)
+        sess0 = ort_session(path, 1)
+        inp = sess0.get_inputs()[0]
+        rng = np.random.RandomState(100)
+        samples = [rng.randn(*inp.shape).astype(np.float32) for _ in range(16)]
+        cal = work / f"{name}_cal"
+        for i, x in enumerate(samples):
+            (cal / f"s{i:02d}").mkdir(parents=True, exist_ok=True)
+            np.save(cal / f"s{i:02d}" / f"{inp.name}.npy", x)
+        fp32, int8 = work / f"{name}_fp32", work / f"{name}_int8"
+        subprocess.run([a.dlc, "compile", path, "-o", fp32, "--emit", "so"], check=True, capture_output=True)
+        subprocess.run([a.dlc, "compile", path, "-o", int8, "--emit", "so", "--quantize", "int8", "--calibrate", cal],
+                       check=True, capture_output=True)
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.it = iter([{inp.name: x} for x in samples])
+
+            def get_next(self):
+                return next(self.it, None)
+
+        qdq = work / f"{name}_qdq.onnx"
+        quantize_static(str(path), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+        x = np.random.RandomState(7).randn(*inp.shape).astype(np.float32)
+        f = work / f"{name}_x.npy"
+        np.save(f, x)
+        feeds, input_args = {inp.name: x}, ["--input", f"{inp.name}={f}"]
+        outs = []
+        for art in (fp32, int8):
+            d = DlcModel(art)
+            d.bind(feeds)
+            outs.append(d.run()[0].ravel().astype(np.float64))
+        cos = outs[0] @ outs[1] / np.linalg.norm(outs[0]) / np.linalg.norm(outs[1])
+        wb = [json.loads((art / "report.json").read_text())["weight_bytes"] for art in (fp32, int8)]
+        for threads in (1, 2):
+            sess = ort_session(qdq, threads)
+            t32, to = time_rounds(a.dlc, fp32, input_args, sess, feeds, threads, a.iters, a.round)
+            t8, to2 = time_rounds(a.dlc, int8, input_args, sess, feeds, threads, a.iters, a.round)
+            to = statistics.median([to, to2])
+            print(f"| {name} | {threads} | {t32:.3f} | {t8:.3f} | {t8 / t32:.2f} | {to:.3f} | {t8 / to:.2f} | "
+                  f"{wb[1] / wb[0]:.3f} | {cos:.5f} |", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dlc", default=str(ROOT / "target" / "release" / "dlc"))
@@ -134,6 +196,7 @@ def main():
     ap.add_argument("--round", type=int, default=5, help="iterations per engine before switching")
     ap.add_argument("--models", default="mlp,resnet18,mobilenetv2,bert")
     ap.add_argument("--gemm", default="256,512,1024,2048")
+    ap.add_argument("--int8", default="resnet18", help="models for the int8 table (empty: none)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dlc-bench-"))
     print(f"# dlc vs ONNX Runtime {ort.__version__}, {time.strftime('%Y-%m-%d')}, median of {a.iters} after warm-up\n")
@@ -167,6 +230,8 @@ def main():
         for threads in (1, 2):
             td, to = time_rounds(a.dlc, art, input_args, ort_session(path, threads), feeds, threads, a.iters, a.round)
             print(f"| {name} | {threads} | {td:.3f} | {to:.3f} | {td / to:.2f} | {diff:.2g} |", flush=True)
+    if a.int8:
+        int8_table(a, work)
     if a.gemm:
         peak = measured_peak(work)
         print(f"\nMeasured single-core FP32 peak (benches/peak.c): "
