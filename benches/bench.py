@@ -19,7 +19,6 @@ per-channel i8 weights, same samples) timed in the same run; plus the weight byt
 and the cosine similarity of int8 to fp32 outputs on a held-back input.
 """
 import argparse
-import ctypes
 import json
 import statistics
 import subprocess
@@ -36,34 +35,7 @@ from onnx import TensorProto, helper, numpy_helper
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "models"))
 import gen_models  # noqa: E402
-
-
-class DlcModel:
-    """model.so loaded with ctypes; run() calls the generated entry point directly."""
-
-    def __init__(self, art):
-        m = json.loads((art / "manifest.json").read_text())
-        self.lib = ctypes.CDLL(str(art / "model.so"))
-        p = m["symbol_prefix"]
-        self.run_fn = getattr(self.lib, p + "run")
-        self.run_fn.restype = ctypes.c_int32
-        self.run_fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-        ws = getattr(self.lib, p + "workspace_size")
-        ws.restype = ctypes.c_uint64
-        self.ws = np.zeros(int(ws()) + 64, dtype=np.uint8)
-        self.ws_ptr = (self.ws.ctypes.data + 63) // 64 * 64
-        self.outputs = [np.zeros([d["fixed"] for d in o["shape"]], np.float32) for o in m["outputs"]]
-        self.input_names = [i["name"] for i in m["inputs"]]
-
-    def bind(self, feeds):
-        self.inputs = [np.ascontiguousarray(feeds[n]) for n in self.input_names]
-        self.in_arr = (ctypes.c_void_p * len(self.inputs))(*[a.ctypes.data for a in self.inputs])
-        self.out_arr = (ctypes.c_void_p * len(self.outputs))(*[a.ctypes.data for a in self.outputs])
-
-    def run(self):
-        if self.run_fn(self.in_arr, self.out_arr, ctypes.c_void_p(self.ws_ptr)) != 0:
-            raise RuntimeError("dlc run failed")
-        return self.outputs
+from dlc_model import DlcModel  # noqa: E402
 
 
 def ort_session(path, threads):

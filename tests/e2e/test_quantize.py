@@ -9,8 +9,8 @@
   weights at most 0.3x the fp32 bytes.
 - Fallback, calibration methods and the errors users see.
 """
-import ctypes
 import json
+import sys
 
 import numpy as np
 import onnx
@@ -18,7 +18,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import dlc
+from conftest import ROOT, dlc
+
+sys.path.insert(0, str(ROOT / "tests" / "models"))
+from dlc_model import DlcModel  # noqa: E402
 
 WEIGHT_MAX = 63.0
 ACT_MAX = 127
@@ -140,28 +143,10 @@ def test_int8_conv_matches_ort_qdq(tmp_path, layer, cpu):
     assert rel < 0.05, rel
 
 
-class Artifact:
-    """An artifact's model.so called directly (no process per input); returns its first
-    output (every output gets a buffer, shapes from manifest.json)."""
-
-    def __init__(self, folder):
-        manifest = json.loads((folder / "manifest.json").read_text())
-        prefix = manifest["symbol_prefix"]
-        self.shapes = [[d["fixed"] for d in o["shape"]] for o in manifest["outputs"]]
-        self.lib = ctypes.CDLL(str(folder / "model.so"))
-        self.run_fn = getattr(self.lib, f"{prefix}run")
-        size = getattr(self.lib, f"{prefix}workspace_size")
-        size.restype = ctypes.c_uint64
-        self.ws = np.zeros(size() + 64, np.uint8)
-        off = (-self.ws.ctypes.data) % 64
-        self.ws_ptr = ctypes.c_void_p(self.ws.ctypes.data + off)
-
-    def __call__(self, x):
-        ys = [np.zeros(s, np.float32) for s in self.shapes]
-        ins = (ctypes.c_void_p * 1)(x.ctypes.data)
-        outs = (ctypes.c_void_p * len(ys))(*[y.ctypes.data for y in ys])
-        assert self.run_fn(ins, outs, self.ws_ptr) == 0
-        return ys[0]
+def first_output(model, x):
+    """Runs a DlcModel on its one input `x`; a copy of its first output."""
+    model.bind({model.input_names[0]: x})
+    return model.run()[0].copy()
 
 
 def test_resnet18_int8_accuracy_size(generated_models, tmp_path):
@@ -177,12 +162,12 @@ def test_resnet18_int8_accuracy_size(generated_models, tmp_path):
     ratio = r8["weight_bytes"] / r32["weight_bytes"]
     assert ratio <= 0.3, ratio
 
-    a, b = Artifact(fp32), Artifact(int8)
+    a, b = DlcModel(fp32), DlcModel(int8)
     rng = np.random.default_rng(2024)  # held back: not the calibration seed
     cos, top1 = [], 0
     for _ in range(100):
         x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
-        ya, yb = a(x).ravel(), b(x).ravel()
+        ya, yb = first_output(a, x).ravel(), first_output(b, x).ravel()
         cos.append(float(ya @ yb / np.linalg.norm(ya) / np.linalg.norm(yb)))
         top1 += int(ya.argmax() == yb.argmax())
     print(f"\nResNet-18 int8 vs fp32 over 100 held-back inputs: mean cosine {np.mean(cos):.5f} "
@@ -220,7 +205,7 @@ def test_threshold_fallback_and_percentile(generated_models, tmp_path):
     fp32 = tmp_path / "fp32"
     dlc("compile", model, "-o", fp32)
     x = np.random.default_rng(1).standard_normal((1, 1, 28, 28)).astype(np.float32)
-    ya, yb = Artifact(fp32)(x), Artifact(none)(x)
+    ya, yb = first_output(DlcModel(fp32), x), first_output(DlcModel(none), x)
     assert np.array_equal(ya, yb)
 
 

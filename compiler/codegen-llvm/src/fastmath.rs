@@ -12,7 +12,6 @@
 //! (measured by `exp_error_is_within_2_ulp`). Softmax, its one user, only feeds it
 //! `x - max(x) <= 0`.
 use crate::kernel::{Kb, R};
-use crate::CodegenError;
 use inkwell::types::VectorType;
 use inkwell::values::VectorValue;
 use inkwell::FloatPredicate;
@@ -63,15 +62,8 @@ pub(crate) fn exp<'ctx>(kb: &Kb<'_, 'ctx>, x: VectorValue<'ctx>) -> R<VectorValu
         let s = kb.f32t.const_float(v as f64);
         VectorType::const_vector(&vec![s; w as usize])
     };
-    let intr = |name: &str| {
-        inkwell::intrinsics::Intrinsic::find(name)
-            .and_then(|i| i.get_declaration(kb.m, &[vt.into()]))
-            .ok_or_else(|| CodegenError::Llvm(format!("no {name}")))
-    };
     let call1 = |name: &str, a: VectorValue<'ctx>| -> R<VectorValue<'ctx>> {
-        let f = intr(name)?;
-        let v = b.build_call(f, &[a.into()], "")?;
-        Ok(v.try_as_basic_value().basic().ok_or_else(|| CodegenError::Llvm(name.into()))?.into_vector_value())
+        Ok(kb.call_intrinsic(name, &[vt.into()], &[a.into()])?.into_vector_value())
     };
     let n = call1("llvm.roundeven", b.build_float_mul(x, c(LOG2E), "")?)?;
     let neg_n = b.build_float_neg(n, "")?;
@@ -134,15 +126,7 @@ pub(crate) fn erf<'ctx>(kb: &Kb<'_, 'ctx>, x: VectorValue<'ctx>) -> R<VectorValu
     let b = &kb.b;
     let w = x.get_type().get_size();
     let c = |v: f32| VectorType::const_vector(&vec![kb.f32t.const_float(v as f64); w as usize]);
-    let fabs = inkwell::intrinsics::Intrinsic::find("llvm.fabs")
-        .and_then(|i| i.get_declaration(kb.m, &[x.get_type().into()]))
-        .ok_or_else(|| CodegenError::Llvm("no llvm.fabs".into()))?;
-    let a = b
-        .build_call(fabs, &[x.into()], "")?
-        .try_as_basic_value()
-        .basic()
-        .ok_or_else(|| CodegenError::Llvm("fabs".into()))?;
-    let a = a.into_vector_value();
+    let a = kb.call_intrinsic("llvm.fabs", &[x.get_type().into()], &[x.into()])?.into_vector_value();
     let t = b.build_float_div(c(1.0), fma(kb, c(ERF_P), a, c(1.0))?, "")?;
     let mut q = c(ERF_A[0]);
     for k in &ERF_A[1..] {

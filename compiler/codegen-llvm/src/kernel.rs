@@ -7,7 +7,9 @@ use inkwell::builder::Builder;
 use inkwell::context::Context;
 use inkwell::module::{Linkage, Module};
 use inkwell::types::{BasicTypeEnum, FloatType, IntType};
-use inkwell::values::{FloatValue, FunctionValue, IntValue, PointerValue};
+use inkwell::values::{
+    BasicMetadataValueEnum, BasicValue, BasicValueEnum, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue,
+};
 use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
 
 pub(crate) type R<T> = Result<T, CodegenError>;
@@ -362,6 +364,59 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
     /// `memcpy(dst, src, bytes)`.
     pub fn memcpy(&self, dst: PointerValue<'ctx>, src: PointerValue<'ctx>, bytes: IntValue<'ctx>) -> R<()> {
         self.b.build_memcpy(dst, 1, src, 1, bytes)?;
+        Ok(())
+    }
+
+    /// LLVM intrinsic `name`, overloaded on `types` (empty when it is not overloaded),
+    /// declared in the module on first use.
+    pub fn intrinsic(&self, name: &str, types: &[BasicTypeEnum<'ctx>]) -> R<FunctionValue<'ctx>> {
+        inkwell::intrinsics::Intrinsic::find(name)
+            .and_then(|i| i.get_declaration(self.m, types))
+            .ok_or_else(|| CodegenError::Llvm(format!("no intrinsic {name} for {types:?}")))
+    }
+
+    /// Calls intrinsic `name` (see [`Kb::intrinsic`]) and returns its value.
+    pub fn call_intrinsic(
+        &self,
+        name: &str,
+        types: &[BasicTypeEnum<'ctx>],
+        args: &[BasicMetadataValueEnum<'ctx>],
+    ) -> R<BasicValueEnum<'ctx>> {
+        let f = self.intrinsic(name, types)?;
+        let v = self.b.build_call(f, args, "")?;
+        v.try_as_basic_value().basic().ok_or_else(|| CodegenError::Llvm(format!("{name} returned no value")))
+    }
+
+    /// `x` in every lane of an `n`-lane vector.
+    pub fn splat(&self, x: BasicValueEnum<'ctx>, n: u32) -> R<VectorValue<'ctx>> {
+        let i32t = self.cx.i32_type();
+        let vt = match x {
+            BasicValueEnum::FloatValue(f) => f.get_type().vec_type(n),
+            BasicValueEnum::IntValue(i) => i.get_type().vec_type(n),
+            _ => return Err(CodegenError::Llvm("splat of a non-scalar".into())),
+        };
+        let v = self.b.build_insert_element(vt.get_undef(), x, i32t.const_zero(), "")?;
+        Ok(self.b.build_shuffle_vector(v, vt.get_undef(), i32t.vec_type(n).const_zero(), "")?)
+    }
+
+    /// A load of `ty` from `ptr` that assumes only `align` bytes of alignment.
+    pub fn load_aligned(
+        &self,
+        ty: BasicTypeEnum<'ctx>,
+        ptr: PointerValue<'ctx>,
+        align: u32,
+    ) -> R<BasicValueEnum<'ctx>> {
+        let v = self.b.build_load(ty, ptr, "")?;
+        if let Some(i) = v.as_instruction_value() {
+            i.set_alignment(align).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+        }
+        Ok(v)
+    }
+
+    /// A store of `v` to `ptr` that assumes only `align` bytes of alignment.
+    pub fn store_aligned(&self, ptr: PointerValue<'ctx>, v: impl BasicValue<'ctx>, align: u32) -> R<()> {
+        let st = self.b.build_store(ptr, v)?;
+        st.set_alignment(align).map_err(|e| CodegenError::Llvm(e.to_string()))?;
         Ok(())
     }
 

@@ -136,7 +136,6 @@ pub fn candidates(g: &Graph, keep_last: bool) -> Result<Vec<NodeId>, IrError> {
                 && ok_types
                 && w.shape.rank() == 4
                 && g.value_type(ops[0]).shape.rank() == 4
-                && ops.get(1).is_some()
                 && is_const(1)
                 && is_const(2)
         })

@@ -497,15 +497,7 @@ pub(crate) fn convert<'ctx>(
         (true, false, false) => {
             // Saturating conversion: no poison for out-of-range values, NaN gives 0.
             let name = if to.is_signed_int() { "llvm.fptosi.sat" } else { "llvm.fptoui.sat" };
-            let intr =
-                inkwell::intrinsics::Intrinsic::find(name).ok_or_else(|| CodegenError::Llvm(format!("no {name}")))?;
-            let f = intr
-                .get_declaration(kb.m, &[to_ty, v.get_type()])
-                .ok_or_else(|| CodegenError::Llvm(format!("cannot declare {name}")))?;
-            b.build_call(f, &[v.into()], "")?
-                .try_as_basic_value()
-                .basic()
-                .ok_or_else(|| CodegenError::Llvm(format!("{name} returned nothing")))?
+            kb.call_intrinsic(name, &[to_ty, v.get_type()], &[v.into()])?
         }
         (false, true, _) => {
             let (x, t) = (v.into_int_value(), to_ty.into_float_type());

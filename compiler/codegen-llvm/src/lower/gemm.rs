@@ -99,9 +99,7 @@ pub(crate) fn packed<'ctx>(
     // The packed panels: a private constant, cache-line aligned.
     let pb = const_f32_global(kb, "bpack", &packed);
     let vt = kb.f32t.vec_type(w as u32);
-    let fma = inkwell::intrinsics::Intrinsic::find("llvm.fma")
-        .and_then(|i| i.get_declaration(kb.m, &[vt.into()]))
-        .ok_or_else(|| CodegenError::Llvm("no llvm.fma".into()))?;
+    let fma = kb.intrinsic("llvm.fma", &[vt.into()])?;
     let panels = s.n.div_ceil(nr);
     // MatMul epilogues with a constant bias (zero-padded to whole panels) and an
     // activation that has a vector form run in registers before the store.
@@ -190,11 +188,7 @@ pub(crate) fn load_vec<'ctx>(
     idx: IntValue<'ctx>,
 ) -> R<VectorValue<'ctx>> {
     let p = kb.gep(kb.f32t.into(), base, idx)?;
-    let v = kb.b.build_load(vt, p, "")?.into_vector_value();
-    if let Some(i) = v.as_instruction() {
-        i.set_alignment(4).map_err(|e| CodegenError::Llvm(e.to_string()))?;
-    }
-    Ok(v)
+    Ok(kb.load_aligned(vt.into(), p, 4)?.into_vector_value())
 }
 
 pub(crate) fn store_vec<'ctx>(
@@ -206,9 +200,7 @@ pub(crate) fn store_vec<'ctx>(
 ) -> R<()> {
     let _ = vt;
     let p = kb.gep(kb.f32t.into(), base, idx)?;
-    let st = kb.b.build_store(p, v)?;
-    st.set_alignment(4).map_err(|e| CodegenError::Llvm(e.to_string()))?;
-    Ok(())
+    kb.store_aligned(p, v, 4)
 }
 
 pub(crate) fn splat<'ctx>(
@@ -216,10 +208,7 @@ pub(crate) fn splat<'ctx>(
     vt: VectorType<'ctx>,
     x: inkwell::values::FloatValue<'ctx>,
 ) -> R<VectorValue<'ctx>> {
-    let i32t = kb.cx.i32_type();
-    let v = kb.b.build_insert_element(vt.get_undef(), x, i32t.const_zero(), "")?;
-    let mask = i32t.vec_type(vt.get_size()).const_zero();
-    Ok(kb.b.build_shuffle_vector(v, vt.get_undef(), mask, "")?)
+    kb.splat(x.into(), vt.get_size())
 }
 
 /// Activations with a vector form.
@@ -382,9 +371,7 @@ pub(crate) fn masked_load<'ctx>(
     let m = VectorType::const_vector(&m);
     let p = kb.gep(kb.f32t.into(), base, idx)?;
     let ptr = kb.cx.ptr_type(inkwell::AddressSpace::default());
-    let f = inkwell::intrinsics::Intrinsic::find("llvm.masked.load")
-        .and_then(|i| i.get_declaration(kb.m, &[vt.into(), ptr.into()]))
-        .ok_or_else(|| CodegenError::Llvm("no llvm.masked.load".into()))?;
+    let f = kb.intrinsic("llvm.masked.load", &[vt.into(), ptr.into()])?;
     // LLVM releases differ on whether the alignment is an argument.
     let args: Vec<inkwell::values::BasicMetadataValueEnum> = if f.count_params() == 4 {
         vec![p.into(), kb.cx.i32_type().const_int(4, false).into(), m.into(), vt.const_zero().into()]
@@ -402,11 +389,7 @@ pub(crate) fn vfma<'ctx>(
     b: VectorValue<'ctx>,
     c: VectorValue<'ctx>,
 ) -> R<VectorValue<'ctx>> {
-    let f = inkwell::intrinsics::Intrinsic::find("llvm.fma")
-        .and_then(|i| i.get_declaration(kb.m, &[a.get_type().into()]))
-        .ok_or_else(|| CodegenError::Llvm("no llvm.fma".into()))?;
-    let v = kb.b.build_call(f, &[a.into(), b.into(), c.into()], "")?;
-    Ok(v.try_as_basic_value().basic().ok_or_else(|| CodegenError::Llvm("fma".into()))?.into_vector_value())
+    Ok(kb.call_intrinsic("llvm.fma", &[a.get_type().into()], &[a.into(), b.into(), c.into()])?.into_vector_value())
 }
 
 /// The sum of a vector's lanes by halving (a fixed tree order).

@@ -12,10 +12,9 @@
 //! with larger weights, and every other target, use exact i32 arithmetic instead. The
 //! input comes padded (the padding holds the zero point), so no tap needs a bounds check.
 use super::convblk::{block_task, store_lanes, Epilogue};
-use super::gemm::{const_bytes_global, const_f32_global, par};
+use super::gemm::{const_bytes_global, const_f32_global, load_vec, par};
 use super::NodeInfo;
 use crate::kernel::{Kb, R};
-use crate::CodegenError;
 use dlc_ir::ops::{QConv, QuantPack, PACK};
 use dlc_ir::TensorData;
 use inkwell::types::VectorType;
@@ -25,7 +24,7 @@ use inkwell::IntPredicate;
 /// i32 lanes per accumulator vector.
 const LANES: u64 = 8;
 
-/// `llvm.<name>` over vector type `ty`.
+/// `llvm.<name>` overloaded on `overload`, on vector arguments.
 fn vcall<'ctx>(
     kb: &Kb<'_, 'ctx>,
     name: &str,
@@ -33,23 +32,8 @@ fn vcall<'ctx>(
     args: &[VectorValue<'ctx>],
 ) -> R<VectorValue<'ctx>> {
     let tys: Vec<_> = overload.iter().map(|t| (*t).into()).collect();
-    let f = inkwell::intrinsics::Intrinsic::find(name)
-        .and_then(|i| i.get_declaration(kb.m, &tys))
-        .ok_or_else(|| CodegenError::Llvm(format!("no {name}")))?;
-    let a: Vec<_> = args.iter().map(|v| (*v).into()).collect();
-    let v = kb.b.build_call(f, &a, "")?;
-    Ok(v.try_as_basic_value().basic().ok_or_else(|| CodegenError::Llvm(name.into()))?.into_vector_value())
-}
-
-fn splat_vec<'ctx>(kb: &Kb<'_, 'ctx>, x: inkwell::values::BasicValueEnum<'ctx>, n: u32) -> R<VectorValue<'ctx>> {
-    let i32t = kb.cx.i32_type();
-    let vt = match x {
-        inkwell::values::BasicValueEnum::FloatValue(f) => f.get_type().vec_type(n),
-        inkwell::values::BasicValueEnum::IntValue(i) => i.get_type().vec_type(n),
-        _ => return Err(CodegenError::Llvm("splat of a non-scalar".into())),
-    };
-    let v = kb.b.build_insert_element(vt.get_undef(), x, i32t.const_zero(), "")?;
-    Ok(kb.b.build_shuffle_vector(v, vt.get_undef(), i32t.vec_type(n).const_zero(), "")?)
+    let args: Vec<_> = args.iter().map(|v| (*v).into()).collect();
+    Ok(kb.call_intrinsic(name, &tys, &args)?.into_vector_value())
 }
 
 /// The quantize-and-pack kernel: one task per output row `(n, c4, y)`; pixels 8 at a
@@ -65,10 +49,7 @@ pub(crate) fn quant_pack<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &QuantPack) 
     let zp_word = i32t.const_int(zp * 0x0101_0101, false);
     // (Parameters are read through the `kb` at hand: a parallel task is its own function.)
     let store_words = |kb: &Kb<'_, 'ctx>, idx: IntValue<'ctx>, v: VectorValue<'ctx>| -> R<()> {
-        let p = kb.gep(i32t.into(), kb.param(1), idx)?;
-        let st = kb.b.build_store(p, v)?;
-        st.set_alignment(4).map_err(|e| CodegenError::Llvm(e.to_string()))?;
-        Ok(())
+        kb.store_aligned(kb.gep(i32t.into(), kb.param(1), idx)?, v, 4)
     };
     let fill = |kb: &Kb<'_, 'ctx>, start: IntValue<'ctx>, count: u64| -> R<()> {
         let one = i32t.vec_type(1).const_zero();
@@ -85,20 +66,17 @@ pub(crate) fn quant_pack<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &QuantPack) 
      -> R<VectorValue<'ctx>> {
         let ft = kb.f32t.vec_type(lanes);
         let it = i32t.vec_type(lanes);
-        let scale = splat_vec(kb, kb.f32t.const_float(op.scale as f64).into(), lanes)?;
-        let zpf = splat_vec(kb, kb.f32t.const_float(zp as f64).into(), lanes)?;
-        let lo = splat_vec(kb, kb.f32t.const_float(0.0).into(), lanes)?;
-        let hi = splat_vec(kb, kb.f32t.const_float(op.qmax as f64).into(), lanes)?;
+        let scale = kb.splat(kb.f32t.const_float(op.scale as f64).into(), lanes)?;
+        let zpf = kb.splat(kb.f32t.const_float(zp as f64).into(), lanes)?;
+        let lo = kb.splat(kb.f32t.const_float(0.0).into(), lanes)?;
+        let hi = kb.splat(kb.f32t.const_float(op.qmax as f64).into(), lanes)?;
         let mut word = it.const_zero();
         for sub in 0..PACK {
             let ch = kb.add(kb.mul(c4i, kb.c(PACK))?, kb.c(sub))?;
             let q = |kb: &Kb<'_, 'ctx>| -> R<VectorValue<'ctx>> {
                 let idx = kb.lin(&[(img, c * h * w), (ch, h * w), (yi, w), (x0, 1)], 0)?;
                 let p = kb.gep(kb.f32t.into(), kb.param(0), idx)?;
-                let v = kb.b.build_load(ft, p, "")?.into_vector_value();
-                if let Some(i) = v.as_instruction() {
-                    i.set_alignment(4).map_err(|e| CodegenError::Llvm(e.to_string()))?;
-                }
+                let v = kb.load_aligned(ft.into(), p, 4)?.into_vector_value();
                 let v = kb.b.build_float_div(v, scale, "")?;
                 let v = vcall(kb, "llvm.roundeven", &[ft], &[v])?;
                 let v = kb.b.build_float_add(v, zpf, "")?;
@@ -111,14 +89,14 @@ pub(crate) fn quant_pack<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &QuantPack) 
             } else {
                 // Channels past C hold the zero point.
                 let slot = kb.alloca(it.into())?;
-                kb.b.build_store(slot, splat_vec(kb, i32t.const_int(zp, false).into(), lanes)?)?;
+                kb.b.build_store(slot, kb.splat(i32t.const_int(zp, false).into(), lanes)?)?;
                 kb.if_then(kb.icmp(IntPredicate::ULT, ch, kb.c(c))?, |kb| {
                     kb.b.build_store(slot, q(kb)?)?;
                     Ok(())
                 })?;
                 kb.b.build_load(it, slot, "")?.into_vector_value()
             };
-            let shifted = kb.b.build_left_shift(q, splat_vec(kb, i32t.const_int(8 * sub, false).into(), lanes)?, "")?;
+            let shifted = kb.b.build_left_shift(q, kb.splat(i32t.const_int(8 * sub, false).into(), lanes)?, "")?;
             word = kb.b.build_or(word, shifted, "")?;
         }
         Ok(word)
@@ -152,8 +130,8 @@ pub(crate) fn quant_pack<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &QuantPack) 
 }
 
 /// Whether `QConv` may take the `vpmaddubsw` path on this target for these weights.
-fn pairs_cannot_saturate(n: &NodeInfo, w: &[i8]) -> bool {
-    n.target.has_avx2() && w.iter().all(|&v| (-63..=63).contains(&v))
+fn pairs_cannot_saturate(n: &NodeInfo, w: &[u8]) -> bool {
+    n.target.has_avx2() && w.iter().all(|&v| (-63..=63).contains(&(v as i8)))
 }
 
 /// The tile `(NF, NP)`: `NF` vectors of 8 channels by `NP` pixels of one row, at most 16
@@ -179,10 +157,10 @@ pub(crate) fn qtile(m: u64, ow: u64) -> (u64, u64) {
     best.1
 }
 
-/// Packs `[M, C, KH, KW]` i8 weights into `[ceil(M / cb)][KH][C4][KW][cb][4]`.
-fn pack(w: &[i8], [m, c, kh, kw]: [u64; 4], cb: u64) -> Vec<i8> {
+/// Packs `[M, C, KH, KW]` i8 weights (as bytes) into `[ceil(M / cb)][KH][C4][KW][cb][4]`.
+fn pack(w: &[u8], [m, c, kh, kw]: [u64; 4], cb: u64) -> Vec<u8> {
     let (blocks, c4) = (m.div_ceil(cb), c.div_ceil(PACK));
-    let mut out = vec![0i8; (blocks * kh * c4 * kw * cb * PACK) as usize];
+    let mut out = vec![0u8; (blocks * kh * c4 * kw * cb * PACK) as usize];
     for co in 0..m {
         let (b, lane) = (co / cb, co % cb);
         for ci in 0..c {
@@ -212,12 +190,12 @@ pub(crate) fn qconv<'ctx>(
     let (m, c, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
     let (oh, ow) = (y[2], y[3]);
     let ([sy, sx], [dy, dx]) = op.steps();
-    let w: Vec<i8> = consts[0].bytes().iter().map(|&b| b as i8).collect();
+    let w = consts[0].bytes();
     let (mult, offset) = match (consts[1].to_f32(), consts[2].to_f32()) {
         (Some(a), Some(b)) => (a, b),
         _ => return Err(n.unsupported("mult and offset must be f32 constants")),
     };
-    let fast = pairs_cannot_saturate(n, &w);
+    let fast = pairs_cannot_saturate(n, w);
     // Two steps' pair sums fit 16 bits: 2 x 2 x 127 x 63 < 2^15.
     let paired = fast && input_max <= 127;
     // Channel words per step group: two when they pair up evenly, else the kernel
@@ -227,8 +205,7 @@ pub(crate) fn qconv<'ctx>(
     let cb = nf * LANES;
     let blocks = m.div_ceil(cb);
     tracing::debug!(node = n.name, nf, np, fast, paired, "int8 convolution tile");
-    let packed: Vec<u8> = pack(&w, [m, c, kh, kw], cb).into_iter().map(|v| v as u8).collect();
-    let pw = const_bytes_global(kb, "wpack", &packed);
+    let pw = const_bytes_global(kb, "wpack", &pack(w, [m, c, kh, kw], cb));
     let pad = |v: &[f32]| -> Vec<f32> {
         let mut p = v.to_vec();
         p.resize((blocks * cb) as usize, 0.0);
@@ -303,11 +280,7 @@ pub(crate) fn qconv<'ctx>(
                                 .map(|f| {
                                     let off = kb.c((kx * cb + f * LANES) * PACK);
                                     let p = kb.gep(i8t.into(), pw, kb.add(taps0[wi], off)?)?;
-                                    let v = kb.b.build_load(bv, p, "")?.into_vector_value();
-                                    if let Some(i) = v.as_instruction() {
-                                        i.set_alignment(32).map_err(|e| CodegenError::Llvm(e.to_string()))?;
-                                    }
-                                    Ok(v)
+                                    Ok(kb.load_aligned(bv.into(), p, 32)?.into_vector_value())
                                 })
                                 .collect::<R<Vec<_>>>()
                         })
@@ -318,7 +291,7 @@ pub(crate) fn qconv<'ctx>(
                             .map(|&(wi, kx)| {
                                 let idx = kb.add(kb.add(rows[wi], kxo[kx as usize])?, kb.c(p * sx))?;
                                 let word = kb.b.build_load(i32t, kb.gep(i32t.into(), px, idx)?, "")?;
-                                Ok(kb.b.build_bit_cast(splat_vec(kb, word, LANES as u32)?, bv, "")?.into_vector_value())
+                                Ok(kb.b.build_bit_cast(kb.splat(word, LANES as u32)?, bv, "")?.into_vector_value())
                             })
                             .collect::<R<_>>()?;
                         for f in 0..nf {
@@ -347,14 +320,7 @@ pub(crate) fn qconv<'ctx>(
             let lanes_here = if f * LANES >= valid_last { 0 } else { (valid_last - f * LANES).min(LANES) };
             let chan = kb.add(co0, kb.c(f * LANES))?;
             let body = |kb: &Kb<'_, 'ctx>, lanes: u64| -> R<()> {
-                let ld = |base: PointerValue<'ctx>| -> R<VectorValue<'ctx>> {
-                    let v = kb.b.build_load(fv, kb.gep(kb.f32t.into(), base, chan)?, "")?.into_vector_value();
-                    if let Some(i) = v.as_instruction() {
-                        i.set_alignment(4).map_err(|e| CodegenError::Llvm(e.to_string()))?;
-                    }
-                    Ok(v)
-                };
-                let (mv, ov) = (ld(pm)?, ld(po)?);
+                let (mv, ov) = (load_vec(kb, fv, pm, chan)?, load_vec(kb, fv, po, chan)?);
                 for p in 0..cnt {
                     let acc = kb.b.build_load(accv, accs[(f * cnt + p) as usize], "")?.into_vector_value();
                     let accf = kb.b.build_signed_int_to_float(acc, fv, "")?;
@@ -407,7 +373,7 @@ mod tests {
     #[test]
     fn packing_puts_each_weight_at_its_lane_and_byte() {
         let [m, c, kh, kw] = [10u64, 6, 2, 3];
-        let w: Vec<i8> = (0..m * c * kh * kw).map(|i| (i % 120) as i8 - 60).collect();
+        let w: Vec<u8> = (0..m * c * kh * kw).map(|i| ((i % 120) as i8 - 60) as u8).collect();
         let cb = 8;
         let p = pack(&w, [m, c, kh, kw], cb);
         assert_eq!(p.len() as u64, 2 * kh * 2 * kw * cb * 4);

@@ -1,0 +1,34 @@
+"""A compiled dlc artifact's model.so called through ctypes (benches and tests call the
+generated entry point directly: no process per input)."""
+import ctypes
+import json
+
+import numpy as np
+
+
+class DlcModel:
+    """model.so loaded with ctypes; run() calls the generated entry point directly."""
+
+    def __init__(self, art):
+        m = json.loads((art / "manifest.json").read_text())
+        self.lib = ctypes.CDLL(str(art / "model.so"))
+        p = m["symbol_prefix"]
+        self.run_fn = getattr(self.lib, p + "run")
+        self.run_fn.restype = ctypes.c_int32
+        self.run_fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        ws = getattr(self.lib, p + "workspace_size")
+        ws.restype = ctypes.c_uint64
+        self.ws = np.zeros(int(ws()) + 64, dtype=np.uint8)
+        self.ws_ptr = (self.ws.ctypes.data + 63) // 64 * 64
+        self.outputs = [np.zeros([d["fixed"] for d in o["shape"]], np.float32) for o in m["outputs"]]
+        self.input_names = [i["name"] for i in m["inputs"]]
+
+    def bind(self, feeds):
+        self.inputs = [np.ascontiguousarray(feeds[n]) for n in self.input_names]
+        self.in_arr = (ctypes.c_void_p * len(self.inputs))(*[a.ctypes.data for a in self.inputs])
+        self.out_arr = (ctypes.c_void_p * len(self.outputs))(*[a.ctypes.data for a in self.outputs])
+
+    def run(self):
+        if self.run_fn(self.in_arr, self.out_arr, ctypes.c_void_p(self.ws_ptr)) != 0:
+            raise RuntimeError("dlc run failed")
+        return self.outputs
