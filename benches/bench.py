@@ -12,7 +12,7 @@ until --iters timings each, and the table reports medians and the ratio dlc/ORT 
 model.so. A GEMM table (single MatMul models, 256 to 2048) gives GFLOP/s of both engines at
 1 thread and dlc's share of the single-core FP32 peak that benches/peak.c measures.
 
-An int8 table (--int8 models, default resnet18): dlc's fp32 artifact against its
+An int8 table (--int8 models, default resnet18,bert): dlc's fp32 artifact against its
 `--quantize int8` artifact (16 seeded calibration samples), alternating `dlc bench` rounds
 at 1 and 2 threads, with ONNX Runtime's own int8 (`quantize_static`, QDQ, u8 activations,
 per-channel i8 weights, same samples) timed in the same run; plus the weight bytes ratio
@@ -35,7 +35,7 @@ from onnx import TensorProto, helper, numpy_helper
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "models"))
 import gen_models  # noqa: E402
-from dlc_model import DlcModel  # noqa: E402
+from dlc_model import DlcModel, random_feeds  # noqa: E402
 
 
 def ort_session(path, threads):
@@ -119,13 +119,13 @@ def int8_table(a, work):
         path = work / f"{name}.onnx"
         onnx.save(gen_models.MODELS[name](), path)
         sess0 = ort_session(path, 1)
-        inp = sess0.get_inputs()[0]
         rng = np.random.RandomState(100)
-        samples = [rng.randn(*inp.shape).astype(np.float32) for _ in range(16)]
+        samples = [random_feeds(sess0.get_inputs(), rng) for _ in range(16)]
         cal = work / f"{name}_cal"
-        for i, x in enumerate(samples):
+        for i, sample in enumerate(samples):
             (cal / f"s{i:02d}").mkdir(parents=True, exist_ok=True)
-            np.save(cal / f"s{i:02d}" / f"{inp.name}.npy", x)
+            for k, v in sample.items():
+                np.save(cal / f"s{i:02d}" / f"{k}.npy", v)
         fp32, int8 = work / f"{name}_fp32", work / f"{name}_int8"
         subprocess.run([a.dlc, "compile", path, "-o", fp32, "--emit", "so"], check=True, capture_output=True)
         subprocess.run([a.dlc, "compile", path, "-o", int8, "--emit", "so", "--quantize", "int8", "--calibrate", cal],
@@ -133,7 +133,7 @@ def int8_table(a, work):
 
         class Reader(CalibrationDataReader):
             def __init__(self):
-                self.it = iter([{inp.name: x} for x in samples])
+                self.it = iter(samples)
 
             def get_next(self):
                 return next(self.it, None)
@@ -141,10 +141,11 @@ def int8_table(a, work):
         qdq = work / f"{name}_qdq.onnx"
         quantize_static(str(path), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
-        x = np.random.RandomState(7).randn(*inp.shape).astype(np.float32)
-        f = work / f"{name}_x.npy"
-        np.save(f, x)
-        feeds, input_args = {inp.name: x}, ["--input", f"{inp.name}={f}"]
+        feeds, input_args = random_feeds(sess0.get_inputs(), np.random.RandomState(7)), []
+        for k, v in feeds.items():
+            f = work / f"{name}_held_{k}.npy"
+            np.save(f, v)
+            input_args += ["--input", f"{k}={f}"]
         outs = []
         for art in (fp32, int8):
             d = DlcModel(art)
@@ -168,7 +169,7 @@ def main():
     ap.add_argument("--round", type=int, default=5, help="iterations per engine before switching")
     ap.add_argument("--models", default="mlp,resnet18,mobilenetv2,bert")
     ap.add_argument("--gemm", default="256,512,1024,2048")
-    ap.add_argument("--int8", default="resnet18", help="models for the int8 table (empty: none)")
+    ap.add_argument("--int8", default="resnet18,bert", help="models for the int8 table (empty: none)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dlc-bench-"))
     print(f"# dlc vs ONNX Runtime {ort.__version__}, {time.strftime('%Y-%m-%d')}, median of {a.iters} after warm-up\n")
@@ -180,18 +181,8 @@ def main():
         art = work / name
         subprocess.run([a.dlc, "compile", path, "-o", art, "--emit", "so"], check=True, capture_output=True)
         d = DlcModel(art)
-        rng = np.random.RandomState(0)
         sess0 = ort_session(path, 1)
-        feeds = {}
-        for i in sess0.get_inputs():
-            if i.type == "tensor(int64)" and i.name.endswith("ids"):
-                feeds[i.name] = rng.randint(0, 8192, size=i.shape).astype(np.int64)
-            elif i.type == "tensor(int64)":  # attention mask: the last quarter is padding
-                m = np.ones(i.shape, np.int64)
-                m[..., i.shape[-1] * 3 // 4:] = 0
-                feeds[i.name] = m
-            else:
-                feeds[i.name] = rng.randn(*i.shape).astype(np.float32)
+        feeds = random_feeds(sess0.get_inputs(), np.random.RandomState(0))
         d.bind(feeds)
         diff = max(float(np.abs(x - y).max()) for x, y in zip(d.run(), sess0.run(None, feeds)))
         input_args = []

@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 FILETESTS = ROOT / "tests" / "filetests" / "onnx"
 RTOL, ATOL = 1e-4, 1e-5
 
+sys.path.insert(0, str(ROOT / "tests" / "models"))
+from dlc_model import random_feeds  # noqa: E402
+
 
 def dlc_bin():
     return os.environ.get("DLC_BIN", str(ROOT / "target" / "debug" / "dlc"))
@@ -26,25 +29,9 @@ def dlc(*args, check=True):
 
 
 def random_inputs(model_path, seed=0):
-    """Seeded inputs: standard-normal floats; uniform 8-bit integers; token ids below 8192
-    for `*ids` inputs; for other int64 inputs (attention masks) ones with the last
-    quarter zero (padding)."""
-    rng = np.random.RandomState(seed)
+    """Seeded inputs for a model (see `dlc_model.random_feeds`)."""
     sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    feeds = {}
-    for i in sess.get_inputs():
-        if i.type == "tensor(int64)" and i.name.endswith("ids"):
-            feeds[i.name] = rng.randint(0, 8192, size=i.shape).astype(np.int64)
-        elif i.type in ("tensor(uint8)", "tensor(int8)"):
-            lo, hi = (0, 256) if i.type == "tensor(uint8)" else (-128, 128)
-            feeds[i.name] = rng.randint(lo, hi, size=i.shape).astype(np.uint8 if lo == 0 else np.int8)
-        elif i.type == "tensor(int64)":
-            m = np.ones(i.shape, np.int64)
-            m[..., i.shape[-1] * 3 // 4:] = 0
-            feeds[i.name] = m
-        else:
-            feeds[i.name] = rng.randn(*i.shape).astype(np.float32)
-    return feeds
+    return random_feeds(sess.get_inputs(), np.random.RandomState(seed))
 
 
 def ort_run(model_path, feeds):

@@ -10,7 +10,6 @@
 - Fallback, calibration methods and the errors users see.
 """
 import json
-import sys
 
 import numpy as np
 import onnx
@@ -18,10 +17,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import ROOT, dlc
-
-sys.path.insert(0, str(ROOT / "tests" / "models"))
-from dlc_model import DlcModel  # noqa: E402
+from conftest import dlc
+from dlc_model import DlcModel  # tests/models, on the path through conftest
 
 WEIGHT_MAX = 63.0
 ACT_MAX = 127
@@ -76,9 +73,10 @@ def conv_model(rng, layer, h=13, w=11):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), wt, b, (oh, ow)
 
 
-def qdq_reference(model, wt, scale, zp, feeds):
+def qdq_reference(model, wt, scale, zp, feeds, transpose=False):
     """ORT on the model with x quantized (QuantizeLinear/DequantizeLinear at dlc's scale
-    and zero point, clipped to the 7-bit range) and the weights dequantized."""
+    and zero point, clipped to the 7-bit range) and the weights dequantized (`wt` with
+    output channels first; `transpose` stores them transposed, as a MatMul's B)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
@@ -90,12 +88,12 @@ def qdq_reference(model, wt, scale, zp, feeds):
     ])
     for init in g.initializer:
         if init.name == "w":
-            init.CopyFrom(numpy_helper.from_array(quantize_weights(wt), "w"))
+            q = quantize_weights(wt)
+            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(q.T if transpose else q), "w"))
     pre = [helper.make_node("QuantizeLinear", ["x", "q_scale", "q_zp"], ["xq"]),
            helper.make_node("DequantizeLinear", ["xq", "q_scale", "q_zp"], ["xdq"]),
            helper.make_node("Clip", ["xdq", "q_lo", "q_hi"], ["xc"])]
-    conv = g.node[0]
-    conv.input[0] = "xc"
+    g.node[0].input[0] = "xc"
     nodes = pre + list(g.node)
     del g.node[:]
     g.node.extend(nodes)
@@ -143,6 +141,39 @@ def test_int8_conv_matches_ort_qdq(tmp_path, layer, cpu):
     assert rel < 0.05, rel
 
 
+@pytest.mark.parametrize("cpu", ["native", "x86-64"])
+@pytest.mark.parametrize("k,relu", [(24, False), (22, True)], ids=["k24", "k22_relu"])
+def test_int8_matmul_matches_ort_qdq(tmp_path, k, relu, cpu):
+    """A matrix product x[2,5,K] @ B[K,12] + bias (a row count and K that are not
+    multiples of the kernels' blocks) as one int8 layer against ORT on the same
+    quantization (per-column weight scales)."""
+    rng = np.random.default_rng(k)
+    wt = (rng.standard_normal((k, 12)) / np.sqrt(k)).astype(np.float32)
+    b = (rng.standard_normal(12) * 0.1).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Relu" if relu else "Identity", ["a"], ["y"])]
+    graph = helper.make_graph(nodes, "mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(wt, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    cal = save_samples(tmp_path / "cal", "x", [2, 5, k], 6, seed=3, shift=0.3)
+    art = tmp_path / "int8"
+    dlc("compile", path, "-o", art, "--quantize", "int8", "--calibrate", cal, "--quantize-last", "--cpu", cpu)
+    rep = json.loads((art / "report.json").read_text())["quantization"]
+    assert rep["int8_layers"] == 1, rep
+    x = (np.random.default_rng(4).standard_normal((2, 5, k)) + 0.3).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    dlc("run", art, "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", tmp_path / "out")
+    got = np.load(tmp_path / "out" / "y.npy")
+    # Weight channels are B's columns.
+    want = qdq_reference(model, wt.T, rep["layers"][0]["scale"], rep["layers"][0]["zero_point"], {"x": x},
+                         transpose=True)
+    err = np.abs(got - want).max()
+    assert err <= 1e-4 * max(1.0, np.abs(want).max()), f"max abs err {err}"
+
+
 def first_output(model, x):
     """Runs a DlcModel on its one input `x`; a copy of its first output."""
     model.bind({model.input_names[0]: x})
@@ -172,6 +203,40 @@ def test_resnet18_int8_accuracy_size(generated_models, tmp_path):
         top1 += int(ya.argmax() == yb.argmax())
     print(f"\nResNet-18 int8 vs fp32 over 100 held-back inputs: mean cosine {np.mean(cos):.5f} "
           f"(min {np.min(cos):.5f}), top-1 agreement {top1}/100, weights {ratio:.3f}x")
+    assert np.mean(cos) >= 0.99, np.mean(cos)
+
+
+def test_bert_int8_accuracy(generated_models, tmp_path):
+    """The BERT-shaped encoder: its matrix products int8 (the last one stays f32), against
+    the fp32 artifact over 100 held-back inputs (token ids and masks not used for
+    calibration): mean cosine similarity of the hidden states >= 0.99."""
+    model = generated_models / "bert.onnx"
+    rng = np.random.default_rng(200)
+    cal = tmp_path / "cal"
+    for i in range(16):
+        d = cal / f"s{i:02d}"
+        d.mkdir(parents=True)
+        np.save(d / "input_ids.npy", rng.integers(0, 8192, (1, 128)).astype(np.int64))
+        mask = np.ones((1, 128), np.int64)
+        mask[:, rng.integers(64, 129):] = 0
+        np.save(d / "attention_mask.npy", mask)
+    fp32, int8 = tmp_path / "fp32", tmp_path / "int8"
+    dlc("compile", model, "-o", fp32)
+    dlc("compile", model, "-o", int8, "--quantize", "int8", "--calibrate", cal)
+    q = json.loads((int8 / "report.json").read_text())["quantization"]
+    assert q["int8_layers"] == 11 and q["f32_layers"] == [], q
+    a, b = DlcModel(fp32), DlcModel(int8)
+    rng = np.random.default_rng(2025)
+    cos = []
+    for _ in range(100):
+        mask = np.ones((1, 128), np.int64)
+        mask[:, rng.integers(64, 129):] = 0
+        feeds = {"input_ids": rng.integers(0, 8192, (1, 128)).astype(np.int64), "attention_mask": mask}
+        a.bind(feeds)
+        b.bind(feeds)
+        ya, yb = a.run()[0].ravel().astype(np.float64), b.run()[0].ravel().astype(np.float64)
+        cos.append(ya @ yb / np.linalg.norm(ya) / np.linalg.norm(yb))
+    print(f"\nBERT int8 vs fp32 over 100 held-back inputs: mean cosine {np.mean(cos):.6f} (min {np.min(cos):.6f})")
     assert np.mean(cos) >= 0.99, np.mean(cos)
 
 

@@ -1,5 +1,6 @@
-"""A compiled dlc artifact's model.so called through ctypes (benches and tests call the
-generated entry point directly: no process per input)."""
+"""Shared by the benchmarks and the end-to-end tests: a compiled dlc artifact's model.so
+called through ctypes (the generated entry point directly: no process per input), and
+seeded model inputs."""
 import ctypes
 import json
 
@@ -32,3 +33,23 @@ class DlcModel:
         if self.run_fn(self.in_arr, self.out_arr, ctypes.c_void_p(self.ws_ptr)) != 0:
             raise RuntimeError("dlc run failed")
         return self.outputs
+
+
+def random_feeds(inputs, rng):
+    """Seeded inputs for ONNX Runtime input descriptions `inputs`: standard-normal floats;
+    uniform 8-bit integers; token ids below 8192 for `*ids` inputs; for other int64
+    inputs (attention masks) ones with the last quarter zero (padding)."""
+    feeds = {}
+    for i in inputs:
+        if i.type == "tensor(int64)" and i.name.endswith("ids"):
+            feeds[i.name] = rng.randint(0, 8192, size=i.shape).astype(np.int64)
+        elif i.type in ("tensor(uint8)", "tensor(int8)"):
+            lo, hi = (0, 256) if i.type == "tensor(uint8)" else (-128, 128)
+            feeds[i.name] = rng.randint(lo, hi, size=i.shape).astype(np.uint8 if lo == 0 else np.int8)
+        elif i.type == "tensor(int64)":
+            m = np.ones(i.shape, np.int64)
+            m[..., i.shape[-1] * 3 // 4:] = 0
+            feeds[i.name] = m
+        else:
+            feeds[i.name] = rng.randn(*i.shape).astype(np.float32)
+    return feeds

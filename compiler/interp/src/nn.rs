@@ -196,6 +196,25 @@ pub fn attention(op: &Attention, q: &[f64], k: &[f64], v: &[f64], dims: [u64; 5]
 /// reference and ONNX Runtime do) in the packed `[N, C/4, H', W', 4]` layout, padding
 /// and missing channels at the zero point.
 pub fn quant_pack(op: &QuantPack, x: &[f64], xd: &[u64]) -> Vec<i64> {
+    let quantize = |v: f64| {
+        let q = ((v as f32 / op.scale).round_ties_even() as f64 + op.zero_point as f64).clamp(0.0, op.qmax as f64);
+        if q.is_nan() {
+            0
+        } else {
+            q as i64
+        }
+    };
+    if op.rows {
+        // Row p's K values are pixel p's channels: [1, K/4, 1, P, 4].
+        let k = xd[xd.len() - 1];
+        let (p, k4) = (x.len() as u64 / k.max(1), k.div_ceil(PACK));
+        let mut out = vec![op.zero_point; (k4 * p * PACK) as usize];
+        for (i, &v) in x.iter().enumerate() {
+            let (row, ch) = (i as u64 / k, i as u64 % k);
+            out[((ch / PACK * p + row) * PACK + ch % PACK) as usize] = quantize(v);
+        }
+        return out;
+    }
     let (n, c, h, w) = (xd[0], xd[1], xd[2], xd[3]);
     let [pt, pl, pb, pr] = op.padding();
     let (c4, hp, wp) = (c.div_ceil(PACK), pt + h + pb, pl + w + pr);
@@ -205,10 +224,9 @@ pub fn quant_pack(op: &QuantPack, x: &[f64], xd: &[u64]) -> Vec<i64> {
         for ch in 0..c {
             for y in 0..h {
                 for xi in 0..w {
-                    let v = x[(((b * c + ch) * h + y) * w + xi) as usize] as f32;
-                    let q = ((v / op.scale).round_ties_even() as f64 + zp as f64).clamp(0.0, op.qmax as f64);
+                    let v = x[(((b * c + ch) * h + y) * w + xi) as usize];
                     let dst = ((((b * c4 + ch / PACK) * hp + y + pt) * wp + xi + pl) * PACK) + ch % PACK;
-                    out[dst as usize] = if q.is_nan() { 0 } else { q as i64 };
+                    out[dst as usize] = quantize(v);
                 }
             }
         }
@@ -223,14 +241,23 @@ fn qconv_out(op: &QConv, xd: &[u64], wd: &[u64]) -> [u64; 2] {
     [(xd[2] - (wd[2] - 1) * dy - 1) / sy + 1, (xd[3] - (wd[3] - 1) * dx - 1) / sx + 1]
 }
 
-/// The exact integer sum of `QConv` output element `index` (row-major `[N, M, OH, OW]`).
+/// The image, output channel, row and column `[n, m, oy, ox]` of `QConv` result element
+/// `index` (row-major NCHW, or `[P, M]` with `rows`).
+pub fn qconv_coords(op: &QConv, xd: &[u64], wd: &[u64], index: usize) -> [u64; 4] {
+    let [oh, ow] = qconv_out(op, xd, wd);
+    let (i, m) = (index as u64, wd[0]);
+    if op.rows {
+        return [0, i % m, 0, i / m];
+    }
+    [i / (ow * oh * m), (i / (ow * oh)) % m, (i / ow) % oh, i % ow]
+}
+
+/// The exact integer sum of `QConv` output element `index` (see [`qconv_coords`]).
 pub fn qconv_at(op: &QConv, xq: &[i64], xd: &[u64], w: &[i64], wd: &[u64], index: usize) -> i64 {
     let (c4, hp, wp) = (xd[1], xd[2], xd[3]);
-    let (m, c, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
+    let (c, kh, kw) = (wd[1], wd[2], wd[3]);
     let ([sy, sx], [dy, dx]) = op.steps();
-    let [oh, ow] = qconv_out(op, xd, wd);
-    let i = index as u64;
-    let (ox, oy, mi, b) = (i % ow, (i / ow) % oh, (i / (ow * oh)) % m, i / (ow * oh * m));
+    let [b, mi, oy, ox] = qconv_coords(op, xd, wd, index);
     let mut acc = 0i64;
     for ci in 0..c {
         for ky in 0..kh {
@@ -257,10 +284,9 @@ pub fn qconv(
     residual: Option<&[f64]>,
 ) -> Vec<f64> {
     let [oh, ow] = qconv_out(op, xd, wd);
-    let m = wd[0];
-    (0..(xd[0] * m * oh * ow) as usize)
+    (0..(xd[0] * wd[0] * oh * ow) as usize)
         .map(|i| {
-            let mi = (i as u64 / (oh * ow)) % m;
+            let mi = qconv_coords(op, xd, wd, i)[1];
             let acc = qconv_at(op, xq, xd, w, wd, i);
             let v = acc as f64 * mult[mi as usize] + offset[mi as usize] + residual.map_or(0.0, |r| r[i]);
             activation(op.act, v)

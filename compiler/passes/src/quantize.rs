@@ -17,7 +17,7 @@
 //! rewritten; each rewritten node keeps its name, result type and users. The pass never
 //! changes what the graph computes beyond the quantization it reports.
 use dlc_interp::nn;
-use dlc_ir::ops::{QConv, QuantPack};
+use dlc_ir::ops::{Infer, QConv, QuantPack, Reshape};
 use dlc_ir::{DType, Graph, IrError, NodeId, Op, TensorData, TensorType, Value};
 
 /// The largest weight magnitude after quantization.
@@ -113,9 +113,10 @@ impl RangeStats {
     }
 }
 
-/// The convolutions the pass can quantize, in graph order: one group, 2-D, constant
-/// f32 weights and bias, f32 operands with known shapes. With `keep_last`, the last
-/// compute layer (conv, matmul or gemm) of the graph stays f32 even when it is one.
+/// The layers the pass can quantize, in graph order: convolutions with one group and
+/// matrix products (`matmul`) whose right operand is a 2-D matrix, with constant f32
+/// weights and bias and f32 operands of known shapes. With `keep_last`, the last compute
+/// layer (conv, matmul or gemm) of the graph stays f32 even when it is one.
 pub fn candidates(g: &Graph, keep_last: bool) -> Result<Vec<NodeId>, IrError> {
     let order = g.topo_order()?;
     let last = order.iter().rev().find(|&&id| {
@@ -126,30 +127,29 @@ pub fn candidates(g: &Graph, keep_last: bool) -> Result<Vec<NodeId>, IrError> {
         .copied()
         .filter(|id| !(keep_last && Some(id) == last))
         .filter(|&id| {
-            let Op::Conv(c) = &g.node(id).op else { return false };
             let ops = g.operands(id);
             let is_const = |i: usize| ops.get(i).is_none_or(|v| matches!(g.node(v.node).op, Op::Const(_)));
             let types = ops.iter().map(|v| g.value_type(*v)).chain(&g.node(id).outputs);
             let ok_types = types.into_iter().all(|t| t.dtype == DType::F32 && t.shape.is_fixed());
-            let w = g.value_type(ops[1]);
-            c.group == 1
-                && ok_types
-                && w.shape.rank() == 4
-                && g.value_type(ops[0]).shape.rank() == 4
-                && is_const(1)
-                && is_const(2)
+            let rank = |i: usize| g.value_type(ops[i]).shape.rank();
+            let shape_ok = match &g.node(id).op {
+                Op::Conv(c) => c.group == 1 && rank(0) == 4 && rank(1) == 4,
+                Op::MatMul(_) => rank(0) >= 2 && rank(1) == 2,
+                _ => false,
+            };
+            shape_ok && ok_types && is_const(1) && is_const(2)
         })
         .collect())
 }
 
-/// A convolution's int8 form, ready to replace it.
+/// A layer's int8 form, ready to replace it.
 #[derive(Debug, Clone)]
 pub struct QuantizedConv {
     /// The input's quantization and layout.
     pub pack: QuantPack,
     /// The integer convolution.
     pub conv: QConv,
-    /// `[M, C, KH, KW]` i8 weights.
+    /// `[M, C, KH, KW]` i8 weights (`[N, K, 1, 1]` for a matrix product).
     pub weights: TensorData,
     /// Per output channel: input scale x weight scale.
     pub mult: Vec<f32>,
@@ -164,15 +164,35 @@ fn const_of(g: &Graph, v: Value) -> Option<&TensorData> {
     }
 }
 
-/// Quantizes candidate `id` (see [`candidates`]) for input quantization `act`.
+/// Quantizes candidate `id` (see [`candidates`]) for input quantization `act`. A
+/// matrix product `x[..., K] @ B[K, N]` becomes a 1x1 convolution over the rows of `x`
+/// (`rows` layouts) with weights `B` transposed to `[N, K, 1, 1]`.
 pub fn prepare(g: &Graph, id: NodeId, act: ActQuant) -> Result<QuantizedConv, IrError> {
     let node = g.node(id);
-    let bad = |m: &str| IrError::shape(&node.name, "conv", m.to_string());
-    let Op::Conv(c) = &node.op else { return Err(bad("not a convolution")) };
+    let bad = |m: &str| IrError::shape(&node.name, node.op.mnemonic(), m.to_string());
     let ops = g.operands(id);
     let w = const_of(g, ops[1]).and_then(|t| t.to_f32()).ok_or_else(|| bad("weights must be an f32 constant"))?;
     let wd = g.value_type(ops[1]).shape.as_fixed().ok_or_else(|| bad("weights need known dims"))?;
-    let geom = c.geometry(&node.name, g.value_type(ops[0]), g.value_type(ops[1]))?;
+    let (w, wd, pads, conv) = match &node.op {
+        Op::Conv(c) => {
+            let geom = c.geometry(&node.name, g.value_type(ops[0]), g.value_type(ops[1]))?;
+            let pads = [geom.pad_begin[0], geom.pad_begin[1], geom.pad_end[0], geom.pad_end[1]].map(|p| p as i64);
+            let conv = QConv {
+                strides: geom.strides.iter().map(|&s| s as i64).collect(),
+                dilations: geom.dilations.iter().map(|&d| d as i64).collect(),
+                act: c.act,
+                rows: false,
+            };
+            (w, wd, pads, conv)
+        }
+        Op::MatMul(m) => {
+            let (k, n) = (wd[0] as usize, wd[1] as usize);
+            let wt: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+            let conv = QConv { strides: vec![1, 1], dilations: vec![1, 1], act: m.act, rows: true };
+            (wt, vec![n as u64, k as u64, 1, 1], [0; 4], conv)
+        }
+        _ => return Err(bad("not a convolution or matrix product")),
+    };
     let bias = match ops.get(2) {
         Some(v) => const_of(g, *v).and_then(|t| t.to_f32()).ok_or_else(|| bad("bias must be an f32 constant"))?,
         None => vec![0.0; wd[0] as usize],
@@ -191,19 +211,15 @@ pub fn prepare(g: &Graph, id: NodeId, act: ActQuant) -> Result<QuantizedConv, Ir
     }
     let bytes: Vec<u8> = wq.iter().map(|&v| v as u8).collect();
     let weights = TensorData::new(TensorType::fixed(DType::I8, &wd), bytes.into()).ok_or_else(|| bad("weight size"))?;
-    let pads = [geom.pad_begin[0], geom.pad_begin[1], geom.pad_end[0], geom.pad_end[1]];
     Ok(QuantizedConv {
         pack: QuantPack {
             scale: act.scale,
             zero_point: act.zero_point,
             qmax: act.qmax,
-            pads: pads.iter().map(|&p| p as i64).collect(),
+            pads: pads.to_vec(),
+            rows: conv.rows,
         },
-        conv: QConv {
-            strides: geom.strides.iter().map(|&s| s as i64).collect(),
-            dilations: geom.dilations.iter().map(|&d| d as i64).collect(),
-            act: c.act,
-        },
+        conv,
         weights,
         mult,
         offset,
@@ -216,8 +232,9 @@ pub fn prepare(g: &Graph, id: NodeId, act: ActQuant) -> Result<QuantizedConv, Ir
 pub fn layer_error(q: &QuantizedConv, xd: &[u64], x: &[f32], r: Option<&[f32]>, y: &[f32]) -> f64 {
     let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let xq = nn::quant_pack(&q.pack, &xf, xd);
-    let [t, l, b, rr] = q.pack.padding();
-    let pd = [xd[0], xd[1].div_ceil(dlc_ir::ops::PACK), t + xd[2] + b, l + xd[3] + rr];
+    let Ok(Some(pd)) = q.pack.infer("", &[TensorType::fixed(DType::F32, xd)]).map(|t| t[0].shape.as_fixed()) else {
+        return f64::INFINITY;
+    };
     let wd = q.weights.ty().shape.as_fixed().unwrap_or_default();
     let w: Vec<i64> = q.weights.bytes().iter().map(|&v| v as i8 as i64).collect();
     let (mult, offset): (Vec<f64>, Vec<f64>) =
@@ -226,7 +243,7 @@ pub fn layer_error(q: &QuantizedConv, xd: &[u64], x: &[f32], r: Option<&[f32]>, 
     let (mut num, mut den) = (0f64, 0f64);
     for i in (0..y.len()).step_by(step) {
         let acc = nn::qconv_at(&q.conv, &xq, &pd, &w, &wd, i);
-        let m = (i as u64 / (y.len() as u64 / (xd[0] * wd[0])).max(1)) % wd[0];
+        let m = nn::qconv_coords(&q.conv, &pd, &wd, i)[1];
         let v = acc as f64 * mult[m as usize] + offset[m as usize] + r.map_or(0.0, |r| r[i] as f64);
         let d = nn::activation(q.conv.act, v) - y[i] as f64;
         num += d * d;
@@ -238,8 +255,9 @@ pub fn layer_error(q: &QuantizedConv, xd: &[u64], x: &[f32], r: Option<&[f32]>, 
     (num / den).sqrt()
 }
 
-/// Replaces convolution `id` by its int8 form `q`: `quant_pack` (named `<conv>.quant`)
-/// then `qconv` (the conv's name), with the conv's residual operand if it has one.
+/// Replaces layer `id` by its int8 form `q`: `quant_pack` (named `<layer>.quant`) then
+/// `qconv` (the layer's name), with a convolution's residual operand if it has one; a
+/// matrix product's `[P, N]` result is reshaped (a view) to the original shape.
 pub fn apply(g: &mut Graph, id: NodeId, q: &QuantizedConv) -> Result<(), IrError> {
     let name = g.node(id).name.clone();
     let ops = g.operands(id);
@@ -251,7 +269,12 @@ pub fn apply(g: &mut Graph, id: NodeId, q: &QuantizedConv) -> Result<(), IrError
     let offset = g.add_const(format!("{name}.offset"), f(&q.offset)?);
     let mut operands = vec![packed, w, mult, offset];
     operands.extend(ops.get(3).copied());
-    let out = g.add_node(name, q.conv.clone(), &operands)?[0];
+    let out_ty = g.node(id).outputs[0].clone();
+    let mut out = g.add_node(name.clone(), q.conv.clone(), &operands)?[0];
+    if q.conv.rows {
+        let shape = out_ty.shape.as_fixed().unwrap_or_default().iter().map(|&d| d as i64).collect();
+        out = g.add_node(format!("{name}.rows"), Reshape { shape, allowzero: false }, &[out])?[0];
+    }
     g.replace_uses(Value { node: id, port: 0 }, out);
     g.remove_node(id);
     Ok(())
@@ -342,6 +365,36 @@ mod tests {
         let num: f32 = got.iter().zip(&want).map(|(a, b)| (a - b) * (a - b)).sum();
         let den: f32 = want.iter().map(|b| b * b).sum();
         assert!(den > 0.0 && (num / den).sqrt() < 0.05, "relative error {}", (num / den).sqrt());
+    }
+
+    #[test]
+    fn matrix_products_become_row_convolutions() {
+        let mut g = Graph::new("mm");
+        let x = g.add_input("x", TensorType::fixed(DType::F32, &[2, 3, 6]));
+        let bv: Vec<f32> = (0..6 * 5).map(|i| ((i * 11 % 13) as f32 - 6.0) / 7.0).collect();
+        let b = g.add_const("b", TensorData::from_f32(&[6, 5], &bv).unwrap());
+        let bias = g.add_const("bias", TensorData::from_f32(&[5], &[0.1, -0.2, 0.3, 0.0, 0.5]).unwrap());
+        let y = g.add_node("mm", dlc_ir::ops::MatMul { act: Activation::Relu }, &[x, b, bias]).unwrap()[0];
+        g.add_output("y", y);
+        let xv: Vec<f32> = (0..36).map(|i| ((i * 5 % 17) as f32 - 5.0) / 3.0).collect();
+        let xt = TensorData::from_f32(&[2, 3, 6], &xv).unwrap();
+        let want = dlc_interp::run_graph(&g, std::slice::from_ref(&xt)).unwrap()[0].to_f32().unwrap();
+        let id = candidates(&g, false).unwrap()[0];
+        let (lo, hi) = xv.iter().fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
+        let q = prepare(&g, id, ActQuant::from_range(lo, hi, ACT_MAX)).unwrap();
+        assert_eq!(q.weights.ty().shape.as_fixed().unwrap(), [5, 6, 1, 1]);
+        let err = layer_error(&q, &[2, 3, 6], &xv, None, &want);
+        apply(&mut g, id, &q).unwrap();
+        crate::Dce.run(&mut g, &mut Default::default()).unwrap();
+        dlc_ir::verify(&g).unwrap();
+        let text = dlc_ir::print_graph(&g).unwrap();
+        assert!(text.contains("rows=true") && text.contains(": f32[6,5]") && text.contains("reshape"), "{text}");
+        let got = dlc_interp::run_graph(&g, &[xt]).unwrap()[0].to_f32().unwrap();
+        let num: f32 = got.iter().zip(&want).map(|(a, b)| (a - b) * (a - b)).sum();
+        let den: f32 = want.iter().map(|b| b * b).sum();
+        // The rewritten graph's error is the one layer_error measured on the same input.
+        let rel = ((num / den).sqrt()) as f64;
+        assert!(rel < 0.05 && (rel - err).abs() < 1e-3, "graph {rel}, layer_error {err}");
     }
 
     #[test]

@@ -39,6 +39,9 @@ fn vcall<'ctx>(
 /// The quantize-and-pack kernel: one task per output row `(n, c4, y)`; pixels 8 at a
 /// time (then one at a time), four channel rows quantized and merged into 32-bit words.
 pub(crate) fn quant_pack<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &QuantPack) -> R<()> {
+    if op.rows {
+        return quant_pack_rows(kb, n, op);
+    }
     let x = n.in_dims(0);
     let (batch, c, h, w) = (x[0], x[1], x[2], x[3]);
     let [pt, pl, _, _] = op.padding();
@@ -129,6 +132,46 @@ pub(crate) fn quant_pack<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &QuantPack) 
     })
 }
 
+/// [`quant_pack`] of a matrix's rows: word `(k4, p)` holds row `p`'s values `4 k4..4 k4 + 4`
+/// (contiguous in the input: one 4-lane load, quantized and narrowed to one 32-bit word).
+fn quant_pack_rows<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &QuantPack) -> R<()> {
+    let k = *n.in_dims(0).last().expect("rows have a last dim");
+    let y = n.out_dims(0);
+    let (k4, p) = (y[1], y[3]);
+    let i32t = kb.cx.i32_type();
+    let (ft, it, bt) = (kb.f32t.vec_type(4), i32t.vec_type(4), kb.cx.i8_type().vec_type(4));
+    let c = |v: f64| kb.splat(kb.f32t.const_float(v).into(), 4);
+    par(kb, p, 8 * p * k4 * PACK, |kb, row| {
+        kb.for_n(k4, |kb, w| {
+            let ch0 = kb.mul(w, kb.c(PACK))?;
+            let src = kb.add(kb.mul(row, kb.c(k))?, ch0)?;
+            let v = if k.is_multiple_of(PACK) {
+                kb.load_aligned(ft.into(), kb.gep(kb.f32t.into(), kb.param(0), src)?, 4)?.into_vector_value()
+            } else {
+                // The last word of a row may stop short: lanes past K read as 0.0, which
+                // quantizes to the zero point.
+                let mut v = ft.const_zero();
+                for l in 0..PACK {
+                    let inside = kb.in_bounds(kb.add(ch0, kb.c(l))?, k)?;
+                    let at = kb.select_i(inside, kb.add(src, kb.c(l))?, src)?;
+                    let x = kb.select_f(inside, kb.load_f32(kb.param(0), at)?, kb.cf(0.0))?;
+                    v = kb.b.build_insert_element(v, x, i32t.const_int(l, false), "")?;
+                }
+                v
+            };
+            let v = kb.b.build_float_div(v, c(op.scale as f64)?, "")?;
+            let v = vcall(kb, "llvm.roundeven", &[ft], &[v])?;
+            let v = kb.b.build_float_add(v, c(op.zero_point as f64)?, "")?;
+            let v = vcall(kb, "llvm.maxnum", &[ft], &[v, c(0.0)?])?;
+            let v = vcall(kb, "llvm.minnum", &[ft], &[v, c(op.qmax as f64)?])?;
+            let q = kb.b.build_int_truncate(kb.b.build_float_to_signed_int(v, it, "")?, bt, "")?;
+            let word = kb.b.build_bit_cast(q, i32t, "")?;
+            let dst = kb.add(kb.mul(w, kb.c(p))?, row)?;
+            kb.store_aligned(kb.gep(i32t.into(), kb.param(1), dst)?, word, 4)
+        })
+    })
+}
+
 /// Whether `QConv` may take the `vpmaddubsw` path on this target for these weights.
 fn pairs_cannot_saturate(n: &NodeInfo, w: &[u8]) -> bool {
     n.target.has_avx2() && w.iter().all(|&v| (-63..=63).contains(&(v as i8)))
@@ -188,7 +231,8 @@ pub(crate) fn qconv<'ctx>(
     let (x, wd, y) = (n.in_dims(0), n.in_dims(1), n.out_dims(0));
     let (batch, c4, hp, wp) = (x[0], x[1], x[2], x[3]);
     let (m, c, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
-    let (oh, ow) = (y[2], y[3]);
+    // With `rows` the result is [P, M]: one output row of P pixels, channels contiguous.
+    let (oh, ow) = if op.rows { (1, y[0]) } else { (y[2], y[3]) };
     let ([sy, sx], [dy, dx]) = op.steps();
     let w = consts[0].bytes();
     let (mult, offset) = match (consts[1].to_f32(), consts[2].to_f32()) {
@@ -326,9 +370,13 @@ pub(crate) fn qconv<'ctx>(
                     let accf = kb.b.build_signed_int_to_float(acc, fv, "")?;
                     let v = super::vfma(kb, accf, mv, ov)?;
                     let ox = kb.add(ox0, kb.c(p))?;
-                    let y0 = kb.lin(&[(img, m * oh * ow), (chan, oh * ow), (oy, ow), (ox, 1)], 0)?;
+                    let (y0, plane) = if op.rows {
+                        (kb.add(kb.mul(ox, kb.c(m))?, chan)?, 1)
+                    } else {
+                        (kb.lin(&[(img, m * oh * ow), (chan, oh * ow), (oy, ow), (ox, 1)], 0)?, oh * ow)
+                    };
                     let epi = Epilogue { bias: None, residual: has_res.then_some(4), act: op.act };
-                    store_lanes(kb, v, epi, out_param, y0, oh * ow, lanes)?;
+                    store_lanes(kb, v, epi, out_param, y0, plane, lanes)?;
                 }
                 Ok(())
             };

@@ -15,8 +15,13 @@ op! {
     /// channels of one pixel in one 32-bit word. Padding pixels and the channels past `C`
     /// hold `zero_point` (the quantized 0.0). `pads` is `[top, left, bottom, right]`.
     /// A `qmax` below 255 narrows the range (7-bit activations let the integer kernels
-    /// add two products in 16 bits before widening).
-    QuantPack = "quant_pack", operands 1..=1 { scale: f32, zero_point: i64, qmax: i64 = 255, pads: Vec<i64> }
+    /// add two products in 16 bits before widening). With `rows`, the input is a matrix
+    /// of rows `[..., K]` (a matrix product's left operand) and the result is
+    /// `[1, ceil(K / 4), 1, P, 4]` for its `P` rows: each row is one pixel whose channels
+    /// are the row's `K` values (`pads` must then be zero).
+    QuantPack = "quant_pack", operands 1..=1 {
+        scale: f32, zero_point: i64, qmax: i64 = 255, pads: Vec<i64>, rows: bool = false,
+    }
 }
 
 impl QuantPack {
@@ -33,7 +38,13 @@ impl Infer for QuantPack {
         let x = &inputs[0];
         ensure(x.dtype == DType::F32, node, op, || format!("input must be f32, got {}", x.dtype))?;
         let d = fixed_dims(x, node, op)?;
-        ensure(d.len() == 4, node, op, || format!("input must be NCHW, got {}", x.shape))?;
+        if self.rows {
+            ensure(d.len() >= 2 && self.pads.iter().all(|&p| p == 0), node, op, || {
+                format!("rows need a matrix input and no padding, got {} and pads {:?}", x.shape, self.pads)
+            })?;
+        } else {
+            ensure(d.len() == 4, node, op, || format!("input must be NCHW, got {}", x.shape))?;
+        }
         ensure(self.pads.len() == 4 && self.pads.iter().all(|&p| p >= 0), node, op, || {
             format!("pads must be 4 non-negative values, got {:?}", self.pads)
         })?;
@@ -44,6 +55,9 @@ impl Infer for QuantPack {
         ensure((0..=self.qmax).contains(&self.zero_point), node, op, || {
             format!("zero_point must be in 0..={}, got {}", self.qmax, self.zero_point)
         })?;
+        if let Some((k, rows)) = d.split_last().filter(|_| self.rows) {
+            return Ok(vec![TensorType::fixed(DType::U8, &[1, k.div_ceil(PACK), 1, rows.iter().product(), PACK])]);
+        }
         let [t, l, b, r] = self.padding();
         Ok(vec![TensorType::fixed(DType::U8, &[d[0], d[1].div_ceil(PACK), t + d[2] + b, l + d[3] + r, PACK])])
     }
@@ -55,8 +69,10 @@ op! {
     /// `Y[n,m] = act(acc * mult[m] + offset[m] + R)` in f32 with the optional residual
     /// `R` (the result's shape). `mult` is the input scale times the channel's weight
     /// scale, `offset` the bias less `mult * zero_point * sum(Wq[m])`, so the input's zero
-    /// point costs nothing per tap. Operands: `Xq, Wq, mult [M], offset [M], R?`.
-    QConv = "qconv", operands 4..=5 { strides: Vec<i64>, dilations: Vec<i64>, act: Activation }
+    /// point costs nothing per tap. Operands: `Xq, Wq, mult [M], offset [M], R?`. With
+    /// `rows` (a matrix product: `Xq` from a `rows` pack, a 1x1 kernel) the result is
+    /// `[P, M]`, row `p` from pixel `p`, instead of NCHW.
+    QConv = "qconv", operands 4..=5 { strides: Vec<i64>, dilations: Vec<i64>, act: Activation, rows: bool = false }
 }
 
 impl QConv {
@@ -106,7 +122,14 @@ impl Infer for QConv {
             })?;
             out[i] = (xd[2 + i] - span) / s[i] + 1;
         }
-        let shape = Shape(vec![Dim::Fixed(xd[0]), Dim::Fixed(wd[0]), Dim::Fixed(out[0]), Dim::Fixed(out[1])]);
+        let shape = if self.rows {
+            ensure(xd[0] == 1 && xd[2] == 1 && wd[2..] == [1, 1] && s == [1, 1], node, op, || {
+                format!("rows need a [1,C/4,1,P,4] input, a 1x1 kernel and stride 1, got {} and {}", x.shape, w.shape)
+            })?;
+            Shape::fixed(&[out[1], wd[0]])
+        } else {
+            Shape(vec![Dim::Fixed(xd[0]), Dim::Fixed(wd[0]), Dim::Fixed(out[0]), Dim::Fixed(out[1])])
+        };
         if let Some(r) = inputs.get(4) {
             ensure(r.dtype == DType::F32 && r.shape == shape, node, op, || {
                 format!("residual must be f32{shape}, got {r}")
