@@ -141,12 +141,21 @@ def test_int8_conv_matches_ort_qdq(tmp_path, layer, cpu):
     assert rel < 0.05, rel
 
 
+def range_quantization(x, qmax=ACT_MAX):
+    """dlc's rule (dlc_ir::ops::range_quantization), in f32."""
+    lo, hi = min(np.float32(np.nanmin(x)), np.float32(0)), max(np.float32(np.nanmax(x)), np.float32(0))
+    scale = (hi - lo) / np.float32(qmax)
+    return float(scale), int(np.clip(np.round(-lo / scale), 0, qmax))
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int8-dynamic"])
 @pytest.mark.parametrize("cpu", ["native", "x86-64"])
 @pytest.mark.parametrize("k,relu", [(24, False), (22, True)], ids=["k24", "k22_relu"])
-def test_int8_matmul_matches_ort_qdq(tmp_path, k, relu, cpu):
+def test_int8_matmul_matches_ort_qdq(tmp_path, k, relu, cpu, scheme):
     """A matrix product x[2,5,K] @ B[K,12] + bias (a row count and K that are not
     multiples of the kernels' blocks) as one int8 layer against ORT on the same
-    quantization (per-column weight scales)."""
+    quantization (per-column weight scales). Static: the scale and zero point dlc
+    reports; dynamic: those of this input's own range, computed here."""
     rng = np.random.default_rng(k)
     wt = (rng.standard_normal((k, 12)) / np.sqrt(k)).astype(np.float32)
     b = (rng.standard_normal(12) * 0.1).astype(np.float32)
@@ -158,18 +167,22 @@ def test_int8_matmul_matches_ort_qdq(tmp_path, k, relu, cpu):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
-    cal = save_samples(tmp_path / "cal", "x", [2, 5, k], 6, seed=3, shift=0.3)
     art = tmp_path / "int8"
-    dlc("compile", path, "-o", art, "--quantize", "int8", "--calibrate", cal, "--quantize-last", "--cpu", cpu)
+    if scheme == "int8":
+        cal = save_samples(tmp_path / "cal", "x", [2, 5, k], 6, seed=3, shift=0.3)
+        dlc("compile", path, "-o", art, "--quantize", "int8", "--calibrate", cal, "--quantize-last", "--cpu", cpu)
+    else:
+        dlc("compile", path, "-o", art, "--quantize", "int8-dynamic", "--quantize-last", "--cpu", cpu)
     rep = json.loads((art / "report.json").read_text())["quantization"]
-    assert rep["int8_layers"] == 1, rep
+    assert rep["int8_layers"] == 1 and rep["scheme"] == scheme, rep
     x = (np.random.default_rng(4).standard_normal((2, 5, k)) + 0.3).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     dlc("run", art, "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", tmp_path / "out")
     got = np.load(tmp_path / "out" / "y.npy")
     # Weight channels are B's columns.
-    want = qdq_reference(model, wt.T, rep["layers"][0]["scale"], rep["layers"][0]["zero_point"], {"x": x},
-                         transpose=True)
+    scale, zp = ((rep["layers"][0]["scale"], rep["layers"][0]["zero_point"]) if scheme == "int8"
+                 else range_quantization(x))
+    want = qdq_reference(model, wt.T, scale, zp, {"x": x}, transpose=True)
     err = np.abs(got - want).max()
     assert err <= 1e-4 * max(1.0, np.abs(want).max()), f"max abs err {err}"
 
@@ -206,10 +219,12 @@ def test_resnet18_int8_accuracy_size(generated_models, tmp_path):
     assert np.mean(cos) >= 0.99, np.mean(cos)
 
 
-def test_bert_int8_accuracy(generated_models, tmp_path):
+@pytest.mark.parametrize("scheme", ["int8", "int8-dynamic"])
+def test_bert_int8_accuracy(generated_models, tmp_path, scheme):
     """The BERT-shaped encoder: its matrix products int8 (the last one stays f32), against
     the fp32 artifact over 100 held-back inputs (token ids and masks not used for
-    calibration): mean cosine similarity of the hidden states >= 0.99."""
+    calibration): mean cosine similarity of the hidden states >= 0.99. Static with 16
+    calibration samples; dynamic with none."""
     model = generated_models / "bert.onnx"
     rng = np.random.default_rng(200)
     cal = tmp_path / "cal"
@@ -222,7 +237,8 @@ def test_bert_int8_accuracy(generated_models, tmp_path):
         np.save(d / "attention_mask.npy", mask)
     fp32, int8 = tmp_path / "fp32", tmp_path / "int8"
     dlc("compile", model, "-o", fp32)
-    dlc("compile", model, "-o", int8, "--quantize", "int8", "--calibrate", cal)
+    extra = ["--calibrate", cal] if scheme == "int8" else []
+    dlc("compile", model, "-o", int8, "--quantize", scheme, *extra)
     q = json.loads((int8 / "report.json").read_text())["quantization"]
     assert q["int8_layers"] == 11 and q["f32_layers"] == [], q
     a, b = DlcModel(fp32), DlcModel(int8)
@@ -236,7 +252,7 @@ def test_bert_int8_accuracy(generated_models, tmp_path):
         b.bind(feeds)
         ya, yb = a.run()[0].ravel().astype(np.float64), b.run()[0].ravel().astype(np.float64)
         cos.append(ya @ yb / np.linalg.norm(ya) / np.linalg.norm(yb))
-    print(f"\nBERT int8 vs fp32 over 100 held-back inputs: mean cosine {np.mean(cos):.6f} (min {np.min(cos):.6f})")
+    print(f"\nBERT {scheme} vs fp32 over 100 held-back inputs: mean cosine {np.mean(cos):.6f} (min {np.min(cos):.6f})")
     assert np.mean(cos) >= 0.99, np.mean(cos)
 
 
@@ -285,6 +301,9 @@ def test_quantize_errors(generated_models, tmp_path):
     p = dlc("compile", model, "-o", tmp_path / "a", "--quantize", "int8", "--calibrate", tmp_path / "cal",
             check=False)
     assert p.returncode != 0 and "input.npy" in p.stderr and "s0" in p.stderr, p.stderr
+    p = dlc("compile", model, "-o", tmp_path / "a", "--quantize", "int8-dynamic", "--calibrate", tmp_path,
+            check=False)
+    assert p.returncode != 0 and "run time" in p.stderr, p.stderr
     (tmp_path / "empty").mkdir()
     p = dlc("compile", model, "-o", tmp_path / "a", "--quantize", "int8", "--calibrate", tmp_path / "empty",
             check=False)

@@ -354,7 +354,12 @@ pub fn main(a: CompileArgs) -> Result<()> {
         } else {
             println!("optimizer    off (--no-opt)");
         }
-        if let Some(q) = &quantization {
+        if let Some(q) = quantization.as_ref().filter(|q| q["scheme"] == "int8-dynamic") {
+            println!(
+                "quantized    int8-dynamic: {} matrix products (activation ranges taken at run time)",
+                q["int8_layers"]
+            );
+        } else if let Some(q) = &quantization {
             let f32_layers: Vec<&str> =
                 q["f32_layers"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
             println!(

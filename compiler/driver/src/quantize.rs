@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 pub enum Scheme {
     /// Static int8: u8 activations per tensor from calibration, i8 weights per channel.
     Int8,
+    /// Matrix products only, no calibration: i8 weights per channel, activations
+    /// quantized at run time from each run's own range.
+    #[value(name = "int8-dynamic")]
+    Int8Dynamic,
 }
 
 /// How activation ranges are taken from the calibration samples.
@@ -32,7 +36,8 @@ pub enum Calibration {
 /// Quantization options of `dlc compile`.
 #[derive(Args, Debug, Clone)]
 pub struct QuantizeArgs {
-    /// Quantize convolutions to int8 (needs --calibrate).
+    /// Quantize to int8: `int8` (convolutions and matrix products, needs --calibrate) or
+    /// `int8-dynamic` (matrix products, activation ranges taken at run time).
     #[arg(long, value_enum)]
     pub quantize: Option<Scheme>,
     /// Calibration samples: one sub-folder per sample holding one NAME.npy per model
@@ -127,6 +132,9 @@ pub fn run(
     target: &TargetSpec,
     progress: &indicatif::ProgressBar,
 ) -> Result<serde_json::Value> {
+    if a.quantize == Some(Scheme::Int8Dynamic) {
+        return dynamic(g, a);
+    }
     let Some(dir) = &a.calibrate else {
         bail!("--quantize int8 needs --calibrate DIR: sample inputs to measure activation ranges on");
     };
@@ -188,7 +196,7 @@ pub fn run(
     for l in &layers {
         let (lo, hi) = l.stats.range(method);
         let act = ActQuant::from_range(lo, hi, quantize::ACT_MAX);
-        let q = quantize::prepare(g, l.id, act)?;
+        let q = quantize::prepare(g, l.id, Some(act))?;
         // The median over the checked samples: a typical sample's error (one sample with
         // an outlier that the range clips does not decide alone).
         let mut errors: Vec<f64> =
@@ -230,5 +238,31 @@ pub fn run(
         "int8_layers": int8,
         "f32_layers": kept_f32,
         "layers": report,
+    }))
+}
+
+/// `--quantize int8-dynamic`: every candidate matrix product, no calibration and no
+/// per-layer check (there is no data to check on).
+fn dynamic(g: &mut Graph, a: &QuantizeArgs) -> Result<serde_json::Value> {
+    if a.calibrate.is_some() {
+        bail!("--quantize int8-dynamic takes its ranges at run time; --calibrate is for --quantize int8");
+    }
+    let mut layers = Vec::new();
+    for id in quantize::candidates(g, !a.quantize_last)? {
+        if matches!(g.node(id).op, dlc_ir::Op::MatMul(_)) {
+            layers.push(g.node(id).name.clone());
+            let q = quantize::prepare(g, id, None)?;
+            quantize::apply(g, id, &q)?;
+        }
+    }
+    dlc_passes::Dce.run(g, &mut Default::default())?;
+    dlc_ir::verify(g)?;
+    Ok(serde_json::json!({
+        "scheme": "int8-dynamic",
+        "weight_max": quantize::WEIGHT_MAX,
+        "activation_max": quantize::ACT_MAX,
+        "int8_layers": layers.len(),
+        "f32_layers": Vec::<String>::new(),
+        "layers": layers.iter().map(|l| serde_json::json!({"layer": l, "int8": true, "dynamic": true})).collect::<Vec<_>>(),
     }))
 }

@@ -306,7 +306,13 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
             T::from_tensor(&results.pop().ok_or_else(|| EvalError::Invalid("no steps".into()))?)?
         }
         Op::QuantPack(q) => {
-            T { dtype: DType::U8, dims: out.clone(), data: Data::I(nn::quant_pack(q, &floats(&ins[0])?, &ins[0].dims)) }
+            let (packed, scale, zp) = nn::quant_pack(q, &floats(&ins[0])?, &ins[0].dims);
+            let t = T { dtype: DType::U8, dims: out.clone(), data: Data::I(packed) };
+            if q.dynamic {
+                let params = T { dtype: DType::F32, dims: vec![2], data: Data::F(vec![scale as f64, zp as f64]) };
+                return Ok(vec![t.to_tensor()?, params.to_tensor()?]);
+            }
+            t
         }
         Op::QConv(q) => {
             fn ints(t: &T) -> Result<&[i64], EvalError> {
@@ -315,9 +321,13 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
                     Data::F(_) => Err(EvalError::Invalid("qconv needs integer input and weights".into())),
                 }
             }
-            let res = ins.get(4).map(floats).transpose()?;
-            let (mult, offset) = (floats(&ins[2])?, floats(&ins[3])?);
             let (x, w) = (ints(&ins[0])?, ints(&ins[1])?);
+            let (mut mult, mut offset) = (floats(&ins[2])?, floats(&ins[3])?);
+            let mut res = ins.get(4).map(floats).transpose()?;
+            if q.dynamic {
+                let p = res.take().ok_or_else(|| EvalError::Invalid("dynamic qconv without its scale".into()))?;
+                (mult, offset) = nn::qconv_dynamic_params(&mult, &offset, w, p[0], p[1]);
+            }
             let y = nn::qconv(q, x, &ins[0].dims, w, &ins[1].dims, &mult, &offset, res.as_deref());
             T { dtype: DType::F32, dims: out.clone(), data: Data::F(y) }
         }

@@ -2,7 +2,7 @@
 //! normalisations and attention, in f64, written for clarity rather than speed. Each
 //! takes operand values and dims (already checked by the IR's type rules) and returns
 //! the result values in row-major order.
-use dlc_ir::ops::{Activation, Attention, Conv, Gemm, PoolGeometry, QConv, QuantPack, PACK};
+use dlc_ir::ops::{range_quantization, Activation, Attention, Conv, Gemm, PoolGeometry, QConv, QuantPack, PACK};
 
 /// A Conv/Gemm/MatMul epilogue activation.
 pub fn activation(act: Activation, x: f64) -> f64 {
@@ -195,9 +195,22 @@ pub fn attention(op: &Attention, q: &[f64], k: &[f64], v: &[f64], dims: [u64; 5]
 /// `QuantPack`: ONNX QuantizeLinear to u8 (division and rounding in f32, as the ONNX
 /// reference and ONNX Runtime do) in the packed `[N, C/4, H', W', 4]` layout, padding
 /// and missing channels at the zero point.
-pub fn quant_pack(op: &QuantPack, x: &[f64], xd: &[u64]) -> Vec<i64> {
+/// Returns the packed values and the `(scale, zero_point)` used: the op's, or with
+/// `dynamic` those of the input's range (in f32, NaN ignored).
+pub fn quant_pack(op: &QuantPack, x: &[f64], xd: &[u64]) -> (Vec<i64>, f32, i64) {
+    let (scale, zp) = if op.dynamic {
+        let (lo, hi) =
+            x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v as f32), b.max(v as f32)));
+        range_quantization(lo, hi, op.qmax)
+    } else {
+        (op.scale, op.zero_point)
+    };
+    (quant_pack_with(op, scale, zp, x, xd), scale, zp)
+}
+
+fn quant_pack_with(op: &QuantPack, scale: f32, zp: i64, x: &[f64], xd: &[u64]) -> Vec<i64> {
     let quantize = |v: f64| {
-        let q = ((v as f32 / op.scale).round_ties_even() as f64 + op.zero_point as f64).clamp(0.0, op.qmax as f64);
+        let q = ((v as f32 / scale).round_ties_even() as f64 + zp as f64).clamp(0.0, op.qmax as f64);
         if q.is_nan() {
             0
         } else {
@@ -208,7 +221,7 @@ pub fn quant_pack(op: &QuantPack, x: &[f64], xd: &[u64]) -> Vec<i64> {
         // Row p's K values are pixel p's channels: [1, K/4, 1, P, 4].
         let k = xd[xd.len() - 1];
         let (p, k4) = (x.len() as u64 / k.max(1), k.div_ceil(PACK));
-        let mut out = vec![op.zero_point; (k4 * p * PACK) as usize];
+        let mut out = vec![zp; (k4 * p * PACK) as usize];
         for (i, &v) in x.iter().enumerate() {
             let (row, ch) = (i as u64 / k, i as u64 % k);
             out[((ch / PACK * p + row) * PACK + ch % PACK) as usize] = quantize(v);
@@ -218,7 +231,6 @@ pub fn quant_pack(op: &QuantPack, x: &[f64], xd: &[u64]) -> Vec<i64> {
     let (n, c, h, w) = (xd[0], xd[1], xd[2], xd[3]);
     let [pt, pl, pb, pr] = op.padding();
     let (c4, hp, wp) = (c.div_ceil(PACK), pt + h + pb, pl + w + pr);
-    let zp = op.zero_point;
     let mut out = vec![zp; (n * c4 * hp * wp * PACK) as usize];
     for b in 0..n {
         for ch in 0..c {
@@ -269,6 +281,16 @@ pub fn qconv_at(op: &QConv, xq: &[i64], xd: &[u64], w: &[i64], wd: &[u64], index
         }
     }
     acc
+}
+
+/// A dynamic `QConv`'s per-channel `(mult, offset)` for its input's `(scale,
+/// zero_point)`: `scale * mult[m]` and `offset[m] - scale * zero_point * sum(w[m])`.
+pub fn qconv_dynamic_params(mult: &[f64], offset: &[f64], w: &[i64], scale: f64, zp: f64) -> (Vec<f64>, Vec<f64>) {
+    let per = w.len() / mult.len().max(1);
+    let sums = w.chunks(per.max(1)).map(|c| c.iter().sum::<i64>() as f64);
+    let m = mult.iter().map(|v| (scale * v) as f32 as f64).collect::<Vec<_>>();
+    let o = offset.iter().zip(sums).zip(&m).map(|((b, s), mu)| b - mu * zp * s).collect();
+    (m, o)
 }
 
 /// `QConv`: exact integer sums, then `act(acc * mult + offset + residual)`.

@@ -47,12 +47,7 @@ impl ActQuant {
     /// The quantization of `[lo, hi]` to `0..=qmax` (the range widened to include 0, so
     /// padding and ReLU outputs are exact): a non-negative range uses zero point 0.
     pub fn from_range(lo: f32, hi: f32, qmax: i64) -> ActQuant {
-        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-        if !(lo.is_finite() && hi.is_finite()) || hi - lo <= f32::MIN_POSITIVE {
-            return ActQuant { scale: 1.0, zero_point: if lo < 0.0 { qmax } else { 0 }, qmax };
-        }
-        let scale = (hi - lo) / qmax as f32;
-        let zero_point = (-lo / scale).round_ties_even().clamp(0.0, qmax as f32) as i64;
+        let (scale, zero_point) = dlc_ir::ops::range_quantization(lo, hi, qmax);
         ActQuant { scale, zero_point, qmax }
     }
 }
@@ -164,10 +159,12 @@ fn const_of(g: &Graph, v: Value) -> Option<&TensorData> {
     }
 }
 
-/// Quantizes candidate `id` (see [`candidates`]) for input quantization `act`. A
+/// Quantizes candidate `id` (see [`candidates`]) for input quantization `act`, or with
+/// `None` for dynamic quantization (7-bit, each run's own range: the `quant_pack` and
+/// `qconv` are `dynamic`, `mult` holds the weight scales and `offset` the bias). A
 /// matrix product `x[..., K] @ B[K, N]` becomes a 1x1 convolution over the rows of `x`
 /// (`rows` layouts) with weights `B` transposed to `[N, K, 1, 1]`.
-pub fn prepare(g: &Graph, id: NodeId, act: ActQuant) -> Result<QuantizedConv, IrError> {
+pub fn prepare(g: &Graph, id: NodeId, act: Option<ActQuant>) -> Result<QuantizedConv, IrError> {
     let node = g.node(id);
     let bad = |m: &str| IrError::shape(&node.name, node.op.mnemonic(), m.to_string());
     let ops = g.operands(id);
@@ -182,13 +179,15 @@ pub fn prepare(g: &Graph, id: NodeId, act: ActQuant) -> Result<QuantizedConv, Ir
                 dilations: geom.dilations.iter().map(|&d| d as i64).collect(),
                 act: c.act,
                 rows: false,
+                dynamic: act.is_none(),
             };
             (w, wd, pads, conv)
         }
         Op::MatMul(m) => {
             let (k, n) = (wd[0] as usize, wd[1] as usize);
             let wt: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
-            let conv = QConv { strides: vec![1, 1], dilations: vec![1, 1], act: m.act, rows: true };
+            let conv =
+                QConv { strides: vec![1, 1], dilations: vec![1, 1], act: m.act, rows: true, dynamic: act.is_none() };
             (wt, vec![n as u64, k as u64, 1, 1], [0; 4], conv)
         }
         _ => return Err(bad("not a convolution or matrix product")),
@@ -204,13 +203,22 @@ pub fn prepare(g: &Graph, id: NodeId, act: ActQuant) -> Result<QuantizedConv, Ir
         let ws = if amax > 0.0 && amax.is_finite() { amax / WEIGHT_MAX } else { 1.0 };
         let q: Vec<i8> = chan.iter().map(|v| (v / ws).round_ties_even().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8).collect();
         let sum: i64 = q.iter().map(|&v| v as i64).sum();
-        let mu = act.scale as f64 * ws as f64;
-        mult.push(mu as f32);
-        offset.push((bias[m] as f64 - mu * act.zero_point as f64 * sum as f64) as f32);
+        match act {
+            Some(act) => {
+                let mu = act.scale as f64 * ws as f64;
+                mult.push(mu as f32);
+                offset.push((bias[m] as f64 - mu * act.zero_point as f64 * sum as f64) as f32);
+            }
+            None => {
+                mult.push(ws);
+                offset.push(bias[m]);
+            }
+        }
         wq.extend(q);
     }
     let bytes: Vec<u8> = wq.iter().map(|&v| v as u8).collect();
     let weights = TensorData::new(TensorType::fixed(DType::I8, &wd), bytes.into()).ok_or_else(|| bad("weight size"))?;
+    let act = act.unwrap_or(ActQuant { scale: 1.0, zero_point: 0, qmax: ACT_MAX });
     Ok(QuantizedConv {
         pack: QuantPack {
             scale: act.scale,
@@ -218,6 +226,7 @@ pub fn prepare(g: &Graph, id: NodeId, act: ActQuant) -> Result<QuantizedConv, Ir
             qmax: act.qmax,
             pads: pads.to_vec(),
             rows: conv.rows,
+            dynamic: conv.dynamic,
         },
         conv,
         weights,
@@ -231,14 +240,17 @@ pub fn prepare(g: &Graph, id: NodeId, act: ActQuant) -> Result<QuantizedConv, Ir
 /// residual `r`) and `y` the f32 layer's output on the same input.
 pub fn layer_error(q: &QuantizedConv, xd: &[u64], x: &[f32], r: Option<&[f32]>, y: &[f32]) -> f64 {
     let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    let xq = nn::quant_pack(&q.pack, &xf, xd);
+    let (xq, scale, zp) = nn::quant_pack(&q.pack, &xf, xd);
     let Ok(Some(pd)) = q.pack.infer("", &[TensorType::fixed(DType::F32, xd)]).map(|t| t[0].shape.as_fixed()) else {
         return f64::INFINITY;
     };
     let wd = q.weights.ty().shape.as_fixed().unwrap_or_default();
     let w: Vec<i64> = q.weights.bytes().iter().map(|&v| v as i8 as i64).collect();
-    let (mult, offset): (Vec<f64>, Vec<f64>) =
+    let (mut mult, mut offset): (Vec<f64>, Vec<f64>) =
         (q.mult.iter().map(|&v| v as f64).collect(), q.offset.iter().map(|&v| v as f64).collect());
+    if q.conv.dynamic {
+        (mult, offset) = nn::qconv_dynamic_params(&mult, &offset, &w, scale as f64, zp as f64);
+    }
     let step = y.len().div_ceil(CHECKED_OUTPUTS).max(1);
     let (mut num, mut den) = (0f64, 0f64);
     for i in (0..y.len()).step_by(step) {
@@ -261,14 +273,15 @@ pub fn layer_error(q: &QuantizedConv, xd: &[u64], x: &[f32], r: Option<&[f32]>, 
 pub fn apply(g: &mut Graph, id: NodeId, q: &QuantizedConv) -> Result<(), IrError> {
     let name = g.node(id).name.clone();
     let ops = g.operands(id);
-    let packed = g.add_node(format!("{name}.quant"), q.pack.clone(), &[ops[0]])?[0];
+    let pack = g.add_node(format!("{name}.quant"), q.pack.clone(), &[ops[0]])?;
     let m = q.mult.len() as u64;
     let w = g.add_const(format!("{name}.wq"), q.weights.clone());
     let f = |v: &[f32]| TensorData::from_f32(&[m], v).ok_or_else(|| IrError::shape(&name, "qconv", "per-channel size"));
     let mult = g.add_const(format!("{name}.mult"), f(&q.mult)?);
     let offset = g.add_const(format!("{name}.offset"), f(&q.offset)?);
-    let mut operands = vec![packed, w, mult, offset];
-    operands.extend(ops.get(3).copied());
+    let mut operands = vec![pack[0], w, mult, offset];
+    // A dynamic pack's scale and zero point, or a convolution's residual.
+    operands.extend(if q.conv.dynamic { pack.get(1) } else { ops.get(3) }.copied());
     let out_ty = g.node(id).outputs[0].clone();
     let mut out = g.add_node(name.clone(), q.conv.clone(), &operands)?[0];
     if q.conv.rows {
@@ -354,7 +367,7 @@ mod tests {
             let ops = g.operands(id);
             let xin = if ops[0].node == g.inputs()[0] { xv.clone() } else { vec![0.0, 20.0] };
             let (lo, hi) = xin.iter().fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
-            let q = prepare(&g, id, ActQuant::from_range(lo, hi, ACT_MAX)).unwrap();
+            let q = prepare(&g, id, Some(ActQuant::from_range(lo, hi, ACT_MAX))).unwrap();
             assert!(q.weights.bytes().iter().all(|&b| (-63..=63).contains(&(b as i8))));
             apply(&mut g, id, &q).unwrap();
         }
@@ -369,6 +382,14 @@ mod tests {
 
     #[test]
     fn matrix_products_become_row_convolutions() {
+        for dynamic in [false, true] {
+            matrix_product_case(dynamic);
+        }
+    }
+
+    /// A matmul rewritten (statically from its input's range, or dynamic) computes what
+    /// `layer_error` predicts, within the quantization error.
+    fn matrix_product_case(dynamic: bool) {
         let mut g = Graph::new("mm");
         let x = g.add_input("x", TensorType::fixed(DType::F32, &[2, 3, 6]));
         let bv: Vec<f32> = (0..6 * 5).map(|i| ((i * 11 % 13) as f32 - 6.0) / 7.0).collect();
@@ -381,7 +402,8 @@ mod tests {
         let want = dlc_interp::run_graph(&g, std::slice::from_ref(&xt)).unwrap()[0].to_f32().unwrap();
         let id = candidates(&g, false).unwrap()[0];
         let (lo, hi) = xv.iter().fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
-        let q = prepare(&g, id, ActQuant::from_range(lo, hi, ACT_MAX)).unwrap();
+        let q = prepare(&g, id, (!dynamic).then(|| ActQuant::from_range(lo, hi, ACT_MAX))).unwrap();
+        assert_eq!((q.pack.dynamic, q.conv.dynamic), (dynamic, dynamic));
         assert_eq!(q.weights.ty().shape.as_fixed().unwrap(), [5, 6, 1, 1]);
         let err = layer_error(&q, &[2, 3, 6], &xv, None, &want);
         apply(&mut g, id, &q).unwrap();
@@ -394,7 +416,7 @@ mod tests {
         let den: f32 = want.iter().map(|b| b * b).sum();
         // The rewritten graph's error is the one layer_error measured on the same input.
         let rel = ((num / den).sqrt()) as f64;
-        assert!(rel < 0.05 && (rel - err).abs() < 1e-3, "graph {rel}, layer_error {err}");
+        assert!(rel < 0.05 && (rel - err).abs() < 1e-3, "dynamic={dynamic}: graph {rel}, layer_error {err}");
     }
 
     #[test]
@@ -408,8 +430,8 @@ mod tests {
         let mut probe = g.clone();
         probe.add_output("y", Value { node: id, port: 0 });
         let y = dlc_interp::run_graph(&probe, &[x]).unwrap()[1].to_f32().unwrap();
-        let fine = prepare(&g, id, ActQuant { scale: 0.125, zero_point: 0, qmax: 127 }).unwrap();
-        let coarse = prepare(&g, id, ActQuant { scale: 2.5, zero_point: 0, qmax: 127 }).unwrap();
+        let fine = prepare(&g, id, Some(ActQuant { scale: 0.125, zero_point: 0, qmax: 127 })).unwrap();
+        let coarse = prepare(&g, id, Some(ActQuant { scale: 2.5, zero_point: 0, qmax: 127 })).unwrap();
         let (ef, ec) =
             (layer_error(&fine, &[1, 3, 6, 5], &xv, None, &y), layer_error(&coarse, &[1, 3, 6, 5], &xv, None, &y));
         assert!(ef < 0.02 && ec > 5.0 * ef, "{ef} {ec}");

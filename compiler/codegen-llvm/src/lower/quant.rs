@@ -18,7 +18,7 @@ use crate::kernel::{Kb, R};
 use dlc_ir::ops::{QConv, QuantPack, PACK};
 use dlc_ir::TensorData;
 use inkwell::types::VectorType;
-use inkwell::values::{IntValue, PointerValue, VectorValue};
+use inkwell::values::{FloatValue, IntValue, PointerValue, VectorValue};
 use inkwell::IntPredicate;
 
 /// i32 lanes per accumulator vector.
@@ -36,9 +36,94 @@ fn vcall<'ctx>(
     Ok(kb.call_intrinsic(name, &tys, &args)?.into_vector_value())
 }
 
+/// A `quant_pack`'s scale and zero point as values: constants, or with `dynamic` the
+/// ones the kernel stored in its second result (read through the `kb` at hand: a
+/// parallel task is its own function).
+fn qparams<'ctx>(kb: &Kb<'_, 'ctx>, op: &QuantPack) -> R<(FloatValue<'ctx>, FloatValue<'ctx>)> {
+    if op.dynamic {
+        return Ok((kb.load_f32(kb.param(2), kb.c(0))?, kb.load_f32(kb.param(2), kb.c(1))?));
+    }
+    Ok((kb.cf(op.scale), kb.cf(op.zero_point as f32)))
+}
+
+/// ONNX QuantizeLinear of a vector: `clamp(roundeven(v / scale) + zp, 0, qmax)` as i32.
+fn quantize<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    v: VectorValue<'ctx>,
+    (scale, zp): (FloatValue<'ctx>, FloatValue<'ctx>),
+    qmax: i64,
+) -> R<VectorValue<'ctx>> {
+    let (ft, lanes) = (v.get_type(), v.get_type().get_size());
+    let v = kb.b.build_float_div(v, kb.splat(scale.into(), lanes)?, "")?;
+    let v = vcall(kb, "llvm.roundeven", &[ft], &[v])?;
+    let v = kb.b.build_float_add(v, kb.splat(zp.into(), lanes)?, "")?;
+    let v = vcall(kb, "llvm.maxnum", &[ft], &[v, ft.const_zero()])?;
+    let v = vcall(kb, "llvm.minnum", &[ft], &[v, kb.splat(kb.cf(qmax as f32).into(), lanes)?])?;
+    Ok(kb.b.build_float_to_signed_int(v, kb.cx.i32_type().vec_type(lanes), "")?)
+}
+
+/// A dynamic `quant_pack`'s first step, on the calling thread: the input's range (NaN
+/// ignored), then `dlc_ir::ops::range_quantization` of it, stored as `[scale,
+/// zero_point]` in the second result.
+fn dynamic_range<'ctx>(kb: &Kb<'_, 'ctx>, numel: u64, qmax: i64) -> R<()> {
+    let ft = kb.f32t.vec_type(LANES as u32);
+    let (lo, hi) = (kb.alloca(ft.into())?, kb.alloca(ft.into())?);
+    kb.b.build_store(lo, kb.splat(kb.cf(f32::INFINITY).into(), LANES as u32)?)?;
+    kb.b.build_store(hi, kb.splat(kb.cf(f32::NEG_INFINITY).into(), LANES as u32)?)?;
+    let step = |kb: &Kb<'_, 'ctx>, v: VectorValue<'ctx>| -> R<()> {
+        let l = kb.b.build_load(ft, lo, "")?.into_vector_value();
+        kb.b.build_store(lo, vcall(kb, "llvm.minnum", &[ft], &[l, v])?)?;
+        let h = kb.b.build_load(ft, hi, "")?.into_vector_value();
+        kb.b.build_store(hi, vcall(kb, "llvm.maxnum", &[ft], &[h, v])?)?;
+        Ok(())
+    };
+    kb.for_n(numel / LANES, |kb, i| {
+        let p = kb.gep(kb.f32t.into(), kb.param(0), kb.mul(i, kb.c(LANES))?)?;
+        step(kb, kb.load_aligned(ft.into(), p, 4)?.into_vector_value())
+    })?;
+    kb.for_range(kb.c(numel / LANES * LANES), kb.c(numel), |kb, i| {
+        step(kb, kb.splat(kb.load_f32(kb.param(0), i)?.into(), LANES as u32)?)
+    })?;
+    let reduce = |name: &str, slot| -> R<FloatValue<'ctx>> {
+        let v = kb.b.build_load(ft, slot, "")?.into_vector_value();
+        Ok(kb.call_intrinsic(name, &[ft.into()], &[v.into()])?.into_float_value())
+    };
+    let zero = kb.cf(0.0);
+    let lo = kb.call_math_intrinsic("llvm.minnum", reduce("llvm.vector.reduce.fmin", lo)?, zero)?;
+    let hi = kb.call_math_intrinsic("llvm.maxnum", reduce("llvm.vector.reduce.fmax", hi)?, zero)?;
+    // As range_quantization: an empty or non-finite range gives scale 1.
+    let finite = |v: FloatValue<'ctx>| {
+        let a = kb.call_intrinsic("llvm.fabs", &[kb.f32t.into()], &[v.into()])?.into_float_value();
+        Ok::<_, crate::CodegenError>(kb.b.build_float_compare(
+            inkwell::FloatPredicate::OLT,
+            a,
+            kb.cf(f32::INFINITY),
+            "",
+        )?)
+    };
+    let width = kb.fsub(hi, lo)?;
+    let wide = kb.b.build_float_compare(inkwell::FloatPredicate::OGT, width, kb.cf(f32::MIN_POSITIVE), "")?;
+    let ok = kb.and(kb.and(finite(lo)?, finite(hi)?)?, wide)?;
+    let scale = kb.select_f(ok, kb.fdiv(width, kb.cf(qmax as f32))?, kb.cf(1.0))?;
+    let zp = kb.call_intrinsic(
+        "llvm.roundeven",
+        &[kb.f32t.into()],
+        &[kb.fdiv(kb.b.build_float_neg(lo, "")?, scale)?.into()],
+    )?;
+    let zp = kb.call_math_intrinsic("llvm.maxnum", zp.into_float_value(), zero)?;
+    let zp = kb.call_math_intrinsic("llvm.minnum", zp, kb.cf(qmax as f32))?;
+    let neg = kb.b.build_float_compare(inkwell::FloatPredicate::OLT, lo, zero, "")?;
+    let zp = kb.select_f(ok, zp, kb.select_f(neg, kb.cf(qmax as f32), zero)?)?;
+    kb.store_f32(kb.param(2), kb.c(0), scale)?;
+    kb.store_f32(kb.param(2), kb.c(1), zp)
+}
+
 /// The quantize-and-pack kernel: one task per output row `(n, c4, y)`; pixels 8 at a
 /// time (then one at a time), four channel rows quantized and merged into 32-bit words.
 pub(crate) fn quant_pack<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &QuantPack) -> R<()> {
+    if op.dynamic {
+        dynamic_range(kb, n.in_dims(0).iter().product(), op.qmax)?;
+    }
     if op.rows {
         return quant_pack_rows(kb, n, op);
     }
@@ -47,16 +132,15 @@ pub(crate) fn quant_pack<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &QuantPack) 
     let [pt, pl, _, _] = op.padding();
     let y = n.out_dims(0);
     let (c4, hp, wp) = (y[1], y[2], y[3]);
-    let zp = op.zero_point as u64;
     let i32t = kb.cx.i32_type();
-    let zp_word = i32t.const_int(zp * 0x0101_0101, false);
-    // (Parameters are read through the `kb` at hand: a parallel task is its own function.)
     let store_words = |kb: &Kb<'_, 'ctx>, idx: IntValue<'ctx>, v: VectorValue<'ctx>| -> R<()> {
         kb.store_aligned(kb.gep(i32t.into(), kb.param(1), idx)?, v, 4)
     };
+    let zp_int =
+        |kb: &Kb<'_, 'ctx>| -> R<IntValue<'ctx>> { Ok(kb.b.build_float_to_signed_int(qparams(kb, op)?.1, i32t, "")?) };
     let fill = |kb: &Kb<'_, 'ctx>, start: IntValue<'ctx>, count: u64| -> R<()> {
-        let one = i32t.vec_type(1).const_zero();
-        let z1 = kb.b.build_insert_element(one, zp_word, i32t.const_zero(), "")?;
+        let word = kb.b.build_int_mul(zp_int(kb)?, i32t.const_int(0x0101_0101, false), "")?;
+        let z1 = kb.splat(word.into(), 1)?;
         kb.for_n(count, |kb, i| store_words(kb, kb.add(start, i)?, z1))
     };
     // `lanes` pixels from column `x0` of row `yi` of the four channels of word `c4i`.
@@ -69,30 +153,21 @@ pub(crate) fn quant_pack<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &QuantPack) 
      -> R<VectorValue<'ctx>> {
         let ft = kb.f32t.vec_type(lanes);
         let it = i32t.vec_type(lanes);
-        let scale = kb.splat(kb.f32t.const_float(op.scale as f64).into(), lanes)?;
-        let zpf = kb.splat(kb.f32t.const_float(zp as f64).into(), lanes)?;
-        let lo = kb.splat(kb.f32t.const_float(0.0).into(), lanes)?;
-        let hi = kb.splat(kb.f32t.const_float(op.qmax as f64).into(), lanes)?;
+        let qp = qparams(kb, op)?;
         let mut word = it.const_zero();
         for sub in 0..PACK {
             let ch = kb.add(kb.mul(c4i, kb.c(PACK))?, kb.c(sub))?;
             let q = |kb: &Kb<'_, 'ctx>| -> R<VectorValue<'ctx>> {
                 let idx = kb.lin(&[(img, c * h * w), (ch, h * w), (yi, w), (x0, 1)], 0)?;
                 let p = kb.gep(kb.f32t.into(), kb.param(0), idx)?;
-                let v = kb.load_aligned(ft.into(), p, 4)?.into_vector_value();
-                let v = kb.b.build_float_div(v, scale, "")?;
-                let v = vcall(kb, "llvm.roundeven", &[ft], &[v])?;
-                let v = kb.b.build_float_add(v, zpf, "")?;
-                let v = vcall(kb, "llvm.maxnum", &[ft], &[v, lo])?;
-                let v = vcall(kb, "llvm.minnum", &[ft], &[v, hi])?;
-                Ok(kb.b.build_float_to_signed_int(v, it, "")?)
+                quantize(kb, kb.load_aligned(ft.into(), p, 4)?.into_vector_value(), qp, op.qmax)
             };
             let q = if c.is_multiple_of(PACK) {
                 q(kb)?
             } else {
                 // Channels past C hold the zero point.
                 let slot = kb.alloca(it.into())?;
-                kb.b.build_store(slot, kb.splat(i32t.const_int(zp, false).into(), lanes)?)?;
+                kb.b.build_store(slot, kb.splat(zp_int(kb)?.into(), lanes)?)?;
                 kb.if_then(kb.icmp(IntPredicate::ULT, ch, kb.c(c))?, |kb| {
                     kb.b.build_store(slot, q(kb)?)?;
                     Ok(())
@@ -139,8 +214,7 @@ fn quant_pack_rows<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &QuantPack) -> R<(
     let y = n.out_dims(0);
     let (k4, p) = (y[1], y[3]);
     let i32t = kb.cx.i32_type();
-    let (ft, it, bt) = (kb.f32t.vec_type(4), i32t.vec_type(4), kb.cx.i8_type().vec_type(4));
-    let c = |v: f64| kb.splat(kb.f32t.const_float(v).into(), 4);
+    let (ft, bt) = (kb.f32t.vec_type(4), kb.cx.i8_type().vec_type(4));
     par(kb, p, 8 * p * k4 * PACK, |kb, row| {
         kb.for_n(k4, |kb, w| {
             let ch0 = kb.mul(w, kb.c(PACK))?;
@@ -159,12 +233,8 @@ fn quant_pack_rows<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &QuantPack) -> R<(
                 }
                 v
             };
-            let v = kb.b.build_float_div(v, c(op.scale as f64)?, "")?;
-            let v = vcall(kb, "llvm.roundeven", &[ft], &[v])?;
-            let v = kb.b.build_float_add(v, c(op.zero_point as f64)?, "")?;
-            let v = vcall(kb, "llvm.maxnum", &[ft], &[v, c(0.0)?])?;
-            let v = vcall(kb, "llvm.minnum", &[ft], &[v, c(op.qmax as f64)?])?;
-            let q = kb.b.build_int_truncate(kb.b.build_float_to_signed_int(v, it, "")?, bt, "")?;
+            let v = quantize(kb, v, qparams(kb, op)?, op.qmax)?;
+            let q = kb.b.build_int_truncate(v, bt, "")?;
             let word = kb.b.build_bit_cast(q, i32t, "")?;
             let dst = kb.add(kb.mul(w, kb.c(p))?, row)?;
             kb.store_aligned(kb.gep(i32t.into(), kb.param(1), dst)?, word, 4)
@@ -256,7 +326,14 @@ pub(crate) fn qconv<'ctx>(
         p
     };
     let (pm, po) = (const_f32_global(kb, "mult", &pad(&mult)), const_f32_global(kb, "offset", &pad(&offset)));
-    let has_res = n.inputs.len() == 5;
+    // Dynamic: each channel's weight sum, for the run's zero-point term.
+    let psum = op.dynamic.then(|| {
+        let per = (c * kh * kw) as usize;
+        let sums: Vec<f32> =
+            w.chunks(per.max(1)).map(|ch| ch.iter().map(|&v| v as i8 as i32).sum::<i32>() as f32).collect();
+        const_f32_global(kb, "wsum", &pad(&sums))
+    });
+    let has_res = n.inputs.len() == 5 && !op.dynamic;
     let out_param = n.inputs.len();
     let (i8t, i16t, i32t) = (kb.cx.i8_type(), kb.cx.i16_type(), kb.cx.i32_type());
     let (bv, accv, fv) = (i8t.vec_type(32), i32t.vec_type(LANES as u32), kb.f32t.vec_type(LANES as u32));
@@ -364,7 +441,15 @@ pub(crate) fn qconv<'ctx>(
             let lanes_here = if f * LANES >= valid_last { 0 } else { (valid_last - f * LANES).min(LANES) };
             let chan = kb.add(co0, kb.c(f * LANES))?;
             let body = |kb: &Kb<'_, 'ctx>, lanes: u64| -> R<()> {
-                let (mv, ov) = (load_vec(kb, fv, pm, chan)?, load_vec(kb, fv, po, chan)?);
+                let (mut mv, mut ov) = (load_vec(kb, fv, pm, chan)?, load_vec(kb, fv, po, chan)?);
+                if let Some(psum) = psum {
+                    // mult = scale * wscale, offset = bias - mult * zero_point * sum(w).
+                    let (scale, zp) = (kb.load_f32(kb.param(4), kb.c(0))?, kb.load_f32(kb.param(4), kb.c(1))?);
+                    mv = kb.b.build_float_mul(mv, kb.splat(scale.into(), LANES as u32)?, "")?;
+                    let zs =
+                        kb.b.build_float_mul(load_vec(kb, fv, psum, chan)?, kb.splat(zp.into(), LANES as u32)?, "")?;
+                    ov = kb.b.build_float_sub(ov, kb.b.build_float_mul(mv, zs, "")?, "")?;
+                }
                 for p in 0..cnt {
                     let acc = kb.b.build_load(accv, accs[(f * cnt + p) as usize], "")?.into_vector_value();
                     let accf = kb.b.build_signed_int_to_float(acc, fv, "")?;

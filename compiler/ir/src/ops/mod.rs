@@ -32,7 +32,7 @@ pub use movement::{
     ScatterReduction, Slice, Transpose, Trilu,
 };
 pub use norm::{BatchNormalization, LayerNormalization, Softmax, SoftmaxMode};
-pub use quant::{QConv, QuantPack, PACK};
+pub use quant::{range_quantization, QConv, QuantPack, PACK};
 pub use reduce::*;
 pub use source::{Const, Input};
 

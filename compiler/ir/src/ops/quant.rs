@@ -18,10 +18,27 @@ op! {
     /// add two products in 16 bits before widening). With `rows`, the input is a matrix
     /// of rows `[..., K]` (a matrix product's left operand) and the result is
     /// `[1, ceil(K / 4), 1, P, 4]` for its `P` rows: each row is one pixel whose channels
-    /// are the row's `K` values (`pads` must then be zero).
+    /// are the row's `K` values (`pads` must then be zero). With `dynamic`, `scale` and
+    /// `zero_point` are not used: each run takes them from the input's own range
+    /// ([`range_quantization`]) and returns them as a second result, f32 `[scale,
+    /// zero_point]`.
     QuantPack = "quant_pack", operands 1..=1 {
-        scale: f32, zero_point: i64, qmax: i64 = 255, pads: Vec<i64>, rows: bool = false,
+        scale: f32, zero_point: i64, qmax: i64 = 255, pads: Vec<i64>, rows: bool = false, dynamic: bool = false,
     }
+}
+
+/// The quantization of values in `[lo, hi]` to `0..=qmax`: `(scale, zero_point)`. The
+/// range is widened to include 0 (so padding and ReLU outputs are exact); a
+/// non-negative range has zero point 0; an empty or non-finite range gives scale 1. The
+/// one definition: the quantization pass (calibrated ranges) and dynamic `quant_pack`
+/// (each run's range, in the interpreter and in generated code) follow it.
+pub fn range_quantization(lo: f32, hi: f32, qmax: i64) -> (f32, i64) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    if !(lo.is_finite() && hi.is_finite()) || hi - lo <= f32::MIN_POSITIVE {
+        return (1.0, if lo < 0.0 { qmax } else { 0 });
+    }
+    let scale = (hi - lo) / qmax as f32;
+    (scale, (-lo / scale).round_ties_even().clamp(0.0, qmax as f32) as i64)
 }
 
 impl QuantPack {
@@ -55,11 +72,16 @@ impl Infer for QuantPack {
         ensure((0..=self.qmax).contains(&self.zero_point), node, op, || {
             format!("zero_point must be in 0..={}, got {}", self.qmax, self.zero_point)
         })?;
-        if let Some((k, rows)) = d.split_last().filter(|_| self.rows) {
-            return Ok(vec![TensorType::fixed(DType::U8, &[1, k.div_ceil(PACK), 1, rows.iter().product(), PACK])]);
+        let packed = if let Some((k, rows)) = d.split_last().filter(|_| self.rows) {
+            TensorType::fixed(DType::U8, &[1, k.div_ceil(PACK), 1, rows.iter().product(), PACK])
+        } else {
+            let [t, l, b, r] = self.padding();
+            TensorType::fixed(DType::U8, &[d[0], d[1].div_ceil(PACK), t + d[2] + b, l + d[3] + r, PACK])
+        };
+        if self.dynamic {
+            return Ok(vec![packed, TensorType::fixed(DType::F32, &[2])]);
         }
-        let [t, l, b, r] = self.padding();
-        Ok(vec![TensorType::fixed(DType::U8, &[d[0], d[1].div_ceil(PACK), t + d[2] + b, l + d[3] + r, PACK])])
+        Ok(vec![packed])
     }
 }
 
@@ -71,8 +93,14 @@ op! {
     /// scale, `offset` the bias less `mult * zero_point * sum(Wq[m])`, so the input's zero
     /// point costs nothing per tap. Operands: `Xq, Wq, mult [M], offset [M], R?`. With
     /// `rows` (a matrix product: `Xq` from a `rows` pack, a 1x1 kernel) the result is
-    /// `[P, M]`, row `p` from pixel `p`, instead of NCHW.
-    QConv = "qconv", operands 4..=5 { strides: Vec<i64>, dilations: Vec<i64>, act: Activation, rows: bool = false }
+    /// `[P, M]`, row `p` from pixel `p`, instead of NCHW. With `dynamic` (the input from a
+    /// dynamic `quant_pack`), the fifth operand is that pack's `[scale, zero_point]`
+    /// (there is no residual), `mult` holds the weight scales and `offset` the bias: the
+    /// run's `mult` and `offset` are `scale * mult[m]` and `offset[m] - scale *
+    /// zero_point * sum(Wq[m])`.
+    QConv = "qconv", operands 4..=5 {
+        strides: Vec<i64>, dilations: Vec<i64>, act: Activation, rows: bool = false, dynamic: bool = false,
+    }
 }
 
 impl QConv {
@@ -130,10 +158,19 @@ impl Infer for QConv {
         } else {
             Shape(vec![Dim::Fixed(xd[0]), Dim::Fixed(wd[0]), Dim::Fixed(out[0]), Dim::Fixed(out[1])])
         };
-        if let Some(r) = inputs.get(4) {
-            ensure(r.dtype == DType::F32 && r.shape == shape, node, op, || {
+        match inputs.get(4) {
+            Some(q) if self.dynamic => {
+                ensure(q.dtype == DType::F32 && q.shape == Shape::fixed(&[2]), node, op, || {
+                    format!("a dynamic qconv's fifth operand is its input's f32[2] scale and zero point, got {q}")
+                })?
+            }
+            None if self.dynamic => {
+                return Err(IrError::shape(node, op, "a dynamic qconv needs its input's scale and zero point"))
+            }
+            Some(r) => ensure(r.dtype == DType::F32 && r.shape == shape, node, op, || {
                 format!("residual must be f32{shape}, got {r}")
-            })?;
+            })?,
+            None => {}
         }
         Ok(vec![TensorType { dtype: DType::F32, shape }])
     }
