@@ -187,6 +187,28 @@ def test_int8_matmul_matches_ort_qdq(tmp_path, k, relu, cpu, scheme):
     assert err <= 1e-4 * max(1.0, np.abs(want).max()), f"max abs err {err}"
 
 
+@pytest.mark.parametrize("cpu,want", [("icelake-server", "vpdpbusd"), ("alderlake", "vpdpbusd"),
+                                      ("znver3", "vpmaddubsw"), ("x86-64", None)])
+def test_int8_kernel_per_target(generated_models, tmp_path, cpu, want):
+    """Which multiply instruction the int8 kernels use per target CPU: VNNI's vpdpbusd
+    (AVX512-VNNI or AVX-VNNI), AVX2's vpmaddubsw, or neither (portable i32). Checked in
+    the assembly only: this machine has no VNNI, so that code is compiled here, not run.
+    Calibration runs on this machine whatever the target (a model built for a CPU with
+    instructions it lacks would stop it), so compiling for them works, and so does a
+    cross compile to aarch64."""
+    cal = save_samples(tmp_path / "cal", "input", [1, 1, 28, 28], 4, seed=6)
+    art = tmp_path / cpu
+    dlc("compile", generated_models / "mnist_cnn.onnx", "-o", art, "--quantize", "int8", "--calibrate", cal,
+        "--cpu", cpu, "--emit", "asm")
+    asm = (art / "model.s").read_text()
+    for insn in ("vpdpbusd", "vpmaddubsw"):
+        assert (insn in asm) == (insn == want), f"{cpu}: {insn}"
+    arm = tmp_path / "arm"
+    dlc("compile", generated_models / "mnist_cnn.onnx", "-o", arm, "--quantize", "int8", "--calibrate", cal,
+        "--target", "aarch64-unknown-linux-gnu", "--emit", "asm")
+    assert json.loads((arm / "report.json").read_text())["quantization"]["int8_layers"] == 2
+
+
 def first_output(model, x):
     """Runs a DlcModel on its one input `x`; a copy of its first output."""
     model.bind({model.input_names[0]: x})

@@ -101,6 +101,39 @@ impl TargetSpec {
             }
     }
 
+    /// Whether the target has VNNI on 256-bit vectors (`vpdpbusd`: AVX-VNNI, or
+    /// AVX512-VNNI with AVX512-VL): from the feature string when there is one, else from
+    /// the CPU name.
+    pub fn has_vnni(&self) -> bool {
+        const VNNI_CPUS: &[&str] = &[
+            "cascadelake",
+            "cooperlake",
+            "icelake-client",
+            "icelake-server",
+            "tigerlake",
+            "rocketlake",
+            "sapphirerapids",
+            "emeraldrapids",
+            "graniterapids",
+            "alderlake",
+            "raptorlake",
+            "meteorlake",
+            "arrowlake",
+            "lunarlake",
+            "gracemont",
+            "sierraforest",
+            "znver4",
+            "znver5",
+        ];
+        let has = |f: &str| self.features.split(',').any(|x| x == f);
+        self.triple.starts_with("x86_64")
+            && if self.features.is_empty() {
+                VNNI_CPUS.contains(&self.cpu.as_str())
+            } else {
+                has("+avxvnni") || (has("+avx512vnni") && has("+avx512vl"))
+            }
+    }
+
     /// Whether this is the host's triple.
     pub fn is_host(&self) -> bool {
         TargetTriple::create(&self.triple).as_str() == TargetTriple::create(&host_triple()).as_str()

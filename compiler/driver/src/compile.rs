@@ -212,7 +212,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
         bail!("--calibrate is only used with --quantize int8");
     }
     let quantization = match a.quant.quantize {
-        Some(_) => Some(crate::quantize::run(&mut g, &a.quant, &target, &progress)?),
+        Some(_) => Some(crate::quantize::run(&mut g, &a.quant, &progress)?),
         None => None,
     };
 

@@ -126,12 +126,7 @@ struct Layer {
 type Seen = (Vec<f32>, Option<Vec<f32>>, Vec<f32>);
 
 /// Calibrates and rewrites `g` in place; returns the report's `quantization` section.
-pub fn run(
-    g: &mut Graph,
-    a: &QuantizeArgs,
-    target: &TargetSpec,
-    progress: &indicatif::ProgressBar,
-) -> Result<serde_json::Value> {
+pub fn run(g: &mut Graph, a: &QuantizeArgs, progress: &indicatif::ProgressBar) -> Result<serde_json::Value> {
     if a.quantize == Some(Scheme::Int8Dynamic) {
         return dynamic(g, a);
     }
@@ -167,7 +162,9 @@ pub fn run(
     }
     progress.set_message(format!("compiling the calibration model ({} layers to quantize)", layers.len()));
     let tmp = tempfile::tempdir().context("creating a temporary folder for the calibration model")?;
-    build(&cg, target, tmp.path())?;
+    // The calibration model runs here, so it is built for this machine whatever the
+    // target (a target CPU with instructions this one lacks, or another architecture).
+    build(&cg, &TargetSpec::host(), tmp.path())?;
     let model = dlc_runtime::Model::load(tmp.path()).context("loading the calibration model")?;
     let specs = model.manifest().inputs.clone();
     for (k, sample) in files.iter().enumerate() {

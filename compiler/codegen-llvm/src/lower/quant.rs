@@ -5,9 +5,10 @@
 //! accumulators run along output channels, weights are packed at compile time into
 //! blocks of `CB = NF * 8` channels, `[block][ky][c/4][kx][CB][4]` (i8), and each input
 //! pixel's 32-bit word (four input channels, u8) is broadcast to all lanes. One step is a
-//! four-term dot product per lane: on x86 with AVX2, `vpmaddubsw` (u8 x i8 pairs to
-//! saturating i16) then `vpmaddwd` by ones (pairs of i16 to i32): 32 multiply-adds in two
-//! instructions where f32 FMA does 8 in one. The pairs cannot saturate when every weight
+//! four-term dot product per lane: with VNNI one `vpdpbusd` (32 multiply-adds into the
+//! i32 accumulators); on x86 with AVX2, `vpmaddubsw` (u8 x i8 pairs to saturating i16)
+//! then `vpmaddwd` by ones (pairs of i16 to i32): 32 multiply-adds in two instructions
+//! where f32 FMA does 8 in one. The pairs cannot saturate when every weight
 //! is within +-63 (2 x 255 x 63 < 2^15), which the quantization pass guarantees; a layer
 //! with larger weights, and every other target, use exact i32 arithmetic instead. The
 //! input comes padded (the padding holds the zero point), so no tap needs a bounds check.
@@ -309,7 +310,10 @@ pub(crate) fn qconv<'ctx>(
         (Some(a), Some(b)) => (a, b),
         _ => return Err(n.unsupported("mult and offset must be f32 constants")),
     };
-    let fast = pairs_cannot_saturate(n, w);
+    // VNNI: `vpdpbusd` adds four u8 x i8 products per lane to the accumulator in one
+    // instruction, without saturation (any i8 weights, any u8 input).
+    let vnni = n.target.has_vnni();
+    let fast = !vnni && pairs_cannot_saturate(n, w);
     // Two steps' pair sums fit 16 bits: 2 x 2 x 127 x 63 < 2^15.
     let paired = fast && input_max <= 127;
     // Channel words per step group: two when they pair up evenly, else the kernel
@@ -318,7 +322,7 @@ pub(crate) fn qconv<'ctx>(
     let (nf, np) = qtile(m, ow);
     let cb = nf * LANES;
     let blocks = m.div_ceil(cb);
-    tracing::debug!(node = n.name, nf, np, fast, paired, "int8 convolution tile");
+    tracing::debug!(node = n.name, nf, np, vnni, fast, paired, "int8 convolution tile");
     let pw = const_bytes_global(kb, "wpack", &pack(w, [m, c, kh, kw], cb));
     let pad = |v: &[f32]| -> Vec<f32> {
         let mut p = v.to_vec();
@@ -418,6 +422,11 @@ pub(crate) fn qconv<'ctx>(
                         for f in 0..nf {
                             let slot = accs[(f * cnt + p) as usize];
                             let cur = kb.b.build_load(accv, slot, "")?.into_vector_value();
+                            if vnni {
+                                let args = [cur, xs[0], ws[0][f as usize]];
+                                kb.b.build_store(slot, vcall(kb, "llvm.x86.avx512.vpdpbusd.256", &[], &args)?)?;
+                                continue;
+                            }
                             let d = if chunk.len() == 2 {
                                 // Two steps' pair sums added in 16 bits, then widened once.
                                 let a = vcall(kb, "llvm.x86.avx2.pmadd.ub.sw", &[], &[xs[0], ws[0][f as usize]])?;
