@@ -93,17 +93,11 @@ impl TargetSpec {
     /// Whether the target has AVX2 (x86-64 only): from the feature string when there is
     /// one (the host), else from the CPU name.
     pub fn has_avx2(&self) -> bool {
-        self.triple.starts_with("x86_64")
-            && if self.features.is_empty() {
-                AVX2_CPUS.contains(&self.cpu.as_str()) || AVX512_CPUS.contains(&self.cpu.as_str())
-            } else {
-                self.features.split(',').any(|f| f == "+avx2")
-            }
+        self.x86_has(&[AVX2_CPUS, AVX512_CPUS], |has| has("+avx2"))
     }
 
     /// Whether the target has VNNI on 256-bit vectors (`vpdpbusd`: AVX-VNNI, or
-    /// AVX512-VNNI with AVX512-VL): from the feature string when there is one, else from
-    /// the CPU name.
+    /// AVX512-VNNI with AVX512-VL), likewise.
     pub fn has_vnni(&self) -> bool {
         const VNNI_CPUS: &[&str] = &[
             "cascadelake",
@@ -125,12 +119,18 @@ impl TargetSpec {
             "znver4",
             "znver5",
         ];
+        self.x86_has(&[VNNI_CPUS], |has| has("+avxvnni") || (has("+avx512vnni") && has("+avx512vl")))
+    }
+
+    /// An x86-64 target whose feature string passes `features` (given a test for one
+    /// `+feature`), or, without a feature string, whose CPU is in one of `cpus`.
+    fn x86_has(&self, cpus: &[&[&str]], features: impl Fn(&dyn Fn(&str) -> bool) -> bool) -> bool {
         let has = |f: &str| self.features.split(',').any(|x| x == f);
         self.triple.starts_with("x86_64")
             && if self.features.is_empty() {
-                VNNI_CPUS.contains(&self.cpu.as_str())
+                cpus.iter().any(|list| list.contains(&self.cpu.as_str()))
             } else {
-                has("+avxvnni") || (has("+avx512vnni") && has("+avx512vl"))
+                features(&has)
             }
     }
 
