@@ -6,9 +6,8 @@
 //! the driver and lists the GPUs; a [`Context`] loads PTX modules, allocates device
 //! memory, copies and launches.
 //!
-//! Status: this is the loader of the CUDA issue. The PTX backend that produces CUDA
-//! artifacts is not written yet; on machines without a driver the tests exercise it up
-//! to the driver call (the error), and the launch path has not run on a GPU yet.
+//! [`crate::GpuModel`] runs CUDA artifacts through it. On machines without a driver the
+//! tests exercise it up to the driver call (the error).
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 
 /// What went wrong with CUDA.
@@ -69,6 +68,7 @@ struct Api {
     mem_free: unsafe extern "C" fn(CuDevicePtr) -> CuResult,
     memcpy_htod: unsafe extern "C" fn(CuDevicePtr, *const c_void, usize) -> CuResult,
     memcpy_dtoh: unsafe extern "C" fn(*mut c_void, CuDevicePtr, usize) -> CuResult,
+    memcpy_dtod: unsafe extern "C" fn(CuDevicePtr, CuDevicePtr, usize) -> CuResult,
     #[allow(clippy::type_complexity)]
     launch_kernel: unsafe extern "C" fn(
         CuFunction,
@@ -151,6 +151,7 @@ impl Driver {
             mem_free: sym!("cuMemFree_v2"),
             memcpy_htod: sym!("cuMemcpyHtoD_v2"),
             memcpy_dtoh: sym!("cuMemcpyDtoH_v2"),
+            memcpy_dtod: sym!("cuMemcpyDtoD_v2"),
             launch_kernel: sym!("cuLaunchKernel"),
             get_error_name: sym!("cuGetErrorName"),
         };
@@ -256,8 +257,8 @@ impl Context<'_> {
     }
 
     /// Launches `kernel` on a `grid` of `block`-sized blocks with `shared` bytes of shared
-    /// memory; `args` are the kernel's parameters (device pointers and scalars, by
-    /// address), then waits for it.
+    /// memory on the default stream; `args` are the kernel's parameters (device pointers
+    /// and scalars, by address). Launches run in order; [`Context::synchronize`] waits.
     ///
     /// # Safety
     /// `args` must match the kernel's parameter list in number, order and types, and
@@ -288,9 +289,23 @@ impl Context<'_> {
                     args.as_mut_ptr(),
                     std::ptr::null_mut(),
                 ),
-            )?;
-            d.check("cuCtxSynchronize", (d.api.ctx_synchronize)())
+            )
         }
+    }
+
+    /// Waits for every launch and copy so far (and reports a kernel's failure).
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        // SAFETY: a documented driver call without arguments.
+        self.driver.check("cuCtxSynchronize", unsafe { (self.driver.api.ctx_synchronize)() })
+    }
+
+    /// Copies `bytes` bytes between device addresses.
+    ///
+    /// # Safety
+    /// Both ranges must lie in live device allocations.
+    pub unsafe fn copy_device(&self, dst: u64, src: u64, bytes: usize) -> Result<(), CudaError> {
+        // SAFETY: the caller vouches for the ranges.
+        self.driver.check("cuMemcpyDtoD", unsafe { (self.driver.api.memcpy_dtod)(dst, src, bytes) })
     }
 }
 

@@ -10,6 +10,9 @@
 #![warn(missing_docs)]
 
 pub mod cuda;
+mod gpu;
+
+pub use gpu::GpuModel;
 
 use dlc_artifact::{dtype_size, files, Manifest, TensorSpec, ABI_VERSION};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
@@ -96,6 +99,17 @@ pub enum RuntimeError {
         expected: usize,
         /// Bytes given.
         got: usize,
+    },
+    /// CUDA failed (no driver, no GPU, or a driver call).
+    #[error(transparent)]
+    Cuda(#[from] cuda::CudaError),
+    /// A CUDA artifact opened as a CPU one, or the reverse.
+    #[error("artifact '{dir}' {reason}")]
+    Kind {
+        /// Artifact directory.
+        dir: PathBuf,
+        /// What it is and what to do.
+        reason: String,
     },
     /// The generated code returned a non-zero status.
     #[error("model run failed with status {0}")]
@@ -476,11 +490,58 @@ fn host_has_feature(f: &str) -> bool {
     true
 }
 
+/// Checks `inputs` (given as `(name, tensor)`, any order) and puts them in call order.
+pub(crate) fn order_inputs<'t>(
+    manifest: &Manifest,
+    inputs: &[(&str, &'t Tensor)],
+) -> Result<Vec<&'t Tensor>, RuntimeError> {
+    let specs = &manifest.inputs;
+    for (name, _) in inputs {
+        if !specs.iter().any(|s| s.name == *name) {
+            return Err(RuntimeError::UnknownInput { name: name.to_string(), names: names(specs) });
+        }
+    }
+    if inputs.len() != specs.len() {
+        return Err(RuntimeError::InputCount { expected: specs.len(), names: names(specs), got: inputs.len() });
+    }
+    let mut ordered = Vec::new();
+    for spec in specs {
+        let t = inputs.iter().find(|(n, _)| *n == spec.name).map(|(_, t)| *t).ok_or_else(|| {
+            RuntimeError::InputCount { expected: specs.len(), names: names(specs), got: inputs.len() }
+        })?;
+        if t.dtype != spec.dtype {
+            return Err(RuntimeError::InputDtype {
+                name: spec.name.clone(),
+                expected: spec.dtype.clone(),
+                got: t.dtype.clone(),
+            });
+        }
+        if spec.fixed_shape().as_deref() != Some(t.shape.as_slice()) {
+            let got = format!("[{}]", t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","));
+            return Err(RuntimeError::InputShape { name: spec.name.clone(), expected: spec.shape_string(), got });
+        }
+        let want = t.shape.iter().product::<u64>() as usize * dtype_size(&t.dtype).unwrap_or(0);
+        if t.data.len() != want {
+            return Err(RuntimeError::InputBytes { name: spec.name.clone(), expected: want, got: t.data.len() });
+        }
+        ordered.push(t);
+    }
+    Ok(ordered)
+}
+
 impl Model {
     /// Loads the artifact in `dir` (which must hold `model.manifest` and `model.so`).
     pub fn load(dir: impl AsRef<Path>) -> Result<Model, RuntimeError> {
         let dir = dir.as_ref().to_path_buf();
         let manifest = Manifest::read_dir(&dir)?;
+        if gpu::is_cuda(&manifest) {
+            return Err(RuntimeError::Kind {
+                dir,
+                reason: "was compiled for CUDA; run it on a GPU or simulated on the CPU (`dlc run --simulate`, \
+                         dlc_runtime::GpuModel)"
+                    .into(),
+            });
+        }
         check_target(&dir, &manifest)?;
         let path = dir.join(files::SHARED_LIB);
         let lib_err = |message: String| RuntimeError::Library { path: path.clone(), message };
@@ -527,38 +588,7 @@ impl Model {
 
     /// Checks `inputs` (given as `(name, tensor)`, any order) and puts them in call order.
     fn order_inputs<'t>(&self, inputs: &[(&str, &'t Tensor)]) -> Result<Vec<&'t Tensor>, RuntimeError> {
-        let specs = &self.manifest.inputs;
-        for (name, _) in inputs {
-            if !specs.iter().any(|s| s.name == *name) {
-                return Err(RuntimeError::UnknownInput { name: name.to_string(), names: names(specs) });
-            }
-        }
-        if inputs.len() != specs.len() {
-            return Err(RuntimeError::InputCount { expected: specs.len(), names: names(specs), got: inputs.len() });
-        }
-        let mut ordered = Vec::new();
-        for spec in specs {
-            let t = inputs.iter().find(|(n, _)| *n == spec.name).map(|(_, t)| *t).ok_or_else(|| {
-                RuntimeError::InputCount { expected: specs.len(), names: names(specs), got: inputs.len() }
-            })?;
-            if t.dtype != spec.dtype {
-                return Err(RuntimeError::InputDtype {
-                    name: spec.name.clone(),
-                    expected: spec.dtype.clone(),
-                    got: t.dtype.clone(),
-                });
-            }
-            if spec.fixed_shape().as_deref() != Some(t.shape.as_slice()) {
-                let got = format!("[{}]", t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","));
-                return Err(RuntimeError::InputShape { name: spec.name.clone(), expected: spec.shape_string(), got });
-            }
-            let want = t.shape.iter().product::<u64>() as usize * dtype_size(&t.dtype).unwrap_or(0);
-            if t.data.len() != want {
-                return Err(RuntimeError::InputBytes { name: spec.name.clone(), expected: want, got: t.data.len() });
-            }
-            ordered.push(t);
-        }
-        Ok(ordered)
+        order_inputs(&self.manifest, inputs)
     }
 
     /// Runs the model on named inputs; returns the outputs in manifest order.

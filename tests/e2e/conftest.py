@@ -44,13 +44,19 @@ def dlc_compile_run(model_path, feeds, workdir, extra=()):
     """Compiles with dlc, runs with `dlc run`, returns {output name: array}."""
     art = workdir / "artifact"
     dlc("compile", model_path, "-o", art, *extra)
+    return dlc_run(art, model_path, feeds, workdir)
+
+
+def dlc_run(art, model_path, feeds, workdir, extra=()):
+    """`dlc run` of artifact `art` (with `extra` arguments) on `feeds`; returns {output
+    name: array} for the outputs of `model_path`."""
     args = []
     for name, x in feeds.items():
-        f = workdir / f"in_{name}.npy"
+        f = workdir / f"in_{sanitize(name)}"
         np.save(f, x)
         args += ["--input", f"{name}={f}"]
     out = workdir / "out"
-    dlc("run", art, *args, "--output-dir", out)
+    dlc("run", art, *extra, *args, "--output-dir", out)
     sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     return {o.name: np.load(out / sanitize(o.name)) for o in sess.get_outputs()}
 

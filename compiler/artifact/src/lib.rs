@@ -44,6 +44,96 @@ pub mod files {
     pub const HEADER: &str = "model.h";
     /// Compile report.
     pub const REPORT: &str = "report.json";
+    /// CUDA artifacts: the kernels as PTX text.
+    pub const PTX: &str = "model.ptx";
+    /// CUDA artifacts: the launch table ([`crate::LaunchTable`] as JSON).
+    pub const LAUNCH: &str = "launch.json";
+    /// CUDA artifacts: every weight, at the offsets the launch table gives.
+    pub const WEIGHTS: &str = "model.weights";
+    /// CUDA artifacts: the same kernels compiled for the host, one call per thread block
+    /// (what `dlc run --simulate` runs).
+    pub const SIM_LIB: &str = "model.sim.so";
+}
+
+/// Version of the launch table layout.
+pub const LAUNCH_VERSION: u32 = 1;
+
+/// How a CUDA artifact runs: device buffers to allocate and kernels to launch in order.
+/// Kernels take one pointer parameter per entry of [`Launch::args`] and assume the grid
+/// and block given here (shapes are compile-time constants in the code).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchTable {
+    /// [`LAUNCH_VERSION`].
+    pub version: u32,
+    /// Bytes of the arena every intermediate value lives in.
+    pub arena_bytes: u64,
+    /// Bytes of `model.weights`.
+    pub weight_bytes: u64,
+    /// Kernel launches, in order, on one stream.
+    pub launches: Vec<Launch>,
+    /// Copies after the last launch, for outputs not computed in place (an output that is
+    /// an input, a weight, or a value listed twice).
+    pub copies: Vec<OutputCopy>,
+}
+
+/// One kernel launch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Launch {
+    /// Kernel symbol (the PTX `.entry`, and the simulation library's export).
+    pub kernel: String,
+    /// The graph node it computes.
+    pub node: String,
+    /// The node's op.
+    pub op: String,
+    /// Grid size in blocks.
+    pub grid: [u32; 3],
+    /// Block size in threads.
+    pub block: [u32; 3],
+    /// Bytes of statically declared shared memory the kernel uses (no dynamic shared
+    /// memory is requested at launch).
+    pub shared_bytes: u32,
+    /// The kernel's pointer parameters.
+    pub args: Vec<BufferRef>,
+}
+
+/// Where a kernel parameter points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferRef {
+    /// Model input `i` (manifest order).
+    Input(usize),
+    /// Model output `i`.
+    Output(usize),
+    /// Byte offset into the weights.
+    Weight(u64),
+    /// Byte offset into the arena.
+    Arena(u64),
+}
+
+/// A copy into output `output` of `bytes` bytes from `from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputCopy {
+    /// Output index.
+    pub output: usize,
+    /// Source.
+    pub from: BufferRef,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+impl LaunchTable {
+    /// Reads `launch.json` from an artifact directory.
+    pub fn read_dir(dir: &Path) -> Result<LaunchTable, ArtifactError> {
+        let path = dir.join(files::LAUNCH).display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| ArtifactError::Io { path: path.clone(), source: e })?;
+        let t: LaunchTable = serde_json::from_str(&text)
+            .map_err(|e| ArtifactError::LaunchTable { path: path.clone(), reason: e.to_string() })?;
+        if t.version != LAUNCH_VERSION {
+            let reason = format!("launch table version {}, this dlc reads {LAUNCH_VERSION}; recompile", t.version);
+            return Err(ArtifactError::LaunchTable { path, reason });
+        }
+        Ok(t)
+    }
 }
 
 /// One dimension of a tensor shape.
@@ -151,6 +241,14 @@ pub enum ArtifactError {
     /// The file is not a dlc manifest or is corrupt.
     #[error("{path}: not a dlc manifest ({reason})")]
     Corrupt {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A CUDA artifact's launch table is unreadable or from another version.
+    #[error("{path}: bad launch table ({reason})")]
+    LaunchTable {
         /// The file.
         path: String,
         /// Why.

@@ -30,6 +30,9 @@ pub(crate) struct Kb<'a, 'ctx> {
     params: Vec<PointerValue<'ctx>>,
     /// The parallel-for callback and its state (null: run sequentially); absent in tasks.
     pool: Option<(PointerValue<'ctx>, PointerValue<'ctx>)>,
+    /// Math functions come from dlc's own code and LLVM intrinsics instead of the C
+    /// library (CUDA kernels and their CPU simulation: the GPU has no libm).
+    portable_math: bool,
 }
 
 /// Kernels and tasks take their pointers this way: `void kernel(ptr operands..., ptr
@@ -58,7 +61,29 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         b.position_at_end(cx.append_basic_block(f, "entry"));
         let p = |i: usize| f.get_nth_param(i as u32).expect("param exists").into_pointer_value();
         let pool = Some((p(nparams), p(nparams + 1)));
-        Kb { cx, m, b, f, i64t: cx.i64_type(), f32t: cx.f32_type(), params: (0..nparams).map(p).collect(), pool }
+        Kb {
+            cx,
+            m,
+            b,
+            f,
+            i64t: cx.i64_type(),
+            f32t: cx.f32_type(),
+            params: (0..nparams).map(p).collect(),
+            pool,
+            portable_math: false,
+        }
+    }
+
+    /// A builder for the body of `f` (already positioned by `b`) whose operand and result
+    /// pointers are `params`, with no thread pool and portable math (the GPU kernels).
+    pub fn portable(
+        cx: &'ctx Context,
+        m: &'a Module<'ctx>,
+        b: Builder<'ctx>,
+        f: FunctionValue<'ctx>,
+        params: Vec<PointerValue<'ctx>>,
+    ) -> Self {
+        Kb { cx, m, b, f, i64t: cx.i64_type(), f32t: cx.f32_type(), params, pool: None, portable_math: true }
     }
 
     /// Parameter `i` as a pointer.
@@ -88,7 +113,17 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
             let slot = unsafe { tb.build_in_bounds_gep(ptr, ctx, &[self.i64t.const_int(i as u64, false)], "")? };
             params.push(tb.build_load(ptr, slot, "")?.into_pointer_value());
         }
-        let tkb = Kb { cx: self.cx, m: self.m, b: tb, f: task, i64t: self.i64t, f32t: self.f32t, params, pool: None };
+        let tkb = Kb {
+            cx: self.cx,
+            m: self.m,
+            b: tb,
+            f: task,
+            i64t: self.i64t,
+            f32t: self.f32t,
+            params,
+            pool: None,
+            portable_math: self.portable_math,
+        };
         let i = task.get_nth_param(1).expect("index").into_int_value();
         body(&tkb, i)?;
         tkb.finish()?;
@@ -317,6 +352,9 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
     /// Calls a C math library function over `ty` (`expf` for f32, `exp` for f64...),
     /// declaring it on first use.
     pub fn call_math(&self, name: &str, ty: FloatType<'ctx>, args: &[FloatValue<'ctx>]) -> R<FloatValue<'ctx>> {
+        if self.portable_math {
+            return self.portable_math(name, ty, args);
+        }
         let f = self.m.get_function(name).unwrap_or_else(|| {
             let params: Vec<_> = args.iter().map(|_| ty.into()).collect();
             self.m.add_function(name, ty.fn_type(&params, false), Some(Linkage::External))
@@ -327,6 +365,46 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
             .basic()
             .map(|v| v.into_float_value())
             .ok_or_else(|| CodegenError::Llvm(format!("{name} returned no value")))
+    }
+
+    /// The C math library function `name` without the C library: LLVM intrinsics that
+    /// every target lowers, and dlc's own `exp`/`erf` (`fastmath`, error bounds tested).
+    fn portable_math(&self, name: &str, ty: FloatType<'ctx>, args: &[FloatValue<'ctx>]) -> R<FloatValue<'ctx>> {
+        let missing = || CodegenError::NoMath { function: name.to_string() };
+        let intrinsic = match name {
+            "sqrtf" => "llvm.sqrt",
+            "fabsf" => "llvm.fabs",
+            "floorf" => "llvm.floor",
+            "ceilf" => "llvm.ceil",
+            "truncf" => "llvm.trunc",
+            "roundevenf" => "llvm.roundeven",
+            "fmaf" => "llvm.fma",
+            _ => "",
+        };
+        if ty != self.f32t {
+            return Err(missing());
+        }
+        if !intrinsic.is_empty() {
+            let a: Vec<BasicMetadataValueEnum> = args.iter().map(|a| (*a).into()).collect();
+            return Ok(self.call_intrinsic(intrinsic, &[ty.into()], &a)?.into_float_value());
+        }
+        let [x] = args else { return Err(missing()) };
+        let v = self.splat((*x).into(), 1)?;
+        let lane = |v: VectorValue<'ctx>| -> R<FloatValue<'ctx>> {
+            Ok(self.b.build_extract_element(v, self.cx.i32_type().const_zero(), "")?.into_float_value())
+        };
+        match name {
+            "expf" => lane(crate::fastmath::exp(self, v)?),
+            "erff" => lane(crate::fastmath::erf(self, v)?),
+            // tanh x = sign(x) (1 - 2 / (e^(2|x|) + 1)): absolute error a few 1e-7.
+            "tanhf" => {
+                let a = self.call_intrinsic("llvm.fabs", &[ty.into()], &[(*x).into()])?.into_float_value();
+                let e = lane(crate::fastmath::exp(self, self.splat(self.fmul(a, self.cf(2.0))?.into(), 1)?)?)?;
+                let t = self.fsub(self.cf(1.0), self.fdiv(self.cf(2.0), self.fadd(e, self.cf(1.0))?)?)?;
+                Ok(self.call_intrinsic("llvm.copysign", &[ty.into()], &[t.into(), (*x).into()])?.into_float_value())
+            }
+            _ => Err(missing()),
+        }
     }
 
     /// Calls a unary f32 function from the C math library (`expf`, `tanhf`, `sqrtf`).

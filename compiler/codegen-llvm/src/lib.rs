@@ -12,10 +12,12 @@
 #![warn(missing_docs)]
 
 pub mod fastmath;
+pub mod gpu;
 mod kernel;
 mod lower;
 mod target;
 
+pub use gpu::{compile_cuda, is_cuda, CudaCompiled};
 pub use target::{host_triple, TargetSpec};
 
 use dlc_ir::{Graph, Op, Value};
@@ -48,6 +50,12 @@ pub enum CodegenError {
         triple: String,
         /// Why.
         reason: String,
+    },
+    /// A math function the target has no implementation of (CUDA has no C library).
+    #[error("the math function '{function}' is not available for this target yet")]
+    NoMath {
+        /// The C library name (`logf`, `sinf`...).
+        function: String,
     },
     /// LLVM reported an error (a dlc bug when it happens).
     #[error("llvm: {0}")]

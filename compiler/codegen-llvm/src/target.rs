@@ -62,6 +62,7 @@ fn init() {
         let cfg = InitializationConfig::default();
         Target::initialize_x86(&cfg);
         Target::initialize_aarch64(&cfg);
+        Target::initialize_nvptx(&cfg);
     });
 }
 

@@ -26,6 +26,9 @@ pub enum Emit {
     Ll,
     /// Target assembly, `model.s`.
     Asm,
+    /// CUDA: the kernels as PTX, `model.ptx` (with launch.json, model.weights and the
+    /// simulation library model.sim.so: the default and only artifact for CUDA).
+    Ptx,
 }
 
 /// Backends `--backend` can name.
@@ -176,7 +179,11 @@ pub fn main(a: CompileArgs) -> Result<()> {
     progress.set_message(format!("importing {}", a.model.display()));
     let mut g = load_model(&a.model, parse_input_shapes(&a.input_shapes)?)?;
 
-    let target = TargetSpec::new(a.target.as_deref(), a.cpu.as_deref());
+    let mut target = TargetSpec::new(a.target.as_deref(), a.cpu.as_deref());
+    let cuda = dlc_codegen_llvm::is_cuda(&target.triple);
+    if cuda && a.cpu.is_none() {
+        target.cpu = dlc_codegen_llvm::gpu::DEFAULT_SM.into();
+    }
     let roof = match &a.roofline {
         Some(s) => dlc_passes::Roofline::parse(s).map_err(anyhow::Error::msg)?,
         None => dlc_passes::Roofline::for_target(&target.triple),
@@ -218,7 +225,27 @@ pub fn main(a: CompileArgs) -> Result<()> {
 
     let mut emit = a.emit.clone();
     if emit.is_empty() {
-        emit = if target.is_host() { vec![Emit::So, Emit::A, Emit::H] } else { vec![Emit::A, Emit::H] };
+        emit = if cuda {
+            vec![Emit::Ptx]
+        } else if target.is_host() {
+            vec![Emit::So, Emit::A, Emit::H]
+        } else {
+            vec![Emit::A, Emit::H]
+        };
+    }
+    if cuda {
+        if let Some(e) = emit.iter().find(|e| matches!(e, Emit::So | Emit::A | Emit::H | Emit::Asm)) {
+            bail!(
+                "--emit {} is for CPU targets; a CUDA artifact is model.ptx, launch.json, model.weights and \
+                 model.sim.so (--emit ptx, with ir and ll if wanted)",
+                format!("{e:?}").to_lowercase()
+            );
+        }
+        if !emit.contains(&Emit::Ptx) {
+            emit.push(Emit::Ptx);
+        }
+    } else if emit.contains(&Emit::Ptx) {
+        bail!("--emit ptx needs --target nvptx64-nvidia-cuda");
     }
     if emit.contains(&Emit::So) && !target.is_host() {
         bail!("--emit so for target {} needs a cross linker; use --emit a,h and link on the target", target.triple);
@@ -232,12 +259,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
     let plan = dlc_passes::plan_memory(&g)?;
     progress.set_message(format!("generating code for {} ({})", target.triple, target.cpu));
     let t_cg = Instant::now();
-    let opts = EmitOptions { llvm_ir: emit.contains(&Emit::Ll), asm: emit.contains(&Emit::Asm), no_llvm_opt: false };
-    let compiled = dlc_codegen_llvm::compile(&g, &plan, &target, &prefix, &opts)
-        .with_context(|| format!("compiling '{}'", a.model.display()))?;
-    let codegen_secs = t_cg.elapsed().as_secs_f64();
 
-    progress.set_message("writing artifact");
     let out = &a.output;
     std::fs::create_dir_all(out).with_context(|| format!("creating '{}'", out.display()))?;
     let write = |file: &str, bytes: &[u8]| -> Result<()> {
@@ -245,35 +267,58 @@ pub fn main(a: CompileArgs) -> Result<()> {
         std::fs::write(&p, bytes).with_context(|| format!("writing '{}'", p.display()))
     };
     let mut written = Vec::new();
-    if emit.contains(&Emit::So) {
-        let obj = out.join("model.o");
-        write("model.o", &compiled.object)?;
-        let linked = link::shared_library(&obj, &out.join(files::SHARED_LIB));
-        let _ = std::fs::remove_file(&obj);
-        linked?;
-        written.push(files::SHARED_LIB.to_string());
+    // The dlc IR and LLVM IR, when asked for.
+    let write_ir = |written: &mut Vec<String>, ll: Option<&str>| -> Result<()> {
+        if emit.contains(&Emit::Ir) {
+            write("model.dlcir", dlc_ir::print_graph(&g)?.as_bytes())?;
+            written.push("model.dlcir".into());
+        }
+        if let Some(ll) = ll {
+            write("model.ll", ll.as_bytes())?;
+            written.push("model.ll".into());
+        }
+        Ok(())
+    };
+    let kernels;
+    let codegen_secs;
+    if cuda {
+        let compiled = dlc_codegen_llvm::compile_cuda(&g, &plan, &target, &prefix, emit.contains(&Emit::Ll))
+            .with_context(|| format!("compiling '{}'", a.model.display()))?;
+        codegen_secs = t_cg.elapsed().as_secs_f64();
+        progress.set_message("writing artifact");
+        kernels = compiled.table.launches.len();
+        write(files::PTX, compiled.ptx.as_bytes())?;
+        write(files::WEIGHTS, &compiled.weights)?;
+        write(files::LAUNCH, (serde_json::to_string_pretty(&compiled.table)? + "\n").as_bytes())?;
+        link::shared_library_from(&compiled.sim_object, &out.join(files::SIM_LIB))?;
+        written.extend([files::PTX, files::LAUNCH, files::WEIGHTS, files::SIM_LIB].map(String::from));
+        write_ir(&mut written, compiled.llvm_ir.as_deref())?;
+    } else {
+        let opts =
+            EmitOptions { llvm_ir: emit.contains(&Emit::Ll), asm: emit.contains(&Emit::Asm), no_llvm_opt: false };
+        let compiled = dlc_codegen_llvm::compile(&g, &plan, &target, &prefix, &opts)
+            .with_context(|| format!("compiling '{}'", a.model.display()))?;
+        codegen_secs = t_cg.elapsed().as_secs_f64();
+        kernels = compiled.kernels;
+        progress.set_message("writing artifact");
+        if emit.contains(&Emit::So) {
+            link::shared_library_from(&compiled.object, &out.join(files::SHARED_LIB))?;
+            written.push(files::SHARED_LIB.to_string());
+        }
+        if emit.contains(&Emit::A) {
+            link::static_library(
+                &compiled.object,
+                &format!("{}.o", prefix.trim_end_matches('_')),
+                &out.join(files::STATIC_LIB),
+            )?;
+            written.push(files::STATIC_LIB.to_string());
+        }
+        write_ir(&mut written, compiled.llvm_ir.as_deref())?;
+        if let Some(s) = &compiled.asm {
+            write("model.s", s.as_bytes())?;
+            written.push("model.s".into());
+        }
     }
-    if emit.contains(&Emit::A) {
-        link::static_library(
-            &compiled.object,
-            &format!("{}.o", prefix.trim_end_matches('_')),
-            &out.join(files::STATIC_LIB),
-        )?;
-        written.push(files::STATIC_LIB.to_string());
-    }
-    if emit.contains(&Emit::Ir) {
-        write("model.dlcir", dlc_ir::print_graph(&g)?.as_bytes())?;
-        written.push("model.dlcir".into());
-    }
-    if let Some(ll) = &compiled.llvm_ir {
-        write("model.ll", ll.as_bytes())?;
-        written.push("model.ll".into());
-    }
-    if let Some(s) = &compiled.asm {
-        write("model.s", s.as_bytes())?;
-        written.push("model.s".into());
-    }
-
     let stats = dlc_passes::graph_stats(&g);
     let mut hasher = Sha256::new();
     for &id in &plan.order {
@@ -294,7 +339,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
         "model": a.model.display().to_string(),
         "target": target.triple,
         "cpu": target.cpu,
-        "kernels": compiled.kernels,
+        "kernels": kernels,
         "flops": stats.flops,
         "parameters": stats.parameters,
         "weight_bytes": stats.weight_bytes,
@@ -324,13 +369,13 @@ pub fn main(a: CompileArgs) -> Result<()> {
         "compiled {} -> {} ({} kernels, {:.2} s)",
         a.model.display(),
         out.display(),
-        compiled.kernels,
+        kernels,
         t_start.elapsed().as_secs_f64()
     );
     if a.report {
         println!("model        {}", g.name);
         println!("target       {} ({})", target.triple, target.cpu);
-        println!("kernels      {}", compiled.kernels);
+        println!("kernels      {kernels}");
         println!("parameters   {}", stats.parameters);
         println!("weights      {:.2} MiB", stats.weight_bytes as f64 / (1 << 20) as f64);
         println!("flops        {} per inference", crate::human_flops(stats.flops));

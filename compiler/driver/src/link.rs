@@ -9,8 +9,18 @@ fn linker() -> String {
     std::env::var("DLC_LINKER").unwrap_or_else(|_| "cc".into())
 }
 
+/// Links the object file `object` into the shared library `out` (through a temporary
+/// `.o` beside it, removed afterwards).
+pub fn shared_library_from(object: &[u8], out: &Path) -> Result<()> {
+    let obj = out.with_extension("o");
+    std::fs::write(&obj, object).with_context(|| format!("writing '{}'", obj.display()))?;
+    let linked = shared_library(&obj, out);
+    let _ = std::fs::remove_file(&obj);
+    linked
+}
+
 /// Links `obj` into the shared library `out`, with libm for `expf`/`tanhf`.
-pub fn shared_library(obj: &Path, out: &Path) -> Result<()> {
+fn shared_library(obj: &Path, out: &Path) -> Result<()> {
     let cc = linker();
     let output = Command::new(&cc)
         .arg("-shared")

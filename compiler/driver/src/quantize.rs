@@ -99,9 +99,7 @@ fn build(g: &Graph, target: &TargetSpec, dir: &Path) -> Result<()> {
     let prefix = "dlc_calibration_";
     let compiled = dlc_codegen_llvm::compile(g, &plan, target, prefix, &EmitOptions::default())
         .context("compiling the calibration model")?;
-    let obj = dir.join("model.o");
-    std::fs::write(&obj, &compiled.object).with_context(|| format!("writing '{}'", obj.display()))?;
-    link::shared_library(&obj, &dir.join(dlc_artifact::files::SHARED_LIB))?;
+    link::shared_library_from(&compiled.object, &dir.join(dlc_artifact::files::SHARED_LIB))?;
     let stats = dlc_passes::graph_stats(g);
     let files = vec![dlc_artifact::files::SHARED_LIB.to_string()];
     let m = compile::manifest(g, target, prefix, Default::default(), &stats, plan.arena_bytes, files);

@@ -19,18 +19,40 @@ pub struct RunArgs {
     /// Directory for the outputs (created if missing).
     #[arg(short, long, value_name = "DIR")]
     pub output_dir: PathBuf,
+    /// CUDA artifacts: run the kernels on the CPU instead of a GPU (the same kernels
+    /// compiled for the host, grid and block indices as loops, shared memory and
+    /// barriers modelled). Without it a CUDA artifact runs on GPU 0.
+    #[arg(long)]
+    pub simulate: bool,
+}
+
+/// A loaded artifact of either kind.
+enum Loaded {
+    Cpu(dlc_runtime::Model),
+    Gpu(dlc_runtime::GpuModel, bool),
 }
 
 pub fn main(a: RunArgs) -> Result<()> {
-    let model = dlc_runtime::Model::load(&a.artifact)
-        .with_context(|| format!("cannot load artifact '{}'", a.artifact.display()))?;
+    let ctx = || format!("cannot load artifact '{}'", a.artifact.display());
+    let manifest = dlc_artifact::Manifest::read_dir(&a.artifact).with_context(ctx)?;
+    let loaded = if manifest.target_triple.starts_with("nvptx") {
+        Loaded::Gpu(dlc_runtime::GpuModel::load(&a.artifact).with_context(ctx)?, a.simulate)
+    } else if a.simulate {
+        bail!(
+            "'{}' was compiled for {}; --simulate runs CUDA artifacts (dlc compile --target nvptx64-nvidia-cuda)",
+            a.artifact.display(),
+            manifest.target_triple
+        );
+    } else {
+        Loaded::Cpu(dlc_runtime::Model::load(&a.artifact).with_context(ctx)?)
+    };
     let mut tensors = Vec::new();
     for spec in &a.inputs {
         let Some((name, file)) = spec.split_once('=') else {
             bail!("--input '{spec}' must be NAME=FILE.npy");
         };
         let t = npy::read(std::path::Path::new(file))?;
-        let t = match model.manifest().inputs.iter().find(|s| s.name == name) {
+        let t = match manifest.inputs.iter().find(|s| s.name == name) {
             Some(spec) => npy::adapt(t, &spec.dtype, name)?,
             None => t,
         };
@@ -38,10 +60,16 @@ pub fn main(a: RunArgs) -> Result<()> {
     }
     let named: Vec<(&str, &dlc_runtime::Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let t0 = std::time::Instant::now();
-    let outputs = model.run(&named)?;
+    let outputs = match &loaded {
+        Loaded::Cpu(m) => m.run(&named)?,
+        Loaded::Gpu(m, true) => m.run_simulated(&named)?,
+        Loaded::Gpu(m, false) => m
+            .run_cuda(&named)
+            .context("running on the GPU failed; `dlc run --simulate` runs a CUDA artifact's kernels on the CPU")?,
+    };
     tracing::info!(ms = t0.elapsed().as_secs_f64() * 1e3, "run");
     std::fs::create_dir_all(&a.output_dir).with_context(|| format!("creating '{}'", a.output_dir.display()))?;
-    for (spec, t) in model.manifest().outputs.iter().zip(&outputs) {
+    for (spec, t) in manifest.outputs.iter().zip(&outputs) {
         let path = a.output_dir.join(npy::file_name(&spec.name));
         npy::write(&path, t)?;
         println!("{}: {}{} -> {}", spec.name, t.dtype, spec.shape_string(), path.display());

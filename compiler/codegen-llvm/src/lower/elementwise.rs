@@ -147,6 +147,21 @@ pub(crate) fn narrow<'ctx>(
 
 /// The elementwise kernel of any elementwise op.
 pub(crate) fn map(kb: &Kb, n: &NodeInfo) -> R<()> {
+    map_with(kb, n, |kb, dims, body| kb.nest(dims, |kb, idx| body(kb, idx)))
+}
+
+/// The body of one element: its index over the coalesced dims in, loads, the op's
+/// scalar rule, the store.
+pub(crate) type ElementBody<'f, 'ctx> = &'f dyn Fn(&Kb<'_, 'ctx>, &[IntValue<'ctx>]) -> R<()>;
+
+/// The elementwise computation of node `n`, its iteration left to `drive`: called with
+/// the result's dims (coalesced with the operands' broadcasts) and the per-element body
+/// (a loop nest on the CPU, one element per GPU thread).
+pub(crate) fn map_with<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    n: &NodeInfo,
+    drive: impl FnOnce(&Kb<'_, 'ctx>, &[u64], ElementBody<'_, 'ctx>) -> R<()>,
+) -> R<()> {
     let out_dt = n.outputs[0].dtype;
     let mut types = Vec::new();
     for t in n.inputs.iter().chain(n.outputs) {
@@ -169,7 +184,7 @@ pub(crate) fn map(kb: &Kb, n: &NodeInfo) -> R<()> {
         },
         _ => true,
     };
-    kb.nest(&dims, |kb, idx| {
+    drive(kb, &dims, &|kb, idx| {
         let off = |s: &[u64]| kb.lin(&idx.iter().copied().zip(s.iter().copied()).collect::<Vec<_>>(), 0);
         let mut vals = Vec::with_capacity(k);
         for i in 0..k {

@@ -7,26 +7,44 @@ use dlc_ir::ops::{Activation, Attention, Gemm};
 use dlc_ir::DType;
 use inkwell::values::{FloatValue, IntValue, PointerValue, VectorValue};
 
+/// A MatMul's shape: numpy's promotion of 1-D operands and broadcasting of the batch
+/// dims; the operands' strides per batch dim (0 where broadcast), in elements.
+pub(crate) struct MatMulShape {
+    pub m: u64,
+    pub k: u64,
+    pub n: u64,
+    pub batch: Vec<u64>,
+    pub a_strides: Vec<u64>,
+    pub b_strides: Vec<u64>,
+}
+
+impl MatMulShape {
+    pub(crate) fn of(n: &NodeInfo) -> MatMulShape {
+        let (mut a, mut b) = (n.in_dims(0), n.in_dims(1));
+        if a.len() == 1 {
+            a.insert(0, 1);
+        }
+        if b.len() == 1 {
+            b.push(1);
+        }
+        let (m, k, nn) = (a[a.len() - 2], a[a.len() - 1], b[b.len() - 1]);
+        let (ba, bb) = (&a[..a.len() - 2], &b[..b.len() - 2]);
+        let rank = ba.len().max(bb.len());
+        let mut batch = vec![1u64; rank];
+        for (i, d) in batch.iter_mut().enumerate() {
+            let x = if i + ba.len() >= rank { ba[i + ba.len() - rank] } else { 1 };
+            let y = if i + bb.len() >= rank { bb[i + bb.len() - rank] } else { 1 };
+            *d = x.max(y);
+        }
+        let a_strides = broadcast_strides(ba, &batch).iter().map(|s| s * m * k).collect();
+        let b_strides = broadcast_strides(bb, &batch).iter().map(|s| s * k * nn).collect();
+        MatMulShape { m, k, n: nn, batch, a_strides, b_strides }
+    }
+}
+
 pub(crate) fn matmul(kb: &Kb, n: &NodeInfo, act: Activation) -> R<()> {
     n.require_f32()?;
-    let (mut a, mut b) = (n.in_dims(0), n.in_dims(1));
-    if a.len() == 1 {
-        a.insert(0, 1);
-    }
-    if b.len() == 1 {
-        b.push(1);
-    }
-    let (m, k, nn) = (a[a.len() - 2], a[a.len() - 1], b[b.len() - 1]);
-    let (ba, bb) = (&a[..a.len() - 2], &b[..b.len() - 2]);
-    let rank = ba.len().max(bb.len());
-    let mut batch = vec![1u64; rank];
-    for (i, d) in batch.iter_mut().enumerate() {
-        let x = if i + ba.len() >= rank { ba[i + ba.len() - rank] } else { 1 };
-        let y = if i + bb.len() >= rank { bb[i + bb.len() - rank] } else { 1 };
-        *d = x.max(y);
-    }
-    let sa: Vec<u64> = broadcast_strides(ba, &batch).iter().map(|s| s * m * k).collect();
-    let sb: Vec<u64> = broadcast_strides(bb, &batch).iter().map(|s| s * k * nn).collect();
+    let MatMulShape { m, k, n: nn, batch, a_strides: sa, b_strides: sb } = MatMulShape::of(n);
     let sy: Vec<u64> = broadcast_strides(&batch, &batch).iter().map(|s| s * m * nn).collect();
     let (pa, pb) = (kb.param(0), kb.param(1));
     let bias = (n.inputs.len() == 3).then(|| kb.param(2));
@@ -175,9 +193,9 @@ pub(crate) fn einsum<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, equation: &str) -> R
     })
 }
 
-/// Attention, one query row at a time: scores into a stack row of `Sk` floats (with the
-/// running max), exponentials and their sum, then the weighted sum of value rows.
-pub(crate) fn attention<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Attention) -> R<()> {
+/// `[batch, heads, query length, key length, head size, value head size]` of an f32
+/// Attention node.
+pub(crate) fn attention_dims(n: &NodeInfo, op: &Attention) -> R<[u64; 6]> {
     for t in n.inputs[..3].iter().chain(n.outputs) {
         if t.dtype != DType::F32 {
             return Err(n.unsupported(format!("dtype {} is not supported yet (f32 only)", t.dtype)));
@@ -185,7 +203,13 @@ pub(crate) fn attention<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Attention) -
     }
     let (q, k, v) = (n.in_dims(0), n.in_dims(1), n.in_dims(2));
     let h = op.heads as u64;
-    let (b, sq, sk, d, dv) = (q[0], q[1], k[1], q[2] / h, v[2] / h);
+    Ok([q[0], h, q[1], k[1], q[2] / h, v[2] / h])
+}
+
+/// Attention, one query row at a time: scores into a stack row of `Sk` floats (with the
+/// running max), exponentials and their sum, then the weighted sum of value rows.
+pub(crate) fn attention<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Attention) -> R<()> {
+    let [b, h, sq, sk, d, dv] = attention_dims(n, op)?;
     if sk > 1 << 14 {
         return Err(n.unsupported(format!("key length {sk} is above 16384 (the score row lives on the stack)")));
     }
@@ -240,7 +264,7 @@ pub(crate) fn attention<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Attention) -
 
 /// The mask's additive term for score `[bi, hi, i, j]` (see [`Attention`]): a float mask
 /// broadcast to `full`, or `(1 - mask[bi, j]) * padding_fill` for a key-padding mask.
-fn mask_term<'ctx>(
+pub(crate) fn mask_term<'ctx>(
     kb: &Kb<'_, 'ctx>,
     op: &Attention,
     (pm, mdt, mdims): &(PointerValue<'ctx>, DType, Vec<u64>),

@@ -7,14 +7,14 @@ use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::values::FunctionValue;
 
-mod conv;
+pub(crate) mod conv;
 mod convblk;
-mod elementwise;
+pub(crate) mod elementwise;
 mod gemm;
 pub(crate) use gemm::vfma;
-mod linalg;
+pub(crate) mod linalg;
 mod minifloat;
-mod movement;
+pub(crate) mod movement;
 mod norm;
 mod quant;
 mod reduce;
@@ -28,7 +28,27 @@ pub(crate) struct NodeInfo<'g> {
     pub target: &'g TargetSpec,
 }
 
-impl NodeInfo<'_> {
+impl<'g> NodeInfo<'g> {
+    /// Node `id` of `g`, whose operand and result shapes must all be fixed.
+    pub fn of(g: &'g Graph, id: NodeId, target: &'g TargetSpec) -> R<NodeInfo<'g>> {
+        let node = g.node(id);
+        let info = NodeInfo {
+            name: &node.name,
+            op: &node.op,
+            inputs: g.operands(id).iter().map(|v| g.value_type(*v).clone()).collect(),
+            outputs: &node.outputs,
+            target,
+        };
+        for t in info.inputs.iter().chain(info.outputs) {
+            if !t.shape.is_fixed() {
+                return Err(
+                    info.unsupported(format!("symbolic shape {t}; pin the input shapes with --input-shape NAME=DIMS"))
+                );
+            }
+        }
+        Ok(info)
+    }
+
     pub fn unsupported(&self, reason: impl Into<String>) -> CodegenError {
         CodegenError::Unsupported {
             node: self.name.to_string(),
@@ -69,20 +89,7 @@ pub(crate) fn lower_node<'ctx>(
     index: usize,
 ) -> R<FunctionValue<'ctx>> {
     let node = g.node(id);
-    let info = NodeInfo {
-        name: &node.name,
-        op: &node.op,
-        inputs: g.operands(id).iter().map(|v| g.value_type(*v).clone()).collect(),
-        outputs: &node.outputs,
-        target,
-    };
-    for t in info.inputs.iter().chain(info.outputs) {
-        if !t.shape.is_fixed() {
-            return Err(
-                info.unsupported(format!("symbolic shape {t}; pin the input shapes with --input-shape NAME=DIMS"))
-            );
-        }
-    }
+    let info = NodeInfo::of(g, id, target)?;
     let nparams = info.inputs.len() + info.outputs.len();
     let kb = Kb::new(cx, m, &format!("k{index}_{}", node.op.mnemonic()), nparams);
     match node.op.kind() {

@@ -56,24 +56,51 @@ pub(crate) fn concat(kb: &Kb, n: &NodeInfo, axis: i64) -> R<()> {
 /// Gather: one block copy per (outer index, gathered index); indices are wrapped when
 /// negative and clamped into range, so bad indices never read outside `data`.
 pub(crate) fn gather(kb: &Kb, n: &NodeInfo, axis: i64) -> R<()> {
-    let d = n.in_dims(0);
-    let a = dlc_ir::ops::normalize_axis(axis, d.len()).ok_or_else(|| n.unsupported("axis out of range"))?;
-    let es = n.inputs[0].dtype.size() as u64;
-    let outer: u64 = d[..a].iter().product();
-    let count: u64 = n.in_dims(1).iter().product();
-    let block = d[a + 1..].iter().product::<u64>() * es;
-    let extent = d[a];
-    let (pd, pi, py) = (kb.param(0), kb.param(1), kb.param(2));
-    if extent == 0 || block == 0 {
-        return Ok(());
+    let Some(geo) = GatherGeometry::of(n, axis)? else { return Ok(()) };
+    kb.nest(&[geo.outer, geo.count], |kb, ij| gather_at(kb, n, &geo, ij[0], ij[1]))
+}
+
+/// Gather as `[outer, extent, block]` rows picked by `count` indices.
+pub(crate) struct GatherGeometry {
+    /// Product of the dims before the axis.
+    pub outer: u64,
+    /// Number of indices.
+    pub count: u64,
+    /// Bytes of one row (the dims after the axis).
+    pub block: u64,
+    /// Extent of the gathered axis.
+    extent: u64,
+}
+
+impl GatherGeometry {
+    /// `None` when there is nothing to copy.
+    pub(crate) fn of(n: &NodeInfo, axis: i64) -> R<Option<GatherGeometry>> {
+        let d = n.in_dims(0);
+        let a = dlc_ir::ops::normalize_axis(axis, d.len()).ok_or_else(|| n.unsupported("axis out of range"))?;
+        let es = n.inputs[0].dtype.size() as u64;
+        let geo = GatherGeometry {
+            outer: d[..a].iter().product(),
+            count: n.in_dims(1).iter().product(),
+            block: d[a + 1..].iter().product::<u64>() * es,
+            extent: d[a],
+        };
+        Ok((geo.extent != 0 && geo.block != 0).then_some(geo))
     }
-    kb.nest(&[outer, count], |kb, ij| {
-        let (o, j) = (ij[0], ij[1]);
-        let k = load_index(kb, n, pi, j, extent)?;
-        let src = kb.byte_offset(pd, kb.mul(kb.lin(&[(o, extent), (k, 1)], 0)?, kb.c(block))?)?;
-        let dst = kb.byte_offset(py, kb.mul(kb.lin(&[(o, count), (j, 1)], 0)?, kb.c(block))?)?;
-        kb.memcpy(dst, src, kb.c(block))
-    })
+}
+
+/// Copies row `j` of outer slice `o` (index `j` of the indices, clamped to the axis).
+pub(crate) fn gather_at<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    n: &NodeInfo,
+    geo: &GatherGeometry,
+    o: inkwell::values::IntValue<'ctx>,
+    j: inkwell::values::IntValue<'ctx>,
+) -> R<()> {
+    let (pd, pi, py) = (kb.param(0), kb.param(1), kb.param(2));
+    let k = load_index(kb, n, pi, j, geo.extent)?;
+    let src = kb.byte_offset(pd, kb.mul(kb.lin(&[(o, geo.extent), (k, 1)], 0)?, kb.c(geo.block))?)?;
+    let dst = kb.byte_offset(py, kb.mul(kb.lin(&[(o, geo.count), (j, 1)], 0)?, kb.c(geo.block))?)?;
+    kb.memcpy(dst, src, kb.c(geo.block))
 }
 
 fn elem_int_type<'ctx>(kb: &Kb<'_, 'ctx>, size: usize) -> inkwell::types::IntType<'ctx> {

@@ -1,0 +1,219 @@
+"""CUDA artifacts (`dlc compile --target nvptx64-nvidia-cuda`), checked without a GPU:
+
+- every PTX dlc emits assembles with NVIDIA's `ptxas` (PyPI's nvidia-cuda-nvcc, installed
+  by scripts/setup.sh) for sm_80 and sm_90;
+- `dlc run --simulate` (the same kernels compiled for the host, grid and block indices as
+  loops, shared memory and barriers modelled) matches ONNX Runtime on the reference
+  models and on small models that reach every kernel variant;
+- a CUDA artifact run without a driver fails with a clear error.
+
+scripts/gpu-check runs the same artifacts on a real GPU.
+"""
+import glob
+import json
+import os
+import re
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import ROOT, assert_close, dlc, dlc_bin, dlc_run, ort_run, random_inputs
+
+CUDA = ["--target", "nvptx64-nvidia-cuda"]
+ARCHS = ["sm_80", "sm_90"]
+
+
+@pytest.fixture(scope="session")
+def ptxas():
+    found = sorted(glob.glob(str(ROOT / ".venv" / "lib" / "python*" / "site-packages" / "nvidia" / "*" / "bin" /
+                                 "ptxas")))
+    assert found, "ptxas not found in .venv (scripts/setup.sh installs nvidia-cuda-nvcc)"
+    return found[-1]
+
+
+def assemble(ptxas, art, arch):
+    """ptxas on the artifact's PTX for `arch`; returns its resource report."""
+    p = subprocess.run([ptxas, f"-arch={arch}", "-v", str(art / "model.ptx"), "-o", os.devnull],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, f"ptxas -arch={arch} rejected {art}/model.ptx:\n{p.stderr}"
+    return p.stderr
+
+
+def simulate(art, model_path, feeds, workdir):
+    return dlc_run(art, model_path, feeds, workdir, ["--simulate"]), ort_run(model_path, feeds)
+
+
+def compile_check(model_path, tmp_path, ptxas, archs=ARCHS):
+    """Compiles for every arch (each PTX through ptxas); returns the first artifact."""
+    arts = []
+    for arch in archs:
+        art = tmp_path / f"cuda_{arch}"
+        dlc("compile", model_path, "-o", art, *CUDA, "--cpu", arch)
+        report = assemble(ptxas, art, arch)
+        # Accumulators and indices stay in registers: no kernel spills.
+        spills = re.findall(r"(\d+) bytes spill stores", report)
+        assert spills and all(s == "0" for s in spills), report
+        arts.append(art)
+    return arts[0]
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet18", "bert"])
+def test_reference_model_on_cuda(name, generated_models, tmp_path, ptxas):
+    model_path = generated_models / f"{name}.onnx"
+    art = compile_check(model_path, tmp_path, ptxas)
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert manifest["target_triple"] == "nvptx64-nvidia-cuda" and manifest["cpu"] == "sm_80"
+    table = json.loads((art / "launch.json").read_text())
+    ptx = (art / "model.ptx").read_text()
+    # Every launch names a kernel of the PTX with a grid and block within CUDA's limits.
+    for launch in table["launches"]:
+        assert f".entry {launch['kernel']}(" in ptx
+        assert 1 <= launch["block"][0] <= 1024 and launch["block"][0] % 32 == 0
+        assert all(g >= 1 for g in launch["grid"])
+        assert launch["shared_bytes"] <= 48 * 1024
+    assert (art / "model.weights").stat().st_size == table["weight_bytes"]
+    feeds = random_inputs(model_path, seed=3)
+    got, want = simulate(art, model_path, feeds, tmp_path)
+    for k in want:
+        assert_close(got[k], want[k], f"{name} output {k} (simulated CUDA)")
+
+
+def test_kernels_use_shared_memory_barriers_and_shuffles(generated_models, tmp_path):
+    art = tmp_path / "bert"
+    dlc("compile", generated_models / "bert.onnx", "-o", art, *CUDA)
+    ptx = (art / "model.ptx").read_text()
+    table = json.loads((art / "launch.json").read_text())
+    ops = {l["op"] for l in table["launches"]}
+    assert {"matmul", "attention", "layernorm", "gather"} <= ops
+    assert ".shared" in ptx and "bar.sync" in ptx and "shfl.sync.bfly" in ptx
+    # The tiled GEMM stages tiles in shared memory; the row kernels reduce with shuffles.
+    gemm = next(l for l in table["launches"] if l["op"] == "matmul")
+    assert gemm["shared_bytes"] >= 2 * 16 * 64 * 4
+
+
+def model(nodes, inputs, outputs, inits=(), opset=17):
+    g = helper.make_graph(nodes, "cuda_case", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def vi(name, shape, dtype=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def w(rng, name, shape, scale=0.5):
+    return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def case_models():
+    rng = np.random.default_rng(7)
+    cases = {}
+    # Elementwise with broadcasting, fused into one kernel by the optimiser.
+    cases["elementwise"] = model(
+        [helper.make_node("Add", ["x", "b"], ["s"]), helper.make_node("Sigmoid", ["s"], ["g"]),
+         helper.make_node("Mul", ["s", "g"], ["m"]), helper.make_node("Tanh", ["m"], ["t"]),
+         helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Sqrt", ["a"], ["r"]),
+         helper.make_node("Sub", ["t", "r"], ["y"])],
+        [vi("x", [2, 3, 4, 5])], [vi("y", [2, 3, 4, 5])], [w(rng, "b", [3, 1, 5])])
+    # Grouped, strided, dilated convolution with asymmetric padding, and a depthwise one
+    # with Clip (ReLU6), then a 1x1 with bias, residual and ReLU.
+    cases["conv"] = model(
+        [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], group=2, strides=[2, 1], dilations=[1, 2],
+                          pads=[1, 2, 0, 1]),
+         helper.make_node("Conv", ["c1", "w2"], ["c2"], group=6, pads=[1, 1, 1, 1]),
+         helper.make_node("Clip", ["c2", "lo", "hi"], ["c3"]),
+         helper.make_node("Conv", ["c3", "w3", "b3"], ["c4"]),
+         helper.make_node("Add", ["c4", "c3"], ["c5"]), helper.make_node("Relu", ["c5"], ["y"])],
+        [vi("x", [2, 4, 11, 9])], [vi("y", [2, 6, 5, 8])],
+        [w(rng, "w1", [6, 2, 3, 3]), w(rng, "b1", [6]), w(rng, "w2", [6, 1, 3, 3]),
+         numpy_helper.from_array(np.float32(0.0), "lo"), numpy_helper.from_array(np.float32(6.0), "hi"),
+         w(rng, "w3", [6, 6, 1, 1]), w(rng, "b3", [6])])
+    # Batched, broadcasting matmul with a ragged (non-tile-multiple) shape.
+    cases["matmul"] = model(
+        [helper.make_node("MatMul", ["a", "b"], ["y"])],
+        [vi("a", [2, 1, 70, 33]), vi("b", [3, 33, 65])], [vi("y", [2, 3, 70, 65])])
+    # Gemm with both transposes, alpha, beta and a broadcast column C; then Softmax along a
+    # middle axis.
+    cases["gemm_softmax"] = model(
+        [helper.make_node("Gemm", ["a", "b", "c"], ["g"], transA=1, transB=1, alpha=0.5, beta=2.0),
+         helper.make_node("Reshape", ["g", "shape"], ["r"]),
+         helper.make_node("Softmax", ["r"], ["y"], axis=1)],
+        [vi("a", [40, 18])], [vi("y", [2, 9, 20])],
+        [w(rng, "b", [20, 40]), w(rng, "c", [18, 1]),
+         numpy_helper.from_array(np.array([2, 9, 20], np.int64), "shape")])
+    # Pools: max with padding and dilation, average counting the padding, global average.
+    cases["pools"] = model(
+        [helper.make_node("MaxPool", ["x"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                          dilations=[1, 2]),
+         helper.make_node("AveragePool", ["x"], ["p2"], kernel_shape=[3, 2], pads=[1, 0, 1, 1],
+                          count_include_pad=1),
+         helper.make_node("GlobalAveragePool", ["x"], ["p3"])],
+        [vi("x", [2, 3, 10, 12])], [vi("p1", [2, 3, 5, 5]), vi("p2", [2, 3, 10, 12]), vi("p3", [2, 3, 1, 1])])
+    # LayerNorm over the last two dims, and Gather of rows with negative indices.
+    cases["layernorm_gather"] = model(
+        [helper.make_node("Gather", ["table", "idx"], ["e"], axis=0),
+         helper.make_node("LayerNormalization", ["e", "scale", "bias"], ["y"], axis=-2, epsilon=1e-5)],
+        [vi("idx", [3, 2], TensorProto.INT64)], [vi("y", [3, 2, 6, 5])],
+        [w(rng, "table", [10, 6, 5], 2.0), w(rng, "scale", [6, 5]), w(rng, "bias", [5])])
+    return cases
+
+
+CASES = case_models()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_kernel_variants_simulated(name, tmp_path, ptxas):
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(CASES[name], path)
+    art = compile_check(path, tmp_path, ptxas)
+    rng = np.random.RandomState(11)
+    feeds = {}
+    for i in CASES[name].graph.input:
+        shape = [d.dim_value for d in i.type.tensor_type.shape.dim]
+        if i.type.tensor_type.elem_type == TensorProto.INT64:
+            feeds[i.name] = rng.randint(-10, 10, size=shape).astype(np.int64)
+        else:
+            feeds[i.name] = rng.randn(*shape).astype(np.float32)
+    got, want = simulate(art, path, feeds, tmp_path)
+    for k in want:
+        assert_close(got[k], want[k], f"{name} output {k} (simulated CUDA)")
+
+
+def test_unsupported_ops_are_named(tmp_path):
+    path = tmp_path / "log.onnx"
+    onnx.save(model([helper.make_node("Log", ["x"], ["y"], name="the_log")], [vi("x", [4])], [vi("y", [4])]), path)
+    p = dlc("compile", path, "-o", tmp_path / "a", *CUDA, check=False)
+    assert p.returncode == 1
+    assert "node 'the_log' (log)" in p.stderr and "'logf'" in p.stderr and "CUDA" in p.stderr, p.stderr
+
+
+def test_cli_errors(generated_models, tmp_path):
+    mlp = generated_models / "mlp.onnx"
+    p = dlc("compile", mlp, "-o", tmp_path / "x", *CUDA, "--emit", "so", check=False)
+    assert p.returncode == 1 and "--emit so is for CPU targets" in p.stderr, p.stderr
+    p = dlc("compile", mlp, "-o", tmp_path / "x", *CUDA, "--cpu", "znver3", check=False)
+    assert p.returncode == 1 and "'znver3' is not a GPU architecture" in p.stderr, p.stderr
+    cpu = tmp_path / "cpu"
+    dlc("compile", mlp, "-o", cpu)
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 784), np.float32))
+    p = dlc("run", cpu, "--simulate", "--input", f"input={x}", "-o", tmp_path / "o", check=False)
+    assert p.returncode == 1 and "--simulate runs CUDA artifacts" in p.stderr, p.stderr
+
+
+def test_running_without_a_driver_says_so(generated_models, tmp_path):
+    art = tmp_path / "mlp"
+    dlc("compile", generated_models / "mlp.onnx", "-o", art, *CUDA)
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 784), np.float32))
+    env = dict(os.environ, DLC_CUDA_DRIVER="/nonexistent/libcuda.so.1")
+    p = subprocess.run([dlc_bin(), "run", str(art), "--input", f"input={x}", "-o", str(tmp_path / "o")],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 1
+    assert "cannot open the CUDA driver (tried /nonexistent/libcuda.so.1)" in p.stderr, p.stderr
+    assert "--simulate" in p.stderr, p.stderr
