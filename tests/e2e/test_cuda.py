@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -217,3 +218,15 @@ def test_running_without_a_driver_says_so(generated_models, tmp_path):
     assert p.returncode == 1
     assert "cannot open the CUDA driver (tried /nonexistent/libcuda.so.1)" in p.stderr, p.stderr
     assert "--simulate" in p.stderr, p.stderr
+    p = subprocess.run([dlc_bin(), "bench", str(art), "--iters", "2"], capture_output=True, text=True, env=env)
+    assert p.returncode == 1
+    assert "running on the GPU: cannot open the CUDA driver" in p.stderr, p.stderr
+
+
+def test_gpu_check_script_dry_run(tmp_path):
+    """scripts/gpu-check's comparison logic, with the kernels simulated (no GPU here)."""
+    script = ROOT / "scripts" / "gpu_check.py"
+    p = subprocess.run([sys.executable, str(script), "--simulate", "--models", "mlp", "--iters", "3"],
+                       capture_output=True, text=True, env=dict(os.environ, DLC_BIN=dlc_bin()))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "| mlp |" in p.stdout and "outputs agree" in p.stdout, p.stdout

@@ -74,7 +74,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
     if a.iters == 0 {
         bail!("--iters must be at least 1");
     }
-    let model = dlc_runtime::Model::load(&a.artifact)
+    let manifest = dlc_artifact::Manifest::read_dir(&a.artifact)
         .with_context(|| format!("cannot load artifact '{}'", a.artifact.display()))?;
     let mut given = Vec::new();
     for spec in &a.inputs {
@@ -84,7 +84,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
         given.push((name.to_string(), crate::npy::read(std::path::Path::new(file))?));
     }
     let mut tensors = Vec::new();
-    for (i, spec) in model.manifest().inputs.iter().enumerate() {
+    for (i, spec) in manifest.inputs.iter().enumerate() {
         let t = match given.iter().find(|(n, _)| *n == spec.name) {
             Some((_, t)) => crate::npy::adapt(t.clone(), &spec.dtype, &spec.name)?,
             None => {
@@ -95,6 +95,11 @@ pub fn main(a: BenchArgs) -> Result<()> {
         tensors.push((spec.name.clone(), t));
     }
     let named: Vec<(&str, &dlc_runtime::Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    if manifest.target_triple.starts_with("nvptx") {
+        return bench_cuda(&a, &named);
+    }
+    let model = dlc_runtime::Model::load(&a.artifact)
+        .with_context(|| format!("cannot load artifact '{}'", a.artifact.display()))?;
     let mut session = model.session();
     session.set_threads(threads);
     let threads = session.threads();
@@ -122,9 +127,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
         _ => None,
     };
     let times = ms.clone();
-    ms.sort_by(f64::total_cmp);
-    let median = if ms.len() % 2 == 1 { ms[ms.len() / 2] } else { (ms[ms.len() / 2 - 1] + ms[ms.len() / 2]) / 2.0 };
-    let (min, max) = (ms[0], ms[ms.len() - 1]);
+    let (median, min, max) = summary(ms);
     // Energy per inference: measured by RAPL when the machine exposes it (the whole
     // package, so other load counts too), else CPU time x watts per core.
     let estimate = cpu_ms / 1e3 * a.watts_per_core;
@@ -145,6 +148,37 @@ pub fn main(a: BenchArgs) -> Result<()> {
         println!("latency  median {median:.3} ms, min {min:.3} ms, max {max:.3} ms");
         println!("cpu      {cpu_ms:.3} ms per inference");
         println!("energy   {:.3} mJ per inference ({source})", joules * 1e3);
+    }
+    Ok(())
+}
+
+/// Median, min and max of `ms` (not empty).
+fn summary(mut ms: Vec<f64>) -> (f64, f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let median = if ms.len() % 2 == 1 { ms[ms.len() / 2] } else { (ms[ms.len() / 2 - 1] + ms[ms.len() / 2]) / 2.0 };
+    (median, ms[0], ms[ms.len() - 1])
+}
+
+/// `dlc bench` of a CUDA artifact on GPU 0: weights and inputs uploaded once, each timed
+/// run is every launch of the table and the wait for them (after 3 warm-up runs).
+fn bench_cuda(a: &BenchArgs, named: &[(&str, &dlc_runtime::Tensor)]) -> Result<()> {
+    let model = dlc_runtime::GpuModel::load(&a.artifact)
+        .with_context(|| format!("cannot load artifact '{}'", a.artifact.display()))?;
+    let (_, warm) = model.run_cuda_timed(named, 3).context("running on the GPU")?;
+    let (_, secs) = model.run_cuda_timed(named, a.iters).context("running on the GPU")?;
+    let ms: Vec<f64> = secs.iter().map(|s| s * 1e3).collect();
+    let (median, min, max) = summary(ms.clone());
+    let v = serde_json::json!({
+        "median_ms": median, "min_ms": min, "max_ms": max, "iters": a.iters, "device": "cuda:0",
+        "kernels": model.launch_table().launches.len(), "warmup_ms": warm.iter().map(|s| s * 1e3).collect::<Vec<_>>(),
+        "times_ms": ms,
+    });
+    record_in_report(&a.artifact, &v);
+    if a.json {
+        println!("{v}");
+    } else {
+        println!("{}: {} runs on cuda:0", a.artifact.display(), a.iters);
+        println!("latency  median {median:.3} ms, min {min:.3} ms, max {max:.3} ms");
     }
     Ok(())
 }
