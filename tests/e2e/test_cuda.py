@@ -98,7 +98,7 @@ def test_kernels_use_shared_memory_barriers_and_shuffles(generated_models, tmp_p
 def model(nodes, inputs, outputs, inits=(), opset=17):
     g = helper.make_graph(nodes, "cuda_case", inputs, outputs, list(inits))
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
+    m.ir_version = 8 if opset < 21 else 10
     onnx.checker.check_model(m)
     return m
 
@@ -155,12 +155,19 @@ def case_models():
                           count_include_pad=1),
          helper.make_node("GlobalAveragePool", ["x"], ["p3"])],
         [vi("x", [2, 3, 10, 12])], [vi("p1", [2, 3, 5, 5]), vi("p2", [2, 3, 10, 12]), vi("p3", [2, 3, 1, 1])])
-    # LayerNorm over the last two dims, and Gather of rows with negative indices.
+    # LayerNorm over the last two dims (with its mean and inverse deviation), and Gather of
+    # rows with negative indices.
     cases["layernorm_gather"] = model(
         [helper.make_node("Gather", ["table", "idx"], ["e"], axis=0),
-         helper.make_node("LayerNormalization", ["e", "scale", "bias"], ["y"], axis=-2, epsilon=1e-5)],
-        [vi("idx", [3, 2], TensorProto.INT64)], [vi("y", [3, 2, 6, 5])],
+         helper.make_node("LayerNormalization", ["e", "scale", "bias"], ["y", "mean", "inv_std"], axis=-2,
+                          epsilon=1e-5)],
+        [vi("idx", [3, 2], TensorProto.INT64)],
+        [vi("y", [3, 2, 6, 5]), vi("mean", [3, 2, 1, 1]), vi("inv_std", [3, 2, 1, 1])],
         [w(rng, "table", [10, 6, 5], 2.0), w(rng, "scale", [6, 5]), w(rng, "bias", [5])])
+    # RMS normalisation (opset 23).
+    cases["rmsnorm"] = model(
+        [helper.make_node("RMSNormalization", ["x", "s"], ["y"], axis=-1, epsilon=1e-5)],
+        [vi("x", [4, 300])], [vi("y", [4, 300])], [w(rng, "s", [300])], opset=23)
     return cases
 
 

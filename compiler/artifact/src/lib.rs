@@ -9,6 +9,7 @@
 //! | `model.manifest` | [`MANIFEST_MAGIC`] then the prost-encoded [`Manifest`] |
 //! | `manifest.json` | the same manifest as JSON, for people and tools |
 //! | `report.json` | size, FLOPs and memory report |
+//! | `model.ptx`, `launch.json`, `model.weights`, `model.sim.so` | CUDA artifacts instead of the libraries: kernels, [`LaunchTable`], weights, host simulation |
 //!
 //! C ABI (symbols prefixed with [`Manifest::symbol_prefix`], e.g. `dlc_mlp_`):
 //! `uint32_t <p>abi_version(void)`, `uint64_t <p>workspace_size(void)`,

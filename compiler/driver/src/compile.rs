@@ -54,11 +54,12 @@ pub struct CompileArgs {
     /// Output directory (created if missing).
     #[arg(short, long, value_name = "OUTDIR")]
     pub output: PathBuf,
-    /// LLVM target triple [default: the host's].
+    /// LLVM target triple [default: the host's]; nvptx64-nvidia-cuda for NVIDIA GPUs
+    /// (docs/cuda.md).
     #[arg(long, value_name = "TRIPLE")]
     pub target: Option<String>,
     /// Target CPU (e.g. znver4, x86-64-v3, native) [default: the host CPU for the host
-    /// triple, generic otherwise].
+    /// triple, generic otherwise]; for CUDA the GPU architecture, sm_80 (default) or sm_90.
     #[arg(long, value_name = "NAME")]
     pub cpu: Option<String>,
     /// Code generator.
