@@ -219,15 +219,15 @@ pub struct Context<'d> {
 #[derive(Debug, Clone, Copy)]
 pub struct Kernel(CuFunction);
 
-/// Device memory, freed on drop.
+/// Device memory of a context, freed on drop (drop it before its context).
 #[derive(Debug)]
-pub struct DeviceBuffer<'c> {
-    ctx: &'c Context<'c>,
+pub struct DeviceBuffer<'d> {
+    driver: &'d Driver,
     ptr: CuDevicePtr,
     bytes: usize,
 }
 
-impl Context<'_> {
+impl<'d> Context<'d> {
     /// Loads a PTX module (the driver JIT-compiles it for the GPU) and looks up kernels.
     pub fn load_ptx(&self, ptx: &str, kernels: &[&str]) -> Result<Vec<Kernel>, CudaError> {
         let text = CString::new(ptx).map_err(|_| CudaError::BadPtx)?;
@@ -249,11 +249,11 @@ impl Context<'_> {
     }
 
     /// Allocates `bytes` of device memory.
-    pub fn alloc(&self, bytes: usize) -> Result<DeviceBuffer<'_>, CudaError> {
+    pub fn alloc(&self, bytes: usize) -> Result<DeviceBuffer<'d>, CudaError> {
         let mut ptr = 0;
         // SAFETY: documented driver call with a valid out-pointer.
         self.driver.check("cuMemAlloc", unsafe { (self.driver.api.mem_alloc)(&mut ptr, bytes.max(1)) })?;
-        Ok(DeviceBuffer { ctx: self, ptr, bytes })
+        Ok(DeviceBuffer { driver: self.driver, ptr, bytes })
     }
 
     /// Launches `kernel` on a `grid` of `block`-sized blocks with `shared` bytes of shared
@@ -325,7 +325,7 @@ impl DeviceBuffer<'_> {
     /// Copies `data` (at most the buffer's size) to the device.
     pub fn upload(&self, data: &[u8]) -> Result<(), CudaError> {
         let n = data.len().min(self.bytes);
-        let d = self.ctx.driver;
+        let d = self.driver;
         // SAFETY: `n` bytes are readable at `data` and writable at `ptr`.
         d.check("cuMemcpyHtoD", unsafe { (d.api.memcpy_htod)(self.ptr, data.as_ptr().cast(), n) })
     }
@@ -333,7 +333,7 @@ impl DeviceBuffer<'_> {
     /// Copies the buffer (at most `out.len()` bytes) back to the host.
     pub fn download(&self, out: &mut [u8]) -> Result<(), CudaError> {
         let n = out.len().min(self.bytes);
-        let d = self.ctx.driver;
+        let d = self.driver;
         // SAFETY: `n` bytes are readable at `ptr` and writable at `out`.
         d.check("cuMemcpyDtoH", unsafe { (d.api.memcpy_dtoh)(out.as_mut_ptr().cast(), self.ptr, n) })
     }
@@ -342,7 +342,7 @@ impl DeviceBuffer<'_> {
 impl Drop for DeviceBuffer<'_> {
     fn drop(&mut self) {
         // SAFETY: the allocation belongs to this buffer and is freed once.
-        let _ = unsafe { (self.ctx.driver.api.mem_free)(self.ptr) };
+        let _ = unsafe { (self.driver.api.mem_free)(self.ptr) };
     }
 }
 

@@ -3,7 +3,7 @@
 //! on the CPU ([`GpuModel::run_simulated`]): the same kernels compiled for the host, one
 //! call per thread block, the grid walked as loops. Both resolve the table's buffers the
 //! same way: inputs, outputs, one arena, the weights.
-use crate::cuda::{Context, Driver};
+use crate::cuda::{Context, DeviceBuffer, Driver, Kernel};
 use crate::{order_inputs, AlignedBuf, RuntimeError, Tensor};
 use dlc_artifact::{dtype_size, files, BufferRef, LaunchTable, Manifest};
 use std::path::{Path, PathBuf};
@@ -132,71 +132,114 @@ impl GpuModel {
         Ok(self.tensors(outs.iter().zip(&sizes).map(|(b, (n, _))| b.as_slice(*n).to_vec()).collect()))
     }
 
-    /// Runs the kernels on GPU 0 `1 + repeats` times (weights uploaded once), and returns
-    /// the outputs and the wall time of each run after the first, in seconds (launches
-    /// and the wait for them; inputs stay on the device).
-    pub fn run_cuda_timed(
-        &self,
-        inputs: &[(&str, &Tensor)],
-        repeats: usize,
-    ) -> Result<(Vec<Tensor>, Vec<f64>), RuntimeError> {
-        let ordered = order_inputs(&self.manifest, inputs)?;
-        let driver = Driver::load()?;
+    /// A session on GPU 0 of `driver`: the PTX loaded, the weights uploaded and the
+    /// arena, inputs and outputs allocated once, for any number of runs.
+    pub fn cuda_session<'d>(&'d self, driver: &'d Driver) -> Result<CudaSession<'d>, RuntimeError> {
         let ctx = driver.context(0)?;
         let ptx_path = self.dir.join(files::PTX);
         let ptx = std::fs::read_to_string(&ptx_path)
             .map_err(|e| RuntimeError::Library { path: ptx_path.clone(), message: e.to_string() })?;
         let names: Vec<&str> = self.table.launches.iter().map(|l| l.kernel.as_str()).collect();
         let kernels = ctx.load_ptx(&ptx, &names)?;
-        let upload = |data: &[u8]| -> Result<_, RuntimeError> {
-            let b = ctx.alloc(data.len())?;
-            b.upload(data)?;
-            Ok(b)
-        };
-        let weights = upload(&self.weights)?;
+        let weights = ctx.alloc(self.weights.len())?;
+        weights.upload(&self.weights)?;
         let arena = ctx.alloc(self.table.arena_bytes as usize)?;
-        let ins = ordered.iter().map(|t| upload(&t.data)).collect::<Result<Vec<_>, _>>()?;
-        let sizes = self.output_sizes();
-        let outs = sizes.iter().map(|(n, _)| ctx.alloc(*n)).collect::<Result<Vec<_>, _>>()?;
-        let at = |r: BufferRef| match r {
-            BufferRef::Input(i) => ins[i].device_ptr(),
-            BufferRef::Output(i) => outs[i].device_ptr(),
-            BufferRef::Weight(o) => weights.device_ptr() + o,
-            BufferRef::Arena(o) => arena.device_ptr() + o,
-        };
-        let once = |ctx: &Context<'_>| -> Result<(), RuntimeError> {
-            for (l, k) in self.table.launches.iter().zip(&kernels) {
-                let mut ptrs: Vec<u64> = l.args.iter().map(|a| at(*a)).collect();
-                let mut args: Vec<*mut std::ffi::c_void> = ptrs.iter_mut().map(|p| (p as *mut u64).cast()).collect();
-                // SAFETY: the kernel takes one device pointer per table argument, each
-                // into a live allocation sized by the compiler's plan.
-                unsafe { ctx.launch(*k, l.grid, l.block, 0, &mut args)? };
-            }
-            for c in &self.table.copies {
-                // SAFETY: both ranges lie in the allocations above.
-                unsafe { ctx.copy_device(outs[c.output].device_ptr(), at(c.from), c.bytes as usize)? };
-            }
-            ctx.synchronize()?;
-            Ok(())
-        };
-        once(&ctx)?;
+        let ins = self
+            .manifest
+            .inputs
+            .iter()
+            .map(|s| {
+                let n = s.fixed_shape().unwrap_or_default().iter().product::<u64>() as usize;
+                ctx.alloc(n * dtype_size(&s.dtype).unwrap_or(0))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let outs = self.output_sizes().iter().map(|(n, _)| ctx.alloc(*n)).collect::<Result<Vec<_>, _>>()?;
+        Ok(CudaSession { model: self, kernels, weights, arena, ins, outs, ctx })
+    }
+
+    /// Runs the kernels on GPU 0 `1 + repeats` times in one session, and returns the
+    /// outputs and the wall time of each run after the first, in seconds (launches and
+    /// the wait for them; inputs stay on the device).
+    pub fn run_cuda_timed(
+        &self,
+        inputs: &[(&str, &Tensor)],
+        repeats: usize,
+    ) -> Result<(Vec<Tensor>, Vec<f64>), RuntimeError> {
+        let driver = Driver::load()?;
+        let mut session = self.cuda_session(&driver)?;
+        session.set_inputs(inputs)?;
+        session.run()?;
         let mut times = Vec::with_capacity(repeats);
         for _ in 0..repeats {
             let t = Instant::now();
-            once(&ctx)?;
+            session.run()?;
             times.push(t.elapsed().as_secs_f64());
         }
-        let mut host = Vec::new();
-        for (b, (n, _)) in outs.iter().zip(&sizes) {
-            let mut v = vec![0u8; *n];
-            b.download(&mut v)?;
-            host.push(v);
-        }
-        Ok((self.tensors(host), times))
+        Ok((session.outputs()?, times))
     }
 
     /// Runs the kernels once on GPU 0.
     pub fn run_cuda(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, RuntimeError> {
         Ok(self.run_cuda_timed(inputs, 0)?.0)
+    }
+}
+
+/// Device buffers and the loaded module of one [`GpuModel`] on one GPU.
+pub struct CudaSession<'d> {
+    model: &'d GpuModel,
+    kernels: Vec<Kernel>,
+    // Buffers before the context: fields drop in order, and memory goes before its context.
+    weights: DeviceBuffer<'d>,
+    arena: DeviceBuffer<'d>,
+    ins: Vec<DeviceBuffer<'d>>,
+    outs: Vec<DeviceBuffer<'d>>,
+    ctx: Context<'d>,
+}
+
+impl CudaSession<'_> {
+    /// Checks the inputs against the manifest and copies them to the device.
+    pub fn set_inputs(&mut self, inputs: &[(&str, &Tensor)]) -> Result<(), RuntimeError> {
+        for (buf, t) in self.ins.iter().zip(order_inputs(&self.model.manifest, inputs)?) {
+            buf.upload(&t.data)?;
+        }
+        Ok(())
+    }
+
+    fn at(&self, r: BufferRef) -> u64 {
+        match r {
+            BufferRef::Input(i) => self.ins[i].device_ptr(),
+            BufferRef::Output(i) => self.outs[i].device_ptr(),
+            BufferRef::Weight(o) => self.weights.device_ptr() + o,
+            BufferRef::Arena(o) => self.arena.device_ptr() + o,
+        }
+    }
+
+    /// Launches the table in order and waits for it.
+    pub fn run(&self) -> Result<(), RuntimeError> {
+        let table = &self.model.table;
+        for (l, k) in table.launches.iter().zip(&self.kernels) {
+            let mut ptrs: Vec<u64> = l.args.iter().map(|a| self.at(*a)).collect();
+            let mut args: Vec<*mut std::ffi::c_void> = ptrs.iter_mut().map(|p| (p as *mut u64).cast()).collect();
+            // SAFETY: the kernel takes one device pointer per table argument, each into a
+            // live allocation sized by the compiler's plan.
+            unsafe { self.ctx.launch(*k, l.grid, l.block, 0, &mut args)? };
+        }
+        for c in &table.copies {
+            // SAFETY: both ranges lie in this session's allocations.
+            unsafe { self.ctx.copy_device(self.outs[c.output].device_ptr(), self.at(c.from), c.bytes as usize)? };
+        }
+        self.ctx.synchronize()?;
+        Ok(())
+    }
+
+    /// The outputs of the last run, copied back, in manifest order.
+    pub fn outputs(&self) -> Result<Vec<Tensor>, RuntimeError> {
+        let mut host = Vec::new();
+        for (b, (n, _)) in self.outs.iter().zip(self.model.output_sizes()) {
+            let mut v = vec![0u8; n];
+            b.download(&mut v)?;
+            host.push(v);
+        }
+        Ok(self.model.tensors(host))
     }
 }

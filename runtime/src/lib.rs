@@ -12,7 +12,7 @@
 pub mod cuda;
 mod gpu;
 
-pub use gpu::GpuModel;
+pub use gpu::{CudaSession, GpuModel};
 
 use dlc_artifact::{dtype_size, files, Manifest, TensorSpec, ABI_VERSION};
 use std::alloc::{alloc_zeroed, dealloc, Layout};

@@ -173,3 +173,56 @@ fn quantization_falls_back_and_reports_it() {
     }
     insta::assert_snapshot!(summary);
 }
+
+/// CUDA artifacts (docs/cuda.md): the errors a user can meet without a GPU.
+#[test]
+fn cuda_errors_are_clear() {
+    let t = tempfile::tempdir().unwrap();
+    copy_model("elementwise.onnx", t.path());
+    copy_model("movement.onnx", t.path());
+    let cuda = ["--target", "nvptx64-nvidia-cuda"];
+    let compile = |model: &str, out: &str, extra: &[&str]| {
+        let mut args = vec!["compile", model, "-o", out];
+        args.extend(cuda);
+        args.extend(extra);
+        dlc(t.path(), &args)
+    };
+    let (code, err) = compile("elementwise.onnx", "x", &["--emit", "so"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!("cuda_emit_so", err);
+    let (code, err) = compile("elementwise.onnx", "x", &["--cpu", "znver3"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!("cuda_cpu_name", err);
+    let (code, err) = compile("movement.onnx", "x", &[]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!("cuda_op_without_kernel", err);
+
+    let (code, err) = compile("elementwise.onnx", "gpu", &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = dlc(t.path(), &["compile", "elementwise.onnx", "-o", "cpu"]);
+    assert_eq!(code, 0, "{err}");
+    write_npy(&t.path().join("a.npy"), &[2, 3, 4], &[0.5; 24]);
+    write_npy(&t.path().join("b.npy"), &[3, 1], &[0.5; 3]);
+    let run = |art: &str, extra: &[&str], driver: &str| {
+        let mut args = vec!["run", art, "--input", "a=a.npy", "--input", "b=b.npy", "-o", "out"];
+        args.extend(extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_dlc"))
+            .args(&args)
+            .current_dir(t.path())
+            .env("DLC_CUDA_DRIVER", driver)
+            .output()
+            .expect("dlc runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "dlc panicked:\n{stderr}");
+        (out.status.code().expect("exited normally"), stderr)
+    };
+    let (code, err) = run("gpu", &[], "/nonexistent/libcuda.so.1");
+    assert_eq!(code, 1);
+    insta::assert_snapshot!("cuda_run_without_driver", err);
+    let (code, err) = run("cpu", &["--simulate"], "");
+    assert_eq!(code, 1);
+    insta::assert_snapshot!("simulate_a_cpu_artifact", err);
+    let (code, err) = run("gpu", &["--simulate"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(t.path().join("out/clip_hi.npy").is_file());
+}
