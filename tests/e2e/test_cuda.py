@@ -21,7 +21,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import ROOT, assert_close, dlc, dlc_bin, dlc_run, ort_run, random_inputs
+from conftest import FILETESTS, ROOT, assert_close, dlc, dlc_bin, dlc_run, ort_run, random_inputs
+from test_against_ort import OP_MODELS
 
 CUDA = ["--target", "nvptx64-nvidia-cuda"]
 ARCHS = ["sm_80", "sm_90"]
@@ -164,6 +165,14 @@ def case_models():
         [vi("idx", [3, 2], TensorProto.INT64)],
         [vi("y", [3, 2, 6, 5]), vi("mean", [3, 2, 1, 1]), vi("inv_std", [3, 2, 1, 1])],
         [w(rng, "table", [10, 6, 5], 2.0), w(rng, "scale", [6, 5]), w(rng, "bias", [5])])
+    # Data movement: a transpose, a slice with a negative step, a concat.
+    slice_args = [numpy_helper.from_array(np.array([v], np.int64), k)
+                  for k, v in [("st", 4), ("en", -100), ("ax", 3), ("sp", -2)]]
+    cases["movement"] = model(
+        [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+         helper.make_node("Slice", ["x", "st", "en", "ax", "sp"], ["s"]),
+         helper.make_node("Concat", ["x", "s"], ["c"], axis=3)],
+        [vi("x", [2, 3, 4, 5])], [vi("t", [2, 4, 5, 3]), vi("c", [2, 3, 4, 8])], slice_args)
     # RMS normalisation (opset 23).
     cases["rmsnorm"] = model(
         [helper.make_node("RMSNormalization", ["x", "s"], ["y"], axis=-1, epsilon=1e-5)],
@@ -190,6 +199,20 @@ def test_kernel_variants_simulated(name, tmp_path, ptxas):
     got, want = simulate(art, path, feeds, tmp_path)
     for k in want:
         assert_close(got[k], want[k], f"{name} output {k} (simulated CUDA)")
+
+
+@pytest.mark.parametrize("name", OP_MODELS)
+def test_op_models_simulated(name, tmp_path, ptxas):
+    """Every committed filetest model (elementwise ops of every dtype, fusion patterns,
+    activations, integer ops, convolutions, pools, linalg, movement...) for CUDA: ptxas
+    for sm_80, and the simulation against ONNX Runtime."""
+    model = FILETESTS / name
+    art = compile_check(model, tmp_path, ptxas, archs=["sm_80"])
+    feeds = random_inputs(model, seed=1)
+    got, want = simulate(art, model, feeds, tmp_path)
+    assert set(got) == set(want)
+    for k in want:
+        assert_close(got[k], want[k], f"{name}:{k} (simulated CUDA)")
 
 
 def test_unsupported_ops_are_named(tmp_path):

@@ -6,9 +6,10 @@
 use super::{Factory, Geometry, Gk, Private, Reduce};
 use crate::kernel::{Kb, R};
 use crate::lower::conv::{pool_point, Pool};
-use crate::lower::elementwise::{activation, broadcast_strides, coalesce, map_with};
+use crate::lower::elementwise::{activation, broadcast_strides, coalesce, map_with, Drive};
 use crate::lower::linalg::{attention_dims, mask_term, MatMulShape};
-use crate::lower::movement::{gather_at, GatherGeometry};
+use crate::lower::movement::{elem_int_type, gather_at, slice_with, transpose_with, GatherGeometry};
+use crate::lower::norm::batchnorm_with;
 use crate::lower::NodeInfo;
 use dlc_ir::ops::{normalize_axis, Activation, Attention, Gemm, LayerNormalization, SoftmaxMode};
 use dlc_ir::{Op, OpKind};
@@ -21,7 +22,7 @@ const FLAT: u32 = 256;
 /// Emits the kernel of `n` and says how to launch it.
 pub(crate) fn lower(f: &Factory<'_, '_>, n: &NodeInfo) -> R<Geometry> {
     if n.op.kind() == OpKind::Elementwise {
-        return elementwise(f, n);
+        return flat(f, numel(n), |kb, drive| map_with(kb, n, drive));
     }
     match n.op {
         Op::MatMul(op) => matmul(f, n, op.act),
@@ -41,6 +42,10 @@ pub(crate) fn lower(f: &Factory<'_, '_>, n: &NodeInfo) -> R<Geometry> {
         Op::Attention(op) => attention(f, n, op),
         Op::Gather(op) => gather(f, n, op.axis),
         Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => copy(f, n),
+        Op::Transpose(op) => flat(f, numel(n), |kb, drive| transpose_with(kb, n, op, drive)),
+        Op::Slice(op) => flat(f, numel(n), |kb, drive| slice_with(kb, n, op, drive)),
+        Op::Concat(op) => concat(f, n, op.axis),
+        Op::BatchNormalization(op) => flat(f, numel(n), |kb, drive| batchnorm_with(kb, n, op.epsilon, drive)),
         other => Err(n.unsupported(format!("no CUDA kernel for '{}' yet", other.mnemonic()))),
     }
 }
@@ -88,11 +93,16 @@ fn per_item(
     gk.finish([blocks(items, FLAT as u64), 1, 1])
 }
 
-fn elementwise(f: &Factory<'_, '_>, n: &NodeInfo) -> R<Geometry> {
-    let items: u64 = n.out_dims(0).iter().product();
+/// One thread per element of the iteration a CPU lowering hands its `drive` (`items`
+/// elements): the lowering's own per-element body runs on each thread.
+fn flat<'ctx>(
+    f: &Factory<'_, 'ctx>,
+    items: u64,
+    lower: impl FnOnce(&Kb<'_, 'ctx>, Drive<'_, 'ctx>) -> R<()>,
+) -> R<Geometry> {
     let gk = f.kernel(FLAT)?;
     let bx = gk.bid[0];
-    map_with(&gk.kb, n, |_, dims, body| {
+    lower(&gk.kb, &|_, dims, body| {
         gk.threads(|kb, t| {
             let i = kb.add(kb.mul(bx, kb.c(FLAT as u64))?, t)?;
             kb.if_then(kb.in_bounds(i, items)?, |kb| body(kb, &unravel(kb, i, dims)?))
@@ -101,26 +111,50 @@ fn elementwise(f: &Factory<'_, '_>, n: &NodeInfo) -> R<Geometry> {
     gk.finish([blocks(items, FLAT as u64), 1, 1])
 }
 
-/// Reshape, Flatten or Identity when the memory plan could not make it a view.
-fn copy(f: &Factory<'_, '_>, n: &NodeInfo) -> R<Geometry> {
-    let items: u64 = n.out_dims(0).iter().product();
-    let size = n.outputs[0].dtype.size() as u32;
-    let gk = f.kernel(FLAT)?;
-    let bx = gk.bid[0];
-    let it = gk
-        .kb
-        .cx
-        .custom_width_int_type(std::num::NonZeroU32::new(8 * size).expect("sized dtype"))
-        .map_err(|e| crate::CodegenError::Llvm(e.to_string()))?;
-    gk.threads(|kb, t| {
-        let i = kb.add(kb.mul(bx, kb.c(FLAT as u64))?, t)?;
-        kb.if_then(kb.in_bounds(i, items)?, |kb| {
-            let v = kb.b.build_load(it, kb.gep(it.into(), kb.param(0), i)?, "")?;
-            kb.b.build_store(kb.gep(it.into(), kb.param(1), i)?, v)?;
+fn numel(n: &NodeInfo) -> u64 {
+    n.out_dims(0).iter().product()
+}
+
+/// Concat: one thread per output element, copying from the operand whose block along
+/// the axis holds it.
+fn concat(f: &Factory<'_, '_>, n: &NodeInfo, axis: i64) -> R<Geometry> {
+    let out = n.out_dims(0);
+    let a = normalize_axis(axis, out.len()).ok_or_else(|| n.unsupported("axis out of range"))?;
+    let outer: u64 = out[..a].iter().product();
+    let row: u64 = out[a..].iter().product();
+    flat(f, outer * row, |kb, drive| {
+        let ty = elem_int_type(kb, n.outputs[0].dtype.size());
+        drive(kb, &[outer, row], &|kb, idx| {
+            let (o, j) = (idx[0], idx[1]);
+            let mut start = 0;
+            for i in 0..n.inputs.len() {
+                let block: u64 = n.in_dims(i)[a..].iter().product();
+                let k = kb.sub(j, kb.c(start))?;
+                kb.if_then(kb.in_bounds(k, block)?, |kb| {
+                    let v =
+                        kb.b.build_load(ty, kb.gep(ty.into(), kb.param(i), kb.lin(&[(o, block), (k, 1)], 0)?)?, "")?;
+                    let dst = kb.lin(&[(o, row), (j, 1)], 0)?;
+                    kb.b.build_store(kb.gep(ty.into(), kb.param(n.inputs.len()), dst)?, v)?;
+                    Ok(())
+                })?;
+                start += block;
+            }
             Ok(())
         })
-    })?;
-    gk.finish([blocks(items, FLAT as u64), 1, 1])
+    })
+}
+
+/// Reshape, Flatten or Identity when the memory plan could not make it a view.
+fn copy(f: &Factory<'_, '_>, n: &NodeInfo) -> R<Geometry> {
+    let items = numel(n);
+    flat(f, items, |kb, drive| {
+        let ty = elem_int_type(kb, n.outputs[0].dtype.size());
+        drive(kb, &[items], &|kb, idx| {
+            let v = kb.b.build_load(ty, kb.gep(ty.into(), kb.param(0), idx[0])?, "")?;
+            kb.b.build_store(kb.gep(ty.into(), kb.param(1), idx[0])?, v)?;
+            Ok(())
+        })
+    })
 }
 
 fn pool(f: &Factory<'_, '_>, n: &NodeInfo, g: &dlc_ir::ops::PoolGeometry, kind: Pool) -> R<Geometry> {

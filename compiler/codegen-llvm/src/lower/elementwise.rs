@@ -147,21 +147,25 @@ pub(crate) fn narrow<'ctx>(
 
 /// The elementwise kernel of any elementwise op.
 pub(crate) fn map(kb: &Kb, n: &NodeInfo) -> R<()> {
-    map_with(kb, n, |kb, dims, body| kb.nest(dims, |kb, idx| body(kb, idx)))
+    map_with(kb, n, &nest)
 }
 
-/// The body of one element: its index over the coalesced dims in, loads, the op's
-/// scalar rule, the store.
+/// The body of one element of a per-element kernel: its index over the iteration dims
+/// in, loads, computation, store.
 pub(crate) type ElementBody<'f, 'ctx> = &'f dyn Fn(&Kb<'_, 'ctx>, &[IntValue<'ctx>]) -> R<()>;
 
-/// The elementwise computation of node `n`, its iteration left to `drive`: called with
-/// the result's dims (coalesced with the operands' broadcasts) and the per-element body
-/// (a loop nest on the CPU, one element per GPU thread).
-pub(crate) fn map_with<'ctx>(
-    kb: &Kb<'_, 'ctx>,
-    n: &NodeInfo,
-    drive: impl FnOnce(&Kb<'_, 'ctx>, &[u64], ElementBody<'_, 'ctx>) -> R<()>,
-) -> R<()> {
+/// How a per-element kernel iterates: called with the iteration dims and the body (a
+/// loop nest on the CPU, [`nest`]; one element per thread on a GPU).
+pub(crate) type Drive<'f, 'ctx> = &'f dyn Fn(&Kb<'_, 'ctx>, &[u64], ElementBody<'_, 'ctx>) -> R<()>;
+
+/// The CPU's [`Drive`]: a loop nest over the dims.
+pub(crate) fn nest<'ctx>(kb: &Kb<'_, 'ctx>, dims: &[u64], body: ElementBody<'_, 'ctx>) -> R<()> {
+    kb.nest(dims, |kb, idx| body(kb, idx))
+}
+
+/// The elementwise computation of node `n` over the result's dims (coalesced with the
+/// operands' broadcasts), iterated by `drive`.
+pub(crate) fn map_with<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, drive: Drive<'_, 'ctx>) -> R<()> {
     let out_dt = n.outputs[0].dtype;
     let mut types = Vec::new();
     for t in n.inputs.iter().chain(n.outputs) {

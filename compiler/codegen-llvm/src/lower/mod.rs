@@ -15,7 +15,7 @@ pub(crate) use gemm::vfma;
 pub(crate) mod linalg;
 mod minifloat;
 pub(crate) mod movement;
-mod norm;
+pub(crate) mod norm;
 mod quant;
 mod reduce;
 

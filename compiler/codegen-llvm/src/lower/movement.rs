@@ -1,6 +1,6 @@
 //! Data movement for any dtype: copies, transposes and concatenation move whole elements
 //! as integers of the element's width.
-use super::elementwise::{broadcast_strides, coalesce};
+use super::elementwise::{broadcast_strides, coalesce, nest, Drive};
 use super::NodeInfo;
 use crate::kernel::{Kb, R};
 use dlc_ir::ops::Transpose;
@@ -12,6 +12,11 @@ pub(crate) fn copy(kb: &Kb, n: &NodeInfo) -> R<()> {
 }
 
 pub(crate) fn transpose(kb: &Kb, n: &NodeInfo, op: &Transpose) -> R<()> {
+    transpose_with(kb, n, op, &nest)
+}
+
+/// Transpose, one element per iteration of `drive`.
+pub(crate) fn transpose_with<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Transpose, drive: Drive<'_, 'ctx>) -> R<()> {
     let x = n.in_dims(0);
     let out = n.out_dims(0);
     let perm = op.resolved_perm(x.len());
@@ -22,7 +27,7 @@ pub(crate) fn transpose(kb: &Kb, n: &NodeInfo, op: &Transpose) -> R<()> {
     let (dims, st) = coalesce(&out, &[src, dst]);
     let ty = elem_int_type(kb, n.outputs[0].dtype.size());
     let (px, py) = (kb.param(0), kb.param(1));
-    kb.nest(&dims, |kb, idx| {
+    drive(kb, &dims, &|kb, idx| {
         let off = |s: &[u64]| kb.lin(&idx.iter().copied().zip(s.iter().copied()).collect::<Vec<_>>(), 0);
         let v = kb.b.build_load(ty, kb.gep(ty.into(), px, off(&st[0])?)?, "")?;
         kb.b.build_store(kb.gep(ty.into(), py, off(&st[1])?)?, v)?;
@@ -103,7 +108,7 @@ pub(crate) fn gather_at<'ctx>(
     kb.memcpy(dst, src, kb.c(geo.block))
 }
 
-fn elem_int_type<'ctx>(kb: &Kb<'_, 'ctx>, size: usize) -> inkwell::types::IntType<'ctx> {
+pub(crate) fn elem_int_type<'ctx>(kb: &Kb<'_, 'ctx>, size: usize) -> inkwell::types::IntType<'ctx> {
     match size {
         1 => kb.cx.i8_type(),
         2 => kb.cx.i16_type(),
@@ -115,6 +120,16 @@ fn elem_int_type<'ctx>(kb: &Kb<'_, 'ctx>, size: usize) -> inkwell::types::IntTyp
 /// Slice with constant parameters: a loop nest over the output reading
 /// `input[start + i * step]` per dim (steps may be negative).
 pub(crate) fn slice(kb: &Kb, n: &NodeInfo, op: &dlc_ir::ops::Slice) -> R<()> {
+    slice_with(kb, n, op, &nest)
+}
+
+/// Slice, one element per iteration of `drive`.
+pub(crate) fn slice_with<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    n: &NodeInfo,
+    op: &dlc_ir::ops::Slice,
+    drive: Drive<'_, 'ctx>,
+) -> R<()> {
     let x = n.in_dims(0);
     let r = op.resolve(&x).map_err(|m| n.unsupported(m))?;
     let out: Vec<u64> = r.iter().map(|t| t.2).collect();
@@ -125,7 +140,7 @@ pub(crate) fn slice(kb: &Kb, n: &NodeInfo, op: &dlc_ir::ops::Slice) -> R<()> {
     let base: i64 = r.iter().zip(&st).map(|((s, _, _), &stride)| s * stride as i64).sum();
     let ty = elem_int_type(kb, n.outputs[0].dtype.size());
     let (px, py) = (kb.param(0), kb.param(1));
-    kb.nest(&out, |kb, idx| {
+    drive(kb, &out, &|kb, idx| {
         let mut off = kb.c(base as u64);
         for (d, &i) in idx.iter().enumerate() {
             let step = r[d].1 * st[d] as i64;

@@ -1,5 +1,5 @@
 //! BatchNormalization (inference) and Softmax.
-use super::elementwise::{broadcast_strides, coalesce};
+use super::elementwise::{broadcast_strides, coalesce, nest, Drive};
 use super::NodeInfo;
 use crate::kernel::{Kb, R};
 use dlc_ir::ops::{normalize_axis, LayerNormalization, SoftmaxMode};
@@ -7,23 +7,23 @@ use inkwell::values::IntValue;
 use inkwell::{FloatPredicate, IntPredicate};
 
 pub(crate) fn batchnorm(kb: &Kb, n: &NodeInfo, epsilon: f32) -> R<()> {
+    batchnorm_with(kb, n, epsilon, &nest)
+}
+
+/// BatchNormalization, one element per iteration of `drive` over `[N, C, inner]`.
+pub(crate) fn batchnorm_with<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, epsilon: f32, drive: Drive<'_, 'ctx>) -> R<()> {
     n.require_f32()?;
     let x = n.in_dims(0);
     let (batch, c) = (x[0], x[1]);
     let inner: u64 = x[2..].iter().product();
     let (px, ps, pb, pm, pv, py) = (kb.param(0), kb.param(1), kb.param(2), kb.param(3), kb.param(4), kb.param(5));
-    kb.nest(&[batch, c], |kb, idx| {
+    drive(kb, &[batch, c, inner], &|kb, idx| {
         let ch = idx[1];
         let inv = kb.fdiv(kb.cf(1.0), kb.libm("sqrtf", kb.fadd(kb.load_f32(pv, ch)?, kb.cf(epsilon))?)?)?;
         let scale = kb.fmul(kb.load_f32(ps, ch)?, inv)?;
-        let mean = kb.load_f32(pm, ch)?;
-        let bias = kb.load_f32(pb, ch)?;
-        let base = kb.mul(kb.lin(&[(idx[0], c), (ch, 1)], 0)?, kb.c(inner))?;
-        kb.for_n(inner, |kb, i| {
-            let at = kb.add(base, i)?;
-            let v = kb.fmul(kb.fsub(kb.load_f32(px, at)?, mean)?, scale)?;
-            kb.store_f32(py, at, kb.fadd(v, bias)?)
-        })
+        let at = kb.lin(&[(idx[0], c * inner), (ch, inner), (idx[2], 1)], 0)?;
+        let v = kb.fmul(kb.fsub(kb.load_f32(px, at)?, kb.load_f32(pm, ch)?)?, scale)?;
+        kb.store_f32(py, at, kb.fadd(v, kb.load_f32(pb, ch)?)?)
     })
 }
 
