@@ -76,6 +76,7 @@ def test_reference_model_on_cuda(name, generated_models, tmp_path, ptxas):
         assert 1 <= launch["block"][0] <= 1024 and launch["block"][0] % 32 == 0
         assert all(g >= 1 for g in launch["grid"])
         assert launch["shared_bytes"] <= 48 * 1024
+        assert not launch["serial"], f"{launch['node']} has no parallel kernel"
     assert (art / "model.weights").stat().st_size == table["weight_bytes"]
     feeds = random_inputs(model_path, seed=3)
     got, want = simulate(art, model_path, feeds, tmp_path)
@@ -173,6 +174,22 @@ def case_models():
          helper.make_node("Slice", ["x", "st", "en", "ax", "sp"], ["s"]),
          helper.make_node("Concat", ["x", "s"], ["c"], axis=3)],
         [vi("x", [2, 3, 4, 5])], [vi("t", [2, 4, 5, 3]), vi("c", [2, 3, 4, 8])], slice_args)
+    # Reductions (one thread per output), LogSoftmax, and ops that run their CPU loop nest on
+    # one GPU thread (CumSum, Pad, Trilu, Hardmax).
+    cases["reductions_serial"] = model(
+        [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=1),
+         helper.make_node("ReduceMax", ["x", "axes"], ["mx"], keepdims=0),
+         helper.make_node("ArgMax", ["x"], ["am"], axis=2, select_last_index=1),
+         helper.make_node("LogSoftmax", ["x"], ["ls"], axis=-1),
+         helper.make_node("CumSum", ["x", "cax"], ["cs"], reverse=1),
+         helper.make_node("Pad", ["x", "pads"], ["pd"], mode="reflect"),
+         helper.make_node("Trilu", ["x"], ["tr"], upper=1),
+         helper.make_node("Hardmax", ["x"], ["hm"], axis=1)],
+        [vi("x", [2, 5, 7])],
+        [vi("m", [2, 1, 7]), vi("mx", [2, 7]), vi("am", [2, 5, 1], TensorProto.INT64), vi("ls", [2, 5, 7]),
+         vi("cs", [2, 5, 7]), vi("pd", [2, 7, 9]), vi("tr", [2, 5, 7]), vi("hm", [2, 5, 7])],
+        [numpy_helper.from_array(np.array([1], np.int64), "axes"), numpy_helper.from_array(np.int64(1), "cax"),
+         numpy_helper.from_array(np.array([0, 1, 1, 0, 1, 1], np.int64), "pads")], opset=18)
     # RMS normalisation (opset 23).
     cases["rmsnorm"] = model(
         [helper.make_node("RMSNormalization", ["x", "s"], ["y"], axis=-1, epsilon=1e-5)],
@@ -216,11 +233,11 @@ def test_op_models_simulated(name, tmp_path, ptxas):
 
 
 def test_unsupported_ops_are_named(tmp_path):
-    path = tmp_path / "log.onnx"
-    onnx.save(model([helper.make_node("Log", ["x"], ["y"], name="the_log")], [vi("x", [4])], [vi("y", [4])]), path)
+    path = tmp_path / "sin.onnx"
+    onnx.save(model([helper.make_node("Sin", ["x"], ["y"], name="the_sin")], [vi("x", [4])], [vi("y", [4])]), path)
     p = dlc("compile", path, "-o", tmp_path / "a", *CUDA, check=False)
     assert p.returncode == 1
-    assert "node 'the_log' (log)" in p.stderr and "'logf'" in p.stderr and "CUDA" in p.stderr, p.stderr
+    assert "node 'the_sin' (sin)" in p.stderr and "'sinf'" in p.stderr and "CUDA" in p.stderr, p.stderr
 
 
 def test_cli_errors(generated_models, tmp_path):

@@ -2,7 +2,7 @@
 """Runs the ONNX backend test suites through `dlc compile` + `dlc run`.
 
     python tests/onnx_suite/run_suite.py [--suites node,simple,pytorch-converted,pytorch-operator]
-                                         [--update] [--filter SUBSTR] [--jobs N] [--keep DIR]
+                                         [--update] [--filter SUBSTR] [--jobs N] [--keep DIR] [--cuda]
 
 Suites:
   node               generated from the installed onnx package with
@@ -19,6 +19,10 @@ expected to pass: a case that newly passes or newly fails makes the run fail unt
 manifest is updated (--update rewrites it). A case that makes dlc crash or panic always
 fails the run. Each suite prints `SUITE: N passed, N failed`, and the last line the
 total and whether the manifest agrees; the exit status is 0 only when it does.
+
+With --cuda every case is compiled for CUDA (`--target nvptx64-nvidia-cuda`) and run with
+`dlc run --simulate` (the kernels on the CPU); its manifest is
+tests/onnx_suite/expected_pass_cuda.txt.
 """
 import argparse
 import concurrent.futures as cf
@@ -35,6 +39,7 @@ from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = Path(__file__).resolve().parent / "expected_pass.txt"
+MANIFEST_CUDA = Path(__file__).resolve().parent / "expected_pass_cuda.txt"
 RTOL, ATOL = 1e-3, 1e-4
 FILE_SUITES = ["simple", "pytorch-converted", "pytorch-operator"]
 
@@ -108,13 +113,15 @@ def sanitize(name):
     return "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in name) + ".npy"
 
 
-def run_case(dlc, name, model, inputs, outputs, work):
-    """Returns (status, detail): status is pass, fail or crash."""
+def run_case(dlc, cuda, name, model, inputs, outputs, work):
+    """Returns (status, detail): status is pass, fail or crash. With `cuda` the case is
+    compiled for CUDA and its kernels run simulated on the CPU."""
     d = work / name.replace("/", "__")
     d.mkdir(parents=True, exist_ok=True)
     path = d / "model.onnx"
     onnx.save(model, str(path))
-    proc = subprocess.run([dlc, "compile", path, "-o", d / "art", "--emit", "so"], capture_output=True, text=True)
+    target = ["--target", "nvptx64-nvidia-cuda"] if cuda else ["--emit", "so"]
+    proc = subprocess.run([dlc, "compile", path, "-o", d / "art", *target], capture_output=True, text=True)
     if proc.returncode != 0:
         crashed = proc.returncode < 0 or "panicked" in proc.stderr
         return ("crash" if crashed else "fail"), "compile: " + proc.stderr.strip().splitlines()[-1:][0] if proc.stderr.strip() else f"compile exit {proc.returncode}"
@@ -128,7 +135,9 @@ def run_case(dlc, name, model, inputs, outputs, work):
         f = d / f"in_{len(args)}.npy"
         np.save(f, to_npy(np.array(x, order="C")))  # ascontiguousarray would make 0-d arrays 1-d
         args += ["--input", f"{n}={f}"]
-    proc = subprocess.run([dlc, "run", d / "art", *args, "--output-dir", d / "out"], capture_output=True, text=True)
+    simulate = ["--simulate"] if cuda else []
+    proc = subprocess.run([dlc, "run", d / "art", *simulate, *args, "--output-dir", d / "out"], capture_output=True,
+                          text=True)
     if proc.returncode != 0:
         crashed = proc.returncode < 0 or "panicked" in proc.stderr
         return ("crash" if crashed else "fail"), "run: " + (proc.stderr.strip().splitlines() or [""])[-1]
@@ -161,7 +170,10 @@ def main():
     ap.add_argument("--update", action="store_true", help="rewrite the manifest with the cases that pass now")
     ap.add_argument("--keep", help="keep per-case files in this directory")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every failure's reason")
+    ap.add_argument("--cuda", action="store_true",
+                    help="compile for CUDA and run the kernels simulated (manifest expected_pass_cuda.txt)")
     a = ap.parse_args()
+    manifest = MANIFEST_CUDA if a.cuda else MANIFEST
     suites = a.suites.split(",")
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="dlc-suite-"))
     cases = []
@@ -170,7 +182,7 @@ def main():
         cases += [c for c in gen if a.filter in c[0]]
     results = {}
     with cf.ThreadPoolExecutor(a.jobs) as ex:
-        futs = {ex.submit(run_case, a.dlc, *c, work): c[0] for c in cases}
+        futs = {ex.submit(run_case, a.dlc, a.cuda, *c, work): c[0] for c in cases}
         for f in cf.as_completed(futs):
             try:
                 results[futs[f]] = f.result()
@@ -180,8 +192,8 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     expected = set()
-    if MANIFEST.exists():
-        expected = {l.strip() for l in MANIFEST.read_text().splitlines() if l.strip() and not l.startswith("#")}
+    if manifest.exists():
+        expected = {l.strip() for l in manifest.read_text().splitlines() if l.strip() and not l.startswith("#")}
     selected = set(results)
     passing = {n for n, (s, _) in results.items() if s == "pass"}
     crashes = sorted(n for n, (s, _) in results.items() if s == "crash")
@@ -197,9 +209,10 @@ def main():
         print(f"{s}: {p} passed, {len(names) - p} failed (of {len(names)} cases)")
     if a.update:
         keep = {n for n in expected if n not in selected}
-        MANIFEST.write_text("# ONNX backend test cases dlc passes (tests/onnx_suite/run_suite.py --update)\n"
+        how = "--cuda --update" if a.cuda else "--update"
+        manifest.write_text(f"# ONNX backend test cases dlc passes (tests/onnx_suite/run_suite.py {how})\n"
                             + "".join(f"{n}\n" for n in sorted(keep | passing)))
-        print(f"updated {MANIFEST.relative_to(ROOT)}")
+        print(f"updated {manifest.relative_to(ROOT)}")
         newly_pass = newly_fail = []
     for n in newly_pass:
         print(f"NEWLY PASSING (add to the manifest): {n}")

@@ -95,6 +95,9 @@ pub struct Launch {
     pub shared_bytes: u32,
     /// The kernel's pointer parameters.
     pub args: Vec<BufferRef>,
+    /// The op has no parallel GPU kernel yet: one thread runs its CPU loop nest.
+    #[serde(default)]
+    pub serial: bool,
 }
 
 /// Where a kernel parameter points.

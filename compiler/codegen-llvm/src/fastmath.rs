@@ -11,6 +11,12 @@
 //! as +inf early); NaN stays NaN. Maximum relative error over [-87, 88]: 2 ulp
 //! (measured by `exp_error_is_within_2_ulp`). Softmax, its one user, only feeds it
 //! `x - max(x) <= 0`.
+//!
+//! `log`: `x = m 2^e` with `m` in `[sqrt(1/2), sqrt(2))` from the bits (subnormals scaled
+//! by `2^23` first), `log(1 + f)` for `f = m - 1` by Cephes' `logf` polynomial, and
+//! `e ln2` added in two parts. Negative inputs and NaN give NaN, 0 gives -inf, +inf
+//! stays +inf. Maximum error over every positive f32 sampled: within 1 ulp
+//! (`log_error_is_within_1_ulp`). The CUDA kernels use it (GPUs have no C library).
 use crate::kernel::{Kb, R};
 use inkwell::types::VectorType;
 use inkwell::values::VectorValue;
@@ -42,6 +48,92 @@ pub fn exp_ref(x: f32) -> f32 {
     }
     let y = p.mul_add(r * r, r) + 1.0;
     y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+// log: Cephes logf.
+const SQRT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
+const LOG_P: [f32; 9] = [
+    7.037_683_6e-2,
+    -1.151_461e-1,
+    1.167_699_9e-1,
+    -1.242_014_1e-1,
+    1.424_932_3e-1,
+    -1.666_805_8e-1,
+    2.000_071_4e-1,
+    -2.499_999_4e-1,
+    3.333_333e-1,
+];
+const MIN_NORMAL: f32 = f32::MIN_POSITIVE;
+
+/// The Rust twin of [`log`], operation for operation.
+pub fn log_ref(x: f32) -> f32 {
+    let den = x < MIN_NORMAL;
+    let xs = if den { x * 8_388_608.0 } else { x };
+    let bits = xs.to_bits() as i32;
+    let mut e = ((bits >> 23) & 0xff) - 126 - if den { 23 } else { 0 };
+    let m = f32::from_bits(((bits & 0x007f_ffff) | 0x3f00_0000) as u32);
+    let small = m < SQRT_HALF;
+    e -= small as i32;
+    let f = if small { m + m } else { m } - 1.0;
+    let ef = e as f32;
+    let z = f * f;
+    let mut p = LOG_P[0];
+    for c in &LOG_P[1..] {
+        p = p.mul_add(f, *c);
+    }
+    let y = (p * f) * z;
+    let y = ef.mul_add(LN2_LO, y);
+    let y = z.mul_add(-0.5, y);
+    let r = ef.mul_add(LN2_HI, f + y);
+    if x.is_nan() || x < 0.0 {
+        f32::NAN
+    } else if x == 0.0 {
+        f32::NEG_INFINITY
+    } else if x == f32::INFINITY {
+        x
+    } else {
+        r
+    }
+}
+
+/// Natural logarithm on a vector of f32 (see the module doc for the error bound).
+pub(crate) fn log<'ctx>(kb: &Kb<'_, 'ctx>, x: VectorValue<'ctx>) -> R<VectorValue<'ctx>> {
+    let b = &kb.b;
+    let vt = x.get_type();
+    let w = vt.get_size() as usize;
+    let c = |v: f32| VectorType::const_vector(&vec![kb.f32t.const_float(v as f64); w]);
+    let i32t = kb.cx.i32_type();
+    let it = i32t.vec_type(w as u32);
+    let ci = |v: i32| VectorType::const_vector(&vec![i32t.const_int(v as u64, true); w]);
+    let den = b.build_float_compare(FloatPredicate::OLT, x, c(MIN_NORMAL), "")?;
+    let xs = b.build_select(den, b.build_float_mul(x, c(8_388_608.0), "")?, x, "")?.into_vector_value();
+    let bits = b.build_bit_cast(xs, it, "")?.into_vector_value();
+    let e = b.build_and(b.build_right_shift(bits, ci(23), true, "")?, ci(0xff), "")?;
+    let e = b.build_int_sub(e, ci(126), "")?;
+    let e = b.build_int_sub(e, b.build_select(den, ci(23), ci(0), "")?.into_vector_value(), "")?;
+    let mbits = b.build_or(b.build_and(bits, ci(0x007f_ffff), "")?, ci(0x3f00_0000), "")?;
+    let m = b.build_bit_cast(mbits, vt, "")?.into_vector_value();
+    let small = b.build_float_compare(FloatPredicate::OLT, m, c(SQRT_HALF), "")?;
+    let e = b.build_int_sub(e, b.build_int_z_extend(small, it, "")?, "")?;
+    let m2 = b.build_select(small, b.build_float_add(m, m, "")?, m, "")?.into_vector_value();
+    let f = b.build_float_sub(m2, c(1.0), "")?;
+    let ef = b.build_signed_int_to_float(e, vt, "")?;
+    let z = b.build_float_mul(f, f, "")?;
+    let mut p = c(LOG_P[0]);
+    for k in &LOG_P[1..] {
+        p = fma(kb, p, f, c(*k))?;
+    }
+    let y = b.build_float_mul(b.build_float_mul(p, f, "")?, z, "")?;
+    let y = fma(kb, ef, c(LN2_LO), y)?;
+    let y = fma(kb, z, c(-0.5), y)?;
+    let r = fma(kb, ef, c(LN2_HI), b.build_float_add(f, y, "")?)?;
+    // NaN or negative: NaN; zero: -inf; +inf: +inf.
+    let bad = b.build_float_compare(FloatPredicate::ULT, x, c(0.0), "")?;
+    let r = b.build_select(bad, c(f32::NAN), r, "")?.into_vector_value();
+    let zero = b.build_float_compare(FloatPredicate::OEQ, x, c(0.0), "")?;
+    let r = b.build_select(zero, c(f32::NEG_INFINITY), r, "")?.into_vector_value();
+    let inf = b.build_float_compare(FloatPredicate::OEQ, x, c(f32::INFINITY), "")?;
+    Ok(b.build_select(inf, x, r, "")?.into_vector_value())
 }
 
 fn fma<'ctx>(
@@ -155,7 +247,7 @@ pub(crate) fn gelu<'ctx>(kb: &Kb<'_, 'ctx>, x: VectorValue<'ctx>) -> R<VectorVal
 
 #[cfg(test)]
 mod tests {
-    use super::{erf_ref, exp_ref, gelu_ref};
+    use super::{erf_ref, exp_ref, gelu_ref, log_ref};
 
     #[test]
     fn erf_error_is_within_7e_7() {
@@ -180,6 +272,26 @@ mod tests {
         let want = b as f32;
         let ulp = (f32::from_bits(want.to_bits() + 1) - want) as f64;
         ((a as f64) - b).abs() / ulp
+    }
+
+    #[test]
+    fn log_error_is_within_1_ulp() {
+        let mut worst: f64 = 0.0;
+        // Every 97th f32 bit pattern from the smallest subnormal to +inf.
+        let mut bits = 1u32;
+        while bits < 0x7f80_0000 {
+            let x = f32::from_bits(bits);
+            let want = (x as f64).ln();
+            let got = log_ref(x) as f64;
+            let ulp = ((want as f32).abs().next_up() as f64 - (want as f32).abs() as f64).max(f64::MIN_POSITIVE);
+            worst = worst.max((got - want).abs() / ulp);
+            bits += 97;
+        }
+        assert!(worst <= 1.0, "max error {worst} ulp");
+        assert_eq!(log_ref(1.0), 0.0);
+        assert_eq!(log_ref(0.0), f32::NEG_INFINITY);
+        assert_eq!(log_ref(f32::INFINITY), f32::INFINITY);
+        assert!(log_ref(-1.0).is_nan() && log_ref(f32::NAN).is_nan());
     }
 
     #[test]

@@ -371,22 +371,32 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
     /// every target lowers, and dlc's own `exp`/`erf` (`fastmath`, error bounds tested).
     fn portable_math(&self, name: &str, ty: FloatType<'ctx>, args: &[FloatValue<'ctx>]) -> R<FloatValue<'ctx>> {
         let missing = || CodegenError::NoMath { function: name.to_string() };
-        let intrinsic = match name {
-            "sqrtf" => "llvm.sqrt",
-            "fabsf" => "llvm.fabs",
-            "floorf" => "llvm.floor",
-            "ceilf" => "llvm.ceil",
-            "truncf" => "llvm.trunc",
-            "roundevenf" => "llvm.roundeven",
-            "fmaf" => "llvm.fma",
+        // `expf` for f32, `exp` for f64: the base name.
+        let f32 = ty == self.f32t;
+        let base = if f32 { name.strip_suffix('f').unwrap_or(name) } else { name };
+        let intrinsic = match base {
+            "sqrt" => "llvm.sqrt",
+            "fabs" => "llvm.fabs",
+            "floor" => "llvm.floor",
+            "ceil" => "llvm.ceil",
+            "trunc" => "llvm.trunc",
+            "roundeven" => "llvm.roundeven",
+            "fma" => "llvm.fma",
             _ => "",
         };
-        if ty != self.f32t {
-            return Err(missing());
-        }
         if !intrinsic.is_empty() {
             let a: Vec<BasicMetadataValueEnum> = args.iter().map(|a| (*a).into()).collect();
             return Ok(self.call_intrinsic(intrinsic, &[ty.into()], &a)?.into_float_value());
+        }
+        if let ("fmod", [a, b]) = (base, args) {
+            // C's fmod: the remainder with the dividend's sign, which is LLVM's frem.
+            return Ok(self.b.build_float_rem(*a, *b, "")?);
+        }
+        if !f32 {
+            return Err(missing());
+        }
+        if let ("pow", [x, y]) = (base, args) {
+            return self.portable_pow(*x, *y);
         }
         let [x] = args else { return Err(missing()) };
         let v = self.splat((*x).into(), 1)?;
@@ -395,6 +405,7 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         };
         match name {
             "expf" => lane(crate::fastmath::exp(self, v)?),
+            "logf" => lane(crate::fastmath::log(self, v)?),
             "erff" => lane(crate::fastmath::erf(self, v)?),
             // tanh x = sign(x) (1 - 2 / (e^(2|x|) + 1)): absolute error a few 1e-7.
             "tanhf" => {
@@ -405,6 +416,33 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
             }
             _ => Err(missing()),
         }
+    }
+
+    /// `powf` as `e^(y log|x|)`, with C's rules for a negative base (an integer exponent
+    /// gives the sign of its parity, another exponent NaN) and `pow(x, 0) = pow(1, y) = 1`.
+    fn portable_pow(&self, x: FloatValue<'ctx>, y: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        use crate::fastmath::{exp, log};
+        let ty = self.f32t;
+        let lane = |v: VectorValue<'ctx>| -> R<FloatValue<'ctx>> {
+            Ok(self.b.build_extract_element(v, self.cx.i32_type().const_zero(), "")?.into_float_value())
+        };
+        let ax = self.call_intrinsic("llvm.fabs", &[ty.into()], &[x.into()])?.into_float_value();
+        let l = lane(log(self, self.splat(ax.into(), 1)?)?)?;
+        let r = lane(exp(self, self.splat(self.fmul(y, l)?.into(), 1)?)?)?;
+        let cmp = |p, a, b| self.b.build_float_compare(p, a, b, "");
+        let yi = self.call_intrinsic("llvm.roundeven", &[ty.into()], &[y.into()])?.into_float_value();
+        let integer = cmp(FloatPredicate::OEQ, yi, y)?;
+        let odd =
+            self.and(integer, cmp(FloatPredicate::ONE, self.b.build_float_rem(y, self.cf(2.0), "")?, self.cf(0.0))?)?;
+        let neg = self.select_f(odd, self.b.build_float_neg(r, "")?, r)?;
+        let neg = self.select_f(integer, neg, self.cf(f32::NAN))?;
+        let r = self.select_f(cmp(FloatPredicate::OLT, x, self.cf(0.0))?, neg, r)?;
+        let one = self.b.build_or(
+            cmp(FloatPredicate::OEQ, y, self.cf(0.0))?,
+            cmp(FloatPredicate::OEQ, x, self.cf(1.0))?,
+            "",
+        )?;
+        self.select_f(one, self.cf(1.0), r)
     }
 
     /// Calls a unary f32 function from the C math library (`expf`, `tanhf`, `sqrtf`).

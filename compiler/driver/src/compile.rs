@@ -288,6 +288,17 @@ pub fn main(a: CompileArgs) -> Result<()> {
         codegen_secs = t_cg.elapsed().as_secs_f64();
         progress.set_message("writing artifact");
         kernels = compiled.table.launches.len();
+        let serial: Vec<String> =
+            compiled.table.launches.iter().filter(|l| l.serial).map(|l| format!("{} ({})", l.node, l.op)).collect();
+        if !serial.is_empty() {
+            progress.suspend(|| {
+                eprintln!(
+                    "note: {} node(s) have no parallel CUDA kernel yet and run on one GPU thread: {}",
+                    serial.len(),
+                    serial.join(", ")
+                )
+            });
+        }
         write(files::PTX, compiled.ptx.as_bytes())?;
         write(files::WEIGHTS, &compiled.weights)?;
         write(files::LAUNCH, (serde_json::to_string_pretty(&compiled.table)? + "\n").as_bytes())?;

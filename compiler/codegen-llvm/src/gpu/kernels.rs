@@ -10,19 +10,23 @@ use crate::lower::elementwise::{activation, broadcast_strides, coalesce, map_wit
 use crate::lower::linalg::{attention_dims, mask_term, MatMulShape};
 use crate::lower::movement::{elem_int_type, gather_at, slice_with, transpose_with, GatherGeometry};
 use crate::lower::norm::batchnorm_with;
-use crate::lower::NodeInfo;
+use crate::lower::reduce::{per_output, reduce_with};
+use crate::lower::{emit_body, NodeInfo};
 use dlc_ir::ops::{normalize_axis, Activation, Attention, Gemm, LayerNormalization, SoftmaxMode};
-use dlc_ir::{Op, OpKind};
+use dlc_ir::{Graph, NodeId, Op, OpKind};
 use inkwell::values::{FloatValue, IntValue};
 use inkwell::IntPredicate;
 
 /// Threads per block of the one-element-per-thread kernels.
 const FLAT: u32 = 256;
 
-/// Emits the kernel of `n` and says how to launch it.
-pub(crate) fn lower(f: &Factory<'_, '_>, n: &NodeInfo) -> R<Geometry> {
-    if n.op.kind() == OpKind::Elementwise {
-        return flat(f, numel(n), |kb, drive| map_with(kb, n, drive));
+/// Emits the kernel of node `id` (`n`) and says how to launch it. Ops without a
+/// parallel kernel here run their CPU loop nest on one GPU thread ([`serial`]).
+pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) -> R<Geometry> {
+    match n.op.kind() {
+        OpKind::Elementwise => return flat(f, numel(n), |kb, drive| map_with(kb, n, drive)),
+        OpKind::Reduction if per_output(n.op) => return flat(f, numel(n), |kb, drive| reduce_with(kb, n, drive)),
+        _ => {}
     }
     match n.op {
         Op::MatMul(op) => matmul(f, n, op.act),
@@ -37,7 +41,7 @@ pub(crate) fn lower(f: &Factory<'_, '_>, n: &NodeInfo) -> R<Geometry> {
             pool(f, n, &geo, Pool::Avg { count_include_pad: op.count_include_pad })
         }
         Op::GlobalAveragePool(_) => global_avgpool(f, n),
-        Op::Softmax(op) => softmax(f, n, op.axis, op.mode),
+        Op::Softmax(op) if op.mode != SoftmaxMode::Hardmax => softmax(f, n, op.axis, op.mode),
         Op::LayerNormalization(op) => layernorm(f, n, op),
         Op::Attention(op) => attention(f, n, op),
         Op::Gather(op) => gather(f, n, op.axis),
@@ -46,8 +50,20 @@ pub(crate) fn lower(f: &Factory<'_, '_>, n: &NodeInfo) -> R<Geometry> {
         Op::Slice(op) => flat(f, numel(n), |kb, drive| slice_with(kb, n, op, drive)),
         Op::Concat(op) => concat(f, n, op.axis),
         Op::BatchNormalization(op) => flat(f, numel(n), |kb, drive| batchnorm_with(kb, n, op.epsilon, drive)),
-        other => Err(n.unsupported(format!("no CUDA kernel for '{}' yet", other.mnemonic()))),
+        _ => serial(f, g, id, n),
     }
+}
+
+/// The CPU lowering of node `id` run by one thread of one block: correct for every op
+/// the CPU backend has, but without parallelism (the fallback for ops with no GPU kernel
+/// yet; docs/cuda.md lists them).
+fn serial(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) -> R<Geometry> {
+    if f.mode == super::Mode::Ptx {
+        tracing::warn!(node = n.name, op = n.op.mnemonic(), "no parallel CUDA kernel: runs on one GPU thread");
+    }
+    let gk = f.kernel(32)?;
+    gk.threads(|kb, t| kb.if_then(kb.icmp(IntPredicate::EQ, t, kb.c(0))?, |kb| emit_body(kb, g, id, n)))?;
+    Ok(Geometry { serial: true, ..gk.finish([1, 1, 1])? })
 }
 
 fn blocks(items: u64, per_block: u64) -> u64 {
@@ -459,11 +475,9 @@ fn row_threads(len: u64) -> u32 {
     }
 }
 
+/// Softmax or LogSoftmax.
 fn softmax<'ctx>(f: &Factory<'_, 'ctx>, n: &NodeInfo, axis: i64, mode: SoftmaxMode) -> R<Geometry> {
     n.require_f32()?;
-    if mode != SoftmaxMode::Softmax {
-        return Err(n.unsupported(format!("{mode:?} has no CUDA kernel yet")));
-    }
     let d = n.in_dims(0);
     let a = normalize_axis(axis, d.len()).ok_or_else(|| n.unsupported(format!("axis {axis} out of range")))?;
     let (outer, len, inner) = (d[..a].iter().product::<u64>(), d[a], d[a + 1..].iter().product::<u64>());
@@ -498,6 +512,14 @@ fn softmax<'ctx>(f: &Factory<'_, 'ctx>, n: &NodeInfo, axis: i64, mode: SoftmaxMo
     })?;
     let sum = gk.block_reduce(v, Reduce::Sum)?;
     gk.threads(|kb, t| {
+        if mode == SoftmaxMode::LogSoftmax {
+            // x - max - log(sum)
+            let shift = kb.fadd(kb.get(mx)?, kb.libm("logf", kb.get(sum)?)?)?;
+            return Gk::strided(kb, t, len, step, |kb, l| {
+                let p = at(kb, l)?;
+                kb.store_f32(py, p, kb.fsub(kb.load_f32(px, p)?, shift)?)
+            });
+        }
         let inv = kb.fdiv(kb.cf(1.0), kb.get(sum)?)?;
         Gk::strided(kb, t, len, step, |kb, l| {
             let p = at(kb, l)?;

@@ -71,6 +71,8 @@ pub(crate) struct Geometry {
     pub grid: [u32; 3],
     pub threads: u32,
     pub shared_bytes: u32,
+    /// One thread runs the op's CPU loop nest.
+    pub serial: bool,
 }
 
 /// Lowers `g` (planned by `plan`) for the CUDA `target` (`nvptx64-nvidia-cuda`, CPU
@@ -144,6 +146,7 @@ pub fn compile_cuda(
                 block: [geo.threads, 1, 1],
                 shared_bytes: geo.shared_bytes,
                 args,
+                serial: geo.serial,
             }
         })
         .collect();
@@ -199,7 +202,7 @@ fn emit_kernels<'ctx>(
         let info = NodeInfo::of(g, id, target)?;
         let name = format!("{prefix}k{}_{}", out.len(), node.op.mnemonic());
         let f = Factory { cx, m, mode, name: &name, nparams: info.inputs.len() + info.outputs.len() };
-        let geo = kernels::lower(&f, &info).map_err(|e| match e {
+        let geo = kernels::lower(&f, g, id, &info).map_err(|e| match e {
             CodegenError::NoMath { function } => {
                 info.unsupported(format!("needs '{function}', which dlc's CUDA kernels do not provide yet"))
             }
@@ -489,6 +492,6 @@ impl<'a, 'ctx> Gk<'a, 'ctx> {
         if shared > 48 * 1024 {
             return Err(CodegenError::Llvm(format!("kernel {name}: {shared} bytes of shared memory (48 KiB at most)")));
         }
-        Ok(Geometry { grid: grid.map(|g| g as u32), threads, shared_bytes: shared as u32 })
+        Ok(Geometry { grid: grid.map(|g| g as u32), threads, shared_bytes: shared as u32, serial: false })
     }
 }

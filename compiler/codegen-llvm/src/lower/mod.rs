@@ -17,7 +17,7 @@ mod minifloat;
 pub(crate) mod movement;
 pub(crate) mod norm;
 mod quant;
-mod reduce;
+pub(crate) mod reduce;
 
 /// What a lowering sees: the node, its operand and result types (all fixed).
 pub(crate) struct NodeInfo<'g> {
@@ -92,14 +92,23 @@ pub(crate) fn lower_node<'ctx>(
     let info = NodeInfo::of(g, id, target)?;
     let nparams = info.inputs.len() + info.outputs.len();
     let kb = Kb::new(cx, m, &format!("k{index}_{}", node.op.mnemonic()), nparams);
+    emit_body(&kb, g, id, &info)?;
+    kb.finish()
+}
+
+/// Emits the computation of node `id` (described by `info`) into `kb`, whose parameters
+/// are the operands, then the results.
+pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo) -> R<()> {
+    let target = info.target;
+    let node = g.node(id);
     match node.op.kind() {
         OpKind::Elementwise => {
-            elementwise::map(&kb, &info)?;
-            return kb.finish();
+            elementwise::map(kb, info)?;
+            return Ok(());
         }
         OpKind::Reduction => {
-            reduce::reduce(&kb, &info)?;
-            return kb.finish();
+            reduce::reduce(kb, info)?;
+            return Ok(());
         }
         _ => {}
     }
@@ -118,48 +127,48 @@ pub(crate) fn lower_node<'ctx>(
             },
             _ => None,
         };
-        gemm::packed(&kb, &info, &shape, b, epi, bias_const)?;
-        return kb.finish();
+        gemm::packed(kb, info, &shape, b, epi, bias_const)?;
+        return Ok(());
     }
     match &node.op {
-        Op::MatMul(op) => linalg::matmul(&kb, &info, op.act)?,
-        Op::Gemm(op) => linalg::gemm(&kb, &info, op)?,
-        Op::Einsum(op) => linalg::einsum(&kb, &info, &op.equation)?,
-        Op::Attention(op) => linalg::attention(&kb, &info, op)?,
+        Op::MatMul(op) => linalg::matmul(kb, info, op.act)?,
+        Op::Gemm(op) => linalg::gemm(kb, info, op)?,
+        Op::Einsum(op) => linalg::einsum(kb, info, &op.equation)?,
+        Op::Attention(op) => linalg::attention(kb, info, op)?,
         Op::Conv(op) => {
             let geom = op.geometry(info.name, &info.inputs[0], &info.inputs[1])?;
             if let Some(w) = convblk::applies(g, id, target) {
-                convblk::conv(&kb, &info, op, &geom, w)?
-            } else if gemm::is_pointwise(op, &info) {
-                gemm::conv1x1(&kb, &info, op)?
-            } else if gemm::direct_ok(&geom, op, &info) {
-                gemm::conv_direct(&kb, &info, op, &geom)?
+                convblk::conv(kb, info, op, &geom, w)?
+            } else if gemm::is_pointwise(op, info) {
+                gemm::conv1x1(kb, info, op)?
+            } else if gemm::direct_ok(&geom, op, info) {
+                gemm::conv_direct(kb, info, op, &geom)?
             } else {
-                conv::conv(&kb, &info, op)?
+                conv::conv(kb, info, op)?
             }
         }
-        Op::ConvTranspose(op) => conv::conv_transpose(&kb, &info, op)?,
-        Op::GridSample(op) => conv::grid_sample(&kb, &info, op)?,
-        Op::MaxPool(op) => conv::pool(&kb, &info, &op.geometry(info.name, &info.inputs[0])?, conv::Pool::Max)?,
+        Op::ConvTranspose(op) => conv::conv_transpose(kb, info, op)?,
+        Op::GridSample(op) => conv::grid_sample(kb, info, op)?,
+        Op::MaxPool(op) => conv::pool(kb, info, &op.geometry(info.name, &info.inputs[0])?, conv::Pool::Max)?,
         Op::AveragePool(op) => {
             let geom = op.geometry(info.name, &info.inputs[0])?;
-            conv::pool(&kb, &info, &geom, conv::Pool::Avg { count_include_pad: op.count_include_pad })?
+            conv::pool(kb, info, &geom, conv::Pool::Avg { count_include_pad: op.count_include_pad })?
         }
-        Op::GlobalAveragePool(_) => conv::global_avgpool(&kb, &info)?,
-        Op::BatchNormalization(op) => norm::batchnorm(&kb, &info, op.epsilon)?,
-        Op::Softmax(op) => norm::softmax(&kb, &info, op.axis, op.mode)?,
-        Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => movement::copy(&kb, &info)?,
-        Op::Transpose(op) => movement::transpose(&kb, &info, op)?,
-        Op::Concat(op) => movement::concat(&kb, &info, op.axis)?,
-        Op::Gather(op) => movement::gather(&kb, &info, op.axis)?,
-        Op::GatherElements(op) => movement::gather_elements(&kb, &info, op.axis)?,
-        Op::Slice(op) => movement::slice(&kb, &info, op)?,
-        Op::Trilu(op) => movement::trilu(&kb, &info, op.upper)?,
-        Op::Pad(op) => movement::pad(&kb, &info, op)?,
-        Op::ScatterElements(op) => movement::scatter_elements(&kb, &info, op)?,
-        Op::ScatterND(op) => movement::scatter_nd(&kb, &info, op)?,
-        Op::LayerNormalization(op) => norm::layernorm(&kb, &info, op)?,
-        Op::QuantPack(op) => quant::quant_pack(&kb, &info, op)?,
+        Op::GlobalAveragePool(_) => conv::global_avgpool(kb, info)?,
+        Op::BatchNormalization(op) => norm::batchnorm(kb, info, op.epsilon)?,
+        Op::Softmax(op) => norm::softmax(kb, info, op.axis, op.mode)?,
+        Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => movement::copy(kb, info)?,
+        Op::Transpose(op) => movement::transpose(kb, info, op)?,
+        Op::Concat(op) => movement::concat(kb, info, op.axis)?,
+        Op::Gather(op) => movement::gather(kb, info, op.axis)?,
+        Op::GatherElements(op) => movement::gather_elements(kb, info, op.axis)?,
+        Op::Slice(op) => movement::slice(kb, info, op)?,
+        Op::Trilu(op) => movement::trilu(kb, info, op.upper)?,
+        Op::Pad(op) => movement::pad(kb, info, op)?,
+        Op::ScatterElements(op) => movement::scatter_elements(kb, info, op)?,
+        Op::ScatterND(op) => movement::scatter_nd(kb, info, op)?,
+        Op::LayerNormalization(op) => norm::layernorm(kb, info, op)?,
+        Op::QuantPack(op) => quant::quant_pack(kb, info, op)?,
         Op::QConv(op) => {
             let c = |i: usize| {
                 qconv_const(g, id, i).ok_or_else(|| info.unsupported("weights, mult and offset must be constants"))
@@ -168,13 +177,13 @@ pub(crate) fn lower_node<'ctx>(
                 Op::QuantPack(p) => p.qmax as u64,
                 _ => 255,
             };
-            quant::qconv(&kb, &info, op, [c(1)?, c(2)?, c(3)?], input_max)?
+            quant::qconv(kb, info, op, [c(1)?, c(2)?, c(3)?], input_max)?
         }
         // Sources have no kernel (the caller skips them); elementwise ops were handled above
         // by `Op::kind`, which classifies every op exhaustively.
         other => return Err(info.unsupported(format!("internal: no lowering for {}", other.mnemonic()))),
     }
-    kb.finish()
+    Ok(())
 }
 
 /// For a MatMul or Gemm whose B is a 2-D f32 constant (and A is read row-major), the

@@ -1,7 +1,7 @@
 //! Reductions: for every output element, a loop nest over the reduced axes folds the
 //! inputs into an accumulator of f64 (floating-point inputs) or 64-bit integers, which is
 //! finalised (mean, sqrt, log) and converted to the output dtype.
-use super::elementwise::{compute_dtype, contiguous_strides, convert, llvm_type, narrow, widen};
+use super::elementwise::{compute_dtype, contiguous_strides, convert, llvm_type, narrow, nest, widen, Drive};
 use super::NodeInfo;
 use crate::kernel::{Kb, R};
 use dlc_ir::ops::resolve_axes;
@@ -35,6 +35,18 @@ fn accumulator(d: DType) -> DType {
 }
 
 pub(crate) fn reduce<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo) -> R<()> {
+    reduce_with(kb, n, &nest)
+}
+
+/// Whether the reduction `op` computes each output independently (so `reduce_with`
+/// hands its outputs to `drive`); NllLoss with a reduction and CumSum are sequential.
+pub(crate) fn per_output(op: &Op) -> bool {
+    !matches!(op, Op::NllLoss(_) | Op::CumSum(_))
+}
+
+/// A reduction, each output element computed by one iteration of `drive` (see
+/// [`per_output`] for the ops that ignore it).
+pub(crate) fn reduce_with<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, drive: Drive<'_, 'ctx>) -> R<()> {
     let (axes, kind) = match n.op {
         Op::ReduceSum(o) => (&o.axes, Kind::Sum),
         Op::ReduceMean(o) => (&o.axes, Kind::Mean),
@@ -46,8 +58,8 @@ pub(crate) fn reduce<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo) -> R<()> {
         Op::ReduceLogSum(o) => (&o.axes, Kind::LogSum),
         Op::ReduceLogSumExp(o) => (&o.axes, Kind::LogSumExp),
         Op::ReduceSumSquare(o) => (&o.axes, Kind::SumSquare),
-        Op::ArgMax(o) => return arg(kb, n, o.axis, true, o.select_last_index),
-        Op::ArgMin(o) => return arg(kb, n, o.axis, false, o.select_last_index),
+        Op::ArgMax(o) => return arg(kb, n, o.axis, true, o.select_last_index, drive),
+        Op::ArgMin(o) => return arg(kb, n, o.axis, false, o.select_last_index, drive),
         Op::NllLoss(o) => return nll_loss(kb, n, o),
         Op::CumSum(o) => return cumsum(kb, n, o),
         other => return Err(n.unsupported(format!("internal: {} is not a reduction", other.mnemonic()))),
@@ -91,7 +103,7 @@ pub(crate) fn reduce<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo) -> R<()> {
         i64t.const_int(v, false).into()
     };
     let (px, py) = (kb.param(0), kb.param(1));
-    kb.nest(&kept_ext, |kb, oi| {
+    drive(kb, &kept_ext, &|kb, oi| {
         kb.b.build_store(acc, init)?;
         let base: Vec<(IntValue, u64)> = oi.iter().zip(&kept).map(|(&i, &d)| (i, st[d])).collect();
         kb.nest(&red_ext, |kb, ri| {
@@ -207,7 +219,7 @@ fn step_int<'ctx>(
 }
 
 /// ArgMax / ArgMin along one axis; ties keep the first index, or the last when asked.
-fn arg<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, is_max: bool, last: bool) -> R<()> {
+fn arg<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, is_max: bool, last: bool, drive: Drive<'_, 'ctx>) -> R<()> {
     let x = n.in_dims(0);
     let a = dlc_ir::ops::normalize_axis(axis, x.len()).ok_or_else(|| n.unsupported("axis out of range"))?;
     let in_dt = n.inputs[0].dtype;
@@ -223,7 +235,7 @@ fn arg<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, is_max: bool, last: boo
     let best = kb.alloca(val_ty)?;
     let best_i = kb.alloca(kb.i64t.into())?;
     let (px, py) = (kb.param(0), kb.param(1));
-    kb.nest(&outer_ext, |kb, oi| {
+    drive(kb, &outer_ext, &|kb, oi| {
         let base: Vec<(IntValue, u64)> = oi.iter().zip(&outer).map(|(&i, &d)| (i, st[d])).collect();
         let load = |kb: &Kb<'_, 'ctx>, j: IntValue<'ctx>| -> R<BasicValueEnum<'ctx>> {
             let mut t = base.clone();
