@@ -62,7 +62,7 @@ def compile_check(model_path, tmp_path, ptxas, archs=ARCHS):
     return arts[0]
 
 
-@pytest.mark.parametrize("name", ["mlp", "resnet18", "bert"])
+@pytest.mark.parametrize("name", ["mlp", "resnet18", "mobilenetv2", "bert"])
 def test_reference_model_on_cuda(name, generated_models, tmp_path, ptxas):
     model_path = generated_models / f"{name}.onnx"
     art = compile_check(model_path, tmp_path, ptxas)

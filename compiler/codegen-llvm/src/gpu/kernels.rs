@@ -8,11 +8,11 @@ use crate::kernel::{Kb, R};
 use crate::lower::conv::{pool_point, Pool};
 use crate::lower::elementwise::{activation, broadcast_strides, coalesce, map_with, Drive};
 use crate::lower::linalg::{attention_dims, mask_term, MatMulShape};
-use crate::lower::movement::{elem_int_type, gather_at, slice_with, transpose_with, GatherGeometry};
+use crate::lower::movement::{elem_int_type, load_index, slice_with, transpose_with, GatherGeometry};
 use crate::lower::norm::batchnorm_with;
 use crate::lower::reduce::{per_output, reduce_with};
 use crate::lower::{emit_body, NodeInfo};
-use dlc_ir::ops::{normalize_axis, Activation, Attention, Gemm, LayerNormalization, SoftmaxMode};
+use dlc_ir::ops::{normalize_axis, Activation, Attention, Gemm, LayerNormalization, PoolGeometry, SoftmaxMode};
 use dlc_ir::{Graph, NodeId, Op, OpKind};
 use inkwell::values::{FloatValue, IntValue};
 use inkwell::IntPredicate;
@@ -94,21 +94,6 @@ fn offset<'ctx>(kb: &Kb<'_, 'ctx>, i: IntValue<'ctx>, dims: &[u64], strides: &[u
     kb.lin(&idx.into_iter().zip(strides.iter().copied()).collect::<Vec<_>>(), 0)
 }
 
-/// A kernel over `items` work items, one per thread: `body(kb, item)`.
-fn per_item(
-    f: &Factory<'_, '_>,
-    items: u64,
-    body: impl for<'k> FnOnce(&Kb<'k, '_>, IntValue<'_>) -> R<()>,
-) -> R<Geometry> {
-    let gk = f.kernel(FLAT)?;
-    let bx = gk.bid[0];
-    gk.threads(|kb, t| {
-        let i = kb.add(kb.mul(bx, kb.c(FLAT as u64))?, t)?;
-        kb.if_then(kb.in_bounds(i, items)?, |kb| body(kb, i))
-    })?;
-    gk.finish([blocks(items, FLAT as u64), 1, 1])
-}
-
 /// One thread per element of the iteration a CPU lowering hands its `drive` (`items`
 /// elements): the lowering's own per-element body runs on each thread.
 fn flat<'ctx>(
@@ -173,63 +158,60 @@ fn copy(f: &Factory<'_, '_>, n: &NodeInfo) -> R<Geometry> {
     })
 }
 
-fn pool(f: &Factory<'_, '_>, n: &NodeInfo, g: &dlc_ir::ops::PoolGeometry, kind: Pool) -> R<Geometry> {
+fn pool(f: &Factory<'_, '_>, n: &NodeInfo, g: &PoolGeometry, kind: Pool) -> R<Geometry> {
     n.require_f32()?;
     let x = n.in_dims(0);
     if x.len() != 4 {
         return Err(n.unsupported("only 2-D pooling has a CUDA kernel"));
     }
     let [oh, ow] = g.output;
-    let items = x[0] * x[1] * oh * ow;
-    let gk = f.kernel(FLAT)?;
-    let bx = gk.bid[0];
-    let (acc, cnt) = (gk.kb.alloca_f32()?, gk.kb.alloca_f32()?);
-    gk.threads(|kb, t| {
-        let i = kb.add(kb.mul(bx, kb.c(FLAT as u64))?, t)?;
-        kb.if_then(kb.in_bounds(i, items)?, |kb| {
-            let idx = unravel(kb, i, &[x[0] * x[1], oh, ow])?;
+    flat(f, x[0] * x[1] * oh * ow, |kb, drive| {
+        let (acc, cnt) = (kb.alloca_f32()?, kb.alloca_f32()?);
+        drive(kb, &[x[0] * x[1], oh, ow], &|kb, idx| {
             pool_point(kb, g, kind, [kb.param(0), kb.param(1)], [x[2], x[3]], [idx[0], idx[1], idx[2]], [acc, cnt])
         })
-    })?;
-    gk.finish([blocks(items, FLAT as u64), 1, 1])
+    })
 }
 
+/// One thread per plane.
 fn global_avgpool(f: &Factory<'_, '_>, n: &NodeInfo) -> R<Geometry> {
     n.require_f32()?;
     let x = n.in_dims(0);
     let planes = x[0] * x[1];
     let size: u64 = x[2..].iter().product();
-    let gk = f.kernel(FLAT)?;
-    let bx = gk.bid[0];
-    let acc = gk.kb.alloca_f32()?;
-    gk.threads(|kb, t| {
-        let pl = kb.add(kb.mul(bx, kb.c(FLAT as u64))?, t)?;
-        kb.if_then(kb.in_bounds(pl, planes)?, |kb| {
+    flat(f, planes, |kb, drive| {
+        let acc = kb.alloca_f32()?;
+        drive(kb, &[planes], &|kb, idx| {
+            let pl = idx[0];
             kb.set(acc, kb.cf(0.0))?;
             let base = kb.mul(pl, kb.c(size))?;
             kb.for_n(size, |kb, i| kb.set(acc, kb.fadd(kb.get(acc)?, kb.load_f32(kb.param(0), kb.add(base, i)?)?)?))?;
             kb.store_f32(kb.param(1), pl, kb.fdiv(kb.get(acc)?, kb.cf(size as f32))?)
         })
-    })?;
-    gk.finish([blocks(planes, FLAT as u64), 1, 1])
+    })
 }
 
+/// Gather: one thread per output element (consecutive threads copy consecutive elements
+/// of a row), the index loaded and clamped as on the CPU.
 fn gather(f: &Factory<'_, '_>, n: &NodeInfo, axis: i64) -> R<Geometry> {
     let Some(geo) = GatherGeometry::of(n, axis)? else {
         // Nothing to copy: an empty kernel keeps the launch table one entry per node.
-        return per_item(f, 0, |_, _| Ok(()));
+        return flat(f, 0, |_, _| Ok(()));
     };
-    let rows = geo.outer * geo.count;
-    let gk = f.kernel(FLAT)?;
-    let bx = gk.bid[0];
-    gk.threads(|kb, t| {
-        let i = kb.add(kb.mul(bx, kb.c(FLAT as u64))?, t)?;
-        kb.if_then(kb.in_bounds(i, rows)?, |kb| {
-            let idx = unravel(kb, i, &[geo.outer, geo.count])?;
-            gather_at(kb, n, &geo, idx[0], idx[1])
+    let es = n.inputs[0].dtype.size() as u64;
+    let row = geo.block / es;
+    flat(f, geo.outer * geo.count * row, |kb, drive| {
+        let ty = elem_int_type(kb, es as usize);
+        drive(kb, &[geo.outer, geo.count, row], &|kb, idx| {
+            let (o, j, e) = (idx[0], idx[1], idx[2]);
+            let k = load_index(kb, n, kb.param(1), j, geo.extent)?;
+            let src = kb.lin(&[(o, geo.extent * row), (k, row), (e, 1)], 0)?;
+            let v = kb.b.build_load(ty, kb.gep(ty.into(), kb.param(0), src)?, "")?;
+            let dst = kb.lin(&[(o, geo.count * row), (j, row), (e, 1)], 0)?;
+            kb.b.build_store(kb.gep(ty.into(), kb.param(2), dst)?, v)?;
+            Ok(())
         })
-    })?;
-    gk.finish([blocks(rows, FLAT as u64), 1, 1])
+    })
 }
 
 /// Reads element (row, column) of an operand of product `batch`.
@@ -426,6 +408,9 @@ fn conv<'ctx>(f: &Factory<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::Conv) -> R<
     let split = |kb: &Kb<'_, 'ctx>, z: IntValue<'ctx>| -> R<(IntValue<'ctx>, IntValue<'ctx>)> {
         Ok((kb.b.build_int_unsigned_div(z, kb.c(groups), "")?, kb.b.build_int_unsigned_rem(z, kb.c(groups), "")?))
     };
+    if mg == 1 {
+        return conv_direct(f, n, op, &geo);
+    }
     let spec = GemmSpec {
         batch: batch * groups,
         m: mg,
@@ -464,6 +449,48 @@ fn conv<'ctx>(f: &Factory<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::Conv) -> R<
         },
     };
     tiled_gemm(f, &spec)
+}
+
+/// A convolution with one output channel per group (depthwise): one thread per output
+/// element, summing its window (a GEMM tile would leave most threads idle).
+fn conv_direct(f: &Factory<'_, '_>, n: &NodeInfo, op: &dlc_ir::ops::Conv, geo: &PoolGeometry) -> R<Geometry> {
+    let (x, w) = (n.in_dims(0), n.in_dims(1));
+    let (batch, c, h, wd) = (x[0], x[1], x[2], x[3]);
+    let (m, cg, kh, kw) = (w[0], w[1], w[2], w[3]);
+    let [oh, ow] = geo.output;
+    let (bias, residual) = (n.inputs.len() >= 3, n.inputs.len() == 4);
+    flat(f, batch * m * oh * ow, |kb, drive| {
+        let acc = kb.alloca_f32()?;
+        drive(kb, &[batch, m, oh, ow], &|kb, idx| {
+            let (img, ch, oy, ox) = (idx[0], idx[1], idx[2], idx[3]);
+            kb.set(acc, kb.cf(0.0))?;
+            kb.nest(&[cg, kh, kw], |kb, k| {
+                let iy =
+                    kb.sub(kb.lin(&[(oy, geo.strides[0]), (k[1], geo.dilations[0])], 0)?, kb.c(geo.pad_begin[0]))?;
+                let ix =
+                    kb.sub(kb.lin(&[(ox, geo.strides[1]), (k[2], geo.dilations[1])], 0)?, kb.c(geo.pad_begin[1]))?;
+                let inside = kb.and(kb.in_bounds(iy, h)?, kb.in_bounds(ix, wd)?)?;
+                // Channel `ch * cg + k` of the input: group `ch`, as there is one output per group.
+                let at = kb.lin(&[(img, c * h * wd), (ch, cg * h * wd), (k[0], h * wd), (iy, wd), (ix, 1)], 0)?;
+                let xv = kb.load_f32(kb.param(0), kb.select_i(inside, at, kb.c(0))?)?;
+                let xv = kb.select_f(inside, xv, kb.cf(0.0))?;
+                let wv = kb
+                    .load_f32(kb.param(1), kb.lin(&[(ch, cg * kh * kw), (k[0], kh * kw), (k[1], kw), (k[2], 1)], 0)?)?;
+                let v =
+                    kb.call_intrinsic("llvm.fma", &[kb.f32t.into()], &[xv.into(), wv.into(), kb.get(acc)?.into()])?;
+                kb.set(acc, v.into_float_value())
+            })?;
+            let mut v = kb.get(acc)?;
+            if bias {
+                v = kb.fadd(v, kb.load_f32(kb.param(2), ch)?)?;
+            }
+            let y = kb.lin(&[(img, m * oh * ow), (ch, oh * ow), (oy, ow), (ox, 1)], 0)?;
+            if residual {
+                v = kb.fadd(v, kb.load_f32(kb.param(3), y)?)?;
+            }
+            kb.store_f32(kb.param(n.inputs.len()), y, activation(kb, op.act, v)?)
+        })
+    })
 }
 
 /// Threads for a block that owns a row of `len` elements.

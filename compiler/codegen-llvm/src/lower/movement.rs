@@ -74,7 +74,7 @@ pub(crate) struct GatherGeometry {
     /// Bytes of one row (the dims after the axis).
     pub block: u64,
     /// Extent of the gathered axis.
-    extent: u64,
+    pub extent: u64,
 }
 
 impl GatherGeometry {
@@ -317,7 +317,7 @@ fn scatter_start<'ctx>(
 
 /// Loads index `j` of an i32/i64 index tensor as i64, wrapped when negative and clamped
 /// into `0..extent`.
-fn load_index<'ctx>(
+pub(crate) fn load_index<'ctx>(
     kb: &Kb<'_, 'ctx>,
     n: &NodeInfo,
     p: inkwell::values::PointerValue<'ctx>,
