@@ -174,8 +174,8 @@ def case_models():
          helper.make_node("Slice", ["x", "st", "en", "ax", "sp"], ["s"]),
          helper.make_node("Concat", ["x", "s"], ["c"], axis=3)],
         [vi("x", [2, 3, 4, 5])], [vi("t", [2, 4, 5, 3]), vi("c", [2, 3, 4, 8])], slice_args)
-    # Reductions (one thread per output), LogSoftmax, and ops that run their CPU loop nest on
-    # one GPU thread (CumSum, Pad, Trilu, Hardmax).
+    # Reductions (one thread per output), LogSoftmax, Pad and Trilu (one thread per
+    # element), and ops that run their CPU loop nest on one GPU thread (CumSum, Hardmax).
     cases["reductions_serial"] = model(
         [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=1),
          helper.make_node("ReduceMax", ["x", "axes"], ["mx"], keepdims=0),

@@ -8,7 +8,9 @@ use crate::kernel::{Kb, R};
 use crate::lower::conv::{pool_point, Pool};
 use crate::lower::elementwise::{activation, broadcast_strides, coalesce, map_with, Drive};
 use crate::lower::linalg::{attention_dims, mask_term, MatMulShape};
-use crate::lower::movement::{elem_int_type, load_index, slice_with, transpose_with, GatherGeometry};
+use crate::lower::movement::{
+    elem_int_type, gather_elements_with, load_index, pad_with, slice_with, transpose_with, trilu_with, GatherGeometry,
+};
 use crate::lower::norm::batchnorm_with;
 use crate::lower::reduce::{per_output, reduce_with};
 use crate::lower::{emit_body, NodeInfo};
@@ -49,6 +51,9 @@ pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) ->
         Op::Transpose(op) => flat(f, numel(n), |kb, drive| transpose_with(kb, n, op, drive)),
         Op::Slice(op) => flat(f, numel(n), |kb, drive| slice_with(kb, n, op, drive)),
         Op::Concat(op) => concat(f, n, op.axis),
+        Op::Trilu(op) => flat(f, numel(n), |kb, drive| trilu_with(kb, n, op.upper, drive)),
+        Op::GatherElements(op) => flat(f, numel(n), |kb, drive| gather_elements_with(kb, n, op.axis, drive)),
+        Op::Pad(op) => flat(f, numel(n), |kb, drive| pad_with(kb, n, op, drive)),
         Op::BatchNormalization(op) => flat(f, numel(n), |kb, drive| batchnorm_with(kb, n, op.epsilon, drive)),
         _ => serial(f, g, id, n),
     }

@@ -155,6 +155,11 @@ pub(crate) fn slice_with<'ctx>(
 
 /// Trilu: copies the kept triangle and writes zeros elsewhere.
 pub(crate) fn trilu(kb: &Kb, n: &NodeInfo, upper: bool) -> R<()> {
+    trilu_with(kb, n, upper, &nest)
+}
+
+/// [`trilu`], one output element per iteration of `drive`.
+pub(crate) fn trilu_with<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, upper: bool, drive: Drive<'_, 'ctx>) -> R<()> {
     let x = n.in_dims(0);
     let r = x.len();
     let (rows, cols) = (x[r - 2], x[r - 1]);
@@ -164,7 +169,7 @@ pub(crate) fn trilu(kb: &Kb, n: &NodeInfo, upper: bool) -> R<()> {
     let px = kb.param(0);
     let py = kb.param(if has_k { 2 } else { 1 });
     let k = if has_k { kb.b.build_load(kb.i64t, kb.param(1), "")?.into_int_value() } else { kb.c(0) };
-    kb.nest(&[batch, rows, cols], |kb, idx| {
+    drive(kb, &[batch, rows, cols], &|kb, idx| {
         let at = kb.lin(&[(idx[0], rows * cols), (idx[1], cols), (idx[2], 1)], 0)?;
         let diff = kb.sub(idx[2], idx[1])?;
         let p = if upper { inkwell::IntPredicate::SGE } else { inkwell::IntPredicate::SLE };
@@ -179,6 +184,11 @@ pub(crate) fn trilu(kb: &Kb, n: &NodeInfo, upper: bool) -> R<()> {
 /// GatherElements: every output position reads the data element its index names along
 /// the axis (wrapped when negative, clamped into range).
 pub(crate) fn gather_elements(kb: &Kb, n: &NodeInfo, axis: i64) -> R<()> {
+    gather_elements_with(kb, n, axis, &nest)
+}
+
+/// [`gather_elements`], one output element per iteration of `drive`.
+pub(crate) fn gather_elements_with<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, drive: Drive<'_, 'ctx>) -> R<()> {
     let d = n.in_dims(0);
     let out = n.in_dims(1);
     let a = dlc_ir::ops::normalize_axis(axis, d.len()).ok_or_else(|| n.unsupported("axis out of range"))?;
@@ -190,7 +200,7 @@ pub(crate) fn gather_elements(kb: &Kb, n: &NodeInfo, axis: i64) -> R<()> {
     let os = broadcast_strides(&out, &out);
     let extent = d[a];
     let (pd, pi, py) = (kb.param(0), kb.param(1), kb.param(2));
-    kb.nest(&out, |kb, idx| {
+    drive(kb, &out, &|kb, idx| {
         let o = kb.lin(&idx.iter().copied().zip(os.iter().copied()).collect::<Vec<_>>(), 0)?;
         let k = load_index(kb, n, pi, o, extent)?;
         let mut terms: Vec<_> = idx.iter().copied().zip(ds.iter().copied()).collect();
@@ -204,6 +214,11 @@ pub(crate) fn gather_elements(kb: &Kb, n: &NodeInfo, axis: i64) -> R<()> {
 
 /// Pad: each output position maps per dim to a source index (or to the constant).
 pub(crate) fn pad(kb: &Kb, n: &NodeInfo, op: &dlc_ir::ops::Pad) -> R<()> {
+    pad_with(kb, n, op, &nest)
+}
+
+/// [`pad`], one output element per iteration of `drive`.
+pub(crate) fn pad_with<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::Pad, drive: Drive<'_, 'ctx>) -> R<()> {
     use dlc_ir::ops::PadMode;
     use inkwell::IntPredicate::*;
     let x = n.in_dims(0);
@@ -225,7 +240,7 @@ pub(crate) fn pad(kb: &Kb, n: &NodeInfo, op: &dlc_ir::ops::Pad) -> R<()> {
     let xs = broadcast_strides(&x, &x);
     let os = broadcast_strides(&out, &out);
     let (px, py) = (kb.param(0), kb.param(1));
-    kb.nest(&out, |kb, idx| {
+    drive(kb, &out, &|kb, idx| {
         let mut src = kb.c(0);
         let mut inside = kb.cx.bool_type().const_all_ones();
         for d in 0..r {
