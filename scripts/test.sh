@@ -16,6 +16,7 @@ cargo test --workspace --quiet 2>&1 | tee target/cargo-test.log
 echo "== ONNX backend test suites (manifest: tests/onnx_suite/expected_pass.txt)"
 DLC_BIN="$PWD/target/debug/dlc" .venv/bin/python tests/onnx_suite/run_suite.py
 echo "== the same suites compiled for CUDA, kernels simulated (manifest: tests/onnx_suite/expected_pass_cuda.txt)"
-DLC_BIN="$PWD/target/debug/dlc" .venv/bin/python tests/onnx_suite/run_suite.py --cuda
+PTXAS=$(ls .venv/lib/python3*/site-packages/nvidia/*/bin/ptxas | head -n 1)
+DLC_BIN="$PWD/target/debug/dlc" .venv/bin/python tests/onnx_suite/run_suite.py --cuda "$PTXAS"
 echo "== end-to-end tests (dlc vs ONNX Runtime)"
 DLC_BIN="$PWD/target/debug/dlc" .venv/bin/python -m pytest -q tests/e2e

@@ -2,7 +2,7 @@
 """Runs the ONNX backend test suites through `dlc compile` + `dlc run`.
 
     python tests/onnx_suite/run_suite.py [--suites node,simple,pytorch-converted,pytorch-operator]
-                                         [--update] [--filter SUBSTR] [--jobs N] [--keep DIR] [--cuda]
+                                         [--update] [--filter SUBSTR] [--jobs N] [--keep DIR] [--cuda PTXAS]
 
 Suites:
   node               generated from the installed onnx package with
@@ -20,8 +20,9 @@ manifest is updated (--update rewrites it). A case that makes dlc crash or panic
 fails the run. Each suite prints `SUITE: N passed, N failed`, and the last line the
 total and whether the manifest agrees; the exit status is 0 only when it does.
 
-With --cuda every case is compiled for CUDA (`--target nvptx64-nvidia-cuda`) and run with
-`dlc run --simulate` (the kernels on the CPU); its manifest is
+With --cuda PTXAS every case is compiled for CUDA (`--target nvptx64-nvidia-cuda`), its
+PTX must assemble with that ptxas for sm_80 (a rejected PTX counts as a crash), and it runs
+with `dlc run --simulate` (the kernels on the CPU); its manifest is
 tests/onnx_suite/expected_pass_cuda.txt.
 """
 import argparse
@@ -114,8 +115,9 @@ def sanitize(name):
 
 
 def run_case(dlc, cuda, name, model, inputs, outputs, work):
-    """Returns (status, detail): status is pass, fail or crash. With `cuda` the case is
-    compiled for CUDA and its kernels run simulated on the CPU."""
+    """Returns (status, detail): status is pass, fail or crash. With `cuda` (the path of
+    ptxas) the case is compiled for CUDA, its PTX assembled by ptxas for sm_80, and its
+    kernels run simulated on the CPU."""
     d = work / name.replace("/", "__")
     d.mkdir(parents=True, exist_ok=True)
     path = d / "model.onnx"
@@ -125,6 +127,11 @@ def run_case(dlc, cuda, name, model, inputs, outputs, work):
     if proc.returncode != 0:
         crashed = proc.returncode < 0 or "panicked" in proc.stderr
         return ("crash" if crashed else "fail"), "compile: " + proc.stderr.strip().splitlines()[-1:][0] if proc.stderr.strip() else f"compile exit {proc.returncode}"
+    if cuda:
+        proc = subprocess.run([cuda, "-arch=sm_80", d / "art" / "model.ptx", "-o", os.devnull], capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            return "crash", "ptxas: " + (proc.stderr.strip().splitlines() or [""])[0]
     graph_inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     args = []
     for n, x in zip(graph_inputs, inputs):
@@ -170,8 +177,9 @@ def main():
     ap.add_argument("--update", action="store_true", help="rewrite the manifest with the cases that pass now")
     ap.add_argument("--keep", help="keep per-case files in this directory")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every failure's reason")
-    ap.add_argument("--cuda", action="store_true",
-                    help="compile for CUDA and run the kernels simulated (manifest expected_pass_cuda.txt)")
+    ap.add_argument("--cuda", metavar="PTXAS",
+                    help="compile for CUDA, assemble the PTX with this ptxas, run the kernels simulated "
+                         "(manifest expected_pass_cuda.txt)")
     a = ap.parse_args()
     manifest = MANIFEST_CUDA if a.cuda else MANIFEST
     suites = a.suites.split(",")
