@@ -190,6 +190,28 @@ def case_models():
          vi("cs", [2, 5, 7]), vi("pd", [2, 7, 9]), vi("tr", [2, 5, 7]), vi("hm", [2, 5, 7])],
         [numpy_helper.from_array(np.array([1], np.int64), "axes"), numpy_helper.from_array(np.int64(1), "cax"),
          numpy_helper.from_array(np.array([0, 1, 1, 0, 1, 1], np.int64), "pads")], opset=18)
+    # The math functions the GPU has no library for (fastmath and compositions), at the
+    # tests' usual tolerance.
+    three = numpy_helper.from_array(np.float32(3.0), "three")
+    tenth = numpy_helper.from_array(np.float32(0.1), "tenth")
+    one = numpy_helper.from_array(np.float32(1.0), "one")
+    nine = numpy_helper.from_array(np.float32(0.9), "nine")
+    math_nodes = [
+        helper.make_node("Mul", ["x", "three"], ["x3"]), helper.make_node("Tanh", ["x"], ["th"]),
+        helper.make_node("Abs", ["x"], ["ax"]), helper.make_node("Add", ["ax", "tenth"], ["pos"]),
+        helper.make_node("Mul", ["x", "x"], ["xx"]), helper.make_node("Add", ["xx", "one"], ["ge1"]),
+        helper.make_node("Mul", ["th", "nine"], ["th9"]),
+        helper.make_node("Sin", ["x3"], ["sin"]), helper.make_node("Cos", ["x3"], ["cos"]),
+        helper.make_node("Tan", ["x"], ["tan"]), helper.make_node("Atan", ["x3"], ["atan"]),
+        helper.make_node("Asin", ["th"], ["asin"]), helper.make_node("Acos", ["th"], ["acos"]),
+        helper.make_node("Sinh", ["x"], ["sinh"]), helper.make_node("Cosh", ["x"], ["cosh"]),
+        helper.make_node("Asinh", ["x3"], ["asinh"]), helper.make_node("Acosh", ["ge1"], ["acosh"]),
+        helper.make_node("Atanh", ["th9"], ["atanh"]), helper.make_node("Log", ["pos"], ["log"]),
+        helper.make_node("Pow", ["pos", "x"], ["pow"]), helper.make_node("LogSoftmax", ["x3"], ["lsm"]),
+    ]
+    outs = ["sin", "cos", "tan", "atan", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh", "log", "pow",
+            "lsm"]
+    cases["math"] = model(math_nodes, [vi("x", [4, 64])], [vi(o, [4, 64]) for o in outs], [three, tenth, one, nine])
     # RMS normalisation (opset 23).
     cases["rmsnorm"] = model(
         [helper.make_node("RMSNormalization", ["x", "s"], ["y"], axis=-1, epsilon=1e-5)],
@@ -233,11 +255,13 @@ def test_op_models_simulated(name, tmp_path, ptxas):
 
 
 def test_unsupported_ops_are_named(tmp_path):
-    path = tmp_path / "sin.onnx"
-    onnx.save(model([helper.make_node("Sin", ["x"], ["y"], name="the_sin")], [vi("x", [4])], [vi("y", [4])]), path)
+    path = tmp_path / "exp64.onnx"
+    d = TensorProto.DOUBLE
+    onnx.save(model([helper.make_node("Exp", ["x"], ["y"], name="the_exp")], [vi("x", [4], d)], [vi("y", [4], d)]),
+              path)
     p = dlc("compile", path, "-o", tmp_path / "a", *CUDA, check=False)
     assert p.returncode == 1
-    assert "node 'the_sin' (sin)" in p.stderr and "'sinf'" in p.stderr and "CUDA" in p.stderr, p.stderr
+    assert "node 'the_exp' (exp)" in p.stderr and "'exp'" in p.stderr and "CUDA" in p.stderr, p.stderr
 
 
 def test_cli_errors(generated_models, tmp_path):

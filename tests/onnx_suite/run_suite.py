@@ -217,8 +217,9 @@ def main():
         print(f"{s}: {p} passed, {len(names) - p} failed (of {len(names)} cases)")
     if a.update:
         keep = {n for n in expected if n not in selected}
-        how = "--cuda --update" if a.cuda else "--update"
-        manifest.write_text(f"# ONNX backend test cases dlc passes (tests/onnx_suite/run_suite.py {how})\n"
+        how = "compiled for CUDA, simulated (tests/onnx_suite/run_suite.py --cuda PTXAS --update)" if a.cuda \
+            else "(tests/onnx_suite/run_suite.py --update)"
+        manifest.write_text(f"# ONNX backend test cases dlc passes {how}\n"
                             + "".join(f"{n}\n" for n in sorted(keep | passing)))
         print(f"updated {manifest.relative_to(ROOT)}")
         newly_pass = newly_fail = []

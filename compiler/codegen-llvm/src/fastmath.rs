@@ -17,10 +17,18 @@
 //! `e ln2` added in two parts. Negative inputs and NaN give NaN, 0 gives -inf, +inf
 //! stays +inf. Maximum error over every positive f32 sampled: within 1 ulp
 //! (`log_error_is_within_1_ulp`). The CUDA kernels use it (GPUs have no C library).
+//!
+//! `sin`, `cos`: Cephes `sinf`/`cosf`: `x = j pi/4 + r` (3-part Cody-Waite), the sine or
+//! cosine polynomial on `r` by octant. Accurate for `|x| <= 8192` (absolute error within
+//! 1e-7, `sin_cos_error_is_within_1e_7`); beyond that the reduction loses digits, as
+//! Cephes documents. `atan` and `asin`: Cephes `atanf`/`asinf` (reduction by
+//! `tan(pi/8)`, `tan(3pi/8)`; `asin` by `sqrt((1 - |x|)/2)` above 1/2), within 3 ulp
+//! (`atan_asin_error_is_within_3_ulp`). The CUDA kernels use them for Sin, Cos, Tan,
+//! Atan, Asin, Acos.
 use crate::kernel::{Kb, R};
 use inkwell::types::VectorType;
 use inkwell::values::VectorValue;
-use inkwell::FloatPredicate;
+use inkwell::{FloatPredicate, IntPredicate};
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_359_4;
@@ -96,15 +104,30 @@ pub fn log_ref(x: f32) -> f32 {
     }
 }
 
+/// Constant vectors shaped like the operand (`w` lanes).
+struct Lanes<'k, 'a, 'ctx> {
+    kb: &'k Kb<'a, 'ctx>,
+    w: u32,
+}
+
+impl<'ctx> Lanes<'_, '_, 'ctx> {
+    fn f32(&self, v: f32) -> VectorValue<'ctx> {
+        VectorType::const_vector(&vec![self.kb.f32t.const_float(v as f64); self.w as usize])
+    }
+    fn i32(&self, v: i32) -> VectorValue<'ctx> {
+        VectorType::const_vector(&vec![self.kb.cx.i32_type().const_int(v as u64, true); self.w as usize])
+    }
+    fn int_type(&self) -> VectorType<'ctx> {
+        self.kb.cx.i32_type().vec_type(self.w)
+    }
+}
+
 /// Natural logarithm on a vector of f32 (see the module doc for the error bound).
 pub(crate) fn log<'ctx>(kb: &Kb<'_, 'ctx>, x: VectorValue<'ctx>) -> R<VectorValue<'ctx>> {
     let b = &kb.b;
     let vt = x.get_type();
-    let w = vt.get_size() as usize;
-    let c = |v: f32| VectorType::const_vector(&vec![kb.f32t.const_float(v as f64); w]);
-    let i32t = kb.cx.i32_type();
-    let it = i32t.vec_type(w as u32);
-    let ci = |v: i32| VectorType::const_vector(&vec![i32t.const_int(v as u64, true); w]);
+    let lanes = Lanes { kb, w: vt.get_size() };
+    let (c, ci, it) = (|v| lanes.f32(v), |v| lanes.i32(v), lanes.int_type());
     let den = b.build_float_compare(FloatPredicate::OLT, x, c(MIN_NORMAL), "")?;
     let xs = b.build_select(den, b.build_float_mul(x, c(8_388_608.0), "")?, x, "")?.into_vector_value();
     let bits = b.build_bit_cast(xs, it, "")?.into_vector_value();
@@ -134,6 +157,176 @@ pub(crate) fn log<'ctx>(kb: &Kb<'_, 'ctx>, x: VectorValue<'ctx>) -> R<VectorValu
     let r = b.build_select(zero, c(f32::NEG_INFINITY), r, "")?.into_vector_value();
     let inf = b.build_float_compare(FloatPredicate::OEQ, x, c(f32::INFINITY), "")?;
     Ok(b.build_select(inf, x, r, "")?.into_vector_value())
+}
+
+// sin/cos: Cephes sinf.c/cosf.c.
+const FOPI: f32 = 1.273_239_5;
+const DP: [f32; 3] = [0.785_156_25, 2.418_756_5e-4, 3.774_895e-8];
+const SIN_P: [f32; 3] = [-1.951_529_6e-4, 8.332_161e-3, -1.666_665_5e-1];
+const COS_P: [f32; 3] = [2.443_315_7e-5, -1.388_731_6e-3, 4.166_664_6e-2];
+
+/// The octant reduction shared by sin and cos: `(r, j)` with `|x| = j pi/4 + r`, `j` even.
+fn octant_ref(a: f32) -> (f32, i32) {
+    let mut j = (FOPI * a) as i32;
+    j = j.wrapping_add(j & 1);
+    let y = j as f32;
+    let r = ((a - y * DP[0]) - y * DP[1]) - y * DP[2];
+    (r, j)
+}
+
+fn sin_poly_ref(r: f32) -> f32 {
+    let z = r * r;
+    let p = SIN_P[0].mul_add(z, SIN_P[1]).mul_add(z, SIN_P[2]);
+    (p * z).mul_add(r, r)
+}
+
+fn cos_poly_ref(r: f32) -> f32 {
+    let z = r * r;
+    let p = COS_P[0].mul_add(z, COS_P[1]).mul_add(z, COS_P[2]);
+    (p * z).mul_add(z, z.mul_add(-0.5, 1.0))
+}
+
+/// The Rust twin of [`sin`] (`cos` when `cos`), operation for operation.
+pub fn sincos_ref(x: f32, cos: bool) -> f32 {
+    let (r, j) = octant_ref(x.abs());
+    // Quadrant q = j/2 (mod 4), shifted by one for the cosine.
+    let q = ((j >> 1) + cos as i32) & 3;
+    let v = if q & 1 == 1 { cos_poly_ref(r) } else { sin_poly_ref(r) };
+    let neg = (q >= 2) != (!cos && x < 0.0);
+    let v = if neg { -v } else { v };
+    if x.is_finite() {
+        v
+    } else {
+        f32::NAN
+    }
+}
+
+const ATAN_P: [f32; 4] = [8.053_744_5e-2, -1.387_768_5e-1, 1.997_771_1e-1, -3.333_295e-1];
+const TAN_3PI_8: f32 = 2.414_213_5;
+const TAN_PI_8: f32 = 0.414_213_57;
+const ASIN_P: [f32; 5] = [4.216_32e-2, 2.418_131e-2, 4.547_002_6e-2, 7.495_300_3e-2, 1.666_675_2e-1];
+
+/// The Rust twin of [`atan`].
+pub fn atan_ref(x: f32) -> f32 {
+    let a = x.abs();
+    let big = a > TAN_3PI_8;
+    let mid = a > TAN_PI_8;
+    let (base, t) = if big {
+        (std::f32::consts::FRAC_PI_2, -1.0 / a)
+    } else if mid {
+        (std::f32::consts::FRAC_PI_4, (a - 1.0) / (a + 1.0))
+    } else {
+        (0.0, a)
+    };
+    let z = t * t;
+    let p = ATAN_P[0].mul_add(z, ATAN_P[1]).mul_add(z, ATAN_P[2]).mul_add(z, ATAN_P[3]);
+    let y = base + (p * z).mul_add(t, t);
+    if x.is_nan() {
+        x
+    } else {
+        y.copysign(x)
+    }
+}
+
+/// The Rust twin of [`asin`].
+pub fn asin_ref(x: f32) -> f32 {
+    let a = x.abs();
+    let high = a > 0.5;
+    let z = if high { 0.5 * (1.0 - a) } else { a * a };
+    let t = if high { z.sqrt() } else { a };
+    let mut p = ASIN_P[0];
+    for c in &ASIN_P[1..] {
+        p = p.mul_add(z, *c);
+    }
+    let y = (p * z).mul_add(t, t);
+    let y = if high { std::f32::consts::FRAC_PI_2 - (y + y) } else { y };
+    if a > 1.0 || x.is_nan() {
+        f32::NAN
+    } else {
+        y.copysign(x)
+    }
+}
+
+/// `sin x` (`cos x` when `cos`) on a vector of f32 (see the module doc).
+pub(crate) fn sincos<'ctx>(kb: &Kb<'_, 'ctx>, x: VectorValue<'ctx>, cos: bool) -> R<VectorValue<'ctx>> {
+    let b = &kb.b;
+    let vt = x.get_type();
+    let lanes = Lanes { kb, w: vt.get_size() };
+    let (c, ci, it) = (|v| lanes.f32(v), |v| lanes.i32(v), lanes.int_type());
+    let a = kb.call_intrinsic("llvm.fabs", &[vt.into()], &[x.into()])?.into_vector_value();
+    let j = b.build_float_to_signed_int(b.build_float_mul(c(FOPI), a, "")?, it, "")?;
+    let j = b.build_int_add(j, b.build_and(j, ci(1), "")?, "")?;
+    let y = b.build_signed_int_to_float(j, vt, "")?;
+    let mut r = a;
+    for d in DP {
+        r = b.build_float_sub(r, b.build_float_mul(y, c(d), "")?, "")?;
+    }
+    let z = b.build_float_mul(r, r, "")?;
+    let ps = fma(kb, fma(kb, c(SIN_P[0]), z, c(SIN_P[1]))?, z, c(SIN_P[2]))?;
+    let s = fma(kb, b.build_float_mul(ps, z, "")?, r, r)?;
+    let pc = fma(kb, fma(kb, c(COS_P[0]), z, c(COS_P[1]))?, z, c(COS_P[2]))?;
+    let co = fma(kb, b.build_float_mul(pc, z, "")?, z, fma(kb, z, c(-0.5), c(1.0))?)?;
+    let q = b.build_and(b.build_int_add(b.build_right_shift(j, ci(1), true, "")?, ci(cos as i32), "")?, ci(3), "")?;
+    let odd = b.build_int_compare(IntPredicate::EQ, b.build_and(q, ci(1), "")?, ci(1), "")?;
+    let v = b.build_select(odd, co, s, "")?.into_vector_value();
+    let upper = b.build_int_compare(IntPredicate::SGE, q, ci(2), "")?;
+    let neg =
+        if cos { upper } else { b.build_xor(upper, b.build_float_compare(FloatPredicate::OLT, x, c(0.0), "")?, "")? };
+    let v = b.build_select(neg, b.build_float_neg(v, "")?, v, "")?.into_vector_value();
+    let finite = b.build_float_compare(FloatPredicate::OLT, a, c(f32::INFINITY), "")?;
+    Ok(b.build_select(finite, v, c(f32::NAN), "")?.into_vector_value())
+}
+
+/// `atan x` on a vector of f32 (see the module doc).
+pub(crate) fn atan<'ctx>(kb: &Kb<'_, 'ctx>, x: VectorValue<'ctx>) -> R<VectorValue<'ctx>> {
+    let b = &kb.b;
+    let vt = x.get_type();
+    let w = vt.get_size() as usize;
+    let c = |v: f32| VectorType::const_vector(&vec![kb.f32t.const_float(v as f64); w]);
+    let a = kb.call_intrinsic("llvm.fabs", &[vt.into()], &[x.into()])?.into_vector_value();
+    let big = b.build_float_compare(FloatPredicate::OGT, a, c(TAN_3PI_8), "")?;
+    let mid = b.build_float_compare(FloatPredicate::OGT, a, c(TAN_PI_8), "")?;
+    let sel = |cond, t: VectorValue<'ctx>, f: VectorValue<'ctx>| -> R<VectorValue<'ctx>> {
+        Ok(b.build_select(cond, t, f, "")?.into_vector_value())
+    };
+    let base = sel(big, c(std::f32::consts::FRAC_PI_2), sel(mid, c(std::f32::consts::FRAC_PI_4), c(0.0))?)?;
+    let t_big = b.build_float_div(c(-1.0), a, "")?;
+    let t_mid = b.build_float_div(b.build_float_sub(a, c(1.0), "")?, b.build_float_add(a, c(1.0), "")?, "")?;
+    let t = sel(big, t_big, sel(mid, t_mid, a)?)?;
+    let z = b.build_float_mul(t, t, "")?;
+    let mut p = c(ATAN_P[0]);
+    for k in &ATAN_P[1..] {
+        p = fma(kb, p, z, c(*k))?;
+    }
+    let y = b.build_float_add(base, fma(kb, b.build_float_mul(p, z, "")?, t, t)?, "")?;
+    let y = kb.call_intrinsic("llvm.copysign", &[vt.into()], &[y.into(), x.into()])?.into_vector_value();
+    let nan = b.build_float_compare(FloatPredicate::UNO, x, x, "")?;
+    sel(nan, x, y)
+}
+
+/// `asin x` on a vector of f32 (see the module doc).
+pub(crate) fn asin<'ctx>(kb: &Kb<'_, 'ctx>, x: VectorValue<'ctx>) -> R<VectorValue<'ctx>> {
+    let b = &kb.b;
+    let vt = x.get_type();
+    let w = vt.get_size() as usize;
+    let c = |v: f32| VectorType::const_vector(&vec![kb.f32t.const_float(v as f64); w]);
+    let sel = |cond, t: VectorValue<'ctx>, f: VectorValue<'ctx>| -> R<VectorValue<'ctx>> {
+        Ok(b.build_select(cond, t, f, "")?.into_vector_value())
+    };
+    let a = kb.call_intrinsic("llvm.fabs", &[vt.into()], &[x.into()])?.into_vector_value();
+    let high = b.build_float_compare(FloatPredicate::OGT, a, c(0.5), "")?;
+    let z = sel(high, b.build_float_mul(c(0.5), b.build_float_sub(c(1.0), a, "")?, "")?, b.build_float_mul(a, a, "")?)?;
+    let root = kb.call_intrinsic("llvm.sqrt", &[vt.into()], &[z.into()])?.into_vector_value();
+    let t = sel(high, root, a)?;
+    let mut p = c(ASIN_P[0]);
+    for k in &ASIN_P[1..] {
+        p = fma(kb, p, z, c(*k))?;
+    }
+    let y = fma(kb, b.build_float_mul(p, z, "")?, t, t)?;
+    let y = sel(high, b.build_float_sub(c(std::f32::consts::FRAC_PI_2), b.build_float_add(y, y, "")?, "")?, y)?;
+    let y = kb.call_intrinsic("llvm.copysign", &[vt.into()], &[y.into(), x.into()])?.into_vector_value();
+    let bad = b.build_float_compare(FloatPredicate::UGT, a, c(1.0), "")?;
+    sel(bad, c(f32::NAN), y)
 }
 
 fn fma<'ctx>(
@@ -247,7 +440,7 @@ pub(crate) fn gelu<'ctx>(kb: &Kb<'_, 'ctx>, x: VectorValue<'ctx>) -> R<VectorVal
 
 #[cfg(test)]
 mod tests {
-    use super::{erf_ref, exp_ref, gelu_ref, log_ref};
+    use super::{asin_ref, atan_ref, erf_ref, exp_ref, gelu_ref, log_ref, sincos_ref};
 
     #[test]
     fn erf_error_is_within_7e_7() {
@@ -272,6 +465,49 @@ mod tests {
         let want = b as f32;
         let ulp = (f32::from_bits(want.to_bits() + 1) - want) as f64;
         ((a as f64) - b).abs() / ulp
+    }
+
+    #[test]
+    fn sin_cos_error_is_within_1e_7() {
+        let mut worst: f64 = 0.0;
+        for i in 0..=2_000_000 {
+            let x = -8192.0 + 16384.0 * i as f32 / 2_000_000.0;
+            worst = worst.max((sincos_ref(x, false) as f64 - (x as f64).sin()).abs());
+            worst = worst.max((sincos_ref(x, true) as f64 - (x as f64).cos()).abs());
+        }
+        for i in 0..=200_000 {
+            let x = -4.0 + 8.0 * i as f32 / 200_000.0;
+            worst = worst.max((sincos_ref(x, false) as f64 - (x as f64).sin()).abs());
+            worst = worst.max((sincos_ref(x, true) as f64 - (x as f64).cos()).abs());
+        }
+        assert!(worst <= 1e-7, "max abs error {worst}");
+        assert_eq!(sincos_ref(0.0, false), 0.0);
+        assert_eq!(sincos_ref(0.0, true), 1.0);
+        assert!(sincos_ref(f32::INFINITY, false).is_nan() && sincos_ref(f32::NAN, true).is_nan());
+    }
+
+    #[test]
+    fn atan_asin_error_is_within_3_ulp() {
+        let mut worst: f64 = 0.0;
+        let mut check = |got: f32, want: f64| {
+            let w = want as f32;
+            let ulp = (w.abs().next_up() - w.abs()) as f64;
+            worst = worst.max((got as f64 - want).abs() / ulp.max(f64::MIN_POSITIVE));
+        };
+        for i in 0..=1_000_000 {
+            let x = -1.0 + 2.0 * i as f32 / 1_000_000.0;
+            check(asin_ref(x), (x as f64).asin());
+            let y = -100.0 + 200.0 * i as f32 / 1_000_000.0;
+            check(atan_ref(y), (y as f64).atan());
+        }
+        for e in -30..30 {
+            let y = 2f32.powi(e) * 1.3;
+            check(atan_ref(y), (y as f64).atan());
+            check(atan_ref(-y), (-y as f64).atan());
+        }
+        assert!(worst <= 3.0, "max error {worst} ulp");
+        assert!(asin_ref(1.5).is_nan() && atan_ref(f32::NAN).is_nan());
+        assert_eq!(atan_ref(f32::INFINITY), std::f32::consts::FRAC_PI_2);
     }
 
     #[test]

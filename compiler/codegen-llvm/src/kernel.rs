@@ -407,6 +407,17 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
             "expf" => lane(crate::fastmath::exp(self, v)?),
             "logf" => lane(crate::fastmath::log(self, v)?),
             "erff" => lane(crate::fastmath::erf(self, v)?),
+            "sinf" => lane(crate::fastmath::sincos(self, v, false)?),
+            "cosf" => lane(crate::fastmath::sincos(self, v, true)?),
+            "tanf" => {
+                let s = lane(crate::fastmath::sincos(self, v, false)?)?;
+                self.fdiv(s, lane(crate::fastmath::sincos(self, v, true)?)?)
+            }
+            "atanf" => lane(crate::fastmath::atan(self, v)?),
+            "asinf" => lane(crate::fastmath::asin(self, v)?),
+            // acos x = pi/2 - asin x: absolute error a few 1e-7.
+            "acosf" => self.fsub(self.cf(std::f32::consts::FRAC_PI_2), lane(crate::fastmath::asin(self, v)?)?),
+            "sinhf" | "coshf" | "asinhf" | "acoshf" | "atanhf" => self.portable_hyperbolic(base, *x),
             // tanh x = sign(x) (1 - 2 / (e^(2|x|) + 1)): absolute error a few 1e-7.
             "tanhf" => {
                 let a = self.call_intrinsic("llvm.fabs", &[ty.into()], &[(*x).into()])?.into_float_value();
@@ -415,6 +426,63 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
                 Ok(self.call_intrinsic("llvm.copysign", &[ty.into()], &[t.into(), (*x).into()])?.into_float_value())
             }
             _ => Err(missing()),
+        }
+    }
+
+    /// The hyperbolic functions from `exp` and `log` (absolute errors of a few 1e-7 where
+    /// the result is small): `sinh` by its Taylor series below 1/2, `asinh` and `acosh`
+    /// as `log(2|x|)` above 1e18 (where `x^2` would overflow).
+    fn portable_hyperbolic(&self, name: &str, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        use crate::fastmath::{exp, log};
+        let ty = self.f32t;
+        let f1 = |f: fn(&Kb<'a, 'ctx>, VectorValue<'ctx>) -> R<VectorValue<'ctx>>, v: FloatValue<'ctx>| {
+            let r = f(self, self.splat(v.into(), 1)?)?;
+            Ok::<_, CodegenError>(
+                self.b.build_extract_element(r, self.cx.i32_type().const_zero(), "")?.into_float_value(),
+            )
+        };
+        let a = self.call_intrinsic("llvm.fabs", &[ty.into()], &[x.into()])?.into_float_value();
+        let sign = |v: FloatValue<'ctx>| -> R<FloatValue<'ctx>> {
+            Ok(self.call_intrinsic("llvm.copysign", &[ty.into()], &[v.into(), x.into()])?.into_float_value())
+        };
+        let half = self.cf(0.5);
+        let lt = |p: FloatValue<'ctx>, q: FloatValue<'ctx>| self.b.build_float_compare(FloatPredicate::OLT, p, q, "");
+        match name {
+            "sinh" | "cosh" => {
+                let e = f1(exp, a)?;
+                let inv = self.fdiv(self.cf(1.0), e)?;
+                if name == "cosh" {
+                    return self.fmul(half, self.fadd(e, inv)?);
+                }
+                let big = self.fmul(half, self.fsub(e, inv)?)?;
+                // x + x^3/6 + x^5/120 + x^7/5040 (error below 6e-9 for |x| < 1/2).
+                let z = self.fmul(a, a)?;
+                let mut p = self.cf(1.0 / 5040.0);
+                for c in [1.0 / 120.0, 1.0 / 6.0, 1.0] {
+                    p = self.fadd(self.fmul(p, z)?, self.cf(c))?;
+                }
+                let small = self.fmul(p, a)?;
+                sign(self.select_f(lt(a, half)?, small, big)?)
+            }
+            "asinh" | "acosh" => {
+                let z = self.fmul(a, a)?;
+                let d = if name == "asinh" { self.fadd(z, self.cf(1.0))? } else { self.fsub(z, self.cf(1.0))? };
+                let root = self.call_intrinsic("llvm.sqrt", &[ty.into()], &[d.into()])?.into_float_value();
+                let r = f1(log, self.fadd(a, root)?)?;
+                let far = f1(log, self.fmul(a, self.cf(2.0))?)?;
+                let r = self.select_f(lt(self.cf(1e18), a)?, far, r)?;
+                if name == "asinh" {
+                    return sign(r);
+                }
+                // acosh: NaN below 1 (and for NaN, through the comparison).
+                let ok = self.b.build_float_compare(FloatPredicate::OGE, x, self.cf(1.0), "")?;
+                self.select_f(ok, r, self.cf(f32::NAN))
+            }
+            _ => {
+                // atanh x = log((1 + x) / (1 - x)) / 2
+                let q = self.fdiv(self.fadd(self.cf(1.0), x)?, self.fsub(self.cf(1.0), x)?)?;
+                self.fmul(half, f1(log, q)?)
+            }
         }
     }
 

@@ -179,7 +179,7 @@ fn quantization_falls_back_and_reports_it() {
 fn cuda_errors_are_clear() {
     let t = tempfile::tempdir().unwrap();
     copy_model("elementwise.onnx", t.path());
-    std::fs::write(t.path().join("sin.dlc"), "model m(x: f32[4]) -> (y: f32[4]) {\n  return sin(x)\n}\n").unwrap();
+    std::fs::write(t.path().join("exp64.dlc"), "model m(x: f64[4]) -> (y: f64[4]) {\n  return exp(x)\n}\n").unwrap();
     let cuda = ["--target", "nvptx64-nvidia-cuda"];
     let compile = |model: &str, out: &str, extra: &[&str]| {
         let mut args = vec!["compile", model, "-o", out];
@@ -193,7 +193,7 @@ fn cuda_errors_are_clear() {
     let (code, err) = compile("elementwise.onnx", "x", &["--cpu", "znver3"]);
     assert_eq!(code, 1);
     insta::assert_snapshot!("cuda_cpu_name", err);
-    let (code, err) = compile("sin.dlc", "x", &[]);
+    let (code, err) = compile("exp64.dlc", "x", &[]);
     assert_eq!(code, 1);
     insta::assert_snapshot!("cuda_op_without_kernel", err);
 
