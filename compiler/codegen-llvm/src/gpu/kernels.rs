@@ -1,8 +1,10 @@
 //! The GPU kernels: one generator per op family, each written once against [`Gk`] (see
-//! the module doc of `gpu`). Elementwise, fused, pooling, gather and copies map one
-//! output element (or row) to a thread; matrix products and convolutions share one
-//! shared-memory tiled GEMM; softmax, LayerNorm and attention give a block to a row and
-//! reduce with warp shuffles.
+//! the module doc of `gpu`). Elementwise and fused ops, reductions, pools, data movement
+//! and depthwise convolutions map one output element to a thread (most through the CPU
+//! lowering's own per-element body, [`flat`]); matrix products and other convolutions
+//! share one shared-memory tiled GEMM; softmax, LayerNorm and attention give a block to
+//! a row and reduce with warp shuffles; any other op runs its CPU loop nest on one
+//! thread ([`serial`]).
 use super::{Factory, Geometry, Gk, Private, Reduce};
 use crate::kernel::{Kb, R};
 use crate::lower::conv::{pool_point, Pool};
