@@ -190,6 +190,21 @@ def case_models():
          vi("cs", [2, 5, 7]), vi("pd", [2, 7, 9]), vi("tr", [2, 5, 7]), vi("hm", [2, 5, 7])],
         [numpy_helper.from_array(np.array([1], np.int64), "axes"), numpy_helper.from_array(np.int64(1), "cax"),
          numpy_helper.from_array(np.array([0, 1, 1, 0, 1, 1], np.int64), "pads")], opset=18)
+    # Reductions of long rows: a block per output, warp shuffles (and a short one per thread).
+    ax = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    cases["row_reductions"] = model(
+        [helper.make_node("ReduceMean", ["x", "a23"], ["mean"], keepdims=1),
+         helper.make_node("ReduceMax", ["x", "a23"], ["max"], keepdims=0),
+         helper.make_node("ReduceMin", ["x", "a3"], ["min"], keepdims=0),
+         helper.make_node("ReduceL2", ["x", "a123"], ["l2"], keepdims=0),
+         helper.make_node("ReduceL1", ["x", "a23"], ["l1"], keepdims=0),
+         helper.make_node("ReduceSumSquare", ["x", "a23"], ["ss"], keepdims=0),
+         helper.make_node("ReduceSum", ["x"], ["sum"], keepdims=0),
+         helper.make_node("GlobalAveragePool", ["x"], ["gap"])],
+        [vi("x", [3, 4, 20, 15])],
+        [vi("mean", [3, 4, 1, 1]), vi("max", [3, 4]), vi("min", [3, 4, 20]), vi("l2", [3]), vi("l1", [3, 4]),
+         vi("ss", [3, 4]), vi("sum", []), vi("gap", [3, 4, 1, 1])],
+        [ax("a23", [2, 3]), ax("a3", [3]), ax("a123", [1, 2, 3])], opset=18)
     # The math functions the GPU has no library for (fastmath and compositions), at the
     # tests' usual tolerance.
     three = numpy_helper.from_array(np.float32(3.0), "three")

@@ -14,10 +14,10 @@ use crate::lower::movement::{
     elem_int_type, gather_elements_with, load_index, pad_with, slice_with, transpose_with, trilu_with, GatherGeometry,
 };
 use crate::lower::norm::batchnorm_with;
-use crate::lower::reduce::{per_output, reduce_with};
+use crate::lower::reduce::{as_rows, per_output, reduce_with, RowReduce};
 use crate::lower::{emit_body, NodeInfo};
 use dlc_ir::ops::{normalize_axis, Activation, Attention, Gemm, LayerNormalization, PoolGeometry, SoftmaxMode};
-use dlc_ir::{Graph, NodeId, Op, OpKind};
+use dlc_ir::{DType, Graph, NodeId, Op, OpKind};
 use inkwell::values::{FloatValue, IntValue};
 use inkwell::IntPredicate;
 
@@ -27,6 +27,17 @@ const FLAT: u32 = 256;
 /// Emits the kernel of node `id` (`n`) and says how to launch it. Ops without a
 /// parallel kernel here run their CPU loop nest on one GPU thread ([`serial`]).
 pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) -> R<Geometry> {
+    // Long rows: a block per output, reduced with warp shuffles.
+    let rows = match n.op {
+        Op::GlobalAveragePool(_) if n.inputs[0].dtype == DType::F32 => {
+            let x = n.in_dims(0);
+            Some((RowReduce::Mean, x[0] * x[1], x[2..].iter().product()))
+        }
+        _ => as_rows(n),
+    };
+    if let Some((kind, rows, len)) = rows.filter(|r| r.2 >= LONG_ROW) {
+        return row_reduce(f, kind, rows, len);
+    }
     match n.op.kind() {
         OpKind::Elementwise => return flat(f, numel(n), |kb, drive| map_with(kb, n, drive)),
         OpKind::Reduction if per_output(n.op) => return flat(f, numel(n), |kb, drive| reduce_with(kb, n, drive)),
@@ -498,6 +509,52 @@ fn conv_direct(f: &Factory<'_, '_>, n: &NodeInfo, op: &dlc_ir::ops::Conv, geo: &
             kb.store_f32(kb.param(n.inputs.len()), y, activation(kb, op.act, v)?)
         })
     })
+}
+
+/// Rows at least this long are reduced by a block rather than a thread.
+const LONG_ROW: u64 = 128;
+
+/// A reduction of `rows` rows of `len` contiguous f32: a block per row, each thread a
+/// strided partial, then a block reduction with warp shuffles.
+fn row_reduce(f: &Factory<'_, '_>, kind: RowReduce, rows: u64, len: u64) -> R<Geometry> {
+    let gk = f.kernel(row_threads(len))?;
+    let step = gk.threads as u64;
+    let kb0 = &gk.kb;
+    let base = kb0.mul(gk.bid[0], kb0.c(len))?;
+    let (px, py) = (kb0.param(0), kb0.param(1));
+    let op = match kind {
+        RowReduce::Max => Reduce::Max,
+        RowReduce::Min => Reduce::Min,
+        _ => Reduce::Sum,
+    };
+    let v = gk.private(1)?;
+    let acc = kb0.alloca_f32()?;
+    gk.threads(|kb, t| {
+        kb.set(acc, kb.cf(op.identity()))?;
+        Gk::strided(kb, t, len, step, |kb, l| {
+            let x = kb.load_f32(px, kb.add(base, l)?)?;
+            let term = match kind {
+                RowReduce::SumSquare | RowReduce::L2 => kb.fmul(x, x)?,
+                RowReduce::L1 => kb.libm("fabsf", x)?,
+                _ => x,
+            };
+            kb.set(acc, op.combine(kb, kb.get(acc)?, term)?)
+        })?;
+        kb.set(v.at(kb, t, 0)?, kb.get(acc)?)
+    })?;
+    let total = gk.block_reduce(v, op)?;
+    gk.threads(|kb, t| {
+        kb.if_then(kb.icmp(IntPredicate::EQ, t, kb.c(0))?, |kb| {
+            let r = kb.get(total)?;
+            let r = match kind {
+                RowReduce::Mean => kb.fdiv(r, kb.cf(len as f32))?,
+                RowReduce::L2 => kb.libm("sqrtf", r)?,
+                _ => r,
+            };
+            kb.store_f32(py, gk.bid[0], r)
+        })
+    })?;
+    gk.finish([rows, 1, 1])
 }
 
 /// Threads for a block that owns a row of `len` elements.

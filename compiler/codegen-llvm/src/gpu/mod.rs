@@ -243,6 +243,28 @@ impl<'f, 'ctx> Factory<'f, 'ctx> {
 pub(crate) enum Reduce {
     Sum,
     Max,
+    Min,
+}
+
+impl Reduce {
+    /// The value that changes nothing.
+    pub fn identity(self) -> f32 {
+        match self {
+            Reduce::Sum => 0.0,
+            Reduce::Max => f32::NEG_INFINITY,
+            Reduce::Min => f32::INFINITY,
+        }
+    }
+
+    /// `a (op) b`.
+    pub fn combine<'ctx>(self, kb: &Kb<'_, 'ctx>, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        match self {
+            Reduce::Sum => kb.fadd(a, b),
+            Reduce::Max => kb.fmax(a, b),
+            // `b < a ? b : a`, as fmax is `a < b ? b : a`.
+            Reduce::Min => kb.select_f(kb.b.build_float_compare(inkwell::FloatPredicate::OLT, b, a, "")?, b, a),
+        }
+    }
 }
 
 /// Per-thread f32 storage that lives across regions: `n` slots per thread.
@@ -387,14 +409,8 @@ impl<'a, 'ctx> Gk<'a, 'ctx> {
     pub fn block_reduce(&self, v: Private<'ctx>, op: Reduce) -> R<PointerValue<'ctx>> {
         let warps = (self.threads / 32) as u64;
         let red = self.shared(33)?;
-        let identity = match op {
-            Reduce::Sum => 0.0,
-            Reduce::Max => f32::NEG_INFINITY,
-        };
-        let combine = |kb: &Kb<'a, 'ctx>, a: FloatValue<'ctx>, b: FloatValue<'ctx>| match op {
-            Reduce::Sum => kb.fadd(a, b),
-            Reduce::Max => kb.fmax(a, b),
-        };
+        let identity = op.identity();
+        let combine = |kb: &Kb<'a, 'ctx>, a: FloatValue<'ctx>, b: FloatValue<'ctx>| op.combine(kb, a, b);
         let slot = |kb: &Kb<'a, 'ctx>, i: IntValue<'ctx>| kb.gep(kb.f32t.into(), red, i);
         let lane_and_warp = |kb: &Kb<'a, 'ctx>, t: IntValue<'ctx>| -> R<(IntValue<'ctx>, IntValue<'ctx>)> {
             Ok((kb.b.build_and(t, kb.c(31), "")?, kb.b.build_right_shift(t, kb.c(5), false, "")?))

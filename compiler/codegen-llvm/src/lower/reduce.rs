@@ -23,6 +23,41 @@ enum Kind {
     SumSquare,
 }
 
+/// A float reduction a GPU block can compute as one row (see [`as_rows`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum RowReduce {
+    Sum,
+    Mean,
+    Max,
+    Min,
+    SumSquare,
+    L1,
+    L2,
+}
+
+/// For an f32 reduction whose reduced axes are the trailing ones: its kind, the number
+/// of rows (outputs) and the row length.
+pub(crate) fn as_rows(n: &NodeInfo) -> Option<(RowReduce, u64, u64)> {
+    let (axes, kind) = match n.op {
+        Op::ReduceSum(o) => (&o.axes, RowReduce::Sum),
+        Op::ReduceMean(o) => (&o.axes, RowReduce::Mean),
+        Op::ReduceMax(o) => (&o.axes, RowReduce::Max),
+        Op::ReduceMin(o) => (&o.axes, RowReduce::Min),
+        Op::ReduceSumSquare(o) => (&o.axes, RowReduce::SumSquare),
+        Op::ReduceL1(o) => (&o.axes, RowReduce::L1),
+        Op::ReduceL2(o) => (&o.axes, RowReduce::L2),
+        _ => return None,
+    };
+    if n.inputs[0].dtype != DType::F32 || n.outputs[0].dtype != DType::F32 {
+        return None;
+    }
+    let x = n.in_dims(0);
+    let axes = resolve_axes(axes, x.len())?;
+    let lead = x.len() - axes.len();
+    (axes == (lead..x.len()).collect::<Vec<_>>())
+        .then(|| (kind, x[..lead].iter().product(), x[lead..].iter().product()))
+}
+
 /// The accumulator dtype for inputs of dtype `d`: f64 for floats, 64-bit integers otherwise.
 fn accumulator(d: DType) -> DType {
     if d.is_float() {
