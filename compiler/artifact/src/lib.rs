@@ -56,6 +56,12 @@ pub mod files {
     pub const SIM_LIB: &str = "model.sim.so";
 }
 
+/// Whether `triple` names the CUDA target (artifacts with `model.ptx` and a launch table
+/// instead of libraries).
+pub fn is_cuda_triple(triple: &str) -> bool {
+    triple.starts_with("nvptx")
+}
+
 /// Version of the launch table layout.
 pub const LAUNCH_VERSION: u32 = 1;
 
@@ -269,6 +275,10 @@ pub enum ArtifactError {
 }
 
 impl Manifest {
+    /// Whether the artifact was compiled for CUDA.
+    pub fn is_cuda(&self) -> bool {
+        is_cuda_triple(&self.target_triple)
+    }
     /// Encodes as the bytes of `model.manifest`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = MANIFEST_MAGIC.to_vec();

@@ -102,9 +102,7 @@ pub fn compile(
 ) -> Result<Compiled, CodegenError> {
     let tm = target.machine()?;
     let cx = Context::create();
-    let module = cx.create_module(&g.name);
-    module.set_triple(&tm.get_triple());
-    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    let module = target_module(&cx, &g.name, &tm);
 
     let kernels = emit_module(&cx, &module, g, plan, target, prefix)?;
     module.verify().map_err(|e| CodegenError::Llvm(format!("invalid module: {}", e.to_string())))?;
@@ -117,14 +115,26 @@ pub fn compile(
     }
     let llvm_ir = emit.llvm_ir.then(|| module.print_to_string().to_string());
     let asm = if emit.asm {
-        let buf =
-            tm.write_to_memory_buffer(&module, FileType::Assembly).map_err(|e| CodegenError::Llvm(e.to_string()))?;
-        Some(String::from_utf8_lossy(buf.as_slice()).into_owned())
+        Some(String::from_utf8_lossy(&write(&module, &tm, FileType::Assembly)?).into_owned())
     } else {
         None
     };
-    let obj = tm.write_to_memory_buffer(&module, FileType::Object).map_err(|e| CodegenError::Llvm(e.to_string()))?;
-    Ok(Compiled { object: obj.as_slice().to_vec(), llvm_ir, asm, kernels })
+    let object = write(&module, &tm, FileType::Object)?;
+    Ok(Compiled { object, llvm_ir, asm, kernels })
+}
+
+/// An empty module for the target machine `tm` (its triple and data layout).
+fn target_module<'ctx>(cx: &'ctx Context, name: &str, tm: &inkwell::targets::TargetMachine) -> Module<'ctx> {
+    let module = cx.create_module(name);
+    module.set_triple(&tm.get_triple());
+    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    module
+}
+
+/// `module` as assembly or an object file for `tm`.
+fn write(module: &Module<'_>, tm: &inkwell::targets::TargetMachine, kind: FileType) -> Result<Vec<u8>, CodegenError> {
+    let buf = tm.write_to_memory_buffer(module, kind).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    Ok(buf.as_slice().to_vec())
 }
 
 fn emit_module<'ctx>(

@@ -14,7 +14,7 @@ use crate::lower::movement::{
     elem_int_type, gather_elements_with, load_index, pad_with, slice_with, transpose_with, trilu_with, GatherGeometry,
 };
 use crate::lower::norm::batchnorm_with;
-use crate::lower::reduce::{as_rows, per_output, reduce_with, RowReduce};
+use crate::lower::reduce::{as_rows, per_output, reduce_with, Kind};
 use crate::lower::{emit_body, NodeInfo};
 use dlc_ir::ops::{normalize_axis, Activation, Attention, Gemm, LayerNormalization, PoolGeometry, SoftmaxMode};
 use dlc_ir::{DType, Graph, NodeId, Op, OpKind};
@@ -31,7 +31,7 @@ pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) ->
     let rows = match n.op {
         Op::GlobalAveragePool(_) if n.inputs[0].dtype == DType::F32 => {
             let x = n.in_dims(0);
-            Some((RowReduce::Mean, x[0] * x[1], x[2..].iter().product()))
+            Some((Kind::Mean, x[0] * x[1], x[2..].iter().product()))
         }
         _ => as_rows(n),
     };
@@ -275,34 +275,37 @@ fn tiled_gemm<'ctx>(f: &Factory<'_, 'ctx>, s: &GemmSpec<'_, 'ctx>) -> R<Geometry
         }
         Ok(())
     })?;
-    // A guarded load: zero outside the matrix.
-    let guarded = |kb: &Kb<'_, 'ctx>, inside: IntValue<'ctx>, load: &dyn Fn(&Kb<'_, 'ctx>) -> R<FloatValue<'ctx>>| {
-        kb.set(tmp, kb.cf(0.0))?;
-        kb.if_then(inside, |kb| kb.set(tmp, load(kb)?))?;
-        kb.get(tmp)
+    // Thread `t`'s share of copying the `rows x cols` tile at (`r0`, `c0`) of an
+    // `extent[0] x extent[1]` operand into shared memory `dst` (row-major, or column-major
+    // when `transpose`), zero outside the operand.
+    let stage = |kb: &Kb<'_, 'ctx>,
+                 t: IntValue<'ctx>,
+                 dst,
+                 [rows, cols]: [u64; 2],
+                 [r0, c0]: [IntValue<'ctx>; 2],
+                 extent: [u64; 2],
+                 transpose: bool,
+                 load: &dyn Fn(&Kb<'_, 'ctx>, IntValue<'ctx>, IntValue<'ctx>) -> R<FloatValue<'ctx>>|
+     -> R<()> {
+        for r in 0..(rows * cols) / threads {
+            let e = kb.add(kb.c(r * threads), t)?;
+            let (p, q) =
+                (kb.b.build_int_unsigned_div(e, kb.c(cols), "")?, kb.b.build_int_unsigned_rem(e, kb.c(cols), "")?);
+            let (gr, gc) = (kb.add(r0, p)?, kb.add(c0, q)?);
+            kb.set(tmp, kb.cf(0.0))?;
+            kb.if_then(kb.and(kb.in_bounds(gr, extent[0])?, kb.in_bounds(gc, extent[1])?)?, |kb| {
+                kb.set(tmp, load(kb, gr, gc)?)
+            })?;
+            let at = if transpose { kb.lin(&[(q, rows), (p, 1)], 0)? } else { kb.lin(&[(p, cols), (q, 1)], 0)? };
+            kb.store_f32(dst, at, kb.get(tmp)?)?;
+        }
+        Ok(())
     };
     gk.kb.for_n(s.k.div_ceil(BK), |kb, kt| {
         let k0 = kb.mul(kt, kb.c(BK))?;
         gk.threads(|kb, t| {
-            for r in 0..(bm * BK) / threads {
-                let e = kb.add(kb.c(r * threads), t)?;
-                let (ii, kk) =
-                    (kb.b.build_int_unsigned_div(e, kb.c(BK), "")?, kb.b.build_int_unsigned_rem(e, kb.c(BK), "")?);
-                let (i, k) = (kb.add(i0, ii)?, kb.add(k0, kk)?);
-                let inside = kb.and(kb.in_bounds(i, s.m)?, kb.in_bounds(k, s.k)?)?;
-                let v = guarded(kb, inside, &|kb| (s.load_a)(kb, bz, i, k))?;
-                kb.store_f32(a_s, kb.lin(&[(kk, bm), (ii, 1)], 0)?, v)?;
-            }
-            for r in 0..(bn * BK) / threads {
-                let e = kb.add(kb.c(r * threads), t)?;
-                let (kk, jj) =
-                    (kb.b.build_int_unsigned_div(e, kb.c(bn), "")?, kb.b.build_int_unsigned_rem(e, kb.c(bn), "")?);
-                let (k, j) = (kb.add(k0, kk)?, kb.add(j0, jj)?);
-                let inside = kb.and(kb.in_bounds(k, s.k)?, kb.in_bounds(j, s.n)?)?;
-                let v = guarded(kb, inside, &|kb| (s.load_b)(kb, bz, k, j))?;
-                kb.store_f32(b_s, kb.lin(&[(kk, bn), (jj, 1)], 0)?, v)?;
-            }
-            Ok(())
+            stage(kb, t, a_s, [bm, BK], [i0, k0], [s.m, s.k], true, &|kb, i, k| (s.load_a)(kb, bz, i, k))?;
+            stage(kb, t, b_s, [BK, bn], [k0, j0], [s.k, s.n], false, &|kb, k, j| (s.load_b)(kb, bz, k, j))
         })?;
         gk.threads(|kb, t| {
             let ty = kb.b.build_int_unsigned_div(t, kb.c(cols), "")?;
@@ -516,15 +519,15 @@ const LONG_ROW: u64 = 128;
 
 /// A reduction of `rows` rows of `len` contiguous f32: a block per row, each thread a
 /// strided partial, then a block reduction with warp shuffles.
-fn row_reduce(f: &Factory<'_, '_>, kind: RowReduce, rows: u64, len: u64) -> R<Geometry> {
+fn row_reduce(f: &Factory<'_, '_>, kind: Kind, rows: u64, len: u64) -> R<Geometry> {
     let gk = f.kernel(row_threads(len))?;
     let step = gk.threads as u64;
     let kb0 = &gk.kb;
     let base = kb0.mul(gk.bid[0], kb0.c(len))?;
     let (px, py) = (kb0.param(0), kb0.param(1));
     let op = match kind {
-        RowReduce::Max => Reduce::Max,
-        RowReduce::Min => Reduce::Min,
+        Kind::Max => Reduce::Max,
+        Kind::Min => Reduce::Min,
         _ => Reduce::Sum,
     };
     let v = gk.private(1)?;
@@ -534,8 +537,8 @@ fn row_reduce(f: &Factory<'_, '_>, kind: RowReduce, rows: u64, len: u64) -> R<Ge
         Gk::strided(kb, t, len, step, |kb, l| {
             let x = kb.load_f32(px, kb.add(base, l)?)?;
             let term = match kind {
-                RowReduce::SumSquare | RowReduce::L2 => kb.fmul(x, x)?,
-                RowReduce::L1 => kb.libm("fabsf", x)?,
+                Kind::SumSquare | Kind::L2 => kb.fmul(x, x)?,
+                Kind::L1 => kb.libm("fabsf", x)?,
                 _ => x,
             };
             kb.set(acc, op.combine(kb, kb.get(acc)?, term)?)
@@ -547,8 +550,8 @@ fn row_reduce(f: &Factory<'_, '_>, kind: RowReduce, rows: u64, len: u64) -> R<Ge
         kb.if_then(kb.icmp(IntPredicate::EQ, t, kb.c(0))?, |kb| {
             let r = kb.get(total)?;
             let r = match kind {
-                RowReduce::Mean => kb.fdiv(r, kb.cf(len as f32))?,
-                RowReduce::L2 => kb.libm("sqrtf", r)?,
+                Kind::Mean => kb.fdiv(r, kb.cf(len as f32))?,
+                Kind::L2 => kb.libm("sqrtf", r)?,
                 _ => r,
             };
             kb.store_f32(py, gk.bid[0], r)

@@ -22,7 +22,7 @@
 //! --simulate` runs what the GPU would run, with grid and block indices as loops.
 use crate::kernel::{Kb, R};
 use crate::lower::NodeInfo;
-use crate::{CodegenError, TargetSpec};
+use crate::{target_module, write, CodegenError, TargetSpec};
 use dlc_artifact::{BufferRef, Launch, LaunchTable, OutputCopy, LAUNCH_VERSION};
 use dlc_ir::{Graph, Op, Value};
 use dlc_passes::{Location, MemoryPlan};
@@ -40,10 +40,7 @@ mod kernels;
 /// The GPU architecture used when `--cpu` names none.
 pub const DEFAULT_SM: &str = "sm_80";
 
-/// Whether `triple` is the CUDA target.
-pub fn is_cuda(triple: &str) -> bool {
-    triple.starts_with("nvptx64")
-}
+pub use dlc_artifact::is_cuda_triple as is_cuda;
 
 /// A CUDA artifact's contents.
 #[derive(Debug, Clone)]
@@ -109,28 +106,22 @@ pub fn compile_cuda(
     // The device code.
     let tm = target.machine()?;
     let cx = Context::create();
-    let module = cx.create_module(&g.name);
-    module.set_triple(&tm.get_triple());
-    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    let module = target_module(&cx, &g.name, &tm);
     let kernels = emit_kernels(&cx, &module, g, plan, Mode::Ptx, prefix, target)?;
     let ptx_ir = optimise(&module, &tm, llvm_ir)?;
-    let ptx = tm.write_to_memory_buffer(&module, FileType::Assembly).map_err(|e| CodegenError::Llvm(e.to_string()))?;
-    let ptx = String::from_utf8_lossy(ptx.as_slice()).into_owned();
+    let ptx = String::from_utf8_lossy(&write(&module, &tm, FileType::Assembly)?).into_owned();
 
     // The same kernels for the host.
     let host = TargetSpec::host();
     let htm = host.machine()?;
     let hcx = Context::create();
-    let hmod = hcx.create_module(&g.name);
-    hmod.set_triple(&htm.get_triple());
-    hmod.set_data_layout(&htm.get_target_data().get_data_layout());
+    let hmod = target_module(&hcx, &g.name, &htm);
     let sim = emit_kernels(&hcx, &hmod, g, plan, Mode::Sim, prefix, target)?;
     if sim.iter().map(|k| k.1).ne(kernels.iter().map(|k| k.1)) {
         return Err(CodegenError::Llvm("internal: the simulated kernels were launched differently".into()));
     }
     optimise(&hmod, &htm, false)?;
-    let sim_object =
-        htm.write_to_memory_buffer(&hmod, FileType::Object).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+    let sim_object = write(&hmod, &htm, FileType::Object)?;
 
     let launches = kernels
         .into_iter()
@@ -168,7 +159,7 @@ pub fn compile_cuda(
         launches,
         copies,
     };
-    Ok(CudaCompiled { ptx, sim_object: sim_object.as_slice().to_vec(), table, weights, llvm_ir: ptx_ir })
+    Ok(CudaCompiled { ptx, sim_object, table, weights, llvm_ir: ptx_ir })
 }
 
 fn optimise(

@@ -9,8 +9,9 @@ use dlc_ir::{DType, Op};
 use inkwell::values::{BasicValueEnum, FloatValue, IntValue};
 use inkwell::{FloatPredicate, IntPredicate};
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+/// What a Reduce* op folds its inputs with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
     Sum,
     Mean,
     Max,
@@ -23,32 +24,31 @@ enum Kind {
     SumSquare,
 }
 
-/// A float reduction a GPU block can compute as one row (see [`as_rows`]).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum RowReduce {
-    Sum,
-    Mean,
-    Max,
-    Min,
-    SumSquare,
-    L1,
-    L2,
+/// The axes and kind of a Reduce* op (`None` for the other reductions).
+fn reduction(op: &Op) -> Option<(&[i64], Kind)> {
+    Some(match op {
+        Op::ReduceSum(o) => (&o.axes, Kind::Sum),
+        Op::ReduceMean(o) => (&o.axes, Kind::Mean),
+        Op::ReduceMax(o) => (&o.axes, Kind::Max),
+        Op::ReduceMin(o) => (&o.axes, Kind::Min),
+        Op::ReduceProd(o) => (&o.axes, Kind::Prod),
+        Op::ReduceL1(o) => (&o.axes, Kind::L1),
+        Op::ReduceL2(o) => (&o.axes, Kind::L2),
+        Op::ReduceLogSum(o) => (&o.axes, Kind::LogSum),
+        Op::ReduceLogSumExp(o) => (&o.axes, Kind::LogSumExp),
+        Op::ReduceSumSquare(o) => (&o.axes, Kind::SumSquare),
+        _ => return None,
+    })
 }
 
-/// For an f32 reduction whose reduced axes are the trailing ones: its kind, the number
-/// of rows (outputs) and the row length.
-pub(crate) fn as_rows(n: &NodeInfo) -> Option<(RowReduce, u64, u64)> {
-    let (axes, kind) = match n.op {
-        Op::ReduceSum(o) => (&o.axes, RowReduce::Sum),
-        Op::ReduceMean(o) => (&o.axes, RowReduce::Mean),
-        Op::ReduceMax(o) => (&o.axes, RowReduce::Max),
-        Op::ReduceMin(o) => (&o.axes, RowReduce::Min),
-        Op::ReduceSumSquare(o) => (&o.axes, RowReduce::SumSquare),
-        Op::ReduceL1(o) => (&o.axes, RowReduce::L1),
-        Op::ReduceL2(o) => (&o.axes, RowReduce::L2),
-        _ => return None,
-    };
-    if n.inputs[0].dtype != DType::F32 || n.outputs[0].dtype != DType::F32 {
+/// For an f32 Sum, Mean, Max, Min, SumSquare, L1 or L2 reduction over the trailing axes
+/// (what a GPU block computes as one row): its kind, the number of rows (outputs) and
+/// the row length.
+pub(crate) fn as_rows(n: &NodeInfo) -> Option<(Kind, u64, u64)> {
+    let (axes, kind) = reduction(n.op)?;
+    let by_rows =
+        matches!(kind, Kind::Sum | Kind::Mean | Kind::Max | Kind::Min | Kind::SumSquare | Kind::L1 | Kind::L2);
+    if !by_rows || n.inputs[0].dtype != DType::F32 || n.outputs[0].dtype != DType::F32 {
         return None;
     }
     let x = n.in_dims(0);
@@ -82,22 +82,13 @@ pub(crate) fn per_output(op: &Op) -> bool {
 /// A reduction, each output element computed by one iteration of `drive` (see
 /// [`per_output`] for the ops that ignore it).
 pub(crate) fn reduce_with<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, drive: Drive<'_, 'ctx>) -> R<()> {
-    let (axes, kind) = match n.op {
-        Op::ReduceSum(o) => (&o.axes, Kind::Sum),
-        Op::ReduceMean(o) => (&o.axes, Kind::Mean),
-        Op::ReduceMax(o) => (&o.axes, Kind::Max),
-        Op::ReduceMin(o) => (&o.axes, Kind::Min),
-        Op::ReduceProd(o) => (&o.axes, Kind::Prod),
-        Op::ReduceL1(o) => (&o.axes, Kind::L1),
-        Op::ReduceL2(o) => (&o.axes, Kind::L2),
-        Op::ReduceLogSum(o) => (&o.axes, Kind::LogSum),
-        Op::ReduceLogSumExp(o) => (&o.axes, Kind::LogSumExp),
-        Op::ReduceSumSquare(o) => (&o.axes, Kind::SumSquare),
-        Op::ArgMax(o) => return arg(kb, n, o.axis, true, o.select_last_index, drive),
-        Op::ArgMin(o) => return arg(kb, n, o.axis, false, o.select_last_index, drive),
-        Op::NllLoss(o) => return nll_loss(kb, n, o),
-        Op::CumSum(o) => return cumsum(kb, n, o),
-        other => return Err(n.unsupported(format!("internal: {} is not a reduction", other.mnemonic()))),
+    let (axes, kind) = match (reduction(n.op), n.op) {
+        (Some(r), _) => r,
+        (None, Op::ArgMax(o)) => return arg(kb, n, o.axis, true, o.select_last_index, drive),
+        (None, Op::ArgMin(o)) => return arg(kb, n, o.axis, false, o.select_last_index, drive),
+        (None, Op::NllLoss(o)) => return nll_loss(kb, n, o),
+        (None, Op::CumSum(o)) => return cumsum(kb, n, o),
+        (None, other) => return Err(n.unsupported(format!("internal: {} is not a reduction", other.mnemonic()))),
     };
     let x = n.in_dims(0);
     let axes = resolve_axes(axes, x.len()).ok_or_else(|| n.unsupported("invalid axes"))?;
