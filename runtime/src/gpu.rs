@@ -7,30 +7,36 @@ use crate::cuda::{Context, DeviceBuffer, Driver, Kernel};
 use crate::{order_inputs, AlignedBuf, RuntimeError, Tensor};
 use dlc_artifact::{dtype_size, files, BufferRef, LaunchTable, Manifest};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Instant;
-
-/// Whether a manifest describes a CUDA artifact.
-pub(crate) fn is_cuda(m: &Manifest) -> bool {
-    m.target_triple.starts_with("nvptx")
-}
 
 /// A CUDA artifact, loaded.
 pub struct GpuModel {
     dir: PathBuf,
     manifest: Manifest,
     table: LaunchTable,
-    weights: Vec<u8>,
+    /// `model.weights`, 64-byte aligned.
+    weights: AlignedBuf,
+    /// `model.sim.so` and its kernels in launch order, opened on the first simulated run.
+    simulation: OnceLock<Simulation>,
 }
 
 /// A simulated kernel: `(args, block_x, block_y, block_z)`.
 type SimKernel = unsafe extern "C" fn(*const *mut u8, i64, i64, i64);
+
+/// The simulation library and its kernels, one per launch.
+struct Simulation {
+    kernels: Vec<SimKernel>,
+    // Keeps the code mapped while `kernels` point into it.
+    _lib: libloading::Library,
+}
 
 impl GpuModel {
     /// Reads the manifest, launch table and weights of the CUDA artifact in `dir`.
     pub fn load(dir: impl AsRef<Path>) -> Result<GpuModel, RuntimeError> {
         let dir = dir.as_ref().to_path_buf();
         let manifest = Manifest::read_dir(&dir)?;
-        if !is_cuda(&manifest) {
+        if !manifest.is_cuda() {
             return Err(RuntimeError::Kind {
                 dir,
                 reason: format!("was compiled for {}, not CUDA; run it without --simulate", manifest.target_triple),
@@ -46,7 +52,8 @@ impl GpuModel {
                 message: format!("{} bytes, the launch table expects {}", weights.len(), table.weight_bytes),
             });
         }
-        Ok(GpuModel { dir, manifest, table, weights })
+        let weights = AlignedBuf::copy_of(&weights);
+        Ok(GpuModel { dir, manifest, table, weights, simulation: OnceLock::new() })
     }
 
     /// The artifact's manifest.
@@ -83,20 +90,11 @@ impl GpuModel {
     /// call per block; the grid is walked in order (x fastest).
     pub fn run_simulated(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, RuntimeError> {
         let ordered = order_inputs(&self.manifest, inputs)?;
-        let path = self.dir.join(files::SIM_LIB);
-        let lib_err = |message: String| RuntimeError::Library { path: path.clone(), message };
-        // SAFETY: the library is dlc's generated code, which has no initialisers.
-        let lib = unsafe { libloading::Library::new(&path) }.map_err(|e| lib_err(e.to_string()))?;
-        let copy = |data: &[u8]| {
-            let b = AlignedBuf::new(data.len());
-            // SAFETY: the buffer holds at least `data.len()` bytes.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), b.ptr, data.len()) };
-            b
-        };
-        let ins: Vec<AlignedBuf> = ordered.iter().map(|t| copy(&t.data)).collect();
+        let sim = self.simulation()?;
+        let ins: Vec<AlignedBuf> = ordered.iter().map(|t| AlignedBuf::copy_of(&t.data)).collect();
         let sizes = self.output_sizes();
         let outs: Vec<AlignedBuf> = sizes.iter().map(|(n, _)| AlignedBuf::new(*n)).collect();
-        let weights = copy(&self.weights);
+        let weights = &self.weights;
         let arena = AlignedBuf::new(self.table.arena_bytes as usize);
         let at = |r: BufferRef| -> *mut u8 {
             // SAFETY: offsets come from the compiler's plan of these very buffers.
@@ -109,11 +107,7 @@ impl GpuModel {
                 }
             }
         };
-        for l in &self.table.launches {
-            // SAFETY: the symbol is a simulated kernel of the signature above (the
-            // compiler emits one per launch under the launch's kernel name).
-            let k: SimKernel = *unsafe { lib.get::<SimKernel>(l.kernel.as_bytes()) }
-                .map_err(|e| lib_err(format!("kernel '{}': {e}", l.kernel)))?;
+        for (l, k) in self.table.launches.iter().zip(&sim.kernels) {
             let argv: Vec<*mut u8> = l.args.iter().map(|a| at(*a)).collect();
             for z in 0..l.grid[2] {
                 for y in 0..l.grid[1] {
@@ -132,6 +126,27 @@ impl GpuModel {
         Ok(self.tensors(outs.iter().zip(&sizes).map(|(b, (n, _))| b.as_slice(*n).to_vec()).collect()))
     }
 
+    /// The simulation library, opened and its kernels resolved on first use.
+    fn simulation(&self) -> Result<&Simulation, RuntimeError> {
+        if let Some(s) = self.simulation.get() {
+            return Ok(s);
+        }
+        let path = self.dir.join(files::SIM_LIB);
+        let lib_err = |message: String| RuntimeError::Library { path: path.clone(), message };
+        // SAFETY: the library is dlc's generated code, which has no initialisers.
+        let lib = unsafe { libloading::Library::new(&path) }.map_err(|e| lib_err(e.to_string()))?;
+        let mut kernels = Vec::with_capacity(self.table.launches.len());
+        for l in &self.table.launches {
+            // SAFETY: the symbol is a simulated kernel of the signature above (the
+            // compiler emits one per launch under the launch's kernel name).
+            let k: SimKernel = *unsafe { lib.get::<SimKernel>(l.kernel.as_bytes()) }
+                .map_err(|e| lib_err(format!("kernel '{}': {e}", l.kernel)))?;
+            kernels.push(k);
+        }
+        // A concurrent first run may have set it meanwhile; either copy is the same.
+        Ok(self.simulation.get_or_init(|| Simulation { kernels, _lib: lib }))
+    }
+
     /// A session on GPU 0 of `driver`: the PTX loaded, the weights uploaded and the
     /// arena, inputs and outputs allocated once, for any number of runs.
     pub fn cuda_session<'d>(&'d self, driver: &'d Driver) -> Result<CudaSession<'d>, RuntimeError> {
@@ -141,8 +156,9 @@ impl GpuModel {
             .map_err(|e| RuntimeError::Library { path: ptx_path.clone(), message: e.to_string() })?;
         let names: Vec<&str> = self.table.launches.iter().map(|l| l.kernel.as_str()).collect();
         let kernels = ctx.load_ptx(&ptx, &names)?;
-        let weights = ctx.alloc(self.weights.len())?;
-        weights.upload(&self.weights)?;
+        let host_weights = self.weights.as_slice(self.table.weight_bytes as usize);
+        let weights = ctx.alloc(host_weights.len())?;
+        weights.upload(host_weights)?;
         let arena = ctx.alloc(self.table.arena_bytes as usize)?;
         let ins = self
             .manifest

@@ -418,11 +418,26 @@ impl AlignedBuf {
         AlignedBuf { ptr, layout }
     }
 
+    /// A buffer holding a copy of `data`.
+    fn copy_of(data: &[u8]) -> AlignedBuf {
+        let b = AlignedBuf::new(data.len());
+        // SAFETY: the buffer holds at least `data.len()` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), b.ptr, data.len()) };
+        b
+    }
+
     fn as_slice(&self, len: usize) -> &[u8] {
         // SAFETY: `len <= layout.size()` by construction at every call site.
         unsafe { std::slice::from_raw_parts(self.ptr, len.min(self.layout.size())) }
     }
 }
+
+// SAFETY: the buffer is owned memory like a `Vec<u8>`; shared references only read it
+// (`as_slice`), writes go through `&mut` or pointers handed to generated code by the
+// owner of the buffer for one call.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: as above.
+unsafe impl Sync for AlignedBuf {}
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
@@ -534,7 +549,7 @@ impl Model {
     pub fn load(dir: impl AsRef<Path>) -> Result<Model, RuntimeError> {
         let dir = dir.as_ref().to_path_buf();
         let manifest = Manifest::read_dir(&dir)?;
-        if gpu::is_cuda(&manifest) {
+        if manifest.is_cuda() {
             return Err(RuntimeError::Kind {
                 dir,
                 reason: "was compiled for CUDA; run it on a GPU or simulated on the CPU (`dlc run --simulate`, \
@@ -595,15 +610,7 @@ impl Model {
     pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, RuntimeError> {
         let ordered = self.order_inputs(inputs)?;
         // Copies into aligned buffers: the generated code assumes naturally aligned elements.
-        let in_bufs: Vec<AlignedBuf> = ordered
-            .iter()
-            .map(|t| {
-                let b = AlignedBuf::new(t.data.len());
-                // SAFETY: the buffer holds at least `t.data.len()` bytes.
-                unsafe { std::ptr::copy_nonoverlapping(t.data.as_ptr(), b.ptr, t.data.len()) };
-                b
-            })
-            .collect();
+        let in_bufs: Vec<AlignedBuf> = ordered.iter().map(|t| AlignedBuf::copy_of(&t.data)).collect();
         let out_sizes: Vec<(usize, Vec<u64>)> = self
             .manifest
             .outputs

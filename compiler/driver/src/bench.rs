@@ -95,7 +95,7 @@ pub fn main(a: BenchArgs) -> Result<()> {
         tensors.push((spec.name.clone(), t));
     }
     let named: Vec<(&str, &dlc_runtime::Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    if manifest.target_triple.starts_with("nvptx") {
+    if manifest.is_cuda() {
         return bench_cuda(&a, &named);
     }
     let model = dlc_runtime::Model::load(&a.artifact)
@@ -140,16 +140,27 @@ pub fn main(a: BenchArgs) -> Result<()> {
         "cpu_ms_per_inference": cpu_ms, "energy_j_per_inference": joules, "energy_source": source,
         "watts_per_core": a.watts_per_core, "times_ms": times,
     });
-    record_in_report(&a.artifact, &v);
+    let lines = [
+        format!("{}: {} runs, {threads} thread(s)", a.artifact.display(), a.iters),
+        format!("latency  median {median:.3} ms, min {min:.3} ms, max {max:.3} ms"),
+        format!("cpu      {cpu_ms:.3} ms per inference"),
+        format!("energy   {:.3} mJ per inference ({source})", joules * 1e3),
+    ];
+    publish(&a, &v, &lines);
+    Ok(())
+}
+
+/// Stores the measurement in the artifact's report.json and prints it: `v` with --json,
+/// else `lines`.
+fn publish(a: &BenchArgs, v: &serde_json::Value, lines: &[String]) {
+    record_in_report(&a.artifact, v);
     if a.json {
         println!("{v}");
     } else {
-        println!("{}: {} runs, {threads} thread(s)", a.artifact.display(), a.iters);
-        println!("latency  median {median:.3} ms, min {min:.3} ms, max {max:.3} ms");
-        println!("cpu      {cpu_ms:.3} ms per inference");
-        println!("energy   {:.3} mJ per inference ({source})", joules * 1e3);
+        for l in lines {
+            println!("{l}");
+        }
     }
-    Ok(())
 }
 
 /// Median, min and max of `ms` (not empty).
@@ -159,27 +170,25 @@ fn summary(mut ms: Vec<f64>) -> (f64, f64, f64) {
     (median, ms[0], ms[ms.len() - 1])
 }
 
-/// `dlc bench` of a CUDA artifact on GPU 0: weights and inputs uploaded once, each timed
-/// run is every launch of the table and the wait for them (after 3 warm-up runs).
+/// `dlc bench` of a CUDA artifact on GPU 0, in one session: weights and inputs uploaded
+/// once, each timed run is every launch of the table and the wait for them (after 4
+/// untimed runs).
 fn bench_cuda(a: &BenchArgs, named: &[(&str, &dlc_runtime::Tensor)]) -> Result<()> {
     let model = dlc_runtime::GpuModel::load(&a.artifact)
         .with_context(|| format!("cannot load artifact '{}'", a.artifact.display()))?;
-    let (_, warm) = model.run_cuda_timed(named, 3).context("running on the GPU")?;
-    let (_, secs) = model.run_cuda_timed(named, a.iters).context("running on the GPU")?;
-    let ms: Vec<f64> = secs.iter().map(|s| s * 1e3).collect();
+    const WARM_UP: usize = 3;
+    let (_, secs) = model.run_cuda_timed(named, WARM_UP + a.iters).context("running on the GPU")?;
+    let ms: Vec<f64> = secs[WARM_UP..].iter().map(|s| s * 1e3).collect();
     let (median, min, max) = summary(ms.clone());
     let v = serde_json::json!({
         "median_ms": median, "min_ms": min, "max_ms": max, "iters": a.iters, "device": "cuda:0",
-        "kernels": model.launch_table().launches.len(), "warmup_ms": warm.iter().map(|s| s * 1e3).collect::<Vec<_>>(),
-        "times_ms": ms,
+        "kernels": model.launch_table().launches.len(), "times_ms": ms,
     });
-    record_in_report(&a.artifact, &v);
-    if a.json {
-        println!("{v}");
-    } else {
-        println!("{}: {} runs on cuda:0", a.artifact.display(), a.iters);
-        println!("latency  median {median:.3} ms, min {min:.3} ms, max {max:.3} ms");
-    }
+    let lines = [
+        format!("{}: {} runs on cuda:0", a.artifact.display(), a.iters),
+        format!("latency  median {median:.3} ms, min {min:.3} ms, max {max:.3} ms"),
+    ];
+    publish(a, &v, &lines);
     Ok(())
 }
 

@@ -35,7 +35,7 @@ enum Loaded {
 pub fn main(a: RunArgs) -> Result<()> {
     let ctx = || format!("cannot load artifact '{}'", a.artifact.display());
     let manifest = dlc_artifact::Manifest::read_dir(&a.artifact).with_context(ctx)?;
-    let loaded = if manifest.target_triple.starts_with("nvptx") {
+    let loaded = if manifest.is_cuda() {
         Loaded::Gpu(dlc_runtime::GpuModel::load(&a.artifact).with_context(ctx)?, a.simulate)
     } else if a.simulate {
         bail!(
