@@ -198,7 +198,11 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
             } else if c.to == DType::Bool {
                 Data::I((0..x.len()).map(|i| (x.f(i) != 0.0) as i64).collect())
             } else {
-                Data::I((0..x.len()).map(|i| if x.dtype.is_float() { x.f(i) as i64 } else { x.i(i) }).collect())
+                // Floats saturate to the target's range (NaN gives 0; Rust's `as` does
+                // both for i64); integers wrap when the result is stored.
+                let (lo, hi) = c.to.int_range().unwrap_or((i64::MIN, i64::MAX));
+                let sat = |v: f64| if c.to == DType::U64 { (v as u64) as i64 } else { (v as i64).clamp(lo, hi) };
+                Data::I((0..x.len()).map(|i| if x.dtype.is_float() { sat(x.f(i)) } else { x.i(i) }).collect())
             };
             T { dtype: c.to, dims: x.dims.clone(), data }
         }
@@ -664,10 +668,25 @@ mod tests {
         // 448 is the largest e4m3fn (S.1111.110), 0.5 is 2^-1 (exponent 6), -1e6 saturates
         // to -448, -9 is 1.125 * 2^3 (S.1010.001).
         assert_eq!(f8.unwrap()[0].bytes(), &[0x7E, 0x30, 0xFE, 0xD1]);
-        // 4-bit integers truncate and wrap: -9 -> 7 (as numpy/ml_dtypes do).
+        // Floats saturate into 4-bit integers too: -9 -> -8, 0.5 -> 0 (truncation).
         let i4 = eval(&Cast::new(DType::I4).into(), std::slice::from_ref(&x), &[TensorType::fixed(DType::I4, &[4])])
             .unwrap();
-        assert_eq!(i4[0].bytes()[3], 7);
+        assert_eq!(i4[0].bytes(), &[7, 0, (-8i8) as u8, (-8i8) as u8]);
+        let u2 = eval(&Cast::new(DType::U2).into(), std::slice::from_ref(&x), &[TensorType::fixed(DType::U2, &[4])])
+            .unwrap();
+        assert_eq!(u2[0].bytes(), &[3, 0, 0, 0]);
+        // ... and into 8-bit ones (the kernels' llvm.fptosi.sat).
+        let i8 = eval(&Cast::new(DType::I8).into(), std::slice::from_ref(&x), &[TensorType::fixed(DType::I8, &[4])])
+            .unwrap();
+        assert_eq!(i8[0].bytes(), &[127, 0, 128, (-9i8) as u8]);
+        // Integers wrap: 200 -> -56 in int8, 9 -> -7 in int4.
+        let ints = i64s(&[2], &[200, 9]);
+        let w8 = eval(&Cast::new(DType::I8).into(), std::slice::from_ref(&ints), &[TensorType::fixed(DType::I8, &[2])])
+            .unwrap();
+        assert_eq!(w8[0].bytes(), &[(-56i8) as u8, 9]);
+        let w4 = eval(&Cast::new(DType::I4).into(), std::slice::from_ref(&ints), &[TensorType::fixed(DType::I4, &[2])])
+            .unwrap();
+        assert_eq!(w4[0].bytes()[1], (-7i8) as u8);
         let no_sat = Cast { to: DType::F8E4M3FN, saturate: false };
         let r = eval(&no_sat.into(), &[x], &[TensorType::fixed(DType::F8E4M3FN, &[4])]);
         assert!(matches!(r, Err(EvalError::Unsupported(_))));

@@ -151,6 +151,26 @@ impl DType {
             _ => None,
         }
     }
+
+    /// The smallest and largest value of an integer type up to 32 bits (bool is
+    /// `0..=1`); `None` for floats and the 64-bit integers, whose range is `i64`'s own
+    /// (saturating there is what Rust's `as` and LLVM's `fptosi.sat` do).
+    pub fn int_range(self) -> Option<(i64, i64)> {
+        Some(match self {
+            DType::Bool => (0, 1),
+            DType::I8 => (i8::MIN as i64, i8::MAX as i64),
+            DType::U8 => (0, u8::MAX as i64),
+            DType::I16 => (i16::MIN as i64, i16::MAX as i64),
+            DType::U16 => (0, u16::MAX as i64),
+            DType::I32 => (i32::MIN as i64, i32::MAX as i64),
+            DType::U32 => (0, u32::MAX as i64),
+            DType::I4 => (-8, 7),
+            DType::U4 => (0, 15),
+            DType::I2 => (-2, 1),
+            DType::U2 => (0, 3),
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for DType {

@@ -611,10 +611,15 @@ fn scalar<'ctx>(
 ) -> R<BasicValueEnum<'ctx>> {
     let op = n.op;
     match op {
-        // Floats to 4- and 2-bit integers truncate to 64 bits first, then wrap.
+        // Floats to 4- and 2-bit integers saturate as to every integer type: a saturating
+        // conversion to 64 bits, clamped to the type's range, then narrowed.
         Op::Cast(c) if c.to.narrow_int_bits().is_some() && in_dts[0].is_float() => {
-            let wide = convert(kb, vals[0], in_dts[0], DType::I64)?;
-            return convert(kb, wide, DType::I64, compute_dtype(c.to));
+            let wide = convert(kb, vals[0], in_dts[0], DType::I64)?.into_int_value();
+            let (lo, hi) = c.to.int_range().ok_or_else(|| n.unsupported("no integer range"))?;
+            let (lo, hi) = (kb.c(lo as u64), kb.c(hi as u64));
+            let v = kb.select_i(kb.icmp(IntPredicate::SLT, wide, lo)?, lo, wide)?;
+            let v = kb.select_i(kb.icmp(IntPredicate::SGT, v, hi)?, hi, v)?;
+            return convert(kb, v.into(), DType::I64, compute_dtype(c.to));
         }
         Op::Cast(c) => return convert(kb, vals[0], in_dts[0], compute_dtype(c.to)),
         Op::Expand(_) => return Ok(vals[0]),

@@ -262,8 +262,10 @@ impl Infer for Where {
 }
 
 op! {
-    /// Converts every element to `to` (floats to integers saturate; NaN gives 0; to bool
-    /// is `x != 0`). To 4- and 2-bit integers: truncate toward zero, then wrap. To the
+    /// Converts every element to `to`. Floats to integers truncate toward zero and
+    /// saturate to the integer type's range, NaN giving 0 (ONNX leaves out-of-range
+    /// values undefined; this holds for the 4- and 2-bit integers too). Integers to
+    /// integers wrap (keep the low bits), as ONNX says. To bool is `x != 0`. To the
     /// 8- and 4-bit floats: round to nearest even; out-of-range values and infinities
     /// become the largest finite value when `saturate`, else infinity or NaN as the
     /// format has them (see [`crate::minifloat`]).
