@@ -14,6 +14,7 @@
 pub mod fastmath;
 pub mod gpu;
 mod kernel;
+mod kir;
 mod lower;
 mod target;
 

@@ -10,9 +10,7 @@ use crate::kernel::{Kb, R};
 use crate::lower::conv::{pool_point, Pool};
 use crate::lower::elementwise::{activation, broadcast_strides, coalesce, map_with, Drive};
 use crate::lower::linalg::{attention_dims, mask_term, MatMulShape};
-use crate::lower::movement::{
-    elem_int_type, gather_elements_with, load_index, pad_with, slice_with, transpose_with, trilu_with, GatherGeometry,
-};
+use crate::lower::movement::{elem_int_type, gather_elements_with, load_index, pad_with, trilu_with, GatherGeometry};
 use crate::lower::norm::batchnorm_with;
 use crate::lower::reduce::{as_rows, per_output, reduce_with, Kind};
 use crate::lower::{emit_body, NodeInfo};
@@ -61,8 +59,15 @@ pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) ->
         Op::Attention(op) => attention(f, n, op),
         Op::Gather(op) => gather(f, n, op.axis),
         Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => copy(f, n),
-        Op::Transpose(op) => flat(f, numel(n), |kb, drive| transpose_with(kb, n, op, drive)),
-        Op::Slice(op) => flat(f, numel(n), |kb, drive| slice_with(kb, n, op, drive)),
+        // Per-element kernels from kir: the same kernel the CPU translates, one element
+        // per thread.
+        Op::Transpose(_) | Op::Slice(_) => match n.kir() {
+            Some(k) => {
+                let k = k?;
+                flat(f, numel(n), |kb, drive| crate::kir::emit_with(kb, &k, drive))
+            }
+            None => serial(f, g, id, n),
+        },
         Op::Concat(op) => concat(f, n, op.axis),
         Op::Trilu(op) => flat(f, numel(n), |kb, drive| trilu_with(kb, n, op.upper, drive)),
         Op::GatherElements(op) => flat(f, numel(n), |kb, drive| gather_elements_with(kb, n, op.axis, drive)),

@@ -58,6 +58,13 @@ impl<'g> NodeInfo<'g> {
         }
     }
 
+    /// The node's kir kernel from dlc-lower, when its family is ported (see
+    /// [`dlc_lower::lower`]); `None` sends it to the inkwell lowerings below.
+    pub fn kir(&self) -> Option<R<dlc_kir::Kernel>> {
+        let node = dlc_lower::Node { name: self.name, op: self.op, inputs: &self.inputs, outputs: self.outputs };
+        dlc_lower::lower(self.name, &node).map(|r| r.map_err(|e| self.unsupported(e.reason)))
+    }
+
     /// Fixed dims of operand `i`.
     pub fn in_dims(&self, i: usize) -> Vec<u64> {
         self.inputs[i].shape.as_fixed().expect("checked fixed")
@@ -101,6 +108,10 @@ pub(crate) fn lower_node<'ctx>(
 pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo) -> R<()> {
     let target = info.target;
     let node = g.node(id);
+    // Families already ported to kir: lowered by dlc-lower, translated by `crate::kir`.
+    if let Some(k) = info.kir() {
+        return crate::kir::emit(kb, &k?);
+    }
     match node.op.kind() {
         OpKind::Elementwise => {
             elementwise::map(kb, info)?;
@@ -158,11 +169,10 @@ pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo)
         Op::BatchNormalization(op) => norm::batchnorm(kb, info, op.epsilon)?,
         Op::Softmax(op) => norm::softmax(kb, info, op.axis, op.mode)?,
         Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => movement::copy(kb, info)?,
-        Op::Transpose(op) => movement::transpose(kb, info, op)?,
+        Op::Transpose(_) | Op::Slice(_) => return Err(info.unsupported("internal: lowered through kir above")),
         Op::Concat(op) => movement::concat(kb, info, op.axis)?,
         Op::Gather(op) => movement::gather(kb, info, op.axis)?,
         Op::GatherElements(op) => movement::gather_elements(kb, info, op.axis)?,
-        Op::Slice(op) => movement::slice(kb, info, op)?,
         Op::Trilu(op) => movement::trilu(kb, info, op.upper)?,
         Op::Pad(op) => movement::pad(kb, info, op)?,
         Op::ScatterElements(op) => movement::scatter_elements(kb, info, op)?,

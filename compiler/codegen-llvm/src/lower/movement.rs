@@ -1,38 +1,13 @@
-//! Data movement for any dtype: copies, transposes and concatenation move whole elements
-//! as integers of the element's width.
-use super::elementwise::{broadcast_strides, coalesce, nest, Drive};
+//! Data movement for any dtype: copies and concatenation move whole elements as integers
+//! of the element's width (transpose and slice are lowered through kir: dlc-lower).
+use super::elementwise::{broadcast_strides, nest, Drive};
 use super::NodeInfo;
 use crate::kernel::{Kb, R};
-use dlc_ir::ops::Transpose;
 
 /// Reshape, Flatten, Identity: the bytes are unchanged.
 pub(crate) fn copy(kb: &Kb, n: &NodeInfo) -> R<()> {
     let bytes = n.outputs[0].size_bytes().expect("fixed");
     kb.memcpy(kb.param(1), kb.param(0), kb.c(bytes))
-}
-
-pub(crate) fn transpose(kb: &Kb, n: &NodeInfo, op: &Transpose) -> R<()> {
-    transpose_with(kb, n, op, &nest)
-}
-
-/// Transpose, one element per iteration of `drive`.
-pub(crate) fn transpose_with<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &Transpose, drive: Drive<'_, 'ctx>) -> R<()> {
-    let x = n.in_dims(0);
-    let out = n.out_dims(0);
-    let perm = op.resolved_perm(x.len());
-    let in_strides = broadcast_strides(&x, &x);
-    // Reading input dim perm[d] while walking output dim d.
-    let src: Vec<u64> = perm.iter().map(|&p| in_strides[p]).collect();
-    let dst = broadcast_strides(&out, &out);
-    let (dims, st) = coalesce(&out, &[src, dst]);
-    let ty = elem_int_type(kb, n.outputs[0].dtype.size());
-    let (px, py) = (kb.param(0), kb.param(1));
-    drive(kb, &dims, &|kb, idx| {
-        let off = |s: &[u64]| kb.lin(&idx.iter().copied().zip(s.iter().copied()).collect::<Vec<_>>(), 0);
-        let v = kb.b.build_load(ty, kb.gep(ty.into(), px, off(&st[0])?)?, "")?;
-        kb.b.build_store(kb.gep(ty.into(), py, off(&st[1])?)?, v)?;
-        Ok(())
-    })
 }
 
 pub(crate) fn concat(kb: &Kb, n: &NodeInfo, axis: i64) -> R<()> {
@@ -115,42 +90,6 @@ pub(crate) fn elem_int_type<'ctx>(kb: &Kb<'_, 'ctx>, size: usize) -> inkwell::ty
         4 => kb.cx.i32_type(),
         _ => kb.i64t,
     }
-}
-
-/// Slice with constant parameters: a loop nest over the output reading
-/// `input[start + i * step]` per dim (steps may be negative).
-pub(crate) fn slice(kb: &Kb, n: &NodeInfo, op: &dlc_ir::ops::Slice) -> R<()> {
-    slice_with(kb, n, op, &nest)
-}
-
-/// Slice, one element per iteration of `drive`.
-pub(crate) fn slice_with<'ctx>(
-    kb: &Kb<'_, 'ctx>,
-    n: &NodeInfo,
-    op: &dlc_ir::ops::Slice,
-    drive: Drive<'_, 'ctx>,
-) -> R<()> {
-    let x = n.in_dims(0);
-    let r = op.resolve(&x).map_err(|m| n.unsupported(m))?;
-    let out: Vec<u64> = r.iter().map(|t| t.2).collect();
-    if out.contains(&0) {
-        return Ok(());
-    }
-    let st = broadcast_strides(&x, &x);
-    let base: i64 = r.iter().zip(&st).map(|((s, _, _), &stride)| s * stride as i64).sum();
-    let ty = elem_int_type(kb, n.outputs[0].dtype.size());
-    let (px, py) = (kb.param(0), kb.param(1));
-    drive(kb, &out, &|kb, idx| {
-        let mut off = kb.c(base as u64);
-        for (d, &i) in idx.iter().enumerate() {
-            let step = r[d].1 * st[d] as i64;
-            off = kb.add(off, kb.mul(i, kb.i64t.const_int(step as u64, true))?)?;
-        }
-        let dst = kb.lin(&idx.iter().copied().zip(broadcast_strides(&out, &out)).collect::<Vec<_>>(), 0)?;
-        let v = kb.b.build_load(ty, kb.gep(ty.into(), px, off)?, "")?;
-        kb.b.build_store(kb.gep(ty.into(), py, dst)?, v)?;
-        Ok(())
-    })
 }
 
 /// Trilu: copies the kept triangle and writes zeros elsewhere.

@@ -1,0 +1,567 @@
+//! kir -> LLVM IR: translates a verified [`dlc_kir::Kernel`] into the kernel function a
+//! [`Kb`] is building, one kir construct to its LLVM counterpart. Knows nothing of ops.
+//!
+//! A body that is one nest of `each` loops (a per-element kernel) is handed to a
+//! [`Drive`]: the CPU's is a loop nest ([`nest`]), the CUDA kernels' one element per
+//! thread, so the same kir kernel serves both. `parallel` loops become pool tasks
+//! ([`Kb::parallel_for`]). Index arithmetic is `nsw`, as the hand-written lowerings'
+//! was, so constant extents give the same code they gave.
+use crate::kernel::{Kb, R};
+use crate::lower::elementwise::{nest, Drive};
+use crate::CodegenError;
+use dlc_kir::expr::Atom;
+use dlc_kir::verify::Types;
+use dlc_kir::{BinOp, CastOp, CmpOp, Elem, Expr, Inst, Kernel, Lit, LoopKind, ReduceOp, Stmt, Ty, UnOp, ValId};
+use inkwell::types::BasicTypeEnum;
+use inkwell::values::{BasicMetadataValueEnum, BasicValue, BasicValueEnum, IntValue, PointerValue};
+use inkwell::{FloatPredicate, IntPredicate};
+use std::collections::HashMap;
+
+/// A float builder call on two scalars or two vectors.
+macro_rules! fop {
+    ($b:expr, $m:ident, $x:expr, $y:expr) => {
+        match ($x, $y) {
+            (BasicValueEnum::VectorValue(x), BasicValueEnum::VectorValue(y)) => $b.$m(x, y, "")?.as_basic_value_enum(),
+            (x, y) => $b.$m(x.into_float_value(), y.into_float_value(), "")?.as_basic_value_enum(),
+        }
+    };
+}
+
+/// An integer builder call on two scalars or two vectors.
+macro_rules! iop {
+    ($b:expr, $m:ident, $x:expr, $y:expr $(, $extra:expr)?) => {
+        match ($x, $y) {
+            (BasicValueEnum::VectorValue(x), BasicValueEnum::VectorValue(y)) => $b.$m(x, y, $($extra,)? "")?.as_basic_value_enum(),
+            (x, y) => $b.$m(x.into_int_value(), y.into_int_value(), $($extra,)? "")?.as_basic_value_enum(),
+        }
+    };
+}
+
+/// A one-operand builder call on a scalar or a vector, with a destination type.
+macro_rules! conv {
+    ($b:expr, $m:ident, $x:expr, $tt:expr, $scalar:ident, $into:ident) => {
+        match $x {
+            BasicValueEnum::VectorValue(x) => $b.$m(x, $tt.into_vector_type(), "")?.as_basic_value_enum(),
+            x => $b.$m(x.$scalar(), $tt.$into(), "")?.as_basic_value_enum(),
+        }
+    };
+}
+
+/// An integer comparison of two scalars or two vectors.
+fn icmp<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    p: IntPredicate,
+    x: BasicValueEnum<'ctx>,
+    y: BasicValueEnum<'ctx>,
+) -> R<BasicValueEnum<'ctx>> {
+    Ok(match (x, y) {
+        (BasicValueEnum::VectorValue(x), BasicValueEnum::VectorValue(y)) => {
+            kb.b.build_int_compare(p, x, y, "")?.as_basic_value_enum()
+        }
+        (x, y) => kb.b.build_int_compare(p, x.into_int_value(), y.into_int_value(), "")?.as_basic_value_enum(),
+    })
+}
+
+fn bad(k: &Kernel, msg: impl std::fmt::Display) -> CodegenError {
+    CodegenError::Llvm(format!("kir kernel '{}': {msg}", k.name))
+}
+
+/// The values, loop variables and locals in scope while translating.
+#[derive(Clone, Default)]
+struct Env<'ctx> {
+    vals: HashMap<ValId, BasicValueEnum<'ctx>>,
+    vars: HashMap<u32, IntValue<'ctx>>,
+    locals: HashMap<u32, PointerValue<'ctx>>,
+}
+
+struct Tr<'k> {
+    k: &'k Kernel,
+    types: Types,
+}
+
+/// Translates kernel `k` into `kb` (whose parameters are the kernel's), iterating a
+/// per-element body with `drive`.
+pub(crate) fn emit_with<'ctx>(kb: &Kb<'_, 'ctx>, k: &Kernel, drive: Drive<'_, 'ctx>) -> R<()> {
+    let types = dlc_kir::verify::kernel(k).map_err(|e| bad(k, e))?;
+    let tr = Tr { k, types };
+    // A leading perfect nest of `each` loops from 0 to constants: the element space.
+    let mut dims = Vec::new();
+    let mut vars = Vec::new();
+    let mut body: &[Stmt] = &k.body;
+    while let [Stmt::For { var, lo, hi, kind: LoopKind::Each, body: inner }] = body {
+        match (lo.as_const(), hi.as_const()) {
+            (Some(0), Some(n)) if n >= 0 => {
+                dims.push(n as u64);
+                vars.push(*var);
+                body = inner;
+            }
+            _ => return Err(bad(k, "symbolic extents are not translated yet (run-time shapes come with issue 16)")),
+        }
+    }
+    if k.body.iter().any(|s| matches!(s, Stmt::For { kind: LoopKind::Each, .. })) && dims.is_empty() {
+        return Err(bad(k, "an each nest must be the whole kernel body"));
+    }
+    // No `each` loop at all: the element space is a single element (a rank-0 copy), so
+    // the CUDA drive still runs the body on one thread only.
+    drive(kb, &dims, &|kb, idx| {
+        let mut env = Env::default();
+        for (v, i) in vars.iter().zip(idx) {
+            env.vars.insert(*v, *i);
+        }
+        tr.body(kb, body, &mut env)
+    })
+}
+
+/// Translates kernel `k` for the CPU (an `each` nest is a loop nest).
+pub(crate) fn emit(kb: &Kb<'_, '_>, k: &Kernel) -> R<()> {
+    emit_with(kb, k, &nest)
+}
+
+fn elem_type<'ctx>(kb: &Kb<'_, 'ctx>, e: Elem) -> BasicTypeEnum<'ctx> {
+    let cx = kb.cx;
+    match e {
+        Elem::I1 => cx.bool_type().into(),
+        Elem::I8 => cx.i8_type().into(),
+        Elem::I16 => cx.i16_type().into(),
+        Elem::I32 => cx.i32_type().into(),
+        Elem::I64 => cx.i64_type().into(),
+        Elem::F16 => cx.f16_type().into(),
+        Elem::F32 => cx.f32_type().into(),
+        Elem::F64 => cx.f64_type().into(),
+    }
+}
+
+fn llvm_ty<'ctx>(kb: &Kb<'_, 'ctx>, t: Ty) -> BasicTypeEnum<'ctx> {
+    let e = elem_type(kb, t.elem);
+    if t.lanes == 1 {
+        return e;
+    }
+    match e {
+        BasicTypeEnum::IntType(i) => i.vec_type(t.lanes).into(),
+        BasicTypeEnum::FloatType(f) => f.vec_type(t.lanes).into(),
+        _ => unreachable!("element types are ints and floats"),
+    }
+}
+
+impl Tr<'_> {
+    fn err(&self, msg: impl std::fmt::Display) -> CodegenError {
+        bad(self.k, msg)
+    }
+
+    /// An index expression as an i64, built as the hand-written lowerings built theirs:
+    /// the constant term, then each monomial added in order (`nsw`).
+    fn expr<'ctx>(&self, kb: &Kb<'_, 'ctx>, e: &Expr, env: &Env<'ctx>) -> R<IntValue<'ctx>> {
+        let mut acc = kb.c(0);
+        let mut konst = 0i64;
+        let mut first = true;
+        for (atoms, c) in e.terms() {
+            if atoms.is_empty() {
+                konst = c;
+                continue;
+            }
+            let mut t: Option<IntValue<'ctx>> = None;
+            for a in atoms {
+                let v = self.atom(kb, a, env)?;
+                t = Some(match t {
+                    None => v,
+                    Some(p) => kb.mul(p, v)?,
+                });
+            }
+            let t = t.expect("a monomial has atoms");
+            let t = if c == 1 { t } else { kb.mul(t, kb.i64t.const_int(c as u64, true))? };
+            if first {
+                acc = kb.add(kb.i64t.const_int(konst as u64, true), t)?;
+                first = false;
+            } else {
+                acc = kb.add(acc, t)?;
+            }
+        }
+        if first {
+            return Ok(kb.i64t.const_int(konst as u64, true));
+        }
+        Ok(acc)
+    }
+
+    fn atom<'ctx>(&self, kb: &Kb<'_, 'ctx>, a: &Atom, env: &Env<'ctx>) -> R<IntValue<'ctx>> {
+        let b = &kb.b;
+        Ok(match a {
+            Atom::Sym(s) => return Err(self.err(format!("symbol {s}: run-time shapes are not translated yet"))),
+            Atom::Var(n) => *env.vars.get(n).ok_or_else(|| self.err(format!("%i{n} is not in scope here")))?,
+            Atom::Val(n) => env
+                .vals
+                .get(n)
+                .ok_or_else(|| {
+                    self.err(format!("%v{n} is not in scope here (a parallel task sees only its own values)"))
+                })?
+                .into_int_value(),
+            Atom::Div(x, y) | Atom::Mod(x, y) => {
+                let (x, y) = (self.expr(kb, x, env)?, self.expr(kb, y, env)?);
+                let q = b.build_int_signed_div(x, y, "")?;
+                let r = b.build_int_signed_rem(x, y, "")?;
+                // Floor semantics: adjust when the remainder is nonzero and the signs differ.
+                let zero = kb.c(0);
+                let nz = kb.icmp(IntPredicate::NE, r, zero)?;
+                let sr = kb.icmp(IntPredicate::SLT, r, zero)?;
+                let sy = kb.icmp(IntPredicate::SLT, y, zero)?;
+                let adj = kb.and(nz, b.build_xor(sr, sy, "")?)?;
+                if matches!(a, Atom::Div(..)) {
+                    b.build_int_sub(q, b.build_int_z_extend(adj, kb.i64t, "")?, "")?
+                } else {
+                    kb.select_i(adj, b.build_int_add(r, y, "")?, r)?
+                }
+            }
+            Atom::Min(x, y) | Atom::Max(x, y) => {
+                let (x, y) = (self.expr(kb, x, env)?, self.expr(kb, y, env)?);
+                let p = if matches!(a, Atom::Min(..)) { IntPredicate::SLT } else { IntPredicate::SGT };
+                kb.select_i(kb.icmp(p, x, y)?, x, y)?
+            }
+        })
+    }
+
+    fn konst<'ctx>(&self, kb: &Kb<'_, 'ctx>, ty: Ty, lit: Lit) -> R<BasicValueEnum<'ctx>> {
+        let s: BasicValueEnum = match (elem_type(kb, ty.elem), lit) {
+            (BasicTypeEnum::IntType(it), Lit::Int(x)) => it.const_int(x as u64, true).into(),
+            (BasicTypeEnum::FloatType(ft), Lit::Float(x)) => ft.const_float(x).into(),
+            _ => return Err(self.err("constant of the wrong kind")),
+        };
+        Ok(if ty.lanes == 1 { s } else { kb.splat(s, ty.lanes)?.into() })
+    }
+
+    fn val<'ctx>(&self, v: ValId, env: &Env<'ctx>) -> R<BasicValueEnum<'ctx>> {
+        env.vals.get(&v).copied().ok_or_else(|| self.err(format!("%v{v} is not in scope here")))
+    }
+
+    fn ptr<'ctx>(&self, kb: &Kb<'_, 'ctx>, param: u32, elem: Elem, index: IntValue<'ctx>) -> R<PointerValue<'ctx>> {
+        kb.gep(elem_type(kb, elem), kb.param(param as usize), index)
+    }
+
+    fn body<'ctx>(&self, kb: &Kb<'_, 'ctx>, body: &[Stmt], env: &mut Env<'ctx>) -> R<()> {
+        for s in body {
+            self.stmt(kb, s, env)?;
+        }
+        Ok(())
+    }
+
+    fn stmt<'ctx>(&self, kb: &Kb<'_, 'ctx>, s: &Stmt, env: &mut Env<'ctx>) -> R<()> {
+        let b = &kb.b;
+        match s {
+            Stmt::Let(v, i) => {
+                let r = self.inst(kb, *v, i, env)?;
+                env.vals.insert(*v, r);
+            }
+            Stmt::Store { param, index, value, align, mask } => {
+                let t = self.types.of(*value);
+                let p = self.ptr(kb, *param, t.elem, self.expr(kb, index, env)?)?;
+                let v = self.val(*value, env)?;
+                match mask {
+                    None => kb.store_aligned(p, v, *align)?,
+                    Some(m) => {
+                        let ty = llvm_ty(kb, t);
+                        let args: [BasicMetadataValueEnum; 4] = [
+                            v.into(),
+                            p.into(),
+                            kb.cx.i32_type().const_int(*align as u64, false).into(),
+                            self.val(*m, env)?.into(),
+                        ];
+                        let f = kb.intrinsic("llvm.masked.store", &[ty, p.get_type().into()])?;
+                        b.build_call(f, &args, "")?;
+                    }
+                }
+            }
+            Stmt::For { var, lo, hi, kind, body } => match kind {
+                LoopKind::Serial | LoopKind::Each => {
+                    let (lo, hi) = (self.expr(kb, lo, env)?, self.expr(kb, hi, env)?);
+                    let outer = env.clone();
+                    kb.for_range(lo, hi, |kb, i| {
+                        let mut inner = outer.clone();
+                        inner.vars.insert(*var, i);
+                        self.body(kb, body, &mut inner)
+                    })?;
+                }
+                LoopKind::Parallel => {
+                    let (Some(0), Some(n)) = (lo.as_const(), hi.as_const()) else {
+                        return Err(self.err("a parallel loop must run from 0 to a constant"));
+                    };
+                    // The task is another function: it sees only its own values.
+                    kb.parallel_for(n as u64, |kb, i| {
+                        let mut inner = Env::default();
+                        inner.vars.insert(*var, i);
+                        self.body(kb, body, &mut inner)
+                    })?;
+                }
+            },
+            Stmt::If { cond, then, els } => {
+                let c = self.val(*cond, env)?.into_int_value();
+                let outer = env.clone();
+                if els.is_empty() {
+                    kb.if_then(c, |kb| self.body(kb, then, &mut outer.clone()))?;
+                } else {
+                    kb.if_else(
+                        c,
+                        |kb| self.body(kb, then, &mut outer.clone()),
+                        |kb| self.body(kb, els, &mut outer.clone()),
+                    )?;
+                }
+            }
+            Stmt::Local(l, ty, init) => {
+                let slot = kb.alloca(llvm_ty(kb, *ty))?;
+                b.build_store(slot, self.val(*init, env)?)?;
+                env.locals.insert(*l, slot);
+            }
+            Stmt::Set(l, v) => {
+                let slot = env.locals.get(l).ok_or_else(|| self.err(format!("%l{l} is not in scope here")))?;
+                b.build_store(*slot, self.val(*v, env)?)?;
+            }
+            Stmt::Memcpy { dst, dst_off, src, src_off, bytes } => {
+                let d = kb.byte_offset(kb.param(*dst as usize), self.expr(kb, dst_off, env)?)?;
+                let s = kb.byte_offset(kb.param(*src as usize), self.expr(kb, src_off, env)?)?;
+                kb.memcpy(d, s, self.expr(kb, bytes, env)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn inst<'ctx>(&self, kb: &Kb<'_, 'ctx>, id: ValId, i: &Inst, env: &Env<'ctx>) -> R<BasicValueEnum<'ctx>> {
+        let b = &kb.b;
+        let t = self.types.of(id);
+        let v = |x: ValId| self.val(x, env);
+        let iv = |x: ValId| self.val(x, env).map(|v| v.into_int_value());
+        // Integer and float operations on scalars and vectors alike.
+        Ok(match i {
+            Inst::Const { ty, lit } => self.konst(kb, *ty, *lit)?,
+            Inst::Index(e) => self.expr(kb, e, env)?.into(),
+            Inst::Load { ty, param, index, align, mask } => {
+                let p = self.ptr(kb, *param, ty.elem, self.expr(kb, index, env)?)?;
+                let lt = llvm_ty(kb, *ty);
+                match mask {
+                    None => kb.load_aligned(lt, p, *align)?,
+                    Some(m) => {
+                        let zero = lt.const_zero();
+                        let args: [BasicMetadataValueEnum; 4] = [
+                            p.into(),
+                            kb.cx.i32_type().const_int(*align as u64, false).into(),
+                            v(*m)?.into(),
+                            zero.into(),
+                        ];
+                        kb.call_intrinsic("llvm.masked.load", &[lt, p.get_type().into()], &args)?
+                    }
+                }
+            }
+            Inst::Get(l) => {
+                let slot = env.locals.get(l).ok_or_else(|| self.err(format!("%l{l} is not in scope here")))?;
+                b.build_load(llvm_ty(kb, t), *slot, "")?
+            }
+            Inst::Bin(op, x, y) => self.bin(kb, *op, t, v(*x)?, v(*y)?)?,
+            Inst::Un(op, x) => {
+                let x = v(*x)?;
+                let intr = |name: &str| kb.call_intrinsic(name, &[llvm_ty(kb, t)], &[x.into()]);
+                match op {
+                    UnOp::Neg => match x {
+                        BasicValueEnum::VectorValue(x) => b.build_int_neg(x, "")?.as_basic_value_enum(),
+                        x => b.build_int_neg(x.into_int_value(), "")?.as_basic_value_enum(),
+                    },
+                    UnOp::Not => match x {
+                        BasicValueEnum::VectorValue(x) => b.build_not(x, "")?.as_basic_value_enum(),
+                        x => b.build_not(x.into_int_value(), "")?.as_basic_value_enum(),
+                    },
+                    UnOp::FNeg => match x {
+                        BasicValueEnum::VectorValue(x) => b.build_float_neg(x, "")?.as_basic_value_enum(),
+                        x => b.build_float_neg(x.into_float_value(), "")?.as_basic_value_enum(),
+                    },
+                    UnOp::FAbs => intr("llvm.fabs")?,
+                    UnOp::Sqrt => intr("llvm.sqrt")?,
+                    UnOp::Floor => intr("llvm.floor")?,
+                    UnOp::Ceil => intr("llvm.ceil")?,
+                    UnOp::Trunc => intr("llvm.trunc")?,
+                    UnOp::RoundEven => intr("llvm.roundeven")?,
+                }
+            }
+            Inst::Fma(x, y, z) => {
+                kb.call_intrinsic("llvm.fma", &[llvm_ty(kb, t)], &[v(*x)?.into(), v(*y)?.into(), v(*z)?.into()])?
+            }
+            Inst::Cmp(op, x, y) => self.cmp(kb, *op, v(*x)?, v(*y)?)?,
+            Inst::Select(c, x, y) => match v(*c)? {
+                BasicValueEnum::VectorValue(c) => b.build_select(c, v(*x)?, v(*y)?, "")?,
+                c => b.build_select(c.into_int_value(), v(*x)?, v(*y)?, "")?,
+            },
+            Inst::Cast(op, x, to) => self.cast(kb, *op, self.types.of(*x), v(*x)?, *to)?,
+            Inst::Splat(x, n) => kb.splat(v(*x)?, *n)?.into(),
+            Inst::Extract(x, l) => {
+                b.build_extract_element(v(*x)?.into_vector_value(), kb.cx.i32_type().const_int(*l as u64, false), "")?
+            }
+            Inst::Insert(x, a, l) => b
+                .build_insert_element(
+                    v(*x)?.into_vector_value(),
+                    v(*a)?,
+                    kb.cx.i32_type().const_int(*l as u64, false),
+                    "",
+                )?
+                .into(),
+            Inst::Shuffle(x, y, m) => {
+                let i32t = kb.cx.i32_type();
+                let mask: Vec<_> = m.iter().map(|&i| i32t.const_int(i as u64, false)).collect();
+                let mask = inkwell::types::VectorType::const_vector(&mask);
+                b.build_shuffle_vector(v(*x)?.into_vector_value(), v(*y)?.into_vector_value(), mask, "")?.into()
+            }
+            Inst::Reduce(op, x) => {
+                let xv = v(*x)?;
+                let vt = llvm_ty(kb, self.types.of(*x));
+                match op {
+                    // In lane order, from -0.0 (the identity that keeps a -0.0 sum).
+                    ReduceOp::FAdd => {
+                        let ft = elem_type(kb, t.elem).into_float_type();
+                        kb.call_intrinsic("llvm.vector.reduce.fadd", &[vt], &[ft.const_float(-0.0).into(), xv.into()])?
+                    }
+                    ReduceOp::Add => kb.call_intrinsic("llvm.vector.reduce.add", &[vt], &[xv.into()])?,
+                    ReduceOp::FMin => kb.call_intrinsic("llvm.vector.reduce.fmin", &[vt], &[xv.into()])?,
+                    ReduceOp::FMax => kb.call_intrinsic("llvm.vector.reduce.fmax", &[vt], &[xv.into()])?,
+                    ReduceOp::SMin => kb.call_intrinsic("llvm.vector.reduce.smin", &[vt], &[xv.into()])?,
+                    ReduceOp::SMax => kb.call_intrinsic("llvm.vector.reduce.smax", &[vt], &[xv.into()])?,
+                }
+            }
+            Inst::Call { func, args, ty } => {
+                if ty.lanes != 1 {
+                    return Err(self.err(format!("vector call of {func} is not translated yet")));
+                }
+                let ft = elem_type(kb, ty.elem).into_float_type();
+                let a: Vec<_> = args.iter().map(|x| v(*x).map(|v| v.into_float_value())).collect::<R<_>>()?;
+                kb.call_math(func.strip_prefix("dlc.").unwrap_or(func), ft, &a)?.into()
+            }
+            Inst::Intrinsic { name, args, ty } => {
+                let a: Vec<BasicMetadataValueEnum> = args.iter().map(|x| v(*x).map(Into::into)).collect::<R<_>>()?;
+                let f = kb.intrinsic(&format!("llvm.{name}"), &[])?;
+                let r = b.build_call(f, &a, "")?;
+                let r = r.try_as_basic_value().basic().ok_or_else(|| self.err(format!("{name} returned nothing")))?;
+                if r.get_type() != llvm_ty(kb, *ty) {
+                    return Err(self.err(format!("{name} does not return {ty}")));
+                }
+                r
+            }
+            Inst::Opaque(x) => kb.opaque(iv(*x)?)?.into(),
+        })
+    }
+
+    fn bin<'ctx>(
+        &self,
+        kb: &Kb<'_, 'ctx>,
+        op: BinOp,
+        t: Ty,
+        x: BasicValueEnum<'ctx>,
+        y: BasicValueEnum<'ctx>,
+    ) -> R<BasicValueEnum<'ctx>> {
+        let b = &kb.b;
+        if t.elem.is_float() {
+            return Ok(match op {
+                BinOp::FAdd => fop!(b, build_float_add, x, y),
+                BinOp::FSub => fop!(b, build_float_sub, x, y),
+                BinOp::FMul => fop!(b, build_float_mul, x, y),
+                BinOp::FDiv => fop!(b, build_float_div, x, y),
+                BinOp::FRem => fop!(b, build_float_rem, x, y),
+                BinOp::FMin | BinOp::FMax => {
+                    let name = if op == BinOp::FMin { "llvm.minnum" } else { "llvm.maxnum" };
+                    kb.call_intrinsic(name, &[llvm_ty(kb, t)], &[x.into(), y.into()])?
+                }
+                _ => return Err(self.err(format!("{} on {t}", op.name()))),
+            });
+        }
+        // Shift amounts are taken modulo the width (LLVM's shifts past it are poison).
+        let bits = t.elem.bits() as u64;
+        let amount = |y: BasicValueEnum<'ctx>| -> R<BasicValueEnum<'ctx>> {
+            let w = self.konst(kb, Ty { elem: t.elem, lanes: t.lanes }, Lit::Int(bits as i64 - 1))?;
+            Ok(iop!(b, build_and, y, w))
+        };
+        let minmax = |p: IntPredicate| -> R<BasicValueEnum<'ctx>> {
+            Ok(match icmp(kb, p, x, y)? {
+                BasicValueEnum::VectorValue(c) => b.build_select(c, x, y, "")?,
+                c => b.build_select(c.into_int_value(), x, y, "")?,
+            })
+        };
+        Ok(match op {
+            BinOp::Add => iop!(b, build_int_add, x, y),
+            BinOp::Sub => iop!(b, build_int_sub, x, y),
+            BinOp::Mul => iop!(b, build_int_mul, x, y),
+            BinOp::SDiv => iop!(b, build_int_signed_div, x, y),
+            BinOp::UDiv => iop!(b, build_int_unsigned_div, x, y),
+            BinOp::SRem => iop!(b, build_int_signed_rem, x, y),
+            BinOp::URem => iop!(b, build_int_unsigned_rem, x, y),
+            BinOp::And => iop!(b, build_and, x, y),
+            BinOp::Or => iop!(b, build_or, x, y),
+            BinOp::Xor => iop!(b, build_xor, x, y),
+            BinOp::Shl => iop!(b, build_left_shift, x, amount(y)?),
+            BinOp::LShr => iop!(b, build_right_shift, x, amount(y)?, false),
+            BinOp::AShr => iop!(b, build_right_shift, x, amount(y)?, true),
+            BinOp::SMin => minmax(IntPredicate::SLT)?,
+            BinOp::SMax => minmax(IntPredicate::SGT)?,
+            BinOp::UMin => minmax(IntPredicate::ULT)?,
+            BinOp::UMax => minmax(IntPredicate::UGT)?,
+            _ => return Err(self.err(format!("{} on {t}", op.name()))),
+        })
+    }
+
+    fn cmp<'ctx>(
+        &self,
+        kb: &Kb<'_, 'ctx>,
+        op: CmpOp,
+        x: BasicValueEnum<'ctx>,
+        y: BasicValueEnum<'ctx>,
+    ) -> R<BasicValueEnum<'ctx>> {
+        let b = &kb.b;
+        use CmpOp::*;
+        let ip = match op {
+            Eq => Some(IntPredicate::EQ),
+            Ne => Some(IntPredicate::NE),
+            Slt => Some(IntPredicate::SLT),
+            Sle => Some(IntPredicate::SLE),
+            Sgt => Some(IntPredicate::SGT),
+            Sge => Some(IntPredicate::SGE),
+            Ult => Some(IntPredicate::ULT),
+            Ule => Some(IntPredicate::ULE),
+            Ugt => Some(IntPredicate::UGT),
+            Uge => Some(IntPredicate::UGE),
+            _ => None,
+        };
+        if let Some(p) = ip {
+            return icmp(kb, p, x, y);
+        }
+        let fp = match op {
+            FOeq => FloatPredicate::OEQ,
+            FOne => FloatPredicate::ONE,
+            FOlt => FloatPredicate::OLT,
+            FOle => FloatPredicate::OLE,
+            FOgt => FloatPredicate::OGT,
+            FOge => FloatPredicate::OGE,
+            FUno => FloatPredicate::UNO,
+            _ => FloatPredicate::UNE,
+        };
+        Ok(match (x, y) {
+            (BasicValueEnum::VectorValue(x), BasicValueEnum::VectorValue(y)) => {
+                b.build_float_compare(fp, x, y, "")?.as_basic_value_enum()
+            }
+            (x, y) => b.build_float_compare(fp, x.into_float_value(), y.into_float_value(), "")?.as_basic_value_enum(),
+        })
+    }
+
+    fn cast<'ctx>(
+        &self,
+        kb: &Kb<'_, 'ctx>,
+        op: CastOp,
+        from: Ty,
+        x: BasicValueEnum<'ctx>,
+        to: Ty,
+    ) -> R<BasicValueEnum<'ctx>> {
+        let b = &kb.b;
+        let tt = llvm_ty(kb, to);
+        Ok(match op {
+            CastOp::Sext => conv!(b, build_int_s_extend, x, tt, into_int_value, into_int_type),
+            CastOp::Zext => conv!(b, build_int_z_extend, x, tt, into_int_value, into_int_type),
+            CastOp::Trunc => conv!(b, build_int_truncate, x, tt, into_int_value, into_int_type),
+            CastOp::FpExt => conv!(b, build_float_ext, x, tt, into_float_value, into_float_type),
+            CastOp::FpTrunc => conv!(b, build_float_trunc, x, tt, into_float_value, into_float_type),
+            CastOp::FpToSiSat => kb.call_intrinsic("llvm.fptosi.sat", &[tt, llvm_ty(kb, from)], &[x.into()])?,
+            CastOp::FpToUiSat => kb.call_intrinsic("llvm.fptoui.sat", &[tt, llvm_ty(kb, from)], &[x.into()])?,
+            CastOp::SiToFp => conv!(b, build_signed_int_to_float, x, tt, into_int_value, into_float_type),
+            CastOp::UiToFp => conv!(b, build_unsigned_int_to_float, x, tt, into_int_value, into_float_type),
+            CastOp::Bitcast => b.build_bit_cast(x, tt, "")?,
+        })
+    }
+}

@@ -1,0 +1,622 @@
+//! The reference interpreter: the meaning of every kir construct, in plain Rust.
+//!
+//! Kernels run on byte buffers, one per parameter; every access is bounds-checked, so a
+//! lowering bug is an error here instead of a wrong number. f32 arithmetic is done in
+//! f32 and f16 rounds every result to f16, as the hardware does; `parallel` and `each`
+//! loops run in order. Translators are tested against this.
+use crate::expr::{Env, Expr};
+use crate::ir::*;
+use crate::verify::{self, Types};
+use std::collections::{BTreeMap, HashMap};
+
+/// An error while interpreting.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InterpError {
+    /// The kernel does not verify.
+    #[error(transparent)]
+    Verify(#[from] verify::VerifyError),
+    /// An index expression failed.
+    #[error("kernel '{kernel}': {err}")]
+    Expr {
+        /// Kernel name.
+        kernel: String,
+        /// What failed.
+        err: crate::expr::EvalError,
+    },
+    /// A run-time fault: out-of-bounds access, division by zero, an unknown function.
+    #[error("kernel '{kernel}': {msg}")]
+    Fault {
+        /// Kernel name.
+        kernel: String,
+        /// What happened.
+        msg: String,
+    },
+}
+
+/// One lane of a value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum S {
+    /// An integer's bits (masked to its width).
+    I(u64),
+    /// A float (exactly representable in its type).
+    F(f64),
+}
+
+type V = Vec<S>;
+
+fn mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
+}
+
+fn sext(x: u64, bits: u32) -> i64 {
+    let s = 64 - bits;
+    ((x << s) as i64) >> s
+}
+
+/// `x` rounded to `e`'s precision.
+fn round_to(e: Elem, x: f64) -> f64 {
+    match e {
+        Elem::F32 => x as f32 as f64,
+        Elem::F16 => half::f16::from_f64(x).to_f64(),
+        _ => x,
+    }
+}
+
+fn int(s: S) -> u64 {
+    match s {
+        S::I(v) => v,
+        S::F(f) => f.to_bits(),
+    }
+}
+
+fn flt(s: S) -> f64 {
+    match s {
+        S::F(f) => f,
+        S::I(v) => f64::from_bits(v),
+    }
+}
+
+struct Frame<'a> {
+    k: &'a Kernel,
+    types: &'a Types,
+    bufs: &'a mut [Vec<u8>],
+    syms: &'a BTreeMap<String, i64>,
+    vals: HashMap<ValId, V>,
+    vars: HashMap<u32, i64>,
+    locals: HashMap<u32, V>,
+}
+
+impl Env for Frame<'_> {
+    fn sym(&self, name: &str) -> Option<i64> {
+        self.syms.get(name).copied()
+    }
+    fn var(&self, n: u32) -> Option<i64> {
+        self.vars.get(&n).copied()
+    }
+    fn val(&self, n: u32) -> Option<i64> {
+        self.vals.get(&n).map(|v| sext(int(v[0]), 64))
+    }
+}
+
+impl Frame<'_> {
+    fn fault<T>(&self, msg: impl Into<String>) -> Result<T, InterpError> {
+        Err(InterpError::Fault { kernel: self.k.name.clone(), msg: msg.into() })
+    }
+
+    fn eval(&self, e: &Expr) -> Result<i64, InterpError> {
+        e.eval(self).map_err(|err| InterpError::Expr { kernel: self.k.name.clone(), err })
+    }
+
+    fn v(&self, id: ValId) -> &V {
+        &self.vals[&id]
+    }
+
+    fn ty(&self, id: ValId) -> Ty {
+        self.types.of(id)
+    }
+
+    /// The byte range of `lanes` elements of `elem` at element `index` of `param`.
+    fn range(&self, param: u32, index: i64, elem: Elem, lanes: u32) -> Result<std::ops::Range<usize>, InterpError> {
+        let w = elem.bytes() as i64;
+        let len = self.bufs[param as usize].len() as i64;
+        let start = index.checked_mul(w);
+        let end = start.and_then(|s| s.checked_add(w * lanes as i64));
+        match (start, end) {
+            (Some(s), Some(e)) if s >= 0 && e <= len => Ok(s as usize..e as usize),
+            _ => self.fault(format!(
+                "%p{param}: elements {index}..{} of {} are outside its {len} bytes",
+                index.saturating_add(lanes as i64),
+                elem.name()
+            )),
+        }
+    }
+
+    fn read(&self, param: u32, byte: usize, e: Elem) -> S {
+        let b = &self.bufs[param as usize][byte..byte + e.bytes() as usize];
+        let mut raw = [0u8; 8];
+        raw[..b.len()].copy_from_slice(b);
+        let bits = u64::from_le_bytes(raw);
+        match e {
+            Elem::F32 => S::F(f32::from_bits(bits as u32) as f64),
+            Elem::F64 => S::F(f64::from_bits(bits)),
+            Elem::F16 => S::F(half::f16::from_bits(bits as u16).to_f64()),
+            Elem::I1 => S::I(bits & 1),
+            _ => S::I(bits & mask(e.bits())),
+        }
+    }
+
+    fn write(&mut self, param: u32, byte: usize, e: Elem, s: S) {
+        let bits = match (e, s) {
+            (Elem::F32, s) => (flt(s) as f32).to_bits() as u64,
+            (Elem::F64, s) => flt(s).to_bits(),
+            (Elem::F16, s) => half::f16::from_f64(flt(s)).to_bits() as u64,
+            (_, s) => int(s),
+        };
+        let n = e.bytes() as usize;
+        self.bufs[param as usize][byte..byte + n].copy_from_slice(&bits.to_le_bytes()[..n]);
+    }
+
+    fn bin(&self, op: BinOp, t: Ty, a: S, b: S) -> Result<S, InterpError> {
+        let bits = t.elem.bits();
+        let m = mask(bits);
+        let (x, y) = (int(a), int(b));
+        let (sx, sy) = (sext(x, bits), sext(y, bits));
+        let f = |g: fn(f64, f64) -> f64| S::F(round_to(t.elem, g(flt(a), flt(b))));
+        let f32op = |g: fn(f32, f32) -> f32| S::F(g(flt(a) as f32, flt(b) as f32) as f64);
+        let is32 = t.elem == Elem::F32;
+        let i = |v: u64| S::I(v & m);
+        Ok(match op {
+            BinOp::Add => i(x.wrapping_add(y)),
+            BinOp::Sub => i(x.wrapping_sub(y)),
+            BinOp::Mul => i(x.wrapping_mul(y)),
+            BinOp::SDiv | BinOp::SRem | BinOp::UDiv | BinOp::URem if y == 0 => {
+                return self.fault(format!("{} by zero", op.name()))
+            }
+            BinOp::SDiv | BinOp::SRem if sy == -1 && sx == sext(1 << (bits - 1), bits) => {
+                return self.fault(format!("{} overflow", op.name()))
+            }
+            BinOp::SDiv => i(sx.wrapping_div(sy) as u64),
+            BinOp::SRem => i(sx.wrapping_rem(sy) as u64),
+            BinOp::UDiv => i(x / y),
+            BinOp::URem => i(x % y),
+            BinOp::And => i(x & y),
+            BinOp::Or => i(x | y),
+            BinOp::Xor => i(x ^ y),
+            BinOp::Shl => i(x.wrapping_shl((y % bits as u64) as u32)),
+            BinOp::LShr => i(x >> (y % bits as u64)),
+            BinOp::AShr => i((sx >> (y % bits as u64)) as u64),
+            BinOp::SMin => i(sx.min(sy) as u64),
+            BinOp::SMax => i(sx.max(sy) as u64),
+            BinOp::UMin => i(x.min(y)),
+            BinOp::UMax => i(x.max(y)),
+            BinOp::FAdd if is32 => f32op(|p, q| p + q),
+            BinOp::FSub if is32 => f32op(|p, q| p - q),
+            BinOp::FMul if is32 => f32op(|p, q| p * q),
+            BinOp::FDiv if is32 => f32op(|p, q| p / q),
+            BinOp::FRem if is32 => f32op(|p, q| p % q),
+            BinOp::FAdd => f(|p, q| p + q),
+            BinOp::FSub => f(|p, q| p - q),
+            BinOp::FMul => f(|p, q| p * q),
+            BinOp::FDiv => f(|p, q| p / q),
+            BinOp::FRem => f(|p, q| p % q),
+            // IEEE minNum/maxNum: Rust's f64::min/max drop a NaN operand likewise.
+            BinOp::FMin => f(f64::min),
+            BinOp::FMax => f(f64::max),
+        })
+    }
+
+    fn un(&self, op: UnOp, t: Ty, a: S) -> S {
+        let m = mask(t.elem.bits());
+        let f = |g: fn(f64) -> f64| S::F(round_to(t.elem, g(flt(a))));
+        match op {
+            UnOp::Neg => S::I(int(a).wrapping_neg() & m),
+            UnOp::Not => S::I(!int(a) & m),
+            UnOp::FNeg => S::F(-flt(a)),
+            UnOp::FAbs => S::F(flt(a).abs()),
+            UnOp::Sqrt if t.elem == Elem::F32 => S::F((flt(a) as f32).sqrt() as f64),
+            UnOp::Sqrt => f(f64::sqrt),
+            UnOp::Floor => f(f64::floor),
+            UnOp::Ceil => f(f64::ceil),
+            UnOp::Trunc => f(f64::trunc),
+            UnOp::RoundEven => f(f64::round_ties_even),
+        }
+    }
+
+    fn cmp(op: CmpOp, t: Ty, a: S, b: S) -> bool {
+        let bits = t.elem.bits();
+        let (x, y) = (int(a), int(b));
+        let (sx, sy) = (sext(x, bits), sext(y, bits));
+        let (p, q) = (flt(a), flt(b));
+        let uno = p.is_nan() || q.is_nan();
+        match op {
+            CmpOp::Eq => x == y,
+            CmpOp::Ne => x != y,
+            CmpOp::Slt => sx < sy,
+            CmpOp::Sle => sx <= sy,
+            CmpOp::Sgt => sx > sy,
+            CmpOp::Sge => sx >= sy,
+            CmpOp::Ult => x < y,
+            CmpOp::Ule => x <= y,
+            CmpOp::Ugt => x > y,
+            CmpOp::Uge => x >= y,
+            CmpOp::FOeq => p == q,
+            CmpOp::FOne => !uno && p != q,
+            CmpOp::FOlt => p < q,
+            CmpOp::FOle => p <= q,
+            CmpOp::FOgt => p > q,
+            CmpOp::FOge => p >= q,
+            CmpOp::FUno => uno,
+            CmpOp::FUne => uno || p != q,
+        }
+    }
+
+    fn cast(op: CastOp, from: Elem, to: Elem, a: S) -> S {
+        let (fb, tb) = (from.bits(), to.bits());
+        let sat = |x: f64, lo: f64, hi: f64| -> f64 {
+            if x.is_nan() {
+                0.0
+            } else {
+                x.trunc().clamp(lo, hi)
+            }
+        };
+        match op {
+            CastOp::Sext => S::I(sext(int(a), fb) as u64 & mask(tb)),
+            CastOp::Zext => S::I(int(a)),
+            CastOp::Trunc => S::I(int(a) & mask(tb)),
+            CastOp::FpExt | CastOp::FpTrunc => S::F(round_to(to, flt(a))),
+            CastOp::FpToSiSat => {
+                let (lo, hi) = (-(2f64.powi(tb as i32 - 1)), 2f64.powi(tb as i32 - 1) - 1.0);
+                let v = sat(flt(a), lo, hi);
+                // 2^63 - 1 is not an f64: clamp in integers.
+                let i = if v >= 2f64.powi(63) { i64::MAX } else { v as i64 };
+                S::I(i as u64 & mask(tb))
+            }
+            CastOp::FpToUiSat => {
+                let v = sat(flt(a), 0.0, 2f64.powi(tb as i32) - 1.0);
+                S::I(if v >= 2f64.powi(64) { u64::MAX } else { v as u64 } & mask(tb))
+            }
+            CastOp::SiToFp => S::F(round_to(to, sext(int(a), fb) as f64)),
+            CastOp::UiToFp => S::F(round_to(to, int(a) as f64)),
+            CastOp::Bitcast => {
+                let bits = match (from, a) {
+                    (Elem::F32, a) => (flt(a) as f32).to_bits() as u64,
+                    (Elem::F16, a) => half::f16::from_f64(flt(a)).to_bits() as u64,
+                    (_, a) => int(a),
+                };
+                match to {
+                    Elem::F32 => S::F(f32::from_bits(bits as u32) as f64),
+                    Elem::F64 => S::F(f64::from_bits(bits)),
+                    Elem::F16 => S::F(half::f16::from_bits(bits as u16).to_f64()),
+                    _ => S::I(bits),
+                }
+            }
+        }
+    }
+
+    fn call(&self, func: &str, args: &[f64], ty: Ty) -> Result<f64, InterpError> {
+        // C names: `expf` on f32, `exp` on f64; dlc's own functions (`dlc.exp`) mean the
+        // same function within their documented bound, so the exact one stands for them.
+        let base = func.strip_prefix("dlc.").unwrap_or(func);
+        let base = if ty.elem == Elem::F32 { base.strip_suffix('f').unwrap_or(base) } else { base };
+        let r = match (base, args) {
+            ("exp", [x]) => x.exp(),
+            ("log", [x]) => x.ln(),
+            ("tanh", [x]) => x.tanh(),
+            ("sin", [x]) => x.sin(),
+            ("cos", [x]) => x.cos(),
+            ("tan", [x]) => x.tan(),
+            ("atan", [x]) => x.atan(),
+            ("asin", [x]) => x.asin(),
+            ("acos", [x]) => x.acos(),
+            ("sinh", [x]) => x.sinh(),
+            ("cosh", [x]) => x.cosh(),
+            ("asinh", [x]) => x.asinh(),
+            ("acosh", [x]) => x.acosh(),
+            ("atanh", [x]) => x.atanh(),
+            ("erf", [x]) => libm::erf(*x),
+            ("sqrt", [x]) => x.sqrt(),
+            ("fabs", [x]) => x.abs(),
+            ("floor", [x]) => x.floor(),
+            ("ceil", [x]) => x.ceil(),
+            ("round", [x]) => x.round(),
+            ("pow", [x, y]) => x.powf(*y),
+            ("fmod", [x, y]) => x % y,
+            _ => return self.fault(format!("no meaning for function '{func}' with {} arguments", args.len())),
+        };
+        Ok(round_to(ty.elem, r))
+    }
+
+    fn inst(&mut self, i: &Inst) -> Result<V, InterpError> {
+        Ok(match i {
+            Inst::Const { ty, lit } => {
+                let s = match lit {
+                    Lit::Int(v) => S::I(*v as u64 & mask(ty.elem.bits())),
+                    Lit::Float(f) => S::F(round_to(ty.elem, *f)),
+                };
+                vec![s; ty.lanes as usize]
+            }
+            Inst::Index(e) => vec![S::I(self.eval(e)? as u64)],
+            Inst::Load { ty, param, index, mask, .. } => {
+                let idx = self.eval(index)?;
+                let m: Option<Vec<bool>> = mask.map(|m| self.v(m).iter().map(|&s| int(s) != 0).collect());
+                let mut out = Vec::with_capacity(ty.lanes as usize);
+                let w = ty.elem.bytes() as usize;
+                let all = m.as_ref().is_none_or(|m| m.iter().all(|&b| b));
+                let base = if all { Some(self.range(*param, idx, ty.elem, ty.lanes)?.start) } else { None };
+                for l in 0..ty.lanes as usize {
+                    if m.as_ref().is_some_and(|m| !m[l]) {
+                        out.push(if ty.elem.is_float() { S::F(0.0) } else { S::I(0) });
+                        continue;
+                    }
+                    let at = match base {
+                        Some(b) => b + l * w,
+                        None => self.range(*param, idx + l as i64, ty.elem, 1)?.start,
+                    };
+                    out.push(self.read(*param, at, ty.elem));
+                }
+                out
+            }
+            Inst::Get(l) => self.locals[l].clone(),
+            Inst::Bin(op, a, b) => {
+                let t = self.ty(*a);
+                let (va, vb) = (self.v(*a).clone(), self.v(*b).clone());
+                va.iter().zip(&vb).map(|(&x, &y)| self.bin(*op, t, x, y)).collect::<Result<_, _>>()?
+            }
+            Inst::Un(op, a) => {
+                let t = self.ty(*a);
+                self.v(*a).iter().map(|&x| self.un(*op, t, x)).collect()
+            }
+            Inst::Fma(a, b, c) => {
+                let e = self.ty(*a).elem;
+                let (va, vb, vc) = (self.v(*a), self.v(*b), self.v(*c));
+                (0..va.len())
+                    .map(|l| {
+                        let (x, y, z) = (flt(va[l]), flt(vb[l]), flt(vc[l]));
+                        S::F(if e == Elem::F32 {
+                            (x as f32).mul_add(y as f32, z as f32) as f64
+                        } else {
+                            round_to(e, x.mul_add(y, z))
+                        })
+                    })
+                    .collect()
+            }
+            Inst::Cmp(op, a, b) => {
+                let t = self.ty(*a);
+                self.v(*a).iter().zip(self.v(*b)).map(|(&x, &y)| S::I(Self::cmp(*op, t, x, y) as u64)).collect()
+            }
+            Inst::Select(c, a, b) => {
+                let (vc, va, vb) = (self.v(*c), self.v(*a), self.v(*b));
+                (0..va.len()).map(|l| if int(vc[l.min(vc.len() - 1)]) != 0 { va[l] } else { vb[l] }).collect()
+            }
+            Inst::Cast(op, a, to) => {
+                let from = self.ty(*a).elem;
+                self.v(*a).iter().map(|&x| Self::cast(*op, from, to.elem, x)).collect()
+            }
+            Inst::Splat(a, n) => vec![self.v(*a)[0]; *n as usize],
+            Inst::Extract(a, l) => vec![self.v(*a)[*l as usize]],
+            Inst::Insert(v, a, l) => {
+                let mut out = self.v(*v).clone();
+                out[*l as usize] = self.v(*a)[0];
+                out
+            }
+            Inst::Shuffle(a, b, m) => {
+                let both: Vec<S> = self.v(*a).iter().chain(self.v(*b)).copied().collect();
+                m.iter().map(|&i| both[i as usize]).collect()
+            }
+            Inst::Reduce(op, a) => {
+                let t = self.ty(*a);
+                let v = self.v(*a).clone();
+                let bop = match op {
+                    ReduceOp::Add => BinOp::Add,
+                    ReduceOp::FAdd => BinOp::FAdd,
+                    ReduceOp::FMin => BinOp::FMin,
+                    ReduceOp::FMax => BinOp::FMax,
+                    ReduceOp::SMin => BinOp::SMin,
+                    ReduceOp::SMax => BinOp::SMax,
+                };
+                let mut acc = v[0];
+                for &x in &v[1..] {
+                    acc = self.bin(bop, Ty::scalar(t.elem), acc, x)?;
+                }
+                vec![acc]
+            }
+            Inst::Call { func, args, ty } => {
+                let vs: Vec<&V> = args.iter().map(|a| self.v(*a)).collect();
+                let mut out = Vec::new();
+                for l in 0..ty.lanes as usize {
+                    let xs: Vec<f64> = vs.iter().map(|v| flt(v[l])).collect();
+                    out.push(S::F(self.call(func, &xs, *ty)?));
+                }
+                out
+            }
+            Inst::Intrinsic { name, .. } => {
+                return self.fault(format!("the interpreter has no meaning for intrinsic '{name}'"))
+            }
+            Inst::Opaque(a) => self.v(*a).clone(),
+        })
+    }
+
+    fn body(&mut self, b: &[Stmt]) -> Result<(), InterpError> {
+        for s in b {
+            match s {
+                Stmt::Let(v, i) => {
+                    let r = self.inst(i)?;
+                    self.vals.insert(*v, r);
+                }
+                Stmt::Store { param, index, value, mask, .. } => {
+                    let t = self.ty(*value);
+                    let idx = self.eval(index)?;
+                    let v = self.v(*value).clone();
+                    let m: Option<Vec<bool>> = mask.map(|m| self.v(m).iter().map(|&s| int(s) != 0).collect());
+                    for (l, s) in v.into_iter().enumerate() {
+                        if m.as_ref().is_some_and(|m| !m[l]) {
+                            continue;
+                        }
+                        let at = self.range(*param, idx + l as i64, t.elem, 1)?.start;
+                        self.write(*param, at, t.elem, s);
+                    }
+                }
+                Stmt::For { var, lo, hi, body, .. } => {
+                    let (lo, hi) = (self.eval(lo)?, self.eval(hi)?);
+                    for i in lo..hi {
+                        self.vars.insert(*var, i);
+                        self.body(body)?;
+                    }
+                    self.vars.remove(var);
+                }
+                Stmt::If { cond, then, els } => {
+                    if int(self.v(*cond)[0]) != 0 {
+                        self.body(then)?
+                    } else {
+                        self.body(els)?
+                    }
+                }
+                Stmt::Local(l, _, init) => {
+                    let v = self.v(*init).clone();
+                    self.locals.insert(*l, v);
+                }
+                Stmt::Set(l, v) => {
+                    let v = self.v(*v).clone();
+                    self.locals.insert(*l, v);
+                }
+                Stmt::Memcpy { dst, dst_off, src, src_off, bytes } => {
+                    let (d, s, n) = (self.eval(dst_off)?, self.eval(src_off)?, self.eval(bytes)?);
+                    let rs = self.range(*src, s, Elem::I8, n.max(0) as u32)?;
+                    let rd = self.range(*dst, d, Elem::I8, n.max(0) as u32)?;
+                    let data = self.bufs[*src as usize][rs].to_vec();
+                    self.bufs[*dst as usize][rd].copy_from_slice(&data);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs kernel `k` on `bufs` (one byte buffer per parameter) with the symbols `syms`.
+pub fn run_kernel(k: &Kernel, bufs: &mut [Vec<u8>], syms: &BTreeMap<String, i64>) -> Result<(), InterpError> {
+    let types = verify::kernel(k)?;
+    if bufs.len() != k.params.len() {
+        return Err(InterpError::Fault {
+            kernel: k.name.clone(),
+            msg: format!("{} buffers for {} parameters", bufs.len(), k.params.len()),
+        });
+    }
+    let mut f =
+        Frame { k, types: &types, bufs, syms, vals: HashMap::new(), vars: HashMap::new(), locals: HashMap::new() };
+    f.body(&k.body)
+}
+
+/// Runs a whole program: `inputs` are the caller's input buffers; returns the outputs
+/// (sized by their buffers' byte expressions under `syms`).
+pub fn run_program(p: &Program, inputs: &[Vec<u8>], syms: &BTreeMap<String, i64>) -> Result<Vec<Vec<u8>>, InterpError> {
+    verify::program(p)?;
+    let fault = |msg: String| InterpError::Fault { kernel: "schedule".into(), msg };
+    let ev = |e: &Expr| e.eval(syms).map_err(|err| InterpError::Expr { kernel: "schedule".into(), err });
+    for s in &p.symbols {
+        match syms.get(&s.name) {
+            Some(&v) if v >= s.min => {}
+            Some(&v) => return Err(fault(format!("symbol {} = {v} is below its minimum {}", s.name, s.min))),
+            None => return Err(fault(format!("symbol {} has no value", s.name))),
+        }
+    }
+    let n_out = p.buffers.iter().filter_map(|b| if let BufKind::Output(i) = b.kind { Some(i + 1) } else { None }).max();
+    let mut mem = Mem {
+        inputs: inputs.to_vec(),
+        outputs: vec![Vec::new(); n_out.unwrap_or(0) as usize],
+        arena: vec![0; usize::try_from(ev(&p.arena_bytes)?).map_err(|_| fault("negative arena size".into()))?],
+    };
+    for b in &p.buffers {
+        if let BufKind::Output(i) = b.kind {
+            let n = usize::try_from(ev(&b.bytes)?).map_err(|_| fault(format!("negative size of {}", b.name)))?;
+            mem.outputs[i as usize] = vec![0; n];
+        }
+    }
+    run_steps(p, &p.schedule, &mut mem, syms)?;
+    Ok(mem.outputs)
+}
+
+struct Mem {
+    inputs: Vec<Vec<u8>>,
+    outputs: Vec<Vec<u8>>,
+    arena: Vec<u8>,
+}
+
+impl Mem {
+    fn get(&self, p: &Program, b: u32, syms: &BTreeMap<String, i64>) -> Result<Vec<u8>, InterpError> {
+        let buf = &p.buffers[b as usize];
+        let fault = |msg: String| InterpError::Fault { kernel: "schedule".into(), msg };
+        let ev = |e: &Expr| e.eval(syms).map_err(|err| InterpError::Expr { kernel: "schedule".into(), err });
+        let n = ev(&buf.bytes)? as usize;
+        let slice = |v: &[u8], off: usize| -> Result<Vec<u8>, InterpError> {
+            v.get(off..off + n)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| fault(format!("{} lies outside its memory", buf.name)))
+        };
+        match &buf.kind {
+            BufKind::Input(i) => slice(self.inputs.get(*i as usize).ok_or_else(|| fault(format!("no input {i}")))?, 0),
+            BufKind::Output(i) => slice(&self.outputs[*i as usize], 0),
+            BufKind::Const(d) => slice(d, 0),
+            BufKind::Arena(off) => slice(&self.arena, ev(off)? as usize),
+        }
+    }
+
+    fn put(&mut self, p: &Program, b: u32, data: &[u8], syms: &BTreeMap<String, i64>) -> Result<(), InterpError> {
+        let buf = &p.buffers[b as usize];
+        let dst = match &buf.kind {
+            BufKind::Output(i) => &mut self.outputs[*i as usize][..],
+            BufKind::Arena(off) => {
+                let off = off.eval(syms).map_err(|err| InterpError::Expr { kernel: "schedule".into(), err })? as usize;
+                &mut self.arena[off..off + data.len()]
+            }
+            _ => {
+                return Err(InterpError::Fault { kernel: "schedule".into(), msg: format!("{} is read-only", buf.name) })
+            }
+        };
+        dst[..data.len()].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+fn run_steps(p: &Program, st: &[Step], mem: &mut Mem, syms: &BTreeMap<String, i64>) -> Result<(), InterpError> {
+    for s in st {
+        match s {
+            Step::Call { kernel, args } => {
+                let k = &p.kernels[*kernel as usize];
+                let mut bufs: Vec<Vec<u8>> = args.iter().map(|&b| mem.get(p, b, syms)).collect::<Result<_, _>>()?;
+                run_kernel(k, &mut bufs, syms)?;
+                for ((&b, data), acc) in args.iter().zip(&bufs).zip(&k.params) {
+                    if *acc == Access::Write {
+                        mem.put(p, b, data, syms)?;
+                    }
+                }
+            }
+            Step::Copy { dst, src } => {
+                let data = mem.get(p, *src, syms)?;
+                mem.put(p, *dst, &data, syms)?;
+            }
+            Step::If { cond, then, els } => {
+                let c = mem.get(p, *cond, syms)?;
+                if c.first().copied().unwrap_or(0) != 0 {
+                    run_steps(p, then, mem, syms)?
+                } else {
+                    run_steps(p, els, mem, syms)?
+                }
+            }
+            Step::Loop { count, carried, body } => {
+                let n = count.eval(syms).map_err(|err| InterpError::Expr { kernel: "schedule".into(), err })?;
+                for _ in 0..n {
+                    run_steps(p, body, mem, syms)?;
+                    for (to, from) in carried {
+                        let data = mem.get(p, *from, syms)?;
+                        mem.put(p, *to, &data, syms)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

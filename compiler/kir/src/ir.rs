@@ -1,0 +1,503 @@
+//! The data structures of kir: programs, kernels, statements and instructions.
+//!
+//! A kernel is structured (no basic blocks): a body of statements where `for` and `if`
+//! hold nested bodies, as in Halide's lowered `Stmt` and MLIR's `scf`. Values are SSA:
+//! each `let` defines `%vN` once, visible in the rest of its body and in nested bodies.
+//! Mutable state lives in locals (`%lN`, a stack slot on a CPU, a register after
+//! promotion). Memory is reached through the kernel's pointer parameters (`%pN`) at
+//! element indices that are [`Expr`]s over symbols, loop variables and integer values.
+use crate::expr::Expr;
+use std::sync::Arc;
+
+/// A machine element type. Signedness lives in the operations (as in LLVM and CLIF).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Elem {
+    /// A boolean (comparison results, masks).
+    I1,
+    /// 8-bit integer.
+    I8,
+    /// 16-bit integer.
+    I16,
+    /// 32-bit integer.
+    I32,
+    /// 64-bit integer.
+    I64,
+    /// IEEE half.
+    F16,
+    /// IEEE single.
+    F32,
+    /// IEEE double.
+    F64,
+}
+
+impl Elem {
+    /// Every element type, in text order.
+    pub const ALL: [Elem; 8] = [Elem::I1, Elem::I8, Elem::I16, Elem::I32, Elem::I64, Elem::F16, Elem::F32, Elem::F64];
+
+    /// Bits of one element.
+    pub fn bits(self) -> u32 {
+        match self {
+            Elem::I1 => 1,
+            Elem::I8 => 8,
+            Elem::I16 | Elem::F16 => 16,
+            Elem::I32 | Elem::F32 => 32,
+            Elem::I64 | Elem::F64 => 64,
+        }
+    }
+
+    /// Bytes one element occupies in memory (`i1` takes a byte).
+    pub fn bytes(self) -> u32 {
+        self.bits().div_ceil(8)
+    }
+
+    /// Whether this is a floating-point type.
+    pub fn is_float(self) -> bool {
+        matches!(self, Elem::F16 | Elem::F32 | Elem::F64)
+    }
+
+    /// The text name (`i32`, `f32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Elem::I1 => "i1",
+            Elem::I8 => "i8",
+            Elem::I16 => "i16",
+            Elem::I32 => "i32",
+            Elem::I64 => "i64",
+            Elem::F16 => "f16",
+            Elem::F32 => "f32",
+            Elem::F64 => "f64",
+        }
+    }
+
+    /// The integer type of `bytes` bytes (data movement moves elements as integers).
+    pub fn int_of_bytes(bytes: usize) -> Option<Elem> {
+        Some(match bytes {
+            1 => Elem::I8,
+            2 => Elem::I16,
+            4 => Elem::I32,
+            8 => Elem::I64,
+            _ => return None,
+        })
+    }
+}
+
+/// A scalar (`lanes == 1`) or vector type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ty {
+    /// The element type.
+    pub elem: Elem,
+    /// The number of lanes (1: a scalar).
+    pub lanes: u32,
+}
+
+impl Ty {
+    /// A scalar of `elem`.
+    pub fn scalar(elem: Elem) -> Ty {
+        Ty { elem, lanes: 1 }
+    }
+
+    /// A vector of `lanes` `elem`s.
+    pub fn vec(elem: Elem, lanes: u32) -> Ty {
+        Ty { elem, lanes }
+    }
+
+    /// The same shape with another element type.
+    pub fn with_elem(self, elem: Elem) -> Ty {
+        Ty { elem, lanes: self.lanes }
+    }
+}
+
+/// An SSA value of a kernel (`%vN`).
+pub type ValId = u32;
+
+/// A binary operation. Integer arithmetic wraps (two's complement); dividing by zero is
+/// an error of the program (the interpreter reports it; a kernel must guard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    SDiv,
+    UDiv,
+    SRem,
+    URem,
+    And,
+    Or,
+    Xor,
+    /// Shifts take the amount modulo the bit width.
+    Shl,
+    LShr,
+    AShr,
+    SMin,
+    SMax,
+    UMin,
+    UMax,
+    FAdd,
+    FSub,
+    FMul,
+    FDiv,
+    /// C's fmod (the dividend's sign).
+    FRem,
+    /// IEEE minNum: a NaN operand is dropped.
+    FMin,
+    /// IEEE maxNum: a NaN operand is dropped.
+    FMax,
+}
+
+/// A unary operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum UnOp {
+    Neg,
+    Not,
+    FNeg,
+    FAbs,
+    Sqrt,
+    Floor,
+    Ceil,
+    Trunc,
+    RoundEven,
+}
+
+/// A comparison; the result is `i1` with the operands' lanes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Slt,
+    Sle,
+    Sgt,
+    Sge,
+    Ult,
+    Ule,
+    Ugt,
+    Uge,
+    /// Ordered float comparisons: false when either operand is NaN.
+    FOeq,
+    FOne,
+    FOlt,
+    FOle,
+    FOgt,
+    FOge,
+    /// Unordered: true when either operand is NaN.
+    FUno,
+    FUne,
+}
+
+/// A conversion between element types (same lanes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum CastOp {
+    Sext,
+    Zext,
+    Trunc,
+    FpExt,
+    FpTrunc,
+    /// Saturating float to signed integer; NaN gives 0.
+    FpToSiSat,
+    /// Saturating float to unsigned integer; NaN gives 0.
+    FpToUiSat,
+    SiToFp,
+    UiToFp,
+    /// Reinterprets the bits (same total width).
+    Bitcast,
+}
+
+/// A reduction of a vector's lanes to a scalar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum ReduceOp {
+    Add,
+    /// In lane order (deterministic).
+    FAdd,
+    FMin,
+    FMax,
+    SMin,
+    SMax,
+}
+
+/// A literal of a constant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Lit {
+    /// An integer (its low bits are the value of a narrower type).
+    Int(i64),
+    /// A float (rounded to the type).
+    Float(f64),
+}
+
+/// An instruction: what a `let` computes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inst {
+    /// A constant (every lane, for a vector type).
+    Const {
+        /// Its type.
+        ty: Ty,
+        /// Its value.
+        lit: Lit,
+    },
+    /// An index expression as an `i64`.
+    Index(Expr),
+    /// `lanes` consecutive elements of parameter `param` from element `index`, assuming
+    /// `align` bytes of alignment; with a mask, lanes whose mask is false read 0 and
+    /// touch no memory.
+    Load {
+        /// The loaded type.
+        ty: Ty,
+        /// The pointer parameter.
+        param: u32,
+        /// Element index (in units of `ty.elem`).
+        index: Expr,
+        /// Assumed alignment in bytes.
+        align: u32,
+        /// A lane mask (`i1` vector of `ty.lanes`).
+        mask: Option<ValId>,
+    },
+    /// The current value of a local.
+    Get(u32),
+    /// A binary operation on two values of one type.
+    Bin(BinOp, ValId, ValId),
+    /// A unary operation.
+    Un(UnOp, ValId),
+    /// `a * b + c` with one rounding.
+    Fma(ValId, ValId, ValId),
+    /// A comparison.
+    Cmp(CmpOp, ValId, ValId),
+    /// `c ? a : b`, lane by lane when `c` is a vector.
+    Select(ValId, ValId, ValId),
+    /// A conversion to `to`.
+    Cast(CastOp, ValId, Ty),
+    /// A scalar in every lane of a `lanes`-lane vector.
+    Splat(ValId, u32),
+    /// Lane `lane` of a vector.
+    Extract(ValId, u32),
+    /// The vector with lane `lane` replaced by a scalar.
+    Insert(ValId, ValId, u32),
+    /// Lanes of `a` then `b`, picked by `mask` (indices into their concatenation).
+    Shuffle(ValId, ValId, Vec<u32>),
+    /// All lanes combined into one scalar.
+    Reduce(ReduceOp, ValId),
+    /// A math function by its C name (`expf`, `tanhf`), or one of dlc's own (`dlc.exp`):
+    /// translators pick the library or the portable implementation.
+    Call {
+        /// Function name.
+        func: String,
+        /// Arguments.
+        args: Vec<ValId>,
+        /// Result type.
+        ty: Ty,
+    },
+    /// A named target operation (`x86.avx512.vpdpbusd.512`), translated one to one where
+    /// the target has it; a legalisation step replaces it elsewhere.
+    Intrinsic {
+        /// Name.
+        name: String,
+        /// Arguments.
+        args: Vec<ValId>,
+        /// Result type.
+        ty: Ty,
+    },
+    /// The same value, opaque to optimisation (keeps LLVM from merging addresses).
+    Opaque(ValId),
+}
+
+/// How the iterations of a loop may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LoopKind {
+    /// In order, on one thread.
+    Serial,
+    /// Independent iterations, one element of a per-element kernel each: a CPU runs them
+    /// as a loop nest, CUDA as one thread each.
+    Each,
+    /// Independent tasks for the CPU thread pool (`pfor`).
+    Parallel,
+}
+
+/// A statement of a kernel body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stmt {
+    /// `%vN = inst`.
+    Let(ValId, Inst),
+    /// Stores a value at an element index of a parameter (masked lanes are not written).
+    Store {
+        /// The pointer parameter.
+        param: u32,
+        /// Element index (in units of the value's element type).
+        index: Expr,
+        /// The stored value.
+        value: ValId,
+        /// Assumed alignment in bytes.
+        align: u32,
+        /// A lane mask.
+        mask: Option<ValId>,
+    },
+    /// `for var in lo..hi` (nothing when `lo >= hi`).
+    For {
+        /// The loop variable (`%iN`).
+        var: u32,
+        /// First value.
+        lo: Expr,
+        /// One past the last value.
+        hi: Expr,
+        /// How iterations may run.
+        kind: LoopKind,
+        /// The body.
+        body: Vec<Stmt>,
+    },
+    /// `if cond { then } else { els }` on an `i1` scalar.
+    If {
+        /// The condition.
+        cond: ValId,
+        /// Taken when true.
+        then: Vec<Stmt>,
+        /// Taken when false.
+        els: Vec<Stmt>,
+    },
+    /// Declares local `%lN` of `ty` with an initial value.
+    Local(u32, Ty, ValId),
+    /// Assigns a local.
+    Set(u32, ValId),
+    /// Copies `bytes` bytes between parameters (byte offsets; the ranges do not overlap).
+    Memcpy {
+        /// Destination parameter.
+        dst: u32,
+        /// Byte offset in the destination.
+        dst_off: Expr,
+        /// Source parameter.
+        src: u32,
+        /// Byte offset in the source.
+        src_off: Expr,
+        /// Byte count.
+        bytes: Expr,
+    },
+}
+
+/// How a kernel uses a pointer parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Read only.
+    Read,
+    /// Written (and possibly read).
+    Write,
+}
+
+/// A kernel: a function of pointer parameters (operands, then results) that no other
+/// parameter aliases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kernel {
+    /// Its name (unique in the program).
+    pub name: String,
+    /// Its parameters (`%p0`, `%p1`...).
+    pub params: Vec<Access>,
+    /// The body.
+    pub body: Vec<Stmt>,
+}
+
+/// A run-time dim the program is parameterised by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Symbol {
+    /// Its name (as in the model: `N`, `batch`).
+    pub name: String,
+    /// Its smallest valid value.
+    pub min: i64,
+}
+
+/// Where a buffer's bytes live.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BufKind {
+    /// The caller's input `i`.
+    Input(u32),
+    /// The caller's output `i`.
+    Output(u32),
+    /// Constant bytes (weights), inline in the program.
+    Const(Arc<[u8]>),
+    /// A slice of the workspace arena at a byte offset.
+    Arena(Expr),
+}
+
+/// A buffer of the program.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buffer {
+    /// Its name (the graph value it holds).
+    pub name: String,
+    /// Where it lives.
+    pub kind: BufKind,
+    /// Its size in bytes.
+    pub bytes: Expr,
+}
+
+/// A step of the program's schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Runs kernel `kernel` (an index into [`Program::kernels`]) on buffers.
+    Call {
+        /// The kernel.
+        kernel: u32,
+        /// One buffer per kernel parameter.
+        args: Vec<u32>,
+    },
+    /// Copies buffer `src` into buffer `dst` (the size of `dst`).
+    Copy {
+        /// Destination.
+        dst: u32,
+        /// Source.
+        src: u32,
+    },
+    /// Runs `then` when byte 0 of buffer `cond` is nonzero, else `els` (ONNX `If`).
+    If {
+        /// A one-byte boolean buffer.
+        cond: u32,
+        /// Taken when true.
+        then: Vec<Step>,
+        /// Taken when false.
+        els: Vec<Step>,
+    },
+    /// Runs `body` `count` times; after each iteration the buffers `(to, from)` of
+    /// `carried` are copied (ONNX `Loop`'s carried values).
+    Loop {
+        /// The trip count.
+        count: Expr,
+        /// Carried pairs: `to` receives `from` after every iteration.
+        carried: Vec<(u32, u32)>,
+        /// The body.
+        body: Vec<Step>,
+    },
+}
+
+/// A lowered program: buffers, symbols, kernels and the schedule that runs them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Program {
+    /// Its name (the model's).
+    pub name: String,
+    /// Run-time dims.
+    pub symbols: Vec<Symbol>,
+    /// Buffers (`%b0`, `%b1`...).
+    pub buffers: Vec<Buffer>,
+    /// The arena's size in bytes.
+    pub arena_bytes: Expr,
+    /// Kernels, called by the schedule.
+    pub kernels: Vec<Kernel>,
+    /// What runs, in order.
+    pub schedule: Vec<Step>,
+}
+
+impl Kernel {
+    /// Visits every statement, nested ones included, in order.
+    pub fn walk(&self, f: &mut dyn FnMut(&Stmt)) {
+        fn go(body: &[Stmt], f: &mut dyn FnMut(&Stmt)) {
+            for s in body {
+                f(s);
+                match s {
+                    Stmt::For { body, .. } => go(body, f),
+                    Stmt::If { then, els, .. } => {
+                        go(then, f);
+                        go(els, f);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        go(&self.body, f)
+    }
+}

@@ -1,0 +1,117 @@
+//! dlc-kir: the kernel IR, the lowered program that every dlc backend translates.
+//!
+//! A [`Program`] holds buffers (inputs, outputs, constants, arena slices whose sizes are
+//! [`Expr`]s), the symbols it is parameterised by, kernels, and a schedule of kernel
+//! calls and regions (`if`, `loop`). A [`Kernel`] is a structured body of loops whose
+//! extents are expressions over symbols and outer loop variables, SSA values over
+//! scalar and vector types, loads and stores (aligned, masked), and named math
+//! functions and target intrinsics.
+//!
+//! Every construct has one meaning, defined by [`interp`]; [`verify`] checks a kernel;
+//! [`print`] writes the canonical text form and [`parse`] reads it back.
+//!
+//! Invariant: knows nothing of LLVM, CUDA or ONNX (no dependency on any of them).
+#![warn(missing_docs)]
+
+pub mod expr;
+pub mod interp;
+mod ir;
+pub mod parse;
+pub mod print;
+pub mod verify;
+
+pub use expr::Expr;
+pub use ir::*;
+
+/// The body of a loop nest, called once with the loop variables.
+type NestBody<'b> = Option<Box<dyn FnOnce(&mut KernelBuilder, &[Expr]) + 'b>>;
+
+/// Builds a kernel statement by statement, numbering values, loop variables and locals.
+pub struct KernelBuilder {
+    name: String,
+    params: Vec<Access>,
+    stack: Vec<Vec<Stmt>>,
+    next_val: u32,
+    next_var: u32,
+    next_local: u32,
+}
+
+impl KernelBuilder {
+    /// A kernel `name` with pointer parameters of the given access.
+    pub fn new(name: impl Into<String>, params: &[Access]) -> Self {
+        KernelBuilder {
+            name: name.into(),
+            params: params.to_vec(),
+            stack: vec![Vec::new()],
+            next_val: 0,
+            next_var: 0,
+            next_local: 0,
+        }
+    }
+
+    fn push(&mut self, s: Stmt) {
+        self.stack.last_mut().expect("a body is open").push(s);
+    }
+
+    /// `%vN = inst`, returning `N`.
+    pub fn let_(&mut self, inst: Inst) -> ValId {
+        let v = self.next_val;
+        self.next_val += 1;
+        self.push(Stmt::Let(v, inst));
+        v
+    }
+
+    /// A scalar or vector load of `ty` from `param` at element `index`.
+    pub fn load(&mut self, ty: Ty, param: u32, index: Expr, align: u32) -> ValId {
+        self.let_(Inst::Load { ty, param, index, align, mask: None })
+    }
+
+    /// Stores `value` to `param` at element `index`.
+    pub fn store(&mut self, param: u32, index: Expr, value: ValId, align: u32) {
+        self.push(Stmt::Store { param, index, value, align, mask: None });
+    }
+
+    /// Any statement.
+    pub fn stmt(&mut self, s: Stmt) {
+        self.push(s);
+    }
+
+    /// `for var in lo..hi { body(var) }`; `body` gets the loop variable as an expression.
+    pub fn for_(&mut self, lo: Expr, hi: Expr, kind: LoopKind, body: impl FnOnce(&mut Self, Expr)) {
+        let var = self.next_var;
+        self.next_var += 1;
+        self.stack.push(Vec::new());
+        body(self, Expr::var(var));
+        let b = self.stack.pop().expect("pushed");
+        self.push(Stmt::For { var, lo, hi, kind, body: b });
+    }
+
+    /// A loop nest over `extents` (outermost first) of one kind.
+    pub fn nest(&mut self, extents: &[Expr], kind: LoopKind, body: impl FnOnce(&mut Self, &[Expr])) {
+        fn go(b: &mut KernelBuilder, ext: &[Expr], kind: LoopKind, idx: &mut Vec<Expr>, body: &mut NestBody<'_>) {
+            match ext.split_first() {
+                None => (body.take().expect("runs once"))(b, idx),
+                Some((n, rest)) => b.for_(Expr::c(0), n.clone(), kind, |b, i| {
+                    idx.push(i);
+                    go(b, rest, kind, idx, body);
+                }),
+            }
+        }
+        let mut body: NestBody<'_> = Some(Box::new(body));
+        go(self, extents, kind, &mut Vec::new(), &mut body)
+    }
+
+    /// A new local of `ty` initialised to `init`.
+    pub fn local(&mut self, ty: Ty, init: ValId) -> u32 {
+        let l = self.next_local;
+        self.next_local += 1;
+        self.push(Stmt::Local(l, ty, init));
+        l
+    }
+
+    /// The kernel.
+    pub fn finish(mut self) -> Kernel {
+        let body = self.stack.pop().expect("the kernel body");
+        Kernel { name: self.name, params: self.params, body }
+    }
+}

@@ -1,0 +1,730 @@
+//! Reads the text form that [`crate::print`] writes. Errors name the line and column.
+//! Nesting is bounded ([`MAX_DEPTH`]) so hostile input cannot overflow the stack.
+use crate::expr::Expr;
+use crate::ir::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How deeply bodies and expressions may nest.
+pub const MAX_DEPTH: usize = 200;
+
+/// A syntax error at a position of the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {col}: {msg}")]
+pub struct ParseError {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub col: usize,
+    /// What was wrong.
+    pub msg: String,
+}
+
+type R<T> = Result<T, ParseError>;
+
+struct P<'s> {
+    src: &'s str,
+    pos: usize,
+    depth: usize,
+}
+
+impl<'s> P<'s> {
+    fn err<T>(&self, msg: impl Into<String>) -> R<T> {
+        let before = &self.src[..self.pos];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+        Err(ParseError { line, col, msg: msg.into() })
+    }
+
+    fn rest(&self) -> &'s str {
+        &self.src[self.pos..]
+    }
+
+    /// Skips whitespace and `//` comments.
+    fn ws(&mut self) {
+        loop {
+            let r = self.rest();
+            let t = r.trim_start();
+            self.pos += r.len() - t.len();
+            if t.starts_with("//") {
+                self.pos += t.find('\n').unwrap_or(t.len());
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn peek(&mut self, s: &str) -> bool {
+        self.ws();
+        self.rest().starts_with(s)
+    }
+
+    fn eat(&mut self, s: &str) -> bool {
+        if self.peek(s) {
+            self.pos += s.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, s: &str) -> R<()> {
+        if self.eat(s) {
+            Ok(())
+        } else {
+            let got: String = self.rest().chars().take(12).collect();
+            self.err(format!("expected '{s}', found '{got}'"))
+        }
+    }
+
+    /// An identifier: letters, digits, `_` and `.`, not starting with a digit.
+    fn ident(&mut self) -> R<&'s str> {
+        self.ws();
+        let r = self.rest();
+        let n = r.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')).unwrap_or(r.len());
+        if n == 0 || r.starts_with(|c: char| c.is_ascii_digit()) {
+            return self.err("expected a name");
+        }
+        self.pos += n;
+        Ok(&r[..n])
+    }
+
+    fn keyword(&mut self, k: &str) -> R<()> {
+        self.ws();
+        let at = self.pos;
+        match self.ident() {
+            Ok(w) if w == k => Ok(()),
+            _ => {
+                self.pos = at;
+                self.err(format!("expected '{k}'"))
+            }
+        }
+    }
+
+    fn is_keyword(&mut self, k: &str) -> bool {
+        self.ws();
+        let at = self.pos;
+        match self.ident() {
+            Ok(w) if w == k => true,
+            _ => {
+                self.pos = at;
+                false
+            }
+        }
+    }
+
+    fn int(&mut self) -> R<i64> {
+        self.ws();
+        let neg = self.eat("-");
+        let r = self.rest();
+        let n = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
+        if n == 0 {
+            return self.err("expected an integer");
+        }
+        let text = format!("{}{}", if neg { "-" } else { "" }, &r[..n]);
+        let v = text.parse::<i64>().or_else(|_| self.err(format!("integer {text} out of range")))?;
+        self.pos += n;
+        Ok(v)
+    }
+
+    fn uint(&mut self) -> R<u32> {
+        let v = self.int()?;
+        u32::try_from(v).or_else(|_| self.err(format!("{v} is not a small unsigned integer")))
+    }
+
+    fn float(&mut self) -> R<f64> {
+        self.ws();
+        let r = self.rest();
+        let n = r
+            .char_indices()
+            .find(|&(i, c)| {
+                !(c.is_ascii_alphanumeric()
+                    || c == '.' && !r[i..].starts_with("..")
+                    || (c == '-' || c == '+') && (i == 0 || r[..i].ends_with('e')))
+            })
+            .map(|(i, _)| i)
+            .unwrap_or(r.len());
+        let text = &r[..n];
+        let v = text.parse::<f64>().or_else(|_| self.err(format!("'{text}' is not a number")))?;
+        self.pos += n;
+        Ok(v)
+    }
+
+    fn string(&mut self) -> R<String> {
+        self.ws();
+        if !self.rest().starts_with('"') {
+            return self.err("expected a string");
+        }
+        self.pos += 1;
+        let mut out = String::new();
+        loop {
+            let Some(c) = self.rest().chars().next() else { return self.err("unterminated string") };
+            self.pos += c.len_utf8();
+            match c {
+                '"' => return Ok(out),
+                '\\' => {
+                    let Some(e) = self.rest().chars().next() else { return self.err("unterminated string") };
+                    self.pos += 1;
+                    match e {
+                        '"' | '\\' => out.push(e),
+                        'u' => {
+                            self.expect("{")?;
+                            let r = self.rest();
+                            let n = r.find('}').unwrap_or(0);
+                            let ch = u32::from_str_radix(&r[..n], 16).ok().and_then(char::from_u32);
+                            let Some(ch) = ch else { return self.err("bad \\u escape") };
+                            self.pos += n;
+                            self.expect("}")?;
+                            out.push(ch);
+                        }
+                        _ => return self.err("unknown escape"),
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+    }
+
+    /// `%` + a letter + a number (`%v3`, `%i0`, `%p1`, `%l2`, `%b4`).
+    fn reg(&mut self, letter: char) -> R<u32> {
+        self.ws();
+        let r = self.rest();
+        if !r.starts_with('%') || !r[1..].starts_with(letter) {
+            return self.err(format!("expected %{letter}N"));
+        }
+        self.pos += 2;
+        let n = self.rest().find(|c: char| !c.is_ascii_digit()).unwrap_or(self.rest().len());
+        if n == 0 {
+            return self.err(format!("expected %{letter}N"));
+        }
+        let v = self.rest()[..n].parse::<u32>().or_else(|_| self.err("register number out of range"))?;
+        self.pos += n;
+        Ok(v)
+    }
+
+    fn enter(&mut self) -> R<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return self.err(format!("nesting deeper than {MAX_DEPTH}"));
+        }
+        Ok(())
+    }
+
+    fn ty(&mut self) -> R<Ty> {
+        self.ws();
+        let at = self.pos;
+        let w = self.ident()?;
+        let (e, lanes) = match w.split_once('x') {
+            Some((e, l)) => (e, l.parse::<u32>().ok().filter(|&l| l > 0)),
+            None => (w, Some(1)),
+        };
+        let elem = Elem::ALL.into_iter().find(|x| x.name() == e);
+        match (elem, lanes) {
+            (Some(elem), Some(lanes)) => Ok(Ty { elem, lanes }),
+            _ => {
+                self.pos = at;
+                self.err(format!("unknown type '{w}'"))
+            }
+        }
+    }
+
+    fn named<T: Copy>(&mut self, all: &[T], name: impl Fn(T) -> &'static str, what: &str) -> R<T> {
+        self.ws();
+        let at = self.pos;
+        let w = self.ident()?;
+        match all.iter().copied().find(|&x| name(x) == w) {
+            Some(x) => Ok(x),
+            None => {
+                self.pos = at;
+                self.err(format!("unknown {what} '{w}'"))
+            }
+        }
+    }
+
+    // Expressions: sums of products of atoms, with unary minus and parentheses.
+    fn expr(&mut self) -> R<Expr> {
+        self.enter()?;
+        let mut e = if self.eat("-") { self.product()?.scale(-1) } else { self.product()? };
+        loop {
+            if self.peek("..") {
+                break;
+            }
+            if self.eat("+") {
+                e = &e + &self.product()?;
+            } else if self.peek("-") && !self.peek("->") {
+                self.pos += 1;
+                e = &e - &self.product()?;
+            } else {
+                break;
+            }
+        }
+        self.depth -= 1;
+        Ok(e)
+    }
+
+    fn product(&mut self) -> R<Expr> {
+        let mut e = self.factor()?;
+        while self.eat("*") {
+            e = &e * &self.factor()?;
+        }
+        Ok(e)
+    }
+
+    fn factor(&mut self) -> R<Expr> {
+        self.ws();
+        if self.eat("(") {
+            let e = self.expr()?;
+            self.expect(")")?;
+            return Ok(e);
+        }
+        if self.peek("%i") {
+            return Ok(Expr::var(self.reg('i')?));
+        }
+        if self.peek("%v") {
+            return Ok(Expr::val(self.reg('v')?));
+        }
+        if self.rest().starts_with(|c: char| c.is_ascii_digit()) {
+            return Ok(Expr::c(self.int()?));
+        }
+        let name = self.ident()?;
+        let two = |p: &mut Self| -> R<(Expr, Expr)> {
+            p.expect("(")?;
+            let a = p.expr()?;
+            p.expect(",")?;
+            let b = p.expr()?;
+            p.expect(")")?;
+            Ok((a, b))
+        };
+        Ok(match name {
+            "floordiv" => {
+                let (a, b) = two(self)?;
+                a.floor_div(&b)
+            }
+            "mod" => {
+                let (a, b) = two(self)?;
+                a.modulo(&b)
+            }
+            "min" => {
+                let (a, b) = two(self)?;
+                a.min_with(&b)
+            }
+            "max" => {
+                let (a, b) = two(self)?;
+                a.max_with(&b)
+            }
+            s => Expr::sym(s),
+        })
+    }
+
+    fn val_list(&mut self) -> R<Vec<ValId>> {
+        self.expect("(")?;
+        let mut v = Vec::new();
+        if !self.eat(")") {
+            loop {
+                v.push(self.reg('v')?);
+                if self.eat(")") {
+                    break;
+                }
+                self.expect(",")?;
+            }
+        }
+        Ok(v)
+    }
+
+    fn mask(&mut self) -> R<Option<ValId>> {
+        Ok(if self.is_keyword("mask") { Some(self.reg('v')?) } else { None })
+    }
+
+    fn inst(&mut self) -> R<Inst> {
+        self.ws();
+        let at = self.pos;
+        let w = self.ident()?;
+        if let Some(op) = BinOp::ALL.iter().find(|o| o.name() == w) {
+            let a = self.reg('v')?;
+            self.expect(",")?;
+            return Ok(Inst::Bin(*op, a, self.reg('v')?));
+        }
+        if let Some(op) = UnOp::ALL.iter().find(|o| o.name() == w) {
+            return Ok(Inst::Un(*op, self.reg('v')?));
+        }
+        Ok(match w {
+            "const" => {
+                let ty = self.ty()?;
+                let lit = if ty.elem.is_float() { Lit::Float(self.float()?) } else { Lit::Int(self.int()?) };
+                Inst::Const { ty, lit }
+            }
+            "index" => Inst::Index(self.expr()?),
+            "load" => {
+                let ty = self.ty()?;
+                self.expect(",")?;
+                let param = self.reg('p')?;
+                self.expect("[")?;
+                let index = self.expr()?;
+                self.expect("]")?;
+                self.keyword("align")?;
+                let align = self.uint()?;
+                Inst::Load { ty, param, index, align, mask: self.mask()? }
+            }
+            "get" => Inst::Get(self.reg('l')?),
+            "fma" => {
+                let a = self.reg('v')?;
+                self.expect(",")?;
+                let b = self.reg('v')?;
+                self.expect(",")?;
+                Inst::Fma(a, b, self.reg('v')?)
+            }
+            "cmp" => {
+                let op = self.named(CmpOp::ALL, CmpOp::name, "comparison")?;
+                let a = self.reg('v')?;
+                self.expect(",")?;
+                Inst::Cmp(op, a, self.reg('v')?)
+            }
+            "select" => {
+                let c = self.reg('v')?;
+                self.expect(",")?;
+                let a = self.reg('v')?;
+                self.expect(",")?;
+                Inst::Select(c, a, self.reg('v')?)
+            }
+            "cast" => {
+                let op = self.named(CastOp::ALL, CastOp::name, "cast")?;
+                let a = self.reg('v')?;
+                self.keyword("to")?;
+                Inst::Cast(op, a, self.ty()?)
+            }
+            "splat" => {
+                let a = self.reg('v')?;
+                self.keyword("x")?;
+                Inst::Splat(a, self.uint()?)
+            }
+            "extract" => {
+                let a = self.reg('v')?;
+                self.expect(",")?;
+                Inst::Extract(a, self.uint()?)
+            }
+            "insert" => {
+                let v = self.reg('v')?;
+                self.expect(",")?;
+                let a = self.reg('v')?;
+                self.expect(",")?;
+                Inst::Insert(v, a, self.uint()?)
+            }
+            "shuffle" => {
+                let a = self.reg('v')?;
+                self.expect(",")?;
+                let b = self.reg('v')?;
+                self.expect("[")?;
+                let mut m = Vec::new();
+                if !self.eat("]") {
+                    loop {
+                        m.push(self.uint()?);
+                        if self.eat("]") {
+                            break;
+                        }
+                        self.expect(",")?;
+                    }
+                }
+                Inst::Shuffle(a, b, m)
+            }
+            "reduce" => {
+                let op = self.named(ReduceOp::ALL, ReduceOp::name, "reduction")?;
+                Inst::Reduce(op, self.reg('v')?)
+            }
+            "call" | "intrinsic" => {
+                let name = self.string()?;
+                let args = self.val_list()?;
+                self.expect(":")?;
+                let ty = self.ty()?;
+                if w == "call" {
+                    Inst::Call { func: name, args, ty }
+                } else {
+                    Inst::Intrinsic { name, args, ty }
+                }
+            }
+            "opaque" => Inst::Opaque(self.reg('v')?),
+            _ => {
+                self.pos = at;
+                return self.err(format!("unknown instruction '{w}'"));
+            }
+        })
+    }
+
+    fn body(&mut self) -> R<Vec<Stmt>> {
+        self.enter()?;
+        self.expect("{")?;
+        let mut out = Vec::new();
+        while !self.eat("}") {
+            if self.rest().is_empty() {
+                return self.err("unterminated body");
+            }
+            out.push(self.stmt()?);
+        }
+        self.depth -= 1;
+        Ok(out)
+    }
+
+    fn stmt(&mut self) -> R<Stmt> {
+        if self.peek("%v") {
+            let v = self.reg('v')?;
+            self.expect("=")?;
+            return Ok(Stmt::Let(v, self.inst()?));
+        }
+        self.ws();
+        let at = self.pos;
+        let w = self.ident()?;
+        Ok(match w {
+            "store" => {
+                let param = self.reg('p')?;
+                self.expect("[")?;
+                let index = self.expr()?;
+                self.expect("]")?;
+                self.expect(",")?;
+                let value = self.reg('v')?;
+                self.keyword("align")?;
+                let align = self.uint()?;
+                Stmt::Store { param, index, value, align, mask: self.mask()? }
+            }
+            "for" => {
+                let var = self.reg('i')?;
+                self.keyword("in")?;
+                let lo = self.expr()?;
+                self.expect("..")?;
+                let hi = self.expr()?;
+                let kind = self.named(LoopKind::ALL, LoopKind::name, "loop kind")?;
+                Stmt::For { var, lo, hi, kind, body: self.body()? }
+            }
+            "if" => {
+                let cond = self.reg('v')?;
+                let then = self.body()?;
+                let els = if self.is_keyword("else") { self.body()? } else { Vec::new() };
+                Stmt::If { cond, then, els }
+            }
+            "local" => {
+                let l = self.reg('l')?;
+                self.expect(":")?;
+                let ty = self.ty()?;
+                self.expect("=")?;
+                Stmt::Local(l, ty, self.reg('v')?)
+            }
+            "set" => {
+                let l = self.reg('l')?;
+                self.expect(",")?;
+                Stmt::Set(l, self.reg('v')?)
+            }
+            "memcpy" => {
+                let dst = self.reg('p')?;
+                self.expect("[")?;
+                let dst_off = self.expr()?;
+                self.expect("]")?;
+                self.expect(",")?;
+                let src = self.reg('p')?;
+                self.expect("[")?;
+                let src_off = self.expr()?;
+                self.expect("]")?;
+                self.expect(",")?;
+                Stmt::Memcpy { dst, dst_off, src, src_off, bytes: self.expr()? }
+            }
+            _ => {
+                self.pos = at;
+                return self.err(format!("unknown statement '{w}'"));
+            }
+        })
+    }
+
+    fn kernel(&mut self) -> R<Kernel> {
+        self.expect("@")?;
+        let name = self.string()?;
+        self.expect("(")?;
+        let mut params = Vec::new();
+        if !self.eat(")") {
+            loop {
+                let p = self.reg('p')?;
+                if p as usize != params.len() {
+                    return self.err(format!("parameters must be numbered in order: expected %p{}", params.len()));
+                }
+                self.expect(":")?;
+                params.push(if self.is_keyword("read") {
+                    Access::Read
+                } else {
+                    self.keyword("write")?;
+                    Access::Write
+                });
+                if self.eat(")") {
+                    break;
+                }
+                self.expect(",")?;
+            }
+        }
+        Ok(Kernel { name, params, body: self.body()? })
+    }
+
+    fn steps(&mut self, kernels: &HashMap<String, u32>) -> R<Vec<Step>> {
+        self.enter()?;
+        self.expect("{")?;
+        let mut out = Vec::new();
+        while !self.eat("}") {
+            self.ws();
+            let at = self.pos;
+            let w = self.ident()?;
+            out.push(match w {
+                "call" => {
+                    self.expect("@")?;
+                    let name = self.string()?;
+                    let Some(&kernel) = kernels.get(&name) else {
+                        self.pos = at;
+                        return self.err(format!("no kernel named {name:?}"));
+                    };
+                    self.expect("(")?;
+                    let mut args = Vec::new();
+                    if !self.eat(")") {
+                        loop {
+                            args.push(self.reg('b')?);
+                            if self.eat(")") {
+                                break;
+                            }
+                            self.expect(",")?;
+                        }
+                    }
+                    Step::Call { kernel, args }
+                }
+                "copy" => {
+                    let dst = self.reg('b')?;
+                    self.expect(",")?;
+                    Step::Copy { dst, src: self.reg('b')? }
+                }
+                "if" => {
+                    let cond = self.reg('b')?;
+                    let then = self.steps(kernels)?;
+                    self.keyword("else")?;
+                    Step::If { cond, then, els: self.steps(kernels)? }
+                }
+                "loop" => {
+                    let count = self.expr()?;
+                    self.keyword("carry")?;
+                    self.expect("(")?;
+                    let mut carried = Vec::new();
+                    if !self.eat(")") {
+                        loop {
+                            let to = self.reg('b')?;
+                            self.expect("<-")?;
+                            carried.push((to, self.reg('b')?));
+                            if self.eat(")") {
+                                break;
+                            }
+                            self.expect(",")?;
+                        }
+                    }
+                    Step::Loop { count, carried, body: self.steps(kernels)? }
+                }
+                _ => {
+                    self.pos = at;
+                    return self.err(format!("unknown step '{w}'"));
+                }
+            });
+        }
+        self.depth -= 1;
+        Ok(out)
+    }
+
+    fn bracketed(&mut self) -> R<Expr> {
+        self.expect("[")?;
+        let e = self.expr()?;
+        self.expect("]")?;
+        Ok(e)
+    }
+
+    fn program(&mut self) -> R<Program> {
+        self.keyword("program")?;
+        let mut p = Program { name: self.string()?, ..Program::default() };
+        loop {
+            self.ws();
+            let at = self.pos;
+            let w = self.ident()?;
+            match w {
+                "symbol" => {
+                    let name = self.ident()?.to_string();
+                    self.keyword("min")?;
+                    p.symbols.push(Symbol { name, min: self.int()? });
+                }
+                "arena" => p.arena_bytes = self.expr()?,
+                "buffer" => {
+                    let b = self.reg('b')?;
+                    if b as usize != p.buffers.len() {
+                        return self.err(format!("buffers must be numbered in order: expected %b{}", p.buffers.len()));
+                    }
+                    let name = self.string()?;
+                    let kw = self.ident()?;
+                    let mut kind = match kw {
+                        "input" => BufKind::Input(self.uint()?),
+                        "output" => BufKind::Output(self.uint()?),
+                        "arena" => BufKind::Arena(self.bracketed()?),
+                        "const" => BufKind::Const(Arc::from(Vec::new())),
+                        _ => return self.err(format!("unknown buffer kind '{kw}'")),
+                    };
+                    self.keyword("bytes")?;
+                    let bytes = self.bracketed()?;
+                    if matches!(kind, BufKind::Const(_)) {
+                        self.keyword("data")?;
+                        self.ws();
+                        let r = self.rest();
+                        let n = r.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(r.len());
+                        if n % 2 != 0 {
+                            return self.err("odd number of hex digits");
+                        }
+                        let data: Vec<u8> =
+                            (0..n / 2).map(|i| u8::from_str_radix(&r[2 * i..2 * i + 2], 16).unwrap_or(0)).collect();
+                        self.pos += n;
+                        kind = BufKind::Const(Arc::from(data));
+                    }
+                    p.buffers.push(Buffer { name, kind, bytes });
+                }
+                "kernel" => p.kernels.push(self.kernel()?),
+                "schedule" => {
+                    let names: HashMap<String, u32> =
+                        p.kernels.iter().enumerate().map(|(i, k)| (k.name.clone(), i as u32)).collect();
+                    if names.len() != p.kernels.len() {
+                        return self.err("two kernels share a name");
+                    }
+                    p.schedule = self.steps(&names)?;
+                    self.ws();
+                    if !self.rest().is_empty() {
+                        return self.err("text after the schedule");
+                    }
+                    return Ok(p);
+                }
+                _ => {
+                    self.pos = at;
+                    return self.err(format!("unknown declaration '{w}'"));
+                }
+            }
+        }
+    }
+}
+
+/// Parses a whole program.
+pub fn program(src: &str) -> Result<Program, ParseError> {
+    P { src, pos: 0, depth: 0 }.program()
+}
+
+/// Parses one kernel (`kernel @"name"(...) { ... }`).
+pub fn kernel(src: &str) -> Result<Kernel, ParseError> {
+    let mut p = P { src, pos: 0, depth: 0 };
+    p.keyword("kernel")?;
+    let k = p.kernel()?;
+    p.ws();
+    if !p.rest().is_empty() {
+        return p.err("text after the kernel");
+    }
+    Ok(k)
+}
+
+/// Parses an index expression.
+pub fn expr(src: &str) -> Result<Expr, ParseError> {
+    let mut p = P { src, pos: 0, depth: 0 };
+    let e = p.expr()?;
+    p.ws();
+    if !p.rest().is_empty() {
+        return p.err("text after the expression");
+    }
+    Ok(e)
+}

@@ -1,0 +1,226 @@
+//! The canonical text form (see docs/kir.md). Printing is deterministic and
+//! [`crate::parse`] reads back exactly what it writes.
+use crate::ir::*;
+use std::fmt::{self, Write};
+
+impl fmt::Display for Ty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lanes == 1 {
+            f.write_str(self.elem.name())
+        } else {
+            write!(f, "{}x{}", self.elem.name(), self.lanes)
+        }
+    }
+}
+
+macro_rules! names {
+    ($t:ty { $($v:ident = $s:literal),* $(,)? }) => {
+        impl $t {
+            /// Every variant, in text order.
+            pub const ALL: &'static [$t] = &[$(<$t>::$v),*];
+            /// The text name.
+            pub fn name(self) -> &'static str {
+                match self { $(<$t>::$v => $s),* }
+            }
+        }
+    };
+}
+
+names!(BinOp {
+    Add = "add", Sub = "sub", Mul = "mul", SDiv = "sdiv", UDiv = "udiv", SRem = "srem", URem = "urem",
+    And = "and", Or = "or", Xor = "xor", Shl = "shl", LShr = "lshr", AShr = "ashr", SMin = "smin",
+    SMax = "smax", UMin = "umin", UMax = "umax", FAdd = "fadd", FSub = "fsub", FMul = "fmul", FDiv = "fdiv",
+    FRem = "frem", FMin = "fmin", FMax = "fmax",
+});
+names!(UnOp {
+    Neg = "neg", Not = "not", FNeg = "fneg", FAbs = "fabs", Sqrt = "sqrt", Floor = "floor", Ceil = "ceil",
+    Trunc = "trunc", RoundEven = "roundeven",
+});
+names!(CmpOp {
+    Eq = "eq", Ne = "ne", Slt = "slt", Sle = "sle", Sgt = "sgt", Sge = "sge", Ult = "ult", Ule = "ule",
+    Ugt = "ugt", Uge = "uge", FOeq = "foeq", FOne = "fone", FOlt = "folt", FOle = "fole", FOgt = "fogt",
+    FOge = "foge", FUno = "funo", FUne = "fune",
+});
+names!(CastOp {
+    Sext = "sext", Zext = "zext", Trunc = "trunc", FpExt = "fpext", FpTrunc = "fptrunc",
+    FpToSiSat = "fptosi.sat", FpToUiSat = "fptoui.sat", SiToFp = "sitofp", UiToFp = "uitofp",
+    Bitcast = "bitcast",
+});
+names!(ReduceOp { Add = "add", FAdd = "fadd", FMin = "fmin", FMax = "fmax", SMin = "smin", SMax = "smax" });
+names!(LoopKind { Serial = "serial", Each = "each", Parallel = "parallel" });
+
+/// A string literal: `"` and `\` escaped, other non-printing characters as `\u{..}`.
+pub(crate) fn quote(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(o, "\\u{{{:x}}}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn lit(l: &Lit) -> String {
+    match l {
+        Lit::Int(i) => i.to_string(),
+        // `{:?}` is the shortest text that parses back to the same f64 (`inf`, `NaN`).
+        Lit::Float(x) => format!("{x:?}"),
+    }
+}
+
+fn vals(v: &[ValId]) -> String {
+    v.iter().map(|v| format!("%v{v}")).collect::<Vec<_>>().join(", ")
+}
+
+fn inst(i: &Inst) -> String {
+    match i {
+        Inst::Const { ty, lit: l } => format!("const {ty} {}", lit(l)),
+        Inst::Index(e) => format!("index {e}"),
+        Inst::Load { ty, param, index, align, mask } => {
+            let m = mask.map(|m| format!(" mask %v{m}")).unwrap_or_default();
+            format!("load {ty}, %p{param}[{index}] align {align}{m}")
+        }
+        Inst::Get(l) => format!("get %l{l}"),
+        Inst::Bin(op, a, b) => format!("{} %v{a}, %v{b}", op.name()),
+        Inst::Un(op, a) => format!("{} %v{a}", op.name()),
+        Inst::Fma(a, b, c) => format!("fma %v{a}, %v{b}, %v{c}"),
+        Inst::Cmp(op, a, b) => format!("cmp {} %v{a}, %v{b}", op.name()),
+        Inst::Select(c, a, b) => format!("select %v{c}, %v{a}, %v{b}"),
+        Inst::Cast(op, a, to) => format!("cast {} %v{a} to {to}", op.name()),
+        Inst::Splat(a, n) => format!("splat %v{a} x {n}"),
+        Inst::Extract(a, l) => format!("extract %v{a}, {l}"),
+        Inst::Insert(v, a, l) => format!("insert %v{v}, %v{a}, {l}"),
+        Inst::Shuffle(a, b, m) => {
+            format!("shuffle %v{a}, %v{b} [{}]", m.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))
+        }
+        Inst::Reduce(op, a) => format!("reduce {} %v{a}", op.name()),
+        Inst::Call { func, args, ty } => format!("call {}({}) : {ty}", quote(func), vals(args)),
+        Inst::Intrinsic { name, args, ty } => format!("intrinsic {}({}) : {ty}", quote(name), vals(args)),
+        Inst::Opaque(a) => format!("opaque %v{a}"),
+    }
+}
+
+fn body(out: &mut String, b: &[Stmt], depth: usize) {
+    for s in b {
+        stmt(out, s, depth);
+    }
+}
+
+fn stmt(out: &mut String, s: &Stmt, depth: usize) {
+    let pad = "  ".repeat(depth);
+    match s {
+        Stmt::Let(v, i) => {
+            let _ = writeln!(out, "{pad}%v{v} = {}", inst(i));
+        }
+        Stmt::Store { param, index, value, align, mask } => {
+            let m = mask.map(|m| format!(" mask %v{m}")).unwrap_or_default();
+            let _ = writeln!(out, "{pad}store %p{param}[{index}], %v{value} align {align}{m}");
+        }
+        Stmt::For { var, lo, hi, kind, body: b } => {
+            let _ = writeln!(out, "{pad}for %i{var} in {lo} .. {hi} {} {{", kind.name());
+            body(out, b, depth + 1);
+            let _ = writeln!(out, "{pad}}}");
+        }
+        Stmt::If { cond, then, els } => {
+            let _ = writeln!(out, "{pad}if %v{cond} {{");
+            body(out, then, depth + 1);
+            if els.is_empty() {
+                let _ = writeln!(out, "{pad}}}");
+            } else {
+                let _ = writeln!(out, "{pad}}} else {{");
+                body(out, els, depth + 1);
+                let _ = writeln!(out, "{pad}}}");
+            }
+        }
+        Stmt::Local(l, ty, init) => {
+            let _ = writeln!(out, "{pad}local %l{l} : {ty} = %v{init}");
+        }
+        Stmt::Set(l, v) => {
+            let _ = writeln!(out, "{pad}set %l{l}, %v{v}");
+        }
+        Stmt::Memcpy { dst, dst_off, src, src_off, bytes } => {
+            let _ = writeln!(out, "{pad}memcpy %p{dst}[{dst_off}], %p{src}[{src_off}], {bytes}");
+        }
+    }
+}
+
+/// The text of one kernel.
+pub fn kernel(k: &Kernel) -> String {
+    let params: Vec<String> = k
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("%p{i}: {}", if *a == Access::Read { "read" } else { "write" }))
+        .collect();
+    let mut out = format!("kernel @{}({}) {{\n", quote(&k.name), params.join(", "));
+    body(&mut out, &k.body, 1);
+    out.push_str("}\n");
+    out
+}
+
+fn steps(out: &mut String, st: &[Step], depth: usize, kernels: &[Kernel]) {
+    let pad = "  ".repeat(depth);
+    for s in st {
+        match s {
+            Step::Call { kernel, args } => {
+                let a: Vec<String> = args.iter().map(|b| format!("%b{b}")).collect();
+                let name = kernels.get(*kernel as usize).map(|k| quote(&k.name)).unwrap_or_else(|| kernel.to_string());
+                let _ = writeln!(out, "{pad}call @{name}({})", a.join(", "));
+            }
+            Step::Copy { dst, src } => {
+                let _ = writeln!(out, "{pad}copy %b{dst}, %b{src}");
+            }
+            Step::If { cond, then, els } => {
+                let _ = writeln!(out, "{pad}if %b{cond} {{");
+                steps(out, then, depth + 1, kernels);
+                let _ = writeln!(out, "{pad}}} else {{");
+                steps(out, els, depth + 1, kernels);
+                let _ = writeln!(out, "{pad}}}");
+            }
+            Step::Loop { count, carried, body } => {
+                let c: Vec<String> = carried.iter().map(|(t, f)| format!("%b{t} <- %b{f}")).collect();
+                let _ = writeln!(out, "{pad}loop {count} carry ({}) {{", c.join(", "));
+                steps(out, body, depth + 1, kernels);
+                let _ = writeln!(out, "{pad}}}");
+            }
+        }
+    }
+}
+
+/// The text of a program. Constant buffers are written inline as hex.
+pub fn program(p: &Program) -> String {
+    let mut out = format!("program {}\n", quote(&p.name));
+    for s in &p.symbols {
+        let _ = writeln!(out, "symbol {} min {}", s.name, s.min);
+    }
+    let _ = writeln!(out, "arena {}", p.arena_bytes);
+    for (i, b) in p.buffers.iter().enumerate() {
+        let kind = match &b.kind {
+            BufKind::Input(n) => format!("input {n}"),
+            BufKind::Output(n) => format!("output {n}"),
+            BufKind::Arena(off) => format!("arena [{off}]"),
+            BufKind::Const(_) => "const".to_string(),
+        };
+        let _ = write!(out, "buffer %b{i} {} {kind} bytes [{}]", quote(&b.name), b.bytes);
+        if let BufKind::Const(data) = &b.kind {
+            out.push_str(" data ");
+            for byte in data.iter() {
+                let _ = write!(out, "{byte:02x}");
+            }
+        }
+        out.push('\n');
+    }
+    for k in &p.kernels {
+        let _ = write!(out, "\n{}", kernel(k));
+    }
+    out.push_str("\nschedule {\n");
+    steps(&mut out, &p.schedule, 1, &p.kernels);
+    out.push_str("}\n");
+    out
+}

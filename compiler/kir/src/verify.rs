@@ -1,0 +1,384 @@
+//! The verifier: types every value, checks every operand is defined and in scope,
+//! parameters and access modes, loop variables, and the schedule's buffer references.
+//! Lowering runs it on every kernel it builds; translators may assume what it checks.
+use crate::expr::{Atom, Expr};
+use crate::ir::*;
+use std::collections::HashMap;
+
+/// A verifier error, naming the kernel and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("kernel '{kernel}': {msg}")]
+pub struct VerifyError {
+    /// The kernel (or `schedule`).
+    pub kernel: String,
+    /// What is wrong.
+    pub msg: String,
+}
+
+/// The types of a kernel's values and locals.
+#[derive(Debug, Clone, Default)]
+pub struct Types {
+    /// Type of each `%vN`.
+    pub vals: HashMap<ValId, Ty>,
+    /// Type of each `%lN`.
+    pub locals: HashMap<u32, Ty>,
+}
+
+impl Types {
+    /// The type of value `v` (verified kernels define every value they use).
+    pub fn of(&self, v: ValId) -> Ty {
+        self.vals[&v]
+    }
+}
+
+struct Cx<'k> {
+    k: &'k Kernel,
+    types: Types,
+    /// Values, variables and locals in scope (a stack of scopes).
+    scope_vals: Vec<Vec<ValId>>,
+    scope_vars: Vec<u32>,
+    scope_locals: Vec<Vec<u32>>,
+}
+
+impl Cx<'_> {
+    fn err<T>(&self, msg: impl Into<String>) -> Result<T, VerifyError> {
+        Err(VerifyError { kernel: self.k.name.clone(), msg: msg.into() })
+    }
+
+    fn val(&self, v: ValId) -> Result<Ty, VerifyError> {
+        if !self.scope_vals.iter().any(|s| s.contains(&v)) {
+            return self.err(format!("%v{v} is used where it is not defined"));
+        }
+        Ok(self.types.vals[&v])
+    }
+
+    fn expr(&self, e: &Expr) -> Result<(), VerifyError> {
+        let mut bad = None;
+        e.visit_refs(&mut |a| match a {
+            Atom::Var(n) if !self.scope_vars.contains(n) => {
+                bad = Some(format!("%i{n} is not a loop variable in scope"))
+            }
+            Atom::Val(n) => match self.val(*n) {
+                Ok(t) if t == Ty::scalar(Elem::I64) => {}
+                Ok(t) => bad = Some(format!("%v{n} in an index is {t}, not i64")),
+                Err(e) => bad = Some(e.msg),
+            },
+            Atom::Sym(s) if !valid_symbol(s) => bad = Some(format!("'{s}' is not a valid symbol name")),
+            _ => {}
+        });
+        match bad {
+            Some(m) => self.err(m),
+            None => Ok(()),
+        }
+    }
+
+    fn param(&self, p: u32, write: bool) -> Result<(), VerifyError> {
+        match self.k.params.get(p as usize) {
+            None => self.err(format!("%p{p} is not a parameter")),
+            Some(Access::Read) if write => self.err(format!("%p{p} is read-only and written")),
+            _ => Ok(()),
+        }
+    }
+
+    fn inst(&self, i: &Inst) -> Result<Ty, VerifyError> {
+        use Inst::*;
+        let int = |t: Ty| !t.elem.is_float();
+        Ok(match i {
+            Const { ty, lit } => {
+                if matches!(lit, Lit::Float(_)) != ty.elem.is_float() {
+                    return self.err(format!("constant {lit:?} does not fit {ty}"));
+                }
+                *ty
+            }
+            Index(e) => {
+                self.expr(e)?;
+                Ty::scalar(Elem::I64)
+            }
+            Load { ty, param, index, align, mask } => {
+                self.param(*param, false)?;
+                self.expr(index)?;
+                if !align.is_power_of_two() {
+                    return self.err(format!("alignment {align} is not a power of two"));
+                }
+                if let Some(m) = mask {
+                    if self.val(*m)? != ty.with_elem(Elem::I1) {
+                        return self.err(format!("the mask of a {ty} load must be i1x{}", ty.lanes));
+                    }
+                }
+                *ty
+            }
+            Get(l) => match self.scope_locals.iter().any(|s| s.contains(l)) {
+                true => self.types.locals[l],
+                false => return self.err(format!("%l{l} is used where it is not declared")),
+            },
+            Bin(op, a, b) => {
+                let (ta, tb) = (self.val(*a)?, self.val(*b)?);
+                if ta != tb {
+                    return self.err(format!("{} of {ta} and {tb}", op.name()));
+                }
+                let float_op = matches!(
+                    op,
+                    BinOp::FAdd | BinOp::FSub | BinOp::FMul | BinOp::FDiv | BinOp::FRem | BinOp::FMin | BinOp::FMax
+                );
+                if float_op == int(ta) || (ta.elem == Elem::I1 && !matches!(op, BinOp::And | BinOp::Or | BinOp::Xor)) {
+                    return self.err(format!("{} on {ta}", op.name()));
+                }
+                ta
+            }
+            Un(op, a) => {
+                let t = self.val(*a)?;
+                if matches!(op, UnOp::Neg | UnOp::Not) != int(t) {
+                    return self.err(format!("{} on {t}", op.name()));
+                }
+                t
+            }
+            Fma(a, b, c) => {
+                let t = self.val(*a)?;
+                if self.val(*b)? != t || self.val(*c)? != t || int(t) {
+                    return self.err("fma needs three operands of one float type");
+                }
+                t
+            }
+            Cmp(op, a, b) => {
+                let (ta, tb) = (self.val(*a)?, self.val(*b)?);
+                let float_op = op.name().starts_with('f');
+                if ta != tb || float_op == int(ta) {
+                    return self.err(format!("cmp {} of {ta} and {tb}", op.name()));
+                }
+                ta.with_elem(Elem::I1)
+            }
+            Select(c, a, b) => {
+                let (tc, ta, tb) = (self.val(*c)?, self.val(*a)?, self.val(*b)?);
+                if ta != tb || tc.elem != Elem::I1 || (tc.lanes != 1 && tc.lanes != ta.lanes) {
+                    return self.err(format!("select {tc} between {ta} and {tb}"));
+                }
+                ta
+            }
+            Cast(op, a, to) => {
+                let t = self.val(*a)?;
+                let (fb, tb) = (t.elem.bits(), to.elem.bits());
+                let ok = t.lanes == to.lanes
+                    && match op {
+                        CastOp::Sext | CastOp::Zext => int(t) && int(*to) && tb > fb,
+                        CastOp::Trunc => int(t) && int(*to) && tb < fb,
+                        CastOp::FpExt => !int(t) && !int(*to) && tb > fb,
+                        CastOp::FpTrunc => !int(t) && !int(*to) && tb < fb,
+                        CastOp::FpToSiSat | CastOp::FpToUiSat => !int(t) && int(*to),
+                        CastOp::SiToFp | CastOp::UiToFp => int(t) && !int(*to),
+                        CastOp::Bitcast => fb == tb && t.elem != Elem::I1,
+                    };
+                if !ok {
+                    return self.err(format!("cast {} from {t} to {to}", op.name()));
+                }
+                *to
+            }
+            Splat(a, n) => {
+                let t = self.val(*a)?;
+                if t.lanes != 1 || *n == 0 {
+                    return self.err(format!("splat of {t} x {n}"));
+                }
+                Ty::vec(t.elem, *n)
+            }
+            Extract(a, l) => {
+                let t = self.val(*a)?;
+                if *l >= t.lanes {
+                    return self.err(format!("lane {l} of {t}"));
+                }
+                Ty::scalar(t.elem)
+            }
+            Insert(v, a, l) => {
+                let (tv, ta) = (self.val(*v)?, self.val(*a)?);
+                if *l >= tv.lanes || ta != Ty::scalar(tv.elem) {
+                    return self.err(format!("insert {ta} into lane {l} of {tv}"));
+                }
+                tv
+            }
+            Shuffle(a, b, m) => {
+                let (ta, tb) = (self.val(*a)?, self.val(*b)?);
+                if ta != tb || m.is_empty() || m.iter().any(|&i| i >= 2 * ta.lanes) {
+                    return self.err(format!("shuffle of {ta} and {tb} by {m:?}"));
+                }
+                Ty::vec(ta.elem, m.len() as u32)
+            }
+            Reduce(op, a) => {
+                let t = self.val(*a)?;
+                if matches!(op, ReduceOp::FAdd | ReduceOp::FMin | ReduceOp::FMax) == int(t) {
+                    return self.err(format!("reduce {} of {t}", op.name()));
+                }
+                Ty::scalar(t.elem)
+            }
+            Call { args, ty, .. } | Intrinsic { args, ty, .. } => {
+                for a in args {
+                    self.val(*a)?;
+                }
+                *ty
+            }
+            Opaque(a) => {
+                let t = self.val(*a)?;
+                if t != Ty::scalar(Elem::I64) {
+                    return self.err(format!("opaque of {t} (i64 only)"));
+                }
+                t
+            }
+        })
+    }
+
+    fn body(&mut self, b: &[Stmt]) -> Result<(), VerifyError> {
+        self.scope_vals.push(Vec::new());
+        self.scope_locals.push(Vec::new());
+        for s in b {
+            self.stmt(s)?;
+        }
+        self.scope_vals.pop();
+        self.scope_locals.pop();
+        Ok(())
+    }
+
+    fn stmt(&mut self, s: &Stmt) -> Result<(), VerifyError> {
+        match s {
+            Stmt::Let(v, i) => {
+                if self.types.vals.contains_key(v) {
+                    return self.err(format!("%v{v} is defined twice"));
+                }
+                let t = self.inst(i)?;
+                self.types.vals.insert(*v, t);
+                self.scope_vals.last_mut().expect("scope").push(*v);
+            }
+            Stmt::Store { param, index, value, align, mask } => {
+                self.param(*param, true)?;
+                self.expr(index)?;
+                let t = self.val(*value)?;
+                if !align.is_power_of_two() {
+                    return self.err(format!("alignment {align} is not a power of two"));
+                }
+                if let Some(m) = mask {
+                    if self.val(*m)? != t.with_elem(Elem::I1) {
+                        return self.err(format!("the mask of a {t} store must be i1x{}", t.lanes));
+                    }
+                }
+            }
+            Stmt::For { var, lo, hi, body, .. } => {
+                self.expr(lo)?;
+                self.expr(hi)?;
+                if self.scope_vars.contains(var) {
+                    return self.err(format!("%i{var} shadows an enclosing loop variable"));
+                }
+                self.scope_vars.push(*var);
+                self.body(body)?;
+                self.scope_vars.pop();
+            }
+            Stmt::If { cond, then, els } => {
+                if self.val(*cond)? != Ty::scalar(Elem::I1) {
+                    return self.err(format!("the condition %v{cond} is not an i1"));
+                }
+                self.body(then)?;
+                self.body(els)?;
+            }
+            Stmt::Local(l, ty, init) => {
+                if self.types.locals.contains_key(l) {
+                    return self.err(format!("%l{l} is declared twice"));
+                }
+                if self.val(*init)? != *ty {
+                    return self.err(format!("%l{l} : {ty} initialised with a {}", self.val(*init)?));
+                }
+                self.types.locals.insert(*l, *ty);
+                self.scope_locals.last_mut().expect("scope").push(*l);
+            }
+            Stmt::Set(l, v) => {
+                if !self.scope_locals.iter().any(|s| s.contains(l)) {
+                    return self.err(format!("%l{l} is set where it is not declared"));
+                }
+                if self.val(*v)? != self.types.locals[l] {
+                    return self.err(format!("%l{l} set to a {}", self.val(*v)?));
+                }
+            }
+            Stmt::Memcpy { dst, dst_off, src, src_off, bytes } => {
+                self.param(*dst, true)?;
+                self.param(*src, false)?;
+                for e in [dst_off, src_off, bytes] {
+                    self.expr(e)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `s` can be a symbol's name in the text form.
+pub fn valid_symbol(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !matches!(s, "floordiv" | "mod" | "min" | "max")
+}
+
+/// Verifies a kernel and returns the types of its values.
+pub fn kernel(k: &Kernel) -> Result<Types, VerifyError> {
+    let mut cx =
+        Cx { k, types: Types::default(), scope_vals: Vec::new(), scope_vars: Vec::new(), scope_locals: Vec::new() };
+    cx.body(&k.body)?;
+    Ok(cx.types)
+}
+
+/// Verifies every kernel and the schedule of a program.
+pub fn program(p: &Program) -> Result<(), VerifyError> {
+    let err = |msg: String| Err(VerifyError { kernel: "schedule".into(), msg });
+    for s in &p.symbols {
+        if !valid_symbol(&s.name) {
+            return err(format!("'{}' is not a valid symbol name", s.name));
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for k in &p.kernels {
+        kernel(k)?;
+        if !names.insert(&k.name) {
+            return err(format!("two kernels are named '{}'", k.name));
+        }
+    }
+    fn steps(p: &Program, st: &[Step]) -> Result<(), String> {
+        let buf = |b: u32| match p.buffers.get(b as usize) {
+            Some(_) => Ok(()),
+            None => Err(format!("%b{b} is not a buffer")),
+        };
+        for s in st {
+            match s {
+                Step::Call { kernel, args } => {
+                    let k = p.kernels.get(*kernel as usize).ok_or(format!("no kernel {kernel}"))?;
+                    if k.params.len() != args.len() {
+                        return Err(format!(
+                            "'{}' takes {} buffers, called with {}",
+                            k.name,
+                            k.params.len(),
+                            args.len()
+                        ));
+                    }
+                    for (a, acc) in args.iter().zip(&k.params) {
+                        buf(*a)?;
+                        let kind = &p.buffers[*a as usize].kind;
+                        if *acc == Access::Write && matches!(kind, BufKind::Input(_) | BufKind::Const(_)) {
+                            return Err(format!("'{}' writes %b{a}, an input or constant", k.name));
+                        }
+                    }
+                }
+                Step::Copy { dst, src } => {
+                    buf(*dst)?;
+                    buf(*src)?;
+                }
+                Step::If { cond, then, els } => {
+                    buf(*cond)?;
+                    steps(p, then)?;
+                    steps(p, els)?;
+                }
+                Step::Loop { carried, body, .. } => {
+                    for (t, f) in carried {
+                        buf(*t)?;
+                        buf(*f)?;
+                    }
+                    steps(p, body)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    steps(p, &p.schedule).or_else(err)
+}

@@ -1,0 +1,240 @@
+//! The text form round-trips, the verifier rejects what it should, and the interpreter
+//! gives the numbers plain Rust arithmetic gives.
+use dlc_kir::interp::{run_kernel, run_program, InterpError};
+use dlc_kir::{parse, print, verify};
+use std::collections::BTreeMap;
+
+/// A program touching every construct of the text form.
+const EVERYTHING: &str = r#"program "every \"construct\""
+symbol N min 1
+symbol M min 2
+arena 64*N + 16
+buffer %b0 "x" input 0 bytes [4*M*N]
+buffer %b1 "w" const bytes [8] data 0000803f00000040
+buffer %b2 "t" arena [16] bytes [4*N]
+buffer %b3 "c" arena [0] bytes [1]
+buffer %b4 "y" output 0 bytes [4*N]
+
+kernel @"k0"(%p0: read, %p1: read, %p2: write) {
+  for %i0 in 0 .. N parallel {
+    %v0 = const f32 0.0
+    local %l0 : f32 = %v0
+    for %i1 in 0 .. M serial {
+      %v1 = load f32, %p0[M*%i0 + %i1] align 4
+      %v2 = get %l0
+      %v3 = fadd %v2, %v1
+      set %l0, %v3
+    }
+    %v4 = get %l0
+    %v5 = load f32x2, %p1[0] align 8
+    %v6 = reduce fadd %v5
+    %v7 = fma %v4, %v6, %v0
+    %v8 = cmp folt %v7, %v0
+    %v9 = fneg %v7
+    %v10 = select %v8, %v9, %v7
+    store %p2[%i0], %v10 align 4
+  }
+}
+
+kernel @"k1"(%p0: read, %p1: write) {
+  for %i0 in 0 .. floordiv(N + 1, 2) each {
+    %v0 = index 2*%i0
+    %v1 = const i64 1
+    %v2 = add %v0, %v1
+    %v3 = index min(N - 1, %v2)
+    %v4 = load i32, %p0[%v3] align 4
+    %v5 = cast sitofp %v4 to f64
+    %v6 = call "exp"(%v5) : f64
+    %v7 = cast fptosi.sat %v6 to i32
+    %v8 = splat %v7 x 4
+    %v9 = insert %v8, %v4, 1
+    %v10 = shuffle %v9, %v8 [1, 0, 7]
+    %v11 = extract %v10, 2
+    %v12 = cmp sgt %v11, %v4
+    if %v12 {
+      store %p1[mod(%i0, 3)], %v11 align 4
+    } else {
+      store %p1[0], %v4 align 4
+    }
+    %v13 = const i1 1
+    %v14 = splat %v13 x 4
+    %v15 = load i32x4, %p0[0] align 4 mask %v14
+    store %p1[0], %v15 align 4 mask %v14
+    memcpy %p1[4*%i0], %p0[0], 4
+    %v16 = opaque %v0
+    %v17 = intrinsic "x86.avx512.vpdpbusd.512"(%v15, %v15, %v15) : i32x4
+  }
+}
+
+schedule {
+  call @"k0"(%b0, %b1, %b4)
+  copy %b2, %b4
+  if %b3 {
+    call @"k1"(%b0, %b2)
+  } else {
+    loop N - 1 carry (%b2 <- %b4) {
+      copy %b4, %b2
+    }
+  }
+}
+"#;
+
+#[test]
+fn text_round_trips() {
+    let p = parse::program(EVERYTHING).unwrap();
+    verify::program(&p).unwrap();
+    let text = print::program(&p);
+    assert_eq!(text, EVERYTHING, "printing is canonical");
+    assert_eq!(parse::program(&text).unwrap(), p);
+}
+
+#[test]
+fn expressions_parse_into_canonical_form() {
+    let e = parse::expr("(N + 1) * (N - 1) + 2*%i0 - floordiv(8*M, 4)").unwrap();
+    assert_eq!(e.to_string(), "-2*M + N*N + 2*%i0 - 1");
+    assert_eq!(parse::expr(&e.to_string()).unwrap(), e);
+}
+
+fn f32s(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn to_f32(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+#[test]
+fn interpreter_runs_a_program_at_two_sizes() {
+    let p = parse::program(EVERYTHING).unwrap();
+    for (n, m) in [(3i64, 2i64), (5, 4)] {
+        let x: Vec<f32> = (0..n * m).map(|i| i as f32 * 0.5 - 2.0).collect();
+        let syms = BTreeMap::from([("N".to_string(), n), ("M".to_string(), m)]);
+        let out = run_program(&p, &[f32s(&x)], &syms).unwrap();
+        // k0: |rowsum(x) * (1 + 2)|, then the loop copies it back and forth (c is 0).
+        let want: Vec<f32> = (0..n as usize)
+            .map(|r| {
+                let s: f32 = x[r * m as usize..(r + 1) * m as usize].iter().sum();
+                (s * 3.0).abs()
+            })
+            .collect();
+        assert_eq!(to_f32(&out[0]), want, "N={n} M={m}");
+    }
+}
+
+#[test]
+fn interpreter_checks_bounds_and_symbols() {
+    let k = parse::kernel(
+        "kernel @\"oob\"(%p0: read, %p1: write) {\n  for %i0 in 0 .. N each {\n    %v0 = load i8, %p0[%i0 + 1] align 1\n    store %p1[%i0], %v0 align 1\n  }\n}\n",
+    )
+    .unwrap();
+    let syms = BTreeMap::from([("N".to_string(), 4)]);
+    let mut bufs = vec![vec![1, 2, 3, 4], vec![0; 4]];
+    let e = run_kernel(&k, &mut bufs, &syms).unwrap_err();
+    assert!(matches!(&e, InterpError::Fault { msg, .. } if msg.contains("outside its 4 bytes")), "{e}");
+    let e = run_kernel(&k, &mut bufs, &BTreeMap::new()).unwrap_err();
+    assert!(matches!(e, InterpError::Expr { .. }), "{e}");
+    let p = parse::program(EVERYTHING).unwrap();
+    let below = BTreeMap::from([("N".to_string(), 3), ("M".to_string(), 1)]);
+    let e = run_program(&p, &[vec![0; 12]], &below).unwrap_err();
+    assert!(e.to_string().contains("below its minimum 2"), "{e}");
+}
+
+/// Integer and float semantics the translators must match.
+#[test]
+fn instruction_semantics() {
+    let k = parse::kernel(
+        r#"kernel @"ops"(%p0: write) {
+  %v0 = const i8 -7
+  %v1 = const i8 2
+  %v2 = sdiv %v0, %v1
+  store %p0[0], %v2 align 1
+  %v3 = const i8 200
+  %v4 = const i8 3
+  %v5 = ashr %v3, %v4
+  store %p0[1], %v5 align 1
+  %v6 = lshr %v3, %v4
+  store %p0[2], %v6 align 1
+  %v7 = const i8 9
+  %v8 = shl %v4, %v7
+  store %p0[3], %v8 align 1
+  %v9 = const f32 300.7
+  %v10 = cast fptosi.sat %v9 to i8
+  store %p0[4], %v10 align 1
+  %v11 = const f32 NaN
+  %v12 = cast fptoui.sat %v11 to i8
+  store %p0[5], %v12 align 1
+  %v13 = const f32 -7.9
+  %v14 = cast fptoui.sat %v13 to i8
+  store %p0[6], %v14 align 1
+  %v15 = const f32 2.5
+  %v16 = roundeven %v15
+  %v17 = cast fptosi.sat %v16 to i8
+  store %p0[7], %v17 align 1
+  %v18 = fmax %v11, %v15
+  %v19 = cast fptosi.sat %v18 to i8
+  store %p0[8], %v19 align 1
+  %v20 = const i8 -3
+  %v21 = cast sext %v20 to i16
+  %v22 = cast trunc %v21 to i8
+  store %p0[9], %v22 align 1
+  %v23 = const f32 1.0
+  %v24 = const f32 16777216.0
+  %v25 = fadd %v24, %v23
+  %v26 = fsub %v25, %v24
+  %v27 = cast fptosi.sat %v26 to i8
+  store %p0[10], %v27 align 1
+}
+"#,
+    )
+    .unwrap();
+    let mut bufs = vec![vec![0u8; 11]];
+    run_kernel(&k, &mut bufs, &BTreeMap::new()).unwrap();
+    // Signed division overflow is an error, as division by zero is (LLVM makes both UB).
+    let ovf = parse::kernel(
+        "kernel @\"d\"(%p0: write) {\n  %v0 = const i8 -128\n  %v1 = const i8 -1\n  %v2 = sdiv %v0, %v1\n}\n",
+    )
+    .unwrap();
+    let e = run_kernel(&ovf, &mut [vec![0u8; 1]], &BTreeMap::new()).unwrap_err();
+    assert!(e.to_string().contains("overflow"), "{e}");
+    let got: Vec<i8> = bufs[0].iter().map(|&b| b as i8).collect();
+    // -7 / 2 truncates to -3; 200 is -56 as i8: >> 3 arithmetic -7, logical 25; 3 << (9 mod 8) = 6;
+    // 300.7 saturates to 127; NaN to 0; -7.9 to 0 unsigned; roundeven(2.5) = 2;
+    // maxnum(NaN, 2.5) = 2.5 -> 2; sext/trunc keep -3; f32 addition rounds (2^24 + 1 = 2^24).
+    assert_eq!(got, vec![-3, -7, 25, 6, 127, 0, 0, 2, 2, -3, 0]);
+}
+
+#[test]
+fn verifier_rejects_bad_kernels() {
+    let cases = [
+        ("store %p0[0], %v9 align 4", "%v9 is used where it is not defined"),
+        ("%v0 = const f32 1.0\n  %v1 = const i32 1\n  %v2 = fadd %v0, %v1", "fadd of f32 and i32"),
+        ("%v0 = const i32 1\n  %v1 = fadd %v0, %v0", "fadd on i32"),
+        ("%v0 = const f32 1.0\n  store %p1[0], %v0 align 4", "%p1 is read-only and written"),
+        ("%v0 = index %i3", "%i3 is not a loop variable in scope"),
+        ("%v0 = const f32 1.0\n  %v1 = cast trunc %v0 to i8", "cast trunc from f32 to i8"),
+        ("%v0 = const i32 1\n  %v1 = load f32, %p1[%v0] align 4", "%v0 in an index is i32, not i64"),
+        ("for %i0 in 0 .. 2 serial {\n    %v0 = const i32 1\n  }\n  store %p0[0], %v0 align 4", "%v0 is used where"),
+        ("%v0 = const f32 1.0\n  %v1 = load f32, %p1[0] align 3", "alignment 3 is not a power of two"),
+    ];
+    for (body, want) in cases {
+        let text = format!("kernel @\"bad\"(%p0: write, %p1: read) {{\n  {body}\n}}\n");
+        let k = parse::kernel(&text).unwrap_or_else(|e| panic!("{body}: {e}"));
+        let e = verify::kernel(&k).unwrap_err();
+        assert!(e.to_string().contains(want), "{body}: got {e}");
+    }
+}
+
+#[test]
+fn parse_errors_name_the_position() {
+    let e = parse::kernel("kernel @\"k\"(%p0: read) {\n  %v0 = frob %v1\n}\n").unwrap_err();
+    assert_eq!((e.line, e.col), (2, 9));
+    assert!(e.msg.contains("unknown instruction 'frob'"), "{e}");
+    let e = parse::program("program \"p\"\narena 0\nschedule {\n  call @\"nope\"()\n}\n").unwrap_err();
+    assert!(e.msg.contains("no kernel named"), "{e}");
+    // Deep nesting is an error, not a stack overflow.
+    let deep = format!("{}N{}", "(".repeat(100_000), ")".repeat(100_000));
+    let e = parse::expr(&deep).unwrap_err();
+    assert!(e.msg.contains("nesting deeper than"), "{e}");
+    assert!(parse::expr("99999999999999999999").is_err());
+    assert!(parse::kernel("kernel @\"k\"(%p1: read) {}").is_err());
+}

@@ -1,0 +1,92 @@
+//! dlc-lower: graph nodes to kir kernels.
+//!
+//! `lower` turns one node of a planned graph into a [`dlc_kir::Kernel`] whose
+//! parameters are the node's operands, then its results, each a pointer to the
+//! tensor's first element. Extents come from the tensor types: a fixed dim is a
+//! constant (so constant extents give exactly the loop nests the inkwell lowerings
+//! built), a symbolic dim is a kir symbol.
+//!
+//! Migration: the families ported so far are data movement (`transpose`, `slice`);
+//! every other op returns `None` from [`lower`] and keeps its inkwell lowering in
+//! dlc-codegen-llvm until its family is ported (ARCHITECTURE.md tracks which).
+//!
+//! Invariant: knows nothing of inkwell or LLVM; every kernel it returns verifies.
+#![warn(missing_docs)]
+
+pub mod movement;
+pub mod shape;
+
+use dlc_ir::{Dim, Op, TensorType};
+use dlc_kir::{Expr, Kernel};
+
+/// Errors of lowering: the node cannot be lowered (dtype, attribute or shape).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("node '{node}' ({op}): {reason}")]
+pub struct LowerError {
+    /// Node name.
+    pub node: String,
+    /// Op mnemonic.
+    pub op: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+/// What a lowering sees of a node.
+pub struct Node<'g> {
+    /// Its name.
+    pub name: &'g str,
+    /// Its op.
+    pub op: &'g Op,
+    /// Operand types.
+    pub inputs: &'g [TensorType],
+    /// Result types.
+    pub outputs: &'g [TensorType],
+}
+
+impl Node<'_> {
+    /// An error naming this node.
+    pub fn error(&self, reason: impl Into<String>) -> LowerError {
+        LowerError { node: self.name.to_string(), op: self.op.mnemonic(), reason: reason.into() }
+    }
+
+    /// The dims of a type as expressions.
+    pub fn dims(t: &TensorType) -> Vec<Expr> {
+        t.shape.0.iter().map(dim).collect()
+    }
+
+    /// Fixed dims of operand `i`, or an error naming the node.
+    pub fn fixed_in(&self, i: usize) -> Result<Vec<u64>, LowerError> {
+        self.inputs[i].shape.as_fixed().ok_or_else(|| self.error(format!("symbolic shape {}", self.inputs[i])))
+    }
+}
+
+/// A dim as an expression: a constant, or the symbol of its name (characters outside
+/// `[A-Za-z0-9_]` become `_`, and a leading digit gets a `_` before it).
+pub fn dim(d: &Dim) -> Expr {
+    match d {
+        Dim::Fixed(n) => Expr::c(*n as i64),
+        Dim::Sym(s) => {
+            let mut name: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+            if !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') || !dlc_kir::verify::valid_symbol(&name)
+            {
+                name.insert(0, '_');
+            }
+            Expr::sym(name)
+        }
+    }
+}
+
+/// The kir kernel of a node named `kernel`, or `None` when its op's family is not
+/// ported yet (see the crate doc).
+pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
+    let k = match n.op {
+        Op::Transpose(op) => movement::transpose(kernel, n, op),
+        Op::Slice(op) => movement::slice(kernel, n, op),
+        // Not ported yet: the inkwell lowering in dlc-codegen-llvm.
+        _ => return None,
+    };
+    Some(k.and_then(|k| {
+        dlc_kir::verify::kernel(&k).map_err(|e| n.error(format!("internal: lowered kernel does not verify: {e}")))?;
+        Ok(k)
+    }))
+}
