@@ -3,7 +3,8 @@
 //! Values are held as f64 (floating-point dtypes) or i64 (integers and bool) so results
 //! are exact for shape arithmetic and at least as precise as f32 kernels. Today it
 //! covers the ops that compute shapes and small constants (elementwise arithmetic,
-//! comparisons, Where, Cast, Gather, Concat, Slice, reshapes, Transpose, integer
+//! comparisons, Where, Cast, Gather, GatherElements, Concat, Slice, Pad, Trilu, reshapes,
+//! Transpose, integer
 //! reductions, Expand); the frontend uses it to fold nodes whose operands are all
 //! constants. Ops it does not cover return [`EvalError::Unsupported`] and are left to
 //! the generated code.
@@ -261,6 +262,91 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
                 }
             }
             d.pick(&idx, out.clone())
+        }
+        Op::GatherElements(g) => {
+            let (d, ix) = (&ins[0], &ins[1]);
+            let a =
+                dlc_ir::ops::normalize_axis(g.axis, d.dims.len()).ok_or_else(|| EvalError::Invalid("axis".into()))?;
+            let (ds, os) = (strides(&d.dims), strides(&ix.dims));
+            let extent = d.dims[a] as i64;
+            let mut idx = Vec::with_capacity(ix.len());
+            for flat in 0..ix.len() as u64 {
+                let mut k = ix.i(flat as usize);
+                if k < 0 {
+                    k += extent;
+                }
+                if !(0..extent).contains(&k) {
+                    return Err(EvalError::Invalid(format!(
+                        "gather index {} out of range 0..{extent}",
+                        ix.i(flat as usize)
+                    )));
+                }
+                let src: u64 =
+                    (0..os.len()).map(|q| if q == a { k as u64 } else { (flat / os[q]) % ix.dims[q] } * ds[q]).sum();
+                idx.push(src as usize);
+            }
+            d.pick(&idx, out.clone())
+        }
+        Op::Trilu(t) => {
+            let x = &ins[0];
+            let r = x.dims.len();
+            if r < 2 {
+                return Err(EvalError::Invalid("trilu needs 2 dims".into()));
+            }
+            let (rows, cols) = (x.dims[r - 2].max(1), x.dims[r - 1].max(1));
+            let k = if ins.len() == 2 { ins[1].i(0) } else { 0 };
+            let keep = |flat: u64| {
+                let (i, j) = ((flat / cols % rows) as i64, (flat % cols) as i64);
+                if t.upper {
+                    j - i >= k
+                } else {
+                    j - i <= k
+                }
+            };
+            let data = match &x.data {
+                Data::F(v) => Data::F((0..v.len()).map(|f| if keep(f as u64) { v[f] } else { 0.0 }).collect()),
+                Data::I(v) => Data::I((0..v.len()).map(|f| if keep(f as u64) { v[f] } else { 0 }).collect()),
+            };
+            T { dtype: x.dtype, dims: out.clone(), data }
+        }
+        Op::Pad(p) => {
+            use dlc_ir::ops::PadMode;
+            let x = &ins[0];
+            if p.pads.len() < x.dims.len() || (p.mode != PadMode::Constant && x.dims.contains(&0)) {
+                return Err(EvalError::Invalid("pads do not match the operand".into()));
+            }
+            let (xs, os) = (strides(&x.dims), strides(out));
+            let n: u64 = out.iter().product();
+            // The source element of each result element (None: the constant).
+            let src = |flat: u64| -> Option<usize> {
+                let mut at = 0i64;
+                for d in 0..out.len() {
+                    let e = x.dims[d] as i64;
+                    let i = ((flat / os[d]) % out[d]) as i64 - p.pads[d];
+                    let j = match p.mode {
+                        PadMode::Constant if !(0..e).contains(&i) => return None,
+                        PadMode::Constant => i,
+                        PadMode::Edge => i.clamp(0, e - 1),
+                        PadMode::Wrap => i.rem_euclid(e),
+                        PadMode::Reflect if e == 1 => 0,
+                        PadMode::Reflect => {
+                            let m = i.rem_euclid(2 * (e - 1));
+                            if m < e {
+                                m
+                            } else {
+                                2 * (e - 1) - m
+                            }
+                        }
+                    };
+                    at += j * xs[d] as i64;
+                }
+                Some(at as usize)
+            };
+            let data = match &x.data {
+                Data::F(v) => Data::F((0..n).map(|f| src(f).map_or(p.value, |i| v[i])).collect()),
+                Data::I(v) => Data::I((0..n).map(|f| src(f).map_or(p.value as i64, |i| v[i])).collect()),
+            };
+            T { dtype: x.dtype, dims: out.clone(), data }
         }
         Op::Slice(s) => {
             let x = &ins[0];

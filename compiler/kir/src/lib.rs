@@ -101,6 +101,31 @@ impl KernelBuilder {
         go(self, extents, kind, &mut Vec::new(), &mut body)
     }
 
+    /// An `i64` constant.
+    pub fn i64(&mut self, v: i64) -> ValId {
+        self.let_(Inst::Const { ty: Ty::scalar(Elem::I64), lit: Lit::Int(v) })
+    }
+
+    /// `op a, b`.
+    pub fn bin(&mut self, op: BinOp, a: ValId, b: ValId) -> ValId {
+        self.let_(Inst::Bin(op, a, b))
+    }
+
+    /// `cmp op a, b`.
+    pub fn cmp(&mut self, op: CmpOp, a: ValId, b: ValId) -> ValId {
+        self.let_(Inst::Cmp(op, a, b))
+    }
+
+    /// `c ? a : b`.
+    pub fn select(&mut self, c: ValId, a: ValId, b: ValId) -> ValId {
+        self.let_(Inst::Select(c, a, b))
+    }
+
+    /// An index expression as an `i64` value.
+    pub fn index(&mut self, e: Expr) -> ValId {
+        self.let_(Inst::Index(e))
+    }
+
     /// A new local of `ty` initialised to `init`.
     pub fn local(&mut self, ty: Ty, init: ValId) -> u32 {
         let l = self.next_local;

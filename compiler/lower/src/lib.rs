@@ -6,7 +6,8 @@
 //! constant (so constant extents give exactly the loop nests the inkwell lowerings
 //! built), a symbolic dim is a kir symbol.
 //!
-//! Migration: the families ported so far are data movement (`transpose`, `slice`);
+//! Migration: the family ported so far is data movement (transpose, slice, trilu,
+//! gather, gather-elements, pad, concat and copies; the scatters are not yet);
 //! every other op returns `None` from [`lower`] and keeps its inkwell lowering in
 //! dlc-codegen-llvm until its family is ported (ARCHITECTURE.md tracks which).
 //!
@@ -82,6 +83,12 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
     let k = match n.op {
         Op::Transpose(op) => movement::transpose(kernel, n, op),
         Op::Slice(op) => movement::slice(kernel, n, op),
+        Op::Trilu(op) => movement::trilu(kernel, n, op.upper),
+        Op::GatherElements(op) => movement::gather_elements(kernel, n, op.axis),
+        Op::Pad(op) => movement::pad(kernel, n, op),
+        Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => movement::copy(kernel, n),
+        Op::Concat(op) => movement::concat(kernel, n, op.axis),
+        Op::Gather(op) => movement::gather(kernel, n, op.axis),
         // Not ported yet: the inkwell lowering in dlc-codegen-llvm.
         _ => return None,
     };

@@ -1,8 +1,9 @@
 //! Data movement for any dtype: elements move as integers of their width.
 use crate::shape::{coalesce, contiguous_strides, linear};
 use crate::{LowerError, Node};
-use dlc_ir::ops::{Slice, Transpose};
-use dlc_kir::{Access, Elem, Expr, Kernel, KernelBuilder, LoopKind, Ty};
+use dlc_ir::ops::{Pad, PadMode, Slice, Transpose};
+use dlc_ir::DType;
+use dlc_kir::{Access, BinOp, CastOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
 /// The integer type elements of this byte width move as.
 fn elem_of(n: &Node, bytes: usize) -> Result<Elem, LowerError> {
@@ -58,4 +59,234 @@ pub fn slice(name: &str, n: &Node, op: &Slice) -> Result<Kernel, LowerError> {
     let steps: Vec<Expr> = r.iter().zip(&xs).map(|((_, step, _), st)| st.scale(*step)).collect();
     let ys = contiguous_strides(&out);
     Ok(copy_nest(name, elem, &out, |i| linear(i, &steps, Expr::c(base)), |i| linear(i, &ys, Expr::c(0))))
+}
+
+/// Loads element `j` of an i32/i64 index tensor `param` as an `i64`, wrapped when
+/// negative and clamped into `0..extent`, so bad indices never address outside the data.
+pub fn load_index(b: &mut KernelBuilder, param: u32, dtype: DType, j: Expr, extent: i64) -> ValId {
+    let raw = if dtype == DType::I32 {
+        let r = b.load(Ty::scalar(Elem::I32), param, j, 4);
+        b.let_(Inst::Cast(CastOp::Sext, r, Ty::scalar(Elem::I64)))
+    } else {
+        b.load(Ty::scalar(Elem::I64), param, j, 8)
+    };
+    let (zero, ext) = (b.i64(0), b.i64(extent));
+    let neg = b.cmp(CmpOp::Slt, raw, zero);
+    let wrapped = b.bin(BinOp::Add, raw, ext);
+    let k = b.select(neg, wrapped, raw);
+    let neg = b.cmp(CmpOp::Slt, k, zero);
+    let k = b.select(neg, zero, k);
+    let past = b.cmp(CmpOp::Sge, k, ext);
+    let last = b.i64(extent.saturating_sub(1).max(0));
+    b.select(past, last, k)
+}
+
+fn fixed(d: &[u64]) -> Vec<Expr> {
+    d.iter().map(|&x| Expr::c(x as i64)).collect()
+}
+
+/// Trilu: copies the kept triangle (`col - row >= k` for the upper one, `<= k` for the
+/// lower one, `k` from the optional second operand) and writes zeros elsewhere.
+pub fn trilu(name: &str, n: &Node, upper: bool) -> Result<Kernel, LowerError> {
+    let x = Node::dims(&n.inputs[0]);
+    let r = x.len();
+    if r < 2 {
+        return Err(n.error("needs at least 2 dims"));
+    }
+    let (rows, cols) = (x[r - 2].clone(), x[r - 1].clone());
+    let batch = x[..r - 2].iter().fold(Expr::c(1), |a, d| &a * d);
+    let elem = elem_of(n, n.outputs[0].dtype.size())?;
+    let has_k = n.inputs.len() == 2;
+    let params: &[Access] =
+        if has_k { &[Access::Read, Access::Read, Access::Write] } else { &[Access::Read, Access::Write] };
+    let py = params.len() as u32 - 1;
+    let mut b = KernelBuilder::new(name, params);
+    b.nest(&[batch, rows.clone(), cols.clone()], LoopKind::Each, |b, idx| {
+        let at = &(&(&idx[0] * &rows) * &cols) + &(&(&idx[1] * &cols) + &idx[2]);
+        let k = if has_k { b.load(Ty::scalar(Elem::I64), 1, Expr::c(0), 8) } else { b.i64(0) };
+        let diff = b.index(&idx[2] - &idx[1]);
+        let keep = b.cmp(if upper { CmpOp::Sge } else { CmpOp::Sle }, diff, k);
+        let v = b.load(Ty::scalar(elem), 0, at.clone(), elem.bytes());
+        let zero = b.let_(Inst::Const { ty: Ty::scalar(elem), lit: Lit::Int(0) });
+        let y = b.select(keep, v, zero);
+        b.store(py, at, y, elem.bytes());
+    });
+    Ok(b.finish())
+}
+
+/// GatherElements: every result position reads the data element its index names along
+/// the axis (wrapped when negative, clamped into range).
+pub fn gather_elements(name: &str, n: &Node, axis: i64) -> Result<Kernel, LowerError> {
+    let d = n.fixed_in(0)?;
+    let out = n.fixed_in(1)?;
+    let a = dlc_ir::ops::normalize_axis(axis, d.len()).ok_or_else(|| n.error("axis out of range"))?;
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
+    if out.contains(&0) || d[a] == 0 {
+        return Ok(b.finish());
+    }
+    let elem = elem_of(n, n.outputs[0].dtype.size())?;
+    let (ds, os) = (contiguous_strides(&fixed(&d)), contiguous_strides(&fixed(&out)));
+    let (idt, extent) = (n.inputs[1].dtype, d[a] as i64);
+    b.nest(&fixed(&out), LoopKind::Each, |b, idx| {
+        let o = linear(idx, &os, Expr::c(0));
+        let k = load_index(b, 1, idt, o.clone(), extent);
+        let mut at = idx.to_vec();
+        at[a] = Expr::val(k);
+        let v = b.load(Ty::scalar(elem), 0, linear(&at, &ds, Expr::c(0)), elem.bytes());
+        b.store(2, o, v, elem.bytes());
+    });
+    Ok(b.finish())
+}
+
+/// The element type a padded tensor moves as, and the fill value's literal in it: f32,
+/// f64 and f16 as floats, every other dtype as an integer of its width holding the
+/// fill's encoding.
+fn pad_fill(n: &Node, value: f64) -> Result<(Elem, Lit), LowerError> {
+    let dt = n.outputs[0].dtype;
+    Ok(match dt {
+        DType::F32 => (Elem::F32, Lit::Float(value)),
+        DType::F64 => (Elem::F64, Lit::Float(value)),
+        DType::F16 => (Elem::F16, Lit::Float(value)),
+        DType::BF16 => (Elem::I16, Lit::Int(((value as f32).to_bits() >> 16) as i64)),
+        DType::F8E8M0 => (Elem::I8, Lit::Int(dlc_ir::minifloat::e8m0_encode(value as f32, true) as i64)),
+        d if d.minifloat().is_some() => {
+            let f = d.minifloat().expect("checked");
+            (Elem::I8, Lit::Int(f.encode(value as f32, true) as i64))
+        }
+        d => (elem_of(n, d.size())?, Lit::Int(value as i64)),
+    })
+}
+
+/// Pad: each result position maps per dim to a source index (or, in constant mode, to
+/// the fill value when outside the operand).
+pub fn pad(name: &str, n: &Node, op: &Pad) -> Result<Kernel, LowerError> {
+    let x = n.fixed_in(0)?;
+    let out: Vec<u64> = n.outputs[0].shape.as_fixed().ok_or_else(|| n.error("symbolic result shape"))?;
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
+    if out.contains(&0) {
+        return Ok(b.finish());
+    }
+    if op.pads.len() < x.len() {
+        return Err(n.error("fewer pads than dims"));
+    }
+    let (elem, fill) = pad_fill(n, op.value)?;
+    let (xs, os) = (contiguous_strides(&fixed(&x)), contiguous_strides(&fixed(&out)));
+    b.nest(&fixed(&out), LoopKind::Each, |b, idx| {
+        let mut src = Expr::c(0);
+        let mut inside = None;
+        for d in 0..x.len() {
+            let extent = x[d] as i64;
+            let i = b.index(&idx[d] - &Expr::c(op.pads[d]));
+            let (zero, ext) = (b.i64(0), b.i64(extent));
+            let j = match op.mode {
+                PadMode::Constant => {
+                    let ok = b.cmp(CmpOp::Ult, i, ext);
+                    inside = Some(match inside {
+                        None => ok,
+                        Some(prev) => b.bin(BinOp::And, prev, ok),
+                    });
+                    b.select(ok, i, zero)
+                }
+                PadMode::Edge => {
+                    let neg = b.cmp(CmpOp::Slt, i, zero);
+                    let lo = b.select(neg, zero, i);
+                    let past = b.cmp(CmpOp::Sge, lo, ext);
+                    let last = b.i64(extent - 1);
+                    b.select(past, last, lo)
+                }
+                PadMode::Wrap => {
+                    let m = b.bin(BinOp::SRem, i, ext);
+                    let neg = b.cmp(CmpOp::Slt, m, zero);
+                    let up = b.bin(BinOp::Add, m, ext);
+                    b.select(neg, up, m)
+                }
+                PadMode::Reflect if extent == 1 => zero,
+                PadMode::Reflect => {
+                    let p = b.i64(2 * (extent - 1));
+                    let m = b.bin(BinOp::SRem, i, p);
+                    let neg = b.cmp(CmpOp::Slt, m, zero);
+                    let up = b.bin(BinOp::Add, m, p);
+                    let m = b.select(neg, up, m);
+                    let low = b.cmp(CmpOp::Slt, m, ext);
+                    let back = b.bin(BinOp::Sub, p, m);
+                    b.select(low, m, back)
+                }
+            };
+            src = &src + &(&Expr::val(j) * &xs[d]);
+        }
+        let v = b.load(Ty::scalar(elem), 0, src, elem.bytes());
+        let v = match inside {
+            Some(c) => {
+                let f = b.let_(Inst::Const { ty: Ty::scalar(elem), lit: fill });
+                b.select(c, v, f)
+            }
+            None => v,
+        };
+        b.store(1, linear(idx, &os, Expr::c(0)), v, elem.bytes());
+    });
+    Ok(b.finish())
+}
+
+/// Reshape, Flatten, Identity (when not a view): the bytes are unchanged.
+pub fn copy(name: &str, n: &Node) -> Result<Kernel, LowerError> {
+    let bytes = Node::dims(&n.outputs[0]).iter().fold(Expr::c(n.outputs[0].dtype.size() as i64), |a, d| &a * d);
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
+    b.stmt(Stmt::Memcpy { dst: 1, dst_off: Expr::c(0), src: 0, src_off: Expr::c(0), bytes });
+    Ok(b.finish())
+}
+
+/// Concat: for every outer index, each operand's block along the axis in turn.
+/// Symbolic dims are allowed.
+pub fn concat(name: &str, n: &Node, axis: i64) -> Result<Kernel, LowerError> {
+    let out = Node::dims(&n.outputs[0]);
+    let a = dlc_ir::ops::normalize_axis(axis, out.len()).ok_or_else(|| n.error("axis out of range"))?;
+    let es = Expr::c(n.outputs[0].dtype.size() as i64);
+    let prod = |d: &[Expr]| d.iter().fold(Expr::c(1), |p, x| &p * x);
+    let outer = prod(&out[..a]);
+    let out_block = &prod(&out[a..]) * &es;
+    let mut params = vec![Access::Read; n.inputs.len()];
+    params.push(Access::Write);
+    let mut b = KernelBuilder::new(name, &params);
+    let mut offset = Expr::c(0);
+    for (i, t) in n.inputs.iter().enumerate() {
+        let block = &prod(&Node::dims(t)[a..]) * &es;
+        if block.as_const() != Some(0) {
+            let (ob, off, blk) = (out_block.clone(), offset.clone(), block.clone());
+            b.for_(Expr::c(0), outer.clone(), LoopKind::Serial, |b, o| {
+                b.stmt(Stmt::Memcpy {
+                    dst: n.inputs.len() as u32,
+                    dst_off: &(&o * &ob) + &off,
+                    src: i as u32,
+                    src_off: &o * &blk,
+                    bytes: blk.clone(),
+                });
+            });
+        }
+        offset = &offset + &block;
+    }
+    Ok(b.finish())
+}
+
+/// Gather: one block copy per (outer index, gathered index); indices are wrapped when
+/// negative and clamped into range.
+pub fn gather(name: &str, n: &Node, axis: i64) -> Result<Kernel, LowerError> {
+    let d = n.fixed_in(0)?;
+    let a = dlc_ir::ops::normalize_axis(axis, d.len()).ok_or_else(|| n.error("axis out of range"))?;
+    let es = n.inputs[0].dtype.size() as i64;
+    let outer: u64 = d[..a].iter().product();
+    let count: u64 = n.fixed_in(1)?.iter().product();
+    let block = d[a + 1..].iter().product::<u64>() as i64 * es;
+    let extent = d[a] as i64;
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
+    if extent == 0 || block == 0 {
+        return Ok(b.finish());
+    }
+    let idt = n.inputs[1].dtype;
+    b.nest(&fixed(&[outer, count]), LoopKind::Serial, |b, oj| {
+        let k = load_index(b, 1, idt, oj[1].clone(), extent);
+        let src = &(&(&oj[0] * &Expr::c(extent)) + &Expr::val(k)) * &Expr::c(block);
+        let dst = &(&(&oj[0] * &Expr::c(count as i64)) + &oj[1]) * &Expr::c(block);
+        b.stmt(Stmt::Memcpy { dst: 2, dst_off: dst, src: 0, src_off: src, bytes: Expr::c(block) });
+    });
+    Ok(b.finish())
 }

@@ -1,7 +1,7 @@
 //! Every ported lowering family, run through the kir interpreter and compared with
 //! dlc-interp (the graph's reference interpreter) on the same op: constant extents,
 //! and symbolic extents evaluated at two sizes. Data movement must be exact.
-use dlc_ir::ops::{Slice, Transpose};
+use dlc_ir::ops::{Concat, Gather, GatherElements, Pad, PadMode, Reshape, Slice, Transpose, Trilu};
 use dlc_ir::{DType, Dim, Op, Shape, TensorData, TensorType};
 use dlc_kir::interp::run_kernel;
 use std::collections::BTreeMap;
@@ -17,8 +17,18 @@ fn data(ty: &TensorType, seed: u8) -> TensorData {
 /// Lowers `op` on operands of `in_ty` (possibly symbolic), then for each binding of the
 /// symbols runs the kernel and dlc-interp on the fixed types and compares bytes.
 fn check(op: Op, in_ty: TensorType, bindings: &[&[(&str, u64)]]) {
-    let out_ty = op.infer("n", std::slice::from_ref(&in_ty)).unwrap();
-    let node = dlc_lower::Node { name: "n", op: &op, inputs: std::slice::from_ref(&in_ty), outputs: &out_ty };
+    check_with(op, &[in_ty], &|t| vec![data(&t[0], 7)], bindings)
+}
+
+/// [`check`] with several operands, whose data `make` builds from their fixed types.
+fn check_with(
+    op: Op,
+    in_tys: &[TensorType],
+    make: &dyn Fn(&[TensorType]) -> Vec<TensorData>,
+    bindings: &[&[(&str, u64)]],
+) {
+    let out_ty = op.infer("n", in_tys).unwrap();
+    let node = dlc_lower::Node { name: "n", op: &op, inputs: in_tys, outputs: &out_ty };
     let k = dlc_lower::lower("k", &node).expect("ported").unwrap();
     for b in bindings {
         let fix = |t: &TensorType| TensorType {
@@ -34,15 +44,27 @@ fn check(op: Op, in_ty: TensorType, bindings: &[&[(&str, u64)]]) {
                     .collect(),
             ),
         };
-        let (fin, fout) = (fix(&in_ty), op.infer("n", &[fix(&in_ty)]).unwrap());
-        let x = data(&fin, 7);
-        let want = dlc_interp::eval(&op, std::slice::from_ref(&x), &fout).unwrap();
+        let fin: Vec<TensorType> = in_tys.iter().map(fix).collect();
+        let fout = op.infer("n", &fin).unwrap();
+        let xs = make(&fin);
+        let want = dlc_interp::eval(&op, &xs, &fout).unwrap();
         let syms: BTreeMap<String, i64> = b.iter().map(|(n, v)| (n.to_string(), *v as i64)).collect();
-        let mut bufs = vec![x.bytes().to_vec(), vec![0xAA; fout[0].size_bytes().unwrap() as usize]];
+        let mut bufs: Vec<Vec<u8>> = xs.iter().map(|x| x.bytes().to_vec()).collect();
+        bufs.push(vec![0xAA; fout[0].size_bytes().unwrap() as usize]);
         run_kernel(&k, &mut bufs, &syms)
             .unwrap_or_else(|e| panic!("{op:?} at {b:?}: {e}\n{}", dlc_kir::print::kernel(&k)));
-        assert_eq!(bufs[1], want[0].bytes(), "{op:?} at {b:?}\n{}", dlc_kir::print::kernel(&k));
+        assert_eq!(bufs.last().unwrap(), want[0].bytes(), "{op:?} at {b:?}\n{}", dlc_kir::print::kernel(&k));
     }
+}
+
+fn i64s(dims: &[u64], v: &[i64]) -> TensorData {
+    let t = TensorType::fixed(DType::I64, dims);
+    TensorData::new(t, Arc::from(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())).unwrap()
+}
+
+fn i32s(dims: &[u64], v: &[i32]) -> TensorData {
+    let t = TensorType::fixed(DType::I32, dims);
+    TensorData::new(t, Arc::from(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())).unwrap()
 }
 
 fn ty(dtype: DType, dims: &[Dim]) -> TensorType {
@@ -105,4 +127,74 @@ fn symbolic_slice_is_a_clear_error() {
     let node = dlc_lower::Node { name: "sl", op: &op, inputs: std::slice::from_ref(&t), outputs: &out };
     let e = dlc_lower::lower("k", &node).unwrap().unwrap_err();
     assert_eq!(e.to_string(), "node 'sl' (slice): symbolic shape f32[N,4]");
+}
+
+#[test]
+fn trilu_with_and_without_k() {
+    for upper in [true, false] {
+        let t = ty(DType::F32, &[f(2), f(4), f(5)]);
+        check(Trilu { upper }.into(), t.clone(), &[&[]]);
+        for k in [-2, 0, 3, 9] {
+            let tys = [t.clone(), TensorType::fixed(DType::I64, &[])];
+            check_with(Trilu { upper }.into(), &tys, &|t| vec![data(&t[0], 3), i64s(&[], &[k])], &[&[]]);
+        }
+        // Symbolic batch and rows.
+        let s2 = ty(DType::I8, &[s("B"), s("R"), f(3)]);
+        check(Trilu { upper }.into(), s2, &[&[("B", 1), ("R", 4)], &[("B", 3), ("R", 2)]]);
+    }
+}
+
+#[test]
+fn gathers_with_negative_indices() {
+    let d = TensorType::fixed(DType::F32, &[3, 4, 2]);
+    for axis in [0, 1, -1] {
+        let a = if axis < 0 { 2 } else { axis as usize };
+        let extent = [3i64, 4, 2][a];
+        let idx: Vec<i64> = (0..6).map(|i| (i * 5 % (2 * extent)) - extent).collect();
+        let tys = [d.clone(), TensorType::fixed(DType::I64, &[2, 3])];
+        check_with(Gather { axis }.into(), &tys, &|t| vec![data(&t[0], 1), i64s(&[2, 3], &idx)], &[&[]]);
+        let tys32 = [d.clone(), TensorType::fixed(DType::I32, &[6])];
+        let idx32: Vec<i32> = idx.iter().map(|&v| v as i32).collect();
+        check_with(Gather { axis }.into(), &tys32, &|t| vec![data(&t[0], 2), i32s(&[6], &idx32)], &[&[]]);
+        // GatherElements: indices shaped like the data but shorter along the axis.
+        let mut idims = vec![3u64, 4, 2];
+        idims[a] = 2;
+        let n: u64 = idims.iter().product();
+        let ge: Vec<i64> = (0..n as i64).map(|i| (i * 7 % (2 * extent)) - extent).collect();
+        let tys = [d.clone(), TensorType::fixed(DType::I64, &idims)];
+        check_with(GatherElements { axis }.into(), &tys, &|t| vec![data(&t[0], 4), i64s(&idims, &ge)], &[&[]]);
+    }
+}
+
+#[test]
+fn pads_in_every_mode() {
+    let t = ty(DType::F32, &[f(3), f(4)]);
+    for mode in [PadMode::Constant, PadMode::Edge, PadMode::Wrap, PadMode::Reflect] {
+        for pads in [vec![1, 2, 2, 1], vec![0, 3, 2, 0], vec![-1, 1, 0, -2]] {
+            check(Pad { pads: pads.clone(), mode, value: 1.5 }.into(), t.clone(), &[&[]]);
+        }
+    }
+    // Integer fill values, and a 1-wide dim in reflect mode.
+    check(
+        Pad { pads: vec![2, 1, 0, 2], mode: PadMode::Constant, value: -3.0 }.into(),
+        ty(DType::I32, &[f(2), f(3)]),
+        &[&[]],
+    );
+    check(
+        Pad { pads: vec![2, 1, 0, 2], mode: PadMode::Reflect, value: 0.0 }.into(),
+        ty(DType::I64, &[f(1), f(3)]),
+        &[&[]],
+    );
+}
+
+#[test]
+fn concat_and_copies_with_symbolic_dims() {
+    let a = ty(DType::F32, &[s("N"), f(2), f(3)]);
+    let b = ty(DType::F32, &[s("N"), f(5), f(3)]);
+    let c = ty(DType::F32, &[s("N"), f(0), f(3)]);
+    let make = |t: &[TensorType]| t.iter().enumerate().map(|(i, t)| data(t, i as u8 * 40)).collect();
+    check_with(Concat { axis: 1 }.into(), &[a.clone(), b, c], &make, &[&[("N", 1)], &[("N", 4)]]);
+    check_with(Concat { axis: 2 }.into(), &[a.clone(), a.clone()], &make, &[&[("N", 2)], &[("N", 3)]]);
+    check(dlc_ir::ops::Identity {}.into(), a, &[&[("N", 1)], &[("N", 5)]]);
+    check(Reshape { shape: vec![3, 2], allowzero: false }.into(), ty(DType::U16, &[f(6)]), &[&[]]);
 }

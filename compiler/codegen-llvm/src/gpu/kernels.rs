@@ -10,7 +10,7 @@ use crate::kernel::{Kb, R};
 use crate::lower::conv::{pool_point, Pool};
 use crate::lower::elementwise::{activation, broadcast_strides, coalesce, map_with, Drive};
 use crate::lower::linalg::{attention_dims, mask_term, MatMulShape};
-use crate::lower::movement::{elem_int_type, gather_elements_with, load_index, pad_with, trilu_with, GatherGeometry};
+use crate::lower::movement::{elem_int_type, load_index, GatherGeometry};
 use crate::lower::norm::batchnorm_with;
 use crate::lower::reduce::{as_rows, per_output, reduce_with, Kind};
 use crate::lower::{emit_body, NodeInfo};
@@ -61,7 +61,7 @@ pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) ->
         Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => copy(f, n),
         // Per-element kernels from kir: the same kernel the CPU translates, one element
         // per thread.
-        Op::Transpose(_) | Op::Slice(_) => match n.kir() {
+        Op::Transpose(_) | Op::Slice(_) | Op::Trilu(_) | Op::GatherElements(_) | Op::Pad(_) => match n.kir() {
             Some(k) => {
                 let k = k?;
                 flat(f, numel(n), |kb, drive| crate::kir::emit_with(kb, &k, drive))
@@ -69,9 +69,6 @@ pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) ->
             None => serial(f, g, id, n),
         },
         Op::Concat(op) => concat(f, n, op.axis),
-        Op::Trilu(op) => flat(f, numel(n), |kb, drive| trilu_with(kb, n, op.upper, drive)),
-        Op::GatherElements(op) => flat(f, numel(n), |kb, drive| gather_elements_with(kb, n, op.axis, drive)),
-        Op::Pad(op) => flat(f, numel(n), |kb, drive| pad_with(kb, n, op, drive)),
         Op::BatchNormalization(op) => flat(f, numel(n), |kb, drive| batchnorm_with(kb, n, op.epsilon, drive)),
         _ => serial(f, g, id, n),
     }

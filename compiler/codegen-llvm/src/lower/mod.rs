@@ -168,13 +168,17 @@ pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo)
         Op::GlobalAveragePool(_) => conv::global_avgpool(kb, info)?,
         Op::BatchNormalization(op) => norm::batchnorm(kb, info, op.epsilon)?,
         Op::Softmax(op) => norm::softmax(kb, info, op.axis, op.mode)?,
-        Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => movement::copy(kb, info)?,
-        Op::Transpose(_) | Op::Slice(_) => return Err(info.unsupported("internal: lowered through kir above")),
-        Op::Concat(op) => movement::concat(kb, info, op.axis)?,
-        Op::Gather(op) => movement::gather(kb, info, op.axis)?,
-        Op::GatherElements(op) => movement::gather_elements(kb, info, op.axis)?,
-        Op::Trilu(op) => movement::trilu(kb, info, op.upper)?,
-        Op::Pad(op) => movement::pad(kb, info, op)?,
+        // Lowered through kir above (dlc-lower): data movement.
+        Op::Transpose(_)
+        | Op::Slice(_)
+        | Op::Trilu(_)
+        | Op::GatherElements(_)
+        | Op::Pad(_)
+        | Op::Reshape(_)
+        | Op::Flatten(_)
+        | Op::Identity(_)
+        | Op::Concat(_)
+        | Op::Gather(_) => return Err(info.unsupported("internal: lowered through kir")),
         Op::ScatterElements(op) => movement::scatter_elements(kb, info, op)?,
         Op::ScatterND(op) => movement::scatter_nd(kb, info, op)?,
         Op::LayerNormalization(op) => norm::layernorm(kb, info, op)?,

@@ -1,44 +1,8 @@
 //! Data movement for any dtype: copies and concatenation move whole elements as integers
 //! of the element's width (transpose and slice are lowered through kir: dlc-lower).
-use super::elementwise::{broadcast_strides, nest, Drive};
+use super::elementwise::broadcast_strides;
 use super::NodeInfo;
 use crate::kernel::{Kb, R};
-
-/// Reshape, Flatten, Identity: the bytes are unchanged.
-pub(crate) fn copy(kb: &Kb, n: &NodeInfo) -> R<()> {
-    let bytes = n.outputs[0].size_bytes().expect("fixed");
-    kb.memcpy(kb.param(1), kb.param(0), kb.c(bytes))
-}
-
-pub(crate) fn concat(kb: &Kb, n: &NodeInfo, axis: i64) -> R<()> {
-    let out = n.out_dims(0);
-    let a = dlc_ir::ops::normalize_axis(axis, out.len()).ok_or_else(|| n.unsupported("axis out of range"))?;
-    let es = n.outputs[0].dtype.size() as u64;
-    let outer: u64 = out[..a].iter().product();
-    let out_block = out[a..].iter().product::<u64>() * es;
-    let py = kb.param(n.inputs.len());
-    let mut offset = 0;
-    for i in 0..n.inputs.len() {
-        let block = n.in_dims(i)[a..].iter().product::<u64>() * es;
-        if block > 0 {
-            let px = kb.param(i);
-            kb.for_n(outer, |kb, o| {
-                let dst = kb.byte_offset(py, kb.lin(&[(o, out_block)], offset)?)?;
-                let src = kb.byte_offset(px, kb.lin(&[(o, block)], 0)?)?;
-                kb.memcpy(dst, src, kb.c(block))
-            })?;
-        }
-        offset += block;
-    }
-    Ok(())
-}
-
-/// Gather: one block copy per (outer index, gathered index); indices are wrapped when
-/// negative and clamped into range, so bad indices never read outside `data`.
-pub(crate) fn gather(kb: &Kb, n: &NodeInfo, axis: i64) -> R<()> {
-    let Some(geo) = GatherGeometry::of(n, axis)? else { return Ok(()) };
-    kb.nest(&[geo.outer, geo.count], |kb, ij| gather_at(kb, n, &geo, ij[0], ij[1]))
-}
 
 /// Gather as `[outer, extent, block]` rows picked by `count` indices.
 pub(crate) struct GatherGeometry {
@@ -68,21 +32,6 @@ impl GatherGeometry {
     }
 }
 
-/// Copies row `j` of outer slice `o` (index `j` of the indices, clamped to the axis).
-pub(crate) fn gather_at<'ctx>(
-    kb: &Kb<'_, 'ctx>,
-    n: &NodeInfo,
-    geo: &GatherGeometry,
-    o: inkwell::values::IntValue<'ctx>,
-    j: inkwell::values::IntValue<'ctx>,
-) -> R<()> {
-    let (pd, pi, py) = (kb.param(0), kb.param(1), kb.param(2));
-    let k = load_index(kb, n, pi, j, geo.extent)?;
-    let src = kb.byte_offset(pd, kb.mul(kb.lin(&[(o, geo.extent), (k, 1)], 0)?, kb.c(geo.block))?)?;
-    let dst = kb.byte_offset(py, kb.mul(kb.lin(&[(o, geo.count), (j, 1)], 0)?, kb.c(geo.block))?)?;
-    kb.memcpy(dst, src, kb.c(geo.block))
-}
-
 pub(crate) fn elem_int_type<'ctx>(kb: &Kb<'_, 'ctx>, size: usize) -> inkwell::types::IntType<'ctx> {
     match size {
         1 => kb.cx.i8_type(),
@@ -90,131 +39,6 @@ pub(crate) fn elem_int_type<'ctx>(kb: &Kb<'_, 'ctx>, size: usize) -> inkwell::ty
         4 => kb.cx.i32_type(),
         _ => kb.i64t,
     }
-}
-
-/// Trilu: copies the kept triangle and writes zeros elsewhere.
-pub(crate) fn trilu(kb: &Kb, n: &NodeInfo, upper: bool) -> R<()> {
-    trilu_with(kb, n, upper, &nest)
-}
-
-/// [`trilu`], one output element per iteration of `drive`.
-pub(crate) fn trilu_with<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, upper: bool, drive: Drive<'_, 'ctx>) -> R<()> {
-    let x = n.in_dims(0);
-    let r = x.len();
-    let (rows, cols) = (x[r - 2], x[r - 1]);
-    let batch: u64 = x[..r - 2].iter().product();
-    let ty = elem_int_type(kb, n.outputs[0].dtype.size());
-    let has_k = n.inputs.len() == 2;
-    let px = kb.param(0);
-    let py = kb.param(if has_k { 2 } else { 1 });
-    let k = if has_k { kb.b.build_load(kb.i64t, kb.param(1), "")?.into_int_value() } else { kb.c(0) };
-    drive(kb, &[batch, rows, cols], &|kb, idx| {
-        let at = kb.lin(&[(idx[0], rows * cols), (idx[1], cols), (idx[2], 1)], 0)?;
-        let diff = kb.sub(idx[2], idx[1])?;
-        let p = if upper { inkwell::IntPredicate::SGE } else { inkwell::IntPredicate::SLE };
-        let keep = kb.icmp(p, diff, k)?;
-        let v = kb.b.build_load(ty, kb.gep(ty.into(), px, at)?, "")?.into_int_value();
-        let y = kb.select_i(keep, v, ty.const_zero())?;
-        kb.b.build_store(kb.gep(ty.into(), py, at)?, y)?;
-        Ok(())
-    })
-}
-
-/// GatherElements: every output position reads the data element its index names along
-/// the axis (wrapped when negative, clamped into range).
-pub(crate) fn gather_elements(kb: &Kb, n: &NodeInfo, axis: i64) -> R<()> {
-    gather_elements_with(kb, n, axis, &nest)
-}
-
-/// [`gather_elements`], one output element per iteration of `drive`.
-pub(crate) fn gather_elements_with<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, axis: i64, drive: Drive<'_, 'ctx>) -> R<()> {
-    let d = n.in_dims(0);
-    let out = n.in_dims(1);
-    let a = dlc_ir::ops::normalize_axis(axis, d.len()).ok_or_else(|| n.unsupported("axis out of range"))?;
-    if out.contains(&0) || d[a] == 0 {
-        return Ok(());
-    }
-    let ty = elem_int_type(kb, n.outputs[0].dtype.size());
-    let ds = broadcast_strides(&d, &d);
-    let os = broadcast_strides(&out, &out);
-    let extent = d[a];
-    let (pd, pi, py) = (kb.param(0), kb.param(1), kb.param(2));
-    drive(kb, &out, &|kb, idx| {
-        let o = kb.lin(&idx.iter().copied().zip(os.iter().copied()).collect::<Vec<_>>(), 0)?;
-        let k = load_index(kb, n, pi, o, extent)?;
-        let mut terms: Vec<_> = idx.iter().copied().zip(ds.iter().copied()).collect();
-        terms[a].0 = k;
-        let src = kb.lin(&terms, 0)?;
-        let v = kb.b.build_load(ty, kb.gep(ty.into(), pd, src)?, "")?;
-        kb.b.build_store(kb.gep(ty.into(), py, o)?, v)?;
-        Ok(())
-    })
-}
-
-/// Pad: each output position maps per dim to a source index (or to the constant).
-pub(crate) fn pad(kb: &Kb, n: &NodeInfo, op: &dlc_ir::ops::Pad) -> R<()> {
-    pad_with(kb, n, op, &nest)
-}
-
-/// [`pad`], one output element per iteration of `drive`.
-pub(crate) fn pad_with<'ctx>(kb: &Kb<'_, 'ctx>, n: &NodeInfo, op: &dlc_ir::ops::Pad, drive: Drive<'_, 'ctx>) -> R<()> {
-    use dlc_ir::ops::PadMode;
-    use inkwell::IntPredicate::*;
-    let x = n.in_dims(0);
-    let out = n.out_dims(0);
-    if out.contains(&0) {
-        return Ok(());
-    }
-    let dt = n.outputs[0].dtype;
-    let ty = super::elementwise::llvm_type(kb, dt)
-        .ok_or_else(|| n.unsupported(format!("dtype {dt} is not supported yet")))?;
-    let fill: inkwell::values::BasicValueEnum = match dt {
-        dlc_ir::DType::F32 => kb.f32t.const_float(op.value).into(),
-        dlc_ir::DType::F64 => kb.cx.f64_type().const_float(op.value).into(),
-        dlc_ir::DType::F16 => kb.cx.f16_type().const_float(op.value).into(),
-        dlc_ir::DType::BF16 => kb.cx.i16_type().const_int(((op.value as f32).to_bits() >> 16) as u64, false).into(),
-        _ => ty.into_int_type().const_int(op.value as i64 as u64, true).into(),
-    };
-    let r = x.len();
-    let xs = broadcast_strides(&x, &x);
-    let os = broadcast_strides(&out, &out);
-    let (px, py) = (kb.param(0), kb.param(1));
-    drive(kb, &out, &|kb, idx| {
-        let mut src = kb.c(0);
-        let mut inside = kb.cx.bool_type().const_all_ones();
-        for d in 0..r {
-            let extent = x[d] as i64;
-            let i = kb.sub(idx[d], kb.i64t.const_int(op.pads[d] as u64, true))?;
-            let ok = kb.in_bounds(i, x[d])?;
-            let j = match op.mode {
-                PadMode::Constant => {
-                    inside = kb.and(inside, ok)?;
-                    kb.select_i(ok, i, kb.c(0))?
-                }
-                PadMode::Edge => {
-                    let lo = kb.select_i(kb.icmp(SLT, i, kb.c(0))?, kb.c(0), i)?;
-                    kb.select_i(kb.icmp(SGE, lo, kb.c(x[d]))?, kb.c(x[d] - 1), lo)?
-                }
-                PadMode::Wrap => {
-                    let m = kb.b.build_int_signed_rem(i, kb.c(x[d]), "")?;
-                    kb.select_i(kb.icmp(SLT, m, kb.c(0))?, kb.add(m, kb.c(x[d]))?, m)?
-                }
-                PadMode::Reflect if extent == 1 => kb.c(0),
-                PadMode::Reflect => {
-                    let p = 2 * (extent - 1);
-                    let m = kb.b.build_int_signed_rem(i, kb.i64t.const_int(p as u64, true), "")?;
-                    let m = kb.select_i(kb.icmp(SLT, m, kb.c(0))?, kb.add(m, kb.c(p as u64))?, m)?;
-                    kb.select_i(kb.icmp(SLT, m, kb.c(x[d]))?, m, kb.sub(kb.c(p as u64), m)?)?
-                }
-            };
-            src = kb.add(src, kb.mul(j, kb.c(xs[d]))?)?;
-        }
-        let v = kb.b.build_load(ty, kb.gep(ty, px, src)?, "")?;
-        let v = kb.b.build_select(inside, v, fill, "")?;
-        let o = kb.lin(&idx.iter().copied().zip(os.iter().copied()).collect::<Vec<_>>(), 0)?;
-        kb.b.build_store(kb.gep(ty, py, o)?, v)?;
-        Ok(())
-    })
 }
 
 /// Combines an existing element with an update by `r` (f32 for arithmetic reductions).
