@@ -1,4 +1,10 @@
 //! `dlc compile`: model in, artifact directory out.
+//!
+//! [`compile`] is the whole pipeline as a library function (import, passes,
+//! quantization, memory plan, code generation, linking, manifest and report); the CLI's
+//! [`main`] turns flags into [`Options`], calls it with an [`Observer`] that drives the
+//! progress spinner, and prints the summary. Python and build.rs integrations call
+//! [`compile`] the same way.
 use crate::link;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -91,6 +97,78 @@ pub struct CompileArgs {
     pub quant: crate::quantize::QuantizeArgs,
 }
 
+/// The library form of `dlc compile`'s flags ([`CompileArgs`] documents each).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Target triple (`None`: the host).
+    pub target: Option<String>,
+    /// Target CPU or GPU architecture (`None`: the host CPU, or sm_80 for CUDA).
+    pub cpu: Option<String>,
+    /// What to write (empty: so,a,h for the host, a,h for another CPU, ptx for CUDA).
+    pub emit: Vec<Emit>,
+    /// Input shapes pinned by name.
+    pub input_shapes: HashMap<String, Vec<u64>>,
+    /// The symbol prefix's model name (`None`: the model file's stem).
+    pub name: Option<String>,
+    /// Skip the graph optimisations.
+    pub no_opt: bool,
+    /// The optimiser's cost model as `GFLOPS,GBPS,LAUNCH_US`.
+    pub roofline: Option<String>,
+    /// Passes after which the IR goes to [`Observer::dump`].
+    pub dump_after: Vec<String>,
+    /// Quantization (none by default).
+    pub quant: crate::quantize::QuantizeArgs,
+}
+
+/// What [`compile`] wrote and measured.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The artifact directory.
+    pub dir: PathBuf,
+    /// Its manifest (as written to `model.manifest`).
+    pub manifest: Manifest,
+    /// The contents of `report.json`.
+    pub report: serde_json::Value,
+    /// Kernels (CPU) or launches (CUDA).
+    pub kernels: usize,
+    /// Parameters, weight bytes and FLOPs of the compiled graph.
+    pub stats: dlc_passes::GraphStats,
+    /// The optimiser's report (`None` with `no_opt`).
+    pub optimizer: Option<dlc_passes::OptReport>,
+    /// The quantization section of the report, when quantized.
+    pub quantization: Option<serde_json::Value>,
+    /// Seconds for the whole compile and for code generation.
+    pub seconds: (f64, f64),
+}
+
+/// Hears what a compile is doing; every method does nothing by default.
+pub trait Observer {
+    /// The pipeline entered a stage ("optimising", "calibrating: sample 2 of 8").
+    fn stage(&self, _what: &str) {}
+    /// The IR after a pass named in [`Options::dump_after`].
+    fn dump(&self, _pass: &str, _ir: &str) {}
+    /// Something the user should know that is not an error.
+    fn note(&self, _what: &str) {}
+}
+
+/// An [`Observer`] that ignores everything.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// `dlc compile`'s observer: the spinner, dumps on stdout, notes on stderr.
+struct Cli(indicatif::ProgressBar);
+impl Observer for Cli {
+    fn stage(&self, what: &str) {
+        self.0.set_message(what.to_string());
+    }
+    fn dump(&self, pass: &str, ir: &str) {
+        self.0.suspend(|| println!("// IR after {pass}\n{ir}"));
+    }
+    fn note(&self, what: &str) {
+        self.0.suspend(|| eprintln!("{what}"));
+    }
+}
+
 fn parse_input_shapes(specs: &[String]) -> Result<HashMap<String, Vec<u64>>> {
     let mut out = HashMap::new();
     for s in specs {
@@ -170,35 +248,31 @@ pub fn load_model(path: &Path, input_shapes: HashMap<String, Vec<u64>>) -> Resul
     }
 }
 
-pub fn main(a: CompileArgs) -> Result<()> {
+/// Compiles the model at `model` (.onnx or .dlc) into the artifact directory `out`.
+pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> Result<Artifact> {
     let t_start = Instant::now();
-    if a.backend != Backend::Llvm {
-        bail!("--backend {:?} is not implemented yet; use --backend llvm", a.backend);
-    }
-    let progress = indicatif::ProgressBar::new_spinner();
-    progress.enable_steady_tick(std::time::Duration::from_millis(120));
-    progress.set_message(format!("importing {}", a.model.display()));
-    let mut g = load_model(&a.model, parse_input_shapes(&a.input_shapes)?)?;
+    obs.stage(&format!("importing {}", model.display()));
+    let mut g = load_model(model, opts.input_shapes.clone())?;
 
-    let mut target = TargetSpec::new(a.target.as_deref(), a.cpu.as_deref());
+    let mut target = TargetSpec::new(opts.target.as_deref(), opts.cpu.as_deref());
     let cuda = dlc_codegen_llvm::is_cuda(&target.triple);
-    if cuda && a.cpu.is_none() {
+    if cuda && opts.cpu.is_none() {
         target.cpu = dlc_codegen_llvm::gpu::DEFAULT_SM.into();
     }
-    let roof = match &a.roofline {
+    let roof = match &opts.roofline {
         Some(s) => dlc_passes::Roofline::parse(s).map_err(anyhow::Error::msg)?,
         None => dlc_passes::Roofline::for_target(&target.triple),
     };
-    let mut cx = PassCx { dump_after: a.dump_after.clone(), ..Default::default() };
-    let passes = if a.no_opt {
+    let mut cx = PassCx { dump_after: opts.dump_after.clone(), ..Default::default() };
+    let passes = if opts.no_opt {
         dlc_passes::legalize_pipeline()
     } else {
         dlc_passes::optimizing_pipeline(dlc_passes::EGraphOpt { roof, ..Default::default() })
     };
-    progress.set_message("optimising");
+    obs.stage("optimising");
     dlc_passes::run_pipeline(&mut g, &passes, &mut cx)?;
     for (pass, text) in &cx.dumps {
-        progress.suspend(|| println!("// IR after {pass}\n{text}"));
+        obs.dump(pass, text);
     }
     for &id in g.inputs() {
         let n = g.node(id);
@@ -207,7 +281,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
                 n.outputs[0].shape.0.iter().map(|d| d.fixed().unwrap_or(1).to_string()).collect();
             bail!(
                 "'{}': input '{}' has symbolic shape {}; pin it with --input-shape {}={}",
-                a.model.display(),
+                model.display(),
                 n.name,
                 n.outputs[0],
                 n.name,
@@ -216,15 +290,15 @@ pub fn main(a: CompileArgs) -> Result<()> {
         }
     }
 
-    if a.quant.quantize.is_none() && a.quant.calibrate.is_some() {
+    if opts.quant.quantize.is_none() && opts.quant.calibrate.is_some() {
         bail!("--calibrate is only used with --quantize int8");
     }
-    let quantization = match a.quant.quantize {
-        Some(_) => Some(crate::quantize::run(&mut g, &a.quant, &progress)?),
+    let quantization = match opts.quant.quantize {
+        Some(_) => Some(crate::quantize::run(&mut g, &opts.quant, obs)?),
         None => None,
     };
 
-    let mut emit = a.emit.clone();
+    let mut emit = opts.emit.clone();
     if emit.is_empty() {
         emit = if cuda {
             vec![Emit::Ptx]
@@ -251,17 +325,16 @@ pub fn main(a: CompileArgs) -> Result<()> {
     if emit.contains(&Emit::So) && !target.is_host() {
         bail!("--emit so for target {} needs a cross linker; use --emit a,h and link on the target", target.triple);
     }
-    let name = a.name.clone().unwrap_or_else(|| {
-        a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+    let name = opts.name.clone().unwrap_or_else(|| {
+        model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
     });
     let prefix = symbol_prefix(&name);
 
-    progress.set_message("planning memory");
+    obs.stage("planning memory");
     let plan = dlc_passes::plan_memory(&g)?;
-    progress.set_message(format!("generating code for {} ({})", target.triple, target.cpu));
+    obs.stage(&format!("generating code for {} ({})", target.triple, target.cpu));
     let t_cg = Instant::now();
 
-    let out = &a.output;
     std::fs::create_dir_all(out).with_context(|| format!("creating '{}'", out.display()))?;
     let write = |file: &str, bytes: &[u8]| -> Result<()> {
         let p = out.join(file);
@@ -284,20 +357,18 @@ pub fn main(a: CompileArgs) -> Result<()> {
     let codegen_secs;
     if cuda {
         let compiled = dlc_codegen_llvm::compile_cuda(&g, &plan, &target, &prefix, emit.contains(&Emit::Ll))
-            .with_context(|| format!("compiling '{}'", a.model.display()))?;
+            .with_context(|| format!("compiling '{}'", model.display()))?;
         codegen_secs = t_cg.elapsed().as_secs_f64();
-        progress.set_message("writing artifact");
+        obs.stage("writing artifact");
         kernels = compiled.table.launches.len();
         let serial: Vec<String> =
             compiled.table.launches.iter().filter(|l| l.serial).map(|l| format!("{} ({})", l.node, l.op)).collect();
         if !serial.is_empty() {
-            progress.suspend(|| {
-                eprintln!(
-                    "note: {} node(s) have no parallel CUDA kernel yet and run on one GPU thread: {}",
-                    serial.len(),
-                    serial.join(", ")
-                )
-            });
+            obs.note(&format!(
+                "note: {} node(s) have no parallel CUDA kernel yet and run on one GPU thread: {}",
+                serial.len(),
+                serial.join(", ")
+            ));
         }
         write(files::PTX, compiled.ptx.as_bytes())?;
         write(files::WEIGHTS, &compiled.weights)?;
@@ -309,10 +380,10 @@ pub fn main(a: CompileArgs) -> Result<()> {
         let opts =
             EmitOptions { llvm_ir: emit.contains(&Emit::Ll), asm: emit.contains(&Emit::Asm), no_llvm_opt: false };
         let compiled = dlc_codegen_llvm::compile(&g, &plan, &target, &prefix, &opts)
-            .with_context(|| format!("compiling '{}'", a.model.display()))?;
+            .with_context(|| format!("compiling '{}'", model.display()))?;
         codegen_secs = t_cg.elapsed().as_secs_f64();
         kernels = compiled.kernels;
-        progress.set_message("writing artifact");
+        obs.stage("writing artifact");
         if emit.contains(&Emit::So) {
             link::shared_library_from(&compiled.object, &out.join(files::SHARED_LIB))?;
             written.push(files::SHARED_LIB.to_string());
@@ -341,14 +412,14 @@ pub fn main(a: CompileArgs) -> Result<()> {
     }
     let manifest = manifest(&g, &target, &prefix, hasher, &stats, plan.arena_bytes, written.clone());
     if emit.contains(&Emit::H) {
-        write(files::HEADER, header(&manifest, &a.model).as_bytes())?;
+        write(files::HEADER, header(&manifest, model).as_bytes())?;
         written.push(files::HEADER.into());
     }
     let manifest = Manifest { files: written, ..manifest };
     manifest.write_dir(out)?;
 
     let report = serde_json::json!({
-        "model": a.model.display().to_string(),
+        "model": model.display().to_string(),
         "target": target.triple,
         "cpu": target.cpu,
         "kernels": kernels,
@@ -375,28 +446,62 @@ pub fn main(a: CompileArgs) -> Result<()> {
         })).collect::<Vec<_>>(),
     });
     write(files::REPORT, (serde_json::to_string_pretty(&report)? + "\n").as_bytes())?;
+    let compile_seconds = t_start.elapsed().as_secs_f64();
+    Ok(Artifact {
+        dir: out.to_path_buf(),
+        manifest,
+        report,
+        kernels,
+        stats,
+        optimizer: cx.optimizer,
+        quantization,
+        seconds: (compile_seconds, codegen_secs),
+    })
+}
+
+/// `dlc compile`: flags to [`Options`], [`compile`], then the summary.
+pub fn main(a: CompileArgs) -> Result<()> {
+    if a.backend != Backend::Llvm {
+        bail!("--backend {:?} is not implemented yet; use --backend llvm", a.backend);
+    }
+    let opts = Options {
+        target: a.target.clone(),
+        cpu: a.cpu.clone(),
+        emit: a.emit.clone(),
+        input_shapes: parse_input_shapes(&a.input_shapes)?,
+        name: a.name.clone(),
+        no_opt: a.no_opt,
+        roofline: a.roofline.clone(),
+        dump_after: a.dump_after.clone(),
+        quant: a.quant.clone(),
+    };
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.enable_steady_tick(std::time::Duration::from_millis(120));
+    let art = compile(&a.model, &a.output, &opts, &Cli(progress.clone()))?;
     progress.finish_and_clear();
 
     eprintln!(
         "compiled {} -> {} ({} kernels, {:.2} s)",
         a.model.display(),
-        out.display(),
-        kernels,
-        t_start.elapsed().as_secs_f64()
+        a.output.display(),
+        art.kernels,
+        art.seconds.0
     );
     if a.report {
-        println!("model        {}", g.name);
-        println!("target       {} ({})", target.triple, target.cpu);
-        println!("kernels      {kernels}");
+        let (m, stats) = (&art.manifest, &art.stats);
+        let unshared = art.report["arena_bytes_without_reuse"].as_u64().unwrap_or(0);
+        println!("model        {}", m.model_name);
+        println!("target       {} ({})", m.target_triple, m.cpu);
+        println!("kernels      {}", art.kernels);
         println!("parameters   {}", stats.parameters);
         println!("weights      {:.2} MiB", stats.weight_bytes as f64 / (1 << 20) as f64);
         println!("flops        {} per inference", crate::human_flops(stats.flops));
         println!(
             "arena        {:.2} MiB (without reuse {:.2} MiB)",
-            plan.arena_bytes as f64 / (1 << 20) as f64,
-            plan.unshared_bytes as f64 / (1 << 20) as f64
+            m.arena_bytes as f64 / (1 << 20) as f64,
+            unshared as f64 / (1 << 20) as f64
         );
-        if let Some(o) = &cx.optimizer {
+        if let Some(o) = &art.optimizer {
             let fired: Vec<String> = o.rules_fired.iter().map(|(r, n)| format!("{r} x{n}")).collect();
             println!(
                 "optimizer    {} e-nodes, {} iterations, stopped: {}, {:.2} s; roofline cost {:.3} ms -> {:.3} ms",
@@ -411,12 +516,12 @@ pub fn main(a: CompileArgs) -> Result<()> {
         } else {
             println!("optimizer    off (--no-opt)");
         }
-        if let Some(q) = quantization.as_ref().filter(|q| q["scheme"] == "int8-dynamic") {
+        if let Some(q) = art.quantization.as_ref().filter(|q| q["scheme"] == "int8-dynamic") {
             println!(
                 "quantized    int8-dynamic: {} matrix products (activation ranges taken at run time)",
                 q["int8_layers"]
             );
-        } else if let Some(q) = &quantization {
+        } else if let Some(q) = &art.quantization {
             let f32_layers: Vec<&str> =
                 q["f32_layers"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
             println!(
@@ -428,7 +533,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
                 if f32_layers.is_empty() { "none".to_string() } else { f32_layers.join(", ") }
             );
         }
-        println!("compile time {:.2} s (codegen {:.2} s)", t_start.elapsed().as_secs_f64(), codegen_secs);
+        println!("compile time {:.2} s (codegen {:.2} s)", art.seconds.0, art.seconds.1);
     }
     Ok(())
 }

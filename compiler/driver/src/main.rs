@@ -4,15 +4,7 @@
 //!
 //! Logs go to stderr behind `RUST_LOG` (e.g. `RUST_LOG=dlc=debug`).
 
-mod bench;
-mod compare;
-mod compile;
-mod export;
-mod inspect;
-mod link;
-mod npy;
-mod quantize;
-mod run;
+use dlc_driver::{bench, compare, compile, export, inspect, run};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -36,17 +28,6 @@ enum Command {
     Inspect(inspect::InspectArgs),
     Export(export::ExportArgs),
     Compare(compare::CompareArgs),
-}
-
-/// FLOPs with a readable unit (`1.82 GFLOP`, `48.0 kFLOP`).
-pub(crate) fn human_flops(f: u64) -> String {
-    let f = f as f64;
-    match f {
-        f if f >= 1e9 => format!("{:.2} GFLOP", f / 1e9),
-        f if f >= 1e6 => format!("{:.2} MFLOP", f / 1e6),
-        f if f >= 1e3 => format!("{:.1} kFLOP", f / 1e3),
-        f => format!("{f} FLOP"),
-    }
 }
 
 fn main() -> ExitCode {

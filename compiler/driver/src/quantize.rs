@@ -33,7 +33,7 @@ pub enum Calibration {
     Percentile,
 }
 
-/// Quantization options of `dlc compile`.
+/// Quantization options of `dlc compile` (`Default`: none, with the flags' defaults).
 #[derive(Args, Debug, Clone)]
 pub struct QuantizeArgs {
     /// Quantize to int8: `int8` (convolutions and matrix products, needs --calibrate) or
@@ -57,6 +57,19 @@ pub struct QuantizeArgs {
     /// Quantize the model's last layer too (by default it stays f32).
     #[arg(long)]
     pub quantize_last: bool,
+}
+
+impl Default for QuantizeArgs {
+    fn default() -> Self {
+        QuantizeArgs {
+            quantize: None,
+            calibrate: None,
+            calibration: Calibration::Minmax,
+            percentile: 99.99,
+            quantize_threshold: 0.05,
+            quantize_last: false,
+        }
+    }
 }
 
 /// Samples whose layer inputs and outputs are kept for the per-layer error check.
@@ -124,7 +137,7 @@ struct Layer {
 type Seen = (Vec<f32>, Option<Vec<f32>>, Vec<f32>);
 
 /// Calibrates and rewrites `g` in place; returns the report's `quantization` section.
-pub fn run(g: &mut Graph, a: &QuantizeArgs, progress: &indicatif::ProgressBar) -> Result<serde_json::Value> {
+pub fn run(g: &mut Graph, a: &QuantizeArgs, obs: &dyn compile::Observer) -> Result<serde_json::Value> {
     if a.quantize == Some(Scheme::Int8Dynamic) {
         return dynamic(g, a);
     }
@@ -158,7 +171,7 @@ pub fn run(g: &mut Graph, a: &QuantizeArgs, progress: &indicatif::ProgressBar) -
         let name = g.node(id).name.clone();
         layers.push(Layer { id, name, x, r, y, xdims, stats: RangeStats::default(), kept: Vec::new() });
     }
-    progress.set_message(format!("compiling the calibration model ({} layers to quantize)", layers.len()));
+    obs.stage(&format!("compiling the calibration model ({} layers to quantize)", layers.len()));
     let tmp = tempfile::tempdir().context("creating a temporary folder for the calibration model")?;
     // The calibration model runs here, so it is built for this machine whatever the
     // target (a target CPU with instructions this one lacks, or another architecture).
@@ -166,7 +179,7 @@ pub fn run(g: &mut Graph, a: &QuantizeArgs, progress: &indicatif::ProgressBar) -
     let model = dlc_runtime::Model::load(tmp.path()).context("loading the calibration model")?;
     let specs = model.manifest().inputs.clone();
     for (k, sample) in files.iter().enumerate() {
-        progress.set_message(format!("calibrating: sample {} of {}", k + 1, files.len()));
+        obs.stage(&format!("calibrating: sample {} of {}", k + 1, files.len()));
         let mut tensors = Vec::new();
         for (spec, f) in specs.iter().zip(sample) {
             tensors.push(npy::adapt(npy::read(f)?, &spec.dtype, &spec.name)?);
@@ -185,7 +198,7 @@ pub fn run(g: &mut Graph, a: &QuantizeArgs, progress: &indicatif::ProgressBar) -
         }
     }
 
-    progress.set_message("quantizing");
+    obs.stage("quantizing");
     let mut report = Vec::new();
     let (mut int8, mut kept_f32) = (0, Vec::new());
     for l in &layers {
