@@ -144,13 +144,8 @@ impl Tensor {
     }
 }
 
-type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
-/// `task(ctx, i)`, as the generated code hands it out.
-type TaskFn = unsafe extern "C" fn(*mut u8, i64);
-/// The parallel-for the generated code calls: `pfor(state, task, ctx, n)`.
-type PforFn = unsafe extern "C" fn(*const Pool, TaskFn, *mut u8, i64);
-type RunThreadedFn =
-    unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8, Option<PforFn>, *const Pool) -> i32;
+// The entry points' and callbacks' types: the C ABI as dlc-artifact defines it.
+use dlc_artifact::abi::{self, AbiVersionFn, PforFn, RunFn, RunThreadedFn, TaskFn, WorkspaceSizeFn};
 
 /// The thread count kernels may use: `DLC_NUM_THREADS` when set to a positive number,
 /// else 1.
@@ -335,9 +330,15 @@ impl Pool {
         self.threads
     }
 
-    unsafe extern "C" fn parallel_for(pool: *const Pool, task: TaskFn, ctx: *mut u8, n: i64) {
-        // SAFETY: `pool` is the `Pool` passed to run_threaded by this crate, alive for the call.
-        let pool = unsafe { &*pool };
+    /// The pool as the `pfor` callback's opaque state.
+    fn state(&self) -> *const u8 {
+        self as *const Pool as *const u8
+    }
+
+    unsafe extern "C" fn parallel_for(pool: *const u8, task: TaskFn, ctx: *mut u8, n: i64) {
+        // SAFETY: `pool` is the `Pool` passed to run_threaded by this crate (as the
+        // callback's opaque state), alive for the call.
+        let pool = unsafe { &*(pool as *const Pool) };
         let n = n.max(0) as usize;
         let sh = &pool.shared;
         sh.task.store(task as usize, Ordering::Release);
@@ -386,9 +387,6 @@ impl Drop for Pool {
         }
     }
 }
-
-type AbiFn = unsafe extern "C" fn() -> u32;
-type WsFn = unsafe extern "C" fn() -> u64;
 
 /// A loaded artifact, ready to run. `run` may be called from several threads at once.
 pub struct Model {
@@ -568,15 +566,17 @@ impl Model {
         let p = &manifest.symbol_prefix;
         // SAFETY: the symbol types are the C ABI documented in dlc-artifact, version-checked below.
         let (abi, ws, run) = unsafe {
-            let abi: AbiFn =
-                *lib.get::<AbiFn>(format!("{p}abi_version").as_bytes()).map_err(|e| lib_err(e.to_string()))?;
-            let ws: WsFn =
-                *lib.get::<WsFn>(format!("{p}workspace_size").as_bytes()).map_err(|e| lib_err(e.to_string()))?;
-            let run: RunFn = *lib.get::<RunFn>(format!("{p}run").as_bytes()).map_err(|e| lib_err(e.to_string()))?;
+            let sym = |f: &abi::Function| abi::symbol(p, f).into_bytes();
+            let abi: AbiVersionFn =
+                *lib.get::<AbiVersionFn>(&sym(&abi::ABI_VERSION_FN)).map_err(|e| lib_err(e.to_string()))?;
+            let ws: WorkspaceSizeFn =
+                *lib.get::<WorkspaceSizeFn>(&sym(&abi::WORKSPACE_SIZE)).map_err(|e| lib_err(e.to_string()))?;
+            let run: RunFn = *lib.get::<RunFn>(&sym(&abi::RUN)).map_err(|e| lib_err(e.to_string()))?;
             (abi, ws, run)
         };
         // SAFETY: as above; artifacts from before the thread pool lack this symbol.
-        let run_threaded = unsafe { lib.get::<RunThreadedFn>(format!("{p}run_threaded").as_bytes()).ok().map(|f| *f) };
+        let run_threaded =
+            unsafe { lib.get::<RunThreadedFn>(abi::symbol(p, &abi::RUN_THREADED).as_bytes()).ok().map(|f| *f) };
         // SAFETY: both functions take no arguments and only return constants.
         let found = unsafe { abi() };
         if found != ABI_VERSION || manifest.abi_version != ABI_VERSION {
@@ -630,7 +630,7 @@ impl Model {
         let status = unsafe {
             match self.run_threaded {
                 Some(f) if pool.threads > 1 => {
-                    f(in_ptrs.as_ptr(), out_ptrs.as_ptr(), ws.ptr, Some(Pool::parallel_for as PforFn), &pool)
+                    f(in_ptrs.as_ptr(), out_ptrs.as_ptr(), ws.ptr, Some(Pool::parallel_for as PforFn), pool.state())
                 }
                 _ => (self.run)(in_ptrs.as_ptr(), out_ptrs.as_ptr(), ws.ptr),
             }
@@ -732,7 +732,9 @@ impl Session<'_> {
         // pool outlives the call.
         let status = unsafe {
             match self.model.run_threaded {
-                Some(f) if self.pool.threads > 1 => f(ins, outs, ws, Some(Pool::parallel_for as PforFn), &self.pool),
+                Some(f) if self.pool.threads > 1 => {
+                    f(ins, outs, ws, Some(Pool::parallel_for as PforFn), self.pool.state())
+                }
                 _ => (self.model.run)(ins, outs, ws),
             }
         };

@@ -11,15 +11,18 @@
 //! | `report.json` | size, FLOPs and memory report |
 //! | `model.ptx`, `launch.json`, `model.weights`, `model.sim.so` | CUDA artifacts instead of the libraries: kernels, [`LaunchTable`], weights, host simulation |
 //!
-//! C ABI (symbols prefixed with [`Manifest::symbol_prefix`], e.g. `dlc_mlp_`):
-//! `uint32_t <p>abi_version(void)`, `uint64_t <p>workspace_size(void)`,
-//! `int32_t <p>run(const void *const *inputs, void *const *outputs, void *workspace)`.
+//! C ABI (symbols prefixed with [`Manifest::symbol_prefix`], e.g. `dlc_mlp_`), defined
+//! once in [`abi`]: `uint32_t <p>abi_version(void)`, `uint64_t <p>workspace_size(void)`,
+//! `int32_t <p>run(const void *const *inputs, void *const *outputs, void *workspace)` and
+//! `<p>run_threaded`, which also takes a thread-pool callback.
 //! `run` reads inputs and writes outputs in manifest order, uses only the workspace it is
 //! given (at least `workspace_size()` bytes, 64-byte aligned) and is safe to call from
 //! several threads at once with distinct workspaces.
 //!
 //! Invariant: this crate depends on no compiler crate; the runtime depends only on it.
 #![warn(missing_docs)]
+
+pub mod abi;
 
 use prost::Message;
 use serde::{Deserialize, Serialize};

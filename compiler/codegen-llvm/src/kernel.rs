@@ -37,7 +37,8 @@ pub(crate) struct Kb<'a, 'ctx> {
 
 /// Kernels and tasks take their pointers this way: `void kernel(ptr operands..., ptr
 /// results..., ptr pfor, ptr pool_state)` where `pfor(state, task, ctx, n)` runs
-/// `task(ctx, i)` for every `i < n`, on any threads (see `<prefix>run_threaded`).
+/// `task(ctx, i)` for every `i < n`, on any threads (`dlc_artifact::abi::PFOR` and
+/// `TASK`, handed in by `<prefix>run_threaded`).
 pub(crate) const POOL_PARAMS: usize = 2;
 
 impl<'a, 'ctx> Kb<'a, 'ctx> {
@@ -101,7 +102,7 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         };
         let ptr = self.cx.ptr_type(AddressSpace::default());
         let name = format!("{}.task", self.f.get_name().to_string_lossy());
-        let task_ty = self.cx.void_type().fn_type(&[ptr.into(), self.i64t.into()], false);
+        let task_ty = crate::abi_fn_type(self.cx, &dlc_artifact::abi::TASK);
         let task = self.m.add_function(&name, task_ty, Some(Linkage::Internal));
         let nounwind = self.cx.create_enum_attribute(Attribute::get_named_enum_kind_id("nounwind"), 0);
         task.add_attribute(AttributeLoc::Function, nounwind);
@@ -145,7 +146,7 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         })?;
         self.b.build_unconditional_branch(done)?;
         self.b.position_at_end(par);
-        let pfor_ty = self.cx.void_type().fn_type(&[ptr.into(), ptr.into(), ptr.into(), self.i64t.into()], false);
+        let pfor_ty = crate::abi_fn_type(self.cx, &dlc_artifact::abi::PFOR);
         let task_ptr = task.as_global_value().as_pointer_value();
         self.b.build_indirect_call(
             pfor_ty,

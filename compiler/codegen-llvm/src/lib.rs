@@ -21,6 +21,7 @@ mod target;
 pub use gpu::{compile_cuda, is_cuda, CudaCompiled};
 pub use target::{host_triple, TargetSpec};
 
+use dlc_artifact::abi;
 use dlc_ir::{Graph, Op, Value};
 use dlc_passes::{Location, MemoryPlan};
 use inkwell::context::Context;
@@ -124,6 +125,25 @@ pub fn compile(
     Ok(Compiled { object, llvm_ir, asm, kernels })
 }
 
+/// The LLVM type of a function of the C ABI (dlc-artifact's one definition of it).
+pub(crate) fn abi_fn_type<'ctx>(cx: &'ctx Context, f: &abi::Function) -> inkwell::types::FunctionType<'ctx> {
+    use inkwell::types::BasicMetadataTypeEnum;
+    let ty = |t: abi::CType| -> Option<inkwell::types::BasicTypeEnum<'ctx>> {
+        match t {
+            abi::CType::Void => None,
+            t if t.is_pointer() => Some(cx.ptr_type(AddressSpace::default()).into()),
+            t if t.int_bits() == Some(32) => Some(cx.i32_type().into()),
+            _ => Some(cx.i64_type().into()),
+        }
+    };
+    let params: Vec<BasicMetadataTypeEnum> = f.params.iter().filter_map(|p| ty(p.ty)).map(Into::into).collect();
+    match ty(f.ret) {
+        Some(inkwell::types::BasicTypeEnum::IntType(r)) => r.fn_type(&params, false),
+        Some(r) => r.into_pointer_type().fn_type(&params, false),
+        None => cx.void_type().fn_type(&params, false),
+    }
+}
+
 /// An empty module for the target machine `tm` (its triple and data layout).
 fn target_module<'ctx>(cx: &'ctx Context, name: &str, tm: &inkwell::targets::TargetMachine) -> Module<'ctx> {
     let module = cx.create_module(name);
@@ -152,10 +172,12 @@ fn emit_module<'ctx>(
     let builder = cx.create_builder();
 
     // Exported metadata functions.
-    let f = module.add_function(&format!("{prefix}abi_version"), i32t.fn_type(&[], false), None);
+    let f =
+        module.add_function(&abi::symbol(prefix, &abi::ABI_VERSION_FN), abi_fn_type(cx, &abi::ABI_VERSION_FN), None);
     builder.position_at_end(cx.append_basic_block(f, "entry"));
     builder.build_return(Some(&i32t.const_int(dlc_artifact::ABI_VERSION as u64, false)))?;
-    let f = module.add_function(&format!("{prefix}workspace_size"), i64t.fn_type(&[], false), None);
+    let f =
+        module.add_function(&abi::symbol(prefix, &abi::WORKSPACE_SIZE), abi_fn_type(cx, &abi::WORKSPACE_SIZE), None);
     builder.position_at_end(cx.append_basic_block(f, "entry"));
     builder.build_return(Some(&i64t.const_int(plan.arena_bytes, false)))?;
 
@@ -185,11 +207,7 @@ fn emit_module<'ctx>(
     // The entry point.
     // `run_threaded(inputs, outputs, workspace, pfor, state)`: kernels hand parallel
     // loops to `pfor(state, task, ctx, n)` (see kernel.rs); `run` is it without a pool.
-    let run = module.add_function(
-        &format!("{prefix}run_threaded"),
-        i32t.fn_type(&[ptr.into(), ptr.into(), ptr.into(), ptr.into(), ptr.into()], false),
-        None,
-    );
+    let run = module.add_function(&abi::symbol(prefix, &abi::RUN_THREADED), abi_fn_type(cx, &abi::RUN_THREADED), None);
     let entry = cx.append_basic_block(run, "entry");
     builder.position_at_end(entry);
     let (ins, outs, ws) = (
@@ -256,8 +274,7 @@ fn emit_module<'ctx>(
         }
     }
     builder.build_return(Some(&i32t.const_zero()))?;
-    let seq =
-        module.add_function(&format!("{prefix}run"), i32t.fn_type(&[ptr.into(), ptr.into(), ptr.into()], false), None);
+    let seq = module.add_function(&abi::symbol(prefix, &abi::RUN), abi_fn_type(cx, &abi::RUN), None);
     builder.position_at_end(cx.append_basic_block(seq, "entry"));
     let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
         (0..3).map(|i| seq.get_nth_param(i).unwrap().into()).collect();

@@ -570,22 +570,12 @@ fn header(m: &Manifest, model: &Path) -> String {
             h.push_str(&format!("#define {up}{kind}{i}_NUMEL {numel}u\n"));
         }
     }
-    h.push_str(&format!(
-        "\n/* ABI version of the code; equals {up}ABI_VERSION. */\nuint32_t {p}abi_version(void);\n\
-         /* Bytes of workspace run() needs. */\nuint64_t {p}workspace_size(void);\n\
-         /* Runs the model. inputs[i] and outputs[i] point to buffers in the order above\n \
-         * (row-major, aligned to their element size); workspace points to\n \
-         * workspace_size() bytes aligned to 64. Returns 0 on success. Calls on distinct\n \
-         * workspaces and outputs may run concurrently. */\n\
-         int32_t {p}run(const void *const *inputs, void *const *outputs, void *workspace);\n\n\
-         /* run() with a thread pool: large kernels call pfor(state, task, ctx, n), which must\n \
-         * call task(ctx, i) once for every i in [0, n), on any threads, and return when all\n \
-         * are done. pfor NULL runs everything on the calling thread. */\n\
-         typedef void (*{p}task_fn)(void *ctx, int64_t i);\n\
-         int32_t {p}run_threaded(const void *const *inputs, void *const *outputs, void *workspace,\n\
-         \x20                       void (*pfor)(void *state, {p}task_fn task, void *ctx, int64_t n),\n\
-         \x20                       void *state);\n\n"
-    ));
+    // The entry points and callback types, from the one definition of the C ABI.
+    h.push('\n');
+    h.push_str(
+        &dlc_artifact::abi::header_declarations(p).replace("equals ABI_VERSION", &format!("equals {up}ABI_VERSION")),
+    );
+    h.push('\n');
     h.push_str(&format!("#ifdef __cplusplus\n}}\n#endif\n\n#endif /* {up}H */\n"));
     h
 }

@@ -1,0 +1,256 @@
+//! The C ABI of generated code, defined once. The code generator builds the exported
+//! entry points' signatures from [`ENTRY_POINTS`] (and the thread-pool callback's from
+//! [`PFOR`] and [`TASK`]), the compiler writes `model.h` from the same table
+//! ([`header_declarations`]), and the runtime calls the code through the Rust types
+//! below, which a test checks against the table.
+//!
+//! Symbols are the artifact's [`crate::Manifest::symbol_prefix`] followed by the entry
+//! point's name (`dlc_mlp_run`).
+
+/// A C type in the ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CType {
+    /// `void` (results only).
+    Void,
+    /// `uint32_t`.
+    U32,
+    /// `uint64_t`.
+    U64,
+    /// `int32_t`.
+    I32,
+    /// `int64_t`.
+    I64,
+    /// `void *`.
+    Ptr,
+    /// `const void *const *`: an array of read-only buffers.
+    InArray,
+    /// `void *const *`: an array of writable buffers.
+    OutArray,
+    /// The thread-pool callback [`PFOR`], as a function pointer.
+    Pfor,
+    /// A task [`TASK`], as a function pointer.
+    Task,
+}
+
+impl CType {
+    /// The C spelling, for artifacts whose symbols start with `prefix`.
+    pub fn c(self, prefix: &str) -> String {
+        match self {
+            CType::Void => "void".into(),
+            CType::U32 => "uint32_t".into(),
+            CType::U64 => "uint64_t".into(),
+            CType::I32 => "int32_t".into(),
+            CType::I64 => "int64_t".into(),
+            CType::Ptr => "void *".into(),
+            CType::InArray => "const void *const *".into(),
+            CType::OutArray => "void *const *".into(),
+            CType::Pfor => format!("{prefix}pfor_fn"),
+            CType::Task => format!("{prefix}task_fn"),
+        }
+    }
+
+    /// Whether values of this type are pointers (to data or to functions).
+    pub fn is_pointer(self) -> bool {
+        matches!(self, CType::Ptr | CType::InArray | CType::OutArray | CType::Pfor | CType::Task)
+    }
+
+    /// The width in bits of an integer type (`None` for pointers and void).
+    pub fn int_bits(self) -> Option<u32> {
+        match self {
+            CType::U32 | CType::I32 => Some(32),
+            CType::U64 | CType::I64 => Some(64),
+            _ => None,
+        }
+    }
+}
+
+/// A parameter of a function in the ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Param {
+    /// Its name in the header.
+    pub name: &'static str,
+    /// Its type.
+    pub ty: CType,
+}
+
+/// A function of the ABI: an exported entry point or a callback type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Function {
+    /// The name after the symbol prefix.
+    pub name: &'static str,
+    /// The result type.
+    pub ret: CType,
+    /// The parameters.
+    pub params: &'static [Param],
+    /// What it does (the header's comment).
+    pub doc: &'static str,
+}
+
+const fn p(name: &'static str, ty: CType) -> Param {
+    Param { name, ty }
+}
+
+/// `uint32_t <p>abi_version(void)`.
+pub const ABI_VERSION_FN: Function =
+    Function { name: "abi_version", ret: CType::U32, params: &[], doc: "ABI version of the code; equals ABI_VERSION." };
+
+/// `uint64_t <p>workspace_size(void)`.
+pub const WORKSPACE_SIZE: Function =
+    Function { name: "workspace_size", ret: CType::U64, params: &[], doc: "Bytes of workspace run() needs." };
+
+/// `int32_t <p>run(inputs, outputs, workspace)`.
+pub const RUN: Function = Function {
+    name: "run",
+    ret: CType::I32,
+    params: &[p("inputs", CType::InArray), p("outputs", CType::OutArray), p("workspace", CType::Ptr)],
+    doc: "Runs the model. inputs[i] and outputs[i] point to buffers in the order above\n \
+          * (row-major, aligned to their element size); workspace points to\n \
+          * workspace_size() bytes aligned to 64. Returns 0 on success. Calls on distinct\n \
+          * workspaces and outputs may run concurrently.",
+};
+
+/// `int32_t <p>run_threaded(inputs, outputs, workspace, pfor, state)`.
+pub const RUN_THREADED: Function = Function {
+    name: "run_threaded",
+    ret: CType::I32,
+    params: &[
+        p("inputs", CType::InArray),
+        p("outputs", CType::OutArray),
+        p("workspace", CType::Ptr),
+        p("pfor", CType::Pfor),
+        p("state", CType::Ptr),
+    ],
+    doc: "run() with a thread pool: large kernels call pfor(state, task, ctx, n), which must\n \
+          * call task(ctx, i) once for every i in [0, n), on any threads, and return when all\n \
+          * are done. pfor NULL runs everything on the calling thread.",
+};
+
+/// The exported entry points, in header order.
+pub const ENTRY_POINTS: [Function; 4] = [ABI_VERSION_FN, WORKSPACE_SIZE, RUN, RUN_THREADED];
+
+/// The thread-pool callback `void pfor(void *state, task_fn task, void *ctx, int64_t n)`.
+pub const PFOR: Function = Function {
+    name: "pfor_fn",
+    ret: CType::Void,
+    params: &[p("state", CType::Ptr), p("task", CType::Task), p("ctx", CType::Ptr), p("n", CType::I64)],
+    doc: "Runs task(ctx, i) for every i in [0, n), on any threads, and returns when all are done.",
+};
+
+/// A parallel task `void task(void *ctx, int64_t i)`.
+pub const TASK: Function =
+    Function { name: "task_fn", ret: CType::Void, params: &[p("ctx", CType::Ptr), p("i", CType::I64)], doc: "" };
+
+/// The symbol of `f` in an artifact whose prefix is `prefix`.
+pub fn symbol(prefix: &str, f: &Function) -> String {
+    format!("{prefix}{}", f.name)
+}
+
+fn params_c(prefix: &str, f: &Function) -> String {
+    if f.params.is_empty() {
+        return "void".into();
+    }
+    f.params
+        .iter()
+        .map(|q| {
+            let t = q.ty.c(prefix);
+            if t.ends_with('*') {
+                format!("{t}{}", q.name)
+            } else {
+                format!("{t} {}", q.name)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The typedefs and declarations of every entry point, as `model.h` has them.
+pub fn header_declarations(prefix: &str) -> String {
+    let mut h = String::new();
+    let typedef =
+        |f: &Function| format!("typedef {} (*{}{})({});\n", f.ret.c(prefix), prefix, f.name, params_c(prefix, f));
+    h.push_str(&typedef(&TASK));
+    h.push_str(&format!("/* {} */\n", PFOR.doc));
+    h.push_str(&typedef(&PFOR));
+    for f in &ENTRY_POINTS {
+        h.push_str(&format!(
+            "\n/* {} */\n{} {}({});\n",
+            f.doc,
+            f.ret.c(prefix),
+            symbol(prefix, f),
+            params_c(prefix, f)
+        ));
+    }
+    h
+}
+
+/// The Rust type of [`ABI_VERSION_FN`].
+pub type AbiVersionFn = unsafe extern "C" fn() -> u32;
+/// The Rust type of [`WORKSPACE_SIZE`].
+pub type WorkspaceSizeFn = unsafe extern "C" fn() -> u64;
+/// The Rust type of [`RUN`].
+pub type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
+/// The Rust type of [`TASK`].
+pub type TaskFn = unsafe extern "C" fn(*mut u8, i64);
+/// The Rust type of [`PFOR`] (the state is the caller's thread pool).
+pub type PforFn = unsafe extern "C" fn(*const u8, TaskFn, *mut u8, i64);
+/// The Rust type of [`RUN_THREADED`].
+pub type RunThreadedFn =
+    unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8, Option<PforFn>, *const u8) -> i32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The return and parameter sizes of an `extern "C"` function pointer type.
+    trait Sig {
+        fn sizes() -> (usize, Vec<usize>);
+    }
+    macro_rules! sig {
+        ($($a:ident),*) => {
+            impl<R, $($a),*> Sig for unsafe extern "C" fn($($a),*) -> R {
+                fn sizes() -> (usize, Vec<usize>) {
+                    (std::mem::size_of::<R>(), vec![$(std::mem::size_of::<$a>()),*])
+                }
+            }
+        };
+    }
+    sig!();
+    sig!(A, B);
+    sig!(A, B, C);
+    sig!(A, B, C, D);
+    sig!(A, B, C, D, E);
+
+    fn table_sizes(f: &Function) -> (usize, Vec<usize>) {
+        let size = |t: CType| match t {
+            CType::Void => 0,
+            t if t.is_pointer() => std::mem::size_of::<usize>(),
+            t => t.int_bits().unwrap_or(0) as usize / 8,
+        };
+        (size(f.ret), f.params.iter().map(|q| size(q.ty)).collect())
+    }
+
+    /// The Rust bindings have the table's shape: arity, and the width of the result and
+    /// of every parameter (a nullable function pointer is one pointer).
+    #[test]
+    fn rust_types_match_the_table() {
+        assert_eq!(<AbiVersionFn as Sig>::sizes(), table_sizes(&ABI_VERSION_FN));
+        assert_eq!(<WorkspaceSizeFn as Sig>::sizes(), table_sizes(&WORKSPACE_SIZE));
+        assert_eq!(<RunFn as Sig>::sizes(), table_sizes(&RUN));
+        assert_eq!(<RunThreadedFn as Sig>::sizes(), table_sizes(&RUN_THREADED));
+        assert_eq!(<PforFn as Sig>::sizes(), table_sizes(&PFOR));
+        assert_eq!(<TaskFn as Sig>::sizes(), table_sizes(&TASK));
+    }
+
+    #[test]
+    fn header_declares_every_entry_point() {
+        let h = header_declarations("dlc_m_");
+        assert!(h.contains("typedef void (*dlc_m_task_fn)(void *ctx, int64_t i);"));
+        assert!(h.contains("typedef void (*dlc_m_pfor_fn)(void *state, dlc_m_task_fn task, void *ctx, int64_t n);"));
+        assert!(h.contains("int32_t dlc_m_run(const void *const *inputs, void *const *outputs, void *workspace);"));
+        assert!(h.contains("uint32_t dlc_m_abi_version(void);"));
+        assert!(h.contains(
+            "int32_t dlc_m_run_threaded(const void *const *inputs, void *const *outputs, void *workspace, \
+             dlc_m_pfor_fn pfor, void *state);"
+        ));
+    }
+}
