@@ -372,6 +372,53 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::ReduceProd(r) if is_f(&ins[0]) => reduce_f(&ins[0], &r.axes, |a, b| a * b, 1.0, false, out)?,
         Op::ReduceMax(r) if is_f(&ins[0]) => reduce_f(&ins[0], &r.axes, f64::max, f64::NEG_INFINITY, false, out)?,
         Op::ReduceMin(r) if is_f(&ins[0]) => reduce_f(&ins[0], &r.axes, f64::min, f64::INFINITY, false, out)?,
+        Op::ReduceL1(r) if is_f(&ins[0]) => {
+            reduce_f(&mapped(&ins[0], f64::abs), &r.axes, |a, b| a + b, 0.0, false, out)?
+        }
+        Op::ReduceSumSquare(r) if is_f(&ins[0]) => {
+            reduce_f(&mapped(&ins[0], |v| v * v), &r.axes, |a, b| a + b, 0.0, false, out)?
+        }
+        Op::ReduceL2(r) if is_f(&ins[0]) => {
+            mapped(&reduce_f(&mapped(&ins[0], |v| v * v), &r.axes, |a, b| a + b, 0.0, false, out)?, f64::sqrt)
+        }
+        Op::ReduceLogSum(r) if is_f(&ins[0]) => {
+            mapped(&reduce_f(&ins[0], &r.axes, |a, b| a + b, 0.0, false, out)?, f64::ln)
+        }
+        Op::ReduceLogSumExp(r) if is_f(&ins[0]) => {
+            mapped(&reduce_f(&mapped(&ins[0], f64::exp), &r.axes, |a, b| a + b, 0.0, false, out)?, f64::ln)
+        }
+        Op::ArgMax(a) => arg_extreme(&ins[0], a.axis, true, a.select_last_index, out)?,
+        Op::ArgMin(a) => arg_extreme(&ins[0], a.axis, false, a.select_last_index, out)?,
+        Op::CumSum(c) => {
+            let x = &ins[0];
+            let r = x.dims.len() as i64;
+            let axis = ins[1].i(0);
+            let axis = if axis < 0 { axis + r } else { axis };
+            if !(0..r).contains(&axis) {
+                return Err(EvalError::Invalid("cumsum axis out of range".into()));
+            }
+            let a = axis as usize;
+            let (xs, len) = (strides(&x.dims), x.dims[a] as usize);
+            let mut y: Vec<f64> = (0..x.len()).map(|i| x.f(i)).collect();
+            let lines = x.len() / len.max(1);
+            for line in 0..lines {
+                // The first element of this line: the flat index with the axis coordinate 0.
+                let inner = xs[a] as usize;
+                let start = (line / inner) * inner * len + line % inner;
+                let mut acc = if c.product { 1.0 } else { 0.0 };
+                for k in 0..len {
+                    let j = if c.reverse { len - 1 - k } else { k };
+                    let at = start + j * inner;
+                    let v = x.f(at);
+                    let next = if c.product { acc * v } else { acc + v };
+                    y[at] = if c.exclusive { acc } else { next };
+                    acc = next;
+                }
+            }
+            let data =
+                if matches!(x.data, Data::F(_)) { Data::F(y) } else { Data::I(y.iter().map(|&v| v as i64).collect()) };
+            T { dtype: x.dtype, dims: out.clone(), data }
+        }
         Op::ReduceSum(r) => reduce(&ins[0], &r.axes, r.keepdims, |a, b| a + b, 0, out)?,
         Op::ReduceProd(r) => reduce(&ins[0], &r.axes, r.keepdims, |a, b| a * b, 1, out)?,
         Op::ReduceMax(r) => reduce(&ins[0], &r.axes, r.keepdims, i64::max, i64::MIN, out)?,
@@ -509,10 +556,7 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         | Op::ReduceLogSum(_)
         | Op::ReduceLogSumExp(_)
         | Op::ReduceSumSquare(_)
-        | Op::ArgMax(_)
-        | Op::ArgMin(_)
-        | Op::NllLoss(_)
-        | Op::CumSum(_) => float_kernel(op, inputs, &ins, out, out_types[0].dtype)?,
+        | Op::NllLoss(_) => float_kernel(op, inputs, &ins, out, out_types[0].dtype)?,
     };
     if res.len() as u64 != out.iter().product::<u64>() {
         return Err(EvalError::Invalid("result has the wrong size".into()));
@@ -571,12 +615,31 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
                 })
                 .collect()
         }
-        Op::Softmax(s) if s.mode == dlc_ir::ops::SoftmaxMode::Softmax => {
-            let rank = out.len();
-            if dlc_ir::ops::normalize_axis(s.axis, rank) != Some(rank.saturating_sub(1)) {
-                return Err(unsupported("softmax along an axis other than the last"));
+        Op::Softmax(s) => {
+            use dlc_ir::ops::SoftmaxMode;
+            let a = dlc_ir::ops::normalize_axis(s.axis, out.len()).ok_or_else(|| EvalError::Invalid("axis".into()))?;
+            let x = f(0)?;
+            let len = out.get(a).copied().unwrap_or(1) as usize;
+            let inner = out.get(a + 1..).map_or(1, |d| d.iter().product::<u64>()) as usize;
+            let outer = x.len() / (len * inner).max(1);
+            let mut y = vec![0.0; x.len()];
+            for o in 0..outer {
+                for i in 0..inner {
+                    let at = |l: usize| (o * len + l) * inner + i;
+                    let m = (0..len).map(|l| x[at(l)]).fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = (0..len).map(|l| (x[at(l)] - m).exp()).sum();
+                    // Hardmax: 1 at the first maximum.
+                    let first = (0..len).find(|&l| x[at(l)] == m);
+                    for l in 0..len {
+                        y[at(l)] = match s.mode {
+                            SoftmaxMode::Softmax => (x[at(l)] - m).exp() / sum,
+                            SoftmaxMode::LogSoftmax => x[at(l)] - m - sum.ln(),
+                            SoftmaxMode::Hardmax => (Some(l) == first) as u8 as f64,
+                        };
+                    }
+                }
             }
-            nn::softmax(&f(0)?, out.last().copied().unwrap_or(1) as usize)
+            y
         }
         Op::LayerNormalization(l) if !l.stats => {
             let a = dlc_ir::ops::normalize_axis(l.axis, out.len()).ok_or_else(|| EvalError::Invalid("axis".into()))?;
@@ -714,7 +777,6 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::ScatterElements(_)
         | Op::ScatterND(_)
         | Op::LayerNormalization(_)
-        | Op::Softmax(_)
         | Op::ReduceSum(_)
         | Op::ReduceMean(_)
         | Op::ReduceMax(_)
@@ -780,6 +842,36 @@ fn reduce_f(x: &T, axes: &[i64], f: fn(f64, f64) -> f64, init: f64, mean: bool, 
         acc.iter_mut().for_each(|v| *v /= n.max(1) as f64);
     }
     Ok(T { dtype: x.dtype, dims: out.to_vec(), data: Data::F(acc) })
+}
+
+/// `f` applied to every element (as floats).
+fn mapped(x: &T, f: fn(f64) -> f64) -> T {
+    T { dtype: x.dtype, dims: x.dims.clone(), data: Data::F((0..x.len()).map(|i| f(x.f(i))).collect()) }
+}
+
+/// The index of the largest (or smallest) element along `axis`: the first, or the last
+/// with `last`.
+fn arg_extreme(x: &T, axis: i64, is_max: bool, last: bool, out: &[u64]) -> Result<T, EvalError> {
+    let a = dlc_ir::ops::normalize_axis(axis, x.dims.len()).ok_or_else(|| EvalError::Invalid("axis".into()))?;
+    let len = x.dims[a] as usize;
+    let inner = x.dims[a + 1..].iter().product::<u64>() as usize;
+    let outer = x.len() / (len * inner).max(1);
+    let mut idx = Vec::with_capacity(outer * inner);
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| (o * len + j) * inner + i;
+            let mut best = 0;
+            for j in 1..len {
+                let (v, b) = (x.f(at(j)), x.f(at(best)));
+                let better = if is_max { v > b || (last && v == b) } else { v < b || (last && v == b) };
+                if better {
+                    best = j;
+                }
+            }
+            idx.push(best as i64);
+        }
+    }
+    Ok(T { dtype: DType::I64, dims: out.to_vec(), data: Data::I(idx) })
 }
 
 fn reduce(x: &T, axes: &[i64], _keep: bool, f: fn(i64, i64) -> i64, init: i64, out: &[u64]) -> Result<T, EvalError> {

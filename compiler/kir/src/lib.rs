@@ -86,6 +86,17 @@ impl KernelBuilder {
         self.push(Stmt::For { var, lo, hi, kind, body: b });
     }
 
+    /// `if cond { then } else { els }`.
+    pub fn if_(&mut self, cond: ValId, then: impl FnOnce(&mut Self), els: impl FnOnce(&mut Self)) {
+        self.stack.push(Vec::new());
+        then(self);
+        let t = self.stack.pop().expect("pushed");
+        self.stack.push(Vec::new());
+        els(self);
+        let e = self.stack.pop().expect("pushed");
+        self.push(Stmt::If { cond, then: t, els: e });
+    }
+
     /// A loop nest over `extents` (outermost first) of one kind.
     pub fn nest(&mut self, extents: &[Expr], kind: LoopKind, body: impl FnOnce(&mut Self, &[Expr])) {
         fn go(b: &mut KernelBuilder, ext: &[Expr], kind: LoopKind, idx: &mut Vec<Expr>, body: &mut NestBody<'_>) {

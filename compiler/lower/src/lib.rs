@@ -6,19 +6,25 @@
 //! constant (so constant extents give exactly the loop nests the inkwell lowerings
 //! built), a symbolic dim is a kir symbol.
 //!
-//! Migration: the family ported so far is data movement (transpose, slice, trilu,
-//! gather, gather-elements, pad, concat and copies; the scatters are not yet);
+//! Migration: the families ported so far are data movement (transpose, slice, trilu,
+//! gather, gather-elements, pad, concat and copies; the scatters are not yet) and the
+//! normalisations (batchnorm, softmax/logsoftmax/hardmax, layer and RMS norm) and the
+//! reductions (Reduce*, ArgMax/ArgMin, NllLoss, CumSum);
 //! every other op returns `None` from [`lower`] and keeps its inkwell lowering in
 //! dlc-codegen-llvm until its family is ported (ARCHITECTURE.md tracks which).
 //!
 //! Invariant: knows nothing of inkwell or LLVM; every kernel it returns verifies.
 #![warn(missing_docs)]
 
+pub mod dtype;
 pub mod movement;
+pub mod norm;
+pub mod reduce;
 pub mod shape;
 
 use dlc_ir::{Dim, Op, TensorType};
 use dlc_kir::{Expr, Kernel};
+use reduce::Kind;
 
 /// Errors of lowering: the node cannot be lowered (dtype, attribute or shape).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,6 +95,23 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => movement::copy(kernel, n),
         Op::Concat(op) => movement::concat(kernel, n, op.axis),
         Op::Gather(op) => movement::gather(kernel, n, op.axis),
+        Op::BatchNormalization(op) => norm::batchnorm(kernel, n, op.epsilon),
+        Op::Softmax(op) => norm::softmax(kernel, n, op.axis, op.mode),
+        Op::LayerNormalization(op) => norm::layernorm(kernel, n, op),
+        Op::ReduceSum(o) => reduce::reduce(kernel, n, &o.axes, Kind::Sum),
+        Op::ReduceMean(o) => reduce::reduce(kernel, n, &o.axes, Kind::Mean),
+        Op::ReduceMax(o) => reduce::reduce(kernel, n, &o.axes, Kind::Max),
+        Op::ReduceMin(o) => reduce::reduce(kernel, n, &o.axes, Kind::Min),
+        Op::ReduceProd(o) => reduce::reduce(kernel, n, &o.axes, Kind::Prod),
+        Op::ReduceL1(o) => reduce::reduce(kernel, n, &o.axes, Kind::L1),
+        Op::ReduceL2(o) => reduce::reduce(kernel, n, &o.axes, Kind::L2),
+        Op::ReduceLogSum(o) => reduce::reduce(kernel, n, &o.axes, Kind::LogSum),
+        Op::ReduceLogSumExp(o) => reduce::reduce(kernel, n, &o.axes, Kind::LogSumExp),
+        Op::ReduceSumSquare(o) => reduce::reduce(kernel, n, &o.axes, Kind::SumSquare),
+        Op::ArgMax(o) => reduce::arg(kernel, n, o.axis, true, o.select_last_index),
+        Op::ArgMin(o) => reduce::arg(kernel, n, o.axis, false, o.select_last_index),
+        Op::NllLoss(o) => reduce::nll_loss(kernel, n, o),
+        Op::CumSum(o) => reduce::cumsum(kernel, n, o),
         // Not ported yet: the inkwell lowerings in dlc-codegen-llvm (listed, not `_`, so
         // a new op does not compile until someone decides where it is lowered).
         Op::Input(_)
@@ -172,23 +195,6 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::GlobalAveragePool(_)
         | Op::GridSample(_)
         | Op::QConv(_)
-        | Op::BatchNormalization(_)
-        | Op::LayerNormalization(_)
-        | Op::Softmax(_)
-        | Op::ReduceSum(_)
-        | Op::ReduceMean(_)
-        | Op::ReduceMax(_)
-        | Op::ReduceMin(_)
-        | Op::ReduceProd(_)
-        | Op::ReduceL1(_)
-        | Op::ReduceL2(_)
-        | Op::ReduceLogSum(_)
-        | Op::ReduceLogSumExp(_)
-        | Op::ReduceSumSquare(_)
-        | Op::ArgMax(_)
-        | Op::ArgMin(_)
-        | Op::NllLoss(_)
-        | Op::CumSum(_)
         | Op::QuantPack(_)
         | Op::ScatterElements(_)
         | Op::ScatterND(_) => return None,

@@ -1,7 +1,11 @@
 //! Every ported lowering family, run through the kir interpreter and compared with
 //! dlc-interp (the graph's reference interpreter) on the same op: constant extents,
 //! and symbolic extents evaluated at two sizes. Data movement must be exact.
-use dlc_ir::ops::{Concat, Gather, GatherElements, Pad, PadMode, Reshape, Slice, Transpose, Trilu};
+use dlc_ir::ops::{
+    ArgMax, ArgMin, BatchNormalization, Concat, CumSum, Gather, GatherElements, LayerNormalization, Pad, PadMode,
+    ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceMax, ReduceMean, ReduceMin, ReduceProd, ReduceSum,
+    ReduceSumSquare, Reshape, Slice, Softmax, SoftmaxMode, Transpose, Trilu,
+};
 use dlc_ir::{DType, Dim, Op, Shape, TensorData, TensorType};
 use dlc_kir::interp::run_kernel;
 use std::collections::BTreeMap;
@@ -53,8 +57,37 @@ fn check_with(
         bufs.push(vec![0xAA; fout[0].size_bytes().unwrap() as usize]);
         run_kernel(&k, &mut bufs, &syms)
             .unwrap_or_else(|e| panic!("{op:?} at {b:?}: {e}\n{}", dlc_kir::print::kernel(&k)));
-        assert_eq!(bufs.last().unwrap(), want[0].bytes(), "{op:?} at {b:?}\n{}", dlc_kir::print::kernel(&k));
+        let got = bufs.last().unwrap();
+        if fout[0].dtype == DType::F32 && !exact(&op) {
+            // Arithmetic: within the tolerances of the ONNX checks (rtol 1e-4, atol 1e-5).
+            let f = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>();
+            for (g, w) in f(got).iter().zip(f(want[0].bytes())) {
+                assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{op:?} at {b:?}: {g} vs {w}");
+            }
+        } else {
+            assert_eq!(got, want[0].bytes(), "{op:?} at {b:?}\n{}", dlc_kir::print::kernel(&k));
+        }
     }
+}
+
+/// Data movement must be exact; arithmetic is compared within tolerances.
+fn exact(op: &Op) -> bool {
+    op.kind() == dlc_ir::OpKind::Movement
+}
+
+/// Floats in [-2, 2) from a seed, for arithmetic ops.
+fn floats(t: &TensorType, seed: u64) -> TensorData {
+    let n = t.shape.numel().unwrap() as usize;
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 4000) as f32 / 1000.0 - 2.0
+        })
+        .collect();
+    TensorData::from_f32(&t.shape.as_fixed().unwrap(), &v).unwrap()
 }
 
 fn i64s(dims: &[u64], v: &[i64]) -> TensorData {
@@ -197,4 +230,152 @@ fn concat_and_copies_with_symbolic_dims() {
     check_with(Concat { axis: 2 }.into(), &[a.clone(), a.clone()], &make, &[&[("N", 2)], &[("N", 3)]]);
     check(dlc_ir::ops::Identity {}.into(), a, &[&[("N", 1)], &[("N", 5)]]);
     check(Reshape { shape: vec![3, 2], allowzero: false }.into(), ty(DType::U16, &[f(6)]), &[&[]]);
+}
+
+#[test]
+fn batchnorm_at_constant_and_symbolic_batch() {
+    let x = ty(DType::F32, &[s("N"), f(3), f(4), f(5)]);
+    let c = TensorType::fixed(DType::F32, &[3]);
+    let tys = [x, c.clone(), c.clone(), c.clone(), c];
+    // Variances must be positive: take |v| + 0.1.
+    let make = |t: &[TensorType]| {
+        let mut v: Vec<TensorData> = t.iter().enumerate().map(|(i, t)| floats(t, i as u64 + 1)).collect();
+        let var: Vec<f32> = v[4].to_f32().unwrap().iter().map(|x| x.abs() + 0.1).collect();
+        v[4] = TensorData::from_f32(&[3], &var).unwrap();
+        v
+    };
+    check_with(BatchNormalization { epsilon: 1e-5 }.into(), &tys, &make, &[&[("N", 1)], &[("N", 2)]]);
+}
+
+#[test]
+fn softmax_in_every_mode_and_axis() {
+    let t = ty(DType::F32, &[s("B"), f(3), f(5)]);
+    for mode in [SoftmaxMode::Softmax, SoftmaxMode::LogSoftmax, SoftmaxMode::Hardmax] {
+        for axis in [-1, 1, 0] {
+            let op: Op = Softmax { axis, mode }.into();
+            check_with(op, std::slice::from_ref(&t), &|t| vec![floats(&t[0], 9)], &[&[("B", 1)], &[("B", 4)]]);
+        }
+    }
+}
+
+#[test]
+fn layernorm_plain_rms_bias_and_skip() {
+    let x = ty(DType::F32, &[s("N"), f(4), f(6)]);
+    let sc = TensorType::fixed(DType::F32, &[6]);
+    for rms in [false, true] {
+        for (bias, skip) in [(false, false), (true, false), (true, true), (false, true)] {
+            let op: Op = LayerNormalization { axis: -1, epsilon: 1e-5, rms, stats: false, skip }.into();
+            let mut tys = vec![x.clone(), sc.clone()];
+            if bias {
+                tys.push(sc.clone());
+            }
+            if skip {
+                tys.push(x.clone());
+            }
+            let make = |t: &[TensorType]| t.iter().enumerate().map(|(i, t)| floats(t, 20 + i as u64)).collect();
+            check_with(op, &tys, &make, &[&[("N", 1)], &[("N", 3)]]);
+        }
+    }
+    // Normalising the last two dims, with a scale broadcast along the first of them.
+    let op: Op = LayerNormalization { axis: 1, epsilon: 1e-3, rms: false, stats: false, skip: false }.into();
+    let tys = [x, TensorType::fixed(DType::F32, &[1, 6])];
+    check_with(op, &tys, &|t| vec![floats(&t[0], 5), floats(&t[1], 6)], &[&[("N", 2)]]);
+}
+
+/// Builds a Reduce* op from its axes and keepdims.
+type MakeReduce = dyn Fn(Vec<i64>, bool) -> Op;
+
+fn ints(t: &TensorType, seed: i64) -> TensorData {
+    let n = t.shape.numel().unwrap() as i64;
+    let v: Vec<i64> = (0..n).map(|i| (i * 7 + seed) % 11 - 5).collect();
+    let bytes: Vec<u8> = match t.dtype {
+        DType::I32 => v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+        _ => v.iter().flat_map(|&x| x.to_le_bytes()).collect(),
+    };
+    TensorData::new(t.clone(), Arc::from(bytes)).unwrap()
+}
+
+#[test]
+fn reductions_over_floats_at_constant_and_symbolic_extents() {
+    let t = ty(DType::F32, &[s("N"), f(3), f(4)]);
+    let ops: Vec<Box<MakeReduce>> = vec![
+        Box::new(|axes, keepdims| ReduceSum { axes, keepdims }.into()),
+        Box::new(|axes, keepdims| ReduceMean { axes, keepdims }.into()),
+        Box::new(|axes, keepdims| ReduceMax { axes, keepdims }.into()),
+        Box::new(|axes, keepdims| ReduceMin { axes, keepdims }.into()),
+        Box::new(|axes, keepdims| ReduceProd { axes, keepdims }.into()),
+        Box::new(|axes, keepdims| ReduceL1 { axes, keepdims }.into()),
+        Box::new(|axes, keepdims| ReduceL2 { axes, keepdims }.into()),
+        Box::new(|axes, keepdims| ReduceSumSquare { axes, keepdims }.into()),
+        Box::new(|axes, keepdims| ReduceLogSumExp { axes, keepdims }.into()),
+    ];
+    for op in &ops {
+        for (axes, keepdims) in [(vec![-1], true), (vec![1], false), (vec![1, 2], true), (vec![], false)] {
+            check_with(
+                op(axes, keepdims),
+                std::slice::from_ref(&t),
+                &|t| vec![floats(&t[0], 3)],
+                &[&[("N", 1)], &[("N", 3)]],
+            );
+        }
+    }
+    // LogSum needs positive sums: |x| + 0.5.
+    let pos = |t: &[TensorType]| {
+        let v: Vec<f32> = floats(&t[0], 4).to_f32().unwrap().iter().map(|x| x.abs() + 0.5).collect();
+        vec![TensorData::from_f32(&t[0].shape.as_fixed().unwrap(), &v).unwrap()]
+    };
+    check_with(ReduceLogSum { axes: vec![0, 2], keepdims: true }.into(), &[t], &pos, &[&[("N", 2)]]);
+}
+
+#[test]
+fn reductions_over_integers_are_exact() {
+    for dtype in [DType::I64, DType::I32] {
+        let t = ty(dtype, &[f(2), f(5), f(3)]);
+        for axes in [vec![1], vec![0, 2], vec![]] {
+            for op in [
+                Op::from(ReduceSum { axes: axes.clone(), keepdims: true }),
+                ReduceMax { axes: axes.clone(), keepdims: false }.into(),
+                ReduceMin { axes: axes.clone(), keepdims: true }.into(),
+                ReduceProd { axes: axes.clone(), keepdims: true }.into(),
+            ] {
+                check_with(op, std::slice::from_ref(&t), &|t| vec![ints(&t[0], 2)], &[&[]]);
+            }
+        }
+    }
+}
+
+#[test]
+fn arg_extremes_first_and_last() {
+    // Integer data has ties, so first/last differ.
+    for dtype in [DType::F32, DType::I64] {
+        let t = ty(dtype, &[s("B"), f(6), f(2)]);
+        for axis in [0, 1, -1] {
+            for last in [false, true] {
+                let make =
+                    |t: &[TensorType]| vec![if t[0].dtype == DType::F32 { floats(&t[0], 8) } else { ints(&t[0], 1) }];
+                let mx: Op = ArgMax { axis, keepdims: true, select_last_index: last }.into();
+                let mn: Op = ArgMin { axis, keepdims: false, select_last_index: last }.into();
+                check_with(mx, std::slice::from_ref(&t), &make, &[&[("B", 1)], &[("B", 3)]]);
+                check_with(mn, std::slice::from_ref(&t), &make, &[&[("B", 2)]]);
+            }
+        }
+    }
+}
+
+#[test]
+fn cumulative_sums_and_products() {
+    let t = ty(DType::F32, &[f(3), f(4)]);
+    for axis in [0i64, 1, -1, -2] {
+        for (exclusive, reverse, product) in
+            [(false, false, false), (true, false, false), (false, true, false), (true, true, true)]
+        {
+            let op: Op = CumSum { exclusive, reverse, product }.into();
+            let tys = [t.clone(), TensorType::fixed(DType::I64, &[])];
+            check_with(op, &tys, &|t| vec![floats(&t[0], 11), i64s(&[], &[axis])], &[&[]]);
+        }
+    }
+    let ti = ty(DType::I32, &[f(2), f(5)]);
+    let op: Op = CumSum { exclusive: false, reverse: false, product: false }.into();
+    let tys = [ti, TensorType::fixed(DType::I32, &[])];
+    check_with(op, &tys, &|t| vec![ints(&t[0], 3), i32s(&[], &[1])], &[&[]]);
 }

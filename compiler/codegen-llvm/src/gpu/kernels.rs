@@ -11,8 +11,7 @@ use crate::lower::conv::{pool_point, Pool};
 use crate::lower::elementwise::{activation, broadcast_strides, coalesce, map_with, Drive};
 use crate::lower::linalg::{attention_dims, mask_term, MatMulShape};
 use crate::lower::movement::{elem_int_type, load_index, GatherGeometry};
-use crate::lower::norm::batchnorm_with;
-use crate::lower::reduce::{as_rows, per_output, reduce_with, Kind};
+use crate::lower::reduce::{as_rows, per_output, Kind};
 use crate::lower::{emit_body, NodeInfo};
 use dlc_ir::ops::{normalize_axis, Activation, Attention, Gemm, LayerNormalization, PoolGeometry, SoftmaxMode};
 use dlc_ir::{DType, Graph, NodeId, Op, OpKind};
@@ -38,7 +37,13 @@ pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) ->
     }
     match n.op.kind() {
         OpKind::Elementwise => return flat(f, numel(n), |kb, drive| map_with(kb, n, drive)),
-        OpKind::Reduction if per_output(n.op) => return flat(f, numel(n), |kb, drive| reduce_with(kb, n, drive)),
+        // One output per thread, through the reduction's kir kernel (an `each` nest).
+        OpKind::Reduction if per_output(n.op) => {
+            if let Some(k) = n.kir() {
+                let k = k?;
+                return flat(f, numel(n), |kb, drive| crate::kir::emit_with(kb, &k, drive));
+            }
+        }
         _ => {}
     }
     match n.op {
@@ -61,7 +66,12 @@ pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) ->
         Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => copy(f, n),
         // Per-element kernels from kir: the same kernel the CPU translates, one element
         // per thread.
-        Op::Transpose(_) | Op::Slice(_) | Op::Trilu(_) | Op::GatherElements(_) | Op::Pad(_) => match n.kir() {
+        Op::Transpose(_)
+        | Op::Slice(_)
+        | Op::Trilu(_)
+        | Op::GatherElements(_)
+        | Op::Pad(_)
+        | Op::BatchNormalization(_) => match n.kir() {
             Some(k) => {
                 let k = k?;
                 flat(f, numel(n), |kb, drive| crate::kir::emit_with(kb, &k, drive))
@@ -69,7 +79,6 @@ pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) ->
             None => serial(f, g, id, n),
         },
         Op::Concat(op) => concat(f, n, op.axis),
-        Op::BatchNormalization(op) => flat(f, numel(n), |kb, drive| batchnorm_with(kb, n, op.epsilon, drive)),
         // No parallel kernel (yet): the CPU loop nest on one thread. Elementwise ops and
         // per-output reductions returned above; Softmax here is Hardmax.
         Op::Input(_)

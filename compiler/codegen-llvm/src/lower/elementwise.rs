@@ -28,11 +28,6 @@ pub(crate) fn broadcast_strides(dims: &[u64], out: &[u64]) -> Vec<u64> {
     strides
 }
 
-/// Element strides of a contiguous row-major tensor with `dims`.
-pub(crate) fn contiguous_strides(dims: &[u64]) -> Vec<u64> {
-    broadcast_strides(dims, dims)
-}
-
 /// Merges adjacent dims where every operand's strides stay linear, so common cases
 /// (same shapes, per-channel bias) become short, contiguous loop nests.
 pub(crate) fn coalesce(out: &[u64], strides: &[Vec<u64>]) -> (Vec<u64>, Vec<Vec<u64>>) {

@@ -15,7 +15,6 @@ pub(crate) use gemm::vfma;
 pub(crate) mod linalg;
 mod minifloat;
 pub(crate) mod movement;
-pub(crate) mod norm;
 mod quant;
 pub(crate) mod reduce;
 
@@ -112,16 +111,9 @@ pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo)
     if let Some(k) = info.kir() {
         return crate::kir::emit(kb, &k?);
     }
-    match node.op.kind() {
-        OpKind::Elementwise => {
-            elementwise::map(kb, info)?;
-            return Ok(());
-        }
-        OpKind::Reduction => {
-            reduce::reduce(kb, info)?;
-            return Ok(());
-        }
-        _ => {}
+    if node.op.kind() == OpKind::Elementwise {
+        elementwise::map(kb, info)?;
+        return Ok(());
     }
     if let Some((shape, b)) = packed_b(g, id) {
         let epi = match &node.op {
@@ -166,8 +158,6 @@ pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo)
             conv::pool(kb, info, &geom, conv::Pool::Avg { count_include_pad: op.count_include_pad })?
         }
         Op::GlobalAveragePool(_) => conv::global_avgpool(kb, info)?,
-        Op::BatchNormalization(op) => norm::batchnorm(kb, info, op.epsilon)?,
-        Op::Softmax(op) => norm::softmax(kb, info, op.axis, op.mode)?,
         // Lowered through kir above (dlc-lower): data movement.
         Op::Transpose(_)
         | Op::Slice(_)
@@ -178,10 +168,12 @@ pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo)
         | Op::Flatten(_)
         | Op::Identity(_)
         | Op::Concat(_)
-        | Op::Gather(_) => return Err(info.unsupported("internal: lowered through kir")),
+        | Op::Gather(_)
+        | Op::BatchNormalization(_)
+        | Op::Softmax(_)
+        | Op::LayerNormalization(_) => return Err(info.unsupported("internal: lowered through kir")),
         Op::ScatterElements(op) => movement::scatter_elements(kb, info, op)?,
         Op::ScatterND(op) => movement::scatter_nd(kb, info, op)?,
-        Op::LayerNormalization(op) => norm::layernorm(kb, info, op)?,
         Op::QuantPack(op) => quant::quant_pack(kb, info, op)?,
         Op::QConv(op) => {
             let c = |i: usize| {

@@ -1,0 +1,235 @@
+//! Normalisations: BatchNormalization (inference), Softmax/LogSoftmax/Hardmax and
+//! Layer/RMS normalisation, f32.
+use crate::shape::{broadcast_strides, coalesce, contiguous_strides, linear};
+use crate::{LowerError, Node};
+use dlc_ir::ops::{normalize_axis, LayerNormalization, SoftmaxMode};
+use dlc_ir::DType;
+use dlc_kir::{Access, BinOp, CastOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
+
+const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
+const F64: Ty = Ty { elem: Elem::F64, lanes: 1 };
+
+fn require_f32(n: &Node) -> Result<(), LowerError> {
+    for t in n.inputs.iter().chain(n.outputs) {
+        if t.dtype != DType::F32 {
+            return Err(n.error(format!("dtype {} is not supported yet (f32 only)", t.dtype)));
+        }
+    }
+    Ok(())
+}
+
+fn konst(b: &mut KernelBuilder, ty: Ty, v: f64) -> ValId {
+    b.let_(Inst::Const { ty, lit: Lit::Float(v) })
+}
+
+fn load(b: &mut KernelBuilder, param: u32, at: Expr) -> ValId {
+    b.load(F32, param, at, 4)
+}
+
+fn call(b: &mut KernelBuilder, func: &str, ty: Ty, args: &[ValId]) -> ValId {
+    b.let_(Inst::Call { func: func.into(), args: args.to_vec(), ty })
+}
+
+fn get(b: &mut KernelBuilder, l: u32) -> ValId {
+    b.let_(Inst::Get(l))
+}
+
+/// BatchNormalization, one element per iteration of an `each` nest over `[N, C, inner]`:
+/// `(x - mean) * (scale / sqrt(var + epsilon)) + bias`.
+pub fn batchnorm(name: &str, n: &Node, epsilon: f32) -> Result<Kernel, LowerError> {
+    require_f32(n)?;
+    let x = Node::dims(&n.inputs[0]);
+    if x.len() < 2 {
+        return Err(n.error("needs at least 2 dims"));
+    }
+    let (batch, c) = (x[0].clone(), x[1].clone());
+    let inner = x[2..].iter().fold(Expr::c(1), |a, d| &a * d);
+    let mut params = vec![Access::Read; 5];
+    params.push(Access::Write);
+    let mut b = KernelBuilder::new(name, &params);
+    b.nest(&[batch, c.clone(), inner.clone()], LoopKind::Each, |b, idx| {
+        let ch = idx[1].clone();
+        let var = load(b, 4, ch.clone());
+        let eps = konst(b, F32, epsilon as f64);
+        let d = b.bin(BinOp::FAdd, var, eps);
+        let sd = call(b, "sqrtf", F32, &[d]);
+        let one = konst(b, F32, 1.0);
+        let inv = b.bin(BinOp::FDiv, one, sd);
+        let s = load(b, 1, ch.clone());
+        let scale = b.bin(BinOp::FMul, s, inv);
+        let at = &(&(&idx[0] * &(&c * &inner)) + &(&ch * &inner)) + &idx[2];
+        let xv = load(b, 0, at.clone());
+        let m = load(b, 3, ch.clone());
+        let centred = b.bin(BinOp::FSub, xv, m);
+        let v = b.bin(BinOp::FMul, centred, scale);
+        let bias = load(b, 2, ch);
+        let y = b.bin(BinOp::FAdd, v, bias);
+        b.store(5, at, y, 4);
+    });
+    Ok(b.finish())
+}
+
+/// Softmax, LogSoftmax or Hardmax along `axis`: per (outer, inner) position the maximum
+/// (and its first index), then the sum of `exp(x - max)`, then the normalisation.
+pub fn softmax(name: &str, n: &Node, axis: i64, mode: SoftmaxMode) -> Result<Kernel, LowerError> {
+    require_f32(n)?;
+    let x = Node::dims(&n.inputs[0]);
+    let a = normalize_axis(axis, x.len()).ok_or_else(|| n.error(format!("axis {axis} out of range")))?;
+    let prod = |d: &[Expr]| d.iter().fold(Expr::c(1), |p, x| &p * x);
+    let outer = prod(&x[..a]);
+    let len = x.get(a).cloned().unwrap_or(Expr::c(1));
+    let inner = x.get(a + 1..).map_or(Expr::c(1), prod);
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
+    b.nest(&[outer, inner.clone()], LoopKind::Serial, |b, idx| {
+        let base = &(&idx[0] * &(&len * &inner)) + &idx[1];
+        let at = |l: &Expr| &base + &(l * &inner);
+        let ninf = konst(b, F32, f64::NEG_INFINITY);
+        let mx = b.local(F32, ninf);
+        let zero_i = b.i64(0);
+        let arg = b.local(Ty::scalar(Elem::I64), zero_i);
+        b.for_(Expr::c(0), len.clone(), LoopKind::Serial, |b, l| {
+            let v = load(b, 0, at(&l));
+            let m = get(b, mx);
+            let gt = b.cmp(CmpOp::FOgt, v, m);
+            let nm = b.select(gt, v, m);
+            b.stmt(Stmt::Set(mx, nm));
+            let li = b.index(l);
+            let cur = get(b, arg);
+            let na = b.select(gt, li, cur);
+            b.stmt(Stmt::Set(arg, na));
+        });
+        if mode == SoftmaxMode::Hardmax {
+            let best = get(b, arg);
+            b.for_(Expr::c(0), len.clone(), LoopKind::Serial, |b, l| {
+                let li = b.index(l.clone());
+                let hit = b.cmp(CmpOp::Eq, li, best);
+                let (one, zero) = (konst(b, F32, 1.0), konst(b, F32, 0.0));
+                let y = b.select(hit, one, zero);
+                b.store(1, at(&l), y, 4);
+            });
+            return;
+        }
+        let zero = konst(b, F32, 0.0);
+        let sum = b.local(F32, zero);
+        b.for_(Expr::c(0), len.clone(), LoopKind::Serial, |b, l| {
+            let v = load(b, 0, at(&l));
+            let m = get(b, mx);
+            let d = b.bin(BinOp::FSub, v, m);
+            let e = call(b, "expf", F32, &[d]);
+            if mode == SoftmaxMode::Softmax {
+                b.store(1, at(&l), e, 4);
+            }
+            let s = get(b, sum);
+            let ns = b.bin(BinOp::FAdd, s, e);
+            b.stmt(Stmt::Set(sum, ns));
+        });
+        if mode == SoftmaxMode::Softmax {
+            b.for_(Expr::c(0), len.clone(), LoopKind::Serial, |b, l| {
+                let v = b.load(F32, 1, at(&l), 4);
+                let s = get(b, sum);
+                let y = b.bin(BinOp::FDiv, v, s);
+                b.store(1, at(&l), y, 4);
+            });
+        } else {
+            let m = get(b, mx);
+            let s = get(b, sum);
+            let ls = call(b, "logf", F32, &[s]);
+            let shift = b.bin(BinOp::FAdd, m, ls);
+            b.for_(Expr::c(0), len.clone(), LoopKind::Serial, |b, l| {
+                let v = load(b, 0, at(&l));
+                let y = b.bin(BinOp::FSub, v, shift);
+                b.store(1, at(&l), y, 4);
+            });
+        }
+    });
+    Ok(b.finish())
+}
+
+/// Layer/RMS normalisation: per outer index, the mean and variance (or mean square) of
+/// the normalised elements accumulated in f64, then each element scaled (and shifted).
+/// With `skip`, `x + skip` is written to the result first and normalised from there;
+/// with `stats`, the mean and inverse standard deviation are results too.
+pub fn layernorm(name: &str, n: &Node, op: &LayerNormalization) -> Result<Kernel, LowerError> {
+    require_f32(n)?;
+    let stats = n.outputs.len() == 3;
+    let params_in = if op.skip { n.inputs.len() - 1 } else { n.inputs.len() };
+    let skip = op.skip.then_some(n.inputs.len() as u32 - 1);
+    let x = Node::dims(&n.inputs[0]);
+    let a = normalize_axis(op.axis, x.len()).ok_or_else(|| n.error(format!("axis {} out of range", op.axis)))?;
+    let outer = x[..a].iter().fold(Expr::c(1), |p, d| &p * d);
+    let norm_dims = &x[a..];
+    let Some(count) = norm_dims.iter().try_fold(1i64, |p, d| d.as_const().map(|d| p * d)) else {
+        return Err(n.error("symbolic normalised dims"));
+    };
+    let inner = Expr::c(count);
+    let has_bias = params_in == 3;
+    let contiguous = contiguous_strides(norm_dims);
+    let ss = broadcast_strides(&Node::dims(&n.inputs[1]), norm_dims);
+    let bs = if has_bias { broadcast_strides(&Node::dims(&n.inputs[2]), norm_dims) } else { contiguous.clone() };
+    let (dims, st) = coalesce(norm_dims, &[contiguous, ss, bs]);
+    let mut params = vec![Access::Read; n.inputs.len()];
+    params.extend(std::iter::repeat_n(Access::Write, n.outputs.len()));
+    let py = n.inputs.len() as u32;
+    let src = if op.skip { py } else { 0 };
+    let (epsilon, rms) = (op.epsilon, op.rms);
+    let mut b = KernelBuilder::new(name, &params);
+    b.for_(Expr::c(0), outer, LoopKind::Serial, |b, o| {
+        let base = &o * &inner;
+        let z = konst(b, F64, 0.0);
+        let sum = b.local(F64, z);
+        let sq = b.local(F64, z);
+        b.for_(Expr::c(0), inner.clone(), LoopKind::Serial, |b, i| {
+            let xi = &base + &i;
+            let mut xv = load(b, 0, xi.clone());
+            if let Some(pr) = skip {
+                let r = load(b, pr, xi.clone());
+                xv = b.bin(BinOp::FAdd, xv, r);
+                b.store(py, xi, xv, 4);
+            }
+            let v = b.let_(Inst::Cast(CastOp::FpExt, xv, F64));
+            let s = get(b, sum);
+            let ns = b.bin(BinOp::FAdd, s, v);
+            b.stmt(Stmt::Set(sum, ns));
+            let q = get(b, sq);
+            let vv = b.bin(BinOp::FMul, v, v);
+            let nq = b.bin(BinOp::FAdd, q, vv);
+            b.stmt(Stmt::Set(sq, nq));
+        });
+        let cnt = konst(b, F64, count as f64);
+        let s = get(b, sum);
+        let mean = b.bin(BinOp::FDiv, s, cnt);
+        let q = get(b, sq);
+        let msq = b.bin(BinOp::FDiv, q, cnt);
+        let (center, var) = if rms {
+            (konst(b, F64, 0.0), msq)
+        } else {
+            let mm = b.bin(BinOp::FMul, mean, mean);
+            (mean, b.bin(BinOp::FSub, msq, mm))
+        };
+        let eps = konst(b, F64, epsilon as f64);
+        let denom = b.bin(BinOp::FAdd, var, eps);
+        let sd = call(b, "sqrt", F64, &[denom]);
+        let one = konst(b, F64, 1.0);
+        let inv64 = b.bin(BinOp::FDiv, one, sd);
+        let inv = b.let_(Inst::Cast(CastOp::FpTrunc, inv64, F32));
+        let center = b.let_(Inst::Cast(CastOp::FpTrunc, center, F32));
+        if stats {
+            b.store(py + 1, o.clone(), center, 4);
+            b.store(py + 2, o.clone(), inv, 4);
+        }
+        b.nest(&dims, LoopKind::Serial, |b, idx| {
+            let xi = &base + &linear(idx, &st[0], Expr::c(0));
+            let xv = load(b, src, xi.clone());
+            let c = b.bin(BinOp::FSub, xv, center);
+            let v = b.bin(BinOp::FMul, c, inv);
+            let s = load(b, 1, linear(idx, &st[1], Expr::c(0)));
+            let mut y = b.bin(BinOp::FMul, v, s);
+            if has_bias {
+                let bias = load(b, 2, linear(idx, &st[2], Expr::c(0)));
+                y = b.bin(BinOp::FAdd, y, bias);
+            }
+            b.store(py, xi, y, 4);
+        });
+    });
+    Ok(b.finish())
+}

@@ -1,0 +1,415 @@
+//! Reductions: for every result element, a loop nest over the reduced axes folds the
+//! inputs into an accumulator of f64 (floating-point inputs) or 64-bit integers, which is
+//! finalised (mean, sqrt, log) and converted to the result dtype. ArgMax/ArgMin keep the
+//! first (or last) extreme; NllLoss and CumSum are sequential.
+use crate::dtype::{accumulator, load_as, store_as};
+use crate::shape::{contiguous_strides, linear};
+use crate::{LowerError, Node};
+use dlc_ir::ops::{resolve_axes, CumSum, LossReduction, NllLoss};
+use dlc_ir::DType;
+use dlc_kir::{
+    Access, BinOp, CastOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, UnOp, ValId,
+};
+
+/// What a Reduce* op folds its inputs with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[allow(missing_docs)]
+pub enum Kind {
+    Sum,
+    Mean,
+    Max,
+    Min,
+    Prod,
+    L1,
+    L2,
+    LogSum,
+    LogSumExp,
+    SumSquare,
+}
+
+/// Runs `f`, keeping its first error in `slot` (builder closures return nothing).
+fn keep(slot: &mut Option<LowerError>, f: impl FnOnce() -> Result<(), LowerError>) {
+    if slot.is_none() {
+        if let Err(e) = f() {
+            *slot = Some(e);
+        }
+    }
+}
+
+fn done(b: KernelBuilder, slot: Option<LowerError>) -> Result<Kernel, LowerError> {
+    match slot {
+        Some(e) => Err(e),
+        None => Ok(b.finish()),
+    }
+}
+
+fn f64c(b: &mut KernelBuilder, v: f64) -> ValId {
+    b.let_(Inst::Const { ty: Ty::scalar(Elem::F64), lit: Lit::Float(v) })
+}
+
+/// The lowering of a Reduce* op.
+pub fn reduce(name: &str, n: &Node, axes: &[i64], kind: Kind) -> Result<Kernel, LowerError> {
+    let x = Node::dims(&n.inputs[0]);
+    let axes = resolve_axes(axes, x.len()).ok_or_else(|| n.error("invalid axes"))?;
+    let (in_dt, out_dt) = (n.inputs[0].dtype, n.outputs[0].dtype);
+    let st = contiguous_strides(&x);
+    let kept: Vec<usize> = (0..x.len()).filter(|i| !axes.contains(i)).collect();
+    let kept_ext: Vec<Expr> = kept.iter().map(|&i| x[i].clone()).collect();
+    let red_ext: Vec<Expr> = axes.iter().map(|&i| x[i].clone()).collect();
+    let count = red_ext.iter().fold(Expr::c(1), |p, d| &p * d);
+    let out_st = contiguous_strides(&kept_ext);
+    let float = in_dt.is_float();
+    let acc_dt = accumulator(in_dt);
+    let signed = in_dt.is_signed_int();
+    let acc_ty = Ty::scalar(if float { Elem::F64 } else { Elem::I64 });
+    let init = if float {
+        Lit::Float(match kind {
+            Kind::Max => f64::NEG_INFINITY,
+            Kind::Min => f64::INFINITY,
+            Kind::Prod => 1.0,
+            _ => 0.0,
+        })
+    } else {
+        Lit::Int(match kind {
+            Kind::Max if signed => i64::MIN,
+            Kind::Max => 0,
+            Kind::Min if signed => i64::MAX,
+            Kind::Min => -1, // u64::MAX
+            Kind::Prod => 1,
+            _ => 0,
+        })
+    };
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
+    let mut err = None;
+    b.nest(&kept_ext, LoopKind::Each, |b, oi| {
+        keep(&mut err, || {
+            let i = b.let_(Inst::Const { ty: acc_ty, lit: init });
+            let acc = b.local(acc_ty, i);
+            let base = oi.iter().zip(&kept).fold(Expr::c(0), |a, (i, &d)| &a + &(i * &st[d]));
+            let mut inner = None;
+            b.nest(&red_ext, LoopKind::Serial, |b, ri| {
+                keep(&mut inner, || {
+                    let at = ri.iter().zip(&axes).fold(base.clone(), |a, (i, &d)| &a + &(i * &st[d]));
+                    let v = load_as(b, n, 0, at, in_dt, acc_dt)?;
+                    let a = b.let_(Inst::Get(acc));
+                    let next = if float { step_float(b, kind, a, v) } else { step_int(b, kind, a, v, signed) };
+                    b.stmt(Stmt::Set(acc, next));
+                    Ok(())
+                })
+            });
+            if let Some(e) = inner {
+                return Err(e);
+            }
+            let a = b.let_(Inst::Get(acc));
+            let call = |b: &mut KernelBuilder, f: &str, x: ValId| {
+                b.let_(Inst::Call { func: f.into(), args: vec![x], ty: Ty::scalar(Elem::F64) })
+            };
+            let fin = if float {
+                match kind {
+                    Kind::Mean => {
+                        let c = match count.as_const() {
+                            Some(c) => f64c(b, c as f64),
+                            None => {
+                                let c = b.index(count.clone());
+                                b.let_(Inst::Cast(CastOp::SiToFp, c, Ty::scalar(Elem::F64)))
+                            }
+                        };
+                        b.bin(BinOp::FDiv, a, c)
+                    }
+                    Kind::L2 => call(b, "sqrt", a),
+                    Kind::LogSum | Kind::LogSumExp => call(b, "log", a),
+                    _ => a,
+                }
+            } else {
+                match kind {
+                    Kind::Mean if count.as_const() != Some(0) => {
+                        let c = b.index(count.clone());
+                        b.bin(if signed { BinOp::SDiv } else { BinOp::UDiv }, a, c)
+                    }
+                    Kind::L2 | Kind::LogSum | Kind::LogSumExp => {
+                        let f = crate::dtype::convert(b, a, acc_dt, DType::F64);
+                        let r = call(b, if kind == Kind::L2 { "sqrt" } else { "log" }, f);
+                        // Rounded down to an integer like numpy's astype.
+                        crate::dtype::convert(b, r, DType::F64, acc_dt)
+                    }
+                    _ => a,
+                }
+            };
+            let from = if float { DType::F64 } else { acc_dt };
+            store_as(b, n, 1, linear(oi, &out_st, Expr::c(0)), fin, from, out_dt)
+        })
+    });
+    done(b, err)
+}
+
+fn step_float(b: &mut KernelBuilder, kind: Kind, a: ValId, v: ValId) -> ValId {
+    match kind {
+        Kind::Sum | Kind::Mean | Kind::LogSum => b.bin(BinOp::FAdd, a, v),
+        Kind::Prod => b.bin(BinOp::FMul, a, v),
+        Kind::L1 => {
+            let zero = f64c(b, 0.0);
+            let neg = b.cmp(CmpOp::FOlt, v, zero);
+            let nv = b.let_(Inst::Un(UnOp::FNeg, v));
+            let abs = b.select(neg, nv, v);
+            b.bin(BinOp::FAdd, a, abs)
+        }
+        Kind::L2 | Kind::SumSquare => {
+            let sq = b.bin(BinOp::FMul, v, v);
+            b.bin(BinOp::FAdd, a, sq)
+        }
+        Kind::LogSumExp => {
+            let e = b.let_(Inst::Call { func: "exp".into(), args: vec![v], ty: Ty::scalar(Elem::F64) });
+            b.bin(BinOp::FAdd, a, e)
+        }
+        Kind::Max | Kind::Min => {
+            // NaN propagates, as in numpy.
+            let better = b.cmp(if kind == Kind::Max { CmpOp::FOgt } else { CmpOp::FOlt }, v, a);
+            let v_nan = b.cmp(CmpOp::FUno, v, v);
+            let a_nan = b.cmp(CmpOp::FUno, a, a);
+            let either = b.bin(BinOp::Or, better, v_nan);
+            let a_ok = b.let_(Inst::Un(UnOp::Not, a_nan));
+            let take = b.bin(BinOp::And, either, a_ok);
+            b.select(take, v, a)
+        }
+    }
+}
+
+fn step_int(b: &mut KernelBuilder, kind: Kind, a: ValId, v: ValId, signed: bool) -> ValId {
+    match kind {
+        Kind::Sum | Kind::Mean | Kind::LogSum | Kind::LogSumExp => b.bin(BinOp::Add, a, v),
+        Kind::Prod => b.bin(BinOp::Mul, a, v),
+        Kind::L1 => {
+            let abs = if signed {
+                let zero = b.i64(0);
+                let neg = b.cmp(CmpOp::Slt, v, zero);
+                let nv = b.let_(Inst::Un(UnOp::Neg, v));
+                b.select(neg, nv, v)
+            } else {
+                v
+            };
+            b.bin(BinOp::Add, a, abs)
+        }
+        Kind::L2 | Kind::SumSquare => {
+            let sq = b.bin(BinOp::Mul, v, v);
+            b.bin(BinOp::Add, a, sq)
+        }
+        Kind::Max | Kind::Min => {
+            let p = match (kind == Kind::Max, signed) {
+                (true, true) => CmpOp::Sgt,
+                (true, false) => CmpOp::Ugt,
+                (false, true) => CmpOp::Slt,
+                (false, false) => CmpOp::Ult,
+            };
+            let c = b.cmp(p, v, a);
+            b.select(c, v, a)
+        }
+    }
+}
+
+/// ArgMax / ArgMin along one axis; ties keep the first index, or the last when asked.
+pub fn arg(name: &str, n: &Node, axis: i64, is_max: bool, last: bool) -> Result<Kernel, LowerError> {
+    let x = Node::dims(&n.inputs[0]);
+    let a = dlc_ir::ops::normalize_axis(axis, x.len()).ok_or_else(|| n.error("axis out of range"))?;
+    let in_dt = n.inputs[0].dtype;
+    let (float, signed) = (in_dt.is_float(), in_dt.is_signed_int());
+    let val_dt = accumulator(in_dt);
+    let val_ty = Ty::scalar(if float { Elem::F64 } else { Elem::I64 });
+    let st = contiguous_strides(&x);
+    let outer: Vec<usize> = (0..x.len()).filter(|&i| i != a).collect();
+    let outer_ext: Vec<Expr> = outer.iter().map(|&i| x[i].clone()).collect();
+    let out_st = contiguous_strides(&outer_ext);
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
+    let mut err = None;
+    b.nest(&outer_ext, LoopKind::Each, |b, oi| {
+        keep(&mut err, || {
+            let base = oi.iter().zip(&outer).fold(Expr::c(0), |acc, (i, &d)| &acc + &(i * &st[d]));
+            let v0 = load_as(b, n, 0, base.clone(), in_dt, val_dt)?;
+            let best = b.local(val_ty, v0);
+            let z = b.i64(0);
+            let best_i = b.local(Ty::scalar(Elem::I64), z);
+            let mut inner = None;
+            b.for_(Expr::c(1), x[a].clone(), LoopKind::Serial, |b, j| {
+                keep(&mut inner, || {
+                    let v = load_as(b, n, 0, &base + &(&j * &st[a]), in_dt, val_dt)?;
+                    let cur = b.let_(Inst::Get(best));
+                    let p = if float {
+                        match (is_max, last) {
+                            (true, false) => CmpOp::FOgt,
+                            (true, true) => CmpOp::FOge,
+                            (false, false) => CmpOp::FOlt,
+                            (false, true) => CmpOp::FOle,
+                        }
+                    } else {
+                        match (is_max, last, signed) {
+                            (true, false, true) => CmpOp::Sgt,
+                            (true, true, true) => CmpOp::Sge,
+                            (false, false, true) => CmpOp::Slt,
+                            (false, true, true) => CmpOp::Sle,
+                            (true, false, false) => CmpOp::Ugt,
+                            (true, true, false) => CmpOp::Uge,
+                            (false, false, false) => CmpOp::Ult,
+                            (false, true, false) => CmpOp::Ule,
+                        }
+                    };
+                    let better = b.cmp(p, v, cur);
+                    let nb = b.select(better, v, cur);
+                    b.stmt(Stmt::Set(best, nb));
+                    let ji = b.index(j);
+                    let bi = b.let_(Inst::Get(best_i));
+                    let ni = b.select(better, ji, bi);
+                    b.stmt(Stmt::Set(best_i, ni));
+                    Ok(())
+                })
+            });
+            if let Some(e) = inner {
+                return Err(e);
+            }
+            let bi = b.let_(Inst::Get(best_i));
+            b.store(1, linear(oi, &out_st, Expr::c(0)), bi, 8);
+            Ok(())
+        })
+    });
+    done(b, err)
+}
+
+/// Negative log-likelihood loss, accumulated in f64. Out-of-range targets are clamped so
+/// they never read outside the input.
+pub fn nll_loss(name: &str, n: &Node, op: &NllLoss) -> Result<Kernel, LowerError> {
+    let x = n.fixed_in(0)?;
+    if x.len() < 2 {
+        return Err(n.error("needs at least 2 dims"));
+    }
+    let (batch, classes) = (x[0] as i64, x[1] as i64);
+    let inner: i64 = x[2..].iter().product::<u64>() as i64;
+    let (in_dt, out_dt) = (n.inputs[0].dtype, n.outputs[0].dtype);
+    let t32 = n.inputs[1].dtype == DType::I32;
+    let has_w = n.inputs.len() == 3;
+    let mut params = vec![Access::Read; n.inputs.len()];
+    params.push(Access::Write);
+    let py = n.inputs.len() as u32;
+    let mut b = KernelBuilder::new(name, &params);
+    let z = f64c(&mut b, 0.0);
+    let acc = b.local(Ty::scalar(Elem::F64), z);
+    let wsum = b.local(Ty::scalar(Elem::F64), z);
+    let mut err = None;
+    if classes > 0 {
+        b.nest(&[Expr::c(batch), Expr::c(inner)], LoopKind::Serial, |b, idx| {
+            keep(&mut err, || {
+                let ti = &(&idx[0] * &Expr::c(inner)) + &idx[1];
+                let t = if t32 {
+                    let r = b.load(Ty::scalar(Elem::I32), 1, ti.clone(), 4);
+                    b.let_(Inst::Cast(CastOp::Sext, r, Ty::scalar(Elem::I64)))
+                } else {
+                    b.load(Ty::scalar(Elem::I64), 1, ti.clone(), 8)
+                };
+                let ignored = if op.has_ignore_index {
+                    let ig = b.i64(op.ignore_index);
+                    b.cmp(CmpOp::Eq, t, ig)
+                } else {
+                    b.let_(Inst::Const { ty: Ty::scalar(Elem::I1), lit: Lit::Int(0) })
+                };
+                let (zero, cls) = (b.i64(0), b.i64(classes));
+                let neg = b.cmp(CmpOp::Slt, t, zero);
+                let tc = b.select(neg, zero, t);
+                let past = b.cmp(CmpOp::Sge, tc, cls);
+                let lastc = b.i64(classes - 1);
+                let tc = b.select(past, lastc, tc);
+                let w = if has_w { load_as(b, n, 2, Expr::val(tc), in_dt, DType::F64)? } else { f64c(b, 1.0) };
+                let wz = f64c(b, 0.0);
+                let w = b.select(ignored, wz, w);
+                let at = &(&(&idx[0] * &Expr::c(classes * inner)) + &(&Expr::val(tc) * &Expr::c(inner))) + &idx[1];
+                let xv = load_as(b, n, 0, at, in_dt, DType::F64)?;
+                let xw = b.bin(BinOp::FMul, xv, w);
+                let loss = b.let_(Inst::Un(UnOp::FNeg, xw));
+                if op.reduction == LossReduction::None {
+                    store_as(b, n, py, ti, loss, DType::F64, out_dt)?;
+                } else {
+                    let a = b.let_(Inst::Get(acc));
+                    let na = b.bin(BinOp::FAdd, a, loss);
+                    b.stmt(Stmt::Set(acc, na));
+                    let s = b.let_(Inst::Get(wsum));
+                    let ns = b.bin(BinOp::FAdd, s, w);
+                    b.stmt(Stmt::Set(wsum, ns));
+                }
+                Ok(())
+            })
+        });
+    }
+    if err.is_none() && op.reduction != LossReduction::None {
+        let mut r = b.let_(Inst::Get(acc));
+        if op.reduction == LossReduction::Mean {
+            let s = b.let_(Inst::Get(wsum));
+            r = b.bin(BinOp::FDiv, r, s);
+        }
+        keep(&mut err, || store_as(&mut b, n, py, Expr::c(0), r, DType::F64, out_dt));
+    }
+    done(b, err)
+}
+
+/// CumSum/CumProd with a run-time axis: one scan loop nest per possible axis, selected by
+/// the loaded axis value (out-of-range axes leave the result as a copy of the input).
+pub fn cumsum(name: &str, n: &Node, op: &CumSum) -> Result<Kernel, LowerError> {
+    let x = n.fixed_in(0)?;
+    let dt = n.inputs[0].dtype;
+    let float = dt.is_float();
+    let acc_dt = accumulator(dt);
+    let acc_ty = Ty::scalar(if float { Elem::F64 } else { Elem::I64 });
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
+    let bytes = Expr::c(x.iter().product::<u64>() as i64 * dt.size() as i64);
+    b.stmt(Stmt::Memcpy { dst: 2, dst_off: Expr::c(0), src: 0, src_off: Expr::c(0), bytes });
+    if x.contains(&0) {
+        return Ok(b.finish());
+    }
+    let axis = if n.inputs[1].dtype == DType::I32 {
+        let r = b.load(Ty::scalar(Elem::I32), 1, Expr::c(0), 4);
+        b.let_(Inst::Cast(CastOp::Sext, r, Ty::scalar(Elem::I64)))
+    } else {
+        b.load(Ty::scalar(Elem::I64), 1, Expr::c(0), 8)
+    };
+    let (zero, rank) = (b.i64(0), b.i64(x.len() as i64));
+    let neg = b.cmp(CmpOp::Slt, axis, zero);
+    let wrapped = b.bin(BinOp::Add, axis, rank);
+    let axis = b.select(neg, wrapped, axis);
+    let xs: Vec<Expr> = x.iter().map(|&d| Expr::c(d as i64)).collect();
+    let st = contiguous_strides(&xs);
+    let init = if float { Lit::Float(if op.product { 1.0 } else { 0.0 }) } else { Lit::Int(op.product as i64) };
+    let mut err = None;
+    for a in 0..x.len() {
+        let ai = b.i64(a as i64);
+        let here = b.cmp(CmpOp::Eq, axis, ai);
+        let outer: Vec<usize> = (0..x.len()).filter(|&i| i != a).collect();
+        let ext: Vec<Expr> = outer.iter().map(|&i| xs[i].clone()).collect();
+        b.if_(
+            here,
+            |b| {
+                b.nest(&ext, LoopKind::Serial, |bb, oi| {
+                    let i = bb.let_(Inst::Const { ty: acc_ty, lit: init });
+                    let acc = bb.local(acc_ty, i);
+                    let base = oi.iter().zip(&outer).fold(Expr::c(0), |s, (i, &d)| &s + &(i * &st[d]));
+                    let len = x[a] as i64;
+                    bb.for_(Expr::c(0), Expr::c(len), LoopKind::Serial, |bb, j| {
+                        keep(&mut err, || {
+                            let pos = if op.reverse { &Expr::c(len - 1) - &j } else { j };
+                            let off = &base + &(&pos * &st[a]);
+                            let v = load_as(bb, n, 0, off.clone(), dt, acc_dt)?;
+                            let cur = bb.let_(Inst::Get(acc));
+                            let opk = match (float, op.product) {
+                                (true, false) => BinOp::FAdd,
+                                (true, true) => BinOp::FMul,
+                                (false, false) => BinOp::Add,
+                                (false, true) => BinOp::Mul,
+                            };
+                            let next = bb.bin(opk, cur, v);
+                            let out = if op.exclusive { cur } else { next };
+                            store_as(bb, n, 2, off, out, acc_dt, dt)?;
+                            bb.stmt(Stmt::Set(acc, next));
+                            Ok(())
+                        })
+                    });
+                });
+            },
+            |_| {},
+        );
+    }
+    done(b, err)
+}
