@@ -348,6 +348,85 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
             };
             T { dtype: x.dtype, dims: out.clone(), data }
         }
+        Op::ScatterElements(_) | Op::ScatterND(_) => {
+            use dlc_ir::ops::ScatterReduction as R;
+            let (d, ix, up) = (&ins[0], &ins[1], &ins[2]);
+            let ds = strides(&d.dims);
+            // (destination, update) pairs in update order.
+            let mut writes = Vec::new();
+            let wrap = |k: i64, extent: u64| -> Result<u64, EvalError> {
+                let k = if k < 0 { k + extent as i64 } else { k };
+                if (0..extent as i64).contains(&k) {
+                    Ok(k as u64)
+                } else {
+                    Err(EvalError::Invalid(format!("scatter index {k} out of range 0..{extent}")))
+                }
+            };
+            let reduction = match op {
+                Op::ScatterElements(se) => {
+                    let a = dlc_ir::ops::normalize_axis(se.axis, d.dims.len())
+                        .ok_or_else(|| EvalError::Invalid("axis".into()))?;
+                    let is = strides(&ix.dims);
+                    for j in 0..ix.len() as u64 {
+                        let k = wrap(ix.i(j as usize), d.dims[a])?;
+                        let at: u64 =
+                            (0..is.len()).map(|q| if q == a { k } else { (j / is[q]) % ix.dims[q] } * ds[q]).sum();
+                        writes.push((at as usize, j as usize));
+                    }
+                    se.reduction
+                }
+                Op::ScatterND(sn) => {
+                    let k = *ix.dims.last().ok_or_else(|| EvalError::Invalid("indices rank".into()))? as usize;
+                    if k > d.dims.len() {
+                        return Err(EvalError::Invalid("index tuples longer than the data's rank".into()));
+                    }
+                    let tuples = ix.len() / k.max(1);
+                    let slice: u64 = d.dims[k..].iter().product();
+                    for t in 0..tuples {
+                        let mut base = 0;
+                        for (q, (&extent, &stride)) in d.dims[..k].iter().zip(&ds).enumerate() {
+                            base += wrap(ix.i(t * k + q), extent)? * stride;
+                        }
+                        for s in 0..slice {
+                            writes.push(((base + s) as usize, t * slice as usize + s as usize));
+                        }
+                    }
+                    sn.reduction
+                }
+                _ => return Err(EvalError::Invalid("internal: not a scatter".into())),
+            };
+            let data = match &d.data {
+                Data::F(v) => {
+                    let mut y = v.clone();
+                    for (at, u) in writes {
+                        let v = up.f(u);
+                        y[at] = match reduction {
+                            R::None => v,
+                            R::Add => y[at] + v,
+                            R::Mul => y[at] * v,
+                            R::Max => y[at].max(v),
+                            R::Min => y[at].min(v),
+                        };
+                    }
+                    Data::F(y)
+                }
+                Data::I(v) => {
+                    let mut y = v.clone();
+                    for (at, u) in writes {
+                        let v = up.i(u);
+                        y[at] = match reduction {
+                            R::None => v,
+                            R::Add => y[at].wrapping_add(v),
+                            R::Mul => y[at].wrapping_mul(v),
+                            R::Max => y[at].max(v),
+                            R::Min => y[at].min(v),
+                        };
+                    }
+                    Data::I(y)
+                }
+            };
+            T { dtype: d.dtype, dims: out.clone(), data }
+        }
         Op::Slice(s) => {
             let x = &ins[0];
             let r = s.resolve(&x.dims).map_err(EvalError::Invalid)?;
@@ -545,8 +624,6 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         | Op::AveragePool(_)
         | Op::GlobalAveragePool(_)
         | Op::GridSample(_)
-        | Op::ScatterElements(_)
-        | Op::ScatterND(_)
         | Op::BatchNormalization(_)
         | Op::LayerNormalization(_)
         | Op::Softmax(_)

@@ -7,7 +7,8 @@
 //! built), a symbolic dim is a kir symbol.
 //!
 //! Migration: the families ported so far are data movement (transpose, slice, trilu,
-//! gather, gather-elements, pad, concat and copies; the scatters are not yet) and the
+//! gather, gather-elements, pad, concat, copies and the scatters; `quant_pack` is with
+//! the int8 family) and the
 //! normalisations (batchnorm, softmax/logsoftmax/hardmax, layer and RMS norm) and the
 //! reductions (Reduce*, ArgMax/ArgMin, NllLoss, CumSum);
 //! every other op returns `None` from [`lower`] and keeps its inkwell lowering in
@@ -95,6 +96,8 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => movement::copy(kernel, n),
         Op::Concat(op) => movement::concat(kernel, n, op.axis),
         Op::Gather(op) => movement::gather(kernel, n, op.axis),
+        Op::ScatterElements(op) => movement::scatter_elements(kernel, n, op),
+        Op::ScatterND(op) => movement::scatter_nd(kernel, n, op),
         Op::BatchNormalization(op) => norm::batchnorm(kernel, n, op.epsilon),
         Op::Softmax(op) => norm::softmax(kernel, n, op.axis, op.mode),
         Op::LayerNormalization(op) => norm::layernorm(kernel, n, op),
@@ -195,9 +198,7 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::GlobalAveragePool(_)
         | Op::GridSample(_)
         | Op::QConv(_)
-        | Op::QuantPack(_)
-        | Op::ScatterElements(_)
-        | Op::ScatterND(_) => return None,
+        | Op::QuantPack(_) => return None,
     };
     Some(k.and_then(|k| {
         dlc_kir::verify::kernel(&k).map_err(|e| n.error(format!("internal: lowered kernel does not verify: {e}")))?;

@@ -1,7 +1,7 @@
 //! Data movement for any dtype: elements move as integers of their width.
 use crate::shape::{coalesce, contiguous_strides, linear};
 use crate::{LowerError, Node};
-use dlc_ir::ops::{Pad, PadMode, Slice, Transpose};
+use dlc_ir::ops::{Pad, PadMode, ScatterElements, ScatterND, ScatterReduction, Slice, Transpose};
 use dlc_ir::DType;
 use dlc_kir::{Access, BinOp, CastOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
@@ -289,4 +289,128 @@ pub fn gather(name: &str, n: &Node, axis: i64) -> Result<Kernel, LowerError> {
         b.stmt(Stmt::Memcpy { dst: 2, dst_off: dst, src: 0, src_off: src, bytes: Expr::c(block) });
     });
     Ok(b.finish())
+}
+
+/// Combines the element at `at` of the result (`param`) with an update by `r`: the
+/// arithmetic reductions are f32 only; `max` keeps the old value unless it is below the
+/// update (a NaN already there stays), `min` takes the update when the old value is
+/// above it.
+fn combine(
+    b: &mut KernelBuilder,
+    n: &Node,
+    r: ScatterReduction,
+    param: u32,
+    at: Expr,
+    upd: ValId,
+    elem: Elem,
+) -> Result<(), LowerError> {
+    let v = match r {
+        ScatterReduction::None => upd,
+        _ if n.outputs[0].dtype != DType::F32 => {
+            return Err(n.error(format!("reduction {r:?} on {} is not supported yet", n.outputs[0].dtype)));
+        }
+        _ => {
+            let old = b.load(Ty::scalar(elem), param, at.clone(), elem.bytes());
+            match r {
+                ScatterReduction::Add => b.bin(BinOp::FAdd, old, upd),
+                ScatterReduction::Mul => b.bin(BinOp::FMul, old, upd),
+                ScatterReduction::Max => {
+                    let lt = b.cmp(CmpOp::FOlt, old, upd);
+                    b.select(lt, upd, old)
+                }
+                _ => {
+                    let gt = b.cmp(CmpOp::FOgt, old, upd);
+                    b.select(gt, upd, old)
+                }
+            }
+        }
+    };
+    b.store(param, at, v, elem.bytes());
+    Ok(())
+}
+
+/// A scatter kernel's start: the result is a copy of the data (parameters: data,
+/// indices, updates, result).
+fn scatter_start(name: &str, n: &Node) -> Result<(KernelBuilder, Elem), LowerError> {
+    let dt = n.outputs[0].dtype;
+    let elem = crate::dtype::storage(dt);
+    let bytes = Node::dims(&n.outputs[0]).iter().fold(Expr::c(dt.size() as i64), |a, d| &a * d);
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Read, Access::Write]);
+    b.stmt(Stmt::Memcpy { dst: 3, dst_off: Expr::c(0), src: 0, src_off: Expr::c(0), bytes });
+    Ok((b, elem))
+}
+
+/// The first error a builder closure kept (builder closures return nothing).
+fn first(slot: &mut Option<LowerError>, f: impl FnOnce() -> Result<(), LowerError>) {
+    if slot.is_none() {
+        if let Err(e) = f() {
+            *slot = Some(e);
+        }
+    }
+}
+
+/// ScatterElements: in index order (later updates win), each update goes to the result
+/// position its index names along the axis (wrapped when negative, clamped into range).
+pub fn scatter_elements(name: &str, n: &Node, op: &ScatterElements) -> Result<Kernel, LowerError> {
+    let d = n.fixed_in(0)?;
+    let id = n.fixed_in(1)?;
+    let a = dlc_ir::ops::normalize_axis(op.axis, d.len()).ok_or_else(|| n.error("axis out of range"))?;
+    let (mut b, elem) = scatter_start(name, n)?;
+    if id.contains(&0) || d[a] == 0 {
+        return Ok(b.finish());
+    }
+    let (ds, is) = (contiguous_strides(&fixed(&d)), contiguous_strides(&fixed(&id)));
+    let (idt, extent) = (n.inputs[1].dtype, d[a] as i64);
+    let mut err = None;
+    b.nest(&fixed(&id), LoopKind::Serial, |b, idx| {
+        first(&mut err, || {
+            let j = linear(idx, &is, Expr::c(0));
+            let k = load_index(b, 1, idt, j.clone(), extent);
+            let mut at = idx.to_vec();
+            at[a] = Expr::val(k);
+            let u = b.load(Ty::scalar(elem), 2, j, elem.bytes());
+            combine(b, n, op.reduction, 3, linear(&at, &ds, Expr::c(0)), u, elem)
+        })
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(b.finish()),
+    }
+}
+
+/// ScatterND: each index tuple (the last dim of the indices) names a slice of the
+/// result, which its updates replace or combine into, in order.
+pub fn scatter_nd(name: &str, n: &Node, op: &ScatterND) -> Result<Kernel, LowerError> {
+    let d = n.fixed_in(0)?;
+    let id = n.fixed_in(1)?;
+    let Some(&k) = id.last() else { return Err(n.error("indices need at least one dim")) };
+    let k = k as usize;
+    if k > d.len() {
+        return Err(n.error("index tuples longer than the data's rank"));
+    }
+    let tuples: u64 = id[..id.len() - 1].iter().product();
+    let slice: u64 = d[k..].iter().product();
+    let (mut b, elem) = scatter_start(name, n)?;
+    if tuples == 0 || slice == 0 || d[..k].contains(&0) {
+        return Ok(b.finish());
+    }
+    let ds = contiguous_strides(&fixed(&d));
+    let idt = n.inputs[1].dtype;
+    let mut err = None;
+    b.nest(&fixed(&[tuples, slice]), LoopKind::Serial, |b, ts| {
+        first(&mut err, || {
+            let (t, s) = (&ts[0], &ts[1]);
+            let mut base = Expr::c(0);
+            for (q, &extent) in d[..k].iter().enumerate() {
+                let c = load_index(b, 1, idt, &(t * &Expr::c(k as i64)) + &Expr::c(q as i64), extent as i64);
+                base = &base + &(&Expr::val(c) * &ds[q]);
+            }
+            let u = b.load(Ty::scalar(elem), 2, &(t * &Expr::c(slice as i64)) + s, elem.bytes());
+            combine(b, n, op.reduction, 3, &base + s, u, elem)
+        })
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(b.finish()),
+    }
 }

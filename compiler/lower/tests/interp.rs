@@ -4,7 +4,8 @@
 use dlc_ir::ops::{
     ArgMax, ArgMin, BatchNormalization, Concat, CumSum, Gather, GatherElements, LayerNormalization, Pad, PadMode,
     ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceMax, ReduceMean, ReduceMin, ReduceProd, ReduceSum,
-    ReduceSumSquare, Reshape, Slice, Softmax, SoftmaxMode, Transpose, Trilu,
+    ReduceSumSquare, Reshape, ScatterElements, ScatterND, ScatterReduction, Slice, Softmax, SoftmaxMode, Transpose,
+    Trilu,
 };
 use dlc_ir::{DType, Dim, Op, Shape, TensorData, TensorType};
 use dlc_kir::interp::run_kernel;
@@ -378,4 +379,48 @@ fn cumulative_sums_and_products() {
     let op: Op = CumSum { exclusive: false, reverse: false, product: false }.into();
     let tys = [ti, TensorType::fixed(DType::I32, &[])];
     check_with(op, &tys, &|t| vec![ints(&t[0], 3), i32s(&[], &[1])], &[&[]]);
+}
+
+#[test]
+fn scatters_replace_and_combine() {
+    use ScatterReduction as R;
+    let d = TensorType::fixed(DType::F32, &[4, 3]);
+    for axis in [0i64, 1, -1] {
+        let a = if axis < 0 { 1 } else { axis as usize };
+        let extent = [4i64, 3][a];
+        // Distinct targets for `none` (ONNX leaves duplicates unordered); repeats for the reductions.
+        let mut idims = vec![4u64, 3];
+        idims[a] = 2;
+        let n: u64 = idims.iter().product();
+        for r in [R::None, R::Add, R::Mul, R::Max, R::Min] {
+            let idx: Vec<i64> = (0..n as i64)
+                .map(|i| {
+                    let along = if a == 0 { i / 3 } else { i % 2 };
+                    if r == R::None {
+                        along - if along % 2 == 1 { extent } else { 0 }
+                    } else {
+                        (i * 5) % extent - extent
+                    }
+                })
+                .collect();
+            let op: Op = ScatterElements { axis, reduction: r }.into();
+            let tys = [d.clone(), TensorType::fixed(DType::I64, &idims), TensorType::fixed(DType::F32, &idims)];
+            let make = |t: &[TensorType]| vec![floats(&t[0], 1), i64s(&idims, &idx), floats(&t[2], 2)];
+            check_with(op, &tys, &make, &[&[]]);
+        }
+    }
+    // ScatterND: rows of a [4, 3] by 1-tuples, and single elements by 2-tuples.
+    for r in [R::None, R::Add, R::Max] {
+        let tys = [d.clone(), TensorType::fixed(DType::I64, &[2, 1]), TensorType::fixed(DType::F32, &[2, 3])];
+        let make = |t: &[TensorType]| vec![floats(&t[0], 3), i64s(&[2, 1], &[-1, 1]), floats(&t[2], 4)];
+        check_with(ScatterND { reduction: r }.into(), &tys, &make, &[&[]]);
+        let tys = [d.clone(), TensorType::fixed(DType::I64, &[3, 2]), TensorType::fixed(DType::F32, &[3])];
+        let make = |t: &[TensorType]| vec![floats(&t[0], 5), i64s(&[3, 2], &[0, 2, 3, -1, 1, 0]), floats(&t[2], 6)];
+        check_with(ScatterND { reduction: r }.into(), &tys, &make, &[&[]]);
+    }
+    // Integer data moves exactly (replace only).
+    let di = TensorType::fixed(DType::I32, &[5]);
+    let tys = [di.clone(), TensorType::fixed(DType::I64, &[2]), TensorType::fixed(DType::I32, &[2])];
+    let make = |t: &[TensorType]| vec![ints(&t[0], 1), i64s(&[2], &[4, -5]), ints(&t[2], 9)];
+    check_with(ScatterElements { axis: 0, reduction: R::None }.into(), &tys, &make, &[&[]]);
 }

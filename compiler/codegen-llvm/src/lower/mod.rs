@@ -169,11 +169,11 @@ pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo)
         | Op::Identity(_)
         | Op::Concat(_)
         | Op::Gather(_)
+        | Op::ScatterElements(_)
+        | Op::ScatterND(_)
         | Op::BatchNormalization(_)
         | Op::Softmax(_)
         | Op::LayerNormalization(_) => return Err(info.unsupported("internal: lowered through kir")),
-        Op::ScatterElements(op) => movement::scatter_elements(kb, info, op)?,
-        Op::ScatterND(op) => movement::scatter_nd(kb, info, op)?,
         Op::QuantPack(op) => quant::quant_pack(kb, info, op)?,
         Op::QConv(op) => {
             let c = |i: usize| {

@@ -5,20 +5,9 @@ use super::NodeInfo;
 use dlc_ir::ops::resolve_axes;
 use dlc_ir::{DType, Op};
 
-/// What a Reduce* op folds its inputs with.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Kind {
-    Sum,
-    Mean,
-    Max,
-    Min,
-    Prod,
-    L1,
-    L2,
-    LogSum,
-    LogSumExp,
-    SumSquare,
-}
+/// What a Reduce* op folds its inputs with (dlc-lower's, which the GPU's row kernels
+/// share).
+pub(crate) use dlc_lower::reduce::Kind;
 
 /// The axes and kind of a Reduce* op (`None` for the other reductions).
 fn reduction(op: &Op) -> Option<(&[i64], Kind)> {
