@@ -20,6 +20,7 @@
 pub mod dtype;
 pub mod movement;
 pub mod norm;
+pub mod program;
 pub mod reduce;
 pub mod shape;
 

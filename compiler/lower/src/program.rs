@@ -1,0 +1,86 @@
+//! A whole graph as one kir program: buffers from the memory plan (the caller's inputs
+//! and outputs, constants, arena slices), one kernel call per compute node in plan
+//! order, and copies for outputs not computed in place.
+//!
+//! Only graphs whose every compute node belongs to a ported family can be lowered this
+//! way yet; the first other node is an error naming it. (The LLVM backend still emits
+//! its entry point from the memory plan directly.)
+use crate::{lower, LowerError, Node};
+use dlc_ir::{Graph, Op, TensorType, Value};
+use dlc_kir::{BufKind, Buffer, Expr, Program, Step};
+use dlc_passes::{Location, MemoryPlan};
+use std::collections::HashMap;
+
+fn bytes(t: &TensorType) -> Expr {
+    Node::dims(t).iter().fold(Expr::c(t.dtype.size() as i64), |a, d| &a * d)
+}
+
+/// The kir program of `g` under `plan`.
+pub fn program(g: &Graph, plan: &MemoryPlan) -> Result<Program, LowerError> {
+    let mut p = Program { name: g.name.clone(), arena_bytes: Expr::c(plan.arena_bytes as i64), ..Program::default() };
+    let mut bufs: HashMap<((u8, u64), Expr), u32> = HashMap::new();
+    let mut buffer = |p: &mut Program, v: Value, name: &str| -> u32 {
+        let t = g.value_type(v);
+        let size = bytes(t);
+        let loc = plan.loc(v);
+        let key = match loc {
+            Location::Input(i) => (0, i as u64),
+            Location::Output(i) => (1, i as u64),
+            Location::Const(id) => (2, id.index() as u64),
+            Location::Arena(off) => (3, off),
+        };
+        *bufs.entry((key, size.clone())).or_insert_with(|| {
+            let kind = match loc {
+                Location::Input(i) => BufKind::Input(i as u32),
+                Location::Output(i) => BufKind::Output(i as u32),
+                Location::Const(id) => match &g.node(id).op {
+                    Op::Const(c) => BufKind::Const(std::sync::Arc::from(c.value.bytes())),
+                    _ => BufKind::Const(std::sync::Arc::from(Vec::new())),
+                },
+                Location::Arena(off) => BufKind::Arena(Expr::c(off as i64)),
+            };
+            p.buffers.push(Buffer { name: name.to_string(), kind, bytes: size });
+            p.buffers.len() as u32 - 1
+        })
+    };
+    for &id in &plan.order {
+        let node = g.node(id);
+        if matches!(node.op, Op::Input(_) | Op::Const(_)) || plan.views.contains(&id) {
+            continue;
+        }
+        let operands = g.operands(id);
+        let inputs: Vec<TensorType> = operands.iter().map(|v| g.value_type(*v).clone()).collect();
+        let n = Node { name: &node.name, op: &node.op, inputs: &inputs, outputs: &node.outputs };
+        let kname = format!("k{}_{}", p.kernels.len(), node.op.mnemonic());
+        let k = lower(&kname, &n)
+            .ok_or_else(|| n.error("not lowered through kir yet (its family is still an inkwell lowering)"))??;
+        let mut args = Vec::new();
+        for v in &operands {
+            let name = g.node(v.node).name.clone();
+            args.push(buffer(&mut p, *v, &name));
+        }
+        for port in 0..node.outputs.len() as u32 {
+            args.push(buffer(&mut p, Value { node: id, port }, &node.name));
+        }
+        p.kernels.push(k);
+        p.schedule.push(Step::Call { kernel: p.kernels.len() as u32 - 1, args });
+    }
+    // Outputs not computed in place: model inputs, constants, or a value listed twice.
+    for (i, (name, v)) in g.outputs().iter().enumerate() {
+        if plan.loc(*v) != Location::Output(i) {
+            let src = buffer(&mut p, *v, name);
+            p.buffers.push(Buffer {
+                name: name.clone(),
+                kind: BufKind::Output(i as u32),
+                bytes: bytes(g.value_type(*v)),
+            });
+            p.schedule.push(Step::Copy { dst: p.buffers.len() as u32 - 1, src });
+        }
+    }
+    dlc_kir::verify::program(&p).map_err(|e| LowerError {
+        node: g.name.clone(),
+        op: "program",
+        reason: format!("internal: lowered program does not verify: {e}"),
+    })?;
+    Ok(p)
+}
