@@ -28,6 +28,9 @@ pub enum Emit {
     H,
     /// dlc IR after the pass pipeline, `model.dlcir`.
     Ir,
+    /// The kernel IR program, `model.kir` (docs/kir.md); only for models whose every
+    /// op is lowered through kir yet (otherwise an error names the first other node).
+    Kir,
     /// Optimised LLVM IR, `model.ll`.
     Ll,
     /// Target assembly, `model.s`.
@@ -341,6 +344,16 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         std::fs::write(&p, bytes).with_context(|| format!("writing '{}'", p.display()))
     };
     let mut written = Vec::new();
+    if emit.contains(&Emit::Kir) {
+        let p = dlc_lower::program::program(&g, &plan).map_err(|e| {
+            anyhow::anyhow!(
+                "--emit kir: {e}; model.kir is written only for models whose every op is lowered through kir yet \
+                 (docs/kir.md)"
+            )
+        })?;
+        write("model.kir", dlc_kir::print::program(&p).as_bytes())?;
+        written.push("model.kir".into());
+    }
     // The dlc IR and LLVM IR, when asked for.
     let write_ir = |written: &mut Vec<String>, ll: Option<&str>| -> Result<()> {
         if emit.contains(&Emit::Ir) {

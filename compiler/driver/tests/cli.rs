@@ -226,3 +226,26 @@ fn cuda_errors_are_clear() {
     assert_eq!(code, 0, "{err}");
     assert!(t.path().join("out/clip_hi.npy").is_file());
 }
+
+#[test]
+fn emit_kir_writes_the_program_or_names_the_node_it_cannot_lower() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(
+        t.path().join("m.dlc"),
+        "model m(x: f32[2, 3]) -> (y: f32[3, 2]) {\n  return transpose(softmax(x, axis=-1), perm=[1, 0])\n}\n",
+    )
+    .unwrap();
+    let (code, err) = dlc(t.path(), &["compile", "m.dlc", "-o", "out", "--emit", "kir,so"]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(t.path().join("out/model.kir")).unwrap();
+    let p = dlc_kir::parse::program(&text).unwrap();
+    assert_eq!(p.kernels.len(), 2);
+    assert_eq!(dlc_kir::print::program(&p), text, "model.kir is canonical");
+    let manifest = std::fs::read_to_string(t.path().join("out/manifest.json")).unwrap();
+    assert!(manifest.contains("model.kir"), "{manifest}");
+    // An op whose family is not ported yet: a clear error naming the node.
+    std::fs::copy(repo().join("examples/dsl/mlp.dlc"), t.path().join("mlp.dlc")).unwrap();
+    let (code, err) = dlc(t.path(), &["compile", "mlp.dlc", "-o", "out2", "--emit", "kir"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--emit kir: node '") && err.contains("not lowered through kir yet"), "{err}");
+}
