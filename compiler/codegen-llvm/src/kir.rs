@@ -117,7 +117,8 @@ pub(crate) fn emit(kb: &Kb<'_, '_>, k: &Kernel) -> R<()> {
     emit_with(kb, k, &nest)
 }
 
-fn elem_type<'ctx>(kb: &Kb<'_, 'ctx>, e: Elem) -> BasicTypeEnum<'ctx> {
+/// The LLVM type of a kir element type.
+pub(crate) fn elem_type<'ctx>(kb: &Kb<'_, 'ctx>, e: Elem) -> BasicTypeEnum<'ctx> {
     let cx = kb.cx;
     match e {
         Elem::I1 => cx.bool_type().into(),

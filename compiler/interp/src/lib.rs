@@ -348,84 +348,13 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
             };
             T { dtype: x.dtype, dims: out.clone(), data }
         }
-        Op::ScatterElements(_) | Op::ScatterND(_) => {
-            use dlc_ir::ops::ScatterReduction as R;
-            let (d, ix, up) = (&ins[0], &ins[1], &ins[2]);
-            let ds = strides(&d.dims);
-            // (destination, update) pairs in update order.
-            let mut writes = Vec::new();
-            let wrap = |k: i64, extent: u64| -> Result<u64, EvalError> {
-                let k = if k < 0 { k + extent as i64 } else { k };
-                if (0..extent as i64).contains(&k) {
-                    Ok(k as u64)
-                } else {
-                    Err(EvalError::Invalid(format!("scatter index {k} out of range 0..{extent}")))
-                }
-            };
-            let reduction = match op {
-                Op::ScatterElements(se) => {
-                    let a = dlc_ir::ops::normalize_axis(se.axis, d.dims.len())
-                        .ok_or_else(|| EvalError::Invalid("axis".into()))?;
-                    let is = strides(&ix.dims);
-                    for j in 0..ix.len() as u64 {
-                        let k = wrap(ix.i(j as usize), d.dims[a])?;
-                        let at: u64 =
-                            (0..is.len()).map(|q| if q == a { k } else { (j / is[q]) % ix.dims[q] } * ds[q]).sum();
-                        writes.push((at as usize, j as usize));
-                    }
-                    se.reduction
-                }
-                Op::ScatterND(sn) => {
-                    let k = *ix.dims.last().ok_or_else(|| EvalError::Invalid("indices rank".into()))? as usize;
-                    if k > d.dims.len() {
-                        return Err(EvalError::Invalid("index tuples longer than the data's rank".into()));
-                    }
-                    let tuples = ix.len() / k.max(1);
-                    let slice: u64 = d.dims[k..].iter().product();
-                    for t in 0..tuples {
-                        let mut base = 0;
-                        for (q, (&extent, &stride)) in d.dims[..k].iter().zip(&ds).enumerate() {
-                            base += wrap(ix.i(t * k + q), extent)? * stride;
-                        }
-                        for s in 0..slice {
-                            writes.push(((base + s) as usize, t * slice as usize + s as usize));
-                        }
-                    }
-                    sn.reduction
-                }
-                _ => return Err(EvalError::Invalid("internal: not a scatter".into())),
-            };
-            let data = match &d.data {
-                Data::F(v) => {
-                    let mut y = v.clone();
-                    for (at, u) in writes {
-                        let v = up.f(u);
-                        y[at] = match reduction {
-                            R::None => v,
-                            R::Add => y[at] + v,
-                            R::Mul => y[at] * v,
-                            R::Max => y[at].max(v),
-                            R::Min => y[at].min(v),
-                        };
-                    }
-                    Data::F(y)
-                }
-                Data::I(v) => {
-                    let mut y = v.clone();
-                    for (at, u) in writes {
-                        let v = up.i(u);
-                        y[at] = match reduction {
-                            R::None => v,
-                            R::Add => y[at].wrapping_add(v),
-                            R::Mul => y[at].wrapping_mul(v),
-                            R::Max => y[at].max(v),
-                            R::Min => y[at].min(v),
-                        };
-                    }
-                    Data::I(y)
-                }
-            };
-            T { dtype: d.dtype, dims: out.clone(), data }
+        Op::ScatterElements(se) => {
+            let writes = scatter_elements_writes(&ins[0], &ins[1], se.axis)?;
+            scattered(&ins[0], &ins[2], &writes, se.reduction, out)
+        }
+        Op::ScatterND(sn) => {
+            let writes = scatter_nd_writes(&ins[0], &ins[1])?;
+            scattered(&ins[0], &ins[2], &writes, sn.reduction, out)
         }
         Op::Slice(s) => {
             let x = &ins[0];
@@ -919,6 +848,87 @@ fn reduce_f(x: &T, axes: &[i64], f: fn(f64, f64) -> f64, init: f64, mean: bool, 
         acc.iter_mut().for_each(|v| *v /= n.max(1) as f64);
     }
     Ok(T { dtype: x.dtype, dims: out.to_vec(), data: Data::F(acc) })
+}
+
+/// A scatter index wrapped when negative; out of range is an error.
+fn scatter_index(k: i64, extent: u64) -> Result<u64, EvalError> {
+    let k = if k < 0 { k + extent as i64 } else { k };
+    if (0..extent as i64).contains(&k) {
+        Ok(k as u64)
+    } else {
+        Err(EvalError::Invalid(format!("scatter index {k} out of range 0..{extent}")))
+    }
+}
+
+/// ScatterElements' (destination, update) pairs, in update order.
+fn scatter_elements_writes(d: &T, ix: &T, axis: i64) -> Result<Vec<(usize, usize)>, EvalError> {
+    let a = dlc_ir::ops::normalize_axis(axis, d.dims.len()).ok_or_else(|| EvalError::Invalid("axis".into()))?;
+    let (ds, is) = (strides(&d.dims), strides(&ix.dims));
+    let mut writes = Vec::with_capacity(ix.len());
+    for j in 0..ix.len() as u64 {
+        let k = scatter_index(ix.i(j as usize), d.dims[a])?;
+        let at: u64 = (0..is.len()).map(|q| if q == a { k } else { (j / is[q]) % ix.dims[q] } * ds[q]).sum();
+        writes.push((at as usize, j as usize));
+    }
+    Ok(writes)
+}
+
+/// ScatterND's (destination, update) pairs, in update order.
+fn scatter_nd_writes(d: &T, ix: &T) -> Result<Vec<(usize, usize)>, EvalError> {
+    let k = *ix.dims.last().ok_or_else(|| EvalError::Invalid("indices rank".into()))? as usize;
+    if k > d.dims.len() {
+        return Err(EvalError::Invalid("index tuples longer than the data's rank".into()));
+    }
+    let ds = strides(&d.dims);
+    let tuples = ix.len() / k.max(1);
+    let slice: u64 = d.dims[k..].iter().product();
+    let mut writes = Vec::new();
+    for t in 0..tuples {
+        let mut base = 0;
+        for (q, (&extent, &stride)) in d.dims[..k].iter().zip(&ds).enumerate() {
+            base += scatter_index(ix.i(t * k + q), extent)? * stride;
+        }
+        for s in 0..slice {
+            writes.push(((base + s) as usize, t * slice as usize + s as usize));
+        }
+    }
+    Ok(writes)
+}
+
+/// The data with `writes` (destination, update index) applied in order by `reduction`.
+fn scattered(d: &T, up: &T, writes: &[(usize, usize)], reduction: dlc_ir::ops::ScatterReduction, out: &[u64]) -> T {
+    use dlc_ir::ops::ScatterReduction as R;
+    let data = match &d.data {
+        Data::F(v) => {
+            let mut y = v.clone();
+            for &(at, u) in writes {
+                let v = up.f(u);
+                y[at] = match reduction {
+                    R::None => v,
+                    R::Add => y[at] + v,
+                    R::Mul => y[at] * v,
+                    R::Max => y[at].max(v),
+                    R::Min => y[at].min(v),
+                };
+            }
+            Data::F(y)
+        }
+        Data::I(v) => {
+            let mut y = v.clone();
+            for &(at, u) in writes {
+                let v = up.i(u);
+                y[at] = match reduction {
+                    R::None => v,
+                    R::Add => y[at].wrapping_add(v),
+                    R::Mul => y[at].wrapping_mul(v),
+                    R::Max => y[at].max(v),
+                    R::Min => y[at].min(v),
+                };
+            }
+            Data::I(y)
+        }
+    };
+    T { dtype: d.dtype, dims: out.to_vec(), data }
 }
 
 /// `f` applied to every element (as floats).

@@ -26,7 +26,6 @@ pub mod shape;
 
 use dlc_ir::{Dim, Op, TensorType};
 use dlc_kir::{Expr, Kernel};
-use reduce::Kind;
 
 /// Errors of lowering: the node cannot be lowered (dtype, attribute or shape).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,16 +101,19 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         Op::BatchNormalization(op) => norm::batchnorm(kernel, n, op.epsilon),
         Op::Softmax(op) => norm::softmax(kernel, n, op.axis, op.mode),
         Op::LayerNormalization(op) => norm::layernorm(kernel, n, op),
-        Op::ReduceSum(o) => reduce::reduce(kernel, n, &o.axes, Kind::Sum),
-        Op::ReduceMean(o) => reduce::reduce(kernel, n, &o.axes, Kind::Mean),
-        Op::ReduceMax(o) => reduce::reduce(kernel, n, &o.axes, Kind::Max),
-        Op::ReduceMin(o) => reduce::reduce(kernel, n, &o.axes, Kind::Min),
-        Op::ReduceProd(o) => reduce::reduce(kernel, n, &o.axes, Kind::Prod),
-        Op::ReduceL1(o) => reduce::reduce(kernel, n, &o.axes, Kind::L1),
-        Op::ReduceL2(o) => reduce::reduce(kernel, n, &o.axes, Kind::L2),
-        Op::ReduceLogSum(o) => reduce::reduce(kernel, n, &o.axes, Kind::LogSum),
-        Op::ReduceLogSumExp(o) => reduce::reduce(kernel, n, &o.axes, Kind::LogSumExp),
-        Op::ReduceSumSquare(o) => reduce::reduce(kernel, n, &o.axes, Kind::SumSquare),
+        Op::ReduceSum(_)
+        | Op::ReduceMean(_)
+        | Op::ReduceMax(_)
+        | Op::ReduceMin(_)
+        | Op::ReduceProd(_)
+        | Op::ReduceL1(_)
+        | Op::ReduceL2(_)
+        | Op::ReduceLogSum(_)
+        | Op::ReduceLogSumExp(_)
+        | Op::ReduceSumSquare(_) => match reduce::reduction(n.op) {
+            Some((axes, kind)) => reduce::reduce(kernel, n, axes, kind),
+            None => Err(n.error("internal: not a Reduce* op")),
+        },
         Op::ArgMax(o) => reduce::arg(kernel, n, o.axis, true, o.select_last_index),
         Op::ArgMin(o) => reduce::arg(kernel, n, o.axis, false, o.select_last_index),
         Op::NllLoss(o) => reduce::nll_loss(kernel, n, o),

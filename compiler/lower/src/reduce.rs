@@ -6,7 +6,7 @@ use crate::dtype::{accumulator, load_as, store_as};
 use crate::shape::{contiguous_strides, linear};
 use crate::{LowerError, Node};
 use dlc_ir::ops::{resolve_axes, CumSum, LossReduction, NllLoss};
-use dlc_ir::DType;
+use dlc_ir::{DType, Op};
 use dlc_kir::{
     Access, BinOp, CastOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, UnOp, ValId,
 };
@@ -25,6 +25,23 @@ pub enum Kind {
     LogSum,
     LogSumExp,
     SumSquare,
+}
+
+/// The axes and kind of a Reduce* op (`None` for every other op).
+pub fn reduction(op: &Op) -> Option<(&[i64], Kind)> {
+    Some(match op {
+        Op::ReduceSum(o) => (&o.axes, Kind::Sum),
+        Op::ReduceMean(o) => (&o.axes, Kind::Mean),
+        Op::ReduceMax(o) => (&o.axes, Kind::Max),
+        Op::ReduceMin(o) => (&o.axes, Kind::Min),
+        Op::ReduceProd(o) => (&o.axes, Kind::Prod),
+        Op::ReduceL1(o) => (&o.axes, Kind::L1),
+        Op::ReduceL2(o) => (&o.axes, Kind::L2),
+        Op::ReduceLogSum(o) => (&o.axes, Kind::LogSum),
+        Op::ReduceLogSumExp(o) => (&o.axes, Kind::LogSumExp),
+        Op::ReduceSumSquare(o) => (&o.axes, Kind::SumSquare),
+        _ => return None,
+    })
 }
 
 /// Runs `f`, keeping its first error in `slot` (builder closures return nothing).

@@ -54,43 +54,14 @@ pub(crate) fn coalesce(out: &[u64], strides: &[Vec<u64>]) -> (Vec<u64>, Vec<Vec<
     (dims, st)
 }
 
-/// The LLVM storage type of a dtype.
+/// The LLVM storage type of a dtype (dlc-lower's storage rule, in LLVM types).
 pub(crate) fn llvm_type<'ctx>(kb: &Kb<'_, 'ctx>, d: DType) -> Option<BasicTypeEnum<'ctx>> {
-    let cx = kb.cx;
-    Some(match d {
-        DType::F32 => cx.f32_type().into(),
-        DType::F64 => cx.f64_type().into(),
-        DType::I8 | DType::U8 | DType::Bool => cx.i8_type().into(),
-        DType::I16 | DType::U16 => cx.i16_type().into(),
-        DType::I32 | DType::U32 => cx.i32_type().into(),
-        DType::I64 | DType::U64 => cx.i64_type().into(),
-        DType::F16 => cx.f16_type().into(),
-        DType::BF16 => cx.i16_type().into(),
-        // One byte per element (see DType::is_storage_only).
-        DType::F8E4M3FN
-        | DType::F8E4M3FNUZ
-        | DType::F8E5M2
-        | DType::F8E5M2FNUZ
-        | DType::F4E2M1
-        | DType::F8E8M0
-        | DType::I4
-        | DType::U4
-        | DType::I2
-        | DType::U2 => cx.i8_type().into(),
-    })
+    Some(crate::kir::elem_type(kb, dlc_lower::dtype::storage(d)))
 }
 
-/// The dtype arithmetic happens in: f16, bf16 and the 8- and 4-bit floats compute in
-/// f32, the 4- and 2-bit integers in 8 bits.
-pub(crate) fn compute_dtype(d: DType) -> DType {
-    match d {
-        DType::F16 | DType::BF16 => DType::F32,
-        DType::I4 | DType::I2 => DType::I8,
-        DType::U4 | DType::U2 => DType::U8,
-        d if d.is_float() && d.is_storage_only() => DType::F32,
-        d => d,
-    }
-}
+/// The dtype arithmetic happens in (dlc-lower's rule): f16, bf16 and the 8- and 4-bit
+/// floats compute in f32, the 4- and 2-bit integers in 8 bits.
+pub(crate) use dlc_lower::dtype::compute as compute_dtype;
 
 /// A loaded value of storage dtype `d` as a value of `compute_dtype(d)`.
 pub(crate) fn widen<'ctx>(kb: &Kb<'_, 'ctx>, v: BasicValueEnum<'ctx>, d: DType) -> R<BasicValueEnum<'ctx>> {

@@ -5,26 +5,9 @@ use super::NodeInfo;
 use dlc_ir::ops::resolve_axes;
 use dlc_ir::{DType, Op};
 
-/// What a Reduce* op folds its inputs with (dlc-lower's, which the GPU's row kernels
-/// share).
-pub(crate) use dlc_lower::reduce::Kind;
-
-/// The axes and kind of a Reduce* op (`None` for the other reductions).
-fn reduction(op: &Op) -> Option<(&[i64], Kind)> {
-    Some(match op {
-        Op::ReduceSum(o) => (&o.axes, Kind::Sum),
-        Op::ReduceMean(o) => (&o.axes, Kind::Mean),
-        Op::ReduceMax(o) => (&o.axes, Kind::Max),
-        Op::ReduceMin(o) => (&o.axes, Kind::Min),
-        Op::ReduceProd(o) => (&o.axes, Kind::Prod),
-        Op::ReduceL1(o) => (&o.axes, Kind::L1),
-        Op::ReduceL2(o) => (&o.axes, Kind::L2),
-        Op::ReduceLogSum(o) => (&o.axes, Kind::LogSum),
-        Op::ReduceLogSumExp(o) => (&o.axes, Kind::LogSumExp),
-        Op::ReduceSumSquare(o) => (&o.axes, Kind::SumSquare),
-        _ => return None,
-    })
-}
+/// What a Reduce* op folds its inputs with, and which Reduce* an op is (dlc-lower's,
+/// which the GPU's row kernels share).
+pub(crate) use dlc_lower::reduce::{reduction, Kind};
 
 /// For an f32 Sum, Mean, Max, Min, SumSquare, L1 or L2 reduction over the trailing axes
 /// (what a GPU block computes as one row): its kind, the number of rows (outputs) and
