@@ -11,7 +11,9 @@ use crate::lower::elementwise::{nest, Drive};
 use crate::CodegenError;
 use dlc_kir::expr::Atom;
 use dlc_kir::verify::Types;
-use dlc_kir::{BinOp, CastOp, CmpOp, Elem, Expr, Inst, Kernel, Lit, LoopKind, ReduceOp, Stmt, Ty, UnOp, ValId};
+use dlc_kir::{
+    BinOp, CastOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, ReduceOp, Stmt, Ty, UnOp, ValId,
+};
 use inkwell::types::BasicTypeEnum;
 use inkwell::values::{BasicMetadataValueEnum, BasicValue, BasicValueEnum, IntValue, PointerValue};
 use inkwell::{FloatPredicate, IntPredicate};
@@ -110,6 +112,76 @@ pub(crate) fn emit_with<'ctx>(kb: &Kb<'_, 'ctx>, k: &Kernel, drive: Drive<'_, 'c
         }
         tr.body(kb, body, &mut env)
     })
+}
+
+impl Tr<'_> {
+    /// The module's constant array of table `t` (one per name, private).
+    fn table<'ctx>(&self, kb: &Kb<'_, 'ctx>, t: &dlc_kir::Table) -> R<PointerValue<'ctx>> {
+        if let Some(g) = kb.m.get_global(&t.name) {
+            return Ok(g.as_pointer_value());
+        }
+        let et = elem_type(kb, t.elem);
+        let init = match et {
+            BasicTypeEnum::FloatType(ft) => {
+                let v: Vec<_> = t.values.iter().map(|l| ft.const_float(lit_f64(*l))).collect();
+                ft.const_array(&v)
+            }
+            BasicTypeEnum::IntType(it) => {
+                let v: Vec<_> = t.values.iter().map(|l| it.const_int(lit_i64(*l) as u64, true)).collect();
+                it.const_array(&v)
+            }
+            _ => return Err(bad(self.k, format!("table '{}' of {}", t.name, t.elem.name()))),
+        };
+        let g = kb.m.add_global(init.get_type(), None, &t.name);
+        g.set_initializer(&init);
+        g.set_constant(true);
+        g.set_linkage(inkwell::module::Linkage::Private);
+        g.set_unnamed_addr(true);
+        Ok(g.as_pointer_value())
+    }
+}
+
+fn lit_f64(l: Lit) -> f64 {
+    match l {
+        Lit::Float(f) => f,
+        Lit::Int(i) => i as f64,
+    }
+}
+
+fn lit_i64(l: Lit) -> i64 {
+    match l {
+        Lit::Float(f) => f as i64,
+        Lit::Int(i) => i,
+    }
+}
+
+/// Translates a scalar kir computation inline, where an inkwell lowering needs one of
+/// dlc-lower's scalar rules: `build` gets one value per argument (placeholders it must
+/// not redefine) and returns the result; the arguments' LLVM values stand in for the
+/// placeholders.
+pub(crate) fn inline<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    args: &[(BasicValueEnum<'ctx>, Ty)],
+    build: impl FnOnce(&mut KernelBuilder, &[ValId]) -> ValId,
+) -> R<BasicValueEnum<'ctx>> {
+    let mut b = KernelBuilder::new("inline", &[]);
+    let ids: Vec<ValId> = args
+        .iter()
+        .map(|(_, ty)| {
+            let lit = if ty.elem.is_float() { Lit::Float(0.0) } else { Lit::Int(0) };
+            b.let_(Inst::Const { ty: *ty, lit })
+        })
+        .collect();
+    let result = build(&mut b, &ids);
+    let k = b.finish();
+    let types = dlc_kir::verify::kernel(&k).map_err(|e| bad(&k, e))?;
+    let tr = Tr { k: &k, types };
+    let mut env = Env::default();
+    for (id, (v, _)) in ids.iter().zip(args) {
+        env.vals.insert(*id, *v);
+    }
+    tr.body(kb, &k.body[ids.len()..], &mut env)?;
+    env.vals.get(&result).copied().ok_or_else(|| bad(&k, format!("%v{result} is not defined")))
 }
 
 /// Translates kernel `k` for the CPU (an `each` nest is a loop nest).
@@ -439,6 +511,14 @@ impl Tr<'_> {
                 r
             }
             Inst::Opaque(x) => kb.opaque(iv(*x)?)?.into(),
+            Inst::Lookup { table, index } => {
+                let t = &self.k.tables[*table as usize];
+                let g = self.table(kb, t)?;
+                let et = elem_type(kb, t.elem);
+                let i = b.build_int_z_extend(iv(*index)?, kb.i64t, "")?;
+                let p = kb.gep(et, g, i)?;
+                b.build_load(et, p, "")?
+            }
         })
     }
 

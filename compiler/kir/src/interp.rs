@@ -323,6 +323,8 @@ impl Frame<'_> {
             ("floor", [x]) => x.floor(),
             ("ceil", [x]) => x.ceil(),
             ("round", [x]) => x.round(),
+            ("roundeven", [x]) => x.round_ties_even(),
+            ("trunc", [x]) => x.trunc(),
             ("pow", [x, y]) => x.powf(*y),
             ("fmod", [x, y]) => x % y,
             _ => return self.fault(format!("no meaning for function '{func}' with {} arguments", args.len())),
@@ -437,6 +439,21 @@ impl Frame<'_> {
                 return self.fault(format!("the interpreter has no meaning for intrinsic '{name}'"))
             }
             Inst::Opaque(a) => self.v(*a).clone(),
+            Inst::Lookup { table, index } => {
+                let i = int(self.v(*index)[0]);
+                let t = &self.k.tables[*table as usize];
+                match t.values.get(i as usize) {
+                    Some(Lit::Int(v)) => vec![S::I(*v as u64 & mask(t.elem.bits()))],
+                    Some(Lit::Float(f)) => vec![S::F(round_to(t.elem, *f))],
+                    None => {
+                        return self.fault(format!(
+                            "lookup of element {i} of table '{}' ({} elements)",
+                            t.name,
+                            t.values.len()
+                        ))
+                    }
+                }
+            }
         })
     }
 

@@ -300,6 +300,15 @@ pub enum Inst {
     },
     /// The same value, opaque to optimisation (keeps LLVM from merging addresses).
     Opaque(ValId),
+    /// Element `index` (an integer scalar, read unsigned) of the kernel's constant table
+    /// `table` (`%tN`): a scalar of the table's element type. Out of range is an error
+    /// of the program.
+    Lookup {
+        /// The table.
+        table: u32,
+        /// The element index.
+        index: ValId,
+    },
 }
 
 /// How the iterations of a loop may run.
@@ -390,8 +399,23 @@ pub struct Kernel {
     pub name: String,
     /// Its parameters (`%p0`, `%p1`...).
     pub params: Vec<Access>,
+    /// Constant tables (`%t0`, `%t1`...), read by [`Inst::Lookup`].
+    pub tables: Vec<Table>,
     /// The body.
     pub body: Vec<Stmt>,
+}
+
+/// A constant table of a kernel (a decode table of an 8-bit float format): a
+/// translator emits it once per module under its name, so kernels that share a table
+/// share its name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// Its name (unique per content in a program: `dlc.decode.f8e4m3fn`).
+    pub name: String,
+    /// The element type.
+    pub elem: Elem,
+    /// The elements.
+    pub values: Arc<[Lit]>,
 }
 
 /// A run-time dim the program is parameterised by.
@@ -425,6 +449,10 @@ pub struct Buffer {
     pub kind: BufKind,
     /// Its size in bytes.
     pub bytes: Expr,
+    /// For inputs and outputs, the tensor type the caller sees, as the frontend writes
+    /// it (`f32[1,3]`): what a compiled artifact's manifest describes. kir does not
+    /// interpret it.
+    pub ty: Option<String>,
 }
 
 /// A step of the program's schedule.

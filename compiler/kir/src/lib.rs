@@ -34,6 +34,7 @@ pub struct KernelBuilder {
     next_val: u32,
     next_var: u32,
     next_local: u32,
+    tables: Vec<Table>,
 }
 
 impl KernelBuilder {
@@ -46,6 +47,7 @@ impl KernelBuilder {
             next_val: 0,
             next_var: 0,
             next_local: 0,
+            tables: Vec::new(),
         }
     }
 
@@ -145,9 +147,18 @@ impl KernelBuilder {
         l
     }
 
+    /// The table named `name` (`%tN`), declared with `values` the first time.
+    pub fn table(&mut self, name: &str, elem: Elem, values: impl FnOnce() -> Vec<Lit>) -> u32 {
+        if let Some(i) = self.tables.iter().position(|t| t.name == name) {
+            return i as u32;
+        }
+        self.tables.push(Table { name: name.to_string(), elem, values: values().into() });
+        self.tables.len() as u32 - 1
+    }
+
     /// The kernel.
     pub fn finish(mut self) -> Kernel {
         let body = self.stack.pop().expect("the kernel body");
-        Kernel { name: self.name, params: self.params, body }
+        Kernel { name: self.name, params: self.params, tables: self.tables, body }
     }
 }

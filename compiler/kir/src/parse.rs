@@ -442,6 +442,13 @@ impl<'s> P<'s> {
                 }
             }
             "opaque" => Inst::Opaque(self.reg('v')?),
+            "lookup" => {
+                let table = self.reg('t')?;
+                self.expect("[")?;
+                let index = self.reg('v')?;
+                self.expect("]")?;
+                Inst::Lookup { table, index }
+            }
             _ => {
                 self.pos = at;
                 return self.err(format!("unknown instruction '{w}'"));
@@ -555,7 +562,33 @@ impl<'s> P<'s> {
                 self.expect(",")?;
             }
         }
-        Ok(Kernel { name, params, body: self.body()? })
+        let mut tables = Vec::new();
+        while self.is_keyword("table") {
+            let t = self.reg('t')?;
+            if t as usize != tables.len() {
+                return self.err(format!("tables must be numbered in order: expected %t{}", tables.len()));
+            }
+            let name = self.string()?;
+            self.expect(":")?;
+            let ty = self.ty()?;
+            if ty.lanes != 1 {
+                return self.err("a table's element type is a scalar");
+            }
+            let elem = ty.elem;
+            self.expect("[")?;
+            let mut values = Vec::new();
+            if !self.eat("]") {
+                loop {
+                    values.push(if elem.is_float() { Lit::Float(self.float()?) } else { Lit::Int(self.int()?) });
+                    if self.eat("]") {
+                        break;
+                    }
+                    self.expect(",")?;
+                }
+            }
+            tables.push(Table { name, elem, values: values.into() });
+        }
+        Ok(Kernel { name, params, tables, body: self.body()? })
     }
 
     fn steps(&mut self, kernels: &HashMap<String, u32>) -> R<Vec<Step>> {
@@ -661,6 +694,7 @@ impl<'s> P<'s> {
                         "const" => BufKind::Const(Arc::from(Vec::new())),
                         _ => return self.err(format!("unknown buffer kind '{kw}'")),
                     };
+                    let ty = if self.is_keyword("type") { Some(self.string()?) } else { None };
                     self.keyword("bytes")?;
                     let bytes = self.bracketed()?;
                     if matches!(kind, BufKind::Const(_)) {
@@ -676,7 +710,7 @@ impl<'s> P<'s> {
                         self.pos += n;
                         kind = BufKind::Const(Arc::from(data));
                     }
-                    p.buffers.push(Buffer { name, kind, bytes });
+                    p.buffers.push(Buffer { name, kind, bytes, ty });
                 }
                 "kernel" => p.kernels.push(self.kernel()?),
                 "schedule" => {

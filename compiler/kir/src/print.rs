@@ -103,6 +103,7 @@ fn inst(i: &Inst) -> String {
         Inst::Call { func, args, ty } => format!("call {}({}) : {ty}", quote(func), vals(args)),
         Inst::Intrinsic { name, args, ty } => format!("intrinsic {}({}) : {ty}", quote(name), vals(args)),
         Inst::Opaque(a) => format!("opaque %v{a}"),
+        Inst::Lookup { table, index } => format!("lookup %t{table}[%v{index}]"),
     }
 }
 
@@ -158,7 +159,12 @@ pub fn kernel(k: &Kernel) -> String {
         .enumerate()
         .map(|(i, a)| format!("%p{i}: {}", if *a == Access::Read { "read" } else { "write" }))
         .collect();
-    let mut out = format!("kernel @{}({}) {{\n", quote(&k.name), params.join(", "));
+    let mut out = format!("kernel @{}({})", quote(&k.name), params.join(", "));
+    for (i, t) in k.tables.iter().enumerate() {
+        let v: Vec<String> = t.values.iter().map(lit).collect();
+        let _ = write!(out, "\n  table %t{i} {} : {} [{}]", quote(&t.name), t.elem.name(), v.join(", "));
+    }
+    out.push_str(if k.tables.is_empty() { " {\n" } else { "\n{\n" });
     body(&mut out, &k.body, 1);
     out.push_str("}\n");
     out
@@ -207,7 +213,8 @@ pub fn program(p: &Program) -> String {
             BufKind::Arena(off) => format!("arena [{off}]"),
             BufKind::Const(_) => "const".to_string(),
         };
-        let _ = write!(out, "buffer %b{i} {} {kind} bytes [{}]", quote(&b.name), b.bytes);
+        let ty = b.ty.as_ref().map(|t| format!(" type {}", quote(t))).unwrap_or_default();
+        let _ = write!(out, "buffer %b{i} {} {kind}{ty} bytes [{}]", quote(&b.name), b.bytes);
         if let BufKind::Const(data) = &b.kind {
             out.push_str(" data ");
             for byte in data.iter() {

@@ -220,6 +220,16 @@ impl Cx<'_> {
                 }
                 t
             }
+            Lookup { table, index } => {
+                let t = self.val(*index)?;
+                if t.lanes != 1 || t.elem.is_float() || t.elem == Elem::I1 {
+                    return self.err(format!("lookup index of {t} (an integer scalar)"));
+                }
+                match self.k.tables.get(*table as usize) {
+                    Some(tb) => Ty::scalar(tb.elem),
+                    None => return self.err(format!("%t{table} is not a table of the kernel")),
+                }
+            }
         })
     }
 
@@ -316,6 +326,14 @@ pub fn valid_symbol(s: &str) -> bool {
 pub fn kernel(k: &Kernel) -> Result<Types, VerifyError> {
     let mut cx =
         Cx { k, types: Types::default(), scope_vals: Vec::new(), scope_vars: Vec::new(), scope_locals: Vec::new() };
+    for (i, t) in k.tables.iter().enumerate() {
+        if t.elem == Elem::I1 || t.values.iter().any(|v| matches!(v, Lit::Float(_)) != t.elem.is_float()) {
+            return cx.err(format!("table %t{i} '{}' holds literals that are not {}", t.name, t.elem.name()));
+        }
+        if k.tables[..i].iter().any(|o| o.name == t.name) {
+            return cx.err(format!("table name '{}' is declared twice", t.name));
+        }
+    }
     cx.body(&k.body)?;
     Ok(cx.types)
 }

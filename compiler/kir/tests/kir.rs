@@ -36,7 +36,10 @@ kernel @"k0"(%p0: read, %p1: read, %p2: write) {
   }
 }
 
-kernel @"k1"(%p0: read, %p1: write) {
+kernel @"k1"(%p0: read, %p1: write)
+  table %t0 "dlc.decode.test" : f32 [0.0, 1.5, -inf]
+  table %t1 "ints" : i16 [3, -4]
+{
   for %i0 in 0 .. floordiv(N + 1, 2) each {
     %v0 = index 2*%i0
     %v1 = const i64 1
@@ -63,6 +66,8 @@ kernel @"k1"(%p0: read, %p1: write) {
     memcpy %p1[4*%i0], %p0[0], 4
     %v16 = opaque %v0
     %v17 = intrinsic "x86.avx512.vpdpbusd.512"(%v15, %v15, %v15) : i32x4
+    %v18 = lookup %t0[%v4]
+    %v19 = lookup %t1[%v2]
   }
 }
 
@@ -215,6 +220,7 @@ fn verifier_rejects_bad_kernels() {
         ("%v0 = const i32 1\n  %v1 = load f32, %p1[%v0] align 4", "%v0 in an index is i32, not i64"),
         ("for %i0 in 0 .. 2 serial {\n    %v0 = const i32 1\n  }\n  store %p0[0], %v0 align 4", "%v0 is used where"),
         ("%v0 = const f32 1.0\n  %v1 = load f32, %p1[0] align 3", "alignment 3 is not a power of two"),
+        ("%v0 = const i8 1\n  %v1 = lookup %t0[%v0]", "%t0 is not a table of the kernel"),
     ];
     for (body, want) in cases {
         let text = format!("kernel @\"bad\"(%p0: write, %p1: read) {{\n  {body}\n}}\n");
@@ -237,4 +243,39 @@ fn parse_errors_name_the_position() {
     assert!(e.msg.contains("nesting deeper than"), "{e}");
     assert!(parse::expr("99999999999999999999").is_err());
     assert!(parse::kernel("kernel @\"k\"(%p1: read) {}").is_err());
+}
+
+#[test]
+fn tables_are_read_unsigned_and_checked() {
+    let text = "kernel @\"k\"(%p0: read, %p1: write)\n  table %t0 \"t\" : f32 [0.5, -2.0, 4.0]\n{\n  \
+                %v0 = load i8, %p0[0] align 1\n  %v1 = lookup %t0[%v0]\n  store %p1[0], %v1 align 4\n}\n";
+    let k = parse::kernel(text).unwrap();
+    assert_eq!(print::kernel(&k), text);
+    let run = |code: u8| {
+        let mut bufs = vec![vec![code], vec![0; 4]];
+        run_kernel(&k, &mut bufs, &BTreeMap::new()).map(|_| f32::from_le_bytes(bufs[1][..4].try_into().unwrap()))
+    };
+    assert_eq!(run(1).unwrap(), -2.0);
+    assert_eq!(run(2).unwrap(), 4.0);
+    // Code 0xFF is 255 (unsigned), past the table's 3 elements: an error, not a wrap.
+    let e = run(0xFF).unwrap_err();
+    assert!(e.to_string().contains("element 255 of table 't' (3 elements)"), "{e}");
+    // A float index, a float literal in an integer table, two tables of one name.
+    let bad = [
+        ("table %t0 \"t\" : f32 [1.0]", "%v0 = const f32 0.0\n  %v1 = lookup %t0[%v0]", "lookup index of f32"),
+        ("table %t0 \"t\" : i32 [1]\n  table %t1 \"t\" : i32 [2]", "", "declared twice"),
+    ];
+    for (tables, body, want) in bad {
+        let text = format!("kernel @\"bad\"(%p0: write)\n  {tables}\n{{\n  {body}\n}}\n");
+        let k = parse::kernel(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let e = verify::kernel(&k).unwrap_err();
+        assert!(e.to_string().contains(want), "{text}: got {e}");
+    }
+    // The parser reads an integer table's literals as integers; a kernel built in code
+    // with a float in one is the verifier's to reject.
+    assert!(parse::kernel("kernel @\"k\"()\n  table %t0 \"t\" : i32 [1.5]\n{\n}\n").is_err());
+    let mut k = parse::kernel("kernel @\"k\"()\n  table %t0 \"t\" : i32 [1]\n{\n}\n").unwrap();
+    k.tables[0].values = vec![dlc_kir::Lit::Float(1.5)].into();
+    let e = verify::kernel(&k).unwrap_err();
+    assert!(e.to_string().contains("holds literals that are not i32"), "{e}");
 }

@@ -10,7 +10,8 @@
 //! gather, gather-elements, pad, concat, copies and the scatters; `quant_pack` is with
 //! the int8 family) and the
 //! normalisations (batchnorm, softmax/logsoftmax/hardmax, layer and RMS norm) and the
-//! reductions (Reduce*, ArgMax/ArgMin, NllLoss, CumSum);
+//! reductions (Reduce*, ArgMax/ArgMin, NllLoss, CumSum) and the elementwise ops with
+//! fused elementwise programs (every dtype, the 8-bit floats included);
 //! every other op returns `None` from [`lower`] and keeps its inkwell lowering in
 //! dlc-codegen-llvm until its family is ported (ARCHITECTURE.md tracks which).
 //!
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod dtype;
+pub mod elementwise;
 pub mod movement;
 pub mod norm;
 pub mod program;
@@ -118,11 +120,7 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         Op::ArgMin(o) => reduce::arg(kernel, n, o.axis, false, o.select_last_index),
         Op::NllLoss(o) => reduce::nll_loss(kernel, n, o),
         Op::CumSum(o) => reduce::cumsum(kernel, n, o),
-        // Not ported yet: the inkwell lowerings in dlc-codegen-llvm (listed, not `_`, so
-        // a new op does not compile until someone decides where it is lowered).
-        Op::Input(_)
-        | Op::Const(_)
-        | Op::Add(_)
+        Op::Add(_)
         | Op::Sub(_)
         | Op::Mul(_)
         | Op::Div(_)
@@ -189,7 +187,11 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::Swish(_)
         | Op::Shrink(_)
         | Op::Expand(_)
-        | Op::Fused(_)
+        | Op::Fused(_) => elementwise::map(kernel, n),
+        // Not ported yet: the inkwell lowerings in dlc-codegen-llvm (listed, not `_`, so
+        // a new op does not compile until someone decides where it is lowered).
+        Op::Input(_)
+        | Op::Const(_)
         | Op::MatMul(_)
         | Op::Gemm(_)
         | Op::Einsum(_)

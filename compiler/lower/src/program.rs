@@ -39,7 +39,13 @@ pub fn program(g: &Graph, plan: &MemoryPlan) -> Result<Program, LowerError> {
                 },
                 Location::Arena(off) => BufKind::Arena(Expr::c(off as i64)),
             };
-            p.buffers.push(Buffer { name: name.to_string(), kind, bytes: size });
+            // The caller's tensors carry the names and types the model declares.
+            let (name, ty) = match loc {
+                Location::Input(i) => (g.node(g.inputs()[i]).name.clone(), Some(t.to_string())),
+                Location::Output(i) => (g.outputs()[i].0.clone(), Some(t.to_string())),
+                Location::Const(_) | Location::Arena(_) => (name.to_string(), None),
+            };
+            p.buffers.push(Buffer { name, kind, bytes: size, ty });
             p.buffers.len() as u32 - 1
         })
     };
@@ -73,6 +79,7 @@ pub fn program(g: &Graph, plan: &MemoryPlan) -> Result<Program, LowerError> {
                 name: name.clone(),
                 kind: BufKind::Output(i as u32),
                 bytes: bytes(g.value_type(*v)),
+                ty: Some(g.value_type(*v).to_string()),
             });
             p.schedule.push(Step::Copy { dst: p.buffers.len() as u32 - 1, src });
         }

@@ -107,7 +107,7 @@ pub fn reduce(name: &str, n: &Node, axes: &[i64], kind: Kind) -> Result<Kernel, 
             b.nest(&red_ext, LoopKind::Serial, |b, ri| {
                 keep(&mut inner, || {
                     let at = ri.iter().zip(&axes).fold(base.clone(), |a, (i, &d)| &a + &(i * &st[d]));
-                    let v = load_as(b, n, 0, at, in_dt, acc_dt)?;
+                    let v = load_as(b, 0, at, in_dt, acc_dt);
                     let a = b.let_(Inst::Get(acc));
                     let next = if float { step_float(b, kind, a, v) } else { step_int(b, kind, a, v, signed) };
                     b.stmt(Stmt::Set(acc, next));
@@ -153,7 +153,8 @@ pub fn reduce(name: &str, n: &Node, axes: &[i64], kind: Kind) -> Result<Kernel, 
                 }
             };
             let from = if float { DType::F64 } else { acc_dt };
-            store_as(b, n, 1, linear(oi, &out_st, Expr::c(0)), fin, from, out_dt)
+            store_as(b, 1, linear(oi, &out_st, Expr::c(0)), fin, from, out_dt);
+            Ok(())
         })
     });
     done(b, err)
@@ -240,14 +241,14 @@ pub fn arg(name: &str, n: &Node, axis: i64, is_max: bool, last: bool) -> Result<
     b.nest(&outer_ext, LoopKind::Each, |b, oi| {
         keep(&mut err, || {
             let base = oi.iter().zip(&outer).fold(Expr::c(0), |acc, (i, &d)| &acc + &(i * &st[d]));
-            let v0 = load_as(b, n, 0, base.clone(), in_dt, val_dt)?;
+            let v0 = load_as(b, 0, base.clone(), in_dt, val_dt);
             let best = b.local(val_ty, v0);
             let z = b.i64(0);
             let best_i = b.local(Ty::scalar(Elem::I64), z);
             let mut inner = None;
             b.for_(Expr::c(1), x[a].clone(), LoopKind::Serial, |b, j| {
                 keep(&mut inner, || {
-                    let v = load_as(b, n, 0, &base + &(&j * &st[a]), in_dt, val_dt)?;
+                    let v = load_as(b, 0, &base + &(&j * &st[a]), in_dt, val_dt);
                     let cur = b.let_(Inst::Get(best));
                     let p = if float {
                         match (is_max, last) {
@@ -331,15 +332,15 @@ pub fn nll_loss(name: &str, n: &Node, op: &NllLoss) -> Result<Kernel, LowerError
                 let past = b.cmp(CmpOp::Sge, tc, cls);
                 let lastc = b.i64(classes - 1);
                 let tc = b.select(past, lastc, tc);
-                let w = if has_w { load_as(b, n, 2, Expr::val(tc), in_dt, DType::F64)? } else { f64c(b, 1.0) };
+                let w = if has_w { load_as(b, 2, Expr::val(tc), in_dt, DType::F64) } else { f64c(b, 1.0) };
                 let wz = f64c(b, 0.0);
                 let w = b.select(ignored, wz, w);
                 let at = &(&(&idx[0] * &Expr::c(classes * inner)) + &(&Expr::val(tc) * &Expr::c(inner))) + &idx[1];
-                let xv = load_as(b, n, 0, at, in_dt, DType::F64)?;
+                let xv = load_as(b, 0, at, in_dt, DType::F64);
                 let xw = b.bin(BinOp::FMul, xv, w);
                 let loss = b.let_(Inst::Un(UnOp::FNeg, xw));
                 if op.reduction == LossReduction::None {
-                    store_as(b, n, py, ti, loss, DType::F64, out_dt)?;
+                    store_as(b, py, ti, loss, DType::F64, out_dt);
                 } else {
                     let a = b.let_(Inst::Get(acc));
                     let na = b.bin(BinOp::FAdd, a, loss);
@@ -358,7 +359,7 @@ pub fn nll_loss(name: &str, n: &Node, op: &NllLoss) -> Result<Kernel, LowerError
             let s = b.let_(Inst::Get(wsum));
             r = b.bin(BinOp::FDiv, r, s);
         }
-        keep(&mut err, || store_as(&mut b, n, py, Expr::c(0), r, DType::F64, out_dt));
+        store_as(&mut b, py, Expr::c(0), r, DType::F64, out_dt);
     }
     done(b, err)
 }
@@ -408,7 +409,7 @@ pub fn cumsum(name: &str, n: &Node, op: &CumSum) -> Result<Kernel, LowerError> {
                         keep(&mut err, || {
                             let pos = if op.reverse { &Expr::c(len - 1) - &j } else { j };
                             let off = &base + &(&pos * &st[a]);
-                            let v = load_as(bb, n, 0, off.clone(), dt, acc_dt)?;
+                            let v = load_as(bb, 0, off.clone(), dt, acc_dt);
                             let cur = bb.let_(Inst::Get(acc));
                             let opk = match (float, op.product) {
                                 (true, false) => BinOp::FAdd,
@@ -418,7 +419,7 @@ pub fn cumsum(name: &str, n: &Node, op: &CumSum) -> Result<Kernel, LowerError> {
                             };
                             let next = bb.bin(opk, cur, v);
                             let out = if op.exclusive { cur } else { next };
-                            store_as(bb, n, 2, off, out, acc_dt, dt)?;
+                            store_as(bb, 2, off, out, acc_dt, dt);
                             bb.stmt(Stmt::Set(acc, next));
                             Ok(())
                         })

@@ -50,8 +50,10 @@ fn a_graph_of_ported_ops_runs_as_one_program() {
 
 #[test]
 fn a_node_not_ported_yet_is_named() {
-    let g = graph("model m(x: f32[2, 3]) -> (y: f32[3, 2]) {\n  return relu(transpose(x, perm=[1, 0]))\n}\n");
+    let g = graph(
+        "model m(x: f32[2, 3], w: f32[2, 4]) -> (y: f32[3, 4]) {\n  return matmul(relu(transpose(x, perm=[1, 0])), w)\n}\n",
+    );
     let plan = dlc_passes::plan_memory(&g).unwrap();
     let e = dlc_lower::program::program(&g, &plan).unwrap_err();
-    assert!(e.to_string().contains("(relu): not lowered through kir yet"), "{e}");
+    assert!(e.to_string().contains("(matmul): not lowered through kir yet"), "{e}");
 }

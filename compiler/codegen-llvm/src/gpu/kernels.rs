@@ -8,7 +8,7 @@
 use super::{Factory, Geometry, Gk, Private, Reduce};
 use crate::kernel::{Kb, R};
 use crate::lower::conv::{pool_point, Pool};
-use crate::lower::elementwise::{activation, broadcast_strides, coalesce, map_with, Drive};
+use crate::lower::elementwise::{activation, broadcast_strides, coalesce, Drive};
 use crate::lower::linalg::{attention_dims, mask_term, MatMulShape};
 use crate::lower::movement::{elem_int_type, load_index, GatherGeometry};
 use crate::lower::reduce::{as_rows, per_output, Kind};
@@ -36,8 +36,11 @@ pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) ->
         return row_reduce(f, kind, rows, len);
     }
     match n.op.kind() {
-        OpKind::Elementwise => return flat(f, numel(n), |kb, drive| map_with(kb, n, drive)),
-        // One output per thread, through the reduction's kir kernel (an `each` nest).
+        // One element (or output) per thread, through the op's kir kernel (an `each` nest).
+        OpKind::Elementwise => {
+            let k = n.kir().ok_or_else(|| n.unsupported("internal: an elementwise op without a kir lowering"))??;
+            return flat(f, numel(n), |kb, drive| crate::kir::emit_with(kb, &k, drive));
+        }
         OpKind::Reduction if per_output(n.op) => {
             if let Some(k) = n.kir() {
                 let k = k?;

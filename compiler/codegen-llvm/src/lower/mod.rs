@@ -2,7 +2,7 @@
 //! compile until it has a lowering here (or is listed as a source that has none).
 use crate::kernel::{Kb, R};
 use crate::{CodegenError, TargetSpec};
-use dlc_ir::{DType, Graph, NodeId, Op, OpKind, TensorType};
+use dlc_ir::{DType, Graph, NodeId, Op, TensorType};
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::values::FunctionValue;
@@ -13,7 +13,6 @@ pub(crate) mod elementwise;
 mod gemm;
 pub(crate) use gemm::vfma;
 pub(crate) mod linalg;
-mod minifloat;
 pub(crate) mod movement;
 mod quant;
 pub(crate) mod reduce;
@@ -111,10 +110,6 @@ pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo)
     if let Some(k) = info.kir() {
         return crate::kir::emit(kb, &k?);
     }
-    if node.op.kind() == OpKind::Elementwise {
-        elementwise::map(kb, info)?;
-        return Ok(());
-    }
     if let Some((shape, b)) = packed_b(g, id) {
         let epi = match &node.op {
             Op::MatMul(op) => gemm::Epilogue::MatMul { bias: (info.inputs.len() == 3).then_some(2), act: op.act },
@@ -158,7 +153,8 @@ pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo)
             conv::pool(kb, info, &geom, conv::Pool::Avg { count_include_pad: op.count_include_pad })?
         }
         Op::GlobalAveragePool(_) => conv::global_avgpool(kb, info)?,
-        // Lowered through kir above (dlc-lower): data movement.
+        // Lowered through kir above (dlc-lower): data movement, norms, reductions and
+        // the elementwise family.
         Op::Transpose(_)
         | Op::Slice(_)
         | Op::Trilu(_)
@@ -173,22 +169,7 @@ pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo)
         | Op::ScatterND(_)
         | Op::BatchNormalization(_)
         | Op::Softmax(_)
-        | Op::LayerNormalization(_) => return Err(info.unsupported("internal: lowered through kir")),
-        Op::QuantPack(op) => quant::quant_pack(kb, info, op)?,
-        Op::QConv(op) => {
-            let c = |i: usize| {
-                qconv_const(g, id, i).ok_or_else(|| info.unsupported("weights, mult and offset must be constants"))
-            };
-            let input_max = match &g.node(g.operands(id)[0].node).op {
-                Op::QuantPack(p) => p.qmax as u64,
-                _ => 255,
-            };
-            quant::qconv(kb, info, op, [c(1)?, c(2)?, c(3)?], input_max)?
-        }
-        // Sources have no kernel (the caller skips them); elementwise ops and reductions
-        // were handled above by `Op::kind`.
-        Op::Input(_)
-        | Op::Const(_)
+        | Op::LayerNormalization(_)
         | Op::Add(_)
         | Op::Sub(_)
         | Op::Mul(_)
@@ -270,7 +251,22 @@ pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo)
         | Op::ArgMax(_)
         | Op::ArgMin(_)
         | Op::NllLoss(_)
-        | Op::CumSum(_) => return Err(info.unsupported(format!("internal: no kernel for {} here", node.op.mnemonic()))),
+        | Op::CumSum(_) => return Err(info.unsupported("internal: lowered through kir")),
+        Op::QuantPack(op) => quant::quant_pack(kb, info, op)?,
+        Op::QConv(op) => {
+            let c = |i: usize| {
+                qconv_const(g, id, i).ok_or_else(|| info.unsupported("weights, mult and offset must be constants"))
+            };
+            let input_max = match &g.node(g.operands(id)[0].node).op {
+                Op::QuantPack(p) => p.qmax as u64,
+                _ => 255,
+            };
+            quant::qconv(kb, info, op, [c(1)?, c(2)?, c(3)?], input_max)?
+        }
+        // Sources have no kernel (the caller skips them).
+        Op::Input(_) | Op::Const(_) => {
+            return Err(info.unsupported(format!("internal: no kernel for {} here", node.op.mnemonic())))
+        }
     }
     Ok(())
 }
