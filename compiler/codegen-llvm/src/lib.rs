@@ -16,6 +16,7 @@ pub mod gpu;
 mod kernel;
 mod kir;
 mod lower;
+mod program;
 mod target;
 
 pub use gpu::{compile_cuda, is_cuda, CudaCompiled};
@@ -107,21 +108,54 @@ pub fn compile(
     let module = target_module(&cx, &g.name, &tm);
 
     let kernels = emit_module(&cx, &module, g, plan, target, prefix)?;
+    optimise_and_write(&module, &tm, emit, kernels)
+}
+
+/// Compiles a kir program (a `.kir` file, or what `dlc compile --emit kir` wrote) for
+/// a CPU `target`: its kernels translated from kir and `run` generated from its
+/// schedule, exporting symbols that start with `prefix`.
+pub fn compile_program(
+    p: &dlc_kir::Program,
+    target: &TargetSpec,
+    prefix: &str,
+    emit: &EmitOptions,
+) -> Result<Compiled, CodegenError> {
+    if is_cuda(&target.triple) {
+        return Err(CodegenError::Target {
+            triple: target.triple.clone(),
+            reason: "compiling a kir program for CUDA is not supported yet (CPU targets only)".into(),
+        });
+    }
+    let tm = target.machine()?;
+    let cx = Context::create();
+    let module = target_module(&cx, &p.name, &tm);
+    let kernels = program::emit(&cx, &module, p, prefix)?;
+    optimise_and_write(&module, &tm, emit, kernels)
+}
+
+/// Verifies `module`, runs LLVM's `default<O3>` (unless `emit.no_llvm_opt`) and writes
+/// the object (and the IR or assembly asked for).
+fn optimise_and_write(
+    module: &Module<'_>,
+    tm: &inkwell::targets::TargetMachine,
+    emit: &EmitOptions,
+    kernels: usize,
+) -> Result<Compiled, CodegenError> {
     module.verify().map_err(|e| CodegenError::Llvm(format!("invalid module: {}", e.to_string())))?;
     if !emit.no_llvm_opt {
         let opts = inkwell::passes::PassBuilderOptions::create();
         opts.set_loop_vectorization(true);
         opts.set_loop_slp_vectorization(true);
         opts.set_loop_unrolling(true);
-        module.run_passes("default<O3>", &tm, opts).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+        module.run_passes("default<O3>", tm, opts).map_err(|e| CodegenError::Llvm(e.to_string()))?;
     }
     let llvm_ir = emit.llvm_ir.then(|| module.print_to_string().to_string());
     let asm = if emit.asm {
-        Some(String::from_utf8_lossy(&write(&module, &tm, FileType::Assembly)?).into_owned())
+        Some(String::from_utf8_lossy(&write(module, tm, FileType::Assembly)?).into_owned())
     } else {
         None
     };
-    let object = write(&module, &tm, FileType::Object)?;
+    let object = write(module, tm, FileType::Object)?;
     Ok(Compiled { object, llvm_ir, asm, kernels })
 }
 

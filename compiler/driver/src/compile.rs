@@ -58,7 +58,8 @@ pub enum Backend {
 /// Example: dlc compile mlp.onnx -o out/mlp
 #[derive(Args)]
 pub struct CompileArgs {
-    /// The model: an .onnx file or a .dlc file (docs/dsl.md).
+    /// The model: an .onnx file, a .dlc file (docs/dsl.md), or a kernel IR program
+    /// .kir (docs/kir.md; what --emit kir writes) compiled as it is.
     pub model: PathBuf,
     /// Output directory (created if missing).
     #[arg(short, long, value_name = "OUTDIR")]
@@ -251,8 +252,12 @@ pub fn load_model(path: &Path, input_shapes: HashMap<String, Vec<u64>>) -> Resul
     }
 }
 
-/// Compiles the model at `model` (.onnx or .dlc) into the artifact directory `out`.
+/// Compiles the model at `model` (.onnx or .dlc, or a kir program `.kir`) into the
+/// artifact directory `out`.
 pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> Result<Artifact> {
+    if model.extension().and_then(|e| e.to_str()) == Some("kir") {
+        return compile_kir(model, out, opts, obs);
+    }
     let t_start = Instant::now();
     obs.stage(&format!("importing {}", model.display()));
     let mut g = load_model(model, opts.input_shapes.clone())?;
@@ -397,18 +402,7 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         codegen_secs = t_cg.elapsed().as_secs_f64();
         kernels = compiled.kernels;
         obs.stage("writing artifact");
-        if emit.contains(&Emit::So) {
-            link::shared_library_from(&compiled.object, &out.join(files::SHARED_LIB))?;
-            written.push(files::SHARED_LIB.to_string());
-        }
-        if emit.contains(&Emit::A) {
-            link::static_library(
-                &compiled.object,
-                &format!("{}.o", prefix.trim_end_matches('_')),
-                &out.join(files::STATIC_LIB),
-            )?;
-            written.push(files::STATIC_LIB.to_string());
-        }
+        write_libraries(&compiled, &emit, out, &prefix, &mut written)?;
         write_ir(&mut written, compiled.llvm_ir.as_deref())?;
         if let Some(s) = &compiled.asm {
             write("model.s", s.as_bytes())?;
@@ -469,6 +463,182 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         optimizer: cx.optimizer,
         quantization,
         seconds: (compile_seconds, codegen_secs),
+    })
+}
+
+/// Links the CPU object into `model.so` and `model.a` where `emit` asks for them.
+fn write_libraries(
+    compiled: &dlc_codegen_llvm::Compiled,
+    emit: &[Emit],
+    out: &Path,
+    prefix: &str,
+    written: &mut Vec<String>,
+) -> Result<()> {
+    if emit.contains(&Emit::So) {
+        link::shared_library_from(&compiled.object, &out.join(files::SHARED_LIB))?;
+        written.push(files::SHARED_LIB.to_string());
+    }
+    if emit.contains(&Emit::A) {
+        let member = format!("{}.o", prefix.trim_end_matches('_'));
+        link::static_library(&compiled.object, &member, &out.join(files::STATIC_LIB))?;
+        written.push(files::STATIC_LIB.to_string());
+    }
+    Ok(())
+}
+
+/// The caller's tensor of buffer `b` of a kir program, from its `type`.
+fn kir_spec(path: &Path, b: &dlc_kir::Buffer, what: &str) -> Result<(TensorSpec, TensorType)> {
+    let Some(text) = &b.ty else {
+        bail!(
+            "'{}': buffer '{}' ({what}) has no `type \"DTYPE[DIMS]\"`; an artifact's manifest needs the tensor type \
+             of every input and output",
+            path.display(),
+            b.name
+        );
+    };
+    let t = TensorType::parse(text).ok_or_else(|| {
+        anyhow::anyhow!("'{}': buffer '{}' has type \"{text}\", not a tensor type", path.display(), b.name)
+    })?;
+    let want = t.size_bytes().map(|n| n as i64);
+    if want.is_some() && b.bytes.as_const() != want {
+        bail!(
+            "'{}': buffer '{}' is {} bytes, but its type {t} is {} bytes",
+            path.display(),
+            b.name,
+            b.bytes,
+            want.unwrap_or(0)
+        );
+    }
+    Ok((spec(&b.name, &t), t))
+}
+
+/// `dlc compile model.kir`: a kir program (docs/kir.md) to an artifact, as
+/// `clif-util compile` does for Cranelift's text IR: parsed, verified, each kernel
+/// translated and `run` generated from the schedule. Graph options (input shapes,
+/// quantization, the optimiser) do not apply.
+fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> Result<Artifact> {
+    let t_start = Instant::now();
+    if !opts.input_shapes.is_empty() || opts.quant.quantize.is_some() || !opts.dump_after.is_empty() {
+        bail!("'{}': --input-shape, --quantize and --dump-after apply to models, not to kir programs", model.display());
+    }
+    obs.stage(&format!("reading {}", model.display()));
+    let text = std::fs::read_to_string(model).with_context(|| format!("reading '{}'", model.display()))?;
+    let p = dlc_kir::parse::program(&text).map_err(|e| anyhow::anyhow!("{}:{e}", model.display()))?;
+    dlc_kir::verify::program(&p).map_err(|e| anyhow::anyhow!("'{}': {e}", model.display()))?;
+    let target = TargetSpec::new(opts.target.as_deref(), opts.cpu.as_deref());
+    let mut emit = opts.emit.clone();
+    if emit.is_empty() {
+        emit = if target.is_host() { vec![Emit::So, Emit::A, Emit::H] } else { vec![Emit::A, Emit::H] };
+    }
+    if let Some(e) = emit.iter().find(|e| matches!(e, Emit::Ir | Emit::Kir | Emit::Ptx)) {
+        bail!("--emit {} does not apply to a kir program (so, a, h, ll and asm do)", format!("{e:?}").to_lowercase());
+    }
+    if emit.contains(&Emit::So) && !target.is_host() {
+        bail!("--emit so for target {} needs a cross linker; use --emit a,h and link on the target", target.triple);
+    }
+    // Inputs and outputs in the caller's order, each once.
+    let mut inputs: Vec<Option<(TensorSpec, TensorType)>> = Vec::new();
+    let mut outputs: Vec<Option<(TensorSpec, TensorType)>> = Vec::new();
+    let mut weight_bytes = 0u64;
+    let mut hasher = Sha256::new();
+    for b in &p.buffers {
+        let (list, i, what) = match &b.kind {
+            dlc_kir::BufKind::Input(i) => (&mut inputs, *i as usize, format!("input {i}")),
+            dlc_kir::BufKind::Output(i) => (&mut outputs, *i as usize, format!("output {i}")),
+            dlc_kir::BufKind::Const(data) => {
+                weight_bytes += data.len() as u64;
+                hasher.update(data);
+                continue;
+            }
+            dlc_kir::BufKind::Arena(_) => continue,
+        };
+        if list.len() <= i {
+            list.resize(i + 1, None);
+        }
+        if list[i].is_some() {
+            bail!("'{}': two buffers are {what}", model.display());
+        }
+        list[i] = Some(kir_spec(model, b, &what)?);
+    }
+    let gather = |list: Vec<Option<(TensorSpec, TensorType)>>, what: &str| -> Result<Vec<TensorSpec>> {
+        list.into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.map(|s| s.0).ok_or_else(|| anyhow::anyhow!("'{}': no buffer is {what} {i}", model.display()))
+            })
+            .collect()
+    };
+    let (inputs, outputs) = (gather(inputs, "input")?, gather(outputs, "output")?);
+    let arena_bytes = p.arena_bytes.as_const().unwrap_or(0).max(0) as u64;
+    let name = opts.name.clone().unwrap_or_else(|| p.name.clone());
+    let prefix = symbol_prefix(&name);
+
+    obs.stage(&format!("generating code for {} ({})", target.triple, target.cpu));
+    let t_cg = Instant::now();
+    let eo = EmitOptions { llvm_ir: emit.contains(&Emit::Ll), asm: emit.contains(&Emit::Asm), no_llvm_opt: false };
+    let compiled = dlc_codegen_llvm::compile_program(&p, &target, &prefix, &eo)
+        .with_context(|| format!("compiling '{}'", model.display()))?;
+    let codegen_secs = t_cg.elapsed().as_secs_f64();
+    obs.stage("writing artifact");
+    std::fs::create_dir_all(out).with_context(|| format!("creating '{}'", out.display()))?;
+    let write = |file: &str, bytes: &[u8]| -> Result<()> {
+        let path = out.join(file);
+        std::fs::write(&path, bytes).with_context(|| format!("writing '{}'", path.display()))
+    };
+    let mut written = Vec::new();
+    write_libraries(&compiled, &emit, out, &prefix, &mut written)?;
+    if let Some(ll) = &compiled.llvm_ir {
+        write("model.ll", ll.as_bytes())?;
+        written.push("model.ll".into());
+    }
+    if let Some(s) = &compiled.asm {
+        write("model.s", s.as_bytes())?;
+        written.push("model.s".into());
+    }
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        abi_version: ABI_VERSION,
+        compiler_version: format!("dlc {}", env!("CARGO_PKG_VERSION")),
+        model_name: p.name.clone(),
+        symbol_prefix: prefix.clone(),
+        target_triple: target.triple.clone(),
+        cpu: target.cpu.clone(),
+        cpu_features: target.features.clone(),
+        inputs,
+        outputs,
+        weights_sha256: hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        weight_bytes,
+        arena_bytes,
+        files: Vec::new(),
+    };
+    if emit.contains(&Emit::H) {
+        write(files::HEADER, header(&manifest, model).as_bytes())?;
+        written.push(files::HEADER.into());
+    }
+    let manifest = Manifest { files: written, ..manifest };
+    manifest.write_dir(out)?;
+    let stats = dlc_passes::GraphStats { weight_bytes, ..Default::default() };
+    let report = serde_json::json!({
+        "model": model.display().to_string(),
+        "source": "kir",
+        "target": target.triple,
+        "cpu": target.cpu,
+        "kernels": compiled.kernels,
+        "weight_bytes": weight_bytes,
+        "arena_bytes": arena_bytes,
+        "compile_seconds": t_start.elapsed().as_secs_f64(),
+        "codegen_seconds": codegen_secs,
+    });
+    write(files::REPORT, (serde_json::to_string_pretty(&report)? + "\n").as_bytes())?;
+    Ok(Artifact {
+        dir: out.to_path_buf(),
+        manifest,
+        report,
+        kernels: compiled.kernels,
+        stats,
+        optimizer: None,
+        quantization: None,
+        seconds: (t_start.elapsed().as_secs_f64(), codegen_secs),
     })
 }
 

@@ -88,6 +88,26 @@ impl TensorType {
         TensorType { dtype, shape: Shape::fixed(dims) }
     }
 
+    /// Parses the text [`fmt::Display`] writes (`f32[2,3]`, `i64[batch,4]`, `f32[]`;
+    /// spaces allowed); `None` when it is not one.
+    pub fn parse(s: &str) -> Option<TensorType> {
+        let (dt, rest) = s.trim().split_once('[')?;
+        let dims = rest.trim_end().strip_suffix(']')?;
+        let dtype = DType::from_name(dt.trim())?;
+        let mut shape = Vec::new();
+        if !dims.trim().is_empty() {
+            for d in dims.split(',') {
+                let d = d.trim();
+                shape.push(match d.parse::<u64>() {
+                    Ok(n) => Dim::Fixed(n),
+                    Err(_) if !d.is_empty() && d.chars().all(|c| c.is_alphanumeric() || c == '_') => Dim::Sym(d.into()),
+                    Err(_) => return None,
+                });
+            }
+        }
+        Some(TensorType { dtype, shape: Shape(shape) })
+    }
+
     /// Bytes of a tensor of this type, when its shape is known.
     pub fn size_bytes(&self) -> Option<u64> {
         self.shape.numel().map(|n| n * self.dtype.size() as u64)

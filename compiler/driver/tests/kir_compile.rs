@@ -1,0 +1,181 @@
+//! `dlc compile model.kir`: kir programs, written by `--emit kir` or by hand, compile
+//! into artifacts that `dlc run` runs. References are float64 formulas computed here;
+//! the two artifacts of one model (from the model and from its kir) are also compared
+//! with each other (a consistency check).
+use std::path::Path;
+use std::process::Command;
+
+fn dlc(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dlc")).args(args).current_dir(dir).output().expect("dlc runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "dlc panicked:\n{stderr}");
+    (out.status.code().expect("exited normally"), stderr)
+}
+
+fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], values: &[T]) {
+    use npyz::WriterBuilder;
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut w = npyz::WriteOptions::new().default_dtype().shape(shape).writer(&mut f).begin_nd().unwrap();
+    w.extend(values.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
+fn read_npy<T: npyz::Deserialize>(path: &Path) -> Vec<T> {
+    let bytes = std::fs::read(path).unwrap();
+    npyz::NpyFile::new(&bytes[..]).unwrap().into_vec().unwrap()
+}
+
+#[test]
+fn a_models_kir_compiles_back_into_an_equivalent_artifact() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::write(
+        d.join("m.dlc"),
+        "model m(x: f32[2, 3], w: f32[3]) -> (y: f32[3, 2], z: f32[2, 3]) {\n  let t = transpose(x, perm=[1, 0])\n  \
+         let y = softmax(relu(t) * 2.0, axis=0)\n  return y, sigmoid(x + w)\n}\n",
+    )
+    .unwrap();
+    let (code, err) = dlc(d, &["compile", "m.dlc", "-o", "a", "--emit", "so,kir"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = dlc(d, &["compile", "a/model.kir", "-o", "b"]);
+    assert_eq!(code, 0, "{err}");
+    for f in ["model.so", "model.a", "model.h", "model.manifest", "report.json"] {
+        assert!(d.join("b").join(f).exists(), "{f} missing");
+    }
+    let header = std::fs::read_to_string(d.join("b/model.h")).unwrap();
+    assert!(header.contains("dlc_m_run"), "{header}");
+    let x = [1.0f32, -2.0, 3.0, 0.5, 4.0, -1.0];
+    let w = [0.1f32, 0.2, -0.3];
+    write_npy(&d.join("x.npy"), &[2, 3], &x);
+    write_npy(&d.join("w.npy"), &[3], &w);
+    for a in ["a", "b"] {
+        let (code, err) = dlc(d, &["run", a, "-i", "x=x.npy", "-i", "w=w.npy", "-o", &format!("{a}_out")]);
+        assert_eq!(code, 0, "{err}");
+    }
+    // float64 reference: y = softmax over axis 0 of 2 * relu(x^T); z = sigmoid(x + w).
+    let mut y = vec![0f64; 6];
+    for j in 0..2 {
+        let col: Vec<f64> = (0..3).map(|i| 2.0 * (x[j * 3 + i] as f64).max(0.0)).collect();
+        let m = col.iter().cloned().fold(f64::MIN, f64::max);
+        let s: f64 = col.iter().map(|v| (v - m).exp()).sum();
+        for i in 0..3 {
+            y[i * 2 + j] = (col[i] - m).exp() / s;
+        }
+    }
+    let z: Vec<f64> = (0..6).map(|k| 1.0 / (1.0 + (-(x[k] as f64 + w[k % 3] as f64)).exp())).collect();
+    for (name, want) in [("y", &y), ("z", &z)] {
+        let got_a: Vec<f32> = read_npy(&d.join(format!("a_out/{name}.npy")));
+        let got_b: Vec<f32> = read_npy(&d.join(format!("b_out/{name}.npy")));
+        for (g, w) in got_b.iter().zip(want.iter()) {
+            assert!((*g as f64 - w).abs() <= 1e-6 + 1e-5 * w.abs(), "{name}: {g} vs {w}");
+        }
+        assert_eq!(got_a, got_b, "{name}: the model's and its kir's artifacts differ (consistency)");
+    }
+}
+
+/// A hand-written program with every kind of step: a constant, an arena buffer, a
+/// counted loop with a carried buffer and an `if` on an input flag.
+const REGIONS: &str = r#"program "regions"
+arena 24
+buffer %b0 "x" input 0 type "i32[3]" bytes [12]
+buffer %b1 "flag" input 1 type "bool[1]" bytes [1]
+buffer %b2 "acc" arena [0] bytes [12]
+buffer %b3 "next" arena [12] bytes [12]
+buffer %b4 "bias" const bytes [12] data 010000000200000003000000
+buffer %b5 "y" output 0 type "i32[3]" bytes [12]
+
+kernel @"double_add"(%p0: read, %p1: read, %p2: write) {
+  for %i0 in 0 .. 3 each {
+    %v0 = load i32, %p0[%i0] align 4
+    %v1 = add %v0, %v0
+    %v2 = load i32, %p1[%i0] align 4
+    %v3 = add %v1, %v2
+    store %p2[%i0], %v3 align 4
+  }
+}
+
+kernel @"negate"(%p0: read, %p1: write) {
+  for %i0 in 0 .. 3 each {
+    %v0 = load i32, %p0[%i0] align 4
+    %v1 = neg %v0
+    store %p1[%i0], %v1 align 4
+  }
+}
+
+schedule {
+  copy %b2, %b0
+  loop 3 carry (%b2 <- %b3) {
+    call @"double_add"(%b2, %b4, %b3)
+  }
+  if %b1 {
+    call @"negate"(%b2, %b5)
+  } else {
+    copy %b5, %b2
+  }
+}
+"#;
+
+#[test]
+fn a_hand_written_program_runs_its_schedule() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::write(d.join("regions.kir"), REGIONS).unwrap();
+    let (code, err) = dlc(d, &["compile", "regions.kir", "-o", "a"]);
+    assert_eq!(code, 0, "{err}");
+    write_npy(&d.join("x.npy"), &[3], &[1i32, -2, 5]);
+    for flag in [false, true] {
+        write_npy(&d.join("f.npy"), &[1], &[flag]);
+        let (code, err) = dlc(d, &["run", "a", "-i", "x=x.npy", "-i", "flag=f.npy", "-o", "out"]);
+        assert_eq!(code, 0, "{err}");
+        let got: Vec<i32> = read_npy(&d.join("out/y.npy"));
+        // Three rounds of acc = 2 * acc + bias, then negated when the flag is set.
+        let want: Vec<i32> = [1i32, -2, 5]
+            .iter()
+            .zip([1, 2, 3])
+            .map(|(&x, b)| (0..3).fold(x, |a, _| 2 * a + b))
+            .map(|v| if flag { -v } else { v })
+            .collect();
+        assert_eq!(got, want, "flag {flag}");
+    }
+    // The interpreter agrees (a consistency check of translator and interpreter).
+    let p = dlc_kir::parse::program(REGIONS).unwrap();
+    let ins: Vec<Vec<u8>> = vec![[1i32, -2, 5].iter().flat_map(|v| v.to_le_bytes()).collect(), vec![1]];
+    let outs = dlc_kir::interp::run_program(&p, &ins, &Default::default()).unwrap();
+    assert_eq!(outs[0], [-15i32, 2, -61].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+}
+
+#[test]
+fn kir_programs_that_cannot_be_compiled_say_why() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let cases = [
+        // A run-time dim.
+        (REGIONS.replace("arena 24", "symbol N min 1\narena 24"), "run-time dim 'N'"),
+        // An input without a tensor type.
+        (
+            REGIONS.replace(
+                r#" type "i32[3]" bytes [12]
+buffer %b1"#,
+                r#" bytes [12]
+buffer %b1"#,
+            ),
+            "buffer 'x' (input 0) has no `type",
+        ),
+        // A type whose size is not the buffer's.
+        (REGIONS.replace(r#"type "bool[1]""#, r#"type "bool[2]""#), "is 1 bytes, but its type bool[2] is 2 bytes"),
+        // A kernel that does not verify.
+        (REGIONS.replace("%v3 = add %v1, %v2", "%v3 = add %v1, %v9"), "%v9 is used where it is not defined"),
+        // Not kir at all.
+        ("program \"p\"\nfrob\n".to_string(), "regions.kir:line 2"),
+    ];
+    for (text, want) in cases {
+        std::fs::write(d.join("regions.kir"), &text).unwrap();
+        let (code, err) = dlc(d, &["compile", "regions.kir", "-o", "a"]);
+        assert_eq!(code, 1, "{want}: {err}");
+        assert!(err.contains(want), "want '{want}' in:\n{err}");
+    }
+    std::fs::write(d.join("regions.kir"), REGIONS).unwrap();
+    let (code, err) = dlc(d, &["compile", "regions.kir", "-o", "a", "--quantize", "int8"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("apply to models, not to kir programs"), "{err}");
+}
