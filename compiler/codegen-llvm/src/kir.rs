@@ -640,6 +640,8 @@ impl Tr<'_> {
             CastOp::FpTrunc => conv!(b, build_float_trunc, x, tt, into_float_value, into_float_type),
             CastOp::FpToSiSat => kb.call_intrinsic("llvm.fptosi.sat", &[tt, llvm_ty(kb, from)], &[x.into()])?,
             CastOp::FpToUiSat => kb.call_intrinsic("llvm.fptoui.sat", &[tt, llvm_ty(kb, from)], &[x.into()])?,
+            CastOp::FpToSi => conv!(b, build_float_to_signed_int, x, tt, into_float_value, into_int_type),
+            CastOp::FpToUi => conv!(b, build_float_to_unsigned_int, x, tt, into_float_value, into_int_type),
             CastOp::SiToFp => conv!(b, build_signed_int_to_float, x, tt, into_int_value, into_float_type),
             CastOp::UiToFp => conv!(b, build_unsigned_int_to_float, x, tt, into_int_value, into_float_type),
             CastOp::Bitcast => b.build_bit_cast(x, tt, "")?,

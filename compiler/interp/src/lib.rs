@@ -635,6 +635,24 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
             let res = ins.get(3).map(floats).transpose()?;
             nn::conv(c, &geom, &f(0)?, &ins[0].dims, &f(1)?, &ins[1].dims, bias.as_deref(), res.as_deref())
         }
+        Op::MaxPool(_) | Op::AveragePool(_) => {
+            let (geom, avg) = match op {
+                Op::MaxPool(p) => (p.geometry("interp", raw[0].ty()), None),
+                Op::AveragePool(p) => (p.geometry("interp", raw[0].ty()), Some(p.count_include_pad)),
+                _ => return Err(EvalError::Invalid("not a pool".into())),
+            };
+            let geom = geom.map_err(|e| EvalError::Invalid(e.to_string()))?;
+            if ins[0].dims.len() != 4 {
+                return Err(unsupported("pools that are not 2-D"));
+            }
+            work(geom.kernel[0] * geom.kernel[1])?;
+            nn::pool(&geom, avg, &f(0)?, &ins[0].dims)
+        }
+        Op::GlobalAveragePool(_) => {
+            let x = f(0)?;
+            let size = ins[0].dims.get(2..).map_or(1, |d| d.iter().product::<u64>()) as usize;
+            x.chunks(size.max(1)).map(|p| p.iter().sum::<f64>() / size as f64).collect()
+        }
         Op::BatchNormalization(bn) => {
             let x = f(0)?;
             let (s, b, m, v) = (f(1)?, f(2)?, f(3)?, f(4)?);
@@ -791,9 +809,6 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::Fused(_)
         | Op::Einsum(_)
         | Op::ConvTranspose(_)
-        | Op::MaxPool(_)
-        | Op::AveragePool(_)
-        | Op::GlobalAveragePool(_)
         | Op::GridSample(_)
         | Op::QConv(_)
         | Op::QuantPack(_)

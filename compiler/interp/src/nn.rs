@@ -136,6 +136,40 @@ pub fn conv(
     out
 }
 
+/// MaxPool (`avg: None`) or AveragePool (`avg: Some(count_include_pad)`) over NCHW:
+/// taps outside the image are skipped; with `count_include_pad` the divisor counts the
+/// taps inside the padded image.
+pub fn pool(g: &PoolGeometry, avg: Option<bool>, x: &[f64], xd: &[u64]) -> Vec<f64> {
+    let (planes, h, w) = (xd[0] * xd[1], xd[2], xd[3]);
+    let [oh, ow] = g.output;
+    let mut out = Vec::with_capacity((planes * oh * ow) as usize);
+    for pl in 0..planes {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (mut acc, mut count) = (if avg.is_some() { 0.0 } else { f64::NEG_INFINITY }, 0.0);
+                for ky in 0..g.kernel[0] {
+                    let py = oy * g.strides[0] + ky * g.dilations[0];
+                    for kx in 0..g.kernel[1] {
+                        let px = ox * g.strides[1] + kx * g.dilations[1];
+                        let (iy, ix) = (py as i64 - g.pad_begin[0] as i64, px as i64 - g.pad_begin[1] as i64);
+                        let inside = (0..h as i64).contains(&iy) && (0..w as i64).contains(&ix);
+                        let padded = py < h + g.pad_begin[0] + g.pad_end[0] && px < w + g.pad_begin[1] + g.pad_end[1];
+                        if inside {
+                            let v = x[((pl * h + iy as u64) * w + ix as u64) as usize];
+                            acc = if avg.is_some() { acc + v } else { acc.max(v) };
+                        }
+                        if inside || (avg == Some(true) && padded) {
+                            count += 1.0;
+                        }
+                    }
+                }
+                out.push(if avg.is_some() { acc / count } else { acc });
+            }
+        }
+    }
+    out
+}
+
 /// Softmax over the last `inner` elements of each row.
 pub fn softmax(x: &[f64], inner: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(x.len());

@@ -199,6 +199,12 @@ pub enum CastOp {
     FpToSiSat,
     /// Saturating float to unsigned integer; NaN gives 0.
     FpToUiSat,
+    /// Float to signed integer, truncating; NaN or a value out of the type's range is
+    /// an error of the program (LLVM's poison), so a kernel uses it only where it has
+    /// bounded the value.
+    FpToSi,
+    /// Float to unsigned integer, truncating; as [`CastOp::FpToSi`] out of range.
+    FpToUi,
     SiToFp,
     UiToFp,
     /// Reinterprets the bits (same total width).

@@ -43,7 +43,7 @@ names!(CmpOp {
 });
 names!(CastOp {
     Sext = "sext", Zext = "zext", Trunc = "trunc", FpExt = "fpext", FpTrunc = "fptrunc",
-    FpToSiSat = "fptosi.sat", FpToUiSat = "fptoui.sat", SiToFp = "sitofp", UiToFp = "uitofp",
+    FpToSiSat = "fptosi.sat", FpToUiSat = "fptoui.sat", FpToSi = "fptosi", FpToUi = "fptoui", SiToFp = "sitofp", UiToFp = "uitofp",
     Bitcast = "bitcast",
 });
 names!(ReduceOp { Add = "add", FAdd = "fadd", FMin = "fmin", FMax = "fmax", SMin = "smin", SMax = "smax" });

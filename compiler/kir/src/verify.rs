@@ -163,7 +163,7 @@ impl Cx<'_> {
                         CastOp::Trunc => int(t) && int(*to) && tb < fb,
                         CastOp::FpExt => !int(t) && !int(*to) && tb > fb,
                         CastOp::FpTrunc => !int(t) && !int(*to) && tb < fb,
-                        CastOp::FpToSiSat | CastOp::FpToUiSat => !int(t) && int(*to),
+                        CastOp::FpToSiSat | CastOp::FpToUiSat | CastOp::FpToSi | CastOp::FpToUi => !int(t) && int(*to),
                         CastOp::SiToFp | CastOp::UiToFp => int(t) && !int(*to),
                         CastOp::Bitcast => fb == tb && t.elem != Elem::I1,
                     };

@@ -279,3 +279,21 @@ fn tables_are_read_unsigned_and_checked() {
     let e = verify::kernel(&k).unwrap_err();
     assert!(e.to_string().contains("holds literals that are not i32"), "{e}");
 }
+
+#[test]
+fn plain_float_to_int_casts_are_checked_in_range() {
+    let text = "kernel @\"k\"(%p0: read, %p1: write) {\n  %v0 = load f32, %p0[0] align 4\n  \
+                %v1 = cast fptoui %v0 to i8\n  store %p1[0], %v1 align 1\n}\n";
+    let k = parse::kernel(text).unwrap();
+    assert_eq!(print::kernel(&k), text);
+    let run = |x: f32| {
+        let mut bufs = vec![x.to_le_bytes().to_vec(), vec![0]];
+        run_kernel(&k, &mut bufs, &BTreeMap::new()).map(|_| bufs[1][0])
+    };
+    assert_eq!(run(3.7).unwrap(), 3);
+    assert_eq!(run(255.9).unwrap(), 255);
+    for bad in [-1.0, 256.0, f32::NAN] {
+        let e = run(bad).unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{bad}: {e}");
+    }
+}

@@ -143,7 +143,8 @@ fn encode(b: &mut KernelBuilder, x: ValId, d: DType, saturate: bool) -> ValId {
     let scale = b.let_(Inst::Const { ty: Ty::scalar(Elem::F32), lit: Lit::Float(2f64.powi(f.bias - 1 + m as i32)) });
     let scaled = b.bin(BinOp::FMul, mag, scale);
     let q = b.let_(Inst::Call { func: "roundevenf".into(), args: vec![scaled], ty: Ty::scalar(Elem::F32) });
-    let q = b.let_(Inst::Cast(CastOp::FpToUiSat, q, i32));
+    // At most 2^(m + 1) and never NaN (`mag` is 0 outside the subnormal range).
+    let q = b.let_(Inst::Cast(CastOp::FpToUi, q, i32));
     // Normal: round the f32 mantissa to m bits (ties to even), re-bias the exponent.
     let sh = c(b, 23 - m);
     let top = b.bin(BinOp::LShr, a, sh);

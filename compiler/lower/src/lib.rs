@@ -11,7 +11,7 @@
 //! the int8 family) and the
 //! normalisations (batchnorm, softmax/logsoftmax/hardmax, layer and RMS norm) and the
 //! reductions (Reduce*, ArgMax/ArgMin, NllLoss, CumSum) and the elementwise ops with
-//! fused elementwise programs (every dtype, the 8-bit floats included);
+//! fused elementwise programs (every dtype, the 8-bit floats included) and the pools;
 //! every other op returns `None` from [`lower`] and keeps its inkwell lowering in
 //! dlc-codegen-llvm until its family is ported (ARCHITECTURE.md tracks which).
 //!
@@ -22,12 +22,13 @@ pub mod dtype;
 pub mod elementwise;
 pub mod movement;
 pub mod norm;
+pub mod pool;
 pub mod program;
 pub mod reduce;
 pub mod shape;
 
 use dlc_ir::{Dim, Op, TensorType};
-use dlc_kir::{Expr, Kernel};
+use dlc_kir::{Expr, Kernel, KernelBuilder, LoopKind};
 
 /// Errors of lowering: the node cannot be lowered (dtype, attribute or shape).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +87,32 @@ pub fn dim(d: &Dim) -> Expr {
     }
 }
 
+/// Work (about one flop per unit) below which a kernel's outer loop stays serial.
+pub const PAR_MIN_WORK: u64 = 500_000;
+
+/// The least work of one CPU pool task (a few microseconds).
+pub const TASK_WORK: u64 = 200_000;
+
+/// `body(b, i)` for `i` in `0..n`, where the iterations are independent and cost
+/// `work` in all: a serial loop for small work, else a `parallel` loop of pool tasks
+/// (one iteration each, or a serial run of about `TASK_WORK` each).
+pub fn par(b: &mut KernelBuilder, n: u64, work: u64, body: impl FnOnce(&mut KernelBuilder, Expr)) {
+    let c = |v: u64| Expr::c(v as i64);
+    if n < 2 || work < PAR_MIN_WORK {
+        return b.for_(c(0), c(n), LoopKind::Serial, body);
+    }
+    let tasks = (work / TASK_WORK).clamp(2, n);
+    if tasks == n {
+        return b.for_(c(0), c(n), LoopKind::Parallel, body);
+    }
+    let per = n.div_ceil(tasks);
+    b.for_(c(0), c(n.div_ceil(per)), LoopKind::Parallel, |b, t| {
+        let lo = &t * &c(per);
+        let hi = (&lo + &c(per)).min_with(&c(n));
+        b.for_(lo, hi, LoopKind::Serial, body)
+    })
+}
+
 /// The kir kernel of a node named `kernel`, or `None` when its op's family is not
 /// ported yet (see the crate doc).
 pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
@@ -120,6 +147,18 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         Op::ArgMin(o) => reduce::arg(kernel, n, o.axis, false, o.select_last_index),
         Op::NllLoss(o) => reduce::nll_loss(kernel, n, o),
         Op::CumSum(o) => reduce::cumsum(kernel, n, o),
+        Op::MaxPool(op) => match op.geometry(n.name, &n.inputs[0]) {
+            Ok(g) => pool::pool(kernel, n, &g, pool::Pool::Max, pool::Form::Tasks),
+            Err(e) => Err(n.error(e.to_string())),
+        },
+        Op::AveragePool(op) => match op.geometry(n.name, &n.inputs[0]) {
+            Ok(g) => {
+                let kind = pool::Pool::Avg { count_include_pad: op.count_include_pad };
+                pool::pool(kernel, n, &g, kind, pool::Form::Tasks)
+            }
+            Err(e) => Err(n.error(e.to_string())),
+        },
+        Op::GlobalAveragePool(_) => pool::global_avgpool(kernel, n, pool::Form::Tasks),
         Op::Add(_)
         | Op::Sub(_)
         | Op::Mul(_)
@@ -198,9 +237,6 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::Attention(_)
         | Op::Conv(_)
         | Op::ConvTranspose(_)
-        | Op::MaxPool(_)
-        | Op::AveragePool(_)
-        | Op::GlobalAveragePool(_)
         | Op::GridSample(_)
         | Op::QConv(_)
         | Op::QuantPack(_) => return None,

@@ -730,3 +730,94 @@ fn fused_programs_round_intermediates_like_separate_kernels() {
     };
     check_with(h, &[x.ty().clone()], &|_| vec![x.clone()], &[&[]]);
 }
+
+#[test]
+fn pools_in_both_forms_with_padding_strides_dilations_and_ceil_mode() {
+    use dlc_ir::ops::{AutoPad, AveragePool, GlobalAveragePool, MaxPool};
+    // (kernel, strides, pads, dilations, ceil_mode)
+    type Window = (Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>, bool);
+    let geoms: Vec<Window> = vec![
+        (vec![2, 2], vec![2, 2], vec![0, 0, 0, 0], vec![1, 1], false),
+        (vec![3, 3], vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], false),
+        (vec![3, 2], vec![2, 1], vec![1, 0, 2, 1], vec![1, 2], true),
+        (vec![3, 3], vec![2, 2], vec![0, 0, 0, 0], vec![1, 1], true),
+    ];
+    let mut ops: Vec<Op> = Vec::new();
+    for (k, s, p, d, ceil) in geoms {
+        ops.push(
+            MaxPool {
+                kernel_shape: k.clone(),
+                strides: s.clone(),
+                pads: p.clone(),
+                dilations: d.clone(),
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: ceil,
+            }
+            .into(),
+        );
+        for count_include_pad in [false, true] {
+            ops.push(
+                AveragePool {
+                    kernel_shape: k.clone(),
+                    strides: s.clone(),
+                    pads: p.clone(),
+                    dilations: d.clone(),
+                    auto_pad: AutoPad::NotSet,
+                    ceil_mode: ceil,
+                    count_include_pad,
+                }
+                .into(),
+            );
+        }
+    }
+    ops.push(GlobalAveragePool {}.into());
+    // A small case (a serial loop over planes) and one big enough for pool tasks run
+    // in chunks of planes (the interpreter runs `parallel` loops in order).
+    // (The big case only for two pools: the interpreter is slow.)
+    for (dims, which) in [([2u64, 3, 7, 6], &ops[..]), ([1, 16, 60, 60], &ops[3..5])] {
+        let t = TensorType::fixed(DType::F32, &dims);
+        for op in which {
+            check_with(op.clone(), std::slice::from_ref(&t), &|t| vec![floats(&t[0], 11)], &[&[]]);
+            // The per-element (CUDA) form computes the same numbers.
+            let out = op.infer("n", std::slice::from_ref(&t)).unwrap();
+            let node = dlc_lower::Node { name: "n", op, inputs: std::slice::from_ref(&t), outputs: &out };
+            let k = match op {
+                Op::MaxPool(p) => dlc_lower::pool::pool(
+                    "k",
+                    &node,
+                    &p.geometry("n", &t).unwrap(),
+                    dlc_lower::pool::Pool::Max,
+                    dlc_lower::pool::Form::Elements,
+                ),
+                Op::AveragePool(p) => dlc_lower::pool::pool(
+                    "k",
+                    &node,
+                    &p.geometry("n", &t).unwrap(),
+                    dlc_lower::pool::Pool::Avg { count_include_pad: p.count_include_pad },
+                    dlc_lower::pool::Form::Elements,
+                ),
+                _ => dlc_lower::pool::global_avgpool("k", &node, dlc_lower::pool::Form::Elements),
+            }
+            .unwrap();
+            let tasks = dlc_lower::lower("k", &node).unwrap().unwrap();
+            let x = floats(&t, 11);
+            let run = |k: &dlc_kir::Kernel| {
+                let mut bufs = vec![x.bytes().to_vec(), vec![0; out[0].size_bytes().unwrap() as usize]];
+                run_kernel(k, &mut bufs, &BTreeMap::new()).unwrap();
+                bufs.pop().unwrap()
+            };
+            assert_eq!(run(&k), run(&tasks), "{op:?}: the two forms differ");
+            // Pool tasks exactly when the work is worth them.
+            let geom = match op {
+                Op::MaxPool(p) => Some(p.geometry("n", &t).unwrap()),
+                Op::AveragePool(p) => Some(p.geometry("n", &t).unwrap()),
+                _ => None,
+            };
+            let work = geom.map_or(dims.iter().product(), |g| {
+                dims[0] * dims[1] * g.output[0] * g.output[1] * g.kernel[0] * g.kernel[1]
+            });
+            let text = dlc_kir::print::kernel(&tasks);
+            assert_eq!(text.contains("parallel"), work >= dlc_lower::PAR_MIN_WORK, "work {work}:\n{text}");
+        }
+    }
+}

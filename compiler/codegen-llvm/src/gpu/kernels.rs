@@ -7,7 +7,6 @@
 //! thread ([`serial`]).
 use super::{Factory, Geometry, Gk, Private, Reduce};
 use crate::kernel::{Kb, R};
-use crate::lower::conv::{pool_point, Pool};
 use crate::lower::elementwise::{activation, broadcast_strides, coalesce, Drive};
 use crate::lower::linalg::{attention_dims, mask_term, MatMulShape};
 use crate::lower::movement::{elem_int_type, load_index, GatherGeometry};
@@ -15,6 +14,7 @@ use crate::lower::reduce::{as_rows, per_output, Kind};
 use crate::lower::{emit_body, NodeInfo};
 use dlc_ir::ops::{normalize_axis, Activation, Attention, Gemm, LayerNormalization, PoolGeometry, SoftmaxMode};
 use dlc_ir::{DType, Graph, NodeId, Op, OpKind};
+use dlc_lower::pool::{Form, Pool};
 use inkwell::values::{FloatValue, IntValue};
 use inkwell::IntPredicate;
 
@@ -61,7 +61,12 @@ pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) ->
             let geo = op.geometry(n.name, &n.inputs[0])?;
             pool(f, n, &geo, Pool::Avg { count_include_pad: op.count_include_pad })
         }
-        Op::GlobalAveragePool(_) => global_avgpool(f, n),
+        // One thread per plane, through the kir kernel's per-element form.
+        Op::GlobalAveragePool(_) => {
+            let k = dlc_lower::pool::global_avgpool(n.name, &n.lower_node(), Form::Elements)
+                .map_err(|e| n.unsupported(e.reason))?;
+            flat(f, n.in_dims(0)[..2].iter().product(), |kb, drive| crate::kir::emit_with(kb, &k, drive))
+        }
         Op::Softmax(op) if op.mode != SoftmaxMode::Hardmax => softmax(f, n, op.axis, op.mode),
         Op::LayerNormalization(op) => layernorm(f, n, op),
         Op::Attention(op) => attention(f, n, op),
@@ -283,37 +288,11 @@ fn copy(f: &Factory<'_, '_>, n: &NodeInfo) -> R<Geometry> {
     })
 }
 
+/// One thread per output, through the kir kernel's per-element form.
 fn pool(f: &Factory<'_, '_>, n: &NodeInfo, g: &PoolGeometry, kind: Pool) -> R<Geometry> {
-    n.require_f32()?;
-    let x = n.in_dims(0);
-    if x.len() != 4 {
-        return Err(n.unsupported("only 2-D pooling has a CUDA kernel"));
-    }
-    let [oh, ow] = g.output;
-    flat(f, x[0] * x[1] * oh * ow, |kb, drive| {
-        let (acc, cnt) = (kb.alloca_f32()?, kb.alloca_f32()?);
-        drive(kb, &[x[0] * x[1], oh, ow], &|kb, idx| {
-            pool_point(kb, g, kind, [kb.param(0), kb.param(1)], [x[2], x[3]], [idx[0], idx[1], idx[2]], [acc, cnt])
-        })
-    })
-}
-
-/// One thread per plane.
-fn global_avgpool(f: &Factory<'_, '_>, n: &NodeInfo) -> R<Geometry> {
-    n.require_f32()?;
-    let x = n.in_dims(0);
-    let planes = x[0] * x[1];
-    let size: u64 = x[2..].iter().product();
-    flat(f, planes, |kb, drive| {
-        let acc = kb.alloca_f32()?;
-        drive(kb, &[planes], &|kb, idx| {
-            let pl = idx[0];
-            kb.set(acc, kb.cf(0.0))?;
-            let base = kb.mul(pl, kb.c(size))?;
-            kb.for_n(size, |kb, i| kb.set(acc, kb.fadd(kb.get(acc)?, kb.load_f32(kb.param(0), kb.add(base, i)?)?)?))?;
-            kb.store_f32(kb.param(1), pl, kb.fdiv(kb.get(acc)?, kb.cf(size as f32))?)
-        })
-    })
+    let k =
+        dlc_lower::pool::pool(n.name, &n.lower_node(), g, kind, Form::Elements).map_err(|e| n.unsupported(e.reason))?;
+    flat(f, numel(n), |kb, drive| crate::kir::emit_with(kb, &k, drive))
 }
 
 /// Gather: one thread per output element (consecutive threads copy consecutive elements

@@ -1,4 +1,6 @@
-//! Direct 2-D convolution and pooling over NCHW.
+//! Direct 2-D convolution over NCHW (the fallback for grouped or dilated convolutions
+//! the blocked kernels do not take), transposed convolution and GridSample. Pools are
+//! lowered through kir (dlc-lower's `pool.rs`).
 //!
 //! Convolution accumulates into each output plane tap by tap (input channel, kh, kw);
 //! for each tap the range of output rows and columns whose input position lies inside
@@ -102,96 +104,6 @@ pub(crate) fn conv(kb: &Kb, n: &NodeInfo, op: &Conv) -> R<()> {
             }
             kb.store_f32(py, yi, activation(kb, op.act, y)?)
         })
-    })
-}
-
-#[derive(Clone, Copy)]
-pub(crate) enum Pool {
-    Max,
-    Avg { count_include_pad: bool },
-}
-
-pub(crate) fn pool(kb: &Kb, n: &NodeInfo, g: &PoolGeometry, kind: Pool) -> R<()> {
-    n.require_f32()?;
-    let x = n.in_dims(0);
-    let (planes, h, w) = (x[0] * x[1], x[2], x[3]);
-    let [oh, ow] = g.output;
-    // One task per plane (on the pool when the pool is worth it).
-    let work = planes * oh * ow * g.kernel[0] * g.kernel[1];
-    super::gemm::par(kb, planes, work, |kb, pl| {
-        let (px, py) = (kb.param(0), kb.param(1));
-        let acc = kb.alloca_f32()?;
-        let cnt = kb.alloca_f32()?;
-        kb.nest(&[oh, ow], |kb, idx| pool_point(kb, g, kind, [px, py], [h, w], [pl, idx[0], idx[1]], [acc, cnt]))
-    })
-}
-
-/// One output of a pool: plane `pl`, row `oy`, column `ox` (`acc` and `cnt` are scratch
-/// f32 slots).
-pub(crate) fn pool_point<'ctx>(
-    kb: &Kb<'_, 'ctx>,
-    g: &PoolGeometry,
-    kind: Pool,
-    [px, py]: [inkwell::values::PointerValue<'ctx>; 2],
-    [h, w]: [u64; 2],
-    [pl, oy, ox]: [inkwell::values::IntValue<'ctx>; 3],
-    [acc, cnt]: [inkwell::values::PointerValue<'ctx>; 2],
-) -> R<()> {
-    let [oh, ow] = g.output;
-    let base = kb.mul(pl, kb.c(h * w))?;
-    kb.set(acc, kb.cf(if matches!(kind, Pool::Max) { f32::NEG_INFINITY } else { 0.0 }))?;
-    kb.set(cnt, kb.cf(0.0))?;
-    kb.for_n(g.kernel[0], |kb, ky| {
-        // Positions are computed as if padded (offset by pad), then shifted back.
-        let py_pad = kb.lin(&[(oy, g.strides[0]), (ky, g.dilations[0])], 0)?;
-        let iy = kb.sub(py_pad, kb.c(g.pad_begin[0]))?;
-        let in_y = kb.in_bounds(iy, h)?;
-        let in_y_pad = kb.in_bounds(py_pad, h + g.pad_begin[0] + g.pad_end[0])?;
-        kb.for_n(g.kernel[1], |kb, kx| {
-            let px_pad = kb.lin(&[(ox, g.strides[1]), (kx, g.dilations[1])], 0)?;
-            let ix = kb.sub(px_pad, kb.c(g.pad_begin[1]))?;
-            let inside = kb.and(in_y, kb.in_bounds(ix, w)?)?;
-            // Out-of-image taps load element 0 and are then masked out.
-            let off = kb.select_i(inside, kb.add(base, kb.add(kb.mul(iy, kb.c(w))?, ix)?)?, base)?;
-            let v = kb.load_f32(px, off)?;
-            match kind {
-                Pool::Max => {
-                    let m = kb.fmax(kb.get(acc)?, v)?;
-                    kb.set(acc, kb.select_f(inside, m, kb.get(acc)?)?)
-                }
-                Pool::Avg { count_include_pad } => {
-                    let s = kb.fadd(kb.get(acc)?, v)?;
-                    kb.set(acc, kb.select_f(inside, s, kb.get(acc)?)?)?;
-                    let counted = if count_include_pad {
-                        kb.and(in_y_pad, kb.in_bounds(px_pad, w + g.pad_begin[1] + g.pad_end[1])?)?
-                    } else {
-                        inside
-                    };
-                    let c1 = kb.fadd(kb.get(cnt)?, kb.cf(1.0))?;
-                    kb.set(cnt, kb.select_f(counted, c1, kb.get(cnt)?)?)
-                }
-            }
-        })
-    })?;
-    let mut r = kb.get(acc)?;
-    if let Pool::Avg { .. } = kind {
-        r = kb.fdiv(r, kb.get(cnt)?)?;
-    }
-    kb.store_f32(py, kb.lin(&[(pl, oh * ow), (oy, ow), (ox, 1)], 0)?, r)
-}
-
-pub(crate) fn global_avgpool(kb: &Kb, n: &NodeInfo) -> R<()> {
-    n.require_f32()?;
-    let x = n.in_dims(0);
-    let planes = x[0] * x[1];
-    let size: u64 = x[2..].iter().product();
-    super::gemm::par(kb, planes, planes * size, |kb, pl| {
-        let (px, py) = (kb.param(0), kb.param(1));
-        let acc = kb.alloca_f32()?;
-        kb.set(acc, kb.cf(0.0))?;
-        let base = kb.mul(pl, kb.c(size))?;
-        kb.for_n(size, |kb, i| kb.set(acc, kb.fadd(kb.get(acc)?, kb.load_f32(px, kb.add(base, i)?)?)?))?;
-        kb.store_f32(py, pl, kb.fdiv(kb.get(acc)?, kb.cf(size as f32))?)
     })
 }
 

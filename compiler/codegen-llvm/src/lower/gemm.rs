@@ -411,7 +411,7 @@ pub(crate) fn hsum<'ctx>(kb: &Kb<'_, 'ctx>, v: VectorValue<'ctx>) -> R<inkwell::
 
 /// `for i in 0..n { body(kb, i) }`, on the kernel's thread pool when the kernel does
 /// at least 0.5 MFLOP (below that, handing out tasks costs more than it saves). Pool
-/// tasks are runs of consecutive indices worth at least [`TASK_FLOPS`] each (the
+/// tasks are runs of consecutive indices worth at least [`dlc_lower::TASK_WORK`] each (the
 /// shared task counter costs about 0.1 us per task when two cores take turns on it).
 pub(crate) fn par<'ctx>(
     kb: &Kb<'_, 'ctx>,
@@ -419,10 +419,10 @@ pub(crate) fn par<'ctx>(
     flops: u64,
     body: impl FnOnce(&Kb<'_, 'ctx>, IntValue<'ctx>) -> R<()>,
 ) -> R<()> {
-    if n < 2 || flops < 500_000 {
+    if n < 2 || flops < dlc_lower::PAR_MIN_WORK {
         return kb.for_n(n, |kb, i| body(kb, i));
     }
-    let tasks = (flops / TASK_FLOPS).clamp(2, n);
+    let tasks = (flops / dlc_lower::TASK_WORK).clamp(2, n);
     if tasks == n {
         return kb.parallel_for(n, body);
     }
@@ -434,9 +434,6 @@ pub(crate) fn par<'ctx>(
         kb.for_range(lo, hi, |kb, i| body(kb, i))
     })
 }
-
-/// The least work of one pool task (a few microseconds).
-const TASK_FLOPS: u64 = 200_000;
 
 /// Runs `tile(kb, first_row, rows)` over `m` rows in blocks of `mr`: a loop over the whole
 /// blocks, then one tile of the `m % mr` leftover rows (not one tile per leftover row,

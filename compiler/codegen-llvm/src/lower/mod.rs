@@ -59,8 +59,12 @@ impl<'g> NodeInfo<'g> {
     /// The node's kir kernel from dlc-lower, when its family is ported (see
     /// [`dlc_lower::lower`]); `None` sends it to the inkwell lowerings below.
     pub fn kir(&self) -> Option<R<dlc_kir::Kernel>> {
-        let node = dlc_lower::Node { name: self.name, op: self.op, inputs: &self.inputs, outputs: self.outputs };
-        dlc_lower::lower(self.name, &node).map(|r| r.map_err(|e| self.unsupported(e.reason)))
+        dlc_lower::lower(self.name, &self.lower_node()).map(|r| r.map_err(|e| self.unsupported(e.reason)))
+    }
+
+    /// The node as dlc-lower sees it.
+    pub fn lower_node(&self) -> dlc_lower::Node<'_> {
+        dlc_lower::Node { name: self.name, op: self.op, inputs: &self.inputs, outputs: self.outputs }
     }
 
     /// Fixed dims of operand `i`.
@@ -147,15 +151,12 @@ pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo)
         }
         Op::ConvTranspose(op) => conv::conv_transpose(kb, info, op)?,
         Op::GridSample(op) => conv::grid_sample(kb, info, op)?,
-        Op::MaxPool(op) => conv::pool(kb, info, &op.geometry(info.name, &info.inputs[0])?, conv::Pool::Max)?,
-        Op::AveragePool(op) => {
-            let geom = op.geometry(info.name, &info.inputs[0])?;
-            conv::pool(kb, info, &geom, conv::Pool::Avg { count_include_pad: op.count_include_pad })?
-        }
-        Op::GlobalAveragePool(_) => conv::global_avgpool(kb, info)?,
-        // Lowered through kir above (dlc-lower): data movement, norms, reductions and
-        // the elementwise family.
-        Op::Transpose(_)
+        // Lowered through kir above (dlc-lower): data movement, norms, reductions,
+        // pools and the elementwise family.
+        Op::MaxPool(_)
+        | Op::AveragePool(_)
+        | Op::GlobalAveragePool(_)
+        | Op::Transpose(_)
         | Op::Slice(_)
         | Op::Trilu(_)
         | Op::GatherElements(_)

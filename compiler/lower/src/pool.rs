@@ -1,0 +1,182 @@
+//! Pools over NCHW, f32: MaxPool, AveragePool (with or without the padding counted) and
+//! GlobalAveragePool.
+//!
+//! Each output is one window walk ([`point`]): taps outside the image load element 0
+//! of the plane and are masked out of the running max or sum, so the loop has no
+//! branches. Two forms of the same computation: [`Form::Tasks`] for the CPU (planes as
+//! pool tasks when the work is worth it, [`crate::par`]; rows and columns serial) and
+//! [`Form::Elements`] for CUDA (one `each` nest over planes, rows and columns: one
+//! output per thread).
+use crate::{par, LowerError, Node};
+use dlc_ir::ops::PoolGeometry;
+use dlc_ir::DType;
+use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
+
+const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
+
+/// Which pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// The window's maximum.
+    Max,
+    /// The window's mean; `count_include_pad` counts padded taps in the divisor.
+    Avg {
+        /// ONNX's `count_include_pad`.
+        count_include_pad: bool,
+    },
+}
+
+/// How a pool kernel's outputs are iterated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Planes as CPU pool tasks (or a serial loop for small work), rows and columns
+    /// serial inside.
+    Tasks,
+    /// One `each` nest over (plane, row, column): one output per GPU thread.
+    Elements,
+}
+
+fn konst(b: &mut KernelBuilder, v: f64) -> ValId {
+    b.let_(Inst::Const { ty: F32, lit: Lit::Float(v) })
+}
+
+fn require_f32_4d(n: &Node) -> Result<[u64; 4], LowerError> {
+    for t in n.inputs.iter().chain(n.outputs) {
+        if t.dtype != DType::F32 {
+            return Err(n.error(format!("dtype {} is not supported yet (f32 only)", t.dtype)));
+        }
+    }
+    let x = n.fixed_in(0)?;
+    <[u64; 4]>::try_from(x.as_slice())
+        .map_err(|_| n.error(format!("{}-D pooling is not supported yet (2-D only)", x.len().saturating_sub(2))))
+}
+
+/// `0 <= e < n` as one unsigned comparison of the index value.
+fn in_bounds(b: &mut KernelBuilder, e: Expr, n: u64) -> ValId {
+    let v = b.index(e);
+    let bound = b.i64(n as i64);
+    b.cmp(CmpOp::Ult, v, bound)
+}
+
+/// One output of a pool: plane `pl`, row `oy`, column `ox` of an input plane `[h, w]`.
+fn point(b: &mut KernelBuilder, g: &PoolGeometry, kind: Pool, [h, w]: [u64; 2], [pl, oy, ox]: [Expr; 3]) {
+    let [oh, ow] = g.output;
+    let base = &pl * &Expr::c((h * w) as i64);
+    let init = konst(b, if kind == Pool::Max { f64::NEG_INFINITY } else { 0.0 });
+    let acc = b.local(F32, init);
+    let zero = konst(b, 0.0);
+    let cnt = b.local(F32, zero);
+    let c = |v: u64| Expr::c(v as i64);
+    b.for_(Expr::c(0), c(g.kernel[0]), LoopKind::Serial, |b, ky| {
+        // Positions are computed as if padded (offset by pad), then shifted back.
+        let py_pad = &(&oy * &c(g.strides[0])) + &(&ky * &c(g.dilations[0]));
+        let iy = &py_pad - &c(g.pad_begin[0]);
+        let in_y = in_bounds(b, iy.clone(), h);
+        let in_y_pad = in_bounds(b, py_pad, h + g.pad_begin[0] + g.pad_end[0]);
+        b.for_(Expr::c(0), c(g.kernel[1]), LoopKind::Serial, |b, kx| {
+            let px_pad = &(&ox * &c(g.strides[1])) + &(&kx * &c(g.dilations[1]));
+            let ix = &px_pad - &c(g.pad_begin[1]);
+            let in_x = in_bounds(b, ix.clone(), w);
+            let inside = b.bin(BinOp::And, in_y, in_x);
+            // Out-of-image taps load element 0 of the plane and are then masked out.
+            let at = b.index(&(&base + &(&iy * &c(w))) + &ix);
+            let first = b.index(base.clone());
+            let off = b.select(inside, at, first);
+            let v = b.load(F32, 0, Expr::val(off), 4);
+            let a = b.let_(Inst::Get(acc));
+            match kind {
+                Pool::Max => {
+                    let lt = b.cmp(CmpOp::FOlt, a, v);
+                    let m = b.select(lt, v, a);
+                    let a2 = b.let_(Inst::Get(acc));
+                    let next = b.select(inside, m, a2);
+                    b.stmt(Stmt::Set(acc, next));
+                }
+                Pool::Avg { count_include_pad } => {
+                    let s = b.bin(BinOp::FAdd, a, v);
+                    let a2 = b.let_(Inst::Get(acc));
+                    let next = b.select(inside, s, a2);
+                    b.stmt(Stmt::Set(acc, next));
+                    let counted = if count_include_pad {
+                        let in_x_pad = in_bounds(b, px_pad, w + g.pad_begin[1] + g.pad_end[1]);
+                        b.bin(BinOp::And, in_y_pad, in_x_pad)
+                    } else {
+                        inside
+                    };
+                    let k = b.let_(Inst::Get(cnt));
+                    let one = konst(b, 1.0);
+                    let k1 = b.bin(BinOp::FAdd, k, one);
+                    let k2 = b.let_(Inst::Get(cnt));
+                    let next = b.select(counted, k1, k2);
+                    b.stmt(Stmt::Set(cnt, next));
+                }
+            }
+        });
+    });
+    let mut r = b.let_(Inst::Get(acc));
+    if let Pool::Avg { .. } = kind {
+        let k = b.let_(Inst::Get(cnt));
+        r = b.bin(BinOp::FDiv, r, k);
+    }
+    let at = &(&(&pl * &c(oh * ow)) + &(&oy * &c(ow))) + &ox;
+    b.store(1, at, r, 4);
+}
+
+/// MaxPool or AveragePool of geometry `g`.
+pub fn pool(name: &str, n: &Node, g: &PoolGeometry, kind: Pool, form: Form) -> Result<Kernel, LowerError> {
+    let x = require_f32_4d(n)?;
+    let (planes, h, w) = (x[0] * x[1], x[2], x[3]);
+    let [oh, ow] = g.output;
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
+    let c = |v: u64| Expr::c(v as i64);
+    match form {
+        Form::Elements => b.nest(&[c(planes), c(oh), c(ow)], LoopKind::Each, |b, i| {
+            point(b, g, kind, [h, w], [i[0].clone(), i[1].clone(), i[2].clone()])
+        }),
+        Form::Tasks => {
+            let work = planes * oh * ow * g.kernel[0] * g.kernel[1];
+            par(&mut b, planes, work, |b, pl| {
+                b.nest(&[c(oh), c(ow)], LoopKind::Serial, |b, i| {
+                    point(b, g, kind, [h, w], [pl, i[0].clone(), i[1].clone()])
+                })
+            });
+        }
+    }
+    Ok(b.finish())
+}
+
+/// GlobalAveragePool: the mean of each plane, summed in order.
+pub fn global_avgpool(name: &str, n: &Node, form: Form) -> Result<Kernel, LowerError> {
+    for t in n.inputs.iter().chain(n.outputs) {
+        if t.dtype != DType::F32 {
+            return Err(n.error(format!("dtype {} is not supported yet (f32 only)", t.dtype)));
+        }
+    }
+    let x = n.fixed_in(0)?;
+    if x.len() < 2 {
+        return Err(n.error("needs at least 2 dims"));
+    }
+    let planes = x[0] * x[1];
+    let size: u64 = x[2..].iter().product();
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
+    let plane = |b: &mut KernelBuilder, pl: Expr| {
+        let zero = konst(b, 0.0);
+        let acc = b.local(F32, zero);
+        let base = &pl * &Expr::c(size as i64);
+        b.for_(Expr::c(0), Expr::c(size as i64), LoopKind::Serial, |b, i| {
+            let a = b.let_(Inst::Get(acc));
+            let v = b.load(F32, 0, &base + &i, 4);
+            let s = b.bin(BinOp::FAdd, a, v);
+            b.stmt(Stmt::Set(acc, s));
+        });
+        let a = b.let_(Inst::Get(acc));
+        let count = konst(b, size as f32 as f64);
+        let m = b.bin(BinOp::FDiv, a, count);
+        b.store(1, pl, m, 4);
+    };
+    match form {
+        Form::Elements => b.nest(&[Expr::c(planes as i64)], LoopKind::Each, |b, i| plane(b, i[0].clone())),
+        Form::Tasks => par(&mut b, planes, planes * size, plane),
+    }
+    Ok(b.finish())
+}
