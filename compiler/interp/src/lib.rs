@@ -635,6 +635,19 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
             let res = ins.get(3).map(floats).transpose()?;
             nn::conv(c, &geom, &f(0)?, &ins[0].dims, &f(1)?, &ins[1].dims, bias.as_deref(), res.as_deref())
         }
+        Op::GridSample(g) => {
+            if ins[0].dims.len() != 4 || ins[1].dims.len() != 4 {
+                return Err(unsupported("GridSample that is not 2-D"));
+            }
+            work(16)?;
+            nn::grid_sample(g, &f(0)?, &ins[0].dims, &f(1)?, &ins[1].dims)
+        }
+        Op::ConvTranspose(c) => {
+            work(ins[1].dims.iter().product::<u64>() / ins[1].dims.get(1).copied().unwrap_or(1).max(1))?;
+            let geom = c.geometry("interp", raw[0].ty(), raw[1].ty()).map_err(|e| EvalError::Invalid(e.to_string()))?;
+            let bias = ins.get(2).map(floats).transpose()?;
+            nn::conv_transpose(c.group as u64, &geom, &f(0)?, &ins[0].dims, &f(1)?, &ins[1].dims, bias.as_deref())
+        }
         Op::MaxPool(_) | Op::AveragePool(_) => {
             let (geom, avg) = match op {
                 Op::MaxPool(p) => (p.geometry("interp", raw[0].ty()), None),
@@ -808,8 +821,6 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::Expand(_)
         | Op::Fused(_)
         | Op::Einsum(_)
-        | Op::ConvTranspose(_)
-        | Op::GridSample(_)
         | Op::QConv(_)
         | Op::QuantPack(_)
         | Op::Reshape(_)

@@ -136,6 +136,168 @@ pub fn conv(
     out
 }
 
+/// ConvTranspose over NCHW (`W` is `[C, M/group, KH, KW]`): every input pixel and tap
+/// adds `x * w` to the output pixel `iy * s + ky * d - pad` it lands on, plus the bias.
+pub fn conv_transpose(
+    group: u64,
+    g: &PoolGeometry,
+    x: &[f64],
+    xd: &[u64],
+    w: &[f64],
+    wd: &[u64],
+    bias: Option<&[f64]>,
+) -> Vec<f64> {
+    let (nb, c, h, wi) = (xd[0], xd[1], xd[2], xd[3]);
+    let (mg, kh, kw) = (wd[1], wd[2], wd[3]);
+    let cg = c / group.max(1);
+    let m = mg * group.max(1);
+    let [oh, ow] = g.output;
+    let mut out = vec![0.0; (nb * m * oh * ow) as usize];
+    for b in 0..nb {
+        for mi in 0..m {
+            let base = ((b * m + mi) * oh * ow) as usize;
+            let bv = bias.map_or(0.0, |bs| bs[mi as usize]);
+            out[base..base + (oh * ow) as usize].iter_mut().for_each(|v| *v = bv);
+            let (grp, mm) = (mi / mg, mi % mg);
+            for ci in 0..cg {
+                let ch = grp * cg + ci;
+                for iy in 0..h {
+                    for ix in 0..wi {
+                        let xv = x[(((b * c + ch) * h + iy) * wi + ix) as usize];
+                        for ky in 0..kh {
+                            let oy = (iy * g.strides[0] + ky * g.dilations[0]) as i64 - g.pad_begin[0] as i64;
+                            if oy < 0 || oy >= oh as i64 {
+                                continue;
+                            }
+                            for kx in 0..kw {
+                                let ox = (ix * g.strides[1] + kx * g.dilations[1]) as i64 - g.pad_begin[1] as i64;
+                                if ox < 0 || ox >= ow as i64 {
+                                    continue;
+                                }
+                                let wv = w[(((ch * mg + mm) * kh + ky) * kw + kx) as usize];
+                                out[base + (oy as u64 * ow + ox as u64) as usize] += xv * wv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// GridSample (2-D) as ONNX's reference implementation computes it, in f64: coordinates
+/// denormalised, rounded half to even for `nearest`, folded into the valid range by the
+/// padding mode, then nearest, bilinear or bicubic (Keys, a = -0.75) interpolation from
+/// pixels read with the padding rule.
+pub fn grid_sample(op: &dlc_ir::ops::GridSample, x: &[f64], xd: &[u64], grid: &[f64], gd: &[u64]) -> Vec<f64> {
+    use dlc_ir::ops::{SampleMode, SamplePadding};
+    let (nb, ch, h, w) = (xd[0] as usize, xd[1] as usize, xd[2] as i64, xd[3] as i64);
+    let (oh, ow) = (gd[1] as usize, gd[2] as usize);
+    let bounds = |d: i64| if op.align_corners { (0.0, d as f64 - 1.0) } else { (-0.5, d as f64 - 0.5) };
+    let reflect = |v: f64, lo: f64, hi: f64| -> f64 {
+        let rng = hi - lo;
+        if rng <= 0.0 {
+            return lo;
+        }
+        if v < lo {
+            let dx = lo - v;
+            let (q, r) = ((dx / rng).trunc(), dx % rng);
+            if q as i64 % 2 == 0 {
+                lo + r
+            } else {
+                hi - r
+            }
+        } else if v > hi {
+            let dx = v - hi;
+            let (q, r) = ((dx / rng).trunc(), dx % rng);
+            if q as i64 % 2 == 0 {
+                hi - r
+            } else {
+                lo + r
+            }
+        } else {
+            v
+        }
+    };
+    let denorm = |g: f64, d: i64| {
+        if op.align_corners {
+            (g + 1.0) / 2.0 * (d as f64 - 1.0)
+        } else {
+            ((g + 1.0) * d as f64 - 1.0) / 2.0
+        }
+    };
+    let cubic = |t: f64| {
+        let a = -0.75;
+        let far = |x: f64| ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a;
+        let near = |x: f64| ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+        [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+    };
+    let mut out = Vec::with_capacity(nb * ch * oh * ow);
+    for b in 0..nb {
+        for c in 0..ch {
+            let plane = &x[(b * ch + c) * (h * w) as usize..][..(h * w) as usize];
+            let pixel = |yi: i64, xi: i64| -> f64 {
+                let mut idx = [xi, yi];
+                let ext = [w, h];
+                for k in 0..2 {
+                    match op.padding {
+                        SamplePadding::Zeros if idx[k] < 0 || idx[k] >= ext[k] => return 0.0,
+                        SamplePadding::Reflection => {
+                            let (lo, hi) = bounds(ext[k]);
+                            idx[k] = reflect(idx[k] as f64, lo, hi) as i64;
+                        }
+                        _ => {}
+                    }
+                    idx[k] = idx[k].clamp(0, ext[k] - 1);
+                }
+                plane[(idx[1] * w + idx[0]) as usize]
+            };
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let gi = ((b * oh + oy) * ow + ox) * 2;
+                    let mut v = [denorm(grid[gi], w), denorm(grid[gi + 1], h)];
+                    for (k, d) in [w, h].into_iter().enumerate() {
+                        if op.mode == SampleMode::Nearest {
+                            v[k] = v[k].round_ties_even();
+                        }
+                        let (lo, hi) = bounds(d);
+                        if v[k] < lo || v[k] > hi {
+                            v[k] = match op.padding {
+                                SamplePadding::Zeros => v[k],
+                                SamplePadding::Border => v[k].clamp(0.0, d as f64 - 1.0),
+                                SamplePadding::Reflection => reflect(v[k], lo, hi),
+                            };
+                        }
+                    }
+                    let [vx, vy] = v;
+                    out.push(match op.mode {
+                        SampleMode::Nearest => pixel(vy as i64, vx as i64),
+                        SampleMode::Linear => {
+                            let (x0, y0) = (vx.floor(), vy.floor());
+                            let (dx, dy) = (vx - x0, vy - y0);
+                            let (x0, y0) = (x0 as i64, y0 as i64);
+                            (1.0 - dy) * ((1.0 - dx) * pixel(y0, x0) + dx * pixel(y0, x0 + 1))
+                                + dy * ((1.0 - dx) * pixel(y0 + 1, x0) + dx * pixel(y0 + 1, x0 + 1))
+                        }
+                        SampleMode::Cubic => {
+                            let (x0, y0) = (vx.floor(), vy.floor());
+                            let (cx, cy) = (cubic(vx - x0), cubic(vy - y0));
+                            let (x0, y0) = (x0 as i64 - 1, y0 as i64 - 1);
+                            (0..4)
+                                .map(|a| {
+                                    cy[a] * (0..4).map(|k| cx[k] * pixel(y0 + a as i64, x0 + k as i64)).sum::<f64>()
+                                })
+                                .sum()
+                        }
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
 /// MaxPool (`avg: None`) or AveragePool (`avg: Some(count_include_pad)`) over NCHW:
 /// taps outside the image are skipped; with `count_include_pad` the divisor counts the
 /// taps inside the padded image.

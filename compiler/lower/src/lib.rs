@@ -11,13 +11,16 @@
 //! the int8 family) and the
 //! normalisations (batchnorm, softmax/logsoftmax/hardmax, layer and RMS norm) and the
 //! reductions (Reduce*, ArgMax/ArgMin, NllLoss, CumSum) and the elementwise ops with
-//! fused elementwise programs (every dtype, the 8-bit floats included) and the pools;
+//! fused elementwise programs (every dtype, the 8-bit floats included), the pools,
+//! ConvTranspose, GridSample and the plain direct Conv (which codegen-llvm's Conv
+//! dispatch calls, [`conv::conv`]);
 //! every other op returns `None` from [`lower`] and keeps its inkwell lowering in
 //! dlc-codegen-llvm until its family is ported (ARCHITECTURE.md tracks which).
 //!
 //! Invariant: knows nothing of inkwell or LLVM; every kernel it returns verifies.
 #![warn(missing_docs)]
 
+pub mod conv;
 pub mod dtype;
 pub mod elementwise;
 pub mod movement;
@@ -25,6 +28,7 @@ pub mod norm;
 pub mod pool;
 pub mod program;
 pub mod reduce;
+pub mod sample;
 pub mod shape;
 
 use dlc_ir::{Dim, Op, TensorType};
@@ -159,6 +163,8 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
             Err(e) => Err(n.error(e.to_string())),
         },
         Op::GlobalAveragePool(_) => pool::global_avgpool(kernel, n, pool::Form::Tasks),
+        Op::ConvTranspose(op) => conv::conv_transpose(kernel, n, op),
+        Op::GridSample(op) => sample::grid_sample(kernel, n, op),
         Op::Add(_)
         | Op::Sub(_)
         | Op::Mul(_)
@@ -228,7 +234,8 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::Expand(_)
         | Op::Fused(_) => elementwise::map(kernel, n),
         // Not ported yet: the inkwell lowerings in dlc-codegen-llvm (listed, not `_`, so
-        // a new op does not compile until someone decides where it is lowered).
+        // a new op does not compile until someone decides where it is lowered). A Conv
+        // picks among the blocked kernels there; its plain fallback is [`conv::conv`].
         Op::Input(_)
         | Op::Const(_)
         | Op::MatMul(_)
@@ -236,8 +243,6 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::Einsum(_)
         | Op::Attention(_)
         | Op::Conv(_)
-        | Op::ConvTranspose(_)
-        | Op::GridSample(_)
         | Op::QConv(_)
         | Op::QuantPack(_) => return None,
     };

@@ -821,3 +821,109 @@ fn pools_in_both_forms_with_padding_strides_dilations_and_ceil_mode() {
         }
     }
 }
+
+#[test]
+fn plain_convolutions_grouped_dilated_with_epilogues_and_transposed() {
+    use dlc_ir::ops::{Activation, AutoPad, Conv, ConvTranspose};
+    let conv = |group: i64, strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>, act: Activation| -> Op {
+        Conv { kernel_shape: vec![], strides, pads, dilations, group, auto_pad: AutoPad::NotSet, act }.into()
+    };
+    // (op, x dims, w dims, with bias, with residual)
+    type Case = (Op, [u64; 4], [u64; 4], bool, bool);
+    let cases: Vec<Case> = vec![
+        (conv(1, vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], Activation::None), [1, 3, 6, 5], [4, 3, 3, 3], false, false),
+        (conv(2, vec![2, 1], vec![0, 1, 2, 0], vec![2, 1], Activation::Relu), [2, 4, 9, 7], [6, 2, 3, 2], true, false),
+        (conv(4, vec![1, 2], vec![1, 1, 1, 1], vec![1, 1], Activation::Gelu), [1, 4, 5, 6], [4, 1, 3, 3], true, true),
+        (
+            conv(1, vec![3, 3], vec![2, 2, 2, 2], vec![2, 2], Activation::Clip { min: -0.5, max: 0.5 }),
+            [1, 2, 11, 10],
+            [3, 2, 2, 3],
+            true,
+            false,
+        ),
+    ];
+    for (op, xd, wd, bias, res) in &cases {
+        let mut tys = vec![TensorType::fixed(DType::F32, xd), TensorType::fixed(DType::F32, wd)];
+        if *bias {
+            tys.push(TensorType::fixed(DType::F32, &[wd[0]]));
+        }
+        if *res {
+            let out = op.infer("n", &tys).unwrap();
+            tys.push(out[0].clone());
+        }
+        // The kir fallback is called directly: `lower` leaves Conv to the blocked kernels.
+        let Op::Conv(c) = op else { unreachable!() };
+        let out = op.infer("n", &tys).unwrap();
+        let node = dlc_lower::Node { name: "n", op, inputs: &tys, outputs: &out };
+        let k = dlc_lower::conv::conv("k", &node, c).unwrap();
+        let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 20 + i as u64)).collect();
+        let want = dlc_interp::eval(op, &xs, &out).unwrap();
+        let mut bufs: Vec<Vec<u8>> = xs.iter().map(|x| x.bytes().to_vec()).collect();
+        bufs.push(vec![0; out[0].size_bytes().unwrap() as usize]);
+        run_kernel(&k, &mut bufs, &BTreeMap::new()).unwrap();
+        let got: Vec<f32> =
+            bufs.last().unwrap().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        for (g, w) in got.iter().zip(want[0].to_f32().unwrap()) {
+            assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{op:?}: {g} vs {w}");
+        }
+    }
+    assert!(dlc_lower::lower(
+        "k",
+        &dlc_lower::Node {
+            name: "n",
+            op: &cases[0].0,
+            inputs: &[TensorType::fixed(DType::F32, &[1, 3, 6, 5]), TensorType::fixed(DType::F32, &[4, 3, 3, 3])],
+            outputs: &[TensorType::fixed(DType::F32, &[1, 4, 6, 5])],
+        }
+    )
+    .is_none());
+    // ConvTranspose: strides, padding, output padding, groups, dilations, bias.
+    let ct = |strides: Vec<i64>, pads: Vec<i64>, output_padding: Vec<i64>, dilations: Vec<i64>, group: i64| -> Op {
+        ConvTranspose {
+            kernel_shape: vec![],
+            strides,
+            pads,
+            dilations,
+            group,
+            output_padding,
+            output_shape: vec![],
+            auto_pad: AutoPad::NotSet,
+        }
+        .into()
+    };
+    let cases: Vec<(Op, [u64; 4], [u64; 4], bool)> = vec![
+        (ct(vec![1, 1], vec![0, 0, 0, 0], vec![], vec![1, 1], 1), [1, 2, 4, 3], [2, 3, 3, 3], false),
+        (ct(vec![2, 2], vec![1, 1, 1, 1], vec![1, 0], vec![1, 1], 1), [2, 3, 4, 4], [3, 2, 3, 3], true),
+        (ct(vec![3, 2], vec![0, 1, 1, 0], vec![], vec![2, 1], 2), [1, 4, 3, 5], [4, 3, 2, 3], true),
+    ];
+    for (op, xd, wd, bias) in cases {
+        let mut tys = vec![TensorType::fixed(DType::F32, &xd), TensorType::fixed(DType::F32, &wd)];
+        if bias {
+            let Op::ConvTranspose(c) = &op else { unreachable!() };
+            tys.push(TensorType::fixed(DType::F32, &[wd[1] * c.group as u64]));
+        }
+        check_with(op, &tys, &|t| t.iter().enumerate().map(|(i, t)| floats(t, 30 + i as u64)).collect(), &[&[]]);
+    }
+}
+
+#[test]
+fn grid_sample_in_every_mode_padding_and_alignment() {
+    use dlc_ir::ops::{GridSample, SampleMode, SamplePadding};
+    // Grid coordinates in [-2, 2): many land outside the image, so every padding rule
+    // (and reflection's folding more than once) is exercised. They are multiples of
+    // 1/64, so denormalising is exact in f32 and f64 alike and `nearest` rounds the same
+    // ties (a near-tie would round differently in the f64 reference).
+    let tys = [TensorType::fixed(DType::F32, &[2, 3, 5, 4]), TensorType::fixed(DType::F32, &[2, 6, 3, 2])];
+    let grid = |t: &TensorType| {
+        let v: Vec<f32> = floats(t, 41).to_f32().unwrap().iter().map(|x| (x * 64.0).round() / 64.0).collect();
+        TensorData::from_f32(&t.shape.as_fixed().unwrap(), &v).unwrap()
+    };
+    for mode in [SampleMode::Nearest, SampleMode::Linear, SampleMode::Cubic] {
+        for padding in [SamplePadding::Zeros, SamplePadding::Border, SamplePadding::Reflection] {
+            for align_corners in [false, true] {
+                let op: Op = GridSample { mode, padding, align_corners }.into();
+                check_with(op, &tys, &|t| vec![floats(&t[0], 40), grid(&t[1])], &[&[]]);
+            }
+        }
+    }
+}

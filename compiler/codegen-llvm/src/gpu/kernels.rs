@@ -79,6 +79,8 @@ pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) ->
         | Op::Trilu(_)
         | Op::GatherElements(_)
         | Op::Pad(_)
+        | Op::ConvTranspose(_)
+        | Op::GridSample(_)
         | Op::BatchNormalization(_) => match n.kir() {
             Some(k) => {
                 let k = k?;
@@ -174,8 +176,6 @@ pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) ->
         | Op::NllLoss(_)
         | Op::CumSum(_)
         | Op::Einsum(_)
-        | Op::ConvTranspose(_)
-        | Op::GridSample(_)
         | Op::QConv(_)
         | Op::QuantPack(_)
         | Op::Softmax(_)

@@ -7,7 +7,6 @@ use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::values::FunctionValue;
 
-pub(crate) mod conv;
 mod convblk;
 pub(crate) mod elementwise;
 mod gemm;
@@ -146,14 +145,17 @@ pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo)
             } else if gemm::direct_ok(&geom, op, info) {
                 gemm::conv_direct(kb, info, op, &geom)?
             } else {
-                conv::conv(kb, info, op)?
+                // The plain direct convolution, from kir.
+                let k =
+                    dlc_lower::conv::conv(info.name, &info.lower_node(), op).map_err(|e| info.unsupported(e.reason))?;
+                crate::kir::emit(kb, &k)?
             }
         }
-        Op::ConvTranspose(op) => conv::conv_transpose(kb, info, op)?,
-        Op::GridSample(op) => conv::grid_sample(kb, info, op)?,
         // Lowered through kir above (dlc-lower): data movement, norms, reductions,
         // pools and the elementwise family.
         Op::MaxPool(_)
+        | Op::ConvTranspose(_)
+        | Op::GridSample(_)
         | Op::AveragePool(_)
         | Op::GlobalAveragePool(_)
         | Op::Transpose(_)
