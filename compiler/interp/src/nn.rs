@@ -86,6 +86,14 @@ pub fn gemm(op: &Gemm, a: &[f64], ad: &[u64], b: &[f64], bd: &[u64], c: Option<(
     out
 }
 
+/// `i * stride + k * dilation - pad` along `axis`, when it lies in `[0, n)`: the input
+/// row a convolution's output `i` reads at tap `k` (or the output row a transposed
+/// convolution's input `i` writes).
+fn tap(g: &PoolGeometry, axis: usize, i: u64, k: u64, n: u64) -> Option<u64> {
+    let p = (i * g.strides[axis] + k * g.dilations[axis]).checked_sub(g.pad_begin[axis])?;
+    (p < n).then_some(p)
+}
+
 /// 2-D convolution with groups, bias, residual and activation.
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
@@ -113,16 +121,10 @@ pub fn conv(
                     for ci in 0..cg {
                         let chan = grp * cg + ci;
                         for ky in 0..kh {
-                            let iy = (oy * g.strides[0] + ky * g.dilations[0]) as i64 - g.pad_begin[0] as i64;
-                            if iy < 0 || iy >= h as i64 {
-                                continue;
-                            }
+                            let Some(iy) = tap(g, 0, oy, ky, h) else { continue };
                             for kx in 0..kw {
-                                let ix = (ox * g.strides[1] + kx * g.dilations[1]) as i64 - g.pad_begin[1] as i64;
-                                if ix < 0 || ix >= wi as i64 {
-                                    continue;
-                                }
-                                let xv = x[(((b * c + chan) * h + iy as u64) * wi + ix as u64) as usize];
+                                let Some(ix) = tap(g, 1, ox, kx, wi) else { continue };
+                                let xv = x[(((b * c + chan) * h + iy) * wi + ix) as usize];
                                 acc += xv * w[(((mi * cg + ci) * kh + ky) * kw + kx) as usize];
                             }
                         }
@@ -165,17 +167,11 @@ pub fn conv_transpose(
                     for ix in 0..wi {
                         let xv = x[(((b * c + ch) * h + iy) * wi + ix) as usize];
                         for ky in 0..kh {
-                            let oy = (iy * g.strides[0] + ky * g.dilations[0]) as i64 - g.pad_begin[0] as i64;
-                            if oy < 0 || oy >= oh as i64 {
-                                continue;
-                            }
+                            let Some(oy) = tap(g, 0, iy, ky, oh) else { continue };
                             for kx in 0..kw {
-                                let ox = (ix * g.strides[1] + kx * g.dilations[1]) as i64 - g.pad_begin[1] as i64;
-                                if ox < 0 || ox >= ow as i64 {
-                                    continue;
-                                }
+                                let Some(ox) = tap(g, 1, ix, kx, ow) else { continue };
                                 let wv = w[(((ch * mg + mm) * kh + ky) * kw + kx) as usize];
-                                out[base + (oy as u64 * ow + ox as u64) as usize] += xv * wv;
+                                out[base + (oy * ow + ox) as usize] += xv * wv;
                             }
                         }
                     }

@@ -15,19 +15,9 @@
 use crate::elementwise::activation;
 use crate::{par, LowerError, Node};
 use dlc_ir::ops::{Activation, Conv, ConvTranspose};
-use dlc_ir::DType;
 use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
-
-fn require_f32(n: &Node) -> Result<(), LowerError> {
-    for t in n.inputs.iter().chain(n.outputs) {
-        if t.dtype != DType::F32 {
-            return Err(n.error(format!("dtype {} is not supported yet (f32 only)", t.dtype)));
-        }
-    }
-    Ok(())
-}
 
 fn dims4(n: &Node, i: usize) -> Result<[u64; 4], LowerError> {
     let d = n.fixed_in(i)?;
@@ -67,7 +57,7 @@ fn konst(b: &mut KernelBuilder, v: f64) -> ValId {
 
 /// Direct Conv with bias (operand 2), residual (operand 3) and activation epilogues.
 pub fn conv(name: &str, n: &Node, op: &Conv) -> Result<Kernel, LowerError> {
-    require_f32(n)?;
+    n.require_f32()?;
     let g = op.geometry(n.name, &n.inputs[0], &n.inputs[1]).map_err(|e| n.error(e.to_string()))?;
     let [batch, ch, h, wd] = dims4(n, 0)?;
     let [m, cg, kh, kw] = dims4(n, 1)?;
@@ -134,9 +124,24 @@ pub fn conv(name: &str, n: &Node, op: &Conv) -> Result<Kernel, LowerError> {
     Ok(b.finish())
 }
 
+/// The input index `(o + pad - k*d) / s` of output `o` and tap `k` along one axis of a
+/// transposed convolution, and whether it exists: the division is exact and the index
+/// below `n`.
+fn source(b: &mut KernelBuilder, o: &Expr, k: &Expr, pad: u64, d: u64, s: u64, n: u64) -> (ValId, ValId) {
+    let num = b.index(&(o + &c(pad)) - &(k * &c(d)));
+    let sv = b.i64(s as i64);
+    let i = b.bin(BinOp::SDiv, num, sv);
+    let r = b.bin(BinOp::SRem, num, sv);
+    let zero = b.i64(0);
+    let exact = b.cmp(CmpOp::Eq, r, zero);
+    let lim = b.i64((n * s) as i64);
+    let inside = b.cmp(CmpOp::Ult, num, lim);
+    (i, b.bin(BinOp::And, exact, inside))
+}
+
 /// ConvTranspose with an optional bias (operand 2).
 pub fn conv_transpose(name: &str, n: &Node, op: &ConvTranspose) -> Result<Kernel, LowerError> {
-    require_f32(n)?;
+    n.require_f32()?;
     let g = op.geometry(n.name, &n.inputs[0], &n.inputs[1]).map_err(|e| n.error(e.to_string()))?;
     let [batch, ch, h, wd] = dims4(n, 0)?;
     let [_, mg, kh, kw] = dims4(n, 1)?;
@@ -159,26 +164,11 @@ pub fn conv_transpose(name: &str, n: &Node, op: &ConvTranspose) -> Result<Kernel
             let chn = &(&grp * &c(cg)) + &ci;
             b.for_(c(0), c(kh), LoopKind::Serial, |b, ky| {
                 // iy * s = oy + pad - ky * d must be a non-negative multiple of s below H*s.
-                let ny = b.index(&(oy + &c(g.pad_begin[0])) - &(&ky * &c(g.dilations[0])));
-                let sy = b.i64(g.strides[0] as i64);
-                let iy = b.bin(BinOp::SDiv, ny, sy);
-                let ry = b.bin(BinOp::SRem, ny, sy);
-                let zero = b.i64(0);
-                let exact_y = b.cmp(CmpOp::Eq, ry, zero);
-                let lim_y = b.i64((h * g.strides[0]) as i64);
-                let in_y = b.cmp(CmpOp::Ult, ny, lim_y);
-                let ok_y = b.bin(BinOp::And, exact_y, in_y);
+                let (iy, ok_y) = source(b, oy, &ky, g.pad_begin[0], g.dilations[0], g.strides[0], h);
                 b.for_(c(0), c(kw), LoopKind::Serial, |b, kx| {
-                    let nx = b.index(&(ox + &c(g.pad_begin[1])) - &(&kx * &c(g.dilations[1])));
-                    let sx = b.i64(g.strides[1] as i64);
-                    let ix = b.bin(BinOp::SDiv, nx, sx);
-                    let rx = b.bin(BinOp::SRem, nx, sx);
-                    let zero = b.i64(0);
-                    let exact_x = b.cmp(CmpOp::Eq, rx, zero);
-                    let lim_x = b.i64((wd * g.strides[1]) as i64);
-                    let in_x = b.cmp(CmpOp::Ult, nx, lim_x);
-                    let ok_x = b.bin(BinOp::And, exact_x, in_x);
+                    let (ix, ok_x) = source(b, ox, &kx, g.pad_begin[1], g.dilations[1], g.strides[1], wd);
                     let ok = b.bin(BinOp::And, ok_y, ok_x);
+                    let zero = b.i64(0);
                     let at = b.index(
                         &(&(&(bi * &c(ch * h * wd)) + &(&chn * &c(h * wd))) + &(&Expr::val(iy) * &c(wd)))
                             + &Expr::val(ix),

@@ -69,6 +69,17 @@ impl Node<'_> {
         t.shape.0.iter().map(dim).collect()
     }
 
+    /// An error naming the node unless every operand and result is f32 (the arithmetic
+    /// kernels that are f32-only for now).
+    pub fn require_f32(&self) -> Result<(), LowerError> {
+        for t in self.inputs.iter().chain(self.outputs) {
+            if t.dtype != dlc_ir::DType::F32 {
+                return Err(self.error(format!("dtype {} is not supported yet (f32 only)", t.dtype)));
+            }
+        }
+        Ok(())
+    }
+
     /// Fixed dims of operand `i`, or an error naming the node.
     pub fn fixed_in(&self, i: usize) -> Result<Vec<u64>, LowerError> {
         self.inputs[i].shape.as_fixed().ok_or_else(|| self.error(format!("symbolic shape {}", self.inputs[i])))

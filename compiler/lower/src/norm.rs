@@ -3,20 +3,10 @@
 use crate::shape::{broadcast_strides, coalesce, contiguous_strides, linear};
 use crate::{LowerError, Node};
 use dlc_ir::ops::{normalize_axis, LayerNormalization, SoftmaxMode};
-use dlc_ir::DType;
 use dlc_kir::{Access, BinOp, CastOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
 const F64: Ty = Ty { elem: Elem::F64, lanes: 1 };
-
-fn require_f32(n: &Node) -> Result<(), LowerError> {
-    for t in n.inputs.iter().chain(n.outputs) {
-        if t.dtype != DType::F32 {
-            return Err(n.error(format!("dtype {} is not supported yet (f32 only)", t.dtype)));
-        }
-    }
-    Ok(())
-}
 
 fn konst(b: &mut KernelBuilder, ty: Ty, v: f64) -> ValId {
     b.let_(Inst::Const { ty, lit: Lit::Float(v) })
@@ -37,7 +27,7 @@ fn get(b: &mut KernelBuilder, l: u32) -> ValId {
 /// BatchNormalization, one element per iteration of an `each` nest over `[N, C, inner]`:
 /// `(x - mean) * (scale / sqrt(var + epsilon)) + bias`.
 pub fn batchnorm(name: &str, n: &Node, epsilon: f32) -> Result<Kernel, LowerError> {
-    require_f32(n)?;
+    n.require_f32()?;
     let x = Node::dims(&n.inputs[0]);
     if x.len() < 2 {
         return Err(n.error("needs at least 2 dims"));
@@ -72,7 +62,7 @@ pub fn batchnorm(name: &str, n: &Node, epsilon: f32) -> Result<Kernel, LowerErro
 /// Softmax, LogSoftmax or Hardmax along `axis`: per (outer, inner) position the maximum
 /// (and its first index), then the sum of `exp(x - max)`, then the normalisation.
 pub fn softmax(name: &str, n: &Node, axis: i64, mode: SoftmaxMode) -> Result<Kernel, LowerError> {
-    require_f32(n)?;
+    n.require_f32()?;
     let x = Node::dims(&n.inputs[0]);
     let a = normalize_axis(axis, x.len()).ok_or_else(|| n.error(format!("axis {axis} out of range")))?;
     let prod = |d: &[Expr]| d.iter().fold(Expr::c(1), |p, x| &p * x);
@@ -150,7 +140,7 @@ pub fn softmax(name: &str, n: &Node, axis: i64, mode: SoftmaxMode) -> Result<Ker
 /// With `skip`, `x + skip` is written to the result first and normalised from there;
 /// with `stats`, the mean and inverse standard deviation are results too.
 pub fn layernorm(name: &str, n: &Node, op: &LayerNormalization) -> Result<Kernel, LowerError> {
-    require_f32(n)?;
+    n.require_f32()?;
     let stats = n.outputs.len() == 3;
     let params_in = if op.skip { n.inputs.len() - 1 } else { n.inputs.len() };
     let skip = op.skip.then_some(n.inputs.len() as u32 - 1);

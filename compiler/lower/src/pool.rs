@@ -9,7 +9,6 @@
 //! output per thread).
 use crate::{par, LowerError, Node};
 use dlc_ir::ops::PoolGeometry;
-use dlc_ir::DType;
 use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
@@ -41,11 +40,7 @@ fn konst(b: &mut KernelBuilder, v: f64) -> ValId {
 }
 
 fn require_f32_4d(n: &Node) -> Result<[u64; 4], LowerError> {
-    for t in n.inputs.iter().chain(n.outputs) {
-        if t.dtype != DType::F32 {
-            return Err(n.error(format!("dtype {} is not supported yet (f32 only)", t.dtype)));
-        }
-    }
+    n.require_f32()?;
     let x = n.fixed_in(0)?;
     <[u64; 4]>::try_from(x.as_slice())
         .map_err(|_| n.error(format!("{}-D pooling is not supported yet (2-D only)", x.len().saturating_sub(2))))
@@ -147,11 +142,7 @@ pub fn pool(name: &str, n: &Node, g: &PoolGeometry, kind: Pool, form: Form) -> R
 
 /// GlobalAveragePool: the mean of each plane, summed in order.
 pub fn global_avgpool(name: &str, n: &Node, form: Form) -> Result<Kernel, LowerError> {
-    for t in n.inputs.iter().chain(n.outputs) {
-        if t.dtype != DType::F32 {
-            return Err(n.error(format!("dtype {} is not supported yet (f32 only)", t.dtype)));
-        }
-    }
+    n.require_f32()?;
     let x = n.fixed_in(0)?;
     if x.len() < 2 {
         return Err(n.error("needs at least 2 dims"));

@@ -155,11 +155,7 @@ fn cubic(b: &mut KernelBuilder, t: ValId) -> [ValId; 4] {
 
 /// GridSample of `x` `[N, C, H, W]` at `grid` `[N, OH, OW, 2]`.
 pub fn grid_sample(name: &str, n: &Node, op: &GridSample) -> Result<Kernel, LowerError> {
-    for t in n.inputs.iter().chain(n.outputs) {
-        if t.dtype != DType::F32 {
-            return Err(n.error(format!("dtype {} is not supported yet (f32 only)", t.dtype)));
-        }
-    }
+    n.require_f32()?;
     let xd = n.fixed_in(0)?;
     let gd = n.fixed_in(1)?;
     if xd.len() != 4 || gd.len() != 4 {
