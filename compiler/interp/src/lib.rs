@@ -635,6 +635,13 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
             let res = ins.get(3).map(floats).transpose()?;
             nn::conv(c, &geom, &f(0)?, &ins[0].dims, &f(1)?, &ins[1].dims, bias.as_deref(), res.as_deref())
         }
+        Op::Einsum(e) => {
+            let xs: Vec<Vec<f64>> = ins.iter().map(floats).collect::<Result<_, _>>()?;
+            let dims: Vec<Vec<u64>> = ins.iter().map(|t| t.dims.clone()).collect();
+            let per: u64 = ins.iter().map(|t| t.dims.iter().product::<u64>()).max().unwrap_or(1);
+            work(per)?;
+            nn::einsum(&e.equation, &xs, &dims).map_err(EvalError::Invalid)?
+        }
         Op::GridSample(g) => {
             if ins[0].dims.len() != 4 || ins[1].dims.len() != 4 {
                 return Err(unsupported("GridSample that is not 2-D"));
@@ -820,7 +827,6 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::Shrink(_)
         | Op::Expand(_)
         | Op::Fused(_)
-        | Op::Einsum(_)
         | Op::QConv(_)
         | Op::QuantPack(_)
         | Op::Reshape(_)

@@ -294,6 +294,39 @@ pub fn grid_sample(op: &dlc_ir::ops::GridSample, x: &[f64], xd: &[u64], grid: &[
     out
 }
 
+/// Einsum in f64: every assignment of the letters, the product of the operands'
+/// elements summed into the output element the output letters select.
+pub fn einsum(equation: &str, xs: &[Vec<f64>], dims: &[Vec<u64>]) -> Result<Vec<f64>, String> {
+    let ranks: Vec<usize> = dims.iter().map(Vec::len).collect();
+    let (ins, out) = dlc_ir::ops::parse_einsum(equation, &ranks)?;
+    let ext = dlc_ir::ops::einsum_extents(&ins, dims)?;
+    let letters: Vec<char> = ext.keys().copied().collect();
+    let sizes: Vec<u64> = letters.iter().map(|l| ext[l]).collect();
+    let pos = |l: &char| letters.iter().position(|x| x == l).unwrap_or(0);
+    let out_len: u64 = out.iter().map(|l| ext[l]).product();
+    let mut y = vec![0.0; out_len as usize];
+    let total: u64 = sizes.iter().product();
+    let mut at = vec![0u64; letters.len()];
+    for _ in 0..total {
+        let mut prod = 1.0;
+        for ((op, x), d) in ins.iter().zip(xs).zip(dims) {
+            // A dim of extent 1 broadcasts: index 0 whatever the letter's value.
+            let i = op.iter().zip(d).fold(0, |acc, (l, &e)| acc * e + if e == 1 { 0 } else { at[pos(l)] });
+            prod *= x[i as usize];
+        }
+        let o = out.iter().fold(0, |acc, l| acc * ext[l] + at[pos(l)]);
+        y[o as usize] += prod;
+        for k in (0..at.len()).rev() {
+            at[k] += 1;
+            if at[k] < sizes[k] {
+                break;
+            }
+            at[k] = 0;
+        }
+    }
+    Ok(y)
+}
+
 /// MaxPool (`avg: None`) or AveragePool (`avg: Some(count_include_pad)`) over NCHW:
 /// taps outside the image are skipped; with `count_include_pad` the divisor counts the
 /// taps inside the padded image.

@@ -23,6 +23,7 @@
 pub mod conv;
 pub mod dtype;
 pub mod elementwise;
+pub mod linalg;
 pub mod movement;
 pub mod norm;
 pub mod pool;
@@ -176,6 +177,7 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         Op::GlobalAveragePool(_) => pool::global_avgpool(kernel, n, pool::Form::Tasks),
         Op::ConvTranspose(op) => conv::conv_transpose(kernel, n, op),
         Op::GridSample(op) => sample::grid_sample(kernel, n, op),
+        Op::Einsum(op) => linalg::einsum(kernel, n, &op.equation),
         Op::Add(_)
         | Op::Sub(_)
         | Op::Mul(_)
@@ -246,12 +248,13 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::Fused(_) => elementwise::map(kernel, n),
         // Not ported yet: the inkwell lowerings in dlc-codegen-llvm (listed, not `_`, so
         // a new op does not compile until someone decides where it is lowered). A Conv
-        // picks among the blocked kernels there; its plain fallback is [`conv::conv`].
+        // picks among the blocked kernels there, a MatMul or Gemm takes the packed GEMM
+        // when B is a constant; their plain fallbacks are [`conv::conv`],
+        // [`linalg::matmul`] and [`linalg::gemm`].
         Op::Input(_)
         | Op::Const(_)
         | Op::MatMul(_)
         | Op::Gemm(_)
-        | Op::Einsum(_)
         | Op::Attention(_)
         | Op::Conv(_)
         | Op::QConv(_)

@@ -16,6 +16,19 @@ pub fn broadcast_strides(dims: &[Expr], out: &[Expr]) -> Vec<Expr> {
     strides
 }
 
+/// [`broadcast_strides`] over fixed dims.
+pub fn broadcast_strides_fixed(dims: &[u64], out: &[u64]) -> Vec<u64> {
+    let r = out.len();
+    let mut strides = vec![0; r];
+    let mut s = 1;
+    for k in (0..dims.len()).rev() {
+        let d = r - dims.len() + k;
+        strides[d] = if dims[k] == 1 && out[d] != 1 { 0 } else { s };
+        s *= dims[k];
+    }
+    strides
+}
+
 /// Element strides of a contiguous row-major tensor.
 pub fn contiguous_strides(dims: &[Expr]) -> Vec<Expr> {
     broadcast_strides(dims, dims)

@@ -927,3 +927,99 @@ fn grid_sample_in_every_mode_padding_and_alignment() {
         }
     }
 }
+
+/// Runs kernel `k` on `xs` and compares its f32 (or f64) result with dlc-interp's.
+fn compare_kernel(k: &dlc_kir::Kernel, op: &Op, xs: &[TensorData], out: &[TensorType]) {
+    let want = dlc_interp::eval(op, xs, out).unwrap();
+    let mut bufs: Vec<Vec<u8>> = xs.iter().map(|x| x.bytes().to_vec()).collect();
+    bufs.push(vec![0; out[0].size_bytes().unwrap() as usize]);
+    run_kernel(k, &mut bufs, &BTreeMap::new()).unwrap();
+    let got = bufs.pop().unwrap();
+    let vals = |b: &[u8], d: DType| -> Vec<f64> {
+        if d == DType::F64 {
+            b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+        } else {
+            b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+        }
+    };
+    let d = out[0].dtype;
+    for (g, w) in vals(&got, d).iter().zip(vals(want[0].bytes(), d)) {
+        assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{op:?}: {g} vs {w}");
+    }
+}
+
+#[test]
+fn plain_matrix_products_and_einsum() {
+    use dlc_ir::ops::{Activation, Einsum, Gemm, MatMul};
+    let f32t = |d: &[u64]| TensorType::fixed(DType::F32, d);
+    // MatMul: batch broadcast, 1-D operands, bias with an activation (the fallback the
+    // dispatch calls when B is not a constant).
+    let cases: Vec<(Op, Vec<TensorType>)> = vec![
+        (MatMul { act: Activation::None }.into(), vec![f32t(&[2, 1, 3, 4]), f32t(&[3, 4, 5])]),
+        (MatMul { act: Activation::None }.into(), vec![f32t(&[4]), f32t(&[2, 4, 3])]),
+        (MatMul { act: Activation::None }.into(), vec![f32t(&[3, 4]), f32t(&[4])]),
+        (MatMul { act: Activation::Relu }.into(), vec![f32t(&[3, 4]), f32t(&[4, 6]), f32t(&[6])]),
+    ];
+    for (op, tys) in &cases {
+        let Op::MatMul(m) = op else { unreachable!() };
+        let out = op.infer("n", tys).unwrap();
+        let node = dlc_lower::Node { name: "n", op, inputs: tys, outputs: &out };
+        let k = dlc_lower::linalg::matmul("k", &node, m.act).unwrap();
+        let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 50 + i as u64)).collect();
+        compare_kernel(&k, op, &xs, &out);
+    }
+    // Gemm: every transposition, alpha and beta, C full, per column and scalar.
+    for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
+        for c_dims in [None, Some(vec![3u64, 5]), Some(vec![5]), Some(vec![1])] {
+            let op: Op = Gemm { alpha: 0.5, beta: 2.0, trans_a, trans_b, act: Activation::Gelu }.into();
+            let a = if trans_a { f32t(&[4, 3]) } else { f32t(&[3, 4]) };
+            let b = if trans_b { f32t(&[5, 4]) } else { f32t(&[4, 5]) };
+            let mut tys = vec![a, b];
+            if let Some(c) = &c_dims {
+                tys.push(f32t(c));
+            }
+            let Op::Gemm(g) = &op else { unreachable!() };
+            let out = op.infer("n", &tys).unwrap();
+            let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out };
+            let k = dlc_lower::linalg::gemm("k", &node, g).unwrap();
+            let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 60 + i as u64)).collect();
+            compare_kernel(&k, &op, &xs, &out);
+        }
+    }
+    // Einsum through `lower` (its only lowering): contractions, transposes, traces,
+    // broadcasting and an outer product; f32 and f64.
+    let eqs: Vec<(&str, Vec<Vec<u64>>)> = vec![
+        ("ij,jk->ik", vec![vec![3, 4], vec![4, 2]]),
+        ("bij,bjk->bik", vec![vec![2, 3, 4], vec![2, 4, 5]]),
+        ("ii->i", vec![vec![4, 4]]),
+        ("ii", vec![vec![3, 3]]),
+        ("ij->ji", vec![vec![2, 5]]),
+        ("i,j->ij", vec![vec![3], vec![4]]),
+        ("...ij,...jk->...ik", vec![vec![2, 1, 3, 2], vec![1, 2, 2, 3]]),
+    ];
+    for dt in [DType::F32, DType::F64] {
+        for (eq, dims) in &eqs {
+            let op: Op = Einsum { equation: eq.to_string() }.into();
+            let tys: Vec<TensorType> = dims.iter().map(|d| TensorType::fixed(dt, d)).collect();
+            let make = |t: &[TensorType]| -> Vec<TensorData> {
+                t.iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        let f = floats(&TensorType::fixed(DType::F32, &t.shape.as_fixed().unwrap()), 70 + i as u64);
+                        if t.dtype == DType::F32 {
+                            f
+                        } else {
+                            let v: Vec<f64> = f.to_f32().unwrap().iter().map(|&x| x as f64).collect();
+                            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                            TensorData::new(t.clone(), Arc::from(bytes)).unwrap()
+                        }
+                    })
+                    .collect()
+            };
+            let out = op.infer("n", &tys).unwrap();
+            let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out };
+            let k = dlc_lower::lower("k", &node).expect("ported").unwrap();
+            compare_kernel(&k, &op, &make(&tys), &out);
+        }
+    }
+}

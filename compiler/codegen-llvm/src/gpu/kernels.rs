@@ -8,12 +8,13 @@
 use super::{Factory, Geometry, Gk, Private, Reduce};
 use crate::kernel::{Kb, R};
 use crate::lower::elementwise::{activation, broadcast_strides, coalesce, Drive};
-use crate::lower::linalg::{attention_dims, mask_term, MatMulShape};
+use crate::lower::linalg::{attention_dims, mask_term};
 use crate::lower::movement::{elem_int_type, load_index, GatherGeometry};
 use crate::lower::reduce::{as_rows, per_output, Kind};
 use crate::lower::{emit_body, NodeInfo};
 use dlc_ir::ops::{normalize_axis, Activation, Attention, Gemm, LayerNormalization, PoolGeometry, SoftmaxMode};
 use dlc_ir::{DType, Graph, NodeId, Op, OpKind};
+use dlc_lower::linalg::MatMulShape;
 use dlc_lower::pool::{Form, Pool};
 use inkwell::values::{FloatValue, IntValue};
 use inkwell::IntPredicate;
@@ -438,7 +439,8 @@ fn tiled_gemm<'ctx>(f: &Factory<'_, 'ctx>, s: &GemmSpec<'_, 'ctx>) -> R<Geometry
 
 fn matmul(f: &Factory<'_, '_>, n: &NodeInfo, act: Activation) -> R<Geometry> {
     n.require_f32()?;
-    let MatMulShape { m, k, n: nn, batch: batch_dims, a_strides: sa, b_strides: sb } = MatMulShape::of(n);
+    let MatMulShape { m, k, n: nn, batch: batch_dims, a_strides: sa, b_strides: sb } =
+        MatMulShape::of(&n.in_dims(0), &n.in_dims(1));
     let bias = n.inputs.len() == 3;
     let spec = GemmSpec {
         batch: batch_dims.iter().product(),

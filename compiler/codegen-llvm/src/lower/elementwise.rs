@@ -11,17 +11,7 @@ use inkwell::types::BasicTypeEnum;
 use inkwell::values::{BasicValueEnum, FloatValue, IntValue};
 
 /// Element strides of an operand of dims `dims` broadcast to `out` (0 on stretched dims).
-pub(crate) fn broadcast_strides(dims: &[u64], out: &[u64]) -> Vec<u64> {
-    let r = out.len();
-    let mut strides = vec![0; r];
-    let mut s = 1;
-    for k in (0..dims.len()).rev() {
-        let d = r - dims.len() + k;
-        strides[d] = if dims[k] == 1 && out[d] != 1 { 0 } else { s };
-        s *= dims[k];
-    }
-    strides
-}
+pub(crate) use dlc_lower::shape::broadcast_strides_fixed as broadcast_strides;
 
 /// Merges adjacent dims where every operand's strides stay linear, so common cases
 /// (same shapes, per-channel bias) become short, contiguous loop nests.

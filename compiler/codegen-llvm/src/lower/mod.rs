@@ -132,9 +132,17 @@ pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo)
         return Ok(());
     }
     match &node.op {
-        Op::MatMul(op) => linalg::matmul(kb, info, op.act)?,
-        Op::Gemm(op) => linalg::gemm(kb, info, op)?,
-        Op::Einsum(op) => linalg::einsum(kb, info, &op.equation)?,
+        // B given at run time: the plain loop nests, from kir.
+        Op::MatMul(op) => {
+            let k = dlc_lower::linalg::matmul(info.name, &info.lower_node(), op.act)
+                .map_err(|e| info.unsupported(e.reason))?;
+            crate::kir::emit(kb, &k)?
+        }
+        Op::Gemm(op) => {
+            let k =
+                dlc_lower::linalg::gemm(info.name, &info.lower_node(), op).map_err(|e| info.unsupported(e.reason))?;
+            crate::kir::emit(kb, &k)?
+        }
         Op::Attention(op) => linalg::attention(kb, info, op)?,
         Op::Conv(op) => {
             let geom = op.geometry(info.name, &info.inputs[0], &info.inputs[1])?;
@@ -156,6 +164,7 @@ pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo)
         Op::MaxPool(_)
         | Op::ConvTranspose(_)
         | Op::GridSample(_)
+        | Op::Einsum(_)
         | Op::AveragePool(_)
         | Op::GlobalAveragePool(_)
         | Op::Transpose(_)
