@@ -369,7 +369,8 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
     }
 
     /// The C math library function `name` without the C library: LLVM intrinsics that
-    /// every target lowers, and dlc's own `exp`/`erf` (`fastmath`, error bounds tested).
+    /// every target lowers, and dlc's own implementations (`dlc_lower::fastmath`, error
+    /// bounds tested in its interpreter).
     fn portable_math(&self, name: &str, ty: FloatType<'ctx>, args: &[FloatValue<'ctx>]) -> R<FloatValue<'ctx>> {
         let missing = || CodegenError::NoMath { function: name.to_string() };
         // `expf` for f32, `exp` for f64: the base name.
@@ -396,122 +397,20 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         if !f32 {
             return Err(missing());
         }
-        if let ("pow", [x, y]) = (base, args) {
-            return self.portable_pow(*x, *y);
+        // dlc's own implementations, as kir (dlc_lower::fastmath), translated in place.
+        let mut known = true;
+        let typed: Vec<(inkwell::values::BasicValueEnum<'ctx>, dlc_kir::Ty)> =
+            args.iter().map(|a| ((*a).into(), dlc_kir::Ty::scalar(dlc_kir::Elem::F32))).collect();
+        let r = crate::kir::inline(self, &typed, |b, a| {
+            dlc_lower::fastmath::call(b, name, a).unwrap_or_else(|| {
+                known = false;
+                a[0]
+            })
+        })?;
+        if !known {
+            return Err(missing());
         }
-        let [x] = args else { return Err(missing()) };
-        let v = self.splat((*x).into(), 1)?;
-        let lane = |v: VectorValue<'ctx>| -> R<FloatValue<'ctx>> {
-            Ok(self.b.build_extract_element(v, self.cx.i32_type().const_zero(), "")?.into_float_value())
-        };
-        match name {
-            "expf" => lane(crate::fastmath::exp(self, v)?),
-            "logf" => lane(crate::fastmath::log(self, v)?),
-            "erff" => lane(crate::fastmath::erf(self, v)?),
-            "sinf" => lane(crate::fastmath::sincos(self, v, false)?),
-            "cosf" => lane(crate::fastmath::sincos(self, v, true)?),
-            "tanf" => {
-                let s = lane(crate::fastmath::sincos(self, v, false)?)?;
-                self.fdiv(s, lane(crate::fastmath::sincos(self, v, true)?)?)
-            }
-            "atanf" => lane(crate::fastmath::atan(self, v)?),
-            "asinf" => lane(crate::fastmath::asin(self, v)?),
-            // acos x = pi/2 - asin x: absolute error a few 1e-7.
-            "acosf" => self.fsub(self.cf(std::f32::consts::FRAC_PI_2), lane(crate::fastmath::asin(self, v)?)?),
-            "sinhf" | "coshf" | "asinhf" | "acoshf" | "atanhf" => self.portable_hyperbolic(base, *x),
-            // tanh x = sign(x) (1 - 2 / (e^(2|x|) + 1)): absolute error a few 1e-7.
-            "tanhf" => {
-                let a = self.call_intrinsic("llvm.fabs", &[ty.into()], &[(*x).into()])?.into_float_value();
-                let e = lane(crate::fastmath::exp(self, self.splat(self.fmul(a, self.cf(2.0))?.into(), 1)?)?)?;
-                let t = self.fsub(self.cf(1.0), self.fdiv(self.cf(2.0), self.fadd(e, self.cf(1.0))?)?)?;
-                Ok(self.call_intrinsic("llvm.copysign", &[ty.into()], &[t.into(), (*x).into()])?.into_float_value())
-            }
-            _ => Err(missing()),
-        }
-    }
-
-    /// The hyperbolic functions from `exp` and `log` (absolute errors of a few 1e-7 where
-    /// the result is small): `sinh` by its Taylor series below 1/2, `asinh` and `acosh`
-    /// as `log(2|x|)` above 1e18 (where `x^2` would overflow).
-    fn portable_hyperbolic(&self, name: &str, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
-        use crate::fastmath::{exp, log};
-        let ty = self.f32t;
-        let f1 = |f: fn(&Kb<'a, 'ctx>, VectorValue<'ctx>) -> R<VectorValue<'ctx>>, v: FloatValue<'ctx>| {
-            let r = f(self, self.splat(v.into(), 1)?)?;
-            Ok::<_, CodegenError>(
-                self.b.build_extract_element(r, self.cx.i32_type().const_zero(), "")?.into_float_value(),
-            )
-        };
-        let a = self.call_intrinsic("llvm.fabs", &[ty.into()], &[x.into()])?.into_float_value();
-        let sign = |v: FloatValue<'ctx>| -> R<FloatValue<'ctx>> {
-            Ok(self.call_intrinsic("llvm.copysign", &[ty.into()], &[v.into(), x.into()])?.into_float_value())
-        };
-        let half = self.cf(0.5);
-        let lt = |p: FloatValue<'ctx>, q: FloatValue<'ctx>| self.b.build_float_compare(FloatPredicate::OLT, p, q, "");
-        match name {
-            "sinh" | "cosh" => {
-                let e = f1(exp, a)?;
-                let inv = self.fdiv(self.cf(1.0), e)?;
-                if name == "cosh" {
-                    return self.fmul(half, self.fadd(e, inv)?);
-                }
-                let big = self.fmul(half, self.fsub(e, inv)?)?;
-                // x + x^3/6 + x^5/120 + x^7/5040 (error below 6e-9 for |x| < 1/2).
-                let z = self.fmul(a, a)?;
-                let mut p = self.cf(1.0 / 5040.0);
-                for c in [1.0 / 120.0, 1.0 / 6.0, 1.0] {
-                    p = self.fadd(self.fmul(p, z)?, self.cf(c))?;
-                }
-                let small = self.fmul(p, a)?;
-                sign(self.select_f(lt(a, half)?, small, big)?)
-            }
-            "asinh" | "acosh" => {
-                let z = self.fmul(a, a)?;
-                let d = if name == "asinh" { self.fadd(z, self.cf(1.0))? } else { self.fsub(z, self.cf(1.0))? };
-                let root = self.call_intrinsic("llvm.sqrt", &[ty.into()], &[d.into()])?.into_float_value();
-                let r = f1(log, self.fadd(a, root)?)?;
-                let far = f1(log, self.fmul(a, self.cf(2.0))?)?;
-                let r = self.select_f(lt(self.cf(1e18), a)?, far, r)?;
-                if name == "asinh" {
-                    return sign(r);
-                }
-                // acosh: NaN below 1 (and for NaN, through the comparison).
-                let ok = self.b.build_float_compare(FloatPredicate::OGE, x, self.cf(1.0), "")?;
-                self.select_f(ok, r, self.cf(f32::NAN))
-            }
-            _ => {
-                // atanh x = log((1 + x) / (1 - x)) / 2
-                let q = self.fdiv(self.fadd(self.cf(1.0), x)?, self.fsub(self.cf(1.0), x)?)?;
-                self.fmul(half, f1(log, q)?)
-            }
-        }
-    }
-
-    /// `powf` as `e^(y log|x|)`, with C's rules for a negative base (an integer exponent
-    /// gives the sign of its parity, another exponent NaN) and `pow(x, 0) = pow(1, y) = 1`.
-    fn portable_pow(&self, x: FloatValue<'ctx>, y: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
-        use crate::fastmath::{exp, log};
-        let ty = self.f32t;
-        let lane = |v: VectorValue<'ctx>| -> R<FloatValue<'ctx>> {
-            Ok(self.b.build_extract_element(v, self.cx.i32_type().const_zero(), "")?.into_float_value())
-        };
-        let ax = self.call_intrinsic("llvm.fabs", &[ty.into()], &[x.into()])?.into_float_value();
-        let l = lane(log(self, self.splat(ax.into(), 1)?)?)?;
-        let r = lane(exp(self, self.splat(self.fmul(y, l)?.into(), 1)?)?)?;
-        let cmp = |p, a, b| self.b.build_float_compare(p, a, b, "");
-        let yi = self.call_intrinsic("llvm.roundeven", &[ty.into()], &[y.into()])?.into_float_value();
-        let integer = cmp(FloatPredicate::OEQ, yi, y)?;
-        let odd =
-            self.and(integer, cmp(FloatPredicate::ONE, self.b.build_float_rem(y, self.cf(2.0), "")?, self.cf(0.0))?)?;
-        let neg = self.select_f(odd, self.b.build_float_neg(r, "")?, r)?;
-        let neg = self.select_f(integer, neg, self.cf(f32::NAN))?;
-        let r = self.select_f(cmp(FloatPredicate::OLT, x, self.cf(0.0))?, neg, r)?;
-        let one = self.b.build_or(
-            cmp(FloatPredicate::OEQ, y, self.cf(0.0))?,
-            cmp(FloatPredicate::OEQ, x, self.cf(1.0))?,
-            "",
-        )?;
-        self.select_f(one, self.cf(1.0), r)
+        Ok(r.into_float_value())
     }
 
     /// Calls a unary f32 function from the C math library (`expf`, `tanhf`, `sqrtf`).

@@ -538,8 +538,12 @@ impl Tr<'_> {
                 BinOp::FMul => fop!(b, build_float_mul, x, y),
                 BinOp::FDiv => fop!(b, build_float_div, x, y),
                 BinOp::FRem => fop!(b, build_float_rem, x, y),
-                BinOp::FMin | BinOp::FMax => {
-                    let name = if op == BinOp::FMin { "llvm.minnum" } else { "llvm.maxnum" };
+                BinOp::FMin | BinOp::FMax | BinOp::CopySign => {
+                    let name = match op {
+                        BinOp::FMin => "llvm.minnum",
+                        BinOp::FMax => "llvm.maxnum",
+                        _ => "llvm.copysign",
+                    };
                     kb.call_intrinsic(name, &[llvm_ty(kb, t)], &[x.into(), y.into()])?
                 }
                 _ => return Err(self.err(format!("{} on {t}", op.name()))),
@@ -612,6 +616,8 @@ impl Tr<'_> {
             FOgt => FloatPredicate::OGT,
             FOge => FloatPredicate::OGE,
             FUno => FloatPredicate::UNO,
+            FUlt => FloatPredicate::ULT,
+            FUgt => FloatPredicate::UGT,
             _ => FloatPredicate::UNE,
         };
         Ok(match (x, y) {

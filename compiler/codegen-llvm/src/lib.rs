@@ -11,7 +11,6 @@
 //! shapes or targets are [`CodegenError`]s naming the node and op.
 #![warn(missing_docs)]
 
-pub mod fastmath;
 pub mod gpu;
 mod kernel;
 mod kir;

@@ -143,6 +143,8 @@ pub enum BinOp {
     FMin,
     /// IEEE maxNum: a NaN operand is dropped.
     FMax,
+    /// The magnitude of the first operand with the sign of the second.
+    CopySign,
 }
 
 /// A unary operation.
@@ -184,6 +186,10 @@ pub enum CmpOp {
     /// Unordered: true when either operand is NaN.
     FUno,
     FUne,
+    /// Unordered or less than (true for NaN operands).
+    FUlt,
+    /// Unordered or greater than.
+    FUgt,
 }
 
 /// A conversion between element types (same lanes).
@@ -199,9 +205,10 @@ pub enum CastOp {
     FpToSiSat,
     /// Saturating float to unsigned integer; NaN gives 0.
     FpToUiSat,
-    /// Float to signed integer, truncating; NaN or a value out of the type's range is
-    /// an error of the program (LLVM's poison), so a kernel uses it only where it has
-    /// bounded the value.
+    /// Float to signed integer, truncating. For NaN or a value out of the type's range
+    /// the result is unspecified (LLVM's poison): a kernel uses it only where it has
+    /// bounded the value, or discards the result with a `select` (the interpreter
+    /// gives the saturated value).
     FpToSi,
     /// Float to unsigned integer, truncating; as [`CastOp::FpToSi`] out of range.
     FpToUi,

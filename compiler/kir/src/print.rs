@@ -30,7 +30,7 @@ names!(BinOp {
     Add = "add", Sub = "sub", Mul = "mul", SDiv = "sdiv", UDiv = "udiv", SRem = "srem", URem = "urem",
     And = "and", Or = "or", Xor = "xor", Shl = "shl", LShr = "lshr", AShr = "ashr", SMin = "smin",
     SMax = "smax", UMin = "umin", UMax = "umax", FAdd = "fadd", FSub = "fsub", FMul = "fmul", FDiv = "fdiv",
-    FRem = "frem", FMin = "fmin", FMax = "fmax",
+    FRem = "frem", FMin = "fmin", FMax = "fmax", CopySign = "copysign",
 });
 names!(UnOp {
     Neg = "neg", Not = "not", FNeg = "fneg", FAbs = "fabs", Sqrt = "sqrt", Floor = "floor", Ceil = "ceil",
@@ -39,7 +39,8 @@ names!(UnOp {
 names!(CmpOp {
     Eq = "eq", Ne = "ne", Slt = "slt", Sle = "sle", Sgt = "sgt", Sge = "sge", Ult = "ult", Ule = "ule",
     Ugt = "ugt", Uge = "uge", FOeq = "foeq", FOne = "fone", FOlt = "folt", FOle = "fole", FOgt = "fogt",
-    FOge = "foge", FUno = "funo", FUne = "fune",
+    FOge = "foge", FUno = "funo", FUne = "fune", FUlt = "fult",
+    FUgt = "fugt",
 });
 names!(CastOp {
     Sext = "sext", Zext = "zext", Trunc = "trunc", FpExt = "fpext", FpTrunc = "fptrunc",

@@ -118,7 +118,14 @@ impl Cx<'_> {
                 }
                 let float_op = matches!(
                     op,
-                    BinOp::FAdd | BinOp::FSub | BinOp::FMul | BinOp::FDiv | BinOp::FRem | BinOp::FMin | BinOp::FMax
+                    BinOp::FAdd
+                        | BinOp::FSub
+                        | BinOp::FMul
+                        | BinOp::FDiv
+                        | BinOp::FRem
+                        | BinOp::FMin
+                        | BinOp::FMax
+                        | BinOp::CopySign
                 );
                 if float_op == int(ta) || (ta.elem == Elem::I1 && !matches!(op, BinOp::And | BinOp::Or | BinOp::Xor)) {
                     return self.err(format!("{} on {ta}", op.name()));

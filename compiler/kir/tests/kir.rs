@@ -281,7 +281,7 @@ fn tables_are_read_unsigned_and_checked() {
 }
 
 #[test]
-fn plain_float_to_int_casts_are_checked_in_range() {
+fn plain_float_to_int_casts_truncate_in_range() {
     let text = "kernel @\"k\"(%p0: read, %p1: write) {\n  %v0 = load f32, %p0[0] align 4\n  \
                 %v1 = cast fptoui %v0 to i8\n  store %p1[0], %v1 align 1\n}\n";
     let k = parse::kernel(text).unwrap();
@@ -292,8 +292,9 @@ fn plain_float_to_int_casts_are_checked_in_range() {
     };
     assert_eq!(run(3.7).unwrap(), 3);
     assert_eq!(run(255.9).unwrap(), 255);
-    for bad in [-1.0, 256.0, f32::NAN] {
-        let e = run(bad).unwrap_err();
-        assert!(e.to_string().contains("out of range"), "{bad}: {e}");
+    assert_eq!(run(0.2).unwrap(), 0);
+    // Out of range the result is unspecified (LLVM's poison); the interpreter runs on.
+    for unspecified in [-1.0, 256.0, f32::NAN] {
+        assert!(run(unspecified).is_ok());
     }
 }

@@ -23,6 +23,7 @@
 pub mod conv;
 pub mod dtype;
 pub mod elementwise;
+pub mod fastmath;
 pub mod linalg;
 pub mod movement;
 pub mod norm;

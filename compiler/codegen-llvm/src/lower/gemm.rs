@@ -236,7 +236,12 @@ fn vector_activation<'ctx>(kb: &Kb<'_, 'ctx>, a: Activation, v: VectorValue<'ctx
         Activation::None => Ok(v),
         Activation::Relu => clamp(v, 0.0, f32::INFINITY),
         Activation::Clip { min, max } => clamp(v, min, max),
-        Activation::Gelu => crate::fastmath::gelu(kb, v),
+        Activation::Gelu => {
+            let lanes = vt.get_size();
+            let ty = dlc_kir::Ty::vec(dlc_kir::Elem::F32, lanes);
+            let g = crate::kir::inline(kb, &[(v.into(), ty)], |b, a| dlc_lower::fastmath::gelu(b, a[0], lanes))?;
+            Ok(g.into_vector_value())
+        }
         other => Err(CodegenError::Llvm(format!("no vector form for {other:?}"))),
     }
 }

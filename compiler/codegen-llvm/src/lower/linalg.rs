@@ -156,7 +156,10 @@ fn attention_vec<'ctx>(kb: &Kb<'_, 'ctx>, op: &Attention, t: AttnDims, mask: Mas
         kb.for_n(sk / w, |kb, c| {
             let j = kb.mul(c, kb.c(w))?;
             let x = load_vec(kb, vt, row, j)?;
-            let e = crate::fastmath::exp(kb, kb.b.build_float_sub(x, ms, "")?)?;
+            let d = kb.b.build_float_sub(x, ms, "")?;
+            let ty = dlc_kir::Ty::vec(dlc_kir::Elem::F32, w as u32);
+            let e = crate::kir::inline(kb, &[(d.into(), ty)], |b, a| dlc_lower::fastmath::exp(b, a[0], w as u32))?
+                .into_vector_value();
             store_vec(kb, vt, row, j, e)?;
             let acc = kb.b.build_load(vt, vsum, "")?.into_vector_value();
             kb.b.build_store(vsum, kb.b.build_float_add(acc, e, "")?)?;
