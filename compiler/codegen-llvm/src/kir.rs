@@ -74,6 +74,8 @@ struct Env<'ctx> {
     vals: HashMap<ValId, BasicValueEnum<'ctx>>,
     vars: HashMap<u32, IntValue<'ctx>>,
     locals: HashMap<u32, PointerValue<'ctx>>,
+    /// The scratch arrays of the function being built, by memory index.
+    scratch: HashMap<u32, PointerValue<'ctx>>,
 }
 
 struct Tr<'k> {
@@ -107,6 +109,7 @@ pub(crate) fn emit_with<'ctx>(kb: &Kb<'_, 'ctx>, k: &Kernel, drive: Drive<'_, 'c
     // the CUDA drive still runs the body on one thread only.
     drive(kb, &dims, &|kb, idx| {
         let mut env = Env::default();
+        tr.scratch(kb, &mut env)?;
         for (v, i) in vars.iter().zip(idx) {
             env.vars.insert(*v, *i);
         }
@@ -304,8 +307,38 @@ impl Tr<'_> {
         env.vals.get(&v).copied().ok_or_else(|| self.err(format!("%v{v} is not in scope here")))
     }
 
-    fn ptr<'ctx>(&self, kb: &Kb<'_, 'ctx>, param: u32, elem: Elem, index: IntValue<'ctx>) -> R<PointerValue<'ctx>> {
-        kb.gep(elem_type(kb, elem), kb.param(param as usize), index)
+    /// Memory `m`: a parameter, or one of the function's scratch arrays.
+    fn mem<'ctx>(&self, kb: &Kb<'_, 'ctx>, m: u32, env: &Env<'ctx>) -> R<PointerValue<'ctx>> {
+        if (m as usize) < self.k.params.len() {
+            return Ok(kb.param(m as usize));
+        }
+        env.scratch.get(&m).copied().ok_or_else(|| self.err(format!("scratch memory {m} is not allocated")))
+    }
+
+    fn ptr<'ctx>(
+        &self,
+        kb: &Kb<'_, 'ctx>,
+        env: &Env<'ctx>,
+        param: u32,
+        elem: Elem,
+        index: IntValue<'ctx>,
+    ) -> R<PointerValue<'ctx>> {
+        kb.gep(elem_type(kb, elem), self.mem(kb, param, env)?, index)
+    }
+
+    /// The kernel's scratch arrays as 64-byte aligned stack arrays of the function being
+    /// built (the kernel, or a pool task: each has its own).
+    fn scratch<'ctx>(&self, kb: &Kb<'_, 'ctx>, env: &mut Env<'ctx>) -> R<()> {
+        let np = self.k.params.len() as u32;
+        for (j, s) in self.k.scratch.iter().enumerate() {
+            let bytes = s.len * s.elem.bytes() as u64;
+            let p = kb.alloca(kb.cx.i8_type().array_type(bytes as u32).into())?;
+            if let Some(i) = p.as_instruction_value() {
+                i.set_alignment(64).map_err(|e| self.err(e))?;
+            }
+            env.scratch.insert(np + j as u32, p);
+        }
+        Ok(())
     }
 
     fn body<'ctx>(&self, kb: &Kb<'_, 'ctx>, body: &[Stmt], env: &mut Env<'ctx>) -> R<()> {
@@ -324,7 +357,7 @@ impl Tr<'_> {
             }
             Stmt::Store { param, index, value, align, mask } => {
                 let t = self.types.of(*value);
-                let p = self.ptr(kb, *param, t.elem, self.expr(kb, index, env)?)?;
+                let p = self.ptr(kb, env, *param, t.elem, self.expr(kb, index, env)?)?;
                 let v = self.val(*value, env)?;
                 match mask {
                     None => kb.store_aligned(p, v, *align)?,
@@ -358,6 +391,7 @@ impl Tr<'_> {
                     // The task is another function: it sees only its own values.
                     kb.parallel_for(n as u64, |kb, i| {
                         let mut inner = Env::default();
+                        self.scratch(kb, &mut inner)?;
                         inner.vars.insert(*var, i);
                         self.body(kb, body, &mut inner)
                     })?;
@@ -386,8 +420,8 @@ impl Tr<'_> {
                 b.build_store(*slot, self.val(*v, env)?)?;
             }
             Stmt::Memcpy { dst, dst_off, src, src_off, bytes } => {
-                let d = kb.byte_offset(kb.param(*dst as usize), self.expr(kb, dst_off, env)?)?;
-                let s = kb.byte_offset(kb.param(*src as usize), self.expr(kb, src_off, env)?)?;
+                let d = kb.byte_offset(self.mem(kb, *dst, env)?, self.expr(kb, dst_off, env)?)?;
+                let s = kb.byte_offset(self.mem(kb, *src, env)?, self.expr(kb, src_off, env)?)?;
                 kb.memcpy(d, s, self.expr(kb, bytes, env)?)?;
             }
         }
@@ -404,7 +438,7 @@ impl Tr<'_> {
             Inst::Const { ty, lit } => self.konst(kb, *ty, *lit)?,
             Inst::Index(e) => self.expr(kb, e, env)?.into(),
             Inst::Load { ty, param, index, align, mask } => {
-                let p = self.ptr(kb, *param, ty.elem, self.expr(kb, index, env)?)?;
+                let p = self.ptr(kb, env, *param, ty.elem, self.expr(kb, index, env)?)?;
                 let lt = llvm_ty(kb, *ty);
                 match mask {
                     None => kb.load_aligned(lt, p, *align)?,

@@ -179,3 +179,66 @@ buffer %b1"#,
     assert_eq!(code, 1);
     assert!(err.contains("apply to models, not to kir programs"), "{err}");
 }
+
+/// Scratch arrays through LLVM: every pool task of a `parallel` loop has its own (the
+/// rows are reversed through it), and the kernel body has one too.
+const SCRATCH: &str = r#"program "scratch"
+arena 0
+buffer %b0 "x" input 0 type "f32[8,4]" bytes [128]
+buffer %b1 "y" output 0 type "f32[8,4]" bytes [128]
+buffer %b2 "first" output 1 type "f32[1]" bytes [4]
+
+kernel @"reverse"(%p0: read, %p1: write)
+  scratch %s0 : f32[4]
+{
+  for %i0 in 0 .. 8 parallel {
+    for %i1 in 0 .. 4 serial {
+      %v0 = load f32, %p0[4*%i0 + %i1] align 4
+      store %s0[%i1], %v0 align 4
+    }
+    for %i2 in 0 .. 4 serial {
+      %v1 = load f32, %s0[-%i2 + 3] align 4
+      store %p1[4*%i0 + %i2], %v1 align 4
+    }
+  }
+}
+
+kernel @"first"(%p0: read, %p1: write)
+  scratch %s0 : f32[16]
+{
+  memcpy %s0[0], %p0[0], 64
+  %v0 = load f32x16, %s0[0] align 64
+  %v1 = reduce fadd %v0
+  store %p1[0], %v1 align 4
+}
+
+schedule {
+  call @"reverse"(%b0, %b1)
+  call @"first"(%b0, %b2)
+}
+"#;
+
+#[test]
+fn scratch_arrays_compile_per_task() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::write(d.join("s.kir"), SCRATCH).unwrap();
+    let (code, err) = dlc(d, &["compile", "s.kir", "-o", "a"]);
+    assert_eq!(code, 0, "{err}");
+    let x: Vec<f32> = (0..32).map(|i| i as f32 * 0.5 - 3.0).collect();
+    write_npy(&d.join("x.npy"), &[8, 4], &x);
+    // Two threads: the parallel loop's tasks run on the pool.
+    let out = Command::new(env!("CARGO_BIN_EXE_dlc"))
+        .args(["run", "a", "-i", "x=x.npy", "-o", "out"])
+        .env("DLC_NUM_THREADS", "2")
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let y: Vec<f32> = read_npy(&d.join("out/y.npy"));
+    let want: Vec<f32> = (0..32).map(|k| x[k / 4 * 4 + 3 - k % 4]).collect();
+    assert_eq!(y, want);
+    let first: Vec<f32> = read_npy(&d.join("out/first.npy"));
+    let sum: f32 = x[..16].iter().sum();
+    assert!((first[0] - sum).abs() <= 1e-5, "{} vs {sum}", first[0]);
+}

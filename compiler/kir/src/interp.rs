@@ -84,6 +84,8 @@ struct Frame<'a> {
     k: &'a Kernel,
     types: &'a Types,
     bufs: &'a mut [Vec<u8>],
+    /// The kernel's scratch arrays (memory indices after the parameters).
+    scratch: Vec<Vec<u8>>,
     syms: &'a BTreeMap<String, i64>,
     vals: HashMap<ValId, V>,
     vars: HashMap<u32, i64>,
@@ -120,15 +122,39 @@ impl Frame<'_> {
     }
 
     /// The byte range of `lanes` elements of `elem` at element `index` of `param`.
+    /// Memory `m`: a parameter's buffer or a scratch array.
+    fn mem(&self, m: u32) -> &Vec<u8> {
+        let np = self.bufs.len();
+        if (m as usize) < np {
+            &self.bufs[m as usize]
+        } else {
+            &self.scratch[m as usize - np]
+        }
+    }
+
+    fn mem_mut(&mut self, m: u32) -> &mut Vec<u8> {
+        let np = self.bufs.len();
+        if (m as usize) < np {
+            &mut self.bufs[m as usize]
+        } else {
+            &mut self.scratch[m as usize - np]
+        }
+    }
+
     fn range(&self, param: u32, index: i64, elem: Elem, lanes: u32) -> Result<std::ops::Range<usize>, InterpError> {
         let w = elem.bytes() as i64;
-        let len = self.bufs[param as usize].len() as i64;
+        let len = self.mem(param).len() as i64;
         let start = index.checked_mul(w);
         let end = start.and_then(|s| s.checked_add(w * lanes as i64));
         match (start, end) {
             (Some(s), Some(e)) if s >= 0 && e <= len => Ok(s as usize..e as usize),
             _ => self.fault(format!(
-                "%p{param}: elements {index}..{} of {} are outside its {len} bytes",
+                "{}: elements {index}..{} of {} are outside its {len} bytes",
+                if (param as usize) < self.bufs.len() {
+                    format!("%p{param}")
+                } else {
+                    format!("%s{}", param as usize - self.bufs.len())
+                },
                 index.saturating_add(lanes as i64),
                 elem.name()
             )),
@@ -136,7 +162,7 @@ impl Frame<'_> {
     }
 
     fn read(&self, param: u32, byte: usize, e: Elem) -> S {
-        let b = &self.bufs[param as usize][byte..byte + e.bytes() as usize];
+        let b = &self.mem(param)[byte..byte + e.bytes() as usize];
         let mut raw = [0u8; 8];
         raw[..b.len()].copy_from_slice(b);
         let bits = u64::from_le_bytes(raw);
@@ -157,7 +183,7 @@ impl Frame<'_> {
             (_, s) => int(s),
         };
         let n = e.bytes() as usize;
-        self.bufs[param as usize][byte..byte + n].copy_from_slice(&bits.to_le_bytes()[..n]);
+        self.mem_mut(param)[byte..byte + n].copy_from_slice(&bits.to_le_bytes()[..n]);
     }
 
     fn bin(&self, op: BinOp, t: Ty, a: S, b: S) -> Result<S, InterpError> {
@@ -511,8 +537,8 @@ impl Frame<'_> {
                     let (d, s, n) = (self.eval(dst_off)?, self.eval(src_off)?, self.eval(bytes)?);
                     let rs = self.range(*src, s, Elem::I8, n.max(0) as u32)?;
                     let rd = self.range(*dst, d, Elem::I8, n.max(0) as u32)?;
-                    let data = self.bufs[*src as usize][rs].to_vec();
-                    self.bufs[*dst as usize][rd].copy_from_slice(&data);
+                    let data = self.mem(*src)[rs].to_vec();
+                    self.mem_mut(*dst)[rd].copy_from_slice(&data);
                 }
             }
         }
@@ -529,8 +555,17 @@ pub fn run_kernel(k: &Kernel, bufs: &mut [Vec<u8>], syms: &BTreeMap<String, i64>
             msg: format!("{} buffers for {} parameters", bufs.len(), k.params.len()),
         });
     }
-    let mut f =
-        Frame { k, types: &types, bufs, syms, vals: HashMap::new(), vars: HashMap::new(), locals: HashMap::new() };
+    let mut f = Frame {
+        k,
+        types: &types,
+        bufs,
+        // Unspecified until written: a pattern that makes an early read stand out.
+        scratch: k.scratch.iter().map(|s| vec![0xA5; (s.len * s.elem.bytes() as u64) as usize]).collect(),
+        syms,
+        vals: HashMap::new(),
+        vars: HashMap::new(),
+        locals: HashMap::new(),
+    };
     f.body(&k.body)
 }
 

@@ -252,7 +252,8 @@ pub enum Inst {
     },
     /// An index expression as an `i64`.
     Index(Expr),
-    /// `lanes` consecutive elements of parameter `param` from element `index`, assuming
+    /// `lanes` consecutive elements of memory `param` (a parameter, or a scratch array:
+    /// see [`Kernel::scratch`]) from element `index`, assuming
     /// `align` bytes of alignment; with a mask, lanes whose mask is false read 0 and
     /// touch no memory.
     Load {
@@ -341,7 +342,8 @@ pub enum LoopKind {
 pub enum Stmt {
     /// `%vN = inst`.
     Let(ValId, Inst),
-    /// Stores a value at an element index of a parameter (masked lanes are not written).
+    /// Stores a value at an element index of a memory (a parameter or a scratch array;
+    /// masked lanes are not written).
     Store {
         /// The pointer parameter.
         param: u32,
@@ -380,7 +382,8 @@ pub enum Stmt {
     Local(u32, Ty, ValId),
     /// Assigns a local.
     Set(u32, ValId),
-    /// Copies `bytes` bytes between parameters (byte offsets; the ranges do not overlap).
+    /// Copies `bytes` bytes between memories (parameters or scratch arrays; byte
+    /// offsets; the ranges do not overlap).
     Memcpy {
         /// Destination parameter.
         dst: u32,
@@ -414,8 +417,21 @@ pub struct Kernel {
     pub params: Vec<Access>,
     /// Constant tables (`%t0`, `%t1`...), read by [`Inst::Lookup`].
     pub tables: Vec<Table>,
+    /// Scratch arrays (`%s0`, `%s1`...): private memory, addressed like parameters by
+    /// the memory index `params.len() + j`. Each invocation, each task of a `parallel`
+    /// loop and each CUDA thread has its own; contents are unspecified until written.
+    pub scratch: Vec<Scratch>,
     /// The body.
     pub body: Vec<Stmt>,
+}
+
+/// A scratch array of a kernel: `len` elements of `elem`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scratch {
+    /// The element type.
+    pub elem: Elem,
+    /// Its length in elements.
+    pub len: u64,
 }
 
 /// A constant table of a kernel (a decode table of an 8-bit float format): a

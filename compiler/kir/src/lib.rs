@@ -35,6 +35,7 @@ pub struct KernelBuilder {
     next_var: u32,
     next_local: u32,
     tables: Vec<Table>,
+    scratch: Vec<Scratch>,
 }
 
 impl KernelBuilder {
@@ -48,6 +49,7 @@ impl KernelBuilder {
             next_var: 0,
             next_local: 0,
             tables: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -156,9 +158,16 @@ impl KernelBuilder {
         self.tables.len() as u32 - 1
     }
 
+    /// A new scratch array of `len` elements of `elem`; returns its memory index (for
+    /// loads, stores and copies, after the parameters').
+    pub fn scratch(&mut self, elem: Elem, len: u64) -> u32 {
+        self.scratch.push(Scratch { elem, len });
+        (self.params.len() + self.scratch.len() - 1) as u32
+    }
+
     /// The kernel.
     pub fn finish(mut self) -> Kernel {
         let body = self.stack.pop().expect("the kernel body");
-        Kernel { name: self.name, params: self.params, tables: self.tables, body }
+        Kernel { name: self.name, params: self.params, tables: self.tables, scratch: self.scratch, body }
     }
 }

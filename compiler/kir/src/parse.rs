@@ -26,6 +26,8 @@ struct P<'s> {
     src: &'s str,
     pos: usize,
     depth: usize,
+    /// Parameters of the kernel being parsed (scratch arrays are numbered after them).
+    np: u32,
 }
 
 impl<'s> P<'s> {
@@ -186,6 +188,15 @@ impl<'s> P<'s> {
     }
 
     /// `%` + a letter + a number (`%v3`, `%i0`, `%p1`, `%l2`, `%b4`).
+    /// A memory reference: `%pK`, or `%sJ` (scratch `J`, memory index `np + J`).
+    fn mem(&mut self) -> R<u32> {
+        self.ws();
+        if self.rest().starts_with("%s") {
+            return Ok(self.np + self.reg('s')?);
+        }
+        self.reg('p')
+    }
+
     fn reg(&mut self, letter: char) -> R<u32> {
         self.ws();
         let r = self.rest();
@@ -357,7 +368,7 @@ impl<'s> P<'s> {
             "load" => {
                 let ty = self.ty()?;
                 self.expect(",")?;
-                let param = self.reg('p')?;
+                let param = self.mem()?;
                 self.expect("[")?;
                 let index = self.expr()?;
                 self.expect("]")?;
@@ -481,7 +492,7 @@ impl<'s> P<'s> {
         let w = self.ident()?;
         Ok(match w {
             "store" => {
-                let param = self.reg('p')?;
+                let param = self.mem()?;
                 self.expect("[")?;
                 let index = self.expr()?;
                 self.expect("]")?;
@@ -519,12 +530,12 @@ impl<'s> P<'s> {
                 Stmt::Set(l, self.reg('v')?)
             }
             "memcpy" => {
-                let dst = self.reg('p')?;
+                let dst = self.mem()?;
                 self.expect("[")?;
                 let dst_off = self.expr()?;
                 self.expect("]")?;
                 self.expect(",")?;
-                let src = self.reg('p')?;
+                let src = self.mem()?;
                 self.expect("[")?;
                 let src_off = self.expr()?;
                 self.expect("]")?;
@@ -588,7 +599,24 @@ impl<'s> P<'s> {
             }
             tables.push(Table { name, elem, values: values.into() });
         }
-        Ok(Kernel { name, params, tables, body: self.body()? })
+        let mut scratch = Vec::new();
+        while self.is_keyword("scratch") {
+            let j = self.reg('s')?;
+            if j as usize != scratch.len() {
+                return self.err(format!("scratch arrays must be numbered in order: expected %s{}", scratch.len()));
+            }
+            self.expect(":")?;
+            let ty = self.ty()?;
+            if ty.lanes != 1 {
+                return self.err("a scratch array's element type is a scalar");
+            }
+            self.expect("[")?;
+            let len = self.uint()? as u64;
+            self.expect("]")?;
+            scratch.push(Scratch { elem: ty.elem, len });
+        }
+        self.np = params.len() as u32;
+        Ok(Kernel { name, params, tables, scratch, body: self.body()? })
     }
 
     fn steps(&mut self, kernels: &HashMap<String, u32>) -> R<Vec<Step>> {
@@ -737,12 +765,12 @@ impl<'s> P<'s> {
 
 /// Parses a whole program.
 pub fn program(src: &str) -> Result<Program, ParseError> {
-    P { src, pos: 0, depth: 0 }.program()
+    P { src, pos: 0, depth: 0, np: 0 }.program()
 }
 
 /// Parses one kernel (`kernel @"name"(...) { ... }`).
 pub fn kernel(src: &str) -> Result<Kernel, ParseError> {
-    let mut p = P { src, pos: 0, depth: 0 };
+    let mut p = P { src, pos: 0, depth: 0, np: 0 };
     p.keyword("kernel")?;
     let k = p.kernel()?;
     p.ws();
@@ -754,7 +782,7 @@ pub fn kernel(src: &str) -> Result<Kernel, ParseError> {
 
 /// Parses an index expression.
 pub fn expr(src: &str) -> Result<Expr, ParseError> {
-    let mut p = P { src, pos: 0, depth: 0 };
+    let mut p = P { src, pos: 0, depth: 0, np: 0 };
     let e = p.expr()?;
     p.ws();
     if !p.rest().is_empty() {

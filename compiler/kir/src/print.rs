@@ -79,13 +79,22 @@ fn vals(v: &[ValId]) -> String {
     v.iter().map(|v| format!("%v{v}")).collect::<Vec<_>>().join(", ")
 }
 
-fn inst(i: &Inst) -> String {
+/// A memory reference: parameter `%pK`, or scratch array `%sJ` after the `np` parameters.
+fn mem(np: u32, m: u32) -> String {
+    if m < np {
+        format!("%p{m}")
+    } else {
+        format!("%s{}", m - np)
+    }
+}
+
+fn inst(i: &Inst, np: u32) -> String {
     match i {
         Inst::Const { ty, lit: l } => format!("const {ty} {}", lit(l)),
         Inst::Index(e) => format!("index {e}"),
         Inst::Load { ty, param, index, align, mask } => {
             let m = mask.map(|m| format!(" mask %v{m}")).unwrap_or_default();
-            format!("load {ty}, %p{param}[{index}] align {align}{m}")
+            format!("load {ty}, {}[{index}] align {align}{m}", mem(np, *param))
         }
         Inst::Get(l) => format!("get %l{l}"),
         Inst::Bin(op, a, b) => format!("{} %v{a}, %v{b}", op.name()),
@@ -108,35 +117,35 @@ fn inst(i: &Inst) -> String {
     }
 }
 
-fn body(out: &mut String, b: &[Stmt], depth: usize) {
+fn body(out: &mut String, b: &[Stmt], depth: usize, np: u32) {
     for s in b {
-        stmt(out, s, depth);
+        stmt(out, s, depth, np);
     }
 }
 
-fn stmt(out: &mut String, s: &Stmt, depth: usize) {
+fn stmt(out: &mut String, s: &Stmt, depth: usize, np: u32) {
     let pad = "  ".repeat(depth);
     match s {
         Stmt::Let(v, i) => {
-            let _ = writeln!(out, "{pad}%v{v} = {}", inst(i));
+            let _ = writeln!(out, "{pad}%v{v} = {}", inst(i, np));
         }
         Stmt::Store { param, index, value, align, mask } => {
             let m = mask.map(|m| format!(" mask %v{m}")).unwrap_or_default();
-            let _ = writeln!(out, "{pad}store %p{param}[{index}], %v{value} align {align}{m}");
+            let _ = writeln!(out, "{pad}store {}[{index}], %v{value} align {align}{m}", mem(np, *param));
         }
         Stmt::For { var, lo, hi, kind, body: b } => {
             let _ = writeln!(out, "{pad}for %i{var} in {lo} .. {hi} {} {{", kind.name());
-            body(out, b, depth + 1);
+            body(out, b, depth + 1, np);
             let _ = writeln!(out, "{pad}}}");
         }
         Stmt::If { cond, then, els } => {
             let _ = writeln!(out, "{pad}if %v{cond} {{");
-            body(out, then, depth + 1);
+            body(out, then, depth + 1, np);
             if els.is_empty() {
                 let _ = writeln!(out, "{pad}}}");
             } else {
                 let _ = writeln!(out, "{pad}}} else {{");
-                body(out, els, depth + 1);
+                body(out, els, depth + 1, np);
                 let _ = writeln!(out, "{pad}}}");
             }
         }
@@ -147,7 +156,7 @@ fn stmt(out: &mut String, s: &Stmt, depth: usize) {
             let _ = writeln!(out, "{pad}set %l{l}, %v{v}");
         }
         Stmt::Memcpy { dst, dst_off, src, src_off, bytes } => {
-            let _ = writeln!(out, "{pad}memcpy %p{dst}[{dst_off}], %p{src}[{src_off}], {bytes}");
+            let _ = writeln!(out, "{pad}memcpy {}[{dst_off}], {}[{src_off}], {bytes}", mem(np, *dst), mem(np, *src));
         }
     }
 }
@@ -165,8 +174,11 @@ pub fn kernel(k: &Kernel) -> String {
         let v: Vec<String> = t.values.iter().map(lit).collect();
         let _ = write!(out, "\n  table %t{i} {} : {} [{}]", quote(&t.name), t.elem.name(), v.join(", "));
     }
-    out.push_str(if k.tables.is_empty() { " {\n" } else { "\n{\n" });
-    body(&mut out, &k.body, 1);
+    for (j, sc) in k.scratch.iter().enumerate() {
+        let _ = write!(out, "\n  scratch %s{j} : {}[{}]", sc.elem.name(), sc.len);
+    }
+    out.push_str(if k.tables.is_empty() && k.scratch.is_empty() { " {\n" } else { "\n{\n" });
+    body(&mut out, &k.body, 1, k.params.len() as u32);
     out.push_str("}\n");
     out
 }

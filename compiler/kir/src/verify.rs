@@ -73,6 +73,16 @@ impl Cx<'_> {
     }
 
     fn param(&self, p: u32, write: bool) -> Result<(), VerifyError> {
+        let np = self.k.params.len() as u32;
+        if p >= np {
+            let j = p - np;
+            return match self.k.scratch.get(j as usize) {
+                Some(s) if s.len > 0 => Ok(()),
+                Some(_) => self.err(format!("scratch array %s{j} is empty")),
+                None if self.k.scratch.is_empty() => self.err(format!("%p{p} is not a parameter")),
+                None => self.err(format!("%s{j} is not a scratch array")),
+            };
+        }
         match self.k.params.get(p as usize) {
             None => self.err(format!("%p{p} is not a parameter")),
             Some(Access::Read) if write => self.err(format!("%p{p} is read-only and written")),

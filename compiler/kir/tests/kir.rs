@@ -298,3 +298,25 @@ fn plain_float_to_int_casts_truncate_in_range() {
         assert!(run(unspecified).is_ok());
     }
 }
+
+#[test]
+fn scratch_arrays_are_private_memory_after_the_parameters() {
+    let text = "kernel @\"k\"(%p0: read, %p1: write)\n  scratch %s0 : f32[2]\n  scratch %s1 : i32[1]\n{\n  \
+                %v0 = load f32, %p0[0] align 4\n  store %s0[1], %v0 align 4\n  memcpy %s1[0], %s0[4], 4\n  \
+                %v1 = load f32, %s1[0] align 4\n  store %p1[0], %v1 align 4\n}\n";
+    let k = parse::kernel(text).unwrap();
+    assert_eq!(print::kernel(&k), text);
+    assert_eq!(k.scratch.len(), 2);
+    // Memory index 2 is %s0 (two parameters), 3 is %s1.
+    assert!(matches!(k.body[1], dlc_kir::Stmt::Store { param: 2, .. }));
+    let mut bufs = vec![2.5f32.to_le_bytes().to_vec(), vec![0; 4]];
+    run_kernel(&k, &mut bufs, &BTreeMap::new()).unwrap();
+    assert_eq!(f32::from_le_bytes(bufs[1][..4].try_into().unwrap()), 2.5);
+    // Out of bounds of a scratch array, and a scratch array that does not exist.
+    let oob = text.replace("store %s0[1]", "store %s0[2]");
+    let e = run_kernel(&parse::kernel(&oob).unwrap(), &mut bufs, &BTreeMap::new()).unwrap_err();
+    assert!(e.to_string().contains("%s0: elements 2..3 of f32 are outside its 8 bytes"), "{e}");
+    let missing = text.replace("store %s0[1]", "store %s2[1]");
+    let e = verify::kernel(&parse::kernel(&missing).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("%s2 is not a scratch array"), "{e}");
+}
