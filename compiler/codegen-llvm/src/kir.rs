@@ -123,16 +123,14 @@ impl Tr<'_> {
         if let Some(g) = kb.m.get_global(&t.name) {
             return Ok(g.as_pointer_value());
         }
-        let et = elem_type(kb, t.elem);
-        let init = match et {
+        // The elements as constants (the verifier checked their kind), then the array.
+        let ty = Ty::scalar(t.elem);
+        let vals: Vec<BasicValueEnum> = t.values.iter().map(|l| self.konst(kb, ty, *l)).collect::<R<_>>()?;
+        let init = match elem_type(kb, t.elem) {
             BasicTypeEnum::FloatType(ft) => {
-                let v: Vec<_> = t.values.iter().map(|l| ft.const_float(lit_f64(*l))).collect();
-                ft.const_array(&v)
+                ft.const_array(&vals.iter().map(|v| v.into_float_value()).collect::<Vec<_>>())
             }
-            BasicTypeEnum::IntType(it) => {
-                let v: Vec<_> = t.values.iter().map(|l| it.const_int(lit_i64(*l) as u64, true)).collect();
-                it.const_array(&v)
-            }
+            BasicTypeEnum::IntType(it) => it.const_array(&vals.iter().map(|v| v.into_int_value()).collect::<Vec<_>>()),
             _ => return Err(bad(self.k, format!("table '{}' of {}", t.name, t.elem.name()))),
         };
         let g = kb.m.add_global(init.get_type(), None, &t.name);
@@ -141,20 +139,6 @@ impl Tr<'_> {
         g.set_linkage(inkwell::module::Linkage::Private);
         g.set_unnamed_addr(true);
         Ok(g.as_pointer_value())
-    }
-}
-
-fn lit_f64(l: Lit) -> f64 {
-    match l {
-        Lit::Float(f) => f,
-        Lit::Int(i) => i as f64,
-    }
-}
-
-fn lit_i64(l: Lit) -> i64 {
-    match l {
-        Lit::Float(f) => f as i64,
-        Lit::Int(i) => i,
     }
 }
 

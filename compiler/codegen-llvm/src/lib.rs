@@ -204,15 +204,7 @@ fn emit_module<'ctx>(
     let i64t = cx.i64_type();
     let builder = cx.create_builder();
 
-    // Exported metadata functions.
-    let f =
-        module.add_function(&abi::symbol(prefix, &abi::ABI_VERSION_FN), abi_fn_type(cx, &abi::ABI_VERSION_FN), None);
-    builder.position_at_end(cx.append_basic_block(f, "entry"));
-    builder.build_return(Some(&i32t.const_int(dlc_artifact::ABI_VERSION as u64, false)))?;
-    let f =
-        module.add_function(&abi::symbol(prefix, &abi::WORKSPACE_SIZE), abi_fn_type(cx, &abi::WORKSPACE_SIZE), None);
-    builder.position_at_end(cx.append_basic_block(f, "entry"));
-    builder.build_return(Some(&i64t.const_int(plan.arena_bytes, false)))?;
+    emit_metadata(cx, module, prefix, plan.arena_bytes)?;
 
     // Weights: one private constant global per Const node, 64-byte aligned.
     let mut globals = HashMap::new();
@@ -307,17 +299,51 @@ fn emit_module<'ctx>(
         }
     }
     builder.build_return(Some(&i32t.const_zero()))?;
+    emit_run(cx, module, prefix, run)?;
+    Ok(kernels)
+}
+
+/// The exported metadata functions: the ABI version and the workspace size.
+pub(crate) fn emit_metadata<'ctx>(
+    cx: &'ctx Context,
+    module: &Module<'ctx>,
+    prefix: &str,
+    arena_bytes: u64,
+) -> Result<(), CodegenError> {
+    let b = cx.create_builder();
+    let f =
+        module.add_function(&abi::symbol(prefix, &abi::ABI_VERSION_FN), abi_fn_type(cx, &abi::ABI_VERSION_FN), None);
+    b.position_at_end(cx.append_basic_block(f, "entry"));
+    b.build_return(Some(&cx.i32_type().const_int(dlc_artifact::ABI_VERSION as u64, false)))?;
+    let f =
+        module.add_function(&abi::symbol(prefix, &abi::WORKSPACE_SIZE), abi_fn_type(cx, &abi::WORKSPACE_SIZE), None);
+    b.position_at_end(cx.append_basic_block(f, "entry"));
+    b.build_return(Some(&cx.i64_type().const_int(arena_bytes, false)))?;
+    Ok(())
+}
+
+/// `<prefix>run(inputs, outputs, workspace)`: `run_threaded` without a pool.
+pub(crate) fn emit_run<'ctx>(
+    cx: &'ctx Context,
+    module: &Module<'ctx>,
+    prefix: &str,
+    run_threaded: inkwell::values::FunctionValue<'ctx>,
+) -> Result<(), CodegenError> {
+    let b = cx.create_builder();
+    let ptr = cx.ptr_type(AddressSpace::default());
     let seq = module.add_function(&abi::symbol(prefix, &abi::RUN), abi_fn_type(cx, &abi::RUN), None);
-    builder.position_at_end(cx.append_basic_block(seq, "entry"));
-    let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
-        (0..3).map(|i| seq.get_nth_param(i).unwrap().into()).collect();
+    b.position_at_end(cx.append_basic_block(seq, "entry"));
+    let mut args: Vec<inkwell::values::BasicMetadataValueEnum> = Vec::new();
+    for i in 0..3 {
+        args.push(seq.get_nth_param(i).ok_or_else(|| CodegenError::Llvm("run parameter".into()))?.into());
+    }
     args.push(ptr.const_null().into());
     args.push(ptr.const_null().into());
-    let status = builder
-        .build_call(run, &args, "")?
+    let status = b
+        .build_call(run_threaded, &args, "")?
         .try_as_basic_value()
         .basic()
         .ok_or_else(|| CodegenError::Llvm("run_threaded returns a status".into()))?;
-    builder.build_return(Some(&status))?;
-    Ok(kernels)
+    b.build_return(Some(&status))?;
+    Ok(())
 }

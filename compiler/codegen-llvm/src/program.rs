@@ -135,20 +135,7 @@ pub(crate) fn emit<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, p: &Program, 
     let (i32t, i64t, i8t) = (cx.i32_type(), cx.i64_type(), cx.i8_type());
     let b = cx.create_builder();
 
-    let f = module.add_function(
-        &abi::symbol(prefix, &abi::ABI_VERSION_FN),
-        crate::abi_fn_type(cx, &abi::ABI_VERSION_FN),
-        None,
-    );
-    b.position_at_end(cx.append_basic_block(f, "entry"));
-    b.build_return(Some(&i32t.const_int(dlc_artifact::ABI_VERSION as u64, false)))?;
-    let f = module.add_function(
-        &abi::symbol(prefix, &abi::WORKSPACE_SIZE),
-        crate::abi_fn_type(cx, &abi::WORKSPACE_SIZE),
-        None,
-    );
-    b.position_at_end(cx.append_basic_block(f, "entry"));
-    b.build_return(Some(&i64t.const_int(arena, false)))?;
+    crate::emit_metadata(cx, module, prefix, arena)?;
 
     let mut kernels = Vec::with_capacity(p.kernels.len());
     for k in &p.kernels {
@@ -195,19 +182,6 @@ pub(crate) fn emit<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, p: &Program, 
     s.steps(&p.schedule)?;
     s.b.build_return(Some(&i32t.const_zero()))?;
 
-    let seq = module.add_function(&abi::symbol(prefix, &abi::RUN), crate::abi_fn_type(cx, &abi::RUN), None);
-    s.b.position_at_end(cx.append_basic_block(seq, "entry"));
-    let mut args: Vec<inkwell::values::BasicMetadataValueEnum> = Vec::new();
-    for i in 0..3 {
-        args.push(seq.get_nth_param(i).ok_or_else(|| bad("run parameter"))?.into());
-    }
-    args.push(ptr.const_null().into());
-    args.push(ptr.const_null().into());
-    let status =
-        s.b.build_call(run, &args, "")?
-            .try_as_basic_value()
-            .basic()
-            .ok_or_else(|| bad("run_threaded returns a status"))?;
-    s.b.build_return(Some(&status))?;
+    crate::emit_run(cx, module, prefix, run)?;
     Ok(s.kernels.len())
 }

@@ -225,19 +225,37 @@ pub(crate) fn manifest(
     arena_bytes: u64,
     files: Vec<String>,
 ) -> Manifest {
+    let inputs = g.inputs().iter().map(|&id| spec(&g.node(id).name, &g.node(id).outputs[0])).collect();
+    let outputs = g.outputs().iter().map(|(n, v)| spec(n, g.value_type(*v))).collect();
+    let io = (inputs, outputs);
+    manifest_of(&g.name, io, target, prefix, weights, stats.weight_bytes, arena_bytes, files)
+}
+
+/// The manifest of an artifact of model `name` with the caller's tensors `io`.
+#[allow(clippy::too_many_arguments)]
+fn manifest_of(
+    name: &str,
+    (inputs, outputs): (Vec<TensorSpec>, Vec<TensorSpec>),
+    target: &TargetSpec,
+    prefix: &str,
+    weights: Sha256,
+    weight_bytes: u64,
+    arena_bytes: u64,
+    files: Vec<String>,
+) -> Manifest {
     Manifest {
         format_version: FORMAT_VERSION,
         abi_version: ABI_VERSION,
         compiler_version: format!("dlc {}", env!("CARGO_PKG_VERSION")),
-        model_name: g.name.clone(),
+        model_name: name.to_string(),
         symbol_prefix: prefix.to_string(),
         target_triple: target.triple.clone(),
         cpu: target.cpu.clone(),
         cpu_features: target.features.clone(),
-        inputs: g.inputs().iter().map(|&id| spec(&g.node(id).name, &g.node(id).outputs[0])).collect(),
-        outputs: g.outputs().iter().map(|(n, v)| spec(n, g.value_type(*v))).collect(),
+        inputs,
+        outputs,
         weights_sha256: weights.finalize().iter().map(|b| format!("{b:02x}")).collect(),
-        weight_bytes: stats.weight_bytes,
+        weight_bytes,
         arena_bytes,
         files,
     }
@@ -595,22 +613,8 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         write("model.s", s.as_bytes())?;
         written.push("model.s".into());
     }
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        abi_version: ABI_VERSION,
-        compiler_version: format!("dlc {}", env!("CARGO_PKG_VERSION")),
-        model_name: p.name.clone(),
-        symbol_prefix: prefix.clone(),
-        target_triple: target.triple.clone(),
-        cpu: target.cpu.clone(),
-        cpu_features: target.features.clone(),
-        inputs,
-        outputs,
-        weights_sha256: hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(),
-        weight_bytes,
-        arena_bytes,
-        files: Vec::new(),
-    };
+    let manifest =
+        manifest_of(&p.name, (inputs, outputs), &target, &prefix, hasher, weight_bytes, arena_bytes, Vec::new());
     if emit.contains(&Emit::H) {
         write(files::HEADER, header(&manifest, model).as_bytes())?;
         written.push(files::HEADER.into());

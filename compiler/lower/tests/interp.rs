@@ -92,6 +92,12 @@ fn floats(t: &TensorType, seed: u64) -> TensorData {
     TensorData::from_f32(&t.shape.as_fixed().unwrap(), &v).unwrap()
 }
 
+/// [`floats`] with `f` applied to each value (to stay inside a function's domain).
+fn floats_with(t: &TensorType, seed: u64, f: impl Fn(f32) -> f32) -> TensorData {
+    let v: Vec<f32> = floats(t, seed).to_f32().unwrap().iter().map(|&x| f(x)).collect();
+    TensorData::from_f32(&t.shape.as_fixed().unwrap(), &v).unwrap()
+}
+
 fn i64s(dims: &[u64], v: &[i64]) -> TensorData {
     let t = TensorType::fixed(DType::I64, dims);
     TensorData::new(t, Arc::from(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())).unwrap()
@@ -322,10 +328,7 @@ fn reductions_over_floats_at_constant_and_symbolic_extents() {
         }
     }
     // LogSum needs positive sums: |x| + 0.5.
-    let pos = |t: &[TensorType]| {
-        let v: Vec<f32> = floats(&t[0], 4).to_f32().unwrap().iter().map(|x| x.abs() + 0.5).collect();
-        vec![TensorData::from_f32(&t[0].shape.as_fixed().unwrap(), &v).unwrap()]
-    };
+    let pos = |t: &[TensorType]| vec![floats_with(&t[0], 4, |x| x.abs() + 0.5)];
     check_with(ReduceLogSum { axes: vec![0, 2], keepdims: true }.into(), &[t], &pos, &[&[("N", 2)]]);
 }
 
@@ -503,14 +506,8 @@ fn float_unary_ops_at_constant_and_symbolic_extents() {
         check_with(op, std::slice::from_ref(&t), &|t| vec![floats(&t[0], 5)], &[&[("N", 1)], &[("N", 3)]]);
     }
     // Functions defined on part of the line: positive arguments, and (-1, 1).
-    let pos = |t: &[TensorType]| {
-        let v: Vec<f32> = floats(&t[0], 6).to_f32().unwrap().iter().map(|x| x.abs() + 1.1).collect();
-        vec![TensorData::from_f32(&t[0].shape.as_fixed().unwrap(), &v).unwrap()]
-    };
-    let unit = |t: &[TensorType]| {
-        let v: Vec<f32> = floats(&t[0], 7).to_f32().unwrap().iter().map(|x| x * 0.45).collect();
-        vec![TensorData::from_f32(&t[0].shape.as_fixed().unwrap(), &v).unwrap()]
-    };
+    let pos = |t: &[TensorType]| vec![floats_with(&t[0], 6, |x| x.abs() + 1.1)];
+    let unit = |t: &[TensorType]| vec![floats_with(&t[0], 7, |x| x * 0.45)];
     for op in [Log {}.into(), Sqrt {}.into(), Reciprocal {}.into(), Acosh {}.into(), Tan {}.into()] {
         check_with(op, std::slice::from_ref(&t), &pos, &[&[("N", 2)]]);
     }
@@ -547,8 +544,7 @@ fn float_binary_ops_broadcast_over_symbolic_dims() {
     }
     // Pow of positive bases, f32 and with an integer exponent (computed in double).
     let pos = |t: &[TensorType]| {
-        let v: Vec<f32> = floats(&t[0], 6).to_f32().unwrap().iter().map(|x| x.abs() + 0.1).collect();
-        let base = TensorData::from_f32(&t[0].shape.as_fixed().unwrap(), &v).unwrap();
+        let base = floats_with(&t[0], 6, |x| x.abs() + 0.1);
         let e = if t[1].dtype == DType::F32 { floats(&t[1], 2) } else { int_data(&t[1], 1) };
         vec![base, e]
     };
@@ -914,10 +910,7 @@ fn grid_sample_in_every_mode_padding_and_alignment() {
     // 1/64, so denormalising is exact in f32 and f64 alike and `nearest` rounds the same
     // ties (a near-tie would round differently in the f64 reference).
     let tys = [TensorType::fixed(DType::F32, &[2, 3, 5, 4]), TensorType::fixed(DType::F32, &[2, 6, 3, 2])];
-    let grid = |t: &TensorType| {
-        let v: Vec<f32> = floats(t, 41).to_f32().unwrap().iter().map(|x| (x * 64.0).round() / 64.0).collect();
-        TensorData::from_f32(&t.shape.as_fixed().unwrap(), &v).unwrap()
-    };
+    let grid = |t: &TensorType| floats_with(t, 41, |x| (x * 64.0).round() / 64.0);
     for mode in [SampleMode::Nearest, SampleMode::Linear, SampleMode::Cubic] {
         for padding in [SamplePadding::Zeros, SamplePadding::Border, SamplePadding::Reflection] {
             for align_corners in [false, true] {
