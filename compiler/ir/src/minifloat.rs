@@ -3,9 +3,9 @@
 //!
 //! This module is the single definition of their numerics: decoding a code to f32 and
 //! encoding an f32 with round-to-nearest-even (e8m0: rounding up) and optional
-//! saturation. The interpreter calls these functions; the LLVM backend decodes through a
-//! table built by [`MiniFloat::decode`] and encodes with the same integer algorithm
-//! as [`MiniFloat::encode`], written in LLVM IR.
+//! saturation. The interpreter calls these functions; the kernels (dlc-lower's
+//! `dtype.rs`) decode through a kir table built by [`MiniFloat::decode`] and encode
+//! with the same integer algorithm as [`MiniFloat::encode`], written in kir.
 //!
 //! The behaviours at the edges follow ONNX's reference (which uses ml_dtypes):
 //! - e4m3fn: no infinities; NaN is `S.1111.111`; out-of-range values and infinities
