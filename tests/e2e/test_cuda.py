@@ -227,6 +227,14 @@ def case_models():
     outs = ["sin", "cos", "tan", "atan", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh", "log", "pow",
             "lsm"]
     cases["math"] = model(math_nodes, [vi("x", [4, 64])], [vi(o, [4, 64]) for o in outs], [three, tenth, one, nine])
+    # ConvTranspose, GridSample and Einsum: one output per thread from their kir kernels.
+    grid = numpy_helper.from_array((rng.random((2, 5, 6, 2)) * 2.4 - 1.2).astype(np.float32), "grid")
+    cases["kir_per_output"] = model(
+        [helper.make_node("ConvTranspose", ["x", "wt", "bt"], ["ct"], strides=[2, 2], pads=[1, 1, 1, 1]),
+         helper.make_node("GridSample", ["ct", "grid"], ["gs"], mode="linear", padding_mode="reflection"),
+         helper.make_node("Einsum", ["gs", "e"], ["y"], equation="nchw,wk->nchk")],
+        [vi("x", [2, 3, 4, 4])], [vi("y", [2, 2, 5, 4])],
+        [w(rng, "wt", [3, 2, 3, 3]), w(rng, "bt", [2]), grid, w(rng, "e", [6, 4])], opset=20)
     # RMS normalisation (opset 23).
     cases["rmsnorm"] = model(
         [helper.make_node("RMSNormalization", ["x", "s"], ["y"], axis=-1, epsilon=1e-5)],
@@ -253,6 +261,9 @@ def test_kernel_variants_simulated(name, tmp_path, ptxas):
     got, want = simulate(art, path, feeds, tmp_path)
     for k in want:
         assert_close(got[k], want[k], f"{name} output {k} (simulated CUDA)")
+    if name == "kir_per_output":
+        launches = json.loads((art / "launch.json").read_text())["launches"]
+        assert launches and not any(la["serial"] for la in launches), launches
 
 
 @pytest.mark.parametrize("name", OP_MODELS)

@@ -82,6 +82,7 @@ pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) ->
         | Op::Pad(_)
         | Op::ConvTranspose(_)
         | Op::GridSample(_)
+        | Op::Einsum(_)
         | Op::BatchNormalization(_) => match n.kir() {
             Some(k) => {
                 let k = k?;
@@ -176,7 +177,6 @@ pub(crate) fn lower(f: &Factory<'_, '_>, g: &Graph, id: NodeId, n: &NodeInfo) ->
         | Op::ArgMin(_)
         | Op::NllLoss(_)
         | Op::CumSum(_)
-        | Op::Einsum(_)
         | Op::QConv(_)
         | Op::QuantPack(_)
         | Op::Softmax(_)
