@@ -76,6 +76,28 @@ struct Env<'ctx> {
     locals: HashMap<u32, PointerValue<'ctx>>,
     /// The scratch arrays of the function being built, by memory index.
     scratch: HashMap<u32, PointerValue<'ctx>>,
+    /// The kernel's constant arrays (module globals, seen by every function of the
+    /// kernel), by memory index.
+    data: HashMap<u32, PointerValue<'ctx>>,
+    /// Loop variables known to be non-negative (their loop starts at a non-negative
+    /// bound): floor division and modulo of such indices by a positive constant are
+    /// LLVM's unsigned ones.
+    nonneg: std::collections::HashSet<u32>,
+}
+
+/// Whether `e` is non-negative for every value of the loop variables in `vars`: a sum of
+/// non-negative multiples of such variables, of non-negative quotients, remainders,
+/// minima and maxima of them, and a non-negative constant.
+fn nonneg(e: &Expr, vars: &std::collections::HashSet<u32>) -> bool {
+    e.terms().all(|(atoms, c)| {
+        c >= 0
+            && atoms.iter().all(|a| match a {
+                Atom::Var(v) => vars.contains(v),
+                Atom::Div(x, y) | Atom::Mod(x, y) => nonneg(x, vars) && y.as_const().is_some_and(|y| y > 0),
+                Atom::Min(x, y) | Atom::Max(x, y) => nonneg(x, vars) && nonneg(y, vars),
+                Atom::Sym(_) | Atom::Val(_) => false,
+            })
+    })
 }
 
 struct Tr<'k> {
@@ -88,6 +110,7 @@ struct Tr<'k> {
 pub(crate) fn emit_with<'ctx>(kb: &Kb<'_, 'ctx>, k: &Kernel, drive: Drive<'_, 'ctx>) -> R<()> {
     let types = dlc_kir::verify::kernel(k).map_err(|e| bad(k, e))?;
     let tr = Tr { k, types };
+    let data = tr.data(kb)?;
     // A leading perfect nest of `each` loops from 0 to constants: the element space.
     let mut dims = Vec::new();
     let mut vars = Vec::new();
@@ -108,16 +131,42 @@ pub(crate) fn emit_with<'ctx>(kb: &Kb<'_, 'ctx>, k: &Kernel, drive: Drive<'_, 'c
     // No `each` loop at all: the element space is a single element (a rank-0 copy), so
     // the CUDA drive still runs the body on one thread only.
     drive(kb, &dims, &|kb, idx| {
-        let mut env = Env::default();
+        let mut env = Env { data: data.clone(), ..Env::default() };
         tr.scratch(kb, &mut env)?;
         for (v, i) in vars.iter().zip(idx) {
             env.vars.insert(*v, *i);
+            env.nonneg.insert(*v);
         }
         tr.body(kb, body, &mut env)
     })
 }
 
 impl Tr<'_> {
+    /// The kernel's constant arrays as private, 64-byte aligned globals named after the
+    /// function being built and the array, by memory index.
+    fn data<'ctx>(&self, kb: &Kb<'_, 'ctx>) -> R<HashMap<u32, PointerValue<'ctx>>> {
+        let fname = kb.f.get_name().to_string_lossy().into_owned();
+        let np = self.k.params.len() as u32;
+        let mut out = HashMap::new();
+        for (j, d) in self.k.data.iter().enumerate() {
+            let name = format!("{fname}.{}", d.name);
+            let g = match kb.m.get_global(&name) {
+                Some(g) => g,
+                None => {
+                    let init = kb.cx.const_string(&d.bytes, false);
+                    let g = kb.m.add_global(init.get_type(), None, &name);
+                    g.set_initializer(&init);
+                    g.set_constant(true);
+                    g.set_linkage(inkwell::module::Linkage::Private);
+                    g.set_alignment(64);
+                    g
+                }
+            };
+            out.insert(np + j as u32, g.as_pointer_value());
+        }
+        Ok(out)
+    }
+
     /// The module's constant array of table `t` (one per name, private).
     fn table<'ctx>(&self, kb: &Kb<'_, 'ctx>, t: &dlc_kir::Table) -> R<PointerValue<'ctx>> {
         if let Some(g) = kb.m.get_global(&t.name) {
@@ -254,6 +303,13 @@ impl Tr<'_> {
                     self.err(format!("%v{n} is not in scope here (a parallel task sees only its own values)"))
                 })?
                 .into_int_value(),
+            // Non-negative by a positive constant: floor and truncation agree.
+            Atom::Div(xe, ye) if nonneg(xe, &env.nonneg) && ye.as_const().is_some_and(|y| y > 0) => {
+                b.build_int_unsigned_div(self.expr(kb, xe, env)?, self.expr(kb, ye, env)?, "")?
+            }
+            Atom::Mod(xe, ye) if nonneg(xe, &env.nonneg) && ye.as_const().is_some_and(|y| y > 0) => {
+                b.build_int_unsigned_rem(self.expr(kb, xe, env)?, self.expr(kb, ye, env)?, "")?
+            }
             Atom::Div(x, y) | Atom::Mod(x, y) => {
                 let (x, y) = (self.expr(kb, x, env)?, self.expr(kb, y, env)?);
                 let q = b.build_int_signed_div(x, y, "")?;
@@ -291,12 +347,14 @@ impl Tr<'_> {
         env.vals.get(&v).copied().ok_or_else(|| self.err(format!("%v{v} is not in scope here")))
     }
 
-    /// Memory `m`: a parameter, or one of the function's scratch arrays.
+    /// Memory `m`: a parameter, a constant array, or one of the function's scratch
+    /// arrays.
     fn mem<'ctx>(&self, kb: &Kb<'_, 'ctx>, m: u32, env: &Env<'ctx>) -> R<PointerValue<'ctx>> {
         if (m as usize) < self.k.params.len() {
             return Ok(kb.param(m as usize));
         }
-        env.scratch.get(&m).copied().ok_or_else(|| self.err(format!("scratch memory {m} is not allocated")))
+        let found = env.data.get(&m).or_else(|| env.scratch.get(&m));
+        found.copied().ok_or_else(|| self.err(format!("memory {m} is not allocated here")))
     }
 
     fn ptr<'ctx>(
@@ -313,7 +371,7 @@ impl Tr<'_> {
     /// The kernel's scratch arrays as 64-byte aligned stack arrays of the function being
     /// built (the kernel, or a pool task: each has its own).
     fn scratch<'ctx>(&self, kb: &Kb<'_, 'ctx>, env: &mut Env<'ctx>) -> R<()> {
-        let np = self.k.params.len() as u32;
+        let np = (self.k.params.len() + self.k.data.len()) as u32;
         for (j, s) in self.k.scratch.iter().enumerate() {
             let bytes = s.len * s.elem.bytes() as u64;
             let p = kb.alloca(kb.cx.i8_type().array_type(bytes as u32).into())?;
@@ -347,24 +405,30 @@ impl Tr<'_> {
                     None => kb.store_aligned(p, v, *align)?,
                     Some(m) => {
                         let ty = llvm_ty(kb, t);
-                        let args: [BasicMetadataValueEnum; 4] = [
-                            v.into(),
-                            p.into(),
-                            kb.cx.i32_type().const_int(*align as u64, false).into(),
-                            self.val(*m, env)?.into(),
-                        ];
                         let f = kb.intrinsic("llvm.masked.store", &[ty, p.get_type().into()])?;
+                        let mv = self.val(*m, env)?;
+                        // LLVM releases differ on whether the alignment is an argument.
+                        let args: Vec<BasicMetadataValueEnum> = if f.count_params() == 4 {
+                            let al = kb.cx.i32_type().const_int(*align as u64, false);
+                            vec![v.into(), p.into(), al.into(), mv.into()]
+                        } else {
+                            vec![v.into(), p.into(), mv.into()]
+                        };
                         b.build_call(f, &args, "")?;
                     }
                 }
             }
             Stmt::For { var, lo, hi, kind, body } => match kind {
                 LoopKind::Serial | LoopKind::Each => {
+                    let from_nonneg = nonneg(lo, &env.nonneg);
                     let (lo, hi) = (self.expr(kb, lo, env)?, self.expr(kb, hi, env)?);
                     let outer = env.clone();
                     kb.for_range(lo, hi, |kb, i| {
                         let mut inner = outer.clone();
                         inner.vars.insert(*var, i);
+                        if from_nonneg {
+                            inner.nonneg.insert(*var);
+                        }
                         self.body(kb, body, &mut inner)
                     })?;
                 }
@@ -374,9 +438,10 @@ impl Tr<'_> {
                     };
                     // The task is another function: it sees only its own values.
                     kb.parallel_for(n as u64, |kb, i| {
-                        let mut inner = Env::default();
+                        let mut inner = Env { data: env.data.clone(), ..Env::default() };
                         self.scratch(kb, &mut inner)?;
                         inner.vars.insert(*var, i);
+                        inner.nonneg.insert(*var);
                         self.body(kb, body, &mut inner)
                     })?;
                 }
@@ -428,13 +493,16 @@ impl Tr<'_> {
                     None => kb.load_aligned(lt, p, *align)?,
                     Some(m) => {
                         let zero = lt.const_zero();
-                        let args: [BasicMetadataValueEnum; 4] = [
-                            p.into(),
-                            kb.cx.i32_type().const_int(*align as u64, false).into(),
-                            v(*m)?.into(),
-                            zero.into(),
-                        ];
-                        kb.call_intrinsic("llvm.masked.load", &[lt, p.get_type().into()], &args)?
+                        let f = kb.intrinsic("llvm.masked.load", &[lt, p.get_type().into()])?;
+                        // LLVM releases differ on whether the alignment is an argument.
+                        let args: Vec<BasicMetadataValueEnum> = if f.count_params() == 4 {
+                            let al = kb.cx.i32_type().const_int(*align as u64, false);
+                            vec![p.into(), al.into(), v(*m)?.into(), zero.into()]
+                        } else {
+                            vec![p.into(), v(*m)?.into(), zero.into()]
+                        };
+                        let r = b.build_call(f, &args, "")?;
+                        r.try_as_basic_value().basic().ok_or_else(|| self.err("masked.load returned nothing"))?
                     }
                 }
             }
@@ -488,6 +556,13 @@ impl Tr<'_> {
                     "",
                 )?
                 .into(),
+            // One lane picked is a scalar in kir (LLVM would make a <1 x T> vector).
+            Inst::Shuffle(x, y, m) if m.len() == 1 => {
+                let lanes = self.types.of(*x).lanes;
+                let (src, lane) = if m[0] < lanes { (*x, m[0]) } else { (*y, m[0] - lanes) };
+                let i = kb.cx.i32_type().const_int(lane as u64, false);
+                b.build_extract_element(v(src)?.into_vector_value(), i, "")?
+            }
             Inst::Shuffle(x, y, m) => {
                 let i32t = kb.cx.i32_type();
                 let mask: Vec<_> = m.iter().map(|&i| i32t.const_int(i as u64, false)).collect();

@@ -189,6 +189,7 @@ buffer %b1 "y" output 0 type "f32[8,4]" bytes [128]
 buffer %b2 "first" output 1 type "f32[1]" bytes [4]
 
 kernel @"reverse"(%p0: read, %p1: write)
+  data %d0 "w" : f32[4] 0000803f000000400000404000008040
   scratch %s0 : f32[4]
 {
   for %i0 in 0 .. 8 parallel {
@@ -198,7 +199,9 @@ kernel @"reverse"(%p0: read, %p1: write)
     }
     for %i2 in 0 .. 4 serial {
       %v1 = load f32, %s0[-%i2 + 3] align 4
-      store %p1[4*%i0 + %i2], %v1 align 4
+      %v2 = load f32, %d0[%i2] align 4
+      %v3 = fmul %v1, %v2
+      store %p1[4*%i0 + %i2], %v3 align 4
     }
   }
 }
@@ -219,7 +222,7 @@ schedule {
 "#;
 
 #[test]
-fn scratch_arrays_compile_per_task() {
+fn scratch_and_constant_arrays_compile_per_task() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
     std::fs::write(d.join("s.kir"), SCRATCH).unwrap();
@@ -236,7 +239,8 @@ fn scratch_arrays_compile_per_task() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let y: Vec<f32> = read_npy(&d.join("out/y.npy"));
-    let want: Vec<f32> = (0..32).map(|k| x[k / 4 * 4 + 3 - k % 4]).collect();
+    // Each row reversed, times the constant array [1, 2, 3, 4] (read inside the tasks).
+    let want: Vec<f32> = (0..32).map(|k| x[k / 4 * 4 + 3 - k % 4] * (k % 4 + 1) as f32).collect();
     assert_eq!(y, want);
     let first: Vec<f32> = read_npy(&d.join("out/first.npy"));
     let sum: f32 = x[..16].iter().sum();

@@ -84,7 +84,8 @@ struct Frame<'a> {
     k: &'a Kernel,
     types: &'a Types,
     bufs: &'a mut [Vec<u8>],
-    /// The kernel's scratch arrays (memory indices after the parameters).
+    /// The kernel's scratch arrays (memory indices after the parameters and the
+    /// constant arrays).
     scratch: Vec<Vec<u8>>,
     syms: &'a BTreeMap<String, i64>,
     vals: HashMap<ValId, V>,
@@ -122,22 +123,23 @@ impl Frame<'_> {
     }
 
     /// The byte range of `lanes` elements of `elem` at element `index` of `param`.
-    /// Memory `m`: a parameter's buffer or a scratch array.
-    fn mem(&self, m: u32) -> &Vec<u8> {
-        let np = self.bufs.len();
-        if (m as usize) < np {
-            &self.bufs[m as usize]
-        } else {
-            &self.scratch[m as usize - np]
+    /// Memory `m`: a parameter's buffer, a constant array or a scratch array.
+    fn mem(&self, m: u32) -> &[u8] {
+        match self.k.memory(m) {
+            Some(Memory::Param(p)) => &self.bufs[p as usize],
+            Some(Memory::Data(j)) => &self.k.data[j as usize].bytes,
+            Some(Memory::Scratch(j)) => &self.scratch[j as usize],
+            None => &[],
         }
     }
 
-    fn mem_mut(&mut self, m: u32) -> &mut Vec<u8> {
-        let np = self.bufs.len();
-        if (m as usize) < np {
-            &mut self.bufs[m as usize]
-        } else {
-            &mut self.scratch[m as usize - np]
+    /// Memory `m` for writing (the verifier lets only parameters and scratch arrays be
+    /// written).
+    fn mem_mut(&mut self, m: u32) -> &mut [u8] {
+        match self.k.memory(m) {
+            Some(Memory::Param(p)) => &mut self.bufs[p as usize],
+            Some(Memory::Scratch(j)) => &mut self.scratch[j as usize],
+            Some(Memory::Data(_)) | None => &mut [],
         }
     }
 
@@ -150,11 +152,7 @@ impl Frame<'_> {
             (Some(s), Some(e)) if s >= 0 && e <= len => Ok(s as usize..e as usize),
             _ => self.fault(format!(
                 "{}: elements {index}..{} of {} are outside its {len} bytes",
-                if (param as usize) < self.bufs.len() {
-                    format!("%p{param}")
-                } else {
-                    format!("%s{}", param as usize - self.bufs.len())
-                },
+                self.k.memory(param).map_or(format!("memory {param}"), |m| m.to_string()),
                 index.saturating_add(lanes as i64),
                 elem.name()
             )),

@@ -418,11 +418,40 @@ pub struct Kernel {
     /// Constant tables (`%t0`, `%t1`...), read by [`Inst::Lookup`].
     pub tables: Vec<Table>,
     /// Scratch arrays (`%s0`, `%s1`...): private memory, addressed like parameters by
-    /// the memory index `params.len() + j`. Each invocation, each task of a `parallel`
+    /// the memory index `params.len() + data.len() + j`. Each invocation, each task of a `parallel`
     /// loop and each CUDA thread has its own; contents are unspecified until written.
     pub scratch: Vec<Scratch>,
+    /// Constant arrays (`%d0`, `%d1`...): read-only memory the kernel carries (weights
+    /// it packed at compile time), addressed by the memory index `params.len() + j`.
+    /// (Data come before scratch arrays in the memory numbering.)
+    pub data: Vec<Data>,
     /// The body.
     pub body: Vec<Stmt>,
+}
+
+/// A constant array of a kernel: `bytes` (little-endian elements of `elem`). A
+/// translator emits it as read-only data of the kernel, 64-byte aligned, named after
+/// the kernel and `name`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Data {
+    /// Its name within the kernel (`bpack`).
+    pub name: String,
+    /// The element type.
+    pub elem: Elem,
+    /// The contents.
+    pub bytes: Arc<[u8]>,
+}
+
+impl Data {
+    /// Its length in elements.
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64 / self.elem.bytes() as u64
+    }
+
+    /// Whether it has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A scratch array of a kernel: `len` elements of `elem`.
@@ -539,7 +568,40 @@ pub struct Program {
     pub schedule: Vec<Step>,
 }
 
+/// What a memory index of a kernel refers to (see [`Kernel::memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Memory {
+    /// Parameter `%pN`.
+    Param(u32),
+    /// Constant array `%dN`.
+    Data(u32),
+    /// Scratch array `%sN`.
+    Scratch(u32),
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Memory::Param(p) => write!(f, "%p{p}"),
+            Memory::Data(j) => write!(f, "%d{j}"),
+            Memory::Scratch(j) => write!(f, "%s{j}"),
+        }
+    }
+}
+
 impl Kernel {
+    /// What memory index `m` refers to: parameters, then constant arrays, then scratch
+    /// arrays; `None` past the last.
+    pub fn memory(&self, m: u32) -> Option<Memory> {
+        let (np, nd, ns) = (self.params.len() as u32, self.data.len() as u32, self.scratch.len() as u32);
+        match m {
+            m if m < np => Some(Memory::Param(m)),
+            m if m < np + nd => Some(Memory::Data(m - np)),
+            m if m < np + nd + ns => Some(Memory::Scratch(m - np - nd)),
+            _ => None,
+        }
+    }
+
     /// Visits every statement, nested ones included, in order.
     pub fn walk(&self, f: &mut dyn FnMut(&Stmt)) {
         fn go(body: &[Stmt], f: &mut dyn FnMut(&Stmt)) {

@@ -36,6 +36,7 @@ pub struct KernelBuilder {
     next_local: u32,
     tables: Vec<Table>,
     scratch: Vec<Scratch>,
+    data: Vec<Data>,
 }
 
 impl KernelBuilder {
@@ -50,6 +51,7 @@ impl KernelBuilder {
             next_local: 0,
             tables: Vec::new(),
             scratch: Vec::new(),
+            data: Vec::new(),
         }
     }
 
@@ -159,15 +161,31 @@ impl KernelBuilder {
     }
 
     /// A new scratch array of `len` elements of `elem`; returns its memory index (for
-    /// loads, stores and copies, after the parameters').
+    /// loads, stores and copies, after the parameters' and the constant arrays').
     pub fn scratch(&mut self, elem: Elem, len: u64) -> u32 {
         self.scratch.push(Scratch { elem, len });
-        (self.params.len() + self.scratch.len() - 1) as u32
+        (self.params.len() + self.data.len() + self.scratch.len() - 1) as u32
+    }
+
+    /// A new constant array `name` of `elem`s (little-endian `bytes`); returns its
+    /// memory index (for loads). Constant arrays are numbered before scratch arrays, so
+    /// a kernel declares them first (a panic otherwise: a lowering's bug).
+    pub fn data(&mut self, name: &str, elem: Elem, bytes: impl Into<std::sync::Arc<[u8]>>) -> u32 {
+        assert!(self.scratch.is_empty(), "kir: constant arrays are declared before scratch arrays");
+        self.data.push(Data { name: name.to_string(), elem, bytes: bytes.into() });
+        (self.params.len() + self.data.len() - 1) as u32
     }
 
     /// The kernel.
     pub fn finish(mut self) -> Kernel {
         let body = self.stack.pop().expect("the kernel body");
-        Kernel { name: self.name, params: self.params, tables: self.tables, scratch: self.scratch, body }
+        Kernel {
+            name: self.name,
+            params: self.params,
+            tables: self.tables,
+            scratch: self.scratch,
+            data: self.data,
+            body,
+        }
     }
 }

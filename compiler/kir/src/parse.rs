@@ -28,6 +28,8 @@ struct P<'s> {
     depth: usize,
     /// Parameters of the kernel being parsed (scratch arrays are numbered after them).
     np: u32,
+    /// Constant arrays of the kernel being parsed (scratch arrays come after them).
+    nd: u32,
 }
 
 impl<'s> P<'s> {
@@ -103,15 +105,17 @@ impl<'s> P<'s> {
         }
     }
 
+    /// Whether the next word is `k` (consumed if so). Builds no error when it is not:
+    /// an error's line and column cost a scan of the text before it.
     fn is_keyword(&mut self, k: &str) -> bool {
         self.ws();
-        let at = self.pos;
-        match self.ident() {
-            Ok(w) if w == k => true,
-            _ => {
-                self.pos = at;
-                false
-            }
+        let r = self.rest();
+        let n = r.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')).unwrap_or(r.len());
+        if &r[..n] == k {
+            self.pos += n;
+            true
+        } else {
+            false
         }
     }
 
@@ -188,13 +192,32 @@ impl<'s> P<'s> {
     }
 
     /// `%` + a letter + a number (`%v3`, `%i0`, `%p1`, `%l2`, `%b4`).
-    /// A memory reference: `%pK`, or `%sJ` (scratch `J`, memory index `np + J`).
+    /// A memory reference: `%pK`, `%dJ` (constant array `J`, memory index `np + J`) or
+    /// `%sJ` (scratch `J`, memory index `np + nd + J`).
     fn mem(&mut self) -> R<u32> {
         self.ws();
+        if self.rest().starts_with("%d") {
+            return Ok(self.np + self.reg('d')?);
+        }
         if self.rest().starts_with("%s") {
-            return Ok(self.np + self.reg('s')?);
+            return Ok(self.np + self.nd + self.reg('s')?);
         }
         self.reg('p')
+    }
+
+    /// Hex digits (two per byte) on this line, up to the next non-hex character.
+    fn hex(&mut self) -> R<Vec<u8>> {
+        while self.rest().starts_with(' ') {
+            self.pos += 1;
+        }
+        let r = self.rest();
+        let n = r.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(r.len());
+        if n % 2 != 0 {
+            return self.err("odd number of hex digits");
+        }
+        let data: Vec<u8> = (0..n / 2).map(|i| u8::from_str_radix(&r[2 * i..2 * i + 2], 16).unwrap_or(0)).collect();
+        self.pos += n;
+        Ok(data)
     }
 
     fn reg(&mut self, letter: char) -> R<u32> {
@@ -599,6 +622,31 @@ impl<'s> P<'s> {
             }
             tables.push(Table { name, elem, values: values.into() });
         }
+        let mut data = Vec::new();
+        while self.is_keyword("data") {
+            let j = self.reg('d')?;
+            if j as usize != data.len() {
+                return self.err(format!("constant arrays must be numbered in order: expected %d{}", data.len()));
+            }
+            let name = self.string()?;
+            self.expect(":")?;
+            let ty = self.ty()?;
+            if ty.lanes != 1 {
+                return self.err("a constant array's element type is a scalar");
+            }
+            self.expect("[")?;
+            let len = self.uint()? as u64;
+            self.expect("]")?;
+            let bytes = self.hex()?;
+            if bytes.len() as u64 != len * ty.elem.bytes() as u64 {
+                return self.err(format!(
+                    "constant array %d{j} holds {} bytes, not {len} {}",
+                    bytes.len(),
+                    ty.elem.name()
+                ));
+            }
+            data.push(Data { name, elem: ty.elem, bytes: bytes.into() });
+        }
         let mut scratch = Vec::new();
         while self.is_keyword("scratch") {
             let j = self.reg('s')?;
@@ -616,7 +664,8 @@ impl<'s> P<'s> {
             scratch.push(Scratch { elem: ty.elem, len });
         }
         self.np = params.len() as u32;
-        Ok(Kernel { name, params, tables, scratch, body: self.body()? })
+        self.nd = data.len() as u32;
+        Ok(Kernel { name, params, tables, scratch, data, body: self.body()? })
     }
 
     fn steps(&mut self, kernels: &HashMap<String, u32>) -> R<Vec<Step>> {
@@ -727,16 +776,7 @@ impl<'s> P<'s> {
                     let bytes = self.bracketed()?;
                     if matches!(kind, BufKind::Const(_)) {
                         self.keyword("data")?;
-                        self.ws();
-                        let r = self.rest();
-                        let n = r.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(r.len());
-                        if n % 2 != 0 {
-                            return self.err("odd number of hex digits");
-                        }
-                        let data: Vec<u8> =
-                            (0..n / 2).map(|i| u8::from_str_radix(&r[2 * i..2 * i + 2], 16).unwrap_or(0)).collect();
-                        self.pos += n;
-                        kind = BufKind::Const(Arc::from(data));
+                        kind = BufKind::Const(Arc::from(self.hex()?));
                     }
                     p.buffers.push(Buffer { name, kind, bytes, ty });
                 }
@@ -765,12 +805,12 @@ impl<'s> P<'s> {
 
 /// Parses a whole program.
 pub fn program(src: &str) -> Result<Program, ParseError> {
-    P { src, pos: 0, depth: 0, np: 0 }.program()
+    P { src, pos: 0, depth: 0, np: 0, nd: 0 }.program()
 }
 
 /// Parses one kernel (`kernel @"name"(...) { ... }`).
 pub fn kernel(src: &str) -> Result<Kernel, ParseError> {
-    let mut p = P { src, pos: 0, depth: 0, np: 0 };
+    let mut p = P { src, pos: 0, depth: 0, np: 0, nd: 0 };
     p.keyword("kernel")?;
     let k = p.kernel()?;
     p.ws();
@@ -782,7 +822,7 @@ pub fn kernel(src: &str) -> Result<Kernel, ParseError> {
 
 /// Parses an index expression.
 pub fn expr(src: &str) -> Result<Expr, ParseError> {
-    let mut p = P { src, pos: 0, depth: 0, np: 0 };
+    let mut p = P { src, pos: 0, depth: 0, np: 0, nd: 0 };
     let e = p.expr()?;
     p.ws();
     if !p.rest().is_empty() {

@@ -79,16 +79,26 @@ fn vals(v: &[ValId]) -> String {
     v.iter().map(|v| format!("%v{v}")).collect::<Vec<_>>().join(", ")
 }
 
-/// A memory reference: parameter `%pK`, or scratch array `%sJ` after the `np` parameters.
-fn mem(np: u32, m: u32) -> String {
-    if m < np {
+/// How a kernel numbers its memories: `np` parameters, then `nd` constant arrays, then
+/// scratch arrays.
+#[derive(Clone, Copy)]
+struct Mems {
+    np: u32,
+    nd: u32,
+}
+
+/// A memory reference: parameter `%pK`, constant array `%dJ` or scratch array `%sJ`.
+fn mem(np: Mems, m: u32) -> String {
+    if m < np.np {
         format!("%p{m}")
+    } else if m < np.np + np.nd {
+        format!("%d{}", m - np.np)
     } else {
-        format!("%s{}", m - np)
+        format!("%s{}", m - np.np - np.nd)
     }
 }
 
-fn inst(i: &Inst, np: u32) -> String {
+fn inst(i: &Inst, np: Mems) -> String {
     match i {
         Inst::Const { ty, lit: l } => format!("const {ty} {}", lit(l)),
         Inst::Index(e) => format!("index {e}"),
@@ -117,13 +127,13 @@ fn inst(i: &Inst, np: u32) -> String {
     }
 }
 
-fn body(out: &mut String, b: &[Stmt], depth: usize, np: u32) {
+fn body(out: &mut String, b: &[Stmt], depth: usize, np: Mems) {
     for s in b {
         stmt(out, s, depth, np);
     }
 }
 
-fn stmt(out: &mut String, s: &Stmt, depth: usize, np: u32) {
+fn stmt(out: &mut String, s: &Stmt, depth: usize, np: Mems) {
     let pad = "  ".repeat(depth);
     match s {
         Stmt::Let(v, i) => {
@@ -161,6 +171,13 @@ fn stmt(out: &mut String, s: &Stmt, depth: usize, np: u32) {
     }
 }
 
+/// Bytes as hex digits.
+fn hex(out: &mut String, bytes: &[u8]) {
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+}
+
 /// The text of one kernel.
 pub fn kernel(k: &Kernel) -> String {
     let params: Vec<String> = k
@@ -174,11 +191,16 @@ pub fn kernel(k: &Kernel) -> String {
         let v: Vec<String> = t.values.iter().map(lit).collect();
         let _ = write!(out, "\n  table %t{i} {} : {} [{}]", quote(&t.name), t.elem.name(), v.join(", "));
     }
+    for (j, d) in k.data.iter().enumerate() {
+        let _ = write!(out, "\n  data %d{j} {} : {}[{}] ", quote(&d.name), d.elem.name(), d.len());
+        hex(&mut out, &d.bytes);
+    }
     for (j, sc) in k.scratch.iter().enumerate() {
         let _ = write!(out, "\n  scratch %s{j} : {}[{}]", sc.elem.name(), sc.len);
     }
-    out.push_str(if k.tables.is_empty() && k.scratch.is_empty() { " {\n" } else { "\n{\n" });
-    body(&mut out, &k.body, 1, k.params.len() as u32);
+    let decls = k.tables.is_empty() && k.data.is_empty() && k.scratch.is_empty();
+    out.push_str(if decls { " {\n" } else { "\n{\n" });
+    body(&mut out, &k.body, 1, Mems { np: k.params.len() as u32, nd: k.data.len() as u32 });
     out.push_str("}\n");
     out
 }
@@ -230,9 +252,7 @@ pub fn program(p: &Program) -> String {
         let _ = write!(out, "buffer %b{i} {} {kind}{ty} bytes [{}]", quote(&b.name), b.bytes);
         if let BufKind::Const(data) = &b.kind {
             out.push_str(" data ");
-            for byte in data.iter() {
-                let _ = write!(out, "{byte:02x}");
-            }
+            hex(&mut out, data);
         }
         out.push('\n');
     }

@@ -73,20 +73,27 @@ impl Cx<'_> {
     }
 
     fn param(&self, p: u32, write: bool) -> Result<(), VerifyError> {
-        let np = self.k.params.len() as u32;
-        if p >= np {
-            let j = p - np;
-            return match self.k.scratch.get(j as usize) {
-                Some(s) if s.len > 0 => Ok(()),
-                Some(_) => self.err(format!("scratch array %s{j} is empty")),
-                None if self.k.scratch.is_empty() => self.err(format!("%p{p} is not a parameter")),
-                None => self.err(format!("%s{j} is not a scratch array")),
-            };
-        }
-        match self.k.params.get(p as usize) {
-            None => self.err(format!("%p{p} is not a parameter")),
-            Some(Access::Read) if write => self.err(format!("%p{p} is read-only and written")),
-            _ => Ok(()),
+        match self.k.memory(p) {
+            Some(Memory::Param(_)) if write && self.k.params[p as usize] == Access::Read => {
+                self.err(format!("%p{p} is read-only and written"))
+            }
+            Some(Memory::Param(_)) => Ok(()),
+            Some(Memory::Data(j)) if write => self.err(format!("constant array %d{j} is written")),
+            Some(Memory::Data(j)) if self.k.data[j as usize].is_empty() => {
+                self.err(format!("constant array %d{j} is empty"))
+            }
+            Some(Memory::Data(_)) => Ok(()),
+            Some(Memory::Scratch(j)) if self.k.scratch[j as usize].len == 0 => {
+                self.err(format!("scratch array %s{j} is empty"))
+            }
+            Some(Memory::Scratch(_)) => Ok(()),
+            None => {
+                let (np, nd) = (self.k.params.len() as u32, self.k.data.len() as u32);
+                match p.checked_sub(np + nd) {
+                    Some(j) if !self.k.scratch.is_empty() => self.err(format!("%s{j} is not a scratch array")),
+                    _ => self.err(format!("%p{p} is not a parameter")),
+                }
+            }
         }
     }
 

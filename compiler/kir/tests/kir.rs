@@ -320,3 +320,35 @@ fn scratch_arrays_are_private_memory_after_the_parameters() {
     let e = verify::kernel(&parse::kernel(&missing).unwrap()).unwrap_err();
     assert!(e.to_string().contains("%s2 is not a scratch array"), "{e}");
 }
+
+#[test]
+fn constant_arrays_are_read_only_memory_before_the_scratch_arrays() {
+    // %d0 holds f32 [1.5, -2]; %s0 comes after it (memory index 3 with two parameters).
+    let text = "kernel @\"k\"(%p0: read, %p1: write)\n  data %d0 \"w\" : f32[2] 0000c03f000000c0\n  \
+                scratch %s0 : f32[1]\n{\n  %v0 = load f32x2, %d0[0] align 4\n  %v1 = load f32, %p0[0] align 4\n  \
+                %v2 = splat %v1 x 2\n  %v3 = fmul %v0, %v2\n  %v4 = extract %v3, 1\n  store %s0[0], %v4 align 4\n  \
+                %v5 = load f32, %s0[0] align 4\n  store %p1[0], %v5 align 4\n}\n";
+    let k = parse::kernel(text).unwrap();
+    assert_eq!(print::kernel(&k), text);
+    assert_eq!((k.data.len(), k.data[0].len()), (1, 2));
+    assert_eq!(k.memory(2), Some(dlc_kir::Memory::Data(0)));
+    assert_eq!(k.memory(3), Some(dlc_kir::Memory::Scratch(0)));
+    let mut bufs = vec![3f32.to_le_bytes().to_vec(), vec![0; 4]];
+    run_kernel(&k, &mut bufs, &BTreeMap::new()).unwrap();
+    assert_eq!(f32::from_le_bytes(bufs[1][..4].try_into().unwrap()), -6.0);
+    // A constant array is never written, is read within its bytes, and its text holds
+    // exactly the bytes its type says.
+    let written = text.replace("store %s0[0], %v4", "store %d0[0], %v4");
+    let e = verify::kernel(&parse::kernel(&written).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("constant array %d0 is written"), "{e}");
+    let oob = text.replace("load f32x2, %d0[0]", "load f32x2, %d0[1]");
+    let e = run_kernel(&parse::kernel(&oob).unwrap(), &mut bufs, &BTreeMap::new()).unwrap_err();
+    assert!(e.to_string().contains("%d0: elements 1..3 of f32 are outside its 8 bytes"), "{e}");
+    let short = text.replace("0000c03f000000c0", "0000c03f");
+    let e = parse::kernel(&short).unwrap_err();
+    assert!(e.to_string().contains("holds 4 bytes, not 2 f32"), "{e}");
+    // The builder numbers them before scratch arrays.
+    let mut b = dlc_kir::KernelBuilder::new("b", &[dlc_kir::Access::Write]);
+    assert_eq!(b.data("w", dlc_kir::Elem::I8, vec![1u8, 2]), 1);
+    assert_eq!(b.scratch(dlc_kir::Elem::I8, 4), 2);
+}
