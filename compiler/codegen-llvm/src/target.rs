@@ -91,6 +91,26 @@ impl TargetSpec {
         }
     }
 
+    /// Vector width in f32 lanes for CPU kernels: 4 on aarch64, 16 with AVX-512, else 8.
+    pub fn vector_width(&self) -> u32 {
+        if self.triple.starts_with("aarch64") || self.triple.starts_with("arm64") {
+            return 4;
+        }
+        if self.features.split(',').any(|f| f == "+avx512f")
+            || (self.features.is_empty() && AVX512_CPUS.contains(&self.cpu.as_str()))
+        {
+            16
+        } else {
+            8
+        }
+    }
+
+    /// What dlc-lower needs to know of this target (a CUDA thread's kernels are scalar).
+    pub fn lowering(&self) -> dlc_lower::Target {
+        let cuda = self.triple.starts_with("nvptx");
+        dlc_lower::Target::with_lanes(if cuda { 1 } else { self.vector_width() })
+    }
+
     /// Whether the target has AVX2 (x86-64 only): from the feature string when there is
     /// one (the host), else from the CPU name.
     pub fn has_avx2(&self) -> bool {

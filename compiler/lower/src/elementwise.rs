@@ -75,7 +75,13 @@ fn fused(b: &mut KernelBuilder, n: &Node, f: &Fused, vals: &[ValId], in_dts: &[D
             dts.push(d);
             arg_types.push(t);
         }
-        let info = Node { name: n.name, op: &step.op, inputs: &arg_types, outputs: std::slice::from_ref(&types[j]) };
+        let info = Node {
+            name: n.name,
+            op: &step.op,
+            inputs: &arg_types,
+            outputs: std::slice::from_ref(&types[j]),
+            consts: &[],
+        };
         let dt = types[j].dtype;
         let mut r = scalar(b, &info, &args, &dts, compute(dt))?;
         if j + 1 < f.steps.len() && compute(dt) != dt {

@@ -12,18 +12,24 @@
 //! normalisations (batchnorm, softmax/logsoftmax/hardmax, layer and RMS norm) and the
 //! reductions (Reduce*, ArgMax/ArgMin, NllLoss, CumSum) and the elementwise ops with
 //! fused elementwise programs (every dtype, the 8-bit floats included), the pools,
-//! ConvTranspose, GridSample and the plain direct Conv (which codegen-llvm's Conv
-//! dispatch calls, [`conv::conv`]);
+//! ConvTranspose, GridSample, Einsum, Attention (CPU forms, [`attention`]), the plain
+//! MatMul and Gemm loop nests and the plain direct Conv (which codegen-llvm's
+//! dispatch calls, [`conv::conv`], [`linalg::matmul`], [`linalg::gemm`]);
 //! every other op returns `None` from [`lower`] and keeps its inkwell lowering in
 //! dlc-codegen-llvm until its family is ported (ARCHITECTURE.md tracks which).
 //!
 //! Invariant: knows nothing of inkwell or LLVM; every kernel it returns verifies.
 #![warn(missing_docs)]
 
+pub mod attention;
 pub mod conv;
+pub mod conv1x1;
+pub mod convblk;
+pub mod convdirect;
 pub mod dtype;
 pub mod elementwise;
 pub mod fastmath;
+pub mod gemm;
 pub mod linalg;
 pub mod movement;
 pub mod norm;
@@ -33,7 +39,7 @@ pub mod reduce;
 pub mod sample;
 pub mod shape;
 
-use dlc_ir::{Dim, Op, TensorType};
+use dlc_ir::{Dim, Op, TensorData, TensorType};
 use dlc_kir::{Expr, Kernel, KernelBuilder, LoopKind};
 
 /// Errors of lowering: the node cannot be lowered (dtype, attribute or shape).
@@ -58,6 +64,9 @@ pub struct Node<'g> {
     pub inputs: &'g [TensorType],
     /// Result types.
     pub outputs: &'g [TensorType],
+    /// The operands' values where they are constants, by operand (shorter than
+    /// `inputs`, or empty, where the rest are not): what kernels pack at compile time.
+    pub consts: &'g [Option<&'g TensorData>],
 }
 
 impl Node<'_> {
@@ -104,6 +113,23 @@ pub fn dim(d: &Dim) -> Expr {
     }
 }
 
+/// What a lowering knows of the machine it lowers for: the choices that make a kernel
+/// fast there (vector widths), never what it computes. Built by a backend from its
+/// target description (dlc-codegen-llvm's `TargetSpec::lowering`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// f32 lanes of the vectors the vector kernels use: 4 on NEON, 8 with AVX2, 16 with
+    /// AVX-512; 1 where kernels stay scalar (CUDA threads).
+    pub f32_lanes: u32,
+}
+
+impl Target {
+    /// A target whose vectors hold `f32_lanes` f32s.
+    pub fn with_lanes(f32_lanes: u32) -> Target {
+        Target { f32_lanes: f32_lanes.max(1) }
+    }
+}
+
 /// Work (about one flop per unit) below which a kernel's outer loop stays serial.
 pub const PAR_MIN_WORK: u64 = 500_000;
 
@@ -130,9 +156,28 @@ pub fn par(b: &mut KernelBuilder, n: u64, work: u64, body: impl FnOnce(&mut Kern
     })
 }
 
-/// The kir kernel of a node named `kernel`, or `None` when its op's family is not
-/// ported yet (see the crate doc).
-pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
+/// A Conv's kernel: the channel-blocked one for constant weights (a 1x1 only where its
+/// cost model prefers it to the 1x1 GEMM), else the 1x1 GEMM, else the direct vector
+/// convolution, else the plain loop nests ([`conv::conv`]).
+fn conv_kernel(kernel: &str, n: &Node, op: &dlc_ir::ops::Conv, t: &Target) -> Result<Kernel, LowerError> {
+    if n.inputs.len() < 2 {
+        return Err(n.error("a Conv needs an input and weights"));
+    }
+    let g = op.geometry(n.name, &n.inputs[0], &n.inputs[1]).map_err(|e| n.error(e.to_string()))?;
+    if convblk::applies(n, op, t).is_some() {
+        convblk::conv(kernel, n, op, &g, t)
+    } else if conv1x1::applies(n, op) {
+        conv1x1::conv1x1(kernel, n, op, t)
+    } else if convdirect::applies(&g, op, n, t) {
+        convdirect::conv_direct(kernel, n, op, &g, t)
+    } else {
+        conv::conv(kernel, n, op)
+    }
+}
+
+/// The kir kernel of a node named `kernel` for target `t`, or `None` when its op's
+/// family is not ported yet (see the crate doc).
+pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerError>> {
     let k = match n.op {
         Op::Transpose(op) => movement::transpose(kernel, n, op),
         Op::Slice(op) => movement::slice(kernel, n, op),
@@ -177,8 +222,19 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         },
         Op::GlobalAveragePool(_) => pool::global_avgpool(kernel, n, pool::Form::Tasks),
         Op::ConvTranspose(op) => conv::conv_transpose(kernel, n, op),
+        Op::Conv(op) => conv_kernel(kernel, n, op, t),
         Op::GridSample(op) => sample::grid_sample(kernel, n, op),
         Op::Einsum(op) => linalg::einsum(kernel, n, &op.equation),
+        Op::Attention(op) => attention::attention(kernel, n, op, t),
+        // A constant B takes the packed GEMM, else the plain loop nests.
+        Op::MatMul(op) => match gemm::plan(n) {
+            Some(s) => gemm::packed(kernel, n, &s, t),
+            None => linalg::matmul(kernel, n, op.act),
+        },
+        Op::Gemm(op) => match gemm::plan(n) {
+            Some(s) => gemm::packed(kernel, n, &s, t),
+            None => linalg::gemm(kernel, n, op),
+        },
         Op::Add(_)
         | Op::Sub(_)
         | Op::Mul(_)
@@ -247,19 +303,10 @@ pub fn lower(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::Shrink(_)
         | Op::Expand(_)
         | Op::Fused(_) => elementwise::map(kernel, n),
-        // Not ported yet: the inkwell lowerings in dlc-codegen-llvm (listed, not `_`, so
-        // a new op does not compile until someone decides where it is lowered). A Conv
-        // picks among the blocked kernels there, a MatMul or Gemm takes the packed GEMM
-        // when B is a constant; their plain fallbacks are [`conv::conv`],
-        // [`linalg::matmul`] and [`linalg::gemm`].
-        Op::Input(_)
-        | Op::Const(_)
-        | Op::MatMul(_)
-        | Op::Gemm(_)
-        | Op::Attention(_)
-        | Op::Conv(_)
-        | Op::QConv(_)
-        | Op::QuantPack(_) => return None,
+        // Not ported yet: the int8 inkwell lowerings in dlc-codegen-llvm (listed, not
+        // `_`, so a new op does not compile until someone decides where it is lowered).
+        // Sources have no kernel.
+        Op::Input(_) | Op::Const(_) | Op::QConv(_) | Op::QuantPack(_) => return None,
     };
     Some(k.and_then(|k| {
         dlc_kir::verify::kernel(&k).map_err(|e| n.error(format!("internal: lowered kernel does not verify: {e}")))?;

@@ -5,7 +5,7 @@
 //! Only graphs whose every compute node belongs to a ported family can be lowered this
 //! way yet; the first other node is an error naming it. (The LLVM backend still emits
 //! its entry point from the memory plan directly.)
-use crate::{lower, LowerError, Node};
+use crate::{lower, LowerError, Node, Target};
 use dlc_ir::{Graph, Op, TensorType, Value};
 use dlc_kir::{BufKind, Buffer, Expr, Program, Step};
 use dlc_passes::{Location, MemoryPlan};
@@ -15,8 +15,8 @@ fn bytes(t: &TensorType) -> Expr {
     Node::dims(t).iter().fold(Expr::c(t.dtype.size() as i64), |a, d| &a * d)
 }
 
-/// The kir program of `g` under `plan`.
-pub fn program(g: &Graph, plan: &MemoryPlan) -> Result<Program, LowerError> {
+/// The kir program of `g` under `plan`, its kernels lowered for target `t`.
+pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target) -> Result<Program, LowerError> {
     let mut p = Program { name: g.name.clone(), arena_bytes: Expr::c(plan.arena_bytes as i64), ..Program::default() };
     let mut bufs: HashMap<((u8, u64), Expr), u32> = HashMap::new();
     let mut buffer = |p: &mut Program, v: Value, name: &str| -> u32 {
@@ -56,9 +56,16 @@ pub fn program(g: &Graph, plan: &MemoryPlan) -> Result<Program, LowerError> {
         }
         let operands = g.operands(id);
         let inputs: Vec<TensorType> = operands.iter().map(|v| g.value_type(*v).clone()).collect();
-        let n = Node { name: &node.name, op: &node.op, inputs: &inputs, outputs: &node.outputs };
+        let consts: Vec<Option<&dlc_ir::TensorData>> = operands
+            .iter()
+            .map(|v| match &g.node(v.node).op {
+                Op::Const(c) => Some(&c.value),
+                _ => None,
+            })
+            .collect();
+        let n = Node { name: &node.name, op: &node.op, inputs: &inputs, outputs: &node.outputs, consts: &consts };
         let kname = format!("k{}_{}", p.kernels.len(), node.op.mnemonic());
-        let k = lower(&kname, &n)
+        let k = lower(&kname, &n, t)
             .ok_or_else(|| n.error("not lowered through kir yet (its family is still an inkwell lowering)"))??;
         let mut args = Vec::new();
         for v in &operands {

@@ -12,6 +12,9 @@ use dlc_kir::interp::run_kernel;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// The target the lowerings are checked for (AVX2's vector width).
+const T: dlc_lower::Target = dlc_lower::Target { f32_lanes: 8 };
+
 /// Deterministic bytes for a tensor of `ty`.
 fn data(ty: &TensorType, seed: u8) -> TensorData {
     let n = ty.size_bytes().unwrap() as usize;
@@ -33,8 +36,8 @@ fn check_with(
     bindings: &[&[(&str, u64)]],
 ) {
     let out_ty = op.infer("n", in_tys).unwrap();
-    let node = dlc_lower::Node { name: "n", op: &op, inputs: in_tys, outputs: &out_ty };
-    let k = dlc_lower::lower("k", &node).expect("ported").unwrap();
+    let node = dlc_lower::Node { name: "n", op: &op, inputs: in_tys, outputs: &out_ty, consts: &[] };
+    let k = dlc_lower::lower("k", &node, &T).expect("ported").unwrap();
     for b in bindings {
         let fix = |t: &TensorType| TensorType {
             dtype: t.dtype,
@@ -165,8 +168,8 @@ fn symbolic_slice_is_a_clear_error() {
     let t = ty(DType::F32, &[s("N"), f(4)]);
     let op: Op = Slice { starts: vec![1], ends: vec![3], axes: vec![1], steps: vec![] }.into();
     let out = vec![ty(DType::F32, &[s("N"), f(2)])];
-    let node = dlc_lower::Node { name: "sl", op: &op, inputs: std::slice::from_ref(&t), outputs: &out };
-    let e = dlc_lower::lower("k", &node).unwrap().unwrap_err();
+    let node = dlc_lower::Node { name: "sl", op: &op, inputs: std::slice::from_ref(&t), outputs: &out, consts: &[] };
+    let e = dlc_lower::lower("k", &node, &T).unwrap().unwrap_err();
     assert_eq!(e.to_string(), "node 'sl' (slice): symbolic shape f32[N,4]");
 }
 
@@ -776,7 +779,7 @@ fn pools_in_both_forms_with_padding_strides_dilations_and_ceil_mode() {
             check_with(op.clone(), std::slice::from_ref(&t), &|t| vec![floats(&t[0], 11)], &[&[]]);
             // The per-element (CUDA) form computes the same numbers.
             let out = op.infer("n", std::slice::from_ref(&t)).unwrap();
-            let node = dlc_lower::Node { name: "n", op, inputs: std::slice::from_ref(&t), outputs: &out };
+            let node = dlc_lower::Node { name: "n", op, inputs: std::slice::from_ref(&t), outputs: &out, consts: &[] };
             let k = match op {
                 Op::MaxPool(p) => dlc_lower::pool::pool(
                     "k",
@@ -795,7 +798,7 @@ fn pools_in_both_forms_with_padding_strides_dilations_and_ceil_mode() {
                 _ => dlc_lower::pool::global_avgpool("k", &node, dlc_lower::pool::Form::Elements),
             }
             .unwrap();
-            let tasks = dlc_lower::lower("k", &node).unwrap().unwrap();
+            let tasks = dlc_lower::lower("k", &node, &T).unwrap().unwrap();
             let x = floats(&t, 11);
             let run = |k: &dlc_kir::Kernel| {
                 let mut bufs = vec![x.bytes().to_vec(), vec![0; out[0].size_bytes().unwrap() as usize]];
@@ -816,6 +819,20 @@ fn pools_in_both_forms_with_padding_strides_dilations_and_ceil_mode() {
             assert_eq!(text.contains("parallel"), work >= dlc_lower::PAR_MIN_WORK, "work {work}:\n{text}");
         }
     }
+}
+
+/// A Conv's operand types: x, w, then a bias and a residual (of the result's type) when
+/// asked for.
+fn conv_operands(op: &Op, xd: &[u64; 4], wd: &[u64; 4], bias: bool, res: bool) -> Vec<TensorType> {
+    let mut tys = vec![TensorType::fixed(DType::F32, xd), TensorType::fixed(DType::F32, wd)];
+    if bias {
+        tys.push(TensorType::fixed(DType::F32, &[wd[0]]));
+    }
+    if res {
+        let out = op.infer("n", &tys).unwrap();
+        tys.push(out[0].clone());
+    }
+    tys
 }
 
 #[test]
@@ -839,18 +856,11 @@ fn plain_convolutions_grouped_dilated_with_epilogues_and_transposed() {
         ),
     ];
     for (op, xd, wd, bias, res) in &cases {
-        let mut tys = vec![TensorType::fixed(DType::F32, xd), TensorType::fixed(DType::F32, wd)];
-        if *bias {
-            tys.push(TensorType::fixed(DType::F32, &[wd[0]]));
-        }
-        if *res {
-            let out = op.infer("n", &tys).unwrap();
-            tys.push(out[0].clone());
-        }
-        // The kir fallback is called directly: `lower` leaves Conv to the blocked kernels.
+        let tys = conv_operands(op, xd, wd, *bias, *res);
+        // The plain kir fallback, called directly (`lower` picks among the Conv kernels).
         let Op::Conv(c) = op else { unreachable!() };
         let out = op.infer("n", &tys).unwrap();
-        let node = dlc_lower::Node { name: "n", op, inputs: &tys, outputs: &out };
+        let node = dlc_lower::Node { name: "n", op, inputs: &tys, outputs: &out, consts: &[] };
         let k = dlc_lower::conv::conv("k", &node, c).unwrap();
         let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 20 + i as u64)).collect();
         let want = dlc_interp::eval(op, &xs, &out).unwrap();
@@ -863,16 +873,15 @@ fn plain_convolutions_grouped_dilated_with_epilogues_and_transposed() {
             assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{op:?}: {g} vs {w}");
         }
     }
-    assert!(dlc_lower::lower(
-        "k",
-        &dlc_lower::Node {
-            name: "n",
-            op: &cases[0].0,
-            inputs: &[TensorType::fixed(DType::F32, &[1, 3, 6, 5]), TensorType::fixed(DType::F32, &[4, 3, 3, 3])],
-            outputs: &[TensorType::fixed(DType::F32, &[1, 4, 6, 5])],
-        }
-    )
-    .is_none());
+    // Through `lower`, the first case (weights given at run time) takes the direct
+    // vector kernel, with the same numbers.
+    let tys = [TensorType::fixed(DType::F32, &[1, 3, 6, 5]), TensorType::fixed(DType::F32, &[4, 3, 3, 3])];
+    let out = cases[0].0.infer("n", &tys).unwrap();
+    let node = dlc_lower::Node { name: "n", op: &cases[0].0, inputs: &tys, outputs: &out, consts: &[] };
+    let k = dlc_lower::lower("k", &node, &T).expect("ported").unwrap();
+    assert!(dlc_kir::print::kernel(&k).contains("f32x8"));
+    let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 20 + i as u64)).collect();
+    compare_kernel(&k, &cases[0].0, &xs, &out);
     // ConvTranspose: strides, padding, output padding, groups, dilations, bias.
     let ct = |strides: Vec<i64>, pads: Vec<i64>, output_padding: Vec<i64>, dilations: Vec<i64>, group: i64| -> Op {
         ConvTranspose {
@@ -956,7 +965,7 @@ fn plain_matrix_products_and_einsum() {
     for (op, tys) in &cases {
         let Op::MatMul(m) = op else { unreachable!() };
         let out = op.infer("n", tys).unwrap();
-        let node = dlc_lower::Node { name: "n", op, inputs: tys, outputs: &out };
+        let node = dlc_lower::Node { name: "n", op, inputs: tys, outputs: &out, consts: &[] };
         let k = dlc_lower::linalg::matmul("k", &node, m.act).unwrap();
         let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 50 + i as u64)).collect();
         compare_kernel(&k, op, &xs, &out);
@@ -973,7 +982,7 @@ fn plain_matrix_products_and_einsum() {
             }
             let Op::Gemm(g) = &op else { unreachable!() };
             let out = op.infer("n", &tys).unwrap();
-            let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out };
+            let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[] };
             let k = dlc_lower::linalg::gemm("k", &node, g).unwrap();
             let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 60 + i as u64)).collect();
             compare_kernel(&k, &op, &xs, &out);
@@ -1010,9 +1019,273 @@ fn plain_matrix_products_and_einsum() {
                     .collect()
             };
             let out = op.infer("n", &tys).unwrap();
-            let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out };
-            let k = dlc_lower::lower("k", &node).expect("ported").unwrap();
+            let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[] };
+            let k = dlc_lower::lower("k", &node, &T).expect("ported").unwrap();
             compare_kernel(&k, &op, &make(&tys), &out);
+        }
+    }
+}
+
+#[test]
+fn attention_in_both_forms_with_every_mask_kind() {
+    use dlc_ir::ops::Attention;
+    let f32t = |d: &[u64]| TensorType::fixed(DType::F32, d);
+    // (batch, query length, key length, heads, head size, value head size)
+    let shapes: [(u64, u64, u64, u64, u64, u64); 4] =
+        [(2, 3, 5, 2, 8, 8), (1, 2, 7, 1, 32, 16), (1, 4, 3, 3, 4, 12), (1, 16, 64, 2, 64, 64)];
+    for (nb, sq, sk, h, d, dv) in shapes {
+        let qkv = vec![f32t(&[nb, sq, h * d]), f32t(&[nb, sk, h * d]), f32t(&[nb, sk, h * dv])];
+        // No mask, a float mask broadcast over heads and queries, key padding masks in
+        // i64 and f32 (1 keeps a key, 0 masks it).
+        let masks: Vec<Option<(bool, TensorType)>> = vec![
+            None,
+            Some((false, f32t(&[nb, 1, 1, sk]))),
+            Some((true, TensorType::fixed(DType::I64, &[nb, sk]))),
+            Some((true, f32t(&[nb, sk]))),
+        ];
+        for mask in masks {
+            let key_padding = mask.as_ref().is_some_and(|m| m.0);
+            let op: Op = Attention { heads: h as i64, scale: 0.3, key_padding, padding_fill: -1e4 }.into();
+            let mut tys = qkv.clone();
+            tys.extend(mask.map(|m| m.1));
+            let out = op.infer("n", &tys).unwrap();
+            let xs: Vec<TensorData> = tys
+                .iter()
+                .enumerate()
+                .map(|(i, t)| match (i, t.dtype) {
+                    (3, DType::I64) => i64s(
+                        &t.shape.as_fixed().unwrap(),
+                        &(0..nb * sk).map(|j| (j % 3 != 1) as i64).collect::<Vec<_>>(),
+                    ),
+                    (3, _) if key_padding => floats_with(t, 90, |x| (x > -1.0) as u8 as f32),
+                    _ => floats(t, 80 + i as u64),
+                })
+                .collect();
+            let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[] };
+            for lanes in [1, 4, 8, 16] {
+                let t = dlc_lower::Target::with_lanes(lanes);
+                let k = dlc_lower::lower("k", &node, &t).expect("ported").unwrap();
+                // The vector form whenever the lanes divide both head sizes and their
+                // registers fit (q's row in at most 8, the output row in at most 16).
+                let w = lanes as u64;
+                let vector = w > 1 && d % w == 0 && dv % w == 0 && d / w <= 8 && dv / w <= 16;
+                let text = dlc_kir::print::kernel(&k);
+                assert_eq!(text.contains(&format!("f32x{lanes}")), vector, "lanes {lanes}, d {d}, dv {dv}");
+                let work = 2 * nb * h * sq * sk * (d + dv);
+                assert_eq!(text.contains("parallel"), vector && work >= dlc_lower::PAR_MIN_WORK, "{text}");
+                compare_kernel(&k, &op, &xs, &out);
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_gemm_panels_row_blocks_and_epilogues_at_every_vector_width() {
+    use dlc_ir::ops::{Activation, Gemm, MatMul};
+    let f32t = |d: &[u64]| TensorType::fixed(DType::F32, d);
+    let acts = [
+        Activation::None,
+        Activation::Relu,
+        Activation::Clip { min: -0.5, max: 0.25 },
+        Activation::Gelu,
+        Activation::Sigmoid,
+    ];
+    // (A dims, B dims): N a multiple of no panel width and of some, M leaving row
+    // tails, a batch folded into M, and a product big enough for pool tasks.
+    let shapes: [(&[u64], &[u64]); 4] =
+        [(&[5, 7], &[7, 11]), (&[2, 3, 9], &[9, 32]), (&[13, 4], &[4, 8]), (&[64, 96], &[96, 80])];
+    let mut cases: Vec<(Op, Vec<TensorType>, Vec<bool>)> = Vec::new();
+    for (a, bd) in shapes {
+        for act in acts {
+            let op: Op = MatMul { act }.into();
+            cases.push((op.clone(), vec![f32t(a), f32t(bd)], vec![false, true]));
+            // A bias operand, constant (in registers for the vector activations) or not.
+            let bias = f32t(&[bd[1]]);
+            cases.push((op.clone(), vec![f32t(a), f32t(bd), bias.clone()], vec![false, true, true]));
+            cases.push((op, vec![f32t(a), f32t(bd), bias], vec![false, true, false]));
+        }
+        if a.len() == 2 {
+            let (m, nn) = (a[0], bd[1]);
+            for (trans_b, c_dims, alpha, beta) in [
+                (false, None, 1.0, 1.0),
+                (true, Some(vec![nn]), 0.5, 2.0),
+                (false, Some(vec![m, nn]), 1.0, 1.0),
+                (true, Some(vec![1]), 1.0, -1.0),
+            ] {
+                let op: Op = Gemm { alpha, beta, trans_a: false, trans_b, act: Activation::Relu }.into();
+                let b = if trans_b { f32t(&[bd[1], bd[0]]) } else { f32t(bd) };
+                let mut tys = vec![f32t(a), b];
+                tys.extend(c_dims.map(|d| f32t(&d)));
+                let consts = (0..tys.len()).map(|i| i == 1).collect();
+                cases.push((op, tys, consts));
+            }
+        }
+    }
+    for (op, tys, is_const) in &cases {
+        let out = op.infer("n", tys).unwrap();
+        let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 40 + i as u64)).collect();
+        let consts: Vec<Option<&TensorData>> = xs.iter().zip(is_const).map(|(x, c)| c.then_some(x)).collect();
+        let node = dlc_lower::Node { name: "n", op, inputs: tys, outputs: &out, consts: &consts };
+        assert!(dlc_lower::gemm::plan(&node).is_some(), "{op:?} {tys:?}");
+        for lanes in [4, 8, 16] {
+            let k = dlc_lower::lower("k", &node, &dlc_lower::Target::with_lanes(lanes)).expect("ported").unwrap();
+            // B lives in the kernel, packed (and a constant bias with a vector epilogue).
+            assert_eq!(k.data[0].name, "bpack");
+            compare_kernel(&k, op, &xs, &out);
+        }
+    }
+    // Without a constant B: the plain loop nests, no packed copy.
+    let tys = vec![f32t(&[3, 4]), f32t(&[4, 5])];
+    let op: Op = MatMul { act: Activation::None }.into();
+    let out = op.infer("n", &tys).unwrap();
+    let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[] };
+    assert!(dlc_lower::gemm::plan(&node).is_none());
+    assert!(dlc_lower::lower("k", &node, &T).unwrap().unwrap().data.is_empty());
+}
+
+#[test]
+fn pointwise_convolutions_with_partial_panels_channel_tails_and_epilogues() {
+    use dlc_ir::ops::{Activation, AutoPad, Conv};
+    let acts = [
+        Activation::None,
+        Activation::Relu,
+        Activation::Clip { min: 0.0, max: 6.0 },
+        Activation::Gelu,
+        Activation::Sigmoid,
+    ];
+    // (x dims, output channels): pixel counts that fill whole panels at some widths and
+    // leave a partial one at others, channel counts with tails, two images, and one
+    // layer big enough for pool tasks.
+    let shapes: [([u64; 4], u64); 4] =
+        [([2, 3, 4, 4], 7), ([1, 5, 3, 5], 16), ([2, 4, 2, 3], 13), ([1, 32, 14, 14], 24)];
+    for (xd, m) in shapes {
+        for (i, act) in acts.into_iter().enumerate() {
+            let op: Op = Conv {
+                kernel_shape: vec![],
+                strides: vec![],
+                pads: vec![],
+                dilations: vec![],
+                group: 1,
+                auto_pad: AutoPad::NotSet,
+                act,
+            }
+            .into();
+            let mut tys = vec![TensorType::fixed(DType::F32, &xd), TensorType::fixed(DType::F32, &[m, xd[1], 1, 1])];
+            // Bias on some cases, bias and residual on others.
+            if i % 2 == 1 || i == 4 {
+                tys.push(TensorType::fixed(DType::F32, &[m]));
+            }
+            if i >= 3 {
+                tys.push(TensorType::fixed(DType::F32, &[xd[0], m, xd[2], xd[3]]));
+            }
+            let Op::Conv(cv) = &op else { unreachable!() };
+            let out = op.infer("n", &tys).unwrap();
+            let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[] };
+            assert!(dlc_lower::conv1x1::applies(&node, cv));
+            let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 30 + i as u64)).collect();
+            for lanes in [4, 8, 16] {
+                let k = dlc_lower::conv1x1::conv1x1("k", &node, cv, &dlc_lower::Target::with_lanes(lanes)).unwrap();
+                compare_kernel(&k, &op, &xs, &out);
+            }
+        }
+    }
+}
+
+#[test]
+fn direct_convolutions_strided_depthwise_and_at_the_borders() {
+    use dlc_ir::ops::{Activation, AutoPad, Conv};
+    let conv = |group: i64, s: i64, p: [i64; 4], act: Activation| -> Op {
+        Conv {
+            kernel_shape: vec![],
+            strides: vec![s, s],
+            pads: p.to_vec(),
+            dilations: vec![1, 1],
+            group,
+            auto_pad: AutoPad::NotSet,
+            act,
+        }
+        .into()
+    };
+    // (op, x dims, w dims, bias, residual): stride 1 and 2 with padding on every side,
+    // a 7x7 stem, rows narrower and wider than a tile, depthwise with a channel group
+    // remainder, and vector and lane-wise activations.
+    type Case = (Op, [u64; 4], [u64; 4], bool, bool);
+    let cases: Vec<Case> = vec![
+        (conv(1, 1, [1, 1, 1, 1], Activation::Relu), [1, 3, 9, 13], [5, 3, 3, 3], true, false),
+        (conv(1, 2, [1, 0, 2, 1], Activation::None), [2, 2, 11, 17], [7, 2, 3, 3], false, false),
+        (conv(1, 2, [3, 3, 3, 3], Activation::Clip { min: 0.0, max: 6.0 }), [1, 3, 20, 20], [4, 3, 7, 7], true, false),
+        (conv(1, 1, [2, 2, 2, 2], Activation::Sigmoid), [1, 4, 7, 7], [13, 4, 5, 5], true, true),
+        (
+            conv(24, 1, [1, 1, 1, 1], Activation::Clip { min: 0.0, max: 6.0 }),
+            [1, 24, 14, 14],
+            [24, 1, 3, 3],
+            true,
+            false,
+        ),
+        (conv(20, 2, [1, 1, 1, 1], Activation::Gelu), [1, 20, 30, 30], [20, 1, 3, 3], true, true),
+        (conv(1, 1, [1, 1, 1, 1], Activation::None), [1, 16, 28, 28], [16, 16, 3, 3], true, false),
+    ];
+    for (op, xd, wd, bias, res) in &cases {
+        let tys = conv_operands(op, xd, wd, *bias, *res);
+        let Op::Conv(cv) = op else { unreachable!() };
+        let out = op.infer("n", &tys).unwrap();
+        let node = dlc_lower::Node { name: "n", op, inputs: &tys, outputs: &out, consts: &[] };
+        let g = cv.geometry("n", &tys[0], &tys[1]).unwrap();
+        let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 60 + i as u64)).collect();
+        for lanes in [4, 8, 16] {
+            let t = dlc_lower::Target::with_lanes(lanes);
+            assert!(dlc_lower::convdirect::applies(&g, cv, &node, &t), "{op:?} at {lanes} lanes");
+            let k = dlc_lower::convdirect::conv_direct("k", &node, cv, &g, &t).unwrap();
+            compare_kernel(&k, op, &xs, &out);
+        }
+    }
+}
+
+#[test]
+fn channel_blocked_convolutions_with_constant_weights() {
+    use dlc_ir::ops::{Activation, AutoPad, Conv};
+    let conv = |s: i64, p: [i64; 4], d: i64, act: Activation| -> Op {
+        Conv {
+            kernel_shape: vec![],
+            strides: vec![s, s],
+            pads: p.to_vec(),
+            dilations: vec![d, d],
+            group: 1,
+            auto_pad: AutoPad::NotSet,
+            act,
+        }
+        .into()
+    };
+    // (op, x dims, w dims, bias, residual): padding on every side and border tiles, a
+    // strided 7x7 stem, dilation, a 1x1 split into rows, channel counts that leave the
+    // last block partly empty, and a layer whose weights make the blocks the outer loop.
+    type Case = (Op, [u64; 4], [u64; 4], bool, bool);
+    let cases: Vec<Case> = vec![
+        (conv(1, [1, 1, 1, 1], 1, Activation::Relu), [1, 3, 9, 30], [20, 3, 3, 3], true, false),
+        (conv(2, [3, 3, 3, 3], 1, Activation::None), [1, 3, 21, 21], [8, 3, 7, 7], true, false),
+        (conv(1, [2, 0, 2, 1], 2, Activation::Gelu), [2, 4, 10, 11], [13, 4, 3, 3], true, true),
+        (conv(1, [0, 0, 0, 0], 1, Activation::Sigmoid), [1, 16, 6, 6], [24, 16, 1, 1], true, true),
+        (
+            conv(1, [1, 1, 1, 1], 1, Activation::Clip { min: 0.0, max: 6.0 }),
+            [1, 128, 4, 4],
+            [64, 128, 3, 3],
+            true,
+            true,
+        ),
+    ];
+    for (op, xd, wd, bias, res) in &cases {
+        let tys = conv_operands(op, xd, wd, *bias, *res);
+        let Op::Conv(cv) = op else { unreachable!() };
+        let out = op.infer("n", &tys).unwrap();
+        let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 70 + i as u64)).collect();
+        let consts = [None, Some(&xs[1])];
+        let node = dlc_lower::Node { name: "n", op, inputs: &tys, outputs: &out, consts: &consts };
+        let g = cv.geometry("n", &tys[0], &tys[1]).unwrap();
+        for lanes in [4, 8, 16] {
+            let t = dlc_lower::Target::with_lanes(lanes);
+            let k = dlc_lower::convblk::conv("k", &node, cv, &g, &t).unwrap();
+            assert_eq!(k.data[0].name, "wpack");
+            compare_kernel(&k, op, &xs, &out);
         }
     }
 }

@@ -23,7 +23,7 @@ fn a_graph_of_ported_ops_runs_as_one_program() {
 ",
     );
     let plan = dlc_passes::plan_memory(&g).unwrap();
-    let p = dlc_lower::program::program(&g, &plan).unwrap();
+    let p = dlc_lower::program::program(&g, &plan, &dlc_lower::Target::with_lanes(8)).unwrap();
     assert!(p.kernels.len() >= 3, "{}", print::program(&p));
     // The text form reads back to the same program.
     let text = print::program(&p);
@@ -51,9 +51,10 @@ fn a_graph_of_ported_ops_runs_as_one_program() {
 #[test]
 fn a_node_not_ported_yet_is_named() {
     let g = graph(
-        "model m(x: f32[2, 3], w: f32[2, 4]) -> (y: f32[3, 4]) {\n  return matmul(relu(transpose(x, perm=[1, 0])), w)\n}\n",
+        "model m(x: f32[1, 4, 3, 3]) -> (y: u8[1, 1, 3, 3, 4]) {\n  \
+         return quant_pack(relu(x), scale=0.1, zero_point=0, pads=[0, 0, 0, 0])\n}\n",
     );
     let plan = dlc_passes::plan_memory(&g).unwrap();
-    let e = dlc_lower::program::program(&g, &plan).unwrap_err();
-    assert!(e.to_string().contains("(matmul): not lowered through kir yet"), "{e}");
+    let e = dlc_lower::program::program(&g, &plan, &dlc_lower::Target::with_lanes(8)).unwrap_err();
+    assert!(e.to_string().contains("(quant_pack): not lowered through kir yet"), "{e}");
 }

@@ -8,7 +8,7 @@
 use super::{Factory, Geometry, Gk, Private, Reduce};
 use crate::kernel::{Kb, R};
 use crate::lower::elementwise::{activation, broadcast_strides, coalesce, Drive};
-use crate::lower::linalg::{attention_dims, mask_term};
+use crate::lower::elementwise::{compute_dtype, convert, llvm_type, widen};
 use crate::lower::movement::{elem_int_type, load_index, GatherGeometry};
 use crate::lower::reduce::{as_rows, per_output, Kind};
 use crate::lower::{emit_body, NodeInfo};
@@ -16,7 +16,7 @@ use dlc_ir::ops::{normalize_axis, Activation, Attention, Gemm, LayerNormalizatio
 use dlc_ir::{DType, Graph, NodeId, Op, OpKind};
 use dlc_lower::linalg::MatMulShape;
 use dlc_lower::pool::{Form, Pool};
-use inkwell::values::{FloatValue, IntValue};
+use inkwell::values::{FloatValue, IntValue, PointerValue};
 use inkwell::IntPredicate;
 
 /// Threads per block of the one-element-per-thread kernels.
@@ -789,7 +789,7 @@ fn layernorm<'ctx>(f: &Factory<'_, 'ctx>, n: &NodeInfo, op: &LayerNormalization)
 /// per key for the scores (kept in shared memory), block reductions for the softmax's
 /// max and sum, then one thread per output channel for the weighted sum of values.
 fn attention<'ctx>(f: &Factory<'_, 'ctx>, n: &NodeInfo, op: &Attention) -> R<Geometry> {
-    let [b, h, sq, sk, d, dv] = attention_dims(n, op)?;
+    let [b, h, sq, sk, d, dv] = dlc_lower::attention::dims(&n.lower_node(), op).map_err(|e| n.unsupported(e.reason))?;
     if (d + sk + 2 * 33) * 4 > 48 * 1024 {
         return Err(n.unsupported(format!("key length {sk} and head size {d} need more than 48 KiB of shared memory")));
     }
@@ -849,4 +849,24 @@ fn attention<'ctx>(f: &Factory<'_, 'ctx>, n: &NodeInfo, op: &Attention) -> R<Geo
         })
     })?;
     gk.finish([sq, h, b])
+}
+
+/// The mask's additive term for score `[bi, hi, i, j]` (see [`Attention`]): a float mask
+/// broadcast to `full`, or `(1 - mask[bi, j]) * padding_fill` for a key-padding mask.
+fn mask_term<'ctx>(
+    kb: &Kb<'_, 'ctx>,
+    op: &Attention,
+    (pm, mdt, mdims): &(PointerValue<'ctx>, DType, Vec<u64>),
+    full: [u64; 4],
+    [bi, hi, i, j]: [IntValue<'ctx>; 4],
+) -> R<FloatValue<'ctx>> {
+    if op.key_padding {
+        let ty = llvm_type(kb, *mdt).expect("numeric");
+        let raw = kb.b.build_load(ty, kb.gep(ty, *pm, kb.lin(&[(bi, full[3]), (j, 1)], 0)?)?, "")?;
+        let mf = convert(kb, widen(kb, raw, *mdt)?, compute_dtype(*mdt), DType::F32)?.into_float_value();
+        kb.fmul(kb.fsub(kb.cf(1.0), mf)?, kb.cf(op.padding_fill))
+    } else {
+        let st = broadcast_strides(mdims, &full);
+        kb.load_f32(*pm, kb.lin(&[(bi, st[0]), (hi, st[1]), (i, st[2]), (j, st[3])], 0)?)
+    }
 }

@@ -11,7 +11,6 @@ mod convblk;
 pub(crate) mod elementwise;
 mod gemm;
 pub(crate) use gemm::vfma;
-pub(crate) mod linalg;
 pub(crate) mod movement;
 mod quant;
 pub(crate) mod reduce;
@@ -23,6 +22,8 @@ pub(crate) struct NodeInfo<'g> {
     pub inputs: Vec<TensorType>,
     pub outputs: &'g [TensorType],
     pub target: &'g TargetSpec,
+    /// The operands' values where they are constants.
+    pub consts: Vec<Option<&'g dlc_ir::TensorData>>,
 }
 
 impl<'g> NodeInfo<'g> {
@@ -35,6 +36,14 @@ impl<'g> NodeInfo<'g> {
             inputs: g.operands(id).iter().map(|v| g.value_type(*v).clone()).collect(),
             outputs: &node.outputs,
             target,
+            consts: g
+                .operands(id)
+                .iter()
+                .map(|v| match &g.node(v.node).op {
+                    Op::Const(c) => Some(&c.value),
+                    _ => None,
+                })
+                .collect(),
         };
         for t in info.inputs.iter().chain(info.outputs) {
             if !t.shape.is_fixed() {
@@ -58,12 +67,19 @@ impl<'g> NodeInfo<'g> {
     /// The node's kir kernel from dlc-lower, when its family is ported (see
     /// [`dlc_lower::lower`]); `None` sends it to the inkwell lowerings below.
     pub fn kir(&self) -> Option<R<dlc_kir::Kernel>> {
-        dlc_lower::lower(self.name, &self.lower_node()).map(|r| r.map_err(|e| self.unsupported(e.reason)))
+        dlc_lower::lower(self.name, &self.lower_node(), &self.target.lowering())
+            .map(|r| r.map_err(|e| self.unsupported(e.reason)))
     }
 
     /// The node as dlc-lower sees it.
     pub fn lower_node(&self) -> dlc_lower::Node<'_> {
-        dlc_lower::Node { name: self.name, op: self.op, inputs: &self.inputs, outputs: self.outputs }
+        dlc_lower::Node {
+            name: self.name,
+            op: self.op,
+            inputs: &self.inputs,
+            outputs: self.outputs,
+            consts: &self.consts,
+        }
     }
 
     /// Fixed dims of operand `i`.
@@ -107,61 +123,19 @@ pub(crate) fn lower_node<'ctx>(
 /// Emits the computation of node `id` (described by `info`) into `kb`, whose parameters
 /// are the operands, then the results.
 pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo) -> R<()> {
-    let target = info.target;
     let node = g.node(id);
     // Families already ported to kir: lowered by dlc-lower, translated by `crate::kir`.
     if let Some(k) = info.kir() {
         return crate::kir::emit(kb, &k?);
     }
-    if let Some((shape, b)) = packed_b(g, id) {
-        let epi = match &node.op {
-            Op::MatMul(op) => gemm::Epilogue::MatMul { bias: (info.inputs.len() == 3).then_some(2), act: op.act },
-            Op::Gemm(op) => {
-                gemm::Epilogue::Gemm { op, c_dims: info.inputs.get(2).map(|t| t.shape.as_fixed().unwrap_or_default()) }
-            }
-            _ => return Err(info.unsupported("internal: packed_b accepts MatMul and Gemm only")),
-        };
-        let bias_const = match (&node.op, g.operands(id).get(2)) {
-            (Op::MatMul(_), Some(v)) => match &g.node(v.node).op {
-                Op::Const(c) => Some(&c.value),
-                _ => None,
-            },
-            _ => None,
-        };
-        gemm::packed(kb, info, &shape, b, epi, bias_const)?;
-        return Ok(());
-    }
     match &node.op {
-        // B given at run time: the plain loop nests, from kir.
-        Op::MatMul(op) => {
-            let k = dlc_lower::linalg::matmul(info.name, &info.lower_node(), op.act)
-                .map_err(|e| info.unsupported(e.reason))?;
-            crate::kir::emit(kb, &k)?
-        }
-        Op::Gemm(op) => {
-            let k =
-                dlc_lower::linalg::gemm(info.name, &info.lower_node(), op).map_err(|e| info.unsupported(e.reason))?;
-            crate::kir::emit(kb, &k)?
-        }
-        Op::Attention(op) => linalg::attention(kb, info, op)?,
-        Op::Conv(op) => {
-            let geom = op.geometry(info.name, &info.inputs[0], &info.inputs[1])?;
-            if let Some(w) = convblk::applies(g, id, target) {
-                convblk::conv(kb, info, op, &geom, w)?
-            } else if gemm::is_pointwise(op, info) {
-                gemm::conv1x1(kb, info, op)?
-            } else if gemm::direct_ok(&geom, op, info) {
-                gemm::conv_direct(kb, info, op, &geom)?
-            } else {
-                // The plain direct convolution, from kir.
-                let k =
-                    dlc_lower::conv::conv(info.name, &info.lower_node(), op).map_err(|e| info.unsupported(e.reason))?;
-                crate::kir::emit(kb, &k)?
-            }
-        }
         // Lowered through kir above (dlc-lower): data movement, norms, reductions,
         // pools and the elementwise family.
         Op::MaxPool(_)
+        | Op::Conv(_)
+        | Op::MatMul(_)
+        | Op::Gemm(_)
+        | Op::Attention(_)
         | Op::ConvTranspose(_)
         | Op::GridSample(_)
         | Op::Einsum(_)
@@ -283,16 +257,22 @@ pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo)
     Ok(())
 }
 
-/// For a MatMul or Gemm whose B is a 2-D f32 constant (and A is read row-major), the
-/// product's shape and B: such nodes use the packed-GEMM kernel, which carries its own
-/// packed copy of B (so B's global is not emitted when nothing else reads it).
 /// Whether node `id` reads its operand `operand` only from a copy its kernel packs at
 /// compile time (so the weight needs no global of its own).
 pub(crate) fn prepacks(g: &Graph, id: NodeId, operand: usize, target: &TargetSpec) -> bool {
     if let Op::QConv(_) = g.node(id).op {
         return (1..=3).contains(&operand) && (1..=3).all(|i| qconv_const(g, id, i).is_some());
     }
-    operand == 1 && (packed_b(g, id).is_some() || convblk::applies(g, id, target).is_some())
+    let packed = || {
+        NodeInfo::of(g, id, target).is_ok_and(|n| {
+            let node = n.lower_node();
+            match n.op {
+                Op::Conv(op) => dlc_lower::convblk::applies(&node, op, &target.lowering()).is_some(),
+                _ => dlc_lower::gemm::plan(&node).is_some(),
+            }
+        })
+    };
+    operand == 1 && packed()
 }
 
 /// Operand `i` of a QConv when it is a constant (the kernel packs it).
@@ -301,33 +281,6 @@ fn qconv_const(g: &Graph, id: NodeId, i: usize) -> Option<&dlc_ir::TensorData> {
         Op::Const(c) => Some(&c.value),
         _ => None,
     }
-}
-
-pub(crate) fn packed_b(g: &Graph, id: NodeId) -> Option<(gemm::Shape, &dlc_ir::TensorData)> {
-    let ops = g.operands(id);
-    let b = match &g.node(ops.get(1)?.node).op {
-        Op::Const(c) => &c.value,
-        _ => return None,
-    };
-    let types: Vec<TensorType> = ops.iter().map(|v| g.value_type(*v).clone()).collect();
-    if !gemm::packable(Some(b), &types) || !g.node(id).outputs[0].shape.is_fixed() {
-        return None;
-    }
-    let a = types[0].shape.as_fixed()?;
-    let bd = b.ty().shape.as_fixed()?;
-    let shape = match &g.node(id).op {
-        Op::MatMul(_) if !a.is_empty() => {
-            let k = *a.last()?;
-            let m = a[..a.len() - 1].iter().product::<u64>();
-            (bd[0] == k).then_some(gemm::Shape { m, k, n: bd[1], trans_b: false })?
-        }
-        Op::Gemm(op) if !op.trans_a && a.len() == 2 => {
-            let (k, n) = if op.trans_b { (bd[1], bd[0]) } else { (bd[0], bd[1]) };
-            (a[1] == k).then_some(gemm::Shape { m: a[0], k, n, trans_b: op.trans_b })?
-        }
-        _ => return None,
-    };
-    Some((shape, b))
 }
 
 impl From<dlc_ir::IrError> for CodegenError {

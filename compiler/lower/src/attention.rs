@@ -1,0 +1,293 @@
+//! Attention over packed heads, f32 (see [`Attention`]): one query row at a time, its
+//! scores in a scratch row of `Sk` floats with their running max, the exponentials
+//! and their sum, then the weighted sum of value rows.
+//!
+//! Two forms of the same computation, picked by the target's vector width `w`:
+//! - [`vector`] when `w` divides both head sizes (and they are at most `8w` and `16w`):
+//!   one pool task per query row ([`crate::par`]), q's row held in `D/w` registers,
+//!   each score a `w`-lane FMA dot product summed by halving shuffles, the
+//!   exponentials by whole vectors with dlc's fast exp (a scalar tail with `expf`),
+//!   the output row accumulated in `Dv/w` registers by FMA over the value rows;
+//! - [`scalar`] otherwise: a serial nest over (batch, head, query row) with `expf`.
+//!
+//! (The CUDA attention kernel, one block per query row with block reductions, is still
+//! an inkwell kernel of dlc-codegen-llvm's `gpu` module.)
+use crate::{par, LowerError, Node, Target};
+use dlc_ir::ops::Attention;
+use dlc_ir::DType;
+use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
+
+const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
+
+fn c(v: u64) -> Expr {
+    Expr::c(v as i64)
+}
+
+fn lin(terms: &[(&Expr, u64)]) -> Expr {
+    terms.iter().fold(Expr::c(0), |a, (i, s)| &a + &(*i * &c(*s)))
+}
+
+fn konst(b: &mut KernelBuilder, ty: Ty, v: f64) -> ValId {
+    b.let_(Inst::Const { ty, lit: Lit::Float(v) })
+}
+
+fn get(b: &mut KernelBuilder, l: u32) -> ValId {
+    b.let_(Inst::Get(l))
+}
+
+/// `a < b ? b : a` (the running max as the inkwell kernels computed it: a NaN score
+/// is kept only when it comes first).
+fn fmax(b: &mut KernelBuilder, x: ValId, y: ValId) -> ValId {
+    let lt = b.cmp(CmpOp::FOlt, x, y);
+    b.select(lt, y, x)
+}
+
+/// The sum of a vector's lanes by halving (a fixed tree order): the low half plus the
+/// high half until one lane is left.
+pub fn hsum(b: &mut KernelBuilder, v: ValId, lanes: u32) -> ValId {
+    let (mut v, mut n) = (v, lanes);
+    while n > 1 {
+        let half = n / 2;
+        let lo = b.let_(Inst::Shuffle(v, v, (0..half).collect()));
+        let hi = b.let_(Inst::Shuffle(v, v, (half..n).collect()));
+        v = b.bin(BinOp::FAdd, lo, hi);
+        n = half;
+    }
+    v
+}
+
+/// `[batch, heads, query length, key length, head size, value head size]` of an f32
+/// Attention node.
+pub fn dims(n: &Node, op: &Attention) -> Result<[u64; 6], LowerError> {
+    for t in n.inputs[..3].iter().chain(n.outputs) {
+        if t.dtype != DType::F32 {
+            return Err(n.error(format!("dtype {} is not supported yet (f32 only)", t.dtype)));
+        }
+    }
+    let (q, k, v) = (n.fixed_in(0)?, n.fixed_in(1)?, n.fixed_in(2)?);
+    let h = op.heads as u64;
+    Ok([q[0], h, q[1], k[1], q[2] / h, v[2] / h])
+}
+
+/// The mask operand (3): its dtype and dims.
+type Mask = Option<(DType, Vec<u64>)>;
+
+/// The mask's additive term for score `[bi, hi, i, j]`: a float mask broadcast to
+/// `full`, or `(1 - mask[bi, j]) * padding_fill` for a key-padding mask of any dtype.
+fn mask_term(
+    b: &mut KernelBuilder,
+    op: &Attention,
+    (dt, dims): &(DType, Vec<u64>),
+    full: [u64; 4],
+    idx: [&Expr; 4],
+) -> ValId {
+    let [bi, hi, i, j] = idx;
+    if op.key_padding {
+        let mf = crate::dtype::load_as(b, 3, lin(&[(bi, full[3]), (j, 1)]), *dt, DType::F32);
+        let one = konst(b, F32, 1.0);
+        let keep = b.bin(BinOp::FSub, one, mf);
+        let fill = konst(b, F32, op.padding_fill as f64);
+        b.bin(BinOp::FMul, keep, fill)
+    } else {
+        let st = crate::shape::broadcast_strides_fixed(dims, &full);
+        b.load(F32, 3, lin(&[(bi, st[0]), (hi, st[1]), (i, st[2]), (j, st[3])]), 4)
+    }
+}
+
+/// `row[j] = expf(row[j] - m)` for `j` in `lo..hi`, each added to local `sum`.
+fn exp_shift_sum(b: &mut KernelBuilder, row: u32, m: ValId, sum: u32, lo: u64, hi: u64) {
+    b.for_(c(lo), c(hi), LoopKind::Serial, |b, j| {
+        let x = b.load(F32, row, j.clone(), 4);
+        let d = b.bin(BinOp::FSub, x, m);
+        let e = b.let_(Inst::Call { func: "expf".into(), args: vec![d], ty: F32 });
+        b.store(row, j, e, 4);
+        let s = get(b, sum);
+        let s2 = b.bin(BinOp::FAdd, s, e);
+        b.stmt(Stmt::Set(sum, s2));
+    });
+}
+
+/// The Attention kernel of node `n` for target `t`.
+pub fn attention(name: &str, n: &Node, op: &Attention, t: &Target) -> Result<Kernel, LowerError> {
+    let [b, h, sq, sk, d, dv] = dims(n, op)?;
+    if sk > 1 << 14 {
+        return Err(n.error(format!("key length {sk} is above 16384 (the score row lives on the stack)")));
+    }
+    let mask = match n.inputs.get(3) {
+        Some(m) => Some((m.dtype, n.fixed_in(3)?)),
+        None => None,
+    };
+    let w = t.f32_lanes as u64;
+    let shape = AttnDims { b, h, sq, sk, d, dv };
+    if w > 1 && d % w == 0 && dv % w == 0 && d / w <= 8 && dv / w <= 16 {
+        Ok(vector(name, op, shape, w as u32, &mask))
+    } else {
+        Ok(scalar(name, op, shape, &mask))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct AttnDims {
+    b: u64,
+    h: u64,
+    sq: u64,
+    sk: u64,
+    d: u64,
+    dv: u64,
+}
+
+fn params(mask: &Mask) -> Vec<Access> {
+    let mut p = vec![Access::Read; 3 + mask.is_some() as usize];
+    p.push(Access::Write);
+    p
+}
+
+/// The scalar form: a serial nest over (batch, head, query row).
+fn scalar(name: &str, op: &Attention, t: AttnDims, mask: &Mask) -> Kernel {
+    let AttnDims { b: nb, h, sq, sk, d, dv } = t;
+    let mut b = KernelBuilder::new(name, &params(mask));
+    let py = 3 + mask.is_some() as u32;
+    let row = b.scratch(Elem::F32, sk);
+    b.nest(&[c(nb), c(h), c(sq)], LoopKind::Serial, |b, idx| {
+        let (bi, hi, i) = (&idx[0], &idx[1], &idx[2]);
+        let q_row = lin(&[(bi, sq * h * d), (i, h * d), (hi, d)]);
+        let ninf = konst(b, F32, f64::NEG_INFINITY);
+        let mx = b.local(F32, ninf);
+        b.for_(c(0), c(sk), LoopKind::Serial, |b, j| {
+            let k_row = lin(&[(bi, sk * h * d), (&j, h * d), (hi, d)]);
+            let zero = konst(b, F32, 0.0);
+            let acc = b.local(F32, zero);
+            b.for_(c(0), c(d), LoopKind::Serial, |b, e| {
+                let qv = b.load(F32, 0, &q_row + &e, 4);
+                let kv = b.load(F32, 1, &k_row + &e, 4);
+                let a = get(b, acc);
+                let p = b.bin(BinOp::FMul, qv, kv);
+                let a2 = b.bin(BinOp::FAdd, a, p);
+                b.stmt(Stmt::Set(acc, a2));
+            });
+            let a = get(b, acc);
+            let scale = konst(b, F32, op.scale as f64);
+            let mut s = b.bin(BinOp::FMul, a, scale);
+            if let Some(m) = mask {
+                let term = mask_term(b, op, m, [nb, h, sq, sk], [bi, hi, i, &j]);
+                s = b.bin(BinOp::FAdd, s, term);
+            }
+            b.store(row, j, s, 4);
+            let cur = get(b, mx);
+            let next = fmax(b, cur, s);
+            b.stmt(Stmt::Set(mx, next));
+        });
+        let zero = konst(b, F32, 0.0);
+        let sum = b.local(F32, zero);
+        let m = get(b, mx);
+        exp_shift_sum(b, row, m, sum, 0, sk);
+        let one = konst(b, F32, 1.0);
+        let s = get(b, sum);
+        let inv = b.bin(BinOp::FDiv, one, s);
+        let y_row = lin(&[(bi, sq * h * dv), (i, h * dv), (hi, dv)]);
+        b.for_(c(0), c(dv), LoopKind::Serial, |b, e| {
+            let zero = konst(b, F32, 0.0);
+            b.store(py, &y_row + &e, zero, 4);
+        });
+        b.for_(c(0), c(sk), LoopKind::Serial, |b, j| {
+            let r = b.load(F32, row, j.clone(), 4);
+            let p = b.bin(BinOp::FMul, r, inv);
+            let v_row = lin(&[(bi, sk * h * dv), (&j, h * dv), (hi, dv)]);
+            b.for_(c(0), c(dv), LoopKind::Serial, |b, e| {
+                let yi = &y_row + &e;
+                let vv = b.load(F32, 2, &v_row + &e, 4);
+                let y = b.load(F32, py, yi.clone(), 4);
+                let pv = b.bin(BinOp::FMul, p, vv);
+                let y2 = b.bin(BinOp::FAdd, y, pv);
+                b.store(py, yi, y2, 4);
+            });
+        });
+    });
+    b.finish()
+}
+
+/// The vector form: one pool task per query row, vectors of `w` lanes along the head
+/// dims.
+fn vector(name: &str, op: &Attention, t: AttnDims, w: u32, mask: &Mask) -> Kernel {
+    let AttnDims { b: nb, h, sq, sk, d, dv } = t;
+    let wu = w as u64;
+    let vt = Ty::vec(Elem::F32, w);
+    let mut b = KernelBuilder::new(name, &params(mask));
+    let py = 3 + mask.is_some() as u32;
+    let row = b.scratch(Elem::F32, sk);
+    let flops = 2 * nb * h * sq * sk * (d + dv);
+    par(&mut b, nb * h * sq, flops, |b, task| {
+        let bi = task.floor_div(&c(h * sq));
+        let hi = task.floor_div(&c(sq)).modulo(&c(h));
+        let i = task.modulo(&c(sq));
+        let q_row = lin(&[(&bi, sq * h * d), (&i, h * d), (&hi, d)]);
+        let qs: Vec<ValId> = (0..d / wu).map(|cc| b.load(vt, 0, &q_row + &c(cc * wu), 4)).collect();
+        let ninf = konst(b, F32, f64::NEG_INFINITY);
+        let mx = b.local(F32, ninf);
+        b.for_(c(0), c(sk), LoopKind::Serial, |b, j| {
+            let k_row = lin(&[(&bi, sk * h * d), (&j, h * d), (&hi, d)]);
+            let mut acc = konst(b, vt, 0.0);
+            for (cc, q) in qs.iter().enumerate() {
+                let kv = b.load(vt, 1, &k_row + &c(cc as u64 * wu), 4);
+                acc = b.let_(Inst::Fma(*q, kv, acc));
+            }
+            let dot = hsum(b, acc, w);
+            let scale = konst(b, F32, op.scale as f64);
+            let mut s = b.bin(BinOp::FMul, dot, scale);
+            if let Some(m) = mask {
+                let term = mask_term(b, op, m, [nb, h, sq, sk], [&bi, &hi, &i, &j]);
+                s = b.bin(BinOp::FAdd, s, term);
+            }
+            b.store(row, j, s, 4);
+            let cur = get(b, mx);
+            let next = fmax(b, cur, s);
+            b.stmt(Stmt::Set(mx, next));
+        });
+        // Exponentials: whole vectors with the fast exp, a scalar tail with expf.
+        let m = get(b, mx);
+        let ms = b.let_(Inst::Splat(m, w));
+        let vzero = konst(b, vt, 0.0);
+        let vsum = b.local(vt, vzero);
+        b.for_(c(0), c(sk / wu), LoopKind::Serial, |b, cc| {
+            let j = &cc * &c(wu);
+            let x = b.load(vt, row, j.clone(), 4);
+            let dlt = b.bin(BinOp::FSub, x, ms);
+            let e = crate::fastmath::exp(b, dlt, w);
+            b.store(row, j, e, 4);
+            let a = get(b, vsum);
+            let a2 = b.bin(BinOp::FAdd, a, e);
+            b.stmt(Stmt::Set(vsum, a2));
+        });
+        let vs = get(b, vsum);
+        let total = hsum(b, vs, w);
+        let sum = b.local(F32, total);
+        exp_shift_sum(b, row, m, sum, sk / wu * wu, sk);
+        let one = konst(b, F32, 1.0);
+        let s = get(b, sum);
+        let inv = b.bin(BinOp::FDiv, one, s);
+        let accs: Vec<u32> = (0..dv / wu)
+            .map(|_| {
+                let z = konst(b, vt, 0.0);
+                b.local(vt, z)
+            })
+            .collect();
+        b.for_(c(0), c(sk), LoopKind::Serial, |b, j| {
+            let r = b.load(F32, row, j.clone(), 4);
+            let p = b.bin(BinOp::FMul, r, inv);
+            let ps = b.let_(Inst::Splat(p, w));
+            let v_row = lin(&[(&bi, sk * h * dv), (&j, h * dv), (&hi, dv)]);
+            for (cc, a) in accs.iter().enumerate() {
+                let vv = b.load(vt, 2, &v_row + &c(cc as u64 * wu), 4);
+                let cur = get(b, *a);
+                let next = b.let_(Inst::Fma(ps, vv, cur));
+                b.stmt(Stmt::Set(*a, next));
+            }
+        });
+        let y_row = lin(&[(&bi, sq * h * dv), (&i, h * dv), (&hi, dv)]);
+        for (cc, a) in accs.iter().enumerate() {
+            let v = get(b, *a);
+            b.store(py, &y_row + &c(cc as u64 * wu), v, 4);
+        }
+    });
+    b.finish()
+}

@@ -1,0 +1,375 @@
+//! Direct convolution with vectors along output channels, f32, for convolutions whose
+//! weights are constants (every CNN layer after BatchNorm folding).
+//!
+//! The weights are packed at compile time into blocks of `CB = NF * W` output channels,
+//! `[block][ky][c][kx][CB]` (zero-padded past the last channel), a constant array of
+//! the kernel, so one tap of one input channel is `NF` contiguous vector loads. A tile
+//! is `NP` output pixels of one row by one block: for each input channel and tap, each
+//! pixel's input value is broadcast once and multiplied into the block's `NF` weight
+//! vectors, `NF x NP` accumulators in registers. Unlike vectors along pixels, no lanes
+//! are wasted on rows that are not a multiple of the vector width (the 28-, 14- and
+//! 7-pixel rows of late CNN stages), a stride or dilation only changes which scalar is
+//! broadcast, and each broadcast feeds `NF` FMAs. Tiles that reach into the left or
+//! right padding are unrolled with the out-of-image taps left out at compile time; the
+//! others run in a loop. The output is stored in NCHW, lane by lane, after the epilogue
+//! (bias, residual, activation) in registers; the stores are a few per thousand FMAs.
+//!
+//! [`tile_shape`] is the cost model that picks `(NF, NP)`, and with [`crate::conv1x1::cost`]
+//! whether a 1x1 convolution takes this kernel or the pixel-vector GEMM ([`applies`]).
+use crate::conv1x1::{pixel_epilogue, pointwise, tile_cycles};
+use crate::{par, LowerError, Node, Target};
+use dlc_ir::ops::{Conv, PoolGeometry};
+use dlc_ir::{DType, TensorData};
+use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
+
+const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
+
+fn c(v: u64) -> Expr {
+    Expr::c(v as i64)
+}
+
+/// The constant weights of a convolution this kernel takes for target `t`: one group,
+/// f32, 2-D, dims known; a plain 1x1 only where the cost model prefers it to the
+/// pixel-vector GEMM of [`crate::conv1x1`] (small images, whose pixel count leaves much
+/// of that kernel's last panel empty).
+pub fn applies<'g>(n: &Node<'g>, op: &Conv, t: &Target) -> Option<&'g TensorData> {
+    let w = n.consts.get(1).copied().flatten()?;
+    let f32_fixed = n.inputs.iter().chain(n.outputs).all(|t| t.dtype == DType::F32 && t.shape.is_fixed());
+    let wd = w.ty().shape.as_fixed()?;
+    if op.group != 1 || wd.len() != 4 || !f32_fixed {
+        return None;
+    }
+    if pointwise(op, &wd) {
+        let y = n.outputs[0].shape.as_fixed()?;
+        let (m, p, vw) = (wd[0], y[2] * y[3], t.f32_lanes.max(1) as u64);
+        let blocked = tile_shape(vw, m, pointwise_rows(p).1, wd[1]).0;
+        return (blocked < crate::conv1x1::cost(vw, m, p, wd[1])).then_some(w);
+    }
+    Some(w)
+}
+
+/// A 1x1 convolution's `p` pixels seen as `rows x cols` (rows are where tasks split; the
+/// pixels of a row are contiguous and need no padding checks): the fewest rows that
+/// keep a row at most 256 pixels.
+fn pointwise_rows(p: u64) -> (u64, u64) {
+    let rows = (1..=p).find(|&d| p.is_multiple_of(d) && p / d <= 256).unwrap_or(p);
+    (rows, p / rows)
+}
+
+/// The tile shape `(NF, NP)` for a layer: `NF` filter vectors (`NF * W` output channels)
+/// by `NP` pixels, chosen by a small cost model over the shapes whose `NF * NP`
+/// accumulators, `NF` weight vectors and one broadcast fit the vector registers (16 with
+/// AVX2, 32 with AVX-512 and NEON). Each tile costs [`tile_cycles`] per input channel
+/// and tap; the cost of a row's tiles (the last one may be narrower) over its channel
+/// blocks (the last one may be partly padding), divided by the useful work, plus the
+/// lane-by-lane stores, picks the shape. Returns the cost (cycles per output element
+/// and input channel) and the shape.
+pub fn tile_shape(w: u64, m: u64, ow: u64, taps: u64) -> (f64, (u64, u64)) {
+    let regs = if w == 8 { 16 } else { 32 };
+    let mut best = (f64::INFINITY, (1, 1));
+    for nf in 1..=4u64 {
+        for np in 1..=ow.min(12) {
+            if nf * np + nf + 1 > regs {
+                continue;
+            }
+            let from_l2 = if nf * w * 4 * taps > 16 * 1024 { nf } else { 0 };
+            let tile = |cnt: u64| tile_cycles(nf * cnt, nf + cnt, from_l2);
+            let row = (ow / np) as f64 * tile(np) + if !ow.is_multiple_of(np) { tile(ow % np) } else { 0.0 };
+            let blocks = m.div_ceil(nf * w) as f64;
+            // Plus the stores: lane by lane (the lanes run along channels, NCHW wants
+            // pixels contiguous), about a cycle per element, spread over the taps.
+            let cost = row * blocks / (m * ow) as f64 + 1.0 / taps as f64;
+            // Ties go to fewer pixels per tile (measured: the wider tiles of a tie
+            // spill more often around the border tiles).
+            let (bc, (_, bp)) = best;
+            if cost < bc - 1e-9 || (cost < bc + 1e-9 && np < bp) {
+                best = (cost, (nf, np));
+            }
+        }
+    }
+    best
+}
+
+/// Packs `[M, C, KH, KW]` weights into `[ceil(M / cb)][KH][C][KW][cb]` (the order the
+/// kernel reads them: kernel rows, then input channels).
+pub fn pack(w: &[f32], [m, c, kh, kw]: [u64; 4], cb: u64) -> Vec<f32> {
+    let blocks = m.div_ceil(cb);
+    let mut out = vec![0.0; (blocks * kh * c * kw * cb) as usize];
+    for co in 0..m {
+        let (b, lane) = (co / cb, co % cb);
+        for ci in 0..c {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let src = ((co * c + ci) * kh + ky) * kw + kx;
+                    let dst = ((((b * kh + ky) * c + ci) * kw + kx) * cb) + lane;
+                    out[dst as usize] = w[src as usize];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What one task (an output row and a channel block) works on.
+struct Task {
+    img: Expr,
+    oy: Expr,
+    blk: Expr,
+    /// Whether this is the last, partly filled channel block (when there is one).
+    last: Option<ValId>,
+    /// The kernel rows inside the image for this output row (i64 values).
+    kys: (ValId, ValId),
+}
+
+/// Task `t` of `images x oh x blocks` as `(image, output row, channel block)`: rows
+/// inner when `weights_outer` (each block's weights stay in cache), else blocks inner.
+pub fn block_task(t: &Expr, oh: u64, blocks: u64, weights_outer: bool) -> (Expr, Expr, Expr) {
+    let img = t.floor_div(&c(oh * blocks));
+    let r = t.modulo(&c(oh * blocks));
+    if weights_outer {
+        (img, r.modulo(&c(oh)), r.floor_div(&c(oh)))
+    } else {
+        (img, r.floor_div(&c(blocks)), r.modulo(&c(blocks)))
+    }
+}
+
+/// The channel-blocked convolution kernel of node `n` (whose weights [`applies`]
+/// returned) with geometry `g` for target `t`. Parameters: X, W (unread: the kernel
+/// carries its packed copy), the optional bias and residual, then Y.
+pub fn conv(name: &str, n: &Node, op: &Conv, g: &PoolGeometry, t: &Target) -> Result<Kernel, LowerError> {
+    let weights = n
+        .consts
+        .get(1)
+        .copied()
+        .flatten()
+        .ok_or_else(|| n.error("internal: blocked Conv weights are not a constant"))?;
+    let (x, wd) = (n.fixed_in(0)?, n.fixed_in(1)?);
+    if x.len() != 4 || wd.len() != 4 {
+        return Err(n.error("only 2-D convolutions are supported"));
+    }
+    let (batch, ch, h, wi) = (x[0], x[1], x[2], x[3]);
+    let (m, kh, kw) = (wd[0], wd[2], wd[3]);
+    let [mut oh, mut ow] = g.output;
+    // A 1x1 convolution: any split of the pixels into rows will do (no padding, stride 1).
+    let (h, wi) = if pointwise(op, &wd) {
+        (oh, ow) = pointwise_rows(oh * ow);
+        (oh, ow)
+    } else {
+        (h, wi)
+    };
+    let (sy, sx) = (g.strides[0], g.strides[1]);
+    let (dy, dx) = (g.dilations[0], g.dilations[1]);
+    let (pt, pl) = (g.pad_begin[0], g.pad_begin[1]);
+    let w = t.f32_lanes.max(1) as u64;
+    let (_, (nf, np)) = tile_shape(w, m, ow, ch * kh * kw);
+    let cb = nf * w;
+    tracing::debug!(node = n.name, nf, np, lanes = w, "channel-blocked convolution tile");
+    let blocks = m.div_ceil(cb);
+    let taps = ch * kh * kw;
+    let wv = weights.to_f32().ok_or_else(|| n.error("convolution weights must be f32"))?;
+    let vt = Ty::vec(Elem::F32, w as u32);
+    let n_in = n.inputs.len();
+    let (has_bias, has_res) = (n_in >= 3, n_in == 4);
+    let py = n_in as u32;
+    let mut params = vec![Access::Read; n_in];
+    params.push(Access::Write);
+    let mut b = KernelBuilder::new(name, &params);
+    let packed: Vec<u8> = pack(&wv, [m, ch, kh, kw], cb).iter().flat_map(|v| v.to_le_bytes()).collect();
+    let pw = b.data("wpack", Elem::F32, packed);
+    // Whether input column `ox * sx + kx * dx - pl` lies inside the row.
+    let col = |ox: u64, kx: u64| (ox * sx + kx * dx) as i64 - pl as i64;
+    let inside = |ox: u64, kx: u64| (0..wi as i64).contains(&col(ox, kx));
+    // Pixel tiles along the row; a tile is interior when every tap of every pixel is.
+    let tiles: Vec<(u64, u64)> = (0..ow.div_ceil(np)).map(|t| (t * np, np.min(ow - t * np))).collect();
+    let interior = |&(ox0, cnt): &(u64, u64)| cnt == np && (0..cnt).all(|p| (0..kw).all(|kx| inside(ox0 + p, kx)));
+    let first = tiles.iter().position(interior).unwrap_or(tiles.len());
+    let end = first + tiles[first..].iter().take_while(|t| interior(t)).count();
+
+    // One tile: pixels ox0.. (`cnt` of them; `ox0c` is ox0 when it is a compile-time
+    // constant, which border tiles are) of the task's row and channel block.
+    let tile = |b: &mut KernelBuilder, task: &Task, ox0: Expr, ox0c: Option<u64>, cnt: u64| {
+        let accs: Vec<u32> = (0..nf * cnt)
+            .map(|_| {
+                let z = b.let_(Inst::Const { ty: vt, lit: Lit::Float(0.0) });
+                b.local(vt, z)
+            })
+            .collect();
+        let wblk = &task.blk * &c(taps * cb);
+        // Input offset of pixel p at kernel column 0, relative to the row start.
+        let xcol = &ox0 * &c(sx);
+        let img_base = &task.img * &c(ch * h * wi);
+        // The kernel columns' offsets, opaque: otherwise LLVM merges the loads that
+        // several (p, kx) pairs share and keeps them all live across the kernel
+        // columns, spilling accumulators.
+        let kxo: Vec<Expr> = (0..kw)
+            .map(|kx| {
+                let v = b.i64((kx * dx) as i64);
+                Expr::val(b.let_(Inst::Opaque(v)))
+            })
+            .collect();
+        // Kernel rows outer (only those inside the image: a loop with bounds, not a
+        // branch per row), input channels inner, so the innermost loop has no control
+        // flow and streams the packed weights.
+        let (ky_lo, ky_hi) = task.kys;
+        b.for_(Expr::val(ky_lo), Expr::val(ky_hi), LoopKind::Serial, |b, ky| {
+            let iy = &(&(&task.oy * &c(sy)) + &(&ky * &c(dy))) - &c(pt);
+            let row0 = &(&img_base + &(&iy * &c(wi))) + &xcol;
+            let wky = &wblk + &(&ky * &c(ch * kw * cb));
+            b.for_(c(0), c(ch), LoopKind::Serial, |b, ci| {
+                let row = &row0 + &(&ci * &c(h * wi));
+                let tap0 = &wky + &(&ci * &c(kw * cb));
+                for kx in 0..kw {
+                    let ws: Vec<ValId> = (0..nf).map(|f| b.load(vt, pw, &tap0 + &c(kx * cb + f * w), 4)).collect();
+                    for p in 0..cnt {
+                        if let Some(o) = ox0c {
+                            if !inside(o + p, kx) {
+                                continue;
+                            }
+                        }
+                        // row + kx*dx + p*sx - pl (>= 0 for taps inside the image).
+                        let off = (p * sx) as i64 - pl as i64;
+                        let idx = &(&row + &kxo[kx as usize]) + &Expr::c(off);
+                        let xv = b.load(F32, 0, idx, 4);
+                        let xb = b.let_(Inst::Splat(xv, w as u32));
+                        for f in 0..nf {
+                            let slot = accs[(f * cnt + p) as usize];
+                            let cur = b.let_(Inst::Get(slot));
+                            let next = b.let_(Inst::Fma(xb, ws[f as usize], cur));
+                            b.stmt(Stmt::Set(slot, next));
+                        }
+                    }
+                }
+            });
+        });
+        // Epilogue and stores: lane l of filter vector f is channel blk*cb + f*w + l.
+        let co0 = &task.blk * &c(cb);
+        let valid_last = m - (blocks - 1) * cb;
+        for f in 0..nf {
+            // Lanes past the last channel exist only in the last block.
+            let lanes_here = if f * w >= valid_last { 0 } else { (valid_last - f * w).min(w) };
+            let chan = &co0 + &c(f * w);
+            let body = |b: &mut KernelBuilder, lanes: u64| {
+                let bias = has_bias.then(|| {
+                    let mut v = b.let_(Inst::Const { ty: vt, lit: Lit::Float(0.0) });
+                    for l in 0..lanes {
+                        let x = b.load(F32, 2, &chan + &c(l), 4);
+                        v = b.let_(Inst::Insert(v, x, l as u32));
+                    }
+                    v
+                });
+                for p in 0..cnt {
+                    let mut v = b.let_(Inst::Get(accs[(f * cnt + p) as usize]));
+                    // y[img][chan + l][oy][ox]
+                    let y0 = &(&(&(&task.img * &c(m * oh * ow)) + &(&chan * &c(oh * ow))) + &(&task.oy * &c(ow)))
+                        + &(&ox0 + &c(p));
+                    if has_res {
+                        let mut r = b.let_(Inst::Const { ty: vt, lit: Lit::Float(0.0) });
+                        for l in 0..lanes {
+                            let x = b.load(F32, 3, &y0 + &c(l * oh * ow), 4);
+                            r = b.let_(Inst::Insert(r, x, l as u32));
+                        }
+                        v = b.bin(BinOp::FAdd, v, r);
+                    }
+                    let v = pixel_epilogue(b, op.act, v, w as u32, bias, None);
+                    for l in 0..lanes {
+                        let x = b.let_(Inst::Extract(v, l as u32));
+                        b.store(py, &y0 + &c(l * oh * ow), x, 4);
+                    }
+                }
+            };
+            match task.last {
+                Some(is_last) if lanes_here < w => b.if_(is_last, |b| body(b, lanes_here), |b| body(b, w)),
+                _ => body(b, w),
+            }
+        }
+    };
+
+    let flops = 2 * batch * m * taps * oh * ow;
+    // Loop order: when the layer's weights are larger than about half an L2 cache, each
+    // channel block visits every output row before the next block, so the block's
+    // weights stay in cache (the input, read once per block, is then the smaller of the
+    // two); otherwise rows outer.
+    let weights_outer = m * taps * 4 > 256 * 1024;
+    par(&mut b, batch * oh * blocks, flops, |b, tk| {
+        let (img, oy, blk) = block_task(&tk, oh, blocks, weights_outer);
+        // The kernel rows that fall inside the image for this output row:
+        // 0 <= oy*sy + ky*dy - pt < h, as ceil((v) / dy) clamped to [0, kh].
+        let bound = |b: &mut KernelBuilder, v: Expr| -> ValId {
+            let vv = b.index(v.clone());
+            let zero = b.i64(0);
+            let pos = b.cmp(CmpOp::Sgt, vv, zero);
+            let up = b.index(&v + &c(dy - 1));
+            let dyv = b.i64(dy as i64);
+            let q = b.bin(BinOp::SDiv, up, dyv);
+            b.select(pos, q, zero)
+        };
+        let lo = bound(b, &c(pt) - &(&oy * &c(sy)));
+        let hi0 = bound(b, &c(h + pt) - &(&oy * &c(sy)));
+        let khv = b.i64(kh as i64);
+        let over = b.cmp(CmpOp::Sgt, hi0, khv);
+        let hi = b.select(over, khv, hi0);
+        let last = (m % cb != 0).then(|| {
+            let bv = b.index(blk.clone());
+            let lb = b.i64(blocks as i64 - 1);
+            b.cmp(CmpOp::Eq, bv, lb)
+        });
+        let task = Task { img, oy, blk, last, kys: (lo, hi) };
+        for &(ox0, cnt) in &tiles[..first] {
+            tile(b, &task, c(ox0), Some(ox0), cnt);
+        }
+        if end > first {
+            b.for_(c(first as u64), c(end as u64), LoopKind::Serial, |b, tt| tile(b, &task, &tt * &c(np), None, np));
+        }
+        for &(ox0, cnt) in &tiles[end..] {
+            tile(b, &task, c(ox0), Some(ox0), cnt);
+        }
+    });
+    Ok(b.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_shapes_fit_the_registers_and_keep_the_fma_units_busy() {
+        for (w, regs) in [(4, 32), (8, 16), (16, 32)] {
+            for m in [3, 20, 64, 128, 256, 512] {
+                for ow in [1, 2, 3, 7, 14, 28, 56, 112] {
+                    let (_, (nf, np)) = tile_shape(w, m, ow, 576);
+                    assert!(nf * np + nf < regs, "w={w} m={m} ow={ow}: {nf}x{np}");
+                    assert!(np <= ow);
+                    // Wide enough rows and enough channels give at least 8 accumulators.
+                    if ow >= 7 && m >= 2 * w {
+                        assert!(nf * np >= 8, "w={w} m={m} ow={ow}: {nf}x{np}");
+                    }
+                }
+            }
+        }
+        // The shapes measured fastest on Zen 3 (AVX2) for ResNet-18's stages.
+        assert_eq!(tile_shape(8, 64, 56, 576).1, (2, 6));
+        assert_eq!(tile_shape(8, 256, 14, 2304).1, (2, 5));
+        assert_eq!(tile_shape(8, 512, 7, 4608).1, (3, 4));
+    }
+
+    #[test]
+    fn packing_puts_each_weight_at_its_block_lane() {
+        let [m, c, kh, kw] = [5u64, 2, 2, 3];
+        let w: Vec<f32> = (0..m * c * kh * kw).map(|i| i as f32).collect();
+        let cb = 4;
+        let p = pack(&w, [m, c, kh, kw], cb);
+        assert_eq!(p.len() as u64, 2 * kh * c * kw * cb);
+        for co in 0..m {
+            for ci in 0..c {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let dst = (((co / cb * kh + ky) * c + ci) * kw + kx) * cb + co % cb;
+                        assert_eq!(p[dst as usize], w[(((co * c + ci) * kh + ky) * kw + kx) as usize]);
+                    }
+                }
+            }
+        }
+        // The padding lanes of the last block are zero.
+        assert!((0..kh * c * kw).all(|t| (1..cb).all(|l| p[((kh * c * kw + t) * cb + l) as usize] == 0.0)));
+    }
+}
