@@ -265,12 +265,7 @@ fn vector(name: &str, op: &Attention, t: AttnDims, w: u32, mask: &Mask) -> Kerne
         let one = konst(b, F32, 1.0);
         let s = get(b, sum);
         let inv = b.bin(BinOp::FDiv, one, s);
-        let accs: Vec<u32> = (0..dv / wu)
-            .map(|_| {
-                let z = konst(b, vt, 0.0);
-                b.local(vt, z)
-            })
-            .collect();
+        let accs = crate::gemm::zero_accumulators(b, vt, dv / wu);
         b.for_(c(0), c(sk), LoopKind::Serial, |b, j| {
             let r = b.load(F32, row, j.clone(), 4);
             let p = b.bin(BinOp::FMul, r, inv);

@@ -10,7 +10,7 @@
 //! channel-blocked convolution (dlc-codegen-llvm's `convblk`, whose tile cycles are
 //! [`tile_cycles`]).
 use crate::elementwise::activation;
-use crate::gemm::{tile, vector_act, vector_activation};
+use crate::gemm::{row_blocks, tile, vector_act, vector_activation, zero_accumulators};
 use crate::{par, LowerError, Node, Target};
 use dlc_ir::ops::{Activation, AutoPad, Conv};
 use dlc_ir::DType;
@@ -62,12 +62,12 @@ pub fn applies(n: &Node, op: &Conv) -> bool {
         && n.fixed_in(1).is_ok_and(|wd| pointwise(op, &wd))
 }
 
-/// An `i1` vector of `w` lanes, the first `lanes` set.
-pub fn first_lanes(b: &mut KernelBuilder, w: u32, lanes: u32) -> ValId {
-    let mut m = b.let_(Inst::Const { ty: Ty::vec(Elem::I1, w), lit: Lit::Int(0) });
-    for l in 0..lanes {
+/// An `i1` vector with lane `l` set where `mask[l]` (a constant).
+pub fn lane_mask(b: &mut KernelBuilder, mask: &[bool]) -> ValId {
+    let mut m = b.let_(Inst::Const { ty: Ty::vec(Elem::I1, mask.len() as u32), lit: Lit::Int(0) });
+    for (l, _) in mask.iter().enumerate().filter(|(_, on)| **on) {
         let one = b.let_(Inst::Const { ty: Ty::scalar(Elem::I1), lit: Lit::Int(1) });
-        m = b.let_(Inst::Insert(m, one, l));
+        m = b.let_(Inst::Insert(m, one, l as u32));
     }
     m
 }
@@ -79,7 +79,7 @@ pub fn load_lanes(b: &mut KernelBuilder, param: u32, at: Expr, w: u32, lanes: u6
     if lanes >= w as u64 {
         return b.load(vt, param, at, 4);
     }
-    let mask = first_lanes(b, w, lanes as u32);
+    let mask = lane_mask(b, &(0..w as u64).map(|l| l < lanes).collect::<Vec<_>>());
     b.let_(Inst::Load { ty: vt, param, index: at, align: 4, mask: Some(mask) })
 }
 
@@ -148,12 +148,7 @@ pub fn conv1x1(name: &str, n: &Node, op: &Conv, t: &Target) -> Result<Kernel, Lo
     // One tile: `rows` channels from m0, pixels j0.. with `width` valid (<= nr).
     let tile = |b: &mut KernelBuilder, img: &Expr, m0: Expr, j0: &Expr, rows: u64, width: u64| {
         let halves: Vec<u64> = (0..2).map(|h| width.saturating_sub(h * w).min(w)).collect();
-        let accs: Vec<u32> = (0..rows * 2)
-            .map(|_| {
-                let z = b.let_(Inst::Const { ty: vt, lit: Lit::Float(0.0) });
-                b.local(vt, z)
-            })
-            .collect();
+        let accs = zero_accumulators(b, vt, rows * 2);
         let xo = img * &c(ch * p);
         b.for_(c(0), c(ch), LoopKind::Serial, |b, k| {
             let xrow = &(&xo + &(&k * &c(p))) + j0;
@@ -196,14 +191,7 @@ pub fn conv1x1(name: &str, n: &Node, op: &Conv, t: &Target) -> Result<Kernel, Lo
         }
     };
     let rows_loop = |b: &mut KernelBuilder, img: &Expr, j0: Expr, width: u64| {
-        // Whole blocks of MR channels, then one tile of the rest.
-        let full = m / mr * mr;
-        if full > 0 {
-            b.for_(c(0), c(m / mr), LoopKind::Serial, |b, tb| tile(b, img, &tb * &c(mr), &j0, mr, width));
-        }
-        if full < m {
-            tile(b, img, c(full), &j0, m - full, width);
-        }
+        row_blocks(b, m, mr, &|b, m0, rows| tile(b, img, m0, &j0, rows, width))
     };
     // Parallel over (image, pixel panel); the partial panel is one more task per image.
     let per_img = full_panels + (valid > 0) as u64;

@@ -17,6 +17,7 @@
 //! [`tile_shape`] is the cost model that picks `(NF, NP)`, and with [`crate::conv1x1::cost`]
 //! whether a 1x1 convolution takes this kernel or the pixel-vector GEMM ([`applies`]).
 use crate::conv1x1::{pixel_epilogue, pointwise, tile_cycles};
+use crate::gemm::zero_accumulators;
 use crate::{par, LowerError, Node, Target};
 use dlc_ir::ops::{Conv, PoolGeometry};
 use dlc_ir::{DType, TensorData};
@@ -188,12 +189,7 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &PoolGeometry, t: &Target) -> Re
     // One tile: pixels ox0.. (`cnt` of them; `ox0c` is ox0 when it is a compile-time
     // constant, which border tiles are) of the task's row and channel block.
     let tile = |b: &mut KernelBuilder, task: &Task, ox0: Expr, ox0c: Option<u64>, cnt: u64| {
-        let accs: Vec<u32> = (0..nf * cnt)
-            .map(|_| {
-                let z = b.let_(Inst::Const { ty: vt, lit: Lit::Float(0.0) });
-                b.local(vt, z)
-            })
-            .collect();
+        let accs = zero_accumulators(b, vt, nf * cnt);
         let wblk = &task.blk * &c(taps * cb);
         // Input offset of pixel p at kernel column 0, relative to the row start.
         let xcol = &ox0 * &c(sx);

@@ -7,11 +7,12 @@
 //! touch the left or right padding are known and use masked loads, the padding reading
 //! as zeros. The epilogue (bias, residual, activation) runs in registers. A task is an
 //! output row (a depthwise row split further into groups of 16 channels).
-use crate::conv1x1::{pixel_epilogue, store_lanes};
+use crate::conv1x1::{lane_mask, pixel_epilogue, store_lanes};
+use crate::gemm::{row_blocks, zero_accumulators};
 use crate::{par, LowerError, Node, Target};
 use dlc_ir::ops::{Conv, PoolGeometry};
 use dlc_ir::DType;
-use dlc_kir::{Access, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
+use dlc_kir::{Access, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, LoopKind, Stmt, Ty, ValId};
 
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
 
@@ -41,16 +42,6 @@ pub fn applies(g: &PoolGeometry, op: &Conv, n: &Node, t: &Target) -> bool {
         && (g.strides[1] == 1 || g.strides[1] == 2)
         && g.output[1].div_ceil(2 * w) <= 16
         && g.kernel[1] <= 7
-}
-
-/// An `i1` vector with lane `l` set where `mask[l]`.
-fn lane_mask(b: &mut KernelBuilder, mask: &[bool]) -> ValId {
-    let mut m = b.let_(Inst::Const { ty: Ty::vec(Elem::I1, mask.len() as u32), lit: Lit::Int(0) });
-    for (l, _) in mask.iter().enumerate().filter(|(_, on)| **on) {
-        let one = b.let_(Inst::Const { ty: Ty::scalar(Elem::I1), lit: Lit::Int(1) });
-        m = b.let_(Inst::Insert(m, one, l as u32));
-    }
-    m
 }
 
 /// The direct convolution kernel of node `n` (see [`applies`]) with geometry `g` for
@@ -144,12 +135,7 @@ pub fn conv_direct(name: &str, n: &Node, op: &Conv, g: &PoolGeometry, t: &Target
     let tile = |b: &mut KernelBuilder, img: &Expr, oy: &Expr, m0: Expr, rows: u64, ox0: u64| {
         let width = (ow - ox0).min(nr);
         let halves: Vec<u64> = (0..nh).map(|hh| width.saturating_sub(hh * w).min(w)).collect();
-        let accs: Vec<u32> = (0..rows * nh)
-            .map(|_| {
-                let z = b.let_(Inst::Const { ty: vt, lit: Lit::Float(0.0) });
-                b.local(vt, z)
-            })
-            .collect();
+        let accs = zero_accumulators(b, vt, rows * nh);
         b.for_(c(0), c(cg), LoopKind::Serial, |b, ci| {
             let chan = if depthwise { m0.clone() } else { ci.clone() };
             let plane = &(&(img * &c(ch)) + &chan) * &c(h * wi);
@@ -229,16 +215,7 @@ pub fn conv_direct(name: &str, n: &Node, op: &Conv, g: &PoolGeometry, t: &Target
         let channels = |b: &mut KernelBuilder, count: u64| {
             for tt in 0..ow.div_ceil(nr) {
                 let ox0 = tt * nr;
-                // Whole blocks of MR channels, then one tile of the rest.
-                let full = count / mr * mr;
-                if full > 0 {
-                    b.for_(c(0), c(count / mr), LoopKind::Serial, |b, tb| {
-                        tile(b, &img, &oy, &g0 + &(&tb * &c(mr)), mr, ox0)
-                    });
-                }
-                if full < count {
-                    tile(b, &img, &oy, &g0 + &c(full), count - full, ox0);
-                }
+                row_blocks(b, count, mr, &|b, m0, rows| tile(b, &img, &oy, &g0 + &m0, rows, ox0));
             }
         };
         if m.is_multiple_of(group) {

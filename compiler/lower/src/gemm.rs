@@ -71,6 +71,30 @@ pub fn tile(w: u64) -> (u64, u64) {
     (2 * w, if w == 16 || w == 4 { 8 } else { 6 })
 }
 
+/// `n` vector locals of type `vt`, each starting at zero: a register tile's
+/// accumulators.
+pub fn zero_accumulators(b: &mut KernelBuilder, vt: Ty, n: u64) -> Vec<u32> {
+    (0..n)
+        .map(|_| {
+            let z = b.let_(Inst::Const { ty: vt, lit: Lit::Float(0.0) });
+            b.local(vt, z)
+        })
+        .collect()
+}
+
+/// Runs `tile(b, first_row, rows)` over `m` rows in blocks of `mr`: a loop over the
+/// whole blocks, then one tile of the `m % mr` leftover rows (not one tile per leftover
+/// row, which would leave the FMA units waiting on one or two accumulator chains).
+pub fn row_blocks(b: &mut KernelBuilder, m: u64, mr: u64, tile: &dyn Fn(&mut KernelBuilder, Expr, u64)) {
+    let full = m / mr * mr;
+    if full > 0 {
+        b.for_(c(0), c(m / mr), LoopKind::Serial, |b, t| tile(b, &t * &c(mr), mr));
+    }
+    if full < m {
+        tile(b, c(full), m - full);
+    }
+}
+
 /// B packed into `ceil(N / nr)` panels of `[K, nr]` floats (zero past column N).
 pub fn pack(b: &[f32], s: &Shape, nr: u64) -> Vec<f32> {
     let panels = s.n.div_ceil(nr);
@@ -170,12 +194,7 @@ pub fn packed(name: &str, n: &Node, s: &Shape, t: &Target) -> Result<Kernel, Low
     let valid = s.n - (panels - 1) * nr;
     // One tile of `rows` rows (1..=mr) at row i0 and panel p.
     let tile = |b: &mut KernelBuilder, i0: Expr, p: Expr, rows: u64| {
-        let accs: Vec<u32> = (0..rows * 2)
-            .map(|_| {
-                let z = b.let_(Inst::Const { ty: vt, lit: Lit::Float(0.0) });
-                b.local(vt, z)
-            })
-            .collect();
+        let accs = zero_accumulators(b, vt, rows * 2);
         let panel = &p * &c(s.k * nr);
         b.for_(c(0), c(s.k), LoopKind::Serial, |b, kk| {
             let bo = &panel + &(&kk * &c(nr));
@@ -272,15 +291,7 @@ pub fn packed(name: &str, n: &Node, s: &Shape, t: &Target) -> Result<Kernel, Low
         });
     };
     par(&mut b, panels, 2 * s.m * s.n * s.k, |b, p| {
-        // Whole blocks of mr rows, then one tile of the leftover rows (not one tile per
-        // leftover row, which would leave the FMA units waiting on one or two chains).
-        let full = s.m / mr * mr;
-        if full > 0 {
-            b.for_(c(0), c(s.m / mr), LoopKind::Serial, |b, t| tile(b, &t * &c(mr), p.clone(), mr));
-        }
-        if full < s.m {
-            tile(b, c(full), p, s.m - full);
-        }
+        row_blocks(b, s.m, mr, &|b, i0, rows| tile(b, i0, p.clone(), rows))
     });
     Ok(b.finish())
 }

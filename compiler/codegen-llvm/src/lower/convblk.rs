@@ -51,7 +51,7 @@ pub(crate) fn store_lanes<'ctx>(
         }
         v = kb.b.build_float_add(v, r, "")?;
     }
-    let v = pixel_epilogue(kb, epi.act, v, epi.bias, None)?;
+    let v = pixel_epilogue(kb, epi.act, v, epi.bias)?;
     for l in 0..lanes {
         let x = kb.b.build_extract_element(v, i32t.const_int(l, false), "")?.into_float_value();
         kb.store_f32(kb.param(out), kb.add(y0, kb.c(l * plane))?, x)?;
