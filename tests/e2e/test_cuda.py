@@ -327,3 +327,24 @@ def test_gpu_check_script_dry_run(tmp_path):
                        capture_output=True, text=True, env=dict(os.environ, DLC_BIN=dlc_bin()))
     assert p.returncode == 0, p.stdout + p.stderr
     assert "| mlp |" in p.stdout and "outputs agree" in p.stdout, p.stdout
+
+
+def test_int8_model_on_cuda_matches_the_cpu_artifact(generated_models, tmp_path, ptxas):
+    """`--quantize int8` for CUDA: the int8 kernels are dlc-lower's exact-i32 path on one
+    GPU thread (noted at compile time). Its PTX assembles; simulated, it gives the CPU
+    int8 artifact's outputs (VNNI, AVX2 pairs or exact i32 there: a consistency check of
+    two dlc targets, the int8 numbers themselves are checked against ORT in
+    test_quantize.py)."""
+    from test_quantize import save_samples
+    src = generated_models / "mnist_cnn.onnx"
+    cal = save_samples(tmp_path / "cal", "input", [1, 1, 28, 28], 4, seed=6)
+    gpu, cpu = tmp_path / "gpu", tmp_path / "cpu"
+    p = dlc("compile", src, "-o", gpu, "--quantize", "int8", "--calibrate", cal, *CUDA)
+    assert "(qconv)" in p.stderr and "(quant_pack)" in p.stderr, p.stderr
+    assemble(ptxas, gpu, "sm_80")
+    dlc("compile", src, "-o", cpu, "--quantize", "int8", "--calibrate", cal)
+    feeds = random_inputs(src, seed=4)
+    got = dlc_run(gpu, src, feeds, tmp_path, ["--simulate"])
+    want = dlc_run(cpu, src, feeds, tmp_path)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg=k)

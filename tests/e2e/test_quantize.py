@@ -192,7 +192,8 @@ def test_int8_matmul_matches_ort_qdq(tmp_path, k, relu, cpu, scheme):
 def test_int8_kernel_per_target(generated_models, tmp_path, cpu, want):
     """Which multiply instruction the int8 kernels use per target CPU: VNNI's vpdpbusd
     (AVX512-VNNI or AVX-VNNI), AVX2's vpmaddubsw, or neither (portable i32). Checked in
-    the assembly only: this machine has no VNNI, so that code is compiled here, not run.
+    the assembly only: the machine may lack the instructions, so that code is compiled
+    here, not run (kir's interpreter runs every path in `cargo test`).
     Calibration runs on this machine whatever the target (a model built for a CPU with
     instructions it lacks would stop it), so compiling for them works, and so does a
     cross compile to aarch64."""

@@ -471,11 +471,6 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         v.try_as_basic_value().basic().ok_or_else(|| CodegenError::Llvm(format!("{name} returned no value")))
     }
 
-    /// A binary scalar f32 intrinsic (`llvm.minnum`, `llvm.maxnum`).
-    pub fn call_math_intrinsic(&self, name: &str, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
-        Ok(self.call_intrinsic(name, &[self.f32t.into()], &[a.into(), b.into()])?.into_float_value())
-    }
-
     /// `x` in every lane of an `n`-lane vector.
     pub fn splat(&self, x: BasicValueEnum<'ctx>, n: u32) -> R<VectorValue<'ctx>> {
         let i32t = self.cx.i32_type();

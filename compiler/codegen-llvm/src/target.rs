@@ -108,7 +108,17 @@ impl TargetSpec {
     /// What dlc-lower needs to know of this target (a CUDA thread's kernels are scalar).
     pub fn lowering(&self) -> dlc_lower::Target {
         let cuda = self.triple.starts_with("nvptx");
-        dlc_lower::Target::with_lanes(if cuda { 1 } else { self.vector_width() })
+        let mut t = dlc_lower::Target::with_lanes(if cuda { 1 } else { self.vector_width() });
+        if !cuda {
+            t.int8 = if self.has_vnni() {
+                dlc_lower::Int8Dot::Vnni
+            } else if self.has_avx2() {
+                dlc_lower::Int8Dot::Avx2Pairs
+            } else {
+                dlc_lower::Int8Dot::Exact
+            };
+        }
+        t
     }
 
     /// Whether the target has AVX2 (x86-64 only): from the feature string when there is

@@ -426,8 +426,30 @@ impl Frame<'_> {
                 (0..va.len()).map(|l| if int(vc[l.min(vc.len() - 1)]) != 0 { va[l] } else { vb[l] }).collect()
             }
             Inst::Cast(op, a, to) => {
-                let from = self.ty(*a).elem;
-                self.v(*a).iter().map(|&x| Self::cast(*op, from, to.elem, x)).collect()
+                let from = self.ty(*a);
+                if *op == CastOp::Bitcast && from.lanes != to.lanes {
+                    // Regrouped lanes: the bits of the lanes in order, little-endian.
+                    let (fb, tb) = (from.elem.bits(), to.elem.bits());
+                    let mut bits = Vec::with_capacity((fb * from.lanes) as usize);
+                    for &x in self.v(*a) {
+                        let w = int(Self::cast(
+                            CastOp::Bitcast,
+                            from.elem,
+                            Elem::int_of_bytes(fb as usize / 8).unwrap_or(Elem::I64),
+                            x,
+                        ));
+                        bits.extend((0..fb).map(|i| (w >> i) & 1));
+                    }
+                    let ie = Elem::int_of_bytes(tb as usize / 8).unwrap_or(Elem::I64);
+                    bits.chunks(tb as usize)
+                        .map(|c| {
+                            let w = c.iter().enumerate().fold(0u64, |w, (i, b)| w | (b << i));
+                            Self::cast(CastOp::Bitcast, ie, to.elem, S::I(w))
+                        })
+                        .collect()
+                } else {
+                    self.v(*a).iter().map(|&x| Self::cast(*op, from.elem, to.elem, x)).collect()
+                }
             }
             Inst::Splat(a, n) => vec![self.v(*a)[0]; *n as usize],
             Inst::Extract(a, l) => vec![self.v(*a)[*l as usize]],
@@ -466,8 +488,12 @@ impl Frame<'_> {
                 }
                 out
             }
-            Inst::Intrinsic { name, .. } => {
-                return self.fault(format!("the interpreter has no meaning for intrinsic '{name}'"))
+            Inst::Intrinsic { name, args, ty } => {
+                let xs: Vec<Vec<u64>> = args.iter().map(|a| self.v(*a).iter().map(|&x| int(x)).collect()).collect();
+                match crate::intrinsic::eval(name, &xs) {
+                    Some(r) if r.len() == ty.lanes as usize => r.into_iter().map(S::I).collect(),
+                    _ => return self.fault(format!("intrinsic '{name}' has no meaning on these arguments")),
+                }
             }
             Inst::Opaque(a) => self.v(*a).clone(),
             Inst::Lookup { table, index } => {

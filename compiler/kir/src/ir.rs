@@ -192,7 +192,7 @@ pub enum CmpOp {
     FUgt,
 }
 
-/// A conversion between element types (same lanes).
+/// A conversion between element types (same lanes; a bitcast may regroup them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(missing_docs)]
 pub enum CastOp {
@@ -214,7 +214,8 @@ pub enum CastOp {
     FpToUi,
     SiToFp,
     UiToFp,
-    /// Reinterprets the bits (same total width).
+    /// Reinterprets the bits (same total width): lane by lane, or regrouping the lanes
+    /// (`i32x8` to `i8x32`: lane 0's low byte is lane 0 of the result, little-endian).
     Bitcast,
 }
 

@@ -15,6 +15,7 @@
 
 pub mod expr;
 pub mod interp;
+pub mod intrinsic;
 mod ir;
 pub mod parse;
 pub mod print;

@@ -181,16 +181,20 @@ impl Cx<'_> {
             Cast(op, a, to) => {
                 let t = self.val(*a)?;
                 let (fb, tb) = (t.elem.bits(), to.elem.bits());
-                let ok = t.lanes == to.lanes
-                    && match op {
-                        CastOp::Sext | CastOp::Zext => int(t) && int(*to) && tb > fb,
-                        CastOp::Trunc => int(t) && int(*to) && tb < fb,
-                        CastOp::FpExt => !int(t) && !int(*to) && tb > fb,
-                        CastOp::FpTrunc => !int(t) && !int(*to) && tb < fb,
-                        CastOp::FpToSiSat | CastOp::FpToUiSat | CastOp::FpToSi | CastOp::FpToUi => !int(t) && int(*to),
-                        CastOp::SiToFp | CastOp::UiToFp => int(t) && !int(*to),
-                        CastOp::Bitcast => fb == tb && t.elem != Elem::I1,
-                    };
+                // A bitcast may regroup lanes (i32x8 to i8x32): the total width stays.
+                let ok = if *op == CastOp::Bitcast {
+                    fb * t.lanes == tb * to.lanes && t.elem != Elem::I1 && to.elem != Elem::I1
+                } else {
+                    t.lanes == to.lanes
+                } && match op {
+                    CastOp::Sext | CastOp::Zext => int(t) && int(*to) && tb > fb,
+                    CastOp::Trunc => int(t) && int(*to) && tb < fb,
+                    CastOp::FpExt => !int(t) && !int(*to) && tb > fb,
+                    CastOp::FpTrunc => !int(t) && !int(*to) && tb < fb,
+                    CastOp::FpToSiSat | CastOp::FpToUiSat | CastOp::FpToSi | CastOp::FpToUi => !int(t) && int(*to),
+                    CastOp::SiToFp | CastOp::UiToFp => int(t) && !int(*to),
+                    CastOp::Bitcast => true,
+                };
                 if !ok {
                     return self.err(format!("cast {} from {t} to {to}", op.name()));
                 }
@@ -231,9 +235,26 @@ impl Cx<'_> {
                 }
                 Ty::scalar(t.elem)
             }
-            Call { args, ty, .. } | Intrinsic { args, ty, .. } => {
+            Call { args, ty, .. } => {
                 for a in args {
                     self.val(*a)?;
+                }
+                *ty
+            }
+            Intrinsic { name, args, ty } => {
+                let Some(known) = crate::intrinsic::find(name) else {
+                    let names: Vec<&str> = crate::intrinsic::ALL.iter().map(|i| i.name).collect();
+                    return self.err(format!("unknown intrinsic '{name}' (kir knows {})", names.join(", ")));
+                };
+                let got: Vec<Ty> = args.iter().map(|a| self.val(*a)).collect::<Result<_, _>>()?;
+                if got != known.args || *ty != known.result {
+                    let list = |t: &[Ty]| t.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ");
+                    return self.err(format!(
+                        "intrinsic '{name}' takes ({}) -> {}, given ({}) -> {ty}",
+                        list(known.args),
+                        known.result,
+                        list(&got)
+                    ));
                 }
                 *ty
             }

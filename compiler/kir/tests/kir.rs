@@ -65,9 +65,11 @@ kernel @"k1"(%p0: read, %p1: write)
     store %p1[0], %v15 align 4 mask %v14
     memcpy %p1[4*%i0], %p0[0], 4
     %v16 = opaque %v0
-    %v17 = intrinsic "x86.avx512.vpdpbusd.512"(%v15, %v15, %v15) : i32x4
-    %v18 = lookup %t0[%v4]
-    %v19 = lookup %t1[%v2]
+    %v17 = splat %v4 x 8
+    %v18 = cast bitcast %v17 to i8x32
+    %v19 = intrinsic "x86.avx512.vpdpbusd.256"(%v17, %v18, %v18) : i32x8
+    %v20 = lookup %t0[%v4]
+    %v21 = lookup %t1[%v2]
   }
 }
 
@@ -351,4 +353,43 @@ fn constant_arrays_are_read_only_memory_before_the_scratch_arrays() {
     let mut b = dlc_kir::KernelBuilder::new("b", &[dlc_kir::Access::Write]);
     assert_eq!(b.data("w", dlc_kir::Elem::I8, vec![1u8, 2]), 1);
     assert_eq!(b.scratch(dlc_kir::Elem::I8, 4), 2);
+}
+
+/// A bitcast that regroups lanes is little-endian; an intrinsic runs by its meaning and
+/// is checked against its signature.
+#[test]
+fn regrouping_bitcasts_and_intrinsics() {
+    let k = parse::kernel(
+        r#"kernel @"regroup"(%p0: read, %p1: write) {
+  %v0 = load i32x8, %p0[0] align 4
+  %v1 = cast bitcast %v0 to i8x32
+  %v2 = const i8x32 -2
+  %v3 = const i32x8 100
+  %v4 = intrinsic "x86.avx512.vpdpbusd.256"(%v3, %v1, %v2) : i32x8
+  store %p1[0], %v4 align 4
+  %v5 = cast bitcast %v1 to i16x16
+  %v6 = intrinsic "x86.avx2.pmadd.wd"(%v5, %v5) : i32x8
+  store %p1[8], %v6 align 4
+}
+"#,
+    )
+    .unwrap();
+    let words: Vec<u32> = (0..8).map(|l| 0x0403_0201 * (l + 1)).collect();
+    let mut bufs = vec![words.iter().flat_map(|w| w.to_le_bytes()).collect(), vec![0; 64]];
+    run_kernel(&k, &mut bufs, &BTreeMap::new()).unwrap();
+    let out: Vec<i32> = bufs[1].chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
+    for l in 0..8usize {
+        let bytes = words[l].to_le_bytes();
+        let dot: i32 = bytes.iter().map(|&b| b as i32 * -2).sum();
+        assert_eq!(out[l], 100 + dot, "vpdpbusd lane {l}");
+        let (lo, hi) = ((words[l] & 0xffff) as i16 as i32, (words[l] >> 16) as i16 as i32);
+        assert_eq!(out[8 + l], lo * lo + hi * hi, "pmaddwd lane {l}");
+    }
+    let bad = r#"kernel @"bad"(%p0: write) {
+  %v0 = const i32x4 1
+  %v1 = intrinsic "x86.avx2.pmadd.wd"(%v0, %v0) : i32x8
+}
+"#;
+    let e = verify::kernel(&parse::kernel(bad).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("takes (i16x16, i16x16) -> i32x8"), "{e}");
 }

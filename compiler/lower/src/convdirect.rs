@@ -142,9 +142,7 @@ pub fn conv_direct(name: &str, n: &Node, op: &Conv, g: &PoolGeometry, t: &Target
             b.for_(c(0), c(kh), LoopKind::Serial, |b, ky| {
                 // iy = oy*s + ky - pad_top, skipped outside the image.
                 let iy = &(&(oy * &c(s)) + &ky) - &c(pt);
-                let iyv = b.index(iy.clone());
-                let hv = b.i64(h as i64);
-                let inside = b.cmp(CmpOp::Ult, iyv, hv);
+                let inside = crate::in_bounds(b, iy.clone(), h);
                 b.if_(
                     inside,
                     |b| {

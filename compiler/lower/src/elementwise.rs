@@ -81,6 +81,7 @@ fn fused(b: &mut KernelBuilder, n: &Node, f: &Fused, vals: &[ValId], in_dts: &[D
             inputs: &arg_types,
             outputs: std::slice::from_ref(&types[j]),
             consts: &[],
+            operand_max: &[],
         };
         let dt = types[j].dtype;
         let mut r = scalar(b, &info, &args, &dts, compute(dt))?;

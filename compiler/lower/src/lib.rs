@@ -6,17 +6,14 @@
 //! constant (so constant extents give exactly the loop nests the inkwell lowerings
 //! built), a symbolic dim is a kir symbol.
 //!
-//! Migration: the families ported so far are data movement (transpose, slice, trilu,
-//! gather, gather-elements, pad, concat, copies and the scatters; `quant_pack` is with
-//! the int8 family) and the
-//! normalisations (batchnorm, softmax/logsoftmax/hardmax, layer and RMS norm) and the
-//! reductions (Reduce*, ArgMax/ArgMin, NllLoss, CumSum) and the elementwise ops with
-//! fused elementwise programs (every dtype, the 8-bit floats included), the pools,
-//! ConvTranspose, GridSample, Einsum, Attention (CPU forms, [`attention`]), the plain
-//! MatMul and Gemm loop nests and the plain direct Conv (which codegen-llvm's
-//! dispatch calls, [`conv::conv`], [`linalg::matmul`], [`linalg::gemm`]);
-//! every other op returns `None` from [`lower`] and keeps its inkwell lowering in
-//! dlc-codegen-llvm until its family is ported (ARCHITECTURE.md tracks which).
+//! Every compute op has its kernel here: data movement, the normalisations and
+//! reductions, the elementwise ops and fused programs (every dtype), the pools,
+//! ConvTranspose, GridSample, Einsum, attention, the packed GEMM and the plain matrix
+//! products, every convolution kernel, and the int8 family ([`quant`]: `quant_pack`
+//! and `qconv` with its VNNI and AVX2 paths as kir intrinsics). Only sources
+//! (`Input`, `Const`) return `None` from [`lower`]. The CUDA backend still builds its
+//! non-per-element kernels (tiled GEMM, implicit-GEMM Conv, row kernels) in inkwell
+//! (ARCHITECTURE.md tracks which).
 //!
 //! Invariant: knows nothing of inkwell or LLVM; every kernel it returns verifies.
 #![warn(missing_docs)]
@@ -35,6 +32,7 @@ pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod program;
+pub mod quant;
 pub mod reduce;
 pub mod sample;
 pub mod shape;
@@ -67,6 +65,21 @@ pub struct Node<'g> {
     /// The operands' values where they are constants, by operand (shorter than
     /// `inputs`, or empty, where the rest are not): what kernels pack at compile time.
     pub consts: &'g [Option<&'g TensorData>],
+    /// The largest value each operand's elements can hold where its producer bounds it
+    /// (a `quant_pack`'s `qmax`), by operand (shorter, or empty, where unknown): see
+    /// [`operand_max`].
+    pub operand_max: &'g [Option<u64>],
+}
+
+/// [`Node::operand_max`] of node `id` of `g`.
+pub fn operand_max(g: &dlc_ir::Graph, id: dlc_ir::NodeId) -> Vec<Option<u64>> {
+    g.operands(id)
+        .iter()
+        .map(|v| match &g.node(v.node).op {
+            Op::QuantPack(p) if v.port == 0 => Some(p.qmax as u64),
+            _ => None,
+        })
+        .collect()
 }
 
 impl Node<'_> {
@@ -121,13 +134,33 @@ pub struct Target {
     /// f32 lanes of the vectors the vector kernels use: 4 on NEON, 8 with AVX2, 16 with
     /// AVX-512; 1 where kernels stay scalar (CUDA threads).
     pub f32_lanes: u32,
+    /// How the int8 kernels take four-term u8 x i8 dot products.
+    pub int8: Int8Dot,
+}
+
+/// The int8 dot-product instructions a target has ([`quant::qconv`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Dot {
+    /// `vpdpbusd` on 256-bit vectors (AVX-VNNI, or AVX512-VNNI with AVX512-VL).
+    Vnni,
+    /// AVX2's `vpmaddubsw` and `vpmaddwd` (for weights within +-63).
+    Avx2Pairs,
+    /// None: exact i32 arithmetic (widen, multiply, add).
+    Exact,
 }
 
 impl Target {
-    /// A target whose vectors hold `f32_lanes` f32s.
+    /// A target whose vectors hold `f32_lanes` f32s, with no int8 dot instructions.
     pub fn with_lanes(f32_lanes: u32) -> Target {
-        Target { f32_lanes: f32_lanes.max(1) }
+        Target { f32_lanes: f32_lanes.max(1), int8: Int8Dot::Exact }
     }
+}
+
+/// `0 <= e < n` as one unsigned comparison of the index value.
+pub fn in_bounds(b: &mut KernelBuilder, e: Expr, n: u64) -> dlc_kir::ValId {
+    let v = b.index(e);
+    let bound = b.i64(n as i64);
+    b.cmp(dlc_kir::CmpOp::Ult, v, bound)
 }
 
 /// Work (about one flop per unit) below which a kernel's outer loop stays serial.
@@ -303,10 +336,11 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         | Op::Shrink(_)
         | Op::Expand(_)
         | Op::Fused(_) => elementwise::map(kernel, n),
-        // Not ported yet: the int8 inkwell lowerings in dlc-codegen-llvm (listed, not
-        // `_`, so a new op does not compile until someone decides where it is lowered).
-        // Sources have no kernel.
-        Op::Input(_) | Op::Const(_) | Op::QConv(_) | Op::QuantPack(_) => return None,
+        Op::QuantPack(op) => quant::quant_pack(kernel, n, op),
+        Op::QConv(op) => quant::qconv(kernel, n, op, t),
+        // Sources have no kernel (listed, not `_`, so a new op does not compile until
+        // someone decides how it is lowered).
+        Op::Input(_) | Op::Const(_) => return None,
     };
     Some(k.and_then(|k| {
         dlc_kir::verify::kernel(&k).map_err(|e| n.error(format!("internal: lowered kernel does not verify: {e}")))?;

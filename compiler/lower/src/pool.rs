@@ -7,7 +7,7 @@
 //! pool tasks when the work is worth it, [`crate::par`]; rows and columns serial) and
 //! [`Form::Elements`] for CUDA (one `each` nest over planes, rows and columns: one
 //! output per thread).
-use crate::{par, LowerError, Node};
+use crate::{in_bounds, par, LowerError, Node};
 use dlc_ir::ops::PoolGeometry;
 use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
@@ -44,13 +44,6 @@ fn require_f32_4d(n: &Node) -> Result<[u64; 4], LowerError> {
     let x = n.fixed_in(0)?;
     <[u64; 4]>::try_from(x.as_slice())
         .map_err(|_| n.error(format!("{}-D pooling is not supported yet (2-D only)", x.len().saturating_sub(2))))
-}
-
-/// `0 <= e < n` as one unsigned comparison of the index value.
-fn in_bounds(b: &mut KernelBuilder, e: Expr, n: u64) -> ValId {
-    let v = b.index(e);
-    let bound = b.i64(n as i64);
-    b.cmp(CmpOp::Ult, v, bound)
 }
 
 /// One output of a pool: plane `pl`, row `oy`, column `ox` of an input plane `[h, w]`.

@@ -2,9 +2,8 @@
 //! and outputs, constants, arena slices), one kernel call per compute node in plan
 //! order, and copies for outputs not computed in place.
 //!
-//! Only graphs whose every compute node belongs to a ported family can be lowered this
-//! way yet; the first other node is an error naming it. (The LLVM backend still emits
-//! its entry point from the memory plan directly.)
+//! Every compute op has a kernel ([`crate::lower`]). (The LLVM backend still emits its
+//! entry point from the memory plan directly, calling the same kernels.)
 use crate::{lower, LowerError, Node, Target};
 use dlc_ir::{Graph, Op, TensorType, Value};
 use dlc_kir::{BufKind, Buffer, Expr, Program, Step};
@@ -63,10 +62,17 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target) -> Result<Program, Lowe
                 _ => None,
             })
             .collect();
-        let n = Node { name: &node.name, op: &node.op, inputs: &inputs, outputs: &node.outputs, consts: &consts };
+        let bounds = crate::operand_max(g, id);
+        let n = Node {
+            name: &node.name,
+            op: &node.op,
+            inputs: &inputs,
+            outputs: &node.outputs,
+            consts: &consts,
+            operand_max: &bounds,
+        };
         let kname = format!("k{}_{}", p.kernels.len(), node.op.mnemonic());
-        let k = lower(&kname, &n, t)
-            .ok_or_else(|| n.error("not lowered through kir yet (its family is still an inkwell lowering)"))??;
+        let k = lower(&kname, &n, t).ok_or_else(|| n.error("internal: no kernel for this op"))??;
         let mut args = Vec::new();
         for v in &operands {
             let name = g.node(v.node).name.clone();

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The target the lowerings are checked for (AVX2's vector width).
-const T: dlc_lower::Target = dlc_lower::Target { f32_lanes: 8 };
+const T: dlc_lower::Target = dlc_lower::Target { f32_lanes: 8, int8: dlc_lower::Int8Dot::Exact };
 
 /// Deterministic bytes for a tensor of `ty`.
 fn data(ty: &TensorType, seed: u8) -> TensorData {
@@ -36,7 +36,7 @@ fn check_with(
     bindings: &[&[(&str, u64)]],
 ) {
     let out_ty = op.infer("n", in_tys).unwrap();
-    let node = dlc_lower::Node { name: "n", op: &op, inputs: in_tys, outputs: &out_ty, consts: &[] };
+    let node = dlc_lower::Node { name: "n", op: &op, inputs: in_tys, outputs: &out_ty, consts: &[], operand_max: &[] };
     let k = dlc_lower::lower("k", &node, &T).expect("ported").unwrap();
     for b in bindings {
         let fix = |t: &TensorType| TensorType {
@@ -168,7 +168,14 @@ fn symbolic_slice_is_a_clear_error() {
     let t = ty(DType::F32, &[s("N"), f(4)]);
     let op: Op = Slice { starts: vec![1], ends: vec![3], axes: vec![1], steps: vec![] }.into();
     let out = vec![ty(DType::F32, &[s("N"), f(2)])];
-    let node = dlc_lower::Node { name: "sl", op: &op, inputs: std::slice::from_ref(&t), outputs: &out, consts: &[] };
+    let node = dlc_lower::Node {
+        name: "sl",
+        op: &op,
+        inputs: std::slice::from_ref(&t),
+        outputs: &out,
+        consts: &[],
+        operand_max: &[],
+    };
     let e = dlc_lower::lower("k", &node, &T).unwrap().unwrap_err();
     assert_eq!(e.to_string(), "node 'sl' (slice): symbolic shape f32[N,4]");
 }
@@ -779,7 +786,14 @@ fn pools_in_both_forms_with_padding_strides_dilations_and_ceil_mode() {
             check_with(op.clone(), std::slice::from_ref(&t), &|t| vec![floats(&t[0], 11)], &[&[]]);
             // The per-element (CUDA) form computes the same numbers.
             let out = op.infer("n", std::slice::from_ref(&t)).unwrap();
-            let node = dlc_lower::Node { name: "n", op, inputs: std::slice::from_ref(&t), outputs: &out, consts: &[] };
+            let node = dlc_lower::Node {
+                name: "n",
+                op,
+                inputs: std::slice::from_ref(&t),
+                outputs: &out,
+                consts: &[],
+                operand_max: &[],
+            };
             let k = match op {
                 Op::MaxPool(p) => dlc_lower::pool::pool(
                     "k",
@@ -860,7 +874,7 @@ fn plain_convolutions_grouped_dilated_with_epilogues_and_transposed() {
         // The plain kir fallback, called directly (`lower` picks among the Conv kernels).
         let Op::Conv(c) = op else { unreachable!() };
         let out = op.infer("n", &tys).unwrap();
-        let node = dlc_lower::Node { name: "n", op, inputs: &tys, outputs: &out, consts: &[] };
+        let node = dlc_lower::Node { name: "n", op, inputs: &tys, outputs: &out, consts: &[], operand_max: &[] };
         let k = dlc_lower::conv::conv("k", &node, c).unwrap();
         let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 20 + i as u64)).collect();
         let want = dlc_interp::eval(op, &xs, &out).unwrap();
@@ -877,7 +891,8 @@ fn plain_convolutions_grouped_dilated_with_epilogues_and_transposed() {
     // vector kernel, with the same numbers.
     let tys = [TensorType::fixed(DType::F32, &[1, 3, 6, 5]), TensorType::fixed(DType::F32, &[4, 3, 3, 3])];
     let out = cases[0].0.infer("n", &tys).unwrap();
-    let node = dlc_lower::Node { name: "n", op: &cases[0].0, inputs: &tys, outputs: &out, consts: &[] };
+    let node =
+        dlc_lower::Node { name: "n", op: &cases[0].0, inputs: &tys, outputs: &out, consts: &[], operand_max: &[] };
     let k = dlc_lower::lower("k", &node, &T).expect("ported").unwrap();
     assert!(dlc_kir::print::kernel(&k).contains("f32x8"));
     let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 20 + i as u64)).collect();
@@ -965,7 +980,7 @@ fn plain_matrix_products_and_einsum() {
     for (op, tys) in &cases {
         let Op::MatMul(m) = op else { unreachable!() };
         let out = op.infer("n", tys).unwrap();
-        let node = dlc_lower::Node { name: "n", op, inputs: tys, outputs: &out, consts: &[] };
+        let node = dlc_lower::Node { name: "n", op, inputs: tys, outputs: &out, consts: &[], operand_max: &[] };
         let k = dlc_lower::linalg::matmul("k", &node, m.act).unwrap();
         let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 50 + i as u64)).collect();
         compare_kernel(&k, op, &xs, &out);
@@ -982,7 +997,8 @@ fn plain_matrix_products_and_einsum() {
             }
             let Op::Gemm(g) = &op else { unreachable!() };
             let out = op.infer("n", &tys).unwrap();
-            let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[] };
+            let node =
+                dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[], operand_max: &[] };
             let k = dlc_lower::linalg::gemm("k", &node, g).unwrap();
             let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 60 + i as u64)).collect();
             compare_kernel(&k, &op, &xs, &out);
@@ -1019,7 +1035,8 @@ fn plain_matrix_products_and_einsum() {
                     .collect()
             };
             let out = op.infer("n", &tys).unwrap();
-            let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[] };
+            let node =
+                dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[], operand_max: &[] };
             let k = dlc_lower::lower("k", &node, &T).expect("ported").unwrap();
             compare_kernel(&k, &op, &make(&tys), &out);
         }
@@ -1061,7 +1078,8 @@ fn attention_in_both_forms_with_every_mask_kind() {
                     _ => floats(t, 80 + i as u64),
                 })
                 .collect();
-            let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[] };
+            let node =
+                dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[], operand_max: &[] };
             for lanes in [1, 4, 8, 16] {
                 let t = dlc_lower::Target::with_lanes(lanes);
                 let k = dlc_lower::lower("k", &node, &t).expect("ported").unwrap();
@@ -1125,7 +1143,7 @@ fn packed_gemm_panels_row_blocks_and_epilogues_at_every_vector_width() {
         let out = op.infer("n", tys).unwrap();
         let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 40 + i as u64)).collect();
         let consts: Vec<Option<&TensorData>> = xs.iter().zip(is_const).map(|(x, c)| c.then_some(x)).collect();
-        let node = dlc_lower::Node { name: "n", op, inputs: tys, outputs: &out, consts: &consts };
+        let node = dlc_lower::Node { name: "n", op, inputs: tys, outputs: &out, consts: &consts, operand_max: &[] };
         assert!(dlc_lower::gemm::plan(&node).is_some(), "{op:?} {tys:?}");
         for lanes in [4, 8, 16] {
             let k = dlc_lower::lower("k", &node, &dlc_lower::Target::with_lanes(lanes)).expect("ported").unwrap();
@@ -1138,7 +1156,7 @@ fn packed_gemm_panels_row_blocks_and_epilogues_at_every_vector_width() {
     let tys = vec![f32t(&[3, 4]), f32t(&[4, 5])];
     let op: Op = MatMul { act: Activation::None }.into();
     let out = op.infer("n", &tys).unwrap();
-    let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[] };
+    let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[], operand_max: &[] };
     assert!(dlc_lower::gemm::plan(&node).is_none());
     assert!(dlc_lower::lower("k", &node, &T).unwrap().unwrap().data.is_empty());
 }
@@ -1180,7 +1198,8 @@ fn pointwise_convolutions_with_partial_panels_channel_tails_and_epilogues() {
             }
             let Op::Conv(cv) = &op else { unreachable!() };
             let out = op.infer("n", &tys).unwrap();
-            let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[] };
+            let node =
+                dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[], operand_max: &[] };
             assert!(dlc_lower::conv1x1::applies(&node, cv));
             let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 30 + i as u64)).collect();
             for lanes in [4, 8, 16] {
@@ -1229,7 +1248,7 @@ fn direct_convolutions_strided_depthwise_and_at_the_borders() {
         let tys = conv_operands(op, xd, wd, *bias, *res);
         let Op::Conv(cv) = op else { unreachable!() };
         let out = op.infer("n", &tys).unwrap();
-        let node = dlc_lower::Node { name: "n", op, inputs: &tys, outputs: &out, consts: &[] };
+        let node = dlc_lower::Node { name: "n", op, inputs: &tys, outputs: &out, consts: &[], operand_max: &[] };
         let g = cv.geometry("n", &tys[0], &tys[1]).unwrap();
         let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 60 + i as u64)).collect();
         for lanes in [4, 8, 16] {
@@ -1279,13 +1298,165 @@ fn channel_blocked_convolutions_with_constant_weights() {
         let out = op.infer("n", &tys).unwrap();
         let xs: Vec<TensorData> = tys.iter().enumerate().map(|(i, t)| floats(t, 70 + i as u64)).collect();
         let consts = [None, Some(&xs[1])];
-        let node = dlc_lower::Node { name: "n", op, inputs: &tys, outputs: &out, consts: &consts };
+        let node = dlc_lower::Node { name: "n", op, inputs: &tys, outputs: &out, consts: &consts, operand_max: &[] };
         let g = cv.geometry("n", &tys[0], &tys[1]).unwrap();
         for lanes in [4, 8, 16] {
             let t = dlc_lower::Target::with_lanes(lanes);
             let k = dlc_lower::convblk::conv("k", &node, cv, &g, &t).unwrap();
             assert_eq!(k.data[0].name, "wpack");
             compare_kernel(&k, op, &xs, &out);
+        }
+    }
+}
+
+/// Runs kernel `k` on `xs` and returns its results (of types `out`), each filled with
+/// 0xAA first so that an element the kernel does not write shows.
+fn run_outputs(k: &dlc_kir::Kernel, xs: &[TensorData], out: &[TensorType]) -> Vec<Vec<u8>> {
+    let mut bufs: Vec<Vec<u8>> = xs.iter().map(|x| x.bytes().to_vec()).collect();
+    bufs.extend(out.iter().map(|t| vec![0xAA; t.size_bytes().unwrap() as usize]));
+    run_kernel(k, &mut bufs, &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}\n{}", dlc_kir::print::kernel(k)));
+    bufs.split_off(xs.len())
+}
+
+fn f32_of(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// int8: `quant_pack` (NCHW with padding and channels past C, matrix rows, dynamic
+/// ranges) is exact; `qconv` on every dot-product path (VNNI, the AVX2 pairs, exact i32)
+/// and with 7-bit inputs (the pairs added in 16 bits), partial channel blocks, strides,
+/// dilations, residuals, activations, matrix rows and dynamic quantization, within the
+/// ONNX tolerances of the f32 epilogue.
+#[test]
+fn int8_packs_and_convolutions_on_every_dot_path() {
+    use dlc_ir::ops::{Activation, QConv, QuantPack};
+    use dlc_lower::{Int8Dot, Target};
+    let f32t = |d: &[u64]| TensorType::fixed(DType::F32, d);
+    let pack_op = |qmax: i64, pads: [i64; 4], rows: bool, dynamic: bool| -> Op {
+        QuantPack { scale: 0.02, zero_point: qmax / 2, qmax, pads: pads.to_vec(), rows, dynamic }.into()
+    };
+    // quant_pack alone: exact.
+    let packs: [(&[u64], [i64; 4], bool, bool); 6] = [
+        (&[1, 6, 5, 11], [1, 2, 0, 1], false, false),
+        (&[2, 8, 4, 16], [0, 0, 0, 0], false, true),
+        (&[1, 3, 7, 9], [1, 1, 1, 1], false, true),
+        (&[1, 16, 30, 30], [1, 1, 1, 1], false, false),
+        (&[5, 10], [0; 4], true, false),
+        (&[6, 8], [0; 4], true, true),
+    ];
+    for (dims, pads, rows, dynamic) in packs {
+        for qmax in [255, 127] {
+            let op = pack_op(qmax, pads, rows, dynamic);
+            let x = floats(&f32t(dims), 3);
+            let out = op.infer("n", &[x.ty().clone()]).unwrap();
+            let node = dlc_lower::Node {
+                name: "n",
+                op: &op,
+                inputs: std::slice::from_ref(x.ty()),
+                outputs: &out,
+                consts: &[],
+                operand_max: &[],
+            };
+            let k = dlc_lower::lower("k", &node, &T).expect("ported").unwrap();
+            let got = run_outputs(&k, std::slice::from_ref(&x), &out);
+            let want = dlc_interp::eval(&op, std::slice::from_ref(&x), &out).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g, w.bytes(), "{op:?} on {dims:?}");
+            }
+        }
+    }
+    // qconv on a pack of a float input: (x dims, M, KH, KW, strides, dilations, pads,
+    // residual, largest weight).
+    struct Case {
+        x: &'static [u64],
+        m: u64,
+        k: [u64; 2],
+        s: [i64; 2],
+        d: [i64; 2],
+        pads: [i64; 4],
+        res: bool,
+        wmax: i64,
+    }
+    let cases = [
+        Case { x: &[1, 8, 9, 9], m: 20, k: [3, 3], s: [1, 1], d: [1, 1], pads: [1, 1, 1, 1], res: true, wmax: 63 },
+        Case { x: &[1, 6, 8, 8], m: 16, k: [1, 1], s: [2, 2], d: [1, 1], pads: [0; 4], res: false, wmax: 63 },
+        Case { x: &[2, 16, 7, 7], m: 40, k: [3, 3], s: [1, 1], d: [2, 2], pads: [2, 2, 2, 2], res: false, wmax: 63 },
+        Case { x: &[1, 12, 5, 6], m: 24, k: [2, 3], s: [1, 2], d: [1, 1], pads: [0, 1, 1, 0], res: true, wmax: 127 },
+        Case { x: &[1, 32, 14, 14], m: 64, k: [3, 3], s: [1, 1], d: [1, 1], pads: [1, 1, 1, 1], res: false, wmax: 63 },
+    ];
+    let acts = [Activation::None, Activation::Relu, Activation::Clip { min: -0.5, max: 0.75 }];
+    let paths = [Int8Dot::Vnni, Int8Dot::Avx2Pairs, Int8Dot::Exact];
+    let weights = |dims: &[u64], wmax: i64, seed: u64| -> TensorData {
+        let n: u64 = dims.iter().product();
+        let mut x = seed | 1;
+        let v: Vec<u8> = (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (((x >> 33) as i64 % (2 * wmax + 1)) - wmax) as i8 as u8
+            })
+            .collect();
+        TensorData::new(TensorType::fixed(DType::I8, dims), Arc::from(v)).unwrap()
+    };
+    let check = |op: &Op, xs: &[TensorData], qmax: i64, path: Int8Dot, what: &str| {
+        let tys: Vec<TensorType> = xs.iter().map(|x| x.ty().clone()).collect();
+        let out = op.infer("n", &tys).unwrap();
+        let consts: Vec<Option<&TensorData>> = (0..xs.len()).map(|i| (1..=3).contains(&i).then_some(&xs[i])).collect();
+        let bound = [Some(qmax as u64)];
+        let node = dlc_lower::Node { name: "n", op, inputs: &tys, outputs: &out, consts: &consts, operand_max: &bound };
+        let k = dlc_lower::lower("k", &node, &Target { f32_lanes: 8, int8: path }).expect("ported").unwrap();
+        let text = dlc_kir::print::kernel(&k);
+        let wmax_ok = xs[1].bytes().iter().all(|&v| (-63..=63).contains(&(v as i8)));
+        let used = |name: &str| text.contains(name);
+        assert_eq!(used("vpdpbusd"), path == Int8Dot::Vnni, "{what}");
+        assert_eq!(used("pmadd.ub.sw"), path == Int8Dot::Avx2Pairs && wmax_ok, "{what}");
+        let got = run_outputs(&k, xs, &out);
+        let want = dlc_interp::eval(op, xs, &out).unwrap();
+        for (g, w) in f32_of(&got[0]).iter().zip(f32_of(want[0].bytes())) {
+            assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{what} {path:?}: {g} vs {w}");
+        }
+    };
+    for (ci, cs) in cases.iter().enumerate() {
+        let (ch, kk) = (cs.x[1], cs.k);
+        let w = weights(&[cs.m, ch, kk[0], kk[1]], cs.wmax, ci as u64);
+        let mult = TensorData::from_f32(&[cs.m], &(0..cs.m).map(|i| 1e-3 * (i % 7 + 1) as f32).collect::<Vec<_>>());
+        let off = TensorData::from_f32(&[cs.m], &(0..cs.m).map(|i| 0.1 * (i % 5) as f32 - 0.2).collect::<Vec<_>>());
+        for (qmax, act) in [(255, acts[ci % 3]), (127, acts[(ci + 1) % 3])] {
+            let pk = pack_op(qmax, cs.pads, false, false);
+            let x = floats(&f32t(cs.x), 10 + ci as u64);
+            let xt = [x.ty().clone()];
+            let packed = dlc_interp::eval(&pk, std::slice::from_ref(&x), &pk.infer("p", &xt).unwrap()).unwrap();
+            let op: Op =
+                QConv { strides: cs.s.to_vec(), dilations: cs.d.to_vec(), act, rows: false, dynamic: false }.into();
+            let mut xs = vec![packed[0].clone(), w.clone(), mult.clone().unwrap(), off.clone().unwrap()];
+            if cs.res {
+                let tys: Vec<TensorType> = xs.iter().map(|x| x.ty().clone()).collect();
+                let y = op.infer("n", &tys).unwrap();
+                xs.push(floats(&y[0], 77));
+            }
+            for path in paths {
+                check(&op, &xs, qmax, path, &format!("case {ci} qmax {qmax}"));
+            }
+        }
+    }
+    // Matrix rows (a MatMul's int8 form) and dynamic quantization (NCHW and rows).
+    for (dims, rows) in [(&[9u64, 20][..], true), (&[1, 8, 6, 6][..], false)] {
+        for dynamic in [false, true] {
+            let pk = pack_op(255, [0; 4], rows, dynamic);
+            let x = floats(&f32t(dims), 5);
+            let packed =
+                dlc_interp::eval(&pk, std::slice::from_ref(&x), &pk.infer("p", &[x.ty().clone()]).unwrap()).unwrap();
+            let (m, c) = (12, dims[1]);
+            let w = weights(&[m, c, 1, 1], 63, 9);
+            let mult = TensorData::from_f32(&[m], &vec![if dynamic { 0.01 } else { 2e-4 }; m as usize]).unwrap();
+            let off = TensorData::from_f32(&[m], &(0..m).map(|i| i as f32 * 0.01).collect::<Vec<_>>()).unwrap();
+            let op: Op = QConv { strides: vec![], dilations: vec![], act: Activation::Relu, rows, dynamic }.into();
+            let mut xs = vec![packed[0].clone(), w, mult, off];
+            if dynamic {
+                xs.push(packed[1].clone());
+            }
+            for path in paths {
+                check(&op, &xs, 255, path, &format!("rows {rows} dynamic {dynamic}"));
+            }
         }
     }
 }

@@ -7,12 +7,8 @@ use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::values::FunctionValue;
 
-mod convblk;
 pub(crate) mod elementwise;
-mod gemm;
-pub(crate) use gemm::vfma;
 pub(crate) mod movement;
-mod quant;
 pub(crate) mod reduce;
 
 /// What a lowering sees: the node, its operand and result types (all fixed).
@@ -24,6 +20,8 @@ pub(crate) struct NodeInfo<'g> {
     pub target: &'g TargetSpec,
     /// The operands' values where they are constants.
     pub consts: Vec<Option<&'g dlc_ir::TensorData>>,
+    /// The operands' bounds ([`dlc_lower::operand_max`]).
+    pub operand_max: Vec<Option<u64>>,
 }
 
 impl<'g> NodeInfo<'g> {
@@ -44,6 +42,7 @@ impl<'g> NodeInfo<'g> {
                     _ => None,
                 })
                 .collect(),
+            operand_max: dlc_lower::operand_max(g, id),
         };
         for t in info.inputs.iter().chain(info.outputs) {
             if !t.shape.is_fixed() {
@@ -79,6 +78,7 @@ impl<'g> NodeInfo<'g> {
             inputs: &self.inputs,
             outputs: self.outputs,
             consts: &self.consts,
+            operand_max: &self.operand_max,
         }
     }
 
@@ -123,138 +123,12 @@ pub(crate) fn lower_node<'ctx>(
 /// Emits the computation of node `id` (described by `info`) into `kb`, whose parameters
 /// are the operands, then the results.
 pub(crate) fn emit_body(kb: &Kb<'_, '_>, g: &Graph, id: NodeId, info: &NodeInfo) -> R<()> {
-    let node = g.node(id);
-    // Families already ported to kir: lowered by dlc-lower, translated by `crate::kir`.
-    if let Some(k) = info.kir() {
-        return crate::kir::emit(kb, &k?);
+    // Every op's kernel is dlc-lower's (whose `lower` matches `Op` exhaustively),
+    // translated by `crate::kir`; only sources have none (the caller skips them).
+    match info.kir() {
+        Some(k) => crate::kir::emit(kb, &k?),
+        None => Err(info.unsupported(format!("internal: no kernel for {} here", g.node(id).op.mnemonic()))),
     }
-    match &node.op {
-        // Lowered through kir above (dlc-lower): data movement, norms, reductions,
-        // pools and the elementwise family.
-        Op::MaxPool(_)
-        | Op::Conv(_)
-        | Op::MatMul(_)
-        | Op::Gemm(_)
-        | Op::Attention(_)
-        | Op::ConvTranspose(_)
-        | Op::GridSample(_)
-        | Op::Einsum(_)
-        | Op::AveragePool(_)
-        | Op::GlobalAveragePool(_)
-        | Op::Transpose(_)
-        | Op::Slice(_)
-        | Op::Trilu(_)
-        | Op::GatherElements(_)
-        | Op::Pad(_)
-        | Op::Reshape(_)
-        | Op::Flatten(_)
-        | Op::Identity(_)
-        | Op::Concat(_)
-        | Op::Gather(_)
-        | Op::ScatterElements(_)
-        | Op::ScatterND(_)
-        | Op::BatchNormalization(_)
-        | Op::Softmax(_)
-        | Op::LayerNormalization(_)
-        | Op::Add(_)
-        | Op::Sub(_)
-        | Op::Mul(_)
-        | Op::Div(_)
-        | Op::Max(_)
-        | Op::Min(_)
-        | Op::Mod(_)
-        | Op::Pow(_)
-        | Op::PRelu(_)
-        | Op::Equal(_)
-        | Op::Greater(_)
-        | Op::GreaterOrEqual(_)
-        | Op::Less(_)
-        | Op::LessOrEqual(_)
-        | Op::And(_)
-        | Op::Or(_)
-        | Op::Xor(_)
-        | Op::Not(_)
-        | Op::BitwiseAnd(_)
-        | Op::BitwiseOr(_)
-        | Op::BitwiseXor(_)
-        | Op::BitwiseNot(_)
-        | Op::BitShift(_)
-        | Op::Where(_)
-        | Op::Cast(_)
-        | Op::Abs(_)
-        | Op::Neg(_)
-        | Op::Sign(_)
-        | Op::Relu(_)
-        | Op::Sigmoid(_)
-        | Op::Tanh(_)
-        | Op::Exp(_)
-        | Op::Log(_)
-        | Op::Sqrt(_)
-        | Op::Reciprocal(_)
-        | Op::Sin(_)
-        | Op::Cos(_)
-        | Op::Tan(_)
-        | Op::Asin(_)
-        | Op::Acos(_)
-        | Op::Atan(_)
-        | Op::Sinh(_)
-        | Op::Cosh(_)
-        | Op::Asinh(_)
-        | Op::Acosh(_)
-        | Op::Atanh(_)
-        | Op::Erf(_)
-        | Op::Floor(_)
-        | Op::Ceil(_)
-        | Op::Round(_)
-        | Op::Softplus(_)
-        | Op::Softsign(_)
-        | Op::Mish(_)
-        | Op::HardSwish(_)
-        | Op::HardSigmoid(_)
-        | Op::LeakyRelu(_)
-        | Op::Elu(_)
-        | Op::Selu(_)
-        | Op::Celu(_)
-        | Op::ThresholdedRelu(_)
-        | Op::Gelu(_)
-        | Op::IsNaN(_)
-        | Op::IsInf(_)
-        | Op::Clip(_)
-        | Op::Swish(_)
-        | Op::Shrink(_)
-        | Op::Expand(_)
-        | Op::Fused(_)
-        | Op::ReduceSum(_)
-        | Op::ReduceMean(_)
-        | Op::ReduceMax(_)
-        | Op::ReduceMin(_)
-        | Op::ReduceProd(_)
-        | Op::ReduceL1(_)
-        | Op::ReduceL2(_)
-        | Op::ReduceLogSum(_)
-        | Op::ReduceLogSumExp(_)
-        | Op::ReduceSumSquare(_)
-        | Op::ArgMax(_)
-        | Op::ArgMin(_)
-        | Op::NllLoss(_)
-        | Op::CumSum(_) => return Err(info.unsupported("internal: lowered through kir")),
-        Op::QuantPack(op) => quant::quant_pack(kb, info, op)?,
-        Op::QConv(op) => {
-            let c = |i: usize| {
-                qconv_const(g, id, i).ok_or_else(|| info.unsupported("weights, mult and offset must be constants"))
-            };
-            let input_max = match &g.node(g.operands(id)[0].node).op {
-                Op::QuantPack(p) => p.qmax as u64,
-                _ => 255,
-            };
-            quant::qconv(kb, info, op, [c(1)?, c(2)?, c(3)?], input_max)?
-        }
-        // Sources have no kernel (the caller skips them).
-        Op::Input(_) | Op::Const(_) => {
-            return Err(info.unsupported(format!("internal: no kernel for {} here", node.op.mnemonic())))
-        }
-    }
-    Ok(())
 }
 
 /// Whether node `id` reads its operand `operand` only from a copy its kernel packs at

@@ -1,0 +1,604 @@
+//! int8 kernels: [`quant_pack`] (f32 NCHW to the packed u8 layout) and [`qconv`]
+//! (integer convolution with an f32 epilogue).
+//!
+//! `QConv` follows the channel-blocked f32 convolution ([`crate::convblk`]): vectors of 8
+//! i32 accumulators run along output channels, weights are packed at compile time into
+//! blocks of `CB = NF * 8` channels, `[block][ky][c/4][kx][CB][4]` (i8, a constant array
+//! of the kernel), and each input pixel's 32-bit word (four input channels, u8) is
+//! broadcast to all lanes. One step is a four-term dot product per lane, by the
+//! target's [`Int8Dot`]: with VNNI one `vpdpbusd` (32 multiply-adds into the i32
+//! accumulators); on x86 with AVX2, `vpmaddubsw` (u8 x i8 pairs to saturating i16) then
+//! `vpmaddwd` by ones (pairs of i16 to i32): 32 multiply-adds in two instructions where
+//! f32 FMA does 8 in one. The pairs cannot saturate when every weight is within +-63
+//! (2 x 255 x 63 < 2^15), which the quantization pass guarantees; a layer with larger
+//! weights, and every other target, use exact i32 arithmetic instead (widen, multiply,
+//! add the four products with shuffles). The input comes padded (the padding holds the
+//! zero point), so no tap needs a bounds check. The intrinsics are kir's named
+//! operations ([`dlc_kir::intrinsic`]), so the interpreter runs every path.
+use crate::conv1x1::pixel_epilogue;
+use crate::convblk::block_task;
+use crate::{in_bounds, par, Int8Dot, LowerError, Node, Target};
+use dlc_ir::ops::{QConv, QuantPack, PACK};
+use dlc_kir::{
+    Access, BinOp, CastOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, ReduceOp, Stmt, Ty, UnOp,
+    ValId,
+};
+
+/// i32 lanes per accumulator vector.
+const LANES: u64 = 8;
+const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
+const I32: Ty = Ty { elem: Elem::I32, lanes: 1 };
+const VPDPBUSD: &str = "x86.avx512.vpdpbusd.256";
+const PMADDUBSW: &str = "x86.avx2.pmadd.ub.sw";
+const PMADDWD: &str = "x86.avx2.pmadd.wd";
+
+fn c(v: u64) -> Expr {
+    Expr::c(v as i64)
+}
+
+fn fconst(b: &mut KernelBuilder, lanes: u32, v: f32) -> ValId {
+    b.let_(Inst::Const { ty: Ty::vec(Elem::F32, lanes), lit: Lit::Float(v as f64) })
+}
+
+fn iconst(b: &mut KernelBuilder, ty: Ty, v: i64) -> ValId {
+    b.let_(Inst::Const { ty, lit: Lit::Int(v) })
+}
+
+/// `x` in every one of `lanes` lanes (`x` itself for one lane).
+fn splat(b: &mut KernelBuilder, x: ValId, lanes: u32) -> ValId {
+    if lanes == 1 {
+        x
+    } else {
+        b.let_(Inst::Splat(x, lanes))
+    }
+}
+
+/// A `quant_pack`'s scale and zero point as f32 values: constants, or with `dynamic` the
+/// ones the kernel stored in its second result (parameter 2).
+fn qparams(b: &mut KernelBuilder, op: &QuantPack) -> (ValId, ValId) {
+    if op.dynamic {
+        return (b.load(F32, 2, c(0), 4), b.load(F32, 2, c(1), 4));
+    }
+    (fconst(b, 1, op.scale), fconst(b, 1, op.zero_point as f32))
+}
+
+/// ONNX QuantizeLinear of `v` (`lanes` f32s): `clamp(roundeven(v / scale) + zp, 0,
+/// qmax)` as i32.
+fn quantize(b: &mut KernelBuilder, v: ValId, lanes: u32, (scale, zp): (ValId, ValId), qmax: i64) -> ValId {
+    let s = splat(b, scale, lanes);
+    let v = b.bin(BinOp::FDiv, v, s);
+    let v = b.let_(Inst::Un(UnOp::RoundEven, v));
+    let z = splat(b, zp, lanes);
+    let v = b.bin(BinOp::FAdd, v, z);
+    let zero = fconst(b, lanes, 0.0);
+    let v = b.bin(BinOp::FMax, v, zero);
+    let hi = fconst(b, lanes, qmax as f32);
+    let v = b.bin(BinOp::FMin, v, hi);
+    b.let_(Inst::Cast(CastOp::FpToSi, v, Ty::vec(Elem::I32, lanes)))
+}
+
+/// A dynamic `quant_pack`'s first step, before the packing: the input's range (NaN
+/// ignored), then `dlc_ir::ops::range_quantization` of it, stored as `[scale,
+/// zero_point]` in the second result.
+fn dynamic_range(b: &mut KernelBuilder, numel: u64, qmax: i64) {
+    let vt = Ty::vec(Elem::F32, LANES as u32);
+    let inf = fconst(b, LANES as u32, f32::INFINITY);
+    let ninf = fconst(b, LANES as u32, f32::NEG_INFINITY);
+    let (lo, hi) = (b.local(vt, inf), b.local(vt, ninf));
+    let step = |b: &mut KernelBuilder, v: ValId| {
+        for (slot, op) in [(lo, BinOp::FMin), (hi, BinOp::FMax)] {
+            let cur = b.let_(Inst::Get(slot));
+            let next = b.bin(op, cur, v);
+            b.stmt(Stmt::Set(slot, next));
+        }
+    };
+    b.for_(c(0), c(numel / LANES), LoopKind::Serial, |b, i| {
+        let v = b.load(vt, 0, &i * &c(LANES), 4);
+        step(b, v)
+    });
+    b.for_(c(numel / LANES * LANES), c(numel), LoopKind::Serial, |b, i| {
+        let x = b.load(F32, 0, i, 4);
+        let v = b.let_(Inst::Splat(x, LANES as u32));
+        step(b, v)
+    });
+    let zero = fconst(b, 1, 0.0);
+    let l = b.let_(Inst::Get(lo));
+    let l = b.let_(Inst::Reduce(ReduceOp::FMin, l));
+    let lo = b.bin(BinOp::FMin, l, zero);
+    let h = b.let_(Inst::Get(hi));
+    let h = b.let_(Inst::Reduce(ReduceOp::FMax, h));
+    let hi = b.bin(BinOp::FMax, h, zero);
+    // As range_quantization: an empty or non-finite range gives scale 1.
+    let inf = fconst(b, 1, f32::INFINITY);
+    let finite = |b: &mut KernelBuilder, v: ValId| {
+        let a = b.let_(Inst::Un(UnOp::FAbs, v));
+        b.cmp(CmpOp::FOlt, a, inf)
+    };
+    let width = b.bin(BinOp::FSub, hi, lo);
+    let tiny = fconst(b, 1, f32::MIN_POSITIVE);
+    let wide = b.cmp(CmpOp::FOgt, width, tiny);
+    let (fl, fh) = (finite(b, lo), finite(b, hi));
+    let both = b.bin(BinOp::And, fl, fh);
+    let ok = b.bin(BinOp::And, both, wide);
+    let q = fconst(b, 1, qmax as f32);
+    let one = fconst(b, 1, 1.0);
+    let s = b.bin(BinOp::FDiv, width, q);
+    let scale = b.select(ok, s, one);
+    let nlo = b.let_(Inst::Un(UnOp::FNeg, lo));
+    let z = b.bin(BinOp::FDiv, nlo, scale);
+    let z = b.let_(Inst::Un(UnOp::RoundEven, z));
+    let z = b.bin(BinOp::FMax, z, zero);
+    let z = b.bin(BinOp::FMin, z, q);
+    let neg = b.cmp(CmpOp::FOlt, lo, zero);
+    let dflt = b.select(neg, q, zero);
+    let zp = b.select(ok, z, dflt);
+    b.store(2, c(0), scale, 4);
+    b.store(2, c(1), zp, 4);
+}
+
+fn params(outputs: usize) -> Vec<Access> {
+    let mut p = vec![Access::Read];
+    p.extend(std::iter::repeat_n(Access::Write, outputs));
+    p
+}
+
+/// The quantize-and-pack kernel of node `n`: one task per output row `(n, c4, y)`;
+/// pixels 8 at a time (then one at a time), four channel rows quantized and merged into
+/// 32-bit words. Parameters: X, then the packed result (and with `dynamic` the
+/// `[scale, zero_point]` result).
+pub fn quant_pack(name: &str, n: &Node, op: &QuantPack) -> Result<Kernel, LowerError> {
+    let x = n.fixed_in(0)?;
+    let mut b = KernelBuilder::new(name, &params(n.outputs.len()));
+    if op.dynamic {
+        dynamic_range(&mut b, x.iter().product(), op.qmax);
+    }
+    if op.rows {
+        quant_pack_rows(&mut b, n, op)?;
+        return Ok(b.finish());
+    }
+    if x.len() != 4 {
+        return Err(n.error("quant_pack needs an NCHW input"));
+    }
+    let (batch, ch, h, w) = (x[0], x[1], x[2], x[3]);
+    let [pt, pl, _, _] = op.padding();
+    let y = n.outputs[0].shape.as_fixed().ok_or_else(|| n.error("the packed result needs fixed dims"))?;
+    let (c4, hp, wp) = (y[1], y[2], y[3]);
+    let zp_int = |b: &mut KernelBuilder| {
+        let zp = qparams(b, op).1;
+        b.let_(Inst::Cast(CastOp::FpToSi, zp, I32))
+    };
+    let fill = |b: &mut KernelBuilder, start: Expr, count: u64| {
+        let z = zp_int(b);
+        let bytes = iconst(b, I32, 0x0101_0101);
+        let word = b.bin(BinOp::Mul, z, bytes);
+        b.for_(c(0), c(count), LoopKind::Serial, |b, i| b.store(1, &start + &i, word, 4));
+    };
+    // `lanes` pixels from column `x0` of row `yi` of the four channels of word `c4i`.
+    let words = |b: &mut KernelBuilder, img: &Expr, c4i: &Expr, yi: &Expr, x0: &Expr, lanes: u32| -> ValId {
+        let it = Ty::vec(Elem::I32, lanes);
+        let qp = qparams(b, op);
+        let mut word = iconst(b, it, 0);
+        for sub in 0..PACK {
+            let chn = &(c4i * &c(PACK)) + &c(sub);
+            let at = &(&(&(img * &c(ch * h * w)) + &(&chn * &c(h * w))) + &(yi * &c(w))) + x0;
+            let q = |b: &mut KernelBuilder| {
+                let v = b.load(Ty::vec(Elem::F32, lanes), 0, at.clone(), 4);
+                quantize(b, v, lanes, qp, op.qmax)
+            };
+            let q = if ch.is_multiple_of(PACK) {
+                q(b)
+            } else {
+                // Channels past C hold the zero point.
+                let z = zp_int(b);
+                let z = splat(b, z, lanes);
+                let slot = b.local(it, z);
+                let inside = in_bounds(b, chn.clone(), ch);
+                b.if_(
+                    inside,
+                    |b| {
+                        let v = q(b);
+                        b.stmt(Stmt::Set(slot, v));
+                    },
+                    |_| {},
+                );
+                b.let_(Inst::Get(slot))
+            };
+            let sh = iconst(b, it, (8 * sub) as i64);
+            let shifted = b.bin(BinOp::Shl, q, sh);
+            word = b.bin(BinOp::Or, word, shifted);
+        }
+        word
+    };
+    let flops = 8 * batch * c4 * PACK * h * w;
+    par(&mut b, batch * c4 * hp, flops, |b, t| {
+        let img = t.floor_div(&c(c4 * hp));
+        let r = t.modulo(&c(c4 * hp));
+        let (c4i, yp) = (r.floor_div(&c(hp)), r.modulo(&c(hp)));
+        let row = &t * &c(wp);
+        let yi = &yp - &c(pt);
+        let inside = in_bounds(b, yi.clone(), h);
+        b.if_(
+            inside,
+            |b| {
+                fill(b, row.clone(), pl);
+                fill(b, &row + &c(pl + w), wp - pl - w);
+                let body = &row + &c(pl);
+                b.for_(c(0), c(w / LANES), LoopKind::Serial, |b, i| {
+                    let x0 = &i * &c(LANES);
+                    let v = words(b, &img, &c4i, &yi, &x0, LANES as u32);
+                    b.store(1, &body + &x0, v, 4);
+                });
+                b.for_(c(w / LANES * LANES), c(w), LoopKind::Serial, |b, x0| {
+                    let v = words(b, &img, &c4i, &yi, &x0, 1);
+                    b.store(1, &body + &x0, v, 4);
+                });
+            },
+            |b| fill(b, row.clone(), wp),
+        );
+    });
+    Ok(b.finish())
+}
+
+/// [`quant_pack`] of a matrix's rows: word `(k4, p)` holds row `p`'s values `4 k4..4 k4 +
+/// 4` (contiguous in the input: one 4-lane load, quantized and narrowed to one 32-bit
+/// word).
+fn quant_pack_rows(b: &mut KernelBuilder, n: &Node, op: &QuantPack) -> Result<(), LowerError> {
+    let x = n.fixed_in(0)?;
+    let k = *x.last().ok_or_else(|| n.error("rows need a matrix input"))?;
+    let y = n.outputs[0].shape.as_fixed().ok_or_else(|| n.error("the packed result needs fixed dims"))?;
+    let (k4, p) = (y[1], y[3]);
+    let ft = Ty::vec(Elem::F32, PACK as u32);
+    par(b, p, 8 * p * k4 * PACK, |b, row| {
+        b.for_(c(0), c(k4), LoopKind::Serial, |b, wi| {
+            let ch0 = &wi * &c(PACK);
+            let src = &(&row * &c(k)) + &ch0;
+            let v = if k.is_multiple_of(PACK) {
+                b.load(ft, 0, src, 4)
+            } else {
+                // The last word of a row may stop short: lanes past K read as 0.0, which
+                // quantizes to the zero point.
+                let mut v = fconst(b, PACK as u32, 0.0);
+                let zero = fconst(b, 1, 0.0);
+                for l in 0..PACK {
+                    let inside = in_bounds(b, &ch0 + &c(l), k);
+                    let (sl, s0) = (b.index(&src + &c(l)), b.index(src.clone()));
+                    let at = b.select(inside, sl, s0);
+                    let xl = b.load(F32, 0, Expr::val(at), 4);
+                    let xl = b.select(inside, xl, zero);
+                    v = b.let_(Inst::Insert(v, xl, l as u32));
+                }
+                v
+            };
+            let qp = qparams(b, op);
+            let q = quantize(b, v, PACK as u32, qp, op.qmax);
+            let q = b.let_(Inst::Cast(CastOp::Trunc, q, Ty::vec(Elem::I8, PACK as u32)));
+            let word = b.let_(Inst::Cast(CastOp::Bitcast, q, I32));
+            b.store(1, &(&wi * &c(p)) + &row, word, 4);
+        });
+    });
+    Ok(())
+}
+
+/// The tile `(NF, NP)`: `NF` vectors of 8 channels by `NP` pixels of one row, at most 16
+/// vector registers (accumulators, weights, one broadcast, the ones and a temporary).
+/// The cost of a row of tiles over the channel blocks (the last block may be part
+/// padding), one cycle per dot product of a vector plus two per tile step and a quarter
+/// per load, over the useful work.
+pub fn qtile(m: u64, ow: u64) -> (u64, u64) {
+    let mut best = (f64::INFINITY, (1, 1));
+    for nf in 1..=4u64 {
+        for np in 1..=ow.min(12) {
+            if nf * np + nf + 3 > 16 {
+                continue;
+            }
+            let step = |cnt: u64| (nf * cnt) as f64 + 2.0 + (nf + cnt) as f64 * 0.25;
+            let row = (ow / np) as f64 * step(np) + if !ow.is_multiple_of(np) { step(ow % np) } else { 0.0 };
+            let cost = row * m.div_ceil(nf * LANES) as f64 / (m * ow) as f64;
+            if cost < best.0 - 1e-9 {
+                best = (cost, (nf, np));
+            }
+        }
+    }
+    best.1
+}
+
+/// Packs `[M, C, KH, KW]` i8 weights (as bytes) into `[ceil(M / cb)][KH][C4][KW][cb][4]`.
+pub fn pack(w: &[u8], [m, c, kh, kw]: [u64; 4], cb: u64) -> Vec<u8> {
+    let (blocks, c4) = (m.div_ceil(cb), c.div_ceil(PACK));
+    let mut out = vec![0u8; (blocks * kh * c4 * kw * cb * PACK) as usize];
+    for co in 0..m {
+        let (b, lane) = (co / cb, co % cb);
+        for ci in 0..c {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let src = ((co * c + ci) * kh + ky) * kw + kx;
+                    let dst = ((((b * kh + ky) * c4 + ci / PACK) * kw + kx) * cb + lane) * PACK + ci % PACK;
+                    out[dst as usize] = w[src as usize];
+                }
+            }
+        }
+    }
+    out
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// How a `QConv` of these weights takes its dot products on target `t`: VNNI where the
+/// target has it; the AVX2 pairs only when every weight is within +-63 (the pairs
+/// cannot saturate); else exact i32 arithmetic.
+pub fn dot_path(t: &Target, w: &[u8]) -> Int8Dot {
+    match t.int8 {
+        Int8Dot::Vnni => Int8Dot::Vnni,
+        Int8Dot::Avx2Pairs if w.iter().all(|&v| (-63..=63).contains(&(v as i8))) => Int8Dot::Avx2Pairs,
+        _ => Int8Dot::Exact,
+    }
+}
+
+/// The `QConv` kernel of node `n` for target `t`. Operands 1 to 3 (weights, mult,
+/// offset) must be constants (the kernel packs them); `n.operand_max[0]` bounds the
+/// input's quantized values (its `quant_pack`'s `qmax`, else 255). Parameters: Xq, Wq,
+/// mult, offset (those three unread), the residual or the dynamic `[scale,
+/// zero_point]`, then Y.
+pub fn qconv(name: &str, n: &Node, op: &QConv, t: &Target) -> Result<Kernel, LowerError> {
+    let konst = |i: usize| n.consts.get(i).copied().flatten();
+    let (Some(wt), Some(mt), Some(ot)) = (konst(1), konst(2), konst(3)) else {
+        return Err(n.error("weights, mult and offset must be constants"));
+    };
+    let (x, wd) = (n.fixed_in(0)?, n.fixed_in(1)?);
+    let y = n.outputs[0].shape.as_fixed().ok_or_else(|| n.error("the result needs fixed dims"))?;
+    if x.len() != 5 || wd.len() != 4 {
+        return Err(n.error("needs a packed input and [M, C, KH, KW] weights"));
+    }
+    let (batch, c4, hp, wp) = (x[0], x[1], x[2], x[3]);
+    let (m, ch, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
+    // With `rows` the result is [P, M]: one output row of P pixels, channels contiguous.
+    let (oh, ow) = if op.rows { (1, y[0]) } else { (y[2], y[3]) };
+    let ([sy, sx], [dy, dx]) = op.steps();
+    let w = wt.bytes();
+    let (Some(mult), Some(offset)) = (mt.to_f32(), ot.to_f32()) else {
+        return Err(n.error("mult and offset must be f32 constants"));
+    };
+    let input_max = n.operand_max.first().copied().flatten().unwrap_or(255);
+    let path = dot_path(t, w);
+    // Two steps' pair sums fit 16 bits: 2 x 2 x 127 x 63 < 2^15.
+    let paired = path == Int8Dot::Avx2Pairs && input_max <= 127;
+    // Channel words per step group: two when they pair up evenly, else the kernel
+    // columns pair up.
+    let words = if paired && c4 % 2 == 0 { 2 } else { 1 };
+    let (nf, np) = qtile(m, ow);
+    let cb = nf * LANES;
+    let blocks = m.div_ceil(cb);
+    tracing::debug!(node = n.name, nf, np, ?path, paired, "int8 convolution tile");
+    let n_in = n.inputs.len();
+    let mut access = vec![Access::Read; n_in];
+    access.push(Access::Write);
+    let mut b = KernelBuilder::new(name, &access);
+    let pw = b.data("wpack", Elem::I8, pack(w, [m, ch, kh, kw], cb));
+    let pad = |v: &[f32]| -> Vec<u8> {
+        let mut p = v.to_vec();
+        p.resize((blocks * cb) as usize, 0.0);
+        f32_bytes(&p)
+    };
+    let (pm, po) = (b.data("mult", Elem::F32, pad(&mult)), b.data("offset", Elem::F32, pad(&offset)));
+    // Dynamic: each channel's weight sum, for the run's zero-point term.
+    let psum = op.dynamic.then(|| {
+        let per = (ch * kh * kw) as usize;
+        let sums: Vec<f32> =
+            w.chunks(per.max(1)).map(|cw| cw.iter().map(|&v| v as i8 as i32).sum::<i32>() as f32).collect();
+        b.data("wsum", Elem::F32, pad(&sums))
+    });
+    let has_res = n_in == 5 && !op.dynamic;
+    let out = n_in as u32;
+    let (bv, accv, fv) = (Ty::vec(Elem::I8, 32), Ty::vec(Elem::I32, LANES as u32), Ty::vec(Elem::F32, LANES as u32));
+    let i16v = Ty::vec(Elem::I16, 16);
+    let intrinsic = |b: &mut KernelBuilder, name: &str, args: Vec<ValId>, ty: Ty| {
+        b.let_(Inst::Intrinsic { name: name.to_string(), args, ty })
+    };
+    // Four-term dot products of the broadcast input word with a weight vector, per lane.
+    let dot4 = |b: &mut KernelBuilder, xw: ValId, wv: ValId| -> ValId {
+        if path == Int8Dot::Avx2Pairs {
+            let t = intrinsic(b, PMADDUBSW, vec![xw, wv], i16v);
+            let ones = iconst(b, i16v, 1);
+            return intrinsic(b, PMADDWD, vec![t, ones], accv);
+        }
+        let wide = Ty::vec(Elem::I32, 32);
+        let a = b.let_(Inst::Cast(CastOp::Zext, xw, wide));
+        let bw = b.let_(Inst::Cast(CastOp::Sext, wv, wide));
+        let p = b.bin(BinOp::Mul, a, bw);
+        let mut sum: Option<ValId> = None;
+        for j in 0..PACK {
+            let mask: Vec<u32> = (0..LANES).map(|l| (l * PACK + j) as u32).collect();
+            let part = b.let_(Inst::Shuffle(p, p, mask));
+            sum = Some(match sum {
+                None => part,
+                Some(s) => b.bin(BinOp::Add, s, part),
+            });
+        }
+        sum.expect("four parts")
+    };
+    let taps = c4 * kh * kw;
+    // One tile: pixels ox0.. (`cnt` of them) of output row `oy` of image `img` and
+    // channel block `blk`; `last` is whether the block is the last, partly filled one.
+    let tile = |b: &mut KernelBuilder,
+                (img, oy, blk): (&Expr, &Expr, &Expr),
+                last: Option<ValId>,
+                ox0: Expr,
+                cnt: u64| {
+        let accs: Vec<u32> = (0..nf * cnt)
+            .map(|_| {
+                let z = iconst(b, accv, 0);
+                b.local(accv, z)
+            })
+            .collect();
+        let wblk = blk * &c(taps * cb * PACK);
+        let kxo: Vec<Expr> = (0..kw)
+            .map(|kx| {
+                let v = b.i64((kx * dx) as i64);
+                Expr::val(b.let_(Inst::Opaque(v)))
+            })
+            .collect();
+        b.for_(c(0), c(kh), LoopKind::Serial, |b, ky| {
+            let iy = &(oy * &c(sy)) + &(&ky * &c(dy));
+            let wky = &wblk + &(&ky * &c(c4 * kw * cb * PACK));
+            b.for_(c(0), c(c4 / words), LoopKind::Serial, |b, cj| {
+                // Per channel word of this step: the word index of pixel (iy, ox0 * sx),
+                // and where its weights start.
+                let mut rows = Vec::new();
+                let mut taps0 = Vec::new();
+                for wi in 0..words {
+                    let ci = &(&cj * &c(words)) + &c(wi);
+                    let r = &(&(&(img * &c(c4 * hp * wp)) + &(&ci * &c(hp * wp))) + &(&iy * &c(wp))) + &(&ox0 * &c(sx));
+                    rows.push(r);
+                    taps0.push(&wky + &(&ci * &c(kw * cb * PACK)));
+                }
+                let steps: Vec<(usize, u64)> =
+                    (0..kw).flat_map(|kx| (0..words as usize).map(move |wi| (wi, kx))).collect();
+                for chunk in steps.chunks(if paired { 2 } else { 1 }) {
+                    let ws: Vec<Vec<ValId>> = chunk
+                        .iter()
+                        .map(|&(wi, kx)| {
+                            (0..nf).map(|f| b.load(bv, pw, &taps0[wi] + &c((kx * cb + f * LANES) * PACK), 32)).collect()
+                        })
+                        .collect();
+                    for p in 0..cnt {
+                        let xs: Vec<ValId> = chunk
+                            .iter()
+                            .map(|&(wi, kx)| {
+                                let idx = &(&rows[wi] + &kxo[kx as usize]) + &c(p * sx);
+                                let word = b.load(I32, 0, idx, 4);
+                                let s = b.let_(Inst::Splat(word, LANES as u32));
+                                b.let_(Inst::Cast(CastOp::Bitcast, s, bv))
+                            })
+                            .collect();
+                        for f in 0..nf as usize {
+                            let slot = accs[f * cnt as usize + p as usize];
+                            let cur = b.let_(Inst::Get(slot));
+                            let next = if path == Int8Dot::Vnni {
+                                intrinsic(b, VPDPBUSD, vec![cur, xs[0], ws[0][f]], accv)
+                            } else {
+                                let d = if chunk.len() == 2 {
+                                    // Two steps' pair sums added in 16 bits, then widened once.
+                                    let a = intrinsic(b, PMADDUBSW, vec![xs[0], ws[0][f]], i16v);
+                                    let a2 = intrinsic(b, PMADDUBSW, vec![xs[1], ws[1][f]], i16v);
+                                    let t = b.bin(BinOp::Add, a, a2);
+                                    let ones = iconst(b, i16v, 1);
+                                    intrinsic(b, PMADDWD, vec![t, ones], accv)
+                                } else {
+                                    dot4(b, xs[0], ws[0][f])
+                                };
+                                b.bin(BinOp::Add, cur, d)
+                            };
+                            b.stmt(Stmt::Set(slot, next));
+                        }
+                    }
+                }
+            });
+        });
+        // Epilogue: lane l of vector f is channel blk*cb + f*8 + l.
+        let co0 = blk * &c(cb);
+        let valid_last = m - (blocks - 1) * cb;
+        for f in 0..nf {
+            let lanes_here = if f * LANES >= valid_last { 0 } else { (valid_last - f * LANES).min(LANES) };
+            let chan = &co0 + &c(f * LANES);
+            let body = |b: &mut KernelBuilder, lanes: u64| {
+                let mut mv = b.load(fv, pm, chan.clone(), 4);
+                let mut ov = b.load(fv, po, chan.clone(), 4);
+                if let Some(psum) = psum {
+                    // mult = scale * wscale, offset = bias - mult * zero_point * sum(w).
+                    let (scale, zp) = (b.load(F32, 4, c(0), 4), b.load(F32, 4, c(1), 4));
+                    let s = b.let_(Inst::Splat(scale, LANES as u32));
+                    mv = b.bin(BinOp::FMul, mv, s);
+                    let sum = b.load(fv, psum, chan.clone(), 4);
+                    let z = b.let_(Inst::Splat(zp, LANES as u32));
+                    let zs = b.bin(BinOp::FMul, sum, z);
+                    let t = b.bin(BinOp::FMul, mv, zs);
+                    ov = b.bin(BinOp::FSub, ov, t);
+                }
+                for p in 0..cnt {
+                    let acc = b.let_(Inst::Get(accs[(f * cnt + p) as usize]));
+                    let accf = b.let_(Inst::Cast(CastOp::SiToFp, acc, fv));
+                    let mut v = b.let_(Inst::Fma(accf, mv, ov));
+                    let ox = &ox0 + &c(p);
+                    let (y0, plane) = if op.rows {
+                        (&(&ox * &c(m)) + &chan, 1)
+                    } else {
+                        (&(&(&(img * &c(m * oh * ow)) + &(&chan * &c(oh * ow))) + &(oy * &c(ow))) + &ox, oh * ow)
+                    };
+                    if has_res {
+                        let mut r = fconst(b, LANES as u32, 0.0);
+                        for l in 0..lanes {
+                            let xl = b.load(F32, 4, &y0 + &c(l * plane), 4);
+                            r = b.let_(Inst::Insert(r, xl, l as u32));
+                        }
+                        v = b.bin(BinOp::FAdd, v, r);
+                    }
+                    let v = pixel_epilogue(b, op.act, v, LANES as u32, None, None);
+                    for l in 0..lanes {
+                        let xl = b.let_(Inst::Extract(v, l as u32));
+                        b.store(out, &y0 + &c(l * plane), xl, 4);
+                    }
+                }
+            };
+            match last {
+                Some(is_last) if lanes_here < LANES => b.if_(is_last, |b| body(b, lanes_here), |b| body(b, LANES)),
+                _ => body(b, LANES),
+            }
+        }
+    };
+    let flops = 2 * batch * m * ch * kh * kw * oh * ow;
+    let weights_outer = m * taps * PACK > 256 * 1024;
+    par(&mut b, batch * oh * blocks, flops / 2, |b, tk| {
+        let (img, oy, blk) = block_task(&tk, oh, blocks, weights_outer);
+        let last = (m % cb != 0).then(|| {
+            let bv = b.index(blk.clone());
+            let lb = b.i64(blocks as i64 - 1);
+            b.cmp(CmpOp::Eq, bv, lb)
+        });
+        if ow / np > 0 {
+            b.for_(c(0), c(ow / np), LoopKind::Serial, |b, i| tile(b, (&img, &oy, &blk), last, &i * &c(np), np));
+        }
+        if !ow.is_multiple_of(np) {
+            tile(b, (&img, &oy, &blk), last, c(ow / np * np), ow % np);
+        }
+    });
+    Ok(b.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_fit_sixteen_registers() {
+        for m in [8, 20, 64, 128, 512] {
+            for ow in [1, 3, 7, 14, 56, 112] {
+                let (nf, np) = qtile(m, ow);
+                assert!(nf * np + nf + 3 <= 16 && np <= ow, "m={m} ow={ow}: {nf}x{np}");
+            }
+        }
+    }
+
+    #[test]
+    fn packing_puts_each_weight_at_its_lane_and_byte() {
+        let [m, c, kh, kw] = [10u64, 6, 2, 3];
+        let w: Vec<u8> = (0..m * c * kh * kw).map(|i| ((i % 120) as i8 - 60) as u8).collect();
+        let cb = 8;
+        let p = pack(&w, [m, c, kh, kw], cb);
+        assert_eq!(p.len() as u64, 2 * kh * 2 * kw * cb * 4);
+        for co in 0..m {
+            for ci in 0..c {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let dst = ((((co / cb * kh + ky) * 2 + ci / 4) * kw + kx) * cb + co % cb) * 4 + ci % 4;
+                        assert_eq!(p[dst as usize], w[(((co * c + ci) * kh + ky) * kw + kx) as usize]);
+                    }
+                }
+            }
+        }
+        // Channels 6 and 7 of each word, and the lanes past channel 10, are zero.
+        let nonzero = p.iter().filter(|&&v| v != 0).count() as u64;
+        assert!(nonzero <= m * c * kh * kw);
+    }
+}
