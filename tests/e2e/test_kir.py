@@ -17,8 +17,12 @@ def test_kir_round_trip_matches_ort(name, generated_models, tmp_path):
     src = generated_models / f"{name}.onnx"
     dlc("compile", src, "-o", tmp_path / "a", "--emit", "kir")
     kir = tmp_path / "a" / "model.kir"
-    # Packed weights travel inside the kernels as constant arrays.
-    assert 'data %d0 "bpack"' in kir.read_text() or 'data %d0 "wpack"' in kir.read_text()
+    text = kir.read_text()
+    # Packed weights travel inside the kernels as constant arrays, their bytes (like
+    # every constant of a kilobyte or more) in the sidecar file the program names.
+    assert 'data %d0 "bpack"' in text or 'data %d0 "wpack"' in text
+    assert text.splitlines()[1] == 'weights "model.kir.weights"'
+    assert (tmp_path / "a" / "model.kir.weights").stat().st_size > len(text)
     dlc("compile", kir, "-o", tmp_path / "b")
     feeds = random_inputs(src, seed=5)
     want = ort_run(src, feeds)
@@ -45,3 +49,28 @@ def test_int8_kir_round_trip_equals_the_direct_artifact(name, scheme, generated_
     assert set(direct) == set(via_kir)
     for k in direct:
         np.testing.assert_array_equal(via_kir[k], direct[k], err_msg=f"{name} {scheme} from kir:{k}")
+
+
+def test_kir_weights_file_must_stay_in_the_programs_folder(generated_models, tmp_path):
+    """The weights file a program names is read from the program's folder only: a path,
+    a symlink out of the folder, a missing file and a truncated one are errors naming
+    the file (never a read elsewhere, never a crash)."""
+    a = tmp_path / "a"
+    dlc("compile", generated_models / "mlp.onnx", "-o", a, "--emit", "kir")
+    text = (a / "model.kir").read_text()
+    outside = tmp_path / "outside.weights"
+    outside.write_bytes((a / "model.kir.weights").read_bytes())
+    cases = {
+        '"../outside.weights"': "must be a file name in the program's folder",
+        '"link.weights"': "outside the program's folder",
+        '"missing.weights"': "missing.weights",
+        '"short.weights"': "past the weights file's 10 bytes",
+    }
+    (a / "link.weights").symlink_to(outside)
+    (a / "short.weights").write_bytes(b"0123456789")
+    for name, why in cases.items():
+        bad = a / "bad.kir"
+        bad.write_text(text.replace('"model.kir.weights"', name, 1))
+        p = dlc("compile", bad, "-o", tmp_path / "out", check=False)
+        assert p.returncode != 0 and why in p.stderr and "bad.kir" in p.stderr, (name, p.stderr)
+        assert "panicked" not in p.stderr

@@ -28,8 +28,8 @@ pub enum Emit {
     H,
     /// dlc IR after the pass pipeline, `model.dlcir`.
     Ir,
-    /// The kernel IR program, `model.kir` (docs/kir.md); only for models whose every
-    /// op is lowered through kir yet (otherwise an error names the first other node).
+    /// The kernel IR program, `model.kir`, and its constants, `model.kir.weights`
+    /// (docs/kir.md).
     Kir,
     /// Optimised LLVM IR, `model.ll`.
     Ll,
@@ -370,8 +370,14 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
     if emit.contains(&Emit::Kir) {
         let p = dlc_lower::program::program(&g, &plan, &target.lowering())
             .map_err(|e| anyhow::anyhow!("--emit kir: {e}"))?;
-        write("model.kir", dlc_kir::print::program(&p).as_bytes())?;
+        // Constants of a kilobyte and more go to the sidecar file the text names.
+        let (text, weights) = dlc_kir::print::program_split(&p, KIR_WEIGHTS, 1024);
+        write("model.kir", text.as_bytes())?;
         written.push("model.kir".into());
+        if !weights.is_empty() {
+            write(KIR_WEIGHTS, &weights)?;
+            written.push(KIR_WEIGHTS.into());
+        }
     }
     // The dlc IR and LLVM IR, when asked for.
     let write_ir = |written: &mut Vec<String>, ll: Option<&str>| -> Result<()> {
@@ -530,6 +536,26 @@ fn kir_spec(path: &Path, b: &dlc_kir::Buffer, what: &str) -> Result<(TensorSpec,
 /// `clif-util compile` does for Cranelift's text IR: parsed, verified, each kernel
 /// translated and `run` generated from the schedule. Graph options (input shapes,
 /// quantization, the optimiser) do not apply.
+/// The sidecar file of constants `--emit kir` writes next to `model.kir`.
+const KIR_WEIGHTS: &str = "model.kir.weights";
+
+/// The file `name` in folder `dir`, where `name` must be a plain file name and the file,
+/// symlinks resolved, must lie in `dir` (a kir program names its weights file; it may
+/// not point elsewhere).
+fn read_beside(dir: &Path, name: &str) -> std::result::Result<Vec<u8>, String> {
+    let plain = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\']);
+    if !plain {
+        return Err("must be a file name in the program's folder".into());
+    }
+    let path = dir.join(name);
+    let real = path.canonicalize().map_err(|e| format!("{}: {e}", path.display()))?;
+    let home = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+    if real.parent() != Some(home.as_path()) {
+        return Err(format!("resolves to '{}', outside the program's folder", real.display()));
+    }
+    std::fs::read(&real).map_err(|e| format!("{}: {e}", real.display()))
+}
+
 fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> Result<Artifact> {
     let t_start = Instant::now();
     if !opts.input_shapes.is_empty() || opts.quant.quantize.is_some() || !opts.dump_after.is_empty() {
@@ -537,7 +563,9 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
     }
     obs.stage(&format!("reading {}", model.display()));
     let text = std::fs::read_to_string(model).with_context(|| format!("reading '{}'", model.display()))?;
-    let p = dlc_kir::parse::program(&text).map_err(|e| anyhow::anyhow!("{}:{e}", model.display()))?;
+    let dir = model.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let p = dlc_kir::parse::program_with_weights(&text, &mut |name: &str| read_beside(dir, name))
+        .map_err(|e| anyhow::anyhow!("{}:{e}", model.display()))?;
     dlc_kir::verify::program(&p).map_err(|e| anyhow::anyhow!("'{}': {e}", model.display()))?;
     let target = TargetSpec::new(opts.target.as_deref(), opts.cpu.as_deref());
     let mut emit = opts.emit.clone();

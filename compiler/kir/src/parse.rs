@@ -22,6 +22,9 @@ pub struct ParseError {
 
 type R<T> = Result<T, ParseError>;
 
+/// Reads a program's weights file by the name the program gives ([`program_with_weights`]).
+pub type WeightsLoader<'a> = dyn FnMut(&str) -> Result<Vec<u8>, String> + 'a;
+
 struct P<'s> {
     src: &'s str,
     pos: usize,
@@ -30,6 +33,10 @@ struct P<'s> {
     np: u32,
     /// Constant arrays of the kernel being parsed (scratch arrays come after them).
     nd: u32,
+    /// The program's sidecar file of constants (`weights "FILE"`), once read.
+    weights: Option<Vec<u8>>,
+    /// Reads a sidecar file by the name the program gives.
+    load: Option<&'s mut WeightsLoader<'s>>,
 }
 
 impl<'s> P<'s> {
@@ -203,6 +210,40 @@ impl<'s> P<'s> {
             return Ok(self.np + self.nd + self.reg('s')?);
         }
         self.reg('p')
+    }
+
+    /// A constant's `len` bytes: ` at OFFSET` into the sidecar file, or inline hex
+    /// (after `inline`, a keyword the inline form starts with, when given).
+    fn blob(&mut self, len: Option<u64>, inline: Option<&str>) -> R<Vec<u8>> {
+        if self.is_keyword("at") {
+            self.ws();
+            let r = self.rest();
+            let n = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
+            let Ok(off) = r[..n].parse::<u64>() else {
+                return self.err("expected a byte offset after 'at'");
+            };
+            let Some(len) = len else {
+                return self.err("a constant in the weights file needs a constant size");
+            };
+            let Some(w) = &self.weights else {
+                return self.err("'at' needs a weights file (declare `weights \"FILE\"` after the program's name)");
+            };
+            let end = off.checked_add(len).filter(|&e| e <= w.len() as u64);
+            let Some(end) = end else {
+                return self.err(format!(
+                    "bytes {off}..{} are past the weights file's {} bytes",
+                    off.saturating_add(len),
+                    w.len()
+                ));
+            };
+            let bytes = w[off as usize..end as usize].to_vec();
+            self.pos += n;
+            return Ok(bytes);
+        }
+        if let Some(k) = inline {
+            self.keyword(k)?;
+        }
+        self.hex()
     }
 
     /// Hex digits (two per byte) on this line, up to the next non-hex character.
@@ -637,7 +678,7 @@ impl<'s> P<'s> {
             self.expect("[")?;
             let len = self.uint()? as u64;
             self.expect("]")?;
-            let bytes = self.hex()?;
+            let bytes = self.blob(Some(len * ty.elem.bytes() as u64), None)?;
             if bytes.len() as u64 != len * ty.elem.bytes() as u64 {
                 return self.err(format!(
                     "constant array %d{j} holds {} bytes, not {len} {}",
@@ -746,6 +787,17 @@ impl<'s> P<'s> {
     fn program(&mut self) -> R<Program> {
         self.keyword("program")?;
         let mut p = Program { name: self.string()?, ..Program::default() };
+        if self.is_keyword("weights") {
+            let file = self.string()?;
+            let Some(load) = self.load.as_mut() else {
+                return self
+                    .err(format!("the program's constants are in '{file}': read it with parse::program_with_weights"));
+            };
+            match load(&file) {
+                Ok(w) => self.weights = Some(w),
+                Err(e) => return self.err(format!("weights file '{file}': {e}")),
+            }
+        }
         loop {
             self.ws();
             let at = self.pos;
@@ -775,8 +827,8 @@ impl<'s> P<'s> {
                     self.keyword("bytes")?;
                     let bytes = self.bracketed()?;
                     if matches!(kind, BufKind::Const(_)) {
-                        self.keyword("data")?;
-                        kind = BufKind::Const(Arc::from(self.hex()?));
+                        let size = bytes.as_const().and_then(|b| u64::try_from(b).ok());
+                        kind = BufKind::Const(Arc::from(self.blob(size, Some("data"))?));
                     }
                     p.buffers.push(Buffer { name, kind, bytes, ty });
                 }
@@ -803,14 +855,21 @@ impl<'s> P<'s> {
     }
 }
 
-/// Parses a whole program.
+/// Parses a whole program whose constants are inline (see [`program_with_weights`]).
 pub fn program(src: &str) -> Result<Program, ParseError> {
-    P { src, pos: 0, depth: 0, np: 0, nd: 0 }.program()
+    P { src, pos: 0, depth: 0, np: 0, nd: 0, weights: None, load: None }.program()
+}
+
+/// Parses a whole program that may keep its constants in a sidecar file
+/// (`weights "FILE"`, [`crate::print::program_split`]): `load` reads that file by the
+/// name the program gives (the caller decides where names may point).
+pub fn program_with_weights<'a>(src: &'a str, load: &'a mut WeightsLoader<'a>) -> Result<Program, ParseError> {
+    P { src, pos: 0, depth: 0, np: 0, nd: 0, weights: None, load: Some(load) }.program()
 }
 
 /// Parses one kernel (`kernel @"name"(...) { ... }`).
 pub fn kernel(src: &str) -> Result<Kernel, ParseError> {
-    let mut p = P { src, pos: 0, depth: 0, np: 0, nd: 0 };
+    let mut p = P { src, pos: 0, depth: 0, np: 0, nd: 0, weights: None, load: None };
     p.keyword("kernel")?;
     let k = p.kernel()?;
     p.ws();
@@ -822,7 +881,7 @@ pub fn kernel(src: &str) -> Result<Kernel, ParseError> {
 
 /// Parses an index expression.
 pub fn expr(src: &str) -> Result<Expr, ParseError> {
-    let mut p = P { src, pos: 0, depth: 0, np: 0, nd: 0 };
+    let mut p = P { src, pos: 0, depth: 0, np: 0, nd: 0, weights: None, load: None };
     let e = p.expr()?;
     p.ws();
     if !p.rest().is_empty() {

@@ -178,8 +178,44 @@ fn hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// Constants written to a sidecar file instead of inline: 64-byte aligned, identical
+/// ones stored once.
+struct Sidecar {
+    min: usize,
+    bytes: Vec<u8>,
+    at: std::collections::HashMap<Vec<u8>, usize>,
+}
+
+/// Writes `bytes` inline as hex, or with a sidecar (when they are at least its `min`)
+/// as ` at OFFSET` into it.
+fn blob(out: &mut String, bytes: &[u8], sidecar: &mut Option<&mut Sidecar>, sep: &str) {
+    match sidecar {
+        Some(s) if bytes.len() >= s.min => {
+            let off = match s.at.get(bytes) {
+                Some(&o) => o,
+                None => {
+                    s.bytes.resize(s.bytes.len().next_multiple_of(64), 0);
+                    let o = s.bytes.len();
+                    s.bytes.extend_from_slice(bytes);
+                    s.at.insert(bytes.to_vec(), o);
+                    o
+                }
+            };
+            let _ = write!(out, " at {off}");
+        }
+        _ => {
+            out.push_str(sep);
+            hex(out, bytes);
+        }
+    }
+}
+
 /// The text of one kernel.
 pub fn kernel(k: &Kernel) -> String {
+    kernel_with(k, &mut None)
+}
+
+fn kernel_with(k: &Kernel, sidecar: &mut Option<&mut Sidecar>) -> String {
     let params: Vec<String> = k
         .params
         .iter()
@@ -192,8 +228,8 @@ pub fn kernel(k: &Kernel) -> String {
         let _ = write!(out, "\n  table %t{i} {} : {} [{}]", quote(&t.name), t.elem.name(), v.join(", "));
     }
     for (j, d) in k.data.iter().enumerate() {
-        let _ = write!(out, "\n  data %d{j} {} : {}[{}] ", quote(&d.name), d.elem.name(), d.len());
-        hex(&mut out, &d.bytes);
+        let _ = write!(out, "\n  data %d{j} {} : {}[{}]", quote(&d.name), d.elem.name(), d.len());
+        blob(&mut out, &d.bytes, sidecar, " ");
     }
     for (j, sc) in k.scratch.iter().enumerate() {
         let _ = write!(out, "\n  scratch %s{j} : {}[{}]", sc.elem.name(), sc.len);
@@ -234,8 +270,29 @@ fn steps(out: &mut String, st: &[Step], depth: usize, kernels: &[Kernel]) {
     }
 }
 
-/// The text of a program. Constant buffers are written inline as hex.
+/// The text of a program. Constant buffers and kernels' constant arrays are written
+/// inline as hex.
 pub fn program(p: &Program) -> String {
+    program_with(p, None)
+}
+
+/// The text of a program whose constants (buffers and kernels' arrays) of at least
+/// `min` bytes are in a sidecar file named `file` (the program says `weights "FILE"`,
+/// and each such constant `at OFFSET` into it), and that file's bytes: each constant
+/// 64-byte aligned, identical ones stored once. With no such constant the text is
+/// [`program`]'s and the bytes are empty. [`crate::parse::program_with_weights`] reads
+/// it back.
+pub fn program_split(p: &Program, file: &str, min: usize) -> (String, Vec<u8>) {
+    let mut s = Sidecar { min: min.max(1), bytes: Vec::new(), at: Default::default() };
+    let mut text = program_with(p, Some(&mut s));
+    if !s.bytes.is_empty() {
+        let header = text.find('\n').map_or(text.len(), |i| i + 1);
+        text.insert_str(header, &format!("weights {}\n", quote(file)));
+    }
+    (text, s.bytes)
+}
+
+fn program_with(p: &Program, mut sidecar: Option<&mut Sidecar>) -> String {
     let mut out = format!("program {}\n", quote(&p.name));
     for s in &p.symbols {
         let _ = writeln!(out, "symbol {} min {}", s.name, s.min);
@@ -251,13 +308,12 @@ pub fn program(p: &Program) -> String {
         let ty = b.ty.as_ref().map(|t| format!(" type {}", quote(t))).unwrap_or_default();
         let _ = write!(out, "buffer %b{i} {} {kind}{ty} bytes [{}]", quote(&b.name), b.bytes);
         if let BufKind::Const(data) = &b.kind {
-            out.push_str(" data ");
-            hex(&mut out, data);
+            blob(&mut out, data, &mut sidecar, " data ");
         }
         out.push('\n');
     }
     for k in &p.kernels {
-        let _ = write!(out, "\n{}", kernel(k));
+        let _ = write!(out, "\n{}", kernel_with(k, &mut sidecar));
     }
     out.push_str("\nschedule {\n");
     steps(&mut out, &p.schedule, 1, &p.kernels);

@@ -393,3 +393,39 @@ fn regrouping_bitcasts_and_intrinsics() {
     let e = verify::kernel(&parse::kernel(bad).unwrap()).unwrap_err();
     assert!(e.to_string().contains("takes (i16x16, i16x16) -> i32x8"), "{e}");
 }
+
+/// Constants in a sidecar file: the program reads back equal, identical constants are
+/// stored once, and a bad offset or a missing file is an error naming it.
+#[test]
+fn constants_round_trip_through_a_weights_file() {
+    let mut p = parse::program(EVERYTHING).unwrap();
+    // Two constant buffers with the same bytes share one copy in the file.
+    let dup = p.buffers.iter().find(|b| matches!(b.kind, dlc_kir::BufKind::Const(_))).cloned().unwrap();
+    p.buffers.push(dlc_kir::Buffer { name: "again".into(), ..dup.clone() });
+    let (text, weights) = print::program_split(&p, "m.weights", 1);
+    assert!(text.starts_with("program \"every \\\"construct\\\"\"\nweights \"m.weights\"\n"), "{text}");
+    assert!(text.contains(" at 0\n") && !text.contains(" data "), "{text}");
+    let dlc_kir::BufKind::Const(bytes) = &dup.kind else { unreachable!() };
+    assert_eq!(&weights[..], &bytes[..], "one copy");
+    let mut asked = Vec::new();
+    let back = parse::program_with_weights(&text, &mut |f: &str| {
+        asked.push(f.to_string());
+        Ok(weights.clone())
+    })
+    .unwrap();
+    assert_eq!(back, p);
+    assert_eq!(asked, ["m.weights"]);
+    // Identical bytes: one offset.
+    assert_eq!(text.matches(" at 0\n").count(), 2, "{text}");
+    // Without a loader, past the end, and a file that cannot be read.
+    let e = parse::program(&text).unwrap_err();
+    assert!(e.msg.contains("read it with parse::program_with_weights"), "{e}");
+    let e = parse::program_with_weights(&text, &mut |_: &str| Ok(vec![0; 3])).unwrap_err();
+    assert!(e.msg.contains("past the weights file's 3 bytes"), "{e}");
+    let e = parse::program_with_weights(&text, &mut |_: &str| Err("no such file".into())).unwrap_err();
+    assert!(e.msg.contains("weights file 'm.weights': no such file"), "{e}");
+    // Small constants stay inline.
+    let (inline, w) = print::program_split(&p, "m.weights", 1 << 20);
+    assert!(w.is_empty() && inline.contains(" data "));
+    assert_eq!(inline, print::program(&p), "no weights file named when none is written");
+}
