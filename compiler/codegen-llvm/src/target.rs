@@ -110,7 +110,9 @@ impl TargetSpec {
         let cuda = self.triple.starts_with("nvptx");
         let mut t = dlc_lower::Target::with_lanes(if cuda { 1 } else { self.vector_width() });
         if !cuda {
-            t.int8 = if self.has_vnni() {
+            t.int8 = if self.has_avx512_vnni() && self.vector_width() == 16 {
+                dlc_lower::Int8Dot::Vnni512
+            } else if self.has_vnni() {
                 dlc_lower::Int8Dot::Vnni
             } else if self.has_avx2() {
                 dlc_lower::Int8Dot::Avx2Pairs
@@ -151,6 +153,24 @@ impl TargetSpec {
             "znver5",
         ];
         self.x86_has(&[VNNI_CPUS], |has| has("+avxvnni") || (has("+avx512vnni") && has("+avx512vl")))
+    }
+
+    /// Whether the target has AVX512-VNNI (`vpdpbusd` on 512-bit vectors), likewise.
+    pub fn has_avx512_vnni(&self) -> bool {
+        const CPUS: &[&str] = &[
+            "cascadelake",
+            "cooperlake",
+            "icelake-client",
+            "icelake-server",
+            "tigerlake",
+            "rocketlake",
+            "sapphirerapids",
+            "emeraldrapids",
+            "graniterapids",
+            "znver4",
+            "znver5",
+        ];
+        self.x86_has(&[CPUS], |has| has("+avx512vnni") && has("+avx512f"))
     }
 
     /// An x86-64 target whose feature string passes `features` (given a test for one

@@ -21,6 +21,8 @@ pub struct Intrinsic {
 const I8X32: Ty = Ty { elem: Elem::I8, lanes: 32 };
 const I16X16: Ty = Ty { elem: Elem::I16, lanes: 16 };
 const I32X8: Ty = Ty { elem: Elem::I32, lanes: 8 };
+const I8X64: Ty = Ty { elem: Elem::I8, lanes: 64 };
+const I32X16: Ty = Ty { elem: Elem::I32, lanes: 16 };
 
 /// Every intrinsic kir knows.
 pub const ALL: &[Intrinsic] = &[
@@ -30,6 +32,12 @@ pub const ALL: &[Intrinsic] = &[
         result: I32X8,
         meaning: "VNNI vpdpbusd: lane l of the accumulator (arg 0) plus the four products of \
                   unsigned bytes 4l..4l+4 of arg 1 with the signed bytes of arg 2, wrapping",
+    },
+    Intrinsic {
+        name: "x86.avx512.vpdpbusd.512",
+        args: &[I32X16, I8X64, I8X64],
+        result: I32X16,
+        meaning: "vpdpbusd on 512-bit vectors: as the 256-bit form, for 16 lanes",
     },
     Intrinsic {
         name: "x86.avx2.pmadd.ub.sw",
@@ -69,7 +77,7 @@ pub fn eval(name: &str, args: &[Vec<u64>]) -> Option<Vec<u64>> {
     let u8_ = |v: &[u64], k: usize| (v[k] & 0xff) as i64;
     let s8 = |v: &[u64], k: usize| s(8, v[k]);
     Some(match name {
-        "x86.avx512.vpdpbusd.256" => (0..8)
+        "x86.avx512.vpdpbusd.256" | "x86.avx512.vpdpbusd.512" => (0..args[0].len())
             .map(|l| {
                 let dot: i64 = (0..4).map(|j| u8_(&args[1], 4 * l + j) * s8(&args[2], 4 * l + j)).sum();
                 mask(32, s(32, args[0][l]).wrapping_add(dot))

@@ -141,6 +141,8 @@ pub struct Target {
 /// The int8 dot-product instructions a target has ([`quant::qconv`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Int8Dot {
+    /// `vpdpbusd` on 512-bit vectors (AVX512-VNNI where the kernels use 512-bit vectors).
+    Vnni512,
     /// `vpdpbusd` on 256-bit vectors (AVX-VNNI, or AVX512-VNNI with AVX512-VL).
     Vnni,
     /// AVX2's `vpmaddubsw` and `vpmaddwd` (for weights within +-63).

@@ -7,7 +7,7 @@
 //! of the kernel), and each input pixel's 32-bit word (four input channels, u8) is
 //! broadcast to all lanes. One step is a four-term dot product per lane, by the
 //! target's [`Int8Dot`]: with VNNI one `vpdpbusd` (32 multiply-adds into the i32
-//! accumulators); on x86 with AVX2, `vpmaddubsw` (u8 x i8 pairs to saturating i16) then
+//! accumulators; 64 on 512-bit vectors, whose accumulators hold 16 channels); on x86 with AVX2, `vpmaddubsw` (u8 x i8 pairs to saturating i16) then
 //! `vpmaddwd` by ones (pairs of i16 to i32): 32 multiply-adds in two instructions where
 //! f32 FMA does 8 in one. The pairs cannot saturate when every weight is within +-63
 //! (2 x 255 x 63 < 2^15), which the quantization pass guarantees; a layer with larger
@@ -29,6 +29,7 @@ const LANES: u64 = 8;
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
 const I32: Ty = Ty { elem: Elem::I32, lanes: 1 };
 const VPDPBUSD: &str = "x86.avx512.vpdpbusd.256";
+const VPDPBUSD512: &str = "x86.avx512.vpdpbusd.512";
 const PMADDUBSW: &str = "x86.avx2.pmadd.ub.sw";
 const PMADDWD: &str = "x86.avx2.pmadd.wd";
 
@@ -279,21 +280,21 @@ fn quant_pack_rows(b: &mut KernelBuilder, n: &Node, op: &QuantPack) -> Result<()
     Ok(())
 }
 
-/// The tile `(NF, NP)`: `NF` vectors of 8 channels by `NP` pixels of one row, at most 16
-/// vector registers (accumulators, weights, one broadcast, the ones and a temporary).
-/// The cost of a row of tiles over the channel blocks (the last block may be part
-/// padding), one cycle per dot product of a vector plus two per tile step and a quarter
-/// per load, over the useful work.
-pub fn qtile(m: u64, ow: u64) -> (u64, u64) {
+/// The tile `(NF, NP)`: `NF` vectors of `lanes` channels by `NP` pixels of one row, at
+/// most `regs` vector registers (accumulators, weights, one broadcast, the ones and a
+/// temporary). The cost of a row of tiles over the channel blocks (the last block may
+/// be part padding), one cycle per dot product of a vector plus two per tile step and a
+/// quarter per load, over the useful work.
+pub fn qtile(m: u64, ow: u64, lanes: u64, regs: u64) -> (u64, u64) {
     let mut best = (f64::INFINITY, (1, 1));
     for nf in 1..=4u64 {
         for np in 1..=ow.min(12) {
-            if nf * np + nf + 3 > 16 {
+            if nf * np + nf + 3 > regs {
                 continue;
             }
             let step = |cnt: u64| (nf * cnt) as f64 + 2.0 + (nf + cnt) as f64 * 0.25;
             let row = (ow / np) as f64 * step(np) + if !ow.is_multiple_of(np) { step(ow % np) } else { 0.0 };
-            let cost = row * m.div_ceil(nf * LANES) as f64 / (m * ow) as f64;
+            let cost = row * m.div_ceil(nf * lanes) as f64 / (m * ow) as f64;
             if cost < best.0 - 1e-9 {
                 best = (cost, (nf, np));
             }
@@ -330,6 +331,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 /// cannot saturate); else exact i32 arithmetic.
 pub fn dot_path(t: &Target, w: &[u8]) -> Int8Dot {
     match t.int8 {
+        Int8Dot::Vnni512 => Int8Dot::Vnni512,
         Int8Dot::Vnni => Int8Dot::Vnni,
         Int8Dot::Avx2Pairs if w.iter().all(|&v| (-63..=63).contains(&(v as i8))) => Int8Dot::Avx2Pairs,
         _ => Int8Dot::Exact,
@@ -367,8 +369,10 @@ pub fn qconv(name: &str, n: &Node, op: &QConv, t: &Target) -> Result<Kernel, Low
     // Channel words per step group: two when they pair up evenly, else the kernel
     // columns pair up.
     let words = if paired && c4 % 2 == 0 { 2 } else { 1 };
-    let (nf, np) = qtile(m, ow);
-    let cb = nf * LANES;
+    // 512-bit VNNI: 16 i32 lanes and 32 vector registers; else 8 lanes in 16.
+    let (lanes, regs) = if path == Int8Dot::Vnni512 { (16, 32) } else { (LANES, 16) };
+    let (nf, np) = qtile(m, ow, lanes, regs);
+    let cb = nf * lanes;
     let blocks = m.div_ceil(cb);
     tracing::debug!(node = n.name, nf, np, ?path, paired, "int8 convolution tile");
     let n_in = n.inputs.len();
@@ -391,7 +395,8 @@ pub fn qconv(name: &str, n: &Node, op: &QConv, t: &Target) -> Result<Kernel, Low
     });
     let has_res = n_in == 5 && !op.dynamic;
     let out = n_in as u32;
-    let (bv, accv, fv) = (Ty::vec(Elem::I8, 32), Ty::vec(Elem::I32, LANES as u32), Ty::vec(Elem::F32, LANES as u32));
+    let (bv, accv, fv) =
+        (Ty::vec(Elem::I8, 4 * lanes as u32), Ty::vec(Elem::I32, lanes as u32), Ty::vec(Elem::F32, lanes as u32));
     let i16v = Ty::vec(Elem::I16, 16);
     let intrinsic = |b: &mut KernelBuilder, name: &str, args: Vec<ValId>, ty: Ty| {
         b.let_(Inst::Intrinsic { name: name.to_string(), args, ty })
@@ -403,13 +408,13 @@ pub fn qconv(name: &str, n: &Node, op: &QConv, t: &Target) -> Result<Kernel, Low
             let ones = iconst(b, i16v, 1);
             return intrinsic(b, PMADDWD, vec![t, ones], accv);
         }
-        let wide = Ty::vec(Elem::I32, 32);
+        let wide = Ty::vec(Elem::I32, 4 * lanes as u32);
         let a = b.let_(Inst::Cast(CastOp::Zext, xw, wide));
         let bw = b.let_(Inst::Cast(CastOp::Sext, wv, wide));
         let p = b.bin(BinOp::Mul, a, bw);
         let mut sum: Option<ValId> = None;
         for j in 0..PACK {
-            let mask: Vec<u32> = (0..LANES).map(|l| (l * PACK + j) as u32).collect();
+            let mask: Vec<u32> = (0..lanes).map(|l| (l * PACK + j) as u32).collect();
             let part = b.let_(Inst::Shuffle(p, p, mask));
             sum = Some(match sum {
                 None => part,
@@ -459,7 +464,7 @@ pub fn qconv(name: &str, n: &Node, op: &QConv, t: &Target) -> Result<Kernel, Low
                     let ws: Vec<Vec<ValId>> = chunk
                         .iter()
                         .map(|&(wi, kx)| {
-                            (0..nf).map(|f| b.load(bv, pw, &taps0[wi] + &c((kx * cb + f * LANES) * PACK), 32)).collect()
+                            (0..nf).map(|f| b.load(bv, pw, &taps0[wi] + &c((kx * cb + f * lanes) * PACK), 32)).collect()
                         })
                         .collect();
                     for p in 0..cnt {
@@ -468,14 +473,16 @@ pub fn qconv(name: &str, n: &Node, op: &QConv, t: &Target) -> Result<Kernel, Low
                             .map(|&(wi, kx)| {
                                 let idx = &(&rows[wi] + &kxo[kx as usize]) + &c(p * sx);
                                 let word = b.load(I32, 0, idx, 4);
-                                let s = b.let_(Inst::Splat(word, LANES as u32));
+                                let s = b.let_(Inst::Splat(word, lanes as u32));
                                 b.let_(Inst::Cast(CastOp::Bitcast, s, bv))
                             })
                             .collect();
                         for f in 0..nf as usize {
                             let slot = accs[f * cnt as usize + p as usize];
                             let cur = b.let_(Inst::Get(slot));
-                            let next = if path == Int8Dot::Vnni {
+                            let next = if path == Int8Dot::Vnni512 {
+                                intrinsic(b, VPDPBUSD512, vec![cur, xs[0], ws[0][f]], accv)
+                            } else if path == Int8Dot::Vnni {
                                 intrinsic(b, VPDPBUSD, vec![cur, xs[0], ws[0][f]], accv)
                             } else {
                                 let d = if chunk.len() == 2 {
@@ -500,18 +507,18 @@ pub fn qconv(name: &str, n: &Node, op: &QConv, t: &Target) -> Result<Kernel, Low
         let co0 = blk * &c(cb);
         let valid_last = m - (blocks - 1) * cb;
         for f in 0..nf {
-            let lanes_here = if f * LANES >= valid_last { 0 } else { (valid_last - f * LANES).min(LANES) };
-            let chan = &co0 + &c(f * LANES);
-            let body = |b: &mut KernelBuilder, lanes: u64| {
+            let lanes_here = if f * lanes >= valid_last { 0 } else { (valid_last - f * lanes).min(lanes) };
+            let chan = &co0 + &c(f * lanes);
+            let body = |b: &mut KernelBuilder, valid: u64| {
                 let mut mv = b.load(fv, pm, chan.clone(), 4);
                 let mut ov = b.load(fv, po, chan.clone(), 4);
                 if let Some(psum) = psum {
                     // mult = scale * wscale, offset = bias - mult * zero_point * sum(w).
                     let (scale, zp) = (b.load(F32, 4, c(0), 4), b.load(F32, 4, c(1), 4));
-                    let s = b.let_(Inst::Splat(scale, LANES as u32));
+                    let s = b.let_(Inst::Splat(scale, lanes as u32));
                     mv = b.bin(BinOp::FMul, mv, s);
                     let sum = b.load(fv, psum, chan.clone(), 4);
-                    let z = b.let_(Inst::Splat(zp, LANES as u32));
+                    let z = b.let_(Inst::Splat(zp, lanes as u32));
                     let zs = b.bin(BinOp::FMul, sum, z);
                     let t = b.bin(BinOp::FMul, mv, zs);
                     ov = b.bin(BinOp::FSub, ov, t);
@@ -527,23 +534,23 @@ pub fn qconv(name: &str, n: &Node, op: &QConv, t: &Target) -> Result<Kernel, Low
                         (&(&(&(img * &c(m * oh * ow)) + &(&chan * &c(oh * ow))) + &(oy * &c(ow))) + &ox, oh * ow)
                     };
                     if has_res {
-                        let mut r = fconst(b, LANES as u32, 0.0);
-                        for l in 0..lanes {
+                        let mut r = fconst(b, lanes as u32, 0.0);
+                        for l in 0..valid {
                             let xl = b.load(F32, 4, &y0 + &c(l * plane), 4);
                             r = b.let_(Inst::Insert(r, xl, l as u32));
                         }
                         v = b.bin(BinOp::FAdd, v, r);
                     }
-                    let v = pixel_epilogue(b, op.act, v, LANES as u32, None, None);
-                    for l in 0..lanes {
+                    let v = pixel_epilogue(b, op.act, v, lanes as u32, None, None);
+                    for l in 0..valid {
                         let xl = b.let_(Inst::Extract(v, l as u32));
                         b.store(out, &y0 + &c(l * plane), xl, 4);
                     }
                 }
             };
             match last {
-                Some(is_last) if lanes_here < LANES => b.if_(is_last, |b| body(b, lanes_here), |b| body(b, LANES)),
-                _ => body(b, LANES),
+                Some(is_last) if lanes_here < lanes => b.if_(is_last, |b| body(b, lanes_here), |b| body(b, lanes)),
+                _ => body(b, lanes),
             }
         }
     };
@@ -574,8 +581,10 @@ mod tests {
     fn tiles_fit_sixteen_registers() {
         for m in [8, 20, 64, 128, 512] {
             for ow in [1, 3, 7, 14, 56, 112] {
-                let (nf, np) = qtile(m, ow);
-                assert!(nf * np + nf + 3 <= 16 && np <= ow, "m={m} ow={ow}: {nf}x{np}");
+                for (lanes, regs) in [(8, 16), (16, 32)] {
+                    let (nf, np) = qtile(m, ow, lanes, regs);
+                    assert!(nf * np + nf + 3 <= regs && np <= ow, "m={m} ow={ow}: {nf}x{np}");
+                }
             }
         }
     }

@@ -1385,7 +1385,7 @@ fn int8_packs_and_convolutions_on_every_dot_path() {
         Case { x: &[1, 32, 14, 14], m: 64, k: [3, 3], s: [1, 1], d: [1, 1], pads: [1, 1, 1, 1], res: false, wmax: 63 },
     ];
     let acts = [Activation::None, Activation::Relu, Activation::Clip { min: -0.5, max: 0.75 }];
-    let paths = [Int8Dot::Vnni, Int8Dot::Avx2Pairs, Int8Dot::Exact];
+    let paths = [Int8Dot::Vnni512, Int8Dot::Vnni, Int8Dot::Avx2Pairs, Int8Dot::Exact];
     let weights = |dims: &[u64], wmax: i64, seed: u64| -> TensorData {
         let n: u64 = dims.iter().product();
         let mut x = seed | 1;
@@ -1407,7 +1407,8 @@ fn int8_packs_and_convolutions_on_every_dot_path() {
         let text = dlc_kir::print::kernel(&k);
         let wmax_ok = xs[1].bytes().iter().all(|&v| (-63..=63).contains(&(v as i8)));
         let used = |name: &str| text.contains(name);
-        assert_eq!(used("vpdpbusd"), path == Int8Dot::Vnni, "{what}");
+        assert_eq!(used("vpdpbusd.256"), path == Int8Dot::Vnni, "{what}");
+        assert_eq!(used("vpdpbusd.512"), path == Int8Dot::Vnni512, "{what}");
         assert_eq!(used("pmadd.ub.sw"), path == Int8Dot::Avx2Pairs && wmax_ok, "{what}");
         let got = run_outputs(&k, xs, &out);
         let want = dlc_interp::eval(op, xs, &out).unwrap();
