@@ -14,6 +14,25 @@ pub struct TargetSpec {
     pub features: String,
 }
 
+/// CPUs with AVX512-VNNI (and AVX512-VL).
+const AVX512_VNNI_CPUS: &[&str] = &[
+    "cascadelake",
+    "cooperlake",
+    "icelake-client",
+    "icelake-server",
+    "tigerlake",
+    "rocketlake",
+    "sapphirerapids",
+    "emeraldrapids",
+    "graniterapids",
+    "znver4",
+    "znver5",
+];
+
+/// CPUs with AVX-VNNI (256-bit `vpdpbusd`) and no AVX-512.
+const AVX_VNNI_CPUS: &[&str] =
+    &["alderlake", "raptorlake", "meteorlake", "arrowlake", "lunarlake", "gracemont", "sierraforest"];
+
 /// CPUs with AVX-512 (vectors of 16 f32).
 pub(crate) const AVX512_CPUS: &[&str] = &[
     "skylake-avx512",
@@ -132,45 +151,14 @@ impl TargetSpec {
     /// Whether the target has VNNI on 256-bit vectors (`vpdpbusd`: AVX-VNNI, or
     /// AVX512-VNNI with AVX512-VL), likewise.
     pub fn has_vnni(&self) -> bool {
-        const VNNI_CPUS: &[&str] = &[
-            "cascadelake",
-            "cooperlake",
-            "icelake-client",
-            "icelake-server",
-            "tigerlake",
-            "rocketlake",
-            "sapphirerapids",
-            "emeraldrapids",
-            "graniterapids",
-            "alderlake",
-            "raptorlake",
-            "meteorlake",
-            "arrowlake",
-            "lunarlake",
-            "gracemont",
-            "sierraforest",
-            "znver4",
-            "znver5",
-        ];
-        self.x86_has(&[VNNI_CPUS], |has| has("+avxvnni") || (has("+avx512vnni") && has("+avx512vl")))
+        self.x86_has(&[AVX512_VNNI_CPUS, AVX_VNNI_CPUS], |has| {
+            has("+avxvnni") || (has("+avx512vnni") && has("+avx512vl"))
+        })
     }
 
     /// Whether the target has AVX512-VNNI (`vpdpbusd` on 512-bit vectors), likewise.
     pub fn has_avx512_vnni(&self) -> bool {
-        const CPUS: &[&str] = &[
-            "cascadelake",
-            "cooperlake",
-            "icelake-client",
-            "icelake-server",
-            "tigerlake",
-            "rocketlake",
-            "sapphirerapids",
-            "emeraldrapids",
-            "graniterapids",
-            "znver4",
-            "znver5",
-        ];
-        self.x86_has(&[CPUS], |has| has("+avx512vnni") && has("+avx512f"))
+        self.x86_has(&[AVX512_VNNI_CPUS], |has| has("+avx512vnni") && has("+avx512f"))
     }
 
     /// An x86-64 target whose feature string passes `features` (given a test for one

@@ -210,8 +210,8 @@ fn conv_kernel(kernel: &str, n: &Node, op: &dlc_ir::ops::Conv, t: &Target) -> Re
     }
 }
 
-/// The kir kernel of a node named `kernel` for target `t`, or `None` when its op's
-/// family is not ported yet (see the crate doc).
+/// The kir kernel of a node named `kernel` for target `t`, or `None` for a source
+/// (`Input`, `Const`), which has no kernel.
 pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerError>> {
     let k = match n.op {
         Op::Transpose(op) => movement::transpose(kernel, n, op),
