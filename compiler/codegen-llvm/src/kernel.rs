@@ -177,24 +177,8 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         Ok(self.b.build_int_nsw_add(a, b, "")?)
     }
 
-    pub fn sub(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> R<IntValue<'ctx>> {
-        Ok(self.b.build_int_nsw_sub(a, b, "")?)
-    }
-
     pub fn mul(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> R<IntValue<'ctx>> {
         Ok(self.b.build_int_nsw_mul(a, b, "")?)
-    }
-
-    /// `base + sum(i * stride)`, skipping zero strides.
-    pub fn lin(&self, terms: &[(IntValue<'ctx>, u64)], base: u64) -> R<IntValue<'ctx>> {
-        let mut acc = self.c(base);
-        for &(i, s) in terms {
-            if s != 0 {
-                let t = if s == 1 { i } else { self.mul(i, self.c(s))? };
-                acc = self.add(acc, t)?;
-            }
-        }
-        Ok(acc)
     }
 
     /// `for i in lo..hi { body(i) }` (nothing when `lo >= hi`, signed compare).
@@ -296,31 +280,8 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         Ok(unsafe { self.b.build_in_bounds_gep(ty, base, &[idx], "")? })
     }
 
-    pub fn load_f32(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>) -> R<FloatValue<'ctx>> {
-        let p = self.gep(self.f32t.into(), base, idx)?;
-        Ok(self.b.build_load(self.f32t, p, "")?.into_float_value())
-    }
-
-    pub fn store_f32(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>, v: FloatValue<'ctx>) -> R<()> {
-        let p = self.gep(self.f32t.into(), base, idx)?;
-        self.b.build_store(p, v)?;
-        Ok(())
-    }
-
     pub fn fadd(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
         Ok(self.b.build_float_add(a, b, "")?)
-    }
-
-    pub fn fmul(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
-        Ok(self.b.build_float_mul(a, b, "")?)
-    }
-
-    pub fn fsub(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
-        Ok(self.b.build_float_sub(a, b, "")?)
-    }
-
-    pub fn fdiv(&self, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
-        Ok(self.b.build_float_div(a, b, "")?)
     }
 
     /// `a > b ? a : b` (a NaN in `b` is dropped, a NaN in `a` kept).
@@ -411,16 +372,6 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
             return Err(missing());
         }
         Ok(r.into_float_value())
-    }
-
-    /// Calls a unary f32 function from the C math library (`expf`, `tanhf`, `sqrtf`).
-    pub fn libm(&self, name: &str, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
-        self.call_math(name, self.f32t, &[x])
-    }
-
-    /// An f32 stack slot in the entry block (so LLVM promotes it to a register).
-    pub fn alloca_f32(&self) -> R<PointerValue<'ctx>> {
-        self.alloca(self.f32t.into())
     }
 
     /// A stack slot of type `ty` in the entry block.

@@ -6,6 +6,14 @@
 //! thread, so the same kir kernel serves both. `parallel` loops become pool tasks
 //! ([`Kb::parallel_for`]). Index arithmetic is `nsw`, as the hand-written lowerings'
 //! was, so constant extents give the same code they gave.
+//!
+//! A block kernel ([`emit_block`]) is translated for the GPU or its host simulation
+//! ([`Gpu`]): a `threads` region is the thread's code then `bar.sync` on the GPU, a loop
+//! over the block's threads in the simulation; scratch arrays are per thread (a stack
+//! array each on the GPU, one slot per thread in the simulation); shared arrays are
+//! `.shared` globals or a stack array of the block call; `blockreduce` is warp
+//! butterflies (`shfl.sync.bfly`), modelled lane by lane in the simulation in the same
+//! order, so both give the bits the interpreter gives.
 use crate::kernel::{Kb, R};
 use crate::lower::elementwise::{nest, Drive};
 use crate::CodegenError;
@@ -83,6 +91,105 @@ struct Env<'ctx> {
     /// bound): floor division and modulo of such indices by a positive constant are
     /// LLVM's unsigned ones.
     nonneg: std::collections::HashSet<u32>,
+    /// In a block kernel: how it is compiled.
+    gpu: Option<Gpu<'ctx>>,
+    /// Inside a `threads` region: the thread.
+    tid: Option<IntValue<'ctx>>,
+    /// In the simulation of a block kernel: the bytes of each thread's slot of each
+    /// scratch array (by memory index).
+    per_thread: HashMap<u32, u64>,
+}
+
+/// How a block kernel is compiled.
+#[derive(Clone, Copy)]
+pub(crate) struct Gpu<'ctx> {
+    /// For the GPU (else its host simulation, called once per block).
+    pub ptx: bool,
+    /// Threads per block.
+    pub threads: u32,
+    /// On the GPU, the thread index (`tid.x`, i64).
+    pub tid: Option<IntValue<'ctx>>,
+    /// The block index along x, y, z (i64).
+    pub bid: [IntValue<'ctx>; 3],
+}
+
+impl<'ctx> Gpu<'ctx> {
+    /// Runs `body(kb, tid)` on every thread of the block, then a barrier (see the
+    /// module doc).
+    pub fn region(&self, kb: &Kb<'_, 'ctx>, body: impl FnOnce(&Kb<'_, 'ctx>, IntValue<'ctx>) -> R<()>) -> R<()> {
+        match self.tid {
+            Some(t) if self.ptx => {
+                body(kb, t)?;
+                // `bar.sync 0`: every thread of the block, all arriving at the same point.
+                let bar = kb.intrinsic("llvm.nvvm.barrier.cta.sync.aligned.all", &[])?;
+                kb.b.build_call(bar, &[kb.cx.i32_type().const_zero().into()], "")?;
+                Ok(())
+            }
+            _ => kb.for_n(self.threads as u64, body),
+        }
+    }
+
+    /// `f32` shared memory of `bytes` bytes named `name` (a generic pointer to it).
+    fn shared(&self, kb: &Kb<'_, 'ctx>, name: &str, bytes: u64) -> R<PointerValue<'ctx>> {
+        let ty = kb.cx.i8_type().array_type(bytes as u32);
+        if !self.ptx {
+            let p = kb.alloca(ty.into())?;
+            if let Some(i) = p.as_instruction_value() {
+                i.set_alignment(16).map_err(|e| CodegenError::Llvm(e.to_string()))?;
+            }
+            return Ok(p);
+        }
+        let gv = kb.m.add_global(ty, Some(inkwell::AddressSpace::from(3u16)), name);
+        gv.set_linkage(inkwell::module::Linkage::Internal);
+        gv.set_initializer(&ty.get_undef());
+        gv.set_alignment(16);
+        Ok(gv.as_pointer_value().const_address_space_cast(kb.cx.ptr_type(inkwell::AddressSpace::default())))
+    }
+}
+
+/// The bytes of shared memory a block kernel declares: its shared arrays and 33 f32 per
+/// `blockreduce`.
+pub(crate) fn shared_bytes(k: &Kernel) -> u64 {
+    let mut reduces = 0;
+    k.walk(&mut |s| {
+        if let Stmt::Let(_, Inst::BlockReduce { .. }) = s {
+            reduces += 1;
+        }
+    });
+    k.shared.iter().map(|s| s.len * s.elem.bytes() as u64).sum::<u64>() + reduces * 33 * 4
+}
+
+/// Translates block kernel `k` into `kb` (whose parameters are the kernel's), compiled
+/// as `gpu` says.
+pub(crate) fn emit_block<'ctx>(kb: &Kb<'_, 'ctx>, k: &Kernel, gpu: Gpu<'ctx>) -> R<()> {
+    let types = dlc_kir::verify::kernel(k).map_err(|e| bad(k, e))?;
+    let Some(block) = &k.block else { return Err(bad(k, "not a block kernel")) };
+    let tr = Tr { k, types };
+    let mut env = Env { data: tr.data(kb)?, gpu: Some(gpu), ..Env::default() };
+    let fname = kb.f.get_name().to_string_lossy().into_owned();
+    let np = (k.params.len() + k.data.len()) as u32;
+    for (j, sc) in k.scratch.iter().enumerate() {
+        let bytes = sc.len * sc.elem.bytes() as u64;
+        let total = if gpu.ptx { bytes } else { bytes * gpu.threads as u64 };
+        let p = kb.alloca(kb.cx.i8_type().array_type(total as u32).into())?;
+        if let Some(i) = p.as_instruction_value() {
+            i.set_alignment(16).map_err(|e| bad(k, e))?;
+        }
+        env.scratch.insert(np + j as u32, p);
+        if !gpu.ptx {
+            env.per_thread.insert(np + j as u32, bytes);
+        }
+    }
+    let nh = np + k.scratch.len() as u32;
+    for (j, sh) in k.shared.iter().enumerate() {
+        let p = gpu.shared(kb, &format!("{fname}.shared{j}"), sh.len * sh.elem.bytes() as u64)?;
+        env.scratch.insert(nh + j as u32, p);
+    }
+    for (v, b) in block.vars.iter().zip(gpu.bid) {
+        env.vars.insert(*v, b);
+        env.nonneg.insert(*v);
+    }
+    tr.body(kb, &k.body, &mut env)
 }
 
 /// Whether `e` is non-negative for every value of the loop variables in `vars`: a sum of
@@ -103,6 +210,21 @@ fn nonneg(e: &Expr, vars: &std::collections::HashSet<u32>) -> bool {
 struct Tr<'k> {
     k: &'k Kernel,
     types: Types,
+}
+
+/// The extents of a per-element kernel's element space: `Some` when its body is a
+/// perfect nest of `each` loops from 0 to constants.
+pub(crate) fn each_dims(k: &Kernel) -> Option<Vec<u64>> {
+    let mut dims = Vec::new();
+    let mut body: &[Stmt] = &k.body;
+    while let [Stmt::For { lo, hi, kind: LoopKind::Each, body: inner, .. }] = body {
+        match (lo.as_const(), hi.as_const()) {
+            (Some(0), Some(n)) if n >= 0 => dims.push(n as u64),
+            _ => return None,
+        }
+        body = inner;
+    }
+    (!dims.is_empty()).then_some(dims)
 }
 
 /// Translates kernel `k` into `kb` (whose parameters are the kernel's), iterating a
@@ -354,7 +476,11 @@ impl Tr<'_> {
             return Ok(kb.param(m as usize));
         }
         let found = env.data.get(&m).or_else(|| env.scratch.get(&m));
-        found.copied().ok_or_else(|| self.err(format!("memory {m} is not allocated here")))
+        let p = found.copied().ok_or_else(|| self.err(format!("memory {m} is not allocated here")))?;
+        match (env.per_thread.get(&m), env.tid) {
+            (Some(&bytes), Some(t)) => kb.byte_offset(p, kb.mul(t, kb.c(bytes))?),
+            _ => Ok(p),
+        }
     }
 
     fn ptr<'ctx>(
@@ -429,6 +555,17 @@ impl Tr<'_> {
                         if from_nonneg {
                             inner.nonneg.insert(*var);
                         }
+                        self.body(kb, body, &mut inner)
+                    })?;
+                }
+                LoopKind::Threads => {
+                    let gpu = env.gpu.ok_or_else(|| self.err("a threads loop outside a block kernel"))?;
+                    let outer = env.clone();
+                    gpu.region(kb, |kb, t| {
+                        let mut inner = outer.clone();
+                        inner.vars.insert(*var, t);
+                        inner.nonneg.insert(*var);
+                        inner.tid = Some(t);
                         self.body(kb, body, &mut inner)
                     })?;
                 }
@@ -604,6 +741,7 @@ impl Tr<'_> {
                 r
             }
             Inst::Opaque(x) => kb.opaque(iv(*x)?)?.into(),
+            Inst::BlockReduce { op, mem } => self.block_reduce(kb, id, *op, *mem, env)?.into(),
             Inst::Lookup { table, index } => {
                 let t = &self.k.tables[*table as usize];
                 let g = self.table(kb, t)?;
@@ -613,6 +751,126 @@ impl Tr<'_> {
                 b.build_load(et, p, "")?
             }
         })
+    }
+
+    /// [`Inst::BlockReduce`] (value `id`): element 0 of each thread's slot of scratch
+    /// array `mem`, combined over the block (clobbering the array) as the interpreter's
+    /// `block_reduce` specifies.
+    fn block_reduce<'ctx>(
+        &self,
+        kb: &Kb<'_, 'ctx>,
+        id: ValId,
+        op: ReduceOp,
+        mem: u32,
+        env: &Env<'ctx>,
+    ) -> R<inkwell::values::FloatValue<'ctx>> {
+        use inkwell::values::FloatValue;
+        let gpu = env.gpu.ok_or_else(|| self.err("blockreduce outside a block kernel"))?;
+        let fname = kb.f.get_name().to_string_lossy().into_owned();
+        let red = gpu.shared(kb, &format!("{fname}.red{id}"), 33 * 4)?;
+        let base = *env.scratch.get(&mem).ok_or_else(|| self.err(format!("memory {mem} is not allocated here")))?;
+        let stride = env.per_thread.get(&mem).copied();
+        let warps = (gpu.threads / 32) as u64;
+        let identity = match op {
+            ReduceOp::FMax => f32::NEG_INFINITY,
+            ReduceOp::FMin => f32::INFINITY,
+            _ => 0.0,
+        };
+        let combine = |kb: &Kb<'_, 'ctx>, a: FloatValue<'ctx>, b: FloatValue<'ctx>| -> R<FloatValue<'ctx>> {
+            match op {
+                ReduceOp::FMax => kb.fmax(a, b),
+                ReduceOp::FMin => kb.select_f(kb.b.build_float_compare(FloatPredicate::OLT, b, a, "")?, b, a),
+                _ => kb.fadd(a, b),
+            }
+        };
+        // Thread `t`'s value (slot 0 of its part of the array).
+        let mine = |kb: &Kb<'_, 'ctx>, t: IntValue<'ctx>| -> R<PointerValue<'ctx>> {
+            match stride {
+                Some(bytes) => kb.byte_offset(base, kb.mul(t, kb.c(bytes))?),
+                None => Ok(base),
+            }
+        };
+        let slot = |kb: &Kb<'_, 'ctx>, i: IntValue<'ctx>| kb.gep(kb.f32t.into(), red, i);
+        let lane_and_warp = |kb: &Kb<'_, 'ctx>, t: IntValue<'ctx>| -> R<(IntValue<'ctx>, IntValue<'ctx>)> {
+            Ok((kb.b.build_and(t, kb.c(31), "")?, kb.b.build_right_shift(t, kb.c(5), false, "")?))
+        };
+        if gpu.ptx {
+            let bfly = |kb: &Kb<'_, 'ctx>, mut x: FloatValue<'ctx>| -> R<FloatValue<'ctx>> {
+                let i32t = kb.cx.i32_type();
+                for off in [16u64, 8, 4, 2, 1] {
+                    let y = kb
+                        .call_intrinsic(
+                            "llvm.nvvm.shfl.sync.bfly.f32",
+                            &[],
+                            &[
+                                i32t.const_all_ones().into(),
+                                x.into(),
+                                i32t.const_int(off, false).into(),
+                                i32t.const_int(31, false).into(),
+                            ],
+                        )?
+                        .into_float_value();
+                    x = combine(kb, x, y)?;
+                }
+                Ok(x)
+            };
+            gpu.region(kb, |kb, t| {
+                let x = bfly(kb, kb.get(mine(kb, t)?)?)?;
+                let (lane, warp) = lane_and_warp(kb, t)?;
+                kb.if_then(kb.icmp(IntPredicate::EQ, lane, kb.c(0))?, |kb| kb.set(slot(kb, warp)?, x))
+            })?;
+            gpu.region(kb, |kb, t| {
+                kb.if_then(kb.icmp(IntPredicate::ULT, t, kb.c(32))?, |kb| {
+                    let m = kb.get(slot(kb, kb.b.build_and(t, kb.c(31), "")?)?)?;
+                    let x = kb.select_f(kb.icmp(IntPredicate::ULT, t, kb.c(warps))?, m, kb.cf(identity))?;
+                    let x = bfly(kb, x)?;
+                    kb.if_then(kb.icmp(IntPredicate::EQ, t, kb.c(0))?, |kb| kb.set(slot(kb, kb.c(32))?, x))
+                })
+            })?;
+        } else {
+            // Lane l of a warp combines its value with lane l ^ off's, off = 16..1, every
+            // lane reading before any writes (a second array).
+            let tmp = kb.alloca(kb.f32t.array_type(gpu.threads).into())?;
+            let at = |kb: &Kb<'_, 'ctx>, t: IntValue<'ctx>| kb.gep(kb.f32t.into(), tmp, t);
+            let butterfly = |active: u64| -> R<()> {
+                for off in [16u64, 8, 4, 2, 1] {
+                    gpu.region(kb, |kb, t| {
+                        kb.if_then(kb.icmp(IntPredicate::ULT, t, kb.c(active))?, |kb| {
+                            let partner = kb.b.build_xor(t, kb.c(off), "")?;
+                            let x = combine(kb, kb.get(mine(kb, t)?)?, kb.get(mine(kb, partner)?)?)?;
+                            kb.set(at(kb, t)?, x)
+                        })
+                    })?;
+                    gpu.region(kb, |kb, t| {
+                        kb.if_then(kb.icmp(IntPredicate::ULT, t, kb.c(active))?, |kb| {
+                            kb.set(mine(kb, t)?, kb.get(at(kb, t)?)?)
+                        })
+                    })?;
+                }
+                Ok(())
+            };
+            butterfly(gpu.threads as u64)?;
+            gpu.region(kb, |kb, t| {
+                let (lane, warp) = lane_and_warp(kb, t)?;
+                kb.if_then(kb.icmp(IntPredicate::EQ, lane, kb.c(0))?, |kb| {
+                    kb.set(slot(kb, warp)?, kb.get(mine(kb, t)?)?)
+                })
+            })?;
+            gpu.region(kb, |kb, t| {
+                kb.if_then(kb.icmp(IntPredicate::ULT, t, kb.c(32))?, |kb| {
+                    let m = kb.get(slot(kb, t)?)?;
+                    let x = kb.select_f(kb.icmp(IntPredicate::ULT, t, kb.c(warps))?, m, kb.cf(identity))?;
+                    kb.set(mine(kb, t)?, x)
+                })
+            })?;
+            butterfly(32)?;
+            gpu.region(kb, |kb, t| {
+                kb.if_then(kb.icmp(IntPredicate::EQ, t, kb.c(0))?, |kb| {
+                    kb.set(slot(kb, kb.c(32))?, kb.get(mine(kb, t)?)?)
+                })
+            })?;
+        }
+        kb.get(slot(kb, kb.c(32))?)
     }
 
     fn bin<'ctx>(

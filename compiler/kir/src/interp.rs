@@ -3,7 +3,10 @@
 //! Kernels run on byte buffers, one per parameter; every access is bounds-checked, so a
 //! lowering bug is an error here instead of a wrong number. f32 arithmetic is done in
 //! f32 and f16 rounds every result to f16, as the hardware does; `parallel` and `each`
-//! loops run in order. Translators are tested against this.
+//! loops run in order. A block kernel runs block after block; a `threads` region is a
+//! loop over the block's threads (what its closing barrier orders is ordered), each
+//! thread with its own scratch arrays, and [`block_reduce`] combines in the order warp
+//! shuffles do. Translators are tested against this.
 use crate::expr::{Env, Expr};
 use crate::ir::*;
 use crate::verify::{self, Types};
@@ -85,8 +88,12 @@ struct Frame<'a> {
     types: &'a Types,
     bufs: &'a mut [Vec<u8>],
     /// The kernel's scratch arrays (memory indices after the parameters and the
-    /// constant arrays).
+    /// constant arrays); in a block kernel, one copy per thread, end to end.
     scratch: Vec<Vec<u8>>,
+    /// A block kernel's shared arrays.
+    shared: Vec<Vec<u8>>,
+    /// The thread running, inside a `threads` region.
+    tid: Option<usize>,
     syms: &'a BTreeMap<String, i64>,
     vals: HashMap<ValId, V>,
     vars: HashMap<u32, i64>,
@@ -128,8 +135,23 @@ impl Frame<'_> {
         match self.k.memory(m) {
             Some(Memory::Param(p)) => &self.bufs[p as usize],
             Some(Memory::Data(j)) => &self.k.data[j as usize].bytes,
-            Some(Memory::Scratch(j)) => &self.scratch[j as usize],
+            Some(Memory::Scratch(j)) => {
+                let r = self.thread_part(j);
+                &self.scratch[j as usize][r]
+            }
+            Some(Memory::Shared(j)) => &self.shared[j as usize],
             None => &[],
+        }
+    }
+
+    /// The bytes of scratch array `j` that belong to the running thread (all of it
+    /// outside block kernels).
+    fn thread_part(&self, j: u32) -> std::ops::Range<usize> {
+        let sc = &self.k.scratch[j as usize];
+        let n = (sc.len * sc.elem.bytes() as u64) as usize;
+        match (&self.k.block, self.tid) {
+            (Some(_), Some(t)) => t * n..(t + 1) * n,
+            _ => 0..self.scratch[j as usize].len(),
         }
     }
 
@@ -138,7 +160,11 @@ impl Frame<'_> {
     fn mem_mut(&mut self, m: u32) -> &mut [u8] {
         match self.k.memory(m) {
             Some(Memory::Param(p)) => &mut self.bufs[p as usize],
-            Some(Memory::Scratch(j)) => &mut self.scratch[j as usize],
+            Some(Memory::Scratch(j)) => {
+                let r = self.thread_part(j);
+                &mut self.scratch[j as usize][r]
+            }
+            Some(Memory::Shared(j)) => &mut self.shared[j as usize],
             Some(Memory::Data(_)) | None => &mut [],
         }
     }
@@ -496,6 +522,18 @@ impl Frame<'_> {
                 }
             }
             Inst::Opaque(a) => self.v(*a).clone(),
+            Inst::BlockReduce { op, mem } => {
+                let Some(Memory::Scratch(j)) = self.k.memory(*mem) else {
+                    return self.fault("blockreduce of a memory that is not a scratch array");
+                };
+                let sc = &self.k.scratch[j as usize];
+                let stride = (sc.len * sc.elem.bytes() as u64) as usize;
+                let v: Vec<f32> = self.scratch[j as usize]
+                    .chunks(stride)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                vec![S::F(block_reduce(*op, v) as f64)]
+            }
             Inst::Lookup { table, index } => {
                 let i = int(self.v(*index)[0]);
                 let t = &self.k.tables[*table as usize];
@@ -534,11 +572,17 @@ impl Frame<'_> {
                         self.write(*param, at, t.elem, s);
                     }
                 }
-                Stmt::For { var, lo, hi, body, .. } => {
+                Stmt::For { var, lo, hi, body, kind } => {
                     let (lo, hi) = (self.eval(lo)?, self.eval(hi)?);
                     for i in lo..hi {
                         self.vars.insert(*var, i);
+                        if *kind == LoopKind::Threads {
+                            self.tid = Some(i as usize);
+                        }
                         self.body(body)?;
+                    }
+                    if *kind == LoopKind::Threads {
+                        self.tid = None;
                     }
                     self.vars.remove(var);
                 }
@@ -579,18 +623,86 @@ pub fn run_kernel(k: &Kernel, bufs: &mut [Vec<u8>], syms: &BTreeMap<String, i64>
             msg: format!("{} buffers for {} parameters", bufs.len(), k.params.len()),
         });
     }
+    let copies = k.block.as_ref().map_or(1, |b| b.threads as u64);
+    // Unspecified until written: a pattern that makes an early read stand out.
+    let fresh = |a: &[Scratch], n: u64| -> Vec<Vec<u8>> {
+        a.iter().map(|s| vec![0xA5; (s.len * s.elem.bytes() as u64 * n) as usize]).collect()
+    };
     let mut f = Frame {
         k,
         types: &types,
         bufs,
-        // Unspecified until written: a pattern that makes an early read stand out.
-        scratch: k.scratch.iter().map(|s| vec![0xA5; (s.len * s.elem.bytes() as u64) as usize]).collect(),
+        scratch: fresh(&k.scratch, copies),
+        shared: fresh(&k.shared, 1),
+        tid: None,
         syms,
         vals: HashMap::new(),
         vars: HashMap::new(),
         locals: HashMap::new(),
     };
-    f.body(&k.body)
+    let Some(b) = &k.block else { return f.body(&k.body) };
+    let grid = [f.eval(&b.grid[0])?, f.eval(&b.grid[1])?, f.eval(&b.grid[2])?];
+    for z in 0..grid[2] {
+        for y in 0..grid[1] {
+            for x in 0..grid[0] {
+                for (v, i) in b.vars.iter().zip([x, y, z]) {
+                    f.vars.insert(*v, i);
+                }
+                f.scratch = fresh(&k.scratch, copies);
+                f.shared = fresh(&k.shared, 1);
+                f.body(&k.body)?;
+                f.vals.clear();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What [`Inst::BlockReduce`] computes from thread `t`'s value `v[t]` (a multiple of 32
+/// threads): within each warp of 32, five butterfly rounds (lane `l` combines its value
+/// with lane `l ^ off`'s, `off` = 16, 8, 4, 2, 1, all lanes reading before any writes);
+/// then the first warp does the same over the warps' lane-0 results (the identity past
+/// the last warp); the result is lane 0's. `fadd` adds, `fmax` is `a < b ? b : a` and
+/// `fmin` `b < a ? b : a` (`a` the lane's own value), as the CUDA translation does.
+pub fn block_reduce(op: ReduceOp, mut v: Vec<f32>) -> f32 {
+    let combine = |a: f32, b: f32| match op {
+        ReduceOp::FMax => {
+            if a < b {
+                b
+            } else {
+                a
+            }
+        }
+        ReduceOp::FMin => {
+            if b < a {
+                b
+            } else {
+                a
+            }
+        }
+        _ => a + b,
+    };
+    let identity = match op {
+        ReduceOp::FMax => f32::NEG_INFINITY,
+        ReduceOp::FMin => f32::INFINITY,
+        _ => 0.0,
+    };
+    let butterfly = |v: &mut Vec<f32>, active: usize| {
+        for off in [16usize, 8, 4, 2, 1] {
+            let old = v.clone();
+            for t in 0..active {
+                v[t] = combine(old[t], old[t ^ off]);
+            }
+        }
+    };
+    let n = v.len();
+    butterfly(&mut v, n);
+    let warps: Vec<f32> = (0..n / 32).map(|w| v[w * 32]).collect();
+    for (t, x) in v.iter_mut().enumerate().take(32) {
+        *x = warps.get(t).copied().unwrap_or(identity);
+    }
+    butterfly(&mut v, 32);
+    v[0]
 }
 
 /// Runs a whole program: `inputs` are the caller's input buffers; returns the outputs

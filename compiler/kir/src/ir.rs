@@ -315,6 +315,17 @@ pub enum Inst {
     },
     /// The same value, opaque to optimisation (keeps LLVM from merging addresses).
     Opaque(ValId),
+    /// The combination over the block's threads of element 0 of each thread's scratch
+    /// array `mem` (`f32`), by warp butterflies in a fixed order (see
+    /// [`crate::interp::block_reduce`]): a block-uniform `f32` value. Only in
+    /// block-uniform code of a [`Block`] kernel, after the region that wrote the array;
+    /// the array's contents are unspecified after it.
+    BlockReduce {
+        /// `fadd`, `fmax` or `fmin`.
+        op: ReduceOp,
+        /// A scratch array.
+        mem: u32,
+    },
     /// Element `index` (an integer scalar, read unsigned) of the kernel's constant table
     /// `table` (`%tN`): a scalar of the table's element type. Out of range is an error
     /// of the program.
@@ -336,6 +347,12 @@ pub enum LoopKind {
     Each,
     /// Independent tasks for the CPU thread pool (`pfor`).
     Parallel,
+    /// The threads of a CUDA block (only in a [`Block`] kernel, from 0 to its thread
+    /// count, directly in block-uniform code): every thread runs the body with the loop
+    /// variable as its index, then all of them meet at a barrier. So consecutive
+    /// regions are ordered as a loop over the threads would order them, which is the
+    /// meaning the interpreter and the host simulation give it.
+    Threads,
 }
 
 /// A statement of a kernel body.
@@ -420,14 +437,33 @@ pub struct Kernel {
     pub tables: Vec<Table>,
     /// Scratch arrays (`%s0`, `%s1`...): private memory, addressed like parameters by
     /// the memory index `params.len() + data.len() + j`. Each invocation, each task of a `parallel`
-    /// loop and each CUDA thread has its own; contents are unspecified until written.
+    /// loop and each CUDA thread has its own (in a block kernel, living across its regions);
+    /// contents are unspecified until written.
     pub scratch: Vec<Scratch>,
     /// Constant arrays (`%d0`, `%d1`...): read-only memory the kernel carries (weights
     /// it packed at compile time), addressed by the memory index `params.len() + j`.
     /// (Data come before scratch arrays in the memory numbering.)
     pub data: Vec<Data>,
+    /// For a CUDA block kernel, its launch: the kernel body is then block-uniform code
+    /// run once per block, with `threads` regions inside it.
+    pub block: Option<Block>,
+    /// Shared arrays (`%h0`, `%h1`...) of a block kernel: one per block, seen by all its
+    /// threads, after the scratch arrays in the memory numbering.
+    pub shared: Vec<Scratch>,
     /// The body.
     pub body: Vec<Stmt>,
+}
+
+/// How a block kernel is launched: a grid of blocks of `threads` threads each. The
+/// block's coordinates are the loop variables `vars`, bound for the whole body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block {
+    /// Loop variables holding the block index along x, y and z.
+    pub vars: [u32; 3],
+    /// The grid's extent along x, y and z (at least 1 each).
+    pub grid: [Expr; 3],
+    /// Threads per block (1 to 1024).
+    pub threads: u32,
 }
 
 /// A constant array of a kernel: `bytes` (little-endian elements of `elem`). A
@@ -578,6 +614,8 @@ pub enum Memory {
     Data(u32),
     /// Scratch array `%sN`.
     Scratch(u32),
+    /// Shared array `%hN`.
+    Shared(u32),
 }
 
 impl std::fmt::Display for Memory {
@@ -586,19 +624,22 @@ impl std::fmt::Display for Memory {
             Memory::Param(p) => write!(f, "%p{p}"),
             Memory::Data(j) => write!(f, "%d{j}"),
             Memory::Scratch(j) => write!(f, "%s{j}"),
+            Memory::Shared(j) => write!(f, "%h{j}"),
         }
     }
 }
 
 impl Kernel {
     /// What memory index `m` refers to: parameters, then constant arrays, then scratch
-    /// arrays; `None` past the last.
+    /// arrays, then shared arrays; `None` past the last.
     pub fn memory(&self, m: u32) -> Option<Memory> {
         let (np, nd, ns) = (self.params.len() as u32, self.data.len() as u32, self.scratch.len() as u32);
+        let nh = self.shared.len() as u32;
         match m {
             m if m < np => Some(Memory::Param(m)),
             m if m < np + nd => Some(Memory::Data(m - np)),
             m if m < np + nd + ns => Some(Memory::Scratch(m - np - nd)),
+            m if m < np + nd + ns + nh => Some(Memory::Shared(m - np - nd - ns)),
             _ => None,
         }
     }

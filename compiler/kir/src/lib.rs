@@ -38,6 +38,8 @@ pub struct KernelBuilder {
     tables: Vec<Table>,
     scratch: Vec<Scratch>,
     data: Vec<Data>,
+    block: Option<Block>,
+    shared: Vec<Scratch>,
 }
 
 impl KernelBuilder {
@@ -53,6 +55,8 @@ impl KernelBuilder {
             tables: Vec::new(),
             scratch: Vec::new(),
             data: Vec::new(),
+            block: None,
+            shared: Vec::new(),
         }
     }
 
@@ -164,6 +168,7 @@ impl KernelBuilder {
     /// A new scratch array of `len` elements of `elem`; returns its memory index (for
     /// loads, stores and copies, after the parameters' and the constant arrays').
     pub fn scratch(&mut self, elem: Elem, len: u64) -> u32 {
+        assert!(self.shared.is_empty(), "kir: scratch arrays are declared before shared arrays");
         self.scratch.push(Scratch { elem, len });
         (self.params.len() + self.data.len() + self.scratch.len() - 1) as u32
     }
@@ -177,6 +182,30 @@ impl KernelBuilder {
         (self.params.len() + self.data.len() - 1) as u32
     }
 
+    /// Makes this a CUDA block kernel of `threads` threads per block on `grid` blocks;
+    /// returns the block index along x, y and z.
+    pub fn block(&mut self, threads: u32, grid: [Expr; 3]) -> [Expr; 3] {
+        assert!(self.block.is_none(), "kir: a kernel has one launch");
+        let vars = [0, 1, 2].map(|k| self.next_var + k);
+        self.next_var += 3;
+        self.block = Some(Block { vars, grid, threads });
+        vars.map(Expr::var)
+    }
+
+    /// A new shared array of `len` elements of `elem` (block kernels); returns its
+    /// memory index (after the scratch arrays', so a kernel declares it last).
+    pub fn shared(&mut self, elem: Elem, len: u64) -> u32 {
+        self.shared.push(Scratch { elem, len });
+        (self.params.len() + self.data.len() + self.scratch.len() + self.shared.len() - 1) as u32
+    }
+
+    /// `for t in 0..threads threads { body(t) }`: a region of a block kernel, ended by a
+    /// barrier.
+    pub fn threads(&mut self, body: impl FnOnce(&mut Self, Expr)) {
+        let n = self.block.as_ref().expect("kir: threads regions are in block kernels").threads;
+        self.for_(Expr::c(0), Expr::c(n as i64), LoopKind::Threads, body)
+    }
+
     /// The kernel.
     pub fn finish(mut self) -> Kernel {
         let body = self.stack.pop().expect("the kernel body");
@@ -186,6 +215,8 @@ impl KernelBuilder {
             tables: self.tables,
             scratch: self.scratch,
             data: self.data,
+            block: self.block,
+            shared: self.shared,
             body,
         }
     }

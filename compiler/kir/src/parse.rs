@@ -33,6 +33,8 @@ struct P<'s> {
     np: u32,
     /// Constant arrays of the kernel being parsed (scratch arrays come after them).
     nd: u32,
+    /// Scratch arrays of the kernel being parsed (shared arrays come after them).
+    ns: u32,
     /// The program's sidecar file of constants (`weights "FILE"`), once read.
     weights: Option<Vec<u8>>,
     /// Reads a sidecar file by the name the program gives.
@@ -208,6 +210,9 @@ impl<'s> P<'s> {
         }
         if self.rest().starts_with("%s") {
             return Ok(self.np + self.nd + self.reg('s')?);
+        }
+        if self.rest().starts_with("%h") {
+            return Ok(self.np + self.nd + self.ns + self.reg('h')?);
         }
         self.reg('p')
     }
@@ -517,6 +522,10 @@ impl<'s> P<'s> {
                 }
             }
             "opaque" => Inst::Opaque(self.reg('v')?),
+            "blockreduce" => {
+                let op = self.named(ReduceOp::ALL, ReduceOp::name, "reduction")?;
+                Inst::BlockReduce { op, mem: self.mem()? }
+            }
             "lookup" => {
                 let table = self.reg('t')?;
                 self.expect("[")?;
@@ -704,9 +713,47 @@ impl<'s> P<'s> {
             self.expect("]")?;
             scratch.push(Scratch { elem: ty.elem, len });
         }
+        let mut block = None;
+        if self.is_keyword("block") {
+            let mut vars = [0; 3];
+            for (k, v) in vars.iter_mut().enumerate() {
+                if k > 0 {
+                    self.expect(",")?;
+                }
+                *v = self.reg('i')?;
+            }
+            self.keyword("in")?;
+            self.expect("[")?;
+            let x = self.expr()?;
+            self.expect(",")?;
+            let y = self.expr()?;
+            self.expect(",")?;
+            let z = self.expr()?;
+            self.expect("]")?;
+            self.keyword("threads")?;
+            let threads = self.uint()?;
+            block = Some(Block { vars, grid: [x, y, z], threads });
+        }
+        let mut shared = Vec::new();
+        while self.is_keyword("shared") {
+            let j = self.reg('h')?;
+            if j as usize != shared.len() {
+                return self.err(format!("shared arrays must be numbered in order: expected %h{}", shared.len()));
+            }
+            self.expect(":")?;
+            let ty = self.ty()?;
+            if ty.lanes != 1 {
+                return self.err("a shared array's element type is a scalar");
+            }
+            self.expect("[")?;
+            let len = self.uint()? as u64;
+            self.expect("]")?;
+            shared.push(Scratch { elem: ty.elem, len });
+        }
         self.np = params.len() as u32;
         self.nd = data.len() as u32;
-        Ok(Kernel { name, params, tables, scratch, data, body: self.body()? })
+        self.ns = scratch.len() as u32;
+        Ok(Kernel { name, params, tables, scratch, data, block, shared, body: self.body()? })
     }
 
     fn steps(&mut self, kernels: &HashMap<String, u32>) -> R<Vec<Step>> {
@@ -857,19 +904,19 @@ impl<'s> P<'s> {
 
 /// Parses a whole program whose constants are inline (see [`program_with_weights`]).
 pub fn program(src: &str) -> Result<Program, ParseError> {
-    P { src, pos: 0, depth: 0, np: 0, nd: 0, weights: None, load: None }.program()
+    P { src, pos: 0, depth: 0, np: 0, nd: 0, ns: 0, weights: None, load: None }.program()
 }
 
 /// Parses a whole program that may keep its constants in a sidecar file
 /// (`weights "FILE"`, [`crate::print::program_split`]): `load` reads that file by the
 /// name the program gives (the caller decides where names may point).
 pub fn program_with_weights<'a>(src: &'a str, load: &'a mut WeightsLoader<'a>) -> Result<Program, ParseError> {
-    P { src, pos: 0, depth: 0, np: 0, nd: 0, weights: None, load: Some(load) }.program()
+    P { src, pos: 0, depth: 0, np: 0, nd: 0, ns: 0, weights: None, load: Some(load) }.program()
 }
 
 /// Parses one kernel (`kernel @"name"(...) { ... }`).
 pub fn kernel(src: &str) -> Result<Kernel, ParseError> {
-    let mut p = P { src, pos: 0, depth: 0, np: 0, nd: 0, weights: None, load: None };
+    let mut p = P { src, pos: 0, depth: 0, np: 0, nd: 0, ns: 0, weights: None, load: None };
     p.keyword("kernel")?;
     let k = p.kernel()?;
     p.ws();
@@ -881,7 +928,7 @@ pub fn kernel(src: &str) -> Result<Kernel, ParseError> {
 
 /// Parses an index expression.
 pub fn expr(src: &str) -> Result<Expr, ParseError> {
-    let mut p = P { src, pos: 0, depth: 0, np: 0, nd: 0, weights: None, load: None };
+    let mut p = P { src, pos: 0, depth: 0, np: 0, nd: 0, ns: 0, weights: None, load: None };
     let e = p.expr()?;
     p.ws();
     if !p.rest().is_empty() {

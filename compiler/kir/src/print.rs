@@ -48,7 +48,7 @@ names!(CastOp {
     Bitcast = "bitcast",
 });
 names!(ReduceOp { Add = "add", FAdd = "fadd", FMin = "fmin", FMax = "fmax", SMin = "smin", SMax = "smax" });
-names!(LoopKind { Serial = "serial", Each = "each", Parallel = "parallel" });
+names!(LoopKind { Serial = "serial", Each = "each", Parallel = "parallel", Threads = "threads" });
 
 /// A string literal: `"` and `\` escaped, other non-printing characters as `\u{..}`.
 pub(crate) fn quote(s: &str) -> String {
@@ -85,6 +85,7 @@ fn vals(v: &[ValId]) -> String {
 struct Mems {
     np: u32,
     nd: u32,
+    ns: u32,
 }
 
 /// A memory reference: parameter `%pK`, constant array `%dJ` or scratch array `%sJ`.
@@ -93,8 +94,10 @@ fn mem(np: Mems, m: u32) -> String {
         format!("%p{m}")
     } else if m < np.np + np.nd {
         format!("%d{}", m - np.np)
-    } else {
+    } else if m < np.np + np.nd + np.ns {
         format!("%s{}", m - np.np - np.nd)
+    } else {
+        format!("%h{}", m - np.np - np.nd - np.ns)
     }
 }
 
@@ -124,6 +127,7 @@ fn inst(i: &Inst, np: Mems) -> String {
         Inst::Intrinsic { name, args, ty } => format!("intrinsic {}({}) : {ty}", quote(name), vals(args)),
         Inst::Opaque(a) => format!("opaque %v{a}"),
         Inst::Lookup { table, index } => format!("lookup %t{table}[%v{index}]"),
+        Inst::BlockReduce { op, mem: m } => format!("blockreduce {} {}", op.name(), mem(np, *m)),
     }
 }
 
@@ -234,9 +238,17 @@ fn kernel_with(k: &Kernel, sidecar: &mut Option<&mut Sidecar>) -> String {
     for (j, sc) in k.scratch.iter().enumerate() {
         let _ = write!(out, "\n  scratch %s{j} : {}[{}]", sc.elem.name(), sc.len);
     }
-    let decls = k.tables.is_empty() && k.data.is_empty() && k.scratch.is_empty();
+    if let Some(b) = &k.block {
+        let [x, y, z] = &b.grid;
+        let [vx, vy, vz] = b.vars;
+        let _ = write!(out, "\n  block %i{vx}, %i{vy}, %i{vz} in [{x}, {y}, {z}] threads {}", b.threads);
+    }
+    for (j, sh) in k.shared.iter().enumerate() {
+        let _ = write!(out, "\n  shared %h{j} : {}[{}]", sh.elem.name(), sh.len);
+    }
+    let decls = k.tables.is_empty() && k.data.is_empty() && k.scratch.is_empty() && k.block.is_none();
     out.push_str(if decls { " {\n" } else { "\n{\n" });
-    body(&mut out, &k.body, 1, Mems { np: k.params.len() as u32, nd: k.data.len() as u32 });
+    body(&mut out, &k.body, 1, Mems { np: k.params.len() as u32, nd: k.data.len() as u32, ns: k.scratch.len() as u32 });
     out.push_str("}\n");
     out
 }

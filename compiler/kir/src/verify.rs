@@ -38,6 +38,8 @@ struct Cx<'k> {
     scope_vals: Vec<Vec<ValId>>,
     scope_vars: Vec<u32>,
     scope_locals: Vec<Vec<u32>>,
+    /// Inside a `threads` region: the depth of `scope_locals` where it starts.
+    region: Option<usize>,
 }
 
 impl Cx<'_> {
@@ -86,7 +88,14 @@ impl Cx<'_> {
             Some(Memory::Scratch(j)) if self.k.scratch[j as usize].len == 0 => {
                 self.err(format!("scratch array %s{j} is empty"))
             }
+            Some(Memory::Scratch(j)) if self.k.block.is_some() && self.region.is_none() => {
+                self.err(format!("scratch array %s{j} is per thread: used outside a threads region"))
+            }
             Some(Memory::Scratch(_)) => Ok(()),
+            Some(Memory::Shared(j)) if self.k.shared[j as usize].len == 0 => {
+                self.err(format!("shared array %h{j} is empty"))
+            }
+            Some(Memory::Shared(_)) => Ok(()),
             None => {
                 let (np, nd) = (self.k.params.len() as u32, self.k.data.len() as u32);
                 match p.checked_sub(np + nd) {
@@ -265,6 +274,22 @@ impl Cx<'_> {
                 }
                 t
             }
+            BlockReduce { op, mem } => {
+                let Some(b) = &self.k.block else { return self.err("blockreduce outside a block kernel") };
+                if self.region.is_some() {
+                    return self.err("blockreduce inside a threads region (it is block-uniform)");
+                }
+                if b.threads % 32 != 0 {
+                    return self.err(format!("blockreduce over {} threads (a multiple of 32)", b.threads));
+                }
+                if !matches!(op, ReduceOp::FAdd | ReduceOp::FMin | ReduceOp::FMax) {
+                    return self.err(format!("blockreduce {} (fadd, fmin or fmax)", op.name()));
+                }
+                match self.k.memory(*mem) {
+                    Some(Memory::Scratch(j)) if self.k.scratch[j as usize].elem == Elem::F32 => Ty::scalar(Elem::F32),
+                    _ => return self.err("blockreduce of a memory that is not an f32 scratch array"),
+                }
+            }
             Lookup { table, index } => {
                 let t = self.val(*index)?;
                 if t.lanes != 1 || t.elem.is_float() || t.elem == Elem::I1 {
@@ -312,15 +337,35 @@ impl Cx<'_> {
                     }
                 }
             }
-            Stmt::For { var, lo, hi, body, .. } => {
+            Stmt::For { var, lo, hi, body, kind } => {
                 self.expr(lo)?;
                 self.expr(hi)?;
                 if self.scope_vars.contains(var) {
                     return self.err(format!("%i{var} shadows an enclosing loop variable"));
                 }
+                match (kind, &self.k.block) {
+                    (LoopKind::Threads, None) => return self.err("a threads loop outside a block kernel"),
+                    (LoopKind::Threads, Some(_)) if self.region.is_some() => {
+                        return self.err("a threads loop inside a threads region")
+                    }
+                    (LoopKind::Threads, Some(b))
+                        if lo.as_const() != Some(0) || hi.as_const() != Some(b.threads as i64) =>
+                    {
+                        return self.err(format!("a threads loop runs from 0 to the block's {} threads", b.threads))
+                    }
+                    (LoopKind::Parallel | LoopKind::Each, Some(_)) => {
+                        return self.err(format!("a {} loop in a block kernel", kind.name()))
+                    }
+                    _ => {}
+                }
+                let outer = self.region;
+                if *kind == LoopKind::Threads {
+                    self.region = Some(self.scope_locals.len());
+                }
                 self.scope_vars.push(*var);
                 self.body(body)?;
                 self.scope_vars.pop();
+                self.region = outer;
             }
             Stmt::If { cond, then, els } => {
                 if self.val(*cond)? != Ty::scalar(Elem::I1) {
@@ -340,8 +385,11 @@ impl Cx<'_> {
                 self.scope_locals.last_mut().expect("scope").push(*l);
             }
             Stmt::Set(l, v) => {
-                if !self.scope_locals.iter().any(|s| s.contains(l)) {
+                let Some(depth) = self.scope_locals.iter().position(|s| s.contains(l)) else {
                     return self.err(format!("%l{l} is set where it is not declared"));
+                };
+                if self.region.is_some_and(|r| depth < r) {
+                    return self.err(format!("%l{l} is block-uniform and set inside a threads region"));
                 }
                 if self.val(*v)? != self.types.locals[l] {
                     return self.err(format!("%l{l} set to a {}", self.val(*v)?));
@@ -369,8 +417,14 @@ pub fn valid_symbol(s: &str) -> bool {
 
 /// Verifies a kernel and returns the types of its values.
 pub fn kernel(k: &Kernel) -> Result<Types, VerifyError> {
-    let mut cx =
-        Cx { k, types: Types::default(), scope_vals: Vec::new(), scope_vars: Vec::new(), scope_locals: Vec::new() };
+    let mut cx = Cx {
+        k,
+        types: Types::default(),
+        scope_vals: Vec::new(),
+        scope_vars: Vec::new(),
+        scope_locals: Vec::new(),
+        region: None,
+    };
     for (i, t) in k.tables.iter().enumerate() {
         if t.elem == Elem::I1 || t.values.iter().any(|v| matches!(v, Lit::Float(_)) != t.elem.is_float()) {
             return cx.err(format!("table %t{i} '{}' holds literals that are not {}", t.name, t.elem.name()));
@@ -378,6 +432,22 @@ pub fn kernel(k: &Kernel) -> Result<Types, VerifyError> {
         if k.tables[..i].iter().any(|o| o.name == t.name) {
             return cx.err(format!("table name '{}' is declared twice", t.name));
         }
+    }
+    match &k.block {
+        Some(b) => {
+            for e in &b.grid {
+                cx.expr(e)?;
+            }
+            if !(1..=1024).contains(&b.threads) {
+                return cx.err(format!("{} threads per block (1 to 1024)", b.threads));
+            }
+            if b.vars.iter().enumerate().any(|(i, v)| b.vars[..i].contains(v)) {
+                return cx.err("the block's index variables must differ");
+            }
+            cx.scope_vars.extend(b.vars);
+        }
+        None if !k.shared.is_empty() => return cx.err("shared arrays outside a block kernel"),
+        None => {}
     }
     cx.body(&k.body)?;
     Ok(cx.types)

@@ -429,3 +429,67 @@ fn constants_round_trip_through_a_weights_file() {
     assert!(w.is_empty() && inline.contains(" data "));
     assert_eq!(inline, print::program(&p), "no weights file named when none is written");
 }
+
+#[test]
+fn verifier_checks_block_kernels() {
+    // (declarations, body, error)
+    let blk = "\n  scratch %s0 : f32[1]\n  block %i0, %i1, %i2 in [2, 1, 1] threads 64\n  shared %h0 : f32[4]";
+    let cases = [
+        ("", "for %i0 in 0 .. 32 threads {\n  }", "a threads loop outside a block kernel"),
+        (blk, "for %i3 in 0 .. 32 threads {\n  }", "runs from 0 to the block's 64 threads"),
+        (
+            blk,
+            "for %i3 in 0 .. 64 threads {\n    for %i4 in 0 .. 64 threads {\n    }\n  }",
+            "a threads loop inside a threads region",
+        ),
+        (blk, "%v0 = const f32 1.0\n  store %s0[0], %v0 align 4", "used outside a threads region"),
+        (blk, "for %i3 in 0 .. 64 threads {\n    %v0 = blockreduce fadd %s0\n  }", "inside a threads region"),
+        (blk, "%v0 = blockreduce add %s0", "blockreduce add"),
+        (blk, "%v0 = blockreduce fadd %h0", "not an f32 scratch array"),
+        (
+            blk,
+            "%v0 = const f32 1.0\n  local %l0 : f32 = %v0\n  for %i3 in 0 .. 64 threads {\n    set %l0, %v0\n  }",
+            "block-uniform and set inside a threads region",
+        ),
+        (blk, "for %i3 in 0 .. 4 parallel {\n  }", "a parallel loop in a block kernel"),
+        ("\n  block %i0, %i1, %i2 in [1, 1, 1] threads 2000", "", "2000 threads per block"),
+        ("\n  block %i0, %i1, %i2 in [1, 1, 1] threads 48", "%v0 = blockreduce fmax %s9", "a multiple of 32"),
+    ];
+    for (decls, body, want) in cases {
+        let text = format!("kernel @\"bad\"(%p0: write, %p1: read){decls}\n{{\n  {body}\n}}\n");
+        let k = parse::kernel(&text).unwrap_or_else(|e| panic!("{body}: {e}\n{text}"));
+        let e = verify::kernel(&k).unwrap_err();
+        assert!(e.to_string().contains(want), "{body}: got {e}");
+        // Block kernels print canonically.
+        assert_eq!(print::kernel(&parse::kernel(&print::kernel(&k)).unwrap()), print::kernel(&k));
+    }
+}
+
+/// The reduction order `blockreduce` specifies, against a plain left fold: sums agree
+/// within rounding, max and min exactly, NaNs stay where the order says.
+#[test]
+fn block_reductions_follow_the_warp_butterfly_order() {
+    use dlc_kir::interp::block_reduce;
+    use dlc_kir::ReduceOp;
+    for threads in [32usize, 64, 128, 256, 1024] {
+        let v: Vec<f32> = (0..threads).map(|i| ((i * 37) % 101) as f32 * 0.25 - 12.0).collect();
+        let sum: f64 = v.iter().map(|&x| x as f64).sum();
+        let got = block_reduce(ReduceOp::FAdd, v.clone());
+        assert!((got as f64 - sum).abs() <= 1e-5 * sum.abs().max(1.0), "{threads}: {got} vs {sum}");
+        let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let min = v.iter().copied().fold(f32::INFINITY, f32::min);
+        assert_eq!(block_reduce(ReduceOp::FMax, v.clone()), max);
+        assert_eq!(block_reduce(ReduceOp::FMin, v), min);
+    }
+    // The order matters in f32: 1e8 and 31 ones. Lane 0 adds its partner's partial in
+    // each round: 1 (off 16), 2, 4, 8, 16 (the partners' sums of 1, 2, 4, 8 and 16
+    // ones). With an ulp of 8 at 1e8, +1 and +2 round away, +4 is a tie kept at the even
+    // 1e8, then +8 and +16 land exactly: 100000024. (A left fold would lose every one.)
+    let mut v = vec![1.0f32; 32];
+    v[0] = 1e8;
+    assert_eq!(block_reduce(ReduceOp::FAdd, v), 100_000_024.0);
+    // a < b ? b : a keeps a NaN held by the lane itself and drops a partner's NaN.
+    let mut v = vec![0.0f32; 32];
+    v[1] = f32::NAN;
+    assert_eq!(block_reduce(ReduceOp::FMax, v), 0.0);
+}

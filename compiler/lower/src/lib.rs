@@ -11,9 +11,9 @@
 //! ConvTranspose, GridSample, Einsum, attention, the packed GEMM and the plain matrix
 //! products, every convolution kernel, and the int8 family ([`quant`]: `quant_pack`
 //! and `qconv` with its VNNI and AVX2 paths as kir intrinsics). Only sources
-//! (`Input`, `Const`) return `None` from [`lower`]. The CUDA backend still builds its
-//! non-per-element kernels (tiled GEMM, implicit-GEMM Conv, row kernels) in inkwell
-//! (ARCHITECTURE.md tracks which).
+//! (`Input`, `Const`) return `None` from [`lower`]. [`cuda::lower`] gives the CUDA
+//! kernels: the per-element ones, and block kernels (the shared-memory tiled GEMM and
+//! implicit-GEMM convolution, the row kernels with block reductions, attention).
 //!
 //! Invariant: knows nothing of inkwell or LLVM; every kernel it returns verifies.
 #![warn(missing_docs)]
@@ -23,6 +23,7 @@ pub mod conv;
 pub mod conv1x1;
 pub mod convblk;
 pub mod convdirect;
+pub mod cuda;
 pub mod dtype;
 pub mod elementwise;
 pub mod fastmath;

@@ -12,6 +12,9 @@ use dlc_kir::interp::run_kernel;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+mod common;
+use common::{floats, i64s};
+
 /// The target the lowerings are checked for (AVX2's vector width).
 const T: dlc_lower::Target = dlc_lower::Target { f32_lanes: 8, int8: dlc_lower::Int8Dot::Exact };
 
@@ -80,30 +83,10 @@ fn exact(op: &Op) -> bool {
     op.kind() == dlc_ir::OpKind::Movement
 }
 
-/// Floats in [-2, 2) from a seed, for arithmetic ops.
-fn floats(t: &TensorType, seed: u64) -> TensorData {
-    let n = t.shape.numel().unwrap() as usize;
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 4000) as f32 / 1000.0 - 2.0
-        })
-        .collect();
-    TensorData::from_f32(&t.shape.as_fixed().unwrap(), &v).unwrap()
-}
-
 /// [`floats`] with `f` applied to each value (to stay inside a function's domain).
 fn floats_with(t: &TensorType, seed: u64, f: impl Fn(f32) -> f32) -> TensorData {
     let v: Vec<f32> = floats(t, seed).to_f32().unwrap().iter().map(|&x| f(x)).collect();
     TensorData::from_f32(&t.shape.as_fixed().unwrap(), &v).unwrap()
-}
-
-fn i64s(dims: &[u64], v: &[i64]) -> TensorData {
-    let t = TensorType::fixed(DType::I64, dims);
-    TensorData::new(t, Arc::from(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())).unwrap()
 }
 
 fn i32s(dims: &[u64], v: &[i32]) -> TensorData {

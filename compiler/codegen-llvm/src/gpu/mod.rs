@@ -28,14 +28,11 @@ use dlc_ir::{Graph, Op, Value};
 use dlc_passes::{Location, MemoryPlan};
 use inkwell::attributes::{Attribute, AttributeLoc};
 use inkwell::context::Context;
-use inkwell::module::{Linkage, Module};
+use inkwell::module::Module;
 use inkwell::targets::FileType;
-use inkwell::values::{FloatValue, IntValue, PointerValue};
+use inkwell::values::{IntValue, PointerValue};
 use inkwell::{AddressSpace, IntPredicate};
-use std::cell::Cell;
 use std::collections::HashMap;
-
-mod kernels;
 
 /// The GPU architecture used when `--cpu` names none.
 pub const DEFAULT_SM: &str = "sm_80";
@@ -193,15 +190,89 @@ fn emit_kernels<'ctx>(
         let info = NodeInfo::of(g, id, target)?;
         let name = format!("{prefix}k{}_{}", out.len(), node.op.mnemonic());
         let f = Factory { cx, m, mode, name: &name, nparams: info.inputs.len() + info.outputs.len() };
-        let geo = kernels::lower(&f, g, id, &info).map_err(|e| match e {
+        let k = dlc_lower::cuda::lower(&name, &info.lower_node(), &target.lowering())
+            .ok_or_else(|| info.unsupported("internal: no CUDA kernel for a compute node"))?
+            .map_err(|e| info.unsupported(e.reason))?;
+        let geo = translate(&f, &k).map_err(|e| match e {
             CodegenError::NoMath { function } => {
                 info.unsupported(format!("needs '{function}', which dlc's CUDA kernels do not provide yet"))
             }
             e => e,
         })?;
+        if geo.serial && mode == Mode::Ptx {
+            tracing::warn!(
+                node = info.name,
+                op = info.op.mnemonic(),
+                "no parallel CUDA kernel: runs on one GPU thread"
+            );
+        }
         out.push((name, geo, id));
     }
     Ok(out)
+}
+
+/// Threads per block of the per-element kernels.
+const FLAT: u32 = 256;
+
+/// Translates kir kernel `k` into a CUDA kernel and says how to launch it, from the
+/// kernel's form alone: a block kernel as it states; an `each` nest one element per
+/// thread; any other kernel on one thread of one block.
+fn translate(f: &Factory<'_, '_>, k: &dlc_kir::Kernel) -> R<Geometry> {
+    let blocks = |items: u64, per: u64| items.div_ceil(per).max(1);
+    if let Some(b) = &k.block {
+        let grid = b.grid.clone().map(|e| e.as_const().filter(|&g| g > 0).map(|g| g as u64));
+        let [Some(x), Some(y), Some(z)] = grid else {
+            return Err(CodegenError::Llvm(format!("kernel {}: the grid must be positive constants", f.name)));
+        };
+        let (kb, gpu) = f.function(b.threads)?;
+        crate::kir::emit_block(&kb, k, gpu)?;
+        return finish(f, kb, [x, y, z], b.threads, crate::kir::shared_bytes(k), false);
+    }
+    if let Some(dims) = crate::kir::each_dims(k) {
+        // One element per thread: thread `t` of block `b` runs element `b * FLAT + t`.
+        let items: u64 = dims.iter().product();
+        let (kb, gpu) = f.function(FLAT)?;
+        let bx = gpu.bid[0];
+        crate::kir::emit_with(&kb, k, &|kb, dims, body| {
+            gpu.region(kb, |kb, t| {
+                let i = kb.add(kb.mul(bx, kb.c(FLAT as u64))?, t)?;
+                kb.if_then(kb.in_bounds(i, items)?, |kb| body(kb, &unravel(kb, i, dims)?))
+            })
+        })?;
+        return finish(f, kb, [blocks(items, FLAT as u64), 1, 1], FLAT, 0, false);
+    }
+    // The CPU's loop nest on thread 0.
+    let (kb, gpu) = f.function(32)?;
+    gpu.region(&kb, |kb, t| kb.if_then(kb.icmp(IntPredicate::EQ, t, kb.c(0))?, |kb| crate::kir::emit(kb, k)))?;
+    finish(f, kb, [1, 1, 1], 32, 0, true)
+}
+
+/// Index `i` of a row-major `dims` as one index per dim.
+fn unravel<'ctx>(kb: &Kb<'_, 'ctx>, i: IntValue<'ctx>, dims: &[u64]) -> R<Vec<IntValue<'ctx>>> {
+    let mut idx = vec![kb.c(0); dims.len()];
+    let mut rest = i;
+    for (k, &d) in dims.iter().enumerate().rev() {
+        if k == 0 {
+            idx[k] = rest;
+        } else {
+            idx[k] = kb.b.build_int_unsigned_rem(rest, kb.c(d), "")?;
+            rest = kb.b.build_int_unsigned_div(rest, kb.c(d), "")?;
+        }
+    }
+    Ok(idx)
+}
+
+/// Finishes a kernel launched on `grid` blocks of `threads` threads.
+fn finish(f: &Factory<'_, '_>, kb: Kb<'_, '_>, grid: [u64; 3], threads: u32, shared: u64, serial: bool) -> R<Geometry> {
+    kb.finish()?;
+    let limits = [(1u64 << 31) - 1, 65535, 65535];
+    if grid.iter().zip(limits).any(|(&g, l)| g == 0 || g > l) {
+        return Err(CodegenError::Llvm(format!("kernel {}: grid {grid:?} is outside CUDA's limits", f.name)));
+    }
+    if shared > 48 * 1024 {
+        return Err(CodegenError::Llvm(format!("kernel {}: {shared} bytes of shared memory (48 KiB at most)", f.name)));
+    }
+    Ok(Geometry { grid: grid.map(|g| g as u32), threads, shared_bytes: shared as u32, serial })
 }
 
 /// What a kernel is compiled as.
@@ -213,7 +284,7 @@ pub(crate) enum Mode {
     Sim,
 }
 
-/// Makes the kernel of one node (the generator picks the block size).
+/// Makes the kernel function of one node.
 pub(crate) struct Factory<'f, 'ctx> {
     cx: &'ctx Context,
     m: &'f Module<'ctx>,
@@ -223,83 +294,21 @@ pub(crate) struct Factory<'f, 'ctx> {
 }
 
 impl<'f, 'ctx> Factory<'f, 'ctx> {
-    /// Starts the kernel with `threads` threads per block (a multiple of 32, at most 1024).
-    pub fn kernel(&self, threads: u32) -> R<Gk<'f, 'ctx>> {
-        Gk::new(self, threads)
-    }
-}
-
-/// The reductions [`Gk::block_reduce`] computes.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Reduce {
-    Sum,
-    Max,
-    Min,
-}
-
-impl Reduce {
-    /// The value that changes nothing.
-    pub fn identity(self) -> f32 {
-        match self {
-            Reduce::Sum => 0.0,
-            Reduce::Max => f32::NEG_INFINITY,
-            Reduce::Min => f32::INFINITY,
-        }
-    }
-
-    /// `a (op) b`.
-    pub fn combine<'ctx>(self, kb: &Kb<'_, 'ctx>, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
-        match self {
-            Reduce::Sum => kb.fadd(a, b),
-            Reduce::Max => kb.fmax(a, b),
-            // `b < a ? b : a`, as fmax is `a < b ? b : a`.
-            Reduce::Min => kb.select_f(kb.b.build_float_compare(inkwell::FloatPredicate::OLT, b, a, "")?, b, a),
-        }
-    }
-}
-
-/// Per-thread f32 storage that lives across regions: `n` slots per thread.
-#[derive(Clone, Copy)]
-pub(crate) struct Private<'ctx> {
-    base: PointerValue<'ctx>,
-    n: u64,
-    per_thread: bool,
-}
-
-impl<'ctx> Private<'ctx> {
-    /// Slot `i` of thread `tid`.
-    pub fn at(&self, kb: &Kb<'_, 'ctx>, tid: IntValue<'ctx>, i: u64) -> R<PointerValue<'ctx>> {
-        let idx = if self.per_thread { kb.add(kb.mul(tid, kb.c(self.n))?, kb.c(i))? } else { kb.c(i) };
-        kb.gep(kb.f32t.into(), self.base, idx)
-    }
-}
-
-/// A GPU kernel being built (see the module doc).
-pub(crate) struct Gk<'a, 'ctx> {
-    /// The builder, positioned at block-uniform code.
-    pub kb: Kb<'a, 'ctx>,
-    mode: Mode,
-    /// Threads per block.
-    pub threads: u32,
-    /// Block index along x, y, z (i64).
-    pub bid: [IntValue<'ctx>; 3],
-    tid: Option<IntValue<'ctx>>,
-    shared_bytes: Cell<u64>,
-    name: String,
-}
-
-impl<'a, 'ctx> Gk<'a, 'ctx> {
-    fn new(f: &Factory<'a, 'ctx>, threads: u32) -> R<Self> {
-        let cx = f.cx;
+    /// Starts the kernel function for blocks of `threads` threads: a PTX `.entry`
+    /// taking the buffers, or a host function `(void **args, i64 bx, i64 by, i64 bz)`
+    /// run once per block. Returns its builder (at block-uniform code) and how the
+    /// translator compiles for it.
+    fn function(&self, threads: u32) -> R<(Kb<'f, 'ctx>, crate::kir::Gpu<'ctx>)> {
+        let cx = self.cx;
         let ptr = cx.ptr_type(AddressSpace::default());
         let i64t = cx.i64_type();
         let b = cx.create_builder();
         let nounwind = cx.create_enum_attribute(Attribute::get_named_enum_kind_id("nounwind"), 0);
         let noalias = cx.create_enum_attribute(Attribute::get_named_enum_kind_id("noalias"), 0);
-        match f.mode {
+        match self.mode {
             Mode::Ptx => {
-                let ty = cx.void_type().fn_type(&vec![ptr.into(); f.nparams], false);
-                let func = f.m.add_function(f.name, ty, None);
+                let ty = cx.void_type().fn_type(&vec![ptr.into(); self.nparams], false);
+                let func = self.m.add_function(self.name, ty, None);
                 // The PTX kernel calling convention (`ptx_kernel`): an `.entry`.
                 func.set_call_conventions(71);
                 func.add_attribute(AttributeLoc::Function, nounwind);
@@ -309,7 +318,7 @@ impl<'a, 'ctx> Gk<'a, 'ctx> {
                 );
                 b.position_at_end(cx.append_basic_block(func, "entry"));
                 let params: Vec<PointerValue> = func.get_param_iter().map(|p| p.into_pointer_value()).collect();
-                let kb = Kb::portable(cx, f.m, b, func, params);
+                let kb = Kb::portable(cx, self.m, b, func, params);
                 let sreg = |name: &str| -> R<IntValue<'ctx>> {
                     let v = kb.call_intrinsic(name, &[], &[])?.into_int_value();
                     Ok(kb.b.build_int_z_extend(v, i64t, "")?)
@@ -320,185 +329,25 @@ impl<'a, 'ctx> Gk<'a, 'ctx> {
                     sreg("llvm.nvvm.read.ptx.sreg.ctaid.z")?,
                 ];
                 let tid = Some(sreg("llvm.nvvm.read.ptx.sreg.tid.x")?);
-                Ok(Gk { kb, mode: f.mode, threads, bid, tid, shared_bytes: Cell::new(0), name: f.name.into() })
+                Ok((kb, crate::kir::Gpu { ptx: true, threads, tid, bid }))
             }
             Mode::Sim => {
                 let ty = cx.void_type().fn_type(&[ptr.into(), i64t.into(), i64t.into(), i64t.into()], false);
-                let func = f.m.add_function(f.name, ty, None);
+                let func = self.m.add_function(self.name, ty, None);
                 func.add_attribute(AttributeLoc::Function, nounwind);
                 func.add_attribute(AttributeLoc::Param(0), noalias);
                 b.position_at_end(cx.append_basic_block(func, "entry"));
                 let argv = func.get_nth_param(0).expect("argv").into_pointer_value();
-                let mut params = Vec::with_capacity(f.nparams);
-                for i in 0..f.nparams {
+                let mut params = Vec::with_capacity(self.nparams);
+                for i in 0..self.nparams {
                     let slot = unsafe { b.build_in_bounds_gep(ptr, argv, &[i64t.const_int(i as u64, false)], "")? };
                     params.push(b.build_load(ptr, slot, "")?.into_pointer_value());
                 }
                 let p = |i: u32| func.get_nth_param(i).expect("block index").into_int_value();
                 let bid = [p(1), p(2), p(3)];
-                let kb = Kb::portable(cx, f.m, b, func, params);
-                Ok(Gk { kb, mode: f.mode, threads, bid, tid: None, shared_bytes: Cell::new(0), name: f.name.into() })
+                let kb = Kb::portable(cx, self.m, b, func, params);
+                Ok((kb, crate::kir::Gpu { ptx: false, threads, tid: None, bid }))
             }
         }
-    }
-
-    /// Runs `body(kb, tid)` on every thread of the block, then a barrier.
-    pub fn threads(&self, body: impl FnOnce(&Kb<'a, 'ctx>, IntValue<'ctx>) -> R<()>) -> R<()> {
-        match self.mode {
-            Mode::Ptx => {
-                body(&self.kb, self.tid.expect("ptx kernels read tid"))?;
-                // `bar.sync 0`: every thread of the block, all arriving at the same point.
-                let bar = self.kb.intrinsic("llvm.nvvm.barrier.cta.sync.aligned.all", &[])?;
-                self.kb.b.build_call(bar, &[self.kb.cx.i32_type().const_zero().into()], "")?;
-                Ok(())
-            }
-            Mode::Sim => self.kb.for_n(self.threads as u64, body),
-        }
-    }
-
-    /// `n` f32 of shared memory (a generic pointer to it).
-    pub fn shared(&self, n: u64) -> R<PointerValue<'ctx>> {
-        self.shared_bytes.set(self.shared_bytes.get() + 4 * n);
-        let ty = self.kb.f32t.array_type(n as u32);
-        match self.mode {
-            Mode::Ptx => {
-                let gv = self.kb.m.add_global(ty, Some(AddressSpace::from(3u16)), &format!("{}.shared", self.name));
-                gv.set_linkage(Linkage::Internal);
-                gv.set_initializer(&ty.get_undef());
-                gv.set_alignment(16);
-                Ok(gv.as_pointer_value().const_address_space_cast(self.kb.cx.ptr_type(AddressSpace::default())))
-            }
-            Mode::Sim => self.kb.alloca(ty.into()),
-        }
-    }
-
-    /// `n` f32 of private storage per thread.
-    pub fn private(&self, n: u64) -> R<Private<'ctx>> {
-        let per_thread = self.mode == Mode::Sim;
-        let total = if per_thread { n * self.threads as u64 } else { n };
-        let base = self.kb.alloca(self.kb.f32t.array_type(total as u32).into())?;
-        Ok(Private { base, n, per_thread })
-    }
-
-    /// `for (i = start; i < end; i += step) body(i)`, inside a region.
-    pub fn strided(
-        kb: &Kb<'a, 'ctx>,
-        start: IntValue<'ctx>,
-        end: u64,
-        step: u64,
-        body: impl FnOnce(&Kb<'a, 'ctx>, IntValue<'ctx>) -> R<()>,
-    ) -> R<()> {
-        let span = kb.b.build_int_sub(kb.c(end + step - 1), start, "")?;
-        let count = kb.b.build_int_signed_div(span, kb.c(step), "")?;
-        kb.for_range(kb.c(0), count, |kb, it| body(kb, kb.add(start, kb.mul(it, kb.c(step))?)?))
-    }
-
-    /// Reduces slot 0 of `v` over the block's threads (clobbering `v`): a butterfly of
-    /// warp shuffles in each warp, the warps' results through shared memory, and a
-    /// butterfly again in the first warp. Returns the shared slot holding the result,
-    /// readable by every thread in the regions that follow.
-    pub fn block_reduce(&self, v: Private<'ctx>, op: Reduce) -> R<PointerValue<'ctx>> {
-        let warps = (self.threads / 32) as u64;
-        let red = self.shared(33)?;
-        let identity = op.identity();
-        let combine = |kb: &Kb<'a, 'ctx>, a: FloatValue<'ctx>, b: FloatValue<'ctx>| op.combine(kb, a, b);
-        let slot = |kb: &Kb<'a, 'ctx>, i: IntValue<'ctx>| kb.gep(kb.f32t.into(), red, i);
-        let lane_and_warp = |kb: &Kb<'a, 'ctx>, t: IntValue<'ctx>| -> R<(IntValue<'ctx>, IntValue<'ctx>)> {
-            Ok((kb.b.build_and(t, kb.c(31), "")?, kb.b.build_right_shift(t, kb.c(5), false, "")?))
-        };
-        match self.mode {
-            Mode::Ptx => {
-                let bfly = |kb: &Kb<'a, 'ctx>, mut x: FloatValue<'ctx>| -> R<FloatValue<'ctx>> {
-                    let i32t = kb.cx.i32_type();
-                    for off in [16u64, 8, 4, 2, 1] {
-                        let y = kb
-                            .call_intrinsic(
-                                "llvm.nvvm.shfl.sync.bfly.f32",
-                                &[],
-                                &[
-                                    i32t.const_all_ones().into(),
-                                    x.into(),
-                                    i32t.const_int(off, false).into(),
-                                    i32t.const_int(31, false).into(),
-                                ],
-                            )?
-                            .into_float_value();
-                        x = combine(kb, x, y)?;
-                    }
-                    Ok(x)
-                };
-                self.threads(|kb, t| {
-                    let x = bfly(kb, kb.get(v.at(kb, t, 0)?)?)?;
-                    let (lane, warp) = lane_and_warp(kb, t)?;
-                    kb.if_then(kb.icmp(IntPredicate::EQ, lane, kb.c(0))?, |kb| kb.set(slot(kb, warp)?, x))
-                })?;
-                self.threads(|kb, t| {
-                    kb.if_then(kb.icmp(IntPredicate::ULT, t, kb.c(32))?, |kb| {
-                        let mine = kb.get(slot(kb, kb.b.build_and(t, kb.c(31), "")?)?)?;
-                        let x = kb.select_f(kb.icmp(IntPredicate::ULT, t, kb.c(warps))?, mine, kb.cf(identity))?;
-                        let x = bfly(kb, x)?;
-                        kb.if_then(kb.icmp(IntPredicate::EQ, t, kb.c(0))?, |kb| kb.set(slot(kb, kb.c(32))?, x))
-                    })
-                })?;
-            }
-            Mode::Sim => {
-                // Lane l of a warp combines its value with lane l ^ off's, off = 16..1,
-                // every lane reading before any writes (a second buffer).
-                let tmp = self.private(1)?;
-                let butterfly = |active: u64| -> R<()> {
-                    for off in [16u64, 8, 4, 2, 1] {
-                        self.threads(|kb, t| {
-                            kb.if_then(kb.icmp(IntPredicate::ULT, t, kb.c(active))?, |kb| {
-                                let partner = kb.b.build_xor(t, kb.c(off), "")?;
-                                let x = combine(kb, kb.get(v.at(kb, t, 0)?)?, kb.get(v.at(kb, partner, 0)?)?)?;
-                                kb.set(tmp.at(kb, t, 0)?, x)
-                            })
-                        })?;
-                        self.threads(|kb, t| {
-                            kb.if_then(kb.icmp(IntPredicate::ULT, t, kb.c(active))?, |kb| {
-                                kb.set(v.at(kb, t, 0)?, kb.get(tmp.at(kb, t, 0)?)?)
-                            })
-                        })?;
-                    }
-                    Ok(())
-                };
-                butterfly(self.threads as u64)?;
-                self.threads(|kb, t| {
-                    let (lane, warp) = lane_and_warp(kb, t)?;
-                    kb.if_then(kb.icmp(IntPredicate::EQ, lane, kb.c(0))?, |kb| {
-                        kb.set(slot(kb, warp)?, kb.get(v.at(kb, t, 0)?)?)
-                    })
-                })?;
-                self.threads(|kb, t| {
-                    kb.if_then(kb.icmp(IntPredicate::ULT, t, kb.c(32))?, |kb| {
-                        let mine = kb.get(slot(kb, t)?)?;
-                        let x = kb.select_f(kb.icmp(IntPredicate::ULT, t, kb.c(warps))?, mine, kb.cf(identity))?;
-                        kb.set(v.at(kb, t, 0)?, x)
-                    })
-                })?;
-                butterfly(32)?;
-                self.threads(|kb, t| {
-                    kb.if_then(kb.icmp(IntPredicate::EQ, t, kb.c(0))?, |kb| {
-                        kb.set(slot(kb, kb.c(32))?, kb.get(v.at(kb, t, 0)?)?)
-                    })
-                })?;
-            }
-        }
-        self.kb.gep(self.kb.f32t.into(), red, self.kb.c(32))
-    }
-
-    /// Finishes the kernel launched on `grid` blocks.
-    pub fn finish(self, grid: [u64; 3]) -> R<Geometry> {
-        let name = self.name.clone();
-        let (threads, shared) = (self.threads, self.shared_bytes.get());
-        self.kb.finish()?;
-        let limits = [(1u64 << 31) - 1, 65535, 65535];
-        if grid.iter().zip(limits).any(|(&g, l)| g == 0 || g > l) {
-            return Err(CodegenError::Llvm(format!("kernel {name}: grid {grid:?} is outside CUDA's limits")));
-        }
-        if shared > 48 * 1024 {
-            return Err(CodegenError::Llvm(format!("kernel {name}: {shared} bytes of shared memory (48 KiB at most)")));
-        }
-        Ok(Geometry { grid: grid.map(|g| g as u32), threads, shared_bytes: shared as u32, serial: false })
     }
 }

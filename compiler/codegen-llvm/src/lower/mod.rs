@@ -2,14 +2,12 @@
 //! compile until it has a lowering here (or is listed as a source that has none).
 use crate::kernel::{Kb, R};
 use crate::{CodegenError, TargetSpec};
-use dlc_ir::{DType, Graph, NodeId, Op, TensorType};
+use dlc_ir::{Graph, NodeId, Op, TensorType};
 use inkwell::context::Context;
 use inkwell::module::Module;
 use inkwell::values::FunctionValue;
 
 pub(crate) mod elementwise;
-pub(crate) mod movement;
-pub(crate) mod reduce;
 
 /// What a lowering sees: the node, its operand and result types (all fixed).
 pub(crate) struct NodeInfo<'g> {
@@ -80,26 +78,6 @@ impl<'g> NodeInfo<'g> {
             consts: &self.consts,
             operand_max: &self.operand_max,
         }
-    }
-
-    /// Fixed dims of operand `i`.
-    pub fn in_dims(&self, i: usize) -> Vec<u64> {
-        self.inputs[i].shape.as_fixed().expect("checked fixed")
-    }
-
-    /// Fixed dims of result `i`.
-    pub fn out_dims(&self, i: usize) -> Vec<u64> {
-        self.outputs[i].shape.as_fixed().expect("checked fixed")
-    }
-
-    /// Fails unless every operand and result is f32 (arithmetic kernels are f32-only for now).
-    pub fn require_f32(&self) -> R<()> {
-        for t in self.inputs.iter().chain(self.outputs) {
-            if t.dtype != DType::F32 {
-                return Err(self.unsupported(format!("dtype {} is not supported yet (f32 only)", t.dtype)));
-            }
-        }
-        Ok(())
     }
 }
 
