@@ -22,13 +22,12 @@ pub use gpu::{compile_cuda, is_cuda, CudaCompiled};
 pub use target::{host_triple, TargetSpec};
 
 use dlc_artifact::abi;
-use dlc_ir::{Graph, Op, Value};
-use dlc_passes::{Location, MemoryPlan};
+use dlc_ir::{Graph, Op};
+use dlc_passes::MemoryPlan;
 use inkwell::context::Context;
-use inkwell::module::{Linkage, Module};
+use inkwell::module::Module;
 use inkwell::targets::FileType;
 use inkwell::AddressSpace;
-use std::collections::HashMap;
 
 /// Errors of the LLVM backend.
 #[derive(Debug, thiserror::Error)]
@@ -102,11 +101,28 @@ pub fn compile(
     prefix: &str,
     emit: &EmitOptions,
 ) -> Result<Compiled, CodegenError> {
+    if is_cuda(&target.triple) {
+        return Err(CodegenError::Target {
+            triple: target.triple.clone(),
+            reason: "internal: CUDA targets compile through compile_cuda".into(),
+        });
+    }
+    // Fixed shapes first, so the error names the node and the flag that pins them.
+    for &id in &plan.order {
+        if !matches!(g.node(id).op, Op::Input(_) | Op::Const(_)) && !plan.views.contains(&id) {
+            lower::NodeInfo::of(g, id, target)?;
+        }
+    }
+    let p = dlc_lower::program::program(g, plan, &target.lowering()).map_err(|e| CodegenError::Unsupported {
+        node: e.node,
+        op: e.op,
+        reason: e.reason,
+        target: target.triple.clone(),
+    })?;
     let tm = target.machine()?;
     let cx = Context::create();
     let module = target_module(&cx, &g.name, &tm);
-
-    let kernels = emit_module(&cx, &module, g, plan, target, prefix)?;
+    let kernels = program::emit(&cx, &module, &p, prefix)?;
     optimise_and_write(&module, &tm, emit, kernels)
 }
 
@@ -189,118 +205,6 @@ fn target_module<'ctx>(cx: &'ctx Context, name: &str, tm: &inkwell::targets::Tar
 fn write(module: &Module<'_>, tm: &inkwell::targets::TargetMachine, kind: FileType) -> Result<Vec<u8>, CodegenError> {
     let buf = tm.write_to_memory_buffer(module, kind).map_err(|e| CodegenError::Llvm(e.to_string()))?;
     Ok(buf.as_slice().to_vec())
-}
-
-fn emit_module<'ctx>(
-    cx: &'ctx Context,
-    module: &Module<'ctx>,
-    g: &Graph,
-    plan: &MemoryPlan,
-    target: &TargetSpec,
-    prefix: &str,
-) -> Result<usize, CodegenError> {
-    let ptr = cx.ptr_type(AddressSpace::default());
-    let i32t = cx.i32_type();
-    let i64t = cx.i64_type();
-    let builder = cx.create_builder();
-
-    emit_metadata(cx, module, prefix, plan.arena_bytes)?;
-
-    // Weights: one private constant global per Const node, 64-byte aligned.
-    let mut globals = HashMap::new();
-    for &id in &plan.order {
-        if let Op::Const(c) = &g.node(id).op {
-            // A weight read only by kernels that pack it lives in their packed copies.
-            let users = g.users(id);
-            if !users.is_empty()
-                && users.iter().all(|u| lower::prepacks(g, u.0, u.1 as usize, target))
-                && !g.outputs().iter().any(|(_, v)| v.node == id)
-            {
-                continue;
-            }
-            let init = cx.const_string(c.value.bytes(), false);
-            let gv = module.add_global(init.get_type(), None, &format!("w{}", id.index()));
-            gv.set_initializer(&init);
-            gv.set_constant(true);
-            gv.set_linkage(Linkage::Private);
-            gv.set_alignment(64);
-            gv.set_unnamed_addr(true);
-            globals.insert(id, gv.as_pointer_value());
-        }
-    }
-
-    // The entry point.
-    // `run_threaded(inputs, outputs, workspace, pfor, state)`: kernels hand parallel
-    // loops to `pfor(state, task, ctx, n)` (see kernel.rs); `run` is it without a pool.
-    let run = module.add_function(&abi::symbol(prefix, &abi::RUN_THREADED), abi_fn_type(cx, &abi::RUN_THREADED), None);
-    let entry = cx.append_basic_block(run, "entry");
-    builder.position_at_end(entry);
-    let (ins, outs, ws) = (
-        run.get_nth_param(0).unwrap().into_pointer_value(),
-        run.get_nth_param(1).unwrap().into_pointer_value(),
-        run.get_nth_param(2).unwrap().into_pointer_value(),
-    );
-    let (pfor, pool_state) =
-        (run.get_nth_param(3).unwrap().into_pointer_value(), run.get_nth_param(4).unwrap().into_pointer_value());
-    let load_slot = |arr, i: usize, name: &str| -> Result<inkwell::values::PointerValue<'ctx>, CodegenError> {
-        let slot = unsafe { builder.build_in_bounds_gep(ptr, arr, &[i64t.const_int(i as u64, false)], name)? };
-        Ok(builder.build_load(ptr, slot, name)?.into_pointer_value())
-    };
-    let mut in_ptrs = Vec::new();
-    for i in 0..g.inputs().len() {
-        in_ptrs.push(load_slot(ins, i, &format!("in{i}"))?);
-    }
-    let mut out_ptrs = Vec::new();
-    for i in 0..g.outputs().len() {
-        out_ptrs.push(load_slot(outs, i, &format!("out{i}"))?);
-    }
-    let i8t = cx.i8_type();
-    let ptr_of = |v: Value| -> Result<inkwell::values::PointerValue<'ctx>, CodegenError> {
-        Ok(match plan.loc(v) {
-            Location::Input(i) => in_ptrs[i],
-            Location::Output(i) => out_ptrs[i],
-            // A constant only packed kernels read: they never touch this pointer.
-            Location::Const(id) => match globals.get(&id) {
-                Some(p) => *p,
-                None => ptr.const_null(),
-            },
-            Location::Arena(off) => unsafe {
-                builder.build_in_bounds_gep(i8t, ws, &[i64t.const_int(off, false)], "arena")?
-            },
-        })
-    };
-
-    let mut kernels = 0;
-    for &id in &plan.order {
-        let node = g.node(id);
-        if matches!(node.op, Op::Input(_) | Op::Const(_)) || plan.views.contains(&id) {
-            continue;
-        }
-        let operands = g.operands(id);
-        let kernel = lower::lower_node(cx, module, g, id, target, kernels)?;
-        let mut args = Vec::new();
-        for v in &operands {
-            args.push(ptr_of(*v)?.into());
-        }
-        for port in 0..node.outputs.len() as u32 {
-            args.push(ptr_of(Value { node: id, port })?.into());
-        }
-        args.push(pfor.into());
-        args.push(pool_state.into());
-        builder.position_at_end(entry);
-        builder.build_call(kernel, &args, "")?;
-        kernels += 1;
-    }
-    // Outputs not computed in place: model inputs, constants, or a value listed twice.
-    for (i, (_, v)) in g.outputs().iter().enumerate() {
-        if plan.loc(*v) != Location::Output(i) {
-            let bytes = g.value_type(*v).size_bytes().unwrap_or(0);
-            builder.build_memcpy(out_ptrs[i], 1, ptr_of(*v)?, 1, i64t.const_int(bytes, false))?;
-        }
-    }
-    builder.build_return(Some(&i32t.const_zero()))?;
-    emit_run(cx, module, prefix, run)?;
-    Ok(kernels)
 }
 
 /// The exported metadata functions: the ABI version and the workspace size.

@@ -5,8 +5,9 @@
 //! with buffer pointers, copies, `if` on a byte of a buffer and counted `loop`s that
 //! copy their carried buffers after each iteration.
 //!
-//! This is how `dlc compile model.kir` builds an artifact. Programs with symbols are
-//! refused until the C ABI passes run-time dims (the symbolic-shape issue).
+//! This is how `dlc compile` builds a CPU artifact, from a graph (through
+//! `dlc_lower::program`) or from a `.kir` file. Programs with symbols are refused until
+//! the C ABI passes run-time dims (the symbolic-shape issue).
 use crate::kernel::Kb;
 use crate::CodegenError;
 use dlc_artifact::abi;
@@ -137,6 +138,24 @@ pub(crate) fn emit<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, p: &Program, 
 
     crate::emit_metadata(cx, module, prefix, arena)?;
 
+    // Constants first (as the graph path always laid them out), then the kernels.
+    let mut consts = std::collections::HashMap::new();
+    for (i, buf) in p.buffers.iter().enumerate() {
+        if let BufKind::Const(data) = &buf.kind {
+            let init = cx.const_string(data, false);
+            let g = module.add_global(init.get_type(), None, &format!("c{i}"));
+            g.set_initializer(&init);
+            g.set_constant(true);
+            g.set_linkage(Linkage::Private);
+            g.set_alignment(64);
+            g.set_unnamed_addr(true);
+            consts.insert(i, g.as_pointer_value());
+        }
+    }
+
+    // The entry point is declared before the kernels it calls (the module's order).
+    let run =
+        module.add_function(&abi::symbol(prefix, &abi::RUN_THREADED), crate::abi_fn_type(cx, &abi::RUN_THREADED), None);
     let mut kernels = Vec::with_capacity(p.kernels.len());
     for k in &p.kernels {
         let kb = Kb::new(cx, module, &k.name, k.params.len());
@@ -144,8 +163,6 @@ pub(crate) fn emit<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, p: &Program, 
         kernels.push(kb.finish()?);
     }
 
-    let run =
-        module.add_function(&abi::symbol(prefix, &abi::RUN_THREADED), crate::abi_fn_type(cx, &abi::RUN_THREADED), None);
     let entry = cx.append_basic_block(run, "entry");
     b.position_at_end(entry);
     let param = |i: u32| -> R<PointerValue<'ctx>> {
@@ -166,16 +183,9 @@ pub(crate) fn emit<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, p: &Program, 
                 let off = constant(p, off, &format!("the arena offset of buffer '{}'", buf.name))?;
                 unsafe { b.build_in_bounds_gep(i8t, ws, &[i64t.const_int(off, false)], "arena")? }
             }
-            BufKind::Const(data) => {
-                let init = cx.const_string(data, false);
-                let g = module.add_global(init.get_type(), None, &format!("c{i}"));
-                g.set_initializer(&init);
-                g.set_constant(true);
-                g.set_linkage(Linkage::Private);
-                g.set_alignment(64);
-                g.set_unnamed_addr(true);
-                g.as_pointer_value()
-            }
+            // A constant its kernels only read through packed copies: never touched.
+            BufKind::Const(data) if data.is_empty() => ptr.const_null(),
+            BufKind::Const(_) => consts[&i],
         });
     }
     let s = Sched { cx, b, run, p, kernels, bufs, pool };

@@ -2,8 +2,10 @@
 //! and outputs, constants, arena slices), one kernel call per compute node in plan
 //! order, and copies for outputs not computed in place.
 //!
-//! Every compute op has a kernel ([`crate::lower`]). (The LLVM backend still emits its
-//! entry point from the memory plan directly, calling the same kernels.)
+//! Every compute op has a kernel ([`crate::lower`]). A constant that every kernel reading
+//! it packs into its own copy at compile time (and that is not an output) is an empty
+//! constant buffer: its bytes live in the kernels' `data` arrays only. The LLVM
+//! backend compiles a graph through this program, as it compiles a `.kir` file.
 use crate::{lower, LowerError, Node, Target};
 use dlc_ir::{Graph, Op, TensorType, Value};
 use dlc_kir::{BufKind, Buffer, Expr, Program, Step};
@@ -14,14 +16,57 @@ fn bytes(t: &TensorType) -> Expr {
     Node::dims(t).iter().fold(Expr::c(t.dtype.size() as i64), |a, d| &a * d)
 }
 
+/// `f` of node `id` as a lowering sees it.
+fn with_node<R>(g: &Graph, id: dlc_ir::NodeId, f: impl FnOnce(&Node) -> R) -> R {
+    let node = g.node(id);
+    let operands = g.operands(id);
+    let inputs: Vec<TensorType> = operands.iter().map(|v| g.value_type(*v).clone()).collect();
+    let consts: Vec<Option<&dlc_ir::TensorData>> = operands
+        .iter()
+        .map(|v| match &g.node(v.node).op {
+            Op::Const(c) => Some(&c.value),
+            _ => None,
+        })
+        .collect();
+    let bounds = crate::operand_max(g, id);
+    f(&Node {
+        name: &node.name,
+        op: &node.op,
+        inputs: &inputs,
+        outputs: &node.outputs,
+        consts: &consts,
+        operand_max: &bounds,
+    })
+}
+
+/// Whether the kernel of `n` reads its operand `operand` only from a copy it packs at
+/// compile time (the packed GEMM's B, the channel-blocked Conv's weights, QConv's
+/// weights and their scales).
+pub fn prepacks(n: &Node, operand: usize, t: &Target) -> bool {
+    match n.op {
+        Op::QConv(_) => (1..=3).contains(&operand) && (1..=3).all(|i| n.consts.get(i).is_some_and(|c| c.is_some())),
+        Op::Conv(op) => operand == 1 && crate::convblk::applies(n, op, t).is_some(),
+        _ => operand == 1 && crate::gemm::plan(n).is_some(),
+    }
+}
+
+/// Whether constant node `id` is read only through copies its users' kernels pack.
+fn only_packed(g: &Graph, id: dlc_ir::NodeId, t: &Target) -> bool {
+    let users = g.users(id);
+    !users.is_empty()
+        && !g.outputs().iter().any(|(_, v)| v.node == id)
+        && users.iter().all(|&(u, operand, _)| with_node(g, u, |n| prepacks(n, operand as usize, t)))
+}
+
 /// The kir program of `g` under `plan`, its kernels lowered for target `t`.
 pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target) -> Result<Program, LowerError> {
     let mut p = Program { name: g.name.clone(), arena_bytes: Expr::c(plan.arena_bytes as i64), ..Program::default() };
     let mut bufs: HashMap<((u8, u64), Expr), u32> = HashMap::new();
     let mut buffer = |p: &mut Program, v: Value, name: &str| -> u32 {
-        let t = g.value_type(v);
-        let size = bytes(t);
+        let ty = g.value_type(v);
         let loc = plan.loc(v);
+        let packed = matches!(loc, Location::Const(id) if only_packed(g, id, t));
+        let size = if packed { Expr::c(0) } else { bytes(ty) };
         let key = match loc {
             Location::Input(i) => (0, i as u64),
             Location::Output(i) => (1, i as u64),
@@ -33,15 +78,15 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target) -> Result<Program, Lowe
                 Location::Input(i) => BufKind::Input(i as u32),
                 Location::Output(i) => BufKind::Output(i as u32),
                 Location::Const(id) => match &g.node(id).op {
-                    Op::Const(c) => BufKind::Const(std::sync::Arc::from(c.value.bytes())),
+                    Op::Const(c) if !packed => BufKind::Const(std::sync::Arc::from(c.value.bytes())),
                     _ => BufKind::Const(std::sync::Arc::from(Vec::new())),
                 },
                 Location::Arena(off) => BufKind::Arena(Expr::c(off as i64)),
             };
             // The caller's tensors carry the names and types the model declares.
             let (name, ty) = match loc {
-                Location::Input(i) => (g.node(g.inputs()[i]).name.clone(), Some(t.to_string())),
-                Location::Output(i) => (g.outputs()[i].0.clone(), Some(t.to_string())),
+                Location::Input(i) => (g.node(g.inputs()[i]).name.clone(), Some(ty.to_string())),
+                Location::Output(i) => (g.outputs()[i].0.clone(), Some(ty.to_string())),
                 Location::Const(_) | Location::Arena(_) => (name.to_string(), None),
             };
             p.buffers.push(Buffer { name, kind, bytes: size, ty });
@@ -54,25 +99,8 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target) -> Result<Program, Lowe
             continue;
         }
         let operands = g.operands(id);
-        let inputs: Vec<TensorType> = operands.iter().map(|v| g.value_type(*v).clone()).collect();
-        let consts: Vec<Option<&dlc_ir::TensorData>> = operands
-            .iter()
-            .map(|v| match &g.node(v.node).op {
-                Op::Const(c) => Some(&c.value),
-                _ => None,
-            })
-            .collect();
-        let bounds = crate::operand_max(g, id);
-        let n = Node {
-            name: &node.name,
-            op: &node.op,
-            inputs: &inputs,
-            outputs: &node.outputs,
-            consts: &consts,
-            operand_max: &bounds,
-        };
         let kname = format!("k{}_{}", p.kernels.len(), node.op.mnemonic());
-        let k = lower(&kname, &n, t).ok_or_else(|| n.error("internal: no kernel for this op"))??;
+        let k = with_node(g, id, |n| lower(&kname, n, t).ok_or_else(|| n.error("internal: no kernel for this op")))??;
         let mut args = Vec::new();
         for v in &operands {
             let name = g.node(v.node).name.clone();
