@@ -440,7 +440,7 @@ fn act(b: &mut B, a: Activation, v: ValId) -> ValId {
 
 fn matmul(name: &str, n: &Node, a: Activation) -> Result<Kernel, LowerError> {
     let crate::linalg::MatMulShape { m, k, n: nn, batch: batch_dims, a_strides: sa, b_strides: sb } =
-        crate::linalg::MatMulShape::of(&fixed(n, &n.inputs[0])?, &fixed(n, &n.inputs[1])?);
+        crate::linalg::MatMulShape::of(&n.fixed_in(0)?, &n.fixed_in(1)?);
     let bias = n.inputs.len() == 3;
     let out = n.inputs.len() as u32;
     let spec = GemmSpec {
@@ -464,7 +464,7 @@ fn matmul(name: &str, n: &Node, a: Activation) -> Result<Kernel, LowerError> {
 }
 
 fn gemm(name: &str, n: &Node, op: &Gemm) -> Result<Kernel, LowerError> {
-    let (a, bd) = (fixed(n, &n.inputs[0])?, fixed(n, &n.inputs[1])?);
+    let (a, bd) = (n.fixed_in(0)?, n.fixed_in(1)?);
     let (m, k) = if op.trans_a { (a[1], a[0]) } else { (a[0], a[1]) };
     let nn = if op.trans_b { bd[0] } else { bd[1] };
     let c_strides = match n.inputs.get(2) {
@@ -505,7 +505,7 @@ fn gemm(name: &str, n: &Node, op: &Gemm) -> Result<Kernel, LowerError> {
 /// input patches `X[(c, ky, kx), (oy, ox)]`, read in place (zero outside the image).
 fn conv(name: &str, n: &Node, op: &Conv) -> Result<Kernel, LowerError> {
     let geo = op.geometry(n.name, &n.inputs[0], &n.inputs[1]).map_err(|e| n.error(e.to_string()))?;
-    let (x, w) = (fixed(n, &n.inputs[0])?, fixed(n, &n.inputs[1])?);
+    let (x, w) = (n.fixed_in(0)?, n.fixed_in(1)?);
     if x.len() != 4 {
         return Err(n.error("only 2-D convolution has a CUDA kernel"));
     }
@@ -655,7 +655,7 @@ fn row_reduce(name: &str, kind: Kind, rows: u64, len: u64) -> Kernel {
 
 /// Softmax or LogSoftmax: a block per row.
 fn softmax(name: &str, n: &Node, axis: i64, mode: SoftmaxMode) -> Result<Kernel, LowerError> {
-    let d = fixed(n, &n.inputs[0])?;
+    let d = n.fixed_in(0)?;
     let a = normalize_axis(axis, d.len()).ok_or_else(|| n.error(format!("axis {axis} out of range")))?;
     let (outer, len, inner) = (d[..a].iter().product::<u64>(), d[a], d[a + 1..].iter().product::<u64>());
     let threads = row_threads(len);
@@ -718,7 +718,7 @@ fn softmax(name: &str, n: &Node, axis: i64, mode: SoftmaxMode) -> Result<Kernel,
 }
 
 fn layernorm(name: &str, n: &Node, op: &LayerNormalization) -> Result<Kernel, LowerError> {
-    let x = fixed(n, &n.inputs[0])?;
+    let x = n.fixed_in(0)?;
     let a = normalize_axis(op.axis, x.len()).ok_or_else(|| n.error(format!("axis {} out of range", op.axis)))?;
     let rows: u64 = x[..a].iter().product();
     let norm_dims: Vec<Expr> = x[a..].iter().map(|&d| c(d)).collect();
@@ -938,11 +938,11 @@ fn bits(n: &Node, bytes: usize) -> Result<Ty, LowerError> {
 /// Gather: one thread per output element (consecutive threads copy consecutive elements
 /// of a row), the index loaded and clamped as on the CPU.
 fn gather(name: &str, n: &Node, axis: i64) -> Result<Kernel, LowerError> {
-    let d = fixed(n, &n.inputs[0])?;
+    let d = n.fixed_in(0)?;
     let a = normalize_axis(axis, d.len()).ok_or_else(|| n.error("axis out of range"))?;
     let es = n.inputs[0].dtype.size();
     let (outer, extent) = (d[..a].iter().product::<u64>(), d[a]);
-    let count: u64 = fixed(n, &n.inputs[1])?.iter().product();
+    let count: u64 = n.fixed_in(1)?.iter().product();
     let row: u64 = d[a + 1..].iter().product();
     let ty = bits(n, es)?;
     let w = es as u32;

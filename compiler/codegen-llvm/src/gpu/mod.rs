@@ -1,25 +1,21 @@
 //! CUDA: the graph's kernels for NVIDIA GPUs, as PTX through LLVM's NVPTX backend, and
 //! the same kernels compiled for the host so they can be checked without a GPU.
 //!
-//! A GPU kernel is written once against [`Gk`], a block-level builder: code outside a
-//! [`Gk::threads`] region is uniform across the thread block, code inside runs once per
-//! thread (`tid`), and regions are separated by barriers. Shared memory
-//! ([`Gk::shared`]), per-thread storage that lives across regions ([`Gk::private`]) and
-//! warp-shuffle reductions ([`Gk::block_reduce`]) are its other primitives. Each
-//! primitive has two meanings:
+//! Each compute node's kernel is kir from `dlc_lower::cuda::lower`, translated twice by
+//! [`translate`] (see `kir.rs::emit_block` for the constructs of a block kernel):
 //!
-//! - [`Mode::Ptx`]: `tid` and the block index are the PTX special registers, a region
-//!   ends in `bar.sync`, shared memory is `.shared` (address space 3), private storage
-//!   is a per-thread stack slot (registers after LLVM's SROA), reductions use
-//!   `shfl.sync.bfly`;
-//! - [`Mode::Sim`]: the kernel is a host function called once per block (the runtime
-//!   loops over the grid); a region is a loop over the block's threads, so everything a
-//!   barrier orders is ordered; shared memory is a stack array of the block call;
-//!   private storage is one array slot per thread; a shuffle is modelled lane by lane
-//!   with the same butterfly order, so a reduction gives the same bits as on the GPU.
+//! - [`Mode::Ptx`]: a PTX `.entry`; the block index and `tid` are the PTX special
+//!   registers, a `threads` region ends in `bar.sync`, shared arrays are `.shared`
+//!   (address space 3), scratch is a per-thread stack array (registers after LLVM's
+//!   SROA), `blockreduce` uses `shfl.sync.bfly`;
+//! - [`Mode::Sim`]: a host function called once per block (the runtime loops over the
+//!   grid); a region is a loop over the block's threads, so everything a barrier orders
+//!   is ordered; shared arrays are stack arrays of the block call; scratch has one slot
+//!   per thread; shuffles are modelled lane by lane in the same butterfly order, so a
+//!   reduction gives the same bits as on the GPU.
 //!
-//! Both modules come from the same generator code (`kernels.rs`), so `dlc run
-//! --simulate` runs what the GPU would run, with grid and block indices as loops.
+//! Both come from the same kir kernel, so `dlc run --simulate` runs what the GPU would
+//! run, with grid and block indices as loops.
 use crate::kernel::{Kb, R};
 use crate::lower::NodeInfo;
 use crate::{target_module, write, CodegenError, TargetSpec};
