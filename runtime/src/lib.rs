@@ -111,6 +111,18 @@ pub enum RuntimeError {
         /// What it is and what to do.
         reason: String,
     },
+    /// Input shapes that do not fit the model's run-time dims (names the input, the dim
+    /// and the rule).
+    #[error(transparent)]
+    Dims(#[from] dlc_artifact::DimError),
+    /// A buffer this machine cannot allocate.
+    #[error("cannot allocate {bytes} bytes for {what}")]
+    Alloc {
+        /// Which buffer.
+        what: String,
+        /// Its size.
+        bytes: u64,
+    },
     /// The generated code returned a non-zero status.
     #[error("model run failed with status {0}")]
     RunFailed(i32),
@@ -145,7 +157,9 @@ impl Tensor {
 }
 
 // The entry points' and callbacks' types: the C ABI as dlc-artifact defines it.
-use dlc_artifact::abi::{self, AbiVersionFn, PforFn, RunFn, RunThreadedFn, TaskFn, WorkspaceSizeFn};
+use dlc_artifact::abi::{
+    self, AbiVersionFn, PforFn, RunDimsFn, RunFn, RunThreadedFn, TaskFn, WorkspaceSizeDimsFn, WorkspaceSizeFn,
+};
 
 /// The thread count kernels may use: `DLC_NUM_THREADS` when set to a positive number,
 /// else 1.
@@ -394,6 +408,8 @@ pub struct Model {
     manifest: Manifest,
     run: RunFn,
     run_threaded: Option<RunThreadedFn>,
+    run_dims: RunDimsFn,
+    workspace_dims: WorkspaceSizeDimsFn,
     workspace: usize,
     // Keeps the code mapped while `run` points into it; dropped last.
     _lib: libloading::Library,
@@ -414,6 +430,19 @@ impl AlignedBuf {
             std::alloc::handle_alloc_error(layout);
         }
         AlignedBuf { ptr, layout }
+    }
+
+    /// A zeroed buffer of `size` bytes, or an error naming `what` when the allocator
+    /// refuses (sizes at run-time dims come from the caller's shapes).
+    fn try_new(size: usize, what: &dyn Fn() -> String) -> Result<AlignedBuf, RuntimeError> {
+        let err = || RuntimeError::Alloc { what: what(), bytes: size as u64 };
+        let layout = Layout::from_size_align(size.max(64), 64).map_err(|_| err())?;
+        // SAFETY: the layout has non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(err());
+        }
+        Ok(AlignedBuf { ptr, layout })
     }
 
     /// A buffer holding a copy of `data`.
@@ -508,6 +537,15 @@ pub(crate) fn order_inputs<'t>(
     manifest: &Manifest,
     inputs: &[(&str, &'t Tensor)],
 ) -> Result<Vec<&'t Tensor>, RuntimeError> {
+    Ok(check_inputs(manifest, inputs)?.0)
+}
+
+/// Checks `inputs` (given as `(name, tensor)`, any order), puts them in call order and
+/// binds the model's run-time dims from their shapes (empty for a model without).
+pub(crate) fn check_inputs<'t>(
+    manifest: &Manifest,
+    inputs: &[(&str, &'t Tensor)],
+) -> Result<(Vec<&'t Tensor>, Vec<i64>), RuntimeError> {
     let specs = &manifest.inputs;
     for (name, _) in inputs {
         if !specs.iter().any(|s| s.name == *name) {
@@ -529,17 +567,29 @@ pub(crate) fn order_inputs<'t>(
                 got: t.dtype.clone(),
             });
         }
-        if spec.fixed_shape().as_deref() != Some(t.shape.as_slice()) {
+        if manifest.symbols.is_empty() && spec.fixed_shape().as_deref() != Some(t.shape.as_slice()) {
             let got = format!("[{}]", t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","));
             return Err(RuntimeError::InputShape { name: spec.name.clone(), expected: spec.shape_string(), got });
         }
-        let want = t.shape.iter().product::<u64>() as usize * dtype_size(&t.dtype).unwrap_or(0);
-        if t.data.len() != want {
-            return Err(RuntimeError::InputBytes { name: spec.name.clone(), expected: want, got: t.data.len() });
-        }
         ordered.push(t);
     }
-    Ok(ordered)
+    let shapes: Vec<&[u64]> = ordered.iter().map(|t| t.shape.as_slice()).collect();
+    let dims = manifest.bind_dims(&shapes)?;
+    for (spec, t) in manifest.inputs.iter().zip(&ordered) {
+        let want = t
+            .shape
+            .iter()
+            .try_fold(dtype_size(&t.dtype).unwrap_or(0) as u64, |a, &d| a.checked_mul(d))
+            .and_then(|b| usize::try_from(b).ok());
+        if want != Some(t.data.len()) {
+            return Err(RuntimeError::InputBytes {
+                name: spec.name.clone(),
+                expected: want.unwrap_or(usize::MAX),
+                got: t.data.len(),
+            });
+        }
+    }
+    Ok((ordered, dims))
 }
 
 impl Model {
@@ -574,16 +624,25 @@ impl Model {
             let run: RunFn = *lib.get::<RunFn>(&sym(&abi::RUN)).map_err(|e| lib_err(e.to_string()))?;
             (abi, ws, run)
         };
-        // SAFETY: as above; artifacts from before the thread pool lack this symbol.
-        let run_threaded =
-            unsafe { lib.get::<RunThreadedFn>(abi::symbol(p, &abi::RUN_THREADED).as_bytes()).ok().map(|f| *f) };
         // SAFETY: both functions take no arguments and only return constants.
         let found = unsafe { abi() };
         if found != ABI_VERSION || manifest.abi_version != ABI_VERSION {
             return Err(RuntimeError::Abi { path, found });
         }
+        // SAFETY: as above; every library of this ABI version exports both.
+        let (run_dims, workspace_dims) = unsafe {
+            let sym = |f: &abi::Function| abi::symbol(p, f).into_bytes();
+            let rd: RunDimsFn = *lib.get::<RunDimsFn>(&sym(&abi::RUN_DIMS)).map_err(|e| lib_err(e.to_string()))?;
+            let wd: WorkspaceSizeDimsFn =
+                *lib.get::<WorkspaceSizeDimsFn>(&sym(&abi::WORKSPACE_SIZE_DIMS)).map_err(|e| lib_err(e.to_string()))?;
+            (rd, wd)
+        };
+        // SAFETY: as above; artifacts from before the thread pool lack this symbol.
+        let run_threaded =
+            unsafe { lib.get::<RunThreadedFn>(abi::symbol(p, &abi::RUN_THREADED).as_bytes()).ok().map(|f| *f) };
+        // SAFETY: takes no arguments and returns a constant.
         let workspace = unsafe { ws() } as usize;
-        Ok(Model { dir, manifest, run, run_threaded, workspace, _lib: lib })
+        Ok(Model { dir, manifest, run, run_threaded, run_dims, workspace_dims, workspace, _lib: lib })
     }
 
     /// The artifact's manifest.
@@ -596,54 +655,106 @@ impl Model {
         &self.dir
     }
 
-    /// Bytes of workspace each run uses.
+    /// Bytes of workspace each run uses (for a model with run-time dims, the part that
+    /// does not depend on them; see [`Model::workspace_size_at`]).
     pub fn workspace_size(&self) -> usize {
         self.workspace
     }
 
-    /// Checks `inputs` (given as `(name, tensor)`, any order) and puts them in call order.
-    fn order_inputs<'t>(&self, inputs: &[(&str, &'t Tensor)]) -> Result<Vec<&'t Tensor>, RuntimeError> {
-        order_inputs(&self.manifest, inputs)
+    /// Bytes of workspace a run at run-time dims `dims` uses.
+    pub fn workspace_size_at(&self, dims: &[i64]) -> Result<usize, RuntimeError> {
+        if self.manifest.symbols.is_empty() {
+            return Ok(self.workspace);
+        }
+        if dims.len() != self.manifest.symbols.len() {
+            return Err(dlc_artifact::DimError::Invalid(format!(
+                "{} run-time dims given, the model has {}",
+                dims.len(),
+                self.manifest.symbols.len()
+            ))
+            .into());
+        }
+        // SAFETY: `dims` holds one value per symbol, as the function reads.
+        let n = unsafe { (self.workspace_dims)(dims.as_ptr()) };
+        usize::try_from(n).ok().filter(|_| n != u64::MAX).ok_or_else(|| {
+            dlc_artifact::DimError::Invalid(format!(
+                "the workspace at dims {dims:?} ({}) does not fit in memory",
+                self.manifest.arena_expr
+            ))
+            .into()
+        })
     }
 
-    /// Runs the model on named inputs; returns the outputs in manifest order.
-    pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, RuntimeError> {
-        let ordered = self.order_inputs(inputs)?;
-        // Copies into aligned buffers: the generated code assumes naturally aligned elements.
-        let in_bufs: Vec<AlignedBuf> = ordered.iter().map(|t| AlignedBuf::copy_of(&t.data)).collect();
-        let out_sizes: Vec<(usize, Vec<u64>)> = self
-            .manifest
-            .outputs
-            .iter()
-            .map(|s| {
-                let shape = s.fixed_shape().unwrap_or_default();
-                (shape.iter().product::<u64>() as usize * dtype_size(&s.dtype).unwrap_or(0), shape)
-            })
-            .collect();
-        let out_bufs: Vec<AlignedBuf> = out_sizes.iter().map(|(n, _)| AlignedBuf::new(*n)).collect();
-        let ws = AlignedBuf::new(self.workspace);
-        let in_ptrs: Vec<*const u8> = in_bufs.iter().map(|b| b.ptr as *const u8).collect();
-        let out_ptrs: Vec<*mut u8> = out_bufs.iter().map(|b| b.ptr).collect();
-        // SAFETY: inputs were checked against the manifest the code was compiled from;
-        // outputs and workspace have the sizes the code writes; all are 64-byte aligned.
-        let pool = Pool::new(default_threads());
+    /// Checks `inputs` (given as `(name, tensor)`, any order), puts them in call order
+    /// and binds the run-time dims.
+    fn check_inputs<'t>(&self, inputs: &[(&str, &'t Tensor)]) -> Result<(Vec<&'t Tensor>, Vec<i64>), RuntimeError> {
+        check_inputs(&self.manifest, inputs)
+    }
+
+    /// The outputs' shapes and byte sizes at `dims`.
+    fn output_sizes(&self, dims: &[i64]) -> Result<Vec<(Vec<u64>, usize)>, RuntimeError> {
+        Ok(self.manifest.outputs.iter().map(|s| self.manifest.bytes_at(s, dims)).collect::<Result<_, _>>()?)
+    }
+
+    /// Calls the generated code.
+    ///
+    /// # Safety
+    /// Inputs hold the shapes `dims` was bound from (checked by `check_inputs`), outputs
+    /// and workspace the sizes `output_sizes` and `workspace_size_at` give for `dims`;
+    /// every buffer is 64-byte aligned.
+    unsafe fn call(
+        &self,
+        ins: *const *const u8,
+        outs: *const *mut u8,
+        ws: *mut u8,
+        dims: &[i64],
+        pool: &Pool,
+    ) -> Result<(), RuntimeError> {
+        let pfor = (pool.threads > 1).then_some(Pool::parallel_for as PforFn);
+        // SAFETY: as the caller promises; the pool outlives the call.
         let status = unsafe {
-            match self.run_threaded {
-                Some(f) if pool.threads > 1 => {
-                    f(in_ptrs.as_ptr(), out_ptrs.as_ptr(), ws.ptr, Some(Pool::parallel_for as PforFn), pool.state())
+            if !self.manifest.symbols.is_empty() {
+                (self.run_dims)(ins, outs, ws, dims.as_ptr(), pfor, pool.state())
+            } else {
+                match self.run_threaded {
+                    Some(f) if pfor.is_some() => f(ins, outs, ws, pfor, pool.state()),
+                    _ => (self.run)(ins, outs, ws),
                 }
-                _ => (self.run)(in_ptrs.as_ptr(), out_ptrs.as_ptr(), ws.ptr),
             }
         };
         if status != 0 {
             return Err(RuntimeError::RunFailed(status));
         }
+        Ok(())
+    }
+
+    /// Runs the model on named inputs; returns the outputs in manifest order.
+    pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, RuntimeError> {
+        let (ordered, dims) = self.check_inputs(inputs)?;
+        // Copies into aligned buffers: the generated code assumes naturally aligned elements.
+        let in_bufs: Vec<AlignedBuf> = ordered.iter().map(|t| AlignedBuf::copy_of(&t.data)).collect();
+        let out_sizes = self.output_sizes(&dims)?;
+        let out_bufs: Vec<AlignedBuf> = self
+            .manifest
+            .outputs
+            .iter()
+            .zip(&out_sizes)
+            .map(|(s, (_, n))| AlignedBuf::try_new(*n, &|| format!("output '{}'", s.name)))
+            .collect::<Result<_, _>>()?;
+        let ws_bytes = self.workspace_size_at(&dims)?;
+        let ws = AlignedBuf::try_new(ws_bytes, &|| "the workspace".into())?;
+        let in_ptrs: Vec<*const u8> = in_bufs.iter().map(|b| b.ptr as *const u8).collect();
+        let out_ptrs: Vec<*mut u8> = out_bufs.iter().map(|b| b.ptr).collect();
+        let pool = Pool::new(default_threads());
+        // SAFETY: inputs were checked against the manifest and bound `dims`; outputs and
+        // workspace have the sizes the code writes at `dims`; all are 64-byte aligned.
+        unsafe { self.call(in_ptrs.as_ptr(), out_ptrs.as_ptr(), ws.ptr, &dims, &pool)? };
         Ok(self
             .manifest
             .outputs
             .iter()
             .zip(out_bufs.iter().zip(out_sizes))
-            .map(|(spec, (buf, (n, shape)))| Tensor {
+            .map(|(spec, (buf, (shape, n)))| Tensor {
                 dtype: spec.dtype.clone(),
                 shape,
                 data: buf.as_slice(n).to_vec(),
@@ -654,11 +765,14 @@ impl Model {
 
 /// Buffers for repeated runs of one model: inputs are checked and copied once by
 /// [`Session::set_inputs`], and [`Session::run`] then calls the generated code with no
-/// allocation or copy (what `dlc bench` times).
+/// allocation or copy (what `dlc bench` times). For a model with run-time dims the
+/// buffers are sized for the last inputs' shapes (the smallest valid ones until inputs
+/// are set) and resized only when `set_inputs` gets other shapes.
 pub struct Session<'m> {
     model: &'m Model,
     pool: Pool,
-    inputs: Vec<AlignedBuf>,
+    dims: Vec<i64>,
+    inputs: Vec<(AlignedBuf, usize)>,
     outputs: Vec<(AlignedBuf, usize, Vec<u64>)>,
     workspace: AlignedBuf,
     in_ptrs: Vec<*const u8>,
@@ -666,46 +780,67 @@ pub struct Session<'m> {
 }
 
 impl Model {
-    /// A session with buffers for every input and output and the workspace.
+    /// A session with buffers for every input and output and the workspace (at the
+    /// smallest value of each run-time dim).
     pub fn session(&self) -> Session<'_> {
-        let sized = |s: &TensorSpec| {
-            let shape = s.fixed_shape().unwrap_or_default();
-            (shape.iter().product::<u64>() as usize * dtype_size(&s.dtype).unwrap_or(0), shape)
-        };
-        let inputs: Vec<AlignedBuf> = self.manifest.inputs.iter().map(|s| AlignedBuf::new(sized(s).0)).collect();
-        let outputs: Vec<(AlignedBuf, usize, Vec<u64>)> = self
-            .manifest
-            .outputs
-            .iter()
-            .map(|s| {
-                let (n, shape) = sized(s);
-                (AlignedBuf::new(n), n, shape)
-            })
-            .collect();
-        let in_ptrs = inputs.iter().map(|b| b.ptr as *const u8).collect();
-        let out_ptrs = outputs.iter().map(|(b, _, _)| b.ptr).collect();
-        Session {
+        let dims: Vec<i64> = self.manifest.symbols.iter().map(|s| s.min.max(1) as i64).collect();
+        let mut s = Session {
             model: self,
             pool: Pool::new(default_threads()),
-            inputs,
-            outputs,
-            workspace: AlignedBuf::new(self.workspace),
-            in_ptrs,
-            out_ptrs,
-        }
+            dims: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            workspace: AlignedBuf::new(0),
+            in_ptrs: Vec::new(),
+            out_ptrs: Vec::new(),
+        };
+        // At the minimum dims every size is small; a manifest that cannot be evaluated
+        // there leaves empty buffers, and `set_inputs` then reports the error.
+        let _ = s.resize(&dims);
+        s
     }
 }
 
 impl Session<'_> {
+    /// Sizes the buffers for run-time dims `dims`.
+    fn resize(&mut self, dims: &[i64]) -> Result<(), RuntimeError> {
+        let m = self.model;
+        let mut inputs = Vec::new();
+        for spec in &m.manifest.inputs {
+            let (_, n) = m.manifest.bytes_at(spec, dims)?;
+            inputs.push((AlignedBuf::try_new(n, &|| format!("input '{}'", spec.name))?, n));
+        }
+        let mut outputs = Vec::new();
+        for (spec, (shape, n)) in m.manifest.outputs.iter().zip(m.output_sizes(dims)?) {
+            outputs.push((AlignedBuf::try_new(n, &|| format!("output '{}'", spec.name))?, n, shape));
+        }
+        self.workspace = AlignedBuf::try_new(m.workspace_size_at(dims)?, &|| "the workspace".into())?;
+        self.in_ptrs = inputs.iter().map(|(b, _)| b.ptr as *const u8).collect();
+        self.out_ptrs = outputs.iter().map(|(b, _, _)| b.ptr).collect();
+        self.inputs = inputs;
+        self.outputs = outputs;
+        self.dims = dims.to_vec();
+        Ok(())
+    }
+
     /// Checks the inputs (as [`Model::run`] does) and copies them into the session.
     pub fn set_inputs(&mut self, inputs: &[(&str, &Tensor)]) -> Result<(), RuntimeError> {
-        let ordered = self.model.order_inputs(inputs)?;
-        for (buf, t) in self.inputs.iter().zip(ordered) {
-            // SAFETY: the buffer was sized from the manifest, which `order_inputs` checked
-            // the tensor's byte count against.
-            unsafe { std::ptr::copy_nonoverlapping(t.data.as_ptr(), buf.ptr, t.data.len()) };
+        let (ordered, dims) = self.model.check_inputs(inputs)?;
+        if dims != self.dims || self.inputs.len() != ordered.len() {
+            self.resize(&dims)?;
+        }
+        for ((buf, n), t) in self.inputs.iter().zip(ordered) {
+            debug_assert_eq!(*n, t.data.len());
+            // SAFETY: the buffer was sized for the bound dims, and `check_inputs` checked
+            // the tensor's shape against them and its byte count against its shape.
+            unsafe { std::ptr::copy_nonoverlapping(t.data.as_ptr(), buf.ptr, t.data.len().min(*n)) };
         }
         Ok(())
+    }
+
+    /// The values of the model's run-time dims the buffers are sized for.
+    pub fn dims(&self) -> &[i64] {
+        &self.dims
     }
 
     /// Sets how many threads runs may use (default [`default_threads`]); artifacts built
@@ -718,7 +853,7 @@ impl Session<'_> {
 
     /// The thread count runs use.
     pub fn threads(&self) -> usize {
-        if self.model.run_threaded.is_some() {
+        if self.model.run_threaded.is_some() || !self.model.manifest.symbols.is_empty() {
             self.pool.threads
         } else {
             1
@@ -727,21 +862,15 @@ impl Session<'_> {
 
     /// Runs the generated code on the session's buffers (zeros until inputs are set).
     pub fn run(&mut self) -> Result<(), RuntimeError> {
-        let (ins, outs, ws) = (self.in_ptrs.as_ptr(), self.out_ptrs.as_ptr(), self.workspace.ptr);
-        // SAFETY: every buffer has the size the code reads or writes, 64-byte aligned; the
-        // pool outlives the call.
-        let status = unsafe {
-            match self.model.run_threaded {
-                Some(f) if self.pool.threads > 1 => {
-                    f(ins, outs, ws, Some(Pool::parallel_for as PforFn), self.pool.state())
-                }
-                _ => (self.model.run)(ins, outs, ws),
-            }
-        };
-        if status != 0 {
-            return Err(RuntimeError::RunFailed(status));
+        if self.inputs.len() != self.model.manifest.inputs.len() {
+            // `session()` could not size the buffers at the minimum dims.
+            return Err(dlc_artifact::DimError::Invalid("set the session's inputs before running it".into()).into());
         }
-        Ok(())
+        // SAFETY: every buffer has the size the code reads or writes at `self.dims`,
+        // 64-byte aligned; inputs hold that shape (zeros or checked inputs).
+        unsafe {
+            self.model.call(self.in_ptrs.as_ptr(), self.out_ptrs.as_ptr(), self.workspace.ptr, &self.dims, &self.pool)
+        }
     }
 
     /// The outputs of the last run, in manifest order.

@@ -35,21 +35,23 @@ class DlcModel:
         return self.outputs
 
 
-def random_feeds(inputs, rng):
+def random_feeds(inputs, rng, dims=None):
     """Seeded inputs for ONNX Runtime input descriptions `inputs`: standard-normal floats;
     uniform 8-bit integers; token ids below 8192 for `*ids` inputs; for other int64
-    inputs (attention masks) ones with the last quarter zero (padding)."""
+    inputs (attention masks) ones with the last quarter zero (padding). Symbolic dims
+    take their values from `dims` ({name: extent})."""
     feeds = {}
     for i in inputs:
+        shape = [d if isinstance(d, int) else dims[d] for d in i.shape]
         if i.type == "tensor(int64)" and i.name.endswith("ids"):
-            feeds[i.name] = rng.randint(0, 8192, size=i.shape).astype(np.int64)
+            feeds[i.name] = rng.randint(0, 8192, size=shape).astype(np.int64)
         elif i.type in ("tensor(uint8)", "tensor(int8)"):
             lo, hi = (0, 256) if i.type == "tensor(uint8)" else (-128, 128)
-            feeds[i.name] = rng.randint(lo, hi, size=i.shape).astype(np.uint8 if lo == 0 else np.int8)
+            feeds[i.name] = rng.randint(lo, hi, size=shape).astype(np.uint8 if lo == 0 else np.int8)
         elif i.type == "tensor(int64)":
-            m = np.ones(i.shape, np.int64)
-            m[..., i.shape[-1] * 3 // 4:] = 0
+            m = np.ones(shape, np.int64)
+            m[..., shape[-1] * 3 // 4:] = 0
             feeds[i.name] = m
         else:
-            feeds[i.name] = rng.randn(*i.shape).astype(np.float32)
+            feeds[i.name] = rng.randn(*shape).astype(np.float32)
     return feeds

@@ -202,7 +202,9 @@ def bert(layers=2, seq=128, hidden=768, heads=12, ffn=3072, vocab=8192):
     m = b.node("Sub", [b.const("one", np.array(1, np.float32)), m])
     m = b.node("Mul", [m, b.const("neg", np.array(-10000, np.float32))])
     mask = b.node("Unsqueeze", [m, b.const("axes", i64(1, 2))])
-    heads_shape = b.const("heads_shape", i64(1, seq, heads, dh))
+    # Reshape targets copy the batch and sequence dims (0), as exporters with dynamic
+    # axes write them, so that the batch can be made symbolic (tests/models/make_symbolic.py).
+    heads_shape = b.const("heads_shape", i64(0, 0, heads, dh))
     for _ in range(layers):
         def split(t, perm):
             return b.node("Transpose", [b.node("Reshape", [t, heads_shape])], perm=perm)
@@ -213,7 +215,7 @@ def bert(layers=2, seq=128, hidden=768, heads=12, ffn=3072, vocab=8192):
         scores = b.node("Div", [b.node("MatMul", [q, k]), b.const("sqrt_dh", np.array(np.sqrt(dh), np.float32))])
         probs = b.node("Softmax", [b.node("Add", [scores, mask])], axis=-1)
         ctx = b.node("Transpose", [b.node("MatMul", [probs, v])], perm=[0, 2, 1, 3])
-        ctx = b.node("Reshape", [ctx, b.const("hidden_shape", i64(1, seq, hidden))])
+        ctx = b.node("Reshape", [ctx, b.const("hidden_shape", i64(0, 0, hidden))])
         x = layernorm(b.node("Add", [x, dense(ctx, hidden, hidden)]))
         h = dense(x, hidden, ffn)
         erf = b.node("Erf", [b.node("Div", [h, b.const("sqrt2", np.array(np.sqrt(2), np.float32))])])

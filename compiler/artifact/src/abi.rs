@@ -26,6 +26,8 @@ pub enum CType {
     InArray,
     /// `void *const *`: an array of writable buffers.
     OutArray,
+    /// `const int64_t *`: the values of the model's run-time dims, in manifest order.
+    Dims,
     /// The thread-pool callback [`PFOR`], as a function pointer.
     Pfor,
     /// A task [`TASK`], as a function pointer.
@@ -44,6 +46,7 @@ impl CType {
             CType::Ptr => "void *".into(),
             CType::InArray => "const void *const *".into(),
             CType::OutArray => "void *const *".into(),
+            CType::Dims => "const int64_t *".into(),
             CType::Pfor => format!("{prefix}pfor_fn"),
             CType::Task => format!("{prefix}task_fn"),
         }
@@ -51,7 +54,7 @@ impl CType {
 
     /// Whether values of this type are pointers (to data or to functions).
     pub fn is_pointer(self) -> bool {
-        matches!(self, CType::Ptr | CType::InArray | CType::OutArray | CType::Pfor | CType::Task)
+        matches!(self, CType::Ptr | CType::InArray | CType::OutArray | CType::Dims | CType::Pfor | CType::Task)
     }
 
     /// The width in bits of an integer type (`None` for pointers and void).
@@ -95,8 +98,24 @@ pub const ABI_VERSION_FN: Function =
     Function { name: "abi_version", ret: CType::U32, params: &[], doc: "ABI version of the code; equals ABI_VERSION." };
 
 /// `uint64_t <p>workspace_size(void)`.
-pub const WORKSPACE_SIZE: Function =
-    Function { name: "workspace_size", ret: CType::U64, params: &[], doc: "Bytes of workspace run() needs." };
+pub const WORKSPACE_SIZE: Function = Function {
+    name: "workspace_size",
+    ret: CType::U64,
+    params: &[],
+    doc: "Bytes of workspace run() needs (0 for a model with run-time dims: see\n \
+          * workspace_size_dims).",
+};
+
+/// `uint64_t <p>workspace_size_dims(dims)`.
+pub const WORKSPACE_SIZE_DIMS: Function = Function {
+    name: "workspace_size_dims",
+    ret: CType::U64,
+    params: &[p("dims", CType::Dims)],
+    doc: "Bytes of workspace run_dims() needs at these run-time dims (dims[i] is the value\n \
+          * of the model's symbol i, in the order DLC_<P>SYMBOLS lists; ignored, and may be\n \
+          * NULL, when the model has none). UINT64_MAX when a dim is below its minimum or\n \
+          * the size does not fit in 64 bits.",
+};
 
 /// `int32_t <p>run(inputs, outputs, workspace)`.
 pub const RUN: Function = Function {
@@ -105,8 +124,9 @@ pub const RUN: Function = Function {
     params: &[p("inputs", CType::InArray), p("outputs", CType::OutArray), p("workspace", CType::Ptr)],
     doc: "Runs the model. inputs[i] and outputs[i] point to buffers in the order above\n \
           * (row-major, aligned to their element size); workspace points to\n \
-          * workspace_size() bytes aligned to 64. Returns 0 on success. Calls on distinct\n \
-          * workspaces and outputs may run concurrently.",
+          * workspace_size() bytes aligned to 64. Returns 0 on success, 2 when the model\n \
+          * has run-time dims (call run_dims). Calls on distinct workspaces and outputs\n \
+          * may run concurrently.",
 };
 
 /// `int32_t <p>run_threaded(inputs, outputs, workspace, pfor, state)`.
@@ -125,8 +145,32 @@ pub const RUN_THREADED: Function = Function {
           * are done. pfor NULL runs everything on the calling thread.",
 };
 
+/// `int32_t <p>run_dims(inputs, outputs, workspace, dims, pfor, state)`.
+pub const RUN_DIMS: Function = Function {
+    name: "run_dims",
+    ret: CType::I32,
+    params: &[
+        p("inputs", CType::InArray),
+        p("outputs", CType::OutArray),
+        p("workspace", CType::Ptr),
+        p("dims", CType::Dims),
+        p("pfor", CType::Pfor),
+        p("state", CType::Ptr),
+    ],
+    doc: "run_threaded() at run-time dims: dims as for workspace_size_dims(), buffers sized\n \
+          * for them (the manifest and DLC_<P>SYMBOLS say how each shape depends on them),\n \
+          * workspace of workspace_size_dims(dims) bytes. Returns 3 when a dim is below its\n \
+          * minimum. The caller checks the inputs' shapes against the dims.",
+};
+
 /// The exported entry points, in header order.
-pub const ENTRY_POINTS: [Function; 4] = [ABI_VERSION_FN, WORKSPACE_SIZE, RUN, RUN_THREADED];
+pub const ENTRY_POINTS: [Function; 6] =
+    [ABI_VERSION_FN, WORKSPACE_SIZE, RUN, RUN_THREADED, WORKSPACE_SIZE_DIMS, RUN_DIMS];
+
+/// What `run` and `run_threaded` return for a model with run-time dims.
+pub const STATUS_NEEDS_DIMS: i32 = 2;
+/// What `run_dims` returns when a dim is below its minimum.
+pub const STATUS_BAD_DIMS: i32 = 3;
 
 /// The thread-pool callback `void pfor(void *state, task_fn task, void *ctx, int64_t n)`.
 pub const PFOR: Function = Function {
@@ -196,6 +240,11 @@ pub type PforFn = unsafe extern "C" fn(*const u8, TaskFn, *mut u8, i64);
 /// The Rust type of [`RUN_THREADED`].
 pub type RunThreadedFn =
     unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8, Option<PforFn>, *const u8) -> i32;
+/// The Rust type of [`WORKSPACE_SIZE_DIMS`].
+pub type WorkspaceSizeDimsFn = unsafe extern "C" fn(*const i64) -> u64;
+/// The Rust type of [`RUN_DIMS`].
+pub type RunDimsFn =
+    unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8, *const i64, Option<PforFn>, *const u8) -> i32;
 
 #[cfg(test)]
 mod tests {
@@ -218,7 +267,9 @@ mod tests {
     sig!(A, B);
     sig!(A, B, C);
     sig!(A, B, C, D);
+    sig!(A);
     sig!(A, B, C, D, E);
+    sig!(A, B, C, D, E, F);
 
     fn table_sizes(f: &Function) -> (usize, Vec<usize>) {
         let size = |t: CType| match t {
@@ -239,6 +290,8 @@ mod tests {
         assert_eq!(<RunThreadedFn as Sig>::sizes(), table_sizes(&RUN_THREADED));
         assert_eq!(<PforFn as Sig>::sizes(), table_sizes(&PFOR));
         assert_eq!(<TaskFn as Sig>::sizes(), table_sizes(&TASK));
+        assert_eq!(<WorkspaceSizeDimsFn as Sig>::sizes(), table_sizes(&WORKSPACE_SIZE_DIMS));
+        assert_eq!(<RunDimsFn as Sig>::sizes(), table_sizes(&RUN_DIMS));
     }
 
     #[test]
@@ -248,6 +301,7 @@ mod tests {
         assert!(h.contains("typedef void (*dlc_m_pfor_fn)(void *state, dlc_m_task_fn task, void *ctx, int64_t n);"));
         assert!(h.contains("int32_t dlc_m_run(const void *const *inputs, void *const *outputs, void *workspace);"));
         assert!(h.contains("uint32_t dlc_m_abi_version(void);"));
+        assert!(h.contains("uint64_t dlc_m_workspace_size_dims(const int64_t *dims);"));
         assert!(h.contains(
             "int32_t dlc_m_run_threaded(const void *const *inputs, void *const *outputs, void *workspace, \
              dlc_m_pfor_fn pfor, void *state);"

@@ -19,17 +19,26 @@
 //! given (at least `workspace_size()` bytes, 64-byte aligned) and is safe to call from
 //! several threads at once with distinct workspaces.
 //!
-//! Invariant: this crate depends on no compiler crate; the runtime depends only on it.
+//! Models with run-time dims also export `workspace_size_dims` and `run_dims`, which take
+//! the values of [`Manifest::symbols`]; [`Manifest::bind_dims`] computes them from input
+//! shapes and checks the shapes against the manifest.
+//!
+//! Invariant: this crate depends on no compiler crate but dlc-sym (the leaf crate of
+//! integer expressions, which the manifest's symbolic dims are written in); the runtime
+//! depends only on it.
 #![warn(missing_docs)]
 
 pub mod abi;
+mod dims;
+
+pub use dims::DimError;
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Version of the C ABI the compiler emits and the runtime accepts.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// Version of the manifest layout.
 pub const FORMAT_VERSION: u32 = 1;
 /// First bytes of `model.manifest`.
@@ -156,7 +165,8 @@ pub struct DimSpec {
     #[prost(uint64, optional, tag = "1")]
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fixed: Option<u64>,
-    /// Symbol name, when symbolic.
+    /// When symbolic: an expression over the manifest's symbols (`N`, `2*N + 1`, as
+    /// dlc-sym writes and parses it).
     #[prost(string, optional, tag = "2")]
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub symbol: Option<String>,
@@ -238,6 +248,27 @@ pub struct Manifest {
     /// Files of the artifact (besides the manifests).
     #[prost(string, repeated, tag = "14")]
     pub files: Vec<String>,
+    /// The run-time dims the shapes mention, in the order of the C ABI's `dims` array
+    /// (empty: every shape is fixed).
+    #[prost(message, repeated, tag = "15")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub symbols: Vec<SymbolSpec>,
+    /// With symbols: the workspace's bytes as an expression of them (`arena_bytes` is
+    /// then the part that does not depend on them).
+    #[prost(string, tag = "16")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub arena_expr: String,
+}
+
+/// A run-time dim of an artifact.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct SymbolSpec {
+    /// Its name, as the shapes write it.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Its smallest valid value.
+    #[prost(uint64, tag = "2")]
+    pub min: u64,
 }
 
 /// Errors reading or writing manifests.

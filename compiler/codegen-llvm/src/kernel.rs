@@ -96,9 +96,10 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
     /// emitted into a task function `void task(ptr ctx, i64 i)` (reading the kernel's
     /// pointers from `ctx`) that the pool runs on its threads; without a pool (or inside
     /// a task) the kernel loops over the task itself. Iterations must write disjoint data.
-    pub fn parallel_for(&self, n: u64, body: impl FnOnce(&Kb<'_, 'ctx>, IntValue<'ctx>) -> R<()>) -> R<()> {
+    /// `n` is an `i64` (a constant, or a count computed at run time).
+    pub fn parallel_for(&self, n: IntValue<'ctx>, body: impl FnOnce(&Kb<'_, 'ctx>, IntValue<'ctx>) -> R<()>) -> R<()> {
         let Some((pfor, state)) = self.pool else {
-            return self.for_n(n, |kb, i| body(kb, i));
+            return self.for_range(self.c(0), n, |kb, i| body(kb, i));
         };
         let ptr = self.cx.ptr_type(AddressSpace::default());
         let name = format!("{}.task", self.f.get_name().to_string_lossy());
@@ -134,13 +135,16 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
             let slot = self.gep(ptr.into(), arr, self.c(k as u64))?;
             self.b.build_store(slot, *p)?;
         }
-        let no_pool = self.b.build_is_null(pfor, "")?;
+        // No pool, or a single task (a run-time count of 1: a batch of one), runs here.
+        let null = self.b.build_is_null(pfor, "")?;
+        let one = self.b.build_int_compare(IntPredicate::SLT, n, self.c(2), "")?;
+        let no_pool = self.b.build_or(null, one, "")?;
         let seq = self.cx.append_basic_block(self.f, "sequential");
         let par = self.cx.append_basic_block(self.f, "pool");
         let done = self.cx.append_basic_block(self.f, "joined");
         self.b.build_conditional_branch(no_pool, seq, par)?;
         self.b.position_at_end(seq);
-        self.for_n(n, |kb, i| {
+        self.for_range(self.c(0), n, |kb, i| {
             kb.b.build_call(task, &[arr.into(), i.into()], "")?;
             Ok(())
         })?;
@@ -148,12 +152,7 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         self.b.position_at_end(par);
         let pfor_ty = crate::abi_fn_type(self.cx, &dlc_artifact::abi::PFOR);
         let task_ptr = task.as_global_value().as_pointer_value();
-        self.b.build_indirect_call(
-            pfor_ty,
-            pfor,
-            &[state.into(), task_ptr.into(), arr.into(), self.c(n).into()],
-            "",
-        )?;
+        self.b.build_indirect_call(pfor_ty, pfor, &[state.into(), task_ptr.into(), arr.into(), n.into()], "")?;
         self.b.build_unconditional_branch(done)?;
         self.b.position_at_end(done);
         Ok(())

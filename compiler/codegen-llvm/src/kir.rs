@@ -98,6 +98,8 @@ struct Env<'ctx> {
     /// In the simulation of a block kernel: the bytes of each thread's slot of each
     /// scratch array (by memory index).
     per_thread: HashMap<u32, u64>,
+    /// The program's run-time dims, loaded at the function's entry.
+    syms: HashMap<String, IntValue<'ctx>>,
 }
 
 /// How a block kernel is compiled.
@@ -164,7 +166,7 @@ pub(crate) fn shared_bytes(k: &Kernel) -> u64 {
 pub(crate) fn emit_block<'ctx>(kb: &Kb<'_, 'ctx>, k: &Kernel, gpu: Gpu<'ctx>) -> R<()> {
     let types = dlc_kir::verify::kernel(k).map_err(|e| bad(k, e))?;
     let Some(block) = &k.block else { return Err(bad(k, "not a block kernel")) };
-    let tr = Tr { k, types };
+    let tr = Tr { k, types, syms: &[] };
     let mut env = Env { data: tr.data(kb)?, gpu: Some(gpu), ..Env::default() };
     let fname = kb.f.get_name().to_string_lossy().into_owned();
     let np = (k.params.len() + k.data.len()) as u32;
@@ -210,6 +212,9 @@ fn nonneg(e: &Expr, vars: &std::collections::HashSet<u32>) -> bool {
 struct Tr<'k> {
     k: &'k Kernel,
     types: Types,
+    /// The program's symbols in the order of the `dims` array the kernel gets as its
+    /// parameter after its own (empty: the kernel takes no dims).
+    syms: &'k [String],
 }
 
 /// The extents of a per-element kernel's element space: `Some` when its body is a
@@ -229,9 +234,9 @@ pub(crate) fn each_dims(k: &Kernel) -> Option<Vec<u64>> {
 
 /// Translates kernel `k` into `kb` (whose parameters are the kernel's), iterating a
 /// per-element body with `drive`.
-pub(crate) fn emit_with<'ctx>(kb: &Kb<'_, 'ctx>, k: &Kernel, drive: Drive<'_, 'ctx>) -> R<()> {
+pub(crate) fn emit_with<'ctx>(kb: &Kb<'_, 'ctx>, k: &Kernel, drive: Drive<'_, 'ctx>, syms: &[String]) -> R<()> {
     let types = dlc_kir::verify::kernel(k).map_err(|e| bad(k, e))?;
-    let tr = Tr { k, types };
+    let tr = Tr { k, types, syms };
     let data = tr.data(kb)?;
     // A leading perfect nest of `each` loops from 0 to constants: the element space.
     let mut dims = Vec::new();
@@ -255,6 +260,7 @@ pub(crate) fn emit_with<'ctx>(kb: &Kb<'_, 'ctx>, k: &Kernel, drive: Drive<'_, 'c
     drive(kb, &dims, &|kb, idx| {
         let mut env = Env { data: data.clone(), ..Env::default() };
         tr.scratch(kb, &mut env)?;
+        tr.load_syms(kb, &mut env)?;
         for (v, i) in vars.iter().zip(idx) {
             env.vars.insert(*v, *i);
             env.nonneg.insert(*v);
@@ -333,7 +339,7 @@ pub(crate) fn inline<'ctx>(
     let result = build(&mut b, &ids);
     let k = b.finish();
     let types = dlc_kir::verify::kernel(&k).map_err(|e| bad(&k, e))?;
-    let tr = Tr { k: &k, types };
+    let tr = Tr { k: &k, types, syms: &[] };
     let mut env = Env::default();
     for (id, (v, _)) in ids.iter().zip(args) {
         env.vals.insert(*id, *v);
@@ -344,7 +350,14 @@ pub(crate) fn inline<'ctx>(
 
 /// Translates kernel `k` for the CPU (an `each` nest is a loop nest).
 pub(crate) fn emit(kb: &Kb<'_, '_>, k: &Kernel) -> R<()> {
-    emit_with(kb, k, &nest)
+    emit_with(kb, k, &nest, &[])
+}
+
+/// Translates kernel `k` of a program with run-time dims `syms` for the CPU: when
+/// non-empty, the kernel's function takes a `dims` pointer (`syms.len()` `i64`s) after
+/// its own parameters (`kb` was made with one more parameter).
+pub(crate) fn emit_symbolic(kb: &Kb<'_, '_>, k: &Kernel, syms: &[String]) -> R<()> {
+    emit_with(kb, k, &nest, syms)
 }
 
 /// The LLVM type of a kir element type.
@@ -377,6 +390,20 @@ fn llvm_ty<'ctx>(kb: &Kb<'_, 'ctx>, t: Ty) -> BasicTypeEnum<'ctx> {
 impl Tr<'_> {
     fn err(&self, msg: impl std::fmt::Display) -> CodegenError {
         bad(self.k, msg)
+    }
+
+    /// Loads the run-time dims into `env` (at the entry of the kernel or of a task).
+    fn load_syms<'ctx>(&self, kb: &Kb<'_, 'ctx>, env: &mut Env<'ctx>) -> R<()> {
+        if self.syms.is_empty() {
+            return Ok(());
+        }
+        let dims = kb.param(self.k.params.len());
+        for (i, s) in self.syms.iter().enumerate() {
+            let at = kb.gep(kb.i64t.into(), dims, kb.c(i as u64))?;
+            let v = kb.b.build_load(kb.i64t, at, s)?.into_int_value();
+            env.syms.insert(s.clone(), v);
+        }
+        Ok(())
     }
 
     /// An index expression as an i64, built as the hand-written lowerings built theirs:
@@ -416,7 +443,9 @@ impl Tr<'_> {
     fn atom<'ctx>(&self, kb: &Kb<'_, 'ctx>, a: &Atom, env: &Env<'ctx>) -> R<IntValue<'ctx>> {
         let b = &kb.b;
         Ok(match a {
-            Atom::Sym(s) => return Err(self.err(format!("symbol {s}: run-time shapes are not translated yet"))),
+            Atom::Sym(s) => *env.syms.get(s).ok_or_else(|| {
+                self.err(format!("run-time dim {s} is not available here (CUDA kernels take no run-time dims yet)"))
+            })?,
             Atom::Var(n) => *env.vars.get(n).ok_or_else(|| self.err(format!("%i{n} is not in scope here")))?,
             Atom::Val(n) => env
                 .vals
@@ -570,13 +599,15 @@ impl Tr<'_> {
                     })?;
                 }
                 LoopKind::Parallel => {
-                    let (Some(0), Some(n)) = (lo.as_const(), hi.as_const()) else {
-                        return Err(self.err("a parallel loop must run from 0 to a constant"));
-                    };
+                    if lo.as_const() != Some(0) {
+                        return Err(self.err("a parallel loop must run from 0"));
+                    }
+                    let n = self.expr(kb, hi, env)?;
                     // The task is another function: it sees only its own values.
-                    kb.parallel_for(n as u64, |kb, i| {
+                    kb.parallel_for(n, |kb, i| {
                         let mut inner = Env { data: env.data.clone(), ..Env::default() };
                         self.scratch(kb, &mut inner)?;
+                        self.load_syms(kb, &mut inner)?;
                         inner.vars.insert(*var, i);
                         inner.nonneg.insert(*var);
                         self.body(kb, body, &mut inner)

@@ -22,7 +22,7 @@ pub use gpu::{compile_cuda, is_cuda, CudaCompiled};
 pub use target::{host_triple, TargetSpec};
 
 use dlc_artifact::abi;
-use dlc_ir::{Graph, Op};
+use dlc_ir::Graph;
 use dlc_passes::MemoryPlan;
 use inkwell::context::Context;
 use inkwell::module::Module;
@@ -106,12 +106,6 @@ pub fn compile(
             triple: target.triple.clone(),
             reason: "internal: CUDA targets compile through compile_cuda".into(),
         });
-    }
-    // Fixed shapes first, so the error names the node and the flag that pins them.
-    for &id in &plan.order {
-        if !matches!(g.node(id).op, Op::Input(_) | Op::Const(_)) && !plan.views.contains(&id) {
-            lower::NodeInfo::of(g, id, target)?;
-        }
     }
     let p = dlc_lower::program::program(g, plan, &target.lowering()).map_err(|e| CodegenError::Unsupported {
         node: e.node,

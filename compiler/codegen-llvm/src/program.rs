@@ -6,17 +6,26 @@
 //! copy their carried buffers after each iteration.
 //!
 //! This is how `dlc compile` builds a CPU artifact, from a graph (through
-//! `dlc_lower::program`) or from a `.kir` file. Programs with symbols are refused until
-//! the C ABI passes run-time dims (the symbolic-shape issue).
+//! `dlc_lower::program`) or from a `.kir` file.
+//!
+//! A program with symbols (run-time dims) gets its schedule in `run_dims`, which reads
+//! the dims from its `dims` array, checks each against its minimum, and computes arena
+//! offsets, copy sizes and trip counts from them; kernels that mention a symbol take the
+//! `dims` pointer after their own parameters. `workspace_size_dims` evaluates the arena
+//! size; `run` and `run_threaded` return [`abi::STATUS_NEEDS_DIMS`]. A program without
+//! symbols keeps its schedule in `run_threaded` exactly as before, and its `run_dims`
+//! and `workspace_size_dims` ignore the dims.
 use crate::kernel::Kb;
 use crate::CodegenError;
 use dlc_artifact::abi;
+use dlc_kir::expr::Atom;
 use dlc_kir::{BufKind, Expr, Program, Step};
 use inkwell::builder::Builder;
 use inkwell::context::Context;
 use inkwell::module::{Linkage, Module};
-use inkwell::values::{FunctionValue, PointerValue};
+use inkwell::values::{FunctionValue, IntValue, PointerValue};
 use inkwell::{AddressSpace, IntPredicate};
+use std::collections::HashMap;
 
 type R<T> = Result<T, CodegenError>;
 
@@ -35,6 +44,118 @@ fn constant(p: &Program, e: &Expr, what: &str) -> R<u64> {
     }
 }
 
+/// Expression `e` over the program's symbols (`syms`, loaded at the function's entry)
+/// as an `i64` (floor division and modulo as kir defines them).
+fn build_expr<'ctx>(
+    cx: &'ctx Context,
+    b: &Builder<'ctx>,
+    e: &Expr,
+    syms: &HashMap<String, IntValue<'ctx>>,
+) -> R<IntValue<'ctx>> {
+    let i64t = cx.i64_type();
+    let mut acc = i64t.const_zero();
+    for (atoms, c) in e.terms() {
+        let mut t = i64t.const_int(c as u64, true);
+        for a in atoms {
+            let v = match a {
+                Atom::Sym(s) => *syms.get(s).ok_or_else(|| bad(format!("symbol {s} is not a run-time dim")))?,
+                Atom::Var(_) | Atom::Val(_) => return Err(bad(format!("{e}: loop variables outside a kernel"))),
+                Atom::Div(x, y) | Atom::Mod(x, y) => {
+                    let (x, y) = (build_expr(cx, b, x, syms)?, build_expr(cx, b, y, syms)?);
+                    let q = b.build_int_signed_div(x, y, "")?;
+                    let r = b.build_int_signed_rem(x, y, "")?;
+                    let zero = i64t.const_zero();
+                    let nz = b.build_int_compare(IntPredicate::NE, r, zero, "")?;
+                    let sr = b.build_int_compare(IntPredicate::SLT, r, zero, "")?;
+                    let sy = b.build_int_compare(IntPredicate::SLT, y, zero, "")?;
+                    let adj = b.build_and(nz, b.build_xor(sr, sy, "")?, "")?;
+                    if matches!(a, Atom::Div(..)) {
+                        b.build_int_sub(q, b.build_int_z_extend(adj, i64t, "")?, "")?
+                    } else {
+                        b.build_select(adj, b.build_int_add(r, y, "")?, r, "")?.into_int_value()
+                    }
+                }
+                Atom::Min(x, y) | Atom::Max(x, y) => {
+                    let (x, y) = (build_expr(cx, b, x, syms)?, build_expr(cx, b, y, syms)?);
+                    let pr = if matches!(a, Atom::Min(..)) { IntPredicate::SLT } else { IntPredicate::SGT };
+                    b.build_select(b.build_int_compare(pr, x, y, "")?, x, y, "")?.into_int_value()
+                }
+            };
+            t = b.build_int_mul(t, v, "")?;
+        }
+        acc = b.build_int_add(acc, t, "")?;
+    }
+    Ok(acc)
+}
+
+/// `e` (a size in bytes) at the run-time dims `syms`, and whether computing it overflowed
+/// or gave a negative value: products and sums use LLVM's overflow intrinsics (inside
+/// a division, minimum or maximum the operands are computed as by [`build_expr`]).
+fn build_size_checked<'ctx>(
+    cx: &'ctx Context,
+    b: &Builder<'ctx>,
+    module: &Module<'ctx>,
+    e: &Expr,
+    syms: &HashMap<String, IntValue<'ctx>>,
+) -> R<(IntValue<'ctx>, IntValue<'ctx>)> {
+    let i64t = cx.i64_type();
+    let op = |name: &str,
+              x: IntValue<'ctx>,
+              y: IntValue<'ctx>,
+              ovf: IntValue<'ctx>|
+     -> R<(IntValue<'ctx>, IntValue<'ctx>)> {
+        let f = inkwell::intrinsics::Intrinsic::find(name)
+            .and_then(|i| i.get_declaration(module, &[i64t.into()]))
+            .ok_or_else(|| bad(format!("no intrinsic {name}")))?;
+        let r = b.build_call(f, &[x.into(), y.into()], "")?.try_as_basic_value().basic().ok_or_else(|| bad(name))?;
+        let r = r.into_struct_value();
+        let v = b.build_extract_value(r, 0, "")?.into_int_value();
+        let o = b.build_extract_value(r, 1, "")?.into_int_value();
+        Ok((v, b.build_or(ovf, o, "")?))
+    };
+    let mut ovf = cx.bool_type().const_zero();
+    let mut acc = i64t.const_zero();
+    for (atoms, c) in e.terms() {
+        let mut t = i64t.const_int(c as u64, true);
+        for a in atoms {
+            let v = build_expr(cx, b, &Expr::atom(a.clone()), syms)?;
+            (t, ovf) = op("llvm.smul.with.overflow", t, v, ovf)?;
+        }
+        (acc, ovf) = op("llvm.sadd.with.overflow", acc, t, ovf)?;
+    }
+    let neg = b.build_int_compare(IntPredicate::SLT, acc, i64t.const_zero(), "")?;
+    Ok((acc, b.build_or(ovf, neg, "")?))
+}
+
+/// Loads `dims[i]` for every symbol of `p` and branches to a block returning `fail`
+/// (an `i32` or `i64` constant) when one is below its minimum.
+fn load_dims<'ctx>(
+    cx: &'ctx Context,
+    b: &Builder<'ctx>,
+    f: FunctionValue<'ctx>,
+    p: &Program,
+    dims: PointerValue<'ctx>,
+    fail: inkwell::values::BasicValueEnum<'ctx>,
+) -> R<HashMap<String, IntValue<'ctx>>> {
+    let i64t = cx.i64_type();
+    let mut syms = HashMap::new();
+    let bad_dims = cx.append_basic_block(f, "bad_dims");
+    for (i, s) in p.symbols.iter().enumerate() {
+        let at = unsafe { b.build_in_bounds_gep(i64t, dims, &[i64t.const_int(i as u64, false)], "")? };
+        let v = b.build_load(i64t, at, &s.name)?.into_int_value();
+        let ok = b.build_int_compare(IntPredicate::SGE, v, i64t.const_int(s.min as u64, true), "")?;
+        let next = cx.append_basic_block(f, "dim_ok");
+        b.build_conditional_branch(ok, next, bad_dims)?;
+        b.position_at_end(next);
+        syms.insert(s.name.clone(), v);
+    }
+    let here = b.get_insert_block().ok_or_else(|| bad("no insert block"))?;
+    b.position_at_end(bad_dims);
+    b.build_return(Some(&fail))?;
+    b.position_at_end(here);
+    Ok(syms)
+}
+
 /// What the schedule's code needs while it is emitted.
 struct Sched<'a, 'ctx> {
     cx: &'ctx Context,
@@ -42,18 +163,26 @@ struct Sched<'a, 'ctx> {
     run: FunctionValue<'ctx>,
     p: &'a Program,
     kernels: Vec<FunctionValue<'ctx>>,
+    /// Whether each kernel takes the `dims` pointer.
+    takes_dims: Vec<bool>,
     bufs: Vec<PointerValue<'ctx>>,
     pool: [PointerValue<'ctx>; 2],
+    /// The `dims` parameter and the symbols' values (a program with symbols).
+    dims: Option<PointerValue<'ctx>>,
+    syms: HashMap<String, IntValue<'ctx>>,
 }
 
-impl Sched<'_, '_> {
-    fn bytes(&self, buf: u32) -> R<u64> {
-        let b = &self.p.buffers[buf as usize];
-        constant(self.p, &b.bytes, &format!("the size of buffer '{}'", b.name))
+impl<'ctx> Sched<'_, 'ctx> {
+    fn value(&self, e: &Expr, what: &str) -> R<IntValue<'ctx>> {
+        if self.dims.is_none() {
+            return Ok(self.cx.i64_type().const_int(constant(self.p, e, what)?, false));
+        }
+        build_expr(self.cx, &self.b, e, &self.syms)
     }
 
     fn copy(&self, dst: u32, src: u32) -> R<()> {
-        let n = self.cx.i64_type().const_int(self.bytes(dst)?, false);
+        let buf = &self.p.buffers[dst as usize];
+        let n = self.value(&buf.bytes, &format!("the size of buffer '{}'", buf.name))?;
         self.b.build_memcpy(self.bufs[dst as usize], 1, self.bufs[src as usize], 1, n)?;
         Ok(())
     }
@@ -65,6 +194,9 @@ impl Sched<'_, '_> {
                 Step::Call { kernel, args } => {
                     let mut a: Vec<inkwell::values::BasicMetadataValueEnum> =
                         args.iter().map(|b| self.bufs[*b as usize].into()).collect();
+                    if self.takes_dims[*kernel as usize] {
+                        a.push(self.dims.ok_or_else(|| bad("a kernel takes run-time dims the program lacks"))?.into());
+                    }
                     a.push(self.pool[0].into());
                     a.push(self.pool[1].into());
                     self.b.build_call(self.kernels[*kernel as usize], &a, "")?;
@@ -89,7 +221,7 @@ impl Sched<'_, '_> {
                     self.b.position_at_end(done);
                 }
                 Step::Loop { count, carried, body } => {
-                    let n = constant(self.p, count, "a loop's trip count")?;
+                    let n = self.value(count, "a loop's trip count")?;
                     let pre = self.b.get_insert_block().ok_or_else(|| bad("no insert block"))?;
                     let (head, lb, done) = (
                         self.cx.append_basic_block(self.run, "loop"),
@@ -101,7 +233,7 @@ impl Sched<'_, '_> {
                     let i = self.b.build_phi(i64t, "iter")?;
                     i.add_incoming(&[(&i64t.const_zero(), pre)]);
                     let iv = i.as_basic_value().into_int_value();
-                    let more = self.b.build_int_compare(IntPredicate::ULT, iv, i64t.const_int(n, false), "")?;
+                    let more = self.b.build_int_compare(IntPredicate::SLT, iv, n, "")?;
                     self.b.build_conditional_branch(more, lb, done)?;
                     self.b.position_at_end(lb);
                     self.steps(body)?;
@@ -120,18 +252,39 @@ impl Sched<'_, '_> {
     }
 }
 
+/// Whether kernel `k` mentions a symbol (and so takes the `dims` pointer).
+fn uses_symbols(k: &dlc_kir::Kernel) -> bool {
+    let mut found = false;
+    let mut see = |e: &Expr| {
+        let mut v = Vec::new();
+        e.symbols(&mut v);
+        found |= !v.is_empty();
+    };
+    k.walk(&mut |s| match s {
+        dlc_kir::Stmt::Let(_, dlc_kir::Inst::Index(e))
+        | dlc_kir::Stmt::Let(_, dlc_kir::Inst::Load { index: e, .. }) => see(e),
+        dlc_kir::Stmt::Store { index, .. } => see(index),
+        dlc_kir::Stmt::For { lo, hi, .. } => {
+            see(lo);
+            see(hi)
+        }
+        dlc_kir::Stmt::Memcpy { dst_off, src_off, bytes, .. } => {
+            see(dst_off);
+            see(src_off);
+            see(bytes)
+        }
+        _ => {}
+    });
+    found
+}
+
 /// Emits program `p` into `module`: its kernels, constants and the C entry points
 /// (symbols prefixed by `prefix`). Returns the number of kernel functions.
 pub(crate) fn emit<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, p: &Program, prefix: &str) -> R<usize> {
     dlc_kir::verify::program(p).map_err(|e| bad(format!("program '{}' does not verify: {e}", p.name)))?;
-    if let Some(s) = p.symbols.first() {
-        return Err(bad(format!(
-            "program '{}' has run-time dim '{}': symbolic programs are not compiled yet (the C ABI does not pass \
-             dims; the symbolic-shape issue)",
-            p.name, s.name
-        )));
-    }
-    let arena = constant(p, &p.arena_bytes, "the arena size")?;
+    let symbolic = !p.symbols.is_empty();
+    let syms: Vec<String> = p.symbols.iter().map(|s| s.name.clone()).collect();
+    let arena = if symbolic { 0 } else { constant(p, &p.arena_bytes, "the arena size")? };
     let ptr = cx.ptr_type(AddressSpace::default());
     let (i32t, i64t, i8t) = (cx.i32_type(), cx.i64_type(), cx.i8_type());
     let b = cx.create_builder();
@@ -154,24 +307,38 @@ pub(crate) fn emit<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, p: &Program, 
     }
 
     // The entry point is declared before the kernels it calls (the module's order).
-    let run =
-        module.add_function(&abi::symbol(prefix, &abi::RUN_THREADED), crate::abi_fn_type(cx, &abi::RUN_THREADED), None);
+    let entry_fn = if symbolic { &abi::RUN_DIMS } else { &abi::RUN_THREADED };
+    let run = module.add_function(&abi::symbol(prefix, entry_fn), crate::abi_fn_type(cx, entry_fn), None);
     let mut kernels = Vec::with_capacity(p.kernels.len());
+    let mut takes_dims = Vec::with_capacity(p.kernels.len());
     for k in &p.kernels {
-        let kb = Kb::new(cx, module, &k.name, k.params.len());
-        crate::kir::emit(&kb, k)?;
+        let dims = symbolic && uses_symbols(k);
+        let kb = Kb::new(cx, module, &k.name, k.params.len() + dims as usize);
+        if dims {
+            crate::kir::emit_symbolic(&kb, k, &syms)?;
+        } else {
+            crate::kir::emit(&kb, k)?;
+        }
         kernels.push(kb.finish()?);
+        takes_dims.push(dims);
     }
 
     let entry = cx.append_basic_block(run, "entry");
     b.position_at_end(entry);
     let param = |i: u32| -> R<PointerValue<'ctx>> {
-        Ok(run.get_nth_param(i).ok_or_else(|| bad("run_threaded parameter"))?.into_pointer_value())
+        Ok(run.get_nth_param(i).ok_or_else(|| bad("entry point parameter"))?.into_pointer_value())
     };
     let (ins, outs, ws) = (param(0)?, param(1)?, param(2)?);
-    let pool = [param(3)?, param(4)?];
+    let (dims, pool) =
+        if symbolic { (Some(param(3)?), [param(4)?, param(5)?]) } else { (None, [param(3)?, param(4)?]) };
+    let sym_vals = match dims {
+        Some(d) => load_dims(cx, &b, run, p, d, i32t.const_int(abi::STATUS_BAD_DIMS as u64, true).into())?,
+        None => HashMap::new(),
+    };
+    let mut s = Sched { cx, b, run, p, kernels, takes_dims, bufs: Vec::new(), pool, dims, syms: sym_vals };
     let mut bufs = Vec::with_capacity(p.buffers.len());
     for (i, buf) in p.buffers.iter().enumerate() {
+        let b = &s.b;
         let slot = |arr: PointerValue<'ctx>, n: u32, name: &str| -> R<PointerValue<'ctx>> {
             let at = unsafe { b.build_in_bounds_gep(ptr, arr, &[i64t.const_int(n as u64, false)], name)? };
             Ok(b.build_load(ptr, at, name)?.into_pointer_value())
@@ -180,18 +347,62 @@ pub(crate) fn emit<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, p: &Program, 
             BufKind::Input(n) => slot(ins, *n, &format!("in{n}"))?,
             BufKind::Output(n) => slot(outs, *n, &format!("out{n}"))?,
             BufKind::Arena(off) => {
-                let off = constant(p, off, &format!("the arena offset of buffer '{}'", buf.name))?;
-                unsafe { b.build_in_bounds_gep(i8t, ws, &[i64t.const_int(off, false)], "arena")? }
+                let off = s.value(off, &format!("the arena offset of buffer '{}'", buf.name))?;
+                unsafe { s.b.build_in_bounds_gep(i8t, ws, &[off], "arena")? }
             }
             // A constant its kernels only read through packed copies: never touched.
             BufKind::Const(data) if data.is_empty() => ptr.const_null(),
             BufKind::Const(_) => consts[&i],
         });
     }
-    let s = Sched { cx, b, run, p, kernels, bufs, pool };
+    s.bufs = bufs;
     s.steps(&p.schedule)?;
     s.b.build_return(Some(&i32t.const_zero()))?;
 
-    crate::emit_run(cx, module, prefix, run)?;
+    let b = &s.b;
+    if symbolic {
+        // run_threaded and run refuse; workspace_size_dims evaluates the arena size.
+        let rt = module.add_function(
+            &abi::symbol(prefix, &abi::RUN_THREADED),
+            crate::abi_fn_type(cx, &abi::RUN_THREADED),
+            None,
+        );
+        b.position_at_end(cx.append_basic_block(rt, "entry"));
+        b.build_return(Some(&i32t.const_int(abi::STATUS_NEEDS_DIMS as u64, true)))?;
+        crate::emit_run(cx, module, prefix, rt)?;
+        let wf = module.add_function(
+            &abi::symbol(prefix, &abi::WORKSPACE_SIZE_DIMS),
+            crate::abi_fn_type(cx, &abi::WORKSPACE_SIZE_DIMS),
+            None,
+        );
+        b.position_at_end(cx.append_basic_block(wf, "entry"));
+        let d = wf.get_nth_param(0).ok_or_else(|| bad("workspace_size_dims parameter"))?.into_pointer_value();
+        let vals = load_dims(cx, b, wf, p, d, i64t.const_all_ones().into())?;
+        let (n, ovf) = build_size_checked(cx, b, module, &p.arena_bytes, &vals)?;
+        let n = b.build_select(ovf, i64t.const_all_ones(), n, "")?;
+        b.build_return(Some(&n))?;
+    } else {
+        crate::emit_run(cx, module, prefix, run)?;
+        let wf = module.add_function(
+            &abi::symbol(prefix, &abi::WORKSPACE_SIZE_DIMS),
+            crate::abi_fn_type(cx, &abi::WORKSPACE_SIZE_DIMS),
+            None,
+        );
+        b.position_at_end(cx.append_basic_block(wf, "entry"));
+        b.build_return(Some(&i64t.const_int(arena, false)))?;
+        let rd =
+            module.add_function(&abi::symbol(prefix, &abi::RUN_DIMS), crate::abi_fn_type(cx, &abi::RUN_DIMS), None);
+        b.position_at_end(cx.append_basic_block(rd, "entry"));
+        let mut args: Vec<inkwell::values::BasicMetadataValueEnum> = Vec::new();
+        for i in [0, 1, 2, 4, 5] {
+            args.push(rd.get_nth_param(i).ok_or_else(|| bad("run_dims parameter"))?.into());
+        }
+        let status = b
+            .build_call(run, &args, "")?
+            .try_as_basic_value()
+            .basic()
+            .ok_or_else(|| bad("run_threaded returns a status"))?;
+        b.build_return(Some(&status))?;
+    }
     Ok(s.kernels.len())
 }

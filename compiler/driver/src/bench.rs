@@ -6,7 +6,9 @@ use std::time::Instant;
 
 /// Time a compiled model: median, min and max latency over repeated runs.
 ///
-/// Inputs are random (seeded) unless given with --input; each timed run calls the
+/// Inputs are random (seeded) unless given with --input; a model with run-time dims is
+/// timed at the shapes --input and --input-shape give (dims they leave open are 1). Each
+/// timed run calls the
 /// generated code on pre-allocated buffers (no allocation or copy inside the timing).
 /// Energy per inference: RAPL's package counter when the machine exposes it, else an
 /// estimate, the process's CPU time per inference x watts per core. The result is also
@@ -24,6 +26,9 @@ pub struct BenchArgs {
     /// An input as NAME=FILE.npy (others get seeded random values).
     #[arg(short, long = "input", value_name = "NAME=FILE.npy")]
     pub inputs: Vec<String>,
+    /// The shape to time a symbolic input at, as NAME=DIMS (e.g. x=8x3x224x224).
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    pub input_shapes: Vec<String>,
     /// Watts drawn per busy core, for the energy estimate.
     #[arg(long, default_value_t = 10.0)]
     pub watts_per_core: f64,
@@ -83,12 +88,32 @@ pub fn main(a: BenchArgs) -> Result<()> {
         };
         given.push((name.to_string(), crate::npy::read(std::path::Path::new(file))?));
     }
+    let shapes = crate::compile::parse_input_shapes(&a.input_shapes)?;
+    for name in shapes.keys() {
+        if !manifest.inputs.iter().any(|s| s.name == *name) {
+            bail!("--input-shape: the model has no input named '{name}'");
+        }
+    }
+    // Run-time dims: from the shapes given (files and --input-shape), else 1.
+    let mut dims: Vec<i64> = manifest.symbols.iter().map(|s| s.min.max(1) as i64).collect();
+    for spec in &manifest.inputs {
+        let known = given.iter().find(|(n, _)| *n == spec.name).map(|(_, t)| t.shape.clone());
+        let Some(shape) = known.or_else(|| shapes.get(&spec.name).cloned()) else { continue };
+        for (d, &n) in spec.shape.iter().zip(&shape) {
+            if let Some(k) = manifest.symbols.iter().position(|s| d.symbol.as_deref() == Some(&s.name)) {
+                dims[k] = n as i64;
+            }
+        }
+    }
     let mut tensors = Vec::new();
     for (i, spec) in manifest.inputs.iter().enumerate() {
         let t = match given.iter().find(|(n, _)| *n == spec.name) {
             Some((_, t)) => crate::npy::adapt(t.clone(), &spec.dtype, &spec.name)?,
             None => {
-                let shape = spec.fixed_shape().context("the artifact has a symbolic input shape")?;
+                let shape = match shapes.get(&spec.name) {
+                    Some(s) => s.clone(),
+                    None => manifest.shape_at(spec, &dims)?,
+                };
                 random_tensor(&spec.dtype, &shape, i as u64 + 1)
             }
         };
@@ -139,9 +164,28 @@ pub fn main(a: BenchArgs) -> Result<()> {
         "median_ms": median, "min_ms": min, "max_ms": max, "iters": a.iters, "threads": threads,
         "cpu_ms_per_inference": cpu_ms, "energy_j_per_inference": joules, "energy_source": source,
         "watts_per_core": a.watts_per_core, "times_ms": times,
+        "input_shapes": tensors.iter().map(|(n, t)| (n.clone(), serde_json::json!(t.shape))).collect::<serde_json::Map<_, _>>(),
     });
     let lines = [
-        format!("{}: {} runs, {threads} thread(s)", a.artifact.display(), a.iters),
+        format!(
+            "{}: {} runs, {threads} thread(s){}",
+            a.artifact.display(),
+            a.iters,
+            if manifest.symbols.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", at {}",
+                    manifest
+                        .symbols
+                        .iter()
+                        .zip(session.dims())
+                        .map(|(s, v)| format!("{}={v}", s.name))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            }
+        ),
         format!("latency  median {median:.3} ms, min {min:.3} ms, max {max:.3} ms"),
         format!("cpu      {cpu_ms:.3} ms per inference"),
         format!("energy   {:.3} mJ per inference ({source})", joules * 1e3),

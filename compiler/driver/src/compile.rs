@@ -8,7 +8,7 @@
 use crate::link;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use dlc_artifact::{files, DimSpec, Manifest, TensorSpec, ABI_VERSION, FORMAT_VERSION};
+use dlc_artifact::{files, DimSpec, Manifest, SymbolSpec, TensorSpec, ABI_VERSION, FORMAT_VERSION};
 use dlc_codegen_llvm::{EmitOptions, TargetSpec};
 use dlc_ir::{Dim, Graph, Op, TensorType};
 use dlc_passes::PassCx;
@@ -173,7 +173,7 @@ impl Observer for Cli {
     }
 }
 
-fn parse_input_shapes(specs: &[String]) -> Result<HashMap<String, Vec<u64>>> {
+pub(crate) fn parse_input_shapes(specs: &[String]) -> Result<HashMap<String, Vec<u64>>> {
     let mut out = HashMap::new();
     for s in specs {
         let Some((name, dims)) = s.rsplit_once('=') else {
@@ -184,7 +184,9 @@ fn parse_input_shapes(specs: &[String]) -> Result<HashMap<String, Vec<u64>>> {
             .map(|d| d.trim().parse::<u64>())
             .collect::<Result<_, _>>()
             .with_context(|| format!("--input-shape '{s}': dims must be positive integers joined by 'x'"))?;
-        out.insert(name.to_string(), dims);
+        if out.insert(name.to_string(), dims).is_some() {
+            bail!("--input-shape given twice for input '{name}'");
+        }
     }
     Ok(out)
 }
@@ -209,7 +211,7 @@ fn spec(name: &str, t: &TensorType) -> TensorSpec {
             .iter()
             .map(|d| match d {
                 Dim::Fixed(n) => DimSpec { fixed: Some(*n), symbol: None },
-                Dim::Sym(s) => DimSpec { fixed: None, symbol: Some(s.clone()) },
+                Dim::Sym(s) => DimSpec { fixed: None, symbol: Some(s.to_string()) },
             })
             .collect(),
     }
@@ -222,13 +224,14 @@ pub(crate) fn manifest(
     prefix: &str,
     weights: Sha256,
     stats: &dlc_passes::GraphStats,
-    arena_bytes: u64,
+    plan: &dlc_passes::MemoryPlan,
     files: Vec<String>,
 ) -> Manifest {
     let inputs = g.inputs().iter().map(|&id| spec(&g.node(id).name, &g.node(id).outputs[0])).collect();
     let outputs = g.outputs().iter().map(|(n, v)| spec(n, g.value_type(*v))).collect();
     let io = (inputs, outputs);
-    manifest_of(&g.name, io, target, prefix, weights, stats.weight_bytes, arena_bytes, files)
+    let arena = (plan.arena_bytes, plan.arena_expr());
+    manifest_of(&g.name, io, target, prefix, weights, stats.weight_bytes, arena, files)
 }
 
 /// The manifest of an artifact of model `name` with the caller's tensors `io`.
@@ -240,9 +243,21 @@ fn manifest_of(
     prefix: &str,
     weights: Sha256,
     weight_bytes: u64,
-    arena_bytes: u64,
+    (arena_bytes, arena): (u64, dlc_ir::Expr),
     files: Vec<String>,
 ) -> Manifest {
+    // The run-time dims, in order of first appearance in the inputs (as dlc-lower orders
+    // the `dims` array).
+    let mut symbols = Vec::new();
+    for s in &inputs {
+        for d in &s.shape {
+            if let Some(e) = d.symbol.as_deref().and_then(|t| dlc_sym::parse(t).ok()) {
+                e.symbols(&mut symbols);
+            }
+        }
+    }
+    let symbols: Vec<SymbolSpec> = symbols.into_iter().map(|name| SymbolSpec { name, min: 1 }).collect();
+    let arena_expr = if symbols.is_empty() { String::new() } else { arena.to_string() };
     Manifest {
         format_version: FORMAT_VERSION,
         abi_version: ABI_VERSION,
@@ -258,6 +273,8 @@ fn manifest_of(
         weight_bytes,
         arena_bytes,
         files,
+        symbols,
+        arena_expr,
     }
 }
 
@@ -300,16 +317,19 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
     for (pass, text) in &cx.dumps {
         obs.dump(pass, text);
     }
+    // Run-time dims are compiled for CPU targets without int8 quantization so far.
     for &id in g.inputs() {
         let n = g.node(id);
-        if !n.outputs[0].shape.is_fixed() {
+        if !n.outputs[0].shape.is_fixed() && (cuda || opts.quant.quantize.is_some()) {
             let example: Vec<String> =
                 n.outputs[0].shape.0.iter().map(|d| d.fixed().unwrap_or(1).to_string()).collect();
             bail!(
-                "'{}': input '{}' has symbolic shape {}; pin it with --input-shape {}={}",
+                "'{}': input '{}' has symbolic shape {}, which {} does not support yet; pin it with --input-shape \
+                 {}={}",
                 model.display(),
                 n.name,
                 n.outputs[0],
+                if cuda { "a CUDA target" } else { "int8 quantization" },
                 n.name,
                 example.join("x")
             );
@@ -437,7 +457,7 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
             hasher.update(c.value.bytes());
         }
     }
-    let manifest = manifest(&g, &target, &prefix, hasher, &stats, plan.arena_bytes, written.clone());
+    let manifest = manifest(&g, &target, &prefix, hasher, &stats, &plan, written.clone());
     if emit.contains(&Emit::H) {
         write(files::HEADER, header(&manifest, model).as_bytes())?;
         written.push(files::HEADER.into());
@@ -611,7 +631,9 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
             .collect()
     };
     let (inputs, outputs) = (gather(inputs, "input")?, gather(outputs, "output")?);
-    let arena_bytes = p.arena_bytes.as_const().unwrap_or(0).max(0) as u64;
+    // A symbolic program's arena: its part that does not depend on the dims (at least
+    // the constant term), with the whole expression in the manifest.
+    let arena_bytes = p.arena_bytes.terms().find(|(a, _)| a.is_empty()).map_or(0, |(_, c)| c.max(0) as u64);
     let name = opts.name.clone().unwrap_or_else(|| p.name.clone());
     let prefix = symbol_prefix(&name);
 
@@ -637,8 +659,16 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         write("model.s", s.as_bytes())?;
         written.push("model.s".into());
     }
-    let manifest =
-        manifest_of(&p.name, (inputs, outputs), &target, &prefix, hasher, weight_bytes, arena_bytes, Vec::new());
+    let manifest = manifest_of(
+        &p.name,
+        (inputs, outputs),
+        &target,
+        &prefix,
+        hasher,
+        weight_bytes,
+        (arena_bytes, p.arena_bytes.clone()),
+        Vec::new(),
+    );
     if emit.contains(&Emit::H) {
         write(files::HEADER, header(&manifest, model).as_bytes())?;
         written.push(files::HEADER.into());
@@ -766,7 +796,23 @@ fn header(m: &Manifest, model: &Path) -> String {
         "#ifndef {up}H\n#define {up}H\n\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {{\n#endif\n\n"
     ));
     h.push_str(&format!("#define {up}ABI_VERSION {}u\n", m.abi_version));
-    h.push_str(&format!("#define {up}WORKSPACE_SIZE {}u\n", m.arena_bytes));
+    if m.symbols.is_empty() {
+        h.push_str(&format!("#define {up}WORKSPACE_SIZE {}u\n", m.arena_bytes));
+    } else {
+        // Run-time dims: sizes are expressions of them; workspace_size_dims() computes the
+        // workspace.
+        let names: Vec<&str> = m.symbols.iter().map(|s| s.name.as_str()).collect();
+        h.push_str(&format!(
+            "/* Run-time dims, in the order of the dims array: {} (each at least its\n",
+            names.join(", ")
+        ));
+        h.push_str(&format!(
+            " * minimum: {}). Workspace bytes: {}. */\n",
+            m.symbols.iter().map(|s| format!("{} >= {}", s.name, s.min)).collect::<Vec<_>>().join(", "),
+            clean(&m.arena_expr)
+        ));
+        h.push_str(&format!("#define {up}NUM_SYMBOLS {}\n#define {up}SYMBOLS \"{}\"\n", names.len(), names.join(",")));
+    }
     h.push_str(&format!("#define {up}NUM_INPUTS {}\n#define {up}NUM_OUTPUTS {}\n\n", m.inputs.len(), m.outputs.len()));
     for (kind, specs) in [("INPUT", &m.inputs), ("OUTPUT", &m.outputs)] {
         for (i, s) in specs.iter().enumerate() {
@@ -778,7 +824,9 @@ fn header(m: &Manifest, model: &Path) -> String {
                 s.dtype,
                 s.shape_string()
             ));
-            h.push_str(&format!("#define {up}{kind}{i}_NUMEL {numel}u\n"));
+            if s.fixed_shape().is_some() {
+                h.push_str(&format!("#define {up}{kind}{i}_NUMEL {numel}u\n"));
+            }
         }
     }
     // The entry points and callback types, from the one definition of the C ABI.

@@ -44,7 +44,7 @@ pub fn main(a: InspectArgs) -> Result<()> {
         println!("output      {name:?}: {}", g.value_type(*v));
     }
     let st = dlc_passes::graph_stats(&g);
-    println!("flops       {} per inference", crate::human_flops(st.flops));
+    print_symbols_and_flops(&g, &st);
     if a.ir {
         print!("{}", dlc_ir::print_graph(&g)?);
     }
@@ -73,9 +73,33 @@ fn inspect_graph(a: &InspectArgs) -> Result<()> {
     for (name, v) in g.outputs() {
         println!("output      {name:?}: {}", g.value_type(*v));
     }
-    println!("flops       {} per inference", crate::human_flops(st.flops));
+    print_symbols_and_flops(&g, &st);
     if a.ir {
         print!("{}", dlc_ir::print_graph(&g)?);
     }
     Ok(())
+}
+
+/// The run-time dims (with what the model requires of them) and the FLOPs.
+fn print_symbols_and_flops(g: &dlc_ir::Graph, st: &dlc_passes::GraphStats) {
+    if st.symbols.is_empty() {
+        println!("flops       {} per inference", crate::human_flops(st.flops));
+        return;
+    }
+    for sym in &st.symbols {
+        // Where it is read from: every input dim that is exactly this symbol (inputs
+        // sharing it must agree at run time).
+        let mut at = Vec::new();
+        for &id in g.inputs() {
+            for (i, d) in g.node(id).outputs[0].shape.0.iter().enumerate() {
+                if d.expr() == dlc_ir::Expr::sym(sym.clone()) {
+                    at.push(format!("{:?} dim {i}", g.node(id).name));
+                }
+            }
+        }
+        let from = if at.is_empty() { "derived".to_string() } else { at.join(", ") };
+        println!("symbol      {sym} >= 1, run-time dim of {from}{}", if at.len() > 1 { " (must agree)" } else { "" });
+    }
+    let ones: Vec<String> = st.symbols.iter().map(|s| format!("{s}=1")).collect();
+    println!("flops       {} per inference at {}", crate::human_flops(st.flops), ones.join(", "));
 }

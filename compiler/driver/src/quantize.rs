@@ -115,7 +115,7 @@ fn build(g: &Graph, target: &TargetSpec, dir: &Path) -> Result<()> {
     link::shared_library_from(&compiled.object, &dir.join(dlc_artifact::files::SHARED_LIB))?;
     let stats = dlc_passes::graph_stats(g);
     let files = vec![dlc_artifact::files::SHARED_LIB.to_string()];
-    let m = compile::manifest(g, target, prefix, Default::default(), &stats, plan.arena_bytes, files);
+    let m = compile::manifest(g, target, prefix, Default::default(), &stats, &plan, files);
     m.write_dir(dir)?;
     Ok(())
 }

@@ -72,7 +72,8 @@ pub fn main(a: RunArgs) -> Result<()> {
     for (spec, t) in manifest.outputs.iter().zip(&outputs) {
         let path = a.output_dir.join(npy::file_name(&spec.name));
         npy::write(&path, t)?;
-        println!("{}: {}{} -> {}", spec.name, t.dtype, spec.shape_string(), path.display());
+        let shape: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
+        println!("{}: {}[{}] -> {}", spec.name, t.dtype, shape.join(","), path.display());
     }
     Ok(())
 }

@@ -149,8 +149,6 @@ fn kir_programs_that_cannot_be_compiled_say_why() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
     let cases = [
-        // A run-time dim.
-        (REGIONS.replace("arena 24", "symbol N min 1\narena 24"), "run-time dim 'N'"),
         // An input without a tensor type.
         (
             REGIONS.replace(

@@ -23,6 +23,6 @@ pub use error::IrError;
 pub use graph::{Edge, Graph, Node, NodeId, Value};
 pub use ops::{Attr, Op, OpInfo, OpKind, OP_TABLE};
 pub use print::print_graph;
-pub use shape::{Dim, Shape, TensorType};
+pub use shape::{Dim, Expr, Shape, TensorType};
 pub use tensor::TensorData;
 pub use verify::verify;

@@ -1,13 +1,16 @@
 use crate::DType;
+pub use dlc_sym::Expr;
 use std::fmt;
 
-/// One dimension of a shape: a known extent or a named symbol resolved at run time.
+/// One dimension of a shape: a known extent, or an integer expression over named
+/// symbols resolved at run time (a batch `N`, `2*seq`, `floordiv(W - 3, 2) + 1`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Dim {
     /// A known extent.
     Fixed(u64),
-    /// A symbolic extent such as a batch size `N`.
-    Sym(String),
+    /// A symbolic extent: a canonical [`Expr`] over symbols that is not a constant
+    /// (constructors make constants [`Dim::Fixed`]).
+    Sym(Expr),
 }
 
 impl Dim {
@@ -18,13 +21,47 @@ impl Dim {
             Dim::Sym(_) => None,
         }
     }
+
+    /// The symbol `name` as a dim.
+    pub fn sym(name: impl Into<String>) -> Dim {
+        Dim::Sym(Expr::sym(name))
+    }
+
+    /// The dim of expression `e`: [`Dim::Fixed`] when it is a non-negative constant.
+    /// `None` for a negative constant.
+    pub fn from_expr(e: Expr) -> Option<Dim> {
+        match e.as_const() {
+            Some(c) => u64::try_from(c).ok().map(Dim::Fixed),
+            None => Some(Dim::Sym(e)),
+        }
+    }
+
+    /// The dim as an expression.
+    pub fn expr(&self) -> Expr {
+        match self {
+            Dim::Fixed(n) => Expr::c(*n as i64),
+            Dim::Sym(e) => e.clone(),
+        }
+    }
+
+    /// The product of `dims`.
+    pub fn product<'a>(dims: impl IntoIterator<Item = &'a Dim>) -> Dim {
+        let e = dims.into_iter().fold(Expr::c(1), |a, d| &a * &d.expr());
+        Dim::from_expr(e).expect("a product of extents is not negative")
+    }
+
+    /// The sum of `dims`.
+    pub fn sum<'a>(dims: impl IntoIterator<Item = &'a Dim>) -> Dim {
+        let e = dims.into_iter().fold(Expr::c(0), |a, d| &a + &d.expr());
+        Dim::from_expr(e).expect("a sum of extents is not negative")
+    }
 }
 
 impl fmt::Display for Dim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Dim::Fixed(n) => write!(f, "{n}"),
-            Dim::Sym(s) => f.write_str(s),
+            Dim::Sym(e) => write!(f, "{e}"),
         }
     }
 }
@@ -58,6 +95,29 @@ impl Shape {
     pub fn is_fixed(&self) -> bool {
         self.0.iter().all(|d| d.fixed().is_some())
     }
+
+    /// The extents with every symbol at 1 (a batch of one): what cost models and
+    /// reports count symbolic shapes at; 0 where that gives no valid extent.
+    pub fn at_ones(&self) -> Vec<u64> {
+        struct Ones;
+        impl dlc_sym::Env for Ones {
+            fn sym(&self, _: &str) -> Option<i64> {
+                Some(1)
+            }
+            fn var(&self, _: u32) -> Option<i64> {
+                None
+            }
+            fn val(&self, _: u32) -> Option<i64> {
+                None
+            }
+        }
+        self.0
+            .iter()
+            .map(|d| {
+                d.fixed().unwrap_or_else(|| d.expr().eval(&Ones).ok().and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+            })
+            .collect()
+    }
 }
 
 impl fmt::Display for Shape {
@@ -88,20 +148,34 @@ impl TensorType {
         TensorType { dtype, shape: Shape::fixed(dims) }
     }
 
-    /// Parses the text [`fmt::Display`] writes (`f32[2,3]`, `i64[batch,4]`, `f32[]`;
-    /// spaces allowed); `None` when it is not one.
+    /// Parses the text [`fmt::Display`] writes (`f32[2,3]`, `i64[batch,4]`,
+    /// `f32[N,2*N + 1]`, `f32[]`; spaces allowed); `None` when it is not one.
     pub fn parse(s: &str) -> Option<TensorType> {
         let (dt, rest) = s.trim().split_once('[')?;
         let dims = rest.trim_end().strip_suffix(']')?;
         let dtype = DType::from_name(dt.trim())?;
         let mut shape = Vec::new();
         if !dims.trim().is_empty() {
-            for d in dims.split(',') {
+            // Dims are split at commas outside parentheses (`floordiv(N, 2)` is one dim).
+            let (mut depth, mut start) = (0i32, 0);
+            let mut parts = Vec::new();
+            for (i, c) in dims.char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    ',' if depth == 0 => {
+                        parts.push(&dims[start..i]);
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+            parts.push(&dims[start..]);
+            for d in parts {
                 let d = d.trim();
                 shape.push(match d.parse::<u64>() {
                     Ok(n) => Dim::Fixed(n),
-                    Err(_) if !d.is_empty() && d.chars().all(|c| c.is_alphanumeric() || c == '_') => Dim::Sym(d.into()),
-                    Err(_) => return None,
+                    Err(_) => Dim::from_expr(dlc_sym::parse(d).ok()?)?,
                 });
             }
         }

@@ -13,12 +13,16 @@
 //! Invariant: knows nothing of LLVM, CUDA or ONNX (no dependency on any of them).
 #![warn(missing_docs)]
 
-pub mod expr;
+/// Index expressions (the dlc-sym crate, shared with dlc-ir's dims).
+pub mod expr {
+    pub use dlc_sym::*;
+}
 pub mod interp;
 pub mod intrinsic;
 mod ir;
 pub mod parse;
 pub mod print;
+pub mod transform;
 pub mod verify;
 
 pub use expr::Expr;

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod attention;
+pub mod batch;
 pub mod conv;
 pub mod conv1x1;
 pub mod convblk;
@@ -111,20 +112,9 @@ impl Node<'_> {
     }
 }
 
-/// A dim as an expression: a constant, or the symbol of its name (characters outside
-/// `[A-Za-z0-9_]` become `_`, and a leading digit gets a `_` before it).
+/// A dim as an expression (a constant, or dlc-ir's expression over symbols).
 pub fn dim(d: &Dim) -> Expr {
-    match d {
-        Dim::Fixed(n) => Expr::c(*n as i64),
-        Dim::Sym(s) => {
-            let mut name: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-            if !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') || !dlc_kir::verify::valid_symbol(&name)
-            {
-                name.insert(0, '_');
-            }
-            Expr::sym(name)
-        }
-    }
+    d.expr()
 }
 
 /// What a lowering knows of the machine it lowers for: the choices that make a kernel

@@ -8,7 +8,7 @@
 //! backend compiles a graph through this program, as it compiles a `.kir` file.
 use crate::{lower, LowerError, Node, Target};
 use dlc_ir::{Graph, Op, TensorType, Value};
-use dlc_kir::{BufKind, Buffer, Expr, Program, Step};
+use dlc_kir::{BufKind, Buffer, Expr, Program, Step, Symbol};
 use dlc_passes::{Location, MemoryPlan};
 use std::collections::HashMap;
 
@@ -58,9 +58,23 @@ fn only_packed(g: &Graph, id: dlc_ir::NodeId, t: &Target) -> bool {
         && users.iter().all(|&(u, operand, _)| with_node(g, u, |n| prepacks(n, operand as usize, t)))
 }
 
-/// The kir program of `g` under `plan`, its kernels lowered for target `t`.
+/// The run-time dims of `g`: every symbol its inputs' dims mention, in order of first
+/// appearance (the order of the `dims` array of the artifact's C ABI).
+pub fn symbols(g: &Graph) -> Vec<String> {
+    let mut out = Vec::new();
+    for &id in g.inputs() {
+        for d in &g.node(id).outputs[0].shape.0 {
+            d.expr().symbols(&mut out);
+        }
+    }
+    out
+}
+
+/// The kir program of `g` under `plan`, its kernels lowered for target `t`. A node with
+/// run-time dims gets its one-sample kernel run over its batch ([`crate::batch`]).
 pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target) -> Result<Program, LowerError> {
-    let mut p = Program { name: g.name.clone(), arena_bytes: Expr::c(plan.arena_bytes as i64), ..Program::default() };
+    let mut p = Program { name: g.name.clone(), arena_bytes: plan.arena_expr(), ..Program::default() };
+    p.symbols = symbols(g).into_iter().map(|name| Symbol { name, min: 1 }).collect();
     let mut bufs: HashMap<((u8, u64), Expr), u32> = HashMap::new();
     let mut buffer = |p: &mut Program, v: Value, name: &str| -> u32 {
         let ty = g.value_type(v);
@@ -72,6 +86,7 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target) -> Result<Program, Lowe
             Location::Output(i) => (1, i as u64),
             Location::Const(id) => (2, id.index() as u64),
             Location::Arena(off) => (3, off),
+            Location::Scaled { region, offset } => (4 + region as u8, offset),
         };
         *bufs.entry((key, size.clone())).or_insert_with(|| {
             let kind = match loc {
@@ -81,13 +96,15 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target) -> Result<Program, Lowe
                     Op::Const(c) if !packed => BufKind::Const(std::sync::Arc::from(c.value.bytes())),
                     _ => BufKind::Const(std::sync::Arc::from(Vec::new())),
                 },
-                Location::Arena(off) => BufKind::Arena(Expr::c(off as i64)),
+                Location::Arena(_) | Location::Scaled { .. } => {
+                    BufKind::Arena(plan.offset_expr(loc).expect("an arena location"))
+                }
             };
             // The caller's tensors carry the names and types the model declares.
             let (name, ty) = match loc {
                 Location::Input(i) => (g.node(g.inputs()[i]).name.clone(), Some(ty.to_string())),
                 Location::Output(i) => (g.outputs()[i].0.clone(), Some(ty.to_string())),
-                Location::Const(_) | Location::Arena(_) => (name.to_string(), None),
+                Location::Const(_) | Location::Arena(_) | Location::Scaled { .. } => (name.to_string(), None),
             };
             p.buffers.push(Buffer { name, kind, bytes: size, ty });
             p.buffers.len() as u32 - 1
@@ -100,7 +117,13 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target) -> Result<Program, Lowe
         }
         let operands = g.operands(id);
         let kname = format!("k{}_{}", p.kernels.len(), node.op.mnemonic());
-        let k = with_node(g, id, |n| lower(&kname, n, t).ok_or_else(|| n.error("internal: no kernel for this op")))??;
+        let k = with_node(g, id, |n| {
+            if n.inputs.iter().chain(n.outputs).all(|x| x.shape.is_fixed()) {
+                lower(&kname, n, t).ok_or_else(|| n.error("internal: no kernel for this op"))?
+            } else {
+                crate::batch::lower_batched(&kname, n, t)
+            }
+        })?;
         let mut args = Vec::new();
         for v in &operands {
             let name = g.node(v.node).name.clone();

@@ -50,7 +50,11 @@ fn check_with(
                     .iter()
                     .map(|d| match d {
                         Dim::Fixed(n) => Dim::Fixed(*n),
-                        Dim::Sym(s) => Dim::Fixed(b.iter().find(|(n, _)| n == s).expect("bound").1),
+                        Dim::Sym(e) => {
+                            let env: std::collections::BTreeMap<String, i64> =
+                                b.iter().map(|(n, v)| (n.to_string(), *v as i64)).collect();
+                            Dim::Fixed(e.eval(&env).expect("bound") as u64)
+                        }
                     })
                     .collect(),
             ),
@@ -103,7 +107,7 @@ fn f(d: u64) -> Dim {
 }
 
 fn s(n: &str) -> Dim {
-    Dim::Sym(n.into())
+    Dim::sym(n)
 }
 
 #[test]

@@ -17,7 +17,7 @@ pub use dce::Dce;
 pub use egraph::cost::Roofline;
 pub use egraph::{EGraphOpt, Limits, OptReport};
 pub use identity_elim::IdentityElim;
-pub use memory_plan::{plan_memory, Location, MemoryPlan};
+pub use memory_plan::{plan_memory, size_units, Location, MemoryPlan, Region};
 pub use promote_half::PromoteHalf;
 pub use stats::{graph_stats, op_flops, GraphStats};
 

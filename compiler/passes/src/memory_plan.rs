@@ -6,10 +6,18 @@
 //! first, at the lowest 64-byte-aligned offset free for the whole live range. A value
 //! that is a model output is written straight into the caller's output buffer.
 //!
+//! Sizes that depend on run-time dims are planned the same way, in regions after the
+//! fixed ones: a value of `c * K` bytes, where `K` is an expression of the symbols whose
+//! coefficients share no factor (`N`, `N*S`) and `c` a constant, goes into the region of
+//! `K`, planned with `c` bytes per unit of `K`. Every offset in that region is a multiple
+//! of `K`, so the layout that holds for one unit holds for every value of the dims; the
+//! region starts after the fixed arena and the regions before it, each scaled by its
+//! own `K` at run time.
+//!
 //! Views cost nothing: the result of a Reshape, Flatten or Identity (row-major data is
 //! unchanged) lives where its operand lives, and its uses extend the operand's live
 //! range; no kernel runs for it. Only a view that is itself a model output is copied.
-use dlc_ir::{Graph, NodeId, Op, Value};
+use dlc_ir::{Expr, Graph, NodeId, Op, TensorType, Value};
 use std::collections::{HashMap, HashSet};
 
 /// Alignment of every arena offset, in bytes (a cache line; fits any vector width).
@@ -26,6 +34,24 @@ pub enum Location {
     Const(NodeId),
     /// `offset` bytes into the arena.
     Arena(u64),
+    /// `offset * K` bytes into region `region` of the arena, whose unit is `K` (see
+    /// [`MemoryPlan::regions`]): a value whose size depends on run-time dims.
+    Scaled {
+        /// The region.
+        region: u32,
+        /// Offset in units of the region's `K`.
+        offset: u64,
+    },
+}
+
+/// A region of the arena for values whose sizes are multiples of one expression `K`
+/// of run-time dims.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Region {
+    /// `K`: an expression over symbols whose coefficients share no factor.
+    pub unit: Expr,
+    /// The region's size in units of `K`.
+    pub size: u64,
 }
 
 /// The plan for one graph and one execution order.
@@ -35,9 +61,14 @@ pub struct MemoryPlan {
     pub order: Vec<NodeId>,
     /// Location of every value.
     pub locations: HashMap<Value, Location>,
-    /// Bytes of arena the model needs.
+    /// Bytes of arena the model needs at every shape (the fixed part, before the
+    /// regions).
     pub arena_bytes: u64,
-    /// Sum of the sizes of arena values, what a plan without reuse would need.
+    /// Regions for values whose sizes depend on run-time dims, after the fixed arena in
+    /// this order (empty when every shape is fixed).
+    pub regions: Vec<Region>,
+    /// Sum of the sizes of fixed-size arena values, what a plan without reuse would
+    /// need.
     pub unshared_bytes: u64,
     /// Nodes whose result shares its operand's bytes (no kernel runs for them).
     pub views: HashSet<NodeId>,
@@ -48,9 +79,48 @@ impl MemoryPlan {
     pub fn loc(&self, v: Value) -> Location {
         self.locations[&v]
     }
+
+    /// Where region `r` starts, in bytes (an expression of the run-time dims).
+    pub fn region_start(&self, r: usize) -> Expr {
+        self.regions[..r].iter().fold(Expr::c(self.arena_bytes as i64), |a, g| &a + &g.unit.scale(g.size as i64))
+    }
+
+    /// The arena's size in bytes (an expression of the run-time dims).
+    pub fn arena_expr(&self) -> Expr {
+        self.region_start(self.regions.len())
+    }
+
+    /// The byte offset of an arena location (`None` for other locations).
+    pub fn offset_expr(&self, l: Location) -> Option<Expr> {
+        match l {
+            Location::Arena(off) => Some(Expr::c(off as i64)),
+            Location::Scaled { region, offset } => {
+                let r = region as usize;
+                Some(&self.region_start(r) + &self.regions[r].unit.scale(offset as i64))
+            }
+            _ => None,
+        }
+    }
 }
 
-/// Builds the plan. Every value must have a fixed shape (the caller checks).
+/// The size of a value of type `t` in bytes, as `(c, K)`: `c` bytes per unit of `K`,
+/// `K` an expression whose coefficients share no factor (`K = 1` for a fixed shape).
+pub fn size_units(t: &TensorType) -> (u64, Expr) {
+    let e = t.shape.0.iter().fold(Expr::c(t.dtype.size() as i64), |a, d| &a * &d.expr());
+    if let Some(c) = e.as_const() {
+        return (c.max(0) as u64, Expr::c(1));
+    }
+    let g = e.terms().fold(0i64, |g, (_, c)| {
+        let (mut a, mut b) = (g.abs(), c.abs());
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    });
+    (g as u64, e.floor_div(&Expr::c(g)))
+}
+
+/// Builds the plan.
 pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
     let order = g.topo_order()?;
     let step: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
@@ -94,8 +164,10 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
         let owner = root.get(v).copied().unwrap_or(*v);
         last_use.insert(owner, order.len());
     }
-    // Live ranges of arena values: [definition step, last use step].
-    let mut ranges: Vec<(Value, u64, usize, usize)> = Vec::new();
+    // Live ranges of arena values: [definition step, last use step], and their regions
+    // (by unit; the fixed one first).
+    let mut ranges: Vec<(Value, u64, usize, usize, usize)> = Vec::new();
+    let mut units: Vec<Expr> = vec![Expr::c(1)];
     for &id in &order {
         let node = g.node(id);
         if let Op::Const(_) = node.op {
@@ -111,19 +183,29 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
                 continue;
             }
             let last = last_use.get(&v).copied().unwrap_or(step[&id]);
-            let size = g.value_type(v).size_bytes().unwrap_or(0);
-            ranges.push((v, size, step[&id], last));
+            let (size, unit) = size_units(g.value_type(v));
+            let region = match units.iter().position(|u| *u == unit) {
+                Some(r) => r,
+                None => {
+                    units.push(unit);
+                    units.len() - 1
+                }
+            };
+            ranges.push((v, size, step[&id], last, region));
         }
     }
     ranges.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
-    let mut placed: Vec<(u64, u64, usize, usize)> = Vec::new(); // offset, size, def, last
-    let mut arena_bytes = 0;
+    // Per region (0: the fixed one): offset, size, def, last of what is placed.
+    let mut placed: Vec<Vec<(u64, u64, usize, usize)>> = vec![Vec::new(); units.len()];
+    let mut sizes = vec![0u64; units.len()];
     let mut unshared_bytes = 0;
-    for (v, size, def, last) in ranges {
+    for (v, size, def, last, region) in ranges {
         let size_al = size.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
-        unshared_bytes += size_al;
+        if region == 0 {
+            unshared_bytes += size_al;
+        }
         let mut conflicts: Vec<(u64, u64)> =
-            placed.iter().filter(|p| p.2 <= last && def <= p.3).map(|p| (p.0, p.0 + p.1)).collect();
+            placed[region].iter().filter(|p| p.2 <= last && def <= p.3).map(|p| (p.0, p.0 + p.1)).collect();
         conflicts.sort();
         let mut offset = 0;
         for (lo, hi) in conflicts {
@@ -132,17 +214,21 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
             }
             offset = offset.max(hi.div_ceil(ARENA_ALIGN) * ARENA_ALIGN);
         }
-        placed.push((offset, size_al, def, last));
-        arena_bytes = arena_bytes.max(offset + size_al);
-        locations.insert(v, Location::Arena(offset));
+        placed[region].push((offset, size_al, def, last));
+        sizes[region] = sizes[region].max(offset + size_al);
+        let loc =
+            if region == 0 { Location::Arena(offset) } else { Location::Scaled { region: region as u32 - 1, offset } };
+        locations.insert(v, loc);
     }
+    let arena_bytes = sizes[0];
+    let regions = units.into_iter().zip(sizes).skip(1).map(|(unit, size)| Region { unit, size }).collect();
     for &id in &order {
         if views.contains(&id) {
             let v = Value { node: id, port: 0 };
             locations.insert(v, locations[&root[&v]]);
         }
     }
-    Ok(MemoryPlan { order, locations, arena_bytes, unshared_bytes, views })
+    Ok(MemoryPlan { order, locations, arena_bytes, regions, unshared_bytes, views })
 }
 
 #[cfg(test)]
@@ -193,5 +279,51 @@ mod tests {
         let plan = plan_memory(&g2).unwrap();
         assert!(plan.views.is_empty());
         assert_eq!(plan.loc(r), Location::Output(0));
+    }
+
+    #[test]
+    fn symbolic_sizes_get_regions_and_the_arena_is_an_expression() {
+        use dlc_ir::ops::Concat;
+        use dlc_ir::{Dim, Expr, Shape};
+        let mut g = Graph::new("sym");
+        let n = Dim::sym("N");
+        let x = g.add_input("x", TensorType { dtype: DType::F32, shape: Shape(vec![n.clone(), Dim::Fixed(16)]) });
+        let c = g.add_input("c", TensorType::fixed(DType::F32, &[8]));
+        // Three N*64-byte values in a chain (two live at once), one 2*N*64-byte
+        // concat of two of them, and fixed-size temporaries.
+        let a = g.add_node("a", Relu {}, &[x]).unwrap()[0];
+        let b = g.add_node("b", Relu {}, &[a]).unwrap()[0];
+        let cat = g.add_node("cat", Concat { axis: 0 }, &[a, b]).unwrap()[0];
+        let d = g.add_node("d", Relu {}, &[cat]).unwrap()[0];
+        let f1 = g.add_node("f1", Relu {}, &[c]).unwrap()[0];
+        let f2 = g.add_node("f2", Relu {}, &[f1]).unwrap()[0];
+        g.add_output("y", d);
+        g.add_output("z", f2);
+        let plan = plan_memory(&g).unwrap();
+        // One region in units of N (64-byte slots); fixed values in the constant part.
+        assert_eq!(plan.regions.len(), 1);
+        assert_eq!(plan.regions[0].unit, Expr::sym("N"));
+        assert!(matches!(plan.loc(f1), Location::Arena(_)));
+        let (la, lb, lcat) = (plan.loc(a), plan.loc(b), plan.loc(cat));
+        for l in [la, lb, lcat] {
+            assert!(matches!(l, Location::Scaled { region: 0, .. }), "{l:?}");
+        }
+        // a, b and cat are live together: 64 + 64 + 128 units of N, none overlapping.
+        let span = |l: Location, units: u64| match l {
+            Location::Scaled { offset, .. } => (offset, offset + units),
+            _ => unreachable!(),
+        };
+        let spans = [span(la, 64), span(lb, 64), span(lcat, 128)];
+        for i in 0..3 {
+            for j in i + 1..3 {
+                assert!(spans[i].1 <= spans[j].0 || spans[j].1 <= spans[i].0, "{spans:?}");
+            }
+        }
+        assert_eq!(plan.regions[0].size, 256);
+        assert_eq!(plan.arena_expr(), &Expr::c(plan.arena_bytes as i64) + &Expr::sym("N").scale(256));
+        assert_eq!(
+            plan.offset_expr(lb).unwrap(),
+            &Expr::c(plan.arena_bytes as i64) + &Expr::sym("N").scale(span(lb, 0).0 as i64)
+        );
     }
 }

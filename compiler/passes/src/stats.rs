@@ -12,6 +12,8 @@ pub struct GraphStats {
     pub flops: u64,
     /// Compute nodes (everything but inputs and constants).
     pub compute_nodes: u64,
+    /// The run-time dims the shapes mention; the counts are at the value 1 of each.
+    pub symbols: Vec<String>,
 }
 
 /// Floating-point operations of one `op` with operand dims `ins` and `out` result elements.
@@ -139,14 +141,21 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
     }
 }
 
-/// Computes [`GraphStats`]; nodes with symbolic shapes count 0 FLOPs.
+/// Computes [`GraphStats`]; symbolic dims count at 1 (a batch of one).
 pub fn graph_stats(g: &Graph) -> GraphStats {
     let mut s = GraphStats::default();
+    let mut symbols = std::collections::BTreeSet::new();
     for id in g.node_ids() {
         let node = g.node(id);
-        let out: u64 = node.outputs.first().and_then(|t| t.shape.numel()).unwrap_or(0);
-        let ins: Vec<Vec<u64>> =
-            g.operands(id).iter().map(|v| g.value_type(*v).shape.as_fixed().unwrap_or_default()).collect();
+        for t in &node.outputs {
+            for d in &t.shape.0 {
+                let mut v = Vec::new();
+                d.expr().symbols(&mut v);
+                symbols.extend(v);
+            }
+        }
+        let out: u64 = node.outputs.first().map(|t| t.shape.at_ones().iter().product()).unwrap_or(0);
+        let ins: Vec<Vec<u64>> = g.operands(id).iter().map(|v| g.value_type(*v).shape.at_ones()).collect();
         if let Op::Const(c) = &node.op {
             s.parameters += c.value.numel() as u64;
             s.weight_bytes += c.value.bytes().len() as u64;
@@ -157,5 +166,6 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
         }
         s.flops += flops;
     }
+    s.symbols = symbols.into_iter().collect();
     s
 }

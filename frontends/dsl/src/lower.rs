@@ -308,7 +308,7 @@ impl<'a> Lower<'a> {
                     }
                     None => match self.pins.get(&id.name) {
                         Some(&n) => Dim::Fixed(n),
-                        None => Dim::Sym(id.name.clone()),
+                        None => Dim::sym(id.name.clone()),
                     },
                 },
             });

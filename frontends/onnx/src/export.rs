@@ -45,7 +45,7 @@ fn value_info(name: &str, t: &TensorType) -> ValueInfoProto {
         let mut dim = tensor_shape_proto::Dimension::new();
         dim.value = Some(match d {
             Dim::Fixed(v) => tensor_shape_proto::dimension::Value::DimValue(*v as i64),
-            Dim::Sym(s) => tensor_shape_proto::dimension::Value::DimParam(s.clone()),
+            Dim::Sym(s) => tensor_shape_proto::dimension::Value::DimParam(s.to_string()),
         });
         shape.dim.push(dim);
     }

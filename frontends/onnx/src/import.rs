@@ -250,8 +250,8 @@ impl<'m> Importer<'m> {
             .enumerate()
             .map(|(i, d)| match &d.value {
                 Some(D::DimValue(n)) if *n >= 0 => Dim::Fixed(*n as u64),
-                Some(D::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
-                _ => Dim::Sym(format!("{}_{i}", vi.name)),
+                Some(D::DimParam(p)) if !p.is_empty() => Dim::sym(symbol_name(p)),
+                _ => Dim::sym(symbol_name(&format!("{}_{i}", vi.name))),
             })
             .collect();
         Ok(TensorType { dtype, shape: Shape(dims) })
@@ -270,4 +270,15 @@ impl<'m> Importer<'m> {
         }
         Err(format!("value '{name}' is not produced by any node, initializer or graph input"))
     }
+}
+
+/// A symbol name for an ONNX `dim_param` (or an anonymous dim's made-up name):
+/// characters outside `[A-Za-z0-9_]` become `_`, and a name that does not start with a
+/// letter or `_` gets a `_` before it.
+pub fn symbol_name(p: &str) -> String {
+    let mut name: String = p.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    if !dlc_sym::is_symbol_name(&name) {
+        name.insert(0, '_');
+    }
+    name
 }

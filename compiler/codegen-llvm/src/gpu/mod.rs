@@ -80,6 +80,14 @@ pub fn compile_cuda(
             reason: format!("'{}' is not a GPU architecture; use --cpu sm_80 or sm_90", target.cpu),
         });
     }
+    if !plan.regions.is_empty() || !dlc_lower::program::symbols(g).is_empty() {
+        return Err(CodegenError::Target {
+            triple: target.triple.clone(),
+            reason: "models with run-time dims are compiled for CPU targets only so far; pin the input shapes with \
+                     --input-shape NAME=DIMS"
+                .into(),
+        });
+    }
     let mut weights = Vec::new();
     let mut weight_at = HashMap::new();
     for &id in &plan.order {
@@ -94,6 +102,7 @@ pub fn compile_cuda(
         Location::Output(i) => BufferRef::Output(i),
         Location::Const(id) => BufferRef::Weight(weight_at[&id]),
         Location::Arena(off) => BufferRef::Arena(off),
+        Location::Scaled { .. } => unreachable!("refused above: the plan has no regions"),
     };
 
     // The device code.
@@ -229,12 +238,17 @@ fn translate(f: &Factory<'_, '_>, k: &dlc_kir::Kernel) -> R<Geometry> {
         let items: u64 = dims.iter().product();
         let (kb, gpu) = f.function(FLAT)?;
         let bx = gpu.bid[0];
-        crate::kir::emit_with(&kb, k, &|kb, dims, body| {
-            gpu.region(kb, |kb, t| {
-                let i = kb.add(kb.mul(bx, kb.c(FLAT as u64))?, t)?;
-                kb.if_then(kb.in_bounds(i, items)?, |kb| body(kb, &unravel(kb, i, dims)?))
-            })
-        })?;
+        crate::kir::emit_with(
+            &kb,
+            k,
+            &|kb, dims, body| {
+                gpu.region(kb, |kb, t| {
+                    let i = kb.add(kb.mul(bx, kb.c(FLAT as u64))?, t)?;
+                    kb.if_then(kb.in_bounds(i, items)?, |kb| body(kb, &unravel(kb, i, dims)?))
+                })
+            },
+            &[],
+        )?;
         return finish(f, kb, [blocks(items, FLAT as u64), 1, 1], FLAT, 0, false);
     }
     // The CPU's loop nest on thread 0.

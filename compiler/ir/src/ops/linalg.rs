@@ -194,33 +194,35 @@ impl Infer for Attention {
         let op = Self::INFO.mnemonic;
         same_dtype(&inputs[..3], node, op)?;
         let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
-        let dims: Vec<Vec<u64>> = inputs[..3]
+        let dims: Vec<&[Dim]> = inputs[..3].iter().map(|t| t.shape.0.as_slice()).collect();
+        ensure(dims.iter().all(|d| d.len() == 3), node, op, || "q, k and v must be 3-D".into())?;
+        // Batch and sequence dims may be run-time dims; the head dims are known.
+        let last: Vec<u64> = dims
             .iter()
-            .map(|t| t.shape.as_fixed().filter(|d| d.len() == 3))
+            .map(|d| d[2].fixed())
             .collect::<Option<_>>()
-            .ok_or_else(|| IrError::shape(node, op, "q, k and v must be 3-D with known dims"))?;
+            .ok_or_else(|| IrError::shape(node, op, "the last dims of q, k and v must be known"))?;
         let h = self.heads.max(0) as u64;
-        ensure(h > 0 && dims.iter().all(|d| d[2] % h == 0), node, op, || {
+        ensure(h > 0 && last.iter().all(|d| d % h == 0), node, op, || {
             format!("heads {} must divide the last dims of {}, {}, {}", self.heads, q.shape, k.shape, v.shape)
         })?;
         ensure(dims[0][0] == dims[1][0] && dims[1][0] == dims[2][0], node, op, || "batch dims differ".into())?;
-        ensure(dims[0][2] == dims[1][2] && dims[1][1] == dims[2][1], node, op, || {
+        ensure(last[0] == last[1] && dims[1][1] == dims[2][1], node, op, || {
             format!("q {} and k {} must share the head dim, k and v {} the key length", q.shape, k.shape, v.shape)
         })?;
-        let (b, sq, sk) = (dims[0][0], dims[0][1], dims[1][1]);
+        let (b, sq, sk) = (dims[0][0].clone(), dims[0][1].clone(), dims[1][1].clone());
         if let Some(m) = inputs.get(3) {
             if self.key_padding {
-                ensure(m.shape == Shape::fixed(&[b, sk]), node, op, || {
-                    format!("key padding mask must be [{b},{sk}], got {}", m.shape)
-                })?;
+                let want = Shape(vec![b.clone(), sk.clone()]);
+                ensure(m.shape == want, node, op, || format!("key padding mask must be {want}, got {}", m.shape))?;
             } else {
-                let full = Shape::fixed(&[b, h, sq, sk]);
+                let full = Shape(vec![b.clone(), Dim::Fixed(h), sq.clone(), sk.clone()]);
                 let bc = broadcast_shapes(&m.shape, &full).map_err(|e| IrError::shape(node, op, e))?;
                 ensure(bc == full && m.dtype == q.dtype, node, op, || {
                     format!("mask {} does not broadcast to {full}", m.shape)
                 })?;
             }
         }
-        Ok(vec![TensorType { dtype: q.dtype, shape: Shape::fixed(&[b, sq, dims[2][2]]) }])
+        Ok(vec![TensorType { dtype: q.dtype, shape: Shape(vec![b, sq, Dim::Fixed(last[2])]) }])
     }
 }

@@ -33,17 +33,30 @@ impl Infer for Reshape {
         }
         let total = x.shape.numel();
         if let Some(at) = infer_at {
-            let known: Option<u64> = dims.iter().flatten().map(Dim::fixed).product();
-            let (Some(total), Some(known)) = (total, known) else {
-                return Err(IrError::shape(node, op, format!("cannot infer -1 in {:?} from {}", self.shape, x.shape)));
-            };
-            ensure(known != 0 && total % known == 0, node, op, || {
-                format!("cannot reshape {} ({total} elements) to {:?}", x.shape, self.shape)
-            })?;
-            dims[at] = Some(Dim::Fixed(total / known));
+            let known_dim = Dim::product(dims.iter().flatten());
+            if let (Some(total), Some(known)) = (total, known_dim.fixed()) {
+                ensure(known != 0 && total % known == 0, node, op, || {
+                    format!("cannot reshape {} ({total} elements) to {:?}", x.shape, self.shape)
+                })?;
+                dims[at] = Some(Dim::Fixed(total / known));
+            } else {
+                // Symbolic: the quotient must simplify exactly (`N*512 / 512` is `N`).
+                let total_e = Dim::product(&x.shape.0).expr();
+                let q = total_e.floor_div(&known_dim.expr());
+                let exact = &q * &known_dim.expr() == total_e;
+                let d = Dim::from_expr(q).filter(|_| exact && known_dim != Dim::Fixed(0)).ok_or_else(|| {
+                    IrError::shape(node, op, format!("cannot infer -1 in {:?} from {}", self.shape, x.shape))
+                })?;
+                dims[at] = Some(d);
+            }
         }
         let shape = Shape(dims.into_iter().map(|d| d.expect("every dim resolved")).collect());
         if let (Some(a), Some(b)) = (total, shape.numel()) {
+            ensure(a == b, node, op, || {
+                format!("cannot reshape {} ({a} elements) to {shape} ({b} elements)", x.shape)
+            })?;
+        } else {
+            let (a, b) = (Dim::product(&x.shape.0), Dim::product(&shape.0));
             ensure(a == b, node, op, || {
                 format!("cannot reshape {} ({a} elements) to {shape} ({b} elements)", x.shape)
             })?;
@@ -64,15 +77,8 @@ impl Infer for Flatten {
         let r = x.shape.rank() as i64;
         let axis = if self.axis < 0 { self.axis + r } else { self.axis };
         ensure((0..=r).contains(&axis), node, op, || format!("axis {} out of range for {}", self.axis, x.shape))?;
-        let prod = |ds: &[Dim]| -> Dim {
-            ds.iter()
-                .map(Dim::fixed)
-                .product::<Option<u64>>()
-                .map(Dim::Fixed)
-                .unwrap_or_else(|| Dim::Sym(ds.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("*")))
-        };
         let (a, b) = x.shape.0.split_at(axis as usize);
-        Ok(vec![TensorType { dtype: x.dtype, shape: Shape(vec![prod(a), prod(b)]) }])
+        Ok(vec![TensorType { dtype: x.dtype, shape: Shape(vec![Dim::product(a), Dim::product(b)]) }])
     }
 }
 
@@ -134,7 +140,6 @@ impl Infer for Concat {
             .filter(|_| rank > 0)
             .ok_or_else(|| IrError::shape(node, op, format!("axis {} out of range for {}", self.axis, first.shape)))?;
         let mut shape = first.shape.clone();
-        let mut total = Some(0u64);
         for t in inputs {
             ensure(t.shape.rank() == rank, node, op, || {
                 format!("operand ranks differ: {} and {}", first.shape, t.shape)
@@ -144,12 +149,8 @@ impl Infer for Concat {
                     format!("operands {} and {} differ outside axis {axis}", first.shape, t.shape)
                 })?;
             }
-            total = total.zip(t.shape.0[axis].fixed()).map(|(a, b)| a + b);
         }
-        shape.0[axis] = match total {
-            Some(n) => Dim::Fixed(n),
-            None => Dim::Sym(inputs.iter().map(|t| t.shape.0[axis].to_string()).collect::<Vec<_>>().join("+")),
-        };
+        shape.0[axis] = Dim::sum(inputs.iter().map(|t| &t.shape.0[axis]));
         Ok(vec![TensorType { dtype: first.dtype, shape }])
     }
 }

@@ -55,8 +55,9 @@ impl Roofline {
     }
 }
 
+/// Bytes of `t` (symbolic dims at 1, as the cost of one sample).
 fn bytes(t: &TensorType) -> f64 {
-    t.shape.numel().unwrap_or(0) as f64 * t.dtype.size() as f64
+    t.shape.at_ones().iter().product::<u64>() as f64 * t.dtype.size() as f64
 }
 
 impl Roofline {
@@ -65,8 +66,8 @@ impl Roofline {
         if op.kind() == OpKind::Source {
             return 0.0;
         }
-        let dims: Vec<Vec<u64>> = ins.iter().map(|t| t.shape.as_fixed().unwrap_or_default()).collect();
-        let flops = op_flops(op, &dims, out.shape.numel().unwrap_or(0)) as f64;
+        let dims: Vec<Vec<u64>> = ins.iter().map(|t| t.shape.at_ones()).collect();
+        let flops = op_flops(op, &dims, out.shape.at_ones().iter().product()) as f64;
         let moved: f64 = ins.iter().map(|t| bytes(t)).sum::<f64>() + bytes(out);
         (flops / self.flops_per_s).max(moved / self.bytes_per_s) + self.launch_s
     }

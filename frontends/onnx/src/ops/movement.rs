@@ -1,7 +1,7 @@
 //! Reshape, Flatten, Transpose, Concat, Constant.
 use super::{BuildFn, NodeCx};
 use dlc_ir::ops::*;
-use dlc_ir::{DType, TensorData, TensorType, Value};
+use dlc_ir::{DType, Dim, TensorData, TensorType, Value};
 use std::collections::HashMap;
 
 pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
@@ -165,8 +165,8 @@ fn squeeze(cx: &mut NodeCx, unsqueeze: bool) -> Result<Vec<Value>, String> {
     let x = cx.input(0)?;
     let axes = cx.ints_input_or_attr(1, "axes", 13)?.unwrap_or_default();
     let ty = cx.ty(x);
-    let dims = ty.shape.as_fixed().ok_or_else(|| format!("needs known dims, got {ty}"))?;
-    let out: Vec<i64> = if unsqueeze {
+    let dims = &ty.shape.0;
+    let out: Vec<Dim> = if unsqueeze {
         let rank = dims.len() + axes.len();
         let mut ax: Vec<usize> = axes
             .iter()
@@ -178,24 +178,47 @@ fn squeeze(cx: &mut NodeCx, unsqueeze: bool) -> Result<Vec<Value>, String> {
             return Err(format!("repeated axes {axes:?}"));
         }
         let mut it = dims.iter();
-        (0..rank).map(|i| if ax.contains(&i) { 1 } else { *it.next().expect("rank matches") as i64 }).collect()
+        (0..rank)
+            .map(|i| if ax.contains(&i) { Dim::Fixed(1) } else { it.next().expect("rank matches").clone() })
+            .collect()
     } else {
         let ax: Vec<usize> = axes
             .iter()
             .map(|&a| normalize_axis(a, dims.len()).ok_or(format!("axis {a} out of range")))
             .collect::<Result<_, _>>()?;
         for &a in &ax {
-            if dims[a] != 1 {
+            if dims[a] != Dim::Fixed(1) {
                 return Err(format!("cannot squeeze dim {a} of extent {}", dims[a]));
             }
         }
+        if ax.is_empty() && dims.iter().any(|d| d.fixed().is_none()) {
+            return Err(format!("Squeeze without axes needs known dims, got {ty}"));
+        }
         dims.iter()
             .enumerate()
-            .filter(|(i, &d)| if ax.is_empty() { d != 1 } else { !ax.contains(i) })
-            .map(|(_, &d)| d as i64)
+            .filter(|(i, d)| if ax.is_empty() { **d != Dim::Fixed(1) } else { !ax.contains(i) })
+            .map(|(_, d)| d.clone())
             .collect()
     };
-    cx.add("", Reshape { shape: out, allowzero: true }, &[x])
+    let (shape, allowzero) = reshape_target(dims, &out).ok_or_else(|| format!("cannot express {ty} as {out:?}"))?;
+    cx.add("", Reshape { shape, allowzero }, &[x])
+}
+
+/// Reshape's `shape` (and `allowzero`) that turns dims `from` into `to` (same element
+/// count): fixed dims as numbers; one run-time dim as -1 (inferred), or each at the
+/// index it has in `from` as 0 (copied). `None` when neither expresses `to`.
+pub(crate) fn reshape_target(from: &[Dim], to: &[Dim]) -> Option<(Vec<i64>, bool)> {
+    let symbolic = to.iter().filter(|d| d.fixed().is_none()).count();
+    let fixed = |d: &Dim| d.fixed().map(|n| n as i64);
+    if symbolic == 0 {
+        return Some((to.iter().map(|d| fixed(d).expect("fixed")).collect(), true));
+    }
+    if symbolic == 1 {
+        return Some((to.iter().map(|d| fixed(d).unwrap_or(-1)).collect(), true));
+    }
+    let copies = to.iter().enumerate().all(|(i, d)| d.fixed().is_some() || from.get(i) == Some(d));
+    let zero = to.iter().any(|d| d.fixed() == Some(0));
+    (copies && !zero).then(|| (to.iter().map(|d| fixed(d).unwrap_or(0)).collect(), false))
 }
 
 fn slice(cx: &mut NodeCx) -> Result<Vec<Value>, String> {

@@ -3,7 +3,7 @@ use super::algebra::is_splat;
 use super::{named, Rule};
 use crate::egraph::lang::{add_op, const_of, derived_consts, ops_of, ty_of, used_only_by, EGraph};
 use dlc_ir::ops::{resolve_axes, Attention, Gelu, LayerNormalization, SoftmaxMode};
-use dlc_ir::{DType, Op, TensorData};
+use dlc_ir::{DType, Dim, Op, TensorData};
 use egg::Id;
 
 /// The rules of this family.
@@ -127,16 +127,14 @@ fn heads(eg: &EGraph, id: Id, perm: [usize; 4]) -> Option<(Id, u64)> {
         }
         find(eg, ch[0], |op, ch| {
             let Op::Reshape(_) = op else { return None };
-            let split = ty_of(eg, ch[0]).and_then(|t| t.shape.as_fixed())?;
-            let four = ty_of(eg, id).and_then(|t| t.shape.as_fixed())?;
-            let d4 = [
-                four[perm.iter().position(|&p| p == 0)?],
-                four[perm.iter().position(|&p| p == 1)?],
-                four[perm.iter().position(|&p| p == 2)?],
-                four[perm.iter().position(|&p| p == 3)?],
-            ];
-            (split.len() == 3 && split[0] == d4[0] && split[1] == d4[1] && split[2] == d4[2] * d4[3])
-                .then_some((ch[0], d4[2]))
+            // Dims compared as expressions: B and S may be run-time dims.
+            let split = &ty_of(eg, ch[0])?.shape.0;
+            let four = &ty_of(eg, id)?.shape.0;
+            let at = |k: usize| Some(&four[perm.iter().position(|&p| p == k)?]);
+            let d4 = [at(0)?, at(1)?, at(2)?, at(3)?];
+            let h = d4[2].fixed()?;
+            (split.len() == 3 && split[0] == *d4[0] && split[1] == *d4[1] && split[2] == Dim::product([d4[2], d4[3]]))
+                .then_some((ch[0], h))
         })
     })
 }

@@ -84,7 +84,8 @@ impl Expr {
         Expr { terms }
     }
 
-    fn atom(a: Atom) -> Expr {
+    /// The expression that is atom `a`.
+    pub fn atom(a: Atom) -> Expr {
         Expr { terms: BTreeMap::from([(vec![a], 1)]) }
     }
 
@@ -221,6 +222,27 @@ impl Expr {
             sum = sum.checked_add(p).ok_or_else(ovf)?;
         }
         Ok(sum)
+    }
+
+    /// The expression with each symbol, variable and value `a` replaced by `f(a)` where
+    /// that is `Some` (inside divisions, moduli, minima and maxima too), simplified.
+    pub fn subst(&self, f: &dyn Fn(&Atom) -> Option<Expr>) -> Expr {
+        let mut out = Expr::default();
+        for (atoms, &c) in &self.terms {
+            let mut t = Expr::c(c);
+            for a in atoms {
+                let x = match a {
+                    Atom::Sym(_) | Atom::Var(_) | Atom::Val(_) => f(a).unwrap_or_else(|| Expr::atom(a.clone())),
+                    Atom::Div(x, y) => x.subst(f).floor_div(&y.subst(f)),
+                    Atom::Mod(x, y) => x.subst(f).modulo(&y.subst(f)),
+                    Atom::Min(x, y) => x.subst(f).min_with(&y.subst(f)),
+                    Atom::Max(x, y) => x.subst(f).max_with(&y.subst(f)),
+                };
+                t = &t * &x;
+            }
+            out = &out + &t;
+        }
+        out
     }
 
     /// Every symbol the expression mentions.
@@ -413,9 +435,158 @@ impl fmt::Display for Expr {
 
 static EMPTY: Vec<Atom> = Vec::new();
 
+/// A text form [`parse`] cannot read, with the byte offset where reading stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad dim expression '{text}' at byte {at}: {msg}")]
+pub struct ParseError {
+    /// The text.
+    pub text: String,
+    /// Where it went wrong.
+    pub at: usize,
+    /// What was expected.
+    pub msg: String,
+}
+
+/// Whether `s` can name a symbol: an ASCII letter or `_`, then letters, digits or `_`.
+pub fn is_symbol_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Parses an expression over symbols as [`Expr`]'s `Display` writes it (`N`,
+/// `2*N + 1`, `floordiv(N - 1, 2) + 1`, `min(H, 7)`): integers, symbol names, `+ - *`,
+/// parentheses and the calls `floordiv`, `mod`, `min`, `max`. Loop variables and values
+/// (`%i0`) are kir's and are not read here.
+pub fn parse(text: &str) -> Result<Expr, ParseError> {
+    struct P<'a> {
+        s: &'a [u8],
+        at: usize,
+        depth: u32,
+    }
+    impl P<'_> {
+        fn ws(&mut self) {
+            while self.s.get(self.at).is_some_and(|c| c.is_ascii_whitespace()) {
+                self.at += 1;
+            }
+        }
+        fn eat(&mut self, c: u8) -> bool {
+            self.ws();
+            if self.s.get(self.at) == Some(&c) {
+                self.at += 1;
+                true
+            } else {
+                false
+            }
+        }
+        fn fail<T>(&self, msg: &str) -> Result<T, (usize, String)> {
+            Err((self.at, msg.to_string()))
+        }
+        fn sum(&mut self) -> Result<Expr, (usize, String)> {
+            self.depth += 1;
+            if self.depth > 64 {
+                return self.fail("nested too deeply");
+            }
+            let mut e = if self.eat(b'-') { self.product()?.scale(-1) } else { self.product()? };
+            loop {
+                if self.eat(b'+') {
+                    e = &e + &self.product()?;
+                } else if self.eat(b'-') {
+                    e = &e - &self.product()?;
+                } else {
+                    break;
+                }
+            }
+            self.depth -= 1;
+            Ok(e)
+        }
+        fn product(&mut self) -> Result<Expr, (usize, String)> {
+            let mut e = self.factor()?;
+            while self.eat(b'*') {
+                e = &e * &self.factor()?;
+            }
+            Ok(e)
+        }
+        fn factor(&mut self) -> Result<Expr, (usize, String)> {
+            self.ws();
+            if self.eat(b'(') {
+                let e = self.sum()?;
+                return if self.eat(b')') { Ok(e) } else { self.fail("expected ')'") };
+            }
+            let start = self.at;
+            while self.s.get(self.at).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_') {
+                self.at += 1;
+            }
+            let w = std::str::from_utf8(&self.s[start..self.at]).unwrap_or("");
+            if w.is_empty() {
+                return self.fail("expected a number, a symbol or '('");
+            }
+            if w.as_bytes()[0].is_ascii_digit() {
+                return match w.parse::<i64>() {
+                    Ok(n) => Ok(Expr::c(n)),
+                    Err(_) => {
+                        self.at = start;
+                        self.fail("not an integer that fits in 64 bits")
+                    }
+                };
+            }
+            if matches!(w, "floordiv" | "mod" | "min" | "max") && self.eat(b'(') {
+                let a = self.sum()?;
+                if !self.eat(b',') {
+                    return self.fail("expected ','");
+                }
+                let b = self.sum()?;
+                if !self.eat(b')') {
+                    return self.fail("expected ')'");
+                }
+                if matches!(w, "floordiv" | "mod") && b.as_const() == Some(0) {
+                    return self.fail("division by zero");
+                }
+                return Ok(match w {
+                    "floordiv" => a.floor_div(&b),
+                    "mod" => a.modulo(&b),
+                    "min" => a.min_with(&b),
+                    _ => a.max_with(&b),
+                });
+            }
+            Ok(Expr::sym(w))
+        }
+    }
+    let mut p = P { s: text.as_bytes(), at: 0, depth: 0 };
+    let r = p.sum().and_then(|e| {
+        p.ws();
+        if p.at == p.s.len() {
+            Ok(e)
+        } else {
+            p.fail("unexpected text")
+        }
+    });
+    r.map_err(|(at, msg)| ParseError { text: text.to_string(), at, msg })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_reads_what_display_writes() {
+        let n = Expr::sym("N");
+        let h = Expr::sym("H");
+        for e in [
+            n.clone(),
+            &n.scale(2) + &Expr::c(1),
+            &(&n - &Expr::c(1)).floor_div(&Expr::c(2)) + &Expr::c(1),
+            h.min_with(&Expr::c(7)),
+            &(&n * &h).modulo(&Expr::c(3)) - &h.max_with(&n),
+            Expr::c(-5),
+        ] {
+            assert_eq!(parse(&e.to_string()), Ok(e.clone()), "{e}");
+        }
+        assert_eq!(parse("2*(N+1)").unwrap(), &n.scale(2) + &Expr::c(2));
+        for bad in ["", "N +", "2**N", "floordiv(N, 0)", "N)", "%i0", "99999999999999999999"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert!(is_symbol_name("batch_size") && !is_symbol_name("2x") && !is_symbol_name("a-b"));
+    }
 
     fn n() -> Expr {
         Expr::sym("N")
