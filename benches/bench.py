@@ -17,6 +17,11 @@ An int8 table (--int8 models, default resnet18,bert): dlc's fp32 artifact agains
 at 1 and 2 threads, with ONNX Runtime's own int8 (`quantize_static`, QDQ, u8 activations,
 per-channel i8 weights, same samples) timed in the same run; plus the weight bytes ratio
 and the cosine similarity of int8 to fp32 outputs on a held-back input.
+
+A run-time batch table (--symbolic models, default resnet18,mobilenetv2,bert): each model
+compiled pinned (as generated, batch 1) and with its batch made symbolic
+(tests/models/make_symbolic.py, one artifact for every batch), both timed at batch 1 with
+alternating `dlc bench` rounds at 1 and 2 threads; the ratio is symbolic/pinned.
 """
 import argparse
 import json
@@ -36,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "models"))
 import gen_models  # noqa: E402
 from dlc_model import DlcModel, random_feeds  # noqa: E402
+from make_symbolic import make_symbolic  # noqa: E402
 
 
 def ort_session(path, threads):
@@ -81,6 +87,45 @@ def time_rounds(dlc, art, input_args, sess, feeds, threads, iters, per_round):
             sess.run(None, feeds)
             to.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(td), statistics.median(to)
+
+
+def npy_inputs(work, name, feeds):
+    """Saves `feeds` as .npy files; returns the `--input NAME=FILE` arguments."""
+    args = []
+    for k, v in feeds.items():
+        f = work / f"{name}_{k}.npy"
+        np.save(f, v)
+        args += ["--input", f"{k}={f}"]
+    return args
+
+
+def dlc_rounds(dlc, arts, input_args, threads, iters, per_round):
+    """Medians of `dlc bench` of several artifacts on the same inputs, alternating."""
+    times = [[] for _ in arts]
+    while len(times[0]) < iters:
+        for t, art in zip(times, arts):
+            out = subprocess.run([dlc, "bench", art, "--iters", str(per_round), "--threads", str(threads), "--json",
+                                  *input_args], check=True, capture_output=True, text=True).stdout
+            t += json.loads(out)["times_ms"]
+    return [statistics.median(t) for t in times]
+
+
+def symbolic_table(a, work):
+    print("\n| model (batch 1) | threads | pinned ms | symbolic ms | symbolic/pinned |")
+    print("|---|---|---|---|---|")
+    for name in a.symbolic.split(","):
+        path = work / f"{name}.onnx"
+        onnx.save(gen_models.MODELS[name](), path)
+        sym = work / f"{name}_sym.onnx"
+        onnx.save(make_symbolic(onnx.load(path), {0: "N"}), sym)
+        arts = [work / f"{name}_pinned", work / f"{name}_symbolic"]
+        for src, art in zip([path, sym], arts):
+            subprocess.run([a.dlc, "compile", src, "-o", art, "--emit", "so"], check=True, capture_output=True)
+        feeds = random_feeds(ort_session(path, 1).get_inputs(), np.random.RandomState(0))
+        input_args = npy_inputs(work, name, feeds)
+        for threads in (1, 2):
+            tp, ts = dlc_rounds(a.dlc, arts, input_args, threads, a.iters, a.round)
+            print(f"| {name} | {threads} | {tp:.3f} | {ts:.3f} | {ts / tp:.3f} |", flush=True)
 
 
 def matmul_model(n, path):
@@ -170,6 +215,8 @@ def main():
     ap.add_argument("--models", default="mlp,resnet18,mobilenetv2,bert")
     ap.add_argument("--gemm", default="256,512,1024,2048")
     ap.add_argument("--int8", default="resnet18,bert", help="models for the int8 table (empty: none)")
+    ap.add_argument("--symbolic", default="resnet18,mobilenetv2,bert",
+                    help="models for the run-time batch table (empty: none)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dlc-bench-"))
     print(f"# dlc vs ONNX Runtime {ort.__version__}, {time.strftime('%Y-%m-%d')}, median of {a.iters} after warm-up\n")
@@ -185,14 +232,12 @@ def main():
         feeds = random_feeds(sess0.get_inputs(), np.random.RandomState(0))
         d.bind(feeds)
         diff = max(float(np.abs(x - y).max()) for x, y in zip(d.run(), sess0.run(None, feeds)))
-        input_args = []
-        for k, v in feeds.items():
-            f = work / f"{name}_{k}.npy"
-            np.save(f, v)
-            input_args += ["--input", f"{k}={f}"]
+        input_args = npy_inputs(work, name, feeds)
         for threads in (1, 2):
             td, to = time_rounds(a.dlc, art, input_args, ort_session(path, threads), feeds, threads, a.iters, a.round)
             print(f"| {name} | {threads} | {td:.3f} | {to:.3f} | {td / to:.2f} | {diff:.2g} |", flush=True)
+    if a.symbolic:
+        symbolic_table(a, work)
     if a.int8:
         int8_table(a, work)
     if a.gemm:

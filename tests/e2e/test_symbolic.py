@@ -1,0 +1,151 @@
+"""Run-time dims: the reference models with a symbolic batch `N` (as exporters with
+dynamic axes write them) compile with no flags into one artifact that matches ONNX
+Runtime at batch 1, 3 and 8; inputs that break the model's dims are clear errors from
+`dlc run`, dlc-runtime (the Rust example) and the C ABI."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from conftest import ROOT, assert_close, dlc, dlc_bin, dlc_run
+
+sys.path.insert(0, str(ROOT / "tests" / "models"))
+from dlc_model import random_feeds  # noqa: E402
+from make_symbolic import make_symbolic  # noqa: E402
+
+MODELS = ["mlp", "mnist_cnn", "mobilenetv2", "resnet18", "bert"]
+BATCHES = [1, 3, 8]
+
+
+@pytest.fixture(scope="module")
+def symbolic(generated_models, tmp_path_factory):
+    """{name: (symbolic model path, its artifact)}, compiled lazily."""
+    out = tmp_path_factory.mktemp("symbolic")
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            path = out / f"{name}.onnx"
+            m = make_symbolic(onnx.load(generated_models / f"{name}.onnx"), {0: "N"})
+            onnx.checker.check_model(m)
+            onnx.save(m, path)
+            art = out / f"{name}_art"
+            dlc("compile", path, "-o", art, "--name", name)
+            cache[name] = (path, art)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_one_artifact_matches_ort_at_every_batch(symbolic, name, tmp_path):
+    path, art = symbolic(name)
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert [s["name"] for s in manifest["symbols"]] == ["N"], manifest.get("symbols")
+    assert manifest["inputs"][0]["shape"][0] == {"symbol": "N"}
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n in BATCHES:
+        feeds = random_feeds(sess.get_inputs(), np.random.RandomState(n), {"N": n})
+        want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+        work = tmp_path / f"n{n}"
+        work.mkdir()
+        got = dlc_run(art, path, feeds, work)
+        for k, w in want.items():
+            assert w.shape[0] == n
+            assert_close(got[k], w, f"{name} at N={n}: {k}")
+
+
+def test_two_threads_match_ort(symbolic, tmp_path):
+    """The batched kernels' parallel loops split samples and tiles across the pool."""
+    path, art = symbolic("mobilenetv2")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = random_feeds(sess.get_inputs(), np.random.RandomState(5), {"N": 3})
+    want = sess.run(None, feeds)[0]
+    args = []
+    for k, x in feeds.items():
+        np.save(tmp_path / "x.npy", x)
+        args += ["--input", f"{k}={tmp_path / 'x.npy'}"]
+    env = {**os.environ, "DLC_NUM_THREADS": "2"}
+    subprocess.run([dlc_bin(), "run", art, *args, "-o", tmp_path / "out"], check=True, env=env, capture_output=True)
+    got = np.load(tmp_path / "out" / "logits.npy")
+    assert_close(got, want, "mobilenetv2 at N=3 on 2 threads")
+
+
+def _run_err(art, tmp_path, arrays):
+    args = []
+    for i, (k, x) in enumerate(arrays.items()):
+        f = tmp_path / f"in{i}.npy"
+        np.save(f, x)
+        args += ["--input", f"{k}={f}"]
+    p = dlc("run", art, *args, "-o", tmp_path / "out", check=False)
+    assert p.returncode != 0, "dlc run accepted inputs that break the model's dims"
+    assert "panicked" not in p.stderr and "Segmentation" not in p.stderr, p.stderr
+    return p.stderr
+
+
+def test_broken_dims_are_errors_from_dlc_run(symbolic, tmp_path):
+    _, mlp = symbolic("mlp")
+    e = _run_err(mlp, tmp_path, {"input": np.zeros((3, 7), np.float32)})
+    assert "input 'input': dim 1 must be 784, got 7" in e, e
+    e = _run_err(mlp, tmp_path, {"input": np.zeros((0, 784), np.float32)})
+    assert "N must be at least 1" in e, e
+    e = _run_err(mlp, tmp_path, {"input": np.zeros((2, 3, 784), np.float32)})
+    assert "rank 2" in e, e
+    # Two inputs sharing the batch: they must agree.
+    _, bert = symbolic("bert")
+    e = _run_err(bert, tmp_path, {"input_ids": np.zeros((3, 128), np.int64),
+                                  "attention_mask": np.ones((4, 128), np.int64)})
+    assert "input 'attention_mask': dim 0 must equal N = 3 (N = 3 from input 'input_ids' dim 0), got 4" in e, e
+
+
+def test_broken_dims_are_errors_from_the_runtime(symbolic, tmp_path):
+    path, art = symbolic("mlp")
+    exe = ROOT / "target" / "debug" / "dlc-run-example"
+    x = np.random.RandomState(2).randn(3, 784).astype(np.float32)
+    x.tofile(tmp_path / "x.f32")
+    subprocess.run([str(exe), art, tmp_path / "out", f"input={tmp_path / 'x.f32'}@3x784"], check=True)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    assert_close(np.fromfile(tmp_path / "out" / "logits.f32", np.float32).reshape(3, 10), want[0], "runtime N=3")
+    p = subprocess.run([str(exe), art, tmp_path / "out", f"input={tmp_path / 'x.f32'}@3x783"],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and "input 'input': dim 1 must be 784, got 783" in p.stderr, p.stderr
+
+
+def test_c_abi_runs_at_any_batch_and_refuses_bad_dims(generated_models, tmp_path):
+    path = tmp_path / "mlp.onnx"
+    onnx.save(make_symbolic(onnx.load(generated_models / "mlp.onnx"), {0: "N"}), path)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art, "--name", "mlp")
+    header = (art / "model.h").read_text()
+    assert "#define DLC_MLP_NUM_SYMBOLS 1" in header and '#define DLC_MLP_SYMBOLS "N"' in header
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang-22")
+    exe = tmp_path / "run_batch"
+    subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Werror", "-I", str(art), str(ROOT / "examples/c/run_batch.c"),
+                    str(art / "model.a"), "-lm", "-o", str(exe)], check=True)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n in [1, 5]:
+        x = np.random.RandomState(n).randn(n, 784).astype(np.float32)
+        x.tofile(tmp_path / "x.f32")
+        subprocess.run([str(exe), str(n), tmp_path / "x.f32", tmp_path / "l.f32", tmp_path / "p.f32"], check=True)
+        want = sess.run(None, {"input": x})
+        assert_close(np.fromfile(tmp_path / "l.f32", np.float32).reshape(n, 10), want[0], f"C ABI logits N={n}")
+        assert_close(np.fromfile(tmp_path / "p.f32", np.float32).reshape(n, 10), want[1], f"C ABI probs N={n}")
+
+
+def test_bench_times_the_shape_asked_for(symbolic):
+    _, art = symbolic("mlp")
+    p = dlc("bench", art, "--iters", "3", "--input-shape", "input=4x784", "--json")
+    v = json.loads(p.stdout)
+    assert v["input_shapes"] == {"input": [4, 784]}
+
+
+def test_inspect_shows_the_symbols(symbolic):
+    path, _ = symbolic("bert")
+    out = dlc("inspect", path).stdout
+    assert 'symbol      N >= 1, run-time dim of "input_ids" dim 0, "attention_mask" dim 0 (must agree)' in out, out
