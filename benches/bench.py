@@ -222,7 +222,7 @@ def main():
     print(f"# dlc vs ONNX Runtime {ort.__version__}, {time.strftime('%Y-%m-%d')}, median of {a.iters} after warm-up\n")
     print("| model | threads | dlc ms | ORT ms | dlc/ORT | max abs diff |")
     print("|---|---|---|---|---|---|")
-    for name in a.models.split(","):
+    for name in filter(None, a.models.split(",")):
         path = work / f"{name}.onnx"
         onnx.save(gen_models.MODELS[name](), path)
         art = work / name
