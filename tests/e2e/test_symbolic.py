@@ -149,3 +149,71 @@ def test_inspect_shows_the_symbols(symbolic):
     path, _ = symbolic("bert")
     out = dlc("inspect", path).stdout
     assert 'symbol      N >= 1, run-time dim of "input_ids" dim 0, "attention_mask" dim 0 (must agree)' in out, out
+
+
+def _shape_reshape_cnn(path, tail=None):
+    """A CNN whose Reshape targets come from `Shape` of a tensor with a symbolic batch,
+    as torch.onnx.export writes `x.view(x.size(0), -1)`: Shape -> Gather -> Unsqueeze ->
+    Concat -> Reshape, and a second target computed with ReduceProd, Mul and Div."""
+    from onnx import TensorProto, helper, numpy_helper as nh
+    r = np.random.RandomState(0)
+
+    def c(n, a):
+        return nh.from_array(np.asarray(a), n)
+
+    inits = [c("w", r.randn(4, 3, 3, 3).astype(np.float32) * 0.3), c("w2", r.randn(256, 10).astype(np.float32) * 0.1),
+             c("b2", r.randn(10).astype(np.float32)), c("w3", r.randn(128, 10).astype(np.float32) * 0.1),
+             c("i0", np.array(0, np.int64)), c("i1", np.array(1, np.int64)), c("i23", np.array([2, 3], np.int64)),
+             c("m1", np.array([-1], np.int64)), c("two", np.array(2, np.int64)), c("two1", np.array([2], np.int64)),
+             c("ax0", np.array([0], np.int64))]
+    N = helper.make_node
+    nodes = [
+        N("Conv", ["x", "w"], ["h0"], pads=[1, 1, 1, 1]), N("Relu", ["h0"], ["h"]),
+        N("Shape", ["h"], ["s"]), N("Gather", ["s", "i0"], ["n"], axis=0), N("Unsqueeze", ["n", "ax0"], ["n1"]),
+        N("Concat", ["n1", "m1"], ["t1"], axis=0), N("Reshape", ["h", "t1"], ["flat"]),
+        N("MatMul", ["flat", "w2"], ["y1"]), N("Add", ["y1", "b2"], ["y1b"]),
+        N("Gather", ["s", "i1"], ["c"], axis=0), N("Gather", ["s", "i23"], ["hw"], axis=0),
+        N("ReduceProd", ["hw"], ["hwp"], keepdims=0),
+        N("Mul", ["c", "hwp"], ["chw"]), N("Div", ["chw", "two"], ["half"]), N("Unsqueeze", ["half", "ax0"], ["half1"]),
+        N("Concat", ["n1", "half1", "two1"], ["t2"], axis=0), N("Reshape", ["h", "t2"], ["pairs"]),
+        N("ReduceSum", ["pairs", "m1"], ["summed"], keepdims=0), N("MatMul", ["summed", "w3"], ["y2"]),
+        N("Add", ["y1b", "y2"], ["y"]),
+    ]
+    out = "y"
+    if tail == "constant_of_shape":
+        nodes.append(N("ConstantOfShape", ["s"], ["zeros"]))
+        nodes.append(N("Shape", ["zeros"], ["s2"]))
+        out = "y"
+    outputs = [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 10])]
+    if tail == "shape_output":
+        outputs.append(helper.make_tensor_value_info("s", TensorProto.INT64, [4]))
+    g = helper.make_graph(nodes, "shape_reshape_cnn",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])], outputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+
+
+def test_shape_subgraphs_fold_into_dim_expressions(tmp_path):
+    path = tmp_path / "m.onnx"
+    _shape_reshape_cnn(path)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n in BATCHES:
+        x = np.random.RandomState(n).randn(n, 3, 8, 8).astype(np.float32)
+        work = tmp_path / f"n{n}"
+        work.mkdir()
+        got = dlc_run(art, path, {"x": x}, work)
+        assert_close(got["y"], sess.run(None, {"x": x})[0], f"shape-computed reshapes at N={n}")
+
+
+@pytest.mark.parametrize("tail,message", [
+    ("constant_of_shape", "node 'ConstantOfShape_20' (ConstantOfShape): uses a shape computed from run-time dims"),
+    ("shape_output", "graph output 's' is a shape of run-time dims [N, 4, 8, 8]"),
+])
+def test_shapes_of_run_time_dims_dlc_cannot_use_are_clear_errors(tmp_path, tail, message):
+    path = tmp_path / "m.onnx"
+    _shape_reshape_cnn(path, tail)
+    p = dlc("compile", path, "-o", tmp_path / "art", check=False)
+    assert p.returncode == 1 and message in p.stderr, p.stderr

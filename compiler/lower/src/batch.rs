@@ -63,8 +63,8 @@ fn samples_independent(n: &Node, batched: &[bool]) -> bool {
         Op::ReduceLogSum(o) => reduce_ok(&o.axes, o.keepdims, n),
         Op::ReduceLogSumExp(o) => reduce_ok(&o.axes, o.keepdims, n),
         Op::ReduceSumSquare(o) => reduce_ok(&o.axes, o.keepdims, n),
-        Op::ArgMax(o) => axis_not_0(o.axis, n.inputs[0].shape.rank()) && o.keepdims,
-        Op::ArgMin(o) => axis_not_0(o.axis, n.inputs[0].shape.rank()) && o.keepdims,
+        Op::ArgMax(o) => axis_not_0(o.axis, n.inputs[0].shape.rank()),
+        Op::ArgMin(o) => axis_not_0(o.axis, n.inputs[0].shape.rank()),
         Op::Transpose(op) => op.perm.first() == Some(&0) && only_first,
         Op::Concat(op) => axis_not_0(op.axis, rank),
         // Gathering along another axis than 0 per sample, or a shared table's rows
@@ -89,10 +89,11 @@ fn batched_then_shared_then_batched(batched: &[bool], k: usize) -> bool {
     batched.iter().enumerate().all(|(i, &b)| b == (i == 0 || i >= k))
 }
 
-/// A reduction keeps axis 0 (and its dims) as samples.
-fn reduce_ok(axes: &[i64], keepdims: bool, n: &Node) -> bool {
+/// A reduction over given axes other than 0 keeps axis 0 as samples (with or without
+/// the reduced dims kept).
+fn reduce_ok(axes: &[i64], _keepdims: bool, n: &Node) -> bool {
     let r = n.inputs[0].shape.rank();
-    keepdims && !axes.is_empty() && axes.iter().all(|&a| normalized(a, r).is_some_and(|a| a != 0))
+    !axes.is_empty() && axes.iter().all(|&a| normalized(a, r).is_some_and(|a| a != 0))
 }
 
 /// The kernel of node `n`, some of whose shapes are symbolic: the one-sample kernel run

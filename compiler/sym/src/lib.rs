@@ -167,7 +167,35 @@ impl Expr {
                 return Expr { terms: self.terms.iter().map(|(k, &v)| (k.clone(), v / b)).collect() };
             }
         }
+        if let Some(q) = self.exact_quotient(d) {
+            return q;
+        }
         Expr::atom(Atom::Div(Box::new(self.clone()), Box::new(d.clone())))
+    }
+
+    /// `self / d` when `d` is a monomial of symbols with a positive coefficient
+    /// (`2*N`, `N*S`) that divides every term of `self` exactly (`512*N*S / (2*N)` is
+    /// `256*S`); `None` otherwise.
+    fn exact_quotient(&self, d: &Expr) -> Option<Expr> {
+        let mut t = d.terms.iter();
+        let (atoms, &b) = t.next()?;
+        if t.next().is_some() || b <= 0 || atoms.is_empty() || !atoms.iter().all(|a| matches!(a, Atom::Sym(_))) {
+            return None;
+        }
+        let mut out = BTreeMap::new();
+        for (k, &c) in &self.terms {
+            if c % b != 0 {
+                return None;
+            }
+            // Remove each atom of the divisor once from the (sorted) product.
+            let mut rest = k.clone();
+            for a in atoms {
+                let i = rest.iter().position(|x| x == a)?;
+                rest.remove(i);
+            }
+            Expr::add_term(&mut out, rest, c / b);
+        }
+        Some(Expr { terms: out })
     }
 
     /// `self mod d` (floor modulo, the sign of `d`).
@@ -181,6 +209,9 @@ impl Expr {
             if b == 1 || b == -1 || (b != 0 && self.content() % b == 0) {
                 return Expr::default();
             }
+        }
+        if self.exact_quotient(d).is_some() {
+            return Expr::default();
         }
         Expr::atom(Atom::Mod(Box::new(self.clone()), Box::new(d.clone())))
     }
@@ -602,6 +633,20 @@ mod tests {
         let sq = &(&n() + &Expr::c(1)) * &(&n() - &Expr::c(1));
         assert_eq!(sq.to_string(), "N*N - 1");
         assert_eq!(Expr::c(3).scale(5).as_const(), Some(15));
+    }
+
+    #[test]
+    fn division_by_a_monomial_of_symbols_is_exact_or_kept() {
+        let s = Expr::sym("S");
+        let e = &(&n() * &s).scale(512) + &n().scale(6);
+        assert_eq!(e.floor_div(&n().scale(2)), &s.scale(256) + &Expr::c(3));
+        assert_eq!(e.modulo(&n().scale(2)), Expr::c(0));
+        assert_eq!(n().scale(256).floor_div(&n()), Expr::c(256));
+        // Not exact: a term without the divisor, or an odd coefficient.
+        assert!(matches!(&e.floor_div(&s).terms().next().unwrap().0[0], Atom::Div(..)));
+        assert!(matches!(&n().scale(3).floor_div(&n().scale(2)).terms().next().unwrap().0[0], Atom::Div(..)));
+        let env = std::collections::BTreeMap::from([("N".to_string(), 5), ("S".to_string(), 7)]);
+        assert_eq!(e.floor_div(&n().scale(2)).eval(&env), Ok((512 * 35 + 30) / 10));
     }
 
     #[test]

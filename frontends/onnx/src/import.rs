@@ -119,6 +119,9 @@ pub(crate) struct Importer<'m> {
     pub initializers: HashMap<String, TensorData>,
     /// Constant contents of values, for ops whose operands must be known (Reshape shape).
     pub known: HashMap<Value, TensorData>,
+    /// ONNX value name -> shape computed from run-time dims (`ops::shapes`): never an
+    /// IR value, only the ops of `ops::shapes` read it.
+    pub shape_values: HashMap<String, crate::ops::shapes::ShapeVal>,
 }
 
 impl<'m> Importer<'m> {
@@ -138,6 +141,7 @@ impl<'m> Importer<'m> {
             values: HashMap::new(),
             initializers: HashMap::new(),
             known: HashMap::new(),
+            shape_values: HashMap::new(),
         }
     }
 
@@ -204,8 +208,15 @@ impl<'m> Importer<'m> {
                 op_type: node.op_type.clone(),
                 message,
             };
+            let uses_shape = node.input.iter().any(|n| self.shape_values.contains_key(n));
             let mut cx = NodeCx { imp: &mut self, node, name: name.clone(), opset };
-            let outs = build(&mut cx).map_err(node_err)?;
+            use crate::ops::shapes::{self, Out};
+            let takes_shape = matches!(node.op_type.as_str(), "Shape" | "Size") && node.domain.is_empty();
+            let outs: Vec<Out> = if uses_shape || (takes_shape && shapes::symbolic_shape(&mut cx).map_err(node_err)?) {
+                shapes::build(&mut cx).map_err(node_err)?
+            } else {
+                build(&mut cx).map_err(node_err)?.into_iter().map(Out::Value).collect()
+            };
             let wanted: Vec<&String> = node.output.iter().filter(|o| !o.is_empty()).collect();
             if outs.len() < wanted.len() {
                 return Err(node_err(format!(
@@ -215,12 +226,26 @@ impl<'m> Importer<'m> {
                 )));
             }
             for (oname, v) in node.output.iter().zip(outs) {
-                if !oname.is_empty() {
-                    self.values.insert(oname.clone(), v);
+                match v {
+                    _ if oname.is_empty() => {}
+                    Out::Value(v) => {
+                        self.values.insert(oname.clone(), v);
+                    }
+                    Out::Shape(s) => {
+                        self.shape_values.insert(oname.clone(), s);
+                    }
                 }
             }
         }
         for vi in &graph.output {
+            if let Some(s) = self.shape_values.get(&vi.name) {
+                let dims: Vec<String> = s.elems.iter().map(|e| e.to_string()).collect();
+                return Err(self.model_err(format!(
+                    "graph output '{}' is a shape of run-time dims [{}], which dlc cannot return yet",
+                    vi.name,
+                    dims.join(", ")
+                )));
+            }
             let v = self.lookup(&vi.name).map_err(|m| self.model_err(format!("graph output '{}': {m}", vi.name)))?;
             self.graph.add_output(vi.name.clone(), v);
         }

@@ -15,6 +15,7 @@ mod nn;
 mod quant;
 mod reduce;
 mod rnn;
+pub(crate) mod shapes;
 
 /// Builds the IR for one ONNX node; errors are messages the caller wraps with the node.
 pub(crate) type BuildFn = fn(&mut NodeCx) -> Result<Vec<Value>, String>;

@@ -1,0 +1,244 @@
+//! Shape computations over run-time dims, folded at import into dim expressions.
+//!
+//! Exporters with dynamic axes compute Reshape targets from `Shape` (`x.view(x.size(0),
+//! -1)` becomes Shape -> Gather -> Unsqueeze -> Concat -> Reshape). When the tensor
+//! whose shape is taken has symbolic dims, its `Shape` is not a constant, but it is a
+//! list of dim expressions: the importer keeps such values aside (a [`ShapeVal`] per
+//! ONNX name, never an IR value) and evaluates the integer ops on them here, so the
+//! Reshape at the end gets a target of dims. A node that consumes a shape value and is
+//! not handled here is an error naming it (nothing computes with a shape value at run
+//! time). A result whose elements are all constants becomes an ordinary constant.
+use super::NodeCx;
+use dlc_ir::ops::{normalize_axis, Reshape};
+use dlc_ir::{Dim, Expr, TensorData, Value};
+
+/// A 0-D or 1-D integer tensor whose elements are dim expressions.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ShapeVal {
+    /// The elements (a 0-D tensor has one).
+    pub elems: Vec<Expr>,
+    /// Whether the tensor is 0-D.
+    pub scalar: bool,
+}
+
+/// What a node here produces: an IR value or a shape value.
+pub(crate) enum Out {
+    Value(Value),
+    Shape(ShapeVal),
+}
+
+/// The ops this module evaluates on shape values.
+pub(crate) const OPS: &[&str] = &[
+    "Shape",
+    "Size",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Concat",
+    "Cast",
+    "Identity",
+    "Slice",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Reshape",
+];
+
+/// Whether `Shape`/`Size` of `x` is not a constant (it has run-time dims).
+pub(crate) fn symbolic_shape(cx: &mut NodeCx) -> Result<bool, String> {
+    let x = cx.input(0)?;
+    Ok(!cx.ty(x).shape.is_fixed())
+}
+
+/// Operand `i` as a shape value: one the importer keeps, or a known integer constant.
+fn operand(cx: &mut NodeCx, i: usize) -> Result<ShapeVal, String> {
+    let name = cx.node.input.get(i).cloned().unwrap_or_default();
+    if let Some(s) = cx.imp.shape_values.get(&name) {
+        return Ok(s.clone());
+    }
+    let v = cx.input(i)?;
+    let rank = cx.ty(v).shape.rank();
+    let t = cx.const_input(i)?.filter(|_| rank <= 1).ok_or_else(|| {
+        format!("operand {i} ('{name}') must be a constant or a shape when another operand is a run-time shape")
+    })?;
+    let ints = t.to_i64().ok_or_else(|| format!("operand {i} ('{name}') must be integers"))?;
+    Ok(ShapeVal { elems: ints.into_iter().map(Expr::c).collect(), scalar: rank == 0 })
+}
+
+fn ints_of(s: &ShapeVal, what: &str) -> Result<Vec<i64>, String> {
+    s.elems.iter().map(|e| e.as_const().ok_or_else(|| format!("{what} must be constants, got {e}"))).collect()
+}
+
+/// Evaluates node `cx` on shape values (see the module doc).
+pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
+    let op = cx.node.op_type.clone();
+    let shape = match op.as_str() {
+        "Shape" => {
+            let x = cx.input(0)?;
+            let dims = cx.ty(x).shape.0;
+            let r = dims.len() as i64;
+            let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+            let (start, end) = (clamp(cx.int("start", 0)), clamp(cx.int("end", r)));
+            ShapeVal { elems: dims[start..end.max(start)].iter().map(Dim::expr).collect(), scalar: false }
+        }
+        "Size" => {
+            let x = cx.input(0)?;
+            ShapeVal { elems: vec![Dim::product(&cx.ty(x).shape.0).expr()], scalar: true }
+        }
+        "Gather" => {
+            let data = operand(cx, 0)?;
+            let idx = operand(cx, 1)?;
+            if data.scalar || cx.int("axis", 0) != 0 {
+                return Err("gathers from a shape along axis 0 only".into());
+            }
+            let n = data.elems.len();
+            let mut elems = Vec::new();
+            for i in ints_of(&idx, "indices into a shape")? {
+                let k = normalize_axis(i, n).ok_or_else(|| format!("index {i} out of range for a shape of {n}"))?;
+                elems.push(data.elems[k].clone());
+            }
+            ShapeVal { elems, scalar: idx.scalar }
+        }
+        "Unsqueeze" | "Squeeze" => {
+            let s = operand(cx, 0)?;
+            let axes = cx.ints_input_or_attr(1, "axes", 13)?.unwrap_or_default();
+            let ok_axes = axes.is_empty() || axes == [0] || axes == [-1];
+            match (op.as_str(), s.scalar) {
+                ("Unsqueeze", true) if ok_axes && !axes.is_empty() => ShapeVal { scalar: false, ..s },
+                ("Squeeze", false) if ok_axes && s.elems.len() == 1 => ShapeVal { scalar: true, ..s },
+                _ => return Err(format!("{op} of a shape with axes {axes:?}")),
+            }
+        }
+        "Concat" => {
+            let mut elems = Vec::new();
+            for i in 0..cx.num_inputs() {
+                let s = operand(cx, i)?;
+                if s.scalar {
+                    return Err("concatenates a 0-D shape value".into());
+                }
+                elems.extend(s.elems);
+            }
+            ShapeVal { elems, scalar: false }
+        }
+        "Cast" | "Identity" => {
+            // ONNX element types 7 (int64) and 6 (int32).
+            let to = cx.int("to", 7);
+            if op == "Cast" && !matches!(to, 6 | 7) {
+                return Err(format!("casts a shape to element type {to} (only to int32 or int64)"));
+            }
+            operand(cx, 0)?
+        }
+        "Slice" => {
+            let s = operand(cx, 0)?;
+            let get = |cx: &mut NodeCx, i: usize, what: &str| cx.const_ints(i, what);
+            let (starts, ends) = if cx.opset < 10 {
+                (cx.ints("starts"), cx.ints("ends"))
+            } else {
+                (get(cx, 1, "starts")?.unwrap_or_default(), get(cx, 2, "ends")?.unwrap_or_default())
+            };
+            let axes = if cx.opset < 10 { cx.ints("axes") } else { get(cx, 3, "axes")?.unwrap_or_default() };
+            let steps = if cx.opset < 10 { vec![] } else { get(cx, 4, "steps")?.unwrap_or_default() };
+            if s.scalar || starts.len() != 1 || ends.len() != 1 || !(axes.is_empty() || axes == [0] || axes == [-1]) {
+                return Err("slices a shape along more than its one axis".into());
+            }
+            let step = steps.first().copied().unwrap_or(1);
+            if step != 1 {
+                return Err(format!("slices a shape with step {step}"));
+            }
+            let n = s.elems.len() as i64;
+            let clamp = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n) as usize;
+            let (a, b) = (clamp(starts[0]), clamp(ends[0]));
+            ShapeVal { elems: s.elems[a..b.max(a)].to_vec(), scalar: false }
+        }
+        "Add" | "Sub" | "Mul" | "Div" => {
+            let (x, y) = (operand(cx, 0)?, operand(cx, 1)?);
+            let n = x.elems.len().max(y.elems.len());
+            let at = |s: &ShapeVal, i: usize| -> Result<Expr, String> {
+                match s.elems.len() {
+                    1 => Ok(s.elems[0].clone()),
+                    m if m == n => Ok(s.elems[i].clone()),
+                    m => Err(format!("shapes of {m} and {n} elements do not broadcast")),
+                }
+            };
+            let mut elems = Vec::with_capacity(n);
+            for i in 0..n {
+                let (a, b) = (at(&x, i)?, at(&y, i)?);
+                elems.push(match op.as_str() {
+                    "Add" => &a + &b,
+                    "Sub" => &a - &b,
+                    "Mul" => &a * &b,
+                    _ => {
+                        // Integer division of dims: exact where the model's dims divide
+                        // (what exporters compute); floor division otherwise.
+                        if b.as_const() == Some(0) {
+                            return Err("divides a shape by zero".into());
+                        }
+                        a.floor_div(&b)
+                    }
+                });
+            }
+            ShapeVal { elems, scalar: x.scalar && y.scalar }
+        }
+        "Reshape" => {
+            let x = cx.input(0)?;
+            if cx.imp.shape_values.contains_key(&cx.node.input[0]) {
+                return Err("reshapes a shape value".into());
+            }
+            let target = operand(cx, 1)?;
+            let allowzero = cx.int("allowzero", 0) != 0;
+            let from = cx.ty(x).shape.0;
+            let mut to: Vec<Option<Dim>> = Vec::new();
+            for (i, e) in target.elems.iter().enumerate() {
+                to.push(match e.as_const() {
+                    Some(0) if !allowzero => Some(
+                        from.get(i).cloned().ok_or_else(|| format!("target {target:?} copies dim {i} of {from:?}"))?,
+                    ),
+                    Some(-1) => None,
+                    _ => Some(Dim::from_expr(e.clone()).ok_or_else(|| format!("invalid extent {e} in the target"))?),
+                });
+            }
+            if to.iter().filter(|d| d.is_none()).count() > 1 {
+                return Err("the target has more than one -1".into());
+            }
+            if let Some(at) = to.iter().position(Option::is_none) {
+                let total = Dim::product(&from).expr();
+                let known = Dim::product(to.iter().flatten()).expr();
+                let q = total.floor_div(&known);
+                if &q * &known != total || known.as_const() == Some(0) {
+                    return Err(format!("cannot infer -1 of the target from {}", dlc_ir::Shape(from.clone())));
+                }
+                to[at] = Dim::from_expr(q);
+            }
+            let to: Vec<Dim> = to.into_iter().map(|d| d.expect("resolved")).collect();
+            let (shape, allowzero) = super::movement::reshape_target(&from, &to).ok_or_else(|| {
+                format!(
+                    "the target {} is not expressible as a Reshape of {}",
+                    dlc_ir::Shape(to.clone()),
+                    dlc_ir::Shape(from.clone())
+                )
+            })?;
+            return Ok(vec![Out::Value(cx.add1("", Reshape { shape, allowzero }, &[x])?)]);
+        }
+        _ => {
+            return Err(format!(
+                "uses a shape computed from run-time dims; dlc evaluates {} on such shapes, not {op} yet \
+                 (pin the dims with --input-shape NAME=DIMS)",
+                OPS.join(", ")
+            ))
+        }
+    };
+    Ok(vec![finish(cx, shape)])
+}
+
+/// A shape value whose elements are all constants becomes an ordinary constant.
+fn finish(cx: &mut NodeCx, s: ShapeVal) -> Out {
+    let ints: Option<Vec<i64>> = s.elems.iter().map(Expr::as_const).collect();
+    match ints {
+        Some(v) => {
+            let dims: &[u64] = if s.scalar { &[] } else { &[v.len() as u64] };
+            Out::Value(cx.add_const(TensorData::from_i64(dims, &v).expect("shape matches")))
+        }
+        None => Out::Shape(s),
+    }
+}
