@@ -8,7 +8,7 @@
 //! pinned batch of 1 compiles to, so its tiles, vector widths and packed weights are
 //! compile-time constants; only the count of samples is read at run time.
 use crate::{lower, LowerError, Node, Target};
-use dlc_ir::{Dim, Op, Shape, TensorType};
+use dlc_ir::{Dim, Op, OpKind, Shape, TensorType};
 use dlc_kir::Kernel;
 
 /// The type with its leading dim set to 1 when `batched`.
@@ -31,76 +31,8 @@ fn samples_independent(n: &Node, batched: &[bool]) -> bool {
     let axis_not_0 = |axis: i64, r: usize| normalized(axis, r).is_some_and(|a| a != 0);
     let only_first = batched.iter().enumerate().all(|(i, &b)| b == (i == 0));
     match n.op {
-        // Elementwise ops (their kernels broadcast shared operands), not Expand (its
-        // result's batch comes from the target shape).
-        Op::Add(_)
-        | Op::Sub(_)
-        | Op::Mul(_)
-        | Op::Div(_)
-        | Op::Max(_)
-        | Op::Min(_)
-        | Op::Mod(_)
-        | Op::Pow(_)
-        | Op::PRelu(_)
-        | Op::Equal(_)
-        | Op::Greater(_)
-        | Op::GreaterOrEqual(_)
-        | Op::Less(_)
-        | Op::LessOrEqual(_)
-        | Op::And(_)
-        | Op::Or(_)
-        | Op::Xor(_)
-        | Op::Not(_)
-        | Op::BitwiseAnd(_)
-        | Op::BitwiseOr(_)
-        | Op::BitwiseXor(_)
-        | Op::BitwiseNot(_)
-        | Op::BitShift(_)
-        | Op::Where(_)
-        | Op::Cast(_)
-        | Op::Abs(_)
-        | Op::Neg(_)
-        | Op::Sign(_)
-        | Op::Relu(_)
-        | Op::Sigmoid(_)
-        | Op::Tanh(_)
-        | Op::Exp(_)
-        | Op::Log(_)
-        | Op::Sqrt(_)
-        | Op::Reciprocal(_)
-        | Op::Sin(_)
-        | Op::Cos(_)
-        | Op::Tan(_)
-        | Op::Asin(_)
-        | Op::Acos(_)
-        | Op::Atan(_)
-        | Op::Sinh(_)
-        | Op::Cosh(_)
-        | Op::Asinh(_)
-        | Op::Acosh(_)
-        | Op::Atanh(_)
-        | Op::Erf(_)
-        | Op::Floor(_)
-        | Op::Ceil(_)
-        | Op::Round(_)
-        | Op::Softplus(_)
-        | Op::Softsign(_)
-        | Op::Mish(_)
-        | Op::HardSwish(_)
-        | Op::HardSigmoid(_)
-        | Op::LeakyRelu(_)
-        | Op::Elu(_)
-        | Op::Selu(_)
-        | Op::Celu(_)
-        | Op::ThresholdedRelu(_)
-        | Op::Gelu(_)
-        | Op::IsNaN(_)
-        | Op::IsInf(_)
-        | Op::Clip(_)
-        | Op::Swish(_)
-        | Op::Shrink(_)
-        | Op::Fused(_) => true,
         Op::Expand(_) => false,
+        op if op.kind() == OpKind::Elementwise => true,
         Op::MatMul(_) => {
             let (a, b) = (&n.inputs[0], &n.inputs[1]);
             batched[0]
@@ -148,18 +80,7 @@ fn samples_independent(n: &Node, batched: &[bool]) -> bool {
         }
         Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => only_first,
         Op::Attention(_) => batched.iter().take(3).all(|&b| b),
-        // Not batched yet. The match is exhaustive: a new op must say here whether its
-        // kernel treats samples independently.
-        Op::Input(_)
-        | Op::Const(_)
-        | Op::Einsum(_)
-        | Op::QuantPack(_)
-        | Op::NllLoss(_)
-        | Op::CumSum(_)
-        | Op::GatherElements(_)
-        | Op::Trilu(_)
-        | Op::ScatterElements(_)
-        | Op::ScatterND(_) => false,
+        _ => false,
     }
 }
 
