@@ -8,7 +8,7 @@
 //! pinned batch of 1 compiles to, so its tiles, vector widths and packed weights are
 //! compile-time constants; only the count of samples is read at run time.
 use crate::{lower, LowerError, Node, Target};
-use dlc_ir::{Dim, Op, OpKind, Shape, TensorType};
+use dlc_ir::{Dim, Op, Shape, TensorType};
 use dlc_kir::Kernel;
 
 /// The type with its leading dim set to 1 when `batched`.
@@ -31,8 +31,10 @@ fn samples_independent(n: &Node, batched: &[bool]) -> bool {
     let axis_not_0 = |axis: i64, r: usize| normalized(axis, r).is_some_and(|a| a != 0);
     let only_first = batched.iter().enumerate().all(|(i, &b)| b == (i == 0));
     match n.op {
+        // Expand broadcasts a sample-independent operand up to the batch (the kernel for
+        // one sample would read the operand's own leading dim).
         Op::Expand(_) => false,
-        op if op.kind() == OpKind::Elementwise => true,
+        dlc_ir::pointwise!() | Op::Cast(_) | Op::Fused(_) => true,
         Op::MatMul(_) => {
             let (a, b) = (&n.inputs[0], &n.inputs[1]);
             batched[0]
@@ -80,7 +82,22 @@ fn samples_independent(n: &Node, batched: &[bool]) -> bool {
         }
         Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => only_first,
         Op::Attention(_) => batched.iter().take(3).all(|&b| b),
-        _ => false,
+        // The triangle is of the last two axes, so of each sample when there are more.
+        Op::Trilu(_) => only_first && rank >= 3,
+        // Listed, not `_`, so that a new op is refused with a run-time batch only after
+        // someone decides: GatherElements and the scatters address elements by value,
+        // CumSum's axis and Einsum's equation are not read here, QuantPack runs only in
+        // int8 programs (which refuse symbols), NllLoss reduces over the batch, and
+        // sources have no kernel.
+        Op::Einsum(_)
+        | Op::GatherElements(_)
+        | Op::ScatterElements(_)
+        | Op::ScatterND(_)
+        | Op::CumSum(_)
+        | Op::NllLoss(_)
+        | Op::QuantPack(_)
+        | Op::Input(_)
+        | Op::Const(_) => false,
     }
 }
 

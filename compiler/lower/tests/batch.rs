@@ -3,7 +3,9 @@
 //! compared with dlc-interp on the node at that batch. The cases cover kernels whose
 //! top level is a pool loop (packed GEMM, blocked convolution, pools) and plain loop
 //! nests, shared constant operands (packed weights) and batched ones (residuals).
-use dlc_ir::ops::{Activation, AutoPad, Conv, Gather, LayerNormalization, MatMul, MaxPool, Softmax, SoftmaxMode};
+use dlc_ir::ops::{
+    Activation, AutoPad, Conv, Gather, LayerNormalization, MatMul, MaxPool, Softmax, SoftmaxMode, Trilu,
+};
 use dlc_ir::{DType, Dim, Op, Shape, TensorData, TensorType};
 use dlc_kir::interp::run_kernel;
 use std::collections::BTreeMap;
@@ -138,14 +140,19 @@ fn pools_norms_softmax_and_embedding_gathers() {
     check("ln", ln.into(), &[x(&[6, 16]), w(&[16]), w(&[16])]);
     let ids = Operand { dtype: DType::I64, dims: vec![6], batched: true, constant: false };
     check("embed", Gather { axis: 0 }.into(), &[w(&[50, 8]), ids]);
+    check("trilu", Trilu { upper: false }.into(), &[x(&[3, 5, 4])]);
 }
 
 #[test]
 fn ops_that_mix_samples_are_refused_with_the_reason() {
     let sym = [ty(&x(&[4]), None)];
-    let op: Op = Softmax { axis: 0, mode: SoftmaxMode::Softmax }.into();
-    let out = op.infer("n", &sym).unwrap();
-    let node = dlc_lower::Node { name: "sm", op: &op, inputs: &sym, outputs: &out, consts: &[], operand_max: &[] };
-    let e = dlc_lower::batch::lower_batched("k", &node, &dlc_lower::Target::with_lanes(8)).unwrap_err().to_string();
-    assert!(e.contains("mixes samples along the leading dim N") && e.contains("--input-shape"), "{e}");
+    // A softmax over the batch axis, and a triangle whose rows are the samples.
+    let ops: [(&str, Op); 2] =
+        [("sm", Softmax { axis: 0, mode: SoftmaxMode::Softmax }.into()), ("tri", Trilu { upper: true }.into())];
+    for (name, op) in ops {
+        let out = op.infer("n", &sym).unwrap();
+        let node = dlc_lower::Node { name, op: &op, inputs: &sym, outputs: &out, consts: &[], operand_max: &[] };
+        let e = dlc_lower::batch::lower_batched("k", &node, &dlc_lower::Target::with_lanes(8)).unwrap_err().to_string();
+        assert!(e.contains("mixes samples along the leading dim N") && e.contains("--input-shape"), "{name}: {e}");
+    }
 }

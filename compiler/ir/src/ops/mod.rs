@@ -351,6 +351,83 @@ pub trait Infer {
     fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError>;
 }
 
+/// The per-element ops, as a pattern: every op whose [`Op::kind`] is
+/// [`OpKind::Elementwise`] except `Cast` (its dtype pair decides its meaning), `Expand`
+/// (a broadcast with no arithmetic) and `Fused` (a program of them). Each `match` on
+/// [`Op`] that treats them alike writes `dlc_ir::pointwise!()` instead of spelling out
+/// the list, and still names every other op, so a new op fails to compile until each
+/// dispatch handles it; a new per-element op is added here, once.
+#[macro_export]
+macro_rules! pointwise {
+    () => {
+        $crate::Op::Add(_)
+            | $crate::Op::Sub(_)
+            | $crate::Op::Mul(_)
+            | $crate::Op::Div(_)
+            | $crate::Op::Max(_)
+            | $crate::Op::Min(_)
+            | $crate::Op::Mod(_)
+            | $crate::Op::Pow(_)
+            | $crate::Op::PRelu(_)
+            | $crate::Op::Equal(_)
+            | $crate::Op::Greater(_)
+            | $crate::Op::GreaterOrEqual(_)
+            | $crate::Op::Less(_)
+            | $crate::Op::LessOrEqual(_)
+            | $crate::Op::And(_)
+            | $crate::Op::Or(_)
+            | $crate::Op::Xor(_)
+            | $crate::Op::Not(_)
+            | $crate::Op::BitwiseAnd(_)
+            | $crate::Op::BitwiseOr(_)
+            | $crate::Op::BitwiseXor(_)
+            | $crate::Op::BitwiseNot(_)
+            | $crate::Op::BitShift(_)
+            | $crate::Op::Where(_)
+            | $crate::Op::Abs(_)
+            | $crate::Op::Neg(_)
+            | $crate::Op::Sign(_)
+            | $crate::Op::Relu(_)
+            | $crate::Op::Sigmoid(_)
+            | $crate::Op::Tanh(_)
+            | $crate::Op::Exp(_)
+            | $crate::Op::Log(_)
+            | $crate::Op::Sqrt(_)
+            | $crate::Op::Reciprocal(_)
+            | $crate::Op::Sin(_)
+            | $crate::Op::Cos(_)
+            | $crate::Op::Tan(_)
+            | $crate::Op::Asin(_)
+            | $crate::Op::Acos(_)
+            | $crate::Op::Atan(_)
+            | $crate::Op::Sinh(_)
+            | $crate::Op::Cosh(_)
+            | $crate::Op::Asinh(_)
+            | $crate::Op::Acosh(_)
+            | $crate::Op::Atanh(_)
+            | $crate::Op::Erf(_)
+            | $crate::Op::Floor(_)
+            | $crate::Op::Ceil(_)
+            | $crate::Op::Round(_)
+            | $crate::Op::Softplus(_)
+            | $crate::Op::Softsign(_)
+            | $crate::Op::Mish(_)
+            | $crate::Op::HardSwish(_)
+            | $crate::Op::HardSigmoid(_)
+            | $crate::Op::LeakyRelu(_)
+            | $crate::Op::Elu(_)
+            | $crate::Op::Selu(_)
+            | $crate::Op::Celu(_)
+            | $crate::Op::ThresholdedRelu(_)
+            | $crate::Op::Gelu(_)
+            | $crate::Op::IsNaN(_)
+            | $crate::Op::IsInf(_)
+            | $crate::Op::Clip(_)
+            | $crate::Op::Swish(_)
+            | $crate::Op::Shrink(_)
+    };
+}
+
 /// Declares one op: a struct with public attribute fields plus its [`OpMeta`].
 #[macro_export]
 macro_rules! op {
@@ -526,16 +603,7 @@ impl Op {
         use Op::*;
         match self {
             Input(_) | Const(_) => OpKind::Source,
-            Add(_) | Sub(_) | Mul(_) | Div(_) | Max(_) | Min(_) | Mod(_) | Pow(_) | PRelu(_) | Equal(_)
-            | Greater(_) | GreaterOrEqual(_) | Less(_) | LessOrEqual(_) | And(_) | Or(_) | Xor(_) | Not(_)
-            | BitwiseAnd(_) | BitwiseOr(_) | BitwiseXor(_) | BitwiseNot(_) | BitShift(_) | Where(_) | Cast(_)
-            | Abs(_) | Neg(_) | Sign(_) | Relu(_) | Sigmoid(_) | Tanh(_) | Exp(_) | Log(_) | Sqrt(_)
-            | Reciprocal(_) | Sin(_) | Cos(_) | Tan(_) | Asin(_) | Acos(_) | Atan(_) | Sinh(_) | Cosh(_) | Asinh(_)
-            | Acosh(_) | Atanh(_) | Erf(_) | Floor(_) | Ceil(_) | Round(_) | Softplus(_) | Softsign(_) | Mish(_)
-            | HardSwish(_) | HardSigmoid(_) | LeakyRelu(_) | Elu(_) | Selu(_) | Celu(_) | ThresholdedRelu(_)
-            | Gelu(_) | IsNaN(_) | IsInf(_) | Clip(_) | Swish(_) | Shrink(_) | Expand(_) | Fused(_) => {
-                OpKind::Elementwise
-            }
+            crate::pointwise!() | Cast(_) | Expand(_) | Fused(_) => OpKind::Elementwise,
             MatMul(_) | Gemm(_) | Einsum(_) | Attention(_) => OpKind::Contraction,
             Conv(_) | ConvTranspose(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) | GridSample(_)
             | QConv(_) => OpKind::Window,
