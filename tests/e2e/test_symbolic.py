@@ -217,3 +217,64 @@ def test_shapes_of_run_time_dims_dlc_cannot_use_are_clear_errors(tmp_path, tail,
     _shape_reshape_cnn(path, tail)
     p = dlc("compile", path, "-o", tmp_path / "art", check=False)
     assert p.returncode == 1 and message in p.stderr, p.stderr
+
+
+def with_position_ids(m):
+    """BERT reading its position embeddings by a `position_ids` input (as exports of
+    Hugging Face models can), instead of adding the whole 128-row table: then the
+    sequence length is free (up to 128)."""
+    g = m.graph
+    add = next(n for n in g.node if n.name == "add_4")
+    table = next(x for x in add.input if x == "pos_emb_3")
+    ids = onnx.helper.make_tensor_value_info("position_ids", onnx.TensorProto.INT64, ["N", "S"])
+    g.input.append(ids)
+    gather = onnx.helper.make_node("Gather", [table, "position_ids"], ["pos_rows"], name="pos_gather")
+    add.input[1] = "pos_rows"
+    g.node.insert(list(g.node).index(add), gather)
+    return m
+
+
+@pytest.fixture(scope="module")
+def bert_any_length(generated_models, tmp_path_factory):
+    """BERT with its batch `N` and sequence length `S` both run-time dims."""
+    out = tmp_path_factory.mktemp("bert_ns")
+    path = out / "bert_ns.onnx"
+    m = make_symbolic(with_position_ids(onnx.load(generated_models / "bert.onnx")), {0: "N", 1: "S"})
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+    art = out / "art"
+    dlc("compile", path, "-o", art, "--name", "bert")
+    return path, art
+
+
+@pytest.mark.parametrize("n,s", [(1, 128), (1, 7), (2, 33), (3, 1)])
+def test_bert_at_any_sequence_length_matches_ort(bert_any_length, n, s, tmp_path):
+    """One artifact for every (batch, length): positions of the sequence are samples of
+    the row-wise kernels (embeddings, GEMMs, norms) and attention reads its lengths at
+    run time."""
+    path, art = bert_any_length
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert [x["name"] for x in manifest["symbols"]] == ["N", "S"], manifest.get("symbols")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = random_feeds(sess.get_inputs(), np.random.RandomState(s), {"N": n, "S": s})
+    feeds["position_ids"] = np.tile(np.arange(s, dtype=np.int64), (n, 1))
+    want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    got = dlc_run(art, path, feeds, tmp_path)
+    for k, w in want.items():
+        assert w.shape[0] == n
+        assert_close(got[k], w, f"bert at N={n}, S={s}: {k}")
+
+
+def test_a_dim_the_model_ties_to_a_constant_becomes_that_constant(generated_models, tmp_path):
+    """The reference BERT adds its whole 128-row position table: a symbolic length can
+    only be 128 (ONNX Runtime fails at any other), so dlc fixes it and refuses others at
+    the input instead of reading past the table."""
+    path = tmp_path / "bert_s.onnx"
+    onnx.save(make_symbolic(onnx.load(generated_models / "bert.onnx"), {0: "N", 1: "S"}), path)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert manifest["inputs"][0]["shape"] == [{"symbol": "N"}, {"fixed": 128}], manifest["inputs"][0]
+    e = _run_err(art, tmp_path, {"input_ids": np.zeros((1, 7), np.int64),
+                                 "attention_mask": np.ones((1, 7), np.int64)})
+    assert "input 'input_ids': dim 1 must be 128, got 7" in e, e

@@ -232,6 +232,25 @@ pub(crate) fn each_dims(k: &Kernel) -> Option<Vec<u64>> {
     (!dims.is_empty()).then_some(dims)
 }
 
+/// Turns every `each` loop of `body` into a serial loop (the same iterations in order).
+fn each_as_serial(body: &mut [Stmt]) {
+    for s in body {
+        match s {
+            Stmt::For { kind, body, .. } => {
+                if *kind == LoopKind::Each {
+                    *kind = LoopKind::Serial;
+                }
+                each_as_serial(body);
+            }
+            Stmt::If { then, els, .. } => {
+                each_as_serial(then);
+                each_as_serial(els);
+            }
+            Stmt::Let(..) | Stmt::Local(..) | Stmt::Set(..) | Stmt::Store { .. } | Stmt::Memcpy { .. } => {}
+        }
+    }
+}
+
 /// Translates kernel `k` into `kb` (whose parameters are the kernel's), iterating a
 /// per-element body with `drive`.
 pub(crate) fn emit_with<'ctx>(kb: &Kb<'_, 'ctx>, k: &Kernel, drive: Drive<'_, 'ctx>, syms: &[String]) -> R<()> {
@@ -249,7 +268,13 @@ pub(crate) fn emit_with<'ctx>(kb: &Kb<'_, 'ctx>, k: &Kernel, drive: Drive<'_, 'c
                 vars.push(*var);
                 body = inner;
             }
-            _ => return Err(bad(k, "symbolic extents are not translated yet (run-time shapes come with issue 16)")),
+            // Run-time extents: the nest runs as the serial loops it means (on one
+            // thread), the drive gets a single element.
+            _ => {
+                let mut serial = k.clone();
+                each_as_serial(&mut serial.body);
+                return emit_with(kb, &serial, drive, syms);
+            }
         }
     }
     if k.body.iter().any(|s| matches!(s, Stmt::For { kind: LoopKind::Each, .. })) && dims.is_empty() {

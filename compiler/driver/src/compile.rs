@@ -278,13 +278,31 @@ fn manifest_of(
     }
 }
 
-/// Loads a model through the frontend its extension names.
+/// Loads a model through the frontend its extension names. Run-time dims that the
+/// graph ties to fixed extents (`dlc_ir::implied`) become those extents.
 pub fn load_model(path: &Path, input_shapes: HashMap<String, Vec<u64>>) -> Result<Graph> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("onnx") => Ok(dlc_onnx::import(path, &dlc_onnx::ImportOptions { input_shapes })?),
-        Some("dlc") => Ok(dlc_dsl::import_with(path, &input_shapes)?),
+    let mut g = match path.extension().and_then(|e| e.to_str()) {
+        Some("onnx") => dlc_onnx::import(path, &dlc_onnx::ImportOptions { input_shapes })?,
+        Some("dlc") => dlc_dsl::import_with(path, &input_shapes)?,
         _ => bail!("'{}': unknown model format; dlc reads .onnx and .dlc files", path.display()),
+    };
+    // Each round fixes at least one symbol, so this ends.
+    loop {
+        let tied = dlc_ir::implied::implied_extents(&g).with_context(|| format!("'{}'", path.display()))?;
+        if tied.is_empty() {
+            break;
+        }
+        for (sym, (n, node)) in &tied {
+            tracing::warn!(
+                "'{}': run-time dim {sym} is {n}: node '{node}' combines it with a fixed extent {n}",
+                path.display()
+            );
+        }
+        let values = tied.into_iter().map(|(s, (n, _))| (s, n)).collect();
+        dlc_ir::implied::fix_symbols(&mut g, &values);
     }
+    dlc_ir::verify(&g).with_context(|| format!("'{}' after fixing the run-time dims it ties", path.display()))?;
+    Ok(g)
 }
 
 /// Compiles the model at `model` (.onnx or .dlc, or a kir program `.kir`) into the

@@ -11,6 +11,7 @@
 mod dtype;
 mod error;
 mod graph;
+pub mod implied;
 pub mod minifloat;
 pub mod ops;
 mod print;

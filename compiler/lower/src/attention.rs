@@ -8,10 +8,12 @@
 //!   each score a `w`-lane FMA dot product summed by halving shuffles, the
 //!   exponentials by whole vectors with dlc's fast exp (a scalar tail with `expf`),
 //!   the output row accumulated in `Dv/w` registers by FMA over the value rows;
-//! - [`scalar`] otherwise: a serial nest over (batch, head, query row) with `expf`.
+//! - [`scalar`] otherwise: a serial nest over (batch, head, query row) with `expf`;
+//! - [`online`] when the batch or a sequence length is a run-time dim: one pass over
+//!   the keys with a running max, so that nothing needs a compile-time key length.
 //!
-//! (The CUDA attention kernel, one block per query row with block reductions, is still
-//! an inkwell kernel of dlc-codegen-llvm's `gpu` module.)
+//! (The CUDA attention kernel, one block per query row with block reductions, is
+//! `crate::cuda`'s.)
 use crate::{par, LowerError, Node, Target};
 use dlc_ir::ops::Attention;
 use dlc_ir::DType;
@@ -109,6 +111,9 @@ fn exp_shift_sum(b: &mut KernelBuilder, row: u32, m: ValId, sum: u32, lo: u64, h
 
 /// The Attention kernel of node `n` for target `t`.
 pub fn attention(name: &str, n: &Node, op: &Attention, t: &Target) -> Result<Kernel, LowerError> {
+    if n.inputs.iter().take(4).chain(n.outputs).any(|x| !x.shape.is_fixed()) {
+        return online(name, n, op, t);
+    }
     let [b, h, sq, sk, d, dv] = dims(n, op)?;
     if sk > 1 << 14 {
         return Err(n.error(format!("key length {sk} is above 16384 (the score row lives on the stack)")));
@@ -285,4 +290,127 @@ fn vector(name: &str, op: &Attention, t: AttnDims, w: u32, mask: &Mask) -> Kerne
         }
     });
     b.finish()
+}
+
+/// The Attention kernel when the batch or the sequence lengths are run-time dims: one
+/// pass over the keys per query row with a running max (the scores are not stored, so
+/// no scratch row needs a compile-time length): for each key, `m' = max(m, s)`, the
+/// sum and the output row are rescaled by `exp(m - m')` and gain `exp(s - m')` and
+/// `exp(s - m') * v`. Vectors of `w` lanes along the head dims when `w` divides them.
+/// Pool tasks are the heads (a compile-time count).
+fn online(name: &str, n: &Node, op: &Attention, t: &Target) -> Result<Kernel, LowerError> {
+    for x in n.inputs[..3].iter().chain(n.outputs) {
+        if x.dtype != DType::F32 {
+            return Err(n.error(format!("dtype {} is not supported yet (f32 only)", x.dtype)));
+        }
+    }
+    let (q, k, v) = (Node::dims(&n.inputs[0]), Node::dims(&n.inputs[1]), Node::dims(&n.inputs[2]));
+    let h = op.heads as u64;
+    let width = |e: &Expr, what: &str| {
+        e.as_const()
+            .map(|v| v as u64)
+            .ok_or_else(|| n.error(format!("the {what} width {e} must be a compile-time dim")))
+    };
+    let (d, dv) = (width(&q[2], "query")? / h, width(&v[2], "value")? / h);
+    let (nb, sq, sk) = (q[0].clone(), q[1].clone(), k[1].clone());
+    let mask = n.inputs.get(3).map(|m| (m.dtype, Node::dims(m)));
+    let w = t.f32_lanes as u64;
+    let (lanes, nd, ndv) = if w > 1 && d % w == 0 && dv % w == 0 && d / w <= 8 && dv / w <= 16 {
+        (w as u32, d / w, dv / w)
+    } else {
+        (1, d, dv)
+    };
+    let vt = Ty::vec(Elem::F32, lanes);
+    let lw = lanes as u64;
+    let mut access = vec![Access::Read; 3 + mask.is_some() as usize];
+    access.push(Access::Write);
+    let mut b = KernelBuilder::new(name, &access);
+    let py = 3 + mask.is_some() as u32;
+    let hd = c(h * d);
+    let hdv = c(h * dv);
+    // Element strides of the mask broadcast to [batch, heads, query, key].
+    let full = [nb.clone(), c(h), sq.clone(), sk.clone()];
+    let mstrides = mask.as_ref().map(|(_, m)| crate::shape::broadcast_strides(m, &full));
+    let par_kind = if h > 1 { LoopKind::Parallel } else { LoopKind::Serial };
+    b.for_(c(0), c(h), par_kind, |b, hi| {
+        b.for_(c(0), nb.clone(), LoopKind::Serial, |b, bi| {
+            b.for_(c(0), sq.clone(), LoopKind::Serial, |b, i| {
+                let q_row = &(&(&(&bi * &sq) + &i) * &hd) + &(&hi * &c(d));
+                let qs: Vec<ValId> = (0..nd).map(|cc| b.load(vt, 0, &q_row + &c(cc * lw), 4)).collect();
+                let ninf = konst(b, F32, f64::NEG_INFINITY);
+                let mx = b.local(F32, ninf);
+                let zero = konst(b, F32, 0.0);
+                let sum = b.local(F32, zero);
+                let accs = crate::gemm::zero_accumulators(b, vt, ndv);
+                b.for_(c(0), sk.clone(), LoopKind::Serial, |b, j| {
+                    let k_row = &(&(&(&bi * &sk) + &j) * &hd) + &(&hi * &c(d));
+                    let mut acc = konst(b, vt, 0.0);
+                    for (cc, qv) in qs.iter().enumerate() {
+                        let kv = b.load(vt, 1, &k_row + &c(cc as u64 * lw), 4);
+                        acc = b.let_(Inst::Fma(*qv, kv, acc));
+                    }
+                    let dot = if lanes > 1 { hsum(b, acc, lanes) } else { acc };
+                    let scale = konst(b, F32, op.scale as f64);
+                    let mut s = b.bin(BinOp::FMul, dot, scale);
+                    if let Some((dt, _)) = &mask {
+                        let term = if op.key_padding {
+                            let mf = crate::dtype::load_as(b, 3, &(&bi * &sk) + &j, *dt, DType::F32);
+                            let one = konst(b, F32, 1.0);
+                            let keep = b.bin(BinOp::FSub, one, mf);
+                            let fill = konst(b, F32, op.padding_fill as f64);
+                            b.bin(BinOp::FMul, keep, fill)
+                        } else {
+                            let st = mstrides.as_ref().expect("a float mask has strides");
+                            let idx = &(&(&(&bi * &st[0]) + &(&hi * &st[1])) + &(&i * &st[2])) + &(&j * &st[3]);
+                            b.load(F32, 3, idx, 4)
+                        };
+                        s = b.bin(BinOp::FAdd, s, term);
+                    }
+                    // m' = max(m, s); a factor of 1 when the max stays (exp(-inf - -inf)
+                    // would be NaN), and a term of 0 for a score of -inf.
+                    let m = get(b, mx);
+                    let m2 = fmax(b, m, s);
+                    let same = b.cmp(CmpOp::FOeq, m, m2);
+                    let dm = b.bin(BinOp::FSub, m, m2);
+                    let e_dm = b.let_(Inst::Call { func: "expf".into(), args: vec![dm], ty: F32 });
+                    let one = konst(b, F32, 1.0);
+                    let corr = b.select(same, one, e_dm);
+                    let ds = b.bin(BinOp::FSub, s, m2);
+                    let e_ds = b.let_(Inst::Call { func: "expf".into(), args: vec![ds], ty: F32 });
+                    let ninf = konst(b, F32, f64::NEG_INFINITY);
+                    let dead = b.cmp(CmpOp::FOeq, s, ninf);
+                    let zero = konst(b, F32, 0.0);
+                    let p = b.select(dead, zero, e_ds);
+                    b.stmt(Stmt::Set(mx, m2));
+                    let l = get(b, sum);
+                    let l2 = b.let_(Inst::Fma(l, corr, p));
+                    b.stmt(Stmt::Set(sum, l2));
+                    let (cs, ps) = if lanes > 1 {
+                        (b.let_(Inst::Splat(corr, lanes)), b.let_(Inst::Splat(p, lanes)))
+                    } else {
+                        (corr, p)
+                    };
+                    let v_row = &(&(&(&bi * &sk) + &j) * &hdv) + &(&hi * &c(dv));
+                    for (cc, a) in accs.iter().enumerate() {
+                        let vv = b.load(vt, 2, &v_row + &c(cc as u64 * lw), 4);
+                        let cur = get(b, *a);
+                        let scaled = b.bin(BinOp::FMul, cur, cs);
+                        let next = b.let_(Inst::Fma(ps, vv, scaled));
+                        b.stmt(Stmt::Set(*a, next));
+                    }
+                });
+                let one = konst(b, F32, 1.0);
+                let l = get(b, sum);
+                let inv = b.bin(BinOp::FDiv, one, l);
+                let invs = if lanes > 1 { b.let_(Inst::Splat(inv, lanes)) } else { inv };
+                let y_row = &(&(&(&bi * &sq) + &i) * &hdv) + &(&hi * &c(dv));
+                for (cc, a) in accs.iter().enumerate() {
+                    let acc = get(b, *a);
+                    let y = b.bin(BinOp::FMul, acc, invs);
+                    b.store(py, &y_row + &c(cc as u64 * lw), y, 4);
+                }
+            });
+        });
+    });
+    Ok(b.finish())
 }

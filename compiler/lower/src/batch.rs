@@ -1,21 +1,24 @@
-//! Kernels for nodes whose shapes have a run-time leading dim (a symbolic batch `N`).
+//! Kernels for nodes whose shapes have run-time leading dims (a symbolic batch `N`, or
+//! `N` and a sequence length `S` before fixed dims).
 //!
-//! When every result of a node has the same symbolic leading dim and otherwise fixed
-//! dims, every operand either has that leading dim (then fixed dims after it) or has
-//! fixed dims (shared by every sample), and the op treats the leading axis as
-//! independent samples, the node's kernel is the one for a single sample, run for each
-//! sample at its offset (`dlc_kir::transform::batch`). The one-sample kernel is what a
-//! pinned batch of 1 compiles to, so its tiles, vector widths and packed weights are
-//! compile-time constants; only the count of samples is read at run time.
+//! When every result of a node has the same leading dims, the last of them run-time,
+//! and fixed dims after them, every operand either has those leading dims (then fixed
+//! dims after them) or has fixed dims (shared by every sample), and the op treats the
+//! positions along those leading axes as independent samples, the node's kernel is the
+//! one for a single sample, run for each sample at its offset
+//! (`dlc_kir::transform::batch`, over the product of the leading dims). The one-sample
+//! kernel is what a pinned shape with those dims 1 compiles to, so its tiles, vector
+//! widths and packed weights are compile-time constants; only the count of samples is
+//! read at run time.
 use crate::{lower, LowerError, Node, Target};
 use dlc_ir::{Dim, Op, Shape, TensorType};
 use dlc_kir::Kernel;
 
-/// The type with its leading dim set to 1 when `batched`.
-fn one_sample(t: &TensorType, batched: bool) -> TensorType {
+/// The type with its `lead` leading dims set to 1 when `batched`.
+fn one_sample(t: &TensorType, batched: bool, lead: usize) -> TensorType {
     let mut t = t.clone();
     if batched {
-        t.shape.0[0] = Dim::Fixed(1);
+        t.shape.0[..lead].fill(Dim::Fixed(1));
     }
     t
 }
@@ -24,66 +27,80 @@ fn normalized(axis: i64, rank: usize) -> Option<usize> {
     dlc_ir::ops::normalize_axis(axis, rank)
 }
 
-/// Whether op `n` treats axis 0 of its batched operands and results as independent
-/// samples (`batched[i]`: operand `i` carries the leading dim).
-fn samples_independent(n: &Node, batched: &[bool]) -> bool {
+/// Whether op `n` treats the positions along axes `0..lead` of its batched operands and
+/// results as independent samples (`batched[i]`: operand `i` carries the leading dims).
+fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
     let rank = n.outputs[0].shape.rank();
-    let axis_not_0 = |axis: i64, r: usize| normalized(axis, r).is_some_and(|a| a != 0);
+    let axis_not_0 = |axis: i64, r: usize| normalized(axis, r).is_some_and(|a| a >= lead);
     let only_first = batched.iter().enumerate().all(|(i, &b)| b == (i == 0));
+    // Ops whose axis 1 is channels (and whose later axes are windows) have one sample
+    // axis.
+    let one = lead == 1;
     match n.op {
         // Expand broadcasts a sample-independent operand up to the batch (the kernel for
         // one sample would read the operand's own leading dim).
         Op::Expand(_) => false,
         dlc_ir::pointwise!() | Op::Cast(_) | Op::Fused(_) => true,
+        // Rows of A (its leading axes and M) against a shared B, or matrices of a batch
+        // (leading axes before M) against their own.
         Op::MatMul(_) => {
             let (a, b) = (&n.inputs[0], &n.inputs[1]);
+            let ar = a.shape.rank();
             batched[0]
-                && a.shape.rank() >= 2
-                && (!batched[1] || (b.shape.rank() >= 3 && b.shape.rank() == a.shape.rank()))
+                && ar >= 2
+                && if batched[1] {
+                    b.shape.rank() >= 3 && b.shape.rank() == ar && lead + 2 <= ar
+                } else {
+                    b.shape.rank() <= 2 && lead < ar
+                }
                 && !batched.get(2).copied().unwrap_or(false)
         }
         Op::Gemm(op) => !op.trans_a && batched[0] && !batched[1],
         // Weights, bias (and QConv's scales) are shared; a fused residual (the operand
         // after them) has the result's shape, so it is batched with it.
-        Op::Conv(_) => batched_then_shared_then_batched(batched, 3),
-        Op::QConv(_) => batched_then_shared_then_batched(batched, 4),
+        Op::Conv(_) => one && batched_then_shared_then_batched(batched, 3),
+        Op::QConv(_) => one && batched_then_shared_then_batched(batched, 4),
         Op::ConvTranspose(_)
         | Op::MaxPool(_)
         | Op::AveragePool(_)
         | Op::GlobalAveragePool(_)
-        | Op::BatchNormalization(_) => only_first,
-        Op::GridSample(_) => batched[0] && batched[1],
+        | Op::BatchNormalization(_) => one && only_first,
+        Op::GridSample(_) => one && batched[0] && batched[1],
         Op::Softmax(op) => axis_not_0(op.axis, rank),
         Op::LayerNormalization(op) => axis_not_0(op.axis, n.inputs[0].shape.rank()),
-        Op::ReduceSum(o) => reduce_ok(&o.axes, o.keepdims, n),
-        Op::ReduceMean(o) => reduce_ok(&o.axes, o.keepdims, n),
-        Op::ReduceMax(o) => reduce_ok(&o.axes, o.keepdims, n),
-        Op::ReduceMin(o) => reduce_ok(&o.axes, o.keepdims, n),
-        Op::ReduceProd(o) => reduce_ok(&o.axes, o.keepdims, n),
-        Op::ReduceL1(o) => reduce_ok(&o.axes, o.keepdims, n),
-        Op::ReduceL2(o) => reduce_ok(&o.axes, o.keepdims, n),
-        Op::ReduceLogSum(o) => reduce_ok(&o.axes, o.keepdims, n),
-        Op::ReduceLogSumExp(o) => reduce_ok(&o.axes, o.keepdims, n),
-        Op::ReduceSumSquare(o) => reduce_ok(&o.axes, o.keepdims, n),
+        Op::ReduceSum(o) => reduce_ok(&o.axes, o.keepdims, n, lead),
+        Op::ReduceMean(o) => reduce_ok(&o.axes, o.keepdims, n, lead),
+        Op::ReduceMax(o) => reduce_ok(&o.axes, o.keepdims, n, lead),
+        Op::ReduceMin(o) => reduce_ok(&o.axes, o.keepdims, n, lead),
+        Op::ReduceProd(o) => reduce_ok(&o.axes, o.keepdims, n, lead),
+        Op::ReduceL1(o) => reduce_ok(&o.axes, o.keepdims, n, lead),
+        Op::ReduceL2(o) => reduce_ok(&o.axes, o.keepdims, n, lead),
+        Op::ReduceLogSum(o) => reduce_ok(&o.axes, o.keepdims, n, lead),
+        Op::ReduceLogSumExp(o) => reduce_ok(&o.axes, o.keepdims, n, lead),
+        Op::ReduceSumSquare(o) => reduce_ok(&o.axes, o.keepdims, n, lead),
         Op::ArgMax(o) => axis_not_0(o.axis, n.inputs[0].shape.rank()),
         Op::ArgMin(o) => axis_not_0(o.axis, n.inputs[0].shape.rank()),
-        Op::Transpose(op) => op.perm.first() == Some(&0) && only_first,
+        Op::Transpose(op) => {
+            op.perm.len() >= lead && op.perm[..lead].iter().enumerate().all(|(i, &p)| p == i as i64) && only_first
+        }
         Op::Concat(op) => axis_not_0(op.axis, rank),
         // Gathering along another axis than 0 per sample, or a shared table's rows
         // (axis 0) by each sample's indices.
         Op::Gather(op) => {
             let r = n.inputs[0].shape.rank();
-            axis_not_0(op.axis, r) && only_first || normalized(op.axis, r) == Some(0) && !batched[0] && batched[1]
+            axis_not_0(op.axis, r) && only_first
+                || normalized(op.axis, r) == Some(0) && !batched[0] && batched[1] && lead <= n.inputs[1].shape.rank()
         }
         Op::Slice(op) => only_first && op.axes.iter().all(|&a| axis_not_0(a, rank)),
         Op::Pad(op) => {
             let r = n.inputs[0].shape.rank();
-            only_first && op.pads.len() == 2 * r && op.pads[0] == 0 && op.pads[r] == 0
+            only_first && op.pads.len() == 2 * r && (0..lead.min(r)).all(|a| op.pads[a] == 0 && op.pads[r + a] == 0)
         }
         Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => only_first,
-        Op::Attention(_) => batched.iter().take(3).all(|&b| b),
+        // Queries attend to every key: only the batch axis holds samples.
+        Op::Attention(_) => one && batched.iter().take(3).all(|&b| b),
         // The triangle is of the last two axes, so of each sample when there are more.
-        Op::Trilu(_) => only_first && rank >= 3,
+        Op::Trilu(_) => only_first && rank >= lead + 2,
         // Listed, not `_`, so that a new op is refused with a run-time batch only after
         // someone decides: GatherElements and the scatters address elements by value,
         // CumSum's axis and Einsum's equation are not read here, QuantPack runs only in
@@ -106,11 +123,11 @@ fn batched_then_shared_then_batched(batched: &[bool], k: usize) -> bool {
     batched.iter().enumerate().all(|(i, &b)| b == (i == 0 || i >= k))
 }
 
-/// A reduction over given axes other than 0 keeps axis 0 as samples (with or without
+/// A reduction over given axes after the leading ones keeps them as samples (with or without
 /// the reduced dims kept).
-fn reduce_ok(axes: &[i64], _keepdims: bool, n: &Node) -> bool {
+fn reduce_ok(axes: &[i64], _keepdims: bool, n: &Node, lead: usize) -> bool {
     let r = n.inputs[0].shape.rank();
-    !axes.is_empty() && axes.iter().all(|&a| normalized(a, r).is_some_and(|a| a != 0))
+    !axes.is_empty() && axes.iter().all(|&a| normalized(a, r).is_some_and(|a| a >= lead))
 }
 
 /// The kernel of node `n`, some of whose shapes are symbolic: the one-sample kernel run
@@ -118,34 +135,44 @@ fn reduce_ok(axes: &[i64], _keepdims: bool, n: &Node) -> bool {
 pub fn lower_batched(kernel: &str, n: &Node, t: &Target) -> Result<Kernel, LowerError> {
     let pin = |why: String| {
         n.error(format!(
-            "{why}; run-time dims are supported as a leading batch dim of ops that treat samples independently \
-             so far (pin the input shapes with --input-shape NAME=DIMS)"
+            "{why}; run-time dims are supported as leading dims (before fixed ones) of ops that treat those \
+             positions independently so far (pin the input shapes with --input-shape NAME=DIMS)"
         ))
     };
-    let Some(lead @ Dim::Sym(_)) = n.outputs[0].shape.0.first().cloned() else {
-        return Err(pin(format!("result {} has a run-time dim after its leading one", n.outputs[0])));
-    };
-    let rest_fixed = |s: &Shape| s.0[1..].iter().all(|d| d.fixed().is_some());
+    let out0 = &n.outputs[0].shape.0;
+    let lead = out0.iter().rposition(|d| d.fixed().is_none()).map_or(0, |i| i + 1);
+    if lead == 0 {
+        return Err(n.error(format!("internal: result {} has no run-time dim", n.outputs[0])));
+    }
+    let head = &out0[..lead];
+    let shape_ok =
+        |s: &Shape| s.rank() >= lead && s.0[..lead] == *head && s.0[lead..].iter().all(|d| d.fixed().is_some());
+    let lead_text = || Shape(head.to_vec()).to_string();
     for o in n.outputs {
-        if o.shape.0.first() != Some(&lead) || !rest_fixed(&o.shape) {
-            return Err(pin(format!("result {o} does not have {lead} as its only run-time dim, leading")));
+        if !shape_ok(&o.shape) {
+            return Err(pin(format!("result {o} does not lead with {} and then fixed dims", lead_text())));
         }
     }
     let mut batched = Vec::with_capacity(n.inputs.len());
     for (i, x) in n.inputs.iter().enumerate() {
         if x.shape.is_fixed() {
             batched.push(false);
-        } else if x.shape.0.first() == Some(&lead) && rest_fixed(&x.shape) {
+        } else if shape_ok(&x.shape) {
             batched.push(true);
         } else {
-            return Err(pin(format!("operand {i} is {x}")));
+            return Err(pin(format!("operand {i} is {x}, not {} and then fixed dims", lead_text())));
         }
     }
-    if !samples_independent(n, &batched) {
-        return Err(pin(format!("this {} mixes samples along the leading dim {lead}", n.op.mnemonic())));
+    if !samples_independent(n, &batched, lead) {
+        let what = if lead == 1 {
+            format!("the leading dim {}", head[0])
+        } else {
+            format!("the leading dims {}", lead_text())
+        };
+        return Err(pin(format!("this {} mixes samples along {what}", n.op.mnemonic())));
     }
-    let inputs: Vec<TensorType> = n.inputs.iter().zip(&batched).map(|(x, &b)| one_sample(x, b)).collect();
-    let outputs: Vec<TensorType> = n.outputs.iter().map(|o| one_sample(o, true)).collect();
+    let inputs: Vec<TensorType> = n.inputs.iter().zip(&batched).map(|(x, &b)| one_sample(x, b, lead)).collect();
+    let outputs: Vec<TensorType> = n.outputs.iter().map(|o| one_sample(o, true, lead)).collect();
     let one = Node {
         name: n.name,
         op: n.op,
@@ -170,6 +197,7 @@ pub fn lower_batched(kernel: &str, n: &Node, t: &Target) -> Result<Kernel, Lower
     } else {
         dlc_kir::LoopKind::Serial
     };
-    dlc_kir::transform::batch(&k, &lead.expr(), &stride, samples)
+    let count = head.iter().fold(dlc_ir::Expr::c(1), |a, d| &a * &d.expr());
+    dlc_kir::transform::batch(&k, &count, &stride, samples)
         .map_err(|e| pin(format!("its kernel cannot be batched ({e})")))
 }

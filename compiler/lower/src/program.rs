@@ -121,7 +121,14 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target) -> Result<Program, Lowe
             if n.inputs.iter().chain(n.outputs).all(|x| x.shape.is_fixed()) {
                 lower(&kname, n, t).ok_or_else(|| n.error("internal: no kernel for this op"))?
             } else {
-                crate::batch::lower_batched(&kname, n, t)
+                // The one-sample kernel over a run-time batch keeps every tile constant;
+                // where that does not apply, a lowering whose extents are expressions
+                // (data movement, elementwise, reductions, ...) takes the symbols as
+                // they are; the batch rule's reason names the node otherwise.
+                crate::batch::lower_batched(&kname, n, t).or_else(|e| match lower(&kname, n, t) {
+                    Some(Ok(k)) => Ok(k),
+                    _ => Err(e),
+                })
             }
         })?;
         let mut args = Vec::new();

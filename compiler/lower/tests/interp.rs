@@ -1448,3 +1448,52 @@ fn int8_packs_and_convolutions_on_every_dot_path() {
         }
     }
 }
+
+#[test]
+fn attention_with_run_time_batch_and_lengths_at_two_sizes() {
+    use dlc_ir::ops::Attention;
+    // (heads, head size, value head size): vectors of 8 lanes, and the scalar form.
+    for (h, d, dv) in [(2u64, 16u64, 8u64), (3, 5, 7)] {
+        let qkv = vec![
+            ty(DType::F32, &[s("N"), s("S"), f(h * d)]),
+            ty(DType::F32, &[s("N"), s("T"), f(h * d)]),
+            ty(DType::F32, &[s("N"), s("T"), f(h * dv)]),
+        ];
+        // No mask; a float mask over keys whose first key is -inf (the running max
+        // starts at -inf: no NaN may come of it); a key-padding mask in i64.
+        let masks = [
+            None,
+            Some((false, ty(DType::F32, &[s("N"), f(1), f(1), s("T")]))),
+            Some((true, ty(DType::I64, &[s("N"), s("T")]))),
+        ];
+        for mask in masks {
+            let key_padding = mask.as_ref().is_some_and(|m| m.0);
+            let op: Op = Attention { heads: h as i64, scale: 0.4, key_padding, padding_fill: -1e4 }.into();
+            let mut tys = qkv.clone();
+            tys.extend(mask.map(|m| m.1));
+            let make = |t: &[TensorType]| -> Vec<TensorData> {
+                t.iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        let dims = t.shape.as_fixed().unwrap();
+                        match (i, t.dtype) {
+                            (3, DType::I64) => i64s(
+                                &dims,
+                                &(0..dims.iter().product::<u64>()).map(|j| (j % 3 != 1) as i64).collect::<Vec<_>>(),
+                            ),
+                            (3, _) => {
+                                let keys = dims[3];
+                                let v: Vec<f32> = (0..dims.iter().product::<u64>())
+                                    .map(|j| if j % keys == 0 { f32::NEG_INFINITY } else { (j % 5) as f32 * -0.5 })
+                                    .collect();
+                                TensorData::from_f32(&dims, &v).unwrap()
+                            }
+                            _ => floats(t, 60 + i as u64),
+                        }
+                    })
+                    .collect()
+            };
+            check_with(op, &tys, &make, &[&[("N", 1), ("S", 3), ("T", 5)], &[("N", 2), ("S", 4), ("T", 9)]]);
+        }
+    }
+}

@@ -200,25 +200,34 @@ fn squeeze(cx: &mut NodeCx, unsqueeze: bool) -> Result<Vec<Value>, String> {
             .map(|(_, d)| d.clone())
             .collect()
     };
-    let (shape, allowzero) = reshape_target(dims, &out).ok_or_else(|| format!("cannot express {ty} as {out:?}"))?;
+    let (shape, allowzero) = reshape_target(dims, &out)
+        .ok_or_else(|| format!("cannot express {ty} as {} with a Reshape", dlc_ir::Shape(out.clone())))?;
     cx.add("", Reshape { shape, allowzero }, &[x])
 }
 
 /// Reshape's `shape` (and `allowzero`) that turns dims `from` into `to` (same element
-/// count): fixed dims as numbers; one run-time dim as -1 (inferred), or each at the
-/// index it has in `from` as 0 (copied). `None` when neither expresses `to`.
+/// count): fixed dims as numbers, a run-time dim at the index it has in `from` as 0
+/// (copied), and one other run-time dim as -1 (inferred as the exact quotient). `None`
+/// when that does not express `to` (two run-time dims that move, or a copy beside a
+/// fixed 0).
 pub(crate) fn reshape_target(from: &[Dim], to: &[Dim]) -> Option<(Vec<i64>, bool)> {
-    let symbolic = to.iter().filter(|d| d.fixed().is_none()).count();
-    let fixed = |d: &Dim| d.fixed().map(|n| n as i64);
-    if symbolic == 0 {
-        return Some((to.iter().map(|d| fixed(d).expect("fixed")).collect(), true));
-    }
-    if symbolic == 1 {
-        return Some((to.iter().map(|d| fixed(d).unwrap_or(-1)).collect(), true));
-    }
-    let copies = to.iter().enumerate().all(|(i, d)| d.fixed().is_some() || from.get(i) == Some(d));
     let zero = to.iter().any(|d| d.fixed() == Some(0));
-    (copies && !zero).then(|| (to.iter().map(|d| fixed(d).unwrap_or(0)).collect(), false))
+    let (mut shape, mut copies, mut inferred) = (Vec::with_capacity(to.len()), false, false);
+    for (i, d) in to.iter().enumerate() {
+        if let Some(n) = d.fixed() {
+            shape.push(n as i64);
+        } else if !zero && from.get(i) == Some(d) {
+            shape.push(0);
+            copies = true;
+        } else if !inferred {
+            shape.push(-1);
+            inferred = true;
+        } else {
+            return None;
+        }
+    }
+    // Without copies, zeros are literal extents.
+    Some((shape, !copies))
 }
 
 fn slice(cx: &mut NodeCx) -> Result<Vec<Value>, String> {

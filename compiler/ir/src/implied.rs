@@ -1,0 +1,252 @@
+//! Run-time dims that a graph ties to fixed extents.
+//!
+//! Broadcasting a run-time dim `S` against a fixed extent `128` (numpy rules: equal, or
+//! one of them 1) gives `128`, and a contraction whose inner dims are `S` and `128`
+//! accepts them: both only make sense when `S = 128` (ONNX Runtime fails at any other
+//! value). The kernels index such operands as if the dims were equal, so a graph must
+//! not keep the symbol free: [`implied_extents`] finds these equalities and
+//! [`fix_symbols`] substitutes them, after which the model's inputs declare the fixed
+//! extent and a run with another value is refused at the input, naming the dim.
+use crate::{Dim, Expr, Graph, IrError, Op, Shape, TensorType};
+use std::collections::BTreeMap;
+
+/// Right-aligned pairs of `operand`'s dims with `result`'s.
+fn aligned<'a>(operand: &'a [Dim], result: &'a [Dim]) -> impl Iterator<Item = (&'a Dim, &'a Dim)> {
+    let k = operand.len().min(result.len());
+    operand[operand.len() - k..].iter().zip(&result[result.len() - k..])
+}
+
+/// The single symbol `e` is (`S`, not `S*2` or `N+1`).
+fn single_symbol(e: &Expr) -> Option<String> {
+    let mut syms = Vec::new();
+    e.symbols(&mut syms);
+    (syms.len() == 1 && *e == Expr::sym(syms[0].clone())).then(|| syms.remove(0))
+}
+
+/// Records `d == n` for operand dim `d` of node `node`.
+fn tie(
+    out: &mut BTreeMap<String, (u64, String)>,
+    node: &str,
+    op: &'static str,
+    d: &Dim,
+    n: u64,
+) -> Result<(), IrError> {
+    let Dim::Sym(e) = d else { return Ok(()) };
+    let Some(s) = single_symbol(e) else {
+        return Err(IrError::shape(
+            node,
+            op,
+            format!("run-time dim {e} must equal {n} here, which dlc cannot check yet (pin it with --input-shape)"),
+        ));
+    };
+    match out.get(&s) {
+        Some((m, first)) if *m != n => Err(IrError::shape(
+            node,
+            op,
+            format!("run-time dim {s} must equal {n} here but {m} at node '{first}': no value fits"),
+        )),
+        Some(_) => Ok(()),
+        None => {
+            out.insert(s, (n, node.to_string()));
+            Ok(())
+        }
+    }
+}
+
+/// The symbols the graph ties to fixed extents, each with its value and the first node
+/// that ties it.
+pub fn implied_extents(g: &Graph) -> Result<BTreeMap<String, (u64, String)>, IrError> {
+    let mut out = BTreeMap::new();
+    let Ok(order) = g.topo_order() else { return Ok(out) };
+    for id in order {
+        let node = g.node(id);
+        let op = node.op.mnemonic();
+        let operands: Vec<TensorType> = g.operands(id).iter().map(|v| g.value_type(*v).clone()).collect();
+        let Some(result) = node.outputs.first() else { continue };
+        let res = &result.shape.0;
+        match &node.op {
+            // Operands broadcast to the result.
+            crate::pointwise!() | Op::Cast(_) | Op::Expand(_) | Op::Fused(_) => {
+                for x in &operands {
+                    for (d, r) in aligned(&x.shape.0, res) {
+                        if let Dim::Fixed(n) = r {
+                            if *n != 1 {
+                                tie(&mut out, &node.name, op, d, *n)?;
+                            }
+                        }
+                    }
+                }
+            }
+            // Inner dims agree; batch dims broadcast.
+            Op::MatMul(_) => {
+                let (a, b) = (&operands[0].shape.0, &operands[1].shape.0);
+                let ka = a.last();
+                let kb = if b.len() >= 2 { b.get(b.len() - 2) } else { b.first() };
+                if let (Some(ka), Some(kb)) = (ka, kb) {
+                    match (ka, kb) {
+                        (d @ Dim::Sym(_), Dim::Fixed(n)) | (Dim::Fixed(n), d @ Dim::Sym(_)) => {
+                            tie(&mut out, &node.name, op, d, *n)?
+                        }
+                        (Dim::Sym(x), Dim::Sym(y)) if x != y => {
+                            return Err(IrError::shape(
+                                &node.name,
+                                op,
+                                format!(
+                                    "inner dims {x} and {y} must be equal at run time, which dlc cannot check yet \
+                                     (pin them with --input-shape)"
+                                ),
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
+                let batch = res.len().saturating_sub(2);
+                for x in [a, b] {
+                    if x.len() > 2 {
+                        for (d, r) in aligned(&x[..x.len() - 2], &res[..batch]) {
+                            if let Dim::Fixed(n) = r {
+                                if *n != 1 {
+                                    tie(&mut out, &node.name, op, d, *n)?;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // Operands used at their own shapes, or broadcast only where the op's rule
+            // checks it with fixed dims (Gemm's C, norms' scales, masks).
+            Op::Input(_)
+            | Op::Const(_)
+            | Op::Gemm(_)
+            | Op::Einsum(_)
+            | Op::Attention(_)
+            | Op::Conv(_)
+            | Op::ConvTranspose(_)
+            | Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::GlobalAveragePool(_)
+            | Op::GridSample(_)
+            | Op::QConv(_)
+            | Op::QuantPack(_)
+            | Op::BatchNormalization(_)
+            | Op::LayerNormalization(_)
+            | Op::Softmax(_)
+            | Op::ReduceSum(_)
+            | Op::ReduceMean(_)
+            | Op::ReduceMax(_)
+            | Op::ReduceMin(_)
+            | Op::ReduceProd(_)
+            | Op::ReduceL1(_)
+            | Op::ReduceL2(_)
+            | Op::ReduceLogSum(_)
+            | Op::ReduceLogSumExp(_)
+            | Op::ReduceSumSquare(_)
+            | Op::ArgMax(_)
+            | Op::ArgMin(_)
+            | Op::NllLoss(_)
+            | Op::CumSum(_)
+            | Op::Reshape(_)
+            | Op::Flatten(_)
+            | Op::Transpose(_)
+            | Op::Identity(_)
+            | Op::Concat(_)
+            | Op::Gather(_)
+            | Op::GatherElements(_)
+            | Op::Slice(_)
+            | Op::Trilu(_)
+            | Op::Pad(_)
+            | Op::ScatterElements(_)
+            | Op::ScatterND(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// `t` with every symbol in `values` replaced by its value.
+pub fn fix_type(t: &TensorType, values: &BTreeMap<String, u64>) -> TensorType {
+    let dims = t
+        .shape
+        .0
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(_) => d.clone(),
+            Dim::Sym(e) => {
+                let e = e.subst(&|a| match a {
+                    dlc_sym::Atom::Sym(s) => values.get(s).map(|&v| Expr::c(v as i64)),
+                    _ => None,
+                });
+                Dim::from_expr(e.clone()).unwrap_or(Dim::Sym(e))
+            }
+        })
+        .collect();
+    TensorType { dtype: t.dtype, shape: Shape(dims) }
+}
+
+/// Replaces the symbols in `values` by their values in every type of `g`.
+pub fn fix_symbols(g: &mut Graph, values: &BTreeMap<String, u64>) {
+    for id in g.node_ids() {
+        let n = g.node_mut(id);
+        for t in &mut n.outputs {
+            *t = fix_type(t, values);
+        }
+        if let Op::Input(i) = &mut n.op {
+            i.ty = fix_type(&i.ty, values);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{Activation, Add, MatMul};
+    use crate::{DType, TensorData};
+
+    fn input(g: &mut Graph, name: &str, dims: Vec<Dim>) -> crate::Value {
+        g.add_input(name, TensorType { dtype: DType::F32, shape: Shape(dims) })
+    }
+
+    #[test]
+    fn a_broadcast_against_a_fixed_extent_fixes_the_symbol_everywhere() {
+        let mut g = Graph::new("m");
+        let x = input(&mut g, "x", vec![Dim::sym("N"), Dim::sym("S"), Dim::Fixed(4)]);
+        let table = g.add_const("pos", TensorData::from_f32(&[8, 4], &[0.5; 32]).unwrap());
+        let y = g.add_node("add", Add {}, &[x, table]).unwrap()[0];
+        g.add_output("y", y);
+        let tied = implied_extents(&g).unwrap();
+        assert_eq!(tied.get("S"), Some(&(8, "add".to_string())));
+        assert!(!tied.contains_key("N"), "a broadcast of N against 1 ties nothing");
+        fix_symbols(&mut g, &tied.into_iter().map(|(s, (n, _))| (s, n)).collect());
+        assert_eq!(g.value_type(x).shape.to_string(), "[N,8,4]");
+        assert!(implied_extents(&g).unwrap().is_empty());
+        crate::verify(&g).unwrap();
+    }
+
+    #[test]
+    fn contractions_tie_inner_dims_and_refuse_two_free_ones() {
+        let mut g = Graph::new("m");
+        let a = input(&mut g, "a", vec![Dim::sym("N"), Dim::sym("K")]);
+        let w = g.add_const("w", TensorData::from_f32(&[3, 2], &[1.0; 6]).unwrap());
+        let y = g.add_node("mm", MatMul { act: Activation::None }, &[a, w]).unwrap()[0];
+        g.add_output("y", y);
+        assert_eq!(implied_extents(&g).unwrap().get("K").map(|t| t.0), Some(3));
+
+        let mut g = Graph::new("m");
+        let a = input(&mut g, "a", vec![Dim::sym("N"), Dim::sym("K")]);
+        let b = input(&mut g, "b", vec![Dim::sym("L"), Dim::Fixed(2)]);
+        let y = g.add_node("mm", MatMul { act: Activation::None }, &[a, b]).unwrap()[0];
+        g.add_output("y", y);
+        let e = implied_extents(&g).unwrap_err().to_string();
+        assert!(e.contains("'mm'") && e.contains("inner dims K and L") && e.contains("--input-shape"), "{e}");
+    }
+
+    #[test]
+    fn a_derived_dim_tied_to_a_constant_is_an_error_naming_the_node() {
+        let mut g = Graph::new("m");
+        let x = input(&mut g, "x", vec![Dim::Sym(&Expr::sym("S") * &Expr::c(2))]);
+        let c = g.add_const("c", TensorData::from_f32(&[6], &[1.0; 6]).unwrap());
+        let y = g.add_node("add", Add {}, &[x, c]).unwrap()[0];
+        g.add_output("y", y);
+        let e = implied_extents(&g).unwrap_err().to_string();
+        assert!(e.contains("'add'") && e.contains("2*S must equal 6"), "{e}");
+    }
+}
