@@ -293,10 +293,12 @@ fn vector(name: &str, op: &Attention, t: AttnDims, w: u32, mask: &Mask) -> Kerne
 }
 
 /// The Attention kernel when the batch or the sequence lengths are run-time dims: one
-/// pass over the keys per query row with a running max (the scores are not stored, so
-/// no scratch row needs a compile-time length): for each key, `m' = max(m, s)`, the
-/// sum and the output row are rescaled by `exp(m - m')` and gain `exp(s - m')` and
-/// `exp(s - m') * v`. Vectors of `w` lanes along the head dims when `w` divides them.
+/// pass over the keys per query row with a running max `m` (the scores are not kept,
+/// so nothing needs a compile-time key length). With vectors of `w` lanes along the
+/// head dims, keys go in blocks of `w`: the block's scores (in a `w`-float scratch),
+/// its max, one rescale of the sum and the output row by `exp(m - m')`, the
+/// exponentials as one vector with dlc's fast exp, then `w` FMAs of value rows; the
+/// last `sk % w` keys, and every key of the scalar form, one at a time with `expf`.
 /// Pool tasks are the heads (a compile-time count).
 fn online(name: &str, n: &Node, op: &Attention, t: &Target) -> Result<Kernel, LowerError> {
     for x in n.inputs[..3].iter().chain(n.outputs) {
@@ -326,11 +328,11 @@ fn online(name: &str, n: &Node, op: &Attention, t: &Target) -> Result<Kernel, Lo
     access.push(Access::Write);
     let mut b = KernelBuilder::new(name, &access);
     let py = 3 + mask.is_some() as u32;
-    let hd = c(h * d);
-    let hdv = c(h * dv);
+    let (hd, hdv) = (c(h * d), c(h * dv));
     // Element strides of the mask broadcast to [batch, heads, query, key].
     let full = [nb.clone(), c(h), sq.clone(), sk.clone()];
     let mstrides = mask.as_ref().map(|(_, m)| crate::shape::broadcast_strides(m, &full));
+    let block = (lanes > 1).then(|| b.scratch(Elem::F32, lw));
     let par_kind = if h > 1 { LoopKind::Parallel } else { LoopKind::Serial };
     b.for_(c(0), c(h), par_kind, |b, hi| {
         b.for_(c(0), nb.clone(), LoopKind::Serial, |b, bi| {
@@ -342,8 +344,10 @@ fn online(name: &str, n: &Node, op: &Attention, t: &Target) -> Result<Kernel, Lo
                 let zero = konst(b, F32, 0.0);
                 let sum = b.local(F32, zero);
                 let accs = crate::gemm::zero_accumulators(b, vt, ndv);
-                b.for_(c(0), sk.clone(), LoopKind::Serial, |b, j| {
-                    let k_row = &(&(&(&bi * &sk) + &j) * &hd) + &(&hi * &c(d));
+                let key_row = |j: &Expr, width: &Expr, dh: u64| &(&(&(&bi * &sk) + j) * width) + &(&hi * &c(dh));
+                // Score of key `j`: q . k_j * scale + the mask's term.
+                let score = |b: &mut KernelBuilder, j: &Expr| {
+                    let k_row = key_row(j, &hd, d);
                     let mut acc = konst(b, vt, 0.0);
                     for (cc, qv) in qs.iter().enumerate() {
                         let kv = b.load(vt, 1, &k_row + &c(cc as u64 * lw), 4);
@@ -351,53 +355,98 @@ fn online(name: &str, n: &Node, op: &Attention, t: &Target) -> Result<Kernel, Lo
                     }
                     let dot = if lanes > 1 { hsum(b, acc, lanes) } else { acc };
                     let scale = konst(b, F32, op.scale as f64);
-                    let mut s = b.bin(BinOp::FMul, dot, scale);
-                    if let Some((dt, _)) = &mask {
-                        let term = if op.key_padding {
-                            let mf = crate::dtype::load_as(b, 3, &(&bi * &sk) + &j, *dt, DType::F32);
-                            let one = konst(b, F32, 1.0);
-                            let keep = b.bin(BinOp::FSub, one, mf);
-                            let fill = konst(b, F32, op.padding_fill as f64);
-                            b.bin(BinOp::FMul, keep, fill)
-                        } else {
-                            let st = mstrides.as_ref().expect("a float mask has strides");
-                            let idx = &(&(&(&bi * &st[0]) + &(&hi * &st[1])) + &(&i * &st[2])) + &(&j * &st[3]);
-                            b.load(F32, 3, idx, 4)
-                        };
-                        s = b.bin(BinOp::FAdd, s, term);
-                    }
-                    // m' = max(m, s); a factor of 1 when the max stays (exp(-inf - -inf)
-                    // would be NaN), and a term of 0 for a score of -inf.
+                    let s = b.bin(BinOp::FMul, dot, scale);
+                    let Some((dt, _)) = &mask else { return s };
+                    let term = if op.key_padding {
+                        let mf = crate::dtype::load_as(b, 3, &(&bi * &sk) + j, *dt, DType::F32);
+                        let one = konst(b, F32, 1.0);
+                        let keep = b.bin(BinOp::FSub, one, mf);
+                        let fill = konst(b, F32, op.padding_fill as f64);
+                        b.bin(BinOp::FMul, keep, fill)
+                    } else {
+                        let st = mstrides.as_ref().expect("a float mask has strides");
+                        let idx = &(&(&(&bi * &st[0]) + &(&hi * &st[1])) + &(&i * &st[2])) + &(j * &st[3]);
+                        b.load(F32, 3, idx, 4)
+                    };
+                    b.bin(BinOp::FAdd, s, term)
+                };
+                // m' = max(m, x); the factor exp(m - m') is 1 when the max stays
+                // (exp(-inf - -inf) would be NaN).
+                let new_max = |b: &mut KernelBuilder, x: ValId| {
                     let m = get(b, mx);
-                    let m2 = fmax(b, m, s);
+                    let m2 = fmax(b, m, x);
                     let same = b.cmp(CmpOp::FOeq, m, m2);
                     let dm = b.bin(BinOp::FSub, m, m2);
                     let e_dm = b.let_(Inst::Call { func: "expf".into(), args: vec![dm], ty: F32 });
                     let one = konst(b, F32, 1.0);
                     let corr = b.select(same, one, e_dm);
+                    b.stmt(Stmt::Set(mx, m2));
+                    (m2, corr)
+                };
+                // The output row times `corr`, plus `p_j * v_j` for each (p_j, j).
+                let accumulate = |b: &mut KernelBuilder, corr: ValId, terms: &[(ValId, Expr)]| {
+                    let cs = if lanes > 1 { b.let_(Inst::Splat(corr, lanes)) } else { corr };
+                    let mut cur: Vec<ValId> = accs.iter().map(|a| get(b, *a)).collect();
+                    for x in &mut cur {
+                        *x = b.bin(BinOp::FMul, *x, cs);
+                    }
+                    for (p, j) in terms {
+                        let ps = if lanes > 1 { b.let_(Inst::Splat(*p, lanes)) } else { *p };
+                        let v_row = key_row(j, &hdv, dv);
+                        for (cc, x) in cur.iter_mut().enumerate() {
+                            let vv = b.load(vt, 2, &v_row + &c(cc as u64 * lw), 4);
+                            *x = b.let_(Inst::Fma(ps, vv, *x));
+                        }
+                    }
+                    for (a, x) in accs.iter().zip(cur) {
+                        b.stmt(Stmt::Set(*a, x));
+                    }
+                };
+                let keys_done = if let Some(blk) = block {
+                    let blocks = sk.floor_div(&c(lw));
+                    b.for_(c(0), blocks.clone(), LoopKind::Serial, |b, jb| {
+                        let j0 = &jb * &c(lw);
+                        for l in 0..lw {
+                            let s = score(b, &(&j0 + &c(l)));
+                            b.store(blk, c(l), s, 4);
+                        }
+                        let sv = b.load(vt, blk, c(0), 4);
+                        let bm = b.let_(Inst::Reduce(dlc_kir::ReduceOp::FMax, sv));
+                        let (m2, corr) = new_max(b, bm);
+                        // Exponentials; a score of -inf contributes 0 (also when the
+                        // max is still -inf).
+                        let ms = b.let_(Inst::Splat(m2, lanes));
+                        let dlt = b.bin(BinOp::FSub, sv, ms);
+                        let e = crate::fastmath::exp(b, dlt, lanes);
+                        let ninf = konst(b, vt, f64::NEG_INFINITY);
+                        let dead = b.cmp(CmpOp::FOeq, sv, ninf);
+                        let zero = konst(b, vt, 0.0);
+                        let pv = b.select(dead, zero, e);
+                        let psum = hsum(b, pv, lanes);
+                        let l = get(b, sum);
+                        let l2 = b.let_(Inst::Fma(l, corr, psum));
+                        b.stmt(Stmt::Set(sum, l2));
+                        let terms: Vec<(ValId, Expr)> =
+                            (0..lanes).map(|l| (b.let_(Inst::Extract(pv, l)), &j0 + &c(l as u64))).collect();
+                        accumulate(b, corr, &terms);
+                    });
+                    &blocks * &c(lw)
+                } else {
+                    c(0)
+                };
+                b.for_(keys_done, sk.clone(), LoopKind::Serial, |b, j| {
+                    let s = score(b, &j);
+                    let (m2, corr) = new_max(b, s);
                     let ds = b.bin(BinOp::FSub, s, m2);
                     let e_ds = b.let_(Inst::Call { func: "expf".into(), args: vec![ds], ty: F32 });
                     let ninf = konst(b, F32, f64::NEG_INFINITY);
                     let dead = b.cmp(CmpOp::FOeq, s, ninf);
                     let zero = konst(b, F32, 0.0);
                     let p = b.select(dead, zero, e_ds);
-                    b.stmt(Stmt::Set(mx, m2));
                     let l = get(b, sum);
                     let l2 = b.let_(Inst::Fma(l, corr, p));
                     b.stmt(Stmt::Set(sum, l2));
-                    let (cs, ps) = if lanes > 1 {
-                        (b.let_(Inst::Splat(corr, lanes)), b.let_(Inst::Splat(p, lanes)))
-                    } else {
-                        (corr, p)
-                    };
-                    let v_row = &(&(&(&bi * &sk) + &j) * &hdv) + &(&hi * &c(dv));
-                    for (cc, a) in accs.iter().enumerate() {
-                        let vv = b.load(vt, 2, &v_row + &c(cc as u64 * lw), 4);
-                        let cur = get(b, *a);
-                        let scaled = b.bin(BinOp::FMul, cur, cs);
-                        let next = b.let_(Inst::Fma(ps, vv, scaled));
-                        b.stmt(Stmt::Set(*a, next));
-                    }
+                    accumulate(b, corr, &[(p, j)]);
                 });
                 let one = konst(b, F32, 1.0);
                 let l = get(b, sum);

@@ -24,10 +24,10 @@ fn c(v: u64) -> Expr {
 
 /// How a product is laid out: `y[M, N] = A[M, K] x op(B)[K, N]` (A row-major, its batch
 /// rows folded into M).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shape {
-    /// Rows.
-    pub m: u64,
+    /// Rows: a constant, or an expression of run-time dims (A's leading dims).
+    pub m: Expr,
     /// The contracted extent.
     pub k: u64,
     /// Columns.
@@ -43,23 +43,29 @@ pub fn packable(b: Option<&TensorData>, inputs: &[TensorType]) -> bool {
 }
 
 /// The packed product's shape when node `n` (a MatMul or Gemm) takes the packed kernel:
-/// its B (operand 1) a packable constant and A read row-major, all dims known.
+/// its B (operand 1) a packable constant and A read row-major, with a known K. A's
+/// rows may be run-time dims (then a Gemm's C must be fixed and the same for every
+/// row, and a MatMul's bias is a vector).
 pub fn plan(n: &Node) -> Option<Shape> {
     let b = n.consts.get(1).copied().flatten();
-    if !packable(b, n.inputs) || !n.outputs[0].shape.is_fixed() {
+    if !packable(b, n.inputs) {
         return None;
     }
-    let a = n.inputs[0].shape.as_fixed()?;
+    let a = &n.inputs[0].shape.0;
     let bd = b?.ty().shape.as_fixed()?;
+    let fixed = n.inputs[0].shape.is_fixed();
     match n.op {
         Op::MatMul(_) if !a.is_empty() => {
-            let k = *a.last()?;
-            let m = a[..a.len() - 1].iter().product::<u64>();
-            (bd[0] == k).then_some(Shape { m, k, n: bd[1], trans_b: false })
+            let k = a.last()?.fixed()?;
+            let m = a[..a.len() - 1].iter().fold(Expr::c(1), |p, d| &p * &d.expr());
+            let bias_ok = n.inputs.get(2).is_none_or(|t| t.shape.is_fixed());
+            (bd[0] == k && bias_ok).then_some(Shape { m, k, n: bd[1], trans_b: false })
         }
         Op::Gemm(op) if !op.trans_a && a.len() == 2 => {
             let (k, nn) = if op.trans_b { (bd[1], bd[0]) } else { (bd[0], bd[1]) };
-            (a[1] == k).then_some(Shape { m: a[0], k, n: nn, trans_b: op.trans_b })
+            let c_ok =
+                fixed || n.inputs.get(2).is_none_or(|t| t.shape.rank() < 2 || t.shape.0[0] == dlc_ir::Dim::Fixed(1));
+            (a[1].fixed() == Some(k) && c_ok).then_some(Shape { m: a[0].expr(), k, n: nn, trans_b: op.trans_b })
         }
         _ => None,
     }
@@ -80,6 +86,25 @@ pub fn zero_accumulators(b: &mut KernelBuilder, vt: Ty, n: u64) -> Vec<u32> {
             b.local(vt, z)
         })
         .collect()
+}
+
+/// [`row_blocks`] over `m` rows that may be a run-time count: the whole blocks in a loop
+/// whose trip count is read at run time, then the tile of the `m % mr` leftover rows
+/// that the run-time remainder picks (one compiled tile per remainder `1..mr`), so every
+/// tile keeps its constant register block.
+pub fn row_blocks_expr(b: &mut KernelBuilder, m: &Expr, mr: u64, tile: &dyn Fn(&mut KernelBuilder, Expr, u64)) {
+    if let Some(m) = m.as_const() {
+        return row_blocks(b, m as u64, mr, tile);
+    }
+    let blocks = m.floor_div(&c(mr));
+    b.for_(c(0), blocks.clone(), LoopKind::Serial, |b, t| tile(b, &t * &c(mr), mr));
+    let full = &blocks * &c(mr);
+    let rem = b.index(m.modulo(&c(mr)));
+    for r in 1..mr {
+        let rv = b.i64(r as i64);
+        let here = b.cmp(CmpOp::Eq, rem, rv);
+        b.if_(here, |b| tile(b, full.clone(), r), |_| {});
+    }
 }
 
 /// Runs `tile(b, first_row, rows)` over `m` rows in blocks of `mr`: a loop over the
@@ -186,8 +211,13 @@ pub fn packed(name: &str, n: &Node, s: &Shape, t: &Target) -> Result<Kernel, Low
         None => has_third || act != Activation::None,
         Some(op) => has_third || op.alpha != 1.0 || op.act != Activation::None,
     };
+    // Run-time rows count as 8 blocks for the cost; a C that varies by row has fixed
+    // rows (`plan` checks), so any row count other than 1 gives C's strides then.
+    let m_est = s.m.as_const().map_or(8 * mr, |m| m as u64);
     let c_strides = match (gemm, has_third) {
-        (Some(_), true) => Some(broadcast_strides_fixed(&n.fixed_in(2)?, &[s.m, s.n])),
+        (Some(_), true) => {
+            Some(broadcast_strides_fixed(&n.fixed_in(2)?, &[s.m.as_const().map_or(2, |m| m as u64), s.n]))
+        }
         _ => None,
     };
     let py = n.inputs.len() as u32;
@@ -290,8 +320,8 @@ pub fn packed(name: &str, n: &Node, s: &Shape, t: &Target) -> Result<Kernel, Low
             });
         });
     };
-    par(&mut b, panels, 2 * s.m * s.n * s.k, |b, p| {
-        row_blocks(b, s.m, mr, &|b, i0, rows| tile(b, i0, p.clone(), rows))
+    par(&mut b, panels, 2 * m_est * s.n * s.k, |b, p| {
+        row_blocks_expr(b, &s.m, mr, &|b, i0, rows| tile(b, i0, p.clone(), rows))
     });
     Ok(b.finish())
 }

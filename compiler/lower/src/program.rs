@@ -118,7 +118,9 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target) -> Result<Program, Lowe
         let operands = g.operands(id);
         let kname = format!("k{}_{}", p.kernels.len(), node.op.mnemonic());
         let k = with_node(g, id, |n| {
-            if n.inputs.iter().chain(n.outputs).all(|x| x.shape.is_fixed()) {
+            // Fixed shapes, or a packed GEMM, which tiles run-time rows itself (whole
+            // register blocks, then the remainder's tile chosen at run time).
+            if n.inputs.iter().chain(n.outputs).all(|x| x.shape.is_fixed()) || crate::gemm::plan(n).is_some() {
                 lower(&kname, n, t).ok_or_else(|| n.error("internal: no kernel for this op"))?
             } else {
                 // The one-sample kernel over a run-time batch keeps every tile constant;
