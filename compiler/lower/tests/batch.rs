@@ -156,3 +156,31 @@ fn ops_that_mix_samples_are_refused_with_the_reason() {
         assert!(e.contains("mixes samples along the leading dim N") && e.contains("--input-shape"), "{name}: {e}");
     }
 }
+
+#[test]
+fn packed_gemm_tiles_run_time_rows_with_every_remainder() {
+    // A [N, S, 7] x B [7, 40]: rows N*S in register blocks of 6 (8 lanes), the
+    // remainder's tile chosen at run time; B packed once in the kernel.
+    let op: Op = MatMul { act: Activation::Relu }.into();
+    let a = TensorType { dtype: DType::F32, shape: Shape(vec![Dim::sym("N"), Dim::sym("S"), Dim::Fixed(7)]) };
+    let b = floats(&TensorType::fixed(DType::F32, &[7, 40]), 3);
+    let sym = [a.clone(), b.ty().clone()];
+    let out = op.infer("n", &sym).unwrap();
+    let consts = [None, Some(&b)];
+    let node = dlc_lower::Node { name: "mm", op: &op, inputs: &sym, outputs: &out, consts: &consts, operand_max: &[] };
+    let k = dlc_lower::lower("k", &node, &dlc_lower::Target::with_lanes(8)).unwrap().unwrap();
+    assert!(k.data.iter().any(|d| d.name == "bpack"), "B not packed");
+    for (n, s) in [(1u64, 1u64), (1, 5), (2, 3), (1, 6), (3, 13)] {
+        let fixed = TensorType::fixed(DType::F32, &[n, s, 7]);
+        let x = floats(&fixed, n * 10 + s);
+        let fout = op.infer("n", &[fixed.clone(), b.ty().clone()]).unwrap();
+        let want = dlc_interp::eval(&op, &[x.clone(), b.clone()], &fout).unwrap();
+        let mut bufs = vec![x.bytes().to_vec(), b.bytes().to_vec(), vec![0xAA; fout[0].size_bytes().unwrap() as usize]];
+        let syms = BTreeMap::from([("N".to_string(), n as i64), ("S".to_string(), s as i64)]);
+        run_kernel(&k, &mut bufs, &syms).unwrap();
+        let f = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>();
+        for (i, (g, w)) in f(&bufs[2]).iter().zip(f(want[0].bytes())).enumerate() {
+            assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "N={n}, S={s}, element {i}: {g} vs {w}");
+        }
+    }
+}
