@@ -130,7 +130,7 @@ impl Manifest {
                 }
             }
             for (i, e) in exprs(spec)?.into_iter().enumerate() {
-                let Some(name) = e.as_ref().and_then(single_symbol) else { continue };
+                let Some(name) = e.as_ref().and_then(|e| e.as_symbol().map(str::to_string)) else { continue };
                 if env.contains_key(&name) {
                     continue;
                 }
@@ -214,19 +214,6 @@ impl Manifest {
                 },
             )?;
         Ok((shape, bytes))
-    }
-}
-
-/// The symbol `e` is, when it is exactly one symbol.
-fn single_symbol(e: &Expr) -> Option<String> {
-    let mut t = e.terms();
-    let (atoms, c) = t.next()?;
-    if t.next().is_some() || c != 1 || atoms.len() != 1 {
-        return None;
-    }
-    match &atoms[0] {
-        dlc_sym::Atom::Sym(s) => Some(s.clone()),
-        _ => None,
     }
 }
 

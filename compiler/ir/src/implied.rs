@@ -7,20 +7,13 @@
 //! not keep the symbol free: [`implied_extents`] finds these equalities and
 //! [`fix_symbols`] substitutes them, after which the model's inputs declare the fixed
 //! extent and a run with another value is refused at the input, naming the dim.
-use crate::{Dim, Expr, Graph, IrError, Op, Shape, TensorType};
+use crate::{Dim, Expr, Graph, IrError, Op, OpKind, Shape, TensorType};
 use std::collections::BTreeMap;
 
 /// Right-aligned pairs of `operand`'s dims with `result`'s.
 fn aligned<'a>(operand: &'a [Dim], result: &'a [Dim]) -> impl Iterator<Item = (&'a Dim, &'a Dim)> {
     let k = operand.len().min(result.len());
     operand[operand.len() - k..].iter().zip(&result[result.len() - k..])
-}
-
-/// The single symbol `e` is (`S`, not `S*2` or `N+1`).
-fn single_symbol(e: &Expr) -> Option<String> {
-    let mut syms = Vec::new();
-    e.symbols(&mut syms);
-    (syms.len() == 1 && *e == Expr::sym(syms[0].clone())).then(|| syms.remove(0))
 }
 
 /// Records `d == n` for operand dim `d` of node `node`.
@@ -32,7 +25,7 @@ fn tie(
     n: u64,
 ) -> Result<(), IrError> {
     let Dim::Sym(e) = d else { return Ok(()) };
-    let Some(s) = single_symbol(e) else {
+    let Some(s) = e.as_symbol().map(str::to_string) else {
         return Err(IrError::shape(
             node,
             op,
@@ -64,9 +57,9 @@ pub fn implied_extents(g: &Graph) -> Result<BTreeMap<String, (u64, String)>, IrE
         let operands: Vec<TensorType> = g.operands(id).iter().map(|v| g.value_type(*v).clone()).collect();
         let Some(result) = node.outputs.first() else { continue };
         let res = &result.shape.0;
-        match &node.op {
+        match node.op.kind() {
             // Operands broadcast to the result.
-            crate::pointwise!() | Op::Cast(_) | Op::Expand(_) | Op::Fused(_) => {
+            OpKind::Elementwise => {
                 for x in &operands {
                     for (d, r) in aligned(&x.shape.0, res) {
                         if let Dim::Fixed(n) = r {
@@ -77,8 +70,8 @@ pub fn implied_extents(g: &Graph) -> Result<BTreeMap<String, (u64, String)>, IrE
                     }
                 }
             }
-            // Inner dims agree; batch dims broadcast.
-            Op::MatMul(_) => {
+            // A MatMul's inner dims agree and its batch dims broadcast.
+            OpKind::Contraction if matches!(node.op, Op::MatMul(_)) => {
                 let (a, b) = (&operands[0].shape.0, &operands[1].shape.0);
                 let ka = a.last();
                 let kb = if b.len() >= 2 { b.get(b.len() - 2) } else { b.first() };
@@ -114,49 +107,13 @@ pub fn implied_extents(g: &Graph) -> Result<BTreeMap<String, (u64, String)>, IrE
                 }
             }
             // Operands used at their own shapes, or broadcast only where the op's rule
-            // checks it with fixed dims (Gemm's C, norms' scales, masks).
-            Op::Input(_)
-            | Op::Const(_)
-            | Op::Gemm(_)
-            | Op::Einsum(_)
-            | Op::Attention(_)
-            | Op::Conv(_)
-            | Op::ConvTranspose(_)
-            | Op::MaxPool(_)
-            | Op::AveragePool(_)
-            | Op::GlobalAveragePool(_)
-            | Op::GridSample(_)
-            | Op::QConv(_)
-            | Op::QuantPack(_)
-            | Op::BatchNormalization(_)
-            | Op::LayerNormalization(_)
-            | Op::Softmax(_)
-            | Op::ReduceSum(_)
-            | Op::ReduceMean(_)
-            | Op::ReduceMax(_)
-            | Op::ReduceMin(_)
-            | Op::ReduceProd(_)
-            | Op::ReduceL1(_)
-            | Op::ReduceL2(_)
-            | Op::ReduceLogSum(_)
-            | Op::ReduceLogSumExp(_)
-            | Op::ReduceSumSquare(_)
-            | Op::ArgMax(_)
-            | Op::ArgMin(_)
-            | Op::NllLoss(_)
-            | Op::CumSum(_)
-            | Op::Reshape(_)
-            | Op::Flatten(_)
-            | Op::Transpose(_)
-            | Op::Identity(_)
-            | Op::Concat(_)
-            | Op::Gather(_)
-            | Op::GatherElements(_)
-            | Op::Slice(_)
-            | Op::Trilu(_)
-            | Op::Pad(_)
-            | Op::ScatterElements(_)
-            | Op::ScatterND(_) => {}
+            // checks it with fixed dims (Gemm's C, norms' scales, attention's masks).
+            OpKind::Contraction
+            | OpKind::Source
+            | OpKind::Window
+            | OpKind::Normalization
+            | OpKind::Reduction
+            | OpKind::Movement => {}
         }
     }
     Ok(out)

@@ -118,6 +118,20 @@ impl Expr {
         self.as_const().is_some()
     }
 
+    /// The symbol this expression is, when it is exactly one symbol (`N`, not `2*N` or
+    /// `N+1`).
+    pub fn as_symbol(&self) -> Option<&str> {
+        let mut t = self.terms();
+        let (atoms, c) = t.next()?;
+        if t.next().is_some() || c != 1 || atoms.len() != 1 {
+            return None;
+        }
+        match &atoms[0] {
+            Atom::Sym(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// The monomials, constant term first (atoms sorted, coefficients nonzero).
     pub fn terms(&self) -> impl Iterator<Item = (&[Atom], i64)> {
         self.terms.iter().map(|(k, &c)| (k.as_slice(), c))
