@@ -84,6 +84,31 @@ def test_reference_model_on_cuda(name, generated_models, tmp_path, ptxas):
         assert_close(got[k], want[k], f"{name} output {k} (simulated CUDA)")
 
 
+@pytest.mark.parametrize("name", ["mlp", "mnist_cnn", "bert"])
+def test_models_kir_compiles_for_cuda(name, generated_models, tmp_path, ptxas):
+    """`--emit kir` for CUDA writes the program of the CUDA kernels (block kernels, one
+    element per thread); `dlc compile model.kir --target nvptx64-nvidia-cuda` compiles it
+    into an artifact whose PTX and launch table equal the directly compiled artifact's (a
+    consistency check of two dlc paths), which ptxas assembles and which, simulated,
+    matches ONNX Runtime."""
+    src = generated_models / f"{name}.onnx"
+    dlc("compile", src, "-o", tmp_path / "direct", *CUDA)
+    dlc("compile", src, "-o", tmp_path / "k", *CUDA, "--emit", "kir")
+    text = (tmp_path / "k" / "model.kir").read_text()
+    assert " threads {" in text and " parallel {" not in text
+    art = tmp_path / "from_kir"
+    dlc("compile", tmp_path / "k" / "model.kir", "-o", art, *CUDA)
+    assert (art / "model.ptx").read_text() == (tmp_path / "direct" / "model.ptx").read_text()
+    assert (json.loads((art / "launch.json").read_text()) ==
+            json.loads((tmp_path / "direct" / "launch.json").read_text()))
+    for arch in ARCHS:
+        assemble(ptxas, art, arch)
+    feeds = random_inputs(src, seed=4)
+    got, want = simulate(art, src, feeds, tmp_path)
+    for k in want:
+        assert_close(got[k], want[k], f"{name} output {k} (simulated CUDA, from kir)")
+
+
 def test_kernels_use_shared_memory_barriers_and_shuffles(generated_models, tmp_path):
     art = tmp_path / "bert"
     dlc("compile", generated_models / "bert.onnx", "-o", art, *CUDA)

@@ -1,14 +1,16 @@
-//! dlc-codegen-llvm: lowers a planned graph to a native object file through LLVM
-//! (inkwell), with weights embedded as read-only data and the C entry points described
-//! in `dlc_artifact`.
+//! dlc-codegen-llvm: translates kir programs to native code through LLVM (inkwell).
 //!
-//! Each compute node becomes one internal kernel function of plain loop nests over
-//! compile-time shapes (see [`lower`]); the exported `run` function calls the kernels
-//! in plan order with pointers into the caller's buffers, the constants and the arena.
-//! LLVM's `default<O3>` pipeline then optimises and vectorises for the target CPU.
+//! CPU: a planned graph is lowered into its kir program (`dlc_lower::program`), or a
+//! `.kir` file is parsed; `program.rs` translates each kernel (`kir.rs`) into an
+//! internal function, constants into read-only globals, and generates the C entry
+//! points described in `dlc_artifact` from the schedule. LLVM's `default<O3>` pipeline
+//! then optimises for the target CPU. CUDA ([`gpu`]): the same program with the CUDA
+//! kernels, translated to PTX and to the host simulation, with a launch table derived
+//! from the schedule.
 //!
-//! Invariant: never panics on a graph the verifier accepts; unsupported dtypes, symbolic
-//! shapes or targets are [`CodegenError`]s naming the node and op.
+//! Invariant: never panics on a graph the verifier accepts or a program kir's verifier
+//! accepts; what a target cannot run is a [`CodegenError`] naming the node (or
+//! program), op and target.
 #![warn(missing_docs)]
 
 pub mod gpu;
@@ -18,7 +20,7 @@ mod lower;
 mod program;
 mod target;
 
-pub use gpu::{compile_cuda, is_cuda, CudaCompiled};
+pub use gpu::{compile_cuda, compile_cuda_program, is_cuda, CudaCompiled};
 pub use target::{host_triple, TargetSpec};
 
 use dlc_artifact::abi;
@@ -38,7 +40,7 @@ pub enum CodegenError {
         /// Node name.
         node: String,
         /// Op mnemonic.
-        op: &'static str,
+        op: String,
         /// Why.
         reason: String,
         /// Target triple.
@@ -107,11 +109,13 @@ pub fn compile(
             reason: "internal: CUDA targets compile through compile_cuda".into(),
         });
     }
-    let p = dlc_lower::program::program(g, plan, &target.lowering()).map_err(|e| CodegenError::Unsupported {
-        node: e.node,
-        op: e.op,
-        reason: e.reason,
-        target: target.triple.clone(),
+    let p = dlc_lower::program::program(g, plan, &target.lowering(), dlc_lower::program::Family::Cpu).map_err(|e| {
+        CodegenError::Unsupported {
+            node: e.node,
+            op: e.op.to_string(),
+            reason: e.reason,
+            target: target.triple.clone(),
+        }
     })?;
     let tm = target.machine()?;
     let cx = Context::create();
@@ -122,7 +126,8 @@ pub fn compile(
 
 /// Compiles a kir program (a `.kir` file, or what `dlc compile --emit kir` wrote) for
 /// a CPU `target`: its kernels translated from kir and `run` generated from its
-/// schedule, exporting symbols that start with `prefix`.
+/// schedule, exporting symbols that start with `prefix`. CUDA targets compile through
+/// [`compile_cuda_program`].
 pub fn compile_program(
     p: &dlc_kir::Program,
     target: &TargetSpec,
@@ -132,7 +137,7 @@ pub fn compile_program(
     if is_cuda(&target.triple) {
         return Err(CodegenError::Target {
             triple: target.triple.clone(),
-            reason: "compiling a kir program for CUDA is not supported yet (CPU targets only)".into(),
+            reason: "internal: CUDA targets compile through compile_cuda_program".into(),
         });
     }
     let tm = target.machine()?;

@@ -191,7 +191,7 @@ impl<'ctx> Sched<'_, 'ctx> {
         let i64t = self.cx.i64_type();
         for s in steps {
             match s {
-                Step::Call { kernel, args } => {
+                Step::Call { kernel, args, .. } => {
                     let mut a: Vec<inkwell::values::BasicMetadataValueEnum> =
                         args.iter().map(|b| self.bufs[*b as usize].into()).collect();
                     if self.takes_dims[*kernel as usize] {

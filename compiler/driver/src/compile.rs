@@ -406,7 +406,8 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
     };
     let mut written = Vec::new();
     if emit.contains(&Emit::Kir) {
-        let p = dlc_lower::program::program(&g, &plan, &target.lowering())
+        let family = if cuda { dlc_lower::program::Family::Cuda } else { dlc_lower::program::Family::Cpu };
+        let p = dlc_lower::program::program(&g, &plan, &target.lowering(), family)
             .map_err(|e| anyhow::anyhow!("--emit kir: {e}"))?;
         // Constants of a kilobyte and more go to the sidecar file the text names.
         let (text, weights) = dlc_kir::print::program_split(&p, KIR_WEIGHTS, 1024);
@@ -437,20 +438,7 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         codegen_secs = t_cg.elapsed().as_secs_f64();
         obs.stage("writing artifact");
         kernels = compiled.table.launches.len();
-        let serial: Vec<String> =
-            compiled.table.launches.iter().filter(|l| l.serial).map(|l| format!("{} ({})", l.node, l.op)).collect();
-        if !serial.is_empty() {
-            obs.note(&format!(
-                "note: {} node(s) have no parallel CUDA kernel yet and run on one GPU thread: {}",
-                serial.len(),
-                serial.join(", ")
-            ));
-        }
-        write(files::PTX, compiled.ptx.as_bytes())?;
-        write(files::WEIGHTS, &compiled.weights)?;
-        write(files::LAUNCH, (serde_json::to_string_pretty(&compiled.table)? + "\n").as_bytes())?;
-        link::shared_library_from(&compiled.sim_object, &out.join(files::SIM_LIB))?;
-        written.extend([files::PTX, files::LAUNCH, files::WEIGHTS, files::SIM_LIB].map(String::from));
+        write_cuda(&compiled, out, obs, &mut written)?;
         write_ir(&mut written, compiled.llvm_ir.as_deref())?;
     } else {
         let opts =
@@ -522,6 +510,35 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         quantization,
         seconds: (compile_seconds, codegen_secs),
     })
+}
+
+/// Writes a CUDA artifact's files (`model.ptx`, `model.weights`, `launch.json`,
+/// `model.sim.so`), noting the launches that run on one GPU thread.
+fn write_cuda(
+    compiled: &dlc_codegen_llvm::CudaCompiled,
+    out: &Path,
+    obs: &dyn Observer,
+    written: &mut Vec<String>,
+) -> Result<()> {
+    let serial: Vec<String> =
+        compiled.table.launches.iter().filter(|l| l.serial).map(|l| format!("{} ({})", l.node, l.op)).collect();
+    if !serial.is_empty() {
+        obs.note(&format!(
+            "note: {} node(s) have no parallel CUDA kernel yet and run on one GPU thread: {}",
+            serial.len(),
+            serial.join(", ")
+        ));
+    }
+    let write = |file: &str, bytes: &[u8]| -> Result<()> {
+        let p = out.join(file);
+        std::fs::write(&p, bytes).with_context(|| format!("writing '{}'", p.display()))
+    };
+    write(files::PTX, compiled.ptx.as_bytes())?;
+    write(files::WEIGHTS, &compiled.weights)?;
+    write(files::LAUNCH, (serde_json::to_string_pretty(&compiled.table)? + "\n").as_bytes())?;
+    link::shared_library_from(&compiled.sim_object, &out.join(files::SIM_LIB))?;
+    written.extend([files::PTX, files::LAUNCH, files::WEIGHTS, files::SIM_LIB].map(String::from));
+    Ok(())
 }
 
 /// Links the CPU object into `model.so` and `model.a` where `emit` asks for them.
@@ -605,13 +622,30 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
     let p = dlc_kir::parse::program_with_weights(&text, &mut |name: &str| read_beside(dir, name))
         .map_err(|e| anyhow::anyhow!("{}:{e}", model.display()))?;
     dlc_kir::verify::program(&p).map_err(|e| anyhow::anyhow!("'{}': {e}", model.display()))?;
-    let target = TargetSpec::new(opts.target.as_deref(), opts.cpu.as_deref());
+    let mut target = TargetSpec::new(opts.target.as_deref(), opts.cpu.as_deref());
+    let cuda = dlc_codegen_llvm::is_cuda(&target.triple);
+    if cuda && opts.cpu.is_none() {
+        target.cpu = dlc_codegen_llvm::gpu::DEFAULT_SM.into();
+    }
     let mut emit = opts.emit.clone();
     if emit.is_empty() {
-        emit = if target.is_host() { vec![Emit::So, Emit::A, Emit::H] } else { vec![Emit::A, Emit::H] };
+        emit = if cuda {
+            vec![Emit::Ptx]
+        } else if target.is_host() {
+            vec![Emit::So, Emit::A, Emit::H]
+        } else {
+            vec![Emit::A, Emit::H]
+        };
     }
-    if let Some(e) = emit.iter().find(|e| matches!(e, Emit::Ir | Emit::Kir | Emit::Ptx)) {
-        bail!("--emit {} does not apply to a kir program (so, a, h, ll and asm do)", format!("{e:?}").to_lowercase());
+    let fits = |e: &Emit| match e {
+        Emit::Ir | Emit::Kir => false,
+        Emit::Ptx => cuda,
+        Emit::So | Emit::A | Emit::H | Emit::Asm => !cuda,
+        Emit::Ll => true,
+    };
+    if let Some(e) = emit.iter().find(|e| !fits(e)) {
+        let what = if cuda { " compiled for CUDA (ptx and ll do)" } else { " (so, a, h, ll and asm do)" };
+        bail!("--emit {} does not apply to a kir program{what}", format!("{e:?}").to_lowercase());
     }
     if emit.contains(&Emit::So) && !target.is_host() {
         bail!("--emit so for target {} needs a cross linker; use --emit a,h and link on the target", target.triple);
@@ -657,25 +691,41 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
 
     obs.stage(&format!("generating code for {} ({})", target.triple, target.cpu));
     let t_cg = Instant::now();
-    let eo = EmitOptions { llvm_ir: emit.contains(&Emit::Ll), asm: emit.contains(&Emit::Asm), no_llvm_opt: false };
-    let compiled = dlc_codegen_llvm::compile_program(&p, &target, &prefix, &eo)
-        .with_context(|| format!("compiling '{}'", model.display()))?;
-    let codegen_secs = t_cg.elapsed().as_secs_f64();
-    obs.stage("writing artifact");
-    std::fs::create_dir_all(out).with_context(|| format!("creating '{}'", out.display()))?;
     let write = |file: &str, bytes: &[u8]| -> Result<()> {
         let path = out.join(file);
         std::fs::write(&path, bytes).with_context(|| format!("writing '{}'", path.display()))
     };
     let mut written = Vec::new();
-    write_libraries(&compiled, &emit, out, &prefix, &mut written)?;
-    if let Some(ll) = &compiled.llvm_ir {
-        write("model.ll", ll.as_bytes())?;
-        written.push("model.ll".into());
-    }
-    if let Some(s) = &compiled.asm {
-        write("model.s", s.as_bytes())?;
-        written.push("model.s".into());
+    let (kernels, codegen_secs);
+    if cuda {
+        let compiled = dlc_codegen_llvm::compile_cuda_program(&p, &target, &prefix, emit.contains(&Emit::Ll))
+            .with_context(|| format!("compiling '{}'", model.display()))?;
+        codegen_secs = t_cg.elapsed().as_secs_f64();
+        kernels = compiled.table.launches.len();
+        obs.stage("writing artifact");
+        std::fs::create_dir_all(out).with_context(|| format!("creating '{}'", out.display()))?;
+        write_cuda(&compiled, out, obs, &mut written)?;
+        if let Some(ll) = &compiled.llvm_ir {
+            write("model.ll", ll.as_bytes())?;
+            written.push("model.ll".into());
+        }
+    } else {
+        let eo = EmitOptions { llvm_ir: emit.contains(&Emit::Ll), asm: emit.contains(&Emit::Asm), no_llvm_opt: false };
+        let compiled = dlc_codegen_llvm::compile_program(&p, &target, &prefix, &eo)
+            .with_context(|| format!("compiling '{}'", model.display()))?;
+        codegen_secs = t_cg.elapsed().as_secs_f64();
+        kernels = compiled.kernels;
+        obs.stage("writing artifact");
+        std::fs::create_dir_all(out).with_context(|| format!("creating '{}'", out.display()))?;
+        write_libraries(&compiled, &emit, out, &prefix, &mut written)?;
+        if let Some(ll) = &compiled.llvm_ir {
+            write("model.ll", ll.as_bytes())?;
+            written.push("model.ll".into());
+        }
+        if let Some(s) = &compiled.asm {
+            write("model.s", s.as_bytes())?;
+            written.push("model.s".into());
+        }
     }
     let manifest = manifest_of(
         &p.name,
@@ -699,7 +749,7 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         "source": "kir",
         "target": target.triple,
         "cpu": target.cpu,
-        "kernels": compiled.kernels,
+        "kernels": kernels,
         "weight_bytes": weight_bytes,
         "arena_bytes": arena_bytes,
         "compile_seconds": t_start.elapsed().as_secs_f64(),
@@ -710,7 +760,7 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         dir: out.to_path_buf(),
         manifest,
         report,
-        kernels: compiled.kernels,
+        kernels,
         stats,
         optimizer: None,
         quantization: None,

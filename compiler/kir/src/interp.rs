@@ -779,7 +779,7 @@ impl Mem {
 fn run_steps(p: &Program, st: &[Step], mem: &mut Mem, syms: &BTreeMap<String, i64>) -> Result<(), InterpError> {
     for s in st {
         match s {
-            Step::Call { kernel, args } => {
+            Step::Call { kernel, args, .. } => {
                 let k = &p.kernels[*kernel as usize];
                 let mut bufs: Vec<Vec<u8>> = args.iter().map(|&b| mem.get(p, b, syms)).collect::<Result<_, _>>()?;
                 run_kernel(k, &mut bufs, syms)?;

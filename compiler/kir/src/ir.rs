@@ -559,6 +559,9 @@ pub enum Step {
         kernel: u32,
         /// One buffer per kernel parameter.
         args: Vec<u32>,
+        /// What the call computes, for people and tools (messages, profiles, the CUDA
+        /// launch table): the graph node's name when lowered from a graph. No meaning.
+        label: Option<String>,
     },
     /// Copies buffer `src` into buffer `dst` (the size of `dst`).
     Copy {

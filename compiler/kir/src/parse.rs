@@ -783,7 +783,8 @@ impl<'s> P<'s> {
                             self.expect(",")?;
                         }
                     }
-                    Step::Call { kernel, args }
+                    let label = if self.is_keyword("label") { Some(self.string()?) } else { None };
+                    Step::Call { kernel, args, label }
                 }
                 "copy" => {
                     let dst = self.reg('b')?;

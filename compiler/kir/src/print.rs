@@ -257,10 +257,11 @@ fn steps(out: &mut String, st: &[Step], depth: usize, kernels: &[Kernel]) {
     let pad = "  ".repeat(depth);
     for s in st {
         match s {
-            Step::Call { kernel, args } => {
+            Step::Call { kernel, args, label } => {
                 let a: Vec<String> = args.iter().map(|b| format!("%b{b}")).collect();
                 let name = kernels.get(*kernel as usize).map(|k| quote(&k.name)).unwrap_or_else(|| kernel.to_string());
-                let _ = writeln!(out, "{pad}call @{name}({})", a.join(", "));
+                let label = label.as_deref().map(|l| format!(" label {}", quote(l))).unwrap_or_default();
+                let _ = writeln!(out, "{pad}call @{name}({}){label}", a.join(", "));
             }
             Step::Copy { dst, src } => {
                 let _ = writeln!(out, "{pad}copy %b{dst}, %b{src}");

@@ -475,7 +475,7 @@ pub fn program(p: &Program) -> Result<(), VerifyError> {
         };
         for s in st {
             match s {
-                Step::Call { kernel, args } => {
+                Step::Call { kernel, args, .. } => {
                     let k = p.kernels.get(*kernel as usize).ok_or(format!("no kernel {kernel}"))?;
                     if k.params.len() != args.len() {
                         return Err(format!(

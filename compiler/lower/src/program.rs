@@ -51,9 +51,10 @@ pub fn prepacks(n: &Node, operand: usize, t: &Target) -> bool {
 }
 
 /// Whether constant node `id` is read only through copies its users' kernels pack.
-fn only_packed(g: &Graph, id: dlc_ir::NodeId, t: &Target) -> bool {
+fn only_packed(g: &Graph, id: dlc_ir::NodeId, t: &Target, family: Family) -> bool {
     let users = g.users(id);
-    !users.is_empty()
+    family == Family::Cpu
+        && !users.is_empty()
         && !g.outputs().iter().any(|(_, v)| v.node == id)
         && users.iter().all(|&(u, operand, _)| with_node(g, u, |n| prepacks(n, operand as usize, t)))
 }
@@ -70,16 +71,27 @@ pub fn symbols(g: &Graph) -> Vec<String> {
     out
 }
 
-/// The kir program of `g` under `plan`, its kernels lowered for target `t`. A node with
-/// run-time dims gets its one-sample kernel run over its batch ([`crate::batch`]).
-pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target) -> Result<Program, LowerError> {
+/// Which kernels a program's calls run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// The CPU kernels ([`crate::lower`]): pool tasks, vectors, packed weights.
+    Cpu,
+    /// The CUDA kernels ([`crate::cuda::lower`]): block kernels, one element per thread,
+    /// or a CPU loop nest on one thread. Every constant is a buffer (device memory).
+    Cuda,
+}
+
+/// The kir program of `g` under `plan`, its kernels lowered for target `t` from
+/// `family`. A node with run-time dims gets its one-sample kernel run over its batch
+/// ([`crate::batch`]); each call is labelled with its node's name.
+pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Result<Program, LowerError> {
     let mut p = Program { name: g.name.clone(), arena_bytes: plan.arena_expr(), ..Program::default() };
     p.symbols = symbols(g).into_iter().map(|name| Symbol { name, min: 1 }).collect();
     let mut bufs: HashMap<((u8, u64), Expr), u32> = HashMap::new();
     let mut buffer = |p: &mut Program, v: Value, name: &str| -> u32 {
         let ty = g.value_type(v);
         let loc = plan.loc(v);
-        let packed = matches!(loc, Location::Const(id) if only_packed(g, id, t));
+        let packed = matches!(loc, Location::Const(id) if only_packed(g, id, t, family));
         let size = if packed { Expr::c(0) } else { bytes(ty) };
         let key = match loc {
             Location::Input(i) => (0, i as u64),
@@ -118,6 +130,10 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target) -> Result<Program, Lowe
         let operands = g.operands(id);
         let kname = format!("k{}_{}", p.kernels.len(), node.op.mnemonic());
         let k = with_node(g, id, |n| {
+            if family == Family::Cuda {
+                return crate::cuda::lower(&kname, n, t)
+                    .unwrap_or_else(|| Err(n.error("internal: no CUDA kernel for a compute node")));
+            }
             // Fixed shapes, or a packed GEMM, which tiles run-time rows itself (whole
             // register blocks, then the remainder's tile chosen at run time).
             if n.inputs.iter().chain(n.outputs).all(|x| x.shape.is_fixed()) || crate::gemm::plan(n).is_some() {
@@ -142,7 +158,8 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target) -> Result<Program, Lowe
             args.push(buffer(&mut p, Value { node: id, port }, &node.name));
         }
         p.kernels.push(k);
-        p.schedule.push(Step::Call { kernel: p.kernels.len() as u32 - 1, args });
+        let label = Some(node.name.clone());
+        p.schedule.push(Step::Call { kernel: p.kernels.len() as u32 - 1, args, label });
     }
     // Outputs not computed in place: model inputs, constants, or a value listed twice.
     for (i, (name, v)) in g.outputs().iter().enumerate() {

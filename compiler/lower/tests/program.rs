@@ -22,7 +22,8 @@ fn a_graph_of_ported_ops_runs_as_one_program() {
 ",
     );
     let plan = dlc_passes::plan_memory(&g).unwrap();
-    let p = dlc_lower::program::program(&g, &plan, &dlc_lower::Target::with_lanes(8)).unwrap();
+    let p = dlc_lower::program::program(&g, &plan, &dlc_lower::Target::with_lanes(8), dlc_lower::program::Family::Cpu)
+        .unwrap();
     assert!(p.kernels.len() >= 3, "{}", print::program(&p));
     // The text form reads back to the same program.
     let text = print::program(&p);
@@ -54,7 +55,8 @@ fn an_int8_pack_runs_as_part_of_a_program_exactly() {
          return quant_pack(relu(x), scale=0.01, zero_point=3, pads=[1, 1, 0, 1])\n}\n",
     );
     let plan = dlc_passes::plan_memory(&g).unwrap();
-    let p = dlc_lower::program::program(&g, &plan, &dlc_lower::Target::with_lanes(8)).unwrap();
+    let p = dlc_lower::program::program(&g, &plan, &dlc_lower::Target::with_lanes(8), dlc_lower::program::Family::Cpu)
+        .unwrap();
     assert_eq!(parse::program(&print::program(&p)).unwrap(), p);
     let x: Vec<f32> = (0..90).map(|i| ((i * 11) % 17) as f32 / 8.0 - 0.5).collect();
     let xb: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();

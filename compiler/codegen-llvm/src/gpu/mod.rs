@@ -17,11 +17,11 @@
 //! Both come from the same kir kernel, so `dlc run --simulate` runs what the GPU would
 //! run, with grid and block indices as loops.
 use crate::kernel::{Kb, R};
-use crate::lower::NodeInfo;
 use crate::{target_module, write, CodegenError, TargetSpec};
 use dlc_artifact::{BufferRef, Launch, LaunchTable, OutputCopy, LAUNCH_VERSION};
-use dlc_ir::{Graph, Op, Value};
-use dlc_passes::{Location, MemoryPlan};
+use dlc_ir::Graph;
+use dlc_kir::{BufKind, Step};
+use dlc_passes::MemoryPlan;
 use inkwell::attributes::{Attribute, AttributeLoc};
 use inkwell::context::Context;
 use inkwell::module::Module;
@@ -66,7 +66,9 @@ pub(crate) struct Geometry {
 }
 
 /// Lowers `g` (planned by `plan`) for the CUDA `target` (`nvptx64-nvidia-cuda`, CPU
-/// `sm_XX`); kernel symbols start with `prefix`.
+/// `sm_XX`); kernel symbols start with `prefix`. The graph goes through its kir
+/// program (`dlc_lower::program` with the CUDA kernels), compiled by
+/// [`compile_cuda_program`] as a `.kir` file is.
 pub fn compile_cuda(
     g: &Graph,
     plan: &MemoryPlan,
@@ -74,12 +76,7 @@ pub fn compile_cuda(
     prefix: &str,
     llvm_ir: bool,
 ) -> Result<CudaCompiled, CodegenError> {
-    if !target.cpu.starts_with("sm_") {
-        return Err(CodegenError::Target {
-            triple: target.triple.clone(),
-            reason: format!("'{}' is not a GPU architecture; use --cpu sm_80 or sm_90", target.cpu),
-        });
-    }
+    check_sm(target)?;
     if !plan.regions.is_empty() || !dlc_lower::program::symbols(g).is_empty() {
         return Err(CodegenError::Target {
             triple: target.triple.clone(),
@@ -88,28 +85,90 @@ pub fn compile_cuda(
                 .into(),
         });
     }
-    let mut weights = Vec::new();
-    let mut weight_at = HashMap::new();
-    for &id in &plan.order {
-        if let Op::Const(c) = &g.node(id).op {
-            weights.resize(weights.len().next_multiple_of(WEIGHT_ALIGN), 0);
-            weight_at.insert(id, weights.len() as u64);
-            weights.extend_from_slice(c.value.bytes());
-        }
+    let p =
+        dlc_lower::program::program(g, plan, &target.lowering(), dlc_lower::program::Family::Cuda).map_err(|e| {
+            CodegenError::Unsupported {
+                node: e.node,
+                op: e.op.to_string(),
+                reason: e.reason,
+                target: target.triple.clone(),
+            }
+        })?;
+    compile_cuda_program(&p, target, prefix, llvm_ir)
+}
+
+fn check_sm(target: &TargetSpec) -> Result<(), CodegenError> {
+    if target.cpu.starts_with("sm_") {
+        return Ok(());
     }
-    let buffer = |v: Value| match plan.loc(v) {
-        Location::Input(i) => BufferRef::Input(i),
-        Location::Output(i) => BufferRef::Output(i),
-        Location::Const(id) => BufferRef::Weight(weight_at[&id]),
-        Location::Arena(off) => BufferRef::Arena(off),
-        Location::Scaled { .. } => unreachable!("refused above: the plan has no regions"),
-    };
+    Err(CodegenError::Target {
+        triple: target.triple.clone(),
+        reason: format!("'{}' is not a GPU architecture; use --cpu sm_80 or sm_90", target.cpu),
+    })
+}
+
+/// Compiles kir program `p` for the CUDA `target`: each kernel translated twice (PTX
+/// and the host simulation, [`translate`]), its launch read off the kernel's form, and
+/// the launch table derived from the schedule: a call is a launch on the buffers it
+/// binds (inputs, outputs, constants as offsets into `model.weights`, arena slices), a
+/// copy into an output is an output copy. Kernel symbols are `prefix` and the kernel's
+/// name. A program with run-time dims, control flow or other copies is refused (the
+/// CUDA runtime runs a flat list of launches).
+pub fn compile_cuda_program(
+    p: &dlc_kir::Program,
+    target: &TargetSpec,
+    prefix: &str,
+    llvm_ir: bool,
+) -> Result<CudaCompiled, CodegenError> {
+    check_sm(target)?;
+    let refuse = |reason: String| CodegenError::Target { triple: target.triple.clone(), reason };
+    dlc_kir::verify::program(p).map_err(|e| refuse(format!("program '{}' does not verify: {e}", p.name)))?;
+    if !p.symbols.is_empty() {
+        let names: Vec<&str> = p.symbols.iter().map(|s| s.name.as_str()).collect();
+        return Err(refuse(format!(
+            "program '{}' has run-time dims ({}), which CUDA artifacts do not support yet; compile the model with \
+             --input-shape to pin them",
+            p.name,
+            names.join(", ")
+        )));
+    }
+    if p.schedule.iter().any(|s| matches!(s, Step::If { .. } | Step::Loop { .. })) {
+        return Err(refuse(format!(
+            "program '{}' has control flow (if, loop), which CUDA artifacts do not support yet",
+            p.name
+        )));
+    }
+    let arena_bytes =
+        p.arena_bytes.as_const().filter(|&n| n >= 0).ok_or_else(|| {
+            refuse(format!("program '{}': the arena size {} is not a constant", p.name, p.arena_bytes))
+        })? as u64;
+
+    // Constants in buffer order, each 256-byte aligned in `model.weights`.
+    let mut weights = Vec::new();
+    let mut refs = Vec::with_capacity(p.buffers.len());
+    for b in &p.buffers {
+        refs.push(match &b.kind {
+            BufKind::Input(i) => BufferRef::Input(*i as usize),
+            BufKind::Output(i) => BufferRef::Output(*i as usize),
+            BufKind::Const(data) => {
+                weights.resize(weights.len().next_multiple_of(WEIGHT_ALIGN), 0);
+                let at = weights.len() as u64;
+                weights.extend_from_slice(data);
+                BufferRef::Weight(at)
+            }
+            BufKind::Arena(off) => match off.as_const() {
+                Some(o) if o >= 0 => BufferRef::Arena(o as u64),
+                _ => return Err(refuse(format!("buffer '{}': arena offset {off} is not a constant", b.name))),
+            },
+        });
+    }
+    let names = kernel_symbols(p, prefix).map_err(refuse)?;
 
     // The device code.
     let tm = target.machine()?;
     let cx = Context::create();
-    let module = target_module(&cx, &g.name, &tm);
-    let kernels = emit_kernels(&cx, &module, g, plan, Mode::Ptx, prefix, target)?;
+    let module = target_module(&cx, &p.name, &tm);
+    let geos = emit_kernels(&cx, &module, p, &names, Mode::Ptx).map_err(|e| name_node(p, e, target))?;
     let ptx_ir = optimise(&module, &tm, llvm_ir)?;
     let ptx = String::from_utf8_lossy(&write(&module, &tm, FileType::Assembly)?).into_owned();
 
@@ -117,51 +176,95 @@ pub fn compile_cuda(
     let host = TargetSpec::host();
     let htm = host.machine()?;
     let hcx = Context::create();
-    let hmod = target_module(&hcx, &g.name, &htm);
-    let sim = emit_kernels(&hcx, &hmod, g, plan, Mode::Sim, prefix, target)?;
-    if sim.iter().map(|k| k.1).ne(kernels.iter().map(|k| k.1)) {
+    let hmod = target_module(&hcx, &p.name, &htm);
+    if emit_kernels(&hcx, &hmod, p, &names, Mode::Sim).map_err(|e| name_node(p, e, target))? != geos {
         return Err(CodegenError::Llvm("internal: the simulated kernels were launched differently".into()));
     }
     optimise(&hmod, &htm, false)?;
     let sim_object = write(&hmod, &htm, FileType::Object)?;
 
-    let launches = kernels
-        .into_iter()
-        .map(|(name, geo, id)| {
-            let node = g.node(id);
-            let mut args: Vec<BufferRef> = g.operands(id).iter().map(|v| buffer(*v)).collect();
-            args.extend((0..node.outputs.len() as u32).map(|port| buffer(Value { node: id, port })));
-            Launch {
-                kernel: name,
-                node: node.name.clone(),
-                op: node.op.mnemonic().to_string(),
-                grid: geo.grid,
-                block: [geo.threads, 1, 1],
-                shared_bytes: geo.shared_bytes,
-                args,
-                serial: geo.serial,
+    let mut launches = Vec::new();
+    let mut copies = Vec::new();
+    for step in &p.schedule {
+        match step {
+            Step::Call { kernel, args, label } => {
+                let (k, geo) = (&p.kernels[*kernel as usize], geos[*kernel as usize]);
+                if geo.serial {
+                    tracing::warn!(kernel = k.name, "no parallel CUDA kernel: runs on one GPU thread");
+                }
+                launches.push(Launch {
+                    kernel: names[*kernel as usize].clone(),
+                    node: label.clone().unwrap_or_else(|| k.name.clone()),
+                    op: op_of(&k.name).to_string(),
+                    grid: geo.grid,
+                    block: [geo.threads, 1, 1],
+                    shared_bytes: geo.shared_bytes,
+                    args: args.iter().map(|&b| refs[b as usize]).collect(),
+                    serial: geo.serial,
+                });
             }
-        })
-        .collect();
-    let copies = g
-        .outputs()
-        .iter()
-        .enumerate()
-        .filter(|(i, (_, v))| plan.loc(*v) != Location::Output(*i))
-        .map(|(i, (_, v))| OutputCopy {
-            output: i,
-            from: buffer(*v),
-            bytes: g.value_type(*v).size_bytes().unwrap_or(0),
-        })
-        .collect();
-    let table = LaunchTable {
-        version: LAUNCH_VERSION,
-        arena_bytes: plan.arena_bytes,
-        weight_bytes: weights.len() as u64,
-        launches,
-        copies,
-    };
+            Step::Copy { dst, src } => {
+                let d = &p.buffers[*dst as usize];
+                let BufKind::Output(i) = d.kind else {
+                    return Err(refuse(format!(
+                        "program '{}': a copy into buffer '{}', which is not an output (CUDA artifacts copy into \
+                         outputs only)",
+                        p.name, d.name
+                    )));
+                };
+                let bytes = d.bytes.as_const().filter(|&n| n >= 0).unwrap_or(0) as u64;
+                copies.push(OutputCopy { output: i as usize, from: refs[*src as usize], bytes });
+            }
+            Step::If { .. } | Step::Loop { .. } => unreachable!("refused above"),
+        }
+    }
+    let table =
+        LaunchTable { version: LAUNCH_VERSION, arena_bytes, weight_bytes: weights.len() as u64, launches, copies };
     Ok(CudaCompiled { ptx, sim_object, table, weights, llvm_ir: ptx_ir })
+}
+
+/// The op of a kernel named as `dlc_lower::program` names them (`k3_matmul`: the part
+/// after the kernel's number), or its whole name.
+fn op_of(kernel: &str) -> &str {
+    match kernel.split_once('_') {
+        Some((k, op)) if k.len() > 1 && k.starts_with('k') && k[1..].bytes().all(|c| c.is_ascii_digit()) => op,
+        _ => kernel,
+    }
+}
+
+/// `e` from translating kernel `k`, naming the node its first call computes when the
+/// kernel needs a math function CUDA lacks.
+fn name_node(p: &dlc_kir::Program, e: (usize, CodegenError), target: &TargetSpec) -> CodegenError {
+    let (k, e) = e;
+    let CodegenError::NoMath { function } = e else { return e };
+    let kernel = &p.kernels[k].name;
+    let label = p.schedule.iter().find_map(|s| match s {
+        Step::Call { kernel: j, label, .. } if *j as usize == k => label.clone(),
+        _ => None,
+    });
+    CodegenError::Unsupported {
+        node: label.unwrap_or_else(|| kernel.clone()),
+        op: op_of(kernel).to_string(),
+        reason: format!("needs '{function}', which dlc's CUDA kernels do not provide yet"),
+        target: target.triple.clone(),
+    }
+}
+
+/// The exported symbol of each kernel of `p`: `prefix` and its name, with characters a
+/// PTX identifier cannot hold as `_` (two kernels that would share one are an error).
+fn kernel_symbols(p: &dlc_kir::Program, prefix: &str) -> Result<Vec<String>, String> {
+    let mut seen = HashMap::new();
+    let mut out = Vec::with_capacity(p.kernels.len());
+    for k in &p.kernels {
+        let name: String =
+            k.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+        let sym = format!("{prefix}{name}");
+        if let Some(other) = seen.insert(sym.clone(), &k.name) {
+            return Err(format!("kernels '{other}' and '{}' would both be the CUDA symbol '{sym}'", k.name));
+        }
+        out.push(sym);
+    }
+    Ok(out)
 }
 
 fn optimise(
@@ -176,42 +279,19 @@ fn optimise(
     Ok(print.then(|| module.print_to_string().to_string()))
 }
 
-/// One kernel per compute node, in plan order: name, geometry, node.
+/// Every kernel of `p` translated for `mode` under its symbol in `names`; how each is
+/// launched. An error comes with the index of its kernel.
 fn emit_kernels<'ctx>(
     cx: &'ctx Context,
     m: &Module<'ctx>,
-    g: &Graph,
-    plan: &MemoryPlan,
+    p: &dlc_kir::Program,
+    names: &[String],
     mode: Mode,
-    prefix: &str,
-    target: &TargetSpec,
-) -> Result<Vec<(String, Geometry, dlc_ir::NodeId)>, CodegenError> {
-    let mut out = Vec::new();
-    for &id in &plan.order {
-        let node = g.node(id);
-        if matches!(node.op, Op::Input(_) | Op::Const(_)) || plan.views.contains(&id) {
-            continue;
-        }
-        let info = NodeInfo::of(g, id, target)?;
-        let name = format!("{prefix}k{}_{}", out.len(), node.op.mnemonic());
-        let f = Factory { cx, m, mode, name: &name, nparams: info.inputs.len() + info.outputs.len() };
-        let k = dlc_lower::cuda::lower(&name, &info.lower_node(), &target.lowering())
-            .ok_or_else(|| info.unsupported("internal: no CUDA kernel for a compute node"))?
-            .map_err(|e| info.unsupported(e.reason))?;
-        let geo = translate(&f, &k).map_err(|e| match e {
-            CodegenError::NoMath { function } => {
-                info.unsupported(format!("needs '{function}', which dlc's CUDA kernels do not provide yet"))
-            }
-            e => e,
-        })?;
-        if geo.serial && mode == Mode::Ptx {
-            tracing::warn!(
-                node = info.name,
-                op = info.op.mnemonic(),
-                "no parallel CUDA kernel: runs on one GPU thread"
-            );
-        }
-        out.push((name, geo, id));
+) -> Result<Vec<Geometry>, (usize, CodegenError)> {
+    let mut out = Vec::with_capacity(p.kernels.len());
+    for (i, (k, name)) in p.kernels.iter().zip(names).enumerate() {
+        let f = Factory { cx, m, mode, name, nparams: k.params.len() };
+        out.push(translate(&f, k).map_err(|e| (i, e))?);
     }
     Ok(out)
 }
