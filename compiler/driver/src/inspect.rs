@@ -86,6 +86,7 @@ fn print_symbols_and_flops(g: &dlc_ir::Graph, st: &dlc_passes::GraphStats) {
         println!("flops       {} per inference", crate::human_flops(st.flops));
         return;
     }
+    let mins = dlc_ir::implied::symbol_minimums(g);
     for sym in &st.symbols {
         // Where it is read from: every input dim that is exactly this symbol (inputs
         // sharing it must agree at run time).
@@ -98,7 +99,12 @@ fn print_symbols_and_flops(g: &dlc_ir::Graph, st: &dlc_passes::GraphStats) {
             }
         }
         let from = if at.is_empty() { "derived".to_string() } else { at.join(", ") };
-        println!("symbol      {sym} >= 1, run-time dim of {from}{}", if at.len() > 1 { " (must agree)" } else { "" });
+        let agree = if at.len() > 1 { " (must agree)" } else { "" };
+        let (min, why) = match mins.get(sym) {
+            Some((m, node)) => (*m, format!("; the window of node '{node}' needs {sym} >= {m}")),
+            None => (1, String::new()),
+        };
+        println!("symbol      {sym} >= {min}, run-time dim of {from}{agree}{why}");
     }
     let ones: Vec<String> = st.symbols.iter().map(|s| format!("{s}=1")).collect();
     println!("flops       {} per inference at {}", crate::human_flops(st.flops), ones.join(", "));

@@ -152,6 +152,54 @@ pub fn fix_symbols(g: &mut Graph, values: &BTreeMap<String, u64>) {
     }
 }
 
+/// The least value of each run-time dim for which every sliding window of the graph
+/// fits its image (Conv, MaxPool, AveragePool: the output has at least one element),
+/// with the node that asks for it. A window over an extent that is an expression of one
+/// run-time dim (`floordiv(H - 1, 2) + 1` after a strided convolution) bounds that dim:
+/// the least value where the expression reaches the window's need (the extents are
+/// non-decreasing in their dim). Symbols missing from the map have minimum 1.
+pub fn symbol_minimums(g: &Graph) -> BTreeMap<String, (u64, String)> {
+    let mut out: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for id in g.node_ids() {
+        let node = g.node(id);
+        let operands = g.operands(id);
+        let Some(x) = operands.first().map(|v| g.value_type(*v)) else { continue };
+        let window = match &node.op {
+            Op::Conv(op) if operands.len() >= 2 => op.window(&node.name, x, g.value_type(operands[1])).ok(),
+            Op::MaxPool(op) => op.window(&node.name, x).ok(),
+            Op::AveragePool(op) => op.window(&node.name, x).ok(),
+            _ => None,
+        };
+        let Some(w) = window else { continue };
+        for i in 0..2 {
+            let e = &w.input[i];
+            let mut syms = Vec::new();
+            e.symbols(&mut syms);
+            let [s] = syms.as_slice() else { continue };
+            let span = (w.kernel[i] - 1) * w.dilations[i] + 1;
+            let need = span.saturating_sub(w.pad_begin[i] + w.pad_end[i]).max(1) as i64;
+            let at = |v: i64| e.eval(&BTreeMap::from([(s.clone(), v)])).unwrap_or(i64::MIN);
+            // The least v >= 1 with at(v) >= need, by bisection over [1, 2^40].
+            let (mut lo, mut hi) = (1i64, 1i64 << 40);
+            if at(hi) < need {
+                continue;
+            }
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if at(mid) >= need {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            if lo > 1 && out.get(s).is_none_or(|(m, _)| (lo as u64) > *m) {
+                out.insert(s.clone(), (lo as u64, node.name.clone()));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@
 //! map onto it (`iy * s + ky * d - pad == oy`), in the order (c, ky, kx); one `each`
 //! nest over the outputs (a loop nest on the CPU, one output per CUDA thread).
 use crate::elementwise::activation;
-use crate::{par, LowerError, Node};
+use crate::{ival, par_expr, LowerError, Node};
 use dlc_ir::ops::{Activation, Conv, ConvTranspose};
 use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
@@ -30,8 +30,8 @@ fn c(v: u64) -> Expr {
 
 /// The output indices `o` in `[0, out)` for which `o*s + k*d - pad` lies in `[0, n)`,
 /// as values: `lo = max(0, ceil((pad - k*d) / s))`, `hi = min(out, floor((n - 1 + pad -
-/// k*d) / s) + 1)` (0 when negative).
-fn valid_range(b: &mut KernelBuilder, k: &Expr, s: u64, d: u64, pad: u64, n: u64, out: u64) -> (Expr, Expr) {
+/// k*d) / s) + 1)` (0 when negative). `n` and `out` may be run-time extents.
+fn valid_range(b: &mut KernelBuilder, k: &Expr, s: u64, d: u64, pad: u64, n: &Expr, out: &Expr) -> (Expr, Expr) {
     let kd = k * &c(d);
     let num = b.index(&c(pad) - &kd);
     let zero = b.i64(0);
@@ -40,11 +40,11 @@ fn valid_range(b: &mut KernelBuilder, k: &Expr, s: u64, d: u64, pad: u64, n: u64
     let sv = b.i64(s as i64);
     let up = b.bin(BinOp::SDiv, up, sv);
     let lo = b.select(pos, up, zero);
-    let num2 = b.index(&c(n - 1 + pad) - &kd);
+    let num2 = b.index(&(n + &Expr::c(pad as i64 - 1)) - &kd);
     let nonneg = b.cmp(CmpOp::Sge, num2, zero);
     let q = b.bin(BinOp::SDiv, num2, sv);
     let q = b.index(&Expr::val(q) + &Expr::c(1));
-    let outv = b.i64(out as i64);
+    let outv = ival(b, out);
     let below = b.cmp(CmpOp::Slt, q, outv);
     let q = b.select(below, q, outv);
     let hi = b.select(nonneg, q, zero);
@@ -56,42 +56,50 @@ fn konst(b: &mut KernelBuilder, v: f64) -> ValId {
 }
 
 /// Direct Conv with bias (operand 2), residual (operand 3) and activation epilogues.
+/// The batch and image extents may be run-time dims (channels and weights are known).
 pub fn conv(name: &str, n: &Node, op: &Conv) -> Result<Kernel, LowerError> {
     n.require_f32()?;
-    let g = op.geometry(n.name, &n.inputs[0], &n.inputs[1]).map_err(|e| n.error(e.to_string()))?;
-    let [batch, ch, h, wd] = dims4(n, 0)?;
+    let g = op.window(n.name, &n.inputs[0], &n.inputs[1]).map_err(|e| n.error(e.to_string()))?;
+    let x = Node::dims(&n.inputs[0]);
+    let [batch, ch, h, wd] = <[Expr; 4]>::try_from(x).map_err(|_| n.error("only 2-D convolutions are supported"))?;
+    let ch = ch.as_const().ok_or_else(|| n.error("the channel dim must be known"))? as u64;
     let [m, cg, kh, kw] = dims4(n, 1)?;
     let groups = op.group.max(1) as u64;
     let mg = m / groups;
-    let [oh, ow] = g.output;
+    let [oh, ow] = g.output.clone();
     let has_bias = n.inputs.len() >= 3;
     let has_res = n.inputs.len() == 4;
     let py = n.inputs.len() as u32;
     let mut params = vec![Access::Read; n.inputs.len()];
     params.push(Access::Write);
     let mut b = KernelBuilder::new(name, &params);
-    let flops = 2 * batch * m * cg * kh * kw * oh * ow;
-    par(&mut b, batch * m, flops, |b, plane| {
+    // Work at a nominal extent of 64 where a dim is a run-time one.
+    let at = |e: &Expr| e.as_const().unwrap_or(64).max(0) as u64;
+    let flops = 2 * at(&batch) * m * cg * kh * kw * at(&oh) * at(&ow);
+    par_expr(&mut b, &(&batch * &c(m)), flops, |b, plane| {
+        // Run-time extents computed once per plane (constants stay constants).
+        let [h, wd, oh, ow] = [&h, &wd, &oh, &ow].map(|e| crate::hoist(b, e));
+        let plane_size = &oh * &ow;
         let bi = plane.floor_div(&c(m));
         let mi = plane.modulo(&c(m));
         let grp = mi.floor_div(&c(mg));
-        let out_base = &(&(&bi * &c(m)) + &mi) * &c(oh * ow);
+        let out_base = &(&(&bi * &c(m)) + &mi) * &plane_size;
         let init = if has_bias { b.load(F32, 2, mi.clone(), 4) } else { konst(b, 0.0) };
-        b.for_(c(0), c(oh * ow), LoopKind::Serial, |b, p| b.store(py, &out_base + &p, init, 4));
+        b.for_(c(0), plane_size.clone(), LoopKind::Serial, |b, p| b.store(py, &out_base + &p, init, 4));
         b.for_(c(0), c(cg), LoopKind::Serial, |b, ci| {
             let chan = &(&(&bi * &c(ch)) + &(&grp * &c(cg))) + &ci;
-            let in_base = &chan * &c(h * wd);
+            let in_base = &chan * &(&h * &wd);
             b.for_(c(0), c(kh), LoopKind::Serial, |b, ky| {
-                let (oy_lo, oy_hi) = valid_range(b, &ky, g.strides[0], g.dilations[0], g.pad_begin[0], h, oh);
+                let (oy_lo, oy_hi) = valid_range(b, &ky, g.strides[0], g.dilations[0], g.pad_begin[0], &h, &oh);
                 b.for_(c(0), c(kw), LoopKind::Serial, |b, kx| {
-                    let (ox_lo, ox_hi) = valid_range(b, &kx, g.strides[1], g.dilations[1], g.pad_begin[1], wd, ow);
+                    let (ox_lo, ox_hi) = valid_range(b, &kx, g.strides[1], g.dilations[1], g.pad_begin[1], &wd, &ow);
                     let wat = &(&(&(&mi * &c(cg * kh * kw)) + &(&ci * &c(kh * kw))) + &(&ky * &c(kw))) + &kx;
                     let wv = b.load(F32, 1, wat, 4);
                     b.for_(oy_lo, oy_hi, LoopKind::Serial, |b, oy| {
                         // iy = oy*s + ky*d - pad (in range by construction)
                         let iy = &(&(&oy * &c(g.strides[0])) + &(&ky * &c(g.dilations[0]))) - &c(g.pad_begin[0]);
-                        let row_in = &in_base + &(&iy * &c(wd));
-                        let row_out = &out_base + &(&oy * &c(ow));
+                        let row_in = &in_base + &(&iy * &wd);
+                        let row_out = &out_base + &(&oy * &ow);
                         let col0 = &(&kx * &c(g.dilations[1])) - &c(g.pad_begin[1]);
                         b.for_(ox_lo, ox_hi, LoopKind::Serial, |b, ox| {
                             let ix = &(&ox * &c(g.strides[1])) + &col0;
@@ -110,7 +118,7 @@ pub fn conv(name: &str, n: &Node, op: &Conv) -> Result<Kernel, LowerError> {
         if !has_res && op.act == Activation::None {
             return;
         }
-        b.for_(c(0), c(oh * ow), LoopKind::Serial, |b, p| {
+        b.for_(c(0), plane_size.clone(), LoopKind::Serial, |b, p| {
             let yi = &out_base + &p;
             let mut y = b.load(F32, py, yi.clone(), 4);
             if has_res {

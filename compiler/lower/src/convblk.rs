@@ -18,8 +18,8 @@
 //! whether a 1x1 convolution takes this kernel or the pixel-vector GEMM ([`applies`]).
 use crate::conv1x1::{pixel_epilogue, pointwise, tile_cycles};
 use crate::gemm::zero_accumulators;
-use crate::{par, LowerError, Node, Target};
-use dlc_ir::ops::{Conv, PoolGeometry};
+use crate::{ival, par, par_expr, LowerError, Node, Target};
+use dlc_ir::ops::{Conv, Window};
 use dlc_ir::{DType, TensorData};
 use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
@@ -37,8 +37,18 @@ pub fn applies<'g>(n: &Node<'g>, op: &Conv, t: &Target) -> Option<&'g TensorData
     let w = n.consts.get(1).copied().flatten()?;
     let f32_fixed = n.inputs.iter().chain(n.outputs).all(|t| t.dtype == DType::F32 && t.shape.is_fixed());
     let wd = w.ty().shape.as_fixed()?;
-    if op.group != 1 || wd.len() != 4 || !f32_fixed {
+    if op.group != 1 || wd.len() != 4 {
         return None;
+    }
+    if !f32_fixed {
+        // Run-time image dims: this kernel with run-time tile counts (the channels stay
+        // known). A run-time batch alone is not this kernel's: dlc-lower's batch rule
+        // runs the one-sample kernel, which decides for itself.
+        let x = &n.inputs[0].shape;
+        let f32 = n.inputs.iter().chain(n.outputs).all(|t| t.dtype == DType::F32);
+        let image_known = x.0.iter().skip(2).all(|d| d.fixed().is_some());
+        let known_channels = x.0.get(1).and_then(|d| d.fixed()).is_some();
+        return (f32 && !image_known && known_channels && x.rank() == 4).then_some(w);
     }
     if pointwise(op, &wd) {
         let y = n.outputs[0].shape.as_fixed()?;
@@ -120,49 +130,76 @@ struct Task {
     last: Option<ValId>,
     /// The kernel rows inside the image for this output row (i64 values).
     kys: (ValId, ValId),
+    /// The image extents as this task computes indices with them.
+    ext: Ext,
+}
+
+/// Image extents (input rows and columns, output columns, input and output plane
+/// sizes): constants, or values a task computed once from the run-time dims.
+struct Ext {
+    h: Expr,
+    wi: Expr,
+    ow: Expr,
+    hw: Expr,
+    ohw: Expr,
 }
 
 /// Task `t` of `images x oh x blocks` as `(image, output row, channel block)`: rows
 /// inner when `weights_outer` (each block's weights stay in cache), else blocks inner.
-pub fn block_task(t: &Expr, oh: u64, blocks: u64, weights_outer: bool) -> (Expr, Expr, Expr) {
-    let img = t.floor_div(&c(oh * blocks));
-    let r = t.modulo(&c(oh * blocks));
+pub fn block_task(t: &Expr, oh: &Expr, blocks: u64, weights_outer: bool) -> (Expr, Expr, Expr) {
+    let img = t.floor_div(&(oh * &c(blocks)));
+    let r = t.modulo(&(oh * &c(blocks)));
     if weights_outer {
-        (img, r.modulo(&c(oh)), r.floor_div(&c(oh)))
+        (img, r.modulo(oh), r.floor_div(oh))
     } else {
         (img, r.floor_div(&c(blocks)), r.modulo(&c(blocks)))
     }
 }
 
 /// The channel-blocked convolution kernel of node `n` (whose weights [`applies`]
-/// returned) with geometry `g` for target `t`. Parameters: X, W (unread: the kernel
+/// returned) with window `g` for target `t`. Parameters: X, W (unread: the kernel
 /// carries its packed copy), the optional bias and residual, then Y.
-pub fn conv(name: &str, n: &Node, op: &Conv, g: &PoolGeometry, t: &Target) -> Result<Kernel, LowerError> {
+///
+/// Run-time image dims keep the tiles: a row's pixels whose taps all lie in the image
+/// run as whole `NP`-pixel tiles in a loop of run-time count, then one tile of the
+/// run-time remainder (one compiled tile per remainder); the few pixels whose taps
+/// reach into the padding (a constant number at the left, a run-time range at the
+/// right) run one at a time with each tap's column checked at run time.
+pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<Kernel, LowerError> {
     let weights = n
         .consts
         .get(1)
         .copied()
         .flatten()
         .ok_or_else(|| n.error("internal: blocked Conv weights are not a constant"))?;
-    let (x, wd) = (n.fixed_in(0)?, n.fixed_in(1)?);
+    let (x, wd) = (Node::dims(&n.inputs[0]), n.fixed_in(1)?);
     if x.len() != 4 || wd.len() != 4 {
         return Err(n.error("only 2-D convolutions are supported"));
     }
-    let (batch, ch, h, wi) = (x[0], x[1], x[2], x[3]);
+    let ch = x[1].as_const().ok_or_else(|| n.error("the channel dim must be known"))? as u64;
+    let (batch, h, wi) = (x[0].clone(), x[2].clone(), x[3].clone());
     let (m, kh, kw) = (wd[0], wd[2], wd[3]);
-    let [mut oh, mut ow] = g.output;
-    // A 1x1 convolution: any split of the pixels into rows will do (no padding, stride 1).
-    let (h, wi) = if pointwise(op, &wd) {
-        (oh, ow) = pointwise_rows(oh * ow);
-        (oh, ow)
-    } else {
-        (h, wi)
+    let [mut oh, mut ow] = g.output.clone();
+    let fixed = g.fixed();
+    // A 1x1 convolution of known dims: any split of the pixels into rows will do (no
+    // padding, stride 1).
+    let (h, wi) = match &fixed {
+        Some(gf) if pointwise(op, &wd) => {
+            let (r, cols) = pointwise_rows(gf.output[0] * gf.output[1]);
+            (oh, ow) = (c(r), c(cols));
+            (oh.clone(), ow.clone())
+        }
+        _ => (h, wi),
     };
+    // The extents as numbers where they are known (a nominal 64 where not: the cost
+    // model's and the task policy's guess).
+    let known = |e: &Expr| e.as_const().map(|v| v.max(0) as u64);
+    let nominal = |e: &Expr| known(e).unwrap_or(64);
     let (sy, sx) = (g.strides[0], g.strides[1]);
     let (dy, dx) = (g.dilations[0], g.dilations[1]);
     let (pt, pl) = (g.pad_begin[0], g.pad_begin[1]);
     let w = t.f32_lanes.max(1) as u64;
-    let (_, (nf, np)) = tile_shape(w, m, ow, ch * kh * kw);
+    let (_, (nf, np)) = tile_shape(w, m, nominal(&ow), ch * kh * kw);
     let cb = nf * w;
     tracing::debug!(node = n.name, nf, np, lanes = w, "channel-blocked convolution tile");
     let blocks = m.div_ceil(cb);
@@ -177,23 +214,22 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &PoolGeometry, t: &Target) -> Re
     let mut b = KernelBuilder::new(name, &params);
     let packed: Vec<u8> = pack(&wv, [m, ch, kh, kw], cb).iter().flat_map(|v| v.to_le_bytes()).collect();
     let pw = b.data("wpack", Elem::F32, packed);
-    // Whether input column `ox * sx + kx * dx - pl` lies inside the row.
+    // Whether input column `ox * sx + kx * dx - pl` lies inside the row (known dims).
     let col = |ox: u64, kx: u64| (ox * sx + kx * dx) as i64 - pl as i64;
-    let inside = |ox: u64, kx: u64| (0..wi as i64).contains(&col(ox, kx));
-    // Pixel tiles along the row; a tile is interior when every tap of every pixel is.
-    let tiles: Vec<(u64, u64)> = (0..ow.div_ceil(np)).map(|t| (t * np, np.min(ow - t * np))).collect();
-    let interior = |&(ox0, cnt): &(u64, u64)| cnt == np && (0..cnt).all(|p| (0..kw).all(|kx| inside(ox0 + p, kx)));
-    let first = tiles.iter().position(interior).unwrap_or(tiles.len());
-    let end = first + tiles[first..].iter().take_while(|t| interior(t)).count();
+    let wi_known = known(&wi).unwrap_or(0);
+    let inside = |ox: u64, kx: u64| (0..wi_known as i64).contains(&col(ox, kx));
 
     // One tile: pixels ox0.. (`cnt` of them; `ox0c` is ox0 when it is a compile-time
-    // constant, which border tiles are) of the task's row and channel block.
-    let tile = |b: &mut KernelBuilder, task: &Task, ox0: Expr, ox0c: Option<u64>, cnt: u64| {
+    // constant, which border tiles of known dims are) of the task's row and channel
+    // block. With `checked`, each tap's input column is checked at run time (a tap in
+    // the padding reads column 0 and contributes 0).
+    let tile = |b: &mut KernelBuilder, task: &Task, ox0: Expr, ox0c: Option<u64>, cnt: u64, checked: bool| {
+        let Ext { wi, ow, hw, ohw, .. } = &task.ext;
         let accs = zero_accumulators(b, vt, nf * cnt);
         let wblk = &task.blk * &c(taps * cb);
         // Input offset of pixel p at kernel column 0, relative to the row start.
         let xcol = &ox0 * &c(sx);
-        let img_base = &task.img * &c(ch * h * wi);
+        let img_base = &task.img * &(&c(ch) * hw);
         // The kernel columns' offsets, opaque: otherwise LLVM merges the loads that
         // several (p, kx) pairs share and keeps them all live across the kernel
         // columns, spilling accumulators.
@@ -209,10 +245,10 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &PoolGeometry, t: &Target) -> Re
         let (ky_lo, ky_hi) = task.kys;
         b.for_(Expr::val(ky_lo), Expr::val(ky_hi), LoopKind::Serial, |b, ky| {
             let iy = &(&(&task.oy * &c(sy)) + &(&ky * &c(dy))) - &c(pt);
-            let row0 = &(&img_base + &(&iy * &c(wi))) + &xcol;
+            let row0 = &(&img_base + &(&iy * wi)) + &xcol;
             let wky = &wblk + &(&ky * &c(ch * kw * cb));
             b.for_(c(0), c(ch), LoopKind::Serial, |b, ci| {
-                let row = &row0 + &(&ci * &c(h * wi));
+                let row = &row0 + &(&ci * hw);
                 let tap0 = &wky + &(&ci * &c(kw * cb));
                 for kx in 0..kw {
                     let ws: Vec<ValId> = (0..nf).map(|f| b.load(vt, pw, &tap0 + &c(kx * cb + f * w), 4)).collect();
@@ -225,7 +261,19 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &PoolGeometry, t: &Target) -> Re
                         // row + kx*dx + p*sx - pl (>= 0 for taps inside the image).
                         let off = (p * sx) as i64 - pl as i64;
                         let idx = &(&row + &kxo[kx as usize]) + &Expr::c(off);
-                        let xv = b.load(F32, 0, idx, 4);
+                        let xv = if checked {
+                            // Column ox0*sx + kx*dx + p*sx - pl, inside [0, wi)?
+                            let colv = b.index(&(&xcol + &c(kx * dx)) + &Expr::c(off));
+                            let inside = crate::in_bounds_expr(b, Expr::val(colv), wi);
+                            let at = b.index(idx);
+                            let start = b.index(&row - &xcol);
+                            let at = b.select(inside, at, start);
+                            let v = b.load(F32, 0, Expr::val(at), 4);
+                            let zero = b.let_(Inst::Const { ty: F32, lit: Lit::Float(0.0) });
+                            b.select(inside, v, zero)
+                        } else {
+                            b.load(F32, 0, idx, 4)
+                        };
                         let xb = b.let_(Inst::Splat(xv, w as u32));
                         for f in 0..nf {
                             let slot = accs[(f * cnt + p) as usize];
@@ -256,12 +304,11 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &PoolGeometry, t: &Target) -> Re
                 for p in 0..cnt {
                     let mut v = b.let_(Inst::Get(accs[(f * cnt + p) as usize]));
                     // y[img][chan + l][oy][ox]
-                    let y0 = &(&(&(&task.img * &c(m * oh * ow)) + &(&chan * &c(oh * ow))) + &(&task.oy * &c(ow)))
-                        + &(&ox0 + &c(p));
+                    let y0 = &(&(&(&task.img * &(&c(m) * ohw)) + &(&chan * ohw)) + &(&task.oy * ow)) + &(&ox0 + &c(p));
                     if has_res {
                         let mut r = b.let_(Inst::Const { ty: vt, lit: Lit::Float(0.0) });
                         for l in 0..lanes {
-                            let x = b.load(F32, 3, &y0 + &c(l * oh * ow), 4);
+                            let x = b.load(F32, 3, &y0 + &(&c(l) * ohw), 4);
                             r = b.let_(Inst::Insert(r, x, l as u32));
                         }
                         v = b.bin(BinOp::FAdd, v, r);
@@ -269,7 +316,7 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &PoolGeometry, t: &Target) -> Re
                     let v = pixel_epilogue(b, op.act, v, w as u32, bias, None);
                     for l in 0..lanes {
                         let x = b.let_(Inst::Extract(v, l as u32));
-                        b.store(py, &y0 + &c(l * oh * ow), x, 4);
+                        b.store(py, &y0 + &(&c(l) * ohw), x, 4);
                     }
                 }
             };
@@ -280,14 +327,17 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &PoolGeometry, t: &Target) -> Re
         }
     };
 
-    let flops = 2 * batch * m * taps * oh * ow;
     // Loop order: when the layer's weights are larger than about half an L2 cache, each
     // channel block visits every output row before the next block, so the block's
     // weights stay in cache (the input, read once per block, is then the smaller of the
     // two); otherwise rows outer.
     let weights_outer = m * taps * 4 > 256 * 1024;
-    par(&mut b, batch * oh * blocks, flops, |b, tk| {
-        let (img, oy, blk) = block_task(&tk, oh, blocks, weights_outer);
+    let task_of = |b: &mut KernelBuilder, tk: Expr| -> Task {
+        // The run-time extents, computed once per task (constants stay constants).
+        let [h, wi, oh, ow] = [&h, &wi, &oh, &ow].map(|e| crate::hoist(b, e));
+        let ext = Ext { hw: &h * &wi, ohw: &oh * &ow, h, wi, ow };
+        let h = &ext.h;
+        let (img, oy, blk) = block_task(&tk, &oh, blocks, weights_outer);
         // The kernel rows that fall inside the image for this output row:
         // 0 <= oy*sy + ky*dy - pt < h, as ceil((v) / dy) clamped to [0, kh].
         let bound = |b: &mut KernelBuilder, v: Expr| -> ValId {
@@ -300,7 +350,7 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &PoolGeometry, t: &Target) -> Re
             b.select(pos, q, zero)
         };
         let lo = bound(b, &c(pt) - &(&oy * &c(sy)));
-        let hi0 = bound(b, &c(h + pt) - &(&oy * &c(sy)));
+        let hi0 = bound(b, &(h + &c(pt)) - &(&oy * &c(sy)));
         let khv = b.i64(kh as i64);
         let over = b.cmp(CmpOp::Sgt, hi0, khv);
         let hi = b.select(over, khv, hi0);
@@ -309,17 +359,65 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &PoolGeometry, t: &Target) -> Re
             let lb = b.i64(blocks as i64 - 1);
             b.cmp(CmpOp::Eq, bv, lb)
         });
-        let task = Task { img, oy, blk, last, kys: (lo, hi) };
-        for &(ox0, cnt) in &tiles[..first] {
-            tile(b, &task, c(ox0), Some(ox0), cnt);
-        }
-        if end > first {
-            b.for_(c(first as u64), c(end as u64), LoopKind::Serial, |b, tt| tile(b, &task, &tt * &c(np), None, np));
-        }
-        for &(ox0, cnt) in &tiles[end..] {
-            tile(b, &task, c(ox0), Some(ox0), cnt);
-        }
-    });
+        Task { img, oy, blk, last, kys: (lo, hi), ext }
+    };
+    let tasks = &(&batch * &oh) * &c(blocks);
+    let flops = 2 * nominal(&batch) * m * taps * nominal(&oh) * nominal(&ow);
+    if let (Some(ow), Some(_)) = (known(&ow), fixed.as_ref()) {
+        // Pixel tiles along the row; a tile is interior when every tap of every pixel is.
+        let tiles: Vec<(u64, u64)> = (0..ow.div_ceil(np)).map(|t| (t * np, np.min(ow - t * np))).collect();
+        let interior = |&(ox0, cnt): &(u64, u64)| cnt == np && (0..cnt).all(|p| (0..kw).all(|kx| inside(ox0 + p, kx)));
+        let first = tiles.iter().position(interior).unwrap_or(tiles.len());
+        let end = first + tiles[first..].iter().take_while(|t| interior(t)).count();
+        let ntasks = known(&tasks).expect("known dims");
+        par(&mut b, ntasks, flops, |b, tk| {
+            let task = task_of(b, tk);
+            for &(ox0, cnt) in &tiles[..first] {
+                tile(b, &task, c(ox0), Some(ox0), cnt, false);
+            }
+            if end > first {
+                b.for_(c(first as u64), c(end as u64), LoopKind::Serial, |b, tt| {
+                    tile(b, &task, &tt * &c(np), None, np, false)
+                });
+            }
+            for &(ox0, cnt) in &tiles[end..] {
+                tile(b, &task, c(ox0), Some(ox0), cnt, false);
+            }
+        });
+    } else {
+        // Run-time dims. Pixels [0, left) reach into the left padding, [right, ow) into
+        // the right padding (right = the first pixel whose last tap is past the row);
+        // between them whole tiles, then the remainder's tile.
+        let left = pl.div_ceil(sx);
+        let reach = ((kw - 1) * dx) as i64 - pl as i64;
+        // right = ceil((wi - reach) / sx), kept within [left, ow].
+        let per_row = taps * m * 2;
+        par_expr(&mut b, &tasks, per_row * nominal(&ow), |b, tk| {
+            let task = task_of(b, tk);
+            let (wi, ow) = (&task.ext.wi, &task.ext.ow);
+            let left_end = c(left).min_with(ow);
+            let right = (&(wi - &Expr::c(reach)) + &c(sx - 1)).floor_div(&c(sx)).min_with(ow).max_with(&left_end);
+            let [left_end, right] = [&left_end, &right].map(|e| crate::hoist(b, e));
+            b.for_(c(0), left_end.clone(), LoopKind::Serial, |b, ox| tile(b, &task, ox, None, 1, true));
+            let span = &right - &left_end;
+            let whole = span.floor_div(&c(np));
+            b.for_(c(0), whole.clone(), LoopKind::Serial, |b, tt| {
+                tile(b, &task, &left_end + &(&tt * &c(np)), None, np, false)
+            });
+            // The remainder (< NP pixels) as tiles of its binary digits, largest first:
+            // a few compiled tiles instead of one per remainder.
+            let rem_at = &left_end + &(&whole * &c(np));
+            let rem = span.modulo(&c(np));
+            for r in (0..4).map(|k| 8u64 >> k).filter(|&r| r < np) {
+                let set = ival(b, &rem.floor_div(&c(r)).modulo(&c(2)));
+                let one = b.i64(1);
+                let is = b.cmp(CmpOp::Eq, set, one);
+                let at = &rem_at + &(&rem.floor_div(&c(2 * r)) * &c(2 * r));
+                b.if_(is, |b| tile(b, &task, at, None, r, false), |_| {});
+            }
+            b.for_(right.clone(), ow.clone(), LoopKind::Serial, |b, ox| tile(b, &task, ox, None, 1, true));
+        });
+    }
     Ok(b.finish())
 }
 

@@ -64,11 +64,11 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         Op::MatMul(op) => n.require_f32().and_then(|_| matmul(kernel, n, op.act)),
         Op::Gemm(op) => n.require_f32().and_then(|_| gemm(kernel, n, op)),
         Op::Conv(op) => n.require_f32().and_then(|_| conv(kernel, n, op)),
-        Op::MaxPool(op) => match op.geometry(n.name, &n.inputs[0]) {
+        Op::MaxPool(op) => match op.window(n.name, &n.inputs[0]) {
             Ok(g) => pool::pool(kernel, n, &g, pool::Pool::Max, pool::Form::Elements),
             Err(e) => Err(n.error(e.to_string())),
         },
-        Op::AveragePool(op) => match op.geometry(n.name, &n.inputs[0]) {
+        Op::AveragePool(op) => match op.window(n.name, &n.inputs[0]) {
             Ok(g) => {
                 let kind = pool::Pool::Avg { count_include_pad: op.count_include_pad };
                 pool::pool(kernel, n, &g, kind, pool::Form::Elements)

@@ -26,6 +26,7 @@ pub mod convblk;
 pub mod convdirect;
 pub mod cuda;
 pub mod dtype;
+pub mod dwconv;
 pub mod elementwise;
 pub mod fastmath;
 pub mod gemm;
@@ -151,9 +152,45 @@ impl Target {
 
 /// `0 <= e < n` as one unsigned comparison of the index value.
 pub fn in_bounds(b: &mut KernelBuilder, e: Expr, n: u64) -> dlc_kir::ValId {
+    in_bounds_expr(b, e, &Expr::c(n as i64))
+}
+
+/// [`in_bounds`] with a bound that may be a run-time extent.
+pub fn in_bounds_expr(b: &mut KernelBuilder, e: Expr, n: &Expr) -> dlc_kir::ValId {
     let v = b.index(e);
-    let bound = b.i64(n as i64);
+    let bound = ival(b, n);
     b.cmp(dlc_kir::CmpOp::Ult, v, bound)
+}
+
+/// Expression `e` as an i64 value: a constant where it is one (the code a constant
+/// extent always gave), else computed at run time.
+pub fn ival(b: &mut KernelBuilder, e: &Expr) -> dlc_kir::ValId {
+    match e.as_const() {
+        Some(v) => b.i64(v),
+        None => b.index(e.clone()),
+    }
+}
+
+/// `e` as an index expression that stays small: a constant or a lone symbol as it is,
+/// anything else computed once into a value here (a run-time extent such as
+/// `floordiv(H - 1, 2) + 1` would otherwise be multiplied out in every index that uses
+/// it). The value is visible in the rest of the current body only (not in a `parallel`
+/// loop's tasks, which hoist their own).
+pub fn hoist(b: &mut KernelBuilder, e: &Expr) -> Expr {
+    if e.is_const() || e.as_symbol().is_some() {
+        return e.clone();
+    }
+    Expr::val(b.index(e.clone()))
+}
+
+/// [`par`] over `n` iterations where `n` may be a run-time extent: a constant `n` is
+/// [`par`] with `work` (at the constant); a run-time one runs each iteration as a
+/// pool task, for kernels whose iterations are large (a plane of run-time size).
+pub fn par_expr(b: &mut KernelBuilder, n: &Expr, work: u64, body: impl FnOnce(&mut KernelBuilder, Expr)) {
+    match n.as_const() {
+        Some(k) => par(b, k.max(0) as u64, work, body),
+        None => b.for_(Expr::c(0), n.clone(), LoopKind::Parallel, body),
+    }
 }
 
 /// Work (about one flop per unit) below which a kernel's outer loop stays serial.
@@ -189,9 +226,23 @@ fn conv_kernel(kernel: &str, n: &Node, op: &dlc_ir::ops::Conv, t: &Target) -> Re
     if n.inputs.len() < 2 {
         return Err(n.error("a Conv needs an input and weights"));
     }
+    // Run-time image dims: the channel-blocked kernel with run-time tile counts for
+    // constant weights, the depthwise vector kernel, else the plain loop nests (their
+    // extents are expressions).
+    let spatial_fixed = |t: &TensorType| t.shape.0.iter().skip(2).all(|d| d.fixed().is_some());
+    if !spatial_fixed(&n.inputs[0]) {
+        let g = op.window(n.name, &n.inputs[0], &n.inputs[1]).map_err(|e| n.error(e.to_string()))?;
+        if convblk::applies(n, op, t).is_some() {
+            return convblk::conv(kernel, n, op, &g, t);
+        }
+        if dwconv::applies(n, op, &g) {
+            return dwconv::dwconv(kernel, n, op, &g, t);
+        }
+        return conv::conv(kernel, n, op);
+    }
     let g = op.geometry(n.name, &n.inputs[0], &n.inputs[1]).map_err(|e| n.error(e.to_string()))?;
     if convblk::applies(n, op, t).is_some() {
-        convblk::conv(kernel, n, op, &g, t)
+        convblk::conv(kernel, n, op, &(&g).into(), t)
     } else if conv1x1::applies(n, op) {
         conv1x1::conv1x1(kernel, n, op, t)
     } else if convdirect::applies(&g, op, n, t) {
@@ -235,11 +286,11 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::ArgMin(o) => reduce::arg(kernel, n, o.axis, false, o.select_last_index),
         Op::NllLoss(o) => reduce::nll_loss(kernel, n, o),
         Op::CumSum(o) => reduce::cumsum(kernel, n, o),
-        Op::MaxPool(op) => match op.geometry(n.name, &n.inputs[0]) {
+        Op::MaxPool(op) => match op.window(n.name, &n.inputs[0]) {
             Ok(g) => pool::pool(kernel, n, &g, pool::Pool::Max, pool::Form::Tasks),
             Err(e) => Err(n.error(e.to_string())),
         },
-        Op::AveragePool(op) => match op.geometry(n.name, &n.inputs[0]) {
+        Op::AveragePool(op) => match op.window(n.name, &n.inputs[0]) {
             Ok(g) => {
                 let kind = pool::Pool::Avg { count_include_pad: op.count_include_pad };
                 pool::pool(kernel, n, &g, kind, pool::Form::Tasks)

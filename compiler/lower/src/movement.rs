@@ -47,18 +47,17 @@ pub fn transpose(name: &str, n: &Node, op: &Transpose) -> Result<Kernel, LowerEr
 /// Slice with constant parameters: a nest over the result reading
 /// `input[start + i * step]` per dim (steps may be negative). Needs fixed dims.
 pub fn slice(name: &str, n: &Node, op: &Slice) -> Result<Kernel, LowerError> {
-    let x = n.fixed_in(0)?;
-    let r = op.resolve(&x).map_err(|m| n.error(m))?;
+    let r = op.resolve_dims(&n.inputs[0].shape.0).map_err(|m| n.error(m))?;
     let elem = elem_of(n, n.outputs[0].dtype.size())?;
-    let out: Vec<Expr> = r.iter().map(|t| Expr::c(t.2 as i64)).collect();
-    if r.iter().any(|t| t.2 == 0) {
+    let out: Vec<Expr> = r.iter().map(|t| t.2.expr()).collect();
+    if r.iter().any(|t| t.2.fixed() == Some(0)) {
         return Ok(KernelBuilder::new(name, &[Access::Read, Access::Write]).finish());
     }
-    let xs = contiguous_strides(&x.iter().map(|&d| Expr::c(d as i64)).collect::<Vec<_>>());
-    let base: i64 = r.iter().zip(&xs).map(|((s, _, _), st)| s * st.as_const().unwrap_or(0)).sum();
+    let xs = contiguous_strides(&Node::dims(&n.inputs[0]));
+    let base = r.iter().zip(&xs).fold(Expr::c(0), |a, ((s, _, _), st)| &a + &st.scale(*s));
     let steps: Vec<Expr> = r.iter().zip(&xs).map(|((_, step, _), st)| st.scale(*step)).collect();
     let ys = contiguous_strides(&out);
-    Ok(copy_nest(name, elem, &out, |i| linear(i, &steps, Expr::c(base)), |i| linear(i, &ys, Expr::c(0))))
+    Ok(copy_nest(name, elem, &out, |i| linear(i, &steps, base.clone()), |i| linear(i, &ys, Expr::c(0))))
 }
 
 /// Loads element `j` of an i32/i64 index tensor `param` as an `i64`, wrapped when

@@ -7,8 +7,8 @@
 //! pool tasks when the work is worth it, [`crate::par`]; rows and columns serial) and
 //! [`Form::Elements`] for CUDA (one `each` nest over planes, rows and columns: one
 //! output per thread).
-use crate::{in_bounds, par, LowerError, Node};
-use dlc_ir::ops::PoolGeometry;
+use crate::{in_bounds_expr, ival, par_expr, LowerError, Node};
+use dlc_ir::ops::Window;
 use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
@@ -35,39 +35,43 @@ pub enum Form {
     Elements,
 }
 
+fn c(v: u64) -> Expr {
+    Expr::c(v as i64)
+}
+
 fn konst(b: &mut KernelBuilder, v: f64) -> ValId {
     b.let_(Inst::Const { ty: F32, lit: Lit::Float(v) })
 }
 
-fn require_f32_4d(n: &Node) -> Result<[u64; 4], LowerError> {
+fn require_f32_4d(n: &Node) -> Result<[Expr; 4], LowerError> {
     n.require_f32()?;
-    let x = n.fixed_in(0)?;
-    <[u64; 4]>::try_from(x.as_slice())
-        .map_err(|_| n.error(format!("{}-D pooling is not supported yet (2-D only)", x.len().saturating_sub(2))))
+    let x = Node::dims(&n.inputs[0]);
+    let rank = x.len();
+    <[Expr; 4]>::try_from(x)
+        .map_err(|_| n.error(format!("{}-D pooling is not supported yet (2-D only)", rank.saturating_sub(2))))
 }
 
-/// One output of a pool: plane `pl`, row `oy`, column `ox` of an input plane `[h, w]`.
-fn point(b: &mut KernelBuilder, g: &PoolGeometry, kind: Pool, [h, w]: [u64; 2], [pl, oy, ox]: [Expr; 3]) {
-    let [oh, ow] = g.output;
-    let base = &pl * &Expr::c((h * w) as i64);
+/// One output of a pool: plane `pl`, row `oy`, column `ox` of an input plane `[h, w]`
+/// (extents that may be run-time dims).
+fn point(b: &mut KernelBuilder, g: &Window, kind: Pool, [h, w, oh, ow]: [&Expr; 4], [pl, oy, ox]: [Expr; 3]) {
+    let base = &pl * &(h * w);
     let init = konst(b, if kind == Pool::Max { f64::NEG_INFINITY } else { 0.0 });
     let acc = b.local(F32, init);
     let zero = konst(b, 0.0);
     let cnt = b.local(F32, zero);
-    let c = |v: u64| Expr::c(v as i64);
     b.for_(Expr::c(0), c(g.kernel[0]), LoopKind::Serial, |b, ky| {
         // Positions are computed as if padded (offset by pad), then shifted back.
         let py_pad = &(&oy * &c(g.strides[0])) + &(&ky * &c(g.dilations[0]));
         let iy = &py_pad - &c(g.pad_begin[0]);
-        let in_y = in_bounds(b, iy.clone(), h);
-        let in_y_pad = in_bounds(b, py_pad, h + g.pad_begin[0] + g.pad_end[0]);
+        let in_y = in_bounds_expr(b, iy.clone(), h);
+        let in_y_pad = in_bounds_expr(b, py_pad, &(h + &c(g.pad_begin[0] + g.pad_end[0])));
         b.for_(Expr::c(0), c(g.kernel[1]), LoopKind::Serial, |b, kx| {
             let px_pad = &(&ox * &c(g.strides[1])) + &(&kx * &c(g.dilations[1]));
             let ix = &px_pad - &c(g.pad_begin[1]);
-            let in_x = in_bounds(b, ix.clone(), w);
+            let in_x = in_bounds_expr(b, ix.clone(), w);
             let inside = b.bin(BinOp::And, in_y, in_x);
             // Out-of-image taps load element 0 of the plane and are then masked out.
-            let at = b.index(&(&base + &(&iy * &c(w))) + &ix);
+            let at = b.index(&(&base + &(&iy * w)) + &ix);
             let first = b.index(base.clone());
             let off = b.select(inside, at, first);
             let v = b.load(F32, 0, Expr::val(off), 4);
@@ -86,7 +90,7 @@ fn point(b: &mut KernelBuilder, g: &PoolGeometry, kind: Pool, [h, w]: [u64; 2], 
                     let next = b.select(inside, s, a2);
                     b.stmt(Stmt::Set(acc, next));
                     let counted = if count_include_pad {
-                        let in_x_pad = in_bounds(b, px_pad, w + g.pad_begin[1] + g.pad_end[1]);
+                        let in_x_pad = in_bounds_expr(b, px_pad, &(w + &c(g.pad_begin[1] + g.pad_end[1])));
                         b.bin(BinOp::And, in_y_pad, in_x_pad)
                     } else {
                         inside
@@ -106,26 +110,28 @@ fn point(b: &mut KernelBuilder, g: &PoolGeometry, kind: Pool, [h, w]: [u64; 2], 
         let k = b.let_(Inst::Get(cnt));
         r = b.bin(BinOp::FDiv, r, k);
     }
-    let at = &(&(&pl * &c(oh * ow)) + &(&oy * &c(ow))) + &ox;
+    let at = &(&(&pl * &(oh * ow)) + &(&oy * ow)) + &ox;
     b.store(1, at, r, 4);
 }
 
-/// MaxPool or AveragePool of geometry `g`.
-pub fn pool(name: &str, n: &Node, g: &PoolGeometry, kind: Pool, form: Form) -> Result<Kernel, LowerError> {
-    let x = require_f32_4d(n)?;
-    let (planes, h, w) = (x[0] * x[1], x[2], x[3]);
-    let [oh, ow] = g.output;
+/// MaxPool or AveragePool of window `g` (its extents may be run-time dims).
+pub fn pool(name: &str, n: &Node, g: &Window, kind: Pool, form: Form) -> Result<Kernel, LowerError> {
+    let [x0, x1, h, w] = require_f32_4d(n)?;
+    let planes = &x0 * &x1;
+    let [oh, ow] = &g.output;
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
-    let c = |v: u64| Expr::c(v as i64);
     match form {
-        Form::Elements => b.nest(&[c(planes), c(oh), c(ow)], LoopKind::Each, |b, i| {
-            point(b, g, kind, [h, w], [i[0].clone(), i[1].clone(), i[2].clone()])
+        Form::Elements => b.nest(&[planes, oh.clone(), ow.clone()], LoopKind::Each, |b, i| {
+            point(b, g, kind, [&h, &w, oh, ow], [i[0].clone(), i[1].clone(), i[2].clone()])
         }),
         Form::Tasks => {
-            let work = planes * oh * ow * g.kernel[0] * g.kernel[1];
-            par(&mut b, planes, work, |b, pl| {
-                b.nest(&[c(oh), c(ow)], LoopKind::Serial, |b, i| {
-                    point(b, g, kind, [h, w], [pl, i[0].clone(), i[1].clone()])
+            let at = |e: &Expr| e.as_const().unwrap_or(64).max(0) as u64;
+            let work = at(&planes) * at(oh) * at(ow) * g.kernel[0] * g.kernel[1];
+            par_expr(&mut b, &planes, work, |b, pl| {
+                // Run-time extents computed once per plane (constants stay constants).
+                let [h, w, oh, ow] = [&h, &w, oh, ow].map(|e| crate::hoist(b, e));
+                b.nest(&[oh.clone(), ow.clone()], LoopKind::Serial, |b, i| {
+                    point(b, g, kind, [&h, &w, &oh, &ow], [pl, i[0].clone(), i[1].clone()])
                 })
             });
         }
@@ -136,31 +142,41 @@ pub fn pool(name: &str, n: &Node, g: &PoolGeometry, kind: Pool, form: Form) -> R
 /// GlobalAveragePool: the mean of each plane, summed in order.
 pub fn global_avgpool(name: &str, n: &Node, form: Form) -> Result<Kernel, LowerError> {
     n.require_f32()?;
-    let x = n.fixed_in(0)?;
+    let x = Node::dims(&n.inputs[0]);
     if x.len() < 2 {
         return Err(n.error("needs at least 2 dims"));
     }
-    let planes = x[0] * x[1];
-    let size: u64 = x[2..].iter().product();
+    let planes = &x[0] * &x[1];
+    let size = x[2..].iter().fold(Expr::c(1), |a, d| &a * d);
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
     let plane = |b: &mut KernelBuilder, pl: Expr| {
+        let size = crate::hoist(b, &size);
         let zero = konst(b, 0.0);
         let acc = b.local(F32, zero);
-        let base = &pl * &Expr::c(size as i64);
-        b.for_(Expr::c(0), Expr::c(size as i64), LoopKind::Serial, |b, i| {
+        let base = &pl * &size;
+        b.for_(Expr::c(0), size.clone(), LoopKind::Serial, |b, i| {
             let a = b.let_(Inst::Get(acc));
             let v = b.load(F32, 0, &base + &i, 4);
             let s = b.bin(BinOp::FAdd, a, v);
             b.stmt(Stmt::Set(acc, s));
         });
         let a = b.let_(Inst::Get(acc));
-        let count = konst(b, size as f32 as f64);
+        let count = match size.as_const() {
+            Some(k) => konst(b, k as f32 as f64),
+            None => {
+                let k = ival(b, &size);
+                b.let_(Inst::Cast(dlc_kir::CastOp::SiToFp, k, F32))
+            }
+        };
         let m = b.bin(BinOp::FDiv, a, count);
         b.store(1, pl, m, 4);
     };
     match form {
-        Form::Elements => b.nest(&[Expr::c(planes as i64)], LoopKind::Each, |b, i| plane(b, i[0].clone())),
-        Form::Tasks => par(&mut b, planes, planes * size, plane),
+        Form::Elements => b.nest(&[planes], LoopKind::Each, |b, i| plane(b, i[0].clone())),
+        Form::Tasks => {
+            let at = |e: &Expr| e.as_const().unwrap_or(4096).max(0) as u64;
+            par_expr(&mut b, &planes, at(&planes) * at(&size), plane)
+        }
     }
     Ok(b.finish())
 }

@@ -86,7 +86,14 @@ pub enum Family {
 /// ([`crate::batch`]); each call is labelled with its node's name.
 pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Result<Program, LowerError> {
     let mut p = Program { name: g.name.clone(), arena_bytes: plan.arena_expr(), ..Program::default() };
-    p.symbols = symbols(g).into_iter().map(|name| Symbol { name, min: 1 }).collect();
+    let mins = dlc_ir::implied::symbol_minimums(g);
+    p.symbols = symbols(g)
+        .into_iter()
+        .map(|name| {
+            let min = mins.get(&name).map_or(1, |m| m.0 as i64);
+            Symbol { name, min }
+        })
+        .collect();
     let mut bufs: HashMap<((u8, u64), Expr), u32> = HashMap::new();
     let mut buffer = |p: &mut Program, v: Value, name: &str| -> u32 {
         let ty = g.value_type(v);

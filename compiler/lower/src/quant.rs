@@ -557,7 +557,7 @@ pub fn qconv(name: &str, n: &Node, op: &QConv, t: &Target) -> Result<Kernel, Low
     let flops = 2 * batch * m * ch * kh * kw * oh * ow;
     let weights_outer = m * taps * PACK > 256 * 1024;
     par(&mut b, batch * oh * blocks, flops / 2, |b, tk| {
-        let (img, oy, blk) = block_task(&tk, oh, blocks, weights_outer);
+        let (img, oy, blk) = block_task(&tk, &Expr::c(oh as i64), blocks, weights_outer);
         let last = (m % cb != 0).then(|| {
             let bv = b.index(blk.clone());
             let lb = b.i64(blocks as i64 - 1);

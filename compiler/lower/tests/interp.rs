@@ -785,14 +785,14 @@ fn pools_in_both_forms_with_padding_strides_dilations_and_ceil_mode() {
                 Op::MaxPool(p) => dlc_lower::pool::pool(
                     "k",
                     &node,
-                    &p.geometry("n", &t).unwrap(),
+                    &p.window("n", &t).unwrap(),
                     dlc_lower::pool::Pool::Max,
                     dlc_lower::pool::Form::Elements,
                 ),
                 Op::AveragePool(p) => dlc_lower::pool::pool(
                     "k",
                     &node,
-                    &p.geometry("n", &t).unwrap(),
+                    &p.window("n", &t).unwrap(),
                     dlc_lower::pool::Pool::Avg { count_include_pad: p.count_include_pad },
                     dlc_lower::pool::Form::Elements,
                 ),
@@ -1289,7 +1289,7 @@ fn channel_blocked_convolutions_with_constant_weights() {
         let g = cv.geometry("n", &tys[0], &tys[1]).unwrap();
         for lanes in [4, 8, 16] {
             let t = dlc_lower::Target::with_lanes(lanes);
-            let k = dlc_lower::convblk::conv("k", &node, cv, &g, &t).unwrap();
+            let k = dlc_lower::convblk::conv("k", &node, cv, &(&g).into(), &t).unwrap();
             assert_eq!(k.data[0].name, "wpack");
             compare_kernel(&k, op, &xs, &out);
         }
@@ -1494,6 +1494,139 @@ fn attention_with_run_time_batch_and_lengths_at_two_sizes() {
                     .collect()
             };
             check_with(op, &tys, &make, &[&[("N", 1), ("S", 3), ("T", 5)], &[("N", 2), ("S", 4), ("T", 9)]]);
+        }
+    }
+}
+
+/// Run-time image dims: Convs (plain, grouped, strided, dilated, with epilogues and
+/// constant weights) and pools whose input is `[N, C, H, W]` with `N`, `H` and `W`
+/// symbols, lowered once through `lower` and run at two sizes in the kir interpreter,
+/// against dlc-interp on the same op at those sizes.
+#[test]
+fn run_time_image_dims_in_convolutions_and_pools() {
+    use dlc_ir::ops::{Activation, AutoPad, AveragePool, Conv, GlobalAveragePool, MaxPool};
+    let conv = |group: i64, strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>, act: Activation| -> Op {
+        Conv { kernel_shape: vec![], strides, pads, dilations, group, auto_pad: AutoPad::NotSet, act }.into()
+    };
+    let same = Conv {
+        kernel_shape: vec![],
+        strides: vec![],
+        pads: vec![],
+        dilations: vec![],
+        group: 1,
+        auto_pad: AutoPad::SameUpper,
+        act: Activation::Relu,
+    };
+    // (op, channels, weight dims or none for a pool, bias, residual)
+    type Case = (Op, u64, Option<[u64; 4]>, bool, bool);
+    let cases: Vec<Case> = vec![
+        (conv(1, vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], Activation::None), 3, Some([4, 3, 3, 3]), false, false),
+        (conv(2, vec![2, 1], vec![0, 1, 2, 0], vec![2, 1], Activation::Relu), 4, Some([6, 2, 3, 2]), true, false),
+        (conv(4, vec![2, 2], vec![1, 1, 1, 1], vec![1, 1], Activation::Gelu), 4, Some([4, 1, 3, 3]), true, true),
+        // Depthwise, unit stride along rows: the depthwise vector kernel (a 5x5 with
+        // wide padding, a 3x3 striding down the columns with a residual).
+        (conv(6, vec![1, 1], vec![2, 2, 2, 2], vec![1, 1], Activation::Relu), 6, Some([6, 1, 5, 5]), true, false),
+        (conv(3, vec![2, 1], vec![1, 1, 1, 1], vec![1, 1], Activation::None), 3, Some([3, 1, 3, 3]), true, true),
+        (same.into(), 2, Some([3, 2, 3, 3]), true, false),
+        // Several channel blocks (the last one partial) at 8 and 16 lanes, stride 2.
+        (conv(1, vec![2, 2], vec![1, 1, 1, 1], vec![1, 1], Activation::Relu), 5, Some([40, 5, 3, 3]), true, false),
+        (conv(1, vec![1, 1], vec![0, 0, 0, 0], vec![1, 1], Activation::None), 6, Some([37, 6, 1, 1]), true, true),
+        (
+            MaxPool {
+                kernel_shape: vec![3, 2],
+                strides: vec![2, 1],
+                pads: vec![1, 0, 1, 1],
+                dilations: vec![],
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: false,
+            }
+            .into(),
+            3,
+            None,
+            false,
+            false,
+        ),
+        (
+            AveragePool {
+                kernel_shape: vec![2, 3],
+                strides: vec![1, 2],
+                pads: vec![0, 1, 1, 1],
+                dilations: vec![],
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: false,
+                count_include_pad: false,
+            }
+            .into(),
+            2,
+            None,
+            false,
+            false,
+        ),
+        (GlobalAveragePool {}.into(), 3, None, false, false),
+    ];
+    let sym = |s: &str| Dim::sym(s);
+    for (op, ch, wd, bias, res) in &cases {
+        // The symbolic operand types; constant weights and bias (the blocked kernel's
+        // case when shapes are known).
+        let x = ty(DType::F32, &[sym("N"), Dim::Fixed(*ch), sym("H"), sym("W")]);
+        let mut tys = vec![x];
+        if let Some(wd) = wd {
+            tys.push(TensorType::fixed(DType::F32, wd));
+            if *bias {
+                tys.push(TensorType::fixed(DType::F32, &[wd[0]]));
+            }
+        }
+        if *res {
+            tys.push(op.infer("n", &tys).unwrap()[0].clone());
+        }
+        let out = op.infer("n", &tys).unwrap();
+        assert!(!out[0].shape.is_fixed(), "{op:?}: {}", out[0]);
+        // Weights and bias are constants (as after import); a residual is not.
+        let consts: Vec<TensorData> =
+            tys.iter().enumerate().skip(1).take(2).map(|(i, t)| floats(t, 40 + i as u64)).collect();
+        let const_refs: Vec<Option<&TensorData>> = std::iter::once(None).chain(consts.iter().map(Some)).collect();
+        let node =
+            dlc_lower::Node { name: "n", op, inputs: &tys, outputs: &out, consts: &const_refs, operand_max: &[] };
+        for target in [T, dlc_lower::Target { f32_lanes: 16, ..T }] {
+            let k = dlc_lower::lower("k", &node, &target).unwrap().unwrap();
+            dlc_kir::verify::kernel(&k).unwrap();
+            // Constant weights of one group take the channel-blocked kernel (run-time tile
+            // counts), the others the plain loop nests.
+            let blocked = matches!(op, Op::Conv(c) if c.group == 1);
+            let text = dlc_kir::print::kernel(&k);
+            assert_eq!(text.contains("\"wpack\""), blocked, "{op:?}");
+            // Depthwise with unit row stride: the vector kernel (vectors of the
+            // target's width, lane masks at the ends of the rows).
+            let depthwise = matches!(op, Op::Conv(c) if c.group as u64 == *ch && c.strides.get(1) == Some(&1));
+            let vectors = text.contains(&format!("load f32x{},", target.f32_lanes)) && text.contains(" mask ");
+            assert!(!depthwise || vectors, "{op:?}:\n{text}");
+            // Rows narrower than a tile, rows of whole tiles and every remainder.
+            let sizes = [(1i64, 7i64, 9i64), (2, 12, 5), (1, 3, 2), (1, 5, 37), (1, 4, 50), (1, 3, 150)];
+            for (n, h, w) in sizes.into_iter().chain((2..=30).map(|w| (1, 3, w))) {
+                let env = BTreeMap::from([("N".to_string(), n), ("H".to_string(), h), ("W".to_string(), w)]);
+                let fix = |t: &TensorType| {
+                    let d: Vec<u64> = t.shape.0.iter().map(|d| d.expr().eval(&env).unwrap() as u64).collect();
+                    TensorType::fixed(t.dtype, &d)
+                };
+                let ftys: Vec<TensorType> = tys.iter().map(fix).collect();
+                let fout = op.infer("n", &ftys).unwrap();
+                assert_eq!(fout[0], fix(&out[0]), "{op:?}: the symbolic shape rule at N={n} H={h} W={w}");
+                let mut xs = vec![floats(&ftys[0], 7 + n as u64)];
+                for (i, t) in ftys.iter().enumerate().skip(1) {
+                    xs.push(if i < 3 { consts[i - 1].clone() } else { floats(t, 90) });
+                }
+                let want = dlc_interp::eval(op, &xs, &fout).unwrap();
+                let mut bufs: Vec<Vec<u8>> = xs.iter().map(|x| x.bytes().to_vec()).collect();
+                bufs.push(vec![0; fout[0].size_bytes().unwrap() as usize]);
+                run_kernel(&k, &mut bufs, &env).unwrap();
+                let got: Vec<f32> =
+                    bufs.last().unwrap().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+                let want = want[0].to_f32().unwrap();
+                assert_eq!(got.len(), want.len());
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{op:?} at N={n} H={h} W={w}: {g} vs {w}");
+                }
+            }
         }
     }
 }

@@ -275,7 +275,9 @@ impl<'m> Importer<'m> {
             .enumerate()
             .map(|(i, d)| match &d.value {
                 Some(D::DimValue(n)) if *n >= 0 => Dim::Fixed(*n as u64),
-                Some(D::DimParam(p)) if !p.is_empty() => Dim::sym(symbol_name(p)),
+                // A name, not a placeholder: exporters write "?" or "-1" for a dim they
+                // do not know, which says nothing about other dims with the same text.
+                Some(D::DimParam(p)) if p.chars().any(|c| c.is_ascii_alphanumeric()) => Dim::sym(symbol_name(p)),
                 _ => Dim::sym(symbol_name(&format!("{}_{i}", vi.name))),
             })
             .collect();

@@ -1,6 +1,6 @@
 //! 2-D convolution and pooling over NCHW tensors.
 use super::{ensure, fixed_dims, same_dtype, Activation, Infer, OpMeta};
-use crate::{op, Dim, IrError, Shape, TensorType};
+use crate::{op, Dim, Expr, IrError, Shape, TensorType};
 
 /// ONNX `auto_pad`: how padding is derived when not given explicitly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,120 @@ pub struct PoolGeometry {
     pub pad_begin: [u64; 2],
     /// Padding at the end `[bottom, right]`.
     pub pad_end: [u64; 2],
+}
+
+/// A sliding window whose image extents may be run-time dims: the input and output
+/// extents are expressions, the window itself (kernel, strides, dilations, padding) is
+/// constant. Where both extents are known it is the [`PoolGeometry`]'s window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Input `[H, W]`.
+    pub input: [Expr; 2],
+    /// Output `[OH, OW]`.
+    pub output: [Expr; 2],
+    /// Kernel `[KH, KW]`.
+    pub kernel: [u64; 2],
+    /// Strides.
+    pub strides: [u64; 2],
+    /// Dilations.
+    pub dilations: [u64; 2],
+    /// Padding at the start `[top, left]`.
+    pub pad_begin: [u64; 2],
+    /// Padding at the end `[bottom, right]`.
+    pub pad_end: [u64; 2],
+}
+
+impl From<&PoolGeometry> for Window {
+    fn from(g: &PoolGeometry) -> Window {
+        let e = |v: [u64; 2]| v.map(|x| Expr::c(x as i64));
+        Window {
+            input: e(g.input),
+            output: e(g.output),
+            kernel: g.kernel,
+            strides: g.strides,
+            dilations: g.dilations,
+            pad_begin: g.pad_begin,
+            pad_end: g.pad_end,
+        }
+    }
+}
+
+impl Window {
+    /// Resolves the window over spatial dims `[H, W]`, either of which may be symbolic.
+    /// A symbolic extent needs padding that does not depend on it: explicit pads, VALID,
+    /// or SAME with stride 1; and no `ceil_mode` unless the stride is 1.
+    pub fn resolve(input: [&Dim; 2], a: &WindowAttrs) -> Result<Window, String> {
+        // Each axis depends only on its own extent: resolve the known ones as
+        // PoolGeometry does (the same numbers), the symbolic ones by formula.
+        let probe = |n: u64| PoolGeometry::resolve([n, n], a);
+        let fixed = [input[0].fixed(), input[1].fixed()];
+        if let [Some(h), Some(w)] = fixed {
+            return PoolGeometry::resolve([h, w], a).map(|g| Window::from(&g));
+        }
+        // The window's constants, from a probe at an extent every window fits.
+        let big = probe(1 << 20)?;
+        let mut g = Window::from(&big);
+        for i in 0..2 {
+            if let Some(n) = fixed[i] {
+                let one = probe(n)?;
+                g.input[i] = Expr::c(n as i64);
+                g.output[i] = Expr::c(one.output[i] as i64);
+                g.pad_begin[i] = one.pad_begin[i];
+                g.pad_end[i] = one.pad_end[i];
+                continue;
+            }
+            let n = input[i].expr();
+            let (s, span) = (big.strides[i], (big.kernel[i] - 1) * big.dilations[i] + 1);
+            let out = match a.auto_pad {
+                AutoPad::NotSet | AutoPad::Valid => {
+                    if a.ceil_mode && s > 1 {
+                        return Err(format!(
+                            "ceil_mode with stride {s} over the run-time extent {n} is not supported yet; pin the \
+                             input shape with --input-shape"
+                        ));
+                    }
+                    let pads = (big.pad_begin[i] + big.pad_end[i]) as i64;
+                    (&n + &Expr::c(pads - span as i64)).floor_div(&Expr::c(s as i64)) + Expr::c(1)
+                }
+                AutoPad::SameUpper | AutoPad::SameLower => {
+                    if s > 1 {
+                        return Err(format!(
+                            "auto_pad {} with stride {s} over the run-time extent {n} gives padding that depends \
+                             on it, which is not supported yet; pin the input shape with --input-shape",
+                            a.auto_pad.name()
+                        ));
+                    }
+                    n.clone()
+                }
+            };
+            g.input[i] = n;
+            g.output[i] = out;
+        }
+        Ok(g)
+    }
+
+    /// The smallest value of symbolic input extent `i` for which the window fits (the
+    /// output has at least one element), when the extent is a plain symbol.
+    pub fn min_input(&self, i: usize) -> Option<(String, u64)> {
+        let name = self.input[i].as_symbol()?;
+        let span = (self.kernel[i] - 1) * self.dilations[i] + 1;
+        let need = span.saturating_sub(self.pad_begin[i] + self.pad_end[i]).max(1);
+        Some((name.to_string(), need))
+    }
+
+    /// The fixed geometry, when both extents are known.
+    pub fn fixed(&self) -> Option<PoolGeometry> {
+        let k = |e: &Expr| e.as_const().and_then(|v| u64::try_from(v).ok());
+        Some(PoolGeometry {
+            input: [k(&self.input[0])?, k(&self.input[1])?],
+            output: [k(&self.output[0])?, k(&self.output[1])?],
+            kernel: self.kernel,
+            strides: self.strides,
+            dilations: self.dilations,
+            pad_begin: self.pad_begin,
+            pad_end: self.pad_end,
+        })
+    }
 }
 
 /// Attributes shared by convolution and pooling, before resolution.
@@ -141,6 +255,13 @@ impl PoolGeometry {
     }
 }
 
+/// Resolves the window of an NCHW operand whose spatial dims may be symbolic, naming
+/// the node on failure.
+fn window_sym(node: &str, op: &'static str, x: &TensorType, a: &WindowAttrs) -> Result<Window, IrError> {
+    ensure(x.shape.rank() == 4, node, op, || format!("only 2-D (NCHW) inputs are supported, got {}", x.shape))?;
+    Window::resolve([&x.shape.0[2], &x.shape.0[3]], a).map_err(|m| IrError::shape(node, op, m))
+}
+
 /// Resolves the window of an NCHW operand, naming the node on failure.
 fn window(node: &str, op: &'static str, x: &TensorType, a: &WindowAttrs) -> Result<PoolGeometry, IrError> {
     ensure(x.shape.rank() == 4, node, op, || format!("only 2-D (NCHW) inputs are supported, got {}", x.shape))?;
@@ -163,8 +284,32 @@ op! {
 }
 
 impl Conv {
-    /// Resolved window for an input `x` and weight `w`.
+    /// Resolved window for an input `x` and weight `w` (spatial dims known).
     pub fn geometry(&self, node: &str, x: &TensorType, w: &TensorType) -> Result<PoolGeometry, IrError> {
+        let (op, kernel) = (Self::INFO.mnemonic, self.kernel(node, w)?);
+        window(node, op, x, &self.attrs(&kernel))
+    }
+
+    /// Resolved window for an input `x` and weight `w` whose spatial dims may be
+    /// symbolic ([`Window::resolve`]).
+    pub fn window(&self, node: &str, x: &TensorType, w: &TensorType) -> Result<Window, IrError> {
+        let (op, kernel) = (Self::INFO.mnemonic, self.kernel(node, w)?);
+        window_sym(node, op, x, &self.attrs(&kernel))
+    }
+
+    fn attrs<'a>(&'a self, kernel: &'a [i64]) -> WindowAttrs<'a> {
+        WindowAttrs {
+            kernel,
+            strides: &self.strides,
+            pads: &self.pads,
+            dilations: &self.dilations,
+            auto_pad: self.auto_pad,
+            ceil_mode: false,
+        }
+    }
+
+    /// The kernel extents, checked against the weight's.
+    fn kernel(&self, node: &str, w: &TensorType) -> Result<Vec<i64>, IrError> {
         let op = Self::INFO.mnemonic;
         let wd = fixed_dims(w, node, op)?;
         ensure(wd.len() == 4, node, op, || format!("weight must be 4-D, got {}", w.shape))?;
@@ -173,15 +318,7 @@ impl Conv {
         ensure(kernel == [wd[2] as i64, wd[3] as i64], node, op, || {
             format!("kernel_shape {kernel:?} disagrees with weight {}", w.shape)
         })?;
-        let a = WindowAttrs {
-            kernel: &kernel,
-            strides: &self.strides,
-            pads: &self.pads,
-            dilations: &self.dilations,
-            auto_pad: self.auto_pad,
-            ceil_mode: false,
-        };
-        window(node, op, x, &a)
+        Ok(kernel)
     }
 }
 
@@ -190,7 +327,7 @@ impl Infer for Conv {
         let op = Self::INFO.mnemonic;
         same_dtype(inputs, node, op)?;
         let (x, w) = (&inputs[0], &inputs[1]);
-        let g = self.geometry(node, x, w)?;
+        let g = self.window(node, x, w)?;
         let wd = fixed_dims(w, node, op)?;
         ensure(self.group >= 1, node, op, || format!("group must be >= 1, got {}", self.group))?;
         let group = self.group as u64;
@@ -206,8 +343,8 @@ impl Infer for Conv {
                 format!("bias must be [{}], got {}", wd[0], b.shape)
             })?;
         }
-        let shape =
-            Shape(vec![x.shape.0[0].clone(), Dim::Fixed(wd[0]), Dim::Fixed(g.output[0]), Dim::Fixed(g.output[1])]);
+        let [oh, ow] = g.output.clone().map(|e| Dim::from_expr(e).unwrap_or(Dim::Fixed(0)));
+        let shape = Shape(vec![x.shape.0[0].clone(), Dim::Fixed(wd[0]), oh, ow]);
         if let Some(r) = inputs.get(3) {
             ensure(r.shape == shape, node, op, || format!("residual must be {shape}, got {}", r.shape))?;
         }
@@ -228,10 +365,11 @@ macro_rules! pool_attrs {
     };
 }
 
-fn pooled(x: &TensorType, g: &PoolGeometry) -> TensorType {
+fn pooled(x: &TensorType, g: &Window) -> TensorType {
     let mut shape = x.shape.clone();
-    shape.0[2] = Dim::Fixed(g.output[0]);
-    shape.0[3] = Dim::Fixed(g.output[1]);
+    for i in 0..2 {
+        shape.0[2 + i] = Dim::from_expr(g.output[i].clone()).unwrap_or(Dim::Fixed(0));
+    }
     TensorType { dtype: x.dtype, shape }
 }
 
@@ -244,15 +382,20 @@ op! {
 }
 
 impl MaxPool {
-    /// Resolved window for input `x`.
+    /// Resolved window for input `x` (spatial dims known).
     pub fn geometry(&self, node: &str, x: &TensorType) -> Result<PoolGeometry, IrError> {
         window(node, Self::INFO.mnemonic, x, &pool_attrs!(self, self.ceil_mode))
+    }
+
+    /// Resolved window for input `x`, whose spatial dims may be symbolic.
+    pub fn window(&self, node: &str, x: &TensorType) -> Result<Window, IrError> {
+        window_sym(node, Self::INFO.mnemonic, x, &pool_attrs!(self, self.ceil_mode))
     }
 }
 
 impl Infer for MaxPool {
     fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
-        Ok(vec![pooled(&inputs[0], &self.geometry(node, &inputs[0])?)])
+        Ok(vec![pooled(&inputs[0], &self.window(node, &inputs[0])?)])
     }
 }
 
@@ -265,15 +408,20 @@ op! {
 }
 
 impl AveragePool {
-    /// Resolved window for input `x`.
+    /// Resolved window for input `x` (spatial dims known).
     pub fn geometry(&self, node: &str, x: &TensorType) -> Result<PoolGeometry, IrError> {
         window(node, Self::INFO.mnemonic, x, &pool_attrs!(self, self.ceil_mode))
+    }
+
+    /// Resolved window for input `x`, whose spatial dims may be symbolic.
+    pub fn window(&self, node: &str, x: &TensorType) -> Result<Window, IrError> {
+        window_sym(node, Self::INFO.mnemonic, x, &pool_attrs!(self, self.ceil_mode))
     }
 }
 
 impl Infer for AveragePool {
     fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
-        Ok(vec![pooled(&inputs[0], &self.geometry(node, &inputs[0])?)])
+        Ok(vec![pooled(&inputs[0], &self.window(node, &inputs[0])?)])
     }
 }
 

@@ -21,7 +21,7 @@ mod source;
 
 pub use conv::{
     AutoPad, AveragePool, Conv, ConvTranspose, GlobalAveragePool, GridSample, MaxPool, PoolGeometry, SampleMode,
-    SamplePadding,
+    SamplePadding, Window,
 };
 pub use elementwise::*;
 pub use epilogue::Activation;

@@ -188,6 +188,35 @@ op! {
 }
 
 impl Slice {
+    /// [`Slice::resolve`] over dims that may be run-time ones: an axis the slice does
+    /// not touch keeps its dim (first index 0, step 1); a sliced axis must be known.
+    pub fn resolve_dims(&self, dims: &[Dim]) -> Result<Vec<(i64, i64, Dim)>, String> {
+        let r = dims.len();
+        let mut sliced = vec![false; r];
+        for (i, _) in self.starts.iter().enumerate() {
+            let axis = if self.axes.is_empty() { i as i64 } else { self.axes.get(i).copied().unwrap_or(i as i64) };
+            if let Some(a) = normalize_axis(axis, r).filter(|_| r > 0) {
+                sliced[a] = true;
+            }
+        }
+        for (a, d) in dims.iter().enumerate() {
+            if sliced[a] && d.fixed().is_none() {
+                return Err(format!("slicing the run-time dim {d} (axis {a}) is not supported yet"));
+            }
+        }
+        // Untouched run-time dims stand in as 1 (their result is (0, 1, 1)), then come back.
+        let known: Vec<u64> = dims.iter().map(|d| d.fixed().unwrap_or(1)).collect();
+        let out = self.resolve(&known)?;
+        Ok(out
+            .into_iter()
+            .zip(dims)
+            .map(|((start, step, count), d)| match d {
+                Dim::Fixed(_) => (start, step, Dim::Fixed(count)),
+                Dim::Sym(_) => (start, step, d.clone()),
+            })
+            .collect())
+    }
+
     /// Per dim of an operand with `dims`: (first index, step, count).
     pub fn resolve(&self, dims: &[u64]) -> Result<Vec<(i64, i64, u64)>, String> {
         let r = dims.len();
@@ -238,9 +267,8 @@ impl Slice {
 impl Infer for Slice {
     fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
         let x = &inputs[0];
-        let dims = fixed_dims(x, node, Self::INFO.mnemonic)?;
-        let r = self.resolve(&dims).map_err(|m| IrError::shape(node, Self::INFO.mnemonic, m))?;
-        Ok(vec![TensorType::fixed(x.dtype, &r.iter().map(|t| t.2).collect::<Vec<_>>())])
+        let r = self.resolve_dims(&x.shape.0).map_err(|m| IrError::shape(node, Self::INFO.mnemonic, m))?;
+        Ok(vec![TensorType { dtype: x.dtype, shape: Shape(r.into_iter().map(|t| t.2).collect()) }])
     }
 }
 

