@@ -145,7 +145,8 @@ def real_table(a, work):
         (inp,) = sess.get_inputs()
         arts = [work / f"{name}_pinned", work / f"{name}_symbolic"]
         pin = ["--input-shape", f"{inp.name}={'x'.join(map(str, shape))}"]
-        for art, extra in zip(arts, [pin, []]):
+        dims = [f"--dim={k}={v}" for k, v in real_models.MODELS[name].get("dims", {}).items()]
+        for art, extra in zip(arts, [pin, dims]):
             subprocess.run([a.dlc, "compile", path, "-o", art, "--emit", "so", *extra], check=True, capture_output=True)
         feeds = {inp.name: np.random.RandomState(0).rand(*shape).astype(np.float32)}
         input_args = npy_inputs(work, name, feeds)

@@ -23,7 +23,8 @@ REFUSED = [n for n, m in real_models.MODELS.items() if m["status"] == "refused"]
 def test_real_model_compiles_once_and_matches_ort_at_every_shape(name, tmp_path):
     src = real_models.path(name)
     art = tmp_path / "art"
-    dlc("compile", src, "-o", art)
+    pins = [f"--dim={k}={v}" for k, v in real_models.MODELS[name].get("dims", {}).items()]
+    dlc("compile", src, "-o", art, *pins)
     sess = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
     (inp,) = sess.get_inputs()
     rng = np.random.RandomState(0)
@@ -51,6 +52,22 @@ def test_a_window_that_does_not_fit_is_refused_at_the_input(tmp_path):
     assert "symbol      x_2 >= 33" in out and "the window of node 'MaxPool@0' needs x_2 >= 33" in out, out
     # Anonymous dims ("?" twice) are two symbols, not one.
     assert "symbol      x_3 >= 3" in out, out
+
+
+def test_pinning_one_run_time_dim(tmp_path):
+    """`--dim` pins one run-time dim (the recogniser's height) and keeps the others; an
+    unknown name lists the model's; the shipped model without it names the dims to pin."""
+    src = real_models.path("ppocr_rec")
+    p = dlc("compile", src, "-o", tmp_path / "a", check=False)
+    assert p.returncode == 1 and "(Concat)" in p.stderr, p.stderr
+    assert "the run-time dims here are p2o_DynamicDimension_0, x_2, p2o_DynamicDimension_1: pin one with --dim" \
+        in p.stderr, p.stderr
+    p = dlc("compile", src, "-o", tmp_path / "a", "--dim", "H=48", check=False)
+    assert p.returncode == 1, p.stderr
+    assert "--dim H: the inputs have no run-time dim of that name" in p.stderr and "x_2" in p.stderr, p.stderr
+    dlc("compile", src, "-o", tmp_path / "a", "--dim", "x_2=48")
+    m = (tmp_path / "a" / "manifest.json").read_text()
+    assert '"x_2"' not in m and "p2o_DynamicDimension_1" in m, m
 
 
 @pytest.mark.parametrize("name", REFUSED)

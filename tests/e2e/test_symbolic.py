@@ -278,3 +278,35 @@ def test_a_dim_the_model_ties_to_a_constant_becomes_that_constant(generated_mode
     e = _run_err(art, tmp_path, {"input_ids": np.zeros((1, 7), np.int64),
                                  "attention_mask": np.ones((1, 7), np.int64)})
     assert "input 'input_ids': dim 1 must be 128, got 7" in e, e
+
+
+def test_squeeze_and_unsqueeze_that_move_run_time_dims(tmp_path):
+    """Squeeze of a leading 1 before two run-time dims (and Unsqueeze inserting 1s between
+    them) cannot be one Reshape; dlc moves the 1s with a Transpose. A Conv with run-time
+    image dims feeds it, so the image dims are expressions, not plain symbols."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.RandomState(3)
+    w = numpy_helper.from_array(rng.randn(4, 2, 3, 3).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 1]),
+        helper.make_node("Unsqueeze", ["c", "ax0"], ["u"]),          # [1, N, 4, H', W]
+        helper.make_node("Squeeze", ["u", "ax0"], ["s"]),            # [N, 4, H', W]
+        helper.make_node("Unsqueeze", ["s", "ax13"], ["v"]),         # [N, 1, 4, 1, H', W]
+        helper.make_node("Relu", ["v"], ["y"]),
+    ]
+    inits = [w, numpy_helper.from_array(np.array([0], np.int64), "ax0"),
+             numpy_helper.from_array(np.array([1, 3], np.int64), "ax13")]
+    g = helper.make_graph(nodes, "moves", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    src = tmp_path / "moves.onnx"
+    onnx.save(m, src)
+    art = tmp_path / "art"
+    dlc("compile", src, "-o", art)
+    sess = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    for shape in [(1, 2, 5, 7), (3, 2, 8, 3)]:
+        feeds = {"x": rng.randn(*shape).astype(np.float32)}
+        want = sess.run(None, feeds)[0]
+        got = dlc_run(art, src, feeds, tmp_path)["y"]
+        assert_close(got, want, f"moves at {shape}")

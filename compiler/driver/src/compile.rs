@@ -78,9 +78,13 @@ pub struct CompileArgs {
     /// Comma-separated outputs to write [default: so,a,h; a,h for a non-host target].
     #[arg(long, value_enum, value_delimiter = ',')]
     pub emit: Vec<Emit>,
-    /// Pins an input's shape, e.g. input=1x3x224x224 (needed for symbolic dims).
+    /// Pins an input's shape, e.g. input=1x3x224x224 (every symbolic dim of it).
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
     pub input_shapes: Vec<String>,
+    /// Pins one run-time dim wherever the inputs use it, e.g. x_2=48 (the names are
+    /// those `dlc inspect` lists); the other run-time dims stay run-time.
+    #[arg(long = "dim", value_name = "SYMBOL=N")]
+    pub dims: Vec<String>,
     /// Prefix of the exported C symbols is dlc_<NAME>_ [default: from the model file name].
     #[arg(long)]
     pub name: Option<String>,
@@ -112,6 +116,8 @@ pub struct Options {
     pub emit: Vec<Emit>,
     /// Input shapes pinned by name.
     pub input_shapes: HashMap<String, Vec<u64>>,
+    /// Run-time dims pinned by symbol name.
+    pub dims: HashMap<String, u64>,
     /// The symbol prefix's model name (`None`: the model file's stem).
     pub name: Option<String>,
     /// Skip the graph optimisations.
@@ -171,6 +177,24 @@ impl Observer for Cli {
     fn note(&self, what: &str) {
         self.0.suspend(|| eprintln!("{what}"));
     }
+}
+
+/// `--dim SYMBOL=N` flags.
+pub(crate) fn parse_dims(specs: &[String]) -> Result<HashMap<String, u64>> {
+    let mut out = HashMap::new();
+    for s in specs {
+        let Some((name, n)) = s.rsplit_once('=') else { bail!("--dim '{s}' must be SYMBOL=N, e.g. x_2=48") };
+        let n: u64 = n
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| anyhow::anyhow!("--dim '{s}': the value must be a positive integer"))?;
+        if out.insert(name.trim().to_string(), n).is_some() {
+            bail!("--dim given twice for '{name}'");
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn parse_input_shapes(specs: &[String]) -> Result<HashMap<String, Vec<u64>>> {
@@ -289,9 +313,29 @@ fn manifest_of(
 /// Loads a model through the frontend its extension names. Run-time dims that the
 /// graph ties to fixed extents (`dlc_ir::implied`) become those extents.
 pub fn load_model(path: &Path, input_shapes: HashMap<String, Vec<u64>>) -> Result<Graph> {
+    load_model_pinned(path, input_shapes, HashMap::new())
+}
+
+/// [`load_model`] with run-time dims pinned by symbol name (`--dim`).
+pub fn load_model_pinned(
+    path: &Path,
+    input_shapes: HashMap<String, Vec<u64>>,
+    dims: HashMap<String, u64>,
+) -> Result<Graph> {
     let mut g = match path.extension().and_then(|e| e.to_str()) {
-        Some("onnx") => dlc_onnx::import(path, &dlc_onnx::ImportOptions { input_shapes })?,
-        Some("dlc") => dlc_dsl::import_with(path, &input_shapes)?,
+        Some("onnx") => dlc_onnx::import(path, &dlc_onnx::ImportOptions { input_shapes, dims })?,
+        Some("dlc") => {
+            let mut g = dlc_dsl::import_with(path, &input_shapes)?;
+            let known = dlc_lower::program::symbols(&g);
+            if let Some(unknown) = dims.keys().find(|k| !known.contains(k)) {
+                bail!(
+                    "'{}': --dim {unknown}: the inputs have no run-time dim of that name; theirs are {known:?}",
+                    path.display()
+                );
+            }
+            dlc_ir::implied::fix_symbols(&mut g, &dims.into_iter().collect());
+            g
+        }
         _ => bail!("'{}': unknown model format; dlc reads .onnx and .dlc files", path.display()),
     };
     // Each round fixes at least one symbol, so this ends.
@@ -321,7 +365,7 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
     }
     let t_start = Instant::now();
     obs.stage(&format!("importing {}", model.display()));
-    let mut g = load_model(model, opts.input_shapes.clone())?;
+    let mut g = load_model_pinned(model, opts.input_shapes.clone(), opts.dims.clone())?;
 
     let mut target = TargetSpec::new(opts.target.as_deref(), opts.cpu.as_deref());
     let cuda = dlc_codegen_llvm::is_cuda(&target.triple);
@@ -621,8 +665,15 @@ fn read_beside(dir: &Path, name: &str) -> std::result::Result<Vec<u8>, String> {
 
 fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> Result<Artifact> {
     let t_start = Instant::now();
-    if !opts.input_shapes.is_empty() || opts.quant.quantize.is_some() || !opts.dump_after.is_empty() {
-        bail!("'{}': --input-shape, --quantize and --dump-after apply to models, not to kir programs", model.display());
+    if !opts.input_shapes.is_empty()
+        || !opts.dims.is_empty()
+        || opts.quant.quantize.is_some()
+        || !opts.dump_after.is_empty()
+    {
+        bail!(
+            "'{}': --input-shape, --dim, --quantize and --dump-after apply to models, not to kir programs",
+            model.display()
+        );
     }
     obs.stage(&format!("reading {}", model.display()));
     let text = std::fs::read_to_string(model).with_context(|| format!("reading '{}'", model.display()))?;
@@ -787,6 +838,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
         cpu: a.cpu.clone(),
         emit: a.emit.clone(),
         input_shapes: parse_input_shapes(&a.input_shapes)?,
+        dims: parse_dims(&a.dims)?,
         name: a.name.clone(),
         no_opt: a.no_opt,
         roofline: a.roofline.clone(),

@@ -210,6 +210,64 @@ mod tests {
         g.add_input(name, TensorType { dtype: DType::F32, shape: Shape(dims) })
     }
 
+    /// Windows over run-time image dims: the symbolic shape rule agrees with the fixed
+    /// one at every size (and refuses what it cannot express), and each symbol's minimum
+    /// is the least size where every window of the chain still fits.
+    #[test]
+    fn windows_over_run_time_dims_bound_their_symbols() {
+        use crate::ops::{AutoPad, Conv, MaxPool};
+        let conv = |s: i64, p: i64, auto_pad: AutoPad| Conv {
+            kernel_shape: vec![],
+            strides: vec![s, s],
+            pads: if auto_pad == AutoPad::NotSet { vec![p; 4] } else { vec![] },
+            dilations: vec![],
+            group: 1,
+            auto_pad,
+            act: Activation::None,
+        };
+        let weight = |g: &mut Graph, k: u64| {
+            g.add_const("w", TensorData::from_f32(&[2, 2, k, k], &vec![0.5; (4 * k * k) as usize]).unwrap())
+        };
+        let mut g = Graph::new("m");
+        let x = input(&mut g, "x", vec![Dim::sym("N"), Dim::Fixed(2), Dim::sym("H"), Dim::sym("W")]);
+        let w3 = weight(&mut g, 3);
+        let y = g.add_node("c1", conv(2, 1, AutoPad::NotSet), &[x, w3]).unwrap()[0];
+        let w5 = weight(&mut g, 5);
+        let y = g.add_node("c2", conv(1, 0, AutoPad::Valid), &[y, w5]).unwrap()[0];
+        let pool = MaxPool {
+            kernel_shape: vec![2, 2],
+            strides: vec![2, 2],
+            pads: vec![],
+            dilations: vec![],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        };
+        let y = g.add_node("p", pool, &[y]).unwrap()[0];
+        g.add_output("y", y);
+        // c1 halves the image (ceil), c2 needs 5 of those rows and p then 2 of c2's:
+        // 6 rows after c1, so at least 11 before.
+        let mins = symbol_minimums(&g);
+        assert_eq!(mins.get("H"), Some(&(11, "p".to_string())));
+        assert_eq!(mins.get("W").map(|m| m.0), Some(11));
+        assert!(!mins.contains_key("N"));
+        // The shape rule at every size agrees with the fixed rule on the same sizes.
+        let out = g.value_type(y).shape.clone();
+        for h in 11..40i64 {
+            let env = BTreeMap::from([("H".to_string(), h), ("W".to_string(), h + 3), ("N".to_string(), 2)]);
+            let c1 = (h - 1) / 2 + 1;
+            let c2 = c1 - 4;
+            assert_eq!(out.0[2].expr().eval(&env).unwrap(), c2 / 2, "H = {h}");
+            let w1 = (h + 3 - 1) / 2 + 1;
+            assert_eq!(out.0[3].expr().eval(&env).unwrap(), (w1 - 4) / 2, "W = {}", h + 3);
+        }
+        // SAME padding at stride 2 depends on the extent: refused, naming the node.
+        let mut g = Graph::new("m");
+        let x = input(&mut g, "x", vec![Dim::Fixed(1), Dim::Fixed(2), Dim::sym("H"), Dim::Fixed(8)]);
+        let w3 = weight(&mut g, 3);
+        let e = g.add_node("same", conv(2, 0, AutoPad::SameUpper), &[x, w3]).unwrap_err().to_string();
+        assert!(e.contains("same") && e.contains("depends on it"), "{e}");
+    }
+
     #[test]
     fn a_broadcast_against_a_fixed_extent_fixes_the_symbol_everywhere() {
         let mut g = Graph::new("m");

@@ -72,26 +72,75 @@ fn params(n: &Node) -> Vec<Access> {
     p
 }
 
-/// MatMul (with an optional bias, operand 2, and an activation), any batch broadcast.
+/// [`MatMulShape`] over dims that may be run-time ones (the same fields as expressions).
+struct MatMulExprs {
+    m: Expr,
+    k: Expr,
+    n: Expr,
+    batch: Vec<Expr>,
+    a_strides: Vec<Expr>,
+    b_strides: Vec<Expr>,
+}
+
+/// The [`MatMulExprs`] of node `n`, or an error when two batch dims that differ cannot
+/// be told apart from a broadcast of 1 at compile time.
+fn matmul_shape_expr(n: &Node) -> Result<MatMulExprs, LowerError> {
+    let (mut a, mut b) = (Node::dims(&n.inputs[0]), Node::dims(&n.inputs[1]));
+    if a.len() == 1 {
+        a.insert(0, c(1));
+    }
+    if b.len() == 1 {
+        b.push(c(1));
+    }
+    if a.len() < 2 || b.len() < 2 {
+        return Err(n.error("MatMul operands must have a rank"));
+    }
+    let (m, k, nn) = (a[a.len() - 2].clone(), a[a.len() - 1].clone(), b[b.len() - 1].clone());
+    let (ba, bb) = (&a[..a.len() - 2], &b[..b.len() - 2]);
+    let rank = ba.len().max(bb.len());
+    let one = c(1);
+    let mut batch = Vec::with_capacity(rank);
+    for i in 0..rank {
+        let x = if i + ba.len() >= rank { &ba[i + ba.len() - rank] } else { &one };
+        let y = if i + bb.len() >= rank { &bb[i + bb.len() - rank] } else { &one };
+        batch.push(match (x, y) {
+            _ if x == y || y == &one => x.clone(),
+            _ if x == &one => y.clone(),
+            _ => return Err(n.error(format!("batch dims {x} and {y} do not broadcast"))),
+        });
+    }
+    let sa = crate::shape::broadcast_strides(ba, &batch).iter().map(|s| &(s * &m) * &k).collect();
+    let sb = crate::shape::broadcast_strides(bb, &batch).iter().map(|s| &(s * &k) * &nn).collect();
+    Ok(MatMulExprs { m, k, n: nn, batch, a_strides: sa, b_strides: sb })
+}
+
+/// MatMul (with an optional bias, operand 2, and an activation), any batch broadcast;
+/// dims may be run-time ones (computed once, at the kernel's start).
 pub fn matmul(name: &str, n: &Node, act: Activation) -> Result<Kernel, LowerError> {
     n.require_f32()?;
-    let MatMulShape { m, k, n: nn, batch, a_strides: sa, b_strides: sb } =
-        MatMulShape::of(&n.fixed_in(0)?, &n.fixed_in(1)?);
-    let sy: Vec<u64> = strides(&batch, &batch).iter().map(|s| s * m * nn).collect();
+    let MatMulExprs { m, k, n: nn, batch, a_strides: sa, b_strides: sb } = matmul_shape_expr(n)?;
     let has_bias = n.inputs.len() == 3;
     let py = n.inputs.len() as u32;
     let mut b = KernelBuilder::new(name, &params(n));
-    let ext: Vec<Expr> = batch.iter().map(|&d| c(d)).collect();
-    b.nest(&ext, LoopKind::Serial, |b, idx| {
+    let [m, k, nn] = [&m, &k, &nn].map(|e| crate::hoist(&mut b, e));
+    let batch: Vec<Expr> = batch.iter().map(|e| crate::hoist(&mut b, e)).collect();
+    let sa: Vec<Expr> = sa.iter().map(|e| crate::hoist(&mut b, e)).collect();
+    let sb: Vec<Expr> = sb.iter().map(|e| crate::hoist(&mut b, e)).collect();
+    let sy: Vec<Expr> = crate::shape::broadcast_strides(&batch, &batch)
+        .iter()
+        .map(|s| crate::hoist(&mut b, &(&(s * &m) * &nn)))
+        .collect();
+    let lin = |idx: &[Expr], st: &[Expr]| idx.iter().zip(st).fold(Expr::c(0), |a, (i, s)| &a + &(i * s));
+    b.nest(&batch, LoopKind::Serial, |b, idx| {
         let (oa, ob, oy) = (lin(idx, &sa), lin(idx, &sb), lin(idx, &sy));
-        b.for_(c(0), c(m), LoopKind::Serial, |b, i| {
-            let row_y = &oy + &(&i * &c(nn));
+        b.for_(c(0), m.clone(), LoopKind::Serial, |b, i| {
+            let row_y = &oy + &(&i * &nn);
             let zero = b.let_(Inst::Const { ty: F32, lit: Lit::Float(0.0) });
-            b.for_(c(0), c(nn), LoopKind::Serial, |b, j| b.store(py, &row_y + &j, zero, 4));
-            b.for_(c(0), c(k), LoopKind::Serial, |b, p| {
-                let av = b.load(F32, 0, &(&oa + &(&i * &c(k))) + &p, 4);
-                let row_b = &ob + &(&p * &c(nn));
-                b.for_(c(0), c(nn), LoopKind::Serial, |b, j| {
+            b.for_(c(0), nn.clone(), LoopKind::Serial, |b, j| b.store(py, &row_y + &j, zero, 4));
+            b.for_(c(0), k.clone(), LoopKind::Serial, |b, p| {
+                let av = b.load(F32, 0, &(&oa + &(&i * &k)) + &p, 4);
+                let row_b = &ob + &(&p * &nn);
+                b.for_(c(0), nn.clone(), LoopKind::Serial, |b, j| {
                     let yi = &row_y + &j;
                     let acc = b.load(F32, py, yi.clone(), 4);
                     let bv = b.load(F32, 1, &row_b + &j, 4);
@@ -104,7 +153,7 @@ pub fn matmul(name: &str, n: &Node, act: Activation) -> Result<Kernel, LowerErro
             if !has_bias && act == Activation::None {
                 return;
             }
-            b.for_(c(0), c(nn), LoopKind::Serial, |b, j| {
+            b.for_(c(0), nn.clone(), LoopKind::Serial, |b, j| {
                 let yi = &row_y + &j;
                 let mut y = b.load(F32, py, yi.clone(), 4);
                 if has_bias {

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 pub struct ImportOptions {
     /// Pins input shapes by input name (overrides symbolic or fixed dims).
     pub input_shapes: HashMap<String, Vec<u64>>,
+    /// Pins run-time dims by symbol name (as dlc names them: `dlc inspect` lists them),
+    /// wherever the inputs use them; the other dims stay symbolic.
+    pub dims: HashMap<String, u64>,
 }
 
 /// Reads and decodes an ONNX file.
@@ -156,6 +159,8 @@ impl<'m> Importer<'m> {
             self.initializers.insert(t.name.clone(), data);
         }
         let mut pinned_used = 0;
+        let mut dims_used = std::collections::HashSet::new();
+        let mut symbols_seen = Vec::new();
         for vi in &graph.input {
             // A graph input that is also an initializer is a constant with a default value
             // (IR version < 4 lists every weight as an input); dlc treats it as a constant.
@@ -163,6 +168,14 @@ impl<'m> Importer<'m> {
                 continue;
             }
             let mut ty = self.value_info_type(vi)?;
+            for d in &mut ty.shape.0 {
+                let Some(name) = d.expr().as_symbol().map(str::to_string) else { continue };
+                if let Some(&n) = opts.dims.get(&name) {
+                    *d = Dim::Fixed(n);
+                    dims_used.insert(name.clone());
+                }
+                symbols_seen.push(name);
+            }
             if let Some(dims) = opts.input_shapes.get(&vi.name) {
                 if dims.len() != ty.shape.rank() {
                     return Err(self.model_err(format!(
@@ -189,6 +202,12 @@ impl<'m> Importer<'m> {
             let v = self.graph.add_input(vi.name.clone(), ty);
             self.values.insert(vi.name.clone(), v);
         }
+        if let Some(unknown) = opts.dims.keys().find(|k| !dims_used.contains(*k)) {
+            symbols_seen.dedup();
+            return Err(self.model_err(format!(
+                "--dim {unknown}: the inputs have no run-time dim of that name; theirs are {symbols_seen:?}"
+            )));
+        }
         if pinned_used != opts.input_shapes.len() {
             let names: Vec<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
             let unknown: Vec<&String> = opts.input_shapes.keys().filter(|k| !names.contains(&k.as_str())).collect();
@@ -202,11 +221,26 @@ impl<'m> Importer<'m> {
             let build = reg[node.op_type.as_str()];
             let opset = opset_of(self.model, &node.domain);
             let path = self.path.clone();
-            let node_err = |message: String| OnnxError::Node {
-                path: path.clone(),
-                node: name.clone(),
-                op_type: node.op_type.clone(),
-                message,
+            // The run-time dims of the inputs, to suggest pinning one where a shape rule
+            // fails on an expression of them.
+            let mut symbols = Vec::new();
+            for &id in self.graph.inputs() {
+                for d in &self.graph.node(id).outputs[0].shape.0 {
+                    d.expr().symbols(&mut symbols);
+                }
+            }
+            let node_err = |message: String| {
+                let named: Vec<&String> = symbols.iter().filter(|s| message.contains(s.as_str())).collect();
+                let message = if !named.is_empty() && !message.contains("--input-shape") && !message.contains("--dim") {
+                    format!(
+                        "{message} (the run-time dims here are {}: pin one with --dim NAME=N, or an input's whole \
+                         shape with --input-shape)",
+                        named.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    )
+                } else {
+                    message
+                };
+                OnnxError::Node { path: path.clone(), node: name.clone(), op_type: node.op_type.clone(), message }
             };
             let uses_shape = node.input.iter().any(|n| self.shape_values.contains_key(n));
             let mut cx = NodeCx { imp: &mut self, node, name: name.clone(), opset };

@@ -160,13 +160,17 @@ fn shape(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     Ok(vec![cx.add_const(TensorData::from_i64(&[vals.len() as u64], &vals).expect("vector"))])
 }
 
-/// Squeeze and Unsqueeze are reshapes to a shape computed from the axes.
+/// Squeeze and Unsqueeze are reshapes to a shape computed from the axes. Where run-time
+/// dims move (a 1 removed or inserted before two of them), a Reshape cannot say it: the
+/// 1s travel to the end with a Transpose, where a Reshape of copies drops or adds them.
 fn squeeze(cx: &mut NodeCx, unsqueeze: bool) -> Result<Vec<Value>, String> {
     let x = cx.input(0)?;
     let axes = cx.ints_input_or_attr(1, "axes", 13)?.unwrap_or_default();
     let ty = cx.ty(x);
     let dims = &ty.shape.0;
-    let out: Vec<Dim> = if unsqueeze {
+    // The result's dims, and the axes of 1s inserted into it (Unsqueeze) or removed from
+    // the operand (Squeeze), ascending.
+    let (out, ones): (Vec<Dim>, Vec<usize>) = if unsqueeze {
         let rank = dims.len() + axes.len();
         let mut ax: Vec<usize> = axes
             .iter()
@@ -178,11 +182,12 @@ fn squeeze(cx: &mut NodeCx, unsqueeze: bool) -> Result<Vec<Value>, String> {
             return Err(format!("repeated axes {axes:?}"));
         }
         let mut it = dims.iter();
-        (0..rank)
+        let out = (0..rank)
             .map(|i| if ax.contains(&i) { Dim::Fixed(1) } else { it.next().expect("rank matches").clone() })
-            .collect()
+            .collect();
+        (out, ax)
     } else {
-        let ax: Vec<usize> = axes
+        let mut ax: Vec<usize> = axes
             .iter()
             .map(|&a| normalize_axis(a, dims.len()).ok_or(format!("axis {a} out of range")))
             .collect::<Result<_, _>>()?;
@@ -191,18 +196,40 @@ fn squeeze(cx: &mut NodeCx, unsqueeze: bool) -> Result<Vec<Value>, String> {
                 return Err(format!("cannot squeeze dim {a} of extent {}", dims[a]));
             }
         }
-        if ax.is_empty() && dims.iter().any(|d| d.fixed().is_none()) {
-            return Err(format!("Squeeze without axes needs known dims, got {ty}"));
+        if ax.is_empty() {
+            if dims.iter().any(|d| d.fixed().is_none()) {
+                return Err(format!("Squeeze without axes needs known dims, got {ty}"));
+            }
+            ax = (0..dims.len()).filter(|&i| dims[i] == Dim::Fixed(1)).collect();
         }
-        dims.iter()
-            .enumerate()
-            .filter(|(i, d)| if ax.is_empty() { **d != Dim::Fixed(1) } else { !ax.contains(i) })
-            .map(|(_, d)| d.clone())
-            .collect()
+        ax.sort_unstable();
+        ax.dedup();
+        let out = dims.iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, d)| d.clone()).collect();
+        (out, ax)
     };
-    let (shape, allowzero) = reshape_target(dims, &out)
-        .ok_or_else(|| format!("cannot express {ty} as {} with a Reshape", dlc_ir::Shape(out.clone())))?;
-    cx.add("", Reshape { shape, allowzero }, &[x])
+    if let Some((shape, allowzero)) = reshape_target(dims, &out) {
+        return cx.add("", Reshape { shape, allowzero }, &[x]);
+    }
+    if unsqueeze {
+        // [dims..., 1...], then each axis to its place.
+        let mut shape = vec![0i64; dims.len()];
+        shape.extend(std::iter::repeat_n(1, ones.len()));
+        let r = cx.add1("append_ones", Reshape { shape, allowzero: false }, &[x])?;
+        let (mut kept, mut one) = (0i64, dims.len() as i64);
+        let perm: Vec<i64> = (0..out.len())
+            .map(|i| {
+                let from = if ones.contains(&i) { &mut one } else { &mut kept };
+                *from += 1;
+                *from - 1
+            })
+            .collect();
+        cx.add("", Transpose { perm }, &[r])
+    } else {
+        let mut perm: Vec<i64> = (0..dims.len()).filter(|i| !ones.contains(i)).map(|i| i as i64).collect();
+        perm.extend(ones.iter().map(|&i| i as i64));
+        let t = cx.add1("ones_last", Transpose { perm }, &[x])?;
+        cx.add("", Reshape { shape: vec![0; out.len()], allowzero: false }, &[t])
+    }
 }
 
 /// Reshape's `shape` (and `allowzero`) that turns dims `from` into `to` (same element
