@@ -119,10 +119,14 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
                     BufKind::Arena(plan.offset_expr(loc).expect("an arena location"))
                 }
             };
-            // The caller's tensors carry the names and types the model declares.
+            // The caller's tensors carry the names and types the model declares (a view
+            // of an input, such as a Reshape of it, lives in the input's buffer too).
             let (name, ty) = match loc {
-                Location::Input(i) => (g.node(g.inputs()[i]).name.clone(), Some(ty.to_string())),
-                Location::Output(i) => (g.outputs()[i].0.clone(), Some(ty.to_string())),
+                Location::Input(i) => {
+                    let id = g.inputs()[i];
+                    (g.node(id).name.clone(), Some(g.node(id).outputs[0].to_string()))
+                }
+                Location::Output(i) => (g.outputs()[i].0.clone(), Some(g.value_type(g.outputs()[i].1).to_string())),
                 Location::Const(_) | Location::Arena(_) | Location::Scaled { .. } => (name.to_string(), None),
             };
             p.buffers.push(Buffer { name, kind, bytes: size, ty });
