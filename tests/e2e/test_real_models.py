@@ -65,6 +65,10 @@ def test_pinning_one_run_time_dim(tmp_path):
     p = dlc("compile", src, "-o", tmp_path / "a", "--dim", "H=48", check=False)
     assert p.returncode == 1, p.stderr
     assert "--dim H: the inputs have no run-time dim of that name" in p.stderr and "x_2" in p.stderr, p.stderr
+    for bad, msg in [("x_2=0", "the value must be a positive integer"),
+                     ("x_2=99999999999", "is larger than dlc allows (2147483647)"), ("x_2", "must be SYMBOL=N")]:
+        p = dlc("compile", src, "-o", tmp_path / "a", "--dim", bad, check=False)
+        assert p.returncode == 1 and msg in p.stderr, p.stderr
     dlc("compile", src, "-o", tmp_path / "a", "--dim", "x_2=48")
     m = (tmp_path / "a" / "manifest.json").read_text()
     assert '"x_2"' not in m and "p2o_DynamicDimension_1" in m, m

@@ -179,6 +179,10 @@ impl Observer for Cli {
     }
 }
 
+/// The largest extent `--input-shape` and `--dim` accept: sizes and offsets are computed
+/// in 64-bit integers, and the code of larger dims could make them wrap.
+const MAX_PINNED_DIM: u64 = i32::MAX as u64;
+
 /// `--dim SYMBOL=N` flags.
 pub(crate) fn parse_dims(specs: &[String]) -> Result<HashMap<String, u64>> {
     let mut out = HashMap::new();
@@ -190,6 +194,9 @@ pub(crate) fn parse_dims(specs: &[String]) -> Result<HashMap<String, u64>> {
             .ok()
             .filter(|&n| n > 0)
             .ok_or_else(|| anyhow::anyhow!("--dim '{s}': the value must be a positive integer"))?;
+        if n > MAX_PINNED_DIM {
+            bail!("--dim '{s}': {n} is larger than dlc allows ({MAX_PINNED_DIM})");
+        }
         if out.insert(name.trim().to_string(), n).is_some() {
             bail!("--dim given twice for '{name}'");
         }
@@ -208,6 +215,9 @@ pub(crate) fn parse_input_shapes(specs: &[String]) -> Result<HashMap<String, Vec
             .map(|d| d.trim().parse::<u64>())
             .collect::<Result<_, _>>()
             .with_context(|| format!("--input-shape '{s}': dims must be positive integers joined by 'x'"))?;
+        if let Some(d) = dims.iter().find(|&&d| d > MAX_PINNED_DIM) {
+            bail!("--input-shape '{s}': dim {d} is larger than dlc allows ({MAX_PINNED_DIM})");
+        }
         if out.insert(name.to_string(), dims).is_some() {
             bail!("--input-shape given twice for input '{name}'");
         }

@@ -181,12 +181,17 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
     let (m, kh, kw) = (wd[0], wd[2], wd[3]);
     let [mut oh, mut ow] = g.output.clone();
     let fixed = g.fixed();
-    // A 1x1 convolution of known dims: any split of the pixels into rows will do (no
-    // padding, stride 1).
+    // A 1x1 convolution: any split of the pixels into rows will do (no padding, stride
+    // 1): rows of at most 256 pixels for known dims, one row of the whole image for
+    // run-time ones (fewer tasks and border checks on the short rows of late layers).
     let (h, wi) = match &fixed {
         Some(gf) if pointwise(op, &wd) => {
             let (r, cols) = pointwise_rows(gf.output[0] * gf.output[1]);
             (oh, ow) = (c(r), c(cols));
+            (oh.clone(), ow.clone())
+        }
+        None if pointwise(op, &wd) => {
+            (oh, ow) = (c(1), &oh * &ow);
             (oh.clone(), ow.clone())
         }
         _ => (h, wi),
