@@ -208,3 +208,115 @@ pub fn conv1x1(name: &str, n: &Node, op: &Conv, t: &Target) -> Result<Kernel, Lo
     });
     Ok(b.finish())
 }
+
+/// [`conv1x1`] over run-time image dims: the same tiles, `P = H W` pixels known at run
+/// time. Tasks are chunks of (image, panel) pairs; a panel with fewer than `2w` pixels
+/// (the last of an image) loads, adds its residual and stores under lane masks built at
+/// run time.
+pub fn conv1x1_run_time(name: &str, n: &Node, op: &Conv, t: &Target) -> Result<Kernel, LowerError> {
+    let x = Node::dims(&n.inputs[0]);
+    let wd = n.fixed_in(1)?;
+    if x.len() != 4 || wd.len() != 4 {
+        return Err(n.error("only 2-D convolutions are supported"));
+    }
+    let ch = x[1].as_const().ok_or_else(|| n.error("the channel dim must be known"))? as u64;
+    let (batch, p) = (x[0].clone(), &x[2] * &x[3]);
+    let m = wd[0];
+    let w = t.f32_lanes.max(1) as u64;
+    let (nr, mr) = tile(w);
+    let vt = Ty::vec(Elem::F32, w as u32);
+    let n_in = n.inputs.len();
+    let (has_bias, has_res) = (n_in >= 3, n_in == 4);
+    let py = n_in as u32;
+    let mut params = vec![Access::Read; n_in];
+    params.push(Access::Write);
+    let mut b = KernelBuilder::new(name, &params);
+    let panels = (&p + &c(nr - 1)).floor_div(&c(nr));
+    // One tile: `rows` channels from m0, pixels j0.. of an image of `p` pixels, the two
+    // halves under `masks` (i1 vectors) when given.
+    let tile =
+        |b: &mut KernelBuilder, img: &Expr, p: &Expr, m0: Expr, j0: &Expr, rows: u64, masks: Option<[ValId; 2]>| {
+            let accs = zero_accumulators(b, vt, rows * 2);
+            let xo = img * &(&c(ch) * p);
+            b.for_(c(0), c(ch), LoopKind::Serial, |b, k| {
+                let xrow = &(&xo + &(&k * p)) + j0;
+                let bs: Vec<ValId> = (0..2u64)
+                    .map(|h| {
+                        let mask = masks.map(|m| m[h as usize]);
+                        b.let_(Inst::Load { ty: vt, param: 0, index: &xrow + &c(h * w), align: 4, mask })
+                    })
+                    .collect();
+                for r in 0..rows {
+                    let wv = b.load(F32, 1, &(&(&m0 + &c(r)) * &c(ch)) + &k, 4);
+                    let a = b.let_(Inst::Splat(wv, w as u32));
+                    for (h, bh) in bs.iter().enumerate() {
+                        let slot = accs[r as usize * 2 + h];
+                        let cur = b.let_(Inst::Get(slot));
+                        let next = b.let_(Inst::Fma(a, *bh, cur));
+                        b.stmt(Stmt::Set(slot, next));
+                    }
+                }
+            });
+            let yo = img * &(&c(m) * p);
+            for r in 0..rows {
+                let chn = &m0 + &c(r);
+                let yrow = &(&yo + &(&chn * p)) + j0;
+                let bias = has_bias.then(|| {
+                    let bv = b.load(F32, 2, chn.clone(), 4);
+                    b.let_(Inst::Splat(bv, w as u32))
+                });
+                for h in 0..2u64 {
+                    let at = &yrow + &c(h * w);
+                    let mask = masks.map(|m| m[h as usize]);
+                    let mut v = b.let_(Inst::Get(accs[(r * 2 + h) as usize]));
+                    if has_res {
+                        let rv = b.let_(Inst::Load { ty: vt, param: 3, index: at.clone(), align: 4, mask });
+                        v = b.bin(dlc_kir::BinOp::FAdd, v, rv);
+                    }
+                    let v = pixel_epilogue(b, op.act, v, w as u32, bias, None);
+                    b.stmt(Stmt::Store { param: py, index: at, value: v, align: 4, mask });
+                }
+            }
+        };
+    // Chunks of panels as pool tasks, each about a task's worth of work.
+    let per_panel = 2 * m * ch * nr;
+    let chunk = (crate::TASK_WORK / per_panel.max(1)).max(1);
+    let total = &batch * &panels;
+    let tasks = (&total + &c(chunk - 1)).floor_div(&c(chunk));
+    b.for_(c(0), tasks, LoopKind::Parallel, |b, tk| {
+        let [p, panels, total] = [&p, &panels, &total].map(|e| crate::hoist(b, e));
+        let lo = &tk * &c(chunk);
+        let hi = (&lo + &c(chunk)).min_with(&total);
+        b.for_(lo, hi, LoopKind::Serial, |b, task| {
+            let img = task.floor_div(&panels);
+            let j0 = &task.modulo(&panels) * &c(nr);
+            let left = b.index(&p - &j0);
+            let full = b.i64(nr as i64);
+            let whole = b.cmp(CmpOp::Sge, left, full);
+            let rows_loop = |b: &mut KernelBuilder, masks: Option<[ValId; 2]>| {
+                crate::gemm::row_blocks(b, m, mr, &|b, m0, rows| tile(b, &img, &p, m0, &j0, rows, masks))
+            };
+            b.if_(
+                whole,
+                |b| rows_loop(b, None),
+                |b| {
+                    // Lane l of half h is pixel j0 + h*w + l: inside while below p.
+                    let mut lanes = b.let_(Inst::Const { ty: Ty::vec(Elem::I64, w as u32), lit: Lit::Int(0) });
+                    for l in 1..w {
+                        let k = b.i64(l as i64);
+                        lanes = b.let_(Inst::Insert(lanes, k, l as u32));
+                    }
+                    let lv = b.let_(Inst::Splat(left, w as u32));
+                    let masks = [0u64, 1].map(|h| {
+                        let off =
+                            b.let_(Inst::Const { ty: Ty::vec(Elem::I64, w as u32), lit: Lit::Int((h * w) as i64) });
+                        let at = b.bin(dlc_kir::BinOp::Add, lanes, off);
+                        b.cmp(CmpOp::Slt, at, lv)
+                    });
+                    rows_loop(b, Some(masks))
+                },
+            );
+        });
+    });
+    Ok(b.finish())
+}

@@ -48,7 +48,17 @@ pub fn applies<'g>(n: &Node<'g>, op: &Conv, t: &Target) -> Option<&'g TensorData
         let f32 = n.inputs.iter().chain(n.outputs).all(|t| t.dtype == DType::F32);
         let image_known = x.0.iter().skip(2).all(|d| d.fixed().is_some());
         let known_channels = x.0.get(1).and_then(|d| d.fixed()).is_some();
-        return (f32 && !image_known && known_channels && x.rank() == 4).then_some(w);
+        if !(f32 && !image_known && known_channels && x.rank() == 4) {
+            return None;
+        }
+        // A 1x1 where the pixel-vector GEMM is cheaper at a nominal image of 4096 pixels
+        // (few output channels) is not this kernel's.
+        if pointwise(op, &wd) {
+            let vw = t.f32_lanes.max(1) as u64;
+            let blocked = tile_shape(vw, wd[0], 256, wd[1]).0;
+            return (blocked < crate::conv1x1::cost(vw, wd[0], 4096, wd[1])).then_some(w);
+        }
+        return Some(w);
     }
     if pointwise(op, &wd) {
         let y = n.outputs[0].shape.as_fixed()?;

@@ -227,13 +227,18 @@ fn conv_kernel(kernel: &str, n: &Node, op: &dlc_ir::ops::Conv, t: &Target) -> Re
         return Err(n.error("a Conv needs an input and weights"));
     }
     // Run-time image dims: the channel-blocked kernel with run-time tile counts for
-    // constant weights, the depthwise vector kernel, else the plain loop nests (their
-    // extents are expressions).
+    // constant weights, the pixel-vector 1x1 GEMM with run-time panels, the depthwise
+    // vector kernel, else the plain loop nests (their extents are expressions).
     let spatial_fixed = |t: &TensorType| t.shape.0.iter().skip(2).all(|d| d.fixed().is_some());
     if !spatial_fixed(&n.inputs[0]) {
         let g = op.window(n.name, &n.inputs[0], &n.inputs[1]).map_err(|e| n.error(e.to_string()))?;
         if convblk::applies(n, op, t).is_some() {
             return convblk::conv(kernel, n, op, &g, t);
+        }
+        let known_channels = n.inputs[0].shape.0.get(1).and_then(|d| d.fixed()).is_some();
+        let f32 = n.inputs.iter().chain(n.outputs).all(|t| t.dtype == dlc_ir::DType::F32);
+        if op.group == 1 && known_channels && f32 && n.fixed_in(1).is_ok_and(|wd| conv1x1::pointwise(op, &wd)) {
+            return conv1x1::conv1x1_run_time(kernel, n, op, t);
         }
         if dwconv::applies(n, op, &g) {
             return dwconv::dwconv(kernel, n, op, &g, t);

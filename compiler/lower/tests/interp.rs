@@ -1546,6 +1546,8 @@ fn run_time_image_dims_in_convolutions_and_pools() {
         // Several channel blocks (the last one partial) at 8 and 16 lanes, stride 2.
         (conv(1, vec![2, 2], vec![1, 1, 1, 1], vec![1, 1], Activation::Relu), 5, Some([40, 5, 3, 3]), true, false),
         (conv(1, vec![1, 1], vec![0, 0, 0, 0], vec![1, 1], Activation::None), 6, Some([37, 6, 1, 1]), true, true),
+        // A 1x1 with few output channels: the pixel-vector GEMM with run-time panels.
+        (conv(1, vec![1, 1], vec![0, 0, 0, 0], vec![1, 1], Activation::Relu), 16, Some([3, 16, 1, 1]), true, true),
         (
             MaxPool {
                 kernel_shape: vec![3, 2],
@@ -1607,9 +1609,18 @@ fn run_time_image_dims_in_convolutions_and_pools() {
             dlc_kir::verify::kernel(&k).unwrap();
             // Constant weights of one group take the channel-blocked kernel (run-time tile
             // counts), the others the plain loop nests.
-            let blocked = matches!(op, Op::Conv(c) if c.group == 1);
             let text = dlc_kir::print::kernel(&k);
-            assert_eq!(text.contains("\"wpack\""), blocked, "{op:?}");
+            // A one-group Conv takes the channel-blocked kernel (weights packed in a
+            // `data` array) or, a 1x1, the pixel-vector GEMM with run-time panels (masks
+            // on the last one); the 1x1 with 3 output channels the latter.
+            let one_group = matches!(op, Op::Conv(c) if c.group == 1);
+            let blocked = text.contains("\"wpack\"");
+            let pixel_gemm = !blocked && text.contains(" parallel {") && text.contains(" mask ");
+            assert!(!one_group || blocked || pixel_gemm, "{op:?}:\n{text}");
+            assert!(one_group || !blocked, "{op:?}:\n{text}");
+            if one_group && wd.is_some_and(|w| w[0] == 3 && w[2] == 1) {
+                assert!(pixel_gemm, "{op:?}:\n{text}");
+            }
             // Depthwise with unit row stride: the vector kernel (vectors of the
             // target's width, lane masks at the ends of the rows).
             let depthwise = matches!(op, Op::Conv(c) if c.group as u64 == *ch && c.strides.get(1) == Some(&1));
