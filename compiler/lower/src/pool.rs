@@ -114,6 +114,42 @@ fn point(b: &mut KernelBuilder, g: &Window, kind: Pool, [h, w, oh, ow]: [&Expr; 
     b.store(1, at, r, 4);
 }
 
+/// [`point`] for an output whose every tap lies in the image: plain loads, no masks,
+/// the count (for a mean) the window's size.
+fn point_inside(
+    b: &mut KernelBuilder,
+    g: &Window,
+    kind: Pool,
+    [w, oh, ow]: [&Expr; 3],
+    [pl, oy, ox, plane]: [Expr; 4],
+) {
+    let init = konst(b, if kind == Pool::Max { f64::NEG_INFINITY } else { 0.0 });
+    let acc = b.local(F32, init);
+    b.for_(Expr::c(0), c(g.kernel[0]), LoopKind::Serial, |b, ky| {
+        let iy = &(&(&oy * &c(g.strides[0])) + &(&ky * &c(g.dilations[0]))) - &c(g.pad_begin[0]);
+        b.for_(Expr::c(0), c(g.kernel[1]), LoopKind::Serial, |b, kx| {
+            let ix = &(&(&ox * &c(g.strides[1])) + &(&kx * &c(g.dilations[1]))) - &c(g.pad_begin[1]);
+            let v = b.load(F32, 0, &(&plane + &(&iy * w)) + &ix, 4);
+            let a = b.let_(Inst::Get(acc));
+            let next = match kind {
+                Pool::Max => {
+                    let lt = b.cmp(CmpOp::FOlt, a, v);
+                    b.select(lt, v, a)
+                }
+                Pool::Avg { .. } => b.bin(BinOp::FAdd, a, v),
+            };
+            b.stmt(Stmt::Set(acc, next));
+        });
+    });
+    let mut r = b.let_(Inst::Get(acc));
+    if let Pool::Avg { .. } = kind {
+        let k = konst(b, (g.kernel[0] * g.kernel[1]) as f64);
+        r = b.bin(BinOp::FDiv, r, k);
+    }
+    let at = &(&(&pl * &(oh * ow)) + &(&oy * ow)) + &ox;
+    b.store(1, at, r, 4);
+}
+
 /// MaxPool or AveragePool of window `g` (its extents may be run-time dims).
 pub fn pool(name: &str, n: &Node, g: &Window, kind: Pool, form: Form) -> Result<Kernel, LowerError> {
     let [x0, x1, h, w] = require_f32_4d(n)?;
@@ -127,12 +163,48 @@ pub fn pool(name: &str, n: &Node, g: &Window, kind: Pool, form: Form) -> Result<
         Form::Tasks => {
             let at = |e: &Expr| e.as_const().unwrap_or(64).max(0) as u64;
             let work = at(&planes) * at(oh) * at(ow) * g.kernel[0] * g.kernel[1];
+            let run_time = g.fixed().is_none();
             par_expr(&mut b, &planes, work, |b, pl| {
                 // Run-time extents computed once per plane (constants stay constants).
                 let [h, w, oh, ow] = [&h, &w, oh, ow].map(|e| crate::hoist(b, e));
-                b.nest(&[oh.clone(), ow.clone()], LoopKind::Serial, |b, i| {
-                    point(b, g, kind, [&h, &w, &oh, &ow], [pl, i[0].clone(), i[1].clone()])
-                })
+                if !run_time {
+                    return b.nest(&[oh.clone(), ow.clone()], LoopKind::Serial, |b, i| {
+                        point(b, g, kind, [&h, &w, &oh, &ow], [pl, i[0].clone(), i[1].clone()])
+                    });
+                }
+                // Run-time dims: the outputs whose window lies in the image (rows whose
+                // taps are all inside, columns [left, right)) take the unmasked walk.
+                let (sy, sx) = (g.strides[0], g.strides[1]);
+                let reach = |a: usize| ((g.kernel[a] - 1) * g.dilations[a]) as i64 - g.pad_begin[a] as i64;
+                let left = c(g.pad_begin[1].div_ceil(sx)).min_with(&ow);
+                let right = (&(&w - &Expr::c(reach(1))) + &c(sx - 1)).floor_div(&c(sx)).min_with(&ow).max_with(&left);
+                let [left, right] = [&left, &right].map(|e| crate::hoist(b, e));
+                let plane = &pl * &(&h * &w);
+                b.for_(c(0), oh.clone(), LoopKind::Serial, |b, oy| {
+                    let top = b.index(&(&oy * &c(sy)) - &c(g.pad_begin[0]));
+                    let zero = b.i64(0);
+                    let from_top = b.cmp(CmpOp::Sge, top, zero);
+                    let bottom = b.index(&(&oy * &c(sy)) + &Expr::c(reach(0)));
+                    let hv = ival(b, &h);
+                    let above_end = b.cmp(CmpOp::Slt, bottom, hv);
+                    let rows_in = b.bin(BinOp::And, from_top, above_end);
+                    let checked = |b: &mut KernelBuilder, lo: &Expr, hi: &Expr| {
+                        b.for_(lo.clone(), hi.clone(), LoopKind::Serial, |b, ox| {
+                            point(b, g, kind, [&h, &w, &oh, &ow], [pl.clone(), oy.clone(), ox])
+                        })
+                    };
+                    b.if_(
+                        rows_in,
+                        |b| {
+                            checked(b, &c(0), &left);
+                            b.for_(left.clone(), right.clone(), LoopKind::Serial, |b, ox| {
+                                point_inside(b, g, kind, [&w, &oh, &ow], [pl.clone(), oy.clone(), ox, plane.clone()])
+                            });
+                            checked(b, &right, &ow);
+                        },
+                        |b| checked(b, &c(0), &ow),
+                    );
+                });
             });
         }
     }
