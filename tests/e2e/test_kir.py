@@ -24,11 +24,16 @@ def test_kir_round_trip_matches_ort(name, generated_models, tmp_path):
     assert text.splitlines()[1] == 'weights "model.kir.weights"'
     assert (tmp_path / "a" / "model.kir.weights").stat().st_size > len(text)
     dlc("compile", kir, "-o", tmp_path / "b")
+    # The model compiled directly (a consistency check of the two dlc paths: equal
+    # outputs), and both against ONNX Runtime.
+    dlc("compile", src, "-o", tmp_path / "direct")
     feeds = random_inputs(src, seed=5)
     want = ort_run(src, feeds)
     got = dlc_run(tmp_path / "b", src, feeds, tmp_path)
-    assert set(got) == set(want)
+    direct = dlc_run(tmp_path / "direct", src, feeds, tmp_path)
+    assert set(got) == set(want) == set(direct)
     for k in want:
+        np.testing.assert_array_equal(got[k], direct[k], err_msg=f"{name} from kir vs direct:{k}")
         assert_close(got[k], want[k], f"{name} from kir:{k}")
 
 
