@@ -52,6 +52,10 @@ def test_a_window_that_does_not_fit_is_refused_at_the_input(tmp_path):
     assert "symbol      x_2 >= 33" in out and "the window of node 'MaxPool@0' needs x_2 >= 33" in out, out
     # Anonymous dims ("?" twice) are two symbols, not one.
     assert "symbol      x_3 >= 3" in out, out
+    # The artifact describes itself the same way (`dlc inspect OUTDIR`).
+    out = dlc("inspect", art).stdout
+    assert 'input       "x": f32[x_0,3,x_2,x_3]' in out and "symbol      x_2 >= 33" in out, out
+    assert dlc("inspect", art / "model.manifest").stdout == out
 
 
 def test_pinning_one_run_time_dim(tmp_path):

@@ -3,12 +3,14 @@ use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 
-/// Describe a model: inputs, outputs, ops, parameters, FLOPs and unsupported nodes.
+/// Describe a model: inputs, outputs, ops, parameters, FLOPs and unsupported nodes; or
+/// an artifact (its folder or its model.manifest): target, inputs and outputs with their
+/// run-time dims and the least value of each, workspace size, files.
 ///
 /// Exits 0 when the model can be compiled, 1 when it has unsupported nodes or errors.
 #[derive(Args)]
 pub struct InspectArgs {
-    /// The model: an .onnx or .dlc file.
+    /// The model: an .onnx or .dlc file; or an artifact folder (or its model.manifest).
     pub model: PathBuf,
     /// Also print the imported IR.
     #[arg(long)]
@@ -18,6 +20,9 @@ pub struct InspectArgs {
 pub fn main(a: InspectArgs) -> Result<()> {
     if a.model.extension().is_some_and(|e| e == "dlc") {
         return inspect_graph(&a);
+    }
+    if a.model.is_dir() || a.model.file_name().is_some_and(|f| f == dlc_artifact::files::MANIFEST) {
+        return inspect_artifact(&a);
     }
     let proto = dlc_onnx::read_model(&a.model)?;
     let s = dlc_onnx::summarize(&proto);
@@ -48,6 +53,32 @@ pub fn main(a: InspectArgs) -> Result<()> {
     if a.ir {
         print!("{}", dlc_ir::print_graph(&g)?);
     }
+    Ok(())
+}
+
+/// An artifact, from its manifest.
+fn inspect_artifact(a: &InspectArgs) -> Result<()> {
+    let dir = if a.model.is_dir() { a.model.as_path() } else { a.model.parent().unwrap_or(std::path::Path::new(".")) };
+    let m = dlc_artifact::Manifest::read_dir(dir)?;
+    println!("artifact    {}", dir.display());
+    println!("model       {} ({})", m.model_name, m.compiler_version);
+    println!("target      {} ({})", m.target_triple, m.cpu);
+    for t in &m.inputs {
+        println!("input       {:?}: {}{}", t.name, t.dtype, t.shape_string());
+    }
+    for t in &m.outputs {
+        println!("output      {:?}: {}{}", t.name, t.dtype, t.shape_string());
+    }
+    for s in &m.symbols {
+        println!("symbol      {} >= {}", s.name, s.min);
+    }
+    if m.arena_expr.is_empty() {
+        println!("workspace   {} bytes", m.arena_bytes);
+    } else {
+        println!("workspace   {} bytes", m.arena_expr);
+    }
+    println!("weights     {:.2} MiB (sha256 {})", m.weight_bytes as f64 / (1 << 20) as f64, m.weights_sha256);
+    println!("files       {}", m.files.join(", "));
     Ok(())
 }
 
