@@ -71,6 +71,11 @@ impl From<inkwell::builder::BuilderError> for CodegenError {
     }
 }
 
+/// A lowering's refusal as this backend's error, for `target`.
+pub(crate) fn unsupported(e: dlc_lower::LowerError, target: &TargetSpec) -> CodegenError {
+    CodegenError::Unsupported { node: e.node, op: e.op.to_string(), reason: e.reason, target: target.triple.clone() }
+}
+
 /// What to produce besides the object file.
 #[derive(Debug, Clone, Default)]
 pub struct EmitOptions {
@@ -109,14 +114,8 @@ pub fn compile(
             reason: "internal: CUDA targets compile through compile_cuda".into(),
         });
     }
-    let p = dlc_lower::program::program(g, plan, &target.lowering(), dlc_lower::program::Family::Cpu).map_err(|e| {
-        CodegenError::Unsupported {
-            node: e.node,
-            op: e.op.to_string(),
-            reason: e.reason,
-            target: target.triple.clone(),
-        }
-    })?;
+    let p = dlc_lower::program::program(g, plan, &target.lowering(), dlc_lower::program::Family::Cpu)
+        .map_err(|e| unsupported(e, target))?;
     let tm = target.machine()?;
     let cx = Context::create();
     let module = target_module(&cx, &g.name, &tm);

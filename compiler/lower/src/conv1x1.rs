@@ -62,6 +62,16 @@ pub fn applies(n: &Node, op: &Conv) -> bool {
         && n.fixed_in(1).is_ok_and(|wd| pointwise(op, &wd))
 }
 
+/// The operands of a convolution kernel with epilogues (X, W, an optional bias and
+/// residual, then Y): whether it has a bias and a residual, Y's parameter index, and
+/// the kernel's builder.
+pub fn conv_builder(name: &str, n: &Node) -> (bool, bool, u32, KernelBuilder) {
+    let n_in = n.inputs.len();
+    let mut params = vec![Access::Read; n_in];
+    params.push(Access::Write);
+    (n_in >= 3, n_in == 4, n_in as u32, KernelBuilder::new(name, &params))
+}
+
 /// An `i1` vector with lane `l` set where `mask[l]` (a constant).
 pub fn lane_mask(b: &mut KernelBuilder, mask: &[bool]) -> ValId {
     let mut m = b.let_(Inst::Const { ty: Ty::vec(Elem::I1, mask.len() as u32), lit: Lit::Int(0) });
@@ -225,12 +235,7 @@ pub fn conv1x1_run_time(name: &str, n: &Node, op: &Conv, t: &Target) -> Result<K
     let w = t.f32_lanes.max(1) as u64;
     let (nr, mr) = tile(w);
     let vt = Ty::vec(Elem::F32, w as u32);
-    let n_in = n.inputs.len();
-    let (has_bias, has_res) = (n_in >= 3, n_in == 4);
-    let py = n_in as u32;
-    let mut params = vec![Access::Read; n_in];
-    params.push(Access::Write);
-    let mut b = KernelBuilder::new(name, &params);
+    let (has_bias, has_res, py, mut b) = conv_builder(name, n);
     let panels = (&p + &c(nr - 1)).floor_div(&c(nr));
     // One tile: `rows` channels from m0, pixels j0.. of an image of `p` pixels, the two
     // halves under `masks` (i1 vectors) when given.

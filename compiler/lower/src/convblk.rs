@@ -21,7 +21,7 @@ use crate::gemm::zero_accumulators;
 use crate::{ival, par, par_expr, LowerError, Node, Target};
 use dlc_ir::ops::{Conv, Window};
 use dlc_ir::{DType, TensorData};
-use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
+use dlc_kir::{BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
 
@@ -221,12 +221,7 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
     let taps = ch * kh * kw;
     let wv = weights.to_f32().ok_or_else(|| n.error("convolution weights must be f32"))?;
     let vt = Ty::vec(Elem::F32, w as u32);
-    let n_in = n.inputs.len();
-    let (has_bias, has_res) = (n_in >= 3, n_in == 4);
-    let py = n_in as u32;
-    let mut params = vec![Access::Read; n_in];
-    params.push(Access::Write);
-    let mut b = KernelBuilder::new(name, &params);
+    let (has_bias, has_res, py, mut b) = crate::conv1x1::conv_builder(name, n);
     let packed: Vec<u8> = pack(&wv, [m, ch, kh, kw], cb).iter().flat_map(|v| v.to_le_bytes()).collect();
     let pw = b.data("wpack", Elem::F32, packed);
     // Whether input column `ox * sx + kx * dx - pl` lies inside the row (known dims).

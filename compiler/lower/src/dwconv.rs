@@ -18,7 +18,7 @@ use crate::gemm::zero_accumulators;
 use crate::{hoist, ival, par_expr, LowerError, Node, Target};
 use dlc_ir::ops::{Conv, Window};
 use dlc_ir::DType;
-use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
+use dlc_kir::{BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
 
@@ -87,12 +87,7 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
     let w = t.f32_lanes.max(1);
     let vt = Ty::vec(Elem::F32, w);
     let tile_px = NV * w as u64;
-    let n_in = n.inputs.len();
-    let (has_bias, has_res) = (n_in >= 3, n_in == 4);
-    let py = n_in as u32;
-    let mut params = vec![Access::Read; n_in];
-    params.push(Access::Write);
-    let mut b = KernelBuilder::new(name, &params);
+    let (has_bias, has_res, py, mut b) = crate::conv1x1::conv_builder(name, n);
     let at = |e: &Expr| e.as_const().unwrap_or(64).max(0) as u64;
     let work = 2 * kh * kw * at(&oh) * at(&ow);
     par_expr(&mut b, &(&batch * &c(ch)), work, |b, plane| {

@@ -85,15 +85,8 @@ pub fn compile_cuda(
                 .into(),
         });
     }
-    let p =
-        dlc_lower::program::program(g, plan, &target.lowering(), dlc_lower::program::Family::Cuda).map_err(|e| {
-            CodegenError::Unsupported {
-                node: e.node,
-                op: e.op.to_string(),
-                reason: e.reason,
-                target: target.triple.clone(),
-            }
-        })?;
+    let p = dlc_lower::program::program(g, plan, &target.lowering(), dlc_lower::program::Family::Cuda)
+        .map_err(|e| crate::unsupported(e, target))?;
     compile_cuda_program(&p, target, prefix, llvm_ir)
 }
 
