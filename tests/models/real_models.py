@@ -37,7 +37,7 @@ MODELS = {
     },
     # PaddleOCR v4's text recogniser (SVTR): batch and width symbolic, height "?" (the
     # pipeline feeds 48-row crops; the model concatenates a tensor it reshaped to a height
-    # of 1 with one of run-time height, equal only for 33 to 48 rows). With the height
+    # of 1 with one of run-time height, equal only for 33 to 80 rows). With the height
     # pinned (`--dim x_2=48`) one artifact runs every batch and width.
     "ppocr_rec": {
         "package": RAPIDOCR,
