@@ -367,6 +367,29 @@ pub fn load_model_pinned(
     Ok(g)
 }
 
+/// The target `opts` names (the host by default; sm_80 for CUDA without `--cpu`), and
+/// whether it is CUDA.
+fn target_of(opts: &Options) -> (TargetSpec, bool) {
+    let mut target = TargetSpec::new(opts.target.as_deref(), opts.cpu.as_deref());
+    let cuda = dlc_codegen_llvm::is_cuda(&target.triple);
+    if cuda && opts.cpu.is_none() {
+        target.cpu = dlc_codegen_llvm::gpu::DEFAULT_SM.into();
+    }
+    (target, cuda)
+}
+
+/// What a compile writes when `--emit` names nothing: the PTX artifact for CUDA, the
+/// libraries and header for the host, the static library and header for another CPU.
+fn default_emit(target: &TargetSpec, cuda: bool) -> Vec<Emit> {
+    if cuda {
+        vec![Emit::Ptx]
+    } else if target.is_host() {
+        vec![Emit::So, Emit::A, Emit::H]
+    } else {
+        vec![Emit::A, Emit::H]
+    }
+}
+
 /// Compiles the model at `model` (.onnx or .dlc, or a kir program `.kir`) into the
 /// artifact directory `out`.
 pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> Result<Artifact> {
@@ -377,11 +400,7 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
     obs.stage(&format!("importing {}", model.display()));
     let mut g = load_model_pinned(model, opts.input_shapes.clone(), opts.dims.clone())?;
 
-    let mut target = TargetSpec::new(opts.target.as_deref(), opts.cpu.as_deref());
-    let cuda = dlc_codegen_llvm::is_cuda(&target.triple);
-    if cuda && opts.cpu.is_none() {
-        target.cpu = dlc_codegen_llvm::gpu::DEFAULT_SM.into();
-    }
+    let (target, cuda) = target_of(opts);
     let roof = match &opts.roofline {
         Some(s) => dlc_passes::Roofline::parse(s).map_err(anyhow::Error::msg)?,
         None => dlc_passes::Roofline::for_target(&target.triple),
@@ -426,13 +445,7 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
 
     let mut emit = opts.emit.clone();
     if emit.is_empty() {
-        emit = if cuda {
-            vec![Emit::Ptx]
-        } else if target.is_host() {
-            vec![Emit::So, Emit::A, Emit::H]
-        } else {
-            vec![Emit::A, Emit::H]
-        };
+        emit = default_emit(&target, cuda);
     }
     if cuda {
         if let Some(e) = emit.iter().find(|e| matches!(e, Emit::So | Emit::A | Emit::H | Emit::Asm)) {
@@ -691,20 +704,10 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
     let p = dlc_kir::parse::program_with_weights(&text, &mut |name: &str| read_beside(dir, name))
         .map_err(|e| anyhow::anyhow!("{}:{e}", model.display()))?;
     dlc_kir::verify::program(&p).map_err(|e| anyhow::anyhow!("'{}': {e}", model.display()))?;
-    let mut target = TargetSpec::new(opts.target.as_deref(), opts.cpu.as_deref());
-    let cuda = dlc_codegen_llvm::is_cuda(&target.triple);
-    if cuda && opts.cpu.is_none() {
-        target.cpu = dlc_codegen_llvm::gpu::DEFAULT_SM.into();
-    }
+    let (target, cuda) = target_of(opts);
     let mut emit = opts.emit.clone();
     if emit.is_empty() {
-        emit = if cuda {
-            vec![Emit::Ptx]
-        } else if target.is_host() {
-            vec![Emit::So, Emit::A, Emit::H]
-        } else {
-            vec![Emit::A, Emit::H]
-        };
+        emit = default_emit(&target, cuda);
     }
     let fits = |e: &Emit| match e {
         Emit::Ir | Emit::Kir => false,
@@ -765,7 +768,7 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         std::fs::write(&path, bytes).with_context(|| format!("writing '{}'", path.display()))
     };
     let mut written = Vec::new();
-    let (kernels, codegen_secs);
+    let (kernels, codegen_secs, llvm_ir);
     if cuda {
         let compiled = dlc_codegen_llvm::compile_cuda_program(&p, &target, &prefix, emit.contains(&Emit::Ll))
             .with_context(|| format!("compiling '{}'", model.display()))?;
@@ -774,10 +777,7 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         obs.stage("writing artifact");
         std::fs::create_dir_all(out).with_context(|| format!("creating '{}'", out.display()))?;
         write_cuda(&compiled, out, obs, &mut written)?;
-        if let Some(ll) = &compiled.llvm_ir {
-            write("model.ll", ll.as_bytes())?;
-            written.push("model.ll".into());
-        }
+        llvm_ir = compiled.llvm_ir;
     } else {
         let eo = EmitOptions { llvm_ir: emit.contains(&Emit::Ll), asm: emit.contains(&Emit::Asm), no_llvm_opt: false };
         let compiled = dlc_codegen_llvm::compile_program(&p, &target, &prefix, &eo)
@@ -787,14 +787,15 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         obs.stage("writing artifact");
         std::fs::create_dir_all(out).with_context(|| format!("creating '{}'", out.display()))?;
         write_libraries(&compiled, &emit, out, &prefix, &mut written)?;
-        if let Some(ll) = &compiled.llvm_ir {
-            write("model.ll", ll.as_bytes())?;
-            written.push("model.ll".into());
-        }
         if let Some(s) = &compiled.asm {
             write("model.s", s.as_bytes())?;
             written.push("model.s".into());
         }
+        llvm_ir = compiled.llvm_ir;
+    }
+    if let Some(ll) = &llvm_ir {
+        write("model.ll", ll.as_bytes())?;
+        written.push("model.ll".into());
     }
     let manifest = manifest_of(
         &p.name,

@@ -11,10 +11,10 @@
 //! [`tile_cycles`]).
 use crate::elementwise::activation;
 use crate::gemm::{row_blocks, tile, vector_act, vector_activation, zero_accumulators};
-use crate::{par, LowerError, Node, Target};
+use crate::{ival, par, LowerError, Node, Target};
 use dlc_ir::ops::{Activation, AutoPad, Conv};
 use dlc_ir::DType;
-use dlc_kir::{Access, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
+use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
 
@@ -82,6 +82,33 @@ pub fn lane_mask(b: &mut KernelBuilder, mask: &[bool]) -> ValId {
     m
 }
 
+/// `w` lanes `0, 1, ... w-1` as i32.
+pub fn iota(b: &mut KernelBuilder, w: u32) -> ValId {
+    let mut v = b.let_(Inst::Const { ty: Ty::vec(Elem::I32, w), lit: Lit::Int(0) });
+    for l in 1..w {
+        let k = b.let_(Inst::Const { ty: Ty::scalar(Elem::I32), lit: Lit::Int(l as i64) });
+        v = b.let_(Inst::Insert(v, k, l));
+    }
+    v
+}
+
+/// An i32 splat of the i64 value `e`.
+fn splat_i32(b: &mut KernelBuilder, e: &Expr, w: u32) -> ValId {
+    let v = ival(b, e);
+    let t = b.let_(Inst::Cast(dlc_kir::CastOp::Trunc, v, Ty::scalar(Elem::I32)));
+    b.let_(Inst::Splat(t, w))
+}
+
+/// The lanes `l` with `lo <= at + l < hi` (i32 compares on run-time values).
+pub fn lanes_in(b: &mut KernelBuilder, lanes: ValId, at: &Expr, lo: &Expr, hi: &Expr, w: u32) -> ValId {
+    let base = splat_i32(b, at, w);
+    let pos = b.bin(BinOp::Add, lanes, base);
+    let (lv, hv) = (splat_i32(b, lo, w), splat_i32(b, hi, w));
+    let ge = b.cmp(CmpOp::Sge, pos, lv);
+    let lt = b.cmp(CmpOp::Slt, pos, hv);
+    b.bin(BinOp::And, ge, lt)
+}
+
 /// `w` floats of memory `param` from element `at`, of which the first `lanes` exist
 /// (a masked load: the others read 0 and touch no memory).
 pub fn load_lanes(b: &mut KernelBuilder, param: u32, at: Expr, w: u32, lanes: u64) -> ValId {
@@ -117,11 +144,11 @@ pub fn pixel_epilogue(
     residual: Option<(u32, Expr, u64)>,
 ) -> ValId {
     if let Some(bv) = bias {
-        v = b.bin(dlc_kir::BinOp::FAdd, v, bv);
+        v = b.bin(BinOp::FAdd, v, bv);
     }
     if let Some((pr, at, lanes)) = residual {
         let r = load_lanes(b, pr, at, w, lanes);
-        v = b.bin(dlc_kir::BinOp::FAdd, v, r);
+        v = b.bin(BinOp::FAdd, v, r);
     }
     if vector_act(act) {
         return vector_activation(b, act, v, w).expect("vector_act checked");
@@ -276,7 +303,7 @@ pub fn conv1x1_run_time(name: &str, n: &Node, op: &Conv, t: &Target) -> Result<K
                     let mut v = b.let_(Inst::Get(accs[(r * 2 + h) as usize]));
                     if has_res {
                         let rv = b.let_(Inst::Load { ty: vt, param: 3, index: at.clone(), align: 4, mask });
-                        v = b.bin(dlc_kir::BinOp::FAdd, v, rv);
+                        v = b.bin(BinOp::FAdd, v, rv);
                     }
                     let v = pixel_epilogue(b, op.act, v, w as u32, bias, None);
                     b.stmt(Stmt::Store { param: py, index: at, value: v, align: 4, mask });
@@ -306,18 +333,8 @@ pub fn conv1x1_run_time(name: &str, n: &Node, op: &Conv, t: &Target) -> Result<K
                 |b| rows_loop(b, None),
                 |b| {
                     // Lane l of half h is pixel j0 + h*w + l: inside while below p.
-                    let mut lanes = b.let_(Inst::Const { ty: Ty::vec(Elem::I64, w as u32), lit: Lit::Int(0) });
-                    for l in 1..w {
-                        let k = b.i64(l as i64);
-                        lanes = b.let_(Inst::Insert(lanes, k, l as u32));
-                    }
-                    let lv = b.let_(Inst::Splat(left, w as u32));
-                    let masks = [0u64, 1].map(|h| {
-                        let off =
-                            b.let_(Inst::Const { ty: Ty::vec(Elem::I64, w as u32), lit: Lit::Int((h * w) as i64) });
-                        let at = b.bin(dlc_kir::BinOp::Add, lanes, off);
-                        b.cmp(CmpOp::Slt, at, lv)
-                    });
+                    let lanes = iota(b, w as u32);
+                    let masks = [0u64, 1].map(|h| lanes_in(b, lanes, &(&j0 + &c(h * w)), &c(0), &p, w as u32));
                     rows_loop(b, Some(masks))
                 },
             );

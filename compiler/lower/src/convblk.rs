@@ -398,15 +398,11 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
         // Run-time dims. Pixels [0, left) reach into the left padding, [right, ow) into
         // the right padding (right = the first pixel whose last tap is past the row);
         // between them whole tiles, then the remainder's tile.
-        let left = pl.div_ceil(sx);
-        let reach = ((kw - 1) * dx) as i64 - pl as i64;
-        // right = ceil((wi - reach) / sx), kept within [left, ow].
         let per_row = taps * m * 2;
         par_expr(&mut b, &tasks, per_row * nominal(&ow), |b, tk| {
             let task = task_of(b, tk);
-            let (wi, ow) = (&task.ext.wi, &task.ext.ow);
-            let left_end = c(left).min_with(ow);
-            let right = (&(wi - &Expr::c(reach)) + &c(sx - 1)).floor_div(&c(sx)).min_with(ow).max_with(&left_end);
+            let ow = &task.ext.ow;
+            let (left_end, right) = g.interior(1, &task.ext.wi, ow);
             let [left_end, right] = [&left_end, &right].map(|e| crate::hoist(b, e));
             b.for_(c(0), left_end.clone(), LoopKind::Serial, |b, ox| tile(b, &task, ox, None, 1, true));
             let span = &right - &left_end;

@@ -13,12 +13,12 @@
 //! registers before the store. Fixed-shape depthwise layers keep their own kernel
 //! ([`crate::convdirect`]); this one is what run-time dims get instead of the plain loop
 //! nests.
-use crate::conv1x1::pixel_epilogue;
+use crate::conv1x1::{iota, lanes_in, pixel_epilogue};
 use crate::gemm::zero_accumulators;
-use crate::{hoist, ival, par_expr, LowerError, Node, Target};
+use crate::{hoist, par_expr, LowerError, Node, Target};
 use dlc_ir::ops::{Conv, Window};
 use dlc_ir::DType;
-use dlc_kir::{BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
+use dlc_kir::{BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, LoopKind, Stmt, Ty};
 
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
 
@@ -47,33 +47,6 @@ pub fn applies(n: &Node, op: &Conv, g: &Window) -> bool {
         && n.inputs.iter().chain(n.outputs).all(|t| t.dtype == DType::F32)
 }
 
-/// `w` lanes `0, 1, ... w-1` as i32.
-fn iota(b: &mut KernelBuilder, w: u32) -> ValId {
-    let mut v = b.let_(Inst::Const { ty: Ty::vec(Elem::I32, w), lit: Lit::Int(0) });
-    for l in 1..w {
-        let k = b.let_(Inst::Const { ty: Ty::scalar(Elem::I32), lit: Lit::Int(l as i64) });
-        v = b.let_(Inst::Insert(v, k, l));
-    }
-    v
-}
-
-/// An i32 splat of the i64 value `e`.
-fn splat_i32(b: &mut KernelBuilder, e: &Expr, w: u32) -> ValId {
-    let v = ival(b, e);
-    let t = b.let_(Inst::Cast(dlc_kir::CastOp::Trunc, v, Ty::scalar(Elem::I32)));
-    b.let_(Inst::Splat(t, w))
-}
-
-/// The lanes `l` with `lo <= at + l < hi` (i32 compares on run-time values).
-fn lanes_in(b: &mut KernelBuilder, lanes: ValId, at: &Expr, lo: &Expr, hi: &Expr, w: u32) -> ValId {
-    let base = splat_i32(b, at, w);
-    let pos = b.bin(BinOp::Add, lanes, base);
-    let (lv, hv) = (splat_i32(b, lo, w), splat_i32(b, hi, w));
-    let ge = b.cmp(CmpOp::Sge, pos, lv);
-    let lt = b.cmp(CmpOp::Slt, pos, hv);
-    b.bin(BinOp::And, ge, lt)
-}
-
 /// The depthwise convolution kernel of node `n` (see [`applies`]) with window `g` for
 /// target `t`. Parameters: X, W, the optional bias and residual, then Y.
 pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<Kernel, LowerError> {
@@ -92,6 +65,7 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
     let work = 2 * kh * kw * at(&oh) * at(&ow);
     par_expr(&mut b, &(&batch * &c(ch)), work, |b, plane| {
         let [h, wi, oh, ow] = [&h, &wi, &oh, &ow].map(|e| hoist(b, e));
+        let right = hoist(b, &g.interior(1, &wi, &ow).1);
         let chan = plane.modulo(&c(ch));
         let x_plane = &plane * &(&h * &wi);
         let y_plane = &plane * &(&oh * &ow);
@@ -155,8 +129,7 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
                 }
             };
             // Tiles from 0: masked while a tile reaches into the left padding; then
-            // unmasked while its last tap stays in the row (ox0 + tile - 1 + kw - 1 - pl
-            // < wi); then masked to the end.
+            // unmasked while its last tap stays in the row; then masked to the end.
             let head = pl.div_ceil(tile_px);
             let head_end = c(head * tile_px).min_with(&ow);
             b.for_(c(0), c(head), LoopKind::Serial, |b, i| {
@@ -164,10 +137,9 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
                 let inside = crate::in_bounds_expr(b, ox0.clone(), &ow);
                 b.if_(inside, |b| tile(b, ox0, true), |_| {});
             });
-            // Interior tiles: ox0 in [head_end, last] with last = wi + pl - kw + 1 - tile.
-            let span = &(&(&wi + &c(pl + 1)) - &c(kw + tile_px)) - &head_end;
-            let count = (&span + &c(tile_px)).floor_div(&c(tile_px)).max_with(&c(0));
-            let count = hoist(b, &count);
+            // Interior tiles: from head_end, while every pixel's taps lie in the row (its
+            // pixels below the window's `right`).
+            let count = hoist(b, &(&right - &head_end).floor_div(&c(tile_px)).max_with(&c(0)));
             b.for_(c(0), count.clone(), LoopKind::Serial, |b, i| tile(b, &head_end + &(&i * &c(tile_px)), false));
             let rest = &head_end + &(&count * &c(tile_px));
             let rest_tiles = (&(&ow - &rest) + &c(tile_px - 1)).floor_div(&c(tile_px)).max_with(&c(0));

@@ -174,17 +174,16 @@ pub fn pool(name: &str, n: &Node, g: &Window, kind: Pool, form: Form) -> Result<
                 }
                 // Run-time dims: the outputs whose window lies in the image (rows whose
                 // taps are all inside, columns [left, right)) take the unmasked walk.
-                let (sy, sx) = (g.strides[0], g.strides[1]);
-                let reach = |a: usize| ((g.kernel[a] - 1) * g.dilations[a]) as i64 - g.pad_begin[a] as i64;
-                let left = c(g.pad_begin[1].div_ceil(sx)).min_with(&ow);
-                let right = (&(&w - &Expr::c(reach(1))) + &c(sx - 1)).floor_div(&c(sx)).min_with(&ow).max_with(&left);
+                let sy = g.strides[0];
+                let reach = ((g.kernel[0] - 1) * g.dilations[0]) as i64 - g.pad_begin[0] as i64;
+                let (left, right) = g.interior(1, &w, &ow);
                 let [left, right] = [&left, &right].map(|e| crate::hoist(b, e));
                 let plane = &pl * &(&h * &w);
                 b.for_(c(0), oh.clone(), LoopKind::Serial, |b, oy| {
                     let top = b.index(&(&oy * &c(sy)) - &c(g.pad_begin[0]));
                     let zero = b.i64(0);
                     let from_top = b.cmp(CmpOp::Sge, top, zero);
-                    let bottom = b.index(&(&oy * &c(sy)) + &Expr::c(reach(0)));
+                    let bottom = b.index(&(&oy * &c(sy)) + &Expr::c(reach));
                     let hv = ival(b, &h);
                     let above_end = b.cmp(CmpOp::Slt, bottom, hv);
                     let rows_in = b.bin(BinOp::And, from_top, above_end);

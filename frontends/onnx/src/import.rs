@@ -215,20 +215,20 @@ impl<'m> Importer<'m> {
                 self.model_err(format!("--input-shape names unknown input(s) {unknown:?}; inputs are {names:?}"))
             );
         }
+        // The run-time dims of the inputs, to suggest pinning one where a shape rule fails
+        // on an expression of them.
+        let mut symbols = Vec::new();
+        for &id in self.graph.inputs() {
+            for d in &self.graph.node(id).outputs[0].shape.0 {
+                d.expr().symbols(&mut symbols);
+            }
+        }
         let reg = registry();
         for (i, node) in graph.node.iter().enumerate() {
             let name = node_display_name(node, i);
             let build = reg[node.op_type.as_str()];
             let opset = opset_of(self.model, &node.domain);
             let path = self.path.clone();
-            // The run-time dims of the inputs, to suggest pinning one where a shape rule
-            // fails on an expression of them.
-            let mut symbols = Vec::new();
-            for &id in self.graph.inputs() {
-                for d in &self.graph.node(id).outputs[0].shape.0 {
-                    d.expr().symbols(&mut symbols);
-                }
-            }
             let node_err = |message: String| {
                 let named: Vec<&String> = symbols.iter().filter(|s| message.contains(s.as_str())).collect();
                 let message = if !named.is_empty() && !message.contains("--input-shape") && !message.contains("--dim") {

@@ -150,6 +150,19 @@ impl Window {
         Some((name.to_string(), need))
     }
 
+    /// The outputs along axis `i` whose every tap lies in the image, `[left, right)`,
+    /// for an image of `input` and an output of `output` positions (this window's, or
+    /// values a kernel computed from them): `left` the first output past the leading
+    /// padding, `right` the first whose last tap is past the image, both within
+    /// `[0, output]` and `left <= right`.
+    pub fn interior(&self, i: usize, input: &Expr, output: &Expr) -> (Expr, Expr) {
+        let s = self.strides[i] as i64;
+        let reach = ((self.kernel[i] - 1) * self.dilations[i]) as i64 - self.pad_begin[i] as i64;
+        let left = Expr::c(self.pad_begin[i].div_ceil(self.strides[i]) as i64).min_with(output);
+        let right = (input + &Expr::c(s - 1 - reach)).floor_div(&Expr::c(s)).min_with(output).max_with(&left);
+        (left, right)
+    }
+
     /// The fixed geometry, when both extents are known.
     pub fn fixed(&self) -> Option<PoolGeometry> {
         let k = |e: &Expr| e.as_const().and_then(|v| u64::try_from(v).ok());
