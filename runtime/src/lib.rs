@@ -126,6 +126,10 @@ pub enum RuntimeError {
     /// The generated code returned a non-zero status.
     #[error("model run failed with status {0}")]
     RunFailed(i32),
+    /// A shape the model computes from tensor values while it runs (a Reshape target,
+    /// reduction axes given as an input...) is invalid.
+    #[error("invalid input values: {0}")]
+    BadShapeValue(String),
 }
 
 /// A tensor passed to or returned from [`Model::run`]: little-endian, row-major bytes.
@@ -691,9 +695,28 @@ impl Model {
         check_inputs(&self.manifest, inputs)
     }
 
-    /// The outputs' shapes and byte sizes at `dims`.
-    fn output_sizes(&self, dims: &[i64]) -> Result<Vec<(Vec<u64>, usize)>, RuntimeError> {
-        Ok(self.manifest.outputs.iter().map(|s| self.manifest.bytes_at(s, dims)).collect::<Result<_, _>>()?)
+    /// The bytes to allocate for each output at the input dims `dims` (an upper bound
+    /// for outputs whose shapes depend on tensor values).
+    fn output_capacities(&self, dims: &[i64]) -> Result<Vec<usize>, RuntimeError> {
+        Ok(self.manifest.outputs.iter().map(|s| self.manifest.capacity_at(s, dims)).collect::<Result<_, _>>()?)
+    }
+
+    /// The outputs' shapes and byte sizes at `dims` (after a run: with the data
+    /// symbols it computed), each checked against its allocation `cap`.
+    fn output_sizes(&self, dims: &[i64], caps: &[usize]) -> Result<Vec<(Vec<u64>, usize)>, RuntimeError> {
+        let mut out = Vec::new();
+        for (s, &cap) in self.manifest.outputs.iter().zip(caps) {
+            let (shape, n) = self.manifest.bytes_at(s, dims)?;
+            if n > cap {
+                return Err(dlc_artifact::DimError::Invalid(format!(
+                    "output '{}' of shape {shape:?} needs {n} bytes, more than the {cap} its bound allows",
+                    s.name
+                ))
+                .into());
+            }
+            out.push((shape, n));
+        }
+        Ok(out)
     }
 
     /// Calls the generated code.
@@ -707,14 +730,14 @@ impl Model {
         ins: *const *const u8,
         outs: *const *mut u8,
         ws: *mut u8,
-        dims: &[i64],
+        dims: &mut [i64],
         pool: &Pool,
     ) -> Result<(), RuntimeError> {
         let pfor = (pool.threads > 1).then_some(Pool::parallel_for as PforFn);
         // SAFETY: as the caller promises; the pool outlives the call.
         let status = unsafe {
             if !self.manifest.symbols.is_empty() {
-                (self.run_dims)(ins, outs, ws, dims.as_ptr(), pfor, pool.state())
+                (self.run_dims)(ins, outs, ws, dims.as_mut_ptr(), pfor, pool.state())
             } else {
                 match self.run_threaded {
                     Some(f) if pfor.is_some() => f(ins, outs, ws, pfor, pool.state()),
@@ -723,6 +746,9 @@ impl Model {
             }
         };
         if status != 0 {
+            if let Some(m) = self.manifest.bind_failure(status) {
+                return Err(RuntimeError::BadShapeValue(m));
+            }
             return Err(RuntimeError::RunFailed(status));
         }
         Ok(())
@@ -730,16 +756,16 @@ impl Model {
 
     /// Runs the model on named inputs; returns the outputs in manifest order.
     pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, RuntimeError> {
-        let (ordered, dims) = self.check_inputs(inputs)?;
+        let (ordered, mut dims) = self.check_inputs(inputs)?;
         // Copies into aligned buffers: the generated code assumes naturally aligned elements.
         let in_bufs: Vec<AlignedBuf> = ordered.iter().map(|t| AlignedBuf::copy_of(&t.data)).collect();
-        let out_sizes = self.output_sizes(&dims)?;
+        let caps = self.output_capacities(&dims)?;
         let out_bufs: Vec<AlignedBuf> = self
             .manifest
             .outputs
             .iter()
-            .zip(&out_sizes)
-            .map(|(s, (_, n))| AlignedBuf::try_new(*n, &|| format!("output '{}'", s.name)))
+            .zip(&caps)
+            .map(|(s, n)| AlignedBuf::try_new(*n, &|| format!("output '{}'", s.name)))
             .collect::<Result<_, _>>()?;
         let ws_bytes = self.workspace_size_at(&dims)?;
         let ws = AlignedBuf::try_new(ws_bytes, &|| "the workspace".into())?;
@@ -748,7 +774,8 @@ impl Model {
         let pool = Pool::new(default_threads());
         // SAFETY: inputs were checked against the manifest and bound `dims`; outputs and
         // workspace have the sizes the code writes at `dims`; all are 64-byte aligned.
-        unsafe { self.call(in_ptrs.as_ptr(), out_ptrs.as_ptr(), ws.ptr, &dims, &pool)? };
+        unsafe { self.call(in_ptrs.as_ptr(), out_ptrs.as_ptr(), ws.ptr, &mut dims, &pool)? };
+        let out_sizes = self.output_sizes(&dims, &caps)?;
         Ok(self
             .manifest
             .outputs
@@ -774,6 +801,8 @@ pub struct Session<'m> {
     dims: Vec<i64>,
     inputs: Vec<(AlignedBuf, usize)>,
     outputs: Vec<(AlignedBuf, usize, Vec<u64>)>,
+    /// With data symbols: each output's shape and bytes after the last run.
+    out_sizes: Vec<(Vec<u64>, usize)>,
     workspace: AlignedBuf,
     in_ptrs: Vec<*const u8>,
     out_ptrs: Vec<*mut u8>,
@@ -790,6 +819,7 @@ impl Model {
             dims: Vec::new(),
             inputs: Vec::new(),
             outputs: Vec::new(),
+            out_sizes: Vec::new(),
             workspace: AlignedBuf::new(0),
             in_ptrs: Vec::new(),
             out_ptrs: Vec::new(),
@@ -811,7 +841,8 @@ impl Session<'_> {
             inputs.push((AlignedBuf::try_new(n, &|| format!("input '{}'", spec.name))?, n));
         }
         let mut outputs = Vec::new();
-        for (spec, (shape, n)) in m.manifest.outputs.iter().zip(m.output_sizes(dims)?) {
+        for (spec, n) in m.manifest.outputs.iter().zip(m.output_capacities(dims)?) {
+            let shape = m.manifest.shape_at(spec, dims).unwrap_or_default();
             outputs.push((AlignedBuf::try_new(n, &|| format!("output '{}'", spec.name))?, n, shape));
         }
         self.workspace = AlignedBuf::try_new(m.workspace_size_at(dims)?, &|| "the workspace".into())?;
@@ -868,9 +899,15 @@ impl Session<'_> {
         }
         // SAFETY: every buffer has the size the code reads or writes at `self.dims`,
         // 64-byte aligned; inputs hold that shape (zeros or checked inputs).
+        let mut dims = self.dims.clone();
         unsafe {
-            self.model.call(self.in_ptrs.as_ptr(), self.out_ptrs.as_ptr(), self.workspace.ptr, &self.dims, &self.pool)
+            self.model.call(self.in_ptrs.as_ptr(), self.out_ptrs.as_ptr(), self.workspace.ptr, &mut dims, &self.pool)?
+        };
+        if self.model.manifest.symbols.iter().any(|s| s.data) {
+            let caps: Vec<usize> = self.outputs.iter().map(|(_, cap, _)| *cap).collect();
+            self.out_sizes = self.model.output_sizes(&dims, &caps)?;
         }
+        Ok(())
     }
 
     /// The outputs of the last run, in manifest order.
@@ -880,10 +917,11 @@ impl Session<'_> {
             .outputs
             .iter()
             .zip(&self.outputs)
-            .map(|(spec, (buf, n, shape))| Tensor {
-                dtype: spec.dtype.clone(),
-                shape: shape.clone(),
-                data: buf.as_slice(*n).to_vec(),
+            .enumerate()
+            .map(|(i, (spec, (buf, n, shape)))| {
+                // Outputs whose shapes the last run computed from tensor values.
+                let (shape, n) = self.out_sizes.get(i).map_or((shape, *n), |(s, k)| (s, *k));
+                Tensor { dtype: spec.dtype.clone(), shape: shape.clone(), data: buf.as_slice(n).to_vec() }
             })
             .collect()
     }

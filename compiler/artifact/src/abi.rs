@@ -28,6 +28,9 @@ pub enum CType {
     OutArray,
     /// `const int64_t *`: the values of the model's run-time dims, in manifest order.
     Dims,
+    /// `int64_t *`: the same array, in which a run also writes the dims it computes
+    /// from tensor values (the manifest's data symbols).
+    DimsInOut,
     /// The thread-pool callback [`PFOR`], as a function pointer.
     Pfor,
     /// A task [`TASK`], as a function pointer.
@@ -47,6 +50,7 @@ impl CType {
             CType::InArray => "const void *const *".into(),
             CType::OutArray => "void *const *".into(),
             CType::Dims => "const int64_t *".into(),
+            CType::DimsInOut => "int64_t *".into(),
             CType::Pfor => format!("{prefix}pfor_fn"),
             CType::Task => format!("{prefix}task_fn"),
         }
@@ -54,7 +58,10 @@ impl CType {
 
     /// Whether values of this type are pointers (to data or to functions).
     pub fn is_pointer(self) -> bool {
-        matches!(self, CType::Ptr | CType::InArray | CType::OutArray | CType::Dims | CType::Pfor | CType::Task)
+        matches!(
+            self,
+            CType::Ptr | CType::InArray | CType::OutArray | CType::Dims | CType::DimsInOut | CType::Pfor | CType::Task
+        )
     }
 
     /// The width in bits of an integer type (`None` for pointers and void).
@@ -153,14 +160,18 @@ pub const RUN_DIMS: Function = Function {
         p("inputs", CType::InArray),
         p("outputs", CType::OutArray),
         p("workspace", CType::Ptr),
-        p("dims", CType::Dims),
+        p("dims", CType::DimsInOut),
         p("pfor", CType::Pfor),
         p("state", CType::Ptr),
     ],
     doc: "run_threaded() at run-time dims: dims as for workspace_size_dims(), buffers sized\n \
           * for them (the manifest and DLC_<P>SYMBOLS say how each shape depends on them),\n \
           * workspace of workspace_size_dims(dims) bytes. Returns 3 when a dim is below its\n \
-          * minimum. The caller checks the inputs' shapes against the dims.",
+          * minimum. The caller checks the inputs' shapes against the dims. A model whose\n \
+          * shapes depend on tensor values (the manifest's data symbols, after the input\n \
+          * dims in dims[]) writes their values into dims[]; its outputs are sized for the\n \
+          * manifest's max_bytes. It returns 16 + 16 * site + reason when the values break\n \
+          * the rule of bind site `site` (the manifest's binds and bind_reasons).",
 };
 
 /// The exported entry points, in header order.
@@ -171,6 +182,20 @@ pub const ENTRY_POINTS: [Function; 6] =
 pub const STATUS_NEEDS_DIMS: i32 = 2;
 /// What `run_dims` returns when a dim is below its minimum.
 pub const STATUS_BAD_DIMS: i32 = 3;
+/// `run_dims` returns `STATUS_BIND + 16 * site + reason` when the values a shape is
+/// computed from break bind site `site`'s rule (`reason`: 1 to 15, the manifest's
+/// `bind_reasons[reason - 1]`).
+pub const STATUS_BIND: i32 = 16;
+
+/// The status for bind site `site` failing with `reason` (1 to 15).
+pub fn bind_status(site: usize, reason: i64) -> i32 {
+    STATUS_BIND + 16 * site as i32 + reason.clamp(1, 15) as i32
+}
+
+/// The bind site and reason of a status [`bind_status`] made.
+pub fn decode_bind_status(status: i32) -> Option<(usize, usize)> {
+    (status >= STATUS_BIND).then(|| (((status - STATUS_BIND) / 16) as usize, ((status - STATUS_BIND) % 16) as usize))
+}
 
 /// The thread-pool callback `void pfor(void *state, task_fn task, void *ctx, int64_t n)`.
 pub const PFOR: Function = Function {
@@ -244,7 +269,7 @@ pub type RunThreadedFn =
 pub type WorkspaceSizeDimsFn = unsafe extern "C" fn(*const i64) -> u64;
 /// The Rust type of [`RUN_DIMS`].
 pub type RunDimsFn =
-    unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8, *const i64, Option<PforFn>, *const u8) -> i32;
+    unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8, *mut i64, Option<PforFn>, *const u8) -> i32;
 
 #[cfg(test)]
 mod tests {

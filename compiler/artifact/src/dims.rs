@@ -170,10 +170,44 @@ impl Manifest {
                 }
             }
         }
+        // Data symbols are 0 until a run writes them.
         self.symbols
             .iter()
-            .map(|s| env.get(&s.name).copied().ok_or_else(|| DimError::Unbound(s.name.clone())))
+            .map(|s| {
+                if s.data {
+                    Ok(0)
+                } else {
+                    env.get(&s.name).copied().ok_or_else(|| DimError::Unbound(s.name.clone()))
+                }
+            })
             .collect()
+    }
+
+    /// The bytes to allocate for `spec` (an output) before a run at the input dims
+    /// `dims`: its size when its shape depends on those only, its `max_bytes` bound when
+    /// it mentions data symbols.
+    pub fn capacity_at(&self, spec: &TensorSpec, dims: &[i64]) -> Result<usize, DimError> {
+        if spec.max_bytes.is_empty() {
+            return Ok(self.bytes_at(spec, dims)?.1);
+        }
+        let env: BTreeMap<String, i64> =
+            self.symbols.iter().map(|s| s.name.clone()).zip(dims.iter().copied()).collect();
+        let e = dlc_sym::parse(&spec.max_bytes).map_err(|e| {
+            DimError::Invalid(format!(
+                "'{}': manifest max_bytes '{}' is not an expression: {e}",
+                spec.name, spec.max_bytes
+            ))
+        })?;
+        let n = e.eval(&env).map_err(|e| DimError::Invalid(format!("'{}': {e}", spec.name)))?;
+        usize::try_from(n).map_err(|_| DimError::Invalid(format!("'{}': max_bytes {n} is not a size", spec.name)))
+    }
+
+    /// The message for a status of `run_dims` that a failing bind site returns.
+    pub fn bind_failure(&self, status: i32) -> Option<String> {
+        let (site, reason) = crate::abi::decode_bind_status(status)?;
+        let node = self.binds.get(site).map_or_else(|| format!("bind site {site}"), |n| format!("node '{n}'"));
+        let why = self.bind_reasons.get(reason.wrapping_sub(1)).map_or("an invalid value", String::as_str);
+        Some(format!("{node}: the shape computed from its operand's values is invalid: {why}"))
     }
 
     /// The shape of `spec` (an input or output of this manifest) at `dims` (as
@@ -232,6 +266,7 @@ mod tests {
                     Err(_) => DimSpec { fixed: None, symbol: Some(d.to_string()) },
                 })
                 .collect(),
+            max_bytes: String::new(),
         }
     }
 
@@ -239,7 +274,10 @@ mod tests {
         Manifest {
             inputs: vec![spec("x", &["N", "3", "S"]), spec("mask", &["N", "S"]), spec("pos", &["2*S + 1"])],
             outputs: vec![spec("y", &["N", "S*4"])],
-            symbols: vec![SymbolSpec { name: "N".into(), min: 1 }, SymbolSpec { name: "S".into(), min: 2 }],
+            symbols: vec![
+                SymbolSpec { name: "N".into(), min: 1, data: false },
+                SymbolSpec { name: "S".into(), min: 2, data: false },
+            ],
             ..Default::default()
         }
     }

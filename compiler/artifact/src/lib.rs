@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Version of the C ABI the compiler emits and the runtime accepts.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 /// Version of the manifest layout.
 pub const FORMAT_VERSION: u32 = 1;
 /// First bytes of `model.manifest`.
@@ -184,6 +184,11 @@ pub struct TensorSpec {
     /// Shape.
     #[prost(message, repeated, tag = "3")]
     pub shape: Vec<DimSpec>,
+    /// For an output whose shape mentions data symbols: the bytes to allocate for it,
+    /// an expression of the input dims' symbols that bounds its size (empty otherwise).
+    #[prost(string, tag = "4")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub max_bytes: String,
 }
 
 impl TensorSpec {
@@ -258,6 +263,15 @@ pub struct Manifest {
     #[prost(string, tag = "16")]
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub arena_expr: String,
+    /// The nodes whose shapes are computed from tensor values while the model runs
+    /// (bind sites, in the order of the status `run_dims` returns when one fails).
+    #[prost(string, repeated, tag = "17")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<String>,
+    /// What a bind site's failure code means (code `i` is `bind_reasons[i - 1]`).
+    #[prost(string, repeated, tag = "18")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bind_reasons: Vec<String>,
 }
 
 /// A run-time dim of an artifact.
@@ -269,6 +283,12 @@ pub struct SymbolSpec {
     /// Its smallest valid value.
     #[prost(uint64, tag = "2")]
     pub min: u64,
+    /// Whether the model computes it from tensor values while it runs (a data symbol:
+    /// the caller passes any value and reads the computed one back) rather than the
+    /// caller binding it from the inputs' shapes.
+    #[prost(bool, tag = "3")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub data: bool,
 }
 
 /// Errors reading or writing manifests.
@@ -383,7 +403,13 @@ mod tests {
                     DimSpec { fixed: Some(1), symbol: None },
                     DimSpec { fixed: None, symbol: Some("N".into()) },
                 ],
+                max_bytes: "4*N".into(),
             }],
+            symbols: vec![
+                SymbolSpec { name: "N".into(), min: 1, data: false },
+                SymbolSpec { name: "r".into(), min: 0, data: true },
+            ],
+            binds: vec!["reshape".into()],
             ..Default::default()
         };
         let back = Manifest::from_bytes(&m.to_bytes(), "t").unwrap();

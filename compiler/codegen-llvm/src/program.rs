@@ -141,6 +141,10 @@ fn load_dims<'ctx>(
     let mut syms = HashMap::new();
     let bad_dims = cx.append_basic_block(f, "bad_dims");
     for (i, s) in p.symbols.iter().enumerate() {
+        if s.data.is_some() {
+            // Bound by the schedule's `bind` steps.
+            continue;
+        }
         let at = unsafe { b.build_in_bounds_gep(i64t, dims, &[i64t.const_int(i as u64, false)], "")? };
         let v = b.build_load(i64t, at, &s.name)?.into_int_value();
         let ok = b.build_int_compare(IntPredicate::SGE, v, i64t.const_int(s.min as u64, true), "")?;
@@ -167,9 +171,12 @@ struct Sched<'a, 'ctx> {
     takes_dims: Vec<bool>,
     bufs: Vec<PointerValue<'ctx>>,
     pool: [PointerValue<'ctx>; 2],
-    /// The `dims` parameter and the symbols' values (a program with symbols).
+    /// The `dims` array kernels read (the caller's, or with data symbols a local copy
+    /// that `bind` steps write) and the symbols' values (a program with symbols).
     dims: Option<PointerValue<'ctx>>,
-    syms: HashMap<String, IntValue<'ctx>>,
+    syms: std::cell::RefCell<HashMap<String, IntValue<'ctx>>>,
+    /// The next `bind` step's site number (its failure status).
+    site: std::cell::Cell<usize>,
 }
 
 impl<'ctx> Sched<'_, 'ctx> {
@@ -177,7 +184,51 @@ impl<'ctx> Sched<'_, 'ctx> {
         if self.dims.is_none() {
             return Ok(self.cx.i64_type().const_int(constant(self.p, e, what)?, false));
         }
-        build_expr(self.cx, &self.b, e, &self.syms)
+        build_expr(self.cx, &self.b, e, &self.syms.borrow())
+    }
+
+    /// A `bind` step: the kernel fills a result array; a nonzero code returns the
+    /// site's status, otherwise the symbols take the values (in the local dims array
+    /// that later kernels read, and in the values later steps compute with).
+    fn bind(&self, kernel: u32, args: &[u32], names: &[String]) -> R<()> {
+        let (cx, b) = (self.cx, &self.b);
+        let i64t = cx.i64_type();
+        let res = b.build_array_alloca(i64t, i64t.const_int(names.len() as u64 + 1, false), "bind")?;
+        let mut a: Vec<inkwell::values::BasicMetadataValueEnum> =
+            args.iter().map(|b| self.bufs[*b as usize].into()).collect();
+        a.push(res.into());
+        let dims = self.dims.ok_or_else(|| bad("a bind step in a program without symbols"))?;
+        if self.takes_dims[kernel as usize] {
+            a.push(dims.into());
+        }
+        a.push(self.pool[0].into());
+        a.push(self.pool[1].into());
+        b.build_call(self.kernels[kernel as usize], &a, "")?;
+        let at = |j: usize| unsafe { b.build_in_bounds_gep(i64t, res, &[i64t.const_int(j as u64, false)], "") };
+        let code = b.build_load(i64t, at(names.len())?, "code")?.into_int_value();
+        let failed = b.build_int_compare(IntPredicate::NE, code, i64t.const_zero(), "")?;
+        let (fail, ok) = (cx.append_basic_block(self.run, "bind_fail"), cx.append_basic_block(self.run, "bind_ok"));
+        b.build_conditional_branch(failed, fail, ok)?;
+        b.position_at_end(fail);
+        let site = self.site.get();
+        self.site.set(site + 1);
+        let i32t = cx.i32_type();
+        let fifteen = i64t.const_int(15, false);
+        let big = b.build_int_compare(IntPredicate::UGT, code, fifteen, "")?;
+        let reason = b.build_select(big, fifteen, code, "")?.into_int_value();
+        let reason = b.build_int_truncate(reason, i32t, "")?;
+        let base = i32t.const_int((abi::STATUS_BIND + 16 * site as i32) as u64, true);
+        b.build_return(Some(&b.build_int_add(base, reason, "")?))?;
+        b.position_at_end(ok);
+        for (j, name) in names.iter().enumerate() {
+            let v = b.build_load(i64t, at(j)?, name)?.into_int_value();
+            let i =
+                self.p.symbols.iter().position(|s| &s.name == name).ok_or_else(|| bad(format!("bind of {name}")))?;
+            let slot = unsafe { b.build_in_bounds_gep(i64t, dims, &[i64t.const_int(i as u64, false)], "")? };
+            b.build_store(slot, v)?;
+            self.syms.borrow_mut().insert(name.clone(), v);
+        }
+        Ok(())
     }
 
     fn copy(&self, dst: u32, src: u32) -> R<()> {
@@ -201,6 +252,7 @@ impl<'ctx> Sched<'_, 'ctx> {
                     a.push(self.pool[1].into());
                     self.b.build_call(self.kernels[*kernel as usize], &a, "")?;
                 }
+                Step::Bind { kernel, args, syms, .. } => self.bind(*kernel, args, syms)?,
                 Step::Copy { dst, src } => self.copy(*dst, *src)?,
                 Step::If { cond, then, els } => {
                     let flag = self.b.build_load(self.cx.i8_type(), self.bufs[*cond as usize], "flag")?;
@@ -335,7 +387,32 @@ pub(crate) fn emit<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, p: &Program, 
         Some(d) => load_dims(cx, &b, run, p, d, i32t.const_int(abi::STATUS_BAD_DIMS as u64, true).into())?,
         None => HashMap::new(),
     };
-    let mut s = Sched { cx, b, run, p, kernels, takes_dims, bufs: Vec::new(), pool, dims, syms: sym_vals };
+    // With data symbols, kernels read a local copy of the dims that `bind` steps write;
+    // it is copied back to the caller's array at the end.
+    let data_syms = p.symbols.iter().any(|s| s.data.is_some());
+    let caller_dims = dims;
+    let dims = match dims {
+        Some(d) if data_syms => {
+            let n = i64t.const_int(p.symbols.len() as u64, false);
+            let local = b.build_array_alloca(i64t, n, "dims")?;
+            b.build_memcpy(local, 8, d, 8, i64t.const_int(8 * p.symbols.len() as u64, false))?;
+            Some(local)
+        }
+        d => d,
+    };
+    let mut s = Sched {
+        cx,
+        b,
+        run,
+        p,
+        kernels,
+        takes_dims,
+        bufs: Vec::new(),
+        pool,
+        dims,
+        syms: sym_vals.into(),
+        site: std::cell::Cell::new(0),
+    };
     let mut bufs = Vec::with_capacity(p.buffers.len());
     for (i, buf) in p.buffers.iter().enumerate() {
         let b = &s.b;
@@ -357,6 +434,13 @@ pub(crate) fn emit<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, p: &Program, 
     }
     s.bufs = bufs;
     s.steps(&p.schedule)?;
+    if let (Some(local), Some(caller), true) = (s.dims, caller_dims, data_syms) {
+        for (i, sym) in p.symbols.iter().enumerate().filter(|(_, x)| x.data.is_some()) {
+            let idx = [i64t.const_int(i as u64, false)];
+            let v = s.b.build_load(i64t, unsafe { s.b.build_in_bounds_gep(i64t, local, &idx, "")? }, &sym.name)?;
+            s.b.build_store(unsafe { s.b.build_in_bounds_gep(i64t, caller, &idx, "")? }, v)?;
+        }
+    }
     s.b.build_return(Some(&i32t.const_zero()))?;
 
     let b = &s.b;

@@ -248,6 +248,7 @@ fn spec(name: &str, t: &TensorType) -> TensorSpec {
                 Dim::Sym(s) => DimSpec { fixed: None, symbol: Some(s.to_string()) },
             })
             .collect(),
+        max_bytes: String::new(),
     }
 }
 
@@ -266,7 +267,44 @@ pub(crate) fn manifest(
     let io = (inputs, outputs);
     let arena = (plan.arena_bytes, plan.arena_expr());
     let mins = dlc_ir::implied::symbol_minimums(g).into_iter().map(|(s, (m, _))| (s, m)).collect();
-    manifest_of(&g.name, io, target, prefix, weights, stats.weight_bytes, arena, &mins, files)
+    let mut m = manifest_of(&g.name, io, target, prefix, weights, stats.weight_bytes, arena, &mins, files);
+    let data = dlc_ir::bind::data_symbols(g);
+    if !data.is_empty() {
+        let binds = plan.order.iter().filter(|&&id| matches!(g.node(id).op, dlc_ir::Op::Bind(_)));
+        let binds = binds.map(|&id| g.node(id).name.clone()).collect();
+        let bounds = dlc_ir::bind::value_bounds(g).unwrap_or_default();
+        let max_bytes = g
+            .outputs()
+            .iter()
+            .map(|(_, v)| bounds.get(v).map(|n| &dlc_ir::Expr::c(g.value_type(*v).dtype.size() as i64) * n))
+            .collect();
+        add_data_symbols(&mut m, data, binds, &plan.arena_expr(), max_bytes);
+    }
+    m
+}
+
+/// Adds the data symbols (dims a model computes from tensor values while it runs) to
+/// manifest `m`: after the input dims in the `dims` array, with the bind sites' names
+/// in schedule order, the messages of their failure codes, and each output's
+/// allocation bound (`max_bytes`, for outputs whose shapes mention them).
+fn add_data_symbols(
+    m: &mut Manifest,
+    data: Vec<String>,
+    binds: Vec<String>,
+    arena: &dlc_ir::Expr,
+    max_bytes: Vec<Option<dlc_ir::Expr>>,
+) {
+    if m.arena_expr.is_empty() {
+        m.arena_expr = arena.to_string();
+    }
+    m.symbols.extend(data.into_iter().map(|name| SymbolSpec { name, min: 0, data: true }));
+    m.binds = binds;
+    m.bind_reasons = dlc_ir::bind::REASONS.iter().map(|r| r.message().to_string()).collect();
+    for (spec, max) in m.outputs.iter_mut().zip(max_bytes) {
+        if let Some(n) = max {
+            spec.max_bytes = n.to_string();
+        }
+    }
 }
 
 /// The manifest of an artifact of model `name` with the caller's tensors `io`.
@@ -296,7 +334,7 @@ fn manifest_of(
         .into_iter()
         .map(|name| {
             let min = mins.get(&name).copied().unwrap_or(1);
-            SymbolSpec { name, min }
+            SymbolSpec { name, min, data: false }
         })
         .collect();
     let arena_expr = if symbols.is_empty() { String::new() } else { arena.to_string() };
@@ -317,6 +355,8 @@ fn manifest_of(
         files,
         symbols,
         arena_expr,
+        binds: Vec::new(),
+        bind_reasons: Vec::new(),
     }
 }
 
@@ -808,6 +848,42 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         &p.symbols.iter().map(|s| (s.name.clone(), s.min.max(1) as u64)).collect(),
         Vec::new(),
     );
+    let mut manifest = manifest;
+    let maxima: HashMap<String, dlc_ir::Expr> =
+        p.symbols.iter().filter_map(|s| Some((s.name.clone(), s.data.clone()?))).collect();
+    if !maxima.is_empty() {
+        // Outputs sized by data symbols are allocated at the symbols' maxima.
+        let mut max_bytes = Vec::new();
+        for i in 0..manifest.outputs.len() {
+            let b = p.buffers.iter().find(|b| b.kind == dlc_kir::BufKind::Output(i as u32));
+            let bytes = b.map_or_else(|| dlc_ir::Expr::c(0), |b| b.bytes.clone());
+            let mut syms = Vec::new();
+            bytes.symbols(&mut syms);
+            if !syms.iter().any(|s| maxima.contains_key(s)) {
+                max_bytes.push(None);
+                continue;
+            }
+            let max = dlc_ir::bind::bounded(&bytes, &maxima).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "'{}': output {i}'s size {bytes} cannot be bounded by its symbols' maxima",
+                    model.display()
+                )
+            })?;
+            max_bytes.push(Some(max));
+        }
+        let data = p.symbols.iter().filter(|s| s.data.is_some()).map(|s| s.name.clone()).collect();
+        let binds = p
+            .schedule
+            .iter()
+            .filter_map(|s| match s {
+                dlc_kir::Step::Bind { label, kernel, .. } => {
+                    Some(label.clone().unwrap_or_else(|| p.kernels[*kernel as usize].name.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        add_data_symbols(&mut manifest, data, binds, &p.arena_bytes, max_bytes);
+    }
     if emit.contains(&Emit::H) {
         write(files::HEADER, header(&manifest, model).as_bytes())?;
         written.push(files::HEADER.into());
@@ -948,17 +1024,37 @@ fn header(m: &Manifest, model: &Path) -> String {
         ));
         h.push_str(&format!(
             " * minimum: {}). Workspace bytes: {}. */\n",
-            m.symbols.iter().map(|s| format!("{} >= {}", s.name, s.min)).collect::<Vec<_>>().join(", "),
+            m.symbols
+                .iter()
+                .map(|s| if s.data {
+                    format!("{} computed by run_dims", s.name)
+                } else {
+                    format!("{} >= {}", s.name, s.min)
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
             clean(&m.arena_expr)
         ));
+        if !m.binds.is_empty() {
+            h.push_str(&format!(
+                "/* Shapes computed from tensor values (bind sites, for run_dims' status 16 + 16 * site +\n * reason): {}. Reasons: {}. */\n",
+                m.binds.iter().map(|b| clean(b)).collect::<Vec<_>>().join(", "),
+                m.bind_reasons.iter().enumerate().map(|(i, r)| format!("{} {}", i + 1, clean(r))).collect::<Vec<_>>().join("; ")
+            ));
+        }
         h.push_str(&format!("#define {up}NUM_SYMBOLS {}\n#define {up}SYMBOLS \"{}\"\n", names.len(), names.join(",")));
     }
     h.push_str(&format!("#define {up}NUM_INPUTS {}\n#define {up}NUM_OUTPUTS {}\n\n", m.inputs.len(), m.outputs.len()));
     for (kind, specs) in [("INPUT", &m.inputs), ("OUTPUT", &m.outputs)] {
         for (i, s) in specs.iter().enumerate() {
             let numel: u64 = s.fixed_shape().unwrap_or_default().iter().product();
+            let max = if s.max_bytes.is_empty() {
+                String::new()
+            } else {
+                format!(", allocate {} bytes", clean(&s.max_bytes))
+            };
             h.push_str(&format!(
-                "/* {} {i} \"{}\": {}{} */\n",
+                "/* {} {i} \"{}\": {}{}{max} */\n",
                 kind.to_lowercase(),
                 clean(&s.name),
                 s.dtype,

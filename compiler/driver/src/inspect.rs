@@ -67,10 +67,18 @@ fn inspect_artifact(a: &InspectArgs) -> Result<()> {
         println!("input       {:?}: {}{}", t.name, t.dtype, t.shape_string());
     }
     for t in &m.outputs {
-        println!("output      {:?}: {}{}", t.name, t.dtype, t.shape_string());
+        let max = if t.max_bytes.is_empty() { String::new() } else { format!(" (allocated: {} bytes)", t.max_bytes) };
+        println!("output      {:?}: {}{}{max}", t.name, t.dtype, t.shape_string());
     }
     for s in &m.symbols {
-        println!("symbol      {} >= {}", s.name, s.min);
+        if s.data {
+            println!("symbol      {}: computed at run time from tensor values", s.name);
+        } else {
+            println!("symbol      {} >= {}", s.name, s.min);
+        }
+    }
+    if !m.binds.is_empty() {
+        println!("computes    shapes from tensor values at nodes {}", m.binds.join(", "));
     }
     if m.arena_expr.is_empty() {
         println!("workspace   {} bytes", m.arena_bytes);
@@ -118,7 +126,22 @@ fn print_symbols_and_flops(g: &dlc_ir::Graph, st: &dlc_passes::GraphStats) {
         return;
     }
     let mins = dlc_ir::implied::symbol_minimums(g);
+    let maxima = dlc_ir::bind::symbol_maxima(g).unwrap_or_default();
     for sym in &st.symbols {
+        // A dim computed from tensor values while the model runs.
+        let binder = g.node_ids().into_iter().find(|&id| match &g.node(id).op {
+            dlc_ir::Op::Bind(b) => b.symbols().any(|s| s == sym),
+            _ => false,
+        });
+        if let Some(id) = binder {
+            let (node, rule) = match &g.node(id).op {
+                dlc_ir::Op::Bind(b) => (&g.node(id).name, b.rule.as_str()),
+                _ => continue,
+            };
+            let max = maxima.get(sym).map(|m| format!(", at most {m}")).unwrap_or_default();
+            println!("symbol      {sym}: computed at run time by node '{node}' ({rule}) from tensor values{max}");
+            continue;
+        }
         // Where it is read from: every input dim that is exactly this symbol (inputs
         // sharing it must agree at run time).
         let mut at = Vec::new();

@@ -193,9 +193,30 @@ fn broadcast_index(dims: &[u64], out: &[u64]) -> Vec<usize> {
 
 const LIMIT: u64 = 1 << 24;
 
+/// A Bind on values: its rule ([`dlc_ir::bind::eval`]) on the operand's dims and the
+/// shape operand's values gives the result's dims; the elements are the operand's.
+fn bind(b: &dlc_ir::ops::Bind, ins: &[T], raw: &[TensorData]) -> Result<Vec<TensorData>, EvalError> {
+    let rule = b.bind_rule().ok_or_else(|| EvalError::Invalid(format!("unknown bind rule '{}'", b.rule)))?;
+    let (x, t) = match (ins.first(), raw.get(1)) {
+        (Some(x), Some(t)) => (x, t),
+        _ => return Err(EvalError::Invalid("bind takes two operands".into())),
+    };
+    let vals = t.to_i64().ok_or_else(|| EvalError::Invalid("bind's shape operand must be i64".into()))?;
+    let d: Vec<i64> = x.dims.iter().map(|&v| v as i64).collect();
+    let dims = dlc_ir::bind::eval(rule, &d, &vals)
+        .map_err(|r| EvalError::Invalid(format!("bind ({}): {}", b.rule, r.message())))?;
+    let ty = TensorType::fixed(raw[0].ty().dtype, &dims.iter().map(|&v| v as u64).collect::<Vec<_>>());
+    let t = TensorData::new(ty, raw[0].bytes().to_vec().into())
+        .ok_or_else(|| EvalError::Invalid("bind result size mismatch".into()))?;
+    Ok(vec![t])
+}
+
 /// Evaluates `op` on constant operands. Results are limited to 16 Mi elements.
 pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<Vec<TensorData>, EvalError> {
     let ins: Vec<T> = inputs.iter().map(T::from_tensor).collect::<Result<_, _>>()?;
+    if let Op::Bind(b) = op {
+        return bind(b, &ins, inputs);
+    }
     let out_dims: Vec<Vec<u64>> = out_types
         .iter()
         .map(|t| t.shape.as_fixed().ok_or_else(|| unsupported("symbolic shapes")))
@@ -206,6 +227,7 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
     let out = &out_dims[0];
     let res: T = match op {
         Op::Identity(_) | Op::Reshape(_) | Op::Flatten(_) => T { dims: out.clone(), ..ins[0].clone() },
+        Op::Bind(b) => return bind(b, &ins, inputs),
         Op::Cast(c) if !c.saturate && c.to.is_float() && c.to.is_storage_only() => {
             // Encoded here: the stored form of other results saturates.
             let x = &ins[0];
@@ -702,6 +724,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::QConv(_)
         | Op::QuantPack(_)
         | Op::Reshape(_)
+        | Op::Bind(_)
         | Op::Flatten(_)
         | Op::Transpose(_)
         | Op::Identity(_)
@@ -999,6 +1022,7 @@ macro_rules! not_elementwise {
             | Op::NllLoss(_)
             | Op::CumSum(_)
             | Op::Reshape(_)
+            | Op::Bind(_)
             | Op::Flatten(_)
             | Op::Transpose(_)
             | Op::Identity(_)

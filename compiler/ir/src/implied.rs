@@ -19,12 +19,25 @@ fn aligned<'a>(operand: &'a [Dim], result: &'a [Dim]) -> impl Iterator<Item = (&
 /// Records `d == n` for operand dim `d` of node `node`.
 fn tie(
     out: &mut BTreeMap<String, (u64, String)>,
+    data: &[String],
     node: &str,
     op: &'static str,
     d: &Dim,
     n: u64,
 ) -> Result<(), IrError> {
     let Dim::Sym(e) = d else { return Ok(()) };
+    let mut syms = Vec::new();
+    e.symbols(&mut syms);
+    if let Some(s) = syms.iter().find(|s| data.contains(s)) {
+        return Err(IrError::shape(
+            node,
+            op,
+            format!(
+                "dim {e} is computed from tensor values at run time ({s}) and must equal {n} here; \
+                 broadcasting such dims is not supported yet (give the values that decide it as constants)"
+            ),
+        ));
+    }
     let Some(s) = e.as_symbol().map(str::to_string) else {
         return Err(IrError::shape(
             node,
@@ -50,6 +63,7 @@ fn tie(
 /// that ties it.
 pub fn implied_extents(g: &Graph) -> Result<BTreeMap<String, (u64, String)>, IrError> {
     let mut out = BTreeMap::new();
+    let data = crate::bind::data_symbols(g);
     let Ok(order) = g.topo_order() else { return Ok(out) };
     for id in order {
         let node = g.node(id);
@@ -64,7 +78,7 @@ pub fn implied_extents(g: &Graph) -> Result<BTreeMap<String, (u64, String)>, IrE
                     for (d, r) in aligned(&x.shape.0, res) {
                         if let Dim::Fixed(n) = r {
                             if *n != 1 {
-                                tie(&mut out, &node.name, op, d, *n)?;
+                                tie(&mut out, &data, &node.name, op, d, *n)?;
                             }
                         }
                     }
@@ -78,7 +92,7 @@ pub fn implied_extents(g: &Graph) -> Result<BTreeMap<String, (u64, String)>, IrE
                 if let (Some(ka), Some(kb)) = (ka, kb) {
                     match (ka, kb) {
                         (d @ Dim::Sym(_), Dim::Fixed(n)) | (Dim::Fixed(n), d @ Dim::Sym(_)) => {
-                            tie(&mut out, &node.name, op, d, *n)?
+                            tie(&mut out, &data, &node.name, op, d, *n)?
                         }
                         (Dim::Sym(x), Dim::Sym(y)) if x != y => {
                             return Err(IrError::shape(
@@ -99,7 +113,7 @@ pub fn implied_extents(g: &Graph) -> Result<BTreeMap<String, (u64, String)>, IrE
                         for (d, r) in aligned(&x[..x.len() - 2], &res[..batch]) {
                             if let Dim::Fixed(n) = r {
                                 if *n != 1 {
-                                    tie(&mut out, &node.name, op, d, *n)?;
+                                    tie(&mut out, &data, &node.name, op, d, *n)?;
                                 }
                             }
                         }

@@ -8,6 +8,7 @@
 //! Invariant: this crate knows nothing of ONNX, LLVM or CUDA.
 #![warn(missing_docs)]
 
+pub mod bind;
 mod dtype;
 mod error;
 mod graph;

@@ -711,7 +711,7 @@ pub fn run_program(p: &Program, inputs: &[Vec<u8>], syms: &BTreeMap<String, i64>
     verify::program(p)?;
     let fault = |msg: String| InterpError::Fault { kernel: "schedule".into(), msg };
     let ev = |e: &Expr| e.eval(syms).map_err(|err| InterpError::Expr { kernel: "schedule".into(), err });
-    for s in &p.symbols {
+    for s in p.symbols.iter().filter(|s| s.data.is_none()) {
         match syms.get(&s.name) {
             Some(&v) if v >= s.min => {}
             Some(&v) => return Err(fault(format!("symbol {} = {v} is below its minimum {}", s.name, s.min))),
@@ -723,24 +723,45 @@ pub fn run_program(p: &Program, inputs: &[Vec<u8>], syms: &BTreeMap<String, i64>
         inputs: inputs.to_vec(),
         outputs: vec![Vec::new(); n_out.unwrap_or(0) as usize],
         arena: vec![0; usize::try_from(ev(&p.arena_bytes)?).map_err(|_| fault("negative arena size".into()))?],
+        sizer: None,
     };
-    for b in &p.buffers {
-        if let BufKind::Output(i) = b.kind {
-            let n = usize::try_from(ev(&b.bytes)?).map_err(|_| fault(format!("negative size of {}", b.name)))?;
-            mem.outputs[i as usize] = vec![0; n];
+    let mut syms = syms.clone();
+    let data =
+        |s: &BTreeMap<String, i64>| p.symbols.iter().filter(|x| x.data.is_some()).all(|x| s.contains_key(&x.name));
+    // Outputs whose sizes depend on data symbols are sized when those are bound.
+    let size_outputs = |mem: &mut Mem, syms: &BTreeMap<String, i64>| -> Result<(), InterpError> {
+        for b in &p.buffers {
+            if let BufKind::Output(i) = b.kind {
+                if let Ok(n) = b.bytes.eval(syms) {
+                    let n = usize::try_from(n).map_err(|_| fault(format!("negative size of {}", b.name)))?;
+                    if mem.outputs[i as usize].len() < n {
+                        mem.outputs[i as usize].resize(n, 0);
+                    }
+                }
+            }
         }
+        Ok(())
+    };
+    size_outputs(&mut mem, &syms)?;
+    mem.sizer = Some(&size_outputs);
+    run_steps(p, &p.schedule, &mut mem, &mut syms)?;
+    if !data(&syms) {
+        return Err(fault("a data symbol was never bound".into()));
     }
-    run_steps(p, &p.schedule, &mut mem, syms)?;
     Ok(mem.outputs)
 }
 
-struct Mem {
+type Sizer<'f> = &'f dyn Fn(&mut Mem, &BTreeMap<String, i64>) -> Result<(), InterpError>;
+
+struct Mem<'f> {
     inputs: Vec<Vec<u8>>,
     outputs: Vec<Vec<u8>>,
     arena: Vec<u8>,
+    /// Sizes the outputs once a `bind` step binds their dims.
+    sizer: Option<Sizer<'f>>,
 }
 
-impl Mem {
+impl Mem<'_> {
     fn get(&self, p: &Program, b: u32, syms: &BTreeMap<String, i64>) -> Result<Vec<u8>, InterpError> {
         let buf = &p.buffers[b as usize];
         let fault = |msg: String| InterpError::Fault { kernel: "schedule".into(), msg };
@@ -776,9 +797,53 @@ impl Mem {
     }
 }
 
-fn run_steps(p: &Program, st: &[Step], mem: &mut Mem, syms: &BTreeMap<String, i64>) -> Result<(), InterpError> {
+/// A `bind` step: runs the kernel with a result array, fails on a nonzero reason code,
+/// binds the symbols and sizes outputs that depended on them.
+fn bind_step(
+    p: &Program,
+    mem: &mut Mem,
+    syms: &mut BTreeMap<String, i64>,
+    kernel: u32,
+    args: &[u32],
+    names: &[String],
+    label: Option<&str>,
+) -> Result<(), InterpError> {
+    let k = &p.kernels[kernel as usize];
+    let mut bufs: Vec<Vec<u8>> = args.iter().map(|&b| mem.get(p, b, syms)).collect::<Result<_, _>>()?;
+    bufs.push(vec![0; 8 * (names.len() + 1)]);
+    run_kernel(k, &mut bufs, syms)?;
+    let res = &bufs[bufs.len() - 1];
+    let at = |j: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&res[8 * j..8 * j + 8]);
+        i64::from_le_bytes(b)
+    };
+    let code = at(names.len());
+    if code != 0 {
+        let label = label.map(|l| format!(" ({l})")).unwrap_or_default();
+        return Err(InterpError::Fault {
+            kernel: k.name.clone(),
+            msg: format!("bind{label} fails with reason {code}"),
+        });
+    }
+    for (j, n) in names.iter().enumerate() {
+        syms.insert(n.clone(), at(j));
+    }
+    if let Some(f) = mem.sizer {
+        f(mem, syms)?;
+    }
+    Ok(())
+}
+
+fn run_steps(p: &Program, st: &[Step], mem: &mut Mem, syms: &mut BTreeMap<String, i64>) -> Result<(), InterpError> {
     for s in st {
+        if let Step::Bind { kernel, args, syms: names, label } = s {
+            bind_step(p, mem, syms, *kernel, args, names, label.as_deref())?;
+            continue;
+        }
+        let syms = &*syms;
         match s {
+            Step::Bind { .. } => {}
             Step::Call { kernel, args, .. } => {
                 let k = &p.kernels[*kernel as usize];
                 let mut bufs: Vec<Vec<u8>> = args.iter().map(|&b| mem.get(p, b, syms)).collect::<Result<_, _>>()?;
@@ -795,16 +860,18 @@ fn run_steps(p: &Program, st: &[Step], mem: &mut Mem, syms: &BTreeMap<String, i6
             }
             Step::If { cond, then, els } => {
                 let c = mem.get(p, *cond, syms)?;
+                let mut inner = syms.clone();
                 if c.first().copied().unwrap_or(0) != 0 {
-                    run_steps(p, then, mem, syms)?
+                    run_steps(p, then, mem, &mut inner)?
                 } else {
-                    run_steps(p, els, mem, syms)?
+                    run_steps(p, els, mem, &mut inner)?
                 }
             }
             Step::Loop { count, carried, body } => {
                 let n = count.eval(syms).map_err(|err| InterpError::Expr { kernel: "schedule".into(), err })?;
+                let mut inner = syms.clone();
                 for _ in 0..n {
-                    run_steps(p, body, mem, syms)?;
+                    run_steps(p, body, mem, &mut inner)?;
                     for (to, from) in carried {
                         let data = mem.get(p, *from, syms)?;
                         mem.put(p, *to, &data, syms)?;

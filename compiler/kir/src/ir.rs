@@ -520,6 +520,10 @@ pub struct Symbol {
     pub name: String,
     /// Its smallest valid value.
     pub min: i64,
+    /// `Some(max)` when a `bind` step of the schedule gives its value (computed from
+    /// tensor values while the program runs), not the caller; `max` bounds it, as an
+    /// expression of the other symbols (what outputs sized by it are allocated for).
+    pub data: Option<Expr>,
 }
 
 /// Where a buffer's bytes live.
@@ -578,6 +582,20 @@ pub enum Step {
         then: Vec<Step>,
         /// Taken when false.
         els: Vec<Step>,
+    },
+    /// Runs kernel `kernel` on `args` and a result array of `syms.len() + 1` i64s that
+    /// the step provides (the kernel's last parameter): a nonzero last element fails the
+    /// run (it is a reason code of the rule the kernel checks); otherwise symbol
+    /// `syms[j]` takes element `j` from here on.
+    Bind {
+        /// The kernel.
+        kernel: u32,
+        /// One buffer per kernel parameter but the last.
+        args: Vec<u32>,
+        /// The data symbols it binds.
+        syms: Vec<String>,
+        /// What it computes, for people (the graph node's name). No meaning.
+        label: Option<String>,
     },
     /// Runs `body` `count` times; after each iteration the buffers `(to, from)` of
     /// `carried` are copied (ONNX `Loop`'s carried values).

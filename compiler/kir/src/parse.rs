@@ -786,6 +786,39 @@ impl<'s> P<'s> {
                     let label = if self.is_keyword("label") { Some(self.string()?) } else { None };
                     Step::Call { kernel, args, label }
                 }
+                "bind" => {
+                    self.expect("@")?;
+                    let name = self.string()?;
+                    let Some(&kernel) = kernels.get(&name) else {
+                        self.pos = at;
+                        return self.err(format!("no kernel named {name:?}"));
+                    };
+                    self.expect("(")?;
+                    let mut args = Vec::new();
+                    if !self.eat(")") {
+                        loop {
+                            args.push(self.reg('b')?);
+                            if self.eat(")") {
+                                break;
+                            }
+                            self.expect(",")?;
+                        }
+                    }
+                    self.expect("->")?;
+                    self.expect("(")?;
+                    let mut syms = Vec::new();
+                    if !self.eat(")") {
+                        loop {
+                            syms.push(self.ident()?.to_string());
+                            if self.eat(")") {
+                                break;
+                            }
+                            self.expect(",")?;
+                        }
+                    }
+                    let label = if self.is_keyword("label") { Some(self.string()?) } else { None };
+                    Step::Bind { kernel, args, syms, label }
+                }
                 "copy" => {
                     let dst = self.reg('b')?;
                     self.expect(",")?;
@@ -853,8 +886,14 @@ impl<'s> P<'s> {
             match w {
                 "symbol" => {
                     let name = self.ident()?.to_string();
-                    self.keyword("min")?;
-                    p.symbols.push(Symbol { name, min: self.int()? });
+                    if self.is_keyword("data") {
+                        self.keyword("max")?;
+                        let max = self.bracketed()?;
+                        p.symbols.push(Symbol { name, min: 0, data: Some(max) });
+                    } else {
+                        self.keyword("min")?;
+                        p.symbols.push(Symbol { name, min: self.int()?, data: None });
+                    }
                 }
                 "arena" => p.arena_bytes = self.expr()?,
                 "buffer" => {

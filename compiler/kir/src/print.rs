@@ -263,6 +263,12 @@ fn steps(out: &mut String, st: &[Step], depth: usize, kernels: &[Kernel]) {
                 let label = label.as_deref().map(|l| format!(" label {}", quote(l))).unwrap_or_default();
                 let _ = writeln!(out, "{pad}call @{name}({}){label}", a.join(", "));
             }
+            Step::Bind { kernel, args, syms, label } => {
+                let a: Vec<String> = args.iter().map(|b| format!("%b{b}")).collect();
+                let name = kernels.get(*kernel as usize).map(|k| quote(&k.name)).unwrap_or_else(|| kernel.to_string());
+                let label = label.as_deref().map(|l| format!(" label {}", quote(l))).unwrap_or_default();
+                let _ = writeln!(out, "{pad}bind @{name}({}) -> ({}){label}", a.join(", "), syms.join(", "));
+            }
             Step::Copy { dst, src } => {
                 let _ = writeln!(out, "{pad}copy %b{dst}, %b{src}");
             }
@@ -308,7 +314,11 @@ pub fn program_split(p: &Program, file: &str, min: usize) -> (String, Vec<u8>) {
 fn program_with(p: &Program, mut sidecar: Option<&mut Sidecar>) -> String {
     let mut out = format!("program {}\n", quote(&p.name));
     for s in &p.symbols {
-        let _ = writeln!(out, "symbol {} min {}", s.name, s.min);
+        if let Some(max) = &s.data {
+            let _ = writeln!(out, "symbol {} data max [{max}]", s.name);
+        } else {
+            let _ = writeln!(out, "symbol {} min {}", s.name, s.min);
+        }
     }
     let _ = writeln!(out, "arena {}", p.arena_bytes);
     for (i, b) in p.buffers.iter().enumerate() {

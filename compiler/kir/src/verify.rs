@@ -493,6 +493,24 @@ pub fn program(p: &Program) -> Result<(), VerifyError> {
                         }
                     }
                 }
+                Step::Bind { kernel, args, syms, .. } => {
+                    let k = p.kernels.get(*kernel as usize).ok_or(format!("no kernel {kernel}"))?;
+                    if k.params.len() != args.len() + 1 || k.params.last() != Some(&Access::Write) {
+                        return Err(format!(
+                            "bind: '{}' must take {} buffers and write a result array last",
+                            k.name,
+                            args.len() + 1
+                        ));
+                    }
+                    for a in args {
+                        buf(*a)?;
+                    }
+                    for s in syms {
+                        if !p.symbols.iter().any(|x| x.data.is_some() && x.name == *s) {
+                            return Err(format!("bind: {s} is not a data symbol of the program"));
+                        }
+                    }
+                }
                 Step::Copy { dst, src } => {
                     buf(*dst)?;
                     buf(*src)?;

@@ -113,6 +113,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::CumSum(_)
         | Op::NllLoss(_)
         | Op::QuantPack(_)
+        | Op::Bind(_)
         | Op::Input(_)
         | Op::Const(_) => false,
     }

@@ -120,7 +120,8 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::QuantPack(_)
         | Op::Softmax(_)
         | Op::ScatterElements(_)
-        | Op::ScatterND(_) => return None,
+        | Op::ScatterND(_)
+        | Op::Bind(_) => return None,
     })
 }
 

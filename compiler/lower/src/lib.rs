@@ -20,6 +20,7 @@
 
 pub mod attention;
 pub mod batch;
+pub mod bind;
 pub mod conv;
 pub mod conv1x1;
 pub mod convblk;
@@ -267,6 +268,8 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::GatherElements(op) => movement::gather_elements(kernel, n, op.axis),
         Op::Pad(op) => movement::pad(kernel, n, op),
         Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => movement::copy(kernel, n),
+        // The rule's kernel (the data is a view: see `program`).
+        Op::Bind(op) => bind::bind(kernel, n, op),
         Op::Concat(op) => movement::concat(kernel, n, op.axis),
         Op::Gather(op) => movement::gather(kernel, n, op.axis),
         Op::ScatterElements(op) => movement::scatter_elements(kernel, n, op),

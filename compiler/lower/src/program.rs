@@ -91,9 +91,19 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
         .into_iter()
         .map(|name| {
             let min = mins.get(&name).map_or(1, |m| m.0 as i64);
-            Symbol { name, min }
+            Symbol { name, min, data: None }
         })
         .collect();
+    // Dims computed from tensor values, bound by the schedule's `bind` steps.
+    let maxima = dlc_ir::bind::symbol_maxima(g).map_err(|e| LowerError {
+        node: g.name.clone(),
+        op: "program",
+        reason: e.to_string(),
+    })?;
+    for name in dlc_ir::bind::data_symbols(g) {
+        let max = maxima.get(&name).cloned().unwrap_or_else(|| Expr::c(i64::MAX));
+        p.symbols.push(Symbol { name, min: 0, data: Some(max) });
+    }
     let mut bufs: HashMap<((u8, u64), Expr), u32> = HashMap::new();
     let mut buffer = |p: &mut Program, v: Value, name: &str| -> u32 {
         let ty = g.value_type(v);
@@ -135,6 +145,30 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
     };
     for &id in &plan.order {
         let node = g.node(id);
+        if let Op::Bind(b) = &node.op {
+            // Its result is a view of its operand; its rule's kernel binds the symbols.
+            let kname = format!("k{}_bind", p.kernels.len());
+            let k =
+                with_node(g, id, |n| lower(&kname, n, t).unwrap_or_else(|| Err(n.error("internal: no bind kernel"))))?;
+            let shape = g.operands(id)[1];
+            let args = vec![buffer(&mut p, shape, &g.node(shape.node).name.clone())];
+            p.kernels.push(k);
+            let syms = b.symbols().map(str::to_string).collect();
+            p.schedule.push(Step::Bind {
+                kernel: p.kernels.len() as u32 - 1,
+                args,
+                syms,
+                label: Some(node.name.clone()),
+            });
+            if !plan.views.contains(&id) {
+                // Not a view (its result is an output): its operand's bytes are copied.
+                let x = g.operands(id)[0];
+                let src = buffer(&mut p, x, &g.node(x.node).name.clone());
+                let dst = buffer(&mut p, Value { node: id, port: 0 }, &node.name);
+                p.schedule.push(Step::Copy { dst, src });
+            }
+            continue;
+        }
         if matches!(node.op, Op::Input(_) | Op::Const(_)) || plan.views.contains(&id) {
             continue;
         }

@@ -14,7 +14,7 @@
 //! region starts after the fixed arena and the regions before it, each scaled by its
 //! own `K` at run time.
 //!
-//! Views cost nothing: the result of a Reshape, Flatten or Identity (row-major data is
+//! Views cost nothing: the result of a Reshape, Flatten, Identity or Bind (row-major data is
 //! unchanged) lives where its operand lives, and its uses extend the operand's live
 //! range; no kernel runs for it. Only a view that is itself a model output is copied.
 use dlc_ir::{Expr, Graph, NodeId, Op, TensorType, Value};
@@ -106,7 +106,11 @@ impl MemoryPlan {
 /// The size of a value of type `t` in bytes, as `(c, K)`: `c` bytes per unit of `K`,
 /// `K` an expression whose coefficients share no factor (`K = 1` for a fixed shape).
 pub fn size_units(t: &TensorType) -> (u64, Expr) {
-    let e = t.shape.0.iter().fold(Expr::c(t.dtype.size() as i64), |a, d| &a * &d.expr());
+    units_of(t.shape.0.iter().fold(Expr::c(t.dtype.size() as i64), |a, d| &a * &d.expr()))
+}
+
+/// A size `e` in bytes as `(c, K)` (see [`size_units`]).
+fn units_of(e: Expr) -> (u64, Expr) {
     if let Some(c) = e.as_const() {
         return (c.max(0) as u64, Expr::c(1));
     }
@@ -123,6 +127,7 @@ pub fn size_units(t: &TensorType) -> (u64, Expr) {
 /// Builds the plan.
 pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
     let order = g.topo_order()?;
+    let bounds = dlc_ir::bind::value_bounds(g)?;
     let step: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
     let mut locations = HashMap::new();
     for (i, &id) in g.inputs().iter().enumerate() {
@@ -141,7 +146,9 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
     for &id in &order {
         let node = g.node(id);
         let v = Value { node: id, port: 0 };
-        if matches!(node.op, Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_)) && !locations.contains_key(&v) {
+        if matches!(node.op, Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) | Op::Bind(_))
+            && !locations.contains_key(&v)
+        {
             let u = g.operands(id)[0];
             root.insert(v, root.get(&u).copied().unwrap_or(u));
             views.insert(id);
@@ -183,7 +190,11 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
                 continue;
             }
             let last = last_use.get(&v).copied().unwrap_or(step[&id]);
-            let (size, unit) = size_units(g.value_type(v));
+            let (size, unit) = match bounds.get(&v) {
+                // Dims computed from tensor values: planned at their bound.
+                Some(n) => units_of(&Expr::c(g.value_type(v).dtype.size() as i64) * n),
+                None => size_units(g.value_type(v)),
+            };
             let region = match units.iter().position(|u| *u == unit) {
                 Some(r) => r,
                 None => {

@@ -125,9 +125,9 @@ pub fn compile_cuda_program(
             names.join(", ")
         )));
     }
-    if p.schedule.iter().any(|s| matches!(s, Step::If { .. } | Step::Loop { .. })) {
+    if p.schedule.iter().any(|s| matches!(s, Step::If { .. } | Step::Loop { .. } | Step::Bind { .. })) {
         return Err(refuse(format!(
-            "program '{}' has control flow (if, loop), which CUDA artifacts do not support yet",
+            "program '{}' has control flow (if, loop) or shapes bound at run time (bind), which CUDA artifacts do not support yet",
             p.name
         )));
     }
@@ -208,7 +208,7 @@ pub fn compile_cuda_program(
                 let bytes = d.bytes.as_const().filter(|&n| n >= 0).unwrap_or(0) as u64;
                 copies.push(OutputCopy { output: i as usize, from: refs[*src as usize], bytes });
             }
-            Step::If { .. } | Step::Loop { .. } => unreachable!("refused above"),
+            Step::If { .. } | Step::Loop { .. } | Step::Bind { .. } => unreachable!("refused above"),
         }
     }
     let table =

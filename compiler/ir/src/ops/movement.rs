@@ -424,3 +424,56 @@ impl Infer for ScatterND {
         Ok(vec![data.clone()])
     }
 }
+
+op! {
+    /// Binds dims computed at run time from the values of its second operand (an `i64`
+    /// vector: a Reshape target, reduction or Squeeze/Unsqueeze axes) by `rule` (a
+    /// [`crate::bind::BindRule`] name) to the symbols `syms` (space-separated), and
+    /// reinterprets its first operand's elements (row-major, unchanged) with those
+    /// symbols as dims. A run whose values break the rule fails with the rule's reason.
+    Bind = "bind", operands 2..=2 { rule: String, syms: String }
+}
+
+impl Bind {
+    /// The symbols it binds, in order (the result's dims).
+    pub fn symbols(&self) -> impl Iterator<Item = &str> {
+        self.syms.split_whitespace()
+    }
+
+    /// Its rule (`None` for an unknown name, which `infer` refuses).
+    pub fn bind_rule(&self) -> Option<crate::bind::BindRule> {
+        crate::bind::BindRule::parse(&self.rule)
+    }
+}
+
+impl Infer for Bind {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let rule = self.bind_rule().ok_or_else(|| IrError::shape(node, op, format!("unknown rule '{}'", self.rule)))?;
+        let t = &inputs[1];
+        let m = match (t.dtype, t.shape.0.as_slice()) {
+            (crate::DType::I64, [Dim::Fixed(m)]) => *m as usize,
+            _ => {
+                return Err(IrError::shape(
+                    node,
+                    op,
+                    format!("the shape operand must be a fixed-length i64 vector, got {t}"),
+                ))
+            }
+        };
+        let syms: Vec<&str> = self.symbols().collect();
+        let n = inputs[0].shape.rank();
+        ensure(rule.count(n, m) == Some(syms.len()), node, op, || {
+            format!(
+                "rule {} binds {:?} dims for rank {n} and {m} values, {} symbols given",
+                self.rule,
+                rule.count(n, m),
+                syms.len()
+            )
+        })?;
+        for s in &syms {
+            ensure(dlc_sym::is_symbol_name(s), node, op, || format!("'{s}' is not a symbol name"))?;
+        }
+        Ok(vec![TensorType { dtype: inputs[0].dtype, shape: Shape(syms.iter().map(|s| Dim::sym(*s)).collect()) }])
+    }
+}

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 mod attention;
+mod bind;
 pub(crate) mod elementwise;
 mod linalg;
 mod movement;

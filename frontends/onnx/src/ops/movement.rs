@@ -89,9 +89,12 @@ fn reshape(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let shape = if cx.opset < 5 {
         cx.ints("shape")
     } else {
-        let t = cx
-            .const_input(1)?
-            .ok_or("the target shape (input 1) must be a constant; computed shapes are not supported yet")?;
+        let Some(t) = cx.const_input(1)? else {
+            // Known only at run time: the dims are bound from its values.
+            let (target, allowzero) = (cx.input(1)?, cx.int("allowzero", 0) != 0);
+            let rule = dlc_ir::bind::BindRule::Reshape { allowzero };
+            return Ok(vec![super::bind::bind(cx, "", x, target, rule)?]);
+        };
         if t.ty().dtype != DType::I64 || t.ty().shape.rank() != 1 {
             return Err(format!("the target shape must be a 1-D i64 tensor, got {}", t.ty()));
         }
@@ -165,7 +168,18 @@ fn shape(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 /// 1s travel to the end with a Transpose, where a Reshape of copies drops or adds them.
 fn squeeze(cx: &mut NodeCx, unsqueeze: bool) -> Result<Vec<Value>, String> {
     let x = cx.input(0)?;
-    let axes = cx.ints_input_or_attr(1, "axes", 13)?.unwrap_or_default();
+    let axes = if cx.opset >= 13 {
+        match super::bind::ints_or_value(cx, 1, "axes")? {
+            Some(Err(t)) => {
+                let rule = if unsqueeze { dlc_ir::bind::BindRule::Unsqueeze } else { dlc_ir::bind::BindRule::Squeeze };
+                return Ok(vec![super::bind::bind(cx, "", x, t, rule)?]);
+            }
+            Some(Ok(a)) => a,
+            None => Vec::new(),
+        }
+    } else {
+        cx.ints_input_or_attr(1, "axes", 13)?.unwrap_or_default()
+    };
     let ty = cx.ty(x);
     let dims = &ty.shape.0;
     // The result's dims, and the axes of 1s inserted into it (Unsqueeze) or removed from

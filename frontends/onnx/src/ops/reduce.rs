@@ -55,7 +55,15 @@ fn arg_attrs(cx: &NodeCx) -> (i64, bool, bool) {
 fn reduce(cx: &mut NodeCx, axes_input_since: i64, make: impl Fn(Vec<i64>, bool) -> Op) -> Result<Vec<Value>, String> {
     let x = cx.input(0)?;
     let keepdims = cx.int("keepdims", 1) != 0;
-    let axes = cx.ints_input_or_attr(1, "axes", axes_input_since)?.unwrap_or_default();
+    let axes = if cx.opset >= axes_input_since {
+        match super::bind::ints_or_value(cx, 1, "axes")? {
+            Some(Err(t)) => return super::bind::reduce(cx, x, t, keepdims, make),
+            Some(Ok(a)) => a,
+            None => Vec::new(),
+        }
+    } else {
+        cx.ints_input_or_attr(1, "axes", axes_input_since)?.unwrap_or_default()
+    };
     // With no axes, noop_with_empty_axes=1 makes the op an identity.
     if axes.is_empty() && cx.int("noop_with_empty_axes", 0) != 0 {
         return cx.add("", Identity {}, &[x]);

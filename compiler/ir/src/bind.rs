@@ -1,0 +1,376 @@
+//! Dims computed at run time from tensor values ("data symbols").
+//!
+//! An operand that decides a shape (Reshape's target, the axes of a reduction,
+//! Squeeze or Unsqueeze) may be known only when the model runs. The graph then gets a
+//! [`crate::ops::Bind`] node: it reads that operand (an `i64` vector), computes the
+//! result's dims by one of the [`BindRule`]s below, checks them, and binds them to
+//! fresh symbols; its result is its first operand's elements (unchanged, row-major)
+//! with those symbols as dims. Downstream nodes compute with the symbols like with any
+//! run-time dim. [`eval`] is the one definition of every rule: the interpreter runs it,
+//! and the kir kernel that dlc-lower emits for a Bind is tested against it.
+use crate::{Dim, Expr, Graph, IrError, Op, Value};
+use dlc_sym::Atom;
+use std::collections::HashMap;
+
+/// How a [`crate::ops::Bind`] computes its dims from the input's dims `d` (rank `n`)
+/// and the values `t` (length `m`) of its shape operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindRule {
+    /// ONNX Reshape: `m` dims; `0` copies the input's dim (unless `allowzero`), one
+    /// `-1` is inferred, the element count must not change.
+    Reshape {
+        /// Whether `0` means an extent of 0.
+        allowzero: bool,
+    },
+    /// A reduction over the axes `t`: `2n` dims `e0, k0, e1, k1, ...` where a reduced
+    /// axis `i` has `e_i = 1, k_i = d_i` and a kept one `e_i = d_i, k_i = 1` (the
+    /// input viewed so that the `k` dims are the ones to reduce).
+    ReduceAxes,
+    /// The kept dims of a reduction's `keepdims` result (dims `1` at the axes `t`
+    /// dropped): `n - m` dims.
+    ReduceSqueeze,
+    /// ONNX Squeeze with axes `t`: those dims must be 1 and are dropped (`n - m` dims).
+    Squeeze,
+    /// ONNX Unsqueeze with axes `t` (of the result): `n + m` dims.
+    Unsqueeze,
+}
+
+impl BindRule {
+    /// Its name in the IR's text form.
+    pub fn name(self) -> &'static str {
+        match self {
+            BindRule::Reshape { allowzero: false } => "reshape",
+            BindRule::Reshape { allowzero: true } => "reshape_allowzero",
+            BindRule::ReduceAxes => "reduce_axes",
+            BindRule::ReduceSqueeze => "reduce_squeeze",
+            BindRule::Squeeze => "squeeze",
+            BindRule::Unsqueeze => "unsqueeze",
+        }
+    }
+
+    /// The rule named `s`.
+    pub fn parse(s: &str) -> Option<BindRule> {
+        Some(match s {
+            "reshape" => BindRule::Reshape { allowzero: false },
+            "reshape_allowzero" => BindRule::Reshape { allowzero: true },
+            "reduce_axes" => BindRule::ReduceAxes,
+            "reduce_squeeze" => BindRule::ReduceSqueeze,
+            "squeeze" => BindRule::Squeeze,
+            "unsqueeze" => BindRule::Unsqueeze,
+            _ => return None,
+        })
+    }
+
+    /// How many dims it binds for an input of rank `n` and `m` values (`None`: the
+    /// rule cannot apply).
+    pub fn count(self, n: usize, m: usize) -> Option<usize> {
+        match self {
+            BindRule::Reshape { .. } => Some(m),
+            BindRule::ReduceAxes => Some(2 * n),
+            BindRule::ReduceSqueeze | BindRule::Squeeze => n.checked_sub(m),
+            BindRule::Unsqueeze => Some(n + m),
+        }
+    }
+}
+
+/// Why a Bind's values are invalid: the code a kernel reports (its last result
+/// element) and the message dlc-runtime shows (through the manifest's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Reason {
+    /// A Reshape extent below -1.
+    Negative = 1,
+    /// Two or more -1 in a Reshape target.
+    TwoInferred = 2,
+    /// A 0 (copy) at a position the input lacks.
+    CopiesMissing = 3,
+    /// The -1 cannot be inferred (the other extents' product is 0 or does not divide).
+    CannotInfer = 4,
+    /// The element count would change.
+    Count = 5,
+    /// An axis out of range.
+    AxisRange = 6,
+    /// An axis given twice.
+    AxisRepeat = 7,
+    /// Squeeze of a dim that is not 1.
+    NotOne = 8,
+    /// `allowzero` with both a 0 and a -1.
+    ZeroAndInferred = 9,
+}
+
+/// Every reason, in code order (the manifest carries their messages).
+pub const REASONS: [Reason; 9] = [
+    Reason::Negative,
+    Reason::TwoInferred,
+    Reason::CopiesMissing,
+    Reason::CannotInfer,
+    Reason::Count,
+    Reason::AxisRange,
+    Reason::AxisRepeat,
+    Reason::NotOne,
+    Reason::ZeroAndInferred,
+];
+
+impl Reason {
+    /// The code a kernel writes (nonzero).
+    pub fn code(self) -> i64 {
+        self as u8 as i64
+    }
+
+    /// What went wrong, for people.
+    pub fn message(self) -> &'static str {
+        match self {
+            Reason::Negative => "an extent is below -1",
+            Reason::TwoInferred => "more than one extent is -1",
+            Reason::CopiesMissing => "an extent 0 copies a dim the input does not have",
+            Reason::CannotInfer => {
+                "the -1 cannot be inferred (the other extents' product is 0 or does not divide the element count)"
+            }
+            Reason::Count => "the element count would change",
+            Reason::AxisRange => "an axis is out of range",
+            Reason::AxisRepeat => "an axis is given twice",
+            Reason::NotOne => "a squeezed dim is not 1",
+            Reason::ZeroAndInferred => "with allowzero, an extent is 0 and another -1",
+        }
+    }
+}
+
+/// The normalised axes `t` against rank `r` (each in `0..r`, none twice).
+fn axes(t: &[i64], r: usize) -> Result<Vec<usize>, Reason> {
+    let mut out = Vec::with_capacity(t.len());
+    for &a in t {
+        let a = if a < 0 { a.checked_add(r as i64) } else { Some(a) };
+        let a = a.filter(|a| (0..r as i64).contains(a)).ok_or(Reason::AxisRange)? as usize;
+        if out.contains(&a) {
+            return Err(Reason::AxisRepeat);
+        }
+        out.push(a);
+    }
+    Ok(out)
+}
+
+/// The dims `rule` binds for input dims `d` and values `t`, or why they are invalid.
+/// This is the rule's definition.
+pub fn eval(rule: BindRule, d: &[i64], t: &[i64]) -> Result<Vec<i64>, Reason> {
+    let n = d.len();
+    match rule {
+        BindRule::Reshape { allowzero } => {
+            let total = d.iter().try_fold(1i64, |a, &x| a.checked_mul(x)).ok_or(Reason::Count)?;
+            if allowzero && t.contains(&0) && t.contains(&-1) {
+                return Err(Reason::ZeroAndInferred);
+            }
+            let mut out = Vec::with_capacity(t.len());
+            for (i, &v) in t.iter().enumerate() {
+                out.push(match v {
+                    0 if !allowzero => *d.get(i).ok_or(Reason::CopiesMissing)?,
+                    v if v < -1 => return Err(Reason::Negative),
+                    v => v,
+                });
+            }
+            let inferred: Vec<usize> = (0..out.len()).filter(|&i| out[i] == -1).collect();
+            if inferred.len() > 1 {
+                return Err(Reason::TwoInferred);
+            }
+            let known = out.iter().filter(|&&v| v != -1).try_fold(1i64, |a, &x| a.checked_mul(x));
+            match (inferred.first(), known) {
+                (Some(&i), Some(k)) => {
+                    if k == 0 || total % k != 0 {
+                        return Err(Reason::CannotInfer);
+                    }
+                    out[i] = total / k;
+                }
+                (Some(_), None) => return Err(Reason::CannotInfer),
+                (None, k) => {
+                    if k != Some(total) {
+                        return Err(Reason::Count);
+                    }
+                }
+            }
+            Ok(out)
+        }
+        BindRule::ReduceAxes => {
+            let a = axes(t, n)?;
+            Ok((0..n).flat_map(|i| if a.contains(&i) { [1, d[i]] } else { [d[i], 1] }).collect())
+        }
+        BindRule::ReduceSqueeze | BindRule::Squeeze => {
+            let a = axes(t, n)?;
+            if rule == BindRule::Squeeze && a.iter().any(|&i| d[i] != 1) {
+                return Err(Reason::NotOne);
+            }
+            Ok((0..n).filter(|i| !a.contains(i)).map(|i| d[i]).collect())
+        }
+        BindRule::Unsqueeze => {
+            let r = n + t.len();
+            let a = axes(t, r)?;
+            let mut src = d.iter();
+            Ok((0..r).map(|o| if a.contains(&o) { 1 } else { *src.next().expect("r - m input dims") }).collect())
+        }
+    }
+}
+
+/// An upper bound of each dim `rule` binds, from the input's dims `d` (for the memory
+/// plan, which sizes a value by its bound when its dims are bound at run time).
+pub fn maxima(rule: BindRule, d: &[Dim], m: usize) -> Vec<Expr> {
+    let one = Expr::c(1);
+    let each_max = d.iter().fold(one.clone(), |a, x| a.max_with(&x.expr()));
+    match rule {
+        BindRule::Reshape { .. } => {
+            let total = Dim::product(d).expr().max_with(&one);
+            vec![total; m]
+        }
+        BindRule::ReduceAxes => d.iter().flat_map(|x| [x.expr().max_with(&one), x.expr().max_with(&one)]).collect(),
+        BindRule::ReduceSqueeze | BindRule::Squeeze | BindRule::Unsqueeze => {
+            vec![each_max; rule.count(d.len(), m).unwrap_or(0)]
+        }
+    }
+}
+
+/// The symbols that Bind nodes of `g` define, in the graph's topological order.
+pub fn data_symbols(g: &Graph) -> Vec<String> {
+    let Ok(order) = g.topo_order() else { return Vec::new() };
+    let mut out = Vec::new();
+    for id in order {
+        if let Op::Bind(b) = &g.node(id).op {
+            out.extend(b.symbols().map(str::to_string));
+        }
+    }
+    out
+}
+
+/// `e` with every data symbol replaced by its maximum, when that is an upper bound
+/// (each term that mentions one has a positive coefficient, and none sits inside a
+/// division, modulo or minimum); `None` otherwise.
+pub fn bounded(e: &Expr, maxima: &HashMap<String, Expr>) -> Option<Expr> {
+    let mentions = |x: &Expr| {
+        let mut v = Vec::new();
+        x.symbols(&mut v);
+        v.iter().any(|s| maxima.contains_key(s))
+    };
+    for (atoms, c) in e.terms() {
+        let data = atoms.iter().any(|a| mentions(&Expr::atom(a.clone())));
+        if data && c < 0 {
+            return None;
+        }
+        for a in atoms {
+            if let Atom::Div(..) | Atom::Mod(..) | Atom::Min(..) = a {
+                if mentions(&Expr::atom(a.clone())) {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(e.subst(&|a| match a {
+        Atom::Sym(s) => maxima.get(s).cloned(),
+        _ => None,
+    }))
+}
+
+/// For every value of `g` whose dims mention data symbols, an upper bound of its
+/// element count over the input dims' symbols alone (what the memory plan and the
+/// caller allocate). A Bind's result has its operand's count, and so has any result
+/// whose shape is one of its operands' (elementwise ops) or that only reorders its
+/// operand (Transpose, Reshape, Flatten, Identity); others take each data symbol's
+/// maximum from its rule ([`maxima`]). An error names a node whose count cannot be
+/// bounded that way.
+pub fn value_bounds(g: &Graph) -> Result<HashMap<Value, Expr>, IrError> {
+    Ok(bounds(g)?.0)
+}
+
+/// An upper bound of every data symbol of `g`, over the input dims' symbols alone.
+pub fn symbol_maxima(g: &Graph) -> Result<HashMap<String, Expr>, IrError> {
+    Ok(bounds(g)?.1)
+}
+
+type Bounds = (HashMap<Value, Expr>, HashMap<String, Expr>);
+
+fn bounds(g: &Graph) -> Result<Bounds, IrError> {
+    let mut out: HashMap<Value, Expr> = HashMap::new();
+    let mut maxima: HashMap<String, Expr> = HashMap::new();
+    let order = g.topo_order()?;
+    let numel = |t: &crate::TensorType| Dim::product(&t.shape.0).expr();
+    for id in order {
+        let node = g.node(id);
+        let operands = g.operands(id);
+        let bound_of =
+            |v: &Value, out: &HashMap<Value, Expr>| out.get(v).cloned().unwrap_or_else(|| numel(g.value_type(*v)));
+        if let Op::Bind(b) = &node.op {
+            let x = g.value_type(operands[0]);
+            let m = g.value_type(operands[1]).shape.0.first().and_then(Dim::fixed).unwrap_or(0) as usize;
+            if let Some(rule) = b.bind_rule() {
+                let dims: Vec<Dim> = x
+                    .shape
+                    .0
+                    .iter()
+                    .map(|d| {
+                        Dim::from_expr(bounded(&d.expr(), &maxima).unwrap_or_else(|| d.expr())).unwrap_or(Dim::Fixed(0))
+                    })
+                    .collect();
+                for (s, mx) in b.symbols().zip(self::maxima(rule, &dims, m)) {
+                    maxima.insert(s.to_string(), mx);
+                }
+            }
+            out.insert(Value { node: id, port: 0 }, bound_of(&operands[0], &out));
+            continue;
+        }
+        for (port, t) in node.outputs.iter().enumerate() {
+            let mut syms = Vec::new();
+            for d in &t.shape.0 {
+                d.expr().symbols(&mut syms);
+            }
+            if !syms.iter().any(|s| maxima.contains_key(s)) {
+                continue;
+            }
+            let v = Value { node: id, port: port as u32 };
+            let same = operands.iter().find(|o| g.value_type(**o).shape == t.shape);
+            let reorders = matches!(node.op, Op::Transpose(_) | Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_));
+            let b = match (same, reorders) {
+                (Some(o), _) => bound_of(o, &out),
+                (None, true) => bound_of(&operands[0], &out),
+                (None, false) => bounded(&numel(t), &maxima).ok_or_else(|| {
+                    IrError::shape(
+                        &node.name,
+                        node.op.mnemonic(),
+                        format!("cannot bound the size of {t}, whose dims are computed from tensor values at run time"),
+                    )
+                })?,
+            };
+            out.insert(v, b);
+        }
+    }
+    Ok((out, maxima))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reshape_rule_follows_onnx() {
+        let r = BindRule::Reshape { allowzero: false };
+        assert_eq!(eval(r, &[2, 3, 4], &[0, -1]), Ok(vec![2, 12]));
+        assert_eq!(eval(r, &[2, 3, 4], &[4, 3, 2]), Ok(vec![4, 3, 2]));
+        assert_eq!(eval(r, &[2, 3, 4], &[-1, -1]), Err(Reason::TwoInferred));
+        assert_eq!(eval(r, &[2, 3, 4], &[5, -1]), Err(Reason::CannotInfer));
+        assert_eq!(eval(r, &[2, 3, 4], &[5, 5]), Err(Reason::Count));
+        assert_eq!(eval(r, &[2, 3, 4], &[0, 0, 0, 0]), Err(Reason::CopiesMissing));
+        assert_eq!(eval(r, &[2, 3, 4], &[-2, -12]), Err(Reason::Negative));
+        let z = BindRule::Reshape { allowzero: true };
+        assert_eq!(eval(z, &[0, 3], &[3, 0]), Ok(vec![3, 0]));
+        assert_eq!(eval(z, &[0, 3], &[0, -1]), Err(Reason::ZeroAndInferred));
+    }
+
+    #[test]
+    fn axis_rules_follow_onnx() {
+        assert_eq!(eval(BindRule::ReduceAxes, &[2, 3, 4], &[-1, 0]), Ok(vec![1, 2, 3, 1, 1, 4]));
+        assert_eq!(eval(BindRule::ReduceAxes, &[2, 3, 4], &[3]), Err(Reason::AxisRange));
+        assert_eq!(eval(BindRule::ReduceAxes, &[2, 3, 4], &[1, -2]), Err(Reason::AxisRepeat));
+        assert_eq!(eval(BindRule::ReduceSqueeze, &[1, 3, 1], &[0, 2]), Ok(vec![3]));
+        assert_eq!(eval(BindRule::Squeeze, &[1, 3, 1], &[1]), Err(Reason::NotOne));
+        assert_eq!(eval(BindRule::Squeeze, &[1, 3, 1], &[-1]), Ok(vec![1, 3]));
+        assert_eq!(eval(BindRule::Unsqueeze, &[3, 4], &[0, -1]), Ok(vec![1, 3, 4, 1]));
+        assert_eq!(eval(BindRule::Unsqueeze, &[3, 4], &[4]), Err(Reason::AxisRange));
+        for r in REASONS {
+            assert_eq!(REASONS[r.code() as usize - 1], r);
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The kernel of a Bind node (`dlc_lower::bind`) against its rule's definition
+//! (`dlc_ir::bind::eval`): for every rule, valid and invalid values, input dims fixed
+//! and run-time, the kir interpreter's results (the bound dims, or the first broken
+//! rule's reason code) equal the definition's.
+use dlc_ir::bind::{eval, BindRule};
+use dlc_ir::ops::Bind;
+use dlc_ir::{DType, Dim, Op, Shape, TensorType};
+use dlc_kir::interp::run_kernel;
+use std::collections::BTreeMap;
+
+/// Runs the Bind kernel of `rule` for an input of dims `d` (symbol `s{i}` where
+/// `symbolic`) and values `t`; checks it against `eval`.
+fn check(rule: BindRule, d: &[i64], t: &[i64], symbolic: bool) {
+    let n = d.len();
+    let dims: Vec<Dim> =
+        (0..n).map(|i| if symbolic { Dim::sym(format!("s{i}")) } else { Dim::Fixed(d[i] as u64) }).collect();
+    let x = TensorType { dtype: DType::F32, shape: Shape(dims) };
+    let tt = TensorType::fixed(DType::I64, &[t.len() as u64]);
+    let Some(k) = rule.count(n, t.len()) else { return };
+    let syms: Vec<String> = (0..k).map(|j| format!("r{j}")).collect();
+    let op: Op = Bind { rule: rule.name().into(), syms: syms.join(" ") }.into();
+    let inputs = [x, tt];
+    let out = op.infer("b", &inputs).unwrap();
+    let node =
+        dlc_lower::Node { name: "b", op: &op, inputs: &inputs, outputs: &out, consts: &[None, None], operand_max: &[] };
+    let kernel = dlc_lower::lower("k", &node, &dlc_lower::Target::with_lanes(8)).unwrap().unwrap();
+    let env: BTreeMap<String, i64> = (0..n).map(|i| (format!("s{i}"), d[i])).collect();
+    let mut bufs = vec![t.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(), vec![0xAA; 8 * (k + 1)]];
+    run_kernel(&kernel, &mut bufs, &env).unwrap();
+    let got: Vec<i64> = bufs[1].chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+    let what = format!("{} on {d:?} with {t:?} (symbolic: {symbolic})", rule.name());
+    match eval(rule, d, t) {
+        Ok(want) => {
+            assert_eq!(got[k], 0, "{what}: kernel fails with reason {}", got[k]);
+            assert_eq!(&got[..k], &want[..], "{what}");
+        }
+        Err(reason) => assert_eq!(got[k], reason.code(), "{what}: expected {reason:?}"),
+    }
+}
+
+#[test]
+fn reshape_kernel_follows_the_rule() {
+    let d = [2, 3, 4];
+    let targets: &[&[i64]] = &[
+        &[4, 3, 2],
+        &[0, -1],
+        &[-1],
+        &[2, 0, 2, 2],
+        &[6, -1, 1],
+        &[-1, -1],
+        &[5, -1],
+        &[5, 5],
+        &[-3, 8],
+        &[0, 0, 0, 0],
+        &[0, 12],
+        &[1 << 40, 1 << 40, 0],
+        &[1 << 62, 4],
+    ];
+    for t in targets {
+        for symbolic in [false, true] {
+            check(BindRule::Reshape { allowzero: false }, &d, t, symbolic);
+            check(BindRule::Reshape { allowzero: true }, &d, t, symbolic);
+        }
+    }
+    check(BindRule::Reshape { allowzero: true }, &[0, 3], &[3, 0], false);
+    check(BindRule::Reshape { allowzero: true }, &[0, 3], &[0, -1], false);
+    check(BindRule::Reshape { allowzero: false }, &[0, 3], &[0, -1], true);
+}
+
+#[test]
+fn axis_kernels_follow_their_rules() {
+    let axes: &[&[i64]] = &[&[0], &[-1], &[2, 0], &[1, -2], &[3], &[-4], &[0, 1, 2], &[1, 1]];
+    for t in axes {
+        for symbolic in [false, true] {
+            for d in [[2, 3, 4], [1, 3, 1], [0, 1, 5]] {
+                check(BindRule::ReduceAxes, &d, t, symbolic);
+                check(BindRule::ReduceSqueeze, &d, t, symbolic);
+                check(BindRule::Squeeze, &d, t, symbolic);
+                check(BindRule::Unsqueeze, &d, t, symbolic);
+            }
+        }
+    }
+}
