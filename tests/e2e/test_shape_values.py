@@ -195,3 +195,42 @@ def test_kir_round_trip_keeps_the_bind_steps(reshape, tmp_path):
     _check(path, art, feeds, tmp_path / "k", "kir-compiled reshape")
     e = _run_err(art, {"x": x, "s": np.array([7, -1, 1], np.int64)}, tmp_path)
     assert "node 'Reshape_0'" in e and "cannot be inferred" in e, e
+
+
+def test_slice_and_split_operands_at_run_time_match_ort(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 5])
+    # int32 indices (Slice's other index type), cast to i64 by the importer.
+    starts = helper.make_tensor_value_info("starts", TensorProto.INT32, [2])
+    ends = helper.make_tensor_value_info("ends", TensorProto.INT32, [2])
+    steps = helper.make_tensor_value_info("steps", TensorProto.INT32, [2])
+    sizes = helper.make_tensor_value_info("sizes", TensorProto.INT64, [3])
+    axes = helper.make_tensor("axes", TensorProto.INT32, [2], [1, -1])
+    nodes = [
+        helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["s"]),
+        helper.make_node("Split", ["x", "sizes"], ["p0", "p1", "p2"], axis=1),
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    g = helper.make_graph(nodes, "g", [x, starts, ends, steps, sizes],
+                          [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ["y", "p0", "p1", "p2"]],
+                          initializer=[axes])
+    path = tmp_path / "slice.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), path)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    cases = [
+        (2, [1, 0], [5, 5], [2, 1], [1, 2, 3]),
+        (1, [-1, 4], [-7, -6], [-1, -2], [6, 0, 0]),
+        (3, [0, -100], [100, 100], [3, 1], [0, 0, 6]),
+        (2, [4, 2], [1, 3], [1, 1], [2, 2, 2]),
+    ]
+    for i, (n, st, en, sp, sz) in enumerate(cases):
+        feeds = {"x": np.random.RandomState(i).randn(n, 6, 5).astype(np.float32), "starts": np.array(st, np.int32),
+                 "ends": np.array(en, np.int32), "steps": np.array(sp, np.int32), "sizes": np.array(sz, np.int64)}
+        (tmp_path / str(i)).mkdir()
+        _check(path, art, feeds, tmp_path / str(i), f"slice {st}:{en}:{sp}, split {sz} at N={n}")
+    good = {"x": np.zeros((2, 6, 5), np.float32), "starts": np.array([0, 0], np.int32),
+            "ends": np.array([5, 5], np.int32), "steps": np.array([1, 1], np.int32), "sizes": np.array([1, 2, 3], np.int64)}
+    e = _run_err(art, {**good, "steps": np.array([1, 0], np.int32)}, tmp_path)
+    assert "node 'Slice_0/window'" in e and "a step is 0" in e, e
+    e = _run_err(art, {**good, "sizes": np.array([1, 2, 4], np.int64)}, tmp_path)
+    assert "node 'Split_1/parts'" in e and "do not add up" in e, e

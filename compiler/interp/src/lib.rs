@@ -228,6 +228,8 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
     let res: T = match op {
         Op::Identity(_) | Op::Reshape(_) | Op::Flatten(_) => T { dims: out.clone(), ..ins[0].clone() },
         Op::Bind(b) => return bind(b, &ins, inputs),
+        // Its offsets are symbols bound at run time.
+        Op::Strided(_) => return Err(unsupported("windows at offsets computed at run time")),
         Op::Cast(c) if !c.saturate && c.to.is_float() && c.to.is_storage_only() => {
             // Encoded here: the stored form of other results saturates.
             let x = &ins[0];
@@ -725,6 +727,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::QuantPack(_)
         | Op::Reshape(_)
         | Op::Bind(_)
+        | Op::Strided(_)
         | Op::Flatten(_)
         | Op::Transpose(_)
         | Op::Identity(_)
@@ -1023,6 +1026,7 @@ macro_rules! not_elementwise {
             | Op::CumSum(_)
             | Op::Reshape(_)
             | Op::Bind(_)
+            | Op::Strided(_)
             | Op::Flatten(_)
             | Op::Transpose(_)
             | Op::Identity(_)

@@ -33,6 +33,17 @@ pub enum BindRule {
     Squeeze,
     /// ONNX Unsqueeze with axes `t` (of the result): `n + m` dims.
     Unsqueeze,
+    /// ONNX Slice with `t` = starts, ends, axes, steps (`m / 4` each): for every axis
+    /// `i` of the input, `3n` values `start_i, step_i, count_i` (0, 1, `d_i` on axes it
+    /// does not slice). The result keeps the input's dims (a [`crate::ops::Strided`]
+    /// reads the slice).
+    Slice,
+    /// ONNX Split along `axis` with sizes `t`: `offset_j, count_j` for each part (the
+    /// sizes must add up to the dim). The result keeps the input's dims.
+    Split {
+        /// The axis, normalised.
+        axis: usize,
+    },
 }
 
 impl BindRule {
@@ -45,7 +56,22 @@ impl BindRule {
             BindRule::ReduceSqueeze => "reduce_squeeze",
             BindRule::Squeeze => "squeeze",
             BindRule::Unsqueeze => "unsqueeze",
+            BindRule::Slice => "slice",
+            BindRule::Split { .. } => "split",
         }
+    }
+
+    /// Its text form: the name, then `_axis` for a split (`split_1`).
+    pub fn text(self) -> String {
+        match self {
+            BindRule::Split { axis } => format!("split_{axis}"),
+            r => r.name().to_string(),
+        }
+    }
+
+    /// Whether its result has the bound symbols as dims (else the input's dims).
+    pub fn reshapes(self) -> bool {
+        !matches!(self, BindRule::Slice | BindRule::Split { .. })
     }
 
     /// The rule named `s`.
@@ -57,7 +83,8 @@ impl BindRule {
             "reduce_squeeze" => BindRule::ReduceSqueeze,
             "squeeze" => BindRule::Squeeze,
             "unsqueeze" => BindRule::Unsqueeze,
-            _ => return None,
+            "slice" => BindRule::Slice,
+            s => BindRule::Split { axis: s.strip_prefix("split_")?.parse().ok()? },
         })
     }
 
@@ -69,6 +96,8 @@ impl BindRule {
             BindRule::ReduceAxes => Some(2 * n),
             BindRule::ReduceSqueeze | BindRule::Squeeze => n.checked_sub(m),
             BindRule::Unsqueeze => Some(n + m),
+            BindRule::Slice => (m % 4 == 0 && m / 4 <= n).then_some(3 * n),
+            BindRule::Split { axis } => (axis < n).then_some(2 * m),
         }
     }
 }
@@ -96,10 +125,14 @@ pub enum Reason {
     NotOne = 8,
     /// `allowzero` with both a 0 and a -1.
     ZeroAndInferred = 9,
+    /// A slice step of 0.
+    ZeroStep = 10,
+    /// Split sizes that are negative or do not add up to the dim.
+    SplitSizes = 11,
 }
 
 /// Every reason, in code order (the manifest carries their messages).
-pub const REASONS: [Reason; 9] = [
+pub const REASONS: [Reason; 11] = [
     Reason::Negative,
     Reason::TwoInferred,
     Reason::CopiesMissing,
@@ -109,6 +142,8 @@ pub const REASONS: [Reason; 9] = [
     Reason::AxisRepeat,
     Reason::NotOne,
     Reason::ZeroAndInferred,
+    Reason::ZeroStep,
+    Reason::SplitSizes,
 ];
 
 impl Reason {
@@ -131,6 +166,8 @@ impl Reason {
             Reason::AxisRepeat => "an axis is given twice",
             Reason::NotOne => "a squeezed dim is not 1",
             Reason::ZeroAndInferred => "with allowzero, an extent is 0 and another -1",
+            Reason::ZeroStep => "a step is 0",
+            Reason::SplitSizes => "the split sizes are negative or do not add up to the dim",
         }
     }
 }
@@ -203,8 +240,56 @@ pub fn eval(rule: BindRule, d: &[i64], t: &[i64]) -> Result<Vec<i64>, Reason> {
             let r = n + t.len();
             let a = axes(t, r)?;
             let mut src = d.iter();
-            Ok((0..r).map(|o| if a.contains(&o) { 1 } else { *src.next().expect("r - m input dims") }).collect())
+            Ok((0..r).map(|o| if a.contains(&o) { 1 } else { src.next().copied().unwrap_or(0) }).collect())
         }
+        BindRule::Slice => {
+            let k = t.len() / 4;
+            let (starts, ends, steps) = (&t[..k], &t[k..2 * k], &t[3 * k..]);
+            let a = axes(&t[2 * k..3 * k], n)?;
+            let mut out: Vec<i64> = d.iter().flat_map(|&x| [0, 1, x]).collect();
+            for (j, &i) in a.iter().enumerate() {
+                let (s, e) = slice_range(d[i], starts[j], ends[j], steps[j])?;
+                out[3 * i] = s;
+                out[3 * i + 1] = steps[j];
+                out[3 * i + 2] = e;
+            }
+            Ok(out)
+        }
+        BindRule::Split { axis } => {
+            let mut out = Vec::with_capacity(2 * t.len());
+            let mut at = 0i64;
+            for &s in t {
+                if s < 0 {
+                    return Err(Reason::SplitSizes);
+                }
+                out.extend([at, s]);
+                at = at.checked_add(s).ok_or(Reason::SplitSizes)?;
+            }
+            if at != d[axis] {
+                return Err(Reason::SplitSizes);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// ONNX Slice on a dim of extent `d`: the first index and the element count of
+/// `start:end:step` (negative bounds count from the end, then clamp: to `[0, d]` for a
+/// positive step, to `[0, d - 1]` and `[-1, d - 1]` for a negative one).
+pub fn slice_range(d: i64, start: i64, end: i64, step: i64) -> Result<(i64, i64), Reason> {
+    if step == 0 {
+        return Err(Reason::ZeroStep);
+    }
+    let wrap = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
+    let (s, e) = (wrap(start), wrap(end));
+    if step > 0 {
+        let (s, e) = (s.clamp(0, d), e.clamp(0, d));
+        let n = if e > s { (e - s - 1) / step + 1 } else { 0 };
+        Ok((s, n))
+    } else {
+        let (s, e) = (s.clamp(0, (d - 1).max(0)), e.clamp(-1, d - 1));
+        let n = if s > e && d > 0 { (s - e - 1) / step.saturating_neg().max(1) + 1 } else { 0 };
+        Ok((s, n))
     }
 }
 
@@ -221,6 +306,12 @@ pub fn maxima(rule: BindRule, d: &[Dim], m: usize) -> Vec<Expr> {
         BindRule::ReduceAxes => d.iter().flat_map(|x| [x.expr().max_with(&one), x.expr().max_with(&one)]).collect(),
         BindRule::ReduceSqueeze | BindRule::Squeeze | BindRule::Unsqueeze => {
             vec![each_max; rule.count(d.len(), m).unwrap_or(0)]
+        }
+        // Starts and counts within each dim; steps as large as a dim.
+        BindRule::Slice => d.iter().flat_map(|x| vec![x.expr().max_with(&one); 3]).collect(),
+        BindRule::Split { axis } => {
+            let e = d.get(axis).map_or(one.clone(), |x| x.expr().max_with(&one));
+            vec![e; 2 * m]
         }
     }
 }

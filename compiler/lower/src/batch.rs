@@ -114,6 +114,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::NllLoss(_)
         | Op::QuantPack(_)
         | Op::Bind(_)
+        | Op::Strided(_)
         | Op::Input(_)
         | Op::Const(_) => false,
     }

@@ -38,6 +38,24 @@ impl Rule {
     /// Normalised axes `t` against rank `r`, checked like [`dlc_ir::bind::eval`]; the
     /// i64 flag (0/1 when valid) of every position.
     fn axes(&mut self, t: &[ValId], r: usize) -> Vec<ValId> {
+        let norm = self.norm_axes(t, r);
+        (0..r)
+            .map(|i| {
+                let iv = self.b.i64(i as i64);
+                let hits: Vec<ValId> = norm
+                    .iter()
+                    .map(|&a| {
+                        let c = self.b.cmp(CmpOp::Eq, a, iv);
+                        self.flag(c)
+                    })
+                    .collect();
+                self.sum(&hits)
+            })
+            .collect()
+    }
+
+    /// The axes `t` normalised against rank `r` (checked: in range, none twice).
+    fn norm_axes(&mut self, t: &[ValId], r: usize) -> Vec<ValId> {
         let rv = self.b.i64(r as i64);
         let mut norm = Vec::with_capacity(t.len());
         for &a in t {
@@ -54,19 +72,55 @@ impl Rule {
             }
             norm.push(a);
         }
-        (0..r)
-            .map(|i| {
-                let iv = self.b.i64(i as i64);
-                let hits: Vec<ValId> = norm
-                    .iter()
-                    .map(|&a| {
-                        let c = self.b.cmp(CmpOp::Eq, a, iv);
-                        self.flag(c)
-                    })
-                    .collect();
-                self.sum(&hits)
-            })
-            .collect()
+        norm
+    }
+
+    fn clamp(&mut self, v: ValId, lo: ValId, hi: ValId) -> ValId {
+        let v = self.b.bin(BinOp::SMax, v, lo);
+        self.b.bin(BinOp::SMin, v, hi)
+    }
+
+    /// [`dlc_ir::bind::slice_range`] in kir: the first index and the count.
+    fn slice_range(&mut self, d: ValId, start: ValId, end: ValId, step: ValId) -> (ValId, ValId) {
+        let (zero, one) = (self.zero, self.one);
+        let z = self.b.cmp(CmpOp::Eq, step, zero);
+        self.check(z, Reason::ZeroStep);
+        let mut wrap = |v: ValId| {
+            let neg = self.b.cmp(CmpOp::Slt, v, zero);
+            let w = self.b.bin(BinOp::Add, v, d);
+            self.b.select(neg, w, v)
+        };
+        let (s, e) = (wrap(start), wrap(end));
+        // Positive steps.
+        let (ps, pe) = (self.clamp(s, zero, d), self.clamp(e, zero, d));
+        let span = self.b.bin(BinOp::Sub, pe, ps);
+        let span1 = self.b.bin(BinOp::Sub, span, one);
+        let safe_step = self.b.select(z, one, step);
+        let q = self.b.bin(BinOp::SDiv, span1, safe_step);
+        let q1 = self.b.bin(BinOp::Add, q, one);
+        let some = self.b.cmp(CmpOp::Sgt, pe, ps);
+        let pn = self.b.select(some, q1, zero);
+        // Negative steps.
+        let dm1 = self.b.bin(BinOp::Sub, d, one);
+        let top = self.b.bin(BinOp::SMax, dm1, zero);
+        let minus1 = self.b.i64(-1);
+        let (ns, ne) = (self.clamp(s, zero, top), self.clamp(e, minus1, dm1));
+        let min = self.b.i64(i64::MIN);
+        let is_min = self.b.cmp(CmpOp::Eq, step, min);
+        let neg = self.b.bin(BinOp::Sub, zero, step);
+        let max = self.b.i64(i64::MAX);
+        let neg = self.b.select(is_min, max, neg);
+        let neg = self.b.bin(BinOp::SMax, neg, one);
+        let span = self.b.bin(BinOp::Sub, ns, ne);
+        let span1 = self.b.bin(BinOp::Sub, span, one);
+        let q = self.b.bin(BinOp::SDiv, span1, neg);
+        let q1 = self.b.bin(BinOp::Add, q, one);
+        let some = self.b.cmp(CmpOp::Sgt, ns, ne);
+        let nonempty = self.b.cmp(CmpOp::Sgt, d, zero);
+        let some = self.b.select(nonempty, some, nonempty);
+        let nn = self.b.select(some, q1, zero);
+        let up = self.b.cmp(CmpOp::Sgt, step, zero);
+        (self.b.select(up, ps, ns), self.b.select(up, pn, nn))
     }
 
     /// `vals[src]` for a run-time `src` (0 when out of range).
@@ -228,6 +282,46 @@ pub fn bind(name: &str, n: &Node, op: &Bind) -> Result<Kernel, LowerError> {
             }
             out
         }
+        // Below (they read the rule's operands differently).
+        BindRule::Slice | BindRule::Split { .. } => Vec::new(),
+    };
+    let out = match rule {
+        BindRule::Slice => {
+            let m = t.len() / 4;
+            let a = r.norm_axes(&t[2 * m..3 * m], n_in);
+            let mut out: Vec<ValId> = d.iter().flat_map(|&x| [r.zero, r.one, x]).collect();
+            for j in 0..m {
+                let dj = r.pick(&d, a[j]);
+                let (s, c) = r.slice_range(dj, t[j], t[m + j], t[3 * m + j]);
+                for i in 0..n_in {
+                    let iv = r.b.i64(i as i64);
+                    let here = r.b.cmp(CmpOp::Eq, a[j], iv);
+                    out[3 * i] = r.b.select(here, s, out[3 * i]);
+                    out[3 * i + 1] = r.b.select(here, t[3 * m + j], out[3 * i + 1]);
+                    out[3 * i + 2] = r.b.select(here, c, out[3 * i + 2]);
+                }
+            }
+            out
+        }
+        BindRule::Split { axis } => {
+            let max = r.b.i64(i64::MAX);
+            let mut at = r.zero;
+            let mut out = Vec::with_capacity(2 * t.len());
+            for &s in &t {
+                let neg = r.b.cmp(CmpOp::Slt, s, r.zero);
+                let room = r.b.bin(BinOp::Sub, max, at);
+                let over = r.b.cmp(CmpOp::Sgt, s, room);
+                let bad = r.b.select(neg, neg, over);
+                r.check(bad, Reason::SplitSizes);
+                out.extend([at, s]);
+                at = r.b.bin(BinOp::Add, at, s);
+            }
+            let total = *d.get(axis).ok_or_else(|| n.error(format!("split axis {axis} out of range")))?;
+            let ne = r.b.cmp(CmpOp::Ne, at, total);
+            r.check(ne, Reason::SplitSizes);
+            out
+        }
+        _ => out,
     };
     if out.len() != k {
         return Err(n.error(format!("internal: rule {} gives {} dims for {k} symbols", op.rule, out.len())));

@@ -121,7 +121,8 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::Softmax(_)
         | Op::ScatterElements(_)
         | Op::ScatterND(_)
-        | Op::Bind(_) => return None,
+        | Op::Bind(_)
+        | Op::Strided(_) => return None,
     })
 }
 

@@ -60,6 +60,18 @@ pub fn slice(name: &str, n: &Node, op: &Slice) -> Result<Kernel, LowerError> {
     Ok(copy_nest(name, elem, &out, |i| linear(i, &steps, base.clone()), |i| linear(i, &ys, Expr::c(0))))
 }
 
+/// Strided: the window `starts[i] + o * steps[i]`, `o < counts[i]`, of every axis
+/// (expressions over symbols a Bind computed at run time).
+pub fn strided(name: &str, n: &Node, op: &dlc_ir::ops::Strided) -> Result<Kernel, LowerError> {
+    let [counts, starts, steps] = op.exprs().ok_or_else(|| n.error("counts, starts and steps must be expressions"))?;
+    let elem = elem_of(n, n.outputs[0].dtype.size())?;
+    let xs = contiguous_strides(&Node::dims(&n.inputs[0]));
+    let base = starts.iter().zip(&xs).fold(Expr::c(0), |a, (s, st)| &a + &(s * st));
+    let steps: Vec<Expr> = steps.iter().zip(&xs).map(|(step, st)| step * st).collect();
+    let ys = contiguous_strides(&counts);
+    Ok(copy_nest(name, elem, &counts, |i| linear(i, &steps, base.clone()), |i| linear(i, &ys, Expr::c(0))))
+}
+
 /// Loads element `j` of an i32/i64 index tensor `param` as an `i64`, wrapped when
 /// negative and clamped into `0..extent`, so bad indices never address outside the data.
 pub fn load_index(b: &mut KernelBuilder, param: u32, dtype: DType, j: Expr, extent: i64) -> ValId {

@@ -18,7 +18,7 @@ fn check(rule: BindRule, d: &[i64], t: &[i64], symbolic: bool) {
     let tt = TensorType::fixed(DType::I64, &[t.len() as u64]);
     let Some(k) = rule.count(n, t.len()) else { return };
     let syms: Vec<String> = (0..k).map(|j| format!("r{j}")).collect();
-    let op: Op = Bind { rule: rule.name().into(), syms: syms.join(" ") }.into();
+    let op: Op = Bind { rule: rule.text(), syms: syms.join(" ") }.into();
     let inputs = [x, tt];
     let out = op.infer("b", &inputs).unwrap();
     let node =
@@ -77,6 +77,39 @@ fn axis_kernels_follow_their_rules() {
                 check(BindRule::ReduceSqueeze, &d, t, symbolic);
                 check(BindRule::Squeeze, &d, t, symbolic);
                 check(BindRule::Unsqueeze, &d, t, symbolic);
+            }
+        }
+    }
+}
+
+#[test]
+fn slice_and_split_kernels_follow_their_rules() {
+    // starts, ends, axes, steps.
+    let slices: &[&[i64]] = &[
+        &[1, 3, 0, 1],
+        &[-1, -4, 1, -1],
+        &[0, i64::MAX, 2, 2],
+        &[10, -10, 0, -3],
+        &[-100, 100, -1, 1],
+        &[2, 1, 0, 1],
+        &[0, 5, 1, 0],
+        &[0, 5, 4, 1],
+        &[3, 0, 0, i64::MIN],
+        &[0, 1, 1, 2, 0, -1, 1, 1],
+        &[0, 1, 1, 1, 0, 0, 1, 1],
+    ];
+    for t in slices {
+        for symbolic in [false, true] {
+            for d in [[4, 5, 6], [0, 3, 1]] {
+                check(BindRule::Slice, &d, t, symbolic);
+            }
+        }
+    }
+    let sizes: &[&[i64]] = &[&[1, 2, 3], &[6], &[0, 6, 0], &[2, 2, 3], &[-1, 7], &[i64::MAX, i64::MAX, 2]];
+    for t in sizes {
+        for axis in 0..3 {
+            for symbolic in [false, true] {
+                check(BindRule::Split { axis }, &[6, 6, 6], t, symbolic);
             }
         }
     }

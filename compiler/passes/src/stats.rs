@@ -61,6 +61,7 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         // Data movement computes nothing.
         Op::Reshape(_)
         | Op::Bind(_)
+        | Op::Strided(_)
         | Op::Flatten(_)
         | Op::Transpose(_)
         | Op::Identity(_)

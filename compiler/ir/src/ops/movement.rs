@@ -474,6 +474,46 @@ impl Infer for Bind {
         for s in &syms {
             ensure(dlc_sym::is_symbol_name(s), node, op, || format!("'{s}' is not a symbol name"))?;
         }
+        if !rule.reshapes() {
+            return Ok(vec![inputs[0].clone()]);
+        }
         Ok(vec![TensorType { dtype: inputs[0].dtype, shape: Shape(syms.iter().map(|s| Dim::sym(*s)).collect()) }])
+    }
+}
+
+op! {
+    /// Reads a strided window of its operand: along axis `i`, `counts[i]` elements from
+    /// index `starts[i]` in steps of `steps[i]` (each list `;`-separated dim
+    /// expressions, typically symbols a [`Bind`] computed from run-time Slice or Split
+    /// operands). The indices must lie in the operand (the Bind's rule checks it).
+    Strided = "strided", operands 1..=1 { counts: String, starts: String, steps: String }
+}
+
+impl Strided {
+    /// Its three lists as expressions (`None` when one does not parse).
+    pub fn exprs(&self) -> Option<[Vec<crate::Expr>; 3]> {
+        let list = |s: &str| -> Option<Vec<crate::Expr>> {
+            s.split(';').filter(|x| !x.trim().is_empty()).map(|x| dlc_sym::parse(x.trim()).ok()).collect()
+        };
+        Some([list(&self.counts)?, list(&self.starts)?, list(&self.steps)?])
+    }
+}
+
+impl Infer for Strided {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let [counts, starts, steps] =
+            self.exprs().ok_or_else(|| IrError::shape(node, op, "counts, starts and steps must be expressions"))?;
+        let n = inputs[0].shape.rank();
+        ensure(counts.len() == n && starts.len() == n && steps.len() == n, node, op, || {
+            format!("needs {n} counts, starts and steps for {}", inputs[0])
+        })?;
+        let dims = counts
+            .into_iter()
+            .map(|e| {
+                Dim::from_expr(e.clone()).ok_or_else(|| IrError::shape(node, op, format!("count {e} is not a dim")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(vec![TensorType { dtype: inputs[0].dtype, shape: Shape(dims) }])
     }
 }

@@ -38,7 +38,7 @@ pub(crate) fn bind(cx: &mut NodeCx, suffix: &str, x: Value, t: Value, rule: Bind
     let base =
         crate::import::symbol_name(&if suffix.is_empty() { cx.name.clone() } else { format!("{}_{suffix}", cx.name) });
     let syms: Vec<String> = (0..k).map(|j| format!("{base}_{j}")).collect();
-    let op = Bind { rule: rule.name().to_string(), syms: syms.join(" ") };
+    let op = Bind { rule: rule.text(), syms: syms.join(" ") };
     cx.add1(suffix, op, &[x, t])
 }
 
@@ -63,4 +63,85 @@ pub(crate) fn reduce(
     }
     let r = cx.add1("keepdims", make(axes, false), &[tr])?;
     Ok(vec![bind(cx, "", r, t, BindRule::ReduceSqueeze)?])
+}
+
+/// Operand `i` as an i64 vector of `k` values (i32 cast), or `default` when absent.
+fn i64_operand(cx: &mut NodeCx, i: usize, k: u64, default: impl Fn(u64) -> i64, what: &str) -> Result<Value, String> {
+    let v = match cx.opt_input(i)? {
+        Some(v) => v,
+        None => {
+            let vals: Vec<i64> = (0..k).map(default).collect();
+            let t = dlc_ir::TensorData::from_i64(&[k], &vals).ok_or("internal: i64 vector")?;
+            return Ok(cx.add_const(t));
+        }
+    };
+    let ty = cx.ty(v);
+    if ty.shape.0 != [Dim::Fixed(k)] {
+        return Err(format!("{what} (input {i}) must be a vector of {k} values like starts, got {ty}"));
+    }
+    match ty.dtype {
+        DType::I64 => Ok(v),
+        DType::I32 => cx.add1(&format!("{what}_i64"), dlc_ir::ops::Cast { to: DType::I64, saturate: true }, &[v]),
+        d => Err(format!("{what} must be int32 or int64, got {d}")),
+    }
+}
+
+/// Slice whose starts, ends, axes or steps arrive at run time: the four vectors joined
+/// into one, a Bind computing every axis's first index, step and count, and a Strided
+/// read of that window.
+pub(crate) fn slice(cx: &mut NodeCx, x: Value) -> Result<Vec<Value>, String> {
+    let starts = cx.input(1)?;
+    let k = match cx.ty(starts).shape.0.as_slice() {
+        [Dim::Fixed(k)] => *k,
+        _ => return Err(format!("starts must be a vector of known length, got {}", cx.ty(starts))),
+    };
+    let parts = [
+        i64_operand(cx, 1, k, |_| 0, "starts")?,
+        i64_operand(cx, 2, k, |_| 0, "ends")?,
+        i64_operand(cx, 3, k, |j| j as i64, "axes")?,
+        i64_operand(cx, 4, k, |_| 1, "steps")?,
+    ];
+    let t = cx.add1("operands", dlc_ir::ops::Concat { axis: 0 }, &parts)?;
+    let view = bind(cx, "window", x, t, BindRule::Slice)?;
+    let syms: Vec<String> = match &cx.imp.graph.node(view.node).op {
+        Op::Bind(b) => b.symbols().map(str::to_string).collect(),
+        // Folded to a constant (every operand known): a plain Slice would have done.
+        _ => return Err("internal: a run-time slice with constant operands".into()),
+    };
+    let pick = |o: usize| syms.iter().skip(o).step_by(3).cloned().collect::<Vec<_>>().join(";");
+    let op = dlc_ir::ops::Strided { counts: pick(2), starts: pick(0), steps: pick(1) };
+    cx.add("", op, &[view])
+}
+
+/// Split into parts whose sizes arrive at run time: a Bind checking the sizes and
+/// computing each part's offset, and one Strided read per part.
+pub(crate) fn split(cx: &mut NodeCx, x: Value, sizes: Value, axis: usize) -> Result<Vec<Value>, String> {
+    let m = match cx.ty(sizes).shape.0.as_slice() {
+        [Dim::Fixed(m)] => *m as usize,
+        _ => return Err(format!("split must be a vector of known length, got {}", cx.ty(sizes))),
+    };
+    if m != cx.node.output.len() {
+        return Err(format!("{m} split sizes for {} outputs", cx.node.output.len()));
+    }
+    let sizes = i64_operand(cx, 1, m as u64, |_| 0, "split")?;
+    let view = bind(cx, "parts", x, sizes, BindRule::Split { axis })?;
+    let syms: Vec<String> = match &cx.imp.graph.node(view.node).op {
+        Op::Bind(b) => b.symbols().map(str::to_string).collect(),
+        _ => return Err("internal: a run-time split with constant sizes".into()),
+    };
+    let dims: Vec<String> = cx.ty(x).shape.0.iter().map(|d| d.expr().to_string()).collect();
+    let mut outs = Vec::with_capacity(m);
+    for j in 0..m {
+        let mut counts = dims.clone();
+        counts[axis] = syms[2 * j + 1].clone();
+        let starts: Vec<String> =
+            (0..dims.len()).map(|i| if i == axis { syms[2 * j].clone() } else { "0".into() }).collect();
+        let op = dlc_ir::ops::Strided {
+            counts: counts.join(";"),
+            starts: starts.join(";"),
+            steps: vec!["1"; dims.len()].join(";"),
+        };
+        outs.push(cx.add1(&format!("part{j}"), op, &[view])?);
+    }
+    Ok(outs)
 }

@@ -276,6 +276,11 @@ fn slice(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let op = if cx.opset < 10 {
         Slice { starts: cx.ints("starts"), ends: cx.ints("ends"), axes: cx.ints("axes"), steps: vec![] }
     } else {
+        let run_time = (1..=4).any(|i| cx.node.input.get(i).is_some_and(|n| !n.is_empty()))
+            && (1..=4).any(|i| matches!(super::bind::ints_or_value(cx, i, "slice operands"), Ok(Some(Err(_)))));
+        if run_time {
+            return super::bind::slice(cx, x);
+        }
         let starts = cx.const_ints(1, "starts")?.ok_or("starts is required")?;
         let ends = cx.const_ints(2, "ends")?.ok_or("ends is required")?;
         let axes = cx.const_ints(3, "axes")?.unwrap_or_default();
@@ -288,6 +293,13 @@ fn slice(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 fn split(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let x = cx.input(0)?;
     let ty = cx.ty(x);
+    if cx.opset >= 13 {
+        if let Some(Err(sizes)) = super::bind::ints_or_value(cx, 1, "split")? {
+            let axis = cx.int("axis", 0);
+            let a = normalize_axis(axis, ty.shape.rank()).ok_or(format!("axis {axis} out of range"))?;
+            return super::bind::split(cx, x, sizes, a);
+        }
+    }
     let dims = ty.shape.as_fixed().ok_or_else(|| format!("needs known dims, got {ty}"))?;
     let axis = cx.int("axis", 0);
     let a = normalize_axis(axis, dims.len()).ok_or(format!("axis {axis} out of range"))?;
