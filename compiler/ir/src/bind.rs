@@ -96,7 +96,7 @@ impl BindRule {
             BindRule::ReduceAxes => Some(2 * n),
             BindRule::ReduceSqueeze | BindRule::Squeeze => n.checked_sub(m),
             BindRule::Unsqueeze => Some(n + m),
-            BindRule::Slice => (m % 4 == 0 && m / 4 <= n).then_some(3 * n),
+            BindRule::Slice => (m.is_multiple_of(4) && m / 4 <= n).then_some(3 * n),
             BindRule::Split { axis } => (axis < n).then_some(2 * m),
         }
     }
