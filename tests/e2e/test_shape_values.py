@@ -234,3 +234,38 @@ def test_slice_and_split_operands_at_run_time_match_ort(tmp_path):
     assert "node 'Slice_0/window'" in e and "a step is 0" in e, e
     e = _run_err(art, {**good, "sizes": np.array([1, 2, 4], np.int64)}, tmp_path)
     assert "node 'Split_1/parts'" in e and "do not add up" in e, e
+
+
+def test_equalities_of_run_time_dims_are_checked_before_a_run(tmp_path):
+    """Concat of a: f32[N, 4] and b: f32[P, 4] along axis 1 needs N == P: dlc-runtime
+    (`dlc run`) names both sides and the node, the C ABI's run_dims returns 3 and
+    workspace_size_dims UINT64_MAX; equal dims run and match ORT."""
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["P", 4])
+    path = _model(tmp_path / "c.onnx", [helper.make_node("Concat", ["a", "b"], ["y"], axis=1)], [a, b], ["y"])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art, "--name", "cc")
+    feeds = {"a": np.ones((3, 4), np.float32), "b": np.full((3, 4), 2, np.float32)}
+    _check(path, art, feeds, tmp_path, "concat N = P = 3")
+    e = _run_err(art, {"a": np.ones((2, 4), np.float32), "b": np.ones((3, 4), np.float32)}, tmp_path)
+    assert "give P = 3 and N = 2, but node 'Concat_0' needs them equal" in e, e
+    src = tmp_path / "main.c"
+    src.write_text(r"""
+#include <stdint.h>
+#include <stdio.h>
+#include "model.h"
+int main(void) {
+    int64_t bad[2] = {2, 3}, good[2] = {3, 3};
+    if (dlc_cc_workspace_size_dims(bad) != UINT64_MAX) { printf("workspace for N != P\n"); return 1; }
+    if (dlc_cc_workspace_size_dims(good) == UINT64_MAX) { printf("no workspace for N == P\n"); return 1; }
+    if (dlc_cc_run_dims(NULL, NULL, NULL, bad, NULL, NULL) != 3) { printf("run_dims accepted N != P\n"); return 1; }
+    printf("ok\n");
+    return 0;
+}
+""")
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang-22")
+    exe = tmp_path / "main"
+    subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Werror", "-I", str(art), str(src), str(art / "model.a"), "-lm",
+                    "-o", str(exe)], check=True)
+    p = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout + p.stderr

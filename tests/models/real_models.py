@@ -36,18 +36,16 @@ MODELS = {
         "shapes": [(1, 3, 48, 192), (3, 3, 48, 192), (2, 3, 64, 37)],
     },
     # PaddleOCR v4's text recogniser (SVTR): batch and width symbolic, height "?" (the
-    # pipeline feeds 48-row crops; the model concatenates a tensor it reshaped to a height
-    # of 1 with one of run-time height, equal only for 33 to 80 rows). With the height
-    # pinned (`--dim x_2=48`) one artifact runs every batch and width.
+    # pipeline feeds 48-row crops). The model concatenates a tensor it reshaped to a height
+    # of 1 with one of run-time height, equal only for 33 to 80 rows: dlc checks that
+    # equality when it runs (as ONNX Runtime's Concat does), so one artifact runs every
+    # batch, width and valid height.
     "ppocr_rec": {
         "package": RAPIDOCR,
         "file": "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
         "sha256": "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
         "status": "runs",
-        "dims": {"x_2": 48},
-        "why": "issue 16: with no flags, the Concat of a height reshaped to 1 and a run-time height needs that "
-               "equality checked at run time (a range of the height's symbol)",
-        "shapes": [(1, 3, 48, 320), (2, 3, 48, 160), (1, 3, 48, 97)],
+        "shapes": [(1, 3, 48, 320), (2, 3, 40, 97), (1, 3, 64, 200)],
     },
     # PaddleOCR v4's text detector (DBNet): batch, height and width symbolic.
     "ppocr_det": {

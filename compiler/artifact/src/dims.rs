@@ -43,6 +43,22 @@ pub enum DimError {
         /// The manifest's shape.
         spec: String,
     },
+    /// Input dims for which an equality the model relies on fails.
+    #[error("the inputs' dims ({bound}) give {lhs} = {l} and {rhs} = {r}, but node '{node}' needs them equal")]
+    Constraint {
+        /// One side.
+        lhs: String,
+        /// Its value.
+        l: i64,
+        /// The other side.
+        rhs: String,
+        /// Its value.
+        r: i64,
+        /// The node that needs it.
+        node: String,
+        /// The symbols' values.
+        bound: String,
+    },
     /// A symbol below its minimum.
     #[error("input '{input}': dim {dim} is {symbol} = {got}, but {symbol} must be at least {min}")]
     Min {
@@ -168,6 +184,31 @@ impl Manifest {
                         got: shape[i],
                     });
                 }
+            }
+        }
+        for c in &self.constraints {
+            let parse = |t: &str| {
+                dlc_sym::parse(t)
+                    .map_err(|e| DimError::Invalid(format!("manifest constraint '{t}' is not an expression: {e}")))
+            };
+            let (lhs, rhs) = (parse(&c.lhs)?, parse(&c.rhs)?);
+            let eval = |e: &dlc_sym::Expr| e.eval(&env).map_err(|e| DimError::Invalid(format!("constraint: {e}")));
+            let (l, r) = (eval(&lhs)?, eval(&rhs)?);
+            if l != r {
+                let mut syms = Vec::new();
+                lhs.symbols(&mut syms);
+                rhs.symbols(&mut syms);
+                syms.sort();
+                syms.dedup();
+                let bound = syms.iter().filter_map(|s| origin.get(s).cloned()).collect::<Vec<_>>().join(", ");
+                return Err(DimError::Constraint {
+                    lhs: c.lhs.clone(),
+                    l,
+                    rhs: c.rhs.clone(),
+                    r,
+                    node: c.node.clone(),
+                    bound,
+                });
             }
         }
         // Data symbols are 0 until a run writes them.

@@ -272,6 +272,25 @@ pub struct Manifest {
     #[prost(string, repeated, tag = "18")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bind_reasons: Vec<String>,
+    /// Equalities of expressions of the input dims' symbols that a run needs (checked
+    /// with the inputs' shapes).
+    #[prost(message, repeated, tag = "19")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<ConstraintSpec>,
+}
+
+/// An equality of run-time dim expressions a model needs (`lhs == rhs`).
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct ConstraintSpec {
+    /// One side (dlc-sym's text).
+    #[prost(string, tag = "1")]
+    pub lhs: String,
+    /// The other side.
+    #[prost(string, tag = "2")]
+    pub rhs: String,
+    /// The node that needs it.
+    #[prost(string, tag = "3")]
+    pub node: String,
 }
 
 /// A run-time dim of an artifact.

@@ -153,6 +153,13 @@ fn load_dims<'ctx>(
         b.position_at_end(next);
         syms.insert(s.name.clone(), v);
     }
+    for (lhs, rhs) in &p.constraints {
+        let (l, r) = (build_expr(cx, b, lhs, &syms)?, build_expr(cx, b, rhs, &syms)?);
+        let ok = b.build_int_compare(IntPredicate::EQ, l, r, "")?;
+        let next = cx.append_basic_block(f, "constraint_ok");
+        b.build_conditional_branch(ok, next, bad_dims)?;
+        b.position_at_end(next);
+    }
     let here = b.get_insert_block().ok_or_else(|| bad("no insert block"))?;
     b.position_at_end(bad_dims);
     b.build_return(Some(&fail))?;

@@ -8,7 +8,7 @@
 use crate::link;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use dlc_artifact::{files, DimSpec, Manifest, SymbolSpec, TensorSpec, ABI_VERSION, FORMAT_VERSION};
+use dlc_artifact::{files, ConstraintSpec, DimSpec, Manifest, SymbolSpec, TensorSpec, ABI_VERSION, FORMAT_VERSION};
 use dlc_codegen_llvm::{EmitOptions, TargetSpec};
 use dlc_ir::{Dim, Graph, Op, TensorType};
 use dlc_passes::PassCx;
@@ -268,6 +268,11 @@ pub(crate) fn manifest(
     let arena = (plan.arena_bytes, plan.arena_expr());
     let mins = dlc_ir::implied::symbol_minimums(g).into_iter().map(|(s, (m, _))| (s, m)).collect();
     let mut m = manifest_of(&g.name, io, target, prefix, weights, stats.weight_bytes, arena, &mins, files);
+    m.constraints = dlc_ir::implied::constraints(g)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| ConstraintSpec { lhs: c.lhs.to_string(), rhs: c.rhs.to_string(), node: c.node })
+        .collect();
     let data = dlc_ir::bind::data_symbols(g);
     if !data.is_empty() {
         let binds = plan.order.iter().filter(|&&id| matches!(g.node(id).op, dlc_ir::Op::Bind(_)));
@@ -357,6 +362,7 @@ fn manifest_of(
         arena_expr,
         binds: Vec::new(),
         bind_reasons: Vec::new(),
+        constraints: Vec::new(),
     }
 }
 
@@ -849,6 +855,11 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         Vec::new(),
     );
     let mut manifest = manifest;
+    manifest.constraints = p
+        .constraints
+        .iter()
+        .map(|(a, b)| ConstraintSpec { lhs: a.to_string(), rhs: b.to_string(), node: format!("program {}", p.name) })
+        .collect();
     let maxima: HashMap<String, dlc_ir::Expr> =
         p.symbols.iter().filter_map(|s| Some((s.name.clone(), s.data.clone()?))).collect();
     if !maxima.is_empty() {

@@ -80,6 +80,9 @@ fn inspect_artifact(a: &InspectArgs) -> Result<()> {
     if !m.binds.is_empty() {
         println!("computes    shapes from tensor values at nodes {}", m.binds.join(", "));
     }
+    for c in &m.constraints {
+        println!("requires    {} == {} (node '{}')", c.lhs, c.rhs, c.node);
+    }
     if m.arena_expr.is_empty() {
         println!("workspace   {} bytes", m.arena_bytes);
     } else {
@@ -159,6 +162,9 @@ fn print_symbols_and_flops(g: &dlc_ir::Graph, st: &dlc_passes::GraphStats) {
             None => (1, String::new()),
         };
         println!("symbol      {sym} >= {min}, run-time dim of {from}{agree}{why}");
+    }
+    for c in dlc_ir::implied::constraints(g).unwrap_or_default() {
+        println!("requires    {} == {} (node '{}')", c.lhs, c.rhs, c.node);
     }
     let ones: Vec<String> = st.symbols.iter().map(|s| format!("{s}=1")).collect();
     println!("flops       {} per inference at {}", crate::human_flops(st.flops), ones.join(", "));

@@ -38,13 +38,8 @@ fn tie(
             ),
         ));
     }
-    let Some(s) = e.as_symbol().map(str::to_string) else {
-        return Err(IrError::shape(
-            node,
-            op,
-            format!("run-time dim {e} must equal {n} here, which dlc cannot check yet (pin it with --input-shape)"),
-        ));
-    };
+    // An expression of run-time dims: checked when the model runs ([`constraints`]).
+    let Some(s) = e.as_symbol().map(str::to_string) else { return Ok(()) };
     match out.get(&s) {
         Some((m, first)) if *m != n => Err(IrError::shape(
             node,
@@ -94,16 +89,7 @@ pub fn implied_extents(g: &Graph) -> Result<BTreeMap<String, (u64, String)>, IrE
                         (d @ Dim::Sym(_), Dim::Fixed(n)) | (Dim::Fixed(n), d @ Dim::Sym(_)) => {
                             tie(&mut out, &data, &node.name, op, d, *n)?
                         }
-                        (Dim::Sym(x), Dim::Sym(y)) if x != y => {
-                            return Err(IrError::shape(
-                                &node.name,
-                                op,
-                                format!(
-                                    "inner dims {x} and {y} must be equal at run time, which dlc cannot check yet \
-                                     (pin them with --input-shape)"
-                                ),
-                            ))
-                        }
+                        // Checked when the model runs ([`constraints`]).
                         _ => {}
                     }
                 }
@@ -120,6 +106,14 @@ pub fn implied_extents(g: &Graph) -> Result<BTreeMap<String, (u64, String)>, IrE
                     }
                 }
             }
+            // A Concat's operands agree with the result outside its axis.
+            OpKind::Movement if matches!(node.op, Op::Concat(_)) => {
+                for (d, r) in concat_pairs(&node.op, &operands, res) {
+                    if let Dim::Fixed(n) = r {
+                        tie(&mut out, &data, &node.name, op, d, *n)?;
+                    }
+                }
+            }
             // Operands used at their own shapes, or broadcast only where the op's rule
             // checks it with fixed dims (Gemm's C, norms' scales, attention's masks).
             OpKind::Contraction
@@ -128,6 +122,110 @@ pub fn implied_extents(g: &Graph) -> Result<BTreeMap<String, (u64, String)>, IrE
             | OpKind::Normalization
             | OpKind::Reduction
             | OpKind::Movement => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A Concat's operand dims outside its axis, each with the result's dim there.
+fn concat_pairs<'a>(op: &Op, operands: &'a [TensorType], res: &'a [Dim]) -> Vec<(&'a Dim, &'a Dim)> {
+    let Op::Concat(c) = op else { return Vec::new() };
+    let Some(axis) = crate::ops::normalize_axis(c.axis, res.len()) else { return Vec::new() };
+    operands
+        .iter()
+        .flat_map(|x| x.shape.0.iter().zip(res).enumerate().filter(move |(i, _)| *i != axis).map(|(_, p)| p))
+        .collect()
+}
+
+/// An equality of run-time dim expressions that the graph's kernels rely on and that
+/// dlc-runtime and the C ABI check before a run (a Concat of a tensor of height
+/// `floordiv(H - 1, 16) + 1` with one of height 1 runs only where that is 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Constraint {
+    /// One side.
+    pub lhs: Expr,
+    /// The other side.
+    pub rhs: Expr,
+    /// The first node that relies on it.
+    pub node: String,
+}
+
+/// The equalities of run-time dims that `g` relies on beyond its symbols' values: an
+/// operand dim that differs as an expression from the dim it must match (broadcast to
+/// a fixed extent, a Concat's other dims, a MatMul's inner dims). After
+/// [`fix_symbols`], symbols tied to fixed extents are gone, so these are expressions
+/// (or two different symbols). An error names a node whose equality involves dims
+/// computed from tensor values (which are only known mid-run).
+pub fn constraints(g: &Graph) -> Result<Vec<Constraint>, IrError> {
+    let data = crate::bind::data_symbols(g);
+    let mut out: Vec<Constraint> = Vec::new();
+    let Ok(order) = g.topo_order() else { return Ok(out) };
+    for id in order {
+        let node = g.node(id);
+        let op = node.op.mnemonic();
+        let operands: Vec<TensorType> = g.operands(id).iter().map(|v| g.value_type(*v).clone()).collect();
+        let Some(result) = node.outputs.first() else { continue };
+        let res = &result.shape.0;
+        let mut pairs: Vec<(Dim, Dim)> = Vec::new();
+        match node.op.kind() {
+            OpKind::Elementwise => {
+                for x in &operands {
+                    for (d, r) in aligned(&x.shape.0, res) {
+                        if d != r && *d != Dim::Fixed(1) {
+                            pairs.push((d.clone(), r.clone()));
+                        }
+                    }
+                }
+            }
+            OpKind::Contraction if matches!(node.op, Op::MatMul(_)) => {
+                let (a, b) = (&operands[0].shape.0, &operands[1].shape.0);
+                let kb = if b.len() >= 2 { b.get(b.len() - 2) } else { b.first() };
+                if let (Some(ka), Some(kb)) = (a.last(), kb) {
+                    if ka != kb {
+                        pairs.push((ka.clone(), kb.clone()));
+                    }
+                }
+                let batch = res.len().saturating_sub(2);
+                for x in [a, b] {
+                    if x.len() > 2 {
+                        for (d, r) in aligned(&x[..x.len() - 2], &res[..batch]) {
+                            if d != r && *d != Dim::Fixed(1) {
+                                pairs.push((d.clone(), r.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+            OpKind::Movement if matches!(node.op, Op::Concat(_)) => {
+                for (d, r) in concat_pairs(&node.op, &operands, res) {
+                    if d != r {
+                        pairs.push((d.clone(), r.clone()));
+                    }
+                }
+            }
+            _ => {}
+        }
+        for (a, b) in pairs {
+            if a.fixed().is_some() && b.fixed().is_some() {
+                continue;
+            }
+            let (lhs, rhs) = (a.expr(), b.expr());
+            let mut syms = Vec::new();
+            lhs.symbols(&mut syms);
+            rhs.symbols(&mut syms);
+            if let Some(s) = syms.iter().find(|s| data.contains(s)) {
+                return Err(IrError::shape(
+                    &node.name,
+                    op,
+                    format!(
+                        "dims {lhs} and {rhs} must be equal here, and {s} is computed from tensor values at run time; \
+                         dlc checks such equalities only for dims of the inputs"
+                    ),
+                ));
+            }
+            if !out.iter().any(|c| (c.lhs == lhs && c.rhs == rhs) || (c.lhs == rhs && c.rhs == lhs)) {
+                out.push(Constraint { lhs, rhs, node: node.name.clone() });
+            }
         }
     }
     Ok(out)
@@ -299,7 +397,7 @@ mod tests {
     }
 
     #[test]
-    fn contractions_tie_inner_dims_and_refuse_two_free_ones() {
+    fn contractions_tie_inner_dims_and_require_two_free_ones_equal() {
         let mut g = Graph::new("m");
         let a = input(&mut g, "a", vec![Dim::sym("N"), Dim::sym("K")]);
         let w = g.add_const("w", TensorData::from_f32(&[3, 2], &[1.0; 6]).unwrap());
@@ -312,18 +410,41 @@ mod tests {
         let b = input(&mut g, "b", vec![Dim::sym("L"), Dim::Fixed(2)]);
         let y = g.add_node("mm", MatMul { act: Activation::None }, &[a, b]).unwrap()[0];
         g.add_output("y", y);
-        let e = implied_extents(&g).unwrap_err().to_string();
-        assert!(e.contains("'mm'") && e.contains("inner dims K and L") && e.contains("--input-shape"), "{e}");
+        assert!(implied_extents(&g).unwrap().is_empty());
+        let c = constraints(&g).unwrap();
+        assert_eq!(c, vec![Constraint { lhs: Expr::sym("K"), rhs: Expr::sym("L"), node: "mm".into() }]);
     }
 
     #[test]
-    fn a_derived_dim_tied_to_a_constant_is_an_error_naming_the_node() {
+    fn a_derived_dim_tied_to_a_constant_is_a_run_time_constraint() {
         let mut g = Graph::new("m");
         let x = input(&mut g, "x", vec![Dim::Sym(&Expr::sym("S") * &Expr::c(2))]);
         let c = g.add_const("c", TensorData::from_f32(&[6], &[1.0; 6]).unwrap());
         let y = g.add_node("add", Add {}, &[x, c]).unwrap()[0];
         g.add_output("y", y);
-        let e = implied_extents(&g).unwrap_err().to_string();
-        assert!(e.contains("'add'") && e.contains("2*S must equal 6"), "{e}");
+        assert!(implied_extents(&g).unwrap().is_empty());
+        let c = constraints(&g).unwrap();
+        assert_eq!(c, vec![Constraint { lhs: &Expr::sym("S") * &Expr::c(2), rhs: Expr::c(6), node: "add".into() }]);
+    }
+
+    #[test]
+    fn concat_ties_symbols_and_requires_expressions_equal() {
+        use crate::ops::Concat;
+        let mut g = Graph::new("m");
+        let a = input(&mut g, "a", vec![Dim::sym("N"), Dim::Fixed(4)]);
+        let b = input(&mut g, "b", vec![Dim::Fixed(3), Dim::Fixed(2)]);
+        let h = Dim::Sym(&Expr::sym("H").floor_div(&Expr::c(16)) + &Expr::c(1));
+        let c = input(&mut g, "c", vec![h.clone(), Dim::Fixed(1)]);
+        let y = g.add_node("cat", Concat { axis: 1 }, &[a, b, c]).unwrap()[0];
+        assert_eq!(g.value_type(y).shape.0, vec![Dim::Fixed(3), Dim::Fixed(7)]);
+        g.add_output("y", y);
+        assert_eq!(implied_extents(&g).unwrap().get("N").map(|t| t.0), Some(3));
+        let c = constraints(&g).unwrap();
+        assert!(c.iter().any(|c| c.lhs == h.expr() && c.rhs == Expr::c(3) && c.node == "cat"), "{c:?}");
+        // Two different fixed extents stay an error.
+        let mut g = Graph::new("m");
+        let a = input(&mut g, "a", vec![Dim::Fixed(2), Dim::Fixed(4)]);
+        let b = input(&mut g, "b", vec![Dim::Fixed(3), Dim::Fixed(2)]);
+        assert!(g.add_node("cat", Concat { axis: 1 }, &[a, b]).is_err());
     }
 }

@@ -718,6 +718,11 @@ pub fn run_program(p: &Program, inputs: &[Vec<u8>], syms: &BTreeMap<String, i64>
             None => return Err(fault(format!("symbol {} has no value", s.name))),
         }
     }
+    for (a, b) in &p.constraints {
+        if ev(a)? != ev(b)? {
+            return Err(fault(format!("the dims break the requirement {a} == {b}")));
+        }
+    }
     let n_out = p.buffers.iter().filter_map(|b| if let BufKind::Output(i) = b.kind { Some(i + 1) } else { None }).max();
     let mut mem = Mem {
         inputs: inputs.to_vec(),

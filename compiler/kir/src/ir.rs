@@ -616,6 +616,9 @@ pub struct Program {
     pub name: String,
     /// Run-time dims.
     pub symbols: Vec<Symbol>,
+    /// Equalities of expressions of the (non-data) symbols that a run requires (checked
+    /// with the symbols' minimums before anything runs).
+    pub constraints: Vec<(Expr, Expr)>,
     /// Buffers (`%b0`, `%b1`...).
     pub buffers: Vec<Buffer>,
     /// The arena's size in bytes.

@@ -896,6 +896,11 @@ impl<'s> P<'s> {
                     }
                 }
                 "arena" => p.arena_bytes = self.expr()?,
+                "require" => {
+                    let a = self.bracketed()?;
+                    self.expect("==")?;
+                    p.constraints.push((a, self.bracketed()?));
+                }
                 "buffer" => {
                     let b = self.reg('b')?;
                     if b as usize != p.buffers.len() {

@@ -320,6 +320,9 @@ fn program_with(p: &Program, mut sidecar: Option<&mut Sidecar>) -> String {
             let _ = writeln!(out, "symbol {} min {}", s.name, s.min);
         }
     }
+    for (a, b) in &p.constraints {
+        let _ = writeln!(out, "require [{a}] == [{b}]");
+    }
     let _ = writeln!(out, "arena {}", p.arena_bytes);
     for (i, b) in p.buffers.iter().enumerate() {
         let kind = match &b.kind {

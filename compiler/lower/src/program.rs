@@ -94,6 +94,8 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
             Symbol { name, min, data: None }
         })
         .collect();
+    let err = |e: dlc_ir::IrError| LowerError { node: g.name.clone(), op: "program", reason: e.to_string() };
+    p.constraints = dlc_ir::implied::constraints(g).map_err(err)?.into_iter().map(|c| (c.lhs, c.rhs)).collect();
     // Dims computed from tensor values, bound by the schedule's `bind` steps.
     let maxima = dlc_ir::bind::symbol_maxima(g).map_err(|e| LowerError {
         node: g.name.clone(),

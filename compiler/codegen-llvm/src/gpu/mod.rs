@@ -125,9 +125,15 @@ pub fn compile_cuda_program(
             names.join(", ")
         )));
     }
-    if p.schedule.iter().any(|s| matches!(s, Step::If { .. } | Step::Loop { .. } | Step::Bind { .. })) {
+    if p.schedule.iter().any(|s| matches!(s, Step::If { .. } | Step::Loop { .. })) {
         return Err(refuse(format!(
-            "program '{}' has control flow (if, loop) or shapes bound at run time (bind), which CUDA artifacts do not support yet",
+            "program '{}' has control flow (if, loop), which CUDA artifacts do not support yet",
+            p.name
+        )));
+    }
+    if p.schedule.iter().any(|s| matches!(s, Step::Bind { .. })) {
+        return Err(refuse(format!(
+            "program '{}' computes shapes from tensor values (bind), which CUDA artifacts do not support yet",
             p.name
         )));
     }

@@ -145,9 +145,18 @@ impl Infer for Concat {
                 format!("operand ranks differ: {} and {}", first.shape, t.shape)
             })?;
             for (i, (a, b)) in t.shape.0.iter().zip(&first.shape.0).enumerate() {
-                ensure(i == axis || a == b, node, op, || {
+                // Run-time dims that differ as expressions must be equal when the model
+                // runs (`crate::implied::constraints` records it; dlc-runtime checks
+                // it); the result takes a fixed extent where one operand has it.
+                let _ = b;
+                let b = &shape.0[i];
+                let fixed_pair = a.fixed().is_some() && b.fixed().is_some();
+                ensure(i == axis || a == b || !fixed_pair, node, op, || {
                     format!("operands {} and {} differ outside axis {axis}", first.shape, t.shape)
                 })?;
+                if i != axis && a.fixed().is_some() {
+                    shape.0[i] = a.clone();
+                }
             }
         }
         shape.0[axis] = Dim::sum(inputs.iter().map(|t| &t.shape.0[axis]));
