@@ -310,3 +310,25 @@ def test_squeeze_and_unsqueeze_that_move_run_time_dims(tmp_path):
         want = sess.run(None, feeds)[0]
         got = dlc_run(art, src, feeds, tmp_path)["y"]
         assert_close(got, want, f"moves at {shape}")
+
+
+@pytest.mark.parametrize("shape", [["N", 4, 3, "W"], [1, 4, 3, "W"], ["N", 4, "H", "W"]])
+@pytest.mark.parametrize("opt", [[], ["--no-opt"]])
+def test_a_constant_broadcast_along_run_time_dims(shape, opt, tmp_path):
+    """x + b with b: f32[1,4,1,1] and x's run-time dims after its channels: b varies along
+    dims before the last run-time one, so it is not shared by 'samples' of those dims
+    (the one-sample kernel read b[0] for every channel, found on PP-OCRv6's recogniser)."""
+    from onnx import TensorProto, helper, numpy_helper
+    b = numpy_helper.from_array(np.arange(4, dtype=np.float32).reshape(1, 4, 1, 1), "b")
+    g = helper.make_graph([helper.make_node("Add", ["x", "b"], ["y"]), helper.make_node("Mul", ["y", "b"], ["z"])],
+                          "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], initializer=[b])
+    path = tmp_path / "add.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art, *opt)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for dims in [(1, 4, 3, 5), (1, 4, 3, 2)] if shape[0] == 1 else [(2, 4, 3, 5), (3, 4, 3, 7)]:
+        x = np.random.RandomState(sum(dims)).randn(*dims).astype(np.float32)
+        got = dlc_run(art, path, {"x": x}, tmp_path)
+        assert_close(got["z"], sess.run(None, {"x": x})[0], f"{shape} at {dims}")

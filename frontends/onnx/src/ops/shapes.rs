@@ -181,10 +181,19 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             ShapeVal { elems, scalar: x.scalar && y.scalar }
         }
         "Reshape" => {
-            let x = cx.input(0)?;
-            if cx.imp.shape_values.contains_key(&cx.node.input[0]) {
-                return Err("reshapes a shape value".into());
+            if let Some(s) = cx.imp.shape_values.get(&cx.node.input[0]).cloned() {
+                // A shape value to a vector or (one element) a scalar: the same elements.
+                let target = cx.const_ints(1, "the target shape")?.ok_or("the target shape is required")?;
+                let n = s.elems.len() as i64;
+                return match target.as_slice() {
+                    [] if n == 1 => Ok(vec![Out::Shape(ShapeVal { scalar: true, ..s })]),
+                    [k] if *k == -1 || *k == n || (*k == 0 && !s.scalar && cx.int("allowzero", 0) == 0) => {
+                        Ok(vec![Out::Shape(ShapeVal { scalar: false, ..s })])
+                    }
+                    _ => Err(format!("reshapes a shape value of {n} elements to {target:?}")),
+                };
             }
+            let x = cx.input(0)?;
             let target = operand(cx, 1)?;
             let allowzero = cx.int("allowzero", 0) != 0;
             let from = cx.ty(x).shape.0;
