@@ -59,6 +59,112 @@ pub fn batchnorm(name: &str, n: &Node, epsilon: f32) -> Result<Kernel, LowerErro
     Ok(b.finish())
 }
 
+/// Softmax or LogSoftmax along the last axis of a fixed length of at least one vector:
+/// per row the maximum, then `exp(x - max)` with dlc's vector exp and its sum in vector
+/// lanes (the tail of the row scalar), then the row scaled by `1 / sum` (or shifted by
+/// `max + log(sum)`). Rows are pool tasks when a row is a task's worth of work. `None`
+/// where it does not apply (the generic kernel, [`softmax`], serves).
+pub fn softmax_rows(
+    name: &str,
+    n: &Node,
+    axis: i64,
+    mode: SoftmaxMode,
+    t: &crate::Target,
+) -> Option<Result<Kernel, LowerError>> {
+    let x = Node::dims(&n.inputs[0]);
+    let f32_only = n.inputs[0].dtype == dlc_ir::DType::F32 && n.outputs[0].dtype == dlc_ir::DType::F32;
+    let w = t.f32_lanes;
+    let len = x.last()?.as_const()?;
+    if mode == SoftmaxMode::Hardmax
+        || !f32_only
+        || normalize_axis(axis, x.len())? + 1 != x.len()
+        || w < 2
+        || len < w as i64
+    {
+        return None;
+    }
+    let outer = x[..x.len() - 1].iter().fold(Expr::c(1), |p, d| &p * d);
+    let vt = Ty { elem: Elem::F32, lanes: w };
+    let (full, c) = (len / w as i64 * w as i64, Expr::c);
+    let kind = if len >= 1024 { LoopKind::Parallel } else { LoopKind::Serial };
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
+    b.for_(c(0), outer, kind, |b, r| {
+        let base = &r * &c(len);
+        let at = |j: &Expr| &base + j;
+        let vmax0 = konst(b, vt, f64::NEG_INFINITY);
+        let vmax = b.local(vt, vmax0);
+        b.for_(c(0), c(len / w as i64), LoopKind::Serial, |b, k| {
+            let v = b.load(vt, 0, at(&(&k * &c(w as i64))), 4);
+            let cur = get(b, vmax);
+            let lt = b.cmp(CmpOp::FOlt, cur, v);
+            let next = b.select(lt, v, cur);
+            b.stmt(Stmt::Set(vmax, next));
+        });
+        let vm = get(b, vmax);
+        let m0 = b.let_(Inst::Reduce(dlc_kir::ReduceOp::FMax, vm));
+        let mx = b.local(F32, m0);
+        b.for_(c(full), c(len), LoopKind::Serial, |b, j| {
+            let v = load(b, 0, at(&j));
+            let cur = get(b, mx);
+            let lt = b.cmp(CmpOp::FOlt, cur, v);
+            let next = b.select(lt, v, cur);
+            b.stmt(Stmt::Set(mx, next));
+        });
+        let m = get(b, mx);
+        let ms = b.let_(Inst::Splat(m, w));
+        let vzero = konst(b, vt, 0.0);
+        let vsum = b.local(vt, vzero);
+        b.for_(c(0), c(len / w as i64), LoopKind::Serial, |b, k| {
+            let j = &k * &c(w as i64);
+            let v = b.load(vt, 0, at(&j), 4);
+            let d = b.bin(BinOp::FSub, v, ms);
+            let e = crate::fastmath::exp(b, d, w);
+            if mode == SoftmaxMode::Softmax {
+                b.store(1, at(&j), e, 4);
+            }
+            let s = get(b, vsum);
+            let ns = b.bin(BinOp::FAdd, s, e);
+            b.stmt(Stmt::Set(vsum, ns));
+        });
+        let vs = get(b, vsum);
+        let total = crate::attention::hsum(b, vs, w);
+        let sum = b.local(F32, total);
+        b.for_(c(full), c(len), LoopKind::Serial, |b, j| {
+            let v = load(b, 0, at(&j));
+            let d = b.bin(BinOp::FSub, v, m);
+            let e = call(b, "expf", F32, &[d]);
+            if mode == SoftmaxMode::Softmax {
+                b.store(1, at(&j), e, 4);
+            }
+            let s = get(b, sum);
+            let ns = b.bin(BinOp::FAdd, s, e);
+            b.stmt(Stmt::Set(sum, ns));
+        });
+        let s = get(b, sum);
+        let (op, k) = if mode == SoftmaxMode::Softmax {
+            let one = konst(b, F32, 1.0);
+            (BinOp::FMul, b.bin(BinOp::FDiv, one, s))
+        } else {
+            let ls = call(b, "logf", F32, &[s]);
+            (BinOp::FSub, b.bin(BinOp::FAdd, m, ls))
+        };
+        let src = if mode == SoftmaxMode::Softmax { 1 } else { 0 };
+        let ks = b.let_(Inst::Splat(k, w));
+        b.for_(c(0), c(len / w as i64), LoopKind::Serial, |b, q| {
+            let j = &q * &c(w as i64);
+            let v = b.load(vt, src, at(&j), 4);
+            let y = b.bin(op, v, ks);
+            b.store(1, at(&j), y, 4);
+        });
+        b.for_(c(full), c(len), LoopKind::Serial, |b, j| {
+            let v = b.load(F32, src, at(&j), 4);
+            let y = b.bin(op, v, k);
+            b.store(1, at(&j), y, 4);
+        });
+    });
+    Some(Ok(b.finish()))
+}
+
 /// Softmax, LogSoftmax or Hardmax along `axis`: per (outer, inner) position the maximum
 /// (and its first index), then the sum of `exp(x - max)`, then the normalisation.
 pub fn softmax(name: &str, n: &Node, axis: i64, mode: SoftmaxMode) -> Result<Kernel, LowerError> {
