@@ -269,3 +269,27 @@ int main(void) {
                     "-o", str(exe)], check=True)
     p = subprocess.run([str(exe)], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout + p.stderr
+
+
+def test_nonzero_has_a_data_dependent_shape(tmp_path):
+    """NonZero's result is i64[rank, count], count known only when the model runs: one
+    artifact, inputs with different counts (none, some, all; NaN counts), matched with
+    ORT; its count feeds later kernels (a Transpose of the indices)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4])
+    nodes = [helper.make_node("NonZero", ["x"], ["i"]), helper.make_node("Transpose", ["i"], ["y"], perm=[1, 0])]
+    g = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("y", TensorProto.INT64, None)])
+    path = tmp_path / "nz.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.RandomState(0)
+    for i, x in enumerate([np.zeros((2, 3, 4), np.float32), np.ones((1, 3, 4), np.float32),
+                           rng.randint(-1, 2, (3, 3, 4)).astype(np.float32),
+                           np.where(rng.rand(2, 3, 4) > 0.5, np.nan, 0).astype(np.float32)]):
+        (tmp_path / str(i)).mkdir()
+        got = dlc_run(art, path, {"x": x}, tmp_path / str(i))["y"]
+        want = sess.run(None, {"x": x})[0]
+        assert got.shape == want.shape and np.array_equal(got, want), f"case {i}: {got} vs {want}"
+    out = dlc("inspect", art).stdout
+    assert "computed at run time from tensor values" in out, out

@@ -44,6 +44,9 @@ pub enum BindRule {
         /// The axis, normalised.
         axis: usize,
     },
+    /// A count of the input's elements (`t` = `[c]`, `0 <= c <=` the element count),
+    /// such as NonZero's: one dim. The result keeps the input's dims.
+    Count,
 }
 
 impl BindRule {
@@ -58,6 +61,7 @@ impl BindRule {
             BindRule::Unsqueeze => "unsqueeze",
             BindRule::Slice => "slice",
             BindRule::Split { .. } => "split",
+            BindRule::Count => "count",
         }
     }
 
@@ -71,7 +75,7 @@ impl BindRule {
 
     /// Whether its result has the bound symbols as dims (else the input's dims).
     pub fn reshapes(self) -> bool {
-        !matches!(self, BindRule::Slice | BindRule::Split { .. })
+        !matches!(self, BindRule::Slice | BindRule::Split { .. } | BindRule::Count)
     }
 
     /// The rule named `s`.
@@ -84,6 +88,7 @@ impl BindRule {
             "squeeze" => BindRule::Squeeze,
             "unsqueeze" => BindRule::Unsqueeze,
             "slice" => BindRule::Slice,
+            "count" => BindRule::Count,
             s => BindRule::Split { axis: s.strip_prefix("split_")?.parse().ok()? },
         })
     }
@@ -98,6 +103,7 @@ impl BindRule {
             BindRule::Unsqueeze => Some(n + m),
             BindRule::Slice => (m.is_multiple_of(4) && m / 4 <= n).then_some(3 * n),
             BindRule::Split { axis } => (axis < n).then_some(2 * m),
+            BindRule::Count => (m == 1).then_some(1),
         }
     }
 }
@@ -129,10 +135,12 @@ pub enum Reason {
     ZeroStep = 10,
     /// Split sizes that are negative or do not add up to the dim.
     SplitSizes = 11,
+    /// A count below 0 or above the element count.
+    CountRange = 12,
 }
 
 /// Every reason, in code order (the manifest carries their messages).
-pub const REASONS: [Reason; 11] = [
+pub const REASONS: [Reason; 12] = [
     Reason::Negative,
     Reason::TwoInferred,
     Reason::CopiesMissing,
@@ -144,6 +152,7 @@ pub const REASONS: [Reason; 11] = [
     Reason::ZeroAndInferred,
     Reason::ZeroStep,
     Reason::SplitSizes,
+    Reason::CountRange,
 ];
 
 impl Reason {
@@ -168,6 +177,7 @@ impl Reason {
             Reason::ZeroAndInferred => "with allowzero, an extent is 0 and another -1",
             Reason::ZeroStep => "a step is 0",
             Reason::SplitSizes => "the split sizes are negative or do not add up to the dim",
+            Reason::CountRange => "a count is outside 0 to the element count",
         }
     }
 }
@@ -255,6 +265,13 @@ pub fn eval(rule: BindRule, d: &[i64], t: &[i64]) -> Result<Vec<i64>, Reason> {
             }
             Ok(out)
         }
+        BindRule::Count => {
+            let total = d.iter().try_fold(1i64, |a, &x| a.checked_mul(x)).ok_or(Reason::CountRange)?;
+            match t {
+                [c] if (0..=total).contains(c) => Ok(vec![*c]),
+                _ => Err(Reason::CountRange),
+            }
+        }
         BindRule::Split { axis } => {
             let mut out = Vec::with_capacity(2 * t.len());
             let mut at = 0i64;
@@ -313,6 +330,7 @@ pub fn maxima(rule: BindRule, d: &[Dim], m: usize) -> Vec<Expr> {
             let e = d.get(axis).map_or(one.clone(), |x| x.expr().max_with(&one));
             vec![e; 2 * m]
         }
+        BindRule::Count => vec![Dim::product(d).expr().max_with(&one)],
     }
 }
 

@@ -124,6 +124,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::QuantPack(_)
         | Op::Bind(_)
         | Op::Strided(_)
+        | Op::NonZero(_)
         | Op::Input(_)
         | Op::Const(_) => false,
     }

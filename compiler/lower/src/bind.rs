@@ -282,6 +282,14 @@ pub fn bind(name: &str, n: &Node, op: &Bind) -> Result<Kernel, LowerError> {
             }
             out
         }
+        BindRule::Count => {
+            let total = d.iter().fold(r.one, |a, &x| r.b.bin(BinOp::Mul, a, x));
+            let below = r.b.cmp(CmpOp::Slt, t[0], r.zero);
+            let above = r.b.cmp(CmpOp::Sgt, t[0], total);
+            let bad = r.b.select(below, below, above);
+            r.check(bad, Reason::CountRange);
+            vec![t[0]]
+        }
         // Below (they read the rule's operands differently).
         BindRule::Slice | BindRule::Split { .. } => Vec::new(),
     };

@@ -122,7 +122,8 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::ScatterElements(_)
         | Op::ScatterND(_)
         | Op::Bind(_)
-        | Op::Strided(_) => return None,
+        | Op::Strided(_)
+        | Op::NonZero(_) => return None,
     })
 }
 

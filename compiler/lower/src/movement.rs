@@ -425,3 +425,63 @@ pub fn scatter_nd(name: &str, n: &Node, op: &ScatterND) -> Result<Kernel, LowerE
         None => Ok(b.finish()),
     }
 }
+
+/// NonZero: a serial scan of the operand in row-major order; each nonzero element
+/// (NaN included) writes its index along every axis into column `j` of the
+/// `[rank, count]` result, `j` counting the nonzero elements so far. `count` (a symbol
+/// a Bind computed) is the result's row length.
+pub fn nonzero(name: &str, n: &Node, op: &dlc_ir::ops::NonZero) -> Result<Kernel, LowerError> {
+    let x = &n.inputs[0];
+    let dims = Node::dims(x);
+    let xs = contiguous_strides(&dims);
+    let count = Expr::sym(op.count.clone());
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
+    let zero = b.i64(0);
+    let j = b.local(Ty::scalar(Elem::I64), zero);
+    let mut res = Ok(());
+    b.nest(&dims, LoopKind::Serial, |b, idx| {
+        let at = linear(idx, &xs, Expr::c(0));
+        let nz = match x.dtype {
+            DType::F32 | DType::F64 | DType::F16 => {
+                let e = crate::dtype::storage(x.dtype);
+                let v = b.load(Ty::scalar(e), 0, at, e.bytes());
+                let z = b.let_(Inst::Const { ty: Ty::scalar(e), lit: dlc_kir::Lit::Float(0.0) });
+                b.cmp(CmpOp::FUne, v, z)
+            }
+            // bf16: any bit but the sign's set.
+            DType::BF16 => {
+                let v = b.load(Ty::scalar(Elem::I16), 0, at, 2);
+                let m = b.let_(Inst::Const { ty: Ty::scalar(Elem::I16), lit: dlc_kir::Lit::Int(0x7fff) });
+                let v = b.bin(BinOp::And, v, m);
+                let z = b.let_(Inst::Const { ty: Ty::scalar(Elem::I16), lit: dlc_kir::Lit::Int(0) });
+                b.cmp(CmpOp::Ne, v, z)
+            }
+            d if d.is_float() || d.is_storage_only() => {
+                res = Err(n.error(format!("NonZero of {d} is not supported yet")));
+                return;
+            }
+            d => {
+                let e = crate::dtype::storage(d);
+                let v = b.load(Ty::scalar(e), 0, at, e.bytes());
+                let z = b.let_(Inst::Const { ty: Ty::scalar(e), lit: dlc_kir::Lit::Int(0) });
+                b.cmp(CmpOp::Ne, v, z)
+            }
+        };
+        b.if_(
+            nz,
+            |b| {
+                let col = b.let_(Inst::Get(j));
+                for (d, i) in idx.iter().enumerate() {
+                    let v = b.index(i.clone());
+                    b.store(1, &(&count * &Expr::c(d as i64)) + &Expr::val(col), v, 8);
+                }
+                let one = b.i64(1);
+                let next = b.bin(BinOp::Add, col, one);
+                b.stmt(Stmt::Set(j, next));
+            },
+            |_| {},
+        );
+    });
+    res?;
+    Ok(b.finish())
+}

@@ -114,3 +114,12 @@ fn slice_and_split_kernels_follow_their_rules() {
         }
     }
 }
+
+#[test]
+fn count_kernel_follows_its_rule() {
+    for t in [0, 5, 24, 25, -1, i64::MAX] {
+        for symbolic in [false, true] {
+            check(BindRule::Count, &[2, 3, 4], &[t], symbolic);
+        }
+    }
+}

@@ -62,6 +62,7 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         Op::Reshape(_)
         | Op::Bind(_)
         | Op::Strided(_)
+        | Op::NonZero(_)
         | Op::Flatten(_)
         | Op::Transpose(_)
         | Op::Identity(_)

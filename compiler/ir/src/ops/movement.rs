@@ -491,6 +491,26 @@ impl Infer for Bind {
 }
 
 op! {
+    /// The indices of the operand's nonzero elements (NaN counts as nonzero), row-major
+    /// order, as `i64[rank, count]`; `count` is a symbol a [`Bind`] (rule `count`) bound
+    /// to how many there are.
+    NonZero = "nonzero", operands 1..=1 { count: String }
+}
+
+impl Infer for NonZero {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let r = inputs[0].shape.rank();
+        ensure(r > 0, node, op, || "needs an operand of rank 1 or more".into())?;
+        ensure(dlc_sym::is_symbol_name(&self.count), node, op, || format!("'{}' is not a symbol name", self.count))?;
+        Ok(vec![TensorType {
+            dtype: crate::DType::I64,
+            shape: Shape(vec![Dim::Fixed(r as u64), Dim::sym(&self.count)]),
+        }])
+    }
+}
+
+op! {
     /// Reads a strided window of its operand: along axis `i`, `counts[i]` elements from
     /// index `starts[i]` in steps of `steps[i]` (each list `;`-separated dim
     /// expressions, typically symbols a [`Bind`] computed from run-time Slice or Split

@@ -145,3 +145,59 @@ pub(crate) fn split(cx: &mut NodeCx, x: Value, sizes: Value, axis: usize) -> Res
     }
     Ok(outs)
 }
+
+/// NonZero: the count of nonzero elements (a ReduceSum of `x != 0` as i64) bound to a
+/// symbol by a Bind (rule `count`), then the indices written by a NonZero node sized by
+/// it. A constant operand folds to a constant.
+pub(crate) fn nonzero(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let ty = cx.ty(x);
+    if ty.shape.rank() == 0 {
+        return Err("needs an operand of rank 1 or more".into());
+    }
+    if let (Some(t), Some(dims)) = (cx.const_input(0)?, ty.shape.as_fixed()) {
+        let bytes = t.bytes();
+        let es = ty.dtype.size();
+        let nz: Vec<usize> = (0..t.numel())
+            .filter(|&i| {
+                let b = &bytes[i * es..(i + 1) * es];
+                match ty.dtype {
+                    DType::F32 => f32::from_le_bytes(b.try_into().unwrap_or([0; 4])) != 0.0,
+                    DType::F64 => f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) != 0.0,
+                    _ => b.iter().any(|&x| x != 0),
+                }
+            })
+            .collect();
+        let r = dims.len();
+        let mut vals = vec![0i64; r * nz.len()];
+        for (j, &flat) in nz.iter().enumerate() {
+            let mut rest = flat as u64;
+            for d in (0..r).rev() {
+                vals[d * nz.len() + j] = (rest % dims[d].max(1)) as i64;
+                rest /= dims[d].max(1);
+            }
+        }
+        let t =
+            dlc_ir::TensorData::from_i64(&[r as u64, nz.len() as u64], &vals).ok_or("internal: NonZero constant")?;
+        return Ok(vec![cx.add_const(t)]);
+    }
+    let flags = if ty.dtype == DType::Bool {
+        x
+    } else {
+        let zero = dlc_ir::TensorData::new(dlc_ir::TensorType::fixed(ty.dtype, &[]), vec![0u8; ty.dtype.size()].into())
+            .ok_or("internal: zero constant")?;
+        let z = cx.add_const(zero);
+        let eq = cx.add1("is_zero", dlc_ir::ops::Equal {}, &[x, z])?;
+        cx.add1("nonzero", dlc_ir::ops::Not {}, &[eq])?
+    };
+    let ones = cx.add1("flags", dlc_ir::ops::Cast { to: DType::I64, saturate: true }, &[flags])?;
+    let axes: Vec<i64> = (0..ty.shape.rank() as i64).collect();
+    let total = cx.add1("count", dlc_ir::ops::ReduceSum { axes, keepdims: false }, &[ones])?;
+    let total = cx.add1("count_vector", dlc_ir::ops::Reshape { shape: vec![1], allowzero: false }, &[total])?;
+    let view = bind(cx, "counted", x, total, BindRule::Count)?;
+    let count = match &cx.imp.graph.node(view.node).op {
+        Op::Bind(b) => b.symbols().next().map(str::to_string).ok_or("internal: a count bind without a symbol")?,
+        _ => return Err("internal: NonZero's count folded".into()),
+    };
+    cx.add("", dlc_ir::ops::NonZero { count }, &[view])
+}

@@ -82,6 +82,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("DepthToSpace", |cx| depth_space(cx, true));
     reg.insert("SpaceToDepth", |cx| depth_space(cx, false));
     reg.insert("Unsqueeze", |cx| squeeze(cx, true));
+    reg.insert("NonZero", super::bind::nonzero);
 }
 
 fn reshape(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
