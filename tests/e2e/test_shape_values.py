@@ -34,6 +34,17 @@ def _check(path, art, feeds, tmp_path, what):
         assert_close(got[k], want[k], f"{what}: {k}")
 
 
+def _run_c(art, src, tmp_path):
+    """Builds C program `src` against artifact `art`'s static library and header and
+    runs it; it prints `ok` when every check it makes holds."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang-22")
+    exe = tmp_path / "main"
+    subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Werror", "-I", str(art), str(src), str(art / "model.a"), "-lm",
+                    "-o", str(exe)], check=True)
+    p = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout + p.stderr
+
+
 def _run_err(art, feeds, tmp_path):
     args = []
     for k, x in feeds.items():
@@ -108,12 +119,7 @@ int main(void) {
     return 0;
 }
 """)
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang-22")
-    exe = tmp_path / "main"
-    subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Werror", "-I", str(art), str(src), str(art / "model.a"), "-lm",
-                    "-o", str(exe)], check=True)
-    p = subprocess.run([str(exe)], capture_output=True, text=True)
-    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout + p.stderr
+    _run_c(art, src, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -263,12 +269,7 @@ int main(void) {
     return 0;
 }
 """)
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang-22")
-    exe = tmp_path / "main"
-    subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Werror", "-I", str(art), str(src), str(art / "model.a"), "-lm",
-                    "-o", str(exe)], check=True)
-    p = subprocess.run([str(exe)], capture_output=True, text=True)
-    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout + p.stderr
+    _run_c(art, src, tmp_path)
 
 
 def test_nonzero_has_a_data_dependent_shape(tmp_path):

@@ -766,44 +766,12 @@ impl<'s> P<'s> {
             let w = self.ident()?;
             out.push(match w {
                 "call" => {
-                    self.expect("@")?;
-                    let name = self.string()?;
-                    let Some(&kernel) = kernels.get(&name) else {
-                        self.pos = at;
-                        return self.err(format!("no kernel named {name:?}"));
-                    };
-                    self.expect("(")?;
-                    let mut args = Vec::new();
-                    if !self.eat(")") {
-                        loop {
-                            args.push(self.reg('b')?);
-                            if self.eat(")") {
-                                break;
-                            }
-                            self.expect(",")?;
-                        }
-                    }
+                    let (kernel, args) = self.kernel_call(kernels, at)?;
                     let label = if self.is_keyword("label") { Some(self.string()?) } else { None };
                     Step::Call { kernel, args, label }
                 }
                 "bind" => {
-                    self.expect("@")?;
-                    let name = self.string()?;
-                    let Some(&kernel) = kernels.get(&name) else {
-                        self.pos = at;
-                        return self.err(format!("no kernel named {name:?}"));
-                    };
-                    self.expect("(")?;
-                    let mut args = Vec::new();
-                    if !self.eat(")") {
-                        loop {
-                            args.push(self.reg('b')?);
-                            if self.eat(")") {
-                                break;
-                            }
-                            self.expect(",")?;
-                        }
-                    }
+                    let (kernel, args) = self.kernel_call(kernels, at)?;
                     self.expect("->")?;
                     self.expect("(")?;
                     let mut syms = Vec::new();
@@ -856,6 +824,29 @@ impl<'s> P<'s> {
         }
         self.depth -= 1;
         Ok(out)
+    }
+
+    /// `@"NAME"(%bA, %bB, ...)`: a kernel of the program and the buffers it is given
+    /// (`at`: where the step starts, for the error).
+    fn kernel_call(&mut self, kernels: &HashMap<String, u32>, at: usize) -> R<(u32, Vec<u32>)> {
+        self.expect("@")?;
+        let name = self.string()?;
+        let Some(&kernel) = kernels.get(&name) else {
+            self.pos = at;
+            return self.err(format!("no kernel named {name:?}"));
+        };
+        self.expect("(")?;
+        let mut args = Vec::new();
+        if !self.eat(")") {
+            loop {
+                args.push(self.reg('b')?);
+                if self.eat(")") {
+                    break;
+                }
+                self.expect(",")?;
+            }
+        }
+        Ok((kernel, args))
     }
 
     fn bracketed(&mut self) -> R<Expr> {
