@@ -294,3 +294,24 @@ def test_nonzero_has_a_data_dependent_shape(tmp_path):
         assert got.shape == want.shape and np.array_equal(got, want), f"case {i}: {got} vs {want}"
     out = dlc("inspect", art).stdout
     assert "computed at run time from tensor values" in out, out
+
+
+def test_compress_has_a_data_dependent_shape(tmp_path):
+    """Compress keeps the slices whose condition entry is true: the count is known only
+    when the model runs (a condition input), matched with ORT for none, some and all
+    true, with and without an axis; a constant condition is a Gather."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])
+    c = helper.make_tensor_value_info("c", TensorProto.BOOL, [4])
+    k = helper.make_tensor("k", TensorProto.BOOL, [3], [True, False, True])
+    nodes = [helper.make_node("Compress", ["x", "c"], ["y"], axis=1), helper.make_node("Compress", ["x", "c"], ["f"]),
+             helper.make_node("Compress", ["x", "k"], ["g"], axis=0)]
+    g = helper.make_graph(nodes, "g", [x, c], [helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
+                                               for o in ["y", "f", "g"]], initializer=[k])
+    path = tmp_path / "compress.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)]), path)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    xv = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for i, cond in enumerate([[False] * 4, [True, False, False, True], [True] * 4]):
+        (tmp_path / str(i)).mkdir()
+        _check(path, art, {"x": xv, "c": np.array(cond)}, tmp_path / str(i), f"condition {cond}")

@@ -231,6 +231,7 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         // Its offsets are symbols bound at run time.
         Op::Strided(_) => return Err(unsupported("windows at offsets computed at run time")),
         Op::NonZero(_) => return Err(unsupported("NonZero (its count is bound at run time)")),
+        Op::Compress(_) => return Err(unsupported("Compress (its count is bound at run time)")),
         Op::Cast(c) if !c.saturate && c.to.is_float() && c.to.is_storage_only() => {
             // Encoded here: the stored form of other results saturates.
             let x = &ins[0];
@@ -730,6 +731,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::Bind(_)
         | Op::Strided(_)
         | Op::NonZero(_)
+        | Op::Compress(_)
         | Op::Flatten(_)
         | Op::Transpose(_)
         | Op::Identity(_)
@@ -1030,6 +1032,7 @@ macro_rules! not_elementwise {
             | Op::Bind(_)
             | Op::Strided(_)
             | Op::NonZero(_)
+            | Op::Compress(_)
             | Op::Flatten(_)
             | Op::Transpose(_)
             | Op::Identity(_)

@@ -125,6 +125,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::Bind(_)
         | Op::Strided(_)
         | Op::NonZero(_)
+        | Op::Compress(_)
         | Op::Input(_)
         | Op::Const(_) => false,
     }

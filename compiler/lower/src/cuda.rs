@@ -123,7 +123,8 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::ScatterND(_)
         | Op::Bind(_)
         | Op::Strided(_)
-        | Op::NonZero(_) => return None,
+        | Op::NonZero(_)
+        | Op::Compress(_) => return None,
     })
 }
 

@@ -485,3 +485,50 @@ pub fn nonzero(name: &str, n: &Node, op: &dlc_ir::ops::NonZero) -> Result<Kernel
     res?;
     Ok(b.finish())
 }
+
+/// Compress: a serial scan of the condition (up to the axis's extent); each true entry
+/// `i` copies slice `i` of every outer index to slice `j` of the result, `j` counting
+/// the true entries so far (the result's axis has `count` slices, a symbol a Bind
+/// computed).
+pub fn compress(name: &str, n: &Node, op: &dlc_ir::ops::Compress) -> Result<Kernel, LowerError> {
+    let dims = Node::dims(&n.inputs[0]);
+    let a = dlc_ir::ops::normalize_axis(op.axis, dims.len()).ok_or_else(|| n.error("axis out of range"))?;
+    let len =
+        n.inputs[1].shape.as_fixed().and_then(|d| d.first().copied()).ok_or_else(|| n.error("condition length"))?;
+    let es = Expr::c(n.inputs[0].dtype.size() as i64);
+    let prod = |d: &[Expr]| d.iter().fold(Expr::c(1), |p, x| &p * x);
+    let (outer, inner) = (prod(&dims[..a]), prod(&dims[a + 1..]));
+    let block = &inner * &es;
+    let count = Expr::sym(op.count.clone());
+    // Entries past the axis's extent are ignored.
+    let upto = Expr::c(len as i64).min_with(&dims[a]);
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
+    let zero = b.i64(0);
+    let j = b.local(Ty::scalar(Elem::I64), zero);
+    b.for_(Expr::c(0), upto, LoopKind::Serial, |b, i| {
+        let flag = b.load(Ty::scalar(Elem::I8), 1, i.clone(), 1);
+        let z = b.let_(Inst::Const { ty: Ty::scalar(Elem::I8), lit: Lit::Int(0) });
+        let taken = b.cmp(CmpOp::Ne, flag, z);
+        b.if_(
+            taken,
+            |b| {
+                let col = b.let_(Inst::Get(j));
+                let (outer, dim, count, block) = (outer.clone(), dims[a].clone(), count.clone(), block.clone());
+                b.for_(Expr::c(0), outer, LoopKind::Serial, |b, o| {
+                    b.stmt(Stmt::Memcpy {
+                        dst: 2,
+                        dst_off: &(&(&o * &count) + &Expr::val(col)) * &block,
+                        src: 0,
+                        src_off: &(&(&o * &dim) + &i) * &block,
+                        bytes: block.clone(),
+                    });
+                });
+                let one = b.i64(1);
+                let next = b.bin(BinOp::Add, col, one);
+                b.stmt(Stmt::Set(j, next));
+            },
+            |_| {},
+        );
+    });
+    Ok(b.finish())
+}

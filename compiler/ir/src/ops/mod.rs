@@ -28,7 +28,7 @@ pub use epilogue::Activation;
 pub use fused::{Arg, Fused, FusedStep};
 pub use linalg::{einsum_extents, parse_einsum, Attention, Einsum, Gemm, MatMul};
 pub use movement::{
-    Bind, Concat, Flatten, Gather, GatherElements, Identity, NonZero, Pad, PadMode, Reshape, ScatterElements,
+    Bind, Compress, Concat, Flatten, Gather, GatherElements, Identity, NonZero, Pad, PadMode, Reshape, ScatterElements,
     ScatterND, ScatterReduction, Slice, Strided, Transpose, Trilu,
 };
 pub use norm::{BatchNormalization, LayerNormalization, Softmax, SoftmaxMode};
@@ -538,7 +538,7 @@ op_table! {
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, NllLoss, CumSum,
     Reshape, Flatten, Transpose, Identity, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
-    Bind, Strided, NonZero,
+    Bind, Strided, NonZero, Compress,
 }
 
 impl Op {
@@ -614,9 +614,8 @@ impl Op {
             | ReduceLogSum(_) | ReduceLogSumExp(_) | ReduceSumSquare(_) | ArgMax(_) | ArgMin(_) | NllLoss(_)
             | CumSum(_) => OpKind::Reduction,
             Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | Concat(_) | Gather(_) | GatherElements(_)
-            | Slice(_) | Trilu(_) | Pad(_) | ScatterElements(_) | ScatterND(_) | Bind(_) | Strided(_) | NonZero(_) => {
-                OpKind::Movement
-            }
+            | Slice(_) | Trilu(_) | Pad(_) | ScatterElements(_) | ScatterND(_) | Bind(_) | Strided(_) | NonZero(_)
+            | Compress(_) => OpKind::Movement,
         }
     }
 }

@@ -511,6 +511,30 @@ impl Infer for NonZero {
 }
 
 op! {
+    /// ONNX Compress: the slices of `x` along `axis` whose entry of the boolean vector
+    /// `condition` is true (entries past the axis's extent are ignored), in order;
+    /// `count` is a symbol a [`Bind`] (rule `count`) bound to how many there are.
+    Compress = "compress", operands 2..=2 { axis: i64, count: String }
+}
+
+impl Infer for Compress {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let (x, c) = (&inputs[0], &inputs[1]);
+        let a = normalize_axis(self.axis, x.shape.rank())
+            .filter(|_| x.shape.rank() > 0)
+            .ok_or_else(|| IrError::shape(node, op, format!("axis {} out of range for {}", self.axis, x.shape)))?;
+        ensure(c.dtype == crate::DType::Bool && c.shape.rank() == 1 && c.shape.is_fixed(), node, op, || {
+            format!("the condition must be a bool vector of known length, got {c}")
+        })?;
+        ensure(dlc_sym::is_symbol_name(&self.count), node, op, || format!("'{}' is not a symbol name", self.count))?;
+        let mut shape = x.shape.clone();
+        shape.0[a] = Dim::sym(&self.count);
+        Ok(vec![TensorType { dtype: x.dtype, shape }])
+    }
+}
+
+op! {
     /// Reads a strided window of its operand: along axis `i`, `counts[i]` elements from
     /// index `starts[i]` in steps of `steps[i]` (each list `;`-separated dim
     /// expressions, typically symbols a [`Bind`] computed from run-time Slice or Split

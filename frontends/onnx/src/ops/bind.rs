@@ -201,3 +201,52 @@ pub(crate) fn nonzero(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     };
     cx.add("", dlc_ir::ops::NonZero { count }, &[view])
 }
+
+/// Compress: the count of true entries of the condition (up to the axis's extent) bound
+/// by a Bind (rule `count`), then a Compress node copying those slices. Without `axis`
+/// the operand is flattened first.
+pub(crate) fn compress(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let mut x = cx.input(0)?;
+    let cond = cx.input(1)?;
+    let axis = if cx.has("axis") {
+        cx.int("axis", 0)
+    } else {
+        x = cx.add1("flat", dlc_ir::ops::Reshape { shape: vec![-1], allowzero: false }, &[x])?;
+        0
+    };
+    let ty = cx.ty(x);
+    let a = dlc_ir::ops::normalize_axis(axis, ty.shape.rank())
+        .filter(|_| ty.shape.rank() > 0)
+        .ok_or_else(|| format!("axis {axis} out of range for {}", ty.shape))?;
+    let ct = cx.ty(cond);
+    let len = match (ct.dtype, ct.shape.0.as_slice()) {
+        (DType::Bool, [Dim::Fixed(l)]) => *l,
+        _ => return Err(format!("the condition must be a bool vector of known length, got {ct}")),
+    };
+    // A constant condition: a Gather of the kept slices.
+    if let Some(c) = cx.const_input(1)? {
+        let d = ty.shape.0[a].fixed().unwrap_or(u64::MAX);
+        let keep: Vec<i64> =
+            c.bytes().iter().enumerate().filter(|&(i, &b)| b != 0 && (i as u64) < d).map(|(i, _)| i as i64).collect();
+        let idx = dlc_ir::TensorData::from_i64(&[keep.len() as u64], &keep).ok_or("internal: indices")?;
+        let idx = cx.add_const(idx);
+        return cx.add("", dlc_ir::ops::Gather { axis: a as i64 }, &[x, idx]);
+    }
+    // Entries past the axis's extent are ignored: count only those within it.
+    let counted = match ty.shape.0[a].fixed() {
+        Some(d) if d < len => {
+            let op = dlc_ir::ops::Slice { starts: vec![0], ends: vec![d as i64], axes: vec![0], steps: vec![] };
+            cx.add1("within", op, &[cond])?
+        }
+        Some(_) => cond,
+        None => return Err(format!("Compress along a run-time dim ({}) is not supported yet", ty.shape.0[a])),
+    };
+    let ones = cx.add1("flags", dlc_ir::ops::Cast { to: DType::I64, saturate: true }, &[counted])?;
+    let total = cx.add1("count", dlc_ir::ops::ReduceSum { axes: vec![0], keepdims: true }, &[ones])?;
+    let view = bind(cx, "counted", cond, total, BindRule::Count)?;
+    let count = match &cx.imp.graph.node(view.node).op {
+        Op::Bind(b) => b.symbols().next().map(str::to_string).ok_or("internal: a count bind without a symbol")?,
+        _ => return Err("Compress with a constant condition is not supported yet".into()),
+    };
+    cx.add("", dlc_ir::ops::Compress { axis: a as i64, count }, &[x, view])
+}

@@ -83,6 +83,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("SpaceToDepth", |cx| depth_space(cx, false));
     reg.insert("Unsqueeze", |cx| squeeze(cx, true));
     reg.insert("NonZero", super::bind::nonzero);
+    reg.insert("Compress", super::bind::compress);
 }
 
 fn reshape(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
