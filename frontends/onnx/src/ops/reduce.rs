@@ -8,8 +8,12 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     // Opset in which each op's `axes` moved from an attribute to an input.
     reg.insert("ReduceSum", |cx| reduce(cx, 13, |axes, keepdims| ReduceSum { axes, keepdims }.into()));
     reg.insert("ReduceMean", |cx| reduce(cx, 18, |axes, keepdims| ReduceMean { axes, keepdims }.into()));
-    reg.insert("ReduceMax", |cx| reduce(cx, 18, |axes, keepdims| ReduceMax { axes, keepdims }.into()));
-    reg.insert("ReduceMin", |cx| reduce(cx, 18, |axes, keepdims| ReduceMin { axes, keepdims }.into()));
+    reg.insert("ReduceMax", |cx| {
+        bool_as_u8(cx, |cx, x| reduce_of(cx, x, 18, |axes, keepdims| ReduceMax { axes, keepdims }.into()))
+    });
+    reg.insert("ReduceMin", |cx| {
+        bool_as_u8(cx, |cx, x| reduce_of(cx, x, 18, |axes, keepdims| ReduceMin { axes, keepdims }.into()))
+    });
     reg.insert("ReduceProd", |cx| reduce(cx, 18, |axes, keepdims| ReduceProd { axes, keepdims }.into()));
     reg.insert("ReduceL1", |cx| reduce(cx, 18, |axes, keepdims| ReduceL1 { axes, keepdims }.into()));
     reg.insert("ReduceL2", |cx| reduce(cx, 18, |axes, keepdims| ReduceL2 { axes, keepdims }.into()));
@@ -48,12 +52,40 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     });
 }
 
+/// ReduceMax/ReduceMin of bools (opset 20): the same reduction of their 0/1 bytes as u8,
+/// cast back (max is "any", min is "all").
+fn bool_as_u8(
+    cx: &mut NodeCx,
+    f: impl Fn(&mut NodeCx, Value) -> Result<Vec<Value>, String>,
+) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    if cx.ty(x).dtype != dlc_ir::DType::Bool {
+        return f(cx, x);
+    }
+    let u = cx.add1("as_u8", Cast { to: dlc_ir::DType::U8, saturate: true }, &[x])?;
+    let mut res = Vec::new();
+    for v in f(cx, u)? {
+        res.push(cx.add1("as_bool", Cast { to: dlc_ir::DType::Bool, saturate: true }, &[v])?);
+    }
+    Ok(res)
+}
+
 fn arg_attrs(cx: &NodeCx) -> (i64, bool, bool) {
     (cx.int("axis", 0), cx.int("keepdims", 1) != 0, cx.int("select_last_index", 0) != 0)
 }
 
 fn reduce(cx: &mut NodeCx, axes_input_since: i64, make: impl Fn(Vec<i64>, bool) -> Op) -> Result<Vec<Value>, String> {
     let x = cx.input(0)?;
+    reduce_of(cx, x, axes_input_since, make)
+}
+
+/// A Reduce* node of operand `x` (operand 0, or a cast of it).
+fn reduce_of(
+    cx: &mut NodeCx,
+    x: Value,
+    axes_input_since: i64,
+    make: impl Fn(Vec<i64>, bool) -> Op,
+) -> Result<Vec<Value>, String> {
     let keepdims = cx.int("keepdims", 1) != 0;
     let axes = if cx.opset >= axes_input_since {
         match super::bind::ints_or_value(cx, 1, "axes")? {
