@@ -54,87 +54,96 @@ fn tie(
     }
 }
 
+/// The dims of node `op`'s operands that must equal another dim when it runs, as
+/// `(operand dim, the dim it must equal)` pairs that differ as written: an elementwise
+/// operand's dim broadcast to the result (numpy rules: equal, or 1), a MatMul's inner
+/// dims and its batch dims broadcast to the result's, a Concat's operands outside its
+/// axis. Other ops use operands at their own shapes, or broadcast only where the op's
+/// rule checks it with fixed dims (Gemm's C, norms' scales, attention's masks).
+fn required_equal(op: &Op, operands: &[TensorType], res: &[Dim]) -> Vec<(Dim, Dim)> {
+    let mut pairs = Vec::new();
+    let mut broadcast = |x: &[Dim], r: &[Dim]| {
+        for (d, r) in aligned(x, r) {
+            if d != r && *d != Dim::Fixed(1) {
+                pairs.push((d.clone(), r.clone()));
+            }
+        }
+    };
+    match op.kind() {
+        OpKind::Elementwise => {
+            for x in operands {
+                broadcast(&x.shape.0, res);
+            }
+        }
+        OpKind::Contraction if matches!(op, Op::MatMul(_)) => {
+            let (a, b) = (&operands[0].shape.0, &operands[1].shape.0);
+            let batch = res.len().saturating_sub(2);
+            for x in [a, b] {
+                if x.len() > 2 {
+                    broadcast(&x[..x.len() - 2], &res[..batch]);
+                }
+            }
+            let kb = if b.len() >= 2 { b.get(b.len() - 2) } else { b.first() };
+            if let (Some(ka), Some(kb)) = (a.last(), kb) {
+                if ka != kb {
+                    pairs.push((ka.clone(), kb.clone()));
+                }
+            }
+        }
+        OpKind::Movement if matches!(op, Op::Concat(_)) => {
+            let Op::Concat(c) = op else { return pairs };
+            let Some(axis) = crate::ops::normalize_axis(c.axis, res.len()) else { return pairs };
+            for x in operands {
+                for (i, (d, r)) in x.shape.0.iter().zip(res).enumerate() {
+                    if i != axis && d != r {
+                        pairs.push((d.clone(), r.clone()));
+                    }
+                }
+            }
+        }
+        OpKind::Contraction
+        | OpKind::Source
+        | OpKind::Window
+        | OpKind::Normalization
+        | OpKind::Reduction
+        | OpKind::Movement => {}
+    }
+    pairs
+}
+
+/// `f(node, its mnemonic, pairs)` for every node of `g` in topological order, with the
+/// pairs of [`required_equal`].
+fn for_required_equal(
+    g: &Graph,
+    mut f: impl FnMut(&str, &'static str, Vec<(Dim, Dim)>) -> Result<(), IrError>,
+) -> Result<(), IrError> {
+    let Ok(order) = g.topo_order() else { return Ok(()) };
+    for id in order {
+        let node = g.node(id);
+        let operands: Vec<TensorType> = g.operands(id).iter().map(|v| g.value_type(*v).clone()).collect();
+        let Some(result) = node.outputs.first() else { continue };
+        f(&node.name, node.op.mnemonic(), required_equal(&node.op, &operands, &result.shape.0))?;
+    }
+    Ok(())
+}
+
 /// The symbols the graph ties to fixed extents, each with its value and the first node
-/// that ties it.
+/// that ties it: a run-time dim that must equal a fixed one ([`required_equal`]).
 pub fn implied_extents(g: &Graph) -> Result<BTreeMap<String, (u64, String)>, IrError> {
     let mut out = BTreeMap::new();
     let data = crate::bind::data_symbols(g);
-    let Ok(order) = g.topo_order() else { return Ok(out) };
-    for id in order {
-        let node = g.node(id);
-        let op = node.op.mnemonic();
-        let operands: Vec<TensorType> = g.operands(id).iter().map(|v| g.value_type(*v).clone()).collect();
-        let Some(result) = node.outputs.first() else { continue };
-        let res = &result.shape.0;
-        match node.op.kind() {
-            // Operands broadcast to the result.
-            OpKind::Elementwise => {
-                for x in &operands {
-                    for (d, r) in aligned(&x.shape.0, res) {
-                        if let Dim::Fixed(n) = r {
-                            if *n != 1 {
-                                tie(&mut out, &data, &node.name, op, d, *n)?;
-                            }
-                        }
-                    }
+    for_required_equal(g, |node, op, pairs| {
+        for (a, b) in pairs {
+            match (&a, &b) {
+                (d @ Dim::Sym(_), Dim::Fixed(n)) | (Dim::Fixed(n), d @ Dim::Sym(_)) => {
+                    tie(&mut out, &data, node, op, d, *n)?
                 }
+                _ => {}
             }
-            // A MatMul's inner dims agree and its batch dims broadcast.
-            OpKind::Contraction if matches!(node.op, Op::MatMul(_)) => {
-                let (a, b) = (&operands[0].shape.0, &operands[1].shape.0);
-                let ka = a.last();
-                let kb = if b.len() >= 2 { b.get(b.len() - 2) } else { b.first() };
-                if let (Some(ka), Some(kb)) = (ka, kb) {
-                    match (ka, kb) {
-                        (d @ Dim::Sym(_), Dim::Fixed(n)) | (Dim::Fixed(n), d @ Dim::Sym(_)) => {
-                            tie(&mut out, &data, &node.name, op, d, *n)?
-                        }
-                        // Checked when the model runs ([`constraints`]).
-                        _ => {}
-                    }
-                }
-                let batch = res.len().saturating_sub(2);
-                for x in [a, b] {
-                    if x.len() > 2 {
-                        for (d, r) in aligned(&x[..x.len() - 2], &res[..batch]) {
-                            if let Dim::Fixed(n) = r {
-                                if *n != 1 {
-                                    tie(&mut out, &data, &node.name, op, d, *n)?;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            // A Concat's operands agree with the result outside its axis.
-            OpKind::Movement if matches!(node.op, Op::Concat(_)) => {
-                for (d, r) in concat_pairs(&node.op, &operands, res) {
-                    if let Dim::Fixed(n) = r {
-                        tie(&mut out, &data, &node.name, op, d, *n)?;
-                    }
-                }
-            }
-            // Operands used at their own shapes, or broadcast only where the op's rule
-            // checks it with fixed dims (Gemm's C, norms' scales, attention's masks).
-            OpKind::Contraction
-            | OpKind::Source
-            | OpKind::Window
-            | OpKind::Normalization
-            | OpKind::Reduction
-            | OpKind::Movement => {}
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
-}
-
-/// A Concat's operand dims outside its axis, each with the result's dim there.
-fn concat_pairs<'a>(op: &Op, operands: &'a [TensorType], res: &'a [Dim]) -> Vec<(&'a Dim, &'a Dim)> {
-    let Op::Concat(c) = op else { return Vec::new() };
-    let Some(axis) = crate::ops::normalize_axis(c.axis, res.len()) else { return Vec::new() };
-    operands
-        .iter()
-        .flat_map(|x| x.shape.0.iter().zip(res).enumerate().filter(move |(i, _)| *i != axis).map(|(_, p)| p))
-        .collect()
 }
 
 /// An equality of run-time dim expressions that the graph's kernels rely on and that
@@ -159,52 +168,7 @@ pub struct Constraint {
 pub fn constraints(g: &Graph) -> Result<Vec<Constraint>, IrError> {
     let data = crate::bind::data_symbols(g);
     let mut out: Vec<Constraint> = Vec::new();
-    let Ok(order) = g.topo_order() else { return Ok(out) };
-    for id in order {
-        let node = g.node(id);
-        let op = node.op.mnemonic();
-        let operands: Vec<TensorType> = g.operands(id).iter().map(|v| g.value_type(*v).clone()).collect();
-        let Some(result) = node.outputs.first() else { continue };
-        let res = &result.shape.0;
-        let mut pairs: Vec<(Dim, Dim)> = Vec::new();
-        match node.op.kind() {
-            OpKind::Elementwise => {
-                for x in &operands {
-                    for (d, r) in aligned(&x.shape.0, res) {
-                        if d != r && *d != Dim::Fixed(1) {
-                            pairs.push((d.clone(), r.clone()));
-                        }
-                    }
-                }
-            }
-            OpKind::Contraction if matches!(node.op, Op::MatMul(_)) => {
-                let (a, b) = (&operands[0].shape.0, &operands[1].shape.0);
-                let kb = if b.len() >= 2 { b.get(b.len() - 2) } else { b.first() };
-                if let (Some(ka), Some(kb)) = (a.last(), kb) {
-                    if ka != kb {
-                        pairs.push((ka.clone(), kb.clone()));
-                    }
-                }
-                let batch = res.len().saturating_sub(2);
-                for x in [a, b] {
-                    if x.len() > 2 {
-                        for (d, r) in aligned(&x[..x.len() - 2], &res[..batch]) {
-                            if d != r && *d != Dim::Fixed(1) {
-                                pairs.push((d.clone(), r.clone()));
-                            }
-                        }
-                    }
-                }
-            }
-            OpKind::Movement if matches!(node.op, Op::Concat(_)) => {
-                for (d, r) in concat_pairs(&node.op, &operands, res) {
-                    if d != r {
-                        pairs.push((d.clone(), r.clone()));
-                    }
-                }
-            }
-            _ => {}
-        }
+    for_required_equal(g, |node, op, pairs| {
         for (a, b) in pairs {
             if a.fixed().is_some() && b.fixed().is_some() {
                 continue;
@@ -215,7 +179,7 @@ pub fn constraints(g: &Graph) -> Result<Vec<Constraint>, IrError> {
             rhs.symbols(&mut syms);
             if let Some(s) = syms.iter().find(|s| data.contains(s)) {
                 return Err(IrError::shape(
-                    &node.name,
+                    node,
                     op,
                     format!(
                         "dims {lhs} and {rhs} must be equal here, and {s} is computed from tensor values at run time; \
@@ -224,10 +188,11 @@ pub fn constraints(g: &Graph) -> Result<Vec<Constraint>, IrError> {
                 ));
             }
             if !out.iter().any(|c| (c.lhs == lhs && c.rhs == rhs) || (c.lhs == rhs && c.rhs == lhs)) {
-                out.push(Constraint { lhs, rhs, node: node.name.clone() });
+                out.push(Constraint { lhs, rhs, node: node.to_string() });
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
