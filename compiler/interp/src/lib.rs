@@ -18,6 +18,7 @@ use dlc_ir::{DType, Graph, Op, TensorData, TensorType, Value};
 use std::collections::HashMap;
 
 pub mod nn;
+pub mod resize;
 
 /// Why an op could not be evaluated.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -211,11 +212,33 @@ fn bind(b: &dlc_ir::ops::Bind, ins: &[T], raw: &[TensorData]) -> Result<Vec<Tens
     Ok(vec![t])
 }
 
+/// ResizeTaps: its two tables from the operand's extent (its data is not read).
+fn resize_taps(r: &dlc_ir::ops::ResizeTaps, ins: &[T], out_types: &[TensorType]) -> Result<Vec<TensorData>, EvalError> {
+    let x = ins.first().ok_or_else(|| EvalError::Invalid("resize_taps takes one operand".into()))?;
+    let a = dlc_ir::ops::normalize_axis(r.axis, x.dims.len())
+        .ok_or_else(|| EvalError::Invalid("resize axis out of range".into()))?;
+    let out = out_types.first().and_then(|t| t.shape.0.first()).and_then(|d| d.fixed());
+    let out = out.ok_or_else(|| unsupported("symbolic shapes"))?;
+    if out > LIMIT {
+        return Err(unsupported("results this large"));
+    }
+    let (idx, w) = resize::taps(r, x.dims[a], out).map_err(EvalError::Invalid)?;
+    let k = idx.len() as u64 / out.max(1);
+    let k = if out == 0 { r.taps(Some(x.dims[a]), Some(0)).unwrap_or(1) } else { k };
+    let wf: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+    let i = TensorData::from_i64(&[out, k], &idx).ok_or_else(|| EvalError::Invalid("taps size".into()))?;
+    let w = TensorData::from_f32(&[out, k + 1], &wf).ok_or_else(|| EvalError::Invalid("weights size".into()))?;
+    Ok(vec![i, w])
+}
+
 /// Evaluates `op` on constant operands. Results are limited to 16 Mi elements.
 pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<Vec<TensorData>, EvalError> {
     let ins: Vec<T> = inputs.iter().map(T::from_tensor).collect::<Result<_, _>>()?;
     if let Op::Bind(b) = op {
         return bind(b, &ins, inputs);
+    }
+    if let Op::ResizeTaps(r) = op {
+        return resize_taps(r, &ins, out_types);
     }
     let out_dims: Vec<Vec<u64>> = out_types
         .iter()
@@ -232,6 +255,45 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::Strided(_) => return Err(unsupported("windows at offsets computed at run time")),
         Op::NonZero(_) => return Err(unsupported("NonZero (its count is bound at run time)")),
         Op::Compress(_) => return Err(unsupported("Compress (its count is bound at run time)")),
+        Op::ResizeTaps(r) => return resize_taps(r, &ins, out_types),
+        Op::Resize(r) => {
+            let (x, idx, w) = (&ins[0], &ins[1], &ins[2]);
+            let a = dlc_ir::ops::normalize_axis(r.axis, x.dims.len())
+                .ok_or_else(|| EvalError::Invalid("resize axis out of range".into()))?;
+            let k = idx.dims.get(1).copied().unwrap_or(1) as usize;
+            let ints = matches!(x.data, Data::I(_));
+            if ints && k != 1 {
+                return Err(unsupported("interpolating integers"));
+            }
+            let xs: Vec<f64> = (0..x.len()).map(|i| x.f(i)).collect();
+            let iv: Vec<i64> = (0..idx.len()).map(|i| idx.f(i) as i64).collect();
+            let wv: Vec<f64> = (0..w.len()).map(|i| w.f(i)).collect();
+            if iv.iter().any(|&i| i < 0 || i as u64 >= x.dims[a].max(1)) {
+                return Err(EvalError::Invalid("resize index out of range".into()));
+            }
+            let data = if ints {
+                // Nearest on integers: exact picks (a float64 round trip would round
+                // 64-bit values); the extrapolation value where the last weight says so.
+                let (pre, post) = (x.dims[..a].iter().product::<u64>(), x.dims[a + 1..].iter().product::<u64>());
+                let (inl, o_len) = (x.dims[a], iv.len() as u64);
+                let mut y = Vec::with_capacity((pre * o_len * post) as usize);
+                for p in 0..pre {
+                    for o in 0..o_len as usize {
+                        for q in 0..post {
+                            y.push(if wv[2 * o + 1] != 0.0 || inl == 0 {
+                                r.extrapolation as i64
+                            } else {
+                                x.i(((p * inl + iv[o] as u64) * post + q) as usize)
+                            });
+                        }
+                    }
+                }
+                Data::I(y)
+            } else {
+                Data::F(resize::apply(&xs, &x.dims, a, &iv, &wv, k, r.extrapolation as f64))
+            };
+            T { dtype: x.dtype, dims: out.clone(), data }
+        }
         Op::Cast(c) if !c.saturate && c.to.is_float() && c.to.is_storage_only() => {
             // Encoded here: the stored form of other results saturates.
             let x = &ins[0];
@@ -732,6 +794,8 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::Strided(_)
         | Op::NonZero(_)
         | Op::Compress(_)
+        | Op::ResizeTaps(_)
+        | Op::Resize(_)
         | Op::Flatten(_)
         | Op::Transpose(_)
         | Op::Identity(_)
@@ -1009,6 +1073,8 @@ macro_rules! not_elementwise {
             | Op::AveragePool(_)
             | Op::GlobalAveragePool(_)
             | Op::GridSample(_)
+            | Op::ResizeTaps(_)
+            | Op::Resize(_)
             | Op::QConv(_)
             | Op::QuantPack(_)
             | Op::BatchNormalization(_)

@@ -106,6 +106,8 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
             only_first && op.pads.len() == 2 * r && (0..lead.min(r)).all(|a| op.pads[a] == 0 && op.pads[r + a] == 0)
         }
         Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) => only_first,
+        // Rows along an axis after the leading ones, with shared taps.
+        Op::Resize(op) => only_first && axis_not_0(op.axis, rank),
         // Queries attend to every key: only the batch axis holds samples.
         Op::Attention(_) => one && batched.iter().take(3).all(|&b| b),
         // The triangle is of the last two axes, so of each sample when there are more.
@@ -126,6 +128,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::Strided(_)
         | Op::NonZero(_)
         | Op::Compress(_)
+        | Op::ResizeTaps(_)
         | Op::Input(_)
         | Op::Const(_) => false,
     }

@@ -94,6 +94,8 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::Pad(_)
         | Op::ConvTranspose(_)
         | Op::GridSample(_)
+        | Op::ResizeTaps(_)
+        | Op::Resize(_)
         | Op::Einsum(_)
         | Op::BatchNormalization(_)
         | Op::Input(_)

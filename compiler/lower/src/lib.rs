@@ -38,6 +38,7 @@ pub mod pool;
 pub mod program;
 pub mod quant;
 pub mod reduce;
+pub mod resize;
 pub mod sample;
 pub mod shape;
 
@@ -315,6 +316,8 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::ConvTranspose(op) => conv::conv_transpose(kernel, n, op),
         Op::Conv(op) => conv_kernel(kernel, n, op, t),
         Op::GridSample(op) => sample::grid_sample(kernel, n, op),
+        Op::ResizeTaps(op) => resize::taps(kernel, n, op),
+        Op::Resize(op) => resize::resize(kernel, n, op),
         Op::Einsum(op) => linalg::einsum(kernel, n, &op.equation),
         Op::Attention(op) => attention::attention(kernel, n, op, t),
         // A constant B takes the packed GEMM, else the plain loop nests.

@@ -41,6 +41,9 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         Op::Fused(f) => f.steps.len() as u64 * out,
         Op::Softmax(_) => 5 * out,
         Op::LayerNormalization(_) => 8 * out,
+        // A multiply-add per tap (K = idx's last dim) per result; the taps about 30 per row.
+        Op::Resize(_) => 2 * out * dim(1, 1),
+        Op::ResizeTaps(_) => 30 * out,
         // One operation per result element.
         dlc_ir::pointwise!() | Op::Cast(_) | Op::Expand(_) | Op::GridSample(_) => out,
         // One per operand element.

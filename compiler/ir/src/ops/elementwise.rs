@@ -16,6 +16,18 @@ pub fn broadcast_shapes(a: &Shape, b: &Shape) -> Result<Shape, String> {
             (Some(Dim::Fixed(1)), Some(y)) => y.clone(),
             (Some(x), Some(Dim::Fixed(1))) => x.clone(),
             (Some(Dim::Sym(_)), Some(y @ Dim::Fixed(_))) | (Some(y @ Dim::Fixed(_)), Some(Dim::Sym(_))) => y.clone(),
+            // Two run-time dims that differ as expressions (an upsampled feature map
+            // `2 * floordiv(H - 1, 32) + 2` added to `floordiv(H - 1, 16) + 1`): equal
+            // for the inputs the model accepts, which `implied::constraints` records and
+            // a run checks first. The shorter expression names the result's dim.
+            (Some(x @ Dim::Sym(_)), Some(y @ Dim::Sym(_))) => {
+                let (sx, sy) = (x.to_string(), y.to_string());
+                if (sy.len(), &sy) < (sx.len(), &sx) {
+                    y.clone()
+                } else {
+                    x.clone()
+                }
+            }
             (Some(x), Some(y)) => return Err(format!("cannot broadcast {a} with {b} (dim {x} vs {y})")),
             (None, None) => unreachable!("i < rank"),
         };

@@ -17,6 +17,7 @@ mod movement;
 mod norm;
 mod quant;
 mod reduce;
+mod resize;
 mod source;
 
 pub use conv::{
@@ -34,6 +35,7 @@ pub use movement::{
 pub use norm::{BatchNormalization, LayerNormalization, Softmax, SoftmaxMode};
 pub use quant::{range_quantization, QConv, QuantPack, PACK};
 pub use reduce::*;
+pub use resize::{scaled_dim, NearestMode, Resize, ResizeCoord, ResizeMode, ResizeTaps};
 pub use source::{Const, Input};
 
 /// An attribute value, as printed in the canonical text form.
@@ -105,7 +107,17 @@ macro_rules! lowercase_attr {
     )*};
 }
 
-lowercase_attr!(SoftmaxMode, LossReduction, PadMode, ScatterReduction, SampleMode, SamplePadding);
+lowercase_attr!(
+    SoftmaxMode,
+    LossReduction,
+    PadMode,
+    ScatterReduction,
+    SampleMode,
+    SamplePadding,
+    ResizeMode,
+    ResizeCoord,
+    NearestMode
+);
 
 impl From<AutoPad> for Attr {
     fn from(v: AutoPad) -> Self {
@@ -298,6 +310,9 @@ enum_attr! {
     ScatterReduction { None, Add, Mul, Max, Min }
     SampleMode { Linear, Nearest, Cubic }
     SamplePadding { Zeros, Border, Reflection }
+    ResizeMode { Nearest, Linear, Cubic }
+    ResizeCoord { HalfPixel, HalfPixelSymmetric, PytorchHalfPixel, AlignCorners, Asymmetric, TfHalfPixelForNn, TfCropAndResize }
+    NearestMode { RoundPreferFloor, RoundPreferCeil, Floor, Ceil, Simple }
 }
 
 /// Keyword attributes of one call, consumed field by field by `from_attrs`; what is
@@ -533,7 +548,7 @@ op_table! {
     Softplus, Softsign, Mish, HardSwish, HardSigmoid, LeakyRelu, Elu, Selu, Celu, ThresholdedRelu, Gelu,
     IsNaN, IsInf, Clip, Swish, Shrink, Expand, Fused,
     MatMul, Gemm, Einsum, Attention,
-    Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, GridSample, QConv, QuantPack,
+    Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, GridSample, ResizeTaps, Resize, QConv, QuantPack,
     BatchNormalization, LayerNormalization, Softmax,
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, NllLoss, CumSum,
@@ -607,7 +622,7 @@ impl Op {
             crate::pointwise!() | Cast(_) | Expand(_) | Fused(_) => OpKind::Elementwise,
             MatMul(_) | Gemm(_) | Einsum(_) | Attention(_) => OpKind::Contraction,
             Conv(_) | ConvTranspose(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) | GridSample(_)
-            | QConv(_) => OpKind::Window,
+            | ResizeTaps(_) | Resize(_) | QConv(_) => OpKind::Window,
             QuantPack(_) => OpKind::Movement,
             BatchNormalization(_) | LayerNormalization(_) | Softmax(_) => OpKind::Normalization,
             ReduceSum(_) | ReduceMean(_) | ReduceMax(_) | ReduceMin(_) | ReduceProd(_) | ReduceL1(_) | ReduceL2(_)

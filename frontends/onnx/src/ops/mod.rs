@@ -15,6 +15,7 @@ mod movement;
 mod nn;
 mod quant;
 mod reduce;
+pub(crate) mod resize;
 mod rnn;
 pub(crate) mod shapes;
 
@@ -33,6 +34,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         nn::register(&mut reg);
         quant::register(&mut reg);
         reduce::register(&mut reg);
+        resize::register(&mut reg);
         rnn::register(&mut reg);
         reg
     })

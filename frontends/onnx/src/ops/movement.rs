@@ -302,9 +302,11 @@ fn split(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
             return super::bind::split(cx, x, sizes, a);
         }
     }
-    let dims = ty.shape.as_fixed().ok_or_else(|| format!("needs known dims, got {ty}"))?;
     let axis = cx.int("axis", 0);
-    let a = normalize_axis(axis, dims.len()).ok_or(format!("axis {axis} out of range"))?;
+    let a = normalize_axis(axis, ty.shape.rank()).ok_or(format!("axis {axis} out of range"))?;
+    // Only the split axis needs a known extent (the other dims may be run-time).
+    let extent = ty.shape.0[a].fixed().ok_or_else(|| format!("splitting run-time dim {} of {ty}", ty.shape.0[a]))?;
+    let dims: Vec<u64> = ty.shape.0.iter().map(|d| d.fixed().unwrap_or(extent)).collect();
     let outputs = cx.node.output.len();
     let sizes: Vec<i64> = match cx.ints_input_or_attr(1, "split", 13)?.filter(|v| !v.is_empty()) {
         Some(v) => v,

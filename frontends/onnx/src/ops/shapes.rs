@@ -74,6 +74,10 @@ fn ints_of(s: &ShapeVal, what: &str) -> Result<Vec<i64>, String> {
 pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
     let op = cx.node.op_type.clone();
     let shape = match op.as_str() {
+        // Sizes given as a shape of run-time dims.
+        "Resize" if cx.node.domain.is_empty() => {
+            return Ok(super::resize::resize(cx)?.into_iter().map(Out::Value).collect())
+        }
         "Shape" => {
             let x = cx.input(0)?;
             let dims = cx.ty(x).shape.0;
