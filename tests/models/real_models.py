@@ -65,14 +65,15 @@ MODELS = {
         "status": "runs",
         "shapes": [(1, 3, 224, 224), (3, 3, 224, 224), (8, 3, 224, 224)],
     },
-    # PaddleOCR v6's small text detector (DBNet): batch, height and width symbolic.
+    # PaddleOCR v6's small text detector (DBNet): batch, height and width symbolic; its
+    # feature pyramid adds maps that agree only for sizes that are multiples of 32 (checked
+    # before a run, as ONNX Runtime's Add fails on others).
     "ppocr_v6_det": {
         "package": RAPIDOCR3,
         "file": "rapidocr/models/PP-OCRv6_det_small.onnx",
         "sha256": "090f04abcd9d9a7498bc4ebf677e4cb9bdce1fe4197ddb7e529f1ef44e1ff94f",
-        "status": "refused",
-        "refusal": "Resize",
-        "why": "issue 17: Resize",
+        "status": "runs",
+        "shapes": [(1, 3, 64, 96), (1, 3, 128, 128), (2, 3, 96, 64)],
     },
     # NudeNet's detector (YOLOv8n at 320): batch, height and width symbolic.
     "nudenet_320n": {
@@ -80,17 +81,17 @@ MODELS = {
         "file": "nudenet/320n.onnx",
         "sha256": "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
         "status": "refused",
-        "refusal": "Resize",
-        "why": "issue 17: Resize",
+        "refusal": "casts a shape to element type 1",
+        "why": "issue 16: its anchors are a Range over the feature maps' run-time extents cast to float",
     },
-    # PaddleOCR v4's text detector (DBNet): batch, height and width symbolic.
+    # PaddleOCR v4's text detector (DBNet): batch, height and width symbolic (multiples of
+    # 32, as above).
     "ppocr_det": {
         "package": RAPIDOCR,
         "file": "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
         "sha256": "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
-        "status": "refused",
-        "refusal": "Resize",
-        "why": "issue 17: Resize",
+        "status": "runs",
+        "shapes": [(1, 3, 64, 96), (2, 3, 96, 160), (1, 3, 160, 64)],
     },
     # ddddocr's captcha reader (a CRNN: convolutions, then an LSTM over the width).
     "ddddocr_crnn": {

@@ -135,14 +135,14 @@ pub fn conv(name: &str, n: &Node, op: &Conv) -> Result<Kernel, LowerError> {
 /// The input index `(o + pad - k*d) / s` of output `o` and tap `k` along one axis of a
 /// transposed convolution, and whether it exists: the division is exact and the index
 /// below `n`.
-fn source(b: &mut KernelBuilder, o: &Expr, k: &Expr, pad: u64, d: u64, s: u64, n: u64) -> (ValId, ValId) {
+fn source(b: &mut KernelBuilder, o: &Expr, k: &Expr, pad: u64, d: u64, s: u64, n: &Expr) -> (ValId, ValId) {
     let num = b.index(&(o + &c(pad)) - &(k * &c(d)));
     let sv = b.i64(s as i64);
     let i = b.bin(BinOp::SDiv, num, sv);
     let r = b.bin(BinOp::SRem, num, sv);
     let zero = b.i64(0);
     let exact = b.cmp(CmpOp::Eq, r, zero);
-    let lim = b.i64((n * s) as i64);
+    let lim = ival(b, &n.scale(s as i64));
     let inside = b.cmp(CmpOp::Ult, num, lim);
     (i, b.bin(BinOp::And, exact, inside))
 }
@@ -150,19 +150,22 @@ fn source(b: &mut KernelBuilder, o: &Expr, k: &Expr, pad: u64, d: u64, s: u64, n
 /// ConvTranspose with an optional bias (operand 2).
 pub fn conv_transpose(name: &str, n: &Node, op: &ConvTranspose) -> Result<Kernel, LowerError> {
     n.require_f32()?;
-    let g = op.geometry(n.name, &n.inputs[0], &n.inputs[1]).map_err(|e| n.error(e.to_string()))?;
-    let [batch, ch, h, wd] = dims4(n, 0)?;
+    // Image dims (and the batch) may be run-time extents.
+    let g = op.window(n.name, &n.inputs[0], &n.inputs[1]).map_err(|e| n.error(e.to_string()))?;
+    let xd = Node::dims(&n.inputs[0]);
+    let ch = n.inputs[0].shape.0[1].fixed().ok_or_else(|| n.error("the channel dim must be known"))?;
+    let (batch, h, wd) = (xd[0].clone(), g.input[0].clone(), g.input[1].clone());
     let [_, mg, kh, kw] = dims4(n, 1)?;
     let groups = op.group.max(1) as u64;
     let cg = ch / groups;
     let m = mg * groups;
-    let [oh, ow] = g.output;
+    let [oh, ow] = g.output.clone();
     let has_bias = n.inputs.len() == 3;
     let py = n.inputs.len() as u32;
     let mut params = vec![Access::Read; n.inputs.len()];
     params.push(Access::Write);
     let mut b = KernelBuilder::new(name, &params);
-    b.nest(&[c(batch), c(m), c(oh), c(ow)], LoopKind::Each, |b, idx| {
+    b.nest(&[batch, c(m), oh.clone(), ow.clone()], LoopKind::Each, |b, idx| {
         let (bi, mi, oy, ox) = (&idx[0], &idx[1], &idx[2], &idx[3]);
         let grp = mi.floor_div(&c(mg));
         let mm = mi.modulo(&c(mg));
@@ -172,15 +175,14 @@ pub fn conv_transpose(name: &str, n: &Node, op: &ConvTranspose) -> Result<Kernel
             let chn = &(&grp * &c(cg)) + &ci;
             b.for_(c(0), c(kh), LoopKind::Serial, |b, ky| {
                 // iy * s = oy + pad - ky * d must be a non-negative multiple of s below H*s.
-                let (iy, ok_y) = source(b, oy, &ky, g.pad_begin[0], g.dilations[0], g.strides[0], h);
+                let (iy, ok_y) = source(b, oy, &ky, g.pad_begin[0], g.dilations[0], g.strides[0], &h);
                 b.for_(c(0), c(kw), LoopKind::Serial, |b, kx| {
-                    let (ix, ok_x) = source(b, ox, &kx, g.pad_begin[1], g.dilations[1], g.strides[1], wd);
+                    let (ix, ok_x) = source(b, ox, &kx, g.pad_begin[1], g.dilations[1], g.strides[1], &wd);
                     let ok = b.bin(BinOp::And, ok_y, ok_x);
                     let zero = b.i64(0);
-                    let at = b.index(
-                        &(&(&(bi * &c(ch * h * wd)) + &(&chn * &c(h * wd))) + &(&Expr::val(iy) * &c(wd)))
-                            + &Expr::val(ix),
-                    );
+                    let plane = &h * &wd;
+                    let at =
+                        b.index(&(&(&(&(bi * &c(ch)) + &chn) * &plane) + &(&Expr::val(iy) * &wd)) + &Expr::val(ix));
                     let xi = b.select(ok, at, zero);
                     let xv = b.load(F32, 0, Expr::val(xi), 4);
                     let wat = &(&(&(&chn * &c(mg * kh * kw)) + &(&mm * &c(kh * kw))) + &(&ky * &c(kw))) + &kx;
@@ -195,7 +197,7 @@ pub fn conv_transpose(name: &str, n: &Node, op: &ConvTranspose) -> Result<Kernel
             });
         });
         let y = b.let_(Inst::Get(acc));
-        let at = &(&(&(bi * &c(m * oh * ow)) + &(mi * &c(oh * ow))) + &(oy * &c(ow))) + ox;
+        let at = &(&(&(&(&(bi * &c(m)) + mi) * &oh) + oy) * &ow) + ox;
         b.store(py, at, y, 4);
     });
     Ok(b.finish())

@@ -926,6 +926,34 @@ fn plain_convolutions_grouped_dilated_with_epilogues_and_transposed() {
         }
         check_with(op, &tys, &|t| t.iter().enumerate().map(|(i, t)| floats(t, 30 + i as u64)).collect(), &[&[]]);
     }
+    // Run-time batch and image dims (a text detector's upsampling head): explicit pads
+    // and SAME, at two sizes of each.
+    let sym = [s("N"), f(3), s("H"), s("W")];
+    for (op, bias) in [
+        (ct(vec![2, 2], vec![0, 0, 0, 0], vec![], vec![1, 1], 1), true),
+        (ct(vec![2, 3], vec![1, 0, 1, 1], vec![1, 2], vec![1, 2], 1), false),
+        (
+            ConvTranspose {
+                kernel_shape: vec![],
+                strides: vec![2, 2],
+                pads: vec![],
+                dilations: vec![],
+                group: 1,
+                output_padding: vec![],
+                output_shape: vec![],
+                auto_pad: AutoPad::SameUpper,
+            }
+            .into(),
+            false,
+        ),
+    ] {
+        let mut tys = vec![ty(DType::F32, &sym), TensorType::fixed(DType::F32, &[3, 2, 3, 2])];
+        if bias {
+            tys.push(TensorType::fixed(DType::F32, &[2]));
+        }
+        let make = |t: &[TensorType]| t.iter().enumerate().map(|(i, t)| floats(t, 50 + i as u64)).collect();
+        check_with(op, &tys, &make, &[&[("N", 1), ("H", 4), ("W", 5)], &[("N", 2), ("H", 7), ("W", 3)]]);
+    }
 }
 
 #[test]

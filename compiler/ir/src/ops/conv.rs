@@ -529,12 +529,73 @@ impl ConvTranspose {
     }
 }
 
+impl ConvTranspose {
+    /// Resolved geometry where the image dims may be run-time: known ones as
+    /// [`ConvTranspose::geometry`] gives them; a run-time extent `H` needs padding that
+    /// does not depend on it (explicit pads, or SAME, whose output is `H * s`), not an
+    /// `output_shape`. Output `s * H + (output_padding + (k - 1) * d + 1 - s) - pads`.
+    pub fn window(&self, node: &str, x: &TensorType, w: &TensorType) -> Result<Window, IrError> {
+        let op = Self::INFO.mnemonic;
+        ensure(x.shape.rank() == 4, node, op, || format!("only 2-D inputs are supported, got {}", x.shape))?;
+        if x.shape.0[2..].iter().all(|d| d.fixed().is_some()) {
+            let mut fixed = x.clone();
+            for d in &mut fixed.shape.0[..2] {
+                if d.fixed().is_none() {
+                    *d = Dim::Fixed(1);
+                }
+            }
+            return self.geometry(node, &fixed, w).map(|g| Window::from(&g));
+        }
+        ensure(self.output_shape.is_empty(), node, op, || {
+            format!("output_shape with run-time image dims {} is not supported yet", x.shape)
+        })?;
+        let wd = fixed_dims(w, node, op)?;
+        ensure(wd.len() == 4, node, op, || format!("weight must be 4-D, got {}", w.shape))?;
+        let get = |v: &[i64], i: usize, d: i64| if v.is_empty() { d } else { v.get(i).copied().unwrap_or(d) };
+        let zero = Expr::c(0);
+        let mut win = Window {
+            input: [x.shape.0[2].expr(), x.shape.0[3].expr()],
+            output: [zero.clone(), zero],
+            kernel: [wd[2], wd[3]],
+            strides: [0; 2],
+            dilations: [0; 2],
+            pad_begin: [0; 2],
+            pad_end: [0; 2],
+        };
+        for i in 0..2 {
+            let (s, d) = (get(&self.strides, i, 1), get(&self.dilations, i, 1));
+            let k = get(&self.kernel_shape, i, wd[2 + i] as i64);
+            ensure(s > 0 && d > 0 && k as u64 == wd[2 + i], node, op, || {
+                "invalid strides, dilations or kernel_shape".into()
+            })?;
+            let extra = get(&self.output_padding, i, 0) + (k - 1) * d + 1 - s;
+            let (pb, pe) = if matches!(self.auto_pad, AutoPad::SameUpper | AutoPad::SameLower) {
+                let total = extra.max(0);
+                if self.auto_pad == AutoPad::SameUpper {
+                    (total / 2, total - total / 2)
+                } else {
+                    (total - total / 2, total / 2)
+                }
+            } else {
+                (get(&self.pads, i, 0), get(&self.pads, i + 2, 0))
+            };
+            ensure(pb >= 0 && pe >= 0, node, op, || "pads must not be negative".into())?;
+            win.output[i] = &win.input[i].scale(s) + &Expr::c(extra - pb - pe);
+            win.strides[i] = s as u64;
+            win.dilations[i] = d as u64;
+            win.pad_begin[i] = pb as u64;
+            win.pad_end[i] = pe as u64;
+        }
+        Ok(win)
+    }
+}
+
 impl Infer for ConvTranspose {
     fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
         let op = Self::INFO.mnemonic;
         same_dtype(inputs, node, op)?;
         let (x, w) = (&inputs[0], &inputs[1]);
-        let g = self.geometry(node, x, w)?;
+        let g = self.window(node, x, w)?;
         let wd = fixed_dims(w, node, op)?;
         let c = x.shape.0[1].fixed().ok_or_else(|| IrError::shape(node, op, "channel dim must be known"))?;
         ensure(self.group >= 1 && c == wd[0] && c % self.group as u64 == 0, node, op, || {
@@ -544,7 +605,10 @@ impl Infer for ConvTranspose {
         if let Some(b) = inputs.get(2) {
             ensure(b.shape == Shape::fixed(&[m]), node, op, || format!("bias must be [{m}], got {}", b.shape))?;
         }
-        let shape = Shape(vec![x.shape.0[0].clone(), Dim::Fixed(m), Dim::Fixed(g.output[0]), Dim::Fixed(g.output[1])]);
+        let out = |e: &Expr| {
+            Dim::from_expr(e.clone()).ok_or_else(|| IrError::shape(node, op, format!("output size {e} is not a dim")))
+        };
+        let shape = Shape(vec![x.shape.0[0].clone(), Dim::Fixed(m), out(&g.output[0])?, out(&g.output[1])?]);
         Ok(vec![TensorType { dtype: x.dtype, shape }])
     }
 }
