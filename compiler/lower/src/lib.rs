@@ -274,6 +274,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::Strided(op) => movement::strided(kernel, n, op),
         Op::NonZero(op) => movement::nonzero(kernel, n, op),
         Op::Compress(op) => movement::compress(kernel, n, op),
+        Op::Iota(op) => movement::iota(kernel, n, op),
         Op::Concat(op) => movement::concat(kernel, n, op.axis),
         Op::Gather(op) => movement::gather(kernel, n, op.axis),
         Op::ScatterElements(op) => movement::scatter_elements(kernel, n, op),

@@ -532,3 +532,16 @@ pub fn compress(name: &str, n: &Node, op: &dlc_ir::ops::Compress) -> Result<Kern
     });
     Ok(b.finish())
 }
+
+/// Iota: `start + i * delta` as the result's dtype, for `i` below the (possibly run-time)
+/// length; one `each` loop.
+pub fn iota(name: &str, n: &Node, op: &dlc_ir::ops::Iota) -> Result<Kernel, LowerError> {
+    let len = Node::dims(&n.outputs[0]).remove(0);
+    let dt = n.outputs[0].dtype;
+    let mut b = KernelBuilder::new(name, &[Access::Write]);
+    b.for_(Expr::c(0), len, LoopKind::Each, |b, i| {
+        let v = b.index(&i.scale(op.delta) + &Expr::c(op.start));
+        crate::dtype::store_as(b, 0, i, v, DType::I64, dt);
+    });
+    Ok(b.finish())
+}

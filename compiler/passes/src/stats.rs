@@ -67,6 +67,7 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         | Op::Strided(_)
         | Op::NonZero(_)
         | Op::Compress(_)
+        | Op::Iota(_)
         | Op::Flatten(_)
         | Op::Transpose(_)
         | Op::Identity(_)

@@ -125,6 +125,9 @@ pub(crate) struct Importer<'m> {
     /// ONNX value name -> shape computed from run-time dims (`ops::shapes`): never an
     /// IR value, only the ops of `ops::shapes` read it.
     pub shape_values: HashMap<String, crate::ops::shapes::ShapeVal>,
+    /// The shape values that a Cast made floats (their elements are still the integral
+    /// dims; `Range` over one counts in f32).
+    pub float_shapes: std::collections::HashSet<String>,
 }
 
 impl<'m> Importer<'m> {
@@ -145,6 +148,7 @@ impl<'m> Importer<'m> {
             initializers: HashMap::new(),
             known: HashMap::new(),
             shape_values: HashMap::new(),
+            float_shapes: Default::default(),
         }
     }
 

@@ -298,13 +298,36 @@ impl Infer for Cast {
 }
 
 op! {
-    /// Broadcasts the operand to `shape` (numpy rules in both directions, as ONNX Expand).
-    Expand = "expand", operands 1..=1 { shape: Vec<i64> }
+    /// Broadcasts the operand to `shape` (numpy rules in both directions, as ONNX Expand);
+    /// `dims`, when not empty, gives the target instead as `;`-separated dim expressions
+    /// (a shape computed from run-time dims).
+    Expand = "expand", operands 1..=1 { shape: Vec<i64>, dims: String }
+}
+
+impl Expand {
+    /// Broadcast to fixed extents.
+    pub fn to(shape: Vec<i64>) -> Expand {
+        Expand { shape, dims: String::new() }
+    }
+
+    /// The target as dims (`None` when `dims` does not parse).
+    pub fn target(&self) -> Option<Shape> {
+        if self.dims.trim().is_empty() {
+            return Some(Shape(self.shape.iter().map(|&d| Dim::Fixed(d.max(0) as u64)).collect()));
+        }
+        self.dims
+            .split(';')
+            .map(|e| dlc_sym::parse(e.trim()).ok().and_then(Dim::from_expr))
+            .collect::<Option<Vec<_>>>()
+            .map(Shape)
+    }
 }
 
 impl Infer for Expand {
     fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
-        let target = Shape(self.shape.iter().map(|&d| Dim::Fixed(d.max(0) as u64)).collect());
+        let target = self
+            .target()
+            .ok_or_else(|| IrError::shape(node, "expand", format!("dims '{}' are not dims", self.dims)))?;
         ensure(self.shape.iter().all(|&d| d >= 0), node, "expand", || format!("invalid shape {:?}", self.shape))?;
         let shape = broadcast_shapes(&inputs[0].shape, &target).map_err(|m| IrError::shape(node, "expand", m))?;
         Ok(vec![TensorType { dtype: inputs[0].dtype, shape }])

@@ -570,3 +570,30 @@ impl Infer for Strided {
         Ok(vec![TensorType { dtype: inputs[0].dtype, shape: Shape(dims) }])
     }
 }
+
+op! {
+    /// `start + i * delta` for `i < len` (a dim expression), as `dtype`: ONNX Range over a
+    /// run-time extent (`torch.arange(x.shape[1])`). No operands.
+    Iota = "iota", operands 0..=0 { len: String, start: i64, delta: i64 = 1, dtype: crate::DType }
+}
+
+impl Iota {
+    /// The length as an expression (`None` when it does not parse).
+    pub fn len_expr(&self) -> Option<crate::Expr> {
+        dlc_sym::parse(self.len.trim()).ok()
+    }
+}
+
+impl Infer for Iota {
+    fn infer(&self, node: &str, _: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let len = self
+            .len_expr()
+            .and_then(Dim::from_expr)
+            .ok_or_else(|| IrError::shape(node, op, format!("length '{}' is not a dim", self.len)))?;
+        ensure(!self.dtype.is_storage_only() && self.dtype != crate::DType::Bool, node, op, || {
+            format!("cannot count in {}", self.dtype)
+        })?;
+        Ok(vec![TensorType { dtype: self.dtype, shape: Shape(vec![len]) }])
+    }
+}

@@ -77,7 +77,10 @@ impl Infer for LayerNormalization {
             let r = &inputs[inputs.len() - 1];
             let b =
                 super::elementwise::broadcast_shapes(&r.shape, &x.shape).map_err(|m| IrError::shape(node, op, m))?;
-            ensure(inputs.len() >= 3 && b == x.shape && r.shape.numel() == x.shape.numel(), node, op, || {
+            // Element counts compared as expressions: with run-time dims `numel` is None on
+            // both sides, which says nothing (a [1,S,128] skip is not x's [B,S,128]).
+            let count = |s: &crate::Shape| Dim::product(&s.0).expr();
+            ensure(inputs.len() >= 3 && b == x.shape && count(&r.shape) == count(&x.shape), node, op, || {
                 format!("skip {} must hold the elements of x {}", r.shape, x.shape)
             })?;
             &inputs[1..inputs.len() - 1]

@@ -133,7 +133,7 @@ fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         for (name, t) in [("k", &mut k), ("v", &mut v)] {
             let d = dims(cx, *t)?;
             let r = reshape(cx, &format!("{name}_group"), *t, vec![d[0], hk, 1, d[2], d[3]])?;
-            let e = cx.add1(&format!("{name}_repeat"), Expand { shape: vec![d[0], hk, g, d[2], d[3]] }, &[r])?;
+            let e = cx.add1(&format!("{name}_repeat"), Expand::to(vec![d[0], hk, g, d[2], d[3]]), &[r])?;
             *t = reshape(cx, &format!("{name}_heads_q"), e, vec![d[0], hq, d[2], d[3]])?;
         }
     }

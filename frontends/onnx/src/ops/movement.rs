@@ -26,7 +26,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Expand", |cx| {
         let x = cx.input(0)?;
         let shape = cx.const_ints(1, "shape")?.ok_or("shape is required")?;
-        cx.add("", Expand { shape }, &[x])
+        cx.add("", Expand::to(shape), &[x])
     });
     reg.insert("ConstantOfShape", |cx| {
         let dims = cx.const_ints(0, "shape")?.ok_or("shape is required")?;
@@ -482,6 +482,6 @@ fn tile(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let wide: Vec<i64> = d.iter().zip(&reps).flat_map(|(&n, &r)| [r, n as i64]).collect();
     let out: Vec<i64> = d.iter().zip(&reps).map(|(&n, &r)| r * n as i64).collect();
     let a = cx.add1("interleave", Reshape { shape: inter, allowzero: true }, &[x])?;
-    let b = cx.add1("repeat", Expand { shape: wide }, &[a])?;
+    let b = cx.add1("repeat", Expand::to(wide), &[a])?;
     cx.add("", Reshape { shape: out, allowzero: true }, &[b])
 }

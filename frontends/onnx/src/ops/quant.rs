@@ -42,7 +42,7 @@ fn per_axis(cx: &mut NodeCx, x: Value, p: Value, what: &str) -> Result<Value, St
         split.insert(a + 1, 1);
         let p = cx.add1(&format!("{what}_blocks"), Reshape { shape: split.clone(), allowzero: true }, &[p])?;
         split[a + 1] = block;
-        let p = cx.add1(&format!("{what}_repeat"), Expand { shape: split }, &[p])?;
+        let p = cx.add1(&format!("{what}_repeat"), Expand::to(split), &[p])?;
         let mut merged = dims(&pd);
         merged[a] = blocks as i64 * block;
         let p = cx.add1(&format!("{what}_merge"), Reshape { shape: merged, allowzero: true }, &[p])?;

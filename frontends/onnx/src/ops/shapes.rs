@@ -43,6 +43,9 @@ pub(crate) const OPS: &[&str] = &[
     "Mul",
     "Div",
     "Reshape",
+    "Expand",
+    "ConstantOfShape",
+    "Range",
 ];
 
 /// Whether `Shape`/`Size` of `x` is not a constant (it has run-time dims).
@@ -78,6 +81,31 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
         "Resize" if cx.node.domain.is_empty() => {
             return Ok(super::resize::resize(cx)?.into_iter().map(Out::Value).collect())
         }
+        // The shape of a shape value: its length.
+        "Shape" if cx.imp.shape_values.contains_key(&cx.node.input[0]) => {
+            let s = operand(cx, 0)?;
+            let dims = if s.scalar { vec![] } else { vec![Expr::c(s.elems.len() as i64)] };
+            let (start, end) = (cx.int("start", 0), cx.int("end", dims.len() as i64));
+            let keep = start <= 0 && end >= dims.len() as i64;
+            ShapeVal { elems: if keep { dims } else { vec![] }, scalar: false }
+        }
+        "Expand" => {
+            let x = cx.input(0)?;
+            let target = operand(cx, 1)?;
+            return Ok(vec![Out::Value(expand_to(cx, x, &target.elems, "")?)]);
+        }
+        "ConstantOfShape" => {
+            let target = operand(cx, 0)?;
+            let value = cx.tensor_attr("value")?.unwrap_or_else(|| TensorData::from_f32(&[1], &[0.0]).expect("scalar"));
+            if value.numel() != 1 {
+                return Err("value must hold one element".into());
+            }
+            let one = TensorData::new(dlc_ir::TensorType::fixed(value.ty().dtype, &[1]), value.bytes().to_vec().into())
+                .ok_or("bad value")?;
+            let v = cx.add_const(one);
+            return Ok(vec![Out::Value(expand_to(cx, v, &target.elems, "")?)]);
+        }
+        "Range" => return Ok(vec![Out::Value(range(cx)?)]),
         "Shape" => {
             let x = cx.input(0)?;
             let dims = cx.ty(x).shape.0;
@@ -126,12 +154,26 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             ShapeVal { elems, scalar: false }
         }
         "Cast" | "Identity" => {
-            // ONNX element types 7 (int64) and 6 (int32).
+            // ONNX element types 7 (int64) and 6 (int32); 1 (float), 10 (float16) and 11
+            // (double) keep the dims as a float shape value (a Range's limit).
             let to = cx.int("to", 7);
-            if op == "Cast" && !matches!(to, 6 | 7) {
-                return Err(format!("casts a shape to element type {to} (only to int32 or int64)"));
+            let float = match to {
+                6 | 7 => false,
+                1 | 10 | 11 => true,
+                _ if op == "Identity" => false,
+                _ => return Err(format!("casts a shape to element type {to} (only to integers or floats)")),
+            };
+            let src_float = cx.imp.float_shapes.contains(&cx.node.input[0]);
+            if (op == "Cast" && float) || (op == "Identity" && src_float) {
+                if let Some(o) = cx.node.output.first() {
+                    cx.imp.float_shapes.insert(o.clone());
+                }
             }
             operand(cx, 0)?
+        }
+        // A tensor sliced at bounds computed from run-time dims (`position_ids[:, :S]`).
+        "Slice" if !cx.imp.shape_values.contains_key(&cx.node.input[0]) => {
+            return Ok(vec![Out::Value(tensor_slice(cx)?)]);
         }
         "Slice" => {
             let s = operand(cx, 0)?;
@@ -156,6 +198,15 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             ShapeVal { elems: s.elems[a..b.max(a)].to_vec(), scalar: false }
         }
         "Add" | "Sub" | "Mul" | "Div" => {
+            let float = cx.node.input.iter().take(2).any(|n| cx.imp.float_shapes.contains(n));
+            if float && op == "Div" {
+                return Err("divides a float shape value (only integer dims are kept as shapes)".into());
+            }
+            if float {
+                if let Some(o) = cx.node.output.first() {
+                    cx.imp.float_shapes.insert(o.clone());
+                }
+            }
             let (x, y) = (operand(cx, 0)?, operand(cx, 1)?);
             let n = x.elems.len().max(y.elems.len());
             let at = |s: &ShapeVal, i: usize| -> Result<Expr, String> {
@@ -242,6 +293,107 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
         }
     };
     Ok(vec![finish(cx, shape)])
+}
+
+/// Slice of a tensor (not a shape) whose starts or ends are run-time dim expressions: a
+/// Strided read of the window. Steps must be positive constants; an expression bound is
+/// taken as a non-negative index (what `x[:, :S]` exports), clamped to the dim.
+fn tensor_slice(cx: &mut NodeCx) -> Result<Value, String> {
+    if cx.opset < 10 {
+        return Err("Slice-1 takes constant starts and ends".into());
+    }
+    let x = cx.input(0)?;
+    let dims = cx.ty(x).shape.0;
+    let r = dims.len();
+    let starts = operand(cx, 1)?.elems;
+    let ends = operand(cx, 2)?.elems;
+    let axes = match cx.node.input.get(3).filter(|n| !n.is_empty()) {
+        Some(_) => ints_of(&operand(cx, 3)?, "slice axes")?,
+        None => (0..starts.len() as i64).collect(),
+    };
+    let steps = match cx.node.input.get(4).filter(|n| !n.is_empty()) {
+        Some(_) => ints_of(&operand(cx, 4)?, "slice steps")?,
+        None => vec![1; starts.len()],
+    };
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err("starts, ends, axes and steps differ in length".into());
+    }
+    let mut counts: Vec<Expr> = dims.iter().map(Dim::expr).collect();
+    let mut first = vec![Expr::c(0); r];
+    let mut step_of = vec![Expr::c(1); r];
+    let zero = Expr::c(0);
+    for j in 0..starts.len() {
+        let a = normalize_axis(axes[j], r).ok_or_else(|| format!("axis {} out of range", axes[j]))?;
+        let step = steps[j];
+        if step <= 0 {
+            return Err(format!("a step of {step} with run-time bounds is not supported yet"));
+        }
+        let d = dims[a].expr();
+        let bound = |e: &Expr| match e.as_const() {
+            Some(v) if v < 0 => (&d + &Expr::c(v)).max_with(&zero),
+            Some(v) => Expr::c(v).min_with(&d),
+            None => e.min_with(&d),
+        };
+        let (s0, e0) = (bound(&starts[j]), bound(&ends[j]));
+        counts[a] = (&(&e0 - &s0) + &Expr::c(step - 1)).floor_div(&Expr::c(step)).max_with(&zero);
+        first[a] = s0;
+        step_of[a] = Expr::c(step);
+    }
+    let join = |v: &[Expr]| v.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(";");
+    let op = dlc_ir::ops::Strided { counts: join(&counts), starts: join(&first), steps: join(&step_of) };
+    cx.add1("", op, &[x])
+}
+
+/// `x` broadcast to the dims `target` (ONNX Expand: numpy rules both ways).
+fn expand_to(cx: &mut NodeCx, x: Value, target: &[Expr], suffix: &str) -> Result<Value, String> {
+    let dims = target.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(";");
+    if target.iter().any(|e| e.as_const().is_some_and(|v| v < 0)) {
+        return Err(format!("invalid target shape [{dims}]"));
+    }
+    let op = dlc_ir::ops::Expand { shape: vec![], dims };
+    cx.add1(suffix, op, &[x])
+}
+
+/// Operand `i` of a Range as one integral expression: a shape value's element, or a
+/// constant (integer, or float with an integral value).
+fn range_bound(cx: &mut NodeCx, i: usize, what: &str) -> Result<Expr, String> {
+    let name = cx.node.input.get(i).cloned().unwrap_or_default();
+    if let Some(s) = cx.imp.shape_values.get(&name) {
+        return match s.elems.as_slice() {
+            [e] => Ok(e.clone()),
+            _ => Err(format!("{what} must hold one value")),
+        };
+    }
+    let t = cx.const_input(i)?.ok_or_else(|| format!("{what} must be a constant or a run-time dim"))?;
+    if let Some(v) = t.to_i64().filter(|v| v.len() == 1) {
+        return Ok(Expr::c(v[0]));
+    }
+    match t.to_f32().as_deref() {
+        Some([f]) if f.fract() == 0.0 && f.abs() < 1.0e15 => Ok(Expr::c(*f as i64)),
+        _ => Err(format!("{what} must be one integral value with a run-time limit")),
+    }
+}
+
+/// Range whose limit (or start) is a run-time dim: an Iota of `ceil((limit - start) /
+/// delta)` elements (delta a positive constant), in f32 when the operands are floats.
+fn range(cx: &mut NodeCx) -> Result<Value, String> {
+    let start = range_bound(cx, 0, "start")?;
+    let limit = range_bound(cx, 1, "limit")?;
+    let delta = range_bound(cx, 2, "delta")?;
+    let (Some(s), Some(d)) = (start.as_const(), delta.as_const()) else {
+        return Err("a Range over run-time dims needs a constant start and delta".into());
+    };
+    if d <= 0 {
+        return Err(format!("a Range over run-time dims needs a positive delta, got {d}"));
+    }
+    let float = (0..3).any(|i| {
+        cx.imp.float_shapes.contains(&cx.node.input[i])
+            || cx.opt_input(i).ok().flatten().is_some_and(|v| cx.ty(v).dtype.is_float())
+    });
+    let dtype = if float { dlc_ir::DType::F32 } else { dlc_ir::DType::I64 };
+    let len = (&(&limit - &Expr::c(s)) + &Expr::c(d - 1)).floor_div(&Expr::c(d)).max_with(&Expr::c(0));
+    let op = dlc_ir::ops::Iota { len: len.to_string(), start: s, delta: d, dtype };
+    cx.add1("", op, &[])
 }
 
 /// A shape value whose elements are all constants becomes an ordinary constant.

