@@ -45,4 +45,6 @@ fi
 # Architectures exported with PyTorch (seeded weights; all-MiniLM-L6-v2's real ones),
 # from a separate venv that scripts/export-models.sh builds once.
 bash scripts/export-models.sh
+# Models ONNX Runtime's own tools quantize or optimise from those.
+.venv/bin/python tests/models/real_models.py derive
 echo "setup: ok (LLVM $(/usr/lib/llvm-22/bin/llvm-config --version), $(.venv/bin/python --version))"

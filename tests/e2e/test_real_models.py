@@ -26,23 +26,41 @@ def test_real_model_compiles_once_and_matches_ort_at_every_shape(name, tmp_path)
     pins = [f"--dim={k}={v}" for k, v in real_models.MODELS[name].get("dims", {}).items()]
     dlc("compile", src, "-o", art, *pins)
     sess = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    int8 = real_models.MODELS[name].get("derive", {}).get("tool", "").startswith("quantize")
+    if int8:
+        # ORT's own reference for an int8 graph: its nodes one by one, unfused.
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        plain = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
     rng = np.random.RandomState(0)
     for shape in real_models.MODELS[name]["shapes"]:
         feeds = real_models.feeds(name, sess, shape, rng)
         want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
         got = dlc_run(art, src, feeds, tmp_path)
         for k in want:
-            _close(got[k], want[k], f"{name} at {shape}: {k}")
+            gap = 0.0
+            if int8:
+                # A quantized value a rounding away flips a whole step, and the flips
+                # compound through the layers (in all-MiniLM int8 a DynamicQuantizeLinear
+                # scale 1 ulp off, from LayerNorm sums in another order, flips one uint8
+                # in layer 3 and 10,517 int32 sums after it): ONNX Runtime's fused int8
+                # kernels and its unfused nodes disagree by up to a percent of the
+                # output's scale. dlc must stay within twice that disagreement (measured
+                # here) plus 1% of the scale.
+                other = dict(zip([o.name for o in plain.get_outputs()], plain.run(None, feeds)))[k]
+                scale = max(1.0, float(np.abs(want[k]).max()))
+                gap = 2.0 * float(np.abs(other.astype(np.float64) - want[k].astype(np.float64)).max()) + 0.01 * scale
+            _close(got[k], want[k], f"{name} at {shape}: {k}", gap)
 
 
-def _close(got, want, what):
+def _close(got, want, what, gap=0.0):
     """`assert_close` with the absolute tolerance taken relative to the output's scale:
     deep networks with random weights give logits in the tens, where f32 sums in another
-    order differ by more than 1e-5 near zero."""
+    order differ by more than 1e-5 near zero. `gap`: an absolute allowance more (int8)."""
     scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
     assert got.shape == want.shape and got.dtype == want.dtype, f"{what}: {got.shape} {got.dtype} vs {want.shape} {want.dtype}"
     err = np.abs(got.astype(np.float64) - want.astype(np.float64))
-    bad = err > 1e-5 * scale + 1e-4 * np.abs(want.astype(np.float64))
+    bad = err > 1e-5 * scale + 1e-4 * np.abs(want.astype(np.float64)) + gap
     assert not bad.any(), f"{what}: {bad.sum()} of {bad.size} elements off; max abs err {err.max():.3g} (scale {scale:.3g})"
 
 

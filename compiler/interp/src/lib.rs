@@ -249,7 +249,7 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
     }
     let out = &out_dims[0];
     let res: T = match op {
-        Op::Identity(_) | Op::Reshape(_) | Op::Flatten(_) => T { dims: out.clone(), ..ins[0].clone() },
+        Op::Identity(_) | Op::Reshape(_) | Op::Flatten(_) | Op::View(_) => T { dims: out.clone(), ..ins[0].clone() },
         Op::Bind(b) => return bind(b, &ins, inputs),
         // Its offsets are symbols bound at run time.
         Op::Strided(_) => return Err(unsupported("windows at offsets computed at run time")),
@@ -795,6 +795,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::QConv(_)
         | Op::QuantPack(_)
         | Op::Reshape(_)
+        | Op::View(_)
         | Op::Bind(_)
         | Op::Strided(_)
         | Op::NonZero(_)
@@ -1102,6 +1103,7 @@ macro_rules! not_elementwise {
             | Op::NllLoss(_)
             | Op::CumSum(_)
             | Op::Reshape(_)
+            | Op::View(_)
             | Op::Bind(_)
             | Op::Strided(_)
             | Op::NonZero(_)

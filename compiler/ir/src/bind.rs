@@ -431,7 +431,8 @@ fn bounds(g: &Graph) -> Result<Bounds, IrError> {
             }
             let v = Value { node: id, port: port as u32 };
             let same = operands.iter().find(|o| g.value_type(**o).shape == t.shape);
-            let reorders = matches!(node.op, Op::Transpose(_) | Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_));
+            let reorders =
+                matches!(node.op, Op::Transpose(_) | Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) | Op::View(_));
             let b = match (same, reorders) {
                 (Some(o), _) => bound_of(o, &out),
                 (None, true) => bound_of(&operands[0], &out),

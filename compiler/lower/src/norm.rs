@@ -261,10 +261,9 @@ pub fn layernorm(name: &str, n: &Node, op: &LayerNormalization) -> Result<Kernel
     let a = normalize_axis(op.axis, x.len()).ok_or_else(|| n.error(format!("axis {} out of range", op.axis)))?;
     let outer = x[..a].iter().fold(Expr::c(1), |p, d| &p * d);
     let norm_dims = &x[a..];
-    let Some(count) = norm_dims.iter().try_fold(1i64, |p, d| d.as_const().map(|d| p * d)) else {
-        return Err(n.error("symbolic normalised dims"));
-    };
-    let inner = Expr::c(count);
+    // The normalised element count: a constant, or an expression of run-time dims (an
+    // instance norm over a run-time length).
+    let inner = norm_dims.iter().fold(Expr::c(1), |p, d| &p * d);
     let has_bias = params_in == 3;
     let contiguous = contiguous_strides(norm_dims);
     let ss = broadcast_strides(&Node::dims(&n.inputs[1]), norm_dims);
@@ -298,7 +297,13 @@ pub fn layernorm(name: &str, n: &Node, op: &LayerNormalization) -> Result<Kernel
             let nq = b.bin(BinOp::FAdd, q, vv);
             b.stmt(Stmt::Set(sq, nq));
         });
-        let cnt = konst(b, F64, count as f64);
+        let cnt = match inner.as_const() {
+            Some(count) => konst(b, F64, count as f64),
+            None => {
+                let c = b.index(inner.clone());
+                b.let_(Inst::Cast(CastOp::SiToFp, c, F64))
+            }
+        };
         let s = get(b, sum);
         let mean = b.bin(BinOp::FDiv, s, cnt);
         let q = get(b, sq);

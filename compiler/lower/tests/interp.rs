@@ -1608,6 +1608,56 @@ fn run_time_image_dims_in_convolutions_and_pools() {
             false,
         ),
         (GlobalAveragePool {}.into(), 3, None, false, false),
+        // ceil_mode with stride 2 (SqueezeNet's and GoogLeNet's pools): the count
+        // rounds up; no window starts in the end padding when it plus a stride fits in
+        // the window.
+        (
+            MaxPool {
+                kernel_shape: vec![3, 3],
+                strides: vec![2, 2],
+                pads: vec![1, 1, 1, 1],
+                dilations: vec![],
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: true,
+            }
+            .into(),
+            2,
+            None,
+            false,
+            false,
+        ),
+        (
+            AveragePool {
+                kernel_shape: vec![3, 3],
+                strides: vec![2, 2],
+                pads: vec![1, 1, 1, 1],
+                dilations: vec![],
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: true,
+                count_include_pad: true,
+            }
+            .into(),
+            2,
+            None,
+            false,
+            false,
+        ),
+        (
+            AveragePool {
+                kernel_shape: vec![3, 3],
+                strides: vec![2, 2],
+                pads: vec![1, 1, 1, 1],
+                dilations: vec![],
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: true,
+                count_include_pad: false,
+            }
+            .into(),
+            2,
+            None,
+            false,
+            false,
+        ),
     ];
     let sym = |s: &str| Dim::sym(s);
     for (op, ch, wd, bias, res) in &cases {

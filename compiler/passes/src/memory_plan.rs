@@ -146,7 +146,7 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
     for &id in &order {
         let node = g.node(id);
         let v = Value { node: id, port: 0 };
-        if matches!(node.op, Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) | Op::Bind(_))
+        if matches!(node.op, Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) | Op::View(_) | Op::Bind(_))
             && !locations.contains_key(&v)
         {
             let u = g.operands(id)[0];

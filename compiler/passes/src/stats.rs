@@ -63,6 +63,7 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         | Op::CumSum(_) => numel(0),
         // Data movement computes nothing.
         Op::Reshape(_)
+        | Op::View(_)
         | Op::Bind(_)
         | Op::Strided(_)
         | Op::NonZero(_)

@@ -94,6 +94,12 @@ impl Window {
     pub fn resolve(input: [&Dim; 2], a: &WindowAttrs) -> Result<Window, String> {
         // Each axis depends only on its own extent: resolve the known ones as
         // PoolGeometry does (the same numbers), the symbolic ones by formula.
+        // (The other axis at a size every window fits, so only axis `i` is probed.)
+        let probe_at = |i: usize, n: u64| {
+            let mut e = [1u64 << 20; 2];
+            e[i] = n;
+            PoolGeometry::resolve(e, a)
+        };
         let probe = |n: u64| PoolGeometry::resolve([n, n], a);
         let fixed = [input[0].fixed(), input[1].fixed()];
         if let [Some(h), Some(w)] = fixed {
@@ -104,7 +110,7 @@ impl Window {
         let mut g = Window::from(&big);
         for i in 0..2 {
             if let Some(n) = fixed[i] {
-                let one = probe(n)?;
+                let one = probe_at(i, n)?;
                 g.input[i] = Expr::c(n as i64);
                 g.output[i] = Expr::c(one.output[i] as i64);
                 g.pad_begin[i] = one.pad_begin[i];
@@ -115,14 +121,24 @@ impl Window {
             let (s, span) = (big.strides[i], (big.kernel[i] - 1) * big.dilations[i] + 1);
             let out = match a.auto_pad {
                 AutoPad::NotSet | AutoPad::Valid => {
-                    if a.ceil_mode && s > 1 {
-                        return Err(format!(
-                            "ceil_mode with stride {s} over the run-time extent {n} is not supported yet; pin the \
-                             input shape with --input-shape"
-                        ));
-                    }
                     let pads = (big.pad_begin[i] + big.pad_end[i]) as i64;
-                    (&n + &Expr::c(pads - span as i64)).floor_div(&Expr::c(s as i64)) + Expr::c(1)
+                    // ceil_mode rounds the window count up; a window that would start in
+                    // the end padding is dropped, which never happens when the end
+                    // padding plus a stride fits in the window (ceil((n + pads - span) /
+                    // s) * s < n + pads - span + s <= n + pad_begin).
+                    let up = if a.ceil_mode && s > 1 {
+                        if big.pad_end[i] + s > span {
+                            return Err(format!(
+                                "ceil_mode with stride {s}, a window of {span} and end padding {} over the run-time \
+                                 extent {n} is not supported yet; pin the input shape with --input-shape",
+                                big.pad_end[i]
+                            ));
+                        }
+                        s as i64 - 1
+                    } else {
+                        0
+                    };
+                    (&n + &Expr::c(pads - span as i64 + up)).floor_div(&Expr::c(s as i64)) + Expr::c(1)
                 }
                 AutoPad::SameUpper | AutoPad::SameLower => {
                     if s > 1 {

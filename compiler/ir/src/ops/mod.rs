@@ -30,7 +30,7 @@ pub use fused::{Arg, Fused, FusedStep};
 pub use linalg::{einsum_extents, parse_einsum, Attention, Einsum, Gemm, MatMul};
 pub use movement::{
     Bind, Compress, Concat, Flatten, Gather, GatherElements, Identity, Iota, NonZero, Pad, PadMode, Reshape,
-    ScatterElements, ScatterND, ScatterReduction, Slice, Strided, Transpose, Trilu,
+    ScatterElements, ScatterND, ScatterReduction, Slice, Strided, Transpose, Trilu, View,
 };
 pub use norm::{BatchNormalization, LayerNormalization, Softmax, SoftmaxMode};
 pub use quant::{range_quantization, QConv, QuantPack, PACK};
@@ -553,7 +553,7 @@ op_table! {
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, NllLoss, CumSum,
     Reshape, Flatten, Transpose, Identity, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
-    Bind, Strided, NonZero, Compress, Iota,
+    Bind, Strided, NonZero, Compress, Iota, View,
 }
 
 impl Op {
@@ -630,7 +630,7 @@ impl Op {
             | CumSum(_) => OpKind::Reduction,
             Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | Concat(_) | Gather(_) | GatherElements(_)
             | Slice(_) | Trilu(_) | Pad(_) | ScatterElements(_) | ScatterND(_) | Bind(_) | Strided(_) | NonZero(_)
-            | Compress(_) | Iota(_) => OpKind::Movement,
+            | Compress(_) | Iota(_) | View(_) => OpKind::Movement,
         }
     }
 }

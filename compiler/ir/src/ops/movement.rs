@@ -597,3 +597,29 @@ impl Infer for Iota {
         Ok(vec![TensorType { dtype: self.dtype, shape: Shape(vec![len]) }])
     }
 }
+
+op! {
+    /// A reshape to `dims`, `;`-separated dim expressions (what a Reshape target computed
+    /// from run-time dims becomes when ONNX's 0/-1 form cannot say it, as a channel
+    /// shuffle's `[N, 2, C/2, H, W]`). The element counts must agree as expressions.
+    View = "view", operands 1..=1 { dims: String }
+}
+
+impl View {
+    /// The target dims (`None` when `dims` does not parse).
+    pub fn target(&self) -> Option<Vec<Dim>> {
+        self.dims.split(';').map(|e| dlc_sym::parse(e.trim()).ok().and_then(Dim::from_expr)).collect()
+    }
+}
+
+impl Infer for View {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let x = &inputs[0];
+        let dims = self.target().ok_or_else(|| IrError::shape(node, op, format!("'{}' are not dims", self.dims)))?;
+        ensure(Dim::product(&dims).expr() == Dim::product(&x.shape.0).expr(), node, op, || {
+            format!("{} does not hold the elements of {}", Shape(dims.clone()), x.shape)
+        })?;
+        Ok(vec![TensorType { dtype: x.dtype, shape: Shape(dims) }])
+    }
+}

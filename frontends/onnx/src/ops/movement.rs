@@ -287,6 +287,14 @@ fn slice(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         let ends = cx.const_ints(2, "ends")?.ok_or("ends is required")?;
         let axes = cx.const_ints(3, "axes")?.unwrap_or_default();
         let steps = cx.const_ints(4, "steps")?.unwrap_or_default();
+        // Constant bounds on a run-time dim (`x[:, :, :-1]`): a strided read whose count
+        // is an expression of the dim (positive steps).
+        let dims = cx.ty(x).shape.0;
+        let sliced: Vec<i64> = if axes.is_empty() { (0..starts.len() as i64).collect() } else { axes.clone() };
+        let run_time = sliced.iter().any(|&a| normalize_axis(a, dims.len()).is_some_and(|a| dims[a].fixed().is_none()));
+        if run_time && steps.iter().all(|&s| s > 0) {
+            return Ok(vec![super::shapes::tensor_slice(cx)?]);
+        }
         Slice { starts, ends, axes, steps }
     };
     cx.add("", op, &[x])

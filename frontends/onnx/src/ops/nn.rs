@@ -97,16 +97,28 @@ fn lift_ints(v: Vec<i64>, fill: i64) -> Vec<i64> {
 
 /// `[N, C, L]` as `[N, C, 1, L]`; 1-D windows run as 2-D windows of height 1.
 fn lift_1d(cx: &mut NodeCx, x: Value, what: &str) -> Result<Value, String> {
-    let d =
-        cx.ty(x).shape.as_fixed().filter(|d| d.len() == 3).ok_or("1-D windows need 3-D operands with known dims")?;
-    let shape = vec![d[0] as i64, d[1] as i64, 1, d[2] as i64];
-    cx.add1(what, Reshape { shape, allowzero: true }, &[x])
+    let t = cx.ty(x);
+    if t.shape.rank() != 3 {
+        return Err(format!("1-D windows need 3-D operands, got {t}"));
+    }
+    if let Some(d) = t.shape.as_fixed() {
+        let shape = vec![d[0] as i64, d[1] as i64, 1, d[2] as i64];
+        return cx.add1(what, Reshape { shape, allowzero: true }, &[x]);
+    }
+    // Run-time batch or length: a view to the same dims with a 1 inserted.
+    let d = &t.shape.0;
+    let dims = format!("{};{};1;{}", d[0], d[1], d[2]);
+    cx.add1(what, dlc_ir::ops::View { dims }, &[x])
 }
 
 /// Reshapes a lifted `[N, C, 1, L]` result back to `[N, C, L]`.
 fn lower_1d(cx: &mut NodeCx, y: Value) -> Result<Vec<Value>, String> {
-    let d = cx.ty(y).shape.as_fixed().ok_or("needs known dims")?;
-    cx.add("", Reshape { shape: vec![d[0] as i64, d[1] as i64, d[3] as i64], allowzero: true }, &[y])
+    let t = cx.ty(y);
+    if let Some(d) = t.shape.as_fixed() {
+        return cx.add("", Reshape { shape: vec![d[0] as i64, d[1] as i64, d[3] as i64], allowzero: true }, &[y]);
+    }
+    let d = &t.shape.0;
+    cx.add("", dlc_ir::ops::View { dims: format!("{};{};{}", d[0], d[1], d[3]) }, &[y])
 }
 
 fn conv(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
@@ -302,34 +314,47 @@ fn dropout(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 fn group_norm(cx: &mut NodeCx, groups: Option<i64>) -> Result<Vec<Value>, String> {
     let (x, scale, bias) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
     let ty = cx.ty(x);
-    let d = ty
-        .shape
-        .as_fixed()
-        .filter(|d| d.len() >= 3)
-        .ok_or_else(|| format!("needs known dims of rank >= 3, got {ty}"))?;
+    let dims = &ty.shape.0;
+    if dims.len() < 3 {
+        return Err(format!("needs rank >= 3, got {ty}"));
+    }
+    let c = dims[1].fixed().ok_or_else(|| format!("the channel dim must be known, got {ty}"))? as i64;
     if ty.dtype != dlc_ir::DType::F32 {
         return Err(format!("dtype {} is not supported yet (f32 only)", ty.dtype));
     }
-    let (n, c) = (d[0] as i64, d[1] as i64);
     let g = groups.unwrap_or(c);
     if g <= 0 || c % g != 0 {
         return Err(format!("channels {c} do not divide into {g} groups"));
     }
     let epsilon = cx.float("epsilon", 1e-5);
-    let rest: i64 = d[2..].iter().map(|&v| v as i64).product::<i64>() * (c / g);
-    let flat = cx.add1("group", Reshape { shape: vec![n, g, rest], allowzero: true }, &[x])?;
+    let rest = dlc_ir::Dim::product(&dims[2..]).expr().scale(c / g);
+    // [N, G, rest]: a Reshape of known dims, a view of run-time ones.
+    let (flat, d) = match ty.shape.as_fixed() {
+        Some(d) => {
+            let r = rest.as_const().expect("known dims");
+            (cx.add1("group", Reshape { shape: vec![d[0] as i64, g, r], allowzero: true }, &[x])?, d)
+        }
+        None => {
+            let v = dlc_ir::ops::View { dims: format!("{};{g};{rest}", dims[0]) };
+            (cx.add1("group", v, &[x])?, vec![1; dims.len()])
+        }
+    };
     let ones = cx.add_const(dlc_ir::TensorData::from_f32(&[1], &[1.0]).expect("scalar"));
     let normed = cx.add1(
         "normalize",
         LayerNormalization { axis: 2, epsilon, rms: false, stats: false, skip: false },
         &[flat, ones],
     )?;
-    let back =
-        cx.add1("ungroup", Reshape { shape: d.iter().map(|&v| v as i64).collect(), allowzero: true }, &[normed])?;
+    let back = if ty.shape.is_fixed() {
+        cx.add1("ungroup", Reshape { shape: d.iter().map(|&v| v as i64).collect(), allowzero: true }, &[normed])?
+    } else {
+        let text = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(";");
+        cx.add1("ungroup", dlc_ir::ops::View { dims: text }, &[normed])?
+    };
     // Scale and bias are per channel ([C]) for InstanceNormalization and for opset-21
     // GroupNormalization; opset-18 GroupNormalization gives them per group ([G]).
     let per = cx.ty(scale).shape.numel().unwrap_or(0) as i64;
-    let spatial = vec![1i64; d.len() - 2];
+    let spatial = vec![1i64; dims.len() - 2];
     let shape_for = |k: i64| -> Vec<i64> { std::iter::once(k).chain(spatial.iter().copied()).collect() };
     let (scale, bias) = if per == c {
         let s = cx.add1("scale_shape", Reshape { shape: shape_for(c), allowzero: true }, &[scale])?;

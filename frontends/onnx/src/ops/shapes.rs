@@ -275,13 +275,17 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                 to[at] = Dim::from_expr(q);
             }
             let to: Vec<Dim> = to.into_iter().map(|d| d.expect("resolved")).collect();
-            let (shape, allowzero) = super::movement::reshape_target(&from, &to).ok_or_else(|| {
-                format!(
-                    "the target {} is not expressible as a Reshape of {}",
-                    dlc_ir::Shape(to.clone()),
-                    dlc_ir::Shape(from.clone())
-                )
-            })?;
+            let Some((shape, allowzero)) = super::movement::reshape_target(&from, &to) else {
+                // More run-time dims than ONNX's 0/-1 form can say: a view to the dims.
+                let dims = to.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(";");
+                return Ok(vec![Out::Value(cx.add1("", dlc_ir::ops::View { dims }, &[x]).map_err(|e| {
+                    format!(
+                        "the target {} does not hold the elements of {} ({e})",
+                        dlc_ir::Shape(to.clone()),
+                        dlc_ir::Shape(from.clone())
+                    )
+                })?)]);
+            };
             return Ok(vec![Out::Value(cx.add1("", Reshape { shape, allowzero }, &[x])?)]);
         }
         _ => {
@@ -298,7 +302,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
 /// Slice of a tensor (not a shape) whose starts or ends are run-time dim expressions: a
 /// Strided read of the window. Steps must be positive constants; an expression bound is
 /// taken as a non-negative index (what `x[:, :S]` exports), clamped to the dim.
-fn tensor_slice(cx: &mut NodeCx) -> Result<Value, String> {
+pub(crate) fn tensor_slice(cx: &mut NodeCx) -> Result<Value, String> {
     if cx.opset < 10 {
         return Err("Slice-1 takes constant starts and ends".into());
     }
