@@ -142,14 +142,14 @@ def real_table(a, work):
         path = real_models.path(name)
         shape = real_models.MODELS[name]["shapes"][0]
         sess = ort_session(path, 1)
-        (inp,) = sess.get_inputs()
+        feeds = real_models.feeds(name, sess, shape, np.random.RandomState(0))
         arts = [work / f"{name}_pinned", work / f"{name}_symbolic"]
-        pin = ["--input-shape", f"{inp.name}={'x'.join(map(str, shape))}"]
+        pin = [f for k, v in feeds.items() for f in ("--input-shape", f"{k}={'x'.join(map(str, v.shape))}")]
         dims = [f"--dim={k}={v}" for k, v in real_models.MODELS[name].get("dims", {}).items()]
         for art, extra in zip(arts, [pin, dims]):
             subprocess.run([a.dlc, "compile", path, "-o", art, "--emit", "so", *extra], check=True, capture_output=True)
-        feeds = {inp.name: np.random.RandomState(0).rand(*shape).astype(np.float32)}
         input_args = npy_inputs(work, name, feeds)
+        shape = next(iter(feeds.values())).shape
         for threads in (1, 2):
             tp, ts = dlc_rounds(a.dlc, arts, input_args, threads, a.iters, a.round)
             _, to = time_rounds(a.dlc, arts[1], input_args, ort_session(path, threads), feeds, threads, a.iters,

@@ -202,6 +202,39 @@ def _kws(path):
             path)
 
 
+class Crnn(torch.nn.Module):
+    """A CRNN text recogniser (Shi et al.): a VGG-style convolution stack over a 32-row
+    line image to a sequence of columns, a two-layer bidirectional LSTM, per-column class
+    scores (CTC's blank plus 36 characters). Lines of 64 columns: 16 LSTM steps (the
+    recurrence is unrolled, so the length sets the compile time)."""
+
+    def __init__(self):
+        super().__init__()
+        c = [1, 32, 64, 128, 128]
+        layers = []
+        for i in range(4):
+            layers += [torch.nn.Conv2d(c[i], c[i + 1], 3, padding=1), torch.nn.BatchNorm2d(c[i + 1]), torch.nn.ReLU()]
+            layers.append(torch.nn.MaxPool2d((2, 2) if i < 2 else (2, 1)))
+        self.cnn = torch.nn.Sequential(*layers)
+        self.rnn = torch.nn.LSTM(128 * 2, 96, num_layers=2, bidirectional=True)
+        self.fc = torch.nn.Linear(192, 37)
+
+    def forward(self, x):
+        f = self.cnn(x)  # [B, 128, 2, W/4]
+        b, ch, hh, w = f.shape
+        seq = f.reshape(b, ch * hh, w).permute(2, 0, 1)  # [W/4, B, 256]
+        y, _ = self.rnn(seq)
+        return self.fc(y).log_softmax(-1)
+
+
+def _crnn(path):
+    torch.manual_seed(0)
+    m = Crnn()
+    m.eval()
+    _export(m, (torch.randn(1, 1, 32, 64),), ["image"], ["logits"], {"image": {0: "batch"}, "logits": {1: "batch"}},
+            path)
+
+
 EXPORTS = {
     "tv_resnet50": _image("resnet50"),
     "tv_mobilenet_v3_small": _image("mobilenet_v3_small"),
@@ -221,6 +254,7 @@ EXPORTS = {
     "distilbert_small": _bert("distilbert"),
     "wav2vec2_small": _wav2vec2,
     "kws_res8": _kws,
+    "crnn": _crnn,
 }
 
 

@@ -111,7 +111,7 @@ MODELS = {
         "file": "ddddocr/common.onnx",
         "sha256": "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
         "status": "refused",
-        "refusal": "(LSTM): X must be 3-D with known dims",
+        "refusal": "(LSTM): X must be 3-D with a known sequence length",
         "why": "issue 17: an LSTM over a run-time sequence length is a loop (control flow)",
     },
 }
@@ -157,6 +157,10 @@ MODELS.update({
                        "shapes": [(1, 16000), (2, 8000), (1, 12345)]},
     "kws_res8": {"export": True, "status": "runs", "note": "res8-style keyword spotter on log-mel frames",
                  "shapes": [(1, 1, 40, 101), (4, 1, 40, 101), (2, 1, 40, 61)]},
+    # OCR: a CRNN (convolutions, a two-layer bidirectional LSTM over 16 columns) with a
+    # symbolic batch, on 32 x 64 line images.
+    "crnn": {"export": True, "status": "runs", "note": "CRNN text recogniser (BiLSTM)",
+             "shapes": [(1, 1, 32, 64), (3, 1, 32, 64), (8, 1, 32, 64)]},
 })
 
 

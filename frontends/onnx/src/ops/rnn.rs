@@ -61,13 +61,23 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
     if cx.ty(x).dtype != DType::F32 {
         return Err(format!("dtype {} is not supported yet (f32 only)", cx.ty(x).dtype));
     }
-    let xd = cx.ty(x).shape.as_fixed().filter(|d| d.len() == 3).ok_or("X must be 3-D with known dims")?;
+    // The sequence length and input size must be known (the recurrence is unrolled);
+    // the batch may be a run-time dim (its rows are independent: matrix products with
+    // run-time rows, zero initial states broadcast from one row).
+    let xt = cx.ty(x);
+    let xd: Vec<Option<u64>> = xt.shape.0.iter().map(|d| d.fixed()).collect();
+    let (seq, input) = match xd.as_slice() {
+        [Some(s), _, Some(i)] => (*s as i64, *i as i64),
+        _ => return Err(format!("X must be 3-D with a known sequence length and input size, got {xt}")),
+    };
     for (v, what) in [(w, "W"), (r, "R")] {
         if cx.ty(v).shape.rank() != 3 {
             return Err(format!("{what} must be 3-D, got {}", cx.ty(v).shape));
         }
     }
-    let (seq, batch, input) = (xd[0] as i64, xd[1] as i64, xd[2] as i64);
+    // -1: the run-time batch, inferred by each reshape.
+    let batch = xd[1].map_or(-1, |b| b as i64);
+    let state_rows = xd[1].unwrap_or(1);
     let h = cx.int("hidden_size", 0);
     if h <= 0 {
         return Err("hidden_size is required".into());
@@ -131,11 +141,11 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
         };
         let mut hs = match init_h {
             Some(v) => row(cx, v, d, vec![batch, h])?,
-            None => zeros(cx, &[batch as u64, h as u64]),
+            None => zeros(cx, &[state_rows, h as u64]),
         };
         let mut cs = match init_c {
             Some(v) => row(cx, v, d, vec![batch, h])?,
-            None => zeros(cx, &[batch as u64, h as u64]),
+            None => zeros(cx, &[state_rows, h as u64]),
         };
         let mut outs = vec![hs; seq as usize];
         let steps: Vec<i64> = if rev { (0..seq).rev().collect() } else { (0..seq).collect() };
