@@ -165,8 +165,7 @@ pub fn conv_transpose(name: &str, n: &Node, op: &ConvTranspose) -> Result<Kernel
     let mut params = vec![Access::Read; n.inputs.len()];
     params.push(Access::Write);
     let mut b = KernelBuilder::new(name, &params);
-    b.nest(&[batch, c(m), oh.clone(), ow.clone()], LoopKind::Each, |b, idx| {
-        let (bi, mi, oy, ox) = (&idx[0], &idx[1], &idx[2], &idx[3]);
+    let pixel = |b: &mut KernelBuilder, bi: &Expr, mi: &Expr, oy: &Expr, ox: &Expr| {
         let grp = mi.floor_div(&c(mg));
         let mm = mi.modulo(&c(mg));
         let init = if has_bias { b.load(F32, 2, mi.clone(), 4) } else { konst(b, 0.0) };
@@ -199,6 +198,22 @@ pub fn conv_transpose(name: &str, n: &Node, op: &ConvTranspose) -> Result<Kernel
         let y = b.let_(Inst::Get(acc));
         let at = &(&(&(&(&(bi * &c(m)) + mi) * &oh) + oy) * &ow) + ox;
         b.store(py, at, y, 4);
-    });
+    };
+    let fixed = [&batch, &oh, &ow].iter().all(|e| e.is_const());
+    if fixed {
+        // One `each` nest over the outputs (one per CUDA thread).
+        b.nest(&[batch, c(m), oh.clone(), ow.clone()], LoopKind::Each, |b, idx| {
+            pixel(b, &idx[0], &idx[1], &idx[2], &idx[3])
+        });
+    } else {
+        // Run-time extents: output planes as pool tasks, rows and columns in each.
+        let planes = &batch * &c(m);
+        b.for_(c(0), planes, LoopKind::Parallel, |b, pl| {
+            let (bi, mi) = (pl.floor_div(&c(m)), pl.modulo(&c(m)));
+            b.for_(c(0), oh.clone(), LoopKind::Serial, |b, oy| {
+                b.for_(c(0), ow.clone(), LoopKind::Serial, |b, ox| pixel(b, &bi, &mi, &oy, &ox));
+            });
+        });
+    }
     Ok(b.finish())
 }
