@@ -50,7 +50,7 @@ fn unsupported_nodes(model: &ModelProto) -> Vec<UnsupportedNode> {
         .node
         .iter()
         .enumerate()
-        .filter(|(_, n)| !(matches!(n.domain.as_str(), "" | "ai.onnx") && reg.contains_key(n.op_type.as_str())))
+        .filter(|(_, n)| !reg.contains_key(crate::ops::registry_key(n).as_str()))
         .map(|(i, n)| UnsupportedNode {
             name: node_display_name(n, i),
             op_type: n.op_type.clone(),
@@ -230,7 +230,7 @@ impl<'m> Importer<'m> {
         let reg = registry();
         for (i, node) in graph.node.iter().enumerate() {
             let name = node_display_name(node, i);
-            let build = reg[node.op_type.as_str()];
+            let build = reg[crate::ops::registry_key(node).as_str()];
             let opset = opset_of(self.model, &node.domain);
             let path = self.path.clone();
             let node_err = |message: String| {

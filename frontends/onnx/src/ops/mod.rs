@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 mod attention;
 mod bind;
+mod contrib;
 pub(crate) mod elementwise;
 mod linalg;
 mod movement;
@@ -22,12 +23,14 @@ pub(crate) mod shapes;
 /// Builds the IR for one ONNX node; errors are messages the caller wraps with the node.
 pub(crate) type BuildFn = fn(&mut NodeCx) -> Result<Vec<Value>, String>;
 
-/// The registry: one entry per supported ONNX op type (default domain).
+/// The registry: one entry per supported ONNX op type (default domain), and
+/// `com.microsoft::OpType` for the contrib ops (see [`registry_key`]).
 pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
     static REG: OnceLock<HashMap<&'static str, BuildFn>> = OnceLock::new();
     REG.get_or_init(|| {
         let mut reg = HashMap::new();
         attention::register(&mut reg);
+        contrib::register(&mut reg);
         elementwise::register(&mut reg);
         linalg::register(&mut reg);
         movement::register(&mut reg);
@@ -38,6 +41,15 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         rnn::register(&mut reg);
         reg
     })
+}
+
+/// The registry key of `node`: its op type in the default domain, `DOMAIN::OpType` in
+/// another.
+pub(crate) fn registry_key(node: &NodeProto) -> String {
+    match node.domain.as_str() {
+        "" | "ai.onnx" => node.op_type.clone(),
+        d => format!("{d}::{}", node.op_type),
+    }
 }
 
 /// What a builder sees of the node being imported.

@@ -113,15 +113,25 @@ fn lift_1d(cx: &mut NodeCx, x: Value, what: &str) -> Result<Value, String> {
 
 /// Reshapes a lifted `[N, C, 1, L]` result back to `[N, C, L]`.
 fn lower_1d(cx: &mut NodeCx, y: Value) -> Result<Vec<Value>, String> {
+    lower_1d_as(cx, y, "")
+}
+
+fn lower_1d_as(cx: &mut NodeCx, y: Value, suffix: &str) -> Result<Vec<Value>, String> {
     let t = cx.ty(y);
     if let Some(d) = t.shape.as_fixed() {
-        return cx.add("", Reshape { shape: vec![d[0] as i64, d[1] as i64, d[3] as i64], allowzero: true }, &[y]);
+        return cx.add(suffix, Reshape { shape: vec![d[0] as i64, d[1] as i64, d[3] as i64], allowzero: true }, &[y]);
     }
     let d = &t.shape.0;
-    cx.add("", dlc_ir::ops::View { dims: format!("{};{};{}", d[0], d[1], d[3]) }, &[y])
+    cx.add(suffix, dlc_ir::ops::View { dims: format!("{};{};{}", d[0], d[1], d[3]) }, &[y])
 }
 
 fn conv(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    Ok(vec![conv_of(cx, "")?])
+}
+
+/// The Conv of node `cx` (its operands 0-2 and ONNX Conv attributes), named with
+/// `suffix`.
+pub(crate) fn conv_of(cx: &mut NodeCx, suffix: &str) -> Result<Value, String> {
     let mut op = Conv {
         kernel_shape: cx.ints("kernel_shape"),
         strides: cx.ints("strides"),
@@ -146,10 +156,10 @@ fn conv(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         operands.push(b);
     }
     if one_d {
-        let y = cx.add1("conv2d", op, &operands)?;
-        return lower_1d(cx, y);
+        let y = cx.add1(if suffix.is_empty() { "conv2d" } else { suffix }, op, &operands)?;
+        return Ok(lower_1d_as(cx, y, suffix)?[0]);
     }
-    cx.add("", op, &operands)
+    cx.add1(suffix, op, &operands)
 }
 
 /// The window attributes shared by the pooling ops.
