@@ -68,3 +68,48 @@ def test_unsupported_contrib_ops_are_listed_with_their_domain(tmp_path):
     path = _model(tmp_path / "m.onnx", [_ms("NotAnOp", ["x"], ["y"])], [x], ["y"], [])
     p = dlc("compile", path, "-o", tmp_path / "art", check=False)
     assert p.returncode == 1 and "NotAnOp (domain com.microsoft" in p.stderr, p.stderr
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    """The transformer optimizer's BERT front: EmbedLayerNormalization (its mask_index, the
+    count of each row's ones) into Attention, then Attention again on a raw 0/1 mask; batch
+    and sequence at run time."""
+    d = tmp_path_factory.mktemp("enc")
+    rng = np.random.RandomState(3)
+    h, heads, vocab = 16, 4, 50
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT32, ["B", "S"])
+    mask = helper.make_tensor_value_info("mask", TensorProto.INT32, ["B", "S"])
+    seg = helper.make_tensor_value_info("seg", TensorProto.INT32, ["B", "S"])
+    nodes = [
+        _ms("EmbedLayerNormalization", ["ids", "seg", "word", "pos", "segemb", "gamma", "beta", "mask"],
+            ["emb", "mask_index"], epsilon=1e-5),
+        _ms("Attention", ["emb", "w1", "b1", "mask_index"], ["a1"], num_heads=heads),
+        _ms("Attention", ["a1", "w2", "b2", "mask"], ["a2"], num_heads=heads, mask_filter_value=-1e4),
+    ]
+    inits = [_f("word", rng.randn(vocab, h)), _f("pos", rng.randn(64, h)), _f("segemb", rng.randn(2, h)),
+             _f("gamma", rng.rand(h) + 0.5), _f("beta", rng.randn(h)), _f("w1", rng.randn(h, 3 * h) * 0.3),
+             _f("b1", rng.randn(3 * h)), _f("w2", rng.randn(h, 3 * h) * 0.3), _f("b2", rng.randn(3 * h))]
+    g = helper.make_graph(nodes, "g", [ids, seg, mask], [helper.make_tensor_value_info("a2", TensorProto.FLOAT, None),
+                                                         helper.make_tensor_value_info("mask_index", TensorProto.INT32,
+                                                                                       None)], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    path = d / "enc.onnx"
+    onnx.save(m, path)
+    art = d / "art"
+    dlc("compile", path, "-o", art)
+    return path, art
+
+
+@pytest.mark.parametrize("b,s", [(1, 7), (3, 12)])
+def test_embed_layernorm_and_attention_with_padding_match_ort(encoder, b, s, tmp_path):
+    path, art = encoder
+    rng = np.random.RandomState(b * s)
+    lens = rng.randint(1, s + 1, size=b)
+    mask = (np.arange(s)[None, :] < lens[:, None]).astype(np.int32)
+    feeds = {"ids": rng.randint(0, 50, size=(b, s)).astype(np.int32), "seg": rng.randint(0, 2, size=(b, s)).astype(np.int32),
+             "mask": mask}
+    want = ort_run(path, feeds)
+    got = dlc_run(art, path, feeds, tmp_path)
+    for k in want:
+        assert_close(got[k], want[k], f"{b}x{s}: {k}")

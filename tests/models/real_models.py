@@ -171,17 +171,15 @@ def _derived(src, tool, note, **kw):
     return {**base, "derive": {"from": src, "tool": tool}, "note": note, **kw}
 
 
-_CONTRIB = "issue 17: com.microsoft Attention and EmbedLayerNormalization (the transformer optimizer's fusions)"
 MODELS.update({
     # Made by ONNX Runtime's own tools from the entries above (`fetch` runs them).
     "minilm_int8": _derived("minilm_l6", "quantize_dynamic", "all-MiniLM-L6-v2, ORT dynamic int8 (MatMulInteger)"),
     "distilbert_int8": _derived("distilbert_small", "quantize_dynamic", "DistilBERT, ORT dynamic int8"),
     "resnet50_qdq": _derived("tv_resnet50", "quantize_static_qdq", "ResNet-50, ORT static int8 (QDQ)"),
     "mobilenet_v3_qdq": _derived("tv_mobilenet_v3_small", "quantize_static_qdq", "MobileNetV3-Small, ORT static int8 (QDQ)"),
-    "minilm_ort_opt": _derived("minilm_l6", "transformers_optimizer", "all-MiniLM-L6-v2 fused by ORT's transformer optimizer",
-                               status="refused", refusal="Attention (domain com.microsoft", why=_CONTRIB),
-    "bert_tiny_ort_opt": _derived("bert_tiny", "transformers_optimizer", "BERT fused by ORT's transformer optimizer",
-                                  status="refused", refusal="Attention (domain com.microsoft", why=_CONTRIB),
+    # com.microsoft EmbedLayerNormalization, Attention, SkipLayerNormalization, BiasGelu.
+    "minilm_ort_opt": _derived("minilm_l6", "transformers_optimizer", "all-MiniLM-L6-v2 fused by ORT's transformer optimizer"),
+    "bert_tiny_ort_opt": _derived("bert_tiny", "transformers_optimizer", "BERT fused by ORT's transformer optimizer"),
     # FusedConv and QuickGelu (com.microsoft), imported as Conv + activation and x * sigmoid(a x).
     "efficientnet_ort_ext": _derived("tv_efficientnet_b0", "ort_extended", "EfficientNet-B0 saved by ORT at its extended level"),
 })
