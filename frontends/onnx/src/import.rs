@@ -128,6 +128,8 @@ pub(crate) struct Importer<'m> {
     /// The shape values that a Cast made floats (their elements are still the integral
     /// dims; `Range` over one counts in f32).
     pub float_shapes: std::collections::HashSet<String>,
+    /// The run-time dims of the inputs (named in messages that could be fixed by pinning).
+    symbols: Vec<String>,
 }
 
 impl<'m> Importer<'m> {
@@ -149,6 +151,7 @@ impl<'m> Importer<'m> {
             known: HashMap::new(),
             shape_values: HashMap::new(),
             float_shapes: Default::default(),
+            symbols: Vec::new(),
         }
     }
 
@@ -227,18 +230,52 @@ impl<'m> Importer<'m> {
                 d.expr().symbols(&mut symbols);
             }
         }
+        self.symbols = symbols;
+        self.import_nodes(&graph.node, "")?;
+        for vi in &graph.output {
+            if let Some(s) = self.shape_values.get(&vi.name) {
+                let dims: Vec<String> = s.elems.iter().map(|e| e.to_string()).collect();
+                return Err(self.model_err(format!(
+                    "graph output '{}' is a shape of run-time dims [{}], which dlc cannot return yet",
+                    vi.name,
+                    dims.join(", ")
+                )));
+            }
+            let v = self.lookup(&vi.name).map_err(|m| self.model_err(format!("graph output '{}': {m}", vi.name)))?;
+            self.graph.add_output(vi.name.clone(), v);
+        }
+        if self.graph.outputs().is_empty() {
+            return Err(self.model_err("the model has no outputs"));
+        }
+        dlc_ir::verify(&self.graph).map_err(|e| self.model_err(e.to_string()))?;
+        Ok(self.graph)
+    }
+
+    /// Imports `nodes` in order (the model's graph, or a subgraph of an `If` whose values
+    /// join this scope; `prefix` names the node that holds them in messages).
+    pub(crate) fn import_nodes(&mut self, nodes: &[onnx_protobuf::NodeProto], prefix: &str) -> Result<(), OnnxError> {
+        let symbols = self.symbols.clone();
         let reg = registry();
-        for (i, node) in graph.node.iter().enumerate() {
-            let name = node_display_name(node, i);
-            let build = reg[crate::ops::registry_key(node).as_str()];
+        for (i, node) in nodes.iter().enumerate() {
+            let name = format!("{prefix}{}", node_display_name(node, i));
             let opset = opset_of(self.model, &node.domain);
+            // (The model's own nodes were checked up front; a subgraph's are here.)
+            let Some(&build) = reg.get(crate::ops::registry_key(node).as_str()) else {
+                let domain = if node.domain.is_empty() { "ai.onnx" } else { node.domain.as_str() };
+                return Err(OnnxError::Node {
+                    path: self.path.clone(),
+                    node: name,
+                    op_type: node.op_type.clone(),
+                    message: format!("{} (domain {domain}, opset {opset}) is not supported", node.op_type),
+                });
+            };
             let path = self.path.clone();
             let node_err = |message: String| {
                 let named: Vec<&String> = symbols.iter().filter(|s| message.contains(s.as_str())).collect();
                 let message = if !named.is_empty() && !message.contains("--input-shape") && !message.contains("--dim") {
                     format!(
                         "{message} (the run-time dims here are {}: pin one with --dim NAME=N, or an input's whole \
-                         shape with --input-shape)",
+                             shape with --input-shape)",
                         named.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
                     )
                 } else {
@@ -247,7 +284,7 @@ impl<'m> Importer<'m> {
                 OnnxError::Node { path: path.clone(), node: name.clone(), op_type: node.op_type.clone(), message }
             };
             let uses_shape = node.input.iter().any(|n| self.shape_values.contains_key(n));
-            let mut cx = NodeCx { imp: &mut self, node, name: name.clone(), opset };
+            let mut cx = NodeCx { imp: self, node, name: name.clone(), opset };
             use crate::ops::shapes::{self, Out};
             let takes_shape = matches!(node.op_type.as_str(), "Shape" | "Size") && node.domain.is_empty();
             let outs: Vec<Out> = if uses_shape || (takes_shape && shapes::symbolic_shape(&mut cx).map_err(node_err)?) {
@@ -275,23 +312,7 @@ impl<'m> Importer<'m> {
                 }
             }
         }
-        for vi in &graph.output {
-            if let Some(s) = self.shape_values.get(&vi.name) {
-                let dims: Vec<String> = s.elems.iter().map(|e| e.to_string()).collect();
-                return Err(self.model_err(format!(
-                    "graph output '{}' is a shape of run-time dims [{}], which dlc cannot return yet",
-                    vi.name,
-                    dims.join(", ")
-                )));
-            }
-            let v = self.lookup(&vi.name).map_err(|m| self.model_err(format!("graph output '{}': {m}", vi.name)))?;
-            self.graph.add_output(vi.name.clone(), v);
-        }
-        if self.graph.outputs().is_empty() {
-            return Err(self.model_err("the model has no outputs"));
-        }
-        dlc_ir::verify(&self.graph).map_err(|e| self.model_err(e.to_string()))?;
-        Ok(self.graph)
+        Ok(())
     }
 
     fn value_info_type(&self, vi: &onnx_protobuf::ValueInfoProto) -> Result<TensorType, OnnxError> {
