@@ -144,7 +144,7 @@ def real_table(a, work):
         sess = ort_session(path, 1)
         feeds = real_models.feeds(name, sess, shape, np.random.RandomState(0))
         arts = [work / f"{name}_pinned", work / f"{name}_symbolic"]
-        pin = [f for k, v in feeds.items() for f in ("--input-shape", f"{k}={'x'.join(map(str, v.shape))}")]
+        pin = [f for k, v in feeds.items() if v.ndim > 0 for f in ("--input-shape", f"{k}={'x'.join(map(str, v.shape))}")]
         dims = [f"--dim={k}={v}" for k, v in real_models.MODELS[name].get("dims", {}).items()]
         for art, extra in zip(arts, [pin, dims]):
             subprocess.run([a.dlc, "compile", path, "-o", art, "--emit", "so", *extra], check=True, capture_output=True)

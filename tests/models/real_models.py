@@ -14,7 +14,8 @@ Entries with `"derive"` are made from another entry by an ONNX Runtime tool
 (`onnxruntime.transformers.optimizer`, `onnxruntime.quantization`, a session saving its
 optimised graph) by `real_models.py derive`, into `derived/NAME.onnx`. `feeds`
 says how to make an input other than an f32 image: `("ids", high)` integers below `high`,
-`("ones",)` an all-ones mask, `("zeros",)` zeros; `shapes` lists one shape per input, or a dict by input name.
+`("ones",)` an all-ones mask, `("zeros",)` zeros, `("audio",)` small
+normal samples; a shape dict may give a scalar input's value as an int; `shapes` lists one shape per input, or a dict by input name.
 
 `status` says what dlc does with the model as it ships:
 - "runs": compiles into one artifact that tests/e2e/test_real_models.py runs at every
@@ -104,6 +105,29 @@ MODELS = {
         "sha256": "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
         "status": "runs",
         "shapes": [(1, 3, 64, 96), (2, 3, 96, 160), (1, 3, 160, 64)],
+    },
+    # Silero VAD 6 (voice activity): 16 kHz and 8 kHz paths chosen by an If on the `sr`
+    # input at run time (both branches run; dlc selects the taken one's outputs), an
+    # STFT as a reflect Pad and convolution, an LSTM state carried by the caller.
+    "silero_vad": {
+        "package": ("silero-vad", "6.2.3"),
+        "file": "silero_vad/data/silero_vad_op18_ifless.onnx",
+        "sha256": "7671cd04b004e9076da0d4a7b1a5aec36adf161c39230c1cb94a4fd5db6bbd28",
+        "status": "runs",
+        "feeds": {"input": ("audio",)},
+        "shapes": [{"input": (1, 512), "state": (2, 1, 128), "sr": 16000},
+                   {"input": (2, 256), "state": (2, 2, 128), "sr": 8000},
+                   {"input": (3, 1024), "state": (2, 3, 128), "sr": 16000}],
+    },
+    # The same package's default export: its decoder squeezes a dim only when it is 1,
+    # which only the run-time length decides.
+    "silero_vad_v5_if": {
+        "package": ("silero-vad", "6.2.3"),
+        "file": "silero_vad/data/silero_vad.onnx",
+        "sha256": "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+        "status": "refused",
+        "refusal": "which only the run-time values decide",
+        "why": "issue 16: an Equal of a run-time dim and 1 deciding a branch (control flow on shapes)",
     },
     # ddddocr's captcha reader (a CRNN: convolutions, then an LSTM over the width).
     "ddddocr_crnn": {
@@ -242,7 +266,12 @@ def feeds(name, sess, shape, rng):
     for i in sess.get_inputs():
         sh = shape[i.name] if isinstance(shape, dict) else shape
         kind = spec.get(i.name, ("float",))
-        if kind[0] == "ids":
+        if isinstance(sh, int):
+            # A scalar input's value (Silero's sample rate).
+            out[i.name] = np.array(sh, np.int64 if "int64" in i.type else np.float32)
+        elif kind[0] == "audio":
+            out[i.name] = (rng.randn(*sh) * 0.1).astype(np.float32)
+        elif kind[0] == "ids":
             out[i.name] = rng.randint(0, kind[1], size=sh).astype(np.int64)
         elif kind[0] == "ones":
             out[i.name] = np.ones(sh, np.int64)

@@ -171,24 +171,29 @@ fn pad_fill(n: &Node, value: f64) -> Result<(Elem, Lit), LowerError> {
 /// Pad: each result position maps per dim to a source index (or, in constant mode, to
 /// the fill value when outside the operand).
 pub fn pad(name: &str, n: &Node, op: &Pad) -> Result<Kernel, LowerError> {
-    let x = n.fixed_in(0)?;
-    let out: Vec<u64> = n.outputs[0].shape.as_fixed().ok_or_else(|| n.error("symbolic result shape"))?;
+    // Extents are expressions: run-time dims pad like known ones.
+    let x = Node::dims(&n.inputs[0]);
+    let out = Node::dims(&n.outputs[0]);
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
-    if out.contains(&0) {
+    if out.iter().any(|d| d.as_const() == Some(0)) {
         return Ok(b.finish());
     }
     if op.pads.len() < x.len() {
         return Err(n.error("fewer pads than dims"));
     }
     let (elem, fill) = pad_fill(n, op.value)?;
-    let (xs, os) = (contiguous_strides(&fixed(&x)), contiguous_strides(&fixed(&out)));
-    b.nest(&fixed(&out), LoopKind::Each, |b, idx| {
+    let (xs, os) = (contiguous_strides(&x), contiguous_strides(&out));
+    b.nest(&out, LoopKind::Each, |b, idx| {
         let mut src = Expr::c(0);
         let mut inside = None;
         for d in 0..x.len() {
-            let extent = x[d] as i64;
             let i = b.index(&idx[d] - &Expr::c(op.pads[d]));
-            let (zero, ext) = (b.i64(0), b.i64(extent));
+            let zero = b.i64(0);
+            let ext = crate::ival(b, &x[d]);
+            // At least 1, so no remainder below divides by zero (an empty dim has no
+            // output positions to read for, or is refused by the shape rule).
+            let one = b.i64(1);
+            let ext1 = b.bin(BinOp::SMax, ext, one);
             let j = match op.mode {
                 PadMode::Constant => {
                     let ok = b.cmp(CmpOp::Ult, i, ext);
@@ -201,24 +206,28 @@ pub fn pad(name: &str, n: &Node, op: &Pad) -> Result<Kernel, LowerError> {
                 PadMode::Edge => {
                     let neg = b.cmp(CmpOp::Slt, i, zero);
                     let lo = b.select(neg, zero, i);
-                    let past = b.cmp(CmpOp::Sge, lo, ext);
-                    let last = b.i64(extent - 1);
+                    let past = b.cmp(CmpOp::Sge, lo, ext1);
+                    let last = b.bin(BinOp::Sub, ext1, one);
                     b.select(past, last, lo)
                 }
                 PadMode::Wrap => {
-                    let m = b.bin(BinOp::SRem, i, ext);
+                    let m = b.bin(BinOp::SRem, i, ext1);
                     let neg = b.cmp(CmpOp::Slt, m, zero);
-                    let up = b.bin(BinOp::Add, m, ext);
+                    let up = b.bin(BinOp::Add, m, ext1);
                     b.select(neg, up, m)
                 }
-                PadMode::Reflect if extent == 1 => zero,
+                PadMode::Reflect if x[d].as_const() == Some(1) => zero,
                 PadMode::Reflect => {
-                    let p = b.i64(2 * (extent - 1));
+                    // Period 2 (ext - 1), at least 1 (an extent of 1 reflects to 0).
+                    let e1 = b.bin(BinOp::Sub, ext1, one);
+                    let two = b.i64(2);
+                    let p = b.bin(BinOp::Mul, e1, two);
+                    let p = b.bin(BinOp::SMax, p, one);
                     let m = b.bin(BinOp::SRem, i, p);
                     let neg = b.cmp(CmpOp::Slt, m, zero);
                     let up = b.bin(BinOp::Add, m, p);
                     let m = b.select(neg, up, m);
-                    let low = b.cmp(CmpOp::Slt, m, ext);
+                    let low = b.cmp(CmpOp::Slt, m, ext1);
                     let back = b.bin(BinOp::Sub, p, m);
                     b.select(low, m, back)
                 }
@@ -281,25 +290,61 @@ pub fn concat(name: &str, n: &Node, axis: i64) -> Result<Kernel, LowerError> {
 /// Gather: one block copy per (outer index, gathered index); indices are wrapped when
 /// negative and clamped into range.
 pub fn gather(name: &str, n: &Node, axis: i64) -> Result<Kernel, LowerError> {
-    let d = n.fixed_in(0)?;
+    // Extents are expressions (run-time dims before or after the axis, or in the
+    // indices); the gathered axis's extent too.
+    let d = Node::dims(&n.inputs[0]);
     let a = dlc_ir::ops::normalize_axis(axis, d.len()).ok_or_else(|| n.error("axis out of range"))?;
     let es = n.inputs[0].dtype.size() as i64;
-    let outer: u64 = d[..a].iter().product();
-    let count: u64 = n.fixed_in(1)?.iter().product();
-    let block = d[a + 1..].iter().product::<u64>() as i64 * es;
-    let extent = d[a] as i64;
+    let prod = |v: &[Expr]| v.iter().fold(Expr::c(1), |p, e| &p * e);
+    let outer = prod(&d[..a]);
+    let count = prod(&Node::dims(&n.inputs[1]));
+    let block = &prod(&d[a + 1..]) * &Expr::c(es);
+    let extent = d[a].clone();
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
-    if extent == 0 || block == 0 {
+    if extent.as_const() == Some(0) || block.as_const() == Some(0) {
         return Ok(b.finish());
     }
     let idt = n.inputs[1].dtype;
-    b.nest(&fixed(&[outer, count]), LoopKind::Serial, |b, oj| {
-        let k = load_index(b, 1, idt, oj[1].clone(), extent);
-        let src = &(&(&oj[0] * &Expr::c(extent)) + &Expr::val(k)) * &Expr::c(block);
-        let dst = &(&(&oj[0] * &Expr::c(count as i64)) + &oj[1]) * &Expr::c(block);
-        b.stmt(Stmt::Memcpy { dst: 2, dst_off: dst, src: 0, src_off: src, bytes: Expr::c(block) });
+    let Some(ext) = extent.as_const() else {
+        // A run-time extent along the axis: indices wrapped and clamped against it.
+        b.nest(&[outer, count.clone()], LoopKind::Serial, |b, oj| {
+            let k = load_index_expr(b, 1, idt, oj[1].clone(), &extent);
+            let src = &(&(&oj[0] * &extent) + &Expr::val(k)) * &block;
+            let dst = &(&(&oj[0] * &count) + &oj[1]) * &block;
+            b.stmt(Stmt::Memcpy { dst: 2, dst_off: dst, src: 0, src_off: src, bytes: block.clone() });
+        });
+        return Ok(b.finish());
+    };
+    b.nest(&[outer, count.clone()], LoopKind::Serial, |b, oj| {
+        let k = load_index(b, 1, idt, oj[1].clone(), ext);
+        let src = &(&(&oj[0] * &Expr::c(ext)) + &Expr::val(k)) * &block;
+        let dst = &(&(&oj[0] * &count) + &oj[1]) * &block;
+        b.stmt(Stmt::Memcpy { dst: 2, dst_off: dst, src: 0, src_off: src, bytes: block.clone() });
     });
     Ok(b.finish())
+}
+
+/// [`load_index`] against an extent that may be a run-time dim (at least 1 is assumed
+/// for the clamp; an empty axis has nothing to gather).
+fn load_index_expr(b: &mut KernelBuilder, param: u32, dtype: DType, j: Expr, extent: &Expr) -> ValId {
+    let raw = if dtype == DType::I32 {
+        let r = b.load(Ty::scalar(Elem::I32), param, j, 4);
+        b.let_(Inst::Cast(CastOp::Sext, r, Ty::scalar(Elem::I64)))
+    } else {
+        b.load(Ty::scalar(Elem::I64), param, j, 8)
+    };
+    let zero = b.i64(0);
+    let ext = crate::ival(b, extent);
+    let neg = b.cmp(CmpOp::Slt, raw, zero);
+    let wrapped = b.bin(BinOp::Add, raw, ext);
+    let k = b.select(neg, wrapped, raw);
+    let neg = b.cmp(CmpOp::Slt, k, zero);
+    let k = b.select(neg, zero, k);
+    let one = b.i64(1);
+    let last = b.bin(BinOp::Sub, ext, one);
+    let last = b.bin(BinOp::SMax, last, zero);
+    let past = b.cmp(CmpOp::Sgt, k, last);
+    b.select(past, last, k)
 }
 
 /// Combines the element at `at` of the result (`param`) with an update by `r`: the

@@ -238,6 +238,38 @@ fn pads_in_every_mode() {
         ty(DType::I64, &[f(1), f(3)]),
         &[&[]],
     );
+    // Run-time dims (an STFT's reflect padding of audio of run-time length): every mode,
+    // extents from 1 up, exact against the interpreter.
+    for mode in [PadMode::Constant, PadMode::Edge, PadMode::Wrap, PadMode::Reflect] {
+        let t = ty(DType::F32, &[s("N"), s("L")]);
+        let op: Op = Pad { pads: vec![0, 3, 1, 2], mode, value: 0.5 }.into();
+        check(op, t, &[&[("N", 1), ("L", 1)], &[("N", 2), ("L", 2)], &[("N", 1), ("L", 9)]]);
+    }
+}
+
+#[test]
+fn gathers_at_run_time_dims() {
+    // Run-time dims before, along and after the axis, and in the indices (an LSTM state
+    // `[2, N, H]` picked by layer, BERT's embedding rows).
+    let idx = |t: &TensorType, v: &[i64]| {
+        let n = t.shape.as_fixed().unwrap().iter().product::<u64>() as usize;
+        let vals: Vec<i64> = (0..n).map(|i| v[i % v.len()]).collect();
+        i64s(&t.shape.as_fixed().unwrap(), &vals)
+    };
+    let cases: Vec<(i64, TensorType, TensorType, Vec<i64>)> = vec![
+        (0, ty(DType::F32, &[f(2), s("N"), f(3)]), ty(DType::I64, &[]), vec![1]),
+        (1, ty(DType::F32, &[s("N"), s("L"), f(2)]), ty(DType::I64, &[f(4)]), vec![0, -1, -1, 0]),
+        (0, ty(DType::F32, &[f(7), f(3)]), ty(DType::I64, &[s("N"), s("L")]), vec![6, 0, -2, 3]),
+    ];
+    for (axis, d, i, v) in cases {
+        let tys = [d, i];
+        check_with(
+            Gather { axis }.into(),
+            &tys,
+            &|t| vec![data(&t[0], 3), idx(&t[1], &v)],
+            &[&[("N", 1), ("L", 1)], &[("N", 3), ("L", 4)]],
+        );
+    }
 }
 
 #[test]

@@ -347,9 +347,35 @@ impl Infer for Pad {
     fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
         let op = Self::INFO.mnemonic;
         let x = &inputs[0];
-        let d = fixed_dims(x, node, op)?;
-        let r = d.len();
+        let r = x.shape.rank();
         ensure(self.pads.len() == 2 * r, node, op, || format!("pads {:?} must have {} values", self.pads, 2 * r))?;
+        if !x.shape.is_fixed() {
+            // Run-time dims: each grows by its (constant) pads; a run-time dim cannot be
+            // cropped (its extent might go below zero).
+            let mut out = Vec::with_capacity(r);
+            for (i, d) in x.shape.0.iter().enumerate() {
+                let (a, b) = (self.pads[i], self.pads[i + r]);
+                let dim = match d.fixed() {
+                    Some(v) => {
+                        let n = v as i64 + a + b;
+                        ensure(n >= 0, node, op, || {
+                            format!("pads {:?} crop dim {i} of {} below zero", self.pads, x.shape)
+                        })?;
+                        Dim::Fixed(n as u64)
+                    }
+                    None => {
+                        ensure(a >= 0 && b >= 0, node, op, || {
+                            format!("negative pads {:?} on run-time dim {d} are not supported yet", self.pads)
+                        })?;
+                        Dim::from_expr(&d.expr() + &crate::Expr::c(a + b))
+                            .ok_or_else(|| IrError::shape(node, op, format!("dim {d} padded is not a dim")))?
+                    }
+                };
+                out.push(dim);
+            }
+            return Ok(vec![TensorType { dtype: x.dtype, shape: Shape(out) }]);
+        }
+        let d = fixed_dims(x, node, op)?;
         let mut out = Vec::with_capacity(r);
         for (i, &di) in d.iter().enumerate() {
             let n = di as i64 + self.pads[i] + self.pads[i + r];

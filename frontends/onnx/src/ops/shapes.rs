@@ -46,6 +46,7 @@ pub(crate) const OPS: &[&str] = &[
     "Expand",
     "ConstantOfShape",
     "Range",
+    "Equal",
 ];
 
 /// Whether `Shape`/`Size` of `x` is not a constant (it has run-time dims).
@@ -106,6 +107,37 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             return Ok(vec![Out::Value(expand_to(cx, v, &target.elems, "")?)]);
         }
         "Range" => return Ok(vec![Out::Value(range(cx)?)]),
+        // Comparisons of dims decided at compile time: equal expressions are equal; a
+        // run-time dim (at least 0) is never a negative constant; otherwise unknown.
+        "Equal" => {
+            let (x, y) = (operand(cx, 0)?, operand(cx, 1)?);
+            let n = x.elems.len().max(y.elems.len());
+            let at = |s: &ShapeVal, i: usize| if s.elems.len() == 1 { s.elems[0].clone() } else { s.elems[i].clone() };
+            if !(x.elems.len() == n || x.elems.len() == 1) || !(y.elems.len() == n || y.elems.len() == 1) {
+                return Err(format!("shapes of {} and {} elements do not broadcast", x.elems.len(), y.elems.len()));
+            }
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                let (a, b) = (at(&x, i), at(&y, i));
+                let eq = if a == b {
+                    Some(true)
+                } else {
+                    match (a.as_const(), b.as_const()) {
+                        (Some(p), Some(q)) => Some(p == q),
+                        (Some(c), None) | (None, Some(c)) if c < 0 => Some(false),
+                        _ => None,
+                    }
+                };
+                out.push(eq.ok_or_else(|| {
+                    format!("compares dims {a} and {b}, which only the run-time values decide (pin the dims)")
+                })?);
+            }
+            let dims: &[u64] = if x.scalar && y.scalar { &[] } else { &[n as u64] };
+            let bytes: Vec<u8> = out.iter().map(|&b| b as u8).collect();
+            let t = TensorData::new(dlc_ir::TensorType::fixed(dlc_ir::DType::Bool, dims), bytes.into())
+                .ok_or("internal: a bool vector")?;
+            return Ok(vec![Out::Value(cx.add_const(t))]);
+        }
         "Shape" => {
             let x = cx.input(0)?;
             let dims = cx.ty(x).shape.0;
