@@ -180,9 +180,9 @@ def _shape_reshape_cnn(path, tail=None):
         N("Add", ["y1b", "y2"], ["y"]),
     ]
     out = "y"
-    if tail == "constant_of_shape":
-        nodes.append(N("ConstantOfShape", ["s"], ["zeros"]))
-        nodes.append(N("Shape", ["zeros"], ["s2"]))
+    if tail == "undecided_equal":
+        # Whether the run-time batch is 1: only a run decides it.
+        nodes.append(N("Equal", ["n", "i1"], ["is_one"]))
         out = "y"
     outputs = [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 10])]
     if tail == "shape_output":
@@ -209,7 +209,7 @@ def test_shape_subgraphs_fold_into_dim_expressions(tmp_path):
 
 
 @pytest.mark.parametrize("tail,message", [
-    ("constant_of_shape", "node 'ConstantOfShape_20' (ConstantOfShape): uses a shape computed from run-time dims"),
+    ("undecided_equal", "node 'Equal_20' (Equal): compares dims N and 1, which only the run-time values decide"),
     ("shape_output", "graph output 's' is a shape of run-time dims [N, 4, 8, 8]"),
 ])
 def test_shapes_of_run_time_dims_dlc_cannot_use_are_clear_errors(tmp_path, tail, message):

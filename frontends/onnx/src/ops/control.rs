@@ -3,15 +3,18 @@
 //! condition imports both branches into the graph (they are pure functions of values in
 //! scope) and selects each output with `Where` — the results are ONNX's, at the cost of
 //! computing both branches. Branches must give outputs of one type (ONNX allows them to
-//! differ in shape; dlc refuses that with the two types).
+//! differ in shape; dlc refuses that with the two types). `Scan` over a sequence of known
+//! length is unrolled: its body imported once per step, with the states carried from step
+//! to step and the scan outputs stacked.
 use super::{BuildFn, NodeCx};
-use dlc_ir::ops::Where;
-use dlc_ir::{DType, Value};
+use dlc_ir::ops::{Concat, Gather, View, Where};
+use dlc_ir::{DType, TensorData, Value};
 use onnx_protobuf::GraphProto;
 use std::collections::HashMap;
 
 pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("If", if_);
+    reg.insert("Scan", scan);
 }
 
 fn branch<'n>(cx: &NodeCx<'n, '_>, name: &str) -> Result<&'n GraphProto, String> {
@@ -75,4 +78,143 @@ fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         outs.push(cx.add1(&suffix, Where {}, &[cond, a, b])?);
     }
     Ok(outs)
+}
+
+/// Element `i` of `v` along `axis` (the axis removed).
+fn pick(cx: &mut NodeCx, v: Value, axis: usize, i: u64, what: &str) -> Result<Value, String> {
+    let idx = cx.add_const(TensorData::from_i64(&[], &[i as i64]).ok_or("internal: an index")?);
+    cx.add1(what, Gather { axis: axis as i64 }, &[v, idx])
+}
+
+/// `vs` (one type) stacked along a new axis `axis`.
+fn stack(cx: &mut NodeCx, vs: &[Value], axis: usize, what: &str) -> Result<Value, String> {
+    let mut parts = Vec::with_capacity(vs.len());
+    for &v in vs {
+        let mut dims: Vec<String> = cx.ty(v).shape.0.iter().map(|d| d.to_string()).collect();
+        if axis > dims.len() {
+            return Err(format!("scan output axis {axis} out of range"));
+        }
+        dims.insert(axis, "1".into());
+        parts.push(cx.add1(what, View { dims: dims.join(";") }, &[v])?);
+    }
+    cx.add1(what, Concat { axis: axis as i64 }, &parts)
+}
+
+/// Runs the Scan body for one sequence: `states` and `scans` (each with the scan axis),
+/// steps in the given directions; the final states and the scan outputs stacked.
+#[allow(clippy::too_many_arguments)]
+fn scan_sequence(
+    cx: &mut NodeCx,
+    body: &GraphProto,
+    mut states: Vec<Value>,
+    scans: &[Value],
+    in_axes: &[usize],
+    in_reverse: &[bool],
+    out_axes: &[i64],
+    out_reverse: &[bool],
+    tag: &str,
+) -> Result<Vec<Value>, String> {
+    let n = states.len();
+    let steps = match scans.first() {
+        Some(&s) => {
+            cx.ty(s).shape.0[in_axes[0]].fixed().ok_or("the scanned length must be known (the body is unrolled)")?
+        }
+        None => return Err("Scan needs a scan input".into()),
+    };
+    for (j, &s) in scans.iter().enumerate() {
+        if cx.ty(s).shape.0.get(in_axes[j]).and_then(|d| d.fixed()) != Some(steps) {
+            return Err(format!("scan input {j} is not {steps} long along its axis"));
+        }
+    }
+    if body.input.len() != n + scans.len() {
+        return Err(format!("the body takes {} inputs, the Scan gives {}", body.input.len(), n + scans.len()));
+    }
+    if steps > 4096 {
+        return Err(format!("a Scan of {steps} steps is too long to unroll"));
+    }
+    let k = body.output.len().checked_sub(n).ok_or("the body gives fewer outputs than states")?;
+    let mut outs: Vec<Vec<Value>> = vec![Vec::new(); k];
+    for t in 0..steps {
+        let mut bound = states.clone();
+        for (j, &s) in scans.iter().enumerate() {
+            let at = if in_reverse[j] { steps - 1 - t } else { t };
+            bound.push(pick(cx, s, in_axes[j], at, &format!("{tag}step{t}_in{j}"))?);
+        }
+        for (vi, v) in body.input.iter().zip(bound) {
+            cx.imp.values.insert(vi.name.clone(), v);
+        }
+        let res = import_branch(cx, body, &format!("{tag}step{t}"))?;
+        states = res[..n].to_vec();
+        for (j, &v) in res[n..].iter().enumerate() {
+            outs[j].push(v);
+        }
+    }
+    let mut results = states;
+    for (j, mut vs) in outs.into_iter().enumerate() {
+        if out_reverse.get(j).copied().unwrap_or(false) {
+            vs.reverse();
+        }
+        let rank = cx.ty(vs[0]).shape.rank() as i64 + 1;
+        let a = out_axes.get(j).copied().unwrap_or(0);
+        let a = dlc_ir::ops::normalize_axis(a, rank as usize).ok_or(format!("scan output axis {a} out of range"))?;
+        results.push(stack(cx, &vs, a, &format!("{tag}out{j}"))?);
+    }
+    Ok(results)
+}
+
+/// Scan (opsets 8-21) over sequences of known length, unrolled.
+fn scan(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let body = branch(cx, "body")?;
+    let m = cx.int("num_scan_inputs", 0);
+    let legacy = cx.opset < 9;
+    // Opset 8: a first `sequence_lens` input (full lengths only) and a batch axis 0.
+    let first = usize::from(legacy);
+    if legacy && cx.opt_input(0)?.is_some() {
+        return Err("Scan-8 sequence_lens is not supported yet (full-length sequences only)".into());
+    }
+    let given = cx.num_inputs().saturating_sub(first);
+    let m = usize::try_from(m).ok().filter(|&m| m >= 1 && m <= given).ok_or("num_scan_inputs is out of range")?;
+    let n = given - m;
+    let mut ins = Vec::with_capacity(given);
+    for i in first..first + given {
+        ins.push(cx.input(i)?);
+    }
+    let (states, scans) = ins.split_at(n);
+    let ints = |cx: &NodeCx, name: &str, len: usize| -> Vec<i64> {
+        let v = cx.ints(name);
+        if v.is_empty() {
+            vec![0; len]
+        } else {
+            v
+        }
+    };
+    if legacy {
+        let dirs = ints(cx, "directions", m);
+        let b = cx.ty(scans[0]).shape.0[0].fixed().ok_or("Scan-8's batch must be known")?;
+        let mut per: Vec<Vec<Value>> = Vec::new();
+        for bi in 0..b {
+            let st: Vec<Value> =
+                states.iter().map(|&s| pick(cx, s, 0, bi, &format!("batch{bi}_state"))).collect::<Result<_, _>>()?;
+            let sc: Vec<Value> =
+                scans.iter().map(|&s| pick(cx, s, 0, bi, &format!("batch{bi}_scan"))).collect::<Result<_, _>>()?;
+            let rev: Vec<bool> = dirs.iter().map(|&d| d != 0).collect();
+            let r = scan_sequence(cx, body, st, &sc, &vec![0; m], &rev, &[], &[], &format!("batch{bi}/"))?;
+            per.push(r);
+        }
+        let count = per.first().map_or(0, Vec::len);
+        return (0..count).map(|j| stack(cx, &per.iter().map(|r| r[j]).collect::<Vec<_>>(), 0, "batch")).collect();
+    }
+    let in_axes: Vec<usize> = ints(cx, "scan_input_axes", m)
+        .iter()
+        .zip(scans)
+        .map(|(&a, &s)| {
+            let r = cx.ty(s).shape.rank();
+            dlc_ir::ops::normalize_axis(a, r).ok_or(format!("scan_input_axes {a} out of range"))
+        })
+        .collect::<Result<_, _>>()?;
+    let in_rev: Vec<bool> = ints(cx, "scan_input_directions", m).iter().map(|&d| d != 0).collect();
+    let k = body.output.len().saturating_sub(n);
+    let out_axes = ints(cx, "scan_output_axes", k);
+    let out_rev: Vec<bool> = ints(cx, "scan_output_directions", k).iter().map(|&d| d != 0).collect();
+    scan_sequence(cx, body, states.to_vec(), scans, &in_axes, &in_rev, &out_axes, &out_rev, "")
 }
