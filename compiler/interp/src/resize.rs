@@ -47,20 +47,7 @@ pub fn coordinate(op: &ResizeTaps, o: f64, in_len: f64, out_len: f64, scale: f64
 pub fn taps(op: &ResizeTaps, in_len: u64, out_len: u64) -> Result<(Vec<i64>, Vec<f64>), String> {
     let k = op.taps(Some(in_len), Some(out_len)).ok_or("the kernel width is unknown")? as usize;
     let (inf, outf) = (in_len as f64, out_len as f64);
-    let ratio = op.scale_ratio().map(|(n, d)| (n.as_const(), d.as_const()));
-    let scale = if op.scale != 0.0 {
-        op.scale as f64
-    } else if let Some(r) = ratio {
-        match r {
-            (Some(n), Some(d)) if d > 0 => n as f64 / d as f64,
-            (Some(_), Some(_)) => 1.0,
-            _ => return Err("the scale's dims must be known".into()),
-        }
-    } else if in_len > 0 {
-        outf / inf
-    } else {
-        1.0
-    };
+    let scale = op.scale_at(Some(in_len), Some(out_len)).ok_or("the scale's dims must be known")?;
     let last = in_len.saturating_sub(1) as i64;
     let mut idx = Vec::with_capacity(out_len as usize * k);
     let mut w = Vec::with_capacity(out_len as usize * (k + 1));

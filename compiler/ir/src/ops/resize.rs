@@ -96,6 +96,21 @@ impl ResizeTaps {
         Some((dlc_sym::parse(n.trim()).ok()?, dlc_sym::parse(d.trim()).ok()?))
     }
 
+    /// The scale this op resizes by, where it is known: the given `scale`, else `num /
+    /// den` of `scale_of`, else `out / in` (1 for an empty input), in float64 as ONNX
+    /// computes it. The one definition the shape rule, dlc-interp and the importer use
+    /// (the kernel computes the same at run time).
+    pub fn scale_at(&self, in_len: Option<u64>, out_len: Option<u64>) -> Option<f64> {
+        if self.scale != 0.0 {
+            return Some(self.scale as f64);
+        }
+        let (n, d) = match self.scale_ratio() {
+            Some((n, d)) => (n.as_const()?, d.as_const()?),
+            None => (out_len? as i64, in_len? as i64),
+        };
+        Some(if d > 0 { n as f64 / d as f64 } else { 1.0 })
+    }
+
     /// The taps per output position: 1 (nearest), 2 (linear), 4 (cubic), or, with
     /// `antialias` when downsampling, the stretched kernel's width (ONNX's footprint).
     /// `None` when that width depends on a scale only known at run time (sizes over
@@ -109,22 +124,7 @@ impl ResizeTaps {
         if !self.antialias {
             return Some(2 * half as u64);
         }
-        let ratio = self.scale_ratio().map(|(n, d)| (n.as_const(), d.as_const()));
-        let scale = if self.scale != 0.0 {
-            self.scale as f64
-        } else if let Some(r) = ratio {
-            match r {
-                (Some(n), Some(d)) if d > 0 => n as f64 / d as f64,
-                (Some(_), Some(_)) => 1.0,
-                _ => return None,
-            }
-        } else {
-            match (in_len, out_len) {
-                (Some(i), Some(o)) if i > 0 => o as f64 / i as f64,
-                (Some(_), Some(_)) => 1.0,
-                _ => return None,
-            }
-        };
+        let scale = self.scale_at(in_len, out_len)?;
         let s = scale.min(1.0);
         if s.is_nan() || s <= 0.0 || !s.is_finite() {
             return Some(2 * half as u64);
