@@ -91,3 +91,18 @@ def test_a_float_range_over_a_feature_maps_width(tmp_path):
     for shape in [(1, 4, 3, 5), (2, 4, 2, 11)]:
         feeds = {"x": np.random.RandomState(1).randn(*shape).astype(np.float32)}
         assert_close(dlc_run(art, path, feeds, tmp_path)["y"], ort_run(path, feeds)["y"], str(shape))
+
+
+def test_the_size_of_a_shape_is_its_rank(tmp_path):
+    """`Size(Shape(x))` (Silero's decoder counts a shape's elements): a constant."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Size", ["s"], ["r"]),
+        helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["x", "rf"], ["y"]),
+    ]
+    path = _save(tmp_path / "m.onnx", nodes, [x], ["y"])
+    dlc("compile", path, "-o", tmp_path / "art")
+    feeds = {"x": np.random.RandomState(4).randn(3, 4).astype(np.float32)}
+    assert_close(dlc_run(tmp_path / "art", path, feeds, tmp_path)["y"], ort_run(path, feeds)["y"], "size of a shape")

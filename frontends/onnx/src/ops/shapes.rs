@@ -90,6 +90,10 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             let keep = start <= 0 && end >= dims.len() as i64;
             ShapeVal { elems: if keep { dims } else { vec![] }, scalar: false }
         }
+        "Size" if cx.imp.shape_values.contains_key(&cx.node.input[0]) => {
+            let s = operand(cx, 0)?;
+            ShapeVal { elems: vec![Expr::c(s.elems.len() as i64)], scalar: true }
+        }
         "Expand" => {
             let x = cx.input(0)?;
             let target = operand(cx, 1)?;
