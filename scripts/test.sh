@@ -20,3 +20,11 @@ PTXAS=$(ls .venv/lib/python3*/site-packages/nvidia/*/bin/ptxas | head -n 1)
 DLC_BIN="$PWD/target/debug/dlc" .venv/bin/python tests/onnx_suite/run_suite.py --cuda "$PTXAS"
 echo "== end-to-end tests (dlc vs ONNX Runtime)"
 DLC_BIN="$PWD/target/debug/dlc" .venv/bin/python -m pytest -q tests/e2e
+echo "== Python package: pip install . into a fresh venv, then its tests (tests/python)"
+rm -rf target/py-venv
+python3 -m venv target/py-venv
+target/py-venv/bin/pip install --quiet . $(grep -E '^(onnx|onnxruntime|numpy|pytest)==' tests/requirements.txt)
+ls target/wheels/dlc-*-cp39-abi3-manylinux_2_36_x86_64.whl  # the wheel pip built: abi3, manylinux
+DLC_BIN="$PWD/target/debug/dlc" target/py-venv/bin/python -m pytest -q tests/python
+echo "== Python package with PyTorch: dlc.compile(torch.nn.Module), the tutorial"
+bash scripts/python-torch-check.sh

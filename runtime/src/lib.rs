@@ -160,6 +160,25 @@ impl Tensor {
     }
 }
 
+/// A borrowed tensor: what [`Model::prepare`] and [`Model::run_prepared`] take, so
+/// that callers holding their data elsewhere (a numpy array, a memory map) need no copy.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorRef<'a> {
+    /// Element type name (`f32`, `i64`, ...).
+    pub dtype: &'a str,
+    /// Extents.
+    pub shape: &'a [u64],
+    /// Row-major, little-endian bytes.
+    pub data: &'a [u8],
+}
+
+impl Tensor {
+    /// The tensor, borrowed.
+    pub fn view(&self) -> TensorRef<'_> {
+        TensorRef { dtype: &self.dtype, shape: &self.shape, data: &self.data }
+    }
+}
+
 // The entry points' and callbacks' types: the C ABI as dlc-artifact defines it.
 use dlc_artifact::abi::{
     self, AbiVersionFn, PforFn, RunDimsFn, RunFn, RunThreadedFn, TaskFn, WorkspaceSizeDimsFn, WorkspaceSizeFn,
@@ -550,6 +569,14 @@ pub(crate) fn check_inputs<'t>(
     manifest: &Manifest,
     inputs: &[(&str, &'t Tensor)],
 ) -> Result<(Vec<&'t Tensor>, Vec<i64>), RuntimeError> {
+    let views: Vec<(&str, TensorRef<'_>)> = inputs.iter().map(|(n, t)| (*n, t.view())).collect();
+    let (order, dims) = check_views(manifest, &views)?;
+    Ok((order.into_iter().map(|i| inputs[i].1).collect(), dims))
+}
+
+/// [`check_inputs`] on borrowed tensors: the index in `inputs` of each input in call
+/// order, and the run-time dims their shapes bind.
+fn check_views(manifest: &Manifest, inputs: &[(&str, TensorRef<'_>)]) -> Result<(Vec<usize>, Vec<i64>), RuntimeError> {
     let specs = &manifest.inputs;
     for (name, _) in inputs {
         if !specs.iter().any(|s| s.name == *name) {
@@ -559,31 +586,35 @@ pub(crate) fn check_inputs<'t>(
     if inputs.len() != specs.len() {
         return Err(RuntimeError::InputCount { expected: specs.len(), names: names(specs), got: inputs.len() });
     }
-    let mut ordered = Vec::new();
+    let mut order = Vec::with_capacity(specs.len());
     for spec in specs {
-        let t = inputs.iter().find(|(n, _)| *n == spec.name).map(|(_, t)| *t).ok_or_else(|| {
-            RuntimeError::InputCount { expected: specs.len(), names: names(specs), got: inputs.len() }
+        let i = inputs.iter().position(|(n, _)| *n == spec.name).ok_or_else(|| RuntimeError::InputCount {
+            expected: specs.len(),
+            names: names(specs),
+            got: inputs.len(),
         })?;
+        let t = &inputs[i].1;
         if t.dtype != spec.dtype {
             return Err(RuntimeError::InputDtype {
                 name: spec.name.clone(),
                 expected: spec.dtype.clone(),
-                got: t.dtype.clone(),
+                got: t.dtype.to_string(),
             });
         }
-        if manifest.symbols.is_empty() && spec.fixed_shape().as_deref() != Some(t.shape.as_slice()) {
+        if manifest.symbols.is_empty() && spec.fixed_shape().as_deref() != Some(t.shape) {
             let got = format!("[{}]", t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","));
             return Err(RuntimeError::InputShape { name: spec.name.clone(), expected: spec.shape_string(), got });
         }
-        ordered.push(t);
+        order.push(i);
     }
-    let shapes: Vec<&[u64]> = ordered.iter().map(|t| t.shape.as_slice()).collect();
+    let shapes: Vec<&[u64]> = order.iter().map(|&i| inputs[i].1.shape).collect();
     let dims = manifest.bind_dims(&shapes)?;
-    for (spec, t) in manifest.inputs.iter().zip(&ordered) {
+    for (spec, &i) in manifest.inputs.iter().zip(&order) {
+        let t = &inputs[i].1;
         let want = t
             .shape
             .iter()
-            .try_fold(dtype_size(&t.dtype).unwrap_or(0) as u64, |a, &d| a.checked_mul(d))
+            .try_fold(dtype_size(t.dtype).unwrap_or(0) as u64, |a, &d| a.checked_mul(d))
             .and_then(|b| usize::try_from(b).ok());
         if want != Some(t.data.len()) {
             return Err(RuntimeError::InputBytes {
@@ -593,7 +624,7 @@ pub(crate) fn check_inputs<'t>(
             });
         }
     }
-    Ok((ordered, dims))
+    Ok((order, dims))
 }
 
 impl Model {
@@ -787,6 +818,133 @@ impl Model {
                 data: buf.as_slice(n).to_vec(),
             })
             .collect())
+    }
+}
+
+/// What [`Model::run_prepared`] needs to know before a call, from the inputs' shapes
+/// alone: the run-time dims they bind and each output's allocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    dims: Vec<i64>,
+    /// One per output, in manifest order.
+    pub outputs: Vec<OutputSlot>,
+}
+
+/// An output's allocation for one call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSlot {
+    /// Its shape, when the input shapes decide it (`None` when it depends on tensor
+    /// values: the run reports it).
+    pub shape: Option<Vec<u64>>,
+    /// The bytes to allocate (its size, or its upper bound when `shape` is `None`).
+    pub bytes: usize,
+}
+
+/// Reusable state for [`Model::run_prepared`]: a thread pool and a workspace that grows
+/// to the largest size a call needed. One per concurrent caller.
+pub struct Scratch {
+    pool: Pool,
+    workspace: Option<AlignedBuf>,
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scratch").field("threads", &self.pool.threads).finish()
+    }
+}
+
+impl Scratch {
+    /// Scratch whose runs use `threads` threads (the caller's included).
+    pub fn new(threads: usize) -> Scratch {
+        Scratch { pool: Pool::new(threads), workspace: None }
+    }
+
+    /// The thread count.
+    pub fn threads(&self) -> usize {
+        self.pool.threads
+    }
+
+    /// A workspace of at least `bytes`.
+    fn workspace(&mut self, bytes: usize) -> Result<*mut u8, RuntimeError> {
+        if self.workspace.as_ref().is_none_or(|b| b.layout.size() < bytes) {
+            self.workspace = None;
+            self.workspace = Some(AlignedBuf::try_new(bytes, &|| "the workspace".into())?);
+        }
+        Ok(self.workspace.as_ref().map_or(std::ptr::null_mut(), |b| b.ptr))
+    }
+}
+
+impl Model {
+    /// Checks `inputs` (as [`Model::run`] does) and says what the outputs of a call on
+    /// them need.
+    pub fn prepare(&self, inputs: &[(&str, TensorRef<'_>)]) -> Result<Prepared, RuntimeError> {
+        let (_, dims) = check_views(&self.manifest, inputs)?;
+        let outputs = self
+            .manifest
+            .outputs
+            .iter()
+            .map(|s| {
+                let bytes = self.manifest.capacity_at(s, &dims)?;
+                let shape = if s.max_bytes.is_empty() { Some(self.manifest.shape_at(s, &dims)?) } else { None };
+                Ok(OutputSlot { shape, bytes })
+            })
+            .collect::<Result<_, RuntimeError>>()?;
+        Ok(Prepared { dims, outputs })
+    }
+
+    /// Runs the model on the caller's buffers, with no copy: `inputs` as they were given
+    /// to [`Model::prepare`], which made `prepared`; `outputs` one buffer per output of at
+    /// least `prepared.outputs[i].bytes`, aligned to its element size. Inputs are read
+    /// where they are when aligned to their element size (a copy is made of those that
+    /// are not). Returns each output's shape and byte length.
+    pub fn run_prepared(
+        &self,
+        prepared: &Prepared,
+        inputs: &[(&str, TensorRef<'_>)],
+        outputs: &mut [&mut [u8]],
+        scratch: &mut Scratch,
+    ) -> Result<Vec<(Vec<u64>, usize)>, RuntimeError> {
+        let (order, mut dims) = check_views(&self.manifest, inputs)?;
+        let stale = || dlc_artifact::DimError::Invalid("the inputs are not the ones the call was prepared for".into());
+        if dims != prepared.dims || outputs.len() != self.manifest.outputs.len() {
+            return Err(stale().into());
+        }
+        for ((spec, slot), buf) in self.manifest.outputs.iter().zip(&prepared.outputs).zip(outputs.iter()) {
+            let align = dtype_size(&spec.dtype).unwrap_or(1).max(1);
+            if buf.len() < slot.bytes || !(buf.as_ptr() as usize).is_multiple_of(align) {
+                return Err(dlc_artifact::DimError::Invalid(format!(
+                    "output '{}': the buffer holds {} bytes at address {:p}, the call needs {} aligned to {align}",
+                    spec.name,
+                    buf.len(),
+                    buf.as_ptr(),
+                    slot.bytes
+                ))
+                .into());
+            }
+        }
+        let mut copies = Vec::new();
+        let mut in_ptrs = Vec::with_capacity(order.len());
+        for &i in &order {
+            let t = &inputs[i].1;
+            let align = dtype_size(t.dtype).unwrap_or(1).max(1);
+            if (t.data.as_ptr() as usize).is_multiple_of(align) {
+                in_ptrs.push(t.data.as_ptr());
+            } else {
+                let b = AlignedBuf::copy_of(t.data);
+                in_ptrs.push(b.ptr as *const u8);
+                copies.push(b);
+            }
+        }
+        let out_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|b| b.as_mut_ptr()).collect();
+        let ws = scratch.workspace(self.workspace_size_at(&dims)?)?;
+        // SAFETY: `check_views` checked the inputs' dtypes, shapes (binding `dims`) and
+        // byte lengths; each pointer is aligned to its element size (or a 64-byte aligned
+        // copy); the outputs were checked above against the sizes `prepare` computed for
+        // these dims, the workspace has `workspace_size_at(dims)` bytes, 64-byte aligned.
+        unsafe { self.call(in_ptrs.as_ptr(), out_ptrs.as_ptr(), ws, &mut dims, &scratch.pool)? };
+        drop(copies);
+        let caps: Vec<usize> = prepared.outputs.iter().map(|o| o.bytes).collect();
+        self.output_sizes(&dims, &caps)
     }
 }
 

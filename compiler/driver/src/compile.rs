@@ -181,7 +181,7 @@ impl Observer for Cli {
 
 /// The largest extent `--input-shape` and `--dim` accept: sizes and offsets are computed
 /// in 64-bit integers, and the code of larger dims could make them wrap.
-const MAX_PINNED_DIM: u64 = i32::MAX as u64;
+pub const MAX_PINNED_DIM: u64 = i32::MAX as u64;
 
 /// `--dim SYMBOL=N` flags.
 pub(crate) fn parse_dims(specs: &[String]) -> Result<HashMap<String, u64>> {

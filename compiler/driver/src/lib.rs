@@ -12,7 +12,7 @@ pub mod compile;
 pub mod export;
 pub mod inspect;
 mod link;
-mod npy;
+pub mod npy;
 pub mod quantize;
 pub mod run;
 
