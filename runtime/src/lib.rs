@@ -335,9 +335,18 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// Pools made by this process so far (a diagnostic: `Model::run` must reuse its pools,
+/// and a test counts them).
+pub fn pools_created() -> usize {
+    POOLS_CREATED.load(Ordering::Relaxed)
+}
+
+static POOLS_CREATED: AtomicUsize = AtomicUsize::new(0);
+
 impl Pool {
     /// A pool of `threads` threads (the caller's included).
     pub fn new(threads: usize) -> Pool {
+        POOLS_CREATED.fetch_add(1, Ordering::Relaxed);
         let threads = threads.max(1);
         let shared = std::sync::Arc::new(Shared {
             lock: Default::default(),
@@ -434,6 +443,8 @@ pub struct Model {
     run_dims: RunDimsFn,
     workspace_dims: WorkspaceSizeDimsFn,
     workspace: usize,
+    /// Pools and workspaces of [`Model::run`] between calls.
+    free: std::sync::Mutex<Vec<Scratch>>,
     // Keeps the code mapped while `run` points into it; dropped last.
     _lib: libloading::Library,
 }
@@ -677,7 +688,17 @@ impl Model {
             unsafe { lib.get::<RunThreadedFn>(abi::symbol(p, &abi::RUN_THREADED).as_bytes()).ok().map(|f| *f) };
         // SAFETY: takes no arguments and returns a constant.
         let workspace = unsafe { ws() } as usize;
-        Ok(Model { dir, manifest, run, run_threaded, run_dims, workspace_dims, workspace, _lib: lib })
+        Ok(Model {
+            dir,
+            manifest,
+            run,
+            run_threaded,
+            run_dims,
+            workspace_dims,
+            workspace,
+            free: Default::default(),
+            _lib: lib,
+        })
     }
 
     /// The artifact's manifest.
@@ -785,33 +806,38 @@ impl Model {
         Ok(())
     }
 
-    /// Runs the model on named inputs; returns the outputs in manifest order.
+    /// Runs the model on named inputs; returns the outputs in manifest order. The thread
+    /// pool and workspace come from the model's free list (one per concurrent caller,
+    /// made on first use), so a call starts no threads once the model is warm.
     pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, RuntimeError> {
-        let (ordered, mut dims) = self.check_inputs(inputs)?;
-        // Copies into aligned buffers: the generated code assumes naturally aligned elements.
-        let in_bufs: Vec<AlignedBuf> = ordered.iter().map(|t| AlignedBuf::copy_of(&t.data)).collect();
-        let caps = self.output_capacities(&dims)?;
-        let out_bufs: Vec<AlignedBuf> = self
+        let views: Vec<(&str, TensorRef<'_>)> = inputs.iter().map(|(n, t)| (*n, t.view())).collect();
+        let prepared = self.prepare(&views)?;
+        let mut bufs: Vec<AlignedBuf> = self
             .manifest
             .outputs
             .iter()
-            .zip(&caps)
-            .map(|(s, n)| AlignedBuf::try_new(*n, &|| format!("output '{}'", s.name)))
+            .zip(&prepared.outputs)
+            .map(|(s, o)| AlignedBuf::try_new(o.bytes, &|| format!("output '{}'", s.name)))
             .collect::<Result<_, _>>()?;
-        let ws_bytes = self.workspace_size_at(&dims)?;
-        let ws = AlignedBuf::try_new(ws_bytes, &|| "the workspace".into())?;
-        let in_ptrs: Vec<*const u8> = in_bufs.iter().map(|b| b.ptr as *const u8).collect();
-        let out_ptrs: Vec<*mut u8> = out_bufs.iter().map(|b| b.ptr).collect();
-        let pool = Pool::new(default_threads());
-        // SAFETY: inputs were checked against the manifest and bound `dims`; outputs and
-        // workspace have the sizes the code writes at `dims`; all are 64-byte aligned.
-        unsafe { self.call(in_ptrs.as_ptr(), out_ptrs.as_ptr(), ws.ptr, &mut dims, &pool)? };
-        let out_sizes = self.output_sizes(&dims, &caps)?;
+        let mut outs: Vec<&mut [u8]> = bufs
+            .iter_mut()
+            .zip(&prepared.outputs)
+            // SAFETY: each buffer holds at least `o.bytes` bytes, owned and unaliased.
+            .map(|(b, o)| unsafe { std::slice::from_raw_parts_mut(b.ptr, o.bytes) })
+            .collect();
+        let threads = default_threads();
+        let mut scratch = {
+            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            free.retain(|s| s.threads() == threads);
+            free.pop().unwrap_or_else(|| Scratch::new(threads))
+        };
+        let sizes = self.run_prepared(&prepared, &views, &mut outs, &mut scratch);
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
         Ok(self
             .manifest
             .outputs
             .iter()
-            .zip(out_bufs.iter().zip(out_sizes))
+            .zip(bufs.iter().zip(sizes?))
             .map(|(spec, (buf, (shape, n)))| Tensor {
                 dtype: spec.dtype.clone(),
                 shape,

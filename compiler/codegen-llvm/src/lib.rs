@@ -13,6 +13,7 @@
 //! program), op and target.
 #![warn(missing_docs)]
 
+pub mod cpus;
 pub mod gpu;
 mod kernel;
 mod kir;

@@ -415,13 +415,56 @@ pub fn load_model_pinned(
 
 /// The target `opts` names (the host by default; sm_80 for CUDA without `--cpu`), and
 /// whether it is CUDA.
-fn target_of(opts: &Options) -> (TargetSpec, bool) {
+/// Every file name a compile may write into its output directory.
+const ARTIFACT_FILES: &[&str] = &[
+    files::MANIFEST,
+    files::MANIFEST_JSON,
+    files::SHARED_LIB,
+    files::STATIC_LIB,
+    files::HEADER,
+    files::REPORT,
+    files::PTX,
+    files::LAUNCH,
+    files::WEIGHTS,
+    files::SIM_LIB,
+    "model.kir",
+    KIR_WEIGHTS,
+    "model.dlcir",
+    "model.ll",
+    "model.s",
+];
+
+/// Creates the output directory, or empties it of a previous artifact's files: a compile
+/// replaces an artifact whole (a stale `model.so` beside a new manifest would fail to
+/// load, or worse). Other files in the directory are left alone, and so are the model's
+/// own files when it is compiled from there (`dlc compile out/model.kir -o out`).
+fn fresh_out_dir(out: &Path, model: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating '{}'", out.display()))?;
+    let canon = |p: &Path| p.canonicalize().ok();
+    let model_dir = model.parent().map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });
+    let in_place = model_dir.and_then(canon).is_some_and(|d| Some(d) == canon(out));
+    for f in ARTIFACT_FILES {
+        let p = out.join(f);
+        let own = in_place
+            && (*f == "model.kir" || *f == KIR_WEIGHTS || Some(*f) == model.file_name().and_then(|n| n.to_str()));
+        if !own && p.symlink_metadata().is_ok() {
+            std::fs::remove_file(&p).with_context(|| format!("removing the old '{}'", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A `--cpu` LLVM does not know is an error here (LLVM would only warn, then abort).
+fn target_of(opts: &Options) -> Result<(TargetSpec, bool)> {
     let mut target = TargetSpec::new(opts.target.as_deref(), opts.cpu.as_deref());
     let cuda = dlc_codegen_llvm::is_cuda(&target.triple);
     if cuda && opts.cpu.is_none() {
         target.cpu = dlc_codegen_llvm::gpu::DEFAULT_SM.into();
     }
-    (target, cuda)
+    if let Some(cpu) = &opts.cpu {
+        dlc_codegen_llvm::cpus::check(&target.triple, cpu).map_err(anyhow::Error::msg)?;
+    }
+    Ok((target, cuda))
 }
 
 /// What a compile writes when `--emit` names nothing: the PTX artifact for CUDA, the
@@ -443,10 +486,10 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         return compile_kir(model, out, opts, obs);
     }
     let t_start = Instant::now();
+    let (target, cuda) = target_of(opts)?;
     obs.stage(&format!("importing {}", model.display()));
     let mut g = load_model_pinned(model, opts.input_shapes.clone(), opts.dims.clone())?;
 
-    let (target, cuda) = target_of(opts);
     let roof = match &opts.roofline {
         Some(s) => dlc_passes::Roofline::parse(s).map_err(anyhow::Error::msg)?,
         None => dlc_passes::Roofline::for_target(&target.triple),
@@ -520,7 +563,7 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
     obs.stage(&format!("generating code for {} ({})", target.triple, target.cpu));
     let t_cg = Instant::now();
 
-    std::fs::create_dir_all(out).with_context(|| format!("creating '{}'", out.display()))?;
+    fresh_out_dir(out, model)?;
     let write = |file: &str, bytes: &[u8]| -> Result<()> {
         let p = out.join(file);
         std::fs::write(&p, bytes).with_context(|| format!("writing '{}'", p.display()))
@@ -750,7 +793,7 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
     let p = dlc_kir::parse::program_with_weights(&text, &mut |name: &str| read_beside(dir, name))
         .map_err(|e| anyhow::anyhow!("{}:{e}", model.display()))?;
     dlc_kir::verify::program(&p).map_err(|e| anyhow::anyhow!("'{}': {e}", model.display()))?;
-    let (target, cuda) = target_of(opts);
+    let (target, cuda) = target_of(opts)?;
     let mut emit = opts.emit.clone();
     if emit.is_empty() {
         emit = default_emit(&target, cuda);
@@ -821,7 +864,7 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         codegen_secs = t_cg.elapsed().as_secs_f64();
         kernels = compiled.table.launches.len();
         obs.stage("writing artifact");
-        std::fs::create_dir_all(out).with_context(|| format!("creating '{}'", out.display()))?;
+        fresh_out_dir(out, model)?;
         write_cuda(&compiled, out, obs, &mut written)?;
         llvm_ir = compiled.llvm_ir;
     } else {
@@ -831,7 +874,7 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         codegen_secs = t_cg.elapsed().as_secs_f64();
         kernels = compiled.kernels;
         obs.stage("writing artifact");
-        std::fs::create_dir_all(out).with_context(|| format!("creating '{}'", out.display()))?;
+        fresh_out_dir(out, model)?;
         write_libraries(&compiled, &emit, out, &prefix, &mut written)?;
         if let Some(s) = &compiled.asm {
             write("model.s", s.as_bytes())?;

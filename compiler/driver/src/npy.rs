@@ -6,6 +6,11 @@ use std::path::Path;
 
 /// Reads an `.npy` file into a tensor (little-endian, C order).
 pub fn read(path: &Path) -> Result<Tensor> {
+    // Only regular files: a device or a pipe (`/dev/zero`) could be read forever.
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read '{}'", path.display()))?;
+    if !meta.is_file() {
+        bail!("'{}' is not a regular file; inputs are .npy files", path.display());
+    }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read '{}'", path.display()))?;
     let npy =
         npyz::NpyFile::new(&bytes[..]).with_context(|| format!("'{}' is not a valid .npy file", path.display()))?;

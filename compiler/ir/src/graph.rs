@@ -71,7 +71,8 @@ impl Graph {
         Value { node, port: 0 }
     }
 
-    /// Adds a node computing `op` on `operands`; its output types come from the op's rule.
+    /// Adds a node computing `op` on `operands`; its output types come from the op's rule,
+    /// and each must fit [`MAX_TENSOR_BYTES`] when its shape is known.
     pub fn add_node(
         &mut self,
         name: impl Into<String>,
@@ -82,6 +83,9 @@ impl Graph {
         let op = op.into();
         let types: Vec<TensorType> = operands.iter().map(|v| self.value_type(*v).clone()).collect();
         let outputs = op.infer(&name, &types)?;
+        for (i, t) in outputs.iter().enumerate() {
+            check_size(t).map_err(|m| IrError::shape(&name, op.mnemonic(), format!("output {i}: {m}")))?;
+        }
         let n_out = outputs.len();
         let node = self.g.add_node(Node { name, op, outputs });
         for (i, v) in operands.iter().enumerate() {
@@ -241,5 +245,21 @@ impl Graph {
             return Err(IrError::Invalid("the graph has a cycle".into()));
         }
         Ok(order)
+    }
+}
+
+/// The largest tensor dlc compiles, in bytes: 2^40 (1 TiB). Every size and offset the
+/// generated code computes from a known shape then fits an i64 with room for strides,
+/// and a model that asks for more is an error naming the node, not an overflow.
+pub const MAX_TENSOR_BYTES: u64 = 1 << 40;
+
+/// Checks that a tensor of type `t` has a byte size (in checked arithmetic) within
+/// [`MAX_TENSOR_BYTES`], when its shape is known.
+pub fn check_size(t: &TensorType) -> Result<(), String> {
+    let Some(dims) = t.shape.as_fixed() else { return Ok(()) };
+    match dims.iter().try_fold(t.dtype.size() as u64, |a, &d| a.checked_mul(d)) {
+        Some(b) if b <= MAX_TENSOR_BYTES => Ok(()),
+        Some(b) => Err(format!("{t} would take {b} bytes, more than dlc's limit of 2^40 bytes (1 TiB) per tensor")),
+        None => Err(format!("{t} would take more than 2^64 bytes (its size overflows)")),
     }
 }

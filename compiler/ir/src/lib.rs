@@ -15,6 +15,7 @@ mod graph;
 pub mod implied;
 pub mod minifloat;
 pub mod ops;
+pub mod paths;
 mod print;
 mod shape;
 mod tensor;
@@ -22,7 +23,7 @@ mod verify;
 
 pub use dtype::DType;
 pub use error::IrError;
-pub use graph::{Edge, Graph, Node, NodeId, Value};
+pub use graph::{check_size, Edge, Graph, Node, NodeId, Value, MAX_TENSOR_BYTES};
 pub use ops::{Attr, Op, OpInfo, OpKind, OP_TABLE};
 pub use print::print_graph;
 pub use shape::{Dim, Expr, Shape, TensorType};

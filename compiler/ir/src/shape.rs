@@ -88,7 +88,9 @@ impl Shape {
 
     /// Number of elements, when every dim is known.
     pub fn numel(&self) -> Option<u64> {
-        self.as_fixed().map(|d| d.iter().product())
+        // Saturating: a graph never holds a tensor this large (`check_size`), but a shape
+        // rule may ask before its node is refused.
+        self.as_fixed().map(|d| d.iter().fold(1u64, |a, &b| a.saturating_mul(b)))
     }
 
     /// Whether every dim is known.

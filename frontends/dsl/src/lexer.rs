@@ -86,13 +86,18 @@ pub fn lex(src: &str) -> (Vec<(Tok, Span)>, Vec<LexError>) {
                 }
             }
             let text = &src[s..i];
-            let tok = if float { text.parse().ok().map(Tok::Float) } else { text.parse().ok().map(Tok::Int) };
+            // A float literal must be finite as an f64 (`1e400` would silently be inf).
+            let tok = if float {
+                text.parse::<f64>().ok().filter(|v| v.is_finite()).map(Tok::Float)
+            } else {
+                text.parse().ok().map(Tok::Int)
+            };
             match tok {
                 Some(t) => toks.push((t, s..i)),
                 None => errs.push(LexError {
                     message: format!("number '{text}' is out of range"),
                     span: s..i,
-                    help: "integers are 64-bit",
+                    help: if float { "floats must be finite (at most about 1.8e308)" } else { "integers are 64-bit" },
                 }),
             }
         } else if c == b'"' {

@@ -121,6 +121,10 @@ pub fn import_with(path: &Path, pins: &HashMap<String, Vec<u64>>) -> Result<dlc_
     import_source_with(&name, &source, dir, pins)
 }
 
+/// The most diagnostics one error report shows (a file of junk would otherwise print
+/// one per token).
+pub const MAX_DIAGNOSTICS: usize = 50;
+
 /// Lowers the text of a `.dlc` file named `file`, reading weights from `dir`.
 pub fn import_source(file: &str, source: &str, dir: &Path) -> Result<dlc_ir::Graph, DslError> {
     import_source_with(file, source, dir, &HashMap::new())
@@ -149,6 +153,17 @@ pub fn import_source_with(
     // report follow-on errors.
     let graph = if diags.is_empty() { lower::lower(&ast, dir, pins, &mut diags) } else { None };
     diags.sort_by_key(|d| d.span.start);
+    if diags.len() > MAX_DIAGNOSTICS {
+        let more = diags.len() - MAX_DIAGNOSTICS;
+        diags.truncate(MAX_DIAGNOSTICS);
+        let at = diags.last().map_or(0..0, |d| d.span.clone());
+        diags.push(Diag {
+            message: format!("... and {more} more error(s) not shown"),
+            span: at,
+            label: "the last one shown".into(),
+            help: "fix the ones above first".into(),
+        });
+    }
     match graph {
         Some(g) if diags.is_empty() => Ok(g),
         _ => Err(DslError { file: file.to_string(), source: source.to_string(), diags }),

@@ -81,9 +81,17 @@ struct Lower<'a> {
     dir: &'a Path,
     counter: HashMap<String, usize>,
     depth: usize,
+    /// Function calls inlined so far, bounded by [`MAX_INLINED_CALLS`] (functions calling
+    /// each other twice per level would otherwise inline exponentially many copies).
+    inlined: usize,
+    /// The functions being inlined, outermost first.
+    stack: Vec<String>,
     /// Symbolic dims pinned through pinned input shapes.
     pins: HashMap<String, u64>,
 }
+
+/// The most function calls one model may inline.
+pub(crate) const MAX_INLINED_CALLS: usize = 10_000;
 
 pub(crate) fn lower(
     file: &File,
@@ -133,17 +141,19 @@ pub(crate) fn lower(
         }
     };
     let weights = match weights_decl {
-        Some((path, span)) => match std::fs::read(dir.join(&path)) {
-            Ok(bytes) => Some((path, span, bytes)),
-            Err(e) => {
-                diags.push(err(
-                    &span,
-                    format!("cannot read weights file '{path}': {e}"),
-                    "the path is relative to the .dlc file",
-                ));
-                return None;
+        Some((path, span)) => {
+            match dlc_ir::paths::confined(dir, &path).and_then(|p| std::fs::read(&p).map_err(|e| e.to_string())) {
+                Ok(bytes) => Some((path, span, bytes)),
+                Err(e) => {
+                    diags.push(err(
+                        &span,
+                        format!("cannot read weights file '{path}': {e}"),
+                        "the path is relative to the .dlc file",
+                    ));
+                    return None;
+                }
             }
-        },
+        }
         None => None,
     };
     // Pinned input shapes name sizes for the symbolic dims of those inputs.
@@ -191,8 +201,18 @@ pub(crate) fn lower(
     if !diags.is_empty() {
         return None;
     }
-    let mut l =
-        Lower { g: Graph::new(&model.name.name), diags, funcs, weights, dir, counter: HashMap::new(), depth: 0, pins };
+    let mut l = Lower {
+        g: Graph::new(&model.name.name),
+        diags,
+        funcs,
+        weights,
+        dir,
+        counter: HashMap::new(),
+        depth: 0,
+        inlined: 0,
+        stack: Vec::new(),
+        pins,
+    };
     let _ = l.dir;
     let mut scope = Scope::default();
     for input in &model.inputs {
@@ -790,10 +810,28 @@ impl<'a> Lower<'a> {
                 &format!("its parameters: {}", names(&f.params)),
             ));
         }
+        self.inlined += 1;
+        if self.inlined == MAX_INLINED_CALLS + 1 {
+            return Err(self.error(
+                &callee.span,
+                format!(
+                    "the model inlines more than {MAX_INLINED_CALLS} function calls (this call of '{}' is one too many)",
+                    f.name.name
+                ),
+                "every call copies its function's body; functions that call others several times multiply",
+            ));
+        }
+        if self.inlined > MAX_INLINED_CALLS {
+            return Err(Reported);
+        }
         if self.depth >= 32 {
             return Err(self.error(
                 &callee.span,
-                format!("'{}' calls itself too deeply", f.name.name),
+                if self.stack.contains(&f.name.name) {
+                    format!("'{}' calls itself too deeply", f.name.name)
+                } else {
+                    format!("function calls nest more than 32 deep here ('{}')", f.name.name)
+                },
                 "functions are inlined; recursion is not supported",
             ));
         }
@@ -824,7 +862,9 @@ impl<'a> Lower<'a> {
             inner.vars.insert(p.name.clone(), (v, p.span.clone()));
         }
         self.depth += 1;
+        self.stack.push(f.name.name.clone());
         let r = self.body(&f.body, &mut inner, &f.name);
+        self.stack.pop();
         self.depth -= 1;
         match r?.as_slice() {
             [(v, _)] => Ok(Val::T(*v)),

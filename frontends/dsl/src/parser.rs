@@ -34,7 +34,15 @@ struct Parser<'t> {
     toks: &'t [(Tok, Span)],
     pos: usize,
     errors: Vec<ParseError>,
+    /// How deep the expression being parsed is: nested parentheses, calls, lists and
+    /// negations, and the operators of a chain (`x + x + ...` builds a tree one level
+    /// deeper per term). Bounded by [`MAX_DEPTH`], so neither the parser nor the passes
+    /// over the tree (lowering, drop) can overflow the stack.
+    depth: usize,
 }
+
+/// The deepest expression a `.dlc` file may hold.
+pub(crate) const MAX_DEPTH: usize = 256;
 
 type P<T> = Result<T, ()>;
 
@@ -43,7 +51,7 @@ const ITEM_START: &[&str] = &["model", "fn", "weights"];
 
 /// Parses a token stream (from [`crate::lexer::lex`]) into a file and its syntax errors.
 pub fn parse(toks: &[(Tok, Span)]) -> (File, Vec<ParseError>) {
-    let mut p = Parser { toks, pos: 0, errors: Vec::new() };
+    let mut p = Parser { toks, pos: 0, errors: Vec::new(), depth: 0 };
     let mut file = File::default();
     while !p.at_eof() {
         match p.item() {
@@ -304,11 +312,35 @@ impl Parser<'_> {
         )
     }
 
+    /// One level deeper (see [`Parser::depth`]); an error past [`MAX_DEPTH`].
+    fn deeper(&mut self) -> P<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            let s = self.span();
+            // Unwind to the statement: every level returns the error.
+            return self.error(
+                format!("expression nested too deeply (more than {MAX_DEPTH} levels of parentheses, calls, lists or operators)"),
+                s,
+                "split it into several `let` statements",
+            );
+        }
+        Ok(())
+    }
+
     fn expr(&mut self) -> P<Expr> {
+        let start = self.depth;
+        let r = self.expr_chain();
+        self.depth = start;
+        r
+    }
+
+    fn expr_chain(&mut self) -> P<Expr> {
+        self.deeper()?;
         let mut lhs = self.term()?;
         while self.is_punct("+") || self.is_punct("-") {
             let op = if self.is_punct("+") { "+" } else { "-" };
             self.bump();
+            self.deeper()?;
             let rhs = self.term()?;
             let span = lhs.span.start..rhs.span.end;
             lhs = Expr { kind: ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }, span };
@@ -317,15 +349,20 @@ impl Parser<'_> {
     }
 
     fn term(&mut self) -> P<Expr> {
+        let start = self.depth;
         let mut lhs = self.unary()?;
         loop {
             let op = match self.peek() {
                 Tok::Punct("*") => "*",
                 Tok::Punct("/") => "/",
                 Tok::Punct("@") => "@",
-                _ => return Ok(lhs),
+                _ => {
+                    self.depth = start;
+                    return Ok(lhs);
+                }
             };
             self.bump();
+            self.deeper()?;
             let rhs = self.unary()?;
             let span = lhs.span.start..rhs.span.end;
             lhs = Expr { kind: ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }, span };
@@ -335,7 +372,10 @@ impl Parser<'_> {
     fn unary(&mut self) -> P<Expr> {
         if self.is_punct("-") {
             let s = self.bump().1;
-            let e = self.unary()?;
+            self.deeper()?;
+            let e = self.unary();
+            self.depth -= 1;
+            let e = e?;
             let span = s.start..e.span.end;
             return Ok(match e.kind {
                 ExprKind::Int(v) => Expr { kind: ExprKind::Int(-v), span },

@@ -42,6 +42,31 @@ pub(crate) fn node_display_name(n: &NodeProto, index: usize) -> String {
     }
 }
 
+/// What ONNX's checker refuses of the model as a whole: a default-domain opset that is
+/// missing (when nodes use the domain) or outside what dlc supports, and a value name
+/// defined twice (two nodes writing it, or a node writing a graph input or initializer).
+fn check_model(path: &Path, model: &ModelProto) -> Result<(), OnnxError> {
+    let err = |message: String| OnnxError::Model { path: path.to_path_buf(), message };
+    let graph = model.graph.as_ref().expect("read_model checks the graph");
+    let default = |d: &str| matches!(d, "" | "ai.onnx");
+    let declared = model.opset_import.iter().find(|o| default(&o.domain)).map(|o| o.version);
+    let used = graph.node.iter().any(|n| default(&n.domain));
+    crate::validate::check_opset(declared, used).map_err(err)?;
+    let mut defined: HashMap<&str, String> = HashMap::new();
+    for v in graph.input.iter().map(|i| i.name.as_str()).chain(graph.initializer.iter().map(|t| t.name.as_str())) {
+        defined.insert(v, "a graph input or initializer".into());
+    }
+    for (i, n) in graph.node.iter().enumerate() {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            let this = format!("node '{}'", node_display_name(n, i));
+            if let Some(first) = defined.insert(o.as_str(), this.clone()) {
+                return Err(err(format!("value '{o}' is defined twice: by {first} and by {this}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every node of `model` that dlc cannot import, in graph order.
 fn unsupported_nodes(model: &ModelProto) -> Vec<UnsupportedNode> {
     let reg = registry();
@@ -104,6 +129,7 @@ pub fn summarize(model: &ModelProto) -> ModelSummary {
 /// Imports the ONNX file at `path`.
 pub fn import(path: &Path, opts: &ImportOptions) -> Result<Graph, OnnxError> {
     let model = read_model(path)?;
+    check_model(path, &model)?;
     let unsupported = unsupported_nodes(&model);
     if !unsupported.is_empty() {
         return Err(OnnxError::Unsupported { path: path.to_path_buf(), nodes: unsupported });
@@ -269,6 +295,12 @@ impl<'m> Importer<'m> {
                     message: format!("{} (domain {domain}, opset {opset}) is not supported", node.op_type),
                 });
             };
+            crate::validate::check_node(node, opset).map_err(|message| OnnxError::Node {
+                path: self.path.clone(),
+                node: name.clone(),
+                op_type: node.op_type.clone(),
+                message,
+            })?;
             let path = self.path.clone();
             let node_err = |message: String| {
                 let named: Vec<&String> = symbols.iter().filter(|s| message.contains(s.as_str())).collect();

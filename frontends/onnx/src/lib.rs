@@ -12,7 +12,10 @@ mod error;
 mod export;
 mod import;
 mod ops;
+#[rustfmt::skip]
+mod schema;
 mod tensor;
+mod validate;
 
 pub use error::{OnnxError, UnsupportedNode};
 pub use export::{export, export_bytes, ExportError, EXPORT_OPSET};

@@ -142,13 +142,6 @@ fn read_external(t: &TensorProto, base: &Path, want: u64) -> Result<Vec<u8>, Str
     let get = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.as_str());
     let location =
         get("location").ok_or_else(|| format!("tensor '{}' has external data without a location", t.name))?;
-    let rel = Path::new(location);
-    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(format!(
-            "tensor '{}': external data location '{location}' must stay inside the model's folder",
-            t.name
-        ));
-    }
     let parse = |k: &str| -> Result<Option<u64>, String> {
         get(k)
             .map(|v| v.parse::<u64>().map_err(|_| format!("tensor '{}': bad external data {k} '{v}'", t.name)))
@@ -159,16 +152,16 @@ fn read_external(t: &TensorProto, base: &Path, want: u64) -> Result<Vec<u8>, Str
     if length != want {
         return Err(format!("tensor '{}': external data length {length} but the tensor needs {want} bytes", t.name));
     }
-    let path = base.join(rel);
+    let path = dlc_ir::paths::confined(base, location)
+        .map_err(|e| format!("tensor '{}': external data location '{location}': {e}", t.name))?;
     let mut f = std::fs::File::open(&path)
         .map_err(|e| format!("tensor '{}': cannot open external data '{}': {e}", t.name, path.display()))?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-    if offset + length > size {
+    if offset.checked_add(length).is_none_or(|end| end > size) {
         return Err(format!(
-            "tensor '{}': external data '{}' has {size} bytes, needs {} (offset {offset} + length {length})",
+            "tensor '{}': external data '{}' has {size} bytes, needs offset {offset} + length {length}",
             t.name,
             path.display(),
-            offset + length
         ));
     }
     let mut buf = vec![0u8; length as usize];

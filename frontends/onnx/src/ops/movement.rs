@@ -13,6 +13,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Gather", |cx| {
         let (d, i) = (cx.input(0)?, cx.input(1)?);
         let axis = cx.int("axis", 0);
+        check_const_indices(cx, d, axis, 1)?;
         cx.add("", Gather { axis }, &[d, i])
     });
     reg.insert("Shape", shape);
@@ -77,6 +78,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("GatherElements", |cx| {
         let (d, i) = (cx.input(0)?, cx.input(1)?);
         let axis = cx.int("axis", 0);
+        check_const_indices(cx, d, axis, 1)?;
         cx.add("", GatherElements { axis }, &[d, i])
     });
     reg.insert("DepthToSpace", |cx| depth_space(cx, true));
@@ -492,4 +494,23 @@ fn tile(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let a = cx.add1("interleave", Reshape { shape: inter, allowzero: true }, &[x])?;
     let b = cx.add1("repeat", Expand::to(wide), &[a])?;
     cx.add("", Reshape { shape: out, allowzero: true }, &[b])
+}
+
+/// Constant indices (operand `operand`) into `data` along `axis` must lie in
+/// `[-n, n - 1]` for a known extent `n`: ONNX Runtime fails such a model when it runs;
+/// dlc refuses it when compiling rather than clamp. (Indices known only at run time are
+/// clamped into range by the kernels, so a run never reads outside its buffer.)
+fn check_const_indices(cx: &mut NodeCx, data: Value, axis: i64, operand: usize) -> Result<(), String> {
+    let ty = cx.ty(data);
+    let rank = ty.shape.rank() as i64;
+    let a = if axis < 0 { axis + rank } else { axis };
+    let Some(n) = (0..rank).contains(&a).then(|| ty.shape.0[a as usize].fixed()).flatten() else {
+        return Ok(());
+    };
+    let Some(idx) = cx.const_input(operand)?.and_then(|t| t.to_i64()) else { return Ok(()) };
+    let n = n as i64;
+    if let Some(bad) = idx.iter().find(|&&k| k < -n || k >= n) {
+        return Err(format!("index {bad} is out of range for axis {axis} of extent {n} (valid: {} to {})", -n, n - 1));
+    }
+    Ok(())
 }

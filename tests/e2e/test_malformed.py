@@ -1,0 +1,76 @@
+"""The malformed-input corpus (tests/malformed/cases.py) through the `dlc` CLI: each case
+must end with exit code 1 or 2 and the expected message, never a panic, an abort, a
+signal or a hang; plus the CLI behaviours of issue 19 that are not one input file."""
+import atexit
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, dlc, dlc_bin
+
+sys.path.insert(0, str(ROOT / "tests" / "malformed"))
+import cases as corpus  # noqa: E402
+
+
+# Written once, at collection: the parametrisation needs the names, the tests the files.
+_DIR = Path(tempfile.mkdtemp(prefix="dlc-malformed-"))
+atexit.register(shutil.rmtree, _DIR, True)
+_CASES = {name: (argv, pattern) for name, argv, pattern in corpus.make(_DIR)}
+
+
+@pytest.fixture(scope="module")
+def corpus_dir():
+    dlc("compile", _DIR / "relu.onnx", "-o", _DIR / "relu_art")
+    return _DIR, _CASES
+
+
+@pytest.mark.parametrize("name", list(_CASES))
+def test_malformed_input_is_a_clean_error(corpus_dir, name):
+    d, cases = corpus_dir
+    argv, pattern = cases[name]
+    argv = [a.replace("{dlc}", dlc_bin()).replace("{d}", str(d)) for a in argv]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    out = p.stdout + p.stderr
+    assert p.returncode in (1, 2), f"{name}: exit {p.returncode} (negative: killed by a signal)\n{out[-2000:]}"
+    for bad in ("panicked", "RUST_BACKTRACE", "LLVM ERROR", "stack overflow", "fatal runtime error"):
+        assert bad not in out, f"{name}: {bad}\n{out[-2000:]}"
+    assert re.search(pattern, out), f"{name}: expected /{pattern}/ in\n{out[-3000:]}"
+    assert len(out) < 2_000_000, f"{name}: {len(out)} bytes of diagnostics"
+
+
+def test_closed_stdout_ends_quietly(generated_models):
+    """`dlc inspect --ir | head -1`: SIGPIPE ends the process, no panic message."""
+    p = subprocess.Popen([dlc_bin(), "inspect", generated_models / "resnet18.onnx", "--ir"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    code = p.wait(timeout=60)
+    assert code in (0, -signal.SIGPIPE), code
+    assert "panicked" not in err and err == "", err
+
+
+def test_compile_replaces_an_older_artifact(generated_models, tmp_path):
+    """A compile into a folder holding another model's artifact leaves none of its files
+    (a stale model.so would be loaded with the new manifest); other files stay."""
+    out = tmp_path / "out"
+    dlc("compile", generated_models / "mlp.onnx", "-o", out, "--emit", "so,h,ll")
+    (out / "notes.txt").write_text("mine")
+    dlc("compile", ROOT / "examples" / "models" / "mnist_cnn.onnx", "-o", out, "--emit", "a,h")
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["manifest.json", "model.a", "model.h", "model.manifest", "notes.txt", "report.json"], names
+    assert "mnist_cnn" in (out / "model.h").read_text()
+
+
+def test_onnx_schema_table_is_current():
+    """frontends/onnx/src/schema.rs is what scripts/gen_onnx_schema.py makes from the
+    installed onnx's schemas (the importer's attribute and opset checks follow them)."""
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_onnx_schema.py"), "--check"], capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr

@@ -1,0 +1,141 @@
+"""The malformed-input corpus (issue 19): hostile or broken inputs, each with the clean
+error dlc must give. `make(dir)` writes every case's files into `dir` and returns the
+cases; tests/e2e/test_malformed.py runs each through the `dlc` CLI and checks the exit
+code (1 or 2), the message, and that nothing panicked, aborted or died by a signal.
+
+A case is (name, argv, pattern): argv uses `{dlc}` for the binary and `{d}` for the
+case folder; the pattern is a regular expression the combined output must match. A
+case whose pattern starts with `ok:` must instead succeed (valid input, right answer
+checked elsewhere).
+"""
+import random
+
+import numpy as np
+import onnx
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+
+def _model(nodes, inputs, outputs, inits=(), opsets=(("", 17),)):
+    g = h.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    return h.make_model(g, opset_imports=[h.make_opsetid(d, v) for d, v in opsets])
+
+
+def _x(name="x", shape=(2, 3)):
+    return h.make_tensor_value_info(name, T.FLOAT, list(shape))
+
+
+def _y(name="y"):
+    return h.make_tensor_value_info(name, T.FLOAT, None)
+
+
+def _relu():
+    return _model([h.make_node("Relu", ["x"], ["y"])], [_x()], [_x("y")])
+
+
+def make(d):
+    cases = []
+
+    def onnx_case(name, model, pattern, extra=()):
+        onnx.save(model, str(d / f"{name}.onnx"))
+        cases.append((name, ["{dlc}", "compile", f"{{d}}/{name}.onnx", "-o", f"{{d}}/{name}_out", *extra], pattern))
+
+    def dsl_case(name, text, pattern):
+        (d / f"{name}.dlc").write_text(text)
+        cases.append((name, ["{dlc}", "compile", f"{{d}}/{name}.dlc", "-o", f"{{d}}/{name}_out"], pattern))
+
+    # --- Sizes: checked arithmetic, no wrap, no abort on allocation.
+    reps = nh.from_array(np.array([2**30, 2**32], np.int64), "reps")
+    onnx_case("tile_huge", _model([h.make_node("Tile", ["x", "reps"], ["y"])], [_x()], [_y()], [reps]),
+              r"node 'Tile_0' \(Tile\): output 0: .* more than 2\^64 bytes")
+    w = nh.from_array(np.ones((1, 1, 1, 1), np.float32), "w")
+    onnx_case("conv_pads_huge",
+              _model([h.make_node("Conv", ["x", "w"], ["y"], pads=[2**40] * 4)], [_x("x", (1, 1, 4, 4))], [_y()], [w]),
+              r"node 'Conv_0' \(Conv\): output 0: f32\[1,1,2199023255556,2199023255556\] would take more than")
+    sh = nh.from_array(np.array([2**20, 2**20, 2**10], np.int64), "sh")
+    onnx_case("expand_huge", _model([h.make_node("Expand", ["x", "sh"], ["y"])], [_x("x", (1, 1))], [_y()], [sh]),
+              r"node 'Expand_0' \(Expand\): output 0: .* more than dlc's limit of 2\^40 bytes")
+    pads = nh.from_array(np.array([0, 2**40, 0, 2**40], np.int64), "pads")
+    onnx_case("pad_huge", _model([h.make_node("Pad", ["x", "pads"], ["y"])], [_x()], [_y()], [pads]),
+              r"node 'Pad_0' \(Pad\): output 0: .* bytes")
+
+    # --- ONNX that ONNX Runtime refuses.
+    idx = nh.from_array(np.array([0, 5], np.int64), "idx")
+    onnx_case("gather_index_out_of_range",
+              _model([h.make_node("Gather", ["x", "idx"], ["y"], axis=0)], [_x()], [_y()], [idx]),
+              r"node 'Gather_0' \(Gather\): index 5 is out of range for axis 0 of extent 2")
+    n = h.make_node("Softmax", ["x"], ["y"])
+    n.attribute.append(h.make_attribute("axis", 0.0))
+    onnx_case("float_axis", _model([n], [_x()], [_x("y")]), r"attribute 'axis' is FLOAT, ONNX defines it as INT")
+    n = h.make_node("MaxPool", ["x"], ["y"])
+    n.attribute.append(h.make_attribute("kernel_shape", "2x2"))
+    onnx_case("string_kernel_shape", _model([n], [_x("x", (1, 1, 4, 4))], [_y()]),
+              r"attribute 'kernel_shape' is STRING, ONNX defines it as INTS")
+    n = h.make_node("Softmax", ["x"], ["y"])
+    n.attribute.append(onnx.AttributeProto(name="axis", i=1))
+    onnx_case("untyped_attribute", _model([n], [_x()], [_x("y")]), r"attribute 'axis' has no type")
+    onnx_case("unknown_attribute", _model([h.make_node("Relu", ["x"], ["y"], bogus=3)], [_x()], [_x("y")]),
+              r"unknown attribute 'bogus' \(Relu at opset 17 has none\)")
+    onnx_case("missing_required_attribute", _model([h.make_node("Cast", ["x"], ["y"])], [_x()], [_y()]),
+              r"required attribute 'to' is missing")
+    m = _relu()
+    m.opset_import[0].version = 1
+    onnx_case("opset_1", m, r"Relu-1 \(opset 1\) is an old version dlc does not implement")
+    m = _relu()
+    m.opset_import[0].version = 99
+    onnx_case("opset_99", m, r"default-domain opset 99 is newer than any ONNX defines")
+    m = _relu()
+    del m.opset_import[:]
+    onnx_case("no_opset_import", m, r"imports no opset for the default domain")
+    onnx_case("op_from_a_later_opset",
+              _model([h.make_node("Gelu", ["x"], ["y"])], [_x()], [_x("y")], opsets=(("", 17),)),
+              r"Gelu does not exist at opset 17 \(ONNX added it in opset 20\)")
+    onnx_case("two_nodes_one_output",
+              _model([h.make_node("Relu", ["x"], ["y"]), h.make_node("Neg", ["x"], ["y"])], [_x()], [_x("y")]),
+              r"value 'y' is defined twice: by node 'Relu_0' and by node 'Neg_1'")
+    raw = _relu().SerializeToString()
+    (d / "truncated.onnx").write_bytes(raw[: len(raw) * 2 // 3])
+    cases.append(("truncated", ["{dlc}", "compile", "{d}/truncated.onnx", "-o", "{d}/truncated_out"],
+                  r"is not a valid ONNX model \(truncated or corrupt\?\)"))
+    # External data through a symlink that points outside the model's folder.
+    ext = d / "ext"
+    ext.mkdir()
+    (d / "outside.bin").write_bytes(np.ones(6, np.float32).tobytes())
+    (ext / "w.bin").symlink_to(d / "outside.bin")
+    t = onnx.TensorProto(name="b", data_type=T.FLOAT, dims=[2, 3], data_location=onnx.TensorProto.EXTERNAL)
+    t.external_data.add(key="location", value="w.bin")
+    onnx.save(_model([h.make_node("Add", ["x", "b"], ["y"])], [_x()], [_x("y")], [t]), str(ext / "m.onnx"))
+    cases.append(("external_data_symlink_out", ["{dlc}", "compile", "{d}/ext/m.onnx", "-o", "{d}/ext_out"],
+                  r"tensor 'b': external data location 'w.bin': it resolves to .*outside the model's folder"))
+
+    # --- The DSL.
+    head = "model m(x: f32[4]) -> (y: f32[4]) {\n  return "
+    dsl_case("dsl_deep_parens", head + "(" * 10000 + "x" + ")" * 10000 + "\n}\n",
+             r"expression nested too deeply \(more than 256 levels")
+    dsl_case("dsl_deep_calls", head + "relu(" * 10000 + "x" + ")" * 10000 + "\n}\n", r"expression nested too deeply")
+    dsl_case("dsl_deep_lists", head + "x + " + "[" * 10000 + "1" + "]" * 10000 + "\n}\n", r"expression nested too deeply")
+    dsl_case("dsl_long_sum", head + " + ".join(["x"] * 100000) + "\n}\n", r"expression nested too deeply")
+    dsl_case("dsl_infinite_literal", head + "x * 1e400\n}\n", r"number '1e400' is out of range")
+    fns = "".join(f"fn f{i}(a) {{\n  return f{i + 1}(a) + f{i + 1}(a)\n}}\n" for i in range(30))
+    dsl_case("dsl_exponential_inlining", fns + "fn f30(a) {\n  return a\n}\n" + head + "f0(x)\n}\n",
+             r"(inlines more than 10000 function calls|function calls nest more than 32 deep)")
+    rng = random.Random(0)
+    dsl_case("dsl_junk_10mb", "".join(rng.choice("(){}[]<>:;,.=+-*/ abcxyz0123\n@#$%") for _ in range(10_000_000)),
+             r"\.\.\. and \d+ more error\(s\) not shown")
+    dsl_case("dsl_weights_outside", 'weights "../../etc/passwd"\n' + head.replace("return ", "") + "  return x\n}\n",
+             r"cannot read weights file '../../etc/passwd': .*must be a relative path inside")
+
+    # --- The CLI.
+    onnx.save(_relu(), str(d / "relu.onnx"))
+    r = ["{dlc}", "compile", "{d}/relu.onnx", "-o"]
+    cases.append(("cli_unknown_cpu", [*r, "{d}/o1", "--cpu", "pentium99"], r"--cpu 'pentium99' is not a CPU LLVM knows"))
+    cases.append(("cli_unknown_sm", [*r, "{d}/o2", "--target", "nvptx64-nvidia-cuda", "--cpu", "sm_1"],
+                  r"--cpu 'sm_1' is not a GPU architecture LLVM knows"))
+    cases.append(("cli_old_sm", [*r, "{d}/o3", "--target", "nvptx64-nvidia-cuda", "--cpu", "sm_60"],
+                  r"--cpu sm_60: dlc's CUDA kernels need sm_70"))
+    cases.append(("cli_input_shape_twice", [*r, "{d}/o4", "--input-shape", "x=2x3", "--input-shape", "x=2x3"],
+                  r"--input-shape given twice for input 'x'"))
+    cases.append(("cli_dev_zero_input", ["{dlc}", "run", "{d}/relu_art", "--input", "x=/dev/zero", "-o", "{d}/o5"],
+                  r"'/dev/zero' is not a regular file"))
+    return cases
