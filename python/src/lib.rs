@@ -35,6 +35,19 @@ create_exception!(
 );
 create_exception!(dlc, LoadError, Error, "An artifact that cannot be loaded on this machine.");
 
+/// Runs `f`, turning a panic (a bug in dlc) into `dlc.Error` instead of letting
+/// pyo3's `PanicException` (a `BaseException`) reach the caller.
+fn guard<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(Error::new_err(format!("internal error in dlc (a bug; please report it with the input): {what}")))
+    })
+}
+
 /// The compile error as the CLI prints it, as the matching exception.
 fn compile_error(py: Python<'_>, e: anyhow::Error) -> PyErr {
     let msg = format!("{e:#}");
@@ -395,6 +408,18 @@ impl Artifact {
     /// Runs the model on `feeds` (name -> array); returns a dict name -> array in the
     /// model's output order.
     fn run<'py>(&self, py: Python<'py>, feeds: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+        guard(|| self.run_inner(py, feeds))
+    }
+
+    /// Times `iters` runs on `feeds` after `warmup` runs (no allocation inside the
+    /// timing); returns the latencies in seconds, one per run.
+    fn bench(&self, py: Python<'_>, feeds: &Bound<'_, PyDict>, iters: usize, warmup: usize) -> PyResult<Vec<f64>> {
+        guard(|| self.bench_inner(py, feeds, iters, warmup))
+    }
+}
+
+impl Artifact {
+    fn run_inner<'py>(&self, py: Python<'py>, feeds: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
         let feeds = self.feeds(py, feeds)?;
         let raw = raw(&feeds);
         // SAFETY: the arrays stay alive in `feeds` until this function returns.
@@ -447,9 +472,13 @@ impl Artifact {
         Ok(dict)
     }
 
-    /// Times `iters` runs on `feeds` after `warmup` runs (no allocation inside the
-    /// timing); returns the latencies in seconds, one per run.
-    fn bench(&self, py: Python<'_>, feeds: &Bound<'_, PyDict>, iters: usize, warmup: usize) -> PyResult<Vec<f64>> {
+    fn bench_inner(
+        &self,
+        py: Python<'_>,
+        feeds: &Bound<'_, PyDict>,
+        iters: usize,
+        warmup: usize,
+    ) -> PyResult<Vec<f64>> {
         let feeds = self.feeds(py, feeds)?;
         let raw = raw(&feeds);
         // SAFETY: the arrays stay alive in `feeds` until this function returns.
@@ -547,9 +576,10 @@ fn compile(
         quant: QuantizeArgs { quantize: scheme, calibrate, ..Default::default() },
         ..Default::default()
     };
-    let art = py
-        .detach(|| dlc_driver::compile(&model, &out_dir, &opts, &dlc_driver::Silent))
-        .map_err(|e| compile_error(py, e))?;
+    let art = guard(|| {
+        py.detach(|| dlc_driver::compile(&model, &out_dir, &opts, &dlc_driver::Silent))
+            .map_err(|e| compile_error(py, e))
+    })?;
     serde_json::to_string(&art.report).map_err(|e| Error::new_err(e.to_string()))
 }
 

@@ -31,6 +31,52 @@ struct Simulation {
     _lib: libloading::Library,
 }
 
+/// Bounds-checks a launch table against the manifest: every buffer a launch or copy
+/// names exists (input and output indices), every weight and arena offset lies inside
+/// its buffer, and every copy stays inside its source and writes exactly its output's
+/// size. (What a kernel reads past its argument's offset is the compiled code's own
+/// contract with the plan.)
+fn check_table(t: &LaunchTable, m: &Manifest) -> Result<(), String> {
+    // An argument (`bytes` 0) starts inside its buffer (or at 0 of an empty one); a copy's
+    // whole range lies inside.
+    let inside = |o: u64, bytes: u64, size: u64| {
+        if bytes == 0 {
+            o < size || o == 0
+        } else {
+            o.checked_add(bytes).is_some_and(|end| end <= size)
+        }
+    };
+    let fits = |r: &BufferRef, bytes: u64| -> Result<(), String> {
+        match *r {
+            BufferRef::Input(i) if i >= m.inputs.len() => Err(format!("input {i} of {}", m.inputs.len())),
+            BufferRef::Output(i) if i >= m.outputs.len() => Err(format!("output {i} of {}", m.outputs.len())),
+            BufferRef::Weight(o) if !inside(o, bytes, t.weight_bytes) => {
+                Err(format!("weight offset {o} (+{bytes}) past the {} weight bytes", t.weight_bytes))
+            }
+            BufferRef::Arena(o) if !inside(o, bytes, t.arena_bytes) => {
+                Err(format!("arena offset {o} (+{bytes}) past the {}-byte arena", t.arena_bytes))
+            }
+            _ => Ok(()),
+        }
+    };
+    for l in &t.launches {
+        for a in &l.args {
+            fits(a, 0).map_err(|e| format!("launch of '{}': {e}", l.kernel))?;
+        }
+    }
+    for c in &t.copies {
+        let spec =
+            m.outputs.get(c.output).ok_or_else(|| format!("copy to output {} of {}", c.output, m.outputs.len()))?;
+        let want = spec.fixed_shape().unwrap_or_default().iter().product::<u64>()
+            * dtype_size(&spec.dtype).unwrap_or(0) as u64;
+        if c.bytes != want {
+            return Err(format!("copy of {} bytes to output '{}' of {want}", c.bytes, spec.name));
+        }
+        fits(&c.from, c.bytes).map_err(|e| format!("copy to output '{}': {e}", spec.name))?;
+    }
+    Ok(())
+}
+
 impl GpuModel {
     /// Reads the manifest, launch table and weights of the CUDA artifact in `dir`.
     pub fn load(dir: impl AsRef<Path>) -> Result<GpuModel, RuntimeError> {
@@ -52,6 +98,10 @@ impl GpuModel {
                 message: format!("{} bytes, the launch table expects {}", weights.len(), table.weight_bytes),
             });
         }
+        check_table(&table, &manifest).map_err(|message| RuntimeError::Library {
+            path: dir.join(files::LAUNCH),
+            message: format!("{message}; the launch table does not fit the manifest (edited?), recompile the model"),
+        })?;
         let weights = AlignedBuf::copy_of(&weights);
         Ok(GpuModel { dir, manifest, table, weights, simulation: OnceLock::new() })
     }

@@ -181,7 +181,8 @@ impl Tensor {
 
 // The entry points' and callbacks' types: the C ABI as dlc-artifact defines it.
 use dlc_artifact::abi::{
-    self, AbiVersionFn, PforFn, RunDimsFn, RunFn, RunThreadedFn, TaskFn, WorkspaceSizeDimsFn, WorkspaceSizeFn,
+    self, AbiVersionFn, PforFn, RunDimsFn, RunFn, RunThreadedFn, SignatureFn, TaskFn, WorkspaceSizeDimsFn,
+    WorkspaceSizeFn,
 };
 
 /// The thread count kernels may use: `DLC_NUM_THREADS` when set to a positive number,
@@ -533,6 +534,25 @@ fn check_target(dir: &Path, m: &Manifest) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// Checks `model.so` against the hash the manifest recorded (unless `DLC_TRUST_LIBRARY=1`,
+/// the documented opt-out for loads on a hot path), so a truncated or modified library
+/// is refused before `dlopen` runs any of it.
+fn check_library_hash(path: &Path, m: &Manifest) -> Result<(), RuntimeError> {
+    if m.library_sha256.is_empty() || std::env::var("DLC_TRUST_LIBRARY").is_ok_and(|v| v == "1") {
+        return Ok(());
+    }
+    let err = |message: String| RuntimeError::Library { path: path.to_path_buf(), message };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    if dlc_artifact::sha256_hex(&bytes) != m.library_sha256 {
+        return Err(err(format!(
+            "the library's SHA-256 differs from the one model.manifest recorded ({} bytes now): it was modified or \
+             truncated after compiling; recompile the model (DLC_TRUST_LIBRARY=1 skips this check)",
+            bytes.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Whether the running CPU has an LLVM-named feature. Features the check does not know
 /// are assumed present (they are extensions LLVM enables by CPU model, not ISA levels).
 #[allow(unreachable_code)]
@@ -657,6 +677,7 @@ impl Model {
         if !path.exists() {
             return Err(lib_err("no shared library; compile with --emit so (the default)".into()));
         }
+        check_library_hash(&path, &manifest)?;
         // SAFETY: loading runs no initialisers besides the ones dlc emits (none).
         let lib = unsafe { libloading::Library::new(&path) }.map_err(|e| lib_err(e.to_string()))?;
         let p = &manifest.symbol_prefix;
@@ -683,6 +704,25 @@ impl Model {
                 *lib.get::<WorkspaceSizeDimsFn>(&sym(&abi::WORKSPACE_SIZE_DIMS)).map_err(|e| lib_err(e.to_string()))?;
             (rd, wd)
         };
+        // SAFETY: as above (every library of this ABI version exports it); the string is a
+        // NUL-terminated constant of the library, alive while `lib` is.
+        let signature = unsafe {
+            let f: SignatureFn = *lib
+                .get::<SignatureFn>(abi::symbol(p, &abi::SIGNATURE).as_bytes())
+                .map_err(|e| lib_err(e.to_string()))?;
+            std::ffi::CStr::from_ptr(f()).to_string_lossy().into_owned()
+        };
+        let want = manifest.signature();
+        if signature != want {
+            let diff = want
+                .lines()
+                .zip(signature.lines().chain(std::iter::repeat("(nothing)")))
+                .find(|(a, b)| a != b)
+                .map_or_else(String::new, |(a, b)| format!(": the manifest says '{a}', the code '{b}'"));
+            return Err(lib_err(format!(
+                "the code does not match model.manifest (edited, or from another compile){diff}; recompile the model"
+            )));
+        }
         // SAFETY: as above; artifacts from before the thread pool lack this symbol.
         let run_threaded =
             unsafe { lib.get::<RunThreadedFn>(abi::symbol(p, &abi::RUN_THREADED).as_bytes()).ok().map(|f| *f) };

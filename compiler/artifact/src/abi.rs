@@ -35,6 +35,8 @@ pub enum CType {
     Pfor,
     /// A task [`TASK`], as a function pointer.
     Task,
+    /// `const char *`: a NUL-terminated string.
+    CStr,
 }
 
 impl CType {
@@ -53,6 +55,7 @@ impl CType {
             CType::DimsInOut => "int64_t *".into(),
             CType::Pfor => format!("{prefix}pfor_fn"),
             CType::Task => format!("{prefix}task_fn"),
+            CType::CStr => "const char *".into(),
         }
     }
 
@@ -60,7 +63,14 @@ impl CType {
     pub fn is_pointer(self) -> bool {
         matches!(
             self,
-            CType::Ptr | CType::InArray | CType::OutArray | CType::Dims | CType::DimsInOut | CType::Pfor | CType::Task
+            CType::Ptr
+                | CType::InArray
+                | CType::OutArray
+                | CType::Dims
+                | CType::DimsInOut
+                | CType::Pfor
+                | CType::Task
+                | CType::CStr
         )
     }
 
@@ -174,9 +184,20 @@ pub const RUN_DIMS: Function = Function {
           * the rule of bind site `site` (the manifest's binds and bind_reasons).",
 };
 
+/// `const char *<p>signature(void)`.
+pub const SIGNATURE: Function = Function {
+    name: "signature",
+    ret: CType::CStr,
+    params: &[],
+    doc: "The code's signature: ABI version, model name, symbol prefix, inputs, outputs,\n \
+          * run-time dims and the weights' hash, one per line (Manifest::signature's text).\n \
+          * dlc-runtime compares it with the manifest before the first call, so a manifest\n \
+          * edited or a library from another model is an error, not a wrong buffer size.",
+};
+
 /// The exported entry points, in header order.
-pub const ENTRY_POINTS: [Function; 6] =
-    [ABI_VERSION_FN, WORKSPACE_SIZE, RUN, RUN_THREADED, WORKSPACE_SIZE_DIMS, RUN_DIMS];
+pub const ENTRY_POINTS: [Function; 7] =
+    [ABI_VERSION_FN, WORKSPACE_SIZE, RUN, RUN_THREADED, WORKSPACE_SIZE_DIMS, RUN_DIMS, SIGNATURE];
 
 /// What `run` and `run_threaded` return for a model with run-time dims.
 pub const STATUS_NEEDS_DIMS: i32 = 2;
@@ -241,13 +262,9 @@ pub fn header_declarations(prefix: &str) -> String {
     h.push_str(&format!("/* {} */\n", PFOR.doc));
     h.push_str(&typedef(&PFOR));
     for f in &ENTRY_POINTS {
-        h.push_str(&format!(
-            "\n/* {} */\n{} {}({});\n",
-            f.doc,
-            f.ret.c(prefix),
-            symbol(prefix, f),
-            params_c(prefix, f)
-        ));
+        let ret = f.ret.c(prefix);
+        let sep = if ret.ends_with('*') { "" } else { " " };
+        h.push_str(&format!("\n/* {} */\n{ret}{sep}{}({});\n", f.doc, symbol(prefix, f), params_c(prefix, f)));
     }
     h
 }
@@ -256,6 +273,8 @@ pub fn header_declarations(prefix: &str) -> String {
 pub type AbiVersionFn = unsafe extern "C" fn() -> u32;
 /// The Rust type of [`WORKSPACE_SIZE`].
 pub type WorkspaceSizeFn = unsafe extern "C" fn() -> u64;
+/// The Rust type of [`SIGNATURE`].
+pub type SignatureFn = unsafe extern "C" fn() -> *const std::ffi::c_char;
 /// The Rust type of [`RUN`].
 pub type RunFn = unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8) -> i32;
 /// The Rust type of [`TASK`].
@@ -317,6 +336,7 @@ mod tests {
         assert_eq!(<TaskFn as Sig>::sizes(), table_sizes(&TASK));
         assert_eq!(<WorkspaceSizeDimsFn as Sig>::sizes(), table_sizes(&WORKSPACE_SIZE_DIMS));
         assert_eq!(<RunDimsFn as Sig>::sizes(), table_sizes(&RUN_DIMS));
+        assert_eq!(<SignatureFn as Sig>::sizes(), table_sizes(&SIGNATURE));
     }
 
     #[test]
@@ -326,6 +346,7 @@ mod tests {
         assert!(h.contains("typedef void (*dlc_m_pfor_fn)(void *state, dlc_m_task_fn task, void *ctx, int64_t n);"));
         assert!(h.contains("int32_t dlc_m_run(const void *const *inputs, void *const *outputs, void *workspace);"));
         assert!(h.contains("uint32_t dlc_m_abi_version(void);"));
+        assert!(h.contains("const char *dlc_m_signature(void);"));
         assert!(h.contains("uint64_t dlc_m_workspace_size_dims(const int64_t *dims);"));
         assert!(h.contains(
             "int32_t dlc_m_run_threaded(const void *const *inputs, void *const *outputs, void *workspace, \

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Version of the C ABI the compiler emits and the runtime accepts.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 /// Version of the manifest layout.
 pub const FORMAT_VERSION: u32 = 1;
 /// First bytes of `model.manifest`.
@@ -277,6 +277,52 @@ pub struct Manifest {
     #[prost(message, repeated, tag = "19")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<ConstraintSpec>,
+    /// SHA-256 of `model.so` as written (empty when there is none): dlc-runtime checks it
+    /// before loading the library, so a truncated or modified library is an error rather
+    /// than a crash inside `dlopen` (`DLC_TRUST_LIBRARY=1` skips the check).
+    #[prost(string, tag = "20")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub library_sha256: String,
+}
+
+impl Manifest {
+    /// The text the code's `signature()` entry returns for an artifact this manifest
+    /// describes: what the generated code assumes about its buffers (ABI version, model
+    /// and symbol prefix, every input and output with dtype and dims, the run-time dims,
+    /// the weights' hash), one fact per line. The code generator embeds it, and
+    /// dlc-runtime compares the two before a first call.
+    pub fn signature(&self) -> String {
+        let mut s = format!(
+            "dlc-signature 1\nabi {}\nmodel {}\nprefix {}\nweights {}\n",
+            self.abi_version, self.model_name, self.symbol_prefix, self.weights_sha256
+        );
+        let dims = |t: &TensorSpec| {
+            t.shape
+                .iter()
+                .map(|d| match (&d.fixed, &d.symbol) {
+                    (Some(n), _) => n.to_string(),
+                    (None, Some(e)) => e.clone(),
+                    (None, None) => "?".into(),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        for (kind, list) in [("input", &self.inputs), ("output", &self.outputs)] {
+            for t in list {
+                s.push_str(&format!("{kind} {:?} {} [{}] {}\n", t.name, t.dtype, dims(t), t.max_bytes));
+            }
+        }
+        for sym in &self.symbols {
+            s.push_str(&format!("symbol {} {} {}\n", sym.name, sym.min, sym.data));
+        }
+        s
+    }
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// An equality of run-time dim expressions a model needs (`lhs == rhs`).

@@ -86,6 +86,9 @@ pub struct EmitOptions {
     pub asm: bool,
     /// Skip LLVM's optimisation pipeline (debugging aid).
     pub no_llvm_opt: bool,
+    /// The text the library's `signature()` returns (`Manifest::signature` of the
+    /// artifact being built).
+    pub signature: String,
 }
 
 /// The result of code generation.
@@ -120,7 +123,7 @@ pub fn compile(
     let tm = target.machine()?;
     let cx = Context::create();
     let module = target_module(&cx, &g.name, &tm);
-    let kernels = program::emit(&cx, &module, &p, prefix)?;
+    let kernels = program::emit(&cx, &module, &p, prefix, &emit.signature)?;
     optimise_and_write(&module, &tm, emit, kernels)
 }
 
@@ -143,7 +146,7 @@ pub fn compile_program(
     let tm = target.machine()?;
     let cx = Context::create();
     let module = target_module(&cx, &p.name, &tm);
-    let kernels = program::emit(&cx, &module, p, prefix)?;
+    let kernels = program::emit(&cx, &module, p, prefix, &emit.signature)?;
     optimise_and_write(&module, &tm, emit, kernels)
 }
 
@@ -206,14 +209,24 @@ fn write(module: &Module<'_>, tm: &inkwell::targets::TargetMachine, kind: FileTy
     Ok(buf.as_slice().to_vec())
 }
 
-/// The exported metadata functions: the ABI version and the workspace size.
+/// The exported metadata functions: the ABI version, the workspace size and the
+/// signature (`signature`, a constant string).
 pub(crate) fn emit_metadata<'ctx>(
     cx: &'ctx Context,
     module: &Module<'ctx>,
     prefix: &str,
     arena_bytes: u64,
+    signature: &str,
 ) -> Result<(), CodegenError> {
     let b = cx.create_builder();
+    let text = cx.const_string(signature.as_bytes(), true);
+    let g = module.add_global(text.get_type(), None, &format!("{prefix}signature_text"));
+    g.set_initializer(&text);
+    g.set_constant(true);
+    g.set_linkage(inkwell::module::Linkage::Private);
+    let f = module.add_function(&abi::symbol(prefix, &abi::SIGNATURE), abi_fn_type(cx, &abi::SIGNATURE), None);
+    b.position_at_end(cx.append_basic_block(f, "entry"));
+    b.build_return(Some(&g.as_pointer_value()))?;
     let f =
         module.add_function(&abi::symbol(prefix, &abi::ABI_VERSION_FN), abi_fn_type(cx, &abi::ABI_VERSION_FN), None);
     b.position_at_end(cx.append_basic_block(f, "entry"));

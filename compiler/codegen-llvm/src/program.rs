@@ -339,7 +339,13 @@ fn uses_symbols(k: &dlc_kir::Kernel) -> bool {
 
 /// Emits program `p` into `module`: its kernels, constants and the C entry points
 /// (symbols prefixed by `prefix`). Returns the number of kernel functions.
-pub(crate) fn emit<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, p: &Program, prefix: &str) -> R<usize> {
+pub(crate) fn emit<'ctx>(
+    cx: &'ctx Context,
+    module: &Module<'ctx>,
+    p: &Program,
+    prefix: &str,
+    signature: &str,
+) -> R<usize> {
     dlc_kir::verify::program(p).map_err(|e| bad(format!("program '{}' does not verify: {e}", p.name)))?;
     let symbolic = !p.symbols.is_empty();
     let syms: Vec<String> = p.symbols.iter().map(|s| s.name.clone()).collect();
@@ -348,7 +354,7 @@ pub(crate) fn emit<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, p: &Program, 
     let (i32t, i64t, i8t) = (cx.i32_type(), cx.i64_type(), cx.i8_type());
     let b = cx.create_builder();
 
-    crate::emit_metadata(cx, module, prefix, arena)?;
+    crate::emit_metadata(cx, module, prefix, arena, signature)?;
 
     // Constants first (as the graph path always laid them out), then the kernels.
     let mut consts = std::collections::HashMap::new();

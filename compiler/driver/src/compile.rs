@@ -363,6 +363,7 @@ fn manifest_of(
         binds: Vec::new(),
         bind_reasons: Vec::new(),
         constraints: Vec::new(),
+        library_sha256: String::new(),
     }
 }
 
@@ -415,6 +416,16 @@ pub fn load_model_pinned(
 
 /// The target `opts` names (the host by default; sm_80 for CUDA without `--cpu`), and
 /// whether it is CUDA.
+/// Records `model.so`'s hash in the manifest, when the compile wrote one.
+fn library_hash(m: &mut Manifest, out: &Path, written: &[String]) -> Result<()> {
+    if written.iter().any(|f| f == files::SHARED_LIB) {
+        let p = out.join(files::SHARED_LIB);
+        let bytes = std::fs::read(&p).with_context(|| format!("reading '{}'", p.display()))?;
+        m.library_sha256 = dlc_artifact::sha256_hex(&bytes);
+    }
+    Ok(())
+}
+
 /// Every file name a compile may write into its output directory.
 const ARTIFACT_FILES: &[&str] = &[
     files::MANIFEST,
@@ -560,6 +571,16 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
 
     obs.stage("planning memory");
     let plan = dlc_passes::plan_memory(&g)?;
+    // The manifest first: the library embeds its signature.
+    let stats = dlc_passes::graph_stats(&g);
+    let mut hasher = Sha256::new();
+    for &id in &plan.order {
+        if let Op::Const(c) = &g.node(id).op {
+            hasher.update(c.value.ty().to_string().as_bytes());
+            hasher.update(c.value.bytes());
+        }
+    }
+    let manifest = manifest(&g, &target, &prefix, hasher, &stats, &plan, Vec::new());
     obs.stage(&format!("generating code for {} ({})", target.triple, target.cpu));
     let t_cg = Instant::now();
 
@@ -605,8 +626,12 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         write_cuda(&compiled, out, obs, &mut written)?;
         write_ir(&mut written, compiled.llvm_ir.as_deref())?;
     } else {
-        let opts =
-            EmitOptions { llvm_ir: emit.contains(&Emit::Ll), asm: emit.contains(&Emit::Asm), no_llvm_opt: false };
+        let opts = EmitOptions {
+            llvm_ir: emit.contains(&Emit::Ll),
+            asm: emit.contains(&Emit::Asm),
+            no_llvm_opt: false,
+            signature: manifest.signature(),
+        };
         let compiled = dlc_codegen_llvm::compile(&g, &plan, &target, &prefix, &opts)
             .with_context(|| format!("compiling '{}'", model.display()))?;
         codegen_secs = t_cg.elapsed().as_secs_f64();
@@ -619,15 +644,8 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
             written.push("model.s".into());
         }
     }
-    let stats = dlc_passes::graph_stats(&g);
-    let mut hasher = Sha256::new();
-    for &id in &plan.order {
-        if let Op::Const(c) = &g.node(id).op {
-            hasher.update(c.value.ty().to_string().as_bytes());
-            hasher.update(c.value.bytes());
-        }
-    }
-    let manifest = manifest(&g, &target, &prefix, hasher, &stats, &plan, written.clone());
+    let mut manifest = Manifest { files: written.clone(), ..manifest };
+    library_hash(&mut manifest, out, &written)?;
     if emit.contains(&Emit::H) {
         write(files::HEADER, header(&manifest, model).as_bytes())?;
         written.push(files::HEADER.into());
@@ -857,35 +875,7 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         std::fs::write(&path, bytes).with_context(|| format!("writing '{}'", path.display()))
     };
     let mut written = Vec::new();
-    let (kernels, codegen_secs, llvm_ir);
-    if cuda {
-        let compiled = dlc_codegen_llvm::compile_cuda_program(&p, &target, &prefix, emit.contains(&Emit::Ll))
-            .with_context(|| format!("compiling '{}'", model.display()))?;
-        codegen_secs = t_cg.elapsed().as_secs_f64();
-        kernels = compiled.table.launches.len();
-        obs.stage("writing artifact");
-        fresh_out_dir(out, model)?;
-        write_cuda(&compiled, out, obs, &mut written)?;
-        llvm_ir = compiled.llvm_ir;
-    } else {
-        let eo = EmitOptions { llvm_ir: emit.contains(&Emit::Ll), asm: emit.contains(&Emit::Asm), no_llvm_opt: false };
-        let compiled = dlc_codegen_llvm::compile_program(&p, &target, &prefix, &eo)
-            .with_context(|| format!("compiling '{}'", model.display()))?;
-        codegen_secs = t_cg.elapsed().as_secs_f64();
-        kernels = compiled.kernels;
-        obs.stage("writing artifact");
-        fresh_out_dir(out, model)?;
-        write_libraries(&compiled, &emit, out, &prefix, &mut written)?;
-        if let Some(s) = &compiled.asm {
-            write("model.s", s.as_bytes())?;
-            written.push("model.s".into());
-        }
-        llvm_ir = compiled.llvm_ir;
-    }
-    if let Some(ll) = &llvm_ir {
-        write("model.ll", ll.as_bytes())?;
-        written.push("model.ll".into());
-    }
+    // The manifest first: the library embeds its signature.
     let manifest = manifest_of(
         &p.name,
         (inputs, outputs),
@@ -938,6 +928,41 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
             .collect();
         add_data_symbols(&mut manifest, data, binds, &p.arena_bytes, max_bytes);
     }
+    let (kernels, codegen_secs, llvm_ir);
+    if cuda {
+        let compiled = dlc_codegen_llvm::compile_cuda_program(&p, &target, &prefix, emit.contains(&Emit::Ll))
+            .with_context(|| format!("compiling '{}'", model.display()))?;
+        codegen_secs = t_cg.elapsed().as_secs_f64();
+        kernels = compiled.table.launches.len();
+        obs.stage("writing artifact");
+        fresh_out_dir(out, model)?;
+        write_cuda(&compiled, out, obs, &mut written)?;
+        llvm_ir = compiled.llvm_ir;
+    } else {
+        let eo = EmitOptions {
+            llvm_ir: emit.contains(&Emit::Ll),
+            asm: emit.contains(&Emit::Asm),
+            no_llvm_opt: false,
+            signature: manifest.signature(),
+        };
+        let compiled = dlc_codegen_llvm::compile_program(&p, &target, &prefix, &eo)
+            .with_context(|| format!("compiling '{}'", model.display()))?;
+        codegen_secs = t_cg.elapsed().as_secs_f64();
+        kernels = compiled.kernels;
+        obs.stage("writing artifact");
+        fresh_out_dir(out, model)?;
+        write_libraries(&compiled, &emit, out, &prefix, &mut written)?;
+        if let Some(s) = &compiled.asm {
+            write("model.s", s.as_bytes())?;
+            written.push("model.s".into());
+        }
+        llvm_ir = compiled.llvm_ir;
+    }
+    if let Some(ll) = &llvm_ir {
+        write("model.ll", ll.as_bytes())?;
+        written.push("model.ll".into());
+    }
+    library_hash(&mut manifest, out, &written)?;
     if emit.contains(&Emit::H) {
         write(files::HEADER, header(&manifest, model).as_bytes())?;
         written.push(files::HEADER.into());

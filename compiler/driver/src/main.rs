@@ -43,19 +43,25 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match cli.cmd {
+    // A panic is a bug in dlc: say so in one line and exit 2 (not 101 with a backtrace
+    // hint), so scripts see a failure of dlc rather than of their input.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("error: internal error in dlc (a bug; please report it with the input): {info}");
+    }));
+    let result = std::panic::catch_unwind(|| match cli.cmd {
         Command::Compile(a) => compile::main(a),
         Command::Run(a) => run::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Inspect(a) => inspect::main(a),
         Command::Export(a) => export::main(a),
         Command::Compare(a) => compare::main(a),
-    };
+    });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+        Err(_) => ExitCode::from(2),
     }
 }

@@ -110,12 +110,13 @@ fn samples(dir: &Path, inputs: &[String]) -> Result<Vec<Vec<PathBuf>>> {
 fn build(g: &Graph, target: &TargetSpec, dir: &Path) -> Result<()> {
     let plan = dlc_passes::plan_memory(g)?;
     let prefix = "dlc_calibration_";
-    let compiled = dlc_codegen_llvm::compile(g, &plan, target, prefix, &EmitOptions::default())
-        .context("compiling the calibration model")?;
-    link::shared_library_from(&compiled.object, &dir.join(dlc_artifact::files::SHARED_LIB))?;
     let stats = dlc_passes::graph_stats(g);
     let files = vec![dlc_artifact::files::SHARED_LIB.to_string()];
     let m = compile::manifest(g, target, prefix, Default::default(), &stats, &plan, files);
+    let opts = EmitOptions { signature: m.signature(), ..EmitOptions::default() };
+    let compiled =
+        dlc_codegen_llvm::compile(g, &plan, target, prefix, &opts).context("compiling the calibration model")?;
+    link::shared_library_from(&compiled.object, &dir.join(dlc_artifact::files::SHARED_LIB))?;
     m.write_dir(dir)?;
     Ok(())
 }
