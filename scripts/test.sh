@@ -20,6 +20,8 @@ PTXAS=$(ls .venv/lib/python3*/site-packages/nvidia/*/bin/ptxas | head -n 1)
 DLC_BIN="$PWD/target/debug/dlc" .venv/bin/python tests/onnx_suite/run_suite.py --cuda "$PTXAS"
 echo "== end-to-end tests (dlc vs ONNX Runtime)"
 DLC_BIN="$PWD/target/debug/dlc" .venv/bin/python -m pytest -q tests/e2e
+echo "== fuzz targets, 30 s each (scripts/fuzz.sh: onnx_import, dsl, npy, manifest)"
+bash scripts/fuzz.sh 30
 echo "== Python package: pip install . into a fresh venv, then its tests (tests/python)"
 rm -rf target/py-venv
 python3 -m venv target/py-venv

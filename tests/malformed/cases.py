@@ -60,6 +60,12 @@ def make(d):
     onnx_case("pad_huge", _model([h.make_node("Pad", ["x", "pads"], ["y"])], [_x()], [_y()], [pads]),
               r"node 'Pad_0' \(Pad\): output 0: .* bytes")
 
+    # Found by fuzzing (scripts/fuzz.sh onnx_import): a product of dims past i64 panicked.
+    shp = nh.from_array(np.array([-1], np.int64), "shp")
+    onnx_case("reshape_dims_overflow",
+              _model([h.make_node("Reshape", ["x", "shp"], ["y"])], [_x("x", (2**33, 2**33))], [_y()], [shp]),
+              r"(more than 2\^64 bytes|more than dlc's limit)")
+
     # --- ONNX that ONNX Runtime refuses.
     idx = nh.from_array(np.array([0, 5], np.int64), "idx")
     onnx_case("gather_index_out_of_range",
@@ -136,6 +142,12 @@ def make(d):
                   r"--cpu sm_60: dlc's CUDA kernels need sm_70"))
     cases.append(("cli_input_shape_twice", [*r, "{d}/o4", "--input-shape", "x=2x3", "--input-shape", "x=2x3"],
                   r"--input-shape given twice for input 'x'"))
+    # Found by fuzzing (scripts/fuzz.sh npy): a deeply nested header took npyz minutes.
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (" + b"[" * 40 + b"1,), }"
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    (d / "nested_header.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\0" * 4)
+    cases.append(("npy_nested_header", ["{dlc}", "run", "{d}/relu_art", "--input", "x={d}/nested_header.npy",
+                                        "-o", "{d}/o6"], r"header nests \d+ deep"))
     cases.append(("cli_dev_zero_input", ["{dlc}", "run", "{d}/relu_art", "--input", "x=/dev/zero", "-o", "{d}/o5"],
                   r"'/dev/zero' is not a regular file"))
     return cases

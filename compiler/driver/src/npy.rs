@@ -12,8 +12,13 @@ pub fn read(path: &Path) -> Result<Tensor> {
         bail!("'{}' is not a regular file; inputs are .npy files", path.display());
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read '{}'", path.display()))?;
-    let npy =
-        npyz::NpyFile::new(&bytes[..]).with_context(|| format!("'{}' is not a valid .npy file", path.display()))?;
+    read_bytes(&bytes, path)
+}
+
+/// Decodes the bytes of an `.npy` file; `path` names it in errors.
+pub fn read_bytes(bytes: &[u8], path: &Path) -> Result<Tensor> {
+    check_header(bytes).with_context(|| format!("'{}' is not a valid .npy file", path.display()))?;
+    let npy = npyz::NpyFile::new(bytes).with_context(|| format!("'{}' is not a valid .npy file", path.display()))?;
     if npy.order() != npyz::Order::C {
         bail!("'{}': Fortran-order arrays are not supported; save with np.ascontiguousarray", path.display());
     }
@@ -41,11 +46,22 @@ pub fn read(path: &Path) -> Result<Tensor> {
         (TypeChar::RawData, 1) => "raw8",
         _ => bail!("'{}': dtype {ts} is not supported", path.display()),
     };
+    // The declared shape must fit in the file (checked arithmetic) before anything is
+    // allocated for it: a header claiming 2^60 elements is an error, not an abort.
+    let elem = if dtype == "raw8" || dtype == "bool" { 1 } else { dlc_artifact::dtype_size(dtype).unwrap_or(1) as u64 };
+    let need = shape.iter().try_fold(elem, |a, &d| a.checked_mul(d));
+    let Some(need) = need.filter(|&n| n <= bytes.len() as u64) else {
+        bail!(
+            "'{}': the header declares shape {shape:?}, more data than the file's {} bytes",
+            path.display(),
+            bytes.len()
+        );
+    };
     let ctx = || format!("reading data of '{}'", path.display());
     let data: Vec<u8> = match dtype {
         "f16" => npy.into_vec::<half::f16>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         // The data of a C-order .npy file is its last bytes.
-        "bf16" => bytes[bytes.len().saturating_sub(shape.iter().product::<u64>() as usize * 2)..].to_vec(),
+        "bf16" => bytes[bytes.len() - need as usize..].to_vec(),
         "f32" => npy.into_vec::<f32>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         "f64" => npy.into_vec::<f64>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         "i8" => npy.into_vec::<i8>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -53,13 +69,41 @@ pub fn read(path: &Path) -> Result<Tensor> {
         "i32" => npy.into_vec::<i32>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         "i64" => npy.into_vec::<i64>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         "u8" => npy.into_vec::<u8>().with_context(ctx)?,
-        "raw8" => bytes[bytes.len().saturating_sub(shape.iter().product::<u64>() as usize)..].to_vec(),
+        "raw8" => bytes[bytes.len() - need as usize..].to_vec(),
         "u16" => npy.into_vec::<u16>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         "u32" => npy.into_vec::<u32>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         "u64" => npy.into_vec::<u64>().with_context(ctx)?.iter().flat_map(|v| v.to_le_bytes()).collect(),
         _ => npy.into_vec::<bool>().with_context(ctx)?.iter().map(|&v| v as u8).collect(),
     };
     Ok(Tensor { dtype: dtype.to_string(), shape, data })
+}
+
+/// A cheap look at the header before npyz parses it: numpy writes a flat dict (`{'descr':
+/// '<f4', 'fortran_order': False, 'shape': (2, 3), }`), nested at most two deep, and
+/// npyz's parser takes exponential time on deeply nested junk (found by fuzzing).
+fn check_header(bytes: &[u8]) -> Result<()> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        bail!("no .npy magic");
+    }
+    let (len, start): (usize, usize) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        v => bail!("unknown .npy version {v}"),
+    };
+    let header = bytes.get(start..start.saturating_add(len)).ok_or_else(|| anyhow::anyhow!("truncated header"))?;
+    let (mut depth, mut deepest) = (0i32, 0i32);
+    for &c in header {
+        match c {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+        deepest = deepest.max(depth);
+    }
+    if deepest > 3 {
+        bail!("the header nests {deepest} deep; numpy writes a flat dict");
+    }
+    Ok(())
 }
 
 fn write_typed<T: npyz::Serialize + npyz::AutoSerialize + Copy>(

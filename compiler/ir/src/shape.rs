@@ -44,16 +44,38 @@ impl Dim {
         }
     }
 
-    /// The product of `dims`.
+    /// The product of `dims`. Known extents multiply in checked arithmetic; a product
+    /// past `i64::MAX` is `u64::MAX`, a size no node is allowed to have (`check_size`
+    /// refuses it with the node's name), never a wrapped value.
     pub fn product<'a>(dims: impl IntoIterator<Item = &'a Dim>) -> Dim {
-        let e = dims.into_iter().fold(Expr::c(1), |a, d| &a * &d.expr());
-        Dim::from_expr(e).expect("a product of extents is not negative")
+        Dim::combine(dims, 1, u64::checked_mul, |a, b| a * b)
     }
 
-    /// The sum of `dims`.
+    /// The sum of `dims`, saturating as [`Dim::product`] does.
     pub fn sum<'a>(dims: impl IntoIterator<Item = &'a Dim>) -> Dim {
-        let e = dims.into_iter().fold(Expr::c(0), |a, d| &a + &d.expr());
-        Dim::from_expr(e).expect("a sum of extents is not negative")
+        Dim::combine(dims, 0, u64::checked_add, |a, b| a + b)
+    }
+
+    fn combine<'a>(
+        dims: impl IntoIterator<Item = &'a Dim>,
+        unit: u64,
+        known: fn(u64, u64) -> Option<u64>,
+        sym: fn(&Expr, &Expr) -> Expr,
+    ) -> Dim {
+        const HUGE: Dim = Dim::Fixed(u64::MAX);
+        let (mut k, mut rest) = (Some(unit), Vec::new());
+        for d in dims {
+            match d {
+                Dim::Fixed(n) => k = k.and_then(|k| known(k, *n)).filter(|&v| v <= i64::MAX as u64),
+                Dim::Sym(e) => rest.push(e.clone()),
+            }
+        }
+        let Some(k) = k else { return HUGE };
+        if rest.is_empty() {
+            return Dim::Fixed(k);
+        }
+        let e = rest.iter().fold(Expr::c(k as i64), |a, b| sym(&a, b));
+        Dim::from_expr(e).unwrap_or(HUGE)
     }
 }
 

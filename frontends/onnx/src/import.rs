@@ -20,7 +20,12 @@ pub struct ImportOptions {
 /// Reads and decodes an ONNX file.
 pub fn read_model(path: &Path) -> Result<ModelProto, OnnxError> {
     let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: path.to_path_buf(), source })?;
-    let model = ModelProto::parse_from_bytes(&bytes)
+    decode_model(&bytes, path)
+}
+
+/// Decodes the bytes of an ONNX file; `path` names it in errors.
+pub fn decode_model(bytes: &[u8], path: &Path) -> Result<ModelProto, OnnxError> {
+    let model = ModelProto::parse_from_bytes(bytes)
         .map_err(|e| OnnxError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
     if model.graph.is_none() {
         return Err(OnnxError::Parse { path: path.to_path_buf(), message: "the model has no graph".into() });
@@ -128,7 +133,14 @@ pub fn summarize(model: &ModelProto) -> ModelSummary {
 
 /// Imports the ONNX file at `path`.
 pub fn import(path: &Path, opts: &ImportOptions) -> Result<Graph, OnnxError> {
-    let model = read_model(path)?;
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: path.to_path_buf(), source })?;
+    import_bytes(&bytes, path, opts)
+}
+
+/// Imports an ONNX model from its bytes; `path` names it in errors, and external data
+/// resolves beside it.
+pub fn import_bytes(bytes: &[u8], path: &Path, opts: &ImportOptions) -> Result<Graph, OnnxError> {
+    let model = decode_model(bytes, path)?;
     check_model(path, &model)?;
     let unsupported = unsupported_nodes(&model);
     if !unsupported.is_empty() {

@@ -19,5 +19,5 @@ mod validate;
 
 pub use error::{OnnxError, UnsupportedNode};
 pub use export::{export, export_bytes, ExportError, EXPORT_OPSET};
-pub use import::{import, read_model, summarize, ImportOptions, ModelSummary};
+pub use import::{decode_model, import, import_bytes, read_model, summarize, ImportOptions, ModelSummary};
 pub use onnx_protobuf::ModelProto;
