@@ -2,6 +2,7 @@
 must end with exit code 1 or 2 and the expected message, never a panic, an abort, a
 signal or a hang; plus the CLI behaviours of issue 19 that are not one input file."""
 import atexit
+import os
 import re
 import shutil
 import signal
@@ -74,3 +75,30 @@ def test_onnx_schema_table_is_current():
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_onnx_schema.py"), "--check"], capture_output=True,
                        text=True)
     assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit_flip", "other_model", "trusted_other_model"])
+def test_tampered_library_is_a_clean_error(generated_models, tmp_path, how):
+    """`dlc run` on an artifact whose model.so was damaged or swapped after compiling:
+    refused before any of it runs (the manifest's hash, then the code's signature)."""
+    import numpy as np
+
+    art, other = tmp_path / "art", tmp_path / "other"
+    dlc("compile", generated_models / "mlp.onnx", "-o", art, "--name", "m")
+    dlc("compile", ROOT / "examples" / "models" / "mnist_cnn.onnx", "-o", other, "--name", "m")
+    so = (art / "model.so").read_bytes()
+    if how == "truncated":
+        (art / "model.so").write_bytes(so[: len(so) // 2])
+    elif how == "bit_flip":
+        flipped = bytearray(so)
+        flipped[len(so) // 3] ^= 0x10
+        (art / "model.so").write_bytes(bytes(flipped))
+    else:
+        (art / "model.so").write_bytes((other / "model.so").read_bytes())
+    np.save(tmp_path / "x.npy", np.zeros((1, 784), np.float32))
+    env = dict(os.environ, DLC_TRUST_LIBRARY="1" if how.startswith("trusted") else "0")
+    p = subprocess.run([dlc_bin(), "run", art, "--input", f"input={tmp_path / 'x.npy'}", "-o", tmp_path / "o"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    want = "the code does not match model.manifest" if how.startswith("trusted") else "SHA-256 differs"
+    assert want in p.stderr and "panicked" not in p.stderr, p.stderr

@@ -9,12 +9,16 @@ case whose pattern starts with `ok:` must instead succeed (valid input, right an
 checked elsewhere).
 """
 import random
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
+
+
+FILES = Path(__file__).resolve().parent / "files"
 
 
 def _model(nodes, inputs, outputs, inits=(), opsets=(("", 17),)):
@@ -65,6 +69,21 @@ def make(d):
     onnx_case("reshape_dims_overflow",
               _model([h.make_node("Reshape", ["x", "shp"], ["y"])], [_x("x", (2**33, 2**33))], [_y()], [shp]),
               r"(more than 2\^64 bytes|more than dlc's limit)")
+
+    # Found by fuzzing (ASan: a stack overflow in rust-protobuf's skip_group): the fuzzer's
+    # own input, kept in tests/malformed/files/, and 100,000 nested groups in the graph.
+    cases.append(("fuzz_onnx_nested_groups",
+                  ["{dlc}", "compile", str(FILES / "fuzz_onnx_nested_groups.onnx"), "-o", "{d}/fuzz_groups_out"],
+                  r"protobuf groups nested more than 32 deep"))
+    groups = b"\x9b\x06" * 100_000
+    graph = _relu().graph.SerializeToString() + groups
+    n, length = len(graph), b""
+    while n >= 0x80:
+        length += bytes([(n & 0x7F) | 0x80])
+        n >>= 7
+    (d / "nested_groups.onnx").write_bytes(b"\x3a" + length + bytes([n]) + graph)
+    cases.append(("onnx_nested_groups", ["{dlc}", "compile", "{d}/nested_groups.onnx", "-o", "{d}/groups_out"],
+                  r"protobuf groups nested more than 32 deep"))
 
     # --- ONNX that ONNX Runtime refuses.
     idx = nh.from_array(np.array([0, 5], np.int64), "idx")

@@ -25,6 +25,7 @@ pub fn read_model(path: &Path) -> Result<ModelProto, OnnxError> {
 
 /// Decodes the bytes of an ONNX file; `path` names it in errors.
 pub fn decode_model(bytes: &[u8], path: &Path) -> Result<ModelProto, OnnxError> {
+    crate::wire::check_groups(bytes).map_err(|message| OnnxError::Parse { path: path.to_path_buf(), message })?;
     let model = ModelProto::parse_from_bytes(bytes)
         .map_err(|e| OnnxError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
     if model.graph.is_none() {

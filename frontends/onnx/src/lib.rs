@@ -16,6 +16,7 @@ mod ops;
 mod schema;
 mod tensor;
 mod validate;
+mod wire;
 
 pub use error::{OnnxError, UnsupportedNode};
 pub use export::{export, export_bytes, ExportError, EXPORT_OPSET};
