@@ -12,6 +12,15 @@ SECS="${1:-60}"
 shift || true
 TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=(onnx_import dsl npy manifest)
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  rustup toolchain install nightly --profile minimal >/dev/null 2>&1 || true
+fi
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  # cargo-fuzz needs nightly Rust; CI machines have it, so there its absence fails.
+  if [ -n "${CI:-}" ]; then echo "fuzz: no nightly toolchain" >&2; exit 1; fi
+  echo "fuzz: skipped: no nightly toolchain (rustup toolchain install nightly)" >&2
+  exit 0
+fi
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2
 # Without a sanitizer the runs are about 8x faster; the targets are safe Rust, and what
 # is looked for is a panic, an overflow, an abort or a hang. A stack overflow shows as a
