@@ -57,7 +57,10 @@ def test_artifact_forms_and_manifest(generated_models, tmp_path):
     for f in ["model.so", "model.a", "model.h", "model.manifest", "manifest.json", "report.json"]:
         assert (art / f).is_file(), f
     m = json.loads((art / "manifest.json").read_text())
-    assert m["abi_version"] == 3
+    assert m["abi_version"] == 4  # 4: the library exports signature()
+    import hashlib
+
+    assert m["library_sha256"] == hashlib.sha256((art / "model.so").read_bytes()).hexdigest()
     assert "symbols" not in m  # every dim fixed
     assert [i["name"] for i in m["inputs"]] == ["input"]
     assert [d["fixed"] for d in m["inputs"][0]["shape"]] == [1, 784]
