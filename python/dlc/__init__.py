@@ -44,15 +44,6 @@ __all__ = [
 
 __version__: str = _dlc.__version__
 
-# numpy's dtype for each dlc dtype; the storage-only types travel as their codes.
-_NUMPY = {
-    "f32": "float32", "f64": "float64", "f16": "float16",
-    "i8": "int8", "i16": "int16", "i32": "int32", "i64": "int64",
-    "u8": "uint8", "u16": "uint16", "u32": "uint32", "u64": "uint64", "bool": "bool",
-    "bf16": "uint16", "i4": "int8", "i2": "int8", "u4": "uint8", "u2": "uint8",
-    "f8e4m3fn": "uint8", "f8e4m3fnuz": "uint8", "f8e5m2": "uint8", "f8e5m2fnuz": "uint8",
-    "f8e8m0": "uint8", "f4e2m1": "uint8",
-}  # fmt: skip
 
 
 class TensorInfo(NamedTuple):
@@ -67,7 +58,7 @@ class TensorInfo(NamedTuple):
 
 
 def _infos(specs) -> Tuple[TensorInfo, ...]:
-    return tuple(TensorInfo(n, d, np.dtype(_NUMPY.get(d, "uint8")), tuple(s)) for n, d, s in specs)
+    return tuple(TensorInfo(n, d, np.dtype(_dlc.numpy_name(d) or "uint8"), tuple(s)) for n, d, s in specs)
 
 
 def _manifest_specs(specs) -> list:

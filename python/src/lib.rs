@@ -592,6 +592,13 @@ fn read_manifest(path: PathBuf) -> PyResult<String> {
     serde_json::to_string(&m).map_err(|e| Error::new_err(e.to_string()))
 }
 
+/// numpy's dtype name for dlc dtype `dtype` (storage-only types: their codes' type), or
+/// `None` for one without.
+#[pyfunction(name = "numpy_name")]
+fn numpy_name_py(dtype: &str) -> Option<&'static str> {
+    numpy_name(dtype)
+}
+
 /// The file name `dlc run` and `--calibrate` use for a tensor called `name`.
 #[pyfunction]
 fn npy_file_name(name: &str) -> String {
@@ -606,6 +613,7 @@ fn _dlc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(compile, m)?)?;
     m.add_function(wrap_pyfunction!(npy_file_name, m)?)?;
     m.add_function(wrap_pyfunction!(read_manifest, m)?)?;
+    m.add_function(wrap_pyfunction!(numpy_name_py, m)?)?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("CompileError", py.get_type::<CompileError>())?;
     m.add("UnsupportedOpError", py.get_type::<UnsupportedOpError>())?;

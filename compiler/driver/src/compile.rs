@@ -416,6 +416,17 @@ pub fn load_model_pinned(
 
 /// The target `opts` names (the host by default; sm_80 for CUDA without `--cpu`), and
 /// whether it is CUDA.
+/// What the code generator writes for `--emit` `emit`, the library embedding the
+/// signature of `manifest`.
+fn emit_options(emit: &[Emit], manifest: &Manifest) -> EmitOptions {
+    EmitOptions {
+        llvm_ir: emit.contains(&Emit::Ll),
+        asm: emit.contains(&Emit::Asm),
+        no_llvm_opt: false,
+        signature: manifest.signature(),
+    }
+}
+
 /// Records `model.so`'s hash in the manifest, when the compile wrote one.
 fn library_hash(m: &mut Manifest, out: &Path, written: &[String]) -> Result<()> {
     if written.iter().any(|f| f == files::SHARED_LIB) {
@@ -626,13 +637,7 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         write_cuda(&compiled, out, obs, &mut written)?;
         write_ir(&mut written, compiled.llvm_ir.as_deref())?;
     } else {
-        let opts = EmitOptions {
-            llvm_ir: emit.contains(&Emit::Ll),
-            asm: emit.contains(&Emit::Asm),
-            no_llvm_opt: false,
-            signature: manifest.signature(),
-        };
-        let compiled = dlc_codegen_llvm::compile(&g, &plan, &target, &prefix, &opts)
+        let compiled = dlc_codegen_llvm::compile(&g, &plan, &target, &prefix, &emit_options(&emit, &manifest))
             .with_context(|| format!("compiling '{}'", model.display()))?;
         codegen_secs = t_cg.elapsed().as_secs_f64();
         kernels = compiled.kernels;
@@ -939,13 +944,7 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         write_cuda(&compiled, out, obs, &mut written)?;
         llvm_ir = compiled.llvm_ir;
     } else {
-        let eo = EmitOptions {
-            llvm_ir: emit.contains(&Emit::Ll),
-            asm: emit.contains(&Emit::Asm),
-            no_llvm_opt: false,
-            signature: manifest.signature(),
-        };
-        let compiled = dlc_codegen_llvm::compile_program(&p, &target, &prefix, &eo)
+        let compiled = dlc_codegen_llvm::compile_program(&p, &target, &prefix, &emit_options(&emit, &manifest))
             .with_context(|| format!("compiling '{}'", model.display()))?;
         codegen_secs = t_cg.elapsed().as_secs_f64();
         kernels = compiled.kernels;
