@@ -102,3 +102,76 @@ def test_tampered_library_is_a_clean_error(generated_models, tmp_path, how):
     assert p.returncode == 1, (p.returncode, p.stderr)
     want = "the code does not match model.manifest" if how.startswith("trusted") else "SHA-256 differs"
     assert want in p.stderr and "panicked" not in p.stderr, p.stderr
+
+
+import manifest_edit  # noqa: E402
+
+_RT_DIR = Path(tempfile.mkdtemp(prefix="dlc-rt-index-"))
+atexit.register(shutil.rmtree, _RT_DIR, True)
+_RT_CASES = {c[0]: c[1:] for c in corpus.runtime_index_cases(_RT_DIR)}
+
+
+@pytest.mark.parametrize("name", list(_RT_CASES))
+def test_runtime_index_is_checked(name, tmp_path):
+    """Indices known only at run time: in range, dlc's answer is ONNX Runtime's; out of
+    range, both fail the run (dlc with exit 1 naming the node and the rule), where the
+    kernels alone would clamp; an If branch computed speculatively is not checked."""
+    import numpy as np
+    import onnxruntime as ort
+
+    model, feeds, in_range = _RT_CASES[name]
+    art = tmp_path / "art"
+    dlc("compile", model, "-o", art)
+    args = []
+    for k, v in feeds.items():
+        np.save(tmp_path / f"{k}.npy", v)
+        args += ["--input", f"{k}={tmp_path / f'{k}.npy'}"]
+    p = subprocess.run([dlc_bin(), "run", art, "-o", tmp_path / "o", *args], capture_output=True, text=True,
+                       timeout=60)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    if in_range:
+        want = sess.run(None, feeds)[0]
+        assert p.returncode == 0, p.stderr
+        np.testing.assert_array_equal(np.load(tmp_path / "o" / "y.npy"), want)
+    else:
+        with pytest.raises(Exception):
+            sess.run(None, feeds)
+        assert p.returncode == 1, (p.returncode, p.stderr)
+        assert re.search(r"node '(If_0/then_branch/)?(Gather|GatherElements|ScatterND|ScatterElements)_0': an index is out of range",
+                         p.stderr), p.stderr
+        assert "panicked" not in p.stderr
+
+
+def _cpu_flags():
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+
+
+@pytest.mark.parametrize("how", list(manifest_edit.EDITS))
+def test_edited_manifest_is_a_clean_error(generated_models, tmp_path, how):
+    """`dlc run` on an artifact whose model.manifest was edited after compiling: the
+    code's signature (or the CPU check) refuses it before a buffer is sized from it."""
+    import numpy as np
+
+    # (LLVM's name, /proc/cpuinfo's): features dlc-runtime detects.
+    candidates = [("avx512fp16", "avx512_fp16"), ("avx512bf16", "avx512_bf16"), ("avxvnni", "avx_vnni"),
+                  ("avx512vnni", "avx512_vnni"), ("avx512f", "avx512f")]
+    lacking = [llvm for llvm, flag in candidates if flag not in _cpu_flags()]
+    if how == "cpu_features":
+        if not lacking:
+            pytest.skip("this CPU has every feature the test could claim the code needs")
+        manifest_edit.FEATURE[0] = lacking[0]
+    art = tmp_path / "art"
+    dlc("compile", generated_models / "mlp.onnx", "-o", art)
+    manifest_edit.edit(art / "model.manifest", how)
+    np.save(tmp_path / "x.npy", np.zeros((1, 784), np.float32))
+    p = subprocess.run([dlc_bin(), "run", art, "--input", f"input={tmp_path / 'x.npy'}", "-o", tmp_path / "o"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    want = manifest_edit.FEATURE[0] if how == "cpu_features" else "the code does not match model.manifest"
+    assert want in p.stderr and "panicked" not in p.stderr, p.stderr

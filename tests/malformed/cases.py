@@ -170,3 +170,63 @@ def make(d):
     cases.append(("cli_dev_zero_input", ["{dlc}", "run", "{d}/relu_art", "--input", "x=/dev/zero", "-o", "{d}/o5"],
                   r"'/dev/zero' is not a regular file"))
     return cases
+
+
+def runtime_index_cases(d):
+    """Models whose indices arrive at run time, with feeds in range (dlc must match ONNX
+    Runtime) and out of range (ONNX Runtime fails the run; dlc must too, naming the node,
+    never clamp silently). Returns (name, model path, feeds, in_range) tuples. The `If`
+    case computes its branches speculatively: an index out of range in the branch not
+    taken must not fail the run."""
+    def save(name, nodes, inputs):
+        m = _model(nodes, inputs, [_y()])
+        m = onnx.shape_inference.infer_shapes(m)
+        onnx.save(m, str(d / f"{name}.onnx"))
+        return d / f"{name}.onnx"
+
+    f32, i64, i32 = np.float32, np.int64, np.int32
+
+    def vi(name, ty, shape):
+        return h.make_tensor_value_info(name, ty, shape)
+
+    out = []
+    p = save("rt_gather", [h.make_node("Gather", ["data", "idx"], ["y"], axis=0)],
+             [vi("data", T.FLOAT, [5, 3]), vi("idx", T.INT64, [4])])
+    data = np.arange(15, dtype=f32).reshape(5, 3)
+    out += [("rt_gather", p, {"data": data, "idx": np.array([0, 4, -5, 2], i64)}, True),
+            ("rt_gather_past_end", p, {"data": data, "idx": np.array([0, 5, 1, 2], i64)}, False),
+            ("rt_gather_below_start", p, {"data": data, "idx": np.array([0, -6, 1, 2], i64)}, False)]
+    p = save("rt_gather_sym", [h.make_node("Gather", ["data", "idx"], ["y"], axis=1)],
+             [vi("data", T.FLOAT, ["n", 7]), vi("idx", T.INT64, ["n", 2])])
+    data = np.arange(21, dtype=f32).reshape(3, 7)
+    out += [("rt_gather_sym", p, {"data": data, "idx": np.array([[0, 6], [1, -7], [2, 3]], i64)}, True),
+            ("rt_gather_sym_past_end", p, {"data": data, "idx": np.array([[0, 7], [1, 1], [2, 3]], i64)}, False)]
+    p = save("rt_gather_elements", [h.make_node("GatherElements", ["data", "idx"], ["y"], axis=1)],
+             [vi("data", T.FLOAT, [3, 4]), vi("idx", T.INT32, [3, 2])])
+    data = np.arange(12, dtype=f32).reshape(3, 4)
+    out += [("rt_gather_elements", p, {"data": data, "idx": np.array([[0, 3], [1, -4], [2, 3]], i32)}, True),
+            ("rt_gather_elements_past_end", p, {"data": data, "idx": np.array([[0, 3], [1, 4], [2, 3]], i32)}, False)]
+    p = save("rt_scatter_nd", [h.make_node("ScatterND", ["data", "idx", "upd"], ["y"])],
+             [vi("data", T.FLOAT, [4, 5]), vi("idx", T.INT64, [3, 2]), vi("upd", T.FLOAT, [3])])
+    data, upd = np.zeros((4, 5), f32), np.array([1, 2, 3], f32)
+    out += [("rt_scatter_nd", p, {"data": data, "idx": np.array([[0, 4], [3, -5], [1, 1]], i64), "upd": upd}, True),
+            ("rt_scatter_nd_past_end", p, {"data": data, "idx": np.array([[0, 5], [3, 1], [1, 1]], i64), "upd": upd},
+             False)]
+    p = save("rt_scatter_elements", [h.make_node("ScatterElements", ["data", "idx", "upd"], ["y"], axis=0)],
+             [vi("data", T.FLOAT, [4, 5]), vi("idx", T.INT64, [2, 5]), vi("upd", T.FLOAT, [2, 5])])
+    data, upd = np.zeros((4, 5), f32), np.arange(10, dtype=f32).reshape(2, 5)
+    out += [("rt_scatter_elements", p, {"data": data, "idx": np.full((2, 5), 3, i64), "upd": upd}, True),
+            ("rt_scatter_elements_past_end", p, {"data": data, "idx": np.full((2, 5), 4, i64), "upd": upd}, False)]
+    # If with a run-time condition: then gathers with idx, else negates the data.
+    then_g = h.make_graph([h.make_node("Gather", ["data", "idx"], ["t"], axis=0)], "then", [],
+                          [vi("t", T.FLOAT, [2, 3])])
+    else_g = h.make_graph([h.make_node("Slice", ["data", "s0", "s2"], ["e"])], "else", [],
+                          [vi("e", T.FLOAT, [2, 3])],
+                          initializer=[nh.from_array(np.array([0], i64), "s0"), nh.from_array(np.array([2], i64), "s2")])
+    p = save("rt_if_gather", [h.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g)],
+             [vi("c", T.BOOL, []), vi("data", T.FLOAT, [5, 3]), vi("idx", T.INT64, [2])])
+    data = np.arange(15, dtype=f32).reshape(5, 3)
+    out += [("rt_if_gather_taken", p, {"c": np.array(True), "data": data, "idx": np.array([4, 1], i64)}, True),
+            ("rt_if_bad_index_not_taken", p, {"c": np.array(False), "data": data, "idx": np.array([9, 1], i64)}, True),
+            ("rt_if_bad_index_taken", p, {"c": np.array(True), "data": data, "idx": np.array([9, 1], i64)}, False)]
+    return out

@@ -248,7 +248,7 @@ impl Manifest {
         let (site, reason) = crate::abi::decode_bind_status(status)?;
         let node = self.binds.get(site).map_or_else(|| format!("bind site {site}"), |n| format!("node '{n}'"));
         let why = self.bind_reasons.get(reason.wrapping_sub(1)).map_or("an invalid value", String::as_str);
-        Some(format!("{node}: the shape computed from its operand's values is invalid: {why}"))
+        Some(format!("{node}: {why}"))
     }
 
     /// The shape of `spec` (an input or output of this manifest) at `dims` (as

@@ -100,7 +100,8 @@ pub struct Compiled {
     pub llvm_ir: Option<String>,
     /// Assembly, when asked for.
     pub asm: Option<String>,
-    /// Number of kernel functions emitted.
+    /// Number of compute kernels emitted (not counting the kernels of `bind` steps,
+    /// which compute shapes from values or check indices).
     pub kernels: usize,
 }
 

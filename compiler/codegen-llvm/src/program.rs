@@ -204,9 +204,10 @@ impl<'ctx> Sched<'_, 'ctx> {
         let mut a: Vec<inkwell::values::BasicMetadataValueEnum> =
             args.iter().map(|b| self.bufs[*b as usize].into()).collect();
         a.push(res.into());
-        let dims = self.dims.ok_or_else(|| bad("a bind step in a program without symbols"))?;
+        // A check binds nothing and may run in a program without symbols.
+        let dims = || self.dims.ok_or_else(|| bad("a bind step in a program without symbols"));
         if self.takes_dims[kernel as usize] {
-            a.push(dims.into());
+            a.push(dims()?.into());
         }
         a.push(self.pool[0].into());
         a.push(self.pool[1].into());
@@ -227,6 +228,10 @@ impl<'ctx> Sched<'_, 'ctx> {
         let base = i32t.const_int((abi::STATUS_BIND + 16 * site as i32) as u64, true);
         b.build_return(Some(&b.build_int_add(base, reason, "")?))?;
         b.position_at_end(ok);
+        if names.is_empty() {
+            return Ok(());
+        }
+        let dims = dims()?;
         for (j, name) in names.iter().enumerate() {
             let v = b.build_load(i64t, at(j)?, name)?.into_int_value();
             let i =
@@ -338,7 +343,8 @@ fn uses_symbols(k: &dlc_kir::Kernel) -> bool {
 }
 
 /// Emits program `p` into `module`: its kernels, constants and the C entry points
-/// (symbols prefixed by `prefix`). Returns the number of kernel functions.
+/// (symbols prefixed by `prefix`). Returns the number of compute kernels (those only
+/// `bind` steps run, which compute shapes or check indices, are not counted).
 pub(crate) fn emit<'ctx>(
     cx: &'ctx Context,
     module: &Module<'ctx>,
@@ -501,5 +507,11 @@ pub(crate) fn emit<'ctx>(
             .ok_or_else(|| bad("run_threaded returns a status"))?;
         b.build_return(Some(&status))?;
     }
-    Ok(s.kernels.len())
+    let mut checks = std::collections::HashSet::new();
+    p.visit_steps(&mut |st| {
+        if let Step::Bind { kernel, .. } = st {
+            checks.insert(*kernel);
+        }
+    });
+    Ok(s.kernels.len() - checks.len())
 }

@@ -274,9 +274,16 @@ pub(crate) fn manifest(
         .map(|c| ConstraintSpec { lhs: c.lhs.to_string(), rhs: c.rhs.to_string(), node: c.node })
         .collect();
     let data = dlc_ir::bind::data_symbols(g);
+    let family = match dlc_codegen_llvm::is_cuda(&target.triple) {
+        true => dlc_lower::program::Family::Cuda,
+        false => dlc_lower::program::Family::Cpu,
+    };
+    let binds = dlc_lower::program::bind_sites(g, plan, family);
+    if !binds.is_empty() {
+        m.binds = binds.clone();
+        m.bind_reasons = dlc_ir::bind::REASONS.iter().map(|r| r.describe()).collect();
+    }
     if !data.is_empty() {
-        let binds = plan.order.iter().filter(|&&id| matches!(g.node(id).op, dlc_ir::Op::Bind(_)));
-        let binds = binds.map(|&id| g.node(id).name.clone()).collect();
         let bounds = dlc_ir::bind::value_bounds(g).unwrap_or_default();
         let max_bytes = g
             .outputs()
@@ -286,6 +293,18 @@ pub(crate) fn manifest(
         add_data_symbols(&mut m, data, binds, &plan.arena_expr(), max_bytes);
     }
     m
+}
+
+/// The labels of program `p`'s `bind` steps in the order the code numbers their sites
+/// (the schedule's, nested steps included: `if` then-steps before else-steps).
+fn bind_labels(p: &dlc_kir::Program) -> Vec<String> {
+    let mut out = Vec::new();
+    p.visit_steps(&mut |s| {
+        if let dlc_kir::Step::Bind { label, kernel, .. } = s {
+            out.push(label.clone().unwrap_or_else(|| p.kernels[*kernel as usize].name.clone()));
+        }
+    });
+    out
 }
 
 /// Adds the data symbols (dims a model computes from tensor values while it runs) to
@@ -304,7 +323,7 @@ fn add_data_symbols(
     }
     m.symbols.extend(data.into_iter().map(|name| SymbolSpec { name, min: 0, data: true }));
     m.binds = binds;
-    m.bind_reasons = dlc_ir::bind::REASONS.iter().map(|r| r.message().to_string()).collect();
+    m.bind_reasons = dlc_ir::bind::REASONS.iter().map(|r| r.describe()).collect();
     for (spec, max) in m.outputs.iter_mut().zip(max_bytes) {
         if let Some(n) = max {
             spec.max_bytes = n.to_string();
@@ -921,17 +940,10 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
             max_bytes.push(Some(max));
         }
         let data = p.symbols.iter().filter(|s| s.data.is_some()).map(|s| s.name.clone()).collect();
-        let binds = p
-            .schedule
-            .iter()
-            .filter_map(|s| match s {
-                dlc_kir::Step::Bind { label, kernel, .. } => {
-                    Some(label.clone().unwrap_or_else(|| p.kernels[*kernel as usize].name.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        add_data_symbols(&mut manifest, data, binds, &p.arena_bytes, max_bytes);
+        add_data_symbols(&mut manifest, data, bind_labels(&p), &p.arena_bytes, max_bytes);
+    } else if p.schedule_has_bind() {
+        manifest.binds = bind_labels(&p);
+        manifest.bind_reasons = dlc_ir::bind::REASONS.iter().map(|r| r.describe()).collect();
     }
     let (kernels, codegen_secs, llvm_ir);
     if cuda {

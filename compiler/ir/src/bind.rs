@@ -137,10 +137,14 @@ pub enum Reason {
     SplitSizes = 11,
     /// A count below 0 or above the element count.
     CountRange = 12,
+    /// An index of Gather, GatherElements, ScatterElements or ScatterND outside
+    /// `[-d, d)` for the axis of extent `d` it indexes (a run-time index check:
+    /// [`crate::ops::index_operand`]).
+    IndexRange = 13,
 }
 
 /// Every reason, in code order (the manifest carries their messages).
-pub const REASONS: [Reason; 12] = [
+pub const REASONS: [Reason; 13] = [
     Reason::Negative,
     Reason::TwoInferred,
     Reason::CopiesMissing,
@@ -153,6 +157,7 @@ pub const REASONS: [Reason; 12] = [
     Reason::ZeroStep,
     Reason::SplitSizes,
     Reason::CountRange,
+    Reason::IndexRange,
 ];
 
 impl Reason {
@@ -178,6 +183,16 @@ impl Reason {
             Reason::ZeroStep => "a step is 0",
             Reason::SplitSizes => "the split sizes are negative or do not add up to the dim",
             Reason::CountRange => "a count is outside 0 to the element count",
+            Reason::IndexRange => "an index is out of range (an axis of extent d takes -d <= index < d)",
+        }
+    }
+
+    /// The whole failure, for the manifest's `bind_reasons` (dlc-runtime prints it after
+    /// the node's name): a shape rule's reason says that the shape is what failed.
+    pub fn describe(self) -> String {
+        match self {
+            Reason::IndexRange => self.message().to_string(),
+            r => format!("the shape computed from its operand's values is invalid: {}", r.message()),
         }
     }
 }

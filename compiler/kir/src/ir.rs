@@ -629,6 +629,35 @@ pub struct Program {
     pub schedule: Vec<Step>,
 }
 
+impl Program {
+    /// Visits every step of the schedule, nested ones included, in the order the code
+    /// runs them when every branch is taken (an `if`'s then-steps, then its else-steps;
+    /// a `loop`'s body once).
+    pub fn visit_steps(&self, f: &mut dyn FnMut(&Step)) {
+        fn go(steps: &[Step], f: &mut dyn FnMut(&Step)) {
+            for s in steps {
+                f(s);
+                match s {
+                    Step::If { then, els, .. } => {
+                        go(then, f);
+                        go(els, f);
+                    }
+                    Step::Loop { body, .. } => go(body, f),
+                    _ => {}
+                }
+            }
+        }
+        go(&self.schedule, f)
+    }
+
+    /// Whether some step (nested ones included) is a `bind`.
+    pub fn schedule_has_bind(&self) -> bool {
+        let mut found = false;
+        self.visit_steps(&mut |s| found |= matches!(s, Step::Bind { .. }));
+        found
+    }
+}
+
 /// What a memory index of a kernel refers to (see [`Kernel::memory`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Memory {

@@ -21,6 +21,7 @@
 pub mod attention;
 pub mod batch;
 pub mod bind;
+pub mod check;
 pub mod conv;
 pub mod conv1x1;
 pub mod convblk;

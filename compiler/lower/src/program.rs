@@ -71,6 +71,33 @@ pub fn symbols(g: &Graph) -> Vec<String> {
     out
 }
 
+/// The operand of node `id` whose values a CPU program checks at run time before the
+/// node's kernel ([`crate::check`]): indices that are not constant. CUDA programs have
+/// no `bind` steps yet: their kernels clamp.
+pub fn index_check(g: &Graph, id: dlc_ir::NodeId, family: Family) -> Option<usize> {
+    if family != Family::Cpu {
+        return None;
+    }
+    let (operand, ..) = with_node(g, id, crate::check::index_operand)?;
+    let v = *g.operands(id).get(operand)?;
+    (!matches!(g.node(v.node).op, Op::Const(_))).then_some(operand)
+}
+
+/// The labels of the `bind` steps [`program`] schedules for `g` under `plan`, in order
+/// (the manifest's bind sites: a failing step's status names its index here): Bind
+/// nodes and run-time index checks, each labelled with its node's name.
+pub fn bind_sites(g: &Graph, plan: &MemoryPlan, family: Family) -> Vec<String> {
+    plan.order
+        .iter()
+        .filter(|&&id| match &g.node(id).op {
+            Op::Bind(_) => true,
+            Op::Input(_) | Op::Const(_) => false,
+            _ => !plan.views.contains(&id) && index_check(g, id, family).is_some(),
+        })
+        .map(|&id| g.node(id).name.clone())
+        .collect()
+}
+
 /// Which kernels a program's calls run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -175,6 +202,23 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
             continue;
         }
         let operands = g.operands(id);
+        with_node(g, id, crate::check::check_const)?;
+        if let Some(operand) = index_check(g, id, family) {
+            // The indices' values, checked before the kernel that clamps them.
+            let kname = format!("k{}_check", p.kernels.len());
+            let k = with_node(g, id, |n| {
+                crate::check::kernel(&kname, n).unwrap_or_else(|| Err(n.error("internal: no index check")))
+            })?;
+            let v = operands[operand];
+            let args = vec![buffer(&mut p, v, &g.node(v.node).name.clone())];
+            p.kernels.push(k);
+            p.schedule.push(Step::Bind {
+                kernel: p.kernels.len() as u32 - 1,
+                args,
+                syms: Vec::new(),
+                label: Some(node.name.clone()),
+            });
+        }
         let kname = format!("k{}_{}", p.kernels.len(), node.op.mnemonic());
         let k = with_node(g, id, |n| {
             if family == Family::Cuda {

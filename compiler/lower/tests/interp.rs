@@ -1766,3 +1766,66 @@ fn run_time_image_dims_in_convolutions_and_pools() {
         }
     }
 }
+
+/// The run-time index check (`dlc_lower::check`) in the kir interpreter: its code is
+/// nonzero exactly when dlc-interp (ONNX's rule) refuses the indices, for every index
+/// op, int32 and int64 indices, fixed and symbolic extents.
+#[test]
+fn index_checks_fail_exactly_on_out_of_range_indices() {
+    let reason = dlc_ir::bind::Reason::IndexRange.code();
+    // (op, data type, indices type, binding of N, index values to try)
+    let d = |dims: &[Dim]| ty(DType::F32, dims);
+    let cases: Vec<(Op, TensorType, TensorType, i64)> = vec![
+        (Gather { axis: 0 }.into(), d(&[f(5), f(3)]), ty(DType::I64, &[f(4)]), 5),
+        (Gather { axis: 1 }.into(), d(&[f(2), s("N")]), ty(DType::I32, &[f(3)]), 4),
+        (GatherElements { axis: 1 }.into(), d(&[f(3), f(4)]), ty(DType::I64, &[f(3), f(2)]), 4),
+        (
+            ScatterElements { axis: 0, reduction: ScatterReduction::None }.into(),
+            d(&[f(4), f(2)]),
+            ty(DType::I64, &[f(2), f(2)]),
+            4,
+        ),
+        (ScatterND { reduction: ScatterReduction::None }.into(), d(&[f(4), f(5)]), ty(DType::I64, &[f(3), f(2)]), 4),
+    ];
+    for (op, dt, it, n) in cases {
+        let mut tys = vec![dt.clone(), it.clone()];
+        if matches!(op, Op::ScatterElements(_)) {
+            tys.push(TensorType { dtype: DType::F32, shape: it.shape.clone() });
+        }
+        if matches!(op, Op::ScatterND(_)) {
+            tys.push(d(&[f(3)]));
+        }
+        let out_ty = op.infer("n", &tys).unwrap();
+        let node =
+            dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out_ty, consts: &[], operand_max: &[] };
+        let k = dlc_lower::check::kernel("k", &node).expect("an index op").unwrap();
+        let env: BTreeMap<String, i64> = [("N".to_string(), n)].into();
+        let fix = |t: &TensorType| {
+            let dims: Vec<u64> = t.shape.0.iter().map(|x| x.expr().eval(&env).unwrap() as u64).collect();
+            TensorType::fixed(t.dtype, &dims)
+        };
+        let fin: Vec<TensorType> = tys.iter().map(fix).collect();
+        let count = fin[1].shape.as_fixed().unwrap().iter().product::<u64>() as usize;
+        let mut seen = [0; 2];
+        for shift in -7i64..=7 {
+            let vals: Vec<i64> = (0..count as i64).map(|i| i % 3 + shift).collect();
+            let idx = if fin[1].dtype == DType::I32 {
+                i32s(&fin[1].shape.as_fixed().unwrap(), &vals.iter().map(|&v| v as i32).collect::<Vec<_>>())
+            } else {
+                i64s(&fin[1].shape.as_fixed().unwrap(), &vals)
+            };
+            let mut xs = vec![data(&fin[0], 1), idx.clone()];
+            for t in &fin[2..] {
+                xs.push(data(t, 2));
+            }
+            let fout = op.infer("n", &fin).unwrap();
+            let refused = dlc_interp::eval(&op, &xs, &fout).is_err();
+            let mut bufs = vec![idx.bytes().to_vec(), vec![0xAA; 8]];
+            run_kernel(&k, &mut bufs, &env).unwrap();
+            let code = i64::from_le_bytes(bufs[1][..8].try_into().unwrap());
+            assert_eq!(code, if refused { reason } else { 0 }, "{op:?} indices {vals:?}");
+            seen[refused as usize] += 1;
+        }
+        assert!(seen[0] > 0 && seen[1] > 0, "{op:?}: both outcomes tried ({seen:?})");
+    }
+}

@@ -169,6 +169,10 @@ pub(crate) struct Importer<'m> {
     pub float_shapes: std::collections::HashSet<String>,
     /// The run-time dims of the inputs (named in messages that could be fixed by pinning).
     symbols: Vec<String>,
+    /// While importing a branch of an `If` whose condition is known only at run time
+    /// (computed speculatively, see `ops::control`): the conditions under which the
+    /// branch is taken, each a bool scalar value and the polarity (true: then-branch).
+    pub guards: Vec<(Value, bool)>,
 }
 
 impl<'m> Importer<'m> {
@@ -191,6 +195,7 @@ impl<'m> Importer<'m> {
             shape_values: HashMap::new(),
             float_shapes: Default::default(),
             symbols: Vec::new(),
+            guards: Vec::new(),
         }
     }
 

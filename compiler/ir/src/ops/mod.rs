@@ -587,6 +587,29 @@ pub(crate) fn same_dtype(inputs: &[TensorType], node: &str, op: &'static str) ->
     Ok(())
 }
 
+/// The index operand of an op that addresses its data by index values (Gather,
+/// GatherElements, ScatterElements, ScatterND): which operand holds the indices, the
+/// length of each index tuple (1, or ScatterND's last indices dim), and the extent each
+/// tuple component indexes (`-d <= i < d`). `None` for other ops, or when the tuple
+/// length is not a fixed number. Kernels clamp indices so that memory stays in bounds;
+/// dlc-lower checks the values against these extents (at compile time for constants,
+/// with a `bind` step before the kernel otherwise) so that a bad index is an error, as
+/// in ONNX Runtime, not a silently clamped answer.
+pub fn index_operand(op: &Op, inputs: &[TensorType]) -> Option<(usize, usize, Vec<crate::Dim>)> {
+    let data = &inputs.first()?.shape.0;
+    let along = |axis: i64| Some((1, 1, vec![data.get(normalize_axis(axis, data.len())?)?.clone()]));
+    match op {
+        Op::Gather(g) => along(g.axis),
+        Op::GatherElements(g) => along(g.axis),
+        Op::ScatterElements(s) => along(s.axis),
+        Op::ScatterND(_) => {
+            let k = inputs.get(1)?.shape.0.last()?.fixed()? as usize;
+            Some((1, k, data.get(..k)?.to_vec()))
+        }
+        _ => None,
+    }
+}
+
 /// Normalises a possibly negative axis against `rank`.
 pub fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
     let r = rank as i64;

@@ -166,7 +166,8 @@ impl Infer for Concat {
 
 op! {
     /// Takes slices of `data` along `axis` at `indices` (negative indices count from the
-    /// end; out-of-range indices are clamped): the result's shape is
+    /// end; kernels clamp out-of-range ones, and dlc-lower checks the values first, see
+    /// [`crate::ops::index_operand`]): the result's shape is
     /// `data[..axis] + indices + data[axis+1..]`.
     Gather = "gather", operands 2..=2 { axis: i64 }
 }
@@ -303,7 +304,8 @@ impl Infer for Trilu {
 
 op! {
     /// `out[...i...] = data[...indices[...i...]...]` along `axis` (ONNX GatherElements);
-    /// indices are wrapped when negative and clamped into range.
+    /// indices are wrapped when negative and clamped into range (and checked first, see
+    /// [`crate::ops::index_operand`]).
     GatherElements = "gather_elements", operands 2..=2 { axis: i64 }
 }
 
@@ -413,7 +415,8 @@ fn check_indices(t: &TensorType, node: &str, op: &'static str) -> Result<(), IrE
 op! {
     /// A copy of `data` where, for every position of `indices`, the element at that
     /// position with the axis coordinate replaced by the index receives the update
-    /// (ONNX ScatterElements). Out-of-range indices are clamped.
+    /// (ONNX ScatterElements). Out-of-range indices are clamped (and checked first, see
+    /// [`crate::ops::index_operand`]).
     ScatterElements = "scatter_elements", operands 3..=3 { axis: i64, reduction: ScatterReduction }
 }
 
@@ -438,7 +441,8 @@ impl Infer for ScatterElements {
 op! {
     /// A copy of `data` where each index tuple in the last dim of `indices` selects an
     /// element or slice that receives the matching slice of `updates` (ONNX ScatterND).
-    /// Out-of-range indices are clamped.
+    /// Out-of-range indices are clamped (and checked first, see
+    /// [`crate::ops::index_operand`]).
     ScatterND = "scatter_nd", operands 3..=3 { reduction: ScatterReduction }
 }
 

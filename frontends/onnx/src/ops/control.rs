@@ -2,8 +2,10 @@
 //! takes (the other is never compiled, and the model carries no branch); a run-time
 //! condition imports both branches into the graph (they are pure functions of values in
 //! scope) and selects each output with `Where` — the results are ONNX's, at the cost of
-//! computing both branches. Branches must give outputs of one type (ONNX allows them to
-//! differ in shape; dlc refuses that with the two types). `Scan` over a sequence of known
+//! computing both branches (the run-time indices of a branch's index ops are guarded
+//! by the condition, so that only the branch taken can fail the run on a bad index).
+//! Branches must give outputs of one type (ONNX allows them to differ in shape; dlc
+//! refuses that with the two types). `Scan` over a sequence of known
 //! length is unrolled: its body imported once per step, with the states carried from step
 //! to step and the scan outputs stacked.
 use super::{BuildFn, NodeCx};
@@ -66,8 +68,15 @@ fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         let (g, what) = if taken { (then_g, "then_branch") } else { (else_g, "else_branch") };
         return import_branch(cx, g, what);
     }
-    let t = import_branch(cx, then_g, "then_branch")?;
-    let e = import_branch(cx, else_g, "else_branch")?;
+    // Both branches are computed; index errors count only in the one taken.
+    cx.imp.guards.push((cond, true));
+    let t = import_branch(cx, then_g, "then_branch");
+    cx.imp.guards.pop();
+    let t = t?;
+    cx.imp.guards.push((cond, false));
+    let e = import_branch(cx, else_g, "else_branch");
+    cx.imp.guards.pop();
+    let e = e?;
     let mut outs = Vec::with_capacity(t.len());
     for (i, (a, b)) in t.into_iter().zip(e).enumerate() {
         let (ta, tb) = (cx.ty(a), cx.ty(b));

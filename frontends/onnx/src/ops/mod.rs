@@ -159,6 +159,14 @@ impl NodeCx<'_, '_> {
     pub fn add(&mut self, suffix: &str, op: impl Into<Op>, operands: &[Value]) -> Result<Vec<Value>, String> {
         let name = if suffix.is_empty() { self.name.clone() } else { format!("{}/{suffix}", self.name) };
         let op = op.into();
+        let guarded;
+        let operands = match self.guard_indices(&name, &op, operands)? {
+            Some(v) => {
+                guarded = v;
+                &guarded[..]
+            }
+            None => operands,
+        };
         let outs = self.imp.graph.add_node(name.clone(), op.clone(), operands).map_err(|e| match e {
             dlc_ir::IrError::Shape { message, .. } => message,
             e => e.to_string(),
@@ -182,6 +190,53 @@ impl NodeCx<'_, '_> {
             }
         }
         Ok(outs)
+    }
+
+    /// In a speculatively computed `If` branch (`Importer::guards`), the run-time indices
+    /// of an index op (Gather, GatherElements, ScatterElements, ScatterND) become
+    /// `Where(taken, indices, 0)`: dlc checks indices at run time and fails the run on
+    /// one out of range, as ONNX Runtime does, but only the branch taken may fail it.
+    /// The operands with the guarded indices, or `None` when nothing changes.
+    fn guard_indices(&mut self, name: &str, op: &Op, operands: &[Value]) -> Result<Option<Vec<Value>>, String> {
+        if self.imp.guards.is_empty() {
+            return Ok(None);
+        }
+        let types: Vec<_> = operands.iter().map(|v| self.imp.graph.value_type(*v).clone()).collect();
+        let Some((i, ..)) = dlc_ir::ops::index_operand(op, &types) else { return Ok(None) };
+        let Some(&idx) = operands.get(i) else { return Ok(None) };
+        if self.imp.known.contains_key(&idx) {
+            return Ok(None);
+        }
+        let err = |e: dlc_ir::IrError| e.to_string();
+        let g = &mut self.imp.graph;
+        let mut taken: Option<Value> = None;
+        for (j, &(cond, polarity)) in self.imp.guards.clone().iter().enumerate() {
+            let c = if polarity {
+                cond
+            } else {
+                g.add_node(format!("{name}/guard{j}_not"), dlc_ir::ops::Not {}, &[cond]).map_err(err)?[0]
+            };
+            taken = Some(match taken {
+                None => c,
+                Some(t) => g.add_node(format!("{name}/guard{j}_and"), dlc_ir::ops::And {}, &[t, c]).map_err(err)?[0],
+            });
+        }
+        let Some(mut taken) = taken else { return Ok(None) };
+        if g.value_type(taken).shape.rank() != 0 {
+            // A one-element condition of rank 1: a scalar, so that Where keeps the
+            // indices' shape.
+            let scalar = dlc_ir::ops::Reshape { shape: Vec::new(), allowzero: false };
+            taken = g.add_node(format!("{name}/guard_scalar"), scalar, &[taken]).map_err(err)?[0];
+        }
+        let dt = g.value_type(idx).dtype;
+        let zero = TensorData::new(dlc_ir::TensorType::fixed(dt, &[]), vec![0u8; dt.size()].into())
+            .ok_or("a zero index constant")?;
+        let zero = g.add_const(format!("{name}/guard_zero"), zero);
+        let safe =
+            g.add_node(format!("{name}/guarded_indices"), dlc_ir::ops::Where {}, &[taken, idx, zero]).map_err(err)?[0];
+        let mut out = operands.to_vec();
+        out[i] = safe;
+        Ok(Some(out))
     }
 
     /// Adds a single-output IR node.
