@@ -142,8 +142,10 @@ pub const RUN: Function = Function {
     doc: "Runs the model. inputs[i] and outputs[i] point to buffers in the order above\n \
           * (row-major, aligned to their element size); workspace points to\n \
           * workspace_size() bytes aligned to 64. Returns 0 on success, 2 when the model\n \
-          * has run-time dims (call run_dims). Calls on distinct workspaces and outputs\n \
-          * may run concurrently.",
+          * has run-time dims (call run_dims), 16 + 16 * site + reason when an index\n \
+          * computed at run time is out of range (bind site `site` of the manifest's binds,\n \
+          * reason 13 of its bind_reasons). Calls on distinct workspaces and outputs may\n \
+          * run concurrently.",
 };
 
 /// `int32_t <p>run_threaded(inputs, outputs, workspace, pfor, state)`.
@@ -181,7 +183,8 @@ pub const RUN_DIMS: Function = Function {
           * shapes depend on tensor values (the manifest's data symbols, after the input\n \
           * dims in dims[]) writes their values into dims[]; its outputs are sized for the\n \
           * manifest's max_bytes. It returns 16 + 16 * site + reason when the values break\n \
-          * the rule of bind site `site` (the manifest's binds and bind_reasons).",
+          * the rule of bind site `site` (the manifest's binds and bind_reasons), or an\n \
+          * index at that site is out of range.",
 };
 
 /// `const char *<p>signature(void)`.
