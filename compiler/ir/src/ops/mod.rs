@@ -22,7 +22,7 @@ mod source;
 
 pub use conv::{
     AutoPad, AveragePool, Conv, ConvTranspose, GlobalAveragePool, GridSample, MaxPool, PoolGeometry, SampleMode,
-    SamplePadding, Window,
+    SamplePadding, Window, WindowAttrs,
 };
 pub use elementwise::*;
 pub use epilogue::Activation;

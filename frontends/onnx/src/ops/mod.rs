@@ -20,6 +20,7 @@ mod reduce;
 pub(crate) mod resize;
 mod rnn;
 pub(crate) mod shapes;
+mod window3d;
 
 /// Builds the IR for one ONNX node; errors are messages the caller wraps with the node.
 pub(crate) type BuildFn = fn(&mut NodeCx) -> Result<Vec<Value>, String>;

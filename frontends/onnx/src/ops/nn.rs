@@ -1,4 +1,5 @@
-//! Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Softmax.
+//! Conv, MaxPool, AveragePool (1-D and 2-D here, 3-D in `window3d`), GlobalAveragePool,
+//! BatchNormalization, Softmax.
 use super::{BuildFn, NodeCx};
 use dlc_ir::ops::*;
 use dlc_ir::{Op, Value};
@@ -142,6 +143,18 @@ pub(crate) fn conv_of(cx: &mut NodeCx, suffix: &str) -> Result<Value, String> {
         act: Activation::None,
     };
     let (mut x, mut w) = (cx.input(0)?, cx.input(1)?);
+    if cx.ty(x).shape.rank() == 5 {
+        let bias = cx.opt_input(2)?;
+        let a = super::window3d::Attrs {
+            kernel: op.kernel_shape,
+            strides: op.strides,
+            pads: op.pads,
+            dilations: op.dilations,
+            auto_pad: op.auto_pad,
+            ceil_mode: false,
+        };
+        return super::window3d::build(cx, super::window3d::Kind::Conv { group: op.group }, x, Some(w), bias, &a);
+    }
     let one_d = cx.ty(x).shape.rank() == 3;
     if one_d {
         x = lift_1d(cx, x, "lift_x")?;
@@ -208,6 +221,10 @@ fn maxpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     cx.require_int("storage_order", 0)?;
     let (auto_pad, ceil_mode) = (auto_pad(cx)?, cx.int("ceil_mode", 0) != 0);
     let x = cx.input(0)?;
+    if cx.ty(x).shape.rank() == 5 {
+        let a = attrs3d(Window::read(cx), auto_pad, ceil_mode);
+        return Ok(vec![super::window3d::build(cx, super::window3d::Kind::Max, x, None, None, &a)?]);
+    }
     let y = pool_op(cx, x, Window::read(cx), |w| {
         MaxPool {
             kernel_shape: w.kernel_shape,
@@ -220,6 +237,17 @@ fn maxpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         .into()
     })?;
     Ok(vec![y])
+}
+
+fn attrs3d(w: Window, auto_pad: AutoPad, ceil_mode: bool) -> super::window3d::Attrs {
+    super::window3d::Attrs {
+        kernel: w.kernel_shape,
+        strides: w.strides,
+        pads: w.pads,
+        dilations: w.dilations,
+        auto_pad,
+        ceil_mode,
+    }
 }
 
 fn avg_pool_of(w: Window, auto_pad: AutoPad, ceil_mode: bool, count_include_pad: bool) -> Op {
@@ -239,6 +267,11 @@ fn avgpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let (auto_pad, ceil_mode) = (auto_pad(cx)?, cx.int("ceil_mode", 0) != 0);
     let count_include_pad = cx.int("count_include_pad", 0) != 0;
     let x = cx.input(0)?;
+    if cx.ty(x).shape.rank() == 5 {
+        let a = attrs3d(Window::read(cx), auto_pad, ceil_mode);
+        let kind = super::window3d::Kind::Avg { count_include_pad };
+        return Ok(vec![super::window3d::build(cx, kind, x, None, None, &a)?]);
+    }
     let y = pool_op(cx, x, Window::read(cx), |w| avg_pool_of(w, auto_pad, ceil_mode, count_include_pad))?;
     Ok(vec![y])
 }
