@@ -217,6 +217,16 @@ def runtime_index_cases(d):
     data, upd = np.zeros((4, 5), f32), np.arange(10, dtype=f32).reshape(2, 5)
     out += [("rt_scatter_elements", p, {"data": data, "idx": np.full((2, 5), 3, i64), "upd": upd}, True),
             ("rt_scatter_elements_past_end", p, {"data": data, "idx": np.full((2, 5), 4, i64), "upd": upd}, False)]
+    # GatherND (built from a Gather over flattened rows): an entry out of range whose row
+    # number would still be valid ([0, 5] of a [4, 5] is row 5) must fail, not read row 5.
+    p = save("rt_gather_nd", [h.make_node("GatherND", ["data", "idx"], ["y"], batch_dims=1)],
+             [vi("data", T.FLOAT, [2, 4, 5]), vi("idx", T.INT64, [2, 3, 2])])
+    data = np.arange(40, dtype=f32).reshape(2, 4, 5)
+    ok = np.array([[[0, 4], [3, -5], [-1, -1]], [[1, 1], [2, 0], [0, 3]]], i64)
+    bad = ok.copy()
+    bad[1, 2] = [0, 5]
+    out += [("rt_gather_nd", p, {"data": data, "idx": ok}, True),
+            ("rt_gather_nd_entry_past_end", p, {"data": data, "idx": bad}, False)]
     # If with a run-time condition: then gathers with idx, else negates the data.
     then_g = h.make_graph([h.make_node("Gather", ["data", "idx"], ["t"], axis=0)], "then", [],
                           [vi("t", T.FLOAT, [2, 3])])

@@ -67,6 +67,8 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
         cx.add("", ScatterND { reduction }, &ops)
     });
     reg.insert("Split", split);
+    reg.insert("EyeLike", eye_like);
+    reg.insert("GatherND", gather_nd);
     reg.insert("Trilu", |cx| {
         let upper = cx.int("upper", 1) != 0;
         let mut ops = vec![cx.input(0)?];
@@ -513,4 +515,88 @@ fn check_const_indices(cx: &mut NodeCx, data: Value, axis: i64, operand: usize) 
         return Err(format!("index {bad} is out of range for axis {axis} of extent {n} (valid: {} to {})", -n, n - 1));
     }
     Ok(())
+}
+
+/// EyeLike: a constant (the input's shape must be known): ones on diagonal `k` (column
+/// = row + k), zeros elsewhere, of the `dtype` attribute's type or the input's.
+fn eye_like(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let t = cx.ty(x);
+    let dims = t.shape.as_fixed().ok_or_else(|| format!("EyeLike needs an input of known shape, got {t}"))?;
+    let [rows, cols] = dims[..] else { return Err(format!("EyeLike needs a 2-D input, got {t}")) };
+    let to = match cx.attr("dtype") {
+        Some(a) => {
+            crate::tensor::dtype_from_onnx(a.i as i32).ok_or_else(|| format!("dtype {} is not supported", a.i))?
+        }
+        None => t.dtype,
+    };
+    let k = cx.int("k", 0);
+    if rows.saturating_mul(cols) > 1 << 26 {
+        return Err(format!("shape {t} is too large to materialise"));
+    }
+    let v: Vec<f32> =
+        (0..rows as i64).flat_map(|r| (0..cols as i64).map(move |c| if c - r == k { 1.0 } else { 0.0 })).collect();
+    let ones = cx.add_const(TensorData::from_f32(&dims, &v).ok_or("an identity constant")?);
+    if to == DType::F32 {
+        return Ok(vec![ones]);
+    }
+    cx.add("", Cast::new(to), &[ones])
+}
+
+/// GatherND as a Gather over the data with its batch and indexed dims flattened: each
+/// index tuple (negative entries wrapped) becomes one row number, plus its batch's
+/// offset. A tuple with an entry out of range becomes a row number out of range, so the
+/// Gather's index check fails the run (a wrong row is never read). Shapes must be known.
+fn gather_nd(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (data, idx) = (cx.input(0)?, cx.input(1)?);
+    let (dt, it) = (cx.ty(data), cx.ty(idx));
+    let known = "GatherND needs data and indices of known shapes";
+    let dd = dt.shape.as_fixed().ok_or_else(|| format!("{known}, got {dt}"))?;
+    let id = it.shape.as_fixed().ok_or_else(|| format!("{known}, got {it}"))?;
+    let b = usize::try_from(cx.int("batch_dims", 0)).map_err(|_| "batch_dims must be >= 0")?;
+    let (r, q) = (dd.len(), id.len());
+    let k = *id.last().ok_or("indices must have at least one dim")? as usize;
+    if k == 0 || b >= q || b + k > r || id[..b] != dd[..b] {
+        return Err(format!("indices {it} do not fit data {dt} with batch_dims={b}"));
+    }
+    let i64c = |cx: &mut NodeCx, dims: &[u64], v: &[i64]| -> Result<Value, String> {
+        Ok(cx.add_const(TensorData::from_i64(dims, v).ok_or("an index constant")?))
+    };
+    let ix = if it.dtype == DType::I64 { idx } else { cx.add1("indices_i64", Cast::new(DType::I64), &[idx])? };
+    // Wrap negative entries by their dim's extent, and flag entries out of range.
+    let ext: Vec<i64> = dd[b..b + k].iter().map(|&d| d as i64).collect();
+    let e = i64c(cx, &[k as u64], &ext)?;
+    let zero = i64c(cx, &[], &[0])?;
+    let neg = cx.add1("negative", Less {}, &[ix, zero])?;
+    let plus = cx.add1("wrapped", Add {}, &[ix, e])?;
+    let w = cx.add1("entries", Where {}, &[neg, plus, ix])?;
+    let below = cx.add1("below", Less {}, &[w, zero])?;
+    let inside = cx.add1("inside", Less {}, &[w, e])?;
+    let past = cx.add1("past", Not {}, &[inside])?;
+    let bad = cx.add1("bad", Or {}, &[below, past])?;
+    // Row numbers within a batch: entries times the strides of the indexed dims.
+    let strides: Vec<i64> = (0..k).map(|j| ext[j + 1..].iter().product()).collect();
+    let st = i64c(cx, &[k as u64], &strides)?;
+    let scaled = cx.add1("scaled", Mul {}, &[w, st])?;
+    let mut row = cx.add1("rows", ReduceSum { axes: vec![-1], keepdims: false }, &[scaled])?;
+    let per_batch: i64 = ext.iter().product();
+    if b > 0 {
+        // Batch j's rows start at j * per_batch.
+        let nb: u64 = id[..b].iter().product();
+        let mut shape: Vec<u64> = id[..b].to_vec();
+        shape.extend(std::iter::repeat_n(1, q - 1 - b));
+        let offs: Vec<i64> = (0..nb as i64).map(|j| j * per_batch).collect();
+        let o = i64c(cx, &shape, &offs)?;
+        row = cx.add1("batch_rows", Add {}, &[row, o])?;
+    }
+    let total = dd[..b].iter().product::<u64>() as i64 * per_batch;
+    let bad_i = cx.add1("bad_i64", Cast::new(DType::I64), &[bad])?;
+    let any = cx.add1("any_bad", ReduceMax { axes: vec![-1], keepdims: false }, &[bad_i])?;
+    let any = cx.add1("any_bad_bool", Greater {}, &[any, zero])?;
+    let outside = i64c(cx, &[], &[-total - 1])?;
+    let row = cx.add1("checked_rows", Where {}, &[any, outside, row])?;
+    let mut flat = vec![total];
+    flat.extend(dd[b + k..].iter().map(|&d| d as i64));
+    let data2 = cx.add1("flat_data", Reshape { shape: flat, allowzero: true }, &[data])?;
+    cx.add("", Gather { axis: 0 }, &[data2, row])
 }
