@@ -48,9 +48,7 @@ fn split_heads(cx: &mut NodeCx, name: &str, v: Value, heads: i64) -> Result<Valu
 }
 
 fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    if cx.opt_input(6)?.is_some() {
-        return Err("nonpad_kv_seqlen is not supported yet".into());
-    }
+    let nonpad = cx.opt_input(6)?;
     let (left, right) = (cx.int("left_window_size", -1), cx.int("right_window_size", -1));
     let (mut q, mut k, mut v) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
     let ranks = [cx.ty(q).shape.rank(), cx.ty(k).shape.rank(), cx.ty(v).shape.rank()];
@@ -72,6 +70,9 @@ fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     if past_k.is_some() != past_v.is_some() {
         return Err("past_key and past_value must be given together".into());
     }
+    if nonpad.is_some() && past_k.is_some() {
+        return Err("nonpad_kv_seqlen cannot be combined with past_key and past_value".into());
+    }
     let past_len = match past_k {
         Some(p) => *dims(cx, p)?.get(2).ok_or("past_key must be 4-D")?,
         None => 0,
@@ -87,10 +88,18 @@ fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 
     // The additive bias over [Sq, Skv] (broadcast), if any.
     let mut bias = None;
-    if let Some(mask) = cx.opt_input(3)? {
+    if let Some(mut mask) = cx.opt_input(3)? {
         let mt = cx.ty(mask);
-        if mt.shape.0.last().and_then(|d| d.fixed()) != Some(skv as u64) {
-            return Err(format!("attn_mask {} shorter than the key length {skv} is not supported yet", mt.shape));
+        let last = mt.shape.0.last().and_then(|d| d.fixed()).ok_or("attn_mask's last dim must be known")? as i64;
+        if last > skv {
+            return Err(format!("attn_mask {} is longer than the key length {skv}", mt.shape));
+        }
+        if last < skv {
+            // A mask shorter than the keys (an external cache) masks the keys past it.
+            let mut pads = vec![0; 2 * mt.shape.rank()];
+            pads[2 * mt.shape.rank() - 1] = skv - last;
+            let value = if mt.dtype == DType::Bool { 0.0 } else { f64::NEG_INFINITY };
+            mask = cx.add1("mask_padded", Pad { pads, mode: PadMode::Constant, value }, &[mask])?;
         }
         bias = Some(if mt.dtype == DType::Bool {
             let (zero, neg) = (scalar(cx, 0.0, dt)?, scalar(cx, f32::NEG_INFINITY, dt)?);
@@ -102,7 +111,16 @@ fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     // Causal and sliding-window masks are constants over [Sq, Skv]; a query at row i sits
     // at absolute position i + past_len.
     let causal = cx.int("is_causal", 0) != 0;
-    if causal || left >= 0 || right >= 0 {
+    if let Some(len) = nonpad {
+        // An external cache: batch b holds len[b] valid keys, and its queries sit at
+        // the last Sq of them (offset len[b] - Sq), so the causal and window masks and
+        // the padding mask depend on the run-time lengths.
+        let b = nonpad_bias(cx, len, [sq, skv], causal, [left, right], dt)?;
+        bias = Some(match bias {
+            Some(m) => cx.add1("nonpad_bias_sum", Add {}, &[m, b])?,
+            None => b,
+        });
+    } else if causal || left >= 0 || right >= 0 {
         let vals: Vec<f32> = (0..sq)
             .flat_map(|i| {
                 (0..skv).map(move |j| {
@@ -176,4 +194,53 @@ fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         m => return Err(format!("qk_matmul_output_mode {m} is not supported")),
     };
     Ok(vec![y, present_k, present_v, qk_out])
+}
+
+/// The additive bias `[B, 1, Sq, Skv]` of Attention's `nonpad_kv_seqlen` (ONNX's
+/// reference): key `j` of batch `b` is attended by query `i` iff `j < len[b]` and, with
+/// `diff = i + len[b] - Sq - j`, `diff >= 0` (causal), `diff <= left` and
+/// `-diff <= right` (windows, when given).
+fn nonpad_bias(
+    cx: &mut NodeCx,
+    len: Value,
+    [sq, skv]: [i64; 2],
+    causal: bool,
+    [left, right]: [i64; 2],
+    dt: DType,
+) -> Result<Value, String> {
+    let i64c = |cx: &mut NodeCx, dims: &[u64], v: &[i64]| -> Result<Value, String> {
+        Ok(cx.add_const(TensorData::from_i64(dims, v).ok_or("an index constant")?))
+    };
+    let lt = cx.ty(len);
+    let len = if lt.dtype == DType::I64 { len } else { cx.add1("nonpad_i64", Cast::new(DType::I64), &[len])? };
+    let lb = reshape(cx, "nonpad_b111", len, vec![-1, 1, 1, 1])?;
+    let js: Vec<i64> = (0..skv).collect();
+    let j = i64c(cx, &[1, skv as u64], &js)?;
+    let mut ok = cx.add1("nonpad_valid", Less {}, &[j, lb])?;
+    if causal || left >= 0 || right >= 0 {
+        let d: Vec<i64> = (0..sq).flat_map(|i| (0..skv).map(move |j| i - j - sq)).collect();
+        let d = i64c(cx, &[sq as u64, skv as u64], &d)?;
+        let diff = cx.add1("nonpad_diff", Add {}, &[d, lb])?;
+        let mut conds = Vec::new();
+        if causal {
+            let zero = i64c(cx, &[], &[0])?;
+            let before = cx.add1("nonpad_future", Less {}, &[diff, zero])?;
+            conds.push(cx.add1("nonpad_causal", Not {}, &[before])?);
+        }
+        if left >= 0 {
+            let l = i64c(cx, &[], &[left])?;
+            let far = cx.add1("nonpad_left_far", Greater {}, &[diff, l])?;
+            conds.push(cx.add1("nonpad_left", Not {}, &[far])?);
+        }
+        if right >= 0 {
+            let r = i64c(cx, &[], &[-right])?;
+            let far = cx.add1("nonpad_right_far", Less {}, &[diff, r])?;
+            conds.push(cx.add1("nonpad_right", Not {}, &[far])?);
+        }
+        for (n, c) in conds.into_iter().enumerate() {
+            ok = cx.add1(&format!("nonpad_ok{n}"), And {}, &[ok, c])?;
+        }
+    }
+    let (zero, neg) = (scalar(cx, 0.0, dt)?, scalar(cx, f32::NEG_INFINITY, dt)?);
+    cx.add1("nonpad_bias", Where {}, &[ok, zero, neg])
 }
