@@ -240,6 +240,11 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
     if let Op::ResizeTaps(r) = op {
         return resize_taps(r, &ins, out_types);
     }
+    if let (Op::BitCast(_), [x], [t]) = (op, inputs, out_types) {
+        // The same bytes, read as the other type.
+        let d = TensorData::new(t.clone(), std::sync::Arc::from(x.bytes()));
+        return Ok(vec![d.ok_or_else(|| unsupported("symbolic shapes"))?]);
+    }
     let out_dims: Vec<Vec<u64>> = out_types
         .iter()
         .map(|t| t.shape.as_fixed().ok_or_else(|| unsupported("symbolic shapes")))
@@ -250,6 +255,7 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
     let out = &out_dims[0];
     let res: T = match op {
         Op::Identity(_) | Op::Reshape(_) | Op::Flatten(_) | Op::View(_) => T { dims: out.clone(), ..ins[0].clone() },
+        Op::BitCast(_) => return Err(EvalError::Invalid("bitcast takes one operand".into())),
         Op::Bind(b) => return bind(b, &ins, inputs),
         // Its offsets are symbols bound at run time.
         Op::Strided(_) => return Err(unsupported("windows at offsets computed at run time")),
@@ -806,6 +812,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::Flatten(_)
         | Op::Transpose(_)
         | Op::Identity(_)
+        | Op::BitCast(_)
         | Op::Concat(_)
         | Op::Gather(_)
         | Op::GatherElements(_)
@@ -1111,6 +1118,7 @@ macro_rules! not_elementwise {
             | Op::Flatten(_)
             | Op::Transpose(_)
             | Op::Identity(_)
+            | Op::BitCast(_)
             | Op::Concat(_)
             | Op::Gather(_)
             | Op::GatherElements(_)

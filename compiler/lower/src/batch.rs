@@ -105,7 +105,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
             let r = n.inputs[0].shape.rank();
             only_first && op.pads.len() == 2 * r && (0..lead.min(r)).all(|a| op.pads[a] == 0 && op.pads[r + a] == 0)
         }
-        Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) | Op::View(_) => only_first,
+        Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) | Op::BitCast(_) | Op::View(_) => only_first,
         // Rows along an axis after the leading ones, with shared taps.
         Op::Resize(op) => only_first && axis_not_0(op.axis, rank),
         // Queries attend to every key: only the batch axis holds samples.

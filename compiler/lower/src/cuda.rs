@@ -83,7 +83,7 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         Op::LayerNormalization(op) => n.require_f32().and_then(|_| layernorm(kernel, n, op)),
         Op::Attention(op) => attention(kernel, n, op),
         Op::Gather(op) => gather(kernel, n, op.axis),
-        Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) | Op::View(_) => Ok(copy(kernel, n)),
+        Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) | Op::BitCast(_) | Op::View(_) => Ok(copy(kernel, n)),
         Op::Concat(op) => concat(kernel, n, op.axis),
         // The CPU's kernel: per-element ones run a thread per element, the others
         // (Hardmax, QConv, QuantPack, the scatters) their loop nest on one thread.

@@ -269,7 +269,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::Trilu(op) => movement::trilu(kernel, n, op.upper),
         Op::GatherElements(op) => movement::gather_elements(kernel, n, op.axis),
         Op::Pad(op) => movement::pad(kernel, n, op),
-        Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) | Op::View(_) => movement::copy(kernel, n),
+        Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) | Op::BitCast(_) | Op::View(_) => movement::copy(kernel, n),
         // The rule's kernel (the data is a view: see `program`).
         Op::Bind(op) => bind::bind(kernel, n, op),
         Op::Strided(op) => movement::strided(kernel, n, op),

@@ -146,8 +146,10 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
     for &id in &order {
         let node = g.node(id);
         let v = Value { node: id, port: 0 };
-        if matches!(node.op, Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) | Op::View(_) | Op::Bind(_))
-            && !locations.contains_key(&v)
+        if matches!(
+            node.op,
+            Op::Reshape(_) | Op::Flatten(_) | Op::Identity(_) | Op::BitCast(_) | Op::View(_) | Op::Bind(_)
+        ) && !locations.contains_key(&v)
         {
             let u = g.operands(id)[0];
             root.insert(v, root.get(&u).copied().unwrap_or(u));

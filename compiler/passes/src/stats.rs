@@ -72,6 +72,7 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         | Op::Flatten(_)
         | Op::Transpose(_)
         | Op::Identity(_)
+        | Op::BitCast(_)
         | Op::Concat(_)
         | Op::Gather(_)
         | Op::GatherElements(_)

@@ -29,7 +29,7 @@ pub use epilogue::Activation;
 pub use fused::{Arg, Fused, FusedStep};
 pub use linalg::{einsum_extents, parse_einsum, Attention, Einsum, Gemm, MatMul};
 pub use movement::{
-    Bind, Compress, Concat, Flatten, Gather, GatherElements, Identity, Iota, NonZero, Pad, PadMode, Reshape,
+    Bind, BitCast, Compress, Concat, Flatten, Gather, GatherElements, Identity, Iota, NonZero, Pad, PadMode, Reshape,
     ScatterElements, ScatterND, ScatterReduction, Slice, Strided, Transpose, Trilu, View,
 };
 pub use norm::{BatchNormalization, LayerNormalization, Softmax, SoftmaxMode};
@@ -552,7 +552,7 @@ op_table! {
     BatchNormalization, LayerNormalization, Softmax,
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, NllLoss, CumSum,
-    Reshape, Flatten, Transpose, Identity, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
+    Reshape, Flatten, Transpose, Identity, BitCast, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
     Bind, Strided, NonZero, Compress, Iota, View,
 }
 
@@ -651,9 +651,9 @@ impl Op {
             ReduceSum(_) | ReduceMean(_) | ReduceMax(_) | ReduceMin(_) | ReduceProd(_) | ReduceL1(_) | ReduceL2(_)
             | ReduceLogSum(_) | ReduceLogSumExp(_) | ReduceSumSquare(_) | ArgMax(_) | ArgMin(_) | NllLoss(_)
             | CumSum(_) => OpKind::Reduction,
-            Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | Concat(_) | Gather(_) | GatherElements(_)
-            | Slice(_) | Trilu(_) | Pad(_) | ScatterElements(_) | ScatterND(_) | Bind(_) | Strided(_) | NonZero(_)
-            | Compress(_) | Iota(_) | View(_) => OpKind::Movement,
+            Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | BitCast(_) | Concat(_) | Gather(_)
+            | GatherElements(_) | Slice(_) | Trilu(_) | Pad(_) | ScatterElements(_) | ScatterND(_) | Bind(_)
+            | Strided(_) | NonZero(_) | Compress(_) | Iota(_) | View(_) => OpKind::Movement,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Data movement: ops that copy or reinterpret elements without arithmetic.
 use super::{ensure, fixed_dims, normalize_axis, same_dtype, Infer, OpMeta};
-use crate::{op, Dim, IrError, Shape, TensorType};
+use crate::{op, DType, Dim, IrError, Shape, TensorType};
 
 op! {
     /// Reinterprets the elements with a new shape. `shape` follows ONNX: `0` copies the
@@ -111,6 +111,24 @@ impl Infer for Transpose {
             format!("perm {:?} is not a permutation of rank {rank}", self.perm)
         })?;
         Ok(vec![TensorType { dtype: x.dtype, shape: Shape(perm.iter().map(|&p| x.shape.0[p].clone()).collect()) }])
+    }
+}
+
+op! {
+    /// Reinterprets its operand's bytes as elements of `to` (ONNX BitCast): the same
+    /// shape and element size, the bits unchanged (little-endian).
+    BitCast = "bitcast", operands 1..=1 { to: DType }
+}
+
+impl Infer for BitCast {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let x = &inputs[0];
+        // Sub-byte types are stored extended to a byte: their bits are not the byte's.
+        let bytes = |d: DType| (d.narrow_int_bits().is_none() && d != DType::F4E2M1).then_some(d.size());
+        ensure(bytes(x.dtype).is_some() && bytes(x.dtype) == bytes(self.to), node, Self::INFO.mnemonic, || {
+            format!("cannot reinterpret {} as {}: the bit widths differ or are below 8", x.dtype, self.to)
+        })?;
+        Ok(vec![TensorType { dtype: self.to, shape: x.shape.clone() }])
     }
 }
 

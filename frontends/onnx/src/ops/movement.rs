@@ -68,6 +68,13 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     });
     reg.insert("Split", split);
     reg.insert("EyeLike", eye_like);
+    reg.insert("BitCast", |cx| {
+        let code = cx.int("to", 0) as i32;
+        let to =
+            crate::tensor::dtype_from_onnx(code).ok_or_else(|| format!("BitCast to type {code} is not supported"))?;
+        let x = cx.input(0)?;
+        cx.add("", BitCast { to }, &[x])
+    });
     reg.insert("GatherND", gather_nd);
     reg.insert("Trilu", |cx| {
         let upper = cx.int("upper", 1) != 0;
