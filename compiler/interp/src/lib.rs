@@ -231,6 +231,59 @@ fn resize_taps(r: &dlc_ir::ops::ResizeTaps, ins: &[T], out_types: &[TensorType])
     Ok(vec![i, w])
 }
 
+/// TopK: each row along the axis sorted best first (a stable sort: ties keep the lower
+/// index first), its first `k` values and their indices. Unsigned 64-bit integers
+/// compare as unsigned; NaN ranks above every number (ONNX Runtime's order).
+fn top_k(op: &dlc_ir::ops::TopK, ins: &[T], out_types: &[TensorType]) -> Result<Vec<TensorData>, EvalError> {
+    let x = ins.first().ok_or_else(|| EvalError::Invalid("topk takes one operand".into()))?;
+    let a = dlc_ir::ops::normalize_axis(op.axis, x.dims.len()).ok_or_else(|| EvalError::Invalid("axis".into()))?;
+    let k = out_types.first().and_then(|t| t.shape.0.get(a)).and_then(|d| d.fixed());
+    let k = k.ok_or_else(|| unsupported("a k computed at run time"))? as usize;
+    let n = x.dims[a] as usize;
+    if k > n {
+        return Err(EvalError::Invalid(format!("k = {k} is more than the axis's extent {n}")));
+    }
+    let outer: usize = x.dims[..a].iter().product::<u64>() as usize;
+    let inner: usize = x.dims[a + 1..].iter().product::<u64>() as usize;
+    let unsigned = x.dtype == DType::U64;
+    let rank = |i: usize| -> (f64, i128) {
+        match &x.data {
+            Data::F(v) => (if v[i].is_nan() { f64::INFINITY } else { v[i] }, v[i].is_nan() as i128),
+            Data::I(v) => (0.0, if unsigned { v[i] as u64 as i128 } else { v[i] as i128 }),
+        }
+    };
+    let mut picks = Vec::with_capacity(outer * k * inner);
+    let mut idx = Vec::with_capacity(outer * k * inner);
+    for o in 0..outer {
+        let mut rows: Vec<Vec<usize>> = vec![Vec::new(); inner];
+        for (i, row) in rows.iter_mut().enumerate() {
+            let mut order: Vec<usize> = (0..n).collect();
+            let at = |t: usize| (o * n + t) * inner + i;
+            order.sort_by(|&p, &q| {
+                let (a, b) = (rank(at(p)), rank(at(q)));
+                let c = a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1));
+                if op.largest {
+                    c.reverse()
+                } else {
+                    c
+                }
+            });
+            *row = order[..k].to_vec();
+        }
+        for j in 0..k {
+            for (i, row) in rows.iter().enumerate() {
+                picks.push((o * n + row[j]) * inner + i);
+                idx.push(row[j] as i64);
+            }
+        }
+    }
+    let mut dims = x.dims.clone();
+    dims[a] = k as u64;
+    let values = x.pick(&picks, dims.clone()).to_tensor()?;
+    let indices = TensorData::from_i64(&dims, &idx).ok_or_else(|| EvalError::Invalid("topk indices".into()))?;
+    Ok(vec![values, indices])
+}
+
 /// Evaluates `op` on constant operands. Results are limited to 16 Mi elements.
 pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<Vec<TensorData>, EvalError> {
     let ins: Vec<T> = inputs.iter().map(T::from_tensor).collect::<Result<_, _>>()?;
@@ -239,6 +292,9 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
     }
     if let Op::ResizeTaps(r) = op {
         return resize_taps(r, &ins, out_types);
+    }
+    if let Op::TopK(k) = op {
+        return top_k(k, &ins, out_types);
     }
     if let (Op::BitCast(_), [x], [t]) = (op, inputs, out_types) {
         // The same bytes, read as the other type.
@@ -256,6 +312,7 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
     let res: T = match op {
         Op::Identity(_) | Op::Reshape(_) | Op::Flatten(_) | Op::View(_) => T { dims: out.clone(), ..ins[0].clone() },
         Op::BitCast(_) => return Err(EvalError::Invalid("bitcast takes one operand".into())),
+        Op::TopK(k) => return top_k(k, &ins, out_types),
         Op::Bind(b) => return bind(b, &ins, inputs),
         // Its offsets are symbols bound at run time.
         Op::Strided(_) => return Err(unsupported("windows at offsets computed at run time")),
@@ -833,6 +890,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::ReduceLogSumExp(_)
         | Op::ReduceSumSquare(_)
         | Op::ArgMax(_)
+        | Op::TopK(_)
         | Op::ArgMin(_)
         | Op::NllLoss(_)
         | Op::CumSum(_) => return Err(unsupported(op.mnemonic())),
@@ -1106,6 +1164,7 @@ macro_rules! not_elementwise {
             | Op::ReduceLogSumExp(_)
             | Op::ReduceSumSquare(_)
             | Op::ArgMax(_)
+            | Op::TopK(_)
             | Op::ArgMin(_)
             | Op::NllLoss(_)
             | Op::CumSum(_)

@@ -47,6 +47,12 @@ pub enum BindRule {
     /// A count of the input's elements (`t` = `[c]`, `0 <= c <=` the element count),
     /// such as NonZero's: one dim. The result keeps the input's dims.
     Count,
+    /// A count of positions along `axis` (`t` = `[k]`, `0 <= k <=` the axis's extent),
+    /// such as TopK's `k`: one dim. The result keeps the input's dims.
+    Extent {
+        /// The axis, normalised.
+        axis: usize,
+    },
 }
 
 impl BindRule {
@@ -62,6 +68,7 @@ impl BindRule {
             BindRule::Slice => "slice",
             BindRule::Split { .. } => "split",
             BindRule::Count => "count",
+            BindRule::Extent { .. } => "extent",
         }
     }
 
@@ -69,13 +76,14 @@ impl BindRule {
     pub fn text(self) -> String {
         match self {
             BindRule::Split { axis } => format!("split_{axis}"),
+            BindRule::Extent { axis } => format!("extent_{axis}"),
             r => r.name().to_string(),
         }
     }
 
     /// Whether its result has the bound symbols as dims (else the input's dims).
     pub fn reshapes(self) -> bool {
-        !matches!(self, BindRule::Slice | BindRule::Split { .. } | BindRule::Count)
+        !matches!(self, BindRule::Slice | BindRule::Split { .. } | BindRule::Count | BindRule::Extent { .. })
     }
 
     /// The rule named `s`.
@@ -89,6 +97,7 @@ impl BindRule {
             "unsqueeze" => BindRule::Unsqueeze,
             "slice" => BindRule::Slice,
             "count" => BindRule::Count,
+            s if s.starts_with("extent_") => BindRule::Extent { axis: s.strip_prefix("extent_")?.parse().ok()? },
             s => BindRule::Split { axis: s.strip_prefix("split_")?.parse().ok()? },
         })
     }
@@ -104,6 +113,7 @@ impl BindRule {
             BindRule::Slice => (m.is_multiple_of(4) && m / 4 <= n).then_some(3 * n),
             BindRule::Split { axis } => (axis < n).then_some(2 * m),
             BindRule::Count => (m == 1).then_some(1),
+            BindRule::Extent { axis } => (m == 1 && axis < n).then_some(1),
         }
     }
 }
@@ -141,10 +151,12 @@ pub enum Reason {
     /// `[-d, d)` for the axis of extent `d` it indexes (a run-time index check:
     /// [`crate::ops::index_operand`]).
     IndexRange = 13,
+    /// A count along an axis below 0 or above the axis's extent (TopK's `k`).
+    ExtentRange = 14,
 }
 
 /// Every reason, in code order (the manifest carries their messages).
-pub const REASONS: [Reason; 13] = [
+pub const REASONS: [Reason; 14] = [
     Reason::Negative,
     Reason::TwoInferred,
     Reason::CopiesMissing,
@@ -158,6 +170,7 @@ pub const REASONS: [Reason; 13] = [
     Reason::SplitSizes,
     Reason::CountRange,
     Reason::IndexRange,
+    Reason::ExtentRange,
 ];
 
 impl Reason {
@@ -184,6 +197,7 @@ impl Reason {
             Reason::SplitSizes => "the split sizes are negative or do not add up to the dim",
             Reason::CountRange => "a count is outside 0 to the element count",
             Reason::IndexRange => "an index is out of range (an axis of extent d takes -d <= index < d)",
+            Reason::ExtentRange => "a count is outside 0 to the axis's extent (TopK's k)",
         }
     }
 
@@ -287,6 +301,10 @@ pub fn eval(rule: BindRule, d: &[i64], t: &[i64]) -> Result<Vec<i64>, Reason> {
                 _ => Err(Reason::CountRange),
             }
         }
+        BindRule::Extent { axis } => match (t, d.get(axis)) {
+            ([k], Some(&e)) if (0..=e).contains(k) => Ok(vec![*k]),
+            _ => Err(Reason::ExtentRange),
+        },
         BindRule::Split { axis } => {
             let mut out = Vec::with_capacity(2 * t.len());
             let mut at = 0i64;
@@ -346,6 +364,7 @@ pub fn maxima(rule: BindRule, d: &[Dim], m: usize) -> Vec<Expr> {
             vec![e; 2 * m]
         }
         BindRule::Count => vec![Dim::product(d).expr().max_with(&one)],
+        BindRule::Extent { axis } => vec![d.get(axis).map_or(one.clone(), |x| x.expr().max_with(&one))],
     }
 }
 

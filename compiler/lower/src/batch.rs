@@ -88,6 +88,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         Op::ReduceLogSumExp(o) => reduce_ok(&o.axes, o.keepdims, n, lead),
         Op::ReduceSumSquare(o) => reduce_ok(&o.axes, o.keepdims, n, lead),
         Op::ArgMax(o) => axis_not_0(o.axis, n.inputs[0].shape.rank()),
+        Op::TopK(o) => axis_not_0(o.axis, n.inputs[0].shape.rank()),
         Op::ArgMin(o) => axis_not_0(o.axis, n.inputs[0].shape.rank()),
         Op::Transpose(op) => {
             op.perm.len() >= lead && op.perm[..lead].iter().enumerate().all(|(i, &p)| p == i as i64) && only_first

@@ -290,6 +290,14 @@ pub fn bind(name: &str, n: &Node, op: &Bind) -> Result<Kernel, LowerError> {
             r.check(bad, Reason::CountRange);
             vec![t[0]]
         }
+        BindRule::Extent { axis } => {
+            let e = *d.get(axis).ok_or_else(|| n.error(format!("extent axis {axis} out of range")))?;
+            let below = r.b.cmp(CmpOp::Slt, t[0], r.zero);
+            let above = r.b.cmp(CmpOp::Sgt, t[0], e);
+            let bad = r.b.select(below, below, above);
+            r.check(bad, Reason::ExtentRange);
+            vec![t[0]]
+        }
         // Below (they read the rule's operands differently).
         BindRule::Slice | BindRule::Split { .. } => Vec::new(),
     };

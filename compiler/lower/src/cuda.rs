@@ -116,6 +116,7 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::ReduceLogSumExp(_)
         | Op::ReduceSumSquare(_)
         | Op::ArgMax(_)
+        | Op::TopK(_)
         | Op::ArgMin(_)
         | Op::NllLoss(_)
         | Op::CumSum(_)

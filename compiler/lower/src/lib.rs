@@ -42,6 +42,7 @@ pub mod reduce;
 pub mod resize;
 pub mod sample;
 pub mod shape;
+pub mod topk;
 
 use dlc_ir::{Dim, Op, TensorData, TensorType};
 use dlc_kir::{Expr, Kernel, KernelBuilder, LoopKind};
@@ -300,6 +301,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
             None => Err(n.error("internal: not a Reduce* op")),
         },
         Op::ArgMax(o) => reduce::arg(kernel, n, o.axis, true, o.select_last_index),
+        Op::TopK(o) => topk::topk(kernel, n, o),
         Op::ArgMin(o) => reduce::arg(kernel, n, o.axis, false, o.select_last_index),
         Op::NllLoss(o) => reduce::nll_loss(kernel, n, o),
         Op::CumSum(o) => reduce::cumsum(kernel, n, o),

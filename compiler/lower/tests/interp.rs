@@ -1829,3 +1829,52 @@ fn index_checks_fail_exactly_on_out_of_range_indices() {
         assert!(seen[0] > 0 && seen[1] > 0, "{op:?}: both outcomes tried ({seen:?})");
     }
 }
+
+/// TopK's kernel in the kir interpreter against dlc-interp (a stable sort): both
+/// outputs exact, largest and smallest, ties, NaN, every axis, int64 and uint64.
+#[test]
+fn topk_matches_a_stable_sort() {
+    use dlc_ir::ops::TopK;
+    let cases: Vec<(TensorType, i64, &str)> = vec![
+        (ty(DType::F32, &[f(3), f(10)]), 1, "4"),
+        (ty(DType::F32, &[f(7), f(2), f(3)]), 0, "7"),
+        (ty(DType::F32, &[f(2), f(6), f(3)]), 1, "0"),
+        (ty(DType::I64, &[f(4), f(9)]), -1, "3"),
+        (ty(DType::U64, &[f(2), f(8)]), 1, "5"),
+    ];
+    for (t, axis, k) in cases {
+        for largest in [true, false] {
+            let op: Op = TopK { axis, largest, k: k.into() }.into();
+            let out_ty = op.infer("n", std::slice::from_ref(&t)).unwrap();
+            let node = dlc_lower::Node {
+                name: "n",
+                op: &op,
+                inputs: std::slice::from_ref(&t),
+                outputs: &out_ty,
+                consts: &[],
+                operand_max: &[],
+            };
+            let kern = dlc_lower::lower("k", &node, &T).expect("ported").unwrap();
+            let dims = t.shape.as_fixed().unwrap();
+            let n = dims.iter().product::<u64>() as usize;
+            let x = if t.dtype == DType::F32 {
+                let mut v: Vec<f32> = (0..n).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+                v[1] = f32::NAN;
+                TensorData::from_f32(&dims, &v).unwrap()
+            } else {
+                let v: Vec<i64> = (0..n).map(|i| ((i * 7919) % 11) as i64 - 5).collect();
+                TensorData::new(t.clone(), Arc::from(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()))
+                    .unwrap()
+            };
+            let want = dlc_interp::eval(&op, std::slice::from_ref(&x), &out_ty).unwrap();
+            let mut bufs = vec![
+                x.bytes().to_vec(),
+                vec![0xAA; out_ty[0].size_bytes().unwrap() as usize],
+                vec![0xAA; out_ty[1].size_bytes().unwrap() as usize],
+            ];
+            run_kernel(&kern, &mut bufs, &BTreeMap::new()).unwrap();
+            assert_eq!(bufs[1], want[0].bytes(), "{t} axis {axis} k {k} largest {largest}: values");
+            assert_eq!(bufs[2], want[1].bytes(), "{t} axis {axis} k {k} largest {largest}: indices");
+        }
+    }
+}

@@ -551,7 +551,7 @@ op_table! {
     Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, GridSample, ResizeTaps, Resize, QConv, QuantPack,
     BatchNormalization, LayerNormalization, Softmax,
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
-    ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, NllLoss, CumSum,
+    ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, TopK, NllLoss, CumSum,
     Reshape, Flatten, Transpose, Identity, BitCast, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
     Bind, Strided, NonZero, Compress, Iota, View,
 }
@@ -649,8 +649,8 @@ impl Op {
             QuantPack(_) => OpKind::Movement,
             BatchNormalization(_) | LayerNormalization(_) | Softmax(_) => OpKind::Normalization,
             ReduceSum(_) | ReduceMean(_) | ReduceMax(_) | ReduceMin(_) | ReduceProd(_) | ReduceL1(_) | ReduceL2(_)
-            | ReduceLogSum(_) | ReduceLogSumExp(_) | ReduceSumSquare(_) | ArgMax(_) | ArgMin(_) | NllLoss(_)
-            | CumSum(_) => OpKind::Reduction,
+            | ReduceLogSum(_) | ReduceLogSumExp(_) | ReduceSumSquare(_) | ArgMax(_) | ArgMin(_) | TopK(_)
+            | NllLoss(_) | CumSum(_) => OpKind::Reduction,
             Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | BitCast(_) | Concat(_) | Gather(_)
             | GatherElements(_) | Slice(_) | Trilu(_) | Pad(_) | ScatterElements(_) | ScatterND(_) | Bind(_)
             | Strided(_) | NonZero(_) | Compress(_) | Iota(_) | View(_) => OpKind::Movement,

@@ -103,6 +103,43 @@ arg_reductions! {
     ArgMin = "argmin";
 }
 
+op! {
+    /// The `k` largest (or, without `largest`, smallest) elements along `axis`, sorted
+    /// best first (ties: the lower index first), and their indices (`i64`), ONNX TopK.
+    /// `k` is a constant (`"5"`) or a symbol a [`crate::ops::Bind`] (rule `extent`) bound
+    /// at run time, at most the axis's extent.
+    TopK = "topk", operands 1..=1 { axis: i64, largest: bool, k: String }
+}
+
+impl TopK {
+    /// `k` as a dim.
+    pub fn k_dim(&self) -> Option<Dim> {
+        match self.k.parse::<u64>() {
+            Ok(n) => Some(Dim::Fixed(n)),
+            Err(_) => dlc_sym::is_symbol_name(&self.k).then(|| Dim::sym(&self.k)),
+        }
+    }
+}
+
+impl Infer for TopK {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let x = &inputs[0];
+        let a = normalize_axis(self.axis, x.shape.rank())
+            .filter(|_| x.shape.rank() > 0)
+            .ok_or_else(|| IrError::shape(node, op, format!("axis {} out of range for {}", self.axis, x.shape)))?;
+        let k = self
+            .k_dim()
+            .ok_or_else(|| IrError::shape(node, op, format!("k '{}' is not a count or a symbol", self.k)))?;
+        if let (Dim::Fixed(k), Dim::Fixed(d)) = (&k, &x.shape.0[a]) {
+            ensure(k <= d, node, op, || format!("k = {k} is more than the axis's extent {d}"))?;
+        }
+        let mut shape = x.shape.clone();
+        shape.0[a] = k;
+        Ok(vec![TensorType { dtype: x.dtype, shape: shape.clone() }, TensorType { dtype: DType::I64, shape }])
+    }
+}
+
 /// How a loss is reduced over its elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LossReduction {

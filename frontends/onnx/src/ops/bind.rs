@@ -202,6 +202,45 @@ pub(crate) fn nonzero(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     cx.add("", dlc_ir::ops::NonZero { count }, &[view])
 }
 
+/// TopK (opsets 1-24): `k` from the attribute (opset < 10) or operand 1; a constant k
+/// becomes a fixed dim, one computed at run time is bound by a Bind (rule `extent`: at
+/// most the axis's extent), then the TopK node computes values and indices sorted best
+/// first (`sorted = 0` leaves the order to the implementation: dlc sorts too).
+pub(crate) fn top_k(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let ty = cx.ty(x);
+    let axis = cx.int("axis", -1);
+    let a = dlc_ir::ops::normalize_axis(axis, ty.shape.rank())
+        .filter(|_| ty.shape.rank() > 0)
+        .ok_or_else(|| format!("axis {axis} out of range for {}", ty.shape))?;
+    let largest = cx.int("largest", 1) != 0;
+    let k_const = if cx.opset < 10 {
+        Some(cx.int("k", -1))
+    } else {
+        match cx.const_input(1)? {
+            Some(t) => match t.to_i64().as_deref() {
+                Some([k]) => Some(*k),
+                _ => return Err(format!("k must hold one integer, got {}", t.ty())),
+            },
+            None => None,
+        }
+    };
+    let (src, k) = match k_const {
+        Some(k) if k < 0 => return Err(format!("k must be >= 0, got {k}")),
+        Some(k) => (x, k.to_string()),
+        None => {
+            let t = cx.input(1)?;
+            let view = bind(cx, "k", x, t, BindRule::Extent { axis: a })?;
+            let sym = match &cx.imp.graph.node(view.node).op {
+                Op::Bind(b) => b.symbols().next().map(str::to_string).ok_or("internal: a k bind without a symbol")?,
+                _ => return Err("internal: TopK's k folded".into()),
+            };
+            (view, sym)
+        }
+    };
+    cx.add("", dlc_ir::ops::TopK { axis: a as i64, largest, k }, &[src])
+}
+
 /// Compress: the count of true entries of the condition (up to the axis's extent) bound
 /// by a Bind (rule `count`), then a Compress node copying those slices. Without `axis`
 /// the operand is flattened first.

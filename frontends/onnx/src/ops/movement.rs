@@ -94,6 +94,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("SpaceToDepth", |cx| depth_space(cx, false));
     reg.insert("Unsqueeze", |cx| squeeze(cx, true));
     reg.insert("NonZero", super::bind::nonzero);
+    reg.insert("TopK", super::bind::top_k);
     reg.insert("Compress", super::bind::compress);
 }
 
