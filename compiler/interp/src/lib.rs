@@ -284,6 +284,84 @@ fn top_k(op: &dlc_ir::ops::TopK, ins: &[T], out_types: &[TensorType]) -> Result<
     Ok(vec![values, indices])
 }
 
+/// Whether box `p` suppresses box `q` (ONNX NonMaxSuppression's rule, in f32): their
+/// intersection over union is above `thr`. `b` holds 4 values per box: corners
+/// `[y1, x1, y2, x2]` in any order, or `[xc, yc, w, h]` with `center`.
+pub fn nms_suppresses(b: &[f32], p: usize, q: usize, center: bool, thr: f32) -> bool {
+    let (b1, b2) = (&b[4 * p..4 * p + 4], &b[4 * q..4 * q + 4]);
+    let span = |v: &[f32], lo: usize| -> (f32, f32) {
+        if center {
+            let half = v[lo + 2] / 2.0;
+            (v[lo] - half, v[lo] + half)
+        } else {
+            let (a, c) = (v[lo], v[lo + 2]);
+            if a >= c {
+                (c, a)
+            } else {
+                (a, c)
+            }
+        }
+    };
+    // Corners: x from elements 1 and 3, y from 0 and 2; centres: x first.
+    let (xi, yi) = if center { (0, 1) } else { (1, 0) };
+    let ((x1a, x1b), (x2a, x2b)) = (span(b1, xi), span(b2, xi));
+    let ((y1a, y1b), (y2a, y2b)) = (span(b1, yi), span(b2, yi));
+    let (ixa, ixb) = (x1a.max(x2a), x1b.min(x2b));
+    let (iya, iyb) = (y1a.max(y2a), y1b.min(y2b));
+    if ixb <= ixa || iyb <= iya {
+        return false;
+    }
+    let inter = (ixb - ixa) * (iyb - iya);
+    let (a1, a2) = ((x1b - x1a) * (y1b - y1a), (x2b - x2a) * (y2b - y2a));
+    let union = a1 + a2 - inter;
+    if inter <= 0.0 || a1 <= 0.0 || a2 <= 0.0 || union <= 0.0 {
+        return false;
+    }
+    inter / union > thr
+}
+
+/// NonMaxSuppression's selection ([`dlc_ir::ops::Nms`]): per batch and class, boxes by
+/// score (highest first, ties by lower index) above the score threshold, each kept
+/// unless a kept box of its class suppresses it, at most `max` per class.
+fn nms(center: bool, raw: &[TensorData]) -> Result<Vec<TensorData>, EvalError> {
+    let bad = || EvalError::Invalid("nms operands".into());
+    let [boxes, scores, max, iou, sthr] = raw else { return Err(bad()) };
+    let (bd, sd) = (boxes.ty().shape.as_fixed().ok_or_else(bad)?, scores.ty().shape.as_fixed().ok_or_else(bad)?);
+    let (nb, nc, n) = (sd[0] as usize, sd[1] as usize, sd[2] as usize);
+    if bd.len() != 3 || nb * nc * n > LIMIT as usize {
+        return Err(unsupported("this many boxes"));
+    }
+    let b = boxes.to_f32().ok_or_else(bad)?;
+    let s = scores.to_f32().ok_or_else(bad)?;
+    let max = max.to_i64().and_then(|v| v.first().copied()).ok_or_else(bad)?.max(0) as usize;
+    let iou = iou.to_f32().and_then(|v| v.first().copied()).ok_or_else(bad)?;
+    let sthr = sthr.to_f32().and_then(|v| v.first().copied()).ok_or_else(bad)?;
+    let mut rows = Vec::new();
+    for bi in 0..nb {
+        let bb = &b[bi * n * 4..(bi + 1) * n * 4];
+        for ci in 0..nc {
+            let sc = &s[(bi * nc + ci) * n..(bi * nc + ci + 1) * n];
+            let mut order: Vec<usize> = (0..n).filter(|&i| sc[i] > sthr).collect();
+            order.sort_by(|&p, &q| sc[q].partial_cmp(&sc[p]).unwrap_or(std::cmp::Ordering::Equal).then(p.cmp(&q)));
+            let mut kept: Vec<usize> = Vec::new();
+            for &i in &order {
+                if kept.len() >= max {
+                    break;
+                }
+                if !kept.iter().any(|&j| nms_suppresses(bb, i, j, center, iou)) {
+                    kept.push(i);
+                    rows.extend([bi as i64, ci as i64, i as i64]);
+                }
+            }
+        }
+    }
+    let count = rows.len() / 3;
+    rows.resize(nb * nc * n * 3, 0);
+    let sel = TensorData::from_i64(&[(nb * nc * n) as u64, 3], &rows).ok_or_else(bad)?;
+    let c = TensorData::from_i64(&[1], &[count as i64]).ok_or_else(bad)?;
+    Ok(vec![sel, c])
+}
+
 /// Evaluates `op` on constant operands. Results are limited to 16 Mi elements.
 pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<Vec<TensorData>, EvalError> {
     let ins: Vec<T> = inputs.iter().map(T::from_tensor).collect::<Result<_, _>>()?;
@@ -295,6 +373,9 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
     }
     if let Op::TopK(k) = op {
         return top_k(k, &ins, out_types);
+    }
+    if let Op::Nms(o) = op {
+        return nms(o.center_point_box, inputs);
     }
     if let (Op::BitCast(_), [x], [t]) = (op, inputs, out_types) {
         // The same bytes, read as the other type.
@@ -313,6 +394,7 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::Identity(_) | Op::Reshape(_) | Op::Flatten(_) | Op::View(_) => T { dims: out.clone(), ..ins[0].clone() },
         Op::BitCast(_) => return Err(EvalError::Invalid("bitcast takes one operand".into())),
         Op::TopK(k) => return top_k(k, &ins, out_types),
+        Op::Nms(o) => return nms(o.center_point_box, inputs),
         Op::Bind(b) => return bind(b, &ins, inputs),
         // Its offsets are symbols bound at run time.
         Op::Strided(_) => return Err(unsupported("windows at offsets computed at run time")),
@@ -891,6 +973,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::ReduceSumSquare(_)
         | Op::ArgMax(_)
         | Op::TopK(_)
+        | Op::Nms(_)
         | Op::ArgMin(_)
         | Op::NllLoss(_)
         | Op::CumSum(_) => return Err(unsupported(op.mnemonic())),
@@ -1165,6 +1248,7 @@ macro_rules! not_elementwise {
             | Op::ReduceSumSquare(_)
             | Op::ArgMax(_)
             | Op::TopK(_)
+            | Op::Nms(_)
             | Op::ArgMin(_)
             | Op::NllLoss(_)
             | Op::CumSum(_)

@@ -128,6 +128,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::Bind(_)
         | Op::Strided(_)
         | Op::NonZero(_)
+        | Op::Nms(_)
         | Op::Compress(_)
         | Op::ResizeTaps(_)
         | Op::Iota(_)

@@ -128,6 +128,7 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::Bind(_)
         | Op::Strided(_)
         | Op::NonZero(_)
+        | Op::Nms(_)
         | Op::Compress(_) => return None,
     })
 }

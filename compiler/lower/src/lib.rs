@@ -34,6 +34,7 @@ pub mod fastmath;
 pub mod gemm;
 pub mod linalg;
 pub mod movement;
+pub mod nms;
 pub mod norm;
 pub mod pool;
 pub mod program;
@@ -275,6 +276,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::Bind(op) => bind::bind(kernel, n, op),
         Op::Strided(op) => movement::strided(kernel, n, op),
         Op::NonZero(op) => movement::nonzero(kernel, n, op),
+        Op::Nms(op) => nms::nms(kernel, n, op.center_point_box),
         Op::Compress(op) => movement::compress(kernel, n, op),
         Op::Iota(op) => movement::iota(kernel, n, op),
         Op::Concat(op) => movement::concat(kernel, n, op.axis),

@@ -59,6 +59,7 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         | Op::ReduceSumSquare(_)
         | Op::ArgMax(_)
         | Op::TopK(_)
+        | Op::Nms(_)
         | Op::ArgMin(_)
         | Op::NllLoss(_)
         | Op::CumSum(_) => numel(0),

@@ -559,6 +559,36 @@ impl Infer for NonZero {
 }
 
 op! {
+    /// ONNX NonMaxSuppression's selection, before its result is cut to size: operands
+    /// boxes `f32[B, N, 4]`, scores `f32[B, C, N]`, max_output_boxes_per_class (`i64`,
+    /// one element), iou_threshold and score_threshold (`f32`, one element each; `-inf`
+    /// when the model gives none). Results: `i64[B * C * N, 3]` whose first `count` rows
+    /// are the selected `(batch, class, box)` triples in ONNX's order, and `count`
+    /// (`i64[1]`). A [`Bind`] (rule `count`) and a [`Strided`] window give ONNX's
+    /// `[count, 3]` result.
+    Nms = "nms", operands 5..=5 { center_point_box: bool }
+}
+
+impl Infer for Nms {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let (bx, sc) = (&inputs[0], &inputs[1]);
+        let (bd, sd) = match (bx.shape.as_fixed(), sc.shape.as_fixed()) {
+            (Some(b), Some(s)) => (b, s),
+            _ => return Err(IrError::shape(node, op, format!("boxes {bx} and scores {sc} must have known shapes"))),
+        };
+        let fits = bd.len() == 3 && bd[2] == 4 && sd.len() == 3 && sd[0] == bd[0] && sd[2] == bd[1];
+        ensure(fits, node, op, || format!("boxes {bx} and scores {sc} do not match ([B, N, 4] and [B, C, N])"))?;
+        let floats = [0, 1, 3, 4].iter().all(|&i| inputs[i].dtype == DType::F32) && inputs[2].dtype == DType::I64;
+        ensure(floats, node, op, || "boxes, scores and thresholds must be f32, the box count i64".into())?;
+        let one = [2, 3, 4].iter().all(|&i| inputs[i].shape.numel() == Some(1));
+        ensure(one, node, op, || "max_output_boxes_per_class and the thresholds must hold one value each".into())?;
+        let rows = sd[0].checked_mul(sd[1]).and_then(|r| r.checked_mul(sd[2])).unwrap_or(u64::MAX);
+        Ok(vec![TensorType::fixed(DType::I64, &[rows, 3]), TensorType::fixed(DType::I64, &[1])])
+    }
+}
+
+op! {
     /// ONNX Compress: the slices of `x` along `axis` whose entry of the boolean vector
     /// `condition` is true (entries past the axis's extent are ignored), in order;
     /// `count` is a symbol a [`Bind`] (rule `count`) bound to how many there are.

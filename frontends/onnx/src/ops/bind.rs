@@ -241,6 +241,58 @@ pub(crate) fn top_k(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     cx.add("", dlc_ir::ops::TopK { axis: a as i64, largest, k }, &[src])
 }
 
+/// NonMaxSuppression: an `nms` node selects into rows sized for every box of every
+/// class and counts them; a Bind (rule `count`) binds the count and a `strided` window
+/// gives ONNX's `i64[count, 3]`. Absent operands take ONNX's defaults (no boxes kept,
+/// IoU threshold 0, no score threshold: `-inf`).
+pub(crate) fn nms(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (boxes, scores) = (cx.input(0)?, cx.input(1)?);
+    let center = match cx.int("center_point_box", 0) {
+        0 => false,
+        1 => true,
+        c => return Err(format!("center_point_box must be 0 or 1, got {c}")),
+    };
+    let scalar_i64 = |cx: &mut NodeCx, v: i64| cx.add_const(dlc_ir::TensorData::from_i64(&[1], &[v]).expect("scalar"));
+    let scalar_f32 = |cx: &mut NodeCx, v: f32| cx.add_const(dlc_ir::TensorData::from_f32(&[1], &[v]).expect("scalar"));
+    let one = |cx: &mut NodeCx, v: Value, what: &str, dt: DType| -> Result<Value, String> {
+        let t = cx.ty(v);
+        if t.shape.numel() != Some(1) {
+            return Err(format!("{what} must hold one value, got {t}"));
+        }
+        let v = if t.dtype == dt { v } else { cx.add1(&format!("{what}_cast"), dlc_ir::ops::Cast::new(dt), &[v])? };
+        cx.add1(&format!("{what}_1"), dlc_ir::ops::Reshape { shape: vec![1], allowzero: false }, &[v])
+    };
+    // An empty max_output_boxes_per_class keeps nothing, as an absent one does.
+    let max = match cx.opt_input(2)? {
+        Some(v) if cx.ty(v).shape.numel() == Some(0) => scalar_i64(cx, 0),
+        Some(v) => one(cx, v, "max_output_boxes_per_class", DType::I64)?,
+        None => scalar_i64(cx, 0),
+    };
+    let iou = match cx.opt_input(3)? {
+        Some(v) => one(cx, v, "iou_threshold", DType::F32)?,
+        None => scalar_f32(cx, 0.0),
+    };
+    let sthr = match cx.opt_input(4)? {
+        Some(v) => one(cx, v, "score_threshold", DType::F32)?,
+        None => scalar_f32(cx, f32::NEG_INFINITY),
+    };
+    let outs = cx.add("select", dlc_ir::ops::Nms { center_point_box: center }, &[boxes, scores, max, iou, sthr])?;
+    let [sel, count] = outs[..] else { return Err("internal: nms gives two results".into()) };
+    let view = bind(cx, "selected", sel, count, BindRule::Count)?;
+    let c = match &cx.imp.graph.node(view.node).op {
+        Op::Bind(b) => b.symbols().next().map(str::to_string).ok_or("internal: a count bind without a symbol")?,
+        _ => {
+            // Constant operands fold: the count is known.
+            let n = cx.imp.known.get(&count).and_then(|t| t.to_i64()).and_then(|v| v.first().copied());
+            let n = n.ok_or("internal: NonMaxSuppression's count folded without a value")?;
+            let op = dlc_ir::ops::Slice { starts: vec![0], ends: vec![n], axes: vec![0], steps: vec![] };
+            return cx.add("", op, &[sel]);
+        }
+    };
+    let op = dlc_ir::ops::Strided { counts: format!("{c};3"), starts: "0;0".into(), steps: "1;1".into() };
+    cx.add("", op, &[view])
+}
+
 /// Compress: the count of true entries of the condition (up to the axis's extent) bound
 /// by a Bind (rule `count`), then a Compress node copying those slices. Without `axis`
 /// the operand is flattened first.

@@ -95,6 +95,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Unsqueeze", |cx| squeeze(cx, true));
     reg.insert("NonZero", super::bind::nonzero);
     reg.insert("TopK", super::bind::top_k);
+    reg.insert("NonMaxSuppression", super::bind::nms);
     reg.insert("Compress", super::bind::compress);
 }
 
