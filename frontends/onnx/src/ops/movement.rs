@@ -559,12 +559,21 @@ fn eye_like(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 fn gather_nd(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let (data, idx) = (cx.input(0)?, cx.input(1)?);
     let (dt, it) = (cx.ty(data), cx.ty(idx));
-    let known = "GatherND needs data and indices of known shapes";
-    let dd = dt.shape.as_fixed().ok_or_else(|| format!("{known}, got {dt}"))?;
-    let id = it.shape.as_fixed().ok_or_else(|| format!("{known}, got {it}"))?;
+    let dd = dt.shape.as_fixed().ok_or_else(|| format!("GatherND needs data of a known shape, got {dt}"))?;
     let b = usize::try_from(cx.int("batch_dims", 0)).map_err(|_| "batch_dims must be >= 0")?;
-    let (r, q) = (dd.len(), id.len());
-    let k = *id.last().ok_or("indices must have at least one dim")? as usize;
+    // The indices' leading dims may be run-time dims (a NonZero's count); the tuple
+    // length and the batch dims must be known.
+    let known = |i: usize| it.shape.0.get(i).and_then(|d| d.fixed());
+    let q = it.shape.rank();
+    let k = q
+        .checked_sub(1)
+        .and_then(known)
+        .ok_or_else(|| format!("GatherND needs a known index tuple length, got {it}"))? as usize;
+    let id: Vec<u64> = (0..b.min(q))
+        .map(known)
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("GatherND needs known batch dims, got {it}"))?;
+    let r = dd.len();
     if k == 0 || b >= q || b + k > r || id[..b] != dd[..b] {
         return Err(format!("indices {it} do not fit data {dt} with batch_dims={b}"));
     }

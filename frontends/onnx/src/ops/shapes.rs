@@ -47,6 +47,13 @@ pub(crate) const OPS: &[&str] = &[
     "ConstantOfShape",
     "Range",
     "Equal",
+    "ReduceMin",
+    "ReduceMax",
+    "ReduceProd",
+    "ReduceSum",
+    "Min",
+    "Max",
+    "TopK",
 ];
 
 /// Whether `Shape`/`Size` of `x` is not a constant (it has run-time dims).
@@ -94,6 +101,8 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             let s = operand(cx, 0)?;
             ShapeVal { elems: vec![Expr::c(s.elems.len() as i64)], scalar: true }
         }
+        // k computed from run-time dims (bound and checked at run time).
+        "TopK" => return Ok(super::bind::top_k(cx)?.into_iter().map(Out::Value).collect()),
         "Expand" => {
             let x = cx.input(0)?;
             let target = operand(cx, 1)?;
@@ -232,6 +241,43 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             let clamp = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n) as usize;
             let (a, b) = (clamp(starts[0]), clamp(ends[0]));
             ShapeVal { elems: s.elems[a..b.max(a)].to_vec(), scalar: false }
+        }
+        // min/max of dims (a TopK's k capped by a count of anchors).
+        "ReduceMin" | "ReduceMax" | "ReduceProd" | "ReduceSum" => {
+            let x = operand(cx, 0)?;
+            let r = match op.as_str() {
+                "ReduceProd" => x.elems.iter().fold(Expr::c(1), |a, e| &a * e),
+                "ReduceSum" => x.elems.iter().fold(Expr::c(0), |a, e| &a + e),
+                _ => {
+                    let first = x.elems.first().cloned().ok_or("reduces an empty shape")?;
+                    x.elems[1..]
+                        .iter()
+                        .fold(first, |a, e| if op == "ReduceMin" { a.min_with(e) } else { a.max_with(e) })
+                }
+            };
+            ShapeVal { elems: vec![r], scalar: x.scalar || cx.int("keepdims", 1) == 0 }
+        }
+        "Min" | "Max" => {
+            let vals: Vec<ShapeVal> = (0..cx.node.input.len()).map(|i| operand(cx, i)).collect::<Result<_, _>>()?;
+            let n = vals.iter().map(|v| v.elems.len()).max().unwrap_or(0);
+            let mut elems = Vec::with_capacity(n);
+            for i in 0..n {
+                let mut acc: Option<Expr> = None;
+                for v in &vals {
+                    let e = match v.elems.len() {
+                        1 => v.elems[0].clone(),
+                        m if m == n => v.elems[i].clone(),
+                        m => return Err(format!("shapes of {m} and {n} elements do not broadcast")),
+                    };
+                    acc = Some(match acc {
+                        None => e,
+                        Some(a) if op == "Min" => a.min_with(&e),
+                        Some(a) => a.max_with(&e),
+                    });
+                }
+                elems.push(acc.ok_or("Min/Max of no operands")?);
+            }
+            ShapeVal { elems, scalar: vals.iter().all(|v| v.scalar) }
         }
         "Add" | "Sub" | "Mul" | "Div" => {
             let float = cx.node.input.iter().take(2).any(|n| cx.imp.float_shapes.contains(n));
