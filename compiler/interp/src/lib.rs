@@ -362,6 +362,58 @@ fn nms(center: bool, raw: &[TensorData]) -> Result<Vec<TensorData>, EvalError> {
     Ok(vec![sel, c])
 }
 
+/// Unique ([`dlc_ir::ops::Unique`]): slices along the axis compared element by element
+/// (row-major over the other dims), distinct ones in first-occurrence order or sorted
+/// ascending (lexicographically; NaN compares equal to nothing, as numpy's sort puts
+/// it last).
+fn unique(op: &dlc_ir::ops::Unique, ins: &[T]) -> Result<Vec<TensorData>, EvalError> {
+    let x = ins.first().ok_or_else(|| EvalError::Invalid("unique takes one operand".into()))?;
+    let a = dlc_ir::ops::normalize_axis(op.axis, x.dims.len()).ok_or_else(|| EvalError::Invalid("axis".into()))?;
+    let n = x.dims[a] as usize;
+    let outer: usize = x.dims[..a].iter().product::<u64>() as usize;
+    let inner: usize = x.dims[a + 1..].iter().product::<u64>() as usize;
+    let at = |i: usize, e: usize| (e / inner * n + i) * inner + e % inner;
+    let len = outer * inner;
+    let cmp = |p: usize, q: usize| -> std::cmp::Ordering {
+        for e in 0..len {
+            let o = match &x.data {
+                Data::F(v) => v[at(p, e)].total_cmp(&v[at(q, e)]),
+                Data::I(v) if x.dtype == DType::U64 => (v[at(p, e)] as u64).cmp(&(v[at(q, e)] as u64)),
+                Data::I(v) => v[at(p, e)].cmp(&v[at(q, e)]),
+            };
+            if o != std::cmp::Ordering::Equal {
+                return o;
+            }
+        }
+        std::cmp::Ordering::Equal
+    };
+    let mut firsts: Vec<usize> = Vec::new();
+    for i in 0..n {
+        if !firsts.iter().any(|&f| cmp(f, i).is_eq()) {
+            firsts.push(i);
+        }
+    }
+    if op.sorted {
+        firsts.sort_by(|&p, &q| cmp(p, q));
+    }
+    let c = firsts.len();
+    let inverse: Vec<i64> =
+        (0..n).map(|i| firsts.iter().position(|&f| cmp(f, i).is_eq()).unwrap_or(0) as i64).collect();
+    let mut counts = vec![0i64; n];
+    for &p in &inverse {
+        counts[p as usize] += 1;
+    }
+    let mut idx: Vec<i64> = firsts.iter().map(|&f| f as i64).collect();
+    idx.resize(n, 0);
+    let picks: Vec<usize> = (0..outer)
+        .flat_map(|o| (0..n).flat_map(move |j| (0..inner).map(move |r| (o, j, r))))
+        .map(|(o, j, r)| (o * n + firsts.get(j).copied().unwrap_or(0)) * inner + r)
+        .collect();
+    let y = x.pick(&picks, x.dims.clone()).to_tensor()?;
+    let v = |d: &[i64]| TensorData::from_i64(&[n as u64], d).ok_or_else(|| EvalError::Invalid("unique".into()));
+    Ok(vec![y, v(&idx)?, v(&inverse)?, v(&counts)?, TensorData::from_i64(&[1], &[c as i64]).expect("one")])
+}
+
 /// Evaluates `op` on constant operands. Results are limited to 16 Mi elements.
 pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<Vec<TensorData>, EvalError> {
     let ins: Vec<T> = inputs.iter().map(T::from_tensor).collect::<Result<_, _>>()?;
@@ -376,6 +428,9 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
     }
     if let Op::Nms(o) = op {
         return nms(o.center_point_box, inputs);
+    }
+    if let Op::Unique(u) = op {
+        return unique(u, &ins);
     }
     if let (Op::BitCast(_), [x], [t]) = (op, inputs, out_types) {
         // The same bytes, read as the other type.
@@ -395,6 +450,7 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::BitCast(_) => return Err(EvalError::Invalid("bitcast takes one operand".into())),
         Op::TopK(k) => return top_k(k, &ins, out_types),
         Op::Nms(o) => return nms(o.center_point_box, inputs),
+        Op::Unique(u) => return unique(u, &ins),
         Op::Bind(b) => return bind(b, &ins, inputs),
         // Its offsets are symbols bound at run time.
         Op::Strided(_) => return Err(unsupported("windows at offsets computed at run time")),
@@ -974,6 +1030,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::ArgMax(_)
         | Op::TopK(_)
         | Op::Nms(_)
+        | Op::Unique(_)
         | Op::ArgMin(_)
         | Op::NllLoss(_)
         | Op::CumSum(_) => return Err(unsupported(op.mnemonic())),
@@ -1249,6 +1306,7 @@ macro_rules! not_elementwise {
             | Op::ArgMax(_)
             | Op::TopK(_)
             | Op::Nms(_)
+            | Op::Unique(_)
             | Op::ArgMin(_)
             | Op::NllLoss(_)
             | Op::CumSum(_)

@@ -129,6 +129,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::Strided(_)
         | Op::NonZero(_)
         | Op::Nms(_)
+        | Op::Unique(_)
         | Op::Compress(_)
         | Op::ResizeTaps(_)
         | Op::Iota(_)

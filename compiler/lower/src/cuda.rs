@@ -129,6 +129,7 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::Strided(_)
         | Op::NonZero(_)
         | Op::Nms(_)
+        | Op::Unique(_)
         | Op::Compress(_) => return None,
     })
 }

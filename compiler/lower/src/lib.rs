@@ -44,6 +44,7 @@ pub mod resize;
 pub mod sample;
 pub mod shape;
 pub mod topk;
+pub mod unique;
 
 use dlc_ir::{Dim, Op, TensorData, TensorType};
 use dlc_kir::{Expr, Kernel, KernelBuilder, LoopKind};
@@ -277,6 +278,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::Strided(op) => movement::strided(kernel, n, op),
         Op::NonZero(op) => movement::nonzero(kernel, n, op),
         Op::Nms(op) => nms::nms(kernel, n, op.center_point_box),
+        Op::Unique(op) => unique::unique(kernel, n, op),
         Op::Compress(op) => movement::compress(kernel, n, op),
         Op::Iota(op) => movement::iota(kernel, n, op),
         Op::Concat(op) => movement::concat(kernel, n, op.axis),

@@ -60,6 +60,7 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         | Op::ArgMax(_)
         | Op::TopK(_)
         | Op::Nms(_)
+        | Op::Unique(_)
         | Op::ArgMin(_)
         | Op::NllLoss(_)
         | Op::CumSum(_) => numel(0),

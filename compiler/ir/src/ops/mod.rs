@@ -30,7 +30,7 @@ pub use fused::{Arg, Fused, FusedStep};
 pub use linalg::{einsum_extents, parse_einsum, Attention, Einsum, Gemm, MatMul};
 pub use movement::{
     Bind, BitCast, Compress, Concat, Flatten, Gather, GatherElements, Identity, Iota, Nms, NonZero, Pad, PadMode,
-    Reshape, ScatterElements, ScatterND, ScatterReduction, Slice, Strided, Transpose, Trilu, View,
+    Reshape, ScatterElements, ScatterND, ScatterReduction, Slice, Strided, Transpose, Trilu, Unique, View,
 };
 pub use norm::{BatchNormalization, LayerNormalization, Softmax, SoftmaxMode};
 pub use quant::{range_quantization, QConv, QuantPack, PACK};
@@ -553,7 +553,7 @@ op_table! {
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, TopK, NllLoss, CumSum,
     Reshape, Flatten, Transpose, Identity, BitCast, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
-    Bind, Strided, NonZero, Nms, Compress, Iota, View,
+    Bind, Strided, NonZero, Nms, Unique, Compress, Iota, View,
 }
 
 impl Op {
@@ -653,7 +653,7 @@ impl Op {
             | NllLoss(_) | CumSum(_) => OpKind::Reduction,
             Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | BitCast(_) | Concat(_) | Gather(_)
             | GatherElements(_) | Slice(_) | Trilu(_) | Pad(_) | ScatterElements(_) | ScatterND(_) | Bind(_)
-            | Strided(_) | NonZero(_) | Nms(_) | Compress(_) | Iota(_) | View(_) => OpKind::Movement,
+            | Strided(_) | NonZero(_) | Nms(_) | Unique(_) | Compress(_) | Iota(_) | View(_) => OpKind::Movement,
         }
     }
 }

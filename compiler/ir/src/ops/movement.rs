@@ -589,6 +589,32 @@ impl Infer for Nms {
 }
 
 op! {
+    /// ONNX Unique's work before its results are cut to size: the distinct slices of `x`
+    /// along `axis` (compared element by element; ascending in lexicographic order when
+    /// `sorted`, else in order of first occurrence). Results, for `n` slices: `x`'s shape
+    /// whose first `count` slices are the distinct ones, `i64[n]` whose first `count`
+    /// entries are their first indices, `i64[n]` inverse indices (each slice's place among
+    /// the distinct ones), `i64[n]` whose first `count` entries are their counts, and
+    /// `count` (`i64[1]`). Binds (rule `count`) and windows give ONNX's results.
+    Unique = "unique", operands 1..=1 { axis: i64, sorted: bool }
+}
+
+impl Infer for Unique {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let x = &inputs[0];
+        let dims =
+            x.shape.as_fixed().ok_or_else(|| IrError::shape(node, op, format!("needs a known shape, got {x}")))?;
+        let a = normalize_axis(self.axis, dims.len())
+            .filter(|_| !dims.is_empty())
+            .ok_or_else(|| IrError::shape(node, op, format!("axis {} out of range for {x}", self.axis)))?;
+        let n = dims[a];
+        let v = TensorType::fixed(DType::I64, &[n]);
+        Ok(vec![x.clone(), v.clone(), v.clone(), v, TensorType::fixed(DType::I64, &[1])])
+    }
+}
+
+op! {
     /// ONNX Compress: the slices of `x` along `axis` whose entry of the boolean vector
     /// `condition` is true (entries past the axis's extent are ignored), in order;
     /// `count` is a symbol a [`Bind`] (rule `count`) bound to how many there are.

@@ -314,6 +314,54 @@ pub(crate) fn nms(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     cx.add("", op, &[view])
 }
 
+/// The first `count` slices of `v` along `axis`: a Bind (rule `count`) of the count
+/// and a `strided` window (a Slice when everything folded to constants).
+fn first_slices(cx: &mut NodeCx, what: &str, v: Value, count: Value, axis: usize) -> Result<Value, String> {
+    let dims = cx.ty(v).shape.as_fixed().ok_or("internal: a known shape")?;
+    let view = bind(cx, &format!("{what}_count"), v, count, BindRule::Count)?;
+    let c = match &cx.imp.graph.node(view.node).op {
+        Op::Bind(b) => b.symbols().next().map(str::to_string).ok_or("internal: a count bind without a symbol")?,
+        _ => {
+            let n = cx.imp.known.get(&count).and_then(|t| t.to_i64()).and_then(|v| v.first().copied());
+            let n = n.ok_or("internal: a count folded without a value")?;
+            let op = dlc_ir::ops::Slice { starts: vec![0], ends: vec![n], axes: vec![axis as i64], steps: vec![] };
+            return cx.add1(what, op, &[v]);
+        }
+    };
+    let counts: Vec<String> =
+        dims.iter().enumerate().map(|(i, d)| if i == axis { c.clone() } else { d.to_string() }).collect();
+    let op = dlc_ir::ops::Strided {
+        counts: counts.join(";"),
+        starts: vec!["0"; dims.len()].join(";"),
+        steps: vec!["1"; dims.len()].join(";"),
+    };
+    cx.add1(what, op, &[view])
+}
+
+/// Unique: a `unique` node finds the distinct slices (sorted or in order of first
+/// occurrence) into results sized for all of them and counts them; each result sized
+/// by the count is cut by [`first_slices`]. Without `axis` the operand is flattened.
+pub(crate) fn unique(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let mut x = cx.input(0)?;
+    let axis = if cx.has("axis") {
+        let r = cx.ty(x).shape.rank();
+        let a = cx.int("axis", 0);
+        dlc_ir::ops::normalize_axis(a, r).filter(|_| r > 0).ok_or_else(|| format!("axis {a} out of range"))?
+    } else {
+        x = cx.add1("flat", dlc_ir::ops::Reshape { shape: vec![-1], allowzero: false }, &[x])?;
+        0
+    };
+    let sorted = cx.int("sorted", 1) != 0;
+    let outs = cx.add("select", dlc_ir::ops::Unique { axis: axis as i64, sorted }, &[x])?;
+    let [y, idx, inv, counts, count] = outs[..] else { return Err("internal: unique gives five results".into()) };
+    let wanted = |i: usize| cx.node.output.get(i).is_some_and(|o| !o.is_empty());
+    let (wy, wi, wc) = (wanted(0), wanted(1), wanted(3));
+    let y = if wy { first_slices(cx, "", y, count, axis)? } else { y };
+    let idx = if wi { first_slices(cx, "indices", idx, count, 0)? } else { idx };
+    let counts = if wc { first_slices(cx, "counts", counts, count, 0)? } else { counts };
+    Ok(vec![y, idx, inv, counts])
+}
+
 /// Compress: the count of true entries of the condition (up to the axis's extent) bound
 /// by a Bind (rule `count`), then a Compress node copying those slices. Without `axis`
 /// the operand is flattened first.

@@ -96,6 +96,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("NonZero", super::bind::nonzero);
     reg.insert("TopK", super::bind::top_k);
     reg.insert("NonMaxSuppression", super::bind::nms);
+    reg.insert("Unique", super::bind::unique);
     reg.insert("Compress", super::bind::compress);
 }
 
