@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Attention", attention);
+    reg.insert("RotaryEmbedding", rotary_embedding);
 }
 
 /// An f32 constant converted to `dt` (a Cast node when `dt` is not f32).
@@ -243,4 +244,80 @@ fn nonpad_bias(
     }
     let (zero, neg) = (scalar(cx, 0.0, dt)?, scalar(cx, f32::NEG_INFINITY, dt)?);
     cx.add1("nonpad_bias", Where {}, &[ok, zero, neg])
+}
+
+/// RotaryEmbedding (opset 23) as ONNX's reference computes it: the input as
+/// `[B, S, heads, D]` (a 4-D `[B, heads, S, D]` transposed, a 3-D `[B, S, hidden]`
+/// split into `num_heads`), its first `rotary_embedding_dim` channels rotated by the
+/// cos and sin caches (rows picked by `position_ids` when given), halves or interleaved
+/// pairs, the rest passed through. Dims must be known.
+fn rotary_embedding(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (x, cos, sin) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    let pos = cx.opt_input(3)?;
+    let xd = dims(cx, x)?;
+    let four = match xd.len() {
+        4 => true,
+        3 => false,
+        r => return Err(format!("input must be 3-D or 4-D, got rank {r}")),
+    };
+    let mut v = if four {
+        cx.add1("bshd", Transpose { perm: vec![0, 2, 1, 3] }, &[x])?
+    } else {
+        let heads = cx.int("num_heads", 0);
+        if heads <= 0 || xd[2] % heads != 0 {
+            return Err(format!("num_heads {heads} must divide the hidden size {}", xd[2]));
+        }
+        reshape(cx, "bshd", x, vec![xd[0], xd[1], heads, xd[2] / heads])?
+    };
+    let vd = dims(cx, v)?;
+    let d = vd[3];
+    let rd = match cx.int("rotary_embedding_dim", 0) {
+        0 => d,
+        r if r > 0 && r <= d && r % 2 == 0 => r,
+        r => return Err(format!("rotary_embedding_dim {r} must be even and at most the head size {d}")),
+    };
+    let half = rd / 2;
+    let slice = |cx: &mut NodeCx, name: &str, v: Value, start: i64, end: i64, step: i64| {
+        cx.add1(name, Slice { starts: vec![start], ends: vec![end], axes: vec![-1], steps: vec![step] }, &[v])
+    };
+    let (mut cos, mut sin) = (cos, sin);
+    if let Some(p) = pos {
+        cos = cx.add1("cos_rows", Gather { axis: 0 }, &[cos, p])?;
+        sin = cx.add1("sin_rows", Gather { axis: 0 }, &[sin, p])?;
+    }
+    let cd = dims(cx, cos)?;
+    if cd.len() != 3 || cd[2] != half {
+        return Err(format!("the caches' rows must be [B, S, {half}] (rotary_embedding_dim / 2), got {cd:?}"));
+    }
+    cos = reshape(cx, "cos_b_s_1", cos, vec![cd[0], cd[1], 1, half])?;
+    sin = reshape(cx, "sin_b_s_1", sin, vec![cd[0], cd[1], 1, half])?;
+    let rest = (rd < d).then(|| slice(cx, "pass", v, rd, d, 1)).transpose()?;
+    let rot = if rd < d { slice(cx, "rotated_part", v, 0, rd, 1)? } else { v };
+    let interleaved = cx.int("interleaved", 0) != 0;
+    let (x1, x2) = if interleaved {
+        (slice(cx, "x_even", rot, 0, rd, 2)?, slice(cx, "x_odd", rot, 1, rd, 2)?)
+    } else {
+        (slice(cx, "x_first", rot, 0, half, 1)?, slice(cx, "x_second", rot, half, rd, 1)?)
+    };
+    let (c1, s2) = (cx.add1("cos_x1", Mul {}, &[cos, x1])?, cx.add1("sin_x2", Mul {}, &[sin, x2])?);
+    let real = cx.add1("real", Sub {}, &[c1, s2])?;
+    let (s1, c2) = (cx.add1("sin_x1", Mul {}, &[sin, x1])?, cx.add1("cos_x2", Mul {}, &[cos, x2])?);
+    let imag = cx.add1("imag", Add {}, &[s1, c2])?;
+    let mut out = if interleaved {
+        let r5 = reshape(cx, "real_pairs", real, vec![vd[0], vd[1], vd[2], half, 1])?;
+        let i5 = reshape(cx, "imag_pairs", imag, vec![vd[0], vd[1], vd[2], half, 1])?;
+        let pairs = cx.add1("pairs", Concat { axis: -1 }, &[r5, i5])?;
+        reshape(cx, "rotated", pairs, vec![vd[0], vd[1], vd[2], rd])?
+    } else {
+        cx.add1("rotated", Concat { axis: -1 }, &[real, imag])?
+    };
+    if let Some(r) = rest {
+        out = cx.add1("joined", Concat { axis: -1 }, &[out, r])?;
+    }
+    v = out;
+    if four {
+        cx.add("", Transpose { perm: vec![0, 2, 1, 3] }, &[v])
+    } else {
+        Ok(vec![reshape(cx, "", v, xd.clone())?])
+    }
 }
