@@ -19,6 +19,7 @@ mod quant;
 mod reduce;
 pub(crate) mod resize;
 mod rnn;
+mod seqops;
 pub(crate) mod shapes;
 mod window3d;
 
@@ -42,6 +43,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         reduce::register(&mut reg);
         resize::register(&mut reg);
         rnn::register(&mut reg);
+        seqops::register(&mut reg);
         reg
     })
 }

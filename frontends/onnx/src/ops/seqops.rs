@@ -1,0 +1,113 @@
+//! SwiGLU, ReverseSequence and TensorScatter, built from dlc's ops as ONNX's reference
+//! computes them: ReverseSequence is a GatherElements along the time axis and
+//! TensorScatter a ScatterElements along the sequence axis, each with indices computed
+//! from the run-time lengths or write positions (so an index out of range fails the run,
+//! as the reference raises).
+use super::{BuildFn, NodeCx};
+use dlc_ir::ops::*;
+use dlc_ir::{DType, TensorData, Value};
+use std::collections::HashMap;
+
+pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
+    reg.insert("SwiGLU", swiglu);
+    reg.insert("ReverseSequence", reverse_sequence);
+    reg.insert("TensorScatter", tensor_scatter);
+}
+
+fn known(cx: &NodeCx, v: Value, what: &str) -> Result<Vec<u64>, String> {
+    let t = cx.ty(v);
+    t.shape.as_fixed().ok_or_else(|| format!("{what} must have a known shape, got {t}"))
+}
+
+fn i64_const(cx: &mut NodeCx, dims: &[u64], v: &[i64]) -> Result<Value, String> {
+    Ok(cx.add_const(TensorData::from_i64(dims, v).ok_or("an index constant")?))
+}
+
+/// `0..n` as an i64 tensor of rank `rank` with the `n` values along `axis`.
+fn iota_along(cx: &mut NodeCx, n: u64, axis: usize, rank: usize) -> Result<Value, String> {
+    let mut dims = vec![1u64; rank];
+    dims[axis] = n;
+    let v: Vec<i64> = (0..n as i64).collect();
+    i64_const(cx, &dims, &v)
+}
+
+/// `v` (a vector) as a tensor of rank `rank` with its values along `axis`, as i64.
+fn along(cx: &mut NodeCx, name: &str, v: Value, axis: usize, rank: usize) -> Result<Value, String> {
+    let n = *known(cx, v, name)?.first().ok_or_else(|| format!("{name} must be a vector"))?;
+    let v =
+        if cx.ty(v).dtype == DType::I64 { v } else { cx.add1(&format!("{name}_i64"), Cast::new(DType::I64), &[v])? };
+    let mut shape = vec![1i64; rank];
+    shape[axis] = n as i64;
+    cx.add1(name, Reshape { shape, allowzero: false }, &[v])
+}
+
+/// SwiGLU (opset 28): `a * sigmoid(alpha * a) * b`, `a` and `b` of one shape.
+fn swiglu(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (a, b) = (cx.input(0)?, cx.input(1)?);
+    if cx.ty(a) != cx.ty(b) {
+        return Err(format!("A and B must have one type and shape, got {} and {}", cx.ty(a), cx.ty(b)));
+    }
+    let dt = cx.ty(a).dtype;
+    let alpha = cx.float("alpha", 1.0);
+    let scaled = if alpha == 1.0 {
+        a
+    } else {
+        let c = cx.add_const(TensorData::from_f32(&[], &[alpha]).ok_or("alpha")?);
+        let c = if dt == DType::F32 { c } else { cx.add1("alpha_cast", Cast::new(dt), &[c])? };
+        cx.add1("alpha_a", Mul {}, &[a, c])?
+    };
+    let g = cx.add1("gate", Sigmoid {}, &[scaled])?;
+    let s = cx.add1("swish", Mul {}, &[a, g])?;
+    cx.add("", Mul {}, &[s, b])
+}
+
+/// ReverseSequence: element `t` of batch `b` along the time axis reads `len[b] - 1 - t`
+/// when `t < len[b]`, else itself.
+fn reverse_sequence(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (x, lens) = (cx.input(0)?, cx.input(1)?);
+    let d = known(cx, x, "input")?;
+    let (ba, ta) = (cx.int("batch_axis", 1), cx.int("time_axis", 0));
+    if !matches!((ba, ta), (0, 1) | (1, 0)) || d.len() < 2 {
+        return Err(format!(
+            "batch_axis {ba} and time_axis {ta} must be 0 and 1 (in either order) of a rank >= 2 input"
+        ));
+    }
+    let (ba, ta) = (ba as usize, ta as usize);
+    let t = iota_along(cx, d[ta], ta, d.len())?;
+    let l = along(cx, "lens", lens, ba, d.len())?;
+    let one = i64_const(cx, &[], &[1])?;
+    let last = cx.add1("last", Sub {}, &[l, one])?;
+    let rev = cx.add1("reversed", Sub {}, &[last, t])?;
+    let inside = cx.add1("inside", Less {}, &[t, l])?;
+    let idx = cx.add1("source", Where {}, &[inside, rev, t])?;
+    let full = cx.add1("source_full", Expand::to(d.iter().map(|&v| v as i64).collect()), &[idx])?;
+    cx.add("", GatherElements { axis: ta as i64 }, &[x, full])
+}
+
+/// TensorScatter (opset 24): the update's slices along `axis` written into the cache
+/// from each batch's write index on (`circular`: modulo the cache's length).
+fn tensor_scatter(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (past, update) = (cx.input(0)?, cx.input(1)?);
+    let (pd, ud) = (known(cx, past, "past_cache")?, known(cx, update, "update")?);
+    let r = pd.len();
+    let axis = normalize_axis(cx.int("axis", -2), r)
+        .filter(|&a| a > 0 && r == ud.len())
+        .ok_or("axis must be a dim after the batch")?;
+    let circular = match cx.string("mode", "linear")?.as_str() {
+        "linear" => false,
+        "circular" => true,
+        m => return Err(format!("unknown mode '{m}'")),
+    };
+    let w = match cx.opt_input(2)? {
+        Some(w) => along(cx, "write_indices", w, 0, r)?,
+        None => i64_const(cx, &[], &[0])?,
+    };
+    let s = iota_along(cx, ud[axis], axis, r)?;
+    let mut idx = cx.add1("positions", Add {}, &[s, w])?;
+    if circular {
+        let len = i64_const(cx, &[], &[pd[axis] as i64])?;
+        idx = cx.add1("wrapped", Mod { fmod: false }, &[idx, len])?;
+    }
+    let full = cx.add1("positions_full", Expand::to(ud.iter().map(|&v| v as i64).collect()), &[idx])?;
+    cx.add("", ScatterElements { axis: axis as i64, reduction: ScatterReduction::None }, &[past, full, update])
+}
