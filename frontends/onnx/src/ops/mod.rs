@@ -21,6 +21,7 @@ pub(crate) mod resize;
 mod rnn;
 mod seqops;
 pub(crate) mod shapes;
+mod training;
 mod window3d;
 
 /// Builds the IR for one ONNX node; errors are messages the caller wraps with the node.
@@ -44,6 +45,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         resize::register(&mut reg);
         rnn::register(&mut reg);
         seqops::register(&mut reg);
+        training::register(&mut reg);
         reg
     })
 }
