@@ -12,7 +12,7 @@
 use crate::{LowerError, Node};
 use dlc_ir::bind::Reason;
 use dlc_ir::{DType, Dim};
-use dlc_kir::{Access, BinOp, CastOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, LoopKind, Stmt, Ty};
+use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, LoopKind, Stmt, Ty};
 
 /// Where node `n`'s indices are: `(operand, tuple length, extents)`.
 pub fn index_operand(n: &Node) -> Option<(usize, usize, Vec<Dim>)> {
@@ -51,11 +51,9 @@ pub fn kernel(name: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
 
 fn build(name: &str, n: &Node, operand: usize, k: usize, extents: &[Dim]) -> Result<Kernel, LowerError> {
     let it = &n.inputs[operand];
-    let (elem, bytes) = match it.dtype {
-        DType::I32 => (Elem::I32, 4),
-        DType::I64 => (Elem::I64, 8),
-        d => return Err(n.error(format!("indices must be int32 or int64, got {d}"))),
-    };
+    if !matches!(it.dtype, DType::I32 | DType::I64) {
+        return Err(n.error(format!("indices must be int32 or int64, got {}", it.dtype)));
+    }
     let dims = Node::dims(it);
     let tuples = match k {
         1 => dims.iter().fold(Expr::c(1), |a, d| &a * d),
@@ -68,9 +66,7 @@ fn build(name: &str, n: &Node, operand: usize, k: usize, extents: &[Dim]) -> Res
         b.nest(&[tuples], LoopKind::Serial, |b, t| {
             for (q, extent) in extents.iter().enumerate().take(k) {
                 let at = &(&t[0] * &Expr::c(k as i64)) + &Expr::c(q as i64);
-                let raw = b.load(Ty::scalar(elem), 0, at, bytes);
-                let raw =
-                    if elem == Elem::I32 { b.let_(Inst::Cast(CastOp::Sext, raw, Ty::scalar(Elem::I64))) } else { raw };
+                let raw = crate::movement::load_raw_index(b, 0, it.dtype, at);
                 let d = crate::ival(b, &extent.expr());
                 let lo = b.bin(BinOp::Sub, zero, d);
                 let below = b.cmp(CmpOp::Slt, raw, lo);

@@ -72,15 +72,20 @@ pub fn strided(name: &str, n: &Node, op: &dlc_ir::ops::Strided) -> Result<Kernel
     Ok(copy_nest(name, elem, &counts, |i| linear(i, &steps, base.clone()), |i| linear(i, &ys, Expr::c(0))))
 }
 
-/// Loads element `j` of an i32/i64 index tensor `param` as an `i64`, wrapped when
-/// negative and clamped into `0..extent`, so bad indices never address outside the data.
-pub fn load_index(b: &mut KernelBuilder, param: u32, dtype: DType, j: Expr, extent: i64) -> ValId {
-    let raw = if dtype == DType::I32 {
+/// Element `j` of an i32/i64 index tensor `param` as an `i64`, as it is.
+pub fn load_raw_index(b: &mut KernelBuilder, param: u32, dtype: DType, j: Expr) -> ValId {
+    if dtype == DType::I32 {
         let r = b.load(Ty::scalar(Elem::I32), param, j, 4);
         b.let_(Inst::Cast(CastOp::Sext, r, Ty::scalar(Elem::I64)))
     } else {
         b.load(Ty::scalar(Elem::I64), param, j, 8)
-    };
+    }
+}
+
+/// Loads element `j` of an i32/i64 index tensor `param` as an `i64`, wrapped when
+/// negative and clamped into `0..extent`, so bad indices never address outside the data.
+pub fn load_index(b: &mut KernelBuilder, param: u32, dtype: DType, j: Expr, extent: i64) -> ValId {
+    let raw = load_raw_index(b, param, dtype, j);
     let (zero, ext) = (b.i64(0), b.i64(extent));
     let neg = b.cmp(CmpOp::Slt, raw, zero);
     let wrapped = b.bin(BinOp::Add, raw, ext);
@@ -327,12 +332,7 @@ pub fn gather(name: &str, n: &Node, axis: i64) -> Result<Kernel, LowerError> {
 /// [`load_index`] against an extent that may be a run-time dim (at least 1 is assumed
 /// for the clamp; an empty axis has nothing to gather).
 fn load_index_expr(b: &mut KernelBuilder, param: u32, dtype: DType, j: Expr, extent: &Expr) -> ValId {
-    let raw = if dtype == DType::I32 {
-        let r = b.load(Ty::scalar(Elem::I32), param, j, 4);
-        b.let_(Inst::Cast(CastOp::Sext, r, Ty::scalar(Elem::I64)))
-    } else {
-        b.load(Ty::scalar(Elem::I64), param, j, 8)
-    };
+    let raw = load_raw_index(b, param, dtype, j);
     let zero = b.i64(0);
     let ext = crate::ival(b, extent);
     let neg = b.cmp(CmpOp::Slt, raw, zero);

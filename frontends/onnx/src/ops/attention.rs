@@ -209,32 +209,29 @@ fn nonpad_bias(
     [left, right]: [i64; 2],
     dt: DType,
 ) -> Result<Value, String> {
-    let i64c = |cx: &mut NodeCx, dims: &[u64], v: &[i64]| -> Result<Value, String> {
-        Ok(cx.add_const(TensorData::from_i64(dims, v).ok_or("an index constant")?))
-    };
     let lt = cx.ty(len);
     let len = if lt.dtype == DType::I64 { len } else { cx.add1("nonpad_i64", Cast::new(DType::I64), &[len])? };
     let lb = reshape(cx, "nonpad_b111", len, vec![-1, 1, 1, 1])?;
     let js: Vec<i64> = (0..skv).collect();
-    let j = i64c(cx, &[1, skv as u64], &js)?;
+    let j = cx.i64_const(&[1, skv as u64], &js)?;
     let mut ok = cx.add1("nonpad_valid", Less {}, &[j, lb])?;
     if causal || left >= 0 || right >= 0 {
         let d: Vec<i64> = (0..sq).flat_map(|i| (0..skv).map(move |j| i - j - sq)).collect();
-        let d = i64c(cx, &[sq as u64, skv as u64], &d)?;
+        let d = cx.i64_const(&[sq as u64, skv as u64], &d)?;
         let diff = cx.add1("nonpad_diff", Add {}, &[d, lb])?;
         let mut conds = Vec::new();
         if causal {
-            let zero = i64c(cx, &[], &[0])?;
+            let zero = cx.i64_const(&[], &[0])?;
             let before = cx.add1("nonpad_future", Less {}, &[diff, zero])?;
             conds.push(cx.add1("nonpad_causal", Not {}, &[before])?);
         }
         if left >= 0 {
-            let l = i64c(cx, &[], &[left])?;
+            let l = cx.i64_const(&[], &[left])?;
             let far = cx.add1("nonpad_left_far", Greater {}, &[diff, l])?;
             conds.push(cx.add1("nonpad_left", Not {}, &[far])?);
         }
         if right >= 0 {
-            let r = i64c(cx, &[], &[-right])?;
+            let r = cx.i64_const(&[], &[-right])?;
             let far = cx.add1("nonpad_right_far", Less {}, &[diff, r])?;
             conds.push(cx.add1("nonpad_right", Not {}, &[far])?);
         }

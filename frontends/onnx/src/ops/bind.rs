@@ -42,6 +42,15 @@ pub(crate) fn bind(cx: &mut NodeCx, suffix: &str, x: Value, t: Value, rule: Bind
     cx.add1(suffix, op, &[x, t])
 }
 
+/// The symbol Bind node `view` binds (its first), or `None` when the Bind folded to a
+/// constant (every operand known at import).
+fn bound_symbol(cx: &NodeCx, view: Value) -> Option<String> {
+    match &cx.imp.graph.node(view.node).op {
+        Op::Bind(b) => b.symbols().next().map(str::to_string),
+        _ => None,
+    }
+}
+
 /// A reduction over axes `t` given at run time: `x` viewed as `[e0, k0, e1, k1, ...]`
 /// (the reduced axes' extents in the `k`s), transposed to `[e..., k...]` and reduced
 /// over the `k`s (`make(axes, keepdims)` builds the reduction), which gives the
@@ -195,10 +204,7 @@ pub(crate) fn nonzero(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let total = cx.add1("count", dlc_ir::ops::ReduceSum { axes, keepdims: false }, &[ones])?;
     let total = cx.add1("count_vector", dlc_ir::ops::Reshape { shape: vec![1], allowzero: false }, &[total])?;
     let view = bind(cx, "counted", x, total, BindRule::Count)?;
-    let count = match &cx.imp.graph.node(view.node).op {
-        Op::Bind(b) => b.symbols().next().map(str::to_string).ok_or("internal: a count bind without a symbol")?,
-        _ => return Err("internal: NonZero's count folded".into()),
-    };
+    let count = bound_symbol(cx, view).ok_or("internal: NonZero's count folded")?;
     cx.add("", dlc_ir::ops::NonZero { count }, &[view])
 }
 
@@ -252,10 +258,7 @@ pub(crate) fn top_k(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
                 None => cx.input(1)?,
             };
             let view = bind(cx, "k", x, t, BindRule::Extent { axis: a })?;
-            let sym = match &cx.imp.graph.node(view.node).op {
-                Op::Bind(b) => b.symbols().next().map(str::to_string).ok_or("internal: a k bind without a symbol")?,
-                _ => return Err("internal: TopK's k folded".into()),
-            };
+            let sym = bound_symbol(cx, view).ok_or("internal: TopK's k folded")?;
             (view, sym)
         }
     };
@@ -263,8 +266,7 @@ pub(crate) fn top_k(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 }
 
 /// NonMaxSuppression: an `nms` node selects into rows sized for every box of every
-/// class and counts them; a Bind (rule `count`) binds the count and a `strided` window
-/// gives ONNX's `i64[count, 3]`. Absent operands take ONNX's defaults (no boxes kept,
+/// class and counts them; [`first_slices`] cuts ONNX's `i64[count, 3]`. Absent operands take ONNX's defaults (no boxes kept,
 /// IoU threshold 0, no score threshold: `-inf`).
 pub(crate) fn nms(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let (boxes, scores) = (cx.input(0)?, cx.input(1)?);
@@ -273,7 +275,6 @@ pub(crate) fn nms(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         1 => true,
         c => return Err(format!("center_point_box must be 0 or 1, got {c}")),
     };
-    let scalar_i64 = |cx: &mut NodeCx, v: i64| cx.add_const(dlc_ir::TensorData::from_i64(&[1], &[v]).expect("scalar"));
     let scalar_f32 = |cx: &mut NodeCx, v: f32| cx.add_const(dlc_ir::TensorData::from_f32(&[1], &[v]).expect("scalar"));
     let one = |cx: &mut NodeCx, v: Value, what: &str, dt: DType| -> Result<Value, String> {
         let t = cx.ty(v);
@@ -285,9 +286,9 @@ pub(crate) fn nms(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     };
     // An empty max_output_boxes_per_class keeps nothing, as an absent one does.
     let max = match cx.opt_input(2)? {
-        Some(v) if cx.ty(v).shape.numel() == Some(0) => scalar_i64(cx, 0),
+        Some(v) if cx.ty(v).shape.numel() == Some(0) => cx.i64_const(&[1], &[0])?,
         Some(v) => one(cx, v, "max_output_boxes_per_class", DType::I64)?,
-        None => scalar_i64(cx, 0),
+        None => cx.i64_const(&[1], &[0])?,
     };
     let iou = match cx.opt_input(3)? {
         Some(v) => one(cx, v, "iou_threshold", DType::F32)?,
@@ -299,19 +300,7 @@ pub(crate) fn nms(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     };
     let outs = cx.add("select", dlc_ir::ops::Nms { center_point_box: center }, &[boxes, scores, max, iou, sthr])?;
     let [sel, count] = outs[..] else { return Err("internal: nms gives two results".into()) };
-    let view = bind(cx, "selected", sel, count, BindRule::Count)?;
-    let c = match &cx.imp.graph.node(view.node).op {
-        Op::Bind(b) => b.symbols().next().map(str::to_string).ok_or("internal: a count bind without a symbol")?,
-        _ => {
-            // Constant operands fold: the count is known.
-            let n = cx.imp.known.get(&count).and_then(|t| t.to_i64()).and_then(|v| v.first().copied());
-            let n = n.ok_or("internal: NonMaxSuppression's count folded without a value")?;
-            let op = dlc_ir::ops::Slice { starts: vec![0], ends: vec![n], axes: vec![0], steps: vec![] };
-            return cx.add("", op, &[sel]);
-        }
-    };
-    let op = dlc_ir::ops::Strided { counts: format!("{c};3"), starts: "0;0".into(), steps: "1;1".into() };
-    cx.add("", op, &[view])
+    Ok(vec![first_slices(cx, "", sel, count, 0)?])
 }
 
 /// The first `count` slices of `v` along `axis`: a Bind (rule `count`) of the count
@@ -319,14 +308,12 @@ pub(crate) fn nms(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 fn first_slices(cx: &mut NodeCx, what: &str, v: Value, count: Value, axis: usize) -> Result<Value, String> {
     let dims = cx.ty(v).shape.as_fixed().ok_or("internal: a known shape")?;
     let view = bind(cx, &format!("{what}_count"), v, count, BindRule::Count)?;
-    let c = match &cx.imp.graph.node(view.node).op {
-        Op::Bind(b) => b.symbols().next().map(str::to_string).ok_or("internal: a count bind without a symbol")?,
-        _ => {
-            let n = cx.imp.known.get(&count).and_then(|t| t.to_i64()).and_then(|v| v.first().copied());
-            let n = n.ok_or("internal: a count folded without a value")?;
-            let op = dlc_ir::ops::Slice { starts: vec![0], ends: vec![n], axes: vec![axis as i64], steps: vec![] };
-            return cx.add1(what, op, &[v]);
-        }
+    let Some(c) = bound_symbol(cx, view) else {
+        // Constant operands folded: the count is known.
+        let n = cx.imp.known.get(&count).and_then(|t| t.to_i64()).and_then(|v| v.first().copied());
+        let n = n.ok_or("internal: a count folded without a value")?;
+        let op = dlc_ir::ops::Slice { starts: vec![0], ends: vec![n], axes: vec![axis as i64], steps: vec![] };
+        return cx.add1(what, op, &[v]);
     };
     let counts: Vec<String> =
         dims.iter().enumerate().map(|(i, d)| if i == axis { c.clone() } else { d.to_string() }).collect();
@@ -404,9 +391,6 @@ pub(crate) fn compress(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let ones = cx.add1("flags", dlc_ir::ops::Cast { to: DType::I64, saturate: true }, &[counted])?;
     let total = cx.add1("count", dlc_ir::ops::ReduceSum { axes: vec![0], keepdims: true }, &[ones])?;
     let view = bind(cx, "counted", cond, total, BindRule::Count)?;
-    let count = match &cx.imp.graph.node(view.node).op {
-        Op::Bind(b) => b.symbols().next().map(str::to_string).ok_or("internal: a count bind without a symbol")?,
-        _ => return Err("Compress with a constant condition is not supported yet".into()),
-    };
+    let count = bound_symbol(cx, view).ok_or("Compress with a constant condition is not supported yet")?;
     cx.add("", dlc_ir::ops::Compress { axis: a as i64, count }, &[x, view])
 }

@@ -249,6 +249,11 @@ impl NodeCx<'_, '_> {
         Ok(self.add(suffix, op, operands)?[0])
     }
 
+    /// An i64 constant of shape `dims` (a lowering's index tables, masks' positions).
+    pub fn i64_const(&mut self, dims: &[u64], v: &[i64]) -> Result<Value, String> {
+        Ok(self.add_const(TensorData::from_i64(dims, v).ok_or("an i64 constant of the wrong size")?))
+    }
+
     /// Adds a constant that later nodes may read at compile time.
     pub fn add_const(&mut self, t: TensorData) -> Value {
         let v = self.imp.graph.add_const(self.name.clone(), t.clone());

@@ -578,14 +578,11 @@ fn gather_nd(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     if k == 0 || b >= q || b + k > r || id[..b] != dd[..b] {
         return Err(format!("indices {it} do not fit data {dt} with batch_dims={b}"));
     }
-    let i64c = |cx: &mut NodeCx, dims: &[u64], v: &[i64]| -> Result<Value, String> {
-        Ok(cx.add_const(TensorData::from_i64(dims, v).ok_or("an index constant")?))
-    };
     let ix = if it.dtype == DType::I64 { idx } else { cx.add1("indices_i64", Cast::new(DType::I64), &[idx])? };
     // Wrap negative entries by their dim's extent, and flag entries out of range.
     let ext: Vec<i64> = dd[b..b + k].iter().map(|&d| d as i64).collect();
-    let e = i64c(cx, &[k as u64], &ext)?;
-    let zero = i64c(cx, &[], &[0])?;
+    let e = cx.i64_const(&[k as u64], &ext)?;
+    let zero = cx.i64_const(&[], &[0])?;
     let neg = cx.add1("negative", Less {}, &[ix, zero])?;
     let plus = cx.add1("wrapped", Add {}, &[ix, e])?;
     let w = cx.add1("entries", Where {}, &[neg, plus, ix])?;
@@ -595,7 +592,7 @@ fn gather_nd(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let bad = cx.add1("bad", Or {}, &[below, past])?;
     // Row numbers within a batch: entries times the strides of the indexed dims.
     let strides: Vec<i64> = (0..k).map(|j| ext[j + 1..].iter().product()).collect();
-    let st = i64c(cx, &[k as u64], &strides)?;
+    let st = cx.i64_const(&[k as u64], &strides)?;
     let scaled = cx.add1("scaled", Mul {}, &[w, st])?;
     let mut row = cx.add1("rows", ReduceSum { axes: vec![-1], keepdims: false }, &[scaled])?;
     let per_batch: i64 = ext.iter().product();
@@ -605,14 +602,14 @@ fn gather_nd(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         let mut shape: Vec<u64> = id[..b].to_vec();
         shape.extend(std::iter::repeat_n(1, q - 1 - b));
         let offs: Vec<i64> = (0..nb as i64).map(|j| j * per_batch).collect();
-        let o = i64c(cx, &shape, &offs)?;
+        let o = cx.i64_const(&shape, &offs)?;
         row = cx.add1("batch_rows", Add {}, &[row, o])?;
     }
     let total = dd[..b].iter().product::<u64>() as i64 * per_batch;
     let bad_i = cx.add1("bad_i64", Cast::new(DType::I64), &[bad])?;
     let any = cx.add1("any_bad", ReduceMax { axes: vec![-1], keepdims: false }, &[bad_i])?;
     let any = cx.add1("any_bad_bool", Greater {}, &[any, zero])?;
-    let outside = i64c(cx, &[], &[-total - 1])?;
+    let outside = cx.i64_const(&[], &[-total - 1])?;
     let row = cx.add1("checked_rows", Where {}, &[any, outside, row])?;
     let mut flat = vec![total];
     flat.extend(dd[b + k..].iter().map(|&d| d as i64));

@@ -19,16 +19,12 @@ fn known(cx: &NodeCx, v: Value, what: &str) -> Result<Vec<u64>, String> {
     t.shape.as_fixed().ok_or_else(|| format!("{what} must have a known shape, got {t}"))
 }
 
-fn i64_const(cx: &mut NodeCx, dims: &[u64], v: &[i64]) -> Result<Value, String> {
-    Ok(cx.add_const(TensorData::from_i64(dims, v).ok_or("an index constant")?))
-}
-
 /// `0..n` as an i64 tensor of rank `rank` with the `n` values along `axis`.
 fn iota_along(cx: &mut NodeCx, n: u64, axis: usize, rank: usize) -> Result<Value, String> {
     let mut dims = vec![1u64; rank];
     dims[axis] = n;
     let v: Vec<i64> = (0..n as i64).collect();
-    i64_const(cx, &dims, &v)
+    cx.i64_const(&dims, &v)
 }
 
 /// `v` (a vector) as a tensor of rank `rank` with its values along `axis`, as i64.
@@ -75,7 +71,7 @@ fn reverse_sequence(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let (ba, ta) = (ba as usize, ta as usize);
     let t = iota_along(cx, d[ta], ta, d.len())?;
     let l = along(cx, "lens", lens, ba, d.len())?;
-    let one = i64_const(cx, &[], &[1])?;
+    let one = cx.i64_const(&[], &[1])?;
     let last = cx.add1("last", Sub {}, &[l, one])?;
     let rev = cx.add1("reversed", Sub {}, &[last, t])?;
     let inside = cx.add1("inside", Less {}, &[t, l])?;
@@ -100,12 +96,12 @@ fn tensor_scatter(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     };
     let w = match cx.opt_input(2)? {
         Some(w) => along(cx, "write_indices", w, 0, r)?,
-        None => i64_const(cx, &[], &[0])?,
+        None => cx.i64_const(&[], &[0])?,
     };
     let s = iota_along(cx, ud[axis], axis, r)?;
     let mut idx = cx.add1("positions", Add {}, &[s, w])?;
     if circular {
-        let len = i64_const(cx, &[], &[pd[axis] as i64])?;
+        let len = cx.i64_const(&[], &[pd[axis] as i64])?;
         idx = cx.add1("wrapped", Mod { fmod: false }, &[idx, len])?;
     }
     let full = cx.add1("positions_full", Expand::to(ud.iter().map(|&v| v as i64).collect()), &[idx])?;
