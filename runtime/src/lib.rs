@@ -181,8 +181,8 @@ impl Tensor {
 
 // The entry points' and callbacks' types: the C ABI as dlc-artifact defines it.
 use dlc_artifact::abi::{
-    self, AbiVersionFn, PforFn, RunDimsFn, RunFn, RunThreadedFn, SignatureFn, TaskFn, WorkspaceSizeDimsFn,
-    WorkspaceSizeFn,
+    self, AbiVersionFn, PforFn, RunDimsFn, RunFn, RunThreadedFn, ShapeValuesFn, SignatureFn, TaskFn,
+    WorkspaceSizeDimsFn, WorkspaceSizeFn,
 };
 
 /// The thread count kernels may use: `DLC_NUM_THREADS` when set to a positive number,
@@ -443,6 +443,8 @@ pub struct Model {
     run_threaded: Option<RunThreadedFn>,
     run_dims: RunDimsFn,
     workspace_dims: WorkspaceSizeDimsFn,
+    /// With computed dims: the prologue that computes them from the inputs' values.
+    shape_values: Option<ShapeValuesFn>,
     workspace: usize,
     /// Pools and workspaces of [`Model::run`] between calls.
     free: std::sync::Mutex<Vec<Scratch>>,
@@ -726,6 +728,14 @@ impl Model {
         // SAFETY: as above; artifacts from before the thread pool lack this symbol.
         let run_threaded =
             unsafe { lib.get::<RunThreadedFn>(abi::symbol(p, &abi::RUN_THREADED).as_bytes()).ok().map(|f| *f) };
+        // SAFETY: as above; required when the manifest has computed dims.
+        let shape_values = match manifest.symbols.iter().any(|s| s.computed) {
+            true => Some(unsafe {
+                *lib.get::<ShapeValuesFn>(abi::symbol(p, &abi::SHAPE_VALUES).as_bytes())
+                    .map_err(|e| lib_err(e.to_string()))?
+            }),
+            false => None,
+        };
         // SAFETY: takes no arguments and returns a constant.
         let workspace = unsafe { ws() } as usize;
         Ok(Model {
@@ -735,6 +745,7 @@ impl Model {
             run_threaded,
             run_dims,
             workspace_dims,
+            shape_values,
             workspace,
             free: Default::default(),
             _lib: lib,
@@ -837,13 +848,46 @@ impl Model {
                 }
             }
         };
-        if status != 0 {
-            if let Some(m) = self.manifest.bind_failure(status) {
-                return Err(RuntimeError::BadShapeValue(m));
-            }
-            return Err(RuntimeError::RunFailed(status));
+        self.status(status)
+    }
+
+    /// The error a nonzero status of the generated code stands for.
+    fn status(&self, status: i32) -> Result<(), RuntimeError> {
+        if status == 0 {
+            return Ok(());
         }
-        Ok(())
+        if let Some(m) = self.manifest.bind_failure(status) {
+            return Err(RuntimeError::BadShapeValue(m));
+        }
+        if status == abi::STATUS_BAD_DIMS && self.shape_values.is_some() {
+            return Err(dlc_artifact::DimError::Invalid(
+                "the dims computed from the inputs' values are not the ones the buffers were sized for (the inputs \
+                 changed after they were prepared)"
+                    .into(),
+            )
+            .into());
+        }
+        Err(RuntimeError::RunFailed(status))
+    }
+
+    /// Fills the computed dims of `dims` (input dims bound, the rest 0) from the inputs'
+    /// values with the artifact's `shape_values` prologue; nothing without computed dims.
+    ///
+    /// # Safety
+    /// `ins` points to one buffer per input in call order, each holding the shape `dims`
+    /// was bound from, aligned to its element size.
+    unsafe fn compute_dims(&self, ins: *const *const u8, dims: &mut [i64]) -> Result<(), RuntimeError> {
+        let Some(f) = self.shape_values else { return Ok(()) };
+        for (d, s) in dims.iter_mut().zip(&self.manifest.symbols) {
+            if s.data {
+                *d = 0;
+            }
+        }
+        let ws = AlignedBuf::try_new(self.workspace_size_at(dims)?, &|| "the workspace".into())?;
+        // SAFETY: as the caller promises; the workspace is sized for `dims` with every
+        // computed dim 0, as the prologue lays it out.
+        let status = unsafe { f(ins, ws.ptr, dims.as_mut_ptr(), None, std::ptr::null()) };
+        self.status(status)
     }
 
     /// Runs the model on named inputs; returns the outputs in manifest order. The thread
@@ -940,11 +984,38 @@ impl Scratch {
     }
 }
 
+/// Pointers to `inputs` in the order `order`, each aligned to its element size: where
+/// they are when they are, else copies (returned with them, to keep alive).
+fn aligned_inputs(inputs: &[(&str, TensorRef<'_>)], order: &[usize]) -> (Vec<*const u8>, Vec<AlignedBuf>) {
+    let mut copies = Vec::new();
+    let mut ptrs = Vec::with_capacity(order.len());
+    for &i in order {
+        let t = &inputs[i].1;
+        let align = dtype_size(t.dtype).unwrap_or(1).max(1);
+        if (t.data.as_ptr() as usize).is_multiple_of(align) {
+            ptrs.push(t.data.as_ptr());
+        } else {
+            let b = AlignedBuf::copy_of(t.data);
+            ptrs.push(b.ptr as *const u8);
+            copies.push(b);
+        }
+    }
+    (ptrs, copies)
+}
+
 impl Model {
     /// Checks `inputs` (as [`Model::run`] does) and says what the outputs of a call on
-    /// them need.
+    /// them need (for a model with computed dims, this runs its `shape_values` prologue
+    /// on the inputs' values).
     pub fn prepare(&self, inputs: &[(&str, TensorRef<'_>)]) -> Result<Prepared, RuntimeError> {
-        let (_, dims) = check_views(&self.manifest, inputs)?;
+        let (order, mut dims) = check_views(&self.manifest, inputs)?;
+        if self.shape_values.is_some() {
+            let (ptrs, copies) = aligned_inputs(inputs, &order);
+            // SAFETY: `check_views` checked every input's dtype, shape and byte length
+            // against `dims`; the pointers are aligned.
+            unsafe { self.compute_dims(ptrs.as_ptr(), &mut dims)? };
+            drop(copies);
+        }
         let outputs = self
             .manifest
             .outputs
@@ -972,6 +1043,12 @@ impl Model {
     ) -> Result<Vec<(Vec<u64>, usize)>, RuntimeError> {
         let (order, mut dims) = check_views(&self.manifest, inputs)?;
         let stale = || dlc_artifact::DimError::Invalid("the inputs are not the ones the call was prepared for".into());
+        // Computed dims come from `prepare` (the run checks them against the values).
+        for ((d, s), &p) in dims.iter_mut().zip(&self.manifest.symbols).zip(&prepared.dims) {
+            if s.computed {
+                *d = p;
+            }
+        }
         if dims != prepared.dims || outputs.len() != self.manifest.outputs.len() {
             return Err(stale().into());
         }
@@ -988,19 +1065,7 @@ impl Model {
                 .into());
             }
         }
-        let mut copies = Vec::new();
-        let mut in_ptrs = Vec::with_capacity(order.len());
-        for &i in &order {
-            let t = &inputs[i].1;
-            let align = dtype_size(t.dtype).unwrap_or(1).max(1);
-            if (t.data.as_ptr() as usize).is_multiple_of(align) {
-                in_ptrs.push(t.data.as_ptr());
-            } else {
-                let b = AlignedBuf::copy_of(t.data);
-                in_ptrs.push(b.ptr as *const u8);
-                copies.push(b);
-            }
-        }
+        let (in_ptrs, copies) = aligned_inputs(inputs, &order);
         let out_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|b| b.as_mut_ptr()).collect();
         let ws = scratch.workspace(self.workspace_size_at(&dims)?)?;
         // SAFETY: `check_views` checked the inputs' dtypes, shapes (binding `dims`) and
@@ -1080,7 +1145,16 @@ impl Session<'_> {
 
     /// Checks the inputs (as [`Model::run`] does) and copies them into the session.
     pub fn set_inputs(&mut self, inputs: &[(&str, &Tensor)]) -> Result<(), RuntimeError> {
-        let (ordered, dims) = self.model.check_inputs(inputs)?;
+        let (ordered, mut dims) = self.model.check_inputs(inputs)?;
+        if self.model.shape_values.is_some() {
+            // Computed dims size the buffers: the prologue reads the inputs' values.
+            let views: Vec<(&str, TensorRef<'_>)> = ordered.iter().map(|t| ("", t.view())).collect();
+            let order: Vec<usize> = (0..views.len()).collect();
+            let (ptrs, copies) = aligned_inputs(&views, &order);
+            // SAFETY: `check_inputs` checked the tensors against `dims`; pointers aligned.
+            unsafe { self.model.compute_dims(ptrs.as_ptr(), &mut dims)? };
+            drop(copies);
+        }
         if dims != self.dims || self.inputs.len() != ordered.len() {
             self.resize(&dims)?;
         }

@@ -187,6 +187,27 @@ pub const RUN_DIMS: Function = Function {
           * index at that site is out of range.",
 };
 
+/// `int32_t <p>shape_values(inputs, workspace, dims, pfor, state)`.
+pub const SHAPE_VALUES: Function = Function {
+    name: "shape_values",
+    ret: CType::I32,
+    params: &[
+        p("inputs", CType::InArray),
+        p("workspace", CType::Ptr),
+        p("dims", CType::DimsInOut),
+        p("pfor", CType::Pfor),
+        p("state", CType::Ptr),
+    ],
+    doc: "For a model with computed dims (the manifest's symbols marked computed: extents\n \
+          * computed from tensor values, such as a Resize's sizes given as an input, with no\n \
+          * bound the input shapes give): computes them before run_dims. dims holds the\n \
+          * input dims (other slots are ignored); workspace is workspace_size_dims(dims)\n \
+          * bytes with every computed dim set to 0. It writes each computed dim into dims[];\n \
+          * size the outputs and workspace for those dims, then call run_dims with them\n \
+          * (which fails with 3 if they are not the ones the inputs give). Returns 0, 3, or\n \
+          * a bind status as run_dims does. Models without computed dims return 0.",
+};
+
 /// `const char *<p>signature(void)`.
 pub const SIGNATURE: Function = Function {
     name: "signature",
@@ -199,8 +220,8 @@ pub const SIGNATURE: Function = Function {
 };
 
 /// The exported entry points, in header order.
-pub const ENTRY_POINTS: [Function; 7] =
-    [ABI_VERSION_FN, WORKSPACE_SIZE, RUN, RUN_THREADED, WORKSPACE_SIZE_DIMS, RUN_DIMS, SIGNATURE];
+pub const ENTRY_POINTS: [Function; 8] =
+    [ABI_VERSION_FN, WORKSPACE_SIZE, RUN, RUN_THREADED, WORKSPACE_SIZE_DIMS, SHAPE_VALUES, RUN_DIMS, SIGNATURE];
 
 /// What `run` and `run_threaded` return for a model with run-time dims.
 pub const STATUS_NEEDS_DIMS: i32 = 2;
@@ -289,6 +310,8 @@ pub type RunThreadedFn =
     unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8, Option<PforFn>, *const u8) -> i32;
 /// The Rust type of [`WORKSPACE_SIZE_DIMS`].
 pub type WorkspaceSizeDimsFn = unsafe extern "C" fn(*const i64) -> u64;
+/// The Rust type of [`SHAPE_VALUES`].
+pub type ShapeValuesFn = unsafe extern "C" fn(*const *const u8, *mut u8, *mut i64, Option<PforFn>, *const u8) -> i32;
 /// The Rust type of [`RUN_DIMS`].
 pub type RunDimsFn =
     unsafe extern "C" fn(*const *const u8, *const *mut u8, *mut u8, *mut i64, Option<PforFn>, *const u8) -> i32;
@@ -339,6 +362,7 @@ mod tests {
         assert_eq!(<TaskFn as Sig>::sizes(), table_sizes(&TASK));
         assert_eq!(<WorkspaceSizeDimsFn as Sig>::sizes(), table_sizes(&WORKSPACE_SIZE_DIMS));
         assert_eq!(<RunDimsFn as Sig>::sizes(), table_sizes(&RUN_DIMS));
+        assert_eq!(<ShapeValuesFn as Sig>::sizes(), table_sizes(&SHAPE_VALUES));
         assert_eq!(<SignatureFn as Sig>::sizes(), table_sizes(&SIGNATURE));
     }
 

@@ -316,8 +316,8 @@ mod tests {
             inputs: vec![spec("x", &["N", "3", "S"]), spec("mask", &["N", "S"]), spec("pos", &["2*S + 1"])],
             outputs: vec![spec("y", &["N", "S*4"])],
             symbols: vec![
-                SymbolSpec { name: "N".into(), min: 1, data: false },
-                SymbolSpec { name: "S".into(), min: 2, data: false },
+                SymbolSpec { name: "N".into(), min: 1, data: false, computed: false },
+                SymbolSpec { name: "S".into(), min: 2, data: false, computed: false },
             ],
             ..Default::default()
         }

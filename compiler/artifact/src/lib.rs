@@ -313,7 +313,8 @@ impl Manifest {
             }
         }
         for sym in &self.symbols {
-            s.push_str(&format!("symbol {} {} {}\n", sym.name, sym.min, sym.data));
+            let computed = if sym.computed { " computed" } else { "" };
+            s.push_str(&format!("symbol {} {} {}{computed}\n", sym.name, sym.min, sym.data));
         }
         s
     }
@@ -354,6 +355,13 @@ pub struct SymbolSpec {
     #[prost(bool, tag = "3")]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub data: bool,
+    /// A data symbol with no bound that the caller must know before the run (a
+    /// *computed dim*, such as Resize's output extent from sizes given as an input):
+    /// the `shape_values` entry point computes it from the inputs' values, and the
+    /// caller sizes the outputs and workspace by it.
+    #[prost(bool, tag = "4")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub computed: bool,
 }
 
 /// Errors reading or writing manifests.
@@ -471,8 +479,8 @@ mod tests {
                 max_bytes: "4*N".into(),
             }],
             symbols: vec![
-                SymbolSpec { name: "N".into(), min: 1, data: false },
-                SymbolSpec { name: "r".into(), min: 0, data: true },
+                SymbolSpec { name: "N".into(), min: 1, data: false, computed: false },
+                SymbolSpec { name: "r".into(), min: 0, data: true, computed: false },
             ],
             binds: vec!["reshape".into()],
             ..Default::default()

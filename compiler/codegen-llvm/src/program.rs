@@ -137,12 +137,30 @@ fn load_dims<'ctx>(
     dims: PointerValue<'ctx>,
     fail: inkwell::values::BasicValueEnum<'ctx>,
 ) -> R<HashMap<String, IntValue<'ctx>>> {
+    load_dims_as(cx, b, f, p, dims, fail, false)
+}
+
+/// [`load_dims`]; with `computed_zero`, computed symbols are 0 instead (the prologue,
+/// which computes them, lays the arena out that way).
+fn load_dims_as<'ctx>(
+    cx: &'ctx Context,
+    b: &Builder<'ctx>,
+    f: FunctionValue<'ctx>,
+    p: &Program,
+    dims: PointerValue<'ctx>,
+    fail: inkwell::values::BasicValueEnum<'ctx>,
+    computed_zero: bool,
+) -> R<HashMap<String, IntValue<'ctx>>> {
     let i64t = cx.i64_type();
     let mut syms = HashMap::new();
     let bad_dims = cx.append_basic_block(f, "bad_dims");
     for (i, s) in p.symbols.iter().enumerate() {
         if s.data.is_some() {
             // Bound by the schedule's `bind` steps.
+            continue;
+        }
+        if s.computed && computed_zero {
+            syms.insert(s.name.clone(), i64t.const_zero());
             continue;
         }
         let at = unsafe { b.build_in_bounds_gep(i64t, dims, &[i64t.const_int(i as u64, false)], "")? };
@@ -184,6 +202,10 @@ struct Sched<'a, 'ctx> {
     syms: std::cell::RefCell<HashMap<String, IntValue<'ctx>>>,
     /// The next `bind` step's site number (its failure status).
     site: std::cell::Cell<usize>,
+    /// Whether this is the prologue (`shape_values`): computed symbols' binds store
+    /// their values in the dims array only (the steps keep computing with 0); in the
+    /// run, they check the value the caller gave.
+    prologue: bool,
 }
 
 impl<'ctx> Sched<'_, 'ctx> {
@@ -236,9 +258,23 @@ impl<'ctx> Sched<'_, 'ctx> {
             let v = b.build_load(i64t, at(j)?, name)?.into_int_value();
             let i =
                 self.p.symbols.iter().position(|s| &s.name == name).ok_or_else(|| bad(format!("bind of {name}")))?;
+            if self.p.symbols[i].computed && !self.prologue {
+                // The caller's value (from shape_values) sized the buffers: it must agree.
+                let given = *self.syms.borrow().get(name).ok_or_else(|| bad(format!("computed dim {name}")))?;
+                let same = b.build_int_compare(IntPredicate::EQ, v, given, "")?;
+                let (differs, next) =
+                    (cx.append_basic_block(self.run, "dims_differ"), cx.append_basic_block(self.run, "dims_agree"));
+                b.build_conditional_branch(same, next, differs)?;
+                b.position_at_end(differs);
+                b.build_return(Some(&i32t.const_int(abi::STATUS_BAD_DIMS as u64, true)))?;
+                b.position_at_end(next);
+                continue;
+            }
             let slot = unsafe { b.build_in_bounds_gep(i64t, dims, &[i64t.const_int(i as u64, false)], "")? };
             b.build_store(slot, v)?;
-            self.syms.borrow_mut().insert(name.clone(), v);
+            if !self.p.symbols[i].computed {
+                self.syms.borrow_mut().insert(name.clone(), v);
+            }
         }
         Ok(())
     }
@@ -314,6 +350,91 @@ impl<'ctx> Sched<'_, 'ctx> {
         }
         Ok(())
     }
+}
+
+/// The `shape_values` entry point: the program's prologue steps, with computed
+/// symbols 0 for the arena's layout, writing the computed symbols into the caller's
+/// `dims` (see [`abi::SHAPE_VALUES`]); a program without them returns 0 at once. `run`
+/// is the finished run function (its kernels, pool and constants are shared).
+fn emit_prologue<'ctx>(
+    run: &Sched<'_, 'ctx>,
+    module: &Module<'ctx>,
+    prefix: &str,
+    consts: &HashMap<usize, PointerValue<'ctx>>,
+) -> R<()> {
+    let (cx, p) = (run.cx, run.p);
+    let (i32t, i64t, i8t) = (cx.i32_type(), cx.i64_type(), cx.i8_type());
+    let ptr = cx.ptr_type(AddressSpace::default());
+    let f =
+        module.add_function(&abi::symbol(prefix, &abi::SHAPE_VALUES), crate::abi_fn_type(cx, &abi::SHAPE_VALUES), None);
+    let b = cx.create_builder();
+    b.position_at_end(cx.append_basic_block(f, "entry"));
+    if p.prologue.is_empty() {
+        b.build_return(Some(&i32t.const_zero()))?;
+        return Ok(());
+    }
+    let param = |i: u32| -> R<PointerValue<'ctx>> {
+        Ok(f.get_nth_param(i).ok_or_else(|| bad("shape_values parameter"))?.into_pointer_value())
+    };
+    let (ins, ws, caller, pool) = (param(0)?, param(1)?, param(2)?, [param(3)?, param(4)?]);
+    let fail = i32t.const_int(abi::STATUS_BAD_DIMS as u64, true).into();
+    let syms = load_dims_as(cx, &b, f, p, caller, fail, true)?;
+    let n = i64t.const_int(p.symbols.len() as u64, false);
+    let local = b.build_array_alloca(i64t, n, "dims")?;
+    b.build_memcpy(local, 8, caller, 8, i64t.const_int(8 * p.symbols.len() as u64, false))?;
+    let mut s = Sched {
+        cx,
+        b,
+        run: f,
+        p,
+        kernels: run.kernels.clone(),
+        takes_dims: run.takes_dims.clone(),
+        bufs: Vec::new(),
+        pool,
+        dims: Some(local),
+        syms: syms.into(),
+        site: std::cell::Cell::new(0),
+        prologue: true,
+    };
+    let mut bufs = Vec::with_capacity(p.buffers.len());
+    for (i, buf) in p.buffers.iter().enumerate() {
+        bufs.push(match &buf.kind {
+            BufKind::Input(n) => {
+                let at = unsafe { s.b.build_in_bounds_gep(ptr, ins, &[i64t.const_int(*n as u64, false)], "")? };
+                s.b.build_load(ptr, at, &format!("in{n}"))?.into_pointer_value()
+            }
+            // The prologue never touches the outputs (the caller has not sized them).
+            BufKind::Output(_) => ptr.const_null(),
+            BufKind::Arena(off) => {
+                let off = s.value(off, &format!("the arena offset of buffer '{}'", buf.name))?;
+                unsafe { s.b.build_in_bounds_gep(i8t, ws, &[off], "arena")? }
+            }
+            BufKind::Const(data) if data.is_empty() => ptr.const_null(),
+            BufKind::Const(_) => consts[&i],
+        });
+    }
+    s.bufs = bufs;
+    // Each step's first bind site, as the run numbers them.
+    let mut site = 0;
+    let mut first_site = Vec::with_capacity(p.schedule.len());
+    for st in &p.schedule {
+        first_site.push(site);
+        let mut n = 0;
+        let one = Program { schedule: vec![st.clone()], ..Program::default() };
+        one.visit_steps(&mut |x| n += matches!(x, Step::Bind { .. }) as usize);
+        site += n;
+    }
+    for &i in &p.prologue {
+        s.site.set(first_site[i as usize]);
+        s.steps(std::slice::from_ref(&p.schedule[i as usize]))?;
+    }
+    for (i, sym) in p.symbols.iter().enumerate().filter(|(_, x)| x.computed) {
+        let idx = [i64t.const_int(i as u64, false)];
+        let v = s.b.build_load(i64t, unsafe { s.b.build_in_bounds_gep(i64t, local, &idx, "")? }, &sym.name)?;
+        s.b.build_store(unsafe { s.b.build_in_bounds_gep(i64t, caller, &idx, "")? }, v)?;
+    }
+    s.b.build_return(Some(&i32t.const_zero()))?;
+    Ok(())
 }
 
 /// Whether kernel `k` mentions a symbol (and so takes the `dims` pointer).
@@ -431,6 +552,7 @@ pub(crate) fn emit<'ctx>(
         dims,
         syms: sym_vals.into(),
         site: std::cell::Cell::new(0),
+        prologue: false,
     };
     let mut bufs = Vec::with_capacity(p.buffers.len());
     for (i, buf) in p.buffers.iter().enumerate() {
@@ -461,6 +583,7 @@ pub(crate) fn emit<'ctx>(
         }
     }
     s.b.build_return(Some(&i32t.const_zero()))?;
+    emit_prologue(&s, module, prefix, &consts)?;
 
     let b = &s.b;
     if symbolic {

@@ -290,7 +290,8 @@ pub(crate) fn manifest(
             .iter()
             .map(|(_, v)| bounds.get(v).map(|n| &dlc_ir::Expr::c(g.value_type(*v).dtype.size() as i64) * n))
             .collect();
-        add_data_symbols(&mut m, data, binds, &plan.arena_expr(), max_bytes);
+        let computed = dlc_ir::bind::computed_symbols(g);
+        add_data_symbols(&mut m, data, &computed, binds, &plan.arena_expr(), max_bytes);
     }
     m
 }
@@ -314,6 +315,7 @@ fn bind_labels(p: &dlc_kir::Program) -> Vec<String> {
 fn add_data_symbols(
     m: &mut Manifest,
     data: Vec<String>,
+    computed: &[String],
     binds: Vec<String>,
     arena: &dlc_ir::Expr,
     max_bytes: Vec<Option<dlc_ir::Expr>>,
@@ -321,7 +323,10 @@ fn add_data_symbols(
     if m.arena_expr.is_empty() {
         m.arena_expr = arena.to_string();
     }
-    m.symbols.extend(data.into_iter().map(|name| SymbolSpec { name, min: 0, data: true }));
+    m.symbols.extend(data.into_iter().map(|name| {
+        let computed = computed.contains(&name);
+        SymbolSpec { name, min: 0, data: true, computed }
+    }));
     m.binds = binds;
     m.bind_reasons = dlc_ir::bind::REASONS.iter().map(|r| r.describe()).collect();
     for (spec, max) in m.outputs.iter_mut().zip(max_bytes) {
@@ -358,7 +363,7 @@ fn manifest_of(
         .into_iter()
         .map(|name| {
             let min = mins.get(&name).copied().unwrap_or(1);
-            SymbolSpec { name, min, data: false }
+            SymbolSpec { name, min, data: false, computed: false }
         })
         .collect();
     let arena_expr = if symbols.is_empty() { String::new() } else { arena.to_string() };
@@ -919,7 +924,7 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         .collect();
     let maxima: HashMap<String, dlc_ir::Expr> =
         p.symbols.iter().filter_map(|s| Some((s.name.clone(), s.data.clone()?))).collect();
-    if !maxima.is_empty() {
+    if !maxima.is_empty() || p.symbols.iter().any(|s| s.computed) {
         // Outputs sized by data symbols are allocated at the symbols' maxima.
         let mut max_bytes = Vec::new();
         for i in 0..manifest.outputs.len() {
@@ -939,8 +944,9 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
             })?;
             max_bytes.push(Some(max));
         }
-        let data = p.symbols.iter().filter(|s| s.data.is_some()).map(|s| s.name.clone()).collect();
-        add_data_symbols(&mut manifest, data, bind_labels(&p), &p.arena_bytes, max_bytes);
+        let data = p.symbols.iter().filter(|s| s.data.is_some() || s.computed).map(|s| s.name.clone()).collect();
+        let computed: Vec<String> = p.symbols.iter().filter(|s| s.computed).map(|s| s.name.clone()).collect();
+        add_data_symbols(&mut manifest, data, &computed, bind_labels(&p), &p.arena_bytes, max_bytes);
     } else if p.schedule_has_bind() {
         manifest.binds = bind_labels(&p);
         manifest.bind_reasons = dlc_ir::bind::REASONS.iter().map(|r| r.describe()).collect();

@@ -630,6 +630,7 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
             };
             T { dtype: x.dtype, dims: out.clone(), data }
         }
+        Op::Pad(p) if !p.exprs.trim().is_empty() => return Err(unsupported("pads computed at run time")),
         Op::Pad(p) => {
             use dlc_ir::ops::PadMode;
             let x = &ins[0];

@@ -53,7 +53,17 @@ pub enum BindRule {
         /// The axis, normalised.
         axis: usize,
     },
+    /// Extents given as values (`t` = the dims, each `0 <= t_j <=` [`MAX_COMPUTED`]):
+    /// `m` dims with no bound from the input's dims (ConstantOfShape's shape, Range's
+    /// length, Resize's sizes computed at run time). The result keeps the input's dims.
+    /// Its symbols are *computed dims*: the program's prologue (`shape_values`) computes
+    /// them before the run, so that the caller can size buffers by them.
+    Values,
 }
+
+/// The largest extent a [`BindRule::Values`] bind accepts (2^40, the IR's bound on a
+/// tensor's bytes): larger ones fail the run before anything is allocated.
+pub const MAX_COMPUTED: i64 = 1 << 40;
 
 impl BindRule {
     /// Its name in the IR's text form.
@@ -69,6 +79,7 @@ impl BindRule {
             BindRule::Split { .. } => "split",
             BindRule::Count => "count",
             BindRule::Extent { .. } => "extent",
+            BindRule::Values => "values",
         }
     }
 
@@ -83,7 +94,10 @@ impl BindRule {
 
     /// Whether its result has the bound symbols as dims (else the input's dims).
     pub fn reshapes(self) -> bool {
-        !matches!(self, BindRule::Slice | BindRule::Split { .. } | BindRule::Count | BindRule::Extent { .. })
+        !matches!(
+            self,
+            BindRule::Slice | BindRule::Split { .. } | BindRule::Count | BindRule::Extent { .. } | BindRule::Values
+        )
     }
 
     /// The rule named `s`.
@@ -97,6 +111,7 @@ impl BindRule {
             "unsqueeze" => BindRule::Unsqueeze,
             "slice" => BindRule::Slice,
             "count" => BindRule::Count,
+            "values" => BindRule::Values,
             s if s.starts_with("extent_") => BindRule::Extent { axis: s.strip_prefix("extent_")?.parse().ok()? },
             s => BindRule::Split { axis: s.strip_prefix("split_")?.parse().ok()? },
         })
@@ -114,6 +129,7 @@ impl BindRule {
             BindRule::Split { axis } => (axis < n).then_some(2 * m),
             BindRule::Count => (m == 1).then_some(1),
             BindRule::Extent { axis } => (m == 1 && axis < n).then_some(1),
+            BindRule::Values => Some(m),
         }
     }
 }
@@ -153,10 +169,12 @@ pub enum Reason {
     IndexRange = 13,
     /// A count along an axis below 0 or above the axis's extent (TopK's `k`).
     ExtentRange = 14,
+    /// A computed extent ([`BindRule::Values`]) below 0 or above [`MAX_COMPUTED`].
+    ValueRange = 15,
 }
 
 /// Every reason, in code order (the manifest carries their messages).
-pub const REASONS: [Reason; 14] = [
+pub const REASONS: [Reason; 15] = [
     Reason::Negative,
     Reason::TwoInferred,
     Reason::CopiesMissing,
@@ -171,6 +189,7 @@ pub const REASONS: [Reason; 14] = [
     Reason::CountRange,
     Reason::IndexRange,
     Reason::ExtentRange,
+    Reason::ValueRange,
 ];
 
 impl Reason {
@@ -198,6 +217,7 @@ impl Reason {
             Reason::CountRange => "a count is outside 0 to the element count",
             Reason::IndexRange => "an index is out of range (an axis of extent d takes -d <= index < d)",
             Reason::ExtentRange => "a count is outside 0 to the axis's extent (TopK's k)",
+            Reason::ValueRange => "a computed extent is negative or above 2^40",
         }
     }
 
@@ -305,6 +325,10 @@ pub fn eval(rule: BindRule, d: &[i64], t: &[i64]) -> Result<Vec<i64>, Reason> {
             ([k], Some(&e)) if (0..=e).contains(k) => Ok(vec![*k]),
             _ => Err(Reason::ExtentRange),
         },
+        BindRule::Values => match t.iter().all(|v| (0..=MAX_COMPUTED).contains(v)) {
+            true => Ok(t.to_vec()),
+            false => Err(Reason::ValueRange),
+        },
         BindRule::Split { axis } => {
             let mut out = Vec::with_capacity(2 * t.len());
             let mut at = 0i64;
@@ -365,6 +389,8 @@ pub fn maxima(rule: BindRule, d: &[Dim], m: usize) -> Vec<Expr> {
         }
         BindRule::Count => vec![Dim::product(d).expr().max_with(&one)],
         BindRule::Extent { axis } => vec![d.get(axis).map_or(one.clone(), |x| x.expr().max_with(&one))],
+        // Unbounded: computed dims are sized as they are (see `computed_symbols`).
+        BindRule::Values => Vec::new(),
     }
 }
 
@@ -375,6 +401,21 @@ pub fn data_symbols(g: &Graph) -> Vec<String> {
     for id in order {
         if let Op::Bind(b) = &g.node(id).op {
             out.extend(b.symbols().map(str::to_string));
+        }
+    }
+    out
+}
+
+/// The symbols that Bind nodes of rule [`BindRule::Values`] define (computed dims, no
+/// bound), in the graph's topological order: a subset of [`data_symbols`].
+pub fn computed_symbols(g: &Graph) -> Vec<String> {
+    let Ok(order) = g.topo_order() else { return Vec::new() };
+    let mut out = Vec::new();
+    for id in order {
+        if let Op::Bind(b) = &g.node(id).op {
+            if b.bind_rule() == Some(BindRule::Values) {
+                out.extend(b.symbols().map(str::to_string));
+            }
         }
     }
     out

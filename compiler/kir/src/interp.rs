@@ -705,10 +705,45 @@ pub fn block_reduce(op: ReduceOp, mut v: Vec<f32>) -> f32 {
     v[0]
 }
 
+/// The program's computed symbols ([`crate::Symbol::computed`]) for `inputs` at the
+/// input dims `syms`: its prologue run as the `shape_values` entry point runs it (the
+/// arena laid out with every computed symbol 0).
+pub fn shape_values(
+    p: &Program,
+    inputs: &[Vec<u8>],
+    syms: &BTreeMap<String, i64>,
+) -> Result<BTreeMap<String, i64>, InterpError> {
+    verify::program(p)?;
+    let ev_err = |err| InterpError::Expr { kernel: "prologue".into(), err };
+    let mut at_zero = syms.clone();
+    for s in p.symbols.iter().filter(|s| s.computed) {
+        at_zero.insert(s.name.clone(), 0);
+    }
+    let n_out = p.buffers.iter().filter_map(|b| if let BufKind::Output(i) = b.kind { Some(i + 1) } else { None }).max();
+    let arena = p.arena_bytes.eval(&at_zero).map_err(ev_err)?;
+    let mut mem = Mem {
+        inputs: inputs.to_vec(),
+        outputs: vec![Vec::new(); n_out.unwrap_or(0) as usize],
+        arena: vec![0; usize::try_from(arena).unwrap_or(0)],
+        sizer: None,
+        computed: Some(BTreeMap::new()),
+    };
+    let steps: Vec<Step> = p.prologue.iter().map(|&i| p.schedule[i as usize].clone()).collect();
+    run_steps(p, &steps, &mut mem, &mut at_zero)?;
+    Ok(mem.computed.unwrap_or_default())
+}
+
 /// Runs a whole program: `inputs` are the caller's input buffers; returns the outputs
-/// (sized by their buffers' byte expressions under `syms`).
+/// (sized by their buffers' byte expressions under `syms`). Computed symbols `syms`
+/// lacks are computed first ([`shape_values`]); those it gives are checked by their
+/// `bind` steps.
 pub fn run_program(p: &Program, inputs: &[Vec<u8>], syms: &BTreeMap<String, i64>) -> Result<Vec<Vec<u8>>, InterpError> {
     verify::program(p)?;
+    if p.symbols.iter().any(|s| s.computed && !syms.contains_key(&s.name)) {
+        let mut all = syms.clone();
+        all.extend(shape_values(p, inputs, syms)?);
+        return run_program(p, inputs, &all);
+    }
     let fault = |msg: String| InterpError::Fault { kernel: "schedule".into(), msg };
     let ev = |e: &Expr| e.eval(syms).map_err(|err| InterpError::Expr { kernel: "schedule".into(), err });
     for s in p.symbols.iter().filter(|s| s.data.is_none()) {
@@ -729,6 +764,7 @@ pub fn run_program(p: &Program, inputs: &[Vec<u8>], syms: &BTreeMap<String, i64>
         outputs: vec![Vec::new(); n_out.unwrap_or(0) as usize],
         arena: vec![0; usize::try_from(ev(&p.arena_bytes)?).map_err(|_| fault("negative arena size".into()))?],
         sizer: None,
+        computed: None,
     };
     let mut syms = syms.clone();
     let data =
@@ -764,6 +800,9 @@ struct Mem<'f> {
     arena: Vec<u8>,
     /// Sizes the outputs once a `bind` step binds their dims.
     sizer: Option<Sizer<'f>>,
+    /// In the prologue: the computed symbols its `bind` steps give (the schedule's
+    /// other steps keep seeing them as 0, as the arena was laid out).
+    computed: Option<BTreeMap<String, i64>>,
 }
 
 impl Mem<'_> {
@@ -832,7 +871,22 @@ fn bind_step(
         });
     }
     for (j, n) in names.iter().enumerate() {
-        syms.insert(n.clone(), at(j));
+        let computed = p.symbols.iter().any(|s| s.computed && s.name == *n);
+        match (&mut mem.computed, computed) {
+            (Some(out), true) => {
+                out.insert(n.clone(), at(j));
+            }
+            (None, true) if syms.get(n) != Some(&at(j)) => {
+                return Err(InterpError::Fault {
+                    kernel: k.name.clone(),
+                    msg: format!("computed dim {n} is {}, the dims say {:?}", at(j), syms.get(n)),
+                });
+            }
+            (None, true) => {}
+            (_, false) => {
+                syms.insert(n.clone(), at(j));
+            }
+        }
     }
     if let Some(f) = mem.sizer {
         f(mem, syms)?;

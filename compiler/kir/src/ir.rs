@@ -524,6 +524,12 @@ pub struct Symbol {
     /// tensor values while the program runs), not the caller; `max` bounds it, as an
     /// expression of the other symbols (what outputs sized by it are allocated for).
     pub data: Option<Expr>,
+    /// A *computed dim*: a `bind` step gives its value from tensor values, with no
+    /// bound (`data` is `None`). The program's [`Program::prologue`] computes it before
+    /// the run (the `shape_values` entry point), so that the caller sizes buffers by
+    /// it; the run then takes it from the `dims` array like an input dim and its `bind`
+    /// step checks that value.
+    pub computed: bool,
 }
 
 /// Where a buffer's bytes live.
@@ -627,6 +633,10 @@ pub struct Program {
     pub kernels: Vec<Kernel>,
     /// What runs, in order.
     pub schedule: Vec<Step>,
+    /// With computed symbols: the top-level schedule steps (indices, ascending) that
+    /// compute them, what the `shape_values` entry point runs before a run: their `bind`
+    /// steps and every step those read from. Empty otherwise.
+    pub prologue: Vec<u32>,
 }
 
 impl Program {

@@ -880,13 +880,23 @@ impl<'s> P<'s> {
                     if self.is_keyword("data") {
                         self.keyword("max")?;
                         let max = self.bracketed()?;
-                        p.symbols.push(Symbol { name, min: 0, data: Some(max) });
+                        p.symbols.push(Symbol { name, min: 0, data: Some(max), computed: false });
+                    } else if self.is_keyword("computed") {
+                        p.symbols.push(Symbol { name, min: 0, data: None, computed: true });
                     } else {
                         self.keyword("min")?;
-                        p.symbols.push(Symbol { name, min: self.int()?, data: None });
+                        p.symbols.push(Symbol { name, min: self.int()?, data: None, computed: false });
                     }
                 }
                 "arena" => p.arena_bytes = self.expr()?,
+                "prologue" => {
+                    while {
+                        self.ws();
+                        self.rest().starts_with(|c: char| c.is_ascii_digit())
+                    } {
+                        p.prologue.push(self.uint()?);
+                    }
+                }
                 "require" => {
                     let a = self.bracketed()?;
                     self.expect("==")?;

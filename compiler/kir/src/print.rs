@@ -316,6 +316,8 @@ fn program_with(p: &Program, mut sidecar: Option<&mut Sidecar>) -> String {
     for s in &p.symbols {
         if let Some(max) = &s.data {
             let _ = writeln!(out, "symbol {} data max [{max}]", s.name);
+        } else if s.computed {
+            let _ = writeln!(out, "symbol {} computed", s.name);
         } else {
             let _ = writeln!(out, "symbol {} min {}", s.name, s.min);
         }
@@ -340,6 +342,10 @@ fn program_with(p: &Program, mut sidecar: Option<&mut Sidecar>) -> String {
     }
     for k in &p.kernels {
         let _ = write!(out, "\n{}", kernel_with(k, &mut sidecar));
+    }
+    if !p.prologue.is_empty() {
+        let steps: Vec<String> = p.prologue.iter().map(|i| i.to_string()).collect();
+        let _ = writeln!(out, "prologue {}", steps.join(" "));
     }
     out.push_str("\nschedule {\n");
     steps(&mut out, &p.schedule, 1, &p.kernels);

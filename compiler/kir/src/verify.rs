@@ -461,6 +461,20 @@ pub fn program(p: &Program) -> Result<(), VerifyError> {
             return err(format!("'{}' is not a valid symbol name", s.name));
         }
     }
+    // Computed symbols are bound by top-level `bind` steps of the prologue.
+    if p.prologue.windows(2).any(|w| w[0] >= w[1]) || p.prologue.iter().any(|&i| i as usize >= p.schedule.len()) {
+        return err(format!("prologue steps {:?} must ascend within the schedule's {}", p.prologue, p.schedule.len()));
+    }
+    for s in p.symbols.iter().filter(|s| s.computed) {
+        if s.data.is_some() {
+            return err(format!("{} is both a computed and a bounded data symbol", s.name));
+        }
+        let binds = |st: &Step| matches!(st, Step::Bind { syms, .. } if syms.contains(&s.name));
+        let at = p.schedule.iter().position(binds);
+        if !at.is_some_and(|i| p.prologue.contains(&(i as u32))) {
+            return err(format!("computed symbol {} is not bound by a top-level bind step of the prologue", s.name));
+        }
+    }
     let mut names = std::collections::HashSet::new();
     for k in &p.kernels {
         kernel(k)?;
@@ -506,7 +520,7 @@ pub fn program(p: &Program) -> Result<(), VerifyError> {
                         buf(*a)?;
                     }
                     for s in syms {
-                        if !p.symbols.iter().any(|x| x.data.is_some() && x.name == *s) {
+                        if !p.symbols.iter().any(|x| (x.data.is_some() || x.computed) && x.name == *s) {
                             return Err(format!("bind: {s} is not a data symbol of the program"));
                         }
                     }

@@ -298,6 +298,16 @@ pub fn bind(name: &str, n: &Node, op: &Bind) -> Result<Kernel, LowerError> {
             r.check(bad, Reason::ExtentRange);
             vec![t[0]]
         }
+        BindRule::Values => {
+            let max = r.b.i64(dlc_ir::bind::MAX_COMPUTED);
+            for &v in &t {
+                let below = r.b.cmp(CmpOp::Slt, v, r.zero);
+                let above = r.b.cmp(CmpOp::Sgt, v, max);
+                let bad = r.b.select(below, below, above);
+                r.check(bad, Reason::ValueRange);
+            }
+            t.clone()
+        }
         // Below (they read the rule's operands differently).
         BindRule::Slice | BindRule::Split { .. } => Vec::new(),
     };

@@ -183,7 +183,8 @@ pub fn pad(name: &str, n: &Node, op: &Pad) -> Result<Kernel, LowerError> {
     if out.iter().any(|d| d.as_const() == Some(0)) {
         return Ok(b.finish());
     }
-    if op.pads.len() < x.len() {
+    let pads = op.amounts().ok_or_else(|| n.error("pads are not expressions"))?;
+    if pads.len() < x.len() {
         return Err(n.error("fewer pads than dims"));
     }
     let (elem, fill) = pad_fill(n, op.value)?;
@@ -192,7 +193,7 @@ pub fn pad(name: &str, n: &Node, op: &Pad) -> Result<Kernel, LowerError> {
         let mut src = Expr::c(0);
         let mut inside = None;
         for d in 0..x.len() {
-            let i = b.index(&idx[d] - &Expr::c(op.pads[d]));
+            let i = b.index(&idx[d] - &pads[d]);
             let zero = b.i64(0);
             let ext = crate::ival(b, &x[d]);
             // At least 1, so no remainder below divides by zero (an empty dim has no

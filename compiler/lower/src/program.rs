@@ -118,7 +118,7 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
         .into_iter()
         .map(|name| {
             let min = mins.get(&name).map_or(1, |m| m.0 as i64);
-            Symbol { name, min, data: None }
+            Symbol { name, min, data: None, computed: false }
         })
         .collect();
     let err = |e: dlc_ir::IrError| LowerError { node: g.name.clone(), op: "program", reason: e.to_string() };
@@ -129,10 +129,27 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
         op: "program",
         reason: e.to_string(),
     })?;
-    for name in dlc_ir::bind::data_symbols(g) {
-        let max = maxima.get(&name).cloned().unwrap_or_else(|| Expr::c(i64::MAX));
-        p.symbols.push(Symbol { name, min: 0, data: Some(max) });
+    let computed = dlc_ir::bind::computed_symbols(g);
+    if !computed.is_empty() && family != Family::Cpu {
+        return Err(LowerError {
+            node: g.name.clone(),
+            op: "program",
+            reason: format!(
+                "dims computed from tensor values with no bound ({}) are supported on the CPU only",
+                computed.join(", ")
+            ),
+        });
     }
+    for name in dlc_ir::bind::data_symbols(g) {
+        if computed.contains(&name) {
+            p.symbols.push(Symbol { name, min: 0, data: None, computed: true });
+            continue;
+        }
+        let max = maxima.get(&name).cloned().unwrap_or_else(|| Expr::c(i64::MAX));
+        p.symbols.push(Symbol { name, min: 0, data: Some(max), computed: false });
+    }
+    // The schedule steps each node's lowering adds (for the prologue).
+    let mut steps_of: HashMap<dlc_ir::NodeId, std::ops::Range<usize>> = HashMap::new();
     let mut bufs: HashMap<((u8, u64), Expr), u32> = HashMap::new();
     let mut buffer = |p: &mut Program, v: Value, name: &str| -> u32 {
         let ty = g.value_type(v);
@@ -172,7 +189,11 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
             p.buffers.len() as u32 - 1
         })
     };
+    let mut open: Option<(dlc_ir::NodeId, usize)> = None;
     for &id in &plan.order {
+        if let Some((prev, first)) = open.replace((id, p.schedule.len())) {
+            steps_of.insert(prev, first..p.schedule.len());
+        }
         let node = g.node(id);
         if let Op::Bind(b) = &node.op {
             // Its result is a view of its operand; its rule's kernel binds the symbols.
@@ -252,6 +273,12 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
         let label = Some(node.name.clone());
         p.schedule.push(Step::Call { kernel: p.kernels.len() as u32 - 1, args, label });
     }
+    if let Some((prev, first)) = open {
+        steps_of.insert(prev, first..p.schedule.len());
+    }
+    if !computed.is_empty() {
+        p.prologue = prologue(g, plan, &computed, &steps_of)?;
+    }
     // Outputs not computed in place: model inputs, constants, or a value listed twice.
     for (i, (name, v)) in g.outputs().iter().enumerate() {
         if plan.loc(*v) != Location::Output(i) {
@@ -271,4 +298,60 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
         reason: format!("internal: lowered program does not verify: {e}"),
     })?;
     Ok(p)
+}
+
+/// The schedule steps that compute the computed dims `computed` of `g`: the Bind
+/// nodes that bind them and every node they read from (through views), which must
+/// not themselves have computed dims (the prologue lays the arena out with them 0)
+/// nor be model outputs (the caller has not allocated those yet).
+fn prologue(
+    g: &Graph,
+    plan: &MemoryPlan,
+    computed: &[String],
+    steps_of: &HashMap<dlc_ir::NodeId, std::ops::Range<usize>>,
+) -> Result<Vec<u32>, LowerError> {
+    let mentions = |t: &TensorType| {
+        let mut v = Vec::new();
+        for d in &t.shape.0 {
+            d.expr().symbols(&mut v);
+        }
+        v.iter().any(|s| computed.contains(s))
+    };
+    let mut stack: Vec<dlc_ir::NodeId> = plan
+        .order
+        .iter()
+        .copied()
+        .filter(|&id| matches!(&g.node(id).op, Op::Bind(b) if b.symbols().any(|s| computed.iter().any(|c| c == s))))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut steps = Vec::new();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let node = g.node(id);
+        let err = |reason: String| LowerError { node: node.name.clone(), op: node.op.mnemonic(), reason };
+        let is_bind = matches!(node.op, Op::Bind(_));
+        if !is_bind && node.outputs.iter().any(mentions) {
+            return Err(err("a dim computed at run time from values that themselves have dims computed at run time \
+                 is not supported yet"
+                .into()));
+        }
+        for port in 0..node.outputs.len() as u32 {
+            if matches!(plan.loc(Value { node: id, port }), Location::Output(_)) && !is_bind {
+                return Err(err("a dim computed at run time from a model output is not supported yet".into()));
+            }
+        }
+        match steps_of.get(&id) {
+            // A Bind's own step (not the copy of a Bind that is a model output).
+            Some(r) if is_bind => steps.push(r.start as u32),
+            Some(r) => steps.extend(r.clone().map(|i| i as u32)),
+            None => {}
+        }
+        // A Bind's result is a view of its first operand: readers read that.
+        stack.extend(g.operands(id).iter().map(|v| v.node));
+    }
+    steps.sort_unstable();
+    steps.dedup();
+    Ok(steps)
 }

@@ -224,25 +224,17 @@ fn pads_in_every_mode() {
     let t = ty(DType::F32, &[f(3), f(4)]);
     for mode in [PadMode::Constant, PadMode::Edge, PadMode::Wrap, PadMode::Reflect] {
         for pads in [vec![1, 2, 2, 1], vec![0, 3, 2, 0], vec![-1, 1, 0, -2]] {
-            check(Pad { pads: pads.clone(), mode, value: 1.5 }.into(), t.clone(), &[&[]]);
+            check(Pad::new(pads.clone(), mode, 1.5).into(), t.clone(), &[&[]]);
         }
     }
     // Integer fill values, and a 1-wide dim in reflect mode.
-    check(
-        Pad { pads: vec![2, 1, 0, 2], mode: PadMode::Constant, value: -3.0 }.into(),
-        ty(DType::I32, &[f(2), f(3)]),
-        &[&[]],
-    );
-    check(
-        Pad { pads: vec![2, 1, 0, 2], mode: PadMode::Reflect, value: 0.0 }.into(),
-        ty(DType::I64, &[f(1), f(3)]),
-        &[&[]],
-    );
+    check(Pad::new(vec![2, 1, 0, 2], PadMode::Constant, -3.0).into(), ty(DType::I32, &[f(2), f(3)]), &[&[]]);
+    check(Pad::new(vec![2, 1, 0, 2], PadMode::Reflect, 0.0).into(), ty(DType::I64, &[f(1), f(3)]), &[&[]]);
     // Run-time dims (an STFT's reflect padding of audio of run-time length): every mode,
     // extents from 1 up, exact against the interpreter.
     for mode in [PadMode::Constant, PadMode::Edge, PadMode::Wrap, PadMode::Reflect] {
         let t = ty(DType::F32, &[s("N"), s("L")]);
-        let op: Op = Pad { pads: vec![0, 3, 1, 2], mode, value: 0.5 }.into();
+        let op: Op = Pad::new(vec![0, 3, 1, 2], mode, 0.5).into();
         check(op, t, &[&[("N", 1), ("L", 1)], &[("N", 2), ("L", 2)], &[("N", 1), ("L", 9)]]);
     }
 }

@@ -337,6 +337,9 @@ impl<'m> Importer<'m> {
             let mut cx = NodeCx { imp: self, node, name: name.clone(), opset };
             use crate::ops::shapes::{self, Out};
             let takes_shape = matches!(node.op_type.as_str(), "Shape" | "Size") && node.domain.is_empty();
+            // Arithmetic between a shape value and data known only at run time computes at
+            // run time: the shape values become tensors.
+            let uses_shape = uses_shape && !shapes::materialize_for_data(&mut cx).map_err(node_err)?;
             let outs: Vec<Out> = if uses_shape || (takes_shape && shapes::symbolic_shape(&mut cx).map_err(node_err)?) {
                 shapes::build(&mut cx).map_err(node_err)?
             } else {

@@ -359,8 +359,25 @@ pub enum PadMode {
 
 op! {
     /// Pads (or, with negative amounts, crops) every dim: `pads` is
-    /// `[begin_0, ..., begin_n, end_0, ..., end_n]`.
-    Pad = "pad", operands 1..=1 { pads: Vec<i64>, mode: PadMode, value: f64 }
+    /// `[begin_0, ..., begin_n, end_0, ..., end_n]`. `exprs`, when not empty, gives them
+    /// instead as `;`-separated dim expressions (pads known only at run time: computed
+    /// dims, at least 0), and `pads` is empty.
+    Pad = "pad", operands 1..=1 { pads: Vec<i64>, mode: PadMode, value: f64, exprs: String = String::new() }
+}
+
+impl Pad {
+    /// Constant pads.
+    pub fn new(pads: Vec<i64>, mode: PadMode, value: f64) -> Pad {
+        Pad { pads, mode, value, exprs: String::new() }
+    }
+
+    /// The begin and end amounts as expressions (`None` when `exprs` does not parse).
+    pub fn amounts(&self) -> Option<Vec<crate::Expr>> {
+        if self.exprs.trim().is_empty() {
+            return Some(self.pads.iter().map(|&p| crate::Expr::c(p)).collect());
+        }
+        self.exprs.split(';').map(|e| dlc_sym::parse(e.trim()).ok()).collect()
+    }
 }
 
 impl Infer for Pad {
@@ -368,6 +385,20 @@ impl Infer for Pad {
         let op = Self::INFO.mnemonic;
         let x = &inputs[0];
         let r = x.shape.rank();
+        if !self.exprs.trim().is_empty() {
+            // Computed amounts: every dim grows by its begin and end.
+            let a = self.amounts().ok_or_else(|| IrError::shape(node, op, format!("'{}' are not pads", self.exprs)))?;
+            ensure(a.len() == 2 * r && self.pads.is_empty(), node, op, || {
+                format!("pads '{}' must have {} values", self.exprs, 2 * r)
+            })?;
+            let out = (0..r)
+                .map(|i| {
+                    Dim::from_expr(&(&x.shape.0[i].expr() + &a[i]) + &a[i + r])
+                        .ok_or_else(|| IrError::shape(node, op, format!("dim {i} padded is not a dim")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(vec![TensorType { dtype: x.dtype, shape: Shape(out) }]);
+        }
         ensure(self.pads.len() == 2 * r, node, op, || format!("pads {:?} must have {} values", self.pads, 2 * r))?;
         if !x.shape.is_fixed() {
             // Run-time dims: each grows by its (constant) pads; a run-time dim cannot be

@@ -100,7 +100,7 @@ fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
             let mut pads = vec![0; 2 * mt.shape.rank()];
             pads[2 * mt.shape.rank() - 1] = skv - last;
             let value = if mt.dtype == DType::Bool { 0.0 } else { f64::NEG_INFINITY };
-            mask = cx.add1("mask_padded", Pad { pads, mode: PadMode::Constant, value }, &[mask])?;
+            mask = cx.add1("mask_padded", Pad::new(pads, PadMode::Constant, value), &[mask])?;
         }
         bias = Some(if mt.dtype == DType::Bool {
             let (zero, neg) = (scalar(cx, 0.0, dt)?, scalar(cx, f32::NEG_INFINITY, dt)?);

@@ -42,6 +42,44 @@ pub(crate) fn bind(cx: &mut NodeCx, suffix: &str, x: Value, t: Value, rule: Bind
     cx.add1(suffix, op, &[x, t])
 }
 
+/// Extents given as the values of the run-time vector `v` (ConstantOfShape's shape, a
+/// Resize's sizes): a Bind of rule `values` binds one *computed dim* per element
+/// (checked `0 <= e <= 2^40` when the model runs; the artifact's prologue computes them
+/// before the run, so buffers are sized by them). Integer vectors of other widths are
+/// cast to i64. Returns a view of `x` that the node using the extents must read instead
+/// of `x` (the edge that keeps the Bind alive and ordered before it), and the extents
+/// (constants when `v` folded).
+pub(crate) fn computed_dims(
+    cx: &mut NodeCx,
+    x: Value,
+    v: Value,
+    what: &str,
+) -> Result<(Value, Vec<dlc_ir::Expr>), String> {
+    let t = cx.ty(v);
+    let v = match t.dtype {
+        DType::I64 => v,
+        d if d.is_signed_int() => cx.add1(&format!("{what}_i64"), dlc_ir::ops::Cast::new(DType::I64), &[v])?,
+        d => return Err(format!("{what} must be integers, got {d}")),
+    };
+    let v = match t.shape.rank() {
+        1 => v,
+        0 => cx.add1(&format!("{what}_1"), dlc_ir::ops::Reshape { shape: vec![1], allowzero: false }, &[v])?,
+        _ => return Err(format!("{what} must be a vector, got {t}")),
+    };
+    let view = bind(cx, what, x, v, BindRule::Values)?;
+    match &cx.imp.graph.node(view.node).op {
+        Op::Bind(b) => Ok((view, b.symbols().map(dlc_ir::Expr::sym).collect())),
+        _ => {
+            let vals =
+                cx.imp.known.get(&v).and_then(|t| t.to_i64()).ok_or("internal: a shape folded without values")?;
+            if let Some(bad) = vals.iter().find(|&&x| !(0..=dlc_ir::bind::MAX_COMPUTED).contains(&x)) {
+                return Err(format!("{what} has the invalid extent {bad}"));
+            }
+            Ok((x, vals.into_iter().map(dlc_ir::Expr::c).collect()))
+        }
+    }
+}
+
 /// The symbol Bind node `view` binds (its first), or `None` when the Bind folded to a
 /// constant (every operand known at import).
 fn bound_symbol(cx: &NodeCx, view: Value) -> Option<String> {

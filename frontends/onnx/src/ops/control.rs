@@ -17,6 +17,40 @@ use std::collections::HashMap;
 pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("If", if_);
     reg.insert("Scan", scan);
+    reg.insert("CenterCropPad", center_crop_pad);
+}
+
+/// CenterCropPad (opset 18) as ONNX's function body: pad each listed axis up to the
+/// target (half before, the rest after), then slice the centred window (the target
+/// shape may be known only at run time: computed pads, run-time slice starts).
+fn center_crop_pad(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let r = cx.ty(x).shape.rank() as i64;
+    let axes = if cx.has("axes") { cx.ints("axes") } else { (0..r).collect() };
+    let with = |mut b: BodyNode<'static>, ints: Vec<(&'static str, Vec<i64>)>, int: Vec<(&'static str, i64)>| {
+        b.ints = ints;
+        b.int = int;
+        b
+    };
+    let nodes = vec![
+        with(body("Constant", &[], &["axes"]), vec![("value_ints", axes.clone())], vec![]),
+        with(body("Constant", &[], &["two"]), vec![], vec![("value_int", 2)]),
+        body("Shape", &["$0"], &["x_shape_all"]),
+        body("Gather", &["x_shape_all", "axes"], &["x_shape"]),
+        body("Max", &["x_shape", "$1"], &["padded_shape"]),
+        body("Sub", &["padded_shape", "x_shape"], &["pad_amount"]),
+        body("Div", &["pad_amount", "two"], &["pad_left"]),
+        body("Sub", &["pad_amount", "pad_left"], &["pad_right"]),
+        with(body("Concat", &["pad_left", "pad_right"], &["pads"]), vec![], vec![("axis", 0)]),
+        body("Pad", &["$0", "pads", "", "axes"], &["x_padded"]),
+        body("Shape", &["x_padded"], &["padded_all"]),
+        body("Gather", &["padded_all", "axes"], &["padded_axes"]),
+        body("Sub", &["padded_axes", "$1"], &["diff"]),
+        body("Div", &["diff", "two"], &["starts"]),
+        body("Add", &["starts", "$1"], &["ends"]),
+        body("Slice", &["x_padded", "starts", "ends", "axes"], &["y"]),
+    ];
+    expand(cx, nodes, &["y"])
 }
 
 fn branch<'n>(cx: &NodeCx<'n, '_>, name: &str) -> Result<&'n GraphProto, String> {
@@ -226,4 +260,73 @@ fn scan(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let out_axes = ints(cx, "scan_output_axes", k);
     let out_rev: Vec<bool> = ints(cx, "scan_output_directions", k).iter().map(|&d| d != 0).collect();
     scan_sequence(cx, body, states.to_vec(), scans, &in_axes, &in_rev, &out_axes, &out_rev, "")
+}
+
+/// A node of a function body that [`expand`] imports: `op` (default domain) reading
+/// `inputs` and writing `outputs` (names local to the expansion, or the node's own
+/// operand names), with integer-list attributes `ints` and integer ones `int`.
+pub(crate) struct BodyNode<'a> {
+    pub op: &'a str,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub ints: Vec<(&'a str, Vec<i64>)>,
+    pub int: Vec<(&'a str, i64)>,
+}
+
+/// Imports an op as its ONNX function body (the nodes ONNX's schema defines it by),
+/// so that it computes exactly what the `_expanded` cases do: `body`'s local names are
+/// prefixed with the node's name; returns the values of `outputs`.
+pub(crate) fn expand(cx: &mut NodeCx, body: Vec<BodyNode>, outputs: &[&str]) -> Result<Vec<Value>, String> {
+    use onnx_protobuf::attribute_proto::AttributeType;
+    use onnx_protobuf::{AttributeProto, NodeProto};
+    let base = format!("{}::", cx.name);
+    let operands: Vec<String> = cx.node.input.clone();
+    let local = |n: &str| -> String {
+        // `$i` names the node's operand i.
+        match n.strip_prefix('$').and_then(|i| i.parse::<usize>().ok()) {
+            Some(i) => operands.get(i).cloned().unwrap_or_default(),
+            None if n.is_empty() => String::new(),
+            None => format!("{base}{n}"),
+        }
+    };
+    let nodes: Vec<NodeProto> = body
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let mut n = NodeProto::new();
+            n.op_type = b.op.to_string();
+            n.name = format!("{base}{}_{i}", b.op);
+            n.input = b.inputs.iter().map(|s| local(s)).collect();
+            n.output = b.outputs.iter().map(|s| local(s)).collect();
+            for (name, v) in b.ints {
+                let mut a = AttributeProto::new();
+                a.name = name.to_string();
+                a.ints = v;
+                a.type_ = AttributeType::INTS.into();
+                n.attribute.push(a);
+            }
+            for (name, v) in b.int {
+                let mut a = AttributeProto::new();
+                a.name = name.to_string();
+                a.i = v;
+                a.type_ = AttributeType::INT.into();
+                n.attribute.push(a);
+            }
+            n
+        })
+        .collect();
+    let prefix = format!("{}/", cx.name);
+    cx.imp.import_nodes(&nodes, &prefix).map_err(|e| e.to_string())?;
+    outputs.iter().map(|o| cx.imp.lookup(&local(o))).collect()
+}
+
+/// A [`BodyNode`] with no attributes.
+pub(crate) fn body<'a>(op: &'a str, inputs: &[&str], outputs: &[&str]) -> BodyNode<'a> {
+    BodyNode {
+        op,
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        outputs: outputs.iter().map(|s| s.to_string()).collect(),
+        ints: Vec::new(),
+        int: Vec::new(),
+    }
 }

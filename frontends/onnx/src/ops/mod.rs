@@ -21,6 +21,7 @@ pub(crate) mod resize;
 mod rnn;
 mod seqops;
 pub(crate) mod shapes;
+mod signal;
 mod training;
 mod window3d;
 
@@ -45,6 +46,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         resize::register(&mut reg);
         rnn::register(&mut reg);
         seqops::register(&mut reg);
+        signal::register(&mut reg);
         training::register(&mut reg);
         reg
     })

@@ -26,10 +26,26 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Slice", slice);
     reg.insert("Expand", |cx| {
         let x = cx.input(0)?;
+        if cx.const_input(1)?.is_none() {
+            return Ok(vec![expand_computed(cx, x)?]);
+        }
         let shape = cx.const_ints(1, "shape")?.ok_or("shape is required")?;
         cx.add("", Expand::to(shape), &[x])
     });
     reg.insert("ConstantOfShape", |cx| {
+        if cx.const_input(0)?.is_none() {
+            // A shape known only at run time: computed dims.
+            let shape = cx.input(0)?;
+            let value = cx.tensor_attr("value")?.unwrap_or_else(|| TensorData::from_f32(&[1], &[0.0]).expect("scalar"));
+            if value.numel() != 1 {
+                return Err("value must hold one element".into());
+            }
+            let one = TensorData::new(dlc_ir::TensorType::fixed(value.ty().dtype, &[1]), value.bytes().to_vec().into())
+                .ok_or("bad value")?;
+            let v = cx.add_const(one);
+            let (v, target) = super::bind::computed_dims(cx, v, shape, "shape")?;
+            return Ok(vec![super::shapes::expand_to(cx, v, &target, "")?]);
+        }
         let dims = cx.const_ints(0, "shape")?.ok_or("shape is required")?;
         if dims.iter().any(|&d| d < 0) {
             return Err(format!("invalid shape {dims:?}"));
@@ -387,9 +403,55 @@ fn depth_space(cx: &mut NodeCx, to_space: bool) -> Result<Vec<Value>, String> {
 }
 
 /// Range with constant operands becomes a constant.
+/// Range whose operands are known only at run time: `n = max(ceil((limit - start) /
+/// delta), 0)` computed in f64 (as ONNX Runtime does) is a computed dim, and element `i`
+/// is `start + i * delta`, computed in f64 (i64 for integers) and cast to the type.
+fn range_computed(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (s, l, d) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    let dtype = cx.ty(s).dtype;
+    for v in [s, l, d] {
+        let t = cx.ty(v);
+        if t.shape.numel() != Some(1) || t.dtype != dtype {
+            return Err(format!("start, limit and delta must be scalars of one type, got {t}"));
+        }
+    }
+    let wide = if dtype.is_float() { DType::F64 } else { DType::I64 };
+    let as_f64 = |cx: &mut NodeCx, v: Value, what: &str| -> Result<Value, String> {
+        let v = cx.add1(&format!("{what}_f64"), Cast::new(DType::F64), &[v])?;
+        cx.add1(&format!("{what}_1"), Reshape { shape: vec![1], allowzero: false }, &[v])
+    };
+    let (sf, lf, df) = (as_f64(cx, s, "start")?, as_f64(cx, l, "limit")?, as_f64(cx, d, "delta")?);
+    let span = cx.add1("span", dlc_ir::ops::Sub {}, &[lf, sf])?;
+    let q = cx.add1("steps", dlc_ir::ops::Div {}, &[span, df])?;
+    let q = cx.add1("ceil", dlc_ir::ops::Ceil {}, &[q])?;
+    let zero = TensorData::new(TensorType::fixed(DType::F64, &[1]), 0f64.to_le_bytes().to_vec().into());
+    let zero = cx.add_const(zero.ok_or("internal: zero")?);
+    let q = cx.add1("count_f64", dlc_ir::ops::Max {}, &[q, zero])?;
+    // NaN (delta 0 with an empty span, or infinities) counts as an invalid extent.
+    let q = cx.add1("count", Cast { to: DType::I64, saturate: true }, &[q])?;
+    let sw = if wide == DType::F64 { sf } else { cx.add1("start_i64", Cast::new(DType::I64), &[s])? };
+    let (sw, n) = super::bind::computed_dims(cx, sw, q, "count")?;
+    let sw =
+        if wide == DType::I64 { cx.add1("start_1", Reshape { shape: vec![1], allowzero: false }, &[sw])? } else { sw };
+    let iota = dlc_ir::ops::Iota { len: n[0].to_string(), start: 0, delta: 1, dtype: wide };
+    let i = cx.add1("iota", iota, &[])?;
+    let dw = if wide == DType::F64 {
+        df
+    } else {
+        let d = cx.add1("delta_i64", Cast::new(DType::I64), &[d])?;
+        cx.add1("delta_1", Reshape { shape: vec![1], allowzero: false }, &[d])?
+    };
+    let steps = cx.add1("offsets", dlc_ir::ops::Mul {}, &[i, dw])?;
+    let v = cx.add1("values", dlc_ir::ops::Add {}, &[steps, sw])?;
+    cx.add("", Cast::new(dtype), &[v])
+}
+
 fn range(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    if (0..3).any(|i| cx.const_input(i).ok().flatten().is_none()) {
+        return range_computed(cx);
+    }
     let get = |cx: &mut NodeCx, i: usize| -> Result<TensorData, String> {
-        cx.const_input(i)?.ok_or_else(|| format!("input {i} must be a constant; computed ranges are not supported yet"))
+        cx.const_input(i)?.ok_or_else(|| format!("input {i} must be a constant"))
     };
     let (s, l, d) = (get(cx, 0)?, get(cx, 1)?, get(cx, 2)?);
     let dtype = s.ty().dtype;
@@ -427,8 +489,15 @@ fn cast_const(t: TensorData, to: dlc_ir::DType) -> Result<TensorData, String> {
         .map(|mut v| v.remove(0))
 }
 
+/// Pad's amounts: constants, or (opset 11+) known only at run time, computed dims (at
+/// least 0: negative pads given at run time fail the run rather than crop).
+enum Amounts {
+    Known(Vec<i64>),
+    Computed(Vec<dlc_ir::Expr>),
+}
+
 fn pad(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    let x = cx.input(0)?;
+    let mut x = cx.input(0)?;
     let rank = cx.ty(x).shape.rank();
     let mode = match cx.string("mode", "constant")?.as_str() {
         "constant" => PadMode::Constant,
@@ -437,15 +506,60 @@ fn pad(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         "wrap" => PadMode::Wrap,
         m => return Err(format!("unknown mode '{m}'")),
     };
+    // The fill value: a constant, or a value known only at run time (`None`).
+    let mut run_value = None;
+    // Opset 18: pads may name a subset of the axes; axes known only at run time
+    // scatter the pads into a full list while the model runs.
+    let run_axes = cx.opset >= 18 && cx.opt_input(3)?.is_some() && cx.const_input(3)?.is_none();
     let (pads, value) = if cx.opset < 11 {
-        (cx.ints("pads"), cx.float("value", 0.0) as f64)
+        (Amounts::Known(cx.ints("pads")), cx.float("value", 0.0) as f64)
     } else {
-        let pads = cx.const_ints(1, "pads")?.ok_or("pads is required")?;
+        let pads = match cx.const_input(1)? {
+            Some(_) if !run_axes => Amounts::Known(cx.const_ints(1, "pads")?.ok_or("pads is required")?),
+            _ if run_axes => {
+                let (p, a) = (cx.input(1)?, cx.input(3)?);
+                let k = match cx.ty(a).shape.0.as_slice() {
+                    [Dim::Fixed(k)] => *k,
+                    _ => return Err(format!("axes must be a vector of known length, got {}", cx.ty(a))),
+                };
+                let p =
+                    if cx.ty(p).dtype == DType::I64 { p } else { cx.add1("pads_i64", Cast::new(DType::I64), &[p])? };
+                let a =
+                    if cx.ty(a).dtype == DType::I64 { a } else { cx.add1("axes_i64", Cast::new(DType::I64), &[a])? };
+                let zero = cx.i64_const(&[1], &[0])?;
+                let rv = cx.i64_const(&[1], &[rank as i64])?;
+                let neg = cx.add1("axes_negative", Less {}, &[a, zero])?;
+                let up = cx.add1("axes_up", Add {}, &[a, rv])?;
+                let a = cx.add1("axes_normalised", Where {}, &[neg, up, a])?;
+                let ends = cx.add1("end_axes", Add {}, &[a, rv])?;
+                let idx = cx.add1("pad_positions", Concat { axis: 0 }, &[a, ends])?;
+                if cx.ty(p).shape.numel() != Some(2 * k) {
+                    return Err(format!("pads {} must hold 2 values per axis of {}", cx.ty(p), cx.ty(a)));
+                }
+                let zeros = cx.i64_const(&[2 * rank as u64], &vec![0; 2 * rank])?;
+                let op = ScatterElements { axis: 0, reduction: ScatterReduction::None };
+                let full = cx.add1("full_pads", op, &[zeros, idx, p])?;
+                let (view, e) = super::bind::computed_dims(cx, x, full, "pads")?;
+                x = view;
+                Amounts::Computed(e)
+            }
+            _ => {
+                let v = cx.input(1)?;
+                let (view, e) = super::bind::computed_dims(cx, x, v, "pads")?;
+                x = view;
+                Amounts::Computed(e)
+            }
+        };
         let value = match cx.opt_input(2)? {
             None => 0.0,
-            Some(_) => {
-                let t = cx.const_input(2)?.ok_or("constant_value (input 2) must be a constant")?;
-                match (t.to_f32(), t.to_i64()) {
+            Some(v) if mode == PadMode::Constant && cx.const_input(2)?.is_none() => {
+                run_value = Some(v);
+                0.0
+            }
+            Some(_) => match cx.const_input(2)? {
+                // Other modes ignore the value.
+                None => 0.0,
+                Some(t) => match (t.to_f32(), t.to_i64()) {
                     (Some(v), _) if !v.is_empty() => v[0] as f64,
                     (_, Some(v)) if !v.is_empty() => v[0] as f64,
                     _ => match dlc_interp::eval(
@@ -458,25 +572,52 @@ fn pad(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
                         ),
                         Err(e) => return Err(format!("constant_value: {e}")),
                     },
-                }
-            }
+                },
+            },
         };
         (pads, value)
     };
-    // Opset 18: pads may name a subset of the axes.
-    let pads = match cx.const_ints(3, "axes")? {
-        Some(axes) if cx.opset >= 18 => {
-            let mut full = vec![0i64; 2 * rank];
-            for (i, &a) in axes.iter().enumerate() {
-                let a = normalize_axis(a, rank).ok_or(format!("axis {a} out of range"))?;
-                full[a] = *pads.get(i).ok_or("pads shorter than axes")?;
-                full[a + rank] = *pads.get(i + axes.len()).ok_or("pads shorter than axes")?;
-            }
-            full
+    let axes = if cx.opset >= 18 && !run_axes { cx.const_ints(3, "axes")? } else { None };
+    let full = |p: &[dlc_ir::Expr]| -> Result<Vec<dlc_ir::Expr>, String> {
+        let Some(axes) = &axes else { return Ok(p.to_vec()) };
+        let mut full = vec![dlc_ir::Expr::c(0); 2 * rank];
+        for (i, &a) in axes.iter().enumerate() {
+            let a = normalize_axis(a, rank).ok_or(format!("axis {a} out of range"))?;
+            full[a] = p.get(i).ok_or("pads shorter than axes")?.clone();
+            full[a + rank] = p.get(i + axes.len()).ok_or("pads shorter than axes")?.clone();
         }
-        _ => pads,
+        Ok(full)
     };
-    cx.add("", Pad { pads, mode, value }, &[x])
+    let op = match pads {
+        Amounts::Known(p) => {
+            let e: Vec<dlc_ir::Expr> = p.iter().map(|&v| dlc_ir::Expr::c(v)).collect();
+            let p = full(&e)?.iter().map(|e| e.as_const().unwrap_or(0)).collect();
+            Pad::new(p, mode, value)
+        }
+        Amounts::Computed(e) => {
+            let e = full(&e)?;
+            if e.len() != 2 * rank {
+                return Err(format!("pads give {} amounts for the {} dims of {}", e.len(), rank, cx.ty(x)));
+            }
+            let exprs = e.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(";");
+            Pad { pads: Vec::new(), mode, value, exprs }
+        }
+    };
+    let Some(v) = run_value else { return cx.add("", op, &[x]) };
+    // A fill value known only at run time: pad with 0, then put the value where a
+    // padded mask of ones is 0.
+    let ty = cx.ty(x);
+    let v = if cx.ty(v).dtype == ty.dtype { v } else { cx.add1("value_cast", Cast::new(ty.dtype), &[v])? };
+    let v = cx.add1("value_scalar", Reshape { shape: vec![], allowzero: true }, &[v])?;
+    let ones = cx.add1("ones", Cast::new(DType::Bool), &[x])?;
+    let tr = TensorData::new(TensorType::fixed(DType::Bool, &[]), vec![1u8].into()).ok_or("true")?;
+    let tr = cx.add_const(tr);
+    let t = cx.add1("inside_true", dlc_ir::ops::Or {}, &[ones, tr])?;
+    let mut mop = op.clone();
+    mop.value = 0.0;
+    let inside = cx.add1("inside", mop, &[t])?;
+    let padded = cx.add1("padded", op, &[x])?;
+    cx.add("", dlc_ir::ops::Where {}, &[inside, padded, v])
 }
 
 fn scatter_reduction(cx: &NodeCx) -> Result<ScatterReduction, String> {
@@ -492,8 +633,74 @@ fn scatter_reduction(cx: &NodeCx) -> Result<ScatterReduction, String> {
 
 /// Tile as reshape to `[1, d0, 1, d1, ...]`, expand to `[r0, d0, r1, d1, ...]`, reshape to
 /// `[r0 * d0, r1 * d1, ...]` (exact data movement).
+/// Expand to a shape known only at run time (operand 1): ONNX's two-way broadcast.
+/// Along an axis where `x` has extent 1 (or none), the result's extent is the value
+/// given, a computed dim; where `x` has a fixed extent `d != 1`, it stays `d`, and the
+/// value must be 1 or `d` (else the run fails as the computed dim's check: the value
+/// is replaced by -1).
+fn expand_computed(cx: &mut NodeCx, x: Value) -> Result<Value, String> {
+    let t = cx.input(1)?;
+    let tt = cx.ty(t);
+    let m = match tt.shape.0.as_slice() {
+        [Dim::Fixed(m)] => *m as usize,
+        _ => return Err(format!("shape must be a vector of known length, got {tt}")),
+    };
+    let t = if tt.dtype == DType::I64 { t } else { cx.add1("shape_i64", Cast::new(DType::I64), &[t])? };
+    let xs = cx.ty(x).shape.0.clone();
+    let r = xs.len().max(m);
+    // Each axis of the result: x's extent (1 when x lacks the axis).
+    let xd: Vec<Dim> =
+        (0..r).map(|i| if i + xs.len() < r { Dim::Fixed(1) } else { xs[i + xs.len() - r].clone() }).collect();
+    // The axes the given values decide (x's extent 1) and the fixed ones they must match.
+    let tail = &xd[r - m..];
+    if let Some(d) = tail.iter().find(|d| d.fixed().is_none()) {
+        return Err(format!("a run-time shape against the run-time dim {d} of {} is not supported yet", cx.ty(x)));
+    }
+    let fixed: Vec<i64> = tail.iter().map(|d| d.fixed().unwrap_or(1) as i64).collect();
+    let w = if fixed.iter().all(|&d| d == 1) {
+        t
+    } else {
+        let dvec = cx.i64_const(&[m as u64], &fixed)?;
+        let ones = cx.i64_const(&[m as u64], &vec![1; m])?;
+        let bad = cx.i64_const(&[m as u64], &vec![-1; m])?;
+        let is_one = cx.add1("is_one", dlc_ir::ops::Equal {}, &[t, ones])?;
+        let is_d = cx.add1("is_d", dlc_ir::ops::Equal {}, &[t, dvec])?;
+        let ok = cx.add1("ok", dlc_ir::ops::Or {}, &[is_one, is_d])?;
+        let checked = cx.add1("checked", dlc_ir::ops::Where {}, &[ok, dvec, bad])?;
+        let mask: Vec<u8> = fixed.iter().map(|&d| (d != 1) as u8).collect();
+        let mask = cx.add_const(
+            TensorData::new(dlc_ir::TensorType::fixed(DType::Bool, &[m as u64]), mask.into()).ok_or("mask")?,
+        );
+        cx.add1("target", dlc_ir::ops::Where {}, &[mask, checked, t])?
+    };
+    let (x, vals) = super::bind::computed_dims(cx, x, w, "shape")?;
+    let target: Vec<dlc_ir::Expr> = (0..r)
+        .map(|i| match (i + m).checked_sub(r) {
+            Some(j) if fixed[j] == 1 => vals[j].clone(),
+            _ => xd[i].expr(),
+        })
+        .collect();
+    super::shapes::expand_to(cx, x, &target, "")
+}
+
 fn tile(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let x = cx.input(0)?;
+    if cx.const_input(1)?.is_none() {
+        // Repeats known only at run time: computed dims, the same interleave.
+        let r = cx.input(1)?;
+        let d = cx.ty(x).shape.0.clone();
+        let (x, reps) = super::bind::computed_dims(cx, x, r, "repeats")?;
+        if reps.len() != d.len() {
+            return Err(format!("repeats give {} counts for the {} dims of {}", reps.len(), d.len(), cx.ty(x)));
+        }
+        let join = |v: Vec<dlc_ir::Expr>| v.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(";");
+        let inter = join(d.iter().flat_map(|n| [dlc_ir::Expr::c(1), n.expr()]).collect());
+        let wide: Vec<dlc_ir::Expr> = d.iter().zip(&reps).flat_map(|(n, r)| [r.clone(), n.expr()]).collect();
+        let out = join(d.iter().zip(&reps).map(|(n, r)| &n.expr() * r).collect());
+        let a = cx.add1("interleave", dlc_ir::ops::View { dims: inter }, &[x])?;
+        let b = super::shapes::expand_to(cx, a, &wide, "repeat")?;
+        return cx.add("", dlc_ir::ops::View { dims: out }, &[b]);
+    }
     let reps = cx.const_ints(1, "repeats")?.ok_or("repeats is required")?;
     let ty = cx.ty(x);
     let d = ty.shape.as_fixed().ok_or_else(|| format!("needs known dims, got {ty}"))?;

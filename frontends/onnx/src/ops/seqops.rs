@@ -12,6 +12,56 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("SwiGLU", swiglu);
     reg.insert("ReverseSequence", reverse_sequence);
     reg.insert("TensorScatter", tensor_scatter);
+    reg.insert("OneHot", one_hot);
+}
+
+/// OneHot (opsets 9-11): `depth` positions (`ceil(depth)`, a computed dim when depth is
+/// known only at run time) inserted at `axis`; a position equal to its index (negative
+/// indices wrapped by adding depth; indices compared in f64, as ONNX's reference compares
+/// them with `arange(depth)`) takes `values[1]`, every other `values[0]`.
+fn one_hot(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (idx, depth, values) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    let (it, dt, vt) = (cx.ty(idx), cx.ty(depth), cx.ty(values));
+    if dt.shape.numel() != Some(1) {
+        return Err(format!("depth must hold one value, got {dt}"));
+    }
+    if vt.shape.numel() != Some(2) {
+        return Err(format!("values must hold [off_value, on_value], got {vt}"));
+    }
+    let r = it.shape.rank();
+    let axis = cx.int("axis", -1);
+    let a = normalize_axis(axis, r + 1).ok_or_else(|| format!("axis {axis} out of range for rank {}", r + 1))?;
+    let flat = |cx: &mut NodeCx, v: Value, what: &str| -> Result<Value, String> {
+        let v = cx.add1(&format!("{what}_f64"), Cast::new(DType::F64), &[v])?;
+        cx.add1(&format!("{what}_1"), Reshape { shape: vec![1], allowzero: false }, &[v])
+    };
+    let df = flat(cx, depth, "depth")?;
+    let up = cx.add1("depth_ceil", Ceil {}, &[df])?;
+    let n = cx.add1("depth_i64", Cast { to: DType::I64, saturate: true }, &[up])?;
+    let (df, d) = super::bind::computed_dims(cx, df, n, "depth")?;
+    let xf = cx.add1("indices_f64", Cast::new(DType::F64), &[idx])?;
+    let zero =
+        cx.add_const(TensorData::new(dlc_ir::TensorType::fixed(DType::F64, &[1]), vec![0u8; 8].into()).ok_or("0")?);
+    let neg = cx.add1("negative", Less {}, &[xf, zero])?;
+    let moved = cx.add1("wrapped", Add {}, &[xf, df])?;
+    let xf = cx.add1("index", Where {}, &[neg, moved, xf])?;
+    let dims = |with: Option<String>| -> String {
+        let mut v: Vec<String> = it.shape.0.iter().map(|x| x.expr().to_string()).collect();
+        v.insert(a, with.unwrap_or_else(|| "1".into()));
+        v.join(";")
+    };
+    let xu = cx.add1("index_at_axis", View { dims: dims(None) }, &[xf])?;
+    let pos = cx.add1("positions", Iota { len: d[0].to_string(), start: 0, delta: 1, dtype: DType::F64 }, &[])?;
+    let mut pd = vec!["1".to_string(); r + 1];
+    pd[a] = d[0].to_string();
+    let pos = cx.add1("positions_at_axis", View { dims: pd.join(";") }, &[pos])?;
+    let hot = cx.add1("hot", Equal {}, &[xu, pos])?;
+    let off =
+        cx.add1("off_value", Slice { starts: vec![0], ends: vec![1], axes: vec![0], steps: vec![] }, &[values])?;
+    let on = cx.add1("on_value", Slice { starts: vec![1], ends: vec![2], axes: vec![0], steps: vec![] }, &[values])?;
+    let off = cx.add1("off", Reshape { shape: vec![], allowzero: false }, &[off])?;
+    let on = cx.add1("on", Reshape { shape: vec![], allowzero: false }, &[on])?;
+    cx.add("", Where {}, &[hot, on, off])
 }
 
 fn known(cx: &NodeCx, v: Value, what: &str) -> Result<Vec<u64>, String> {

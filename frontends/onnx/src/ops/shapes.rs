@@ -56,6 +56,57 @@ pub(crate) const OPS: &[&str] = &[
     "TopK",
 ];
 
+/// For an arithmetic node (Add, Sub, Mul, Div, Mod, Min, Max, Concat, Equal) whose
+/// operands mix shape values and tensors known only at run time: makes each shape value
+/// operand an IR tensor (constants as they are, a run-time dim `e` as the sum of an
+/// Iota of `e` ones) so that the node computes at run time; returns whether it did.
+pub(crate) fn materialize_for_data(cx: &mut NodeCx) -> Result<bool, String> {
+    let arith =
+        matches!(cx.node.op_type.as_str(), "Add" | "Sub" | "Mul" | "Div" | "Mod" | "Min" | "Max" | "Concat" | "Equal");
+    if !arith || !cx.node.domain.is_empty() {
+        return Ok(false);
+    }
+    let names: Vec<String> = cx.node.input.clone();
+    let mut data = false;
+    for (i, n) in names.iter().enumerate() {
+        if n.is_empty() || cx.imp.shape_values.contains_key(n) {
+            continue;
+        }
+        data |= cx.const_input(i)?.is_none();
+    }
+    if !data {
+        return Ok(false);
+    }
+    for n in &names {
+        let Some(s) = cx.imp.shape_values.get(n).cloned() else { continue };
+        let mut parts = Vec::with_capacity(s.elems.len());
+        for (j, e) in s.elems.iter().enumerate() {
+            parts.push(match e.as_const() {
+                Some(c) => cx.i64_const(&[1], &[c])?,
+                None => {
+                    Dim::from_expr(e.clone())
+                        .ok_or_else(|| format!("shape value {e} cannot be computed at run time"))?;
+                    let ones = dlc_ir::ops::Iota { len: e.to_string(), start: 1, delta: 0, dtype: dlc_ir::DType::I64 };
+                    let ones = cx.add1(&format!("{n}_{j}_ones"), ones, &[])?;
+                    let sum = dlc_ir::ops::ReduceSum { axes: vec![0], keepdims: true };
+                    cx.add1(&format!("{n}_{j}_value"), sum, &[ones])?
+                }
+            });
+        }
+        let v = match parts.len() {
+            1 => parts[0],
+            _ => cx.add1(&format!("{n}_values"), dlc_ir::ops::Concat { axis: 0 }, &parts)?,
+        };
+        let v = if s.scalar {
+            cx.add1(&format!("{n}_scalar"), Reshape { shape: vec![], allowzero: false }, &[v])?
+        } else {
+            v
+        };
+        cx.imp.values.insert(n.clone(), v);
+    }
+    Ok(true)
+}
+
 /// Whether `Shape`/`Size` of `x` is not a constant (it has run-time dims).
 pub(crate) fn symbolic_shape(cx: &mut NodeCx) -> Result<bool, String> {
     let x = cx.input(0)?;
@@ -431,7 +482,7 @@ pub(crate) fn tensor_slice(cx: &mut NodeCx) -> Result<Value, String> {
 }
 
 /// `x` broadcast to the dims `target` (ONNX Expand: numpy rules both ways).
-fn expand_to(cx: &mut NodeCx, x: Value, target: &[Expr], suffix: &str) -> Result<Value, String> {
+pub(crate) fn expand_to(cx: &mut NodeCx, x: Value, target: &[Expr], suffix: &str) -> Result<Value, String> {
     let dims = target.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(";");
     if target.iter().any(|e| e.as_const().is_some_and(|v| v < 0)) {
         return Err(format!("invalid target shape [{dims}]"));

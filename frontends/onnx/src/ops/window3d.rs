@@ -133,7 +133,7 @@ pub(crate) fn build(
     let mut xp = x;
     if pb > 0 || end > 0 {
         let pads = vec![0, 0, pb, 0, 0, 0, 0, end, 0, 0];
-        xp = cx.add1("pad_depth", Pad { pads, mode: PadMode::Constant, value: fill }, &[xp])?;
+        xp = cx.add1("pad_depth", Pad::new(pads, PadMode::Constant, fill), &[xp])?;
     }
     let xt = cx.add1("depth_major", Transpose { perm: vec![0, 2, 1, 3, 4] }, &[xp])?;
     // The 2-D attributes: H and W of each list (auto_pad resolves H and W in the 2-D op).
