@@ -222,6 +222,19 @@ fn resize_taps(r: &dlc_ir::ops::ResizeTaps, ins: &[T], out_types: &[TensorType])
     if out > LIMIT {
         return Err(unsupported("results this large"));
     }
+    // Run-time parameters [scale, roi_start, roi_end] (a scale of 0: from the sizes).
+    let mut r = r.clone();
+    if let Some(p) = ins.get(1) {
+        let v = match &p.data {
+            Data::F(v) if v.len() == 3 => v.clone(),
+            _ => return Err(EvalError::Invalid("resize_taps parameters must be 3 floats".into())),
+        };
+        (r.scale, r.roi_start, r.roi_end) = (v[0] as f32, v[1] as f32, v[2] as f32);
+        if !(r.scale >= 0.0 && r.scale.is_finite()) {
+            return Err(EvalError::Invalid(format!("scale {} must be finite and not negative", r.scale)));
+        }
+    }
+    let r = &r;
     let (idx, w) = resize::taps(r, x.dims[a], out).map_err(EvalError::Invalid)?;
     let k = idx.len() as u64 / out.max(1);
     let k = if out == 0 { r.taps(Some(x.dims[a]), Some(0)).unwrap_or(1) } else { k };

@@ -85,7 +85,19 @@ pub fn taps(name: &str, n: &Node, op: &ResizeTaps) -> Result<Kernel, LowerError>
     let a = dlc_ir::ops::normalize_axis(op.axis, x.len()).ok_or_else(|| n.error("axis out of range"))?;
     let out = Node::dims(&n.outputs[0]);
     let k = n.outputs[0].shape.0[1].fixed().ok_or_else(|| n.error("the tap count must be known"))? as usize;
-    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write, Access::Write]);
+    // With run-time parameters (`[scale, roi_start, roi_end]`, f32) as operand 1.
+    let params = n.inputs.len() == 2;
+    let access: &[Access] = if params {
+        &[Access::Read, Access::Read, Access::Write, Access::Write]
+    } else {
+        &[Access::Read, Access::Write, Access::Write]
+    };
+    let (p_idx, p_w) = if params { (2, 3) } else { (1, 2) };
+    let mut b = KernelBuilder::new(name, access);
+    let param = |b: &mut KernelBuilder, j: i64| -> ValId {
+        let v = b.load(F32, 1, Expr::c(j), 4);
+        b.let_(Inst::Cast(CastOp::FpExt, v, F64))
+    };
     let (in_e, out_e) = (x[a].clone(), out[0].clone());
     let in_i = ival(&mut b, &in_e);
     let in_f = to_f64(&mut b, in_i);
@@ -108,6 +120,15 @@ pub fn taps(name: &str, n: &Node, op: &ResizeTaps) -> Result<Kernel, LowerError>
         let q = div(&mut b, out_f, in_f);
         let one = f(&mut b, 1.0);
         b.select(empty, one, q)
+    };
+    let (scale, roi) = if params {
+        let s = param(&mut b, 0);
+        let zero = f(&mut b, 0.0);
+        let given = b.cmp(CmpOp::FOne, s, zero);
+        let scale = b.select(given, s, scale);
+        (scale, Some((param(&mut b, 1), param(&mut b, 2))))
+    } else {
+        (scale, None)
     };
     let width = mul(&mut b, scale, in_f);
     let one = f(&mut b, 1.0);
@@ -144,7 +165,10 @@ pub fn taps(name: &str, n: &Node, op: &ResizeTaps) -> Result<Kernel, LowerError>
             }
             ResizeCoord::Asymmetric => div(b, of, scale),
             ResizeCoord::TfCropAndResize => {
-                let (r0, r1) = (f(b, op.roi_start as f64), f(b, op.roi_end as f64));
+                let (r0, r1) = match roi {
+                    Some(r) => r,
+                    None => (f(b, op.roi_start as f64), f(b, op.roi_end as f64)),
+                };
                 let span = sub(b, r1, r0);
                 let sm = mul(b, span, in_m1);
                 let two = f(b, 2.0);
@@ -310,11 +334,11 @@ pub fn taps(name: &str, n: &Node, op: &ResizeTaps) -> Result<Kernel, LowerError>
             let z = b.i64(0);
             let i = b.bin(BinOp::SMax, i, z);
             let i = b.bin(BinOp::SMin, i, last);
-            b.store(1, &(&o * &kk) + &Expr::c(j as i64), i, 8);
+            b.store(p_idx, &(&o * &kk) + &Expr::c(j as i64), i, 8);
         }
         for (j, &c) in cs.iter().chain(std::iter::once(&extra)).enumerate() {
             let c32 = b.let_(Inst::Cast(CastOp::FpTrunc, c, F32));
-            b.store(2, &(&o * &k1) + &Expr::c(j as i64), c32, 4);
+            b.store(p_w, &(&o * &k1) + &Expr::c(j as i64), c32, 4);
         }
     });
     Ok(b.finish())

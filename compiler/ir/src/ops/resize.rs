@@ -67,8 +67,10 @@ op! {
     /// the model gave, or 0 when it gave sizes: the scale is then `O / in`, computed in
     /// float64 as ONNX does, or `num / den` when `scale_of` is `"num;den"` (two dim
     /// expressions: `keep_aspect_ratio_policy` scales every axis by one axis's ratio);
-    /// `roi_start`/`roi_end` the axis's window for `tf_crop_and_resize`.
-    ResizeTaps = "resize_taps", operands 1..=1 {
+    /// `roi_start`/`roi_end` the axis's window for `tf_crop_and_resize`. An optional
+    /// second operand `f32[3]` gives `[scale, roi_start, roi_end]` at run time instead
+    /// (a scale of 0 there: from `size`, as above): scales or roi the model computes.
+    ResizeTaps = "resize_taps", operands 1..=2 {
         axis: i64,
         size: String,
         scale: f32,
@@ -183,6 +185,14 @@ impl Infer for ResizeTaps {
         ensure(self.mode == ResizeMode::Nearest || self.coord != ResizeCoord::TfHalfPixelForNn, node, op, || {
             "tf_half_pixel_for_nn applies to nearest mode only".into()
         })?;
+        if let Some(p) = inputs.get(1) {
+            ensure(p.dtype == DType::F32 && p.shape.as_fixed().as_deref() == Some(&[3][..]), node, op, || {
+                format!("the run-time parameters must be f32[3] (scale, roi start, roi end), got {p}")
+            })?;
+            ensure(!self.antialias || self.mode == ResizeMode::Nearest, node, op, || {
+                "antialias with a scale known only at run time has a kernel width only known at run time".into()
+            })?;
+        }
         let k = self.taps(x.shape.0[a].fixed(), out.fixed()).ok_or_else(|| {
             IrError::shape(
                 node,
