@@ -18,6 +18,63 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("If", if_);
     reg.insert("Scan", scan);
     reg.insert("CenterCropPad", center_crop_pad);
+    reg.insert("CausalConvWithState", causal_conv_with_state);
+}
+
+/// CausalConvWithState (opset 27) as ONNX's function body: the past state (zeros when
+/// absent) before the input, a depthwise Conv1d, SiLU computed in f32 when asked, and
+/// the last `k - 1` positions as the present state.
+fn causal_conv_with_state(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let channels = cx.ty(x).shape.0.get(1).and_then(|d| d.fixed()).ok_or("the input must be [B, C, L] with C known")?;
+    let silu = match cx.string("activation", "none")?.as_str() {
+        "none" => false,
+        "silu" | "swish" => true,
+        a => return Err(format!("activation '{a}' is not one of none, silu, swish")),
+    };
+    let has = |cx: &NodeCx, i: usize| cx.node.input.get(i).is_some_and(|n| !n.is_empty());
+    let (bias, past) = (has(cx, 2), has(cx, 3));
+    let with = |mut b: BodyNode<'static>, ints: Vec<(&'static str, Vec<i64>)>, int: Vec<(&'static str, i64)>| {
+        b.ints = ints;
+        b.int = int;
+        b
+    };
+    let mut nodes = vec![
+        with(body("Constant", &[], &["one"]), vec![("value_ints", vec![1])], vec![]),
+        with(body("Shape", &["$1"], &["k"]), vec![], vec![("start", 2), ("end", 3)]),
+        body("Sub", &["k", "one"], &["k1"]),
+    ];
+    if past {
+        nodes.push(with(body("Concat", &["$3", "$0"], &["padded"]), vec![], vec![("axis", 2)]));
+    } else {
+        nodes.extend([
+            with(body("Shape", &["$0"], &["batch"]), vec![], vec![("start", 0), ("end", 1)]),
+            with(body("Shape", &["$0"], &["chan"]), vec![], vec![("start", 1), ("end", 2)]),
+            with(body("Concat", &["batch", "chan", "k1"], &["zero_shape"]), vec![], vec![("axis", 0)]),
+            body("ConstantOfShape", &["zero_shape"], &["zeros"]),
+            body("CastLike", &["zeros", "$0"], &["zeros_t"]),
+            with(body("Concat", &["zeros_t", "$0"], &["padded"]), vec![], vec![("axis", 2)]),
+        ]);
+    }
+    let conv_in: &[&str] = if bias { &["padded", "$1", "$2"] } else { &["padded", "$1"] };
+    nodes.push(with(body("Conv", conv_in, &["conv"]), vec![], vec![("group", channels as i64)]));
+    if silu {
+        nodes.extend([
+            with(body("Cast", &["conv"], &["conv_f32"]), vec![], vec![("to", 1)]),
+            body("Sigmoid", &["conv_f32"], &["sig"]),
+            body("Mul", &["conv_f32", "sig"], &["silu"]),
+            body("CastLike", &["silu", "conv"], &["y"]),
+        ]);
+    } else {
+        nodes.push(body("Identity", &["conv"], &["y"]));
+    }
+    nodes.extend([
+        with(body("Shape", &["padded"], &["len"]), vec![], vec![("start", 2), ("end", 3)]),
+        body("Sub", &["len", "k1"], &["start"]),
+        with(body("Constant", &[], &["axis2"]), vec![("value_ints", vec![2])], vec![]),
+        body("Slice", &["padded", "start", "len", "axis2"], &["state"]),
+    ]);
+    expand(cx, nodes, &["y", "state"])
 }
 
 /// CenterCropPad (opset 18) as ONNX's function body: pad each listed axis up to the

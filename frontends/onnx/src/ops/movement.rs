@@ -395,7 +395,9 @@ fn depth_space(cx: &mut NodeCx, to_space: bool) -> Result<Vec<Value>, String> {
         if h % b != 0 || w % b != 0 {
             return Err(format!("spatial dims {h}x{w} do not divide by blocksize {b}"));
         }
-        (vec![n, c, h / b, b, w / b, b], vec![0, 3, 5, 1, 2, 4], vec![n, c * b * b, h / b, w / b])
+        // DCR (the default): blocks first; CRD (opset 28): channels first.
+        let perm = if cx.string("mode", "DCR")? == "CRD" { vec![0, 1, 3, 5, 2, 4] } else { vec![0, 3, 5, 1, 2, 4] };
+        (vec![n, c, h / b, b, w / b, b], perm, vec![n, c * b * b, h / b, w / b])
     };
     let r = cx.add1("split", Reshape { shape: mid, allowzero: true }, &[x])?;
     let t = cx.add1("permute", Transpose { perm }, &[r])?;

@@ -35,7 +35,32 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
             2 => cx.add1("norm", ReduceL2 { axes, keepdims: true }, &[x])?,
             p => return Err(format!("p must be 1 or 2, got {p}")),
         };
-        cx.add("", Div {}, &[x, norm])
+        // A zero norm gives 0 (opset 22), not 0/0.
+        let dt = cx.ty(x).dtype;
+        let zero =
+            dlc_ir::TensorData::new(dlc_ir::TensorType::fixed(dt, &[]), vec![0u8; dt.size()].into()).ok_or("zero")?;
+        let zero = cx.add_const(zero);
+        let q = cx.add1("quotient", Div {}, &[x, norm])?;
+        let is_zero = cx.add1("norm_is_zero", Equal {}, &[norm, zero])?;
+        cx.add("", Where {}, &[is_zero, zero, q])
+    });
+    reg.insert("MeanVarianceNormalization", |cx| {
+        // (x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9), ONNX's function body.
+        let x = cx.input(0)?;
+        let axes = if cx.has("axes") { cx.ints("axes") } else { vec![0, 2, 3] };
+        let mean = cx.add1("mean", ReduceMean { axes: axes.clone(), keepdims: true }, &[x])?;
+        let sq = cx.add1("square", Mul {}, &[x, x])?;
+        let mean_sq = cx.add1("mean_of_square", ReduceMean { axes, keepdims: true }, &[sq])?;
+        let sq_mean = cx.add1("square_of_mean", Mul {}, &[mean, mean])?;
+        let var = cx.add1("variance", Sub {}, &[mean_sq, sq_mean])?;
+        let std = cx.add1("std", Sqrt {}, &[var])?;
+        let dt = cx.ty(x).dtype;
+        let eps = dlc_ir::TensorData::from_f32(&[], &[1e-9]).ok_or("eps")?;
+        let eps = cx.add_const(eps);
+        let eps = if dt == dlc_ir::DType::F32 { eps } else { cx.add1("eps", Cast::new(dt), &[eps])? };
+        let den = cx.add1("denominator", Add {}, &[std, eps])?;
+        let centred = cx.add1("centred", Sub {}, &[x, mean])?;
+        cx.add("", Div {}, &[centred, den])
     });
     reg.insert("ConvTranspose", |cx| {
         let op = ConvTranspose {
@@ -51,6 +76,9 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
         let mut operands = vec![cx.input(0)?, cx.input(1)?];
         if let Some(b) = cx.opt_input(2)? {
             operands.push(b);
+        }
+        if cx.ty(operands[0]).shape.rank() == 3 {
+            return conv_transpose_1d(cx, op, operands);
         }
         cx.add("", op, &operands)
     });
@@ -221,9 +249,14 @@ fn maxpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     cx.require_int("storage_order", 0)?;
     let (auto_pad, ceil_mode) = (auto_pad(cx)?, cx.int("ceil_mode", 0) != 0);
     let x = cx.input(0)?;
+    let dt = cx.ty(x).dtype;
+    // 8-bit integers pool exactly in f32 (every value is representable).
+    let small_int = matches!(dt, dlc_ir::DType::U8 | dlc_ir::DType::I8);
+    let x = if small_int { cx.add1("as_f32", Cast::new(dlc_ir::DType::F32), &[x])? } else { x };
     if cx.ty(x).shape.rank() == 5 {
         let a = attrs3d(Window::read(cx), auto_pad, ceil_mode);
-        return Ok(vec![super::window3d::build(cx, super::window3d::Kind::Max, x, None, None, &a)?]);
+        let y = super::window3d::build(cx, super::window3d::Kind::Max, x, None, None, &a)?;
+        return Ok(vec![if small_int { cx.add1("back", Cast::new(dt), &[y])? } else { y }]);
     }
     let y = pool_op(cx, x, Window::read(cx), |w| {
         MaxPool {
@@ -236,7 +269,39 @@ fn maxpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         }
         .into()
     })?;
-    Ok(vec![y])
+    Ok(vec![if small_int { cx.add1("back", Cast::new(dt), &[y])? } else { y }])
+}
+
+/// A 1-D ConvTranspose as the 2-D one over a height of 1: `[N, C, L]` viewed as
+/// `[N, C, 1, L]`, the weights `[C, M/g, k]` as `[C, M/g, 1, k]`, every attribute with a
+/// leading height entry (kernel 1, stride 1, no padding).
+fn conv_transpose_1d(cx: &mut NodeCx, op: ConvTranspose, mut operands: Vec<Value>) -> Result<Vec<Value>, String> {
+    let lift = |v: &[i64], pad: i64| -> Vec<i64> {
+        if v.is_empty() {
+            Vec::new()
+        } else {
+            std::iter::once(pad).chain(v.iter().copied()).collect()
+        }
+    };
+    let pads = if op.pads.len() == 2 { vec![0, op.pads[0], 0, op.pads[1]] } else { op.pads.clone() };
+    let op2 = ConvTranspose {
+        kernel_shape: lift(&op.kernel_shape, 1),
+        strides: lift(&op.strides, 1),
+        pads,
+        dilations: lift(&op.dilations, 1),
+        group: op.group,
+        output_padding: lift(&op.output_padding, 0),
+        output_shape: lift(&op.output_shape, 1),
+        auto_pad: op.auto_pad,
+    };
+    for (i, what) in [(0, "input"), (1, "weights")] {
+        let d: Vec<String> = cx.ty(operands[i]).shape.0.iter().map(|d| d.expr().to_string()).collect();
+        let dims = format!("{};{};1;{}", d[0], d[1], d[2]);
+        operands[i] = cx.add1(&format!("{what}_2d"), View { dims }, &[operands[i]])?;
+    }
+    let y = cx.add1("conv2d", op2, &operands)?;
+    let d: Vec<String> = cx.ty(y).shape.0.iter().map(|d| d.expr().to_string()).collect();
+    cx.add("", View { dims: format!("{};{};{}", d[0], d[1], d[3]) }, &[y])
 }
 
 fn attrs3d(w: Window, auto_pad: AutoPad, ceil_mode: bool) -> super::window3d::Attrs {
@@ -276,7 +341,55 @@ fn avgpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     Ok(vec![y])
 }
 
+/// BatchNormalization with `training_mode = 1` (opset 14+), as ONNX's reference: the
+/// batch's mean and (population) variance over every axis but the channel normalise
+/// `x`; the running statistics come out as `running * momentum + batch * (1 -
+/// momentum)`.
+fn batchnorm_training(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let (scale, bias, mean_in, var_in) = (cx.input(1)?, cx.input(2)?, cx.input(3)?, cx.input(4)?);
+    let ty = cx.ty(x);
+    let r = ty.shape.rank();
+    if r < 2 {
+        return Err(format!("needs an input of rank 2 or more, got {ty}"));
+    }
+    let c = ty.shape.0[1].fixed().ok_or("the channel dim must be known")?;
+    let axes: Vec<i64> = std::iter::once(0).chain(2..r as i64).collect();
+    let epsilon = cx.float("epsilon", 1e-5);
+    let momentum = cx.float("momentum", 0.9);
+    let mean = cx.add1("batch_mean", ReduceMean { axes: axes.clone(), keepdims: true }, &[x])?;
+    let centred = cx.add1("centred", Sub {}, &[x, mean])?;
+    let sq = cx.add1("squared", Mul {}, &[centred, centred])?;
+    let var = cx.add1("batch_var", ReduceMean { axes, keepdims: true }, &[sq])?;
+    let flat = |cx: &mut NodeCx, v: Value, what: &str| -> Result<Value, String> {
+        cx.add1(what, Reshape { shape: vec![c as i64], allowzero: false }, &[v])
+    };
+    let (mean_c, var_c) = (flat(cx, mean, "mean_c")?, flat(cx, var, "var_c")?);
+    let y = cx.add1("", BatchNormalization { epsilon }, &[x, scale, bias, mean_c, var_c])?;
+    let dt = ty.dtype;
+    let scalar = |cx: &mut NodeCx, v: f32, what: &str| -> Result<Value, String> {
+        let t = cx.add_const(dlc_ir::TensorData::from_f32(&[], &[v]).ok_or("scalar")?);
+        if dt == dlc_ir::DType::F32 {
+            Ok(t)
+        } else {
+            cx.add1(what, Cast::new(dt), &[t])
+        }
+    };
+    let (m, one_m) = (scalar(cx, momentum, "momentum")?, scalar(cx, 1.0 - momentum, "one_minus_momentum")?);
+    let blend = |cx: &mut NodeCx, running: Value, batch: Value, what: &str| -> Result<Value, String> {
+        let a = cx.add1(&format!("{what}_kept"), Mul {}, &[running, m])?;
+        let b = cx.add1(&format!("{what}_new"), Mul {}, &[batch, one_m])?;
+        cx.add1(what, Add {}, &[a, b])
+    };
+    let out_mean = blend(cx, mean_in, mean_c, "running_mean")?;
+    let out_var = blend(cx, var_in, var_c, "running_var")?;
+    Ok(vec![y, out_mean, out_var])
+}
+
 fn batchnorm(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    if cx.opset >= 14 && cx.int("training_mode", 0) == 1 {
+        return batchnorm_training(cx);
+    }
     cx.require_int("training_mode", 0)?;
     if cx.node.output.iter().skip(1).any(|o| !o.is_empty()) {
         return Err("training outputs (running mean/var) are not supported; export the model in eval mode".into());

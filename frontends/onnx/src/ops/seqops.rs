@@ -13,6 +13,54 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("ReverseSequence", reverse_sequence);
     reg.insert("TensorScatter", tensor_scatter);
     reg.insert("OneHot", one_hot);
+    reg.insert("Det", det);
+}
+
+/// Det of `[..., n, n]` matrices with `n` at most 5, by Leibniz's formula: one Gather
+/// picks every permutation's `n` entries, their products take the permutation's sign,
+/// and the sum is the determinant (exact for the integer-valued and small matrices
+/// models compute it of; larger `n` is refused).
+fn det(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let t = cx.ty(x);
+    let r = t.shape.rank();
+    let n = match (r >= 2).then(|| (t.shape.0[r - 2].fixed(), t.shape.0[r - 1].fixed())) {
+        Some((Some(a), Some(b))) if a == b => a as usize,
+        _ => return Err(format!("needs [..., n, n] matrices with n known, got {t}")),
+    };
+    if !(1..=5).contains(&n) {
+        return Err(format!("Det of {n}x{n} matrices is not supported yet (at most 5x5)"));
+    }
+    // Every permutation of 0..n with its sign (Heap's algorithm order does not matter).
+    fn perms(n: usize) -> Vec<(Vec<usize>, i64)> {
+        if n == 1 {
+            return vec![(vec![0], 1)];
+        }
+        let mut out = Vec::new();
+        for (p, s) in perms(n - 1) {
+            for pos in 0..n {
+                let mut q = p.clone();
+                q.insert(pos, n - 1);
+                // Inserting n - 1 at `pos` passes over n - 1 - pos larger-indexed entries.
+                let sign = if (n - 1 - pos) % 2 == 0 { s } else { -s };
+                out.push((q, sign));
+            }
+        }
+        out
+    }
+    let ps = perms(n);
+    let idx: Vec<i64> = ps.iter().flat_map(|(p, _)| (0..n).map(move |i| (i * n + p[i]) as i64)).collect();
+    let mut flat: Vec<String> = t.shape.0[..r - 2].iter().map(|d| d.expr().to_string()).collect();
+    flat.push((n * n).to_string());
+    let xf = cx.add1("flat", View { dims: flat.join(";") }, &[x])?;
+    let idx = cx.i64_const(&[ps.len() as u64, n as u64], &idx)?;
+    let picked = cx.add1("entries", Gather { axis: r as i64 - 2 }, &[xf, idx])?;
+    let prods = cx.add1("products", ReduceProd { axes: vec![-1], keepdims: false }, &[picked])?;
+    let signs: Vec<f32> = ps.iter().map(|(_, s)| *s as f32).collect();
+    let signs = cx.add_const(TensorData::from_f32(&[ps.len() as u64], &signs).ok_or("signs")?);
+    let signs = if t.dtype == DType::F32 { signs } else { cx.add1("signs_cast", Cast::new(t.dtype), &[signs])? };
+    let terms = cx.add1("terms", Mul {}, &[prods, signs])?;
+    cx.add("", ReduceSum { axes: vec![-1], keepdims: false }, &[terms])
 }
 
 /// OneHot (opsets 9-11): `depth` positions (`ceil(depth)`, a computed dim when depth is
