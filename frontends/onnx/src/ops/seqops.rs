@@ -42,7 +42,7 @@ fn det(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
                 let mut q = p.clone();
                 q.insert(pos, n - 1);
                 // Inserting n - 1 at `pos` passes over n - 1 - pos larger-indexed entries.
-                let sign = if (n - 1 - pos) % 2 == 0 { s } else { -s };
+                let sign = if (n - 1 - pos).is_multiple_of(2) { s } else { -s };
                 out.push((q, sign));
             }
         }
