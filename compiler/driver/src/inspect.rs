@@ -71,7 +71,12 @@ fn inspect_artifact(a: &InspectArgs) -> Result<()> {
         println!("output      {:?}: {}{}{max}", t.name, t.dtype, t.shape_string());
     }
     for s in &m.symbols {
-        if s.data {
+        if s.computed {
+            println!(
+                "symbol      {}: computed from the inputs' values before the run (sizes buffers, no bound)",
+                s.name
+            );
+        } else if s.data {
             println!("symbol      {}: computed at run time from tensor values", s.name);
         } else {
             println!("symbol      {} >= {}", s.name, s.min);
