@@ -148,6 +148,30 @@ def test_symbolic_batch_and_sequence(models, tmp_path):
             assert_close(got[k], want[k], f"{k} at batch {batch}")
 
 
+def test_computed_dims_from_input_values():
+    """A Resize whose sizes are an input and a ConstantOfShape whose shape is one: the
+    output extents are computed from the values before each run (one artifact)."""
+    nodes = [
+        helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear"),
+        helper.make_node("ConstantOfShape", ["sizes"], ["z"], value=helper.make_tensor("v", TensorProto.FLOAT, [1],
+                                                                                        [0.5])),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4]),
+                                       helper.make_tensor_value_info("sizes", TensorProto.INT64, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info("z", TensorProto.FLOAT, None)])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
+    model = dlc.compile(proto)
+    x = np.random.RandomState(0).standard_normal((1, 2, 4, 4)).astype(np.float32)
+    for sizes in ([1, 2, 7, 3], [1, 2, 2, 9]):
+        feeds = {"x": x, "sizes": np.array(sizes, np.int64)}
+        want = ort_outputs(proto, feeds)
+        got = model.run(feeds)
+        for k in want:
+            assert got[k].shape == tuple(sizes), (k, got[k].shape)
+            assert_close(got[k], want[k], f"{k} at sizes {sizes}")
+
+
 def test_load_and_save(models, tmp_path):
     path = models / "mlp.onnx"
     feeds = feeds_for(path)
