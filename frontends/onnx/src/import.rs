@@ -164,6 +164,8 @@ pub(crate) struct Importer<'m> {
     /// ONNX value name -> shape computed from run-time dims (`ops::shapes`): never an
     /// IR value, only the ops of `ops::shapes` read it.
     pub shape_values: HashMap<String, crate::ops::shapes::ShapeVal>,
+    /// ONNX value name -> the elements of a sequence of known length (`ops::sequence`).
+    pub sequences: HashMap<String, Vec<Value>>,
     /// The shape values that a Cast made floats (their elements are still the integral
     /// dims; `Range` over one counts in f32).
     pub float_shapes: std::collections::HashSet<String>,
@@ -193,6 +195,7 @@ impl<'m> Importer<'m> {
             initializers: HashMap::new(),
             known: HashMap::new(),
             shape_values: HashMap::new(),
+            sequences: HashMap::new(),
             float_shapes: Default::default(),
             symbols: Vec::new(),
             guards: Vec::new(),
@@ -340,7 +343,17 @@ impl<'m> Importer<'m> {
             // Arithmetic between a shape value and data known only at run time computes at
             // run time: the shape values become tensors.
             let uses_shape = uses_shape && !shapes::materialize_for_data(&mut cx).map_err(node_err)?;
-            let outs: Vec<Out> = if uses_shape || (takes_shape && shapes::symbolic_shape(&mut cx).map_err(node_err)?) {
+            let outs: Vec<Out> = if crate::ops::sequence::applies(&cx) {
+                use crate::ops::sequence::SeqOut;
+                crate::ops::sequence::build(&mut cx)
+                    .map_err(node_err)?
+                    .into_iter()
+                    .map(|o| match o {
+                        SeqOut::Value(v) => Out::Value(v),
+                        SeqOut::Seq(s) => Out::Seq(s),
+                    })
+                    .collect()
+            } else if uses_shape || (takes_shape && shapes::symbolic_shape(&mut cx).map_err(node_err)?) {
                 shapes::build(&mut cx).map_err(node_err)?
             } else {
                 build(&mut cx).map_err(node_err)?.into_iter().map(Out::Value).collect()
@@ -361,6 +374,9 @@ impl<'m> Importer<'m> {
                     }
                     Out::Shape(s) => {
                         self.shape_values.insert(oname.clone(), s);
+                    }
+                    Out::Seq(s) => {
+                        self.sequences.insert(oname.clone(), s);
                     }
                 }
             }
@@ -406,6 +422,12 @@ impl<'m> Importer<'m> {
             self.known.insert(v, t);
             self.values.insert(name.to_string(), v);
             return Ok(v);
+        }
+        if self.sequences.contains_key(name) {
+            return Err(format!(
+                "value '{name}' is a sequence: only the sequence ops take it (a sequence as a model output, or in other \
+                 ops, is not supported)"
+            ));
         }
         Err(format!("value '{name}' is not produced by any node, initializer or graph input"))
     }

@@ -170,6 +170,16 @@ pub(crate) fn split(cx: &mut NodeCx, x: Value, sizes: Value, axis: usize) -> Res
     if m != cx.node.output.len() {
         return Err(format!("{m} split sizes for {} outputs", cx.node.output.len()));
     }
+    split_parts(cx, x, sizes, axis)
+}
+
+/// The parts of `x` along `axis` whose sizes are operand 1 (`sizes`, known only at run
+/// time): one window per size (Split's outputs, SplitToSequence's elements).
+pub(crate) fn split_parts(cx: &mut NodeCx, x: Value, sizes: Value, axis: usize) -> Result<Vec<Value>, String> {
+    let m = match cx.ty(sizes).shape.0.as_slice() {
+        [Dim::Fixed(m)] => *m as usize,
+        _ => return Err(format!("split must be a vector of known length, got {}", cx.ty(sizes))),
+    };
     let sizes = i64_operand(cx, 1, m as u64, |_| 0, "split")?;
     let view = bind(cx, "parts", x, sizes, BindRule::Split { axis })?;
     let syms: Vec<String> = match &cx.imp.graph.node(view.node).op {

@@ -20,6 +20,7 @@ mod reduce;
 pub(crate) mod resize;
 mod rnn;
 mod seqops;
+pub(crate) mod sequence;
 pub(crate) mod shapes;
 mod signal;
 mod training;
@@ -47,6 +48,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         rnn::register(&mut reg);
         seqops::register(&mut reg);
         signal::register(&mut reg);
+        sequence::register(&mut reg);
         training::register(&mut reg);
         reg
     })

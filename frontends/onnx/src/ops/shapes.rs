@@ -25,6 +25,8 @@ pub(crate) struct ShapeVal {
 pub(crate) enum Out {
     Value(Value),
     Shape(ShapeVal),
+    /// A sequence's elements (`ops::sequence`).
+    Seq(Vec<Value>),
 }
 
 /// The ops this module evaluates on shape values.
