@@ -151,6 +151,36 @@ def make(d):
     dsl_case("dsl_weights_outside", 'weights "../../etc/passwd"\n' + head.replace("return ", "") + "  return x\n}\n",
              r"cannot read weights file '../../etc/passwd': .*must be a relative path inside")
 
+    # --- Operands that become computed dims, and sequences: malformed ones are compile
+    # errors naming the node.
+    vi = h.make_tensor_value_info
+    onnx_case("cos_shape_matrix", _model([h.make_node("ConstantOfShape", ["s"], ["y"])], [vi("s", T.INT64, [2, 2])],
+                                         [_y()]), r"node 'ConstantOfShape_0' .*shape must be a vector")
+    onnx_case("range_vector_bounds",
+              _model([h.make_node("Range", ["a", "b", "c"], ["y"])],
+                     [vi("a", T.FLOAT, [2]), vi("b", T.FLOAT, []), vi("c", T.FLOAT, [])], [_y()]),
+              r"node 'Range_0' .*must be scalars of one type")
+    onnx_case("resize_sizes_length",
+              _model([h.make_node("Resize", ["x", "", "", "s"], ["y"])],
+                     [_x("x", (1, 1, 4, 4)), vi("s", T.INT64, [3])], [_y()], opsets=(("", 19),)),
+              r"node 'Resize_0' .*sizes has 3 values for 4 axes")
+    onnx_case("pad_amounts_length",
+              _model([h.make_node("Pad", ["x", "p"], ["y"])], [_x(), vi("p", T.INT64, [3])], [_y()]),
+              r"node 'Pad_0' .*pads give 3 amounts for the 2 dims")
+    onnx_case("onehot_values_length",
+              _model([h.make_node("OneHot", ["i", "d", "v"], ["y"])],
+                     [vi("i", T.INT64, [3]), vi("d", T.INT64, []), vi("v", T.FLOAT, [3])], [_y()]),
+              r"node 'OneHot_0' .*values must hold \[off_value, on_value\]")
+    onnx_case("sequence_as_output", _model([h.make_node("SequenceConstruct", ["x"], ["y"])], [_x()], [_y()]),
+              r"graph output 'y': value 'y' is a sequence")
+    onnx_case("sequence_at_past_the_end",
+              _model([h.make_node("SequenceConstruct", ["x", "x"], ["s"]),
+                      h.make_node("SequenceAt", ["s", "p"], ["y"])], [_x()], [_y()],
+                     [nh.from_array(np.array(2, np.int64), "p")]),
+              r"node 'SequenceAt_1' .*position 2 is out of range for a sequence of 2")
+    onnx_case("det_too_large", _model([h.make_node("Det", ["x"], ["y"])], [_x("x", (7, 7))], [_y()],
+                                      opsets=(("", 22),)), r"node 'Det_0' .*at most 5x5")
+
     # --- The CLI.
     onnx.save(_relu(), str(d / "relu.onnx"))
     r = ["{dlc}", "compile", "{d}/relu.onnx", "-o"]
