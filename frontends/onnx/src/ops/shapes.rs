@@ -81,32 +81,37 @@ pub(crate) fn materialize_for_data(cx: &mut NodeCx) -> Result<bool, String> {
     }
     for n in &names {
         let Some(s) = cx.imp.shape_values.get(n).cloned() else { continue };
-        let mut parts = Vec::with_capacity(s.elems.len());
-        for (j, e) in s.elems.iter().enumerate() {
-            parts.push(match e.as_const() {
-                Some(c) => cx.i64_const(&[1], &[c])?,
-                None => {
-                    Dim::from_expr(e.clone())
-                        .ok_or_else(|| format!("shape value {e} cannot be computed at run time"))?;
-                    let ones = dlc_ir::ops::Iota { len: e.to_string(), start: 1, delta: 0, dtype: dlc_ir::DType::I64 };
-                    let ones = cx.add1(&format!("{n}_{j}_ones"), ones, &[])?;
-                    let sum = dlc_ir::ops::ReduceSum { axes: vec![0], keepdims: true };
-                    cx.add1(&format!("{n}_{j}_value"), sum, &[ones])?
-                }
-            });
-        }
-        let v = match parts.len() {
-            1 => parts[0],
-            _ => cx.add1(&format!("{n}_values"), dlc_ir::ops::Concat { axis: 0 }, &parts)?,
-        };
-        let v = if s.scalar {
-            cx.add1(&format!("{n}_scalar"), Reshape { shape: vec![], allowzero: false }, &[v])?
-        } else {
-            v
-        };
+        let v = shape_tensor(cx, &s, n)?;
         cx.imp.values.insert(n.clone(), v);
     }
     Ok(true)
+}
+
+/// Shape value `s` as an i64 tensor computed while the model runs: constants as they
+/// are, a run-time dim `e` as the sum of an Iota of `e` ones (an error when an element
+/// is not a dim, which could be negative).
+fn shape_tensor(cx: &mut NodeCx, s: &ShapeVal, n: &str) -> Result<Value, String> {
+    let mut parts = Vec::with_capacity(s.elems.len());
+    for (j, e) in s.elems.iter().enumerate() {
+        parts.push(match e.as_const() {
+            Some(c) => cx.i64_const(&[1], &[c])?,
+            None => {
+                Dim::from_expr(e.clone()).ok_or_else(|| format!("shape value {e} cannot be computed at run time"))?;
+                let ones = dlc_ir::ops::Iota { len: e.to_string(), start: 1, delta: 0, dtype: dlc_ir::DType::I64 };
+                let ones = cx.add1(&format!("{n}_{j}_ones"), ones, &[])?;
+                let sum = dlc_ir::ops::ReduceSum { axes: vec![0], keepdims: true };
+                cx.add1(&format!("{n}_{j}_value"), sum, &[ones])?
+            }
+        });
+    }
+    let v = match parts.len() {
+        1 => parts[0],
+        _ => cx.add1(&format!("{n}_values"), dlc_ir::ops::Concat { axis: 0 }, &parts)?,
+    };
+    if s.scalar {
+        return cx.add1(&format!("{n}_scalar"), Reshape { shape: vec![], allowzero: false }, &[v]);
+    }
+    Ok(v)
 }
 
 /// Whether `Shape`/`Size` of `x` is not a constant (it has run-time dims).
@@ -183,6 +188,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                 return Err(format!("shapes of {} and {} elements do not broadcast", x.elems.len(), y.elems.len()));
             }
             let mut out = Vec::with_capacity(n);
+            let mut undecided = None;
             for i in 0..n {
                 let (a, b) = (at(&x, i), at(&y, i));
                 let eq = if a == b {
@@ -194,9 +200,28 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                         _ => None,
                     }
                 };
-                out.push(eq.ok_or_else(|| {
-                    format!("compares dims {a} and {b}, which only the run-time values decide (pin the dims)")
-                })?);
+                match eq {
+                    Some(e) => out.push(e),
+                    None => {
+                        undecided = Some((a, b));
+                        break;
+                    }
+                }
+            }
+            if let Some((a, b)) = undecided {
+                // Only the run-time values decide: compare while the model runs (an If on
+                // the result then computes both branches and selects).
+                let name = |cx: &NodeCx, i: usize| cx.node.input.get(i).cloned().unwrap_or_default();
+                let (nx, ny) = (name(cx, 0), name(cx, 1));
+                let (tx, ty) = match (shape_tensor(cx, &x, &nx), shape_tensor(cx, &y, &ny)) {
+                    (Ok(p), Ok(q)) => (p, q),
+                    _ => {
+                        return Err(format!(
+                            "compares dims {a} and {b}, which only the run-time values decide (pin the dims)"
+                        ))
+                    }
+                };
+                return Ok(vec![Out::Value(cx.add1("", dlc_ir::ops::Equal {}, &[tx, ty])?)]);
             }
             let dims: &[u64] = if x.scalar && y.scalar { &[] } else { &[n as u64] };
             let bytes: Vec<u8> = out.iter().map(|&b| b as u8).collect();
