@@ -89,6 +89,15 @@ def _models(d):
               ["y"], opset=17),
         [{"n": np.array(8, np.int64)}, {"n": np.array(33, np.int64)}],
     )
+    # Two AffineGrid nodes share one (CSE'd) slice of `size`, which the second's bind
+    # reads much later: it once lost its slot to a later tensor (the memory plan did not
+    # count a bind's read of its shape operand), so the run failed.
+    out["affine_grid"] = (
+        _save(d / "affine.onnx", [h.make_node("AffineGrid", ["theta", "size"], ["y"], align_corners=0),
+                                  h.make_node("AffineGrid", ["theta", "size"], ["z"], align_corners=1)],
+              [_vi("theta", T.FLOAT, [2, 2, 3]), _vi("size", T.INT64, [4])], ["y", "z"], opset=20),
+        [{"theta": f32(2, 2, 3), "size": i64(2, 3, 5, 7)}, {"theta": f32(2, 2, 3), "size": i64(2, 1, 1, 4)}],
+    )
     return out
 
 
@@ -104,7 +113,7 @@ def models(tmp_path_factory):
 
 
 NAMES = ["constant_of_shape", "range_f32", "range_i32", "expand_tile", "pad", "onehot", "resize_sizes",
-         "resize_scales", "hann"]
+         "resize_scales", "hann", "affine_grid"]
 
 
 @pytest.mark.parametrize("name", NAMES)

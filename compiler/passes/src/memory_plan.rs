@@ -159,10 +159,14 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
     // The last step at which each owning value is read, through any of its views.
     let mut last_use: HashMap<Value, usize> = HashMap::new();
     for &id in &order {
-        if views.contains(&id) {
-            continue;
-        }
-        for u in g.operands(id) {
+        let operands = g.operands(id);
+        // A view reads nothing, except a Bind: its kernel reads its shape operand.
+        let read = match (&g.node(id).op, views.contains(&id)) {
+            (_, false) => &operands[..],
+            (Op::Bind(_), true) => &operands[1..],
+            (_, true) => continue,
+        };
+        for &u in read {
             let owner = root.get(&u).copied().unwrap_or(u);
             let e = last_use.entry(owner).or_insert(step[&id]);
             *e = (*e).max(step[&id]);

@@ -14,6 +14,100 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("TensorScatter", tensor_scatter);
     reg.insert("OneHot", one_hot);
     reg.insert("Det", det);
+    reg.insert("AffineGrid", affine_grid);
+}
+
+/// AffineGrid (opset 20): for theta `[N, 2, 3]` (`[N, 3, 4]`) and size `[N, C, H, W]`
+/// (`[N, C, D, H, W]`), the grid `[N, H, W, 2]` (`[N, D, H, W, 3]`) of `theta . [x, y,
+/// (z,) 1]` over the normalised coordinates of each output position (`-1 + 2i / (s -
+/// 1)` with `align_corners`, else `-1 + (2i + 1) / s`). The spatial sizes are computed
+/// dims when the size is known only at run time; computed in f32 (ONNX's reference
+/// builds the coordinates in f64).
+fn affine_grid(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (theta, size) = (cx.input(0)?, cx.input(1)?);
+    let tt = cx.ty(theta);
+    let td = tt.shape.as_fixed().ok_or_else(|| format!("theta must have known dims, got {tt}"))?;
+    let k = match td.as_slice() {
+        [_, 2, 3] => 2usize,
+        [_, 3, 4] => 3,
+        _ => return Err(format!("theta must be [N, 2, 3] or [N, 3, 4], got {tt}")),
+    };
+    if cx.ty(size).shape.numel() != Some(k as u64 + 2) {
+        return Err(format!("size must hold {} values for theta {tt}, got {}", k + 2, cx.ty(size)));
+    }
+    let align = cx.int("align_corners", 0) != 0;
+    let theta = if tt.dtype == DType::F32 { theta } else { cx.add1("theta_f32", Cast::new(DType::F32), &[theta])? };
+    let size =
+        if cx.ty(size).dtype == DType::I64 { size } else { cx.add1("size_i64", Cast::new(DType::I64), &[size])? };
+    let spatial =
+        cx.add1("spatial", Slice { starts: vec![2], ends: vec![k as i64 + 2], axes: vec![0], steps: vec![] }, &[size])?;
+    let (theta, dims) = super::bind::computed_dims(cx, theta, spatial, "size")?;
+    let n = td[0];
+    // The normalised coordinates along spatial axis `a` (0 = D or H first), shaped to
+    // broadcast over [N, (D,) H, W].
+    let mut coords = Vec::with_capacity(k);
+    for (a, d) in dims.iter().enumerate() {
+        let i =
+            cx.add1(&format!("index{a}"), Iota { len: d.to_string(), start: 0, delta: 1, dtype: DType::F32 }, &[])?;
+        let sv = cx.add1(
+            &format!("size{a}"),
+            Slice { starts: vec![a as i64], ends: vec![a as i64 + 1], axes: vec![0], steps: vec![] },
+            &[spatial],
+        )?;
+        let sf = cx.add1(&format!("size{a}_f32"), Cast::new(DType::F32), &[sv])?;
+        let one = cx.add_const(TensorData::from_f32(&[1], &[1.0]).ok_or("one")?);
+        let two = cx.add_const(TensorData::from_f32(&[1], &[2.0]).ok_or("two")?);
+        let c = if align {
+            // -1 + 2i / (s - 1)
+            let den = cx.add1(&format!("den{a}"), Sub {}, &[sf, one])?;
+            let t = cx.add1(&format!("twice{a}"), Mul {}, &[i, two])?;
+            let q = cx.add1(&format!("ratio{a}"), Div {}, &[t, den])?;
+            cx.add1(&format!("coord{a}"), Sub {}, &[q, one])?
+        } else {
+            // -1 + (2i + 1) / s
+            let t = cx.add1(&format!("twice{a}"), Mul {}, &[i, two])?;
+            let t = cx.add1(&format!("odd{a}"), Add {}, &[t, one])?;
+            let q = cx.add1(&format!("ratio{a}"), Div {}, &[t, sf])?;
+            cx.add1(&format!("coord{a}"), Sub {}, &[q, one])?
+        };
+        let mut shape = vec!["1".to_string(); k + 1];
+        shape[a + 1] = d.to_string();
+        coords.push(cx.add1(&format!("coord{a}_b"), View { dims: shape.join(";") }, &[c])?);
+    }
+    // theta's rows: component j = sum over the homogeneous coordinates (x, y, (z,) 1),
+    // x along the last axis (W), y along H, z along D.
+    let mut comps = Vec::with_capacity(k);
+    for j in 0..k {
+        let entry = |cx: &mut NodeCx, m: usize| -> Result<Value, String> {
+            let idx = (j * (k + 1) + m) as i64;
+            let flat = cx.add1(
+                &format!("theta_flat{j}_{m}"),
+                Reshape { shape: vec![n as i64, (k * (k + 1)) as i64], allowzero: false },
+                &[theta],
+            )?;
+            let e = cx.add1(
+                &format!("theta{j}_{m}"),
+                Slice { starts: vec![idx], ends: vec![idx + 1], axes: vec![1], steps: vec![] },
+                &[flat],
+            )?;
+            let mut shape = vec!["1".to_string(); k + 1];
+            shape[0] = n.to_string();
+            cx.add1(&format!("theta{j}_{m}_b"), View { dims: shape.join(";") }, &[e])
+        };
+        let mut acc = entry(cx, k)?;
+        for m in 0..k {
+            // Homogeneous coordinate m is x (m = 0, the last spatial axis), y, then z.
+            let coord = coords[k - 1 - m];
+            let t = entry(cx, m)?;
+            let p = cx.add1(&format!("term{j}_{m}"), Mul {}, &[t, coord])?;
+            acc = cx.add1(&format!("sum{j}_{m}"), Add {}, &[acc, p])?;
+        }
+        let mut dims: Vec<String> = cx.ty(acc).shape.0.iter().map(|d| d.expr().to_string()).collect();
+        dims.push("1".into());
+        comps.push(cx.add1(&format!("component{j}"), View { dims: dims.join(";") }, &[acc])?);
+    }
+    let y = cx.add1("grid", Concat { axis: k as i64 + 1 }, &comps)?;
+    cx.add("", Cast::new(tt.dtype), &[y])
 }
 
 /// Det of `[..., n, n]` matrices with `n` at most 5, by Leibniz's formula: one Gather
