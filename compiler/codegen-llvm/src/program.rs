@@ -209,6 +209,42 @@ struct Sched<'a, 'ctx> {
 }
 
 impl<'ctx> Sched<'_, 'ctx> {
+    /// The pointer of every buffer of the program, computed at the function's entry:
+    /// the caller's inputs and outputs (`outs` `None`: outputs are null, for the
+    /// prologue), arena slices at their offsets, and the constants' globals.
+    fn buffer_pointers(
+        &self,
+        ins: PointerValue<'ctx>,
+        outs: Option<PointerValue<'ctx>>,
+        ws: PointerValue<'ctx>,
+        consts: &HashMap<usize, PointerValue<'ctx>>,
+    ) -> R<Vec<PointerValue<'ctx>>> {
+        let (b, i64t, i8t) = (&self.b, self.cx.i64_type(), self.cx.i8_type());
+        let ptr = self.cx.ptr_type(AddressSpace::default());
+        let slot = |arr: PointerValue<'ctx>, n: u32, name: &str| -> R<PointerValue<'ctx>> {
+            let at = unsafe { b.build_in_bounds_gep(ptr, arr, &[i64t.const_int(n as u64, false)], name)? };
+            Ok(b.build_load(ptr, at, name)?.into_pointer_value())
+        };
+        let mut bufs = Vec::with_capacity(self.p.buffers.len());
+        for (i, buf) in self.p.buffers.iter().enumerate() {
+            bufs.push(match &buf.kind {
+                BufKind::Input(n) => slot(ins, *n, &format!("in{n}"))?,
+                BufKind::Output(n) => match outs {
+                    Some(o) => slot(o, *n, &format!("out{n}"))?,
+                    None => ptr.const_null(),
+                },
+                BufKind::Arena(off) => {
+                    let off = self.value(off, &format!("the arena offset of buffer '{}'", buf.name))?;
+                    unsafe { b.build_in_bounds_gep(i8t, ws, &[off], "arena")? }
+                }
+                // A constant its kernels only read through packed copies: never touched.
+                BufKind::Const(data) if data.is_empty() => ptr.const_null(),
+                BufKind::Const(_) => consts[&i],
+            });
+        }
+        Ok(bufs)
+    }
+
     fn value(&self, e: &Expr, what: &str) -> R<IntValue<'ctx>> {
         if self.dims.is_none() {
             return Ok(self.cx.i64_type().const_int(constant(self.p, e, what)?, false));
@@ -363,8 +399,7 @@ fn emit_prologue<'ctx>(
     consts: &HashMap<usize, PointerValue<'ctx>>,
 ) -> R<()> {
     let (cx, p) = (run.cx, run.p);
-    let (i32t, i64t, i8t) = (cx.i32_type(), cx.i64_type(), cx.i8_type());
-    let ptr = cx.ptr_type(AddressSpace::default());
+    let (i32t, i64t) = (cx.i32_type(), cx.i64_type());
     let f =
         module.add_function(&abi::symbol(prefix, &abi::SHAPE_VALUES), crate::abi_fn_type(cx, &abi::SHAPE_VALUES), None);
     let b = cx.create_builder();
@@ -396,24 +431,8 @@ fn emit_prologue<'ctx>(
         site: std::cell::Cell::new(0),
         prologue: true,
     };
-    let mut bufs = Vec::with_capacity(p.buffers.len());
-    for (i, buf) in p.buffers.iter().enumerate() {
-        bufs.push(match &buf.kind {
-            BufKind::Input(n) => {
-                let at = unsafe { s.b.build_in_bounds_gep(ptr, ins, &[i64t.const_int(*n as u64, false)], "")? };
-                s.b.build_load(ptr, at, &format!("in{n}"))?.into_pointer_value()
-            }
-            // The prologue never touches the outputs (the caller has not sized them).
-            BufKind::Output(_) => ptr.const_null(),
-            BufKind::Arena(off) => {
-                let off = s.value(off, &format!("the arena offset of buffer '{}'", buf.name))?;
-                unsafe { s.b.build_in_bounds_gep(i8t, ws, &[off], "arena")? }
-            }
-            BufKind::Const(data) if data.is_empty() => ptr.const_null(),
-            BufKind::Const(_) => consts[&i],
-        });
-    }
-    s.bufs = bufs;
+    // The prologue never touches the outputs (the caller has not sized them).
+    s.bufs = s.buffer_pointers(ins, None, ws, consts)?;
     // Each step's first bind site, as the run numbers them.
     let mut site = 0;
     let mut first_site = Vec::with_capacity(p.schedule.len());
@@ -477,8 +496,7 @@ pub(crate) fn emit<'ctx>(
     let symbolic = !p.symbols.is_empty();
     let syms: Vec<String> = p.symbols.iter().map(|s| s.name.clone()).collect();
     let arena = if symbolic { 0 } else { constant(p, &p.arena_bytes, "the arena size")? };
-    let ptr = cx.ptr_type(AddressSpace::default());
-    let (i32t, i64t, i8t) = (cx.i32_type(), cx.i64_type(), cx.i8_type());
+    let (i32t, i64t) = (cx.i32_type(), cx.i64_type());
     let b = cx.create_builder();
 
     crate::emit_metadata(cx, module, prefix, arena, signature)?;
@@ -554,26 +572,7 @@ pub(crate) fn emit<'ctx>(
         site: std::cell::Cell::new(0),
         prologue: false,
     };
-    let mut bufs = Vec::with_capacity(p.buffers.len());
-    for (i, buf) in p.buffers.iter().enumerate() {
-        let b = &s.b;
-        let slot = |arr: PointerValue<'ctx>, n: u32, name: &str| -> R<PointerValue<'ctx>> {
-            let at = unsafe { b.build_in_bounds_gep(ptr, arr, &[i64t.const_int(n as u64, false)], name)? };
-            Ok(b.build_load(ptr, at, name)?.into_pointer_value())
-        };
-        bufs.push(match &buf.kind {
-            BufKind::Input(n) => slot(ins, *n, &format!("in{n}"))?,
-            BufKind::Output(n) => slot(outs, *n, &format!("out{n}"))?,
-            BufKind::Arena(off) => {
-                let off = s.value(off, &format!("the arena offset of buffer '{}'", buf.name))?;
-                unsafe { s.b.build_in_bounds_gep(i8t, ws, &[off], "arena")? }
-            }
-            // A constant its kernels only read through packed copies: never touched.
-            BufKind::Const(data) if data.is_empty() => ptr.const_null(),
-            BufKind::Const(_) => consts[&i],
-        });
-    }
-    s.bufs = bufs;
+    s.bufs = s.buffer_pointers(ins, Some(outs), ws, &consts)?;
     s.steps(&p.schedule)?;
     if let (Some(local), Some(caller), true) = (s.dims, caller_dims, data_syms) {
         for (i, sym) in p.symbols.iter().enumerate().filter(|(_, x)| x.data.is_some()) {

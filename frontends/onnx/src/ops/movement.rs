@@ -36,13 +36,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
         if cx.const_input(0)?.is_none() {
             // A shape known only at run time: computed dims.
             let shape = cx.input(0)?;
-            let value = cx.tensor_attr("value")?.unwrap_or_else(|| TensorData::from_f32(&[1], &[0.0]).expect("scalar"));
-            if value.numel() != 1 {
-                return Err("value must hold one element".into());
-            }
-            let one = TensorData::new(dlc_ir::TensorType::fixed(value.ty().dtype, &[1]), value.bytes().to_vec().into())
-                .ok_or("bad value")?;
-            let v = cx.add_const(one);
+            let v = super::shapes::fill_value(cx)?;
             let (v, target) = super::bind::computed_dims(cx, v, shape, "shape")?;
             return Ok(vec![super::shapes::expand_to(cx, v, &target, "")?]);
         }

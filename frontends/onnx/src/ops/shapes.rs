@@ -168,13 +168,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
         }
         "ConstantOfShape" => {
             let target = operand(cx, 0)?;
-            let value = cx.tensor_attr("value")?.unwrap_or_else(|| TensorData::from_f32(&[1], &[0.0]).expect("scalar"));
-            if value.numel() != 1 {
-                return Err("value must hold one element".into());
-            }
-            let one = TensorData::new(dlc_ir::TensorType::fixed(value.ty().dtype, &[1]), value.bytes().to_vec().into())
-                .ok_or("bad value")?;
-            let v = cx.add_const(one);
+            let v = fill_value(cx)?;
             return Ok(vec![Out::Value(expand_to(cx, v, &target.elems, "")?)]);
         }
         "Range" => return Ok(vec![Out::Value(range(cx)?)]),
@@ -509,6 +503,18 @@ pub(crate) fn tensor_slice(cx: &mut NodeCx) -> Result<Value, String> {
 }
 
 /// `x` broadcast to the dims `target` (ONNX Expand: numpy rules both ways).
+/// ConstantOfShape's `value` (default f32 0) as a one-element constant, which an
+/// Expand to the shape broadcasts.
+pub(crate) fn fill_value(cx: &mut NodeCx) -> Result<Value, String> {
+    let value = cx.tensor_attr("value")?.unwrap_or_else(|| TensorData::from_f32(&[1], &[0.0]).expect("scalar"));
+    if value.numel() != 1 {
+        return Err("value must hold one element".into());
+    }
+    let one = TensorData::new(dlc_ir::TensorType::fixed(value.ty().dtype, &[1]), value.bytes().to_vec().into())
+        .ok_or("bad value")?;
+    Ok(cx.add_const(one))
+}
+
 pub(crate) fn expand_to(cx: &mut NodeCx, x: Value, target: &[Expr], suffix: &str) -> Result<Value, String> {
     let dims = target.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(";");
     if target.iter().any(|e| e.as_const().is_some_and(|v| v < 0)) {
