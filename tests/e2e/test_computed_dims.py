@@ -98,6 +98,19 @@ def _models(d):
               [_vi("theta", T.FLOAT, [2, 2, 3]), _vi("size", T.INT64, [4])], ["y", "z"], opset=20),
         [{"theta": f32(2, 2, 3), "size": i64(2, 3, 5, 7)}, {"theta": f32(2, 2, 3), "size": i64(2, 1, 1, 4)}],
     )
+    # MaxPool's Indices (row- and column-major, with padding) and MaxUnpool of a pool's
+    # values at their indices, its output shape given at run time (6x6, and 7x8: the
+    # indices address the whole output, as in ONNX Runtime's kernel).
+    out["pool_unpool"] = (
+        _save(d / "unpool.onnx",
+              [h.make_node("MaxPool", ["x"], ["y", "idx"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+               h.make_node("MaxPool", ["x"], ["y2", "idx2"], kernel_shape=[2, 2], strides=[2, 2], storage_order=1),
+               h.make_node("MaxPool", ["x"], ["y3", "idx2_rm"], kernel_shape=[2, 2], strides=[2, 2]),
+               h.make_node("MaxUnpool", ["y3", "idx2_rm", "os"], ["u"], kernel_shape=[2, 2], strides=[2, 2])],
+              [_vi("x", T.FLOAT, [2, 3, 6, 6]), _vi("os", T.INT64, [4])],
+              ["y", ("idx", T.INT64), "y2", ("idx2", T.INT64), "u"], opset=22),
+        [{"x": f32(2, 3, 6, 6), "os": i64(2, 3, 6, 6)}, {"x": f32(2, 3, 6, 6), "os": i64(2, 3, 7, 8)}],
+    )
     return out
 
 
@@ -113,7 +126,7 @@ def models(tmp_path_factory):
 
 
 NAMES = ["constant_of_shape", "range_f32", "range_i32", "expand_tile", "pad", "onehot", "resize_sizes",
-         "resize_scales", "hann", "affine_grid"]
+         "resize_scales", "hann", "affine_grid", "pool_unpool"]
 
 
 @pytest.mark.parametrize("name", NAMES)

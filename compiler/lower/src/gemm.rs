@@ -47,6 +47,12 @@ pub fn packable(b: Option<&TensorData>, inputs: &[TensorType]) -> bool {
 /// rows may be run-time dims (then a Gemm's C must be fixed and the same for every
 /// row, and a MatMul's bias is a vector).
 pub fn plan(n: &Node) -> Option<Shape> {
+    plan_any(n).filter(|s| s.k > 0 && s.n > 0)
+}
+
+/// [`plan`] before empty products (no columns or no terms, which the generic kernel
+/// handles) are ruled out.
+fn plan_any(n: &Node) -> Option<Shape> {
     let b = n.consts.get(1).copied().flatten();
     if !packable(b, n.inputs) {
         return None;

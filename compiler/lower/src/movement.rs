@@ -409,20 +409,22 @@ fn first(slot: &mut Option<LowerError>, f: impl FnOnce() -> Result<(), LowerErro
 /// ScatterElements: in index order (later updates win), each update goes to the result
 /// position its index names along the axis (wrapped when negative, clamped into range).
 pub fn scatter_elements(name: &str, n: &Node, op: &ScatterElements) -> Result<Kernel, LowerError> {
-    let d = n.fixed_in(0)?;
+    // The data's extents may be run-time dims (a MaxUnpool into a computed shape); the
+    // indices and updates have known ones.
+    let d = Node::dims(&n.inputs[0]);
     let id = n.fixed_in(1)?;
     let a = dlc_ir::ops::normalize_axis(op.axis, d.len()).ok_or_else(|| n.error("axis out of range"))?;
     let (mut b, elem) = scatter_start(name, n)?;
-    if id.contains(&0) || d[a] == 0 {
+    if id.contains(&0) || d[a].as_const() == Some(0) {
         return Ok(b.finish());
     }
-    let (ds, is) = (contiguous_strides(&fixed(&d)), contiguous_strides(&fixed(&id)));
-    let (idt, extent) = (n.inputs[1].dtype, d[a] as i64);
+    let (ds, is) = (contiguous_strides(&d), contiguous_strides(&fixed(&id)));
+    let (idt, extent) = (n.inputs[1].dtype, d[a].clone());
     let mut err = None;
     b.nest(&fixed(&id), LoopKind::Serial, |b, idx| {
         first(&mut err, || {
             let j = linear(idx, &is, Expr::c(0));
-            let k = load_index(b, 1, idt, j.clone(), extent);
+            let k = load_index_expr(b, 1, idt, j.clone(), &extent);
             let mut at = idx.to_vec();
             at[a] = Expr::val(k);
             let u = b.load(Ty::scalar(elem), 2, j, elem.bytes());

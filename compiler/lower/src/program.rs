@@ -317,16 +317,19 @@ fn prologue(
         }
         v.iter().any(|s| computed.contains(s))
     };
-    let mut stack: Vec<dlc_ir::NodeId> = plan
+    // (node, whether only its shape operand is needed: a Values bind, for its symbols;
+    // a node whose result is read needs every operand, a Bind's viewed one included).
+    let mut stack: Vec<(dlc_ir::NodeId, bool)> = plan
         .order
         .iter()
         .copied()
         .filter(|&id| matches!(&g.node(id).op, Op::Bind(b) if b.symbols().any(|s| computed.iter().any(|c| c == s))))
+        .map(|id| (id, true))
         .collect();
     let mut seen = std::collections::HashSet::new();
     let mut steps = Vec::new();
-    while let Some(id) = stack.pop() {
-        if !seen.insert(id) {
+    while let Some((id, shape_only)) = stack.pop() {
+        if !seen.insert((id, shape_only)) {
             continue;
         }
         let node = g.node(id);
@@ -348,8 +351,9 @@ fn prologue(
             Some(r) => steps.extend(r.clone().map(|i| i as u32)),
             None => {}
         }
-        // A Bind's result is a view of its first operand: readers read that.
-        stack.extend(g.operands(id).iter().map(|v| v.node));
+        let operands = g.operands(id);
+        let read = if shape_only { &operands[1..] } else { &operands[..] };
+        stack.extend(read.iter().map(|v| (v.node, false)));
     }
     steps.sort_unstable();
     steps.dedup();

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Conv", conv);
     reg.insert("MaxPool", maxpool);
+    reg.insert("MaxUnpool", maxunpool);
     reg.insert("LpPool", lp_pool);
     reg.insert("LRN", lrn);
     reg.insert("GridSample", |cx| {
@@ -242,11 +243,159 @@ fn pool_op(cx: &mut NodeCx, x: Value, w: Window, make: impl FnOnce(Window) -> Op
     cx.add1("", make(w), &[x])
 }
 
+/// MaxPool's Indices output (2-D): for each kernel offset, the input element it reads
+/// at every output position (a Gather of the flattened image by constant positions);
+/// the first offset, in the window's row-major order, whose element equals the maximum
+/// gives the index: `(n * C + c) * H * W` plus `h * W + w` (`w * H + h` with
+/// `storage_order = 1`).
+fn maxpool_indices(cx: &mut NodeCx, x: Value, y: Value) -> Result<Value, String> {
+    let (xt, yt) = (cx.ty(x), cx.ty(y));
+    let (xd, yd) = match (xt.shape.as_fixed(), yt.shape.as_fixed()) {
+        (Some(a), Some(b)) if a.len() == 4 => (a, b),
+        _ => return Err(format!("the Indices output needs a 2-D pool with known dims, got {xt}")),
+    };
+    if auto_pad(cx)? != AutoPad::NotSet {
+        return Err("the Indices output with auto_pad is not supported yet".into());
+    }
+    let w = Window::read(cx);
+    let at = |v: &[i64], i: usize, d: i64| v.get(i).copied().unwrap_or(d);
+    let (kh, kw) = (at(&w.kernel_shape, 0, 1), at(&w.kernel_shape, 1, 1));
+    let (sh, sw) = (at(&w.strides, 0, 1), at(&w.strides, 1, 1));
+    let (dh, dw) = (at(&w.dilations, 0, 1), at(&w.dilations, 1, 1));
+    let (pt, pl) = (at(&w.pads, 0, 0), at(&w.pads, 1, 0));
+    let column_major = cx.int("storage_order", 0) == 1;
+    let (n, c, h, wd) = (xd[0], xd[1], xd[2] as i64, xd[3] as i64);
+    let (oh, ow) = (yd[2] as i64, yd[3] as i64);
+    let flat = cx.add1("image_flat", Reshape { shape: vec![n as i64, c as i64, h * wd], allowzero: false }, &[x])?;
+    let yf = cx.add1("max_flat", Reshape { shape: vec![n as i64, c as i64, oh * ow], allowzero: false }, &[y])?;
+    let big = i64::MAX;
+    let mut best = cx.i64_const(&[1], &[big])?;
+    // Offsets last to first, so that the first matching one wins.
+    for i in (0..kh).rev() {
+        for j in (0..kw).rev() {
+            let mut pos = Vec::with_capacity((oh * ow) as usize);
+            let mut idx = Vec::with_capacity(pos.capacity());
+            let mut valid = Vec::with_capacity(pos.capacity());
+            for a in 0..oh {
+                for b in 0..ow {
+                    let (r, q) = (a * sh - pt + i * dh, b * sw - pl + j * dw);
+                    let inside = (0..h).contains(&r) && (0..wd).contains(&q);
+                    pos.push(if inside { r * wd + q } else { 0 });
+                    idx.push(if column_major { q * h + r } else { r * wd + q });
+                    valid.push(inside as u8);
+                }
+            }
+            let m = (oh * ow) as u64;
+            let posv = cx.i64_const(&[m], &pos)?;
+            let v = cx.add1(&format!("tap{i}_{j}"), Gather { axis: 2 }, &[flat, posv])?;
+            let eq = cx.add1(&format!("is_max{i}_{j}"), Equal {}, &[v, yf])?;
+            let valid = dlc_ir::TensorData::new(dlc_ir::TensorType::fixed(dlc_ir::DType::Bool, &[m]), valid.into());
+            let valid = cx.add_const(valid.ok_or("mask")?);
+            let hit = cx.add1(&format!("hit{i}_{j}"), And {}, &[eq, valid])?;
+            let idxv = cx.i64_const(&[m], &idx)?;
+            best = cx.add1(&format!("best{i}_{j}"), Where {}, &[hit, idxv, best])?;
+        }
+    }
+    let base: Vec<i64> = (0..(n * c) as i64).map(|k| k * h * wd).collect();
+    let base = cx.i64_const(&[n, c, 1], &base)?;
+    let best = cx.add1("image_index", Add {}, &[best, base])?;
+    cx.add1("indices", Reshape { shape: vec![n as i64, c as i64, oh, ow], allowzero: false }, &[best])
+}
+
+/// MaxUnpool (2-D and up): zeros of the output shape with each input value scattered
+/// to its flat index into the whole output (checked at run time like any scatter
+/// index). The output shape is `output_shape` (constant, or known only at run time:
+/// computed dims), else `(in - 1) * stride - pads + kernel` per spatial axis. This is
+/// ONNX Runtime's kernel; ONNX's reference instead scatters into the default shape and
+/// pads it at the end, which differs when `output_shape` is larger
+/// (`test_maxunpool_export_with_output_shape` expects the reference's).
+fn maxunpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (x, i) = (cx.input(0)?, cx.input(1)?);
+    let xt = cx.ty(x);
+    let xd = xt.shape.as_fixed().ok_or_else(|| format!("needs known dims, got {xt}"))?;
+    let r = xd.len();
+    if r < 3 || cx.ty(i).shape != xt.shape {
+        return Err(format!("X {xt} and I {} must have one shape of rank 3 or more", cx.ty(i)));
+    }
+    let w = Window::read(cx);
+    let k = r - 2;
+    let nc = (xd[0] * xd[1]) as i64;
+    let mut x = x;
+    // The spatial extents.
+    let spatial: Vec<dlc_ir::Expr> = match cx.opt_input(2)? {
+        Some(shape) => {
+            if cx.ty(shape).shape.numel() != Some(r as u64) {
+                return Err(format!("output_shape {} must give {r} dims for {xt}", cx.ty(shape)));
+            }
+            let shape = if cx.ty(shape).dtype == dlc_ir::DType::I64 {
+                shape
+            } else {
+                cx.add1("output_shape_i64", Cast::new(dlc_ir::DType::I64), &[shape])?
+            };
+            // Its batch and channel entries must be X's (else -1: the run fails).
+            let ncv = cx.i64_const(&[2], &[xd[0] as i64, xd[1] as i64])?;
+            let head =
+                cx.add1("shape_nc", Slice { starts: vec![0], ends: vec![2], axes: vec![0], steps: vec![] }, &[shape])?;
+            let tail = cx.add1(
+                "shape_spatial",
+                Slice { starts: vec![2], ends: vec![r as i64], axes: vec![0], steps: vec![] },
+                &[shape],
+            )?;
+            let same = cx.add1("nc_same", Equal {}, &[head, ncv])?;
+            let bad = cx.i64_const(&[2], &[-1, -1])?;
+            let head = cx.add1("nc_checked", Where {}, &[same, ncv, bad])?;
+            let checked = cx.add1("shape_checked", Concat { axis: 0 }, &[head, tail])?;
+            let (view, e) = super::bind::computed_dims(cx, x, checked, "output_shape")?;
+            x = view;
+            e.into_iter().skip(2).collect()
+        }
+        None => {
+            let mut d = Vec::with_capacity(k);
+            for a in 0..k {
+                let kk = *w.kernel_shape.get(a).ok_or("kernel_shape is required")?;
+                let s = w.strides.get(a).copied().unwrap_or(1);
+                let p = w.pads.get(a).copied().unwrap_or(0) + w.pads.get(a + k).copied().unwrap_or(0);
+                let o = (xd[2 + a] as i64 - 1) * s - p + kk;
+                if o < 0 {
+                    return Err(format!("the output extent {o} along spatial axis {a} is negative"));
+                }
+                d.push(o);
+            }
+            d.into_iter().map(dlc_ir::Expr::c).collect()
+        }
+    };
+    // One scatter over the flattened output, as ONNX Runtime's kernel does.
+    let total = spatial.iter().fold(dlc_ir::Expr::c(nc), |a, d| &a * d);
+    let dt = xt.dtype;
+    let zero =
+        dlc_ir::TensorData::new(dlc_ir::TensorType::fixed(dt, &[1]), vec![0u8; dt.size()].into()).ok_or("zero")?;
+    let zero = cx.add_const(zero);
+    let zeros = super::shapes::expand_to(cx, zero, &[total], "zeros")?;
+    let all = xd.iter().product::<u64>() as i64;
+    let xf = cx.add1("values_flat", Reshape { shape: vec![all], allowzero: false }, &[x])?;
+    let i_f = cx.add1("indices_flat", Reshape { shape: vec![all], allowzero: false }, &[i])?;
+    let op = ScatterElements { axis: 0, reduction: ScatterReduction::None };
+    let y = cx.add1("scattered", op, &[zeros, i_f, xf])?;
+    let mut dims = vec![xd[0].to_string(), xd[1].to_string()];
+    dims.extend(spatial.iter().map(|e| e.to_string()));
+    cx.add("", View { dims: dims.join(";") }, &[y])
+}
+
 fn maxpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     if cx.node.output.get(1).is_some_and(|o| !o.is_empty()) {
-        return Err("the Indices output is not supported".into());
+        let x = cx.input(0)?;
+        if cx.ty(x).shape.rank() != 4 {
+            return Err("the Indices output is supported for 2-D pools only".into());
+        }
+        let y = maxpool_values(cx)?;
+        let idx = maxpool_indices(cx, x, y)?;
+        return Ok(vec![y, idx]);
     }
     cx.require_int("storage_order", 0)?;
+    Ok(vec![maxpool_values(cx)?])
+}
+
+fn maxpool_values(cx: &mut NodeCx) -> Result<Value, String> {
     let (auto_pad, ceil_mode) = (auto_pad(cx)?, cx.int("ceil_mode", 0) != 0);
     let x = cx.input(0)?;
     let dt = cx.ty(x).dtype;
@@ -256,7 +405,7 @@ fn maxpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     if cx.ty(x).shape.rank() == 5 {
         let a = attrs3d(Window::read(cx), auto_pad, ceil_mode);
         let y = super::window3d::build(cx, super::window3d::Kind::Max, x, None, None, &a)?;
-        return Ok(vec![if small_int { cx.add1("back", Cast::new(dt), &[y])? } else { y }]);
+        return if small_int { cx.add1("back", Cast::new(dt), &[y]) } else { Ok(y) };
     }
     let y = pool_op(cx, x, Window::read(cx), |w| {
         MaxPool {
@@ -269,7 +418,10 @@ fn maxpool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         }
         .into()
     })?;
-    Ok(vec![if small_int { cx.add1("back", Cast::new(dt), &[y])? } else { y }])
+    if small_int {
+        return cx.add1("back", Cast::new(dt), &[y]);
+    }
+    Ok(y)
 }
 
 /// A 1-D ConvTranspose as the 2-D one over a height of 1: `[N, C, L]` viewed as

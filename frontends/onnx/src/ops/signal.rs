@@ -78,6 +78,10 @@ fn dft_along(cx: &mut NodeCx, x: Value, d: &Dft, tag: &str) -> Result<Value, Str
     let dims = t.shape.as_fixed().ok_or_else(|| format!("DFT needs known dims, got {t}"))?;
     let c = dims[r - 1];
     let l = dims[d.axis] as usize;
+    let n = d.len.map_or(if d.inverse && d.onesided { 2 * l.saturating_sub(1) } else { l }, |n| n as usize);
+    if n == 0 || l == 0 {
+        return Err(format!("a DFT of length {n} over {l} elements along axis {} of {t}", d.axis));
+    }
     // The real and imaginary parts, as [..] (the last dim dropped).
     let part = |cx: &mut NodeCx, j: i64| -> Result<Value, String> {
         let op = Slice { starts: vec![j], ends: vec![j + 1], axes: vec![r as i64 - 1], steps: vec![] };
@@ -174,7 +178,11 @@ fn dft(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
                 let av = cx.add1("axis_normalised", Where {}, &[neg, up, av])?;
                 let mut picked: Option<(Value, Value)> = None;
                 for a in 0..r - 1 {
-                    let y = dft_along(cx, xf, &Dft { axis: a, inverse, onesided, len }, &format!("axis{a}_"))?;
+                    // An axis the transform cannot run along (length 0) is not a candidate.
+                    let Ok(y) = dft_along(cx, xf, &Dft { axis: a, inverse, onesided, len }, &format!("axis{a}_"))
+                    else {
+                        continue;
+                    };
                     let is = cx.i64_const(&[], &[a as i64])?;
                     let hit = cx.add1(&format!("axis_is_{a}"), Equal {}, &[av, is])?;
                     picked = Some(match picked {
