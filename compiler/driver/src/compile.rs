@@ -1122,7 +1122,9 @@ fn header(m: &Manifest, model: &Path) -> String {
             " * minimum: {}). Workspace bytes: {}. */\n",
             m.symbols
                 .iter()
-                .map(|s| if s.data {
+                .map(|s| if s.computed {
+                    format!("{} computed by shape_values before the run", s.name)
+                } else if s.data {
                     format!("{} computed by run_dims", s.name)
                 } else {
                     format!("{} >= {}", s.name, s.min)
