@@ -128,21 +128,10 @@ fn build_size_checked<'ctx>(
 }
 
 /// Loads `dims[i]` for every symbol of `p` and branches to a block returning `fail`
-/// (an `i32` or `i64` constant) when one is below its minimum.
+/// (an `i32` or `i64` constant) when one is below its minimum. With `computed_zero`,
+/// computed symbols are 0 instead (the prologue, which computes them, lays the arena
+/// out that way).
 fn load_dims<'ctx>(
-    cx: &'ctx Context,
-    b: &Builder<'ctx>,
-    f: FunctionValue<'ctx>,
-    p: &Program,
-    dims: PointerValue<'ctx>,
-    fail: inkwell::values::BasicValueEnum<'ctx>,
-) -> R<HashMap<String, IntValue<'ctx>>> {
-    load_dims_as(cx, b, f, p, dims, fail, false)
-}
-
-/// [`load_dims`]; with `computed_zero`, computed symbols are 0 instead (the prologue,
-/// which computes them, lays the arena out that way).
-fn load_dims_as<'ctx>(
     cx: &'ctx Context,
     b: &Builder<'ctx>,
     f: FunctionValue<'ctx>,
@@ -413,7 +402,7 @@ fn emit_prologue<'ctx>(
     };
     let (ins, ws, caller, pool) = (param(0)?, param(1)?, param(2)?, [param(3)?, param(4)?]);
     let fail = i32t.const_int(abi::STATUS_BAD_DIMS as u64, true).into();
-    let syms = load_dims_as(cx, &b, f, p, caller, fail, true)?;
+    let syms = load_dims(cx, &b, f, p, caller, fail, true)?;
     let n = i64t.const_int(p.symbols.len() as u64, false);
     let local = b.build_array_alloca(i64t, n, "dims")?;
     b.build_memcpy(local, 8, caller, 8, i64t.const_int(8 * p.symbols.len() as u64, false))?;
@@ -436,12 +425,17 @@ fn emit_prologue<'ctx>(
     // Each step's first bind site, as the run numbers them.
     let mut site = 0;
     let mut first_site = Vec::with_capacity(p.schedule.len());
+    fn binds(st: &Step) -> usize {
+        match st {
+            Step::Bind { .. } => 1,
+            Step::If { then, els, .. } => then.iter().chain(els).map(binds).sum(),
+            Step::Loop { body, .. } => body.iter().map(binds).sum(),
+            _ => 0,
+        }
+    }
     for st in &p.schedule {
         first_site.push(site);
-        let mut n = 0;
-        let one = Program { schedule: vec![st.clone()], ..Program::default() };
-        one.visit_steps(&mut |x| n += matches!(x, Step::Bind { .. }) as usize);
-        site += n;
+        site += binds(st);
     }
     for &i in &p.prologue {
         s.site.set(first_site[i as usize]);
@@ -542,7 +536,7 @@ pub(crate) fn emit<'ctx>(
     let (dims, pool) =
         if symbolic { (Some(param(3)?), [param(4)?, param(5)?]) } else { (None, [param(3)?, param(4)?]) };
     let sym_vals = match dims {
-        Some(d) => load_dims(cx, &b, run, p, d, i32t.const_int(abi::STATUS_BAD_DIMS as u64, true).into())?,
+        Some(d) => load_dims(cx, &b, run, p, d, i32t.const_int(abi::STATUS_BAD_DIMS as u64, true).into(), false)?,
         None => HashMap::new(),
     };
     // With data symbols, kernels read a local copy of the dims that `bind` steps write;
@@ -602,7 +596,7 @@ pub(crate) fn emit<'ctx>(
         );
         b.position_at_end(cx.append_basic_block(wf, "entry"));
         let d = wf.get_nth_param(0).ok_or_else(|| bad("workspace_size_dims parameter"))?.into_pointer_value();
-        let vals = load_dims(cx, b, wf, p, d, i64t.const_all_ones().into())?;
+        let vals = load_dims(cx, b, wf, p, d, i64t.const_all_ones().into(), false)?;
         let (n, ovf) = build_size_checked(cx, b, module, &p.arena_bytes, &vals)?;
         let n = b.build_select(ovf, i64t.const_all_ones(), n, "")?;
         b.build_return(Some(&n))?;

@@ -69,14 +69,14 @@ fn tensor(name: &str, data: &TensorData) -> TensorProto {
     t
 }
 
-enum A {
+pub(crate) enum A {
     I(i64),
     F(f32),
     S(String),
     Is(Vec<i64>),
 }
 
-fn attr(name: &str, a: A) -> AttributeProto {
+pub(crate) fn attr(name: &str, a: A) -> AttributeProto {
     let mut p = AttributeProto::new();
     p.name = name.to_string();
     let ty = match a {

@@ -344,15 +344,7 @@ impl<'m> Importer<'m> {
             // run time: the shape values become tensors.
             let uses_shape = uses_shape && !shapes::materialize_for_data(&mut cx).map_err(node_err)?;
             let outs: Vec<Out> = if crate::ops::sequence::applies(&cx) {
-                use crate::ops::sequence::SeqOut;
-                crate::ops::sequence::build(&mut cx)
-                    .map_err(node_err)?
-                    .into_iter()
-                    .map(|o| match o {
-                        SeqOut::Value(v) => Out::Value(v),
-                        SeqOut::Seq(s) => Out::Seq(s),
-                    })
-                    .collect()
+                crate::ops::sequence::build(&mut cx).map_err(node_err)?
             } else if uses_shape || (takes_shape && shapes::symbolic_shape(&mut cx).map_err(node_err)?) {
                 shapes::build(&mut cx).map_err(node_err)?
             } else {

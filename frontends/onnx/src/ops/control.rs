@@ -334,8 +334,7 @@ pub(crate) struct BodyNode<'a> {
 /// so that it computes exactly what the `_expanded` cases do: `body`'s local names are
 /// prefixed with the node's name; returns the values of `outputs`.
 pub(crate) fn expand(cx: &mut NodeCx, body: Vec<BodyNode>, outputs: &[&str]) -> Result<Vec<Value>, String> {
-    use onnx_protobuf::attribute_proto::AttributeType;
-    use onnx_protobuf::{AttributeProto, NodeProto};
+    use onnx_protobuf::NodeProto;
     let base = format!("{}::", cx.name);
     let operands: Vec<String> = cx.node.input.clone();
     let local = |n: &str| -> String {
@@ -355,20 +354,9 @@ pub(crate) fn expand(cx: &mut NodeCx, body: Vec<BodyNode>, outputs: &[&str]) -> 
             n.name = format!("{base}{}_{i}", b.op);
             n.input = b.inputs.iter().map(|s| local(s)).collect();
             n.output = b.outputs.iter().map(|s| local(s)).collect();
-            for (name, v) in b.ints {
-                let mut a = AttributeProto::new();
-                a.name = name.to_string();
-                a.ints = v;
-                a.type_ = AttributeType::INTS.into();
-                n.attribute.push(a);
-            }
-            for (name, v) in b.int {
-                let mut a = AttributeProto::new();
-                a.name = name.to_string();
-                a.i = v;
-                a.type_ = AttributeType::INT.into();
-                n.attribute.push(a);
-            }
+            use crate::export::{attr, A};
+            n.attribute.extend(b.ints.into_iter().map(|(name, v)| attr(name, A::Is(v))));
+            n.attribute.extend(b.int.into_iter().map(|(name, v)| attr(name, A::I(v))));
             n
         })
         .collect();

@@ -7,6 +7,7 @@
 //! computed from the position (checked at run time like any Gather index). A model input
 //! or output that is a sequence is refused, and so is a position given at run time over
 //! elements of different shapes (the result's shape would depend on it).
+use super::shapes::Out;
 use super::NodeCx;
 use dlc_ir::ops::{Add, And, Concat, Equal, Gather, GreaterOrEqual, Less, Reshape, Where};
 use dlc_ir::Value;
@@ -29,12 +30,6 @@ pub(crate) fn register(reg: &mut std::collections::HashMap<&'static str, super::
     for op in OPS {
         reg.insert(op, |cx| Err(format!("internal: {} reached the tensor path", cx.node.op_type)));
     }
-}
-
-/// What a node here produces: a tensor or a sequence.
-pub(crate) enum SeqOut {
-    Value(Value),
-    Seq(Vec<Value>),
 }
 
 /// Operand `i` as a sequence.
@@ -119,30 +114,30 @@ fn pick(cx: &mut NodeCx, stacked: Value, idx: Value, j: usize) -> Result<Value, 
     cx.add1(&format!("pick{j}"), Gather { axis: 0 }, &[stacked, idx])
 }
 
-pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<SeqOut>, String> {
+pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
     let op = cx.node.op_type.clone();
     Ok(match op.as_str() {
-        "SequenceEmpty" => vec![SeqOut::Seq(Vec::new())],
+        "SequenceEmpty" => vec![Out::Seq(Vec::new())],
         "SequenceConstruct" => {
             let elems = (0..cx.node.input.len()).map(|i| cx.input(i)).collect::<Result<Vec<_>, _>>()?;
             if let Some(e) = elems.iter().find(|e| cx.ty(**e).dtype != cx.ty(elems[0]).dtype) {
                 return Err(format!("elements of different types ({} and {})", cx.ty(elems[0]), cx.ty(*e)));
             }
-            vec![SeqOut::Seq(elems)]
+            vec![Out::Seq(elems)]
         }
-        "Identity" => vec![SeqOut::Seq(seq(cx, 0)?)],
+        "Identity" => vec![Out::Seq(seq(cx, 0)?)],
         "SequenceLength" => {
             let n = seq(cx, 0)?.len() as i64;
-            vec![SeqOut::Value(cx.i64_const(&[], &[n])?)]
+            vec![Out::Value(cx.i64_const(&[], &[n])?)]
         }
         "SequenceAt" => {
             let s = seq(cx, 0)?;
             match position(cx, 1)?.ok_or("position (input 1) is required")? {
-                Ok(p) => vec![SeqOut::Value(s[normalise(p, s.len(), 0)?])],
+                Ok(p) => vec![Out::Value(s[normalise(p, s.len(), 0)?])],
                 Err(p) => {
                     let stacked = stack(cx, &s)?;
                     let p = wrap(cx, p, s.len())?;
-                    vec![SeqOut::Value(pick(cx, stacked, p, 0)?)]
+                    vec![Out::Value(pick(cx, stacked, p, 0)?)]
                 }
             }
         }
@@ -174,7 +169,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<SeqOut>, String> {
                         .collect::<Result<_, String>>()?;
                 }
             }
-            vec![SeqOut::Seq(s)]
+            vec![Out::Seq(s)]
         }
         "SequenceErase" => {
             let mut s = seq(cx, 0)?;
@@ -206,7 +201,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<SeqOut>, String> {
                         .collect::<Result<_, String>>()?;
                 }
             }
-            vec![SeqOut::Seq(s)]
+            vec![Out::Seq(s)]
         }
         "ConcatFromSequence" => {
             let s = seq(cx, 0)?;
@@ -228,7 +223,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<SeqOut>, String> {
             } else {
                 s
             };
-            vec![SeqOut::Value(if parts.len() == 1 {
+            vec![Out::Value(if parts.len() == 1 {
                 cx.add1("", dlc_ir::ops::Identity {}, &parts)?
             } else {
                 cx.add1("", Concat { axis: a as i64 }, &parts)?
@@ -303,7 +298,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<SeqOut>, String> {
                     None => return Err("a scalar split known only at run time is not supported yet".into()),
                 },
             };
-            vec![SeqOut::Seq(parts)]
+            vec![Out::Seq(parts)]
         }
         other => return Err(format!("internal: {other} is not a sequence op")),
     })
