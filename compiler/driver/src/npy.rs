@@ -103,6 +103,31 @@ fn check_header(bytes: &[u8]) -> Result<()> {
     if deepest > 3 {
         bail!("the header nests {deepest} deep; numpy writes a flat dict");
     }
+    // npyz multiplies the shape's dims (and a sub-array dtype's) unchecked, which panics
+    // in a debug build and wraps in a release one when the product overflows (found by
+    // fuzzing): every number outside quotes is a dim, and their product must fit in u64.
+    let (mut quote, mut number, mut product) = (None, None::<u64>, 1u64);
+    for &c in header.iter().chain(b" ") {
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'\'' | b'"') => quote = Some(c),
+            (None, b'0'..=b'9') => {
+                let digit = u64::from(c - b'0');
+                number = number.unwrap_or(0).checked_mul(10).and_then(|n| n.checked_add(digit));
+                if number.is_none() {
+                    bail!("a dim in the header's shape does not fit in 64 bits");
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(n) = number.take() {
+            product = product
+                .checked_mul(n)
+                .ok_or_else(|| anyhow::anyhow!("the header's shape has more than 2^64 elements"))?;
+        }
+    }
     Ok(())
 }
 
@@ -229,5 +254,22 @@ mod tests {
         assert_eq!(super::file_name("logits"), "logits.npy");
         assert_eq!(super::file_name("out/0:1 x"), "out_0_1_x.npy");
         assert_eq!(super::file_name("a.b-c_d"), "a.b-c_d.npy");
+    }
+}
+
+#[cfg(test)]
+mod fuzz_found {
+    use std::path::Path;
+
+    /// Found by the npy fuzz target: a header whose shape's element count overflows u64
+    /// (14984508623109546893 x 3) with leading zeros in the number.
+    #[test]
+    fn overflowing_shapes_are_errors() {
+        let mut bytes = b"\x93NUMPY\x01\x00v\x00{'descr': '<f2', 'fortran_order': False, 'shape': (0000000000000000014984508623109546893, 3), }".to_vec();
+        bytes.resize(128, b' ');
+        bytes[127] = b'\n';
+        bytes[8] = 118;
+        let err = super::read_bytes(&bytes, Path::new("x.npy")).unwrap_err();
+        assert!(format!("{err:#}").contains("x.npy"), "{err:#}");
     }
 }
