@@ -345,7 +345,7 @@ impl<'ctx> Sched<'_, 'ctx> {
                     self.b.build_unconditional_branch(done)?;
                     self.b.position_at_end(done);
                 }
-                Step::Loop { count, carried, body } => {
+                Step::Loop { count, index, cond, carried, scans, body } => {
                     let n = self.value(count, "a loop's trip count")?;
                     let pre = self.b.get_insert_block().ok_or_else(|| bad("no insert block"))?;
                     let (head, lb, done) = (
@@ -359,9 +359,31 @@ impl<'ctx> Sched<'_, 'ctx> {
                     i.add_incoming(&[(&i64t.const_zero(), pre)]);
                     let iv = i.as_basic_value().into_int_value();
                     let more = self.b.build_int_compare(IntPredicate::SLT, iv, n, "")?;
+                    let more = match cond {
+                        Some(c) => {
+                            let flag = self.b.build_load(self.cx.i8_type(), self.bufs[*c as usize], "flag")?;
+                            let zero = self.cx.i8_type().const_zero();
+                            let go = self.b.build_int_compare(IntPredicate::NE, flag.into_int_value(), zero, "")?;
+                            self.b.build_and(more, go, "")?
+                        }
+                        None => more,
+                    };
                     self.b.build_conditional_branch(more, lb, done)?;
                     self.b.position_at_end(lb);
+                    if let Some(b) = index {
+                        self.b.build_store(self.bufs[*b as usize], iv)?;
+                    }
                     self.steps(body)?;
+                    for (dst, src) in scans {
+                        let buf = &self.p.buffers[*src as usize];
+                        let size = self.value(&buf.bytes, &format!("the size of buffer '{}'", buf.name))?;
+                        let at = self.b.build_int_mul(iv, size, "")?;
+                        // SAFETY of the offset: `dst` holds `count` slots of `size` bytes
+                        // (the lowering sizes it so), and `iv < count`.
+                        let slot =
+                            unsafe { self.b.build_gep(self.cx.i8_type(), self.bufs[*dst as usize], &[at], "slot")? };
+                        self.b.build_memcpy(slot, 1, self.bufs[*src as usize], 1, size)?;
+                    }
                     for (to, from) in carried {
                         self.copy(*to, *from)?;
                     }

@@ -445,6 +445,9 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
     if let Op::Unique(u) = op {
         return unique(u, &ins);
     }
+    if let Op::Loop(l) = op {
+        return run_loop(l, inputs, out_types);
+    }
     if let (Op::BitCast(_), [x], [t]) = (op, inputs, out_types) {
         // The same bytes, read as the other type.
         let d = TensorData::new(t.clone(), std::sync::Arc::from(x.bytes()));
@@ -464,6 +467,7 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::TopK(k) => return top_k(k, &ins, out_types),
         Op::Nms(o) => return nms(o.center_point_box, inputs),
         Op::Unique(u) => return unique(u, &ins),
+        Op::Loop(l) => return run_loop(l, inputs, out_types),
         Op::Bind(b) => return bind(b, &ins, inputs),
         // Its offsets are symbols bound at run time.
         Op::Strided(_) => return Err(unsupported("windows at offsets computed at run time")),
@@ -1045,6 +1049,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::TopK(_)
         | Op::Nms(_)
         | Op::Unique(_)
+        | Op::Loop(_)
         | Op::ArgMin(_)
         | Op::NllLoss(_)
         | Op::CumSum(_) => return Err(unsupported(op.mnemonic())),
@@ -1078,6 +1083,54 @@ pub fn run_graph(g: &Graph, inputs: &[TensorData]) -> Result<Vec<TensorData>, Ev
         }
     }
     Ok(g.outputs().iter().map(|(_, v)| values[v].clone()).collect())
+}
+
+/// The most iterations a folded loop runs.
+const LOOP_LIMIT: i64 = 1 << 16;
+
+/// A loop over constant operands: its body run once per iteration (see
+/// [`dlc_ir::ops::Loop`] for the operands and results).
+fn run_loop(
+    l: &dlc_ir::ops::Loop,
+    inputs: &[TensorData],
+    out_types: &[TensorType],
+) -> Result<Vec<TensorData>, EvalError> {
+    let count = l.count_expr().and_then(|e| e.as_const()).ok_or_else(|| unsupported("loops counted at run time"))?;
+    if count > LOOP_LIMIT {
+        return Err(unsupported("loops this long"));
+    }
+    let n = l.carried as usize;
+    let first = usize::from(l.check);
+    let (cond, rest) = inputs.split_at(2);
+    let mut state: Vec<TensorData> = rest[..n].to_vec();
+    let outer = &rest[n..];
+    let mut go = cond[1].bytes().first().copied().unwrap_or(0) != 0;
+    let mut scans: Vec<Vec<u8>> = vec![Vec::new(); out_types.len().saturating_sub(n)];
+    let mut done = 0;
+    while go && done < count {
+        let iter =
+            TensorData::new(TensorType::fixed(DType::I64, &[]), std::sync::Arc::from(done.to_le_bytes().to_vec()))
+                .ok_or_else(|| EvalError::Invalid("iteration number".into()))?;
+        let mut args = vec![iter, cond[1].clone()];
+        args.extend(state.iter().cloned());
+        args.extend(outer.iter().cloned());
+        let res = run_graph(&l.body.0, &args)?;
+        if l.check {
+            go = res[0].bytes().first().copied().unwrap_or(0) != 0;
+        }
+        state = res[first..first + n].to_vec();
+        for (j, t) in res[first + n..].iter().enumerate() {
+            scans[j].extend_from_slice(t.bytes());
+        }
+        done += 1;
+    }
+    let mut out = state;
+    for (j, bytes) in scans.into_iter().enumerate() {
+        let mut t = out_types[n + j].clone();
+        t.shape.0[0] = dlc_ir::Dim::Fixed(done as u64);
+        out.push(TensorData::new(t, std::sync::Arc::from(bytes)).ok_or_else(|| unsupported("symbolic shapes"))?);
+    }
+    Ok(out)
 }
 
 fn is_f(t: &T) -> bool {
@@ -1321,6 +1374,7 @@ macro_rules! not_elementwise {
             | Op::TopK(_)
             | Op::Nms(_)
             | Op::Unique(_)
+            | Op::Loop(_)
             | Op::ArgMin(_)
             | Op::NllLoss(_)
             | Op::CumSum(_)

@@ -395,26 +395,40 @@ pub fn maxima(rule: BindRule, d: &[Dim], m: usize) -> Vec<Expr> {
 }
 
 /// The symbols that Bind nodes of `g` define, in the graph's topological order.
+/// Those of loop bodies follow their loop's (a body's steps bind them each iteration).
 pub fn data_symbols(g: &Graph) -> Vec<String> {
     let Ok(order) = g.topo_order() else { return Vec::new() };
     let mut out = Vec::new();
     for id in order {
-        if let Op::Bind(b) = &g.node(id).op {
-            out.extend(b.symbols().map(str::to_string));
+        match &g.node(id).op {
+            Op::Bind(b) => out.extend(b.symbols().map(str::to_string)),
+            Op::Loop(l) => out.extend(data_symbols(&l.body.0)),
+            _ => {}
         }
     }
     out
 }
 
 /// The symbols that Bind nodes of rule [`BindRule::Values`] define (computed dims, no
-/// bound), in the graph's topological order: a subset of [`data_symbols`].
+/// bound) and that some value's type in `g` mentions, in the graph's topological order:
+/// a subset of [`data_symbols`]. (One that no type mentions, such as a loop's trip
+/// count with no scan outputs, is only needed where its bind step runs: a plain data
+/// symbol.)
 pub fn computed_symbols(g: &Graph) -> Vec<String> {
     let Ok(order) = g.topo_order() else { return Vec::new() };
+    let mut mentioned = Vec::new();
+    for &id in &order {
+        for t in &g.node(id).outputs {
+            for d in &t.shape.0 {
+                d.expr().symbols(&mut mentioned);
+            }
+        }
+    }
     let mut out = Vec::new();
     for id in order {
         if let Op::Bind(b) = &g.node(id).op {
             if b.bind_rule() == Some(BindRule::Values) {
-                out.extend(b.symbols().map(str::to_string));
+                out.extend(b.symbols().filter(|s| mentioned.iter().any(|m| m == s)).map(str::to_string));
             }
         }
     }

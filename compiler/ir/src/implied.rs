@@ -106,7 +106,8 @@ fn required_equal(op: &Op, operands: &[TensorType], res: &[Dim]) -> Vec<(Dim, Di
         | OpKind::Window
         | OpKind::Normalization
         | OpKind::Reduction
-        | OpKind::Movement => {}
+        | OpKind::Movement
+        | OpKind::Control => {}
     }
     pairs
 }

@@ -37,6 +37,12 @@ pub fn print_graph(g: &Graph) -> Result<String, IrError> {
             write!(out, " {{{}}}", attrs.join(", ")).unwrap();
         }
         writeln!(out, " : {}  # {:?}", types.join(", "), node.name).unwrap();
+        if let Op::Loop(l) = &node.op {
+            // The body, indented under the loop.
+            for line in print_graph(&l.body.0)?.lines() {
+                writeln!(out, "    {line}").unwrap();
+            }
+        }
     }
     let outs: Vec<String> = g.outputs().iter().map(|(n, v)| format!("{n:?}={}", name_of(&num, *v))).collect();
     writeln!(out, "  return {}", outs.join(", ")).unwrap();

@@ -23,6 +23,9 @@ pub fn verify(g: &Graph) -> Result<(), IrError> {
             }
         }
         let types: Vec<TensorType> = edges.iter().map(|(_, v)| g.value_type(*v).clone()).collect();
+        if let crate::Op::Loop(l) = &node.op {
+            verify(&l.body.0).map_err(|e| IrError::Invalid(format!("in the body of loop '{}': {e}", node.name)))?;
+        }
         let inferred = node.op.infer(&node.name, &types)?;
         if inferred.len() != node.outputs.len() {
             return Err(IrError::Invalid(format!(

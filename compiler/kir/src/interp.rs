@@ -926,14 +926,34 @@ fn run_steps(p: &Program, st: &[Step], mem: &mut Mem, syms: &mut BTreeMap<String
                     run_steps(p, els, mem, &mut inner)?
                 }
             }
-            Step::Loop { count, carried, body } => {
+            Step::Loop { count, index, cond, carried, scans, body } => {
                 let n = count.eval(syms).map_err(|err| InterpError::Expr { kernel: "schedule".into(), err })?;
                 let mut inner = syms.clone();
-                for _ in 0..n {
+                for i in 0..n {
+                    if let Some(c) = cond {
+                        if mem.get(p, *c, &inner)?.first().copied().unwrap_or(0) == 0 {
+                            break;
+                        }
+                    }
+                    if let Some(b) = index {
+                        mem.put(p, *b, &i.to_le_bytes(), &inner)?;
+                    }
                     run_steps(p, body, mem, &mut inner)?;
+                    for (dst, src) in scans {
+                        let part = mem.get(p, *src, &inner)?;
+                        let mut all = mem.get(p, *dst, &inner)?;
+                        let at = i as usize * part.len();
+                        all.get_mut(at..at + part.len())
+                            .ok_or_else(|| InterpError::Fault {
+                                kernel: "schedule".into(),
+                                msg: format!("scan slot {i} lies outside {}", p.buffers[*dst as usize].name),
+                            })?
+                            .copy_from_slice(&part);
+                        mem.put(p, *dst, &all, &inner)?;
+                    }
                     for (to, from) in carried {
-                        let data = mem.get(p, *from, syms)?;
-                        mem.put(p, *to, &data, syms)?;
+                        let data = mem.get(p, *from, &inner)?;
+                        mem.put(p, *to, &data, &inner)?;
                     }
                 }
             }

@@ -603,13 +603,22 @@ pub enum Step {
         /// What it computes, for people (the graph node's name). No meaning.
         label: Option<String>,
     },
-    /// Runs `body` `count` times; after each iteration the buffers `(to, from)` of
-    /// `carried` are copied (ONNX `Loop`'s carried values).
+    /// Runs `body` up to `count` times (ONNX `Loop`): before each iteration, the
+    /// iteration's number (from 0) is stored as an i64 into buffer `index`, and the loop
+    /// ends when byte 0 of buffer `cond` is zero; after each iteration, buffer `src` of
+    /// each pair of `scans` is copied into buffer `dst` at byte offset `iteration *
+    /// size(src)` (a scan output), then the buffers `(to, from)` of `carried` are copied.
     Loop {
         /// The trip count.
         count: Expr,
+        /// An 8-byte buffer that receives the iteration number.
+        index: Option<u32>,
+        /// A one-byte boolean buffer checked before each iteration.
+        cond: Option<u32>,
         /// Carried pairs: `to` receives `from` after every iteration.
         carried: Vec<(u32, u32)>,
+        /// Scan pairs `(dst, src)`: `src` goes into slot `iteration` of `dst`.
+        scans: Vec<(u32, u32)>,
         /// The body.
         body: Vec<Step>,
     },

@@ -128,6 +128,24 @@ impl<'s> P<'s> {
         }
     }
 
+    /// `(%bA <- %bB, ...)`: a loop's buffer pairs.
+    fn buffer_pairs(&mut self) -> R<Vec<(u32, u32)>> {
+        self.expect("(")?;
+        let mut pairs = Vec::new();
+        if !self.eat(")") {
+            loop {
+                let to = self.reg('b')?;
+                self.expect("<-")?;
+                pairs.push((to, self.reg('b')?));
+                if self.eat(")") {
+                    break;
+                }
+                self.expect(",")?;
+            }
+        }
+        Ok(pairs)
+    }
+
     fn int(&mut self) -> R<i64> {
         self.ws();
         let neg = self.eat("-");
@@ -800,21 +818,12 @@ impl<'s> P<'s> {
                 }
                 "loop" => {
                     let count = self.expr()?;
+                    let index = if self.is_keyword("index") { Some(self.reg('b')?) } else { None };
+                    let cond = if self.is_keyword("while") { Some(self.reg('b')?) } else { None };
                     self.keyword("carry")?;
-                    self.expect("(")?;
-                    let mut carried = Vec::new();
-                    if !self.eat(")") {
-                        loop {
-                            let to = self.reg('b')?;
-                            self.expect("<-")?;
-                            carried.push((to, self.reg('b')?));
-                            if self.eat(")") {
-                                break;
-                            }
-                            self.expect(",")?;
-                        }
-                    }
-                    Step::Loop { count, carried, body: self.steps(kernels)? }
+                    let carried = self.buffer_pairs()?;
+                    let scans = if self.is_keyword("scan") { self.buffer_pairs()? } else { Vec::new() };
+                    Step::Loop { count, index, cond, carried, scans, body: self.steps(kernels)? }
                 }
                 _ => {
                     self.pos = at;

@@ -279,9 +279,21 @@ fn steps(out: &mut String, st: &[Step], depth: usize, kernels: &[Kernel]) {
                 steps(out, els, depth + 1, kernels);
                 let _ = writeln!(out, "{pad}}}");
             }
-            Step::Loop { count, carried, body } => {
+            Step::Loop { count, index, cond, carried, scans, body } => {
                 let c: Vec<String> = carried.iter().map(|(t, f)| format!("%b{t} <- %b{f}")).collect();
-                let _ = writeln!(out, "{pad}loop {count} carry ({}) {{", c.join(", "));
+                let mut head = format!("{pad}loop {count}");
+                if let Some(i) = index {
+                    let _ = write!(head, " index %b{i}");
+                }
+                if let Some(c) = cond {
+                    let _ = write!(head, " while %b{c}");
+                }
+                let _ = write!(head, " carry ({})", c.join(", "));
+                if !scans.is_empty() {
+                    let sc: Vec<String> = scans.iter().map(|(d, s)| format!("%b{d} <- %b{s}")).collect();
+                    let _ = write!(head, " scan ({})", sc.join(", "));
+                }
+                let _ = writeln!(out, "{head} {{");
                 steps(out, body, depth + 1, kernels);
                 let _ = writeln!(out, "{pad}}}");
             }

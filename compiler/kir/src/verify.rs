@@ -534,8 +534,11 @@ pub fn program(p: &Program) -> Result<(), VerifyError> {
                     steps(p, then)?;
                     steps(p, els)?;
                 }
-                Step::Loop { carried, body, .. } => {
-                    for (t, f) in carried {
+                Step::Loop { index, cond, carried, scans, body, .. } => {
+                    for b in index.iter().chain(cond) {
+                        buf(*b)?;
+                    }
+                    for (t, f) in carried.iter().chain(scans) {
                         buf(*t)?;
                         buf(*f)?;
                     }

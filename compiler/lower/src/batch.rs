@@ -133,6 +133,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::Compress(_)
         | Op::ResizeTaps(_)
         | Op::Iota(_)
+        | Op::Loop(_)
         | Op::Input(_)
         | Op::Const(_) => false,
     }

@@ -130,6 +130,7 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::NonZero(_)
         | Op::Nms(_)
         | Op::Unique(_)
+        | Op::Loop(_)
         | Op::Compress(_) => return None,
     })
 }

@@ -22,6 +22,7 @@ pub mod attention;
 pub mod batch;
 pub mod bind;
 pub mod check;
+pub mod control;
 pub mod conv;
 pub mod conv1x1;
 pub mod convblk;
@@ -340,6 +341,8 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         dlc_ir::pointwise!() | Op::Cast(_) | Op::Expand(_) | Op::Fused(_) => elementwise::map(kernel, n),
         Op::QuantPack(op) => quant::quant_pack(kernel, n, op),
         Op::QConv(op) => quant::qconv(kernel, n, op, t),
+        // A loop is schedule steps around its body's program (`program`), not a kernel.
+        Op::Loop(_) => Err(n.error("internal: a loop is lowered as schedule steps, not as a kernel")),
         // Sources have no kernel (listed, not `_`, so a new op does not compile until
         // someone decides how it is lowered).
         Op::Input(_) | Op::Const(_) => return None,

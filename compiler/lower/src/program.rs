@@ -12,7 +12,8 @@ use dlc_kir::{BufKind, Buffer, Expr, Program, Step, Symbol};
 use dlc_passes::{Location, MemoryPlan};
 use std::collections::HashMap;
 
-fn bytes(t: &TensorType) -> Expr {
+/// The size of a tensor of type `t` in bytes.
+pub(crate) fn bytes(t: &TensorType) -> Expr {
     Node::dims(t).iter().fold(Expr::c(t.dtype.size() as i64), |a, d| &a * d)
 }
 
@@ -87,15 +88,27 @@ pub fn index_check(g: &Graph, id: dlc_ir::NodeId, family: Family) -> Option<usiz
 /// (the manifest's bind sites: a failing step's status names its index here): Bind
 /// nodes and run-time index checks, each labelled with its node's name.
 pub fn bind_sites(g: &Graph, plan: &MemoryPlan, family: Family) -> Vec<String> {
-    plan.order
-        .iter()
-        .filter(|&&id| match &g.node(id).op {
+    let mut sites = Vec::new();
+    for &id in &plan.order {
+        let node = g.node(id);
+        let here = match &node.op {
             Op::Bind(_) => true,
             Op::Input(_) | Op::Const(_) => false,
+            // A loop's: its body's, in its body's order, named by the loop.
+            Op::Loop(_) => {
+                if let (Op::Loop(l), Some((_, layout))) = (&node.op, plan.loops.get(&id)) {
+                    let inner = bind_sites(&l.body.0, &layout.plan, family);
+                    sites.extend(inner.into_iter().map(|s| format!("{}/{s}", node.name)));
+                }
+                false
+            }
             _ => !plan.views.contains(&id) && index_check(g, id, family).is_some(),
-        })
-        .map(|&id| g.node(id).name.clone())
-        .collect()
+        };
+        if here {
+            sites.push(node.name.clone());
+        }
+    }
+    sites
 }
 
 /// Which kernels a program's calls run.
@@ -220,6 +233,28 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
             continue;
         }
         if matches!(node.op, Op::Input(_) | Op::Const(_)) || plan.views.contains(&id) {
+            continue;
+        }
+        if let Op::Loop(l) = &node.op {
+            let err = |reason: String| LowerError { node: node.name.clone(), op: "loop", reason };
+            if family != Family::Cpu {
+                return Err(err("loops run on the CPU only for now (compile for a CPU target)".into()));
+            }
+            let (ws_loc, layout) =
+                plan.loops.get(&id).ok_or_else(|| err("internal: the plan has no workspace".into()))?;
+            let ws =
+                plan.offset_expr(*ws_loc).ok_or_else(|| err("internal: the workspace is not in the arena".into()))?;
+            let mut outer = Vec::new();
+            for v in g.operands(id) {
+                let name = g.node(v.node).name.clone();
+                outer.push(buffer(&mut p, v, &name));
+            }
+            let results: Vec<u32> = (0..node.outputs.len() as u32)
+                .map(|port| buffer(&mut p, Value { node: id, port }, &node.name))
+                .collect();
+            let body = program(&l.body.0, &layout.plan, t, family)?;
+            let steps = crate::control::loop_steps(&mut p, &node.name, l, layout, &ws, &outer, &results, body)?;
+            p.schedule.extend(steps);
             continue;
         }
         let operands = g.operands(id);

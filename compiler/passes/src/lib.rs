@@ -17,7 +17,7 @@ pub use dce::Dce;
 pub use egraph::cost::Roofline;
 pub use egraph::{EGraphOpt, Limits, OptReport};
 pub use identity_elim::IdentityElim;
-pub use memory_plan::{plan_memory, size_units, Location, MemoryPlan, Region};
+pub use memory_plan::{loop_layout, plan_memory, size_units, Location, LoopLayout, MemoryPlan, Region};
 pub use promote_half::PromoteHalf;
 pub use stats::{graph_stats, op_flops, GraphStats};
 
@@ -92,8 +92,22 @@ pub fn pass_names() -> Vec<&'static str> {
     v
 }
 
-/// Runs `passes` in order, verifying after each and recording timings and dumps.
+/// Runs `passes` in order, verifying after each and recording timings and dumps; then
+/// runs them on each loop's body (its own graph), innermost first.
 pub fn run_pipeline(g: &mut Graph, passes: &[Box<dyn Pass>], cx: &mut PassCx) -> Result<(), PassError> {
+    for id in g.node_ids() {
+        if let dlc_ir::Op::Loop(l) = &mut g.node_mut(id).op {
+            // The body's own passes record no dumps (`--dump-after` prints the loop's
+            // body under the loop node of the outer graph).
+            let mut inner = PassCx { optimizer: None, ..PassCx::default() };
+            run_pipeline(std::sync::Arc::make_mut(&mut l.body.0), passes, &mut inner)?;
+            cx.timings.extend(inner.timings);
+        }
+    }
+    run_pipeline_here(g, passes, cx)
+}
+
+fn run_pipeline_here(g: &mut Graph, passes: &[Box<dyn Pass>], cx: &mut PassCx) -> Result<(), PassError> {
     let names = pass_names();
     if let Some(bad) = cx.dump_after.iter().find(|d| !names.contains(&d.as_str())) {
         return Err(PassError::UnknownPass(bad.clone(), names.join(", ")));

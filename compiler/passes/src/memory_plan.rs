@@ -72,6 +72,64 @@ pub struct MemoryPlan {
     pub unshared_bytes: u64,
     /// Nodes whose result shares its operand's bytes (no kernel runs for them).
     pub views: HashSet<NodeId>,
+    /// Each loop's workspace (its state and its body's arena, see [`LoopLayout`]): where
+    /// it starts. No other value shares it.
+    pub loops: HashMap<NodeId, (Location, LoopLayout)>,
+}
+
+/// A loop's workspace: byte offsets from its start of the iteration number (8 bytes),
+/// the condition and the body's condition (1 byte each), the carried values' current
+/// and next values, each scan output's value for one iteration, then the body's arena
+/// (the body's own plan).
+#[derive(Debug, Clone)]
+pub struct LoopLayout {
+    /// The iteration number (i64).
+    pub iter: Expr,
+    /// The condition checked before each iteration.
+    pub cond: Expr,
+    /// The body's condition output.
+    pub cond_out: Expr,
+    /// The carried values (the body's inputs).
+    pub state: Vec<Expr>,
+    /// Their next values (the body's outputs).
+    pub next: Vec<Expr>,
+    /// One iteration's scan outputs.
+    pub scans: Vec<Expr>,
+    /// The body's arena.
+    pub body: Expr,
+    /// The workspace's size.
+    pub bytes: Expr,
+    /// The body's plan.
+    pub plan: Box<MemoryPlan>,
+}
+
+/// `e` rounded up to [`ARENA_ALIGN`].
+fn align(e: &Expr) -> Expr {
+    let a = Expr::c(ARENA_ALIGN as i64);
+    &(e + &Expr::c(ARENA_ALIGN as i64 - 1)).floor_div(&a) * &a
+}
+
+/// The workspace layout of loop `l` (its body planned by [`plan_memory`]).
+pub fn loop_layout(l: &dlc_ir::ops::Loop) -> Result<LoopLayout, dlc_ir::IrError> {
+    let g = &*l.body.0;
+    let plan = plan_memory(g)?;
+    let bytes_of = |t: &TensorType| t.shape.0.iter().fold(Expr::c(t.dtype.size() as i64), |a, d| &a * &d.expr());
+    let mut at = Expr::c(0);
+    let mut take = |size: Expr| {
+        let here = at.clone();
+        at = align(&(&at + &size));
+        here
+    };
+    let (iter, cond, cond_out) = (take(Expr::c(8)), take(Expr::c(1)), take(Expr::c(1)));
+    let n = l.carried as usize;
+    let first = usize::from(l.check);
+    let ins: Vec<TensorType> = g.inputs().iter().map(|&id| g.node(id).outputs[0].clone()).collect();
+    let outs: Vec<TensorType> = g.outputs().iter().map(|(_, v)| g.value_type(*v).clone()).collect();
+    let state = ins[2..2 + n].iter().map(|t| take(bytes_of(t))).collect();
+    let next = outs[first..first + n].iter().map(|t| take(bytes_of(t))).collect();
+    let scans = outs[first + n..].iter().map(|t| take(bytes_of(t))).collect();
+    let body = take(plan.arena_expr());
+    Ok(LoopLayout { iter, cond, cond_out, state, next, scans, body, bytes: at, plan: Box::new(plan) })
 }
 
 impl MemoryPlan {
@@ -237,15 +295,37 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
             if region == 0 { Location::Arena(offset) } else { Location::Scaled { region: region as u32 - 1, offset } };
         locations.insert(v, loc);
     }
-    let arena_bytes = sizes[0];
-    let regions = units.into_iter().zip(sizes).skip(1).map(|(unit, size)| Region { unit, size }).collect();
+    let mut arena_bytes = sizes[0];
+    let mut regions: Vec<Region> =
+        units.into_iter().zip(sizes).skip(1).map(|(unit, size)| Region { unit, size }).collect();
+    // Each loop's workspace: after the fixed arena when its size is known, else in a
+    // region of its own after the others.
+    let mut loops = HashMap::new();
+    for &id in &order {
+        if let Op::Loop(l) = &g.node(id).op {
+            let layout = loop_layout(l)?;
+            let loc = match layout.bytes.as_const() {
+                Some(b) => {
+                    let off = arena_bytes.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
+                    arena_bytes = off + b.max(0) as u64;
+                    Location::Arena(off)
+                }
+                None => {
+                    let (size, unit) = units_of(layout.bytes.clone());
+                    regions.push(Region { unit, size: size.div_ceil(ARENA_ALIGN) * ARENA_ALIGN });
+                    Location::Scaled { region: regions.len() as u32 - 1, offset: 0 }
+                }
+            };
+            loops.insert(id, (loc, layout));
+        }
+    }
     for &id in &order {
         if views.contains(&id) {
             let v = Value { node: id, port: 0 };
             locations.insert(v, locations[&root[&v]]);
         }
     }
-    Ok(MemoryPlan { order, locations, arena_bytes, regions, unshared_bytes, views })
+    Ok(MemoryPlan { order, locations, arena_bytes, regions, unshared_bytes, views, loops })
 }
 
 #[cfg(test)]

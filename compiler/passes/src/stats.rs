@@ -39,6 +39,11 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         Op::GlobalAveragePool(_) => numel(0),
         Op::BatchNormalization(_) => 2 * out,
         Op::Fused(f) => f.steps.len() as u64 * out,
+        // The body's, once per iteration (a run-time count counts as one).
+        Op::Loop(l) => {
+            let per = graph_stats(&l.body.0).flops;
+            per.saturating_mul(l.count_expr().and_then(|c| c.as_const()).map_or(1, |c| c.max(0) as u64))
+        }
         Op::Softmax(_) => 5 * out,
         Op::LayerNormalization(_) => 8 * out,
         // A multiply-add per tap (K = idx's last dim) per result; the taps about 30 per row.

@@ -170,7 +170,7 @@ pub(crate) struct Importer<'m> {
     /// dims; `Range` over one counts in f32).
     pub float_shapes: std::collections::HashSet<String>,
     /// The run-time dims of the inputs (named in messages that could be fixed by pinning).
-    symbols: Vec<String>,
+    pub(crate) symbols: Vec<String>,
     /// While importing a branch of an `If` whose condition is known only at run time
     /// (computed speculatively, see `ops::control`): the conditions under which the
     /// branch is taken, each a bool scalar value and the polarity (true: then-branch).
@@ -178,7 +178,7 @@ pub(crate) struct Importer<'m> {
 }
 
 impl<'m> Importer<'m> {
-    fn new(path: &Path, model: &'m ModelProto) -> Self {
+    pub(crate) fn new(path: &Path, model: &'m ModelProto) -> Self {
         let name = model
             .graph
             .as_ref()

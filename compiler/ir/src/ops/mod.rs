@@ -8,6 +8,7 @@
 use crate::{IrError, TensorData, TensorType};
 use std::fmt;
 
+mod control;
 mod conv;
 mod elementwise;
 mod epilogue;
@@ -20,6 +21,7 @@ mod reduce;
 mod resize;
 mod source;
 
+pub use control::{Body, Loop};
 pub use conv::{
     AutoPad, AveragePool, Conv, ConvTranspose, GlobalAveragePool, GridSample, MaxPool, PoolGeometry, SampleMode,
     SamplePadding, Window, WindowAttrs,
@@ -553,7 +555,7 @@ op_table! {
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, TopK, NllLoss, CumSum,
     Reshape, Flatten, Transpose, Identity, BitCast, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
-    Bind, Strided, NonZero, Nms, Unique, Compress, Iota, View,
+    Bind, Strided, NonZero, Nms, Unique, Compress, Iota, View, Loop,
 }
 
 impl Op {
@@ -634,6 +636,8 @@ pub enum OpKind {
     Reduction,
     /// Copies and reindexing without arithmetic.
     Movement,
+    /// A region of its own: a loop's body graph.
+    Control,
 }
 
 impl Op {
@@ -654,6 +658,7 @@ impl Op {
             Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | BitCast(_) | Concat(_) | Gather(_)
             | GatherElements(_) | Slice(_) | Trilu(_) | Pad(_) | ScatterElements(_) | ScatterND(_) | Bind(_)
             | Strided(_) | NonZero(_) | Nms(_) | Unique(_) | Compress(_) | Iota(_) | View(_) => OpKind::Movement,
+            Loop(_) => OpKind::Control,
         }
     }
 }

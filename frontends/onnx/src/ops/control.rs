@@ -17,6 +17,7 @@ use std::collections::HashMap;
 pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("If", if_);
     reg.insert("Scan", scan);
+    reg.insert("Loop", loop_);
     reg.insert("CenterCropPad", center_crop_pad);
     reg.insert("CausalConvWithState", causal_conv_with_state);
 }
@@ -374,4 +375,220 @@ pub(crate) fn body<'a>(op: &'a str, inputs: &[&str], outputs: &[&str]) -> BodyNo
         ints: Vec::new(),
         int: Vec::new(),
     }
+}
+
+/// The names `g` reads that it does not define (its inputs, initializers and node
+/// outputs), nested subgraphs' included, in order of first use: what a loop body reads
+/// from the scope around it.
+fn free_names(g: &GraphProto, out: &mut Vec<String>) {
+    let mut defined: std::collections::HashSet<&str> =
+        g.input.iter().map(|i| i.name.as_str()).chain(g.initializer.iter().map(|t| t.name.as_str())).collect();
+    let need = |n: &str, defined: &std::collections::HashSet<&str>, out: &mut Vec<String>| {
+        if !n.is_empty() && !defined.contains(n) && !out.iter().any(|o| o == n) {
+            out.push(n.to_string());
+        }
+    };
+    for node in &g.node {
+        for i in &node.input {
+            need(i, &defined, out);
+        }
+        for a in &node.attribute {
+            for sg in a.g.iter().chain(&a.graphs) {
+                let mut inner = Vec::new();
+                free_names(sg, &mut inner);
+                for n in inner {
+                    need(&n, &defined, out);
+                }
+            }
+        }
+        defined.extend(node.output.iter().map(String::as_str));
+    }
+    for o in &g.output {
+        need(&o.name, &defined, out);
+    }
+}
+
+/// Whether a Loop body's condition output is its condition input (through Identity
+/// nodes) or the constant true: the loop then runs exactly its trip count (when its
+/// initial condition holds).
+fn condition_passes_through(cx: &NodeCx, body: &GraphProto) -> bool {
+    let (Some(out), Some(cond_in)) = (body.output.first(), body.input.get(1)) else { return false };
+    let mut name = out.name.as_str();
+    for _ in 0..=body.node.len() {
+        if name == cond_in.name {
+            return true;
+        }
+        match body.node.iter().find(|n| n.output.iter().any(|o| o == name)) {
+            Some(n) if n.op_type == "Identity" && n.domain.is_empty() && !n.input.is_empty() => name = &n.input[0],
+            Some(n) if n.op_type == "Constant" && n.domain.is_empty() => {
+                let value = n.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref());
+                return value
+                    .and_then(|t| crate::tensor::tensor_from_proto(t, &cx.imp.base).ok())
+                    .is_some_and(|t| t.ty().dtype == DType::Bool && t.bytes() == [1]);
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Loop (opsets 1-21): the body is a graph of its own (`dlc_ir::ops::Loop`), run by a
+/// `loop` step of the lowered program. A body whose condition output passes its input
+/// through (what exporters write for `for` loops) runs exactly the trip count (0 when
+/// the initial condition is false): its scan outputs are `[count, ...]`, the count a
+/// computed dim when only a run knows it. A body that computes its condition is checked
+/// before each iteration; its scan outputs, whose length only the run would know, are
+/// not supported yet.
+fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    use super::shapes::ShapeVal;
+    use dlc_ir::{Expr, Shape, TensorType};
+    let body = branch(cx, "body")?;
+    let n = cx.node.input.len().saturating_sub(2);
+    if body.input.len() != 2 + n {
+        return Err(format!(
+            "the body takes {} inputs; with {n} carried values it must take {}",
+            body.input.len(),
+            2 + n
+        ));
+    }
+    let k = body.output.len().checked_sub(1 + n).ok_or_else(|| {
+        format!("the body gives {} outputs; with {n} carried values it must give at least {}", body.output.len(), 1 + n)
+    })?;
+    let given = |i: usize| cx.node.input.get(i).filter(|s| !s.is_empty()).cloned();
+    let check = !condition_passes_through(cx, body);
+    let cond = match given(1) {
+        Some(_) => cx.input(1)?,
+        None => cx.add_const(
+            TensorData::new(TensorType::fixed(DType::Bool, &[]), std::sync::Arc::from(vec![1u8]))
+                .ok_or("internal: condition")?,
+        ),
+    };
+    let ct = cx.ty(cond);
+    if ct.dtype != DType::Bool || ct.shape.numel() != Some(1) {
+        return Err(format!("the condition must hold one bool, got {ct}"));
+    }
+    let cond_known = cx.imp.known.get(&cond).map(|t| t.bytes().first().is_some_and(|&b| b != 0));
+    // The trip count: a constant, an expression of the input dims, or a tensor only a
+    // run knows.
+    let shape_val: Option<ShapeVal> = given(0).and_then(|m| cx.imp.shape_values.get(&m).cloned());
+    let trip: Option<Value> = match (&shape_val, given(0)) {
+        (Some(_), _) | (None, None) => None,
+        (None, Some(_)) => Some(cx.input(0)?),
+    };
+    if let Some(m) = trip {
+        let t = cx.ty(m);
+        if !t.dtype.is_signed_int() || t.shape.numel() != Some(1) {
+            return Err(format!("the trip count must be one integer, got {t}"));
+        }
+    }
+    let trip_const = trip.and_then(|m| cx.imp.known.get(&m).and_then(|t| t.to_i64()).and_then(|v| v.first().copied()));
+    let trip_expr: Option<Expr> = match (&shape_val, trip_const) {
+        (Some(s), _) => Some(s.elems.first().cloned().ok_or("the trip count is empty")?),
+        (None, Some(c)) => Some(Expr::c(c.max(0))),
+        (None, None) => None,
+    };
+    if !check && given(0).is_none() {
+        return Err("the Loop has no trip count and its condition never turns false: it would run forever".into());
+    }
+    if check && k > 0 {
+        return Err("scan outputs of a Loop whose body computes its condition are not supported yet (their length \
+                    is known only when the loop ends)"
+            .into());
+    }
+    let zero = cx.i64_const(&[1], &[0])?;
+    let (count_v, count) = match (trip_expr, cond_known, check) {
+        // Known when the condition is (or is checked each iteration).
+        (Some(_), Some(false), false) => (zero, Expr::c(0)),
+        (Some(e), Some(true), false) | (Some(e), _, true) => (zero, e),
+        (None, _, true) if given(0).is_none() => (zero, Expr::c(i64::MAX)),
+        // Computed from the values when the model runs.
+        (e, _, _) => {
+            let m = match (trip, e) {
+                (Some(m), _) => m,
+                (None, Some(e)) => {
+                    let s = ShapeVal { elems: vec![e], scalar: false };
+                    super::shapes::shape_tensor(cx, &s, "trip_count")?
+                }
+                (None, None) => return Err("internal: no trip count".into()),
+            };
+            let m = if check || cond_known == Some(true) {
+                m
+            } else {
+                let m64 = match cx.ty(m).dtype {
+                    DType::I64 => m,
+                    _ => cx.add1("trip_count_i64", dlc_ir::ops::Cast::new(DType::I64), &[m])?,
+                };
+                cx.add1("runs", Where {}, &[cond, m64, zero])?
+            };
+            let (view, e) = super::bind::computed_dims(cx, m, m, "trip_count")?;
+            (view, e.into_iter().next().ok_or("internal: no count")?)
+        }
+    };
+    let mut operands = vec![count_v, cond];
+    for i in 0..n {
+        operands.push(cx.input(2 + i)?);
+    }
+    // The body: a graph of its own, its inputs the iteration number, the condition, the
+    // carried values and the outer values it reads (constants are copied in).
+    let mut sub = crate::import::Importer::new(&cx.imp.path, cx.imp.model);
+    sub.graph = dlc_ir::Graph::new(format!("{}/body", cx.name));
+    sub.symbols = cx.imp.symbols.clone();
+    let declare = |sub: &mut crate::import::Importer, name: &str, ty: TensorType| {
+        let v = sub.graph.add_input(name.to_string(), ty);
+        sub.values.insert(name.to_string(), v);
+    };
+    declare(&mut sub, &body.input[0].name, TensorType { dtype: DType::I64, shape: Shape(vec![]) });
+    declare(&mut sub, &body.input[1].name, ct.clone());
+    for i in 0..n {
+        let ty = cx.ty(operands[2 + i]);
+        declare(&mut sub, &body.input[2 + i].name, ty);
+    }
+    let mut free = Vec::new();
+    free_names(body, &mut free);
+    for f in free {
+        if let Some(s) = cx.imp.shape_values.get(&f) {
+            sub.shape_values.insert(f, s.clone());
+            continue;
+        }
+        let v = cx.imp.lookup(&f).map_err(|m| format!("its body reads '{f}': {m}"))?;
+        match cx.imp.known.get(&v) {
+            Some(t) => {
+                sub.initializers.insert(f, t.clone());
+            }
+            None => {
+                let ty = cx.ty(v);
+                declare(&mut sub, &f, ty);
+                operands.push(v);
+            }
+        }
+    }
+    for t in &body.initializer {
+        let data = crate::tensor::tensor_from_proto(t, &cx.imp.base).map_err(|m| format!("body: initializer: {m}"))?;
+        sub.initializers.insert(t.name.clone(), data);
+    }
+    sub.import_nodes(&body.node, &format!("{}/body/", cx.name)).map_err(|e| format!("in its body: {e}"))?;
+    for (i, o) in body.output.iter().enumerate() {
+        if i == 0 && !check {
+            continue;
+        }
+        let v = match sub.shape_values.get(&o.name) {
+            Some(s) => match s.elems.iter().map(Expr::as_const).collect::<Option<Vec<i64>>>() {
+                Some(vals) => {
+                    let dims: Vec<u64> = if s.scalar { vec![] } else { vec![vals.len() as u64] };
+                    sub.graph.add_const(o.name.clone(), TensorData::from_i64(&dims, &vals).ok_or("internal: shape")?)
+                }
+                None => return Err(format!("body output '{}' is a shape of run-time dims, not supported yet", o.name)),
+            },
+            None => sub.lookup(&o.name).map_err(|m| format!("body output '{}': {m}", o.name))?,
+        };
+        sub.graph.add_output(o.name.clone(), v);
+    }
+    dlc_ir::verify(&sub.graph).map_err(|e| format!("its body: {e}"))?;
+    let op = dlc_ir::ops::Loop {
+        body: dlc_ir::ops::Body(std::sync::Arc::new(sub.graph)),
+        count: count.to_string(),
+        carried: n as i64,
+        check,
+    };
+    cx.add("loop", op, &operands)
 }

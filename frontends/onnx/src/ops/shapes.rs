@@ -90,7 +90,7 @@ pub(crate) fn materialize_for_data(cx: &mut NodeCx) -> Result<bool, String> {
 /// Shape value `s` as an i64 tensor computed while the model runs: constants as they
 /// are, a run-time dim `e` as the sum of an Iota of `e` ones (an error when an element
 /// is not a dim, which could be negative).
-fn shape_tensor(cx: &mut NodeCx, s: &ShapeVal, n: &str) -> Result<Value, String> {
+pub(crate) fn shape_tensor(cx: &mut NodeCx, s: &ShapeVal, n: &str) -> Result<Value, String> {
     let mut parts = Vec::with_capacity(s.elems.len());
     for (j, e) in s.elems.iter().enumerate() {
         parts.push(match e.as_const() {

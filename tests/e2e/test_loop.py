@@ -1,0 +1,201 @@
+"""ONNX Loop: the body is compiled once as a graph of its own and run by a loop step of
+the artifact. A trip count given at run time runs any number of iterations (0 included)
+with carried values, scan outputs (their length a dim computed at run time) and outer
+values the body reads; a body that computes its condition stops when it turns false; a
+run-time batch sizes the loop's state; nested loops; each against ONNX Runtime. A loop
+over constants folds at compile time."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper
+
+from conftest import assert_close, dlc, dlc_run, ort_run
+
+
+def _vi(name, dtype, shape=None):
+    return h.make_tensor_value_info(name, dtype, shape)
+
+
+def _const(name, a):
+    return h.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(a), name + "_v"))
+
+
+def _save(path, nodes, inputs, outputs, opset=17):
+    g = h.make_graph(nodes, "g", inputs, outputs)
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", opset)]), str(path))
+    return path
+
+
+def _for_body(scale=0.5):
+    """y <- y * scale + x[i % 5] (x read from outside); scan: y; the condition passes through."""
+    nodes = [
+        h.make_node("Identity", ["cond_in"], ["cond_out"]),
+        _const("five", np.array(5, np.int64)),
+        _const("scale", np.array(scale, np.float32)),
+        h.make_node("Mod", ["i", "five"], ["row"]),
+        h.make_node("Gather", ["x", "row"], ["xr"], axis=0),
+        h.make_node("Mul", ["y_in", "scale"], ["ys"]),
+        h.make_node("Add", ["ys", "xr"], ["y_out"]),
+        h.make_node("Identity", ["y_out"], ["scan"]),
+    ]
+    return h.make_graph(nodes, "body", [_vi("i", T.INT64, []), _vi("cond_in", T.BOOL, []), _vi("y_in", T.FLOAT)],
+                        [_vi("cond_out", T.BOOL, []), _vi("y_out", T.FLOAT), _vi("scan", T.FLOAT, [3])])
+
+
+@pytest.fixture(scope="module")
+def for_loop(tmp_path_factory):
+    d = tmp_path_factory.mktemp("loop")
+    path = _save(d / "for.onnx", [h.make_node("Loop", ["m", "c", "y0"], ["y", "ys"], body=_for_body(), name="for")],
+                 [_vi("m", T.INT64, []), _vi("c", T.BOOL, []), _vi("y0", T.FLOAT, [3]), _vi("x", T.FLOAT, [5, 3])],
+                 [_vi("y", T.FLOAT), _vi("ys", T.FLOAT)])
+    art = d / "art"
+    dlc("compile", path, "-o", art)
+    return path, art
+
+
+@pytest.mark.parametrize("m,c", [(4, True), (0, True), (1, True), (7, True), (4, False)])
+def test_a_run_time_trip_count_runs_that_many_iterations(for_loop, m, c, tmp_path):
+    path, art = for_loop
+    rng = np.random.default_rng(m)
+    feeds = {"m": np.array(m, np.int64), "c": np.array(c), "y0": rng.standard_normal(3).astype(np.float32),
+             "x": rng.standard_normal((5, 3)).astype(np.float32)}
+    want = ort_run(path, feeds)
+    got = dlc_run(art, path, feeds, tmp_path)
+    for k in ("y", "ys"):
+        assert got[k].shape == want[k].shape, (k, got[k].shape, want[k].shape)
+        assert_close(got[k], want[k], f"{k} at m={m} c={c}")
+
+
+def test_a_negative_trip_count_fails_the_run_naming_the_loop(for_loop, tmp_path):
+    path, art = for_loop
+    feeds = {"m": np.array(-2, np.int64), "c": np.array(True), "y0": np.zeros(3, np.float32),
+             "x": np.zeros((5, 3), np.float32)}
+    args = []
+    for k, v in feeds.items():
+        np.save(tmp_path / f"{k}.npy", v)
+        args += ["--input", f"{k}={tmp_path / f'{k}.npy'}"]
+    p = dlc("run", art, *args, "-o", tmp_path / "o", check=False)
+    assert p.returncode == 1, p.stderr
+    assert "node 'for" in p.stderr and "a computed extent is negative" in p.stderr, p.stderr
+    assert "panicked" not in p.stderr
+
+
+def test_the_kir_text_form_keeps_the_loop(for_loop, tmp_path):
+    """`--emit kir`, then compiling the .kir file: the same results (a consistency check
+    of two dlc artifacts; each is compared with ORT)."""
+    path, _ = for_loop
+    direct = tmp_path / "direct"
+    dlc("compile", path, "-o", direct, "--emit", "so,kir")
+    kir = (direct / "model.kir").read_text()
+    assert " index %b" in kir and " scan (%b" in kir, kir[-3000:]
+    art = tmp_path / "from_kir"
+    dlc("compile", direct / "model.kir", "-o", art)
+    feeds = {"m": np.array(3, np.int64), "c": np.array(True), "y0": np.ones(3, np.float32),
+             "x": np.arange(15, dtype=np.float32).reshape(5, 3)}
+    want = ort_run(path, feeds)
+    w = tmp_path / "w"
+    w.mkdir()
+    got = dlc_run(art, path, feeds, w)
+    for k in ("y", "ys"):
+        assert_close(got[k], want[k], k)
+
+
+@pytest.fixture(scope="module")
+def while_loop(tmp_path_factory):
+    """Doubles a vector of a run-time batch until its sum passes a limit (at most 50
+    times); counts the iterations in a carried i64."""
+    d = tmp_path_factory.mktemp("while")
+    body = h.make_graph(
+        [
+            _const("two", np.array(2, np.float32)),
+            _const("one", np.array(1, np.int64)),
+            h.make_node("Mul", ["v_in", "two"], ["v_out"]),
+            h.make_node("Add", ["n_in", "one"], ["n_out"]),
+            h.make_node("ReduceSum", ["v_out"], ["s"], keepdims=0),
+            h.make_node("Less", ["s", "limit"], ["cond_out"]),
+        ],
+        "body", [_vi("i", T.INT64, []), _vi("cond_in", T.BOOL, []), _vi("v_in", T.FLOAT), _vi("n_in", T.INT64)],
+        [_vi("cond_out", T.BOOL, []), _vi("v_out", T.FLOAT), _vi("n_out", T.INT64)])
+    nodes = [_const("max", np.array(50, np.int64)),
+             h.make_node("Loop", ["max", "c", "v0", "n0"], ["v", "n"], body=body, name="while")]
+    path = _save(d / "while.onnx", nodes,
+                 [_vi("c", T.BOOL, []), _vi("v0", T.FLOAT, ["B"]), _vi("n0", T.INT64, []), _vi("limit", T.FLOAT, [])],
+                 [_vi("v", T.FLOAT), _vi("n", T.INT64)])
+    art = d / "art"
+    dlc("compile", path, "-o", art)
+    return path, art
+
+
+@pytest.mark.parametrize("batch,limit,c", [(3, 100.0, True), (1, 5.0, True), (6, 1e30, True), (4, 100.0, False)])
+def test_a_condition_the_body_computes_ends_the_loop(while_loop, batch, limit, c, tmp_path):
+    path, art = while_loop
+    feeds = {"c": np.array(c), "v0": np.linspace(0.5, 1.5, batch).astype(np.float32),
+             "n0": np.array(0, np.int64), "limit": np.array(limit, np.float32)}
+    want = ort_run(path, feeds)
+    got = dlc_run(art, path, feeds, tmp_path)
+    assert int(got["n"]) == int(want["n"]), (got["n"], want["n"])
+    assert_close(got["v"], want["v"], f"v at batch={batch} limit={limit} c={c}")
+
+
+def test_nested_loops_with_a_run_time_batch(tmp_path):
+    """An outer loop of m iterations whose body runs an inner loop of k iterations over a
+    state of a run-time batch; the outer one scans the inner one's result."""
+    inner = h.make_graph(
+        [h.make_node("Identity", ["ci"], ["co"]), h.make_node("Cast", ["j"], ["jf"], to=T.FLOAT),
+         h.make_node("Add", ["z_in", "jf"], ["z1"]), h.make_node("Mul", ["z1", "w"], ["z_out"])],
+        "inner", [_vi("j", T.INT64, []), _vi("ci", T.BOOL, []), _vi("z_in", T.FLOAT)],
+        [_vi("co", T.BOOL, []), _vi("z_out", T.FLOAT)])
+    outer = h.make_graph(
+        [h.make_node("Identity", ["c_in"], ["c_out"]),
+         h.make_node("Loop", ["k", "", "s_in"], ["s_mid"], body=inner, name="inner_loop"),
+         h.make_node("Tanh", ["s_mid"], ["s_out"]), h.make_node("Identity", ["s_out"], ["scan"])],
+        "outer", [_vi("i", T.INT64, []), _vi("c_in", T.BOOL, []), _vi("s_in", T.FLOAT)],
+        [_vi("c_out", T.BOOL, []), _vi("s_out", T.FLOAT), _vi("scan", T.FLOAT)])
+    path = _save(tmp_path / "nested.onnx", [h.make_node("Loop", ["m", "", "s0"], ["s", "scans"], body=outer, name="outer_loop")],
+                 [_vi("m", T.INT64, []), _vi("k", T.INT64, []), _vi("s0", T.FLOAT, ["B", 4]), _vi("w", T.FLOAT, [4])],
+                 [_vi("s", T.FLOAT), _vi("scans", T.FLOAT)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    rng = np.random.default_rng(3)
+    for m, k, b in [(3, 2, 2), (0, 4, 1), (2, 0, 5), (5, 3, 3)]:
+        feeds = {"m": np.array(m, np.int64), "k": np.array(k, np.int64),
+                 "s0": rng.standard_normal((b, 4)).astype(np.float32), "w": rng.uniform(0.5, 1.0, 4).astype(np.float32)}
+        want = ort_run(path, feeds)
+        got = dlc_run(art, path, feeds, tmp_path)
+        assert_close(got["s"], want["s"], f"s at m={m} k={k} batch={b}")
+        if m == 0:
+            # ORT gives an empty scan output the shape {0} when the body does not declare
+            # its shape; ONNX's is [0, B, 4].
+            assert want["scans"].size == 0 and got["scans"].shape == (0, b, 4), got["scans"].shape
+            continue
+        assert got["scans"].shape == want["scans"].shape, (got["scans"].shape, want["scans"].shape)
+        assert_close(got["scans"], want["scans"], f"scans at m={m} k={k} batch={b}")
+
+
+def test_a_loop_over_constants_folds_at_compile_time(tmp_path):
+    """A trip count and state known at compile time: the interpreter runs the loop, and
+    the compiled graph has no loop left."""
+    path = _save(tmp_path / "const.onnx",
+                 [_const("m", np.array(3, np.int64)), _const("y0", np.ones(3, np.float32)),
+                  _const("x", np.arange(15, dtype=np.float32).reshape(5, 3)),
+                  h.make_node("Loop", ["m", "", "y0"], ["y", "ys"], body=_for_body(), name="for"),
+                  h.make_node("Add", ["y", "a"], ["out"])],
+                 [_vi("a", T.FLOAT, [3])], [_vi("out", T.FLOAT), _vi("ys", T.FLOAT)])
+    dlc("compile", path, "-o", tmp_path / "ir", "--emit", "ir")
+    ir = (tmp_path / "ir" / "model.dlcir").read_text()
+    assert "= loop" not in ir, ir
+    dlc("compile", path, "-o", tmp_path / "art")
+    feeds = {"a": np.array([1, 2, 3], np.float32)}
+    want = ort_run(path, feeds)
+    got = dlc_run(tmp_path / "art", path, feeds, tmp_path)
+    for k in ("out", "ys"):
+        assert_close(got[k], want[k], k)
+
+
+def test_a_loop_that_would_run_forever_is_refused(tmp_path):
+    path = _save(tmp_path / "forever.onnx", [h.make_node("Loop", ["", "", "y0"], ["y", "ys"], body=_for_body(), name="forever")],
+                 [_vi("y0", T.FLOAT, [3]), _vi("x", T.FLOAT, [5, 3])], [_vi("y", T.FLOAT), _vi("ys", T.FLOAT)])
+    r = dlc("compile", path, "-o", tmp_path / "art", check=False)
+    assert r.returncode == 1 and "node 'forever'" in r.stderr and "it would run forever" in r.stderr, r.stderr
