@@ -199,3 +199,36 @@ def test_a_loop_that_would_run_forever_is_refused(tmp_path):
                  [_vi("y0", T.FLOAT, [3]), _vi("x", T.FLOAT, [5, 3])], [_vi("y", T.FLOAT), _vi("ys", T.FLOAT)])
     r = dlc("compile", path, "-o", tmp_path / "art", check=False)
     assert r.returncode == 1 and "node 'forever'" in r.stderr and "it would run forever" in r.stderr, r.stderr
+
+
+def test_a_carried_value_sliced_at_run_time_keeps_its_shape(tmp_path):
+    """`y += x[i:i+1]` (Slice bounds from the iteration number, so the slice's extent is
+    a run-time dim) carries a fixed-shape value: a bind checks the extent each
+    iteration; an iteration past x's end fails the run naming the check."""
+    body = h.make_graph(
+        [h.make_node("Identity", ["c_in"], ["c_out"]), _const("one", np.array(1, np.int64)),
+         h.make_node("Add", ["i", "one"], ["end"]), _const("axes0", np.array([0], np.int64)),
+         h.make_node("Unsqueeze", ["i", "axes0"], ["starts"]), h.make_node("Unsqueeze", ["end", "axes0"], ["ends"]),
+         h.make_node("Slice", ["x", "starts", "ends"], ["xs"]), h.make_node("Add", ["y_in", "xs"], ["y_out"]),
+         h.make_node("Identity", ["y_out"], ["scan"])],
+        "body", [_vi("i", T.INT64, []), _vi("c_in", T.BOOL, []), _vi("y_in", T.FLOAT, [1])],
+        [_vi("c_out", T.BOOL, []), _vi("y_out", T.FLOAT, [1]), _vi("scan", T.FLOAT, [1])])
+    path = _save(tmp_path / "slice.onnx", [h.make_node("Loop", ["m", "", "y0"], ["y", "ys"], body=body, name="sum")],
+                 [_vi("m", T.INT64, []), _vi("y0", T.FLOAT, [1]), _vi("x", T.FLOAT, [6])],
+                 [_vi("y", T.FLOAT, [1]), _vi("ys", T.FLOAT, [None, 1])])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    x = np.arange(1, 7, dtype=np.float32)
+    for m in (0, 3, 6):
+        feeds = {"m": np.array(m, np.int64), "y0": np.array([-2], np.float32), "x": x}
+        want = ort_run(path, feeds)
+        got = dlc_run(art, path, feeds, tmp_path)
+        assert_close(got["y"], want["y"], f"y at m={m}")
+        assert got["ys"].shape == (m, 1) and (m == 0 or np.allclose(got["ys"], want["ys"])), (got["ys"], want["ys"])
+    args = []
+    for k, v in {"m": np.array(7, np.int64), "y0": np.array([0], np.float32), "x": x}.items():
+        np.save(tmp_path / f"{k}.npy", v)
+        args += ["--input", f"{k}={tmp_path / f'{k}.npy'}"]
+    p = dlc("run", art, *args, "-o", tmp_path / "o", check=False)
+    assert p.returncode == 1 and "node 'sum/y_out_fixed'" in p.stderr, p.stderr
+    assert "panicked" not in p.stderr

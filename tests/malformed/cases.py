@@ -181,6 +181,36 @@ def make(d):
     onnx_case("det_too_large", _model([h.make_node("Det", ["x"], ["y"])], [_x("x", (7, 7))], [_y()],
                                       opsets=(("", 22),)), r"node 'Det_0' .*at most 5x5")
 
+    # --- Loop bodies that do not fit their loop.
+    def body(nodes, ins, outs):
+        vi = lambda n, t=T.FLOAT, s=None: h.make_tensor_value_info(n, t, s)  # noqa: E731
+        return h.make_graph(nodes, "body", [vi(n, t, s) for n, t, s in ins], [vi(n, t, s) for n, t, s in outs])
+    i_c = [("i", T.INT64, []), ("c", T.BOOL, [])]
+    m = nh.from_array(np.array(3, np.int64), "m")
+    m_in = h.make_tensor_value_info("m", T.INT64, [])
+    onnx_case("loop_body_arity", _model([h.make_node("Loop", ["m", "", "x"], ["y"], body=body(
+        [h.make_node("Identity", ["c"], ["co"])], i_c, [("co", T.BOOL, [])]))], [_x(), m_in], [_y()]),
+        r"node 'Loop_0' \(Loop\): the body takes 2 inputs; with 1 carried values it must take 3")
+    onnx_case("loop_carried_type_changes", _model([h.make_node("Loop", ["m", "", "x"], ["y"], body=body(
+        [h.make_node("Identity", ["c"], ["co"]), h.make_node("Transpose", ["v"], ["vo"])],
+        [*i_c, ("v", T.FLOAT, None)], [("co", T.BOOL, []), ("vo", T.FLOAT, None)]))], [_x(), m_in], [_y()]),
+        r"node 'Loop_0' .*carried value 0 is f32\[2,3\] but the body makes it f32\[3,2\]")
+    onnx_case("loop_forever", _model([h.make_node("Loop", ["", "", "x"], ["y"], body=body(
+        [h.make_node("Identity", ["c"], ["co"]), h.make_node("Relu", ["v"], ["vo"])],
+        [*i_c, ("v", T.FLOAT, None)], [("co", T.BOOL, []), ("vo", T.FLOAT, None)]))], [_x()], [_y()]),
+        r"node 'Loop_0' .*it would run forever")
+    onnx_case("loop_scan_with_condition", _model([h.make_node("Loop", ["m", "", "x"], ["y", "s"], body=body(
+        [h.make_node("Relu", ["v"], ["vo"]), h.make_node("ReduceSum", ["vo"], ["t"], keepdims=0),
+         h.make_node("Greater", ["t", "zero"], ["co"]), h.make_node("Identity", ["vo"], ["so"])],
+        [*i_c, ("v", T.FLOAT, None)], [("co", T.BOOL, []), ("vo", T.FLOAT, None), ("so", T.FLOAT, None)]))],
+        [_x(), m_in], [_y(), _y("s")], [nh.from_array(np.array(0, np.float32), "zero")]),
+        r"node 'Loop_0' .*scan outputs of a Loop whose body computes its condition are not supported yet")
+    loop_ok = _model([h.make_node("Loop", ["m", "", "x"], ["y"], body=body(
+        [h.make_node("Identity", ["c"], ["co"]), h.make_node("Relu", ["v"], ["vo"])],
+        [*i_c, ("v", T.FLOAT, None)], [("co", T.BOOL, []), ("vo", T.FLOAT, None)]))], [_x()], [_y()], [m])
+    onnx_case("loop_cuda", loop_ok, r"node 'Loop_0' \(loop\): loops run on the CPU only",
+              extra=("--target", "nvptx64-nvidia-cuda"))
+
     # --- The CLI.
     onnx.save(_relu(), str(d / "relu.onnx"))
     r = ["{dlc}", "compile", "{d}/relu.onnx", "-o"]
@@ -197,6 +227,12 @@ def make(d):
     (d / "nested_header.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\0" * 4)
     cases.append(("npy_nested_header", ["{dlc}", "run", "{d}/relu_art", "--input", "x={d}/nested_header.npy",
                                         "-o", "{d}/o6"], r"header nests \d+ deep"))
+    # Found by fuzzing (CI's npy target): a shape whose element count overflows u64.
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (0014984508623109546893, 3), }"
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    (d / "overflow.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\0" * 4)
+    cases.append(("npy_shape_overflows", ["{dlc}", "run", "{d}/relu_art", "--input", "x={d}/overflow.npy",
+                                          "-o", "{d}/o7"], r"more than 2\^64 elements"))
     cases.append(("cli_dev_zero_input", ["{dlc}", "run", "{d}/relu_art", "--input", "x=/dev/zero", "-o", "{d}/o5"],
                   r"'/dev/zero' is not a regular file"))
     return cases

@@ -279,7 +279,7 @@ impl<'ctx> Sched<'_, 'ctx> {
             return Ok(());
         }
         let dims = dims()?;
-        for (j, name) in names.iter().enumerate() {
+        for (j, name) in names.iter().enumerate().filter(|(_, n)| *n != "_") {
             let v = b.build_load(i64t, at(j)?, name)?.into_int_value();
             let i =
                 self.p.symbols.iter().position(|s| &s.name == name).ok_or_else(|| bad(format!("bind of {name}")))?;

@@ -503,8 +503,10 @@ fn bounds(g: &Graph) -> Result<Bounds, IrError> {
                         Dim::from_expr(bounded(&d.expr(), &maxima).unwrap_or_else(|| d.expr())).unwrap_or(Dim::Fixed(0))
                     })
                     .collect();
-                for (s, mx) in b.symbols().zip(self::maxima(rule, &dims, m)) {
-                    maxima.insert(s.to_string(), mx);
+                for (s, mx) in b.entries().zip(self::maxima(rule, &dims, m)) {
+                    if s.parse::<u64>().is_err() {
+                        maxima.insert(s.to_string(), mx);
+                    }
                 }
             }
             out.insert(Value { node: id, port: 0 }, bound_of(&operands[0], &out));

@@ -870,7 +870,7 @@ fn bind_step(
             msg: format!("bind{label} fails with reason {code}"),
         });
     }
-    for (j, n) in names.iter().enumerate() {
+    for (j, n) in names.iter().enumerate().filter(|(_, n)| *n != "_") {
         let computed = p.symbols.iter().any(|s| s.computed && s.name == *n);
         match (&mut mem.computed, computed) {
             (Some(out), true) => {

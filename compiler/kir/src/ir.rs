@@ -592,7 +592,8 @@ pub enum Step {
     /// Runs kernel `kernel` on `args` and a result array of `syms.len() + 1` i64s that
     /// the step provides (the kernel's last parameter): a nonzero last element fails the
     /// run (it is a reason code of the rule the kernel checks); otherwise symbol
-    /// `syms[j]` takes element `j` from here on.
+    /// `syms[j]` takes element `j` from here on (`_` takes nothing: the kernel's rule
+    /// already checked that element against a constant).
     Bind {
         /// The kernel.
         kernel: u32,

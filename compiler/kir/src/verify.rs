@@ -519,7 +519,7 @@ pub fn program(p: &Program) -> Result<(), VerifyError> {
                     for a in args {
                         buf(*a)?;
                     }
-                    for s in syms {
+                    for s in syms.iter().filter(|s| *s != "_") {
                         if !p.symbols.iter().any(|x| (x.data.is_some() || x.computed) && x.name == *s) {
                             return Err(format!("bind: {s} is not a data symbol of the program"));
                         }

@@ -140,7 +140,7 @@ pub fn bind(name: &str, n: &Node, op: &Bind) -> Result<Kernel, LowerError> {
     let rule = op.bind_rule().ok_or_else(|| n.error(format!("unknown rule '{}'", op.rule)))?;
     let m =
         n.inputs[1].shape.as_fixed().and_then(|s| s.first().copied()).ok_or_else(|| n.error("shape operand length"))?;
-    let k = op.symbols().count();
+    let k = op.entries().count();
     let i64t = Ty::scalar(Elem::I64);
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
     let zero = b.i64(0);

@@ -216,7 +216,8 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
             let shape = g.operands(id)[1];
             let args = vec![buffer(&mut p, shape, &g.node(shape.node).name.clone())];
             p.kernels.push(k);
-            let syms = b.symbols().map(str::to_string).collect();
+            // A number entry binds nothing (its rule checked the value).
+            let syms = b.entries().map(|s| if s.parse::<u64>().is_ok() { "_".into() } else { s.to_string() }).collect();
             p.schedule.push(Step::Bind {
                 kernel: p.kernels.len() as u32 - 1,
                 args,

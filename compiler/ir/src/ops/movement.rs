@@ -519,13 +519,21 @@ op! {
     /// [`crate::bind::BindRule`] name) to the symbols `syms` (space-separated), and
     /// reinterprets its first operand's elements (row-major, unchanged) with those
     /// symbols as dims. A run whose values break the rule fails with the rule's reason.
+    /// For a rule that reshapes, an entry of `syms` may be a number instead: that dim is
+    /// the number (the values must give it; the rule's kernel checks them), so a tensor
+    /// with run-time dims can be given a fixed shape checked when the model runs.
     Bind = "bind", operands 2..=2 { rule: String, syms: String }
 }
 
 impl Bind {
-    /// The symbols it binds, in order (the result's dims).
-    pub fn symbols(&self) -> impl Iterator<Item = &str> {
+    /// Its entries, in order (the result's dims): symbol names, or numbers (see above).
+    pub fn entries(&self) -> impl Iterator<Item = &str> {
         self.syms.split_whitespace()
+    }
+
+    /// The symbols it binds, in order (its entries but the numbers).
+    pub fn symbols(&self) -> impl Iterator<Item = &str> {
+        self.entries().filter(|s| s.parse::<u64>().is_err())
     }
 
     /// Its rule (`None` for an unknown name, which `infer` refuses).
@@ -549,7 +557,7 @@ impl Infer for Bind {
                 ))
             }
         };
-        let syms: Vec<&str> = self.symbols().collect();
+        let syms: Vec<&str> = self.entries().collect();
         let n = inputs[0].shape.rank();
         ensure(rule.count(n, m) == Some(syms.len()), node, op, || {
             format!(
@@ -559,13 +567,17 @@ impl Infer for Bind {
                 syms.len()
             )
         })?;
+        let number = |s: &str| s.parse::<u64>().ok().filter(|_| rule.reshapes());
         for s in &syms {
-            ensure(dlc_sym::is_symbol_name(s), node, op, || format!("'{s}' is not a symbol name"))?;
+            ensure(dlc_sym::is_symbol_name(s) || number(s).is_some(), node, op, || {
+                format!("'{s}' is not a symbol name")
+            })?;
         }
         if !rule.reshapes() {
             return Ok(vec![inputs[0].clone()]);
         }
-        Ok(vec![TensorType { dtype: inputs[0].dtype, shape: Shape(syms.iter().map(|s| Dim::sym(*s)).collect()) }])
+        let dims = syms.iter().map(|s| number(s).map_or_else(|| Dim::sym(*s), Dim::Fixed)).collect();
+        Ok(vec![TensorType { dtype: inputs[0].dtype, shape: Shape(dims) }])
     }
 }
 

@@ -432,6 +432,60 @@ fn condition_passes_through(cx: &NodeCx, body: &GraphProto) -> bool {
     false
 }
 
+/// A body whose carried value comes out with dims only a run knows (`x[i:i+1]` with
+/// run-time bounds) where the value going in has fixed ones: the output is given the
+/// fixed shape by a Bind whose rule checks the element count when the model runs; a scan
+/// output with the same run-time dims gets the same. (`first`: the index of the first
+/// carried output.)
+fn fix_run_time_extents(g: &mut dlc_ir::Graph, init: &[Value], cx: &NodeCx, first: usize) -> Result<(), String> {
+    use dlc_ir::ops::Bind;
+    let data = dlc_ir::bind::data_symbols(g);
+    let run_time = |t: &dlc_ir::TensorType| {
+        let mut v = Vec::new();
+        for d in &t.shape.0 {
+            d.expr().symbols(&mut v);
+        }
+        v.iter().any(|s| data.contains(s))
+    };
+    let mut targets: Vec<(dlc_ir::TensorType, Vec<u64>)> = Vec::new();
+    let outs: Vec<(String, Value)> = g.outputs().to_vec();
+    for (i, (name, v)) in outs.iter().enumerate().skip(first) {
+        let got = g.value_type(*v).clone();
+        let want = match init.get(i - first) {
+            Some(&x) => {
+                let want = cx.ty(x);
+                let fixed = want.shape.as_fixed().filter(|d| d.len() == got.shape.rank());
+                match fixed {
+                    Some(d) if got != want && got.dtype == want.dtype && run_time(&got) => {
+                        targets.push((got.clone(), d.clone()));
+                        d
+                    }
+                    _ => continue,
+                }
+            }
+            None if run_time(&got) => match targets.iter().find(|(t, _)| *t == got) {
+                Some((_, d)) => d.clone(),
+                None => {
+                    return Err(format!(
+                        "scan output '{name}' is {got}, with extents only a run knows; not supported yet"
+                    ))
+                }
+            },
+            None => continue,
+        };
+        let shape = g.add_const(
+            format!("{name}_fixed_shape"),
+            TensorData::from_i64(&[want.len() as u64], &want.iter().map(|&d| d as i64).collect::<Vec<_>>())
+                .ok_or("internal: shape")?,
+        );
+        let syms = want.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
+        let op = Bind { rule: dlc_ir::bind::BindRule::Reshape { allowzero: true }.text(), syms };
+        let fixed = g.add_node(format!("{name}_fixed"), op, &[*v, shape]).map_err(|e| e.to_string())?[0];
+        g.set_output(i, fixed);
+    }
+    Ok(())
+}
+
 /// Loop (opsets 1-21): the body is a graph of its own (`dlc_ir::ops::Loop`), run by a
 /// `loop` step of the lowered program. A body whose condition output passes its input
 /// through (what exporters write for `for` loops) runs exactly the trip count (0 when
@@ -583,6 +637,7 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         };
         sub.graph.add_output(o.name.clone(), v);
     }
+    fix_run_time_extents(&mut sub.graph, &operands[2..2 + n], cx, usize::from(check))?;
     dlc_ir::verify(&sub.graph).map_err(|e| format!("its body: {e}"))?;
     let op = dlc_ir::ops::Loop {
         body: dlc_ir::ops::Body(std::sync::Arc::new(sub.graph)),
@@ -590,5 +645,5 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         carried: n as i64,
         check,
     };
-    cx.add("loop", op, &operands)
+    cx.add("", op, &operands)
 }
