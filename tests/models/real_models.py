@@ -131,14 +131,14 @@ MODELS = {
                "since 2026-12-05); both branches are imported, and the then-branch squeezes that dim, which "
                "is 1 only when the branch is taken (control flow on shapes)",
     },
-    # ddddocr's captcha reader (a CRNN: convolutions, then an LSTM over the width).
+    # ddddocr's captcha reader (a CRNN: convolutions, then a bidirectional LSTM over the
+    # width, a run-time length: the recurrence is a loop since 2026-12-06).
     "ddddocr_crnn": {
         "package": DDDDOCR,
         "file": "ddddocr/common.onnx",
         "sha256": "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
-        "status": "refused",
-        "refusal": "(LSTM): X must be 3-D with a known sequence length",
-        "why": "issue 17: an LSTM over a run-time sequence length is a loop (control flow)",
+        "status": "runs",
+        "shapes": [(1, 1, 64, 100), (1, 1, 64, 37), (1, 1, 64, 160)],
     },
 }
 

@@ -44,6 +44,32 @@ impl Dim {
         }
     }
 
+    /// The dim `q` with `product(from) = q * product(known)` exactly (a Reshape's `-1`):
+    /// run-time dims that appear on both sides cancel first (`[S,1,2,512]` over
+    /// `[S,1]` is 1024 whatever expression `S` is); `None` when the quotient is not an
+    /// exact dim or `known`'s product is 0.
+    pub fn quotient(from: &[Dim], known: &[Dim]) -> Option<Dim> {
+        let mut rest: Vec<Dim> = from.to_vec();
+        let mut kept = Vec::new();
+        for d in known {
+            match rest.iter().position(|r| r == d && d.fixed().is_none()) {
+                Some(p) => {
+                    rest.remove(p);
+                }
+                None => kept.push(d.clone()),
+            }
+        }
+        let (total, k) = (Dim::product(&rest).expr(), Dim::product(&kept).expr());
+        if k.as_const() == Some(0) {
+            return None;
+        }
+        let q = total.floor_div(&k);
+        if &q * &k != total {
+            return None;
+        }
+        Dim::from_expr(q)
+    }
+
     /// The product of `dims`. Known extents multiply in checked arithmetic; a product
     /// past `i64::MAX` is `u64::MAX`, a size no node is allowed to have (`check_size`
     /// refuses it with the node's name), never a wrapped value.

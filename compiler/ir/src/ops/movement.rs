@@ -40,11 +40,9 @@ impl Infer for Reshape {
                 })?;
                 dims[at] = Some(Dim::Fixed(total / known));
             } else {
-                // Symbolic: the quotient must simplify exactly (`N*512 / 512` is `N`).
-                let total_e = Dim::product(&x.shape.0).expr();
-                let q = total_e.floor_div(&known_dim.expr());
-                let exact = &q * &known_dim.expr() == total_e;
-                let d = Dim::from_expr(q).filter(|_| exact && known_dim != Dim::Fixed(0)).ok_or_else(|| {
+                // Symbolic: the quotient must simplify exactly.
+                let known: Vec<Dim> = dims.iter().flatten().cloned().collect();
+                let d = Dim::quotient(&x.shape.0, &known).ok_or_else(|| {
                     IrError::shape(node, op, format!("cannot infer -1 in {:?} from {}", self.shape, x.shape))
                 })?;
                 dims[at] = Some(d);

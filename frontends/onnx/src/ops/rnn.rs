@@ -67,8 +67,8 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
     let xt = cx.ty(x);
     let xd: Vec<Option<u64>> = xt.shape.0.iter().map(|d| d.fixed()).collect();
     let (seq, input) = match xd.as_slice() {
-        [Some(s), _, Some(i)] => (*s as i64, *i as i64),
-        _ => return Err(format!("X must be 3-D with a known sequence length and input size, got {xt}")),
+        [s, _, Some(i)] => (s.map(|s| s as i64), *i as i64),
+        _ => return Err(format!("X must be 3-D with a known input size, got {xt}")),
     };
     for (v, what) in [(w, "W"), (r, "R")] {
         if cx.ty(v).shape.rank() != 3 {
@@ -83,7 +83,7 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
         return Err("hidden_size is required".into());
     }
     if let Some(lens) = cx.const_input(4)? {
-        if lens.to_i64().is_none_or(|v| v.iter().any(|&l| l != seq)) {
+        if lens.to_i64().is_none_or(|v| v.iter().any(|&l| Some(l) != seq)) {
             return Err("sequence_lens other than the full length are not supported yet".into());
         }
     } else if cx.opt_input(4)?.is_some() {
@@ -139,86 +139,29 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
             }
             None => vec![],
         };
-        let mut hs = match init_h {
+        let weights = DirWeights { wt, rt, wb, rb, p };
+        let hs = match init_h {
             Some(v) => row(cx, v, d, vec![batch, h])?,
             None => zeros(cx, &[state_rows, h as u64]),
         };
-        let mut cs = match init_c {
+        let cs = match init_c {
             Some(v) => row(cx, v, d, vec![batch, h])?,
             None => zeros(cx, &[state_rows, h as u64]),
         };
+        let Some(seq) = seq else {
+            // A run-time sequence length: the step is the body of a loop.
+            let (y, hs, cs) = step_loop(cx, kind, lbr, h, x, hs, cs, &weights, rev)?;
+            ys.push(cx.add1("y_dir", Reshape { shape: vec![0, 1, batch, h], allowzero: false }, &[y])?);
+            yhs.push(reshape(cx, hs, vec![1, batch, h])?);
+            ycs.push(reshape(cx, cs, vec![1, batch, h])?);
+            continue;
+        };
+        let (mut hs, mut cs) = (hs, cs);
         let mut outs = vec![hs; seq as usize];
         let steps: Vec<i64> = if rev { (0..seq).rev().collect() } else { (0..seq).collect() };
         for t in steps {
             let xt = row(cx, x, t, vec![batch, input])?;
-            let mut xw = Vec::new();
-            let mut hr = Vec::new();
-            for g in 0..gates as usize {
-                let mut a = cx.add1("x_w", MatMul { act: Activation::None }, &[xt, wt[g]])?;
-                if let Some(bias) = wb[g] {
-                    a = cx.add1("x_w_b", Add {}, &[a, bias])?;
-                }
-                xw.push(a);
-                let mut c = cx.add1("h_r", MatMul { act: Activation::None }, &[hs, rt[g]])?;
-                if let Some(bias) = rb[g] {
-                    c = cx.add1("h_r_b", Add {}, &[c, bias])?;
-                }
-                hr.push(c);
-            }
-            match kind {
-                Kind::Rnn => {
-                    let s = cx.add1("pre", Add {}, &[xw[0], hr[0]])?;
-                    hs = cx.add1("h", Tanh {}, &[s])?;
-                }
-                Kind::Gru => {
-                    let z = cx.add1("z_pre", Add {}, &[xw[0], hr[0]])?;
-                    let z = cx.add1("z", Sigmoid {}, &[z])?;
-                    let rr = cx.add1("r_pre", Add {}, &[xw[1], hr[1]])?;
-                    let rr = cx.add1("r", Sigmoid {}, &[rr])?;
-                    let cand = if lbr {
-                        let m = cx.add1("r_h", Mul {}, &[rr, hr[2]])?;
-                        cx.add1("h_pre", Add {}, &[xw[2], m])?
-                    } else {
-                        let rh = cx.add1("r_h", Mul {}, &[rr, hs])?;
-                        let mut m = cx.add1("r_h_r", MatMul { act: Activation::None }, &[rh, rt[2]])?;
-                        if let Some(bias) = rb[2] {
-                            m = cx.add1("r_h_r_b", Add {}, &[m, bias])?;
-                        }
-                        cx.add1("h_pre", Add {}, &[xw[2], m])?
-                    };
-                    let cand = cx.add1("h_cand", Tanh {}, &[cand])?;
-                    // H = (1 - z) * cand + z * H_prev = cand + z * (H_prev - cand)
-                    let diff = cx.add1("h_diff", Sub {}, &[hs, cand])?;
-                    let zd = cx.add1("h_gate", Mul {}, &[z, diff])?;
-                    hs = cx.add1("h", Add {}, &[cand, zd])?;
-                }
-                Kind::Lstm => {
-                    let pre = |cx: &mut NodeCx, g: usize, peep: Option<(Value, Value)>| -> Result<Value, String> {
-                        let mut s = cx.add1("gate_pre", Add {}, &[xw[g], hr[g]])?;
-                        if let Some((pv, c)) = peep {
-                            let pc = cx.add1("peephole", Mul {}, &[pv, c])?;
-                            s = cx.add1("gate_peep", Add {}, &[s, pc])?;
-                        }
-                        Ok(s)
-                    };
-                    let pi = p.first().map(|&v| (v, cs));
-                    let pf = p.get(2).map(|&v| (v, cs));
-                    let i = pre(cx, 0, pi)?;
-                    let i = cx.add1("i", Sigmoid {}, &[i])?;
-                    let f = pre(cx, 2, pf)?;
-                    let f = cx.add1("f", Sigmoid {}, &[f])?;
-                    let c = pre(cx, 3, None)?;
-                    let c = cx.add1("c_cand", Tanh {}, &[c])?;
-                    let fc = cx.add1("f_c", Mul {}, &[f, cs])?;
-                    let ic = cx.add1("i_c", Mul {}, &[i, c])?;
-                    cs = cx.add1("c", Add {}, &[fc, ic])?;
-                    let po = p.get(1).map(|&v| (v, cs));
-                    let o = pre(cx, 1, po)?;
-                    let o = cx.add1("o", Sigmoid {}, &[o])?;
-                    let tc = cx.add1("tanh_c", Tanh {}, &[cs])?;
-                    hs = cx.add1("h", Mul {}, &[o, tc])?;
-                }
-            }
+            (hs, cs) = step(cx, kind, lbr, xt, hs, cs, &weights)?;
             outs[t as usize] = hs;
         }
         let steps: Vec<Value> = outs.iter().map(|&o| reshape(cx, o, vec![1, 1, batch, h])).collect::<Result<_, _>>()?;
@@ -239,4 +182,204 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
         outs.push(yc);
     }
     Ok(outs)
+}
+
+/// One direction's weights: per gate `W_g^T`, `R_g^T`, the input and recurrence biases;
+/// the LSTM peepholes.
+struct DirWeights {
+    wt: Vec<Value>,
+    rt: Vec<Value>,
+    wb: Vec<Option<Value>>,
+    rb: Vec<Option<Value>>,
+    p: Vec<Value>,
+}
+
+/// One time step: the input row `xt` and the states `hs` (and LSTM's `cs`) in, the
+/// next states out.
+#[allow(clippy::too_many_arguments)]
+fn step(
+    cx: &mut NodeCx,
+    kind: Kind,
+    lbr: bool,
+    xt: Value,
+    mut hs: Value,
+    mut cs: Value,
+    w: &DirWeights,
+) -> Result<(Value, Value), String> {
+    let DirWeights { wt, rt, wb, rb, p } = w;
+    let gates = wt.len();
+    let mut xw = Vec::new();
+    let mut hr = Vec::new();
+    for g in 0..gates {
+        let mut a = cx.add1("x_w", MatMul { act: Activation::None }, &[xt, wt[g]])?;
+        if let Some(bias) = wb[g] {
+            a = cx.add1("x_w_b", Add {}, &[a, bias])?;
+        }
+        xw.push(a);
+        let mut c = cx.add1("h_r", MatMul { act: Activation::None }, &[hs, rt[g]])?;
+        if let Some(bias) = rb[g] {
+            c = cx.add1("h_r_b", Add {}, &[c, bias])?;
+        }
+        hr.push(c);
+    }
+    match kind {
+        Kind::Rnn => {
+            let s = cx.add1("pre", Add {}, &[xw[0], hr[0]])?;
+            hs = cx.add1("h", Tanh {}, &[s])?;
+        }
+        Kind::Gru => {
+            let z = cx.add1("z_pre", Add {}, &[xw[0], hr[0]])?;
+            let z = cx.add1("z", Sigmoid {}, &[z])?;
+            let rr = cx.add1("r_pre", Add {}, &[xw[1], hr[1]])?;
+            let rr = cx.add1("r", Sigmoid {}, &[rr])?;
+            let cand = if lbr {
+                let m = cx.add1("r_h", Mul {}, &[rr, hr[2]])?;
+                cx.add1("h_pre", Add {}, &[xw[2], m])?
+            } else {
+                let rh = cx.add1("r_h", Mul {}, &[rr, hs])?;
+                let mut m = cx.add1("r_h_r", MatMul { act: Activation::None }, &[rh, rt[2]])?;
+                if let Some(bias) = rb[2] {
+                    m = cx.add1("r_h_r_b", Add {}, &[m, bias])?;
+                }
+                cx.add1("h_pre", Add {}, &[xw[2], m])?
+            };
+            let cand = cx.add1("h_cand", Tanh {}, &[cand])?;
+            // H = (1 - z) * cand + z * H_prev = cand + z * (H_prev - cand)
+            let diff = cx.add1("h_diff", Sub {}, &[hs, cand])?;
+            let zd = cx.add1("h_gate", Mul {}, &[z, diff])?;
+            hs = cx.add1("h", Add {}, &[cand, zd])?;
+        }
+        Kind::Lstm => {
+            let pre = |cx: &mut NodeCx, g: usize, peep: Option<(Value, Value)>| -> Result<Value, String> {
+                let mut s = cx.add1("gate_pre", Add {}, &[xw[g], hr[g]])?;
+                if let Some((pv, c)) = peep {
+                    let pc = cx.add1("peephole", Mul {}, &[pv, c])?;
+                    s = cx.add1("gate_peep", Add {}, &[s, pc])?;
+                }
+                Ok(s)
+            };
+            let pi = p.first().map(|&v| (v, cs));
+            let pf = p.get(2).map(|&v| (v, cs));
+            let i = pre(cx, 0, pi)?;
+            let i = cx.add1("i", Sigmoid {}, &[i])?;
+            let f = pre(cx, 2, pf)?;
+            let f = cx.add1("f", Sigmoid {}, &[f])?;
+            let c = pre(cx, 3, None)?;
+            let c = cx.add1("c_cand", Tanh {}, &[c])?;
+            let fc = cx.add1("f_c", Mul {}, &[f, cs])?;
+            let ic = cx.add1("i_c", Mul {}, &[i, c])?;
+            cs = cx.add1("c", Add {}, &[fc, ic])?;
+            let po = p.get(1).map(|&v| (v, cs));
+            let o = pre(cx, 1, po)?;
+            let o = cx.add1("o", Sigmoid {}, &[o])?;
+            let tc = cx.add1("tanh_c", Tanh {}, &[cs])?;
+            hs = cx.add1("h", Mul {}, &[o, tc])?;
+        }
+    }
+    Ok((hs, cs))
+}
+
+/// The recurrence of one direction over a run-time sequence length: a Loop (`dlc_ir`'s
+/// region) whose body is [`step`] on row `t` of `x` (`seq - 1 - t` in reverse), carrying
+/// the states and scanning `h`; returns `Y` of that direction (`[seq, batch, hidden]`,
+/// in position order) and the last states. Weights must be constants (they are copied
+/// into the body).
+#[allow(clippy::too_many_arguments)]
+fn step_loop(
+    cx: &mut NodeCx,
+    kind: Kind,
+    lbr: bool,
+    h: i64,
+    x: Value,
+    hs: Value,
+    cs: Value,
+    w: &DirWeights,
+    rev: bool,
+) -> Result<(Value, Value, Value), String> {
+    let xt = cx.ty(x);
+    let (seq, batch) = (xt.shape.0[0].clone(), xt.shape.0[1].clone());
+    // Initial states of the full batch (a zero state is one broadcast row).
+    let state = dlc_ir::TensorType {
+        dtype: DType::F32,
+        shape: dlc_ir::Shape(vec![batch.clone(), dlc_ir::Dim::Fixed(h as u64)]),
+    };
+    let full = |cx: &mut NodeCx, v: Value| -> Result<Value, String> {
+        if cx.ty(v) == state {
+            return Ok(v);
+        }
+        let dims = format!("{};{h}", batch.expr());
+        cx.add1("state_rows", Expand { shape: vec![], dims }, &[v])
+    };
+    let (hs, cs) = (full(cx, hs)?, full(cx, cs)?);
+    let mut sub = crate::import::Importer::new(&cx.imp.path, cx.imp.model);
+    sub.graph = dlc_ir::Graph::new(format!("{}/step", cx.name));
+    sub.symbols = cx.imp.symbols.clone();
+    let scalar = |dtype| dlc_ir::TensorType { dtype, shape: dlc_ir::Shape(vec![]) };
+    let it = sub.graph.add_input("t", scalar(DType::I64));
+    let cond_ty = scalar(DType::Bool);
+    sub.graph.add_input("cond", cond_ty.clone());
+    let h_in = sub.graph.add_input("h", state.clone());
+    let c_in = sub.graph.add_input("c", state.clone());
+    let x_in = sub.graph.add_input("x", xt.clone());
+    // The weights, copied into the body as constants.
+    let mut copy = |sub: &mut crate::import::Importer, v: Value| -> Result<Value, String> {
+        let t = cx
+            .imp
+            .known
+            .get(&v)
+            .cloned()
+            .ok_or("the weights must be constants when the sequence length is a run-time dim")?;
+        let c = sub.graph.add_const("weight", t.clone());
+        sub.known.insert(c, t);
+        Ok(c)
+    };
+    let copy_all = |sub: &mut crate::import::Importer,
+                    vs: &[Value],
+                    copy: &mut dyn FnMut(&mut crate::import::Importer, Value) -> Result<Value, String>|
+     -> Result<Vec<Value>, String> { vs.iter().map(|&v| copy(sub, v)).collect() };
+    let copy_opt = |sub: &mut crate::import::Importer,
+                    vs: &[Option<Value>],
+                    copy: &mut dyn FnMut(&mut crate::import::Importer, Value) -> Result<Value, String>|
+     -> Result<Vec<Option<Value>>, String> {
+        vs.iter().map(|v| v.map(|v| copy(sub, v)).transpose()).collect()
+    };
+    let bw = DirWeights {
+        wt: copy_all(&mut sub, &w.wt, &mut copy)?,
+        rt: copy_all(&mut sub, &w.rt, &mut copy)?,
+        wb: copy_opt(&mut sub, &w.wb, &mut copy)?,
+        rb: copy_opt(&mut sub, &w.rb, &mut copy)?,
+        p: copy_all(&mut sub, &w.p, &mut copy)?,
+    };
+    let name = format!("{}/step", cx.name);
+    let mut b = NodeCx { imp: &mut sub, node: cx.node, name, opset: cx.opset };
+    let at = if rev {
+        // seq - 1 - t, seq counted at run time (the sum of an iota of ones).
+        let last = super::shapes::ShapeVal { elems: vec![&seq.expr() - &dlc_ir::Expr::c(1)], scalar: true };
+        let last = super::shapes::shape_tensor(&mut b, &last, "last")?;
+        b.add1("t_rev", Sub {}, &[last, it])?
+    } else {
+        it
+    };
+    let row_t = b.add1("x_t", Gather { axis: 0 }, &[x_in, at])?;
+    let (h_out, c_out) = step(&mut b, kind, lbr, row_t, h_in, c_in, &bw)?;
+    sub.graph.add_output("h_out", h_out);
+    sub.graph.add_output("c_out", c_out);
+    sub.graph.add_output("y_t", h_out);
+    dlc_ir::verify(&sub.graph).map_err(|e| format!("its step: {e}"))?;
+    let op =
+        Loop { body: Body(std::sync::Arc::new(sub.graph)), count: seq.expr().to_string(), carried: 2, check: false };
+    let zero = cx.i64_const(&[1], &[0])?;
+    let yes = cx.add_const(TensorData::new(cond_ty, std::sync::Arc::from(vec![1u8])).ok_or("internal: condition")?);
+    let out = cx.add("recurrence", op, &[zero, yes, hs, cs, x])?;
+    let mut y = out[2];
+    if rev {
+        // The scan is in iteration order: position p is iteration seq - 1 - p.
+        let len = seq.expr().to_string();
+        let pos = cx.add1("positions", Iota { len: len.clone(), start: 0, delta: 1, dtype: DType::I64 }, &[])?;
+        let last = super::shapes::ShapeVal { elems: vec![&seq.expr() - &dlc_ir::Expr::c(1)], scalar: true };
+        let last = super::shapes::shape_tensor(cx, &last, "last")?;
+        let idx = cx.add1("reversed", Sub {}, &[last, pos])?;
+        y = cx.add1("y_in_order", Gather { axis: 0 }, &[y, idx])?;
+    }
+    Ok((y, out[0], out[1]))
 }

@@ -420,13 +420,10 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                 return Err("the target has more than one -1".into());
             }
             if let Some(at) = to.iter().position(Option::is_none) {
-                let total = Dim::product(&from).expr();
-                let known = Dim::product(to.iter().flatten()).expr();
-                let q = total.floor_div(&known);
-                if &q * &known != total || known.as_const() == Some(0) {
-                    return Err(format!("cannot infer -1 of the target from {}", dlc_ir::Shape(from.clone())));
-                }
-                to[at] = Dim::from_expr(q);
+                let known: Vec<Dim> = to.iter().flatten().cloned().collect();
+                let q = Dim::quotient(&from, &known)
+                    .ok_or_else(|| format!("cannot infer -1 of the target from {}", dlc_ir::Shape(from.clone())))?;
+                to[at] = Some(q);
             }
             let to: Vec<Dim> = to.into_iter().map(|d| d.expect("resolved")).collect();
             let Some((shape, allowzero)) = super::movement::reshape_target(&from, &to) else {

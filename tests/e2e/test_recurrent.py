@@ -1,0 +1,75 @@
+"""RNN, GRU and LSTM over a run-time sequence length: the step is the body of a loop
+(one artifact for every length and batch), both directions, initial states, biases,
+LSTM peepholes and GRU's linear_before_reset; against ONNX Runtime (which has no
+batch-first layout for them)."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper
+
+from conftest import assert_close, dlc, dlc_run, ort_run
+
+HIDDEN, INPUT = 5, 3
+
+
+def _model(path, kind, direction, layout=0, states=True, **attrs):
+    gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[kind]
+    dirs = 2 if direction == "bidirectional" else 1
+    rng = np.random.default_rng(len(kind) + dirs)
+    init = [numpy_helper.from_array(rng.uniform(-0.5, 0.5, s).astype(np.float32), n) for n, s in [
+        ("W", (dirs, gates * HIDDEN, INPUT)), ("R", (dirs, gates * HIDDEN, HIDDEN)), ("B", (dirs, 2 * gates * HIDDEN))]]
+    ins = ["x", "W", "R", "B", ""]
+    x_shape = ["B", "S", INPUT] if layout else ["S", "B", INPUT]
+    st_shape = ["B", dirs, HIDDEN] if layout else [dirs, "B", HIDDEN]
+    inputs = [h.make_tensor_value_info("x", T.FLOAT, x_shape)]
+    outs = ["y", "y_h"] + (["y_c"] if kind == "LSTM" else [])
+    if states:
+        ins.append("h0")
+        inputs.append(h.make_tensor_value_info("h0", T.FLOAT, st_shape))
+        if kind == "LSTM":
+            ins.append("c0")
+            inputs.append(h.make_tensor_value_info("c0", T.FLOAT, st_shape))
+    if kind == "LSTM" and attrs.pop("peepholes", False):
+        ins += [""] * (7 - len(ins)) + ["P"]
+        init.append(numpy_helper.from_array(rng.uniform(-0.5, 0.5, (dirs, 3 * HIDDEN)).astype(np.float32), "P"))
+    node = h.make_node(kind, ins, outs, hidden_size=HIDDEN, direction=direction, layout=layout, **attrs)
+    g = h.make_graph([node], "g", inputs, [h.make_tensor_value_info(o, T.FLOAT, None) for o in outs], initializer=init)
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 14)]), str(path))
+    return path
+
+
+CASES = {
+    "lstm_bidirectional_peepholes": dict(kind="LSTM", direction="bidirectional", peepholes=True),
+    "lstm_reverse_zero_states": dict(kind="LSTM", direction="reverse", states=False),
+    "gru_linear_before_reset": dict(kind="GRU", direction="bidirectional", linear_before_reset=1),
+    "gru_forward_zero_states": dict(kind="GRU", direction="forward", states=False),
+    "rnn_reverse": dict(kind="RNN", direction="reverse"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_run_time_sequence_length_runs_as_a_loop(case, tmp_path):
+    cfg = dict(CASES[case])
+    layout, states = cfg.get("layout", 0), cfg.get("states", True)
+    path = _model(tmp_path / "m.onnx", **cfg)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    dirs = 2 if cfg["direction"] == "bidirectional" else 1
+    rng = np.random.default_rng(7)
+    for seq, batch in [(1, 1), (6, 2), (13, 3)]:
+        x = rng.standard_normal((batch, seq, INPUT) if layout else (seq, batch, INPUT)).astype(np.float32)
+        feeds = {"x": x}
+        if states:
+            shape = (batch, dirs, HIDDEN) if layout else (dirs, batch, HIDDEN)
+            feeds["h0"] = rng.standard_normal(shape).astype(np.float32)
+            if cfg["kind"] == "LSTM":
+                feeds["c0"] = rng.standard_normal(shape).astype(np.float32)
+        want = ort_run(path, feeds)
+        w = tmp_path / f"s{seq}"
+        w.mkdir()
+        got = dlc_run(art, path, feeds, w)
+        for k, v in want.items():
+            assert got[k].shape == v.shape, (k, got[k].shape, v.shape)
+            assert_close(got[k], v, f"{case} {k} at seq={seq} batch={batch}")
