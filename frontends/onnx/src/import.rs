@@ -168,7 +168,7 @@ pub(crate) struct Importer<'m> {
     pub sequences: HashMap<String, Vec<Value>>,
     /// The shape values that a Cast made floats (their elements are still the integral
     /// dims; `Range` over one counts in f32).
-    pub float_shapes: std::collections::HashSet<String>,
+    pub float_shapes: HashMap<String, dlc_ir::DType>,
     /// The run-time dims of the inputs (named in messages that could be fixed by pinning).
     pub(crate) symbols: Vec<String>,
     /// While importing a branch of an `If` whose condition is known only at run time

@@ -614,18 +614,19 @@ impl Infer for Nms {
     fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
         let op = Self::INFO.mnemonic;
         let (bx, sc) = (&inputs[0], &inputs[1]);
-        let (bd, sd) = match (bx.shape.as_fixed(), sc.shape.as_fixed()) {
-            (Some(b), Some(s)) => (b, s),
-            _ => return Err(IrError::shape(node, op, format!("boxes {bx} and scores {sc} must have known shapes"))),
-        };
-        let fits = bd.len() == 3 && bd[2] == 4 && sd.len() == 3 && sd[0] == bd[0] && sd[2] == bd[1];
+        // The box count may be a run-time dim (boxes a TopK counted).
+        let (bd, sd) = (&bx.shape.0, &sc.shape.0);
+        let fits = bd.len() == 3 && bd[2] == Dim::Fixed(4) && sd.len() == 3 && sd[0] == bd[0] && sd[2] == bd[1];
         ensure(fits, node, op, || format!("boxes {bx} and scores {sc} do not match ([B, N, 4] and [B, C, N])"))?;
         let floats = [0, 1, 3, 4].iter().all(|&i| inputs[i].dtype == DType::F32) && inputs[2].dtype == DType::I64;
         ensure(floats, node, op, || "boxes, scores and thresholds must be f32, the box count i64".into())?;
         let one = [2, 3, 4].iter().all(|&i| inputs[i].shape.numel() == Some(1));
         ensure(one, node, op, || "max_output_boxes_per_class and the thresholds must hold one value each".into())?;
-        let rows = sd[0].checked_mul(sd[1]).and_then(|r| r.checked_mul(sd[2])).unwrap_or(u64::MAX);
-        Ok(vec![TensorType::fixed(DType::I64, &[rows, 3]), TensorType::fixed(DType::I64, &[1])])
+        let rows = Dim::product(sd.iter());
+        Ok(vec![
+            TensorType { dtype: DType::I64, shape: Shape(vec![rows, Dim::Fixed(3)]) },
+            TensorType::fixed(DType::I64, &[1]),
+        ])
     }
 }
 

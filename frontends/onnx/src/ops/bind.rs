@@ -353,8 +353,9 @@ pub(crate) fn nms(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 
 /// The first `count` slices of `v` along `axis`: a Bind (rule `count`) of the count
 /// and a `strided` window (a Slice when everything folded to constants).
-fn first_slices(cx: &mut NodeCx, what: &str, v: Value, count: Value, axis: usize) -> Result<Value, String> {
-    let dims = cx.ty(v).shape.as_fixed().ok_or("internal: a known shape")?;
+pub(crate) fn first_slices(cx: &mut NodeCx, what: &str, v: Value, count: Value, axis: usize) -> Result<Value, String> {
+    // Its dims may be run-time ones (NMS over boxes a TopK counted).
+    let dims: Vec<String> = cx.ty(v).shape.0.iter().map(|d| d.expr().to_string()).collect();
     let view = bind(cx, &format!("{what}_count"), v, count, BindRule::Count)?;
     let Some(c) = bound_symbol(cx, view) else {
         // Constant operands folded: the count is known.

@@ -172,13 +172,44 @@ fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let mut outs = Vec::with_capacity(t.len());
     for (i, (a, b)) in t.into_iter().zip(e).enumerate() {
         let (ta, tb) = (cx.ty(a), cx.ty(b));
+        let suffix = if i == 0 { String::new() } else { format!("out{i}") };
         if ta != tb {
+            // One branch gives nothing along an axis (a detector's "no boxes"): the other
+            // branch's value, cut to none of its slices when that branch is not taken.
+            if let Some(v) = empty_or(cx, cond, a, b, &suffix)? {
+                outs.push(v);
+                continue;
+            }
             return Err(format!("output {i} is {ta} in then_branch and {tb} in else_branch; dlc needs one type"));
         }
-        let suffix = if i == 0 { String::new() } else { format!("out{i}") };
         outs.push(cx.add1(&suffix, Where {}, &[cond, a, b])?);
     }
     Ok(outs)
+}
+
+/// When branch values `a` (then) and `b` (else) differ in one axis only, where one of
+/// them is empty: the other's value cut to its first `k` slices along that axis, `k` its
+/// extent when its branch is taken and 0 otherwise (a run-time count).
+fn empty_or(cx: &mut NodeCx, cond: Value, a: Value, b: Value, what: &str) -> Result<Option<Value>, String> {
+    let (ta, tb) = (cx.ty(a), cx.ty(b));
+    if ta.dtype != tb.dtype || ta.shape.rank() != tb.shape.rank() {
+        return Ok(None);
+    }
+    let differ: Vec<usize> = (0..ta.shape.rank()).filter(|&i| ta.shape.0[i] != tb.shape.0[i]).collect();
+    let [axis] = differ[..] else { return Ok(None) };
+    let zero = dlc_ir::Dim::Fixed(0);
+    let (full, then_full) = match (&ta.shape.0[axis], &tb.shape.0[axis]) {
+        (_, d) if *d == zero => (a, true),
+        (d, _) if *d == zero => (b, false),
+        _ => return Ok(None),
+    };
+    let extent = cx.ty(full).shape.0[axis].expr();
+    let n = super::shapes::ShapeVal { elems: vec![extent], scalar: false };
+    let n = super::shapes::shape_tensor(cx, &n, &format!("{what}_extent"))?;
+    let none = cx.i64_const(&[1], &[0])?;
+    let (yes, no) = if then_full { (n, none) } else { (none, n) };
+    let count = cx.add1(&format!("{what}_count"), Where {}, &[cond, yes, no])?;
+    super::bind::first_slices(cx, what, full, count, axis).map(Some)
 }
 
 /// Element `i` of `v` along `axis` (the axis removed).

@@ -69,7 +69,8 @@ pub(crate) fn materialize_for_data(cx: &mut NodeCx) -> Result<bool, String> {
         return Ok(false);
     }
     let names: Vec<String> = cx.node.input.clone();
-    let mut data = false;
+    // A quotient of float shape values (`float(h) / float(h_resized)`) is not a dim.
+    let mut data = cx.node.op_type == "Div" && names.iter().any(|n| cx.imp.float_shapes.contains_key(n));
     for (i, n) in names.iter().enumerate() {
         if n.is_empty() || cx.imp.shape_values.contains_key(n) {
             continue;
@@ -81,7 +82,10 @@ pub(crate) fn materialize_for_data(cx: &mut NodeCx) -> Result<bool, String> {
     }
     for n in &names {
         let Some(s) = cx.imp.shape_values.get(n).cloned() else { continue };
-        let v = shape_tensor(cx, &s, n)?;
+        let mut v = shape_tensor(cx, &s, n)?;
+        if let Some(&d) = cx.imp.float_shapes.get(n) {
+            v = cx.add1(&format!("{n}_float"), dlc_ir::ops::Cast::new(d), &[v])?;
+        }
         cx.imp.values.insert(n.clone(), v);
     }
     Ok(true)
@@ -275,16 +279,17 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             // (double) keep the dims as a float shape value (a Range's limit).
             let to = cx.int("to", 7);
             let float = match to {
-                6 | 7 => false,
-                1 | 10 | 11 => true,
-                _ if op == "Identity" => false,
+                6 | 7 => None,
+                1 => Some(dlc_ir::DType::F32),
+                10 => Some(dlc_ir::DType::F16),
+                11 => Some(dlc_ir::DType::F64),
+                _ if op == "Identity" => None,
                 _ => return Err(format!("casts a shape to element type {to} (only to integers or floats)")),
             };
-            let src_float = cx.imp.float_shapes.contains(&cx.node.input[0]);
-            if (op == "Cast" && float) || (op == "Identity" && src_float) {
-                if let Some(o) = cx.node.output.first() {
-                    cx.imp.float_shapes.insert(o.clone());
-                }
+            let src_float = cx.imp.float_shapes.get(&cx.node.input[0]).copied();
+            let float = if op == "Cast" { float } else { src_float };
+            if let (Some(o), Some(d)) = (cx.node.output.first(), float) {
+                cx.imp.float_shapes.insert(o.clone(), d);
             }
             operand(cx, 0)?
         }
@@ -352,14 +357,12 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             ShapeVal { elems, scalar: vals.iter().all(|v| v.scalar) }
         }
         "Add" | "Sub" | "Mul" | "Div" => {
-            let float = cx.node.input.iter().take(2).any(|n| cx.imp.float_shapes.contains(n));
-            if float && op == "Div" {
-                return Err("divides a float shape value (only integer dims are kept as shapes)".into());
+            let float = cx.node.input.iter().take(2).find_map(|n| cx.imp.float_shapes.get(n).copied());
+            if float.is_some() && op == "Div" {
+                return Err("internal: a Div of float shape values is computed at run time".into());
             }
-            if float {
-                if let Some(o) = cx.node.output.first() {
-                    cx.imp.float_shapes.insert(o.clone());
-                }
+            if let (Some(o), Some(d)) = (cx.node.output.first(), float) {
+                cx.imp.float_shapes.insert(o.clone(), d);
             }
             let (x, y) = (operand(cx, 0)?, operand(cx, 1)?);
             let n = x.elems.len().max(y.elems.len());
@@ -484,13 +487,21 @@ pub(crate) fn tensor_slice(cx: &mut NodeCx) -> Result<Value, String> {
             return Err(format!("a step of {step} with run-time bounds is not supported yet"));
         }
         let d = dims[a].expr();
+        // Dims are at least 0 and below 2^40 (a tensor's byte limit): 0 and "to the end"
+        // (an exporter's INT64_MAX) clamp to themselves and to `d`.
+        let huge = dlc_ir::MAX_TENSOR_BYTES as i64;
         let bound = |e: &Expr| match e.as_const() {
             Some(v) if v < 0 => (&d + &Expr::c(v)).max_with(&zero),
+            Some(0) => zero.clone(),
+            Some(v) if v >= huge => d.clone(),
             Some(v) => Expr::c(v).min_with(&d),
             None => e.min_with(&d),
         };
         let (s0, e0) = (bound(&starts[j]), bound(&ends[j]));
-        counts[a] = (&(&e0 - &s0) + &Expr::c(step - 1)).floor_div(&Expr::c(step)).max_with(&zero);
+        let span = &e0 - &s0;
+        // The whole dim (`x[:, 0:]`) needs no clamp at 0.
+        let span = if s0 == zero && e0 == d { span } else { span.max_with(&zero) };
+        counts[a] = (&span + &Expr::c(step - 1)).floor_div(&Expr::c(step));
         first[a] = s0;
         step_of[a] = Expr::c(step);
     }
@@ -554,7 +565,7 @@ fn range(cx: &mut NodeCx) -> Result<Value, String> {
         return Err(format!("a Range over run-time dims needs a positive delta, got {d}"));
     }
     let float = (0..3).any(|i| {
-        cx.imp.float_shapes.contains(&cx.node.input[i])
+        cx.imp.float_shapes.contains_key(&cx.node.input[i])
             || cx.opt_input(i).ok().flatten().is_some_and(|v| cx.ty(v).dtype.is_float())
     });
     let dtype = if float { dlc_ir::DType::F32 } else { dlc_ir::DType::I64 };
