@@ -175,6 +175,9 @@ pub(crate) struct Importer<'m> {
     /// (computed speculatively, see `ops::control`): the conditions under which the
     /// branch is taken, each a bool scalar value and the polarity (true: then-branch).
     pub guards: Vec<(Value, bool)>,
+    /// While importing an expansion written at a newer opset ([`crate::ops`]'s
+    /// `expand_at`): the default domain's opset is at least this.
+    pub opset_at_least: Option<i64>,
 }
 
 impl<'m> Importer<'m> {
@@ -199,6 +202,7 @@ impl<'m> Importer<'m> {
             float_shapes: Default::default(),
             symbols: Vec::new(),
             guards: Vec::new(),
+            opset_at_least: None,
         }
     }
 
@@ -306,6 +310,12 @@ impl<'m> Importer<'m> {
         for (i, node) in nodes.iter().enumerate() {
             let name = format!("{prefix}{}", node_display_name(node, i));
             let opset = opset_of(self.model, &node.domain);
+            // A function body written at a newer opset than the model's (a contrib op as
+            // the ONNX ops that define it).
+            let opset = match self.opset_at_least {
+                Some(at_least) if node.domain.is_empty() || node.domain == "ai.onnx" => opset.max(at_least),
+                _ => opset,
+            };
             // (The model's own nodes were checked up front; a subgraph's are here.)
             let Some(&build) = reg.get(crate::ops::registry_key(node).as_str()) else {
                 let domain = if node.domain.is_empty() { "ai.onnx" } else { node.domain.as_str() };

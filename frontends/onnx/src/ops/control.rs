@@ -360,12 +360,33 @@ pub(crate) struct BodyNode<'a> {
     pub outputs: Vec<String>,
     pub ints: Vec<(&'a str, Vec<i64>)>,
     pub int: Vec<(&'a str, i64)>,
+    /// Other attributes, as they are.
+    pub attrs: Vec<onnx_protobuf::AttributeProto>,
+}
+
+impl BodyNode<'_> {
+    /// With attribute `a` too.
+    pub fn with(mut self, a: onnx_protobuf::AttributeProto) -> Self {
+        self.attrs.push(a);
+        self
+    }
 }
 
 /// Imports an op as its ONNX function body (the nodes ONNX's schema defines it by),
 /// so that it computes exactly what the `_expanded` cases do: `body`'s local names are
 /// prefixed with the node's name; returns the values of `outputs`.
 pub(crate) fn expand(cx: &mut NodeCx, body: Vec<BodyNode>, outputs: &[&str]) -> Result<Vec<Value>, String> {
+    expand_at(cx, body, outputs, None)
+}
+
+/// [`expand`] with the body's default-domain nodes imported at opset `at_least` or the
+/// model's, the newer (ops ONNX added after the model's opset).
+pub(crate) fn expand_at(
+    cx: &mut NodeCx,
+    body: Vec<BodyNode>,
+    outputs: &[&str],
+    at_least: Option<i64>,
+) -> Result<Vec<Value>, String> {
     use onnx_protobuf::NodeProto;
     let base = format!("{}::", cx.name);
     let operands: Vec<String> = cx.node.input.clone();
@@ -389,11 +410,16 @@ pub(crate) fn expand(cx: &mut NodeCx, body: Vec<BodyNode>, outputs: &[&str]) -> 
             use crate::export::{attr, A};
             n.attribute.extend(b.ints.into_iter().map(|(name, v)| attr(name, A::Is(v))));
             n.attribute.extend(b.int.into_iter().map(|(name, v)| attr(name, A::I(v))));
+            n.attribute.extend(b.attrs);
             n
         })
         .collect();
     let prefix = format!("{}/", cx.name);
-    cx.imp.import_nodes(&nodes, &prefix).map_err(|e| e.to_string())?;
+    let now = at_least.or(cx.imp.opset_at_least);
+    let before = std::mem::replace(&mut cx.imp.opset_at_least, now);
+    let done = cx.imp.import_nodes(&nodes, &prefix).map_err(|e| e.to_string());
+    cx.imp.opset_at_least = before;
+    done?;
     outputs.iter().map(|o| cx.imp.lookup(&local(o))).collect()
 }
 
@@ -405,6 +431,7 @@ pub(crate) fn body<'a>(op: &'a str, inputs: &[&str], outputs: &[&str]) -> BodyNo
         outputs: outputs.iter().map(|s| s.to_string()).collect(),
         ints: Vec::new(),
         int: Vec::new(),
+        attrs: Vec::new(),
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 mod attention;
 mod bind;
 mod contrib;
+mod contrib_more;
 mod control;
 pub(crate) mod elementwise;
 mod linalg;
@@ -37,6 +38,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         let mut reg = HashMap::new();
         attention::register(&mut reg);
         contrib::register(&mut reg);
+        contrib_more::register(&mut reg);
         control::register(&mut reg);
         elementwise::register(&mut reg);
         linalg::register(&mut reg);

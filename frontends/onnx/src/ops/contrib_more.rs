@@ -1,0 +1,430 @@
+//! More `com.microsoft` contrib ops, each imported as the standard ONNX ops that ONNX
+//! Runtime's documentation defines it by (onnxruntime/docs/ContribOperators.md), through
+//! [`super::control::expand`]: FusedMatMul, MatMulIntegerToFloat, DynamicQuantizeMatMul,
+//! the QLinear elementwise ops, pools and Concat (dequantize, compute in f32, quantize),
+//! MatMulNBits (its blockwise 4- or 8-bit weights dequantized at compile time),
+//! MultiHeadAttention (ONNX Attention with 3-D inputs) and RotaryEmbedding.
+use super::control::{body, expand, expand_at, BodyNode};
+use super::{BuildFn, NodeCx};
+use crate::export::{attr, A};
+use dlc_ir::{DType, TensorData, Value};
+use std::collections::HashMap;
+
+pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
+    reg.insert("com.microsoft::FusedMatMul", fused_matmul);
+    reg.insert("com.microsoft::MatMulIntegerToFloat", matmul_integer_to_float);
+    reg.insert("com.microsoft::DynamicQuantizeMatMul", dynamic_quantize_matmul);
+    reg.insert("com.microsoft::QLinearAdd", |cx| qlinear_binary(cx, "Add"));
+    reg.insert("com.microsoft::QLinearMul", |cx| qlinear_binary(cx, "Mul"));
+    reg.insert("com.microsoft::QLinearSigmoid", |cx| qlinear_unary(cx, body("Sigmoid", &["xf"], &["yf"])));
+    reg.insert("com.microsoft::QLinearLeakyRelu", |cx| {
+        let alpha = cx.float("alpha", 0.01);
+        qlinear_unary(cx, body("LeakyRelu", &["xf"], &["yf"]).with(attr("alpha", A::F(alpha))))
+    });
+    reg.insert("com.microsoft::QLinearGlobalAveragePool", |cx| qlinear_pool(cx, "GlobalAveragePool"));
+    reg.insert("com.microsoft::QLinearAveragePool", |cx| qlinear_pool(cx, "AveragePool"));
+    reg.insert("com.microsoft::QLinearConcat", qlinear_concat);
+    reg.insert("com.microsoft::MatMulNBits", matmul_nbits);
+    reg.insert("com.microsoft::MultiHeadAttention", multi_head_attention);
+    reg.insert("com.microsoft::RotaryEmbedding", rotary_embedding);
+}
+
+/// Whether operand `i` is given.
+fn has(cx: &NodeCx, i: usize) -> bool {
+    cx.node.input.get(i).is_some_and(|n| !n.is_empty())
+}
+
+/// `$i` when operand `i` is given, else the empty name (an absent optional input).
+fn opt(cx: &NodeCx, i: usize) -> String {
+    if has(cx, i) {
+        format!("${i}")
+    } else {
+        String::new()
+    }
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// A float constant named `name`.
+fn constant(name: &str, v: f32) -> BodyNode<'static> {
+    let mut n = body("Constant", &[], &[name]);
+    n.attrs.push(attr("value_float", A::F(v)));
+    n
+}
+
+/// The last two axes swapped (rank `r`).
+fn swap_last(r: usize) -> Vec<i64> {
+    let mut p: Vec<i64> = (0..r as i64).collect();
+    p.swap(r - 2, r - 1);
+    p
+}
+
+/// FusedMatMul: `alpha * op(A) @ op(B)`, `op` a transpose of the last two axes when
+/// `transA` / `transB` (the batch transposes are not supported).
+fn fused_matmul(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    if cx.int("transBatchA", 0) != 0 || cx.int("transBatchB", 0) != 0 {
+        return Err("transBatchA and transBatchB are not supported yet".into());
+    }
+    let (a0, b0) = (cx.input(0)?, cx.input(1)?);
+    let (ra, rb) = (cx.ty(a0).shape.rank(), cx.ty(b0).shape.rank());
+    let mut nodes = Vec::new();
+    let operand = |i: usize, r: usize, flag: &str, nodes: &mut Vec<BodyNode>| -> Result<&'static str, String> {
+        let name = if i == 0 { "a" } else { "b" };
+        let src: &'static str = if i == 0 { "$0" } else { "$1" };
+        if cx.int(flag, 0) == 0 {
+            return Ok(src);
+        }
+        if r < 2 {
+            return Err(format!("{flag} needs an operand of rank 2 or more"));
+        }
+        let mut t = body("Transpose", &[src], &[name]);
+        t.ints.push(("perm", swap_last(r)));
+        nodes.push(t);
+        Ok(name)
+    };
+    let a = operand(0, ra, "transA", &mut nodes)?;
+    let b = operand(1, rb, "transB", &mut nodes)?;
+    let alpha = cx.float("alpha", 1.0);
+    if alpha == 1.0 {
+        nodes.push(body("MatMul", &[a, b], &["y"]));
+    } else {
+        nodes.extend([
+            body("MatMul", &[a, b], &["ab"]),
+            constant("alpha", alpha),
+            body("Mul", &["ab", "alpha"], &["y"]),
+        ]);
+    }
+    expand(cx, nodes, &["y"])
+}
+
+/// `(A - a_zp) @ (B - b_zp)` in integers, scaled by `a_scale * b_scale` (B's may be one
+/// per column), plus the bias: MatMulIntegerToFloat's nodes reading the names given.
+fn integer_to_float(
+    a: &str,
+    b: &str,
+    a_s: &str,
+    b_s: &str,
+    a_zp: &str,
+    b_zp: &str,
+    bias: &str,
+) -> Vec<BodyNode<'static>> {
+    let mut cast = body("Cast", &["prod"], &["prod_f"]);
+    cast.int.push(("to", 1));
+    let mut nodes =
+        vec![body("MatMulInteger", &[a, b, a_zp, b_zp], &["prod"]), cast, body("Mul", &[a_s, b_s], &["scale"])];
+    if bias.is_empty() {
+        nodes.push(body("Mul", &["prod_f", "scale"], &["y"]));
+    } else {
+        nodes.push(body("Mul", &["prod_f", "scale"], &["scaled"]));
+        nodes.push(body("Add", &["scaled", bias], &["y"]));
+    }
+    nodes
+}
+
+/// MatMulIntegerToFloat(A, B, a_scale, b_scale, a_zero_point?, b_zero_point?, bias?).
+fn matmul_integer_to_float(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (a_zp, b_zp, bias) = (opt(cx, 4), opt(cx, 5), opt(cx, 6));
+    expand(cx, integer_to_float("$0", "$1", "$2", "$3", &a_zp, &b_zp, &bias), &["y"])
+}
+
+/// DynamicQuantizeMatMul(A, B, b_scale, b_zero_point?, bias?): A quantized to u8 as
+/// DynamicQuantizeLinear does, then MatMulIntegerToFloat.
+fn dynamic_quantize_matmul(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (b_zp, bias) = (opt(cx, 3), opt(cx, 4));
+    let mut nodes = vec![body("DynamicQuantizeLinear", &["$0"], &["aq", "as", "azp"])];
+    nodes.extend(integer_to_float("aq", "$1", "as", "$2", "azp", &b_zp, &bias));
+    expand(cx, nodes, &["y"])
+}
+
+/// `x` (operands `x, s, zp`) dequantized into `name`.
+fn dequantize(x: &str, s: &str, zp: &str, name: &str) -> BodyNode<'static> {
+    body("DequantizeLinear", &[x, s, zp], &[name])
+}
+
+/// QLinearAdd / QLinearMul(A, A_scale, A_zp, B, B_scale, B_zp, C_scale, C_zp?).
+fn qlinear_binary(cx: &mut NodeCx, op: &'static str) -> Result<Vec<Value>, String> {
+    let (a_zp, b_zp, c_zp) = (opt(cx, 2), opt(cx, 5), opt(cx, 7));
+    let nodes = vec![
+        dequantize("$0", "$1", &a_zp, "af"),
+        dequantize("$3", "$4", &b_zp, "bf"),
+        body(op, &["af", "bf"], &["cf"]),
+        body("QuantizeLinear", &strs(&["cf".into(), "$6".into(), c_zp]), &["y"]),
+    ];
+    expand(cx, nodes, &["y"])
+}
+
+/// QLinearSigmoid / QLinearLeakyRelu(X, X_scale, X_zp, Y_scale, Y_zp?): `f` reads `xf`
+/// and writes `yf`.
+fn qlinear_unary(cx: &mut NodeCx, f: BodyNode<'static>) -> Result<Vec<Value>, String> {
+    let (x_zp, y_zp) = (opt(cx, 2), opt(cx, 4));
+    let nodes = vec![
+        dequantize("$0", "$1", &x_zp, "xf"),
+        f,
+        body("QuantizeLinear", &strs(&["yf".into(), "$3".into(), y_zp]), &["y"]),
+    ];
+    expand(cx, nodes, &["y"])
+}
+
+/// QLinearGlobalAveragePool / QLinearAveragePool(X, x_scale, x_zp, y_scale, y_zp?),
+/// NCHW or (`channels_last`) NHWC; AveragePool's attributes pass through.
+fn qlinear_pool(cx: &mut NodeCx, op: &'static str) -> Result<Vec<Value>, String> {
+    let (x_zp, y_zp) = (opt(cx, 2), opt(cx, 4));
+    let x = cx.input(0)?;
+    let r = cx.ty(x).shape.rank();
+    if r < 3 {
+        return Err(format!("X must have rank 3 or more, got {r}"));
+    }
+    let last = cx.int("channels_last", 0) != 0;
+    let mut nodes = vec![dequantize("$0", "$1", &x_zp, "xf")];
+    let mut src = "xf";
+    if last {
+        let mut perm: Vec<i64> = vec![0, r as i64 - 1];
+        perm.extend(1..r as i64 - 1);
+        let mut t = body("Transpose", &["xf"], &["xc"]);
+        t.ints.push(("perm", perm));
+        nodes.push(t);
+        src = "xc";
+    }
+    let mut pool = body(op, &[src], &["pf"]);
+    for a in &cx.node.attribute {
+        if op == "AveragePool" && a.name != "channels_last" {
+            pool.attrs.push(a.clone());
+        }
+    }
+    nodes.push(pool);
+    let mut out = "pf";
+    if last {
+        let mut perm: Vec<i64> = vec![0];
+        perm.extend(2..r as i64);
+        perm.push(1);
+        let mut t = body("Transpose", &["pf"], &["pl"]);
+        t.ints.push(("perm", perm));
+        nodes.push(t);
+        out = "pl";
+    }
+    nodes.push(body("QuantizeLinear", &strs(&[out.into(), "$3".into(), y_zp]), &["y"]));
+    expand(cx, nodes, &["y"])
+}
+
+/// QLinearConcat(Y_scale, Y_zp, X1, X1_scale, X1_zp, ...) along `axis`.
+fn qlinear_concat(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let n = cx.node.input.len();
+    if n < 5 || !(n - 2).is_multiple_of(3) {
+        return Err(format!("{n} inputs: expected Y_scale, Y_zero_point and triples of X, scale, zero point"));
+    }
+    let mut nodes = Vec::new();
+    let mut parts = Vec::new();
+    for j in 0..(n - 2) / 3 {
+        let at = 2 + 3 * j;
+        let name = format!("xf{j}");
+        nodes.push(dequantize(&format!("${at}"), &format!("${}", at + 1), &opt(cx, at + 2), &name));
+        parts.push(name);
+    }
+    let mut cat = body("Concat", &strs(&parts), &["cf"]);
+    cat.int.push(("axis", cx.int("axis", 0)));
+    nodes.push(cat);
+    nodes.push(body("QuantizeLinear", &strs(&["cf".into(), "$0".into(), opt(cx, 1)]), &["y"]));
+    expand(cx, nodes, &["y"])
+}
+
+/// The values of a float tensor (f32 or f16).
+fn floats(t: &TensorData) -> Option<Vec<f64>> {
+    match t.ty().dtype {
+        DType::F32 => t.to_f32().map(|v| v.into_iter().map(f64::from).collect()),
+        DType::F16 | DType::BF16 => {
+            let to = dlc_ir::TensorType { dtype: DType::F32, shape: t.ty().shape.clone() };
+            let cast = dlc_ir::Op::Cast(dlc_ir::ops::Cast::new(DType::F32));
+            let f = dlc_interp::eval(&cast, std::slice::from_ref(t), &[to]).ok()?;
+            floats(f.first()?)
+        }
+        _ => None,
+    }
+}
+
+/// MatMulNBits(A, B, scales, zero_points?, g_idx?, bias?): `B` holds `N` rows of `K`
+/// `bits`-bit unsigned codes in blocks of `block_size` (low bits first in each byte),
+/// each block with a scale and a zero point (packed codes like B's, or floats; `2^(bits
+/// - 1)` when absent). B, its scales and zero points must be constants: the f32 weights
+/// `(code - zero point) * scale` are made at compile time, then a MatMul.
+fn matmul_nbits(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (k, n, bits, block) = (cx.int("K", 0), cx.int("N", 0), cx.int("bits", 4), cx.int("block_size", 0));
+    if k <= 0 || n <= 0 || block < 16 || !(block as u64).is_power_of_two() {
+        return Err(format!("K {k}, N {n} and block_size {block} (a power of two, at least 16) are required"));
+    }
+    if bits != 4 && bits != 8 {
+        return Err(format!("bits={bits} is not supported (4 or 8)"));
+    }
+    if has(cx, 4) {
+        return Err("g_idx is not supported yet".into());
+    }
+    let (k, n, bits, block) = (k as usize, n as usize, bits as usize, block as usize);
+    let blocks = k.div_ceil(block);
+    let per_byte = 8 / bits;
+    let blob = block / per_byte;
+    let b = cx.const_input(1)?.ok_or("B must be a constant (an initializer)")?;
+    let codes = b.bytes();
+    if b.ty().dtype != DType::U8 || codes.len() != n * blocks * blob {
+        return Err(format!("B must be uint8 [{n}, {blocks}, {blob}], got {}", b.ty()));
+    }
+    let scales = cx.const_input(2)?.ok_or("scales must be a constant")?;
+    let scales = floats(&scales).ok_or("scales must be floats")?;
+    if scales.len() != n * blocks {
+        return Err(format!("scales must hold {} values, got {}", n * blocks, scales.len()));
+    }
+    let code = |bytes: &[u8], i: usize| -> u8 {
+        let byte = bytes[i / per_byte];
+        let shift = (i % per_byte) * bits;
+        (byte >> shift) & ((1u16 << bits) - 1) as u8
+    };
+    let default_zp = (1u32 << (bits - 1)) as f64;
+    let zps: Vec<f64> = match cx.const_input(3)? {
+        None if has(cx, 3) => return Err("zero_points must be a constant".into()),
+        None => vec![default_zp; n * blocks],
+        Some(z) if z.ty().dtype == DType::U8 => {
+            // Packed like B: each row's block zero points, rows padded to whole bytes.
+            let row = (blocks * bits).div_ceil(8);
+            if z.bytes().len() != n * row {
+                return Err(format!("zero_points must be uint8 [{n} * {row}], got {}", z.ty()));
+            }
+            (0..n)
+                .flat_map(|r| (0..blocks).map(move |j| (r, j)))
+                .map(|(r, j)| code(&z.bytes()[r * row..(r + 1) * row], j) as f64)
+                .collect()
+        }
+        Some(z) => {
+            let v = floats(&z).ok_or("zero_points must be uint8 or floats")?;
+            if v.len() != n * blocks {
+                return Err(format!("zero_points must hold {} values", n * blocks));
+            }
+            v
+        }
+    };
+    // W[k][n] = (code - zp) * scale, stored [K, N] for A @ W.
+    let mut w = vec![0f32; k * n];
+    for r in 0..n {
+        let row = &codes[r * blocks * blob..(r + 1) * blocks * blob];
+        for kk in 0..k {
+            let j = kk / block;
+            let q = code(row, kk) as f64;
+            w[kk * n + r] = ((q - zps[r * blocks + j]) * scales[r * blocks + j]) as f32;
+        }
+    }
+    let a = cx.input(0)?;
+    let dt = cx.ty(a).dtype;
+    let mut wv = cx.add_const(TensorData::from_f32(&[k as u64, n as u64], &w).ok_or("internal: weights")?);
+    if dt != DType::F32 {
+        wv = cx.add1("weights", dlc_ir::ops::Cast::new(dt), &[wv])?;
+    }
+    let mut y = cx.add1("matmul", dlc_ir::ops::MatMul { act: dlc_ir::ops::Activation::None }, &[a, wv])?;
+    if let Some(bias) = cx.opt_input(5)? {
+        y = cx.add1("bias", dlc_ir::ops::Add {}, &[y, bias])?;
+    }
+    Ok(vec![y])
+}
+
+/// MultiHeadAttention(query, key, value, bias?): 3-D query, key and value (`[B, S,
+/// D]`, `[B, L, D]`, `[B, L, Dv]`) split into `num_heads`, as ONNX Attention computes
+/// them (`scale` when given, causal when `unidirectional`); `bias` adds to Q, K and V
+/// first. Masks, packed inputs and past key/value are not supported yet.
+fn multi_head_attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    for (i, what) in [(4, "key_padding_mask"), (5, "attention_bias"), (6, "past_key"), (7, "past_value")] {
+        if has(cx, i) {
+            return Err(format!("{what} is not supported yet"));
+        }
+    }
+    if !has(cx, 1) || !has(cx, 2) {
+        return Err("packed query/key/value (no separate key and value) is not supported yet".into());
+    }
+    let heads = cx.int("num_heads", 0);
+    if heads <= 0 {
+        return Err("num_heads is required".into());
+    }
+    let (q, k, v) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    for (x, what) in [(q, "query"), (k, "key"), (v, "value")] {
+        if cx.ty(x).shape.rank() != 3 {
+            return Err(format!("{what} must be 3-D, got {}", cx.ty(x)));
+        }
+    }
+    let mut nodes = Vec::new();
+    let (mut qn, mut kn, mut vn) = ("$0", "$1", "$2");
+    if has(cx, 3) {
+        let d = cx.ty(q).shape.0[2].fixed().ok_or("the hidden size must be known")? as i64;
+        let dv = cx.ty(v).shape.0[2].fixed().ok_or("the value size must be known")? as i64;
+        let mut split = body("Split", &["$3", "sizes"], &["qb", "kb", "vb"]);
+        split.int.push(("axis", 0));
+        let mut sizes = body("Constant", &[], &["sizes"]);
+        sizes.ints.push(("value_ints", vec![d, d, dv]));
+        nodes.extend([
+            sizes,
+            split,
+            body("Add", &["$0", "qb"], &["qa"]),
+            body("Add", &["$1", "kb"], &["ka"]),
+            body("Add", &["$2", "vb"], &["va"]),
+        ]);
+        (qn, kn, vn) = ("qa", "ka", "va");
+    }
+    let mut att = body("Attention", &[qn, kn, vn], &["y"]);
+    att.int.extend([("q_num_heads", heads), ("kv_num_heads", heads), ("is_causal", cx.int("unidirectional", 0))]);
+    if cx.has("scale") {
+        att.attrs.push(attr("scale", A::F(cx.float("scale", 1.0))));
+    }
+    nodes.push(att);
+    expand_at(cx, nodes, &["y"], Some(23))
+}
+
+/// RotaryEmbedding (com.microsoft)(input, position_ids, cos_cache, sin_cache): ONNX's
+/// RotaryEmbedding (opset 23) with its inputs reordered; a position_ids of one element
+/// is the first position, the sequence counting up from it.
+fn rotary_embedding(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    if cx.int("is_packed_batching", 0) != 0 {
+        return Err("is_packed_batching is not supported yet".into());
+    }
+    if cx.float("scale", 1.0) != 1.0 {
+        return Err("a scale other than 1 is not supported yet".into());
+    }
+    let x = cx.input(0)?;
+    let xt = cx.ty(x);
+    let p = cx.input(1)?;
+    let mut nodes = Vec::new();
+    let mut pos = "$1";
+    if cx.ty(p).shape.numel() == Some(1) {
+        // [B, S] positions from the offset: offset + 0..S.
+        let seq_axis = if xt.shape.rank() == 4 { 2 } else { 1 };
+        let int = |name: &str, v: i64| body("Constant", &[], &[name]).with(attr("value_int", A::I(v)));
+        let ints = |name: &str, v: Vec<i64>| body("Constant", &[], &[name]).with(attr("value_ints", A::Is(v)));
+        let mut seq = body("Shape", &["$0"], &["s"]);
+        seq.int.extend([("start", seq_axis), ("end", seq_axis + 1)]);
+        let mut batch = body("Shape", &["$0"], &["b"]);
+        batch.int.extend([("start", 0), ("end", 1)]);
+        let mut cat = body("Concat", &["b", "s"], &["bs"]);
+        cat.int.push(("axis", 0));
+        nodes.extend([
+            seq,
+            batch,
+            int("zero", 0),
+            int("one", 1),
+            ints("axis0", vec![0]),
+            ints("flat", vec![-1]),
+            body("Squeeze", &["s", "axis0"], &["n"]),
+            body("Range", &["zero", "n", "one"], &["steps"]),
+            body("Reshape", &["$1", "flat"], &["offset"]),
+            body("Add", &["steps", "offset"], &["row"]),
+            body("Unsqueeze", &["row", "axis0"], &["row2"]),
+            cat,
+            body("Expand", &["row2", "bs"], &["positions"]),
+        ]);
+        pos = "positions";
+    }
+    let mut rot = body("RotaryEmbedding", &["$0", "$2", "$3", pos], &["y"]);
+    rot.int.extend([
+        ("interleaved", cx.int("interleaved", 0)),
+        ("rotary_embedding_dim", cx.int("rotary_embedding_dim", 0)),
+    ]);
+    if xt.shape.rank() == 3 {
+        rot.int.push(("num_heads", cx.int("num_heads", 0)));
+    }
+    nodes.push(rot);
+    expand_at(cx, nodes, &["y"], Some(23))
+}
