@@ -129,3 +129,40 @@ def test_contrib_op_matches_ort(name, tmp_path):
         assert diff.max() <= steps, (name, diff.max(), got, want)
     else:
         assert_close(got, want, name)
+
+
+def test_dynamic_quantize_lstm(tmp_path):
+    """DynamicQuantizeLSTM against ONNX Runtime's float LSTM on the dequantized weights
+    (what dlc computes, to f32 rounding), and against ORT's own DynamicQuantizeLSTM,
+    which also quantizes the inputs and states each step (to that rounding)."""
+    hid, inp, dirs = 4, 3, 2
+    wq = R.integers(-128, 128, (dirs, inp, 4 * hid)).astype(np.int8)
+    rq = R.integers(-128, 128, (dirs, hid, 4 * hid)).astype(np.int8)
+    ws, rs = (R.random((dirs, 4 * hid)) * 0.01).astype(np.float32), np.array([0.004, 0.005], np.float32)
+    wz, rz = np.zeros((dirs, 4 * hid), np.int8), np.zeros(dirs, np.int8)
+    b = _f(dirs, 8 * hid)
+    inits = {"W": wq, "R": rq, "B": b, "ws": ws, "wz": wz, "rs": rs, "rz": rz}
+    node = _ms("DynamicQuantizeLSTM", ["x", "W", "R", "B", "", "", "", "", "ws", "wz", "rs", "rz"], ["y", "y_h", "y_c"],
+               hidden_size=hid, direction="bidirectional")
+    g = h.make_graph([node], "g", [h.make_tensor_value_info("x", T.FLOAT, [5, 2, inp])],
+                     [h.make_tensor_value_info(o, T.FLOAT, None) for o in ("y", "y_h", "y_c")],
+                     initializer=[nh.from_array(v, k) for k, v in inits.items()])
+    path = tmp_path / "q.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.microsoft", 1)]), str(path))
+    # The float LSTM of the dequantized weights, in ONNX's layout [D, 4H, K].
+    wf = (wq.astype(np.float32) * ws[:, None, :]).transpose(0, 2, 1)
+    rf = (rq.astype(np.float32) * rs[:, None, None]).transpose(0, 2, 1)
+    fl = h.make_graph([h.make_node("LSTM", ["x", "W", "R", "B"], ["y", "y_h", "y_c"], hidden_size=hid,
+                                   direction="bidirectional")], "f", [h.make_tensor_value_info("x", T.FLOAT, [5, 2, inp])],
+                      [h.make_tensor_value_info(o, T.FLOAT, None) for o in ("y", "y_h", "y_c")],
+                      initializer=[nh.from_array(wf, "W"), nh.from_array(rf, "R"), nh.from_array(b, "B")])
+    fpath = tmp_path / "f.onnx"
+    onnx.save(h.make_model(fl, opset_imports=[h.make_opsetid("", 17)]), str(fpath))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    feeds = {"x": _f(5, 2, inp)}
+    got = dlc_run(art, path, feeds, tmp_path)
+    want_f, want_q = ort_run(fpath, feeds), ort_run(path, feeds)
+    for k in ("y", "y_h", "y_c"):
+        assert_close(got[k], want_f[k], k)
+        assert np.abs(got[k] - want_q[k]).max() < 0.05, (k, np.abs(got[k] - want_q[k]).max())

@@ -27,6 +27,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("com.microsoft::MatMulNBits", matmul_nbits);
     reg.insert("com.microsoft::MultiHeadAttention", multi_head_attention);
     reg.insert("com.microsoft::RotaryEmbedding", rotary_embedding);
+    reg.insert("com.microsoft::DynamicQuantizeLSTM", dynamic_quantize_lstm);
 }
 
 /// Whether operand `i` is given.
@@ -427,4 +428,61 @@ fn rotary_embedding(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     }
     nodes.push(rot);
     expand_at(cx, nodes, &["y"], Some(23))
+}
+
+/// `W` (`[D, K, 4H]` int8 or uint8 codes) dequantized with `scale` and `zero` (`[D]`, or
+/// `[D, 4H]` per channel) into the LSTM layout `[D, 4H, K]` (f32), at compile time.
+fn dequantize_lstm_weights(w: &TensorData, scale: &TensorData, zero: &TensorData) -> Result<TensorData, String> {
+    let d = &w.ty().shape.0;
+    let dims: Vec<u64> = d.iter().map(|x| x.fixed()).collect::<Option<_>>().ok_or("weights must have known dims")?;
+    let [nd, k, g] = dims[..] else { return Err(format!("weights must be 3-D, got {}", w.ty())) };
+    let (nd, k, g) = (nd as usize, k as usize, g as usize);
+    let codes: Vec<i64> = w.to_i64().ok_or("weights must be 8-bit integers")?;
+    let s = floats(scale).ok_or("the scales must be floats")?;
+    let z: Vec<i64> = zero.to_i64().ok_or("the zero points must be integers")?;
+    let per_channel = s.len() == nd * g;
+    if !(per_channel || s.len() == nd) || z.len() != s.len() {
+        return Err(format!("scales and zero points must hold {nd} or {} values", nd * g));
+    }
+    let mut out = vec![0f32; nd * g * k];
+    for di in 0..nd {
+        for ki in 0..k {
+            for gi in 0..g {
+                let q = if per_channel { di * g + gi } else { di };
+                let v = (codes[(di * k + ki) * g + gi] - z[q]) as f64 * s[q];
+                out[(di * g + gi) * k + ki] = v as f32;
+            }
+        }
+    }
+    TensorData::from_f32(&[nd as u64, g as u64, k as u64], &out).ok_or_else(|| "internal: weights".into())
+}
+
+/// DynamicQuantizeLSTM: an LSTM whose constant int8 weights (`[D, input, 4H]` and `[D,
+/// H, 4H]`, per-layer or per-channel scales and zero points) are dequantized at compile
+/// time; the LSTM then runs in f32. (ONNX Runtime quantizes the inputs and states each
+/// step as well: its results differ from the f32 ones by that rounding.)
+fn dynamic_quantize_lstm(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let konst = |cx: &mut NodeCx, i: usize, what: &str| -> Result<TensorData, String> {
+        cx.const_input(i)?.ok_or_else(|| format!("{what} must be a constant"))
+    };
+    let (w, r) = (konst(cx, 1, "W")?, konst(cx, 2, "R")?);
+    let (ws, wz, rs, rz) = (
+        konst(cx, 8, "W_scale")?,
+        konst(cx, 9, "W_zero_point")?,
+        konst(cx, 10, "R_scale")?,
+        konst(cx, 11, "R_zero_point")?,
+    );
+    let wf = dequantize_lstm_weights(&w, &ws, &wz)?;
+    let rf = dequantize_lstm_weights(&r, &rs, &rz)?;
+    for (name, t) in [("w_f32", wf), ("r_f32", rf)] {
+        let v = cx.add_const(t.clone());
+        cx.imp.known.insert(v, t);
+        cx.imp.values.insert(format!("{}::{name}", cx.name), v);
+    }
+    let ins: Vec<String> =
+        ["$0".into(), "w_f32".into(), "r_f32".into()].into_iter().chain((3..8).map(|i| opt(cx, i))).collect();
+    let outs = ["y", "y_h", "y_c"];
+    let mut lstm = body("LSTM", &strs(&ins), &outs);
+    lstm.attrs.extend(cx.node.attribute.iter().cloned());
+    expand(cx, vec![lstm], &outs)
 }
