@@ -1,6 +1,6 @@
 """TopK against ONNX Runtime: constant and run-time k (one artifact, several k), largest
 and smallest, ties (the lower index first), float and integer data, a run-time batch,
-the axis first or last; a run-time k past the axis's extent fails the run naming the
+the axis first or last, rows in pool tasks (known and run-time rows, run with 2 threads); a run-time k past the axis's extent fails the run naming the
 node, as ONNX Runtime's does."""
 import subprocess
 
@@ -33,6 +33,10 @@ CASES = {
     "f32_smallest_runtime_k": (T.FLOAT, [6, 9, 4], 1, 0, None, [((6, 9, 4), 3), ((6, 9, 4), 9), ((6, 9, 4), 0)]),
     "i64_ties_runtime_k": (T.INT64, [5, 12], 1, 1, None, [((5, 12), 4), ((5, 12), 12)]),
     "f32_axis0": (T.FLOAT, [8, 3], 0, 1, 2, [((8, 3), None)]),
+    # Enough work for pool tasks of rows (CPU): known rows, then rows of a run-time batch.
+    "f32_many_rows_in_tasks": (T.FLOAT, [96, 4096], 1, 1, 12, [((96, 4096), None)]),
+    "f32_inner_axis_in_tasks": (T.FLOAT, [3, 2048, 40], 1, 1, 16, [((3, 2048, 40), None)]),
+    "f32_run_time_rows_in_tasks": (T.FLOAT, ["n", 4, 30000], 2, 0, 8, [((3, 4, 30000), None), ((1, 4, 30000), None)]),
 }
 
 
@@ -42,7 +46,11 @@ def test_topk_matches_ort(name, tmp_path):
     path = tmp_path / f"{name}.onnx"
     _model(path, dtype, shape, axis, largest, k)
     art = tmp_path / "art"
-    dlc("compile", path, "-o", art)
+    dlc("compile", path, "-o", art, "--emit", "so,kir")
+    if name.endswith("_in_tasks"):
+        kir = (art / "model.kir").read_text()
+        topk = kir[kir.index("_topk"):]
+        assert " parallel {" in topk[:topk.index("\n}\n")], "TopK rows are not pool tasks"
     rng = np.random.default_rng(0)
     for xs, kk in runs:
         if dtype == T.INT64:

@@ -128,6 +128,7 @@ impl TargetSpec {
     pub fn lowering(&self) -> dlc_lower::Target {
         let cuda = self.triple.starts_with("nvptx");
         let mut t = dlc_lower::Target::with_lanes(if cuda { 1 } else { self.vector_width() });
+        t.pool = !cuda;
         if !cuda {
             t.int8 = if self.has_avx512_vnni() && self.vector_width() == 16 {
                 dlc_lower::Int8Dot::Vnni512

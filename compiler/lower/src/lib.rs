@@ -135,6 +135,9 @@ pub struct Target {
     pub f32_lanes: u32,
     /// How the int8 kernels take four-term u8 x i8 dot products.
     pub int8: Int8Dot,
+    /// Whether kernels may use `parallel` loops (pool tasks): CPU targets. CUDA's run
+    /// `each` nests as a thread per element instead.
+    pub pool: bool,
 }
 
 /// The int8 dot-product instructions a target has ([`quant::qconv`]).
@@ -153,7 +156,7 @@ pub enum Int8Dot {
 impl Target {
     /// A target whose vectors hold `f32_lanes` f32s, with no int8 dot instructions.
     pub fn with_lanes(f32_lanes: u32) -> Target {
-        Target { f32_lanes: f32_lanes.max(1), int8: Int8Dot::Exact }
+        Target { f32_lanes: f32_lanes.max(1), int8: Int8Dot::Exact, pool: true }
     }
 }
 
@@ -306,7 +309,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
             None => Err(n.error("internal: not a Reduce* op")),
         },
         Op::ArgMax(o) => reduce::arg(kernel, n, o.axis, true, o.select_last_index),
-        Op::TopK(o) => topk::topk(kernel, n, o),
+        Op::TopK(o) => topk::topk(kernel, n, o, t.pool),
         Op::ArgMin(o) => reduce::arg(kernel, n, o.axis, false, o.select_last_index),
         Op::NllLoss(o) => reduce::nll_loss(kernel, n, o),
         Op::CumSum(o) => reduce::cumsum(kernel, n, o),

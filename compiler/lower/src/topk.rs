@@ -5,15 +5,17 @@
 //! before it (a better value, or an equal one, which came earlier: ties keep the lower
 //! index first); if that place is below `k` the kept elements from it on move down one
 //! and the element goes in. `O(n * k)` per row, no scratch memory; `k` may be a run-time
-//! dim. Rows are an `each` nest (one per GPU thread on CUDA). Values are compared as
-//! f64 or i64 (unsigned as unsigned); NaN ranks above every number.
+//! dim. Rows are an `each` nest (one per GPU thread on CUDA); on the CPU, pool tasks of
+//! rows when there is enough work. Values are compared as f64 or i64 (unsigned as
+//! unsigned); NaN ranks above every number.
 use crate::dtype::{accumulator, load_as, storage};
 use crate::{LowerError, Node};
 use dlc_ir::ops::TopK;
 use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, LoopKind, Stmt, Ty, ValId};
 
-/// The TopK kernel of `n`: parameters x (read), values and indices (written).
-pub fn topk(name: &str, n: &Node, op: &TopK) -> Result<Kernel, LowerError> {
+/// The TopK kernel of `n`: parameters x (read), values and indices (written); rows in
+/// pool tasks when `pool` (a CPU target).
+pub fn topk(name: &str, n: &Node, op: &TopK, pool: bool) -> Result<Kernel, LowerError> {
     let x = Node::dims(&n.inputs[0]);
     let a = dlc_ir::ops::normalize_axis(op.axis, x.len()).ok_or_else(|| n.error("axis out of range"))?;
     let dt = n.inputs[0].dtype;
@@ -37,8 +39,36 @@ pub fn topk(name: &str, n: &Node, op: &TopK) -> Result<Kernel, LowerError> {
         (false, false, false) => CmpOp::Ule,
     };
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write, Access::Write]);
-    b.nest(&[outer, inner.clone()], LoopKind::Each, |b, oi| {
-        let (o, i) = (oi[0].clone(), oi[1].clone());
+    // Work per row: about len * k comparisons (len * 8 when k is a run-time dim).
+    let rows = &outer * &inner;
+    let per_row = len.as_const().unwrap_or(1).max(1) as u64 * k.as_const().unwrap_or(8).max(1) as u64;
+    let each_row = |r: Expr| -> (Expr, Expr) {
+        if inner.as_const() == Some(1) {
+            (r, Expr::c(0))
+        } else {
+            (r.floor_div(&inner), r.modulo(&inner))
+        }
+    };
+    let row_loop = |b: &mut KernelBuilder, body: &mut dyn FnMut(&mut KernelBuilder, Expr, Expr)| {
+        if !pool {
+            return b
+                .nest(&[outer.clone(), inner.clone()], LoopKind::Each, |b, oi| body(b, oi[0].clone(), oi[1].clone()));
+        }
+        let work = rows.as_const().map(|r| r.max(0) as u64 * per_row);
+        match (rows.as_const(), work) {
+            (Some(r), Some(w)) => crate::par(b, r.max(0) as u64, w, |b, r| {
+                let (o, i) = each_row(r);
+                body(b, o, i)
+            }),
+            // Run-time rows: tasks when each row is long.
+            _ if per_row >= crate::TASK_WORK => b.for_(Expr::c(0), rows.clone(), LoopKind::Parallel, |b, r| {
+                let (o, i) = each_row(r);
+                body(b, o, i)
+            }),
+            _ => b.nest(&[outer.clone(), inner.clone()], LoopKind::Each, |b, oi| body(b, oi[0].clone(), oi[1].clone())),
+        }
+    };
+    row_loop(&mut b, &mut |b, o, i| {
         // Element `t` of this row in x, and slot `j` of its result rows.
         let src = |t: &Expr| &(&(&(&o * &len) + t) * &inner) + &i;
         let dst = |j: &Expr| &(&(&(&o * &k) + j) * &inner) + &i;

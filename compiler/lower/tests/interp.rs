@@ -16,7 +16,7 @@ mod common;
 use common::{floats, i64s};
 
 /// The target the lowerings are checked for (AVX2's vector width).
-const T: dlc_lower::Target = dlc_lower::Target { f32_lanes: 8, int8: dlc_lower::Int8Dot::Exact };
+const T: dlc_lower::Target = dlc_lower::Target { f32_lanes: 8, int8: dlc_lower::Int8Dot::Exact, pool: true };
 
 /// Deterministic bytes for a tensor of `ty`.
 fn data(ty: &TensorType, seed: u8) -> TensorData {
@@ -1457,7 +1457,7 @@ fn int8_packs_and_convolutions_on_every_dot_path() {
         let consts: Vec<Option<&TensorData>> = (0..xs.len()).map(|i| (1..=3).contains(&i).then_some(&xs[i])).collect();
         let bound = [Some(qmax as u64)];
         let node = dlc_lower::Node { name: "n", op, inputs: &tys, outputs: &out, consts: &consts, operand_max: &bound };
-        let k = dlc_lower::lower("k", &node, &Target { f32_lanes: 8, int8: path }).expect("ported").unwrap();
+        let k = dlc_lower::lower("k", &node, &Target { f32_lanes: 8, int8: path, pool: true }).expect("ported").unwrap();
         let text = dlc_kir::print::kernel(&k);
         let wmax_ok = xs[1].bytes().iter().all(|&v| (-63..=63).contains(&(v as i8)));
         let used = |name: &str| text.contains(name);

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 mod common;
 use common::floats;
 
-const T: dlc_lower::Target = dlc_lower::Target { f32_lanes: 8, int8: dlc_lower::Int8Dot::Exact };
+const T: dlc_lower::Target = dlc_lower::Target { f32_lanes: 8, int8: dlc_lower::Int8Dot::Exact, pool: true };
 
 fn taps_op(mode: ResizeMode, coord: ResizeCoord) -> ResizeTaps {
     ResizeTaps {
