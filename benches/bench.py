@@ -5,8 +5,10 @@
 
 For each model and thread count (1 and 2) both engines run the same seeded input. dlc is
 timed by `dlc bench --json` (its runtime, thread pool included, on pre-allocated buffers;
-the reported times exclude process start and loading), ONNX Runtime in this process; the
-engines alternate in rounds of --round iterations (each dlc round after its own warm-up)
+the reported times exclude process start and loading), ONNX Runtime and OpenVINO (the
+`openvino` package's CPU plugin, the model reshaped to the input's shape, the latency
+hint, one stream; skipped with --no-openvino or when it is not installed) in this
+process; the engines alternate in rounds of --round iterations (each dlc round after its own warm-up)
 until --iters timings each, and the table reports medians and the ratio dlc/ORT (below
 1.0: dlc is faster). The max abs diff column compares outputs, dlc's through ctypes on
 model.so. A GEMM table (single MatMul models, 256 to 2048) gives GFLOP/s of both engines at
@@ -60,6 +62,33 @@ def ort_session(path, threads):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+class OvSession:
+    """OpenVINO's CPU plugin (the `openvino` package) on the model reshaped to the feeds'
+    shapes (static, as OpenVINO compiles best), with `threads` inference threads and the
+    latency hint; `run` has ORT's signature so the timing loops take either."""
+
+    def __init__(self, path, threads, feeds):
+        import openvino as ov
+        core = ov.Core()
+        model = core.read_model(str(path))
+        model.reshape({k: list(v.shape) for k, v in feeds.items()})
+        cfg = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        self.compiled = core.compile_model(model, "CPU", cfg)
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, _names, feeds):
+        self.request.infer(feeds)
+        return [self.request.get_output_tensor(i).data for i in range(len(self.compiled.outputs))]
+
+
+def ov_version():
+    try:
+        import openvino as ov
+        return ov.__version__.split("-")[0]
+    except ImportError:
+        return None
+
+
 def time_pair(dlc_model, sess, feeds, iters, warmup=3):
     """In-process, alternating (the GEMM table, one thread)."""
     for _ in range(warmup):
@@ -77,10 +106,14 @@ def time_pair(dlc_model, sess, feeds, iters, warmup=3):
 
 
 def time_rounds(dlc, art, input_args, sess, feeds, threads, iters, per_round):
-    """dlc through `dlc bench` and ORT in-process, alternating in rounds."""
-    for _ in range(3):
-        sess.run(None, feeds)
-    td, to = [], []
+    """dlc through `dlc bench` and in-process sessions (ORT's, OpenVINO's), alternating in
+    rounds. `sess` is one session (returns dlc's and its medians) or a list (returns
+    dlc's median and a list)."""
+    sessions = sess if isinstance(sess, list) else [sess]
+    for s in sessions:
+        for _ in range(3):
+            s.run(None, feeds)
+    td, others = [], [[] for _ in sessions]
     while len(td) < iters:
         # ORT's pool threads spin for a while after a run; let them go idle so that
         # they do not compete with dlc's threads for the two cores (dlc's process has
@@ -89,11 +122,24 @@ def time_rounds(dlc, art, input_args, sess, feeds, threads, iters, per_round):
         out = subprocess.run([dlc, "bench", art, "--iters", str(per_round), "--threads", str(threads), "--json",
                               *input_args], check=True, capture_output=True, text=True).stdout
         td += json.loads(out)["times_ms"]
-        for _ in range(per_round):
-            t0 = time.perf_counter()
-            sess.run(None, feeds)
-            to.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(td), statistics.median(to)
+        for s, t in zip(sessions, others):
+            time.sleep(0.05)
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                s.run(None, feeds)
+                t.append((time.perf_counter() - t0) * 1e3)
+    meds = [statistics.median(t) for t in others]
+    return statistics.median(td), (meds if isinstance(sess, list) else meds[0])
+
+
+def engines(path, threads, feeds, ov):
+    """The in-process engines timed beside dlc: ORT, and OpenVINO when `ov`."""
+    return [ort_session(path, threads)] + ([OvSession(path, threads, feeds)] if ov else [])
+
+
+def cells(td, others):
+    """Table cells: each engine's ms, then dlc's ratio to each."""
+    return " | ".join([f"{t:.3f}" for t in others] + [f"{td / t:.2f}" for t in others])
 
 
 def npy_inputs(work, name, feeds):
@@ -136,8 +182,10 @@ def symbolic_table(a, work):
 
 
 def real_table(a, work):
-    print("\n| real model (shape) | threads | pinned ms | symbolic ms | ORT ms | symbolic/pinned | symbolic/ORT |")
-    print("|---|---|---|---|---|---|---|")
+    ov = "| OpenVINO ms " if a.ov else ""
+    ovr = "| symbolic/OpenVINO " if a.ov else ""
+    print(f"\n| real model (shape) | threads | pinned ms | symbolic ms | ORT ms {ov}| symbolic/pinned | symbolic/ORT {ovr}|")
+    print("|---|---|---|---|---|---|---|" + ("---|---|" if a.ov else ""))
     for name in filter(None, a.real.split(",")):
         path = real_models.path(name)
         shape = real_models.MODELS[name]["shapes"][0]
@@ -152,11 +200,13 @@ def real_table(a, work):
         shape = next(iter(feeds.values())).shape
         for threads in (1, 2):
             tp, ts = dlc_rounds(a.dlc, arts, input_args, threads, a.iters, a.round)
-            _, to = time_rounds(a.dlc, arts[1], input_args, ort_session(path, threads), feeds, threads, a.iters,
-                                a.round)
+            _, others = time_rounds(a.dlc, arts[1], input_args, engines(path, threads, feeds, a.ov), feeds, threads,
+                                    a.iters, a.round)
             label = f"{name} ({'x'.join(map(str, shape))})"
-            print(f"| {label} | {threads} | {tp:.3f} | {ts:.3f} | {to:.3f} | {ts / tp:.2f} | {ts / to:.2f} |",
-                  flush=True)
+            ms = " | ".join(f"{t:.3f}" for t in others)
+            ratios = " | ".join(f"{ts / t:.2f}" for t in others[1:])
+            print(f"| {label} | {threads} | {tp:.3f} | {ts:.3f} | {ms} | {ts / tp:.2f} | {ts / others[0]:.2f} |"
+                  + (f" {ratios} |" if a.ov else ""), flush=True)
 
 
 def matmul_model(n, path):
@@ -250,11 +300,16 @@ def main():
                     help="models for the run-time batch table (empty: none)")
     ap.add_argument("--real", default=",".join(n for n, m in real_models.MODELS.items() if m["status"] == "runs"),
                     help="corpus models for the real-model table (empty: none)")
+    ap.add_argument("--no-openvino", action="store_true", help="time ONNX Runtime only")
     a = ap.parse_args()
+    a.ov = None if a.no_openvino else ov_version()
     work = Path(tempfile.mkdtemp(prefix="dlc-bench-"))
-    print(f"# dlc vs ONNX Runtime {ort.__version__}, {time.strftime('%Y-%m-%d')}, median of {a.iters} after warm-up\n")
-    print("| model | threads | dlc ms | ORT ms | dlc/ORT | max abs diff |")
-    print("|---|---|---|---|---|---|")
+    against = f"ONNX Runtime {ort.__version__}" + (f" and OpenVINO {a.ov}" if a.ov else " (OpenVINO not installed)")
+    print(f"# dlc vs {against}, {time.strftime('%Y-%m-%d')}, median of {a.iters} after warm-up\n")
+    ov = "OpenVINO ms | " if a.ov else ""
+    ovr = " dlc/OpenVINO |" if a.ov else ""
+    print(f"| model | threads | dlc ms | ORT ms | {ov}dlc/ORT |{ovr} max abs diff |")
+    print("|---|---|---|---|---|---|" + ("---|---|" if a.ov else ""))
     for name in filter(None, a.models.split(",")):
         path = work / f"{name}.onnx"
         onnx.save(gen_models.MODELS[name](), path)
@@ -267,8 +322,9 @@ def main():
         diff = max(float(np.abs(x - y).max()) for x, y in zip(d.run(), sess0.run(None, feeds)))
         input_args = npy_inputs(work, name, feeds)
         for threads in (1, 2):
-            td, to = time_rounds(a.dlc, art, input_args, ort_session(path, threads), feeds, threads, a.iters, a.round)
-            print(f"| {name} | {threads} | {td:.3f} | {to:.3f} | {td / to:.2f} | {diff:.2g} |", flush=True)
+            td, others = time_rounds(a.dlc, art, input_args, engines(path, threads, feeds, a.ov), feeds, threads,
+                                     a.iters, a.round)
+            print(f"| {name} | {threads} | {td:.3f} | {cells(td, others)} | {diff:.2g} |", flush=True)
     if a.symbolic:
         symbolic_table(a, work)
     if a.real:
