@@ -7,7 +7,7 @@ For each model and thread count (1 and 2) both engines run the same seeded input
 timed by `dlc bench --json` (its runtime, thread pool included, on pre-allocated buffers;
 the reported times exclude process start and loading), ONNX Runtime and OpenVINO (the
 `openvino` package's CPU plugin, the model reshaped to the input's shape, the latency
-hint, one stream; skipped with --no-openvino or when it is not installed) in this
+hint, one stream, f32 inference: its default on CPUs with bf16 instructions is bf16; skipped with --no-openvino or when it is not installed) in this
 process; the engines alternate in rounds of --round iterations (each dlc round after its own warm-up)
 until --iters timings each, and the table reports medians and the ratio dlc/ORT (below
 1.0: dlc is faster). The max abs diff column compares outputs, dlc's through ctypes on
@@ -64,15 +64,18 @@ def ort_session(path, threads):
 
 class OvSession:
     """OpenVINO's CPU plugin (the `openvino` package) on the model reshaped to the feeds'
-    shapes (static, as OpenVINO compiles best), with `threads` inference threads and the
-    latency hint; `run` has ORT's signature so the timing loops take either."""
+    shapes (static, as OpenVINO compiles best), with `threads` inference threads, the
+    latency hint and f32 inference (on a CPU with AVX512-BF16 or AMX the plugin's default
+    is bf16, a different accuracy from dlc's and ORT's f32); `run` has ORT's signature so
+    the timing loops take either."""
 
     def __init__(self, path, threads, feeds):
         import openvino as ov
         core = ov.Core()
         model = core.read_model(str(path))
         model.reshape({k: list(v.shape) for k, v in feeds.items()})
-        cfg = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        cfg = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+               "INFERENCE_PRECISION_HINT": "f32"}
         self.compiled = core.compile_model(model, "CPU", cfg)
         self.request = self.compiled.create_infer_request()
 

@@ -73,3 +73,24 @@ def test_nms_optional_operands(operands, tmp_path):
         feeds["iou"] = np.array([0.4], np.float32)
     got, want = dlc_run(art, path, feeds, tmp_path), ort_run(path, feeds)
     np.testing.assert_array_equal(got["sel"], want["sel"])
+
+
+def test_many_boxes_of_a_run_time_count(tmp_path):
+    """Thousands of boxes (the kernel heap-sorts them by score first), a run-time box
+    count, many ties and a large per-class maximum, against ORT."""
+    ins = [h.make_tensor_value_info("boxes", T.FLOAT, [1, "n", 4]), h.make_tensor_value_info("scores", T.FLOAT, [1, 2, "n"])]
+    inits = [nh.from_array(np.array([3000], np.int64), "max"), nh.from_array(np.array([0.4], np.float32), "iou")]
+    node = h.make_node("NonMaxSuppression", ["boxes", "scores", "max", "iou"], ["sel"])
+    g = h.make_graph([node], "g", ins, [h.make_tensor_value_info("sel", T.INT64, None)], initializer=inits)
+    path = tmp_path / "nms.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 11)]), str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    rng = np.random.default_rng(9)
+    for n in (1, 257, 2500):
+        xy = rng.uniform(0, 100, (1, n, 2)).astype(np.float32)
+        boxes = np.concatenate([xy, xy + rng.uniform(1, 8, (1, n, 2)).astype(np.float32)], -1)
+        scores = np.round(rng.uniform(0, 1, (1, 2, n)), 2).astype(np.float32)  # many ties
+        feeds = {"boxes": boxes, "scores": scores}
+        got, want = dlc_run(art, path, feeds, tmp_path), ort_run(path, feeds)
+        np.testing.assert_array_equal(got["sel"], want["sel"], err_msg=f"n={n}")

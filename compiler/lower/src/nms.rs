@@ -1,8 +1,8 @@
 //! NonMaxSuppression's selection ([`dlc_ir::ops::Nms`]) as one serial kernel.
 //!
 //! For each batch and class, boxes are visited in rank order (score descending, ties
-//! by lower index) without sorting: each step scans the scores for the best box ranked
-//! after the previous step's (`O(N)` per step, `O(N^2)` per class, no scratch memory).
+//! by lower index): the boxes above the score threshold heap-sorted first (`O(N log
+//! N)`; [`nms`] says where the list lives).
 //! A box above the score threshold is kept unless a kept box of its class overlaps it
 //! by more than the IoU threshold (the rule of `dlc_interp::nms_suppresses`, in f32);
 //! at most `max_output_boxes_per_class` are kept. Kept triples are written in order into
@@ -74,12 +74,92 @@ fn suppresses(b: &mut KernelBuilder, p: &Expr, q: &Expr, center: bool, thr: ValI
     b.select(ok, over, ok)
 }
 
+/// `key(a) > key(b)` for box indices `a` and `b` of the class whose scores start at
+/// `scores`, the key `(-score, index)`: `a` ranks after `b` (a lower score, or an equal
+/// one and a higher index).
+fn ranks_after(b: &mut KernelBuilder, scores: &Expr, a: ValId, c: ValId) -> ValId {
+    let sa = b.load(F32, 1, scores + &Expr::val(a), 4);
+    let sc = b.load(F32, 1, scores + &Expr::val(c), 4);
+    let lower = b.cmp(CmpOp::FOlt, sa, sc);
+    let same = b.cmp(CmpOp::FOeq, sa, sc);
+    let later = b.cmp(CmpOp::Sgt, a, c);
+    let tie = b.select(same, later, same);
+    b.select(lower, lower, tie)
+}
+
+/// Heapsort's sift-down of the heap `list[0..len)` (i64 box indices at element
+/// offset `list` of parameter 5) from `root`, by [`ranks_after`] (a max-heap of keys:
+/// the sort leaves the best box first). At most 48 levels (2^48 boxes).
+fn sift(b: &mut KernelBuilder, scores: &Expr, list: &Expr, root: ValId, len: ValId) {
+    let one = b.i64(1);
+    let at = b.local(I64, root);
+    let on = b.let_(Inst::Const { ty: Ty::scalar(Elem::I1), lit: Lit::Int(1) });
+    let active = b.local(Ty::scalar(Elem::I1), on);
+    b.for_(Expr::c(0), Expr::c(48), LoopKind::Serial, |b, _| {
+        let go = b.let_(Inst::Get(active));
+        b.if_(
+            go,
+            |b| {
+                let r = b.let_(Inst::Get(at));
+                let two = b.i64(2);
+                let c1 = b.bin(BinOp::Mul, r, two);
+                let c1 = b.bin(BinOp::Add, c1, one);
+                let has = b.cmp(CmpOp::Slt, c1, len);
+                b.if_(
+                    has,
+                    |b| {
+                        // The child with the larger key (the worse box).
+                        let c2 = b.bin(BinOp::Add, c1, one);
+                        let has2 = b.cmp(CmpOp::Slt, c2, len);
+                        let last = b.bin(BinOp::Sub, len, one);
+                        let c2s = b.bin(BinOp::SMin, c2, last);
+                        let v1 = b.load(I64, 5, list + &Expr::val(c1), 8);
+                        let v2 = b.load(I64, 5, list + &Expr::val(c2s), 8);
+                        let right = ranks_after(b, scores, v2, v1);
+                        let right = b.select(has2, right, has2);
+                        let c = b.select(right, c2s, c1);
+                        let vc = b.select(right, v2, v1);
+                        let vr = b.load(I64, 5, list + &Expr::val(r), 8);
+                        let swap = ranks_after(b, scores, vc, vr);
+                        b.if_(
+                            swap,
+                            |b| {
+                                b.store(5, list + &Expr::val(r), vc, 8);
+                                b.store(5, list + &Expr::val(c), vr, 8);
+                                b.stmt(Stmt::Set(at, c));
+                            },
+                            |b| {
+                                let off = b.let_(Inst::Const { ty: Ty::scalar(Elem::I1), lit: Lit::Int(0) });
+                                b.stmt(Stmt::Set(active, off));
+                            },
+                        );
+                    },
+                    |b| {
+                        let off = b.let_(Inst::Const { ty: Ty::scalar(Elem::I1), lit: Lit::Int(0) });
+                        b.stmt(Stmt::Set(active, off));
+                    },
+                );
+            },
+            |_| {},
+        );
+    });
+}
+
 /// The kernel: parameters boxes, scores, max count, IoU and score thresholds (read),
 /// the selected rows and their count (written).
+///
+/// Per batch and class: the boxes above the score threshold are listed (in index
+/// order) and heap-sorted best first (`O(N log N)`; the list lives in the last `N`
+/// elements of the selected rows' buffer, which the rows written so far never reach:
+/// with `s` rows before this class and `k` kept in it, row writes end below `3 (s + k +
+/// 1)` and the unread entries start above `3 B C N - N + k`), then visited in that
+/// order: a box is kept unless a kept box of its class overlaps it by more than the
+/// IoU threshold (`O(N * kept)`), until `max_output_boxes_per_class` are kept.
 pub fn nms(name: &str, n: &Node, center: bool) -> Result<Kernel, LowerError> {
     // Extents as expressions: the box count may be a run-time dim.
     let sd = Node::dims(&n.inputs[1]);
     let (nb, nc, nbox) = (sd[0].clone(), sd[1].clone(), sd[2].clone());
+    let list = &(&(&(&nb * &nc) * &nbox) * &Expr::c(3)) - &nbox;
     let r = Access::Read;
     let mut b = KernelBuilder::new(name, &[r, r, r, r, r, Access::Write, Access::Write]);
     let max = b.load(I64, 2, Expr::c(0), 8);
@@ -90,62 +170,66 @@ pub fn nms(name: &str, n: &Node, center: bool) -> Result<Kernel, LowerError> {
     let total = b.local(I64, zero);
     b.for_(Expr::c(0), nb.clone(), LoopKind::Serial, |b, bi| {
         b.for_(Expr::c(0), nc.clone(), LoopKind::Serial, |b, ci| {
-            let scores = &(&(&bi * &nc.clone()) + &ci) * &nbox.clone();
+            let scores = &(&(&bi * &nc) + &ci) * &nbox;
             let zero = b.i64(0);
+            let one = b.i64(1);
             let kept = b.local(I64, zero);
+            let count = b.local(I64, zero);
             let start = b.let_(Inst::Get(total));
-            // The previous step's box (score, index); -1 before the first.
-            let inf = f(b, f64::INFINITY);
-            let prev_s = b.local(F32, inf);
-            let m1 = b.i64(-1);
-            let prev_i = b.local(I64, m1);
-            b.for_(Expr::c(0), nbox.clone(), LoopKind::Serial, |b, _step| {
-                let (ps, pi) = (b.let_(Inst::Get(prev_s)), b.let_(Inst::Get(prev_i)));
-                let ninf = f(b, f64::NEG_INFINITY);
-                let best_s = b.local(F32, ninf);
-                let m1 = b.i64(-1);
-                let best_i = b.local(I64, m1);
-                b.for_(Expr::c(0), nbox.clone(), LoopKind::Serial, |b, i| {
-                    let s = b.load(F32, 1, &scores + &i, 4);
-                    let iv = b.index(i.clone());
-                    // Ranked after the previous box, above the threshold, better than
-                    // the best so far (a strict test keeps the lower index on ties).
-                    let lower = b.cmp(CmpOp::FOlt, s, ps);
-                    let same = b.cmp(CmpOp::FOeq, s, ps);
-                    let later = b.cmp(CmpOp::Sgt, iv, pi);
-                    let tie = b.select(same, later, same);
-                    let after = b.select(lower, lower, tie);
-                    let above = b.cmp(CmpOp::FOgt, s, sthr);
-                    let bs = b.let_(Inst::Get(best_s));
-                    let bi_ = b.let_(Inst::Get(best_i));
-                    let better = b.cmp(CmpOp::FOgt, s, bs);
-                    let none = b.cmp(CmpOp::Slt, bi_, zero);
-                    let better = b.select(none, none, better);
-                    let take = b.select(after, above, after);
-                    let take = b.select(take, better, take);
-                    let ns = b.select(take, s, bs);
-                    b.stmt(Stmt::Set(best_s, ns));
-                    let ni = b.select(take, iv, bi_);
-                    b.stmt(Stmt::Set(best_i, ni));
-                });
-                let (bs, bx) = (b.let_(Inst::Get(best_s)), b.let_(Inst::Get(best_i)));
-                let found = b.cmp(CmpOp::Sge, bx, zero);
+            // The boxes above the threshold (a NaN score is not).
+            b.for_(Expr::c(0), nbox.clone(), LoopKind::Serial, |b, i| {
+                let s = b.load(F32, 1, &scores + &i, 4);
+                let above = b.cmp(CmpOp::FOgt, s, sthr);
+                b.if_(
+                    above,
+                    |b| {
+                        let c = b.let_(Inst::Get(count));
+                        let iv = b.index(i.clone());
+                        b.store(5, &list + &Expr::val(c), iv, 8);
+                        let c1 = b.bin(BinOp::Add, c, one);
+                        b.stmt(Stmt::Set(count, c1));
+                    },
+                    |_| {},
+                );
+            });
+            let len = b.let_(Inst::Get(count));
+            // Heapsort: heapify, then move the largest key to the end, len - 1 times.
+            let two = b.i64(2);
+            let half = b.bin(BinOp::SDiv, len, two);
+            b.for_(Expr::c(0), Expr::val(half), LoopKind::Serial, |b, q| {
+                let h1 = b.bin(BinOp::Sub, half, one);
+                let qv = b.index(q.clone());
+                let root = b.bin(BinOp::Sub, h1, qv);
+                sift(b, &scores, &list, root, len);
+            });
+            let moves = b.bin(BinOp::Sub, len, one);
+            let moves = b.bin(BinOp::SMax, moves, zero);
+            b.for_(Expr::c(0), Expr::val(moves), LoopKind::Serial, |b, q| {
+                let qv = b.index(q.clone());
+                let end = b.bin(BinOp::Sub, moves, qv);
+                let top = b.load(I64, 5, list.clone(), 8);
+                let last = b.load(I64, 5, &list + &Expr::val(end), 8);
+                b.store(5, list.clone(), last, 8);
+                b.store(5, &list + &Expr::val(end), top, 8);
+                let zero = b.i64(0);
+                sift(b, &scores, &list, zero, end);
+            });
+            // Visit in rank order.
+            b.for_(Expr::c(0), Expr::val(len), LoopKind::Serial, |b, j| {
                 let k = b.let_(Inst::Get(kept));
                 let room = b.cmp(CmpOp::Slt, k, max);
-                let go = b.select(found, room, found);
                 b.if_(
-                    go,
+                    room,
                     |b| {
-                        b.stmt(Stmt::Set(prev_s, bs));
-                        b.stmt(Stmt::Set(prev_i, bx));
+                        let bx = b.load(I64, 5, &list + &j, 8);
                         // Suppressed by a kept box of this class?
                         let no = b.let_(Inst::Const { ty: Ty::scalar(Elem::I1), lit: Lit::Int(0) });
                         let hit = b.local(Ty::scalar(Elem::I1), no);
-                        let p = &(&(&bi * &nbox.clone()) + &Expr::val(bx)) * &Expr::c(4);
-                        b.for_(Expr::c(0), Expr::val(k), LoopKind::Serial, |b, j| {
-                            let row = &(&Expr::val(start) + &j) * &Expr::c(3);
+                        let p = &(&(&bi * &nbox) + &Expr::val(bx)) * &Expr::c(4);
+                        b.for_(Expr::c(0), Expr::val(k), LoopKind::Serial, |b, jj| {
+                            let row = &(&Expr::val(start) + &jj) * &Expr::c(3);
                             let other = b.load(I64, 5, &row + &Expr::c(2), 8);
-                            let q = &(&(&bi * &nbox.clone()) + &Expr::val(other)) * &Expr::c(4);
+                            let q = &(&(&bi * &nbox) + &Expr::val(other)) * &Expr::c(4);
                             let s = suppresses(b, &p, &q, center, iou);
                             let h = b.let_(Inst::Get(hit));
                             let h = b.select(h, h, s);

@@ -11,7 +11,7 @@
 use crate::dtype::{accumulator, load_as, storage};
 use crate::{LowerError, Node};
 use dlc_ir::ops::TopK;
-use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, LoopKind, Stmt, Ty, ValId};
+use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
 /// The TopK kernel of `n`: parameters x (read), values and indices (written); rows in
 /// pool tasks when `pool` (a CPU target).
@@ -37,6 +37,17 @@ pub fn topk(name: &str, n: &Node, op: &TopK, pool: bool) -> Result<Kernel, Lower
         (false, false, true) => CmpOp::Sle,
         (true, false, false) => CmpOp::Uge,
         (false, false, false) => CmpOp::Ule,
+    };
+    // Whether kept value `w` ranks before the new value `v` (NaN ranks above every
+    // number: first when largest, last otherwise).
+    let largest = op.largest;
+    let ranks_before = move |b: &mut KernelBuilder, w: ValId, v: ValId| -> ValId {
+        let before = b.cmp(before_op, w, v);
+        if !float {
+            return before;
+        }
+        let nan = if largest { b.cmp(CmpOp::FUno, w, w) } else { b.cmp(CmpOp::FUno, v, v) };
+        b.select(nan, nan, before)
     };
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write, Access::Write]);
     // Work per row: about len * k comparisons (len * 8 when k is a run-time dim).
@@ -77,48 +88,79 @@ pub fn topk(name: &str, n: &Node, op: &TopK, pool: bool) -> Result<Kernel, Lower
         let kv = crate::ival(b, &k);
         b.for_(Expr::c(0), len.clone(), LoopKind::Serial, |b, t| {
             let v = load_as(b, 0, src(&t), dt, acc);
-            let zero = b.i64(0);
-            let place = b.local(Ty::scalar(Elem::I64), zero);
-            let c = b.let_(Inst::Get(cnt));
-            b.for_(Expr::c(0), Expr::val(c), LoopKind::Serial, |b, j| {
-                let w = load_as(b, 1, dst(&j), dt, acc);
-                let mut before = b.cmp(before_op, w, v);
-                if float {
-                    // NaN ranks above every number: first when largest, last otherwise.
-                    let nan = if op.largest { b.cmp(CmpOp::FUno, w, w) } else { b.cmp(CmpOp::FUno, v, v) };
-                    before = b.select(nan, nan, before);
-                }
-                let (one, zero) = (b.i64(1), b.i64(0));
-                let inc = b.select(before, one, zero);
-                let p = b.let_(Inst::Get(place));
-                let p = b.bin(BinOp::Add, p, inc);
-                b.stmt(Stmt::Set(place, p));
-            });
-            let p = b.let_(Inst::Get(place));
-            let fits = b.cmp(CmpOp::Slt, p, kv);
+            // A full row takes the element only if it beats the row's last (worst) one:
+            // one comparison for most elements once the row has k.
+            let c0 = b.let_(Inst::Get(cnt));
+            let full = b.cmp(CmpOp::Sge, c0, kv);
+            let yes = b.let_(Inst::Const { ty: Ty::scalar(Elem::I1), lit: Lit::Int(1) });
+            let go = b.local(Ty::scalar(Elem::I1), yes);
             b.if_(
-                fits,
+                full,
                 |b| {
-                    // Slots [p, m) move to [p + 1, m + 1), m = min(c, k - 1), last first.
-                    let one = b.i64(1);
-                    let km1 = b.bin(BinOp::Sub, kv, one);
-                    let m = b.bin(BinOp::SMin, c, km1);
-                    let moves = b.bin(BinOp::Sub, m, p);
-                    b.for_(Expr::c(0), Expr::val(moves), LoopKind::Serial, |b, s| {
-                        let j = &(&Expr::val(m) - &s) - &Expr::c(1);
-                        let next = &j + &Expr::c(1);
-                        let val: ValId = b.load(raw, 1, dst(&j), bytes);
-                        b.store(1, dst(&next), val, bytes);
-                        let ix = b.load(Ty::scalar(Elem::I64), 2, dst(&j), 8);
-                        b.store(2, dst(&next), ix, 8);
+                    let no = b.let_(Inst::Const { ty: Ty::scalar(Elem::I1), lit: Lit::Int(0) });
+                    b.stmt(Stmt::Set(go, no));
+                    let zero = b.i64(0);
+                    let some = b.cmp(CmpOp::Sgt, kv, zero);
+                    b.if_(
+                        some,
+                        |b| {
+                            let one = b.i64(1);
+                            let last = b.bin(BinOp::Sub, kv, one);
+                            let w = load_as(b, 1, dst(&Expr::val(last)), dt, acc);
+                            let before = ranks_before(b, w, v);
+                            let no = b.let_(Inst::Const { ty: Ty::scalar(Elem::I1), lit: Lit::Int(0) });
+                            let beats = b.select(before, no, yes);
+                            b.stmt(Stmt::Set(go, beats));
+                        },
+                        |_| {},
+                    );
+                },
+                |_| {},
+            );
+            let go = b.let_(Inst::Get(go));
+            b.if_(
+                go,
+                |b| {
+                    let zero = b.i64(0);
+                    let place = b.local(Ty::scalar(Elem::I64), zero);
+                    let c = b.let_(Inst::Get(cnt));
+                    b.for_(Expr::c(0), Expr::val(c), LoopKind::Serial, |b, j| {
+                        let w = load_as(b, 1, dst(&j), dt, acc);
+                        let before = ranks_before(b, w, v);
+                        let (one, zero) = (b.i64(1), b.i64(0));
+                        let inc = b.select(before, one, zero);
+                        let p = b.let_(Inst::Get(place));
+                        let p = b.bin(BinOp::Add, p, inc);
+                        b.stmt(Stmt::Set(place, p));
                     });
-                    let r = b.load(raw, 0, src(&t), bytes);
-                    b.store(1, dst(&Expr::val(p)), r, bytes);
-                    let ti = b.index(t.clone());
-                    b.store(2, dst(&Expr::val(p)), ti, 8);
-                    let c1 = b.bin(BinOp::Add, c, one);
-                    let c1 = b.bin(BinOp::SMin, c1, kv);
-                    b.stmt(Stmt::Set(cnt, c1));
+                    let p = b.let_(Inst::Get(place));
+                    let fits = b.cmp(CmpOp::Slt, p, kv);
+                    b.if_(
+                        fits,
+                        |b| {
+                            // Slots [p, m) move to [p + 1, m + 1), m = min(c, k - 1), last first.
+                            let one = b.i64(1);
+                            let km1 = b.bin(BinOp::Sub, kv, one);
+                            let m = b.bin(BinOp::SMin, c, km1);
+                            let moves = b.bin(BinOp::Sub, m, p);
+                            b.for_(Expr::c(0), Expr::val(moves), LoopKind::Serial, |b, s| {
+                                let j = &(&Expr::val(m) - &s) - &Expr::c(1);
+                                let next = &j + &Expr::c(1);
+                                let val: ValId = b.load(raw, 1, dst(&j), bytes);
+                                b.store(1, dst(&next), val, bytes);
+                                let ix = b.load(Ty::scalar(Elem::I64), 2, dst(&j), 8);
+                                b.store(2, dst(&next), ix, 8);
+                            });
+                            let r = b.load(raw, 0, src(&t), bytes);
+                            b.store(1, dst(&Expr::val(p)), r, bytes);
+                            let ti = b.index(t.clone());
+                            b.store(2, dst(&Expr::val(p)), ti, 8);
+                            let c1 = b.bin(BinOp::Add, c, one);
+                            let c1 = b.bin(BinOp::SMin, c1, kv);
+                            b.stmt(Stmt::Set(cnt, c1));
+                        },
+                        |_| {},
+                    );
                 },
                 |_| {},
             );

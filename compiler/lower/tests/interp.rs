@@ -1457,7 +1457,8 @@ fn int8_packs_and_convolutions_on_every_dot_path() {
         let consts: Vec<Option<&TensorData>> = (0..xs.len()).map(|i| (1..=3).contains(&i).then_some(&xs[i])).collect();
         let bound = [Some(qmax as u64)];
         let node = dlc_lower::Node { name: "n", op, inputs: &tys, outputs: &out, consts: &consts, operand_max: &bound };
-        let k = dlc_lower::lower("k", &node, &Target { f32_lanes: 8, int8: path, pool: true }).expect("ported").unwrap();
+        let k =
+            dlc_lower::lower("k", &node, &Target { f32_lanes: 8, int8: path, pool: true }).expect("ported").unwrap();
         let text = dlc_kir::print::kernel(&k);
         let wmax_ok = xs[1].bytes().iter().all(|&v| (-63..=63).contains(&(v as i8)));
         let used = |name: &str| text.contains(name);

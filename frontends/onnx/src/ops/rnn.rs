@@ -108,29 +108,22 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
     let (mut ys, mut yhs, mut ycs) = (Vec::new(), Vec::new(), Vec::new());
     for (d, &rev) in dirs.iter().enumerate() {
         let d = d as i64;
-        // Per gate: W_g^T [I, H], R_g^T [H, H], Wb_g + Rb_g or separately for GRU's h gate.
+        // Per gate: R_g^T [H, H] and its bias (GRU's h gate without linear_before_reset
+        // applies them on their own).
         let wd = row(cx, w, d, vec![gates * h, input])?;
         let rd = row(cx, r, d, vec![gates * h, h])?;
-        let mut wt = Vec::new();
         let mut rt = Vec::new();
-        let mut wb = Vec::new();
         let mut rb = Vec::new();
         for g in 0..gates {
-            let wg = slice(cx, wd, 0, g * h, (g + 1) * h)?;
-            wt.push(cx.add1("w_t", Transpose { perm: vec![1, 0] }, &[wg])?);
             let rg = slice(cx, rd, 0, g * h, (g + 1) * h)?;
             rt.push(cx.add1("r_t", Transpose { perm: vec![1, 0] }, &[rg])?);
-            match b {
+            rb.push(match b {
                 Some(b) => {
                     let bd = row(cx, b, d, vec![2 * gates * h])?;
-                    wb.push(Some(slice(cx, bd, 0, g * h, (g + 1) * h)?));
-                    rb.push(Some(slice(cx, bd, 0, (gates + g) * h, (gates + g + 1) * h)?));
+                    Some(slice(cx, bd, 0, (gates + g) * h, (gates + g + 1) * h)?)
                 }
-                None => {
-                    wb.push(None);
-                    rb.push(None);
-                }
-            }
+                None => None,
+            });
         }
         let p: Vec<Value> = match peep {
             Some(p) => {
@@ -139,7 +132,27 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
             }
             None => vec![],
         };
-        let weights = DirWeights { wt, rt, wb, rb, p };
+        // The recurrent gates' products in one GEMM ([H, G*H]; GRU without
+        // linear_before_reset applies R_h to r * h separately, so only z and r join).
+        let joined = if kind == Kind::Gru && !lbr { 2 } else { gates };
+        let r_all = slice(cx, rd, 0, 0, joined * h)?;
+        let r_all = cx.add1("r_t_gates", Transpose { perm: vec![1, 0] }, &[r_all])?;
+        let rb_all = match b {
+            Some(b) => {
+                let bd = row(cx, b, d, vec![2 * gates * h])?;
+                Some(slice(cx, bd, 0, gates * h, (gates + joined) * h)?)
+            }
+            None => None,
+        };
+        // The input's products for every step at once: X [S, B, I] @ W^T [I, G*H] (+ Wb).
+        let w_all = cx.add1("w_t_gates", Transpose { perm: vec![1, 0] }, &[wd])?;
+        let mut xw_all = cx.add1("x_w_all", MatMul { act: Activation::None }, &[x, w_all])?;
+        if let Some(b) = b {
+            let bd = row(cx, b, d, vec![2 * gates * h])?;
+            let wb_all = slice(cx, bd, 0, 0, gates * h)?;
+            xw_all = cx.add1("x_w_all_b", Add {}, &[xw_all, wb_all])?;
+        }
+        let weights = DirWeights { h, r_all, rb_all, rt, rb, p };
         let hs = match init_h {
             Some(v) => row(cx, v, d, vec![batch, h])?,
             None => zeros(cx, &[state_rows, h as u64]),
@@ -150,7 +163,7 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
         };
         let Some(seq) = seq else {
             // A run-time sequence length: the step is the body of a loop.
-            let (y, hs, cs) = step_loop(cx, kind, lbr, h, x, hs, cs, &weights, rev)?;
+            let (y, hs, cs) = step_loop(cx, kind, lbr, h, xw_all, hs, cs, &weights, rev)?;
             ys.push(cx.add1("y_dir", Reshape { shape: vec![0, 1, batch, h], allowzero: false }, &[y])?);
             yhs.push(reshape(cx, hs, vec![1, batch, h])?);
             ycs.push(reshape(cx, cs, vec![1, batch, h])?);
@@ -160,8 +173,8 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
         let mut outs = vec![hs; seq as usize];
         let steps: Vec<i64> = if rev { (0..seq).rev().collect() } else { (0..seq).collect() };
         for t in steps {
-            let xt = row(cx, x, t, vec![batch, input])?;
-            (hs, cs) = step(cx, kind, lbr, xt, hs, cs, &weights)?;
+            let xw_t = row(cx, xw_all, t, vec![batch, gates * h])?;
+            (hs, cs) = step(cx, kind, lbr, xw_t, hs, cs, &weights)?;
             outs[t as usize] = hs;
         }
         let steps: Vec<Value> = outs.iter().map(|&o| reshape(cx, o, vec![1, 1, batch, h])).collect::<Result<_, _>>()?;
@@ -184,44 +197,44 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
     Ok(outs)
 }
 
-/// One direction's weights: per gate `W_g^T`, `R_g^T`, the input and recurrence biases;
-/// the LSTM peepholes.
+/// One direction's recurrent weights: `R^T` of the gates joined in one product
+/// (`[H, joined * H]`) and their biases, per gate `R_g^T` and its bias (GRU's h gate
+/// without linear_before_reset uses them), the LSTM peepholes.
 struct DirWeights {
-    wt: Vec<Value>,
+    h: i64,
+    r_all: Value,
+    rb_all: Option<Value>,
     rt: Vec<Value>,
-    wb: Vec<Option<Value>>,
     rb: Vec<Option<Value>>,
     p: Vec<Value>,
 }
 
-/// One time step: the input row `xt` and the states `hs` (and LSTM's `cs`) in, the
-/// next states out.
+/// Columns `[g * h, (g + 1) * h)` of `v` (a gate's share of a joined product).
+fn gate(cx: &mut NodeCx, v: Value, g: usize, h: i64) -> Result<Value, String> {
+    slice(cx, v, -1, g as i64 * h, (g as i64 + 1) * h)
+}
+
+/// One time step: the input's products with every gate's `W` (and its bias), `[B, G*H]`,
+/// and the states `hs` (and LSTM's `cs`) in, the next states out.
 #[allow(clippy::too_many_arguments)]
 fn step(
     cx: &mut NodeCx,
     kind: Kind,
     lbr: bool,
-    xt: Value,
+    xw_t: Value,
     mut hs: Value,
     mut cs: Value,
     w: &DirWeights,
 ) -> Result<(Value, Value), String> {
-    let DirWeights { wt, rt, wb, rb, p } = w;
-    let gates = wt.len();
-    let mut xw = Vec::new();
-    let mut hr = Vec::new();
-    for g in 0..gates {
-        let mut a = cx.add1("x_w", MatMul { act: Activation::None }, &[xt, wt[g]])?;
-        if let Some(bias) = wb[g] {
-            a = cx.add1("x_w_b", Add {}, &[a, bias])?;
-        }
-        xw.push(a);
-        let mut c = cx.add1("h_r", MatMul { act: Activation::None }, &[hs, rt[g]])?;
-        if let Some(bias) = rb[g] {
-            c = cx.add1("h_r_b", Add {}, &[c, bias])?;
-        }
-        hr.push(c);
+    let DirWeights { h, r_all, rb_all, rt, rb, p } = w;
+    let (h, gates) = (*h, rt.len());
+    let xw: Vec<Value> = (0..gates).map(|g| gate(cx, xw_t, g, h)).collect::<Result<_, _>>()?;
+    let mut joined = cx.add1("h_r_all", MatMul { act: Activation::None }, &[hs, *r_all])?;
+    if let Some(bias) = rb_all {
+        joined = cx.add1("h_r_all_b", Add {}, &[joined, *bias])?;
     }
+    let n = cx.ty(joined).shape.0.last().and_then(|d| d.fixed()).unwrap_or(0) as i64 / h.max(1);
+    let hr: Vec<Value> = (0..n as usize).map(|g| gate(cx, joined, g, h)).collect::<Result<_, _>>()?;
     match kind {
         Kind::Rnn => {
             let s = cx.add1("pre", Add {}, &[xw[0], hr[0]])?;
@@ -280,7 +293,8 @@ fn step(
 }
 
 /// The recurrence of one direction over a run-time sequence length: a Loop (`dlc_ir`'s
-/// region) whose body is [`step`] on row `t` of `x` (`seq - 1 - t` in reverse), carrying
+/// region) whose body is [`step`] on row `t` of the input's gate products `xw` (`[seq,
+/// batch, G*H]`, one GEMM before the loop; `seq - 1 - t` in reverse), carrying
 /// the states and scanning `h`; returns `Y` of that direction (`[seq, batch, hidden]`,
 /// in position order) and the last states. Weights must be constants (they are copied
 /// into the body).
@@ -343,10 +357,13 @@ fn step_loop(
      -> Result<Vec<Option<Value>>, String> {
         vs.iter().map(|v| v.map(|v| copy(sub, v)).transpose()).collect()
     };
+    let r_all = copy(&mut sub, w.r_all)?;
+    let rb_all = w.rb_all.map(|v| copy(&mut sub, v)).transpose()?;
     let bw = DirWeights {
-        wt: copy_all(&mut sub, &w.wt, &mut copy)?,
+        h: w.h,
+        r_all,
+        rb_all,
         rt: copy_all(&mut sub, &w.rt, &mut copy)?,
-        wb: copy_opt(&mut sub, &w.wb, &mut copy)?,
         rb: copy_opt(&mut sub, &w.rb, &mut copy)?,
         p: copy_all(&mut sub, &w.p, &mut copy)?,
     };
