@@ -119,17 +119,21 @@ MODELS = {
                    {"input": (2, 256), "state": (2, 2, 128), "sr": 8000},
                    {"input": (3, 1024), "state": (2, 3, 128), "sr": 16000}],
     },
-    # The same package's default export: its decoder squeezes a dim only when it is 1,
-    # which only the run-time length decides.
+    # The same package's default export: its decoder squeezes the encoder's time dim only
+    # when it is 1 (`If(dim == 1, Squeeze, Identity)`, PyTorch's export of
+    # `x.squeeze(-1)`), which only the run-time length decides. dlc compiles the squeezing
+    # branch as an assumption checked while the model runs: the chunk sizes the package
+    # documents (512 samples at 16 kHz, 256 at 8 kHz) keep that dim 1; another length is
+    # refused naming the assumption (`tests/e2e/test_control.py`).
     "silero_vad_v5_if": {
         "package": ("silero-vad", "6.2.3"),
         "file": "silero_vad/data/silero_vad.onnx",
         "sha256": "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
-        "status": "refused",
-        "refusal": "cannot squeeze dim 2 of extent",
-        "why": "issue 16: an Equal of a run-time dim and 1 decides a branch (compared while the model runs "
-               "since 2026-12-05); both branches are imported, and the then-branch squeezes that dim, which "
-               "is 1 only when the branch is taken (control flow on shapes)",
+        "status": "runs",
+        "feeds": {"input": ("audio",)},
+        "shapes": [{"input": (1, 512), "state": (2, 1, 128), "sr": 16000},
+                   {"input": (2, 256), "state": (2, 2, 128), "sr": 8000},
+                   {"input": (3, 512), "state": (2, 3, 128), "sr": 16000}],
     },
     # ddddocr's captcha reader (a CRNN: convolutions, then a bidirectional LSTM over the
     # width, a run-time length: the recurrence is a loop since 2026-12-06).

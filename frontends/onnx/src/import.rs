@@ -175,6 +175,11 @@ pub(crate) struct Importer<'m> {
     /// (computed speculatively, see `ops::control`): the conditions under which the
     /// branch is taken, each a bool scalar value and the polarity (true: then-branch).
     pub guards: Vec<(Value, bool)>,
+    /// ONNX value name -> `(a, b)` for a bool that compares two dims only a run decides
+    /// (`Equal` of shape values, computed while the model runs): an `If` on it whose
+    /// branches cannot be merged takes its then-branch as a checked assumption
+    /// (`ops::control`).
+    pub dim_conditions: HashMap<String, (dlc_ir::Expr, dlc_ir::Expr)>,
     /// While importing an expansion written at a newer opset ([`crate::ops`]'s
     /// `expand_at`): the default domain's opset is at least this.
     pub opset_at_least: Option<i64>,
@@ -202,6 +207,7 @@ impl<'m> Importer<'m> {
             float_shapes: Default::default(),
             symbols: Vec::new(),
             guards: Vec::new(),
+            dim_conditions: HashMap::new(),
             opset_at_least: None,
         }
     }

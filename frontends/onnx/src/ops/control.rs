@@ -160,7 +160,20 @@ fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         let (g, what) = if taken { (then_g, "then_branch") } else { (else_g, "else_branch") };
         return import_branch(cx, g, what);
     }
-    // Both branches are computed; index errors count only in the one taken.
+    let dim_cond = cx.imp.dim_conditions.get(&cx.node.input[0]).cloned();
+    match speculate(cx, cond, then_g, else_g) {
+        Ok(outs) => Ok(outs),
+        Err(e) => match dim_cond {
+            Some((a, b)) => assume_then(cx, cond, then_g, &a, &b)
+                .map_err(|e2| format!("{e} (taking then_branch as the assumption {a} == {b} did not help: {e2})")),
+            None => Err(e),
+        },
+    }
+}
+
+/// Both branches of an `If` on run-time condition `cond` computed, each output selected
+/// with `Where`; index errors count only in the branch taken.
+fn speculate(cx: &mut NodeCx, cond: Value, then_g: &GraphProto, else_g: &GraphProto) -> Result<Vec<Value>, String> {
     cx.imp.guards.push((cond, true));
     let t = import_branch(cx, then_g, "then_branch");
     cx.imp.guards.pop();
@@ -185,6 +198,61 @@ fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         outs.push(cx.add1(&suffix, Where {}, &[cond, a, b])?);
     }
     Ok(outs)
+}
+
+/// An `If` whose condition is `e == c`, a run-time dim expression `e` and a constant
+/// `1 <= c <= 64`, and whose branches cannot be merged (PyTorch's export of
+/// `x.squeeze(d)` on a dim only a run knows: `If(dim == 1, Squeeze, Identity)`, whose
+/// branches differ in rank): dlc compiles the then-branch only, as an assumption checked
+/// while the model runs. Each value the branch reads with `e` among its dims is read
+/// through a Gather of positions `0..c` along that axis (so its type has `c` there),
+/// whose indices are out of range unless the condition holds: a run where it does not
+/// fails at that node (`…/then_branch assumes dim 2 of x is 1`), and a speculatively computed outer branch never
+/// fails it (its indices are guarded like any other index op's).
+fn assume_then(
+    cx: &mut NodeCx,
+    cond: Value,
+    g: &GraphProto,
+    a: &dlc_ir::Expr,
+    b: &dlc_ir::Expr,
+) -> Result<Vec<Value>, String> {
+    let (e, c) = match (a.as_const(), b.as_const()) {
+        (None, Some(c)) => (a, c),
+        (Some(c), None) => (b, c),
+        _ => return Err("neither side is a constant".into()),
+    };
+    if !(1..=64).contains(&c) {
+        return Err(format!("dlc assumes extents of 1 to 64 only, not {c}"));
+    }
+    let mut names = Vec::new();
+    free_names(g, &mut names);
+    let mut saved = Vec::new();
+    for n in names {
+        let Some(&v) = cx.imp.values.get(&n) else { continue };
+        let axes: Vec<usize> =
+            cx.ty(v).shape.0.iter().enumerate().filter(|(_, d)| d.expr() == *e).map(|(i, _)| i).collect();
+        let mut x = v;
+        for axis in axes {
+            let tag = format!("then_branch assumes dim {axis} of {n} is {c}");
+            let idx = cx.i64_const(&[c as u64], &(0..c).collect::<Vec<_>>())?;
+            let out_of_range = cx.i64_const(&[], &[i64::MAX])?;
+            let idx = cx.add1(&format!("{tag}_indices"), Where {}, &[cond, idx, out_of_range])?;
+            x = cx.add1(&tag, Gather { axis: axis as i64 }, &[x, idx])?;
+        }
+        if x != v {
+            saved.push((n.clone(), v));
+            cx.imp.values.insert(n, x);
+        }
+    }
+    if saved.is_empty() {
+        return Err(format!("then_branch reads no value with the dim {e}"));
+    }
+    tracing::info!(node = %cx.name, "compiling only the then-branch, assuming {e} == {c} (checked when the model runs)");
+    let outs = import_branch(cx, g, "then_branch");
+    for (n, v) in saved {
+        cx.imp.values.insert(n, v);
+    }
+    outs
 }
 
 /// When branch values `a` (then) and `b` (else) differ in one axis only, where one of

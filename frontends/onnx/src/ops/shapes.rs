@@ -219,6 +219,11 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                         ))
                     }
                 };
+                if n == 1 {
+                    if let Some(out) = cx.node.output.first().filter(|o| !o.is_empty()) {
+                        cx.imp.dim_conditions.insert(out.clone(), (a, b));
+                    }
+                }
                 return Ok(vec![Out::Value(cx.add1("", dlc_ir::ops::Equal {}, &[tx, ty])?)]);
             }
             let dims: &[u64] = if x.scalar && y.scalar { &[] } else { &[n as u64] };

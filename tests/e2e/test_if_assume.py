@@ -1,0 +1,120 @@
+"""An If on whether a run-time dim is 1, whose branches differ in rank: PyTorch's export
+of `x.squeeze(-1)` on a dim only the input's length decides (Silero VAD's decoder has
+it). dlc compiles the squeezing branch as an assumption checked while the model runs:
+at lengths where the dim is 1 the results are ONNX Runtime's; at a length where it is
+not, the run fails naming the assumption (ORT would give a tensor of another rank,
+which one artifact cannot); and inside a branch of an outer If that is computed
+speculatively, an assumption that does not hold fails nothing unless that branch is
+taken.
+
+The model: `x: [N, 1, L]`; an outer If on the bool input `use_a`. Its then-branch
+convolves with kernel 4, stride 4 (time extent `floor((L - 4) / 4) + 1`: 1 for L in
+4..7, 2 for L in 8..11), its else-branch with kernel 2, stride 8 (1 for L in 2..9);
+each then squeezes its time dim when it is 1 (the exported pattern) and scales."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper
+
+from conftest import assert_close, dlc, dlc_run, ort_run
+
+
+def _c(name, a):
+    return h.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(a), name + "_v"))
+
+
+def _branch(tag, k, stride, post):
+    """Conv (kernel `k`, stride `stride`), then `If(time == 1, Squeeze, Identity)`, then `post`."""
+    w = np.random.default_rng(k).standard_normal((2, 1, k)).astype(np.float32)
+    sq = h.make_graph([_c(f"{tag}_ax", np.array([-1], np.int64)),
+                       h.make_node("Squeeze", [f"{tag}_y", f"{tag}_ax"], [f"{tag}_sq"])],
+                      f"{tag}_then", [], [h.make_tensor_value_info(f"{tag}_sq", T.FLOAT, None)])
+    keep = h.make_graph([h.make_node("Identity", [f"{tag}_y"], [f"{tag}_id"])],
+                        f"{tag}_else", [], [h.make_tensor_value_info(f"{tag}_id", T.FLOAT, None)])
+    nodes = [
+        _c(f"{tag}_w", w),
+        h.make_node("Conv", ["x", f"{tag}_w"], [f"{tag}_y"], kernel_shape=[k], strides=[stride]),
+        h.make_node("Shape", [f"{tag}_y"], [f"{tag}_shape"]),
+        _c(f"{tag}_last", np.array(-1, np.int64)),
+        h.make_node("Gather", [f"{tag}_shape", f"{tag}_last"], [f"{tag}_t"], axis=0),
+        _c(f"{tag}_one", np.array(1, np.int64)),
+        h.make_node("Equal", [f"{tag}_t", f"{tag}_one"], [f"{tag}_is1"]),
+        h.make_node("If", [f"{tag}_is1"], [f"{tag}_z"], then_branch=sq, else_branch=keep, name=f"{tag}_squeeze"),
+        *post,
+    ]
+    return h.make_graph(nodes, tag, [], [h.make_tensor_value_info(f"{tag}_out", T.FLOAT, None)])
+
+
+def _model(path, outer=True):
+    a = _branch("a", 4, 4, [_c("a_two", np.array(2.0, np.float32)), h.make_node("Mul", ["a_z", "a_two"], ["a_out"])])
+    if not outer:
+        # The then-branch alone, as a graph of its own.
+        g = h.make_graph(a.node, "g", [h.make_tensor_value_info("x", T.FLOAT, ["N", 1, "L"])],
+                         [h.make_tensor_value_info("a_out", T.FLOAT, None)])
+        onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
+        return path
+    b = _branch("b", 2, 8, [_c("b_one_f", np.array(1.0, np.float32)), h.make_node("Add", ["b_z", "b_one_f"], ["b_out"])])
+    g = h.make_graph([h.make_node("If", ["use_a"], ["y"], then_branch=a, else_branch=b, name="pick")], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, ["N", 1, "L"]),
+                      h.make_tensor_value_info("use_a", T.BOOL, [])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)])
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    d = tmp_path_factory.mktemp("if_assume")
+    path = _model(d / "squeeze_if_one.onnx")
+    art = d / "art"
+    dlc("compile", path, "-o", art)
+    return path, art
+
+
+def _feeds(n, length, use_a, seed=0):
+    x = np.random.default_rng(seed).standard_normal((n, 1, length)).astype(np.float32)
+    return {"x": x, "use_a": np.array(use_a)}
+
+
+@pytest.mark.parametrize("n,length,use_a", [(1, 5, True), (3, 7, True), (2, 4, False), (1, 9, False),
+                                           # The then-branch's assumption breaks at L = 8
+                                           # (its time extent is 2), but it is not taken.
+                                           (2, 8, False)])
+def test_one_artifact_matches_ort_where_the_assumption_holds(compiled, tmp_path, n, length, use_a):
+    path, art = compiled
+    feeds = _feeds(n, length, use_a)
+    want = ort_run(path, feeds)["y"]
+    assert want.shape == (n, 2), want.shape  # ORT took the squeezing branch too
+    got = dlc_run(art, path, feeds, tmp_path)["y"]
+    assert_close(got, want, f"N={n} L={length} use_a={use_a}")
+
+
+def test_a_run_that_breaks_the_assumption_fails_naming_it(compiled, tmp_path):
+    path, art = compiled
+    feeds = _feeds(2, 8, True)
+    # ONNX Runtime takes the other branch: a rank-3 result, which this artifact cannot give.
+    assert ort_run(path, feeds)["y"].shape == (2, 2, 2)
+    args = []
+    for name, v in feeds.items():
+        np.save(tmp_path / f"{name}.npy", v)
+        args += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
+    p = dlc("run", art, *args, "--output-dir", tmp_path / "out", check=False)
+    assert p.returncode == 1, p.stderr
+    assert "a_squeeze/then_branch assumes dim 2 of a_y is 1" in p.stderr, p.stderr
+    assert not (tmp_path / "out" / "y.npy").exists()
+
+
+def test_a_pinned_length_folds_the_condition_and_takes_either_branch(tmp_path):
+    """With `--input-shape` the condition is a constant: the branch taken is the only one
+    compiled, whichever it is (the rank-3 one ORT gives at L = 8, the squeezing one at
+    L = 6)."""
+    path = _model(tmp_path / "m.onnx", outer=False)
+    for length, rank in [(8, 3), (6, 2)]:
+        x = np.random.default_rng(length).standard_normal((2, 1, length)).astype(np.float32)
+        art = tmp_path / f"art{length}"
+        dlc("compile", path, "-o", art, "--input-shape", f"x=2x1x{length}")
+        want = ort_run(path, {"x": x})["a_out"]
+        assert want.ndim == rank
+        assert_close(dlc_run(art, path, {"x": x}, tmp_path)["a_out"], want, f"pinned L={length}")
