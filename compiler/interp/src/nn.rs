@@ -14,6 +14,7 @@ pub fn activation(act: Activation, x: f64) -> f64 {
         Activation::Tanh => x.tanh(),
         Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
         Activation::Gelu => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
+        Activation::Swish => x / (1.0 + (-x).exp()),
     }
 }
 

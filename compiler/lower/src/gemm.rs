@@ -150,11 +150,20 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 /// Activations with a vector form (in registers before the store).
 pub fn vector_act(a: Activation) -> bool {
-    matches!(a, Activation::None | Activation::Relu | Activation::Clip { .. } | Activation::Gelu)
+    matches!(
+        a,
+        Activation::None
+            | Activation::Relu
+            | Activation::Clip { .. }
+            | Activation::Gelu
+            | Activation::Sigmoid
+            | Activation::Swish
+    )
 }
 
 /// `act` on a vector of `lanes` f32s, for the activations of [`vector_act`]: clamps as
-/// compare-and-select (a NaN stays NaN), GELU with dlc's fast erf.
+/// compare-and-select (a NaN stays NaN), GELU with dlc's fast erf, sigmoid and SiLU with
+/// its fast exp.
 pub fn vector_activation(b: &mut KernelBuilder, act: Activation, v: ValId, lanes: u32) -> Option<ValId> {
     let vt = Ty::vec(Elem::F32, lanes);
     let clamp = |b: &mut KernelBuilder, mut v: ValId, lo: f32, hi: f32| {
@@ -175,6 +184,16 @@ pub fn vector_activation(b: &mut KernelBuilder, act: Activation, v: ValId, lanes
         Activation::Relu => clamp(b, v, 0.0, f32::INFINITY),
         Activation::Clip { min, max } => clamp(b, v, min, max),
         Activation::Gelu => crate::fastmath::gelu(b, v, lanes),
+        // `1 / (1 + e^-x)` and `x / (1 + e^-x)` with dlc's fast exp (the elementwise
+        // kernels' formulas, so a fused epilogue gives what the unfused ops give).
+        Activation::Sigmoid | Activation::Swish => {
+            let nx = b.let_(Inst::Un(dlc_kir::UnOp::FNeg, v));
+            let e = crate::fastmath::exp(b, nx, lanes);
+            let one = b.let_(Inst::Const { ty: vt, lit: Lit::Float(1.0) });
+            let d = b.bin(BinOp::FAdd, one, e);
+            let num = if act == Activation::Swish { v } else { one };
+            b.bin(BinOp::FDiv, num, d)
+        }
         _ => return None,
     })
 }

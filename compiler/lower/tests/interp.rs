@@ -1161,6 +1161,7 @@ fn packed_gemm_panels_row_blocks_and_epilogues_at_every_vector_width() {
         Activation::Clip { min: -0.5, max: 0.25 },
         Activation::Gelu,
         Activation::Sigmoid,
+        Activation::Swish,
     ];
     // (A dims, B dims): N a multiple of no panel width and of some, M leaving row
     // tails, a batch folded into M, and a product big enough for pool tasks.
@@ -1224,6 +1225,7 @@ fn pointwise_convolutions_with_partial_panels_channel_tails_and_epilogues() {
         Activation::Clip { min: 0.0, max: 6.0 },
         Activation::Gelu,
         Activation::Sigmoid,
+        Activation::Swish,
     ];
     // (x dims, output channels): pixel counts that fill whole panels at some widths and
     // leave a partial one at others, channel counts with tails, two images, and one
@@ -1288,6 +1290,7 @@ fn direct_convolutions_strided_depthwise_and_at_the_borders() {
         (conv(1, 2, [1, 0, 2, 1], Activation::None), [2, 2, 11, 17], [7, 2, 3, 3], false, false),
         (conv(1, 2, [3, 3, 3, 3], Activation::Clip { min: 0.0, max: 6.0 }), [1, 3, 20, 20], [4, 3, 7, 7], true, false),
         (conv(1, 1, [2, 2, 2, 2], Activation::Sigmoid), [1, 4, 7, 7], [13, 4, 5, 5], true, true),
+        (conv(1, 1, [1, 1, 1, 1], Activation::Swish), [1, 5, 8, 9], [6, 5, 3, 3], true, false),
         (
             conv(24, 1, [1, 1, 1, 1], Activation::Clip { min: 0.0, max: 6.0 }),
             [1, 24, 14, 14],
@@ -1338,6 +1341,7 @@ fn channel_blocked_convolutions_with_constant_weights() {
         (conv(2, [3, 3, 3, 3], 1, Activation::None), [1, 3, 21, 21], [8, 3, 7, 7], true, false),
         (conv(1, [2, 0, 2, 1], 2, Activation::Gelu), [2, 4, 10, 11], [13, 4, 3, 3], true, true),
         (conv(1, [0, 0, 0, 0], 1, Activation::Sigmoid), [1, 16, 6, 6], [24, 16, 1, 1], true, true),
+        (conv(1, [1, 1, 1, 1], 2, Activation::Swish), [1, 16, 9, 9], [32, 16, 3, 3], true, false),
         (
             conv(1, [1, 1, 1, 1], 1, Activation::Clip { min: 0.0, max: 6.0 }),
             [1, 128, 4, 4],
@@ -1598,6 +1602,9 @@ fn run_time_image_dims_in_convolutions_and_pools() {
         (same.into(), 2, Some([3, 2, 3, 3]), true, false),
         // Several channel blocks (the last one partial) at 8 and 16 lanes, stride 2.
         (conv(1, vec![2, 2], vec![1, 1, 1, 1], vec![1, 1], Activation::Relu), 5, Some([40, 5, 3, 3]), true, false),
+        // SiLU epilogues (YOLO's): channel blocks and depthwise.
+        (conv(1, vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], Activation::Swish), 8, Some([16, 8, 3, 3]), true, false),
+        (conv(6, vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], Activation::Swish), 6, Some([6, 1, 3, 3]), true, false),
         (conv(1, vec![1, 1], vec![0, 0, 0, 0], vec![1, 1], Activation::None), 6, Some([37, 6, 1, 1]), true, true),
         // A 1x1 with few output channels: the pixel-vector GEMM with run-time panels.
         (conv(1, vec![1, 1], vec![0, 0, 0, 0], vec![1, 1], Activation::Relu), 16, Some([3, 16, 1, 1]), true, true),

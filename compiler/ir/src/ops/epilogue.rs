@@ -1,7 +1,7 @@
 //! Epilogues: what a Conv, Gemm or MatMul kernel applies to each result element before
 //! storing it, so the optimiser can fuse a following activation (and, for Conv, a
 //! residual addition) into the producer instead of running another kernel over memory.
-use super::elementwise::{Clip, Gelu, HardSwish, Relu, Sigmoid, Tanh};
+use super::elementwise::{Clip, Gelu, HardSwish, Relu, Sigmoid, Swish, Tanh};
 use super::{Attr, Op};
 
 /// An activation applied in a producer's epilogue.
@@ -26,6 +26,8 @@ pub enum Activation {
     HardSwish,
     /// `x / 2 * (1 + erf(x / sqrt 2))`.
     Gelu,
+    /// `x * sigmoid(x)` (SiLU: YOLO's and EfficientNet's activation).
+    Swish,
 }
 
 impl Activation {
@@ -39,6 +41,7 @@ impl Activation {
             Activation::Tanh => Tanh {}.into(),
             Activation::HardSwish => HardSwish {}.into(),
             Activation::Gelu => Gelu { tanh_approximation: false }.into(),
+            Activation::Swish => Swish { alpha: 1.0 }.into(),
         })
     }
 
@@ -51,6 +54,7 @@ impl Activation {
             Op::Tanh(_) => Activation::Tanh,
             Op::HardSwish(_) => Activation::HardSwish,
             Op::Gelu(g) if !g.tanh_approximation => Activation::Gelu,
+            Op::Swish(s) if s.alpha == 1.0 => Activation::Swish,
             _ => return None,
         })
     }

@@ -228,3 +228,49 @@ fn decomposed_layernorm() {
     g.add_output("y", y);
     check("decomposed_layernorm", g);
 }
+
+/// `conv(x) * sigmoid(conv(x))` (SiLU as YOLO's exporters write it) on the fused graph,
+/// both operand orders; and whether the result is one Conv.
+fn silu_graph(conv_first: bool, also_output: bool) -> Graph {
+    let mut g = Graph::new("silu");
+    let x = g.add_input("x", TensorType::fixed(DType::F32, &[1, 2, 4, 4]));
+    let w = f32s(&mut g, "w", &[3, 2, 3, 3], 1);
+    let c = g.add_node("conv", conv(3), &[x, w]).unwrap()[0];
+    let s = g.add_node("sig", Sigmoid {}, &[c]).unwrap()[0];
+    let ops = if conv_first { [c, s] } else { [s, c] };
+    let y = g.add_node("silu", Mul {}, &ops).unwrap()[0];
+    g.add_output("y", y);
+    if also_output {
+        g.add_output("conv_out", c);
+    }
+    g
+}
+
+#[test]
+fn silu_after_a_conv_is_its_epilogue() {
+    check("silu", silu_graph(true, false));
+    for conv_first in [true, false] {
+        let mut g = silu_graph(conv_first, false);
+        EGraphOpt::default().run(&mut g, &mut PassCx::default()).unwrap();
+        let ops: Vec<_> = g.node_ids().into_iter().map(|id| g.node(id).op.clone()).collect();
+        let kernels: Vec<_> = ops.iter().filter(|op| !matches!(op, Op::Input(_) | Op::Const(_))).collect();
+        assert!(
+            matches!(kernels[..], [Op::Conv(c)] if c.act == Activation::Swish),
+            "{}",
+            dlc_ir::print_graph(&g).unwrap()
+        );
+    }
+}
+
+#[test]
+fn silu_of_a_conv_whose_value_is_also_used_elsewhere_stays_apart() {
+    let mut g = silu_graph(true, true);
+    EGraphOpt::default().run(&mut g, &mut PassCx::default()).unwrap();
+    let ops: Vec<_> = g.node_ids().into_iter().map(|id| g.node(id).op.clone()).collect();
+    assert!(
+        ops.iter().any(|op| matches!(op, Op::Conv(c) if c.act == Activation::None)),
+        "{}",
+        dlc_ir::print_graph(&g).unwrap()
+    );
+    assert!(!ops.iter().any(|op| matches!(op, Op::Conv(c) if c.act == Activation::Swish)));
+}

@@ -12,9 +12,15 @@ pub fn rules() -> Vec<Rule> {
     vec![
         Rule {
             name: "act-into-producer",
-            doc: "act(conv|gemm|matmul(...)) -> conv|gemm|matmul(...){act} for relu, clip, sigmoid, tanh, hardswish, gelu",
+            doc: "act(conv|gemm|matmul(...)) -> conv|gemm|matmul(...){act} for relu, clip, sigmoid, tanh, hardswish, gelu, swish",
             looks_at: |op| Activation::from_op(op).is_some(),
             derive: act_into_producer,
+        },
+        Rule {
+            name: "silu-into-producer",
+            doc: "p * sigmoid(p) -> p{swish} for p = conv|gemm|matmul(...) used only there (SiLU as exporters write it)",
+            looks_at: |op| matches!(op, Op::Mul(_)),
+            derive: silu_into_producer,
         },
         Rule {
             name: "bias-into-conv",
@@ -55,20 +61,58 @@ fn act_into_producer(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
             continue;
         }
         for (inner, inner_ch) in ops_of(eg, ch[0]) {
-            let fused: Op = match inner {
-                Op::Conv(mut c) if c.act == Activation::None => {
-                    c.act = act;
-                    c.into()
-                }
-                Op::Gemm(mut g) if g.act == Activation::None => {
-                    g.act = act;
-                    g.into()
-                }
-                Op::MatMul(m) if m.act == Activation::None => MatMul { act }.into(),
-                _ => continue,
-            };
+            let Some(fused) = with_act(inner, act) else { continue };
             if let Some(n) = add_op(eg, fused, inner_ch) {
                 out.push((n, named(eg, ch[0], "")));
+            }
+        }
+    }
+    out
+}
+
+/// The producer's op with epilogue activation `act`, when it is a Conv, Gemm or MatMul
+/// that has none yet.
+fn with_act(op: Op, act: Activation) -> Option<Op> {
+    Some(match op {
+        Op::Conv(mut c) if c.act == Activation::None => {
+            c.act = act;
+            c.into()
+        }
+        Op::Gemm(mut g) if g.act == Activation::None => {
+            g.act = act;
+            g.into()
+        }
+        Op::MatMul(m) if m.act == Activation::None => MatMul { act }.into(),
+        _ => return None,
+    })
+}
+
+fn silu_into_producer(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
+    let mut out = Vec::new();
+    if !is_f32(eg, id) {
+        return out;
+    }
+    for (op, ch) in ops_of(eg, id) {
+        let (Op::Mul(_), [a, b]) = (&op, ch.as_slice()) else { continue };
+        let (a, b) = (eg.find(*a), eg.find(*b));
+        // Which operand is the sigmoid of the other.
+        let sig_of = |eg: &EGraph, s: Id, x: Id| {
+            ops_of(eg, s).iter().any(|(o, c)| matches!(o, Op::Sigmoid(_)) && c.len() == 1 && eg.find(c[0]) == x)
+        };
+        let p = if sig_of(eg, b, a) {
+            a
+        } else if sig_of(eg, a, b) {
+            b
+        } else {
+            continue;
+        };
+        if ty_of(eg, p) != ty_of(eg, id) || !used_only_by(eg, p, id, &[]) {
+            continue;
+        }
+        for (inner, inner_ch) in ops_of(eg, p) {
+            let Some(fused) = with_act(inner, Activation::Swish) else { continue };
+            if let Some(n) = add_op(eg, fused, inner_ch) {
+                out.push((n, named(eg, p, "")));
             }
         }
     }
