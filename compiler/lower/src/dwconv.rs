@@ -1,6 +1,8 @@
 //! Depthwise convolution over run-time image dims, f32: one input channel per output
-//! channel, unit stride along the row (any stride down the columns), dilation 1, the
-//! shape of the depthwise layers of MobileNets and of text models (which keep the width).
+//! channel, stride 1 or 2 along the row (any stride down the columns), dilation 1, the
+//! shape of the depthwise layers of MobileNets and EfficientNets and of text models
+//! (which keep the width). At stride 2 a vector of output pixels reads two vectors of
+//! input and keeps their even lanes.
 //!
 //! A task is one channel plane of one image. Each output row is cut into tiles of `NV`
 //! vectors of pixels (`NV` accumulators in registers, one FMA chain each); for each
@@ -42,7 +44,7 @@ pub fn applies(n: &Node, op: &Conv, g: &Window) -> bool {
         && ch > 1
         && wd[0] == ch
         && wd[1] == 1
-        && g.strides[1] == 1
+        && (g.strides[1] == 1 || g.strides[1] == 2)
         && g.dilations == [1, 1]
         && n.inputs.iter().chain(n.outputs).all(|t| t.dtype == DType::F32)
 }
@@ -56,10 +58,14 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
     let ch = ch.as_const().ok_or_else(|| n.error("the channel dim must be known"))? as u64;
     let (kh, kw) = (wd[2], wd[3]);
     let [oh, ow] = g.output.clone();
-    let (sy, pt, pl) = (g.strides[0], g.pad_begin[0], g.pad_begin[1]);
+    let (sy, sx, pt, pl) = (g.strides[0], g.strides[1], g.pad_begin[0], g.pad_begin[1]);
     let w = t.f32_lanes.max(1);
     let vt = Ty::vec(Elem::F32, w);
     let tile_px = NV * w as u64;
+    // Stride 2 along the row: the `2w` input elements of a vector's pixels, two loads,
+    // their even lanes kept.
+    let even: Vec<u32> = (0..w).map(|k| 2 * k).collect();
+
     let (has_bias, has_res, py, mut b) = crate::conv1x1::conv_builder(name, n);
     let at = |e: &Expr| e.as_const().unwrap_or(64).max(0) as u64;
     let work = 2 * kh * kw * at(&oh) * at(&ow);
@@ -86,8 +92,8 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
             let ky_hi = b.select(over, khv, bottom);
             // One tile at pixel ox0; `masked`: lanes checked against the row and the
             // output's end at run time.
-            let tile = |b: &mut KernelBuilder, ox0: Expr, masked: bool| {
-                let accs = zero_accumulators(b, vt, NV);
+            let tile = |b: &mut KernelBuilder, ox0: Expr, masked: bool, nv: u64| {
+                let accs = zero_accumulators(b, vt, nv);
                 b.for_(Expr::val(ky_lo), Expr::val(ky_hi), LoopKind::Serial, |b, ky| {
                     let iy = &(&(&oy * &c(sy)) + &ky) - &c(pt);
                     let row = &x_plane + &(&iy * &wi);
@@ -95,10 +101,30 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
                         let wat = &(&(&chan * &c(kh * kw)) + &(&ky * &c(kw))) + &c(kx);
                         let wv = b.load(F32, 1, wat, 4);
                         let ws = b.let_(Inst::Splat(wv, w));
-                        for v in 0..NV {
-                            // Input column of lane 0: ox0 + v*w + kx - pl.
-                            let col = &(&ox0 + &c(v * w as u64 + kx)) - &c(pl);
-                            let xv = if masked {
+                        for v in 0..nv {
+                            // Input column of lane 0: (ox0 + v*w) * sx + kx - pl.
+                            let col = &(&(&(&ox0 + &c(v * w as u64)) * &c(sx)) + &c(kx)) - &c(pl);
+                            let xv = if sx == 2 {
+                                // Lanes outside the row read as zero (the output's end
+                                // is masked at the store; reads stay inside the row).
+                                let half = |b: &mut KernelBuilder, at: Expr| {
+                                    if masked {
+                                        let m = lanes_in(b, lanes, &at, &c(0), &wi, w);
+                                        b.let_(Inst::Load {
+                                            ty: vt,
+                                            param: 0,
+                                            index: &row + &at,
+                                            align: 4,
+                                            mask: Some(m),
+                                        })
+                                    } else {
+                                        b.load(vt, 0, &row + &at, 4)
+                                    }
+                                };
+                                let lo = half(b, col.clone());
+                                let hi = half(b, &col + &c(w as u64));
+                                b.let_(Inst::Shuffle(lo, hi, even.clone()))
+                            } else if masked {
                                 let m = lanes_in(b, lanes, &col, &c(0), &wi, w);
                                 let o = lanes_in(b, lanes, &(&ox0 + &c(v * w as u64)), &c(0), &ow, w);
                                 let m = b.bin(BinOp::And, m, o);
@@ -112,7 +138,7 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
                         }
                     }
                 });
-                for v in 0..NV {
+                for v in 0..nv {
                     let px = &ox0 + &c(v * w as u64);
                     let yat = &(&y_plane + &(&oy * &ow)) + &px;
                     let mut acc = b.let_(Inst::Get(accs[v as usize]));
@@ -128,22 +154,24 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
                     b.stmt(Stmt::Store { param: py, index: yat, value: y, align: 4, mask: m });
                 }
             };
-            // Tiles from 0: masked while a tile reaches into the left padding; then
-            // unmasked while its last tap stays in the row; then masked to the end.
-            let head = pl.div_ceil(tile_px);
-            let head_end = c(head * tile_px).min_with(&ow);
+            // Tiles from 0: masked, of one vector each, while a tile reaches into the left
+            // padding; then unmasked tiles of `NV` vectors while the last tap stays in the
+            // row; then masked one-vector tiles to the end (a short row, as the late
+            // layers' 7 or 14 pixels, computes no vector wholly past its end).
+            let head = pl.div_ceil(w as u64);
+            let head_end = c(head * w as u64).min_with(&ow);
             b.for_(c(0), c(head), LoopKind::Serial, |b, i| {
-                let ox0 = &i * &c(tile_px);
+                let ox0 = &i * &c(w as u64);
                 let inside = crate::in_bounds_expr(b, ox0.clone(), &ow);
-                b.if_(inside, |b| tile(b, ox0, true), |_| {});
+                b.if_(inside, |b| tile(b, ox0, true, 1), |_| {});
             });
             // Interior tiles: from head_end, while every pixel's taps lie in the row (its
             // pixels below the window's `right`).
             let count = hoist(b, &(&right - &head_end).floor_div(&c(tile_px)).max_with(&c(0)));
-            b.for_(c(0), count.clone(), LoopKind::Serial, |b, i| tile(b, &head_end + &(&i * &c(tile_px)), false));
+            b.for_(c(0), count.clone(), LoopKind::Serial, |b, i| tile(b, &head_end + &(&i * &c(tile_px)), false, NV));
             let rest = &head_end + &(&count * &c(tile_px));
-            let rest_tiles = (&(&ow - &rest) + &c(tile_px - 1)).floor_div(&c(tile_px)).max_with(&c(0));
-            b.for_(c(0), rest_tiles, LoopKind::Serial, |b, i| tile(b, &rest + &(&i * &c(tile_px)), true));
+            let rest_vectors = (&(&ow - &rest) + &c(w as u64 - 1)).floor_div(&c(w as u64)).max_with(&c(0));
+            b.for_(c(0), rest_vectors, LoopKind::Serial, |b, i| tile(b, &rest + &(&i * &c(w as u64)), true, 1));
         });
     });
     Ok(b.finish())

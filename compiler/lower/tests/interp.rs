@@ -1602,6 +1602,11 @@ fn run_time_image_dims_in_convolutions_and_pools() {
         (same.into(), 2, Some([3, 2, 3, 3]), true, false),
         // Several channel blocks (the last one partial) at 8 and 16 lanes, stride 2.
         (conv(1, vec![2, 2], vec![1, 1, 1, 1], vec![1, 1], Activation::Relu), 5, Some([40, 5, 3, 3]), true, false),
+        // Depthwise with stride 2 along the rows (two loads, even lanes): MobileNet's and
+        // EfficientNet's downsampling 3x3 and 5x5, and TF-style asymmetric padding.
+        (conv(6, vec![2, 2], vec![1, 1, 1, 1], vec![1, 1], Activation::Relu), 6, Some([6, 1, 3, 3]), true, false),
+        (conv(5, vec![2, 2], vec![2, 2, 2, 2], vec![1, 1], Activation::Swish), 5, Some([5, 1, 5, 5]), true, true),
+        (conv(4, vec![1, 2], vec![0, 0, 1, 1], vec![1, 1], Activation::None), 4, Some([4, 1, 3, 3]), false, false),
         // SiLU epilogues (YOLO's): channel blocks and depthwise.
         (conv(1, vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], Activation::Swish), 8, Some([16, 8, 3, 3]), true, false),
         (conv(6, vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], Activation::Swish), 6, Some([6, 1, 3, 3]), true, false),
@@ -1731,9 +1736,10 @@ fn run_time_image_dims_in_convolutions_and_pools() {
             if one_group && wd.is_some_and(|w| w[0] == 3 && w[2] == 1) {
                 assert!(pixel_gemm, "{op:?}:\n{text}");
             }
-            // Depthwise with unit row stride: the vector kernel (vectors of the
+            // Depthwise with row stride 1 or 2: the vector kernel (vectors of the
             // target's width, lane masks at the ends of the rows).
-            let depthwise = matches!(op, Op::Conv(c) if c.group as u64 == *ch && c.strides.get(1) == Some(&1));
+            let depthwise =
+                matches!(op, Op::Conv(c) if c.group as u64 == *ch && matches!(c.strides.get(1), Some(&1) | Some(&2)));
             let vectors = text.contains(&format!("load f32x{},", target.f32_lanes)) && text.contains(" mask ");
             assert!(!depthwise || vectors, "{op:?}:\n{text}");
             // Rows narrower than a tile, rows of whole tiles and every remainder.
