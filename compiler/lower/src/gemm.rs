@@ -158,12 +158,13 @@ pub fn vector_act(a: Activation) -> bool {
             | Activation::Gelu
             | Activation::Sigmoid
             | Activation::Swish
+            | Activation::HardSwish
     )
 }
 
 /// `act` on a vector of `lanes` f32s, for the activations of [`vector_act`]: clamps as
 /// compare-and-select (a NaN stays NaN), GELU with dlc's fast erf, sigmoid and SiLU with
-/// its fast exp.
+/// its fast exp, HardSwish with a clamp.
 pub fn vector_activation(b: &mut KernelBuilder, act: Activation, v: ValId, lanes: u32) -> Option<ValId> {
     let vt = Ty::vec(Elem::F32, lanes);
     let clamp = |b: &mut KernelBuilder, mut v: ValId, lo: f32, hi: f32| {
@@ -184,6 +185,15 @@ pub fn vector_activation(b: &mut KernelBuilder, act: Activation, v: ValId, lanes
         Activation::Relu => clamp(b, v, 0.0, f32::INFINITY),
         Activation::Clip { min, max } => clamp(b, v, min, max),
         Activation::Gelu => crate::fastmath::gelu(b, v, lanes),
+        // `x * clamp(x / 6 + 1/2, 0, 1)`, the elementwise kernel's formula.
+        Activation::HardSwish => {
+            let sixth = b.let_(Inst::Const { ty: vt, lit: Lit::Float(1.0 / 6.0) });
+            let m = b.bin(BinOp::FMul, v, sixth);
+            let half = b.let_(Inst::Const { ty: vt, lit: Lit::Float(0.5) });
+            let h = b.bin(BinOp::FAdd, m, half);
+            let h = clamp(b, h, 0.0, 1.0);
+            b.bin(BinOp::FMul, v, h)
+        }
         // `1 / (1 + e^-x)` and `x / (1 + e^-x)` with dlc's fast exp (the elementwise
         // kernels' formulas, so a fused epilogue gives what the unfused ops give).
         Activation::Sigmoid | Activation::Swish => {

@@ -1162,6 +1162,7 @@ fn packed_gemm_panels_row_blocks_and_epilogues_at_every_vector_width() {
         Activation::Gelu,
         Activation::Sigmoid,
         Activation::Swish,
+        Activation::HardSwish,
     ];
     // (A dims, B dims): N a multiple of no panel width and of some, M leaving row
     // tails, a batch folded into M, and a product big enough for pool tasks.
@@ -1610,6 +1611,7 @@ fn run_time_image_dims_in_convolutions_and_pools() {
         // SiLU epilogues (YOLO's): channel blocks and depthwise.
         (conv(1, vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], Activation::Swish), 8, Some([16, 8, 3, 3]), true, false),
         (conv(6, vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], Activation::Swish), 6, Some([6, 1, 3, 3]), true, false),
+        (conv(1, vec![2, 2], vec![1, 1, 1, 1], vec![1, 1], Activation::HardSwish), 3, Some([16, 3, 3, 3]), true, false),
         (conv(1, vec![1, 1], vec![0, 0, 0, 0], vec![1, 1], Activation::None), 6, Some([37, 6, 1, 1]), true, true),
         // A 1x1 with few output channels: the pixel-vector GEMM with run-time panels.
         (conv(1, vec![1, 1], vec![0, 0, 0, 0], vec![1, 1], Activation::Relu), 16, Some([3, 16, 1, 1]), true, true),
