@@ -318,7 +318,15 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         }
         let f = self.m.get_function(name).unwrap_or_else(|| {
             let params: Vec<_> = args.iter().map(|_| ty.into()).collect();
-            self.m.add_function(name, ty.fn_type(&params, false), Some(Linkage::External))
+            let f = self.m.add_function(name, ty.fn_type(&params, false), Some(Linkage::External));
+            // A pure function to LLVM (dlc never reads errno): a call whose arguments do
+            // not change in a loop is hoisted out of it (a broadcast operand's sigmoid in
+            // a fused kernel, once per channel instead of once per pixel).
+            for (kind, value) in [("memory", 0), ("nounwind", 0), ("willreturn", 0), ("nosync", 0)] {
+                let a = self.cx.create_enum_attribute(Attribute::get_named_enum_kind_id(kind), value);
+                f.add_attribute(inkwell::attributes::AttributeLoc::Function, a);
+            }
+            f
         });
         let args: Vec<_> = args.iter().map(|a| (*a).into()).collect();
         let call = self.b.build_call(f, &args, "")?;

@@ -363,3 +363,35 @@ fn kir_programs_cuda_cannot_run_say_why() {
     assert_eq!(code, 1);
     assert!(err.contains("--emit so does not apply to a kir program compiled for CUDA (ptx and ll do)"), "{err}");
 }
+
+#[test]
+fn math_library_calls_are_pure_to_llvm_so_invariant_ones_leave_their_loops() {
+    // A squeeze-and-excitation scale: each row of x times the sigmoid of its own s.
+    // The fused kernel's inner loop calls expf on a value that does not change along
+    // it; LLVM hoists such a call only when the declaration says it touches no memory.
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::write(
+        d.join("se.dlc"),
+        "model se(x: f32[4, 300], s: f32[4, 1]) -> (y: f32[4, 300]) {\n  return x * sigmoid(s)\n}\n",
+    )
+    .unwrap();
+    let (code, err) = dlc(d, &["compile", "se.dlc", "-o", "a", "--emit", "so,ll"]);
+    assert_eq!(code, 0, "{err}");
+    let ll = std::fs::read_to_string(d.join("a/model.ll")).unwrap();
+    let decl = ll.lines().find(|l| l.starts_with("declare") && l.contains("@expf(")).expect("expf is declared");
+    let group = decl.rsplit('#').next().unwrap().trim();
+    let attrs = ll.lines().find(|l| l.starts_with(&format!("attributes #{group} "))).expect("its attributes");
+    assert!(attrs.contains("memory(none)") && attrs.contains("nounwind"), "{decl}\n{attrs}");
+    let x: Vec<f32> = (0..1200).map(|i| (i % 37) as f32 * 0.25 - 4.0).collect();
+    let s = [-3.0f32, 0.0, 0.5, 20.0];
+    write_npy(&d.join("x.npy"), &[4, 300], &x);
+    write_npy(&d.join("s.npy"), &[4, 1], &s);
+    let (code, err) = dlc(d, &["run", "a", "-i", "x=x.npy", "-i", "s=s.npy", "-o", "out"]);
+    assert_eq!(code, 0, "{err}");
+    let y: Vec<f32> = read_npy(&d.join("out/y.npy"));
+    for (i, &v) in y.iter().enumerate() {
+        let want = x[i] as f64 / (1.0 + (-(s[i / 300] as f64)).exp());
+        assert!((v as f64 - want).abs() <= 1e-6 * want.abs().max(1.0), "y[{i}] = {v}, want {want}");
+    }
+}
