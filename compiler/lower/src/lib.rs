@@ -281,7 +281,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::Bind(op) => bind::bind(kernel, n, op),
         Op::Strided(op) => movement::strided(kernel, n, op),
         Op::NonZero(op) => movement::nonzero(kernel, n, op),
-        Op::Nms(op) => nms::nms(kernel, n, op.center_point_box),
+        Op::Nms(op) => nms::nms(kernel, n, op.center_point_box, t.pool),
         Op::Unique(op) => unique::unique(kernel, n, op),
         Op::Compress(op) => movement::compress(kernel, n, op),
         Op::Iota(op) => movement::iota(kernel, n, op),

@@ -1,12 +1,16 @@
-//! NonMaxSuppression's selection ([`dlc_ir::ops::Nms`]) as one serial kernel.
+//! NonMaxSuppression's selection ([`dlc_ir::ops::Nms`]): classes in parallel, then the
+//! rows gathered in order ([`nms`]).
 //!
 //! For each batch and class, boxes are visited in rank order (score descending, ties
-//! by lower index): the boxes above the score threshold heap-sorted first (`O(N log
-//! N)`; [`nms`] says where the list lives).
+//! by lower index): the boxes above the score threshold go into a heap with the best at
+//! the root (`O(N)`), popped one at a time while they are visited (`O(log N)` each), so
+//! a class that reaches `max_output_boxes_per_class` early sorts no further.
 //! A box above the score threshold is kept unless a kept box of its class overlaps it
-//! by more than the IoU threshold (the rule of `dlc_interp::nms_suppresses`, in f32);
-//! at most `max_output_boxes_per_class` are kept. Kept triples are written in order into
-//! the result rows, their number into `count`.
+//! by more than the IoU threshold (the rule of `dlc_interp::nms_suppresses`, in f32; the
+//! scan over the kept boxes stops at the first that suppresses); at most
+//! `max_output_boxes_per_class` are kept. Classes are independent: on CPU targets each
+//! is a pool task, in its own region of the result ([`nms`]); kept triples are then
+//! written in order into the result rows, their number into `count`.
 use crate::{LowerError, Node};
 use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
@@ -87,9 +91,9 @@ fn ranks_after(b: &mut KernelBuilder, scores: &Expr, a: ValId, c: ValId) -> ValI
     b.select(lower, lower, tie)
 }
 
-/// Heapsort's sift-down of the heap `list[0..len)` (i64 box indices at element
-/// offset `list` of parameter 5) from `root`, by [`ranks_after`] (a max-heap of keys:
-/// the sort leaves the best box first). At most 48 levels (2^48 boxes).
+/// Sift-down of the heap `list[0..len)` (i64 box indices at element offset `list` of
+/// parameter 5) from `root`, by [`ranks_after`]: the best box at the root (a min-heap
+/// of keys). At most 48 levels (2^48 boxes).
 fn sift(b: &mut KernelBuilder, scores: &Expr, list: &Expr, root: ValId, len: ValId) {
     let one = b.i64(1);
     let at = b.local(I64, root);
@@ -108,19 +112,19 @@ fn sift(b: &mut KernelBuilder, scores: &Expr, list: &Expr, root: ValId, len: Val
                 b.if_(
                     has,
                     |b| {
-                        // The child with the larger key (the worse box).
+                        // The child with the smaller key (the better box).
                         let c2 = b.bin(BinOp::Add, c1, one);
                         let has2 = b.cmp(CmpOp::Slt, c2, len);
                         let last = b.bin(BinOp::Sub, len, one);
                         let c2s = b.bin(BinOp::SMin, c2, last);
                         let v1 = b.load(I64, 5, list + &Expr::val(c1), 8);
                         let v2 = b.load(I64, 5, list + &Expr::val(c2s), 8);
-                        let right = ranks_after(b, scores, v2, v1);
+                        let right = ranks_after(b, scores, v1, v2);
                         let right = b.select(has2, right, has2);
                         let c = b.select(right, c2s, c1);
                         let vc = b.select(right, v2, v1);
                         let vr = b.load(I64, 5, list + &Expr::val(r), 8);
-                        let swap = ranks_after(b, scores, vc, vr);
+                        let swap = ranks_after(b, scores, vr, vc);
                         b.if_(
                             swap,
                             |b| {
@@ -148,117 +152,150 @@ fn sift(b: &mut KernelBuilder, scores: &Expr, list: &Expr, root: ValId, len: Val
 /// The kernel: parameters boxes, scores, max count, IoU and score thresholds (read),
 /// the selected rows and their count (written).
 ///
-/// Per batch and class: the boxes above the score threshold are listed (in index
-/// order) and heap-sorted best first (`O(N log N)`; the list lives in the last `N`
-/// elements of the selected rows' buffer, which the rows written so far never reach:
-/// with `s` rows before this class and `k` kept in it, row writes end below `3 (s + k +
-/// 1)` and the unread entries start above `3 B C N - N + k`), then visited in that
-/// order: a box is kept unless a kept box of its class overlaps it by more than the
-/// IoU threshold (`O(N * kept)`), until `max_output_boxes_per_class` are kept.
-pub fn nms(name: &str, n: &Node, center: bool) -> Result<Kernel, LowerError> {
+/// Two phases. First, each batch and class (pool tasks on CPU targets when `pool`:
+/// classes are independent) works in its own region of the selected rows' buffer,
+/// `3N` i64s from `3jN` for class `j = b C + c` (the buffer holds `3 B C N`): the boxes
+/// above the score threshold are listed there (in index order) and made a heap with
+/// the best box at the root, then popped and visited in rank order: a box is kept unless a kept box of
+/// its class overlaps it by more than the IoU threshold (`O(N * kept)`), until
+/// `max_output_boxes_per_class` are kept; the kept boxes go from `3jN + 2N`, their
+/// number at `3jN + N`. Then one serial pass writes each class's rows after the ones
+/// before it: class `j`'s rows start at row `s <= jN`, so its writes end below
+/// `3(jN + i + 1)`, which never reaches the kept entries it has yet to read (`3jN + 2N
+/// + i + 1` and on) nor a later class's region.
+pub fn nms(name: &str, n: &Node, center: bool, pool: bool) -> Result<Kernel, LowerError> {
     // Extents as expressions: the box count may be a run-time dim.
     let sd = Node::dims(&n.inputs[1]);
     let (nb, nc, nbox) = (sd[0].clone(), sd[1].clone(), sd[2].clone());
-    let list = &(&(&(&nb * &nc) * &nbox) * &Expr::c(3)) - &nbox;
     let r = Access::Read;
     let mut b = KernelBuilder::new(name, &[r, r, r, r, r, Access::Write, Access::Write]);
-    let max = b.load(I64, 2, Expr::c(0), 8);
     let zero = b.i64(0);
-    let max = b.bin(BinOp::SMax, max, zero);
-    let iou = b.load(F32, 3, Expr::c(0), 4);
-    let sthr = b.load(F32, 4, Expr::c(0), 4);
     let total = b.local(I64, zero);
-    b.for_(Expr::c(0), nb.clone(), LoopKind::Serial, |b, bi| {
-        b.for_(Expr::c(0), nc.clone(), LoopKind::Serial, |b, ci| {
-            let scores = &(&(&bi * &nc) + &ci) * &nbox;
-            let zero = b.i64(0);
-            let one = b.i64(1);
-            let kept = b.local(I64, zero);
-            let count = b.local(I64, zero);
-            let start = b.let_(Inst::Get(total));
-            // The boxes above the threshold (a NaN score is not).
-            b.for_(Expr::c(0), nbox.clone(), LoopKind::Serial, |b, i| {
-                let s = b.load(F32, 1, &scores + &i, 4);
-                let above = b.cmp(CmpOp::FOgt, s, sthr);
-                b.if_(
-                    above,
-                    |b| {
-                        let c = b.let_(Inst::Get(count));
-                        let iv = b.index(i.clone());
-                        b.store(5, &list + &Expr::val(c), iv, 8);
-                        let c1 = b.bin(BinOp::Add, c, one);
-                        b.stmt(Stmt::Set(count, c1));
-                    },
-                    |_| {},
-                );
-            });
-            let len = b.let_(Inst::Get(count));
-            // Heapsort: heapify, then move the largest key to the end, len - 1 times.
-            let two = b.i64(2);
-            let half = b.bin(BinOp::SDiv, len, two);
-            b.for_(Expr::c(0), Expr::val(half), LoopKind::Serial, |b, q| {
-                let h1 = b.bin(BinOp::Sub, half, one);
-                let qv = b.index(q.clone());
-                let root = b.bin(BinOp::Sub, h1, qv);
-                sift(b, &scores, &list, root, len);
-            });
-            let moves = b.bin(BinOp::Sub, len, one);
-            let moves = b.bin(BinOp::SMax, moves, zero);
-            b.for_(Expr::c(0), Expr::val(moves), LoopKind::Serial, |b, q| {
-                let qv = b.index(q.clone());
-                let end = b.bin(BinOp::Sub, moves, qv);
-                let top = b.load(I64, 5, list.clone(), 8);
-                let last = b.load(I64, 5, &list + &Expr::val(end), 8);
-                b.store(5, list.clone(), last, 8);
-                b.store(5, &list + &Expr::val(end), top, 8);
+    let classes = &nb * &nc;
+    // With no boxes the buffer is empty: no region to work in, nothing kept.
+    let any = crate::in_bounds_expr(&mut b, Expr::c(0), &nbox);
+    let kind = if pool { LoopKind::Parallel } else { LoopKind::Serial };
+    b.if_(
+        any,
+        |b| {
+            b.for_(Expr::c(0), classes.clone(), kind, |b, j| {
+                let bi = j.floor_div(&nc);
+                let region = &(&j * &nbox) * &Expr::c(3);
+                let list = region.clone();
+                let count_at = &region + &nbox;
+                let kept_at = &region + &(&nbox * &Expr::c(2));
+                let scores = &j * &nbox;
+                // The operands, read in each task (a task sees no value from outside).
                 let zero = b.i64(0);
-                sift(b, &scores, &list, zero, end);
-            });
-            // Visit in rank order.
-            b.for_(Expr::c(0), Expr::val(len), LoopKind::Serial, |b, j| {
-                let k = b.let_(Inst::Get(kept));
-                let room = b.cmp(CmpOp::Slt, k, max);
-                b.if_(
-                    room,
-                    |b| {
-                        let bx = b.load(I64, 5, &list + &j, 8);
-                        // Suppressed by a kept box of this class?
-                        let no = b.let_(Inst::Const { ty: Ty::scalar(Elem::I1), lit: Lit::Int(0) });
-                        let hit = b.local(Ty::scalar(Elem::I1), no);
-                        let p = &(&(&bi * &nbox) + &Expr::val(bx)) * &Expr::c(4);
-                        b.for_(Expr::c(0), Expr::val(k), LoopKind::Serial, |b, jj| {
-                            let row = &(&Expr::val(start) + &jj) * &Expr::c(3);
-                            let other = b.load(I64, 5, &row + &Expr::c(2), 8);
-                            let q = &(&(&bi * &nbox) + &Expr::val(other)) * &Expr::c(4);
-                            let s = suppresses(b, &p, &q, center, iou);
+                let max = b.load(I64, 2, Expr::c(0), 8);
+                let max = b.bin(BinOp::SMax, max, zero);
+                let iou = b.load(F32, 3, Expr::c(0), 4);
+                let sthr = b.load(F32, 4, Expr::c(0), 4);
+                let one = b.i64(1);
+                let kept = b.local(I64, zero);
+                let count = b.local(I64, zero);
+                // The boxes above the threshold (a NaN score is not).
+                b.for_(Expr::c(0), nbox.clone(), LoopKind::Serial, |b, i| {
+                    let s = b.load(F32, 1, &scores + &i, 4);
+                    let above = b.cmp(CmpOp::FOgt, s, sthr);
+                    b.if_(
+                        above,
+                        |b| {
+                            let c = b.let_(Inst::Get(count));
+                            let iv = b.index(i.clone());
+                            b.store(5, &list + &Expr::val(c), iv, 8);
+                            let c1 = b.bin(BinOp::Add, c, one);
+                            b.stmt(Stmt::Set(count, c1));
+                        },
+                        |_| {},
+                    );
+                });
+                let len = b.let_(Inst::Get(count));
+                // A heap with the best box at the root (O(N)); boxes are then popped in
+                // rank order only while they are visited (O(log N) each), so a class
+                // that reaches its maximum early sorts no further.
+                let two = b.i64(2);
+                let half = b.bin(BinOp::SDiv, len, two);
+                b.for_(Expr::c(0), Expr::val(half), LoopKind::Serial, |b, q| {
+                    let h1 = b.bin(BinOp::Sub, half, one);
+                    let qv = b.index(q.clone());
+                    let root = b.bin(BinOp::Sub, h1, qv);
+                    sift(b, &scores, &list, root, len);
+                });
+                let left = b.local(I64, len);
+                // Visit in rank order.
+                b.for_(Expr::c(0), Expr::val(len), LoopKind::Serial, |b, _| {
+                    let k = b.let_(Inst::Get(kept));
+                    let room = b.cmp(CmpOp::Slt, k, max);
+                    b.if_(
+                        room,
+                        |b| {
+                            // Pop the best box left.
+                            let bx = b.load(I64, 5, list.clone(), 8);
+                            let n = b.let_(Inst::Get(left));
+                            let n1 = b.bin(BinOp::Sub, n, one);
+                            let last = b.load(I64, 5, &list + &Expr::val(n1), 8);
+                            b.store(5, list.clone(), last, 8);
+                            b.stmt(Stmt::Set(left, n1));
+                            let zero = b.i64(0);
+                            sift(b, &scores, &list, zero, n1);
+                            // Suppressed by a kept box of this class?
+                            let no = b.let_(Inst::Const { ty: Ty::scalar(Elem::I1), lit: Lit::Int(0) });
+                            let hit = b.local(Ty::scalar(Elem::I1), no);
+                            let p = &(&(&bi * &nbox) + &Expr::val(bx)) * &Expr::c(4);
+                            // Once suppressed, the remaining kept boxes are skipped (most
+                            // candidates of a detector overlap one of the first kept).
+                            b.for_(Expr::c(0), Expr::val(k), LoopKind::Serial, |b, jj| {
+                                let h = b.let_(Inst::Get(hit));
+                                b.if_(
+                                    h,
+                                    |_| {},
+                                    |b| {
+                                        let other = b.load(I64, 5, &kept_at + &jj, 8);
+                                        let q = &(&(&bi * &nbox) + &Expr::val(other)) * &Expr::c(4);
+                                        let s = suppresses(b, &p, &q, center, iou);
+                                        b.stmt(Stmt::Set(hit, s));
+                                    },
+                                );
+                            });
                             let h = b.let_(Inst::Get(hit));
-                            let h = b.select(h, h, s);
-                            b.stmt(Stmt::Set(hit, h));
-                        });
-                        let h = b.let_(Inst::Get(hit));
-                        b.if_(
-                            h,
-                            |_| {},
-                            |b| {
-                                let row = &(&Expr::val(start) + &Expr::val(k)) * &Expr::c(3);
-                                let (bv, cv) = (b.index(bi.clone()), b.index(ci.clone()));
-                                b.store(5, row.clone(), bv, 8);
-                                b.store(5, &row + &Expr::c(1), cv, 8);
-                                b.store(5, &row + &Expr::c(2), bx, 8);
-                                let one = b.i64(1);
-                                let k1 = b.bin(BinOp::Add, k, one);
-                                b.stmt(Stmt::Set(kept, k1));
-                            },
-                        );
-                    },
-                    |_| {},
-                );
+                            b.if_(
+                                h,
+                                |_| {},
+                                |b| {
+                                    b.store(5, &kept_at + &Expr::val(k), bx, 8);
+                                    let one = b.i64(1);
+                                    let k1 = b.bin(BinOp::Add, k, one);
+                                    b.stmt(Stmt::Set(kept, k1));
+                                },
+                            );
+                        },
+                        |_| {},
+                    );
+                });
+                let k = b.let_(Inst::Get(kept));
+                b.store(5, count_at, k, 8);
             });
-            let k = b.let_(Inst::Get(kept));
-            let t = b.bin(BinOp::Add, start, k);
-            b.stmt(Stmt::Set(total, t));
-        });
-    });
+            // The rows, class after class.
+            b.for_(Expr::c(0), classes.clone(), LoopKind::Serial, |b, j| {
+                let region = &(&j * &nbox) * &Expr::c(3);
+                let k = b.load(I64, 5, &region + &nbox, 8);
+                let kept_at = &region + &(&nbox * &Expr::c(2));
+                let start = b.let_(Inst::Get(total));
+                let (bv, cv) = (b.index(j.floor_div(&nc)), b.index(j.modulo(&nc)));
+                b.for_(Expr::c(0), Expr::val(k), LoopKind::Serial, |b, i| {
+                    let bx = b.load(I64, 5, &kept_at + &i, 8);
+                    let row = &(&Expr::val(start) + &i) * &Expr::c(3);
+                    b.store(5, row.clone(), bv, 8);
+                    b.store(5, &row + &Expr::c(1), cv, 8);
+                    b.store(5, &row + &Expr::c(2), bx, 8);
+                });
+                let t = b.bin(BinOp::Add, start, k);
+                b.stmt(Stmt::Set(total, t));
+            });
+        },
+        |_| {},
+    );
     let t = b.let_(Inst::Get(total));
     b.store(6, Expr::c(0), t, 8);
     Ok(b.finish())
