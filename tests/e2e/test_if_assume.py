@@ -118,3 +118,61 @@ def test_a_pinned_length_folds_the_condition_and_takes_either_branch(tmp_path):
         want = ort_run(path, {"x": x})["a_out"]
         assert want.ndim == rank
         assert_close(dlc_run(art, path, {"x": x}, tmp_path)["a_out"], want, f"pinned L={length}")
+
+
+def _one_branch_model(path):
+    """`y = If(flag, relu(x) * 2, Bernoulli(sigmoid(x)))`: dlc has no Bernoulli."""
+    then_g = h.make_graph([h.make_node("Relu", ["x"], ["r"]), _c("two", np.array(2.0, np.float32)),
+                           h.make_node("Mul", ["r", "two"], ["t_out"])], "then", [],
+                          [h.make_tensor_value_info("t_out", T.FLOAT, ["N", 3])])
+    else_g = h.make_graph([h.make_node("Sigmoid", ["x"], ["p"]), h.make_node("Bernoulli", ["p"], ["e_out"], seed=1.0)],
+                          "else", [], [h.make_tensor_value_info("e_out", T.FLOAT, ["N", 3])])
+    g = h.make_graph([h.make_node("If", ["flag"], ["y"], then_branch=then_g, else_branch=else_g, name="pick")], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, ["N", 3]), h.make_tensor_value_info("flag", T.BOOL, [])],
+                     [h.make_tensor_value_info("y", T.FLOAT, ["N", 3])])
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_branch_dlc_cannot_compile_fails_only_the_runs_that_take_it(tmp_path):
+    """One branch has an op dlc lacks: the other is compiled alone, checked to be the
+    one taken; runs that take it match ORT, a run that takes the other fails naming the
+    check (never a wrong answer)."""
+    path = _one_branch_model(tmp_path / "one_branch.onnx")
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    x = np.random.default_rng(3).standard_normal((4, 3)).astype(np.float32)
+    feeds = {"x": x, "flag": np.array(True)}
+    assert_close(dlc_run(art, path, feeds, tmp_path)["y"], ort_run(path, feeds)["y"], "then")
+    args = []
+    for name, v in {"x": x, "flag": np.array(False)}.items():
+        np.save(tmp_path / f"{name}.npy", v)
+        args += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
+    p = dlc("run", art, *args, "--output-dir", tmp_path / "out", check=False)
+    assert p.returncode == 1, p.stderr
+    assert "node 'pick/then_branch only (output 0)'" in p.stderr, p.stderr
+
+
+def test_silero_pinned_to_a_length_compiles_the_branch_that_length_allows(tmp_path):
+    """Silero VAD's default export pinned to 512 samples: its 8 kHz path cannot run at
+    that length (ORT fails there too: its LSTM gets a rank-5 input), so only the 16 kHz
+    path is compiled; at 16 kHz it matches ORT, at 8 kHz the run fails naming the check."""
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT / "tests" / "models"))
+    import real_models
+    src = real_models.path("silero_vad_v5_if")
+    art = tmp_path / "art"
+    dlc("compile", src, "-o", art, "--input-shape", "input=1x512", "--input-shape", "state=2x1x128")
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal((1, 512)) * 0.1).astype(np.float32)
+    feeds = {"input": audio, "state": np.zeros((2, 1, 128), np.float32), "sr": np.array(16000, np.int64)}
+    got, want = dlc_run(art, src, feeds, tmp_path), ort_run(src, feeds)
+    for k in want:
+        assert_close(got[k], want[k], k)
+    args = []
+    for name, v in {**feeds, "sr": np.array(8000, np.int64)}.items():
+        np.save(tmp_path / f"{name}.npy", v)
+        args += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
+    p = dlc("run", art, *args, "--output-dir", tmp_path / "out8k", check=False)
+    assert p.returncode == 1 and "If_0/then_branch only" in p.stderr, p.stderr

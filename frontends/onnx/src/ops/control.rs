@@ -161,14 +161,68 @@ fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         return import_branch(cx, g, what);
     }
     let dim_cond = cx.imp.dim_conditions.get(&cx.node.input[0]).cloned();
-    match speculate(cx, cond, then_g, else_g) {
-        Ok(outs) => Ok(outs),
-        Err(e) => match dim_cond {
-            Some((a, b)) => assume_then(cx, cond, then_g, &a, &b)
-                .map_err(|e2| format!("{e} (taking then_branch as the assumption {a} == {b} did not help: {e2})")),
-            None => Err(e),
+    let e = match speculate(cx, cond, then_g, else_g) {
+        Ok(outs) => return Ok(outs),
+        Err(e) => e,
+    };
+    let e = match dim_cond {
+        Some((a, b)) => match assume_then(cx, cond, then_g, &a, &b) {
+            Ok(outs) => return Ok(outs),
+            Err(e2) => format!("{e} (taking then_branch as the assumption {a} == {b} did not help: {e2})"),
         },
+        None => e,
+    };
+    // One branch alone, when only it compiles, checked to be the one taken.
+    for taken in [true, false] {
+        let (g, what, other) = if taken { (then_g, "then", "else") } else { (else_g, "else", "then") };
+        if let Ok(outs) = one_branch(cx, cond, g, taken) {
+            tracing::warn!(
+                node = %cx.name,
+                "only the {what}-branch compiles (the {other}-branch: {e}); a run that takes the {other}-branch fails"
+            );
+            return Ok(outs);
+        }
     }
+    Err(e)
+}
+
+/// Branch `g` of an `If` alone (`taken`: the then-branch), for when the other does not
+/// compile here (an op or a shape dlc refuses, often one that would also fail in ONNX
+/// Runtime for these shapes): each output is read through a Gather of all its slices
+/// along axis 0 whose indices are out of range unless the condition selects this
+/// branch, so a run that takes the other branch fails at `…/<then|else>_branch only`
+/// instead of giving a wrong answer.
+fn one_branch(cx: &mut NodeCx, cond: Value, g: &GraphProto, taken: bool) -> Result<Vec<Value>, String> {
+    let what = if taken { "then_branch" } else { "else_branch" };
+    let guard = if taken { (cond, true) } else { (cond, false) };
+    cx.imp.guards.push(guard);
+    let outs = import_branch(cx, g, what);
+    cx.imp.guards.pop();
+    let outs = outs?;
+    let ok = if taken { cond } else { cx.add1(&format!("{what}_taken"), dlc_ir::ops::Not {}, &[cond])? };
+    let mut checked = Vec::with_capacity(outs.len());
+    for (i, v) in outs.into_iter().enumerate() {
+        let ty = cx.ty(v);
+        let tag = format!("{what} only (output {i})");
+        let (x, scalar) = match ty.shape.rank() {
+            0 => (cx.add1(&format!("{tag}_1"), dlc_ir::ops::Reshape { shape: vec![1], allowzero: false }, &[v])?, true),
+            _ => (v, false),
+        };
+        let d0 = cx.ty(x).shape.0[0].clone();
+        if d0 == dlc_ir::Dim::Fixed(0) {
+            return Err(format!("output {i} is empty: nothing to check the branch taken on"));
+        }
+        let all = dlc_ir::ops::Iota { len: d0.to_string(), start: 0, delta: 1, dtype: DType::I64 };
+        let all = cx.add1(&format!("{tag}_positions"), all, &[])?;
+        let out_of_range = cx.i64_const(&[], &[i64::MAX])?;
+        let idx = cx.add1(&format!("{tag}_indices"), Where {}, &[ok, all, out_of_range])?;
+        let mut y = cx.add1(&tag, Gather { axis: 0 }, &[x, idx])?;
+        if scalar {
+            y = cx.add1(&format!("{tag}_scalar"), dlc_ir::ops::Reshape { shape: vec![], allowzero: false }, &[y])?;
+        }
+        checked.push(y);
+    }
+    Ok(checked)
 }
 
 /// Both branches of an `If` on run-time condition `cond` computed, each output selected
