@@ -172,16 +172,23 @@ fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         },
         None => e,
     };
-    // One branch alone, when only it compiles, checked to be the one taken.
-    for taken in [true, false] {
-        let (g, what, other) = if taken { (then_g, "then", "else") } else { (else_g, "else", "then") };
-        if let Ok(outs) = one_branch(cx, cond, g, taken) {
-            tracing::warn!(
-                node = %cx.name,
-                "only the {what}-branch compiles (the {other}-branch: {e}); a run that takes the {other}-branch fails"
-            );
-            return Ok(outs);
-        }
+    // One branch alone, when only it compiles, checked to be the one taken (not when
+    // both compile and only their results differ: that stays a compile-time error).
+    let compiles = |cx: &mut NodeCx, g: &GraphProto, taken: bool, what: &str| {
+        cx.imp.guards.push((cond, taken));
+        let r = import_branch(cx, g, what);
+        cx.imp.guards.pop();
+        r.is_ok()
+    };
+    let (then_ok, else_ok) = (compiles(cx, then_g, true, "then_branch"), compiles(cx, else_g, false, "else_branch"));
+    if then_ok != else_ok {
+        let (g, what, other) = if then_ok { (then_g, "then", "else") } else { (else_g, "else", "then") };
+        let outs = one_branch(cx, cond, g, then_ok).map_err(|e2| format!("{e} (its {what}_branch alone: {e2})"))?;
+        tracing::warn!(
+            node = %cx.name,
+            "only the {what}-branch compiles (the {other}-branch: {e}); a run that takes the {other}-branch fails"
+        );
+        return Ok(outs);
     }
     Err(e)
 }
