@@ -160,12 +160,20 @@ fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         let (g, what) = if taken { (then_g, "then_branch") } else { (else_g, "else_branch") };
         return import_branch(cx, g, what);
     }
-    let dim_cond = cx.imp.dim_conditions.get(&cx.node.input[0]).cloned();
-    let e = match speculate(cx, cond, then_g, else_g) {
-        Ok(outs) => return Ok(outs),
-        Err(e) => e,
+    // A run-time condition: both branches computed, each output selected with `Where`
+    // (index errors count only in the branch taken).
+    let t = guarded(cx, cond, then_g, true);
+    let el = guarded(cx, cond, else_g, false);
+    let (e, only) = match (t, el) {
+        (Ok(t), Ok(el)) => match merge(cx, cond, t, el) {
+            Ok(outs) => return Ok(outs),
+            Err(e) => (e, None),
+        },
+        (Ok(t), Err(e)) => (e, Some((t, true))),
+        (Err(e), Ok(el)) => (e, Some((el, false))),
+        (Err(e), Err(_)) => (e, None),
     };
-    let e = match dim_cond {
+    let e = match cx.imp.dim_conditions.get(&cx.node.input[0]).cloned() {
         Some((a, b)) => match assume_then(cx, cond, then_g, &a, &b) {
             Ok(outs) => return Ok(outs),
             Err(e2) => format!("{e} (taking then_branch as the assumption {a} == {b} did not help: {e2})"),
@@ -174,46 +182,50 @@ fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     };
     // One branch alone, when only it compiles, checked to be the one taken (not when
     // both compile and only their results differ: that stays a compile-time error).
-    let compiles = |cx: &mut NodeCx, g: &GraphProto, taken: bool, what: &str| {
-        cx.imp.guards.push((cond, taken));
-        let r = import_branch(cx, g, what);
-        cx.imp.guards.pop();
-        r.is_ok()
-    };
-    let (then_ok, else_ok) = (compiles(cx, then_g, true, "then_branch"), compiles(cx, else_g, false, "else_branch"));
-    if then_ok != else_ok {
-        let (g, what, other) = if then_ok { (then_g, "then", "else") } else { (else_g, "else", "then") };
-        let outs = one_branch(cx, cond, g, then_ok).map_err(|e2| format!("{e} (its {what}_branch alone: {e2})"))?;
-        tracing::warn!(
-            node = %cx.name,
-            "only the {what}-branch compiles (the {other}-branch: {e}); a run that takes the {other}-branch fails"
-        );
-        return Ok(outs);
-    }
-    Err(e)
+    let Some((outs, taken)) = only else { return Err(e) };
+    let (what, other) = if taken { ("then", "else") } else { ("else", "then") };
+    let outs = one_branch(cx, cond, outs, taken).map_err(|e2| format!("{e} (its {what}_branch alone: {e2})"))?;
+    tracing::warn!(
+        node = %cx.name,
+        "only the {what}-branch compiles (the {other}-branch: {e}); a run that takes the {other}-branch fails"
+    );
+    Ok(outs)
 }
 
-/// Branch `g` of an `If` alone (`taken`: the then-branch), for when the other does not
-/// compile here (an op or a shape dlc refuses, often one that would also fail in ONNX
-/// Runtime for these shapes): each output is read through a Gather of all its slices
-/// along axis 0 whose indices are out of range unless the condition selects this
-/// branch, so a run that takes the other branch fails at `…/<then|else>_branch only`
-/// instead of giving a wrong answer.
-fn one_branch(cx: &mut NodeCx, cond: Value, g: &GraphProto, taken: bool) -> Result<Vec<Value>, String> {
-    let what = if taken { "then_branch" } else { "else_branch" };
-    let guard = if taken { (cond, true) } else { (cond, false) };
-    cx.imp.guards.push(guard);
-    let outs = import_branch(cx, g, what);
+/// Branch `g` of an `If` on run-time condition `cond` (`taken`: the then-branch),
+/// imported with its index operands guarded by the condition.
+fn guarded(cx: &mut NodeCx, cond: Value, g: &GraphProto, taken: bool) -> Result<Vec<Value>, String> {
+    cx.imp.guards.push((cond, taken));
+    let outs = import_branch(cx, g, if taken { "then_branch" } else { "else_branch" });
     cx.imp.guards.pop();
-    let outs = outs?;
+    outs
+}
+
+/// `x` through a Gather of positions `idx` along `axis` whose indices are out of range
+/// unless `ok` holds: the run fails at node `tag` where `ok` is false (or, inside a
+/// speculatively computed branch, where that branch is taken and `ok` is false).
+fn checked(cx: &mut NodeCx, x: Value, axis: usize, ok: Value, idx: Value, tag: &str) -> Result<Value, String> {
+    let out_of_range = cx.i64_const(&[], &[i64::MAX])?;
+    let idx = cx.add1(&format!("{tag}_indices"), Where {}, &[ok, idx, out_of_range])?;
+    cx.add1(tag, Gather { axis: axis as i64 }, &[x, idx])
+}
+
+/// The outputs `outs` of the one branch of an `If` that compiles (`taken`: the
+/// then-branch), for when the other does not compile here (an op or a shape dlc
+/// refuses, often one that would also fail in ONNX Runtime for these shapes): each is
+/// read through a Gather of all its slices along axis 0 that fails unless the condition
+/// selects this branch, so a run that takes the other branch fails at `…/<then|else>_branch
+/// only (output i)` instead of giving a wrong answer.
+fn one_branch(cx: &mut NodeCx, cond: Value, outs: Vec<Value>, taken: bool) -> Result<Vec<Value>, String> {
+    let what = if taken { "then_branch" } else { "else_branch" };
     let ok = if taken { cond } else { cx.add1(&format!("{what}_taken"), dlc_ir::ops::Not {}, &[cond])? };
-    let mut checked = Vec::with_capacity(outs.len());
+    let mut out = Vec::with_capacity(outs.len());
     for (i, v) in outs.into_iter().enumerate() {
-        let ty = cx.ty(v);
         let tag = format!("{what} only (output {i})");
-        let (x, scalar) = match ty.shape.rank() {
-            0 => (cx.add1(&format!("{tag}_1"), dlc_ir::ops::Reshape { shape: vec![1], allowzero: false }, &[v])?, true),
-            _ => (v, false),
+        let scalar = cx.ty(v).shape.rank() == 0;
+        let x = match scalar {
+            true => cx.add1(&format!("{tag}_1"), dlc_ir::ops::Reshape { shape: vec![1], allowzero: false }, &[v])?,
+            false => v,
         };
         let d0 = cx.ty(x).shape.0[0].clone();
         if d0 == dlc_ir::Dim::Fixed(0) {
@@ -221,28 +233,17 @@ fn one_branch(cx: &mut NodeCx, cond: Value, g: &GraphProto, taken: bool) -> Resu
         }
         let all = dlc_ir::ops::Iota { len: d0.to_string(), start: 0, delta: 1, dtype: DType::I64 };
         let all = cx.add1(&format!("{tag}_positions"), all, &[])?;
-        let out_of_range = cx.i64_const(&[], &[i64::MAX])?;
-        let idx = cx.add1(&format!("{tag}_indices"), Where {}, &[ok, all, out_of_range])?;
-        let mut y = cx.add1(&tag, Gather { axis: 0 }, &[x, idx])?;
+        let mut y = checked(cx, x, 0, ok, all, &tag)?;
         if scalar {
             y = cx.add1(&format!("{tag}_scalar"), dlc_ir::ops::Reshape { shape: vec![], allowzero: false }, &[y])?;
         }
-        checked.push(y);
+        out.push(y);
     }
-    Ok(checked)
+    Ok(out)
 }
 
-/// Both branches of an `If` on run-time condition `cond` computed, each output selected
-/// with `Where`; index errors count only in the branch taken.
-fn speculate(cx: &mut NodeCx, cond: Value, then_g: &GraphProto, else_g: &GraphProto) -> Result<Vec<Value>, String> {
-    cx.imp.guards.push((cond, true));
-    let t = import_branch(cx, then_g, "then_branch");
-    cx.imp.guards.pop();
-    let t = t?;
-    cx.imp.guards.push((cond, false));
-    let e = import_branch(cx, else_g, "else_branch");
-    cx.imp.guards.pop();
-    let e = e?;
+/// Branch outputs `t` (then) and `e` (else) selected with `Where` by `cond`.
+fn merge(cx: &mut NodeCx, cond: Value, t: Vec<Value>, e: Vec<Value>) -> Result<Vec<Value>, String> {
     let mut outs = Vec::with_capacity(t.len());
     for (i, (a, b)) in t.into_iter().zip(e).enumerate() {
         let (ta, tb) = (cx.ty(a), cx.ty(b));
@@ -268,8 +269,9 @@ fn speculate(cx: &mut NodeCx, cond: Value, then_g: &GraphProto, else_g: &GraphPr
 /// while the model runs. Each value the branch reads with `e` among its dims is read
 /// through a Gather of positions `0..c` along that axis (so its type has `c` there),
 /// whose indices are out of range unless the condition holds: a run where it does not
-/// fails at that node (`…/then_branch assumes dim 2 of x is 1`), and a speculatively computed outer branch never
-/// fails it (its indices are guarded like any other index op's).
+/// fails at that node (`…/then_branch assumes dim 2 of x is 1`), and a speculatively
+/// computed outer branch never fails it (its indices are guarded like any other index
+/// op's).
 fn assume_then(
     cx: &mut NodeCx,
     cond: Value,
@@ -296,9 +298,7 @@ fn assume_then(
         for axis in axes {
             let tag = format!("then_branch assumes dim {axis} of {n} is {c}");
             let idx = cx.i64_const(&[c as u64], &(0..c).collect::<Vec<_>>())?;
-            let out_of_range = cx.i64_const(&[], &[i64::MAX])?;
-            let idx = cx.add1(&format!("{tag}_indices"), Where {}, &[cond, idx, out_of_range])?;
-            x = cx.add1(&tag, Gather { axis: axis as i64 }, &[x, idx])?;
+            x = checked(cx, x, axis, cond, idx, &tag)?;
         }
         if x != v {
             saved.push((n.clone(), v));
