@@ -47,16 +47,25 @@ def dlc_compile_run(model_path, feeds, workdir, extra=()):
     return dlc_run(art, model_path, feeds, workdir)
 
 
-def dlc_run(art, model_path, feeds, workdir, extra=()):
-    """`dlc run` of artifact `art` (with `extra` arguments) on `feeds`; returns {output
-    name: array} for the outputs of `model_path`."""
+def dlc_run_process(art, feeds, workdir, out=None, extra=()):
+    """`dlc run` of artifact `art` (with `extra` arguments) on `feeds`, its outputs into
+    `out` (default `workdir / "out"`), its exit status unchecked: the CompletedProcess
+    (for runs that must fail)."""
     args = []
     for name, x in feeds.items():
         f = workdir / f"in_{sanitize(name)}"
         np.save(f, x)
         args += ["--input", f"{name}={f}"]
+    return dlc("run", art, *extra, *args, "--output-dir", out or workdir / "out", check=False)
+
+
+def dlc_run(art, model_path, feeds, workdir, extra=()):
+    """`dlc run` of artifact `art` (with `extra` arguments) on `feeds`; returns {output
+    name: array} for the outputs of `model_path`."""
     out = workdir / "out"
-    dlc("run", art, *extra, *args, "--output-dir", out)
+    p = dlc_run_process(art, feeds, workdir, out, extra)
+    if p.returncode != 0:
+        raise AssertionError(f"dlc run {art} failed ({p.returncode}):\n{p.stderr}")
     sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     return {o.name: np.load(out / sanitize(o.name)) for o in sess.get_outputs()}
 

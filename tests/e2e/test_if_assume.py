@@ -18,7 +18,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper
 
-from conftest import assert_close, dlc, dlc_run, ort_run
+from conftest import assert_close, dlc, dlc_run, dlc_run_process, ort_run
 
 
 def _c(name, a):
@@ -96,11 +96,7 @@ def test_a_run_that_breaks_the_assumption_fails_naming_it(compiled, tmp_path):
     feeds = _feeds(2, 8, True)
     # ONNX Runtime takes the other branch: a rank-3 result, which this artifact cannot give.
     assert ort_run(path, feeds)["y"].shape == (2, 2, 2)
-    args = []
-    for name, v in feeds.items():
-        np.save(tmp_path / f"{name}.npy", v)
-        args += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
-    p = dlc("run", art, *args, "--output-dir", tmp_path / "out", check=False)
+    p = dlc_run_process(art, feeds, tmp_path)
     assert p.returncode == 1, p.stderr
     assert "a_squeeze/then_branch assumes dim 2 of a_y is 1" in p.stderr, p.stderr
     assert not (tmp_path / "out" / "y.npy").exists()
@@ -144,11 +140,7 @@ def test_a_branch_dlc_cannot_compile_fails_only_the_runs_that_take_it(tmp_path):
     x = np.random.default_rng(3).standard_normal((4, 3)).astype(np.float32)
     feeds = {"x": x, "flag": np.array(True)}
     assert_close(dlc_run(art, path, feeds, tmp_path)["y"], ort_run(path, feeds)["y"], "then")
-    args = []
-    for name, v in {"x": x, "flag": np.array(False)}.items():
-        np.save(tmp_path / f"{name}.npy", v)
-        args += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
-    p = dlc("run", art, *args, "--output-dir", tmp_path / "out", check=False)
+    p = dlc_run_process(art, {"x": x, "flag": np.array(False)}, tmp_path, tmp_path / "out_else")
     assert p.returncode == 1, p.stderr
     assert "node 'pick/then_branch only (output 0)'" in p.stderr, p.stderr
 
@@ -170,9 +162,5 @@ def test_silero_pinned_to_a_length_compiles_the_branch_that_length_allows(tmp_pa
     got, want = dlc_run(art, src, feeds, tmp_path), ort_run(src, feeds)
     for k in want:
         assert_close(got[k], want[k], k)
-    args = []
-    for name, v in {**feeds, "sr": np.array(8000, np.int64)}.items():
-        np.save(tmp_path / f"{name}.npy", v)
-        args += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
-    p = dlc("run", art, *args, "--output-dir", tmp_path / "out8k", check=False)
+    p = dlc_run_process(art, {**feeds, "sr": np.array(8000, np.int64)}, tmp_path, tmp_path / "out8k")
     assert p.returncode == 1 and "If_0/then_branch only" in p.stderr, p.stderr

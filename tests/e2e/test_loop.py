@@ -11,7 +11,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper
 
-from conftest import assert_close, dlc, dlc_run, ort_run
+from conftest import assert_close, dlc, dlc_run, dlc_run_process, ort_run
 
 
 def _vi(name, dtype, shape=None):
@@ -72,11 +72,7 @@ def test_a_negative_trip_count_fails_the_run_naming_the_loop(for_loop, tmp_path)
     path, art = for_loop
     feeds = {"m": np.array(-2, np.int64), "c": np.array(True), "y0": np.zeros(3, np.float32),
              "x": np.zeros((5, 3), np.float32)}
-    args = []
-    for k, v in feeds.items():
-        np.save(tmp_path / f"{k}.npy", v)
-        args += ["--input", f"{k}={tmp_path / f'{k}.npy'}"]
-    p = dlc("run", art, *args, "-o", tmp_path / "o", check=False)
+    p = dlc_run_process(art, feeds, tmp_path, tmp_path / "o")
     assert p.returncode == 1, p.stderr
     assert "node 'for" in p.stderr and "a computed extent is negative" in p.stderr, p.stderr
     assert "panicked" not in p.stderr
