@@ -11,8 +11,10 @@
 
 pub mod cuda;
 mod gpu;
+mod strings;
 
 pub use gpu::{CudaSession, GpuModel};
+pub use strings::STRING;
 
 use dlc_artifact::{dtype_size, files, Manifest, TensorSpec, ABI_VERSION};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
@@ -893,7 +895,21 @@ impl Model {
     /// Runs the model on named inputs; returns the outputs in manifest order. The thread
     /// pool and workspace come from the model's free list (one per concurrent caller,
     /// made on first use), so a call starts no threads once the model is warm.
+    ///
+    /// String tensors (dtype [`STRING`]) are converted to and from the two buffers the
+    /// compiled code takes (docs/strings.md).
     pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, RuntimeError> {
+        if self.manifest.inputs.iter().chain(&self.manifest.outputs).any(|s| !s.encoding.is_empty()) {
+            let owned = strings::encode_inputs(&self.manifest, inputs)?;
+            let refs: Vec<(&str, &Tensor)> = owned.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            let outs = self.run_buffers(&refs)?;
+            return strings::decode_outputs(&self.manifest, outs);
+        }
+        self.run_buffers(inputs)
+    }
+
+    /// [`Model::run`] on the buffers the compiled code takes.
+    fn run_buffers(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, RuntimeError> {
         let views: Vec<(&str, TensorRef<'_>)> = inputs.iter().map(|(n, t)| (*n, t.view())).collect();
         let prepared = self.prepare(&views)?;
         let mut bufs: Vec<AlignedBuf> = self

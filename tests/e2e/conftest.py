@@ -54,6 +54,8 @@ def dlc_run_process(art, feeds, workdir, out=None, extra=()):
     args = []
     for name, x in feeds.items():
         f = workdir / f"in_{sanitize(name)}"
+        if isinstance(x, np.ndarray) and x.dtype == object:
+            x = x.astype(str)  # ONNX's string tensors as numpy's fixed-width unicode (docs/strings.md)
         np.save(f, x)
         args += ["--input", f"{name}={f}"]
     return dlc("run", art, *extra, *args, "--output-dir", out or workdir / "out", check=False)

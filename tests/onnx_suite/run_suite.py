@@ -136,6 +136,11 @@ def defined_cast_reference(model, inputs, outputs):
     return [fixed]
 
 
+def is_strings(x):
+    """A numpy object array of Python strings (ONNX's string tensors)."""
+    return isinstance(x, np.ndarray) and x.dtype == object and all(isinstance(v, str) for v in x.flat)
+
+
 def sanitize(name):
     return "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in name) + ".npy"
 
@@ -163,6 +168,8 @@ def run_case(dlc, cuda, name, model, inputs, outputs, work):
     for n, x in zip(graph_inputs, inputs):
         if isinstance(x, np.generic):
             x = np.asarray(x)
+        if is_strings(x):
+            x = x.astype(str)  # a string tensor, as numpy's fixed-width unicode (docs/strings.md)
         if not isinstance(x, np.ndarray) or x.dtype == object:
             return "fail", f"input {n} is not a plain tensor"
         f = d / f"in_{len(args)}.npy"
@@ -177,6 +184,13 @@ def run_case(dlc, cuda, name, model, inputs, outputs, work):
     outputs = defined_cast_reference(model, inputs, outputs)
     for o, want in zip(model.graph.output, outputs):
         want = np.asarray(want)
+        if is_strings(want):
+            got = np.load(d / "out" / sanitize(o.name))
+            if got.dtype.kind != "U" or got.shape != want.shape:
+                return "fail", f"output {o.name}: got {got.dtype}{list(got.shape)}, want strings{list(want.shape)}"
+            if got.tolist() != want.tolist():
+                return "fail", f"output {o.name}: strings differ"
+            continue
         got = from_npy(np.load(d / "out" / sanitize(o.name)), want.dtype)
         if got.dtype != want.dtype or got.shape != want.shape:
             return "fail", f"output {o.name}: got {got.dtype}{list(got.shape)}, want {want.dtype}{list(want.shape)}"

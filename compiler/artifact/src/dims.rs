@@ -308,6 +308,7 @@ mod tests {
                 })
                 .collect(),
             max_bytes: String::new(),
+            encoding: String::new(),
         }
     }
 

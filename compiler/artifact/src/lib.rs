@@ -189,7 +189,19 @@ pub struct TensorSpec {
     #[prost(string, tag = "4")]
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub max_bytes: String,
+    /// How a caller's tensor maps to this buffer: empty for a plain tensor;
+    /// [`STRING_TABLE`] for the element table of a string tensor named `name`
+    /// (`i64[..., 2]`: each element's start and end byte), whose bytes are the next
+    /// entry, [`STRING_BYTES`] (`u8[n]`, UTF-8; docs/strings.md).
+    #[prost(string, tag = "5")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub encoding: String,
 }
+
+/// [`TensorSpec::encoding`] of a string tensor's element table.
+pub const STRING_TABLE: &str = "string-table";
+/// [`TensorSpec::encoding`] of a string tensor's bytes.
+pub const STRING_BYTES: &str = "string-bytes";
 
 impl TensorSpec {
     /// Fixed extents, when every dim is fixed.
@@ -309,7 +321,11 @@ impl Manifest {
         };
         for (kind, list) in [("input", &self.inputs), ("output", &self.outputs)] {
             for t in list {
-                s.push_str(&format!("{kind} {:?} {} [{}] {}\n", t.name, t.dtype, dims(t), t.max_bytes));
+                s.push_str(&format!("{kind} {:?} {} [{}] {}", t.name, t.dtype, dims(t), t.max_bytes));
+                if !t.encoding.is_empty() {
+                    s.push_str(&format!(" {}", t.encoding));
+                }
+                s.push('\n');
             }
         }
         for sym in &self.symbols {
@@ -477,6 +493,7 @@ mod tests {
                     DimSpec { fixed: None, symbol: Some("N".into()) },
                 ],
                 max_bytes: "4*N".into(),
+                encoding: String::new(),
             }],
             symbols: vec![
                 SymbolSpec { name: "N".into(), min: 1, data: false, computed: false },

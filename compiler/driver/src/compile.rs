@@ -249,6 +249,19 @@ fn spec(name: &str, t: &TensorType) -> TensorSpec {
             })
             .collect(),
         max_bytes: String::new(),
+        encoding: String::new(),
+    }
+}
+
+/// Marks the string tensors' tables and bytes among `list` (docs/strings.md).
+fn mark_strings(g: &Graph, list: &mut [TensorSpec]) {
+    for i in 0..list.len() {
+        if g.strings.contains(&list[i].name)
+            && list.get(i + 1).is_some_and(|b| b.name == dlc_ir::string_bytes_name(&list[i].name))
+        {
+            list[i].encoding = dlc_artifact::STRING_TABLE.into();
+            list[i + 1].encoding = dlc_artifact::STRING_BYTES.into();
+        }
     }
 }
 
@@ -262,8 +275,11 @@ pub(crate) fn manifest(
     plan: &dlc_passes::MemoryPlan,
     files: Vec<String>,
 ) -> Manifest {
-    let inputs = g.inputs().iter().map(|&id| spec(&g.node(id).name, &g.node(id).outputs[0])).collect();
-    let outputs = g.outputs().iter().map(|(n, v)| spec(n, g.value_type(*v))).collect();
+    let mut inputs: Vec<TensorSpec> =
+        g.inputs().iter().map(|&id| spec(&g.node(id).name, &g.node(id).outputs[0])).collect();
+    let mut outputs: Vec<TensorSpec> = g.outputs().iter().map(|(n, v)| spec(n, g.value_type(*v))).collect();
+    mark_strings(g, &mut inputs);
+    mark_strings(g, &mut outputs);
     let io = (inputs, outputs);
     let arena = (plan.arena_bytes, plan.arena_expr());
     let mins = dlc_ir::implied::symbol_minimums(g).into_iter().map(|(s, (m, _))| (s, m)).collect();
@@ -550,6 +566,15 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
     dlc_passes::run_pipeline(&mut g, &passes, &mut cx)?;
     for (pass, text) in &cx.dumps {
         obs.dump(pass, text);
+    }
+    // String tensors: CPU targets only so far (their byte counts are run-time dims).
+    if let Some(name) = g.strings.iter().next().filter(|_| cuda || opts.quant.quantize.is_some()) {
+        bail!(
+            "'{}': '{name}' is a string tensor, which {} does not support yet (string tensors compile for CPU \
+             targets; docs/strings.md)",
+            model.display(),
+            if cuda { "a CUDA target" } else { "int8 quantization" },
+        );
     }
     // Run-time dims are compiled for CPU targets without int8 quantization so far.
     for &id in g.inputs() {

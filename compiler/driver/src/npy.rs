@@ -44,6 +44,8 @@ pub fn read_bytes(bytes: &[u8], path: &Path) -> Result<Tensor> {
         (TypeChar::RawData, 2) => "bf16",
         // ml_dtypes' 8- and 4-bit types are saved as 1-byte voids: raw codes, one per byte.
         (TypeChar::RawData, 1) => "raw8",
+        // numpy's fixed-width strings: a string tensor (docs/strings.md).
+        (TypeChar::UnicodeStr | TypeChar::ByteStr, _) => return read_strings(bytes, path, &shape, &ts),
         _ => bail!("'{}': dtype {ts} is not supported", path.display()),
     };
     // The declared shape must fit in the file (checked arithmetic) before anything is
@@ -76,6 +78,75 @@ pub fn read_bytes(bytes: &[u8], path: &Path) -> Result<Tensor> {
         _ => npy.into_vec::<bool>().with_context(ctx)?.iter().map(|&v| v as u8).collect(),
     };
     Ok(Tensor { dtype: dtype.to_string(), shape, data })
+}
+
+/// A numpy string array (`<U8`: UTF-32 code points, `|S8`: bytes, each element
+/// padded with NULs to the width, which numpy strips) as a string tensor.
+fn read_strings(bytes: &[u8], path: &Path, shape: &[u64], ts: &npyz::TypeStr) -> Result<Tensor> {
+    let wide = ts.type_char() == TypeChar::UnicodeStr;
+    let width = ts.size_field() * if wide { 4 } else { 1 };
+    let need = shape.iter().try_fold(width, |a, &d| a.checked_mul(d));
+    let Some(need) = need.filter(|&n| n <= bytes.len() as u64) else {
+        bail!(
+            "'{}': the header declares shape {shape:?}, more data than the file's {} bytes",
+            path.display(),
+            bytes.len()
+        );
+    };
+    if wide && ts.endianness() == npyz::Endianness::Big {
+        bail!("'{}': big-endian strings are not supported", path.display());
+    }
+    let data = &bytes[bytes.len() - need as usize..];
+    let (count, width) = (shape.iter().product::<u64>() as usize, width as usize);
+    let mut elems = Vec::with_capacity(count);
+    for i in 0..count {
+        let e = &data[i * width..(i + 1) * width];
+        let s = if wide {
+            let mut s = String::new();
+            let units: Vec<u32> = e.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4"))).collect();
+            let used = units.iter().rposition(|&u| u != 0).map_or(0, |p| p + 1);
+            for &u in &units[..used] {
+                let c = char::from_u32(u)
+                    .with_context(|| format!("'{}': element {i} holds {u:#x}, not a character", path.display()))?;
+                s.push(c);
+            }
+            s
+        } else {
+            let used = e.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+            String::from_utf8(e[..used].to_vec())
+                .with_context(|| format!("'{}': element {i} is not UTF-8", path.display()))?
+        };
+        elems.push(s);
+    }
+    Ok(Tensor::from_strings(shape, &elems))
+}
+
+/// Writes a string tensor as a numpy `<U` array (as wide as its longest element).
+fn write_strings(path: &Path, t: &Tensor) -> Result<()> {
+    let elems = t.to_strings().with_context(|| format!("writing '{}': a malformed string tensor", path.display()))?;
+    let width = elems.iter().map(|s| s.chars().count()).max().unwrap_or(0).max(1);
+    let dims: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '<U{width}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for s in &elems {
+        let mut n = 0;
+        for c in s.chars() {
+            out.extend_from_slice(&(c as u32).to_le_bytes());
+            n += 1;
+        }
+        out.resize(out.len() + 4 * (width - n), 0);
+    }
+    std::fs::write(path, out).with_context(|| format!("creating '{}'", path.display()))
 }
 
 /// A cheap look at the header before npyz parses it: numpy writes a flat dict (`{'descr':
@@ -170,6 +241,7 @@ pub fn write(path: &Path, t: &Tensor) -> Result<()> {
         // 8- and 4-bit floats as their raw codes; 4- and 2-bit integers as their values.
         "f8e4m3fn" | "f8e4m3fnuz" | "f8e5m2" | "f8e5m2fnuz" | "f4e2m1" | "f8e8m0" | "u4" | "u2" => le!(u8, 1),
         "i4" | "i2" => le!(i8, 1),
+        dlc_runtime::STRING => write_strings(path, t),
         other => bail!("cannot write dtype {other} as .npy"),
     }
 }

@@ -69,7 +69,9 @@ pub fn main(a: RunArgs) -> Result<()> {
     };
     tracing::info!(ms = t0.elapsed().as_secs_f64() * 1e3, "run");
     std::fs::create_dir_all(&a.output_dir).with_context(|| format!("creating '{}'", a.output_dir.display()))?;
-    for (spec, t) in manifest.outputs.iter().zip(&outputs) {
+    // A string output is one tensor here (its bytes buffer folded into it).
+    let specs = manifest.outputs.iter().filter(|s| s.encoding != dlc_artifact::STRING_BYTES);
+    for (spec, t) in specs.zip(&outputs) {
         let path = a.output_dir.join(npy::file_name(&spec.name));
         npy::write(&path, t)?;
         let shape: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();

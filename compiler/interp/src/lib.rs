@@ -427,6 +427,33 @@ fn unique(op: &dlc_ir::ops::Unique, ins: &[T]) -> Result<Vec<TensorData>, EvalEr
     Ok(vec![y, v(&idx)?, v(&inverse)?, v(&counts)?, TensorData::from_i64(&[1], &[c as i64]).expect("one")])
 }
 
+/// String equality ([`dlc_ir::ops::StringEqual`]): operands are two string tensors, each
+/// an element table (`i64[..., 2]`, start and end byte of each element) and its bytes.
+/// Ranges outside the bytes are an error (the frontend and runtime never build them).
+fn string_equal(ins: &[T], out: &[u64]) -> Result<Vec<TensorData>, EvalError> {
+    let bad = |m: &str| EvalError::Invalid(format!("string_equal: {m}"));
+    let [at, ab, bt, bb] = ins else { return Err(bad("takes four operands")) };
+    let (Data::I(a), Data::I(ab), Data::I(b), Data::I(bb)) = (&at.data, &ab.data, &bt.data, &bb.data) else {
+        return Err(bad("tables and bytes must be integers"));
+    };
+    let elem = |bytes: &[i64], table: &[i64], e: usize| -> Result<Vec<i64>, EvalError> {
+        let (s, t) = (table[2 * e], table[2 * e + 1]);
+        if s < 0 || t < s || t as usize > bytes.len() {
+            return Err(bad(&format!("element range {s}..{t} outside {} bytes", bytes.len())));
+        }
+        Ok(bytes[s as usize..t as usize].to_vec())
+    };
+    let ia = broadcast_index(&at.dims[..at.dims.len() - 1], out);
+    let ib = broadcast_index(&bt.dims[..bt.dims.len() - 1], out);
+    let eq: Vec<u8> = ia
+        .iter()
+        .zip(&ib)
+        .map(|(&i, &j)| Ok(u8::from(elem(ab, a, i)? == elem(bb, b, j)?)))
+        .collect::<Result<_, EvalError>>()?;
+    let ty = TensorType::fixed(DType::Bool, out);
+    Ok(vec![TensorData::new(ty, std::sync::Arc::from(eq)).ok_or_else(|| bad("result"))?])
+}
+
 /// Evaluates `op` on constant operands. Results are limited to 16 Mi elements.
 pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<Vec<TensorData>, EvalError> {
     let ins: Vec<T> = inputs.iter().map(T::from_tensor).collect::<Result<_, _>>()?;
@@ -467,6 +494,15 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::TopK(k) => return top_k(k, &ins, out_types),
         Op::Nms(o) => return nms(o.center_point_box, inputs),
         Op::Unique(u) => return unique(u, &ins),
+        Op::StringEqual(_) => return string_equal(&ins, out),
+        Op::StringCase(c) => {
+            let Data::I(b) = &ins[0].data else { return Err(EvalError::Invalid("string_case: bytes".into())) };
+            let bytes: Vec<u8> = b.iter().map(|&v| v as u8).collect();
+            let mapped = dlc_ir::ops::map_case(&bytes, &dlc_ir::ops::case_table(c.upper, c.ascii));
+            let ty = TensorType::fixed(DType::U8, out);
+            return Ok(vec![TensorData::new(ty, std::sync::Arc::from(mapped))
+                .ok_or_else(|| EvalError::Invalid("string_case".into()))?]);
+        }
         Op::Loop(l) => return run_loop(l, inputs, out_types),
         Op::Bind(b) => return bind(b, &ins, inputs),
         // Its offsets are symbols bound at run time.
@@ -1049,6 +1085,8 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::TopK(_)
         | Op::Nms(_)
         | Op::Unique(_)
+        | Op::StringEqual(_)
+        | Op::StringCase(_)
         | Op::Loop(_)
         | Op::ArgMin(_)
         | Op::NllLoss(_)
@@ -1374,6 +1412,8 @@ macro_rules! not_elementwise {
             | Op::TopK(_)
             | Op::Nms(_)
             | Op::Unique(_)
+            | Op::StringEqual(_)
+            | Op::StringCase(_)
             | Op::Loop(_)
             | Op::ArgMin(_)
             | Op::NllLoss(_)

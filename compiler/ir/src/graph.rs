@@ -44,6 +44,15 @@ pub struct Graph {
     g: StableDiGraph<Node, Edge>,
     inputs: Vec<NodeId>,
     outputs: Vec<(String, Value)>,
+    /// The model inputs and outputs that are string tensors (docs/strings.md), by the
+    /// name of their element table (`i64[..., 2]`); each is followed, among the inputs or
+    /// outputs, by its bytes, named [`string_bytes_name`] of it.
+    pub strings: std::collections::BTreeSet<String>,
+}
+
+/// The name of the bytes input or output of string tensor `name`.
+pub fn string_bytes_name(name: &str) -> String {
+    format!("{name}.bytes")
 }
 
 impl Graph {

@@ -130,6 +130,8 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::NonZero(_)
         | Op::Nms(_)
         | Op::Unique(_)
+        | Op::StringEqual(_)
+        | Op::StringCase(_)
         | Op::Compress(_)
         | Op::ResizeTaps(_)
         | Op::Iota(_)

@@ -130,6 +130,8 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::NonZero(_)
         | Op::Nms(_)
         | Op::Unique(_)
+        | Op::StringEqual(_)
+        | Op::StringCase(_)
         | Op::Loop(_)
         | Op::Compress(_) => return None,
     })

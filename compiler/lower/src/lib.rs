@@ -44,7 +44,8 @@ pub mod reduce;
 pub mod resize;
 pub mod sample;
 pub mod shape;
-pub mod topk;
+pub mod text;
+mod topk;
 pub mod unique;
 
 use dlc_ir::{Dim, Op, TensorData, TensorType};
@@ -283,6 +284,8 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::NonZero(op) => movement::nonzero(kernel, n, op),
         Op::Nms(op) => nms::nms(kernel, n, op.center_point_box, t.pool),
         Op::Unique(op) => unique::unique(kernel, n, op),
+        Op::StringEqual(_) => text::string_equal(kernel, n),
+        Op::StringCase(op) => text::string_case(kernel, n, op),
         Op::Compress(op) => movement::compress(kernel, n, op),
         Op::Iota(op) => movement::iota(kernel, n, op),
         Op::Concat(op) => movement::concat(kernel, n, op.axis),

@@ -1886,3 +1886,85 @@ fn topk_matches_a_stable_sort() {
         }
     }
 }
+
+/// UTF-8 text with letters of one and two bytes, three-byte characters, and malformed
+/// sequences (a lead byte at the end, a stray continuation byte), `len` bytes long.
+fn text_bytes(t: &TensorType, seed: usize) -> TensorData {
+    let pieces: [&[u8]; 10] = [
+        b"Ab",
+        "é".as_bytes(),
+        "Ω".as_bytes(),
+        "ж".as_bytes(),
+        "€".as_bytes(),
+        &[0xC3],
+        &[0xA9],
+        b"z",
+        "ß".as_bytes(),
+        b" ",
+    ];
+    let n = t.shape.as_fixed().unwrap()[0] as usize;
+    let mut v = Vec::new();
+    let mut i = seed;
+    while v.len() < n {
+        v.extend_from_slice(pieces[i % pieces.len()]);
+        i = (i * 7 + 3) % 1009;
+    }
+    v.truncate(n);
+    TensorData::new(t.clone(), Arc::from(v)).unwrap()
+}
+
+#[test]
+fn string_case_matches_the_reference_on_utf8_and_malformed_bytes() {
+    for (upper, ascii) in [(true, false), (false, false), (true, true), (false, true)] {
+        let op: Op = dlc_ir::ops::StringCase { upper, ascii }.into();
+        for n in [1, 2, 7, 64] {
+            check_with(op.clone(), &[ty(DType::U8, &[f(n)])], &|t| vec![text_bytes(&t[0], n as usize)], &[&[]]);
+        }
+        check_with(op, &[ty(DType::U8, &[s("B")])], &|t| vec![text_bytes(&t[0], 5)], &[&[("B", 1)], &[("B", 33)]]);
+    }
+}
+
+#[test]
+fn string_equal_matches_the_reference_with_broadcasting_and_bad_ranges() {
+    // Tables into 12 bytes: equal strings at different places, prefixes, empty strings,
+    // and ranges outside the bytes or reversed (clamped by the kernel; the reference
+    // refuses them, so they are compared against the clamped table's reference).
+    let bytes = b"abcabcabxab\0";
+    let a = [[0, 3], [3, 6], [0, 2], [4, 4], [9, 11], [6, 8]];
+    let b = [[3, 6], [9, 11], [5, 5], [0, 2]];
+    let table = |rows: &[[i64; 2]], dims: &[u64]| {
+        let flat: Vec<i64> = rows.iter().flatten().copied().collect();
+        i64s(dims, &flat)
+    };
+    let op: Op = dlc_ir::ops::StringEqual {}.into();
+    let bt = TensorType::fixed(DType::U8, &[12]);
+    let bd = TensorData::new(bt.clone(), Arc::from(&bytes[..])).unwrap();
+    let (ta, tb) = (TensorType::fixed(DType::I64, &[6, 1, 2]), TensorType::fixed(DType::I64, &[4, 2]));
+    let make = |_: &[TensorType]| vec![table(&a, &[6, 1, 2]), bd.clone(), table(&b, &[4, 2]), bd.clone()];
+    check_with(op.clone(), &[ta, bt.clone(), tb, bt.clone()], &make, &[&[]]);
+    // Symbolic element counts.
+    let sa = ty(DType::I64, &[s("N"), f(2)]);
+    let make = |t: &[TensorType]| {
+        let n = t[0].shape.as_fixed().unwrap()[0] as usize;
+        vec![table(&a[..n], &[n as u64, 2]), bd.clone(), table(&b[..1], &[1, 2]), bd.clone()]
+    };
+    let one = TensorType::fixed(DType::I64, &[1, 2]);
+    check_with(op.clone(), &[sa, bt.clone(), one, bt.clone()], &make, &[&[("N", 2)], &[("N", 6)]]);
+    // A range outside the bytes reads only what lies inside them.
+    let k = {
+        let tys =
+            [TensorType::fixed(DType::I64, &[2, 2]), bt.clone(), TensorType::fixed(DType::I64, &[2, 2]), bt.clone()];
+        let out = op.infer("n", &tys).unwrap();
+        let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[], operand_max: &[] };
+        dlc_lower::lower("k", &node, &T).unwrap().unwrap()
+    };
+    let mut bufs = vec![
+        table(&[[9, 40], [-5, 3]], &[2, 2]).bytes().to_vec(),
+        bytes.to_vec(),
+        table(&[[9, 12], [0, 3]], &[2, 2]).bytes().to_vec(),
+        bytes.to_vec(),
+        vec![0xAA; 2],
+    ];
+    run_kernel(&k, &mut bufs, &BTreeMap::new()).unwrap();
+    assert_eq!(bufs[4], vec![1, 1], "clamped to 9..12 and 0..3");
+}

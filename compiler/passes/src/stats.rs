@@ -49,6 +49,10 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         // A multiply-add per tap (K = idx's last dim) per result; the taps about 30 per row.
         Op::Resize(_) => 2 * out * dim(1, 1),
         Op::ResizeTaps(_) => 30 * out,
+        // A byte comparison per byte of the left operand's elements, at most (the bytes are
+        // known only at run time: its byte count as the bound).
+        Op::StringEqual(_) => out.max(numel(1)),
+        Op::StringCase(_) => out,
         // One operation per result element.
         dlc_ir::pointwise!() | Op::Cast(_) | Op::Expand(_) | Op::GridSample(_) => out,
         // One per operand element.

@@ -2,7 +2,7 @@
 use crate::error::{OnnxError, UnsupportedNode};
 use crate::ops::{registry, NodeCx};
 use crate::tensor::{dtype_from_onnx, onnx_type_name, tensor_from_proto};
-use dlc_ir::{Dim, Graph, Shape, TensorData, TensorType, Value};
+use dlc_ir::{DType, Dim, Graph, Shape, TensorData, TensorType, Value};
 use onnx_protobuf::{type_proto, Message, ModelProto, NodeProto};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -166,6 +166,8 @@ pub(crate) struct Importer<'m> {
     pub shape_values: HashMap<String, crate::ops::shapes::ShapeVal>,
     /// ONNX value name -> the elements of a sequence of known length (`ops::sequence`).
     pub sequences: HashMap<String, Vec<Value>>,
+    /// ONNX value name -> a string tensor's table and bytes (`ops::strings`).
+    pub strings: HashMap<String, crate::ops::strings::StrVal>,
     /// The shape values that a Cast made floats (their elements are still the integral
     /// dims; `Range` over one counts in f32).
     pub float_shapes: HashMap<String, dlc_ir::DType>,
@@ -204,6 +206,7 @@ impl<'m> Importer<'m> {
             known: HashMap::new(),
             shape_values: HashMap::new(),
             sequences: HashMap::new(),
+            strings: HashMap::new(),
             float_shapes: Default::default(),
             symbols: Vec::new(),
             guards: Vec::new(),
@@ -219,6 +222,13 @@ impl<'m> Importer<'m> {
     fn run(mut self, opts: &ImportOptions) -> Result<Graph, OnnxError> {
         let graph = self.model.graph.as_ref().expect("read_model checks the graph");
         for t in &graph.initializer {
+            if t.data_type == 8 {
+                let dims: Vec<u64> = t.dims.iter().map(|&d| d.max(0) as u64).collect();
+                let s = crate::ops::strings::constant(&mut self.graph, &mut self.known, &t.name, &dims, &t.string_data)
+                    .map_err(|m| self.model_err(format!("initializer: {m}")))?;
+                self.strings.insert(t.name.clone(), s);
+                continue;
+            }
             let data = tensor_from_proto(t, &self.base).map_err(|m| self.model_err(format!("initializer: {m}")))?;
             self.initializers.insert(t.name.clone(), data);
         }
@@ -228,9 +238,10 @@ impl<'m> Importer<'m> {
         for vi in &graph.input {
             // A graph input that is also an initializer is a constant with a default value
             // (IR version < 4 lists every weight as an input); dlc treats it as a constant.
-            if self.initializers.contains_key(&vi.name) {
+            if self.initializers.contains_key(&vi.name) || self.strings.contains_key(&vi.name) {
                 continue;
             }
+            let string = is_string(vi);
             let mut ty = self.value_info_type(vi)?;
             for d in &mut ty.shape.0 {
                 let Some(name) = d.expr().as_symbol().map(str::to_string) else { continue };
@@ -262,6 +273,24 @@ impl<'m> Importer<'m> {
                 }
                 ty.shape = Shape::fixed(dims);
                 pinned_used += 1;
+            }
+            if string {
+                // Its element table, then its bytes (docs/strings.md).
+                ty.shape.0.push(Dim::Fixed(2));
+                let table = self.graph.add_input(vi.name.clone(), ty);
+                let bytes_name = dlc_ir::string_bytes_name(&vi.name);
+                if graph.input.iter().any(|i| i.name == bytes_name) {
+                    return Err(self.model_err(format!(
+                        "input '{}' is a string tensor, whose bytes dlc passes as '{bytes_name}', which names \
+                         another input",
+                        vi.name
+                    )));
+                }
+                let n = Dim::sym(symbol_name(&format!("{}_bytes", vi.name)));
+                let bytes = self.graph.add_input(bytes_name, TensorType { dtype: DType::U8, shape: Shape(vec![n]) });
+                self.strings.insert(vi.name.clone(), crate::ops::strings::StrVal { table, bytes });
+                self.graph.strings.insert(vi.name.clone());
+                continue;
             }
             let v = self.graph.add_input(vi.name.clone(), ty);
             self.values.insert(vi.name.clone(), v);
@@ -297,6 +326,27 @@ impl<'m> Importer<'m> {
                     vi.name,
                     dims.join(", ")
                 )));
+            }
+            if let Some(s) = self.strings.get(&vi.name).copied() {
+                // Its element table, then its bytes (docs/strings.md); a model input
+                // returned as it is goes through an Identity node.
+                let path = self.path.clone();
+                let own = |g: &mut Graph, v: Value, name: &str| -> Result<Value, OnnxError> {
+                    if matches!(g.node(v.node).op, dlc_ir::Op::Input(_)) {
+                        g.add_node(format!("{name}/output"), dlc_ir::ops::Identity {}, &[v])
+                            .map(|o| o[0])
+                            .map_err(|e| OnnxError::Model { path: path.clone(), message: e.to_string() })
+                    } else {
+                        Ok(v)
+                    }
+                };
+                let table = own(&mut self.graph, s.table, &vi.name)?;
+                let bytes_name = dlc_ir::string_bytes_name(&vi.name);
+                let bytes = own(&mut self.graph, s.bytes, &bytes_name)?;
+                self.graph.add_output(vi.name.clone(), table);
+                self.graph.add_output(bytes_name, bytes);
+                self.graph.strings.insert(vi.name.clone());
+                continue;
             }
             let v = self.lookup(&vi.name).map_err(|m| self.model_err(format!("graph output '{}': {m}", vi.name)))?;
             self.graph.add_output(vi.name.clone(), v);
@@ -359,7 +409,9 @@ impl<'m> Importer<'m> {
             // Arithmetic between a shape value and data known only at run time computes at
             // run time: the shape values become tensors.
             let uses_shape = uses_shape && !shapes::materialize_for_data(&mut cx).map_err(node_err)?;
-            let outs: Vec<Out> = if crate::ops::sequence::applies(&cx) {
+            let outs: Vec<Out> = if crate::ops::strings::applies(&cx) {
+                crate::ops::strings::build(&mut cx).map_err(node_err)?
+            } else if crate::ops::sequence::applies(&cx) {
                 crate::ops::sequence::build(&mut cx).map_err(node_err)?
             } else if uses_shape || (takes_shape && shapes::symbolic_shape(&mut cx).map_err(node_err)?) {
                 shapes::build(&mut cx).map_err(node_err)?
@@ -386,6 +438,9 @@ impl<'m> Importer<'m> {
                     Out::Seq(s) => {
                         self.sequences.insert(oname.clone(), s);
                     }
+                    Out::Str(s) => {
+                        self.strings.insert(oname.clone(), s);
+                    }
                 }
             }
         }
@@ -398,7 +453,8 @@ impl<'m> Importer<'m> {
                 self.model_err(format!("input '{}' is not a tensor (sequences and maps are unsupported)", vi.name))
             );
         };
-        let dtype = dtype_from_onnx(t.elem_type).ok_or_else(|| {
+        let dtype = if t.elem_type == 8 { Some(DType::I64) } else { dtype_from_onnx(t.elem_type) };
+        let dtype = dtype.ok_or_else(|| {
             self.model_err(format!("input '{}' has unsupported element type {}", vi.name, onnx_type_name(t.elem_type)))
         })?;
         let Some(shape) = t.shape.as_ref() else {
@@ -431,6 +487,12 @@ impl<'m> Importer<'m> {
             self.values.insert(name.to_string(), v);
             return Ok(v);
         }
+        if self.strings.contains_key(name) {
+            return Err(format!(
+                "value '{name}' is a string tensor: this op does not take strings (docs/strings.md lists the ops \
+                 that do)"
+            ));
+        }
         if self.sequences.contains_key(name) {
             return Err(format!(
                 "value '{name}' is a sequence: only the sequence ops take it (a sequence as a model output, or in other \
@@ -439,6 +501,11 @@ impl<'m> Importer<'m> {
         }
         Err(format!("value '{name}' is not produced by any node, initializer or graph input"))
     }
+}
+
+/// Whether a graph input or output is a string tensor.
+fn is_string(vi: &onnx_protobuf::ValueInfoProto) -> bool {
+    matches!(vi.type_.as_ref().and_then(|t| t.value.as_ref()), Some(type_proto::Value::TensorType(t)) if t.elem_type == 8)
 }
 
 /// A symbol name for an ONNX `dim_param` (or an anonymous dim's made-up name):

@@ -20,6 +20,7 @@ mod quant;
 mod reduce;
 mod resize;
 mod source;
+mod text;
 
 pub use control::{Body, Loop};
 pub use conv::{
@@ -39,6 +40,7 @@ pub use quant::{range_quantization, QConv, QuantPack, PACK};
 pub use reduce::*;
 pub use resize::{scaled_dim, NearestMode, Resize, ResizeCoord, ResizeMode, ResizeTaps};
 pub use source::{Const, Input};
+pub use text::{case_table, map_case, string_bytes_check, string_table_shape, StringCase, StringEqual, CASE_TABLE_LEN};
 
 /// An attribute value, as printed in the canonical text form.
 #[derive(Debug, Clone, PartialEq)]
@@ -556,6 +558,7 @@ op_table! {
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, TopK, NllLoss, CumSum,
     Reshape, Flatten, Transpose, Identity, BitCast, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
     Bind, Strided, NonZero, Nms, Unique, Compress, Iota, View, Loop,
+    StringEqual, StringCase,
 }
 
 impl Op {
@@ -659,6 +662,8 @@ impl Op {
             | GatherElements(_) | Slice(_) | Trilu(_) | Pad(_) | ScatterElements(_) | ScatterND(_) | Bind(_)
             | Strided(_) | NonZero(_) | Nms(_) | Unique(_) | Compress(_) | Iota(_) | View(_) => OpKind::Movement,
             Loop(_) => OpKind::Control,
+            // Compares bytes, no arithmetic; never fused into elementwise programs.
+            StringEqual(_) | StringCase(_) => OpKind::Movement,
         }
     }
 }

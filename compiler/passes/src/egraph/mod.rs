@@ -149,6 +149,7 @@ fn rebuild(
         Opaque(NodeId),
     }
     let mut out = Graph::new(g.name.clone());
+    out.strings = g.strings.clone();
     let mut values: HashMap<Value, Value> = HashMap::new(); // old graph value -> new
     for &id in g.inputs() {
         let n = g.node(id);

@@ -410,6 +410,11 @@ pub(crate) fn compress(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         x = cx.add1("flat", dlc_ir::ops::Reshape { shape: vec![-1], allowzero: false }, &[x])?;
         0
     };
+    Ok(vec![compress_values(cx, x, cond, axis)?])
+}
+
+/// Compress of `x` by the bool vector `cond` along `axis` (see [`compress`]).
+pub(crate) fn compress_values(cx: &mut NodeCx, x: Value, cond: Value, axis: i64) -> Result<Value, String> {
     let ty = cx.ty(x);
     let a = dlc_ir::ops::normalize_axis(axis, ty.shape.rank())
         .filter(|_| ty.shape.rank() > 0)
@@ -420,13 +425,13 @@ pub(crate) fn compress(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         _ => return Err(format!("the condition must be a bool vector of known length, got {ct}")),
     };
     // A constant condition: a Gather of the kept slices.
-    if let Some(c) = cx.const_input(1)? {
+    if let Some(c) = cx.imp.known.get(&cond).cloned() {
         let d = ty.shape.0[a].fixed().unwrap_or(u64::MAX);
         let keep: Vec<i64> =
             c.bytes().iter().enumerate().filter(|&(i, &b)| b != 0 && (i as u64) < d).map(|(i, _)| i as i64).collect();
         let idx = dlc_ir::TensorData::from_i64(&[keep.len() as u64], &keep).ok_or("internal: indices")?;
         let idx = cx.add_const(idx);
-        return cx.add("", dlc_ir::ops::Gather { axis: a as i64 }, &[x, idx]);
+        return cx.add1("", dlc_ir::ops::Gather { axis: a as i64 }, &[x, idx]);
     }
     // Entries past the axis's extent are ignored: count only those within it.
     let counted = match ty.shape.0[a].fixed() {
@@ -441,5 +446,5 @@ pub(crate) fn compress(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let total = cx.add1("count", dlc_ir::ops::ReduceSum { axes: vec![0], keepdims: true }, &[ones])?;
     let view = bind(cx, "counted", cond, total, BindRule::Count)?;
     let count = bound_symbol(cx, view).ok_or("Compress with a constant condition is not supported yet")?;
-    cx.add("", dlc_ir::ops::Compress { axis: a as i64, count }, &[x, view])
+    cx.add1("", dlc_ir::ops::Compress { axis: a as i64, count }, &[x, view])
 }

@@ -24,6 +24,7 @@ mod seqops;
 pub(crate) mod sequence;
 pub(crate) mod shapes;
 mod signal;
+pub(crate) mod strings;
 mod training;
 mod window3d;
 
@@ -51,6 +52,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         seqops::register(&mut reg);
         signal::register(&mut reg);
         sequence::register(&mut reg);
+        strings::register(&mut reg);
         training::register(&mut reg);
         reg
     })

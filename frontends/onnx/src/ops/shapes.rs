@@ -27,6 +27,8 @@ pub(crate) enum Out {
     Shape(ShapeVal),
     /// A sequence's elements (`ops::sequence`).
     Seq(Vec<Value>),
+    /// A string tensor (`ops::strings`).
+    Str(super::strings::StrVal),
 }
 
 /// The ops this module evaluates on shape values.

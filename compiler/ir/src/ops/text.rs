@@ -1,0 +1,121 @@
+//! Text: ops on string tensors. A string tensor is two IR values (the ONNX frontend
+//! splits it, see docs/strings.md): its element table, `i64[..., 2]` (each element's
+//! start and end byte), and its bytes, `u8[n]` (UTF-8). Ops that only move elements
+//! (Identity, Reshape, Gather, Compress...) act on the table alone; the ops here read
+//! the bytes.
+use super::{ensure, Infer, OpMeta};
+use crate::{op, DType, Dim, IrError, Shape, TensorType};
+
+op! {
+    /// Whether strings are equal, element by element with numpy broadcasting: operands
+    /// `a` table, `a` bytes, `b` table, `b` bytes; a bool tensor of the broadcast shape
+    /// of the two tables without their last dim.
+    StringEqual = "string_equal", operands 4..=4 {}
+}
+
+/// Checks that `t` is the element table of a string tensor and returns its element shape.
+pub fn string_table_shape(t: &TensorType, node: &str, op: &'static str, what: &str) -> Result<Shape, IrError> {
+    ensure(t.dtype == DType::I64 && t.shape.0.last() == Some(&Dim::Fixed(2)), node, op, || {
+        format!("{what} must be a string element table i64[..., 2], got {t}")
+    })?;
+    Ok(Shape(t.shape.0[..t.shape.rank() - 1].to_vec()))
+}
+
+/// Checks that `t` is the bytes of a string tensor.
+pub fn string_bytes_check(t: &TensorType, node: &str, op: &'static str, what: &str) -> Result<(), IrError> {
+    ensure(t.dtype == DType::U8 && t.shape.rank() == 1, node, op, || {
+        format!("{what} must be string bytes u8[n], got {t}")
+    })
+}
+
+impl Infer for StringEqual {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let a = string_table_shape(&inputs[0], node, op, "operand 0")?;
+        string_bytes_check(&inputs[1], node, op, "operand 1")?;
+        let b = string_table_shape(&inputs[2], node, op, "operand 2")?;
+        string_bytes_check(&inputs[3], node, op, "operand 3")?;
+        let shape = super::broadcast_shapes(&a, &b).map_err(|m| IrError::shape(node, op, m))?;
+        Ok(vec![TensorType { dtype: DType::Bool, shape }])
+    }
+}
+
+op! {
+    /// The case change of string bytes (`u8[n]` to `u8[n]`, the element table unchanged):
+    /// every character of one or two UTF-8 bytes (U+0000..U+07FF: Latin, Greek, Cyrillic,
+    /// Armenian...) whose simple upper- or lowercase mapping is one character of as many
+    /// bytes is replaced by it ([`case_table`]); with `ascii` (the C locale) only ASCII
+    /// letters change. Other characters are kept (docs/strings.md).
+    StringCase = "string_case", operands 1..=1 { upper: bool, ascii: bool }
+}
+
+impl Infer for StringCase {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        string_bytes_check(&inputs[0], node, Self::INFO.mnemonic, "the operand")?;
+        Ok(vec![inputs[0].clone()])
+    }
+}
+
+/// Code points below this take one or two UTF-8 bytes: [`StringCase`] maps those.
+pub const CASE_TABLE_LEN: usize = 0x800;
+
+/// [`StringCase`]'s mapping of the code points below [`CASE_TABLE_LEN`]: each to its
+/// simple upper- (or lower-) case mapping when that is one character of the same UTF-8
+/// length (and, with `ascii`, only for ASCII letters), else to itself.
+pub fn case_table(upper: bool, ascii: bool) -> Vec<u32> {
+    (0..CASE_TABLE_LEN as u32)
+        .map(|cp| {
+            let Some(c) = char::from_u32(cp) else { return cp };
+            if ascii {
+                let m = if upper { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() };
+                return m as u32;
+            }
+            let mut m: Vec<char> = if upper { c.to_uppercase().collect() } else { c.to_lowercase().collect() };
+            match m.pop() {
+                Some(one) if m.is_empty() && one.len_utf8() == c.len_utf8() => one as u32,
+                _ => cp,
+            }
+        })
+        .collect()
+}
+
+/// [`StringCase`] on bytes (the reference: the interpreter and the frontend's constant
+/// stopwords use it; the kernel is tested against it).
+pub fn map_case(bytes: &[u8], table: &[u32]) -> Vec<u8> {
+    let lead = |b: u8| b & 0xE0 == 0xC0;
+    let cont = |b: u8| b & 0xC0 == 0x80;
+    let code = |l: u8, c: u8| ((u32::from(l) & 0x1F) << 6) | (u32::from(c) & 0x3F);
+    (0..bytes.len())
+        .map(|i| {
+            let b = bytes[i];
+            let next = bytes.get(i + 1).copied().filter(|&n| cont(n));
+            let prev = i.checked_sub(1).map(|p| bytes[p]).filter(|&p| lead(p));
+            if b < 0x80 {
+                table[b as usize] as u8
+            } else if let (true, Some(n)) = (lead(b), next) {
+                0xC0 | (table[code(b, n) as usize] >> 6) as u8
+            } else if let (true, Some(p)) = (cont(b), prev) {
+                0x80 | (table[code(p, b) as usize] & 0x3F) as u8
+            } else {
+                b
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_mapping_keeps_byte_lengths() {
+        let (up, down) = (case_table(true, false), case_table(false, false));
+        let s = |x: &str, t: &[u32]| String::from_utf8(map_case(x.as_bytes(), t)).unwrap();
+        assert_eq!(s("straße àéîõü ÿ ω Ωmega Жук µ x×y", &up), "STRAßE ÀÉÎÕÜ Ÿ Ω ΩMEGA ЖУК Μ X×Y");
+        assert_eq!(s("ÀÉÎ Ÿ ΣΑΣ ЖУК İ K", &down), "àéî ÿ σασ жук İ k");
+        // The C locale: ASCII letters only.
+        assert_eq!(s("àbc", &case_table(true, true)), "àBC");
+        // Malformed UTF-8 is kept as it is.
+        assert_eq!(map_case(&[0xC3, b'a', 0xA9, 0xE2, 0x82, 0xAC], &up), vec![0xC3, b'A', 0xA9, 0xE2, 0x82, 0xAC]);
+    }
+}

@@ -1,0 +1,101 @@
+"""String tensors (docs/strings.md) against ONNX Runtime: StringNormalizer (case changes
+of ASCII and Latin-1 letters, stopwords compared with and without case, [C] and [1, C]
+inputs, every element removed), Equal of strings with broadcasting, a string input
+returned as it is, and a run whose input has the wrong number of strings."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+
+from conftest import dlc, dlc_run, dlc_run_process, ort_run
+
+WORDS = ["Monday", "tuesday", "MONDAY", "Été", "straße", "àéîõü ÀÉÎÕÜ", "x×y÷z", "", "été", "mon day", "Ω ω"]
+
+
+def _save(path, nodes, ins, outs, opset=20):
+    g = h.make_graph(nodes, "g", ins, outs)
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", opset)]), str(path))
+
+
+def _strings(x):
+    return np.array(x, dtype=object)
+
+
+@pytest.mark.parametrize("case", ["NONE", "LOWER", "UPPER"])
+@pytest.mark.parametrize("sensitive", [0, 1])
+@pytest.mark.parametrize("two_d", [False, True])
+def test_string_normalizer_matches_ort(case, sensitive, two_d, tmp_path):
+    shape = [1, len(WORDS)] if two_d else [len(WORDS)]
+    node = h.make_node("StringNormalizer", ["x"], ["y"], case_change_action=case, is_case_sensitive=sensitive,
+                       stopwords=["monday", "ÉTÉ", "mon day"], locale="C.UTF-8")
+    path = tmp_path / "sn.onnx"
+    _save(path, [node], [h.make_tensor_value_info("x", T.STRING, shape)], [h.make_tensor_value_info("y", T.STRING, None)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    rng = np.random.default_rng(sensitive * 2 + two_d)
+    for trial in range(3):
+        x = _strings(rng.permutation(WORDS)).reshape(shape)
+        got, want = dlc_run(art, path, {"x": x}, tmp_path)["y"], ort_run(path, {"x": x})["y"]
+        assert got.shape == want.shape and got.tolist() == want.tolist(), (trial, x, got, want)
+
+
+@pytest.mark.parametrize("locale", ["C", "C.UTF-8"])
+def test_case_change_follows_the_locale(locale, tmp_path):
+    """The C locale changes ASCII letters only; a UTF-8 one Latin-1 letters too."""
+    node = h.make_node("StringNormalizer", ["x"], ["y"], case_change_action="UPPER", locale=locale)
+    path = tmp_path / "sn.onnx"
+    _save(path, [node], [h.make_tensor_value_info("x", T.STRING, [4])], [h.make_tensor_value_info("y", T.STRING, None)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    x = _strings(["àéîõü", "abc", "Ünïcödé", "ßÞþ"])
+    got, want = dlc_run(art, path, {"x": x}, tmp_path)["y"], ort_run(path, {"x": x})["y"]
+    assert got.tolist() == want.tolist()
+    if locale != "C":
+        assert got.tolist()[0] == "ÀÉÎÕÜ"  # (a check that the Latin-1 path ran at all)
+
+
+def test_every_string_removed_gives_one_empty_string(tmp_path):
+    node = h.make_node("StringNormalizer", ["x"], ["y"], stopwords=["a", "b"], locale="C.UTF-8")
+    path = tmp_path / "sn.onnx"
+    _save(path, [node], [h.make_tensor_value_info("x", T.STRING, [3])], [h.make_tensor_value_info("y", T.STRING, None)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    for x in (["a", "B", "b"], ["a", "c", "a"]):
+        got, want = dlc_run(art, path, {"x": _strings(x)}, tmp_path)["y"], ort_run(path, {"x": _strings(x)})["y"]
+        assert got.shape == want.shape and got.tolist() == want.tolist(), x
+
+
+def test_equal_of_strings_broadcasts_like_ort(tmp_path):
+    path = tmp_path / "eq.onnx"
+    _save(path, [h.make_node("Equal", ["a", "b"], ["y"])],
+          [h.make_tensor_value_info("a", T.STRING, [3, 1]), h.make_tensor_value_info("b", T.STRING, ["n"])],
+          [h.make_tensor_value_info("y", T.BOOL, None)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    a = _strings([["ab"], [""], ["été"]])
+    for b in (["ab", "a", "", "été", "abc"], ["été"], ["", "ab"]):
+        feeds = {"a": a, "b": _strings(b)}
+        np.testing.assert_array_equal(dlc_run(art, path, feeds, tmp_path)["y"], ort_run(path, feeds)["y"])
+
+
+def test_string_input_returned_and_wrong_count_refused(tmp_path):
+    path = tmp_path / "id.onnx"
+    _save(path, [h.make_node("Identity", ["x"], ["y"])], [h.make_tensor_value_info("x", T.STRING, [2])],
+          [h.make_tensor_value_info("y", T.STRING, None)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    x = _strings(["", "ünï"])
+    assert dlc_run(art, path, {"x": x}, tmp_path)["y"].tolist() == ort_run(path, {"x": x})["y"].tolist()
+    p = dlc_run_process(art, {"x": _strings(["a", "b", "c"])}, tmp_path)
+    assert p.returncode != 0 and "'x'" in p.stderr and "panicked" not in p.stderr, p.stderr
+
+
+def test_string_tensors_refused_where_unsupported(tmp_path):
+    path = tmp_path / "cat.onnx"
+    _save(path, [h.make_node("Concat", ["x", "x"], ["y"], axis=0)], [h.make_tensor_value_info("x", T.STRING, [2])],
+          [h.make_tensor_value_info("y", T.STRING, None)])
+    p = dlc("compile", path, "-o", tmp_path / "art", check=False)
+    assert p.returncode != 0 and "Concat of a string tensor is not supported" in p.stderr, p.stderr
+    p = dlc("compile", path, "-o", tmp_path / "art", "--target", "nvptx64-nvidia-cuda", check=False)
+    assert p.returncode != 0 and "string tensor" in p.stderr, p.stderr
