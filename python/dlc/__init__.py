@@ -57,8 +57,49 @@ class TensorInfo(NamedTuple):
     shape: Tuple[Union[int, str], ...]
 
 
-def _infos(specs) -> Tuple[TensorInfo, ...]:
-    return tuple(TensorInfo(n, d, np.dtype(_dlc.numpy_name(d) or "uint8"), tuple(s)) for n, d, s in specs)
+def _infos(specs, strings=()) -> Tuple[TensorInfo, ...]:
+    """The tensors a caller sees: a string tensor's table and bytes buffers (docs/strings.md)
+    as one tensor of dtype ``string`` (numpy ``object``)."""
+    out = []
+    for n, d, s in specs:
+        if n in strings:
+            out.append(TensorInfo(n, "string", np.dtype(object), tuple(s)[:-1]))
+        elif not any(n == f"{t}.bytes" for t in strings):
+            out.append(TensorInfo(n, d, np.dtype(_dlc.numpy_name(d) or "uint8"), tuple(s)))
+    return tuple(out)
+
+
+def _string_tables(manifest: dict) -> set:
+    """The names of the string tensors among the manifest's inputs and outputs."""
+    return {t["name"] for t in manifest["inputs"] + manifest["outputs"] if t.get("encoding") == "string-table"}
+
+
+def _encode_strings(name: str, value: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """A string array as its element table and UTF-8 bytes."""
+    a = np.asarray(value, dtype=object)
+    table = np.empty(a.shape + (2,), np.int64)
+    parts, at = [], 0
+    for idx, v in np.ndenumerate(a):
+        if isinstance(v, bytes):
+            b = v
+        elif isinstance(v, str):
+            b = v.encode("utf-8")
+        else:
+            raise InputError(f"input '{name}': a string tensor's elements must be str or bytes, got {type(v).__name__}")
+        table[idx] = (at, at + len(b))
+        parts.append(b)
+        at += len(b)
+    data = b"".join(parts) or b"\0"  # at least one byte
+    return table, np.frombuffer(data, np.uint8).copy()
+
+
+def _decode_strings(table: np.ndarray, data: np.ndarray) -> np.ndarray:
+    raw = data.tobytes()
+    out = np.empty(table.shape[:-1], dtype=object)
+    for idx in np.ndindex(out.shape):
+        s, e = table[idx]
+        out[idx] = raw[s:e].decode("utf-8")
+    return out
 
 
 def _manifest_specs(specs) -> list:
@@ -93,9 +134,10 @@ class Model:
             self._art, self._load_error = None, e
             m = json.loads(_dlc.read_manifest(str(self._path)))
             inputs, outputs = _manifest_specs(m["inputs"]), _manifest_specs(m["outputs"])
-        self.inputs: Tuple[TensorInfo, ...] = _infos(inputs)
+        self._strings = _string_tables(json.loads(_dlc.read_manifest(str(self._path))))
+        self.inputs: Tuple[TensorInfo, ...] = _infos(inputs, self._strings)
         """The inputs, in call order."""
-        self.outputs: Tuple[TensorInfo, ...] = _infos(outputs)
+        self.outputs: Tuple[TensorInfo, ...] = _infos(outputs, self._strings)
         """The outputs, in the order ``run`` returns them."""
         self._input_names = [i.name for i in self.inputs]
 
@@ -150,14 +192,30 @@ class Model:
         """
         if not isinstance(feeds, dict):
             feeds = dict(feeds)
-        return self._runnable().run(feeds)
+        return self._run(feeds)
+
+    def _run(self, feeds: dict) -> dict:
+        if not self._strings:
+            return self._runnable().run(feeds)
+        # String tensors: each an element table and its bytes (docs/strings.md).
+        feeds = dict(feeds)
+        for name in self._strings & set(feeds):
+            feeds[name], feeds[f"{name}.bytes"] = _encode_strings(name, feeds[name])
+        out = self._runnable().run(feeds)
+        res = {}
+        for name, value in out.items():
+            if name in self._strings:
+                res[name] = _decode_strings(value, out[f"{name}.bytes"])
+            elif not (name.endswith(".bytes") and name[: -len(".bytes")] in self._strings):
+                res[name] = value
+        return res
 
     def __call__(self, *arrays: Any) -> Union[np.ndarray, Tuple[np.ndarray, ...]]:
         """``model(x1, x2, ...)``: the inputs in order; one array back, or a tuple."""
         if len(arrays) != len(self._input_names):
             names = ", ".join(f"'{n}'" for n in self._input_names)
             raise InputError(f"the model takes {len(self._input_names)} input(s) ({names}), got {len(arrays)}")
-        out = self._runnable().run(dict(zip(self._input_names, arrays)))
+        out = self._run(dict(zip(self._input_names, arrays)))
         values = tuple(out.values())
         return values[0] if len(values) == 1 else values
 

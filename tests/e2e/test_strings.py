@@ -99,3 +99,41 @@ def test_string_tensors_refused_where_unsupported(tmp_path):
     assert p.returncode != 0 and "Concat of a string tensor is not supported" in p.stderr, p.stderr
     p = dlc("compile", path, "-o", tmp_path / "art", "--target", "nvptx64-nvidia-cuda", check=False)
     assert p.returncode != 0 and "string tensor" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("shapes", [([3], [3]), ([2, 1], [3]), ([], [4]), ([1, 3], [2, 1])])
+def test_string_concat_broadcasts_like_ort(shapes, tmp_path):
+    sa, sb = shapes
+    path = tmp_path / "cat.onnx"
+    _save(path, [h.make_node("StringConcat", ["a", "b"], ["y"])],
+          [h.make_tensor_value_info("a", T.STRING, sa), h.make_tensor_value_info("b", T.STRING, sb)],
+          [h.make_tensor_value_info("y", T.STRING, None)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    rng = np.random.default_rng(len(sa) * 3 + len(sb))
+    for trial in range(3):
+        feeds = {k: _strings(rng.choice(WORDS, size=int(np.prod(s, dtype=np.int64)))).reshape(s)
+                 for k, s in (("a", sa), ("b", sb))}
+        got, want = dlc_run(art, path, feeds, tmp_path)["y"], ort_run(path, feeds)["y"]
+        assert got.shape == want.shape and got.tolist() == want.tolist(), (trial, feeds, got, want)
+
+
+def test_concat_of_normalized_strings(tmp_path):
+    """StringNormalizer's table skips the removed elements' bytes; concatenating its
+    result with a suffix and comparing it with Equal reads the right ones."""
+    nodes = [h.make_node("StringNormalizer", ["x"], ["n"], case_change_action="LOWER", stopwords=["drop"],
+                         locale="C.UTF-8"),
+             h.make_node("StringConcat", ["n", "suffix"], ["y"]),
+             h.make_node("Equal", ["y", "probe"], ["hit"])]
+    path = tmp_path / "chain.onnx"
+    _save(path, nodes,
+          [h.make_tensor_value_info("x", T.STRING, [5]), h.make_tensor_value_info("suffix", T.STRING, []),
+           h.make_tensor_value_info("probe", T.STRING, [])],
+          [h.make_tensor_value_info("y", T.STRING, None), h.make_tensor_value_info("hit", T.BOOL, None)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    for x in (["DROP", "Ab", "drop", "Ωx", "ÉÉ"], ["drop", "drop", "drop", "drop", "drop"]):
+        feeds = {"x": _strings(x), "suffix": _strings("-s"), "probe": _strings("ωx-s")}
+        got, want = dlc_run(art, path, feeds, tmp_path), ort_run(path, feeds)
+        assert got["y"].tolist() == want["y"].tolist(), (x, got, want)
+        np.testing.assert_array_equal(got["hit"], want["hit"])

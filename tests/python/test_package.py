@@ -369,3 +369,23 @@ def test_hostile_feeds_are_input_errors(models):
         model()
     with pytest.raises(TypeError):
         model.run(42)
+
+
+def test_string_tensors_in_and_out(tmp_path):
+    """A StringNormalizer model: string arrays in, string arrays out, as ONNX Runtime's
+    (docs/strings.md); its metadata shows one string input and output."""
+    node = helper.make_node("StringNormalizer", ["x"], ["y"], case_change_action="UPPER", stopwords=["b"],
+                            locale="C.UTF-8")
+    g = helper.make_graph([node], "s", [helper.make_tensor_value_info("x", TensorProto.STRING, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.STRING, None)])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m = dlc.compile(proto)
+    assert [(i.name, i.dtype) for i in m.inputs] == [("x", "string")]
+    assert [(o.name, o.dtype) for o in m.outputs] == [("y", "string")]
+    for x in (["a", "B", "été", ""], ["b", "b", "b", "b"]):
+        feeds = {"x": np.array(x, dtype=object)}
+        got, want = m.run(feeds)["y"], ort_outputs(proto, feeds)["y"]
+        assert got.dtype == object and got.tolist() == want.tolist(), (x, got, want)
+    assert m(np.array(["x", "y", "b", "z"], dtype=object)).tolist() == ["X", "Y", "Z"]
+    with pytest.raises(dlc.InputError, match="'x'"):
+        m.run({"x": np.array([1, 2, 3, 4], dtype=object)})

@@ -454,6 +454,40 @@ fn string_equal(ins: &[T], out: &[u64]) -> Result<Vec<TensorData>, EvalError> {
     Ok(vec![TensorData::new(ty, std::sync::Arc::from(eq)).ok_or_else(|| bad("result"))?])
 }
 
+/// String concatenation ([`dlc_ir::ops::StringConcat`]): each result element's bytes at
+/// a running position, cut at the bytes result's end; unused bytes 0.
+fn string_concat(ins: &[T], out_types: &[TensorType]) -> Result<Vec<TensorData>, EvalError> {
+    let bad = |m: &str| EvalError::Invalid(format!("string_concat: {m}"));
+    let [at, ab, bt, bb] = ins else { return Err(bad("takes four operands")) };
+    let (Data::I(a), Data::I(ab), Data::I(b), Data::I(bb)) = (&at.data, &ab.data, &bt.data, &bb.data) else {
+        return Err(bad("tables and bytes must be integers"));
+    };
+    let dims = |t: &TensorType| t.shape.as_fixed().ok_or_else(|| unsupported("symbolic shapes"));
+    let (tdims, cap) = (dims(&out_types[0])?, dims(&out_types[1])?[0] as usize);
+    let out = &tdims[..tdims.len() - 1];
+    let elem = |bytes: &[i64], table: &[i64], e: usize| -> Vec<u8> {
+        let n = bytes.len() as i64;
+        let s = table[2 * e].clamp(0, n);
+        let t = table[2 * e + 1].clamp(s, n);
+        bytes[s as usize..t as usize].iter().map(|&v| v as u8).collect()
+    };
+    let ia = broadcast_index(&at.dims[..at.dims.len() - 1], out);
+    let ib = broadcast_index(&bt.dims[..bt.dims.len() - 1], out);
+    let (mut table, mut data) = (Vec::with_capacity(2 * ia.len()), Vec::with_capacity(cap));
+    for (&i, &j) in ia.iter().zip(&ib) {
+        table.push(data.len() as i64);
+        for part in [elem(ab, a, i), elem(bb, b, j)] {
+            let room = cap - data.len();
+            data.extend_from_slice(&part[..part.len().min(room)]);
+        }
+        table.push(data.len() as i64);
+    }
+    data.resize(cap, 0);
+    let t = TensorData::from_i64(&tdims, &table).ok_or_else(|| bad("table"))?;
+    let d = TensorData::new(out_types[1].clone(), std::sync::Arc::from(data)).ok_or_else(|| bad("bytes"))?;
+    Ok(vec![t, d])
+}
+
 /// Evaluates `op` on constant operands. Results are limited to 16 Mi elements.
 pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<Vec<TensorData>, EvalError> {
     let ins: Vec<T> = inputs.iter().map(T::from_tensor).collect::<Result<_, _>>()?;
@@ -495,6 +529,7 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::Nms(o) => return nms(o.center_point_box, inputs),
         Op::Unique(u) => return unique(u, &ins),
         Op::StringEqual(_) => return string_equal(&ins, out),
+        Op::StringConcat(_) => return string_concat(&ins, out_types),
         Op::StringCase(c) => {
             let Data::I(b) = &ins[0].data else { return Err(EvalError::Invalid("string_case: bytes".into())) };
             let bytes: Vec<u8> = b.iter().map(|&v| v as u8).collect();
@@ -1087,6 +1122,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::Unique(_)
         | Op::StringEqual(_)
         | Op::StringCase(_)
+        | Op::StringConcat(_)
         | Op::Loop(_)
         | Op::ArgMin(_)
         | Op::NllLoss(_)
@@ -1414,6 +1450,7 @@ macro_rules! not_elementwise {
             | Op::Unique(_)
             | Op::StringEqual(_)
             | Op::StringCase(_)
+            | Op::StringConcat(_)
             | Op::Loop(_)
             | Op::ArgMin(_)
             | Op::NllLoss(_)

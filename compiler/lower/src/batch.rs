@@ -132,6 +132,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::Unique(_)
         | Op::StringEqual(_)
         | Op::StringCase(_)
+        | Op::StringConcat(_)
         | Op::Compress(_)
         | Op::ResizeTaps(_)
         | Op::Iota(_)

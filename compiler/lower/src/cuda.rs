@@ -132,6 +132,7 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::Unique(_)
         | Op::StringEqual(_)
         | Op::StringCase(_)
+        | Op::StringConcat(_)
         | Op::Loop(_)
         | Op::Compress(_) => return None,
     })

@@ -286,6 +286,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::Unique(op) => unique::unique(kernel, n, op),
         Op::StringEqual(_) => text::string_equal(kernel, n),
         Op::StringCase(op) => text::string_case(kernel, n, op),
+        Op::StringConcat(_) => text::string_concat(kernel, n),
         Op::Compress(op) => movement::compress(kernel, n, op),
         Op::Iota(op) => movement::iota(kernel, n, op),
         Op::Concat(op) => movement::concat(kernel, n, op.axis),

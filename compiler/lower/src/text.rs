@@ -174,3 +174,69 @@ pub fn string_case(name: &str, n: &Node, op: &dlc_ir::ops::StringCase) -> Result
     });
     Ok(b.finish())
 }
+
+/// StringConcat: one serial pass over the result's elements, appending each pair's bytes
+/// at a running position (each copy cut to the room left), then zeros to the end.
+pub fn string_concat(name: &str, n: &Node) -> Result<Kernel, LowerError> {
+    let dims = |i: usize| {
+        let mut d = Node::dims(&n.inputs[i]);
+        d.pop();
+        d
+    };
+    let (da, db) = (dims(0), dims(2));
+    let (na, nb) = (Node::dims(&n.inputs[1])[0].clone(), Node::dims(&n.inputs[3])[0].clone());
+    let mut out = Node::dims(&n.outputs[0]);
+    out.pop();
+    let cap = Node::dims(&n.outputs[1])[0].clone();
+    let access = [Access::Read, Access::Read, Access::Read, Access::Read, Access::Write, Access::Write];
+    let mut b = KernelBuilder::new(name, &access);
+    let zero = b.i64(0);
+    let pos = b.local(I64, zero);
+    fn nest(
+        b: &mut KernelBuilder,
+        out: &[Expr],
+        coords: &mut Vec<Expr>,
+        body: &mut dyn FnMut(&mut KernelBuilder, &[Expr]),
+    ) {
+        if coords.len() == out.len() {
+            body(b, coords);
+            return;
+        }
+        let extent = out[coords.len()].clone();
+        b.for_(Expr::c(0), extent, LoopKind::Serial, |b, i| {
+            coords.push(i);
+            nest(b, out, coords, body);
+            coords.pop();
+        });
+    }
+    nest(&mut b, &out, &mut Vec::new(), &mut |b, coords| {
+        let (ia, ib) = (broadcast_at(&da, &out, coords), broadcast_at(&db, &out, coords));
+        let start = b.let_(Inst::Get(pos));
+        for (table, bytes, at, total) in [(0, 1, ia, &na), (2, 3, ib, &nb)] {
+            let (s, len) = element(b, table, at, total);
+            let p = b.let_(Inst::Get(pos));
+            let capv = b.index(cap.clone());
+            let room = b.bin(BinOp::Sub, capv, p);
+            let k = b.bin(BinOp::SMin, len, room);
+            b.stmt(Stmt::Memcpy {
+                dst: 5,
+                dst_off: Expr::val(p),
+                src: bytes,
+                src_off: Expr::val(s),
+                bytes: Expr::val(k),
+            });
+            let next = b.bin(BinOp::Add, p, k);
+            b.stmt(Stmt::Set(pos, next));
+        }
+        let end = b.let_(Inst::Get(pos));
+        let at = coords.iter().zip(&out).fold(Expr::c(0), |at, (c, e)| &(&at * e) + c);
+        b.store(4, at.scale(2), start, 8);
+        b.store(4, &at.scale(2) + &Expr::c(1), end, 8);
+    });
+    let end = b.let_(Inst::Get(pos));
+    b.for_(Expr::val(end), cap, LoopKind::Serial, |b, i| {
+        let z = b.let_(Inst::Const { ty: Ty::scalar(Elem::I8), lit: dlc_kir::Lit::Int(0) });
+        b.store(5, i, z, 1);
+    });
+    Ok(b.finish())
+}

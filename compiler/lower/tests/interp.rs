@@ -1968,3 +1968,46 @@ fn string_equal_matches_the_reference_with_broadcasting_and_bad_ranges() {
     run_kernel(&k, &mut bufs, &BTreeMap::new()).unwrap();
     assert_eq!(bufs[4], vec![1, 1], "clamped to 9..12 and 0..3");
 }
+
+#[test]
+fn string_concat_matches_the_reference_and_stops_at_the_end_of_its_bytes() {
+    let bytes = b"abcdefgh";
+    let bt = TensorType::fixed(DType::U8, &[8]);
+    let bd = TensorData::new(bt.clone(), Arc::from(&bytes[..])).unwrap();
+    let table = |rows: &[[i64; 2]], dims: &[u64]| i64s(dims, &rows.iter().flatten().copied().collect::<Vec<_>>());
+    let op: Op = dlc_ir::ops::StringConcat {}.into();
+    // Disjoint ranges (room for all), broadcast [2,1] x [3]; then overlapping ones whose
+    // bytes exceed the room (cut at the end) and ranges outside the bytes (clamped).
+    for (a, b) in
+        [(vec![[0, 2], [2, 5]], vec![[5, 6], [6, 6], [6, 8]]), (vec![[0, 8], [0, 8]], vec![[0, 8], [-3, 99], [7, 2]])]
+    {
+        let (ta, tb) = (TensorType::fixed(DType::I64, &[2, 1, 2]), TensorType::fixed(DType::I64, &[3, 2]));
+        let make = |_: &[TensorType]| vec![table(&a, &[2, 1, 2]), bd.clone(), table(&b, &[3, 2]), bd.clone()];
+        let tys = [ta, bt.clone(), tb, bt.clone()];
+        // Both results: the kernel's table and bytes against the reference's.
+        let out = op.infer("n", &tys).unwrap();
+        let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &[], operand_max: &[] };
+        let k = dlc_lower::lower("k", &node, &T).unwrap().unwrap();
+        let xs = make(&tys);
+        let want = dlc_interp::eval(&op, &xs, &out).unwrap();
+        let mut bufs: Vec<Vec<u8>> = xs.iter().map(|x| x.bytes().to_vec()).collect();
+        bufs.extend(out.iter().map(|t| vec![0xAA; t.size_bytes().unwrap() as usize]));
+        run_kernel(&k, &mut bufs, &BTreeMap::new()).unwrap();
+        assert_eq!(bufs[4], want[0].bytes(), "table");
+        assert_eq!(bufs[5], want[1].bytes(), "bytes");
+        assert_eq!(out[1].shape.as_fixed().unwrap(), vec![3 * 8 + 2 * 8]);
+    }
+    // The first case's strings, as ONNX gives them.
+    let t: Vec<i64> = {
+        let tys = [TensorType::fixed(DType::I64, &[2, 1, 2]), bt.clone(), TensorType::fixed(DType::I64, &[3, 2]), bt];
+        let out = op.infer("n", &tys).unwrap();
+        let xs = vec![table(&[[0, 2], [2, 5]], &[2, 1, 2]), bd.clone(), table(&[[5, 6], [6, 6], [6, 8]], &[3, 2]), bd];
+        let r = dlc_interp::eval(&op, &xs, &out).unwrap();
+        let (t, b) = (r[0].to_i64().unwrap(), r[1].bytes().to_vec());
+        let s: Vec<String> =
+            t.chunks(2).map(|p| String::from_utf8(b[p[0] as usize..p[1] as usize].to_vec()).unwrap()).collect();
+        assert_eq!(s, ["abf", "ab", "abgh", "cdef", "cde", "cdegh"]);
+        t
+    };
+    assert_eq!(t.len(), 12);
+}

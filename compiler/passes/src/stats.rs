@@ -53,6 +53,7 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         // known only at run time: its byte count as the bound).
         Op::StringEqual(_) => out.max(numel(1)),
         Op::StringCase(_) => out,
+        Op::StringConcat(_) => out.max(numel(1) + numel(3)),
         // One operation per result element.
         dlc_ir::pointwise!() | Op::Cast(_) | Op::Expand(_) | Op::GridSample(_) => out,
         // One per operand element.

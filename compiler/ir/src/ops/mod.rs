@@ -40,7 +40,9 @@ pub use quant::{range_quantization, QConv, QuantPack, PACK};
 pub use reduce::*;
 pub use resize::{scaled_dim, NearestMode, Resize, ResizeCoord, ResizeMode, ResizeTaps};
 pub use source::{Const, Input};
-pub use text::{case_table, map_case, string_bytes_check, string_table_shape, StringCase, StringEqual, CASE_TABLE_LEN};
+pub use text::{
+    case_table, map_case, string_bytes_check, string_table_shape, StringCase, StringConcat, StringEqual, CASE_TABLE_LEN,
+};
 
 /// An attribute value, as printed in the canonical text form.
 #[derive(Debug, Clone, PartialEq)]
@@ -558,7 +560,7 @@ op_table! {
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, TopK, NllLoss, CumSum,
     Reshape, Flatten, Transpose, Identity, BitCast, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
     Bind, Strided, NonZero, Nms, Unique, Compress, Iota, View, Loop,
-    StringEqual, StringCase,
+    StringEqual, StringCase, StringConcat,
 }
 
 impl Op {
@@ -663,7 +665,7 @@ impl Op {
             | Strided(_) | NonZero(_) | Nms(_) | Unique(_) | Compress(_) | Iota(_) | View(_) => OpKind::Movement,
             Loop(_) => OpKind::Control,
             // Compares bytes, no arithmetic; never fused into elementwise programs.
-            StringEqual(_) | StringCase(_) => OpKind::Movement,
+            StringEqual(_) | StringCase(_) | StringConcat(_) => OpKind::Movement,
         }
     }
 }

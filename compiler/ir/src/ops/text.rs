@@ -41,6 +41,46 @@ impl Infer for StringEqual {
 }
 
 op! {
+    /// String concatenation, element by element with numpy broadcasting: operands `a`
+    /// table, `a` bytes, `b` table, `b` bytes; results the table of the broadcast
+    /// element shape and the bytes, `ra * na + rb * nb` long where `ra`, `rb` are how many
+    /// times broadcasting repeats each element of `a`, `b` and `na`, `nb` their byte
+    /// counts: room for every element's bytes when an operand's ranges do not overlap (as
+    /// every table dlc builds); writes past it stop at its end. Unused bytes are 0.
+    StringConcat = "string_concat", operands 4..=4 {}
+}
+
+impl Infer for StringConcat {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let a = string_table_shape(&inputs[0], node, op, "operand 0")?;
+        string_bytes_check(&inputs[1], node, op, "operand 1")?;
+        let b = string_table_shape(&inputs[2], node, op, "operand 2")?;
+        string_bytes_check(&inputs[3], node, op, "operand 3")?;
+        let shape = super::broadcast_shapes(&a, &b).map_err(|m| IrError::shape(node, op, m))?;
+        let repeat = |x: &Shape| -> Result<Dim, IrError> {
+            if x.0.len() == shape.0.len() && x.0 == shape.0 {
+                return Ok(Dim::Fixed(1));
+            }
+            match (shape.numel(), x.numel()) {
+                (Some(o), Some(n)) if n > 0 => Ok(Dim::Fixed(o / n)),
+                (_, Some(1)) => Ok(Dim::product(&shape.0)),
+                _ => Dim::quotient(&shape.0, &x.0)
+                    .ok_or_else(|| IrError::shape(node, op, format!("broadcasting {x} to {shape} needs known dims"))),
+            }
+        };
+        let (ra, rb) = (repeat(&a)?, repeat(&b)?);
+        let n = Dim::sum(&[
+            Dim::product(&[ra, inputs[1].shape.0[0].clone()]),
+            Dim::product(&[rb, inputs[3].shape.0[0].clone()]),
+        ]);
+        let mut table = shape.clone();
+        table.0.push(Dim::Fixed(2));
+        Ok(vec![TensorType { dtype: DType::I64, shape: table }, TensorType { dtype: DType::U8, shape: Shape(vec![n]) }])
+    }
+}
+
+op! {
     /// The case change of string bytes (`u8[n]` to `u8[n]`, the element table unchanged):
     /// every character of one or two UTF-8 bytes (U+0000..U+07FF: Latin, Greek, Cyrillic,
     /// Armenian...) whose simple upper- or lowercase mapping is one character of as many

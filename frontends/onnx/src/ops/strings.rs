@@ -20,7 +20,7 @@ pub(crate) struct StrVal {
 }
 
 /// The ops that take or make string tensors here (besides Identity and Equal of strings).
-pub(crate) const OPS: &[&str] = &["StringNormalizer"];
+pub(crate) const OPS: &[&str] = &["StringNormalizer", "StringConcat"];
 
 /// Registers the string ops (the importer dispatches them to [`build`]; the registry
 /// entries say they are supported).
@@ -121,9 +121,14 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             Ok(vec![Out::Value(cx.add1("", StringEqual {}, &[a.table, a.bytes, b.table, b.bytes])?)])
         }
         "StringNormalizer" => normalizer(cx),
+        "StringConcat" => {
+            let (a, b) = (string_input(cx, 0)?, string_input(cx, 1)?);
+            let outs = cx.add("", dlc_ir::ops::StringConcat {}, &[a.table, a.bytes, b.table, b.bytes])?;
+            Ok(vec![Out::Str(StrVal { table: outs[0], bytes: outs[1] })])
+        }
         _ => Err(format!(
-            "{op} of a string tensor is not supported yet (dlc takes string tensors in Identity, Equal and \
-             StringNormalizer; see docs/strings.md)"
+            "{op} of a string tensor is not supported yet (dlc takes string tensors in Identity, Equal, \
+             StringNormalizer and StringConcat; see docs/strings.md)"
         )),
     }
 }
