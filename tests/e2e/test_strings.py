@@ -137,3 +137,38 @@ def test_concat_of_normalized_strings(tmp_path):
         got, want = dlc_run(art, path, feeds, tmp_path), ort_run(path, feeds)
         assert got["y"].tolist() == want["y"].tolist(), (x, got, want)
         np.testing.assert_array_equal(got["hit"], want["hit"])
+
+
+SPLIT_WORDS = ["a,b,,c", "", ",", "é,ü,,", "one", " a  b\tc\n", "x<>y<><>z", "  lead trail  ", "ω,ж", ",,,,,,", "a\x1cb"]
+
+
+@pytest.mark.parametrize("delimiter,maxsplit", [(",", None), ("<>", None), (None, None), ("", 1), (",", 2), (None, 0)])
+@pytest.mark.parametrize("shape", [[5], [2, 3]])
+def test_string_split_matches_the_onnx_reference(delimiter, maxsplit, shape, tmp_path):
+    """The reference is onnx's (Python's str.split). ONNX Runtime 1.32 differs from it in
+    three documented ways (docs/strings.md): an empty string gives no piece under a
+    delimiter, only spaces separate without one, and the rest after maxsplit loses its
+    trailing spaces; where its outputs equal the reference's, dlc's must equal both."""
+    from onnx.reference import ReferenceEvaluator
+
+    attrs = {k: v for k, v in (("delimiter", delimiter), ("maxsplit", maxsplit)) if v is not None}
+    path = tmp_path / "split.onnx"
+    _save(path, [h.make_node("StringSplit", ["x"], ["y", "n"], **attrs)], [h.make_tensor_value_info("x", T.STRING, shape)],
+          [h.make_tensor_value_info("y", T.STRING, None), h.make_tensor_value_info("n", T.INT64, None)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    ref = ReferenceEvaluator(str(path))
+    rng = np.random.default_rng(len(shape) * 7 + (maxsplit or 0))
+    size = int(np.prod(shape))
+    agreed = 0
+    for trial in range(6):
+        words = rng.choice(SPLIT_WORDS, size=size) if trial else np.array(["", " ", "", "  ", "\t", ""][:size])
+        feeds = {"x": _strings(words).reshape(shape)}
+        got = dlc_run(art, path, feeds, tmp_path)
+        want = dict(zip(["y", "n"], ref.run(None, feeds)))
+        np.testing.assert_array_equal(got["n"], want["n"])
+        assert got["y"].shape == want["y"].shape and got["y"].tolist() == want["y"].tolist(), (trial, feeds, got, want)
+        o = ort_run(path, feeds)
+        if o["y"].tolist() == want["y"].tolist() and o["n"].tolist() == want["n"].tolist():
+            agreed += 1
+    assert agreed or delimiter is None or maxsplit is not None, "ORT agreed with the reference on no batch"

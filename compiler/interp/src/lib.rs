@@ -488,6 +488,42 @@ fn string_concat(ins: &[T], out_types: &[TensorType]) -> Result<Vec<TensorData>,
     Ok(vec![t, d])
 }
 
+/// StringSplitCount (`table` None) or StringSplit: each element's pieces as
+/// [`dlc_ir::ops::split_ranges`] makes them (ranges clamped to the bytes first).
+fn string_split(
+    ins: &[T],
+    delimiter: &str,
+    maxsplit: i64,
+    table: Option<()>,
+    out_types: &[TensorType],
+) -> Result<Vec<TensorData>, EvalError> {
+    let bad = |m: &str| EvalError::Invalid(format!("string_split: {m}"));
+    let [t, b] = ins else { return Err(bad("takes two operands")) };
+    let (Data::I(t), Data::I(b)) = (&t.data, &b.data) else { return Err(bad("integers")) };
+    let bytes: Vec<u8> = b.iter().map(|&v| v as u8).collect();
+    let n = bytes.len() as i64;
+    let dims = match table {
+        Some(()) => out_types[0].shape.as_fixed().ok_or_else(|| unsupported("symbolic shapes"))?,
+        None => ins[0].dims[..ins[0].dims.len() - 1].to_vec(),
+    };
+    let k = if table.is_some() { dims[dims.len() - 2] as usize } else { 0 };
+    let mut out = Vec::new();
+    for p in t.chunks_exact(2) {
+        let s = p[0].clamp(0, n);
+        let e = p[1].clamp(s, n);
+        let pieces = dlc_ir::ops::split_ranges(&bytes[s as usize..e as usize], delimiter.as_bytes(), maxsplit);
+        if table.is_none() {
+            out.push(pieces.len() as i64);
+            continue;
+        }
+        for j in 0..k {
+            let (a, z) = pieces.get(j).map_or((0, 0), |&(a, z)| (s + a as i64, s + z as i64));
+            out.extend([a, z]);
+        }
+    }
+    Ok(vec![TensorData::from_i64(&dims, &out).ok_or_else(|| bad("result"))?])
+}
+
 /// Evaluates `op` on constant operands. Results are limited to 16 Mi elements.
 pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<Vec<TensorData>, EvalError> {
     let ins: Vec<T> = inputs.iter().map(T::from_tensor).collect::<Result<_, _>>()?;
@@ -530,6 +566,15 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::Unique(u) => return unique(u, &ins),
         Op::StringEqual(_) => return string_equal(&ins, out),
         Op::StringConcat(_) => return string_concat(&ins, out_types),
+        Op::StringSplitCount(o) => {
+            let counts = string_split(&ins, &o.delimiter, o.maxsplit, None, out_types)?;
+            if !o.most {
+                return Ok(counts);
+            }
+            let most = counts[0].to_i64().and_then(|v| v.into_iter().max()).unwrap_or(0);
+            return Ok(vec![TensorData::from_i64(&[1], &[most]).expect("one")]);
+        }
+        Op::StringSplit(o) => return string_split(&ins, &o.delimiter, o.maxsplit, Some(()), out_types),
         Op::StringCase(c) => {
             let Data::I(b) = &ins[0].data else { return Err(EvalError::Invalid("string_case: bytes".into())) };
             let bytes: Vec<u8> = b.iter().map(|&v| v as u8).collect();
@@ -1123,6 +1168,8 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::StringEqual(_)
         | Op::StringCase(_)
         | Op::StringConcat(_)
+        | Op::StringSplitCount(_)
+        | Op::StringSplit(_)
         | Op::Loop(_)
         | Op::ArgMin(_)
         | Op::NllLoss(_)
@@ -1451,6 +1498,8 @@ macro_rules! not_elementwise {
             | Op::StringEqual(_)
             | Op::StringCase(_)
             | Op::StringConcat(_)
+            | Op::StringSplitCount(_)
+            | Op::StringSplit(_)
             | Op::Loop(_)
             | Op::ArgMin(_)
             | Op::NllLoss(_)

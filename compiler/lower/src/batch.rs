@@ -133,6 +133,8 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::StringEqual(_)
         | Op::StringCase(_)
         | Op::StringConcat(_)
+        | Op::StringSplitCount(_)
+        | Op::StringSplit(_)
         | Op::Compress(_)
         | Op::ResizeTaps(_)
         | Op::Iota(_)

@@ -133,6 +133,8 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::StringEqual(_)
         | Op::StringCase(_)
         | Op::StringConcat(_)
+        | Op::StringSplitCount(_)
+        | Op::StringSplit(_)
         | Op::Loop(_)
         | Op::Compress(_) => return None,
     })

@@ -287,6 +287,8 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::StringEqual(_) => text::string_equal(kernel, n),
         Op::StringCase(op) => text::string_case(kernel, n, op),
         Op::StringConcat(_) => text::string_concat(kernel, n),
+        Op::StringSplitCount(op) => text::string_split_count(kernel, n, op),
+        Op::StringSplit(op) => text::string_split(kernel, n, op),
         Op::Compress(op) => movement::compress(kernel, n, op),
         Op::Iota(op) => movement::iota(kernel, n, op),
         Op::Concat(op) => movement::concat(kernel, n, op.axis),

@@ -240,3 +240,225 @@ pub fn string_concat(name: &str, n: &Node) -> Result<Kernel, LowerError> {
     });
     Ok(b.finish())
 }
+
+/// The StringSplit scan of each element (as `dlc_ir::ops::split_ranges` defines it), one
+/// element after another: `emit(b, e, count, start, end)` for each piece (`e` the
+/// element's flat index, `count` the pieces before it), then `done(b, e, count)`.
+fn split_scan(
+    b: &mut KernelBuilder,
+    n: &Node,
+    delimiter: &[u8],
+    maxsplit: i64,
+    emit: &dyn Fn(&mut KernelBuilder, &Expr, ValId, ValId, ValId),
+    done: &dyn Fn(&mut KernelBuilder, &Expr, ValId),
+) {
+    let mut elems = Node::dims(&n.inputs[0]);
+    elems.pop();
+    let numel = elems.iter().fold(Expr::c(1), |p, d| &p * d);
+    let nbytes = Node::dims(&n.inputs[1])[0].clone();
+    let limit = if maxsplit < 0 { i64::MAX } else { maxsplit };
+    let byte = |b: &mut KernelBuilder, at: Expr| {
+        let raw = b.load(Ty::scalar(Elem::I8), 1, at, 1);
+        b.let_(Inst::Cast(dlc_kir::CastOp::Zext, raw, I64))
+    };
+    b.for_(Expr::c(0), numel, LoopKind::Serial, |b, e| {
+        let (s, len) = element(b, 0, e.clone(), &nbytes);
+        let end = b.bin(BinOp::Add, s, len);
+        let zero = b.i64(0);
+        let count = b.local(I64, zero);
+        let lim = b.i64(limit);
+        let bump = |b: &mut KernelBuilder| {
+            let c = b.let_(Inst::Get(count));
+            let one = b.i64(1);
+            let c1 = b.bin(BinOp::Add, c, one);
+            b.stmt(Stmt::Set(count, c1));
+        };
+        if delimiter.is_empty() {
+            let (in_piece, start, stop) = (b.local(I64, zero), b.local(I64, zero), b.local(I64, zero));
+            b.for_(Expr::val(s), Expr::val(end), LoopKind::Serial, |b, i| {
+                let x = byte(b, i.clone());
+                // ASCII whitespace: 9..=13, 28..=31 and the space.
+                let ws = [(9, 13), (28, 32)].iter().fold(None, |acc: Option<ValId>, &(lo, hi)| {
+                    let (l, h) = (b.i64(lo), b.i64(hi));
+                    let ge = b.cmp(CmpOp::Sge, x, l);
+                    let le = b.cmp(CmpOp::Sle, x, h);
+                    let r = b.bin(BinOp::And, ge, le);
+                    Some(match acc {
+                        Some(a) => b.bin(BinOp::Or, a, r),
+                        None => r,
+                    })
+                });
+                let ws = ws.expect("two ranges");
+                let iv = b.index(i.clone());
+                let st = b.let_(Inst::Get(stop));
+                let z = b.i64(0);
+                let running = b.cmp(CmpOp::Eq, st, z);
+                b.if_(
+                    running,
+                    |b| {
+                        let ip = b.let_(Inst::Get(in_piece));
+                        let z = b.i64(0);
+                        let outside = b.cmp(CmpOp::Eq, ip, z);
+                        let t = b.cmp(CmpOp::Eq, ws, ws);
+                        let not_ws = b.bin(BinOp::Xor, ws, t);
+                        let begins = b.bin(BinOp::And, outside, not_ws);
+                        b.if_(
+                            begins,
+                            |b| {
+                                let c = b.let_(Inst::Get(count));
+                                let last = b.cmp(CmpOp::Eq, c, lim);
+                                b.if_(
+                                    last,
+                                    |b| {
+                                        emit(b, &e, c, iv, end);
+                                        bump(b);
+                                        let one = b.i64(1);
+                                        b.stmt(Stmt::Set(stop, one));
+                                    },
+                                    |b| {
+                                        let one = b.i64(1);
+                                        b.stmt(Stmt::Set(in_piece, one));
+                                        b.stmt(Stmt::Set(start, iv));
+                                    },
+                                );
+                            },
+                            |b| {
+                                let ip = b.let_(Inst::Get(in_piece));
+                                let one = b.i64(1);
+                                let inside = b.cmp(CmpOp::Eq, ip, one);
+                                let ends = b.bin(BinOp::And, inside, ws);
+                                b.if_(
+                                    ends,
+                                    |b| {
+                                        let (c, st) = (b.let_(Inst::Get(count)), b.let_(Inst::Get(start)));
+                                        emit(b, &e, c, st, iv);
+                                        bump(b);
+                                        let z = b.i64(0);
+                                        b.stmt(Stmt::Set(in_piece, z));
+                                    },
+                                    |_| {},
+                                );
+                            },
+                        );
+                    },
+                    |_| {},
+                );
+            });
+            let (ip, st) = (b.let_(Inst::Get(in_piece)), b.let_(Inst::Get(stop)));
+            let one = b.i64(1);
+            let z = b.i64(0);
+            let inside = b.cmp(CmpOp::Eq, ip, one);
+            let running = b.cmp(CmpOp::Eq, st, z);
+            let open = b.bin(BinOp::And, inside, running);
+            b.if_(
+                open,
+                |b| {
+                    let (c, sv) = (b.let_(Inst::Get(count)), b.let_(Inst::Get(start)));
+                    emit(b, &e, c, sv, end);
+                    bump(b);
+                },
+                |_| {},
+            );
+        } else {
+            let d = delimiter.len() as i64;
+            let (start, next) = (b.local(I64, s), b.local(I64, s));
+            let last_byte = b.index(&nbytes - &Expr::c(1));
+            b.for_(Expr::val(s), Expr::val(end), LoopKind::Serial, |b, i| {
+                let iv = b.index(i.clone());
+                let nx = b.let_(Inst::Get(next));
+                let c = b.let_(Inst::Get(count));
+                let dv = b.i64(d);
+                let past = b.bin(BinOp::Add, iv, dv);
+                let mut ok = b.cmp(CmpOp::Sge, iv, nx);
+                let under = b.cmp(CmpOp::Slt, c, lim);
+                ok = b.bin(BinOp::And, ok, under);
+                let fits = b.cmp(CmpOp::Sle, past, end);
+                ok = b.bin(BinOp::And, ok, fits);
+                for (j, &want) in delimiter.iter().enumerate() {
+                    // In bounds whatever `fits` says (the value only matters when it holds).
+                    let jv = b.i64(j as i64);
+                    let at = b.bin(BinOp::Add, iv, jv);
+                    let at = b.bin(BinOp::SMin, at, last_byte);
+                    let x = byte(b, Expr::val(at));
+                    let w = b.i64(want as i64);
+                    let same = b.cmp(CmpOp::Eq, x, w);
+                    ok = b.bin(BinOp::And, ok, same);
+                }
+                b.if_(
+                    ok,
+                    |b| {
+                        let st = b.let_(Inst::Get(start));
+                        emit(b, &e, c, st, iv);
+                        bump(b);
+                        b.stmt(Stmt::Set(start, past));
+                        b.stmt(Stmt::Set(next, past));
+                    },
+                    |_| {},
+                );
+            });
+            let (c, st) = (b.let_(Inst::Get(count)), b.let_(Inst::Get(start)));
+            emit(b, &e, c, st, end);
+            bump(b);
+        }
+        let c = b.let_(Inst::Get(count));
+        done(b, &e, c);
+    });
+}
+
+/// StringSplitCount: each element's number of pieces, or (`most`) the largest.
+pub fn string_split_count(name: &str, n: &Node, op: &dlc_ir::ops::StringSplitCount) -> Result<Kernel, LowerError> {
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
+    let zero = b.i64(0);
+    let best = b.local(I64, zero);
+    let done = |b: &mut KernelBuilder, e: &Expr, c: ValId| {
+        if op.most {
+            let m = b.let_(Inst::Get(best));
+            let m = b.bin(BinOp::SMax, m, c);
+            b.stmt(Stmt::Set(best, m));
+        } else {
+            b.store(2, e.clone(), c, 8)
+        }
+    };
+    split_scan(&mut b, n, op.delimiter.as_bytes(), op.maxsplit, &|_, _, _, _, _| {}, &done);
+    if op.most {
+        let m = b.let_(Inst::Get(best));
+        b.store(2, Expr::c(0), m, 8);
+    }
+    Ok(b.finish())
+}
+
+/// StringSplit: each element's pieces (as ranges into the operand's bytes), then empty
+/// strings to the result's `pieces` extent; a piece past it is not written.
+pub fn string_split(name: &str, n: &Node, op: &dlc_ir::ops::StringSplit) -> Result<Kernel, LowerError> {
+    let k = {
+        let d = Node::dims(&n.outputs[0]);
+        d[d.len() - 2].clone()
+    };
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
+    let emit = |b: &mut KernelBuilder, e: &Expr, c: ValId, s: ValId, t: ValId| {
+        let kv = b.index(k.clone());
+        let room = b.cmp(CmpOp::Slt, c, kv);
+        let k = k.clone();
+        let e = e.clone();
+        b.if_(
+            room,
+            |b| {
+                let at = &(&e * &k) + &Expr::val(c);
+                b.store(2, at.scale(2), s, 8);
+                b.store(2, &at.scale(2) + &Expr::c(1), t, 8);
+            },
+            |_| {},
+        );
+    };
+    let done = |b: &mut KernelBuilder, e: &Expr, c: ValId| {
+        let (k, e) = (k.clone(), e.clone());
+        b.for_(Expr::val(c), k.clone(), LoopKind::Serial, |b, j| {
+            let z = b.i64(0);
+            let at = &(&e * &k) + &j;
+            b.store(2, at.scale(2), z, 8);
+            b.store(2, &at.scale(2) + &Expr::c(1), z, 8);
+        });
+    };
+    split_scan(&mut b, n, op.delimiter.as_bytes(), op.maxsplit, &emit, &done);
+    Ok(b.finish())
+}

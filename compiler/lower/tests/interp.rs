@@ -2011,3 +2011,47 @@ fn string_concat_matches_the_reference_and_stops_at_the_end_of_its_bytes() {
     };
     assert_eq!(t.len(), 12);
 }
+
+#[test]
+fn string_split_kernels_match_the_reference() {
+    let text = "a,b,,c|  x  y\tz |,|é<>ü<><>|one| |<>|a\u{1c}b  |p\rq\u{b}r\u{1f}";
+    let bytes = text.as_bytes();
+    // Every element a '|'-separated field, and two ranges outside the bytes (clamped).
+    let mut rows: Vec<[i64; 2]> = Vec::new();
+    let mut at = 0;
+    for f in text.split('|') {
+        rows.push([at as i64, (at + f.len()) as i64]);
+        at += f.len() + 1;
+    }
+    rows.push([-4, 3]);
+    rows.push([40, 999]);
+    let n = rows.len() as u64;
+    let flat: Vec<i64> = rows.iter().flatten().copied().collect();
+    let bt = TensorType::fixed(DType::U8, &[bytes.len() as u64]);
+    let bd = TensorData::new(bt.clone(), Arc::from(bytes)).unwrap();
+    for (delimiter, maxsplit) in [(",", -1), ("<>", -1), ("", -1), ("", 1), (",", 1), ("", 0)] {
+        let make = |_: &[TensorType]| vec![i64s(&[n, 2], &flat), bd.clone()];
+        let tys = [TensorType::fixed(DType::I64, &[n, 2]), bt.clone()];
+        for most in [false, true] {
+            let op: Op = dlc_ir::ops::StringSplitCount { delimiter: delimiter.into(), maxsplit, most }.into();
+            check_with(op, &tys, &make, &[&[]]);
+        }
+        let split = |pieces: &str| -> Op {
+            dlc_ir::ops::StringSplit { delimiter: delimiter.into(), maxsplit, pieces: pieces.into() }.into()
+        };
+        for pieces in ["5", "2"] {
+            check_with(split(pieces), &tys, &make, &[&[]]);
+        }
+        // A run-time piece count (a computed dim): the kernel at K = 5 gives the table of 5.
+        let (sym, fixed) = (split("K"), split("5"));
+        let out = sym.infer("n", &tys).unwrap();
+        let node = dlc_lower::Node { name: "n", op: &sym, inputs: &tys, outputs: &out, consts: &[], operand_max: &[] };
+        let k = dlc_lower::lower("k", &node, &T).unwrap().unwrap();
+        let xs = make(&tys);
+        let want = dlc_interp::eval(&fixed, &xs, &fixed.infer("n", &tys).unwrap()).unwrap();
+        let mut bufs: Vec<Vec<u8>> = xs.iter().map(|x| x.bytes().to_vec()).collect();
+        bufs.push(vec![0xAA; want[0].bytes().len()]);
+        run_kernel(&k, &mut bufs, &BTreeMap::from([("K".to_string(), 5)])).unwrap();
+        assert_eq!(bufs[2], want[0].bytes(), "{delimiter:?} {maxsplit}");
+    }
+}

@@ -54,6 +54,7 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         Op::StringEqual(_) => out.max(numel(1)),
         Op::StringCase(_) => out,
         Op::StringConcat(_) => out.max(numel(1) + numel(3)),
+        Op::StringSplitCount(_) | Op::StringSplit(_) => out.max(numel(1)),
         // One operation per result element.
         dlc_ir::pointwise!() | Op::Cast(_) | Op::Expand(_) | Op::GridSample(_) => out,
         // One per operand element.

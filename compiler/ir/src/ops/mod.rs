@@ -41,7 +41,8 @@ pub use reduce::*;
 pub use resize::{scaled_dim, NearestMode, Resize, ResizeCoord, ResizeMode, ResizeTaps};
 pub use source::{Const, Input};
 pub use text::{
-    case_table, map_case, string_bytes_check, string_table_shape, StringCase, StringConcat, StringEqual, CASE_TABLE_LEN,
+    case_table, map_case, split_ranges, string_bytes_check, string_table_shape, StringCase, StringConcat, StringEqual,
+    StringSplit, StringSplitCount, CASE_TABLE_LEN,
 };
 
 /// An attribute value, as printed in the canonical text form.
@@ -560,7 +561,7 @@ op_table! {
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, TopK, NllLoss, CumSum,
     Reshape, Flatten, Transpose, Identity, BitCast, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
     Bind, Strided, NonZero, Nms, Unique, Compress, Iota, View, Loop,
-    StringEqual, StringCase, StringConcat,
+    StringEqual, StringCase, StringConcat, StringSplitCount, StringSplit,
 }
 
 impl Op {
@@ -665,7 +666,7 @@ impl Op {
             | Strided(_) | NonZero(_) | Nms(_) | Unique(_) | Compress(_) | Iota(_) | View(_) => OpKind::Movement,
             Loop(_) => OpKind::Control,
             // Compares bytes, no arithmetic; never fused into elementwise programs.
-            StringEqual(_) | StringCase(_) | StringConcat(_) => OpKind::Movement,
+            StringEqual(_) | StringCase(_) | StringConcat(_) | StringSplitCount(_) | StringSplit(_) => OpKind::Movement,
         }
     }
 }

@@ -81,6 +81,86 @@ impl Infer for StringConcat {
 }
 
 op! {
+    /// How many pieces StringSplit makes of each string (operands: table, bytes; an
+    /// `i64` result of the element shape). `delimiter` empty: runs of ASCII whitespace
+    /// separate pieces and none is empty (Python's `str.split()`); else every occurrence
+    /// of it does. At most `maxsplit` splits (negative: no limit), the last piece keeping
+    /// the rest. With `most`, one count instead, `i64[1]`: the largest (0 for none).
+    StringSplitCount = "string_split_count", operands 2..=2 { delimiter: String, maxsplit: i64, most: bool }
+}
+
+impl Infer for StringSplitCount {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let shape = string_table_shape(&inputs[0], node, op, "operand 0")?;
+        string_bytes_check(&inputs[1], node, op, "operand 1")?;
+        let shape = if self.most { Shape(vec![Dim::Fixed(1)]) } else { shape };
+        Ok(vec![TensorType { dtype: DType::I64, shape }])
+    }
+}
+
+op! {
+    /// StringSplit's pieces (as [`StringSplitCount`] counts them): a table of the element
+    /// shape and `pieces` more (a dim expression, at least every element's count), each
+    /// element's pieces first and empty strings after; the bytes are the operand's.
+    StringSplit = "string_split", operands 2..=2 { delimiter: String, maxsplit: i64, pieces: String }
+}
+
+impl Infer for StringSplit {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let mut shape = string_table_shape(&inputs[0], node, op, "operand 0")?;
+        string_bytes_check(&inputs[1], node, op, "operand 1")?;
+        let k = dlc_sym::parse(&self.pieces)
+            .ok()
+            .and_then(Dim::from_expr)
+            .ok_or_else(|| IrError::shape(node, op, format!("pieces '{}' is not a dim", self.pieces)))?;
+        shape.0.push(k);
+        shape.0.push(Dim::Fixed(2));
+        Ok(vec![TensorType { dtype: DType::I64, shape }])
+    }
+}
+
+/// The pieces of `s` as StringSplit makes them (byte ranges into `s`): the reference the
+/// interpreter runs and the kernel is tested against.
+pub fn split_ranges(s: &[u8], delimiter: &[u8], maxsplit: i64) -> Vec<(usize, usize)> {
+    let limit = if maxsplit < 0 { usize::MAX } else { maxsplit as usize };
+    let mut out = Vec::new();
+    if delimiter.is_empty() {
+        let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | 0x1C..=0x1F);
+        let mut i = 0;
+        while i < s.len() {
+            if ws(s[i]) {
+                i += 1;
+                continue;
+            }
+            if out.len() == limit {
+                out.push((i, s.len()));
+                return out;
+            }
+            let start = i;
+            while i < s.len() && !ws(s[i]) {
+                i += 1;
+            }
+            out.push((start, i));
+        }
+        return out;
+    }
+    let (mut start, mut i) = (0, 0);
+    while i + delimiter.len() <= s.len() {
+        if out.len() < limit && &s[i..i + delimiter.len()] == delimiter {
+            out.push((start, i));
+            i += delimiter.len();
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push((start, s.len()));
+    out
+}
+
+op! {
     /// The case change of string bytes (`u8[n]` to `u8[n]`, the element table unchanged):
     /// every character of one or two UTF-8 bytes (U+0000..U+07FF: Latin, Greek, Cyrillic,
     /// Armenian...) whose simple upper- or lowercase mapping is one character of as many
@@ -146,6 +226,21 @@ pub fn map_case(bytes: &[u8], table: &[u32]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_as_python_does() {
+        let py = |s: &str, d: &str, m: i64| -> Vec<String> {
+            split_ranges(s.as_bytes(), d.as_bytes(), m).iter().map(|&(a, b)| s[a..b].to_string()).collect()
+        };
+        assert_eq!(py("a,b,,c", ",", -1), ["a", "b", "", "c"]);
+        assert_eq!(py("a,b,,c", ",", 2), ["a", "b", ",c"]);
+        assert_eq!(py("", ",", -1), [""]);
+        assert_eq!(py("a<>b<><>", "<>", -1), ["a", "b", "", ""]);
+        assert_eq!(py("  a \t b  c ", "", -1), ["a", "b", "c"]);
+        assert_eq!(py("  a \t b  c ", "", 1), ["a", "b  c "]);
+        assert_eq!(py("   ", "", -1), Vec::<String>::new());
+        assert_eq!(py("ab", "", 0), ["ab"]);
+    }
 
     #[test]
     fn case_mapping_keeps_byte_lengths() {

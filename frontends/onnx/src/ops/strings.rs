@@ -20,7 +20,7 @@ pub(crate) struct StrVal {
 }
 
 /// The ops that take or make string tensors here (besides Identity and Equal of strings).
-pub(crate) const OPS: &[&str] = &["StringNormalizer", "StringConcat"];
+pub(crate) const OPS: &[&str] = &["StringNormalizer", "StringConcat", "StringSplit"];
 
 /// Registers the string ops (the importer dispatches them to [`build`]; the registry
 /// entries say they are supported).
@@ -121,6 +121,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             Ok(vec![Out::Value(cx.add1("", StringEqual {}, &[a.table, a.bytes, b.table, b.bytes])?)])
         }
         "StringNormalizer" => normalizer(cx),
+        "StringSplit" => split(cx),
         "StringConcat" => {
             let (a, b) = (string_input(cx, 0)?, string_input(cx, 1)?);
             let outs = cx.add("", dlc_ir::ops::StringConcat {}, &[a.table, a.bytes, b.table, b.bytes])?;
@@ -128,7 +129,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
         }
         _ => Err(format!(
             "{op} of a string tensor is not supported yet (dlc takes string tensors in Identity, Equal, \
-             StringNormalizer and StringConcat; see docs/strings.md)"
+             StringNormalizer, StringConcat and StringSplit; see docs/strings.md)"
         )),
     }
 }
@@ -210,4 +211,22 @@ fn normalizer(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
     let table =
         if two_d { cx.add1("rows", Reshape { shape: vec![1, -1, 2], allowzero: false }, &[table])? } else { table };
     Ok(vec![Out::Str(StrVal { table, bytes })])
+}
+
+/// StringSplit: the pieces of every element are counted first (`string_split_count`);
+/// their maximum is a computed dim (the artifact's prologue finds it before the run, so
+/// the result is sized by it), and `string_split` writes each element's pieces, then
+/// empty strings, as ranges into the operand's bytes. The counts are the second result.
+fn split(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
+    let x = string_input(cx, 0)?;
+    let delimiter = cx.string("delimiter", "")?;
+    let maxsplit = if cx.has("maxsplit") { cx.int("maxsplit", -1).max(-1) } else { -1 };
+    let count = |most| dlc_ir::ops::StringSplitCount { delimiter: delimiter.clone(), maxsplit, most };
+    let counts = cx.add1("counts", count(false), &[x.table, x.bytes])?;
+    // Its own node (the counts may be a model output, which the prologue cannot read).
+    let most = cx.add1("most", count(true), &[x.table, x.bytes])?;
+    let (view, k) = super::bind::computed_dims(cx, x.table, most, "pieces")?;
+    let op = dlc_ir::ops::StringSplit { delimiter, maxsplit, pieces: k[0].to_string() };
+    let table = cx.add1("", op, &[view, x.bytes])?;
+    Ok(vec![Out::Str(StrVal { table, bytes: x.bytes }), Out::Value(counts)])
 }
