@@ -166,6 +166,8 @@ pub(crate) struct Importer<'m> {
     pub shape_values: HashMap<String, crate::ops::shapes::ShapeVal>,
     /// ONNX value name -> the elements of a sequence of known length (`ops::sequence`).
     pub sequences: HashMap<String, Vec<Value>>,
+    /// ONNX value names of empty optionals (`ops::optional`).
+    pub absent: std::collections::HashSet<String>,
     /// ONNX value name -> a string tensor's table and bytes (`ops::strings`).
     pub strings: HashMap<String, crate::ops::strings::StrVal>,
     /// The shape values that a Cast made floats (their elements are still the integral
@@ -207,6 +209,7 @@ impl<'m> Importer<'m> {
             shape_values: HashMap::new(),
             sequences: HashMap::new(),
             strings: HashMap::new(),
+            absent: Default::default(),
             float_shapes: Default::default(),
             symbols: Vec::new(),
             guards: Vec::new(),
@@ -409,7 +412,9 @@ impl<'m> Importer<'m> {
             // Arithmetic between a shape value and data known only at run time computes at
             // run time: the shape values become tensors.
             let uses_shape = uses_shape && !shapes::materialize_for_data(&mut cx).map_err(node_err)?;
-            let outs: Vec<Out> = if crate::ops::strings::applies(&cx) {
+            let outs: Vec<Out> = if crate::ops::optional::applies(&cx) {
+                crate::ops::optional::build(&mut cx).map_err(node_err)?
+            } else if crate::ops::strings::applies(&cx) {
                 crate::ops::strings::build(&mut cx).map_err(node_err)?
             } else if crate::ops::sequence::applies(&cx) {
                 crate::ops::sequence::build(&mut cx).map_err(node_err)?
@@ -441,6 +446,9 @@ impl<'m> Importer<'m> {
                     Out::Str(s) => {
                         self.strings.insert(oname.clone(), s);
                     }
+                    Out::Absent => {
+                        self.absent.insert(oname.clone());
+                    }
                 }
             }
         }
@@ -448,7 +456,14 @@ impl<'m> Importer<'m> {
     }
 
     fn value_info_type(&self, vi: &onnx_protobuf::ValueInfoProto) -> Result<TensorType, OnnxError> {
-        let Some(type_proto::Value::TensorType(t)) = vi.type_.as_ref().and_then(|t| t.value.as_ref()) else {
+        // An optional tensor input is a tensor the caller always gives (dlc has no absent
+        // model inputs: `ops::optional`).
+        let value = vi.type_.as_ref().and_then(|t| t.value.as_ref());
+        let value = match value {
+            Some(type_proto::Value::OptionalType(o)) => o.elem_type.as_ref().and_then(|t| t.value.as_ref()),
+            v => v,
+        };
+        let Some(type_proto::Value::TensorType(t)) = value else {
             return Err(
                 self.model_err(format!("input '{}' is not a tensor (sequences and maps are unsupported)", vi.name))
             );
@@ -486,6 +501,9 @@ impl<'m> Importer<'m> {
             self.known.insert(v, t);
             self.values.insert(name.to_string(), v);
             return Ok(v);
+        }
+        if self.absent.contains(name) {
+            return Err(format!("value '{name}' is an empty optional (it has no element)"));
         }
         if self.strings.contains_key(name) {
             return Err(format!(

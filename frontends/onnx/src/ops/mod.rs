@@ -16,6 +16,7 @@ pub(crate) mod elementwise;
 mod linalg;
 mod movement;
 mod nn;
+pub(crate) mod optional;
 mod quant;
 mod reduce;
 pub(crate) mod resize;
@@ -53,6 +54,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         signal::register(&mut reg);
         sequence::register(&mut reg);
         strings::register(&mut reg);
+        optional::register(&mut reg);
         training::register(&mut reg);
         reg
     })

@@ -29,6 +29,8 @@ pub(crate) enum Out {
     Seq(Vec<Value>),
     /// A string tensor (`ops::strings`).
     Str(super::strings::StrVal),
+    /// An empty optional (`ops::optional`).
+    Absent,
 }
 
 /// The ops this module evaluates on shape values.

@@ -1,0 +1,61 @@
+//! Optionals, known at import: an optional that holds an element is that element (a
+//! tensor, a sequence or a string tensor, under its own name); an empty one is only a
+//! name (`Importer::absent`). `Optional`, `OptionalHasElement` (a constant) and
+//! `OptionalGetElement` work on that; an element read from an empty optional is refused
+//! at compile time. A model input of optional type is a tensor the caller always gives:
+//! dlc has no absent model inputs (the C ABI takes a buffer per input).
+use super::shapes::Out;
+use super::NodeCx;
+use dlc_ir::{DType, TensorData, TensorType};
+
+/// The ops this module evaluates.
+pub(crate) const OPS: &[&str] = &["Optional", "OptionalHasElement", "OptionalGetElement"];
+
+/// Registers the optional ops (the importer dispatches them to [`build`]).
+pub(crate) fn register(reg: &mut std::collections::HashMap<&'static str, super::BuildFn>) {
+    for op in OPS {
+        reg.insert(op, |cx| Err(format!("internal: {} reached the tensor path", cx.node.op_type)));
+    }
+}
+
+/// Whether the node is an optional op, or reads an empty optional.
+pub(crate) fn applies(cx: &NodeCx) -> bool {
+    cx.node.domain.is_empty()
+        && (OPS.contains(&cx.node.op_type.as_str()) || cx.node.input.iter().any(|n| cx.imp.absent.contains(n)))
+}
+
+/// Operand 0 as what it holds (the name's tensor, sequence or string tensor).
+fn element(cx: &mut NodeCx, name: &str) -> Result<Out, String> {
+    if let Some(s) = cx.imp.sequences.get(name) {
+        return Ok(Out::Seq(s.clone()));
+    }
+    if let Some(s) = cx.imp.strings.get(name) {
+        return Ok(Out::Str(*s));
+    }
+    cx.imp.lookup(name).map(Out::Value)
+}
+
+pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
+    let input = cx.node.input.first().filter(|n| !n.is_empty()).cloned();
+    let empty = input.as_ref().is_none_or(|n| cx.imp.absent.contains(n));
+    match cx.node.op_type.as_str() {
+        "Optional" => match input {
+            Some(n) => Ok(vec![element(cx, &n)?]),
+            None => Ok(vec![Out::Absent]),
+        },
+        "OptionalHasElement" => {
+            let t = TensorData::new(TensorType::fixed(DType::Bool, &[]), vec![u8::from(!empty)].into())
+                .ok_or("internal: a bool constant")?;
+            Ok(vec![Out::Value(cx.add_const(t))])
+        }
+        "OptionalGetElement" => match input {
+            Some(n) if !empty => Ok(vec![element(cx, &n)?]),
+            _ => Err("the optional is empty: it has no element to get".into()),
+        },
+        "Identity" if empty => Ok(vec![Out::Absent]),
+        op => Err(format!(
+            "{op} reads an empty optional ('{}'), which has no element",
+            cx.node.input.iter().find(|n| cx.imp.absent.contains(*n)).cloned().unwrap_or_default()
+        )),
+    }
+}
