@@ -566,6 +566,14 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::Unique(u) => return unique(u, &ins),
         Op::StringEqual(_) => return string_equal(&ins, out),
         Op::StringConcat(_) => return string_concat(&ins, out_types),
+        Op::Random(r) => {
+            // As the kernel computes it: in f32 for f32 and f16 (the reference in f64,
+            // rounded, differs from it by an ulp at most; the kernel tests allow that).
+            let n: u64 = out.iter().product();
+            let v: Vec<f64> = (0..n).map(|i| dlc_ir::ops::random::value(r, i)).collect();
+            let t = T { dtype: r.dtype, dims: out.clone(), data: Data::F(v) };
+            return Ok(vec![t.to_tensor()?]);
+        }
         Op::StringSplitCount(o) => {
             let counts = string_split(&ins, &o.delimiter, o.maxsplit, None, out_types)?;
             if !o.most {
@@ -1170,6 +1178,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::StringConcat(_)
         | Op::StringSplitCount(_)
         | Op::StringSplit(_)
+        | Op::Random(_)
         | Op::Loop(_)
         | Op::ArgMin(_)
         | Op::NllLoss(_)
@@ -1500,6 +1509,7 @@ macro_rules! not_elementwise {
             | Op::StringConcat(_)
             | Op::StringSplitCount(_)
             | Op::StringSplit(_)
+            | Op::Random(_)
             | Op::Loop(_)
             | Op::ArgMin(_)
             | Op::NllLoss(_)

@@ -135,6 +135,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::StringConcat(_)
         | Op::StringSplitCount(_)
         | Op::StringSplit(_)
+        | Op::Random(_)
         | Op::Compress(_)
         | Op::ResizeTaps(_)
         | Op::Iota(_)

@@ -135,6 +135,7 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::StringConcat(_)
         | Op::StringSplitCount(_)
         | Op::StringSplit(_)
+        | Op::Random(_)
         | Op::Loop(_)
         | Op::Compress(_) => return None,
     })

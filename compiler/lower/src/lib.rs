@@ -40,6 +40,7 @@ pub mod norm;
 pub mod pool;
 pub mod program;
 pub mod quant;
+pub mod random;
 pub mod reduce;
 pub mod resize;
 pub mod sample;
@@ -289,6 +290,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::StringConcat(_) => text::string_concat(kernel, n),
         Op::StringSplitCount(op) => text::string_split_count(kernel, n, op),
         Op::StringSplit(op) => text::string_split(kernel, n, op),
+        Op::Random(op) => random::random(kernel, n, op),
         Op::Compress(op) => movement::compress(kernel, n, op),
         Op::Iota(op) => movement::iota(kernel, n, op),
         Op::Concat(op) => movement::concat(kernel, n, op.axis),

@@ -55,6 +55,9 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         Op::StringCase(_) => out,
         Op::StringConcat(_) => out.max(numel(1) + numel(3)),
         Op::StringSplitCount(_) | Op::StringSplit(_) => out.max(numel(1)),
+        // About 12 integer operations per value, and a logarithm, square root and
+        // cosine more for a normal one.
+        Op::Random(r) => out * if r.normal { 40 } else { 12 },
         // One operation per result element.
         dlc_ir::pointwise!() | Op::Cast(_) | Op::Expand(_) | Op::GridSample(_) => out,
         // One per operand element.

@@ -17,6 +17,7 @@ mod linalg;
 mod movement;
 mod norm;
 mod quant;
+pub mod random;
 mod reduce;
 mod resize;
 mod source;
@@ -37,6 +38,7 @@ pub use movement::{
 };
 pub use norm::{BatchNormalization, LayerNormalization, Softmax, SoftmaxMode};
 pub use quant::{range_quantization, QConv, QuantPack, PACK};
+pub use random::{mix64, seed_key, uniform_bits, unit, Random, GOLDEN};
 pub use reduce::*;
 pub use resize::{scaled_dim, NearestMode, Resize, ResizeCoord, ResizeMode, ResizeTaps};
 pub use source::{Const, Input};
@@ -561,7 +563,7 @@ op_table! {
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, TopK, NllLoss, CumSum,
     Reshape, Flatten, Transpose, Identity, BitCast, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
     Bind, Strided, NonZero, Nms, Unique, Compress, Iota, View, Loop,
-    StringEqual, StringCase, StringConcat, StringSplitCount, StringSplit,
+    StringEqual, StringCase, StringConcat, StringSplitCount, StringSplit, Random,
 }
 
 impl Op {
@@ -667,6 +669,9 @@ impl Op {
             Loop(_) => OpKind::Control,
             // Compares bytes, no arithmetic; never fused into elementwise programs.
             StringEqual(_) | StringCase(_) | StringConcat(_) | StringSplitCount(_) | StringSplit(_) => OpKind::Movement,
+            // A source of values with a kernel (an operand gives only the shape); not
+            // arithmetic on operands, so never fused into elementwise programs.
+            Random(_) => OpKind::Movement,
         }
     }
 }

@@ -18,6 +18,7 @@ mod movement;
 mod nn;
 pub(crate) mod optional;
 mod quant;
+mod random;
 mod reduce;
 pub(crate) mod resize;
 mod rnn;
@@ -55,6 +56,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         sequence::register(&mut reg);
         strings::register(&mut reg);
         optional::register(&mut reg);
+        random::register(&mut reg);
         training::register(&mut reg);
         reg
     })
