@@ -17,6 +17,179 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("HammingWindow", |cx| window(cx, Window::Hamming));
     reg.insert("BlackmanWindow", |cx| window(cx, Window::Blackman));
     reg.insert("DFT", dft);
+    reg.insert("STFT", stft);
+    reg.insert("MelWeightMatrix", mel_weight_matrix);
+}
+
+/// MelWeightMatrix (opset 17) with constant operands (as exported models give them):
+/// the matrix computed at import as ONNX's reference computes it (the edges' mel values
+/// in the edges' precision, the rest in f64), a constant of `output_datatype`. Operands
+/// known only at run time are refused.
+fn mel_weight_matrix(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let mut vals = Vec::new();
+    for (i, what) in
+        ["num_mel_bins", "dft_length", "sample_rate", "lower_edge_hertz", "upper_edge_hertz"].iter().enumerate()
+    {
+        let c = cx.const_input(i)?.ok_or_else(|| {
+            format!("{what} (input {i}) known only at run time is not supported yet (exported models give constants)")
+        })?;
+        if c.ty().shape.numel() != Some(1) {
+            return Err(format!("{what} must be one value, got {}", c.ty()));
+        }
+        let single = c.ty().dtype == DType::F32;
+        let b = c.bytes();
+        let v = match c.ty().dtype {
+            DType::F32 => f32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as f64,
+            DType::F64 => f64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+            _ => c.to_i64().ok_or_else(|| format!("{what} must be a float or an integer"))?[0] as f64,
+        };
+        vals.push((v, single));
+    }
+    let (bins, dft, rate) = (vals[0].0 as i64, vals[1].0 as i64, vals[2].0);
+    if bins <= 0 || dft <= 0 || rate <= 0.0 {
+        return Err(format!("num_mel_bins {bins}, dft_length {dft} and sample_rate {rate} must be positive"));
+    }
+    let mel = |(hz, single): (f64, bool)| -> f64 {
+        if single {
+            let h = hz as f32;
+            f64::from(2595.0f32 * (h / 700.0).ln_1p() / 10f32.ln())
+        } else {
+            2595.0 * (hz / 700.0).ln_1p() / 10f64.ln()
+        }
+    };
+    let (lo, hi) = (mel(vals[3]), mel(vals[4]));
+    let points = bins as usize + 2;
+    let step = (hi - lo) / points as f64;
+    let edges: Vec<i64> = (0..points)
+        .map(|k| {
+            let m = k as f64 * step + lo;
+            let hz = 700.0 * (m / 2595.0 * 10f64.ln()).exp_m1();
+            (((dft + 1) as f64 * hz) / rate).floor() as i64
+        })
+        .collect();
+    let rows = (dft / 2 + 1) as usize;
+    let mut out = vec![0f64; rows * bins as usize];
+    let mut set = |j: i64, i: usize, v: f64| -> Result<(), String> {
+        let j = usize::try_from(j).ok().filter(|&j| j < rows).ok_or_else(|| {
+            format!(
+                "the mel bands reach bin {j}, past the {rows} bins of a {dft}-point DFT (upper_edge_hertz too high)"
+            )
+        })?;
+        out[j * bins as usize + i] = v;
+        Ok(())
+    };
+    for i in 0..bins as usize {
+        let (l, c, h) = (edges[i], edges[i + 1], edges[i + 2]);
+        if c == l {
+            set(c, i, 1.0)?;
+        } else {
+            for j in l..=c {
+                set(j, i, (j - l) as f64 / (c - l) as f64)?;
+            }
+        }
+        if h > c {
+            for j in c..h {
+                set(j, i, (h - j) as f64 / (h - c) as f64)?;
+            }
+        }
+    }
+    let to = if cx.has("output_datatype") {
+        let code = cx.int("output_datatype", 1) as i32;
+        crate::tensor::dtype_from_onnx(code).ok_or_else(|| format!("output_datatype {code} is not supported"))?
+    } else {
+        DType::F32
+    };
+    let bytes: Vec<u8> = out.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let t = TensorData::new(TensorType::fixed(DType::F64, &[rows as u64, bins as u64]), bytes.into())
+        .ok_or("internal: the matrix")?;
+    let m = cx.add_const(t);
+    cx.add("", Cast::new(to), &[m])
+}
+
+/// STFT (opset 17): frames `f * frame_step + [0, L)` of the signal (a Gather by an index
+/// table), times the window, each transformed by [`dft_along`] (length `L`, one-sided by
+/// default). `L` is the window's length or the constant `frame_length`; a `frame_step`
+/// given at run time makes the frame count a computed dim (the artifact's prologue
+/// computes `(len - L) / step + 1` before the run).
+fn stft(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let t = cx.ty(x);
+    let onesided = cx.int("onesided", 1) != 0;
+    if t.shape.rank() != 3 || !matches!(t.shape.0[2].fixed(), Some(1) | Some(2)) {
+        return Err(format!("the signal must be [batch, length, 1 or 2], got {t}"));
+    }
+    if onesided && t.shape.0[2].fixed() == Some(2) {
+        return Err("a one-sided STFT of a complex signal is not defined".into());
+    }
+    let window = cx.opt_input(2)?;
+    let from_window = match window {
+        Some(w) => match cx.ty(w).shape.0.as_slice() {
+            [d] => Some(d.fixed().ok_or("the window's length must be known at compile time")? as i64),
+            _ => return Err(format!("the window must be a vector, got {}", cx.ty(w))),
+        },
+        None => None,
+    };
+    let from_attr = match cx.opt_input(3)? {
+        None => None,
+        Some(_) => match cx.const_input(3)?.and_then(|c| c.to_i64()).as_deref() {
+            Some([n]) => Some(*n),
+            _ => return Err("frame_length known only at run time is not supported yet (give a window)".into()),
+        },
+    };
+    let l = match (from_window, from_attr) {
+        (Some(a), Some(b)) if a != b => return Err(format!("the window has {a} values, frame_length is {b}")),
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => return Err("STFT needs a window or frame_length".into()),
+    };
+    let len = t.shape.0[1].clone();
+    if l <= 0 || len.fixed().is_some_and(|n| (n as i64) < l) {
+        return Err(format!("frames of {l} samples do not fit in a signal of {len}"));
+    }
+    // The frame count: a constant or an expression of the length for a constant step,
+    // a computed dim for a run-time one.
+    let (xv, frames, step_v) = match cx.const_input(1)?.and_then(|c| c.to_i64()).as_deref() {
+        Some([s]) if *s > 0 => {
+            let f = (&len.expr() - &dlc_ir::Expr::c(l)).floor_div(&dlc_ir::Expr::c(*s));
+            (x, &f + &dlc_ir::Expr::c(1), None)
+        }
+        Some(_) => return Err("frame_step must be one positive integer".into()),
+        None => {
+            let s = cx.input(1)?;
+            let s = cx.add1("step_i64", Cast::new(DType::I64), &[s])?;
+            let s = cx.add1("step", Reshape { shape: vec![1], allowzero: false }, &[s])?;
+            let n = len.fixed().ok_or("a run-time frame_step over a run-time length is not supported yet")?;
+            let span = cx.i64_const(&[1], &[n as i64 - l])?;
+            let q = cx.add1("frames_less_one", Div {}, &[span, s])?;
+            let one = cx.i64_const(&[1], &[1])?;
+            let count = cx.add1("frames", Add {}, &[q, one])?;
+            let (view, f) = super::bind::computed_dims(cx, x, count, "frames")?;
+            (view, f[0].clone(), Some(s))
+        }
+    };
+    // Sample positions [frames, L]: f * step + j.
+    let f_iota = cx.add1("frame", Iota { len: frames.to_string(), start: 0, delta: 1, dtype: DType::I64 }, &[])?;
+    let f_col = cx.add1("frame_col", Reshape { shape: vec![-1, 1], allowzero: false }, &[f_iota])?;
+    let step = match step_v {
+        Some(s) => s,
+        None => {
+            let s = cx.const_input(1)?.and_then(|c| c.to_i64()).and_then(|v| v.first().copied()).unwrap_or(1);
+            cx.i64_const(&[1], &[s])?
+        }
+    };
+    let starts = cx.add1("starts", Mul {}, &[f_col, step])?;
+    let offsets: Vec<i64> = (0..l).collect();
+    let offsets = cx.i64_const(&[1, l as u64], &offsets)?;
+    let at = cx.add1("positions", Add {}, &[starts, offsets])?;
+    let mut y = cx.add1("frames_of", Gather { axis: 1 }, &[xv, at])?;
+    if let Some(w) = window {
+        let wd = cx.ty(w).dtype;
+        let w = if wd == t.dtype { w } else { cx.add1("window_cast", Cast::new(t.dtype), &[w])? };
+        let w = cx.add1("window_col", Reshape { shape: vec![1, 1, l, 1], allowzero: false }, &[w])?;
+        y = cx.add1("windowed", Mul {}, &[y, w])?;
+    }
+    let yf = if t.dtype == DType::F32 { y } else { cx.add1("as_f32", Cast::new(DType::F32), &[y])? };
+    let out = dft_along(cx, yf, &Dft { axis: 2, inverse: false, onesided, len: Some(l) }, "")?;
+    cx.add("", Cast::new(t.dtype), &[out])
 }
 
 /// The DFT's settings for one axis of an input of `dims` (the last dim 1 or 2).
@@ -75,9 +248,12 @@ fn dft_tables(d: &Dft, l: usize) -> (Vec<Tables>, usize) {
 fn dft_along(cx: &mut NodeCx, x: Value, d: &Dft, tag: &str) -> Result<Value, String> {
     let t = cx.ty(x);
     let r = t.shape.rank();
-    let dims = t.shape.as_fixed().ok_or_else(|| format!("DFT needs known dims, got {t}"))?;
-    let c = dims[r - 1];
-    let l = dims[d.axis] as usize;
+    // The transformed axis and the last one must be known; others may be run-time dims.
+    let (Some(c), Some(l)) = (t.shape.0[r - 1].fixed(), t.shape.0[d.axis].fixed()) else {
+        return Err(format!("DFT needs a known length along axis {} and a known last dim, got {t}", d.axis));
+    };
+    let l = l as usize;
+    let dims: Vec<String> = t.shape.0.iter().map(|x| x.expr().to_string()).collect();
     let n = d.len.map_or(if d.inverse && d.onesided { 2 * l.saturating_sub(1) } else { l }, |n| n as usize);
     if n == 0 || l == 0 {
         return Err(format!("a DFT of length {n} over {l} elements along axis {} of {t}", d.axis));
@@ -86,8 +262,7 @@ fn dft_along(cx: &mut NodeCx, x: Value, d: &Dft, tag: &str) -> Result<Value, Str
     let part = |cx: &mut NodeCx, j: i64| -> Result<Value, String> {
         let op = Slice { starts: vec![j], ends: vec![j + 1], axes: vec![r as i64 - 1], steps: vec![] };
         let p = cx.add1(&format!("{tag}part{j}"), op, &[x])?;
-        let keep: Vec<i64> = dims[..r - 1].iter().map(|&v| v as i64).collect();
-        cx.add1(&format!("{tag}part{j}_flat"), Reshape { shape: keep, allowzero: true }, &[p])
+        cx.add1(&format!("{tag}part{j}_flat"), View { dims: dims[..r - 1].join(";") }, &[p])
     };
     let re = part(cx, 0)?;
     let im = if c == 2 { Some(part(cx, 1)?) } else { None };

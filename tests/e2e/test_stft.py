@@ -1,0 +1,101 @@
+"""STFT against ONNX Runtime: a window or a constant frame_length, one- and two-sided, a
+real and a complex signal, a constant frame_step over a run-time signal length (the
+frame count an expression of it) and a run-time frame_step (a computed dim)."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from conftest import dlc, dlc_run, ort_run
+
+
+def assert_close(got, want, what):
+    """Each value is a sum of up to 16 float32 products of unit-sized terms: absolute
+    errors of a few 1e-6 are rounding (both sides), so atol is 1e-4."""
+    assert got.shape == want.shape and got.dtype == want.dtype, what
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=what)
+
+
+def _model(path, *, window, onesided, complex_, step=None, length="n", frame_length=None):
+    c = 2 if complex_ else 1
+    ins = [h.make_tensor_value_info("x", T.FLOAT, [2, length, c])]
+    inits = []
+    if step is None:
+        ins.append(h.make_tensor_value_info("step", T.INT64, []))
+    else:
+        inits.append(nh.from_array(np.array(step, np.int64), "step"))
+    names = ["x", "step", "", ""]
+    if window:
+        ins.append(h.make_tensor_value_info("w", T.FLOAT, [window]))
+        names[2] = "w"
+    if frame_length:
+        inits.append(nh.from_array(np.array(frame_length, np.int64), "fl"))
+        names[3] = "fl"
+    node = h.make_node("STFT", names, ["y"], onesided=onesided)
+    g = h.make_graph([node], "g", ins, [h.make_tensor_value_info("y", T.FLOAT, None)], initializer=inits)
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
+
+
+@pytest.mark.parametrize("window,frame_length,onesided,complex_", [
+    (16, None, 1, False), (None, 12, 1, False), (16, 16, 0, False), (8, None, 0, True),
+])
+def test_stft_matches_ort_at_two_lengths(window, frame_length, onesided, complex_, tmp_path):
+    path = tmp_path / "stft.onnx"
+    _model(path, window=window, onesided=onesided, complex_=complex_, step=5, frame_length=frame_length)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    rng = np.random.default_rng(0)
+    for n in (64, 101):
+        feeds = {"x": rng.standard_normal((2, n, 2 if complex_ else 1)).astype(np.float32)}
+        if window:
+            feeds["w"] = np.hanning(window).astype(np.float32)
+        got, want = dlc_run(art, path, feeds, tmp_path)["y"], ort_run(path, feeds)["y"]
+        assert_close(got, want, f"length {n}")
+
+
+def test_stft_with_a_run_time_step(tmp_path):
+    path = tmp_path / "stft.onnx"
+    _model(path, window=16, onesided=1, complex_=False, length=96)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 96, 1)).astype(np.float32)
+    for step in (3, 8, 80):
+        feeds = {"x": x, "step": np.array(step, np.int64), "w": np.hamming(16).astype(np.float32)}
+        got, want = dlc_run(art, path, feeds, tmp_path)["y"], ort_run(path, feeds)["y"]
+        assert_close(got, want, f"step {step}")
+
+
+@pytest.mark.parametrize("bins,dft,rate,lo,hi,dtype", [
+    (8, 16, 8192, 0.0, 4096.0, None), (40, 512, 16000, 20.0, 7600.0, None), (13, 256, 22050, 0.0, 8000.0, T.DOUBLE),
+])
+def test_mel_weight_matrix_from_constants_matches_ort(bins, dft, rate, lo, hi, dtype, tmp_path):
+    """The matrix from constant operands (as exported models give them), against ONNX
+    Runtime, in float32 and float64."""
+    inits = [nh.from_array(np.array(bins, np.int32), "bins"), nh.from_array(np.array(dft, np.int32), "dft"),
+             nh.from_array(np.array(rate, np.int32), "rate"), nh.from_array(np.array(lo, np.float32), "lo"),
+             nh.from_array(np.array(hi, np.float32), "hi")]
+    attrs = {"output_datatype": dtype} if dtype else {}
+    node = h.make_node("MelWeightMatrix", ["bins", "dft", "rate", "lo", "hi"], ["m"], **attrs)
+    g = h.make_graph([node], "g", [], [h.make_tensor_value_info("m", dtype or T.FLOAT, None)], initializer=inits)
+    path = tmp_path / "mel.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    got, want = dlc_run(art, path, {}, tmp_path)["m"], ort_run(path, {})["m"]
+    assert got.dtype == want.dtype and got.shape == want.shape == (dft // 2 + 1, bins)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert got.sum() > 0
+
+
+def test_mel_weight_matrix_from_run_time_values_is_refused(tmp_path):
+    ins = [h.make_tensor_value_info(n, t, []) for n, t in (("bins", T.INT32), ("dft", T.INT32), ("rate", T.INT32),
+                                                           ("lo", T.FLOAT), ("hi", T.FLOAT))]
+    node = h.make_node("MelWeightMatrix", ["bins", "dft", "rate", "lo", "hi"], ["m"])
+    g = h.make_graph([node], "g", ins, [h.make_tensor_value_info("m", T.FLOAT, None)])
+    path = tmp_path / "mel.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    p = dlc("compile", path, "-o", tmp_path / "art", check=False)
+    assert p.returncode != 0 and "num_mel_bins (input 0) known only at run time" in p.stderr, p.stderr
