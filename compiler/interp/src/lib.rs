@@ -566,6 +566,14 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::Unique(u) => return unique(u, &ins),
         Op::StringEqual(_) => return string_equal(&ins, out),
         Op::StringConcat(_) => return string_concat(&ins, out_types),
+        Op::RoiAlign(r) => {
+            let f32s = |t: &TensorData| t.to_f32().ok_or_else(|| EvalError::Invalid("roi_align: f32 operands".into()));
+            let batch = inputs[2].to_i64().ok_or_else(|| EvalError::Invalid("roi_align: i64 indices".into()))?;
+            let xd = inputs[0].ty().shape.as_fixed().ok_or_else(|| unsupported("symbolic shapes"))?;
+            let y =
+                nn::roi_align(r, &f32s(&inputs[0])?, &xd, &f32s(&inputs[1])?, &batch).map_err(EvalError::Invalid)?;
+            return Ok(vec![TensorData::from_f32(out, &y).ok_or_else(|| EvalError::Invalid("roi_align".into()))?]);
+        }
         Op::Random(r) => {
             // As the kernel computes it: in f32 for f32 and f16 (the reference in f64,
             // rounded, differs from it by an ulp at most; the kernel tests allow that).
@@ -1179,6 +1187,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::StringSplitCount(_)
         | Op::StringSplit(_)
         | Op::Random(_)
+        | Op::RoiAlign(_)
         | Op::Loop(_)
         | Op::ArgMin(_)
         | Op::NllLoss(_)
@@ -1510,6 +1519,7 @@ macro_rules! not_elementwise {
             | Op::StringSplitCount(_)
             | Op::StringSplit(_)
             | Op::Random(_)
+            | Op::RoiAlign(_)
             | Op::Loop(_)
             | Op::ArgMin(_)
             | Op::NllLoss(_)

@@ -541,3 +541,95 @@ pub fn qconv(
         })
         .collect()
 }
+
+/// ONNX RoiAlign as its reference computes it (f32 arithmetic in the reference's order):
+/// `x` `[N,C,H,W]`, `rois` `[R,4]`, `batch` `[R]`; the result `[R,C,oh,ow]`.
+pub fn roi_align(
+    op: &dlc_ir::ops::RoiAlign,
+    x: &[f32],
+    xd: &[u64],
+    rois: &[f32],
+    batch: &[i64],
+) -> Result<Vec<f32>, String> {
+    let (n, c, h, w) = (xd[0] as usize, xd[1] as usize, xd[2] as usize, xd[3] as usize);
+    let (oh, ow) = (op.output_height as usize, op.output_width as usize);
+    let mut out = Vec::with_capacity(batch.len() * c * oh * ow);
+    let off = if op.half_pixel { 0.5f32 } else { 0.0 };
+    let ss = op.spatial_scale as f32;
+    for (r, &b) in batch.iter().enumerate() {
+        let b =
+            usize::try_from(b).ok().filter(|&b| b < n).ok_or_else(|| format!("batch index {b} outside [0, {n})"))?;
+        let roi = &rois[4 * r..4 * r + 4];
+        let (sw, sh) = (roi[0] * ss - off, roi[1] * ss - off);
+        let (ew, eh) = (roi[2] * ss - off, roi[3] * ss - off);
+        let (mut rw, mut rh) = (ew - sw, eh - sh);
+        if !op.half_pixel {
+            rw = rw.max(1.0);
+            rh = rh.max(1.0);
+        }
+        let (bh, bw) = (rh / oh as f32, rw / ow as f32);
+        let grid = |side: f32, bins: usize| {
+            if op.sampling_ratio > 0 {
+                op.sampling_ratio
+            } else {
+                (side / bins as f32).ceil() as i64
+            }
+        };
+        let (gh, gw) = (grid(rh, oh), grid(rw, ow));
+        let count = (gh * gw).max(1) as f32;
+        // (weights, positions) of every sample, bin by bin.
+        let mut samples = Vec::new();
+        for ph in 0..oh {
+            for pw in 0..ow {
+                for iy in 0..gh.max(0) {
+                    let yy = sh + ph as f32 * bh + (iy as f32 + 0.5) * bh / gh as f32;
+                    for ix in 0..gw.max(0) {
+                        let xx = sw + pw as f32 * bw + (ix as f32 + 0.5) * bw / gw as f32;
+                        if yy < -1.0 || yy > h as f32 || xx < -1.0 || xx > w as f32 {
+                            samples.push(([0f32; 4], [0usize; 4]));
+                            continue;
+                        }
+                        let axis = |v: f32, ext: usize| {
+                            let mut v = v.max(0.0);
+                            let mut lo = v as usize;
+                            let hi;
+                            if lo >= ext - 1 {
+                                lo = ext - 1;
+                                hi = lo;
+                                v = lo as f32;
+                            } else {
+                                hi = lo + 1;
+                            }
+                            (lo, hi, v - lo as f32)
+                        };
+                        let (yl, yh, ly) = axis(yy, h);
+                        let (xl, xh, lx) = axis(xx, w);
+                        let (hy, hx) = (1.0 - ly, 1.0 - lx);
+                        samples.push((
+                            [hy * hx, hy * lx, ly * hx, ly * lx],
+                            [yl * w + xl, yl * w + xh, yh * w + xl, yh * w + xh],
+                        ));
+                    }
+                }
+            }
+        }
+        let per_bin = (gh.max(0) * gw.max(0)) as usize;
+        for ch in 0..c {
+            let plane = &x[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
+            for bin in 0..oh * ow {
+                let mut acc = 0f32;
+                for (k, (wt, pos)) in samples[bin * per_bin..(bin + 1) * per_bin].iter().enumerate() {
+                    let t: Vec<f32> = (0..4).map(|j| wt[j] * plane[pos[j]]).collect();
+                    if op.max {
+                        let m = t[0].max(t[1]).max(t[2]).max(t[3]);
+                        acc = if k == 0 { m } else { acc.max(m) };
+                    } else {
+                        acc += t[0] + t[1] + t[2] + t[3];
+                    }
+                }
+                out.push(if op.max { acc } else { acc / count });
+            }
+        }
+    }
+    Ok(out)
+}

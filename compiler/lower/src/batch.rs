@@ -136,6 +136,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::StringSplitCount(_)
         | Op::StringSplit(_)
         | Op::Random(_)
+        | Op::RoiAlign(_)
         | Op::Compress(_)
         | Op::ResizeTaps(_)
         | Op::Iota(_)

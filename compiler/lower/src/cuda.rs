@@ -136,6 +136,7 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::StringSplitCount(_)
         | Op::StringSplit(_)
         | Op::Random(_)
+        | Op::RoiAlign(_)
         | Op::Loop(_)
         | Op::Compress(_) => return None,
     })

@@ -43,6 +43,7 @@ pub mod quant;
 pub mod random;
 pub mod reduce;
 pub mod resize;
+pub mod roialign;
 pub mod sample;
 pub mod shape;
 pub mod text;
@@ -291,6 +292,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::StringSplitCount(op) => text::string_split_count(kernel, n, op),
         Op::StringSplit(op) => text::string_split(kernel, n, op),
         Op::Random(op) => random::random(kernel, n, op),
+        Op::RoiAlign(op) => roialign::roi_align(kernel, n, op),
         Op::Compress(op) => movement::compress(kernel, n, op),
         Op::Iota(op) => movement::iota(kernel, n, op),
         Op::Concat(op) => movement::concat(kernel, n, op.axis),

@@ -2055,3 +2055,28 @@ fn string_split_kernels_match_the_reference() {
         assert_eq!(bufs[2], want[0].bytes(), "{delimiter:?} {maxsplit}");
     }
 }
+
+#[test]
+fn roi_align_matches_the_reference() {
+    let rois: Vec<f32> = vec![0.5, 1.0, 6.0, 5.5, -2.0, -1.0, 3.0, 4.0, 7.0, 7.0, 7.0, 7.0, 9.0, 1.0, 30.0, 20.0];
+    for (max, half_pixel, sampling_ratio) in [(false, true, 0), (true, true, 2), (false, false, 1), (true, false, 0)] {
+        let op: Op = dlc_ir::ops::RoiAlign {
+            max,
+            half_pixel,
+            output_height: 2,
+            output_width: 3,
+            sampling_ratio,
+            spatial_scale: 0.75,
+        }
+        .into();
+        let tys = [
+            TensorType::fixed(DType::F32, &[2, 3, 9, 11]),
+            TensorType::fixed(DType::F32, &[4, 4]),
+            TensorType::fixed(DType::I64, &[4]),
+        ];
+        let make = |t: &[TensorType]| {
+            vec![floats(&t[0], 5), TensorData::from_f32(&[4, 4], &rois).unwrap(), i64s(&[4], &[1, 0, 1, 0])]
+        };
+        check_with(op, &tys, &make, &[&[]]);
+    }
+}

@@ -58,6 +58,8 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         // About 12 integer operations per value, and a logarithm, square root and
         // cosine more for a normal one.
         Op::Random(r) => out * if r.normal { 40 } else { 12 },
+        // About 40 per sample of a 2x2 grid per bin (the usual sampling ratio).
+        Op::RoiAlign(_) => 160 * out,
         // One operation per result element.
         dlc_ir::pointwise!() | Op::Cast(_) | Op::Expand(_) | Op::GridSample(_) => out,
         // One per operand element.

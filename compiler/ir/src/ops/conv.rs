@@ -672,3 +672,45 @@ impl Infer for GridSample {
         Ok(vec![TensorType::fixed(x.dtype, &[xd[0], xd[1], gd[1], gd[2]])])
     }
 }
+
+op! {
+    /// ONNX RoiAlign (opsets 10-22): for each region `r` (`rois[r]` = x1, y1, x2, y2 in
+    /// input coordinates times `spatial_scale`, on image `batch[r]`), an `oh x ow` grid of
+    /// bins, each the average (or, as ONNX Runtime and the reference compute it, the
+    /// largest weighted corner) of bilinear samples: `sampling_ratio` per bin side, or
+    /// `ceil(region side / bins)` when 0. `half_pixel` shifts coordinates by -0.5 (opset
+    /// 16's default); without it regions are at least 1x1. Operands X `[N,C,H,W]`, rois
+    /// `[R,4]` of X's dtype, batch indices `[R]` (i64, within `[0, N)`).
+    RoiAlign = "roi_align", operands 3..=3 {
+        max: bool, half_pixel: bool, output_height: i64, output_width: i64, sampling_ratio: i64, spatial_scale: f64
+    }
+}
+
+impl Infer for RoiAlign {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let (x, rois, idx) = (&inputs[0], &inputs[1], &inputs[2]);
+        ensure(x.shape.rank() == 4 && x.dtype == crate::DType::F32, node, op, || {
+            format!("X must be f32 [N,C,H,W], got {x}")
+        })?;
+        ensure(rois.dtype == x.dtype && rois.shape.rank() == 2 && rois.shape.0[1] == Dim::Fixed(4), node, op, || {
+            format!("rois must be {}[R,4], got {rois}", x.dtype)
+        })?;
+        ensure(
+            idx.dtype == crate::DType::I64 && idx.shape.rank() == 1 && idx.shape.0[0] == rois.shape.0[0],
+            node,
+            op,
+            || format!("batch_indices must be i64[{}], got {idx}", rois.shape.0[0]),
+        )?;
+        ensure(self.output_height > 0 && self.output_width > 0, node, op, || {
+            format!("output size {}x{} must be positive", self.output_height, self.output_width)
+        })?;
+        let shape = Shape(vec![
+            rois.shape.0[0].clone(),
+            x.shape.0[1].clone(),
+            Dim::Fixed(self.output_height as u64),
+            Dim::Fixed(self.output_width as u64),
+        ]);
+        Ok(vec![TensorType { dtype: x.dtype, shape }])
+    }
+}

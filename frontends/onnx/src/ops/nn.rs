@@ -2,7 +2,7 @@
 //! BatchNormalization, Softmax.
 use super::{BuildFn, NodeCx};
 use dlc_ir::ops::*;
-use dlc_ir::{Op, Value};
+use dlc_ir::{DType, Op, Value};
 use std::collections::HashMap;
 
 pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
@@ -11,6 +11,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("MaxUnpool", maxunpool);
     reg.insert("LpPool", lp_pool);
     reg.insert("LRN", lrn);
+    reg.insert("RoiAlign", roi_align);
     reg.insert("GridSample", |cx| {
         let mode = match cx.string("mode", if cx.opset >= 20 { "linear" } else { "bilinear" })?.as_str() {
             "nearest" => SampleMode::Nearest,
@@ -751,4 +752,65 @@ fn lrn(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let e = scalar(cx, beta);
     let denom = cx.add1("denominator", Pow {}, &[base, e])?;
     cx.add("", Div {}, &[x, denom])
+}
+
+/// RoiAlign (opsets 10-22) as dlc's `roi_align` (f32; other float types are converted).
+/// The batch indices pass through a Gather of `0..N` first, a negative one replaced by
+/// `N`: one outside `[0, N)` fails the run as any Gather index does.
+fn roi_align(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (x, rois, idx) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    let dt = cx.ty(x).dtype;
+    if !dt.is_float() || cx.ty(rois).dtype != dt {
+        return Err(format!("X and rois must be of one float type, got {} and {}", dt, cx.ty(rois).dtype));
+    }
+    let mode = cx.string("mode", "avg")?;
+    let max = match mode.as_str() {
+        "avg" => false,
+        "max" => true,
+        m => return Err(format!("mode '{m}' is not avg or max")),
+    };
+    // Opset 16 added the mode; before it, coordinates were not shifted.
+    let ctm =
+        cx.string("coordinate_transformation_mode", if cx.opset >= 16 { "half_pixel" } else { "output_half_pixel" })?;
+    let half_pixel = match ctm.as_str() {
+        "half_pixel" => true,
+        "output_half_pixel" => false,
+        m => return Err(format!("coordinate_transformation_mode '{m}' is not half_pixel or output_half_pixel")),
+    };
+    let n = cx.ty(x).shape.0.first().cloned().ok_or("X must be [N,C,H,W]")?;
+    let all =
+        cx.add1("images", dlc_ir::ops::Iota { len: n.to_string(), start: 0, delta: 1, dtype: DType::I64 }, &[])?;
+    let idx = if cx.ty(idx).dtype == DType::I64 { idx } else { cx.add1("indices_i64", Cast::new(DType::I64), &[idx])? };
+    // A negative index is out of range too (ONNX: within [0, N)): it reads position N.
+    let zero = cx.i64_const(&[], &[0])?;
+    let neg = cx.add1("negative_indices", Less {}, &[idx, zero])?;
+    let past = cx.add1(
+        "images_count",
+        dlc_ir::ops::Iota { len: format!("{n} + 1"), start: 0, delta: 1, dtype: DType::I64 },
+        &[],
+    )?;
+    let past = cx.add1("past_last", ReduceMax { axes: vec![0], keepdims: false }, &[past])?;
+    let idx = cx.add1("indices_or_past", Where {}, &[neg, past, idx])?;
+    let idx = cx.add1("checked_indices", Gather { axis: 0 }, &[all, idx])?;
+    let to32 = |cx: &mut NodeCx, v: Value, w: &str| {
+        if dt == DType::F32 {
+            Ok(v)
+        } else {
+            cx.add1(&format!("{w}_f32"), Cast::new(DType::F32), &[v])
+        }
+    };
+    let (x32, r32) = (to32(cx, x, "x")?, to32(cx, rois, "rois")?);
+    let op = dlc_ir::ops::RoiAlign {
+        max,
+        half_pixel,
+        output_height: cx.int("output_height", 1),
+        output_width: cx.int("output_width", 1),
+        sampling_ratio: cx.int("sampling_ratio", 0),
+        spatial_scale: cx.float("spatial_scale", 1.0) as f64,
+    };
+    let y = cx.add1("align", op, &[x32, r32, idx])?;
+    if dt == DType::F32 {
+        return Ok(vec![y]);
+    }
+    cx.add("", Cast::new(dt), &[y])
 }
