@@ -12,6 +12,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("LpPool", lp_pool);
     reg.insert("LRN", lrn);
     reg.insert("RoiAlign", roi_align);
+    reg.insert("Col2Im", col2im);
     reg.insert("GridSample", |cx| {
         let mode = match cx.string("mode", if cx.opset >= 20 { "linear" } else { "bilinear" })?.as_str() {
             "nearest" => SampleMode::Nearest,
@@ -813,4 +814,78 @@ fn roi_align(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         return Ok(vec![y]);
     }
     cx.add("", Cast::new(dt), &[y])
+}
+
+/// Col2Im (opset 18), 2-D, with constant `image_shape` and `block_shape` (as models give
+/// them): the blocks' values summed back into the image is a transposed convolution of
+/// the `[N, C*kh*kw, Lh, Lw]` blocks with one group per channel and a one-hot kernel (tap
+/// `t` of a group reads input channel `t`), the same strides, pads and dilations, and an
+/// output padding for the rows or columns no block reaches.
+fn col2im(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = cx.input(0)?;
+    let known = |cx: &mut NodeCx, i: usize, what: &str| -> Result<Vec<i64>, String> {
+        cx.const_ints(i, what)?.ok_or_else(|| {
+            format!("{what} (input {i}) known only at run time is not supported yet (models give constants)")
+        })
+    };
+    let image = known(cx, 1, "image_shape")?;
+    let block = known(cx, 2, "block_shape")?;
+    if image.len() != 2 || block.len() != 2 {
+        return Err(format!("only 2-D Col2Im is supported (image_shape {image:?}, block_shape {block:?})"));
+    }
+    let attr = |cx: &NodeCx, name: &str, n: usize, default: i64| {
+        let v = cx.ints(name);
+        if v.is_empty() {
+            vec![default; n]
+        } else {
+            v
+        }
+    };
+    let (d, p, s) = (attr(cx, "dilations", 2, 1), attr(cx, "pads", 4, 0), attr(cx, "strides", 2, 1));
+    if d.len() != 2 || p.len() != 4 || s.len() != 2 || s.iter().chain(&d).any(|&v| v <= 0) || p.iter().any(|&v| v < 0) {
+        return Err(format!("invalid dilations {d:?}, pads {p:?} or strides {s:?}"));
+    }
+    let t = cx.ty(x);
+    let dims = t.shape.as_fixed().ok_or_else(|| format!("the input must have known dims, got {t}"))?;
+    let [n, ck, l] = dims[..] else { return Err(format!("the input must be [N, C*kh*kw, L], got {t}")) };
+    let k = (block[0] * block[1]) as u64;
+    if block.iter().chain(&image).any(|&v| v <= 0) || ck % k != 0 {
+        return Err(format!("{ck} channels are not a multiple of the block's {k} values"));
+    }
+    let c = ck / k;
+    let mut blocks = [0i64; 2];
+    let mut extra = [0i64; 2];
+    for a in 0..2 {
+        let span = image[a] + p[a] + p[a + 2] - d[a] * (block[a] - 1) - 1;
+        if span < 0 {
+            return Err(format!("a block of {} does not fit in {} (with pads)", block[a], image[a]));
+        }
+        blocks[a] = span / s[a] + 1;
+        extra[a] = span % s[a];
+    }
+    if (blocks[0] * blocks[1]) as u64 != l {
+        return Err(format!("{l} blocks given, the image and block shapes make {} x {}", blocks[0], blocks[1]));
+    }
+    let grid =
+        cx.add1("blocks", Reshape { shape: vec![n as i64, ck as i64, blocks[0], blocks[1]], allowzero: false }, &[x])?;
+    let dt = t.dtype;
+    let mut w = vec![0f32; (ck * k) as usize];
+    for ci in 0..ck as usize {
+        let tap = ci % k as usize;
+        w[ci * k as usize + tap] = 1.0;
+    }
+    let w = dlc_ir::TensorData::from_f32(&[ck, 1, block[0] as u64, block[1] as u64], &w).ok_or("internal: kernel")?;
+    let w = cx.add_const(w);
+    let w = if dt == DType::F32 { w } else { cx.add1("kernel", Cast::new(dt), &[w])? };
+    let op = ConvTranspose {
+        kernel_shape: block.clone(),
+        strides: s,
+        pads: p,
+        dilations: d,
+        group: c as i64,
+        output_padding: extra.to_vec(),
+        output_shape: vec![],
+        auto_pad: AutoPad::NotSet,
+    };
+    cx.add("", op, &[grid, w])
 }

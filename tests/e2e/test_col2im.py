@@ -1,0 +1,56 @@
+"""Col2Im (2-D, constant image and block shapes) against ONNX Runtime: strides, pads,
+dilations, several channels, a stride that leaves rows no block reaches; and Col2Im of
+ones, which counts how many blocks cover each pixel (counted here in numpy)."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from conftest import dlc, dlc_run, ort_run
+
+
+def _blocks(img, blk, pads, dil, strides):
+    return [(img[a] + pads[a] + pads[a + 2] - dil[a] * (blk[a] - 1) - 1) // strides[a] + 1 for a in range(2)]
+
+
+@pytest.mark.parametrize("img,blk,pads,dil,strides", [
+    ((5, 5), (2, 2), (0, 0, 0, 0), (1, 1), (1, 1)),
+    ((6, 7), (3, 2), (1, 0, 1, 2), (1, 2), (2, 1)),
+    ((9, 8), (3, 3), (1, 1, 1, 1), (2, 2), (3, 2)),
+])
+def test_col2im_matches_ort(img, blk, pads, dil, strides, tmp_path):
+    n, c = 2, 3
+    lh, lw = _blocks(img, blk, pads, dil, strides)
+    inits = [nh.from_array(np.array(img, np.int64), "img"), nh.from_array(np.array(blk, np.int64), "blk")]
+    node = h.make_node("Col2Im", ["x", "img", "blk"], ["y"], pads=list(pads), dilations=list(dil), strides=list(strides))
+    g = h.make_graph([node], "g", [h.make_tensor_value_info("x", T.FLOAT, [n, c * blk[0] * blk[1], lh * lw])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], initializer=inits)
+    path = tmp_path / "c2i.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 18)]), str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    feeds = {"x": np.random.default_rng(0).standard_normal((n, c * blk[0] * blk[1], lh * lw)).astype(np.float32)}
+    got, want = dlc_run(art, path, feeds, tmp_path)["y"], ort_run(path, feeds)["y"]
+    assert got.shape == want.shape == (n, c, *img)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_col2im_of_ones_counts_the_blocks_covering_each_pixel(tmp_path):
+    img, blk, strides = (6, 6), (3, 3), (2, 2)
+    lh, lw = _blocks(img, blk, (0, 0, 0, 0), (1, 1), strides)
+    inits = [nh.from_array(np.array(img, np.int64), "img"), nh.from_array(np.array(blk, np.int64), "blk")]
+    node = h.make_node("Col2Im", ["x", "img", "blk"], ["y"], strides=list(strides))
+    g = h.make_graph([node], "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 9, lh * lw])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], initializer=inits)
+    path = tmp_path / "ones.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 18)]), str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    got = dlc_run(art, path, {"x": np.ones((1, 9, lh * lw), np.float32)}, tmp_path)["y"][0, 0]
+    cover = np.zeros(img)
+    for by in range(lh):
+        for bx in range(lw):
+            cover[by * 2:by * 2 + 3, bx * 2:bx * 2 + 3] += 1
+    np.testing.assert_array_equal(got, cover)
