@@ -13,6 +13,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("LRN", lrn);
     reg.insert("RoiAlign", roi_align);
     reg.insert("Col2Im", col2im);
+    reg.insert("DeformConv", deform_conv);
     reg.insert("GridSample", |cx| {
         let mode = match cx.string("mode", if cx.opset >= 20 { "linear" } else { "bilinear" })?.as_str() {
             "nearest" => SampleMode::Nearest,
@@ -888,4 +889,127 @@ fn col2im(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         auto_pad: AutoPad::NotSet,
     };
     cx.add("", op, &[grid, w])
+}
+
+/// DeformConv (opset 19), 2-D, as ONNX's reference defines it: for each offset group and
+/// kernel tap, the input channels of the group sampled (bilinear, zeros outside,
+/// `align_corners`) at the tap's position plus its learned offset, times the mask; the
+/// samples stacked to `[N, C * kh * kw, OH, OW]` and multiplied by the weights as a
+/// grouped 1x1 convolution (plus the bias). One GridSample per group and tap.
+fn deform_conv(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (x, w, off) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    let (bias, mask) = (cx.opt_input(3)?, cx.opt_input(4)?);
+    let (xt, wt, ot) = (cx.ty(x), cx.ty(w), cx.ty(off));
+    let dims = |t: &dlc_ir::TensorType| t.shape.as_fixed().ok_or_else(|| format!("needs known dims, got {t}"));
+    let (xd, wd, od) = (dims(&xt)?, dims(&wt)?, dims(&ot)?);
+    if xd.len() != 4 || wd.len() != 4 || od.len() != 4 {
+        return Err(format!("only 2-D DeformConv is supported (X {xt}, W {wt}, offset {ot})"));
+    }
+    if xt.dtype != DType::F32 || wt.dtype != DType::F32 || ot.dtype != DType::F32 {
+        return Err(format!("f32 operands are supported, got X {xt}, W {wt}, offset {ot}"));
+    }
+    let (n, ic, ih, iw) = (xd[0] as i64, xd[1] as i64, xd[2] as i64, xd[3] as i64);
+    let (oc, icpg, kh, kw) = (wd[0] as i64, wd[1] as i64, wd[2] as i64, wd[3] as i64);
+    let (oh, ow) = (od[2] as i64, od[3] as i64);
+    let group = cx.int("group", 1);
+    let og = cx.int("offset_group", 1);
+    let ks = cx.ints("kernel_shape");
+    if !ks.is_empty() && ks != [kh, kw] {
+        return Err(format!("kernel_shape {ks:?} differs from the weights' {kh}x{kw}"));
+    }
+    let attr = |name: &str, n: usize, d: i64| {
+        let v = cx.ints(name);
+        if v.is_empty() {
+            vec![d; n]
+        } else {
+            v
+        }
+    };
+    let (dil, pads, st) = (attr("dilations", 2, 1), attr("pads", 4, 0), attr("strides", 2, 1));
+    if group <= 0 || og <= 0 || ic != icpg * group || oc % group != 0 || ic % og != 0 {
+        return Err(format!("channels: X has {ic}, W is {wt}, group {group}, offset_group {og}"));
+    }
+    let k = kh * kw;
+    if od[1] as i64 != og * k * 2 || od[0] as i64 != n {
+        return Err(format!("offset {ot} must be [{n}, {}, OH, OW]", og * k * 2));
+    }
+    if ih < 2 || iw < 2 {
+        return Err(format!("an image of {ih}x{iw} is not supported (the sampling grid divides by H - 1 and W - 1)"));
+    }
+    let expect = |i: i64, p0: i64, p1: i64, a: usize| {
+        (i + p0 + p1 - ((if a == 0 { kh } else { kw }) - 1) * dil[a] - 1) / st[a] + 1
+    };
+    if oh != expect(ih, pads[0], pads[2], 0) || ow != expect(iw, pads[1], pads[3], 1) {
+        return Err(format!(
+            "the offsets' {oh}x{ow} do not match the output size the pads, strides and dilations give"
+        ));
+    }
+    if let Some(m) = mask {
+        let md = dims(&cx.ty(m))?;
+        if md != [n as u64, (og * k) as u64, oh as u64, ow as u64] {
+            return Err(format!("mask {} must be [{n}, {}, {oh}, {ow}]", cx.ty(m), og * k));
+        }
+    }
+    let f32c = |cx: &mut NodeCx, dims: &[u64], v: Vec<f32>| -> Result<Value, String> {
+        Ok(cx.add_const(dlc_ir::TensorData::from_f32(dims, &v).ok_or("internal: a constant")?))
+    };
+    let channel = |cx: &mut NodeCx, v: Value, c0: i64, c1: i64, what: &str| {
+        cx.add1(what, Slice { starts: vec![c0], ends: vec![c1], axes: vec![1], steps: vec![] }, &[v])
+    };
+    let icpog = ic / og;
+    let mut groups = Vec::new();
+    for g in 0..og {
+        let xg = channel(cx, x, g * icpog, (g + 1) * icpog, &format!("x_g{g}"))?;
+        let mut taps = Vec::new();
+        for a in 0..kh {
+            for b in 0..kw {
+                let t = (g * kh + a) * kw + b;
+                let tag = format!("g{g}_t{a}_{b}");
+                // Sampling positions in pixels, then in GridSample's [-1, 1] (align_corners).
+                let dy = channel(cx, off, 2 * t, 2 * t + 1, &format!("{tag}_dy"))?;
+                let dx = channel(cx, off, 2 * t + 1, 2 * t + 2, &format!("{tag}_dx"))?;
+                let by: Vec<f32> = (0..oh).map(|i| (-pads[0] + st[0] * i + a * dil[0]) as f32).collect();
+                let bx: Vec<f32> = (0..ow).map(|j| (-pads[1] + st[1] * j + b * dil[1]) as f32).collect();
+                let by = f32c(cx, &[1, 1, oh as u64, 1], by)?;
+                let bx = f32c(cx, &[1, 1, 1, ow as u64], bx)?;
+                let y = cx.add1(&format!("{tag}_y"), Add {}, &[dy, by])?;
+                let xx = cx.add1(&format!("{tag}_x"), Add {}, &[dx, bx])?;
+                let sy = f32c(cx, &[], vec![2.0 / (ih - 1) as f32])?;
+                let sx = f32c(cx, &[], vec![2.0 / (iw - 1) as f32])?;
+                let one = f32c(cx, &[], vec![1.0])?;
+                let gy = cx.add1(&format!("{tag}_gy0"), Mul {}, &[y, sy])?;
+                let gy = cx.add1(&format!("{tag}_gy"), Sub {}, &[gy, one])?;
+                let gx = cx.add1(&format!("{tag}_gx0"), Mul {}, &[xx, sx])?;
+                let gx = cx.add1(&format!("{tag}_gx"), Sub {}, &[gx, one])?;
+                let grid = cx.add1(&format!("{tag}_grid0"), Concat { axis: 1 }, &[gx, gy])?;
+                let grid = cx.add1(&format!("{tag}_grid"), Transpose { perm: vec![0, 2, 3, 1] }, &[grid])?;
+                let op = GridSample { mode: SampleMode::Linear, padding: SamplePadding::Zeros, align_corners: true };
+                let mut s = cx.add1(&format!("{tag}_sample"), op, &[xg, grid])?;
+                if let Some(m) = mask {
+                    let mt = channel(cx, m, t, t + 1, &format!("{tag}_mask"))?;
+                    s = cx.add1(&format!("{tag}_masked"), Mul {}, &[s, mt])?;
+                }
+                let shape = vec![n, icpog, 1, oh, ow];
+                taps.push(cx.add1(&format!("{tag}_col"), Reshape { shape, allowzero: false }, &[s])?);
+            }
+        }
+        groups.push(cx.add1(&format!("cols_g{g}"), Concat { axis: 2 }, &taps)?);
+    }
+    let cols = if groups.len() == 1 { groups[0] } else { cx.add1("cols", Concat { axis: 1 }, &groups)? };
+    let cols = cx.add1("columns", Reshape { shape: vec![n, ic * k, oh, ow], allowzero: false }, &[cols])?;
+    let w1 = cx.add1("weights", Reshape { shape: vec![oc, icpg * k, 1, 1], allowzero: false }, &[w])?;
+    let conv = Conv {
+        kernel_shape: vec![1, 1],
+        strides: vec![1, 1],
+        pads: vec![0, 0, 0, 0],
+        dilations: vec![1, 1],
+        group,
+        auto_pad: AutoPad::NotSet,
+        act: Activation::None,
+    };
+    let mut operands = vec![cols, w1];
+    if let Some(b) = bias {
+        operands.push(b);
+    }
+    cx.add("", conv, &operands)
 }
