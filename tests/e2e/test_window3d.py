@@ -55,3 +55,45 @@ def test_3d_window_matches_ort(name, tmp_path):
         got = dlc_run(art, path, feeds, tmp_path)
         want = ort_run(path, feeds)
         assert_close(got["y"], want["y"], f"{name} at batch {batch}")
+
+
+@pytest.mark.parametrize("strides,dil,pads,opad,group", [
+    ([1, 1, 1], [1, 1, 1], [0, 0, 0, 0, 0, 0], [0, 0, 0], 1),
+    ([2, 2, 1], [1, 2, 1], [1, 0, 1, 0, 1, 0], [1, 0, 0], 1),
+    ([3, 1, 2], [2, 1, 1], [0, 1, 0, 2, 0, 1], [2, 0, 1], 2),
+])
+def test_conv_transpose_3d_matches_ort(strides, dil, pads, opad, group, tmp_path):
+    """3-D ConvTranspose from the 2-D one per depth tap (ops/nn.rs conv_transpose_3d)."""
+    n, ci, co, d, hw, k = 2, 4, 6, 4, 5, (2, 3, 2)
+    node = h.make_node("ConvTranspose", ["x", "w", "b"], ["y"], strides=strides, dilations=dil, pads=pads,
+                       output_padding=opad, group=group)
+    ins = [h.make_tensor_value_info("x", T.FLOAT, [n, ci, d, hw, hw]),
+           h.make_tensor_value_info("w", T.FLOAT, [ci, co // group, *k]),
+           h.make_tensor_value_info("b", T.FLOAT, [co])]
+    g = h.make_graph([node], "g", ins, [h.make_tensor_value_info("y", T.FLOAT, None)])
+    path = tmp_path / "ct3.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    rng = np.random.default_rng(sum(strides))
+    feeds = {"x": rng.standard_normal((n, ci, d, hw, hw)).astype(np.float32),
+             "w": rng.standard_normal((ci, co // group, *k)).astype(np.float32),
+             "b": rng.standard_normal(co).astype(np.float32)}
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    got, want = dlc_run(art, path, feeds, tmp_path)["y"], ort_run(path, feeds)["y"]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_lp_pool_3d_matches_ort(tmp_path):
+    for p_norm in (2, 3):
+        node = h.make_node("LpPool", ["x"], ["y"], kernel_shape=[2, 3, 2], strides=[1, 2, 2], pads=[1, 0, 1, 0, 1, 1],
+                           p=p_norm)
+        g = h.make_graph([node], "g", [h.make_tensor_value_info("x", T.FLOAT, [2, 3, 5, 7, 6])],
+                         [h.make_tensor_value_info("y", T.FLOAT, None)])
+        path = tmp_path / f"lp{p_norm}.onnx"
+        onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 18)]), str(path))
+        art = tmp_path / f"art{p_norm}"
+        dlc("compile", path, "-o", art)
+        feeds = {"x": np.random.default_rng(p_norm).standard_normal((2, 3, 5, 7, 6)).astype(np.float32)}
+        got, want = dlc_run(art, path, feeds, tmp_path)["y"], ort_run(path, feeds)["y"]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"p={p_norm}")

@@ -84,6 +84,9 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
         if cx.ty(operands[0]).shape.rank() == 3 {
             return conv_transpose_1d(cx, op, operands);
         }
+        if cx.ty(operands[0]).shape.rank() == 5 {
+            return conv_transpose_3d(cx, op, operands);
+        }
         cx.add("", op, &operands)
     });
     reg.insert("AveragePool", avgpool);
@@ -459,6 +462,125 @@ fn conv_transpose_1d(cx: &mut NodeCx, op: ConvTranspose, mut operands: Vec<Value
     cx.add("", View { dims: format!("{};{};{}", d[0], d[1], d[3]) }, &[y])
 }
 
+/// 3-D ConvTranspose (`[N, Ci, D, H, W]`) from the 2-D one: each depth tap `kd` of the
+/// weights is a 2-D transposed convolution of every input depth slice at once (a batch
+/// of `N * D` planes); its slices land at output depths `id * sd + kd * dd` (zeros
+/// interleaved for the stride, then padded to the full depth), the taps are summed, the
+/// depth pads cropped (output padding added at the end) and the bias added once. Only
+/// explicit pads (no `auto_pad`, no `output_shape`); known dims.
+fn conv_transpose_3d(cx: &mut NodeCx, op: ConvTranspose, operands: Vec<Value>) -> Result<Vec<Value>, String> {
+    if op.auto_pad != AutoPad::NotSet || !op.output_shape.is_empty() {
+        return Err("3-D ConvTranspose with auto_pad or output_shape is not supported yet (give pads)".into());
+    }
+    let (x, w) = (operands[0], operands[1]);
+    let dims =
+        |cx: &NodeCx, v: Value| cx.ty(v).shape.as_fixed().ok_or_else(|| format!("needs known dims, got {}", cx.ty(v)));
+    let (xd, wd) = (dims(cx, x)?, dims(cx, w)?);
+    let [n, ci, d, h, wi] = xd[..] else { return Err("input must be [N, C, D, H, W]".into()) };
+    let [wci, cog, kd, kh, kw] = wd[..] else { return Err("weights must be [C, C/group, KD, KH, KW]".into()) };
+    if wci != ci {
+        return Err(format!("the weights take {wci} channels, the input has {ci}"));
+    }
+    let at = |v: &[i64], i: usize, def: i64| v.get(i).copied().unwrap_or(def);
+    let (sd, dd) = (at(&op.strides, 0, 1), at(&op.dilations, 0, 1));
+    let (pb, pe) = (at(&op.pads, 0, 0), at(&op.pads, 3, 0));
+    let opad = at(&op.output_padding, 0, 0);
+    if sd <= 0 || dd <= 0 || pb < 0 || pe < 0 || opad < 0 {
+        return Err(format!("invalid depth stride {sd}, dilation {dd}, pads {pb}/{pe} or output padding {opad}"));
+    }
+    let tail = |v: &[i64]| if v.is_empty() { vec![] } else { v[1..].to_vec() };
+    let pads2 = if op.pads.is_empty() {
+        vec![]
+    } else {
+        vec![at(&op.pads, 1, 0), at(&op.pads, 2, 0), at(&op.pads, 4, 0), at(&op.pads, 5, 0)]
+    };
+    let op2 = ConvTranspose {
+        kernel_shape: vec![kh as i64, kw as i64],
+        strides: tail(&op.strides),
+        pads: pads2,
+        dilations: tail(&op.dilations),
+        group: op.group,
+        output_padding: tail(&op.output_padding),
+        output_shape: vec![],
+        auto_pad: AutoPad::NotSet,
+    };
+    let (n, ci, d, h, wi, kd) = (n as i64, ci as i64, d as i64, h as i64, wi as i64, kd as i64);
+    // [N * D, Ci, H, W]: every depth slice a plane.
+    let xt = cx.add1("depth_major", Transpose { perm: vec![0, 2, 1, 3, 4] }, &[x])?;
+    let planes = cx.add1("planes", Reshape { shape: vec![n * d, ci, h, wi], allowzero: false }, &[xt])?;
+    let full = (d - 1) * sd + dd * (kd - 1) + 1;
+    let reach = (d - 1) * sd + 1;
+    let mut total: Option<Value> = None;
+    for j in 0..kd {
+        let wj = cx.add1(
+            &format!("w{j}"),
+            Slice { starts: vec![j], ends: vec![j + 1], axes: vec![2], steps: vec![] },
+            &[w],
+        )?;
+        let wj = cx.add1(
+            &format!("w{j}_2d"),
+            Reshape { shape: vec![ci, cog as i64, kh as i64, kw as i64], allowzero: false },
+            &[wj],
+        )?;
+        let y = cx.add1(&format!("tap{j}"), op2.clone(), &[planes, wj])?;
+        let yd = dims(cx, y)?;
+        let (co, oh, ow) = (yd[1] as i64, yd[2] as i64, yd[3] as i64);
+        let mut y =
+            cx.add1(&format!("tap{j}_depths"), Reshape { shape: vec![n, d, co, oh, ow], allowzero: false }, &[y])?;
+        if sd > 1 {
+            // Zeros between the slices: [N, D, sd, ...] flattened, cut after the last slice.
+            let y1 =
+                cx.add1(&format!("tap{j}_one"), Reshape { shape: vec![n, d, 1, co, oh, ow], allowzero: false }, &[y])?;
+            let zeros = dlc_ir::TensorData::from_f32(&[1, 1, 1, 1, 1, 1], &[0.0]).ok_or("zero")?;
+            let z = cx.add_const(zeros);
+            let z = cx.add1(
+                &format!("tap{j}_gaps"),
+                Expand { shape: vec![n, d, sd - 1, co, oh, ow], dims: String::new() },
+                &[z],
+            )?;
+            let y2 = cx.add1(&format!("tap{j}_strided"), Concat { axis: 2 }, &[y1, z])?;
+            let y2 = cx.add1(
+                &format!("tap{j}_flat"),
+                Reshape { shape: vec![n, d * sd, co, oh, ow], allowzero: false },
+                &[y2],
+            )?;
+            y = cx.add1(
+                &format!("tap{j}_cut"),
+                Slice { starts: vec![0], ends: vec![reach], axes: vec![1], steps: vec![] },
+                &[y2],
+            )?;
+        }
+        let before = j * dd;
+        let after = full - reach - before + opad;
+        let pads = vec![0, before, 0, 0, 0, 0, after, 0, 0, 0];
+        let y = cx.add1(
+            &format!("tap{j}_placed"),
+            Pad { mode: PadMode::Constant, pads, value: 0.0, exprs: String::new() },
+            &[y],
+        )?;
+        total = Some(match total {
+            None => y,
+            Some(t) => cx.add1(&format!("sum{j}"), Add {}, &[t, y])?,
+        });
+    }
+    let total = total.ok_or("the weights have no depth")?;
+    let od = full + opad - pb - pe;
+    if od <= 0 {
+        return Err(format!("the output depth {od} is not positive"));
+    }
+    let cut = cx.add1(
+        "depth_cropped",
+        Slice { starts: vec![pb], ends: vec![pb + od], axes: vec![1], steps: vec![] },
+        &[total],
+    )?;
+    let mut y = cx.add1("channels_first", Transpose { perm: vec![0, 2, 1, 3, 4] }, &[cut])?;
+    if let Some(&b) = operands.get(2) {
+        let b = cx.add1("bias_5d", Reshape { shape: vec![1, -1, 1, 1, 1], allowzero: false }, &[b])?;
+        y = cx.add1("biased", Add {}, &[y, b])?;
+    }
+    Ok(vec![y])
+}
+
 fn attrs3d(w: Window, auto_pad: AutoPad, ceil_mode: bool) -> super::window3d::Attrs {
     super::window3d::Attrs {
         kernel: w.kernel_shape,
@@ -701,7 +823,13 @@ fn lp_pool(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let pc = cx.add_const(dlc_ir::TensorData::from_f32(&[], &[p as f32]).expect("scalar"));
     let ap = if p == 2 { cx.add1("pow", Mul {}, &[a, a])? } else { cx.add1("pow", Pow {}, &[a, pc])? };
     let auto_pad = auto_pad(cx)?;
-    let avg = pool_op(cx, ap, window, |w| avg_pool_of(w, auto_pad, false, true))?;
+    let avg = if cx.ty(ap).shape.rank() == 5 {
+        // 3-D: the window3d average over depth slices (padding counted, as here).
+        let a = attrs3d(window, auto_pad, false);
+        super::window3d::build(cx, super::window3d::Kind::Avg { count_include_pad: true }, ap, None, None, &a)?
+    } else {
+        pool_op(cx, ap, window, |w| avg_pool_of(w, auto_pad, false, true))?
+    };
     let kc = cx.add_const(dlc_ir::TensorData::from_f32(&[], &[k as f32]).expect("scalar"));
     let sum = cx.add1("sum", Mul {}, &[avg, kc])?;
     if p == 2 {
