@@ -1176,8 +1176,16 @@ fn header(m: &Manifest, model: &Path) -> String {
             } else {
                 format!(", allocate {} bytes", clean(&s.max_bytes))
             };
+            // A string tensor's two buffers (docs/strings.md).
+            let role = match s.encoding.as_str() {
+                dlc_artifact::STRING_TABLE => {
+                    "; a string tensor: start and end byte of each element in the next buffer"
+                }
+                dlc_artifact::STRING_BYTES => "; the UTF-8 bytes of the string tensor before",
+                _ => "",
+            };
             h.push_str(&format!(
-                "/* {} {i} \"{}\": {}{}{max} */\n",
+                "/* {} {i} \"{}\": {}{}{max}{role} */\n",
                 kind.to_lowercase(),
                 clean(&s.name),
                 s.dtype,

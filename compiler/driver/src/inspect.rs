@@ -63,12 +63,18 @@ fn inspect_artifact(a: &InspectArgs) -> Result<()> {
     println!("artifact    {}", dir.display());
     println!("model       {} ({})", m.model_name, m.compiler_version);
     println!("target      {} ({})", m.target_triple, m.cpu);
+    // A string tensor's two buffers say so (docs/strings.md).
+    let role = |t: &dlc_artifact::TensorSpec| match t.encoding.as_str() {
+        dlc_artifact::STRING_TABLE => "  (string tensor: start and end byte of each element)",
+        dlc_artifact::STRING_BYTES => "  (its UTF-8 bytes)",
+        _ => "",
+    };
     for t in &m.inputs {
-        println!("input       {:?}: {}{}", t.name, t.dtype, t.shape_string());
+        println!("input       {:?}: {}{}{}", t.name, t.dtype, t.shape_string(), role(t));
     }
     for t in &m.outputs {
         let max = if t.max_bytes.is_empty() { String::new() } else { format!(" (allocated: {} bytes)", t.max_bytes) };
-        println!("output      {:?}: {}{}{max}", t.name, t.dtype, t.shape_string());
+        println!("output      {:?}: {}{}{max}{}", t.name, t.dtype, t.shape_string(), role(t));
     }
     for s in &m.symbols {
         if s.computed {
