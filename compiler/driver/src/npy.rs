@@ -98,6 +98,9 @@ fn read_strings(bytes: &[u8], path: &Path, shape: &[u64], ts: &npyz::TypeStr) ->
     }
     let data = &bytes[bytes.len() - need as usize..];
     let (count, width) = (shape.iter().product::<u64>() as usize, width as usize);
+    if width == 0 && count > 1 << 24 {
+        bail!("'{}': {count} empty strings is more than dlc reads", path.display());
+    }
     let mut elems = Vec::with_capacity(count);
     for i in 0..count {
         let e = &data[i * width..(i + 1) * width];

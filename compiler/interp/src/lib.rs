@@ -570,8 +570,12 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
             let f32s = |t: &TensorData| t.to_f32().ok_or_else(|| EvalError::Invalid("roi_align: f32 operands".into()));
             let batch = inputs[2].to_i64().ok_or_else(|| EvalError::Invalid("roi_align: i64 indices".into()))?;
             let xd = inputs[0].ty().shape.as_fixed().ok_or_else(|| unsupported("symbolic shapes"))?;
-            let y =
-                nn::roi_align(r, &f32s(&inputs[0])?, &xd, &f32s(&inputs[1])?, &batch).map_err(EvalError::Invalid)?;
+            let y = nn::roi_align(r, &f32s(&inputs[0])?, &xd, &f32s(&inputs[1])?, &batch).map_err(|m| {
+                match m.strip_prefix("unsupported: ") {
+                    Some(what) => unsupported(what),
+                    None => EvalError::Invalid(m),
+                }
+            })?;
             return Ok(vec![TensorData::from_f32(out, &y).ok_or_else(|| EvalError::Invalid("roi_align".into()))?]);
         }
         Op::Random(r) => {

@@ -576,6 +576,11 @@ pub fn roi_align(
             }
         };
         let (gh, gw) = (grid(rh, oh), grid(rw, ow));
+        // The work of folding at compile time is bounded (the kernel runs it otherwise).
+        let work = (gh.max(0) as u128) * (gw.max(0) as u128) * (oh * ow * c) as u128;
+        if work > 1 << 26 {
+            return Err("unsupported: this much work".into());
+        }
         let count = (gh * gw).max(1) as f32;
         // (weights, positions) of every sample, bin by bin.
         let mut samples = Vec::new();

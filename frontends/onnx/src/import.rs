@@ -345,6 +345,13 @@ impl<'m> Importer<'m> {
                 };
                 let table = own(&mut self.graph, s.table, &vi.name)?;
                 let bytes_name = dlc_ir::string_bytes_name(&vi.name);
+                if graph.output.iter().any(|o| o.name == bytes_name) {
+                    return Err(self.model_err(format!(
+                        "output '{}' is a string tensor, whose bytes dlc returns as '{bytes_name}', which names \
+                         another output",
+                        vi.name
+                    )));
+                }
                 let bytes = own(&mut self.graph, s.bytes, &bytes_name)?;
                 self.graph.add_output(vi.name.clone(), table);
                 self.graph.add_output(bytes_name, bytes);

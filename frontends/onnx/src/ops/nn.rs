@@ -483,6 +483,9 @@ fn conv_transpose_3d(cx: &mut NodeCx, op: ConvTranspose, operands: Vec<Value>) -
     }
     let at = |v: &[i64], i: usize, def: i64| v.get(i).copied().unwrap_or(def);
     let (sd, dd) = (at(&op.strides, 0, 1), at(&op.dilations, 0, 1));
+    if kd > 1024 || [sd, dd, d as i64].iter().any(|&v| v > 1 << 24) {
+        return Err(format!("a depth of {d}, {kd} depth taps, stride {sd} or dilation {dd} is too large"));
+    }
     let (pb, pe) = (at(&op.pads, 0, 0), at(&op.pads, 3, 0));
     let opad = at(&op.output_padding, 0, 0);
     if sd <= 0 || dd <= 0 || pb < 0 || pe < 0 || opad < 0 {
@@ -959,6 +962,8 @@ fn col2im(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     };
     let image = known(cx, 1, "image_shape")?;
     let block = known(cx, 2, "block_shape")?;
+    // (Bounds that keep the arithmetic below exact.)
+    const MAX: i64 = 1 << 24;
     if image.len() != 2 || block.len() != 2 {
         return Err(format!("only 2-D Col2Im is supported (image_shape {image:?}, block_shape {block:?})"));
     }
@@ -971,7 +976,14 @@ fn col2im(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         }
     };
     let (d, p, s) = (attr(cx, "dilations", 2, 1), attr(cx, "pads", 4, 0), attr(cx, "strides", 2, 1));
-    if d.len() != 2 || p.len() != 4 || s.len() != 2 || s.iter().chain(&d).any(|&v| v <= 0) || p.iter().any(|&v| v < 0) {
+    let too_big = image.iter().chain(&block).chain(&d).chain(&p).chain(&s).any(|&v| v > MAX);
+    if too_big
+        || d.len() != 2
+        || p.len() != 4
+        || s.len() != 2
+        || s.iter().chain(&d).any(|&v| v <= 0)
+        || p.iter().any(|&v| v < 0)
+    {
         return Err(format!("invalid dilations {d:?}, pads {p:?} or strides {s:?}"));
     }
     let t = cx.ty(x);
@@ -982,6 +994,9 @@ fn col2im(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         return Err(format!("{ck} channels are not a multiple of the block's {k} values"));
     }
     let c = ck / k;
+    if ck.saturating_mul(k) > 1 << 26 {
+        return Err(format!("a one-hot kernel of {ck} x {k} values is too large"));
+    }
     let mut blocks = [0i64; 2];
     let mut extra = [0i64; 2];
     for a in 0..2 {
@@ -1058,6 +1073,14 @@ fn deform_conv(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         return Err(format!("channels: X has {ic}, W is {wt}, group {group}, offset_group {og}"));
     }
     let k = kh * kw;
+    // One GridSample per group and tap: a bound on the graph it builds; attributes
+    // bounded so the position arithmetic is exact.
+    if og.saturating_mul(k) > 4096 {
+        return Err(format!("{og} offset groups of {kh}x{kw} taps are too many (at most 4096)"));
+    }
+    if dil.iter().chain(&pads).chain(&st).any(|&v| !(0..=1 << 24).contains(&v)) {
+        return Err(format!("dilations {dil:?}, pads {pads:?} or strides {st:?} out of range"));
+    }
     if od[1] as i64 != og * k * 2 || od[0] as i64 != n {
         return Err(format!("offset {ot} must be [{n}, {}, OH, OW]", og * k * 2));
     }

@@ -67,6 +67,9 @@ fn mel_weight_matrix(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
             (((dft + 1) as f64 * hz) / rate).floor() as i64
         })
         .collect();
+    if bins > 1 << 16 || dft > 1 << 24 || (dft / 2 + 1).saturating_mul(bins) > 1 << 26 {
+        return Err(format!("a {}x{bins} matrix is too large", dft / 2 + 1));
+    }
     let rows = (dft / 2 + 1) as usize;
     let mut out = vec![0f64; rows * bins as usize];
     let mut set = |j: i64, i: usize, v: f64| -> Result<(), String> {
@@ -142,7 +145,7 @@ fn stft(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         (None, None) => return Err("STFT needs a window or frame_length".into()),
     };
     let len = t.shape.0[1].clone();
-    if l <= 0 || len.fixed().is_some_and(|n| (n as i64) < l) {
+    if l <= 0 || l > 1 << 20 || len.fixed().is_some_and(|n| (n as i64) < l) {
         return Err(format!("frames of {l} samples do not fit in a signal of {len}"));
     }
     // The frame count: a constant or an expression of the length for a constant step,

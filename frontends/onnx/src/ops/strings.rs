@@ -63,8 +63,8 @@ pub(crate) fn constant(
     dims: &[u64],
     elems: &[Vec<u8>],
 ) -> Result<StrVal, String> {
-    let n: u64 = dims.iter().product();
-    if n != elems.len() as u64 {
+    let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+    if n != Some(elems.len() as u64) {
         return Err(format!("string constant '{name}' has {} elements for shape {dims:?}", elems.len()));
     }
     let mut table = Vec::with_capacity(2 * elems.len());
