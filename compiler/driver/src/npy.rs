@@ -325,6 +325,34 @@ mod tests {
     }
 
     #[test]
+    fn string_arrays_are_read_and_written() {
+        // numpy's `np.save(f, np.array(["ab", "", "été"]))`: UTF-32, padded with NULs.
+        let dir = std::env::temp_dir().join(format!("dlc-npy-strings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = Tensor::from_strings(&[3], &["ab", "", "été"]);
+        let path = dir.join("s.npy");
+        super::write(&path, &t).unwrap();
+        let back = super::read(&path).unwrap();
+        assert_eq!(back.to_strings().unwrap(), vec!["ab", "", "été"]);
+        assert_eq!(back.shape, vec![3]);
+        // Byte strings (`|S2`, and `<a2` as the fuzzer wrote it): UTF-8, NULs stripped.
+        for descr in ["|S2", "<a2"] {
+            let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (2,), }}");
+            while (h.len() + 11) % 64 != 0 {
+                h.push(' ');
+            }
+            h.push('\n');
+            let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+            bytes.extend_from_slice(&(h.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(h.as_bytes());
+            bytes.extend_from_slice(b"x\0yz");
+            let t = super::read_bytes(&bytes, std::path::Path::new("b.npy")).unwrap();
+            assert_eq!(t.to_strings().unwrap(), vec!["x", "yz"], "{descr}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn output_names_are_sanitised() {
         assert_eq!(super::file_name("logits"), "logits.npy");
         assert_eq!(super::file_name("out/0:1 x"), "out_0_1_x.npy");

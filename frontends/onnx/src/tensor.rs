@@ -64,7 +64,10 @@ pub fn tensor_from_proto(t: &TensorProto, base: &Path) -> Result<TensorData, Str
     // 4- and 2-bit types are packed in the file (low bits first) and one per byte in dlc.
     let bits = packed_bits(dtype);
     let stored = match bits {
-        Some(b) => (numel * b as u64).div_ceil(8),
+        Some(b) => numel
+            .checked_mul(b as u64)
+            .ok_or_else(|| format!("tensor '{}' of shape {dims:?} is too large", t.name))?
+            .div_ceil(8),
         None => want,
     };
     let bytes: Vec<u8> = if t.data_location.enum_value() == Ok(DataLocation::EXTERNAL) {
@@ -169,4 +172,19 @@ fn read_external(t: &TensorProto, base: &Path, want: u64) -> Result<Vec<u8>, Str
         .and_then(|_| f.read_exact(&mut buf))
         .map_err(|e| format!("tensor '{}': reading '{}': {e}", t.name, path.display()))?;
     Ok(buf)
+}
+
+#[cfg(test)]
+mod fuzz_found {
+    /// Found by the onnx_import fuzz target: a packed 4-bit tensor whose element count
+    /// times 4 bits overflows u64 (it panicked in a debug build).
+    #[test]
+    fn packed_tensors_too_large_for_their_bits_are_errors() {
+        let mut t = onnx_protobuf::TensorProto::new();
+        t.name = "w".into();
+        t.data_type = 22; // int4
+        t.dims = vec![1 << 62, 3];
+        let e = super::tensor_from_proto(&t, std::path::Path::new(".")).unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+    }
 }
