@@ -40,18 +40,9 @@ fn broadcast_at(dims: &[Expr], out: &[Expr], coords: &[Expr]) -> Expr {
     at
 }
 
-/// StringEqual: operands a's table and bytes, b's table and bytes; a bool result of the
-/// broadcast element shape. Lengths first, then the bytes until one differs.
-pub fn string_equal(name: &str, n: &Node) -> Result<Kernel, LowerError> {
-    let dims = |i: usize| {
-        let mut d = Node::dims(&n.inputs[i]);
-        d.pop();
-        d
-    };
-    let (da, db) = (dims(0), dims(2));
-    let (na, nb) = (Node::dims(&n.inputs[1])[0].clone(), Node::dims(&n.inputs[3])[0].clone());
-    let out = Node::dims(&n.outputs[0]);
-    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Read, Access::Read, Access::Write]);
+/// Serial loops over the coordinates of a result of element shape `out`, the body given
+/// them (row-major).
+fn each_element(b: &mut KernelBuilder, out: &[Expr], body: &mut dyn FnMut(&mut KernelBuilder, &[Expr])) {
     fn nest(
         b: &mut KernelBuilder,
         out: &[Expr],
@@ -69,7 +60,28 @@ pub fn string_equal(name: &str, n: &Node) -> Result<Kernel, LowerError> {
             coords.pop();
         });
     }
-    nest(&mut b, &out, &mut Vec::new(), &mut |b, coords| {
+    nest(b, out, &mut Vec::new(), body)
+}
+
+/// The element shapes and byte counts of the two string operands (tables 0 and 2,
+/// bytes 1 and 3) of a binary string op.
+fn two_operands(n: &Node) -> ([Vec<Expr>; 2], [Expr; 2]) {
+    let elems = |i: usize| {
+        let mut d = Node::dims(&n.inputs[i]);
+        d.pop();
+        d
+    };
+    let bytes = |i: usize| Node::dims(&n.inputs[i])[0].clone();
+    ([elems(0), elems(2)], [bytes(1), bytes(3)])
+}
+
+/// StringEqual: operands a's table and bytes, b's table and bytes; a bool result of the
+/// broadcast element shape. Lengths first, then the bytes until one differs.
+pub fn string_equal(name: &str, n: &Node) -> Result<Kernel, LowerError> {
+    let ([da, db], [na, nb]) = two_operands(n);
+    let out = Node::dims(&n.outputs[0]);
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Read, Access::Read, Access::Write]);
+    each_element(&mut b, &out, &mut |b, coords| {
         let (ia, ib) = (broadcast_at(&da, &out, coords), broadcast_at(&db, &out, coords));
         let (sa, la) = element(b, 0, ia, &na);
         let (sb, lb) = element(b, 2, ib, &nb);
@@ -178,13 +190,7 @@ pub fn string_case(name: &str, n: &Node, op: &dlc_ir::ops::StringCase) -> Result
 /// StringConcat: one serial pass over the result's elements, appending each pair's bytes
 /// at a running position (each copy cut to the room left), then zeros to the end.
 pub fn string_concat(name: &str, n: &Node) -> Result<Kernel, LowerError> {
-    let dims = |i: usize| {
-        let mut d = Node::dims(&n.inputs[i]);
-        d.pop();
-        d
-    };
-    let (da, db) = (dims(0), dims(2));
-    let (na, nb) = (Node::dims(&n.inputs[1])[0].clone(), Node::dims(&n.inputs[3])[0].clone());
+    let ([da, db], [na, nb]) = two_operands(n);
     let mut out = Node::dims(&n.outputs[0]);
     out.pop();
     let cap = Node::dims(&n.outputs[1])[0].clone();
@@ -192,24 +198,7 @@ pub fn string_concat(name: &str, n: &Node) -> Result<Kernel, LowerError> {
     let mut b = KernelBuilder::new(name, &access);
     let zero = b.i64(0);
     let pos = b.local(I64, zero);
-    fn nest(
-        b: &mut KernelBuilder,
-        out: &[Expr],
-        coords: &mut Vec<Expr>,
-        body: &mut dyn FnMut(&mut KernelBuilder, &[Expr]),
-    ) {
-        if coords.len() == out.len() {
-            body(b, coords);
-            return;
-        }
-        let extent = out[coords.len()].clone();
-        b.for_(Expr::c(0), extent, LoopKind::Serial, |b, i| {
-            coords.push(i);
-            nest(b, out, coords, body);
-            coords.pop();
-        });
-    }
-    nest(&mut b, &out, &mut Vec::new(), &mut |b, coords| {
+    each_element(&mut b, &out, &mut |b, coords| {
         let (ia, ib) = (broadcast_at(&da, &out, coords), broadcast_at(&db, &out, coords));
         let start = b.let_(Inst::Get(pos));
         for (table, bytes, at, total) in [(0, 1, ia, &na), (2, 3, ib, &nb)] {

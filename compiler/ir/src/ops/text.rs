@@ -28,14 +28,21 @@ pub fn string_bytes_check(t: &TensorType, node: &str, op: &'static str, what: &s
     })
 }
 
+/// Checks the four operands of a binary string op (two tables and their bytes); returns
+/// both element shapes and their broadcast shape.
+fn binary_strings(inputs: &[TensorType], node: &str, op: &'static str) -> Result<(Shape, Shape, Shape), IrError> {
+    let a = string_table_shape(&inputs[0], node, op, "operand 0")?;
+    string_bytes_check(&inputs[1], node, op, "operand 1")?;
+    let b = string_table_shape(&inputs[2], node, op, "operand 2")?;
+    string_bytes_check(&inputs[3], node, op, "operand 3")?;
+    let shape = super::broadcast_shapes(&a, &b).map_err(|m| IrError::shape(node, op, m))?;
+    Ok((a, b, shape))
+}
+
 impl Infer for StringEqual {
     fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
         let op = Self::INFO.mnemonic;
-        let a = string_table_shape(&inputs[0], node, op, "operand 0")?;
-        string_bytes_check(&inputs[1], node, op, "operand 1")?;
-        let b = string_table_shape(&inputs[2], node, op, "operand 2")?;
-        string_bytes_check(&inputs[3], node, op, "operand 3")?;
-        let shape = super::broadcast_shapes(&a, &b).map_err(|m| IrError::shape(node, op, m))?;
+        let (_, _, shape) = binary_strings(inputs, node, op)?;
         Ok(vec![TensorType { dtype: DType::Bool, shape }])
     }
 }
@@ -53,11 +60,7 @@ op! {
 impl Infer for StringConcat {
     fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
         let op = Self::INFO.mnemonic;
-        let a = string_table_shape(&inputs[0], node, op, "operand 0")?;
-        string_bytes_check(&inputs[1], node, op, "operand 1")?;
-        let b = string_table_shape(&inputs[2], node, op, "operand 2")?;
-        string_bytes_check(&inputs[3], node, op, "operand 3")?;
-        let shape = super::broadcast_shapes(&a, &b).map_err(|m| IrError::shape(node, op, m))?;
+        let (a, b, shape) = binary_strings(inputs, node, op)?;
         let repeat = |x: &Shape| -> Result<Dim, IrError> {
             if x.0.len() == shape.0.len() && x.0 == shape.0 {
                 return Ok(Dim::Fixed(1));
