@@ -1027,10 +1027,11 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
             nn::einsum(&e.equation, &xs, &dims).map_err(EvalError::Invalid)?
         }
         Op::GridSample(g) => {
-            if ins[0].dims.len() != 4 || ins[1].dims.len() != 4 {
-                return Err(unsupported("GridSample that is not 2-D"));
+            let r = ins[0].dims.len().saturating_sub(2) as u32;
+            if r == 0 || r > 3 || ins[1].dims.len() != r as usize + 2 {
+                return Err(unsupported("GridSample that is not 1-, 2- or 3-D"));
             }
-            work(16)?;
+            work(4u64.pow(r))?;
             nn::grid_sample(g, &f(0)?, &ins[0].dims, &f(1)?, &ins[1].dims)
         }
         Op::ConvTranspose(c) => {

@@ -183,14 +183,18 @@ pub fn conv_transpose(
     out
 }
 
-/// GridSample (2-D) as ONNX's reference implementation computes it, in f64: coordinates
-/// denormalised, rounded half to even for `nearest`, folded into the valid range by the
-/// padding mode, then nearest, bilinear or bicubic (Keys, a = -0.75) interpolation from
-/// pixels read with the padding rule.
+/// GridSample (any spatial rank) as ONNX's reference implementation computes it, in
+/// f64: coordinates denormalised, rounded half to even for `nearest`, folded into the
+/// valid range by the padding mode, then nearest, N-linear or N-cubic (Keys, a = -0.75)
+/// interpolation from pixels read with the padding rule.
 pub fn grid_sample(op: &dlc_ir::ops::GridSample, x: &[f64], xd: &[u64], grid: &[f64], gd: &[u64]) -> Vec<f64> {
     use dlc_ir::ops::{SampleMode, SamplePadding};
-    let (nb, ch, h, w) = (xd[0] as usize, xd[1] as usize, xd[2] as i64, xd[3] as i64);
-    let (oh, ow) = (gd[1] as usize, gd[2] as usize);
+    let r = xd.len() - 2;
+    let (nb, ch) = (xd[0] as usize, xd[1] as usize);
+    // Spatial extents, x (the last dim) first, as the grid orders coordinates.
+    let ext: Vec<i64> = xd[2..].iter().rev().map(|&d| d as i64).collect();
+    let plane: usize = ext.iter().product::<i64>() as usize;
+    let opos: usize = gd[1..=r].iter().product::<u64>() as usize;
     let bounds = |d: i64| if op.align_corners { (0.0, d as f64 - 1.0) } else { (-0.5, d as f64 - 0.5) };
     let reflect = |v: f64, lo: f64, hi: f64| -> f64 {
         let rng = hi - lo;
@@ -228,67 +232,63 @@ pub fn grid_sample(op: &dlc_ir::ops::GridSample, x: &[f64], xd: &[u64], grid: &[
         let a = -0.75;
         let far = |x: f64| ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a;
         let near = |x: f64| ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
-        [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+        vec![far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
     };
-    let mut out = Vec::with_capacity(nb * ch * oh * ow);
+    let mut out = Vec::with_capacity(nb * ch * opos);
     for b in 0..nb {
         for c in 0..ch {
-            let plane = &x[(b * ch + c) * (h * w) as usize..][..(h * w) as usize];
-            let pixel = |yi: i64, xi: i64| -> f64 {
-                let mut idx = [xi, yi];
-                let ext = [w, h];
-                for k in 0..2 {
+            let data = &x[(b * ch + c) * plane..][..plane];
+            let pixel = |at: &[i64]| -> f64 {
+                let (mut flat, mut stride) = (0i64, 1i64);
+                for (k, &i) in at.iter().enumerate() {
+                    let mut i = i;
                     match op.padding {
-                        SamplePadding::Zeros if idx[k] < 0 || idx[k] >= ext[k] => return 0.0,
+                        SamplePadding::Zeros if i < 0 || i >= ext[k] => return 0.0,
                         SamplePadding::Reflection => {
                             let (lo, hi) = bounds(ext[k]);
-                            idx[k] = reflect(idx[k] as f64, lo, hi) as i64;
+                            i = reflect(i as f64, lo, hi) as i64;
                         }
                         _ => {}
                     }
-                    idx[k] = idx[k].clamp(0, ext[k] - 1);
+                    flat += i.clamp(0, ext[k] - 1) * stride;
+                    stride *= ext[k];
                 }
-                plane[(idx[1] * w + idx[0]) as usize]
+                data[flat as usize]
             };
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let gi = ((b * oh + oy) * ow + ox) * 2;
-                    let mut v = [denorm(grid[gi], w), denorm(grid[gi + 1], h)];
-                    for (k, d) in [w, h].into_iter().enumerate() {
-                        if op.mode == SampleMode::Nearest {
-                            v[k] = v[k].round_ties_even();
-                        }
-                        let (lo, hi) = bounds(d);
-                        if v[k] < lo || v[k] > hi {
-                            v[k] = match op.padding {
-                                SamplePadding::Zeros => v[k],
-                                SamplePadding::Border => v[k].clamp(0.0, d as f64 - 1.0),
-                                SamplePadding::Reflection => reflect(v[k], lo, hi),
-                            };
-                        }
+            for o in 0..opos {
+                let gi = (b * opos + o) * r;
+                let mut taps: Vec<(i64, Vec<f64>)> = Vec::with_capacity(r);
+                for (k, &d) in ext.iter().enumerate() {
+                    let mut v = denorm(grid[gi + k], d);
+                    if op.mode == SampleMode::Nearest {
+                        v = v.round_ties_even();
                     }
-                    let [vx, vy] = v;
-                    out.push(match op.mode {
-                        SampleMode::Nearest => pixel(vy as i64, vx as i64),
-                        SampleMode::Linear => {
-                            let (x0, y0) = (vx.floor(), vy.floor());
-                            let (dx, dy) = (vx - x0, vy - y0);
-                            let (x0, y0) = (x0 as i64, y0 as i64);
-                            (1.0 - dy) * ((1.0 - dx) * pixel(y0, x0) + dx * pixel(y0, x0 + 1))
-                                + dy * ((1.0 - dx) * pixel(y0 + 1, x0) + dx * pixel(y0 + 1, x0 + 1))
-                        }
-                        SampleMode::Cubic => {
-                            let (x0, y0) = (vx.floor(), vy.floor());
-                            let (cx, cy) = (cubic(vx - x0), cubic(vy - y0));
-                            let (x0, y0) = (x0 as i64 - 1, y0 as i64 - 1);
-                            (0..4)
-                                .map(|a| {
-                                    cy[a] * (0..4).map(|k| cx[k] * pixel(y0 + a as i64, x0 + k as i64)).sum::<f64>()
-                                })
-                                .sum()
-                        }
+                    let (lo, hi) = bounds(d);
+                    if v < lo || v > hi {
+                        v = match op.padding {
+                            SamplePadding::Zeros => v,
+                            SamplePadding::Border => v.clamp(0.0, d as f64 - 1.0),
+                            SamplePadding::Reflection => reflect(v, lo, hi),
+                        };
+                    }
+                    taps.push(match op.mode {
+                        SampleMode::Nearest => (v as i64, vec![1.0]),
+                        SampleMode::Linear => (v.floor() as i64, vec![1.0 - (v - v.floor()), v - v.floor()]),
+                        SampleMode::Cubic => (v.floor() as i64 - 1, cubic(v - v.floor())),
                     });
                 }
+                let per = taps[0].1.len();
+                let mut sum = 0.0;
+                for combo in 0..per.pow(r as u32) {
+                    let (mut at, mut w, mut rest) = (Vec::with_capacity(r), 1.0, combo);
+                    for (i0, ws) in &taps {
+                        at.push(i0 + (rest % per) as i64);
+                        w *= ws[rest % per];
+                        rest /= per;
+                    }
+                    sum += w * pixel(&at);
+                }
+                out.push(sum);
             }
         }
     }

@@ -1,8 +1,9 @@
-//! GridSample (2-D, f32) following the ONNX reference: each output denormalises its
+//! GridSample (f32, any spatial rank) following the ONNX reference: each output denormalises its
 //! grid coordinates, rounds them (nearest mode, half to even), folds out-of-range ones
 //! by the padding mode, then interpolates (nearest, bilinear, or bicubic with Keys'
 //! a = -0.75) from pixels fetched with the padding rule. Indices are clamped before
-//! every load. One `each` nest over (batch, channel, row, column).
+//! every load. One `each` nest over (batch,
+//! channel, output position); linear and cubic modes sum `2^r` / `4^r` taps.
 use crate::dtype::convert;
 use crate::{LowerError, Node};
 use dlc_ir::ops::{GridSample, SampleMode, SamplePadding};
@@ -13,10 +14,10 @@ const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
 
 struct S<'a> {
     op: &'a GridSample,
-    /// `[W, H]`: the extent of coordinate 0 (x) and 1 (y).
-    extent: [u64; 2],
+    /// The spatial extents, x (the last dim) first.
+    extent: Vec<u64>,
     /// Valid coordinate range per dim.
-    bounds: [(f64, f64); 2],
+    bounds: Vec<(f64, f64)>,
 }
 
 fn f(b: &mut KernelBuilder, v: f64) -> ValId {
@@ -78,22 +79,23 @@ fn reflect(b: &mut KernelBuilder, v: ValId, lo: f64, hi: f64) -> ValId {
 }
 
 impl S<'_> {
-    /// The pixel at integer coordinates `(yi, xi)` of the plane at `base`, with the
-    /// padding rule (0 outside for Zeros).
-    fn pixel(&self, b: &mut KernelBuilder, base: &Expr, yi: ValId, xi: ValId) -> ValId {
-        let mut idx = [xi, yi];
+    /// The pixel at integer coordinates `idx` (x first) of the plane at `base`, with
+    /// the padding rule (0 outside for Zeros).
+    fn pixel(&self, b: &mut KernelBuilder, base: &Expr, idx: &[ValId]) -> ValId {
         let mut inside = b.let_(Inst::Const { ty: Ty::scalar(Elem::I1), lit: Lit::Int(1) });
-        for ((slot, &d), &(lo, hi)) in idx.iter_mut().zip(&self.extent).zip(&self.bounds) {
+        let mut at = base.clone();
+        let mut stride = 1u64;
+        for ((&i, &d), &(lo, hi)) in idx.iter().zip(&self.extent).zip(&self.bounds) {
             let i = match self.op.padding {
                 SamplePadding::Zeros => {
                     let dv = b.i64(d as i64);
-                    let ok = b.cmp(CmpOp::Ult, *slot, dv);
+                    let ok = b.cmp(CmpOp::Ult, i, dv);
                     inside = bin(b, BinOp::And, inside, ok);
-                    *slot
+                    i
                 }
-                SamplePadding::Border => *slot,
+                SamplePadding::Border => i,
                 SamplePadding::Reflection => {
-                    let fv = convert(b, *slot, DType::I64, DType::F32);
+                    let fv = convert(b, i, DType::I64, DType::F32);
                     let r = reflect(b, fv, lo, hi);
                     to_int(b, r)
                 }
@@ -104,9 +106,10 @@ impl S<'_> {
             let dv = b.i64(d as i64);
             let past = b.cmp(CmpOp::Sge, i, dv);
             let last = b.i64(d as i64 - 1);
-            *slot = b.select(past, last, i);
+            let i = b.select(past, last, i);
+            at = &at + &(&Expr::val(i) * &Expr::c(stride as i64));
+            stride *= d;
         }
-        let at = base + &(&(&Expr::val(idx[1]) * &Expr::c(self.extent[0] as i64)) + &Expr::val(idx[0]));
         let v = b.load(F32, 0, at, 4);
         let zero = f(b, 0.0);
         b.select(inside, v, zero)
@@ -153,28 +156,39 @@ fn cubic(b: &mut KernelBuilder, t: ValId) -> [ValId; 4] {
     [w0, w1, w2, w3]
 }
 
-/// GridSample of `x` `[N, C, H, W]` at `grid` `[N, OH, OW, 2]`.
+/// GridSample of `x` `[N, C, d1..dr]` at `grid` `[N, o1..or, r]` (coordinates x first,
+/// so `grid[..., 0]` indexes `dr`).
 pub fn grid_sample(name: &str, n: &Node, op: &GridSample) -> Result<Kernel, LowerError> {
     n.require_f32()?;
     let xd = n.fixed_in(0)?;
     let gd = n.fixed_in(1)?;
-    if xd.len() != 4 || gd.len() != 4 {
-        return Err(n.error("only 2-D sampling is supported"));
+    let r = xd.len().saturating_sub(2);
+    if r == 0 || gd.len() != r + 2 || gd[r + 1] != r as u64 {
+        return Err(n.error("X must be [N, C, d1..dr] and grid [N, o1..or, r]"));
     }
-    let (batch, ch, h, w) = (xd[0], xd[1], xd[2], xd[3]);
-    let (oh, ow) = (gd[1], gd[2]);
-    if h == 0 || w == 0 {
+    if xd[2..].contains(&0) {
         return Err(n.error("empty images cannot be sampled"));
     }
-    let extent = [w, h];
+    let (batch, ch) = (xd[0], xd[1]);
+    // Spatial extents, x (the last dim) first, as the grid orders its coordinates.
+    let extent: Vec<u64> = xd[2..].iter().rev().copied().collect();
+    let outs = &gd[1..=r];
+    let (plane, oplane): (u64, u64) = (extent.iter().product(), outs.iter().product());
     let bound = |d: u64| if op.align_corners { (0.0, d as f64 - 1.0) } else { (-0.5, d as f64 - 0.5) };
-    let s = S { op, extent, bounds: [bound(w), bound(h)] };
+    let s = S { op, bounds: extent.iter().map(|&d| bound(d)).collect(), extent: extent.clone() };
     let c = |v: u64| Expr::c(v as i64);
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
-    b.nest(&[c(batch), c(ch), c(oh), c(ow)], LoopKind::Each, |b, idx| {
-        let (bi, ci, oy, ox) = (&idx[0], &idx[1], &idx[2], &idx[3]);
-        let gi = &(&(bi * &c(oh * ow * 2)) + &(oy * &c(ow * 2))) + &(ox * &c(2));
-        let base = &(bi * &c(ch * h * w)) + &(ci * &c(h * w));
+    let mut extents = vec![c(batch), c(ch)];
+    extents.extend(outs.iter().map(|&o| c(o)));
+    b.nest(&extents, LoopKind::Each, |b, idx| {
+        let (bi, ci) = (&idx[0], &idx[1]);
+        // The output position's flat index within its batch's grid.
+        let mut o = Expr::c(0);
+        for (i, &od) in idx[2..].iter().zip(outs) {
+            o = &(&o * &c(od)) + i;
+        }
+        let gi = &(&(bi * &c(oplane)) + &o) * &c(r as u64);
+        let base = &(bi * &c(ch * plane)) + &(ci * &c(plane));
         let mut coord = Vec::new();
         for (k, &dk) in extent.iter().enumerate() {
             let g = b.load(F32, 1, &gi + &c(k as u64), 4);
@@ -217,62 +231,53 @@ pub fn grid_sample(name: &str, n: &Node, op: &GridSample) -> Result<Kernel, Lowe
             };
             coord.push(b.select(outside, adjusted, v));
         }
-        let (vx, vy) = (coord[0], coord[1]);
-        let value = match op.mode {
-            SampleMode::Nearest => {
-                let (yi, xi) = (to_int(b, vy), to_int(b, vx));
-                s.pixel(b, &base, yi, xi)
-            }
-            SampleMode::Linear => {
-                let (fx, fy) = (call(b, "floorf", vx), call(b, "floorf", vy));
-                let (dx, dy) = (bin(b, BinOp::FSub, vx, fx), bin(b, BinOp::FSub, vy, fy));
-                let (x0, y0) = (to_int(b, fx), to_int(b, fy));
-                let one = f(b, 1.0);
-                let wx = [bin(b, BinOp::FSub, one, dx), dx];
-                let wy = [bin(b, BinOp::FSub, one, dy), dy];
-                let zero = f(b, 0.0);
-                let acc = b.local(F32, zero);
-                for (a, wya) in wy.iter().enumerate() {
-                    for (bb, wxb) in wx.iter().enumerate() {
-                        let yi = b.index(&Expr::val(y0) + &c(a as u64));
-                        let xi = b.index(&Expr::val(x0) + &c(bb as u64));
-                        let p = s.pixel(b, &base, yi, xi);
-                        let wgt = bin(b, BinOp::FMul, *wya, *wxb);
-                        let t = bin(b, BinOp::FMul, wgt, p);
-                        let cur = b.let_(Inst::Get(acc));
-                        let next = bin(b, BinOp::FAdd, cur, t);
-                        b.stmt(Stmt::Set(acc, next));
-                    }
+        // Per dim: the first tap's integer coordinate and each tap's weight.
+        let mut taps: Vec<(ValId, Vec<ValId>)> = Vec::new();
+        for &v in &coord {
+            taps.push(match op.mode {
+                SampleMode::Nearest => (to_int(b, v), vec![]),
+                SampleMode::Linear => {
+                    let fl = call(b, "floorf", v);
+                    let t = bin(b, BinOp::FSub, v, fl);
+                    let one = f(b, 1.0);
+                    (to_int(b, fl), vec![bin(b, BinOp::FSub, one, t), t])
                 }
-                b.let_(Inst::Get(acc))
-            }
-            SampleMode::Cubic => {
-                let (fx, fy) = (call(b, "floorf", vx), call(b, "floorf", vy));
-                let tx = bin(b, BinOp::FSub, vx, fx);
-                let cx = cubic(b, tx);
-                let ty = bin(b, BinOp::FSub, vy, fy);
-                let cy = cubic(b, ty);
-                let (x0, y0) = (to_int(b, fx), to_int(b, fy));
-                let zero = f(b, 0.0);
-                let acc = b.local(F32, zero);
-                for (a, cya) in cy.iter().enumerate() {
-                    let mut row = f(b, 0.0);
-                    for (bb, cxb) in cx.iter().enumerate() {
-                        let yi = b.index(&(&Expr::val(y0) - &Expr::c(1)) + &c(a as u64));
-                        let xi = b.index(&(&Expr::val(x0) - &Expr::c(1)) + &c(bb as u64));
-                        let p = s.pixel(b, &base, yi, xi);
-                        let t = bin(b, BinOp::FMul, *cxb, p);
-                        row = bin(b, BinOp::FAdd, row, t);
-                    }
-                    let cur = b.let_(Inst::Get(acc));
-                    let t = bin(b, BinOp::FMul, *cya, row);
-                    let next = bin(b, BinOp::FAdd, cur, t);
-                    b.stmt(Stmt::Set(acc, next));
+                SampleMode::Cubic => {
+                    let fl = call(b, "floorf", v);
+                    let t = bin(b, BinOp::FSub, v, fl);
+                    let i0 = to_int(b, fl);
+                    (b.index(&Expr::val(i0) - &Expr::c(1)), cubic(b, t).to_vec())
                 }
-                b.let_(Inst::Get(acc))
+            });
+        }
+        let value = if op.mode == SampleMode::Nearest {
+            let at: Vec<ValId> = taps.iter().map(|t| t.0).collect();
+            s.pixel(b, &base, &at)
+        } else {
+            // Every combination of taps, the weights multiplied (x varies fastest).
+            let per = taps[0].1.len();
+            let zero = f(b, 0.0);
+            let acc = b.local(F32, zero);
+            for combo in 0..per.pow(r as u32) {
+                let (mut at, mut w, mut rest) = (Vec::new(), None, combo);
+                for (i0, ws) in &taps {
+                    let j = rest % per;
+                    rest /= per;
+                    at.push(b.index(&Expr::val(*i0) + &c(j as u64)));
+                    w = Some(match w {
+                        None => ws[j],
+                        Some(p) => bin(b, BinOp::FMul, p, ws[j]),
+                    });
+                }
+                let p = s.pixel(b, &base, &at);
+                let t = bin(b, BinOp::FMul, w.expect("r >= 1"), p);
+                let cur = b.let_(Inst::Get(acc));
+                let next = bin(b, BinOp::FAdd, cur, t);
+                b.stmt(Stmt::Set(acc, next));
             }
+            b.let_(Inst::Get(acc))
         };
-        let at = &(&(&(bi * &c(ch * oh * ow)) + &(ci * &c(oh * ow))) + &(oy * &c(ow))) + ox;
+        let at = &(&(bi * &c(ch * oplane)) + &(ci * &c(oplane))) + &o;
         b.store(2, at, value, 4);
     });
     Ok(b.finish())

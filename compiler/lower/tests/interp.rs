@@ -987,13 +987,21 @@ fn grid_sample_in_every_mode_padding_and_alignment() {
     // (and reflection's folding more than once) is exercised. They are multiples of
     // 1/64, so denormalising is exact in f32 and f64 alike and `nearest` rounds the same
     // ties (a near-tie would round differently in the f64 reference).
-    let tys = [TensorType::fixed(DType::F32, &[2, 3, 5, 4]), TensorType::fixed(DType::F32, &[2, 6, 3, 2])];
+    // Images, volumes (the 3-D form, 8 or 64 taps) and lines.
+    let f32t = |d: &[u64]| TensorType::fixed(DType::F32, d);
+    let shapes = [
+        [f32t(&[2, 3, 5, 4]), f32t(&[2, 6, 3, 2])],
+        [f32t(&[2, 2, 3, 5, 4]), f32t(&[2, 2, 3, 2, 3])],
+        [f32t(&[1, 2, 6]), f32t(&[1, 5, 1])],
+    ];
     let grid = |t: &TensorType| floats_with(t, 41, |x| (x * 64.0).round() / 64.0);
-    for mode in [SampleMode::Nearest, SampleMode::Linear, SampleMode::Cubic] {
-        for padding in [SamplePadding::Zeros, SamplePadding::Border, SamplePadding::Reflection] {
-            for align_corners in [false, true] {
-                let op: Op = GridSample { mode, padding, align_corners }.into();
-                check_with(op, &tys, &|t| vec![floats(&t[0], 40), grid(&t[1])], &[&[]]);
+    for tys in &shapes {
+        for mode in [SampleMode::Nearest, SampleMode::Linear, SampleMode::Cubic] {
+            for padding in [SamplePadding::Zeros, SamplePadding::Border, SamplePadding::Reflection] {
+                for align_corners in [false, true] {
+                    let op: Op = GridSample { mode, padding, align_corners }.into();
+                    check_with(op, tys, &|t| vec![floats(&t[0], 40), grid(&t[1])], &[&[]]);
+                }
             }
         }
     }

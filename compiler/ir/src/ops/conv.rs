@@ -652,8 +652,9 @@ pub enum SamplePadding {
 }
 
 op! {
-    /// Samples `X [N, C, H, W]` at the normalised positions of `grid [N, OH, OW, 2]`
-    /// (x then y, in [-1, 1]) as ONNX GridSample (2-D).
+    /// Samples `X [N, C, d1..dr]` at the normalised positions of `grid [N, o1..or, r]`
+    /// (x, the last dim, first; each in [-1, 1]) as ONNX GridSample: `[N, OH, OW, 2]`
+    /// for images, `[N, OD, OH, OW, 3]` for volumes.
     GridSample = "grid_sample", operands 2..=2 { mode: SampleMode, padding: SamplePadding, align_corners: bool }
 }
 
@@ -663,13 +664,16 @@ impl Infer for GridSample {
         let (x, g) = (&inputs[0], &inputs[1]);
         let xd = fixed_dims(x, node, op)?;
         let gd = fixed_dims(g, node, op)?;
-        ensure(xd.len() == 4 && gd.len() == 4 && gd[3] == 2 && gd[0] == xd[0], node, op, || {
+        let r = xd.len().saturating_sub(2);
+        ensure(r >= 1 && gd.len() == r + 2 && gd[r + 1] == r as u64 && gd[0] == xd[0], node, op, || {
             format!(
-                "only 2-D sampling is supported: X {} and grid {} must be [N,C,H,W] and [N,OH,OW,2]",
+                "X {} and grid {} must be [N, C, d1..dr] and [N, o1..or, r] (r spatial dims, the same N)",
                 x.shape, g.shape
             )
         })?;
-        Ok(vec![TensorType::fixed(x.dtype, &[xd[0], xd[1], gd[1], gd[2]])])
+        let mut out = xd[..2].to_vec();
+        out.extend_from_slice(&gd[1..=r]);
+        Ok(vec![TensorType::fixed(x.dtype, &out)])
     }
 }
 
