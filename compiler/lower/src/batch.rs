@@ -94,6 +94,8 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
             op.perm.len() >= lead && op.perm[..lead].iter().enumerate().all(|(i, &p)| p == i as i64) && only_first
         }
         Op::Concat(op) => axis_not_0(op.axis, rank),
+        // Elements picked along a later axis, each sample's indices into its own data.
+        Op::GatherElements(op) => axis_not_0(op.axis, rank) && batched.iter().all(|&b| b),
         // Gathering along another axis than 0 per sample, or a shared table's rows
         // (axis 0) by each sample's indices.
         Op::Gather(op) => {
@@ -114,12 +116,11 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         // The triangle is of the last two axes, so of each sample when there are more.
         Op::Trilu(_) => only_first && rank >= lead + 2,
         // Listed, not `_`, so that a new op is refused with a run-time batch only after
-        // someone decides: GatherElements and the scatters address elements by value,
+        // someone decides: the scatters address elements by value,
         // CumSum's axis and Einsum's equation are not read here, QuantPack runs only in
         // int8 programs (which refuse symbols), NllLoss reduces over the batch, and
         // sources have no kernel.
         Op::Einsum(_)
-        | Op::GatherElements(_)
         | Op::ScatterElements(_)
         | Op::ScatterND(_)
         | Op::CumSum(_)

@@ -418,7 +418,10 @@ impl<'m> Importer<'m> {
             let takes_shape = matches!(node.op_type.as_str(), "Shape" | "Size") && node.domain.is_empty();
             // Arithmetic between a shape value and data known only at run time computes at
             // run time: the shape values become tensors.
-            let uses_shape = uses_shape && !shapes::materialize_for_data(&mut cx).map_err(node_err)?;
+            // (GroupQueryAttention reads its total length as a dim expression itself.)
+            let uses_shape = uses_shape
+                && !crate::ops::gqa::reads_shape_values(node)
+                && !shapes::materialize_for_data(&mut cx).map_err(node_err)?;
             let outs: Vec<Out> = if crate::ops::optional::applies(&cx) {
                 crate::ops::optional::build(&mut cx).map_err(node_err)?
             } else if crate::ops::strings::applies(&cx) {

@@ -5,7 +5,7 @@
 //! aligned bottom-right, and rows whose bias is entirely -inf producing zeros.
 use super::{BuildFn, NodeCx};
 use dlc_ir::ops::*;
-use dlc_ir::{DType, TensorData, Value};
+use dlc_ir::{DType, Dim, TensorData, Value};
 use std::collections::HashMap;
 
 pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
@@ -22,7 +22,7 @@ fn constant(cx: &mut NodeCx, dims: &[u64], vals: &[f32], dt: DType) -> Result<Va
     cx.add1("const_cast", Cast::new(dt), &[c])
 }
 
-fn scalar(cx: &mut NodeCx, v: f32, dt: DType) -> Result<Value, String> {
+pub(crate) fn scalar(cx: &mut NodeCx, v: f32, dt: DType) -> Result<Value, String> {
     constant(cx, &[], &[v], dt)
 }
 
@@ -36,6 +36,69 @@ fn dims(cx: &NodeCx, v: Value) -> Result<Vec<i64>, String> {
 
 fn reshape(cx: &mut NodeCx, name: &str, v: Value, shape: Vec<i64>) -> Result<Value, String> {
     cx.add1(name, Reshape { shape, allowzero: true }, &[v])
+}
+
+/// `v` viewed as `dims` (dims may be run-time: `View` keeps the elements in order).
+pub(crate) fn view(cx: &mut NodeCx, name: &str, v: Value, dims: &[Dim]) -> Result<Value, String> {
+    let dims = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(";");
+    cx.add1(name, View { dims }, &[v])
+}
+
+/// `v` `[B, S, H, D]` with its first `rd` channels rotated by `cos` and `sin`
+/// (`[B, S, rd / 2]`, the cache rows of each position) as RotaryEmbedding defines it:
+/// halves, or interleaved pairs; the other channels pass through. B and S may be
+/// run-time dims.
+pub(crate) fn rotate(
+    cx: &mut NodeCx,
+    v: Value,
+    cos: Value,
+    sin: Value,
+    rd: i64,
+    interleaved: bool,
+) -> Result<Value, String> {
+    let vd = cx.ty(v).shape.0.clone();
+    let d = vd.get(3).and_then(|d| d.fixed()).ok_or("the head size must be known")? as i64;
+    let half = rd / 2;
+    let ct = cx.ty(cos);
+    if ct.shape.rank() != 3 || ct.shape.0[2] != Dim::Fixed(half as u64) || cx.ty(sin).shape != ct.shape {
+        return Err(format!(
+            "the cos and sin rows must both be [B, S, {half}] (rotary_embedding_dim / 2), got {} and {}",
+            ct.shape,
+            cx.ty(sin).shape
+        ));
+    }
+    let cd = ct.shape.0.clone();
+    let with_one = [cd[0].clone(), cd[1].clone(), Dim::Fixed(1), cd[2].clone()];
+    let cos = view(cx, "cos_b_s_1", cos, &with_one)?;
+    let sin = view(cx, "sin_b_s_1", sin, &with_one)?;
+    let slice = |cx: &mut NodeCx, name: &str, v: Value, start: i64, end: i64, step: i64| {
+        cx.add1(name, Slice { starts: vec![start], ends: vec![end], axes: vec![-1], steps: vec![step] }, &[v])
+    };
+    let rest = (rd < d).then(|| slice(cx, "pass", v, rd, d, 1)).transpose()?;
+    let rot = if rd < d { slice(cx, "rotated_part", v, 0, rd, 1)? } else { v };
+    let (x1, x2) = if interleaved {
+        (slice(cx, "x_even", rot, 0, rd, 2)?, slice(cx, "x_odd", rot, 1, rd, 2)?)
+    } else {
+        (slice(cx, "x_first", rot, 0, half, 1)?, slice(cx, "x_second", rot, half, rd, 1)?)
+    };
+    let (c1, s2) = (cx.add1("cos_x1", Mul {}, &[cos, x1])?, cx.add1("sin_x2", Mul {}, &[sin, x2])?);
+    let real = cx.add1("real", Sub {}, &[c1, s2])?;
+    let (s1, c2) = (cx.add1("sin_x1", Mul {}, &[sin, x1])?, cx.add1("cos_x2", Mul {}, &[cos, x2])?);
+    let imag = cx.add1("imag", Add {}, &[s1, c2])?;
+    let lead = &vd[..3];
+    let mut out = if interleaved {
+        let pairs_dims = [lead, &[Dim::Fixed(half as u64), Dim::Fixed(1)]].concat();
+        let r5 = view(cx, "real_pairs", real, &pairs_dims)?;
+        let i5 = view(cx, "imag_pairs", imag, &pairs_dims)?;
+        let pairs = cx.add1("pairs", Concat { axis: -1 }, &[r5, i5])?;
+        view(cx, "rotated", pairs, &[lead, &[Dim::Fixed(rd as u64)]].concat())?
+    } else {
+        cx.add1("rotated", Concat { axis: -1 }, &[real, imag])?
+    };
+    if let Some(r) = rest {
+        out = cx.add1("joined", Concat { axis: -1 }, &[out, r])?;
+    }
+    Ok(out)
 }
 
 /// `[B, S, H*D]` to `[B, H, S, D]`.
@@ -273,45 +336,12 @@ fn rotary_embedding(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         r if r > 0 && r <= d && r % 2 == 0 => r,
         r => return Err(format!("rotary_embedding_dim {r} must be even and at most the head size {d}")),
     };
-    let half = rd / 2;
-    let slice = |cx: &mut NodeCx, name: &str, v: Value, start: i64, end: i64, step: i64| {
-        cx.add1(name, Slice { starts: vec![start], ends: vec![end], axes: vec![-1], steps: vec![step] }, &[v])
-    };
     let (mut cos, mut sin) = (cos, sin);
     if let Some(p) = pos {
         cos = cx.add1("cos_rows", Gather { axis: 0 }, &[cos, p])?;
         sin = cx.add1("sin_rows", Gather { axis: 0 }, &[sin, p])?;
     }
-    let cd = dims(cx, cos)?;
-    if cd.len() != 3 || cd[2] != half {
-        return Err(format!("the caches' rows must be [B, S, {half}] (rotary_embedding_dim / 2), got {cd:?}"));
-    }
-    cos = reshape(cx, "cos_b_s_1", cos, vec![cd[0], cd[1], 1, half])?;
-    sin = reshape(cx, "sin_b_s_1", sin, vec![cd[0], cd[1], 1, half])?;
-    let rest = (rd < d).then(|| slice(cx, "pass", v, rd, d, 1)).transpose()?;
-    let rot = if rd < d { slice(cx, "rotated_part", v, 0, rd, 1)? } else { v };
-    let interleaved = cx.int("interleaved", 0) != 0;
-    let (x1, x2) = if interleaved {
-        (slice(cx, "x_even", rot, 0, rd, 2)?, slice(cx, "x_odd", rot, 1, rd, 2)?)
-    } else {
-        (slice(cx, "x_first", rot, 0, half, 1)?, slice(cx, "x_second", rot, half, rd, 1)?)
-    };
-    let (c1, s2) = (cx.add1("cos_x1", Mul {}, &[cos, x1])?, cx.add1("sin_x2", Mul {}, &[sin, x2])?);
-    let real = cx.add1("real", Sub {}, &[c1, s2])?;
-    let (s1, c2) = (cx.add1("sin_x1", Mul {}, &[sin, x1])?, cx.add1("cos_x2", Mul {}, &[cos, x2])?);
-    let imag = cx.add1("imag", Add {}, &[s1, c2])?;
-    let mut out = if interleaved {
-        let r5 = reshape(cx, "real_pairs", real, vec![vd[0], vd[1], vd[2], half, 1])?;
-        let i5 = reshape(cx, "imag_pairs", imag, vec![vd[0], vd[1], vd[2], half, 1])?;
-        let pairs = cx.add1("pairs", Concat { axis: -1 }, &[r5, i5])?;
-        reshape(cx, "rotated", pairs, vec![vd[0], vd[1], vd[2], rd])?
-    } else {
-        cx.add1("rotated", Concat { axis: -1 }, &[real, imag])?
-    };
-    if let Some(r) = rest {
-        out = cx.add1("joined", Concat { axis: -1 }, &[out, r])?;
-    }
-    v = out;
+    v = rotate(cx, v, cos, sin, rd, cx.int("interleaved", 0) != 0)?;
     if four {
         cx.add("", Transpose { perm: vec![0, 2, 1, 3] }, &[v])
     } else {

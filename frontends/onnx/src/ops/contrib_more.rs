@@ -27,6 +27,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("com.microsoft::MatMulNBits", matmul_nbits);
     reg.insert("com.microsoft::MultiHeadAttention", multi_head_attention);
     reg.insert("com.microsoft::RotaryEmbedding", rotary_embedding);
+    reg.insert("com.microsoft::GroupQueryAttention", super::gqa::group_query_attention);
     reg.insert("com.microsoft::DynamicQuantizeLSTM", dynamic_quantize_lstm);
 }
 

@@ -13,6 +13,7 @@ mod contrib;
 mod contrib_more;
 mod control;
 pub(crate) mod elementwise;
+pub(crate) mod gqa;
 mod linalg;
 mod movement;
 mod nn;
