@@ -326,18 +326,25 @@ fn matmul_nbits(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     Ok(vec![y])
 }
 
-/// MultiHeadAttention(query, key, value, bias?): 3-D query, key and value (`[B, S,
-/// D]`, `[B, L, D]`, `[B, L, Dv]`) split into `num_heads`, as ONNX Attention computes
-/// them (`scale` when given, causal when `unidirectional`); `bias` adds to Q, K and V
-/// first. Masks, packed inputs and past key/value are not supported yet.
+/// MultiHeadAttention(query, key, value, bias?, key_padding_mask?, attention_bias?,
+/// past_key?, past_value?): 3-D query, key and value (`[B, S, D]`, `[B, L, D]`,
+/// `[B, L, Dv]`) split into `num_heads`, as ONNX Attention computes them (`scale` when
+/// given, causal when `unidirectional`, aligned to the end of the keys); `bias` adds to
+/// Q, K and V first; the cache `[B, N, P, H]` goes before the new keys and values
+/// (`present_key` / `present_value` are the joined `[B, N, P + L, H]`). As ONNX
+/// Runtime: `key_padding_mask` as each row's key count (`[B]`) or a 0/1 mask over the
+/// keys (`[B, P + L]`), a masked key's score set to `mask_filter_value`, and the
+/// `attention_bias` (`[B or 1, N or 1, S, P + L]`) added. Packed QKV, 4-D keys (a cross
+/// attention's cache), the other mask forms and the qk output are errors.
 fn multi_head_attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    for (i, what) in [(4, "key_padding_mask"), (5, "attention_bias"), (6, "past_key"), (7, "past_value")] {
-        if has(cx, i) {
-            return Err(format!("{what} is not supported yet"));
-        }
-    }
     if !has(cx, 1) || !has(cx, 2) {
         return Err("packed query/key/value (no separate key and value) is not supported yet".into());
+    }
+    if has(cx, 6) != has(cx, 7) {
+        return Err("past_key and past_value must be given together".into());
+    }
+    if (8..cx.node.input.len()).any(|i| has(cx, i)) || cx.node.output.get(3).is_some_and(|n| !n.is_empty()) {
+        return Err("past_sequence_length, cache_indirection and the qk output are not supported yet".into());
     }
     let heads = cx.int("num_heads", 0);
     if heads <= 0 {
@@ -367,13 +374,67 @@ fn multi_head_attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         ]);
         (qn, kn, vn) = ("qa", "ka", "va");
     }
-    let mut att = body("Attention", &[qn, kn, vn], &["y"]);
+    // The additive mask over [S, P + L] (broadcast), from the padding mask and the bias.
+    let keys = {
+        let l = cx.ty(k).shape.0[1].fixed().ok_or("the key length must be known")?;
+        let p = match cx.opt_input(6)? {
+            Some(pk) => cx.ty(pk).shape.0.get(2).and_then(|d| d.fixed()).ok_or("past_key must be [B, N, P, H]")?,
+            None => 0,
+        };
+        (l + p) as i64
+    };
+    let mut mask = None;
+    if let Some(m) = cx.opt_input(4)? {
+        let mt = cx.ty(m);
+        let fill = cx.float("mask_filter_value", -10000.0);
+        let ints = |name: &str, v: Vec<i64>| body("Constant", &[], &[name]).with(attr("value_ints", A::Is(v)));
+        match mt.shape.rank() {
+            // Key counts: key j of row b is kept when j < mask[b].
+            1 => nodes.extend([
+                ints("key_index", (0..keys).collect()),
+                ints("rows", vec![-1, 1]),
+                body("Cast", &["$4"], &["counts"]).with(attr("to", A::I(7))),
+                body("Reshape", &["counts", "rows"], &["counts_b1"]),
+                body("Less", &["key_index", "counts_b1"], &["kept"]),
+                body("Cast", &["kept"], &["kept_f"]).with(attr("to", A::I(1))),
+            ]),
+            2 if mt.shape.0[1] == dlc_ir::Dim::Fixed(keys as u64) => {
+                nodes.push(body("Cast", &["$4"], &["kept_f"]).with(attr("to", A::I(1))));
+            }
+            _ => {
+                return Err(format!("key_padding_mask must be [B] or [B, {keys}] (past and new keys), got {mt}"));
+            }
+        }
+        // (1 - kept) * fill, as [B, 1, 1, P + L].
+        nodes.extend([
+            constant("one", 1.0),
+            constant("fill", fill),
+            ints("axes12", vec![1, 2]),
+            body("Sub", &["one", "kept_f"], &["dropped"]),
+            body("Mul", &["dropped", "fill"], &["pad_bias"]),
+            body("Unsqueeze", &["pad_bias", "axes12"], &["pad_bias4"]),
+        ]);
+        mask = Some("pad_bias4");
+    }
+    if has(cx, 5) {
+        mask = Some(match mask {
+            Some(m) => {
+                nodes.push(body("Add", &[m, "$5"], &["all_bias"]));
+                "all_bias"
+            }
+            None => "$5",
+        });
+    }
+    let past_k = opt(cx, 6);
+    let past_v = opt(cx, 7);
+    let mut att = body("Attention", &[qn, kn, vn, mask.unwrap_or(""), &past_k, &past_v], &["y", "pk", "pv"]);
     att.int.extend([("q_num_heads", heads), ("kv_num_heads", heads), ("is_causal", cx.int("unidirectional", 0))]);
     if cx.has("scale") {
         att.attrs.push(attr("scale", A::F(cx.float("scale", 1.0))));
     }
     nodes.push(att);
-    expand_at(cx, nodes, &["y"], Some(23))
+    // With no cache, the present state is this step's keys and values, split into heads.
+    expand_at(cx, nodes, &["y", "pk", "pv"], Some(23))
 }
 
 /// RotaryEmbedding (com.microsoft)(input, position_ids, cos_cache, sin_cache): ONNX's
