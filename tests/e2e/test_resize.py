@@ -128,3 +128,28 @@ def test_a_feature_pyramid_sum_runs_where_its_sizes_agree(tmp_path):
     p = dlc("run", art, "--input", f"x={tmp_path / 'odd.npy'}", "-o", tmp_path / "odd", check=False)
     assert p.returncode != 0 and "panicked" not in p.stderr, p.stderr
     assert "H" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+@pytest.mark.parametrize("given", ["scales", "sizes"])
+def test_antialias_at_a_run_time_scale_matches_ort(mode, given, tmp_path):
+    # The scale (or the sizes) is a graph input: the tables' width is a bound from the
+    # input's extent, the taps past each scale's footprint weigh nothing. One artifact,
+    # several scales, down to a single output pixel, and an upscale.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 13, 9])
+    kind = TensorProto.FLOAT if given == "scales" else TensorProto.INT64
+    p = helper.make_tensor_value_info("p", kind, [4])
+    ins = ["x", "", "p"] if given == "scales" else ["x", "", "", "p"]
+    nodes = [helper.make_node("Resize", ins, ["y"], mode=mode, antialias=1)]
+    path = _model(tmp_path / "aa.onnx", nodes, [x, p], ["y"])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    xv = np.random.RandomState(7).randn(1, 2, 13, 9).astype(np.float32)
+    for hw in [(0.5, 0.4), (0.1, 0.25), (0.08, 0.12), (1.5, 0.7)]:
+        pv = (np.array([1, 1, *hw], np.float32) if given == "scales"
+              else np.array([1, 2, max(1, int(13 * hw[0])), max(1, int(9 * hw[1]))], np.int64))
+        feeds = {"x": xv, "p": pv}
+        want = ort_run(path, feeds)["y"]
+        got = dlc_run(art, path, feeds, tmp_path)["y"]
+        assert got.shape == want.shape, (hw, got.shape, want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=str(hw))

@@ -235,9 +235,10 @@ fn resize_taps(r: &dlc_ir::ops::ResizeTaps, ins: &[T], out_types: &[TensorType])
         }
     }
     let r = &r;
-    let (idx, w) = resize::taps(r, x.dims[a], out).map_err(EvalError::Invalid)?;
-    let k = idx.len() as u64 / out.max(1);
-    let k = if out == 0 { r.taps(Some(x.dims[a]), Some(0)).unwrap_or(1) } else { k };
+    // The width the node's type declares (a bound when the scale is a run-time value).
+    let k = out_types.first().and_then(|t| t.shape.0.get(1)).and_then(|d| d.fixed());
+    let k = k.ok_or_else(|| EvalError::Invalid("resize_taps needs a known tap count".into()))?;
+    let (idx, w) = resize::taps_of_width(r, x.dims[a], out, k as usize).map_err(EvalError::Invalid)?;
     let wf: Vec<f32> = w.iter().map(|&v| v as f32).collect();
     let i = TensorData::from_i64(&[out, k], &idx).ok_or_else(|| EvalError::Invalid("taps size".into()))?;
     let w = TensorData::from_f32(&[out, k + 1], &wf).ok_or_else(|| EvalError::Invalid("weights size".into()))?;

@@ -45,7 +45,14 @@ pub fn coordinate(op: &ResizeTaps, o: f64, in_len: f64, out_len: f64, scale: f64
 /// The taps of `op` for an axis of `in_len` into `out_len`: `K` indices and `K + 1`
 /// weights per output position (row-major), as [`ResizeTaps`] defines them.
 pub fn taps(op: &ResizeTaps, in_len: u64, out_len: u64) -> Result<(Vec<i64>, Vec<f64>), String> {
-    let k = op.taps(Some(in_len), Some(out_len)).ok_or("the kernel width is unknown")? as usize;
+    let k = op.taps(Some(in_len), Some(out_len)).ok_or("the kernel width is unknown")?;
+    taps_of_width(op, in_len, out_len, k as usize)
+}
+
+/// [`taps`] with `k` taps per position (the width the node's type declares, which
+/// [`ResizeTaps::width`] bounds when the scale was known only at run time: the taps
+/// past the footprint get zero weight).
+pub fn taps_of_width(op: &ResizeTaps, in_len: u64, out_len: u64, k: usize) -> Result<(Vec<i64>, Vec<f64>), String> {
     let (inf, outf) = (in_len as f64, out_len as f64);
     let scale = op.scale_at(Some(in_len), Some(out_len)).ok_or("the scale's dims must be known")?;
     let last = in_len.saturating_sub(1) as i64;

@@ -136,6 +136,23 @@ impl ResizeTaps {
         let n = 2.0 - 2.0 * start;
         (n.is_finite() && (1.0..=65536.0).contains(&n)).then_some(n as u64)
     }
+
+    /// The tap count of the tables: [`Self::taps`], except with antialias and a scale
+    /// known only at run time (given at run time, `run_time_scale`, or sizes over
+    /// run-time dims), where it is a bound from the input's extent `in`: an output of at
+    /// least one element needs `scale >= 0.5 / in` (sizes round), so the footprint
+    /// `2 ceil(half / scale)` is at most `4 half in + 2`. The taps past the footprint of
+    /// the actual scale get zero weight (the filter is 0 there), so the result is the
+    /// same. `None` when `in` is unknown or the bound exceeds 65,536.
+    pub fn width(&self, in_len: Option<u64>, out_len: Option<u64>, run_time_scale: bool) -> Option<u64> {
+        let known = !run_time_scale && self.scale_at(in_len, out_len).is_some();
+        if known || !self.antialias || self.mode == ResizeMode::Nearest {
+            return self.taps(in_len, out_len);
+        }
+        let half = if self.mode == ResizeMode::Linear { 1 } else { 2 };
+        let k = in_len?.checked_mul(4 * half)?.checked_add(4)?;
+        (k <= 65536).then_some(k)
+    }
 }
 
 /// `floor(d * scale)`, the ONNX output extent for a scale, as a dim: exact for run-time
@@ -189,16 +206,14 @@ impl Infer for ResizeTaps {
             ensure(p.dtype == DType::F32 && p.shape.as_fixed().as_deref() == Some(&[3][..]), node, op, || {
                 format!("the run-time parameters must be f32[3] (scale, roi start, roi end), got {p}")
             })?;
-            ensure(!self.antialias || self.mode == ResizeMode::Nearest, node, op, || {
-                "antialias with a scale known only at run time has a kernel width only known at run time".into()
-            })?;
         }
-        let k = self.taps(x.shape.0[a].fixed(), out.fixed()).ok_or_else(|| {
+        let k = self.width(x.shape.0[a].fixed(), out.fixed(), inputs.len() == 2).ok_or_else(|| {
             IrError::shape(
                 node,
                 op,
                 format!(
-                    "antialias with sizes over run-time dims ({} to {}) has a kernel width only known at run time",
+                    "antialias with sizes over run-time dims ({} to {}) has a kernel width only known at run time \
+                     (with a scale given at run time, the input's extent bounds it and must be known)",
                     x.shape.0[a], out
                 ),
             )
