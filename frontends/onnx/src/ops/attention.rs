@@ -11,6 +11,7 @@ use std::collections::HashMap;
 pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Attention", attention);
     reg.insert("RotaryEmbedding", rotary_embedding);
+    reg.insert("LinearAttention", super::linear_attention::linear_attention);
 }
 
 /// An f32 constant converted to `dt` (a Cast node when `dt` is not f32).

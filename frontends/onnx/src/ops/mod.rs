@@ -15,6 +15,7 @@ mod control;
 pub(crate) mod elementwise;
 pub(crate) mod gqa;
 mod linalg;
+mod linear_attention;
 mod movement;
 mod nn;
 pub(crate) mod optional;
