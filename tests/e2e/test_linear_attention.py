@@ -9,7 +9,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx.reference import ReferenceEvaluator
 
-from conftest import dlc, dlc_run
+from conftest import dlc, dlc_run, dlc_run_process
 
 HQ, HK, DK, DV = 4, 2, 3, 5
 
@@ -63,3 +63,42 @@ def test_run_time_sequence_length_is_a_clear_error(tmp_path):
     p = dlc("compile", path, "-o", tmp_path / "art", check=False)
     assert p.returncode != 0 and "LinearAttention" in p.stderr and "sequence length" in p.stderr, p.stderr
     assert "panicked" not in p.stderr
+
+
+def test_flex_attention_at_a_run_time_batch_matches_the_reference(tmp_path):
+    # FlexAttention (ai.onnx.preview) with grouped heads and a causal score_mod graph
+    # that reads the scores' shape; one artifact at two batch sizes.
+    f = T.FLOAT
+    mod = h.make_graph(
+        [h.make_node("Shape", ["scores"], ["shape"]),
+         h.make_node("Gather", ["shape", "i2"], ["l"], axis=0), h.make_node("Gather", ["shape", "i3"], ["s"], axis=0),
+         h.make_node("Range", ["zero", "l", "one"], ["qr"]), h.make_node("Reshape", ["qr", "qs"], ["qi"]),
+         h.make_node("Range", ["zero", "s", "one"], ["kr"]), h.make_node("Reshape", ["kr", "ks"], ["ki"]),
+         h.make_node("GreaterOrEqual", ["qi", "ki"], ["keep"]),
+         h.make_node("Where", ["keep", "scores", "neg"], ["out"])],
+        "causal", [h.make_tensor_value_info("scores", f, None)], [h.make_tensor_value_info("out", f, None)],
+        initializer=[h.make_tensor("i2", T.INT64, [], [2]), h.make_tensor("i3", T.INT64, [], [3]),
+                     h.make_tensor("zero", T.INT64, [], [0]), h.make_tensor("one", T.INT64, [], [1]),
+                     h.make_tensor("qs", T.INT64, [2], [-1, 1]), h.make_tensor("ks", T.INT64, [2], [1, -1]),
+                     h.make_tensor("neg", f, [], [-np.inf])])
+    node = h.make_node("FlexAttention", ["Q", "K", "V"], ["Y"], domain="ai.onnx.preview", score_mod=mod)
+    ins = [h.make_tensor_value_info("Q", f, ["batch", 4, 5, 8]), h.make_tensor_value_info("K", f, ["batch", 2, 5, 8]),
+           h.make_tensor_value_info("V", f, ["batch", 2, 5, 6])]
+    model = h.make_model(h.make_graph([node], "flex", ins, [h.make_tensor_value_info("Y", f, None)]),
+                         opset_imports=[h.make_opsetid("", 26), h.make_opsetid("ai.onnx.preview", 1)])
+    path = tmp_path / "flex.onnx"
+    onnx.save(model, str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    ref = ReferenceEvaluator(model)
+    for b in (1, 3):
+        rng = np.random.default_rng(b)
+        feeds = {"Q": rng.standard_normal((b, 4, 5, 8)).astype(np.float32),
+                 "K": rng.standard_normal((b, 2, 5, 8)).astype(np.float32),
+                 "V": rng.standard_normal((b, 2, 5, 6)).astype(np.float32)}
+        # (ONNX Runtime has no FlexAttention, so dlc_run's output names come from here.)
+        out = tmp_path / f"out{b}"
+        p = dlc_run_process(art, feeds, tmp_path, out=out)
+        assert p.returncode == 0, p.stderr
+        got = np.load(out / "Y.npy")
+        np.testing.assert_allclose(got, ref.run(None, feeds)[0], rtol=1e-5, atol=1e-5, err_msg=str(b))

@@ -12,6 +12,7 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("Attention", attention);
     reg.insert("RotaryEmbedding", rotary_embedding);
     reg.insert("LinearAttention", super::linear_attention::linear_attention);
+    reg.insert("ai.onnx.preview::FlexAttention", super::linear_attention::flex_attention);
 }
 
 /// An f32 constant converted to `dt` (a Cast node when `dt` is not f32).

@@ -111,7 +111,7 @@ fn center_crop_pad(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     expand(cx, nodes, &["y"])
 }
 
-fn branch<'n>(cx: &NodeCx<'n, '_>, name: &str) -> Result<&'n GraphProto, String> {
+pub(crate) fn branch<'n>(cx: &NodeCx<'n, '_>, name: &str) -> Result<&'n GraphProto, String> {
     let node: &'n onnx_protobuf::NodeProto = cx.node;
     node.attribute
         .iter()
@@ -121,7 +121,7 @@ fn branch<'n>(cx: &NodeCx<'n, '_>, name: &str) -> Result<&'n GraphProto, String>
 }
 
 /// Imports subgraph `g` into the current scope; its outputs' values.
-fn import_branch(cx: &mut NodeCx, g: &GraphProto, what: &str) -> Result<Vec<Value>, String> {
+pub(crate) fn import_branch(cx: &mut NodeCx, g: &GraphProto, what: &str) -> Result<Vec<Value>, String> {
     for t in &g.initializer {
         let data =
             crate::tensor::tensor_from_proto(t, &cx.imp.base).map_err(|m| format!("{what}: initializer: {m}"))?;

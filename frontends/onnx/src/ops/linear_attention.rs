@@ -166,3 +166,81 @@ pub(crate) fn linear_attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     }
     Ok(vec![y, state])
 }
+
+/// FlexAttention (ai.onnx.preview) as ONNX's reference computes it: `Q [B, Hq, L, E]`,
+/// `K [B, Hkv, S, E]`, `V [B, Hkv, S, Ev]`; scores `(Q sqrt(s)) (K sqrt(s))^T` in the
+/// inputs' type (`s` = `scale`, 1/sqrt(E) by default), then in the softmax type
+/// (`softmax_precision`, else float32 for 16-bit inputs, else the inputs' type): the
+/// `score_mod` graph applied to the scores, softmax over keys, the `prob_mod` graph to the
+/// probabilities, times V, in V's type. Query heads share key/value heads in groups
+/// (a 5-D product, nothing repeated); the mod graphs see `[B, Hq, L, S]`.
+pub(crate) fn flex_attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (q, k, v) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    let (qt, kt, vt) = (cx.ty(q), cx.ty(k), cx.ty(v));
+    let dt = qt.dtype;
+    if qt.shape.rank() != 4 || kt.shape.rank() != 4 || vt.shape.rank() != 4 || !dt.is_float() {
+        return Err(format!("Q, K and V must be float rank-4 tensors, got {qt}, {kt} and {vt}"));
+    }
+    if kt.dtype != dt || vt.dtype != dt {
+        return Err(format!("Q, K and V must have one type, got {dt}, {} and {}", kt.dtype, vt.dtype));
+    }
+    let [b, hq, l, e] = <[Dim; 4]>::try_from(qt.shape.0.clone()).expect("rank 4");
+    let [_, hk, s, ek] = <[Dim; 4]>::try_from(kt.shape.0.clone()).expect("rank 4");
+    let ev = vt.shape.0[3].clone();
+    if ek != e || vt.shape.0[1] != hk || vt.shape.0[2] != s {
+        return Err(format!("K {} and V {} do not fit Q {}", kt.shape, vt.shape, qt.shape));
+    }
+    let (hqn, hkn) = (hq.fixed().ok_or("head counts must be known")?, hk.fixed().ok_or("head counts must be known")?);
+    if hkn == 0 || hqn % hkn != 0 {
+        return Err(format!("{hqn} query heads do not group over {hkn} key/value heads"));
+    }
+    let en = e.fixed().ok_or("the head size must be known")?;
+    let g = Dim::Fixed(hqn / hkn);
+    let compute = match cx.int("softmax_precision", 0) {
+        0 if matches!(dt, DType::F16 | DType::BF16) => DType::F32,
+        0 => dt,
+        1 => DType::F32,
+        10 => DType::F16,
+        11 => DType::F64,
+        16 => DType::BF16,
+        p => return Err(format!("softmax_precision {p} is not a float type")),
+    };
+    let scale = if cx.has("scale") { cx.float("scale", 0.0) } else { 1.0 / (en as f32).sqrt() };
+    let ss = super::attention::scalar(cx, scale.sqrt(), dt)?;
+    let qs = cx.add1("q_scaled", Mul {}, &[q, ss])?;
+    let ks = cx.add1("k_scaled", Mul {}, &[k, ss])?;
+    let q5 = view(cx, "q_groups", qs, &[b.clone(), hk.clone(), g.clone(), l.clone(), e.clone()])?;
+    let k5 = view(cx, "k_group", ks, &[b.clone(), hk.clone(), Dim::Fixed(1), s.clone(), e.clone()])?;
+    let kt5 = cx.add1("k_t", Transpose { perm: vec![0, 1, 2, 4, 3] }, &[k5])?;
+    let scores = cx.add1("qk", MatMul { act: Activation::None }, &[q5, kt5])?;
+    let mut scores = view(cx, "scores", scores, &[b.clone(), hq.clone(), l.clone(), s.clone()])?;
+    let cast = |cx: &mut NodeCx, x: Value, to: DType, name: &str| -> Result<Value, String> {
+        if cx.ty(x).dtype == to {
+            Ok(x)
+        } else {
+            cx.add1(name, Cast::new(to), &[x])
+        }
+    };
+    scores = cast(cx, scores, compute, "scores_cast")?;
+    // A mod graph: one input bound to `x`, one output (cast to the softmax type).
+    let apply = |cx: &mut NodeCx, attr: &str, x: Value| -> Result<Value, String> {
+        let Some(graph) = cx.node.attribute.iter().find(|a| a.name == attr).and_then(|a| a.g.as_ref()) else {
+            return Ok(x);
+        };
+        if graph.input.len() != 1 || graph.output.len() != 1 {
+            return Err(format!("{attr} must take one input and give one output"));
+        }
+        cx.imp.values.insert(graph.input[0].name.clone(), x);
+        let out = super::control::import_branch(cx, graph, attr)?;
+        cast(cx, out[0], compute, &format!("{attr}_cast"))
+    };
+    scores = apply(cx, "score_mod", scores)?;
+    let probs = cx.add1("softmax", Softmax { axis: -1, mode: SoftmaxMode::Softmax }, &[scores])?;
+    let probs = apply(cx, "prob_mod", probs)?;
+    let p5 = view(cx, "probs_groups", probs, &[b.clone(), hk.clone(), g.clone(), l.clone(), s.clone()])?;
+    let v = cast(cx, v, compute, "v_cast")?;
+    let v5 = view(cx, "v_group", v, &[b.clone(), hk.clone(), Dim::Fixed(1), s, ev.clone()])?;
+    let y = cx.add1("context", MatMul { act: Activation::None }, &[p5, v5])?;
+    let y = view(cx, "context_heads", y, &[b, hq, l, ev])?;
+    Ok(vec![cast(cx, y, dt, "output_cast")?])
+}
