@@ -14,16 +14,18 @@ from conftest import assert_close, dlc, dlc_run, ort_run
 HIDDEN, INPUT = 5, 3
 
 
-def _model(path, kind, direction, layout=0, states=True, **attrs):
+def _model(path, kind, direction, layout=0, states=True, seq="S", lens=False, **attrs):
     gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[kind]
     dirs = 2 if direction == "bidirectional" else 1
     rng = np.random.default_rng(len(kind) + dirs)
     init = [numpy_helper.from_array(rng.uniform(-0.5, 0.5, s).astype(np.float32), n) for n, s in [
         ("W", (dirs, gates * HIDDEN, INPUT)), ("R", (dirs, gates * HIDDEN, HIDDEN)), ("B", (dirs, 2 * gates * HIDDEN))]]
-    ins = ["x", "W", "R", "B", ""]
-    x_shape = ["B", "S", INPUT] if layout else ["S", "B", INPUT]
+    ins = ["x", "W", "R", "B", "lens" if lens else ""]
+    x_shape = ["B", seq, INPUT] if layout else [seq, "B", INPUT]
     st_shape = ["B", dirs, HIDDEN] if layout else [dirs, "B", HIDDEN]
     inputs = [h.make_tensor_value_info("x", T.FLOAT, x_shape)]
+    if lens:
+        inputs.append(h.make_tensor_value_info("lens", T.INT32, ["B"]))
     outs = ["y", "y_h"] + (["y_c"] if kind == "LSTM" else [])
     if states:
         ins.append("h0")
@@ -73,3 +75,31 @@ def test_a_run_time_sequence_length_runs_as_a_loop(case, tmp_path):
         for k, v in want.items():
             assert got[k].shape == v.shape, (k, got[k].shape, v.shape)
             assert_close(got[k], v, f"{case} {k} at seq={seq} batch={batch}")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_sequence_lens_at_run_time(case, tmp_path):
+    # A known sequence length (the recurrence unrolled) and each row's length given at
+    # run time: past it a row keeps its state and its outputs are zeros; a reverse
+    # direction starts at the row's last valid step.
+    cfg = dict(CASES[case])
+    states = cfg.get("states", True)
+    path = _model(tmp_path / "m.onnx", seq=6, lens=True, **cfg)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    dirs = 2 if cfg["direction"] == "bidirectional" else 1
+    rng = np.random.default_rng(3)
+    for lens in ([6, 2, 4], [1], [3, 6]):
+        batch = len(lens)
+        feeds = {"x": rng.standard_normal((6, batch, INPUT)).astype(np.float32), "lens": np.array(lens, np.int32)}
+        if states:
+            feeds["h0"] = rng.standard_normal((dirs, batch, HIDDEN)).astype(np.float32)
+            if cfg["kind"] == "LSTM":
+                feeds["c0"] = rng.standard_normal((dirs, batch, HIDDEN)).astype(np.float32)
+        want = ort_run(path, feeds)
+        w = tmp_path / f"b{batch}_{lens[0]}"
+        w.mkdir()
+        got = dlc_run(art, path, feeds, w)
+        for k, v in want.items():
+            assert got[k].shape == v.shape, (k, got[k].shape, v.shape)
+            assert_close(got[k], v, f"{case} {k} lens={lens}")

@@ -82,13 +82,24 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
     if h <= 0 {
         return Err("hidden_size is required".into());
     }
-    if let Some(lens) = cx.const_input(4)? {
-        if lens.to_i64().is_none_or(|v| v.iter().any(|&l| Some(l) != seq)) {
-            return Err("sequence_lens other than the full length are not supported yet".into());
+    // Rows shorter than the sequence (sequence_lens, unless every entry is the full length):
+    // past its length a row's state stays and its outputs are zeros (a reverse direction
+    // starts at its last valid step), as ONNX defines it.
+    let lens = match (cx.opt_input(4)?, cx.const_input(4)?) {
+        (Some(_), Some(c)) if c.to_i64().is_some_and(|v| v.iter().all(|&l| Some(l) == seq)) => None,
+        (Some(l), _) => {
+            if seq.is_none() {
+                return Err("sequence_lens with a run-time sequence length is not supported yet".into());
+            }
+            let lt = cx.ty(l);
+            if !lt.dtype.is_signed_int() || lt.shape.rank() != 1 || lt.shape.0[0] != xt.shape.0[1] {
+                return Err(format!("sequence_lens must be int32[{}], got {lt}", xt.shape.0[1]));
+            }
+            let l = cx.add1("lens_i64", Cast::new(DType::I64), &[l])?;
+            Some(cx.add1("lens_rows", Reshape { shape: vec![-1, 1], allowzero: false }, &[l])?)
         }
-    } else if cx.opt_input(4)?.is_some() {
-        return Err("sequence_lens must be a constant".into());
-    }
+        (None, _) => None,
+    };
     let dirs: Vec<bool> = match cx.string("direction", "forward")?.as_str() {
         "forward" => vec![false],
         "reverse" => vec![true],
@@ -174,8 +185,22 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
         let steps: Vec<i64> = if rev { (0..seq).rev().collect() } else { (0..seq).collect() };
         for t in steps {
             let xw_t = row(cx, xw_all, t, vec![batch, gates * h])?;
-            (hs, cs) = step(cx, kind, lbr, xw_t, hs, cs, &weights)?;
-            outs[t as usize] = hs;
+            let (h_next, c_next) = step(cx, kind, lbr, xw_t, hs, cs, &weights)?;
+            match lens {
+                Some(l) => {
+                    // Rows with t < len step; the others keep their state and give zeros.
+                    let tv = cx.i64_const(&[], &[t])?;
+                    let live = cx.add1("row_live", Less {}, &[tv, l])?;
+                    hs = cx.add1("h_kept", Where {}, &[live, h_next, hs])?;
+                    cs = cx.add1("c_kept", Where {}, &[live, c_next, cs])?;
+                    let zero = zeros(cx, &[1, h as u64]);
+                    outs[t as usize] = cx.add1("y_step", Where {}, &[live, h_next, zero])?;
+                }
+                None => {
+                    (hs, cs) = (h_next, c_next);
+                    outs[t as usize] = hs;
+                }
+            }
         }
         let steps: Vec<Value> = outs.iter().map(|&o| reshape(cx, o, vec![1, 1, batch, h])).collect::<Result<_, _>>()?;
         ys.push(cx.add1("y_dir", Concat { axis: 0 }, &steps)?);
