@@ -172,3 +172,30 @@ def test_string_split_matches_the_onnx_reference(delimiter, maxsplit, shape, tmp
         if o["y"].tolist() == want["y"].tolist() and o["n"].tolist() == want["n"].tolist():
             agreed += 1
     assert agreed or delimiter is None or maxsplit is not None, "ORT agreed with the reference on no batch"
+
+
+REGEX_TEXT = ["www.example.com", "www.a-b.com", "jo.doe@gmail.com", " x@yahoo.com!", "αβγ", "", "HeLLo",
+              "abc_9", "été", "x\ty", "1234", "www.é.com"]
+
+
+@pytest.mark.parametrize("pattern", [r"www\.[\w.-]+\.\bcom\b", r"(\W|^)[\w.\-]{0,25}@(yahoo|gmail)\.com(\W|$)",
+                                     r"\p{Greek}+", r"(?i)hello", r"\w+", r"", r"\d{2,4}", r"[^\s]+", r"x\sy"])
+def test_regex_full_match_matches_ort(pattern, tmp_path):
+    # RE2's meaning (ONNX Runtime's): ASCII \w, \d, \s and \b; `.` and \p over UTF-8.
+    path = tmp_path / "re.onnx"
+    _save(path, [h.make_node("RegexFullMatch", ["x"], ["y"], pattern=pattern)],
+          [h.make_tensor_value_info("x", T.STRING, [3, 4])], [h.make_tensor_value_info("y", T.BOOL, None)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    x = _strings(REGEX_TEXT).reshape(3, 4)
+    got, want = dlc_run(art, path, {"x": x}, tmp_path)["y"], ort_run(path, {"x": x})["y"]
+    assert got.dtype == np.bool_ and got.tolist() == want.tolist(), (pattern, got, want)
+
+
+def test_regex_that_a_dfa_cannot_take_is_a_clear_error(tmp_path):
+    path = tmp_path / "re.onnx"
+    _save(path, [h.make_node("RegexFullMatch", ["x"], ["y"], pattern="(a")],
+          [h.make_tensor_value_info("x", T.STRING, [2])], [h.make_tensor_value_info("y", T.BOOL, None)])
+    p = dlc("compile", path, "-o", tmp_path / "art", check=False)
+    assert p.returncode != 0 and "RegexFullMatch" in p.stderr and "pattern '(a'" in p.stderr, p.stderr
+    assert "panicked" not in p.stderr

@@ -455,6 +455,31 @@ fn string_equal(ins: &[T], out: &[u64]) -> Result<Vec<TensorData>, EvalError> {
     Ok(vec![TensorData::new(ty, std::sync::Arc::from(eq)).ok_or_else(|| bad("result"))?])
 }
 
+/// RegexFullMatch ([`dlc_ir::ops::StringRegexMatch`]) by the `regex` crate (an
+/// implementation independent of the kernel's DFA): `^(?:pattern)$` on each element's
+/// bytes, the pattern given RE2's meaning by [`dlc_ir::ops::re2_pattern`].
+fn string_regex_match(ins: &[T], pattern: &str, out: &[u64]) -> Result<Vec<TensorData>, EvalError> {
+    let bad = |m: &str| EvalError::Invalid(format!("string_regex_match: {m}"));
+    let [t, b] = ins else { return Err(bad("takes two operands")) };
+    let (Data::I(table), Data::I(bytes)) = (&t.data, &b.data) else {
+        return Err(bad("the table and bytes must be integers"));
+    };
+    let re = regex::bytes::Regex::new(&format!("^(?:{})$", dlc_ir::ops::re2_pattern(pattern)))
+        .map_err(|e| bad(&e.to_string()))?;
+    let bytes: Vec<u8> = bytes.iter().map(|&v| v as u8).collect();
+    let n = table.len() / 2;
+    let mut hit = Vec::with_capacity(n);
+    for e in 0..n {
+        let (s, t) = (table[2 * e], table[2 * e + 1]);
+        if s < 0 || t < s || t as usize > bytes.len() {
+            return Err(bad(&format!("element range {s}..{t} outside {} bytes", bytes.len())));
+        }
+        hit.push(u8::from(re.is_match(&bytes[s as usize..t as usize])));
+    }
+    let ty = TensorType::fixed(DType::Bool, out);
+    Ok(vec![TensorData::new(ty, std::sync::Arc::from(hit)).ok_or_else(|| bad("result"))?])
+}
+
 /// String concatenation ([`dlc_ir::ops::StringConcat`]): each result element's bytes at
 /// a running position, cut at the bytes result's end; unused bytes 0.
 fn string_concat(ins: &[T], out_types: &[TensorType]) -> Result<Vec<TensorData>, EvalError> {
@@ -566,6 +591,7 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::Nms(o) => return nms(o.center_point_box, inputs),
         Op::Unique(u) => return unique(u, &ins),
         Op::StringEqual(_) => return string_equal(&ins, out),
+        Op::StringRegexMatch(r) => return string_regex_match(&ins, &r.pattern, out),
         Op::StringConcat(_) => return string_concat(&ins, out_types),
         Op::RoiAlign(r) => {
             let f32s = |t: &TensorData| t.to_f32().ok_or_else(|| EvalError::Invalid("roi_align: f32 operands".into()));
@@ -1188,6 +1214,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::Nms(_)
         | Op::Unique(_)
         | Op::StringEqual(_)
+        | Op::StringRegexMatch(_)
         | Op::StringCase(_)
         | Op::StringConcat(_)
         | Op::StringSplitCount(_)
@@ -1520,6 +1547,7 @@ macro_rules! not_elementwise {
             | Op::Nms(_)
             | Op::Unique(_)
             | Op::StringEqual(_)
+            | Op::StringRegexMatch(_)
             | Op::StringCase(_)
             | Op::StringConcat(_)
             | Op::StringSplitCount(_)

@@ -132,6 +132,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::Nms(_)
         | Op::Unique(_)
         | Op::StringEqual(_)
+        | Op::StringRegexMatch(_)
         | Op::StringCase(_)
         | Op::StringConcat(_)
         | Op::StringSplitCount(_)

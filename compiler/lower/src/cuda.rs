@@ -131,6 +131,7 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::Nms(_)
         | Op::Unique(_)
         | Op::StringEqual(_)
+        | Op::StringRegexMatch(_)
         | Op::StringCase(_)
         | Op::StringConcat(_)
         | Op::StringSplitCount(_)

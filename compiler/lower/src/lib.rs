@@ -287,6 +287,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::Nms(op) => nms::nms(kernel, n, op.center_point_box, t.pool),
         Op::Unique(op) => unique::unique(kernel, n, op),
         Op::StringEqual(_) => text::string_equal(kernel, n),
+        Op::StringRegexMatch(op) => text::string_regex_match(kernel, n, op),
         Op::StringCase(op) => text::string_case(kernel, n, op),
         Op::StringConcat(_) => text::string_concat(kernel, n),
         Op::StringSplitCount(op) => text::string_split_count(kernel, n, op),

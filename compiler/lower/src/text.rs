@@ -451,3 +451,37 @@ pub fn string_split(name: &str, n: &Node, op: &dlc_ir::ops::StringSplit) -> Resu
     split_scan(&mut b, n, op.delimiter.as_bytes(), op.maxsplit, &emit, &done);
     Ok(b.finish())
 }
+
+/// RegexFullMatch: each element's bytes through the pattern's automaton
+/// ([`dlc_ir::ops::regex_dfa`], its transitions and accepting states constant arrays of
+/// the kernel), one byte a step; the element matches when the last state accepts.
+pub fn string_regex_match(name: &str, n: &Node, op: &dlc_ir::ops::StringRegexMatch) -> Result<Kernel, LowerError> {
+    let dfa = dlc_ir::ops::regex_dfa(&op.pattern).map_err(|e| n.error(e))?;
+    let mut out = Node::dims(&n.inputs[0]);
+    out.pop();
+    let bytes = Node::dims(&n.inputs[1])[0].clone();
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
+    let trans: Vec<u8> = dfa.trans.iter().flat_map(|t| t.to_le_bytes()).collect();
+    let trans = b.data(&format!("{name}.regex_trans"), Elem::I32, trans);
+    let accept: Vec<u8> = dfa.accept.iter().map(|&a| u8::from(a)).collect();
+    let accept = b.data(&format!("{name}.regex_accept"), Elem::I8, accept);
+    each_element(&mut b, &out, &mut |b, coords| {
+        let at = coords.iter().zip(&out).fold(Expr::c(0), |at, (c, e)| &(&at * e) + c);
+        let (s, len) = element(b, 0, at.clone(), &bytes);
+        let first = b.i64(dfa.start as i64);
+        let state = b.local(I64, first);
+        b.for_(Expr::c(0), Expr::val(len), LoopKind::Serial, |b, k| {
+            let raw = b.load(Ty::scalar(Elem::I8), 1, &Expr::val(s) + &k, 1);
+            let c = b.let_(Inst::Cast(dlc_kir::CastOp::Zext, raw, I64));
+            let cur = b.let_(Inst::Get(state));
+            let next = b.load(Ty::scalar(Elem::I32), trans, &Expr::val(cur).scale(256) + &Expr::val(c), 4);
+            let next = b.let_(Inst::Cast(dlc_kir::CastOp::Zext, next, I64));
+            b.stmt(Stmt::Set(state, next));
+        });
+        let last = b.let_(Inst::Get(state));
+        let ok = b.load(Ty::scalar(Elem::I8), accept, Expr::val(last), 1);
+        let ok = b.let_(Inst::Cast(dlc_kir::CastOp::Zext, ok, I64));
+        store_as(b, 2, at, ok, DType::I64, DType::Bool);
+    });
+    Ok(b.finish())
+}

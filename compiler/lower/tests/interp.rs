@@ -2088,3 +2088,48 @@ fn roi_align_matches_the_reference() {
         check_with(op, &tys, &make, &[&[]]);
     }
 }
+
+#[test]
+fn string_regex_match_kernel_matches_the_regex_crate() {
+    // The DFA kernel against dlc-interp's `regex` crate on ASCII, UTF-8, malformed bytes
+    // and empty elements, for patterns with RE2's ASCII classes and boundaries, Unicode
+    // properties, alternation, repetition counts and case folding.
+    let text: &[&[u8]] = &[
+        b"www.example.com",
+        b"www.a-b.c.com",
+        b"jo.doe@gmail.com",
+        b" x@yahoo.com!",
+        "\u{3b1}\u{3b2}\u{3b3}".as_bytes(),
+        b"",
+        b"\xff\xfe",
+        b"HeLLo",
+        b"abc_9",
+        "\u{e9}t\u{e9}".as_bytes(),
+    ];
+    let mut bytes = Vec::new();
+    let mut rows = Vec::new();
+    for t in text {
+        rows.push(bytes.len() as i64);
+        bytes.extend_from_slice(t);
+        rows.push(bytes.len() as i64);
+    }
+    bytes.push(0);
+    let n = text.len() as u64;
+    let bt = TensorType::fixed(DType::U8, &[bytes.len() as u64]);
+    let bd = TensorData::new(bt.clone(), Arc::from(&bytes[..])).unwrap();
+    let tt = TensorType::fixed(DType::I64, &[2, n / 2, 2]);
+    for pattern in [
+        r"www\.[\w.-]+\.\bcom\b",
+        r"(\W|^)[\w.\-]{0,25}@(yahoo|gmail)\.com(\W|$)",
+        r"\p{Greek}+",
+        r"(?i)hello",
+        r"\w+",
+        r"",
+        r".t.",
+        r"[^\d\s]{2,}",
+    ] {
+        let op: Op = dlc_ir::ops::StringRegexMatch { pattern: pattern.into() }.into();
+        let make = |_: &[TensorType]| vec![i64s(&[2, n / 2, 2], &rows), bd.clone()];
+        check_with(op, &[tt.clone(), bt.clone()], &make, &[&[]]);
+    }
+}

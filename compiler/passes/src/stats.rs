@@ -52,6 +52,7 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         // A byte comparison per byte of the left operand's elements, at most (the bytes are
         // known only at run time: its byte count as the bound).
         Op::StringEqual(_) => out.max(numel(1)),
+        Op::StringRegexMatch(_) => out.max(numel(1)),
         Op::StringCase(_) => out,
         Op::StringConcat(_) => out.max(numel(1) + numel(3)),
         Op::StringSplitCount(_) | Op::StringSplit(_) => out.max(numel(1)),

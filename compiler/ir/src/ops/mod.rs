@@ -43,8 +43,9 @@ pub use reduce::*;
 pub use resize::{scaled_dim, NearestMode, Resize, ResizeCoord, ResizeMode, ResizeTaps};
 pub use source::{Const, Input};
 pub use text::{
-    case_table, map_case, split_ranges, string_bytes_check, string_table_shape, StringCase, StringConcat, StringEqual,
-    StringSplit, StringSplitCount, CASE_TABLE_LEN,
+    case_table, map_case, re2_pattern, regex_dfa, split_ranges, string_bytes_check, string_table_shape, RegexDfa,
+    StringCase, StringConcat, StringEqual, StringRegexMatch, StringSplit, StringSplitCount, CASE_TABLE_LEN,
+    REGEX_MAX_STATES,
 };
 
 /// An attribute value, as printed in the canonical text form.
@@ -563,7 +564,7 @@ op_table! {
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, TopK, NllLoss, CumSum,
     Reshape, Flatten, Transpose, Identity, BitCast, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
     Bind, Strided, NonZero, Nms, Unique, Compress, Iota, View, Loop,
-    StringEqual, StringCase, StringConcat, StringSplitCount, StringSplit, Random, RoiAlign,
+    StringEqual, StringCase, StringConcat, StringSplitCount, StringSplit, StringRegexMatch, Random, RoiAlign,
 }
 
 impl Op {
@@ -668,7 +669,8 @@ impl Op {
             | Strided(_) | NonZero(_) | Nms(_) | Unique(_) | Compress(_) | Iota(_) | View(_) => OpKind::Movement,
             Loop(_) => OpKind::Control,
             // Compares bytes, no arithmetic; never fused into elementwise programs.
-            StringEqual(_) | StringCase(_) | StringConcat(_) | StringSplitCount(_) | StringSplit(_) => OpKind::Movement,
+            StringEqual(_) | StringCase(_) | StringConcat(_) | StringSplitCount(_) | StringSplit(_)
+            | StringRegexMatch(_) => OpKind::Movement,
             // A source of values with a kernel (an operand gives only the shape); not
             // arithmetic on operands, so never fused into elementwise programs.
             Random(_) => OpKind::Movement,

@@ -257,3 +257,189 @@ mod tests {
         assert_eq!(map_case(&[0xC3, b'a', 0xA9, 0xE2, 0x82, 0xAC], &up), vec![0xC3, b'A', 0xA9, 0xE2, 0x82, 0xAC]);
     }
 }
+
+op! {
+    /// RegexFullMatch: whether each element of a string tensor (its table and bytes) is
+    /// matched by `pattern` as a whole, with RE2's meaning (as ONNX specifies and ONNX
+    /// Runtime runs it: [`re2_pattern`]); a bool of the element shape. The kernel walks
+    /// [`regex_dfa`]'s table over each element's bytes.
+    StringRegexMatch = "string_regex_match", operands 2..=2 { pattern: String }
+}
+
+impl Infer for StringRegexMatch {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let shape = string_table_shape(&inputs[0], node, op, "operand 0")?;
+        string_bytes_check(&inputs[1], node, op, "operand 1")?;
+        regex_dfa(&self.pattern).map_err(|e| IrError::shape(node, op, e))?;
+        Ok(vec![TensorType { dtype: DType::Bool, shape }])
+    }
+}
+
+/// `pattern` (RE2 syntax) as the `regex` crate must read it to mean what RE2 means:
+/// the same syntax, except that RE2's Perl classes and word boundaries are ASCII
+/// (`\w` is `[0-9A-Za-z_]`, `\d` `[0-9]`, `\s` `[\t\n\f\r ]`, `\b` between `\w` and
+/// not), where the crate's are Unicode; so those escapes become their ASCII forms (POSIX
+/// classes inside brackets). Everything else (`.` and `\p{..}` over UTF-8 characters,
+/// repetitions, groups) is passed as it is.
+pub fn re2_pattern(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut chars = pattern.chars().peekable();
+    // Bracket depth: 0 outside a class (nested `[` opens `[:name:]` or a nested class).
+    let mut depth = 0usize;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let Some(e) = chars.next() else {
+                    out.push('\\');
+                    break;
+                };
+                let inside = depth > 0;
+                let ascii = match (e, inside) {
+                    ('w', false) => Some("[[:word:]]"),
+                    ('W', false) => Some("[[:^word:]]"),
+                    ('d', false) => Some("[[:digit:]]"),
+                    ('D', false) => Some("[[:^digit:]]"),
+                    ('s', false) => Some("[\\t\\n\\x0C\\r ]"),
+                    ('S', false) => Some("[^\\t\\n\\x0C\\r ]"),
+                    ('b', false) => Some("(?-u:\\b)"),
+                    ('B', false) => Some("(?-u:\\B)"),
+                    ('w', true) => Some("[:word:]"),
+                    ('W', true) => Some("[:^word:]"),
+                    ('d', true) => Some("[:digit:]"),
+                    ('D', true) => Some("[:^digit:]"),
+                    ('s', true) => Some("\\t\\n\\x0C\\r "),
+                    _ => None,
+                };
+                match ascii {
+                    Some(a) => out.push_str(a),
+                    None => {
+                        out.push('\\');
+                        out.push(e);
+                    }
+                }
+            }
+            '[' => {
+                out.push('[');
+                if depth > 0 && chars.peek() == Some(&':') {
+                    // A POSIX class `[:name:]`: copied to its `:]`.
+                    while let Some(x) = chars.next() {
+                        out.push(x);
+                        if x == ':' && chars.peek() == Some(&']') {
+                            out.push(chars.next().expect("peeked"));
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                depth += 1;
+                // A leading `^` and a first `]` belong to the class.
+                if chars.peek() == Some(&'^') {
+                    out.push(chars.next().expect("peeked"));
+                }
+                if chars.peek() == Some(&']') {
+                    out.push(chars.next().expect("peeked"));
+                }
+            }
+            ']' if depth > 0 => {
+                depth -= 1;
+                out.push(']');
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A deterministic automaton over bytes for a whole-string match: from state `start`,
+/// byte `c` moves state `s` to `trans[s * 256 + c]`; the string matches when the state
+/// after its last byte has `accept` set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegexDfa {
+    /// The transitions, 256 per state.
+    pub trans: Vec<u32>,
+    /// Whether the input may end in each state.
+    pub accept: Vec<bool>,
+    /// The state before the first byte.
+    pub start: u32,
+}
+
+/// Most states a [`RegexDfa`] may have (its table is 1 KiB per state).
+pub const REGEX_MAX_STATES: usize = 1 << 14;
+
+/// The automaton of `pattern` matching whole strings: regex-automata's dense DFA of
+/// `(?:pattern)\z` anchored at the start, its reachable states renumbered from 0, each
+/// state's end-of-input transition folded into `accept`. An error (naming the pattern)
+/// when it does not parse, uses what a DFA cannot (Unicode word boundaries), or needs
+/// more than [`REGEX_MAX_STATES`] states.
+pub fn regex_dfa(pattern: &str) -> Result<RegexDfa, String> {
+    use regex_automata::dfa::{dense, Automaton, StartKind};
+    use regex_automata::{Anchored, Input};
+    let limit = REGEX_MAX_STATES * 1024;
+    let dfa = dense::Builder::new()
+        .configure(
+            dense::Config::new()
+                .start_kind(StartKind::Anchored)
+                .dfa_size_limit(Some(limit))
+                .determinize_size_limit(Some(limit)),
+        )
+        .build(&format!("(?:{})\\z", re2_pattern(pattern)))
+        .map_err(|e| format!("pattern '{pattern}' is not supported: {e}"))?;
+    let start = dfa
+        .start_state_forward(&Input::new("").anchored(Anchored::Yes))
+        .map_err(|e| format!("pattern '{pattern}': {e}"))?;
+    let mut ids = std::collections::HashMap::new();
+    let mut order = vec![start];
+    ids.insert(start, 0u32);
+    let (mut trans, mut accept) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < order.len() {
+        let s = order[i];
+        accept.push(dfa.is_match_state(dfa.next_eoi_state(s)));
+        for c in 0..=255u8 {
+            let t = dfa.next_state(s, c);
+            let id = match ids.get(&t) {
+                Some(&id) => id,
+                None => {
+                    if order.len() >= REGEX_MAX_STATES {
+                        return Err(format!("pattern '{pattern}' needs more than {REGEX_MAX_STATES} DFA states"));
+                    }
+                    ids.insert(t, order.len() as u32);
+                    order.push(t);
+                    order.len() as u32 - 1
+                }
+            };
+            trans.push(id);
+        }
+        i += 1;
+    }
+    Ok(RegexDfa { trans, accept, start: 0 })
+}
+
+#[cfg(test)]
+mod regex_tests {
+    use super::regex_dfa;
+
+    fn full(p: &str, s: &str) -> bool {
+        let d = regex_dfa(p).unwrap();
+        let st = s.bytes().fold(d.start, |st, c| d.trans[st as usize * 256 + c as usize]);
+        d.accept[st as usize]
+    }
+
+    #[test]
+    fn whole_strings_only() {
+        assert!(full("a+b", "aaab"));
+        assert!(!full("a+b", "aaabx") && !full("a+b", "xaab") && !full("a+b", ""));
+        assert!(full("", "") && !full("", "a"));
+        assert!(full(r"[\w.]+@example\.com", "jo.doe@example.com"));
+        assert!(full(r"\p{Greek}+", "αβγ") && !full(r"\p{Greek}+", "abc"));
+        // RE2's classes and boundaries are ASCII.
+        assert!(full(r"\w+", "abc_9") && !full(r"\w+", "é"));
+        assert!(full(r"[\w.]+", "a.b") && !full(r"[\w.]+", "aé") && full(r"[^\d]+", "ab"));
+        assert!(full(r"www\.[\w.-]+\.\bcom\b", "www.example.com"));
+        assert!(full(r"\s\S", " x") && !full(r"\s", "\u{a0}"));
+        assert!(full("é.", "éé"));
+        assert!(full("(?i)hello", "HeLLo"));
+        assert!(regex_dfa("(").is_err());
+    }
+}

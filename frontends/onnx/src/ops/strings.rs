@@ -20,7 +20,7 @@ pub(crate) struct StrVal {
 }
 
 /// The ops that take or make string tensors here (besides Identity and Equal of strings).
-pub(crate) const OPS: &[&str] = &["StringNormalizer", "StringConcat", "StringSplit"];
+pub(crate) const OPS: &[&str] = &["StringNormalizer", "StringConcat", "StringSplit", "RegexFullMatch"];
 
 /// Registers the string ops (the importer dispatches them to [`build`]; the registry
 /// entries say they are supported).
@@ -122,6 +122,15 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
         }
         "StringNormalizer" => normalizer(cx),
         "StringSplit" => split(cx),
+        "RegexFullMatch" => {
+            let x = string_input(cx, 0)?;
+            let pattern = cx.string("pattern", "")?;
+            if !cx.has("pattern") {
+                return Err("the pattern attribute is required".into());
+            }
+            let op = dlc_ir::ops::StringRegexMatch { pattern };
+            Ok(vec![Out::Value(cx.add1("", op, &[x.table, x.bytes])?)])
+        }
         "StringConcat" => {
             let (a, b) = (string_input(cx, 0)?, string_input(cx, 1)?);
             let outs = cx.add("", dlc_ir::ops::StringConcat {}, &[a.table, a.bytes, b.table, b.bytes])?;
@@ -129,7 +138,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
         }
         _ => Err(format!(
             "{op} of a string tensor is not supported yet (dlc takes string tensors in Identity, Equal, \
-             StringNormalizer, StringConcat and StringSplit; see docs/strings.md)"
+             StringNormalizer, StringConcat, StringSplit and RegexFullMatch; see docs/strings.md)"
         )),
     }
 }
