@@ -271,7 +271,9 @@ impl Infer for StringRegexMatch {
         let op = Self::INFO.mnemonic;
         let shape = string_table_shape(&inputs[0], node, op, "operand 0")?;
         string_bytes_check(&inputs[1], node, op, "operand 1")?;
-        regex_dfa(&self.pattern).map_err(|e| IrError::shape(node, op, e))?;
+        // Parsing only (cheap; the DFA is built where the kernel is made).
+        regex_automata::util::syntax::parse(&re2_pattern(&self.pattern))
+            .map_err(|e| IrError::shape(node, op, format!("pattern '{}' does not parse: {e}", self.pattern)))?;
         Ok(vec![TensorType { dtype: DType::Bool, shape }])
     }
 }

@@ -128,6 +128,8 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             if !cx.has("pattern") {
                 return Err("the pattern attribute is required".into());
             }
+            // Built here once so that a pattern the DFA cannot take fails the import.
+            dlc_ir::ops::regex_dfa(&pattern)?;
             let op = dlc_ir::ops::StringRegexMatch { pattern };
             Ok(vec![Out::Value(cx.add1("", op, &[x.table, x.bytes])?)])
         }
