@@ -14,7 +14,7 @@ from conftest import dlc, dlc_run, ort_run
 HQ, HK, D = 4, 2, 16  # ONNX Runtime's rotary needs D a multiple of 16
 
 
-def _model(path, b, s, p, total, *, packed=False, rotary=None, bias=False, **attrs):
+def _model(path, b, s, p, total, *, packed=False, rotary=None, bias=False, sink=False, **attrs):
     """GQA over q/k/v [b, s, *] and a cache of p positions (None: no cache); dims may be
     strings (run-time). rotary: (half width, interleaved)."""
     f = T.FLOAT
@@ -45,6 +45,9 @@ def _model(path, b, s, p, total, *, packed=False, rotary=None, bias=False, **att
     if bias:
         ins.append(h.make_tensor_value_info("bias", f, [b, 1, s, total]))
         names += [""] * (10 - len(names)) + ["bias"]  # input 10: attention_bias
+    if sink:
+        inits.append(h.make_tensor("sink", f, [HQ], [0.5, -1.0, 2.0, 0.0]))
+        names += [""] * (11 - len(names)) + ["sink"]  # input 11: head_sink
     node = h.make_node("GroupQueryAttention", names, ["y", "present_k", "present_v"], domain="com.microsoft",
                        num_heads=HQ, kv_num_heads=HK, **attrs)
     outs = [h.make_tensor_value_info(n, f, None) for n in ("y", "present_k", "present_v")]
@@ -94,6 +97,9 @@ CASES = {
     "window": dict(b=1, s=4, p=5, local_window_size=2),
     "window_decode": dict(b=2, s=1, p=5, local_window_size=3),
     "softcap_scale": dict(b=1, s=3, p=3, softcap=2.0, scale=0.3),
+    "head_sink": dict(b=2, s=1, p=4, sink=True),
+    "head_sink_prompt_window": dict(b=1, s=5, p=None, sink=True, local_window_size=2),
+    "smooth_softmax": dict(b=2, s=1, p=3, smooth_softmax=1),
 }
 
 

@@ -20,8 +20,10 @@
 //! - Query heads share key/value heads in groups of `Hq / Hk`: the product runs over
 //!   `[B, Hk, Hq/Hk, S, D]` against `[B, Hk, 1, T, D]`, so nothing is repeated.
 //!
-//! Not supported (an error naming them): `head_sink`, `smooth_softmax`, and the `output_qk`
-//! output.
+//! - `head_sink` (a logit per query head) or `smooth_softmax` (a logit of 0) joins each
+//!   row's softmax as one more key that contributes no value.
+//!
+//! Not supported (an error naming it): the `output_qk` output.
 use super::attention::{rotate, scalar, view};
 use super::NodeCx;
 use dlc_ir::ops::*;
@@ -66,12 +68,6 @@ fn dim_value(cx: &mut NodeCx, what: &str, d: &Dim) -> Result<Value, String> {
 }
 
 pub(crate) fn group_query_attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    if cx.opt_input(11)?.is_some() {
-        return Err("head_sink is not supported yet".into());
-    }
-    if cx.int("smooth_softmax", 0) != 0 {
-        return Err("smooth_softmax is not supported yet".into());
-    }
     if cx.node.output.get(3).is_some_and(|n| !n.is_empty()) || cx.int("qk_output", 0) != 0 {
         return Err("the output_qk output is not supported yet".into());
     }
@@ -280,7 +276,33 @@ pub(crate) fn group_query_attention(cx: &mut NodeCx) -> Result<Vec<Value>, Strin
     let bias5 =
         view(cx, "bias_groups", bias, &[vec![bd[0].clone()], heads5, vec![bd[2].clone(), bd[3].clone()]].concat())?;
     let with_bias = cx.add1("qk_bias", Add {}, &[scores, bias5])?;
-    let probs = cx.add1("softmax", Softmax { axis: -1, mode: SoftmaxMode::Softmax }, &[with_bias])?;
+    // A sink logit per query head (`head_sink`, or 0 with `smooth_softmax`) joins each
+    // row's softmax as one more key with no value: its share is dropped after.
+    let sink = match cx.opt_input(11)? {
+        Some(hs) => {
+            let t = cx.ty(hs);
+            if t.dtype != dt || t.shape.numel() != Some(hq as u64) {
+                return Err(format!("head_sink must be {dt}[{hq}], got {t}"));
+            }
+            Some(view(cx, "sink_groups", hs, &[Dim::Fixed(1), hkd.clone(), g.clone(), Dim::Fixed(1), Dim::Fixed(1)])?)
+        }
+        None if cx.int("smooth_softmax", 0) != 0 => Some(scalar(cx, 0.0, dt)?),
+        None => None,
+    };
+    let probs = match sink {
+        Some(sk) => {
+            // The sink's column: a per-row column of scores (finite) times 0, plus the sink.
+            let col = Slice { starts: vec![0], ends: vec![1], axes: vec![-1], steps: vec![] };
+            let col = cx.add1("sink_col0", col, &[scores])?;
+            let col = cx.add1("sink_zero", Mul {}, &[col, fz])?;
+            let col = cx.add1("sink_col", Add {}, &[col, sk])?;
+            let all = cx.add1("with_sink", Concat { axis: -1 }, &[with_bias, col])?;
+            let p = cx.add1("softmax", Softmax { axis: -1, mode: SoftmaxMode::Softmax }, &[all])?;
+            let keys = Slice { starts: vec![0], ends: vec![-1], axes: vec![-1], steps: vec![] };
+            cx.add1("probs_keys", keys, &[p])?
+        }
+        None => cx.add1("softmax", Softmax { axis: -1, mode: SoftmaxMode::Softmax }, &[with_bias])?,
+    };
     // Rows whose every key is masked (an attention bias of -inf) give zeros, not NaN.
     let mx = cx.add1("bias_max", ReduceMax { axes: vec![-1], keepdims: true }, &[bias5])?;
     let masked = cx.add1("row_masked", IsInf { detect_negative: true, detect_positive: false }, &[mx])?;
