@@ -593,6 +593,20 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::StringEqual(_) => return string_equal(&ins, out),
         Op::StringRegexMatch(r) => return string_regex_match(&ins, &r.pattern, out),
         Op::StringConcat(_) => return string_concat(&ins, out_types),
+        Op::Col2Im(c) => {
+            let x = inputs[0].to_f32().ok_or_else(|| EvalError::Invalid("col2im: f32 input".into()))?;
+            let xd = inputs[0].ty().shape.as_fixed().ok_or_else(|| unsupported("symbolic shapes"))?;
+            let (image, block) = c.extents().ok_or_else(|| EvalError::Invalid("col2im: extents".into()))?;
+            let known = |v: &[dlc_ir::Expr]| v.iter().map(|e| e.as_const()).collect::<Option<Vec<i64>>>();
+            let (Some(image), Some(block)) = (known(&image), known(&block)) else {
+                return Err(unsupported("Col2Im of extents bound at run time"));
+            };
+            let y = nn::col2im(c, &x, &xd, &image, &block).map_err(EvalError::Invalid)?;
+            let ty = out_types[0].clone();
+            let y: Vec<f32> = y.iter().map(|&v| v as f32).collect();
+            return Ok(vec![TensorData::from_f32(&ty.shape.as_fixed().unwrap_or_default(), &y)
+                .ok_or_else(|| EvalError::Invalid("col2im: result".into()))?]);
+        }
         Op::RoiAlign(r) => {
             let f32s = |t: &TensorData| t.to_f32().ok_or_else(|| EvalError::Invalid("roi_align: f32 operands".into()));
             let batch = inputs[2].to_i64().ok_or_else(|| EvalError::Invalid("roi_align: i64 indices".into()))?;
@@ -1221,6 +1235,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::StringSplit(_)
         | Op::Random(_)
         | Op::RoiAlign(_)
+        | Op::Col2Im(_)
         | Op::Loop(_)
         | Op::ArgMin(_)
         | Op::NllLoss(_)
@@ -1554,6 +1569,7 @@ macro_rules! not_elementwise {
             | Op::StringSplit(_)
             | Op::Random(_)
             | Op::RoiAlign(_)
+            | Op::Col2Im(_)
             | Op::Loop(_)
             | Op::ArgMin(_)
             | Op::NllLoss(_)

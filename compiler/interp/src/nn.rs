@@ -638,3 +638,61 @@ pub fn roi_align(
     }
     Ok(out)
 }
+
+/// Col2Im in f64, as ONNX's reference scatters it: each value of column `l` (block
+/// position `(b...)`, row-major in the grid) and row `c * prod(block) + (k...)` is added at
+/// `b * stride - pad_begin + k * dilation` of image `c` when that lies inside the image.
+pub fn col2im(
+    op: &dlc_ir::ops::Col2Im,
+    x: &[f32],
+    xd: &[u64],
+    image: &[i64],
+    block: &[i64],
+) -> Result<Vec<f64>, String> {
+    let r = image.len();
+    let (n, rows, cols) = (xd[0] as usize, xd[1] as usize, xd[2] as usize);
+    let kprod: i64 = block.iter().product();
+    if kprod <= 0 || rows as i64 % kprod != 0 {
+        return Err(format!("{rows} rows are not a multiple of the block's {kprod} values"));
+    }
+    let c = rows / kprod as usize;
+    let grid: Vec<i64> = (0..r)
+        .map(|d| {
+            (image[d] + op.pads[d] + op.pads[d + r] - op.dilations[d] * (block[d] - 1) - 1).div_euclid(op.strides[d])
+                + 1
+        })
+        .collect();
+    if grid.iter().product::<i64>() != cols as i64 {
+        return Err(format!("{cols} columns, the shapes make {grid:?}"));
+    }
+    let plane: usize = image.iter().product::<i64>() as usize;
+    let mut y = vec![0f64; n * c * plane];
+    // Mixed-radix counters over the block's and the grid's positions.
+    let unflat = |mut i: i64, dims: &[i64]| -> Vec<i64> {
+        let mut v = vec![0; dims.len()];
+        for d in (0..dims.len()).rev() {
+            v[d] = i % dims[d];
+            i /= dims[d];
+        }
+        v
+    };
+    for b in 0..n {
+        for row in 0..rows {
+            let (ci, k) = (row / kprod as usize, unflat(row as i64 % kprod, block));
+            for l in 0..cols {
+                let g = unflat(l as i64, &grid);
+                let mut at = 0i64;
+                let mut inside = true;
+                for d in 0..r {
+                    let p = g[d] * op.strides[d] - op.pads[d] + k[d] * op.dilations[d];
+                    inside &= (0..image[d]).contains(&p);
+                    at = at * image[d] + p;
+                }
+                if inside {
+                    y[(b * c + ci) * plane + at as usize] += x[(b * rows + row) * cols + l] as f64;
+                }
+            }
+        }
+    }
+    Ok(y)
+}

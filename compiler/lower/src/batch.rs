@@ -139,6 +139,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::StringSplit(_)
         | Op::Random(_)
         | Op::RoiAlign(_)
+        | Op::Col2Im(_)
         | Op::Compress(_)
         | Op::ResizeTaps(_)
         | Op::Iota(_)

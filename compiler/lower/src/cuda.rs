@@ -138,6 +138,7 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::StringSplit(_)
         | Op::Random(_)
         | Op::RoiAlign(_)
+        | Op::Col2Im(_)
         | Op::Loop(_)
         | Op::Compress(_) => return None,
     })

@@ -22,6 +22,7 @@ pub mod attention;
 pub mod batch;
 pub mod bind;
 pub mod check;
+pub mod col2im;
 pub mod control;
 pub mod conv;
 pub mod conv1x1;
@@ -294,6 +295,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::StringSplit(op) => text::string_split(kernel, n, op),
         Op::Random(op) => random::random(kernel, n, op),
         Op::RoiAlign(op) => roialign::roi_align(kernel, n, op),
+        Op::Col2Im(op) => col2im::col2im(kernel, n, op),
         Op::Compress(op) => movement::compress(kernel, n, op),
         Op::Iota(op) => movement::iota(kernel, n, op),
         Op::Concat(op) => movement::concat(kernel, n, op.axis),

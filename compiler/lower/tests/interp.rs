@@ -2133,3 +2133,46 @@ fn string_regex_match_kernel_matches_the_regex_crate() {
         check_with(op, &[tt.clone(), bt.clone()], &make, &[&[]]);
     }
 }
+
+#[test]
+fn col2im_kernel_matches_the_reference_scatter() {
+    // The kernel gathers per pixel; the reference scatters per column: 2-D and 3-D, with
+    // strides, dilations and uneven pads.
+    let f32t = |d: &[u64]| TensorType::fixed(DType::F32, d);
+    let cases = [
+        (
+            dlc_ir::ops::Col2Im {
+                image: "5;4".into(),
+                block: "2;3".into(),
+                dilations: vec![1, 1],
+                pads: vec![0, 1, 1, 0],
+                strides: vec![1, 2],
+            },
+            f32t(&[2, 3 * 6, 5 * 2]),
+        ),
+        (
+            dlc_ir::ops::Col2Im {
+                image: "6;5".into(),
+                block: "2;2".into(),
+                dilations: vec![2, 1],
+                pads: vec![1, 0, 0, 1],
+                strides: vec![2, 1],
+            },
+            f32t(&[1, 2 * 4, 3 * 5]),
+        ),
+        (
+            dlc_ir::ops::Col2Im {
+                image: "3;4;2".into(),
+                block: "2;2;1".into(),
+                dilations: vec![1, 1, 1],
+                pads: vec![0, 0, 0, 0, 0, 0],
+                strides: vec![1, 2, 1],
+            },
+            f32t(&[1, 3 * 4, 2 * 2 * 2]),
+        ),
+    ];
+    for (op, x) in cases {
+        let op: Op = op.into();
+        check_with(op, &[x], &|t| vec![floats(&t[0], 9)], &[&[]]);
+    }
+}

@@ -61,6 +61,7 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         Op::Random(r) => out * if r.normal { 40 } else { 12 },
         // About 40 per sample of a 2x2 grid per bin (the usual sampling ratio).
         Op::RoiAlign(_) => 160 * out,
+        Op::Col2Im(_) => out.max(numel(0)),
         // One operation per result element.
         dlc_ir::pointwise!() | Op::Cast(_) | Op::Expand(_) | Op::GridSample(_) => out,
         // One per operand element.

@@ -718,3 +718,75 @@ impl Infer for RoiAlign {
         Ok(vec![TensorType { dtype: x.dtype, shape }])
     }
 }
+
+op! {
+    /// ONNX Col2Im with its shapes given at run time: the blocks of `x` `[N, C * prod(block),
+    /// L]` summed into images `[N, C, image...]`. `image` and `block` are `;`-separated dim
+    /// expressions (computed dims the importer binds from the operands' values, which it
+    /// checks); `dilations` and `strides` one per spatial dim, `pads` begins then ends.
+    /// Block `(k...)` of column `l` (its position `(b...)` in the grid of blocks, row-major)
+    /// lands at `b * stride - pad_begin + k * dilation`.
+    Col2Im = "col2im", operands 1..=1 {
+        image: String, block: String, dilations: Vec<i64>, pads: Vec<i64>, strides: Vec<i64>
+    }
+}
+
+impl Col2Im {
+    /// `image` and `block` as expressions (`None` when one does not parse or their
+    /// counts differ).
+    pub fn extents(&self) -> Option<(Vec<Expr>, Vec<Expr>)> {
+        let parse = |s: &str| -> Option<Vec<Expr>> { s.split(';').map(|e| dlc_sym::parse(e.trim()).ok()).collect() };
+        let (i, b) = (parse(&self.image)?, parse(&self.block)?);
+        (i.len() == b.len() && !i.is_empty()).then_some((i, b))
+    }
+
+    /// The number of blocks along each spatial dim: `(image + pads - dilation * (block - 1)
+    /// - 1) / stride + 1`.
+    pub fn grid(&self, image: &[Expr], block: &[Expr]) -> Vec<Expr> {
+        let r = image.len();
+        (0..r)
+            .map(|d| {
+                let span = &(&(&image[d] + &Expr::c(self.pads[d] + self.pads[d + r]))
+                    - &(&(&block[d] - &Expr::c(1)) * &Expr::c(self.dilations[d])))
+                    - &Expr::c(1);
+                &span.floor_div(&Expr::c(self.strides[d])) + &Expr::c(1)
+            })
+            .collect()
+    }
+}
+
+impl Infer for Col2Im {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let x = &inputs[0];
+        ensure(x.shape.rank() == 3 && x.dtype == crate::DType::F32, node, op, || {
+            format!("the input must be f32 [N, C*prod(block), L], got {x}")
+        })?;
+        let (image, block) = self
+            .extents()
+            .ok_or_else(|| IrError::shape(node, op, format!("bad image '{}' or block '{}'", self.image, self.block)))?;
+        let r = image.len();
+        ensure(
+            self.dilations.len() == r
+                && self.strides.len() == r
+                && self.pads.len() == 2 * r
+                && self.dilations.iter().chain(&self.strides).all(|&v| v > 0)
+                && self.pads.iter().all(|&v| v >= 0),
+            node,
+            op,
+            || {
+                format!(
+                    "dilations {:?}, strides {:?} and pads {:?} do not fit {r} dims",
+                    self.dilations, self.strides, self.pads
+                )
+            },
+        )?;
+        let prod = block.iter().fold(Expr::c(1), |a, b| &a * b);
+        let c = x.shape.0[1].expr().floor_div(&prod);
+        let mut shape = vec![x.shape.0[0].clone()];
+        for e in std::iter::once(c).chain(image) {
+            shape.push(Dim::from_expr(e.clone()).ok_or_else(|| IrError::shape(node, op, format!("{e} is not a dim")))?);
+        }
+        Ok(vec![TensorType { dtype: x.dtype, shape: Shape(shape) }])
+    }
+}

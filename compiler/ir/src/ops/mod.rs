@@ -25,7 +25,7 @@ mod text;
 
 pub use control::{Body, Loop};
 pub use conv::{
-    AutoPad, AveragePool, Conv, ConvTranspose, GlobalAveragePool, GridSample, MaxPool, PoolGeometry, RoiAlign,
+    AutoPad, AveragePool, Col2Im, Conv, ConvTranspose, GlobalAveragePool, GridSample, MaxPool, PoolGeometry, RoiAlign,
     SampleMode, SamplePadding, Window, WindowAttrs,
 };
 pub use elementwise::*;
@@ -564,7 +564,7 @@ op_table! {
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, TopK, NllLoss, CumSum,
     Reshape, Flatten, Transpose, Identity, BitCast, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
     Bind, Strided, NonZero, Nms, Unique, Compress, Iota, View, Loop,
-    StringEqual, StringCase, StringConcat, StringSplitCount, StringSplit, StringRegexMatch, Random, RoiAlign,
+    StringEqual, StringCase, StringConcat, StringSplitCount, StringSplit, StringRegexMatch, Random, RoiAlign, Col2Im,
 }
 
 impl Op {
@@ -658,7 +658,7 @@ impl Op {
             crate::pointwise!() | Cast(_) | Expand(_) | Fused(_) => OpKind::Elementwise,
             MatMul(_) | Gemm(_) | Einsum(_) | Attention(_) => OpKind::Contraction,
             Conv(_) | ConvTranspose(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) | GridSample(_)
-            | ResizeTaps(_) | Resize(_) | QConv(_) | RoiAlign(_) => OpKind::Window,
+            | ResizeTaps(_) | Resize(_) | QConv(_) | RoiAlign(_) | Col2Im(_) => OpKind::Window,
             QuantPack(_) => OpKind::Movement,
             BatchNormalization(_) | LayerNormalization(_) | Softmax(_) => OpKind::Normalization,
             ReduceSum(_) | ReduceMean(_) | ReduceMax(_) | ReduceMin(_) | ReduceProd(_) | ReduceL1(_) | ReduceL2(_)

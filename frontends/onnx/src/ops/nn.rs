@@ -953,12 +953,106 @@ fn roi_align(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 /// the `[N, C*kh*kw, Lh, Lw]` blocks with one group per channel and a one-hot kernel (tap
 /// `t` of a group reads input channel `t`), the same strides, pads and dilations, and an
 /// output padding for the rows or columns no block reaches.
+/// Col2Im whose `image_shape` or `block_shape` is known only at run time: both become
+/// computed dims (checked first: positive sizes, the channels a multiple of the block's
+/// size, the columns the grid's count; else the run fails naming the node), and the
+/// [`Col2Im`](dlc_ir::ops::Col2Im) kernel takes them as symbols.
+fn col2im_run_time(cx: &mut NodeCx, x: Value) -> Result<Vec<Value>, String> {
+    let t = cx.ty(x);
+    let (rows, cols) = match t.shape.0.as_slice() {
+        [_, r, c] => (
+            r.fixed().ok_or("the input's channel count must be known")? as i64,
+            c.fixed().ok_or("the input's column count must be known")? as i64,
+        ),
+        _ => return Err(format!("the input must be [N, C*prod(block), L], got {t}")),
+    };
+    let ints = |cx: &mut NodeCx, i: usize, what: &str| -> Result<(Value, usize), String> {
+        let v = cx.input(i)?;
+        let vt = cx.ty(v);
+        let r = match vt.shape.0.as_slice() {
+            [dlc_ir::Dim::Fixed(r)] if vt.dtype.is_signed_int() && *r >= 1 => *r as usize,
+            _ => return Err(format!("{what} must be a 1-D integer tensor of known length, got {vt}")),
+        };
+        let v = if vt.dtype == DType::I64 { v } else { cx.add1(&format!("{what}_i64"), Cast::new(DType::I64), &[v])? };
+        Ok((v, r))
+    };
+    let (image, r) = ints(cx, 1, "image_shape")?;
+    let (block, rb) = ints(cx, 2, "block_shape")?;
+    if rb != r || r > 3 {
+        return Err(format!("image_shape ({r}) and block_shape ({rb}) must give as many dims, at most 3"));
+    }
+    let attr = |cx: &NodeCx, name: &str, n: usize, default: i64| {
+        let v = cx.ints(name);
+        if v.is_empty() {
+            vec![default; n]
+        } else {
+            v
+        }
+    };
+    let (d, p, s) = (attr(cx, "dilations", r, 1), attr(cx, "pads", 2 * r, 0), attr(cx, "strides", r, 1));
+    const MAX: i64 = 1 << 24;
+    if d.len() != r
+        || s.len() != r
+        || p.len() != 2 * r
+        || s.iter().chain(&d).any(|&v| v <= 0 || v > MAX)
+        || p.iter().any(|&v| !(0..=MAX).contains(&v))
+    {
+        return Err(format!("invalid dilations {d:?}, pads {p:?} or strides {s:?}"));
+    }
+    // Checks, each a 0/1 per entry: sizes in [1, 2^24], rows a multiple of the block's
+    // size, the grid's count the columns.
+    let c = |cx: &mut NodeCx, v: Vec<i64>| cx.i64_const(&[v.len() as u64], &v);
+    let (one, big) = (c(cx, vec![1])?, c(cx, vec![MAX])?);
+    let mut flags = Vec::new();
+    for (v, what) in [(image, "image"), (block, "block")] {
+        let lo = cx.add1(&format!("{what}_small"), Less {}, &[v, one])?;
+        let hi = cx.add1(&format!("{what}_big"), Greater {}, &[v, big])?;
+        let bad = cx.add1(&format!("{what}_bad"), Or {}, &[lo, hi])?;
+        flags.push(cx.add1(&format!("{what}_ok"), Not {}, &[bad])?);
+    }
+    let kprod = cx.add1("block_size", ReduceProd { axes: vec![0], keepdims: true }, &[block])?;
+    let rows_v = c(cx, vec![rows])?;
+    let rem = cx.add1("rows_rem", Mod { fmod: false }, &[rows_v, kprod])?;
+    let zero = c(cx, vec![0])?;
+    flags.push(cx.add1("rows_fit", Equal {}, &[rem, zero])?);
+    // Grid: (image + pads - dilation * (block - 1) - 1) / stride + 1, the span >= 0.
+    let pads: Vec<i64> = (0..r).map(|a| p[a] + p[a + r] - 1).collect();
+    let (pv, dv, sv) = (c(cx, pads)?, c(cx, d.clone())?, c(cx, s.clone())?);
+    let bm1 = cx.add1("block_m1", Sub {}, &[block, one])?;
+    let reach = cx.add1("block_reach", Mul {}, &[bm1, dv])?;
+    let span = cx.add1("span_pad", Add {}, &[image, pv])?;
+    let span = cx.add1("span", Sub {}, &[span, reach])?;
+    let neg = cx.add1("span_negative", Less {}, &[span, zero])?;
+    flags.push(cx.add1("span_ok", Not {}, &[neg])?);
+    let cells = cx.add1("cells_m1", Div {}, &[span, sv])?;
+    let cells = cx.add1("cells", Add {}, &[cells, one])?;
+    let count = cx.add1("cell_count", ReduceProd { axes: vec![0], keepdims: true }, &[cells])?;
+    let cols_v = c(cx, vec![cols])?;
+    flags.push(cx.add1("cols_fit", Equal {}, &[count, cols_v])?);
+    let flags: Vec<Value> = flags
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| cx.add1(&format!("flag{i}"), Cast::new(DType::I64), &[f]))
+        .collect::<Result<_, _>>()?;
+    let all = cx.add1("flags", Concat { axis: 0 }, &flags)?;
+    let ok = cx.add1("all_ok", ReduceMin { axes: vec![0], keepdims: true }, &[all])?;
+    let ok = cx.add1("ok", Equal {}, &[ok, one])?;
+    let vals = cx.add1("extents", Concat { axis: 0 }, &[image, block])?;
+    let bad = c(cx, vec![-1; 2 * r])?;
+    let checked = cx.add1("extents_checked", Where {}, &[ok, vals, bad])?;
+    let (x, e) = super::bind::computed_dims(cx, x, checked, "col2im_shape")?;
+    let join = |v: &[dlc_ir::Expr]| v.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(";");
+    let op = dlc_ir::ops::Col2Im { image: join(&e[..r]), block: join(&e[r..]), dilations: d, pads: p, strides: s };
+    cx.add("", op, &[x])
+}
+
 fn col2im(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let x = cx.input(0)?;
+    if cx.const_input(1)?.is_none() || cx.const_input(2)?.is_none() {
+        return col2im_run_time(cx, x);
+    }
     let known = |cx: &mut NodeCx, i: usize, what: &str| -> Result<Vec<i64>, String> {
-        cx.const_ints(i, what)?.ok_or_else(|| {
-            format!("{what} (input {i}) known only at run time is not supported yet (models give constants)")
-        })
+        cx.const_ints(i, what)?.ok_or_else(|| format!("{what} (input {i}) is required"))
     };
     let image = known(cx, 1, "image_shape")?;
     let block = known(cx, 2, "block_shape")?;
