@@ -201,22 +201,44 @@ pub(crate) fn group_query_attention(cx: &mut NodeCx) -> Result<Vec<Value>, Strin
     let after = cx.add1("after_new", Where {}, &[in_cache, j1, zero_row])?;
     let tail = cx.add1("after_past", Where {}, &[in_new, new_row, after])?;
     let src = cx.add1("present_rows", Where {}, &[from_past, j1, tail])?;
-    let src = view(cx, "present_rows_b1t1", src, &[b.clone(), Dim::Fixed(1), t_dim.clone(), Dim::Fixed(1)])?;
-    // Broadcast over heads and channels by adding zeros (a per-sample op, unlike Expand).
-    let zeros = cx.i64_const(&[1, hk as u64, 1, d as u64], &vec![0; (hk * d) as usize])?;
-    let src = cx.add1("present_index", Add {}, &[src, zeros])?;
+    // [past | new | a zero row]: the zero row padded onto the few new rows only.
+    let rows_of = |cx: &mut NodeCx, name: &str, new: Value, old: Option<Value>| -> Result<Value, String> {
+        let pad = Pad::new(vec![0, 0, 0, 0, 0, 0, 1, 0], PadMode::Constant, 0.0);
+        let new = cx.add1(&format!("{name}_new_padded"), pad, &[new])?;
+        match old {
+            Some(o) => cx.add1(&format!("{name}_rows"), Concat { axis: 2 }, &[o, new]),
+            None => Ok(new),
+        }
+    };
+    let l = &(&p.expr() + &s.expr()) + &Expr::c(1);
     let mut present = Vec::new();
-    for (name, new, old) in [("present_key", kh, past.map(|p| p.0)), ("present_value", vh, past.map(|p| p.1))] {
-        let rows = match old {
-            Some(o) => cx.add1(&format!("{name}_rows"), Concat { axis: 2 }, &[o, new])?,
-            None => new,
-        };
-        let padded = cx.add1(
-            &format!("{name}_padded"),
-            Pad::new(vec![0, 0, 0, 0, 0, 0, 1, 0], PadMode::Constant, 0.0),
-            &[rows],
-        )?;
-        present.push(cx.add1(name, GatherElements { axis: 2 }, &[padded, src])?);
+    if let Some(bn) = b.fixed() {
+        // A known batch: whole rows of D values gathered from the flattened cache by
+        // `(b * Hk + h) * L + src[b, j]` (an index of [B, Hk, T], not of every value).
+        let (hku, lu) = (hk as u64, Dim::from_expr(l.clone()).ok_or("cache rows")?);
+        let base =
+            cx.add1("row_base", Iota { len: format!("{}", bn * hku), start: 0, delta: 1, dtype: DType::I64 }, &[])?;
+        let base = view(cx, "row_base_bh1", base, &[b.clone(), Dim::Fixed(hku), Dim::Fixed(1)])?;
+        let lv = dim_value(cx, "cache_rows", &lu)?;
+        let base = cx.add1("row_offset", Mul {}, &[base, lv])?;
+        let src = view(cx, "present_rows_b1t", src, &[b.clone(), Dim::Fixed(1), t_dim.clone()])?;
+        let idx = cx.add1("present_index", Add {}, &[base, src])?;
+        let flat = Dim::from_expr(&Expr::c((bn * hku) as i64) * &l).ok_or("cache rows")?;
+        for (name, new, old) in [("present_key", kh, past.map(|p| p.0)), ("present_value", vh, past.map(|p| p.1))] {
+            let rows = rows_of(cx, name, new, old)?;
+            let rows = view(cx, &format!("{name}_flat"), rows, &[flat.clone(), du.clone()])?;
+            present.push(cx.add1(name, Gather { axis: 0 }, &[rows, idx])?);
+        }
+    } else {
+        // A run-time batch: a per-sample gather of elements (its index spans D too).
+        let src = view(cx, "present_rows_b1t1", src, &[b.clone(), Dim::Fixed(1), t_dim.clone(), Dim::Fixed(1)])?;
+        // Broadcast over heads and channels by adding zeros (a per-sample op, unlike Expand).
+        let zeros = cx.i64_const(&[1, hk as u64, 1, d as u64], &vec![0; (hk * d) as usize])?;
+        let src = cx.add1("present_index", Add {}, &[src, zeros])?;
+        for (name, new, old) in [("present_key", kh, past.map(|p| p.0)), ("present_value", vh, past.map(|p| p.1))] {
+            let rows = rows_of(cx, name, new, old)?;
+            present.push(cx.add1(name, GatherElements { axis: 2 }, &[rows, src])?);
+        }
     }
 
     // The mask over [B, 1, S, T]: causal from each row's offset, the row's length, the window.
@@ -261,8 +283,10 @@ pub(crate) fn group_query_attention(cx: &mut NodeCx) -> Result<Vec<Value>, Strin
     let q5 = cx.add1("q_scaled", Mul {}, &[q5, sc])?;
     let k5 = view(cx, "k_group", present[0], &[b.clone(), hkd.clone(), Dim::Fixed(1), t_dim.clone(), du.clone()])?;
     let v5 = view(cx, "v_group", present[1], &[b.clone(), hkd.clone(), Dim::Fixed(1), t_dim.clone(), du.clone()])?;
-    let kt = cx.add1("k_t", Transpose { perm: vec![0, 1, 2, 4, 3] }, &[k5])?;
-    let mut scores = cx.add1("qk", MatMul { act: Activation::None }, &[q5, kt])?;
+    // Scores as K q^T, then the small [.., T, S] result transposed (not the cache).
+    let qt = cx.add1("q_t", Transpose { perm: vec![0, 1, 2, 4, 3] }, &[q5])?;
+    let kq = cx.add1("kq", MatMul { act: Activation::None }, &[k5, qt])?;
+    let mut scores = cx.add1("qk", Transpose { perm: vec![0, 1, 2, 4, 3] }, &[kq])?;
     let softcap = cx.float("softcap", 0.0);
     if softcap > 0.0 {
         let c = scalar(cx, softcap, dt)?;
