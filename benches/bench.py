@@ -25,6 +25,10 @@ compiled pinned (as generated, batch 1) and with its batch made symbolic
 (tests/models/make_symbolic.py, one artifact for every batch), both timed at batch 1 with
 alternating `dlc bench` rounds at 1 and 2 threads; the ratio is symbolic/pinned.
 
+An op table (--ops, default on): single-op models where an op's own kernel decides the
+time, a Llama-like GroupQueryAttention decode step over a 1,024-position cache and NonZero
+of a detector-sized mask, against ONNX Runtime (and OpenVINO where it has the op).
+
 A real-model table (--real, default: every corpus model dlc runs, tests/models/real_models.py,
 fetched by scripts/setup.sh): the model as it ships (run-time batch and image dims, one
 artifact) against the same model pinned to its first listed shape with --input-shape,
@@ -212,6 +216,61 @@ def real_table(a, work):
                   + (f" {ratios} |" if a.ov else ""), flush=True)
 
 
+def op_models(work):
+    """Single-op models of the op table: (name, path, feeds, engines-with-OpenVINO)."""
+    f = TensorProto.FLOAT
+    rng = np.random.RandomState(0)
+    out = []
+    # A Llama-like decode step of com.microsoft GroupQueryAttention: 32 query heads over
+    # 8 key/value heads of 128, a cache of 1,024 positions, rotary (OpenVINO has no GQA).
+    b, p, hq, hk, d = 1, 1024, 32, 8, 128
+    pos = np.arange(4096)[:, None] / (10000 ** (np.arange(d // 2) / (d // 2)))[None, :]
+    ins = [helper.make_tensor_value_info("q", f, [b, 1, hq * d]), helper.make_tensor_value_info("k", f, [b, 1, hk * d]),
+           helper.make_tensor_value_info("v", f, [b, 1, hk * d]),
+           helper.make_tensor_value_info("past_k", f, [b, hk, p, d]),
+           helper.make_tensor_value_info("past_v", f, [b, hk, p, d]),
+           helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [b])]
+    inits = [helper.make_tensor("total", TensorProto.INT32, [], [p + 1]),
+             numpy_helper.from_array(np.cos(pos).astype(np.float32), "cos"),
+             numpy_helper.from_array(np.sin(pos).astype(np.float32), "sin")]
+    node = helper.make_node("GroupQueryAttention", ["q", "k", "v", "past_k", "past_v", "seqlens_k", "total", "cos", "sin"],
+                            ["y", "present_k", "present_v"], domain="com.microsoft", num_heads=hq, kv_num_heads=hk,
+                            do_rotary=1)
+    g = helper.make_graph([node], "gqa", ins, [helper.make_tensor_value_info(n, f, None) for n in ("y", "present_k", "present_v")],
+                          initializer=inits)
+    path = work / "gqa_decode.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]), path)
+    feeds = {"q": rng.randn(b, 1, hq * d), "k": rng.randn(b, 1, hk * d), "v": rng.randn(b, 1, hk * d),
+             "past_k": rng.randn(b, hk, p, d), "past_v": rng.randn(b, hk, p, d)}
+    feeds = {k: v.astype(np.float32) for k, v in feeds.items()} | {"seqlens_k": np.array([p] * b, np.int32)}
+    out.append(("gqa_decode (1x1024 cache, 32/8 heads)", path, feeds, False))
+    # NonZero of a 1x3x640x640 mask (10% set), as detectors' post-processing takes it.
+    g = helper.make_graph([helper.make_node("Greater", ["x", "t"], ["m"]), helper.make_node("NonZero", ["m"], ["y"])],
+                          "nonzero", [helper.make_tensor_value_info("x", f, [1, 3, 640, 640])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT64, None)],
+                          initializer=[helper.make_tensor("t", f, [], [0.9])])
+    path = work / "nonzero.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    out.append(("nonzero (1x3x640x640)", path, {"x": rng.rand(1, 3, 640, 640).astype(np.float32)}, True))
+    return out
+
+
+def op_table(a, work):
+    ov = "| OpenVINO ms " if a.ov else ""
+    print(f"\n| op model | threads | dlc ms | ORT ms {ov}| dlc/ORT |" + (" dlc/OpenVINO |" if a.ov else ""))
+    print("|---|---|---|---|---|" + ("---|---|" if a.ov else ""))
+    for name, path, feeds, with_ov in op_models(work):
+        art = work / path.stem
+        subprocess.run([a.dlc, "compile", path, "-o", art, "--emit", "so"], check=True, capture_output=True)
+        input_args = npy_inputs(work, path.stem, feeds)
+        for threads in (1, 2):
+            td, others = time_rounds(a.dlc, art, input_args, engines(path, threads, feeds, a.ov and with_ov), feeds,
+                                     threads, a.iters, a.round)
+            ms = " | ".join(f"{t:.3f}" for t in others) + (" | -" if a.ov and not with_ov else "")
+            ratios = " | ".join(f"{td / t:.2f}" for t in others) + (" | -" if a.ov and not with_ov else "")
+            print(f"| {name} | {threads} | {td:.3f} | {ms} | {ratios} |", flush=True)
+
+
 def matmul_model(n, path):
     rng = np.random.RandomState(n)
     w = numpy_helper.from_array(rng.randn(n, n).astype(np.float32), "w")
@@ -303,6 +362,7 @@ def main():
                     help="models for the run-time batch table (empty: none)")
     ap.add_argument("--real", default=",".join(n for n, m in real_models.MODELS.items() if m["status"] == "runs"),
                     help="corpus models for the real-model table (empty: none)")
+    ap.add_argument("--ops", default="yes", help="the single-op table (GQA decode, NonZero); empty: none")
     ap.add_argument("--no-openvino", action="store_true", help="time ONNX Runtime only")
     a = ap.parse_args()
     a.ov = None if a.no_openvino else ov_version()
@@ -328,6 +388,8 @@ def main():
             td, others = time_rounds(a.dlc, art, input_args, engines(path, threads, feeds, a.ov), feeds, threads,
                                      a.iters, a.round)
             print(f"| {name} | {threads} | {td:.3f} | {cells(td, others)} | {diff:.2g} |", flush=True)
+    if a.ops:
+        op_table(a, work)
     if a.symbolic:
         symbolic_table(a, work)
     if a.real:
