@@ -2,7 +2,9 @@
 key counts and 0/1 key padding masks (masked keys get `mask_filter_value`), an attention
 bias (per head or shared), past_key/past_value before the new keys with the present
 state as outputs, causal attention over a cache (aligned to the end of the keys), a
-bias on Q, K and V, and the errors for forms dlc does not take."""
+bias on Q, K and V, a cross attention's [B, N, L, H] keys and values; packed QKV and KV
+against ORT's MHA on the same values unpacked (its CPU kernel has no packed forms); and
+the errors for forms dlc does not take."""
 import numpy as np
 import onnx
 import pytest
@@ -89,3 +91,59 @@ def test_unsupported_forms_are_clear_errors(tmp_path):
     _model(path, outputs=("y", "", "", "qk"))
     p = dlc("compile", path, "-o", tmp_path / "art2", check=False)
     assert p.returncode != 0 and "qk output" in p.stderr and "panicked" not in p.stderr, p.stderr
+
+
+def _packed_model(path, form, bias=False):
+    f = T.FLOAT
+    if form == "qkv":
+        ins = [h.make_tensor_value_info("qkv", f, [B, S, N, 3, H])]
+        names = ["qkv", "", ""]
+    elif form == "kv":
+        ins = [h.make_tensor_value_info("q", f, [B, S, N * H]), h.make_tensor_value_info("kv", f, [B, L + 1, N, 2, H])]
+        names = ["q", "kv", ""]
+    else:  # a cross attention's projected keys and values, [B, N, L, H]
+        ins = [h.make_tensor_value_info("q", f, [B, S, N * H]), h.make_tensor_value_info("k4", f, [B, N, L + 2, H]),
+               h.make_tensor_value_info("v4", f, [B, N, L + 2, H])]
+        names = ["q", "k4", "v4"]
+    inits = []
+    if bias:
+        inits.append(h.make_tensor("b", f, [3 * N * H], np.linspace(-1, 1, 3 * N * H).astype(np.float32)))
+        names.append("b")
+    node = h.make_node("MultiHeadAttention", names, ["y"], domain="com.microsoft", num_heads=N)
+    g = h.make_graph([node], "mha", ins, [h.make_tensor_value_info("y", f, None)], initializer=inits)
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.microsoft", 1)]), str(path))
+    return {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in ins}
+
+
+@pytest.mark.parametrize("form,bias", [("qkv", False), ("qkv", True), ("kv", False), ("bnsh", False)])
+def test_packed_and_4d_forms_match_ort(form, bias, tmp_path):
+    path = tmp_path / "mha.onnx"
+    shapes = _packed_model(path, form, bias)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    rng = np.random.default_rng(len(form))
+    feeds = {k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()}
+    got = dlc_run(art, path, feeds, tmp_path)["y"]
+    if form == "bnsh":
+        want = ort_run(path, feeds)["y"]
+    else:
+        # ONNX Runtime's CPU kernel has no packed forms: the reference is its MHA on the
+        # same values unpacked into separate [B, S, N*H] inputs.
+        if form == "qkv":
+            x = feeds["qkv"]
+            q, k, v = (x[:, :, :, i, :].reshape(B, S, N * H) for i in range(3))
+        else:
+            x = feeds["kv"]
+            q = feeds["q"]
+            k, v = (x[:, :, :, i, :].reshape(B, L + 1, N * H) for i in range(2))
+        ref = tmp_path / "ref.onnx"
+        f = T.FLOAT
+        ins = [h.make_tensor_value_info(n, f, list(a.shape)) for n, a in (("q", q), ("k", k), ("v", v))]
+        inits = [h.make_tensor("b", f, [3 * N * H], np.linspace(-1, 1, 3 * N * H).astype(np.float32))] if bias else []
+        node = h.make_node("MultiHeadAttention", ["q", "k", "v"] + (["b"] if bias else []), ["y"],
+                           domain="com.microsoft", num_heads=N)
+        g = h.make_graph([node], "ref", ins, [h.make_tensor_value_info("y", f, None)], initializer=inits)
+        onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.microsoft", 1)]), str(ref))
+        want = ort_run(ref, {"q": q, "k": k, "v": v})["y"]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -334,12 +334,11 @@ fn matmul_nbits(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 /// (`present_key` / `present_value` are the joined `[B, N, P + L, H]`). As ONNX
 /// Runtime: `key_padding_mask` as each row's key count (`[B]`) or a 0/1 mask over the
 /// keys (`[B, P + L]`), a masked key's score set to `mask_filter_value`, and the
-/// `attention_bias` (`[B or 1, N or 1, S, P + L]`) added. Packed QKV, 4-D keys (a cross
-/// attention's cache), the other mask forms and the qk output are errors.
+/// `attention_bias` (`[B or 1, N or 1, S, P + L]`) added. Also packed QKV `[B, S, N, 3,
+/// H]`, packed KV `[B, L, N, 2, H]` and a cross attention's projected keys and values
+/// `[B, N, L, H]` (no bias or cache with those). The other mask forms,
+/// `cache_indirection` and the qk output are errors.
 fn multi_head_attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    if !has(cx, 1) || !has(cx, 2) {
-        return Err("packed query/key/value (no separate key and value) is not supported yet".into());
-    }
     if has(cx, 6) != has(cx, 7) {
         return Err("past_key and past_value must be given together".into());
     }
@@ -350,17 +349,83 @@ fn multi_head_attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     if heads <= 0 {
         return Err("num_heads is required".into());
     }
-    let (q, k, v) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
-    for (x, what) in [(q, "query"), (k, "key"), (v, "value")] {
-        if cx.ty(x).shape.rank() != 3 {
-            return Err(format!("{what} must be 3-D, got {}", cx.ty(x)));
+    let fixed = |cx: &NodeCx, v: Value, what: &str| -> Result<Vec<i64>, String> {
+        let t = cx.ty(v);
+        t.shape
+            .as_fixed()
+            .map(|d| d.iter().map(|&x| x as i64).collect())
+            .ok_or_else(|| format!("{what} needs known dims, got {t}"))
+    };
+    let ints = |name: &str, v: Vec<i64>| body("Constant", &[], &[name]).with(attr("value_ints", A::Is(v)));
+    let mut nodes = vec![ints("bs_flat", vec![0, 0, -1])];
+    // Query, key and value as [B, S, D], [B, L, D], [B, L, Dv] (names in the body), the
+    // hidden sizes and the key length: separate 3-D inputs, packed QKV [B, S, N, 3, H],
+    // packed KV [B, L, N, 2, H], or a cross attention's projected keys and values
+    // [B, N, L, H] (transposed to [B, L, N*H]).
+    let q = cx.input(0)?;
+    let qd = fixed(cx, q, "query")?;
+    let unpack = |nodes: &mut Vec<BodyNode<'static>>, from: &str, parts: &[&str]| {
+        let n = parts.len() as i64;
+        let mut split = body(
+            "Split",
+            &[from, &format!("{from}_sizes")],
+            &parts.iter().map(|p| format!("{p}_5")).collect::<Vec<_>>().iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        split.int.push(("axis", 3));
+        nodes.push(ints(&format!("{from}_sizes"), vec![1; n as usize]));
+        nodes.push(split);
+        for p in parts {
+            nodes.push(body("Reshape", &[&format!("{p}_5"), "bs_flat"], &[p]));
         }
-    }
-    let mut nodes = Vec::new();
-    let (mut qn, mut kn, mut vn) = ("$0", "$1", "$2");
+    };
+    let (qn, kn, vn, d, dv, l): (&str, &str, &str, i64, i64, u64) = match (has(cx, 1), has(cx, 2), qd.len()) {
+        (false, false, 5) if qd[3] == 3 && qd[2] == heads => {
+            unpack(&mut nodes, "$0", &["q_in", "k_in", "v_in"]);
+            ("q_in", "k_in", "v_in", qd[2] * qd[4], qd[2] * qd[4], qd[1] as u64)
+        }
+        (true, false, 3) => {
+            let k = cx.input(1)?;
+            let kd = fixed(cx, k, "key")?;
+            if kd.len() != 5 || kd[3] != 2 || kd[2] != heads {
+                return Err(format!("a key without a value must be packed [B, L, {heads}, 2, H], got {kd:?}"));
+            }
+            unpack(&mut nodes, "$1", &["k_in", "v_in"]);
+            ("$0", "k_in", "v_in", qd[2], kd[2] * kd[4], kd[1] as u64)
+        }
+        (true, true, 3) => {
+            let (k, v) = (cx.input(1)?, cx.input(2)?);
+            let (kd, vd) = (fixed(cx, k, "key")?, fixed(cx, v, "value")?);
+            match (kd.len(), vd.len()) {
+                (3, 3) => ("$0", "$1", "$2", qd[2], vd[2], kd[1] as u64),
+                (4, 4) if kd[1] == heads && vd[1] == heads => {
+                    if has(cx, 3) || has(cx, 6) {
+                        return Err("a bias or a cache with [B, N, L, H] keys and values is not supported yet".into());
+                    }
+                    let mut tk = body("Transpose", &["$1"], &["k_bsnh"]);
+                    tk.ints.push(("perm", vec![0, 2, 1, 3]));
+                    let mut tv = body("Transpose", &["$2"], &["v_bsnh"]);
+                    tv.ints.push(("perm", vec![0, 2, 1, 3]));
+                    nodes.extend([
+                        tk,
+                        tv,
+                        body("Reshape", &["k_bsnh", "bs_flat"], &["k_in"]),
+                        body("Reshape", &["v_bsnh", "bs_flat"], &["v_in"]),
+                    ]);
+                    ("$0", "k_in", "v_in", qd[2], vd[1] * vd[3], kd[2] as u64)
+                }
+                _ => return Err(format!("key {kd:?} and value {vd:?} must be [B, L, D] or [B, {heads}, L, H]")),
+            }
+        }
+        _ => {
+            return Err(format!(
+                "query {qd:?} with key {} and value {}: expected separate 3-D inputs, packed QKV [B, S, {heads}, 3, H] or packed KV",
+                if has(cx, 1) { "given" } else { "absent" },
+                if has(cx, 2) { "given" } else { "absent" }
+            ))
+        }
+    };
+    let (mut qn, mut kn, mut vn) = (qn, kn, vn);
     if has(cx, 3) {
-        let d = cx.ty(q).shape.0[2].fixed().ok_or("the hidden size must be known")? as i64;
-        let dv = cx.ty(v).shape.0[2].fixed().ok_or("the value size must be known")? as i64;
         let mut split = body("Split", &["$3", "sizes"], &["qb", "kb", "vb"]);
         split.int.push(("axis", 0));
         let mut sizes = body("Constant", &[], &["sizes"]);
@@ -368,15 +433,14 @@ fn multi_head_attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         nodes.extend([
             sizes,
             split,
-            body("Add", &["$0", "qb"], &["qa"]),
-            body("Add", &["$1", "kb"], &["ka"]),
-            body("Add", &["$2", "vb"], &["va"]),
+            body("Add", &[qn, "qb"], &["qa"]),
+            body("Add", &[kn, "kb"], &["ka"]),
+            body("Add", &[vn, "vb"], &["va"]),
         ]);
         (qn, kn, vn) = ("qa", "ka", "va");
     }
     // The additive mask over [S, P + L] (broadcast), from the padding mask and the bias.
     let keys = {
-        let l = cx.ty(k).shape.0[1].fixed().ok_or("the key length must be known")?;
         let p = match cx.opt_input(6)? {
             Some(pk) => cx.ty(pk).shape.0.get(2).and_then(|d| d.fixed()).ok_or("past_key must be [B, N, P, H]")?,
             None => 0,
