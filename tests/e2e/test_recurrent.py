@@ -42,6 +42,16 @@ def _model(path, kind, direction, layout=0, states=True, seq="S", lens=False, **
     return path
 
 
+def _compare(art, path, feeds, work, what):
+    """Every output of `dlc run` (in its own folder `work`) against ONNX Runtime's."""
+    want = ort_run(path, feeds)
+    work.mkdir()
+    got = dlc_run(art, path, feeds, work)
+    for k, v in want.items():
+        assert got[k].shape == v.shape, (k, got[k].shape, v.shape)
+        assert_close(got[k], v, f"{what}: {k}")
+
+
 CASES = {
     "lstm_bidirectional_peepholes": dict(kind="LSTM", direction="bidirectional", peepholes=True),
     "lstm_reverse_zero_states": dict(kind="LSTM", direction="reverse", states=False),
@@ -68,13 +78,7 @@ def test_a_run_time_sequence_length_runs_as_a_loop(case, tmp_path):
             feeds["h0"] = rng.standard_normal(shape).astype(np.float32)
             if cfg["kind"] == "LSTM":
                 feeds["c0"] = rng.standard_normal(shape).astype(np.float32)
-        want = ort_run(path, feeds)
-        w = tmp_path / f"s{seq}"
-        w.mkdir()
-        got = dlc_run(art, path, feeds, w)
-        for k, v in want.items():
-            assert got[k].shape == v.shape, (k, got[k].shape, v.shape)
-            assert_close(got[k], v, f"{case} {k} at seq={seq} batch={batch}")
+        _compare(art, path, feeds, tmp_path / f"s{seq}", f"{case} at seq={seq} batch={batch}")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -96,10 +100,4 @@ def test_sequence_lens_at_run_time(case, tmp_path):
             feeds["h0"] = rng.standard_normal((dirs, batch, HIDDEN)).astype(np.float32)
             if cfg["kind"] == "LSTM":
                 feeds["c0"] = rng.standard_normal((dirs, batch, HIDDEN)).astype(np.float32)
-        want = ort_run(path, feeds)
-        w = tmp_path / f"b{batch}_{lens[0]}"
-        w.mkdir()
-        got = dlc_run(art, path, feeds, w)
-        for k, v in want.items():
-            assert got[k].shape == v.shape, (k, got[k].shape, v.shape)
-            assert_close(got[k], v, f"{case} {k} lens={lens}")
+        _compare(art, path, feeds, tmp_path / f"b{batch}_{lens[0]}", f"{case} lens={lens}")

@@ -103,6 +103,19 @@ pub(crate) fn rotate(
     Ok(out)
 }
 
+/// `scores` capped as `c * tanh(scores / c)` when the node's `softcap` attribute `c` is
+/// positive (ONNX Attention's and GroupQueryAttention's rule), else as they are.
+pub(crate) fn softcap(cx: &mut NodeCx, scores: Value, dt: DType) -> Result<Value, String> {
+    let cap = cx.float("softcap", 0.0);
+    if cap <= 0.0 {
+        return Ok(scores);
+    }
+    let c = scalar(cx, cap, dt)?;
+    let t = cx.add1("softcap_div", Div {}, &[scores, c])?;
+    let t = cx.add1("softcap_tanh", Tanh {}, &[t])?;
+    cx.add1("softcap", Mul {}, &[t, c])
+}
+
 /// `[B, S, H*D]` to `[B, H, S, D]`.
 fn split_heads(cx: &mut NodeCx, name: &str, v: Value, heads: i64) -> Result<Value, String> {
     let d = dims(cx, v)?;
@@ -228,13 +241,7 @@ fn attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let kt = cx.add1("k_t", Transpose { perm: vec![0, 1, 3, 2] }, &[k])?;
     let ks = cx.add1("k_scaled", Mul {}, &[kt, s])?;
     let mut scores = cx.add1("qk", MatMul { act: Activation::None }, &[qs, ks])?;
-    let softcap = cx.float("softcap", 0.0);
-    if softcap > 0.0 {
-        let c = scalar(cx, softcap, dt)?;
-        let t = cx.add1("softcap_div", Div {}, &[scores, c])?;
-        let t = cx.add1("softcap_tanh", Tanh {}, &[t])?;
-        scores = cx.add1("softcap", Mul {}, &[t, c])?;
-    }
+    scores = softcap(cx, scores, dt)?;
     let with_bias = match bias {
         Some(b) => cx.add1("qk_bias", Add {}, &[scores, b])?,
         None => scores,

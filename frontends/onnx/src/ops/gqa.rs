@@ -286,14 +286,8 @@ pub(crate) fn group_query_attention(cx: &mut NodeCx) -> Result<Vec<Value>, Strin
     // Scores as K q^T, then the small [.., T, S] result transposed (not the cache).
     let qt = cx.add1("q_t", Transpose { perm: vec![0, 1, 2, 4, 3] }, &[q5])?;
     let kq = cx.add1("kq", MatMul { act: Activation::None }, &[k5, qt])?;
-    let mut scores = cx.add1("qk", Transpose { perm: vec![0, 1, 2, 4, 3] }, &[kq])?;
-    let softcap = cx.float("softcap", 0.0);
-    if softcap > 0.0 {
-        let c = scalar(cx, softcap, dt)?;
-        let t = cx.add1("softcap_div", Div {}, &[scores, c])?;
-        let t = cx.add1("softcap_tanh", Tanh {}, &[t])?;
-        scores = cx.add1("softcap", Mul {}, &[t, c])?;
-    }
+    let scores = cx.add1("qk", Transpose { perm: vec![0, 1, 2, 4, 3] }, &[kq])?;
+    let scores = super::attention::softcap(cx, scores, dt)?;
     // The bias's head dim splits into [Hk, G] (or stays 1).
     let bd = bt.shape.0.clone();
     let heads5 = if bd[1] == Dim::Fixed(1) { vec![Dim::Fixed(1), Dim::Fixed(1)] } else { vec![hkd.clone(), g.clone()] };
