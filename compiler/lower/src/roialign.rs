@@ -78,23 +78,21 @@ pub fn roi_align(name: &str, n: &Node, op: &RoiAlign) -> Result<Kernel, LowerErr
                     let t = b.bin(BinOp::FMul, pwf, bw);
                     let x0 = b.bin(BinOp::FAdd, sw, t);
                     let plane = plane.clone();
-                    b.for_(Expr::c(0), Expr::val(gh), LoopKind::Serial, |b, iy| {
-                        let iyv = b.index(iy.clone());
-                        let iyf = b.let_(Inst::Cast(CastOp::SiToFp, iyv, F32));
+                    // Sample `i` of a bin's side: start + (i + 0.5) * size / samples.
+                    let sample = |b: &mut KernelBuilder, i: &Expr, start: ValId, size: ValId, n: ValId| {
+                        let iv = b.index(i.clone());
+                        let fi = b.let_(Inst::Cast(CastOp::SiToFp, iv, F32));
                         let half = f(b, 0.5);
-                        let t = b.bin(BinOp::FAdd, iyf, half);
-                        let t = b.bin(BinOp::FMul, t, bh);
-                        let t = b.bin(BinOp::FDiv, t, ghf);
-                        let yy = b.bin(BinOp::FAdd, y0, t);
+                        let t = b.bin(BinOp::FAdd, fi, half);
+                        let t = b.bin(BinOp::FMul, t, size);
+                        let t = b.bin(BinOp::FDiv, t, n);
+                        b.bin(BinOp::FAdd, start, t)
+                    };
+                    b.for_(Expr::c(0), Expr::val(gh), LoopKind::Serial, |b, iy| {
+                        let yy = sample(b, &iy, y0, bh, ghf);
                         let plane = plane.clone();
                         b.for_(Expr::c(0), Expr::val(gw), LoopKind::Serial, |b, ix| {
-                            let ixv = b.index(ix.clone());
-                            let ixf = b.let_(Inst::Cast(CastOp::SiToFp, ixv, F32));
-                            let half = f(b, 0.5);
-                            let t = b.bin(BinOp::FAdd, ixf, half);
-                            let t = b.bin(BinOp::FMul, t, bw);
-                            let t = b.bin(BinOp::FDiv, t, gwf);
-                            let xx = b.bin(BinOp::FAdd, x0, t);
+                            let xx = sample(b, &ix, x0, bw, gwf);
                             // Outside [-1, H] x [-1, W]: every weight 0.
                             let m1 = f(b, -1.0);
                             let o1 = b.cmp(CmpOp::FOlt, yy, m1);
@@ -105,7 +103,7 @@ pub fn roi_align(name: &str, n: &Node, op: &RoiAlign) -> Result<Kernel, LowerErr
                             let o = b.bin(BinOp::Or, o, o3);
                             let outside = b.bin(BinOp::Or, o, o4);
                             // One axis: low and high index and the fraction.
-                            let axis = |b: &mut KernelBuilder, v: ValId, ext: ValId, extf: ValId| {
+                            let axis = |b: &mut KernelBuilder, v: ValId, ext: ValId| {
                                 let z = f(b, 0.0);
                                 let v = b.bin(BinOp::FMax, v, z);
                                 let lo = b.let_(Inst::Cast(CastOp::FpToSiSat, v, I64));
@@ -117,12 +115,11 @@ pub fn roi_align(name: &str, n: &Node, op: &RoiAlign) -> Result<Kernel, LowerErr
                                 let hi = b.select(at_end, last, hi);
                                 let lof = b.let_(Inst::Cast(CastOp::SiToFp, lo, F32));
                                 let v = b.select(at_end, lof, v);
-                                let _ = extf;
                                 let l = b.bin(BinOp::FSub, v, lof);
                                 (lo, hi, l)
                             };
-                            let (ylo, yhi, ly) = axis(b, yy, hf, hfl);
-                            let (xlo, xhi, lx) = axis(b, xx, wf, wfl);
+                            let (ylo, yhi, ly) = axis(b, yy, hf);
+                            let (xlo, xhi, lx) = axis(b, xx, wf);
                             let one = f(b, 1.0);
                             let hy = b.bin(BinOp::FSub, one, ly);
                             let hx = b.bin(BinOp::FSub, one, lx);
