@@ -199,3 +199,19 @@ def test_regex_that_a_dfa_cannot_take_is_a_clear_error(tmp_path):
     p = dlc("compile", path, "-o", tmp_path / "art", check=False)
     assert p.returncode != 0 and "RegexFullMatch" in p.stderr and "pattern '(a'" in p.stderr, p.stderr
     assert "panicked" not in p.stderr
+
+
+def test_a_bytes_buffer_name_taken_by_another_input_or_output_is_refused(tmp_path):
+    # A string tensor X travels as X and X.bytes: a model whose other input or output is
+    # already called X.bytes is refused, naming both.
+    path = tmp_path / "clash.onnx"
+    _save(path, [h.make_node("Identity", ["x"], ["y"]), h.make_node("Identity", ["x.bytes"], ["z"])],
+          [h.make_tensor_value_info("x", T.STRING, [2]), h.make_tensor_value_info("x.bytes", T.FLOAT, [2])],
+          [h.make_tensor_value_info("y", T.STRING, None), h.make_tensor_value_info("z", T.FLOAT, None)])
+    p = dlc("compile", path, "-o", tmp_path / "art", check=False)
+    assert p.returncode != 0 and "input 'x' is a string tensor" in p.stderr and "'x.bytes'" in p.stderr, p.stderr
+    _save(path, [h.make_node("Identity", ["x"], ["y"]), h.make_node("Identity", ["w"], ["y.bytes"])],
+          [h.make_tensor_value_info("x", T.STRING, [2]), h.make_tensor_value_info("w", T.FLOAT, [2])],
+          [h.make_tensor_value_info("y", T.STRING, None), h.make_tensor_value_info("y.bytes", T.FLOAT, None)])
+    p = dlc("compile", path, "-o", tmp_path / "art", check=False)
+    assert p.returncode != 0 and "output 'y' is a string tensor" in p.stderr and "'y.bytes'" in p.stderr, p.stderr

@@ -281,14 +281,8 @@ impl<'m> Importer<'m> {
                 // Its element table, then its bytes (docs/strings.md).
                 ty.shape.0.push(Dim::Fixed(2));
                 let table = self.graph.add_input(vi.name.clone(), ty);
-                let bytes_name = dlc_ir::string_bytes_name(&vi.name);
-                if graph.input.iter().any(|i| i.name == bytes_name) {
-                    return Err(self.model_err(format!(
-                        "input '{}' is a string tensor, whose bytes dlc passes as '{bytes_name}', which names \
-                         another input",
-                        vi.name
-                    )));
-                }
+                let names = graph.input.iter().map(|i| i.name.as_str());
+                let bytes_name = self.string_bytes_name(&vi.name, "input", "passes", names)?;
                 let n = Dim::sym(symbol_name(&format!("{}_bytes", vi.name)));
                 let bytes = self.graph.add_input(bytes_name, TensorType { dtype: DType::U8, shape: Shape(vec![n]) });
                 self.strings.insert(vi.name.clone(), crate::ops::strings::StrVal { table, bytes });
@@ -344,14 +338,8 @@ impl<'m> Importer<'m> {
                     }
                 };
                 let table = own(&mut self.graph, s.table, &vi.name)?;
-                let bytes_name = dlc_ir::string_bytes_name(&vi.name);
-                if graph.output.iter().any(|o| o.name == bytes_name) {
-                    return Err(self.model_err(format!(
-                        "output '{}' is a string tensor, whose bytes dlc returns as '{bytes_name}', which names \
-                         another output",
-                        vi.name
-                    )));
-                }
+                let names = graph.output.iter().map(|o| o.name.as_str());
+                let bytes_name = self.string_bytes_name(&vi.name, "output", "returns", names)?;
                 let bytes = own(&mut self.graph, s.bytes, &bytes_name)?;
                 self.graph.add_output(vi.name.clone(), table);
                 self.graph.add_output(bytes_name, bytes);
@@ -502,6 +490,24 @@ impl<'m> Importer<'m> {
     }
 
     /// The IR value behind an ONNX value name, materialising initializers on first use.
+    /// The name of string tensor `name`'s bytes buffer, an error when it names another
+    /// of the model's `kind`s (inputs or outputs: `names`).
+    fn string_bytes_name<'n>(
+        &self,
+        name: &str,
+        kind: &str,
+        verb: &str,
+        mut names: impl Iterator<Item = &'n str>,
+    ) -> Result<String, OnnxError> {
+        let bytes = dlc_ir::string_bytes_name(name);
+        if names.any(|n| n == bytes) {
+            return Err(self.model_err(format!(
+                "{kind} '{name}' is a string tensor, whose bytes dlc {verb} as '{bytes}', which names another {kind}"
+            )));
+        }
+        Ok(bytes)
+    }
+
     pub fn lookup(&mut self, name: &str) -> Result<Value, String> {
         if let Some(v) = self.values.get(name) {
             return Ok(*v);
