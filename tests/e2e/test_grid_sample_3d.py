@@ -54,3 +54,20 @@ def test_cubic_and_1d_match_the_reference(xs, gs, padding, tmp_path):
     got = dlc_run(art, path, feeds, tmp_path)["y"]
     want = ReferenceEvaluator(model).run(None, feeds)[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rank", [2, 3])
+def test_a_run_time_batch_matches_ort(rank, tmp_path):
+    # N a run-time dim (the kernel runs per sample): one artifact at two batch sizes.
+    spatial, outs = ([5, 6], [3, 4]) if rank == 2 else ([4, 5, 6], [3, 2, 4])
+    path = tmp_path / "gs.onnx"
+    _model(path, ["N", 3, *spatial], ["N", *outs, rank], mode="linear", padding_mode="reflection")
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    for n in (1, 3):
+        feeds = _feeds(np.random.default_rng(n), [n, 3, *spatial], [n, *outs, rank])
+        w = tmp_path / f"n{n}"
+        w.mkdir()
+        got, want = dlc_run(art, path, feeds, w)["y"], ort_run(path, feeds)["y"]
+        assert got.shape == want.shape == (n, 3, *outs)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -662,18 +662,30 @@ impl Infer for GridSample {
     fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
         let op = Self::INFO.mnemonic;
         let (x, g) = (&inputs[0], &inputs[1]);
-        let xd = fixed_dims(x, node, op)?;
-        let gd = fixed_dims(g, node, op)?;
+        // The batch N may be a run-time dim (the kernel runs per sample); the rest is known.
+        let (xd, gd) = (&x.shape.0, &g.shape.0);
         let r = xd.len().saturating_sub(2);
-        ensure(r >= 1 && gd.len() == r + 2 && gd[r + 1] == r as u64 && gd[0] == xd[0], node, op, || {
-            format!(
-                "X {} and grid {} must be [N, C, d1..dr] and [N, o1..or, r] (r spatial dims, the same N)",
-                x.shape, g.shape
-            )
-        })?;
+        let known = |d: &[Dim]| d.iter().all(|d| d.fixed().is_some());
+        ensure(
+            r >= 1
+                && gd.len() == r + 2
+                && gd[r + 1] == Dim::Fixed(r as u64)
+                && gd[0] == xd[0]
+                && known(&xd[1..])
+                && known(&gd[1..]),
+            node,
+            op,
+            || {
+                format!(
+                    "X {} and grid {} must be [N, C, d1..dr] and [N, o1..or, r] (r spatial dims, the same N; \
+                     only N may be a run-time dim)",
+                    x.shape, g.shape
+                )
+            },
+        )?;
         let mut out = xd[..2].to_vec();
         out.extend_from_slice(&gd[1..=r]);
-        Ok(vec![TensorType::fixed(x.dtype, &out)])
+        Ok(vec![TensorType { dtype: x.dtype, shape: Shape(out) }])
     }
 }
 
