@@ -82,3 +82,21 @@ def test_shapes_given_at_run_time_match_ort(tmp_path):
     bad = {"x": x, "img": np.array([9, 9], np.int64), "blk": np.array([2, 2], np.int64)}
     p = dlc_run_process(art, bad, tmp_path)
     assert p.returncode != 0 and "Col2Im" in p.stderr and "panicked" not in p.stderr, p.stderr
+
+
+def test_constant_3d_shapes_match_ort(tmp_path):
+    # Constant shapes other than 2-D take the general kernel (its extents constants).
+    img, blk = (4, 5, 3), (2, 2, 1)
+    grid = [img[a] - blk[a] + 1 for a in range(3)]
+    inits = [nh.from_array(np.array(img, np.int64), "img"), nh.from_array(np.array(blk, np.int64), "blk")]
+    node = h.make_node("Col2Im", ["x", "img", "blk"], ["y"])
+    g = h.make_graph([node], "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 2 * 4, int(np.prod(grid))])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], initializer=inits)
+    path = tmp_path / "c2i.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 18)]), str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    feeds = {"x": np.random.default_rng(2).standard_normal((1, 8, int(np.prod(grid)))).astype(np.float32)}
+    got, want = dlc_run(art, path, feeds, tmp_path)["y"], ort_run(path, feeds)["y"]
+    assert got.shape == want.shape == (1, 2, *img)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -953,6 +953,35 @@ fn roi_align(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 /// the `[N, C*kh*kw, Lh, Lw]` blocks with one group per channel and a one-hot kernel (tap
 /// `t` of a group reads input channel `t`), the same strides, pads and dilations, and an
 /// output padding for the rows or columns no block reaches.
+/// Bounds on Col2Im's sizes and attributes that keep its index arithmetic exact.
+const COL2IM_MAX: i64 = 1 << 24;
+
+/// Dilations, pads and strides.
+type Geometry = (Vec<i64>, Vec<i64>, Vec<i64>);
+
+/// Col2Im's `dilations`, `pads` and `strides` for `r` spatial dims (defaults 1, 0, 1),
+/// checked: as many as the dims, positive (pads not negative), at most [`COL2IM_MAX`].
+fn col2im_geometry(cx: &NodeCx, r: usize) -> Result<Geometry, String> {
+    let attr = |name: &str, n: usize, default: i64| {
+        let v = cx.ints(name);
+        if v.is_empty() {
+            vec![default; n]
+        } else {
+            v
+        }
+    };
+    let (d, p, s) = (attr("dilations", r, 1), attr("pads", 2 * r, 0), attr("strides", r, 1));
+    if d.len() != r
+        || s.len() != r
+        || p.len() != 2 * r
+        || s.iter().chain(&d).any(|&v| v <= 0 || v > COL2IM_MAX)
+        || p.iter().any(|&v| !(0..=COL2IM_MAX).contains(&v))
+    {
+        return Err(format!("invalid dilations {d:?}, pads {p:?} or strides {s:?}"));
+    }
+    Ok((d, p, s))
+}
+
 /// Col2Im whose `image_shape` or `block_shape` is known only at run time: both become
 /// computed dims (checked first: positive sizes, the channels a multiple of the block's
 /// size, the columns the grid's count; else the run fails naming the node), and the
@@ -981,28 +1010,11 @@ fn col2im_run_time(cx: &mut NodeCx, x: Value) -> Result<Vec<Value>, String> {
     if rb != r || r > 3 {
         return Err(format!("image_shape ({r}) and block_shape ({rb}) must give as many dims, at most 3"));
     }
-    let attr = |cx: &NodeCx, name: &str, n: usize, default: i64| {
-        let v = cx.ints(name);
-        if v.is_empty() {
-            vec![default; n]
-        } else {
-            v
-        }
-    };
-    let (d, p, s) = (attr(cx, "dilations", r, 1), attr(cx, "pads", 2 * r, 0), attr(cx, "strides", r, 1));
-    const MAX: i64 = 1 << 24;
-    if d.len() != r
-        || s.len() != r
-        || p.len() != 2 * r
-        || s.iter().chain(&d).any(|&v| v <= 0 || v > MAX)
-        || p.iter().any(|&v| !(0..=MAX).contains(&v))
-    {
-        return Err(format!("invalid dilations {d:?}, pads {p:?} or strides {s:?}"));
-    }
+    let (d, p, s) = col2im_geometry(cx, r)?;
     // Checks, each a 0/1 per entry: sizes in [1, 2^24], rows a multiple of the block's
     // size, the grid's count the columns.
     let c = |cx: &mut NodeCx, v: Vec<i64>| cx.i64_const(&[v.len() as u64], &v);
-    let (one, big) = (c(cx, vec![1])?, c(cx, vec![MAX])?);
+    let (one, big) = (c(cx, vec![1])?, c(cx, vec![COL2IM_MAX])?);
     let mut flags = Vec::new();
     for (v, what) in [(image, "image"), (block, "block")] {
         let lo = cx.add1(&format!("{what}_small"), Less {}, &[v, one])?;
@@ -1048,37 +1060,18 @@ fn col2im_run_time(cx: &mut NodeCx, x: Value) -> Result<Vec<Value>, String> {
 
 fn col2im(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let x = cx.input(0)?;
-    if cx.const_input(1)?.is_none() || cx.const_input(2)?.is_none() {
-        return col2im_run_time(cx, x);
-    }
-    let known = |cx: &mut NodeCx, i: usize, what: &str| -> Result<Vec<i64>, String> {
-        cx.const_ints(i, what)?.ok_or_else(|| format!("{what} (input {i}) is required"))
+    let known = cx.const_input(1)?.is_some() && cx.const_input(2)?.is_some();
+    let (image, block) =
+        if known { (cx.const_ints(1, "image_shape")?, cx.const_ints(2, "block_shape")?) } else { (None, None) };
+    let (image, block) = match (image, block) {
+        (Some(i), Some(b)) if i.len() == 2 && b.len() == 2 => (i, b),
+        // Shapes given at run time, or other than 2-D: the Col2Im kernel (its extents
+        // constants when the shapes are).
+        _ => return col2im_run_time(cx, x),
     };
-    let image = known(cx, 1, "image_shape")?;
-    let block = known(cx, 2, "block_shape")?;
-    // (Bounds that keep the arithmetic below exact.)
-    const MAX: i64 = 1 << 24;
-    if image.len() != 2 || block.len() != 2 {
-        return Err(format!("only 2-D Col2Im is supported (image_shape {image:?}, block_shape {block:?})"));
-    }
-    let attr = |cx: &NodeCx, name: &str, n: usize, default: i64| {
-        let v = cx.ints(name);
-        if v.is_empty() {
-            vec![default; n]
-        } else {
-            v
-        }
-    };
-    let (d, p, s) = (attr(cx, "dilations", 2, 1), attr(cx, "pads", 4, 0), attr(cx, "strides", 2, 1));
-    let too_big = image.iter().chain(&block).chain(&d).chain(&p).chain(&s).any(|&v| v > MAX);
-    if too_big
-        || d.len() != 2
-        || p.len() != 4
-        || s.len() != 2
-        || s.iter().chain(&d).any(|&v| v <= 0)
-        || p.iter().any(|&v| v < 0)
-    {
-        return Err(format!("invalid dilations {d:?}, pads {p:?} or strides {s:?}"));
+    let (d, p, s) = col2im_geometry(cx, 2)?;
+    if image.iter().chain(&block).any(|&v| v > COL2IM_MAX) {
+        return Err(format!("image_shape {image:?} or block_shape {block:?} is too large"));
     }
     let t = cx.ty(x);
     let dims = t.shape.as_fixed().ok_or_else(|| format!("the input must have known dims, got {t}"))?;
