@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# One build on a fresh clone: incremental caches would only take disk (8 GB of it here;
+# a CI run once failed with a full disk while building the fuzz targets).
+export CARGO_INCREMENTAL=0
+echo "== disk: $(df -h --output=avail . | tail -n1 | tr -d ' ') free"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -22,6 +26,10 @@ echo "== end-to-end tests (dlc vs ONNX Runtime)"
 DLC_BIN="$PWD/target/debug/dlc" .venv/bin/python -m pytest -q tests/e2e
 echo "== fuzz targets, 30 s each (scripts/fuzz.sh: onnx_import, dsl, npy, manifest)"
 bash scripts/fuzz.sh 30
+# The fuzz build (about 2 GB, instrumented) is not used again; on CI free it for the
+# PyTorch venv below.
+if [ -n "${CI:-}" ]; then rm -rf fuzz/target; fi
+echo "== disk: $(df -h --output=avail . | tail -n1 | tr -d ' ') free"
 echo "== Python package: pip install . into a fresh venv, then its tests (tests/python)"
 rm -rf target/py-venv
 python3 -m venv target/py-venv
