@@ -134,7 +134,11 @@ class Model:
             self._art, self._load_error = None, e
             m = json.loads(_dlc.read_manifest(str(self._path)))
             inputs, outputs = _manifest_specs(m["inputs"]), _manifest_specs(m["outputs"])
-        self._strings = _string_tables(json.loads(_dlc.read_manifest(str(self._path))))
+        manifest = json.loads(_dlc.read_manifest(str(self._path)))
+        self._strings = _string_tables(manifest)
+        # Sequence inputs and outputs (docs/sequences.md): name -> its elements' names.
+        self._seq_in = {q["name"]: q.get("elements", []) for q in manifest.get("sequences", []) if not q.get("output")}
+        self._seq_out = {q["name"]: q.get("elements", []) for q in manifest.get("sequences", []) if q.get("output")}
         self.inputs: Tuple[TensorInfo, ...] = _infos(inputs, self._strings)
         """The inputs, in call order."""
         self.outputs: Tuple[TensorInfo, ...] = _infos(outputs, self._strings)
@@ -195,6 +199,11 @@ class Model:
         return self._run(feeds)
 
     def _run(self, feeds: dict) -> dict:
+        if self._seq_in or self._seq_out:
+            return self._run_sequences(feeds)
+        return self._run_tensors(feeds)
+
+    def _run_tensors(self, feeds: dict) -> dict:
         if not self._strings:
             return self._runnable().run(feeds)
         # String tensors: each an element table and its bytes (docs/strings.md).
@@ -208,6 +217,33 @@ class Model:
                 res[name] = _decode_strings(value, out[f"{name}.bytes"])
             elif not (name.endswith(".bytes") and name[: -len(".bytes")] in self._strings):
                 res[name] = value
+        return res
+
+    def _run_sequences(self, feeds: dict) -> dict:
+        """A sequence input given as a list is fed as its elements; a sequence output is
+        returned as the list of its elements (in the place of its first one)."""
+        flat = {}
+        for name, value in feeds.items():
+            elems = self._seq_in.get(name)
+            if elems is None:
+                flat[name] = value
+                continue
+            if not isinstance(value, (list, tuple)) or len(value) != len(elems):
+                got = f"{len(value)} elements" if isinstance(value, (list, tuple)) else type(value).__name__
+                raise InputError(
+                    f"input '{name}' is a sequence compiled for {len(elems)} elements (a list); got {got}"
+                )
+            flat.update(zip(elems, value))
+        out = self._run_tensors(flat)
+        owner = {e: name for name, elems in self._seq_out.items() for e in elems}
+        res = {}
+        for name, value in out.items():
+            if name in owner:
+                res.setdefault(owner[name], []).append(value)
+            else:
+                res[name] = value
+        for name in self._seq_out:
+            res.setdefault(name, [])
         return res
 
     def __call__(self, *arrays: Any) -> Union[np.ndarray, Tuple[np.ndarray, ...]]:
@@ -312,6 +348,7 @@ def compile(
     dynamic_axes: Optional[dict] = None,
     input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
     dims: Optional[Mapping[str, int]] = None,
+    sequence_lengths: Optional[Mapping[str, int]] = None,
     target: Optional[str] = None,
     cpu: Optional[str] = None,
     quantize: Optional[str] = None,
@@ -329,7 +366,10 @@ def compile(
     with ``torch.onnx.export`` at opset 17, inputs named ``input`` or ``input_0,
     input_1...``, outputs ``output`` or ``output_0...``, ``dynamic_axes`` passed
     through). Symbolic dims stay run-time dims unless
-    ``input_shapes`` (name -> shape) or ``dims`` (symbol -> value) pin them.
+    ``input_shapes`` (name -> shape) or ``dims`` (symbol -> value) pin them. A
+    sequence input needs its length in ``sequence_lengths`` (name -> number of
+    elements); ``run`` then takes it as a list, and returns a sequence output as one
+    (docs/sequences.md).
 
     ``target``/``cpu``: an LLVM triple and CPU (default: this machine); an artifact for
     another machine (or CUDA) is returned described but not runnable here (``run``
@@ -374,7 +414,8 @@ def compile(
     _dlc.compile(
         str(path), str(out), name=name or stem,
         input_shapes={k: list(v) for k, v in (input_shapes or {}).items()},
-        dims=dict(dims or {}), target=target, cpu=cpu, quantize=quantize,
+        dims=dict(dims or {}), sequence_lengths=dict(sequence_lengths or {}), target=target, cpu=cpu,
+        quantize=quantize,
         calibrate=str(calib_dir) if calib_dir else None, no_opt=not optimize, backend=backend,
     )  # fmt: skip
     if calib_dir is not None:

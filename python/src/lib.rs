@@ -522,7 +522,7 @@ impl Artifact {
 /// with `dlc compile`'s pipeline; returns report.json's contents as JSON text.
 #[pyfunction]
 #[pyo3(signature = (model, out_dir, *, name=None, input_shapes=None, dims=None, target=None, cpu=None,
-                    quantize=None, calibrate=None, no_opt=false, backend="llvm"))]
+                    quantize=None, calibrate=None, no_opt=false, backend="llvm", sequence_lengths=None))]
 #[allow(clippy::too_many_arguments)]
 fn compile(
     py: Python<'_>,
@@ -537,6 +537,7 @@ fn compile(
     calibrate: Option<PathBuf>,
     no_opt: bool,
     backend: &str,
+    sequence_lengths: Option<HashMap<String, usize>>,
 ) -> PyResult<String> {
     use dlc_driver::quantize::{QuantizeArgs, Scheme};
     if backend != "llvm" {
@@ -571,6 +572,7 @@ fn compile(
         cpu,
         input_shapes: shapes,
         dims: pinned,
+        sequence_lengths: sequence_lengths.unwrap_or_default(),
         name,
         no_opt,
         quant: QuantizeArgs { quantize: scheme, calibrate, ..Default::default() },

@@ -27,12 +27,14 @@ tests/onnx_suite/expected_pass_cuda.txt.
 """
 import argparse
 import concurrent.futures as cf
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -141,6 +143,19 @@ def is_strings(x):
     return isinstance(x, np.ndarray) and x.dtype == object and all(isinstance(v, str) for v in x.flat)
 
 
+def has_shape(t):
+    """Whether an input's type (a tensor, a sequence of tensors, optionals of them) gives a
+    shape (a rank)."""
+    while True:
+        kind = t.WhichOneof("value")
+        if kind == "tensor_type":
+            return t.tensor_type.HasField("shape")
+        if kind in ("optional_type", "sequence_type"):
+            t = getattr(t, kind).elem_type
+        else:
+            return True
+
+
 def sanitize(name):
     return "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in name) + ".npy"
 
@@ -154,7 +169,21 @@ def run_case(dlc, cuda, name, model, inputs, outputs, work):
     path = d / "model.onnx"
     onnx.save(model, str(path))
     target = ["--target", "nvptx64-nvidia-cuda"] if cuda else ["--emit", "so"]
-    proc = subprocess.run([dlc, "compile", path, "-o", d / "art", *target], capture_output=True, text=True)
+    graph_inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    # A sequence input is compiled at the length of the case's (docs/sequences.md), and an
+    # input (or sequence element) whose type has no shape at the shape of the case's: a
+    # user gives both with the same flags.
+    flags = []
+    types = {i.name: i.type for i in model.graph.input}
+    for n, x in zip(graph_inputs, inputs):
+        if isinstance(x, list):
+            flags.append(f"--sequence-length={n}={len(x)}")
+            elems = [(f"{n}[{i}]", e) for i, e in enumerate(x)]
+        else:
+            elems = [(n, x)]
+        if not has_shape(types[n]):
+            flags += [f"--input-shape={en}=" + "x".join(map(str, np.shape(e))) for en, e in elems if np.ndim(e) > 0]
+    proc = subprocess.run([dlc, "compile", path, "-o", d / "art", *target, *flags], capture_output=True, text=True)
     if proc.returncode != 0:
         crashed = proc.returncode < 0 or "panicked" in proc.stderr
         return ("crash" if crashed else "fail"), "compile: " + proc.stderr.strip().splitlines()[-1:][0] if proc.stderr.strip() else f"compile exit {proc.returncode}"
@@ -163,9 +192,14 @@ def run_case(dlc, cuda, name, model, inputs, outputs, work):
                               text=True)
         if proc.returncode != 0:
             return "crash", "ptxas: " + (proc.stderr.strip().splitlines() or [""])[0]
-    graph_inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-    args = []
+    feeds = []
     for n, x in zip(graph_inputs, inputs):
+        if isinstance(x, list):  # a sequence: its elements are inputs n[0], n[1], ...
+            feeds += [(f"{n}[{i}]", e) for i, e in enumerate(x)]
+        else:
+            feeds.append((n, x))
+    args = []
+    for n, x in feeds:
         if isinstance(x, np.generic):
             x = np.asarray(x)
         if is_strings(x):
@@ -182,7 +216,20 @@ def run_case(dlc, cuda, name, model, inputs, outputs, work):
         crashed = proc.returncode < 0 or "panicked" in proc.stderr
         return ("crash" if crashed else "fail"), "run: " + (proc.stderr.strip().splitlines() or [""])[-1]
     outputs = defined_cast_reference(model, inputs, outputs)
+    manifest = json.loads((d / "art" / "manifest.json").read_text())
+    sequences = {q["name"]: q.get("elements", []) for q in manifest.get("sequences", []) if q.get("output")}
+    checks = []
     for o, want in zip(model.graph.output, outputs):
+        if isinstance(want, list):
+            if o.name not in sequences:
+                return "fail", f"output {o.name}: a sequence, which the artifact does not return as one"
+            if len(sequences[o.name]) != len(want):
+                return "fail", f"output {o.name}: {len(sequences[o.name])} elements, want {len(want)}"
+            checks += list(zip(sequences[o.name], want))
+        else:
+            checks.append((o.name, want))
+    for oname, want in checks:
+        o = SimpleNamespace(name=oname)
         want = np.asarray(want)
         if is_strings(want):
             got = np.load(d / "out" / sanitize(o.name))

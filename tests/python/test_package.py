@@ -389,3 +389,31 @@ def test_string_tensors_in_and_out(tmp_path):
     assert m(np.array(["x", "y", "b", "z"], dtype=object)).tolist() == ["X", "Y", "Z"]
     with pytest.raises(dlc.InputError, match="'x'"):
         m.run({"x": np.array([1, 2, 3, 4], dtype=object)})
+
+
+def test_sequences_in_and_out():
+    """A sequence input compiled at a fixed length (``sequence_lengths``) is fed as a
+    list, and a sequence output comes back as one, as ONNX Runtime's (docs/sequences.md);
+    a list of another length is an InputError."""
+    seq = helper.make_tensor_sequence_value_info
+    nodes = [helper.make_node("SequenceInsert", ["s", "x"], ["t"]),
+             helper.make_node("ConcatFromSequence", ["t"], ["cat"], axis=0)]
+    g = helper.make_graph(nodes, "seq", [seq("s", TensorProto.FLOAT, ["n"]),
+                                         helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [seq("t", TensorProto.FLOAT, None), helper.make_tensor_value_info("cat", TensorProto.FLOAT, None)])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(dlc.CompileError, match="sequence_length|--sequence-length s=N"):
+        dlc.compile(proto)
+    m = dlc.compile(proto, sequence_lengths={"s": 2})
+    assert [i.name for i in m.inputs] == ["s[0]", "s[1]", "x"]
+    rng = np.random.default_rng(0)
+    feeds = {"s": [rng.standard_normal(3).astype(np.float32), rng.standard_normal(1).astype(np.float32)],
+             "x": rng.standard_normal(2).astype(np.float32)}
+    got, want = m.run(feeds), ort_outputs(proto, feeds)
+    assert list(got) == ["t", "cat"]
+    assert isinstance(got["t"], list) and len(got["t"]) == 3
+    for g_, w_ in zip(got["t"], want["t"]):
+        np.testing.assert_array_equal(g_, w_)
+    np.testing.assert_array_equal(got["cat"], want["cat"])
+    with pytest.raises(dlc.InputError, match="compiled for 2 elements"):
+        m.run({"s": feeds["s"][:1], "x": feeds["x"]})

@@ -295,6 +295,28 @@ pub struct Manifest {
     #[prost(string, tag = "20")]
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub library_sha256: String,
+    /// The model inputs and outputs that are sequences of tensors (docs/sequences.md):
+    /// each names the entries of `inputs` or `outputs` that are its elements, in order.
+    #[prost(message, repeated, tag = "21")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequences: Vec<SequenceSpec>,
+}
+
+/// A model input or output that is a sequence of tensors, of a length fixed when
+/// compiling; its elements are inputs or outputs of their own.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct SequenceSpec {
+    /// The sequence's name in the source model.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// An output (else an input).
+    #[prost(bool, tag = "2")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub output: bool,
+    /// The names of its elements (`name[0]`, `name[1]`, ...), in order; empty for an
+    /// empty sequence.
+    #[prost(string, repeated, tag = "3")]
+    pub elements: Vec<String>,
 }
 
 impl Manifest {

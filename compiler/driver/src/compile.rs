@@ -85,6 +85,11 @@ pub struct CompileArgs {
     /// those `dlc inspect` lists); the other run-time dims stay run-time.
     #[arg(long = "dim", value_name = "SYMBOL=N")]
     pub dims: Vec<String>,
+    /// The length of a sequence input, e.g. frames=3: dlc compiles a sequence of a fixed
+    /// length, whose elements are inputs of their own, frames[0], frames[1], ...
+    /// (docs/sequences.md); required for each sequence input.
+    #[arg(long = "sequence-length", value_name = "NAME=N")]
+    pub sequence_lengths: Vec<String>,
     /// Prefix of the exported C symbols is dlc_<NAME>_ [default: from the model file name].
     #[arg(long)]
     pub name: Option<String>,
@@ -118,6 +123,8 @@ pub struct Options {
     pub input_shapes: HashMap<String, Vec<u64>>,
     /// Run-time dims pinned by symbol name.
     pub dims: HashMap<String, u64>,
+    /// The length of each sequence input, by name.
+    pub sequence_lengths: HashMap<String, usize>,
     /// The symbol prefix's model name (`None`: the model file's stem).
     pub name: Option<String>,
     /// Skip the graph optimisations.
@@ -204,6 +211,24 @@ pub(crate) fn parse_dims(specs: &[String]) -> Result<HashMap<String, u64>> {
     Ok(out)
 }
 
+/// `--sequence-length NAME=N` flags.
+pub(crate) fn parse_sequence_lengths(specs: &[String]) -> Result<HashMap<String, usize>> {
+    let mut out = HashMap::new();
+    for s in specs {
+        let Some((name, n)) = s.rsplit_once('=') else {
+            bail!("--sequence-length '{s}' must be NAME=N, e.g. frames=3")
+        };
+        let n: usize = n
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--sequence-length '{s}': the length must be an integer, 0 or more"))?;
+        if out.insert(name.trim().to_string(), n).is_some() {
+            bail!("--sequence-length given twice for '{name}'");
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn parse_input_shapes(specs: &[String]) -> Result<HashMap<String, Vec<u64>>> {
     let mut out = HashMap::new();
     for s in specs {
@@ -284,6 +309,15 @@ pub(crate) fn manifest(
     let arena = (plan.arena_bytes, plan.arena_expr());
     let mins = dlc_ir::implied::symbol_minimums(g).into_iter().map(|(s, (m, _))| (s, m)).collect();
     let mut m = manifest_of(&g.name, io, target, prefix, weights, stats.weight_bytes, arena, &mins, files);
+    m.sequences = g
+        .sequences
+        .iter()
+        .map(|s| dlc_artifact::SequenceSpec {
+            name: s.name.clone(),
+            output: s.output,
+            elements: (0..s.len).map(|i| dlc_ir::sequence_element_name(&s.name, i)).collect(),
+        })
+        .collect();
     m.constraints = dlc_ir::implied::constraints(g)
         .unwrap_or_default()
         .into_iter()
@@ -404,24 +438,30 @@ fn manifest_of(
         bind_reasons: Vec::new(),
         constraints: Vec::new(),
         library_sha256: String::new(),
+        sequences: Vec::new(),
     }
 }
 
 /// Loads a model through the frontend its extension names. Run-time dims that the
 /// graph ties to fixed extents (`dlc_ir::implied`) become those extents.
 pub fn load_model(path: &Path, input_shapes: HashMap<String, Vec<u64>>) -> Result<Graph> {
-    load_model_pinned(path, input_shapes, HashMap::new())
+    load_model_pinned(path, input_shapes, HashMap::new(), HashMap::new())
 }
 
-/// [`load_model`] with run-time dims pinned by symbol name (`--dim`).
+/// [`load_model`] with run-time dims pinned by symbol name (`--dim`) and the lengths of
+/// sequence inputs (`--sequence-length`).
 pub fn load_model_pinned(
     path: &Path,
     input_shapes: HashMap<String, Vec<u64>>,
     dims: HashMap<String, u64>,
+    sequence_lengths: HashMap<String, usize>,
 ) -> Result<Graph> {
     let mut g = match path.extension().and_then(|e| e.to_str()) {
-        Some("onnx") => dlc_onnx::import(path, &dlc_onnx::ImportOptions { input_shapes, dims })?,
+        Some("onnx") => dlc_onnx::import(path, &dlc_onnx::ImportOptions { input_shapes, dims, sequence_lengths })?,
         Some("dlc") => {
+            if let Some(name) = sequence_lengths.keys().next() {
+                bail!("'{}': --sequence-length {name}: the DSL has no sequence inputs", path.display());
+            }
             let mut g = dlc_dsl::import_with(path, &input_shapes)?;
             let known = dlc_lower::program::symbols(&g);
             if let Some(unknown) = dims.keys().find(|k| !known.contains(k)) {
@@ -550,7 +590,7 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
     let t_start = Instant::now();
     let (target, cuda) = target_of(opts)?;
     obs.stage(&format!("importing {}", model.display()));
-    let mut g = load_model_pinned(model, opts.input_shapes.clone(), opts.dims.clone())?;
+    let mut g = load_model_pinned(model, opts.input_shapes.clone(), opts.dims.clone(), opts.sequence_lengths.clone())?;
 
     let roof = match &opts.roofline {
         Some(s) => dlc_passes::Roofline::parse(s).map_err(anyhow::Error::msg)?,
@@ -1047,6 +1087,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
         emit: a.emit.clone(),
         input_shapes: parse_input_shapes(&a.input_shapes)?,
         dims: parse_dims(&a.dims)?,
+        sequence_lengths: parse_sequence_lengths(&a.sequence_lengths)?,
         name: a.name.clone(),
         no_opt: a.no_opt,
         roofline: a.roofline.clone(),

@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    Compile(compile::CompileArgs),
+    Compile(Box<compile::CompileArgs>),
     Run(run::RunArgs),
     Bench(bench::BenchArgs),
     Inspect(inspect::InspectArgs),
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         eprintln!("error: internal error in dlc (a bug; please report it with the input): {info}");
     }));
     let result = std::panic::catch_unwind(|| match cli.cmd {
-        Command::Compile(a) => compile::main(a),
+        Command::Compile(a) => compile::main(*a),
         Command::Run(a) => run::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Inspect(a) => inspect::main(a),

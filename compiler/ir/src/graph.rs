@@ -48,11 +48,31 @@ pub struct Graph {
     /// name of their element table (`i64[..., 2]`); each is followed, among the inputs or
     /// outputs, by its bytes, named [`string_bytes_name`] of it.
     pub strings: std::collections::BTreeSet<String>,
+    /// The model inputs and outputs that are sequences of tensors (ONNX
+    /// `sequence_type`), each of a length fixed when compiling: its elements are the
+    /// inputs or outputs named [`sequence_element_name`] of it (docs/sequences.md).
+    pub sequences: Vec<SequenceIo>,
+}
+
+/// A model input or output that is a sequence of `len` tensors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceIo {
+    /// The sequence's name in the source model.
+    pub name: String,
+    /// An output (else an input).
+    pub output: bool,
+    /// Its number of elements.
+    pub len: usize,
 }
 
 /// The name of the bytes input or output of string tensor `name`.
 pub fn string_bytes_name(name: &str) -> String {
     format!("{name}.bytes")
+}
+
+/// The name of element `i` of sequence input or output `name`: `name[i]`.
+pub fn sequence_element_name(name: &str, i: usize) -> String {
+    format!("{name}[{i}]")
 }
 
 impl Graph {

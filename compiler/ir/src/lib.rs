@@ -23,7 +23,10 @@ mod verify;
 
 pub use dtype::DType;
 pub use error::IrError;
-pub use graph::{check_size, string_bytes_name, Edge, Graph, Node, NodeId, Value, MAX_TENSOR_BYTES};
+pub use graph::{
+    check_size, sequence_element_name, string_bytes_name, Edge, Graph, Node, NodeId, SequenceIo, Value,
+    MAX_TENSOR_BYTES,
+};
 pub use ops::{Attr, Op, OpInfo, OpKind, OP_TABLE};
 pub use print::print_graph;
 pub use shape::{Dim, Expr, Shape, TensorType};

@@ -7,6 +7,9 @@ use onnx_protobuf::{type_proto, Message, ModelProto, NodeProto};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+/// The most elements a sequence input may have (each is an input of its own).
+pub const MAX_SEQUENCE_LENGTH: usize = 4096;
+
 /// Options for [`import`].
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
@@ -15,6 +18,10 @@ pub struct ImportOptions {
     /// Pins run-time dims by symbol name (as dlc names them: `dlc inspect` lists them),
     /// wherever the inputs use them; the other dims stay symbolic.
     pub dims: HashMap<String, u64>,
+    /// The length of each model input that is a sequence of tensors, by input name: dlc
+    /// compiles a sequence of a fixed length, whose elements are inputs of their own
+    /// (`x[0]`, `x[1]`, ...; docs/sequences.md).
+    pub sequence_lengths: HashMap<String, usize>,
 }
 
 /// Reads and decodes an ONNX file.
@@ -235,48 +242,55 @@ impl<'m> Importer<'m> {
             let data = tensor_from_proto(t, &self.base).map_err(|m| self.model_err(format!("initializer: {m}")))?;
             self.initializers.insert(t.name.clone(), data);
         }
-        let mut pinned_used = 0;
-        let mut dims_used = std::collections::HashSet::new();
-        let mut symbols_seen = Vec::new();
+        let mut pins = Pins::default();
+        let mut sequences_used = 0;
         for vi in &graph.input {
             // A graph input that is also an initializer is a constant with a default value
             // (IR version < 4 lists every weight as an input); dlc treats it as a constant.
             if self.initializers.contains_key(&vi.name) || self.strings.contains_key(&vi.name) {
                 continue;
             }
-            let string = is_string(vi);
-            let mut ty = self.value_info_type(vi)?;
-            for d in &mut ty.shape.0 {
-                let Some(name) = d.expr().as_symbol().map(str::to_string) else { continue };
-                if let Some(&n) = opts.dims.get(&name) {
-                    *d = Dim::Fixed(n);
-                    dims_used.insert(name.clone());
-                }
-                symbols_seen.push(name);
-            }
-            if let Some(dims) = opts.input_shapes.get(&vi.name) {
-                if dims.len() != ty.shape.rank() {
+            if let Some(elem) = sequence_element_type(vi) {
+                let Some(&n) = opts.sequence_lengths.get(&vi.name) else {
                     return Err(self.model_err(format!(
-                        "--input-shape {}: gives {} dims, the input has rank {} ({})",
+                        "input '{}' is a sequence of tensors; dlc compiles a sequence of a fixed length: give it with \
+                         --sequence-length {}=N (its elements are then inputs '{}', '{}', ...)",
                         vi.name,
-                        dims.len(),
-                        ty.shape.rank(),
-                        ty
+                        vi.name,
+                        dlc_ir::sequence_element_name(&vi.name, 0),
+                        dlc_ir::sequence_element_name(&vi.name, 1)
+                    )));
+                };
+                sequences_used += 1;
+                if n > MAX_SEQUENCE_LENGTH {
+                    return Err(self.model_err(format!(
+                        "--sequence-length {}={n}: more elements than dlc allows ({MAX_SEQUENCE_LENGTH}; each is an \
+                         input of its own)",
+                        vi.name
                     )));
                 }
-                for (d, &n) in ty.shape.0.iter().zip(dims) {
-                    if let Dim::Fixed(m) = d {
-                        if *m != n {
-                            return Err(self.model_err(format!(
-                                "--input-shape {}: dim {m} of {ty} is fixed by the model, cannot pin it to {n}",
-                                vi.name
-                            )));
-                        }
+                let mut elems = Vec::with_capacity(n);
+                for i in 0..n {
+                    let name = dlc_ir::sequence_element_name(&vi.name, i);
+                    if graph.input.iter().chain(&graph.output).any(|o| o.name == name) {
+                        return Err(self.model_err(format!(
+                            "input '{}' is a sequence, whose element {i} dlc takes as input '{name}', which names \
+                             another input or output",
+                            vi.name
+                        )));
                     }
+                    let tag = format!("{}_{i}", vi.name);
+                    let mut ty = self.tensor_type(&name, elem, Some(&tag), &opts.input_shapes)?;
+                    self.pin(&name, &mut ty, opts, &mut pins)?;
+                    elems.push(self.graph.add_input(name, ty));
                 }
-                ty.shape = Shape::fixed(dims);
-                pinned_used += 1;
+                self.sequences.insert(vi.name.clone(), elems);
+                self.graph.sequences.push(dlc_ir::SequenceIo { name: vi.name.clone(), output: false, len: n });
+                continue;
             }
+            let string = is_string(vi);
+            let mut ty = self.value_info_type(vi, &opts.input_shapes)?;
+            self.pin(&vi.name, &mut ty, opts, &mut pins)?;
             if string {
                 // Its element table, then its bytes (docs/strings.md).
                 ty.shape.0.push(Dim::Fixed(2));
@@ -292,6 +306,15 @@ impl<'m> Importer<'m> {
             let v = self.graph.add_input(vi.name.clone(), ty);
             self.values.insert(vi.name.clone(), v);
         }
+        if sequences_used != opts.sequence_lengths.len() {
+            let seqs: Vec<&str> =
+                graph.input.iter().filter(|i| sequence_element_type(i).is_some()).map(|i| i.name.as_str()).collect();
+            let unknown: Vec<&String> = opts.sequence_lengths.keys().filter(|k| !seqs.contains(&k.as_str())).collect();
+            return Err(self.model_err(format!(
+                "--sequence-length names {unknown:?}, which are not sequence inputs; the model's are {seqs:?}"
+            )));
+        }
+        let Pins { used: pinned_used, dims_used, mut symbols_seen } = pins;
         if let Some(unknown) = opts.dims.keys().find(|k| !dims_used.contains(*k)) {
             symbols_seen.dedup();
             return Err(self.model_err(format!(
@@ -299,8 +322,8 @@ impl<'m> Importer<'m> {
             )));
         }
         if pinned_used != opts.input_shapes.len() {
-            let names: Vec<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
-            let unknown: Vec<&String> = opts.input_shapes.keys().filter(|k| !names.contains(&k.as_str())).collect();
+            let names: Vec<String> = self.graph.inputs().iter().map(|&id| self.graph.node(id).name.clone()).collect();
+            let unknown: Vec<&String> = opts.input_shapes.keys().filter(|k| !names.contains(k)).collect();
             return Err(
                 self.model_err(format!("--input-shape names unknown input(s) {unknown:?}; inputs are {names:?}"))
             );
@@ -346,6 +369,24 @@ impl<'m> Importer<'m> {
                 self.graph.strings.insert(vi.name.clone());
                 continue;
             }
+            if let Some(elems) = self.sequences.get(&vi.name).cloned() {
+                // Each element an output of its own, `y[0]`, `y[1]`, ... (docs/sequences.md).
+                for (i, v) in elems.into_iter().enumerate() {
+                    let name = dlc_ir::sequence_element_name(&vi.name, i);
+                    if graph.output.iter().any(|o| o.name == name) {
+                        return Err(self.model_err(format!(
+                            "output '{}' is a sequence, whose element {i} dlc returns as '{name}', which names \
+                             another output",
+                            vi.name
+                        )));
+                    }
+                    let v = self.own_output(v, &name)?;
+                    self.graph.add_output(name, v);
+                }
+                let len = self.sequences[&vi.name].len();
+                self.graph.sequences.push(dlc_ir::SequenceIo { name: vi.name.clone(), output: true, len });
+                continue;
+            }
             let v = self.lookup(&vi.name).map_err(|m| self.model_err(format!("graph output '{}': {m}", vi.name)))?;
             self.graph.add_output(vi.name.clone(), v);
         }
@@ -354,6 +395,29 @@ impl<'m> Importer<'m> {
         }
         dlc_ir::verify(&self.graph).map_err(|e| self.model_err(e.to_string()))?;
         Ok(self.graph)
+    }
+
+    /// Forgets what ONNX value `name` is bound to, whatever kind (a body imported once
+    /// per iteration binds its names again).
+    pub(crate) fn unbind(&mut self, name: &str) {
+        self.values.remove(name);
+        self.shape_values.remove(name);
+        self.sequences.remove(name);
+        self.strings.remove(name);
+        self.absent.remove(name);
+    }
+
+    /// `v` as a value an output may take: a model input, or a value another output
+    /// already returns, through an Identity named after output `name`.
+    fn own_output(&mut self, v: Value, name: &str) -> Result<Value, OnnxError> {
+        let taken = self.graph.outputs().iter().any(|(_, o)| *o == v);
+        if !taken && !matches!(self.graph.node(v.node).op, dlc_ir::Op::Input(_)) {
+            return Ok(v);
+        }
+        self.graph
+            .add_node(format!("{name}/output"), dlc_ir::ops::Identity {}, &[v])
+            .map(|o| o[0])
+            .map_err(|e| self.model_err(e.to_string()))
     }
 
     /// Imports `nodes` in order (the model's graph, or a subgraph of an `If` whose values
@@ -430,6 +494,11 @@ impl<'m> Importer<'m> {
                 )));
             }
             for (oname, v) in node.output.iter().zip(outs) {
+                // A name bound again (a body imported once per iteration) forgets what
+                // it was bound to before, whatever kind that was.
+                if !oname.is_empty() {
+                    self.unbind(oname);
+                }
                 match v {
                     _ if oname.is_empty() => {}
                     Out::Value(v) => {
@@ -453,7 +522,11 @@ impl<'m> Importer<'m> {
         Ok(())
     }
 
-    fn value_info_type(&self, vi: &onnx_protobuf::ValueInfoProto) -> Result<TensorType, OnnxError> {
+    fn value_info_type(
+        &self,
+        vi: &onnx_protobuf::ValueInfoProto,
+        pinned: &HashMap<String, Vec<u64>>,
+    ) -> Result<TensorType, OnnxError> {
         // An optional tensor input is a tensor the caller always gives (dlc has no absent
         // model inputs: `ops::optional`).
         let value = vi.type_.as_ref().and_then(|t| t.value.as_ref());
@@ -462,31 +535,90 @@ impl<'m> Importer<'m> {
             v => v,
         };
         let Some(type_proto::Value::TensorType(t)) = value else {
-            return Err(
-                self.model_err(format!("input '{}' is not a tensor (sequences and maps are unsupported)", vi.name))
-            );
+            return Err(self.model_err(format!(
+                "input '{}' is not a tensor or a sequence of tensors (maps are \
+                 unsupported)",
+                vi.name
+            )));
         };
-        let dtype = if t.elem_type == 8 { Some(DType::I64) } else { dtype_from_onnx(t.elem_type) };
+        self.tensor_type(&vi.name, t, None, pinned)
+    }
+
+    /// The IR type of input `name` of ONNX tensor type `t`. With `tag` (an element of a
+    /// sequence input), each of its dims is a run-time dim of its own, named after `tag`
+    /// (the elements of one sequence may differ in shape: a `dim_param` of the
+    /// sequence's element type does not tie them).
+    fn tensor_type(
+        &self,
+        name: &str,
+        t: &onnx_protobuf::type_proto::Tensor,
+        tag: Option<&str>,
+        pinned: &HashMap<String, Vec<u64>>,
+    ) -> Result<TensorType, OnnxError> {
+        let dtype = if t.elem_type == 8 && tag.is_none() { Some(DType::I64) } else { dtype_from_onnx(t.elem_type) };
         let dtype = dtype.ok_or_else(|| {
-            self.model_err(format!("input '{}' has unsupported element type {}", vi.name, onnx_type_name(t.elem_type)))
+            self.model_err(format!("input '{name}' has unsupported element type {}", onnx_type_name(t.elem_type)))
         })?;
         let Some(shape) = t.shape.as_ref() else {
-            return Err(self.model_err(format!("input '{}' has no shape; dlc needs the rank", vi.name)));
+            // No rank in the model: the shape `--input-shape` gives (`pin` sets it).
+            if let Some(dims) = pinned.get(name) {
+                return Ok(TensorType { dtype, shape: Shape::fixed(dims) });
+            }
+            return Err(self.model_err(format!(
+                "input '{name}' has no shape; dlc needs the rank (give its shape with --input-shape '{name}=DxDx...')"
+            )));
         };
         use onnx_protobuf::tensor_shape_proto::dimension::Value as D;
         let dims = shape
             .dim
             .iter()
             .enumerate()
-            .map(|(i, d)| match &d.value {
-                Some(D::DimValue(n)) if *n >= 0 => Dim::Fixed(*n as u64),
+            .map(|(i, d)| match (&d.value, tag) {
+                (Some(D::DimValue(n)), _) if *n >= 0 => Dim::Fixed(*n as u64),
+                (Some(D::DimParam(p)), Some(tag)) if p.chars().any(|c| c.is_ascii_alphanumeric()) => {
+                    Dim::sym(symbol_name(&format!("{tag}_{p}")))
+                }
                 // A name, not a placeholder: exporters write "?" or "-1" for a dim they
                 // do not know, which says nothing about other dims with the same text.
-                Some(D::DimParam(p)) if p.chars().any(|c| c.is_ascii_alphanumeric()) => Dim::sym(symbol_name(p)),
-                _ => Dim::sym(symbol_name(&format!("{}_{i}", vi.name))),
+                (Some(D::DimParam(p)), None) if p.chars().any(|c| c.is_ascii_alphanumeric()) => {
+                    Dim::sym(symbol_name(p))
+                }
+                _ => Dim::sym(symbol_name(&format!("{}_{i}", tag.unwrap_or(name)))),
             })
             .collect();
         Ok(TensorType { dtype, shape: Shape(dims) })
+    }
+
+    /// Applies `--dim` and `--input-shape` to input `name` of type `ty`.
+    fn pin(&self, name: &str, ty: &mut TensorType, opts: &ImportOptions, pins: &mut Pins) -> Result<(), OnnxError> {
+        for d in &mut ty.shape.0 {
+            let Some(sym) = d.expr().as_symbol().map(str::to_string) else { continue };
+            if let Some(&n) = opts.dims.get(&sym) {
+                *d = Dim::Fixed(n);
+                pins.dims_used.insert(sym.clone());
+            }
+            pins.symbols_seen.push(sym);
+        }
+        let Some(dims) = opts.input_shapes.get(name) else { return Ok(()) };
+        if dims.len() != ty.shape.rank() {
+            return Err(self.model_err(format!(
+                "--input-shape {name}: gives {} dims, the input has rank {} ({ty})",
+                dims.len(),
+                ty.shape.rank(),
+            )));
+        }
+        for (d, &n) in ty.shape.0.iter().zip(dims) {
+            if let Dim::Fixed(m) = d {
+                if *m != n {
+                    return Err(self.model_err(format!(
+                        "--input-shape {name}: dim {m} of {ty} is fixed by the model, cannot pin it to {n}"
+                    )));
+                }
+            }
+        }
+        ty.shape = Shape::fixed(dims);
+        pins.used += 1;
+        Ok(())
     }
 
     /// The IR value behind an ONNX value name, materialising initializers on first use.
@@ -534,6 +666,31 @@ impl<'m> Importer<'m> {
             ));
         }
         Err(format!("value '{name}' is not produced by any node, initializer or graph input"))
+    }
+}
+
+/// What the input loop learnt of `--dim` and `--input-shape`.
+#[derive(Default)]
+struct Pins {
+    /// Inputs `--input-shape` pinned.
+    used: usize,
+    /// Symbols `--dim` pinned.
+    dims_used: std::collections::HashSet<String>,
+    /// The inputs' run-time dims, in order (named when `--dim` names another).
+    symbols_seen: Vec<String>,
+}
+
+/// The element type of a graph input or output that is a sequence of tensors (or an
+/// optional one: dlc has no absent inputs).
+fn sequence_element_type(vi: &onnx_protobuf::ValueInfoProto) -> Option<&onnx_protobuf::type_proto::Tensor> {
+    let mut t = vi.type_.as_ref()?.value.as_ref()?;
+    if let type_proto::Value::OptionalType(o) = t {
+        t = o.elem_type.as_ref()?.value.as_ref()?;
+    }
+    let type_proto::Value::SequenceType(s) = t else { return None };
+    match s.elem_type.as_ref()?.value.as_ref()? {
+        type_proto::Value::TensorType(e) => Some(e),
+        _ => None,
     }
 }
 

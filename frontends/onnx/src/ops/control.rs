@@ -122,6 +122,25 @@ pub(crate) fn branch<'n>(cx: &NodeCx<'n, '_>, name: &str) -> Result<&'n GraphPro
 
 /// Imports subgraph `g` into the current scope; its outputs' values.
 pub(crate) fn import_branch(cx: &mut NodeCx, g: &GraphProto, what: &str) -> Result<Vec<Value>, String> {
+    use super::shapes::Out;
+    import_subgraph(cx, g, what)?
+        .into_iter()
+        .zip(&g.output)
+        .map(|(o, vi)| match o {
+            Out::Value(v) => Ok(v),
+            _ => Err(format!(
+                "{what} output '{}' is not a tensor (dlc takes a sequence here only from If, Loop \
+                 and SequenceMap)",
+                vi.name
+            )),
+        })
+        .collect()
+}
+
+/// Imports subgraph `g` (its initializers and nodes) into the current scope; its
+/// outputs, tensors or sequences (a shape of run-time dims leaves as a tensor computed at
+/// run time).
+fn import_subgraph(cx: &mut NodeCx, g: &GraphProto, what: &str) -> Result<Vec<super::shapes::Out>, String> {
     for t in &g.initializer {
         let data =
             crate::tensor::tensor_from_proto(t, &cx.imp.base).map_err(|m| format!("{what}: initializer: {m}"))?;
@@ -129,18 +148,13 @@ pub(crate) fn import_branch(cx: &mut NodeCx, g: &GraphProto, what: &str) -> Resu
     }
     let prefix = format!("{}/{what}/", cx.name);
     cx.imp.import_nodes(&g.node, &prefix).map_err(|e| format!("in its {what}: {e}"))?;
-    g.output
-        .iter()
-        .map(|o| {
-            if cx.imp.shape_values.contains_key(&o.name) {
-                return Err(format!("{what} output '{}' is a shape of run-time dims, not supported yet", o.name));
-            }
-            cx.imp.lookup(&o.name).map_err(|m| format!("{what} output '{}': {m}", o.name))
-        })
-        .collect()
+    g.output.iter().map(|o| out_of(cx, &o.name, what)).collect()
 }
 
-fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+/// An `If`'s condition (checked to be one bool), its branches (checked to give as many
+/// outputs), and the branch taken when the condition is known when compiling.
+#[allow(clippy::type_complexity)]
+fn if_parts<'n>(cx: &mut NodeCx<'n, '_>) -> Result<(Value, &'n GraphProto, &'n GraphProto, Option<bool>), String> {
     let cond = cx.input(0)?;
     let ct = cx.ty(cond);
     if ct.dtype != DType::Bool || ct.shape.numel() != Some(1) {
@@ -154,9 +168,14 @@ fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
             else_g.output.len()
         ));
     }
-    if let Some(c) = cx.const_input(0)? {
+    let known = cx.const_input(0)?.map(|c| c.bytes().first().is_some_and(|&b| b != 0));
+    Ok((cond, then_g, else_g, known))
+}
+
+fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (cond, then_g, else_g, known) = if_parts(cx)?;
+    if let Some(taken) = known {
         // Folded: only the branch taken exists.
-        let taken = c.bytes().first().is_some_and(|&b| b != 0);
         let (g, what) = if taken { (then_g, "then_branch") } else { (else_g, "else_branch") };
         return import_branch(cx, g, what);
     }
@@ -402,6 +421,7 @@ fn scan_sequence(
             bound.push(pick(cx, s, in_axes[j], at, &format!("{tag}step{t}_in{j}"))?);
         }
         for (vi, v) in body.input.iter().zip(bound) {
+            cx.imp.unbind(&vi.name);
             cx.imp.values.insert(vi.name.clone(), v);
         }
         let res = import_branch(cx, body, &format!("{tag}step{t}"))?;
@@ -833,4 +853,194 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         check,
     };
     cx.add("", op, &operands)
+}
+
+/// Whether Loop node `cx` carries a sequence (the importer then unrolls it:
+/// [`unrolled_loop`]).
+pub(crate) fn loop_carries_sequence(cx: &NodeCx) -> bool {
+    cx.node.op_type == "Loop"
+        && cx.node.domain.is_empty()
+        && cx.node.input.iter().skip(2).any(|n| cx.imp.sequences.contains_key(n))
+}
+
+/// A Loop that carries a sequence, unrolled at import (as Scan is): a sequence's length is
+/// fixed when compiling, so the number of iterations must be too: the trip count a
+/// constant (or a fixed dim) and the condition known at each iteration (a constant, or
+/// passed through). Each iteration imports the body on the values the last one gave;
+/// scan outputs are stacked.
+pub(crate) fn unrolled_loop(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, String> {
+    use super::shapes::Out;
+    let body = branch(cx, "body")?;
+    let n = cx.node.input.len().saturating_sub(2);
+    if body.input.len() != 2 + n || body.output.len() < 1 + n {
+        return Err(format!(
+            "the body takes {} inputs and gives {} outputs; with {n} carried values it must take {} and give at least {}",
+            body.input.len(),
+            body.output.len(),
+            2 + n,
+            1 + n
+        ));
+    }
+    let k = body.output.len() - 1 - n;
+    let given = |i: usize| cx.node.input.get(i).filter(|s| !s.is_empty()).cloned();
+    let const_of = |cx: &mut NodeCx, name: &str| -> Option<TensorData> {
+        if let Some(s) = cx.imp.shape_values.get(name) {
+            let c: Option<Vec<i64>> = s.elems.iter().map(|e| e.as_const()).collect();
+            let c = c?;
+            return TensorData::from_i64(&[c.len() as u64], &c);
+        }
+        let v = cx.imp.lookup(name).ok()?;
+        cx.imp.known.get(&v).cloned()
+    };
+    let why = "a Loop that carries a sequence is unrolled when compiling (the sequence's length is fixed then)";
+    let trip = match given(0) {
+        Some(m) => {
+            let t = const_of(cx, &m).ok_or_else(|| format!("{why}: its trip count must be a constant"))?;
+            Some(t.to_i64().and_then(|v| v.first().copied()).ok_or("the trip count must be one integer")?.max(0))
+        }
+        None => None,
+    };
+    let mut cond = match given(1) {
+        Some(c) => {
+            let t = const_of(cx, &c).ok_or_else(|| format!("{why}: its initial condition must be a constant"))?;
+            t.bytes().first().is_some_and(|&b| b != 0)
+        }
+        None => true,
+    };
+    let passes = condition_passes_through(cx, body);
+    let steps = match trip {
+        Some(m) => m,
+        None if passes => return Err(format!("{why}: it has no trip count and its condition never turns false")),
+        None => 4097,
+    };
+    // The carried values: a sequence's elements, or a tensor.
+    let mut carried: Vec<Out> = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = cx.node.input[2 + i].clone();
+        carried.push(match cx.imp.sequences.get(&name) {
+            Some(s) => Out::Seq(s.clone()),
+            None => Out::Value(cx.input(2 + i)?),
+        });
+    }
+    let mut scans: Vec<Vec<Value>> = vec![Vec::new(); k];
+    let mut t = 0i64;
+    while cond && t < steps {
+        if t >= 4096 {
+            return Err(format!("{why}: more than 4096 iterations"));
+        }
+        let iter = cx.i64_const(&[], &[t])?;
+        let c = cx.add_const(
+            TensorData::new(dlc_ir::TensorType::fixed(DType::Bool, &[]), std::sync::Arc::from(vec![1u8]))
+                .ok_or("internal: condition")?,
+        );
+        let mut bound: Vec<Out> = vec![Out::Value(iter), Out::Value(c)];
+        bound.append(&mut carried);
+        for (vi, o) in body.input.iter().zip(bound) {
+            cx.imp.unbind(&vi.name);
+            match o {
+                Out::Value(v) => {
+                    cx.imp.values.insert(vi.name.clone(), v);
+                }
+                Out::Seq(s) => {
+                    cx.imp.sequences.insert(vi.name.clone(), s);
+                }
+                _ => return Err("internal: a carried value is neither a tensor nor a sequence".into()),
+            }
+        }
+        let what = format!("iteration{t}");
+        let mut res = import_subgraph(cx, body, &what)?;
+        if !passes {
+            let c = const_of(cx, &body.output[0].name)
+                .ok_or_else(|| format!("{why}: the condition its body computes must be a constant"))?;
+            cond = c.bytes().first().is_some_and(|&b| b != 0);
+        }
+        let scanned = res.split_off(1 + n);
+        carried.extend(res.drain(1..));
+        for (j, o) in scanned.into_iter().enumerate() {
+            match o {
+                Out::Value(v) => scans[j].push(v),
+                _ => return Err(format!("scan output '{}' must be a tensor", body.output[1 + n + j].name)),
+            }
+        }
+        t += 1;
+    }
+    let mut results = carried;
+    for (j, vs) in scans.into_iter().enumerate() {
+        if vs.is_empty() {
+            return Err(format!("scan output {j} of a loop that runs no iteration has no shape dlc knows"));
+        }
+        results.push(Out::Value(stack(cx, &vs, 0, &format!("scan{j}"))?));
+    }
+    Ok(results)
+}
+
+/// Subgraph output `name` after its nodes were imported (`what` names the subgraph): a
+/// sequence, or a tensor (a shape of run-time dims computed as one).
+fn out_of(cx: &mut NodeCx, name: &str, what: &str) -> Result<super::shapes::Out, String> {
+    use super::shapes::Out;
+    if let Some(s) = cx.imp.sequences.get(name) {
+        return Ok(Out::Seq(s.clone()));
+    }
+    if let Some(s) = cx.imp.shape_values.get(name).cloned() {
+        return super::shapes::shape_tensor(cx, &s, &format!("{what}_{name}")).map(Out::Value);
+    }
+    cx.imp.lookup(name).map(Out::Value).map_err(|m| format!("{what} output '{name}': {m}"))
+}
+
+/// Whether If node `cx` gives a sequence (a branch output's declared type is one, or an
+/// optional one): the importer then takes it to [`sequence_if`].
+pub(crate) fn if_gives_sequence(cx: &NodeCx) -> bool {
+    use onnx_protobuf::type_proto::Value as T;
+    let is_seq = |vi: &onnx_protobuf::ValueInfoProto| {
+        let mut t = vi.type_.as_ref().and_then(|t| t.value.as_ref());
+        if let Some(T::OptionalType(o)) = t {
+            t = o.elem_type.as_ref().and_then(|t| t.value.as_ref());
+        }
+        matches!(t, Some(T::SequenceType(_)))
+    };
+    cx.node.op_type == "If"
+        && cx.node.domain.is_empty()
+        && ["then_branch", "else_branch"].iter().any(|b| branch(cx, b).is_ok_and(|g| g.output.iter().any(is_seq)))
+}
+
+/// An `If` that gives a sequence. A condition known when compiling imports the branch
+/// taken; a run-time one imports both (guarded, as for tensors) and selects each output
+/// with `Where`, a sequence element by element: both branches must give sequences of
+/// one length and element types.
+pub(crate) fn sequence_if(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, String> {
+    use super::shapes::Out;
+    let (cond, then_g, else_g, known) = if_parts(cx)?;
+    if let Some(taken) = known {
+        let (g, what) = if taken { (then_g, "then_branch") } else { (else_g, "else_branch") };
+        return import_subgraph(cx, g, what);
+    }
+    cx.imp.guards.push((cond, true));
+    let t = import_subgraph(cx, then_g, "then_branch");
+    cx.imp.guards.pop();
+    cx.imp.guards.push((cond, false));
+    let e = import_subgraph(cx, else_g, "else_branch");
+    cx.imp.guards.pop();
+    let (t, e) = (t?, e?);
+    let mut res = Vec::with_capacity(t.len());
+    for (i, (a, b)) in t.into_iter().zip(e).enumerate() {
+        res.push(match (a, b) {
+            (Out::Value(a), Out::Value(b)) => Out::Value(merge(cx, cond, vec![a], vec![b])?[0]),
+            (Out::Seq(a), Out::Seq(b)) if a.len() == b.len() => Out::Seq(merge(cx, cond, a, b)?),
+            (Out::Seq(a), Out::Seq(b)) => {
+                return Err(format!(
+                    "output {i} is a sequence of {} in then_branch and of {} in else_branch; with a condition \
+                     known only at run time dlc needs one length",
+                    a.len(),
+                    b.len()
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "output {i} is a sequence in one branch and not in the other (an empty optional, a tensor); \
+                     with a condition known only at run time dlc needs one kind"
+                ))
+            }
+        });
+    }
+    Ok(res)
 }

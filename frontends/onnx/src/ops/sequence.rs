@@ -4,9 +4,12 @@
 //! SequenceAt, SequenceLength, SplitToSequence, ConcatFromSequence and Identity work on
 //! the list. A position given at run time selects among elements of one shape: they are
 //! stacked and the element (or each element of the new order) is a Gather by an index
-//! computed from the position (checked at run time like any Gather index). A model input
-//! or output that is a sequence is refused, and so is a position given at run time over
-//! elements of different shapes (the result's shape would depend on it).
+//! computed from the position (checked at run time like any Gather index); a position
+//! given at run time over elements of different shapes is refused (the result's shape
+//! would depend on it). SequenceMap imports its body once per element; If and Loop over
+//! sequences are `control::sequence_if` and `control::unrolled_loop`. A model input or
+//! output that is a sequence is one input or output per element (`import.rs`,
+//! docs/sequences.md).
 use super::shapes::Out;
 use super::NodeCx;
 use dlc_ir::ops::{Add, And, Concat, Equal, Gather, GreaterOrEqual, Less, Reshape, Where};
@@ -22,6 +25,7 @@ pub(crate) const OPS: &[&str] = &[
     "SequenceLength",
     "SplitToSequence",
     "ConcatFromSequence",
+    "SequenceMap",
 ];
 
 /// Registers the sequence ops (the importer dispatches them to [`build`]; the registry
@@ -116,6 +120,13 @@ fn pick(cx: &mut NodeCx, stacked: Value, idx: Value, j: usize) -> Result<Value, 
 
 pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
     let op = cx.node.op_type.clone();
+    // A shape of run-time dims put into a sequence is a tensor computed at run time.
+    for name in cx.node.input.clone() {
+        if let Some(s) = cx.imp.shape_values.get(&name).cloned() {
+            let v = super::shapes::shape_tensor(cx, &s, &format!("{name}_value"))?;
+            cx.imp.values.insert(name, v);
+        }
+    }
     Ok(match op.as_str() {
         "SequenceEmpty" => vec![Out::Seq(Vec::new())],
         "SequenceConstruct" => {
@@ -300,8 +311,54 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             };
             vec![Out::Seq(parts)]
         }
+        "SequenceMap" => map(cx)?.into_iter().map(Out::Seq).collect(),
+        "Loop" => super::control::unrolled_loop(cx)?,
+        "If" => super::control::sequence_if(cx)?,
         other => return Err(format!("internal: {other} is not a sequence op")),
     })
+}
+
+/// SequenceMap: the body imported once per element (as dlc unrolls Scan), on element `t`
+/// of each sequence operand and on each tensor operand as it is; each body output
+/// collected into a sequence.
+fn map(cx: &mut NodeCx) -> Result<Vec<Vec<Value>>, String> {
+    let body = super::control::branch(cx, "body")?;
+    let n = seq(cx, 0)?.len();
+    let mut operands: Vec<Result<Vec<Value>, Value>> = Vec::new();
+    for i in 0..cx.node.input.len() {
+        let name = &cx.node.input[i];
+        if cx.imp.sequences.contains_key(name) {
+            let s = seq(cx, i)?;
+            if s.len() != n {
+                return Err(format!("input {i} ('{name}') has {} elements, input 0 has {n}", s.len()));
+            }
+            operands.push(Ok(s));
+        } else {
+            operands.push(Err(cx.input(i)?));
+        }
+    }
+    if body.input.len() != operands.len() {
+        return Err(format!("the body takes {} inputs, the node gives {}", body.input.len(), operands.len()));
+    }
+    if n > 4096 {
+        return Err(format!("a sequence of {n} elements is too long to unroll"));
+    }
+    let mut outs: Vec<Vec<Value>> = vec![Vec::with_capacity(n); body.output.len()];
+    for t in 0..n {
+        for (vi, o) in body.input.iter().zip(&operands) {
+            let v = match o {
+                Ok(s) => s[t],
+                Err(v) => *v,
+            };
+            cx.imp.unbind(&vi.name);
+            cx.imp.values.insert(vi.name.clone(), v);
+        }
+        let res = super::control::import_branch(cx, body, &format!("element{t}"))?;
+        for (j, v) in res.into_iter().enumerate() {
+            outs[j].push(v);
+        }
+    }
+    Ok(outs)
 }
 
 /// Whether node `cx` works on sequences (a sequence op, or Identity of a sequence).
@@ -311,4 +368,6 @@ pub(crate) fn applies(cx: &NodeCx) -> bool {
     }
     OPS.contains(&cx.node.op_type.as_str())
         || (cx.node.op_type == "Identity" && cx.node.input.first().is_some_and(|n| cx.imp.sequences.contains_key(n)))
+        || super::control::loop_carries_sequence(cx)
+        || super::control::if_gives_sequence(cx)
 }
