@@ -244,6 +244,23 @@ def op_models(work):
              "past_k": rng.randn(b, hk, p, d), "past_v": rng.randn(b, hk, p, d)}
     feeds = {k: v.astype(np.float32) for k, v in feeds.items()} | {"seqlens_k": np.array([p] * b, np.int32)}
     out.append(("gqa_decode (1x1024 cache, 32/8 heads)", path, feeds, False))
+    # The same step as onnxruntime.transformers' converter wires it, nothing pinned: the
+    # cache and mask lengths are run-time dims, seqlens and the total from the mask.
+    ins = ins[:3] + [helper.make_tensor_value_info("past_k", f, [b, hk, "past", d]),
+                     helper.make_tensor_value_info("past_v", f, [b, hk, "past", d]),
+                     helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [b, "total"])]
+    nodes = [helper.make_node("ReduceSum", ["attention_mask", "one"], ["row_sums"]),
+             helper.make_node("Sub", ["row_sums", "one"], ["seqlens_i64"]),
+             helper.make_node("Cast", ["seqlens_i64"], ["seqlens_k"], to=TensorProto.INT32),
+             helper.make_node("Shape", ["attention_mask"], ["mask_shape"]),
+             helper.make_node("Gather", ["mask_shape", "one"], ["total_i64"], axis=0),
+             helper.make_node("Cast", ["total_i64"], ["total"], to=TensorProto.INT32), node]
+    g = helper.make_graph(nodes, "gqa_rt", ins, [helper.make_tensor_value_info(n, f, None) for n in ("y", "present_k", "present_v")],
+                          initializer=[helper.make_tensor("one", TensorProto.INT64, [1], [1])] + inits[1:])
+    path = work / "gqa_decode_runtime.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]), path)
+    feeds = {k: v for k, v in feeds.items() if k != "seqlens_k"} | {"attention_mask": np.ones((b, p + 1), np.int64)}
+    out.append(("gqa_decode, run-time cache length (1024)", path, feeds, False))
     # NonZero of a 1x3x640x640 mask (10% set), as detectors' post-processing takes it.
     g = helper.make_graph([helper.make_node("Greater", ["x", "t"], ["m"]), helper.make_node("NonZero", ["m"], ["y"])],
                           "nonzero", [helper.make_tensor_value_info("x", f, [1, 3, 640, 640])],

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 
-from conftest import dlc, dlc_run, ort_run
+from conftest import dlc, dlc_run, dlc_run_process, ort_run
 
 HQ, HK, D = 4, 2, 16  # ONNX Runtime's rotary needs D a multiple of 16
 
@@ -186,11 +186,33 @@ def test_exported_decoder_pattern_with_pinned_shapes(b, s, p, tmp_path):
     _check(path, feeds, tmp_path, art)
 
 
-def test_run_time_cache_length_is_a_clear_error(tmp_path):
-    # The cache length decides the key axis, which kernels take at compile time so far:
-    # the error names the node and says to pin the shapes.
+def test_exported_decoder_pattern_at_run_time_lengths(tmp_path):
+    """The same model with nothing pinned: batch, new tokens and cache length are
+    run-time dims of one artifact, run at a prompt, decode steps and a chunk."""
     path = tmp_path / "gqa.onnx"
     _exported_model(path)
-    p = dlc("compile", path, "-o", tmp_path / "art", check=False)
-    assert p.returncode != 0 and "GroupQueryAttention" in p.stderr and "--input-shape" in p.stderr, p.stderr
-    assert "panicked" not in p.stderr
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    for b, s, p in [(1, 4, 1), (2, 1, 5), (1, 3, 4), (3, 1, 9)]:
+        feeds = _feeds(np.random.default_rng(10 * s + p), b, s, p)
+        del feeds["seqlens_k"]
+        feeds["attention_mask"] = np.ones((b, p + s), np.int64)
+        work = tmp_path / f"b{b}s{s}p{p}"
+        work.mkdir()
+        _check(path, feeds, work, art)
+
+
+def test_an_empty_cache_needs_a_pinned_shape(tmp_path):
+    """A first prompt with no cache (past length 0) is below a run-time dim's minimum of
+    1: the run fails with the dim named (compile with the past pinned, or a separate
+    prompt model, for that step)."""
+    path = tmp_path / "gqa.onnx"
+    _exported_model(path)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    feeds = _feeds(np.random.default_rng(0), 1, 6, 0)
+    del feeds["seqlens_k"]
+    feeds["attention_mask"] = np.ones((1, 6), np.int64)
+    p = dlc_run_process(art, feeds, tmp_path)
+    assert p.returncode != 0 and "panicked" not in p.stderr
+    assert "past must be at least 1" in p.stderr, p.stderr

@@ -351,3 +351,28 @@ def test_a_constant_broadcast_along_run_time_dims(shape, opt, tmp_path):
         x = np.random.RandomState(sum(dims)).randn(*dims).astype(np.float32)
         got = dlc_run(art, path, {"x": x}, tmp_path)
         assert_close(got["z"], sess.run(None, {"x": x})[0], f"{shape} at {dims}")
+
+
+def test_gather_elements_along_a_run_time_axis(tmp_path):
+    """GatherElements whose gathered axis and index extents are run-time dims (a cache of
+    a run-time length, as GroupQueryAttention's present cache gathers it), negative
+    indices wrapped: one artifact at three shapes against ONNX Runtime."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    g = h.make_graph([h.make_node("GatherElements", ["x", "i"], ["y"], axis=1)], "ge",
+                     [h.make_tensor_value_info("x", T.FLOAT, ["b", "n", 3]),
+                      h.make_tensor_value_info("i", T.INT64, ["b", "m", 3])],
+                     [h.make_tensor_value_info("y", T.FLOAT, ["b", "m", 3])])
+    path = tmp_path / "ge.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    rng = np.random.default_rng(0)
+    for b, n, m in [(1, 5, 2), (2, 9, 7), (3, 1, 4)]:
+        feeds = {"x": rng.standard_normal((b, n, 3)).astype(np.float32),
+                 "i": rng.integers(-n, n, (b, m, 3)).astype(np.int64)}
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        want = sess.run(None, feeds)[0]
+        work = tmp_path / f"{b}_{n}_{m}"
+        work.mkdir()
+        assert_close(dlc_run(art, path, feeds, work)["y"], want, f"b={b} n={n} m={m}")

@@ -131,21 +131,25 @@ pub fn trilu(name: &str, n: &Node, upper: bool) -> Result<Kernel, LowerError> {
 }
 
 /// GatherElements: every result position reads the data element its index names along
-/// the axis (wrapped when negative, clamped into range).
+/// the axis (wrapped when negative, clamped into range). Extents are expressions: run-time
+/// dims anywhere, the gathered axis's too (a key/value cache of a run-time length).
 pub fn gather_elements(name: &str, n: &Node, axis: i64) -> Result<Kernel, LowerError> {
-    let d = n.fixed_in(0)?;
-    let out = n.fixed_in(1)?;
+    let d = Node::dims(&n.inputs[0]);
+    let out = Node::dims(&n.inputs[1]);
     let a = dlc_ir::ops::normalize_axis(axis, d.len()).ok_or_else(|| n.error("axis out of range"))?;
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
-    if out.contains(&0) || d[a] == 0 {
+    if out.iter().any(|e| e.as_const() == Some(0)) || d[a].as_const() == Some(0) {
         return Ok(b.finish());
     }
     let elem = elem_of(n, n.outputs[0].dtype.size())?;
-    let (ds, os) = (contiguous_strides(&fixed(&d)), contiguous_strides(&fixed(&out)));
-    let (idt, extent) = (n.inputs[1].dtype, d[a] as i64);
-    b.nest(&fixed(&out), LoopKind::Each, |b, idx| {
+    let (ds, os) = (contiguous_strides(&d), contiguous_strides(&out));
+    let (idt, extent) = (n.inputs[1].dtype, d[a].clone());
+    b.nest(&out, LoopKind::Each, |b, idx| {
         let o = linear(idx, &os, Expr::c(0));
-        let k = load_index(b, 1, idt, o.clone(), extent);
+        let k = match extent.as_const() {
+            Some(e) => load_index(b, 1, idt, o.clone(), e),
+            None => load_index_expr(b, 1, idt, o.clone(), &extent),
+        };
         let mut at = idx.to_vec();
         at[a] = Expr::val(k);
         let v = b.load(Ty::scalar(elem), 0, linear(&at, &ds, Expr::c(0)), elem.bytes());
