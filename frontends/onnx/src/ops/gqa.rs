@@ -281,12 +281,18 @@ pub(crate) fn group_query_attention(cx: &mut NodeCx) -> Result<Vec<Value>, Strin
     };
     let sc = scalar(cx, scale, dt)?;
     let q5 = cx.add1("q_scaled", Mul {}, &[q5, sc])?;
-    let k5 = view(cx, "k_group", present[0], &[b.clone(), hkd.clone(), Dim::Fixed(1), t_dim.clone(), du.clone()])?;
-    let v5 = view(cx, "v_group", present[1], &[b.clone(), hkd.clone(), Dim::Fixed(1), t_dim.clone(), du.clone()])?;
-    // Scores as K q^T, then the small [.., T, S] result transposed (not the cache).
-    let qt = cx.add1("q_t", Transpose { perm: vec![0, 1, 2, 4, 3] }, &[q5])?;
-    let kq = cx.add1("kq", MatMul { act: Activation::None }, &[k5, qt])?;
-    let scores = cx.add1("qk", Transpose { perm: vec![0, 1, 2, 4, 3] }, &[kq])?;
+    // A group's queries are one matrix of G*S rows per key/value head, so each head's
+    // keys and values are read once for the whole group (a product batched over G would
+    // read them G times, each against a single column in a decode step).
+    let gs = Dim::from_expr(&g.expr() * &s.expr()).ok_or("query rows")?;
+    let k4 = view(cx, "k_heads4", present[0], &[b.clone(), hkd.clone(), t_dim.clone(), du.clone()])?;
+    let v4 = view(cx, "v_heads4", present[1], &[b.clone(), hkd.clone(), t_dim.clone(), du.clone()])?;
+    let q4 = view(cx, "q_rows", q5, &[b.clone(), hkd.clone(), gs.clone(), du.clone()])?;
+    // Scores as K q^T, then the small [.., T, G*S] result transposed (not the cache).
+    let qt = cx.add1("q_t", Transpose { perm: vec![0, 1, 3, 2] }, &[q4])?;
+    let kq = cx.add1("kq", MatMul { act: Activation::None }, &[k4, qt])?;
+    let scores = cx.add1("qk", Transpose { perm: vec![0, 1, 3, 2] }, &[kq])?;
+    let scores = view(cx, "qk_groups", scores, &[b.clone(), hkd.clone(), g.clone(), s.clone(), t_dim.clone()])?;
     let scores = super::attention::softcap(cx, scores, dt)?;
     // The bias's head dim splits into [Hk, G] (or stays 1).
     let bd = bt.shape.0.clone();
@@ -325,7 +331,8 @@ pub(crate) fn group_query_attention(cx: &mut NodeCx) -> Result<Vec<Value>, Strin
     let mx = cx.add1("bias_max", ReduceMax { axes: vec![-1], keepdims: true }, &[bias5])?;
     let masked = cx.add1("row_masked", IsInf { detect_negative: true, detect_positive: false }, &[mx])?;
     let probs = cx.add1("probs", Where {}, &[masked, fz, probs])?;
-    let ctx = cx.add1("context", MatMul { act: Activation::None }, &[probs, v5])?;
+    let probs = view(cx, "probs_rows", probs, &[b.clone(), hkd.clone(), gs, t_dim.clone()])?;
+    let ctx = cx.add1("context", MatMul { act: Activation::None }, &[probs, v4])?;
     let ctx = view(cx, "context_heads", ctx, &[b.clone(), Dim::Fixed(hq as u64), s.clone(), du.clone()])?;
     let ctx = cx.add1("context_bshd", Transpose { perm: vec![0, 2, 1, 3] }, &[ctx])?;
     let y = view(cx, "", ctx, &[b, s, Dim::Fixed((hq * d) as u64)])?;
