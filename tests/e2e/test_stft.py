@@ -8,7 +8,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from conftest import dlc, dlc_run, ort_run
+from conftest import dlc, dlc_run, dlc_run_process, ort_run
 
 
 def assert_close(got, want, what):
@@ -90,12 +90,46 @@ def test_mel_weight_matrix_from_constants_matches_ort(bins, dft, rate, lo, hi, d
     assert got.sum() > 0
 
 
-def test_mel_weight_matrix_from_run_time_values_is_refused(tmp_path):
+def _mel_run_time_model(path, dtype=None):
     ins = [h.make_tensor_value_info(n, t, []) for n, t in (("bins", T.INT32), ("dft", T.INT32), ("rate", T.INT32),
                                                            ("lo", T.FLOAT), ("hi", T.FLOAT))]
-    node = h.make_node("MelWeightMatrix", ["bins", "dft", "rate", "lo", "hi"], ["m"])
-    g = h.make_graph([node], "g", ins, [h.make_tensor_value_info("m", T.FLOAT, None)])
-    path = tmp_path / "mel.onnx"
+    attrs = {"output_datatype": dtype} if dtype else {}
+    node = h.make_node("MelWeightMatrix", ["bins", "dft", "rate", "lo", "hi"], ["m"], **attrs)
+    g = h.make_graph([node], "g", ins, [h.make_tensor_value_info("m", dtype or T.FLOAT, None)])
     onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
-    p = dlc("compile", path, "-o", tmp_path / "art", check=False)
-    assert p.returncode != 0 and "num_mel_bins (input 0) known only at run time" in p.stderr, p.stderr
+    return path
+
+
+def _mel_feeds(bins, dft, rate, lo, hi):
+    return {"bins": np.array(bins, np.int32), "dft": np.array(dft, np.int32), "rate": np.array(rate, np.int32),
+            "lo": np.array(lo, np.float32), "hi": np.array(hi, np.float32)}
+
+
+@pytest.mark.parametrize("dtype", [None, T.DOUBLE])
+def test_mel_weight_matrix_from_run_time_values_matches_ort(dtype, tmp_path):
+    """Every operand given at run time: one artifact whose [dft/2 + 1, bins] extents are
+    computed dims, at five settings (bands of no width among them), against ONNX
+    Runtime."""
+    path = _mel_run_time_model(tmp_path / "mel.onnx", dtype)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    for i, args in enumerate([(8, 16, 8192, 0.0, 4096.0), (40, 512, 16000, 20.0, 7600.0), (13, 256, 22050, 0.0, 8000.0),
+                              (64, 64, 16000, 0.0, 8000.0), (1, 4, 100, 10.0, 40.0)]):
+        feeds = _mel_feeds(*args)
+        work = tmp_path / f"run{i}"
+        work.mkdir()
+        got, want = dlc_run(art, path, feeds, work)["m"], ort_run(path, feeds)["m"]
+        assert got.dtype == want.dtype and got.shape == want.shape == (args[1] // 2 + 1, args[0]), args
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=str(args))
+        assert got.sum() > 0
+
+
+def test_mel_bands_past_the_dft_bins_fail_the_run(tmp_path):
+    """An upper edge above the Nyquist frequency puts bands past the last bin: the
+    reference fails with an index error, and the run fails naming the check."""
+    path = _mel_run_time_model(tmp_path / "mel.onnx")
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    p = dlc_run_process(art, _mel_feeds(8, 16, 8000, 0.0, 7900.0), tmp_path)
+    assert p.returncode != 0 and "panicked" not in p.stderr
+    assert "mel_bands_past_the_dft_bins" in p.stderr, p.stderr

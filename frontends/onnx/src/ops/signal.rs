@@ -21,18 +21,30 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("MelWeightMatrix", mel_weight_matrix);
 }
 
+/// MelWeightMatrix's operands, in order.
+const MEL_OPERANDS: [&str; 5] = ["num_mel_bins", "dft_length", "sample_rate", "lower_edge_hertz", "upper_edge_hertz"];
+
 /// MelWeightMatrix (opset 17) with constant operands (as exported models give them):
 /// the matrix computed at import as ONNX's reference computes it (the edges' mel values
 /// in the edges' precision, the rest in f64), a constant of `output_datatype`. Operands
-/// known only at run time are refused.
+/// known only at run time: [`mel_run_time`].
 fn mel_weight_matrix(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let to = if cx.has("output_datatype") {
+        let code = cx.int("output_datatype", 1) as i32;
+        crate::tensor::dtype_from_onnx(code).ok_or_else(|| format!("output_datatype {code} is not supported"))?
+    } else {
+        DType::F32
+    };
+    let mut consts = true;
+    for i in 0..5 {
+        consts &= cx.const_input(i)?.is_some();
+    }
+    if !consts {
+        return mel_run_time(cx, to);
+    }
     let mut vals = Vec::new();
-    for (i, what) in
-        ["num_mel_bins", "dft_length", "sample_rate", "lower_edge_hertz", "upper_edge_hertz"].iter().enumerate()
-    {
-        let c = cx.const_input(i)?.ok_or_else(|| {
-            format!("{what} (input {i}) known only at run time is not supported yet (exported models give constants)")
-        })?;
+    for (i, what) in MEL_OPERANDS.iter().enumerate() {
+        let c = cx.const_input(i)?.ok_or("internal: a constant operand")?;
         if c.ty().shape.numel() != Some(1) {
             return Err(format!("{what} must be one value, got {}", c.ty()));
         }
@@ -96,12 +108,6 @@ fn mel_weight_matrix(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
             }
         }
     }
-    let to = if cx.has("output_datatype") {
-        let code = cx.int("output_datatype", 1) as i32;
-        crate::tensor::dtype_from_onnx(code).ok_or_else(|| format!("output_datatype {code} is not supported"))?
-    } else {
-        DType::F32
-    };
     let bytes: Vec<u8> = out.iter().flat_map(|v| v.to_le_bytes()).collect();
     let t = TensorData::new(TensorType::fixed(DType::F64, &[rows as u64, bins as u64]), bytes.into())
         .ok_or("internal: the matrix")?;
@@ -396,6 +402,127 @@ enum Window {
 fn f64_const(cx: &mut NodeCx, v: f64) -> Result<Value, String> {
     let t = TensorData::new(TensorType::fixed(DType::F64, &[1]), v.to_le_bytes().to_vec().into());
     Ok(cx.add_const(t.ok_or("internal: an f64 constant")?))
+}
+
+/// MelWeightMatrix with operands known only at run time: the matrix's `[dft_length / 2 +
+/// 1, num_mel_bins]` extents are computed dims, and its values the reference's loops as
+/// one elementwise expression over bin `j` and band `i` (band edges `l <= c <= h` from an
+/// Iota of the band numbers, in f64): `(j - l) / (c - l)` on `l <= j <= c` (1 at `j == c`
+/// when `c == l`), overwritten by `(h - j) / (h - c)` on `c <= j < h`. Bands that reach
+/// past the last bin fail the run (the reference's index error) at node
+/// `…/mel_bands_past_the_dft_bins`.
+fn mel_run_time(cx: &mut NodeCx, to: DType) -> Result<Vec<Value>, String> {
+    let mut ops = Vec::with_capacity(5);
+    for (i, what) in MEL_OPERANDS.iter().enumerate() {
+        let v = cx.input(i)?;
+        let t = cx.ty(v);
+        let numeric = t.dtype.is_float() || t.dtype.is_signed_int();
+        if t.shape.numel() != Some(1) || !numeric || (i < 2 && !t.dtype.is_signed_int()) {
+            let kind = if i < 2 { "one integer" } else { "one number" };
+            return Err(format!("{what} (input {i}) must be {kind}, got {t}"));
+        }
+        let v = cx.add1(&format!("{what}_1"), Reshape { shape: vec![1], allowzero: false }, &[v])?;
+        ops.push((v, t.dtype));
+    }
+    let f64_of = |cx: &mut NodeCx, (v, d): (Value, DType), what: &str| -> Result<Value, String> {
+        if d == DType::F64 {
+            return Ok(v);
+        }
+        cx.add1(&format!("{what}_f64"), Cast::new(DType::F64), &[v])
+    };
+    // The extents: [dft_length / 2 + 1, num_mel_bins].
+    let bins = cx.add1("bins_i64", Cast::new(DType::I64), &[ops[0].0])?;
+    let dft = cx.add1("dft_i64", Cast::new(DType::I64), &[ops[1].0])?;
+    let two = cx.i64_const(&[1], &[2])?;
+    let one = cx.i64_const(&[1], &[1])?;
+    let half = cx.add1("dft_half", Div {}, &[dft, two])?;
+    let rows = cx.add1("rows", Add {}, &[half, one])?;
+    let shape = cx.add1("mel_shape", Concat { axis: 0 }, &[rows, bins])?;
+    // The edges' mel values in the edges' precision (f32 edges: f32 arithmetic).
+    let mel = |cx: &mut NodeCx, (v, d): (Value, DType), what: &str| -> Result<Value, String> {
+        let d = if d == DType::F64 { d } else { DType::F32 };
+        let v = cx.add1(&format!("{what}_hz"), Cast::new(d), &[v])?;
+        let c = |cx: &mut NodeCx, x: f64| -> Result<Value, String> {
+            let b = if d == DType::F64 { x.to_le_bytes().to_vec() } else { (x as f32).to_le_bytes().to_vec() };
+            Ok(cx.add_const(TensorData::new(TensorType::fixed(d, &[1]), b.into()).ok_or("internal: a constant")?))
+        };
+        let (k700, k1, kln10, k2595) = (c(cx, 700.0)?, c(cx, 1.0)?, c(cx, 10f64.ln())?, c(cx, 2595.0)?);
+        let x = cx.add1(&format!("{what}_over_700"), Div {}, &[v, k700])?;
+        let x = cx.add1(&format!("{what}_plus_1"), Add {}, &[x, k1])?;
+        let x = cx.add1(&format!("{what}_ln"), Log {}, &[x])?;
+        let x = cx.add1(&format!("{what}_log10"), Div {}, &[x, kln10])?;
+        let x = cx.add1(&format!("{what}_mel"), Mul {}, &[x, k2595])?;
+        cx.add1(&format!("{what}_mel_f64"), Cast::new(DType::F64), &[x])
+    };
+    let lo = mel(cx, ops[3], "lower")?;
+    let hi = mel(cx, ops[4], "upper")?;
+    let (lo, ext) = super::bind::computed_dims(cx, lo, shape, "mel_shape")?;
+    let (rows_e, bins_e) = (ext[0].clone(), ext[1].clone());
+    let rate = f64_of(cx, ops[2], "sample_rate")?;
+    let dft_f = f64_of(cx, (dft, DType::I64), "dft")?;
+    let bins_f = f64_of(cx, (bins, DType::I64), "bins")?;
+    let k2 = f64_const(cx, 2.0)?;
+    let points = cx.add1("points", Add {}, &[bins_f, k2])?;
+    let span = cx.add1("mel_span", Sub {}, &[hi, lo])?;
+    let step = cx.add1("mel_step", Div {}, &[span, points])?;
+    let k1 = f64_const(cx, 1.0)?;
+    let scale = cx.add1("dft_plus_1", Add {}, &[dft_f, k1])?;
+    // Edge `k + e` of band `k`: floor((dft + 1) * hz(lo + (k + e) * step) / rate).
+    let edge = |cx: &mut NodeCx, e: i64, what: &str| -> Result<Value, String> {
+        let k = cx.add1(
+            &format!("{what}_k"),
+            Iota { len: bins_e.to_string(), start: e, delta: 1, dtype: DType::F64 },
+            &[],
+        )?;
+        let m = cx.add1(&format!("{what}_mstep"), Mul {}, &[k, step])?;
+        let m = cx.add1(&format!("{what}_m"), Add {}, &[m, lo])?;
+        let kexp = f64_const(cx, 10f64.ln() / 2595.0)?;
+        let x = cx.add1(&format!("{what}_x"), Mul {}, &[m, kexp])?;
+        let x = cx.add1(&format!("{what}_exp"), Exp {}, &[x])?;
+        let x = cx.add1(&format!("{what}_expm1"), Sub {}, &[x, k1])?;
+        let k700 = f64_const(cx, 700.0)?;
+        let hz = cx.add1(&format!("{what}_hz"), Mul {}, &[x, k700])?;
+        let b = cx.add1(&format!("{what}_scaled"), Mul {}, &[hz, scale])?;
+        let b = cx.add1(&format!("{what}_over_rate"), Div {}, &[b, rate])?;
+        let b = cx.add1(&format!("{what}_bin"), Floor {}, &[b])?;
+        cx.add1(&format!("{what}_1i"), Reshape { shape: vec![1, -1], allowzero: false }, &[b])
+    };
+    let (l, c, h) = (edge(cx, 0, "low")?, edge(cx, 1, "center")?, edge(cx, 2, "high")?);
+    let j = cx.add1("j", Iota { len: rows_e.to_string(), start: 0, delta: 1, dtype: DType::F64 }, &[])?;
+    let j = cx.add1("j_col", Reshape { shape: vec![-1, 1], allowzero: false }, &[j])?;
+    let zero = f64_const(cx, 0.0)?;
+    // Rising edge (and the single 1 of a band of no width).
+    let ge_l = cx.add1("j_ge_low", GreaterOrEqual {}, &[j, l])?;
+    let le_c = cx.add1("j_le_center", LessOrEqual {}, &[j, c])?;
+    let rising = cx.add1("rising", And {}, &[ge_l, le_c])?;
+    let jl = cx.add1("j_minus_low", Sub {}, &[j, l])?;
+    let cl = cx.add1("center_minus_low", Sub {}, &[c, l])?;
+    let up = cx.add1("up", Div {}, &[jl, cl])?;
+    let flat = cx.add1("no_width", Equal {}, &[c, l])?;
+    let at_c = cx.add1("j_at_center", Equal {}, &[j, c])?;
+    let one_at_c = cx.add1("one_at_center", Where {}, &[at_c, k1, zero])?;
+    let up = cx.add1("up_or_one", Where {}, &[flat, one_at_c, up])?;
+    let v = cx.add1("rising_part", Where {}, &[rising, up, zero])?;
+    // Falling edge, written after (it wins at the center).
+    let ge_c = cx.add1("j_ge_center", GreaterOrEqual {}, &[j, c])?;
+    let lt_h = cx.add1("j_lt_high", Less {}, &[j, h])?;
+    let falling = cx.add1("falling", And {}, &[ge_c, lt_h])?;
+    let hj = cx.add1("high_minus_j", Sub {}, &[h, j])?;
+    let hc = cx.add1("high_minus_center", Sub {}, &[h, c])?;
+    let down = cx.add1("down", Div {}, &[hj, hc])?;
+    let v = cx.add1("weights", Where {}, &[falling, down, v])?;
+    // The last bin any band writes, max(c, h - 1), must be a row of the matrix.
+    let h1 = cx.add1("high_last", Sub {}, &[h, k1])?;
+    let reach = cx.add1("reach", Max {}, &[c, h1])?;
+    let reach = cx.add1("reach_max", ReduceMax { axes: vec![], keepdims: false }, &[reach])?;
+    let rows_f = f64_of(cx, (rows, DType::I64), "rows")?;
+    let rows_f = cx.add1("rows_scalar", Reshape { shape: vec![], allowzero: false }, &[rows_f])?;
+    let ok = cx.add1("bands_fit", Less {}, &[reach, rows_f])?;
+    let pos = cx.add1("row_positions", Iota { len: rows_e.to_string(), start: 0, delta: 1, dtype: DType::I64 }, &[])?;
+    let bad = cx.i64_const(&[], &[i64::MAX])?;
+    let pos = cx.add1("row_positions_checked", Where {}, &[ok, pos, bad])?;
+    let v = cx.add1("mel_bands_past_the_dft_bins", Gather { axis: 0 }, &[v, pos])?;
+    cx.add("", Cast::new(to), &[v])
 }
 
 /// `a * cos(k * theta) ` for the angles `theta`.
