@@ -98,8 +98,13 @@ fn fused(b: &mut KernelBuilder, n: &Node, f: &Fused, vals: &[ValId], in_dts: &[D
 /// A Conv/Gemm/MatMul epilogue activation on an f32 scalar (`None` for
 /// [`Activation::None`]: the value as computed).
 pub fn activation(b: &mut KernelBuilder, act: Activation, x: ValId) -> Option<ValId> {
+    activation_of(b, act, x, Elem::F32)
+}
+
+/// [`activation`] of a value of float type `elem` (f32 or f64).
+pub fn activation_of(b: &mut KernelBuilder, act: Activation, x: ValId, elem: Elem) -> Option<ValId> {
     let op = act.as_op()?;
-    float_unary(&mut F { b, ty: Ty::scalar(Elem::F32), f64: false }, &op, x)
+    float_unary(&mut F { b, ty: Ty::scalar(elem), f64: elem == Elem::F64 }, &op, x)
 }
 
 /// The float arithmetic of one scalar type.

@@ -5,7 +5,7 @@
 //! (`each`: one output per CUDA thread), summed indices inside, the product of the
 //! operands' elements accumulated in f64.
 use crate::dtype::{convert, storage};
-use crate::elementwise::activation;
+use crate::elementwise::{activation, activation_of};
 use crate::{LowerError, Node};
 use dlc_ir::ops::{Activation, Gemm};
 use dlc_ir::DType;
@@ -117,7 +117,15 @@ fn matmul_shape_expr(n: &Node) -> Result<MatMulExprs, LowerError> {
 /// MatMul (with an optional bias, operand 2, and an activation), any batch broadcast;
 /// dims may be run-time ones (computed once, at the kernel's start).
 pub fn matmul(name: &str, n: &Node, act: Activation) -> Result<Kernel, LowerError> {
-    n.require_f32()?;
+    // f32, or f64 (models that compute in double: the same loops in f64).
+    let dt = n.outputs[0].dtype;
+    let (ty, es) = match dt {
+        DType::F64 if n.inputs.iter().all(|t| t.dtype == DType::F64) => (Ty::scalar(Elem::F64), 8),
+        _ => {
+            n.require_f32()?;
+            (F32, 4)
+        }
+    };
     let MatMulExprs { m, k, n: nn, batch, a_strides: sa, b_strides: sb } = matmul_shape_expr(n)?;
     let has_bias = n.inputs.len() == 3;
     let py = n.inputs.len() as u32;
@@ -135,18 +143,18 @@ pub fn matmul(name: &str, n: &Node, act: Activation) -> Result<Kernel, LowerErro
         let (oa, ob, oy) = (lin(idx, &sa), lin(idx, &sb), lin(idx, &sy));
         b.for_(c(0), m.clone(), LoopKind::Serial, |b, i| {
             let row_y = &oy + &(&i * &nn);
-            let zero = b.let_(Inst::Const { ty: F32, lit: Lit::Float(0.0) });
-            b.for_(c(0), nn.clone(), LoopKind::Serial, |b, j| b.store(py, &row_y + &j, zero, 4));
+            let zero = b.let_(Inst::Const { ty, lit: Lit::Float(0.0) });
+            b.for_(c(0), nn.clone(), LoopKind::Serial, |b, j| b.store(py, &row_y + &j, zero, es));
             b.for_(c(0), k.clone(), LoopKind::Serial, |b, p| {
-                let av = b.load(F32, 0, &(&oa + &(&i * &k)) + &p, 4);
+                let av = b.load(ty, 0, &(&oa + &(&i * &k)) + &p, es);
                 let row_b = &ob + &(&p * &nn);
                 b.for_(c(0), nn.clone(), LoopKind::Serial, |b, j| {
                     let yi = &row_y + &j;
-                    let acc = b.load(F32, py, yi.clone(), 4);
-                    let bv = b.load(F32, 1, &row_b + &j, 4);
+                    let acc = b.load(ty, py, yi.clone(), es);
+                    let bv = b.load(ty, 1, &row_b + &j, es);
                     let prod = b.bin(BinOp::FMul, av, bv);
                     let s = b.bin(BinOp::FAdd, acc, prod);
-                    b.store(py, yi, s, 4);
+                    b.store(py, yi, s, es);
                 });
             });
             // Epilogue on the finished row: bias, then activation.
@@ -155,13 +163,13 @@ pub fn matmul(name: &str, n: &Node, act: Activation) -> Result<Kernel, LowerErro
             }
             b.for_(c(0), nn.clone(), LoopKind::Serial, |b, j| {
                 let yi = &row_y + &j;
-                let mut y = b.load(F32, py, yi.clone(), 4);
+                let mut y = b.load(ty, py, yi.clone(), es);
                 if has_bias {
-                    let bias = b.load(F32, 2, j.clone(), 4);
+                    let bias = b.load(ty, 2, j.clone(), es);
                     y = b.bin(BinOp::FAdd, y, bias);
                 }
-                let y = activation(b, act, y).unwrap_or(y);
-                b.store(py, yi, y, 4);
+                let y = activation_of(b, act, y, ty.elem).unwrap_or(y);
+                b.store(py, yi, y, es);
             });
         });
     });

@@ -3,6 +3,7 @@
 use crate::shape::{broadcast_strides, coalesce, contiguous_strides, linear};
 use crate::{LowerError, Node};
 use dlc_ir::ops::{normalize_axis, LayerNormalization, SoftmaxMode};
+use dlc_ir::DType;
 use dlc_kir::{Access, BinOp, CastOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
@@ -168,7 +169,14 @@ pub fn softmax_rows(
 /// Softmax, LogSoftmax or Hardmax along `axis`: per (outer, inner) position the maximum
 /// (and its first index), then the sum of `exp(x - max)`, then the normalisation.
 pub fn softmax(name: &str, n: &Node, axis: i64, mode: SoftmaxMode) -> Result<Kernel, LowerError> {
-    n.require_f32()?;
+    // f32 (its sum in f64), or f64 throughout.
+    let wide = n.inputs[0].dtype == DType::F64 && n.outputs[0].dtype == DType::F64;
+    if !wide {
+        n.require_f32()?;
+    }
+    let (ty, es) = if wide { (Ty::scalar(Elem::F64), 8) } else { (F32, 4) };
+    let (exp, log) = if wide { ("exp", "log") } else { ("expf", "logf") };
+    let load = |b: &mut KernelBuilder, param: u32, at: Expr| b.load(ty, param, at, es);
     let x = Node::dims(&n.inputs[0]);
     let a = normalize_axis(axis, x.len()).ok_or_else(|| n.error(format!("axis {axis} out of range")))?;
     let prod = |d: &[Expr]| d.iter().fold(Expr::c(1), |p, x| &p * x);
@@ -179,8 +187,8 @@ pub fn softmax(name: &str, n: &Node, axis: i64, mode: SoftmaxMode) -> Result<Ker
     b.nest(&[outer, inner.clone()], LoopKind::Serial, |b, idx| {
         let base = &(&idx[0] * &(&len * &inner)) + &idx[1];
         let at = |l: &Expr| &base + &(l * &inner);
-        let ninf = konst(b, F32, f64::NEG_INFINITY);
-        let mx = b.local(F32, ninf);
+        let ninf = konst(b, ty, f64::NEG_INFINITY);
+        let mx = b.local(ty, ninf);
         let zero_i = b.i64(0);
         let arg = b.local(Ty::scalar(Elem::I64), zero_i);
         b.for_(Expr::c(0), len.clone(), LoopKind::Serial, |b, l| {
@@ -199,9 +207,9 @@ pub fn softmax(name: &str, n: &Node, axis: i64, mode: SoftmaxMode) -> Result<Ker
             b.for_(Expr::c(0), len.clone(), LoopKind::Serial, |b, l| {
                 let li = b.index(l.clone());
                 let hit = b.cmp(CmpOp::Eq, li, best);
-                let (one, zero) = (konst(b, F32, 1.0), konst(b, F32, 0.0));
+                let (one, zero) = (konst(b, ty, 1.0), konst(b, ty, 0.0));
                 let y = b.select(hit, one, zero);
-                b.store(1, at(&l), y, 4);
+                b.store(1, at(&l), y, es);
             });
             return;
         }
@@ -214,34 +222,34 @@ pub fn softmax(name: &str, n: &Node, axis: i64, mode: SoftmaxMode) -> Result<Ker
             let v = load(b, 0, at(&l));
             let m = get(b, mx);
             let d = b.bin(BinOp::FSub, v, m);
-            let e = call(b, "expf", F32, &[d]);
+            let e = call(b, exp, ty, &[d]);
             if mode == SoftmaxMode::Softmax {
-                b.store(1, at(&l), e, 4);
+                b.store(1, at(&l), e, es);
             }
             let s = get(b, sum);
-            let e64 = b.let_(Inst::Cast(CastOp::FpExt, e, f64t));
+            let e64 = if wide { e } else { b.let_(Inst::Cast(CastOp::FpExt, e, f64t)) };
             let ns = b.bin(BinOp::FAdd, s, e64);
             b.stmt(Stmt::Set(sum, ns));
         });
         let s64 = get(b, sum);
-        let s32 = b.let_(Inst::Cast(CastOp::FpTrunc, s64, F32));
-        let sum = b.local(F32, s32);
+        let s32 = if wide { s64 } else { b.let_(Inst::Cast(CastOp::FpTrunc, s64, F32)) };
+        let sum = b.local(ty, s32);
         if mode == SoftmaxMode::Softmax {
             b.for_(Expr::c(0), len.clone(), LoopKind::Serial, |b, l| {
-                let v = b.load(F32, 1, at(&l), 4);
+                let v = b.load(ty, 1, at(&l), es);
                 let s = get(b, sum);
                 let y = b.bin(BinOp::FDiv, v, s);
-                b.store(1, at(&l), y, 4);
+                b.store(1, at(&l), y, es);
             });
         } else {
             let m = get(b, mx);
             let s = get(b, sum);
-            let ls = call(b, "logf", F32, &[s]);
+            let ls = call(b, log, ty, &[s]);
             let shift = b.bin(BinOp::FAdd, m, ls);
             b.for_(Expr::c(0), len.clone(), LoopKind::Serial, |b, l| {
                 let v = load(b, 0, at(&l));
                 let y = b.bin(BinOp::FSub, v, shift);
-                b.store(1, at(&l), y, 4);
+                b.store(1, at(&l), y, es);
             });
         }
     });
