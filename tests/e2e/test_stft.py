@@ -133,3 +133,18 @@ def test_mel_bands_past_the_dft_bins_fail_the_run(tmp_path):
     p = dlc_run_process(art, _mel_feeds(8, 16, 8000, 0.0, 7900.0), tmp_path)
     assert p.returncode != 0 and "panicked" not in p.stderr
     assert "mel_bands_past_the_dft_bins" in p.stderr, p.stderr
+
+
+def test_a_signal_shorter_than_a_frame_is_a_clear_error(tmp_path):
+    """Frames of 16 every 4 samples over a run-time length n: the frame count
+    floor((n - 16) / 4) + 1 is negative below n = 12, which would size a buffer
+    negatively; the artifact's minimum for n says so before the run."""
+    path = tmp_path / "stft.onnx"
+    _model(path, window=False, onesided=True, complex_=False, step=4, frame_length=16)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    assert "n >= 12" in dlc("inspect", art).stdout
+    x = np.random.default_rng(0).random((2, 10, 1)).astype(np.float32)
+    p = dlc_run_process(art, {"x": x}, tmp_path)
+    assert p.returncode != 0 and "panicked" not in p.stderr
+    assert "n = 10, but n must be at least 12" in p.stderr, p.stderr

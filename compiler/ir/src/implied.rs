@@ -248,34 +248,50 @@ pub fn symbol_minimums(g: &Graph) -> BTreeMap<String, (u64, String)> {
             Op::AveragePool(op) => op.window(&node.name, x).ok(),
             _ => None,
         };
-        let Some(w) = window else { continue };
-        for i in 0..2 {
-            let e = &w.input[i];
-            let mut syms = Vec::new();
-            e.symbols(&mut syms);
-            let [s] = syms.as_slice() else { continue };
-            let span = (w.kernel[i] - 1) * w.dilations[i] + 1;
-            let need = span.saturating_sub(w.pad_begin[i] + w.pad_end[i]).max(1) as i64;
-            let at = |v: i64| e.eval(&BTreeMap::from([(s.clone(), v)])).unwrap_or(i64::MIN);
-            // The least v >= 1 with at(v) >= need, by bisection over [1, 2^40].
-            let (mut lo, mut hi) = (1i64, 1i64 << 40);
-            if at(hi) < need {
-                continue;
-            }
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                if at(mid) >= need {
-                    hi = mid;
-                } else {
-                    lo = mid + 1;
+        // No extent of one run-time dim may be negative (`C - 6` positions of a trigram
+        // with skips over a row of 3): it would size a buffer negatively. (An extent of
+        // 0, an empty result, is a valid run.)
+        for t in &node.outputs {
+            for d in &t.shape.0 {
+                if d.fixed().is_none() {
+                    raise_minimum(&mut out, &d.expr(), 0, &node.name);
                 }
             }
-            if lo > 1 && out.get(s).is_none_or(|(m, _)| (lo as u64) > *m) {
-                out.insert(s.clone(), (lo as u64, node.name.clone()));
-            }
+        }
+        let Some(w) = window else { continue };
+        for i in 0..2 {
+            let span = (w.kernel[i] - 1) * w.dilations[i] + 1;
+            let need = span.saturating_sub(w.pad_begin[i] + w.pad_end[i]).max(1) as i64;
+            raise_minimum(&mut out, &w.input[i], need, &node.name);
         }
     }
     out
+}
+
+/// For an expression `e` of one run-time dim `s`: raises `s`'s minimum in `out` to the
+/// least value where `e` reaches `need` (found by bisection over `[1, 2^40]`: extents are
+/// non-decreasing in their dim), naming `node`. Expressions of several dims, and ones
+/// that never reach `need`, are left alone.
+fn raise_minimum(out: &mut BTreeMap<String, (u64, String)>, e: &Expr, need: i64, node: &str) {
+    let mut syms = Vec::new();
+    e.symbols(&mut syms);
+    let [s] = syms.as_slice() else { return };
+    let at = |v: i64| e.eval(&BTreeMap::from([(s.clone(), v)])).unwrap_or(i64::MIN);
+    let (mut lo, mut hi) = (1i64, 1i64 << 40);
+    if at(lo) >= need || at(hi) < need {
+        return;
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if at(mid) >= need {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    if lo > 1 && out.get(s).is_none_or(|(m, _)| (lo as u64) > *m) {
+        out.insert(s.clone(), (lo as u64, node.to_string()));
+    }
 }
 
 #[cfg(test)]
