@@ -117,18 +117,16 @@ def test_a_pinned_length_folds_the_condition_and_takes_either_branch(tmp_path):
 
 
 def _one_branch_model(path):
-    """`y = If(flag, relu(x) * 2, TfIdfVectorizer(int(x)))`: dlc has no TfIdfVectorizer."""
+    """`y = If(flag, relu(x) * 2, Binarizer(x))`: dlc has no ai.onnx.ml Binarizer."""
     then_g = h.make_graph([h.make_node("Relu", ["x"], ["r"]), _c("two", np.array(2.0, np.float32)),
                            h.make_node("Mul", ["r", "two"], ["t_out"])], "then", [],
                           [h.make_tensor_value_info("t_out", T.FLOAT, ["N", 3])])
-    tfidf = h.make_node("TfIdfVectorizer", ["q"], ["e_out"], mode="TF", min_gram_length=1, max_gram_length=1,
-                        max_skip_count=0, ngram_counts=[0], ngram_indexes=[0, 1, 2], pool_int64s=[0, 1, 2])
-    else_g = h.make_graph([h.make_node("Cast", ["x"], ["q"], to=T.INT64), tfidf],
-                          "else", [], [h.make_tensor_value_info("e_out", T.FLOAT, ["N", 3])])
+    binarizer = h.make_node("Binarizer", ["x"], ["e_out"], domain="ai.onnx.ml", threshold=0.5)
+    else_g = h.make_graph([binarizer], "else", [], [h.make_tensor_value_info("e_out", T.FLOAT, ["N", 3])])
     g = h.make_graph([h.make_node("If", ["flag"], ["y"], then_branch=then_g, else_branch=else_g, name="pick")], "g",
                      [h.make_tensor_value_info("x", T.FLOAT, ["N", 3]), h.make_tensor_value_info("flag", T.BOOL, [])],
                      [h.make_tensor_value_info("y", T.FLOAT, ["N", 3])])
-    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("ai.onnx.ml", 3)]), str(path))
     return path
 
 

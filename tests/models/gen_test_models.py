@@ -304,7 +304,7 @@ def unsupported(out):
     nodes = [
         n("Relu", ["x"], ["r"], name="ok_relu"),
         n("LSTMx", ["r"], ["l"], name="mystery"),
-        n("TfIdfVectorizer", ["l"], ["e"], name="tfidf_1"),
+        n("ImageDecoder", ["l"], ["e"], name="decoder_1"),
         n("CustomThing", ["e"], ["y"], name="custom", domain="com.example"),
     ]
     g = helper.make_graph(nodes, "unsupported", [vi("x", [1, 4])], [vi("y", [1, 4])])

@@ -29,6 +29,7 @@ pub(crate) mod sequence;
 pub(crate) mod shapes;
 mod signal;
 pub(crate) mod strings;
+mod tfidf;
 mod training;
 mod window3d;
 
@@ -60,6 +61,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         optional::register(&mut reg);
         random::register(&mut reg);
         training::register(&mut reg);
+        tfidf::register(&mut reg);
         reg
     })
 }
@@ -135,6 +137,11 @@ impl NodeCx<'_, '_> {
     /// Float attribute or default.
     pub fn float(&self, name: &str, default: f32) -> f32 {
         self.attr(name).map_or(default, |a| a.f)
+    }
+
+    /// Float-list attribute or empty.
+    pub fn floats(&self, name: &str) -> Vec<f32> {
+        self.attr(name).map_or_else(Vec::new, |a| a.floats.clone())
     }
 
     /// Integer-list attribute or empty.
