@@ -370,6 +370,12 @@ impl<'m> Importer<'m> {
                 continue;
             }
             if let Some(elems) = self.sequences.get(&vi.name).cloned() {
+                if matches!(vi.type_.as_ref().and_then(|t| t.value.as_ref()), Some(type_proto::Value::TensorType(_))) {
+                    return Err(self.model_err(format!(
+                        "graph output '{}': value '{}' is a sequence, but the output is declared a tensor",
+                        vi.name, vi.name
+                    )));
+                }
                 // Each element an output of its own, `y[0]`, `y[1]`, ... (docs/sequences.md).
                 for (i, v) in elems.into_iter().enumerate() {
                     let name = dlc_ir::sequence_element_name(&vi.name, i);
