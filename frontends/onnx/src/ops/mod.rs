@@ -16,6 +16,7 @@ pub(crate) mod elementwise;
 pub(crate) mod gqa;
 mod linalg;
 mod linear_attention;
+mod ml;
 mod movement;
 mod nn;
 pub(crate) mod optional;
@@ -62,6 +63,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         random::register(&mut reg);
         training::register(&mut reg);
         tfidf::register(&mut reg);
+        ml::register(&mut reg);
         reg
     })
 }
