@@ -117,12 +117,13 @@ def test_a_pinned_length_folds_the_condition_and_takes_either_branch(tmp_path):
 
 
 def _one_branch_model(path):
-    """`y = If(flag, relu(x) * 2, Binarizer(x))`: dlc has no ai.onnx.ml Binarizer."""
+    """`y = If(flag, relu(x) * 2, Imputer(x))`: dlc has no ai.onnx.ml Imputer."""
     then_g = h.make_graph([h.make_node("Relu", ["x"], ["r"]), _c("two", np.array(2.0, np.float32)),
                            h.make_node("Mul", ["r", "two"], ["t_out"])], "then", [],
                           [h.make_tensor_value_info("t_out", T.FLOAT, ["N", 3])])
-    binarizer = h.make_node("Binarizer", ["x"], ["e_out"], domain="ai.onnx.ml", threshold=0.5)
-    else_g = h.make_graph([binarizer], "else", [], [h.make_tensor_value_info("e_out", T.FLOAT, ["N", 3])])
+    imputer = h.make_node("Imputer", ["x"], ["e_out"], domain="ai.onnx.ml", imputed_value_floats=[0.0],
+                          replaced_value_float=float("nan"))
+    else_g = h.make_graph([imputer], "else", [], [h.make_tensor_value_info("e_out", T.FLOAT, ["N", 3])])
     g = h.make_graph([h.make_node("If", ["flag"], ["y"], then_branch=then_g, else_branch=else_g, name="pick")], "g",
                      [h.make_tensor_value_info("x", T.FLOAT, ["N", 3]), h.make_tensor_value_info("flag", T.BOOL, [])],
                      [h.make_tensor_value_info("y", T.FLOAT, ["N", 3])])
