@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 
-from conftest import assert_close, dlc, dlc_run_process
+from conftest import assert_close, dlc, dlc_run_process, sanitize
 
 
 def seq_info(name, dtype, shape):
@@ -49,7 +49,7 @@ def run_dlc(art, feeds, work):
     res = {}
     for o in manifest["outputs"]:
         owner = next((s for s, elems in seqs.items() if o["name"] in elems), None)
-        value = np.load(out / ("".join(c if c.isalnum() or c in "._-" else "_" for c in o["name"]) + ".npy"))
+        value = np.load(out / sanitize(o["name"]))
         if owner is None:
             res[o["name"]] = value
         else:

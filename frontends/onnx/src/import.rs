@@ -349,21 +349,11 @@ impl<'m> Importer<'m> {
             }
             if let Some(s) = self.strings.get(&vi.name).copied() {
                 // Its element table, then its bytes (docs/strings.md); a model input
-                // returned as it is goes through an Identity node.
-                let path = self.path.clone();
-                let own = |g: &mut Graph, v: Value, name: &str| -> Result<Value, OnnxError> {
-                    if matches!(g.node(v.node).op, dlc_ir::Op::Input(_)) {
-                        g.add_node(format!("{name}/output"), dlc_ir::ops::Identity {}, &[v])
-                            .map(|o| o[0])
-                            .map_err(|e| OnnxError::Model { path: path.clone(), message: e.to_string() })
-                    } else {
-                        Ok(v)
-                    }
-                };
-                let table = own(&mut self.graph, s.table, &vi.name)?;
+                // returned as it is goes through an Identity node (`own_output`).
+                let table = self.own_output(s.table, &vi.name)?;
                 let names = graph.output.iter().map(|o| o.name.as_str());
                 let bytes_name = self.string_bytes_name(&vi.name, "output", "returns", names)?;
-                let bytes = own(&mut self.graph, s.bytes, &bytes_name)?;
+                let bytes = self.own_output(s.bytes, &bytes_name)?;
                 self.graph.add_output(vi.name.clone(), table);
                 self.graph.add_output(bytes_name, bytes);
                 self.graph.strings.insert(vi.name.clone());
@@ -688,7 +678,7 @@ struct Pins {
 
 /// The element type of a graph input or output that is a sequence of tensors (or an
 /// optional one: dlc has no absent inputs).
-fn sequence_element_type(vi: &onnx_protobuf::ValueInfoProto) -> Option<&onnx_protobuf::type_proto::Tensor> {
+pub(crate) fn sequence_element_type(vi: &onnx_protobuf::ValueInfoProto) -> Option<&onnx_protobuf::type_proto::Tensor> {
     let mut t = vi.type_.as_ref()?.value.as_ref()?;
     if let type_proto::Value::OptionalType(o) = t {
         t = o.elem_type.as_ref()?.value.as_ref()?;

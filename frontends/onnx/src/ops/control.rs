@@ -990,14 +990,7 @@ fn out_of(cx: &mut NodeCx, name: &str, what: &str) -> Result<super::shapes::Out,
 /// Whether If node `cx` gives a sequence (a branch output's declared type is one, or an
 /// optional one): the importer then takes it to [`sequence_if`].
 pub(crate) fn if_gives_sequence(cx: &NodeCx) -> bool {
-    use onnx_protobuf::type_proto::Value as T;
-    let is_seq = |vi: &onnx_protobuf::ValueInfoProto| {
-        let mut t = vi.type_.as_ref().and_then(|t| t.value.as_ref());
-        if let Some(T::OptionalType(o)) = t {
-            t = o.elem_type.as_ref().and_then(|t| t.value.as_ref());
-        }
-        matches!(t, Some(T::SequenceType(_)))
-    };
+    let is_seq = |vi| crate::import::sequence_element_type(vi).is_some();
     cx.node.op_type == "If"
         && cx.node.domain.is_empty()
         && ["then_branch", "else_branch"].iter().any(|b| branch(cx, b).is_ok_and(|g| g.output.iter().any(is_seq)))
