@@ -1,7 +1,7 @@
 """DFT against numpy's float64 FFT: forward and inverse, real and complex signals,
 one-sided both ways (odd and even lengths), dft_length shorter (truncation) and longer
 (zero padding) than the signal, along each signal axis; and opset 20's axis given at
-run time, one artifact serving two axes."""
+run time, one artifact serving two axes (and, one-sided, giving shapes that depend on it)."""
 import numpy as np
 import onnx
 import pytest
@@ -9,7 +9,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from conftest import dlc, dlc_run
+from conftest import dlc, dlc_run, dlc_run_process
 
 
 def _reference(x, axis, inverse, onesided, n):
@@ -61,15 +61,21 @@ def test_dft_matches_numpy_fft(case, tmp_path):
     np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(want).max()))
 
 
-def test_axis_at_run_time(tmp_path):
-    """Opset 20: the axis as an input; one artifact transforms along axis 1 or 2."""
-    inputs = [h.make_tensor_value_info("x", T.FLOAT, [2, 8, 8, 2]), h.make_tensor_value_info("axis", T.INT64, [])]
-    node = h.make_node("DFT", ["x", "", "axis"], ["y"], inverse=1)
+def _run_time_axis_model(tmp_path, shape, **attrs):
+    """An opset-20 DFT of `x` (`shape`) along the axis given as input `axis`, compiled."""
+    inputs = [h.make_tensor_value_info("x", T.FLOAT, shape), h.make_tensor_value_info("axis", T.INT64, [])]
+    node = h.make_node("DFT", ["x", "", "axis"], ["y"], **attrs)
     g = h.make_graph([node], "g", inputs, [h.make_tensor_value_info("y", T.FLOAT, None)])
     path = tmp_path / "dft20.onnx"
     onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 20)]), str(path))
     art = tmp_path / "art"
     dlc("compile", path, "-o", art)
+    return path, art
+
+
+def test_axis_at_run_time(tmp_path):
+    """Opset 20: the axis as an input; one artifact transforms along axis 1 or 2."""
+    path, art = _run_time_axis_model(tmp_path, [2, 8, 8, 2], inverse=1)
     x = np.random.default_rng(5).standard_normal((2, 8, 8, 2)).astype(np.float32)
     for axis in (1, 2, -2):
         w = tmp_path / f"a{axis}"
@@ -77,3 +83,24 @@ def test_axis_at_run_time(tmp_path):
         got = dlc_run(art, path, {"x": x, "axis": np.array(axis, np.int64)}, w)["y"]
         want = _reference(x, axis if axis >= 0 else axis + 4, 1, 0, 8)  # counts the complex dim
         np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-4, atol=1e-5, err_msg=f"axis {axis}")
+
+
+def test_one_sided_axis_at_run_time(tmp_path):
+    """Opset 20, one-sided with the axis as an input: the result's shape depends on the
+    axis's value (n // 2 + 1 along the transformed axis), so one artifact gives
+    (2, 5, 6, 2) for axis 1 and (2, 9, 4, 2) for axis 2; an axis out of range fails the
+    run with an error."""
+    path, art = _run_time_axis_model(tmp_path, [2, 9, 6, 1], onesided=1)
+    x = np.random.default_rng(6).standard_normal((2, 9, 6, 1)).astype(np.float32)
+    for axis in (1, 2, -2, 0):
+        w = tmp_path / f"a{axis}"
+        w.mkdir()
+        got = dlc_run(art, path, {"x": x, "axis": np.array(axis, np.int64)}, w)["y"]
+        a = axis if axis >= 0 else axis + 4
+        want = _reference(x, a, 0, 1, x.shape[a])
+        assert got.shape == want.shape, (axis, got.shape, want.shape)
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-4, atol=1e-4, err_msg=f"axis {axis}")
+    w = tmp_path / "bad"
+    w.mkdir()
+    p = dlc_run_process(art, {"x": x, "axis": np.array(3, np.int64)}, w)
+    assert p.returncode != 0 and "out of range" in p.stderr, p.stderr

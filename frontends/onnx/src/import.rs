@@ -472,6 +472,8 @@ impl<'m> Importer<'m> {
                 && !shapes::materialize_for_data(&mut cx).map_err(node_err)?;
             let outs: Vec<Out> = if crate::ops::optional::applies(&cx) {
                 crate::ops::optional::build(&mut cx).map_err(node_err)?
+            } else if crate::ops::trees::applies(&cx) {
+                crate::ops::trees::classify(&mut cx).map_err(node_err)?
             } else if crate::ops::strings::applies(&cx) {
                 crate::ops::strings::build(&mut cx).map_err(node_err)?
             } else if crate::ops::sequence::applies(&cx) {

@@ -3,7 +3,11 @@
 //! by the flattened indices; a vector input gives a `[1, K]` row, as ONNX's reference
 //! does) and LabelEncoder (opsets 2-4: string or integer keys to integer or float
 //! values, each element compared with every key, the first match's value or the
-//! default). Registered as `ai.onnx.ml::OpType`.
+//! default), Scaler (`(x - offset) * scale`), Normalizer (each row over its largest
+//! value, its L1 or its L2 norm; a zero norm leaves the row as it is), LinearRegressor
+//! and LinearClassifier (`x . coefficients^T + intercepts`, then labels and
+//! post-transformed scores as ONNX Runtime gives them). Registered as
+//! `ai.onnx.ml::OpType`; the tree ensembles are in `trees`.
 use super::{BuildFn, NodeCx};
 use dlc_ir::ops::*;
 use dlc_ir::{DType, TensorData, TensorType, Value};
@@ -13,6 +17,11 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("ai.onnx.ml::Binarizer", binarizer);
     reg.insert("ai.onnx.ml::ArrayFeatureExtractor", array_feature_extractor);
     reg.insert("ai.onnx.ml::LabelEncoder", label_encoder);
+    reg.insert("ai.onnx.ml::Scaler", scaler);
+    reg.insert("ai.onnx.ml::Normalizer", normalizer);
+    reg.insert("ai.onnx.ml::LinearRegressor", linear_regressor);
+    // Built by `linear_classifier` (its label may be a string tensor).
+    reg.insert("ai.onnx.ml::LinearClassifier", |_| Err("internal: LinearClassifier reached the tensor path".into()));
 }
 
 /// A `[1]` constant of `dtype` holding `v`.
@@ -168,4 +177,202 @@ fn label_encoder(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let mapped = cx.add1("mapped", Gather { axis: 0 }, &[table, at])?;
     let dflt = scalar(cx, vt, default)?;
     cx.add("", Where {}, &[found, mapped, dflt])
+}
+
+/// The input as f32 `[rows, features]` (a vector is one row), as ONNX Runtime computes
+/// these ops in float.
+fn rows_f32(cx: &mut NodeCx) -> Result<Value, String> {
+    let x = cx.input(0)?;
+    let t = cx.ty(x);
+    if !matches!(t.dtype, DType::F32 | DType::F64 | DType::I64 | DType::I32) {
+        return Err(format!("the input must be float, double, int64 or int32, got {t}"));
+    }
+    let x = if t.dtype == DType::F32 { x } else { cx.add1("as_f32", Cast::new(DType::F32), &[x])? };
+    match t.shape.rank() {
+        2 => Ok(x),
+        1 => cx.add1("row", Reshape { shape: vec![1, -1], allowzero: false }, &[x]),
+        _ => Err(format!("the input must be [rows, features] or [features], got {t}")),
+    }
+}
+
+/// A per-feature attribute (`NAME`: one value for every feature, or one per feature)
+/// as an f32 vector.
+fn per_feature(cx: &mut NodeCx, x: Value, name: &str, default: f32) -> Result<Value, String> {
+    let v = cx.floats(name);
+    let v = if v.is_empty() { vec![default] } else { v };
+    if let Some(w) = cx.ty(x).shape.0.last().and_then(|d| d.fixed()) {
+        if v.len() != 1 && v.len() as u64 != w {
+            return Err(format!("{name} has {} values for {w} features", v.len()));
+        }
+    }
+    let t = TensorData::from_f32(&[v.len() as u64], &v).ok_or("internal: a vector")?;
+    Ok(cx.add_const(t))
+}
+
+fn scaler(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x0 = cx.input(0)?;
+    let rank = cx.ty(x0).shape.rank();
+    let x = rows_f32(cx)?;
+    let offset = per_feature(cx, x, "offset", 0.0)?;
+    let scale = per_feature(cx, x, "scale", 1.0)?;
+    let d = cx.add1("centred", Sub {}, &[x, offset])?;
+    let y = cx.add1("scaled", Mul {}, &[d, scale])?;
+    if rank == 1 {
+        return cx.add("", Reshape { shape: vec![-1], allowzero: false }, &[y]);
+    }
+    Ok(vec![y])
+}
+
+fn normalizer(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = rows_f32(cx)?;
+    let norm = cx.string("norm", "MAX")?;
+    let keep = |axes: Vec<i64>| (axes, true);
+    let (axes, keepdims) = keep(vec![1]);
+    let d = match norm.as_str() {
+        "MAX" => cx.add1("max", ReduceMax { axes, keepdims }, &[x])?,
+        "L1" => {
+            let a = cx.add1("abs", Abs {}, &[x])?;
+            cx.add1("l1", ReduceSum { axes, keepdims }, &[a])?
+        }
+        "L2" => {
+            let sq = cx.add1("square", Mul {}, &[x, x])?;
+            let s = cx.add1("sum_squares", ReduceSum { axes, keepdims }, &[sq])?;
+            cx.add1("l2", Sqrt {}, &[s])?
+        }
+        n => return Err(format!("norm must be MAX, L1 or L2, got '{n}'")),
+    };
+    // A zero norm leaves the row as it is.
+    let (zero, one) = (scalar(cx, DType::F32, 0.0)?, scalar(cx, DType::F32, 1.0)?);
+    let is_zero = cx.add1("zero_norm", Equal {}, &[d, zero])?;
+    let d = cx.add1("divisor", Where {}, &[is_zero, one, d])?;
+    cx.add("", Div {}, &[x, d])
+}
+
+/// `x . coefficients^T + intercepts` (`[rows, targets]`, f32) with `targets` rows of
+/// coefficients.
+fn linear(cx: &mut NodeCx, x: Value, targets: usize) -> Result<Value, String> {
+    let coef = cx.floats("coefficients");
+    if targets == 0 || coef.is_empty() || !coef.len().is_multiple_of(targets) {
+        return Err(format!("{} coefficients for {targets} targets", coef.len()));
+    }
+    let f = coef.len() / targets;
+    if let Some(w) = cx.ty(x).shape.0[1].fixed() {
+        if w as usize != f {
+            return Err(format!("the coefficients have {f} features per target, the input {w}"));
+        }
+    }
+    // Transposed at import: [features, targets].
+    let mut ct = vec![0f32; coef.len()];
+    for t in 0..targets {
+        for j in 0..f {
+            ct[j * targets + t] = coef[t * f + j];
+        }
+    }
+    let w = cx.add_const(TensorData::from_f32(&[f as u64, targets as u64], &ct).ok_or("internal: coefficients")?);
+    let mut y = cx.add1("product", MatMul { act: Activation::None }, &[x, w])?;
+    let b = cx.floats("intercepts");
+    if !b.is_empty() {
+        if b.len() != targets && b.len() != 1 {
+            return Err(format!("{} intercepts for {targets} targets", b.len()));
+        }
+        let b = cx.add_const(TensorData::from_f32(&[b.len() as u64], &b).ok_or("internal: intercepts")?);
+        y = cx.add1("with_intercepts", Add {}, &[y, b])?;
+    }
+    Ok(y)
+}
+
+/// ONNX Runtime's post transform of `[rows, k]` scores for k > 1 (and PROBIT refused).
+fn post_transform(cx: &mut NodeCx, y: Value, post: &str) -> Result<Value, String> {
+    match post {
+        "NONE" => Ok(y),
+        "LOGISTIC" => cx.add1("logistic", Sigmoid {}, &[y]),
+        "SOFTMAX" => cx.add1("softmax", Softmax { axis: -1, mode: SoftmaxMode::Softmax }, &[y]),
+        "SOFTMAX_ZERO" | "PROBIT" => Err(format!("post_transform {post} is not supported yet")),
+        p => Err(format!("unknown post_transform '{p}'")),
+    }
+}
+
+fn linear_regressor(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let x = rows_f32(cx)?;
+    let targets = cx.int("targets", 1);
+    if !(1..=1 << 20).contains(&targets) {
+        return Err(format!("targets must be positive, got {targets}"));
+    }
+    let y = linear(cx, x, targets as usize)?;
+    let post = cx.string("post_transform", "NONE")?;
+    // ONNX Runtime transforms one target only by PROBIT (refused here).
+    if targets == 1 && post != "PROBIT" {
+        return Ok(vec![y]);
+    }
+    Ok(vec![post_transform(cx, y, &post)?])
+}
+
+/// A classifier's label output: element `index` (`[rows]` i64) of the labels, a string
+/// tensor for string labels.
+pub(crate) fn labels_at(
+    cx: &mut NodeCx,
+    ints: &[i64],
+    strs: &[Vec<u8>],
+    index: Value,
+) -> Result<super::shapes::Out, String> {
+    use super::shapes::Out;
+    if !strs.is_empty() {
+        let name = format!("{}_labels", cx.name);
+        let s = super::strings::constant(&mut cx.imp.graph, &mut cx.imp.known, &name, &[strs.len() as u64], strs)?;
+        let table = cx.add1("label", Gather { axis: 0 }, &[s.table, index])?;
+        return Ok(Out::Str(super::strings::StrVal { table, bytes: s.bytes }));
+    }
+    let l = cx.i64_const(&[ints.len() as u64], ints)?;
+    Ok(Out::Value(cx.add1("label", Gather { axis: 0 }, &[l, index])?))
+}
+
+/// LinearClassifier: scores `x . coefficients^T + intercepts`. One score per row (two
+/// labels): the label is the second when the score is positive, else the first, and
+/// the scores are `[1 - t, t]` with `t` the score, or its logistic under LOGISTIC (as
+/// ONNX Runtime 1.32 gives them). More: the label of the highest score (the first of
+/// equals), the scores post-transformed.
+pub(crate) fn linear_classifier(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, String> {
+    use super::shapes::Out;
+    let ints = cx.ints("classlabels_ints");
+    let strs: Vec<Vec<u8>> =
+        cx.node.attribute.iter().find(|a| a.name == "classlabels_strings").map_or_else(Vec::new, |a| a.strings.clone());
+    if !ints.is_empty() && !strs.is_empty() {
+        return Err("give classlabels_ints or classlabels_strings, not both".into());
+    }
+    let n_labels = ints.len().max(strs.len());
+    let c = cx.floats("intercepts").len();
+    if c == 0 {
+        return Err("intercepts (one per class) are required".into());
+    }
+    let x = rows_f32(cx)?;
+    let y = linear(cx, x, c)?;
+    let post = cx.string("post_transform", "NONE")?;
+    if c == 1 {
+        let zero = scalar(cx, DType::F32, 0.0)?;
+        let pos = cx.add1("positive", Greater {}, &[y, zero])?;
+        let pos = cx.add1("positive_flat", Reshape { shape: vec![-1], allowzero: false }, &[pos])?;
+        let idx = cx.add1("label_index", Cast::new(DType::I64), &[pos])?;
+        if n_labels != 2 {
+            return Err(format!("one score per row (one intercept) needs two class labels, got {n_labels}"));
+        }
+        let label = labels_at(cx, &ints, &strs, idx)?;
+        // [1 - t, t], t the score (its logistic under LOGISTIC; PROBIT refused).
+        let t = match post.as_str() {
+            "LOGISTIC" => cx.add1("logistic", Sigmoid {}, &[y])?,
+            "PROBIT" => return Err("post_transform PROBIT is not supported yet".into()),
+            "NONE" | "SOFTMAX" | "SOFTMAX_ZERO" => y,
+            p => return Err(format!("unknown post_transform '{p}'")),
+        };
+        let one = scalar(cx, DType::F32, 1.0)?;
+        let c0 = cx.add1("complement", Sub {}, &[one, t])?;
+        let z = cx.add1("scores", Concat { axis: 1 }, &[c0, t])?;
+        return Ok(vec![label, Out::Value(z)]);
+    }
+    if n_labels != c {
+        return Err(format!("{n_labels} class labels for {c} classes"));
+    }
+    let idx = cx.add1("best", ArgMax { axis: -1, keepdims: false, select_last_index: false }, &[y])?;
+    let label = labels_at(cx, &ints, &strs, idx)?;
+    let z = post_transform(cx, y, &post)?;
+    Ok(vec![label, Out::Value(z)])
 }

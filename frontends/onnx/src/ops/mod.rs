@@ -32,6 +32,7 @@ mod signal;
 pub(crate) mod strings;
 mod tfidf;
 mod training;
+pub(crate) mod trees;
 mod window3d;
 
 /// Builds the IR for one ONNX node; errors are messages the caller wraps with the node.
@@ -64,6 +65,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         training::register(&mut reg);
         tfidf::register(&mut reg);
         ml::register(&mut reg);
+        trees::register(&mut reg);
         reg
     })
 }
@@ -149,6 +151,16 @@ impl NodeCx<'_, '_> {
     /// Integer-list attribute or empty.
     pub fn ints(&self, name: &str) -> Vec<i64> {
         self.attr(name).map_or_else(Vec::new, |a| a.ints.clone())
+    }
+
+    /// String-list attribute or empty.
+    pub fn strings(&self, name: &str) -> Result<Vec<String>, String> {
+        self.attr(name).map_or(Ok(Vec::new()), |a| {
+            a.strings
+                .iter()
+                .map(|s| String::from_utf8(s.clone()).map_err(|_| format!("attribute '{name}' is not UTF-8")))
+                .collect()
+        })
     }
 
     /// Whether the attribute is present.

@@ -5,9 +5,11 @@
 //! cosine and sine tables (computed in f64, stored in f32) for the forward transform,
 //! the inverse, the one-sided forward and the one-sided inverse (`irfft`, the Hermitian
 //! extension's weights folded into the tables); an axis given at run time (opset 20)
-//! computes the transform along every axis whose result has the same shape and
-//! selects one.
+//! computes the transform along every axis and selects one: where the results' shapes
+//! differ (one-sided, dft_length), each is zero-padded to the widest and the selected
+//! one's shape is cut out by counts computed at run time.
 use super::{BuildFn, NodeCx};
+use dlc_ir::bind::BindRule;
 use dlc_ir::ops::*;
 use dlc_ir::{DType, TensorData, TensorType, Value};
 use std::collections::HashMap;
@@ -130,7 +132,7 @@ fn stft(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     if onesided && t.shape.0[2].fixed() == Some(2) {
         return Err("a one-sided STFT of a complex signal is not defined".into());
     }
-    let window = cx.opt_input(2)?;
+    let mut window = cx.opt_input(2)?;
     let from_window = match window {
         Some(w) => match cx.ty(w).shape.0.as_slice() {
             [d] => Some(d.fixed().ok_or("the window's length must be known at compile time")? as i64),
@@ -140,14 +142,36 @@ fn stft(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     };
     let from_attr = match cx.opt_input(3)? {
         None => None,
-        Some(_) => match cx.const_input(3)?.and_then(|c| c.to_i64()).as_deref() {
-            Some([n]) => Some(*n),
-            _ => return Err("frame_length known only at run time is not supported yet (give a window)".into()),
+        Some(v) => match cx.const_input(3)? {
+            Some(c) => match c.to_i64().as_deref() {
+                Some([n]) => Some(Ok(*n)),
+                _ => return Err("frame_length must be one integer".into()),
+            },
+            None => Some(Err(v)),
         },
     };
     let l = match (from_window, from_attr) {
-        (Some(a), Some(b)) if a != b => return Err(format!("the window has {a} values, frame_length is {b}")),
-        (Some(a), _) | (None, Some(a)) => a,
+        (Some(a), Some(Ok(b))) if a != b => return Err(format!("the window has {a} values, frame_length is {b}")),
+        (None, Some(Err(v))) => return stft_run_time_length(cx, x, onesided, v),
+        (Some(a), Some(Err(v))) => {
+            // The window sets the length; frame_length must agree when the model runs.
+            let v = cx.add1("frame_length_i64", Cast::new(DType::I64), &[v])?;
+            let v = cx.add1("frame_length_vector", Reshape { shape: vec![1], allowzero: false }, &[v])?;
+            let a_v = cx.i64_const(&[1], &[a])?;
+            let same = cx.add1("frame_length_is_window", Equal {}, &[v, a_v])?;
+            let one = cx.add_const(TensorData::from_f32(&[], &[1.0]).ok_or("one")?);
+            let unit = checked(cx, "frame_length_check", one, same)?;
+            let unit = if t.dtype == DType::F32 {
+                unit
+            } else {
+                cx.add1("frame_length_check_cast", Cast::new(t.dtype), &[unit])?
+            };
+            let w = window.ok_or("internal: a window")?;
+            let w = if cx.ty(w).dtype == t.dtype { w } else { cx.add1("window_as_signal", Cast::new(t.dtype), &[w])? };
+            window = Some(cx.add1("window_checked", Mul {}, &[w, unit])?);
+            a
+        }
+        (Some(a), _) | (None, Some(Ok(a))) => a,
         (None, None) => return Err("STFT needs a window or frame_length".into()),
     };
     let len = t.shape.0[1].clone();
@@ -199,6 +223,115 @@ fn stft(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let yf = if t.dtype == DType::F32 { y } else { cx.add1("as_f32", Cast::new(DType::F32), &[y])? };
     let out = dft_along(cx, yf, &Dft { axis: 2, inverse: false, onesided, len: Some(l) }, "")?;
     cx.add("", Cast::new(t.dtype), &[out])
+}
+
+/// STFT whose frame_length is known only at run time (no window): the frame length
+/// `L`, the bin count `K` (`L / 2 + 1` one-sided, else `L`) and the frame count `F` are
+/// computed dims; `1 <= L <= ` the signal's length is checked when the model runs (a Bind
+/// of rule `extent` each), and the DFT's cosine and sine tables `[L, K]` are computed
+/// then (in f32, from the exact integer `j * k mod L`).
+fn stft_run_time_length(cx: &mut NodeCx, x: Value, onesided: bool, lv: Value) -> Result<Vec<Value>, String> {
+    let t = cx.ty(x);
+    let n = t.shape.0[1].fixed().ok_or("a run-time frame_length over a run-time signal length is not supported yet")?;
+    let lv = cx.add1("frame_length_i64", Cast::new(DType::I64), &[lv])?;
+    let lv = cx.add1("frame_length_vector", Reshape { shape: vec![1], allowzero: false }, &[lv])?;
+    // 0 <= L <= n, then 0 <= L - 1: the views the frames are read from.
+    let xv = super::bind::bind(cx, "frame_length_fits", x, lv, BindRule::Extent { axis: 1 })?;
+    let one = cx.i64_const(&[1], &[1])?;
+    let l_less = cx.add1("frame_length_less_one", Sub {}, &[lv, one])?;
+    let xv = super::bind::bind(cx, "frame_length_positive", xv, l_less, BindRule::Extent { axis: 1 })?;
+    let step = match cx.const_input(1)?.and_then(|c| c.to_i64()).as_deref() {
+        Some([s]) if *s > 0 => cx.i64_const(&[1], &[*s])?,
+        Some(_) => return Err("frame_step must be one positive integer".into()),
+        None => {
+            let s = cx.input(1)?;
+            let s = cx.add1("step_i64", Cast::new(DType::I64), &[s])?;
+            let s = cx.add1("step", Reshape { shape: vec![1], allowzero: false }, &[s])?;
+            // A step below 1 fails the run.
+            let positive = cx.add1("step_is_positive", GreaterOrEqual {}, &[s, one])?;
+            checked(cx, "step_check", s, positive)?
+        }
+    };
+    let span = cx.i64_const(&[1], &[n as i64])?;
+    let span = cx.add1("span", Sub {}, &[span, lv])?;
+    let q = cx.add1("frames_less_one", Div {}, &[span, step])?;
+    let frames = cx.add1("frames", Add {}, &[q, one])?;
+    let zero = cx.i64_const(&[1], &[0])?;
+    let frames = cx.add1("frames_nonnegative", Max {}, &[frames, zero])?;
+    let bins = if onesided {
+        let two = cx.i64_const(&[1], &[2])?;
+        let h = cx.add1("half", Div {}, &[lv, two])?;
+        cx.add1("bins", Add {}, &[h, one])?
+    } else {
+        lv
+    };
+    let dims = cx.add1("extents", Concat { axis: 0 }, &[lv, bins, frames])?;
+    let (xv, e) = super::bind::computed_dims(cx, xv, dims, "stft")?;
+    let [le, ke, fe] = &e[..] else { return Err("internal: three computed dims".into()) };
+    let iota = |cx: &mut NodeCx, what: &str, len: &dlc_ir::Expr, dt: DType| {
+        cx.add1(what, Iota { len: len.to_string(), start: 0, delta: 1, dtype: dt }, &[])
+    };
+    // Sample positions [F, L]: f * step + j.
+    let f_iota = iota(cx, "frame", fe, DType::I64)?;
+    let f_col = cx.add1("frame_col", Reshape { shape: vec![-1, 1], allowzero: false }, &[f_iota])?;
+    let starts = cx.add1("starts", Mul {}, &[f_col, step])?;
+    let j = iota(cx, "offset", le, DType::I64)?;
+    let j_row = cx.add1("offset_row", Reshape { shape: vec![1, -1], allowzero: false }, &[j])?;
+    let at = cx.add1("positions", Add {}, &[starts, j_row])?;
+    let y = cx.add1("frames_of", Gather { axis: 1 }, &[xv, at])?;
+    let y = if t.dtype == DType::F32 { y } else { cx.add1("as_f32", Cast::new(DType::F32), &[y])? };
+    // The tables [L, K]: angle 2 pi (j k mod L) / L.
+    let j_col = cx.add1("offset_col", Reshape { shape: vec![-1, 1], allowzero: false }, &[j])?;
+    let k = iota(cx, "bin", ke, DType::I64)?;
+    let k_row = cx.add1("bin_row", Reshape { shape: vec![1, -1], allowzero: false }, &[k])?;
+    let jk = cx.add1("jk", Mul {}, &[j_col, k_row])?;
+    let modulus = cx.add1("modulus", Max {}, &[lv, one])?;
+    let m = cx.add1("jk_mod", Mod { fmod: false }, &[jk, modulus])?;
+    let m = cx.add1("jk_f32", Cast::new(DType::F32), &[m])?;
+    let lf = cx.add1("length_f32", Cast::new(DType::F32), &[modulus])?;
+    let tau = cx.add_const(TensorData::from_f32(&[1], &[std::f32::consts::TAU]).ok_or("tau")?);
+    let w = cx.add1("angular_step", Div {}, &[tau, lf])?;
+    let angle = cx.add1("angle", Mul {}, &[m, w])?;
+    let c = cx.add1("cos", Cos {}, &[angle])?;
+    let s = cx.add1("sin", Sin {}, &[angle])?;
+    let ns = cx.add1("minus_sin", Neg {}, &[s])?;
+    let (b, f) = (t.shape.0[0].expr().to_string(), fe.to_string());
+    let part = |cx: &mut NodeCx, i: i64| -> Result<Value, String> {
+        let op = Slice { starts: vec![i], ends: vec![i + 1], axes: vec![3], steps: vec![] };
+        let p = cx.add1(&format!("part{i}"), op, &[y])?;
+        cx.add1(&format!("part{i}_flat"), View { dims: format!("{b};{f};{le}") }, &[p])
+    };
+    let re = part(cx, 0)?;
+    let mm =
+        |cx: &mut NodeCx, what: &str, a: Value, tb: Value| cx.add1(what, MatMul { act: Activation::None }, &[a, tb]);
+    let mut out_re = mm(cx, "re_cos", re, c)?;
+    let mut out_im = mm(cx, "re_sin", re, ns)?;
+    if t.shape.0[2].fixed() == Some(2) {
+        let im = part(cx, 1)?;
+        let a = mm(cx, "im_sin", im, s)?;
+        out_re = cx.add1("real", Add {}, &[out_re, a])?;
+        let b2 = mm(cx, "im_cos", im, c)?;
+        out_im = cx.add1("imaginary", Add {}, &[out_im, b2])?;
+    }
+    let last = format!("{b};{f};{ke};1");
+    let out_re = cx.add1("real_last", View { dims: last.clone() }, &[out_re])?;
+    let out_im = cx.add1("imaginary_last", View { dims: last }, &[out_im])?;
+    let out = cx.add1("complex", Concat { axis: 3 }, &[out_re, out_im])?;
+    cx.add("", Cast::new(t.dtype), &[out])
+}
+
+/// `v` once the boolean `ok` (broadcastable to one element) holds when the model runs:
+/// a Gather of `v` (as a one-element vector) at index 0, or at index 1 when `ok` is false,
+/// which fails the run at the Gather's index check (naming the node `what`). The result
+/// has `v`'s shape.
+fn checked(cx: &mut NodeCx, what: &str, v: Value, ok: Value) -> Result<Value, String> {
+    let shape: Vec<i64> = cx.ty(v).shape.0.iter().map(|d| d.fixed().map_or(-1, |n| n as i64)).collect();
+    let v1 = cx.add1(&format!("{what}_vector"), Reshape { shape: vec![1], allowzero: false }, &[v])?;
+    let ok = cx.add1(&format!("{what}_condition"), Reshape { shape: vec![1], allowzero: false }, &[ok])?;
+    let (i0, i1) = (cx.i64_const(&[1], &[0])?, cx.i64_const(&[1], &[1])?);
+    let idx = cx.add1(&format!("{what}_index"), Where {}, &[ok, i0, i1])?;
+    let g = cx.add1(what, Gather { axis: 0 }, &[v1, idx])?;
+    cx.add1(&format!("{what}_shaped"), Reshape { shape, allowzero: false }, &[g])
 }
 
 /// The DFT's settings for one axis of an input of `dims` (the last dim 1 or 2).
@@ -360,32 +493,81 @@ fn dft(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
                 let neg = cx.add1("axis_negative", Less {}, &[av, zero])?;
                 let up = cx.add1("axis_up", Add {}, &[av, rv])?;
                 let av = cx.add1("axis_normalised", Where {}, &[neg, up, av])?;
-                let mut picked: Option<(Value, Value)> = None;
+                // Every axis's result; where their shapes differ (a one-sided transform, a
+                // dft_length) and all dims are known, each is zero-padded to the largest
+                // shape, one is selected, and the selected axis's shape is cut out by
+                // run-time counts; otherwise only the results of the first one's shape are
+                // candidates.
+                let mut cands: Vec<(usize, Value)> = Vec::new();
                 for a in 0..r - 1 {
                     // An axis the transform cannot run along (length 0) is not a candidate.
-                    let Ok(y) = dft_along(cx, xf, &Dft { axis: a, inverse, onesided, len }, &format!("axis{a}_"))
-                    else {
-                        continue;
-                    };
+                    if let Ok(y) = dft_along(cx, xf, &Dft { axis: a, inverse, onesided, len }, &format!("axis{a}_")) {
+                        cands.push((a, y));
+                    }
+                }
+                let fixed: Option<Vec<Vec<u64>>> = cands
+                    .iter()
+                    .map(|&(_, y)| cx.ty(y).shape.0.iter().map(|d| d.fixed()).collect::<Option<Vec<u64>>>())
+                    .collect();
+                let widest: Option<Vec<u64>> =
+                    fixed.as_ref().map(|f| (0..r).map(|i| f.iter().map(|s| s[i]).max().unwrap_or(0)).collect());
+                if let (Some(shapes), Some(widest)) = (&fixed, &widest) {
+                    for ((_, y), s) in cands.iter_mut().zip(shapes) {
+                        if s != widest {
+                            let mut pads = vec![0i64; 2 * r];
+                            for i in 0..r {
+                                pads[r + i] = (widest[i] - s[i]) as i64;
+                            }
+                            let op = Pad { mode: PadMode::Constant, pads, value: 0.0, exprs: String::new() };
+                            *y = cx.add1(&format!("{}_padded", cx.imp.graph.node(y.node).name), op, &[*y])?;
+                        }
+                    }
+                } else {
+                    let first = cands.first().map(|&(_, y)| cx.ty(y));
+                    cands.retain(|&(_, y)| Some(cx.ty(y)) == first);
+                }
+                let mut picked: Option<(Value, Value)> = None;
+                let mut hits = Vec::new();
+                for &(a, y) in &cands {
                     let is = cx.i64_const(&[], &[a as i64])?;
                     let hit = cx.add1(&format!("axis_is_{a}"), Equal {}, &[av, is])?;
+                    hits.push(hit);
                     picked = Some(match picked {
                         None => (y, hit),
-                        Some((p, _)) if cx.ty(p) != cx.ty(y) => continue,
                         Some((p, any)) => {
                             let sel = cx.add1(&format!("select{a}"), Where {}, &[hit, y, p])?;
                             (sel, cx.add1(&format!("any{a}"), Or {}, &[any, hit])?)
                         }
                     });
                 }
-                let (y, any) = picked.ok_or("no axis to transform")?;
+                let (mut y, any) = picked.ok_or("no axis to transform")?;
                 // An axis none of the candidates covers: index 1 into a 1-element tensor
                 // fails the run at the Gather's index check.
-                let one = cx.add_const(TensorData::from_f32(&[1], &[1.0]).ok_or("one")?);
-                let (i0, i1) = (cx.i64_const(&[], &[0])?, cx.i64_const(&[], &[1])?);
-                let idx = cx.add1("axis_supported", Where {}, &[any, i0, i1])?;
-                let unit = cx.add1("axis_check", Gather { axis: 0 }, &[one, idx])?;
-                cx.add1("checked", Mul {}, &[y, unit])?
+                let one = cx.add_const(TensorData::from_f32(&[], &[1.0]).ok_or("one")?);
+                let unit = checked(cx, "axis_check", one, any)?;
+                y = cx.add1("checked", Mul {}, &[y, unit])?;
+                if let (Some(shapes), Some(widest)) = (&fixed, &widest) {
+                    for i in 0..r {
+                        if shapes.iter().all(|s| s[i] == widest[i]) {
+                            continue;
+                        }
+                        // The selected axis's extent along dim i: a chain of Wheres.
+                        let mut count = cx.i64_const(&[], &[widest[i] as i64])?;
+                        for (s, &hit) in shapes.iter().zip(&hits) {
+                            if s[i] != widest[i] {
+                                let n = cx.i64_const(&[], &[s[i] as i64])?;
+                                count = cx.add1(&format!("extent{i}"), Where {}, &[hit, n, count])?;
+                            }
+                        }
+                        let count = cx.add1(
+                            &format!("extent{i}_vector"),
+                            Reshape { shape: vec![1], allowzero: false },
+                            &[count],
+                        )?;
+                        y = super::bind::first_slices(cx, &format!("cut{i}"), y, count, i)?;
+                    }
+                }
+                y
             }
         }
     };
