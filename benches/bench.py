@@ -144,6 +144,21 @@ def engines(path, threads, feeds, ov):
     return [ort_session(path, threads)] + ([OvSession(path, threads, feeds)] if ov else [])
 
 
+def engines_available(path, threads, feeds, ov):
+    """`engines`, with OpenVINO left out (None) when it cannot read the model (it has no
+    ai.onnx.ml tree ensembles, for one): (sessions, OpenVINO's session or None)."""
+    sessions = [ort_session(path, threads)]
+    ovs = None
+    if ov:
+        try:
+            ovs = OvSession(path, threads, feeds)
+            sessions.append(ovs)
+        except RuntimeError as e:
+            why = [ln.strip() for ln in str(e).splitlines() if "No conversion rule" in ln] or ["it refuses the model"]
+            print(f"<!-- OpenVINO cannot run {Path(path).name}: {why[0]} -->", flush=True)
+    return sessions, ovs
+
+
 def cells(td, others):
     """Table cells: each engine's ms, then dlc's ratio to each."""
     return " | ".join([f"{t:.3f}" for t in others] + [f"{td / t:.2f}" for t in others])
@@ -207,11 +222,13 @@ def real_table(a, work):
         shape = next(iter(feeds.values())).shape
         for threads in (1, 2):
             tp, ts = dlc_rounds(a.dlc, arts, input_args, threads, a.iters, a.round)
-            _, others = time_rounds(a.dlc, arts[1], input_args, engines(path, threads, feeds, a.ov), feeds, threads,
-                                    a.iters, a.round)
+            sessions, ovs = engines_available(path, threads, feeds, a.ov)
+            _, others = time_rounds(a.dlc, arts[1], input_args, sessions, feeds, threads, a.iters, a.round)
+            if a.ov and ovs is None:
+                others.append(None)  # OpenVINO cannot read the model
             label = f"{name} ({'x'.join(map(str, shape))})"
-            ms = " | ".join(f"{t:.3f}" for t in others)
-            ratios = " | ".join(f"{ts / t:.2f}" for t in others[1:])
+            ms = " | ".join("n/a" if t is None else f"{t:.3f}" for t in others)
+            ratios = " | ".join("n/a" if t is None else f"{ts / t:.2f}" for t in others[1:])
             print(f"| {label} | {threads} | {tp:.3f} | {ts:.3f} | {ms} | {ts / tp:.2f} | {ts / others[0]:.2f} |"
                   + (f" {ratios} |" if a.ov else ""), flush=True)
 

