@@ -1,7 +1,8 @@
 """ai.onnx.ml ops that are tensor arithmetic, against ONNX Runtime: Binarizer (float; int64,
 which ORT lacks, against numpy), ArrayFeatureExtractor (a matrix at a run-time batch, a
 vector) and LabelEncoder (string keys to int64 or float values, int64 keys to float,
-with and without defaults, at a run-time length); string values are a clear error."""
+int64 or string keys to string values (a string tensor), with and without defaults, at
+a run-time length)."""
 import numpy as np
 import onnx
 import pytest
@@ -64,27 +65,36 @@ def test_array_feature_extractor(shape, idx, tmp_path):
     (dict(keys_int64s=[3, 1, 4]), dict(values_floats=[0.25, 1.0, 9.5]), dict(default_float=-1.0)),
 ])
 def test_label_encoder(keys, values, default, tmp_path):
-    string_in = "keys_strings" in keys
     out_t = T.INT64 if "values_int64s" in values else T.FLOAT
+    for got, want in _encode(keys, values, default, out_t, [3, 1, 4, 5, -1], tmp_path):
+        np.testing.assert_array_equal(got, want)
+
+
+def _encode(keys, values, default, out_t, int_pool, tmp_path):
+    """A LabelEncoder run by dlc and ORT on 1 and 7 elements drawn from a pool (strings
+    for string keys, else `int_pool`): [(dlc's, ORT's)]."""
+    string_in = "keys_strings" in keys
     node = h.make_node("LabelEncoder", ["x"], ["y"], domain="ai.onnx.ml", **keys, **values, **default)
     path = _save(tmp_path / "l.onnx", node, [h.make_tensor_value_info("x", T.STRING if string_in else T.INT64, ["n"])],
                  [h.make_tensor_value_info("y", out_t, None)], ml=2)
-    pool = np.array(["cat", "dog", "été", "emu", ""], dtype=object) if string_in else np.array([3, 1, 4, 5, -1])
+    pool = np.array(["cat", "dog", "été", "emu", ""], dtype=object) if string_in else np.array(int_pool)
     rng = np.random.default_rng(2)
+    out = []
     for n in (1, 7):
         x = pool[rng.integers(0, len(pool), n)]
         work = tmp_path / f"n{n}"
         work.mkdir()
-        got = _run(path, _to_numpy_strings({"x": x}), work)
-        want = ort_run(path, {"x": x})["y"]
-        np.testing.assert_array_equal(got, want)
+        out.append((_run(path, _to_numpy_strings({"x": x}), work), ort_run(path, {"x": x})["y"]))
+    return out
 
 
-def test_label_encoder_string_values_are_a_clear_error(tmp_path):
-    node = h.make_node("LabelEncoder", ["x"], ["y"], domain="ai.onnx.ml", keys_int64s=[1, 2],
-                       values_strings=["a", "b"])
-    path = _save(tmp_path / "l.onnx", node, [h.make_tensor_value_info("x", T.INT64, [3])],
-                 [h.make_tensor_value_info("y", T.STRING, None)], ml=2)
-    p = dlc("compile", path, "-o", tmp_path / "art", check=False)
-    assert p.returncode != 0 and "panicked" not in p.stderr
-    assert "string values (a string output) are not supported yet" in p.stderr, p.stderr
+@pytest.mark.parametrize("keys,default", [
+    (dict(keys_int64s=[1, 2, 40]), dict(default_string="none")),
+    (dict(keys_strings=["cat", "dog", "été"]), {}),
+])
+def test_label_encoder_to_strings(keys, default, tmp_path):
+    """String values: the result is a string tensor (the values' bytes), the default
+    `_Unused` when none is given, as ONNX Runtime gives it."""
+    values = dict(values_strings=["ä", "bee", ""])
+    for got, want in _encode(keys, values, default, T.STRING, [1, 2, 40, 5, -1], tmp_path):
+        assert [str(v) for v in got] == [str(v) for v in want], (got, want)

@@ -109,3 +109,36 @@ def test_without_seed_every_run_is_the_same_and_nodes_differ(tmp_path):
         runs.append(dlc_run(art, path, {}, tmp_path / str(k)))
     np.testing.assert_array_equal(runs[0]["a"], runs[1]["a"])
     assert not np.array_equal(runs[0]["a"], runs[0]["b"])
+
+
+@pytest.mark.parametrize("batch", [4, "N"])
+def test_dropout_in_training_mode(batch, tmp_path):
+    """Dropout with training_mode and ratio as inputs: false gives x and an all-true
+    mask; true gives x * mask / (1 - ratio) with the mask `u >= ratio` for dlc's uniform
+    draws (about 1 - ratio of the elements kept), the same values every run (seeded);
+    ratio 0 keeps everything. A run-time batch takes the same path."""
+    ins = [h.make_tensor_value_info("x", T.FLOAT, [batch, 2500]), h.make_tensor_value_info("r", T.FLOAT, []),
+           h.make_tensor_value_info("t", T.BOOL, [])]
+    node = h.make_node("Dropout", ["x", "r", "t"], ["y", "mask"], seed=7)
+    g = h.make_graph([node], "g", ins, [h.make_tensor_value_info("y", T.FLOAT, None),
+                                        h.make_tensor_value_info("mask", T.BOOL, None)])
+    path = tmp_path / "dropout.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 13)]), str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    x = np.random.default_rng(1).normal(size=(4, 2500)).astype(np.float32) + 3.0
+    runs = {}
+    for ratio, mode in ((0.3, False), (0.3, True), (0.0, True), (0.3, True)):
+        w = tmp_path / f"r{ratio}_{mode}_{len(runs)}"
+        w.mkdir()
+        got = dlc_run(art, path, {"x": x, "r": np.array(ratio, np.float32), "t": np.array(mode)}, w)
+        y, mask = got["y"], got["mask"]
+        assert mask.dtype == np.bool_ and mask.shape == x.shape
+        if not mode or ratio == 0.0:
+            np.testing.assert_array_equal(y, x)
+            assert mask.all()
+            continue
+        np.testing.assert_allclose(y, np.where(mask, x / np.float32(1 - ratio), 0), rtol=1e-6)
+        assert abs(mask.mean() - (1 - ratio)) < 0.02, mask.mean()
+        runs.setdefault(ratio, []).append(mask)
+    np.testing.assert_array_equal(runs[0.3][0], runs[0.3][1])

@@ -1,9 +1,9 @@
 //! `ai.onnx.ml` ops that are tensor arithmetic: Binarizer (`x > threshold`, as 1 or 0 in
 //! the input's type; NaN gives 0), ArrayFeatureExtractor (a Gather along the last axis
 //! by the flattened indices; a vector input gives a `[1, K]` row, as ONNX's reference
-//! does) and LabelEncoder (opsets 2-4: string or integer keys to integer or float
+//! does) and LabelEncoder (opsets 2-4: string or numeric keys to numeric or string
 //! values, each element compared with every key, the first match's value or the
-//! default), Scaler (`(x - offset) * scale`), Normalizer (each row over its largest
+//! default; string values give a string tensor), Scaler (`(x - offset) * scale`), Normalizer (each row over its largest
 //! value, its L1 or its L2 norm; a zero norm leaves the row as it is), LinearRegressor
 //! and LinearClassifier (`x . coefficients^T + intercepts`, then labels and
 //! post-transformed scores as ONNX Runtime gives them). Registered as
@@ -110,20 +110,10 @@ fn numbers(cx: &mut NodeCx, dtype: DType, values: &[f64]) -> Result<Value, Strin
 }
 
 fn label_encoder(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    let keys = table(cx, "keys")?.ok_or("LabelEncoder needs keys (opset 2 or newer: keys_* attributes)")?;
-    let values = table(cx, "values")?.ok_or("LabelEncoder needs values (values_* attributes)")?;
-    let (vt, vals) = match values {
+    let (vt, vals) = match table(cx, "values")?.ok_or("LabelEncoder needs values (values_* attributes)")? {
         Table::Numbers(d, v) => (d, v),
-        Table::Strings(_) => return Err("string values (a string output) are not supported yet".into()),
+        Table::Strings(_) => return Err("internal: string values reached the tensor path".into()),
     };
-    let k = vals.len();
-    let nkeys = match &keys {
-        Table::Strings(s) => s.len(),
-        Table::Numbers(_, v) => v.len(),
-    };
-    if nkeys != k || k == 0 {
-        return Err(format!("{nkeys} keys and {k} values: LabelEncoder needs as many, at least one"));
-    }
     let default = match cx.node.attribute.iter().find(|a| a.name == "default_tensor").and_then(|a| a.t.as_ref()) {
         Some(t) => {
             let d = crate::tensor::tensor_from_proto(t, &cx.imp.base).map_err(|m| format!("default_tensor: {m}"))?;
@@ -139,6 +129,58 @@ fn label_encoder(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         None if vt == DType::I64 => cx.int("default_int64", -1) as f64,
         None => f64::from(cx.float("default_float", -0.0)),
     };
+    let (at, found) = match_keys(cx, vals.len())?;
+    let table = numbers(cx, vt, &vals)?;
+    let mapped = cx.add1("mapped", Gather { axis: 0 }, &[table, at])?;
+    let dflt = scalar(cx, vt, default)?;
+    cx.add("", Where {}, &[found, mapped, dflt])
+}
+
+/// Whether the node is a LabelEncoder with string values (built by
+/// [`label_encoder_strings`]: its result is a string tensor).
+pub(crate) fn encodes_strings(cx: &NodeCx) -> bool {
+    cx.node.domain == "ai.onnx.ml"
+        && cx.node.op_type == "LabelEncoder"
+        && matches!(table(cx, "values"), Ok(Some(Table::Strings(_))))
+}
+
+/// LabelEncoder to strings: the matched key's value, else `default_string` (or the
+/// `default_tensor` string; "_Unused" when neither is given), as a string tensor whose
+/// bytes are the values'.
+pub(crate) fn label_encoder_strings(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, String> {
+    let Some(Table::Strings(mut vals)) = table(cx, "values")? else {
+        return Err("internal: LabelEncoder without string values".into());
+    };
+    let k = vals.len();
+    let default = match cx.node.attribute.iter().find(|a| a.name == "default_tensor").and_then(|a| a.t.as_ref()) {
+        Some(t) if t.data_type == 8 => t.string_data.first().cloned().ok_or("default_tensor must hold one string")?,
+        Some(_) => return Err("default_tensor must be a string for string values".into()),
+        None => {
+            cx.node.attribute.iter().find(|a| a.name == "default_string").map_or(b"_Unused".to_vec(), |a| a.s.clone())
+        }
+    };
+    let (at, found) = match_keys(cx, k)?;
+    // The default as element k.
+    vals.push(default);
+    let kv = cx.i64_const(&[], &[k as i64])?;
+    let idx = cx.add1("value_index", Where {}, &[found, at, kv])?;
+    let name = format!("{}/values", cx.name);
+    let s = super::strings::constant(&mut cx.imp.graph, &mut cx.imp.known, &name, &[k as u64 + 1], &vals)?;
+    let table = cx.add1("", Gather { axis: 0 }, &[s.table, idx])?;
+    Ok(vec![super::shapes::Out::Str(super::strings::StrVal { table, bytes: s.bytes })])
+}
+
+/// Each element of operand 0 against every key: the first matching key's index and
+/// whether one matched (element-shaped); `k` values must pair with the keys.
+fn match_keys(cx: &mut NodeCx, k: usize) -> Result<(Value, Value), String> {
+    let keys = table(cx, "keys")?.ok_or("LabelEncoder needs keys (opset 2 or newer: keys_* attributes)")?;
+    let nkeys = match &keys {
+        Table::Strings(s) => s.len(),
+        Table::Numbers(_, v) => v.len(),
+    };
+    if nkeys != k || k == 0 {
+        return Err(format!("{nkeys} keys and {k} values: LabelEncoder needs as many, at least one"));
+    }
     // Each element against every key: `[..., K]`.
     let name = cx.node.input.first().cloned().unwrap_or_default();
     let eq = match (&keys, cx.imp.strings.get(&name).copied()) {
@@ -173,10 +215,7 @@ fn label_encoder(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let any = cx.add1("any_match", ReduceMax { axes: vec![-1], keepdims: false }, &[hit])?;
     let zero = scalar(cx, DType::I32, 0.0)?;
     let found = cx.add1("found", Greater {}, &[any, zero])?;
-    let table = numbers(cx, vt, &vals)?;
-    let mapped = cx.add1("mapped", Gather { axis: 0 }, &[table, at])?;
-    let dflt = scalar(cx, vt, default)?;
-    cx.add("", Where {}, &[found, mapped, dflt])
+    Ok((at, found))
 }
 
 /// The input as f32 `[rows, features]` (a vector is one row), as ONNX Runtime computes

@@ -721,28 +721,27 @@ fn layernorm(cx: &mut NodeCx, rms: bool) -> Result<Vec<Value>, String> {
 
 /// Inference-mode Dropout is the identity; its mask, when asked for, is all true.
 fn dropout(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    if let Some(t) = cx.const_input(2)? {
-        if t.to_i64().is_some_and(|v| v.iter().any(|&b| b != 0)) {
-            return Err("training_mode=true is not supported".into());
-        }
-    } else if cx.opt_input(2)?.is_some() {
-        return Err("training_mode must be a constant".into());
-    }
     let x = cx.input(0)?;
-    let y = cx.add1("", Identity {}, &[x])?;
-    if cx.node.output.get(1).is_some_and(|o| !o.is_empty()) {
-        let ty = cx.ty(x);
-        let dims = ty.shape.as_fixed().ok_or("the mask output needs known dims")?;
-        let n: u64 = dims.iter().product();
-        let mask = dlc_ir::TensorData::new(
-            dlc_ir::TensorType::fixed(dlc_ir::DType::Bool, &dims),
-            vec![1u8; n as usize].into(),
-        )
-        .ok_or("mask too large")?;
-        let m = cx.add_const(mask);
-        return Ok(vec![y, m]);
-    }
-    Ok(vec![y])
+    let want_mask = cx.node.output.get(1).is_some_and(|o| !o.is_empty());
+    // training_mode: absent or constant false is inference (the identity).
+    let training = match cx.opt_input(2)? {
+        None => None,
+        Some(t) => match cx.const_input(2)? {
+            Some(c) if c.to_i64().is_some_and(|v| v.iter().all(|&b| b == 0)) => None,
+            Some(_) => Some(None),
+            None => Some(Some(t)),
+        },
+    };
+    let Some(run_time) = training else {
+        let y = cx.add1("", Identity {}, &[x])?;
+        if want_mask {
+            let t = cx.ty(x);
+            let mask = super::random::all_true(cx, x, &t)?;
+            return Ok(vec![y, mask]);
+        }
+        return Ok(vec![y]);
+    };
+    super::random::dropout_training(cx, x, run_time, want_mask)
 }
 
 /// Instance and group normalisation: normalise each (n, group) slice with a layer norm

@@ -728,16 +728,19 @@ fn tree_ensemble_regressor(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     Ok(vec![regress(cx, &forest, DType::F32)?])
 }
 
-/// Whether the node is a classifier (TreeEnsembleClassifier, LinearClassifier), built
-/// by [`classify`]: its label output may be a string tensor.
+/// Whether the node is a classifier (TreeEnsembleClassifier, LinearClassifier) or a
+/// LabelEncoder to strings, built by [`classify`]: its output may be a string tensor.
 pub(crate) fn applies(cx: &NodeCx) -> bool {
-    cx.node.domain == "ai.onnx.ml" && matches!(cx.node.op_type.as_str(), "TreeEnsembleClassifier" | "LinearClassifier")
+    (cx.node.domain == "ai.onnx.ml"
+        && matches!(cx.node.op_type.as_str(), "TreeEnsembleClassifier" | "LinearClassifier"))
+        || super::ml::encodes_strings(cx)
 }
 
 /// A classifier's label and scores.
 pub(crate) fn classify(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, String> {
     match cx.node.op_type.as_str() {
         "LinearClassifier" => super::ml::linear_classifier(cx),
+        "LabelEncoder" => super::ml::label_encoder_strings(cx),
         _ => classifier(cx),
     }
 }
