@@ -7,8 +7,9 @@
  *   ./run_batch N input.f32 logits.f32 probs.f32
  * Files hold raw little-endian float32 values in row-major order. The program also
  * checks what the ABI promises for invalid dims: workspace_size_dims() is UINT64_MAX
- * for N = 0 and for an N whose workspace does not fit in 64 bits, run_dims() returns
- * 3 for N = 0, and run() (which has no dims) returns 2.
+ * for N = -1 (below the dim's minimum, 0: an empty batch is a valid run) and for an N
+ * whose workspace does not fit in 64 bits, run_dims() returns 3 for N = -1, and run()
+ * (which has no dims) returns 2.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -50,11 +51,11 @@ int main(int argc, char **argv) {
     if (n < 1) { fprintf(stderr, "N must be at least 1\n"); return 2; }
 
     /* What the ABI promises for invalid dims. */
-    int64_t zero = 0, huge = INT64_MAX / 2;
-    if (dlc_mlp_workspace_size_dims(&zero) != UINT64_MAX) { fprintf(stderr, "N=0 has a workspace size\n"); return 1; }
+    int64_t negative = -1, huge = INT64_MAX / 2;
+    if (dlc_mlp_workspace_size_dims(&negative) != UINT64_MAX) { fprintf(stderr, "N=-1 has a workspace size\n"); return 1; }
     if (dlc_mlp_workspace_size_dims(&huge) != UINT64_MAX) { fprintf(stderr, "a huge N has a workspace size\n"); return 1; }
     if (dlc_mlp_run(NULL, NULL, NULL) != 2) { fprintf(stderr, "run() without dims did not return 2\n"); return 1; }
-    if (dlc_mlp_run_dims(NULL, NULL, NULL, &zero, NULL, NULL) != 3) { fprintf(stderr, "N=0 did not return 3\n"); return 1; }
+    if (dlc_mlp_run_dims(NULL, NULL, NULL, &negative, NULL, NULL) != 3) { fprintf(stderr, "N=-1 did not return 3\n"); return 1; }
 
     size_t in_n = (size_t)n * 784, out_n = (size_t)n * 10;
     uint64_t ws_bytes = dlc_mlp_workspace_size_dims(&n);

@@ -151,7 +151,7 @@ impl Manifest {
                     continue;
                 }
                 let got = shape[i];
-                let min = self.symbols.iter().find(|s| s.name == name).map_or(1, |s| s.min);
+                let min = self.symbols.iter().find(|s| s.name == name).map_or(0, |s| s.min);
                 if got < min {
                     return Err(DimError::Min { input: spec.name.clone(), dim: i, symbol: name, min, got });
                 }

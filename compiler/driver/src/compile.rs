@@ -412,7 +412,7 @@ fn manifest_of(
     let symbols: Vec<SymbolSpec> = symbols
         .into_iter()
         .map(|name| {
-            let min = mins.get(&name).copied().unwrap_or(1);
+            let min = mins.get(&name).copied().unwrap_or(0);
             SymbolSpec { name, min, data: false, computed: false }
         })
         .collect();

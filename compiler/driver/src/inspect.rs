@@ -170,7 +170,7 @@ fn print_symbols_and_flops(g: &dlc_ir::Graph, st: &dlc_passes::GraphStats) {
         let agree = if at.len() > 1 { " (must agree)" } else { "" };
         let (min, why) = match mins.get(sym) {
             Some((m, node)) => (*m, format!("; the window of node '{node}' needs {sym} >= {m}")),
-            None => (1, String::new()),
+            None => (0, String::new()),
         };
         println!("symbol      {sym} >= {min}, run-time dim of {from}{agree}{why}");
     }

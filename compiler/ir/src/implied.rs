@@ -235,7 +235,8 @@ pub fn fix_symbols(g: &mut Graph, values: &BTreeMap<String, u64>) {
 /// with the node that asks for it. A window over an extent that is an expression of one
 /// run-time dim (`floordiv(H - 1, 2) + 1` after a strided convolution) bounds that dim:
 /// the least value where the expression reaches the window's need (the extents are
-/// non-decreasing in their dim). Symbols missing from the map have minimum 1.
+/// non-decreasing in their dim). Symbols missing from the map have minimum 0 (an empty
+/// batch, an empty cache: ONNX's dims may be 0, and dlc's kernels run empty extents).
 pub fn symbol_minimums(g: &Graph) -> BTreeMap<String, (u64, String)> {
     let mut out: BTreeMap<String, (u64, String)> = BTreeMap::new();
     for id in g.node_ids() {
@@ -269,7 +270,7 @@ pub fn symbol_minimums(g: &Graph) -> BTreeMap<String, (u64, String)> {
 }
 
 /// For an expression `e` of one run-time dim `s`: raises `s`'s minimum in `out` to the
-/// least value where `e` reaches `need` (found by bisection over `[1, 2^40]`: extents are
+/// least value where `e` reaches `need` (found by bisection over `[0, 2^40]`: extents are
 /// non-decreasing in their dim), naming `node`. Expressions of several dims, and ones
 /// that never reach `need`, are left alone.
 fn raise_minimum(out: &mut BTreeMap<String, (u64, String)>, e: &Expr, need: i64, node: &str) {
@@ -277,7 +278,7 @@ fn raise_minimum(out: &mut BTreeMap<String, (u64, String)>, e: &Expr, need: i64,
     e.symbols(&mut syms);
     let [s] = syms.as_slice() else { return };
     let at = |v: i64| e.eval(&BTreeMap::from([(s.clone(), v)])).unwrap_or(i64::MIN);
-    let (mut lo, mut hi) = (1i64, 1i64 << 40);
+    let (mut lo, mut hi) = (0i64, 1i64 << 40);
     if at(lo) >= need || at(hi) < need {
         return;
     }
@@ -289,7 +290,7 @@ fn raise_minimum(out: &mut BTreeMap<String, (u64, String)>, e: &Expr, need: i64,
             lo = mid + 1;
         }
     }
-    if lo > 1 && out.get(s).is_none_or(|(m, _)| (lo as u64) > *m) {
+    if lo > 0 && out.get(s).is_none_or(|(m, _)| (lo as u64) > *m) {
         out.insert(s.clone(), (lo as u64, node.to_string()));
     }
 }

@@ -130,7 +130,7 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
     p.symbols = symbols(g)
         .into_iter()
         .map(|name| {
-            let min = mins.get(&name).map_or(1, |m| m.0 as i64);
+            let min = mins.get(&name).map_or(0, |m| m.0 as i64);
             Symbol { name, min, data: None, computed: false }
         })
         .collect();
