@@ -1,7 +1,7 @@
 """Tree ensembles (ai.onnx.ml TreeEnsemble opset 5 and TreeEnsembleRegressor opsets 1
 and 3) against ONNX Runtime: random forests with every comparison mode, NaN inputs
 routed by nodes_missing_value_tracks_true, set membership, several targets, each
-aggregate function and post transform, float and double inputs, a run-time batch; and
+aggregate function and post transform (one target: PROBIT only, as ONNX Runtime), float and double inputs, a run-time batch; and
 malformed ensembles refused with errors that name the problem."""
 import numpy as np
 import onnx
@@ -80,13 +80,20 @@ VALUES = np.array([-1.5, -0.25, 0.0, 0.1, 0.5, 2.0, 3.75], np.float32)
 
 @pytest.mark.parametrize("aggregate,post,n_targets", [
     ("SUM", "NONE", 1), ("AVERAGE", "NONE", 3), ("MIN", "NONE", 3), ("MAX", "NONE", 2),
-    ("SUM", "LOGISTIC", 2), ("SUM", "SOFTMAX", 4),
+    ("SUM", "LOGISTIC", 2), ("SUM", "SOFTMAX", 4), ("SUM", "LOGISTIC", 1), ("AVERAGE", "SOFTMAX_ZERO", 4),
+    ("AVERAGE", "PROBIT", 1), ("MAX", "PROBIT", 3),
 ])
 def test_random_forest_regressor_matches_ort(aggregate, post, n_targets, tmp_path):
     rng = np.random.default_rng(len(aggregate) * 7 + n_targets)
     attrs = _random_trees(rng, 12, 5, n_targets, 6, VALUES)
     attrs.update(n_targets=n_targets, aggregate_function=aggregate, post_transform=post,
                  base_values=[float(v) for v in rng.normal(size=n_targets)])
+    if post == "PROBIT":
+        # Probabilities in (0, 1): weights in [0.05, 0.95), no base values.
+        attrs["target_weights"] = [float(v) for v in rng.uniform(0.05, 0.95, len(attrs["target_weights"]))]
+        del attrs["base_values"]
+    if post == "SOFTMAX_ZERO":
+        del attrs["base_values"]  # targets no leaf voted for stay 0
     path = tmp_path / "forest.onnx"
     _regressor(path, attrs, 5)
     art = tmp_path / "art"
@@ -188,7 +195,7 @@ def test_opset5_double_average_with_a_one_leaf_tree(tmp_path):
     (lambda a: a.update(nodes_falsenodeids=[99] + a["nodes_falsenodeids"][1:]), "no node 99"),
     (lambda a: a.update(target_ids=[5] + a["target_ids"][1:]), "target 5"),
     (lambda a: a.update(nodes_modes=["BRANCH_SOMETIMES"] + a["nodes_modes"][1:]), "BRANCH_SOMETIMES"),
-    (lambda a: a.update(post_transform="PROBIT"), "PROBIT"),
+    (lambda a: a.update(post_transform="SIGMOID"), "SIGMOID"),
 ])
 def test_malformed_ensembles_are_refused(change, message, tmp_path):
     rng = np.random.default_rng(5)
@@ -277,6 +284,8 @@ def _ml_model(path, node, n_features, outputs, in_type=T.FLOAT):
     ("LinearRegressor", dict(coefficients=[0.5, -1.0, 2.0, 0.25], intercepts=[0.75]), T.FLOAT),
     ("LinearRegressor", dict(coefficients=list(np.linspace(-1, 1, 12)), intercepts=[0.1, 0.2, 0.3], targets=3,
                              post_transform="SOFTMAX"), T.FLOAT),
+    ("LinearRegressor", dict(coefficients=[0.01, -0.02, 0.03, 0.005], intercepts=[0.5], post_transform="PROBIT"),
+     T.FLOAT),
 ])
 def test_scaler_normalizer_linear_regressor_match_ort(op, attrs, in_type, tmp_path):
     """Rows with negative values, a zero row (Normalizer leaves it as it is), int and
@@ -299,6 +308,8 @@ def test_scaler_normalizer_linear_regressor_match_ort(op, attrs, in_type, tmp_pa
     ([4, 5, 6], [0.1, -0.2, 0.3], "NONE"),
     (["a", "bb", "ccc"], [0.0, 0.5, -0.5], "SOFTMAX"),
     ([0, 1, 2], [0.0, 0.5, -0.5], "LOGISTIC"),
+    ([0, 1, 2], [0.0, 0.5, -0.5], "SOFTMAX_ZERO"),
+    ([0, 1, 2], [0.0, 0.5, -0.5], "PROBIT"),
     ([2, 9], [0.3], "NONE"),  # one score: [1 - s, s], the label by its sign
     (["no", "yes"], [-0.2], "LOGISTIC"),
     ([0, 1], [0.4], "SOFTMAX"),

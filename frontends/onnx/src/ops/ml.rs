@@ -320,15 +320,10 @@ fn linear(cx: &mut NodeCx, x: Value, targets: usize) -> Result<Value, String> {
     Ok(y)
 }
 
-/// ONNX Runtime's post transform of `[rows, k]` scores for k > 1 (and PROBIT refused).
+/// ONNX Runtime's post transform of `[rows, k]` scores (`trees::post`).
 fn post_transform(cx: &mut NodeCx, y: Value, post: &str) -> Result<Value, String> {
-    match post {
-        "NONE" => Ok(y),
-        "LOGISTIC" => cx.add1("logistic", Sigmoid {}, &[y]),
-        "SOFTMAX" => cx.add1("softmax", Softmax { axis: -1, mode: SoftmaxMode::Softmax }, &[y]),
-        "SOFTMAX_ZERO" | "PROBIT" => Err(format!("post_transform {post} is not supported yet")),
-        p => Err(format!("unknown post_transform '{p}'")),
-    }
+    let p = super::trees::post_of(post)?;
+    super::trees::post(cx, p, y, "")
 }
 
 fn linear_regressor(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
@@ -339,7 +334,7 @@ fn linear_regressor(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     }
     let y = linear(cx, x, targets as usize)?;
     let post = cx.string("post_transform", "NONE")?;
-    // ONNX Runtime transforms one target only by PROBIT (refused here).
+    // ONNX Runtime transforms one target only by PROBIT.
     if targets == 1 && post != "PROBIT" {
         return Ok(vec![y]);
     }

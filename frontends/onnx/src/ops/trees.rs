@@ -13,7 +13,7 @@
 //! `[rows, trees]`. The leaves reached select rows of a `[leaves, targets]` table of
 //! their votes, reduced over the trees (sum, average, min or max as ONNX Runtime
 //! aggregates: a target no leaf voted for is 0), plus the base values, then the post
-//! transform (NONE, LOGISTIC, SOFTMAX).
+//! transform (NONE, LOGISTIC, SOFTMAX, SOFTMAX_ZERO, PROBIT as ONNX Runtime computes them).
 use super::{BuildFn, NodeCx};
 use dlc_ir::ops::*;
 use dlc_ir::{DType, TensorData, TensorType, Value};
@@ -50,11 +50,16 @@ enum Aggregate {
     Max,
 }
 
+/// A post transform, as ONNX Runtime computes it (`ml_common.h`).
 #[derive(Clone, Copy, PartialEq)]
-enum Post {
+pub(crate) enum Post {
     None,
     Softmax,
     Logistic,
+    /// Softmax over the nonzero values (`|x| > 1e-7`); the others scaled by `exp(-max)`.
+    SoftmaxZero,
+    /// `sqrt(2) * erfinv(2 x - 1)`, with ONNX Runtime's closed-form erfinv approximation.
+    Probit,
 }
 
 /// A child of a node as the attributes give it: another node or a leaf.
@@ -463,7 +468,10 @@ fn regress(cx: &mut NodeCx, f: &Forest, out: DType) -> Result<Value, String> {
         let b = floats(cx, sc.dtype, &[k as u64], &f.base)?;
         y = cx.add1("with_base", Add {}, &[y, b])?;
     }
-    y = post(cx, f.post, y, "")?;
+    // One target: ONNX Runtime applies PROBIT only (the others leave the score).
+    if k > 1 || f.post == Post::Probit {
+        y = post(cx, f.post, y, "")?;
+    }
     if cx.ty(y).dtype == out {
         Ok(y)
     } else {
@@ -472,20 +480,66 @@ fn regress(cx: &mut NodeCx, f: &Forest, out: DType) -> Result<Value, String> {
 }
 
 /// The post transform over the last axis.
-fn post(cx: &mut NodeCx, p: Post, y: Value, tag: &str) -> Result<Value, String> {
+pub(crate) fn post(cx: &mut NodeCx, p: Post, y: Value, tag: &str) -> Result<Value, String> {
+    let dt = cx.ty(y).dtype;
+    let c = |cx: &mut NodeCx, v: f64| floats(cx, dt, &[1], &[v]);
+    let op = |cx: &mut NodeCx, what: &str, o: Op, args: &[Value]| cx.add1(&format!("{tag}{what}"), o, args);
     Ok(match p {
         Post::None => y,
-        Post::Logistic => cx.add1(&format!("{tag}logistic"), Sigmoid {}, &[y])?,
-        Post::Softmax => cx.add1(&format!("{tag}softmax"), Softmax { axis: -1, mode: SoftmaxMode::Softmax }, &[y])?,
+        Post::Logistic => op(cx, "logistic", Sigmoid {}.into(), &[y])?,
+        Post::Softmax => op(cx, "softmax", Softmax { axis: -1, mode: SoftmaxMode::Softmax }.into(), &[y])?,
+        Post::SoftmaxZero => {
+            let m = op(cx, "max", ReduceMax { axes: vec![-1], keepdims: true }.into(), &[y])?;
+            let a = op(cx, "abs", Abs {}.into(), &[y])?;
+            let tiny = c(cx, 1e-7)?;
+            let big = op(cx, "nonzero", Greater {}.into(), &[a, tiny])?;
+            let d = op(cx, "shifted", Sub {}.into(), &[y, m])?;
+            let e1 = op(cx, "exp", Exp {}.into(), &[d])?;
+            let nm = op(cx, "negated_max", Neg {}.into(), &[m])?;
+            let en = op(cx, "exp_negated_max", Exp {}.into(), &[nm])?;
+            let e0 = op(cx, "scaled_zero", Mul {}.into(), &[y, en])?;
+            let e = op(cx, "exps", Where {}.into(), &[big, e1, e0])?;
+            let zero = c(cx, 0.0)?;
+            let counted = op(cx, "counted", Where {}.into(), &[big, e1, zero])?;
+            let sum = op(cx, "sum", ReduceSum { axes: vec![-1], keepdims: true }.into(), &[counted])?;
+            op(cx, "softmax_zero", Div {}.into(), &[e, sum])?
+        }
+        Post::Probit => {
+            // t = 2x - 1; erfinv(t) ~ sgn(t) sqrt(sqrt(v^2 - ln(1 - t^2) / a) - v),
+            // v = 2 / (pi a) + ln(1 - t^2) / 2, a = 0.147.
+            let (two, one) = (c(cx, 2.0)?, c(cx, 1.0)?);
+            let t2 = op(cx, "twice", Mul {}.into(), &[y, two])?;
+            let t = op(cx, "centred", Sub {}.into(), &[t2, one])?;
+            let tt = op(cx, "square", Mul {}.into(), &[t, t])?;
+            let q = op(cx, "one_less_square", Sub {}.into(), &[one, tt])?;
+            let l = op(cx, "log", Log {}.into(), &[q])?;
+            let a = 0.147f64;
+            let (k1, half, k2) = (c(cx, 2.0 / (std::f64::consts::PI * a))?, c(cx, 0.5)?, c(cx, 1.0 / a)?);
+            let lh = op(cx, "half_log", Mul {}.into(), &[l, half])?;
+            let v = op(cx, "v", Add {}.into(), &[k1, lh])?;
+            let v2 = op(cx, "v2", Mul {}.into(), &[l, k2])?;
+            let vv = op(cx, "v_squared", Mul {}.into(), &[v, v])?;
+            let r = op(cx, "radicand", Sub {}.into(), &[vv, v2])?;
+            let sq = op(cx, "root", Sqrt {}.into(), &[r])?;
+            let v3 = op(cx, "v3", Sub {}.into(), &[sq, v])?;
+            let mag = op(cx, "magnitude", Sqrt {}.into(), &[v3])?;
+            let zero = c(cx, 0.0)?;
+            let neg = op(cx, "negative", Less {}.into(), &[t, zero])?;
+            let minus = op(cx, "negated", Neg {}.into(), &[mag])?;
+            let e = op(cx, "erfinv", Where {}.into(), &[neg, minus, mag])?;
+            let r2 = c(cx, std::f64::consts::SQRT_2)?;
+            op(cx, "probit", Mul {}.into(), &[e, r2])?
+        }
     })
 }
 
-fn post_of(name: &str) -> Result<Post, String> {
+pub(crate) fn post_of(name: &str) -> Result<Post, String> {
     match name {
         "NONE" => Ok(Post::None),
         "SOFTMAX" => Ok(Post::Softmax),
         "LOGISTIC" => Ok(Post::Logistic),
-        "SOFTMAX_ZERO" | "PROBIT" => Err(format!("post_transform {name} is not supported yet")),
+        "SOFTMAX_ZERO" => Ok(Post::SoftmaxZero),
+        "PROBIT" => Ok(Post::Probit),
         p => Err(format!("unknown post_transform '{p}'")),
     }
 }
@@ -614,7 +668,8 @@ fn tree_ensemble(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         0 => Post::None,
         1 => Post::Softmax,
         2 => Post::Logistic,
-        3 | 4 => return Err("post_transform SOFTMAX_ZERO and PROBIT are not supported yet".into()),
+        3 => Post::SoftmaxZero,
+        4 => Post::Probit,
         p => return Err(format!("unknown post_transform {p}")),
     };
     let forest =
@@ -770,6 +825,9 @@ fn classifier(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, String> {
     }
     let mut f = legacy_forest(cx, "class", c)?;
     f.aggregate = Aggregate::Sum;
+    if c == 2 && f.post == Post::Probit {
+        return Err("post_transform PROBIT for two classes is not supported yet".into());
+    }
     if !(f.base.is_empty() || f.base.len() == c || (c == 2 && f.base.len() == 1)) {
         return Err(format!("base_values has {} values for {c} classes (give none or one per class)", f.base.len()));
     }
