@@ -2,8 +2,8 @@
 sequence input compiled at a fixed length (`--sequence-length`) whose elements are inputs
 of their own (`x[0]`, `x[1]`, ...) and may differ in shape, a sequence output returned
 element by element (the manifest lists them), SequenceMap, an If on a run-time condition
-that gives a sequence (both ways), a Loop that carries a sequence (unrolled), and the
-errors a user gets for what dlc cannot compile."""
+that gives a sequence (both ways), a Loop that carries a sequence (unrolled), the
+errors a user gets for what dlc cannot compile, and `dlc inspect`'s sequence lines."""
 import json
 
 import numpy as np
@@ -193,3 +193,25 @@ def test_a_missing_element_is_a_clear_run_error(tmp_path):
     p = dlc_run_process(art, {"x[0]": np.zeros((2, 3), np.float32)}, tmp_path)
     assert p.returncode != 0 and "panicked" not in p.stderr
     assert "x[1]" in p.stderr, p.stderr
+
+
+def test_inspect_groups_a_sequence_s_elements(tmp_path):
+    """`dlc inspect` takes `--sequence-length` as `dlc compile` does (without it, its error
+    says to give it), and lists each sequence input and output with its elements, for
+    the model and for its artifact."""
+    path = save(tmp_path / "m.onnx",
+                [h.make_node("Constant", [], ["zero"], value=h.make_tensor("z", T.INT64, [], [0])),
+                 h.make_node("SequenceAt", ["xs", "zero"], ["first"]),
+                 h.make_node("SplitToSequence", ["first"], ["parts"], axis=1)],
+                [seq_info("xs", T.FLOAT, ["N", 3])],
+                [h.make_tensor_value_info("first", T.FLOAT, ["N", 3]), seq_info("parts", T.FLOAT, ["N", 1])])
+    p = dlc("inspect", path, check=False)
+    assert p.returncode != 0 and "--sequence-length xs=N" in p.stderr, p.stderr
+    out = dlc("inspect", path, "--sequence-length", "xs=2").stdout
+    assert 'sequence    "xs" (input): 2 element(s): "xs[0]", "xs[1]"' in out, out
+    assert 'sequence    "parts" (output): 3 element(s): "parts[0]", "parts[1]", "parts[2]"' in out, out
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art, "--sequence-length", "xs=2")
+    out = dlc("inspect", art).stdout
+    assert 'sequence    "xs" (input): 2 element(s): "xs[0]", "xs[1]"' in out, out
+    assert 'sequence    "parts" (output): 3 element(s)' in out, out

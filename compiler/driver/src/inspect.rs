@@ -15,6 +15,20 @@ pub struct InspectArgs {
     /// Also print the imported IR.
     #[arg(long)]
     pub ir: bool,
+    /// The length of a sequence input, e.g. frames=3, as `dlc compile` takes it (a
+    /// sequence input's elements are inputs of their own; docs/sequences.md).
+    #[arg(long = "sequence-length", value_name = "NAME=N")]
+    pub sequence_lengths: Vec<String>,
+}
+
+/// One line per sequence input or output: its elements, which the inputs and outputs
+/// above list one by one (`NAME[i]`).
+fn print_sequences<'a>(seqs: impl Iterator<Item = (&'a str, bool, Vec<String>)>) {
+    for (name, output, elements) in seqs {
+        let role = if output { "output" } else { "input" };
+        let list = if elements.is_empty() { "no elements".to_string() } else { elements.join(", ") };
+        println!("sequence    {name:?} ({role}): {} element(s): {list}", elements.len());
+    }
 }
 
 pub fn main(a: InspectArgs) -> Result<()> {
@@ -41,13 +55,21 @@ pub fn main(a: InspectArgs) -> Result<()> {
         }
         anyhow::bail!("'{}' has {} unsupported node(s)", a.model.display(), s.unsupported.len());
     }
-    let g = crate::compile::load_model(&a.model, Default::default())?;
+    let lengths = crate::compile::parse_sequence_lengths(&a.sequence_lengths)?;
+    let g = crate::compile::load_model_pinned(&a.model, Default::default(), Default::default(), lengths)?;
     for &id in g.inputs() {
         println!("input       {:?}: {}", g.node(id).name, g.node(id).outputs[0]);
     }
     for (name, v) in g.outputs() {
         println!("output      {name:?}: {}", g.value_type(*v));
     }
+    print_sequences(g.sequences.iter().map(|s| {
+        (
+            s.name.as_str(),
+            s.output,
+            (0..s.len).map(|i| format!("{:?}", dlc_ir::sequence_element_name(&s.name, i))).collect(),
+        )
+    }));
     let st = dlc_passes::graph_stats(&g);
     print_symbols_and_flops(&g, &st);
     if a.ir {
@@ -76,6 +98,9 @@ fn inspect_artifact(a: &InspectArgs) -> Result<()> {
         let max = if t.max_bytes.is_empty() { String::new() } else { format!(" (allocated: {} bytes)", t.max_bytes) };
         println!("output      {:?}: {}{}{max}{}", t.name, t.dtype, t.shape_string(), role(t));
     }
+    print_sequences(
+        m.sequences.iter().map(|s| (s.name.as_str(), s.output, s.elements.iter().map(|e| format!("{e:?}")).collect())),
+    );
     for s in &m.symbols {
         if s.computed {
             println!(
