@@ -184,15 +184,7 @@ fn match_keys(cx: &mut NodeCx, k: usize) -> Result<(Value, Value), String> {
     // Each element against every key: `[..., K]`.
     let name = cx.node.input.first().cloned().unwrap_or_default();
     let eq = match (&keys, cx.imp.strings.get(&name).copied()) {
-        (Table::Strings(ks), Some(x)) => {
-            let rank = cx.ty(x.table).shape.rank() - 1;
-            let mut shape = vec![0i64; rank];
-            shape.extend([1, 2]);
-            let col = cx.add1("elements", Reshape { shape, allowzero: false }, &[x.table])?;
-            let kn = format!("{}/keys", cx.name);
-            let kc = super::strings::constant(&mut cx.imp.graph, &mut cx.imp.known, &kn, &[k as u64], ks)?;
-            cx.add1("matches", StringEqual {}, &[col, x.bytes, kc.table, kc.bytes])?
-        }
+        (Table::Strings(ks), Some(x)) => return super::strings::match_strings(cx, x, ks),
         (Table::Numbers(kt, kv), None) => {
             let x = cx.input(0)?;
             let xt = cx.ty(x);
@@ -209,13 +201,7 @@ fn match_keys(cx: &mut NodeCx, k: usize) -> Result<(Value, Value), String> {
         (Table::Strings(_), None) => return Err("string keys take a string input".into()),
         (Table::Numbers(..), Some(_)) => return Err("a string input needs string keys".into()),
     };
-    let hit = cx.add1("matches_i32", Cast::new(DType::I32), &[eq])?;
-    let first = ArgMax { axis: -1, keepdims: false, select_last_index: false };
-    let at = cx.add1("first_match", first, &[hit])?;
-    let any = cx.add1("any_match", ReduceMax { axes: vec![-1], keepdims: false }, &[hit])?;
-    let zero = scalar(cx, DType::I32, 0.0)?;
-    let found = cx.add1("found", Greater {}, &[any, zero])?;
-    Ok((at, found))
+    super::strings::first_match(cx, eq)
 }
 
 /// The input as f32 `[rows, features]` (a vector is one row), as ONNX Runtime computes

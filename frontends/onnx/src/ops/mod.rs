@@ -30,7 +30,7 @@ pub(crate) mod sequence;
 pub(crate) mod shapes;
 mod signal;
 pub(crate) mod strings;
-mod tfidf;
+pub(crate) mod tfidf;
 mod training;
 pub(crate) mod trees;
 mod window3d;

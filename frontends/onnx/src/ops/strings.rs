@@ -133,6 +133,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             let op = dlc_ir::ops::StringRegexMatch { pattern };
             Ok(vec![Out::Value(cx.add1("", op, &[x.table, x.bytes])?)])
         }
+        "TfIdfVectorizer" => Ok(super::tfidf::build(cx)?.into_iter().map(Out::Value).collect()),
         "StringConcat" => {
             let (a, b) = (string_input(cx, 0)?, string_input(cx, 1)?);
             let outs = cx.add("", dlc_ir::ops::StringConcat {}, &[a.table, a.bytes, b.table, b.bytes])?;
@@ -140,7 +141,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
         }
         _ => Err(format!(
             "{op} of a string tensor is not supported yet (dlc takes string tensors in Identity, Equal, \
-             StringNormalizer, StringConcat, StringSplit and RegexFullMatch; see docs/strings.md)"
+             StringNormalizer, StringConcat, StringSplit, RegexFullMatch and TfIdfVectorizer; see docs/strings.md)"
         )),
     }
 }
@@ -240,4 +241,30 @@ fn split(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
     let op = dlc_ir::ops::StringSplit { delimiter, maxsplit, pieces: k[0].to_string() };
     let table = cx.add1("", op, &[view, x.bytes])?;
     Ok(vec![Out::Str(StrVal { table, bytes: x.bytes }), Out::Value(counts)])
+}
+
+/// Each element of string tensor `x` against every string of `keys`: the first match's
+/// index (i64, element-shaped) and whether one matched (bool).
+pub(crate) fn match_strings(cx: &mut NodeCx, x: StrVal, keys: &[Vec<u8>]) -> Result<(Value, Value), String> {
+    let rank = cx.ty(x.table).shape.rank() - 1;
+    let mut shape = vec![0i64; rank];
+    shape.extend([1, 2]);
+    let col = cx.add1("elements", Reshape { shape, allowzero: false }, &[x.table])?;
+    let kn = format!("{}/keys", cx.name);
+    let kc = constant(&mut cx.imp.graph, &mut cx.imp.known, &kn, &[keys.len() as u64], keys)?;
+    let eq = cx.add1("matches", StringEqual {}, &[col, x.bytes, kc.table, kc.bytes])?;
+    first_match(cx, eq)
+}
+
+/// For `eq` (bool `[..., K]`: each element against K keys), the first true key's index
+/// (i64 `[...]`) and whether any is true (bool `[...]`).
+pub(crate) fn first_match(cx: &mut NodeCx, eq: Value) -> Result<(Value, Value), String> {
+    use dlc_ir::ops::{ArgMax, Greater};
+    let hit = cx.add1("matches_i32", Cast::new(DType::I32), &[eq])?;
+    let first = ArgMax { axis: -1, keepdims: false, select_last_index: false };
+    let at = cx.add1("first_match", first, &[hit])?;
+    let any = cx.add1("any_match", ReduceMax { axes: vec![-1], keepdims: false }, &[hit])?;
+    let zero = cx.add_const(TensorData::new(TensorType::fixed(DType::I32, &[1]), vec![0u8; 4].into()).ok_or("zero")?);
+    let found = cx.add1("found", Greater {}, &[any, zero])?;
+    Ok((at, found))
 }

@@ -6,7 +6,8 @@
 //! (`ngram_indexes`); then TF, IDF or TFIDF weighting. As ONNX's reference counts:
 //! unigrams at distance 1 only, longer n-grams at every distance `1..=max_skip_count + 1`,
 //! only the sizes `min_gram_length..=max_gram_length`. String tokens (`pool_strings`) are
-//! refused with that reason.
+//! numbered first (each input string by its pool string's number, -1 when none) and
+//! counted the same way.
 use super::{BuildFn, NodeCx};
 use dlc_ir::ops::*;
 use dlc_ir::{DType, Dim, TensorData, Value};
@@ -24,10 +25,39 @@ struct Grams {
 }
 
 fn tfidf(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    if cx.has("pool_strings") {
-        return Err("string tokens (pool_strings) are not supported yet; integer tokens (pool_int64s) are".into());
-    }
-    let x = cx.input(0)?;
+    build(cx)
+}
+
+/// TfIdfVectorizer over integer tokens, or over string tokens (`pool_strings`, a string
+/// tensor input): each distinct pool string numbered, each input token mapped to its
+/// number (-1 when the pool has no such string), and the integer algorithm run on the
+/// numbers.
+pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    let (x, pool) = if cx.has("pool_strings") {
+        let strs: Vec<Vec<u8>> =
+            cx.node.attribute.iter().find(|a| a.name == "pool_strings").map_or_else(Vec::new, |a| a.strings.clone());
+        let name = cx.node.input.first().cloned().unwrap_or_default();
+        let s = cx.imp.strings.get(&name).copied().ok_or("pool_strings takes a string tensor input")?;
+        let mut ids: HashMap<&[u8], i64> = HashMap::new();
+        let mut vocab: Vec<Vec<u8>> = Vec::new();
+        let pool: Vec<i64> = strs
+            .iter()
+            .map(|w| {
+                *ids.entry(w.as_slice()).or_insert_with(|| {
+                    vocab.push(w.clone());
+                    vocab.len() as i64 - 1
+                })
+            })
+            .collect();
+        if vocab.is_empty() {
+            return Err("pool_strings is empty".into());
+        }
+        let (at, found) = super::strings::match_strings(cx, s, &vocab)?;
+        let none = cx.i64_const(&[], &[-1])?;
+        (cx.add1("token_ids", Where {}, &[found, at, none])?, pool)
+    } else {
+        (cx.input(0)?, cx.ints("pool_int64s"))
+    };
     let t = cx.ty(x);
     if !matches!(t.dtype, DType::I32 | DType::I64) {
         return Err(format!("the tokens must be int32 or int64, got {t}"));
@@ -48,7 +78,6 @@ fn tfidf(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     if !matches!(mode.as_str(), "TF" | "IDF" | "TFIDF") {
         return Err(format!("mode '{mode}' is not TF, IDF or TFIDF"));
     }
-    let pool = cx.ints("pool_int64s");
     let counts = cx.ints("ngram_counts");
     let indexes = cx.ints("ngram_indexes");
     let weights = cx.floats("weights");
