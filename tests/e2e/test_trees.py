@@ -196,6 +196,7 @@ def test_opset5_double_average_with_a_one_leaf_tree(tmp_path):
     (lambda a: a.update(target_ids=[5] + a["target_ids"][1:]), "target 5"),
     (lambda a: a.update(nodes_modes=["BRANCH_SOMETIMES"] + a["nodes_modes"][1:]), "BRANCH_SOMETIMES"),
     (lambda a: a.update(post_transform="SIGMOID"), "SIGMOID"),
+    (lambda a: a.update(n_targets=1 << 20), "n_targets too large"),
 ])
 def test_malformed_ensembles_are_refused(change, message, tmp_path):
     rng = np.random.default_rng(5)

@@ -31,6 +31,9 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
 /// The deepest tree the traversal unrolls (one step per level).
 const MAX_DEPTH: usize = 4096;
 
+/// The most values the leaves' `[entries, targets]` table may hold (2^24).
+const MAX_VOTES: usize = 1 << 24;
+
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Mode {
     Leq,
@@ -408,6 +411,13 @@ fn scores(cx: &mut NodeCx, f: &Forest, want_has: bool) -> Result<Scores, String>
         Aggregate::Min => f64::INFINITY,
         Aggregate::Max => f64::NEG_INFINITY,
     };
+    // One row per table entry and a column per target: bounded, so that a hostile
+    // n_targets cannot ask for gigabytes at import.
+    if nl.saturating_mul(k) > MAX_VOTES {
+        return Err(format!(
+            "{nl} tree entries x {k} targets is more than dlc's {MAX_VOTES} leaf values (n_targets too large?)"
+        ));
+    }
     let mut vals = vec![init; nl * k];
     let mut voted = vec![0.0; nl * k];
     for (e, &j) in t.slot.iter().enumerate().skip(leaf0) {
