@@ -217,3 +217,25 @@ def test_an_empty_cache_at_run_time(tmp_path):
         work = tmp_path / f"b{b}s{s}p{p}"
         work.mkdir()
         _check(path, feeds, work, art)
+
+@pytest.mark.parametrize("mode,case", [(1, dict(b=1, s=3, p=2, softcap=2.0)), (1, dict(b=2, s=1, p=4, bias=True)),
+                                       (2, dict(b=1, s=4, p=3, local_window_size=2)), (2, dict(b=2, s=5, p=None)),
+                                       (1, dict(b=1, s=4, p=2, rotary=(8, False), scale=0.3))])
+def test_output_qk_matches_ort(mode, case, tmp_path):
+    """The fourth output (`qk_output` 1: the scaled, soft-capped scores plus the bias,
+    masked positions 0; 2: the probabilities), [B, num_heads, S, T], against ORT."""
+    path = tmp_path / "gqa.onnx"
+    b, s, p = case.pop("b"), case.pop("s"), case.pop("p")
+    total = (p or 0) + s
+    _model(path, b, s, p, total, qk_output=mode, **case)
+    m = onnx.load(str(path))
+    m.graph.node[0].output.append("qk")
+    m.graph.output.append(h.make_tensor_value_info("qk", T.FLOAT, None))
+    onnx.save(m, str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    feeds = _feeds(np.random.default_rng(mode + s), b, s, p, bias_t=total if case.get("bias") else None)
+    got, want = dlc_run(art, path, feeds, tmp_path), ort_run(path, feeds)
+    assert got["qk"].shape == want["qk"].shape == (b, HQ, s, total)
+    np.testing.assert_allclose(got["qk"], want["qk"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["y"], want["y"], rtol=1e-4, atol=1e-5)

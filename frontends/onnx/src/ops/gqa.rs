@@ -23,7 +23,8 @@
 //! - `head_sink` (a logit per query head) or `smooth_softmax` (a logit of 0) joins each
 //!   row's softmax as one more key that contributes no value.
 //!
-//! Not supported (an error naming it): the `output_qk` output.
+//! `output_qk` (`qk_output` 1 or 2): the scores (scaled, soft-capped, plus the
+//! attention bias; masked positions 0) or the probabilities, `[B, H, S, T]`.
 use super::attention::{rotate, scalar, view};
 use super::NodeCx;
 use dlc_ir::ops::*;
@@ -68,8 +69,12 @@ fn dim_value(cx: &mut NodeCx, what: &str, d: &Dim) -> Result<Value, String> {
 }
 
 pub(crate) fn group_query_attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    if cx.node.output.get(3).is_some_and(|n| !n.is_empty()) || cx.int("qk_output", 0) != 0 {
-        return Err("the output_qk output is not supported yet".into());
+    // output_qk: the scores (1: scaled, soft-capped, plus the bias; masked positions 0)
+    // or the probabilities (2), [B, num_heads, S, T], as ONNX Runtime's CPU kernel gives them.
+    let qk_mode = cx.int("qk_output", 0);
+    let want_qk = cx.node.output.get(3).is_some_and(|n| !n.is_empty());
+    if want_qk && !(1..=2).contains(&qk_mode) {
+        return Err(format!("output_qk needs qk_output 1 (scores) or 2 (probabilities), got {qk_mode}"));
     }
     let (hq, hk) = (cx.int("num_heads", 0), cx.int("kv_num_heads", 0));
     if hq <= 0 || hk <= 0 || hq % hk != 0 {
@@ -331,10 +336,23 @@ pub(crate) fn group_query_attention(cx: &mut NodeCx) -> Result<Vec<Value>, Strin
     let mx = cx.add1("bias_max", ReduceMax { axes: vec![-1], keepdims: true }, &[bias5])?;
     let masked = cx.add1("row_masked", IsInf { detect_negative: true, detect_positive: false }, &[mx])?;
     let probs = cx.add1("probs", Where {}, &[masked, fz, probs])?;
+    let qk = match (want_qk, qk_mode) {
+        (true, 1) => {
+            let keep5 =
+                view(cx, "keep_b11st", keep, &[b.clone(), Dim::Fixed(1), Dim::Fixed(1), s.clone(), t_dim.clone()])?;
+            Some(cx.add1("scores_kept", Where {}, &[keep5, with_bias, fz])?)
+        }
+        (true, _) => Some(probs),
+        _ => None,
+    };
     let probs = view(cx, "probs_rows", probs, &[b.clone(), hkd.clone(), gs, t_dim.clone()])?;
     let ctx = cx.add1("context", MatMul { act: Activation::None }, &[probs, v4])?;
     let ctx = view(cx, "context_heads", ctx, &[b.clone(), Dim::Fixed(hq as u64), s.clone(), du.clone()])?;
     let ctx = cx.add1("context_bshd", Transpose { perm: vec![0, 2, 1, 3] }, &[ctx])?;
-    let y = view(cx, "", ctx, &[b, s, Dim::Fixed((hq * d) as u64)])?;
-    Ok(vec![y, present[0], present[1]])
+    let mut outs =
+        vec![view(cx, "", ctx, &[b.clone(), s.clone(), Dim::Fixed((hq * d) as u64)])?, present[0], present[1]];
+    if let Some(qk) = qk {
+        outs.push(view(cx, "output_qk", qk, &[b, Dim::Fixed(hq as u64), s, t_dim])?);
+    }
+    Ok(outs)
 }
