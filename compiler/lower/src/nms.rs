@@ -7,7 +7,8 @@
 //! a class that reaches `max_output_boxes_per_class` early sorts no further.
 //! A box above the score threshold is kept unless a kept box of its class overlaps it
 //! by more than the IoU threshold (the rule of `dlc_interp::nms_suppresses`, in f32; the
-//! scan over the kept boxes stops at the first that suppresses); at most
+//! candidate's extents are computed once, each kept box's x extent compared first, and
+//! the scan over the kept boxes stops at the first that suppresses); at most
 //! `max_output_boxes_per_class` are kept. Classes are independent: on CPU targets each
 //! is a pool task, in its own region of the result ([`nms`]); kept triples are then
 //! written in order into the result rows, their number into `count`.
@@ -37,13 +38,29 @@ fn span(b: &mut KernelBuilder, base: &Expr, at: i64, center: bool) -> (ValId, Va
     }
 }
 
-/// Whether the box at `p` suppresses the box at `q` (element offsets into boxes).
-fn suppresses(b: &mut KernelBuilder, p: &Expr, q: &Expr, center: bool, thr: ValId) -> ValId {
+/// The candidate box's extents and area, computed once per candidate.
+struct Candidate {
+    x: (ValId, ValId),
+    y: (ValId, ValId),
+    area: ValId,
+}
+
+/// The extents of the box at `p` (element offset into boxes).
+fn candidate(b: &mut KernelBuilder, p: &Expr, center: bool) -> Candidate {
     let (xi, yi) = if center { (0, 1) } else { (1, 0) };
-    let (x1a, x1b) = span(b, p, xi, center);
-    let (x2a, x2b) = span(b, q, xi, center);
-    let (y1a, y1b) = span(b, p, yi, center);
-    let (y2a, y2b) = span(b, q, yi, center);
+    let x = span(b, p, xi, center);
+    let y = span(b, p, yi, center);
+    let w = b.bin(BinOp::FSub, x.1, x.0);
+    let h = b.bin(BinOp::FSub, y.1, y.0);
+    Candidate { x, y, area: b.bin(BinOp::FMul, w, h) }
+}
+
+/// Sets `hit` when the kept box at `q` suppresses the candidate `c` (the rule of
+/// `dlc_interp::nms_suppresses`). The boxes' x extents are compared first: most kept
+/// boxes do not overlap the candidate along x (torchvision's batched NMS offsets each
+/// class's boxes apart), and those need no more loads or arithmetic.
+fn suppressed_by(b: &mut KernelBuilder, c: &Candidate, q: &Expr, center: bool, thr: ValId, hit: ValId) {
+    let (xi, yi) = if center { (0, 1) } else { (1, 0) };
     // Python's max/min: the first unless the second is larger (smaller).
     let mx = |b: &mut KernelBuilder, u: ValId, v: ValId| {
         let lt = b.cmp(CmpOp::FOlt, u, v);
@@ -53,29 +70,36 @@ fn suppresses(b: &mut KernelBuilder, p: &Expr, q: &Expr, center: bool, thr: ValI
         let gt = b.cmp(CmpOp::FOgt, u, v);
         b.select(gt, v, u)
     };
-    let (ixa, ixb) = (mx(b, x1a, x2a), mn(b, x1b, x2b));
-    let (iya, iyb) = (mx(b, y1a, y2a), mn(b, y1b, y2b));
-    let w = b.bin(BinOp::FSub, ixb, ixa);
-    let h = b.bin(BinOp::FSub, iyb, iya);
-    let inter = b.bin(BinOp::FMul, w, h);
-    let a1w = b.bin(BinOp::FSub, x1b, x1a);
-    let a1h = b.bin(BinOp::FSub, y1b, y1a);
-    let a1 = b.bin(BinOp::FMul, a1w, a1h);
-    let a2w = b.bin(BinOp::FSub, x2b, x2a);
-    let a2h = b.bin(BinOp::FSub, y2b, y2a);
-    let a2 = b.bin(BinOp::FMul, a2w, a2h);
-    let sum = b.bin(BinOp::FAdd, a1, a2);
-    let union = b.bin(BinOp::FSub, sum, inter);
-    let zero = f(b, 0.0);
+    let (x2a, x2b) = span(b, q, xi, center);
+    let (ixa, ixb) = (mx(b, c.x.0, x2a), mn(b, c.x.1, x2b));
     // Every guard of the reference must pass (a NaN fails each, as there).
-    let mut ok = b.cmp(CmpOp::FOgt, ixb, ixa);
-    for (u, v) in [(iyb, iya), (inter, zero), (a1, zero), (a2, zero), (union, zero)] {
-        let c = b.cmp(CmpOp::FOgt, u, v);
-        ok = b.select(ok, c, ok);
-    }
-    let iou = b.bin(BinOp::FDiv, inter, union);
-    let over = b.cmp(CmpOp::FOgt, iou, thr);
-    b.select(ok, over, ok)
+    let x_overlap = b.cmp(CmpOp::FOgt, ixb, ixa);
+    b.if_(
+        x_overlap,
+        |b| {
+            let (y2a, y2b) = span(b, q, yi, center);
+            let (iya, iyb) = (mx(b, c.y.0, y2a), mn(b, c.y.1, y2b));
+            let w = b.bin(BinOp::FSub, ixb, ixa);
+            let h = b.bin(BinOp::FSub, iyb, iya);
+            let inter = b.bin(BinOp::FMul, w, h);
+            let a2w = b.bin(BinOp::FSub, x2b, x2a);
+            let a2h = b.bin(BinOp::FSub, y2b, y2a);
+            let a2 = b.bin(BinOp::FMul, a2w, a2h);
+            let sum = b.bin(BinOp::FAdd, c.area, a2);
+            let union = b.bin(BinOp::FSub, sum, inter);
+            let zero = f(b, 0.0);
+            let mut ok = b.cmp(CmpOp::FOgt, iyb, iya);
+            for (u, v) in [(inter, zero), (c.area, zero), (a2, zero), (union, zero)] {
+                let g = b.cmp(CmpOp::FOgt, u, v);
+                ok = b.select(ok, g, ok);
+            }
+            let iou = b.bin(BinOp::FDiv, inter, union);
+            let over = b.cmp(CmpOp::FOgt, iou, thr);
+            let s = b.select(ok, over, ok);
+            b.stmt(Stmt::Set(hit, s));
+        },
+        |_| {},
+    );
 }
 
 /// `key(a) > key(b)` for box indices `a` and `b` of the class whose scores start at
@@ -243,6 +267,7 @@ pub fn nms(name: &str, n: &Node, center: bool, pool: bool) -> Result<Kernel, Low
                             let no = b.let_(Inst::Const { ty: Ty::scalar(Elem::I1), lit: Lit::Int(0) });
                             let hit = b.local(Ty::scalar(Elem::I1), no);
                             let p = &(&(&bi * &nbox) + &Expr::val(bx)) * &Expr::c(4);
+                            let cand = candidate(b, &p, center);
                             // Once suppressed, the remaining kept boxes are skipped (most
                             // candidates of a detector overlap one of the first kept).
                             b.for_(Expr::c(0), Expr::val(k), LoopKind::Serial, |b, jj| {
@@ -253,8 +278,7 @@ pub fn nms(name: &str, n: &Node, center: bool, pool: bool) -> Result<Kernel, Low
                                     |b| {
                                         let other = b.load(I64, 5, &kept_at + &jj, 8);
                                         let q = &(&(&bi * &nbox) + &Expr::val(other)) * &Expr::c(4);
-                                        let s = suppresses(b, &p, &q, center, iou);
-                                        b.stmt(Stmt::Set(hit, s));
+                                        suppressed_by(b, &cand, &q, center, iou, hit);
                                     },
                                 );
                             });
