@@ -1,7 +1,8 @@
 """NonMaxSuppression against ONNX Runtime: corner and centre box formats, several
 batches and classes, overlapping boxes and tied scores, thresholds and the per-class
-maximum given at run time (one artifact, several settings), a constant setting, and
-absent optional operands."""
+maximum given at run time (one artifact, several settings), a constant setting,
+absent optional operands, and nearly every box kept (the kept boxes' scratch region
+full)."""
 import numpy as np
 import onnx
 import pytest
@@ -96,3 +97,33 @@ def test_many_boxes_of_a_run_time_count(tmp_path, monkeypatch):
         feeds = {"boxes": boxes, "scores": scores}
         got, want = dlc_run(art, path, feeds, tmp_path), ort_run(path, feeds)
         np.testing.assert_array_equal(got["sel"], want["sel"], err_msg=f"n={n}")
+
+
+@pytest.mark.parametrize("center", [0, 1])
+def test_nearly_every_box_kept(center, tmp_path):
+    """Boxes spread along x (as torchvision's batched NMS offsets classes apart), every
+    fifth one a copy of the first: nearly all are kept, so the kept boxes' x extents
+    fill their whole scratch region; at run-time box counts of 1 to 300, against ORT."""
+    ins = [h.make_tensor_value_info("boxes", T.FLOAT, [1, "n", 4]), h.make_tensor_value_info("scores", T.FLOAT, [1, 2, "n"])]
+    inits = [nh.from_array(np.array([1000], np.int64), "max"), nh.from_array(np.array([0.5], np.float32), "iou"),
+             nh.from_array(np.array([0.0], np.float32), "sthr")]
+    node = h.make_node("NonMaxSuppression", ["boxes", "scores", "max", "iou", "sthr"], ["sel"], center_point_box=center)
+    g = h.make_graph([node], "g", ins, [h.make_tensor_value_info("sel", T.INT64, None)], initializer=inits)
+    path = tmp_path / "nms.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    rng = np.random.default_rng(center)
+    for n in (1, 7, 300):
+        xs = np.arange(n) * 10.0
+        if center:
+            boxes = np.stack([xs, rng.uniform(0, 100, n), np.full(n, 4.0), np.full(n, 4.0)], 1)
+        else:
+            boxes = np.stack([rng.uniform(0, 100, n), xs, rng.uniform(0, 100, n) + 0.5, xs + 4], 1)
+        boxes[::5] = boxes[0]
+        feeds = {"boxes": boxes[None].astype(np.float32), "scores": rng.uniform(0.1, 1, (1, 2, n)).astype(np.float32)}
+        work = tmp_path / f"n{n}"
+        work.mkdir()
+        got, want = dlc_run(art, path, feeds, work)["sel"], ort_run(path, feeds)["sel"]
+        assert len(want) > 1.5 * n * 0.8 - 2
+        np.testing.assert_array_equal(got, want)

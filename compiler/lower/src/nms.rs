@@ -55,12 +55,20 @@ fn candidate(b: &mut KernelBuilder, p: &Expr, center: bool) -> Candidate {
     Candidate { x, y, area: b.bin(BinOp::FMul, w, h) }
 }
 
-/// Sets `hit` when the kept box at `q` suppresses the candidate `c` (the rule of
-/// `dlc_interp::nms_suppresses`). The boxes' x extents are compared first: most kept
-/// boxes do not overlap the candidate along x (torchvision's batched NMS offsets each
-/// class's boxes apart), and those need no more loads or arithmetic.
-fn suppressed_by(b: &mut KernelBuilder, c: &Candidate, q: &Expr, center: bool, thr: ValId, hit: ValId) {
-    let (xi, yi) = if center { (0, 1) } else { (1, 0) };
+/// Sets `hit` when the kept box at `q_of` (its element offset, loaded when needed), whose
+/// x extent is `qx`, suppresses the candidate `c` (the rule of `dlc_interp::nms_suppresses`). The x extents are compared first:
+/// most kept boxes do not overlap the candidate along x (torchvision's batched NMS
+/// offsets each class's boxes apart), and those need no more loads or arithmetic.
+fn suppressed_by(
+    b: &mut KernelBuilder,
+    c: &Candidate,
+    q_of: &dyn Fn(&mut KernelBuilder) -> Expr,
+    qx: (ValId, ValId),
+    center: bool,
+    thr: ValId,
+    hit: ValId,
+) {
+    let yi = if center { 1 } else { 0 };
     // Python's max/min: the first unless the second is larger (smaller).
     let mx = |b: &mut KernelBuilder, u: ValId, v: ValId| {
         let lt = b.cmp(CmpOp::FOlt, u, v);
@@ -70,14 +78,15 @@ fn suppressed_by(b: &mut KernelBuilder, c: &Candidate, q: &Expr, center: bool, t
         let gt = b.cmp(CmpOp::FOgt, u, v);
         b.select(gt, v, u)
     };
-    let (x2a, x2b) = span(b, q, xi, center);
+    let (x2a, x2b) = qx;
     let (ixa, ixb) = (mx(b, c.x.0, x2a), mn(b, c.x.1, x2b));
     // Every guard of the reference must pass (a NaN fails each, as there).
     let x_overlap = b.cmp(CmpOp::FOgt, ixb, ixa);
     b.if_(
         x_overlap,
         |b| {
-            let (y2a, y2b) = span(b, q, yi, center);
+            let q = q_of(b);
+            let (y2a, y2b) = span(b, &q, yi, center);
             let (iya, iyb) = (mx(b, c.y.0, y2a), mn(b, c.y.1, y2b));
             let w = b.bin(BinOp::FSub, ixb, ixa);
             let h = b.bin(BinOp::FSub, iyb, iya);
@@ -182,8 +191,9 @@ fn sift(b: &mut KernelBuilder, scores: &Expr, list: &Expr, root: ValId, len: Val
 /// above the score threshold are listed there (in index order) and made a heap with
 /// the best box at the root, then popped and visited in rank order: a box is kept unless a kept box of
 /// its class overlaps it by more than the IoU threshold (`O(N * kept)`), until
-/// `max_output_boxes_per_class` are kept; the kept boxes go from `3jN + 2N`, their
-/// number at `3jN + N`. Then one serial pass writes each class's rows after the ones
+/// `max_output_boxes_per_class` are kept; the kept boxes go from `3jN + 2N`, their x
+/// extents (two f32 per i64 slot) from `3jN + N` while the class is visited, and their
+/// number at `3jN + N` after. Then one serial pass writes each class's rows after the ones
 /// before it: class `j`'s rows start at row `s <= jN`, so its writes end below
 /// `3(jN + i + 1)`, which never reaches the kept entries it has yet to read (`3jN + 2N
 /// + i + 1` and on) nor a later class's region.
@@ -208,6 +218,9 @@ pub fn nms(name: &str, n: &Node, center: bool, pool: bool) -> Result<Kernel, Low
                 let list = region.clone();
                 let count_at = &region + &nbox;
                 let kept_at = &region + &(&nbox * &Expr::c(2));
+                // The kept boxes' x extents, contiguous (two f32 in each i64 slot of
+                // [N, 2N), free until the count is written at N after the visits).
+                let spans = count_at.clone();
                 let scores = &j * &nbox;
                 // The operands, read in each task (a task sees no value from outside).
                 let zero = b.i64(0);
@@ -276,9 +289,14 @@ pub fn nms(name: &str, n: &Node, center: bool, pool: bool) -> Result<Kernel, Low
                                     h,
                                     |_| {},
                                     |b| {
-                                        let other = b.load(I64, 5, &kept_at + &jj, 8);
-                                        let q = &(&(&bi * &nbox) + &Expr::val(other)) * &Expr::c(4);
-                                        suppressed_by(b, &cand, &q, center, iou, hit);
+                                        let at = &(&spans + &jj) * &Expr::c(2);
+                                        let qx = (b.load(F32, 5, at.clone(), 4), b.load(F32, 5, &at + &Expr::c(1), 4));
+                                        // The kept box's row, read only when the x extents overlap.
+                                        let q_of = |b: &mut KernelBuilder| {
+                                            let other = b.load(I64, 5, &kept_at + &jj, 8);
+                                            &(&(&bi * &nbox) + &Expr::val(other)) * &Expr::c(4)
+                                        };
+                                        suppressed_by(b, &cand, &q_of, qx, center, iou, hit);
                                     },
                                 );
                             });
@@ -287,6 +305,9 @@ pub fn nms(name: &str, n: &Node, center: bool, pool: bool) -> Result<Kernel, Low
                                 h,
                                 |_| {},
                                 |b| {
+                                    let at = &(&spans + &Expr::val(k)) * &Expr::c(2);
+                                    b.store(5, at.clone(), cand.x.0, 4);
+                                    b.store(5, &at + &Expr::c(1), cand.x.1, 4);
                                     b.store(5, &kept_at + &Expr::val(k), bx, 8);
                                     let one = b.i64(1);
                                     let k1 = b.bin(BinOp::Add, k, one);
