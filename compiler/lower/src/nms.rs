@@ -7,8 +7,10 @@
 //! a class that reaches `max_output_boxes_per_class` early sorts no further.
 //! A box above the score threshold is kept unless a kept box of its class overlaps it
 //! by more than the IoU threshold (the rule of `dlc_interp::nms_suppresses`, in f32; the
-//! candidate's extents are computed once, each kept box's x extent compared first, and
-//! the scan over the kept boxes stops at the first that suppresses); at most
+//! candidate's extents are computed once; the kept boxes' x extents, kept contiguous in
+//! the class's scratch, are compared with the candidate's eight at a time, and only the
+//! boxes that overlap along x get the rest of the test; the scan stops at the first box
+//! that suppresses); at most
 //! `max_output_boxes_per_class` are kept. Classes are independent: on CPU targets each
 //! is a pool task, in its own region of the result ([`nms`]); kept triples are then
 //! written in order into the result rows, their number into `count`.
@@ -16,6 +18,8 @@ use crate::{LowerError, Node};
 use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
+/// Kept boxes tested at once.
+const W: u32 = 8;
 const I64: Ty = Ty { elem: Elem::I64, lanes: 1 };
 
 fn f(b: &mut KernelBuilder, v: f64) -> ValId {
@@ -218,9 +222,12 @@ pub fn nms(name: &str, n: &Node, center: bool, pool: bool) -> Result<Kernel, Low
                 let list = region.clone();
                 let count_at = &region + &nbox;
                 let kept_at = &region + &(&nbox * &Expr::c(2));
-                // The kept boxes' x extents, contiguous (two f32 in each i64 slot of
-                // [N, 2N), free until the count is written at N after the visits).
-                let spans = count_at.clone();
+                // The kept boxes' x extents, contiguous: their lower ends then their upper
+                // ends, f32s in the i64 slots [N, 2N) (free until the count is written at
+                // N after the visits).
+                let los = &count_at * &Expr::c(2);
+                let his = &los + &nbox;
+                let lanes = crate::conv1x1::iota(b, W);
                 let scores = &j * &nbox;
                 // The operands, read in each task (a task sees no value from outside).
                 let zero = b.i64(0);
@@ -281,22 +288,84 @@ pub fn nms(name: &str, n: &Node, center: bool, pool: bool) -> Result<Kernel, Low
                             let hit = b.local(Ty::scalar(Elem::I1), no);
                             let p = &(&(&bi * &nbox) + &Expr::val(bx)) * &Expr::c(4);
                             let cand = candidate(b, &p, center);
-                            // Once suppressed, the remaining kept boxes are skipped (most
-                            // candidates of a detector overlap one of the first kept).
-                            b.for_(Expr::c(0), Expr::val(k), LoopKind::Serial, |b, jj| {
+                            // The kept boxes, eight at a time: their x extents against
+                            // the candidate's in one vector test; only a group where some
+                            // overlap is tested box by box. Once suppressed, the remaining
+                            // kept boxes are skipped (most candidates of a detector overlap
+                            // one of the first kept).
+                            let seven = b.i64(W as i64 - 1);
+                            let kw = b.bin(BinOp::Add, k, seven);
+                            let shift = b.i64(W.trailing_zeros() as i64);
+                            let groups = b.bin(BinOp::AShr, kw, shift);
+                            let (clo, chi) = (b.let_(Inst::Splat(cand.x.0, W)), b.let_(Inst::Splat(cand.x.1, W)));
+                            b.for_(Expr::c(0), Expr::val(groups), LoopKind::Serial, |b, g| {
                                 let h = b.let_(Inst::Get(hit));
                                 b.if_(
                                     h,
                                     |_| {},
                                     |b| {
-                                        let at = &(&spans + &jj) * &Expr::c(2);
-                                        let qx = (b.load(F32, 5, at.clone(), 4), b.load(F32, 5, &at + &Expr::c(1), 4));
-                                        // The kept box's row, read only when the x extents overlap.
-                                        let q_of = |b: &mut KernelBuilder| {
-                                            let other = b.load(I64, 5, &kept_at + &jj, 8);
-                                            &(&(&bi * &nbox) + &Expr::val(other)) * &Expr::c(4)
-                                        };
-                                        suppressed_by(b, &cand, &q_of, qx, center, iou, hit);
+                                        let at0 = &g * &Expr::c(W as i64);
+                                        let m = crate::conv1x1::lanes_in(b, lanes, &at0, &Expr::c(0), &Expr::val(k), W);
+                                        let vt = Ty::vec(Elem::F32, W);
+                                        let lo = b.let_(Inst::Load {
+                                            ty: vt,
+                                            param: 5,
+                                            index: &los + &at0,
+                                            align: 4,
+                                            mask: Some(m),
+                                        });
+                                        let hi = b.let_(Inst::Load {
+                                            ty: vt,
+                                            param: 5,
+                                            index: &his + &at0,
+                                            align: 4,
+                                            mask: Some(m),
+                                        });
+                                        let lt = b.cmp(CmpOp::FOlt, clo, lo);
+                                        let ixa = b.select(lt, lo, clo);
+                                        let gt = b.cmp(CmpOp::FOgt, chi, hi);
+                                        let ixb = b.select(gt, hi, chi);
+                                        let over = b.cmp(CmpOp::FOgt, ixb, ixa);
+                                        let over = b.bin(BinOp::And, over, m);
+                                        let (on, off) = (
+                                            b.let_(Inst::Const { ty: Ty::vec(Elem::I32, W), lit: Lit::Int(1) }),
+                                            b.let_(Inst::Const { ty: Ty::vec(Elem::I32, W), lit: Lit::Int(0) }),
+                                        );
+                                        let flags = b.select(over, on, off);
+                                        let any = b.let_(Inst::Reduce(dlc_kir::ReduceOp::SMax, flags));
+                                        let zero32 =
+                                            b.let_(Inst::Const { ty: Ty::scalar(Elem::I32), lit: Lit::Int(0) });
+                                        let some = b.cmp(CmpOp::Sgt, any, zero32);
+                                        b.if_(
+                                            some,
+                                            |b| {
+                                                b.for_(Expr::c(0), Expr::c(W as i64), LoopKind::Serial, |b, l| {
+                                                    let jj = &at0 + &l;
+                                                    let jv = b.index(jj.clone());
+                                                    let inside = b.cmp(CmpOp::Slt, jv, k);
+                                                    let h = b.let_(Inst::Get(hit));
+                                                    let not_hit = b.let_(Inst::Un(dlc_kir::UnOp::Not, h));
+                                                    let go = b.bin(BinOp::And, inside, not_hit);
+                                                    b.if_(
+                                                        go,
+                                                        |b| {
+                                                            let qx = (
+                                                                b.load(F32, 5, &los + &jj, 4),
+                                                                b.load(F32, 5, &his + &jj, 4),
+                                                            );
+                                                            // The kept box's row, read only when the x extents overlap.
+                                                            let q_of = |b: &mut KernelBuilder| {
+                                                                let other = b.load(I64, 5, &kept_at + &jj, 8);
+                                                                &(&(&bi * &nbox) + &Expr::val(other)) * &Expr::c(4)
+                                                            };
+                                                            suppressed_by(b, &cand, &q_of, qx, center, iou, hit);
+                                                        },
+                                                        |_| {},
+                                                    );
+                                                });
+                                            },
+                                            |_| {},
+                                        );
                                     },
                                 );
                             });
@@ -305,9 +374,8 @@ pub fn nms(name: &str, n: &Node, center: bool, pool: bool) -> Result<Kernel, Low
                                 h,
                                 |_| {},
                                 |b| {
-                                    let at = &(&spans + &Expr::val(k)) * &Expr::c(2);
-                                    b.store(5, at.clone(), cand.x.0, 4);
-                                    b.store(5, &at + &Expr::c(1), cand.x.1, 4);
+                                    b.store(5, &los + &Expr::val(k), cand.x.0, 4);
+                                    b.store(5, &his + &Expr::val(k), cand.x.1, 4);
                                     b.store(5, &kept_at + &Expr::val(k), bx, 8);
                                     let one = b.i64(1);
                                     let k1 = b.bin(BinOp::Add, k, one);
