@@ -205,7 +205,8 @@ def test_shape_subgraphs_fold_into_dim_expressions(tmp_path):
     art = tmp_path / "art"
     dlc("compile", path, "-o", art)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for n in BATCHES:
+    # Not batch 0: ONNX Runtime refuses this model's Reshape to [N, -1] over no elements.
+    for n in [n for n in BATCHES if n > 0]:
         x = np.random.RandomState(n).randn(n, 3, 8, 8).astype(np.float32)
         work = tmp_path / f"n{n}"
         work.mkdir()
