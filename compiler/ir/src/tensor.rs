@@ -65,6 +65,16 @@ impl TensorData {
         })
     }
 
+    /// The values as f64 when the dtype is f32, f64 or an integer type (widened).
+    pub fn to_f64(&self) -> Option<Vec<f64>> {
+        let b = &self.bytes;
+        Some(match self.ty.dtype {
+            DType::F32 => b.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap()))).collect(),
+            DType::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+            _ => self.to_i64()?.into_iter().map(|v| v as f64).collect(),
+        })
+    }
+
     /// SHA-256 of dtype, shape and bytes, as lowercase hex.
     pub fn sha256(&self) -> String {
         let mut h = Sha256::new();

@@ -306,21 +306,17 @@ pub fn nms(name: &str, n: &Node, center: bool, pool: bool) -> Result<Kernel, Low
                                     |b| {
                                         let at0 = &g * &Expr::c(W as i64);
                                         let m = crate::conv1x1::lanes_in(b, lanes, &at0, &Expr::c(0), &Expr::val(k), W);
-                                        let vt = Ty::vec(Elem::F32, W);
-                                        let lo = b.let_(Inst::Load {
-                                            ty: vt,
-                                            param: 5,
-                                            index: &los + &at0,
-                                            align: 4,
-                                            mask: Some(m),
-                                        });
-                                        let hi = b.let_(Inst::Load {
-                                            ty: vt,
-                                            param: 5,
-                                            index: &his + &at0,
-                                            align: 4,
-                                            mask: Some(m),
-                                        });
+                                        let load = |b: &mut KernelBuilder, from: &Expr| {
+                                            let ty = Ty::vec(Elem::F32, W);
+                                            b.let_(Inst::Load {
+                                                ty,
+                                                param: 5,
+                                                index: from + &at0,
+                                                align: 4,
+                                                mask: Some(m),
+                                            })
+                                        };
+                                        let (lo, hi) = (load(b, &los), load(b, &his));
                                         let lt = b.cmp(CmpOp::FOlt, clo, lo);
                                         let ixa = b.select(lt, lo, clo);
                                         let gt = b.cmp(CmpOp::FOgt, chi, hi);

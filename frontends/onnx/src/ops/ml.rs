@@ -86,14 +86,12 @@ fn table(cx: &NodeCx, name: &str) -> Result<Option<Table>, String> {
     }
     let data = crate::tensor::tensor_from_proto(t, &cx.imp.base).map_err(|m| format!("{name}_tensor: {m}"))?;
     let dtype = data.ty().dtype;
-    let vals: Vec<f64> = match dtype {
-        DType::F32 => {
-            data.bytes().chunks_exact(4).map(|c| f64::from(f32::from_le_bytes(c.try_into().expect("4")))).collect()
-        }
-        DType::F64 => data.bytes().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8"))).collect(),
-        d if d.is_signed_int() => data.to_i64().ok_or("internal: integers")?.into_iter().map(|v| v as f64).collect(),
-        d => return Err(format!("{name}_tensor of {d} is not supported")),
+    let vals = match dtype {
+        DType::F32 | DType::F64 => data.to_f64(),
+        d if d.is_signed_int() => data.to_f64(),
+        _ => None,
     };
+    let vals = vals.ok_or_else(|| format!("{name}_tensor of {dtype} is not supported"))?;
     Ok(Some(Table::Numbers(dtype, vals)))
 }
 
@@ -117,14 +115,7 @@ fn label_encoder(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let default = match cx.node.attribute.iter().find(|a| a.name == "default_tensor").and_then(|a| a.t.as_ref()) {
         Some(t) => {
             let d = crate::tensor::tensor_from_proto(t, &cx.imp.base).map_err(|m| format!("default_tensor: {m}"))?;
-            match d.ty().dtype {
-                DType::F32 => f64::from(f32::from_le_bytes(d.bytes()[..4].try_into().map_err(|_| "default_tensor")?)),
-                DType::F64 => f64::from_le_bytes(d.bytes()[..8].try_into().map_err(|_| "default_tensor")?),
-                _ => {
-                    *d.to_i64().and_then(|v| v.first().copied()).as_ref().ok_or("default_tensor must hold one value")?
-                        as f64
-                }
-            }
+            d.to_f64().and_then(|v| v.first().copied()).ok_or("default_tensor must hold one number")?
         }
         None if vt == DType::I64 => cx.int("default_int64", -1) as f64,
         None => f64::from(cx.float("default_float", -0.0)),

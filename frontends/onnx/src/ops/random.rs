@@ -114,12 +114,7 @@ pub(crate) fn dropout_training(
     let ratio = match cx.opt_input(1)? {
         Some(r) => {
             if let Some(c) = cx.const_input(1)? {
-                let v = match c.ty().dtype {
-                    DType::F32 => c.to_f32().and_then(|v| v.first().copied()).map(f64::from),
-                    DType::F64 => c.bytes().get(..8).map(|b| f64::from_le_bytes(b.try_into().expect("8"))),
-                    _ => None,
-                };
-                if let Some(v) = v {
+                if let Some(v) = c.to_f64().and_then(|v| v.first().copied()) {
                     if !(0.0..1.0).contains(&v) {
                         return Err(format!("ratio must be in [0, 1), got {v}"));
                     }

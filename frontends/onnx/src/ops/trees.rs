@@ -567,15 +567,8 @@ fn aggregate_of(name: &str) -> Result<Aggregate, String> {
 /// A tensor attribute's values as f64 (float types and integers).
 fn tensor_f64(cx: &NodeCx, name: &str) -> Result<Option<Vec<f64>>, String> {
     let Some(t) = cx.tensor_attr(name)? else { return Ok(None) };
-    let b = t.bytes();
-    Ok(Some(match t.ty().dtype {
-        DType::F32 => b.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes(c.try_into().expect("4")))).collect(),
-        DType::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8"))).collect(),
-        d if d.is_signed_int() || d == DType::U8 => {
-            t.to_i64().ok_or("internal: integers")?.into_iter().map(|v| v as f64).collect()
-        }
-        d => return Err(format!("attribute '{name}' has type {d}; expected numbers")),
-    }))
+    let v = t.to_f64().ok_or_else(|| format!("attribute '{name}' has type {}; expected numbers", t.ty().dtype))?;
+    Ok(Some(v))
 }
 
 /// `len` values of a per-node list attribute, or `default` when it is absent.
