@@ -13,7 +13,7 @@ all-MiniLM-L6-v2's, which ship in a wheel) into `exported/NAME.onnx` in the cach
 Entries with `"derive"` are made from another entry by an ONNX Runtime tool
 (`onnxruntime.transformers.optimizer`, `onnxruntime.quantization`, a session saving its
 optimised graph) by `real_models.py derive`, into `derived/NAME.onnx`. `feeds`
-says how to make an input other than an f32 image: `("ids", high)` integers below `high`,
+says how to make an input other than an f32 image: `("ids", high)` integers below `high` (of the input's integer type),
 `("ones",)` an all-ones mask, `("zeros",)` zeros, `("audio",)` small
 normal samples, `("rows",)` rows drawn from the dataset sample saved beside an exported
 scikit-learn model (`exported/NAME.rows.npy`); a shape dict may give a scalar input's value as an int; `shapes` lists one shape per input, or a dict by input name.
@@ -145,6 +145,29 @@ MODELS = {
         "sha256": "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c",
         "status": "runs",
         "shapes": [(1, 3, 800, 608)],
+    },
+    # Silero VAD 6 as faster-whisper ships it (its own export, not silero-vad's): 576
+    # samples per row (a 64-sample context and a 512-sample chunk), the LSTM state as two
+    # inputs `h` and `c`, one probability per row; the row count is symbolic.
+    "silero_vad_v6_fw": {
+        "package": ("faster-whisper", "1.2.1"),
+        "file": "faster_whisper/assets/silero_vad_v6.onnx",
+        "sha256": "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2",
+        "status": "runs",
+        "feeds": {"input": ("audio",)},
+        "shapes": [{"input": (1, 576), "h": (1, 1, 128), "c": (1, 1, 128)},
+                   {"input": (9, 576), "h": (1, 1, 128), "c": (1, 1, 128)}],
+    },
+    # Google's Magika file-type detector (a JAX model converted by jax2tf and tf2onnx):
+    # 2,048 byte values per file (256 pads) embedded, a convolution, a global max pool,
+    # LayerNorms written as their primitive ops, 214 content types; batch symbolic.
+    "magika": {
+        "package": ("magika", "1.0.3"),
+        "file": "magika/models/standard_v3_3/model.onnx",
+        "sha256": "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c",
+        "status": "runs",
+        "feeds": {"bytes": ("ids", 257)},
+        "shapes": [(1, 2048), (5, 2048)],
     },
     # ddddocr's captcha reader (a CRNN: convolutions, then a bidirectional LSTM over the
     # width, a run-time length: the recurrence is a loop since 2026-12-06).
@@ -312,7 +335,7 @@ def feeds(name, sess, shape, rng):
         elif kind[0] == "audio":
             out[i.name] = (rng.randn(*sh) * 0.1).astype(np.float32)
         elif kind[0] == "ids":
-            out[i.name] = rng.randint(0, kind[1], size=sh).astype(np.int64)
+            out[i.name] = rng.randint(0, kind[1], size=sh).astype(np.int32 if "int32" in i.type else np.int64)
         elif kind[0] == "ones":
             out[i.name] = np.ones(sh, np.int64)
         elif kind[0] == "zeros":
