@@ -102,6 +102,22 @@ fn atan_asin_error_is_within_3_ulp() {
 }
 
 #[test]
+fn tanh_error_is_within_3_ulp_in_scalars_and_vectors() {
+    let mut xs = grid(-12.0, 12.0, 200_000);
+    for e in -40..5 {
+        xs.push(2f32.powi(e) * 1.37);
+        xs.push(-(2f32.powi(e) * 1.37));
+    }
+    let got = run(&xs, &fastmath::tanh);
+    let worst = xs.iter().zip(&got).map(|(&x, &y)| ulps(y, (x as f64).tanh())).fold(0.0, f64::max);
+    assert!(worst <= 3.0, "max error {worst} ulp");
+    assert_eq!(run_lanes(&xs, 16, &fastmath::tanh), got, "16-lane and scalar tanh agree bit for bit");
+    let edge = run(&[0.0, -0.0, 50.0, -50.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN], &fastmath::tanh);
+    assert_eq!(&edge[..6], &[0.0, -0.0, 1.0, -1.0, 1.0, -1.0]);
+    assert!(edge[1].is_sign_negative() && edge[6].is_nan());
+}
+
+#[test]
 fn erf_error_is_within_7e_7_and_gelu_follows() {
     let xs = grid(-6.0, 6.0, 100_000);
     let got = run(&xs, &fastmath::erf);
