@@ -5,6 +5,7 @@
 //! checks this after each pass in debug builds and tests.
 #![warn(missing_docs)]
 
+mod conv_orient;
 mod dce;
 pub mod egraph;
 mod identity_elim;
@@ -13,6 +14,7 @@ mod promote_half;
 pub mod quantize;
 mod stats;
 
+pub use conv_orient::ConvOrient;
 pub use dce::Dce;
 pub use egraph::cost::Roofline;
 pub use egraph::{EGraphOpt, Limits, OptReport};
@@ -77,7 +79,7 @@ pub fn default_pipeline() -> Vec<Box<dyn Pass>> {
 
 /// The default pipeline with the optimiser configured (a target's roofline, limits).
 pub fn optimizing_pipeline(opt: EGraphOpt) -> Vec<Box<dyn Pass>> {
-    vec![Box::new(PromoteHalf), Box::new(IdentityElim), Box::new(opt), Box::new(Dce)]
+    vec![Box::new(PromoteHalf), Box::new(IdentityElim), Box::new(opt), Box::new(ConvOrient), Box::new(Dce)]
 }
 
 /// What must run even with optimisation off (`--no-opt`): rewrites the backends rely on.
