@@ -563,13 +563,23 @@ pub(crate) fn expand_at(
             n
         })
         .collect();
+    import_at(cx, &nodes, at_least)?;
+    outputs.iter().map(|o| cx.imp.lookup(&local(o))).collect()
+}
+
+/// Imports `nodes` that stand for node `cx` (named under it in messages), with the
+/// default domain's opset at least `at_least` where given.
+pub(crate) fn import_at(
+    cx: &mut NodeCx,
+    nodes: &[onnx_protobuf::NodeProto],
+    at_least: Option<i64>,
+) -> Result<(), String> {
     let prefix = format!("{}/", cx.name);
     let now = at_least.or(cx.imp.opset_at_least);
     let before = std::mem::replace(&mut cx.imp.opset_at_least, now);
-    let done = cx.imp.import_nodes(&nodes, &prefix).map_err(|e| e.to_string());
+    let done = cx.imp.import_nodes(nodes, &prefix).map_err(|e| e.to_string());
     cx.imp.opset_at_least = before;
-    done?;
-    outputs.iter().map(|o| cx.imp.lookup(&local(o))).collect()
+    done
 }
 
 /// A [`BodyNode`] with no attributes.

@@ -14,6 +14,7 @@ mod contrib_more;
 mod control;
 pub(crate) mod elementwise;
 pub(crate) mod gqa;
+mod gradient;
 mod linalg;
 mod linear_attention;
 mod ml;
@@ -63,6 +64,7 @@ pub(crate) fn registry() -> &'static HashMap<&'static str, BuildFn> {
         optional::register(&mut reg);
         random::register(&mut reg);
         training::register(&mut reg);
+        gradient::register(&mut reg);
         tfidf::register(&mut reg);
         ml::register(&mut reg);
         trees::register(&mut reg);
