@@ -1,5 +1,5 @@
 """More `com.microsoft` contrib ops, each against ONNX Runtime (which defines them) on
-small models: FusedMatMul, MatMulIntegerToFloat, DynamicQuantizeMatMul, the QLinear
+small models: FusedMatMul (its transposes, the batch ones included), MatMulIntegerToFloat, DynamicQuantizeMatMul, the QLinear
 elementwise ops, pools and Concat, MatMulNBits (4 and 8 bits, with and without zero
 points), MultiHeadAttention (with a bias, causal) and RotaryEmbedding (position ids or an
 offset). Quantized results may differ from ORT's by one step (ORT rounds some of them
@@ -57,6 +57,16 @@ def _nbits(n, k, bits, block, zp):
 CASES = {
     "fused_matmul": ([_ms("FusedMatMul", ["a", "b"], ["y"], alpha=0.5, transA=1, transB=1)],
                      [("a", T.FLOAT, [2, 5, 3])], {"b": _f(2, 4, 5)}, {"a": _f(2, 5, 3)}, 0),
+    # The batch transposes: [M, b, K] read as [b, M, K] (with transA: [K, b, M]).
+    "fused_matmul_trans_batch_a": ([_ms("FusedMatMul", ["a", "b"], ["y"], transBatchA=1)],
+                                   [("a", T.FLOAT, [4, 2, 6, 3])], {"b": _f(2, 6, 3, 5)}, {"a": _f(4, 2, 6, 3)}, 0),
+    "fused_matmul_trans_batch_a_trans_a": ([_ms("FusedMatMul", ["a", "b"], ["y"], transA=1, transBatchA=1)],
+                                           [("a", T.FLOAT, [3, 2, 4])], {"b": _f(2, 3, 5)}, {"a": _f(3, 2, 4)}, 0),
+    "fused_matmul_trans_batch_both": ([_ms("FusedMatMul", ["a", "b"], ["y"], alpha=2.0, transA=1, transB=1,
+                                           transBatchA=1, transBatchB=1)],
+                                      [("a", T.FLOAT, [3, 2, 5])], {"b": _f(5, 2, 3)}, {"a": _f(3, 2, 5)}, 0),
+    "fused_matmul_trans_batch_b": ([_ms("FusedMatMul", ["a", "b"], ["y"], transBatchB=1)],
+                                   [("a", T.FLOAT, [2, 4, 3])], {"b": _f(3, 2, 5)}, {"a": _f(2, 4, 3)}, 0),
     "matmul_integer_to_float": ([_ms("MatMulIntegerToFloat", ["a", "b", "as", "bs", "azp", "bzp", "bias"], ["y"])],
                                 [("a", T.UINT8, [3, 8])],
                                 {"b": _u8(8, 4), "as": np.array(0.02, np.float32), "bs": (R.random(4) * 0.05).astype(np.float32),

@@ -56,38 +56,45 @@ fn constant(name: &str, v: f32) -> BodyNode<'static> {
     n
 }
 
-/// The last two axes swapped (rank `r`).
-fn swap_last(r: usize) -> Vec<i64> {
-    let mut p: Vec<i64> = (0..r as i64).collect();
-    p.swap(r - 2, r - 1);
-    p
-}
-
 /// FusedMatMul: `alpha * op(A) @ op(B)`, `op` a transpose of the last two axes when
-/// `transA` / `transB` (the batch transposes are not supported).
+/// `transA` / `transB`, after one that moves the first axis to the row position when
+/// `transBatchA` / `transBatchB` (`[M, b1.., K]` read as `[b1.., M, K]`; as ONNX
+/// Runtime, both operands then have one rank of 3 or more).
 fn fused_matmul(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    if cx.int("transBatchA", 0) != 0 || cx.int("transBatchB", 0) != 0 {
-        return Err("transBatchA and transBatchB are not supported yet".into());
-    }
     let (a0, b0) = (cx.input(0)?, cx.input(1)?);
     let (ra, rb) = (cx.ty(a0).shape.rank(), cx.ty(b0).shape.rank());
+    let batch = cx.int("transBatchA", 0) != 0 || cx.int("transBatchB", 0) != 0;
+    if batch && (ra != rb || ra < 3) {
+        return Err(format!(
+            "transBatchA and transBatchB need operands of one rank of 3 or more (as ONNX Runtime), got {ra} and {rb}"
+        ));
+    }
     let mut nodes = Vec::new();
-    let operand = |i: usize, r: usize, flag: &str, nodes: &mut Vec<BodyNode>| -> Result<&'static str, String> {
-        let name = if i == 0 { "a" } else { "b" };
-        let src: &'static str = if i == 0 { "$0" } else { "$1" };
-        if cx.int(flag, 0) == 0 {
+    let operand = |i: usize, r: usize, nodes: &mut Vec<BodyNode>| -> Result<&'static str, String> {
+        let (name, src, flag, batch_flag) =
+            if i == 0 { ("a", "$0", "transA", "transBatchA") } else { ("b", "$1", "transB", "transBatchB") };
+        let (trans, trans_batch) = (cx.int(flag, 0) != 0, cx.int(batch_flag, 0) != 0);
+        if !trans && !trans_batch {
             return Ok(src);
         }
         if r < 2 {
             return Err(format!("{flag} needs an operand of rank 2 or more"));
         }
+        let mut perm: Vec<i64> = (0..r as i64).collect();
+        if trans_batch {
+            // [1, .., r-2, 0, r-1]
+            perm = (1..r as i64 - 1).chain([0, r as i64 - 1]).collect();
+        }
+        if trans {
+            perm.swap(r - 2, r - 1);
+        }
         let mut t = body("Transpose", &[src], &[name]);
-        t.ints.push(("perm", swap_last(r)));
+        t.ints.push(("perm", perm));
         nodes.push(t);
         Ok(name)
     };
-    let a = operand(0, ra, "transA", &mut nodes)?;
-    let b = operand(1, rb, "transB", &mut nodes)?;
+    let a = operand(0, ra, &mut nodes)?;
+    let b = operand(1, rb, &mut nodes)?;
     let alpha = cx.float("alpha", 1.0);
     if alpha == 1.0 {
         nodes.push(body("MatMul", &[a, b], &["y"]));
