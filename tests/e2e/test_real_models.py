@@ -50,6 +50,17 @@ def test_real_model_compiles_once_and_matches_ort_at_every_shape(name, tmp_path)
                 other = dict(zip([o.name for o in plain.get_outputs()], plain.run(None, feeds)))[k]
                 scale = max(1.0, float(np.abs(want[k]).max()))
                 gap = 2.0 * float(np.abs(other.astype(np.float64) - want[k].astype(np.float64)).max()) + 0.01 * scale
+            if real_models.MODELS[name].get("dynamic_int8"):
+                # Dynamic quantization before every layer: a range one ulp off (a SiLU
+                # by another exp than ONNX Runtime's MLAS approximation) moves the
+                # scale, flips the codes at rounding boundaries, and the flips compound
+                # layer by layer (ORT's fused and unfused graphs agree exactly here,
+                # since they share those float kernels). Measured on this model: up to
+                # 1.05% of the output's scale, every argmax the same.
+                scale = max(1.0, float(np.abs(want[k]).max()))
+                gap = 0.02 * scale
+                agree = (got[k].argmax(-1) == want[k].argmax(-1)).mean()
+                assert agree >= 0.99, f"{name} at {shape}: {k}: argmax agrees at {agree:.1%} of positions"
             _close(got[k], want[k], f"{name} at {shape}: {k}", gap)
 
 

@@ -5,6 +5,7 @@
 //! MatMulNBits (its blockwise 4- or 8-bit weights dequantized at compile time),
 //! MultiHeadAttention (ONNX Attention with 3-D inputs) and RotaryEmbedding.
 use super::control::{body, expand, expand_at, BodyNode};
+use super::rnn::{QMat, Quantized};
 use super::{BuildFn, NodeCx};
 use crate::export::{attr, A};
 use dlc_ir::{DType, TensorData, Value};
@@ -590,10 +591,13 @@ fn dequantize_lstm_weights(w: &TensorData, scale: &TensorData, zero: &TensorData
     TensorData::from_f32(&[nd as u64, g as u64, k as u64], &out).ok_or_else(|| "internal: weights".into())
 }
 
-/// DynamicQuantizeLSTM: an LSTM whose constant int8 weights (`[D, input, 4H]` and `[D,
-/// H, 4H]`, per-layer or per-channel scales and zero points) are dequantized at compile
-/// time; the LSTM then runs in f32. (ONNX Runtime quantizes the inputs and states each
-/// step as well: its results differ from the f32 ones by that rounding.)
+/// DynamicQuantizeLSTM: an LSTM whose constant int8 or uint8 weights (`[D, input, 4H]`
+/// and `[D, H, 4H]`, per-direction or per-channel scales and zero points) multiply
+/// quantized inputs and states, as ONNX Runtime computes it: the input sequence and, each
+/// step, the previous hidden state are quantized to uint8 over all their elements and
+/// the products taken in integers (`rnn::quantized_product`; ONNX Runtime with several
+/// threads quantizes a batch's rows in chunks, so batches above one match it at one
+/// thread); gates and states are f32. The dequantized weights give the LSTM its shapes.
 fn dynamic_quantize_lstm(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let konst = |cx: &mut NodeCx, i: usize, what: &str| -> Result<TensorData, String> {
         cx.const_input(i)?.ok_or_else(|| format!("{what} must be a constant"))
@@ -607,15 +611,32 @@ fn dynamic_quantize_lstm(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     );
     let wf = dequantize_lstm_weights(&w, &ws, &wz)?;
     let rf = dequantize_lstm_weights(&r, &rs, &rz)?;
-    for (name, t) in [("w_f32", wf), ("r_f32", rf)] {
-        let v = cx.add_const(t.clone());
-        cx.imp.known.insert(v, t);
-        cx.imp.values.insert(format!("{}::{name}", cx.name), v);
+    let dirs = w.ty().shape.0.first().and_then(|d| d.fixed()).unwrap_or(0) as usize;
+    let mut per_dir = |codes: &TensorData, scale: &TensorData, zero: &TensorData| -> Result<Vec<QMat>, String> {
+        (0..dirs)
+            .map(|d| {
+                let mut c = |t: &TensorData| -> Result<Value, String> { Ok(cx.add_const(row_of(t, d)?)) };
+                Ok(QMat { q: c(codes)?, zp: c(zero)?, scale: c(scale)? })
+            })
+            .collect()
+    };
+    let q = Quantized {
+        w: per_dir(&w, &ws, &wz)?,
+        r: per_dir(&r, &rs, &rz)?,
+        w_f32: cx.add_const(wf),
+        r_f32: cx.add_const(rf),
+    };
+    super::rnn::quantized_lstm(cx, &q)
+}
+
+/// Row `d` of dim 0 of `t` (a scalar for a 1-D `t`), as a tensor of its own.
+fn row_of(t: &TensorData, d: usize) -> Result<TensorData, String> {
+    let dims = t.ty().shape.as_fixed().ok_or("a constant with run-time dims")?;
+    let (&n, rest) = dims.split_first().ok_or("a scalar where a tensor per direction was expected")?;
+    let size = t.bytes().len() / (n.max(1) as usize);
+    if d as u64 >= n {
+        return Err(format!("has {n} rows, direction {d} needs more"));
     }
-    let ins: Vec<String> =
-        ["$0".into(), "w_f32".into(), "r_f32".into()].into_iter().chain((3..8).map(|i| opt(cx, i))).collect();
-    let outs = ["y", "y_h", "y_c"];
-    let mut lstm = body("LSTM", &strs(&ins), &outs);
-    lstm.attrs.extend(cx.node.attribute.iter().cloned());
-    expand(cx, vec![lstm], &outs)
+    let ty = dlc_ir::TensorType::fixed(t.ty().dtype, rest);
+    TensorData::new(ty, t.bytes()[d * size..(d + 1) * size].to_vec().into()).ok_or_else(|| "internal: a row".into())
 }

@@ -249,7 +249,7 @@ impl Chunks {
 }
 
 /// `(a - a_zp) @ (b - b_zp)` exactly, as f64.
-fn integer_matmul(
+pub(crate) fn integer_matmul(
     cx: &mut NodeCx,
     a: Value,
     azp: Option<Value>,

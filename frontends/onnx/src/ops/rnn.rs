@@ -39,7 +39,78 @@ fn zeros(cx: &mut NodeCx, dims: &[u64]) -> Value {
     cx.add_const(TensorData::from_f32(dims, &vec![0.0; n as usize]).expect("zeros"))
 }
 
+/// A quantized weight matrix `[K, N]` of one direction (DynamicQuantizeLSTM's): int8 or
+/// uint8 codes, their zero point and scale (scalars, or `[N]`, one per column), all
+/// constants.
+#[derive(Clone, Copy)]
+pub(crate) struct QMat {
+    pub q: Value,
+    pub zp: Value,
+    pub scale: Value,
+}
+
+/// DynamicQuantizeLSTM's weights: the dequantized `W` and `R` in LSTM's layout (`[D, 4H,
+/// K]`, f32; the biases, peepholes and shapes come from them), and per direction the
+/// quantized `W` (`[input, 4H]`) and `R` (`[H, 4H]`) that the two products use.
+pub(crate) struct Quantized {
+    pub w_f32: Value,
+    pub r_f32: Value,
+    pub w: Vec<QMat>,
+    pub r: Vec<QMat>,
+}
+
+/// An LSTM whose input and recurrent products are quantized as ONNX Runtime's
+/// DynamicQuantizeLSTM computes them ([`quantized_product`]).
+pub(crate) fn quantized_lstm(cx: &mut NodeCx, q: &Quantized) -> Result<Vec<Value>, String> {
+    recurrent_with(cx, Kind::Lstm, Some(q))
+}
+
+/// `a @ m` as ONNX Runtime's quantized recurrent products compute it: `a` quantized to
+/// uint8 over all its elements (scale `(max(a, 0) - min(a, 0)) / 255`, 1 where that is 0;
+/// zero point `round(-min(a, 0) / scale)`; codes `round(a / scale) + zero point`, rounding
+/// half to even, saturated), the integer product `(a_q - a_zp) @ (m_q - m_zp)` exact,
+/// then scaled by `a_scale * m_scale` in f32.
+fn quantized_product(cx: &mut NodeCx, a: Value, m: &QMat) -> Result<Value, String> {
+    let rank = cx.ty(a).shape.rank() as i64;
+    let all: Vec<i64> = (0..rank).collect();
+    let scalar = |cx: &mut NodeCx, v: f32| cx.add_const(TensorData::from_f32(&[], &[v]).expect("scalar"));
+    let zero = scalar(cx, 0.0);
+    let hi = cx.add1("q_max", ReduceMax { axes: all.clone(), keepdims: false }, &[a])?;
+    let lo = cx.add1("q_min", ReduceMin { axes: all, keepdims: false }, &[a])?;
+    let hi = cx.add1("q_max0", Max {}, &[hi, zero])?;
+    let lo = cx.add1("q_min0", Min {}, &[lo, zero])?;
+    let range = cx.add1("q_range", Sub {}, &[hi, lo])?;
+    let c255 = scalar(cx, 255.0);
+    let scale = cx.add1("q_scale_raw", Div {}, &[range, c255])?;
+    let flat = cx.add1("q_flat", Equal {}, &[range, zero])?;
+    let one = scalar(cx, 1.0);
+    let scale = cx.add1("q_scale", Where {}, &[flat, one, scale])?;
+    let sat = |cx: &mut NodeCx, v: Value| -> Result<Value, String> {
+        let (z, m) = (scalar(cx, 0.0), scalar(cx, 255.0));
+        let v = cx.add1("q_sat_lo", Max {}, &[v, z])?;
+        cx.add1("q_sat_hi", Min {}, &[v, m])
+    };
+    let neg = cx.add1("q_neg_min", Neg {}, &[lo])?;
+    let zp = cx.add1("q_zp_scaled", Div {}, &[neg, scale])?;
+    let zp = sat(cx, zp)?;
+    let zp = cx.add1("q_zp_rounded", Round {}, &[zp])?;
+    let y = cx.add1("q_scaled", Div {}, &[a, scale])?;
+    let y = cx.add1("q_rounded", Round {}, &[y])?;
+    let y = cx.add1("q_shifted", Add {}, &[y, zp])?;
+    let y = sat(cx, y)?;
+    let codes = cx.add1("q_codes", Cast::new(DType::U8), &[y])?;
+    let zp = cx.add1("q_zero_point", Cast::new(DType::U8), &[zp])?;
+    let acc = super::quant::integer_matmul(cx, codes, Some(zp), m.q, Some(m.zp))?;
+    let acc = cx.add1("q_product", Cast::new(DType::F32), &[acc])?;
+    let s = cx.add1("q_scales", Mul {}, &[scale, m.scale])?;
+    cx.add1("q_dequantized", Mul {}, &[acc, s])
+}
+
 fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
+    recurrent_with(cx, kind, None)
+}
+
+fn recurrent_with(cx: &mut NodeCx, kind: Kind, quant: Option<&Quantized>) -> Result<Vec<Value>, String> {
     let gates: i64 = match kind {
         Kind::Rnn => 1,
         Kind::Gru => 3,
@@ -54,7 +125,10 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
     if kind == Kind::Lstm && cx.int("input_forget", 0) != 0 {
         return Err("input_forget=1 is not supported yet".into());
     }
-    let (mut x, w, r) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+    let (mut x, w, r) = match quant {
+        Some(q) => (cx.input(0)?, q.w_f32, q.r_f32),
+        None => (cx.input(0)?, cx.input(1)?, cx.input(2)?),
+    };
     if batch_first {
         x = cx.add1("x_seq_first", Transpose { perm: vec![1, 0, 2] }, &[x])?;
     }
@@ -156,14 +230,20 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
             None => None,
         };
         // The input's products for every step at once: X [S, B, I] @ W^T [I, G*H] (+ Wb).
-        let w_all = cx.add1("w_t_gates", Transpose { perm: vec![1, 0] }, &[wd])?;
-        let mut xw_all = cx.add1("x_w_all", MatMul { act: Activation::None }, &[x, w_all])?;
+        let mut xw_all = match quant {
+            Some(q) => quantized_product(cx, x, &q.w[d as usize])?,
+            None => {
+                let w_all = cx.add1("w_t_gates", Transpose { perm: vec![1, 0] }, &[wd])?;
+                cx.add1("x_w_all", MatMul { act: Activation::None }, &[x, w_all])?
+            }
+        };
         if let Some(b) = b {
             let bd = row(cx, b, d, vec![2 * gates * h])?;
             let wb_all = slice(cx, bd, 0, 0, gates * h)?;
             xw_all = cx.add1("x_w_all_b", Add {}, &[xw_all, wb_all])?;
         }
-        let weights = DirWeights { h, r_all, rb_all, rt, rb, p };
+        let rq = quant.map(|q| q.r[d as usize]);
+        let weights = DirWeights { h, r_all, rb_all, rt, rb, p, rq };
         let hs = match init_h {
             Some(v) => row(cx, v, d, vec![batch, h])?,
             None => zeros(cx, &[state_rows, h as u64]),
@@ -224,7 +304,8 @@ fn recurrent(cx: &mut NodeCx, kind: Kind) -> Result<Vec<Value>, String> {
 
 /// One direction's recurrent weights: `R^T` of the gates joined in one product
 /// (`[H, joined * H]`) and their biases, per gate `R_g^T` and its bias (GRU's h gate
-/// without linear_before_reset uses them), the LSTM peepholes.
+/// without linear_before_reset uses them), the LSTM peepholes; with `rq`, the joined
+/// product is [`quantized_product`] by these quantized weights instead.
 struct DirWeights {
     h: i64,
     r_all: Value,
@@ -232,6 +313,7 @@ struct DirWeights {
     rt: Vec<Value>,
     rb: Vec<Option<Value>>,
     p: Vec<Value>,
+    rq: Option<QMat>,
 }
 
 /// Columns `[g * h, (g + 1) * h)` of `v` (a gate's share of a joined product).
@@ -251,10 +333,13 @@ fn step(
     mut cs: Value,
     w: &DirWeights,
 ) -> Result<(Value, Value), String> {
-    let DirWeights { h, r_all, rb_all, rt, rb, p } = w;
+    let DirWeights { h, r_all, rb_all, rt, rb, p, rq } = w;
     let (h, gates) = (*h, rt.len());
     let xw: Vec<Value> = (0..gates).map(|g| gate(cx, xw_t, g, h)).collect::<Result<_, _>>()?;
-    let mut joined = cx.add1("h_r_all", MatMul { act: Activation::None }, &[hs, *r_all])?;
+    let mut joined = match rq {
+        Some(q) => quantized_product(cx, hs, q)?,
+        None => cx.add1("h_r_all", MatMul { act: Activation::None }, &[hs, *r_all])?,
+    };
     if let Some(bias) = rb_all {
         joined = cx.add1("h_r_all_b", Add {}, &[joined, *bias])?;
     }
@@ -391,6 +476,12 @@ fn step_loop(
         rt: copy_all(&mut sub, &w.rt, &mut copy)?,
         rb: copy_opt(&mut sub, &w.rb, &mut copy)?,
         p: copy_all(&mut sub, &w.p, &mut copy)?,
+        rq: match w.rq {
+            Some(q) => {
+                Some(QMat { q: copy(&mut sub, q.q)?, zp: copy(&mut sub, q.zp)?, scale: copy(&mut sub, q.scale)? })
+            }
+            None => None,
+        },
     };
     let name = format!("{}/step", cx.name);
     let mut b = NodeCx { imp: &mut sub, node: cx.node, name, opset: cx.opset };
