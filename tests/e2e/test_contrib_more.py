@@ -185,3 +185,35 @@ def test_dynamic_quantize_lstm(tmp_path):
     for k in ("y", "y_h", "y_c"):
         assert_close(got[k], want_q[k], k)
         assert np.abs(got[k] - want_f[k]).max() < 0.05, (k, np.abs(got[k] - want_f[k]).max())
+
+
+@pytest.mark.parametrize("steps,causal,beams", [(1, 0, 0), (2, 1, 0), (1, 1, 2), (1, 0, 2)])
+def test_multi_head_attention_shared_buffer(steps, causal, beams, tmp_path):
+    """MultiHeadAttention over a shared key/value buffer (ONNX Runtime's
+    past_present_share_buffer: `past_sequence_length` given at run time, new keys written
+    into the buffer at that position) and, with beams, `cache_indirection` (each beam's
+    past keys read from the beam its entry names), against ONNX Runtime at two past
+    lengths from one artifact."""
+    batch, heads, hd, max_len = 4, 2, 4, 8
+    ins = ["q", "k", "v", "", "", "", "pk", "pv", "psl"] + (["ci"] if beams else [])
+    node = _ms("MultiHeadAttention", ins, ["y", "ppk", "ppv"], num_heads=heads, unidirectional=causal)
+    vi = [h.make_tensor_value_info(n, T.FLOAT, [batch, steps, heads * hd]) for n in ("q", "k", "v")]
+    vi += [h.make_tensor_value_info(n, T.FLOAT, [batch, heads, max_len, hd]) for n in ("pk", "pv")]
+    vi.append(h.make_tensor_value_info("psl", T.INT32, [1]))
+    if beams:
+        vi.append(h.make_tensor_value_info("ci", T.INT32, [batch // beams, beams, max_len]))
+    g = h.make_graph([node], "g", vi, [h.make_tensor_value_info(o, T.FLOAT, None) for o in ("y", "ppk", "ppv")])
+    path = tmp_path / "mha.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.microsoft", 1)]), str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    for past in (0, 3, max_len - steps):
+        feeds = {"q": _f(batch, steps, heads * hd), "k": _f(batch, steps, heads * hd), "v": _f(batch, steps, heads * hd),
+                 "pk": _f(batch, heads, max_len, hd), "pv": _f(batch, heads, max_len, hd),
+                 "psl": np.array([past], np.int32)}
+        if beams:
+            feeds["ci"] = R.integers(0, beams, (batch // beams, beams, max_len)).astype(np.int32)
+        want = ort_run(path, feeds)
+        got = dlc_run(art, path, feeds, tmp_path)
+        for k in ("y", "ppk", "ppv"):
+            assert_close(got[k], want[k], f"{k} at past length {past}")

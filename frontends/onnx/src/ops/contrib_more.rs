@@ -344,14 +344,21 @@ fn matmul_nbits(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 /// keys (`[B, P + L]`), a masked key's score set to `mask_filter_value`, and the
 /// `attention_bias` (`[B or 1, N or 1, S, P + L]`) added. Also packed QKV `[B, S, N, 3,
 /// H]`, packed KV `[B, L, N, 2, H]` and a cross attention's projected keys and values
-/// `[B, N, L, H]` (no bias or cache with those). The other mask forms,
-/// `cache_indirection` and the qk output are errors.
+/// `[B, N, L, H]` (no bias or cache with those). With `past_sequence_length` (`P`, given
+/// at run time) the cache is a shared buffer ([`shared_cache`]), and `cache_indirection`
+/// picks each beam's past keys. The other mask forms and the qk output are errors.
 fn multi_head_attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     if has(cx, 6) != has(cx, 7) {
         return Err("past_key and past_value must be given together".into());
     }
-    if (8..cx.node.input.len()).any(|i| has(cx, i)) || cx.node.output.get(3).is_some_and(|n| !n.is_empty()) {
-        return Err("past_sequence_length, cache_indirection and the qk output are not supported yet".into());
+    if (10..cx.node.input.len()).any(|i| has(cx, i)) || cx.node.output.get(3).is_some_and(|n| !n.is_empty()) {
+        return Err("the qk output is not supported yet".into());
+    }
+    if has(cx, 9) && !has(cx, 8) {
+        return Err("cache_indirection needs past_sequence_length (a shared key/value buffer)".into());
+    }
+    if has(cx, 8) && !has(cx, 6) {
+        return Err("past_sequence_length needs past_key and past_value (the shared buffer)".into());
     }
     let heads = cx.int("num_heads", 0);
     if heads <= 0 {
@@ -497,6 +504,39 @@ fn multi_head_attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
             None => "$5",
         });
     }
+    if has(cx, 8) {
+        if mask.is_some() {
+            return Err(
+                "key_padding_mask and attention_bias with a shared key/value buffer are not supported yet".into()
+            );
+        }
+        let batch = qd[0];
+        let past = cx.input(6)?;
+        let pd = fixed(cx, past, "past_key")?;
+        let max_len = *pd.get(2).ok_or("past_key must be [B, N, max_sequence_length, H]")?;
+        let beams = match cx.opt_input(9)? {
+            Some(ci) => {
+                let cd = fixed(cx, ci, "cache_indirection")?;
+                if cd.len() != 3 || cd[2] != max_len || cd[0] * cd[1] != batch {
+                    return Err(format!("cache_indirection must be [batch / beams, beams, {max_len}], got {cd:?}"));
+                }
+                Some(cd[1])
+            }
+            None => None,
+        };
+        let shared = SharedCache {
+            batch,
+            heads,
+            qk: d / heads,
+            vd: dv / heads,
+            max_len,
+            new_len: l as i64,
+            beams,
+            causal: cx.int("unidirectional", 0) != 0,
+        };
+        nodes.extend(shared_cache(&shared, qn, kn, vn, cx.has("scale").then(|| cx.float("scale", 1.0))));
+        return expand_at(cx, nodes, &["y", "pk", "pv"], Some(23));
+    }
     let past_k = opt(cx, 6);
     let past_v = opt(cx, 7);
     let mut att = body("Attention", &[qn, kn, vn, mask.unwrap_or(""), &past_k, &past_v], &["y", "pk", "pv"]);
@@ -507,6 +547,123 @@ fn multi_head_attention(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     nodes.push(att);
     // With no cache, the present state is this step's keys and values, split into heads.
     expand_at(cx, nodes, &["y", "pk", "pv"], Some(23))
+}
+
+/// MultiHeadAttention over a shared key/value buffer (ONNX Runtime's
+/// `past_present_share_buffer`): `past_key` / `past_value` are `[B, N, max_len, H]` of
+/// which the first `P` positions hold the past (`P` = `past_sequence_length`, `$8`, a
+/// run-time value); the new keys and values are written at positions `P .. P + L`, and
+/// the buffers so updated are `present_key` / `present_value`. The query attends to
+/// positions below `P + L` (causal: below `P + s + 1` for its row `s`). With beams
+/// (`cache_indirection`, `$9`, `[B / beams, beams, max_len]`), row `b`'s past position
+/// `t` is read from row `(b / beams) * beams + ci[b / beams, b % beams, t]` of the buffer.
+struct SharedCache {
+    batch: i64,
+    heads: i64,
+    /// The query's and keys' head size, the values'.
+    qk: i64,
+    vd: i64,
+    max_len: i64,
+    new_len: i64,
+    beams: Option<i64>,
+    causal: bool,
+}
+
+/// [`SharedCache`]'s nodes: `y` `[B, S, N * Hv]`, `pk`, `pv`.
+fn shared_cache(c: &SharedCache, q: &str, k: &str, v: &str, scale: Option<f32>) -> Vec<BodyNode<'static>> {
+    let ints = |name: &str, v: Vec<i64>| body("Constant", &[], &[name]).with(attr("value_ints", A::Is(v)));
+    let int = |name: &str, v: i64| body("Constant", &[], &[name]).with(attr("value_int", A::I(v)));
+    let heads = |from: &str, h: i64, to: &str| -> Vec<BodyNode<'static>> {
+        let shape = format!("{to}_shape");
+        let split = format!("{to}_bsnh");
+        let mut t = body("Transpose", &[&split], &[to]);
+        t.ints.push(("perm", vec![0, 2, 1, 3]));
+        vec![ints(&shape, vec![0, 0, c.heads, h]), body("Reshape", &[from, &shape], &[&split]), t]
+    };
+    let mut n = Vec::new();
+    n.extend(heads(q, c.qk, "q4"));
+    n.extend(heads(k, c.qk, "k4"));
+    n.extend(heads(v, c.vd, "v4"));
+    n.extend([
+        // P as an i64 scalar; positions 0 .. max_len; each one's offset from P.
+        ints("scalar", vec![]),
+        body("Cast", &["$8"], &["p_i64"]).with(attr("to", A::I(7))),
+        body("Reshape", &["p_i64", "scalar"], &["p"]),
+        ints("t", (0..c.max_len).collect()),
+        body("Sub", &["t", "p"], &["rel"]),
+        int("zero", 0),
+        int("new_len", c.new_len),
+        int("last_new", c.new_len - 1),
+        body("GreaterOrEqual", &["rel", "zero"], &["from_p"]),
+        body("Less", &["rel", "new_len"], &["before_end"]),
+        body("And", &["from_p", "before_end"], &["is_new"]),
+        body("Max", &["rel", "zero"], &["rel_lo"]),
+        body("Min", &["rel_lo", "last_new"], &["new_at"]),
+        ints("col", vec![1, 1, c.max_len, 1]),
+        body("Reshape", &["is_new", "col"], &["is_new4"]),
+        body("Gather", &["k4", "new_at"], &["k_new"]).with(attr("axis", A::I(2))),
+        body("Gather", &["v4", "new_at"], &["v_new"]).with(attr("axis", A::I(2))),
+        body("Where", &["is_new4", "k_new", "$6"], &["pk"]),
+        body("Where", &["is_new4", "v_new", "$7"], &["pv"]),
+    ]);
+    let (keys, values) = match c.beams {
+        Some(beams) => {
+            n.extend([
+                // Row b's source row for each position: its beam's pick in the past.
+                ints("rows_cols", vec![c.batch, c.max_len]),
+                body("Cast", &["$9"], &["ci_i64"]).with(attr("to", A::I(7))),
+                body("Reshape", &["ci_i64", "rows_cols"], &["ci2"]),
+                ints("b", (0..c.batch).collect()),
+                int("beams", beams),
+                body("Div", &["b", "beams"], &["group"]),
+                body("Mul", &["group", "beams"], &["group_base"]),
+                ints("as_col", vec![-1, 1]),
+                body("Reshape", &["group_base", "as_col"], &["group_base2"]),
+                body("Add", &["group_base2", "ci2"], &["picked"]),
+                body("Reshape", &["b", "as_col"], &["own"]),
+                body("Less", &["t", "p"], &["is_past"]),
+                body("Where", &["is_past", "picked", "own"], &["src"]),
+                ints("src4_shape", vec![-1, 1, c.max_len, 1]),
+                body("Reshape", &["src", "src4_shape"], &["src4"]),
+                body("Shape", &["pk"], &["pk_shape"]),
+                body("Shape", &["pv"], &["pv_shape"]),
+                body("Expand", &["src4", "pk_shape"], &["src_k"]),
+                body("Expand", &["src4", "pv_shape"], &["src_v"]),
+                body("GatherElements", &["pk", "src_k"], &["k_eff"]).with(attr("axis", A::I(0))),
+                body("GatherElements", &["pv", "src_v"], &["v_eff"]).with(attr("axis", A::I(0))),
+            ]);
+            ("k_eff", "v_eff")
+        }
+        None => ("pk", "pv"),
+    };
+    // Positions below P + L (and, causal, at most P + s for query row s).
+    n.extend([
+        body("Add", &["p", "new_len"], &["total"]),
+        body("Less", &["t", "total"], &["filled_t"]),
+        ints("as_row", vec![1, c.max_len]),
+        body("Reshape", &["filled_t", "as_row"], &["filled"]),
+    ]);
+    let mask = if c.causal {
+        n.extend([
+            ints("s", (0..c.new_len).collect()),
+            body("Add", &["s", "p"], &["s_at"]),
+            ints("as_col2", vec![-1, 1]),
+            body("Reshape", &["s_at", "as_col2"], &["s_at2"]),
+            body("LessOrEqual", &["t", "s_at2"], &["seen"]),
+            body("And", &["seen", "filled"], &["allowed"]),
+        ]);
+        "allowed"
+    } else {
+        "filled"
+    };
+    let mut att = body("Attention", &["q4", keys, values, mask], &["y4"]);
+    if let Some(s) = scale {
+        att.attrs.push(attr("scale", A::F(s)));
+    }
+    let mut back = body("Transpose", &["y4"], &["y_bsnh"]);
+    back.ints.push(("perm", vec![0, 2, 1, 3]));
+    n.extend([att, back, ints("bs_flat2", vec![0, 0, -1]), body("Reshape", &["y_bsnh", "bs_flat2"], &["y"])]);
+    n
 }
 
 /// RotaryEmbedding (com.microsoft)(input, position_ids, cos_cache, sin_cache): ONNX's
