@@ -253,48 +253,83 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
         // branch per row), input channels inner, so the innermost loop has no control
         // flow and streams the packed weights.
         let (ky_lo, ky_hi) = task.kys;
-        b.for_(Expr::val(ky_lo), Expr::val(ky_hi), LoopKind::Serial, |b, ky| {
-            let iy = &(&(&task.oy * &c(sy)) + &(&ky * &c(dy))) - &c(pt);
-            let row0 = &(&img_base + &(&iy * wi)) + &xcol;
-            let wky = &wblk + &(&ky * &c(ch * kw * cb));
-            b.for_(c(0), c(ch), LoopKind::Serial, |b, ci| {
-                let row = &row0 + &(&ci * hw);
-                let tap0 = &wky + &(&ci * &c(kw * cb));
+        if checked && cnt == 1 {
+            // One pixel at a border (run-time dims): a kernel column outside the row is
+            // skipped whole, a branch per column outside the channel loop (a dilated
+            // window over a small image, DeepLab's rates of 12-36 over a 28-pixel map,
+            // has only its centre column inside), then the channels without checks.
+            b.for_(Expr::val(ky_lo), Expr::val(ky_hi), LoopKind::Serial, |b, ky| {
+                let iy = &(&(&task.oy * &c(sy)) + &(&ky * &c(dy))) - &c(pt);
+                let row0 = &(&img_base + &(&iy * wi)) + &xcol;
+                let wky = &wblk + &(&ky * &c(ch * kw * cb));
                 for kx in 0..kw {
-                    let ws: Vec<ValId> = (0..nf).map(|f| b.load(vt, pw, &tap0 + &c(kx * cb + f * w), 4)).collect();
-                    for p in 0..cnt {
-                        if let Some(o) = ox0c {
-                            if !inside(o + p, kx) {
-                                continue;
-                            }
-                        }
-                        // row + kx*dx + p*sx - pl (>= 0 for taps inside the image).
-                        let off = (p * sx) as i64 - pl as i64;
-                        let idx = &(&row + &kxo[kx as usize]) + &Expr::c(off);
-                        let xv = if checked {
-                            // Column ox0*sx + kx*dx + p*sx - pl, inside [0, wi)?
-                            let colv = b.index(&(&xcol + &c(kx * dx)) + &Expr::c(off));
-                            let inside = crate::in_bounds_expr(b, Expr::val(colv), wi);
-                            let at = b.index(idx);
-                            let start = b.index(&row - &xcol);
-                            let at = b.select(inside, at, start);
-                            let v = b.load(F32, 0, Expr::val(at), 4);
-                            let zero = b.let_(Inst::Const { ty: F32, lit: Lit::Float(0.0) });
-                            b.select(inside, v, zero)
-                        } else {
-                            b.load(F32, 0, idx, 4)
-                        };
-                        let xb = b.let_(Inst::Splat(xv, w as u32));
-                        for f in 0..nf {
-                            let slot = accs[(f * cnt + p) as usize];
-                            let cur = b.let_(Inst::Get(slot));
-                            let next = b.let_(Inst::Fma(xb, ws[f as usize], cur));
-                            b.stmt(Stmt::Set(slot, next));
-                        }
-                    }
+                    let colv = b.index(&(&xcol + &c(kx * dx)) - &c(pl));
+                    let inside = crate::in_bounds_expr(b, Expr::val(colv), wi);
+                    b.if_(
+                        inside,
+                        |b| {
+                            b.for_(c(0), c(ch), LoopKind::Serial, |b, ci| {
+                                let tap = &(&wky + &(&ci * &c(kw * cb))) + &c(kx * cb);
+                                let ws: Vec<ValId> = (0..nf).map(|f| b.load(vt, pw, &tap + &c(f * w), 4)).collect();
+                                let idx = &(&(&row0 + &(&ci * hw)) + &kxo[kx as usize]) - &c(pl);
+                                let xv = b.load(F32, 0, idx, 4);
+                                let xb = b.let_(Inst::Splat(xv, w as u32));
+                                for f in 0..nf {
+                                    let slot = accs[f as usize];
+                                    let cur = b.let_(Inst::Get(slot));
+                                    let next = b.let_(Inst::Fma(xb, ws[f as usize], cur));
+                                    b.stmt(Stmt::Set(slot, next));
+                                }
+                            });
+                        },
+                        |_| {},
+                    );
                 }
             });
-        });
+        } else {
+            b.for_(Expr::val(ky_lo), Expr::val(ky_hi), LoopKind::Serial, |b, ky| {
+                let iy = &(&(&task.oy * &c(sy)) + &(&ky * &c(dy))) - &c(pt);
+                let row0 = &(&img_base + &(&iy * wi)) + &xcol;
+                let wky = &wblk + &(&ky * &c(ch * kw * cb));
+                b.for_(c(0), c(ch), LoopKind::Serial, |b, ci| {
+                    let row = &row0 + &(&ci * hw);
+                    let tap0 = &wky + &(&ci * &c(kw * cb));
+                    for kx in 0..kw {
+                        let ws: Vec<ValId> = (0..nf).map(|f| b.load(vt, pw, &tap0 + &c(kx * cb + f * w), 4)).collect();
+                        for p in 0..cnt {
+                            if let Some(o) = ox0c {
+                                if !inside(o + p, kx) {
+                                    continue;
+                                }
+                            }
+                            // row + kx*dx + p*sx - pl (>= 0 for taps inside the image).
+                            let off = (p * sx) as i64 - pl as i64;
+                            let idx = &(&row + &kxo[kx as usize]) + &Expr::c(off);
+                            let xv = if checked {
+                                // Column ox0*sx + kx*dx + p*sx - pl, inside [0, wi)?
+                                let colv = b.index(&(&xcol + &c(kx * dx)) + &Expr::c(off));
+                                let inside = crate::in_bounds_expr(b, Expr::val(colv), wi);
+                                let at = b.index(idx);
+                                let start = b.index(&row - &xcol);
+                                let at = b.select(inside, at, start);
+                                let v = b.load(F32, 0, Expr::val(at), 4);
+                                let zero = b.let_(Inst::Const { ty: F32, lit: Lit::Float(0.0) });
+                                b.select(inside, v, zero)
+                            } else {
+                                b.load(F32, 0, idx, 4)
+                            };
+                            let xb = b.let_(Inst::Splat(xv, w as u32));
+                            for f in 0..nf {
+                                let slot = accs[(f * cnt + p) as usize];
+                                let cur = b.let_(Inst::Get(slot));
+                                let next = b.let_(Inst::Fma(xb, ws[f as usize], cur));
+                                b.stmt(Stmt::Set(slot, next));
+                            }
+                        }
+                    }
+                });
+            });
+        }
         // Epilogue and stores: lane l of filter vector f is channel blk*cb + f*w + l.
         let co0 = &task.blk * &c(cb);
         let valid_last = m - (blocks - 1) * cb;
