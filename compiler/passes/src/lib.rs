@@ -7,6 +7,7 @@
 
 mod conv_orient;
 mod dce;
+mod denormal_weights;
 pub mod egraph;
 mod identity_elim;
 pub mod memory_plan;
@@ -16,6 +17,7 @@ mod stats;
 
 pub use conv_orient::ConvOrient;
 pub use dce::Dce;
+pub use denormal_weights::DenormalWeights;
 pub use egraph::cost::Roofline;
 pub use egraph::{EGraphOpt, Limits, OptReport};
 pub use identity_elim::IdentityElim;
@@ -79,7 +81,14 @@ pub fn default_pipeline() -> Vec<Box<dyn Pass>> {
 
 /// The default pipeline with the optimiser configured (a target's roofline, limits).
 pub fn optimizing_pipeline(opt: EGraphOpt) -> Vec<Box<dyn Pass>> {
-    vec![Box::new(PromoteHalf), Box::new(IdentityElim), Box::new(opt), Box::new(ConvOrient), Box::new(Dce)]
+    vec![
+        Box::new(PromoteHalf),
+        Box::new(IdentityElim),
+        Box::new(opt),
+        Box::new(ConvOrient),
+        Box::new(DenormalWeights),
+        Box::new(Dce),
+    ]
 }
 
 /// What must run even with optimisation off (`--no-opt`): rewrites the backends rely on.
