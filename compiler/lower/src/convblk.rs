@@ -29,6 +29,18 @@ fn c(v: u64) -> Expr {
     Expr::c(v as i64)
 }
 
+/// Input value `xv` broadcast to `lanes` and multiplied into the `ws.len()` filter vectors, added
+/// to pixel `p`'s accumulators of a tile of `cnt` pixels (`accs[f * cnt + p]`).
+fn fma_broadcast(b: &mut KernelBuilder, lanes: u32, xv: ValId, ws: &[ValId], accs: &[u32], cnt: u64, p: u64) {
+    let xb = b.let_(Inst::Splat(xv, lanes));
+    for (f, &wf) in ws.iter().enumerate() {
+        let slot = accs[f * cnt as usize + p as usize];
+        let cur = b.let_(Inst::Get(slot));
+        let next = b.let_(Inst::Fma(xb, wf, cur));
+        b.stmt(Stmt::Set(slot, next));
+    }
+}
+
 /// The constant weights of a convolution this kernel takes for target `t`: one group,
 /// f32, 2-D, dims known; a plain 1x1 only where the cost model prefers it to the
 /// pixel-vector GEMM of [`crate::conv1x1`] (small images, whose pixel count leaves much
@@ -273,13 +285,7 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                                 let ws: Vec<ValId> = (0..nf).map(|f| b.load(vt, pw, &tap + &c(f * w), 4)).collect();
                                 let idx = &(&(&row0 + &(&ci * hw)) + &kxo[kx as usize]) - &c(pl);
                                 let xv = b.load(F32, 0, idx, 4);
-                                let xb = b.let_(Inst::Splat(xv, w as u32));
-                                for f in 0..nf {
-                                    let slot = accs[f as usize];
-                                    let cur = b.let_(Inst::Get(slot));
-                                    let next = b.let_(Inst::Fma(xb, ws[f as usize], cur));
-                                    b.stmt(Stmt::Set(slot, next));
-                                }
+                                fma_broadcast(b, w as u32, xv, &ws, &accs, 1, 0);
                             });
                         },
                         |_| {},
@@ -318,13 +324,7 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                             } else {
                                 b.load(F32, 0, idx, 4)
                             };
-                            let xb = b.let_(Inst::Splat(xv, w as u32));
-                            for f in 0..nf {
-                                let slot = accs[(f * cnt + p) as usize];
-                                let cur = b.let_(Inst::Get(slot));
-                                let next = b.let_(Inst::Fma(xb, ws[f as usize], cur));
-                                b.stmt(Stmt::Set(slot, next));
-                            }
+                            fma_broadcast(b, w as u32, xv, &ws, &accs, cnt, p);
                         }
                     }
                 });

@@ -67,6 +67,21 @@ fn dynamic_quantize(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     if cx.ty(x).dtype != DType::F32 {
         return Err(format!("input must be f32, got {}", cx.ty(x).dtype));
     }
+    let (y, scale, zp) = quantize_u8_over_range(cx, x, false)?;
+    Ok(vec![y, scale, zp])
+}
+
+/// `x` (f32) quantized to uint8 over the range of all its elements, as
+/// DynamicQuantizeLinear defines it: scale `(max(x, 0) - min(x, 0)) / 255`, zero point
+/// `saturate(round(-min(x, 0) / scale))`, codes `saturate(round(x / scale) + zero
+/// point)`, rounding half to even. With `unit_if_flat`, a range of 0 gives scale 1 (ONNX
+/// Runtime's quantized recurrent products) instead of 0. Returns the codes, the scale (f32)
+/// and the zero point (u8).
+pub(crate) fn quantize_u8_over_range(
+    cx: &mut NodeCx,
+    x: Value,
+    unit_if_flat: bool,
+) -> Result<(Value, Value, Value), String> {
     let rank = cx.ty(x).shape.rank() as i64;
     let all: Vec<i64> = (0..rank).collect();
     let scalar = |cx: &mut NodeCx, v: f32| cx.add_const(TensorData::from_f32(&[], &[v]).expect("scalar"));
@@ -77,7 +92,12 @@ fn dynamic_quantize(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let lo = cx.add1("min0", Min {}, &[lo, zero])?;
     let range = cx.add1("range", Sub {}, &[hi, lo])?;
     let c255 = scalar(cx, 255.0);
-    let scale = cx.add1("scale", Div {}, &[range, c255])?;
+    let mut scale = cx.add1("scale", Div {}, &[range, c255])?;
+    if unit_if_flat {
+        let flat = cx.add1("flat", Equal {}, &[range, zero])?;
+        let one = scalar(cx, 1.0);
+        scale = cx.add1("scale_or_one", Where {}, &[flat, one, scale])?;
+    }
     let neg = cx.add1("neg_min", Neg {}, &[lo])?;
     let zp = cx.add1("zp_scaled", Div {}, &[neg, scale])?;
     let zp = cx.add1("zp_rounded", Round {}, &[zp])?;
@@ -93,7 +113,7 @@ fn dynamic_quantize(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let y = sat(cx, y, "saturate")?;
     let y = cx.add1("y", Cast::new(DType::U8), &[y])?;
     let zp = cx.add1("zero_point", Cast::new(DType::U8), &[zp])?;
-    Ok(vec![y, scale, zp])
+    Ok((y, scale, zp))
 }
 
 /// The range of an integer quantized type; `None` for the 8- and 4-bit floats.

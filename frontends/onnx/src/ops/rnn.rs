@@ -71,35 +71,7 @@ pub(crate) fn quantized_lstm(cx: &mut NodeCx, q: &Quantized) -> Result<Vec<Value
 /// half to even, saturated), the integer product `(a_q - a_zp) @ (m_q - m_zp)` exact,
 /// then scaled by `a_scale * m_scale` in f32.
 fn quantized_product(cx: &mut NodeCx, a: Value, m: &QMat) -> Result<Value, String> {
-    let rank = cx.ty(a).shape.rank() as i64;
-    let all: Vec<i64> = (0..rank).collect();
-    let scalar = |cx: &mut NodeCx, v: f32| cx.add_const(TensorData::from_f32(&[], &[v]).expect("scalar"));
-    let zero = scalar(cx, 0.0);
-    let hi = cx.add1("q_max", ReduceMax { axes: all.clone(), keepdims: false }, &[a])?;
-    let lo = cx.add1("q_min", ReduceMin { axes: all, keepdims: false }, &[a])?;
-    let hi = cx.add1("q_max0", Max {}, &[hi, zero])?;
-    let lo = cx.add1("q_min0", Min {}, &[lo, zero])?;
-    let range = cx.add1("q_range", Sub {}, &[hi, lo])?;
-    let c255 = scalar(cx, 255.0);
-    let scale = cx.add1("q_scale_raw", Div {}, &[range, c255])?;
-    let flat = cx.add1("q_flat", Equal {}, &[range, zero])?;
-    let one = scalar(cx, 1.0);
-    let scale = cx.add1("q_scale", Where {}, &[flat, one, scale])?;
-    let sat = |cx: &mut NodeCx, v: Value| -> Result<Value, String> {
-        let (z, m) = (scalar(cx, 0.0), scalar(cx, 255.0));
-        let v = cx.add1("q_sat_lo", Max {}, &[v, z])?;
-        cx.add1("q_sat_hi", Min {}, &[v, m])
-    };
-    let neg = cx.add1("q_neg_min", Neg {}, &[lo])?;
-    let zp = cx.add1("q_zp_scaled", Div {}, &[neg, scale])?;
-    let zp = sat(cx, zp)?;
-    let zp = cx.add1("q_zp_rounded", Round {}, &[zp])?;
-    let y = cx.add1("q_scaled", Div {}, &[a, scale])?;
-    let y = cx.add1("q_rounded", Round {}, &[y])?;
-    let y = cx.add1("q_shifted", Add {}, &[y, zp])?;
-    let y = sat(cx, y)?;
-    let codes = cx.add1("q_codes", Cast::new(DType::U8), &[y])?;
-    let zp = cx.add1("q_zero_point", Cast::new(DType::U8), &[zp])?;
+    let (codes, scale, zp) = super::quant::quantize_u8_over_range(cx, a, true)?;
     let acc = super::quant::integer_matmul(cx, codes, Some(zp), m.q, Some(m.zp))?;
     let acc = cx.add1("q_product", Cast::new(DType::F32), &[acc])?;
     let s = cx.add1("q_scales", Mul {}, &[scale, m.scale])?;
