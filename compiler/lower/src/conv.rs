@@ -1,5 +1,6 @@
 //! Plain convolutions over NCHW, f32: the direct Conv that takes what the blocked
-//! kernels do not (grouped or dilated convolutions, weights given at run time), and
+//! kernels do not (grouped convolutions whose groups no vector width divides, weights
+//! given at run time, layers whose dims and dtypes the others refuse), and
 //! ConvTranspose.
 //!
 //! [`conv`] accumulates into each output plane tap by tap (input channel, kh, kw); for

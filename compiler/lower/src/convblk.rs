@@ -14,6 +14,11 @@
 //! others run in a loop. The output is stored in NCHW, lane by lane, after the epilogue
 //! (bias, residual, activation) in registers; the stores are a few per thousand FMAs.
 //!
+//! Grouped convolutions (RegNet's and ResNeXt's groups of 8 to 64 filters) take it group
+//! by group: blocks never span two groups (the vector width is one that divides a
+//! group's filters, [`lanes`]), a block's input channels are its group's, and the
+//! weights are packed group after group.
+//!
 //! [`tile_shape`] is the cost model that picks `(NF, NP)`, and with [`crate::conv1x1::cost`]
 //! whether a 1x1 convolution takes this kernel or the pixel-vector GEMM ([`applies`]).
 use crate::conv1x1::{pixel_epilogue, pointwise, tile_cycles};
@@ -41,16 +46,45 @@ fn fma_broadcast(b: &mut KernelBuilder, lanes: u32, xv: ValId, ws: &[ValId], acc
     }
 }
 
-/// The constant weights of a convolution this kernel takes for target `t`: one group,
-/// f32, 2-D, dims known; a plain 1x1 only where the cost model prefers it to the
+/// The vector width (f32 lanes) and vector register count this kernel uses for a
+/// convolution of `groups` groups of `mg` filters on target `t`: the target's vectors for
+/// one group; for several, the widest of the target's, 8 or 4 lanes that divides `mg`
+/// (a block never spans two groups, and a group of 8 filters on AVX-512 takes 256-bit
+/// vectors rather than half-empty 512-bit ones). `None` for a grouped convolution on a
+/// target without vectors or whose groups no width of at least 4 divides (depthwise
+/// ones are [`crate::dwconv`]'s).
+pub fn lanes(t: &Target, groups: u64, mg: u64) -> Option<(u64, u64)> {
+    let native = t.f32_lanes.max(1) as u64;
+    // x86 has 16 vector registers up to AVX2, 32 with AVX-512; NEON has 32.
+    let regs = if native == 8 { 16 } else { 32 };
+    if groups <= 1 {
+        return Some((native, regs));
+    }
+    let w = [native, 8, 4].into_iter().find(|&w| w <= native && w >= 4 && mg.is_multiple_of(w))?;
+    Some((w, regs))
+}
+
+/// The constant weights of a convolution this kernel takes for target `t`: f32, 2-D,
+/// dims known or run-time image dims, one group or groups of filters a vector width
+/// divides ([`lanes`]); a plain 1x1 only where the cost model prefers it to the
 /// pixel-vector GEMM of [`crate::conv1x1`] (small images, whose pixel count leaves much
 /// of that kernel's last panel empty).
 pub fn applies<'g>(n: &Node<'g>, op: &Conv, t: &Target) -> Option<&'g TensorData> {
     let w = n.consts.get(1).copied().flatten()?;
     let f32_fixed = n.inputs.iter().chain(n.outputs).all(|t| t.dtype == DType::F32 && t.shape.is_fixed());
     let wd = w.ty().shape.as_fixed()?;
-    if op.group != 1 || wd.len() != 4 {
+    let groups = op.group.max(1) as u64;
+    if wd.len() != 4 || !wd[0].is_multiple_of(groups) {
         return None;
+    }
+    lanes(t, groups, wd[0] / groups)?;
+    if groups > 1 {
+        // Grouped: this kernel whatever the size (the 1x1 GEMM and the direct kernel
+        // take one group only).
+        let x = &n.inputs[0].shape;
+        let f32 = n.inputs.iter().chain(n.outputs).all(|t| t.dtype == DType::F32);
+        let known_channels = x.0.get(1).and_then(|d| d.fixed()) == Some(wd[1] * groups);
+        return (f32 && known_channels && x.rank() == 4).then_some(w);
     }
     if !f32_fixed {
         // Run-time image dims: this kernel with run-time tile counts (the channels stay
@@ -63,12 +97,13 @@ pub fn applies<'g>(n: &Node<'g>, op: &Conv, t: &Target) -> Option<&'g TensorData
         if !(f32 && !image_known && known_channels && x.rank() == 4) {
             return None;
         }
-        // A 1x1 where the pixel-vector GEMM is cheaper at a nominal image of 4096 pixels
-        // (few output channels) is not this kernel's.
+        // A 1x1 where the pixel-vector GEMM is cheaper at the layer's nominal pixel
+        // count ([`nominal_pixels`]) is not this kernel's.
         if pointwise(op, &wd) {
             let vw = t.f32_lanes.max(1) as u64;
-            let blocked = tile_shape(vw, wd[0], 256, wd[1]).0;
-            return (blocked < crate::conv1x1::cost(vw, wd[0], 4096, wd[1])).then_some(w);
+            let p = nominal_pixels(&n.outputs[0]);
+            let blocked = tile_shape(vw, wd[0], pointwise_rows(p).1, wd[1]).0;
+            return (blocked < crate::conv1x1::cost(vw, wd[0], p, wd[1])).then_some(w);
         }
         return Some(w);
     }
@@ -79,6 +114,35 @@ pub fn applies<'g>(n: &Node<'g>, op: &Conv, t: &Target) -> Option<&'g TensorData
         return (blocked < crate::conv1x1::cost(vw, m, p, wd[1])).then_some(w);
     }
     Some(w)
+}
+
+/// The image dims every symbol of a run-time image takes in the cost models: 224, an
+/// ImageNet-sized input.
+pub const NOMINAL_DIM: i64 = 224;
+
+/// The pixel count of output `y`'s image (dims 2 and on) when every symbol is
+/// [`NOMINAL_DIM`]: a stride-32 layer of a CNN has 49 pixels, a stride-4 one 3,136, so
+/// the cost models choose for each layer at its own scale rather than at one size for
+/// all. At least 1.
+pub fn nominal_pixels(y: &dlc_ir::TensorType) -> u64 {
+    y.shape.0.iter().skip(2).map(|d| nominal_extent(&d.expr())).product::<u64>().max(1)
+}
+
+/// Extent `e` when every symbol is [`NOMINAL_DIM`] (at least 1).
+pub fn nominal_extent(e: &Expr) -> u64 {
+    struct Nominal;
+    impl dlc_kir::expr::Env for Nominal {
+        fn sym(&self, _: &str) -> Option<i64> {
+            Some(NOMINAL_DIM)
+        }
+        fn var(&self, _: u32) -> Option<i64> {
+            None
+        }
+        fn val(&self, _: u32) -> Option<i64> {
+            None
+        }
+    }
+    e.eval(&Nominal).unwrap_or(NOMINAL_DIM).max(1) as u64
 }
 
 /// A 1x1 convolution's `p` pixels seen as `rows x cols` (rows are where tasks split; the
@@ -98,7 +162,11 @@ fn pointwise_rows(p: u64) -> (u64, u64) {
 /// lane-by-lane stores, picks the shape. Returns the cost (cycles per output element
 /// and input channel) and the shape.
 pub fn tile_shape(w: u64, m: u64, ow: u64, taps: u64) -> (f64, (u64, u64)) {
-    let regs = if w == 8 { 16 } else { 32 };
+    tile_shape_in(w, if w == 8 { 16 } else { 32 }, m, ow, taps)
+}
+
+/// [`tile_shape`] with `regs` vector registers.
+fn tile_shape_in(w: u64, regs: u64, m: u64, ow: u64, taps: u64) -> (f64, (u64, u64)) {
     let mut best = (f64::INFINITY, (1, 1));
     for nf in 1..=4u64 {
         for np in 1..=ow.min(12) {
@@ -121,6 +189,14 @@ pub fn tile_shape(w: u64, m: u64, ow: u64, taps: u64) -> (f64, (u64, u64)) {
         }
     }
     best
+}
+
+/// Packs grouped `[M, C, KH, KW]` weights (`C` input channels per group, `M / groups`
+/// filters per group) group by group: each group's [`pack`], one after the other.
+pub fn pack_groups(w: &[f32], [m, c, kh, kw]: [u64; 4], groups: u64, cb: u64) -> Vec<f32> {
+    let mg = m / groups;
+    let per = (mg * c * kh * kw) as usize;
+    w.chunks(per).take(groups as usize).flat_map(|wg| pack(wg, [mg, c, kh, kw], cb)).collect()
 }
 
 /// Packs `[M, C, KH, KW]` weights into `[ceil(M / cb)][KH][C][KW][cb]` (the order the
@@ -148,6 +224,9 @@ struct Task {
     img: Expr,
     oy: Expr,
     blk: Expr,
+    /// The block's first input channel (its group's) and first output channel.
+    chan0: Expr,
+    co0: Expr,
     /// Whether this is the last, partly filled channel block (when there is one).
     last: Option<ValId>,
     /// The kernel rows inside the image for this output row (i64 values).
@@ -200,7 +279,9 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
     }
     let ch = x[1].as_const().ok_or_else(|| n.error("the channel dim must be known"))? as u64;
     let (batch, h, wi) = (x[0].clone(), x[2].clone(), x[3].clone());
-    let (m, kh, kw) = (wd[0], wd[2], wd[3]);
+    let (m, cg, kh, kw) = (wd[0], wd[1], wd[2], wd[3]);
+    let groups = op.group.max(1) as u64;
+    let mg = m / groups;
     let [mut oh, mut ow] = g.output.clone();
     let fixed = g.fixed();
     // A 1x1 convolution: any split of the pixels into rows will do (no padding, stride
@@ -218,23 +299,25 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
         }
         _ => (h, wi),
     };
-    // The extents as numbers where they are known (a nominal 64 where not: the cost
-    // model's and the task policy's guess).
+    // The extents as numbers where they are known (where not, their value at a nominal
+    // image, [`nominal_extent`]: the cost model's and the task policy's guess).
     let known = |e: &Expr| e.as_const().map(|v| v.max(0) as u64);
-    let nominal = |e: &Expr| known(e).unwrap_or(64);
+    let nominal = |e: &Expr| known(e).unwrap_or_else(|| nominal_extent(e));
     let (sy, sx) = (g.strides[0], g.strides[1]);
     let (dy, dx) = (g.dilations[0], g.dilations[1]);
     let (pt, pl) = (g.pad_begin[0], g.pad_begin[1]);
-    let w = t.f32_lanes.max(1) as u64;
-    let (_, (nf, np)) = tile_shape(w, m, nominal(&ow), ch * kh * kw);
+    let (w, regs) = lanes(t, groups, mg).ok_or_else(|| n.error("internal: no vector width for this grouped Conv"))?;
+    let taps = cg * kh * kw;
+    let (_, (nf, np)) = tile_shape_in(w, regs, mg, nominal(&ow), taps);
     let cb = nf * w;
-    tracing::debug!(node = n.name, nf, np, lanes = w, "channel-blocked convolution tile");
-    let blocks = m.div_ceil(cb);
-    let taps = ch * kh * kw;
+    tracing::debug!(node = n.name, nf, np, lanes = w, groups, "channel-blocked convolution tile");
+    // Blocks per group (a block never spans two groups), and in all.
+    let gblocks = mg.div_ceil(cb);
+    let blocks = groups * gblocks;
     let wv = weights.to_f32().ok_or_else(|| n.error("convolution weights must be f32"))?;
     let vt = Ty::vec(Elem::F32, w as u32);
     let (has_bias, has_res, py, mut b) = crate::conv1x1::conv_builder(name, n);
-    let packed: Vec<u8> = pack(&wv, [m, ch, kh, kw], cb).iter().flat_map(|v| v.to_le_bytes()).collect();
+    let packed: Vec<u8> = pack_groups(&wv, [m, cg, kh, kw], groups, cb).iter().flat_map(|v| v.to_le_bytes()).collect();
     let pw = b.data("wpack", Elem::F32, packed);
     // Whether input column `ox * sx + kx * dx - pl` lies inside the row (known dims).
     let col = |ox: u64, kx: u64| (ox * sx + kx * dx) as i64 - pl as i64;
@@ -251,7 +334,7 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
         let wblk = &task.blk * &c(taps * cb);
         // Input offset of pixel p at kernel column 0, relative to the row start.
         let xcol = &ox0 * &c(sx);
-        let img_base = &task.img * &(&c(ch) * hw);
+        let img_base = &(&task.img * &(&c(ch) * hw)) + &(&task.chan0 * hw);
         // The kernel columns' offsets, opaque: otherwise LLVM merges the loads that
         // several (p, kx) pairs share and keeps them all live across the kernel
         // columns, spilling accumulators.
@@ -273,14 +356,14 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
             b.for_(Expr::val(ky_lo), Expr::val(ky_hi), LoopKind::Serial, |b, ky| {
                 let iy = &(&(&task.oy * &c(sy)) + &(&ky * &c(dy))) - &c(pt);
                 let row0 = &(&img_base + &(&iy * wi)) + &xcol;
-                let wky = &wblk + &(&ky * &c(ch * kw * cb));
+                let wky = &wblk + &(&ky * &c(cg * kw * cb));
                 for kx in 0..kw {
                     let colv = b.index(&(&xcol + &c(kx * dx)) - &c(pl));
                     let inside = crate::in_bounds_expr(b, Expr::val(colv), wi);
                     b.if_(
                         inside,
                         |b| {
-                            b.for_(c(0), c(ch), LoopKind::Serial, |b, ci| {
+                            b.for_(c(0), c(cg), LoopKind::Serial, |b, ci| {
                                 let tap = &(&wky + &(&ci * &c(kw * cb))) + &c(kx * cb);
                                 let ws: Vec<ValId> = (0..nf).map(|f| b.load(vt, pw, &tap + &c(f * w), 4)).collect();
                                 let idx = &(&(&row0 + &(&ci * hw)) + &kxo[kx as usize]) - &c(pl);
@@ -296,8 +379,8 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
             b.for_(Expr::val(ky_lo), Expr::val(ky_hi), LoopKind::Serial, |b, ky| {
                 let iy = &(&(&task.oy * &c(sy)) + &(&ky * &c(dy))) - &c(pt);
                 let row0 = &(&img_base + &(&iy * wi)) + &xcol;
-                let wky = &wblk + &(&ky * &c(ch * kw * cb));
-                b.for_(c(0), c(ch), LoopKind::Serial, |b, ci| {
+                let wky = &wblk + &(&ky * &c(cg * kw * cb));
+                b.for_(c(0), c(cg), LoopKind::Serial, |b, ci| {
                     let row = &row0 + &(&ci * hw);
                     let tap0 = &wky + &(&ci * &c(kw * cb));
                     for kx in 0..kw {
@@ -331,12 +414,12 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
             });
         }
         // Epilogue and stores: lane l of filter vector f is channel blk*cb + f*w + l.
-        let co0 = &task.blk * &c(cb);
-        let valid_last = m - (blocks - 1) * cb;
+        let co0 = &task.co0;
+        let valid_last = mg - (gblocks - 1) * cb;
         for f in 0..nf {
             // Lanes past the last channel exist only in the last block.
             let lanes_here = if f * w >= valid_last { 0 } else { (valid_last - f * w).min(w) };
-            let chan = &co0 + &c(f * w);
+            let chan = co0 + &c(f * w);
             let body = |b: &mut KernelBuilder, lanes: u64| {
                 let bias = has_bias.then(|| {
                     let mut v = b.let_(Inst::Const { ty: vt, lit: Lit::Float(0.0) });
@@ -399,12 +482,19 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
         let khv = b.i64(kh as i64);
         let over = b.cmp(CmpOp::Sgt, hi0, khv);
         let hi = b.select(over, khv, hi0);
-        let last = (m % cb != 0).then(|| {
-            let bv = b.index(blk.clone());
-            let lb = b.i64(blocks as i64 - 1);
+        let local = if groups == 1 { blk.clone() } else { blk.modulo(&c(gblocks)) };
+        let last = (!mg.is_multiple_of(cb)).then(|| {
+            let bv = b.index(local.clone());
+            let lb = b.i64(gblocks as i64 - 1);
             b.cmp(CmpOp::Eq, bv, lb)
         });
-        Task { img, oy, blk, last, kys: (lo, hi), ext }
+        let (chan0, co0) = if groups == 1 {
+            (c(0), &blk * &c(cb))
+        } else {
+            let grp = blk.floor_div(&c(gblocks));
+            (&grp * &c(cg), &(&grp * &c(mg)) + &(&local * &c(cb)))
+        };
+        Task { img, oy, blk, chan0, co0, last, kys: (lo, hi), ext }
     };
     let tasks = &(&batch * &oh) * &c(blocks);
     let flops = 2 * nominal(&batch) * m * taps * nominal(&oh) * nominal(&ow);
@@ -485,6 +575,25 @@ mod tests {
         assert_eq!(tile_shape(8, 64, 56, 576).1, (2, 6));
         assert_eq!(tile_shape(8, 256, 14, 2304).1, (2, 5));
         assert_eq!(tile_shape(8, 512, 7, 4608).1, (3, 4));
+    }
+
+    #[test]
+    fn run_time_layers_are_judged_at_their_own_scale() {
+        use dlc_ir::{Dim, Shape, TensorType};
+        // A stride-32 layer of a 224x224 input has 7x7 pixels, a stride-2 one 112x112; a
+        // known dim stays what it is; a batch symbol does not count.
+        let at =
+            |d: i64| Dim::from_expr(&(&Expr::sym("H") - &Expr::c(1)).floor_div(&Expr::c(d)) + &Expr::c(1)).unwrap();
+        let y =
+            |h: Dim, w: Dim| TensorType { dtype: DType::F32, shape: Shape(vec![Dim::sym("N"), Dim::Fixed(8), h, w]) };
+        assert_eq!(nominal_pixels(&y(at(32), at(32))), 49);
+        assert_eq!(nominal_pixels(&y(at(2), at(2))), 112 * 112);
+        assert_eq!(nominal_pixels(&y(Dim::Fixed(5), at(4))), 5 * 56);
+        // The cost models then give a 7x7 1x1 layer of 440 channels the blocked kernel
+        // (its pinned choice) and a 112x112 one the pixel-vector GEMM.
+        let blocked = |p: u64| tile_shape(8, 440, pointwise_rows(p).1, 440).0 < crate::conv1x1::cost(8, 440, p, 440);
+        assert!(blocked(49));
+        assert!(!blocked(112 * 112));
     }
 
     #[test]

@@ -8,10 +8,13 @@
 //! vectors of pixels (`NV` accumulators in registers, one FMA chain each); for each
 //! kernel row inside the image and each kernel column, a tile loads `NV` input vectors and
 //! multiplies them by the tap's weight, broadcast once. Tiles whose every tap lies in the
-//! row run in a loop of run-time count without masks; the tiles at the row's ends (the
-//! left padding, and from the first tile that would read past the row to the end) build
-//! their lane masks at run time, so padding reads as zero and no lane outside the row or
-//! past the last output pixel is touched. Bias, residual and activation are applied in
+//! row run in a loop of run-time count without masks, then the whole vectors left before
+//! the first pixel whose taps leave the row as tiles of two and one vectors; the tiles at
+//! the row's ends (the left padding, and from there to the end) build their lane masks at
+//! run time, once per tile (they depend on the columns only), so padding reads as zero
+//! and no lane outside the row or past the last output pixel is touched; a row of more
+//! than one vector and at most two is one masked tile of two vectors. At stride 2 the
+//! unmasked tiles also stop where a vector's second load would read past the row. Bias, residual and activation are applied in
 //! registers before the store. Fixed-shape depthwise layers keep their own kernel
 //! ([`crate::convdirect`]); this one is what run-time dims get instead of the plain loop
 //! nests.
@@ -20,7 +23,7 @@ use crate::gemm::zero_accumulators;
 use crate::{hoist, par_expr, LowerError, Node, Target};
 use dlc_ir::ops::{Conv, Window};
 use dlc_ir::DType;
-use dlc_kir::{BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, LoopKind, Stmt, Ty};
+use dlc_kir::{BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, LoopKind, Stmt, Ty, ValId};
 
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
 
@@ -71,7 +74,15 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
     let work = 2 * kh * kw * at(&oh) * at(&ow);
     par_expr(&mut b, &(&batch * &c(ch)), work, |b, plane| {
         let [h, wi, oh, ow] = [&h, &wi, &oh, &ow].map(|e| hoist(b, e));
-        let right = hoist(b, &g.interior(1, &wi, &ow).1);
+        // The first pixel whose taps leave the row; at stride 2 also the first whose
+        // vector's second load (2w elements from its first tap) would read one element
+        // past the row (the odd element after the last tap, which the shuffle drops).
+        let mut right = g.interior(1, &wi, &ow).1;
+        if sx == 2 {
+            let reach = kw as i64 - 1 - pl as i64;
+            right = right.min_with(&(&wi - &Expr::c(reach)).floor_div(&c(2)));
+        }
+        let right = hoist(b, &right);
         let chan = plane.modulo(&c(ch));
         let x_plane = &plane * &(&h * &wi);
         let y_plane = &plane * &(&oh * &ow);
@@ -94,6 +105,29 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
             // output's end at run time.
             let tile = |b: &mut KernelBuilder, ox0: Expr, masked: bool, nv: u64| {
                 let accs = zero_accumulators(b, vt, nv);
+                // A masked tile's load masks, per kernel column and vector (two per vector
+                // at stride 2), computed once: they depend on the columns only.
+                let col_of = |kx: u64, v: u64| &(&(&(&ox0 + &c(v * w as u64)) * &c(sx)) + &c(kx)) - &c(pl);
+                let masks: Vec<Vec<ValId>> = if masked {
+                    (0..kw)
+                        .flat_map(|kx| (0..nv).map(move |v| (kx, v)))
+                        .map(|(kx, v)| {
+                            let col = col_of(kx, v);
+                            if sx == 2 {
+                                vec![
+                                    lanes_in(b, lanes, &col, &c(0), &wi, w),
+                                    lanes_in(b, lanes, &(&col + &c(w as u64)), &c(0), &wi, w),
+                                ]
+                            } else {
+                                let m = lanes_in(b, lanes, &col, &c(0), &wi, w);
+                                let o = lanes_in(b, lanes, &(&ox0 + &c(v * w as u64)), &c(0), &ow, w);
+                                vec![b.bin(BinOp::And, m, o)]
+                            }
+                        })
+                        .collect()
+                } else {
+                    vec![]
+                };
                 b.for_(Expr::val(ky_lo), Expr::val(ky_hi), LoopKind::Serial, |b, ky| {
                     let iy = &(&(&oy * &c(sy)) + &ky) - &c(pt);
                     let row = &x_plane + &(&iy * &wi);
@@ -103,13 +137,14 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
                         let ws = b.let_(Inst::Splat(wv, w));
                         for v in 0..nv {
                             // Input column of lane 0: (ox0 + v*w) * sx + kx - pl.
-                            let col = &(&(&(&ox0 + &c(v * w as u64)) * &c(sx)) + &c(kx)) - &c(pl);
+                            let col = col_of(kx, v);
+                            let mk = masks.get((kx * nv + v) as usize);
                             let xv = if sx == 2 {
                                 // Lanes outside the row read as zero (the output's end
                                 // is masked at the store; reads stay inside the row).
-                                let half = |b: &mut KernelBuilder, at: Expr| {
-                                    if masked {
-                                        let m = lanes_in(b, lanes, &at, &c(0), &wi, w);
+                                let half = |b: &mut KernelBuilder, at: Expr, k: usize| {
+                                    if let Some(mk) = mk {
+                                        let m = mk[k];
                                         b.let_(Inst::Load {
                                             ty: vt,
                                             param: 0,
@@ -121,14 +156,11 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
                                         b.load(vt, 0, &row + &at, 4)
                                     }
                                 };
-                                let lo = half(b, col.clone());
-                                let hi = half(b, &col + &c(w as u64));
+                                let lo = half(b, col.clone(), 0);
+                                let hi = half(b, &col + &c(w as u64), 1);
                                 b.let_(Inst::Shuffle(lo, hi, even.clone()))
-                            } else if masked {
-                                let m = lanes_in(b, lanes, &col, &c(0), &wi, w);
-                                let o = lanes_in(b, lanes, &(&ox0 + &c(v * w as u64)), &c(0), &ow, w);
-                                let m = b.bin(BinOp::And, m, o);
-                                b.let_(Inst::Load { ty: vt, param: 0, index: &row + &col, align: 4, mask: Some(m) })
+                            } else if let Some(mk) = mk {
+                                b.let_(Inst::Load { ty: vt, param: 0, index: &row + &col, align: 4, mask: Some(mk[0]) })
                             } else {
                                 b.load(vt, 0, &row + &col, 4)
                             };
@@ -156,22 +188,52 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
             };
             // Tiles from 0: masked, of one vector each, while a tile reaches into the left
             // padding; then unmasked tiles of `NV` vectors while the last tap stays in the
-            // row; then masked one-vector tiles to the end (a short row, as the late
-            // layers' 7 or 14 pixels, computes no vector wholly past its end).
-            let head = pl.div_ceil(w as u64);
-            let head_end = c(head * w as u64).min_with(&ow);
-            b.for_(c(0), c(head), LoopKind::Serial, |b, i| {
-                let ox0 = &i * &c(w as u64);
-                let inside = crate::in_bounds_expr(b, ox0.clone(), &ow);
-                b.if_(inside, |b| tile(b, ox0, true, 1), |_| {});
-            });
-            // Interior tiles: from head_end, while every pixel's taps lie in the row (its
-            // pixels below the window's `right`).
-            let count = hoist(b, &(&right - &head_end).floor_div(&c(tile_px)).max_with(&c(0)));
-            b.for_(c(0), count.clone(), LoopKind::Serial, |b, i| tile(b, &head_end + &(&i * &c(tile_px)), false, NV));
-            let rest = &head_end + &(&count * &c(tile_px));
-            let rest_vectors = (&(&ow - &rest) + &c(w as u64 - 1)).floor_div(&c(w as u64)).max_with(&c(0));
-            b.for_(c(0), rest_vectors, LoopKind::Serial, |b, i| tile(b, &rest + &(&i * &c(w as u64)), true, 1));
+            // row, and the fewer whole vectors left before that point as tiles of 2 and 1
+            // vectors (a 28-pixel row: one masked vector, one unmasked tile of two, one
+            // masked vector); then masked one-vector tiles to the end (a short row, as the
+            // late layers' 7 or 14 pixels, computes no vector wholly past its end).
+            // A row of more than one vector and at most two (the 14-pixel rows of late
+            // layers at 8 lanes): one masked tile of two vectors, two FMA chains instead
+            // of two one-vector tiles one after the other.
+            let short = {
+                let owv = crate::ival(b, &ow);
+                let (one, two) = (b.i64(w as i64), b.i64(2 * w as i64));
+                let above = b.cmp(CmpOp::Sgt, owv, one);
+                let within = b.cmp(CmpOp::Sle, owv, two);
+                b.bin(BinOp::And, above, within)
+            };
+            b.if_(
+                short,
+                |b| tile(b, c(0), true, 2),
+                |b| {
+                    let head = pl.div_ceil(w as u64);
+                    let head_end = c(head * w as u64).min_with(&ow);
+                    b.for_(c(0), c(head), LoopKind::Serial, |b, i| {
+                        let ox0 = &i * &c(w as u64);
+                        let inside = crate::in_bounds_expr(b, ox0.clone(), &ow);
+                        b.if_(inside, |b| tile(b, ox0, true, 1), |_| {});
+                    });
+                    // Interior tiles: from head_end, while every pixel's taps lie in the row (its
+                    // pixels below the window's `right`).
+                    let count = hoist(b, &(&right - &head_end).floor_div(&c(tile_px)).max_with(&c(0)));
+                    b.for_(c(0), count.clone(), LoopKind::Serial, |b, i| {
+                        tile(b, &head_end + &(&i * &c(tile_px)), false, NV)
+                    });
+                    let mut rest = &head_end + &(&count * &c(tile_px));
+                    let whole = hoist(b, &(&right - &rest).floor_div(&c(w as u64)).max_with(&c(0)));
+                    for nv in (0..).map(|k| (NV / 2) >> k).take_while(|&v| v > 0) {
+                        let set = crate::ival(b, &whole.floor_div(&c(nv)).modulo(&c(2)));
+                        let one = b.i64(1);
+                        let is = b.cmp(CmpOp::Eq, set, one);
+                        let at = rest.clone();
+                        b.if_(is, |b| tile(b, at, false, nv), |_| {});
+                        rest = &rest + &(&whole.floor_div(&c(nv)).modulo(&c(2)) * &c(nv * w as u64));
+                    }
+                    let rest = hoist(b, &rest);
+                    let rest_vectors = (&(&ow - &rest) + &c(w as u64 - 1)).floor_div(&c(w as u64)).max_with(&c(0));
+                    b.for_(c(0), rest_vectors, LoopKind::Serial, |b, i| tile(b, &rest + &(&i * &c(w as u64)), true, 1));
+                },
+            );
         });
     });
     Ok(b.finish())

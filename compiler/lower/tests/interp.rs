@@ -1329,21 +1329,24 @@ fn direct_convolutions_strided_depthwise_and_at_the_borders() {
 #[test]
 fn channel_blocked_convolutions_with_constant_weights() {
     use dlc_ir::ops::{Activation, AutoPad, Conv};
-    let conv = |s: i64, p: [i64; 4], d: i64, act: Activation| -> Op {
+    let grouped = |s: i64, p: [i64; 4], d: i64, act: Activation, group: i64| -> Op {
         Conv {
             kernel_shape: vec![],
             strides: vec![s, s],
             pads: p.to_vec(),
             dilations: vec![d, d],
-            group: 1,
+            group,
             auto_pad: AutoPad::NotSet,
             act,
         }
         .into()
     };
+    let conv = |s: i64, p: [i64; 4], d: i64, act: Activation| grouped(s, p, d, act, 1);
     // (op, x dims, w dims, bias, residual): padding on every side and border tiles, a
     // strided 7x7 stem, dilation, a 1x1 split into rows, channel counts that leave the
-    // last block partly empty, and a layer whose weights make the blocks the outer loop.
+    // last block partly empty, a layer whose weights make the blocks the outer loop, and
+    // grouped ones (RegNet's groups of 8 filters, strided; groups of 24 filters whose
+    // blocks of 16 leave the last one half empty; a grouped 1x1; groups of 4 filters).
     type Case = (Op, [u64; 4], [u64; 4], bool, bool);
     let cases: Vec<Case> = vec![
         (conv(1, [1, 1, 1, 1], 1, Activation::Relu), [1, 3, 9, 30], [20, 3, 3, 3], true, false),
@@ -1358,6 +1361,10 @@ fn channel_blocked_convolutions_with_constant_weights() {
             true,
             true,
         ),
+        (grouped(2, [1, 1, 1, 1], 1, Activation::Relu, 6), [1, 48, 9, 10], [48, 8, 3, 3], true, false),
+        (grouped(1, [1, 1, 1, 1], 1, Activation::None, 2), [2, 8, 7, 13], [48, 4, 3, 3], true, true),
+        (grouped(1, [0, 0, 0, 0], 1, Activation::Relu, 4), [1, 16, 5, 5], [32, 4, 1, 1], true, true),
+        (grouped(1, [2, 1, 0, 2], 2, Activation::None, 3), [1, 12, 8, 9], [12, 4, 3, 3], true, false),
     ];
     for (op, xd, wd, bias, res) in &cases {
         let tys = conv_operands(op, xd, wd, *bias, *res);
@@ -1369,6 +1376,10 @@ fn channel_blocked_convolutions_with_constant_weights() {
         let g = cv.geometry("n", &tys[0], &tys[1]).unwrap();
         for lanes in [4, 8, 16] {
             let t = dlc_lower::Target::with_lanes(lanes);
+            let groups = cv.group as u64;
+            assert!(groups == 1 || dlc_lower::convblk::applies(&node, cv, &t).is_some(), "{op:?} at {lanes} lanes");
+            let w = dlc_lower::convblk::lanes(&t, groups, wd[0] / groups).unwrap().0;
+            assert!(groups == 1 || (wd[0] / groups).is_multiple_of(w), "{op:?} at {lanes} lanes: {w}");
             let k = dlc_lower::convblk::conv("k", &node, cv, &(&g).into(), &t).unwrap();
             assert_eq!(k.data[0].name, "wpack");
             compare_kernel(&k, op, &xs, &out);
@@ -1621,6 +1632,10 @@ fn run_time_image_dims_in_convolutions_and_pools() {
         (conv(6, vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], Activation::Swish), 6, Some([6, 1, 3, 3]), true, false),
         (conv(1, vec![2, 2], vec![1, 1, 1, 1], vec![1, 1], Activation::HardSwish), 3, Some([16, 3, 3, 3]), true, false),
         (conv(1, vec![1, 1], vec![0, 0, 0, 0], vec![1, 1], Activation::None), 6, Some([37, 6, 1, 1]), true, true),
+        // Grouped, groups of 8 filters (RegNet's): the channel-blocked kernel per group,
+        // with residual; strided with dilation.
+        (conv(4, vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], Activation::Relu), 16, Some([32, 4, 3, 3]), true, true),
+        (conv(2, vec![2, 2], vec![2, 1, 2, 1], vec![2, 1], Activation::None), 8, Some([16, 4, 3, 3]), true, false),
         // A 1x1 with few output channels: the pixel-vector GEMM with run-time panels.
         (conv(1, vec![1, 1], vec![0, 0, 0, 0], vec![1, 1], Activation::Relu), 16, Some([3, 16, 1, 1]), true, true),
         (
@@ -1732,8 +1747,6 @@ fn run_time_image_dims_in_convolutions_and_pools() {
         for target in [T, dlc_lower::Target { f32_lanes: 16, ..T }] {
             let k = dlc_lower::lower("k", &node, &target).unwrap().unwrap();
             dlc_kir::verify::kernel(&k).unwrap();
-            // Constant weights of one group take the channel-blocked kernel (run-time tile
-            // counts), the others the plain loop nests.
             let text = dlc_kir::print::kernel(&k);
             // A one-group Conv takes the channel-blocked kernel (weights packed in a
             // `data` array) or, a 1x1, the pixel-vector GEMM with run-time panels (masks
@@ -1742,7 +1755,10 @@ fn run_time_image_dims_in_convolutions_and_pools() {
             let blocked = text.contains("\"wpack\"");
             let pixel_gemm = !blocked && text.contains(" parallel {") && text.contains(" mask ");
             assert!(!one_group || blocked || pixel_gemm, "{op:?}:\n{text}");
-            assert!(one_group || !blocked, "{op:?}:\n{text}");
+            // Grouped with groups of filters a vector width divides (4 or more): the
+            // channel-blocked kernel group by group; other grouped ones the loop nests.
+            let grouped_blocked = matches!(op, Op::Conv(c) if c.group > 1 && wd.is_some_and(|w| (w[0] / c.group as u64).is_multiple_of(4)));
+            assert!(one_group || grouped_blocked == blocked, "{op:?}:\n{text}");
             if one_group && wd.is_some_and(|w| w[0] == 3 && w[2] == 1) {
                 assert!(pixel_gemm, "{op:?}:\n{text}");
             }
