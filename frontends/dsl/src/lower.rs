@@ -543,7 +543,7 @@ impl<'a> Lower<'a> {
         }
         let get = |k: &str, d: f64| args.get(k).map_or(d, |v| v.0);
         let n = match dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)) {
-            // 2^26 elements (256 MB of f32): a seeded initialiser of 100M elements took
+            // 2^24 elements (64 MB of f32): a seeded initialiser of 100M elements took
             // over 10 s (found by the dsl fuzz target on a Zen 1 machine); larger
             // parameters belong in the weights file.
             Some(n) if n <= MAX_INIT_ELEMENTS => n,
@@ -554,7 +554,7 @@ impl<'a> Lower<'a> {
                         "{} elements are too many to initialise",
                         dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" x ")
                     ),
-                    "initialisers make parameters of at most 2^26 elements (256 MB of f32); load larger ones from the weights file",
+                    "initialisers make parameters of at most 2^24 elements (64 MB of f32); load larger ones from the weights file",
                 ))
             }
         };
@@ -884,8 +884,8 @@ fn names(ids: &[Ident]) -> String {
     ids.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-/// The most elements an initialiser makes (2^26: 256 MB of f32).
-const MAX_INIT_ELEMENTS: u64 = 1 << 26;
+/// The most elements an initialiser makes (2^24: 64 MB of f32).
+const MAX_INIT_ELEMENTS: u64 = 1 << 24;
 
 /// The initialisers' generator: splitmix64 seeded with the `seed` argument and an FNV-1a
 /// hash of the parameter's full name (so blocks inlined from one function get different

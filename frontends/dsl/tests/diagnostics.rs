@@ -83,7 +83,7 @@ fn cases() -> Vec<(&'static str, String)> {
         ("literal_operand", body("  param w: f32[4, 3] = zeros()\n  return x @ w + \"one\"\n")),
         ("parameter_too_large", body("  param w: f32[4000000000, 4000000000, 3] = zeros()\n  return x\n")),
         // The dsl fuzz target's slow input (100M seeded normals took over 10 s on Zen 1):
-        // refused at once, above the initialisers' 2^26 elements.
+        // refused at once, above the initialisers' 2^24 elements.
         ("initialiser_over_limit", body("  param w: f32[784, 12828, 10] = normal(seed=2, std=1.1)\n  return x\n")),
     ]
 }
