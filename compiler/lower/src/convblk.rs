@@ -55,8 +55,7 @@ fn fma_broadcast(b: &mut KernelBuilder, lanes: u32, xv: ValId, ws: &[ValId], acc
 /// ones are [`crate::dwconv`]'s).
 pub fn lanes(t: &Target, groups: u64, mg: u64) -> Option<(u64, u64)> {
     let native = t.f32_lanes.max(1) as u64;
-    // x86 has 16 vector registers up to AVX2, 32 with AVX-512; NEON has 32.
-    let regs = if native == 8 { 16 } else { 32 };
+    let regs = registers(native);
     if groups <= 1 {
         return Some((native, regs));
     }
@@ -162,7 +161,17 @@ fn pointwise_rows(p: u64) -> (u64, u64) {
 /// lane-by-lane stores, picks the shape. Returns the cost (cycles per output element
 /// and input channel) and the shape.
 pub fn tile_shape(w: u64, m: u64, ow: u64, taps: u64) -> (f64, (u64, u64)) {
-    tile_shape_in(w, if w == 8 { 16 } else { 32 }, m, ow, taps)
+    tile_shape_in(w, registers(w), m, ow, taps)
+}
+
+/// The vector registers of a target whose native vectors hold `native` f32s: x86 has 16
+/// up to AVX2 and 32 with AVX-512; NEON has 32.
+fn registers(native: u64) -> u64 {
+    if native == 8 {
+        16
+    } else {
+        32
+    }
 }
 
 /// [`tile_shape`] with `regs` vector registers.
