@@ -139,6 +139,9 @@ class Model:
         # Sequence inputs and outputs (docs/sequences.md): name -> its elements' names.
         self._seq_in = {q["name"]: q.get("elements", []) for q in manifest.get("sequences", []) if not q.get("output")}
         self._seq_out = {q["name"]: q.get("elements", []) for q in manifest.get("sequences", []) if q.get("output")}
+        # Optional inputs compiled absent (``compile(absent=...)``): a feed of None for
+        # one is dropped, as ONNX Runtime takes None for an empty optional.
+        self._absent = frozenset(manifest.get("absent_inputs", []))
         self.inputs: Tuple[TensorInfo, ...] = _infos(inputs, self._strings)
         """The inputs, in call order."""
         self.outputs: Tuple[TensorInfo, ...] = _infos(outputs, self._strings)
@@ -187,7 +190,8 @@ class Model:
     def run(self, feeds: Mapping[str, Any]) -> dict:
         """Runs the model. ``feeds`` maps every input name to an array (or anything
         ``numpy.asarray`` takes) of the input's dtype and a shape it accepts; returns
-        ``{output name: array}`` in output order.
+        ``{output name: array}`` in output order. An optional input compiled absent
+        is left out (or given as None).
 
         >>> y = model.run({"x": np.zeros((1, 784), np.float32)})["y"]  # doctest: +SKIP
 
@@ -196,6 +200,8 @@ class Model:
         """
         if not isinstance(feeds, dict):
             feeds = dict(feeds)
+        if self._absent:
+            feeds = {k: v for k, v in feeds.items() if not (v is None and k in self._absent)}
         return self._run(feeds)
 
     def _run(self, feeds: dict) -> dict:
@@ -349,6 +355,7 @@ def compile(
     input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
     dims: Optional[Mapping[str, int]] = None,
     sequence_lengths: Optional[Mapping[str, int]] = None,
+    absent: Optional[Iterable[str]] = None,
     target: Optional[str] = None,
     cpu: Optional[str] = None,
     quantize: Optional[str] = None,
@@ -369,7 +376,9 @@ def compile(
     ``input_shapes`` (name -> shape) or ``dims`` (symbol -> value) pin them. A
     sequence input needs its length in ``sequence_lengths`` (name -> number of
     elements); ``run`` then takes it as a list, and returns a sequence output as one
-    (docs/sequences.md).
+    (docs/sequences.md). ``absent`` names inputs of optional type to compile as absent
+    (empty optionals, which ``run`` then does not take); other optional inputs are
+    given on every run.
 
     ``target``/``cpu``: an LLVM triple and CPU (default: this machine); an artifact for
     another machine (or CUDA) is returned described but not runnable here (``run``
@@ -414,7 +423,8 @@ def compile(
     _dlc.compile(
         str(path), str(out), name=name or stem,
         input_shapes={k: list(v) for k, v in (input_shapes or {}).items()},
-        dims=dict(dims or {}), sequence_lengths=dict(sequence_lengths or {}), target=target, cpu=cpu,
+        dims=dict(dims or {}), sequence_lengths=dict(sequence_lengths or {}),
+        absent=sorted(absent or []), target=target, cpu=cpu,
         quantize=quantize,
         calibrate=str(calib_dir) if calib_dir else None, no_opt=not optimize, backend=backend,
     )  # fmt: skip

@@ -76,6 +76,7 @@ fn run_error(e: dlc_runtime::RuntimeError) -> PyErr {
     match e {
         R::InputCount { .. }
         | R::UnknownInput { .. }
+        | R::AbsentInput { .. }
         | R::InputDtype { .. }
         | R::InputShape { .. }
         | R::InputBytes { .. }
@@ -522,7 +523,7 @@ impl Artifact {
 /// with `dlc compile`'s pipeline; returns report.json's contents as JSON text.
 #[pyfunction]
 #[pyo3(signature = (model, out_dir, *, name=None, input_shapes=None, dims=None, target=None, cpu=None,
-                    quantize=None, calibrate=None, no_opt=false, backend="llvm", sequence_lengths=None))]
+                    quantize=None, calibrate=None, no_opt=false, backend="llvm", sequence_lengths=None, absent=None))]
 #[allow(clippy::too_many_arguments)]
 fn compile(
     py: Python<'_>,
@@ -538,6 +539,7 @@ fn compile(
     no_opt: bool,
     backend: &str,
     sequence_lengths: Option<HashMap<String, usize>>,
+    absent: Option<Vec<String>>,
 ) -> PyResult<String> {
     use dlc_driver::quantize::{QuantizeArgs, Scheme};
     if backend != "llvm" {
@@ -573,6 +575,7 @@ fn compile(
         input_shapes: shapes,
         dims: pinned,
         sequence_lengths: sequence_lengths.unwrap_or_default(),
+        absent: absent.unwrap_or_default().into_iter().collect(),
         name,
         no_opt,
         quant: QuantizeArgs { quantize: scheme, calibrate, ..Default::default() },

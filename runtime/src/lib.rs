@@ -72,6 +72,16 @@ pub enum RuntimeError {
         /// Names the model has.
         names: String,
     },
+    /// An input the artifact was compiled without (an optional input, `dlc compile
+    /// --absent`).
+    #[error(
+        "input '{name}' was compiled absent (dlc compile --absent {name}): this artifact does not take it; \
+         compile without --absent to give it"
+    )]
+    AbsentInput {
+        /// Name given.
+        name: String,
+    },
     /// An input of the wrong dtype.
     #[error("input '{name}': expected dtype {expected}, got {got}")]
     InputDtype {
@@ -615,6 +625,9 @@ fn check_views(manifest: &Manifest, inputs: &[(&str, TensorRef<'_>)]) -> Result<
     let specs = &manifest.inputs;
     for (name, _) in inputs {
         if !specs.iter().any(|s| s.name == *name) {
+            if manifest.absent_inputs.iter().any(|a| a == name) {
+                return Err(RuntimeError::AbsentInput { name: name.to_string() });
+            }
             return Err(RuntimeError::UnknownInput { name: name.to_string(), names: names(specs) });
         }
     }

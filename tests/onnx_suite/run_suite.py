@@ -170,12 +170,16 @@ def run_case(dlc, cuda, name, model, inputs, outputs, work):
     onnx.save(model, str(path))
     target = ["--target", "nvptx64-nvidia-cuda"] if cuda else ["--emit", "so"]
     graph_inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-    # A sequence input is compiled at the length of the case's (docs/sequences.md), and an
+    # A sequence input is compiled at the length of the case's (docs/sequences.md), an
+    # optional input the case gives empty is compiled absent (`--absent`), and an
     # input (or sequence element) whose type has no shape at the shape of the case's: a
     # user gives both with the same flags.
     flags = []
     types = {i.name: i.type for i in model.graph.input}
     for n, x in zip(graph_inputs, inputs):
+        if x is None:  # an empty optional: compiled absent, not given to the run
+            flags.append(f"--absent={n}")
+            continue
         if isinstance(x, list):
             flags.append(f"--sequence-length={n}={len(x)}")
             elems = [(f"{n}[{i}]", e) for i, e in enumerate(x)]
@@ -194,6 +198,8 @@ def run_case(dlc, cuda, name, model, inputs, outputs, work):
             return "crash", "ptxas: " + (proc.stderr.strip().splitlines() or [""])[0]
     feeds = []
     for n, x in zip(graph_inputs, inputs):
+        if x is None:
+            continue
         if isinstance(x, list):  # a sequence: its elements are inputs n[0], n[1], ...
             feeds += [(f"{n}[{i}]", e) for i, e in enumerate(x)]
         else:

@@ -391,6 +391,30 @@ def test_string_tensors_in_and_out(tmp_path):
         m.run({"x": np.array([1, 2, 3, 4], dtype=object)})
 
 
+def test_optional_input_compiled_absent():
+    """``absent`` compiles an optional input as an empty optional: ``run`` takes None for
+    it (as ONNX Runtime does) or no entry, and giving it a tensor is an InputError."""
+    x_ty = helper.make_tensor_type_proto(TensorProto.FLOAT, [3])
+    nodes = [helper.make_node("OptionalHasElement", ["o"], ["has"]), helper.make_node("Neg", ["x"], ["y"])]
+    g = helper.make_graph(nodes, "opt", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3]),
+                                         helper.make_value_info("o", helper.make_optional_type_proto(x_ty))],
+                          [helper.make_tensor_value_info("has", TensorProto.BOOL, []),
+                           helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m = dlc.compile(proto, absent=["o"])
+    assert [i.name for i in m.inputs] == ["x"]
+    x = np.array([1, -2, 3], np.float32)
+    want = ort_outputs(proto, {"x": x, "o": None})
+    for feeds in ({"x": x, "o": None}, {"x": x}):
+        got = m.run(feeds)
+        assert got["has"] == want["has"] == False  # noqa: E712
+        np.testing.assert_array_equal(got["y"], want["y"])
+    with pytest.raises(dlc.InputError, match="compiled absent"):
+        m.run({"x": x, "o": x})
+    with pytest.raises(dlc.CompileError, match="not of optional type"):
+        dlc.compile(proto, absent=["x"])
+
+
 def test_sequences_in_and_out():
     """A sequence input compiled at a fixed length (``sequence_lengths``) is fed as a
     list, and a sequence output comes back as one, as ONNX Runtime's (docs/sequences.md);

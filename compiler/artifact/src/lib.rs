@@ -300,6 +300,11 @@ pub struct Manifest {
     #[prost(message, repeated, tag = "21")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sequences: Vec<SequenceSpec>,
+    /// The model's inputs of optional type compiled as absent (`dlc compile --absent`):
+    /// the artifact does not take them (they are not among `inputs`).
+    #[prost(string, repeated, tag = "22")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent_inputs: Vec<String>,
 }
 
 /// A model input or output that is a sequence of tensors, of a length fixed when

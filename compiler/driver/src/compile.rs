@@ -90,6 +90,11 @@ pub struct CompileArgs {
     /// (docs/sequences.md); required for each sequence input.
     #[arg(long = "sequence-length", value_name = "NAME=N")]
     pub sequence_lengths: Vec<String>,
+    /// Compiles an input of optional type as absent (an empty optional), e.g. --absent
+    /// past: the artifact does not take it, and the graph's OptionalHasElement on it is
+    /// false. Without it, an optional input is a tensor every run gives. Repeatable.
+    #[arg(long = "absent", value_name = "NAME")]
+    pub absent: Vec<String>,
     /// Prefix of the exported C symbols is dlc_<NAME>_ [default: from the model file name].
     #[arg(long)]
     pub name: Option<String>,
@@ -125,6 +130,8 @@ pub struct Options {
     pub dims: HashMap<String, u64>,
     /// The length of each sequence input, by name.
     pub sequence_lengths: HashMap<String, usize>,
+    /// Inputs of optional type compiled as absent.
+    pub absent: std::collections::BTreeSet<String>,
     /// The symbol prefix's model name (`None`: the model file's stem).
     pub name: Option<String>,
     /// Skip the graph optimisations.
@@ -206,6 +213,20 @@ pub(crate) fn parse_dims(specs: &[String]) -> Result<HashMap<String, u64>> {
         }
         if out.insert(name.trim().to_string(), n).is_some() {
             bail!("--dim given twice for '{name}'");
+        }
+    }
+    Ok(out)
+}
+
+/// `--absent NAME` flags (each name once).
+pub(crate) fn parse_absent(names: &[String]) -> Result<std::collections::BTreeSet<String>> {
+    let mut out = std::collections::BTreeSet::new();
+    for n in names {
+        if n.is_empty() {
+            bail!("--absent needs an input name");
+        }
+        if !out.insert(n.clone()) {
+            bail!("--absent given twice for '{n}'");
         }
     }
     Ok(out)
@@ -318,6 +339,7 @@ pub(crate) fn manifest(
             elements: (0..s.len).map(|i| dlc_ir::sequence_element_name(&s.name, i)).collect(),
         })
         .collect();
+    m.absent_inputs = g.absent_inputs.clone();
     m.constraints = dlc_ir::implied::constraints(g)
         .unwrap_or_default()
         .into_iter()
@@ -439,28 +461,29 @@ fn manifest_of(
         constraints: Vec::new(),
         library_sha256: String::new(),
         sequences: Vec::new(),
+        absent_inputs: Vec::new(),
     }
 }
 
 /// Loads a model through the frontend its extension names. Run-time dims that the
 /// graph ties to fixed extents (`dlc_ir::implied`) become those extents.
 pub fn load_model(path: &Path, input_shapes: HashMap<String, Vec<u64>>) -> Result<Graph> {
-    load_model_pinned(path, input_shapes, HashMap::new(), HashMap::new())
+    load_model_pinned(path, dlc_onnx::ImportOptions { input_shapes, ..Default::default() })
 }
 
-/// [`load_model`] with run-time dims pinned by symbol name (`--dim`) and the lengths of
-/// sequence inputs (`--sequence-length`).
-pub fn load_model_pinned(
-    path: &Path,
-    input_shapes: HashMap<String, Vec<u64>>,
-    dims: HashMap<String, u64>,
-    sequence_lengths: HashMap<String, usize>,
-) -> Result<Graph> {
+/// [`load_model`] with input shapes (`--input-shape`) and run-time dims pinned by
+/// symbol name (`--dim`), the lengths of sequence inputs (`--sequence-length`) and the
+/// optional inputs compiled absent (`--absent`).
+pub fn load_model_pinned(path: &Path, pins: dlc_onnx::ImportOptions) -> Result<Graph> {
     let mut g = match path.extension().and_then(|e| e.to_str()) {
-        Some("onnx") => dlc_onnx::import(path, &dlc_onnx::ImportOptions { input_shapes, dims, sequence_lengths })?,
+        Some("onnx") => dlc_onnx::import(path, &pins)?,
         Some("dlc") => {
+            let dlc_onnx::ImportOptions { input_shapes, dims, sequence_lengths, absent } = pins;
             if let Some(name) = sequence_lengths.keys().next() {
                 bail!("'{}': --sequence-length {name}: the DSL has no sequence inputs", path.display());
+            }
+            if let Some(name) = absent.first() {
+                bail!("'{}': --absent {name}: the DSL has no optional inputs", path.display());
             }
             let mut g = dlc_dsl::import_with(path, &input_shapes)?;
             let known = dlc_lower::program::symbols(&g);
@@ -590,7 +613,13 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
     let t_start = Instant::now();
     let (target, cuda) = target_of(opts)?;
     obs.stage(&format!("importing {}", model.display()));
-    let mut g = load_model_pinned(model, opts.input_shapes.clone(), opts.dims.clone(), opts.sequence_lengths.clone())?;
+    let pins = dlc_onnx::ImportOptions {
+        input_shapes: opts.input_shapes.clone(),
+        dims: opts.dims.clone(),
+        sequence_lengths: opts.sequence_lengths.clone(),
+        absent: opts.absent.clone(),
+    };
+    let mut g = load_model_pinned(model, pins)?;
 
     let roof = match &opts.roofline {
         Some(s) => dlc_passes::Roofline::parse(s).map_err(anyhow::Error::msg)?,
@@ -1088,6 +1117,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
         input_shapes: parse_input_shapes(&a.input_shapes)?,
         dims: parse_dims(&a.dims)?,
         sequence_lengths: parse_sequence_lengths(&a.sequence_lengths)?,
+        absent: parse_absent(&a.absent)?,
         name: a.name.clone(),
         no_opt: a.no_opt,
         roofline: a.roofline.clone(),

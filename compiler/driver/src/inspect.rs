@@ -19,6 +19,16 @@ pub struct InspectArgs {
     /// sequence input's elements are inputs of their own; docs/sequences.md).
     #[arg(long = "sequence-length", value_name = "NAME=N")]
     pub sequence_lengths: Vec<String>,
+    /// An input of optional type taken as absent, as `dlc compile --absent` takes it.
+    #[arg(long = "absent", value_name = "NAME")]
+    pub absent: Vec<String>,
+}
+
+/// One line per optional input compiled absent.
+fn print_absent(names: &[String]) {
+    for n in names {
+        println!("absent      {n:?}: an optional input compiled absent (--absent); runs do not give it");
+    }
 }
 
 /// One line per sequence input or output: its elements, which the inputs and outputs
@@ -55,14 +65,19 @@ pub fn main(a: InspectArgs) -> Result<()> {
         }
         anyhow::bail!("'{}' has {} unsupported node(s)", a.model.display(), s.unsupported.len());
     }
-    let lengths = crate::compile::parse_sequence_lengths(&a.sequence_lengths)?;
-    let g = crate::compile::load_model_pinned(&a.model, Default::default(), Default::default(), lengths)?;
+    let pins = dlc_onnx::ImportOptions {
+        sequence_lengths: crate::compile::parse_sequence_lengths(&a.sequence_lengths)?,
+        absent: crate::compile::parse_absent(&a.absent)?,
+        ..Default::default()
+    };
+    let g = crate::compile::load_model_pinned(&a.model, pins)?;
     for &id in g.inputs() {
         println!("input       {:?}: {}", g.node(id).name, g.node(id).outputs[0]);
     }
     for (name, v) in g.outputs() {
         println!("output      {name:?}: {}", g.value_type(*v));
     }
+    print_absent(&g.absent_inputs);
     print_sequences(g.sequences.iter().map(|s| {
         (
             s.name.as_str(),
@@ -98,6 +113,7 @@ fn inspect_artifact(a: &InspectArgs) -> Result<()> {
         let max = if t.max_bytes.is_empty() { String::new() } else { format!(" (allocated: {} bytes)", t.max_bytes) };
         println!("output      {:?}: {}{}{max}{}", t.name, t.dtype, t.shape_string(), role(t));
     }
+    print_absent(&m.absent_inputs);
     print_sequences(
         m.sequences.iter().map(|s| (s.name.as_str(), s.output, s.elements.iter().map(|e| format!("{e:?}")).collect())),
     );

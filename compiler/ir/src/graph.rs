@@ -52,6 +52,9 @@ pub struct Graph {
     /// `sequence_type`), each of a length fixed when compiling: its elements are the
     /// inputs or outputs named [`sequence_element_name`] of it (docs/sequences.md).
     pub sequences: Vec<SequenceIo>,
+    /// Model inputs of optional type compiled as absent (`--absent`): the graph reads
+    /// them as empty optionals and the artifact does not take them.
+    pub absent_inputs: Vec<String>,
 }
 
 /// A model input or output that is a sequence of `len` tensors.
@@ -79,6 +82,19 @@ impl Graph {
     /// An empty graph.
     pub fn new(name: impl Into<String>) -> Graph {
         Graph { name: name.into(), ..Default::default() }
+    }
+
+    /// An empty graph with `self`'s name and the facts about its inputs and outputs
+    /// beyond their types (string tensors, sequences, absent optionals), for a pass that
+    /// rebuilds the graph node by node.
+    pub fn empty_like(&self) -> Graph {
+        Graph {
+            name: self.name.clone(),
+            strings: self.strings.clone(),
+            sequences: self.sequences.clone(),
+            absent_inputs: self.absent_inputs.clone(),
+            ..Default::default()
+        }
     }
 
     /// Adds a model input of type `ty`.

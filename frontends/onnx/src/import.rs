@@ -22,6 +22,10 @@ pub struct ImportOptions {
     /// compiles a sequence of a fixed length, whose elements are inputs of their own
     /// (`x[0]`, `x[1]`, ...; docs/sequences.md).
     pub sequence_lengths: HashMap<String, usize>,
+    /// Model inputs of optional type compiled as absent (empty optionals): the artifact
+    /// does not take them (`--absent`, docs/sequences.md). Any other optional input is
+    /// a tensor (or sequence) the caller always gives.
+    pub absent: std::collections::BTreeSet<String>,
 }
 
 /// Reads and decodes an ONNX file.
@@ -250,6 +254,17 @@ impl<'m> Importer<'m> {
             if self.initializers.contains_key(&vi.name) || self.strings.contains_key(&vi.name) {
                 continue;
             }
+            if opts.absent.contains(&vi.name) {
+                if !is_optional(vi) {
+                    return Err(self.model_err(format!(
+                        "--absent {}: input '{}' is not of optional type, so it cannot be absent",
+                        vi.name, vi.name
+                    )));
+                }
+                self.absent.insert(vi.name.clone());
+                self.graph.absent_inputs.push(vi.name.clone());
+                continue;
+            }
             if let Some(elem) = sequence_element_type(vi) {
                 let Some(&n) = opts.sequence_lengths.get(&vi.name) else {
                     return Err(self.model_err(format!(
@@ -305,6 +320,18 @@ impl<'m> Importer<'m> {
             }
             let v = self.graph.add_input(vi.name.clone(), ty);
             self.values.insert(vi.name.clone(), v);
+        }
+        if let Some(unknown) = opts.absent.iter().find(|n| !self.graph.absent_inputs.contains(n)) {
+            let optional: Vec<&str> = graph
+                .input
+                .iter()
+                .filter(|i| is_optional(i) && !self.initializers.contains_key(&i.name))
+                .map(|i| i.name.as_str())
+                .collect();
+            return Err(self.model_err(format!(
+                "--absent {unknown}: the model has no optional input of that name (without a default value); its \
+                 optional inputs are {optional:?}"
+            )));
         }
         if sequences_used != opts.sequence_lengths.len() {
             let seqs: Vec<&str> =
@@ -525,8 +552,8 @@ impl<'m> Importer<'m> {
         vi: &onnx_protobuf::ValueInfoProto,
         pinned: &HashMap<String, Vec<u64>>,
     ) -> Result<TensorType, OnnxError> {
-        // An optional tensor input is a tensor the caller always gives (dlc has no absent
-        // model inputs: `ops::optional`).
+        // An optional tensor input is a tensor the caller always gives, unless compiled
+        // absent (`ImportOptions::absent`, handled before this).
         let value = vi.type_.as_ref().and_then(|t| t.value.as_ref());
         let value = match value {
             Some(type_proto::Value::OptionalType(o)) => o.elem_type.as_ref().and_then(|t| t.value.as_ref()),
@@ -679,7 +706,7 @@ struct Pins {
 }
 
 /// The element type of a graph input or output that is a sequence of tensors (or an
-/// optional one: dlc has no absent inputs).
+/// optional one, given unless compiled absent).
 pub(crate) fn sequence_element_type(vi: &onnx_protobuf::ValueInfoProto) -> Option<&onnx_protobuf::type_proto::Tensor> {
     let mut t = vi.type_.as_ref()?.value.as_ref()?;
     if let type_proto::Value::OptionalType(o) = t {
@@ -690,6 +717,11 @@ pub(crate) fn sequence_element_type(vi: &onnx_protobuf::ValueInfoProto) -> Optio
         type_proto::Value::TensorType(e) => Some(e),
         _ => None,
     }
+}
+
+/// Whether a graph input is of optional type (an ONNX `optional_type`).
+fn is_optional(vi: &onnx_protobuf::ValueInfoProto) -> bool {
+    matches!(vi.type_.as_ref().and_then(|t| t.value.as_ref()), Some(type_proto::Value::OptionalType(_)))
 }
 
 /// Whether a graph input or output is a string tensor.

@@ -148,9 +148,7 @@ fn rebuild(
         Class(Id),
         Opaque(NodeId),
     }
-    let mut out = Graph::new(g.name.clone());
-    out.strings = g.strings.clone();
-    out.sequences = g.sequences.clone();
+    let mut out = g.empty_like();
     let mut values: HashMap<Value, Value> = HashMap::new(); // old graph value -> new
     for &id in g.inputs() {
         let n = g.node(id);

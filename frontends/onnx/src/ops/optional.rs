@@ -2,8 +2,10 @@
 //! tensor, a sequence or a string tensor, under its own name); an empty one is only a
 //! name (`Importer::absent`). `Optional`, `OptionalHasElement` (a constant) and
 //! `OptionalGetElement` work on that; an element read from an empty optional is refused
-//! at compile time. A model input of optional type is a tensor the caller always gives:
-//! dlc has no absent model inputs (the C ABI takes a buffer per input).
+//! at compile time. A model input of optional type is a tensor (or sequence) the caller
+//! always gives, or, compiled with `--absent NAME`, an empty optional that the artifact
+//! does not take: presence is fixed when compiling, as a sequence's length is (the C
+//! ABI takes a buffer per input).
 use super::shapes::Out;
 use super::NodeCx;
 use dlc_ir::{DType, TensorData, TensorType};
