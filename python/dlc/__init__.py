@@ -419,6 +419,8 @@ def compile(
             raise CompileError("calibration holds no samples")
     if quantize == "int8" and calib_dir is None:
         raise CompileError("quantize='int8' needs calibration (an iterable of feed dicts of numpy arrays)")
+    if isinstance(absent, str):  # one name, not its letters
+        absent = [absent]
     out = Path(out_dir) if out_dir is not None else work / "artifact"
     _dlc.compile(
         str(path), str(out), name=name or stem,

@@ -403,6 +403,7 @@ def test_optional_input_compiled_absent():
     proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     m = dlc.compile(proto, absent=["o"])
     assert [i.name for i in m.inputs] == ["x"]
+    assert [i.name for i in dlc.compile(proto, absent="o").inputs] == ["x"]  # one name as a str
     x = np.array([1, -2, 3], np.float32)
     want = ort_outputs(proto, {"x": x, "o": None})
     for feeds in ({"x": x, "o": None}, {"x": x}):
