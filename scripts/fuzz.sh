@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs dlc's fuzz targets (fuzz/fuzz_targets: onnx_import, dsl, npy, manifest) with
-# cargo-fuzz (libFuzzer) on the nightly toolchain, SECONDS each (default 60), one after
-# the other, seeded from the tests' own files. Built with debug assertions, so an
+# cargo-fuzz (libFuzzer) on the nightly toolchain, SECONDS each (default 60), one per
+# core at a time, seeded from the tests' own files. Built with debug assertions, so an
 # integer overflow is a crash like a panic. A crash stops the run: its input is in
 # fuzz/artifacts/TARGET/; turn it into a case of tests/malformed/cases.py, fix, rerun.
 #
@@ -53,14 +53,20 @@ if [ -x "$DLC" ]; then
   done
 fi
 
-for t in "${TARGETS[@]}"; do
-  echo "== fuzz $t for ${SECS}s"
-  log="target/fuzz-$t.log"
+# One target per core at a time (each libFuzzer run is one process on one core).
+run_target() {
+  local t="$1" log="target/fuzz-$1.log"
   if ! cargo +nightly fuzz run -s none -a "$t" "$SEEDS/$t" -- -max_total_time="$SECS" -timeout=10 -rss_limit_mb=4096 \
       -max_len=1048576 -print_final_stats=1 >"$log" 2>&1; then
     tail -40 "$log"
     echo "fuzz: $t found a crash (input in fuzz/artifacts/$t/)" >&2
-    exit 1
+    return 1
   fi
-  grep -E "stat::number_of_executed_units|Done [0-9]+ runs" "$log" | tail -2 || true
-done
+  echo "== fuzz $t for ${SECS}s: $(grep -E "stat::number_of_executed_units" "$log" | tail -1 | tr -s ' ')"
+}
+export -f run_target
+export SECS SEEDS
+printf '%s\n' "${TARGETS[@]}" | xargs -P "${FUZZ_JOBS:-$(nproc)}" -I{} bash -c 'run_target "$1"' _ {} || {
+  echo "fuzz: a target failed (its log is above)" >&2
+  exit 1
+}

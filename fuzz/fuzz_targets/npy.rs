@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(t) = dlc_driver::npy::read_bytes(data, Path::new("fuzz.npy")) {
+    if let Ok(t) = dlc_npy::read_bytes(data, Path::new("fuzz.npy")) {
         if t.dtype == dlc_runtime::STRING {
             // A string tensor: each element a length and its bytes, as many as the shape says.
             assert!(t.string_bytes().is_some(), "string elements match the shape");

@@ -12,7 +12,8 @@ pub mod compile;
 pub mod export;
 pub mod inspect;
 mod link;
-pub mod npy;
+/// `.npy` files (the dlc-npy crate, which the fuzz target uses without the compiler).
+pub use dlc_npy as npy;
 pub mod quantize;
 pub mod run;
 
