@@ -20,44 +20,68 @@ fn corrupted_models_never_panic() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("filetests/onnx");
     let tmp = std::env::temp_dir().join(format!("dlc-robustness-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut models: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     models.retain(|p| p.extension().is_some_and(|e| e == "onnx"));
     models.sort();
-    let (mut errors, mut imported) = (0, 0);
-    for model in &models {
-        let bytes = std::fs::read(model).unwrap();
-        for round in 0..90 {
-            let mut b = bytes.clone();
-            match round % 3 {
-                0 => b.truncate((rng.next() % b.len() as u64) as usize),
-                _ => {
-                    for _ in 0..1 + rng.next() % 4 {
-                        let i = (rng.next() % b.len() as u64) as usize;
-                        b[i] ^= 1 << (rng.next() % 8);
+    // One worker per core, each taking every n-th model with its own generator seeded
+    // from the model's index, so a failure reproduces whatever the core count (one
+    // thread took 160 s of CI's cargo test with the other core idle).
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(models.len().max(1));
+    let counts: Vec<(usize, usize)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (models, tmp) = (&models, &tmp);
+                s.spawn(move || {
+                    let mut counts = (0, 0);
+                    for (k, model) in models.iter().enumerate().skip(w).step_by(workers) {
+                        let c = mutate_and_import(model, k as u64, &tmp.join(format!("mutant-{w}.onnx")));
+                        counts = (counts.0 + c.0, counts.1 + c.1);
                     }
-                }
-            }
-            let path = tmp.join("mutant.onnx");
-            std::fs::write(&path, &b).unwrap();
-            let result = std::panic::catch_unwind(|| dlc_onnx::import(&path, &Default::default()));
-            match result {
-                Ok(Ok(g)) => {
-                    dlc_ir::verify(&g).expect("an imported graph verifies");
-                    imported += 1;
-                    let compiled = std::panic::catch_unwind(|| {
-                        let plan = dlc_passes::plan_memory(&g).ok()?;
-                        let target = dlc_codegen_llvm::TargetSpec::host();
-                        dlc_codegen_llvm::compile(&g, &plan, &target, "dlc_m_", &Default::default()).ok()
-                    });
-                    assert!(compiled.is_ok(), "codegen panicked on a mutant of {} (round {round})", model.display());
-                }
-                Ok(Err(_)) => errors += 1,
-                Err(_) => panic!("import panicked on a mutant of {} (round {round})", model.display()),
-            }
-        }
-    }
+                    counts
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a robustness worker panicked")).collect()
+    });
     std::fs::remove_dir_all(&tmp).ok();
+    let (errors, imported) = counts.iter().fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
     // Both outcomes must occur, or the mutations test nothing.
     assert!(errors > 0 && imported > 0, "errors {errors}, imported {imported}");
+}
+
+/// 90 mutants of one model (truncations and bit flips), each imported and, where that
+/// succeeds, planned and compiled; returns (errors, imported).
+fn mutate_and_import(model: &Path, index: u64, path: &Path) -> (usize, usize) {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ index.wrapping_mul(0x0100_0000_01b3));
+    let bytes = std::fs::read(model).unwrap();
+    let (mut errors, mut imported) = (0, 0);
+    for round in 0..90 {
+        let mut b = bytes.clone();
+        match round % 3 {
+            0 => b.truncate((rng.next() % b.len() as u64) as usize),
+            _ => {
+                for _ in 0..1 + rng.next() % 4 {
+                    let i = (rng.next() % b.len() as u64) as usize;
+                    b[i] ^= 1 << (rng.next() % 8);
+                }
+            }
+        }
+        std::fs::write(path, &b).unwrap();
+        let result = std::panic::catch_unwind(|| dlc_onnx::import(path, &Default::default()));
+        match result {
+            Ok(Ok(g)) => {
+                dlc_ir::verify(&g).expect("an imported graph verifies");
+                imported += 1;
+                let compiled = std::panic::catch_unwind(|| {
+                    let plan = dlc_passes::plan_memory(&g).ok()?;
+                    let target = dlc_codegen_llvm::TargetSpec::host();
+                    dlc_codegen_llvm::compile(&g, &plan, &target, "dlc_m_", &Default::default()).ok()
+                });
+                assert!(compiled.is_ok(), "codegen panicked on a mutant of {} (round {round})", model.display());
+            }
+            Ok(Err(_)) => errors += 1,
+            Err(_) => panic!("import panicked on a mutant of {} (round {round})", model.display()),
+        }
+    }
+    (errors, imported)
 }
