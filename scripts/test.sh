@@ -30,18 +30,32 @@ stage "end-to-end tests (dlc vs ONNX Runtime)"
 # 2-core Zen 1 machine; 21 with two workers). Work stealing keeps both busy to the end
 # (plain `load` left one idle for the last 4 minutes). The slowest tests are listed.
 DLC_BIN="$PWD/target/debug/dlc" .venv/bin/python -m pytest -q -n "$(nproc)" --dist worksteal --durations=15 tests/e2e
-stage "fuzz targets, 30 s each (scripts/fuzz.sh: onnx_import, dsl, npy, manifest)"
-bash scripts/fuzz.sh 30
-# The fuzz build (about 2 GB, instrumented) is not used again; on CI free it for the
-# PyTorch venv below.
-if [ -n "${CI:-}" ]; then rm -rf fuzz/target; fi
-echo "== disk: $(df -h --output=avail . | tail -n1 | tr -d ' ') free"
+# The fuzz stage (an instrumented build, then the runs) goes beside the Python package's
+# release build: each has long single-crate compiles that leave a core idle. Its output
+# is printed when it ends; a crash fails the run there.
+stage "fuzz targets, 30 s each (scripts/fuzz.sh: onnx_import, dsl, npy, manifest), in the background"
+# Its own process group (setsid), so a failure below stops all of it.
+setsid bash scripts/fuzz.sh 30 >target/fuzz-stage.log 2>&1 &
+FUZZ_PID=$!
+trap 'kill -- -$FUZZ_PID 2>/dev/null || true' EXIT
 stage "Python package: pip install . into a fresh venv, then its tests (tests/python)"
 rm -rf target/py-venv
 python3 -m venv target/py-venv
 target/py-venv/bin/pip install --quiet . $(grep -E '^(onnx|onnxruntime|numpy|pytest)==' tests/requirements.txt)
 ls target/wheels/dlc-*-cp39-abi3-manylinux_2_36_x86_64.whl  # the wheel pip built: abi3, manylinux
 DLC_BIN="$PWD/target/debug/dlc" target/py-venv/bin/python -m pytest -q tests/python
+stage "fuzz targets: waiting for the background stage"
+if ! wait "$FUZZ_PID"; then
+  cat target/fuzz-stage.log
+  echo "fuzz stage failed" >&2
+  exit 1
+fi
+trap - EXIT
+cat target/fuzz-stage.log
+# The fuzz build (about 1 GB, instrumented) is not used again; on CI free it for the
+# PyTorch venv below.
+if [ -n "${CI:-}" ]; then rm -rf fuzz/target; fi
+echo "== disk: $(df -h --output=avail . | tail -n1 | tr -d ' ') free"
 stage "Python package with PyTorch: dlc.compile(torch.nn.Module), the tutorial"
 bash scripts/python-torch-check.sh
 stage "all passed"
