@@ -31,6 +31,12 @@ pub enum BindRule {
     ReduceSqueeze,
     /// ONNX Squeeze with axes `t`: those dims must be 1 and are dropped (`n - m` dims).
     Squeeze,
+    /// A check for ONNX Squeeze without axes over run-time dims: `t` holds the axes
+    /// of the dims that are 1 when compiling (the Squeeze drops them, by a Reshape after
+    /// this check); every other dim must not be 1 when the model runs, since the
+    /// result's rank is fixed when compiling and ONNX would drop such a dim too. Binds
+    /// nothing; the result keeps the input's dims.
+    SqueezeAll,
     /// ONNX Unsqueeze with axes `t` (of the result): `n + m` dims.
     Unsqueeze,
     /// ONNX Slice with `t` = starts, ends, axes, steps (`m / 4` each): for every axis
@@ -74,6 +80,7 @@ impl BindRule {
             BindRule::ReduceAxes => "reduce_axes",
             BindRule::ReduceSqueeze => "reduce_squeeze",
             BindRule::Squeeze => "squeeze",
+            BindRule::SqueezeAll => "squeeze_all",
             BindRule::Unsqueeze => "unsqueeze",
             BindRule::Slice => "slice",
             BindRule::Split { .. } => "split",
@@ -96,7 +103,12 @@ impl BindRule {
     pub fn reshapes(self) -> bool {
         !matches!(
             self,
-            BindRule::Slice | BindRule::Split { .. } | BindRule::Count | BindRule::Extent { .. } | BindRule::Values
+            BindRule::Slice
+                | BindRule::Split { .. }
+                | BindRule::Count
+                | BindRule::Extent { .. }
+                | BindRule::Values
+                | BindRule::SqueezeAll
         )
     }
 
@@ -108,6 +120,7 @@ impl BindRule {
             "reduce_axes" => BindRule::ReduceAxes,
             "reduce_squeeze" => BindRule::ReduceSqueeze,
             "squeeze" => BindRule::Squeeze,
+            "squeeze_all" => BindRule::SqueezeAll,
             "unsqueeze" => BindRule::Unsqueeze,
             "slice" => BindRule::Slice,
             "count" => BindRule::Count,
@@ -124,6 +137,7 @@ impl BindRule {
             BindRule::Reshape { .. } => Some(m),
             BindRule::ReduceAxes => Some(2 * n),
             BindRule::ReduceSqueeze | BindRule::Squeeze => n.checked_sub(m),
+            BindRule::SqueezeAll => (m <= n).then_some(0),
             BindRule::Unsqueeze => Some(n + m),
             BindRule::Slice => (m.is_multiple_of(4) && m / 4 <= n).then_some(3 * n),
             BindRule::Split { axis } => (axis < n).then_some(2 * m),
@@ -153,7 +167,8 @@ pub enum Reason {
     AxisRange = 6,
     /// An axis given twice.
     AxisRepeat = 7,
-    /// Squeeze of a dim that is not 1.
+    /// Squeeze of a dim that is not 1, or a dim that Squeeze without axes keeps
+    /// ([`BindRule::SqueezeAll`]) is 1.
     NotOne = 8,
     /// `allowzero` with both a 0 and a -1.
     ZeroAndInferred = 9,
@@ -171,6 +186,7 @@ pub enum Reason {
     ExtentRange = 14,
     /// A computed extent ([`BindRule::Values`]) below 0 or above [`MAX_COMPUTED`].
     ValueRange = 15,
+    // No more: a bind status carries a reason in 4 bits (dlc_artifact::abi::bind_status).
 }
 
 /// Every reason, in code order (the manifest carries their messages).
@@ -210,7 +226,10 @@ impl Reason {
             Reason::Count => "the element count would change",
             Reason::AxisRange => "an axis is out of range",
             Reason::AxisRepeat => "an axis is given twice",
-            Reason::NotOne => "a squeezed dim is not 1",
+            Reason::NotOne => {
+                "a squeezed dim is not 1, or (Squeeze without axes) a run-time dim is 1: dlc fixed the result's rank \
+                 when compiling, dropping the dims that were 1 then; give the Squeeze its axes"
+            }
             Reason::ZeroAndInferred => "with allowzero, an extent is 0 and another -1",
             Reason::ZeroStep => "a step is 0",
             Reason::SplitSizes => "the split sizes are negative or do not add up to the dim",
@@ -287,6 +306,16 @@ pub fn eval(rule: BindRule, d: &[i64], t: &[i64]) -> Result<Vec<i64>, Reason> {
         BindRule::ReduceAxes => {
             let a = axes(t, n)?;
             Ok((0..n).flat_map(|i| if a.contains(&i) { [1, d[i]] } else { [d[i], 1] }).collect())
+        }
+        BindRule::SqueezeAll => {
+            let a = axes(t, n)?;
+            if a.iter().any(|&i| d[i] != 1) {
+                return Err(Reason::NotOne);
+            }
+            if (0..n).any(|i| !a.contains(&i) && d[i] == 1) {
+                return Err(Reason::NotOne);
+            }
+            Ok(Vec::new())
         }
         BindRule::ReduceSqueeze | BindRule::Squeeze => {
             let a = axes(t, n)?;
@@ -391,6 +420,7 @@ pub fn maxima(rule: BindRule, d: &[Dim], m: usize) -> Vec<Expr> {
         BindRule::Extent { axis } => vec![d.get(axis).map_or(one.clone(), |x| x.expr().max_with(&one))],
         // Unbounded: computed dims are sized as they are (see `computed_symbols`).
         BindRule::Values => Vec::new(),
+        BindRule::SqueezeAll => Vec::new(),
     }
 }
 
@@ -568,6 +598,11 @@ mod tests {
         assert_eq!(eval(BindRule::ReduceSqueeze, &[1, 3, 1], &[0, 2]), Ok(vec![3]));
         assert_eq!(eval(BindRule::Squeeze, &[1, 3, 1], &[1]), Err(Reason::NotOne));
         assert_eq!(eval(BindRule::Squeeze, &[1, 3, 1], &[-1]), Ok(vec![1, 3]));
+        assert_eq!(eval(BindRule::SqueezeAll, &[1, 3, 2], &[0]), Ok(vec![]));
+        assert_eq!(eval(BindRule::SqueezeAll, &[1, 1, 2], &[0]), Err(Reason::NotOne));
+        assert_eq!(eval(BindRule::SqueezeAll, &[2, 3], &[]), Ok(vec![]));
+        assert_eq!(eval(BindRule::SqueezeAll, &[2, 3], &[1]), Err(Reason::NotOne));
+        assert_eq!(eval(BindRule::SqueezeAll, &[3, 1], &[]), Err(Reason::NotOne));
         assert_eq!(eval(BindRule::Unsqueeze, &[3, 4], &[0, -1]), Ok(vec![1, 3, 4, 1]));
         assert_eq!(eval(BindRule::Unsqueeze, &[3, 4], &[4]), Err(Reason::AxisRange));
         for r in REASONS {

@@ -235,6 +235,23 @@ pub fn bind(name: &str, n: &Node, op: &Bind) -> Result<Kernel, LowerError> {
             }
             out
         }
+        BindRule::SqueezeAll => {
+            let f = r.axes(&t, n_in);
+            for (&fi, &di) in f.iter().zip(&d) {
+                let sq = r.b.cmp(CmpOp::Ne, fi, r.zero);
+                let not1 = r.b.cmp(CmpOp::Ne, di, r.one);
+                let c = r.b.select(sq, not1, sq);
+                r.check(c, Reason::NotOne);
+            }
+            // Then: a kept dim must not be 1 (the order of `eval`'s checks).
+            for (&fi, &di) in f.iter().zip(&d) {
+                let kept = r.b.cmp(CmpOp::Eq, fi, r.zero);
+                let is1 = r.b.cmp(CmpOp::Eq, di, r.one);
+                let c = r.b.select(kept, is1, kept);
+                r.check(c, Reason::NotOne);
+            }
+            Vec::new()
+        }
         BindRule::ReduceSqueeze | BindRule::Squeeze => {
             let f = r.axes(&t, n_in);
             if rule == BindRule::Squeeze {

@@ -77,8 +77,15 @@ fn axis_kernels_follow_their_rules() {
                 check(BindRule::ReduceSqueeze, &d, t, symbolic);
                 check(BindRule::Squeeze, &d, t, symbolic);
                 check(BindRule::Unsqueeze, &d, t, symbolic);
+                check(BindRule::SqueezeAll, &d, t, symbolic);
             }
         }
+    }
+    // Squeeze without axes: the dims that were 1 when compiling, and none.
+    for (d, t) in
+        [([1, 3, 1], &[0i64, 2][..]), ([1, 1, 4], &[0]), ([2, 3, 4], &[]), ([2, 1, 4], &[]), ([0, 1, 5], &[1])]
+    {
+        check(BindRule::SqueezeAll, &d, t, true);
     }
 }
 

@@ -193,7 +193,7 @@ fn shape(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 /// dims move (a 1 removed or inserted before two of them), a Reshape cannot say it: the
 /// 1s travel to the end with a Transpose, where a Reshape of copies drops or adds them.
 fn squeeze(cx: &mut NodeCx, unsqueeze: bool) -> Result<Vec<Value>, String> {
-    let x = cx.input(0)?;
+    let mut x = cx.input(0)?;
     let axes = if cx.opset >= 13 {
         match super::bind::ints_or_value(cx, 1, "axes")? {
             Some(Err(t)) => {
@@ -231,14 +231,29 @@ fn squeeze(cx: &mut NodeCx, unsqueeze: bool) -> Result<Vec<Value>, String> {
             .iter()
             .map(|&a| normalize_axis(a, dims.len()).ok_or(format!("axis {a} out of range")))
             .collect::<Result<_, _>>()?;
+        let mut at_run_time = Vec::new();
         for &a in &ax {
-            if dims[a] != Dim::Fixed(1) {
-                return Err(format!("cannot squeeze dim {a} of extent {}", dims[a]));
+            match dims[a].fixed() {
+                Some(1) => {}
+                Some(e) => return Err(format!("cannot squeeze dim {a} of extent {e}")),
+                // A run-time dim must be 1 when the model runs: checked then.
+                None => at_run_time.push(a as i64),
             }
+        }
+        if !at_run_time.is_empty() {
+            // The result's dims are then bound when the model runs (a Bind of rule
+            // `squeeze`, which checks that the squeezed dims are 1).
+            let all: Vec<i64> = ax.iter().map(|&a| a as i64).collect();
+            let t = cx.add_const(TensorData::from_i64(&[all.len() as u64], &all).ok_or("axes")?);
+            return Ok(vec![super::bind::bind(cx, "", x, t, dlc_ir::bind::BindRule::Squeeze)?]);
         }
         if ax.is_empty() {
             if dims.iter().any(|d| d.fixed().is_none()) {
-                return Err(format!("Squeeze without axes needs known dims, got {ty}"));
+                // The dims that are 1 now are dropped; a run-time dim is kept, and the
+                // run fails, naming the node, if it is 1 then (the rank is fixed here).
+                let ones: Vec<i64> = (0..dims.len() as i64).filter(|&i| dims[i as usize] == Dim::Fixed(1)).collect();
+                let t = cx.add_const(TensorData::from_i64(&[ones.len() as u64], &ones).ok_or("squeeze axes")?);
+                x = super::bind::bind(cx, "check", x, t, dlc_ir::bind::BindRule::SqueezeAll)?;
             }
             ax = (0..dims.len()).filter(|&i| dims[i] == Dim::Fixed(1)).collect();
         }
