@@ -902,7 +902,10 @@ impl Model {
         // SAFETY: as the caller promises; the workspace is sized for `dims` with every
         // computed dim 0, as the prologue lays it out.
         let status = unsafe { f(ins, ws.ptr, dims.as_mut_ptr(), None, std::ptr::null()) };
-        self.status(status)
+        self.status(status)?;
+        // The equalities of computed dims the model relies on (the generated code checks
+        // them too, with a bare status).
+        Ok(self.manifest.check_computed(dims)?)
     }
 
     /// Runs the model on named inputs; returns the outputs in manifest order. The thread

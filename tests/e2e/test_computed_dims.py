@@ -240,3 +240,36 @@ def dlc_compile(path, w):
     art = w / "art"
     dlc("compile", path, "-o", art)
     return art
+
+
+def test_an_equality_of_computed_dims_is_checked_before_the_run(tmp_path):
+    """`Range(0, n, 1) + Range(0, m, 1)`: both extents are computed dims, and the Add
+    needs them equal (dlc does not broadcast two run-time extents). Checked after the
+    prologue computes them, before the run: equal values match ONNX Runtime, others
+    fail naming the node and both values (ONNX Runtime fails too)."""
+    path = _save(tmp_path / "eq.onnx", [
+        h.make_node("Constant", [], ["zero"], value=h.make_tensor("z", T.INT64, [], [0])),
+        h.make_node("Constant", [], ["one"], value=h.make_tensor("o", T.INT64, [], [1])),
+        h.make_node("Range", ["zero", "n", "one"], ["a"]),
+        h.make_node("Range", ["zero", "m", "one"], ["b"]),
+        h.make_node("Mul", ["a", "a"], ["a2"]),
+        h.make_node("Add", ["a2", "b"], ["y"], name="the_add"),
+    ], [_vi("n", T.INT64, []), _vi("m", T.INT64, [])], [("y", T.INT64)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    out = dlc("inspect", art).stdout
+    assert "requires    " in out and "(node 'the_add" in out, out
+    for v in (4, 9):
+        feeds = {"n": np.array(v, np.int64), "m": np.array(v, np.int64)}
+        w = tmp_path / f"ok{v}"
+        w.mkdir()
+        assert_close(dlc_run(art, path, feeds, w)["y"], ort_run(path, feeds)["y"], f"extent {v}")
+    feeds = {"n": np.array(4, np.int64), "m": np.array(3, np.int64)}
+    with pytest.raises(Exception):
+        ort_run(path, feeds)
+    for k, v in feeds.items():
+        np.save(tmp_path / f"{k}.npy", v)
+    p = dlc("run", art, "--input", f"n={tmp_path / 'n.npy'}", "--input", f"m={tmp_path / 'm.npy'}", "-o",
+            tmp_path / "o", check=False)
+    assert p.returncode == 1 and "node 'the_add" in p.stderr and "needs them equal" in p.stderr, p.stderr
+    assert "= 4 computed from tensor values" in p.stderr and "= 3 computed from tensor values" in p.stderr, p.stderr

@@ -186,31 +186,8 @@ impl Manifest {
                 }
             }
         }
-        for c in &self.constraints {
-            let parse = |t: &str| {
-                dlc_sym::parse(t)
-                    .map_err(|e| DimError::Invalid(format!("manifest constraint '{t}' is not an expression: {e}")))
-            };
-            let (lhs, rhs) = (parse(&c.lhs)?, parse(&c.rhs)?);
-            let eval = |e: &dlc_sym::Expr| e.eval(&env).map_err(|e| DimError::Invalid(format!("constraint: {e}")));
-            let (l, r) = (eval(&lhs)?, eval(&rhs)?);
-            if l != r {
-                let mut syms = Vec::new();
-                lhs.symbols(&mut syms);
-                rhs.symbols(&mut syms);
-                syms.sort();
-                syms.dedup();
-                let bound = syms.iter().filter_map(|s| origin.get(s).cloned()).collect::<Vec<_>>().join(", ");
-                return Err(DimError::Constraint {
-                    lhs: c.lhs.clone(),
-                    l,
-                    rhs: c.rhs.clone(),
-                    r,
-                    node: c.node.clone(),
-                    bound,
-                });
-            }
-        }
+        // Constraints over computed dims wait for them ([`Manifest::check_computed`]).
+        self.check_constraints(&env, &origin, false)?;
         // Data symbols are 0 until a run writes them.
         self.symbols
             .iter()
@@ -222,6 +199,64 @@ impl Manifest {
                 }
             })
             .collect()
+    }
+
+    /// Checks the constraints that mention computed dims (dims computed from tensor
+    /// values by the artifact's `shape_values` prologue), at `dims` as the prologue
+    /// filled them in; the others were checked by [`Manifest::bind_dims`].
+    pub fn check_computed(&self, dims: &[i64]) -> Result<(), DimError> {
+        let env: BTreeMap<String, i64> =
+            self.symbols.iter().map(|s| s.name.clone()).zip(dims.iter().copied()).collect();
+        let origin = self
+            .symbols
+            .iter()
+            .zip(dims)
+            .map(|(s, v)| {
+                let from = if s.computed { "computed from tensor values" } else { "from the inputs' dims" };
+                (s.name.clone(), format!("{} = {v} {from}", s.name))
+            })
+            .collect();
+        self.check_constraints(&env, &origin, true)
+    }
+
+    /// Checks the constraints that mention a computed symbol (`computed`) or those that
+    /// do not, at the symbol values `env`; `origin` says where each value came from.
+    fn check_constraints(
+        &self,
+        env: &BTreeMap<String, i64>,
+        origin: &BTreeMap<String, String>,
+        computed: bool,
+    ) -> Result<(), DimError> {
+        for c in &self.constraints {
+            let parse = |t: &str| {
+                dlc_sym::parse(t)
+                    .map_err(|e| DimError::Invalid(format!("manifest constraint '{t}' is not an expression: {e}")))
+            };
+            let (lhs, rhs) = (parse(&c.lhs)?, parse(&c.rhs)?);
+            let mut syms = Vec::new();
+            lhs.symbols(&mut syms);
+            rhs.symbols(&mut syms);
+            syms.sort();
+            syms.dedup();
+            let mentions = syms.iter().any(|n| self.symbols.iter().any(|s| s.computed && &s.name == n));
+            if mentions != computed {
+                continue;
+            }
+            let eval = |e: &dlc_sym::Expr| e.eval(env).map_err(|e| DimError::Invalid(format!("constraint: {e}")));
+            let (l, r) = (eval(&lhs)?, eval(&rhs)?);
+            if l != r {
+                let bound = syms.iter().filter_map(|s| origin.get(s).cloned()).collect::<Vec<_>>().join(", ");
+                return Err(DimError::Constraint {
+                    lhs: c.lhs.clone(),
+                    l,
+                    rhs: c.rhs.clone(),
+                    r,
+                    node: c.node.clone(),
+                    bound,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The bytes to allocate for `spec` (an output) before a run at the input dims

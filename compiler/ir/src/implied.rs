@@ -167,7 +167,11 @@ pub struct Constraint {
 /// (or two different symbols). An error names a node whose equality involves dims
 /// computed from tensor values (which are only known mid-run).
 pub fn constraints(g: &Graph) -> Result<Vec<Constraint>, IrError> {
-    let data = crate::bind::data_symbols(g);
+    // Computed dims (a `values` Bind's: ConstantOfShape's shape, Range's length) are
+    // known before the run (the artifact's prologue computes them), so equalities over
+    // them are checked then; other data symbols are bound mid-run.
+    let computed = crate::bind::computed_symbols(g);
+    let data: Vec<String> = crate::bind::data_symbols(g).into_iter().filter(|s| !computed.contains(s)).collect();
     let mut out: Vec<Constraint> = Vec::new();
     for_required_equal(g, |node, op, pairs| {
         for (a, b) in pairs {
@@ -183,8 +187,9 @@ pub fn constraints(g: &Graph) -> Result<Vec<Constraint>, IrError> {
                     node,
                     op,
                     format!(
-                        "dims {lhs} and {rhs} must be equal here, and {s} is computed from tensor values at run time; \
-                         dlc checks such equalities only for dims of the inputs"
+                        "dims {lhs} and {rhs} must be equal here, and {s} is computed from tensor values in the \
+                         middle of the run; dlc checks such equalities only for dims of the inputs and dims \
+                         computed before the run (ConstantOfShape's shape, Range's length, Resize's sizes)"
                     ),
                 ));
             }
