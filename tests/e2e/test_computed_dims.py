@@ -273,3 +273,30 @@ def test_an_equality_of_computed_dims_is_checked_before_the_run(tmp_path):
             tmp_path / "o", check=False)
     assert p.returncode == 1 and "node 'the_add" in p.stderr and "needs them equal" in p.stderr, p.stderr
     assert "= 4 computed from tensor values" in p.stderr and "= 3 computed from tensor values" in p.stderr, p.stderr
+
+
+def test_a_fused_broadcast_of_a_computed_extent_is_checked(tmp_path):
+    """`ConstantOfShape(s) + Range(0, n, 1)`: the optimiser fuses the Add, broadcasting
+    the constant inside the fused kernel, so no value shows the extent `s[0]`; its
+    equality with the Range's length is still checked before the run (it once vanished
+    in the fusion, and `s = [4], n = 3` gave 3 numbers where ONNX Runtime fails)."""
+    path = _save(tmp_path / "fused.onnx", [
+        h.make_node("ConstantOfShape", ["s"], ["ones"], value=h.make_tensor("v", T.FLOAT, [1], [1.5])),
+        h.make_node("Constant", [], ["zero"], value=h.make_tensor("z", T.INT64, [], [0])),
+        h.make_node("Constant", [], ["one"], value=h.make_tensor("o", T.INT64, [], [1])),
+        h.make_node("Range", ["zero", "n", "one"], ["r"]),
+        h.make_node("Cast", ["r"], ["rf"], to=T.FLOAT),
+        h.make_node("Add", ["ones", "rf"], ["y"], name="the_add"),
+    ], [_vi("s", T.INT64, [1]), _vi("n", T.INT64, [])], ["y"])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    feeds = {"s": np.array([4], np.int64), "n": np.array(4, np.int64)}
+    assert_close(dlc_run(art, path, feeds, tmp_path)["y"], ort_run(path, feeds)["y"], "s = [4], n = 4")
+    bad = {"s": np.array([4], np.int64), "n": np.array(3, np.int64)}
+    with pytest.raises(Exception):
+        ort_run(path, bad)
+    for k, v in bad.items():
+        np.save(tmp_path / f"{k}.npy", v)
+    p = dlc("run", art, "--input", f"s={tmp_path / 's.npy'}", "--input", f"n={tmp_path / 'n.npy'}", "-o",
+            tmp_path / "o", check=False)
+    assert p.returncode == 1 and "node 'the_add" in p.stderr and "needs them equal" in p.stderr, p.stderr

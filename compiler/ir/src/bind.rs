@@ -453,6 +453,17 @@ pub fn computed_symbols(g: &Graph) -> Vec<String> {
                 d.expr().symbols(&mut mentioned);
             }
         }
+        // A fused node's `expand` steps name extents its result does not show, which
+        // may have to equal others (`implied::constraints` checks them before the run).
+        if let Op::Fused(f) = &g.node(id).op {
+            for s in &f.steps {
+                if let Op::Expand(e) = &s.op {
+                    for d in e.target().map(|t| t.0).unwrap_or_default() {
+                        d.expr().symbols(&mut mentioned);
+                    }
+                }
+            }
+        }
     }
     let mut out = Vec::new();
     for id in order {

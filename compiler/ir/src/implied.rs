@@ -74,6 +74,23 @@ fn required_equal(op: &Op, operands: &[TensorType], res: &[Dim]) -> Vec<(Dim, Di
             for x in operands {
                 broadcast(&x.shape.0, res);
             }
+            // A fused node's steps broadcast among themselves too (an `expand` to a
+            // run-time extent added to another: the two extents must agree).
+            if let Op::Fused(f) = op {
+                if let Ok(types) = f.step_types("", operands) {
+                    for (s, t) in f.steps.iter().zip(&types) {
+                        let args: Vec<TensorType> = s
+                            .args
+                            .iter()
+                            .filter_map(|a| match *a {
+                                crate::ops::Arg::Operand(i) => operands.get(i as usize).cloned(),
+                                crate::ops::Arg::Step(k) => types.get(k as usize).cloned(),
+                            })
+                            .collect();
+                        pairs.extend(required_equal(&s.op, &args, &t.shape.0));
+                    }
+                }
+            }
         }
         OpKind::Contraction if matches!(op, Op::MatMul(_)) => {
             let (a, b) = (&operands[0].shape.0, &operands[1].shape.0);
