@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 
-from conftest import assert_close, dlc, dlc_run, ort_run
+from conftest import assert_close, dlc, dlc_run, dlc_run_process, ort_run
 
 
 def _save(path, nodes, inputs, outputs, opset=19, dtype=T.FLOAT):
@@ -267,10 +267,7 @@ def test_an_equality_of_computed_dims_is_checked_before_the_run(tmp_path):
     feeds = {"n": np.array(4, np.int64), "m": np.array(3, np.int64)}
     with pytest.raises(Exception):
         ort_run(path, feeds)
-    for k, v in feeds.items():
-        np.save(tmp_path / f"{k}.npy", v)
-    p = dlc("run", art, "--input", f"n={tmp_path / 'n.npy'}", "--input", f"m={tmp_path / 'm.npy'}", "-o",
-            tmp_path / "o", check=False)
+    p = dlc_run_process(art, feeds, tmp_path)
     assert p.returncode == 1 and "node 'the_add" in p.stderr and "needs them equal" in p.stderr, p.stderr
     assert "= 4 computed from tensor values" in p.stderr and "= 3 computed from tensor values" in p.stderr, p.stderr
 
@@ -295,8 +292,5 @@ def test_a_fused_broadcast_of_a_computed_extent_is_checked(tmp_path):
     bad = {"s": np.array([4], np.int64), "n": np.array(3, np.int64)}
     with pytest.raises(Exception):
         ort_run(path, bad)
-    for k, v in bad.items():
-        np.save(tmp_path / f"{k}.npy", v)
-    p = dlc("run", art, "--input", f"s={tmp_path / 's.npy'}", "--input", f"n={tmp_path / 'n.npy'}", "-o",
-            tmp_path / "o", check=False)
+    p = dlc_run_process(art, bad, tmp_path)
     assert p.returncode == 1 and "node 'the_add" in p.stderr and "needs them equal" in p.stderr, p.stderr
