@@ -42,12 +42,19 @@ pub(crate) struct Kb<'a, 'ctx> {
 pub(crate) const POOL_PARAMS: usize = 2;
 
 impl<'a, 'ctx> Kb<'a, 'ctx> {
-    /// Starts an internal `void name(ptr, ptr, ..., ptr pfor, ptr state)` with `nparams`
-    /// noalias pointers followed by the pool parameters.
-    pub fn new(cx: &'ctx Context, m: &'a Module<'ctx>, name: &str, nparams: usize) -> Self {
+    /// Declares `void name(ptr, ptr, ..., ptr pfor, ptr state)` with `nparams` noalias
+    /// pointers followed by the pool parameters, with `linkage`: the type and attributes
+    /// of every kernel, whether defined in this module or (a declaration) in another.
+    pub fn declare(
+        cx: &'ctx Context,
+        m: &Module<'ctx>,
+        name: &str,
+        nparams: usize,
+        linkage: Linkage,
+    ) -> FunctionValue<'ctx> {
         let ptr = cx.ptr_type(AddressSpace::default());
         let params: Vec<_> = (0..nparams + POOL_PARAMS).map(|_| ptr.into()).collect();
-        let f = m.add_function(name, cx.void_type().fn_type(&params, false), Some(Linkage::Internal));
+        let f = m.add_function(name, cx.void_type().fn_type(&params, false), Some(linkage));
         let noalias = cx.create_enum_attribute(Attribute::get_named_enum_kind_id("noalias"), 0);
         let nounwind = cx.create_enum_attribute(Attribute::get_named_enum_kind_id("nounwind"), 0);
         for i in 0..nparams as u32 {
@@ -58,6 +65,17 @@ impl<'a, 'ctx> Kb<'a, 'ctx> {
         // and makes LLVM's function passes superlinearly slower.
         let noinline = cx.create_enum_attribute(Attribute::get_named_enum_kind_id("noinline"), 0);
         f.add_attribute(AttributeLoc::Function, noinline);
+        f
+    }
+
+    /// Starts the kernel `name` (see [`Kb::declare`]), with `linkage`: internal when
+    /// `run` is in the same module, external (and hidden) when the kernel goes into a
+    /// module of its own, compiled on another thread.
+    pub fn new(cx: &'ctx Context, m: &'a Module<'ctx>, name: &str, nparams: usize, linkage: Linkage) -> Self {
+        let f = Self::declare(cx, m, name, nparams, linkage);
+        if linkage != Linkage::Internal {
+            f.as_global_value().set_visibility(inkwell::GlobalVisibility::Hidden);
+        }
         let b = cx.create_builder();
         b.position_at_end(cx.append_basic_block(f, "entry"));
         let p = |i: usize| f.get_nth_param(i as u32).expect("param exists").into_pointer_value();

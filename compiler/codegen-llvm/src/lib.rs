@@ -86,6 +86,8 @@ pub struct EmitOptions {
     pub asm: bool,
     /// Skip LLVM's optimisation pipeline (debugging aid).
     pub no_llvm_opt: bool,
+    /// Threads to compile on (0: the machine's cores). The result does not depend on it.
+    pub jobs: usize,
     /// The text the library's `signature()` returns (`Manifest::signature` of the
     /// artifact being built).
     pub signature: String,
@@ -94,8 +96,9 @@ pub struct EmitOptions {
 /// The result of code generation.
 #[derive(Debug, Clone)]
 pub struct Compiled {
-    /// Relocatable object file bytes (position independent).
-    pub object: Vec<u8>,
+    /// Relocatable object files (position independent), to be linked together: the
+    /// first defines the entry points, the others the kernels it calls (hidden symbols).
+    pub objects: Vec<Vec<u8>>,
     /// Optimised LLVM IR, when asked for.
     pub llvm_ir: Option<String>,
     /// Assembly, when asked for.
@@ -121,11 +124,7 @@ pub fn compile(
     }
     let p = dlc_lower::program::program(g, plan, &target.lowering(), dlc_lower::program::Family::Cpu)
         .map_err(|e| unsupported(e, target))?;
-    let tm = target.machine()?;
-    let cx = Context::create();
-    let module = target_module(&cx, &g.name, &tm);
-    let kernels = program::emit(&cx, &module, &p, prefix, &emit.signature)?;
-    optimise_and_write(&module, &tm, emit, kernels)
+    compile_program_parts(&p, target, prefix, emit)
 }
 
 /// Compiles a kir program (a `.kir` file, or what `dlc compile --emit kir` wrote) for
@@ -144,11 +143,120 @@ pub fn compile_program(
             reason: "internal: CUDA targets compile through compile_cuda_program".into(),
         });
     }
-    let tm = target.machine()?;
-    let cx = Context::create();
-    let module = target_module(&cx, &p.name, &tm);
-    let kernels = program::emit(&cx, &module, p, prefix, &emit.signature)?;
-    optimise_and_write(&module, &tm, emit, kernels)
+    compile_program_parts(p, target, prefix, emit)
+}
+
+/// How many modules a program's kernels are split into (at most): each is optimised
+/// and compiled on its own thread, beside the module of `run` and the constants. Fixed,
+/// so that the artifact is the same on every machine whatever its number of cores.
+const KERNEL_MODULES: usize = 8;
+
+/// The kernels of `p` that are their own representatives (the others share their code,
+/// [`program::representatives`]), in at most [`KERNEL_MODULES`] groups of about equal
+/// size (their statement counts; largest first into the lightest group), each group's
+/// indices in order. None for a program of one such kernel or none.
+fn partition(p: &dlc_kir::Program) -> Vec<Vec<usize>> {
+    let rep = program::representatives(p);
+    let unique = rep.iter().enumerate().filter(|&(i, &r)| r == i).count();
+    let parts = KERNEL_MODULES.min(unique);
+    if parts <= 1 {
+        return Vec::new();
+    }
+    let mut by_size: Vec<(usize, usize)> = p
+        .kernels
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| rep[i] == i)
+        .map(|(i, k)| {
+            let mut n = 0usize;
+            k.walk(&mut |_| n += 1);
+            (n, i)
+        })
+        .collect();
+    by_size.sort_by(|a, b| b.cmp(a));
+    let mut groups: Vec<(usize, Vec<usize>)> = vec![(0, Vec::new()); parts];
+    for (n, i) in by_size {
+        if let Some(g) = groups.iter_mut().min_by_key(|g| g.0) {
+            g.0 += n + 1;
+            g.1.push(i);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, mut v)| {
+            v.sort_unstable();
+            v
+        })
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// The threads to compile on: `emit.jobs`, or the machine's cores when it is 0.
+fn jobs(emit: &EmitOptions) -> usize {
+    match emit.jobs {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+/// Compiles `p` for a CPU target: `run`, the constants and the metadata in one module,
+/// the kernels (unless the optimised IR or assembly is asked for, which come as one
+/// module) in [`partition`]'s groups, one module each, on up to [`jobs`] threads.
+/// LLVM's passes are per module, so the parts optimise independently; kernels are
+/// `noinline` and called once each from `run`, so nothing is lost across modules.
+/// The objects come in a fixed order: `run`'s first, then the groups'.
+fn compile_program_parts(
+    p: &dlc_kir::Program,
+    target: &TargetSpec,
+    prefix: &str,
+    emit: &EmitOptions,
+) -> Result<Compiled, CodegenError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let parts = if emit.llvm_ir || emit.asm { Vec::new() } else { partition(p) };
+    let next = AtomicUsize::new(0);
+    // Each group's object, or why it failed, as its thread leaves it.
+    type Slot = Mutex<Option<Result<Vec<u8>, CodegenError>>>;
+    let done: Vec<Slot> = parts.iter().map(|_| Mutex::new(None)).collect();
+    let work = || loop {
+        let j = next.fetch_add(1, Ordering::Relaxed);
+        let Some(which) = parts.get(j) else { break };
+        let object = (|| {
+            let tm = target.machine()?;
+            let cx = Context::create();
+            let module = target_module(&cx, &format!("{}.k{j}", p.name), &tm);
+            program::emit_kernels(&cx, &module, p, prefix, which)?;
+            Ok(optimise_and_write(&module, &tm, emit, 0)?.objects.remove(0))
+        })();
+        if let Ok(mut slot) = done[j].lock() {
+            *slot = Some(object);
+        }
+    };
+    let threads = jobs(emit).min(parts.len() + 1);
+    let main = std::thread::scope(|s| {
+        for _ in 1..threads {
+            s.spawn(work);
+        }
+        let main = (|| {
+            let tm = target.machine()?;
+            let cx = Context::create();
+            let module = target_module(&cx, &p.name, &tm);
+            let kernels = program::emit(&cx, &module, p, prefix, &emit.signature, !parts.is_empty())?;
+            optimise_and_write(&module, &tm, emit, kernels)
+        })();
+        work();
+        main
+    });
+    let mut compiled = main?;
+    for slot in done {
+        let object = slot
+            .into_inner()
+            .ok()
+            .flatten()
+            .ok_or_else(|| CodegenError::Llvm("a kernel module was not compiled".into()))?;
+        compiled.objects.push(object?);
+    }
+    Ok(compiled)
 }
 
 /// Verifies `module`, runs LLVM's `default<O3>` (unless `emit.no_llvm_opt`) and writes
@@ -174,7 +282,7 @@ fn optimise_and_write(
         None
     };
     let object = write(module, tm, FileType::Object)?;
-    Ok(Compiled { object, llvm_ir, asm, kernels })
+    Ok(Compiled { objects: vec![object], llvm_ir, asm, kernels })
 }
 
 /// The LLVM type of a function of the C ABI (dlc-artifact's one definition of it).

@@ -510,15 +510,92 @@ fn uses_symbols(k: &dlc_kir::Kernel) -> bool {
     found
 }
 
-/// Emits program `p` into `module`: its kernels, constants and the C entry points
-/// (symbols prefixed by `prefix`). Returns the number of compute kernels (those only
-/// `bind` steps run, which compute shapes or check indices, are not counted).
+/// The symbol of kernel `i` of `p` when it is defined in a module of its own: the
+/// artifact's prefix (two models linked into one program keep theirs apart), its index
+/// and its name (what a profiler shows), as C identifier characters.
+pub(crate) fn kernel_symbol(prefix: &str, i: usize, k: &dlc_kir::Kernel) -> String {
+    let name: String =
+        k.name.chars().take(48).map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    format!("{prefix}k{i}_{name}")
+}
+
+/// For each kernel of `p`, the first kernel with the same code (itself when none
+/// before it has): everything but the name equal, so one function serves both. Models
+/// repeat layers of one shape (ResNet-50's bottleneck blocks, a transformer's layers),
+/// whose kernels differ only in the buffers `run` hands them: LLVM then optimises and
+/// compiles each once (56 kernels to 43 in ResNet-50).
+pub(crate) fn representatives(p: &Program) -> Vec<usize> {
+    let same = |a: &dlc_kir::Kernel, b: &dlc_kir::Kernel| {
+        a.params == b.params
+            && a.tables == b.tables
+            && a.scratch == b.scratch
+            && a.data == b.data
+            && a.block == b.block
+            && a.shared == b.shared
+            && a.body == b.body
+    };
+    // Candidates share a cheap fingerprint; only they are compared in full.
+    let mut seen: HashMap<(usize, usize, usize, usize), Vec<usize>> = HashMap::new();
+    let mut rep = Vec::with_capacity(p.kernels.len());
+    for (i, k) in p.kernels.iter().enumerate() {
+        let mut stmts = 0usize;
+        k.walk(&mut |_| stmts += 1);
+        let key = (k.params.len(), k.body.len(), stmts, k.data.iter().map(|d| d.bytes.len()).sum());
+        let bucket = seen.entry(key).or_default();
+        match bucket.iter().find(|&&j| same(&p.kernels[j], k)) {
+            Some(&j) => rep.push(j),
+            None => {
+                bucket.push(i);
+                rep.push(i);
+            }
+        }
+    }
+    rep
+}
+
+/// The number of `dims` pointers kernel `k` of `p` takes after its buffers (1 when the
+/// program has symbols and the kernel mentions one).
+fn dims_params(p: &Program, k: &dlc_kir::Kernel) -> usize {
+    (!p.symbols.is_empty() && uses_symbols(k)) as usize
+}
+
+/// Defines kernels `which` of `p` (each its own [`representatives`]) in `module` with
+/// external, hidden linkage under [`kernel_symbol`] names: the part of the program one
+/// thread compiles when `run` is in another module ([`emit`] with `kernels_elsewhere`).
+pub(crate) fn emit_kernels<'ctx>(
+    cx: &'ctx Context,
+    module: &Module<'ctx>,
+    p: &Program,
+    prefix: &str,
+    which: &[usize],
+) -> R<()> {
+    let syms: Vec<String> = p.symbols.iter().map(|s| s.name.clone()).collect();
+    for &i in which {
+        let k = &p.kernels[i];
+        let dims = dims_params(p, k);
+        let kb = Kb::new(cx, module, &kernel_symbol(prefix, i, k), k.params.len() + dims, Linkage::External);
+        if dims == 1 {
+            crate::kir::emit_symbolic(&kb, k, &syms)?;
+        } else {
+            crate::kir::emit(&kb, k)?;
+        }
+        kb.finish()?;
+    }
+    Ok(())
+}
+
+/// Emits program `p` into `module`: its kernels (or, with `kernels_elsewhere`, their
+/// declarations: [`emit_kernels`] defines them in other modules), constants and the C
+/// entry points (symbols prefixed by `prefix`). Returns the number of compute kernels
+/// (those only `bind` steps run, which compute shapes or check indices, are not
+/// counted).
 pub(crate) fn emit<'ctx>(
     cx: &'ctx Context,
     module: &Module<'ctx>,
     p: &Program,
     prefix: &str,
     signature: &str,
+    kernels_elsewhere: bool,
 ) -> R<usize> {
     dlc_kir::verify::program(p).map_err(|e| bad(format!("program '{}' does not verify: {e}", p.name)))?;
     let symbolic = !p.symbols.is_empty();
@@ -549,16 +626,25 @@ pub(crate) fn emit<'ctx>(
     let run = module.add_function(&abi::symbol(prefix, entry_fn), crate::abi_fn_type(cx, entry_fn), None);
     let mut kernels = Vec::with_capacity(p.kernels.len());
     let mut takes_dims = Vec::with_capacity(p.kernels.len());
-    for k in &p.kernels {
-        let dims = symbolic && uses_symbols(k);
-        let kb = Kb::new(cx, module, &k.name, k.params.len() + dims as usize);
-        if dims {
-            crate::kir::emit_symbolic(&kb, k, &syms)?;
+    let rep = representatives(p);
+    for (i, k) in p.kernels.iter().enumerate() {
+        let dims = dims_params(p, k);
+        if rep[i] != i {
+            // The same code as an earlier kernel: its function.
+            kernels.push(kernels[rep[i]]);
+        } else if kernels_elsewhere {
+            let name = kernel_symbol(prefix, i, k);
+            kernels.push(Kb::declare(cx, module, &name, k.params.len() + dims, Linkage::External));
         } else {
-            crate::kir::emit(&kb, k)?;
+            let kb = Kb::new(cx, module, &k.name, k.params.len() + dims, Linkage::Internal);
+            if dims == 1 {
+                crate::kir::emit_symbolic(&kb, k, &syms)?;
+            } else {
+                crate::kir::emit(&kb, k)?;
+            }
+            kernels.push(kb.finish()?);
         }
-        kernels.push(kb.finish()?);
-        takes_dims.push(dims);
+        takes_dims.push(dims == 1);
     }
 
     let entry = cx.append_basic_block(run, "entry");

@@ -111,6 +111,10 @@ pub struct CompileArgs {
     /// Print a summary of report.json.
     #[arg(long)]
     pub report: bool,
+    /// Threads LLVM compiles the kernels on [default: the machine's cores]; the
+    /// artifact is the same whatever the number.
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
     #[command(flatten)]
     pub quant: crate::quantize::QuantizeArgs,
 }
@@ -142,6 +146,8 @@ pub struct Options {
     pub dump_after: Vec<String>,
     /// Quantization (none by default).
     pub quant: crate::quantize::QuantizeArgs,
+    /// Threads to compile on (0: the machine's cores).
+    pub jobs: usize,
 }
 
 /// What [`compile`] wrote and measured.
@@ -521,11 +527,12 @@ pub fn load_model_pinned(path: &Path, pins: dlc_onnx::ImportOptions) -> Result<G
 /// whether it is CUDA.
 /// What the code generator writes for `--emit` `emit`, the library embedding the
 /// signature of `manifest`.
-fn emit_options(emit: &[Emit], manifest: &Manifest) -> EmitOptions {
+fn emit_options(emit: &[Emit], manifest: &Manifest, jobs: usize) -> EmitOptions {
     EmitOptions {
         llvm_ir: emit.contains(&Emit::Ll),
         asm: emit.contains(&Emit::Asm),
         no_llvm_opt: false,
+        jobs,
         signature: manifest.signature(),
     }
 }
@@ -755,8 +762,9 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         write_cuda(&compiled, out, obs, &mut written)?;
         write_ir(&mut written, compiled.llvm_ir.as_deref())?;
     } else {
-        let compiled = dlc_codegen_llvm::compile(&g, &plan, &target, &prefix, &emit_options(&emit, &manifest))
-            .with_context(|| format!("compiling '{}'", model.display()))?;
+        let compiled =
+            dlc_codegen_llvm::compile(&g, &plan, &target, &prefix, &emit_options(&emit, &manifest, opts.jobs))
+                .with_context(|| format!("compiling '{}'", model.display()))?;
         codegen_secs = t_cg.elapsed().as_secs_f64();
         kernels = compiled.kernels;
         obs.stage("writing artifact");
@@ -841,7 +849,7 @@ fn write_cuda(
     write(files::PTX, compiled.ptx.as_bytes())?;
     write(files::WEIGHTS, &compiled.weights)?;
     write(files::LAUNCH, (serde_json::to_string_pretty(&compiled.table)? + "\n").as_bytes())?;
-    link::shared_library_from(&compiled.sim_object, &out.join(files::SIM_LIB))?;
+    link::shared_library_from(std::slice::from_ref(&compiled.sim_object), &out.join(files::SIM_LIB))?;
     written.extend([files::PTX, files::LAUNCH, files::WEIGHTS, files::SIM_LIB].map(String::from));
     Ok(())
 }
@@ -855,12 +863,12 @@ fn write_libraries(
     written: &mut Vec<String>,
 ) -> Result<()> {
     if emit.contains(&Emit::So) {
-        link::shared_library_from(&compiled.object, &out.join(files::SHARED_LIB))?;
+        link::shared_library_from(&compiled.objects, &out.join(files::SHARED_LIB))?;
         written.push(files::SHARED_LIB.to_string());
     }
     if emit.contains(&Emit::A) {
         let member = format!("{}.o", prefix.trim_end_matches('_'));
-        link::static_library(&compiled.object, &member, &out.join(files::STATIC_LIB))?;
+        link::static_library(&compiled.objects, &member, &out.join(files::STATIC_LIB))?;
         written.push(files::STATIC_LIB.to_string());
     }
     Ok(())
@@ -1056,8 +1064,9 @@ fn compile_kir(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         write_cuda(&compiled, out, obs, &mut written)?;
         llvm_ir = compiled.llvm_ir;
     } else {
-        let compiled = dlc_codegen_llvm::compile_program(&p, &target, &prefix, &emit_options(&emit, &manifest))
-            .with_context(|| format!("compiling '{}'", model.display()))?;
+        let compiled =
+            dlc_codegen_llvm::compile_program(&p, &target, &prefix, &emit_options(&emit, &manifest, opts.jobs))
+                .with_context(|| format!("compiling '{}'", model.display()))?;
         codegen_secs = t_cg.elapsed().as_secs_f64();
         kernels = compiled.kernels;
         obs.stage("writing artifact");
@@ -1123,6 +1132,7 @@ pub fn main(a: CompileArgs) -> Result<()> {
         roofline: a.roofline.clone(),
         dump_after: a.dump_after.clone(),
         quant: a.quant.clone(),
+        jobs: a.jobs.map_or(0, usize::from),
     };
     let progress = indicatif::ProgressBar::new_spinner();
     progress.enable_steady_tick(std::time::Duration::from_millis(120));

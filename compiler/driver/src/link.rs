@@ -9,24 +9,35 @@ fn linker() -> String {
     std::env::var("DLC_LINKER").unwrap_or_else(|_| "cc".into())
 }
 
-/// Links the object file `object` into the shared library `out` (through a temporary
-/// `.o` beside it, removed afterwards).
-pub fn shared_library_from(object: &[u8], out: &Path) -> Result<()> {
-    let obj = out.with_extension("o");
-    std::fs::write(&obj, object).with_context(|| format!("writing '{}'", obj.display()))?;
-    let linked = shared_library(&obj, out);
-    let _ = std::fs::remove_file(&obj);
+/// Links the object files `objects` (the entry points first, then the kernel modules
+/// compiled beside them) into the shared library `out`, through temporary `.o` files
+/// beside it, removed afterwards.
+pub fn shared_library_from(objects: &[Vec<u8>], out: &Path) -> Result<()> {
+    let mut paths = Vec::with_capacity(objects.len());
+    let mut written = Ok(());
+    for (i, object) in objects.iter().enumerate() {
+        let obj = if i == 0 { out.with_extension("o") } else { out.with_extension(format!("{i}.o")) };
+        written = std::fs::write(&obj, object).with_context(|| format!("writing '{}'", obj.display()));
+        paths.push(obj);
+        if written.is_err() {
+            break;
+        }
+    }
+    let linked = written.and_then(|()| shared_library(&paths, out));
+    for obj in &paths {
+        let _ = std::fs::remove_file(obj);
+    }
     linked
 }
 
-/// Links `obj` into the shared library `out`, with libm for `expf`/`tanhf`.
-fn shared_library(obj: &Path, out: &Path) -> Result<()> {
+/// Links `objs` into the shared library `out`, with libm for `expf`/`tanhf`.
+fn shared_library(objs: &[std::path::PathBuf], out: &Path) -> Result<()> {
     let cc = linker();
     let output = Command::new(&cc)
         .arg("-shared")
         .arg("-o")
         .arg(out)
-        .arg(obj)
+        .args(objs)
         .arg("-lm")
         .arg("-Wl,-z,noexecstack")
         .output()
@@ -37,11 +48,20 @@ fn shared_library(obj: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes a static library holding one object, with a symbol index so linkers need no
-/// `ranlib`.
-pub fn static_library(obj_bytes: &[u8], member: &str, out: &Path) -> Result<()> {
+/// Writes a static library holding `objects` (the entry points' first, as `member`,
+/// then the kernel modules' as `member` with `.1.o`, `.2.o`...), with a symbol index so
+/// linkers need no `ranlib`.
+pub fn static_library(objects: &[Vec<u8>], member: &str, out: &Path) -> Result<()> {
     use ar_archive_writer::{write_archive_to_stream, ArchiveKind, NewArchiveMember, DEFAULT_OBJECT_READER};
-    let members = [NewArchiveMember::new(obj_bytes, &DEFAULT_OBJECT_READER, member.to_string())];
+    let stem = member.strip_suffix(".o").unwrap_or(member);
+    let members: Vec<NewArchiveMember> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let name = if i == 0 { member.to_string() } else { format!("{stem}.{i}.o") };
+            NewArchiveMember::new(o.as_slice(), &DEFAULT_OBJECT_READER, name)
+        })
+        .collect();
     let mut buf = std::io::Cursor::new(Vec::new());
     write_archive_to_stream(&mut buf, &members, ArchiveKind::Gnu, false, None)
         .with_context(|| format!("writing {}", out.display()))?;

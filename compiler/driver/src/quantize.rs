@@ -116,7 +116,7 @@ fn build(g: &Graph, target: &TargetSpec, dir: &Path) -> Result<()> {
     let opts = EmitOptions { signature: m.signature(), ..EmitOptions::default() };
     let compiled =
         dlc_codegen_llvm::compile(g, &plan, target, prefix, &opts).context("compiling the calibration model")?;
-    link::shared_library_from(&compiled.object, &dir.join(dlc_artifact::files::SHARED_LIB))?;
+    link::shared_library_from(&compiled.objects, &dir.join(dlc_artifact::files::SHARED_LIB))?;
     m.write_dir(dir)?;
     Ok(())
 }

@@ -144,6 +144,84 @@ fn a_hand_written_program_runs_its_schedule() {
     assert_eq!(outs[0], [-15i32, 2, -61].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
 }
 
+/// Three kernels: `plus_zero` and `plus_zero_again` differ only in their names (one
+/// function serves both), `plus_minus_zero` adds -0.0 instead of 0.0 (other code: the
+/// sign of -0.0 + c tells them apart).
+const SHARED: &str = r#"program "shared"
+arena 0
+buffer %b0 "x" input 0 type "f32[2]" bytes [8]
+buffer %b1 "a" output 0 type "f32[2]" bytes [8]
+buffer %b2 "b" output 1 type "f32[2]" bytes [8]
+buffer %b3 "c" output 2 type "f32[2]" bytes [8]
+
+kernel @"plus_zero"(%p0: read, %p1: write) {
+  for %i0 in 0 .. 2 each {
+    %v0 = load f32, %p0[%i0] align 4
+    %v1 = const f32 0.0
+    %v2 = fadd %v0, %v1
+    store %p1[%i0], %v2 align 4
+  }
+}
+
+kernel @"plus_minus_zero"(%p0: read, %p1: write) {
+  for %i0 in 0 .. 2 each {
+    %v0 = load f32, %p0[%i0] align 4
+    %v1 = const f32 -0.0
+    %v2 = fadd %v0, %v1
+    store %p1[%i0], %v2 align 4
+  }
+}
+
+kernel @"plus_zero_again"(%p0: read, %p1: write) {
+  for %i0 in 0 .. 2 each {
+    %v0 = load f32, %p0[%i0] align 4
+    %v1 = const f32 0.0
+    %v2 = fadd %v0, %v1
+    store %p1[%i0], %v2 align 4
+  }
+}
+
+schedule {
+  call @"plus_zero"(%b0, %b1)
+  call @"plus_minus_zero"(%b0, %b2)
+  call @"plus_zero_again"(%b0, %b3)
+}
+"#;
+
+/// Kernels of the same code are compiled once, kernels are compiled in modules of
+/// their own (on `--jobs` threads) beside the entry points' and linked back together,
+/// and literals compare by their bits: -0.0 is not 0.0.
+#[test]
+fn kernels_of_one_code_share_a_function_and_compile_in_modules_of_their_own() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::write(d.join("shared.kir"), SHARED).unwrap();
+    let p = dlc_kir::parse::program(SHARED).unwrap();
+    assert_eq!(p.kernels[0].body, p.kernels[2].body);
+    assert_ne!(p.kernels[0].body, p.kernels[1].body, "-0.0 and 0.0 are different literals");
+    for jobs in ["1", "2"] {
+        let (code, err) = dlc(d, &["compile", "shared.kir", "-o", jobs, "--jobs", jobs]);
+        assert_eq!(code, 0, "{err}");
+    }
+    for f in ["model.so", "model.a"] {
+        assert_eq!(std::fs::read(d.join("1").join(f)).unwrap(), std::fs::read(d.join("2").join(f)).unwrap(), "{f}");
+    }
+    // The archive: the entry points' object, then one module per distinct kernel.
+    let ar = Command::new("ar").arg("t").arg(d.join("1/model.a")).output().expect("ar runs");
+    let members = String::from_utf8_lossy(&ar.stdout).into_owned();
+    assert_eq!(members.lines().collect::<Vec<_>>(), ["dlc_shared.o", "dlc_shared.1.o", "dlc_shared.2.o"]);
+    write_npy(&d.join("x.npy"), &[2], &[-0.0f32, 1.5]);
+    let (code, err) = dlc(d, &["run", "1", "-i", "x=x.npy", "-o", "out"]);
+    assert_eq!(code, 0, "{err}");
+    let bits = |name: &str| -> Vec<u32> {
+        read_npy::<f32>(&d.join(format!("out/{name}.npy"))).iter().map(|v| v.to_bits()).collect()
+    };
+    // IEEE 754: -0.0 + 0.0 is +0.0, -0.0 + -0.0 is -0.0.
+    assert_eq!(bits("a"), [0.0f32.to_bits(), 1.5f32.to_bits()]);
+    assert_eq!(bits("b"), [(-0.0f32).to_bits(), 1.5f32.to_bits()]);
+    assert_eq!(bits("c"), bits("a"));
+}
+
 #[test]
 fn kir_programs_that_cannot_be_compiled_say_why() {
     let t = tempfile::tempdir().unwrap();

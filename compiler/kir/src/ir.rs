@@ -232,13 +232,25 @@ pub enum ReduceOp {
     SMax,
 }
 
-/// A literal of a constant.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A literal of a constant. Two literals are equal when they are the same bits (as
+/// LLVM's constants): `-0.0` is not `0.0`, and a NaN equals itself, so kernels that
+/// compare equal compute the same thing.
+#[derive(Debug, Clone, Copy)]
 pub enum Lit {
     /// An integer (its low bits are the value of a narrower type).
     Int(i64),
     /// A float (rounded to the type).
     Float(f64),
+}
+
+impl PartialEq for Lit {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Lit::Int(a), Lit::Int(b)) => a == b,
+            (Lit::Float(a), Lit::Float(b)) => a.to_bits() == b.to_bits(),
+            _ => false,
+        }
+    }
 }
 
 /// An instruction: what a `let` computes.
