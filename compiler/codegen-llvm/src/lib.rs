@@ -221,6 +221,7 @@ fn compile_program_parts(
     let work = || loop {
         let j = next.fetch_add(1, Ordering::Relaxed);
         let Some(which) = parts.get(j) else { break };
+        let t0 = std::time::Instant::now();
         let object = (|| {
             let tm = target.machine()?;
             let cx = Context::create();
@@ -228,6 +229,8 @@ fn compile_program_parts(
             program::emit_kernels(&cx, &module, p, prefix, which)?;
             Ok(optimise_and_write(&module, &tm, emit, 0)?.objects.remove(0))
         })();
+        let names: Vec<&str> = which.iter().map(|&i| p.kernels[i].name.as_str()).collect();
+        tracing::debug!(module = j + 1, seconds = t0.elapsed().as_secs_f64(), kernels = ?names, "kernel module compiled");
         if let Ok(mut slot) = done[j].lock() {
             *slot = Some(object);
         }
@@ -237,6 +240,7 @@ fn compile_program_parts(
         for _ in 1..threads {
             s.spawn(work);
         }
+        let t0 = std::time::Instant::now();
         let main = (|| {
             let tm = target.machine()?;
             let cx = Context::create();
@@ -244,6 +248,7 @@ fn compile_program_parts(
             let kernels = program::emit(&cx, &module, p, prefix, &emit.signature, !parts.is_empty())?;
             optimise_and_write(&module, &tm, emit, kernels)
         })();
+        tracing::debug!(seconds = t0.elapsed().as_secs_f64(), threads, "entry points' module compiled");
         work();
         main
     });
