@@ -151,12 +151,11 @@ pub fn compile_program(
 /// so that the artifact is the same on every machine whatever its number of cores.
 const KERNEL_MODULES: usize = 8;
 
-/// The kernels of `p` that are their own representatives (the others share their code,
-/// [`program::representatives`]), in at most [`KERNEL_MODULES`] groups of about equal
+/// The kernels of `p` that are their own representatives `rep` (the others share their
+/// code, [`program::representatives`]), in at most [`KERNEL_MODULES`] groups of about equal
 /// size (their statement counts; largest first into the lightest group), each group's
 /// indices in order. None for a program of one such kernel or none.
-fn partition(p: &dlc_kir::Program) -> Vec<Vec<usize>> {
-    let rep = program::representatives(p);
+fn partition(p: &dlc_kir::Program, rep: &[usize]) -> Vec<Vec<usize>> {
     let unique = rep.iter().enumerate().filter(|&(i, &r)| r == i).count();
     let parts = KERNEL_MODULES.min(unique);
     if parts <= 1 {
@@ -213,7 +212,8 @@ fn compile_program_parts(
 ) -> Result<Compiled, CodegenError> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
-    let parts = if emit.llvm_ir || emit.asm { Vec::new() } else { partition(p) };
+    let rep = program::representatives(p);
+    let parts = if emit.llvm_ir || emit.asm { Vec::new() } else { partition(p, &rep) };
     let next = AtomicUsize::new(0);
     // Each group's object, or why it failed, as its thread leaves it.
     type Slot = Mutex<Option<Result<Vec<u8>, CodegenError>>>;
@@ -245,7 +245,7 @@ fn compile_program_parts(
             let tm = target.machine()?;
             let cx = Context::create();
             let module = target_module(&cx, &p.name, &tm);
-            let kernels = program::emit(&cx, &module, p, prefix, &emit.signature, !parts.is_empty())?;
+            let kernels = program::emit(&cx, &module, p, prefix, &emit.signature, &rep, !parts.is_empty())?;
             optimise_and_write(&module, &tm, emit, kernels)
         })();
         tracing::debug!(seconds = t0.elapsed().as_secs_f64(), threads, "entry points' module compiled");

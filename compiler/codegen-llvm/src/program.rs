@@ -525,14 +525,11 @@ pub(crate) fn kernel_symbol(prefix: &str, i: usize, k: &dlc_kir::Kernel) -> Stri
 /// whose kernels differ only in the buffers `run` hands them: LLVM then optimises and
 /// compiles each once (56 kernels to 43 in ResNet-50).
 pub(crate) fn representatives(p: &Program) -> Vec<usize> {
+    // Every field but the name (a field added to Kernel must be placed here).
     let same = |a: &dlc_kir::Kernel, b: &dlc_kir::Kernel| {
-        a.params == b.params
-            && a.tables == b.tables
-            && a.scratch == b.scratch
-            && a.data == b.data
-            && a.block == b.block
-            && a.shared == b.shared
-            && a.body == b.body
+        let dlc_kir::Kernel { name: _, params, tables, scratch, data, block, shared, body } = a;
+        (params, tables, scratch, data, block, shared, body)
+            == (&b.params, &b.tables, &b.scratch, &b.data, &b.block, &b.shared, &b.body)
     };
     // Candidates share a cheap fingerprint; only they are compared in full.
     let mut seen: HashMap<(usize, usize, usize, usize), Vec<usize>> = HashMap::new();
@@ -559,6 +556,28 @@ fn dims_params(p: &Program, k: &dlc_kir::Kernel) -> usize {
     (!p.symbols.is_empty() && uses_symbols(k)) as usize
 }
 
+/// Defines kernel `k` of `p` (whose symbols are named `syms`) as function `name` of
+/// `module` with `linkage`: its kir translated, taking the `dims` pointer when it
+/// mentions a run-time dim.
+fn define_kernel<'ctx>(
+    cx: &'ctx Context,
+    module: &Module<'ctx>,
+    p: &Program,
+    syms: &[String],
+    k: &dlc_kir::Kernel,
+    name: &str,
+    linkage: Linkage,
+) -> R<FunctionValue<'ctx>> {
+    let dims = dims_params(p, k);
+    let kb = Kb::new(cx, module, name, k.params.len() + dims, linkage);
+    if dims == 1 {
+        crate::kir::emit_symbolic(&kb, k, syms)?;
+    } else {
+        crate::kir::emit(&kb, k)?;
+    }
+    kb.finish()
+}
+
 /// Defines kernels `which` of `p` (each its own [`representatives`]) in `module` with
 /// external, hidden linkage under [`kernel_symbol`] names: the part of the program one
 /// thread compiles when `run` is in another module ([`emit`] with `kernels_elsewhere`).
@@ -572,20 +591,14 @@ pub(crate) fn emit_kernels<'ctx>(
     let syms: Vec<String> = p.symbols.iter().map(|s| s.name.clone()).collect();
     for &i in which {
         let k = &p.kernels[i];
-        let dims = dims_params(p, k);
-        let kb = Kb::new(cx, module, &kernel_symbol(prefix, i, k), k.params.len() + dims, Linkage::External);
-        if dims == 1 {
-            crate::kir::emit_symbolic(&kb, k, &syms)?;
-        } else {
-            crate::kir::emit(&kb, k)?;
-        }
-        kb.finish()?;
+        define_kernel(cx, module, p, &syms, k, &kernel_symbol(prefix, i, k), Linkage::External)?;
     }
     Ok(())
 }
 
 /// Emits program `p` into `module`: its kernels (or, with `kernels_elsewhere`, their
-/// declarations: [`emit_kernels`] defines them in other modules), constants and the C
+/// declarations: [`emit_kernels`] defines them in other modules; `rep` is
+/// [`representatives`] of `p`, kernels sharing one function), constants and the C
 /// entry points (symbols prefixed by `prefix`). Returns the number of compute kernels
 /// (those only `bind` steps run, which compute shapes or check indices, are not
 /// counted).
@@ -595,6 +608,7 @@ pub(crate) fn emit<'ctx>(
     p: &Program,
     prefix: &str,
     signature: &str,
+    rep: &[usize],
     kernels_elsewhere: bool,
 ) -> R<usize> {
     dlc_kir::verify::program(p).map_err(|e| bad(format!("program '{}' does not verify: {e}", p.name)))?;
@@ -626,24 +640,16 @@ pub(crate) fn emit<'ctx>(
     let run = module.add_function(&abi::symbol(prefix, entry_fn), crate::abi_fn_type(cx, entry_fn), None);
     let mut kernels = Vec::with_capacity(p.kernels.len());
     let mut takes_dims = Vec::with_capacity(p.kernels.len());
-    let rep = representatives(p);
     for (i, k) in p.kernels.iter().enumerate() {
         let dims = dims_params(p, k);
-        if rep[i] != i {
+        kernels.push(if rep[i] != i {
             // The same code as an earlier kernel: its function.
-            kernels.push(kernels[rep[i]]);
+            kernels[rep[i]]
         } else if kernels_elsewhere {
-            let name = kernel_symbol(prefix, i, k);
-            kernels.push(Kb::declare(cx, module, &name, k.params.len() + dims, Linkage::External));
+            Kb::declare(cx, module, &kernel_symbol(prefix, i, k), k.params.len() + dims, Linkage::External)
         } else {
-            let kb = Kb::new(cx, module, &k.name, k.params.len() + dims, Linkage::Internal);
-            if dims == 1 {
-                crate::kir::emit_symbolic(&kb, k, &syms)?;
-            } else {
-                crate::kir::emit(&kb, k)?;
-            }
-            kernels.push(kb.finish()?);
-        }
+            define_kernel(cx, module, p, &syms, k, &k.name, Linkage::Internal)?
+        });
         takes_dims.push(dims == 1);
     }
 
