@@ -100,6 +100,13 @@ struct Env<'ctx> {
     per_thread: HashMap<u32, u64>,
     /// The program's run-time dims, loaded at the function's entry.
     syms: HashMap<String, IntValue<'ctx>>,
+    /// Index subterms (a floor division, a modulo, a min or max, a product of atoms)
+    /// already built where the code being built can use them: a nested scope gets a
+    /// copy, so what it adds goes with it. Kernels over run-time dims repeat the same
+    /// `floordiv(mod(%i0, 4*%v2), 4)` in every address; building each once keeps the
+    /// module LLVM is given several times smaller (ResNet-50 over run-time dims: 748k
+    /// lines of IR before, see docs/performance.md).
+    memo: std::cell::RefCell<HashMap<Vec<Atom>, IntValue<'ctx>>>,
 }
 
 /// How a block kernel is compiled.
@@ -442,15 +449,7 @@ impl Tr<'_> {
                 konst = c;
                 continue;
             }
-            let mut t: Option<IntValue<'ctx>> = None;
-            for a in atoms {
-                let v = self.atom(kb, a, env)?;
-                t = Some(match t {
-                    None => v,
-                    Some(p) => kb.mul(p, v)?,
-                });
-            }
-            let t = t.expect("a monomial has atoms");
+            let t = self.monomial(kb, atoms, env)?;
             let t = if c == 1 { t } else { kb.mul(t, kb.i64t.const_int(c as u64, true))? };
             if first {
                 acc = kb.add(kb.i64t.const_int(konst as u64, true), t)?;
@@ -463,6 +462,35 @@ impl Tr<'_> {
             return Ok(kb.i64t.const_int(konst as u64, true));
         }
         Ok(acc)
+    }
+
+    /// The product of `atoms`, built once per scope (`Env::memo`) unless it is a
+    /// single name (a dim, a loop variable, a value), which costs nothing to use again.
+    fn monomial<'ctx>(&self, kb: &Kb<'_, 'ctx>, atoms: &[Atom], env: &Env<'ctx>) -> R<IntValue<'ctx>> {
+        let named = |a: &Atom| matches!(a, Atom::Sym(_) | Atom::Var(_) | Atom::Val(_));
+        if let [a] = atoms {
+            if named(a) {
+                return self.atom(kb, a, env);
+            }
+        }
+        if let Some(v) = env.memo.borrow().get(atoms) {
+            return Ok(*v);
+        }
+        let mut t: Option<IntValue<'ctx>> = None;
+        for a in atoms {
+            let v = if named(a) || atoms.len() == 1 {
+                self.atom(kb, a, env)?
+            } else {
+                self.monomial(kb, std::slice::from_ref(a), env)?
+            };
+            t = Some(match t {
+                None => v,
+                Some(p) => kb.mul(p, v)?,
+            });
+        }
+        let t = t.ok_or_else(|| self.err("an empty product in an index"))?;
+        env.memo.borrow_mut().insert(atoms.to_vec(), t);
+        Ok(t)
     }
 
     fn atom<'ctx>(&self, kb: &Kb<'_, 'ctx>, a: &Atom, env: &Env<'ctx>) -> R<IntValue<'ctx>> {
