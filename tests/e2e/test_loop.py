@@ -179,15 +179,20 @@ def test_a_loop_over_constants_folds_at_compile_time(tmp_path):
                   h.make_node("Loop", ["m", "", "y0"], ["y", "ys"], body=_for_body(), name="for"),
                   h.make_node("Add", ["y", "a"], ["out"])],
                  [_vi("a", T.FLOAT, [3])], [_vi("out", T.FLOAT), _vi("ys", T.FLOAT)])
+    got, want = _folded_and_run(path, tmp_path)
+    for k in ("out", "ys"):
+        assert_close(got[k], want[k], k)
+
+
+def _folded_and_run(path, tmp_path):
+    """Checks that the compiled graph of `path` has no loop left, runs it on `a` =
+    [1, 2, 3] and returns dlc's and ONNX Runtime's outputs."""
     dlc("compile", path, "-o", tmp_path / "ir", "--emit", "ir")
     ir = (tmp_path / "ir" / "model.dlcir").read_text()
     assert "= loop" not in ir, ir
     dlc("compile", path, "-o", tmp_path / "art")
     feeds = {"a": np.array([1, 2, 3], np.float32)}
-    want = ort_run(path, feeds)
-    got = dlc_run(tmp_path / "art", path, feeds, tmp_path)
-    for k in ("out", "ys"):
-        assert_close(got[k], want[k], k)
+    return dlc_run(tmp_path / "art", path, feeds, tmp_path), ort_run(path, feeds)
 
 
 def test_a_loop_that_would_run_forever_is_refused(tmp_path):
@@ -228,3 +233,90 @@ def test_a_carried_value_sliced_at_run_time_keeps_its_shape(tmp_path):
     p = dlc("run", art, *args, "-o", tmp_path / "o", check=False)
     assert p.returncode == 1 and "node 'sum/y_out_fixed'" in p.stderr, p.stderr
     assert "panicked" not in p.stderr
+
+
+def _while_scan_body():
+    """Doubles a vector of a run-time batch while its sum is under a limit; scans the
+    vector and the iteration number (a tf2onnx while loop over a TensorArray looks so)."""
+    return h.make_graph(
+        [
+            _const("two", np.array(2, np.float32)),
+            h.make_node("Mul", ["v_in", "two"], ["v_out"]),
+            h.make_node("ReduceSum", ["v_out"], ["s"], keepdims=0),
+            h.make_node("Less", ["s", "limit"], ["cond_out"]),
+            h.make_node("Identity", ["v_out"], ["scan_v"]),
+            h.make_node("Identity", ["i"], ["scan_i"]),
+        ],
+        "body", [_vi("i", T.INT64, []), _vi("cond_in", T.BOOL, []), _vi("v_in", T.FLOAT)],
+        [_vi("cond_out", T.BOOL, []), _vi("v_out", T.FLOAT), _vi("scan_v", T.FLOAT), _vi("scan_i", T.INT64, [])])
+
+
+@pytest.fixture(scope="module")
+def while_scan(tmp_path_factory):
+    """The body computes its condition and gives scan outputs; the trip count bounds
+    them (a constant 12, or given at run time)."""
+    d = tmp_path_factory.mktemp("while_scan")
+    made = {}
+    for how in ("const", "input"):
+        nodes = [h.make_node("Loop", ["max", "c", "v0"], ["v", "vs", "is"], body=_while_scan_body(), name="while")]
+        inputs = [_vi("c", T.BOOL, []), _vi("v0", T.FLOAT, ["B"]), _vi("limit", T.FLOAT, [])]
+        if how == "const":
+            nodes.insert(0, _const("max", np.array(12, np.int64)))
+        else:
+            inputs.insert(0, _vi("max", T.INT64, []))
+        path = _save(d / f"{how}.onnx", nodes, inputs, [_vi("v", T.FLOAT), _vi("vs", T.FLOAT), _vi("is", T.INT64)])
+        art = d / f"art_{how}"
+        dlc("compile", path, "-o", art)
+        made[how] = (path, art)
+    return made
+
+
+_ENDS = [(3, 100.0, True, 12), (1, 5.0, True, 12), (6, 1e30, True, 12), (4, 100.0, False, 12)]
+
+
+@pytest.mark.parametrize("how,batch,limit,c,m", [("const", *e) for e in _ENDS] + [
+    ("input", *e) for e in _ENDS + [(2, 1e30, True, 5), (2, 1e30, True, 0), (5, 40.0, True, 3)]])
+def test_scan_outputs_of_a_loop_that_ends_early_have_the_iterations_run(while_scan, how, batch, limit, c, m, tmp_path):
+    """The constant model's trip count is 12."""
+    path, art = while_scan[how]
+    feeds = {"c": np.array(c), "v0": np.linspace(0.5, 1.5, batch).astype(np.float32),
+             "limit": np.array(limit, np.float32)}
+    if how == "input":
+        feeds["max"] = np.array(m, np.int64)
+    want = ort_run(path, feeds)
+    got = dlc_run(art, path, feeds, tmp_path)
+    runs = int(want["is"].shape[0]) if want["is"].size else 0
+    assert got["is"].shape == (runs,), (got["is"].shape, want["is"].shape)
+    assert np.array_equal(got["is"], np.arange(runs)), got["is"]
+    assert got["vs"].shape == (runs, batch), (got["vs"].shape, want["vs"].shape)
+    if runs:
+        assert_close(got["vs"], want["vs"], f"vs at batch={batch} limit={limit} c={c} m={m}")
+    assert_close(got["v"], want["v"], f"v at batch={batch} limit={limit} c={c} m={m}")
+
+
+def test_scan_outputs_of_an_unbounded_while_loop_are_refused(tmp_path):
+    """INT64_MAX as the trip count (what exporters write for no bound): the scan
+    outputs would need that many slots."""
+    nodes = [_const("max", np.array(np.iinfo(np.int64).max, np.int64)),
+             h.make_node("Loop", ["max", "c", "v0"], ["v", "vs", "is"], body=_while_scan_body(), name="while")]
+    path = _save(tmp_path / "unbounded.onnx", nodes,
+                 [_vi("c", T.BOOL, []), _vi("v0", T.FLOAT, ["B"]), _vi("limit", T.FLOAT, [])],
+                 [_vi("v", T.FLOAT), _vi("vs", T.FLOAT), _vi("is", T.INT64)])
+    r = dlc("compile", path, "-o", tmp_path / "art", check=False)
+    assert r.returncode == 1 and "node 'while'" in r.stderr and "sizes by the trip count" in r.stderr, r.stderr
+    assert "panicked" not in r.stderr
+
+
+def test_a_loop_that_ends_early_over_constants_folds_at_compile_time(tmp_path):
+    """The same while loop over constants: the interpreter runs it (scan slots past the
+    iterations run are cut off) and the compiled graph has no loop left."""
+    nodes = [_const("max", np.array(12, np.int64)), _const("c", np.array(True)),
+             _const("v0", np.array([0.5, 1.0, 1.5], np.float32)), _const("limit", np.array(100.0, np.float32)),
+             h.make_node("Loop", ["max", "c", "v0"], ["v", "vs", "is"], body=_while_scan_body(), name="while"),
+             h.make_node("Add", ["vs", "a"], ["out"])]
+    path = _save(tmp_path / "folded.onnx", nodes, [_vi("a", T.FLOAT, [3])],
+                 [_vi("out", T.FLOAT), _vi("is", T.INT64)])
+    got, want = _folded_and_run(path, tmp_path)
+    assert got["out"].shape == want["out"].shape == (6, 3), (got["out"].shape, want["out"].shape)
+    assert_close(got["out"], want["out"], "out")
+    assert np.array_equal(got["is"], want["is"]), got["is"]

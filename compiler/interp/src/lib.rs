@@ -206,6 +206,11 @@ fn bind(b: &dlc_ir::ops::Bind, ins: &[T], raw: &[TensorData]) -> Result<Vec<Tens
     let d: Vec<i64> = x.dims.iter().map(|&v| v as i64).collect();
     let dims = dlc_ir::bind::eval(rule, &d, &vals)
         .map_err(|r| EvalError::Invalid(format!("bind ({}): {}", b.rule, r.message())))?;
+    // Rules that only check and bind (slice, split, count, extent, values) give the
+    // operand as it is; the others give its elements at the dims they compute.
+    if !rule.reshapes() {
+        return Ok(vec![raw[0].clone()]);
+    }
     let ty = TensorType::fixed(raw[0].ty().dtype, &dims.iter().map(|&v| v as u64).collect::<Vec<_>>());
     let t = TensorData::new(ty, raw[0].bytes().to_vec().into())
         .ok_or_else(|| EvalError::Invalid("bind result size mismatch".into()))?;
@@ -1312,9 +1317,15 @@ fn run_loop(
         done += 1;
     }
     let mut out = state;
-    for (j, bytes) in scans.into_iter().enumerate() {
+    for (j, mut bytes) in scans.into_iter().enumerate() {
         let mut t = out_types[n + j].clone();
-        t.shape.0[0] = dlc_ir::Dim::Fixed(done as u64);
+        // A loop that checks its condition has `count` slots (its type), the ones past
+        // the iterations run zero (what reads them cuts them off).
+        let slots = if l.check { count } else { done };
+        t.shape.0[0] = dlc_ir::Dim::Fixed(slots as u64);
+        if slots > done {
+            bytes.resize(t.size_bytes().ok_or_else(|| unsupported("symbolic shapes"))? as usize, 0);
+        }
         out.push(TensorData::new(t, std::sync::Arc::from(bytes)).ok_or_else(|| unsupported("symbolic shapes"))?);
     }
     Ok(out)

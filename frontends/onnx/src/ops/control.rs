@@ -708,8 +708,8 @@ fn fix_run_time_extents(g: &mut dlc_ir::Graph, init: &[Value], cx: &NodeCx, firs
 /// through (what exporters write for `for` loops) runs exactly the trip count (0 when
 /// the initial condition is false): its scan outputs are `[count, ...]`, the count a
 /// computed dim when only a run knows it. A body that computes its condition is checked
-/// before each iteration; its scan outputs, whose length only the run would know, are
-/// not supported yet.
+/// before each iteration; its scan outputs get a slot per iteration the trip count allows
+/// and are cut to the iterations run, which a carried counter the importer adds gives.
 fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     use super::shapes::ShapeVal;
     use dlc_ir::{Expr, Shape, TensorType};
@@ -761,10 +761,25 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     if !check && given(0).is_none() {
         return Err("the Loop has no trip count and its condition never turns false: it would run forever".into());
     }
-    if check && k > 0 {
-        return Err("scan outputs of a Loop whose body computes its condition are not supported yet (their length \
-                    is known only when the loop ends)"
-            .into());
+    // Scan outputs of a loop that may end early: sized by the trip count, cut to the
+    // iterations run (counted by a carried value the importer adds) after the loop.
+    let count_runs = check && k > 0;
+    if count_runs {
+        let unbounded = match (&trip_expr, given(0)) {
+            (Some(e), _) => e.as_const().is_some_and(|c| c > MAX_SCAN_SLOTS),
+            (None, m) => m.is_none(),
+        };
+        if unbounded {
+            return Err(format!(
+                "its body computes its condition and gives scan outputs, which dlc sizes by the trip count; this \
+                 Loop has {} (at most {MAX_SCAN_SLOTS} when a constant; a trip count given at run time is checked \
+                 when the model runs)",
+                match trip_const {
+                    Some(c) => format!("trip count {c}"),
+                    None => "no trip count".to_string(),
+                }
+            ));
+        }
     }
     let zero = cx.i64_const(&[1], &[0])?;
     let (count_v, count) = match (trip_expr, cond_known, check) {
@@ -799,6 +814,13 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     for i in 0..n {
         operands.push(cx.input(2 + i)?);
     }
+    // The iterations run, carried after the model's carried values (0 before the loop,
+    // the iteration number plus one after each iteration).
+    let nc = n + usize::from(count_runs);
+    if count_runs {
+        let zero = cx.i64_const(&[], &[0])?;
+        operands.push(zero);
+    }
     // The body: a graph of its own, its inputs the iteration number, the condition, the
     // carried values and the outer values it reads (constants are copied in).
     let mut sub = crate::import::Importer::new(&cx.imp.path, cx.imp.model);
@@ -814,6 +836,10 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         let ty = cx.ty(operands[2 + i]);
         declare(&mut sub, &body.input[2 + i].name, ty);
     }
+    let runs_in = count_runs.then(|| {
+        let name = format!("{}/runs", cx.name);
+        sub.graph.add_input(name, TensorType { dtype: DType::I64, shape: Shape(vec![]) })
+    });
     let mut free = Vec::new();
     free_names(body, &mut free);
     for f in free {
@@ -842,6 +868,19 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         if i == 0 && !check {
             continue;
         }
+        if i == 1 + n {
+            if let (Some(_), Some(&iter)) = (runs_in, sub.values.get(&body.input[0].name)) {
+                let one = sub.graph.add_const(
+                    format!("{}/runs_one", cx.name),
+                    TensorData::from_i64(&[], &[1]).ok_or("internal: one")?,
+                );
+                let next = sub
+                    .graph
+                    .add_node(format!("{}/runs_next", cx.name), dlc_ir::ops::Add {}, &[iter, one])
+                    .map_err(|e| e.to_string())?[0];
+                sub.graph.add_output(format!("{}/runs_next", cx.name), next);
+            }
+        }
         let v = match sub.shape_values.get(&o.name) {
             Some(s) => match s.elems.iter().map(Expr::as_const).collect::<Option<Vec<i64>>>() {
                 Some(vals) => {
@@ -854,16 +893,30 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         };
         sub.graph.add_output(o.name.clone(), v);
     }
-    fix_run_time_extents(&mut sub.graph, &operands[2..2 + n], cx, usize::from(check))?;
+    fix_run_time_extents(&mut sub.graph, &operands[2..2 + nc], cx, usize::from(check))?;
     dlc_ir::verify(&sub.graph).map_err(|e| format!("its body: {e}"))?;
     let op = dlc_ir::ops::Loop {
         body: dlc_ir::ops::Body(std::sync::Arc::new(sub.graph)),
         count: count.to_string(),
-        carried: n as i64,
+        carried: nc as i64,
         check,
     };
-    cx.add("", op, &operands)
+    let mut res = cx.add("", op, &operands)?;
+    if count_runs {
+        let scans = res.split_off(nc);
+        let runs = res.pop().ok_or("internal: no iteration count")?;
+        let runs = cx.add1("runs_1", dlc_ir::ops::Reshape { shape: vec![1], allowzero: false }, &[runs])?;
+        for (j, v) in scans.into_iter().enumerate() {
+            let rule = dlc_ir::bind::BindRule::Extent { axis: 0 };
+            res.push(super::bind::first_slices_by(cx, &format!("scan{j}"), v, runs, 0, rule)?);
+        }
+    }
+    Ok(res)
 }
+
+/// The most slots a scan output of a Loop that may end early is given when its trip
+/// count is a constant (exporters write `INT64_MAX` for "no bound").
+const MAX_SCAN_SLOTS: i64 = 1 << 24;
 
 /// Whether Loop node `cx` carries a sequence (the importer then unrolls it:
 /// [`unrolled_loop`]).
