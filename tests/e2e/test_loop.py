@@ -320,3 +320,43 @@ def test_a_loop_that_ends_early_over_constants_folds_at_compile_time(tmp_path):
     assert got["out"].shape == want["out"].shape == (6, 3), (got["out"].shape, want["out"].shape)
     assert_close(got["out"], want["out"], "out")
     assert np.array_equal(got["is"], want["is"]), got["is"]
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_a_trip_count_from_a_run_time_dim(check, tmp_path):
+    """`for i in range(x.shape[0])` as exporters write it (Shape, Gather, then the Loop),
+    over an input whose first dim is a run-time one: the trip count is that dim, the scan
+    outputs `[N, ...]`; with `check` the body also stops when its sum passes a limit (the
+    scan outputs cut to the iterations run)."""
+    cond = (
+        [h.make_node("ReduceSum", ["y_out"], ["s"], keepdims=0), h.make_node("Less", ["s", "limit"], ["c_out"])]
+        if check else [h.make_node("Identity", ["c_in"], ["c_out"])]
+    )
+    body = h.make_graph(
+        [h.make_node("Gather", ["x", "i"], ["row"], axis=0), h.make_node("Add", ["y_in", "row"], ["y_out"]),
+         h.make_node("Identity", ["y_out"], ["scan"]), *cond],
+        "body", [_vi("i", T.INT64, []), _vi("c_in", T.BOOL, []), _vi("y_in", T.FLOAT, [3])],
+        [_vi("c_out", T.BOOL, []), _vi("y_out", T.FLOAT, [3]), _vi("scan", T.FLOAT, [3])])
+    nodes = [h.make_node("Shape", ["x"], ["shape"]), _const("zero", np.array(0, np.int64)),
+             h.make_node("Gather", ["shape", "zero"], ["n"], axis=0), _const("true", np.array(True)),
+             h.make_node("Loop", ["n", "true", "y0"], ["y", "ys"], body=body, name="rows")]
+    path = _save(tmp_path / "rows.onnx", nodes,
+                 [_vi("x", T.FLOAT, ["N", 3]), _vi("y0", T.FLOAT, [3]), _vi("limit", T.FLOAT, [])],
+                 [_vi("y", T.FLOAT, [3]), _vi("ys", T.FLOAT, [None, 3])])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    rng = np.random.default_rng(5)
+    for n, limit in [(4, 1e30), (1, 1e30), (0, 1e30), (9, 6.0)]:
+        feeds = {"x": rng.uniform(0.5, 1.0, (n, 3)).astype(np.float32), "y0": np.zeros(3, np.float32),
+                 "limit": np.array(limit, np.float32)}
+        want = ort_run(path, feeds)
+        got = dlc_run(art, path, feeds, tmp_path)
+        runs = want["ys"].shape[0] if want["ys"].size else 0
+        assert got["ys"].shape == (runs, 3), (got["ys"].shape, want["ys"].shape, n)
+        if check and limit < 1e29:
+            assert 0 < runs < n, runs  # the body's condition ended it early
+        else:
+            assert runs == n, runs
+        assert_close(got["y"], want["y"], f"y at N={n} limit={limit}")
+        if runs:
+            assert_close(got["ys"], want["ys"], f"ys at N={n} limit={limit}")

@@ -496,6 +496,7 @@ impl<'m> Importer<'m> {
             // (GroupQueryAttention reads its total length as a dim expression itself.)
             let uses_shape = uses_shape
                 && !crate::ops::gqa::reads_shape_values(node)
+                && !crate::ops::control::loop_reads_shape_values(&mut cx).map_err(node_err)?
                 && !shapes::materialize_for_data(&mut cx).map_err(node_err)?;
             let outs: Vec<Out> = if crate::ops::optional::applies(&cx) {
                 crate::ops::optional::build(&mut cx).map_err(node_err)?

@@ -918,6 +918,24 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 /// count is a constant (exporters write `INT64_MAX` for "no bound").
 const MAX_SCAN_SLOTS: i64 = 1 << 24;
 
+/// A Loop whose trip count is a dim expression (`for i in range(x.shape[0])` as exporters
+/// write it: Shape, Gather, the count) takes it as one ([`loop_`] sizes its scan outputs
+/// by it); its other operands that are shape values become tensors computed while the
+/// model runs. Returns whether `cx` is such a Loop.
+pub(crate) fn loop_reads_shape_values(cx: &mut NodeCx) -> Result<bool, String> {
+    if cx.node.op_type != "Loop" || !cx.node.domain.is_empty() {
+        return Ok(false);
+    }
+    let names: Vec<String> = cx.node.input.iter().skip(1).cloned().collect();
+    for n in names {
+        if let Some(s) = cx.imp.shape_values.get(&n).cloned() {
+            let v = super::shapes::shape_tensor(cx, &s, &n)?;
+            cx.imp.values.insert(n, v);
+        }
+    }
+    Ok(true)
+}
+
 /// Whether Loop node `cx` carries a sequence (the importer then unrolls it:
 /// [`unrolled_loop`]).
 pub(crate) fn loop_carries_sequence(cx: &NodeCx) -> bool {

@@ -11,7 +11,7 @@ mod attention;
 mod bind;
 mod contrib;
 mod contrib_more;
-mod control;
+pub(crate) mod control;
 pub(crate) mod elementwise;
 pub(crate) mod gqa;
 mod gradient;
