@@ -921,7 +921,7 @@ const MAX_SCAN_SLOTS: i64 = 1 << 24;
 /// A Loop whose trip count is a dim expression (`for i in range(x.shape[0])` as exporters
 /// write it: Shape, Gather, the count) takes it as one ([`loop_`] sizes its scan outputs
 /// by it); its other operands that are shape values become tensors computed while the
-/// model runs. Returns whether `cx` is such a Loop.
+/// model runs. Returns whether `cx` is a Loop (which the shape evaluator never takes).
 pub(crate) fn loop_reads_shape_values(cx: &mut NodeCx) -> Result<bool, String> {
     if cx.node.op_type != "Loop" || !cx.node.domain.is_empty() {
         return Ok(false);
