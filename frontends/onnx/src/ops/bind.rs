@@ -351,25 +351,13 @@ pub(crate) fn nms(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     Ok(vec![first_slices(cx, "", sel, count, 0)?])
 }
 
-/// The first `count` slices of `v` along `axis`: a Bind (rule `count`) of the count
-/// and a `strided` window (a Slice when everything folded to constants).
+/// The first `count` slices of `v` along `axis`: a Bind (rule `extent_AXIS`: the count
+/// is at most that extent) of the count and a `strided` window (a Slice when everything
+/// folded to constants).
 pub(crate) fn first_slices(cx: &mut NodeCx, what: &str, v: Value, count: Value, axis: usize) -> Result<Value, String> {
-    first_slices_by(cx, what, v, count, axis, BindRule::Count)
-}
-
-/// [`first_slices`] with the count checked by `rule` (`count`: at most the element
-/// count; `extent_AXIS`: at most that extent).
-pub(crate) fn first_slices_by(
-    cx: &mut NodeCx,
-    what: &str,
-    v: Value,
-    count: Value,
-    axis: usize,
-    rule: BindRule,
-) -> Result<Value, String> {
     // Its dims may be run-time ones (NMS over boxes a TopK counted).
     let dims: Vec<String> = cx.ty(v).shape.0.iter().map(|d| d.expr().to_string()).collect();
-    let view = bind(cx, &format!("{what}_count"), v, count, rule)?;
+    let view = bind(cx, &format!("{what}_count"), v, count, BindRule::Extent { axis })?;
     let Some(c) = bound_symbol(cx, view) else {
         // Constant operands folded: the count is known.
         let n = cx.imp.known.get(&count).and_then(|t| t.to_i64()).and_then(|v| v.first().copied());

@@ -907,8 +907,7 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         let runs = res.pop().ok_or("internal: no iteration count")?;
         let runs = cx.add1("runs_1", dlc_ir::ops::Reshape { shape: vec![1], allowzero: false }, &[runs])?;
         for (j, v) in scans.into_iter().enumerate() {
-            let rule = dlc_ir::bind::BindRule::Extent { axis: 0 };
-            res.push(super::bind::first_slices_by(cx, &format!("scan{j}"), v, runs, 0, rule)?);
+            res.push(super::bind::first_slices(cx, &format!("scan{j}"), v, runs, 0)?);
         }
     }
     Ok(res)
