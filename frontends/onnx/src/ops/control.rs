@@ -836,10 +836,11 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         let ty = cx.ty(operands[2 + i]);
         declare(&mut sub, &body.input[2 + i].name, ty);
     }
-    let runs_in = count_runs.then(|| {
-        let name = format!("{}/runs", cx.name);
-        sub.graph.add_input(name, TensorType { dtype: DType::I64, shape: Shape(vec![]) })
-    });
+    if count_runs {
+        // The counter's value going in (the body computes the next from the iteration
+        // number instead).
+        sub.graph.add_input(format!("{}/runs", cx.name), TensorType { dtype: DType::I64, shape: Shape(vec![]) });
+    }
     let mut free = Vec::new();
     free_names(body, &mut free);
     for f in free {
@@ -868,8 +869,8 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         if i == 0 && !check {
             continue;
         }
-        if i == 1 + n {
-            if let (Some(_), Some(&iter)) = (runs_in, sub.values.get(&body.input[0].name)) {
+        if count_runs && i == 1 + n {
+            if let Some(&iter) = sub.values.get(&body.input[0].name) {
                 let one = sub.graph.add_const(
                     format!("{}/runs_one", cx.name),
                     TensorData::from_i64(&[], &[1]).ok_or("internal: one")?,
