@@ -138,7 +138,18 @@ class Model:
         self._strings = _string_tables(manifest)
         # Sequence inputs and outputs (docs/sequences.md): name -> its elements' names.
         self._seq_in = {q["name"]: q.get("elements", []) for q in manifest.get("sequences", []) if not q.get("output")}
-        self._seq_out = {q["name"]: q.get("elements", []) for q in manifest.get("sequences", []) if q.get("output")}
+        self._seq_out = {
+            q["name"]: q.get("elements", [])
+            for q in manifest.get("sequences", [])
+            if q.get("output") and not q.get("data")
+        }
+        # Sequence outputs whose length only the run knows: name -> (data, shapes) outputs;
+        # element i is row i of data cut to the dims in row i of shapes.
+        self._seq_padded = {
+            q["name"]: (q["data"], q["shapes"])
+            for q in manifest.get("sequences", [])
+            if q.get("output") and q.get("data")
+        }
         # Optional inputs compiled absent (``compile(absent=...)``): a feed of None for
         # one is dropped, as ONNX Runtime takes None for an empty optional.
         self._absent = frozenset(manifest.get("absent_inputs", []))
@@ -205,7 +216,7 @@ class Model:
         return self._run(feeds)
 
     def _run(self, feeds: dict) -> dict:
-        if self._seq_in or self._seq_out:
+        if self._seq_in or self._seq_out or self._seq_padded:
             return self._run_sequences(feeds)
         return self._run_tensors(feeds)
 
@@ -242,9 +253,15 @@ class Model:
             flat.update(zip(elems, value))
         out = self._run_tensors(flat)
         owner = {e: name for name, elems in self._seq_out.items() for e in elems}
+        shapes_of = {shapes: name for name, (_, shapes) in self._seq_padded.items()}
         res = {}
         for name, value in out.items():
-            if name in owner:
+            if name in shapes_of:
+                continue
+            if name in self._seq_padded:
+                dims = out[self._seq_padded[name][1]]
+                res[name] = [value[i][tuple(slice(0, int(k)) for k in row)] for i, row in enumerate(dims)]
+            elif name in owner:
                 res.setdefault(owner[name], []).append(value)
             else:
                 res[name] = value

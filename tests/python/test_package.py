@@ -442,3 +442,32 @@ def test_sequences_in_and_out():
     np.testing.assert_array_equal(got["cat"], want["cat"])
     with pytest.raises(dlc.InputError, match="compiled for 2 elements"):
         m.run({"s": feeds["s"][:1], "x": feeds["x"]})
+
+
+def test_a_sequence_a_loop_grows_comes_back_as_a_list():
+    """A Loop whose trip count is an input appends x[:i+1] to a sequence: its length and
+    its elements' shapes are only known when the model runs; ``run`` returns the list, as
+    ONNX Runtime does (docs/sequences.md)."""
+    h, T = helper, TensorProto
+    vi, seq = h.make_tensor_value_info, h.make_tensor_sequence_value_info
+    body = h.make_graph(
+        [h.make_node("Constant", [], ["one"], value=h.make_tensor("o", T.INT64, [1], [1])),
+         h.make_node("Constant", [], ["zero"], value=h.make_tensor("z", T.INT64, [1], [0])),
+         h.make_node("Add", ["i", "one"], ["end"]),
+         h.make_node("Slice", ["x", "zero", "end", "zero"], ["elem"]),
+         h.make_node("SequenceInsert", ["s_in", "elem"], ["s_out"]),
+         h.make_node("Identity", ["c_in"], ["c_out"])],
+        "body", [vi("i", T.INT64, []), vi("c_in", T.BOOL, []), seq("s_in", T.FLOAT, None)],
+        [vi("c_out", T.BOOL, []), seq("s_out", T.FLOAT, None)])
+    g = h.make_graph([h.make_node("SequenceEmpty", [], ["s0"], dtype=T.FLOAT),
+                      h.make_node("Loop", ["m", "", "s0"], ["s"], body=body)],
+                     "grow", [vi("m", T.INT64, []), vi("x", T.FLOAT, [4, 2])], [seq("s", T.FLOAT, None)])
+    proto = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    m = dlc.compile(proto)
+    rng = np.random.default_rng(1)
+    for trips in (3, 0, 6):
+        feeds = {"m": np.array(trips, np.int64), "x": rng.standard_normal((4, 2)).astype(np.float32)}
+        got, want = m.run(feeds), ort_outputs(proto, feeds)
+        assert list(got) == ["s"] and isinstance(got["s"], list) and len(got["s"]) == len(want["s"]) == trips
+        for g_, w_ in zip(got["s"], want["s"]):
+            np.testing.assert_array_equal(g_, w_)

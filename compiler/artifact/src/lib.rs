@@ -322,6 +322,15 @@ pub struct SequenceSpec {
     /// empty sequence.
     #[prost(string, repeated, tag = "3")]
     pub elements: Vec<String>,
+    /// A sequence whose length only the run knows (`elements` empty): the output holding
+    /// the elements, `T[n, b...]`, element `i` the corner of row `i` that `shapes` gives.
+    #[prost(string, tag = "4")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub data: String,
+    /// With `data`: the output holding each element's dims, `i64[n, rank]`.
+    #[prost(string, tag = "5")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub shapes: String,
 }
 
 impl Manifest {

@@ -342,7 +342,12 @@ pub(crate) fn manifest(
         .map(|s| dlc_artifact::SequenceSpec {
             name: s.name.clone(),
             output: s.output,
-            elements: (0..s.len).map(|i| dlc_ir::sequence_element_name(&s.name, i)).collect(),
+            elements: match s.padded {
+                true => Vec::new(),
+                false => (0..s.len).map(|i| dlc_ir::sequence_element_name(&s.name, i)).collect(),
+            },
+            data: if s.padded { s.name.clone() } else { String::new() },
+            shapes: if s.padded { dlc_ir::sequence_shapes_name(&s.name) } else { String::new() },
         })
         .collect();
     m.absent_inputs = g.absent_inputs.clone();

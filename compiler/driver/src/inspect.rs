@@ -32,12 +32,21 @@ fn print_absent(names: &[String]) {
 }
 
 /// One line per sequence input or output: its elements, which the inputs and outputs
-/// above list one by one (`NAME[i]`).
-fn print_sequences<'a>(seqs: impl Iterator<Item = (&'a str, bool, Vec<String>)>) {
+/// above list one by one (`NAME[i]`), or, for a sequence whose length only the run knows,
+/// the two outputs that hold it (`Err((data, shapes))`).
+fn print_sequences<'a>(seqs: impl Iterator<Item = (&'a str, bool, Result<Vec<String>, (String, String)>)>) {
     for (name, output, elements) in seqs {
         let role = if output { "output" } else { "input" };
-        let list = if elements.is_empty() { "no elements".to_string() } else { elements.join(", ") };
-        println!("sequence    {name:?} ({role}): {} element(s): {list}", elements.len());
+        match elements {
+            Ok(elements) => {
+                let list = if elements.is_empty() { "no elements".to_string() } else { elements.join(", ") };
+                println!("sequence    {name:?} ({role}): {} element(s): {list}", elements.len());
+            }
+            Err((data, shapes)) => println!(
+                "sequence    {name:?} ({role}): a length only the run knows: element i is row i of {data:?}, cut to \
+                 the dims in row i of {shapes:?}"
+            ),
+        }
     }
 }
 
@@ -82,7 +91,10 @@ pub fn main(a: InspectArgs) -> Result<()> {
         (
             s.name.as_str(),
             s.output,
-            (0..s.len).map(|i| format!("{:?}", dlc_ir::sequence_element_name(&s.name, i))).collect(),
+            match s.padded {
+                true => Err((s.name.clone(), dlc_ir::sequence_shapes_name(&s.name))),
+                false => Ok((0..s.len).map(|i| format!("{:?}", dlc_ir::sequence_element_name(&s.name, i))).collect()),
+            },
         )
     }));
     let st = dlc_passes::graph_stats(&g);
@@ -114,9 +126,13 @@ fn inspect_artifact(a: &InspectArgs) -> Result<()> {
         println!("output      {:?}: {}{}{max}{}", t.name, t.dtype, t.shape_string(), role(t));
     }
     print_absent(&m.absent_inputs);
-    print_sequences(
-        m.sequences.iter().map(|s| (s.name.as_str(), s.output, s.elements.iter().map(|e| format!("{e:?}")).collect())),
-    );
+    print_sequences(m.sequences.iter().map(|s| {
+        let elements = match s.data.is_empty() {
+            true => Ok(s.elements.iter().map(|e| format!("{e:?}")).collect()),
+            false => Err((s.data.clone(), s.shapes.clone())),
+        };
+        (s.name.as_str(), s.output, elements)
+    }));
     for s in &m.symbols {
         if s.computed {
             println!(

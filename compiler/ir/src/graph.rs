@@ -64,8 +64,17 @@ pub struct SequenceIo {
     pub name: String,
     /// An output (else an input).
     pub output: bool,
-    /// Its number of elements.
+    /// Its number of elements (when `padded` is false).
     pub len: usize,
+    /// A sequence whose length only the run knows (an output of a Loop that appends to
+    /// it): two outputs, `name` (`T[n, b...]`, element `i` in the corner of row `i`) and
+    /// [`sequence_shapes_name`] of it (`i64[n, rank]`, each element's dims).
+    pub padded: bool,
+}
+
+/// The name of the output holding the dims of each element of padded sequence `name`.
+pub fn sequence_shapes_name(name: &str) -> String {
+    format!("{name}.shapes")
 }
 
 /// The name of the bytes input or output of string tensor `name`.

@@ -177,6 +177,8 @@ pub(crate) struct Importer<'m> {
     pub shape_values: HashMap<String, crate::ops::shapes::ShapeVal>,
     /// ONNX value name -> the elements of a sequence of known length (`ops::sequence`).
     pub sequences: HashMap<String, Vec<Value>>,
+    /// ONNX value name -> a sequence whose length only the run knows (`ops::sequence`).
+    pub(crate) run_sequences: HashMap<String, crate::ops::sequence::RunSeq>,
     /// ONNX value names of empty optionals (`ops::optional`).
     pub absent: std::collections::HashSet<String>,
     /// ONNX value name -> a string tensor's table and bytes (`ops::strings`).
@@ -219,6 +221,7 @@ impl<'m> Importer<'m> {
             known: HashMap::new(),
             shape_values: HashMap::new(),
             sequences: HashMap::new(),
+            run_sequences: HashMap::new(),
             strings: HashMap::new(),
             absent: Default::default(),
             float_shapes: Default::default(),
@@ -300,7 +303,12 @@ impl<'m> Importer<'m> {
                     elems.push(self.graph.add_input(name, ty));
                 }
                 self.sequences.insert(vi.name.clone(), elems);
-                self.graph.sequences.push(dlc_ir::SequenceIo { name: vi.name.clone(), output: false, len: n });
+                self.graph.sequences.push(dlc_ir::SequenceIo {
+                    name: vi.name.clone(),
+                    output: false,
+                    len: n,
+                    padded: false,
+                });
                 continue;
             }
             let string = is_string(vi);
@@ -386,6 +394,29 @@ impl<'m> Importer<'m> {
                 self.graph.strings.insert(vi.name.clone());
                 continue;
             }
+            if let Some(s) = self.run_sequences.get(&vi.name).cloned() {
+                // Two outputs: the elements, each padded to one box, and their dims
+                // (docs/sequences.md).
+                let shapes_name = dlc_ir::sequence_shapes_name(&vi.name);
+                if graph.output.iter().any(|o| o.name == shapes_name) {
+                    return Err(self.model_err(format!(
+                        "output '{}' is a sequence whose length only the run knows, whose elements' dims dlc \
+                         returns as '{shapes_name}', which names another output",
+                        vi.name
+                    )));
+                }
+                let data = self.own_output(s.data, &vi.name)?;
+                let shapes = self.own_output(s.shapes, &shapes_name)?;
+                self.graph.add_output(vi.name.clone(), data);
+                self.graph.add_output(shapes_name, shapes);
+                self.graph.sequences.push(dlc_ir::SequenceIo {
+                    name: vi.name.clone(),
+                    output: true,
+                    len: 0,
+                    padded: true,
+                });
+                continue;
+            }
             if let Some(elems) = self.sequences.get(&vi.name).cloned() {
                 if matches!(vi.type_.as_ref().and_then(|t| t.value.as_ref()), Some(type_proto::Value::TensorType(_))) {
                     return Err(self.model_err(format!(
@@ -407,7 +438,12 @@ impl<'m> Importer<'m> {
                     self.graph.add_output(name, v);
                 }
                 let len = self.sequences[&vi.name].len();
-                self.graph.sequences.push(dlc_ir::SequenceIo { name: vi.name.clone(), output: true, len });
+                self.graph.sequences.push(dlc_ir::SequenceIo {
+                    name: vi.name.clone(),
+                    output: true,
+                    len,
+                    padded: false,
+                });
                 continue;
             }
             let v = self.lookup(&vi.name).map_err(|m| self.model_err(format!("graph output '{}': {m}", vi.name)))?;
@@ -426,6 +462,7 @@ impl<'m> Importer<'m> {
         self.values.remove(name);
         self.shape_values.remove(name);
         self.sequences.remove(name);
+        self.run_sequences.remove(name);
         self.strings.remove(name);
         self.absent.remove(name);
     }
@@ -535,6 +572,9 @@ impl<'m> Importer<'m> {
                     }
                     Out::Seq(s) => {
                         self.sequences.insert(oname.clone(), s);
+                    }
+                    Out::RunSeq(s) => {
+                        self.run_sequences.insert(oname.clone(), s);
                     }
                     Out::Str(s) => {
                         self.strings.insert(oname.clone(), s);
@@ -689,6 +729,12 @@ impl<'m> Importer<'m> {
             return Err(format!(
                 "value '{name}' is a sequence: only the sequence ops take it (a sequence as a model output, or in other \
                  ops, is not supported)"
+            ));
+        }
+        if self.run_sequences.contains_key(name) {
+            return Err(format!(
+                "value '{name}' is a sequence whose length only the run knows: SequenceAt, SequenceLength, \
+                 ConcatFromSequence, Identity and a model output take it (docs/sequences.md)"
             ));
         }
         Err(format!("value '{name}' is not produced by any node, initializer or graph input"))

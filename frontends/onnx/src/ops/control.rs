@@ -711,7 +711,22 @@ fn fix_run_time_extents(g: &mut dlc_ir::Graph, init: &[Value], cx: &NodeCx, firs
 /// before each iteration; its scan outputs get a slot per iteration the trip count allows
 /// and are cut to the iterations run, which a carried counter the importer adds gives.
 fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    use super::shapes::ShapeVal;
+    loop_outs(cx)?
+        .into_iter()
+        .map(|o| match o {
+            super::shapes::Out::Value(v) => Ok(v),
+            _ => Err("internal: a Loop result that is not a tensor".to_string()),
+        })
+        .collect()
+}
+
+/// [`loop_`], whose carried values may also be sequences (of a length known when
+/// compiling) that each iteration appends one element to (`seq = SequenceInsert(seq, x)`, a scripted PyTorch
+/// loop that appends to a list): each comes out as a [`super::sequence::RunSeq`], from
+/// two scan outputs the importer adds, the element padded to a box that bounds it and its
+/// dims.
+pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, String> {
+    use super::shapes::{Out, ShapeVal};
     use dlc_ir::{Expr, Shape, TensorType};
     let body = branch(cx, "body")?;
     let n = cx.node.input.len().saturating_sub(2);
@@ -727,6 +742,20 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     })?;
     let given = |i: usize| cx.node.input.get(i).filter(|s| !s.is_empty()).cloned();
     let check = !condition_passes_through(cx, body);
+    // Carried sequences (docs/sequences.md): those the body appends one element to
+    // (`grows`), and those it passes through (`kept`, as they start).
+    let (mut grows, mut kept) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        if !cx.imp.sequences.contains_key(&cx.node.input[2 + i]) {
+            continue;
+        }
+        let what = format!("carried sequence '{}'", cx.node.input[2 + i]);
+        match appends(body, i).map_err(|m| format!("{what}: {m}"))? {
+            0 => kept.push(i),
+            _ => grows.push(i),
+        }
+    }
+    let is_seq = |i: usize| grows.contains(&i) || kept.contains(&i);
     let cond = match given(1) {
         Some(_) => cx.input(1)?,
         None => cx.add_const(
@@ -763,7 +792,7 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     }
     // Scan outputs of a loop that may end early: sized by the trip count, cut to the
     // iterations run (counted by a carried value the importer adds) after the loop.
-    let count_runs = check && k > 0;
+    let count_runs = check && k + grows.len() > 0;
     if count_runs {
         let unbounded = match (&trip_expr, given(0)) {
             (Some(e), _) => e.as_const().is_some_and(|c| c > MAX_SCAN_SLOTS),
@@ -811,12 +840,12 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         }
     };
     let mut operands = vec![count_v, cond];
-    for i in 0..n {
+    for i in (0..n).filter(|&i| !is_seq(i)) {
         operands.push(cx.input(2 + i)?);
     }
     // The iterations run, carried after the model's carried values (0 before the loop,
     // the iteration number plus one after each iteration).
-    let nc = n + usize::from(count_runs);
+    let nc = operands.len() - 2 + usize::from(count_runs);
     if count_runs {
         let zero = cx.i64_const(&[], &[0])?;
         operands.push(zero);
@@ -832,9 +861,16 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     };
     declare(&mut sub, &body.input[0].name, TensorType { dtype: DType::I64, shape: Shape(vec![]) });
     declare(&mut sub, &body.input[1].name, ct.clone());
+    let mut at = 2;
     for i in 0..n {
-        let ty = cx.ty(operands[2 + i]);
+        if is_seq(i) {
+            // Empty in every iteration: the body only appends to it (`appends`).
+            sub.sequences.insert(body.input[2 + i].name.clone(), Vec::new());
+            continue;
+        }
+        let ty = cx.ty(operands[at]);
         declare(&mut sub, &body.input[2 + i].name, ty);
+        at += 1;
     }
     if count_runs {
         // The counter's value going in (the body computes the next from the iteration
@@ -865,34 +901,41 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         sub.initializers.insert(t.name.clone(), data);
     }
     sub.import_nodes(&body.node, &format!("{}/body/", cx.name)).map_err(|e| format!("in its body: {e}"))?;
-    for (i, o) in body.output.iter().enumerate() {
-        if i == 0 && !check {
+    for (i, o) in body.output.iter().enumerate().take(1 + n) {
+        if (i == 0 && !check) || (i > 0 && is_seq(i - 1)) {
             continue;
         }
-        if count_runs && i == 1 + n {
-            if let Some(&iter) = sub.values.get(&body.input[0].name) {
-                let one = sub.graph.add_const(
-                    format!("{}/runs_one", cx.name),
-                    TensorData::from_i64(&[], &[1]).ok_or("internal: one")?,
-                );
-                let next = sub
-                    .graph
-                    .add_node(format!("{}/runs_next", cx.name), dlc_ir::ops::Add {}, &[iter, one])
-                    .map_err(|e| e.to_string())?[0];
-                sub.graph.add_output(format!("{}/runs_next", cx.name), next);
-            }
-        }
-        let v = match sub.shape_values.get(&o.name) {
-            Some(s) => match s.elems.iter().map(Expr::as_const).collect::<Option<Vec<i64>>>() {
-                Some(vals) => {
-                    let dims: Vec<u64> = if s.scalar { vec![] } else { vec![vals.len() as u64] };
-                    sub.graph.add_const(o.name.clone(), TensorData::from_i64(&dims, &vals).ok_or("internal: shape")?)
-                }
-                None => return Err(format!("body output '{}' is a shape of run-time dims, not supported yet", o.name)),
-            },
-            None => sub.lookup(&o.name).map_err(|m| format!("body output '{}': {m}", o.name))?,
-        };
+        let v = body_output(&mut sub, &o.name)?;
         sub.graph.add_output(o.name.clone(), v);
+    }
+    if count_runs {
+        let iter = sub.values.get(&body.input[0].name).copied().ok_or("internal: no iteration number")?;
+        let one = sub
+            .graph
+            .add_const(format!("{}/runs_one", cx.name), TensorData::from_i64(&[], &[1]).ok_or("internal: one")?);
+        let next = sub
+            .graph
+            .add_node(format!("{}/runs_next", cx.name), dlc_ir::ops::Add {}, &[iter, one])
+            .map_err(|e| e.to_string())?[0];
+        sub.graph.add_output(format!("{}/runs_next", cx.name), next);
+    }
+    for o in &body.output[1 + n..] {
+        let v = body_output(&mut sub, &o.name)?;
+        sub.graph.add_output(o.name.clone(), v);
+    }
+    // Each appended element, padded to its box, and its dims: two more scan outputs.
+    let mut uniform = Vec::with_capacity(grows.len());
+    for &i in &grows {
+        let name = &body.output[1 + i].name;
+        let e = match sub.sequences.get(name).map(Vec::as_slice) {
+            Some(&[e]) => e,
+            _ => return Err(format!("internal: carried sequence '{name}' is not one element")),
+        };
+        let (padded, dims, same) = boxed_element(&mut sub.graph, e, name)
+            .map_err(|m| format!("carried sequence '{}': the element its body appends {m}", cx.node.input[2 + i]))?;
+        sub.graph.add_output(format!("{name}/boxed"), padded);
+        sub.graph.add_output(format!("{name}/dims"), dims);
+        uniform.push(same);
     }
     fix_run_time_extents(&mut sub.graph, &operands[2..2 + nc], cx, usize::from(check))?;
     dlc_ir::verify(&sub.graph).map_err(|e| format!("its body: {e}"))?;
@@ -903,15 +946,168 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         check,
     };
     let mut res = cx.add("", op, &operands)?;
+    let mut scans = res.split_off(nc);
     if count_runs {
-        let scans = res.split_off(nc);
         let runs = res.pop().ok_or("internal: no iteration count")?;
         let runs = cx.add1("runs_1", dlc_ir::ops::Reshape { shape: vec![1], allowzero: false }, &[runs])?;
-        for (j, v) in scans.into_iter().enumerate() {
-            res.push(super::bind::first_slices(cx, &format!("scan{j}"), v, runs, 0)?);
+        scans = scans
+            .into_iter()
+            .enumerate()
+            .map(|(j, v)| super::bind::first_slices(cx, &format!("scan{j}"), v, runs, 0))
+            .collect::<Result<_, _>>()?;
+    }
+    let mut grown = scans.split_off(k).into_iter();
+    let mut carried = res.into_iter();
+    let mut outs = Vec::with_capacity(n + k);
+    for i in 0..n {
+        let init = cx.imp.sequences.get(&cx.node.input[2 + i]).cloned();
+        outs.push(if kept.contains(&i) {
+            Out::Seq(init.unwrap_or_default())
+        } else if let Some(g) = grows.iter().position(|&j| j == i) {
+            let (Some(data), Some(shapes)) = (grown.next(), grown.next()) else {
+                return Err("internal: a grown sequence's scan outputs".into());
+            };
+            let s = super::sequence::RunSeq { data, shapes, uniform: uniform[g] };
+            let init = init.unwrap_or_default();
+            Out::RunSeq(
+                super::sequence::stack_boxed(cx, &init, Some(s), &format!("seq{i}"))
+                    .map_err(|m| format!("carried sequence '{}': {m}", cx.node.input[2 + i]))?,
+            )
+        } else {
+            Out::Value(carried.next().ok_or("internal: a carried value")?)
+        });
+    }
+    outs.extend(scans.into_iter().map(Out::Value));
+    Ok(outs)
+}
+
+/// Body output `name` after the body's nodes were imported: a value, or a shape known
+/// when compiling made a constant.
+fn body_output(sub: &mut crate::import::Importer, name: &str) -> Result<Value, String> {
+    use dlc_ir::Expr;
+    match sub.shape_values.get(name) {
+        Some(s) => match s.elems.iter().map(Expr::as_const).collect::<Option<Vec<i64>>>() {
+            Some(vals) => {
+                let dims: Vec<u64> = if s.scalar { vec![] } else { vec![vals.len() as u64] };
+                Ok(sub.graph.add_const(name.to_string(), TensorData::from_i64(&dims, &vals).ok_or("internal: shape")?))
+            }
+            None => Err(format!("body output '{name}' is a shape of run-time dims, not supported yet")),
+        },
+        None => sub.lookup(name).map_err(|m| format!("body output '{name}': {m}")),
+    }
+}
+
+/// How many elements a Loop body appends to its carried sequence `i` (0 or 1): the
+/// sequence going in may only be the first operand of a SequenceInsert without a
+/// position (an append), whose result only that of the next, the last one the body's
+/// output for it; the body reads it no other way (it is empty inside the body, which
+/// gives only the elements it appends).
+fn appends(body: &GraphProto, i: usize) -> Result<usize, String> {
+    let out = &body.output[1 + i].name;
+    let mut cur = body.input[2 + i].name.clone();
+    let mut count = 0;
+    loop {
+        let mut users = Vec::new();
+        for node in &body.node {
+            let mut inner = Vec::new();
+            for a in &node.attribute {
+                for sg in a.g.iter().chain(&a.graphs) {
+                    free_names(sg, &mut inner);
+                }
+            }
+            if node.input.iter().chain(&inner).any(|x| *x == cur) {
+                users.push(node);
+            }
+        }
+        let outputs = body.output.iter().filter(|o| o.name == cur).count();
+        match users.as_slice() {
+            [] if cur == *out && outputs == 1 => break,
+            [u] if outputs == 0
+                && u.op_type == "SequenceInsert"
+                && u.domain.is_empty()
+                && u.input.len() == 2
+                && u.input[0] == cur
+                && u.input[1] != cur =>
+            {
+                cur = u.output.first().cloned().ok_or("a SequenceInsert without an output")?;
+                count += 1;
+            }
+            _ => {
+                return Err("the body reads it other than by appending one element to it (SequenceInsert without a \
+                            position), which dlc needs to run a Loop over a sequence when its iterations are not known \
+                            when compiling"
+                    .into())
+            }
         }
     }
-    Ok(res)
+    if count > 1 {
+        return Err(format!("the body appends {count} elements to it; dlc takes one per iteration"));
+    }
+    Ok(count)
+}
+
+/// Element `e` of a sequence a Loop grows, in the body's graph `g`: padded with zeros to
+/// a box that bounds it in every iteration (its dims, a bound of those that come from
+/// values of the iteration), and its dims as `i64[rank]`; whether it always fills the
+/// box (no dim from values).
+fn boxed_element(g: &mut dlc_ir::Graph, e: Value, name: &str) -> Result<(Value, Value, bool), String> {
+    use dlc_ir::{Dim, Expr};
+    let t = g.value_type(e).clone();
+    let maxima = dlc_ir::bind::symbol_maxima(g).map_err(|e| e.to_string())?;
+    let data = dlc_ir::bind::data_symbols(g);
+    let mut boxed: Vec<Expr> = Vec::with_capacity(t.shape.rank());
+    for d in &t.shape.0 {
+        let b = dlc_ir::bind::bounded(&d.expr(), &maxima);
+        let mut syms = Vec::new();
+        if let Some(b) = &b {
+            b.symbols(&mut syms);
+        }
+        match b {
+            Some(b) if !syms.iter().any(|s| data.contains(s)) => boxed.push(b),
+            _ => return Err(format!("is {t}, whose dim {d} dlc cannot bound (it comes from values with no bound)")),
+        }
+    }
+    let uniform = t.shape.0.iter().zip(&boxed).all(|(d, b)| d.expr() == *b);
+    let padded = if uniform {
+        e
+    } else {
+        let r = t.shape.rank();
+        let mut amounts = vec!["0".to_string(); r];
+        amounts.extend(t.shape.0.iter().zip(&boxed).map(|(d, b)| (b - &d.expr()).to_string()));
+        let op = dlc_ir::ops::Pad {
+            pads: Vec::new(),
+            mode: dlc_ir::ops::PadMode::Constant,
+            value: 0.0,
+            exprs: amounts.join(";"),
+        };
+        let p = g.add_node(format!("{name}/padded"), op, &[e]).map_err(|e| e.to_string())?[0];
+        let got = g.value_type(p).shape.0.iter().map(Dim::expr).collect::<Vec<_>>();
+        if got != boxed {
+            return Err(format!("is {t}, padded to {}: not the box it needs", g.value_type(p)));
+        }
+        p
+    };
+    // Its dims: constants, or counted at run time (a reduction over `d` ones).
+    let mut parts = Vec::with_capacity(t.shape.rank());
+    for (j, d) in t.shape.0.iter().enumerate() {
+        parts.push(match d.fixed() {
+            Some(c) => {
+                g.add_const(format!("{name}/dim{j}"), TensorData::from_i64(&[1], &[c as i64]).ok_or("internal")?)
+            }
+            None => {
+                let ones = dlc_ir::ops::Iota { len: d.expr().to_string(), start: 1, delta: 0, dtype: DType::I64 };
+                let ones = g.add_node(format!("{name}/dim{j}_ones"), ones, &[]).map_err(|e| e.to_string())?[0];
+                let sum = dlc_ir::ops::ReduceSum { axes: vec![0], keepdims: true };
+                g.add_node(format!("{name}/dim{j}"), sum, &[ones]).map_err(|e| e.to_string())?[0]
+            }
+        });
+    }
+    let dims = match parts.len() {
+        0 => g.add_const(format!("{name}/dims"), TensorData::from_i64(&[0], &[]).ok_or("internal")?),
+        1 => parts[0],
+        _ => g.add_node(format!("{name}/dims"), Concat { axis: 0 }, &parts).map_err(|e| e.to_string())?[0],
+    };
+    Ok((padded, dims, uniform))
 }
 
 /// The most slots a scan output of a Loop that may end early is given when its trip
@@ -950,6 +1146,17 @@ pub(crate) fn loop_carries_sequence(cx: &NodeCx) -> bool {
 /// passed through). Each iteration imports the body on the values the last one gave;
 /// scan outputs are stacked.
 pub(crate) fn unrolled_loop(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, String> {
+    let body = branch(cx, "body")?;
+    if unrollable(cx, body) {
+        return unroll(cx);
+    }
+    match runs_appending(cx, body) {
+        Ok(()) => loop_outs(cx),
+        Err(why) => unroll(cx).map_err(|e| format!("{e}; nor can it run as a loop of the model: {why}")),
+    }
+}
+
+fn unroll(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, String> {
     use super::shapes::Out;
     let body = branch(cx, "body")?;
     let n = cx.node.input.len().saturating_sub(2);
@@ -1053,6 +1260,37 @@ pub(crate) fn unrolled_loop(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, 
         results.push(Out::Value(stack(cx, &vs, 0, &format!("scan{j}"))?));
     }
     Ok(results)
+}
+
+/// Whether [`unrolled_loop`] can unroll Loop `cx`: a constant trip count of at most 4096
+/// iterations, a constant initial condition (or none), a body that passes it through.
+fn unrollable(cx: &mut NodeCx, body: &GraphProto) -> bool {
+    let is_const = |cx: &mut NodeCx, i: usize, most: i64| -> bool {
+        let Some(name) = cx.node.input.get(i).filter(|s| !s.is_empty()).cloned() else { return true };
+        if let Some(s) = cx.imp.shape_values.get(&name) {
+            return s.elems.first().and_then(|e| e.as_const()).is_some_and(|c| c <= most);
+        }
+        let Ok(v) = cx.imp.lookup(&name) else { return false };
+        cx.imp.known.get(&v).and_then(|t| t.to_i64()).and_then(|v| v.first().copied()).is_some_and(|c| c <= most)
+    };
+    is_const(cx, 0, 4096) && is_const(cx, 1, 1) && condition_passes_through(cx, body)
+}
+
+/// Whether the body of Loop `cx` only appends to each sequence it carries (or passes it
+/// through), what [`loop_outs`] runs as a loop of the model; else why not.
+fn runs_appending(cx: &NodeCx, body: &GraphProto) -> Result<(), String> {
+    let n = cx.node.input.len().saturating_sub(2);
+    if body.input.len() != 2 + n || body.output.len() <= n {
+        return Err("its body does not take and give the carried values".into());
+    }
+    for i in 0..n {
+        if !cx.imp.sequences.contains_key(&cx.node.input[2 + i]) {
+            continue;
+        }
+        let what = format!("carried sequence '{}'", cx.node.input[2 + i]);
+        appends(body, i).map_err(|m| format!("{what}: {m}"))?;
+    }
+    Ok(())
 }
 
 /// Subgraph output `name` after its nodes were imported (`what` names the subgraph): a

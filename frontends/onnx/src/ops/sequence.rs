@@ -15,6 +15,118 @@ use super::NodeCx;
 use dlc_ir::ops::{Add, And, Concat, Equal, Gather, GreaterOrEqual, Less, Reshape, Where};
 use dlc_ir::Value;
 
+/// A sequence whose length only the run knows (the result of a Loop that appends to a
+/// sequence each iteration, `control::loop_outs`): element `i` is the corner of `data[i]`
+/// that row `i` of `shapes` gives. A model output gives both (docs/sequences.md).
+#[derive(Clone, Debug)]
+pub(crate) struct RunSeq {
+    /// `T[n, b...]`: each element padded with zeros to the box `b`.
+    pub data: Value,
+    /// `i64[n, rank]`: each element's dims.
+    pub shapes: Value,
+    /// Whether every element fills the box (`data` is then the elements stacked).
+    pub uniform: bool,
+}
+
+/// `init` (elements of a sequence of known length) followed by the elements of `tail`
+/// (those a Loop appended): all padded to one box (each dim the largest of theirs, a
+/// bound where a dim comes from values) and stacked, their dims stacked likewise.
+pub(crate) fn stack_boxed(cx: &mut NodeCx, init: &[Value], tail: Option<RunSeq>, name: &str) -> Result<RunSeq, String> {
+    use dlc_ir::{Dim, Expr};
+    let maxima = dlc_ir::bind::symbol_maxima(&cx.imp.graph).map_err(|e| e.to_string())?;
+    // An element's dims and a bound of each (over the input dims alone).
+    let bound = |t: &dlc_ir::TensorType| -> Result<Vec<(Expr, Expr)>, String> {
+        t.shape
+            .0
+            .iter()
+            .map(|d| {
+                let b = dlc_ir::bind::bounded(&d.expr(), &maxima).filter(|b| {
+                    let mut v = Vec::new();
+                    b.symbols(&mut v);
+                    !v.iter().any(|x| maxima.contains_key(x))
+                });
+                b.map(|b| (d.expr(), b))
+                    .ok_or_else(|| format!("it holds an element of {t}, whose dim {d} dlc cannot bound"))
+            })
+            .collect()
+    };
+    let (dtype, r, mut boxed, mut uniform) = match &tail {
+        Some(s) if init.is_empty() => return Ok(s.clone()),
+        Some(s) => {
+            let dt = cx.ty(s.data);
+            (dt.dtype, dt.shape.rank() - 1, dt.shape.0[1..].iter().map(Dim::expr).collect::<Vec<Expr>>(), s.uniform)
+        }
+        None => {
+            let t = cx.ty(*init.first().ok_or("internal: no elements to stack")?);
+            (t.dtype, t.shape.rank(), bound(&t)?.into_iter().map(|(_, b)| b).collect(), true)
+        }
+    };
+    let first_box = boxed.clone();
+    for &e in init {
+        let t = cx.ty(e);
+        if t.dtype != dtype || t.shape.rank() != r {
+            return Err(format!("it holds elements of {t} and elements of {dtype} with {r} dims"));
+        }
+        for (j, (d, b)) in bound(&t)?.into_iter().enumerate() {
+            // Every element fills the box: each has the same dims, none from values.
+            uniform &= d == b && b == first_box[j];
+            boxed[j] = boxed[j].max_with(&b);
+        }
+    }
+    // Each padded to the box (the loop's rows too, if they are smaller), then stacked.
+    let pad = |cx: &mut NodeCx, v: Value, lead: usize, what: &str| -> Result<Value, String> {
+        let t = cx.ty(v);
+        let dims: Vec<Expr> = t.shape.0[lead..].iter().map(Dim::expr).collect();
+        if dims == boxed {
+            return Ok(v);
+        }
+        let mut amounts = vec!["0".to_string(); t.shape.rank() + lead];
+        amounts.extend(dims.iter().zip(&boxed).map(|(d, b)| (b - d).to_string()));
+        let op = dlc_ir::ops::Pad {
+            pads: Vec::new(),
+            mode: dlc_ir::ops::PadMode::Constant,
+            value: 0.0,
+            exprs: amounts.join(";"),
+        };
+        let p = cx.add1(&format!("{name}_{what}_padded"), op, &[v])?;
+        let got: Vec<Expr> = cx.ty(p).shape.0[lead..].iter().map(Dim::expr).collect();
+        if got != boxed {
+            return Err(format!("internal: padded to {}, not the box", cx.ty(p)));
+        }
+        Ok(p)
+    };
+    let box_text: Vec<String> = boxed.iter().map(|b| b.to_string()).collect();
+    let (mut rows, mut dims) = (Vec::new(), Vec::new());
+    for (j, &e) in init.iter().enumerate() {
+        let p = pad(cx, e, 0, &format!("first{j}"))?;
+        let view = dlc_ir::ops::View {
+            dims: std::iter::once("1".to_string()).chain(box_text.clone()).collect::<Vec<_>>().join(";"),
+        };
+        rows.push(cx.add1(&format!("{name}_first{j}"), view, &[p])?);
+        let own = cx.ty(e).shape.0.iter().map(Dim::expr).collect();
+        let sv = super::shapes::ShapeVal { elems: own, scalar: false };
+        let d = match r {
+            0 => cx.i64_const(&[1, 0], &[])?,
+            _ => {
+                let d = super::shapes::shape_tensor(cx, &sv, &format!("{name}_first{j}_dims"))?;
+                cx.add1(
+                    &format!("{name}_first{j}_dims_row"),
+                    Reshape { shape: vec![1, r as i64], allowzero: false },
+                    &[d],
+                )?
+            }
+        };
+        dims.push(d);
+    }
+    if let Some(s) = tail {
+        rows.push(pad(cx, s.data, 1, "appended")?);
+        dims.push(s.shapes);
+    }
+    let data = cx.add1(&format!("{name}_data"), Concat { axis: 0 }, &rows)?;
+    let shapes = cx.add1(&format!("{name}_shapes"), Concat { axis: 0 }, &dims)?;
+    Ok(RunSeq { data, shapes, uniform })
+}
+
 /// The ops this module evaluates.
 pub(crate) const OPS: &[&str] = &[
     "SequenceConstruct",
@@ -39,7 +151,109 @@ pub(crate) fn register(reg: &mut std::collections::HashMap<&'static str, super::
 /// Operand `i` as a sequence.
 fn seq(cx: &NodeCx, i: usize) -> Result<Vec<Value>, String> {
     let name = cx.node.input.get(i).filter(|n| !n.is_empty()).ok_or_else(|| format!("input {i} is required"))?;
+    if cx.imp.run_sequences.contains_key(name) {
+        return Err(format!(
+            "input {i} ('{name}') is a sequence whose length only the run knows (a Loop appended to it): {} of it is \
+             not supported yet (SequenceAt, SequenceLength, ConcatFromSequence, Identity and a model output take it)",
+            cx.node.op_type
+        ));
+    }
     cx.imp.sequences.get(name).cloned().ok_or_else(|| format!("input {i} ('{name}') is not a sequence dlc knows"))
+}
+
+/// Element `p` (an i64 scalar, `p + n` when negative) of `s`: row `p` of its data, cut to
+/// its dims. A position out of range fails the run at the Gather's index check.
+fn run_at(cx: &mut NodeCx, s: &RunSeq, p: Value) -> Result<Value, String> {
+    let data = cx.ty(s.data);
+    let n = data.shape.0.first().ok_or("internal: a sequence's data has no rows")?.expr();
+    let nv = super::shapes::shape_tensor(cx, &super::shapes::ShapeVal { elems: vec![n], scalar: true }, "length")?;
+    let zero = cx.i64_const(&[], &[0])?;
+    let neg = cx.add1("position_negative", Less {}, &[p, zero])?;
+    let up = cx.add1("position_up", Add {}, &[p, nv])?;
+    let p = cx.add1("position_wrapped", Where {}, &[neg, up, p])?;
+    let row = cx.add1("row", Gather { axis: 0 }, &[s.data, p])?;
+    if s.uniform {
+        return Ok(row);
+    }
+    // The corner of the row that the element's dims give.
+    let dims = cx.add1("dims", Gather { axis: 0 }, &[s.shapes, p])?;
+    let r = data.shape.rank() - 1;
+    let zeros = cx.i64_const(&[r as u64], &vec![0; r])?;
+    for (k, v) in [("row", row), ("starts", zeros), ("ends", dims)] {
+        cx.imp.values.insert(format!("{}::{k}", cx.name), v);
+    }
+    let b = super::control::body("Slice", &["row", "starts", "ends"], &["element"]);
+    Ok(super::control::expand(cx, vec![b], &["element"])?[0])
+}
+
+/// The elements `all[idx[j]]` (each index an i64 scalar computed at run time): a sequence
+/// of known length when the elements share one type, else one of elements padded to a
+/// box (which element has which shape is only known when the model runs).
+fn reorder(cx: &mut NodeCx, all: &[Value], idx: Vec<Value>) -> Result<Out, String> {
+    let t = cx.ty(*all.first().ok_or("a position given at run time into an empty sequence")?);
+    if all.iter().all(|e| cx.ty(*e) == t) {
+        let stacked = stack(cx, all)?;
+        return Ok(Out::Seq(
+            idx.into_iter().enumerate().map(|(j, i)| pick(cx, stacked, i, j)).collect::<Result<_, _>>()?,
+        ));
+    }
+    let s = stack_boxed(cx, all, None, "elements")?;
+    let idx = idx
+        .into_iter()
+        .enumerate()
+        .map(|(j, i)| cx.add1(&format!("index{j}_1"), Reshape { shape: vec![1], allowzero: false }, &[i]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let idx = match idx.len() {
+        1 => idx[0],
+        _ => cx.add1("order", Concat { axis: 0 }, &idx)?,
+    };
+    let data = cx.add1("reordered", Gather { axis: 0 }, &[s.data, idx])?;
+    let shapes = cx.add1("reordered_dims", Gather { axis: 0 }, &[s.shapes, idx])?;
+    Ok(Out::RunSeq(RunSeq { data, shapes, uniform: false }))
+}
+
+/// The ops over a sequence whose length only the run knows ([`RunSeq`]), when operand 0
+/// is one: `None` for other ops (which [`seq`] refuses for it).
+fn run_seq_op(cx: &mut NodeCx) -> Result<Option<Vec<Out>>, String> {
+    let Some(s) = cx.node.input.first().and_then(|n| cx.imp.run_sequences.get(n)).cloned() else { return Ok(None) };
+    let data = cx.ty(s.data);
+    let n = data.shape.0.first().ok_or("internal: a sequence's data has no rows")?.expr();
+    let len = super::shapes::ShapeVal { elems: vec![n.clone()], scalar: true };
+    Ok(Some(match cx.node.op_type.as_str() {
+        "Identity" => vec![Out::RunSeq(s)],
+        "SequenceLength" => vec![Out::Value(super::shapes::shape_tensor(cx, &len, "length")?)],
+        "SequenceAt" => {
+            let p = match position(cx, 1)?.ok_or("position (input 1) is required")? {
+                Ok(p) => cx.i64_const(&[], &[p])?,
+                Err(p) => p,
+            };
+            vec![Out::Value(run_at(cx, &s, p)?)]
+        }
+        "ConcatFromSequence" => {
+            if !s.uniform {
+                return Err("its elements differ in shape from one iteration of the Loop that gave them to the next; \
+                            concatenating such a sequence is not supported yet"
+                    .into());
+            }
+            // The elements stacked (`data`), the stacking axis moved to `axis`, and merged
+            // with the element's dim there unless `new_axis`.
+            let r = data.shape.rank() - 1;
+            let new_axis = cx.int("new_axis", 0) != 0;
+            let axis = cx.int("axis", 0);
+            let a = dlc_ir::ops::normalize_axis(axis, if new_axis { r + 1 } else { r })
+                .ok_or_else(|| format!("axis {axis} out of range"))?;
+            let mut perm: Vec<i64> = (1..=r as i64).collect();
+            perm.insert(a, 0);
+            let moved = cx.add1("moved", dlc_ir::ops::Transpose { perm }, &[s.data])?;
+            if new_axis {
+                return Ok(Some(vec![Out::Value(moved)]));
+            }
+            let mut dims: Vec<String> = data.shape.0[1..].iter().map(|d| d.expr().to_string()).collect();
+            dims[a] = (&n * &data.shape.0[1 + a].expr()).to_string();
+            vec![Out::Value(cx.add1("", dlc_ir::ops::View { dims: dims.join(";") }, &[moved])?)]
+        }
+        _ => return Ok(None),
+    }))
 }
 
 /// Operand `i` as a position: a constant, or a run-time i64 scalar (`Err`).
@@ -127,6 +341,9 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             cx.imp.values.insert(name, v);
         }
     }
+    if let Some(outs) = run_seq_op(cx)? {
+        return Ok(outs);
+    }
     Ok(match op.as_str() {
         "SequenceEmpty" => vec![Out::Seq(Vec::new())],
         "SequenceConstruct" => {
@@ -145,10 +362,15 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             let s = seq(cx, 0)?;
             match position(cx, 1)?.ok_or("position (input 1) is required")? {
                 Ok(p) => vec![Out::Value(s[normalise(p, s.len(), 0)?])],
-                Err(p) => {
+                Err(p) if s.iter().all(|e| cx.ty(*e) == cx.ty(s[0])) => {
                     let stacked = stack(cx, &s)?;
                     let p = wrap(cx, p, s.len())?;
                     vec![Out::Value(pick(cx, stacked, p, 0)?)]
+                }
+                // Elements of other shapes: the one picked has dims only the run knows.
+                Err(p) => {
+                    let boxed = stack_boxed(cx, &s, None, "elements")?;
+                    vec![Out::Value(run_at(cx, &boxed, p)?)]
                 }
             }
         }
@@ -162,9 +384,8 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                     // Element j of the result: j < p ? old[j] : (j == p ? x : old[j - 1]).
                     let mut all = s.clone();
                     all.push(x);
-                    let stacked = stack(cx, &all)?;
                     let p = wrap(cx, p, n)?;
-                    s = (0..=n)
+                    let idx = (0..=n)
                         .map(|j| {
                             let jv = cx.i64_const(&[], &[j as i64])?;
                             let before = cx.add1(&format!("before{j}"), Less {}, &[jv, p])?;
@@ -174,10 +395,10 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                             let after = cx.add1(&format!("after{j}"), Where {}, &[at, new, prev])?;
                             let idx = cx.add1(&format!("index{j}"), Where {}, &[before, jv, after])?;
                             // A position outside [-n, n] fails the run.
-                            let idx = checked(cx, idx, p, n + 1, n + 1)?;
-                            pick(cx, stacked, idx, j)
+                            checked(cx, idx, p, n + 1, n + 1)
                         })
                         .collect::<Result<_, String>>()?;
+                    return Ok(vec![reorder(cx, &all, idx)?]);
                 }
             }
             vec![Out::Seq(s)]
@@ -197,19 +418,18 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                 }
                 Some(Err(p)) => {
                     // Element j of the result: j < p ? old[j] : old[j + 1].
-                    let stacked = stack(cx, &s)?;
                     let p = wrap(cx, p, n)?;
-                    s = (0..n - 1)
+                    let idx = (0..n - 1)
                         .map(|j| {
                             let jv = cx.i64_const(&[], &[j as i64])?;
                             let next = cx.i64_const(&[], &[j as i64 + 1])?;
                             let before = cx.add1(&format!("before{j}"), Less {}, &[jv, p])?;
                             let idx = cx.add1(&format!("index{j}"), Where {}, &[before, jv, next])?;
                             // A position outside [-n, n - 1] fails the run.
-                            let idx = checked(cx, idx, p, n, n)?;
-                            pick(cx, stacked, idx, j)
+                            checked(cx, idx, p, n, n)
                         })
                         .collect::<Result<_, String>>()?;
+                    return Ok(vec![reorder(cx, &s, idx)?]);
                 }
             }
             vec![Out::Seq(s)]
@@ -306,7 +526,10 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                         out
                     }
                     None if cx.ty(sv).shape.rank() == 1 => super::bind::split_parts(cx, x, sv, a)?,
-                    None => return Err("a scalar split known only at run time is not supported yet".into()),
+                    None if cx.ty(sv).shape.numel() == Some(1) => {
+                        return Ok(vec![Out::RunSeq(chunks(cx, x, sv, a)?)]);
+                    }
+                    None => return Err(format!("split must be a scalar or a vector, got {}", cx.ty(sv))),
                 },
             };
             vec![Out::Seq(parts)]
@@ -316,6 +539,78 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
         "If" => super::control::sequence_if(cx)?,
         other => return Err(format!("internal: {other} is not a sequence op")),
     })
+}
+
+/// SplitToSequence of `x` along axis `a` into chunks of `split` (one size given at run
+/// time, the last chunk smaller): their number is only known when the model runs. Row `i`
+/// of the data is `x[i*k : i*k + d]` along the axis (indices clamped to the dim `d`, the
+/// box), its dims those of `x` with `min(k, d - i*k)` at `a`. A size below 1 fails the run.
+fn chunks(cx: &mut NodeCx, x: Value, split: Value, a: usize) -> Result<RunSeq, String> {
+    use super::control::body;
+    use dlc_ir::DType;
+    let t = cx.ty(x);
+    let r = t.shape.rank();
+    let k = match cx.ty(split).dtype {
+        DType::I64 => split,
+        d if d.is_signed_int() => cx.add1("split_i64", dlc_ir::ops::Cast::new(DType::I64), &[split])?,
+        d => return Err(format!("split must be integers, got {d}")),
+    };
+    let k = cx.add1("split_scalar", Reshape { shape: vec![], allowzero: false }, &[k])?;
+    let (zero, one, bad) = (cx.i64_const(&[], &[0])?, cx.i64_const(&[], &[1])?, cx.i64_const(&[], &[-1])?);
+    let positive = cx.add1("split_positive", GreaterOrEqual {}, &[k, one])?;
+    let k = cx.add1("split_checked", Where {}, &[positive, k, bad])?;
+    let (k, _) = super::bind::computed_dims(cx, k, k, "split")?;
+    let k = cx.add1("split_size", Reshape { shape: vec![], allowzero: false }, &[k])?;
+    let mut onehot = vec![0; r];
+    onehot[a] = 1;
+    let other: Vec<i64> = onehot.iter().map(|h| 1 - h).collect();
+    // x's dims and the split one, as tensors (computed at run time where they are dims
+    // only the run knows).
+    let dims: Vec<dlc_ir::Expr> = t.shape.0.iter().map(dlc_ir::Dim::expr).collect();
+    let d = super::shapes::ShapeVal { elems: vec![dims[a].clone()], scalar: true };
+    let d = super::shapes::shape_tensor(cx, &d, "split_dim")?;
+    let shape = super::shapes::shape_tensor(cx, &super::shapes::ShapeVal { elems: dims, scalar: false }, "shape")?;
+    let shape_row = cx.add1("shape_row", Reshape { shape: vec![1, r as i64], allowzero: false }, &[shape])?;
+    let named = [
+        ("x", x),
+        ("d", d),
+        ("shape_row", shape_row),
+        ("k", k),
+        ("zero", zero),
+        ("one", one),
+        ("axis0", cx.i64_const(&[1], &[0])?),
+        ("axis1", cx.i64_const(&[1], &[1])?),
+        ("at_axis", cx.i64_const(&[1, r as u64], &onehot)?),
+        ("elsewhere", cx.i64_const(&[1, r as u64], &other)?),
+    ];
+    for (n, v) in named {
+        cx.imp.values.insert(format!("{}::{n}", cx.name), v);
+    }
+    let mut perm: Vec<i64> = vec![a as i64];
+    perm.extend((0..=r as i64).filter(|&i| i != a as i64));
+    let mut transpose = body("Transpose", &["gathered"], &["rows"]);
+    transpose.ints.push(("perm", perm));
+    let mut gather = body("Gather", &["x", "index"], &["gathered"]);
+    gather.int.push(("axis", a as i64));
+    let nodes = vec![
+        body("Range", &["zero", "d", "k"], &["starts"]),
+        body("Range", &["zero", "d", "one"], &["within"]),
+        body("Unsqueeze", &["starts", "axis1"], &["starts_col"]),
+        body("Unsqueeze", &["within", "axis0"], &["within_row"]),
+        body("Add", &["starts_col", "within_row"], &["unclamped"]),
+        body("Sub", &["d", "one"], &["last"]),
+        body("Min", &["unclamped", "last"], &["index"]),
+        gather,
+        transpose,
+        body("Sub", &["d", "starts"], &["rest"]),
+        body("Min", &["rest", "k"], &["lens"]),
+        body("Unsqueeze", &["lens", "axis1"], &["lens_col"]),
+        body("Mul", &["lens_col", "at_axis"], &["at"]),
+        body("Mul", &["shape_row", "elsewhere"], &["kept"]),
+        body("Add", &["kept", "at"], &["dims"]),
+    ];
+    let v = super::control::expand(cx, nodes, &["rows", "dims"])?;
+    Ok(RunSeq { data: v[0], shapes: v[1], uniform: false })
 }
 
 /// SequenceMap: the body imported once per element (as dlc unrolls Scan), on element `t`
@@ -367,7 +662,12 @@ pub(crate) fn applies(cx: &NodeCx) -> bool {
         return false;
     }
     OPS.contains(&cx.node.op_type.as_str())
-        || (cx.node.op_type == "Identity" && cx.node.input.first().is_some_and(|n| cx.imp.sequences.contains_key(n)))
+        || (cx.node.op_type == "Identity"
+            && cx
+                .node
+                .input
+                .first()
+                .is_some_and(|n| cx.imp.sequences.contains_key(n) || cx.imp.run_sequences.contains_key(n)))
         || super::control::loop_carries_sequence(cx)
         || super::control::if_gives_sequence(cx)
 }

@@ -27,6 +27,8 @@ pub(crate) enum Out {
     Shape(ShapeVal),
     /// A sequence's elements (`ops::sequence`).
     Seq(Vec<Value>),
+    /// A sequence whose length only the run knows (`ops::sequence::RunSeq`).
+    RunSeq(super::sequence::RunSeq),
     /// A string tensor (`ops::strings`).
     Str(super::strings::StrVal),
     /// An empty optional (`ops::optional`).

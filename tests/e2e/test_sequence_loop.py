@@ -1,0 +1,300 @@
+"""A Loop run by the model that appends to a sequence (docs/sequences.md), the pattern
+of a scripted PyTorch loop that appends to a list: the trip count (and condition) given
+at run time, so the sequence's length is only known then. Elements that differ in shape
+from one iteration to the next (`x[:i+1]`) come out padded to a box with their dims
+beside them; elements of one shape also concatenate and stack. Each case against ONNX
+Runtime: the sequence as a model output, SequenceLength, SequenceAt at run-time
+positions (negative ones too, and one out of range failing the run), ConcatFromSequence
+both ways, a body that computes its condition, and the errors for what dlc refuses."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper
+
+from conftest import assert_close, dlc, dlc_run_process, sanitize
+
+
+def _vi(name, dtype, shape=None):
+    return h.make_tensor_value_info(name, dtype, shape)
+
+
+def _seq(name, dtype=T.FLOAT):
+    return h.make_tensor_sequence_value_info(name, dtype, None)
+
+
+def _const(name, a):
+    return h.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(a), name + "_v"))
+
+
+def _save(path, nodes, inputs, outputs):
+    m = h.make_model(h.make_graph(nodes, "g", inputs, outputs), opset_imports=[h.make_opsetid("", 17)])
+    onnx.save(m, str(path))
+    return path
+
+
+def _ort(path, feeds):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+
+
+def _run(art, path, feeds, tmp_path):
+    """`dlc run`; a sequence output read back as the list of its elements (row i of its
+    data cut to row i of its shapes, as the manifest says)."""
+    out = tmp_path / "out"
+    p = dlc_run_process(art, feeds, tmp_path, out)
+    assert p.returncode == 0, p.stderr
+    manifest = json.loads((art / "manifest.json").read_text())
+    padded = {q["name"]: q for q in manifest.get("sequences", []) if q.get("data")}
+    res = {}
+    for o in onnx.load(str(path)).graph.output:
+        if o.name in padded:
+            q = padded[o.name]
+            data, dims = np.load(out / sanitize(q["data"])), np.load(out / sanitize(q["shapes"]))
+            assert dims.shape == (len(data), data.ndim - 1), (data.shape, dims.shape)
+            res[o.name] = [data[i][tuple(slice(0, int(k)) for k in row)] for i, row in enumerate(dims)]
+        else:
+            res[o.name] = np.load(out / sanitize(o.name))
+    return res
+
+
+def _same(got, want, what):
+    if isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), (what, len(got), len(want))
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_close(g, w, f"{what}[{i}]")
+    else:
+        assert_close(np.asarray(got), np.asarray(want), what)
+
+
+def _ragged_body(check):
+    """Appends x[:i+1] * (i + 1) (rows of the outer x); with `check`, the condition is
+    computed: i + 1 < limit."""
+    nodes = [
+        _const("one", np.array(1, np.int64)),
+        _const("zero1", np.array([0], np.int64)),
+        _const("ax", np.array([0], np.int64)),
+        h.make_node("Add", ["i", "one"], ["i1"]),
+        h.make_node("Unsqueeze", ["i1", "ax"], ["end"]),
+        h.make_node("Slice", ["x", "zero1", "end", "ax"], ["rows"]),
+        h.make_node("Cast", ["i1"], ["f"], to=T.FLOAT),
+        h.make_node("Mul", ["rows", "f"], ["elem"]),
+        h.make_node("SequenceInsert", ["s_in", "elem"], ["s_out"]),
+    ]
+    if check:
+        nodes.append(h.make_node("Less", ["i1", "limit"], ["c_out"]))
+    else:
+        nodes.append(h.make_node("Identity", ["c_in"], ["c_out"]))
+    return h.make_graph(nodes, "body", [_vi("i", T.INT64, []), _vi("c_in", T.BOOL, []), _seq("s_in")],
+                        [_vi("c_out", T.BOOL, []), _seq("s_out")])
+
+
+def _ragged_model(path, check, first=None):
+    """`first`: the sequence starts with an input `a` of that shape (else empty)."""
+    start = (h.make_node("SequenceConstruct", ["a"], ["s0"]) if first
+             else h.make_node("SequenceEmpty", [], ["s0"], dtype=T.FLOAT))
+    nodes = [
+        start,
+        h.make_node("Loop", ["m", "c", "s0"], ["s"], body=_ragged_body(check), name="grow"),
+        h.make_node("SequenceLength", ["s"], ["n"]),
+        h.make_node("SequenceAt", ["s", "p"], ["at"]),
+    ]
+    ins = [_vi("m", T.INT64, []), _vi("c", T.BOOL, []), _vi("x", T.FLOAT, [5, 3]), _vi("p", T.INT64, [])]
+    if check:
+        ins.append(_vi("limit", T.INT64, []))
+    if first:
+        ins.append(_vi("a", T.FLOAT, first))
+    return _save(path, nodes, ins, [_seq("s"), _vi("n", T.INT64, []), _vi("at", T.FLOAT)])
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["for", "while"])
+def ragged(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp("ragged")
+    path = _ragged_model(d / "m.onnx", request.param)
+    art = d / "art"
+    dlc("compile", path, "-o", art)
+    return path, art, request.param
+
+
+@pytest.mark.parametrize("m,c,p,limit", [(4, True, 2, 9), (4, True, -1, 9), (1, True, 0, 9), (7, True, -7, 9),
+                                         (5, True, 4, 3), (3, False, 0, 9), (0, True, 0, 9)])
+def test_a_sequence_a_loop_grows_by_elements_of_other_shapes(ragged, m, c, p, limit, tmp_path):
+    path, art, check = ragged
+    x = np.random.default_rng(m).standard_normal((5, 3)).astype(np.float32)
+    feeds = {"m": np.array(m, np.int64), "c": np.array(c), "x": x, "p": np.array(p, np.int64)}
+    if check:
+        feeds["limit"] = np.array(limit, np.int64)
+    runs = 0 if not c else (min(m, limit) if check else m)
+    if not -runs <= p < runs:
+        # SequenceAt out of range: ONNX Runtime fails too; dlc fails the run naming the node.
+        proc = dlc_run_process(art, feeds, tmp_path, tmp_path / "o")
+        assert proc.returncode == 1 and "index" in proc.stderr and "panicked" not in proc.stderr, proc.stderr
+        with pytest.raises(Exception):
+            _ort(path, feeds)
+        return
+    want = _ort(path, feeds)
+    got = _run(art, path, feeds, tmp_path)
+    assert len(want["s"]) == runs
+    for k in ("s", "n", "at"):
+        _same(got[k], want[k], f"{k} at m={m} c={c} p={p}")
+
+
+def test_the_manifest_and_inspect_say_how_to_read_it(ragged, tmp_path):
+    path, art, _ = ragged
+    q = [q for q in json.loads((art / "manifest.json").read_text())["sequences"] if q.get("output")]
+    assert q == [{"name": "s", "output": True, "elements": [], "data": "s", "shapes": "s.shapes"}], q
+    text = dlc("inspect", art).stdout
+    assert 'sequence    "s" (output): a length only the run knows' in text, text
+
+
+@pytest.mark.parametrize("first", [[6, 3], [2, 3], [5, 3]])
+def test_a_sequence_that_starts_with_elements(first, tmp_path):
+    """The loop's rows padded to the first element's box when it is larger; the first
+    element padded to theirs when smaller."""
+    path = _ragged_model(tmp_path / "m.onnx", False, first)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    for m, p in ((3, -1), (0, 0), (6, 2)):
+        rng = np.random.default_rng(m)
+        feeds = {"m": np.array(m, np.int64), "c": np.array(True), "x": rng.standard_normal((5, 3)).astype(np.float32),
+                 "p": np.array(p, np.int64), "a": rng.standard_normal(first).astype(np.float32)}
+        want = _ort(path, feeds)
+        (tmp_path / f"r{m}").mkdir()
+        got = _run(art, path, feeds, tmp_path / f"r{m}")
+        assert len(want["s"]) == m + 1
+        for k in ("s", "n", "at"):
+            _same(got[k], want[k], f"{k} at m={m} p={p} first={first}")
+
+
+def _uniform_model(path, check, first=False):
+    """Appends x * i (x [2, 3] outer); outputs the sequence, its stack and its concat.
+    `first`: the sequence starts with y0."""
+    nodes_b = [
+        h.make_node("Cast", ["i"], ["f"], to=T.FLOAT),
+        h.make_node("Mul", ["x", "f"], ["elem"]),
+        h.make_node("SequenceInsert", ["s_in", "elem"], ["s_out"]),
+        h.make_node("Add", ["y_in", "elem"], ["y_out"]),
+    ]
+    if check:
+        nodes_b += [_const("three", np.array(3, np.int64)), h.make_node("Less", ["i", "three"], ["c_out"])]
+    else:
+        nodes_b.append(h.make_node("Identity", ["c_in"], ["c_out"]))
+    body = h.make_graph(nodes_b, "body", [_vi("i", T.INT64, []), _vi("c_in", T.BOOL, []), _seq("s_in"),
+                                          _vi("y_in", T.FLOAT, [2, 3])],
+                        [_vi("c_out", T.BOOL, []), _seq("s_out"), _vi("y_out", T.FLOAT, [2, 3])])
+    nodes = [
+        h.make_node("SequenceConstruct", ["y0"], ["s0"]) if first
+        else h.make_node("SequenceEmpty", [], ["s0"], dtype=T.FLOAT),
+        h.make_node("Loop", ["m", "", "s0", "y0"], ["s", "y"], body=body, name="grow"),
+        h.make_node("ConcatFromSequence", ["s"], ["stacked"], axis=1, new_axis=1),
+        h.make_node("ConcatFromSequence", ["s"], ["joined"], axis=-1),
+        h.make_node("ConcatFromSequence", ["s"], ["rows"], axis=0),
+    ]
+    return _save(path, nodes, [_vi("m", T.INT64, []), _vi("x", T.FLOAT, [2, 3]), _vi("y0", T.FLOAT, [2, 3])],
+                 [_seq("s"), _vi("y", T.FLOAT), _vi("stacked", T.FLOAT), _vi("joined", T.FLOAT),
+                  _vi("rows", T.FLOAT)])
+
+
+@pytest.mark.parametrize("check,first", [(False, False), (True, False), (False, True)],
+                         ids=["for", "while", "for-from-y0"])
+def test_elements_of_one_shape_stack_and_concatenate(check, first, tmp_path):
+    path = _uniform_model(tmp_path / "m.onnx", check, first)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    for m in (4, 1, 6):
+        x = np.random.default_rng(m).standard_normal((2, 3)).astype(np.float32)
+        feeds = {"m": np.array(m, np.int64), "x": x, "y0": np.ones((2, 3), np.float32)}
+        want = _ort(path, feeds)
+        (tmp_path / f"r{m}").mkdir()
+        got = _run(art, path, feeds, tmp_path / f"r{m}")
+        for k in want:
+            _same(got[k], want[k], f"{k} at m={m}")
+
+
+def test_what_dlc_refuses_it_says(tmp_path):
+    # The body reads the sequence (its length), not only appends to it.
+    body = h.make_graph(
+        [h.make_node("SequenceLength", ["s_in"], ["k"]), h.make_node("Cast", ["k"], ["f"], to=T.FLOAT),
+         h.make_node("Mul", ["x", "f"], ["e"]), h.make_node("SequenceInsert", ["s_in", "e"], ["s_out"]),
+         h.make_node("Identity", ["c_in"], ["c_out"])],
+        "body", [_vi("i", T.INT64, []), _vi("c_in", T.BOOL, []), _seq("s_in")],
+        [_vi("c_out", T.BOOL, []), _seq("s_out")])
+    path = _save(tmp_path / "reads.onnx",
+                 [h.make_node("SequenceEmpty", [], ["s0"], dtype=T.FLOAT),
+                  h.make_node("Loop", ["m", "", "s0"], ["s"], body=body, name="grow")],
+                 [_vi("m", T.INT64, []), _vi("x", T.FLOAT, [2])], [_seq("s")])
+    p = dlc("compile", path, "-o", tmp_path / "a", check=False)
+    assert p.returncode != 0 and "node 'grow'" in p.stderr, p.stderr
+    assert "reads it other than by appending" in p.stderr, p.stderr
+    # Elements of other shapes do not concatenate (yet).
+    path = _ragged_model(tmp_path / "cat.onnx", False)
+    m = onnx.load(str(path))
+    m.graph.node.append(h.make_node("ConcatFromSequence", ["s"], ["cat"], axis=0, name="cat"))
+    m.graph.output.append(_vi("cat", T.FLOAT))
+    onnx.save(m, str(path))
+    p = dlc("compile", path, "-o", tmp_path / "b", check=False)
+    assert p.returncode != 0 and "node 'cat'" in p.stderr and "differ in shape" in p.stderr, p.stderr
+
+
+@pytest.fixture(scope="module")
+def chunked(tmp_path_factory):
+    """SplitToSequence by a size given at run time, along axis 1 of x [N, 6] (N a
+    run-time dim), then SequenceAt of a run-time position."""
+    d = tmp_path_factory.mktemp("chunks")
+    path = _save(d / "m.onnx",
+                 [h.make_node("SplitToSequence", ["x", "k"], ["s"], axis=1, name="split"),
+                  h.make_node("SequenceAt", ["s", "p"], ["at"]),
+                  h.make_node("SequenceLength", ["s"], ["n"])],
+                 [_vi("x", T.FLOAT, ["N", 6]), _vi("k", T.INT32, []), _vi("p", T.INT64, [])],
+                 [_seq("s"), _vi("at", T.FLOAT), _vi("n", T.INT64, [])])
+    art = d / "art"
+    dlc("compile", path, "-o", art)
+    return path, art
+
+
+@pytest.mark.parametrize("k,rows,p", [(2, 3, 1), (4, 2, -1), (1, 1, 5), (6, 4, 0), (9, 2, 0), (5, 0, 1)])
+def test_chunks_of_a_size_given_at_run_time(chunked, k, rows, p, tmp_path):
+    path, art = chunked
+    x = np.random.default_rng(k).standard_normal((rows, 6)).astype(np.float32)
+    feeds = {"x": x, "k": np.array(k, np.int32), "p": np.array(p, np.int64)}
+    want = _ort(path, feeds)
+    got = _run(art, path, feeds, tmp_path)
+    for key in ("s", "at", "n"):
+        _same(got[key], want[key], f"{key} at k={k} N={rows}")
+
+
+def test_a_chunk_size_below_one_fails_the_run(chunked, tmp_path):
+    path, art = chunked
+    feeds = {"x": np.ones((2, 6), np.float32), "k": np.array(0, np.int32), "p": np.array(0, np.int64)}
+    proc = dlc_run_process(art, feeds, tmp_path, tmp_path / "o")
+    assert proc.returncode == 1 and "node 'split" in proc.stderr and "panicked" not in proc.stderr, proc.stderr
+
+
+def test_run_time_positions_among_elements_of_other_shapes(tmp_path):
+    """SequenceInsert, SequenceErase and SequenceAt at positions given at run time over
+    elements that differ in shape: which element has which shape is only known when the
+    model runs."""
+    path = _save(tmp_path / "m.onnx",
+                 [h.make_node("SequenceConstruct", ["a", "b", "c"], ["s"]),
+                  h.make_node("SequenceInsert", ["s", "x", "p"], ["ins"]),
+                  h.make_node("SequenceErase", ["s", "p"], ["era"]),
+                  h.make_node("SequenceAt", ["ins", "q"], ["at"])],
+                 [_vi("a", T.FLOAT, [4, 2]), _vi("b", T.FLOAT, [1, 2]), _vi("c", T.FLOAT, [3, 3]),
+                  _vi("x", T.FLOAT, [2, 5]), _vi("p", T.INT64, []), _vi("q", T.INT64, [])],
+                 [_seq("ins"), _seq("era"), _vi("at", T.FLOAT)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    rng = np.random.default_rng(0)
+    base = {k: rng.standard_normal(s).astype(np.float32)
+            for k, s in (("a", (4, 2)), ("b", (1, 2)), ("c", (3, 3)), ("x", (2, 5)))}
+    for p, q in ((0, 0), (2, -1), (-1, 3), (1, 1), (-3, 2)):
+        feeds = dict(base, p=np.array(p, np.int64), q=np.array(q, np.int64))
+        want = _ort(path, feeds)
+        (tmp_path / f"r{p}{q}").mkdir()
+        got = _run(art, path, feeds, tmp_path / f"r{p}{q}")
+        for key in ("ins", "era", "at"):
+            _same(got[key], want[key], f"{key} at p={p} q={q}")
