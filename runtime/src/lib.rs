@@ -142,6 +142,15 @@ pub enum RuntimeError {
     /// reduction axes given as an input...) is invalid.
     #[error("invalid input values: {0}")]
     BadShapeValue(String),
+    /// [`Model::sequence`] of a name that is no sequence output, or of outputs that do
+    /// not hold one.
+    #[error("sequence output '{name}': {reason}")]
+    Sequence {
+        /// The sequence's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// A tensor passed to or returned from [`Model::run`]: little-endian, row-major bytes.
@@ -924,6 +933,28 @@ impl Model {
         self.run_buffers(inputs)
     }
 
+    /// The elements of sequence output `name` (docs/sequences.md) from `outputs`, what
+    /// [`Model::run`] returned: the outputs the manifest lists for it, or, for a sequence
+    /// whose length only the run knows, each row of its data cut to its dims.
+    pub fn sequence(&self, outputs: &[Tensor], name: &str) -> Result<Vec<Tensor>, RuntimeError> {
+        let err = |reason: String| RuntimeError::Sequence { name: name.to_string(), reason };
+        let spec = self
+            .manifest
+            .sequences
+            .iter()
+            .find(|q| q.output && q.name == name)
+            .ok_or_else(|| err("the model has no sequence output of that name".into()))?;
+        let output = |n: &str| -> Result<&Tensor, RuntimeError> {
+            let i = self.manifest.outputs.iter().position(|o| o.name == n);
+            i.and_then(|i| outputs.get(i)).ok_or_else(|| err(format!("no output '{n}' among {}", outputs.len())))
+        };
+        if spec.data.is_empty() {
+            return spec.elements.iter().map(|e| output(e).cloned()).collect();
+        }
+        let (data, shapes) = (output(&spec.data)?, output(&spec.shapes)?);
+        padded_elements(data, shapes).map_err(err)
+    }
+
     /// [`Model::run`] on the buffers the compiled code takes.
     fn run_buffers(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, RuntimeError> {
         let views: Vec<(&str, TensorRef<'_>)> = inputs.iter().map(|(n, t)| (*n, t.view())).collect();
@@ -961,6 +992,61 @@ impl Model {
             })
             .collect())
     }
+}
+
+/// The elements of a padded sequence: row `i` of `data` (`T[n, b...]`) cut to the dims in
+/// row `i` of `shapes` (`i64[n, rank]`), each checked against the box.
+fn padded_elements(data: &Tensor, shapes: &Tensor) -> Result<Vec<Tensor>, String> {
+    let n = *data.shape.first().ok_or("its data has no rows")?;
+    let boxed = &data.shape[1..];
+    let r = boxed.len();
+    if shapes.dtype != "i64" || shapes.shape != [n, r as u64] {
+        return Err(format!("its dims are {}{:?}, not i64[{n}, {r}]", shapes.dtype, shapes.shape));
+    }
+    let size = dlc_artifact::dtype_size(&data.dtype).ok_or_else(|| format!("dtype {} has no byte size", data.dtype))?;
+    let row_elems: u64 = boxed.iter().product();
+    if shapes.data.len() != (n as usize) * r * 8 || data.data.len() as u64 != n * boxed.iter().product::<u64>() * size as u64 {
+        return Err("its buffers do not hold the elements their shapes say".into());
+    }
+    let dims: Vec<i64> = shapes.data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n as usize {
+        let d = &dims[i * r..(i + 1) * r];
+        if d.iter().zip(boxed).any(|(&x, &b)| x < 0 || x as u64 > b) {
+            return Err(format!("element {i} has dims {d:?}, outside the box {boxed:?}"));
+        }
+        let shape: Vec<u64> = d.iter().map(|&x| x as u64).collect();
+        let count: u64 = shape.iter().product();
+        let mut bytes = Vec::with_capacity(count as usize * size);
+        let row = &data.data[(i as u64 * row_elems) as usize * size..((i as u64 + 1) * row_elems) as usize * size];
+        // Copy the corner run by run: the last dim is contiguous within the box.
+        if count > 0 {
+            let inner = shape.last().map_or(1, |&x| x as usize) * size;
+            let mut at = vec![0u64; r.saturating_sub(1)];
+            loop {
+                let off = at.iter().enumerate().fold(0u64, |off, (k, &p)| (off + p) * boxed[k + 1]) as usize * size;
+                bytes.extend_from_slice(&row[off..off + inner]);
+                if !next_index(&mut at, &shape) {
+                    break;
+                }
+            }
+        }
+        out.push(Tensor { dtype: data.dtype.clone(), shape, data: bytes });
+    }
+    Ok(out)
+}
+
+/// Steps `at` (an index into the leading `at.len()` dims of `shape`, the last fastest) to
+/// the next; false after the last.
+fn next_index(at: &mut [u64], shape: &[u64]) -> bool {
+    for k in (0..at.len()).rev() {
+        at[k] += 1;
+        if at[k] < shape[k] {
+            return true;
+        }
+        at[k] = 0;
+    }
+    false
 }
 
 /// What [`Model::run_prepared`] needs to know before a call, from the inputs' shapes
@@ -1254,5 +1340,61 @@ impl Session<'_> {
                 Tensor { dtype: spec.dtype.clone(), shape: shape.clone(), data: buf.as_slice(n).to_vec() }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn i64s(shape: &[u64], v: &[i64]) -> Tensor {
+        Tensor { dtype: "i64".into(), shape: shape.to_vec(), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+    }
+
+    #[test]
+    fn padded_elements_are_the_corners_of_their_rows() {
+        // data[i, a, b] = 100 i + 10 a + b; element i is data[i, :d0, :d1].
+        let (n, b0, b1) = (3u64, 3u64, 4u64);
+        let mut v = Vec::new();
+        for i in 0..n {
+            for a in 0..b0 {
+                for b in 0..b1 {
+                    v.push((100 * i + 10 * a + b) as f32);
+                }
+            }
+        }
+        let data = Tensor::from_f32(&[n, b0, b1], &v);
+        let dims = [[2i64, 3], [3, 4], [0, 2]];
+        let shapes = i64s(&[n, 2], &dims.concat());
+        let got = padded_elements(&data, &shapes).expect("elements");
+        assert_eq!(got.len(), 3);
+        for (i, (e, d)) in got.iter().zip(dims).enumerate() {
+            assert_eq!(e.shape, vec![d[0] as u64, d[1] as u64]);
+            let want: Vec<f32> =
+                (0..d[0]).flat_map(|a| (0..d[1]).map(move |b| (100 * i as i64 + 10 * a + b) as f32)).collect();
+            assert_eq!(e.to_f32().expect("f32"), want, "element {i}");
+        }
+    }
+
+    #[test]
+    fn padded_elements_of_rank_0_and_1() {
+        let data = Tensor::from_f32(&[2], &[7.0, 8.0]);
+        let got = padded_elements(&data, &i64s(&[2, 0], &[])).expect("scalars");
+        assert_eq!(got.iter().map(|t| t.to_f32().expect("f32")).collect::<Vec<_>>(), vec![vec![7.0], vec![8.0]]);
+        let data = Tensor::from_f32(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let got = padded_elements(&data, &i64s(&[2, 1], &[1, 3])).expect("vectors");
+        assert_eq!(got[0].to_f32().expect("f32"), vec![1.0]);
+        assert_eq!(got[1].to_f32().expect("f32"), vec![4.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn padded_elements_refuse_dims_outside_the_box() {
+        let data = Tensor::from_f32(&[1, 2], &[1.0, 2.0]);
+        let e = padded_elements(&data, &i64s(&[1, 1], &[3])).expect_err("outside");
+        assert!(e.contains("outside the box"), "{e}");
+        let e = padded_elements(&data, &i64s(&[1, 1], &[-1])).expect_err("negative");
+        assert!(e.contains("outside the box"), "{e}");
+        let e = padded_elements(&data, &i64s(&[2, 1], &[1, 1])).expect_err("rows");
+        assert!(e.contains("not i64[1, 1]"), "{e}");
     }
 }
