@@ -1005,10 +1005,13 @@ fn padded_elements(data: &Tensor, shapes: &Tensor) -> Result<Vec<Tensor>, String
     }
     let size = dlc_artifact::dtype_size(&data.dtype).ok_or_else(|| format!("dtype {} has no byte size", data.dtype))?;
     let row_elems: u64 = boxed.iter().product();
-    if shapes.data.len() != (n as usize) * r * 8 || data.data.len() as u64 != n * boxed.iter().product::<u64>() * size as u64 {
+    if shapes.data.len() != (n as usize) * r * 8
+        || data.data.len() as u64 != n * boxed.iter().product::<u64>() * size as u64
+    {
         return Err("its buffers do not hold the elements their shapes say".into());
     }
-    let dims: Vec<i64> = shapes.data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+    let dims: Vec<i64> =
+        shapes.data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
     let mut out = Vec::with_capacity(n as usize);
     for i in 0..n as usize {
         let d = &dims[i * r..(i + 1) * r];

@@ -199,15 +199,6 @@ def make(d):
         [h.make_node("Identity", ["c"], ["co"]), h.make_node("Relu", ["v"], ["vo"])],
         [*i_c, ("v", T.FLOAT, None)], [("co", T.BOOL, []), ("vo", T.FLOAT, None)]))], [_x()], [_y()]),
         r"node 'Loop_0' .*it would run forever")
-    # Scan outputs of a loop that may end early are sized by the trip count: INT64_MAX
-    # (exporters' "no bound") cannot size them.
-    unbounded = nh.from_array(np.array(np.iinfo(np.int64).max, np.int64), "m")
-    onnx_case("loop_scan_with_condition_unbounded", _model([h.make_node("Loop", ["m", "", "x"], ["y", "s"], body=body(
-        [h.make_node("Relu", ["v"], ["vo"]), h.make_node("ReduceSum", ["vo"], ["t"], keepdims=0),
-         h.make_node("Greater", ["t", "zero"], ["co"]), h.make_node("Identity", ["vo"], ["so"])],
-        [*i_c, ("v", T.FLOAT, None)], [("co", T.BOOL, []), ("vo", T.FLOAT, None), ("so", T.FLOAT, None)]))],
-        [_x()], [_y(), _y("s")], [nh.from_array(np.array(0, np.float32), "zero"), unbounded]),
-        r"node 'Loop_0' .*gives scan outputs, which dlc sizes by the trip count; this Loop has trip count 9223372036854775807")
     loop_ok = _model([h.make_node("Loop", ["m", "", "x"], ["y"], body=body(
         [h.make_node("Identity", ["c"], ["co"]), h.make_node("Relu", ["v"], ["vo"])],
         [*i_c, ("v", T.FLOAT, None)], [("co", T.BOOL, []), ("vo", T.FLOAT, None)]))], [_x()], [_y()], [m])

@@ -163,6 +163,11 @@ impl Graph {
         &self.outputs
     }
 
+    /// Keeps the first `n` model outputs only.
+    pub fn truncate_outputs(&mut self, n: usize) {
+        self.outputs.truncate(n);
+    }
+
     /// Replaces the value of model output `i`.
     pub fn set_output(&mut self, i: usize, value: Value) {
         self.outputs[i].1 = value;

@@ -39,10 +39,12 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         Op::GlobalAveragePool(_) => numel(0),
         Op::BatchNormalization(_) => 2 * out,
         Op::Fused(f) => f.steps.len() as u64 * out,
-        // The body's, once per iteration (a run-time count counts as one).
+        // The body's, once per iteration (a run-time count counts as one, and so does a
+        // loop's "no bound", INT64_MAX, past 2^32 iterations).
         Op::Loop(l) => {
             let per = graph_stats(&l.body.0).flops;
-            per.saturating_mul(l.count_expr().and_then(|c| c.as_const()).map_or(1, |c| c.max(0) as u64))
+            let count = l.count_expr().and_then(|c| c.as_const()).filter(|&c| c < 1 << 32);
+            per.saturating_mul(count.map_or(1, |c| c.max(0) as u64))
         }
         Op::Softmax(_) => 5 * out,
         Op::LayerNormalization(_) => 8 * out,
@@ -128,7 +130,7 @@ pub fn graph_stats(g: &Graph) -> GraphStats {
         if node.op.kind() != OpKind::Source {
             s.compute_nodes += 1;
         }
-        s.flops += flops;
+        s.flops = s.flops.saturating_add(flops);
     }
     s.symbols = symbols.into_iter().collect();
     s

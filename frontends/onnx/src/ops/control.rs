@@ -793,23 +793,14 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
     // Scan outputs of a loop that may end early: sized by the trip count, cut to the
     // iterations run (counted by a carried value the importer adds) after the loop.
     let count_runs = check && k + grows.len() > 0;
-    if count_runs {
-        let unbounded = match (&trip_expr, given(0)) {
+    // With no bound on the iterations (no trip count, or exporters' `INT64_MAX`), a first
+    // loop counts them before the run (the body without its scan outputs); the count, a
+    // dim computed from values, sizes the scan outputs of the loop that runs.
+    let count_first = count_runs
+        && match (&trip_expr, given(0)) {
             (Some(e), _) => e.as_const().is_some_and(|c| c > MAX_SCAN_SLOTS),
             (None, m) => m.is_none(),
         };
-        if unbounded {
-            return Err(format!(
-                "its body computes its condition and gives scan outputs, which dlc sizes by the trip count; this \
-                 Loop has {} (at most {MAX_SCAN_SLOTS} when a constant; a trip count given at run time is checked \
-                 when the model runs)",
-                match trip_const {
-                    Some(c) => format!("trip count {c}"),
-                    None => "no trip count".to_string(),
-                }
-            ));
-        }
-    }
     let zero = cx.i64_const(&[1], &[0])?;
     let (count_v, count) = match (trip_expr, cond_known, check) {
         // Known when the condition is (or is checked each iteration).
@@ -939,6 +930,21 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
     }
     fix_run_time_extents(&mut sub.graph, &operands[2..2 + nc], cx, usize::from(check))?;
     dlc_ir::verify(&sub.graph).map_err(|e| format!("its body: {e}"))?;
+    let (mut operands, mut count) = (operands, count);
+    if count_first {
+        let mut counting = sub.graph.clone();
+        counting.truncate_outputs(usize::from(check) + nc);
+        let op = dlc_ir::ops::Loop {
+            body: dlc_ir::ops::Body(std::sync::Arc::new(counting)),
+            count: count.to_string(),
+            carried: nc as i64,
+            check,
+        };
+        let runs = *cx.add("count", op, &operands)?.last().ok_or("internal: no iteration count")?;
+        let (view, e) = super::bind::computed_dims(cx, runs, runs, "iterations")?;
+        count = e.into_iter().next().ok_or("internal: no count")?;
+        operands[0] = view;
+    }
     let op = dlc_ir::ops::Loop {
         body: dlc_ir::ops::Body(std::sync::Arc::new(sub.graph)),
         count: count.to_string(),
