@@ -230,14 +230,66 @@ def test_what_dlc_refuses_it_says(tmp_path):
     p = dlc("compile", path, "-o", tmp_path / "a", check=False)
     assert p.returncode != 0 and "node 'grow'" in p.stderr, p.stderr
     assert "reads it other than by appending" in p.stderr, p.stderr
-    # Elements of other shapes do not concatenate (yet).
+    # Elements of other shapes do not stack along a new axis.
     path = _ragged_model(tmp_path / "cat.onnx", False)
     m = onnx.load(str(path))
-    m.graph.node.append(h.make_node("ConcatFromSequence", ["s"], ["cat"], axis=0, name="cat"))
+    m.graph.node.append(h.make_node("ConcatFromSequence", ["s"], ["cat"], axis=0, new_axis=1, name="cat"))
     m.graph.output.append(_vi("cat", T.FLOAT))
     onnx.save(m, str(path))
     p = dlc("compile", path, "-o", tmp_path / "b", check=False)
-    assert p.returncode != 0 and "node 'cat'" in p.stderr and "differ in shape" in p.stderr, p.stderr
+    assert p.returncode != 0 and "node 'cat'" in p.stderr and "differ in shape along dim(s) [0]" in p.stderr, p.stderr
+
+
+def _detections_model(path):
+    """A per-class loop as scripted detection post-processing writes it: for class i,
+    the boxes whose score passes a threshold (Compress: a count only the run knows) are
+    appended to a list, which is concatenated after the loop; also the columns x[:, :i+1]
+    concatenated along axis 1."""
+    body = h.make_graph(
+        [_const("ax1", np.array([1], np.int64)), _const("zero1", np.array([0], np.int64)),
+         _const("one", np.array(1, np.int64)),
+         h.make_node("Gather", ["scores", "i"], ["col"], axis=1),
+         h.make_node("Greater", ["col", "thr"], ["keep"]),
+         h.make_node("Compress", ["boxes", "keep"], ["kept"], axis=0),
+         h.make_node("Cast", ["i"], ["fi"], to=T.FLOAT),
+         h.make_node("Add", ["kept", "fi"], ["tagged"]),
+         h.make_node("SequenceInsert", ["d_in", "tagged"], ["d_out"]),
+         h.make_node("Add", ["i", "one"], ["i1"]),
+         h.make_node("Unsqueeze", ["i1", "zero1"], ["end"]),
+         h.make_node("Slice", ["x", "zero1", "end", "ax1"], ["cols"]),
+         h.make_node("SequenceInsert", ["c_in_seq", "cols"], ["c_out_seq"]),
+         h.make_node("Identity", ["c_in"], ["c_out"])],
+        "body", [_vi("i", T.INT64, []), _vi("c_in", T.BOOL, []), _seq("d_in"), _seq("c_in_seq")],
+        [_vi("c_out", T.BOOL, []), _seq("d_out"), _seq("c_out_seq")])
+    nodes = [h.make_node("SequenceEmpty", [], ["d0"], dtype=T.FLOAT),
+             h.make_node("SequenceEmpty", [], ["c0"], dtype=T.FLOAT),
+             h.make_node("Loop", ["m", "", "d0", "c0"], ["d", "c"], body=body, name="classes"),
+             h.make_node("ConcatFromSequence", ["d"], ["dets"], axis=0),
+             h.make_node("ConcatFromSequence", ["c"], ["cols_joined"], axis=-1)]
+    return _save(path, nodes, [_vi("m", T.INT64, []), _vi("boxes", T.FLOAT, ["N", 4]),
+                               _vi("scores", T.FLOAT, ["N", 3]), _vi("thr", T.FLOAT, []), _vi("x", T.FLOAT, [2, 5])],
+                 [_vi("dets", T.FLOAT), _vi("cols_joined", T.FLOAT)])
+
+
+def test_elements_that_differ_along_one_dim_concatenate_along_it(tmp_path):
+    path = _detections_model(tmp_path / "m.onnx")
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    for n, m, thr in ((6, 3, 0.3), (1, 2, -5.0), (9, 3, 5.0), (5, 0, 0.0), (7, 1, 0.9)):
+        rng = np.random.default_rng(n)
+        feeds = {"m": np.array(m, np.int64), "boxes": rng.standard_normal((n, 4)).astype(np.float32),
+                 "scores": rng.standard_normal((n, 3)).astype(np.float32), "thr": np.array(thr, np.float32),
+                 "x": rng.standard_normal((2, 5)).astype(np.float32)}
+        try:
+            want = _ort(path, feeds)
+        except Exception:
+            # ONNX Runtime refuses to concatenate an empty sequence (m = 0).
+            assert m == 0
+            continue
+        (tmp_path / f"r{n}{m}").mkdir()
+        got = _run(art, path, feeds, tmp_path / f"r{n}{m}")
+        for k in want:
+            _same(got[k], want[k], f"{k} at N={n} m={m} thr={thr}")
 
 
 @pytest.fixture(scope="module")
@@ -298,3 +350,23 @@ def test_run_time_positions_among_elements_of_other_shapes(tmp_path):
         got = _run(art, path, feeds, tmp_path / f"r{p}{q}")
         for key in ("ins", "era", "at"):
             _same(got[key], want[key], f"{key} at p={p} q={q}")
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_cumsum_along_run_time_dims(axis, tmp_path):
+    """CumSum over x [N, M] (both run-time dims), the axis given at run time too, forward
+    and reversed, against ONNX Runtime at several shapes (0 rows included)."""
+    path = _save(tmp_path / "m.onnx",
+                 [h.make_node("CumSum", ["x", "a"], ["y"]), h.make_node("CumSum", ["x", "a"], ["z"], reverse=1,
+                                                                        exclusive=1)],
+                 [_vi("x", T.FLOAT, ["N", "M"]), _vi("a", T.INT64, [])], [_vi("y", T.FLOAT), _vi("z", T.FLOAT)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    for n, m in ((3, 4), (1, 7), (0, 2), (5, 1)):
+        feeds = {"x": np.random.default_rng(n).standard_normal((n, m)).astype(np.float32),
+                 "a": np.array(axis, np.int64)}
+        want = _ort(path, feeds)
+        (tmp_path / f"r{n}{m}").mkdir()
+        got = _run(art, path, feeds, tmp_path / f"r{n}{m}")
+        for k in ("y", "z"):
+            _same(got[k], want[k], f"{k} at {n}x{m} axis {axis}")

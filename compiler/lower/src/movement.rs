@@ -545,15 +545,14 @@ pub fn nonzero(name: &str, n: &Node, op: &dlc_ir::ops::NonZero) -> Result<Kernel
 pub fn compress(name: &str, n: &Node, op: &dlc_ir::ops::Compress) -> Result<Kernel, LowerError> {
     let dims = Node::dims(&n.inputs[0]);
     let a = dlc_ir::ops::normalize_axis(op.axis, dims.len()).ok_or_else(|| n.error("axis out of range"))?;
-    let len =
-        n.inputs[1].shape.as_fixed().and_then(|d| d.first().copied()).ok_or_else(|| n.error("condition length"))?;
+    let len = Node::dims(&n.inputs[1]).into_iter().next().ok_or_else(|| n.error("condition length"))?;
     let es = Expr::c(n.inputs[0].dtype.size() as i64);
     let prod = |d: &[Expr]| d.iter().fold(Expr::c(1), |p, x| &p * x);
     let (outer, inner) = (prod(&dims[..a]), prod(&dims[a + 1..]));
     let block = &inner * &es;
     let count = Expr::sym(op.count.clone());
     // Entries past the axis's extent are ignored.
-    let upto = Expr::c(len as i64).min_with(&dims[a]);
+    let upto = len.min_with(&dims[a]);
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
     let zero = b.i64(0);
     let j = b.local(Ty::scalar(Elem::I64), zero);

@@ -366,16 +366,17 @@ pub fn nll_loss(name: &str, n: &Node, op: &NllLoss) -> Result<Kernel, LowerError
 
 /// CumSum/CumProd with a run-time axis: one scan loop nest per possible axis, selected by
 /// the loaded axis value (out-of-range axes leave the result as a copy of the input).
+/// Extents may be run-time dims (the scan along one is as long as the run says).
 pub fn cumsum(name: &str, n: &Node, op: &CumSum) -> Result<Kernel, LowerError> {
-    let x = n.fixed_in(0)?;
+    let xs: Vec<Expr> = Node::dims(&n.inputs[0]);
     let dt = n.inputs[0].dtype;
     let float = dt.is_float();
     let acc_dt = accumulator(dt);
     let acc_ty = Ty::scalar(if float { Elem::F64 } else { Elem::I64 });
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
-    let bytes = Expr::c(x.iter().product::<u64>() as i64 * dt.size() as i64);
+    let bytes = xs.iter().fold(Expr::c(dt.size() as i64), |p, d| &p * d);
     b.stmt(Stmt::Memcpy { dst: 2, dst_off: Expr::c(0), src: 0, src_off: Expr::c(0), bytes });
-    if x.contains(&0) {
+    if xs.iter().any(|d| d.as_const() == Some(0)) {
         return Ok(b.finish());
     }
     let axis = if n.inputs[1].dtype == DType::I32 {
@@ -384,18 +385,17 @@ pub fn cumsum(name: &str, n: &Node, op: &CumSum) -> Result<Kernel, LowerError> {
     } else {
         b.load(Ty::scalar(Elem::I64), 1, Expr::c(0), 8)
     };
-    let (zero, rank) = (b.i64(0), b.i64(x.len() as i64));
+    let (zero, rank) = (b.i64(0), b.i64(xs.len() as i64));
     let neg = b.cmp(CmpOp::Slt, axis, zero);
     let wrapped = b.bin(BinOp::Add, axis, rank);
     let axis = b.select(neg, wrapped, axis);
-    let xs: Vec<Expr> = x.iter().map(|&d| Expr::c(d as i64)).collect();
     let st = contiguous_strides(&xs);
     let init = if float { Lit::Float(if op.product { 1.0 } else { 0.0 }) } else { Lit::Int(op.product as i64) };
     let mut err = None;
-    for a in 0..x.len() {
+    for a in 0..xs.len() {
         let ai = b.i64(a as i64);
         let here = b.cmp(CmpOp::Eq, axis, ai);
-        let outer: Vec<usize> = (0..x.len()).filter(|&i| i != a).collect();
+        let outer: Vec<usize> = (0..xs.len()).filter(|&i| i != a).collect();
         let ext: Vec<Expr> = outer.iter().map(|&i| xs[i].clone()).collect();
         b.if_(
             here,
@@ -404,10 +404,10 @@ pub fn cumsum(name: &str, n: &Node, op: &CumSum) -> Result<Kernel, LowerError> {
                     let i = bb.let_(Inst::Const { ty: acc_ty, lit: init });
                     let acc = bb.local(acc_ty, i);
                     let base = oi.iter().zip(&outer).fold(Expr::c(0), |s, (i, &d)| &s + &(i * &st[d]));
-                    let len = x[a] as i64;
-                    bb.for_(Expr::c(0), Expr::c(len), LoopKind::Serial, |bb, j| {
+                    let len = xs[a].clone();
+                    bb.for_(Expr::c(0), len.clone(), LoopKind::Serial, |bb, j| {
                         keep(&mut err, || {
-                            let pos = if op.reverse { &Expr::c(len - 1) - &j } else { j };
+                            let pos = if op.reverse { &(&len - &Expr::c(1)) - &j } else { j };
                             let off = &base + &(&pos * &st[a]);
                             let v = load_as(bb, 0, off.clone(), dt, acc_dt);
                             let cur = bb.let_(Inst::Get(acc));

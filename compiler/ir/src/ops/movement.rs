@@ -670,8 +670,8 @@ impl Infer for Compress {
         let a = normalize_axis(self.axis, x.shape.rank())
             .filter(|_| x.shape.rank() > 0)
             .ok_or_else(|| IrError::shape(node, op, format!("axis {} out of range for {}", self.axis, x.shape)))?;
-        ensure(c.dtype == crate::DType::Bool && c.shape.rank() == 1 && c.shape.is_fixed(), node, op, || {
-            format!("the condition must be a bool vector of known length, got {c}")
+        ensure(c.dtype == crate::DType::Bool && c.shape.rank() == 1, node, op, || {
+            format!("the condition must be a bool vector, got {c}")
         })?;
         ensure(dlc_sym::is_symbol_name(&self.count), node, op, || format!("'{}' is not a symbol name", self.count))?;
         let mut shape = x.shape.clone();

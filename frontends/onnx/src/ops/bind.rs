@@ -155,8 +155,35 @@ pub(crate) fn slice(cx: &mut NodeCx, x: Value) -> Result<Vec<Value>, String> {
         // Folded to a constant (every operand known): a plain Slice would have done.
         _ => return Err("internal: a run-time slice with constant operands".into()),
     };
-    let pick = |o: usize| syms.iter().skip(o).step_by(3).cloned().collect::<Vec<_>>().join(";");
-    let op = dlc_ir::ops::Strided { counts: pick(2), starts: pick(0), steps: pick(1) };
+    // Axes the slice does not touch (its axes known when compiling) keep their fixed
+    // extents: start 0, step 1, the whole dim (the Bind computes the same).
+    let rank = cx.ty(x).shape.rank() as i64;
+    let untouched: Vec<Option<u64>> = match cx.opt_input(3)? {
+        None => (0..rank).map(|j| if j < k as i64 { None } else { cx.ty(x).shape.0[j as usize].fixed() }).collect(),
+        Some(_) => match cx.const_input(3)?.and_then(|t| t.to_i64()) {
+            Some(axes) => {
+                let sliced: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
+                (0..rank)
+                    .map(|j| if sliced.contains(&j) { None } else { cx.ty(x).shape.0[j as usize].fixed() })
+                    .collect()
+            }
+            None => vec![None; rank as usize],
+        },
+    };
+    let pick = |o: usize, whole: &dyn Fn(u64) -> String| {
+        (0..rank as usize)
+            .map(|j| match untouched[j] {
+                Some(d) => whole(d),
+                None => syms[3 * j + o].clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(";")
+    };
+    let op = dlc_ir::ops::Strided {
+        counts: pick(2, &|d| d.to_string()),
+        starts: pick(0, &|_| "0".into()),
+        steps: pick(1, &|_| "1".into()),
+    };
     cx.add("", op, &[view])
 }
 
@@ -422,8 +449,15 @@ pub(crate) fn compress_values(cx: &mut NodeCx, x: Value, cond: Value, axis: i64)
         .ok_or_else(|| format!("axis {axis} out of range for {}", ty.shape))?;
     let ct = cx.ty(cond);
     let len = match (ct.dtype, ct.shape.0.as_slice()) {
-        (DType::Bool, [Dim::Fixed(l)]) => *l,
-        _ => return Err(format!("the condition must be a bool vector of known length, got {ct}")),
+        (DType::Bool, [Dim::Fixed(l)]) => Some(*l),
+        // As long as the axis, a run-time dim (a mask computed from the same input).
+        (DType::Bool, [d]) if *d == ty.shape.0[a] => None,
+        _ => {
+            return Err(format!(
+                "the condition must be a bool vector of known length, or as long as the axis ({}), got {ct}",
+                ty.shape.0[a]
+            ))
+        }
     };
     // A constant condition: a Gather of the kept slices.
     if let Some(c) = cx.imp.known.get(&cond).cloned() {
@@ -435,13 +469,15 @@ pub(crate) fn compress_values(cx: &mut NodeCx, x: Value, cond: Value, axis: i64)
         return cx.add1("", dlc_ir::ops::Gather { axis: a as i64 }, &[x, idx]);
     }
     // Entries past the axis's extent are ignored: count only those within it.
-    let counted = match ty.shape.0[a].fixed() {
-        Some(d) if d < len => {
+    let counted = match (ty.shape.0[a].fixed(), len) {
+        (Some(d), Some(len)) if d < len => {
             let op = dlc_ir::ops::Slice { starts: vec![0], ends: vec![d as i64], axes: vec![0], steps: vec![] };
             cx.add1("within", op, &[cond])?
         }
-        Some(_) => cond,
-        None => return Err(format!("Compress along a run-time dim ({}) is not supported yet", ty.shape.0[a])),
+        (_, None) | (Some(_), Some(_)) => cond,
+        (None, Some(_)) => {
+            return Err(format!("Compress along a run-time dim ({}) is not supported yet", ty.shape.0[a]))
+        }
     };
     let ones = cx.add1("flags", dlc_ir::ops::Cast { to: DType::I64, saturate: true }, &[counted])?;
     let total = cx.add1("count", dlc_ir::ops::ReduceSum { axes: vec![0], keepdims: true }, &[ones])?;

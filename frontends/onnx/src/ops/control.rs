@@ -915,7 +915,7 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
         sub.graph.add_output(o.name.clone(), v);
     }
     // Each appended element, padded to its box, and its dims: two more scan outputs.
-    let mut uniform = Vec::with_capacity(grows.len());
+    let mut ragged = Vec::with_capacity(grows.len());
     for &i in &grows {
         let name = &body.output[1 + i].name;
         let e = match sub.sequences.get(name).map(Vec::as_slice) {
@@ -926,7 +926,7 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
             .map_err(|m| format!("carried sequence '{}': the element its body appends {m}", cx.node.input[2 + i]))?;
         sub.graph.add_output(format!("{name}/boxed"), padded);
         sub.graph.add_output(format!("{name}/dims"), dims);
-        uniform.push(same);
+        ragged.push(same);
     }
     fix_run_time_extents(&mut sub.graph, &operands[2..2 + nc], cx, usize::from(check))?;
     dlc_ir::verify(&sub.graph).map_err(|e| format!("its body: {e}"))?;
@@ -973,7 +973,7 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
             let (Some(data), Some(shapes)) = (grown.next(), grown.next()) else {
                 return Err("internal: a grown sequence's scan outputs".into());
             };
-            let s = super::sequence::RunSeq { data, shapes, uniform: uniform[g] };
+            let s = super::sequence::RunSeq { data, shapes, ragged: ragged[g].clone() };
             let init = init.unwrap_or_default();
             Out::RunSeq(
                 super::sequence::stack_boxed(cx, &init, Some(s), &format!("seq{i}"))
@@ -1054,9 +1054,9 @@ fn appends(body: &GraphProto, i: usize) -> Result<usize, String> {
 
 /// Element `e` of a sequence a Loop grows, in the body's graph `g`: padded with zeros to
 /// a box that bounds it in every iteration (its dims, a bound of those that come from
-/// values of the iteration), and its dims as `i64[rank]`; whether it always fills the
-/// box (no dim from values).
-fn boxed_element(g: &mut dlc_ir::Graph, e: Value, name: &str) -> Result<(Value, Value, bool), String> {
+/// values of the iteration), and its dims as `i64[rank]`; for each dim, whether it may
+/// be smaller than the box (a dim from values).
+fn boxed_element(g: &mut dlc_ir::Graph, e: Value, name: &str) -> Result<(Value, Value, Vec<bool>), String> {
     use dlc_ir::{Dim, Expr};
     let t = g.value_type(e).clone();
     let maxima = dlc_ir::bind::symbol_maxima(g).map_err(|e| e.to_string())?;
@@ -1073,8 +1073,8 @@ fn boxed_element(g: &mut dlc_ir::Graph, e: Value, name: &str) -> Result<(Value, 
             _ => return Err(format!("is {t}, whose dim {d} dlc cannot bound (it comes from values with no bound)")),
         }
     }
-    let uniform = t.shape.0.iter().zip(&boxed).all(|(d, b)| d.expr() == *b);
-    let padded = if uniform {
+    let ragged: Vec<bool> = t.shape.0.iter().zip(&boxed).map(|(d, b)| d.expr() != *b).collect();
+    let padded = if !ragged.contains(&true) {
         e
     } else {
         let r = t.shape.rank();
@@ -1113,7 +1113,7 @@ fn boxed_element(g: &mut dlc_ir::Graph, e: Value, name: &str) -> Result<(Value, 
         1 => parts[0],
         _ => g.add_node(format!("{name}/dims"), Concat { axis: 0 }, &parts).map_err(|e| e.to_string())?[0],
     };
-    Ok((padded, dims, uniform))
+    Ok((padded, dims, ragged))
 }
 
 /// The most slots a scan output of a Loop that may end early is given when its trip

@@ -24,8 +24,16 @@ pub(crate) struct RunSeq {
     pub data: Value,
     /// `i64[n, rank]`: each element's dims.
     pub shapes: Value,
-    /// Whether every element fills the box (`data` is then the elements stacked).
-    pub uniform: bool,
+    /// For each dim of the elements, whether an element may be smaller than the box
+    /// there (none: `data` is the elements stacked).
+    pub ragged: Vec<bool>,
+}
+
+impl RunSeq {
+    /// Whether every element fills the box.
+    pub fn uniform(&self) -> bool {
+        !self.ragged.contains(&true)
+    }
 }
 
 /// `init` (elements of a sequence of known length) followed by the elements of `tail`
@@ -50,29 +58,38 @@ pub(crate) fn stack_boxed(cx: &mut NodeCx, init: &[Value], tail: Option<RunSeq>,
             })
             .collect()
     };
-    let (dtype, r, mut boxed, mut uniform) = match &tail {
+    let (dtype, r, mut boxed, tail_ragged) = match &tail {
         Some(s) if init.is_empty() => return Ok(s.clone()),
         Some(s) => {
             let dt = cx.ty(s.data);
-            (dt.dtype, dt.shape.rank() - 1, dt.shape.0[1..].iter().map(Dim::expr).collect::<Vec<Expr>>(), s.uniform)
+            let b = dt.shape.0[1..].iter().map(Dim::expr).collect::<Vec<Expr>>();
+            (dt.dtype, dt.shape.rank() - 1, b, s.ragged.clone())
         }
         None => {
             let t = cx.ty(*init.first().ok_or("internal: no elements to stack")?);
-            (t.dtype, t.shape.rank(), bound(&t)?.into_iter().map(|(_, b)| b).collect(), true)
+            (t.dtype, t.shape.rank(), bound(&t)?.into_iter().map(|(_, b)| b).collect(), vec![false; t.shape.rank()])
         }
     };
-    let first_box = boxed.clone();
+    let tail_box = boxed.clone();
+    let mut dims_of = Vec::with_capacity(init.len());
     for &e in init {
         let t = cx.ty(e);
         if t.dtype != dtype || t.shape.rank() != r {
             return Err(format!("it holds elements of {t} and elements of {dtype} with {r} dims"));
         }
-        for (j, (d, b)) in bound(&t)?.into_iter().enumerate() {
-            // Every element fills the box: each has the same dims, none from values.
-            uniform &= d == b && b == first_box[j];
-            boxed[j] = boxed[j].max_with(&b);
+        let db = bound(&t)?;
+        for (j, (_, b)) in db.iter().enumerate() {
+            boxed[j] = boxed[j].max_with(b);
         }
+        dims_of.push(db);
     }
+    // A dim is ragged unless every element's equals the box's there.
+    let ragged: Vec<bool> = (0..r)
+        .map(|j| {
+            let tail_fills = tail.is_none() || (!tail_ragged[j] && tail_box[j] == boxed[j]);
+            !tail_fills || dims_of.iter().any(|db| db[j].0 != boxed[j])
+        })
+        .collect();
     // Each padded to the box (the loop's rows too, if they are smaller), then stacked.
     let pad = |cx: &mut NodeCx, v: Value, lead: usize, what: &str| -> Result<Value, String> {
         let t = cx.ty(v);
@@ -124,7 +141,7 @@ pub(crate) fn stack_boxed(cx: &mut NodeCx, init: &[Value], tail: Option<RunSeq>,
     }
     let data = cx.add1(&format!("{name}_data"), Concat { axis: 0 }, &rows)?;
     let shapes = cx.add1(&format!("{name}_shapes"), Concat { axis: 0 }, &dims)?;
-    Ok(RunSeq { data, shapes, uniform })
+    Ok(RunSeq { data, shapes, ragged })
 }
 
 /// The ops this module evaluates.
@@ -172,7 +189,7 @@ fn run_at(cx: &mut NodeCx, s: &RunSeq, p: Value) -> Result<Value, String> {
     let up = cx.add1("position_up", Add {}, &[p, nv])?;
     let p = cx.add1("position_wrapped", Where {}, &[neg, up, p])?;
     let row = cx.add1("row", Gather { axis: 0 }, &[s.data, p])?;
-    if s.uniform {
+    if s.uniform() {
         return Ok(row);
     }
     // The corner of the row that the element's dims give.
@@ -209,7 +226,7 @@ fn reorder(cx: &mut NodeCx, all: &[Value], idx: Vec<Value>) -> Result<Out, Strin
     };
     let data = cx.add1("reordered", Gather { axis: 0 }, &[s.data, idx])?;
     let shapes = cx.add1("reordered_dims", Gather { axis: 0 }, &[s.shapes, idx])?;
-    Ok(Out::RunSeq(RunSeq { data, shapes, uniform: false }))
+    Ok(Out::RunSeq(RunSeq { data, shapes, ragged: s.ragged }))
 }
 
 /// The ops over a sequence whose length only the run knows ([`RunSeq`]), when operand 0
@@ -230,18 +247,24 @@ fn run_seq_op(cx: &mut NodeCx) -> Result<Option<Vec<Out>>, String> {
             vec![Out::Value(run_at(cx, &s, p)?)]
         }
         "ConcatFromSequence" => {
-            if !s.uniform {
-                return Err("its elements differ in shape from one iteration of the Loop that gave them to the next; \
-                            concatenating such a sequence is not supported yet"
-                    .into());
-            }
-            // The elements stacked (`data`), the stacking axis moved to `axis`, and merged
-            // with the element's dim there unless `new_axis`.
             let r = data.shape.rank() - 1;
             let new_axis = cx.int("new_axis", 0) != 0;
             let axis = cx.int("axis", 0);
             let a = dlc_ir::ops::normalize_axis(axis, if new_axis { r + 1 } else { r })
                 .ok_or_else(|| format!("axis {axis} out of range"))?;
+            let ragged: Vec<usize> = (0..r).filter(|&j| s.ragged[j]).collect();
+            if !ragged.is_empty() && (new_axis || ragged != [a]) {
+                return Err(format!(
+                    "its elements differ in shape along dim(s) {ragged:?} (known only when the model runs); dlc \
+                     concatenates such elements along the one dim where they differ, not {}",
+                    if new_axis { format!("stacked along a new axis {a}") } else { format!("along axis {a}") }
+                ));
+            }
+            if !ragged.is_empty() {
+                return Ok(Some(vec![Out::Value(concat_ragged(cx, &s, a)?)]));
+            }
+            // The elements stacked (`data`), the stacking axis moved to `axis`, and merged
+            // with the element's dim there unless `new_axis`.
             let mut perm: Vec<i64> = (1..=r as i64).collect();
             perm.insert(a, 0);
             let moved = cx.add1("moved", dlc_ir::ops::Transpose { perm }, &[s.data])?;
@@ -254,6 +277,62 @@ fn run_seq_op(cx: &mut NodeCx) -> Result<Option<Vec<Out>>, String> {
         }
         _ => return Ok(None),
     }))
+}
+
+/// The elements of `s` concatenated along axis `a`, the one dim where they differ: the
+/// data with that axis moved next to the rows and merged with them (`n * box_a`
+/// positions, element `f / box_a`'s position `f % box_a`), compressed to the positions
+/// within each element's extent there (in order: the concatenation). The result's extent
+/// is a count bounded by `n * box_a`.
+fn concat_ragged(cx: &mut NodeCx, s: &RunSeq, a: usize) -> Result<Value, String> {
+    use super::control::body;
+    let r = cx.ty(s.data).shape.rank() - 1;
+    // The data as [n, box_a, the other dims...].
+    let data = match a {
+        0 => s.data,
+        _ => {
+            let mut perm = vec![0, 1 + a as i64];
+            perm.extend((1..=r as i64).filter(|&j| j != 1 + a as i64));
+            cx.add1("rows_axis_first", dlc_ir::ops::Transpose { perm }, &[s.data])?
+        }
+    };
+    let dt = cx.ty(data);
+    let box_a = dt.shape.0[1].expr();
+    let positions = &dt.shape.0[0].expr() * &box_a;
+    let mut flat: Vec<String> = vec![positions.to_string()];
+    flat.extend(dt.shape.0[2..].iter().map(|d| d.expr().to_string()));
+    let flat = cx.add1("rows_flat", dlc_ir::ops::View { dims: flat.join(";") }, &[data])?;
+    let iota = dlc_ir::ops::Iota { len: positions.to_string(), start: 0, delta: 1, dtype: dlc_ir::DType::I64 };
+    let named = [
+        ("flat", flat),
+        ("f", cx.add1("positions", iota, &[])?),
+        ("box", super::shapes::shape_tensor(cx, &super::shapes::ShapeVal { elems: vec![box_a], scalar: true }, "box")?),
+        ("shapes", s.shapes),
+        ("axis", cx.i64_const(&[], &[a as i64])?),
+    ];
+    for (n, v) in named {
+        cx.imp.values.insert(format!("{}::{n}", cx.name), v);
+    }
+    let mut lens = body("Gather", &["shapes", "axis"], &["lens"]);
+    lens.int.push(("axis", 1));
+    let mut compress = body("Compress", &["flat", "valid"], &["joined"]);
+    compress.int.push(("axis", 0));
+    let nodes = vec![
+        lens,
+        body("Div", &["f", "box"], &["element"]),
+        body("Mod", &["f", "box"], &["within"]),
+        body("Gather", &["lens", "element"], &["extent"]),
+        body("Less", &["within", "extent"], &["valid"]),
+        compress,
+    ];
+    let joined = super::control::expand(cx, nodes, &["joined"])?[0];
+    if a == 0 {
+        return Ok(joined);
+    }
+    // [total, the other dims...] back to the elements' order of dims.
+    let mut perm: Vec<i64> = (1..r as i64).collect();
+    perm.insert(a, 0);
+    cx.add1("joined_in_place", dlc_ir::ops::Transpose { perm }, &[joined])
 }
 
 /// Operand `i` as a position: a constant, or a run-time i64 scalar (`Err`).
@@ -610,7 +689,9 @@ fn chunks(cx: &mut NodeCx, x: Value, split: Value, a: usize) -> Result<RunSeq, S
         body("Add", &["kept", "at"], &["dims"]),
     ];
     let v = super::control::expand(cx, nodes, &["rows", "dims"])?;
-    Ok(RunSeq { data: v[0], shapes: v[1], uniform: false })
+    let mut ragged = vec![false; r];
+    ragged[a] = true;
+    Ok(RunSeq { data: v[0], shapes: v[1], ragged })
 }
 
 /// SequenceMap: the body imported once per element (as dlc unrolls Scan), on element `t`
