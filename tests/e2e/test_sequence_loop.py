@@ -370,3 +370,34 @@ def test_cumsum_along_run_time_dims(axis, tmp_path):
         got = _run(art, path, feeds, tmp_path / f"r{n}{m}")
         for k in ("y", "z"):
             _same(got[k], want[k], f"{k} at {n}x{m} axis {axis}")
+
+
+@pytest.mark.parametrize("empty", [False, True], ids=["two-or-one", "none-or-one"])
+def test_an_if_whose_branches_give_sequences_of_other_lengths(empty, tmp_path):
+    """A run-time condition picks a sequence of 2 elements (or none) or of 1: the result's
+    length is only known when the model runs."""
+    then_nodes = ([h.make_node("SequenceEmpty", [], ["t"], dtype=T.FLOAT)] if empty
+                  else [h.make_node("SequenceConstruct", ["a", "b"], ["t"])])
+    then_g = h.make_graph(then_nodes, "then", [], [_seq("t")])
+    else_g = h.make_graph([h.make_node("SequenceConstruct", ["b"], ["e"])], "else", [], [_seq("e")])
+    path = _save(tmp_path / "m.onnx",
+                 [h.make_node("If", ["c"], ["s"], then_branch=then_g, else_branch=else_g, name="pick"),
+                  h.make_node("SequenceLength", ["s"], ["n"]),
+                  h.make_node("ConcatFromSequence", ["s"], ["rows"], axis=0)],
+                 [_vi("c", T.BOOL, []), _vi("a", T.FLOAT, [2, 3]), _vi("b", T.FLOAT, [4, 3])],
+                 [_seq("s"), _vi("n", T.INT64, []), _vi("rows", T.FLOAT)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    rng = np.random.default_rng(3)
+    for c in (True, False):
+        feeds = {"c": np.array(c), "a": rng.standard_normal((2, 3)).astype(np.float32),
+                 "b": rng.standard_normal((4, 3)).astype(np.float32)}
+        try:
+            want = _ort(path, feeds)
+        except Exception:
+            assert empty and c  # ONNX Runtime refuses to concatenate an empty sequence
+            continue
+        (tmp_path / f"r{c}").mkdir()
+        got = _run(art, path, feeds, tmp_path / f"r{c}")
+        for k in want:
+            _same(got[k], want[k], f"{k} at c={c}")

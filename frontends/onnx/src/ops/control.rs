@@ -1344,14 +1344,11 @@ pub(crate) fn sequence_if(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, St
         res.push(match (a, b) {
             (Out::Value(a), Out::Value(b)) => Out::Value(merge(cx, cond, vec![a], vec![b])?[0]),
             (Out::Seq(a), Out::Seq(b)) if a.len() == b.len() => Out::Seq(merge(cx, cond, a, b)?),
-            (Out::Seq(a), Out::Seq(b)) => {
-                return Err(format!(
-                    "output {i} is a sequence of {} in then_branch and of {} in else_branch; with a condition \
-                     known only at run time dlc needs one length",
-                    a.len(),
-                    b.len()
-                ))
-            }
+            // Of other lengths: a sequence whose length only the run knows.
+            (Out::Seq(a), Out::Seq(b)) => Out::RunSeq(
+                super::sequence::select(cx, cond, &a, &b, &format!("out{i}"))
+                    .map_err(|m| format!("output {i} (a sequence of {} or {} elements): {m}", a.len(), b.len()))?,
+            ),
             _ => {
                 return Err(format!(
                     "output {i} is a sequence in one branch and not in the other (an empty optional, a tensor); \
