@@ -153,6 +153,8 @@ class Model:
         # Optional inputs compiled absent (``compile(absent=...)``): a feed of None for
         # one is dropped, as ONNX Runtime takes None for an empty optional.
         self._absent = frozenset(manifest.get("absent_inputs", []))
+        # Optional outputs whose presence only the run knows: None when NAME.present is false.
+        self._maybe = list(manifest.get("optional_outputs", []))
         self.inputs: Tuple[TensorInfo, ...] = _infos(inputs, self._strings)
         """The inputs, in call order."""
         self.outputs: Tuple[TensorInfo, ...] = _infos(outputs, self._strings)
@@ -217,8 +219,13 @@ class Model:
 
     def _run(self, feeds: dict) -> dict:
         if self._seq_in or self._seq_out or self._seq_padded:
-            return self._run_sequences(feeds)
-        return self._run_tensors(feeds)
+            out = self._run_sequences(feeds)
+        else:
+            out = self._run_tensors(feeds)
+        for name in self._maybe:
+            if not bool(np.asarray(out.pop(f"{name}.present", True))):
+                out[name] = None
+        return out
 
     def _run_tensors(self, feeds: dict) -> dict:
         if not self._strings:

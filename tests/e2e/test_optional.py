@@ -3,13 +3,16 @@ an optional built from a tensor and one built empty, OptionalHasElement of each 
 an optional model input), OptionalGetElement feeding arithmetic, and the compile-time
 error for an element read from an empty optional; an optional model input compiled
 absent (`--absent`) and present, against ONNX Runtime fed None and a tensor."""
+import json
+
 import numpy as np
 import onnxruntime as ort
 import onnx
+import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 
-from conftest import assert_close, dlc, dlc_run, ort_run
+from conftest import assert_close, dlc, dlc_run, dlc_run_process, ort_run
 
 
 def test_optionals_match_ort(tmp_path):
@@ -105,3 +108,67 @@ def test_absent_names_an_optional_input(tmp_path):
     assert p.returncode == 1 and "--absent x: input 'x' is not of optional type" in p.stderr, p.stderr
     p = dlc("compile", path, "-o", tmp_path / "a", "--absent", "pst", check=False)
     assert p.returncode == 1 and "no optional input of that name" in p.stderr and '["past"]' in p.stderr, p.stderr
+
+
+def _if_optional_model(path, kind):
+    """An If on a run-time condition: then an empty optional, else an optional holding a
+    tensor x * 2 (`kind` "tensor") or the sequence [x, x * 2] ("sequence"); outputs the
+    optional and OptionalHasElement of it."""
+    x_ty = h.make_tensor_type_proto(T.FLOAT, [3])
+    el_ty = x_ty if kind == "tensor" else h.make_sequence_type_proto(x_ty)
+    opt_ty = h.make_optional_type_proto(el_ty)
+    then_g = h.make_graph([h.make_node("Optional", [], ["none"], type=el_ty)], "then", [],
+                          [h.make_value_info("none", opt_ty)])
+    else_nodes = [h.make_node("Add", ["x", "x"], ["x2"])]
+    if kind == "tensor":
+        else_nodes.append(h.make_node("Optional", ["x2"], ["some"]))
+    else:
+        else_nodes += [h.make_node("SequenceConstruct", ["x", "x2"], ["s"]), h.make_node("Optional", ["s"], ["some"])]
+    else_g = h.make_graph(else_nodes, "else", [], [h.make_value_info("some", opt_ty)])
+    nodes = [h.make_node("If", ["c"], ["o"], then_branch=then_g, else_branch=else_g, name="pick"),
+             h.make_node("OptionalHasElement", ["o"], ["has"])]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("c", T.BOOL, []), h.make_tensor_value_info("x", T.FLOAT, [3])],
+                     [h.make_value_info("o", opt_ty), h.make_tensor_value_info("has", T.BOOL, [])])
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 18)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["tensor", "sequence"])
+def test_an_optional_whose_presence_only_the_run_knows(kind, tmp_path):
+    """The artifact returns the optional's element and a flag `o.present` (the Python
+    package's None: tests/python)."""
+    path = _if_optional_model(tmp_path / "m.onnx", kind)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    m = json.loads((art / "manifest.json").read_text())
+    assert m["optional_outputs"] == ["o"] and "o.present" in [o["name"] for o in m["outputs"]], m
+    assert 'optional    "o": present only when output "o.present" is true' in dlc("inspect", art).stdout
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for c in (True, False):
+        feeds = {"c": np.array(c), "x": np.array([1.5, -2.0, 3.0], np.float32)}
+        want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+        (tmp_path / f"r{c}").mkdir()
+        out = tmp_path / f"r{c}" / "out"
+        p = dlc_run_process(art, feeds, tmp_path / f"r{c}", out)
+        assert p.returncode == 0, p.stderr
+        assert bool(np.load(out / "o.present.npy")) == (want["o"] is not None) == bool(want["has"])
+        assert bool(np.load(out / "has.npy")) == bool(want["has"])
+        if want["o"] is None:
+            continue
+        if kind == "tensor":
+            assert_close(np.load(out / "o.npy"), want["o"], "o")
+        else:
+            assert len(want["o"]) == 2
+            for i, w_ in enumerate(want["o"]):
+                assert_close(np.load(out / f"o_{i}_.npy"), w_, f"o[{i}]")
+
+
+def test_reading_an_optional_the_run_decides_is_refused_by_name(tmp_path):
+    path = _if_optional_model(tmp_path / "m.onnx", "tensor")
+    m = onnx.load(str(path))
+    m.graph.node.append(h.make_node("OptionalGetElement", ["o"], ["e"], name="get"))
+    m.graph.output.append(h.make_tensor_value_info("e", T.FLOAT, [3]))
+    onnx.save(m, str(path))
+    p = dlc("compile", path, "-o", tmp_path / "art", check=False)
+    assert p.returncode != 0 and "node 'get'" in p.stderr and "presence only the run knows" in p.stderr, p.stderr
+    assert "panicked" not in p.stderr

@@ -242,6 +242,13 @@ def run_case(dlc, cuda, name, model, inputs, outputs, work):
                 cut[f"{q['name']}[{i}]"] = data[i][tuple(slice(0, int(k)) for k in row)]
     checks = []
     for o, want in zip(model.graph.output, outputs):
+        if o.name in manifest.get("optional_outputs", []):
+            # Its presence is a flag output (docs/sequences.md).
+            present = bool(np.load(d / "out" / sanitize(f"{o.name}.present")))
+            if present != (want is not None):
+                return "fail", f"output {o.name}: present {present}, want {want is not None}"
+            if want is None:
+                continue
         if isinstance(want, list):
             if o.name not in sequences:
                 return "fail", f"output {o.name}: a sequence, which the artifact does not return as one"

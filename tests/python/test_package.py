@@ -471,3 +471,25 @@ def test_a_sequence_a_loop_grows_comes_back_as_a_list():
         assert list(got) == ["s"] and isinstance(got["s"], list) and len(got["s"]) == len(want["s"]) == trips
         for g_, w_ in zip(got["s"], want["s"]):
             np.testing.assert_array_equal(g_, w_)
+
+
+def test_an_optional_the_run_decides_is_none_when_absent():
+    """An If on a run-time condition gives an empty optional or a sequence: ``run``
+    returns None or the list, as ONNX Runtime does (docs/sequences.md)."""
+    h, T = helper, TensorProto
+    x_ty = h.make_tensor_type_proto(T.FLOAT, [3])
+    opt_ty = h.make_optional_type_proto(h.make_sequence_type_proto(x_ty))
+    then_g = h.make_graph([h.make_node("Optional", [], ["none"], type=h.make_sequence_type_proto(x_ty))], "then", [],
+                          [h.make_value_info("none", opt_ty)])
+    else_g = h.make_graph([h.make_node("SequenceConstruct", ["x"], ["s"]), h.make_node("Optional", ["s"], ["some"])],
+                          "else", [], [h.make_value_info("some", opt_ty)])
+    g = h.make_graph([h.make_node("If", ["c"], ["o"], then_branch=then_g, else_branch=else_g)], "g",
+                     [h.make_tensor_value_info("c", T.BOOL, []), h.make_tensor_value_info("x", T.FLOAT, [3])],
+                     [h.make_value_info("o", opt_ty)])
+    proto = h.make_model(g, opset_imports=[h.make_opsetid("", 18)])
+    m = dlc.compile(proto)
+    x = np.array([1.0, 2.0, 3.0], np.float32)
+    assert m.run({"c": np.array(True), "x": x}) == {"o": None}
+    got = m.run({"c": np.array(False), "x": x})
+    assert list(got) == ["o"] and len(got["o"]) == 1
+    np.testing.assert_array_equal(got["o"][0], x)

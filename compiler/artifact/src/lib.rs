@@ -305,6 +305,12 @@ pub struct Manifest {
     #[prost(string, repeated, tag = "22")]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub absent_inputs: Vec<String>,
+    /// The model's outputs of optional type whose presence only the run knows (an If on
+    /// a run-time condition with an empty optional in one branch): output `NAME.present`
+    /// (a bool scalar) says whether `NAME`'s outputs hold an element (docs/sequences.md).
+    #[prost(string, repeated, tag = "23")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optional_outputs: Vec<String>,
 }
 
 /// A model input or output that is a sequence of tensors, of a length fixed when

@@ -351,6 +351,7 @@ pub(crate) fn manifest(
         })
         .collect();
     m.absent_inputs = g.absent_inputs.clone();
+    m.optional_outputs = g.optional_outputs.clone();
     m.constraints = dlc_ir::implied::constraints(g)
         .unwrap_or_default()
         .into_iter()
@@ -473,6 +474,7 @@ fn manifest_of(
         library_sha256: String::new(),
         sequences: Vec::new(),
         absent_inputs: Vec::new(),
+        optional_outputs: Vec::new(),
     }
 }
 

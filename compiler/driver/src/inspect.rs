@@ -126,6 +126,12 @@ fn inspect_artifact(a: &InspectArgs) -> Result<()> {
         println!("output      {:?}: {}{}{max}{}", t.name, t.dtype, t.shape_string(), role(t));
     }
     print_absent(&m.absent_inputs);
+    for n in &m.optional_outputs {
+        println!(
+            "optional    {n:?}: present only when output {:?} is true (an optional the run decides)",
+            dlc_ir::optional_present_name(n)
+        );
+    }
     print_sequences(m.sequences.iter().map(|s| {
         let elements = match s.data.is_empty() {
             true => Ok(s.elements.iter().map(|e| format!("{e:?}")).collect()),

@@ -55,6 +55,9 @@ pub struct Graph {
     /// Model inputs of optional type compiled as absent (`--absent`): the graph reads
     /// them as empty optionals and the artifact does not take them.
     pub absent_inputs: Vec<String>,
+    /// Model outputs of optional type whose presence only the run knows: each is
+    /// followed, among the outputs, by its flag, named [`optional_present_name`] of it.
+    pub optional_outputs: Vec<String>,
 }
 
 /// A model input or output that is a sequence of `len` tensors.
@@ -70,6 +73,11 @@ pub struct SequenceIo {
     /// it): two outputs, `name` (`T[n, b...]`, element `i` in the corner of row `i`) and
     /// [`sequence_shapes_name`] of it (`i64[n, rank]`, each element's dims).
     pub padded: bool,
+}
+
+/// The name of the bool output that says whether optional output `name` holds an element.
+pub fn optional_present_name(name: &str) -> String {
+    format!("{name}.present")
 }
 
 /// The name of the output holding the dims of each element of padded sequence `name`.
@@ -102,6 +110,7 @@ impl Graph {
             strings: self.strings.clone(),
             sequences: self.sequences.clone(),
             absent_inputs: self.absent_inputs.clone(),
+            optional_outputs: self.optional_outputs.clone(),
             ..Default::default()
         }
     }

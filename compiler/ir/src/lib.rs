@@ -24,8 +24,8 @@ mod verify;
 pub use dtype::DType;
 pub use error::IrError;
 pub use graph::{
-    check_size, sequence_element_name, sequence_shapes_name, string_bytes_name, Edge, Graph, Node, NodeId, SequenceIo,
-    Value, MAX_TENSOR_BYTES,
+    check_size, optional_present_name, sequence_element_name, sequence_shapes_name, string_bytes_name, Edge, Graph,
+    Node, NodeId, SequenceIo, Value, MAX_TENSOR_BYTES,
 };
 pub use ops::{Attr, Op, OpInfo, OpKind, OP_TABLE};
 pub use print::print_graph;

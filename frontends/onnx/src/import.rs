@@ -179,6 +179,9 @@ pub(crate) struct Importer<'m> {
     pub sequences: HashMap<String, Vec<Value>>,
     /// ONNX value name -> a sequence whose length only the run knows (`ops::sequence`).
     pub(crate) run_sequences: HashMap<String, crate::ops::sequence::RunSeq>,
+    /// ONNX value name -> the presence flag (a bool scalar) of an optional whose presence
+    /// only the run knows; its element is under the same name (`ops::optional`).
+    pub(crate) run_optionals: HashMap<String, Value>,
     /// ONNX value names of empty optionals (`ops::optional`).
     pub absent: std::collections::HashSet<String>,
     /// ONNX value name -> a string tensor's table and bytes (`ops::strings`).
@@ -222,6 +225,7 @@ impl<'m> Importer<'m> {
             shape_values: HashMap::new(),
             sequences: HashMap::new(),
             run_sequences: HashMap::new(),
+            run_optionals: HashMap::new(),
             strings: HashMap::new(),
             absent: Default::default(),
             float_shapes: Default::default(),
@@ -449,6 +453,21 @@ impl<'m> Importer<'m> {
             let v = self.lookup(&vi.name).map_err(|m| self.model_err(format!("graph output '{}': {m}", vi.name)))?;
             self.graph.add_output(vi.name.clone(), v);
         }
+        // Optional outputs whose presence only the run knows: a bool flag each, after
+        // the model's outputs (docs/sequences.md).
+        for vi in &graph.output {
+            let Some(&flag) = self.run_optionals.get(&vi.name) else { continue };
+            let name = dlc_ir::optional_present_name(&vi.name);
+            if graph.output.iter().any(|o| o.name == name) {
+                return Err(self.model_err(format!(
+                    "output '{}' is an optional whose presence dlc returns as '{name}', which names another output",
+                    vi.name
+                )));
+            }
+            let flag = self.own_output(flag, &name)?;
+            self.graph.add_output(name, flag);
+            self.graph.optional_outputs.push(vi.name.clone());
+        }
         if self.graph.outputs().is_empty() {
             return Err(self.model_err("the model has no outputs"));
         }
@@ -463,6 +482,7 @@ impl<'m> Importer<'m> {
         self.shape_values.remove(name);
         self.sequences.remove(name);
         self.run_sequences.remove(name);
+        self.run_optionals.remove(name);
         self.strings.remove(name);
         self.absent.remove(name);
     }
@@ -581,6 +601,21 @@ impl<'m> Importer<'m> {
                     }
                     Out::Absent => {
                         self.absent.insert(oname.clone());
+                    }
+                    Out::Maybe(inner, flag) => {
+                        match *inner {
+                            Out::Value(v) => {
+                                self.values.insert(oname.clone(), v);
+                            }
+                            Out::Seq(s) => {
+                                self.sequences.insert(oname.clone(), s);
+                            }
+                            Out::RunSeq(s) => {
+                                self.run_sequences.insert(oname.clone(), s);
+                            }
+                            _ => return Err(node_err("internal: an optional of this kind".into())),
+                        }
+                        self.run_optionals.insert(oname.clone(), flag);
                     }
                 }
             }

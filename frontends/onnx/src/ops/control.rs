@@ -1303,8 +1303,20 @@ fn runs_appending(cx: &NodeCx, body: &GraphProto) -> Result<(), String> {
 /// sequence, or a tensor (a shape of run-time dims computed as one).
 fn out_of(cx: &mut NodeCx, name: &str, what: &str) -> Result<super::shapes::Out, String> {
     use super::shapes::Out;
+    if cx.imp.absent.contains(name) {
+        return Ok(Out::Absent);
+    }
+    if cx.imp.run_optionals.contains_key(name) {
+        return Err(format!(
+            "{what} output '{name}' is an optional whose presence only the run knows; an If or Loop that gives \
+             one on is not supported yet"
+        ));
+    }
     if let Some(s) = cx.imp.sequences.get(name) {
         return Ok(Out::Seq(s.clone()));
+    }
+    if let Some(s) = cx.imp.run_sequences.get(name) {
+        return Ok(Out::RunSeq(s.clone()));
     }
     if let Some(s) = cx.imp.shape_values.get(name).cloned() {
         return super::shapes::shape_tensor(cx, &s, &format!("{what}_{name}")).map(Out::Value);
@@ -1312,13 +1324,34 @@ fn out_of(cx: &mut NodeCx, name: &str, what: &str) -> Result<super::shapes::Out,
     cx.imp.lookup(name).map(Out::Value).map_err(|m| format!("{what} output '{name}': {m}"))
 }
 
+/// The If's condition as a bool scalar (the presence flag of an optional it gives).
+fn flag_of(cx: &mut NodeCx, cond: Value, i: usize) -> Result<Value, String> {
+    match cx.ty(cond).shape.rank() {
+        0 => Ok(cond),
+        _ => cx.add1(&format!("out{i}_present"), dlc_ir::ops::Reshape { shape: vec![], allowzero: false }, &[cond]),
+    }
+}
+
 /// Whether If node `cx` gives a sequence (a branch output's declared type is one, or an
 /// optional one): the importer then takes it to [`sequence_if`].
 pub(crate) fn if_gives_sequence(cx: &NodeCx) -> bool {
     let is_seq = |vi| crate::import::sequence_element_type(vi).is_some();
+    // An output an `Optional` node without an operand makes: an empty optional.
+    let empty = |g: &GraphProto| {
+        g.output.iter().any(|o| {
+            g.node.iter().any(|n| {
+                n.op_type == "Optional"
+                    && n.domain.is_empty()
+                    && n.input.iter().all(String::is_empty)
+                    && n.output.contains(&o.name)
+            })
+        })
+    };
     cx.node.op_type == "If"
         && cx.node.domain.is_empty()
-        && ["then_branch", "else_branch"].iter().any(|b| branch(cx, b).is_ok_and(|g| g.output.iter().any(is_seq)))
+        && ["then_branch", "else_branch"]
+            .iter()
+            .any(|b| branch(cx, b).is_ok_and(|g| g.output.iter().any(is_seq) || empty(g)))
 }
 
 /// An `If` that gives a sequence. A condition known when compiling imports the branch
@@ -1349,6 +1382,16 @@ pub(crate) fn sequence_if(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, St
                 super::sequence::select(cx, cond, &a, &b, &format!("out{i}"))
                     .map_err(|m| format!("output {i} (a sequence of {} or {} elements): {m}", a.len(), b.len()))?,
             ),
+            // An empty optional in one branch: an optional whose presence only the run knows.
+            (Out::Absent, Out::Absent) => Out::Absent,
+            (Out::Absent, x @ (Out::Value(_) | Out::Seq(_) | Out::RunSeq(_))) => {
+                let c = flag_of(cx, cond, i)?;
+                let absent = cx.add1(&format!("out{i}_else_taken"), dlc_ir::ops::Not {}, &[c])?;
+                Out::Maybe(Box::new(x), absent)
+            }
+            (x @ (Out::Value(_) | Out::Seq(_) | Out::RunSeq(_)), Out::Absent) => {
+                Out::Maybe(Box::new(x), flag_of(cx, cond, i)?)
+            }
             _ => {
                 return Err(format!(
                     "output {i} is a sequence in one branch and not in the other (an empty optional, a tensor); \

@@ -5,7 +5,10 @@
 //! at compile time. A model input of optional type is a tensor (or sequence) the caller
 //! always gives, or, compiled with `--absent NAME`, an empty optional that the artifact
 //! does not take: presence is fixed when compiling, as a sequence's length is (the C
-//! ABI takes a buffer per input).
+//! ABI takes a buffer per input). An If on a run-time condition with an empty optional in
+//! one branch gives an optional whose presence only the run knows (`Out::Maybe`, its flag
+//! in `Importer::run_optionals`): OptionalHasElement is the flag, Identity keeps it, a
+//! model output adds the flag as output `NAME.present`; other ops are refused.
 use super::shapes::Out;
 use super::NodeCx;
 use dlc_ir::{DType, TensorData, TensorType};
@@ -23,13 +26,17 @@ pub(crate) fn register(reg: &mut std::collections::HashMap<&'static str, super::
 /// Whether the node is an optional op, or reads an empty optional.
 pub(crate) fn applies(cx: &NodeCx) -> bool {
     cx.node.domain.is_empty()
-        && (OPS.contains(&cx.node.op_type.as_str()) || cx.node.input.iter().any(|n| cx.imp.absent.contains(n)))
+        && (OPS.contains(&cx.node.op_type.as_str())
+            || cx.node.input.iter().any(|n| cx.imp.absent.contains(n) || cx.imp.run_optionals.contains_key(n)))
 }
 
 /// Operand 0 as what it holds (the name's tensor, sequence or string tensor).
 fn element(cx: &mut NodeCx, name: &str) -> Result<Out, String> {
     if let Some(s) = cx.imp.sequences.get(name) {
         return Ok(Out::Seq(s.clone()));
+    }
+    if let Some(s) = cx.imp.run_sequences.get(name) {
+        return Ok(Out::RunSeq(s.clone()));
     }
     if let Some(s) = cx.imp.strings.get(name) {
         return Ok(Out::Str(*s));
@@ -39,6 +46,19 @@ fn element(cx: &mut NodeCx, name: &str) -> Result<Out, String> {
 
 pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
     let input = cx.node.input.first().filter(|n| !n.is_empty()).cloned();
+    // An optional whose presence only the run knows (an If on a run-time condition gave
+    // it): its flag answers OptionalHasElement; Identity keeps it.
+    if let Some(n) = cx.node.input.iter().find(|n| cx.imp.run_optionals.contains_key(*n)).cloned() {
+        let flag = cx.imp.run_optionals[&n];
+        return match cx.node.op_type.as_str() {
+            "OptionalHasElement" => Ok(vec![Out::Value(flag)]),
+            "Identity" => Ok(vec![Out::Maybe(Box::new(element(cx, &n)?), flag)]),
+            op => Err(format!(
+                "{op} of '{n}', an optional whose presence only the run knows (an If on a run-time condition gave \
+                 it), is not supported yet: OptionalHasElement, Identity and a model output take it"
+            )),
+        };
+    }
     let empty = input.as_ref().is_none_or(|n| cx.imp.absent.contains(n));
     match cx.node.op_type.as_str() {
         "Optional" => match input {

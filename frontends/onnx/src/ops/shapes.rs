@@ -33,6 +33,9 @@ pub(crate) enum Out {
     Str(super::strings::StrVal),
     /// An empty optional (`ops::optional`).
     Absent,
+    /// An optional whose presence only the run knows: its element (as it would be were it
+    /// present) and a bool scalar saying whether it is (`ops::optional`).
+    Maybe(Box<Out>, dlc_ir::Value),
 }
 
 /// The ops this module evaluates on shape values.
