@@ -401,3 +401,36 @@ def test_an_if_whose_branches_give_sequences_of_other_lengths(empty, tmp_path):
         got = _run(art, path, feeds, tmp_path / f"r{c}")
         for k in want:
             _same(got[k], want[k], f"{k} at c={c}")
+
+
+def test_two_appends_per_iteration(tmp_path):
+    """The body appends x[:i+1] and then x[i:] (of other shapes): the sequence holds them
+    in that order, iteration by iteration."""
+    body = h.make_graph(
+        [_const("one", np.array(1, np.int64)), _const("zero1", np.array([0], np.int64)),
+         _const("big", np.array([100], np.int64)), _const("ax", np.array([0], np.int64)),
+         h.make_node("Add", ["i", "one"], ["i1"]),
+         h.make_node("Unsqueeze", ["i1", "ax"], ["end"]),
+         h.make_node("Unsqueeze", ["i", "ax"], ["start"]),
+         h.make_node("Slice", ["x", "zero1", "end", "ax"], ["head"]),
+         h.make_node("Slice", ["x", "start", "big", "ax"], ["tail"]),
+         h.make_node("SequenceInsert", ["s_in", "head"], ["s_mid"]),
+         h.make_node("SequenceInsert", ["s_mid", "tail"], ["s_out"]),
+         h.make_node("Identity", ["c_in"], ["c_out"])],
+        "body", [_vi("i", T.INT64, []), _vi("c_in", T.BOOL, []), _seq("s_in")],
+        [_vi("c_out", T.BOOL, []), _seq("s_out")])
+    path = _save(tmp_path / "m.onnx",
+                 [h.make_node("SequenceEmpty", [], ["s0"], dtype=T.FLOAT),
+                  h.make_node("Loop", ["m", "", "s0"], ["s"], body=body, name="grow"),
+                  h.make_node("SequenceLength", ["s"], ["n"])],
+                 [_vi("m", T.INT64, []), _vi("x", T.FLOAT, [4, 2])], [_seq("s"), _vi("n", T.INT64, [])])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    for m in (3, 0, 1, 4):
+        feeds = {"m": np.array(m, np.int64), "x": np.random.default_rng(m).standard_normal((4, 2)).astype(np.float32)}
+        want = _ort(path, feeds)
+        (tmp_path / f"r{m}").mkdir()
+        got = _run(art, path, feeds, tmp_path / f"r{m}")
+        assert len(want["s"]) == 2 * m
+        for k in want:
+            _same(got[k], want[k], f"{k} at m={m}")

@@ -721,7 +721,7 @@ fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 }
 
 /// [`loop_`], whose carried values may also be sequences (of a length known when
-/// compiling) that each iteration appends one element to (`seq = SequenceInsert(seq, x)`, a scripted PyTorch
+/// compiling) that each iteration appends elements to (`seq = SequenceInsert(seq, x)`, a scripted PyTorch
 /// loop that appends to a list): each comes out as a [`super::sequence::RunSeq`], from
 /// two scan outputs the importer adds, the element padded to a box that bounds it and its
 /// dims.
@@ -918,12 +918,12 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
     let mut ragged = Vec::with_capacity(grows.len());
     for &i in &grows {
         let name = &body.output[1 + i].name;
-        let e = match sub.sequences.get(name).map(Vec::as_slice) {
-            Some(&[e]) => e,
-            _ => return Err(format!("internal: carried sequence '{name}' is not one element")),
-        };
-        let (padded, dims, same) = boxed_element(&mut sub.graph, e, name)
-            .map_err(|m| format!("carried sequence '{}': the element its body appends {m}", cx.node.input[2 + i]))?;
+        let es = sub.sequences.get(name).cloned().unwrap_or_default();
+        if es.is_empty() {
+            return Err(format!("internal: carried sequence '{name}' has no element appended"));
+        }
+        let (padded, dims, same) = boxed_elements(&mut sub.graph, &es, name)
+            .map_err(|m| format!("carried sequence '{}': the elements its body appends {m}", cx.node.input[2 + i]))?;
         sub.graph.add_output(format!("{name}/boxed"), padded);
         sub.graph.add_output(format!("{name}/dims"), dims);
         ragged.push(same);
@@ -973,6 +973,14 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
             let (Some(data), Some(shapes)) = (grown.next(), grown.next()) else {
                 return Err("internal: a grown sequence's scan outputs".into());
             };
+            // [iterations, appended per iteration, ...] as one list of elements.
+            let flat = |cx: &mut NodeCx, v: Value, what: &str| -> Result<Value, String> {
+                let d: Vec<String> = cx.ty(v).shape.0.iter().map(|d| d.expr().to_string()).collect();
+                let mut dims = vec![format!("({}) * ({})", d[0], d[1])];
+                dims.extend(d[2..].iter().cloned());
+                cx.add1(&format!("seq{i}_{what}"), View { dims: dims.join(";") }, &[v])
+            };
+            let (data, shapes) = (flat(cx, data, "elements")?, flat(cx, shapes, "dims")?);
             let s = super::sequence::RunSeq { data, shapes, ragged: ragged[g].clone() };
             let init = init.unwrap_or_default();
             Out::RunSeq(
@@ -1003,7 +1011,8 @@ fn body_output(sub: &mut crate::import::Importer, name: &str) -> Result<Value, S
     }
 }
 
-/// How many elements a Loop body appends to its carried sequence `i` (0 or 1): the
+/// How many elements a Loop body appends to its carried sequence `i` (0: it passes it
+/// through): the
 /// sequence going in may only be the first operand of a SequenceInsert without a
 /// position (an append), whose result only that of the next, the last one the body's
 /// output for it; the body reads it no other way (it is empty inside the body, which
@@ -1046,73 +1055,98 @@ fn appends(body: &GraphProto, i: usize) -> Result<usize, String> {
             }
         }
     }
-    if count > 1 {
-        return Err(format!("the body appends {count} elements to it; dlc takes one per iteration"));
-    }
     Ok(count)
 }
 
-/// Element `e` of a sequence a Loop grows, in the body's graph `g`: padded with zeros to
-/// a box that bounds it in every iteration (its dims, a bound of those that come from
-/// values of the iteration), and its dims as `i64[rank]`; for each dim, whether it may
-/// be smaller than the box (a dim from values).
-fn boxed_element(g: &mut dlc_ir::Graph, e: Value, name: &str) -> Result<(Value, Value, Vec<bool>), String> {
+/// The elements `es` a Loop's body appends to a sequence in one iteration, in the body's
+/// graph `g`: each padded with zeros to one box that bounds them all in every iteration
+/// (their dims, a bound of those that come from values of the iteration) and stacked,
+/// `[L, box...]`, and their dims, `[L, rank]`; for each dim, whether an element may be
+/// smaller than the box there.
+fn boxed_elements(g: &mut dlc_ir::Graph, es: &[Value], name: &str) -> Result<(Value, Value, Vec<bool>), String> {
     use dlc_ir::{Dim, Expr};
-    let t = g.value_type(e).clone();
     let maxima = dlc_ir::bind::symbol_maxima(g).map_err(|e| e.to_string())?;
     let data = dlc_ir::bind::data_symbols(g);
-    let mut boxed: Vec<Expr> = Vec::with_capacity(t.shape.rank());
-    for d in &t.shape.0 {
-        let b = dlc_ir::bind::bounded(&d.expr(), &maxima);
-        let mut syms = Vec::new();
-        if let Some(b) = &b {
-            b.symbols(&mut syms);
+    let first = g.value_type(*es.first().ok_or("internal: no element")?).clone();
+    let r = first.shape.rank();
+    let mut boxed: Option<Vec<Expr>> = None;
+    for &e in es {
+        let t = g.value_type(e).clone();
+        if t.dtype != first.dtype || t.shape.rank() != r {
+            return Err(format!("are {first} and {t}; dlc needs one element type and rank"));
         }
-        match b {
-            Some(b) if !syms.iter().any(|s| data.contains(s)) => boxed.push(b),
-            _ => return Err(format!("is {t}, whose dim {d} dlc cannot bound (it comes from values with no bound)")),
-        }
-    }
-    let ragged: Vec<bool> = t.shape.0.iter().zip(&boxed).map(|(d, b)| d.expr() != *b).collect();
-    let padded = if !ragged.contains(&true) {
-        e
-    } else {
-        let r = t.shape.rank();
-        let mut amounts = vec!["0".to_string(); r];
-        amounts.extend(t.shape.0.iter().zip(&boxed).map(|(d, b)| (b - &d.expr()).to_string()));
-        let op = dlc_ir::ops::Pad {
-            pads: Vec::new(),
-            mode: dlc_ir::ops::PadMode::Constant,
-            value: 0.0,
-            exprs: amounts.join(";"),
-        };
-        let p = g.add_node(format!("{name}/padded"), op, &[e]).map_err(|e| e.to_string())?[0];
-        let got = g.value_type(p).shape.0.iter().map(Dim::expr).collect::<Vec<_>>();
-        if got != boxed {
-            return Err(format!("is {t}, padded to {}: not the box it needs", g.value_type(p)));
-        }
-        p
-    };
-    // Its dims: constants, or counted at run time (a reduction over `d` ones).
-    let mut parts = Vec::with_capacity(t.shape.rank());
-    for (j, d) in t.shape.0.iter().enumerate() {
-        parts.push(match d.fixed() {
-            Some(c) => {
-                g.add_const(format!("{name}/dim{j}"), TensorData::from_i64(&[1], &[c as i64]).ok_or("internal")?)
+        let mut b_e = Vec::with_capacity(r);
+        for d in &t.shape.0 {
+            let b = dlc_ir::bind::bounded(&d.expr(), &maxima);
+            let mut syms = Vec::new();
+            if let Some(b) = &b {
+                b.symbols(&mut syms);
             }
-            None => {
-                let ones = dlc_ir::ops::Iota { len: d.expr().to_string(), start: 1, delta: 0, dtype: DType::I64 };
-                let ones = g.add_node(format!("{name}/dim{j}_ones"), ones, &[]).map_err(|e| e.to_string())?[0];
-                let sum = dlc_ir::ops::ReduceSum { axes: vec![0], keepdims: true };
-                g.add_node(format!("{name}/dim{j}"), sum, &[ones]).map_err(|e| e.to_string())?[0]
+            match b {
+                Some(b) if !syms.iter().any(|s| data.contains(s)) => b_e.push(b),
+                _ => {
+                    return Err(format!("is {t}, whose dim {d} dlc cannot bound (it comes from values with no bound)"))
+                }
             }
+        }
+        boxed = Some(match boxed {
+            None => b_e,
+            Some(b) => b.iter().zip(&b_e).map(|(x, y)| x.max_with(y)).collect(),
         });
     }
-    let dims = match parts.len() {
-        0 => g.add_const(format!("{name}/dims"), TensorData::from_i64(&[0], &[]).ok_or("internal")?),
-        1 => parts[0],
-        _ => g.add_node(format!("{name}/dims"), Concat { axis: 0 }, &parts).map_err(|e| e.to_string())?[0],
+    let boxed = boxed.ok_or("internal: no element")?;
+    let mut ragged = vec![false; r];
+    let (mut rows, mut dims) = (Vec::with_capacity(es.len()), Vec::with_capacity(es.len()));
+    for (k, &e) in es.iter().enumerate() {
+        let t = g.value_type(e).clone();
+        let own: Vec<Expr> = t.shape.0.iter().map(Dim::expr).collect();
+        for j in 0..r {
+            ragged[j] |= own[j] != boxed[j];
+        }
+        let padded = if own == boxed {
+            e
+        } else {
+            let op = super::sequence::pad_to_box(&own, &boxed, 0);
+            let p = g.add_node(format!("{name}/padded{k}"), op, &[e]).map_err(|e| e.to_string())?[0];
+            if g.value_type(p).shape.0.iter().map(Dim::expr).collect::<Vec<_>>() != boxed {
+                return Err(format!("is {t}, padded to {}: not the box it needs", g.value_type(p)));
+            }
+            p
+        };
+        let view = std::iter::once("1".to_string()).chain(boxed.iter().map(|b| b.to_string())).collect::<Vec<_>>();
+        let view = dlc_ir::ops::View { dims: view.join(";") };
+        rows.push(g.add_node(format!("{name}/row{k}"), view, &[padded]).map_err(|e| e.to_string())?[0]);
+        // Its dims: constants, or counted at run time (a reduction over `d` ones).
+        let mut parts = Vec::with_capacity(r);
+        for (j, d) in t.shape.0.iter().enumerate() {
+            parts.push(match d.fixed() {
+                Some(c) => g.add_const(
+                    format!("{name}/dims{k}_{j}"),
+                    TensorData::from_i64(&[1, 1], &[c as i64]).ok_or("internal")?,
+                ),
+                None => {
+                    let ones = dlc_ir::ops::Iota { len: d.expr().to_string(), start: 1, delta: 0, dtype: DType::I64 };
+                    let ones = g.add_node(format!("{name}/dims{k}_{j}_ones"), ones, &[]).map_err(|e| e.to_string())?[0];
+                    let sum = dlc_ir::ops::ReduceSum { axes: vec![0], keepdims: true };
+                    let v = g.add_node(format!("{name}/dims{k}_{j}_sum"), sum, &[ones]).map_err(|e| e.to_string())?[0];
+                    let shape = dlc_ir::ops::Reshape { shape: vec![1, 1], allowzero: false };
+                    g.add_node(format!("{name}/dims{k}_{j}"), shape, &[v]).map_err(|e| e.to_string())?[0]
+                }
+            });
+        }
+        dims.push(match parts.len() {
+            0 => g.add_const(format!("{name}/dims{k}"), TensorData::from_i64(&[1, 0], &[]).ok_or("internal")?),
+            1 => parts[0],
+            _ => g.add_node(format!("{name}/dims{k}"), Concat { axis: 1 }, &parts).map_err(|e| e.to_string())?[0],
+        });
+    }
+    let join = |g: &mut dlc_ir::Graph, vs: Vec<Value>, what: &str| -> Result<Value, String> {
+        match vs.len() {
+            1 => Ok(vs[0]),
+            _ => Ok(g.add_node(format!("{name}/{what}"), Concat { axis: 0 }, &vs).map_err(|e| e.to_string())?[0]),
+        }
     };
+    let (padded, dims) = (join(g, rows, "rows")?, join(g, dims, "dims")?);
     Ok((padded, dims, ragged))
 }
 

@@ -97,15 +97,7 @@ pub(crate) fn stack_boxed(cx: &mut NodeCx, init: &[Value], tail: Option<RunSeq>,
         if dims == boxed {
             return Ok(v);
         }
-        let mut amounts = vec!["0".to_string(); t.shape.rank() + lead];
-        amounts.extend(dims.iter().zip(&boxed).map(|(d, b)| (b - d).to_string()));
-        let op = dlc_ir::ops::Pad {
-            pads: Vec::new(),
-            mode: dlc_ir::ops::PadMode::Constant,
-            value: 0.0,
-            exprs: amounts.join(";"),
-        };
-        let p = cx.add1(&format!("{name}_{what}_padded"), op, &[v])?;
+        let p = cx.add1(&format!("{name}_{what}_padded"), pad_to_box(&dims, &boxed, lead), &[v])?;
         let got: Vec<Expr> = cx.ty(p).shape.0[lead..].iter().map(Dim::expr).collect();
         if got != boxed {
             return Err(format!("internal: padded to {}, not the box", cx.ty(p)));
@@ -142,6 +134,14 @@ pub(crate) fn stack_boxed(cx: &mut NodeCx, init: &[Value], tail: Option<RunSeq>,
     let data = cx.add1(&format!("{name}_data"), Concat { axis: 0 }, &rows)?;
     let shapes = cx.add1(&format!("{name}_shapes"), Concat { axis: 0 }, &dims)?;
     Ok(RunSeq { data, shapes, ragged })
+}
+
+/// The zero padding at the end of each dim that takes an element of dims `dims` (after
+/// `lead` leading dims left as they are) to the box `boxed` (amounts as expressions).
+pub(crate) fn pad_to_box(dims: &[dlc_ir::Expr], boxed: &[dlc_ir::Expr], lead: usize) -> dlc_ir::ops::Pad {
+    let mut amounts = vec!["0".to_string(); 2 * lead + dims.len()];
+    amounts.extend(dims.iter().zip(boxed).map(|(d, b)| (b - d).to_string()));
+    dlc_ir::ops::Pad { pads: Vec::new(), mode: dlc_ir::ops::PadMode::Constant, value: 0.0, exprs: amounts.join(";") }
 }
 
 /// The ops this module evaluates.
