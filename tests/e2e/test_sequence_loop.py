@@ -434,3 +434,34 @@ def test_two_appends_per_iteration(tmp_path):
         assert len(want["s"]) == 2 * m
         for k in want:
             _same(got[k], want[k], f"{k} at m={m}")
+
+
+@pytest.mark.parametrize("rows", [2, 7])
+def test_appending_after_the_loop(rows, tmp_path):
+    """The grown sequence, then one more element (smaller or larger than the loop's box):
+    the list, its length and its rows concatenated."""
+    path = _ragged_model(tmp_path / "m.onnx", False)
+    m = onnx.load(str(path))
+    m.graph.node.extend([h.make_node("SequenceInsert", ["s", "y"], ["t"], name="append"),
+                         h.make_node("SequenceLength", ["t"], ["tn"]),
+                         h.make_node("ConcatFromSequence", ["t"], ["cat"], axis=0)])
+    m.graph.input.append(_vi("y", T.FLOAT, [rows, 3]))
+    m.graph.output.extend([_seq("t"), _vi("tn", T.INT64, []), _vi("cat", T.FLOAT)])
+    onnx.save(m, str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    for trips in (3, 0, 5):
+        rng = np.random.default_rng(trips)
+        feeds = {"m": np.array(trips, np.int64), "c": np.array(True), "p": np.array(0, np.int64),
+                 "x": rng.standard_normal((5, 3)).astype(np.float32),
+                 "y": rng.standard_normal((rows, 3)).astype(np.float32)}
+        if trips == 0:
+            feeds["p"] = np.array(0, np.int64)  # SequenceAt of the empty loop result fails in ORT too
+            proc = dlc_run_process(art, feeds, tmp_path, tmp_path / "o0")
+            assert proc.returncode == 1 and "panicked" not in proc.stderr, proc.stderr
+            continue
+        want = _ort(path, feeds)
+        (tmp_path / f"r{trips}").mkdir()
+        got = _run(art, path, feeds, tmp_path / f"r{trips}")
+        for k in ("t", "tn", "cat"):
+            _same(got[k], want[k], f"{k} at m={trips}")

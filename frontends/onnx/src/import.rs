@@ -769,7 +769,8 @@ impl<'m> Importer<'m> {
         if self.run_sequences.contains_key(name) {
             return Err(format!(
                 "value '{name}' is a sequence whose length only the run knows: SequenceAt, SequenceLength, \
-                 ConcatFromSequence, Identity and a model output take it (docs/sequences.md)"
+                 ConcatFromSequence, SequenceInsert without a position, Identity and a model output take it \
+                 (docs/sequences.md)"
             ));
         }
         Err(format!("value '{name}' is not produced by any node, initializer or graph input"))

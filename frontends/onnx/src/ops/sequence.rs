@@ -171,11 +171,40 @@ fn seq(cx: &NodeCx, i: usize) -> Result<Vec<Value>, String> {
     if cx.imp.run_sequences.contains_key(name) {
         return Err(format!(
             "input {i} ('{name}') is a sequence whose length only the run knows (a Loop appended to it): {} of it is \
-             not supported yet (SequenceAt, SequenceLength, ConcatFromSequence, Identity and a model output take it)",
+             not supported yet (SequenceAt, SequenceLength, ConcatFromSequence, SequenceInsert without a position, \
+             Identity and a model output take it)",
             cx.node.op_type
         ));
     }
     cx.imp.sequences.get(name).cloned().ok_or_else(|| format!("input {i} ('{name}') is not a sequence dlc knows"))
+}
+
+/// The elements of `a`, then those of `b`: both padded to one box, rows and dims stacked.
+fn concat_seqs(cx: &mut NodeCx, a: RunSeq, b: RunSeq) -> Result<RunSeq, String> {
+    use dlc_ir::{Dim, Expr};
+    let (ta, tb) = (cx.ty(a.data), cx.ty(b.data));
+    if ta.dtype != tb.dtype || ta.shape.rank() != tb.shape.rank() {
+        return Err(format!(
+            "it holds elements of {} with {} dims, and the one added is {tb}",
+            ta.dtype,
+            ta.shape.rank() - 1
+        ));
+    }
+    let box_of = |t: &dlc_ir::TensorType| t.shape.0[1..].iter().map(Dim::expr).collect::<Vec<Expr>>();
+    let (ba, bb) = (box_of(&ta), box_of(&tb));
+    let boxed: Vec<Expr> = ba.iter().zip(&bb).map(|(x, y)| x.max_with(y)).collect();
+    let ragged =
+        (0..boxed.len()).map(|j| a.ragged[j] || b.ragged[j] || ba[j] != boxed[j] || bb[j] != boxed[j]).collect();
+    let mut rows = Vec::with_capacity(2);
+    for (k, (v, own)) in [(a.data, &ba), (b.data, &bb)].into_iter().enumerate() {
+        rows.push(match *own == boxed {
+            true => v,
+            false => cx.add1(&format!("part{k}_padded"), pad_to_box(own, &boxed, 1), &[v])?,
+        });
+    }
+    let data = cx.add1("joined", Concat { axis: 0 }, &rows)?;
+    let shapes = cx.add1("joined_dims", Concat { axis: 0 }, &[a.shapes, b.shapes])?;
+    Ok(RunSeq { data, shapes, ragged })
 }
 
 /// Element `p` (an i64 scalar, `p + n` when negative) of `s`: row `p` of its data, cut to
@@ -259,6 +288,12 @@ fn run_seq_op(cx: &mut NodeCx) -> Result<Option<Vec<Out>>, String> {
     let len = super::shapes::ShapeVal { elems: vec![n.clone()], scalar: true };
     Ok(Some(match cx.node.op_type.as_str() {
         "Identity" => vec![Out::RunSeq(s)],
+        // An append (no position): the element stacked after the rows, in one box.
+        "SequenceInsert" if cx.opt_input(2)?.is_none() => {
+            let x = cx.input(1)?;
+            let last = stack_boxed(cx, &[x], None, "appended")?;
+            vec![Out::RunSeq(concat_seqs(cx, s, last)?)]
+        }
         "SequenceLength" => vec![Out::Value(super::shapes::shape_tensor(cx, &len, "length")?)],
         "SequenceAt" => {
             let p = match position(cx, 1)?.ok_or("position (input 1) is required")? {
