@@ -475,6 +475,37 @@ impl<'m> Importer<'m> {
         Ok(self.graph)
     }
 
+    /// Binds ONNX value `name` to what a node gave, by its kind (an optional whose presence
+    /// only the run knows: its element, and its flag in `run_optionals`).
+    fn bind(&mut self, name: &str, v: crate::ops::shapes::Out) {
+        use crate::ops::shapes::Out;
+        let name = name.to_string();
+        match v {
+            Out::Value(v) => {
+                self.values.insert(name, v);
+            }
+            Out::Shape(s) => {
+                self.shape_values.insert(name, s);
+            }
+            Out::Seq(s) => {
+                self.sequences.insert(name, s);
+            }
+            Out::RunSeq(s) => {
+                self.run_sequences.insert(name, s);
+            }
+            Out::Str(s) => {
+                self.strings.insert(name, s);
+            }
+            Out::Absent => {
+                self.absent.insert(name);
+            }
+            Out::Maybe(inner, flag) => {
+                self.run_optionals.insert(name.clone(), flag);
+                self.bind(&name, *inner);
+            }
+        }
+    }
+
     /// Forgets what ONNX value `name` is bound to, whatever kind (a body imported once
     /// per iteration binds its names again).
     pub(crate) fn unbind(&mut self, name: &str) {
@@ -582,41 +613,8 @@ impl<'m> Importer<'m> {
                 if !oname.is_empty() {
                     self.unbind(oname);
                 }
-                match v {
-                    _ if oname.is_empty() => {}
-                    Out::Value(v) => {
-                        self.values.insert(oname.clone(), v);
-                    }
-                    Out::Shape(s) => {
-                        self.shape_values.insert(oname.clone(), s);
-                    }
-                    Out::Seq(s) => {
-                        self.sequences.insert(oname.clone(), s);
-                    }
-                    Out::RunSeq(s) => {
-                        self.run_sequences.insert(oname.clone(), s);
-                    }
-                    Out::Str(s) => {
-                        self.strings.insert(oname.clone(), s);
-                    }
-                    Out::Absent => {
-                        self.absent.insert(oname.clone());
-                    }
-                    Out::Maybe(inner, flag) => {
-                        match *inner {
-                            Out::Value(v) => {
-                                self.values.insert(oname.clone(), v);
-                            }
-                            Out::Seq(s) => {
-                                self.sequences.insert(oname.clone(), s);
-                            }
-                            Out::RunSeq(s) => {
-                                self.run_sequences.insert(oname.clone(), s);
-                            }
-                            _ => return Err(node_err("internal: an optional of this kind".into())),
-                        }
-                        self.run_optionals.insert(oname.clone(), flag);
-                    }
+                if !oname.is_empty() {
+                    self.bind(oname, v);
                 }
             }
         }

@@ -982,11 +982,16 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
             };
             let (data, shapes) = (flat(cx, data, "elements")?, flat(cx, shapes, "dims")?);
             let s = super::sequence::RunSeq { data, shapes, ragged: ragged[g].clone() };
+            // Its first elements (known when compiling) before those appended.
             let init = init.unwrap_or_default();
-            Out::RunSeq(
-                super::sequence::stack_boxed(cx, &init, Some(s), &format!("seq{i}"))
-                    .map_err(|m| format!("carried sequence '{}': {m}", cx.node.input[2 + i]))?,
-            )
+            let what = |m: String| format!("carried sequence '{}': {m}", cx.node.input[2 + i]);
+            Out::RunSeq(match init.is_empty() {
+                true => s,
+                false => {
+                    let first = super::sequence::stack_boxed(cx, &init, &format!("seq{i}_first")).map_err(what)?;
+                    super::sequence::concat_seqs(cx, first, s, &format!("seq{i}")).map_err(what)?
+                }
+            })
         } else {
             Out::Value(carried.next().ok_or("internal: a carried value")?)
         });

@@ -36,103 +36,70 @@ impl RunSeq {
     }
 }
 
-/// `init` (elements of a sequence of known length) followed by the elements of `tail`
-/// (those a Loop appended): all padded to one box (each dim the largest of theirs, a
-/// bound where a dim comes from values) and stacked, their dims stacked likewise.
-pub(crate) fn stack_boxed(cx: &mut NodeCx, init: &[Value], tail: Option<RunSeq>, name: &str) -> Result<RunSeq, String> {
+/// The elements `elems` (of a sequence of known length) as a [`RunSeq`]: each padded to
+/// one box (each dim the largest of theirs, a bound where a dim comes from values) and
+/// stacked, their dims stacked likewise.
+pub(crate) fn stack_boxed(cx: &mut NodeCx, elems: &[Value], name: &str) -> Result<RunSeq, String> {
     use dlc_ir::{Dim, Expr};
     let maxima = dlc_ir::bind::symbol_maxima(&cx.imp.graph).map_err(|e| e.to_string())?;
-    // An element's dims and a bound of each (over the input dims alone).
-    let bound = |t: &dlc_ir::TensorType| -> Result<Vec<(Expr, Expr)>, String> {
-        t.shape
-            .0
-            .iter()
-            .map(|d| {
-                let b = dlc_ir::bind::bounded(&d.expr(), &maxima).filter(|b| {
-                    let mut v = Vec::new();
-                    b.symbols(&mut v);
-                    !v.iter().any(|x| maxima.contains_key(x))
-                });
-                b.map(|b| (d.expr(), b))
-                    .ok_or_else(|| format!("it holds an element of {t}, whose dim {d} dlc cannot bound"))
-            })
-            .collect()
-    };
-    let (dtype, r, mut boxed, tail_ragged) = match &tail {
-        Some(s) if init.is_empty() => return Ok(s.clone()),
-        Some(s) => {
-            let dt = cx.ty(s.data);
-            let b = dt.shape.0[1..].iter().map(Dim::expr).collect::<Vec<Expr>>();
-            (dt.dtype, dt.shape.rank() - 1, b, s.ragged.clone())
-        }
-        None => {
-            let t = cx.ty(*init.first().ok_or("internal: no elements to stack")?);
-            (t.dtype, t.shape.rank(), bound(&t)?.into_iter().map(|(_, b)| b).collect(), vec![false; t.shape.rank()])
-        }
-    };
-    let tail_box = boxed.clone();
-    let mut dims_of = Vec::with_capacity(init.len());
-    for &e in init {
+    let first = cx.ty(*elems.first().ok_or("internal: no elements to stack")?);
+    let r = first.shape.rank();
+    // Each element's dims and a bound of each (over the input dims alone).
+    let mut dims_of: Vec<Vec<(Expr, Expr)>> = Vec::with_capacity(elems.len());
+    for &e in elems {
         let t = cx.ty(e);
-        if t.dtype != dtype || t.shape.rank() != r {
-            return Err(format!("it holds elements of {t} and elements of {dtype} with {r} dims"));
+        if t.dtype != first.dtype || t.shape.rank() != r {
+            return Err(format!("it holds elements of {first} and of {t}; dlc needs one element type and rank"));
         }
-        let db = bound(&t)?;
-        for (j, (_, b)) in db.iter().enumerate() {
-            boxed[j] = boxed[j].max_with(b);
+        let mut db = Vec::with_capacity(r);
+        for d in &t.shape.0 {
+            let b = dlc_ir::bind::bounded(&d.expr(), &maxima).filter(|b| {
+                let mut v = Vec::new();
+                b.symbols(&mut v);
+                !v.iter().any(|x| maxima.contains_key(x))
+            });
+            db.push((
+                d.expr(),
+                b.ok_or_else(|| format!("it holds an element of {t}, whose dim {d} dlc cannot bound"))?,
+            ));
         }
         dims_of.push(db);
     }
+    let boxed: Vec<Expr> =
+        (0..r).map(|j| dims_of.iter().skip(1).fold(dims_of[0][j].1.clone(), |m, db| m.max_with(&db[j].1))).collect();
     // A dim is ragged unless every element's equals the box's there.
-    let ragged: Vec<bool> = (0..r)
-        .map(|j| {
-            let tail_fills = tail.is_none() || (!tail_ragged[j] && tail_box[j] == boxed[j]);
-            !tail_fills || dims_of.iter().any(|db| db[j].0 != boxed[j])
-        })
-        .collect();
-    // Each padded to the box (the loop's rows too, if they are smaller), then stacked.
-    let pad = |cx: &mut NodeCx, v: Value, lead: usize, what: &str| -> Result<Value, String> {
-        let t = cx.ty(v);
-        let dims: Vec<Expr> = t.shape.0[lead..].iter().map(Dim::expr).collect();
-        if dims == boxed {
-            return Ok(v);
-        }
-        let p = cx.add1(&format!("{name}_{what}_padded"), pad_to_box(&dims, &boxed, lead), &[v])?;
-        let got: Vec<Expr> = cx.ty(p).shape.0[lead..].iter().map(Dim::expr).collect();
-        if got != boxed {
-            return Err(format!("internal: padded to {}, not the box", cx.ty(p)));
-        }
-        Ok(p)
-    };
+    let ragged: Vec<bool> = (0..r).map(|j| dims_of.iter().any(|db| db[j].0 != boxed[j])).collect();
     let box_text: Vec<String> = boxed.iter().map(|b| b.to_string()).collect();
     let (mut rows, mut dims) = (Vec::new(), Vec::new());
-    for (j, &e) in init.iter().enumerate() {
-        let p = pad(cx, e, 0, &format!("first{j}"))?;
+    for (j, (&e, db)) in elems.iter().zip(&dims_of).enumerate() {
+        let own: Vec<Expr> = db.iter().map(|(d, _)| d.clone()).collect();
+        let p = match own == boxed {
+            true => e,
+            false => cx.add1(&format!("{name}_elem{j}_padded"), pad_to_box(&own, &boxed, 0), &[e])?,
+        };
+        if cx.ty(p).shape.0.iter().map(Dim::expr).collect::<Vec<_>>() != boxed {
+            return Err(format!("internal: padded to {}, not the box", cx.ty(p)));
+        }
         let view = dlc_ir::ops::View {
             dims: std::iter::once("1".to_string()).chain(box_text.clone()).collect::<Vec<_>>().join(";"),
         };
-        rows.push(cx.add1(&format!("{name}_first{j}"), view, &[p])?);
-        let own = cx.ty(e).shape.0.iter().map(Dim::expr).collect();
-        let sv = super::shapes::ShapeVal { elems: own, scalar: false };
+        rows.push(cx.add1(&format!("{name}_elem{j}"), view, &[p])?);
         let d = match r {
             0 => cx.i64_const(&[1, 0], &[])?,
             _ => {
-                let d = super::shapes::shape_tensor(cx, &sv, &format!("{name}_first{j}_dims"))?;
-                cx.add1(
-                    &format!("{name}_first{j}_dims_row"),
-                    Reshape { shape: vec![1, r as i64], allowzero: false },
-                    &[d],
-                )?
+                let sv = super::shapes::ShapeVal { elems: own, scalar: false };
+                let d = super::shapes::shape_tensor(cx, &sv, &format!("{name}_elem{j}_dims"))?;
+                let row = Reshape { shape: vec![1, r as i64], allowzero: false };
+                cx.add1(&format!("{name}_elem{j}_dims_row"), row, &[d])?
             }
         };
         dims.push(d);
     }
-    if let Some(s) = tail {
-        rows.push(pad(cx, s.data, 1, "appended")?);
-        dims.push(s.shapes);
-    }
-    let data = cx.add1(&format!("{name}_data"), Concat { axis: 0 }, &rows)?;
-    let shapes = cx.add1(&format!("{name}_shapes"), Concat { axis: 0 }, &dims)?;
+    let one = |cx: &mut NodeCx, vs: Vec<Value>, what: &str| match vs.len() {
+        1 => Ok(vs[0]),
+        _ => cx.add1(&format!("{name}_{what}"), Concat { axis: 0 }, &vs),
+    };
+    let (data, shapes) = (one(cx, rows, "data")?, one(cx, dims, "shapes")?);
     Ok(RunSeq { data, shapes, ragged })
 }
 
@@ -180,7 +147,7 @@ fn seq(cx: &NodeCx, i: usize) -> Result<Vec<Value>, String> {
 }
 
 /// The elements of `a`, then those of `b`: both padded to one box, rows and dims stacked.
-fn concat_seqs(cx: &mut NodeCx, a: RunSeq, b: RunSeq) -> Result<RunSeq, String> {
+pub(crate) fn concat_seqs(cx: &mut NodeCx, a: RunSeq, b: RunSeq, name: &str) -> Result<RunSeq, String> {
     use dlc_ir::{Dim, Expr};
     let (ta, tb) = (cx.ty(a.data), cx.ty(b.data));
     if ta.dtype != tb.dtype || ta.shape.rank() != tb.shape.rank() {
@@ -199,11 +166,11 @@ fn concat_seqs(cx: &mut NodeCx, a: RunSeq, b: RunSeq) -> Result<RunSeq, String> 
     for (k, (v, own)) in [(a.data, &ba), (b.data, &bb)].into_iter().enumerate() {
         rows.push(match *own == boxed {
             true => v,
-            false => cx.add1(&format!("part{k}_padded"), pad_to_box(own, &boxed, 1), &[v])?,
+            false => cx.add1(&format!("{name}_part{k}_padded"), pad_to_box(own, &boxed, 1), &[v])?,
         });
     }
-    let data = cx.add1("joined", Concat { axis: 0 }, &rows)?;
-    let shapes = cx.add1("joined_dims", Concat { axis: 0 }, &[a.shapes, b.shapes])?;
+    let data = cx.add1(&format!("{name}_joined"), Concat { axis: 0 }, &rows)?;
+    let shapes = cx.add1(&format!("{name}_joined_dims"), Concat { axis: 0 }, &[a.shapes, b.shapes])?;
     Ok(RunSeq { data, shapes, ragged })
 }
 
@@ -243,7 +210,7 @@ fn reorder(cx: &mut NodeCx, all: &[Value], idx: Vec<Value>) -> Result<Out, Strin
             idx.into_iter().enumerate().map(|(j, i)| pick(cx, stacked, i, j)).collect::<Result<_, _>>()?,
         ));
     }
-    let s = stack_boxed(cx, all, None, "elements")?;
+    let s = stack_boxed(cx, all, "elements")?;
     let idx = idx
         .into_iter()
         .enumerate()
@@ -264,7 +231,7 @@ fn reorder(cx: &mut NodeCx, all: &[Value], idx: Vec<Value>) -> Result<Out, Strin
 pub(crate) fn select(cx: &mut NodeCx, cond: Value, a: &[Value], b: &[Value], name: &str) -> Result<RunSeq, String> {
     let (la, lb) = (a.len(), b.len());
     let all: Vec<Value> = a.iter().chain(b).copied().collect();
-    let s = stack_boxed(cx, &all, None, name)?;
+    let s = stack_boxed(cx, &all, name)?;
     let m = la.max(lb);
     let rows =
         |from: usize, len: usize| (0..m).map(|j| if j < len { (from + j) as i64 } else { 0 }).collect::<Vec<_>>();
@@ -291,8 +258,8 @@ fn run_seq_op(cx: &mut NodeCx) -> Result<Option<Vec<Out>>, String> {
         // An append (no position): the element stacked after the rows, in one box.
         "SequenceInsert" if cx.opt_input(2)?.is_none() => {
             let x = cx.input(1)?;
-            let last = stack_boxed(cx, &[x], None, "appended")?;
-            vec![Out::RunSeq(concat_seqs(cx, s, last)?)]
+            let last = stack_boxed(cx, &[x], "appended")?;
+            vec![Out::RunSeq(concat_seqs(cx, s, last, "appended")?)]
         }
         "SequenceLength" => vec![Out::Value(super::shapes::shape_tensor(cx, &len, "length")?)],
         "SequenceAt" => {
@@ -504,7 +471,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                 }
                 // Elements of other shapes: the one picked has dims only the run knows.
                 Err(p) => {
-                    let boxed = stack_boxed(cx, &s, None, "elements")?;
+                    let boxed = stack_boxed(cx, &s, "elements")?;
                     vec![Out::Value(run_at(cx, &boxed, p)?)]
                 }
             }
