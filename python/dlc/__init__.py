@@ -144,7 +144,8 @@ class Model:
             if q.get("output") and not q.get("data")
         }
         # Sequence outputs whose length only the run knows: name -> (data, shapes) outputs;
-        # element i is row i of data cut to the dims in row i of shapes.
+        # element i is row i of data cut to the dims in row i of shapes (a dim of -1: one the
+        # element lacks, index 0 there).
         self._seq_padded = {
             q["name"]: (q["data"], q["shapes"])
             for q in manifest.get("sequences", [])
@@ -267,7 +268,7 @@ class Model:
                 continue
             if name in self._seq_padded:
                 dims = out[self._seq_padded[name][1]]
-                res[name] = [value[i][tuple(slice(0, int(k)) for k in row)] for i, row in enumerate(dims)]
+                res[name] = [value[i][tuple(slice(0, int(k)) if k >= 0 else 0 for k in row)] for i, row in enumerate(dims)]
             elif name in owner:
                 res.setdefault(owner[name], []).append(value)
             else:

@@ -995,7 +995,8 @@ impl Model {
 }
 
 /// The elements of a padded sequence: row `i` of `data` (`T[n, b...]`) cut to the dims in
-/// row `i` of `shapes` (`i64[n, rank]`), each checked against the box.
+/// row `i` of `shapes` (`i64[n, rank]`), each checked against the box. Leading dims of -1
+/// are dims an element of a lower rank lacks (its data at index 0 there).
 fn padded_elements(data: &Tensor, shapes: &Tensor) -> Result<Vec<Tensor>, String> {
     let n = *data.shape.first().ok_or("its data has no rows")?;
     let boxed = &data.shape[1..];
@@ -1015,21 +1016,24 @@ fn padded_elements(data: &Tensor, shapes: &Tensor) -> Result<Vec<Tensor>, String
     let mut out = Vec::with_capacity(n as usize);
     for i in 0..n as usize {
         let d = &dims[i * r..(i + 1) * r];
-        if d.iter().zip(boxed).any(|(&x, &b)| x < 0 || x as u64 > b) {
+        let lacks = d.iter().take_while(|&&x| x == -1).count();
+        if d[lacks..].iter().zip(&boxed[lacks..]).any(|(&x, &b)| x < 0 || x as u64 > b) {
             return Err(format!("element {i} has dims {d:?}, outside the box {boxed:?}"));
         }
-        let shape: Vec<u64> = d.iter().map(|&x| x as u64).collect();
+        // The dims it lacks walk as dims of 1 (index 0).
+        let walk: Vec<u64> = d.iter().enumerate().map(|(k, &x)| if k < lacks { 1 } else { x as u64 }).collect();
+        let shape: Vec<u64> = walk[lacks..].to_vec();
         let count: u64 = shape.iter().product();
         let mut bytes = Vec::with_capacity(count as usize * size);
         let row = &data.data[(i as u64 * row_elems) as usize * size..((i as u64 + 1) * row_elems) as usize * size];
         // Copy the corner run by run: the last dim is contiguous within the box.
         if count > 0 {
-            let inner = shape.last().map_or(1, |&x| x as usize) * size;
+            let inner = walk.last().map_or(1, |&x| x as usize) * size;
             let mut at = vec![0u64; r.saturating_sub(1)];
             loop {
                 let off = at.iter().enumerate().fold(0u64, |off, (k, &p)| (off + p) * boxed[k + 1]) as usize * size;
                 bytes.extend_from_slice(&row[off..off + inner]);
-                if !next_index(&mut at, &shape) {
+                if !next_index(&mut at, &walk) {
                     break;
                 }
             }
@@ -1391,11 +1395,31 @@ mod tests {
     }
 
     #[test]
+    fn padded_elements_of_lower_rank_lack_the_leading_dims() {
+        // A scalar, a vector of 2 and a 2x3 matrix in a 2x3 box: the scalar at [0, 0],
+        // the vector in row 0.
+        let mut v = vec![0.0f32; 18];
+        v[0] = 9.0;
+        v[6..8].copy_from_slice(&[1.0, 2.0]);
+        v[12..18].copy_from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let data = Tensor::from_f32(&[3, 2, 3], &v);
+        let got = padded_elements(&data, &i64s(&[3, 2], &[-1, -1, -1, 2, 2, 3])).expect("elements");
+        assert_eq!(got.iter().map(|t| t.shape.clone()).collect::<Vec<_>>(), vec![vec![], vec![2], vec![2, 3]]);
+        assert_eq!(got[0].to_f32().expect("f32"), vec![9.0]);
+        assert_eq!(got[1].to_f32().expect("f32"), vec![1.0, 2.0]);
+        assert_eq!(got[2].to_f32().expect("f32"), v[12..18].to_vec());
+        // -1 only leads: a dim lacked after one held is malformed.
+        let e = padded_elements(&data, &i64s(&[3, 2], &[-1, -1, 2, -1, 2, 3])).expect_err("malformed");
+        assert!(e.contains("element 1 has dims [2, -1]"), "{e}");
+    }
+
+    #[test]
     fn padded_elements_refuse_dims_outside_the_box() {
         let data = Tensor::from_f32(&[1, 2], &[1.0, 2.0]);
         let e = padded_elements(&data, &i64s(&[1, 1], &[3])).expect_err("outside");
         assert!(e.contains("outside the box"), "{e}");
-        let e = padded_elements(&data, &i64s(&[1, 1], &[-1])).expect_err("negative");
+        // -1 is a dim the element lacks (a scalar here); other negatives are malformed.
+        let e = padded_elements(&data, &i64s(&[1, 1], &[-2])).expect_err("negative");
         assert!(e.contains("outside the box"), "{e}");
         let e = padded_elements(&data, &i64s(&[2, 1], &[1, 1])).expect_err("rows");
         assert!(e.contains("not i64[1, 1]"), "{e}");

@@ -56,7 +56,7 @@ def _run(art, path, feeds, tmp_path):
             q = padded[o.name]
             data, dims = np.load(out / sanitize(q["data"])), np.load(out / sanitize(q["shapes"]))
             assert dims.shape == (len(data), data.ndim - 1), (data.shape, dims.shape)
-            res[o.name] = [data[i][tuple(slice(0, int(k)) for k in row)] for i, row in enumerate(dims)]
+            res[o.name] = [data[i][tuple(slice(0, int(k)) if k >= 0 else 0 for k in row)] for i, row in enumerate(dims)]
         else:
             res[o.name] = np.load(out / sanitize(o.name))
     return res
@@ -229,7 +229,7 @@ def test_what_dlc_refuses_it_says(tmp_path):
                  [_vi("m", T.INT64, []), _vi("x", T.FLOAT, [2])], [_seq("s")])
     p = dlc("compile", path, "-o", tmp_path / "a", check=False)
     assert p.returncode != 0 and "node 'grow'" in p.stderr, p.stderr
-    assert "reads it other than by appending" in p.stderr, p.stderr
+    assert "its body may append to it" in p.stderr and "not take SequenceLength of it" in p.stderr, p.stderr
     # Elements of other shapes do not stack along a new axis.
     path = _ragged_model(tmp_path / "cat.onnx", False)
     m = onnx.load(str(path))
@@ -465,3 +465,86 @@ def test_appending_after_the_loop(rows, tmp_path):
         got = _run(art, path, feeds, tmp_path / f"r{trips}")
         for k in ("t", "tn", "cat"):
             _same(got[k], want[k], f"{k} at m={trips}")
+
+
+def _seq_none_body():
+    """ONNX's loop16_seq_none body: the carried value is an optional sequence; an If on
+    its presence starts a sequence with the scalar 0 when it is empty and takes its
+    element otherwise, then appends x[:i+1] (x read from outside)."""
+    opt = h.make_optional_type_proto(h.make_sequence_type_proto(h.make_tensor_type_proto(T.FLOAT, [])))
+    then = h.make_graph([_const("zero", np.array(0.0, np.float32)),
+                         h.make_node("SequenceConstruct", ["zero"], ["fresh"])],
+                        "then", [], [_seq("fresh")])
+    other = h.make_graph([h.make_node("OptionalGetElement", ["o_in"], ["held"])], "else", [], [_seq("held")])
+    nodes = [
+        h.make_node("Identity", ["c_in"], ["c_out"]),
+        h.make_node("OptionalHasElement", ["o_in"], ["has"]),
+        h.make_node("Not", ["has"], ["none"]),
+        h.make_node("If", ["none"], ["s"], then_branch=then, else_branch=other),
+        _const("one", np.array(1, np.int64)),
+        _const("zero1", np.array([0], np.int64)),
+        _const("ax", np.array([0], np.int64)),
+        h.make_node("Add", ["i", "one"], ["end"]),
+        h.make_node("Unsqueeze", ["end", "ax"], ["end1"]),
+        h.make_node("Slice", ["x", "zero1", "end1"], ["part"]),
+        h.make_node("SequenceInsert", ["s", "part"], ["s_out"]),
+    ]
+    return h.make_graph(nodes, "body",
+                        [_vi("i", T.INT64, []), _vi("c_in", T.BOOL, []), h.make_value_info("o_in", opt)],
+                        [_vi("c_out", T.BOOL, []), _seq("s_out")])
+
+
+@pytest.mark.parametrize("start", ["present", "empty"])
+def test_an_optional_sequence_carried_through_an_if(tmp_path, start):
+    # Present at the start: the If folds (the optional is present in every iteration) and
+    # the loop runs as a loop of the model, its trip count given at run time; the first
+    # element (a scalar) is of a lower rank than those appended (-1 in its dims row).
+    # Empty at the start: the first iteration differs from the rest, so the Loop must
+    # unroll (a constant trip count); given at run time, it is refused by name.
+    opt = h.make_optional_type_proto(h.make_sequence_type_proto(h.make_tensor_type_proto(T.FLOAT, [])))
+    first = [h.make_node("Optional", [], ["o0"], type=opt.optional_type.elem_type)]
+    if start == "present":
+        first = [h.make_node("SequenceConstruct", ["x0"], ["s0"]), h.make_node("Optional", ["s0"], ["o0"])]
+    for trip in ("input", "constant"):
+        nodes = list(first)
+        if trip == "constant":
+            nodes.append(_const("m", np.array(3, np.int64)))
+        nodes += [h.make_node("Loop", ["m", "", "o0"], ["s"], body=_seq_none_body(), name="grow"),
+                  h.make_node("SequenceLength", ["s"], ["n"])]
+        if trip == "constant":
+            nodes += [_const("last_at", np.array(-1, np.int64)), h.make_node("SequenceAt", ["s", "last_at"], ["last"])]
+        inputs = [_vi("x", T.FLOAT, [5]), _vi("x0", T.FLOAT, [])] + ([_vi("m", T.INT64, [])] if trip == "input" else [])
+        outputs = [_vi("n", T.INT64, [])]
+        # The whole sequence when it has a length only the run knows; its last element
+        # (a vector, or the scalar when nothing was appended) when unrolled.
+        outputs.append(_seq("s") if trip == "input" else _vi("last", T.FLOAT, None))
+        path = tmp_path / f"{trip}.onnx"
+        m = h.make_model(h.make_graph(nodes, "g", inputs, outputs), opset_imports=[h.make_opsetid("", 16)])
+        onnx.save(m, str(path))
+        art = tmp_path / f"art_{trip}"
+        p = dlc("compile", path, "-o", art, check=False)
+        if start == "empty" and trip == "input":
+            assert p.returncode != 0 and "node 'grow'" in p.stderr, p.stderr
+            assert "carried value 'o0' starts as an empty optional" in p.stderr, p.stderr
+            continue
+        assert p.returncode == 0, p.stderr
+        x = np.arange(1, 6, dtype=np.float32)
+        for k in ((0, 1, 4, 5) if trip == "input" else (None,)):
+            feeds = {"x": x, "x0": np.array(7.5, np.float32)}
+            if k is not None:
+                feeds["m"] = np.array(k, np.int64)
+            want = _ort(path, feeds)
+            d = tmp_path / f"r_{trip}_{k}"
+            d.mkdir()
+            got = _run(art, path, feeds, d)
+            for name in want:
+                _same(got[name], want[name], f"{name} ({trip}, m={k})")
+        if start == "present" and trip == "input":
+            # Which element is a scalar only the run knows: taking one is refused.
+            m.graph.node.extend([_const("at", np.array(0, np.int64)),
+                                 h.make_node("SequenceAt", ["s", "at"], ["e0"], name="take")])
+            m.graph.output.append(_vi("e0", T.FLOAT, None))
+            onnx.save(m, str(path))
+            p = dlc("compile", path, "-o", tmp_path / "refused", check=False)
+            assert p.returncode != 0 and "node 'take'" in p.stderr, p.stderr
+            assert "its elements differ in rank" in p.stderr, p.stderr

@@ -230,7 +230,8 @@ def run_case(dlc, cuda, name, model, inputs, outputs, work):
     manifest = json.loads((d / "art" / "manifest.json").read_text())
     sequences = {q["name"]: q.get("elements", []) for q in manifest.get("sequences", []) if q.get("output")}
     # A sequence whose length only the run knows: element i is row i of its data cut to
-    # row i of its shapes (docs/sequences.md); kept here under the element's name.
+    # row i of its shapes, a dim of -1 one it lacks (docs/sequences.md); kept here under the
+    # element's name.
     cut = {}
     for q in manifest.get("sequences", []):
         if q.get("output") and q.get("data"):
@@ -239,7 +240,7 @@ def run_case(dlc, cuda, name, model, inputs, outputs, work):
                 return "fail", f"output {q['name']}: data {list(data.shape)} and shapes {list(dims.shape)} disagree"
             sequences[q["name"]] = [f"{q['name']}[{i}]" for i in range(len(dims))]
             for i, row in enumerate(dims):
-                cut[f"{q['name']}[{i}]"] = data[i][tuple(slice(0, int(k)) for k in row)]
+                cut[f"{q['name']}[{i}]"] = data[i][tuple(slice(0, int(k)) if k >= 0 else 0 for k in row)]
     checks = []
     for o, want in zip(model.graph.output, outputs):
         if o.name in manifest.get("optional_outputs", []):

@@ -444,10 +444,12 @@ def test_sequences_in_and_out():
         m.run({"s": feeds["s"][:1], "x": feeds["x"]})
 
 
-def test_a_sequence_a_loop_grows_comes_back_as_a_list():
+@pytest.mark.parametrize("first", ["empty", "scalar"])
+def test_a_sequence_a_loop_grows_comes_back_as_a_list(first):
     """A Loop whose trip count is an input appends x[:i+1] to a sequence: its length and
     its elements' shapes are only known when the model runs; ``run`` returns the list, as
-    ONNX Runtime does (docs/sequences.md)."""
+    ONNX Runtime does (docs/sequences.md). Started with a scalar, the first element has a
+    lower rank than the rest (the dims it lacks are -1 in its row of the shapes output)."""
     h, T = helper, TensorProto
     vi, seq = h.make_tensor_value_info, h.make_tensor_sequence_value_info
     body = h.make_graph(
@@ -459,17 +461,25 @@ def test_a_sequence_a_loop_grows_comes_back_as_a_list():
          h.make_node("Identity", ["c_in"], ["c_out"])],
         "body", [vi("i", T.INT64, []), vi("c_in", T.BOOL, []), seq("s_in", T.FLOAT, None)],
         [vi("c_out", T.BOOL, []), seq("s_out", T.FLOAT, None)])
-    g = h.make_graph([h.make_node("SequenceEmpty", [], ["s0"], dtype=T.FLOAT),
-                      h.make_node("Loop", ["m", "", "s0"], ["s"], body=body)],
-                     "grow", [vi("m", T.INT64, []), vi("x", T.FLOAT, [4, 2])], [seq("s", T.FLOAT, None)])
+    start = h.make_node("SequenceEmpty", [], ["s0"], dtype=T.FLOAT)
+    inputs = [vi("m", T.INT64, []), vi("x", T.FLOAT, [4, 2])]
+    if first == "scalar":
+        start = h.make_node("SequenceConstruct", ["x0"], ["s0"])
+        inputs.append(vi("x0", T.FLOAT, []))
+    g = h.make_graph([start, h.make_node("Loop", ["m", "", "s0"], ["s"], body=body)], "grow", inputs,
+                     [seq("s", T.FLOAT, None)])
     proto = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
     m = dlc.compile(proto)
     rng = np.random.default_rng(1)
     for trips in (3, 0, 6):
         feeds = {"m": np.array(trips, np.int64), "x": rng.standard_normal((4, 2)).astype(np.float32)}
+        if first == "scalar":
+            feeds["x0"] = np.array(2.5, np.float32)
         got, want = m.run(feeds), ort_outputs(proto, feeds)
-        assert list(got) == ["s"] and isinstance(got["s"], list) and len(got["s"]) == len(want["s"]) == trips
+        n = trips + (first == "scalar")
+        assert list(got) == ["s"] and isinstance(got["s"], list) and len(got["s"]) == len(want["s"]) == n
         for g_, w_ in zip(got["s"], want["s"]):
+            assert g_.shape == w_.shape
             np.testing.assert_array_equal(g_, w_)
 
 

@@ -44,7 +44,7 @@ fn print_sequences<'a>(seqs: impl Iterator<Item = (&'a str, bool, Result<Vec<Str
             }
             Err((data, shapes)) => println!(
                 "sequence    {name:?} ({role}): a length only the run knows: element i is row i of {data:?}, cut to \
-                 the dims in row i of {shapes:?}"
+                 the dims in row i of {shapes:?} (-1: a leading dim the element lacks)"
             ),
         }
     }

@@ -161,6 +161,9 @@ pub fn import_bytes(bytes: &[u8], path: &Path, opts: &ImportOptions) -> Result<G
     Importer::new(path, &model).run(opts)
 }
 
+/// Clone: a Loop that might run as a loop of the model is tried on a copy, and the copy
+/// kept when it cannot (`ops::control::unrolled_loop`).
+#[derive(Clone)]
 pub(crate) struct Importer<'m> {
     pub path: PathBuf,
     pub base: PathBuf,
@@ -179,6 +182,13 @@ pub(crate) struct Importer<'m> {
     pub sequences: HashMap<String, Vec<Value>>,
     /// ONNX value name -> a sequence whose length only the run knows (`ops::sequence`).
     pub(crate) run_sequences: HashMap<String, crate::ops::sequence::RunSeq>,
+    /// While importing the body of a Loop that runs as a loop of the model: the values
+    /// that stand, as the first element of a sequence, for the elements a carried
+    /// sequence had when the iteration began (unknown then; `ops::control::loop_outs`).
+    /// Only appending to such a sequence, or passing it on, is allowed
+    /// (`ops::sequence`'s `seq` refuses the rest; a node that reads the value fails the
+    /// check after the body).
+    pub(crate) carried_prefixes: std::collections::HashSet<Value>,
     /// ONNX value name -> the presence flag (a bool scalar) of an optional whose presence
     /// only the run knows; its element is under the same name (`ops::optional`).
     pub(crate) run_optionals: HashMap<String, Value>,
@@ -225,6 +235,7 @@ impl<'m> Importer<'m> {
             shape_values: HashMap::new(),
             sequences: HashMap::new(),
             run_sequences: HashMap::new(),
+            carried_prefixes: Default::default(),
             run_optionals: HashMap::new(),
             strings: HashMap::new(),
             absent: Default::default(),

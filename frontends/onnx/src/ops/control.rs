@@ -741,21 +741,17 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
         format!("the body gives {} outputs; with {n} carried values it must give at least {}", body.output.len(), 1 + n)
     })?;
     let given = |i: usize| cx.node.input.get(i).filter(|s| !s.is_empty()).cloned();
-    let check = !condition_passes_through(cx, body);
-    // Carried sequences (docs/sequences.md): those the body appends one element to
-    // (`grows`), and those it passes through (`kept`, as they start).
-    let (mut grows, mut kept) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        if !cx.imp.sequences.contains_key(&cx.node.input[2 + i]) {
-            continue;
-        }
-        let what = format!("carried sequence '{}'", cx.node.input[2 + i]);
-        match appends(body, i).map_err(|m| format!("{what}: {m}"))? {
-            0 => kept.push(i),
-            _ => grows.push(i),
-        }
+    if let Some(e) = cx.node.input.iter().skip(2).find(|n| cx.imp.absent.contains(*n)) {
+        return Err(format!(
+            "carried value '{e}' starts as an empty optional: dlc carries one only through a Loop it unrolls (a \
+             constant trip count and a condition known at each iteration), its first iteration differing from the rest"
+        ));
     }
-    let is_seq = |i: usize| grows.contains(&i) || kept.contains(&i);
+    let check = !condition_passes_through(cx, body);
+    // Carried sequences (docs/sequences.md): the body may append elements to each, or
+    // pass it on; which, its import says (`carried_prefix`).
+    let seqs: Vec<usize> = (0..n).filter(|&i| cx.imp.sequences.contains_key(&cx.node.input[2 + i])).collect();
+    let is_seq = |i: usize| seqs.contains(&i);
     let cond = match given(1) {
         Some(_) => cx.input(1)?,
         None => cx.add_const(
@@ -791,8 +787,9 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
         return Err("the Loop has no trip count and its condition never turns false: it would run forever".into());
     }
     // Scan outputs of a loop that may end early: sized by the trip count, cut to the
-    // iterations run (counted by a carried value the importer adds) after the loop.
-    let count_runs = check && k + grows.len() > 0;
+    // iterations run (counted by a carried value the importer adds) after the loop. (A
+    // carried sequence may turn out only passed on, its count then unused.)
+    let count_runs = check && k + seqs.len() > 0;
     // With no bound on the iterations (no trip count, or exporters' `INT64_MAX`), a first
     // loop counts them before the run (the body without its scan outputs); the count, a
     // dim computed from values, sizes the scan outputs of the loop that runs.
@@ -853,10 +850,19 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
     declare(&mut sub, &body.input[0].name, TensorType { dtype: DType::I64, shape: Shape(vec![]) });
     declare(&mut sub, &body.input[1].name, ct.clone());
     let mut at = 2;
+    let mut prefixes = Vec::with_capacity(seqs.len());
     for i in 0..n {
         if is_seq(i) {
-            // Empty in every iteration: the body only appends to it (`appends`).
-            sub.sequences.insert(body.input[2 + i].name.clone(), Vec::new());
+            // The elements it had when the iteration began stand as one value no node may
+            // read (`Importer::carried_prefixes`).
+            let p = sub.graph.add_const(
+                format!("{}/carried{i}", cx.name),
+                TensorData::new(TensorType::fixed(DType::F32, &[0]), std::sync::Arc::from(Vec::new()))
+                    .ok_or("internal: a carried sequence's stand-in")?,
+            );
+            sub.carried_prefixes.insert(p);
+            sub.sequences.insert(body.input[2 + i].name.clone(), vec![p]);
+            prefixes.push(p);
             continue;
         }
         let ty = cx.ty(operands[at]);
@@ -914,15 +920,25 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
         let v = body_output(&mut sub, &o.name)?;
         sub.graph.add_output(o.name.clone(), v);
     }
+    // Which carried sequences the body appends to (`grows`, with the elements it
+    // appends) and which it passes on (`kept`).
+    let (mut grows, mut kept) = (Vec::new(), Vec::new());
+    for (j, &i) in seqs.iter().enumerate() {
+        let what = format!("carried sequence '{}'", cx.node.input[2 + i]);
+        let es = carried_prefix(&sub, body, i, prefixes[j]).map_err(|m| format!("{what}: {m}"))?;
+        match es.is_empty() {
+            true => kept.push(i),
+            false => grows.push((i, es)),
+        }
+    }
+    for p in prefixes {
+        sub.graph.remove_node(p.node);
+    }
     // Each appended element, padded to its box, and its dims: two more scan outputs.
     let mut ragged = Vec::with_capacity(grows.len());
-    for &i in &grows {
-        let name = &body.output[1 + i].name;
-        let es = sub.sequences.get(name).cloned().unwrap_or_default();
-        if es.is_empty() {
-            return Err(format!("internal: carried sequence '{name}' has no element appended"));
-        }
-        let (padded, dims, same) = boxed_elements(&mut sub.graph, &es, name)
+    for (i, es) in &grows {
+        let (i, name) = (*i, &body.output[1 + *i].name);
+        let (padded, dims, same) = boxed_elements(&mut sub.graph, es, name)
             .map_err(|m| format!("carried sequence '{}': the elements its body appends {m}", cx.node.input[2 + i]))?;
         sub.graph.add_output(format!("{name}/boxed"), padded);
         sub.graph.add_output(format!("{name}/dims"), dims);
@@ -969,7 +985,7 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
         let init = cx.imp.sequences.get(&cx.node.input[2 + i]).cloned();
         outs.push(if kept.contains(&i) {
             Out::Seq(init.unwrap_or_default())
-        } else if let Some(g) = grows.iter().position(|&j| j == i) {
+        } else if let Some(g) = grows.iter().position(|(j, _)| *j == i) {
             let (Some(data), Some(shapes)) = (grown.next(), grown.next()) else {
                 return Err("internal: a grown sequence's scan outputs".into());
             };
@@ -981,7 +997,7 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
                 cx.add1(&format!("seq{i}_{what}"), View { dims: dims.join(";") }, &[v])
             };
             let (data, shapes) = (flat(cx, data, "elements")?, flat(cx, shapes, "dims")?);
-            let s = super::sequence::RunSeq { data, shapes, ragged: ragged[g].clone() };
+            let s = super::sequence::RunSeq { data, shapes, ragged: ragged[g].clone(), lacking: 0 };
             // Its first elements (known when compiling) before those appended.
             let init = init.unwrap_or_default();
             let what = |m: String| format!("carried sequence '{}': {m}", cx.node.input[2 + i]);
@@ -1016,51 +1032,38 @@ fn body_output(sub: &mut crate::import::Importer, name: &str) -> Result<Value, S
     }
 }
 
-/// How many elements a Loop body appends to its carried sequence `i` (0: it passes it
-/// through): the
-/// sequence going in may only be the first operand of a SequenceInsert without a
-/// position (an append), whose result only that of the next, the last one the body's
-/// output for it; the body reads it no other way (it is empty inside the body, which
-/// gives only the elements it appends).
-fn appends(body: &GraphProto, i: usize) -> Result<usize, String> {
+/// The elements the body (imported as `sub`) appends in one iteration to its carried
+/// sequence `i`, whose elements going in stand as `prefix` (none: it passes the sequence
+/// on). The body's output for it must be that sequence with elements appended, and
+/// nothing else may read it: no node the prefix, no other output the sequence (the
+/// sequence ops other than appending refuse it while importing: `Importer::carried_prefixes`).
+fn carried_prefix(
+    sub: &crate::import::Importer,
+    body: &GraphProto,
+    i: usize,
+    prefix: Value,
+) -> Result<Vec<Value>, String> {
+    let why = "dlc runs a Loop over a sequence whose iterations are not known when compiling when its body only \
+               appends to the sequence (SequenceInsert without a position) or passes it on";
+    if let Some((node, _, _)) = sub.graph.users(prefix.node).first() {
+        return Err(format!("{why}; '{}' reads its elements", sub.graph.node(*node).name));
+    }
     let out = &body.output[1 + i].name;
-    let mut cur = body.input[2 + i].name.clone();
-    let mut count = 0;
-    loop {
-        let mut users = Vec::new();
-        for node in &body.node {
-            let mut inner = Vec::new();
-            for a in &node.attribute {
-                for sg in a.g.iter().chain(&a.graphs) {
-                    free_names(sg, &mut inner);
-                }
-            }
-            if node.input.iter().chain(&inner).any(|x| *x == cur) {
-                users.push(node);
-            }
+    let es = sub.sequences.get(out).ok_or_else(|| format!("{why}; its body gives '{out}', not a sequence of it"))?;
+    if es.first() != Some(&prefix) || es[1..].contains(&prefix) {
+        return Err(format!("{why}; its body gives '{out}', not the sequence with elements appended"));
+    }
+    for o in &body.output {
+        if o.name == *out {
+            continue;
         }
-        let outputs = body.output.iter().filter(|o| o.name == cur).count();
-        match users.as_slice() {
-            [] if cur == *out && outputs == 1 => break,
-            [u] if outputs == 0
-                && u.op_type == "SequenceInsert"
-                && u.domain.is_empty()
-                && u.input.len() == 2
-                && u.input[0] == cur
-                && u.input[1] != cur =>
-            {
-                cur = u.output.first().cloned().ok_or("a SequenceInsert without an output")?;
-                count += 1;
-            }
-            _ => {
-                return Err("the body reads it other than by appending one element to it (SequenceInsert without a \
-                            position), which dlc needs to run a Loop over a sequence when its iterations are not known \
-                            when compiling"
-                    .into())
-            }
+        let other =
+            sub.sequences.get(&o.name).is_some_and(|s| s.contains(&prefix)) || sub.values.get(&o.name) == Some(&prefix);
+        if other {
+            return Err(format!("{why}; body output '{}' gives it too", o.name));
         }
     }
-    Ok(count)
+    Ok(es[1..].to_vec())
 }
 
 /// The elements `es` a Loop's body appends to a sequence in one iteration, in the body's
@@ -1177,12 +1180,12 @@ pub(crate) fn loop_reads_shape_values(cx: &mut NodeCx) -> Result<bool, String> {
     Ok(true)
 }
 
-/// Whether Loop node `cx` carries a sequence (the importer then unrolls it:
-/// [`unrolled_loop`]).
+/// Whether Loop node `cx` carries a sequence, or an empty optional (the importer then
+/// unrolls it if it can: [`unrolled_loop`]).
 pub(crate) fn loop_carries_sequence(cx: &NodeCx) -> bool {
     cx.node.op_type == "Loop"
         && cx.node.domain.is_empty()
-        && cx.node.input.iter().skip(2).any(|n| cx.imp.sequences.contains_key(n))
+        && cx.node.input.iter().skip(2).any(|n| cx.imp.sequences.contains_key(n) || cx.imp.absent.contains(n))
 }
 
 /// A Loop that carries a sequence, unrolled at import (as Scan is): a sequence's length is
@@ -1195,9 +1198,15 @@ pub(crate) fn unrolled_loop(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, 
     if unrollable(cx, body) {
         return unroll(cx);
     }
-    match runs_appending(cx, body) {
-        Ok(()) => loop_outs(cx),
-        Err(why) => unroll(cx).map_err(|e| format!("{e}; nor can it run as a loop of the model: {why}")),
+    // As a loop of the model, when its body only appends to the sequences (tried on a
+    // copy of the importer, kept when it fails: the unrolling then starts clean).
+    let before = cx.imp.clone();
+    match loop_outs(cx) {
+        Ok(outs) => Ok(outs),
+        Err(why) => {
+            *cx.imp = before;
+            unroll(cx).map_err(|e| format!("{e}; nor can it run as a loop of the model: {why}"))
+        }
     }
 }
 
@@ -1252,6 +1261,7 @@ fn unroll(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, String> {
         let name = cx.node.input[2 + i].clone();
         carried.push(match cx.imp.sequences.get(&name) {
             Some(s) => Out::Seq(s.clone()),
+            None if cx.imp.absent.contains(&name) => Out::Absent,
             None => Out::Value(cx.input(2 + i)?),
         });
     }
@@ -1276,6 +1286,9 @@ fn unroll(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, String> {
                 }
                 Out::Seq(s) => {
                     cx.imp.sequences.insert(vi.name.clone(), s);
+                }
+                Out::Absent => {
+                    cx.imp.absent.insert(vi.name.clone());
                 }
                 _ => return Err("internal: a carried value is neither a tensor nor a sequence".into()),
             }
@@ -1319,23 +1332,6 @@ fn unrollable(cx: &mut NodeCx, body: &GraphProto) -> bool {
         cx.imp.known.get(&v).and_then(|t| t.to_i64()).and_then(|v| v.first().copied()).is_some_and(|c| c <= most)
     };
     is_const(cx, 0, 4096) && is_const(cx, 1, 1) && condition_passes_through(cx, body)
-}
-
-/// Whether the body of Loop `cx` only appends to each sequence it carries (or passes it
-/// through), what [`loop_outs`] runs as a loop of the model; else why not.
-fn runs_appending(cx: &NodeCx, body: &GraphProto) -> Result<(), String> {
-    let n = cx.node.input.len().saturating_sub(2);
-    if body.input.len() != 2 + n || body.output.len() <= n {
-        return Err("its body does not take and give the carried values".into());
-    }
-    for i in 0..n {
-        if !cx.imp.sequences.contains_key(&cx.node.input[2 + i]) {
-            continue;
-        }
-        let what = format!("carried sequence '{}'", cx.node.input[2 + i]);
-        appends(body, i).map_err(|m| format!("{what}: {m}"))?;
-    }
-    Ok(())
 }
 
 /// Subgraph output `name` after its nodes were imported (`what` names the subgraph): a

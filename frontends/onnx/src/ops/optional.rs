@@ -23,11 +23,14 @@ pub(crate) fn register(reg: &mut std::collections::HashMap<&'static str, super::
     }
 }
 
-/// Whether the node is an optional op, or reads an empty optional.
+/// Whether the node is an optional op, or reads an empty optional (a Loop carrying one is
+/// `control::unrolled_loop`'s).
 pub(crate) fn applies(cx: &NodeCx) -> bool {
     cx.node.domain.is_empty()
         && (OPS.contains(&cx.node.op_type.as_str())
-            || cx.node.input.iter().any(|n| cx.imp.absent.contains(n) || cx.imp.run_optionals.contains_key(n)))
+            || cx.node.input.iter().any(|n| {
+                (cx.imp.absent.contains(n) && cx.node.op_type != "Loop") || cx.imp.run_optionals.contains_key(n)
+            }))
 }
 
 /// Operand 0 as what it holds (the name's tensor, sequence or string tensor).

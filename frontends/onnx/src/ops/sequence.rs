@@ -27,6 +27,9 @@ pub(crate) struct RunSeq {
     /// For each dim of the elements, whether an element may be smaller than the box
     /// there (none: `data` is the elements stacked).
     pub ragged: Vec<bool>,
+    /// How many leading dims of the box some elements lack (elements of a lower rank: their
+    /// rows of `shapes` are -1 there and their data at index 0; docs/sequences.md).
+    pub lacking: usize,
 }
 
 impl RunSeq {
@@ -34,6 +37,39 @@ impl RunSeq {
     pub fn uniform(&self) -> bool {
         !self.ragged.contains(&true)
     }
+
+    /// Refuses `what` of a sequence whose elements differ in rank (only its length,
+    /// appending, Identity and a model output take one).
+    pub fn one_rank(&self, what: &str) -> Result<(), String> {
+        match self.lacking {
+            0 => Ok(()),
+            _ => Err(format!(
+                "its elements differ in rank (which has which only the run knows); {what} of it is not supported \
+                 (SequenceLength, SequenceInsert without a position, Identity and a model output take it)"
+            )),
+        }
+    }
+}
+
+/// `s` with its box lifted to rank `r` (leading dims of 1, which its elements lack: -1 in
+/// their rows of `shapes`).
+fn lift(cx: &mut NodeCx, s: RunSeq, r: usize, name: &str) -> Result<RunSeq, String> {
+    let t = cx.ty(s.data);
+    let k = r.checked_sub(t.shape.rank() - 1).ok_or("internal: lifting a sequence to a lower rank")?;
+    if k == 0 {
+        return Ok(s);
+    }
+    let mut dims: Vec<String> = t.shape.0.iter().map(|d| d.expr().to_string()).collect();
+    dims.splice(1..1, std::iter::repeat_n("1".to_string(), k));
+    let data = cx.add1(&format!("{name}_lifted"), dlc_ir::ops::View { dims: dims.join(";") }, &[s.data])?;
+    let mut pads = vec!["0".to_string(); 4];
+    pads[1] = k.to_string();
+    let pad =
+        dlc_ir::ops::Pad { pads: Vec::new(), mode: dlc_ir::ops::PadMode::Constant, value: -1.0, exprs: pads.join(";") };
+    let shapes = cx.add1(&format!("{name}_lifted_dims"), pad, &[s.shapes])?;
+    let mut ragged = vec![true; k];
+    ragged.extend(s.ragged);
+    Ok(RunSeq { data, shapes, ragged, lacking: k + s.lacking })
 }
 
 /// The elements `elems` (of a sequence of known length) as a [`RunSeq`]: each padded to
@@ -43,15 +79,20 @@ pub(crate) fn stack_boxed(cx: &mut NodeCx, elems: &[Value], name: &str) -> Resul
     use dlc_ir::{Dim, Expr};
     let maxima = dlc_ir::bind::symbol_maxima(&cx.imp.graph).map_err(|e| e.to_string())?;
     let first = cx.ty(*elems.first().ok_or("internal: no elements to stack")?);
-    let r = first.shape.rank();
+    // The box's rank: the largest of the elements'; an element of a lower rank lacks the
+    // leading dims (its data there at index 0, its dims there -1).
+    let r = elems.iter().map(|&e| cx.ty(e).shape.rank()).max().unwrap_or(0);
     // Each element's dims and a bound of each (over the input dims alone).
     let mut dims_of: Vec<Vec<(Expr, Expr)>> = Vec::with_capacity(elems.len());
+    let mut lacking = 0;
     for &e in elems {
         let t = cx.ty(e);
-        if t.dtype != first.dtype || t.shape.rank() != r {
-            return Err(format!("it holds elements of {first} and of {t}; dlc needs one element type and rank"));
+        if t.dtype != first.dtype {
+            return Err(format!("it holds elements of {first} and of {t}; dlc needs one element type"));
         }
-        let mut db = Vec::with_capacity(r);
+        let k = r - t.shape.rank();
+        lacking = lacking.max(k);
+        let mut db = vec![(Expr::c(-1), Expr::c(1)); k];
         for d in &t.shape.0 {
             let b = dlc_ir::bind::bounded(&d.expr(), &maxima).filter(|b| {
                 let mut v = Vec::new();
@@ -73,9 +114,20 @@ pub(crate) fn stack_boxed(cx: &mut NodeCx, elems: &[Value], name: &str) -> Resul
     let (mut rows, mut dims) = (Vec::new(), Vec::new());
     for (j, (&e, db)) in elems.iter().zip(&dims_of).enumerate() {
         let own: Vec<Expr> = db.iter().map(|(d, _)| d.clone()).collect();
-        let p = match own == boxed {
+        // Its data, with the dims it lacks as dims of 1.
+        let k = r - cx.ty(e).shape.rank();
+        let (e, inside) = match k {
+            0 => (e, own.clone()),
+            _ => {
+                let inside: Vec<Expr> =
+                    own.iter().map(|d| if *d == Expr::c(-1) { Expr::c(1) } else { d.clone() }).collect();
+                let dims: Vec<String> = inside.iter().map(|d| d.to_string()).collect();
+                (cx.add1(&format!("{name}_elem{j}_lifted"), dlc_ir::ops::View { dims: dims.join(";") }, &[e])?, inside)
+            }
+        };
+        let p = match inside == boxed {
             true => e,
-            false => cx.add1(&format!("{name}_elem{j}_padded"), pad_to_box(&own, &boxed, 0), &[e])?,
+            false => cx.add1(&format!("{name}_elem{j}_padded"), pad_to_box(&inside, &boxed, 0), &[e])?,
         };
         if cx.ty(p).shape.0.iter().map(Dim::expr).collect::<Vec<_>>() != boxed {
             return Err(format!("internal: padded to {}, not the box", cx.ty(p)));
@@ -100,7 +152,7 @@ pub(crate) fn stack_boxed(cx: &mut NodeCx, elems: &[Value], name: &str) -> Resul
         _ => cx.add1(&format!("{name}_{what}"), Concat { axis: 0 }, &vs),
     };
     let (data, shapes) = (one(cx, rows, "data")?, one(cx, dims, "shapes")?);
-    Ok(RunSeq { data, shapes, ragged })
+    Ok(RunSeq { data, shapes, ragged, lacking })
 }
 
 /// The zero padding at the end of each dim that takes an element of dims `dims` (after
@@ -143,6 +195,23 @@ fn seq(cx: &NodeCx, i: usize) -> Result<Vec<Value>, String> {
             cx.node.op_type
         ));
     }
+    let s = appendable(cx, i)?;
+    if s.iter().any(|e| cx.imp.carried_prefixes.contains(e)) {
+        return Err(format!(
+            "input {i} ('{name}') is a sequence a Loop carries, whose elements are known only when the model runs \
+             (docs/sequences.md): its body may append to it (SequenceInsert without a position) or pass it on, not \
+             take {} of it",
+            cx.node.op_type
+        ));
+    }
+    Ok(s)
+}
+
+/// Operand `i` as a sequence, which may be one a Loop carries (whose first elements only
+/// the run knows, `Importer::carried_prefixes`): for the ops that pass it on or append to
+/// it.
+fn appendable(cx: &NodeCx, i: usize) -> Result<Vec<Value>, String> {
+    let name = cx.node.input.get(i).filter(|n| !n.is_empty()).ok_or_else(|| format!("input {i} is required"))?;
     cx.imp.sequences.get(name).cloned().ok_or_else(|| format!("input {i} ('{name}') is not a sequence dlc knows"))
 }
 
@@ -150,13 +219,14 @@ fn seq(cx: &NodeCx, i: usize) -> Result<Vec<Value>, String> {
 pub(crate) fn concat_seqs(cx: &mut NodeCx, a: RunSeq, b: RunSeq, name: &str) -> Result<RunSeq, String> {
     use dlc_ir::{Dim, Expr};
     let (ta, tb) = (cx.ty(a.data), cx.ty(b.data));
-    if ta.dtype != tb.dtype || ta.shape.rank() != tb.shape.rank() {
-        return Err(format!(
-            "it holds elements of {} with {} dims, and the one added is {tb}",
-            ta.dtype,
-            ta.shape.rank() - 1
-        ));
+    if ta.dtype != tb.dtype {
+        return Err(format!("it holds elements of {}, and the one added is {}", ta.dtype, tb.dtype));
     }
+    // One box rank: the lower lifted (its elements lack the leading dims).
+    let r = ta.shape.rank().max(tb.shape.rank()) - 1;
+    let (a, b) = (lift(cx, a, r, &format!("{name}_first"))?, lift(cx, b, r, &format!("{name}_second"))?);
+    let (ta, tb) = (cx.ty(a.data), cx.ty(b.data));
+    let lacking = a.lacking.max(b.lacking);
     let box_of = |t: &dlc_ir::TensorType| t.shape.0[1..].iter().map(Dim::expr).collect::<Vec<Expr>>();
     let (ba, bb) = (box_of(&ta), box_of(&tb));
     let boxed: Vec<Expr> = ba.iter().zip(&bb).map(|(x, y)| x.max_with(y)).collect();
@@ -171,12 +241,13 @@ pub(crate) fn concat_seqs(cx: &mut NodeCx, a: RunSeq, b: RunSeq, name: &str) -> 
     }
     let data = cx.add1(&format!("{name}_joined"), Concat { axis: 0 }, &rows)?;
     let shapes = cx.add1(&format!("{name}_joined_dims"), Concat { axis: 0 }, &[a.shapes, b.shapes])?;
-    Ok(RunSeq { data, shapes, ragged })
+    Ok(RunSeq { data, shapes, ragged, lacking })
 }
 
 /// Element `p` (an i64 scalar, `p + n` when negative) of `s`: row `p` of its data, cut to
 /// its dims. A position out of range fails the run at the Gather's index check.
 fn run_at(cx: &mut NodeCx, s: &RunSeq, p: Value) -> Result<Value, String> {
+    s.one_rank("taking an element")?;
     let data = cx.ty(s.data);
     let n = data.shape.0.first().ok_or("internal: a sequence's data has no rows")?.expr();
     let nv = super::shapes::shape_tensor(cx, &super::shapes::ShapeVal { elems: vec![n], scalar: true }, "length")?;
@@ -222,7 +293,7 @@ fn reorder(cx: &mut NodeCx, all: &[Value], idx: Vec<Value>) -> Result<Out, Strin
     };
     let data = cx.add1("reordered", Gather { axis: 0 }, &[s.data, idx])?;
     let shapes = cx.add1("reordered_dims", Gather { axis: 0 }, &[s.shapes, idx])?;
-    Ok(Out::RunSeq(RunSeq { data, shapes, ragged: s.ragged }))
+    Ok(Out::RunSeq(RunSeq { data, shapes, ragged: s.ragged, lacking: s.lacking }))
 }
 
 /// `a` where the bool scalar `cond` holds, else `b` (sequences of known but different
@@ -243,7 +314,7 @@ pub(crate) fn select(cx: &mut NodeCx, cond: Value, a: &[Value], b: &[Value], nam
     let shapes = cx.add1(&format!("{name}_taken_dims"), Gather { axis: 0 }, &[s.shapes, idx])?;
     let data = super::bind::first_slices(cx, &format!("{name}_data"), data, n, 0)?;
     let shapes = super::bind::first_slices(cx, &format!("{name}_dims"), shapes, n, 0)?;
-    Ok(RunSeq { data, shapes, ragged: s.ragged })
+    Ok(RunSeq { data, shapes, ragged: s.ragged, lacking: s.lacking })
 }
 
 /// The ops over a sequence whose length only the run knows ([`RunSeq`]), when operand 0
@@ -270,6 +341,7 @@ fn run_seq_op(cx: &mut NodeCx) -> Result<Option<Vec<Out>>, String> {
             vec![Out::Value(run_at(cx, &s, p)?)]
         }
         "ConcatFromSequence" => {
+            s.one_rank("ConcatFromSequence")?;
             let r = data.shape.rank() - 1;
             let new_axis = cx.int("new_axis", 0) != 0;
             let axis = cx.int("axis", 0);
@@ -455,7 +527,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             }
             vec![Out::Seq(elems)]
         }
-        "Identity" => vec![Out::Seq(seq(cx, 0)?)],
+        "Identity" => vec![Out::Seq(appendable(cx, 0)?)],
         "SequenceLength" => {
             let n = seq(cx, 0)?.len() as i64;
             vec![Out::Value(cx.i64_const(&[], &[n])?)]
@@ -477,7 +549,11 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             }
         }
         "SequenceInsert" => {
-            let (mut s, x) = (seq(cx, 0)?, cx.input(1)?);
+            let x = cx.input(1)?;
+            let mut s = match cx.opt_input(2)? {
+                None => appendable(cx, 0)?,
+                Some(_) => seq(cx, 0)?,
+            };
             let n = s.len();
             match position(cx, 2)? {
                 None => s.push(x),
@@ -714,7 +790,7 @@ fn chunks(cx: &mut NodeCx, x: Value, split: Value, a: usize) -> Result<RunSeq, S
     let v = super::control::expand(cx, nodes, &["rows", "dims"])?;
     let mut ragged = vec![false; r];
     ragged[a] = true;
-    Ok(RunSeq { data: v[0], shapes: v[1], ragged })
+    Ok(RunSeq { data: v[0], shapes: v[1], ragged, lacking: 0 })
 }
 
 /// SequenceMap: the body imported once per element (as dlc unrolls Scan), on element `t`
