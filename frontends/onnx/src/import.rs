@@ -189,6 +189,11 @@ pub(crate) struct Importer<'m> {
     /// (`ops::sequence`'s `seq` refuses the rest; a node that reads the value fails the
     /// check after the body).
     pub(crate) carried_prefixes: std::collections::HashSet<Value>,
+    /// Values whose rank only the run decides (an If on a run-time condition whose
+    /// branches give `f32[]` and `f32[1]`): typed at the higher rank, they may have this
+    /// lower one (fewer leading dims of 1). Only ops whose result is the same either way
+    /// take them (`ops::control::rank_of_uses`).
+    pub(crate) rank_may_be: HashMap<Value, usize>,
     /// ONNX value name -> the presence flag (a bool scalar) of an optional whose presence
     /// only the run knows; its element is under the same name (`ops::optional`).
     pub(crate) run_optionals: HashMap<String, Value>,
@@ -236,6 +241,7 @@ impl<'m> Importer<'m> {
             sequences: HashMap::new(),
             run_sequences: HashMap::new(),
             carried_prefixes: Default::default(),
+            rank_may_be: HashMap::new(),
             run_optionals: HashMap::new(),
             strings: HashMap::new(),
             absent: Default::default(),
@@ -462,6 +468,14 @@ impl<'m> Importer<'m> {
                 continue;
             }
             let v = self.lookup(&vi.name).map_err(|m| self.model_err(format!("graph output '{}': {m}", vi.name)))?;
+            if let Some(r) = self.rank_may_be.get(&v) {
+                return Err(self.model_err(format!(
+                    "graph output '{}' is {} or of rank {r}, as an If on a run-time condition decides; dlc returns \
+                     outputs of one rank",
+                    vi.name,
+                    self.graph.value_type(v)
+                )));
+            }
             self.graph.add_output(vi.name.clone(), v);
         }
         // Optional outputs whose presence only the run knows: a bool flag each, after
@@ -597,6 +611,8 @@ impl<'m> Importer<'m> {
                 && !crate::ops::gqa::reads_shape_values(node)
                 && !crate::ops::control::loop_reads_shape_values(&mut cx).map_err(node_err)?
                 && !shapes::materialize_for_data(&mut cx).map_err(node_err)?;
+            // A value whose rank the run decides: the lower rank the results may have.
+            let lower = crate::ops::control::rank_of_uses(&cx).map_err(node_err)?;
             let outs: Vec<Out> = if crate::ops::optional::applies(&cx) {
                 crate::ops::optional::build(&mut cx).map_err(node_err)?
             } else if crate::ops::trees::applies(&cx) {
@@ -626,6 +642,13 @@ impl<'m> Importer<'m> {
                 }
                 if !oname.is_empty() {
                     self.bind(oname, v);
+                }
+            }
+            if let Some(r) = lower {
+                for o in &node.output {
+                    if let Some(&v) = self.values.get(o) {
+                        self.rank_may_be.insert(v, r);
+                    }
                 }
             }
         }

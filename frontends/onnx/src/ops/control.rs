@@ -120,8 +120,26 @@ pub(crate) fn branch<'n>(cx: &NodeCx<'n, '_>, name: &str) -> Result<&'n GraphPro
         .ok_or_else(|| format!("attribute '{name}' (a graph) is required"))
 }
 
-/// Imports subgraph `g` into the current scope; its outputs' values.
+/// Imports subgraph `g` into the current scope; its outputs' values, none of a rank only
+/// the run decides (a Scan's or SequenceMap's outputs are stacked; see [`rank_of_uses`]).
 pub(crate) fn import_branch(cx: &mut NodeCx, g: &GraphProto, what: &str) -> Result<Vec<Value>, String> {
+    let outs = if_branch(cx, g, what)?;
+    for (v, o) in outs.iter().zip(&g.output) {
+        if let Some(r) = cx.imp.rank_may_be.get(v) {
+            return Err(format!(
+                "{what} output '{}' is {} or of rank {r}, as an If on a run-time condition decides; dlc takes one \
+                 rank here",
+                o.name,
+                cx.ty(*v)
+            ));
+        }
+    }
+    Ok(outs)
+}
+
+/// [`import_branch`] for an If's branch: its outputs may have a rank only the run decides
+/// (the If's outputs are then such values too).
+fn if_branch(cx: &mut NodeCx, g: &GraphProto, what: &str) -> Result<Vec<Value>, String> {
     use super::shapes::Out;
     import_subgraph(cx, g, what)?
         .into_iter()
@@ -177,7 +195,7 @@ fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     if let Some(taken) = known {
         // Folded: only the branch taken exists.
         let (g, what) = if taken { (then_g, "then_branch") } else { (else_g, "else_branch") };
-        return import_branch(cx, g, what);
+        return if_branch(cx, g, what);
     }
     // A run-time condition: both branches computed, each output selected with `Where`
     // (index errors count only in the branch taken).
@@ -215,7 +233,7 @@ fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 /// imported with its index operands guarded by the condition.
 fn guarded(cx: &mut NodeCx, cond: Value, g: &GraphProto, taken: bool) -> Result<Vec<Value>, String> {
     cx.imp.guards.push((cond, taken));
-    let outs = import_branch(cx, g, if taken { "then_branch" } else { "else_branch" });
+    let outs = if_branch(cx, g, if taken { "then_branch" } else { "else_branch" });
     cx.imp.guards.pop();
     outs
 }
@@ -256,6 +274,9 @@ fn one_branch(cx: &mut NodeCx, cond: Value, outs: Vec<Value>, taken: bool) -> Re
         if scalar {
             y = cx.add1(&format!("{tag}_scalar"), dlc_ir::ops::Reshape { shape: vec![], allowzero: false }, &[y])?;
         }
+        if let Some(&r) = cx.imp.rank_may_be.get(&v) {
+            cx.imp.rank_may_be.insert(y, r);
+        }
         out.push(y);
     }
     Ok(out)
@@ -267,6 +288,10 @@ fn merge(cx: &mut NodeCx, cond: Value, t: Vec<Value>, e: Vec<Value>) -> Result<V
     for (i, (a, b)) in t.into_iter().zip(e).enumerate() {
         let (ta, tb) = (cx.ty(a), cx.ty(b));
         let suffix = if i == 0 { String::new() } else { format!("out{i}") };
+        // The lowest rank either branch's value may have.
+        let rank_of = |cx: &NodeCx, v: Value| cx.imp.rank_may_be.get(&v).copied().unwrap_or(cx.ty(v).shape.rank());
+        let lowest = rank_of(cx, a).min(rank_of(cx, b));
+        let (mut a, mut b) = (a, b);
         if ta != tb {
             // One branch gives nothing along an axis (a detector's "no boxes"): the other
             // branch's value, cut to none of its slices when that branch is not taken.
@@ -274,9 +299,25 @@ fn merge(cx: &mut NodeCx, cond: Value, t: Vec<Value>, e: Vec<Value>) -> Result<V
                 outs.push(v);
                 continue;
             }
-            return Err(format!("output {i} is {ta} in then_branch and {tb} in else_branch; dlc needs one type"));
+            // Types that differ only by leading dims of 1 (`f32[]` and `f32[1]`): the
+            // value at the higher rank, its rank the run's (`Importer::rank_may_be`).
+            let lead = |t: &dlc_ir::TensorType| {
+                let k = t.shape.0.iter().take_while(|d| **d == dlc_ir::Dim::Fixed(1)).count();
+                t.shape.0[k..].to_vec()
+            };
+            if ta.dtype != tb.dtype || lead(&ta) != lead(&tb) {
+                return Err(format!("output {i} is {ta} in then_branch and {tb} in else_branch; dlc needs one type"));
+            }
+            let (low, high) = if ta.shape.rank() < tb.shape.rank() { (&mut a, &tb) } else { (&mut b, &ta) };
+            let dims: Vec<String> = high.shape.0.iter().map(|d| d.expr().to_string()).collect();
+            *low = cx.add1(&format!("{suffix}_lifted"), View { dims: dims.join(";") }, &[*low])?;
         }
-        outs.push(cx.add1(&suffix, Where {}, &[cond, a, b])?);
+        let v = cx.add1(&suffix, Where {}, &[cond, a, b])?;
+        if lowest < cx.ty(v).shape.rank() {
+            tracing::info!(node = %cx.name, "output {i} is {ta} or {tb}, as the run decides");
+            cx.imp.rank_may_be.insert(v, lowest);
+        }
+        outs.push(v);
     }
     Ok(outs)
 }
@@ -328,7 +369,7 @@ fn assume_then(
         return Err(format!("then_branch reads no value with the dim {e}"));
     }
     tracing::info!(node = %cx.name, "compiling only the then-branch, assuming {e} == {c} (checked when the model runs)");
-    let outs = import_branch(cx, g, "then_branch");
+    let outs = if_branch(cx, g, "then_branch");
     for (n, v) in saved {
         cx.imp.values.insert(n, v);
     }
@@ -1028,7 +1069,10 @@ fn body_output(sub: &mut crate::import::Importer, name: &str) -> Result<Value, S
             }
             None => Err(format!("body output '{name}' is a shape of run-time dims, not supported yet")),
         },
-        None => sub.lookup(name).map_err(|m| format!("body output '{name}': {m}")),
+        None => {
+            let v = sub.lookup(name).map_err(|m| format!("body output '{name}': {m}"))?;
+            of_one_rank(sub, v, name)
+        }
     }
 }
 
@@ -1295,6 +1339,11 @@ fn unroll(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, String> {
         }
         let what = format!("iteration{t}");
         let mut res = import_subgraph(cx, body, &what)?;
+        for (o, vi) in res.iter().zip(&body.output) {
+            if let Out::Value(v) = o {
+                of_one_rank(cx.imp, *v, &vi.name)?;
+            }
+        }
         if !passes {
             let c = const_of(cx, &body.output[0].name)
                 .ok_or_else(|| format!("{why}: the condition its body computes must be a constant"))?;
@@ -1436,4 +1485,132 @@ pub(crate) fn sequence_if(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, St
         });
     }
     Ok(res)
+}
+
+/// `v`, body output `name` of a Loop, unless its rank only the run decides.
+fn of_one_rank(imp: &crate::import::Importer, v: Value, name: &str) -> Result<Value, String> {
+    match imp.rank_may_be.get(&v) {
+        Some(r) => Err(format!(
+            "body output '{name}' is {} or of rank {r}, as an If on a run-time condition decides; dlc carries and \
+             scans values of one rank",
+            imp.graph.value_type(v)
+        )),
+        None => Ok(v),
+    }
+}
+
+/// The elementwise ops whose operands broadcast (numpy-style): a value with fewer leading
+/// dims of 1 gives the same elements, the result's rank the largest operand's.
+const BROADCASTING: &[&str] = &[
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Mod",
+    "Max",
+    "Min",
+    "Mean",
+    "Sum",
+    "Equal",
+    "Less",
+    "LessOrEqual",
+    "Greater",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Where",
+    "PRelu",
+    "BitShift",
+    "BitwiseAnd",
+    "BitwiseOr",
+    "BitwiseXor",
+];
+
+/// Elementwise ops of one operand (the result has the operand's shape).
+const UNARY: &[&str] = &[
+    "Identity",
+    "Cast",
+    "Neg",
+    "Abs",
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Reciprocal",
+    "Not",
+    "Sign",
+    "Sin",
+    "Cos",
+    "Erf",
+    "IsNaN",
+    "IsInf",
+];
+
+/// For node `cx`, when an operand is a value whose rank only the run decides
+/// (`Importer::rank_may_be`: an If on a run-time condition gave `f32[]` or `f32[1]`):
+/// whether the node may take it, and the lower rank its results may then have (`None`:
+/// they have one rank). Elementwise ops take it (broadcasting makes the elements the same
+/// either way; the result's rank is decided by the run only when no other operand has
+/// the full rank), and CastLike as the type to cast to; If branches read it as they like
+/// (their nodes are checked in turn). Every other use is refused: its result would differ
+/// in shape between the two cases.
+pub(crate) fn rank_of_uses(cx: &NodeCx) -> Result<Option<usize>, String> {
+    let imp = &*cx.imp;
+    let lower_of = |name: &String| imp.values.get(name).and_then(|v| imp.rank_may_be.get(v)).copied();
+    let op = cx.node.op_type.as_str();
+    if op != "If" {
+        let mut inner = Vec::new();
+        for a in &cx.node.attribute {
+            for g in a.g.iter().chain(&a.graphs) {
+                free_names(g, &mut inner);
+            }
+        }
+        if let Some(n) = inner.iter().find(|n| lower_of(n).is_some()) {
+            return Err(format!(
+                "its subgraph reads '{n}', whose rank only the run decides (an If on a run-time condition gave it); \
+                 dlc takes such a value in elementwise ops and If branches only"
+            ));
+        }
+    }
+    let marked: Vec<(usize, &String)> =
+        cx.node.input.iter().enumerate().filter(|(_, n)| !n.is_empty() && lower_of(n).is_some()).collect();
+    let Some(&(_, first)) = marked.first() else { return Ok(None) };
+    let standard = cx.node.domain.is_empty() || cx.node.domain == "ai.onnx";
+    if standard && op == "CastLike" && marked.iter().all(|(i, _)| *i == 1) {
+        return Ok(None);
+    }
+    if standard && (BROADCASTING.contains(&op) || UNARY.contains(&op)) {
+        // The result's rank: the largest operand's; at least the largest rank among the
+        // operands when each marked one has its lower rank.
+        let rank_of = |name: &String| -> Option<usize> {
+            if let Some(v) = imp.values.get(name) {
+                return Some(imp.graph.value_type(*v).shape.rank());
+            }
+            if let Some(t) = imp.initializers.get(name) {
+                return Some(t.ty().shape.rank());
+            }
+            imp.shape_values.get(name).map(|s| usize::from(!s.scalar))
+        };
+        let (mut high, mut low) = (0, 0);
+        for n in cx.node.input.iter().filter(|n| !n.is_empty()) {
+            let r = rank_of(n).ok_or_else(|| format!("internal: the rank of operand '{n}'"))?;
+            high = high.max(r);
+            low = low.max(lower_of(n).unwrap_or(r));
+        }
+        return Ok((low < high).then_some(low));
+    }
+    let v = imp.values[first];
+    Err(format!(
+        "'{first}' is {} or of rank {}, as an If on a run-time condition decides; {op} of it would give results of \
+         either shape (dlc takes such a value in elementwise ops and as CastLike's type)",
+        imp.graph.value_type(v),
+        imp.rank_may_be[&v]
+    ))
 }
