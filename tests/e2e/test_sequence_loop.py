@@ -467,6 +467,16 @@ def test_appending_after_the_loop(rows, tmp_path):
             _same(got[k], want[k], f"{k} at m={trips}")
 
 
+def _against_ort(art, path, feeds, d, what):
+    """Every output of `dlc run` of `art` on `feeds` (in a new folder `d`) against ONNX
+    Runtime's."""
+    want = _ort(path, feeds)
+    d.mkdir()
+    got = _run(art, path, feeds, d)
+    for name in want:
+        _same(got[name], want[name], f"{name} ({what})")
+
+
 def _seq_none_body():
     """ONNX's loop16_seq_none body: the carried value is an optional sequence; an If on
     its presence starts a sequence with the scalar 0 when it is empty and takes its
@@ -533,12 +543,7 @@ def test_an_optional_sequence_carried_through_an_if(tmp_path, start):
             feeds = {"x": x, "x0": np.array(7.5, np.float32)}
             if k is not None:
                 feeds["m"] = np.array(k, np.int64)
-            want = _ort(path, feeds)
-            d = tmp_path / f"r_{trip}_{k}"
-            d.mkdir()
-            got = _run(art, path, feeds, d)
-            for name in want:
-                _same(got[name], want[name], f"{name} ({trip}, m={k})")
+            _against_ort(art, path, feeds, tmp_path / f"r_{trip}_{k}", f"{trip}, m={k}")
         if start == "present" and trip == "input":
             # Which element is a scalar only the run knows: taking one is refused.
             m.graph.node.extend([_const("at", np.array(0, np.int64)),
@@ -548,3 +553,42 @@ def test_an_optional_sequence_carried_through_an_if(tmp_path, start):
             p = dlc("compile", path, "-o", tmp_path / "refused", check=False)
             assert p.returncode != 0 and "node 'take'" in p.stderr, p.stderr
             assert "its elements differ in rank" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("other", ["construct", "empty", "loop_of_pairs"])
+def test_an_if_whose_branch_grows_a_sequence(tmp_path, other):
+    # then_branch: a Loop over a run-time trip count appends x * i (a length only the run
+    # knows); else_branch: two elements of x (a length known when compiling), an empty
+    # sequence, or another such Loop appending x[:2] (another box). The If's condition is
+    # given at run time; the result against ONNX Runtime both ways.
+    def grow(tag, trips, take):
+        nodes = [h.make_node("Cast", ["i"], ["fi"], to=T.FLOAT), h.make_node("Mul", ["x", "fi"], ["e"])]
+        if take:
+            nodes = [_const("z1", np.array([0], np.int64)), _const("t1", np.array([take], np.int64)),
+                     h.make_node("Slice", ["x", "z1", "t1"], ["xs"]), h.make_node("Cast", ["i"], ["fi"], to=T.FLOAT),
+                     h.make_node("Mul", ["xs", "fi"], ["e"])]
+        body = h.make_graph(nodes + [h.make_node("SequenceInsert", ["s_in", "e"], ["s_out"]),
+                                     h.make_node("Identity", ["c_in"], ["c_out"])],
+                            f"{tag}_body", [_vi("i", T.INT64, []), _vi("c_in", T.BOOL, []), _seq("s_in")],
+                            [_vi("c_out", T.BOOL, []), _seq("s_out")])
+        return [h.make_node("SequenceEmpty", [], [f"{tag}_s0"], dtype=T.FLOAT),
+                h.make_node("Loop", [trips, "", f"{tag}_s0"], [f"{tag}_s"], body=body)]
+    then = h.make_graph(grow("a", "m", 0), "then", [], [_seq("a_s")])
+    if other == "construct":
+        other_nodes, out = [h.make_node("SequenceConstruct", ["x", "x"], ["b_s"])], "b_s"
+    elif other == "empty":
+        other_nodes, out = [h.make_node("SequenceEmpty", [], ["b_s"], dtype=T.FLOAT)], "b_s"
+    else:
+        other_nodes, out = grow("b", "k", 2), "b_s"
+    else_g = h.make_graph(other_nodes, "else", [], [_seq(out)])
+    path = _save(tmp_path / f"{other}.onnx",
+                 [h.make_node("If", ["c"], ["s"], then_branch=then, else_branch=else_g, name="pick"),
+                  h.make_node("SequenceLength", ["s"], ["n"])],
+                 [_vi("c", T.BOOL, []), _vi("m", T.INT64, []), _vi("k", T.INT64, []), _vi("x", T.FLOAT, [3])],
+                 [_seq("s"), _vi("n", T.INT64, [])])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    x = np.array([1.0, -2.0, 0.5], np.float32)
+    for c, m, k in ((True, 3, 1), (False, 3, 4), (True, 0, 2), (False, 1, 0)):
+        feeds = {"c": np.array(c), "m": np.array(m, np.int64), "k": np.array(k, np.int64), "x": x}
+        _against_ort(art, path, feeds, tmp_path / f"r_{c}_{m}_{k}", f"c={c}, m={m}, k={k}")

@@ -1460,12 +1460,35 @@ pub(crate) fn sequence_if(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, St
     for (i, (a, b)) in t.into_iter().zip(e).enumerate() {
         res.push(match (a, b) {
             (Out::Value(a), Out::Value(b)) => Out::Value(merge(cx, cond, vec![a], vec![b])?[0]),
-            (Out::Seq(a), Out::Seq(b)) if a.len() == b.len() => Out::Seq(merge(cx, cond, a, b)?),
+            (Out::Seq(a), Out::Seq(b)) if a.len() == b.len() => {
+                let s = merge(cx, cond, a, b)?;
+                if s.iter().any(|v| cx.imp.rank_may_be.contains_key(v)) {
+                    return Err(format!(
+                        "output {i}: a sequence whose elements' rank the run decides (its branches' differ by \
+                         leading dims of 1), which dlc does not keep"
+                    ));
+                }
+                Out::Seq(s)
+            }
             // Of other lengths: a sequence whose length only the run knows.
             (Out::Seq(a), Out::Seq(b)) => Out::RunSeq(
                 super::sequence::select(cx, cond, &a, &b, &format!("out{i}"))
                     .map_err(|m| format!("output {i} (a sequence of {} or {} elements): {m}", a.len(), b.len()))?,
             ),
+            // A sequence whose length only the run knows in either branch.
+            (a @ (Out::Seq(_) | Out::RunSeq(_)), b @ (Out::Seq(_) | Out::RunSeq(_))) => {
+                let what = |m: String| format!("output {i} (a sequence whose length only the run knows): {m}");
+                let run = |cx: &mut NodeCx, o: Out, tag: &str| -> Result<Option<super::sequence::RunSeq>, String> {
+                    match o {
+                        Out::RunSeq(s) => Ok(Some(s)),
+                        Out::Seq(es) if es.is_empty() => Ok(None),
+                        Out::Seq(es) => super::sequence::stack_boxed(cx, &es, &format!("out{i}_{tag}")).map(Some),
+                        _ => Err("internal: not a sequence".into()),
+                    }
+                };
+                let (a, b) = (run(cx, a, "then").map_err(what)?, run(cx, b, "else").map_err(what)?);
+                Out::RunSeq(super::sequence::select_seqs(cx, cond, a, b, &format!("out{i}")).map_err(what)?)
+            }
             // An empty optional in one branch: an optional whose presence only the run knows.
             (Out::Absent, Out::Absent) => Out::Absent,
             (Out::Absent, x @ (Out::Value(_) | Out::Seq(_) | Out::RunSeq(_))) => {

@@ -317,6 +317,69 @@ pub(crate) fn select(cx: &mut NodeCx, cond: Value, a: &[Value], b: &[Value], nam
     Ok(RunSeq { data, shapes, ragged: s.ragged, lacking: s.lacking })
 }
 
+/// `a` where the bool scalar `cond` holds, else `b`, sequences of which one at least has a
+/// length only the run knows (`None`: an empty sequence): both lifted to one rank, padded
+/// to one box and to as many rows as the longer may have, selected with `Where`, and cut to
+/// the length of the one taken.
+pub(crate) fn select_seqs(
+    cx: &mut NodeCx,
+    cond: Value,
+    a: Option<RunSeq>,
+    b: Option<RunSeq>,
+    name: &str,
+) -> Result<RunSeq, String> {
+    use dlc_ir::{Dim, Expr};
+    let rows = |cx: &NodeCx, s: &Option<RunSeq>| -> Expr {
+        s.as_ref().map_or(Expr::c(0), |s| cx.ty(s.data).shape.0[0].expr())
+    };
+    let (na, nb) = (rows(cx, &a), rows(cx, &b));
+    let count = |cx: &mut NodeCx, n: &Expr, what: &str| {
+        let sv = super::shapes::ShapeVal { elems: vec![n.clone()], scalar: false };
+        super::shapes::shape_tensor(cx, &sv, &format!("{name}_{what}_length"))
+    };
+    let (ca, cb) = (count(cx, &na, "then")?, count(cx, &nb, "else")?);
+    let n = cx.add1(&format!("{name}_length"), Where {}, &[cond, ca, cb])?;
+    let (a, b) = match (a, b) {
+        (Some(a), Some(b)) => (a, b),
+        // One empty: the other's rows, none of them when the empty one is taken.
+        (Some(s), None) | (None, Some(s)) => {
+            let data = super::bind::first_slices(cx, &format!("{name}_data"), s.data, n, 0)?;
+            let shapes = super::bind::first_slices(cx, &format!("{name}_dims"), s.shapes, n, 0)?;
+            return Ok(RunSeq { data, shapes, ..s });
+        }
+        (None, None) => return Err("internal: two empty sequences to select from".into()),
+    };
+    if cx.ty(a.data).dtype != cx.ty(b.data).dtype {
+        return Err(format!(
+            "its elements are {} in one branch and {} in the other",
+            cx.ty(a.data).dtype,
+            cx.ty(b.data).dtype
+        ));
+    }
+    let r = (cx.ty(a.data).shape.rank()).max(cx.ty(b.data).shape.rank()) - 1;
+    let (a, b) = (lift(cx, a, r, &format!("{name}_then"))?, lift(cx, b, r, &format!("{name}_else"))?);
+    let dims = |cx: &NodeCx, v: Value| cx.ty(v).shape.0.iter().map(Dim::expr).collect::<Vec<Expr>>();
+    let (da, db) = (dims(cx, a.data), dims(cx, b.data));
+    let boxed: Vec<Expr> = da.iter().zip(&db).map(|(x, y)| x.max_with(y)).collect();
+    let ragged = (0..r).map(|j| a.ragged[j] || b.ragged[j] || da[1 + j] != boxed[1 + j] || db[1 + j] != boxed[1 + j]);
+    let ragged: Vec<bool> = ragged.collect();
+    let pad = |cx: &mut NodeCx, v: Value, full: &[Expr], tag: &str| -> Result<Value, String> {
+        let own = dims(cx, v);
+        match own == full {
+            true => Ok(v),
+            false => cx.add1(&format!("{name}_{tag}_padded"), pad_to_box(&own, full, 0), &[v]),
+        }
+    };
+    let dims_full = vec![boxed[0].clone(), Expr::c(r as i64)];
+    let mut picked = Vec::with_capacity(2);
+    for (what, x, y, full) in [("data", a.data, b.data, &boxed), ("dims", a.shapes, b.shapes, &dims_full)] {
+        let (x, y) = (pad(cx, x, full, &format!("then_{what}"))?, pad(cx, y, full, &format!("else_{what}"))?);
+        let v = cx.add1(&format!("{name}_{what}_taken"), Where {}, &[cond, x, y])?;
+        picked.push(super::bind::first_slices(cx, &format!("{name}_{what}"), v, n, 0)?);
+    }
+    Ok(RunSeq { data: picked[0], shapes: picked[1], ragged, lacking: a.lacking.max(b.lacking) })
+}
+
 /// The ops over a sequence whose length only the run knows ([`RunSeq`]), when operand 0
 /// is one: `None` for other ops (which [`seq`] refuses for it).
 fn run_seq_op(cx: &mut NodeCx) -> Result<Option<Vec<Out>>, String> {
