@@ -87,6 +87,9 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
         if cx.ty(operands[0]).shape.rank() == 5 {
             return conv_transpose_3d(cx, op, operands);
         }
+        if let Some(y) = conv_transpose_patches(cx, &op, &operands)? {
+            return Ok(vec![y]);
+        }
         cx.add("", op, &operands)
     });
     reg.insert("AveragePool", avgpool);
@@ -428,6 +431,64 @@ fn maxpool_values(cx: &mut NodeCx) -> Result<Value, String> {
         return cx.add1("back", Cast::new(dt), &[y]);
     }
     Ok(y)
+}
+
+/// A 2-D ConvTranspose whose stride equals its kernel (no padding, dilation or groups;
+/// the 2x2 stride-2 upsampling of U-Nets and DBNet heads): each input pixel gives its own
+/// `kh x kw` patch of the output, so it is one matrix product, `[N*H*W, C] x [C,
+/// M*kh*kw]` (the packed GEMM, the bias in its epilogue), whose rows are then laid out
+/// as patches (`[N, H, W, M, kh, kw]` to `[N, M, H*kh, W*kw]`). The gather kernel that
+/// takes the general case spends a division and a select per tap, and does 4 times the
+/// work here (a tap of every output pixel reaches only one of the 4). `None` when the
+/// node is not of that form.
+fn conv_transpose_patches(cx: &mut NodeCx, op: &ConvTranspose, operands: &[Value]) -> Result<Option<Value>, String> {
+    let (x, w) = (operands[0], operands[1]);
+    let (xt, wt) = (cx.ty(x), cx.ty(w));
+    let Some(wd) = wt.shape.as_fixed() else { return Ok(None) };
+    let [c, m, kh, kw] = wd[..] else { return Ok(None) };
+    let all = |v: &[i64], want: i64| v.iter().all(|&p| p == want);
+    let kernel = [kh as i64, kw as i64];
+    let plain = xt.dtype == DType::F32
+        && xt.shape.rank() == 4
+        && xt.shape.0[1].fixed() == Some(c)
+        && op.group == 1
+        && (op.kernel_shape.is_empty() || op.kernel_shape == kernel)
+        && op.strides == kernel
+        && all(&op.pads, 0)
+        && all(&op.dilations, 1)
+        && all(&op.output_padding, 0)
+        && op.output_shape.is_empty()
+        && matches!(op.auto_pad, AutoPad::NotSet | AutoPad::Valid);
+    if !plain {
+        return Ok(None);
+    }
+    let d: Vec<String> = xt.shape.0.iter().map(|d| format!("({})", d.expr())).collect();
+    let (n, h, wi) = (&d[0], &d[2], &d[3]);
+    let k = m * kh * kw;
+    let pixels = cx.add1("pixels", Transpose { perm: vec![0, 2, 3, 1] }, &[x])?;
+    let rows = cx.add1("rows", View { dims: format!("{n}*{h}*{wi};{c}") }, &[pixels])?;
+    let wm = cx.add1("weights_matrix", View { dims: format!("{c};{k}") }, &[w])?;
+    let mut mm = vec![rows, wm];
+    // The bias, once per tap of each output channel (column `m * kh * kw + tap`).
+    let bias = match operands.get(2) {
+        Some(&b) => match cx.imp.known.get(&b).and_then(|t| t.to_f32()) {
+            Some(v) if v.len() as u64 == m => {
+                let rep: Vec<f32> = v.iter().flat_map(|&x| std::iter::repeat_n(x, (kh * kw) as usize)).collect();
+                mm.push(cx.add_const(dlc_ir::TensorData::from_f32(&[k], &rep).ok_or("internal: bias")?));
+                None
+            }
+            _ => Some(b),
+        },
+        None => None,
+    };
+    let y = cx.add1("patches", MatMul { act: Activation::None }, &mm)?;
+    let y = cx.add1("patches_6d", View { dims: format!("{n};{h};{wi};{m};{kh};{kw}") }, &[y])?;
+    let y = cx.add1("patches_placed", Transpose { perm: vec![0, 3, 1, 4, 2, 5] }, &[y])?;
+    let dims = format!("{n};{m};{h}*{kh};{wi}*{kw}");
+    let Some(b) = bias else { return cx.add1("", View { dims }, &[y]).map(Some) };
+    let y = cx.add1("unbiased", View { dims }, &[y])?;
+    let b = cx.add1("bias_channels", Reshape { shape: vec![m as i64, 1, 1], allowzero: false }, &[b])?;
+    cx.add1("", Add {}, &[y, b]).map(Some)
 }
 
 /// A 1-D ConvTranspose as the 2-D one over a height of 1: `[N, C, L]` viewed as
