@@ -272,9 +272,11 @@ pub fn block_task(t: &Expr, oh: &Expr, blocks: u64, weights_outer: bool) -> (Exp
 ///
 /// Run-time image dims keep the tiles: a row's pixels whose taps all lie in the image
 /// run as whole `NP`-pixel tiles in a loop of run-time count, then one tile of the
-/// run-time remainder (one compiled tile per remainder); the few pixels whose taps
-/// reach into the padding (a constant number at the left, a run-time range at the
-/// right) run one at a time with each tap's column checked at run time.
+/// run-time remainder (one compiled tile per remainder); the pixels whose taps reach
+/// into the padding (a constant number at the left, a run-time range at the right) run
+/// in whole tiles where there are enough of them (each kernel column tested once per
+/// tile: all inside, all outside, or each pixel checked), the rest one at a time with
+/// each tap's column checked at run time.
 pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<Kernel, LowerError> {
     let weights = n
         .consts
@@ -384,6 +386,54 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                     );
                 }
             });
+        } else if checked {
+            // Several pixels at a border (run-time dims): for each kernel column, one test
+            // of the tile's first and last pixel: all inside (the channels without
+            // checks), all outside (skipped: a dilated window over a small image has
+            // only its centre column inside for every pixel of a row, DeepLab's ASPP),
+            // or mixed (each pixel's column checked).
+            b.for_(Expr::val(ky_lo), Expr::val(ky_hi), LoopKind::Serial, |b, ky| {
+                let iy = &(&(&task.oy * &c(sy)) + &(&ky * &c(dy))) - &c(pt);
+                let row0 = &(&img_base + &(&iy * wi)) + &xcol;
+                let wky = &wblk + &(&ky * &c(cg * kw * cb));
+                for kx in 0..kw {
+                    let first = &(&xcol + &c(kx * dx)) - &c(pl);
+                    let last = &first + &c((cnt - 1) * sx);
+                    let (fv, lv) = (b.index(first.clone()), b.index(last.clone()));
+                    let (f_in, l_in) = (crate::in_bounds_expr(b, first, wi), crate::in_bounds_expr(b, last, wi));
+                    let all_in = b.bin(BinOp::And, f_in, l_in);
+                    let (zero, wiv) = (b.i64(0), ival(b, wi));
+                    let (before, after) = (b.cmp(CmpOp::Slt, lv, zero), b.cmp(CmpOp::Sge, fv, wiv));
+                    let outside = b.bin(BinOp::Or, before, after);
+                    // The channels of this kernel column; `check`: each pixel's column.
+                    let channels = |b: &mut KernelBuilder, check: bool| {
+                        b.for_(c(0), c(cg), LoopKind::Serial, |b, ci| {
+                            let row = &row0 + &(&ci * hw);
+                            let tap = &(&wky + &(&ci * &c(kw * cb))) + &c(kx * cb);
+                            let ws: Vec<ValId> = (0..nf).map(|f| b.load(vt, pw, &tap + &c(f * w), 4)).collect();
+                            for p in 0..cnt {
+                                let off = (p * sx) as i64 - pl as i64;
+                                let idx = &(&row + &kxo[kx as usize]) + &Expr::c(off);
+                                let xv = if check {
+                                    // Column ox0*sx + kx*dx + p*sx - pl, inside [0, wi)?
+                                    let colv = b.index(&(&xcol + &c(kx * dx)) + &Expr::c(off));
+                                    let inside = crate::in_bounds_expr(b, Expr::val(colv), wi);
+                                    let at = b.index(idx);
+                                    let start = b.index(&row - &xcol);
+                                    let at = b.select(inside, at, start);
+                                    let v = b.load(F32, 0, Expr::val(at), 4);
+                                    let zero = b.let_(Inst::Const { ty: F32, lit: Lit::Float(0.0) });
+                                    b.select(inside, v, zero)
+                                } else {
+                                    b.load(F32, 0, idx, 4)
+                                };
+                                fma_broadcast(b, w as u32, xv, &ws, &accs, cnt, p);
+                            }
+                        });
+                    };
+                    b.if_(all_in, |b| channels(b, false), |b| b.if_(outside, |_| {}, |b| channels(b, true)));
+                }
+            });
         } else {
             b.for_(Expr::val(ky_lo), Expr::val(ky_hi), LoopKind::Serial, |b, ky| {
                 let iy = &(&(&task.oy * &c(sy)) + &(&ky * &c(dy))) - &c(pt);
@@ -400,22 +450,11 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                                     continue;
                                 }
                             }
-                            // row + kx*dx + p*sx - pl (>= 0 for taps inside the image).
+                            // row + kx*dx + p*sx - pl (>= 0: the tile is interior, or
+                            // this tap inside the image, known when compiling).
                             let off = (p * sx) as i64 - pl as i64;
                             let idx = &(&row + &kxo[kx as usize]) + &Expr::c(off);
-                            let xv = if checked {
-                                // Column ox0*sx + kx*dx + p*sx - pl, inside [0, wi)?
-                                let colv = b.index(&(&xcol + &c(kx * dx)) + &Expr::c(off));
-                                let inside = crate::in_bounds_expr(b, Expr::val(colv), wi);
-                                let at = b.index(idx);
-                                let start = b.index(&row - &xcol);
-                                let at = b.select(inside, at, start);
-                                let v = b.load(F32, 0, Expr::val(at), 4);
-                                let zero = b.let_(Inst::Const { ty: F32, lit: Lit::Float(0.0) });
-                                b.select(inside, v, zero)
-                            } else {
-                                b.load(F32, 0, idx, 4)
-                            };
+                            let xv = b.load(F32, 0, idx, 4);
                             fma_broadcast(b, w as u32, xv, &ws, &accs, cnt, p);
                         }
                     }
@@ -538,7 +577,18 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
             let ow = &task.ext.ow;
             let (left_end, right) = g.interior(1, &task.ext.wi, ow);
             let [left_end, right] = [&left_end, &right].map(|e| crate::hoist(b, e));
-            b.for_(c(0), left_end.clone(), LoopKind::Serial, |b, ox| tile(b, &task, ox, None, 1, true));
+            // The border pixels in whole tiles (each kernel column tested once per tile),
+            // the rest one at a time.
+            let border = |b: &mut KernelBuilder, from: &Expr, to: &Expr| {
+                let whole = (to - from).floor_div(&c(np));
+                b.for_(c(0), whole.clone(), LoopKind::Serial, |b, tt| {
+                    tile(b, &task, from + &(&tt * &c(np)), None, np, true)
+                });
+                b.for_(from + &(&whole * &c(np)), to.clone(), LoopKind::Serial, |b, ox| {
+                    tile(b, &task, ox, None, 1, true)
+                });
+            };
+            border(b, &c(0), &left_end);
             let span = &right - &left_end;
             let whole = span.floor_div(&c(np));
             b.for_(c(0), whole.clone(), LoopKind::Serial, |b, tt| {
@@ -555,7 +605,7 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                 let at = &rem_at + &(&rem.floor_div(&c(2 * r)) * &c(2 * r));
                 b.if_(is, |b| tile(b, &task, at, None, r, false), |_| {});
             }
-            b.for_(right.clone(), ow.clone(), LoopKind::Serial, |b, ox| tile(b, &task, ox, None, 1, true));
+            border(b, &right, ow);
         });
     }
     Ok(b.finish())
