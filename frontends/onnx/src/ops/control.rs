@@ -1586,6 +1586,9 @@ const UNARY: &[&str] = &[
 /// in shape between the two cases.
 pub(crate) fn rank_of_uses(cx: &NodeCx) -> Result<Option<usize>, String> {
     let imp = &*cx.imp;
+    if imp.rank_may_be.is_empty() {
+        return Ok(None);
+    }
     let lower_of = |name: &String| imp.values.get(name).and_then(|v| imp.rank_may_be.get(v)).copied();
     let op = cx.node.op_type.as_str();
     if op != "If" {
