@@ -303,7 +303,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::ScatterElements(op) => movement::scatter_elements(kernel, n, op),
         Op::ScatterND(op) => movement::scatter_nd(kernel, n, op),
         Op::BatchNormalization(op) => norm::batchnorm(kernel, n, op.epsilon),
-        Op::Softmax(op) => match norm::softmax_rows(kernel, n, op.axis, op.mode, t) {
+        Op::Softmax(op) => match norm::softmax_vector(kernel, n, op.axis, op.mode, t) {
             Some(k) => k,
             None => norm::softmax(kernel, n, op.axis, op.mode),
         },

@@ -60,28 +60,36 @@ pub fn batchnorm(name: &str, n: &Node, epsilon: f32) -> Result<Kernel, LowerErro
     Ok(b.finish())
 }
 
-/// Softmax or LogSoftmax along the last axis of a fixed length of at least one vector:
-/// per row the maximum, then `exp(x - max)` with dlc's vector exp and its sum in vector
-/// lanes (the tail of the row scalar), then the row scaled by `1 / sum` (or shifted by
-/// `max + log(sum)`). Rows are pool tasks when a row is a task's worth of work. `None`
-/// where it does not apply (the generic kernel, [`softmax`], serves).
-pub fn softmax_rows(
+/// Softmax (or LogSoftmax along the last axis) in f32 vectors of the target's width, by
+/// rows ([`softmax_rows`]) or columns ([`softmax_columns`]); `None` where neither
+/// applies (the generic kernel, [`softmax`], serves).
+pub fn softmax_vector(
     name: &str,
     n: &Node,
     axis: i64,
     mode: SoftmaxMode,
     t: &crate::Target,
 ) -> Option<Result<Kernel, LowerError>> {
-    let x = Node::dims(&n.inputs[0]);
-    let f32_only = n.inputs[0].dtype == dlc_ir::DType::F32 && n.outputs[0].dtype == dlc_ir::DType::F32;
-    let w = t.f32_lanes;
+    let f32_only = n.inputs[0].dtype == DType::F32 && n.outputs[0].dtype == DType::F32;
+    let (x, w) = (Node::dims(&n.inputs[0]), t.f32_lanes);
+    let a = normalize_axis(axis, x.len())?;
+    if !f32_only || w < 2 {
+        return None;
+    }
+    match a + 1 == x.len() {
+        true => softmax_rows(name, &x, w, mode),
+        false => softmax_columns(name, &x, w, a, mode),
+    }
+}
+
+/// Softmax or LogSoftmax along the last axis of a fixed length of at least one vector:
+/// per row the maximum, then `exp(x - max)` with dlc's vector exp and its sum in vector
+/// lanes (the tail of the row scalar), then the row scaled by `1 / sum` (or shifted by
+/// `max + log(sum)`). Rows are pool tasks when a row is a task's worth of work. `None`
+/// where it does not apply.
+fn softmax_rows(name: &str, x: &[Expr], w: u32, mode: SoftmaxMode) -> Option<Result<Kernel, LowerError>> {
     let len = x.last()?.as_const()?;
-    if mode == SoftmaxMode::Hardmax
-        || !f32_only
-        || normalize_axis(axis, x.len())? + 1 != x.len()
-        || w < 2
-        || len < w as i64
-    {
+    if mode == SoftmaxMode::Hardmax || len < w as i64 {
         return None;
     }
     let outer = x[..x.len() - 1].iter().fold(Expr::c(1), |p, d| &p * d);
@@ -163,6 +171,65 @@ pub fn softmax_rows(
             let y = b.bin(op, v, k);
             b.store(1, at(&j), y, 4);
         });
+    });
+    Some(Ok(b.finish()))
+}
+
+/// Softmax along an axis that is not the last, `[outer, len, inner]` with at least one
+/// vector of inner positions (YOLOv8's distribution-focal head: 16 bins over thousands
+/// of anchors, at run-time image dims too): `w` inner positions at a time, contiguous
+/// vector loads at each of the `len` steps, dlc's vector exp and a vector sum (f32: `len`
+/// is at most 1024 here), the tail of the inner positions one at a time the same way.
+/// `None` where it does not apply.
+fn softmax_columns(name: &str, x: &[Expr], w: u32, a: usize, mode: SoftmaxMode) -> Option<Result<Kernel, LowerError>> {
+    let len = x[a].as_const()?;
+    let prod = |d: &[Expr]| d.iter().fold(Expr::c(1), |p, x| &p * x);
+    let (outer, inner) = (prod(&x[..a]), prod(&x[a + 1..]));
+    let wide = inner.as_const().is_none_or(|v| v >= w as i64);
+    if mode != SoftmaxMode::Softmax || !(1..=1024).contains(&len) || !wide {
+        return None;
+    }
+    let c = Expr::c;
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
+    // The column softmax of `lanes` inner positions from `j` of outer row `o`.
+    let column = |b: &mut KernelBuilder, o: &Expr, j: &Expr, lanes: u32| {
+        let vt = Ty { elem: Elem::F32, lanes };
+        let at = |l: &Expr| &(&(&(o * &c(len)) + l) * &inner) + j;
+        let ninf = konst(b, vt, f64::NEG_INFINITY);
+        let mx = b.local(vt, ninf);
+        b.for_(c(0), c(len), LoopKind::Serial, |b, l| {
+            let v = b.load(vt, 0, at(&l), 4);
+            let cur = get(b, mx);
+            let lt = b.cmp(CmpOp::FOlt, cur, v);
+            let next = b.select(lt, v, cur);
+            b.stmt(Stmt::Set(mx, next));
+        });
+        let m = get(b, mx);
+        let zero = konst(b, vt, 0.0);
+        let sum = b.local(vt, zero);
+        b.for_(c(0), c(len), LoopKind::Serial, |b, l| {
+            let v = b.load(vt, 0, at(&l), 4);
+            let d = b.bin(BinOp::FSub, v, m);
+            let e = crate::fastmath::exp(b, d, lanes);
+            b.store(1, at(&l), e, 4);
+            let s = get(b, sum);
+            let ns = b.bin(BinOp::FAdd, s, e);
+            b.stmt(Stmt::Set(sum, ns));
+        });
+        let one = konst(b, vt, 1.0);
+        let s = get(b, sum);
+        let k = b.bin(BinOp::FDiv, one, s);
+        b.for_(c(0), c(len), LoopKind::Serial, |b, l| {
+            let v = b.load(vt, 1, at(&l), 4);
+            let y = b.bin(BinOp::FMul, v, k);
+            b.store(1, at(&l), y, 4);
+        });
+    };
+    let vectors = inner.floor_div(&c(w as i64));
+    let full = &vectors * &c(w as i64);
+    b.for_(c(0), outer, LoopKind::Serial, |b, o| {
+        b.for_(c(0), vectors.clone(), LoopKind::Serial, |b, k| column(b, &o, &(&k * &c(w as i64)), w));
+        b.for_(full.clone(), inner.clone(), LoopKind::Serial, |b, j| column(b, &o, &j, 1));
     });
     Some(Ok(b.finish()))
 }
