@@ -468,14 +468,8 @@ impl<'m> Importer<'m> {
                 continue;
             }
             let v = self.lookup(&vi.name).map_err(|m| self.model_err(format!("graph output '{}': {m}", vi.name)))?;
-            if let Some(r) = self.rank_may_be.get(&v) {
-                return Err(self.model_err(format!(
-                    "graph output '{}' is {} or of rank {r}, as an If on a run-time condition decides; dlc returns \
-                     outputs of one rank",
-                    vi.name,
-                    self.graph.value_type(v)
-                )));
-            }
+            crate::ops::control::of_one_rank(&self, v, &format!("graph output '{}'", vi.name))
+                .map_err(|m| self.model_err(m))?;
             self.graph.add_output(vi.name.clone(), v);
         }
         // Optional outputs whose presence only the run knows: a bool flag each, after

@@ -124,15 +124,8 @@ pub(crate) fn branch<'n>(cx: &NodeCx<'n, '_>, name: &str) -> Result<&'n GraphPro
 /// the run decides (a Scan's or SequenceMap's outputs are stacked; see [`rank_of_uses`]).
 pub(crate) fn import_branch(cx: &mut NodeCx, g: &GraphProto, what: &str) -> Result<Vec<Value>, String> {
     let outs = if_branch(cx, g, what)?;
-    for (v, o) in outs.iter().zip(&g.output) {
-        if let Some(r) = cx.imp.rank_may_be.get(v) {
-            return Err(format!(
-                "{what} output '{}' is {} or of rank {r}, as an If on a run-time condition decides; dlc takes one \
-                 rank here",
-                o.name,
-                cx.ty(*v)
-            ));
-        }
+    for (&v, o) in outs.iter().zip(&g.output) {
+        of_one_rank(cx.imp, v, &format!("{what} output '{}'", o.name))?;
     }
     Ok(outs)
 }
@@ -1071,7 +1064,7 @@ fn body_output(sub: &mut crate::import::Importer, name: &str) -> Result<Value, S
         },
         None => {
             let v = sub.lookup(name).map_err(|m| format!("body output '{name}': {m}"))?;
-            of_one_rank(sub, v, name)
+            of_one_rank(sub, v, &format!("body output '{name}'"))
         }
     }
 }
@@ -1341,7 +1334,7 @@ fn unroll(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, String> {
         let mut res = import_subgraph(cx, body, &what)?;
         for (o, vi) in res.iter().zip(&body.output) {
             if let Out::Value(v) = o {
-                of_one_rank(cx.imp, *v, &vi.name)?;
+                of_one_rank(cx.imp, *v, &format!("body output '{}'", vi.name))?;
             }
         }
         if !passes {
@@ -1470,12 +1463,8 @@ pub(crate) fn sequence_if(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, St
                 }
                 Out::Seq(s)
             }
-            // Of other lengths: a sequence whose length only the run knows.
-            (Out::Seq(a), Out::Seq(b)) => Out::RunSeq(
-                super::sequence::select(cx, cond, &a, &b, &format!("out{i}"))
-                    .map_err(|m| format!("output {i} (a sequence of {} or {} elements): {m}", a.len(), b.len()))?,
-            ),
-            // A sequence whose length only the run knows in either branch.
+            // Of other lengths, or of a length only the run knows in either branch: a
+            // sequence whose length only the run knows.
             (a @ (Out::Seq(_) | Out::RunSeq(_)), b @ (Out::Seq(_) | Out::RunSeq(_))) => {
                 let what = |m: String| format!("output {i} (a sequence whose length only the run knows): {m}");
                 let run = |cx: &mut NodeCx, o: Out, tag: &str| -> Result<Option<super::sequence::RunSeq>, String> {
@@ -1510,12 +1499,14 @@ pub(crate) fn sequence_if(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, St
     Ok(res)
 }
 
-/// `v`, body output `name` of a Loop, unless its rank only the run decides.
-fn of_one_rank(imp: &crate::import::Importer, v: Value, name: &str) -> Result<Value, String> {
+/// `v` (`what`: a Loop's body output, a Scan's, a model output), unless its rank only the
+/// run decides (`Importer::rank_may_be`): such a value is carried, stacked or returned
+/// at one rank only.
+pub(crate) fn of_one_rank(imp: &crate::import::Importer, v: Value, what: &str) -> Result<Value, String> {
     match imp.rank_may_be.get(&v) {
         Some(r) => Err(format!(
-            "body output '{name}' is {} or of rank {r}, as an If on a run-time condition decides; dlc carries and \
-             scans values of one rank",
+            "{what} is {} or of rank {r}, as an If on a run-time condition decides; dlc takes a value of one rank \
+             here",
             imp.graph.value_type(v)
         )),
         None => Ok(v),

@@ -296,29 +296,8 @@ fn reorder(cx: &mut NodeCx, all: &[Value], idx: Vec<Value>) -> Result<Out, Strin
     Ok(Out::RunSeq(RunSeq { data, shapes, ragged: s.ragged, lacking: s.lacking }))
 }
 
-/// `a` where the bool scalar `cond` holds, else `b` (sequences of known but different
-/// lengths): both stacked in one box, the rows of the one taken gathered (as many as the
-/// longer has, then cut to its length).
-pub(crate) fn select(cx: &mut NodeCx, cond: Value, a: &[Value], b: &[Value], name: &str) -> Result<RunSeq, String> {
-    let (la, lb) = (a.len(), b.len());
-    let all: Vec<Value> = a.iter().chain(b).copied().collect();
-    let s = stack_boxed(cx, &all, name)?;
-    let m = la.max(lb);
-    let rows =
-        |from: usize, len: usize| (0..m).map(|j| if j < len { (from + j) as i64 } else { 0 }).collect::<Vec<_>>();
-    let (ia, ib) = (cx.i64_const(&[m as u64], &rows(0, la))?, cx.i64_const(&[m as u64], &rows(la, lb))?);
-    let idx = cx.add1(&format!("{name}_rows"), Where {}, &[cond, ia, ib])?;
-    let (na, nb) = (cx.i64_const(&[1], &[la as i64])?, cx.i64_const(&[1], &[lb as i64])?);
-    let n = cx.add1(&format!("{name}_length"), Where {}, &[cond, na, nb])?;
-    let data = cx.add1(&format!("{name}_taken"), Gather { axis: 0 }, &[s.data, idx])?;
-    let shapes = cx.add1(&format!("{name}_taken_dims"), Gather { axis: 0 }, &[s.shapes, idx])?;
-    let data = super::bind::first_slices(cx, &format!("{name}_data"), data, n, 0)?;
-    let shapes = super::bind::first_slices(cx, &format!("{name}_dims"), shapes, n, 0)?;
-    Ok(RunSeq { data, shapes, ragged: s.ragged, lacking: s.lacking })
-}
-
-/// `a` where the bool scalar `cond` holds, else `b`, sequences of which one at least has a
-/// length only the run knows (`None`: an empty sequence): both lifted to one rank, padded
+/// `a` where the bool scalar `cond` holds, else `b`, sequences of different lengths or
+/// of lengths only the run knows (`None`: an empty sequence): both lifted to one rank, padded
 /// to one box and to as many rows as the longer may have, selected with `Where`, and cut to
 /// the length of the one taken.
 pub(crate) fn select_seqs(
