@@ -1,7 +1,9 @@
 """ONNX If: a condition given at run time runs correctly both ways (both branches are
-compiled; each output is the taken branch's), nested Ifs and branches that read outer
-values included; a condition that folds at compile time leaves only the branch taken in
-the compiled graph."""
+compiled, each a graph of its own, and only the branch taken runs: the program's
+schedule holds each branch's kernel calls inside one `if` step), nested Ifs and branches
+that read outer values included; for CUDA, whose schedules have no control flow yet,
+both branches run and a select picks the results (simulated); a condition that folds at
+compile time leaves only the branch taken in the compiled graph."""
 import numpy as np
 import onnx
 import pytest
@@ -50,6 +52,36 @@ def test_a_run_time_condition_takes_either_branch(run_time_if, c, c2, tmp_path):
     want = ort_run(path, feeds)
     got = dlc_run(art, path, feeds, tmp_path)
     assert_close(got["y"], want["y"], f"c={c} c2={c2}")
+
+
+def test_only_the_taken_branch_runs(run_time_if, tmp_path):
+    path, _ = run_time_if
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art, "--emit", "ir,kir")
+    ir = (art / "model.dlcir").read_text()
+    # The outer If and the inner one are `if` nodes with their branches nested; nothing
+    # selects between computed branches.
+    assert ir.count(" = if(") == 2 and "where" not in ir, ir
+    kir = (art / "model.kir").read_text()
+    sched = kir[kir.index("schedule {"):]
+    lines = [ln.strip() for ln in sched.splitlines()]
+    # schedule { if %c { <then: the MatMul+Relu> } else { if %c2 { Sigmoid } else { Neg } Add } }
+    assert lines[1].startswith("if %b") and "then_branch/Relu" in lines[2] and lines[3] == "} else {", sched
+    assert lines[4].startswith("if %b") and "inner_if/then_branch/Sigmoid" in lines[5], sched
+    assert "inner_if/else_branch/Neg" in lines[7] and "else_branch/Add" in lines[9], sched
+
+
+@pytest.mark.parametrize("c,c2", [(True, True), (False, False)])
+def test_a_run_time_condition_on_simulated_cuda(run_time_if, c, c2, tmp_path):
+    """CUDA schedules have no `if` step yet: both branches run, a `where` selects."""
+    path, _ = run_time_if
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art, "--target", "nvptx64-nvidia-cuda", "--input-shape", "x=3x4", "--emit", "ptx,ir")
+    ir = (art / "model.dlcir").read_text()
+    assert " = if(" not in ir and "where" in ir, ir
+    feeds = {"x": np.random.RandomState(1).randn(3, 4).astype(np.float32), "c": np.array(c), "c2": np.array([c2])}
+    got = dlc_run(art, path, feeds, tmp_path, ["--simulate"])
+    assert_close(got["y"], ort_run(path, feeds)["y"], f"c={c} c2={c2} (simulated CUDA)")
 
 
 def test_a_condition_known_at_compile_time_leaves_one_branch(tmp_path):

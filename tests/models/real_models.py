@@ -112,7 +112,7 @@ MODELS = {
         "shapes": [(1, 3, 64, 96), (2, 3, 96, 160), (1, 3, 160, 64)],
     },
     # Silero VAD 6 (voice activity): 16 kHz and 8 kHz paths chosen by an If on the `sr`
-    # input at run time (both branches run; dlc selects the taken one's outputs), an
+    # input at run time (only the branch taken runs), an
     # STFT as a reflect Pad and convolution, an LSTM state carried by the caller.
     "silero_vad": {
         "package": ("silero-vad", "6.2.3"),

@@ -634,6 +634,13 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         absent: opts.absent.clone(),
     };
     let mut g = load_model_pinned(model, pins)?;
+    if cuda {
+        // CUDA schedules have no control flow yet: an if runs both branches there.
+        let n = dlc_passes::speculate_ifs(&mut g).with_context(|| format!("'{}'", model.display()))?;
+        if n > 0 {
+            tracing::info!("'{}': {n} if(s) on run-time conditions compute both branches on CUDA", model.display());
+        }
+    }
 
     let roof = match &opts.roofline {
         Some(s) => dlc_passes::Roofline::parse(s).map_err(anyhow::Error::msg)?,

@@ -576,6 +576,11 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
     if let Op::Loop(l) = op {
         return run_loop(l, inputs, out_types);
     }
+    if let Op::If(i) = op {
+        // The branch the condition picks, on the other operands.
+        let taken = inputs.first().and_then(|c| c.bytes().first().copied()).unwrap_or(0) != 0;
+        return run_graph(if taken { &i.then.0 } else { &i.els.0 }, &inputs[1..]);
+    }
     if let (Op::BitCast(_), [x], [t]) = (op, inputs, out_types) {
         // The same bytes, read as the other type.
         let d = TensorData::new(t.clone(), std::sync::Arc::from(x.bytes()));
@@ -650,6 +655,7 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
                 .ok_or_else(|| EvalError::Invalid("string_case".into()))?]);
         }
         Op::Loop(l) => return run_loop(l, inputs, out_types),
+        Op::If(_) => return Err(EvalError::Invalid("internal: if is run before".into())),
         Op::Bind(b) => return bind(b, &ins, inputs),
         // Its offsets are symbols bound at run time.
         Op::Strided(_) => return Err(unsupported("windows at offsets computed at run time")),
@@ -1242,6 +1248,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::RoiAlign(_)
         | Op::Col2Im(_)
         | Op::Loop(_)
+        | Op::If(_)
         | Op::ArgMin(_)
         | Op::NllLoss(_)
         | Op::CumSum(_) => return Err(unsupported(op.mnemonic())),
@@ -1582,6 +1589,7 @@ macro_rules! not_elementwise {
             | Op::RoiAlign(_)
             | Op::Col2Im(_)
             | Op::Loop(_)
+            | Op::If(_)
             | Op::ArgMin(_)
             | Op::NllLoss(_)
             | Op::CumSum(_)

@@ -425,15 +425,15 @@ pub fn maxima(rule: BindRule, d: &[Dim], m: usize) -> Vec<Expr> {
 }
 
 /// The symbols that Bind nodes of `g` define, in the graph's topological order.
-/// Those of loop bodies follow their loop's (a body's steps bind them each iteration).
+/// Those of loop bodies follow their loop's (a body's steps bind them each iteration),
+/// and an if's branches' (then, else) its own.
 pub fn data_symbols(g: &Graph) -> Vec<String> {
     let Ok(order) = g.topo_order() else { return Vec::new() };
     let mut out = Vec::new();
     for id in order {
         match &g.node(id).op {
             Op::Bind(b) => out.extend(b.symbols().map(str::to_string)),
-            Op::Loop(l) => out.extend(data_symbols(&l.body.0)),
-            _ => {}
+            op => out.extend(op.bodies().into_iter().flat_map(|b| data_symbols(&b.0))),
         }
     }
     out

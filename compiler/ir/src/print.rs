@@ -37,9 +37,9 @@ pub fn print_graph(g: &Graph) -> Result<String, IrError> {
             write!(out, " {{{}}}", attrs.join(", ")).unwrap();
         }
         writeln!(out, " : {}  # {:?}", types.join(", "), node.name).unwrap();
-        if let Op::Loop(l) = &node.op {
-            // The body, indented under the loop.
-            for line in print_graph(&l.body.0)?.lines() {
+        // A loop's body, an if's branches, indented under it.
+        for b in node.op.bodies() {
+            for line in print_graph(&b.0)?.lines() {
                 writeln!(out, "    {line}").unwrap();
             }
         }

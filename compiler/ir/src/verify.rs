@@ -23,8 +23,10 @@ pub fn verify(g: &Graph) -> Result<(), IrError> {
             }
         }
         let types: Vec<TensorType> = edges.iter().map(|(_, v)| g.value_type(*v).clone()).collect();
-        if let crate::Op::Loop(l) = &node.op {
-            verify(&l.body.0).map_err(|e| IrError::Invalid(format!("in the body of loop '{}': {e}", node.name)))?;
+        for b in node.op.bodies() {
+            verify(&b.0).map_err(|e| {
+                IrError::Invalid(format!("in {} of {} '{}': {e}", b.0.name, node.op.mnemonic(), node.name))
+            })?;
         }
         let inferred = node.op.infer(&node.name, &types)?;
         if inferred.len() != node.outputs.len() {

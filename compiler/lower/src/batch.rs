@@ -144,6 +144,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         | Op::ResizeTaps(_)
         | Op::Iota(_)
         | Op::Loop(_)
+        | Op::If(_)
         | Op::Input(_)
         | Op::Const(_) => false,
     }

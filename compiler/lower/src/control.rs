@@ -1,10 +1,11 @@
-//! A loop as schedule steps: its body's program (lowered like any graph, planned in the
-//! loop's workspace) spliced into the outer program inside a `loop` step, with copies
-//! that set the carried values up before it and hand them out after it.
+//! Control flow as schedule steps. A loop: its body's program (lowered like any graph,
+//! planned in the loop's workspace) spliced into the outer program inside a `loop` step,
+//! with copies that set the carried values up before it and hand them out after it. An
+//! if: its branches' programs, planned in its workspace, spliced into one `if` step.
 use crate::LowerError;
 use dlc_ir::ops::Loop;
 use dlc_kir::{BufKind, Buffer, Expr, Program, Step};
-use dlc_passes::LoopLayout;
+use dlc_passes::{IfLayout, LoopLayout};
 
 /// The steps of loop `l` (node `name`) whose workspace starts at byte `ws` of the
 /// arena: `outer` are the buffers of its operands, `results` of its results; `body` is
@@ -43,9 +44,8 @@ pub fn loop_steps(
     let scans: Vec<u32> =
         (0..lay.scans.len()).map(|j| arena(p, format!("scan{j}"), &lay.scans[j], bytes(outs[first + n + j]))).collect();
     // The body's buffers, as buffers of `p`.
-    let mut map = Vec::with_capacity(body.buffers.len());
-    for b in body.buffers {
-        let idx = match b.kind {
+    let steps = splice(p, name, "loop", "l", body, |p, b| {
+        Ok(match b.kind {
             BufKind::Input(0) => iter,
             BufKind::Input(1) => cond,
             BufKind::Input(i) if (i as usize) < 2 + n => state[i as usize - 2],
@@ -61,30 +61,8 @@ pub fn loop_steps(
                 p.buffers.len() as u32 - 1
             }
             BufKind::Arena(off) => arena(p, b.name, &(&lay.body + &off), b.bytes),
-        };
-        map.push(idx);
-    }
-    for s in body.symbols {
-        if s.computed {
-            return Err(err(format!(
-                "the body computes the extent '{}' from tensor values with no bound; inside a loop body that is not \
-                 supported yet",
-                s.name
-            )));
-        }
-        // The outer program lists the body's data symbols too (`data_symbols`).
-        if !p.symbols.iter().any(|o| o.name == s.name) {
-            return Err(err(format!("internal: the body's dim '{}' is not the outer program's", s.name)));
-        }
-    }
-    p.constraints.extend(body.constraints);
-    let koff = p.kernels.len() as u32;
-    // Kernel names are unique in a program: the body's get the loop's number.
-    p.kernels.extend(body.kernels.into_iter().map(|mut k| {
-        k.name = format!("l{koff}_{}", k.name);
-        k
-    }));
-    let steps = remap(body.schedule, &map, koff);
+        })
+    })?;
     let count = l.count_expr().ok_or_else(|| err(format!("internal: count '{}'", l.count)))?;
     let mut out: Vec<Step> = (0..n).map(|k| Step::Copy { dst: state[k], src: outer[2 + k] }).collect();
     out.push(Step::Copy { dst: cond, src: outer[1] });
@@ -131,4 +109,90 @@ fn remap(steps: Vec<Step>, map: &[u32], koff: u32) -> Vec<Step> {
             },
         })
         .collect()
+}
+
+/// The steps of if `op` (node `name`) whose workspace starts at byte `ws` of the arena:
+/// `outer` are the buffers of its operands (the condition first), `results` of its
+/// results; `then` and `els` are its branches' programs, whose buffers, kernels and
+/// steps join `p` inside one `if` step. A branch reads the if's operands and writes its
+/// results in place; its arena is the workspace (the else-branch's at `lay.els`).
+#[allow(clippy::too_many_arguments)]
+pub fn if_steps(
+    p: &mut Program,
+    name: &str,
+    lay: &IfLayout,
+    ws: &Expr,
+    outer: &[u32],
+    results: &[u32],
+    then: Program,
+    els: Program,
+) -> Result<Vec<Step>, LowerError> {
+    let err = |reason: String| LowerError { node: name.to_string(), op: "if", reason };
+    let branch = |p: &mut Program, prog: Program, tag: &str, at: &Expr| {
+        splice(p, name, "if", tag, prog, |p, b| {
+            Ok(match b.kind {
+                BufKind::Input(i) => {
+                    *outer.get(i as usize + 1).ok_or_else(|| err(format!("internal: branch input {i}")))?
+                }
+                BufKind::Output(j) => *results.get(j as usize).ok_or_else(|| err(format!("internal: output {j}")))?,
+                BufKind::Const(_) => {
+                    p.buffers.push(Buffer { name: format!("{name}/{}", b.name), ..b });
+                    p.buffers.len() as u32 - 1
+                }
+                BufKind::Arena(off) => {
+                    p.buffers.push(Buffer {
+                        name: format!("{name}/{tag}/{}", b.name),
+                        kind: BufKind::Arena(&(ws + at) + &off),
+                        bytes: b.bytes,
+                        ty: None,
+                    });
+                    p.buffers.len() as u32 - 1
+                }
+            })
+        })
+    };
+    let then = branch(p, then, "t", &Expr::c(0))?;
+    let els = branch(p, els, "e", &lay.els)?;
+    let cond = *outer.first().ok_or_else(|| err("internal: no condition".into()))?;
+    Ok(vec![Step::If { cond, then, els }])
+}
+
+/// Joins `body`, the program of a loop's body or an if's branch (node `name`, op `op`),
+/// to `p`: each of its buffers becomes the buffer of `p` that `buffer` gives, its
+/// kernels are renamed with `tag` and their number (kernel names are unique in a
+/// program), its symbols must be `p`'s, its constraints become `p`'s; its schedule,
+/// reading `p`'s buffers and kernels, is returned.
+fn splice(
+    p: &mut Program,
+    name: &str,
+    op: &'static str,
+    tag: &str,
+    body: Program,
+    mut buffer: impl FnMut(&mut Program, Buffer) -> Result<u32, LowerError>,
+) -> Result<Vec<Step>, LowerError> {
+    let err = |reason: String| LowerError { node: name.to_string(), op, reason };
+    let mut map = Vec::with_capacity(body.buffers.len());
+    for b in body.buffers {
+        map.push(buffer(p, b)?);
+    }
+    for s in body.symbols {
+        if s.computed {
+            return Err(err(format!(
+                "the {op}'s body computes the extent '{}' from tensor values with no bound; inside a {op} that is not \
+                 supported yet",
+                s.name
+            )));
+        }
+        // The outer program lists the body's data symbols too (`data_symbols`).
+        if !p.symbols.iter().any(|o| o.name == s.name) {
+            return Err(err(format!("internal: the body's dim '{}' is not the outer program's", s.name)));
+        }
+    }
+    p.constraints.extend(body.constraints);
+    let koff = p.kernels.len() as u32;
+    p.kernels.extend(body.kernels.into_iter().map(|mut k| {
+        k.name = format!("{tag}{koff}_{}", k.name);
+        k
+    }));
+    Ok(remap(body.schedule, &map, koff))
 }

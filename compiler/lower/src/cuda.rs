@@ -140,6 +140,7 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::RoiAlign(_)
         | Op::Col2Im(_)
         | Op::Loop(_)
+        | Op::If(_)
         | Op::Compress(_) => return None,
     })
 }

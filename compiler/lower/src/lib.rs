@@ -357,8 +357,9 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         dlc_ir::pointwise!() | Op::Cast(_) | Op::Expand(_) | Op::Fused(_) => elementwise::map(kernel, n),
         Op::QuantPack(op) => quant::quant_pack(kernel, n, op),
         Op::QConv(op) => quant::qconv(kernel, n, op, t),
-        // A loop is schedule steps around its body's program (`program`), not a kernel.
-        Op::Loop(_) => Err(n.error("internal: a loop is lowered as schedule steps, not as a kernel")),
+        // A loop and an if are schedule steps around their bodies' programs (`program`),
+        // not kernels.
+        Op::Loop(_) | Op::If(_) => Err(n.error("internal: control flow is lowered as schedule steps, not as a kernel")),
         // Sources have no kernel (listed, not `_`, so a new op does not compile until
         // someone decides how it is lowered).
         Op::Input(_) | Op::Const(_) => return None,

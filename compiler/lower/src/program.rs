@@ -89,16 +89,32 @@ pub fn index_check(g: &Graph, id: dlc_ir::NodeId, family: Family) -> Option<usiz
 /// nodes and run-time index checks, each labelled with its node's name.
 pub fn bind_sites(g: &Graph, plan: &MemoryPlan, family: Family) -> Vec<String> {
     let mut sites = Vec::new();
+    // A body's sites under its node's name (the importer's names of body nodes begin
+    // with it already).
+    let under = |node: &str, s: String| match s.starts_with(&format!("{node}/")) {
+        true => s,
+        false => format!("{node}/{s}"),
+    };
     for &id in &plan.order {
         let node = g.node(id);
         let here = match &node.op {
             Op::Bind(_) => true,
             Op::Input(_) | Op::Const(_) => false,
-            // A loop's: its body's, in its body's order, named by the loop.
-            Op::Loop(_) => {
-                if let (Op::Loop(l), Some((_, layout))) = (&node.op, plan.loops.get(&id)) {
+            // A loop's: its body's, in its body's order, named by the loop; an if's: its
+            // then-branch's, then its else-branch's (the order of the schedule's steps).
+            Op::Loop(l) => {
+                if let Some((_, layout)) = plan.loops.get(&id) {
                     let inner = bind_sites(&l.body.0, &layout.plan, family);
-                    sites.extend(inner.into_iter().map(|s| format!("{}/{s}", node.name)));
+                    sites.extend(inner.into_iter().map(|s| under(&node.name, s)));
+                }
+                false
+            }
+            Op::If(op) => {
+                if let Some((_, layout)) = plan.ifs.get(&id) {
+                    for (b, bp) in [(&op.then, &layout.then_plan), (&op.els, &layout.els_plan)] {
+                        let inner = bind_sites(&b.0, bp, family);
+                        sites.extend(inner.into_iter().map(|s| under(&node.name, s)));
+                    }
                 }
                 false
             }
@@ -236,15 +252,23 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
         if matches!(node.op, Op::Input(_) | Op::Const(_)) || plan.views.contains(&id) {
             continue;
         }
-        if let Op::Loop(l) = &node.op {
-            let err = |reason: String| LowerError { node: node.name.clone(), op: "loop", reason };
+        if matches!(node.op, Op::Loop(_) | Op::If(_)) {
+            // Control flow: its bodies' programs, planned in its workspace, as steps.
+            let op = node.op.mnemonic();
+            let err = |reason: String| LowerError { node: node.name.clone(), op, reason };
             if family != Family::Cpu {
-                return Err(err("loops run on the CPU only for now (compile for a CPU target)".into()));
+                return Err(err(match op {
+                    "loop" => "loops run on the CPU only for now (compile for a CPU target)".into(),
+                    _ => "internal: CUDA programs take both branches (dlc_passes::speculate_ifs)".into(),
+                }));
             }
-            let (ws_loc, layout) =
-                plan.loops.get(&id).ok_or_else(|| err("internal: the plan has no workspace".into()))?;
+            let ws_loc = match &node.op {
+                Op::Loop(_) => plan.loops.get(&id).map(|w| w.0),
+                _ => plan.ifs.get(&id).map(|w| w.0),
+            };
+            let ws_loc = ws_loc.ok_or_else(|| err("internal: the plan has no workspace".into()))?;
             let ws =
-                plan.offset_expr(*ws_loc).ok_or_else(|| err("internal: the workspace is not in the arena".into()))?;
+                plan.offset_expr(ws_loc).ok_or_else(|| err("internal: the workspace is not in the arena".into()))?;
             let mut outer = Vec::new();
             for v in g.operands(id) {
                 let name = g.node(v.node).name.clone();
@@ -253,8 +277,18 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
             let results: Vec<u32> = (0..node.outputs.len() as u32)
                 .map(|port| buffer(&mut p, Value { node: id, port }, &node.name))
                 .collect();
-            let body = program(&l.body.0, &layout.plan, t, family)?;
-            let steps = crate::control::loop_steps(&mut p, &node.name, l, layout, &ws, &outer, &results, body)?;
+            let steps = match (&node.op, plan.loops.get(&id), plan.ifs.get(&id)) {
+                (Op::Loop(l), Some((_, lay)), _) => {
+                    let body = program(&l.body.0, &lay.plan, t, family)?;
+                    crate::control::loop_steps(&mut p, &node.name, l, lay, &ws, &outer, &results, body)?
+                }
+                (Op::If(i), _, Some((_, lay))) => {
+                    let then = program(&i.then.0, &lay.then_plan, t, family)?;
+                    let els = program(&i.els.0, &lay.els_plan, t, family)?;
+                    crate::control::if_steps(&mut p, &node.name, lay, &ws, &outer, &results, then, els)?
+                }
+                _ => return Err(err("internal: the plan has no workspace".into())),
+            };
             p.schedule.extend(steps);
             continue;
         }

@@ -64,3 +64,65 @@ fn an_int8_pack_runs_as_part_of_a_program_exactly() {
     let want = dlc_interp::run_graph(&g, &[dlc_ir::TensorData::from_f32(&[1, 6, 3, 5], &x).unwrap()]).unwrap();
     assert_eq!(got[0], want[0].bytes());
 }
+
+/// A graph with an `if` whose branches are graphs of their own: the program has one
+/// `if` step holding each branch's calls (no select, nothing of a branch outside it), and
+/// run in the kir interpreter gives dlc-interp's results with the condition either way,
+/// a branch that passes an outer value through (a copy) and a result read after the `if`
+/// included.
+#[test]
+fn an_if_runs_only_its_taken_branch() {
+    use dlc_ir::ops::{Body, Exp, If, Neg, Softmax, Tanh};
+    use dlc_ir::{DType, Graph, TensorData, TensorType};
+    use std::sync::Arc;
+    let f32s = |d: &[u64]| TensorType::fixed(DType::F32, d);
+    let mut then = Graph::new("if/then_branch");
+    let tx = then.add_input("x", f32s(&[2, 8]));
+    let ta = then.add_node("if/then_branch/exp", Exp {}, &[tx]).unwrap()[0];
+    let tb = then
+        .add_node("if/then_branch/softmax", Softmax { axis: -1, mode: dlc_ir::ops::SoftmaxMode::Softmax }, &[tx])
+        .unwrap()[0];
+    then.add_output("a", ta);
+    then.add_output("b", tb);
+    let mut els = Graph::new("if/else_branch");
+    let ex = els.add_input("x", f32s(&[2, 8]));
+    let ea = els.add_node("if/else_branch/neg", Neg {}, &[ex]).unwrap()[0];
+    els.add_output("a", ea);
+    els.add_output("b", ex);
+    let mut g = Graph::new("m");
+    let c = g.add_input("c", TensorType::fixed(DType::Bool, &[1]));
+    let x = g.add_input("x", f32s(&[2, 8]));
+    let op = If { then: Body(Arc::new(then)), els: Body(Arc::new(els)) };
+    let r = g.add_node("if", op, &[c, x]).unwrap();
+    let y = g.add_node("after", Tanh {}, &[r[1]]).unwrap()[0];
+    g.add_output("a", r[0]);
+    g.add_output("y", y);
+    dlc_ir::verify(&g).unwrap();
+    let plan = dlc_passes::plan_memory(&g).unwrap();
+    let p = dlc_lower::program::program(&g, &plan, &dlc_lower::Target::with_lanes(8), dlc_lower::program::Family::Cpu)
+        .unwrap();
+    let text = print::program(&p);
+    assert_eq!(parse::program(&text).unwrap(), p);
+    let [dlc_kir::Step::If { then, els, .. }, dlc_kir::Step::Call { label, .. }] = &p.schedule[..] else {
+        panic!("one if step, then the node after it:\n{text}")
+    };
+    assert_eq!(label.as_deref(), Some("after"), "{text}");
+    let calls = |s: &[dlc_kir::Step]| s.iter().filter(|s| matches!(s, dlc_kir::Step::Call { .. })).count();
+    let copies = |s: &[dlc_kir::Step]| s.iter().filter(|s| matches!(s, dlc_kir::Step::Copy { .. })).count();
+    assert_eq!((calls(then), copies(then)), (2, 0), "{text}");
+    assert_eq!((calls(els), copies(els)), (1, 1), "{text}");
+    let xs: Vec<f32> = (0..16).map(|i| ((i * 5) % 11) as f32 / 4.0 - 1.2).collect();
+    let xb: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
+    for taken in [true, false] {
+        let cb = vec![u8::from(taken)];
+        let got = interp::run_program(&p, &[cb.clone(), xb.clone()], &BTreeMap::new()).unwrap();
+        let ct = TensorData::new(TensorType::fixed(DType::Bool, &[1]), Arc::from(cb)).unwrap();
+        let want = dlc_interp::run_graph(&g, &[ct, TensorData::from_f32(&[2, 8], &xs).unwrap()]).unwrap();
+        for (k, (gv, w)) in got.iter().zip(&want).enumerate() {
+            let gv: Vec<f32> = gv.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            for (a, b) in gv.iter().zip(&w.to_f32().unwrap()) {
+                assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "taken={taken} output {k}: {a} vs {b}");
+            }
+        }
+    }
+}

@@ -13,6 +13,7 @@ mod identity_elim;
 pub mod memory_plan;
 mod promote_half;
 pub mod quantize;
+mod speculate;
 mod stats;
 
 pub use conv_orient::ConvOrient;
@@ -21,8 +22,11 @@ pub use denormal_weights::DenormalWeights;
 pub use egraph::cost::Roofline;
 pub use egraph::{EGraphOpt, Limits, OptReport};
 pub use identity_elim::IdentityElim;
-pub use memory_plan::{loop_layout, plan_memory, size_units, Location, LoopLayout, MemoryPlan, Region};
+pub use memory_plan::{
+    if_layout, loop_layout, plan_memory, size_units, IfLayout, Location, LoopLayout, MemoryPlan, Region,
+};
 pub use promote_half::PromoteHalf;
+pub use speculate::speculate_ifs;
 pub use stats::{graph_stats, op_flops, GraphStats};
 
 use dlc_ir::Graph;
@@ -104,14 +108,15 @@ pub fn pass_names() -> Vec<&'static str> {
 }
 
 /// Runs `passes` in order, verifying after each and recording timings and dumps; then
-/// runs them on each loop's body (its own graph), innermost first.
+/// runs them on each loop's body and each if's branches (graphs of their own),
+/// innermost first.
 pub fn run_pipeline(g: &mut Graph, passes: &[Box<dyn Pass>], cx: &mut PassCx) -> Result<(), PassError> {
     for id in g.node_ids() {
-        if let dlc_ir::Op::Loop(l) = &mut g.node_mut(id).op {
-            // The body's own passes record no dumps (`--dump-after` prints the loop's
-            // body under the loop node of the outer graph).
+        for b in g.node_mut(id).op.bodies_mut() {
+            // The body's own passes record no dumps (`--dump-after` prints a loop's body
+            // and an if's branches under their node in the outer graph).
             let mut inner = PassCx { optimizer: None, ..PassCx::default() };
-            run_pipeline(std::sync::Arc::make_mut(&mut l.body.0), passes, &mut inner)?;
+            run_pipeline(std::sync::Arc::make_mut(&mut b.0), passes, &mut inner)?;
             cx.timings.extend(inner.timings);
         }
     }

@@ -75,6 +75,40 @@ pub struct MemoryPlan {
     /// Each loop's workspace (its state and its body's arena, see [`LoopLayout`]): where
     /// it starts. No other value shares it.
     pub loops: HashMap<NodeId, (Location, LoopLayout)>,
+    /// Each if's workspace (its branches' arenas, see [`IfLayout`]): where it starts. No
+    /// other value shares it.
+    pub ifs: HashMap<NodeId, (Location, IfLayout)>,
+}
+
+/// An if's workspace: its branches' arenas (each branch's own plan; its inputs are the
+/// if's operands and its outputs the if's results, which live outside it). Only one
+/// branch runs, so they share it when both sizes are known when compiling, else the
+/// else-branch's follows the then-branch's.
+#[derive(Debug, Clone)]
+pub struct IfLayout {
+    /// Where the else-branch's arena starts (the then-branch's at 0).
+    pub els: Expr,
+    /// The workspace's size.
+    pub bytes: Expr,
+    /// The then-branch's plan.
+    pub then_plan: Box<MemoryPlan>,
+    /// The else-branch's plan.
+    pub els_plan: Box<MemoryPlan>,
+}
+
+/// The workspace layout of if `op` (its branches planned by [`plan_memory`]).
+pub fn if_layout(op: &dlc_ir::ops::If) -> Result<IfLayout, dlc_ir::IrError> {
+    let (then_plan, els_plan) = (plan_memory(&op.then.0)?, plan_memory(&op.els.0)?);
+    let (a, b) = (then_plan.arena_expr(), els_plan.arena_expr());
+    let (els, bytes) = match (a.as_const(), b.as_const()) {
+        (Some(x), Some(y)) => (Expr::c(0), Expr::c(x.max(y))),
+        _ => {
+            let at = align(&a);
+            let end = &at + &b;
+            (at, end)
+        }
+    };
+    Ok(IfLayout { els, bytes, then_plan: Box::new(then_plan), els_plan: Box::new(els_plan) })
 }
 
 /// A loop's workspace: byte offsets from its start of the iteration number (8 bytes),
@@ -300,23 +334,30 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
         units.into_iter().zip(sizes).skip(1).map(|(unit, size)| Region { unit, size }).collect();
     // Each loop's workspace: after the fixed arena when its size is known, else in a
     // region of its own after the others.
-    let mut loops = HashMap::new();
+    let (mut loops, mut ifs) = (HashMap::new(), HashMap::new());
+    let mut place = |bytes: &Expr| match bytes.as_const() {
+        Some(b) => {
+            let off = arena_bytes.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
+            arena_bytes = off + b.max(0) as u64;
+            Location::Arena(off)
+        }
+        None => {
+            let (size, unit) = units_of(bytes.clone());
+            regions.push(Region { unit, size: size.div_ceil(ARENA_ALIGN) * ARENA_ALIGN });
+            Location::Scaled { region: regions.len() as u32 - 1, offset: 0 }
+        }
+    };
     for &id in &order {
-        if let Op::Loop(l) = &g.node(id).op {
-            let layout = loop_layout(l)?;
-            let loc = match layout.bytes.as_const() {
-                Some(b) => {
-                    let off = arena_bytes.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
-                    arena_bytes = off + b.max(0) as u64;
-                    Location::Arena(off)
-                }
-                None => {
-                    let (size, unit) = units_of(layout.bytes.clone());
-                    regions.push(Region { unit, size: size.div_ceil(ARENA_ALIGN) * ARENA_ALIGN });
-                    Location::Scaled { region: regions.len() as u32 - 1, offset: 0 }
-                }
-            };
-            loops.insert(id, (loc, layout));
+        match &g.node(id).op {
+            Op::Loop(l) => {
+                let layout = loop_layout(l)?;
+                loops.insert(id, (place(&layout.bytes), layout));
+            }
+            Op::If(op) => {
+                let layout = if_layout(op)?;
+                ifs.insert(id, (place(&layout.bytes), layout));
+            }
+            _ => {}
         }
     }
     for &id in &order {
@@ -325,7 +366,7 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
             locations.insert(v, locations[&root[&v]]);
         }
     }
-    Ok(MemoryPlan { order, locations, arena_bytes, regions, unshared_bytes, views, loops })
+    Ok(MemoryPlan { order, locations, arena_bytes, regions, unshared_bytes, views, loops, ifs })
 }
 
 #[cfg(test)]

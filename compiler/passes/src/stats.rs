@@ -46,6 +46,8 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
             let count = l.count_expr().and_then(|c| c.as_const()).filter(|&c| c < 1 << 32);
             per.saturating_mul(count.map_or(1, |c| c.max(0) as u64))
         }
+        // The costlier branch (only one runs).
+        Op::If(i) => graph_stats(&i.then.0).flops.max(graph_stats(&i.els.0).flops),
         Op::Softmax(_) => 5 * out,
         Op::LayerNormalization(_) => 8 * out,
         // A multiply-add per tap (K = idx's last dim) per result; the taps about 30 per row.

@@ -123,3 +123,71 @@ impl Infer for Loop {
         Ok(res)
     }
 }
+
+/// `if`: runs `then` when its condition holds, else `els` (ONNX `If` on a condition only
+/// the run knows; one known when compiling imports only the branch taken). Operands: the
+/// condition (one bool), then the outer values the branches read. Each branch's inputs
+/// are those outer values, in that order; its outputs are the results, of the same types
+/// in both branches. Only the branch taken runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct If {
+    /// The branch run when the condition holds.
+    pub then: Body,
+    /// The branch run otherwise.
+    pub els: Body,
+}
+
+impl If {
+    /// The from-attributes constructor the DSL uses: an if has branch graphs, which the
+    /// DSL cannot write.
+    pub fn from_attrs(_args: &mut super::AttrArgs) -> Result<Self, String> {
+        Err("if needs attributes 'then' and 'els', graphs, which the DSL cannot write (import the If from ONNX)".into())
+    }
+}
+
+impl OpMeta for If {
+    const INFO: OpInfo = OpInfo {
+        mnemonic: "if",
+        min_operands: 1,
+        max_operands: usize::MAX,
+        doc: "Runs its then-graph when the condition holds, else its else-graph (ONNX If).\n",
+    };
+    fn attrs(&self) -> Vec<(&'static str, Attr)> {
+        vec![("then", Attr::Str(self.then.0.name.clone())), ("els", Attr::Str(self.els.0.name.clone()))]
+    }
+}
+
+impl Infer for If {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        ensure(inputs[0].dtype == DType::Bool && inputs[0].shape.numel() == Some(1), node, op, || {
+            format!("the condition must hold one bool, got {}", inputs[0])
+        })?;
+        let mut results: Option<Vec<TensorType>> = None;
+        for (what, b) in [("then", &self.then), ("else", &self.els)] {
+            let g = &b.0;
+            let ins: Vec<&TensorType> = g.inputs().iter().map(|&id| &g.node(id).outputs[0]).collect();
+            ensure(ins.len() + 1 == inputs.len(), node, op, || {
+                format!("the {what}-branch takes {} inputs, the if gives {}", ins.len(), inputs.len() - 1)
+            })?;
+            for (i, (b, t)) in ins.iter().zip(&inputs[1..]).enumerate() {
+                ensure(*b == t, node, op, || format!("{what}-branch input {i} is {b}, the if gives {t}"))?;
+            }
+            let outs: Vec<TensorType> = g.outputs().iter().map(|(_, v)| g.value_type(*v).clone()).collect();
+            match &results {
+                None => results = Some(outs),
+                Some(r) => {
+                    ensure(r.len() == outs.len(), node, op, || {
+                        format!("the then-branch gives {} outputs, the else-branch {}", r.len(), outs.len())
+                    })?;
+                    for (i, (a, b)) in r.iter().zip(&outs).enumerate() {
+                        ensure(a == b, node, op, || {
+                            format!("output {i} is {a} in the then-branch and {b} in the else-branch")
+                        })?;
+                    }
+                }
+            }
+        }
+        Ok(results.unwrap_or_default())
+    }
+}

@@ -23,7 +23,7 @@ mod resize;
 mod source;
 mod text;
 
-pub use control::{Body, Loop};
+pub use control::{Body, If, Loop};
 pub use conv::{
     AutoPad, AveragePool, Col2Im, Conv, ConvTranspose, GlobalAveragePool, GridSample, MaxPool, PoolGeometry, RoiAlign,
     SampleMode, SamplePadding, Window, WindowAttrs,
@@ -563,7 +563,7 @@ op_table! {
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, TopK, NllLoss, CumSum,
     Reshape, Flatten, Transpose, Identity, BitCast, Concat, Gather, GatherElements, Slice, Trilu, Pad, ScatterElements, ScatterND,
-    Bind, Strided, NonZero, Nms, Unique, Compress, Iota, View, Loop,
+    Bind, Strided, NonZero, Nms, Unique, Compress, Iota, View, Loop, If,
     StringEqual, StringCase, StringConcat, StringSplitCount, StringSplit, StringRegexMatch, Random, RoiAlign, Col2Im,
 }
 
@@ -571,6 +571,24 @@ impl Op {
     /// The op's mnemonic.
     pub fn mnemonic(&self) -> &'static str {
         self.info().mnemonic
+    }
+
+    /// The graphs of its own a control-flow op holds (a loop's body, an if's branches).
+    pub fn bodies(&self) -> Vec<&Body> {
+        match self {
+            Op::Loop(l) => vec![&l.body],
+            Op::If(i) => vec![&i.then, &i.els],
+            _ => Vec::new(),
+        }
+    }
+
+    /// [`Op::bodies`], to change.
+    pub fn bodies_mut(&mut self) -> Vec<&mut Body> {
+        match self {
+            Op::Loop(l) => vec![&mut l.body],
+            Op::If(i) => vec![&mut i.then, &mut i.els],
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -667,7 +685,7 @@ impl Op {
             Reshape(_) | Flatten(_) | Transpose(_) | Identity(_) | BitCast(_) | Concat(_) | Gather(_)
             | GatherElements(_) | Slice(_) | Trilu(_) | Pad(_) | ScatterElements(_) | ScatterND(_) | Bind(_)
             | Strided(_) | NonZero(_) | Nms(_) | Unique(_) | Compress(_) | Iota(_) | View(_) => OpKind::Movement,
-            Loop(_) => OpKind::Control,
+            Loop(_) | If(_) => OpKind::Control,
             // Compares bytes, no arithmetic; never fused into elementwise programs.
             StringEqual(_) | StringCase(_) | StringConcat(_) | StringSplitCount(_) | StringSplit(_)
             | StringRegexMatch(_) => OpKind::Movement,

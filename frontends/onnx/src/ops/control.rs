@@ -1,11 +1,12 @@
 //! Control flow. `If`: a condition known at compile time imports only the branch it
 //! takes (the other is never compiled, and the model carries no branch); a run-time
-//! condition imports both branches into the graph (they are pure functions of values in
-//! scope) and selects each output with `Where` — the results are ONNX's, at the cost of
-//! computing both branches (the run-time indices of a branch's index ops are guarded
-//! by the condition, so that only the branch taken can fail the run on a bad index).
-//! Branches must give outputs of one type (ONNX allows them to differ in shape; dlc
-//! refuses that with the two types). `Scan` over a sequence of known
+//! condition imports each branch as a graph of its own (`dlc_ir::ops::If`), and only the
+//! branch taken runs. Where that cannot be (branches whose outputs differ in type, or
+//! that give sequences), both branches are imported into the graph (they are pure
+//! functions of values in scope) and each output selected with `Where` — the results are
+//! ONNX's, at the cost of computing both branches (the run-time indices of a branch's
+//! index ops are guarded by the condition, so that only the branch taken can fail the
+//! run on a bad index). `Scan` over a sequence of known
 //! length is unrolled: its body imported once per step, with the states carried from step
 //! to step and the scan outputs stacked.
 use super::{BuildFn, NodeCx};
@@ -190,8 +191,14 @@ fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         let (g, what) = if taken { (then_g, "then_branch") } else { (else_g, "else_branch") };
         return if_branch(cx, g, what);
     }
-    // A run-time condition: both branches computed, each output selected with `Where`
-    // (index errors count only in the branch taken).
+    // A run-time condition: each branch a graph of its own, only the taken one run.
+    let region = match region_if(cx, cond, then_g, else_g) {
+        Ok(outs) => return Ok(outs),
+        Err(e) => e,
+    };
+    tracing::debug!(node = %cx.name, "both branches computed ({region})");
+    // Otherwise both branches computed, each output selected with `Where` (index errors
+    // count only in the branch taken).
     let t = guarded(cx, cond, then_g, true);
     let el = guarded(cx, cond, else_g, false);
     let (e, only) = match (t, el) {
@@ -220,6 +227,104 @@ fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         "only the {what}-branch compiles (the {other}-branch: {e}); a run that takes the {other}-branch fails"
     );
     Ok(outs)
+}
+
+/// An `If` on run-time condition `cond` as a `dlc_ir::ops::If`: each branch imported
+/// into a graph of its own whose inputs are the outer values the branches read
+/// (constants are copied in, shape values shared), run only when taken. Refused (the
+/// caller computes both branches instead) where the branches give outputs of different
+/// types, read or give a sequence, an optional or a value whose rank the run decides,
+/// or compute an extent from tensor values that nothing bounds.
+fn region_if(cx: &mut NodeCx, cond: Value, then_g: &GraphProto, else_g: &GraphProto) -> Result<Vec<Value>, String> {
+    use dlc_ir::TensorType;
+    let mut free = Vec::new();
+    free_names(then_g, &mut free);
+    free_names(else_g, &mut free);
+    let mut subs = Vec::with_capacity(2);
+    for what in ["then_branch", "else_branch"] {
+        let mut sub = crate::import::Importer::new(&cx.imp.path, cx.imp.model);
+        sub.graph = dlc_ir::Graph::new(format!("{}/{what}", cx.name));
+        sub.symbols = cx.imp.symbols.clone();
+        sub.opset_at_least = cx.imp.opset_at_least;
+        subs.push(sub);
+    }
+    let mut operands = vec![cond];
+    for f in free {
+        let imp = &cx.imp;
+        if imp.sequences.contains_key(&f)
+            || imp.run_sequences.contains_key(&f)
+            || imp.run_optionals.contains_key(&f)
+            || imp.absent.contains(&f)
+            || imp.strings.contains_key(&f)
+        {
+            return Err(format!("the branches read '{f}', a sequence, optional or string"));
+        }
+        for sub in &mut subs {
+            if let Some(d) = imp.dim_conditions.get(&f) {
+                sub.dim_conditions.insert(f.clone(), d.clone());
+            }
+            if let Some(t) = imp.float_shapes.get(&f) {
+                sub.float_shapes.insert(f.clone(), *t);
+            }
+        }
+        if let Some(sv) = imp.shape_values.get(&f) {
+            for sub in &mut subs {
+                sub.shape_values.insert(f.clone(), sv.clone());
+            }
+            continue;
+        }
+        let v = cx.imp.lookup(&f).map_err(|m| format!("the branches read '{f}': {m}"))?;
+        if cx.imp.rank_may_be.contains_key(&v) {
+            return Err(format!("the branches read '{f}', whose rank the run decides"));
+        }
+        match cx.imp.known.get(&v) {
+            Some(t) => {
+                for sub in &mut subs {
+                    sub.initializers.insert(f.clone(), t.clone());
+                }
+            }
+            None => {
+                let ty: TensorType = cx.ty(v);
+                for sub in &mut subs {
+                    let b = sub.graph.add_input(f.clone(), ty.clone());
+                    sub.values.insert(f.clone(), b);
+                }
+                operands.push(v);
+            }
+        }
+    }
+    let mut bodies = Vec::with_capacity(2);
+    for ((mut sub, g), what) in subs.into_iter().zip([then_g, else_g]).zip(["then_branch", "else_branch"]) {
+        for t in &g.initializer {
+            let data =
+                crate::tensor::tensor_from_proto(t, &cx.imp.base).map_err(|m| format!("{what}: initializer: {m}"))?;
+            sub.initializers.insert(t.name.clone(), data);
+        }
+        sub.import_nodes(&g.node, &format!("{}/{what}/", cx.name)).map_err(|e| format!("in its {what}: {e}"))?;
+        for o in &g.output {
+            if sub.sequences.contains_key(&o.name)
+                || sub.run_sequences.contains_key(&o.name)
+                || sub.run_optionals.contains_key(&o.name)
+                || sub.absent.contains(&o.name)
+            {
+                return Err(format!("{what} output '{}' is a sequence or optional", o.name));
+            }
+            let v = body_output(&mut sub, &o.name).map_err(|m| format!("{what}: {m}"))?;
+            if sub.strings.contains_key(&o.name) {
+                return Err(format!("{what} output '{}' is a string tensor", o.name));
+            }
+            sub.graph.add_output(o.name.clone(), v);
+        }
+        let computed = dlc_ir::bind::computed_symbols(&sub.graph);
+        if let Some(c) = computed.first() {
+            return Err(format!("{what} computes the extent '{c}' from tensor values with no bound"));
+        }
+        dlc_ir::verify(&sub.graph).map_err(|e| format!("its {what}: {e}"))?;
+        bodies.push(dlc_ir::ops::Body(std::sync::Arc::new(sub.graph)));
+    }
+    let els = bodies.pop().ok_or("internal: no else-branch")?;
+    let then = bodies.pop().ok_or("internal: no then-branch")?;
+    cx.add("", dlc_ir::ops::If { then, els }, &operands)
 }
 
 /// Branch `g` of an `If` on run-time condition `cond` (`taken`: the then-branch),
