@@ -20,6 +20,8 @@ use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
 /// Kept boxes tested at once.
 const W: u32 = 8;
+/// Kept boxes per block whose x span is tested before its groups (a multiple of `W`).
+const BLOCK: u32 = 64;
 const I64: Ty = Ty { elem: Elem::I64, lanes: 1 };
 
 fn f(b: &mut KernelBuilder, v: f64) -> ValId {
@@ -227,6 +229,10 @@ pub fn nms(name: &str, n: &Node, center: bool, pool: bool) -> Result<Kernel, Low
                 // N after the visits).
                 let los = &count_at * &Expr::c(2);
                 let his = &los + &nbox;
+                // Block `i`'s x span: two f32s in the i64 slot `N - 1 - i` of the list,
+                // below which the heap always is (when block `i` gets its first box, the
+                // heap has lost at least `64 i + 1` boxes).
+                let block_at = &(&(&list + &nbox) - &Expr::c(1)) * &Expr::c(2);
                 let lanes = crate::conv1x1::iota(b, W);
                 let scores = &j * &nbox;
                 // The operands, read in each task (a task sees no value from outside).
@@ -292,77 +298,131 @@ pub fn nms(name: &str, n: &Node, center: bool, pool: bool) -> Result<Kernel, Low
                             // the candidate's in one vector test; only a group where some
                             // overlap is tested box by box. Once suppressed, the remaining
                             // kept boxes are skipped (most candidates of a detector overlap
-                            // one of the first kept).
-                            let seven = b.i64(W as i64 - 1);
-                            let kw = b.bin(BinOp::Add, k, seven);
-                            let shift = b.i64(W.trailing_zeros() as i64);
-                            let groups = b.bin(BinOp::AShr, kw, shift);
+                            // one of the first kept). Kept boxes in blocks of 64: a block whose x span (the least
+                            // lower end and greatest upper end of its boxes, kept at the
+                            // list region's end) misses the candidate's is skipped whole
+                            // (torchvision's batched NMS offsets each class's boxes apart,
+                            // so only a few blocks are near a candidate).
                             let (clo, chi) = (b.let_(Inst::Splat(cand.x.0, W)), b.let_(Inst::Splat(cand.x.1, W)));
-                            b.for_(Expr::c(0), Expr::val(groups), LoopKind::Serial, |b, g| {
+                            let kb = b.i64(BLOCK as i64 - 1);
+                            let kb = b.bin(BinOp::Add, k, kb);
+                            let shift = b.i64(BLOCK.trailing_zeros() as i64);
+                            let blocks = b.bin(BinOp::AShr, kb, shift);
+                            b.for_(Expr::c(0), Expr::val(blocks), LoopKind::Serial, |b, blk| {
                                 let h = b.let_(Inst::Get(hit));
+                                let at = &block_at + &(&blk * &Expr::c(-2));
+                                let (lo, hi) = (b.load(F32, 5, at.clone(), 4), b.load(F32, 5, &at + &Expr::c(1), 4));
+                                // As the groups' test below (a NaN bound skips nothing).
+                                let lt = b.cmp(CmpOp::FOlt, cand.x.0, lo);
+                                let ixa = b.select(lt, lo, cand.x.0);
+                                let gt = b.cmp(CmpOp::FOgt, cand.x.1, hi);
+                                let ixb = b.select(gt, hi, cand.x.1);
+                                let near = b.cmp(CmpOp::FOgt, ixb, ixa);
+                                let not_hit = b.let_(Inst::Un(dlc_kir::UnOp::Not, h));
+                                let near = b.bin(BinOp::And, near, not_hit);
                                 b.if_(
-                                    h,
-                                    |_| {},
+                                    near,
                                     |b| {
-                                        let at0 = &g * &Expr::c(W as i64);
-                                        let m = crate::conv1x1::lanes_in(b, lanes, &at0, &Expr::c(0), &Expr::val(k), W);
-                                        let load = |b: &mut KernelBuilder, from: &Expr| {
-                                            let ty = Ty::vec(Elem::F32, W);
-                                            b.let_(Inst::Load {
-                                                ty,
-                                                param: 5,
-                                                index: from + &at0,
-                                                align: 4,
-                                                mask: Some(m),
-                                            })
-                                        };
-                                        let (lo, hi) = (load(b, &los), load(b, &his));
-                                        let lt = b.cmp(CmpOp::FOlt, clo, lo);
-                                        let ixa = b.select(lt, lo, clo);
-                                        let gt = b.cmp(CmpOp::FOgt, chi, hi);
-                                        let ixb = b.select(gt, hi, chi);
-                                        let over = b.cmp(CmpOp::FOgt, ixb, ixa);
-                                        let over = b.bin(BinOp::And, over, m);
-                                        let (on, off) = (
-                                            b.let_(Inst::Const { ty: Ty::vec(Elem::I32, W), lit: Lit::Int(1) }),
-                                            b.let_(Inst::Const { ty: Ty::vec(Elem::I32, W), lit: Lit::Int(0) }),
-                                        );
-                                        let flags = b.select(over, on, off);
-                                        let any = b.let_(Inst::Reduce(dlc_kir::ReduceOp::SMax, flags));
-                                        let zero32 =
-                                            b.let_(Inst::Const { ty: Ty::scalar(Elem::I32), lit: Lit::Int(0) });
-                                        let some = b.cmp(CmpOp::Sgt, any, zero32);
-                                        b.if_(
-                                            some,
-                                            |b| {
-                                                b.for_(Expr::c(0), Expr::c(W as i64), LoopKind::Serial, |b, l| {
-                                                    let jj = &at0 + &l;
-                                                    let jv = b.index(jj.clone());
-                                                    let inside = b.cmp(CmpOp::Slt, jv, k);
-                                                    let h = b.let_(Inst::Get(hit));
-                                                    let not_hit = b.let_(Inst::Un(dlc_kir::UnOp::Not, h));
-                                                    let go = b.bin(BinOp::And, inside, not_hit);
+                                        let per = (BLOCK / W) as i64;
+                                        b.for_(Expr::c(0), Expr::c(per), LoopKind::Serial, |b, gi| {
+                                            let g = &(&blk * &Expr::c(per)) + &gi;
+                                            let h = b.let_(Inst::Get(hit));
+                                            let not_hit = b.let_(Inst::Un(dlc_kir::UnOp::Not, h));
+                                            let first = b.index(&g * &Expr::c(W as i64));
+                                            let inside = b.cmp(CmpOp::Slt, first, k);
+                                            let go = b.bin(BinOp::And, inside, not_hit);
+                                            b.if_(
+                                                go,
+                                                |b| {
+                                                    let at0 = &g * &Expr::c(W as i64);
+                                                    let m = crate::conv1x1::lanes_in(
+                                                        b,
+                                                        lanes,
+                                                        &at0,
+                                                        &Expr::c(0),
+                                                        &Expr::val(k),
+                                                        W,
+                                                    );
+                                                    let load = |b: &mut KernelBuilder, from: &Expr| {
+                                                        let ty = Ty::vec(Elem::F32, W);
+                                                        b.let_(Inst::Load {
+                                                            ty,
+                                                            param: 5,
+                                                            index: from + &at0,
+                                                            align: 4,
+                                                            mask: Some(m),
+                                                        })
+                                                    };
+                                                    let (lo, hi) = (load(b, &los), load(b, &his));
+                                                    let lt = b.cmp(CmpOp::FOlt, clo, lo);
+                                                    let ixa = b.select(lt, lo, clo);
+                                                    let gt = b.cmp(CmpOp::FOgt, chi, hi);
+                                                    let ixb = b.select(gt, hi, chi);
+                                                    let over = b.cmp(CmpOp::FOgt, ixb, ixa);
+                                                    let over = b.bin(BinOp::And, over, m);
+                                                    let (on, off) = (
+                                                        b.let_(Inst::Const {
+                                                            ty: Ty::vec(Elem::I32, W),
+                                                            lit: Lit::Int(1),
+                                                        }),
+                                                        b.let_(Inst::Const {
+                                                            ty: Ty::vec(Elem::I32, W),
+                                                            lit: Lit::Int(0),
+                                                        }),
+                                                    );
+                                                    let flags = b.select(over, on, off);
+                                                    let any = b.let_(Inst::Reduce(dlc_kir::ReduceOp::SMax, flags));
+                                                    let zero32 = b.let_(Inst::Const {
+                                                        ty: Ty::scalar(Elem::I32),
+                                                        lit: Lit::Int(0),
+                                                    });
+                                                    let some = b.cmp(CmpOp::Sgt, any, zero32);
                                                     b.if_(
-                                                        go,
+                                                        some,
                                                         |b| {
-                                                            let qx = (
-                                                                b.load(F32, 5, &los + &jj, 4),
-                                                                b.load(F32, 5, &his + &jj, 4),
+                                                            b.for_(
+                                                                Expr::c(0),
+                                                                Expr::c(W as i64),
+                                                                LoopKind::Serial,
+                                                                |b, l| {
+                                                                    let jj = &at0 + &l;
+                                                                    let jv = b.index(jj.clone());
+                                                                    let inside = b.cmp(CmpOp::Slt, jv, k);
+                                                                    let h = b.let_(Inst::Get(hit));
+                                                                    let not_hit =
+                                                                        b.let_(Inst::Un(dlc_kir::UnOp::Not, h));
+                                                                    let go = b.bin(BinOp::And, inside, not_hit);
+                                                                    b.if_(
+                                                                        go,
+                                                                        |b| {
+                                                                            let qx = (
+                                                                                b.load(F32, 5, &los + &jj, 4),
+                                                                                b.load(F32, 5, &his + &jj, 4),
+                                                                            );
+                                                                            // The kept box's row, read only when the x extents overlap.
+                                                                            let q_of = |b: &mut KernelBuilder| {
+                                                                                let other =
+                                                                                    b.load(I64, 5, &kept_at + &jj, 8);
+                                                                                &(&(&bi * &nbox) + &Expr::val(other))
+                                                                                    * &Expr::c(4)
+                                                                            };
+                                                                            suppressed_by(
+                                                                                b, &cand, &q_of, qx, center, iou, hit,
+                                                                            );
+                                                                        },
+                                                                        |_| {},
+                                                                    );
+                                                                },
                                                             );
-                                                            // The kept box's row, read only when the x extents overlap.
-                                                            let q_of = |b: &mut KernelBuilder| {
-                                                                let other = b.load(I64, 5, &kept_at + &jj, 8);
-                                                                &(&(&bi * &nbox) + &Expr::val(other)) * &Expr::c(4)
-                                                            };
-                                                            suppressed_by(b, &cand, &q_of, qx, center, iou, hit);
                                                         },
                                                         |_| {},
                                                     );
-                                                });
-                                            },
-                                            |_| {},
-                                        );
+                                                },
+                                                |_| {},
+                                            );
+                                        });
                                     },
+                                    |_| {},
                                 );
                             });
                             let h = b.let_(Inst::Get(hit));
@@ -373,6 +433,33 @@ pub fn nms(name: &str, n: &Node, center: bool, pool: bool) -> Result<Kernel, Low
                                     b.store(5, &los + &Expr::val(k), cand.x.0, 4);
                                     b.store(5, &his + &Expr::val(k), cand.x.1, 4);
                                     b.store(5, &kept_at + &Expr::val(k), bx, 8);
+                                    // Its block's x span: set by its first box, widened by
+                                    // the others (a NaN bound stays: its block is never
+                                    // skipped).
+                                    let shift = b.i64(BLOCK.trailing_zeros() as i64);
+                                    let blk = b.bin(BinOp::AShr, k, shift);
+                                    let at = &block_at + &(&Expr::val(blk) * &Expr::c(-2));
+                                    let mask = b.i64(BLOCK as i64 - 1);
+                                    let pos = b.bin(BinOp::And, k, mask);
+                                    let zero = b.i64(0);
+                                    let first = b.cmp(CmpOp::Eq, pos, zero);
+                                    b.if_(
+                                        first,
+                                        |b| {
+                                            b.store(5, at.clone(), cand.x.0, 4);
+                                            b.store(5, &at + &Expr::c(1), cand.x.1, 4);
+                                        },
+                                        |b| {
+                                            let lo = b.load(F32, 5, at.clone(), 4);
+                                            let hi = b.load(F32, 5, &at + &Expr::c(1), 4);
+                                            let lt = b.cmp(CmpOp::FOlt, cand.x.0, lo);
+                                            let lo = b.select(lt, cand.x.0, lo);
+                                            let gt = b.cmp(CmpOp::FOgt, cand.x.1, hi);
+                                            let hi = b.select(gt, cand.x.1, hi);
+                                            b.store(5, at.clone(), lo, 4);
+                                            b.store(5, &at + &Expr::c(1), hi, 4);
+                                        },
+                                    );
                                     let one = b.i64(1);
                                     let k1 = b.bin(BinOp::Add, k, one);
                                     b.stmt(Stmt::Set(kept, k1));
