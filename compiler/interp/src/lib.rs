@@ -905,8 +905,9 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
         Op::ReduceSum(r) if is_f(&ins[0]) => reduce_f(&ins[0], &r.axes, |a, b| a + b, 0.0, false, out)?,
         Op::ReduceMean(r) if is_f(&ins[0]) => reduce_f(&ins[0], &r.axes, |a, b| a + b, 0.0, true, out)?,
         Op::ReduceProd(r) if is_f(&ins[0]) => reduce_f(&ins[0], &r.axes, |a, b| a * b, 1.0, false, out)?,
-        Op::ReduceMax(r) if is_f(&ins[0]) => reduce_f(&ins[0], &r.axes, f64::max, f64::NEG_INFINITY, false, out)?,
-        Op::ReduceMin(r) if is_f(&ins[0]) => reduce_f(&ins[0], &r.axes, f64::min, f64::INFINITY, false, out)?,
+        // A NaN makes the result NaN (numpy's rule, the ONNX reference's; the kernels').
+        Op::ReduceMax(r) if is_f(&ins[0]) => reduce_f(&ins[0], &r.axes, nan_max, f64::NEG_INFINITY, false, out)?,
+        Op::ReduceMin(r) if is_f(&ins[0]) => reduce_f(&ins[0], &r.axes, nan_min, f64::INFINITY, false, out)?,
         Op::ReduceL1(r) if is_f(&ins[0]) => {
             reduce_f(&mapped(&ins[0], f64::abs), &r.axes, |a, b| a + b, 0.0, false, out)?
         }
@@ -1343,6 +1344,24 @@ fn is_f(t: &T) -> bool {
 }
 
 /// A float reduction over `axes` (the mean divides by the reduced element count).
+/// `max(a, b)`, NaN when either is.
+fn nan_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// `min(a, b)`, NaN when either is.
+fn nan_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
+}
+
 fn reduce_f(x: &T, axes: &[i64], f: fn(f64, f64) -> f64, init: f64, mean: bool, out: &[u64]) -> Result<T, EvalError> {
     let ax = resolve_axes(axes, x.dims.len()).ok_or_else(|| EvalError::Invalid("axes".into()))?;
     let kept: Vec<u64> = x.dims.iter().enumerate().map(|(i, &d)| if ax.contains(&i) { 1 } else { d }).collect();

@@ -318,7 +318,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         | Op::ReduceLogSum(_)
         | Op::ReduceLogSumExp(_)
         | Op::ReduceSumSquare(_) => match reduce::reduction(n.op) {
-            Some((axes, kind)) => reduce::reduce(kernel, n, axes, kind),
+            Some((axes, kind)) => reduce::reduce(kernel, n, axes, kind, t.f32_lanes),
             None => Err(n.error("internal: not a Reduce* op")),
         },
         Op::ArgMax(o) => reduce::arg(kernel, n, o.axis, true, o.select_last_index),

@@ -8,7 +8,8 @@ use crate::{LowerError, Node};
 use dlc_ir::ops::{resolve_axes, CumSum, LossReduction, NllLoss};
 use dlc_ir::{DType, Op};
 use dlc_kir::{
-    Access, BinOp, CastOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, UnOp, ValId,
+    Access, BinOp, CastOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, ReduceOp, Stmt, Ty, UnOp,
+    ValId,
 };
 
 /// What a Reduce* op folds its inputs with.
@@ -64,10 +65,24 @@ fn f64c(b: &mut KernelBuilder, v: f64) -> ValId {
     b.let_(Inst::Const { ty: Ty::scalar(Elem::F64), lit: Lit::Float(v) })
 }
 
-/// The lowering of a Reduce* op.
-pub fn reduce(name: &str, n: &Node, axes: &[i64], kind: Kind) -> Result<Kernel, LowerError> {
+/// The lowering of a Reduce* op; `w` f32 lanes for the vector kernels of f32 reductions
+/// over trailing axes ([`extremes_f32`], [`sums_f32`]).
+pub fn reduce(name: &str, n: &Node, axes: &[i64], kind: Kind, w: u32) -> Result<Kernel, LowerError> {
     let x = Node::dims(&n.inputs[0]);
     let axes = resolve_axes(axes, x.len()).ok_or_else(|| n.error("invalid axes"))?;
+    let trailing = axes.iter().enumerate().all(|(i, &a)| a == x.len() - axes.len() + i);
+    let f32s = n.inputs[0].dtype == DType::F32 && n.outputs[0].dtype == DType::F32;
+    if f32s && trailing && !axes.is_empty() && w > 1 {
+        let (kept, red) = x.split_at(x.len() - axes.len());
+        let count = red.iter().fold(Expr::c(1), |p, d| &p * d);
+        match kind {
+            Kind::Max | Kind::Min => return Ok(extremes_f32(name, kept, &count, kind == Kind::Max, w)),
+            Kind::Sum | Kind::Mean | Kind::SumSquare | Kind::L1 | Kind::L2 => {
+                return Ok(sums_f32(name, kept, &count, kind, w));
+            }
+            _ => {}
+        }
+    }
     let (in_dt, out_dt) = (n.inputs[0].dtype, n.outputs[0].dtype);
     let st = contiguous_strides(&x);
     let kept: Vec<usize> = (0..x.len()).filter(|i| !axes.contains(i)).collect();
@@ -122,21 +137,7 @@ pub fn reduce(name: &str, n: &Node, axes: &[i64], kind: Kind) -> Result<Kernel, 
                 b.let_(Inst::Call { func: f.into(), args: vec![x], ty: Ty::scalar(Elem::F64) })
             };
             let fin = if float {
-                match kind {
-                    Kind::Mean => {
-                        let c = match count.as_const() {
-                            Some(c) => f64c(b, c as f64),
-                            None => {
-                                let c = b.index(count.clone());
-                                b.let_(Inst::Cast(CastOp::SiToFp, c, Ty::scalar(Elem::F64)))
-                            }
-                        };
-                        b.bin(BinOp::FDiv, a, c)
-                    }
-                    Kind::L2 => call(b, "sqrt", a),
-                    Kind::LogSum | Kind::LogSumExp => call(b, "log", a),
-                    _ => a,
-                }
+                finish_float(b, kind, a, &count)
             } else {
                 match kind {
                     Kind::Mean if count.as_const() != Some(0) => {
@@ -158,6 +159,151 @@ pub fn reduce(name: &str, n: &Node, axes: &[i64], kind: Kind) -> Result<Kernel, 
         })
     });
     done(b, err)
+}
+
+/// Calls `fold` on the `count` f32s of param 0 from element `base`, `w` lanes at a time:
+/// whole vectors, then the remainder in a masked vector (its lanes past the row load 0)
+/// with the mask.
+fn row_vectors(
+    b: &mut KernelBuilder,
+    base: &Expr,
+    count: &Expr,
+    w: u32,
+    fold: &dyn Fn(&mut KernelBuilder, ValId, Option<ValId>),
+) {
+    let (vt, wc) = (Ty::vec(Elem::F32, w), Expr::c(w as i64));
+    let full = count.floor_div(&wc);
+    b.for_(Expr::c(0), full.clone(), LoopKind::Serial, |b, i| {
+        let v = b.load(vt, 0, base + &(&i * &wc), 4);
+        fold(b, v, None);
+    });
+    let done = &full * &wc;
+    let rest = crate::in_bounds_expr(b, done.clone(), count);
+    b.if_(
+        rest,
+        |b| {
+            let lanes = crate::conv1x1::iota(b, w);
+            let m = crate::conv1x1::lanes_in(b, lanes, &done, &Expr::c(0), count, w);
+            let v = b.let_(Inst::Load { ty: vt, param: 0, index: base + &done, align: 4, mask: Some(m) });
+            fold(b, v, Some(m));
+        },
+        |_| {},
+    );
+}
+
+/// ReduceMax (`max`) or ReduceMin of f32 over the trailing axes, `count` elements
+/// (contiguous) per result: `w` lanes at a time into a vector of running extremes (an
+/// extreme of f32s is one of them, so f32 is exact), a masked vector for the remainder,
+/// then across the lanes. A NaN anywhere in a row makes its result NaN (numpy's rule, as
+/// the scalar kernel): a vector of flags records them, the lanes' comparisons being
+/// ordered (a NaN never replaces an extreme).
+fn extremes_f32(name: &str, kept: &[Expr], count: &Expr, max: bool, w: u32) -> Kernel {
+    let vt = Ty::vec(Elem::F32, w);
+    let it = Ty::vec(Elem::I32, w);
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
+    let out_st = contiguous_strides(kept);
+    b.nest(kept, LoopKind::Each, |b, oi| {
+        let row = linear(oi, &out_st, Expr::c(0));
+        let base = &row * count;
+        let init = if max { f64::NEG_INFINITY } else { f64::INFINITY };
+        let i0 = b.let_(Inst::Const { ty: vt, lit: Lit::Float(init) });
+        let acc = b.local(vt, i0);
+        let z = b.let_(Inst::Const { ty: it, lit: Lit::Int(0) });
+        let nan = b.local(it, z);
+        let one = b.let_(Inst::Const { ty: it, lit: Lit::Int(1) });
+        let better = if max { CmpOp::FOgt } else { CmpOp::FOlt };
+        // Folds `v` in, in the lanes `m` allows (all when `None`).
+        let fold = |b: &mut KernelBuilder, v: ValId, m: Option<ValId>| {
+            let a = b.let_(Inst::Get(acc));
+            let mut take = b.cmp(better, v, a);
+            let mut bad = b.cmp(CmpOp::FUno, v, v);
+            if let Some(m) = m {
+                take = b.bin(BinOp::And, take, m);
+                bad = b.bin(BinOp::And, bad, m);
+            }
+            let next = b.select(take, v, a);
+            b.stmt(Stmt::Set(acc, next));
+            let f = b.let_(Inst::Get(nan));
+            let f = b.select(bad, one, f);
+            b.stmt(Stmt::Set(nan, f));
+        };
+        row_vectors(b, &base, count, w, &fold);
+        let a = b.let_(Inst::Get(acc));
+        let r = b.let_(Inst::Reduce(if max { ReduceOp::FMax } else { ReduceOp::FMin }, a));
+        let f = b.let_(Inst::Get(nan));
+        let any = b.let_(Inst::Reduce(ReduceOp::SMax, f));
+        let z = b.let_(Inst::Const { ty: Ty::scalar(Elem::I32), lit: Lit::Int(0) });
+        let any = b.cmp(CmpOp::Sgt, any, z);
+        let qnan = b.let_(Inst::Const { ty: Ty::scalar(Elem::F32), lit: Lit::Float(f64::NAN) });
+        let r = b.select(any, qnan, r);
+        b.store(1, row, r, 4);
+    });
+    b.finish()
+}
+
+/// ReduceSum, ReduceMean, ReduceSumSquare, ReduceL1 or ReduceL2 of f32 over the trailing
+/// axes, `count` elements (contiguous) per result: `w` lanes at a time, each term
+/// widened to f64 and added into its lane's f64 sum (the scalar kernel's accumulator
+/// precision; only the order of the additions differs), a masked vector for the
+/// remainder, then the lanes added in lane order and the result finished as the scalar
+/// kernel does.
+fn sums_f32(name: &str, kept: &[Expr], count: &Expr, kind: Kind, w: u32) -> Kernel {
+    let dt = Ty::vec(Elem::F64, w);
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
+    let out_st = contiguous_strides(kept);
+    b.nest(kept, LoopKind::Each, |b, oi| {
+        let row = linear(oi, &out_st, Expr::c(0));
+        let base = &row * count;
+        let z = b.let_(Inst::Const { ty: dt, lit: Lit::Float(0.0) });
+        let acc = b.local(dt, z);
+        // Adds the terms of `v` (masked-off lanes load 0, which adds 0 in every kind).
+        let fold = |b: &mut KernelBuilder, v: ValId| {
+            let d = b.let_(Inst::Cast(CastOp::FpExt, v, dt));
+            let t = match kind {
+                Kind::SumSquare | Kind::L2 => b.bin(BinOp::FMul, d, d),
+                Kind::L1 => {
+                    let zero = b.let_(Inst::Const { ty: dt, lit: Lit::Float(0.0) });
+                    let neg = b.cmp(CmpOp::FOlt, d, zero);
+                    let nd = b.let_(Inst::Un(UnOp::FNeg, d));
+                    b.select(neg, nd, d)
+                }
+                _ => d,
+            };
+            let a = b.let_(Inst::Get(acc));
+            let next = b.bin(BinOp::FAdd, a, t);
+            b.stmt(Stmt::Set(acc, next));
+        };
+        row_vectors(b, &base, count, w, &|b, v, _| fold(b, v));
+        let a = b.let_(Inst::Get(acc));
+        let sum = b.let_(Inst::Reduce(ReduceOp::FAdd, a));
+        let fin = finish_float(b, kind, sum, count);
+        let r = b.let_(Inst::Cast(CastOp::FpTrunc, fin, Ty::scalar(Elem::F32)));
+        b.store(1, row, r, 4);
+    });
+    b.finish()
+}
+
+/// The result of a float reduction of `count` terms from its f64 accumulator `a`: the
+/// mean divides, L2 takes the square root, the log-sums the logarithm.
+fn finish_float(b: &mut KernelBuilder, kind: Kind, a: ValId, count: &Expr) -> ValId {
+    let call = |b: &mut KernelBuilder, f: &str, x: ValId| {
+        b.let_(Inst::Call { func: f.into(), args: vec![x], ty: Ty::scalar(Elem::F64) })
+    };
+    match kind {
+        Kind::Mean => {
+            let c = match count.as_const() {
+                Some(c) => f64c(b, c as f64),
+                None => {
+                    let c = b.index(count.clone());
+                    b.let_(Inst::Cast(CastOp::SiToFp, c, Ty::scalar(Elem::F64)))
+                }
+            };
+            b.bin(BinOp::FDiv, a, c)
+        }
+        Kind::L2 => call(b, "sqrt", a),
+        Kind::LogSum | Kind::LogSumExp => call(b, "log", a),
+        _ => a,
+    }
 }
 
 fn step_float(b: &mut KernelBuilder, kind: Kind, a: ValId, v: ValId) -> ValId {

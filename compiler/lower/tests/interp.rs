@@ -2194,3 +2194,44 @@ fn col2im_kernel_matches_the_reference_scatter() {
         check_with(op, &[x], &|t| vec![floats(&t[0], 9)], &[&[]]);
     }
 }
+
+/// ReduceMax/ReduceMin of f32 over trailing axes take the vector kernel: rows whose
+/// length is and is not a multiple of the lanes (a masked remainder), a run-time length,
+/// and a NaN in the full vectors or in the remainder making its row's result NaN.
+#[test]
+fn f32_extremes_over_trailing_axes_in_vectors() {
+    for (dims, axes) in [
+        (vec![s("N"), f(37)], vec![-1]),
+        (vec![f(3), s("N"), f(5)], vec![1, 2]),
+        (vec![s("N"), f(2), f(8)], vec![]),
+        (vec![f(2), s("N")], vec![1]),
+    ] {
+        let t = ty(DType::F32, &dims);
+        for max in [true, false] {
+            let op: Op = match max {
+                true => ReduceMax { axes: axes.clone(), keepdims: false }.into(),
+                false => ReduceMin { axes: axes.clone(), keepdims: true }.into(),
+            };
+            let with_nans = |t: &[TensorType]| {
+                let mut v = floats(&t[0], 5).to_f32().unwrap();
+                // A NaN early (a full vector of the first row) and one late (the last row's
+                // remainder when it has one).
+                let n = v.len();
+                v[1] = f32::NAN;
+                v[n - 1] = f32::NAN;
+                vec![TensorData::from_f32(&t[0].shape.as_fixed().unwrap(), &v).unwrap()]
+            };
+            let plain = |t: &[TensorType]| vec![floats(&t[0], 6)];
+            for make in [&with_nans as &dyn Fn(&[TensorType]) -> Vec<TensorData>, &plain] {
+                check_with(op.clone(), std::slice::from_ref(&t), make, &[&[("N", 1)], &[("N", 4)], &[("N", 19)]]);
+            }
+        }
+    }
+    // The kernel is the vector one (a masked load for the remainder, a lane reduction).
+    let t = ty(DType::F32, &[s("N"), f(37)]);
+    let op: Op = ReduceMax { axes: vec![-1], keepdims: false }.into();
+    let out = op.infer("n", std::slice::from_ref(&t)).unwrap();
+    let node = dlc_lower::Node { name: "n", op: &op, inputs: &[t], outputs: &out, consts: &[], operand_max: &[] };
+    let text = dlc_kir::print::kernel(&dlc_lower::lower("k", &node, &T).unwrap().unwrap());
+    assert!(text.contains("reduce fmax") && text.contains("mask"), "{text}");
+}
