@@ -376,3 +376,41 @@ def test_a_trip_count_from_a_run_time_dim(check, tmp_path):
         assert_close(got["y"], want["y"], f"y at N={n} limit={limit}")
         if runs:
             assert_close(got["ys"], want["ys"], f"ys at N={n} limit={limit}")
+
+
+def test_an_if_in_a_loop_body_takes_a_branch_per_iteration(tmp_path):
+    """A body whose If picks its branch from the iteration number (even: y * 0.5 + x[i],
+    odd: y - x[i] with an inner Gather): the If stays an `if` of the body (only the
+    branch taken runs each iteration), at run-time trip counts, against ONNX Runtime."""
+    then_g = h.make_graph([_const("half", np.array(0.5, np.float32)), h.make_node("Mul", ["y_in", "half"], ["t0"]),
+                           h.make_node("Add", ["t0", "xr"], ["t"])], "then", [], [_vi("t", T.FLOAT, [3])])
+    else_g = h.make_graph([h.make_node("Sub", ["y_in", "xr"], ["e"])], "else", [], [_vi("e", T.FLOAT, [3])])
+    body = h.make_graph([
+        h.make_node("Identity", ["cond_in"], ["cond_out"]),
+        _const("two", np.array(2, np.int64)), _const("zero", np.array(0, np.int64)), _const("five", np.array(5, np.int64)),
+        h.make_node("Mod", ["i", "five"], ["row"]),
+        h.make_node("Gather", ["x", "row"], ["xr"], axis=0),
+        h.make_node("Mod", ["i", "two"], ["parity"]),
+        h.make_node("Equal", ["parity", "zero"], ["even"]),
+        h.make_node("If", ["even"], ["y_out"], then_branch=then_g, else_branch=else_g, name="pick"),
+        h.make_node("Identity", ["y_out"], ["scan"]),
+    ], "body", [_vi("i", T.INT64, []), _vi("cond_in", T.BOOL, []), _vi("y_in", T.FLOAT, [3])],
+        [_vi("cond_out", T.BOOL, []), _vi("y_out", T.FLOAT, [3]), _vi("scan", T.FLOAT, [3])])
+    path = _save(tmp_path / "m.onnx", [h.make_node("Loop", ["m", "c", "y0"], ["y", "ys"], body=body, name="for")],
+                 [_vi("m", T.INT64, []), _vi("c", T.BOOL, []), _vi("y0", T.FLOAT, [3]), _vi("x", T.FLOAT, [5, 3])],
+                 [_vi("y", T.FLOAT), _vi("ys", T.FLOAT)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art, "--emit", "so,ir")
+    ir = (art / "model.dlcir").read_text()
+    # Nothing selects between computed branches (the loop's own trip count is a Where).
+    assert " = loop(" in ir and " = if(" in ir and not any("where" in ln and "pick" in ln for ln in ir.splitlines()), ir
+    for m in (0, 1, 6):
+        rng = np.random.default_rng(m)
+        feeds = {"m": np.array(m, np.int64), "c": np.array(True), "y0": rng.standard_normal(3).astype(np.float32),
+                 "x": rng.standard_normal((5, 3)).astype(np.float32)}
+        work = tmp_path / f"m{m}"
+        work.mkdir()
+        got, want = dlc_run(art, path, feeds, work), ort_run(path, feeds)
+        for k in ("y", "ys"):
+            assert got[k].shape == want[k].shape, (k, m)
+            assert_close(got[k], want[k], f"{k} at m={m}")

@@ -636,7 +636,177 @@ fn scan(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let k = body.output.len().saturating_sub(n);
     let out_axes = ints(cx, "scan_output_axes", k);
     let out_rev: Vec<bool> = ints(cx, "scan_output_directions", k).iter().map(|&d| d != 0).collect();
+    // A length only the run knows, or too long to unroll: a loop of the model.
+    let steps = scans.first().and_then(|&s| cx.ty(s).shape.0.get(in_axes[0]).and_then(|d| d.fixed()));
+    if steps.is_none_or(|t| t > MAX_UNROLLED_SCAN) {
+        return scan_loop(cx, body, n, &in_axes, &in_rev, &out_axes, &out_rev);
+    }
     scan_sequence(cx, body, states.to_vec(), scans, &in_axes, &in_rev, &out_axes, &out_rev, "")
+}
+
+/// The most steps of a Scan that is unrolled at import (a longer one, or one whose
+/// length only the run knows, runs as a loop of the model).
+const MAX_UNROLLED_SCAN: u64 = 4096;
+
+/// A Scan (opset 9 on) as a Loop of the model (`loop_outs`): its trip count the scanned
+/// axis's length, its body the Scan's with, before its nodes, a Gather of each scan
+/// input's slice at the iteration number (or, scanned in reverse, at `length - 1 -` it)
+/// and the condition passed through; then each scan output (stacked along axis 0 by the
+/// loop) reversed where asked and its axis moved to `scan_output_axes`.
+fn scan_loop(
+    cx: &mut NodeCx,
+    body: &GraphProto,
+    n: usize,
+    in_axes: &[usize],
+    in_rev: &[bool],
+    out_axes: &[i64],
+    out_rev: &[bool],
+) -> Result<Vec<Value>, String> {
+    use onnx_protobuf::{AttributeProto, NodeProto, ValueInfoProto};
+    let m = in_axes.len();
+    if body.input.len() != n + m {
+        return Err(format!("the body takes {} inputs, the Scan gives {}", body.input.len(), n + m));
+    }
+    let k = body.output.len().checked_sub(n).ok_or("the body gives fewer outputs than states")?;
+    let scan_names: Vec<String> = cx.node.input[n..n + m].to_vec();
+    // Every scan input is as long as the first along its axis.
+    let len_of = |cx: &NodeCx, j: usize| cx.ty(cx.imp.values[&scan_names[j]]).shape.0[in_axes[j]].clone();
+    for j in 1..m {
+        let (a, b) = (len_of(cx, 0), len_of(cx, j));
+        if a.expr() != b.expr() {
+            return Err(format!("scan input {j} is {b} long along its axis, scan input 0 {a}"));
+        }
+    }
+    let base = format!("{}::", cx.name);
+    let named = |s: &str| format!("{base}{s}");
+    let node = |op: &str, ins: Vec<String>, outs: Vec<String>, attrs: Vec<AttributeProto>| {
+        let mut p = NodeProto::new();
+        p.op_type = op.to_string();
+        p.name = outs.first().cloned().unwrap_or_default();
+        p.input = ins;
+        p.output = outs;
+        p.attribute = attrs;
+        p
+    };
+    let vi = |name: &str| {
+        let mut v = ValueInfoProto::new();
+        v.name = name.to_string();
+        v
+    };
+    use crate::export::{attr, A};
+    let i64_const = |name: &str, dims: Vec<i64>, val: i64| {
+        let mut t = onnx_protobuf::TensorProto::new();
+        t.data_type = onnx_protobuf::tensor_proto::DataType::INT64 as i32;
+        t.dims = dims;
+        t.int64_data = vec![val];
+        let mut a = AttributeProto::new();
+        a.name = "value".into();
+        a.t = protobuf::MessageField::some(t);
+        a.type_ = onnx_protobuf::attribute_proto::AttributeType::TENSOR.into();
+        node("Constant", vec![], vec![name.to_string()], vec![a])
+    };
+    // The trip count: the scanned axis's length (a shape value at import).
+    let (len, len1) = (named("length"), named("length_minus_one"));
+    let ax = in_axes[0] as i64;
+    let mut outer = vec![
+        node(
+            "Shape",
+            vec![scan_names[0].clone()],
+            vec![named("length_1")],
+            vec![attr("start", A::I(ax)), attr("end", A::I(ax + 1))],
+        ),
+        node("Squeeze", vec![named("length_1")], vec![len.clone()], vec![]),
+    ];
+    if in_rev.iter().any(|&r| r) {
+        outer.push(i64_const(&named("one"), vec![], 1));
+        outer.push(node("Sub", vec![len.clone(), named("one")], vec![len1.clone()], vec![]));
+    }
+    // The loop's body.
+    let (iter, cond, cond_out) = (named("iteration"), named("condition"), named("condition_out"));
+    let mut g = body.clone();
+    let mut pre = vec![node("Identity", vec![cond.clone()], vec![cond_out.clone()], vec![])];
+    for j in 0..m {
+        let idx = match in_rev[j] {
+            false => iter.clone(),
+            true => {
+                let r = named(&format!("reversed_index{j}"));
+                pre.push(node("Sub", vec![len1.clone(), iter.clone()], vec![r.clone()], vec![]));
+                r
+            }
+        };
+        let slice = body.input[n + j].name.clone();
+        pre.push(node(
+            "Gather",
+            vec![scan_names[j].clone(), idx],
+            vec![slice],
+            vec![attr("axis", A::I(in_axes[j] as i64))],
+        ));
+    }
+    pre.append(&mut g.node);
+    g.node = pre;
+    let mut inputs = vec![vi(&iter), vi(&cond)];
+    inputs.extend(body.input[..n].iter().cloned());
+    g.input = inputs;
+    let mut outputs = vec![vi(&cond_out)];
+    outputs.extend(body.output.iter().cloned());
+    g.output = outputs;
+    let mut battr = AttributeProto::new();
+    battr.name = "body".into();
+    battr.g = protobuf::MessageField::some(g);
+    battr.type_ = onnx_protobuf::attribute_proto::AttributeType::GRAPH.into();
+    let finals: Vec<String> = (0..n).map(|i| named(&format!("state{i}"))).collect();
+    let stacked: Vec<String> = (0..k).map(|j| named(&format!("stacked{j}"))).collect();
+    let mut loop_in = vec![len.clone(), String::new()];
+    loop_in.extend(cx.node.input[..n].iter().cloned());
+    let loop_out: Vec<String> = finals.iter().chain(&stacked).cloned().collect();
+    outer.push(node("Loop", loop_in, loop_out, vec![battr]));
+    // Scan outputs to reverse: gathered along axis 0 at `length - 1 - i` for each `i`.
+    let mut scan_outs = Vec::with_capacity(k);
+    let positions = named("positions");
+    if out_rev.iter().take(k).any(|&r| r) {
+        if !in_rev.iter().any(|&r| r) {
+            outer.push(i64_const(&named("one"), vec![], 1));
+            outer.push(node("Sub", vec![len.clone(), named("one")], vec![len1.clone()], vec![]));
+        }
+        outer.push(i64_const(&named("zero"), vec![], 0));
+        outer.push(node("Range", vec![named("zero"), len.clone(), named("one")], vec![named("ascending")], vec![]));
+        outer.push(node("Sub", vec![len1.clone(), named("ascending")], vec![positions.clone()], vec![]));
+    }
+    for (j, st) in stacked.iter().enumerate() {
+        if !out_rev.get(j).copied().unwrap_or(false) {
+            scan_outs.push(st.clone());
+            continue;
+        }
+        let r = named(&format!("reversed{j}"));
+        outer.push(node("Gather", vec![st.clone(), positions.clone()], vec![r.clone()], vec![attr("axis", A::I(0))]));
+        scan_outs.push(r);
+    }
+    import_at(cx, &outer, Some(13))?;
+    let mut results = finals.iter().map(|o| cx.imp.lookup(o)).collect::<Result<Vec<_>, _>>()?;
+    // Each scan output's axis moved from 0 to `scan_output_axes`.
+    for (j, name) in scan_outs.iter().enumerate() {
+        let v = cx.imp.lookup(name)?;
+        let r = cx.ty(v).shape.rank();
+        let a = out_axes.get(j).copied().unwrap_or(0);
+        let a = dlc_ir::ops::normalize_axis(a, r).ok_or(format!("scan output axis {a} out of range"))?;
+        if a == 0 {
+            results.push(v);
+            continue;
+        }
+        let perm: Vec<i64> = (0..r as i64)
+            .map(|i| {
+                if i < a as i64 {
+                    i + 1
+                } else if i == a as i64 {
+                    0
+                } else {
+                    i
+                }
+            })
+            .collect();
+        results.push(cx.add1(&format!("out{j}"), dlc_ir::ops::Transpose { perm }, &[v])?);
+    }
+    Ok(results)
 }
 
 /// A node of a function body that [`expand`] imports: `op` (default domain) reading
