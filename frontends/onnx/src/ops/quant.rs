@@ -190,14 +190,53 @@ fn quantize(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     cx.add("", Cast::new(qdt), &[q])
 }
 
-/// Integer products (MatMulInteger, ConvInteger) and the QLinear ops, expanded exactly:
-/// operands minus their zero points are small integers, which f32 holds exactly, and the
-/// product's reduction is split into chunks of at most 256 terms (`|sum| < 2^24` for
-/// 8-bit operands, so each chunk's f32 sum is exact); chunk results are summed in f64
-/// (exact) and converted to i32. The QLinear ops then scale in f64 like the ONNX
-/// reference (`int32 * (s_a * s_b / s_y)` with an f32 factor), round half to even, add
-/// the output zero point and saturate.
-const EXACT_TERMS: u64 = 256;
+// Integer products (MatMulInteger, ConvInteger) and the QLinear ops, expanded exactly:
+// operands minus their zero points are small integers, which f32 holds exactly, and the
+// product's reduction is split into chunks short enough that `|sum| < 2^24`, so each
+// chunk's f32 sum is exact in any order ([`exact_terms`]: 256 terms for any 8-bit
+// operands, 512 when constant weights are within +-127 of their zero points, as
+// symmetric int8 weights are, 448 for ORT's uint8 weights within +-134 of theirs); chunk results are summed in f64 (exact) and converted
+// to i32. The QLinear ops then scale in f64 like the ONNX
+// reference (`int32 * (s_a * s_b / s_y)` with an f32 factor), round half to even, add
+// the output zero point and saturate.
+
+/// The most terms of a product of `a - a_zp` and `b - b_zp` whose f32 sum is exact in any
+/// order: `(2^24 - 1) / (A B)` for `A`, `B` bounds of the operands' magnitudes, each
+/// from its values when it and its zero point are constants (the farthest of its least
+/// and greatest values from the zero point; per-channel zero points: from the least and
+/// greatest of them), else from its type (255 for 8-bit codes minus a zero point, 128
+/// for int8 without one); in whole multiples of 64 terms where that many fit.
+fn exact_terms(cx: &NodeCx, operands: [(Value, Option<Value>); 2]) -> u64 {
+    let bound = |(x, zp): (Value, Option<Value>)| -> u64 {
+        let by_type = match (cx.ty(x).dtype, zp) {
+            (DType::I8, None) => 128,
+            _ => 255,
+        };
+        let known = |v: Value| cx.imp.known.get(&v).and_then(|t| t.to_i64());
+        let (Some(xs), z) = (known(x), zp.map(known)) else { return by_type };
+        let (lo, hi) = (xs.iter().copied().min().unwrap_or(0), xs.iter().copied().max().unwrap_or(0));
+        let m = match z.as_ref().map(|z| z.as_deref()) {
+            // No zero point, or one for all: the farthest value from it.
+            None => lo.unsigned_abs().max(hi.unsigned_abs()),
+            Some(None) => return by_type,
+            Some(Some(&[z])) => (lo - z).unsigned_abs().max((hi - z).unsigned_abs()),
+            // One per row or channel: at most the values' and zero points' farthest.
+            Some(Some(zs)) => {
+                let (zl, zh) = (zs.iter().copied().min().unwrap_or(0), zs.iter().copied().max().unwrap_or(0));
+                (lo - zh).unsigned_abs().max((hi - zl).unsigned_abs())
+            }
+        };
+        m.clamp(1, by_type)
+    };
+    let [a, b] = operands.map(bound);
+    let n = ((1u64 << 24) - 1) / (a * b);
+    // Whole multiples of 64 terms where that many fit (the kernels' vectors and tiles).
+    if n >= 64 {
+        n / 64 * 64
+    } else {
+        n
+    }
+}
 
 pub(crate) fn register_integer(reg: &mut HashMap<&'static str, BuildFn>) {
     reg.insert("MatMulInteger", matmul_integer);
@@ -285,9 +324,10 @@ pub(crate) fn integer_matmul(
         }
         z => z,
     };
+    let terms = exact_terms(cx, [(a, azp), (b, bzp)]);
     let (af, bf) = (centered(cx, a, azp, "a")?, centered(cx, b, bzp, "b")?);
     let b_rank = cx.ty(b).shape.rank() as i64;
-    let chunks = Chunks { n: k, len: EXACT_TERMS, tag: 'k', names: ["a", "b", "product"], empty: "empty inner dim" };
+    let chunks = Chunks { n: k, len: terms, tag: 'k', names: ["a", "b", "product"], empty: "empty inner dim" };
     chunks
         .sum(cx, (af, -1), (bf, b_rank - 2), |cx, a, b, name| cx.add1(name, MatMul { act: Activation::None }, &[a, b]))
 }
@@ -320,13 +360,14 @@ fn integer_conv(
         }
         z => z,
     };
+    let terms = exact_terms(cx, [(x, xzp), (w, wzp)]);
     let (xf, wf) = (centered(cx, x, xzp, "x")?, centered(cx, w, wzp, "w")?);
-    // Chunks of input channels (per group) with at most EXACT_TERMS terms each.
+    // Chunks of input channels (per group) with at most `terms` terms each.
     let (cg, taps) = (wd[1], wd[2] * wd[3]);
-    let per = (EXACT_TERMS / taps).max(1);
-    if taps > EXACT_TERMS || (op.group != 1 && cg > per) {
+    let per = (terms / taps).max(1);
+    if taps > terms || (op.group != 1 && cg > per) {
         return Err(format!(
-            "an exact integer convolution needs at most {EXACT_TERMS} terms per output (grouped: per group)"
+            "an exact integer convolution needs at most {terms} terms per output (grouped: per group)"
         ));
     }
     let chunks = Chunks { n: cg, len: per, tag: 'c', names: ["x", "w", "conv"], empty: "no input channels" };

@@ -1,0 +1,59 @@
+"""MatMulInteger and ConvInteger at the magnitudes where an f32 sum stops being exact:
+long reductions (over 2^24 / (255 x 127) terms) of activation codes as far as they go
+from their run-time zero point, times constant int8 weights at +-127 (or -128), must
+give ONNX Runtime's i32 results exactly (dlc sums chunks short enough for f32, sized
+from the weights' own range, in f64)."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper
+
+from conftest import dlc, dlc_run, ort_run
+
+
+def _save(path, node, inputs, inits):
+    g = h.make_graph([node], "g", inputs, [h.make_tensor_value_info("y", T.INT32, None)],
+                     initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 13)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("wmax", [127, -128])
+def test_matmul_integer_long_reduction_is_exact(wmax, tmp_path):
+    k, n = 1100, 6
+    rng = np.random.default_rng(1)
+    w = rng.choice(np.array([wmax, -127, 127], np.int8), size=(k, n))
+    w[:, 0] = wmax  # one column of equal signs: the largest sum
+    path = _save(tmp_path / "m.onnx", h.make_node("MatMulInteger", ["a", "w", "azp", "wzp"], ["y"]),
+                 [h.make_tensor_value_info("a", T.UINT8, [4, k]), h.make_tensor_value_info("azp", T.UINT8, [])],
+                 {"w": w, "wzp": np.array(0, np.int8)})
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    for zp in (255, 0, 128):
+        a = rng.integers(0, 256, (4, k)).astype(np.uint8)
+        a[0] = 0 if zp else 255  # |a - zp| = 255 along a whole row
+        feeds = {"a": a, "azp": np.array(zp, np.uint8)}
+        work = tmp_path / f"zp{zp}"
+        work.mkdir()
+        got, want = dlc_run(art, path, feeds, work)["y"], ort_run(path, feeds)["y"]
+        assert abs(int(want[0, 0])) > 1 << 24  # past f32's exact integers
+        np.testing.assert_array_equal(got, want, err_msg=f"zp={zp}")
+
+
+def test_conv_integer_long_reduction_is_exact(tmp_path):
+    rng = np.random.default_rng(2)
+    w = rng.choice(np.array([-127, 127], np.int8), size=(4, 80, 3, 3))
+    w[0] = 127
+    path = _save(tmp_path / "m.onnx", h.make_node("ConvInteger", ["x", "w", "xzp"], ["y"], pads=[1, 1, 1, 1]),
+                 [h.make_tensor_value_info("x", T.UINT8, [1, 80, 5, 5]), h.make_tensor_value_info("xzp", T.UINT8, [])],
+                 {"w": w})
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    x = rng.integers(0, 256, (1, 80, 5, 5)).astype(np.uint8)
+    x[:, :, 1:4, 1:4] = 255
+    feeds = {"x": x, "xzp": np.array(0, np.uint8)}
+    got, want = dlc_run(art, path, feeds, tmp_path)["y"], ort_run(path, feeds)["y"]
+    assert abs(int(want[0, 0, 2, 2])) > 80 * 9 * 255 * 127 - 1
+    np.testing.assert_array_equal(got, want)
