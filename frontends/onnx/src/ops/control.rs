@@ -639,7 +639,7 @@ fn scan(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     // A length only the run knows, or too long to unroll: a loop of the model.
     let steps = scans.first().and_then(|&s| cx.ty(s).shape.0.get(in_axes[0]).and_then(|d| d.fixed()));
     if steps.is_none_or(|t| t > MAX_UNROLLED_SCAN) {
-        return scan_loop(cx, body, n, &in_axes, &in_rev, &out_axes, &out_rev);
+        return scan_loop(cx, body, scans, &in_axes, &in_rev, &out_axes, &out_rev);
     }
     scan_sequence(cx, body, states.to_vec(), scans, &in_axes, &in_rev, &out_axes, &out_rev, "")
 }
@@ -656,21 +656,21 @@ const MAX_UNROLLED_SCAN: u64 = 4096;
 fn scan_loop(
     cx: &mut NodeCx,
     body: &GraphProto,
-    n: usize,
+    scans: &[Value],
     in_axes: &[usize],
     in_rev: &[bool],
     out_axes: &[i64],
     out_rev: &[bool],
 ) -> Result<Vec<Value>, String> {
     use onnx_protobuf::{AttributeProto, NodeProto, ValueInfoProto};
-    let m = in_axes.len();
+    let (m, n) = (scans.len(), cx.num_inputs() - scans.len());
     if body.input.len() != n + m {
         return Err(format!("the body takes {} inputs, the Scan gives {}", body.input.len(), n + m));
     }
     let k = body.output.len().checked_sub(n).ok_or("the body gives fewer outputs than states")?;
     let scan_names: Vec<String> = cx.node.input[n..n + m].to_vec();
     // Every scan input is as long as the first along its axis.
-    let len_of = |cx: &NodeCx, j: usize| cx.ty(cx.imp.values[&scan_names[j]]).shape.0[in_axes[j]].clone();
+    let len_of = |cx: &NodeCx, j: usize| cx.ty(scans[j]).shape.0[in_axes[j]].clone();
     for j in 1..m {
         let (a, b) = (len_of(cx, 0), len_of(cx, j));
         if a.expr() != b.expr() {
