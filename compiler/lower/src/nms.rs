@@ -9,8 +9,9 @@
 //! by more than the IoU threshold (the rule of `dlc_interp::nms_suppresses`, in f32; the
 //! candidate's extents are computed once; the kept boxes' x extents, kept contiguous in
 //! the class's scratch, are compared with the candidate's eight at a time, and only the
-//! boxes that overlap along x get the rest of the test; the scan stops at the first box
-//! that suppresses); at most
+//! boxes that overlap along x get the rest of the test; blocks of 64 kept boxes whose x
+//! span misses the candidate's are skipped whole; the scan stops at the first box that
+//! suppresses); at most
 //! `max_output_boxes_per_class` are kept. Classes are independent: on CPU targets each
 //! is a pool task, in its own region of the result ([`nms`]); kept triples are then
 //! written in order into the result rows, their number into `count`.
