@@ -1,6 +1,7 @@
 //! Reductions: for every result element, a loop nest over the reduced axes folds the
 //! inputs into an accumulator of f64 (floating-point inputs) or 64-bit integers, which is
-//! finalised (mean, sqrt, log) and converted to the result dtype. ArgMax/ArgMin keep the
+//! finalised (mean, sqrt, log) and converted to the result dtype; f32 reductions over
+//! trailing axes run in vectors instead ([`extremes_f32`], [`sums_f32`]). ArgMax/ArgMin keep the
 //! first (or last) extreme; NllLoss and CumSum are sequential.
 use crate::dtype::{accumulator, load_as, store_as};
 use crate::shape::{contiguous_strides, linear};
