@@ -592,3 +592,53 @@ def test_an_if_whose_branch_grows_a_sequence(tmp_path, other):
     for c, m, k in ((True, 3, 1), (False, 3, 4), (True, 0, 2), (False, 1, 0)):
         feeds = {"c": np.array(c), "m": np.array(m, np.int64), "k": np.array(k, np.int64), "x": x}
         _against_ort(art, path, feeds, tmp_path / f"r_{c}_{m}_{k}", f"c={c}, m={m}, k={k}")
+
+
+@pytest.mark.parametrize("ragged", [True, False], ids=["ragged", "one_shape"])
+def test_insert_and_erase_at_positions_in_a_grown_sequence(ragged, tmp_path):
+    """SequenceInsert at a position and SequenceErase (at a position, and without one:
+    the last) on a sequence a Loop grew: its length only the run knows. The positions
+    are inputs, negative ones too; one out of range fails the run, as in ONNX Runtime."""
+    if ragged:
+        path = _ragged_model(tmp_path / "m.onnx", False)
+    else:
+        body = h.make_graph(
+            [h.make_node("Cast", ["i"], ["f"], to=T.FLOAT), h.make_node("Mul", ["x", "f"], ["e"]),
+             h.make_node("SequenceInsert", ["s_in", "e"], ["s_out"]), h.make_node("Identity", ["c_in"], ["c_out"])],
+            "body", [_vi("i", T.INT64, []), _vi("c_in", T.BOOL, []), _seq("s_in")],
+            [_vi("c_out", T.BOOL, []), _seq("s_out")])
+        path = _save(tmp_path / "m.onnx",
+                     [h.make_node("SequenceEmpty", [], ["s0"], dtype=T.FLOAT),
+                      h.make_node("Loop", ["m", "c", "s0"], ["s"], body=body, name="grow")],
+                     [_vi("m", T.INT64, []), _vi("c", T.BOOL, []), _vi("x", T.FLOAT, [5, 3])], [_seq("s")])
+    m = onnx.load(str(path))
+    m.graph.node.extend([h.make_node("SequenceInsert", ["s", "y", "q"], ["ins"], name="insert"),
+                         h.make_node("SequenceErase", ["s", "r"], ["era"], name="erase"),
+                         h.make_node("SequenceErase", ["ins"], ["popped"], name="pop"),
+                         h.make_node("SequenceLength", ["era"], ["era_n"]),
+                         h.make_node("SequenceAt", ["ins", "q"], ["inserted"])])
+    m.graph.input.extend([_vi("y", T.FLOAT, [2, 3]), _vi("q", T.INT64, []), _vi("r", T.INT64, [])])
+    del m.graph.output[:]
+    m.graph.output.extend([_seq("ins"), _seq("era"), _seq("popped"), _vi("era_n", T.INT64, []),
+                           _vi("inserted", T.FLOAT)])
+    onnx.save(m, str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    rng = np.random.default_rng(3)
+    base = {"c": np.array(True), "p": np.array(0, np.int64), "x": rng.standard_normal((5, 3)).astype(np.float32),
+            "y": rng.standard_normal((2, 3)).astype(np.float32)}
+    if not ragged:
+        del base["p"]
+    for trips, q, r in ((4, 0, 0), (4, 4, -1), (4, -2, 3), (3, -3, -3), (1, 1, 0), (5, 2, 2)):
+        feeds = dict(base, m=np.array(trips, np.int64), q=np.array(q, np.int64), r=np.array(r, np.int64))
+        _against_ort(art, path, feeds, tmp_path / f"t{trips}_{q}_{r}", f"m={trips} q={q} r={r}")
+    for trips, q, r, node in ((3, 4, 0, "insert"), (3, -4, 0, "insert"), (3, 0, 3, "erase"), (3, 0, -4, "erase"),
+                              (0, 0, 0, "erase")):
+        feeds = dict(base, m=np.array(trips, np.int64), q=np.array(q, np.int64), r=np.array(r, np.int64))
+        with pytest.raises(Exception):
+            _ort(path, feeds)
+        proc = dlc_run_process(art, feeds, tmp_path, tmp_path / f"bad{trips}_{q}_{r}")
+        assert proc.returncode == 1 and "panicked" not in proc.stderr, proc.stderr
+        assert f"node '{node}" in proc.stderr, (node, proc.stderr)
+        if trips == 0:
+            assert "erase from an empty sequence" in proc.stderr, proc.stderr

@@ -235,7 +235,9 @@ impl Reason {
             Reason::SplitSizes => "the split sizes are negative or do not add up to the dim",
             Reason::CountRange => "a count is outside 0 to the element count",
             Reason::IndexRange => "an index is out of range (an axis of extent d takes -d <= index < d)",
-            Reason::ExtentRange => "a count is outside 0 to the axis's extent (TopK's k)",
+            Reason::ExtentRange => {
+                "a count is outside 0 to the axis's extent (a TopK's k; -1: an erase from an empty sequence)"
+            }
             Reason::ValueRange => "a computed extent is negative or above 2^40",
         }
     }

@@ -795,7 +795,7 @@ impl<'m> Importer<'m> {
         if self.run_sequences.contains_key(name) {
             return Err(format!(
                 "value '{name}' is a sequence whose length only the run knows: SequenceAt, SequenceLength, \
-                 ConcatFromSequence, SequenceInsert without a position, Identity and a model output take it \
+                 ConcatFromSequence, SequenceInsert, SequenceErase, Identity and a model output take it \
                  (docs/sequences.md)"
             ));
         }

@@ -45,7 +45,7 @@ impl RunSeq {
             0 => Ok(()),
             _ => Err(format!(
                 "its elements differ in rank (which has which only the run knows); {what} of it is not supported \
-                 (SequenceLength, SequenceInsert without a position, Identity and a model output take it)"
+                 (SequenceLength, SequenceInsert, SequenceErase, Identity and a model output take it)"
             )),
         }
     }
@@ -190,7 +190,7 @@ fn seq(cx: &NodeCx, i: usize) -> Result<Vec<Value>, String> {
     if cx.imp.run_sequences.contains_key(name) {
         return Err(format!(
             "input {i} ('{name}') is a sequence whose length only the run knows (a Loop appended to it): {} of it is \
-             not supported yet (SequenceAt, SequenceLength, ConcatFromSequence, SequenceInsert without a position, \
+             not supported yet (SequenceAt, SequenceLength, ConcatFromSequence, SequenceInsert, SequenceErase, \
              Identity and a model output take it)",
             cx.node.op_type
         ));
@@ -375,6 +375,48 @@ fn run_seq_op(cx: &mut NodeCx) -> Result<Option<Vec<Out>>, String> {
             vec![Out::RunSeq(concat_seqs(cx, s, last, "appended")?)]
         }
         "SequenceLength" => vec![Out::Value(super::shapes::shape_tensor(cx, &len, "length")?)],
+        "SequenceInsert" => {
+            let x = cx.input(1)?;
+            let nv = super::shapes::shape_tensor(cx, &len, "length")?;
+            let p = run_position(cx, 2)?.ok_or("internal: an insert without a position")?;
+            let last = stack_boxed(cx, &[x], "inserted")?;
+            let all = concat_seqs(cx, s, last, "inserted")?;
+            // Row j of the result: j < p ? old[j] : (j == p ? x (row n) : old[j - 1]); a
+            // position outside [-n, n] fails the run at the Gather.
+            let p = run_wrap(cx, p, nv)?;
+            let j = rows_iota(cx, all.data)?;
+            let one = cx.i64_const(&[], &[1])?;
+            let prev = cx.add1("previous", dlc_ir::ops::Sub {}, &[j, one])?;
+            let at = cx.add1("at", Equal {}, &[j, p])?;
+            let after = cx.add1("after", Where {}, &[at, nv, prev])?;
+            let before = cx.add1("before", Less {}, &[j, p])?;
+            let idx = cx.add1("order", Where {}, &[before, j, after])?;
+            let limit = cx.add1("length_after", Add {}, &[nv, one])?;
+            let idx = run_checked(cx, idx, p, limit)?;
+            vec![Out::RunSeq(gather_rows(cx, all, idx, None)?)]
+        }
+        "SequenceErase" => {
+            let nv = super::shapes::shape_tensor(cx, &len, "length")?;
+            let p = match run_position(cx, 1)? {
+                Some(p) => p,
+                None => cx.i64_const(&[], &[-1])?,
+            };
+            // Row j of the result: j < p ? old[j] : old[j + 1], for j < n - 1 (the last
+            // row, clamped to n - 1, is cut); a position outside [-n, n - 1] fails the
+            // run at the Gather, an empty sequence at the cut (a count of -1).
+            let p = run_wrap(cx, p, nv)?;
+            let j = rows_iota(cx, s.data)?;
+            let one = cx.i64_const(&[], &[1])?;
+            let next = cx.add1("next", Add {}, &[j, one])?;
+            let before = cx.add1("before", Less {}, &[j, p])?;
+            let idx = cx.add1("order", Where {}, &[before, j, next])?;
+            let n1 = super::shapes::ShapeVal { elems: len.elems.clone(), scalar: false };
+            let n1 = super::shapes::shape_tensor(cx, &n1, "length_1")?;
+            let count = cx.add1("length_after", dlc_ir::ops::Sub {}, &[n1, one])?;
+            let idx = cx.add1("order_in", dlc_ir::ops::Min {}, &[idx, count])?;
+            let idx = run_checked(cx, idx, p, nv)?;
+            vec![Out::RunSeq(gather_rows(cx, s, idx, Some(count))?)]
+        }
         "SequenceAt" => {
             let p = match position(cx, 1)?.ok_or("position (input 1) is required")? {
                 Ok(p) => cx.i64_const(&[], &[p])?,
@@ -414,6 +456,54 @@ fn run_seq_op(cx: &mut NodeCx) -> Result<Option<Vec<Out>>, String> {
         }
         _ => return Ok(None),
     }))
+}
+
+/// Operand `i` as a run-time i64 scalar position (a constant one made a value), `None`
+/// when absent.
+fn run_position(cx: &mut NodeCx, i: usize) -> Result<Option<Value>, String> {
+    Ok(match position(cx, i)? {
+        None => None,
+        Some(Ok(p)) => Some(cx.i64_const(&[], &[p])?),
+        Some(Err(p)) => Some(p),
+    })
+}
+
+/// The run-time position `p` normalised against the run-time length `n` (`p + n` when
+/// negative).
+fn run_wrap(cx: &mut NodeCx, p: Value, n: Value) -> Result<Value, String> {
+    let zero = cx.i64_const(&[], &[0])?;
+    let neg = cx.add1("position_negative", Less {}, &[p, zero])?;
+    let up = cx.add1("position_up", Add {}, &[p, n])?;
+    cx.add1("position_wrapped", Where {}, &[neg, up, p])
+}
+
+/// `idx`, or `limit` (an index out of range for rows that number at most `limit`, which
+/// fails the run at the Gather's index check) where the wrapped position `p` is not in
+/// `0..limit`.
+fn run_checked(cx: &mut NodeCx, idx: Value, p: Value, limit: Value) -> Result<Value, String> {
+    let zero = cx.i64_const(&[], &[0])?;
+    let ge = cx.add1("position_ge0", GreaterOrEqual {}, &[p, zero])?;
+    let lt = cx.add1("position_in", Less {}, &[p, limit])?;
+    let ok = cx.add1("position_valid", And {}, &[ge, lt])?;
+    cx.add1("order_checked", Where {}, &[ok, idx, limit])
+}
+
+/// `0, 1, ...` for each row of `data` (i64).
+fn rows_iota(cx: &mut NodeCx, data: Value) -> Result<Value, String> {
+    let n = cx.ty(data).shape.0.first().ok_or("internal: a sequence's data has no rows")?.expr();
+    let iota = dlc_ir::ops::Iota { len: n.to_string(), start: 0, delta: 1, dtype: dlc_ir::DType::I64 };
+    cx.add1("rows", iota, &[])
+}
+
+/// The rows `idx` of `s` (data and dims), the first `count` of them when given.
+fn gather_rows(cx: &mut NodeCx, s: RunSeq, idx: Value, count: Option<Value>) -> Result<RunSeq, String> {
+    let mut data = cx.add1("reordered", Gather { axis: 0 }, &[s.data, idx])?;
+    let mut shapes = cx.add1("reordered_dims", Gather { axis: 0 }, &[s.shapes, idx])?;
+    if let Some(c) = count {
+        data = super::bind::first_slices(cx, "kept", data, c, 0)?;
+        shapes = super::bind::first_slices(cx, "kept_dims", shapes, c, 0)?;
+    }
+    Ok(RunSeq { data, shapes, ..s })
 }
 
 /// The elements of `s` concatenated along axis `a`, the one dim where they differ: the
