@@ -236,63 +236,31 @@ fn if_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 /// types, read or give a sequence, an optional or a value whose rank the run decides,
 /// or compute an extent from tensor values that nothing bounds.
 fn region_if(cx: &mut NodeCx, cond: Value, then_g: &GraphProto, else_g: &GraphProto) -> Result<Vec<Value>, String> {
-    use dlc_ir::TensorType;
     let mut free = Vec::new();
     free_names(then_g, &mut free);
     free_names(else_g, &mut free);
-    let mut subs = Vec::with_capacity(2);
-    for what in ["then_branch", "else_branch"] {
-        let mut sub = crate::import::Importer::new(&cx.imp.path, cx.imp.model);
-        sub.graph = dlc_ir::Graph::new(format!("{}/{what}", cx.name));
-        sub.symbols = cx.imp.symbols.clone();
-        sub.opset_at_least = cx.imp.opset_at_least;
-        subs.push(sub);
-    }
-    let mut operands = vec![cond];
-    for f in free {
+    let mut subs = vec![sub_importer(cx, "then_branch"), sub_importer(cx, "else_branch")];
+    for f in &free {
         let imp = &cx.imp;
-        if imp.sequences.contains_key(&f)
-            || imp.run_sequences.contains_key(&f)
-            || imp.run_optionals.contains_key(&f)
-            || imp.absent.contains(&f)
-            || imp.strings.contains_key(&f)
+        if imp.sequences.contains_key(f)
+            || imp.run_sequences.contains_key(f)
+            || imp.run_optionals.contains_key(f)
+            || imp.absent.contains(f)
+            || imp.strings.contains_key(f)
         {
             return Err(format!("the branches read '{f}', a sequence, optional or string"));
         }
-        for sub in &mut subs {
-            if let Some(d) = imp.dim_conditions.get(&f) {
-                sub.dim_conditions.insert(f.clone(), d.clone());
-            }
-            if let Some(t) = imp.float_shapes.get(&f) {
-                sub.float_shapes.insert(f.clone(), *t);
-            }
-        }
-        if let Some(sv) = imp.shape_values.get(&f) {
-            for sub in &mut subs {
-                sub.shape_values.insert(f.clone(), sv.clone());
-            }
+        if imp.shape_values.contains_key(f) {
             continue;
         }
-        let v = cx.imp.lookup(&f).map_err(|m| format!("the branches read '{f}': {m}"))?;
-        if cx.imp.rank_may_be.contains_key(&v) {
-            return Err(format!("the branches read '{f}', whose rank the run decides"));
-        }
-        match cx.imp.known.get(&v) {
-            Some(t) => {
-                for sub in &mut subs {
-                    sub.initializers.insert(f.clone(), t.clone());
-                }
-            }
-            None => {
-                let ty: TensorType = cx.ty(v);
-                for sub in &mut subs {
-                    let b = sub.graph.add_input(f.clone(), ty.clone());
-                    sub.values.insert(f.clone(), b);
-                }
-                operands.push(v);
+        if let Ok(v) = cx.imp.lookup(f) {
+            if cx.imp.rank_may_be.contains_key(&v) {
+                return Err(format!("the branches read '{f}', whose rank the run decides"));
             }
         }
     }
+    let mut operands = vec![cond];
+    operands.extend(bind_free(cx, &mut subs, free, "the branches read")?);
     let mut bodies = Vec::with_capacity(2);
     for ((mut sub, g), what) in subs.into_iter().zip([then_g, else_g]).zip(["then_branch", "else_branch"]) {
         for t in &g.initializer {
@@ -325,6 +293,65 @@ fn region_if(cx: &mut NodeCx, cond: Value, then_g: &GraphProto, else_g: &GraphPr
     let els = bodies.pop().ok_or("internal: no else-branch")?;
     let then = bodies.pop().ok_or("internal: no then-branch")?;
     cx.add("", dlc_ir::ops::If { then, els }, &operands)
+}
+
+/// An importer for body `what` of region node `cx` (an If's branch, a Loop's body, a
+/// recurrence's step): a graph of its own, named under the node, with the outer graph's
+/// symbols and opset.
+pub(crate) fn sub_importer<'m>(cx: &NodeCx<'_, 'm>, what: &str) -> crate::import::Importer<'m> {
+    let mut sub = crate::import::Importer::new(&cx.imp.path, cx.imp.model);
+    sub.graph = dlc_ir::Graph::new(format!("{}/{what}", cx.name));
+    sub.symbols = cx.imp.symbols.clone();
+    sub.opset_at_least = cx.imp.opset_at_least;
+    sub
+}
+
+/// The outer values that bodies `subs` of a region read (`free`, by name), made visible
+/// in each: a shape value is shared, a constant copied in, what the importer knows of a
+/// value (a condition on dims, the shape a float tensor holds) carried along, and any
+/// other value declared as an input of every body. Returns the values declared, in
+/// order: the region op's operands after its own. `reader` begins an error (`"its body reads"`).
+fn bind_free(
+    cx: &mut NodeCx,
+    subs: &mut [crate::import::Importer],
+    free: Vec<String>,
+    reader: &str,
+) -> Result<Vec<Value>, String> {
+    let mut operands = Vec::new();
+    for f in free {
+        let imp = &cx.imp;
+        for sub in subs.iter_mut() {
+            if let Some(d) = imp.dim_conditions.get(&f) {
+                sub.dim_conditions.insert(f.clone(), d.clone());
+            }
+            if let Some(t) = imp.float_shapes.get(&f) {
+                sub.float_shapes.insert(f.clone(), *t);
+            }
+        }
+        if let Some(sv) = imp.shape_values.get(&f) {
+            for sub in subs.iter_mut() {
+                sub.shape_values.insert(f.clone(), sv.clone());
+            }
+            continue;
+        }
+        let v = cx.imp.lookup(&f).map_err(|m| format!("{reader} '{f}': {m}"))?;
+        match cx.imp.known.get(&v) {
+            Some(t) => {
+                for sub in subs.iter_mut() {
+                    sub.initializers.insert(f.clone(), t.clone());
+                }
+            }
+            None => {
+                let ty = cx.ty(v);
+                for sub in subs.iter_mut() {
+                    let b = sub.graph.add_input(f.clone(), ty.clone());
+                    sub.values.insert(f.clone(), b);
+                }
+                operands.push(v);
+            }
+        }
+    }
+    Ok(operands)
 }
 
 /// Branch `g` of an `If` on run-time condition `cond` (`taken`: the then-branch),
@@ -1149,9 +1176,7 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
     }
     // The body: a graph of its own, its inputs the iteration number, the condition, the
     // carried values and the outer values it reads (constants are copied in).
-    let mut sub = crate::import::Importer::new(&cx.imp.path, cx.imp.model);
-    sub.graph = dlc_ir::Graph::new(format!("{}/body", cx.name));
-    sub.symbols = cx.imp.symbols.clone();
+    let mut sub = sub_importer(cx, "body");
     let declare = |sub: &mut crate::import::Importer, name: &str, ty: TensorType| {
         let v = sub.graph.add_input(name.to_string(), ty);
         sub.values.insert(name.to_string(), v);
@@ -1185,23 +1210,7 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
     }
     let mut free = Vec::new();
     free_names(body, &mut free);
-    for f in free {
-        if let Some(s) = cx.imp.shape_values.get(&f) {
-            sub.shape_values.insert(f, s.clone());
-            continue;
-        }
-        let v = cx.imp.lookup(&f).map_err(|m| format!("its body reads '{f}': {m}"))?;
-        match cx.imp.known.get(&v) {
-            Some(t) => {
-                sub.initializers.insert(f, t.clone());
-            }
-            None => {
-                let ty = cx.ty(v);
-                declare(&mut sub, &f, ty);
-                operands.push(v);
-            }
-        }
-    }
+    operands.extend(bind_free(cx, std::slice::from_mut(&mut sub), free, "its body reads")?);
     for t in &body.initializer {
         let data = crate::tensor::tensor_from_proto(t, &cx.imp.base).map_err(|m| format!("body: initializer: {m}"))?;
         sub.initializers.insert(t.name.clone(), data);

@@ -407,9 +407,7 @@ fn step_loop(
         cx.add1("state_rows", Expand { shape: vec![], dims }, &[v])
     };
     let (hs, cs) = (full(cx, hs)?, full(cx, cs)?);
-    let mut sub = crate::import::Importer::new(&cx.imp.path, cx.imp.model);
-    sub.graph = dlc_ir::Graph::new(format!("{}/step", cx.name));
-    sub.symbols = cx.imp.symbols.clone();
+    let mut sub = super::control::sub_importer(cx, "step");
     let scalar = |dtype| dlc_ir::TensorType { dtype, shape: dlc_ir::Shape(vec![]) };
     let it = sub.graph.add_input("t", scalar(DType::I64));
     let cond_ty = scalar(DType::Bool);
