@@ -2,7 +2,9 @@
 long reductions (over 2^24 / (255 x 127) terms) of activation codes as far as they go
 from their run-time zero point, times constant int8 weights at +-127 (or -128), must
 give ONNX Runtime's i32 results exactly (dlc sums chunks short enough for f32, sized
-from the weights' own range, in f64)."""
+from the weights' own range, in f64, or for a u8 left operand and constant weights
+runs the int8 kernel, `int_matmul`). The int8 kernel's own cases: u8 and i8 weights,
+one zero point or one per column, none given, rows only the run knows."""
 import numpy as np
 import onnx
 import pytest
@@ -57,3 +59,42 @@ def test_conv_integer_long_reduction_is_exact(tmp_path):
     got, want = dlc_run(art, path, feeds, tmp_path)["y"], ort_run(path, feeds)["y"]
     assert abs(int(want[0, 0, 2, 2])) > 80 * 9 * 255 * 127 - 1
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("wtype,per_column,zps", [
+    (np.uint8, False, True), (np.uint8, True, True), (np.int8, True, True), (np.int8, False, False),
+], ids=["u8", "u8_per_column", "i8_per_column", "i8_no_zero_points"])
+def test_int8_kernel_matches_ort_at_run_time_rows(wtype, per_column, zps, tmp_path):
+    """A [B, T, K] u8 (B and T run-time dims) by constant weights [K, N] with N = 70
+    (the last column block part empty), the way ORT's quantize_dynamic writes a
+    MatMul: exact i32 results at several row counts, 0 included."""
+    k, n = 96, 70
+    rng = np.random.default_rng(5)
+    info = np.iinfo(wtype)
+    w = rng.integers(info.min, info.max + 1, (k, n), dtype=np.int64).astype(wtype)
+    w[:, 0] = info.max  # one column far from any zero point
+    inits = {"w": w}
+    ins = ["a", "w"]
+    if zps:
+        wzp = rng.integers(info.min, info.max + 1, (n,) if per_column else (), dtype=np.int64).astype(wtype)
+        inits["wzp"] = wzp
+        ins += ["azp", "wzp"]
+    inputs = [h.make_tensor_value_info("a", T.UINT8, ["B", "T", k])]
+    if zps:
+        inputs.append(h.make_tensor_value_info("azp", T.UINT8, []))
+    path = _save(tmp_path / "m.onnx", h.make_node("MatMulInteger", ins, ["y"]), inputs, inits)
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    dlc("compile", path, "-o", tmp_path / "ir", "--emit", "ir")
+    ir = (tmp_path / "ir" / "model.dlcir").read_text()
+    assert "int_matmul" in ir, ir
+    for b, t, zp in ((1, 1, 0), (2, 7, 255), (1, 0, 3), (3, 13, 128)):
+        a = rng.integers(0, 256, (b, t, k), dtype=np.int64).astype(np.uint8)
+        feeds = {"a": a}
+        if zps:
+            feeds["azp"] = np.array(zp, np.uint8)
+        work = tmp_path / f"r{b}_{t}_{zp}"
+        work.mkdir()
+        got, want = dlc_run(art, path, feeds, work)["y"], ort_run(path, feeds)["y"]
+        assert got.shape == want.shape == (b, t, n)
+        np.testing.assert_array_equal(got, want, err_msg=f"{b}x{t} zp={zp}")

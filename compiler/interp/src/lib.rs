@@ -987,6 +987,7 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
             }
             t
         }
+        Op::IntMatMul(_) => int_matmul(&ins, out)?,
         Op::QConv(q) => {
             fn ints(t: &T) -> Result<&[i64], EvalError> {
                 match &t.data {
@@ -1202,6 +1203,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::Expand(_)
         | Op::Fused(_)
         | Op::QConv(_)
+        | Op::IntMatMul(_)
         | Op::QuantPack(_)
         | Op::Reshape(_)
         | Op::View(_)
@@ -1556,6 +1558,31 @@ fn elementwise(op: &Op, ins: &[T], out: &[u64], out_dt: DType) -> Result<T, Eval
     Ok(T { dtype: out_dt, dims: out.to_vec(), data: Data::I(is) })
 }
 
+/// `int_matmul`: `sum_k (a - a_zp) (b - b_zp[n])` over `A [..., M, K]` and `B [K, N]`,
+/// exact, wrapped to i32.
+fn int_matmul(ins: &[T], out: &[u64]) -> Result<T, EvalError> {
+    let ints = |t: &T| match &t.data {
+        Data::I(v) => Ok(v.clone()),
+        Data::F(_) => Err(EvalError::Invalid("int_matmul needs integer operands".into())),
+    };
+    let (a, b, azp, bzp) = (ints(&ins[0])?, ints(&ins[1])?, ints(&ins[2])?, ints(&ins[3])?);
+    let (k, n) = match ins[1].dims[..] {
+        [k, n] => (k as usize, n as usize),
+        _ => return Err(EvalError::Invalid("int_matmul needs [K, N] weights".into())),
+    };
+    let za = *azp.first().ok_or_else(|| EvalError::Invalid("int_matmul needs a_zp".into()))?;
+    let rows = a.len().checked_div(k).unwrap_or_else(|| out.iter().product::<u64>() as usize / n.max(1));
+    let mut y = Vec::with_capacity(rows * n);
+    for r in 0..rows {
+        for j in 0..n {
+            let zb = bzp[if bzp.len() == 1 { 0 } else { j }];
+            let acc: i64 = (0..k).map(|t| (a[r * k + t] - za) * (b[t * n + j] - zb)).sum();
+            y.push(acc as i32 as i64);
+        }
+    }
+    Ok(T { dtype: DType::I32, dims: out.to_vec(), data: Data::I(y) })
+}
+
 /// The ops that are not elementwise, as a pattern: the scalar rules below have no
 /// meaning for them (`elementwise` is only called for elementwise ops).
 macro_rules! not_elementwise {
@@ -1580,6 +1607,7 @@ macro_rules! not_elementwise {
             | Op::Resize(_)
             | Op::Iota(_)
             | Op::QConv(_)
+            | Op::IntMatMul(_)
             | Op::QuantPack(_)
             | Op::BatchNormalization(_)
             | Op::LayerNormalization(_)

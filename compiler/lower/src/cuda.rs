@@ -121,6 +121,7 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::NllLoss(_)
         | Op::CumSum(_)
         | Op::QConv(_)
+        | Op::IntMatMul(_)
         | Op::QuantPack(_)
         | Op::Softmax(_)
         | Op::ScatterElements(_)

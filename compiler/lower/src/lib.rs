@@ -357,6 +357,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         dlc_ir::pointwise!() | Op::Cast(_) | Op::Expand(_) | Op::Fused(_) => elementwise::map(kernel, n),
         Op::QuantPack(op) => quant::quant_pack(kernel, n, op),
         Op::QConv(op) => quant::qconv(kernel, n, op, t),
+        Op::IntMatMul(_) => quant::int_matmul(kernel, n, t),
         // A loop and an if are schedule steps around their bodies' programs (`program`),
         // not kernels.
         Op::Loop(_) | Op::If(_) => Err(n.error("internal: control flow is lowered as schedule steps, not as a kernel")),

@@ -42,10 +42,13 @@ fn with_node<R>(g: &Graph, id: dlc_ir::NodeId, f: impl FnOnce(&Node) -> R) -> R 
 
 /// Whether the kernel of `n` reads its operand `operand` only from a copy it packs at
 /// compile time (the packed GEMM's B, the channel-blocked Conv's weights, QConv's
-/// weights and their scales).
+/// weights and their scales, int_matmul's weights and their zero points).
 pub fn prepacks(n: &Node, operand: usize, t: &Target) -> bool {
     match n.op {
         Op::QConv(_) => (1..=3).contains(&operand) && (1..=3).all(|i| n.consts.get(i).is_some_and(|c| c.is_some())),
+        Op::IntMatMul(_) => {
+            (operand == 1 || operand == 3) && [1, 3].iter().all(|&i| n.consts.get(i).is_some_and(|c| c.is_some()))
+        }
         Op::Conv(op) => operand == 1 && crate::convblk::applies(n, op, t).is_some(),
         _ => operand == 1 && crate::gemm::plan(n).is_some(),
     }

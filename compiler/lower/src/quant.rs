@@ -338,6 +338,51 @@ pub fn dot_path(t: &Target, w: &[u8]) -> Int8Dot {
     }
 }
 
+fn intrinsic(b: &mut KernelBuilder, name: &str, args: Vec<ValId>, ty: Ty) -> ValId {
+    b.let_(Inst::Intrinsic { name: name.to_string(), args, ty })
+}
+
+/// Four-term dot products, per lane, of the u8 input word `xw` (broadcast: `4 * lanes`
+/// bytes) with the i8 weight vector `wv`, as `lanes` i32s, on the paths without VNNI:
+/// the AVX2 pairs (weights within +-63), else exact i32 arithmetic.
+fn dot4(b: &mut KernelBuilder, path: Int8Dot, xw: ValId, wv: ValId, lanes: u32) -> ValId {
+    let accv = Ty::vec(Elem::I32, lanes);
+    if path == Int8Dot::Avx2Pairs {
+        let i16v = Ty::vec(Elem::I16, 2 * lanes);
+        let t = intrinsic(b, PMADDUBSW, vec![xw, wv], i16v);
+        let ones = iconst(b, i16v, 1);
+        return intrinsic(b, PMADDWD, vec![t, ones], accv);
+    }
+    let wide = Ty::vec(Elem::I32, 4 * lanes);
+    let a = b.let_(Inst::Cast(CastOp::Zext, xw, wide));
+    let bw = b.let_(Inst::Cast(CastOp::Sext, wv, wide));
+    let p = b.bin(BinOp::Mul, a, bw);
+    let mut sum: Option<ValId> = None;
+    for j in 0..PACK as u32 {
+        let mask: Vec<u32> = (0..lanes).map(|l| l * PACK as u32 + j).collect();
+        let part = b.let_(Inst::Shuffle(p, p, mask));
+        sum = Some(match sum {
+            None => part,
+            Some(s) => b.bin(BinOp::Add, s, part),
+        });
+    }
+    sum.expect("four parts")
+}
+
+/// `acc` plus the four-term dot products of `xw` and `wv` per lane ([`dot4`]): one
+/// `vpdpbusd` with VNNI.
+fn dot_add(b: &mut KernelBuilder, path: Int8Dot, acc: ValId, xw: ValId, wv: ValId, lanes: u32) -> ValId {
+    let accv = Ty::vec(Elem::I32, lanes);
+    match path {
+        Int8Dot::Vnni512 => intrinsic(b, VPDPBUSD512, vec![acc, xw, wv], accv),
+        Int8Dot::Vnni => intrinsic(b, VPDPBUSD, vec![acc, xw, wv], accv),
+        _ => {
+            let d = dot4(b, path, xw, wv, lanes);
+            b.bin(BinOp::Add, acc, d)
+        }
+    }
+}
+
 /// The `QConv` kernel of node `n` for target `t`. Operands 1 to 3 (weights, mult,
 /// offset) must be constants (the kernel packs them); `n.operand_max[0]` bounds the
 /// input's quantized values (its `quant_pack`'s `qmax`, else 255). Parameters: Xq, Wq,
@@ -398,31 +443,7 @@ pub fn qconv(name: &str, n: &Node, op: &QConv, t: &Target) -> Result<Kernel, Low
     let (bv, accv, fv) =
         (Ty::vec(Elem::I8, 4 * lanes as u32), Ty::vec(Elem::I32, lanes as u32), Ty::vec(Elem::F32, lanes as u32));
     let i16v = Ty::vec(Elem::I16, 16);
-    let intrinsic = |b: &mut KernelBuilder, name: &str, args: Vec<ValId>, ty: Ty| {
-        b.let_(Inst::Intrinsic { name: name.to_string(), args, ty })
-    };
-    // Four-term dot products of the broadcast input word with a weight vector, per lane.
-    let dot4 = |b: &mut KernelBuilder, xw: ValId, wv: ValId| -> ValId {
-        if path == Int8Dot::Avx2Pairs {
-            let t = intrinsic(b, PMADDUBSW, vec![xw, wv], i16v);
-            let ones = iconst(b, i16v, 1);
-            return intrinsic(b, PMADDWD, vec![t, ones], accv);
-        }
-        let wide = Ty::vec(Elem::I32, 4 * lanes as u32);
-        let a = b.let_(Inst::Cast(CastOp::Zext, xw, wide));
-        let bw = b.let_(Inst::Cast(CastOp::Sext, wv, wide));
-        let p = b.bin(BinOp::Mul, a, bw);
-        let mut sum: Option<ValId> = None;
-        for j in 0..PACK {
-            let mask: Vec<u32> = (0..lanes).map(|l| (l * PACK + j) as u32).collect();
-            let part = b.let_(Inst::Shuffle(p, p, mask));
-            sum = Some(match sum {
-                None => part,
-                Some(s) => b.bin(BinOp::Add, s, part),
-            });
-        }
-        sum.expect("four parts")
-    };
+    let dot4 = |b: &mut KernelBuilder, xw: ValId, wv: ValId| dot4(b, path, xw, wv, lanes as u32);
     let taps = c4 * kh * kw;
     // One tile: pixels ox0.. (`cnt` of them) of output row `oy` of image `img` and
     // channel block `blk`; `last` is whether the block is the last, partly filled one.
@@ -480,10 +501,8 @@ pub fn qconv(name: &str, n: &Node, op: &QConv, t: &Target) -> Result<Kernel, Low
                         for f in 0..nf as usize {
                             let slot = accs[f * cnt as usize + p as usize];
                             let cur = b.let_(Inst::Get(slot));
-                            let next = if path == Int8Dot::Vnni512 {
-                                intrinsic(b, VPDPBUSD512, vec![cur, xs[0], ws[0][f]], accv)
-                            } else if path == Int8Dot::Vnni {
-                                intrinsic(b, VPDPBUSD, vec![cur, xs[0], ws[0][f]], accv)
+                            let next = if matches!(path, Int8Dot::Vnni512 | Int8Dot::Vnni) {
+                                dot_add(b, path, cur, xs[0], ws[0][f], lanes as u32)
                             } else {
                                 let d = if chunk.len() == 2 {
                                     // Two steps' pair sums added in 16 bits, then widened once.
@@ -569,6 +588,187 @@ pub fn qconv(name: &str, n: &Node, op: &QConv, t: &Target) -> Result<Kernel, Low
         if !ow.is_multiple_of(np) {
             tile(b, (&img, &oy, &blk), last, c(ow / np * np), ow % np);
         }
+    });
+    Ok(b.finish())
+}
+
+/// Rows whose sums an `int_matmul` task keeps at a time.
+const SUM_ROWS: u64 = 256;
+
+/// The `int_matmul` kernel of node `n` for target `t` (ONNX MatMulInteger with a u8 left
+/// operand, [`dlc_ir::ops::IntMatMul`]). The weights and their zero points must be
+/// constants (the kernel packs them) and `K` a multiple of 4. Parameters: A, B, a_zp,
+/// b_zp (B and b_zp unread), Y.
+///
+/// u8 weights are taken as `b8 = b - 128` (i8; `u = 128`, 0 for i8 weights), so every
+/// product is a u8 x i8 dot product of the target's [`Int8Dot`] path: `vpdpbusd` with
+/// VNNI. The integer sum splits, exactly, into
+/// `sum_k a b8 + (u - zb[n]) * rowsum(a) + a_zp * (K (zb[n] - u) - colsum(b8)[n])`: the
+/// products' tile, one sum per row (computed once per task for up to 256 rows), and two
+/// per-column constants. A's rows are read in place, four `k` per 32-bit word
+/// broadcast to every lane; B is packed `[column block][K / 4][cb][4]`. Tasks take runs
+/// of column blocks; within one, each block of weights serves every row.
+pub fn int_matmul(name: &str, n: &Node, t: &Target) -> Result<Kernel, LowerError> {
+    let konst = |i: usize| n.consts.get(i).copied().flatten();
+    let (Some(bt), Some(zt)) = (konst(1), konst(3)) else {
+        return Err(n.error("the weights and their zero points must be constants"));
+    };
+    let bd = n.fixed_in(1)?;
+    let (k, nn) = (bd[0], bd[1]);
+    if !k.is_multiple_of(PACK) || k == 0 || nn == 0 {
+        return Err(n.error(format!("needs K a positive multiple of 4 and N > 0, got K = {k}, N = {nn}")));
+    }
+    let a = &n.inputs[0].shape.0;
+    let m = a[..a.len() - 1].iter().fold(Expr::c(1), |p, d| &p * &d.expr());
+    let signed = bt.ty().dtype == dlc_ir::DType::I8;
+    let u: i64 = if signed { 0 } else { 128 };
+    let b8: Vec<u8> = bt.bytes().iter().map(|&v| if signed { v } else { v.wrapping_sub(128) }).collect();
+    let zb = zt.to_i64().ok_or_else(|| n.error("the weights' zero points must be integers"))?;
+    let zb_at = |j: usize| zb[if zb.len() == 1 { 0 } else { j }];
+    let path = dot_path(t, &b8);
+    let (lanes, nf, mr) = match path {
+        Int8Dot::Vnni512 => (16, 4, 6),
+        _ => (LANES, 2, 4),
+    };
+    let cb = nf * lanes;
+    let blocks = nn.div_ceil(cb);
+    let k4 = k / PACK;
+    // [block][k4][cb][4], columns past N zero.
+    let mut packed = vec![0u8; (blocks * k * cb) as usize];
+    for kk in 0..k {
+        for j in 0..nn {
+            let (blk, lane) = (j / cb, j % cb);
+            packed[(((blk * k4 + kk / PACK) * cb + lane) * PACK + kk % PACK) as usize] = b8[(kk * nn + j) as usize];
+        }
+    }
+    let pad = |v: Vec<i32>| -> Vec<u8> {
+        let mut v = v;
+        v.resize((blocks * cb) as usize, 0);
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    };
+    let c1: Vec<i32> = (0..nn as usize).map(|j| (u - zb_at(j)) as i32).collect();
+    let c2: Vec<i32> = (0..nn as usize)
+        .map(|j| {
+            let colsum: i64 = (0..k as usize).map(|kk| b8[kk * nn as usize + j] as i8 as i64).sum();
+            (k as i64 * (zb_at(j) - u) - colsum) as i32
+        })
+        .collect();
+    tracing::debug!(node = n.name, ?path, nf, mr, blocks, "int8 matrix product tile");
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Read, Access::Read, Access::Write]);
+    let out = 4;
+    let pb = b.data("bpack", Elem::I8, packed);
+    let (p1, p2) = (b.data("rowsum_factor", Elem::I32, pad(c1)), b.data("zero_point_factor", Elem::I32, pad(c2)));
+    let sums = b.scratch(Elem::I32, SUM_ROWS);
+    let (bv, accv) = (Ty::vec(Elem::I8, 4 * lanes as u32), Ty::vec(Elem::I32, lanes as u32));
+    // Up to 16 tasks of whole column blocks.
+    let per = blocks.div_ceil(16).max(1);
+    let tasks = blocks.div_ceil(per);
+    let kind =
+        if t.pool && tasks > 1 && k * nn >= crate::PAR_MIN_WORK / 8 { LoopKind::Parallel } else { LoopKind::Serial };
+    let (per, tasks) = if kind == LoopKind::Serial { (blocks, 1) } else { (per, tasks) };
+    let last_block = (!nn.is_multiple_of(cb)).then_some(blocks - 1);
+    b.for_(c(0), c(tasks), kind, |b, tk| {
+        let za = b.load(Ty { elem: Elem::I8, lanes: 1 }, 2, c(0), 1);
+        let za = b.let_(Inst::Cast(CastOp::Zext, za, I32));
+        let zav = b.let_(Inst::Splat(za, lanes as u32));
+        let m = crate::hoist(b, &m);
+        let chunks = (&m + &c(SUM_ROWS - 1)).floor_div(&c(SUM_ROWS));
+        b.for_(c(0), chunks, LoopKind::Serial, |b, rc| {
+            let r0 = &rc * &c(SUM_ROWS);
+            let rows = (&m - &r0).min_with(&c(SUM_ROWS));
+            // Each row's sum of A, 4 * lanes bytes at a time.
+            b.for_(c(0), rows.clone(), LoopKind::Serial, |b, r| {
+                let acc = iconst(b, I32, 0);
+                let s = b.local(I32, acc);
+                let wide = Ty::vec(Elem::I32, 4 * lanes as u32);
+                let step = 4 * lanes;
+                let row = &(&r0 + &r) * &c(k);
+                b.for_(c(0), c(k / step), LoopKind::Serial, |b, j| {
+                    let v = b.load(bv, 0, &row + &(&j * &c(step)), 1);
+                    let w = b.let_(Inst::Cast(CastOp::Zext, v, wide));
+                    let t = b.let_(Inst::Reduce(ReduceOp::Add, w));
+                    let cur = b.let_(Inst::Get(s));
+                    let next = b.bin(BinOp::Add, cur, t);
+                    b.stmt(Stmt::Set(s, next));
+                });
+                for kk in k / step * step..k {
+                    let v = b.load(Ty { elem: Elem::I8, lanes: 1 }, 0, &row + &c(kk), 1);
+                    let w = b.let_(Inst::Cast(CastOp::Zext, v, I32));
+                    let cur = b.let_(Inst::Get(s));
+                    let next = b.bin(BinOp::Add, cur, w);
+                    b.stmt(Stmt::Set(s, next));
+                }
+                let total = b.let_(Inst::Get(s));
+                b.store(sums, r.clone(), total, 4);
+            });
+            let lo = &tk * &c(per);
+            let hi = (&lo + &c(per)).min_with(&c(blocks));
+            b.for_(lo, hi, LoopKind::Serial, |b, blk| {
+                let is_last = last_block.map(|l| {
+                    let bv = b.index(blk.clone());
+                    let lv = b.i64(l as i64);
+                    b.cmp(CmpOp::Eq, bv, lv)
+                });
+                let tile = |b: &mut KernelBuilder, first: Expr, cnt: u64| {
+                    let accs: Vec<u32> = (0..nf * cnt)
+                        .map(|_| {
+                            let z = iconst(b, accv, 0);
+                            b.local(accv, z)
+                        })
+                        .collect();
+                    let wbase = &blk * &c(k4 * cb * PACK);
+                    b.for_(c(0), c(k4), LoopKind::Serial, |b, q| {
+                        let wq = &wbase + &(&q * &c(cb * PACK));
+                        let ws: Vec<ValId> = (0..nf).map(|f| b.load(bv, pb, &wq + &c(f * lanes * PACK), 32)).collect();
+                        for r in 0..cnt {
+                            let word = b.load(I32, 0, &(&(&(&r0 + &first) + &c(r)) * &c(k4)) + &q, 4);
+                            let sp = b.let_(Inst::Splat(word, lanes as u32));
+                            let x = b.let_(Inst::Cast(CastOp::Bitcast, sp, bv));
+                            for f in 0..nf {
+                                let slot = accs[(r * nf + f) as usize];
+                                let cur = b.let_(Inst::Get(slot));
+                                let next = dot_add(b, path, cur, x, ws[f as usize], lanes as u32);
+                                b.stmt(Stmt::Set(slot, next));
+                            }
+                        }
+                    });
+                    let col0 = &blk * &c(cb);
+                    for r in 0..cnt {
+                        let rs = b.load(I32, sums, &first + &c(r), 4);
+                        let rsv = b.let_(Inst::Splat(rs, lanes as u32));
+                        let yrow = &(&(&r0 + &first) + &c(r)) * &c(nn);
+                        for f in 0..nf {
+                            let col = &col0 + &c(f * lanes);
+                            let f1 = b.load(accv, p1, col.clone(), 4);
+                            let f2 = b.load(accv, p2, col.clone(), 4);
+                            let acc = b.let_(Inst::Get(accs[(r * nf + f) as usize]));
+                            let t1 = b.bin(BinOp::Mul, f1, rsv);
+                            let t2 = b.bin(BinOp::Mul, f2, zav);
+                            let y = b.bin(BinOp::Add, acc, t1);
+                            let y = b.bin(BinOp::Add, y, t2);
+                            let at = &yrow + &col;
+                            let full = |b: &mut KernelBuilder| b.store(out, at.clone(), y, 4);
+                            let valid_last = nn - (blocks - 1) * cb;
+                            let here = valid_last.saturating_sub(f * lanes).min(lanes);
+                            match is_last {
+                                Some(l) if here < lanes => b.if_(
+                                    l,
+                                    |b| {
+                                        for lane in 0..here {
+                                            let v = b.let_(Inst::Extract(y, lane as u32));
+                                            b.store(out, &at + &c(lane), v, 4);
+                                        }
+                                    },
+                                    full,
+                                ),
+                                _ => full(b),
+                            }
+                        }
+                    }
+                };
+                crate::gemm::row_blocks_expr(b, &rows, mr, &tile);
+            });
+        });
     });
     Ok(b.finish())
 }

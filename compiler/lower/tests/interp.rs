@@ -1400,6 +1400,15 @@ fn f32_of(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
+/// `n` pseudo-random values (a 64-bit LCG's high 31 bits) from `seed`.
+fn lcg(seed: u64, n: u64) -> impl Iterator<Item = u64> {
+    let mut x = seed | 1;
+    (0..n).map(move |_| {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x >> 33
+    })
+}
+
 /// int8: `quant_pack` (NCHW with padding and channels past C, matrix rows, dynamic
 /// ranges) is exact; `qconv` on every dot-product path (VNNI, the AVX2 pairs, exact i32)
 /// and with 7-bit inputs (the pairs added in 16 bits), partial channel blocks, strides,
@@ -1465,14 +1474,8 @@ fn int8_packs_and_convolutions_on_every_dot_path() {
     let acts = [Activation::None, Activation::Relu, Activation::Clip { min: -0.5, max: 0.75 }];
     let paths = [Int8Dot::Vnni512, Int8Dot::Vnni, Int8Dot::Avx2Pairs, Int8Dot::Exact];
     let weights = |dims: &[u64], wmax: i64, seed: u64| -> TensorData {
-        let n: u64 = dims.iter().product();
-        let mut x = seed | 1;
-        let v: Vec<u8> = (0..n)
-            .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (((x >> 33) as i64 % (2 * wmax + 1)) - wmax) as i8 as u8
-            })
-            .collect();
+        let v: Vec<u8> =
+            lcg(seed, dims.iter().product()).map(|x| ((x as i64 % (2 * wmax + 1)) - wmax) as i8 as u8).collect();
         TensorData::new(TensorType::fixed(DType::I8, dims), Arc::from(v)).unwrap()
     };
     let check = |op: &Op, xs: &[TensorData], qmax: i64, path: Int8Dot, what: &str| {
@@ -1536,6 +1539,67 @@ fn int8_packs_and_convolutions_on_every_dot_path() {
             }
             for path in paths {
                 check(&op, &xs, 255, path, &format!("rows {rows} dynamic {dynamic}"));
+            }
+        }
+    }
+}
+
+/// `int_matmul` (MatMulInteger with a u8 left operand) on every dot-product path: u8
+/// weights (taken as i8 less 128) and i8 ones, one zero point or one per column,
+/// columns that leave the last block part empty, `K` past a vector of bytes and not a
+/// whole number of them, and rows that are run-time dims (none, fewer than a row tile,
+/// several tiles and a remainder, past the 256 rows whose sums a task keeps): bytes
+/// equal to dlc-interp's exact sum.
+#[test]
+fn int8_matrix_products_on_every_dot_path_at_run_time_rows() {
+    use dlc_ir::ops::IntMatMul;
+    use dlc_lower::{Int8Dot, Target};
+    let bytes = |dims: &[u64], dt: DType, seed: u64| -> TensorData {
+        let v: Vec<u8> = lcg(seed, dims.iter().product()).map(|x| (x >> 7) as u8).collect();
+        TensorData::new(TensorType::fixed(dt, dims), Arc::from(v)).unwrap()
+    };
+    // (K, N, weights' type, per-column zero points, the symbols' values)
+    type Case = (u64, u64, DType, bool, &'static [(u64, u64)]);
+    let cases: [Case; 5] = [
+        (8, 5, DType::U8, false, &[(0, 1), (1, 3), (2, 7)]),
+        (68, 70, DType::I8, true, &[(1, 13), (3, 2)]),
+        (132, 33, DType::U8, true, &[(1, 1), (2, 9)]),
+        (16, 130, DType::U8, false, &[(1, 300)]),
+        (260, 64, DType::I8, false, &[(2, 5)]),
+    ];
+    let paths = [Int8Dot::Vnni512, Int8Dot::Vnni, Int8Dot::Avx2Pairs, Int8Dot::Exact];
+    for (ci, &(k, n, wt, per_column, sizes)) in cases.iter().enumerate() {
+        let op: Op = IntMatMul {}.into();
+        let b = bytes(&[k, n], wt, 3 + ci as u64);
+        let zdims: Vec<u64> = if per_column { vec![n] } else { vec![] };
+        let bzp = bytes(&zdims, wt, 5 + ci as u64);
+        let tys = [
+            ty(DType::U8, &[s("B"), s("M"), f(k)]),
+            b.ty().clone(),
+            TensorType::fixed(DType::U8, &[]),
+            bzp.ty().clone(),
+        ];
+        let out = op.infer("n", &tys).unwrap();
+        let consts = [None, Some(&b), None, Some(&bzp)];
+        for path in paths {
+            let node =
+                dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &consts, operand_max: &[] };
+            let target = Target { f32_lanes: if path == Int8Dot::Vnni512 { 16 } else { 8 }, int8: path, pool: true };
+            let kern = dlc_lower::lower("k", &node, &target).expect("ported").unwrap();
+            let text = dlc_kir::print::kernel(&kern);
+            assert_eq!(text.contains("vpdpbusd.512"), path == Int8Dot::Vnni512, "case {ci} {path:?}");
+            for &(batch, rows) in sizes {
+                let a = bytes(&[batch, rows, k], DType::U8, 11 + rows);
+                let azp = bytes(&[], DType::U8, 13 + batch);
+                let xs = [a, b.clone(), azp, bzp.clone()];
+                let fout = op.infer("n", &xs.iter().map(|x| x.ty().clone()).collect::<Vec<_>>()).unwrap();
+                let want = dlc_interp::eval(&op, &xs, &fout).unwrap();
+                let syms: BTreeMap<String, i64> =
+                    [("B".to_string(), batch as i64), ("M".to_string(), rows as i64)].into();
+                let mut bufs: Vec<Vec<u8>> = xs.iter().map(|x| x.bytes().to_vec()).collect();
+                bufs.push(vec![0xAA; fout[0].size_bytes().unwrap() as usize]);
+                run_kernel(&kern, &mut bufs, &syms).unwrap_or_else(|e| panic!("case {ci} {path:?}: {e}"));
+                assert_eq!(bufs.last().unwrap(), want[0].bytes(), "case {ci} {path:?} at {batch}x{rows}");
             }
         }
     }

@@ -22,7 +22,7 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
     let numel = |i: usize| ins.get(i).map(|d| d.iter().product::<u64>()).unwrap_or(0);
     match op {
         Op::Const(_) | Op::Input(_) => 0,
-        Op::MatMul(_) => 2 * out * ins[0].last().copied().unwrap_or(0),
+        Op::MatMul(_) | Op::IntMatMul(_) => 2 * out * ins[0].last().copied().unwrap_or(0),
         Op::Einsum(_) => 2 * ins.iter().map(|d| d.iter().product::<u64>()).max().unwrap_or(0),
         Op::Gemm(op) => 2 * out * if op.trans_a { dim(0, 0) } else { dim(0, 1) },
         // Scores and weighted sum (2 per multiply-add), softmax about 5 per score.

@@ -37,7 +37,7 @@ pub use movement::{
     Reshape, ScatterElements, ScatterND, ScatterReduction, Slice, Strided, Transpose, Trilu, Unique, View,
 };
 pub use norm::{BatchNormalization, LayerNormalization, Softmax, SoftmaxMode};
-pub use quant::{range_quantization, QConv, QuantPack, PACK};
+pub use quant::{range_quantization, IntMatMul, QConv, QuantPack, PACK};
 pub use random::{mix64, seed_key, uniform_bits, unit, Random, GOLDEN};
 pub use reduce::*;
 pub use resize::{scaled_dim, NearestMode, Resize, ResizeCoord, ResizeMode, ResizeTaps};
@@ -557,7 +557,7 @@ op_table! {
     Sin, Cos, Tan, Asin, Acos, Atan, Sinh, Cosh, Asinh, Acosh, Atanh, Erf, Floor, Ceil, Round,
     Softplus, Softsign, Mish, HardSwish, HardSigmoid, LeakyRelu, Elu, Selu, Celu, ThresholdedRelu, Gelu,
     IsNaN, IsInf, Clip, Swish, Shrink, Expand, Fused,
-    MatMul, Gemm, Einsum, Attention,
+    MatMul, Gemm, Einsum, Attention, IntMatMul,
     Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, GridSample, ResizeTaps, Resize, QConv, QuantPack,
     BatchNormalization, LayerNormalization, Softmax,
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
@@ -674,7 +674,7 @@ impl Op {
         match self {
             Input(_) | Const(_) => OpKind::Source,
             crate::pointwise!() | Cast(_) | Expand(_) | Fused(_) => OpKind::Elementwise,
-            MatMul(_) | Gemm(_) | Einsum(_) | Attention(_) => OpKind::Contraction,
+            MatMul(_) | Gemm(_) | Einsum(_) | Attention(_) | IntMatMul(_) => OpKind::Contraction,
             Conv(_) | ConvTranspose(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) | GridSample(_)
             | ResizeTaps(_) | Resize(_) | QConv(_) | RoiAlign(_) | Col2Im(_) => OpKind::Window,
             QuantPack(_) => OpKind::Movement,

@@ -175,3 +175,39 @@ impl Infer for QConv {
         Ok(vec![TensorType { dtype: DType::F32, shape }])
     }
 }
+
+op! {
+    /// ONNX MatMulInteger with a u8 left operand: `Y[..., m, n] = sum_k (A[..., m, k] -
+    /// a_zp) * (B[k, n] - b_zp[n])`, exact in i32 (wrapping, as ONNX Runtime's kernels).
+    /// Operands: `A` u8 `[..., M, K]` (its leading dims may be run-time ones; `K` known),
+    /// `B` u8 or i8 `[K, N]`, `a_zp` one u8, `b_zp` of `B`'s type, one or `[N]`. The
+    /// int8 kernel packs `B` and `b_zp`, so they must be constants there.
+    IntMatMul = "int_matmul", operands 4..=4 {}
+}
+
+impl Infer for IntMatMul {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let (a, b, azp, bzp) = (&inputs[0], &inputs[1], &inputs[2], &inputs[3]);
+        ensure(a.dtype == DType::U8 && matches!(b.dtype, DType::U8 | DType::I8), node, op, || {
+            format!("needs a u8 left operand and u8 or i8 weights, got {} and {}", a.dtype, b.dtype)
+        })?;
+        let bd = fixed_dims(b, node, op)?;
+        let k = a.shape.0.last().and_then(|d| d.fixed());
+        ensure(bd.len() == 2 && k == Some(bd[0]), node, op, || {
+            format!("needs [..., M, K] by [K, N] with a known K, got {} and {}", a.shape, b.shape)
+        })?;
+        ensure(azp.dtype == DType::U8 && azp.shape.numel() == Some(1), node, op, || {
+            format!("a_zp must be one u8, got {azp}")
+        })?;
+        let per_column = bzp.shape == Shape::fixed(&[bd[1]]);
+        ensure(bzp.dtype == b.dtype && (bzp.shape.numel() == Some(1) || per_column), node, op, || {
+            format!("b_zp must be one {} or [{}], got {bzp}", b.dtype, bd[1])
+        })?;
+        ensure(a.shape.rank() >= 2, node, op, || format!("A must be a matrix or a stack of them, got {}", a.shape))?;
+        let mut dims = a.shape.0.clone();
+        dims.pop();
+        dims.push(Dim::Fixed(bd[1]));
+        Ok(vec![TensorType { dtype: DType::I32, shape: Shape(dims) }])
+    }
+}

@@ -307,6 +307,51 @@ impl Chunks {
     }
 }
 
+/// `(a - a_zp) @ (b - b_zp)` as i32 by the int8 kernel ([`dlc_ir::ops::IntMatMul`]) where
+/// it applies: `a` u8 with one zero point (or none), `b` a constant matrix of u8 or i8
+/// with constant zero points (one, or one per column), `K` a multiple of 4. `None`
+/// otherwise (the exact f32 chunks then).
+pub(crate) fn int8_product(
+    cx: &mut NodeCx,
+    a: Value,
+    azp: Option<Value>,
+    b: Value,
+    bzp: Option<Value>,
+) -> Result<Option<Value>, String> {
+    let (at, bt) = (cx.ty(a), cx.ty(b));
+    let k = at.shape.0.last().and_then(|d| d.fixed());
+    let fits = at.dtype == DType::U8
+        && at.shape.rank() >= 2
+        && matches!(bt.dtype, DType::U8 | DType::I8)
+        && bt.shape.rank() == 2
+        && cx.imp.known.contains_key(&b)
+        && k.is_some_and(|k| k > 0 && k % 4 == 0)
+        && bt.shape.0[1].fixed().is_some_and(|n| n > 0)
+        && azp.is_none_or(|z| cx.ty(z).dtype == DType::U8 && cx.ty(z).shape.numel() == Some(1))
+        && bzp.is_none_or(|z| {
+            let zt = cx.ty(z);
+            cx.imp.known.contains_key(&z)
+                && zt.dtype == bt.dtype
+                && (zt.shape.numel() == Some(1) || (zt.shape.rank() == 1 && zt.shape.0[0] == bt.shape.0[1]))
+        });
+    if !fits {
+        return Ok(None);
+    }
+    let zero = |cx: &mut NodeCx, d: DType| {
+        let t = TensorData::new(dlc_ir::TensorType::fixed(d, &[]), vec![0u8].into()).expect("one byte");
+        cx.add_const(t)
+    };
+    let azp = match azp {
+        Some(z) => z,
+        None => zero(cx, DType::U8),
+    };
+    let bzp = match bzp {
+        Some(z) => z,
+        None => zero(cx, bt.dtype),
+    };
+    Ok(Some(cx.add1("int8", dlc_ir::ops::IntMatMul {}, &[a, b, azp, bzp])?))
+}
+
 /// `(a - a_zp) @ (b - b_zp)` exactly, as f64.
 pub(crate) fn integer_matmul(
     cx: &mut NodeCx,
@@ -315,6 +360,9 @@ pub(crate) fn integer_matmul(
     b: Value,
     bzp: Option<Value>,
 ) -> Result<Value, String> {
+    if let Some(y) = int8_product(cx, a, azp, b, bzp)? {
+        return cx.add1("product_f64", Cast::new(DType::F64), &[y]);
+    }
     let at = cx.ty(a);
     let k = at.shape.0.last().and_then(|d| d.fixed()).ok_or("needs a known inner dim")?;
     let azp = match azp {
@@ -383,6 +431,9 @@ fn integer_conv(
 fn matmul_integer(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let (a, b) = (cx.input(0)?, cx.input(1)?);
     let (azp, bzp) = (cx.opt_input(2)?, cx.opt_input(3)?);
+    if let Some(y) = int8_product(cx, a, azp, b, bzp)? {
+        return Ok(vec![y]);
+    }
     let y = integer_matmul(cx, a, azp, b, bzp)?;
     cx.add("", Cast::new(DType::I32), &[y])
 }

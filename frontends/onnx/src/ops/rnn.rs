@@ -72,7 +72,10 @@ pub(crate) fn quantized_lstm(cx: &mut NodeCx, q: &Quantized) -> Result<Vec<Value
 /// then scaled by `a_scale * m_scale` in f32.
 fn quantized_product(cx: &mut NodeCx, a: Value, m: &QMat) -> Result<Value, String> {
     let (codes, scale, zp) = super::quant::quantize_u8_over_range(cx, a, true)?;
-    let acc = super::quant::integer_matmul(cx, codes, Some(zp), m.q, Some(m.zp))?;
+    let acc = match super::quant::int8_product(cx, codes, Some(zp), m.q, Some(m.zp))? {
+        Some(acc) => acc,
+        None => super::quant::integer_matmul(cx, codes, Some(zp), m.q, Some(m.zp))?,
+    };
     let acc = cx.add1("q_product", Cast::new(DType::F32), &[acc])?;
     let s = cx.add1("q_scales", Mul {}, &[scale, m.scale])?;
     cx.add1("q_dequantized", Mul {}, &[acc, s])
