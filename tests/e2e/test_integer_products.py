@@ -98,3 +98,60 @@ def test_int8_kernel_matches_ort_at_run_time_rows(wtype, per_column, zps, tmp_pa
         got, want = dlc_run(art, path, feeds, work)["y"], ort_run(path, feeds)["y"]
         assert got.shape == want.shape == (b, t, n)
         np.testing.assert_array_equal(got, want, err_msg=f"{b}x{t} zp={zp}")
+
+
+@pytest.mark.parametrize("wtype,per_channel,attrs,kernel", [
+    (np.uint8, False, {"pads": [1, 1, 1, 1]}, 3),
+    (np.uint8, True, {"pads": [0, 1, 2, 0], "strides": [2, 1], "dilations": [1, 2]}, 3),
+    (np.int8, True, {"pads": [0, 1, 2, 0], "strides": [2, 1], "dilations": [1, 2]}, 3),
+    (np.uint8, False, {"strides": [2, 2]}, 1),
+], ids=["u8_padded", "u8_per_channel_strided_dilated", "i8_per_channel_strided_dilated", "u8_1x1_strided"])
+def test_int8_convolution_matches_ort_at_run_time_image_dims(wtype, per_channel, attrs, kernel, tmp_path):
+    """ConvInteger over u8 codes [N, 8, H, W] with run-time N, H and W by constant
+    weights: the int8 path (the windows as rows, padded with the input's zero point,
+    times the weights), exact i32 against ONNX Runtime at three image sizes (per-channel
+    weight zero points, which ORT's ConvInteger refuses, against the exact int64 sum)."""
+    c, m = 8, 20
+    rng = np.random.default_rng(7)
+    info = np.iinfo(wtype)
+    w = rng.integers(info.min, info.max + 1, (m, c, kernel, kernel), dtype=np.int64).astype(wtype)
+    wzp = rng.integers(info.min, info.max + 1, (m,) if per_channel else (), dtype=np.int64).astype(wtype)
+    path = _save(tmp_path / "m.onnx", h.make_node("ConvInteger", ["x", "w", "xzp", "wzp"], ["y"], **attrs),
+                 [h.make_tensor_value_info("x", T.UINT8, ["N", c, "H", "W"]),
+                  h.make_tensor_value_info("xzp", T.UINT8, [])],
+                 {"w": w, "wzp": wzp})
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    dlc("compile", path, "-o", tmp_path / "ir", "--emit", "ir")
+    ir = (tmp_path / "ir" / "model.dlcir").read_text()
+    assert "patches" in ir and "int_matmul" in ir, ir
+    for n, hh, ww, zp in ((1, 6, 9, 17), (2, 5, 5, 0), (1, 11, 4, 255)):
+        feeds = {"x": rng.integers(0, 256, (n, c, hh, ww), dtype=np.int64).astype(np.uint8),
+                 "xzp": np.array(zp, np.uint8)}
+        work = tmp_path / f"r{n}_{hh}_{ww}"
+        work.mkdir()
+        got = dlc_run(art, path, feeds, work)["y"]
+        # ONNX Runtime takes one weight zero point only: per channel, an exact int64 sum.
+        exact = _conv_int64(feeds["x"], zp, w, wzp, attrs)
+        want = exact if per_channel else ort_run(path, feeds)["y"]
+        np.testing.assert_array_equal(exact, want, err_msg="the int64 reference against ORT")
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want, err_msg=f"{n}x{hh}x{ww} zp={zp}")
+
+
+def _conv_int64(x, xzp, w, wzp, attrs):
+    """ConvInteger's definition in int64: sum over each window of (x - xzp)(w - wzp[m]),
+    taps in the padding contributing 0."""
+    m, c, kh, kw = w.shape
+    (pt, pl, pb, pr), (sh, sw), (dh, dw) = (attrs.get("pads", [0] * 4), attrs.get("strides", [1, 1]),
+                                            attrs.get("dilations", [1, 1]))
+    xc = np.pad(x.astype(np.int64) - int(xzp), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    wc = w.astype(np.int64) - np.asarray(wzp, np.int64).reshape(-1, 1, 1, 1)
+    oh = (xc.shape[2] - (kh - 1) * dh - 1) // sh + 1
+    ow = (xc.shape[3] - (kw - 1) * dw - 1) // sw + 1
+    y = np.zeros((x.shape[0], m, oh, ow), np.int64)
+    for i in range(oh):
+        for j in range(ow):
+            win = xc[:, :, i * sh:i * sh + (kh - 1) * dh + 1:dh, j * sw:j * sw + (kw - 1) * dw + 1:dw]
+            y[:, :, i, j] = np.einsum("nckl,mckl->nm", win, wc)
+    return y.astype(np.int32)

@@ -988,6 +988,7 @@ pub fn eval(op: &Op, inputs: &[TensorData], out_types: &[TensorType]) -> Result<
             t
         }
         Op::IntMatMul(_) => int_matmul(&ins, out)?,
+        Op::Patches(p) => patches(p, &ins, out)?,
         Op::QConv(q) => {
             fn ints(t: &T) -> Result<&[i64], EvalError> {
                 match &t.data {
@@ -1204,6 +1205,7 @@ fn float_kernel(op: &Op, raw: &[TensorData], ins: &[T], out: &[u64], dt: DType) 
         | Op::Fused(_)
         | Op::QConv(_)
         | Op::IntMatMul(_)
+        | Op::Patches(_)
         | Op::QuantPack(_)
         | Op::Reshape(_)
         | Op::View(_)
@@ -1558,6 +1560,46 @@ fn elementwise(op: &Op, ins: &[T], out: &[u64], out_dt: DType) -> Result<T, Eval
     Ok(T { dtype: out_dt, dims: out.to_vec(), data: Data::I(is) })
 }
 
+/// `patches`: each window of the NCHW input as a row, taps in `(c, ky, kx)` order, the
+/// padding value where a tap falls outside.
+fn patches(p: &dlc_ir::ops::Patches, ins: &[T], out: &[u64]) -> Result<T, EvalError> {
+    let x = match &ins[0].data {
+        Data::I(v) => v,
+        Data::F(_) => return Err(EvalError::Invalid("patches needs integer codes".into())),
+    };
+    let pad = match &ins[1].data {
+        Data::I(v) => *v.first().ok_or_else(|| EvalError::Invalid("patches needs a padding value".into()))?,
+        Data::F(_) => return Err(EvalError::Invalid("patches needs an integer padding value".into())),
+    };
+    let xt = dlc_ir::TensorType::fixed(ins[0].dtype, &ins[0].dims);
+    let g = p.window("patches", &xt).map_err(|e| EvalError::Invalid(e.to_string()))?;
+    let ext = |e: &dlc_ir::Expr| e.as_const().unwrap_or(0).max(0) as usize;
+    let (oh, ow) = (ext(&g.output[0]), ext(&g.output[1]));
+    let d: Vec<usize> = ins[0].dims.iter().map(|&v| v as usize).collect();
+    let (n, c, h, w) = (d[0], d[1], d[2], d[3]);
+    let [kh, kw] = g.kernel.map(|v| v as usize);
+    let mut y = Vec::with_capacity(out.iter().product::<u64>() as usize);
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ch in 0..c {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * g.strides[0] as usize + ky * g.dilations[0] as usize) as i64
+                                - g.pad_begin[0] as i64;
+                            let ix = (ox * g.strides[1] as usize + kx * g.dilations[1] as usize) as i64
+                                - g.pad_begin[1] as i64;
+                            let inside = (0..h as i64).contains(&iy) && (0..w as i64).contains(&ix);
+                            y.push(if inside { x[((b * c + ch) * h + iy as usize) * w + ix as usize] } else { pad });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(T { dtype: ins[0].dtype, dims: out.to_vec(), data: Data::I(y) })
+}
+
 /// `int_matmul`: `sum_k (a - a_zp) (b - b_zp[n])` over `A [..., M, K]` and `B [K, N]`,
 /// exact, wrapped to i32.
 fn int_matmul(ins: &[T], out: &[u64]) -> Result<T, EvalError> {
@@ -1608,6 +1650,7 @@ macro_rules! not_elementwise {
             | Op::Iota(_)
             | Op::QConv(_)
             | Op::IntMatMul(_)
+            | Op::Patches(_)
             | Op::QuantPack(_)
             | Op::BatchNormalization(_)
             | Op::LayerNormalization(_)

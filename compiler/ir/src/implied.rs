@@ -253,7 +253,7 @@ pub fn fix_symbols(g: &mut Graph, values: &BTreeMap<String, u64>) {
 }
 
 /// The least value of each run-time dim for which every sliding window of the graph
-/// fits its image (Conv, MaxPool, AveragePool: the output has at least one element),
+/// fits its image (Conv, MaxPool, AveragePool, Patches: the output has at least one element),
 /// with the node that asks for it. A window over an extent that is an expression of one
 /// run-time dim (`floordiv(H - 1, 2) + 1` after a strided convolution) bounds that dim:
 /// the least value where the expression reaches the window's need (the extents are
@@ -268,6 +268,7 @@ pub fn symbol_minimums(g: &Graph) -> BTreeMap<String, (u64, String)> {
         let window = match &node.op {
             Op::Conv(op) if operands.len() >= 2 => op.window(&node.name, x, g.value_type(operands[1])).ok(),
             Op::MaxPool(op) => op.window(&node.name, x).ok(),
+            Op::Patches(op) => op.window(&node.name, x).ok(),
             Op::AveragePool(op) => op.window(&node.name, x).ok(),
             _ => None,
         };

@@ -66,7 +66,7 @@ fn samples_independent(n: &Node, batched: &[bool], lead: usize) -> bool {
         }
         Op::Gemm(op) => !op.trans_a && batched[0] && !batched[1],
         // The kernel takes every row of A itself (a run-time count included).
-        Op::IntMatMul(_) => false,
+        Op::IntMatMul(_) | Op::Patches(_) => false,
         // Weights, bias (and QConv's scales) are shared; a fused residual (the operand
         // after them) has the result's shape, so it is batched with it.
         Op::Conv(_) => one && batched_then_shared_then_batched(batched, 3),

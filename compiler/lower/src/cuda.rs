@@ -122,6 +122,7 @@ fn gpu_kernel(kernel: &str, n: &Node) -> Option<Result<Kernel, LowerError>> {
         | Op::CumSum(_)
         | Op::QConv(_)
         | Op::IntMatMul(_)
+        | Op::Patches(_)
         | Op::QuantPack(_)
         | Op::Softmax(_)
         | Op::ScatterElements(_)

@@ -358,6 +358,7 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
         Op::QuantPack(op) => quant::quant_pack(kernel, n, op),
         Op::QConv(op) => quant::qconv(kernel, n, op, t),
         Op::IntMatMul(_) => quant::int_matmul(kernel, n, t),
+        Op::Patches(op) => quant::patches(kernel, n, op),
         // A loop and an if are schedule steps around their bodies' programs (`program`),
         // not kernels.
         Op::Loop(_) | Op::If(_) => Err(n.error("internal: control flow is lowered as schedule steps, not as a kernel")),

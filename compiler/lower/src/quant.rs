@@ -606,8 +606,9 @@ const SUM_ROWS: u64 = 256;
 /// `sum_k a b8 + (u - zb[n]) * rowsum(a) + a_zp * (K (zb[n] - u) - colsum(b8)[n])`: the
 /// products' tile, one sum per row (computed once per task for up to 256 rows), and two
 /// per-column constants. A's rows are read in place, four `k` per 32-bit word
-/// broadcast to every lane; B is packed `[column block][K / 4][cb][4]`. Tasks take runs
-/// of column blocks; within one, each block of weights serves every row.
+/// broadcast to every lane; B is packed `[column block][K / 4][cb][4]`. A task takes up
+/// to 256 rows and a run of column blocks; within one, each block of weights serves
+/// every row.
 pub fn int_matmul(name: &str, n: &Node, t: &Target) -> Result<Kernel, LowerError> {
     let konst = |i: usize| n.consts.get(i).copied().flatten();
     let (Some(bt), Some(zt)) = (konst(1), konst(3)) else {
@@ -626,9 +627,17 @@ pub fn int_matmul(name: &str, n: &Node, t: &Target) -> Result<Kernel, LowerError
     let zb = zt.to_i64().ok_or_else(|| n.error("the weights' zero points must be integers"))?;
     let zb_at = |j: usize| zb[if zb.len() == 1 { 0 } else { j }];
     let path = dot_path(t, &b8);
+    // Vectors per row of the tile (no more than the columns fill) and rows per tile,
+    // within the vector registers (32 with 512-bit VNNI, else 16).
     let (lanes, nf, mr) = match path {
-        Int8Dot::Vnni512 => (16, 4, 6),
-        _ => (LANES, 2, 4),
+        Int8Dot::Vnni512 => match nn.div_ceil(16).min(4) {
+            4 => (16, 4, 6),
+            nf => (16, nf, 8),
+        },
+        _ => match nn.div_ceil(LANES).min(2) {
+            2 => (LANES, 2, 4),
+            nf => (LANES, nf, 6),
+        },
     };
     let cb = nf * lanes;
     let blocks = nn.div_ceil(cb);
@@ -660,20 +669,20 @@ pub fn int_matmul(name: &str, n: &Node, t: &Target) -> Result<Kernel, LowerError
     let (p1, p2) = (b.data("rowsum_factor", Elem::I32, pad(c1)), b.data("zero_point_factor", Elem::I32, pad(c2)));
     let sums = b.scratch(Elem::I32, SUM_ROWS);
     let (bv, accv) = (Ty::vec(Elem::I8, 4 * lanes as u32), Ty::vec(Elem::I32, lanes as u32));
-    // Up to 16 tasks of whole column blocks.
-    let per = blocks.div_ceil(16).max(1);
-    let tasks = blocks.div_ceil(per);
-    let kind =
-        if t.pool && tasks > 1 && k * nn >= crate::PAR_MIN_WORK / 8 { LoopKind::Parallel } else { LoopKind::Serial };
-    let (per, tasks) = if kind == LoopKind::Serial { (blocks, 1) } else { (per, tasks) };
+    // A task per run of 256 rows and group of column blocks (up to 16 groups).
+    let parallel = t.pool && k * nn >= crate::PAR_MIN_WORK / 8;
+    let per = if parallel { blocks.div_ceil(16).max(1) } else { blocks };
+    let groups = blocks.div_ceil(per);
+    let kind = if parallel { LoopKind::Parallel } else { LoopKind::Serial };
     let last_block = (!nn.is_multiple_of(cb)).then_some(blocks - 1);
-    b.for_(c(0), c(tasks), kind, |b, tk| {
+    let chunks = (&m + &c(SUM_ROWS - 1)).floor_div(&c(SUM_ROWS));
+    b.for_(c(0), &chunks * &c(groups), kind, |b, tk| {
         let za = b.load(Ty { elem: Elem::I8, lanes: 1 }, 2, c(0), 1);
         let za = b.let_(Inst::Cast(CastOp::Zext, za, I32));
         let zav = b.let_(Inst::Splat(za, lanes as u32));
         let m = crate::hoist(b, &m);
-        let chunks = (&m + &c(SUM_ROWS - 1)).floor_div(&c(SUM_ROWS));
-        b.for_(c(0), chunks, LoopKind::Serial, |b, rc| {
+        let (rc, grp) = (tk.floor_div(&c(groups)), tk.modulo(&c(groups)));
+        {
             let r0 = &rc * &c(SUM_ROWS);
             let rows = (&m - &r0).min_with(&c(SUM_ROWS));
             // Each row's sum of A, 4 * lanes bytes at a time.
@@ -701,7 +710,7 @@ pub fn int_matmul(name: &str, n: &Node, t: &Target) -> Result<Kernel, LowerError
                 let total = b.let_(Inst::Get(s));
                 b.store(sums, r.clone(), total, 4);
             });
-            let lo = &tk * &c(per);
+            let lo = &grp * &c(per);
             let hi = (&lo + &c(per)).min_with(&c(blocks));
             b.for_(lo, hi, LoopKind::Serial, |b, blk| {
                 let is_last = last_block.map(|l| {
@@ -767,6 +776,62 @@ pub fn int_matmul(name: &str, n: &Node, t: &Target) -> Result<Kernel, LowerError
                     }
                 };
                 crate::gemm::row_blocks_expr(b, &rows, mr, &tile);
+            });
+        }
+    });
+    Ok(b.finish())
+}
+
+/// The `patches` kernel (im2col over u8 codes, [`dlc_ir::ops::Patches`]): a task per
+/// output row `(n, oy)` (run-time counts included); for each output pixel, each tap's
+/// offset in a channel plane and whether it lies in the image are computed once, then
+/// copied for every channel (a tap in the padding takes the padding value).
+pub fn patches(name: &str, n: &Node, op: &dlc_ir::ops::Patches) -> Result<Kernel, LowerError> {
+    let x = &n.inputs[0];
+    let g = op.window(n.name, x).map_err(|e| n.error(e.to_string()))?;
+    let ch = x.shape.0[1].fixed().ok_or_else(|| n.error("the channel dim must be known"))?;
+    let [kh, kw] = g.kernel;
+    let taps = ch * kh * kw;
+    let rows = &x.shape.0[0].expr() * &g.output[0];
+    let work = rows.as_const().map_or(u64::MAX, |r| (r.max(0) as u64).saturating_mul(taps * 8));
+    let byte = Ty { elem: Elem::I8, lanes: 1 };
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
+    crate::par_expr(&mut b, &rows, work, |b, t| {
+        let (h, w, oh, ow) = (
+            crate::hoist(b, &g.input[0]),
+            crate::hoist(b, &g.input[1]),
+            crate::hoist(b, &g.output[0]),
+            crate::hoist(b, &g.output[1]),
+        );
+        let pad = b.load(byte, 1, c(0), 1);
+        let (img, oy) = (t.floor_div(&oh), t.modulo(&oh));
+        let plane = &h * &w;
+        let base = &(&img * &c(ch)) * &plane;
+        b.for_(c(0), ow.clone(), LoopKind::Serial, |b, ox| {
+            // Each tap's offset in a plane (0 where it is outside) and whether it is inside.
+            let mut at = Vec::with_capacity((kh * kw) as usize);
+            for ky in 0..kh {
+                let iy = &(&(&oy * &c(g.strides[0])) + &c(ky * g.dilations[0])) - &c(g.pad_begin[0]);
+                let row_in = crate::in_bounds_expr(b, iy.clone(), &h);
+                for kx in 0..kw {
+                    let ix = &(&(&ox * &c(g.strides[1])) + &c(kx * g.dilations[1])) - &c(g.pad_begin[1]);
+                    let col_in = crate::in_bounds_expr(b, ix.clone(), &w);
+                    let inside = b.bin(BinOp::And, row_in, col_in);
+                    let off = b.index(&(&iy * &w) + &ix);
+                    let zero = b.i64(0);
+                    let off = b.select(inside, off, zero);
+                    at.push((inside, Expr::val(off)));
+                }
+            }
+            let row = &(&(&t * &ow) + &ox) * &c(taps);
+            b.for_(c(0), c(ch), LoopKind::Serial, |b, ci| {
+                let src = &base + &(&ci * &plane);
+                let dst = &row + &(&ci * &c(kh * kw));
+                for (j, (inside, off)) in at.iter().enumerate() {
+                    let v = b.load(byte, 0, &src + off, 1);
+                    let v = b.select(*inside, v, pad);
+                    b.store(2, &dst + &c(j as u64), v, 1);
+                }
             });
         });
     });

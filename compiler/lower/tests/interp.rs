@@ -1548,8 +1548,8 @@ fn int8_packs_and_convolutions_on_every_dot_path() {
 /// weights (taken as i8 less 128) and i8 ones, one zero point or one per column,
 /// columns that leave the last block part empty, `K` past a vector of bytes and not a
 /// whole number of them, and rows that are run-time dims (none, fewer than a row tile,
-/// several tiles and a remainder, past the 256 rows whose sums a task keeps): bytes
-/// equal to dlc-interp's exact sum.
+/// several tiles and a remainder, past the 256 rows whose sums a task keeps), serial
+/// and in parallel tasks: bytes equal to dlc-interp's exact sum.
 #[test]
 fn int8_matrix_products_on_every_dot_path_at_run_time_rows() {
     use dlc_ir::ops::IntMatMul;
@@ -1560,12 +1560,14 @@ fn int8_matrix_products_on_every_dot_path_at_run_time_rows() {
     };
     // (K, N, weights' type, per-column zero points, the symbols' values)
     type Case = (u64, u64, DType, bool, &'static [(u64, u64)]);
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
         (8, 5, DType::U8, false, &[(0, 1), (1, 3), (2, 7)]),
         (68, 70, DType::I8, true, &[(1, 13), (3, 2)]),
         (132, 33, DType::U8, true, &[(1, 1), (2, 9)]),
         (16, 130, DType::U8, false, &[(1, 300)]),
         (260, 64, DType::I8, false, &[(2, 5)]),
+        // Enough work for parallel tasks: two runs of rows by column groups.
+        (252, 250, DType::U8, true, &[(1, 257)]),
     ];
     let paths = [Int8Dot::Vnni512, Int8Dot::Vnni, Int8Dot::Avx2Pairs, Int8Dot::Exact];
     for (ci, &(k, n, wt, per_column, sizes)) in cases.iter().enumerate() {
@@ -1588,6 +1590,7 @@ fn int8_matrix_products_on_every_dot_path_at_run_time_rows() {
             let kern = dlc_lower::lower("k", &node, &target).expect("ported").unwrap();
             let text = dlc_kir::print::kernel(&kern);
             assert_eq!(text.contains("vpdpbusd.512"), path == Int8Dot::Vnni512, "case {ci} {path:?}");
+            assert_eq!(text.contains("parallel"), k * n >= 62_500, "case {ci} {path:?}");
             for &(batch, rows) in sizes {
                 let a = bytes(&[batch, rows, k], DType::U8, 11 + rows);
                 let azp = bytes(&[], DType::U8, 13 + batch);
@@ -1602,6 +1605,36 @@ fn int8_matrix_products_on_every_dot_path_at_run_time_rows() {
                 assert_eq!(bufs.last().unwrap(), want[0].bytes(), "case {ci} {path:?} at {batch}x{rows}");
             }
         }
+    }
+}
+
+/// `patches` (im2col over u8 codes): strides, dilations, asymmetric padding that takes
+/// the padding value, 1x1 and 3x3 windows, at run-time batch and image dims (two sizes,
+/// one where some windows lie wholly in the padding's reach): bytes equal to
+/// dlc-interp's.
+#[test]
+fn patches_of_run_time_images() {
+    use dlc_ir::ops::{AutoPad, Patches};
+    type Case = (&'static [i64], &'static [i64], &'static [i64], &'static [i64], AutoPad);
+    let cases: [Case; 4] = [
+        (&[3, 3], &[1, 1], &[1, 1, 1, 1], &[1, 1], AutoPad::NotSet),
+        (&[3, 2], &[2, 1], &[0, 1, 2, 0], &[2, 1], AutoPad::NotSet),
+        (&[1, 1], &[2, 2], &[0, 0, 0, 0], &[1, 1], AutoPad::NotSet),
+        (&[3, 3], &[1, 1], &[], &[1, 1], AutoPad::SameUpper),
+    ];
+    for (k, st, pads, d, auto_pad) in cases {
+        let op: Op = Patches {
+            kernel_shape: k.to_vec(),
+            strides: st.to_vec(),
+            pads: pads.to_vec(),
+            dilations: d.to_vec(),
+            auto_pad,
+        }
+        .into();
+        let tys = [ty(DType::U8, &[s("N"), f(3), s("H"), s("W")]), TensorType::fixed(DType::U8, &[])];
+        let make =
+            |t: &[TensorType]| vec![data(&t[0], 5), TensorData::new(t[1].clone(), Arc::from(vec![77u8])).unwrap()];
+        check_with(op, &tys, &make, &[&[("N", 1), ("H", 5), ("W", 7)], &[("N", 2), ("H", 4), ("W", 3)]]);
     }
 }
 

@@ -105,7 +105,8 @@ pub fn op_flops(op: &Op, ins: &[Vec<u64>], out: u64) -> u64 {
         | Op::Trilu(_)
         | Op::Pad(_)
         | Op::ScatterElements(_)
-        | Op::ScatterND(_) => 0,
+        | Op::ScatterND(_)
+        | Op::Patches(_) => 0,
     }
 }
 

@@ -802,3 +802,55 @@ impl Infer for Col2Im {
         Ok(vec![TensorType { dtype: x.dtype, shape: Shape(shape) }])
     }
 }
+
+op! {
+    /// The windows of a 2-D convolution over a u8 NCHW tensor `X`, one row each (im2col):
+    /// row `(n, oy, ox)` holds the window's taps in the weights' order `(c, ky, kx)`, and
+    /// a tap in the padding holds the second operand, a u8 scalar (the codes' zero
+    /// point, so padding is 0 once centred). The result is u8 `[N * OH * OW, C * KH *
+    /// KW]`: its product with the weights as `[C * KH * KW, M]` (`int_matmul`) is the
+    /// convolution, pixels by channels. `kernel_shape` is required (there are no weights
+    /// to take it from); the spatial dims may be run-time ones.
+    Patches = "patches", operands 2..=2 {
+        kernel_shape: Vec<i64>, strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>, auto_pad: AutoPad,
+    }
+}
+
+impl Patches {
+    /// Resolved window for input `x`, whose spatial dims may be symbolic.
+    pub fn window(&self, node: &str, x: &TensorType) -> Result<Window, IrError> {
+        let a = WindowAttrs {
+            kernel: &self.kernel_shape,
+            strides: &self.strides,
+            pads: &self.pads,
+            dilations: &self.dilations,
+            auto_pad: self.auto_pad,
+            ceil_mode: false,
+        };
+        window_sym(node, Self::INFO.mnemonic, x, &a)
+    }
+}
+
+impl Infer for Patches {
+    fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
+        let op = Self::INFO.mnemonic;
+        let (x, pad) = (&inputs[0], &inputs[1]);
+        ensure(
+            x.dtype == crate::DType::U8 && pad.dtype == crate::DType::U8 && pad.shape.numel() == Some(1),
+            node,
+            op,
+            || format!("needs a u8 input and one u8 padding value, got {x} and {pad}"),
+        )?;
+        ensure(self.kernel_shape.len() == 2 && self.kernel_shape.iter().all(|&k| k >= 1), node, op, || {
+            format!("kernel_shape must be two positive extents, got {:?}", self.kernel_shape)
+        })?;
+        let g = self.window(node, x)?;
+        let c = x.shape.0[1].fixed().ok_or_else(|| IrError::shape(node, op, "channel dim must be known"))?;
+        let rows = &(&x.shape.0[0].expr() * &g.output[0]) * &g.output[1];
+        let rows = Dim::from_expr(rows).ok_or_else(|| IrError::shape(node, op, "the window count is not a dim"))?;
+        Ok(vec![TensorType {
+            dtype: crate::DType::U8,
+            shape: Shape(vec![rows, Dim::Fixed(c * g.kernel[0] * g.kernel[1])]),
+        }])
+    }
+}

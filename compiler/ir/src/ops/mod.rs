@@ -25,8 +25,8 @@ mod text;
 
 pub use control::{Body, If, Loop};
 pub use conv::{
-    AutoPad, AveragePool, Col2Im, Conv, ConvTranspose, GlobalAveragePool, GridSample, MaxPool, PoolGeometry, RoiAlign,
-    SampleMode, SamplePadding, Window, WindowAttrs,
+    AutoPad, AveragePool, Col2Im, Conv, ConvTranspose, GlobalAveragePool, GridSample, MaxPool, Patches, PoolGeometry,
+    RoiAlign, SampleMode, SamplePadding, Window, WindowAttrs,
 };
 pub use elementwise::*;
 pub use epilogue::Activation;
@@ -558,7 +558,7 @@ op_table! {
     Softplus, Softsign, Mish, HardSwish, HardSigmoid, LeakyRelu, Elu, Selu, Celu, ThresholdedRelu, Gelu,
     IsNaN, IsInf, Clip, Swish, Shrink, Expand, Fused,
     MatMul, Gemm, Einsum, Attention, IntMatMul,
-    Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, GridSample, ResizeTaps, Resize, QConv, QuantPack,
+    Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool, GridSample, ResizeTaps, Resize, QConv, QuantPack, Patches,
     BatchNormalization, LayerNormalization, Softmax,
     ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
     ReduceLogSumExp, ReduceSumSquare, ArgMax, ArgMin, TopK, NllLoss, CumSum,
@@ -677,7 +677,7 @@ impl Op {
             MatMul(_) | Gemm(_) | Einsum(_) | Attention(_) | IntMatMul(_) => OpKind::Contraction,
             Conv(_) | ConvTranspose(_) | MaxPool(_) | AveragePool(_) | GlobalAveragePool(_) | GridSample(_)
             | ResizeTaps(_) | Resize(_) | QConv(_) | RoiAlign(_) | Col2Im(_) => OpKind::Window,
-            QuantPack(_) => OpKind::Movement,
+            QuantPack(_) | Patches(_) => OpKind::Movement,
             BatchNormalization(_) | LayerNormalization(_) | Softmax(_) => OpKind::Normalization,
             ReduceSum(_) | ReduceMean(_) | ReduceMax(_) | ReduceMin(_) | ReduceProd(_) | ReduceL1(_) | ReduceL2(_)
             | ReduceLogSum(_) | ReduceLogSumExp(_) | ReduceSumSquare(_) | ArgMax(_) | ArgMin(_) | TopK(_)

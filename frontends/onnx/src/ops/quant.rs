@@ -326,30 +326,40 @@ pub(crate) fn int8_product(
         && bt.shape.rank() == 2
         && cx.imp.known.contains_key(&b)
         && k.is_some_and(|k| k > 0 && k % 4 == 0)
-        && bt.shape.0[1].fixed().is_some_and(|n| n > 0)
-        && azp.is_none_or(|z| cx.ty(z).dtype == DType::U8 && cx.ty(z).shape.numel() == Some(1))
-        && bzp.is_none_or(|z| {
-            let zt = cx.ty(z);
-            cx.imp.known.contains_key(&z)
-                && zt.dtype == bt.dtype
-                && (zt.shape.numel() == Some(1) || (zt.shape.rank() == 1 && zt.shape.0[0] == bt.shape.0[1]))
-        });
-    if !fits {
-        return Ok(None);
+        && bt.shape.0[1].fixed().is_some_and(|n| n > 0);
+    let zps = match bt.shape.0[1].fixed() {
+        Some(n) if fits => int8_zero_points(cx, azp, bzp, bt.dtype, n),
+        _ => None,
+    };
+    let Some((azp, bzp)) = zps else { return Ok(None) };
+    Ok(Some(cx.add1("int8", dlc_ir::ops::IntMatMul {}, &[a, b, azp, bzp])?))
+}
+
+/// The zero points of an `int_matmul` of weights of type `bt` and `columns` columns, when
+/// they fit it (the left operand's one u8, the weights' constants of their type, one or
+/// one per column), absent ones as constant zeros.
+fn int8_zero_points(
+    cx: &mut NodeCx,
+    azp: Option<Value>,
+    bzp: Option<Value>,
+    bt: DType,
+    columns: u64,
+) -> Option<(Value, Value)> {
+    let a_ok = azp.is_none_or(|z| cx.ty(z).dtype == DType::U8 && cx.ty(z).shape.numel() == Some(1));
+    let b_ok = bzp.is_none_or(|z| {
+        let zt = cx.ty(z);
+        cx.imp.known.contains_key(&z)
+            && zt.dtype == bt
+            && (zt.shape.numel() == Some(1) || zt.shape == dlc_ir::Shape::fixed(&[columns]))
+    });
+    if !(a_ok && b_ok) {
+        return None;
     }
-    let zero = |cx: &mut NodeCx, d: DType| {
+    let mut zero = |d: DType| {
         let t = TensorData::new(dlc_ir::TensorType::fixed(d, &[]), vec![0u8].into()).expect("one byte");
         cx.add_const(t)
     };
-    let azp = match azp {
-        Some(z) => z,
-        None => zero(cx, DType::U8),
-    };
-    let bzp = match bzp {
-        Some(z) => z,
-        None => zero(cx, bt.dtype),
-    };
-    Ok(Some(cx.add1("int8", dlc_ir::ops::IntMatMul {}, &[a, b, azp, bzp])?))
+    Some((azp.unwrap_or_else(|| zero(DType::U8)), bzp.unwrap_or_else(|| zero(bt))))
 }
 
 /// `(a - a_zp) @ (b - b_zp)` exactly, as f64.
@@ -380,6 +390,59 @@ pub(crate) fn integer_matmul(
         .sum(cx, (af, -1), (bf, b_rank - 2), |cx, a, b, name| cx.add1(name, MatMul { act: Activation::None }, &[a, b]))
 }
 
+/// The convolution `op` of `x - x_zp` by `w - w_zp` as i32 by the int8 kernels where they
+/// apply (`x` u8 with one zero point or none, `w` constant u8 or i8 with constant zero
+/// points, one group, `C * KH * KW` a multiple of 4): the windows as rows (`patches`,
+/// padding with the zero point), their product with the weights as `[C * KH * KW, M]`
+/// (`int_matmul`), and the pixels-by-channels result moved to NCHW. `None` otherwise.
+fn int8_conv(
+    cx: &mut NodeCx,
+    op: &Conv,
+    x: Value,
+    xzp: Option<Value>,
+    w: Value,
+    wzp: Option<Value>,
+) -> Result<Option<Value>, String> {
+    let (xt, wt) = (cx.ty(x), cx.ty(w));
+    let Some(wd) = wt.shape.as_fixed().filter(|d| d.len() == 4) else { return Ok(None) };
+    let Some(wdata) = cx.imp.known.get(&w).cloned() else { return Ok(None) };
+    let (m, k) = (wd[0], wd[1] * wd[2] * wd[3]);
+    let fits = xt.dtype == DType::U8
+        && xt.shape.rank() == 4
+        && xt.shape.0[1].fixed() == Some(wd[1])
+        && op.group == 1
+        && matches!(wt.dtype, DType::U8 | DType::I8)
+        && k > 0
+        && k % 4 == 0
+        && m > 0;
+    let zps = if fits { int8_zero_points(cx, xzp, wzp, wt.dtype, m) } else { None };
+    let Some((pad, wzp)) = zps else { return Ok(None) };
+    let p = dlc_ir::ops::Patches {
+        kernel_shape: vec![wd[2] as i64, wd[3] as i64],
+        strides: op.strides.clone(),
+        pads: op.pads.clone(),
+        dilations: op.dilations.clone(),
+        auto_pad: op.auto_pad,
+    };
+    let g = p.window(&cx.name, &xt).map_err(|e| e.to_string())?;
+    let rows = cx.add1("patches", p, &[x, pad])?;
+    // The weights as [K, M].
+    let (wb, (m, k)) = (wdata.bytes(), (m as usize, k as usize));
+    let bt: Vec<u8> = (0..k * m).map(|i| wb[(i % m) * k + i / m]).collect();
+    let bt = TensorData::new(dlc_ir::TensorType::fixed(wt.dtype, &[k as u64, m as u64]), bt.into())
+        .ok_or("internal: transposed weights")?;
+    let bt = cx.add_const(bt);
+    let y = cx.add1("int8", dlc_ir::ops::IntMatMul {}, &[rows, bt, pad, wzp])?;
+    let n = xt.shape.0[0].expr();
+    let [oh, ow] = g.output.clone();
+    let pixels = &oh * &ow;
+    let view = dlc_ir::ops::View { dims: format!("{n};{pixels};{m}") };
+    let y = cx.add1("pixels_by_channels", view, &[y])?;
+    let y = cx.add1("channels_by_pixels", dlc_ir::ops::Transpose { perm: vec![0, 2, 1] }, &[y])?;
+    let view = dlc_ir::ops::View { dims: format!("{n};{m};{oh};{ow}") };
+    Ok(Some(cx.add1("nchw", view, &[y])?))
+}
+
 /// The convolution of `x - x_zp` by `w - w_zp` exactly, as f64; `bias` (i32) added.
 fn integer_conv(
     cx: &mut NodeCx,
@@ -389,6 +452,21 @@ fn integer_conv(
     wzp: Option<Value>,
     bias: Option<Value>,
 ) -> Result<Value, String> {
+    let mut y = conv_exact(cx, x, xzp, w, wzp)?;
+    if cx.ty(y).dtype == DType::I32 {
+        y = cx.add1("conv_f64", Cast::new(DType::F64), &[y])?;
+    }
+    if let Some(b) = bias {
+        let b = cx.add1("bias_channels", Reshape { shape: vec![-1, 1, 1], allowzero: false }, &[b])?;
+        let b = cx.add1("bias_f64", Cast::new(DType::F64), &[b])?;
+        y = cx.add1("biased", Add {}, &[y, b])?;
+    }
+    Ok(y)
+}
+
+/// The convolution of `x - x_zp` by `w - w_zp` exactly: i32 from the int8 kernels
+/// ([`int8_conv`]), else f64 from f32 convolutions over chunks of input channels.
+fn conv_exact(cx: &mut NodeCx, x: Value, xzp: Option<Value>, w: Value, wzp: Option<Value>) -> Result<Value, String> {
     let op = Conv {
         kernel_shape: cx.ints("kernel_shape"),
         strides: cx.ints("strides"),
@@ -398,6 +476,9 @@ fn integer_conv(
         auto_pad: super::nn::auto_pad(cx)?,
         act: Activation::None,
     };
+    if let Some(y) = int8_conv(cx, &op, x, xzp, w, wzp)? {
+        return Ok(y);
+    }
     let wd = cx.ty(w).shape.as_fixed().ok_or("needs known weight dims")?;
     if wd.len() != 4 {
         return Err(format!("only 2-D convolutions, got weights of rank {}", wd.len()));
@@ -419,13 +500,7 @@ fn integer_conv(
         ));
     }
     let chunks = Chunks { n: cg, len: per, tag: 'c', names: ["x", "w", "conv"], empty: "no input channels" };
-    let mut y = chunks.sum(cx, (xf, 1), (wf, 1), |cx, x, w, name| cx.add1(name, op.clone(), &[x, w]))?;
-    if let Some(b) = bias {
-        let b = cx.add1("bias_channels", Reshape { shape: vec![-1, 1, 1], allowzero: false }, &[b])?;
-        let b = cx.add1("bias_f64", Cast::new(DType::F64), &[b])?;
-        y = cx.add1("biased", Add {}, &[y, b])?;
-    }
-    Ok(y)
+    chunks.sum(cx, (xf, 1), (wf, 1), |cx, x, w, name| cx.add1(name, op.clone(), &[x, w]))
 }
 
 fn matmul_integer(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
@@ -441,7 +516,10 @@ fn matmul_integer(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 fn conv_integer(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let (x, w) = (cx.input(0)?, cx.input(1)?);
     let (xzp, wzp) = (cx.opt_input(2)?, cx.opt_input(3)?);
-    let y = integer_conv(cx, x, xzp, w, wzp, None)?;
+    let y = conv_exact(cx, x, xzp, w, wzp)?;
+    if cx.ty(y).dtype == DType::I32 {
+        return Ok(vec![y]);
+    }
     cx.add("", Cast::new(DType::I32), &[y])
 }
 
