@@ -55,6 +55,34 @@ impl Roofline {
     }
 }
 
+/// What one call of a C math function costs per element, in the roofline's FLOPs: the
+/// elementwise kernels call the library for these (one element at a time, which also
+/// keeps their loops from vectorising), where dlc's own inline functions (exp, log,
+/// tanh, the erf of a GELU) run in vectors. Without it a chain of steps that spells out
+/// a GELU through `erf` costs the same as the `gelu` step it matches (both move the
+/// same bytes), and extraction may keep the library call.
+const LIBRARY_CALL_FLOPS: u64 = 100;
+
+/// The C math library calls per element of an elementwise op (each step of a fused one).
+fn library_calls(op: &Op) -> u64 {
+    match op {
+        Op::Fused(f) => f.steps.iter().map(|s| library_calls(&s.op)).sum(),
+        Op::Erf(_)
+        | Op::Sin(_)
+        | Op::Cos(_)
+        | Op::Tan(_)
+        | Op::Asin(_)
+        | Op::Acos(_)
+        | Op::Atan(_)
+        | Op::Sinh(_)
+        | Op::Cosh(_)
+        | Op::Asinh(_)
+        | Op::Acosh(_)
+        | Op::Atanh(_) => 1,
+        _ => 0,
+    }
+}
+
 /// Bytes of `t` (symbolic dims at 1, as the cost of one sample).
 fn bytes(t: &TensorType) -> f64 {
     t.shape.at_ones().iter().product::<u64>() as f64 * t.dtype.size() as f64
@@ -67,7 +95,8 @@ impl Roofline {
             return 0.0;
         }
         let dims: Vec<Vec<u64>> = ins.iter().map(|t| t.shape.at_ones()).collect();
-        let flops = op_flops(op, &dims, out.shape.at_ones().iter().product()) as f64;
+        let numel: u64 = out.shape.at_ones().iter().product();
+        let flops = op_flops(op, &dims, numel) as f64 + (LIBRARY_CALL_FLOPS * library_calls(op) * numel) as f64;
         let moved: f64 = ins.iter().map(|t| bytes(t)).sum::<f64>() + bytes(out);
         (flops / self.flops_per_s).max(moved / self.bytes_per_s) + self.launch_s
     }
@@ -124,6 +153,19 @@ impl Cost<'_> {
 #[cfg(test)]
 mod tests {
     use super::Roofline;
+
+    /// A C math library call per element (erf) costs more than dlc's inline GELU over
+    /// the same bytes, so extraction prefers a matched `gelu` to the chain through `erf`.
+    #[test]
+    fn library_calls_cost_more_than_inline_math() {
+        use dlc_ir::ops::{Erf, Gelu};
+        use dlc_ir::{DType, Op, TensorType};
+        let t = TensorType::fixed(DType::F32, &[16, 1536]);
+        let r = Roofline::default();
+        let erf = r.kernel(&Op::from(Erf {}), &[&t], &t);
+        let gelu = r.kernel(&Op::from(Gelu { tanh_approximation: false }), &[&t], &t);
+        assert!(erf > 2.0 * gelu, "erf {erf} gelu {gelu}");
+    }
 
     #[test]
     fn rooflines_per_target_and_from_the_command_line() {
