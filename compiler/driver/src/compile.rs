@@ -491,7 +491,7 @@ pub fn load_model_pinned(path: &Path, pins: dlc_onnx::ImportOptions) -> Result<G
     let mut g = match path.extension().and_then(|e| e.to_str()) {
         Some("onnx") => dlc_onnx::import(path, &pins)?,
         Some("dlc") => {
-            let dlc_onnx::ImportOptions { input_shapes, dims, sequence_lengths, absent } = pins;
+            let dlc_onnx::ImportOptions { input_shapes, dims, sequence_lengths, absent, .. } = pins;
             if let Some(name) = sequence_lengths.keys().next() {
                 bail!("'{}': --sequence-length {name}: the DSL has no sequence inputs", path.display());
             }
@@ -632,6 +632,7 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         dims: opts.dims.clone(),
         sequence_lengths: opts.sequence_lengths.clone(),
         absent: opts.absent.clone(),
+        onnx_ops_only: false,
     };
     let mut g = load_model_pinned(model, pins)?;
     if cuda {

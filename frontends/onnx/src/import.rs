@@ -26,6 +26,10 @@ pub struct ImportOptions {
     /// does not take them (`--absent`, docs/sequences.md). Any other optional input is
     /// a tensor (or sequence) the caller always gives.
     pub absent: std::collections::BTreeSet<String>,
+    /// Import into ONNX's own ops where dlc would use a kernel of its own that ONNX has
+    /// no op for (the int8 products' `int_matmul` and `patches`: the exact f32 form
+    /// instead), so the graph can be written back as ONNX (`dlc export`).
+    pub onnx_ops_only: bool,
 }
 
 /// Reads and decodes an ONNX file.
@@ -218,6 +222,8 @@ pub(crate) struct Importer<'m> {
     /// While importing an expansion written at a newer opset ([`crate::ops`]'s
     /// `expand_at`): the default domain's opset is at least this.
     pub opset_at_least: Option<i64>,
+    /// [`ImportOptions::onnx_ops_only`].
+    pub onnx_ops_only: bool,
 }
 
 impl<'m> Importer<'m> {
@@ -250,6 +256,7 @@ impl<'m> Importer<'m> {
             guards: Vec::new(),
             dim_conditions: HashMap::new(),
             opset_at_least: None,
+            onnx_ops_only: false,
         }
     }
 
@@ -258,6 +265,7 @@ impl<'m> Importer<'m> {
     }
 
     fn run(mut self, opts: &ImportOptions) -> Result<Graph, OnnxError> {
+        self.onnx_ops_only = opts.onnx_ops_only;
         let graph = self.model.graph.as_ref().expect("read_model checks the graph");
         for t in &graph.initializer {
             if t.data_type == 8 {

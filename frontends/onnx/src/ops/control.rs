@@ -303,6 +303,7 @@ pub(crate) fn sub_importer<'m>(cx: &NodeCx<'_, 'm>, what: &str) -> crate::import
     sub.graph = dlc_ir::Graph::new(format!("{}/{what}", cx.name));
     sub.symbols = cx.imp.symbols.clone();
     sub.opset_at_least = cx.imp.opset_at_least;
+    sub.onnx_ops_only = cx.imp.onnx_ops_only;
     sub
 }
 

@@ -320,7 +320,8 @@ pub(crate) fn int8_product(
 ) -> Result<Option<Value>, String> {
     let (at, bt) = (cx.ty(a), cx.ty(b));
     let k = at.shape.0.last().and_then(|d| d.fixed());
-    let fits = at.dtype == DType::U8
+    let fits = !cx.imp.onnx_ops_only
+        && at.dtype == DType::U8
         && at.shape.rank() >= 2
         && matches!(bt.dtype, DType::U8 | DType::I8)
         && bt.shape.rank() == 2
@@ -407,7 +408,8 @@ fn int8_conv(
     let Some(wd) = wt.shape.as_fixed().filter(|d| d.len() == 4) else { return Ok(None) };
     let Some(wdata) = cx.imp.known.get(&w).cloned() else { return Ok(None) };
     let (m, k) = (wd[0], wd[1] * wd[2] * wd[3]);
-    let fits = xt.dtype == DType::U8
+    let fits = !cx.imp.onnx_ops_only
+        && xt.dtype == DType::U8
         && xt.shape.rank() == 4
         && xt.shape.0[1].fixed() == Some(wd[1])
         && op.group == 1
