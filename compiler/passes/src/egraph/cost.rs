@@ -116,7 +116,12 @@ impl Roofline {
 }
 
 /// Extraction cost: the kernel's roofline time plus its operands' (a tree cost: a value
-/// used twice counts twice, which biases extraction against duplicating work).
+/// used twice counts twice, which biases extraction against duplicating work), in whole
+/// picoseconds. A tree cost grows with the uses of every value upstream (a transformer's
+/// layer output feeds several products and a residual, so six layers in the costs run to
+/// many orders of magnitude), and in f64 the microseconds that tell two alternatives of
+/// a late layer apart were lost in the sum: integers keep every picosecond (saturating
+/// at `u128::MAX`, 3e26 seconds).
 pub struct Cost<'a> {
     /// The e-graph whose e-nodes are costed.
     pub egraph: &'a EGraph,
@@ -125,18 +130,23 @@ pub struct Cost<'a> {
 }
 
 impl CostFunction<Node> for Cost<'_> {
-    type Cost = f64;
+    type Cost = u128;
 
-    fn cost<C: FnMut(Id) -> f64>(&mut self, enode: &Node, mut costs: C) -> f64 {
-        let Node::Op(k, ch) = enode else { return 0.0 };
+    fn cost<C: FnMut(Id) -> u128>(&mut self, enode: &Node, mut costs: C) -> u128 {
+        let Node::Op(k, ch) = enode else { return 0 };
         let (Some(op), Some(out)) = (self.egraph.analysis.ops.get(k), self.node_type(enode)) else {
-            return f64::INFINITY;
+            return u128::MAX;
         };
         let ins: Option<Vec<&TensorType>> = ch.iter().map(|c| self.egraph[*c].data.ty.as_ref()).collect();
-        let Some(ins) = ins else { return f64::INFINITY };
-        let own = self.roof.kernel(op, &ins, &out);
-        ch.iter().fold(own, |acc, c| acc + costs(*c))
+        let Some(ins) = ins else { return u128::MAX };
+        tree_cost(self.roof.kernel(op, &ins, &out), ch.iter().map(|c| costs(*c)))
     }
+}
+
+/// A kernel of `own` seconds over operands of tree costs `children`, in picoseconds.
+fn tree_cost(own: f64, children: impl IntoIterator<Item = u128>) -> u128 {
+    let own = (own * 1e12).round().clamp(0.0, 1e30) as u128;
+    children.into_iter().fold(own, |acc, c| acc.saturating_add(c))
 }
 
 impl Cost<'_> {
@@ -153,6 +163,18 @@ impl Cost<'_> {
 #[cfg(test)]
 mod tests {
     use super::Roofline;
+
+    /// Two kernels a microsecond apart over the same operands of a deep graph (a tree
+    /// cost of 1e12 seconds) still compare as they should; in f64 seconds the sums are
+    /// equal.
+    #[test]
+    fn tree_costs_keep_microseconds_atop_huge_operands() {
+        let deep = 1u128 << 100;
+        let (a, b) = (super::tree_cost(2e-6, [deep]), super::tree_cost(3e-6, [deep]));
+        assert!(a < b && b - a == 1_000_000, "{a} {b}");
+        assert_eq!(2e-6 + deep as f64 * 1e-12, 3e-6 + deep as f64 * 1e-12);
+        assert_eq!(super::tree_cost(1.0, [u128::MAX]), u128::MAX);
+    }
 
     /// A C math library call per element (erf) costs more than dlc's inline GELU over
     /// the same bytes, so extraction prefers a matched `gelu` to the chain through `erf`.

@@ -274,3 +274,31 @@ fn silu_of_a_conv_whose_value_is_also_used_elsewhere_stays_apart() {
     );
     assert!(!ops.iter().any(|op| matches!(op, Op::Conv(c) if c.act == Activation::Swish)));
 }
+
+/// A GELU spelled through `erf` (a library call per element) below a hundred levels that
+/// each read the level before twice (tree costs past 1e18 seconds) still becomes `gelu`.
+/// (The comparison's arithmetic at such costs is `cost.rs`'s unit test; which of two
+/// alternatives that f64 would tie egg then keeps is not something a test can force.)
+#[test]
+fn a_gelu_deep_in_a_graph_is_still_found_the_cheaper() {
+    let mut g = Graph::new("deep_gelu");
+    let mut x = g.add_input("x", TensorType::fixed(DType::F32, &[4, 64]));
+    for i in 0..100 {
+        let s = g.add_node(format!("softmax{i}"), Softmax { axis: -1, mode: SoftmaxMode::Softmax }, &[x]).unwrap()[0];
+        let l = g.add_node(format!("log_softmax{i}"), Softmax { axis: -1, mode: SoftmaxMode::LogSoftmax }, &[x]);
+        x = g.add_node(format!("sum{i}"), Add {}, &[s, l.unwrap()[0]]).unwrap()[0];
+    }
+    let sqrt2 = splat(&mut g, "sqrt2", &[], std::f32::consts::SQRT_2);
+    let one = splat(&mut g, "one", &[], 1.0);
+    let half = splat(&mut g, "half", &[], 0.5);
+    let d = g.add_node("div", Div {}, &[x, sqrt2]).unwrap()[0];
+    let e = g.add_node("erf", Erf {}, &[d]).unwrap()[0];
+    let a = g.add_node("plus_one", Add {}, &[e, one]).unwrap()[0];
+    let m = g.add_node("times_x", Mul {}, &[x, a]).unwrap()[0];
+    let y = g.add_node("gelu_out", Mul {}, &[m, half]).unwrap()[0];
+    g.add_output("y", y);
+    let mut cx = PassCx::default();
+    EGraphOpt::default().run(&mut g, &mut cx).unwrap();
+    let text = dlc_ir::print_graph(&g).unwrap();
+    assert!(text.contains("gelu") && !text.contains("erf("), "{text}");
+}
