@@ -251,10 +251,7 @@ fn run_at(cx: &mut NodeCx, s: &RunSeq, p: Value) -> Result<Value, String> {
     let data = cx.ty(s.data);
     let n = data.shape.0.first().ok_or("internal: a sequence's data has no rows")?.expr();
     let nv = super::shapes::shape_tensor(cx, &super::shapes::ShapeVal { elems: vec![n], scalar: true }, "length")?;
-    let zero = cx.i64_const(&[], &[0])?;
-    let neg = cx.add1("position_negative", Less {}, &[p, zero])?;
-    let up = cx.add1("position_up", Add {}, &[p, nv])?;
-    let p = cx.add1("position_wrapped", Where {}, &[neg, up, p])?;
+    let p = wrap(cx, p, nv)?;
     let row = cx.add1("row", Gather { axis: 0 }, &[s.data, p])?;
     if s.uniform() {
         return Ok(row);
@@ -383,7 +380,7 @@ fn run_seq_op(cx: &mut NodeCx) -> Result<Option<Vec<Out>>, String> {
             let all = concat_seqs(cx, s, last, "inserted")?;
             // Row j of the result: j < p ? old[j] : (j == p ? x (row n) : old[j - 1]); a
             // position outside [-n, n] fails the run at the Gather.
-            let p = run_wrap(cx, p, nv)?;
+            let p = wrap(cx, p, nv)?;
             let j = rows_iota(cx, all.data)?;
             let one = cx.i64_const(&[], &[1])?;
             let prev = cx.add1("previous", dlc_ir::ops::Sub {}, &[j, one])?;
@@ -392,7 +389,7 @@ fn run_seq_op(cx: &mut NodeCx) -> Result<Option<Vec<Out>>, String> {
             let before = cx.add1("before", Less {}, &[j, p])?;
             let idx = cx.add1("order", Where {}, &[before, j, after])?;
             let limit = cx.add1("length_after", Add {}, &[nv, one])?;
-            let idx = run_checked(cx, idx, p, limit)?;
+            let idx = checked(cx, idx, p, limit)?;
             vec![Out::RunSeq(gather_rows(cx, all, idx, None)?)]
         }
         "SequenceErase" => {
@@ -404,7 +401,7 @@ fn run_seq_op(cx: &mut NodeCx) -> Result<Option<Vec<Out>>, String> {
             // Row j of the result: j < p ? old[j] : old[j + 1], for j < n - 1 (the last
             // row, clamped to n - 1, is cut); a position outside [-n, n - 1] fails the
             // run at the Gather, an empty sequence at the cut (a count of -1).
-            let p = run_wrap(cx, p, nv)?;
+            let p = wrap(cx, p, nv)?;
             let j = rows_iota(cx, s.data)?;
             let one = cx.i64_const(&[], &[1])?;
             let next = cx.add1("next", Add {}, &[j, one])?;
@@ -414,7 +411,7 @@ fn run_seq_op(cx: &mut NodeCx) -> Result<Option<Vec<Out>>, String> {
             let n1 = super::shapes::shape_tensor(cx, &n1, "length_1")?;
             let count = cx.add1("length_after", dlc_ir::ops::Sub {}, &[n1, one])?;
             let idx = cx.add1("order_in", dlc_ir::ops::Min {}, &[idx, count])?;
-            let idx = run_checked(cx, idx, p, nv)?;
+            let idx = checked(cx, idx, p, nv)?;
             vec![Out::RunSeq(gather_rows(cx, s, idx, Some(count))?)]
         }
         "SequenceAt" => {
@@ -468,9 +465,9 @@ fn run_position(cx: &mut NodeCx, i: usize) -> Result<Option<Value>, String> {
     })
 }
 
-/// The run-time position `p` normalised against the run-time length `n` (`p + n` when
-/// negative).
-fn run_wrap(cx: &mut NodeCx, p: Value, n: Value) -> Result<Value, String> {
+/// The run-time position `p` normalised against the length `n` (an i64 scalar, constant
+/// or computed at run time: `p + n` when negative).
+fn wrap(cx: &mut NodeCx, p: Value, n: Value) -> Result<Value, String> {
     let zero = cx.i64_const(&[], &[0])?;
     let neg = cx.add1("position_negative", Less {}, &[p, zero])?;
     let up = cx.add1("position_up", Add {}, &[p, n])?;
@@ -480,7 +477,7 @@ fn run_wrap(cx: &mut NodeCx, p: Value, n: Value) -> Result<Value, String> {
 /// `idx`, or `limit` (an index out of range for rows that number at most `limit`, which
 /// fails the run at the Gather's index check) where the wrapped position `p` is not in
 /// `0..limit`.
-fn run_checked(cx: &mut NodeCx, idx: Value, p: Value, limit: Value) -> Result<Value, String> {
+fn checked(cx: &mut NodeCx, idx: Value, p: Value, limit: Value) -> Result<Value, String> {
     let zero = cx.i64_const(&[], &[0])?;
     let ge = cx.add1("position_ge0", GreaterOrEqual {}, &[p, zero])?;
     let lt = cx.add1("position_in", Less {}, &[p, limit])?;
@@ -612,27 +609,6 @@ fn stack(cx: &mut NodeCx, elems: &[Value]) -> Result<Value, String> {
     cx.add1("stacked", Concat { axis: 0 }, &parts)
 }
 
-/// The run-time position `p` normalised against `n` (`p + n` when negative).
-fn wrap(cx: &mut NodeCx, p: Value, n: usize) -> Result<Value, String> {
-    let zero = cx.i64_const(&[], &[0])?;
-    let nv = cx.i64_const(&[], &[n as i64])?;
-    let neg = cx.add1("position_negative", Less {}, &[p, zero])?;
-    let up = cx.add1("position_up", Add {}, &[p, nv])?;
-    cx.add1("position_wrapped", Where {}, &[neg, up, p])
-}
-
-/// `idx`, or `bad` (an index out of range, which fails the run at the Gather's index
-/// check) when the wrapped position `p` is not in `0..limit`.
-fn checked(cx: &mut NodeCx, idx: Value, p: Value, limit: usize, bad: usize) -> Result<Value, String> {
-    let zero = cx.i64_const(&[], &[0])?;
-    let lim = cx.i64_const(&[], &[limit as i64])?;
-    let ge = cx.add1("position_ge0", GreaterOrEqual {}, &[p, zero])?;
-    let lt = cx.add1("position_in", Less {}, &[p, lim])?;
-    let ok = cx.add1("position_valid", And {}, &[ge, lt])?;
-    let bad = cx.i64_const(&[], &[bad as i64])?;
-    cx.add1("index_checked", Where {}, &[ok, idx, bad])
-}
-
 /// Element `j` of the reordered sequence: `stacked[idx]` with `idx` computed.
 fn pick(cx: &mut NodeCx, stacked: Value, idx: Value, j: usize) -> Result<Value, String> {
     cx.add1(&format!("pick{j}"), Gather { axis: 0 }, &[stacked, idx])
@@ -670,7 +646,8 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                 Ok(p) => vec![Out::Value(s[normalise(p, s.len(), 0)?])],
                 Err(p) if s.iter().all(|e| cx.ty(*e) == cx.ty(s[0])) => {
                     let stacked = stack(cx, &s)?;
-                    let p = wrap(cx, p, s.len())?;
+                    let len = cx.i64_const(&[], &[s.len() as i64])?;
+                    let p = wrap(cx, p, len)?;
                     vec![Out::Value(pick(cx, stacked, p, 0)?)]
                 }
                 // Elements of other shapes: the one picked has dims only the run knows.
@@ -694,7 +671,9 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                     // Element j of the result: j < p ? old[j] : (j == p ? x : old[j - 1]).
                     let mut all = s.clone();
                     all.push(x);
-                    let p = wrap(cx, p, n)?;
+                    let len = cx.i64_const(&[], &[n as i64])?;
+                    let p = wrap(cx, p, len)?;
+                    let limit = cx.i64_const(&[], &[n as i64 + 1])?;
                     let idx = (0..=n)
                         .map(|j| {
                             let jv = cx.i64_const(&[], &[j as i64])?;
@@ -705,7 +684,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                             let after = cx.add1(&format!("after{j}"), Where {}, &[at, new, prev])?;
                             let idx = cx.add1(&format!("index{j}"), Where {}, &[before, jv, after])?;
                             // A position outside [-n, n] fails the run.
-                            checked(cx, idx, p, n + 1, n + 1)
+                            checked(cx, idx, p, limit)
                         })
                         .collect::<Result<_, String>>()?;
                     return Ok(vec![reorder(cx, &all, idx)?]);
@@ -728,7 +707,8 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                 }
                 Some(Err(p)) => {
                     // Element j of the result: j < p ? old[j] : old[j + 1].
-                    let p = wrap(cx, p, n)?;
+                    let len = cx.i64_const(&[], &[n as i64])?;
+                    let p = wrap(cx, p, len)?;
                     let idx = (0..n - 1)
                         .map(|j| {
                             let jv = cx.i64_const(&[], &[j as i64])?;
@@ -736,7 +716,7 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                             let before = cx.add1(&format!("before{j}"), Less {}, &[jv, p])?;
                             let idx = cx.add1(&format!("index{j}"), Where {}, &[before, jv, next])?;
                             // A position outside [-n, n - 1] fails the run.
-                            checked(cx, idx, p, n, n)
+                            checked(cx, idx, p, len)
                         })
                         .collect::<Result<_, String>>()?;
                     return Ok(vec![reorder(cx, &s, idx)?]);
