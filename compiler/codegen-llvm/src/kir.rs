@@ -1063,6 +1063,67 @@ impl Tr<'_> {
         })
     }
 
+    /// A saturating float-to-integer conversion (NaN to 0, out-of-range values to the
+    /// nearest bound) as compares and selects around a plain conversion. LLVM's
+    /// `llvm.fpto[su]i.sat` is scalarised with branches on x86 for most type pairs (a
+    /// 16-lane f32 to u8 quantization ran one lane at a time); this form vectorises.
+    /// Where both bounds are exact in the source type the value is clamped before the
+    /// conversion; elsewhere (f32 to i32, f64 to i64) out-of-range lanes, whose
+    /// conversion is poison, are replaced by selects after it.
+    fn saturating<'ctx>(
+        &self,
+        kb: &Kb<'_, 'ctx>,
+        signed: bool,
+        from: Ty,
+        x: BasicValueEnum<'ctx>,
+        to: Ty,
+    ) -> R<BasicValueEnum<'ctx>> {
+        let b = &kb.b;
+        if from.elem == Elem::F16 {
+            // Half's range ends below 2^16: widen (exactly) so the bounds exist.
+            let wide = Ty { elem: Elem::F32, lanes: from.lanes };
+            let x = conv!(b, build_float_ext, x, llvm_ty(kb, wide), into_float_value, into_float_type);
+            return self.saturating(kb, signed, wide, x, to);
+        }
+        let bits = to.elem.bits() as i32;
+        let (min, max) =
+            if signed { (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1) } else { (0, (1i128 << bits) - 1) };
+        let mantissa = if from.elem == Elem::F64 { 53 } else { 24 };
+        let select =
+            |c: BasicValueEnum<'ctx>, t: BasicValueEnum<'ctx>, f: BasicValueEnum<'ctx>| -> R<BasicValueEnum<'ctx>> {
+                Ok(match c {
+                    BasicValueEnum::VectorValue(c) => b.build_select(c, t, f, "")?,
+                    c => b.build_select(c.into_int_value(), t, f, "")?,
+                })
+            };
+        let fk = |v: f64| self.konst(kb, from, Lit::Float(v));
+        let ik = |v: i128| self.konst(kb, to, Lit::Int(v as i64));
+        let lo = fk(min as f64)?;
+        let nan = self.cmp(kb, CmpOp::FUno, x, x)?;
+        let convert = |y: BasicValueEnum<'ctx>| -> R<BasicValueEnum<'ctx>> {
+            let tt = llvm_ty(kb, to);
+            Ok(if signed {
+                conv!(b, build_float_to_signed_int, y, tt, into_float_value, into_int_type)
+            } else {
+                conv!(b, build_float_to_unsigned_int, y, tt, into_float_value, into_int_type)
+            })
+        };
+        if bits <= mantissa {
+            // Both bounds exact: clamp, zero NaN, convert (always in range).
+            let hi = fk(max as f64)?;
+            let y = select(self.cmp(kb, CmpOp::FOlt, x, lo)?, lo, x)?;
+            let y = select(self.cmp(kb, CmpOp::FOgt, y, hi)?, hi, y)?;
+            let y = select(nan, fk(0.0)?, y)?;
+            return convert(y);
+        }
+        // The first value past the top, a power of two, is exact in every float type.
+        let past = fk((max + 1) as f64)?;
+        let r = convert(x)?;
+        let r = select(self.cmp(kb, CmpOp::FOge, x, past)?, ik(max)?, r)?;
+        let r = select(self.cmp(kb, CmpOp::FOlt, x, lo)?, ik(min)?, r)?;
+        select(nan, ik(0)?, r)
+    }
+
     fn cast<'ctx>(
         &self,
         kb: &Kb<'_, 'ctx>,
@@ -1079,8 +1140,11 @@ impl Tr<'_> {
             CastOp::Trunc => conv!(b, build_int_truncate, x, tt, into_int_value, into_int_type),
             CastOp::FpExt => conv!(b, build_float_ext, x, tt, into_float_value, into_float_type),
             CastOp::FpTrunc => conv!(b, build_float_trunc, x, tt, into_float_value, into_float_type),
-            CastOp::FpToSiSat => kb.call_intrinsic("llvm.fptosi.sat", &[tt, llvm_ty(kb, from)], &[x.into()])?,
-            CastOp::FpToUiSat => kb.call_intrinsic("llvm.fptoui.sat", &[tt, llvm_ty(kb, from)], &[x.into()])?,
+            CastOp::FpToSiSat | CastOp::FpToUiSat if to.elem == Elem::I1 => {
+                let name = if op == CastOp::FpToSiSat { "llvm.fptosi.sat" } else { "llvm.fptoui.sat" };
+                kb.call_intrinsic(name, &[tt, llvm_ty(kb, from)], &[x.into()])?
+            }
+            CastOp::FpToSiSat | CastOp::FpToUiSat => self.saturating(kb, op == CastOp::FpToSiSat, from, x, to)?,
             CastOp::FpToSi => conv!(b, build_float_to_signed_int, x, tt, into_float_value, into_int_type),
             CastOp::FpToUi => conv!(b, build_float_to_unsigned_int, x, tt, into_float_value, into_int_type),
             CastOp::SiToFp => conv!(b, build_signed_int_to_float, x, tt, into_int_value, into_float_type),

@@ -474,3 +474,120 @@ fn math_library_calls_are_pure_to_llvm_so_invariant_ones_leave_their_loops() {
         assert!((v as f64 - want).abs() <= 1e-6 * want.abs().max(1.0), "y[{i}] = {v}, want {want}");
     }
 }
+
+/// `fptosi.sat` and `fptoui.sat` from f16, f32 and f64 to every integer width, in 8-lane
+/// vectors (elements 0..16) and scalars (16..32), compiled and run natively: NaN is 0 and
+/// a value past either end is that end, as Rust's `as` defines them (the reference here).
+#[test]
+fn saturating_conversions_compile_to_the_same_values_in_vectors_and_scalars() {
+    let x: [f64; 32] = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -0.0,
+        0.5,
+        -0.5,
+        -0.99,
+        -1.0,
+        126.9,
+        127.5,
+        128.0,
+        255.5,
+        256.0,
+        -128.5,
+        -129.0,
+        32767.5,
+        32768.0,
+        65535.9,
+        65536.0,
+        -32769.0,
+        2147483520.0,
+        2147483648.0,
+        -2147483648.0,
+        -2147483904.0,
+        4294967295.0,
+        4294967296.0,
+        9.2e18,
+        9223372036854775808.0,
+        18446744073709551616.0,
+        -9.3e18,
+        1e30,
+        -7.25,
+    ];
+    let dsts = [("i8", "i8", true), ("i8", "u8", false), ("i16", "i16", true), ("i16", "u16", false)]
+        .into_iter()
+        .chain([("i32", "i32", true), ("i32", "u32", false), ("i64", "i64", true), ("i64", "u64", false)]);
+    let mut text = String::from(
+        "program \"sat\"\narena 0\nbuffer %b0 \"x16\" input 0 type \"f16[32]\" bytes [64]\n\
+         buffer %b1 \"x32\" input 1 type \"f32[32]\" bytes [128]\nbuffer %b2 \"x64\" input 2 type \"f64[32]\" bytes [256]\n",
+    );
+    let mut kernels = String::new();
+    let mut schedule = String::from("schedule {\n");
+    let mut outs = vec![];
+    for (s, src) in ["f16", "f32", "f64"].into_iter().enumerate() {
+        for (elem, dty, signed) in dsts.clone() {
+            let (o, name) = (outs.len(), format!("{dty}_{src}"));
+            let bytes = 32 * elem[1..].parse::<usize>().unwrap() / 8;
+            text += &format!("buffer %b{} \"{name}\" output {o} type \"{dty}[32]\" bytes [{bytes}]\n", 3 + o);
+            let op = if signed { "fptosi.sat" } else { "fptoui.sat" };
+            let a = elem[1..].parse::<usize>().unwrap() / 8;
+            let fa = src[1..].parse::<usize>().unwrap() / 8;
+            kernels += &format!(
+                "kernel @\"{name}\"(%p0: read, %p1: write) {{\n  for %i0 in 0 .. 2 serial {{\n    \
+                 %v0 = load {src}x8, %p0[8*%i0] align {fa}\n    %v1 = cast {op} %v0 to {elem}x8\n    \
+                 store %p1[8*%i0], %v1 align {a}\n  }}\n  for %i1 in 0 .. 16 serial {{\n    \
+                 %v2 = load {src}, %p0[%i1 + 16] align {fa}\n    %v3 = cast {op} %v2 to {elem}\n    \
+                 store %p1[%i1 + 16], %v3 align {a}\n  }}\n}}\n\n"
+            );
+            schedule += &format!("  call @\"{name}\"(%b{s}, %b{})\n", 3 + o);
+            outs.push((name, dty, src));
+        }
+    }
+    let text = format!("{text}\n{kernels}{schedule}}}\n");
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::write(d.join("sat.kir"), &text).unwrap();
+    let (code, err) = dlc(d, &["compile", "sat.kir", "-o", "a"]);
+    assert_eq!(code, 0, "{err}\n{text}");
+    let x16: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f64(v)).collect();
+    write_npy(&d.join("x16.npy"), &[32], &x16);
+    write_npy(&d.join("x32.npy"), &[32], &x.map(|v| v as f32));
+    write_npy(&d.join("x64.npy"), &[32], &x);
+    let (code, err) = dlc(d, &["run", "a", "-i", "x16=x16.npy", "-i", "x32=x32.npy", "-i", "x64=x64.npy", "-o", "out"]);
+    assert_eq!(code, 0, "{err}");
+    for (name, dty, src) in outs {
+        // The source value as the kernel saw it, exactly, in f64.
+        let seen: Vec<f64> = match src {
+            "f16" => x16.iter().map(|h| h.to_f64()).collect(),
+            "f32" => x.iter().map(|&v| v as f32 as f64).collect(),
+            _ => x.to_vec(),
+        };
+        let path = d.join(format!("out/{name}.npy"));
+        let got: Vec<i128> = match dty {
+            "i8" => read_npy::<i8>(&path).into_iter().map(i128::from).collect(),
+            "u8" => read_npy::<u8>(&path).into_iter().map(i128::from).collect(),
+            "i16" => read_npy::<i16>(&path).into_iter().map(i128::from).collect(),
+            "u16" => read_npy::<u16>(&path).into_iter().map(i128::from).collect(),
+            "i32" => read_npy::<i32>(&path).into_iter().map(i128::from).collect(),
+            "u32" => read_npy::<u32>(&path).into_iter().map(i128::from).collect(),
+            "i64" => read_npy::<i64>(&path).into_iter().map(i128::from).collect(),
+            _ => read_npy::<u64>(&path).into_iter().map(i128::from).collect(),
+        };
+        let want: Vec<i128> = seen
+            .iter()
+            .map(|&v| match dty {
+                "i8" => (v as i8) as i128,
+                "u8" => (v as u8) as i128,
+                "i16" => (v as i16) as i128,
+                "u16" => (v as u16) as i128,
+                "i32" => (v as i32) as i128,
+                "u32" => (v as u32) as i128,
+                "i64" => (v as i64) as i128,
+                _ => (v as u64) as i128,
+            })
+            .collect();
+        for i in 0..32 {
+            assert_eq!(got[i], want[i], "{name}[{i}]: {} -> {}, want {}", seen[i], got[i], want[i]);
+        }
+    }
+}
