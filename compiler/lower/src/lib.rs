@@ -337,7 +337,13 @@ pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerE
             }
             Err(e) => Err(n.error(e.to_string())),
         },
-        Op::GlobalAveragePool(_) => pool::global_avgpool(kernel, n, pool::Form::Tasks),
+        Op::GlobalAveragePool(_) => match pool::global_mean_rows(n) {
+            // Each plane's mean as ReduceMean's vector kernel takes it (f64 lane sums).
+            Some((planes, size)) if t.f32_lanes > 1 => {
+                Ok(reduce::sums_f32(kernel, &planes, &size, reduce::Kind::Mean, t.f32_lanes))
+            }
+            _ => pool::global_avgpool(kernel, n, pool::Form::Tasks),
+        },
         Op::ConvTranspose(op) => conv::conv_transpose(kernel, n, op),
         Op::Conv(op) => conv_kernel(kernel, n, op, t),
         Op::GridSample(op) => sample::grid_sample(kernel, n, op),

@@ -9,6 +9,7 @@
 //! output per thread).
 use crate::{in_bounds_expr, ival, par_expr, LowerError, Node};
 use dlc_ir::ops::Window;
+use dlc_ir::DType;
 use dlc_kir::{Access, BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKind, Stmt, Ty, ValId};
 
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
@@ -208,6 +209,17 @@ pub fn pool(name: &str, n: &Node, g: &Window, kind: Pool, form: Form) -> Result<
         }
     }
     Ok(b.finish())
+}
+
+/// GlobalAveragePool of f32 as rows: the planes' dims (N, C) and each plane's size,
+/// for [`crate::reduce::sums_f32`] (CPU: the planes in an `each` nest, each summed in
+/// vectors); `None` for other types or ranks below 3.
+pub fn global_mean_rows(n: &Node) -> Option<(Vec<Expr>, Expr)> {
+    let x = Node::dims(&n.inputs[0]);
+    if n.inputs[0].dtype != DType::F32 || n.outputs[0].dtype != DType::F32 || x.len() < 3 {
+        return None;
+    }
+    Some((x[..2].to_vec(), x[2..].iter().fold(Expr::c(1), |a, d| &a * d)))
 }
 
 /// GlobalAveragePool: the mean of each plane, summed in order.

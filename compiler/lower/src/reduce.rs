@@ -248,7 +248,7 @@ fn extremes_f32(name: &str, kept: &[Expr], count: &Expr, max: bool, w: u32) -> K
 /// precision; only the order of the additions differs), a masked vector for the
 /// remainder, then the lanes added in lane order and the result finished as the scalar
 /// kernel does.
-fn sums_f32(name: &str, kept: &[Expr], count: &Expr, kind: Kind, w: u32) -> Kernel {
+pub(crate) fn sums_f32(name: &str, kept: &[Expr], count: &Expr, kind: Kind, w: u32) -> Kernel {
     let dt = Ty::vec(Elem::F64, w);
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
     let out_st = contiguous_strides(kept);
