@@ -76,6 +76,13 @@ fn folding() {
     let y = g.add_node("bn", BatchNormalization { epsilon: 1e-5 }, &[y, s, t, mean, var]).unwrap()[0];
     let y = g.add_node("id", Identity {}, &[y]).unwrap()[0];
     g.add_output("y", y);
+    // No kernel absorbs this one's normalization: a multiply and add, fused with the relu.
+    let r = g.add_node("relu", Relu {}, &[x]).unwrap()[0];
+    let (s2, t2, m2) =
+        (f32s(&mut g, "scale2", &[2], 5), f32s(&mut g, "shift2", &[2], 6), f32s(&mut g, "mean2", &[2], 7));
+    let var2 = splat(&mut g, "var2", &[2], 2.0);
+    let z = g.add_node("bn2", BatchNormalization { epsilon: 1e-5 }, &[r, s2, t2, m2, var2]).unwrap()[0];
+    g.add_output("z", z);
     check("folding", g);
 }
 

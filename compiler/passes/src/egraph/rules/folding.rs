@@ -22,6 +22,12 @@ pub fn rules() -> Vec<Rule> {
             derive: bn_into_gemm,
         },
         Rule {
+            name: "bn-to-affine",
+            doc: "batchnorm(x, s, t, mean, var) over f32 [N, C, ...] with constant parameters -> x * k + (t - mean * k), k = s / sqrt(var + eps), k and the shift [C, 1, ...] constants (so the elementwise ops around it absorb it)",
+            looks_at: |op| matches!(op, Op::BatchNormalization(_)),
+            derive: bn_to_affine,
+        },
+        Rule {
             name: "scale-into-weights",
             doc: "conv(x, W, b) * s (s scalar or per output channel) -> conv(x, W * s, b * s); likewise matmul(a, W) * s with s scalar or per column",
             looks_at: |op| matches!(op, Op::Mul(_)),
@@ -91,6 +97,43 @@ fn bn_into_conv(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
             if let Some(n) = add_op(eg, conv.clone().into(), vec![conv_ch[0], w2, b2]) {
                 out.push((n, named(eg, ch[0], "")));
             }
+        }
+    }
+    out
+}
+
+/// A normalization whose input no kernel absorbs (a convolution's output went through a
+/// Cast and a Mul first, as in ONNX Runtime's dynamically quantized models) as a
+/// per-channel multiply and add, which elementwise fusion folds into its neighbours;
+/// ONNX Runtime's own kernel computes this form.
+fn bn_to_affine(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
+    let mut out = Vec::new();
+    for (op, ch) in ops_of(eg, id) {
+        let Op::BatchNormalization(bn) = op else { continue };
+        let Some(x) = ty_of(eg, ch[0]).cloned() else { continue };
+        let params: Option<Vec<Vec<f32>>> = ch[1..].iter().map(|c| f32s(eg, *c)).collect();
+        let Some(p) = params else { continue };
+        let m = p[0].len();
+        let rank = x.shape.rank();
+        if x.dtype != dlc_ir::DType::F32
+            || rank < 2
+            || x.shape.0[1].fixed() != Some(m as u64)
+            || p.iter().any(|v| v.len() != m)
+        {
+            continue;
+        }
+        let eps = bn.epsilon as f64;
+        let consts = derived_consts(eg, "bn-to-affine", &ch[1..], |_| {
+            let k: Vec<f64> = (0..m).map(|i| p[0][i] as f64 / (p[3][i] as f64 + eps).sqrt()).collect();
+            let t: Vec<f32> = (0..m).map(|i| (p[1][i] as f64 - p[2][i] as f64 * k[i]) as f32).collect();
+            let k: Vec<f32> = k.iter().map(|&v| v as f32).collect();
+            let dims: Vec<u64> = std::iter::once(m as u64).chain(std::iter::repeat_n(1, rank - 2)).collect();
+            Some(vec![TensorData::from_f32(&dims, &k)?, TensorData::from_f32(&dims, &t)?])
+        });
+        let Some(c) = consts else { continue };
+        let Some(scaled) = add_op(eg, dlc_ir::ops::Mul {}.into(), vec![ch[0], c[0]]) else { continue };
+        if let Some(n) = add_op(eg, dlc_ir::ops::Add {}.into(), vec![scaled, c[1]]) {
+            out.push((n, String::new()));
         }
     }
     out
