@@ -285,6 +285,14 @@ MODELS.update({
     # Made by ONNX Runtime's own tools from the entries above (`fetch` runs them).
     "minilm_int8": _derived("minilm_l6", "quantize_dynamic", "all-MiniLM-L6-v2, ORT dynamic int8 (MatMulInteger)"),
     "distilbert_int8": _derived("distilbert_small", "quantize_dynamic", "DistilBERT, ORT dynamic int8"),
+    # Depthwise and grouped ConvInteger (MobileNetV3's blocks), DynamicQuantizeLinear per
+    # layer: the dynamic int8 form a user gets from `quantize_dynamic` on a CNN.
+    "mobilenet_v3_int8": _derived(
+        "tv_mobilenet_v3_small", "quantize_dynamic", "MobileNetV3-Small, ORT dynamic int8 (ConvInteger)", dynamic_int8=True
+    ),
+    "ppocr_cls_int8": _derived(
+        "ppocr_cls", "quantize_dynamic", "PaddleOCR direction classifier, ORT dynamic int8 (ConvInteger)", dynamic_int8=True
+    ),
     "resnet50_qdq": _derived("tv_resnet50", "quantize_static_qdq", "ResNet-50, ORT static int8 (QDQ)"),
     "mobilenet_v3_qdq": _derived("tv_mobilenet_v3_small", "quantize_static_qdq", "MobileNetV3-Small, ORT static int8 (QDQ)"),
     # com.microsoft EmbedLayerNormalization, Attention, SkipLayerNormalization, BiasGelu.
