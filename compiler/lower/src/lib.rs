@@ -275,7 +275,7 @@ fn conv_kernel(kernel: &str, n: &Node, op: &dlc_ir::ops::Conv, t: &Target) -> Re
 /// (`Input`, `Const`), which has no kernel.
 pub fn lower(kernel: &str, n: &Node, t: &Target) -> Option<Result<Kernel, LowerError>> {
     let k = match n.op {
-        Op::Transpose(op) => movement::transpose(kernel, n, op),
+        Op::Transpose(op) => movement::transpose(kernel, n, op, t.pool),
         Op::Slice(op) => movement::slice(kernel, n, op),
         Op::Trilu(op) => movement::trilu(kernel, n, op.upper),
         Op::GatherElements(op) => movement::gather_elements(kernel, n, op.axis),

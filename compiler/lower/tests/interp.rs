@@ -137,6 +137,50 @@ fn transpose_symbolic_extents_at_two_sizes() {
 }
 
 #[test]
+fn transposes_of_the_last_two_dims_move_in_tiles_with_remainders() {
+    // Whole 8 x 8 tiles, the columns past them, and a last strip of fewer than 8 rows,
+    // at every element width; NCHW <-> NHWC coalesce into the same 2-D form.
+    type Case = (TensorType, Vec<i64>, Vec<Vec<(&'static str, u64)>>);
+    let cases: Vec<Case> = vec![
+        (ty(DType::F32, &[f(2), f(19), f(21)]), vec![0, 2, 1], vec![vec![]]),
+        (
+            ty(DType::I32, &[s("N"), f(16), s("P")]),
+            vec![0, 2, 1],
+            vec![vec![("N", 1), ("P", 9)], vec![("N", 2), ("P", 24)], vec![("N", 1), ("P", 3)]],
+        ),
+        (
+            ty(DType::F32, &[f(1), s("H"), s("W"), f(24)]),
+            vec![0, 3, 1, 2],
+            vec![vec![("H", 3), ("W", 5)], vec![("H", 8), ("W", 2)]],
+        ),
+        (
+            ty(DType::F32, &[f(1), f(24), s("H"), s("W")]),
+            vec![0, 2, 3, 1],
+            vec![vec![("H", 3), ("W", 5)], vec![("H", 1), ("W", 7)]],
+        ),
+    ];
+    for (t, perm, bindings) in cases {
+        for dtype in [t.dtype, DType::I64, DType::U16, DType::I8] {
+            let t = TensorType { dtype, ..t.clone() };
+            let op: Op = Transpose { perm: perm.clone() }.into();
+            let out = op.infer("n", std::slice::from_ref(&t)).unwrap();
+            let node = dlc_lower::Node {
+                name: "n",
+                op: &op,
+                inputs: std::slice::from_ref(&t),
+                outputs: &out,
+                consts: &[],
+                operand_max: &[],
+            };
+            let k = dlc_lower::lower("k", &node, &T).expect("ported").unwrap();
+            assert!(dlc_kir::print::kernel(&k).contains("shuffle"), "not tiled: {t:?} {perm:?}");
+            let b: Vec<&[(&str, u64)]> = bindings.iter().map(|v| v.as_slice()).collect();
+            check(op, t, &b);
+        }
+    }
+}
+
+#[test]
 fn slice_constant_extents() {
     let t = ty(DType::I8, &[f(6), f(7), f(8)]);
     let cases = [
