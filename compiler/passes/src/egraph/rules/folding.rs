@@ -105,7 +105,7 @@ fn bn_into_conv(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
 /// A normalization whose input no kernel absorbs (a convolution's output went through a
 /// Cast and a Mul first, as in ONNX Runtime's dynamically quantized models) as a
 /// per-channel multiply and add, which elementwise fusion folds into its neighbours;
-/// ONNX Runtime's own kernel computes this form.
+/// ONNX Runtime's own kernel computes this form (its factor and shift in f32).
 fn bn_to_affine(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
     let mut out = Vec::new();
     for (op, ch) in ops_of(eg, id) {
@@ -122,11 +122,12 @@ fn bn_to_affine(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
         {
             continue;
         }
-        let eps = bn.epsilon as f64;
+        let eps = bn.epsilon;
         let consts = derived_consts(eg, "bn-to-affine", &ch[1..], |_| {
-            let k: Vec<f64> = (0..m).map(|i| p[0][i] as f64 / (p[3][i] as f64 + eps).sqrt()).collect();
-            let t: Vec<f32> = (0..m).map(|i| (p[1][i] as f64 - p[2][i] as f64 * k[i]) as f32).collect();
-            let k: Vec<f32> = k.iter().map(|&v| v as f32).collect();
+            // In f32, step by step, as ONNX Runtime's kernel derives its per-channel factor
+            // and shift: a dynamically quantized model downstream turns an ulp into codes.
+            let k: Vec<f32> = (0..m).map(|i| 1.0 / (p[3][i] + eps).sqrt() * p[0][i]).collect();
+            let t: Vec<f32> = (0..m).map(|i| p[1][i] - p[2][i] * k[i]).collect();
             let dims: Vec<u64> = std::iter::once(m as u64).chain(std::iter::repeat_n(1, rank - 2)).collect();
             Some(vec![TensorData::from_f32(&dims, &k)?, TensorData::from_f32(&dims, &t)?])
         });
