@@ -48,8 +48,29 @@ def test_real_model_compiles_once_and_matches_ort_at_every_shape(name, tmp_path)
                 # output's scale. dlc must stay within twice that disagreement (measured
                 # here) plus 1% of the scale.
                 other = dict(zip([o.name for o in plain.get_outputs()], plain.run(None, feeds)))[k]
-                scale = max(1.0, float(np.abs(want[k]).max()))
+                scale = _scale(want[k])
                 gap = 2.0 * float(np.abs(other.astype(np.float64) - want[k].astype(np.float64)).max()) + 0.01 * scale
+            if real_models.MODELS[name].get("embedding_int8"):
+                # A sentence encoder's embedding, dynamically quantized: the flips above
+                # move elements by several percent of the largest (all-MiniLM int8: 5.4%
+                # at (2, 9)) while int8 itself moves them ten times more. What a user
+                # reads is the direction: each row within cosine 0.995 of ONNX Runtime's
+                # int8 embedding, and no further from the float model's (the entry this
+                # one was derived from) than ONNX Runtime's int8 is, less 0.005.
+                base = ort.InferenceSession(str(real_models.path(real_models.MODELS[name]["derive"]["from"])),
+                                            providers=["CPUExecutionProvider"])
+                f32 = dict(zip([o.name for o in base.get_outputs()], base.run(None, feeds)))[k]
+                assert got[k].shape == want[k].shape and got[k].dtype == want[k].dtype
+
+                def cos(a, b):
+                    a, b = a.astype(np.float64), b.astype(np.float64)
+                    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+                near = cos(got[k], want[k]).min()
+                assert near >= 0.995, f"{name} at {shape}: {k}: cosine to ORT's int8 embedding {near:.4f}"
+                ours, theirs = cos(got[k], f32), cos(want[k], f32)
+                assert (ours >= theirs - 0.005).all(), f"{name} at {shape}: {k}: cosine to the float model {ours} vs ORT int8's {theirs}"
+                continue
             if real_models.MODELS[name].get("dynamic_int8"):
                 # Dynamic quantization before every layer: a range one ulp off (a SiLU
                 # by another exp than ONNX Runtime's MLAS approximation) moves the
@@ -57,18 +78,31 @@ def test_real_model_compiles_once_and_matches_ort_at_every_shape(name, tmp_path)
                 # layer by layer (ORT's fused and unfused graphs agree exactly here,
                 # since they share those float kernels). Measured on this model: up to
                 # 1.05% of the output's scale, every argmax the same.
-                scale = max(1.0, float(np.abs(want[k]).max()))
+                scale = _scale(want[k])
                 gap = 0.02 * scale
                 agree = (got[k].argmax(-1) == want[k].argmax(-1)).mean()
                 assert agree >= 0.99, f"{name} at {shape}: {k}: argmax agrees at {agree:.1%} of positions"
             _close(got[k], want[k], f"{name} at {shape}: {k}", gap)
 
 
+def _scale(want):
+    """The output's scale: 1 for probabilities (every value in [0, 1]: a detector's map, a
+    voice-activity score, where 1e-5 absolute is the precision that matters) and for an
+    empty or all-zero output; else its largest absolute value. Not floored at 1 otherwise:
+    several seeded-weight exports (MobileNetV3, EfficientNet, MnasNet) give logits near
+    1e-9, which an absolute floor of 1e-5 would let any answer pass."""
+    w = want.astype(np.float64)
+    if not w.size or (w.min() >= 0 and w.max() <= 1):
+        return 1.0
+    m = float(np.abs(w).max())
+    return m if m > 0 else 1.0
+
+
 def _close(got, want, what, gap=0.0):
     """`assert_close` with the absolute tolerance taken relative to the output's scale:
     deep networks with random weights give logits in the tens, where f32 sums in another
     order differ by more than 1e-5 near zero. `gap`: an absolute allowance more (int8)."""
-    scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
+    scale = _scale(want)
     assert got.shape == want.shape and got.dtype == want.dtype, f"{what}: {got.shape} {got.dtype} vs {want.shape} {want.dtype}"
     err = np.abs(got.astype(np.float64) - want.astype(np.float64))
     bad = err > 1e-5 * scale + 1e-4 * np.abs(want.astype(np.float64)) + gap

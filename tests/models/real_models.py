@@ -27,6 +27,9 @@ scikit-learn model (`exported/NAME.rows.npy`); a shape dict may give a scalar in
   float kernels dlc cannot match bit for bit: compared within 2% of the output's scale,
   and its decisions (the last axis's argmax, what a CTC decoder reads) at 99% of the
   positions or more (tests/e2e/test_real_models.py says why);
+- `embedding_int8`: a dynamically quantized sentence encoder, compared by each
+  embedding's direction (cosine to ONNX Runtime's int8 output, and to the float model's
+  no worse than ONNX Runtime's int8 is; tests/e2e/test_real_models.py says why);
 - "refused": compile fails with an error naming the node that stops it (`refusal`),
   which the test checks (no crash, no silent wrong answer); the issue that lifts it is
   named in `why`.
@@ -283,7 +286,9 @@ def _derived(src, tool, note, **kw):
 
 MODELS.update({
     # Made by ONNX Runtime's own tools from the entries above (`fetch` runs them).
-    "minilm_int8": _derived("minilm_l6", "quantize_dynamic", "all-MiniLM-L6-v2, ORT dynamic int8 (MatMulInteger)"),
+    "minilm_int8": _derived(
+        "minilm_l6", "quantize_dynamic", "all-MiniLM-L6-v2, ORT dynamic int8 (MatMulInteger)", embedding_int8=True
+    ),
     "distilbert_int8": _derived("distilbert_small", "quantize_dynamic", "DistilBERT, ORT dynamic int8"),
     # Depthwise and grouped ConvInteger (MobileNetV3's blocks), DynamicQuantizeLinear per
     # layer: the dynamic int8 form a user gets from `quantize_dynamic` on a CNN.
