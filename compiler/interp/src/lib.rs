@@ -1576,23 +1576,27 @@ fn patches(p: &dlc_ir::ops::Patches, ins: &[T], out: &[u64]) -> Result<T, EvalEr
     let ext = |e: &dlc_ir::Expr| e.as_const().unwrap_or(0).max(0) as usize;
     let (oh, ow) = (ext(&g.output[0]), ext(&g.output[1]));
     let d: Vec<usize> = ins[0].dims.iter().map(|&v| v as usize).collect();
-    let (n, c, h, w) = (d[0], d[1], d[2], d[3]);
+    let (n, c, h, w) = if p.channels_last { (d[0], d[3], d[1], d[2]) } else { (d[0], d[1], d[2], d[3]) };
     let [kh, kw] = g.kernel.map(|v| v as usize);
     let mut y = Vec::with_capacity(out.iter().product::<u64>() as usize);
+    // The taps of one window in the row's order: (c, ky, kx), or (ky, kx, c).
+    let taps: Vec<(usize, usize, usize)> = if p.channels_last {
+        (0..kh).flat_map(|ky| (0..kw).flat_map(move |kx| (0..c).map(move |ch| (ch, ky, kx)))).collect()
+    } else {
+        (0..c).flat_map(|ch| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| (ch, ky, kx)))).collect()
+    };
     for b in 0..n {
         for oy in 0..oh {
             for ox in 0..ow {
-                for ch in 0..c {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let iy = (oy * g.strides[0] as usize + ky * g.dilations[0] as usize) as i64
-                                - g.pad_begin[0] as i64;
-                            let ix = (ox * g.strides[1] as usize + kx * g.dilations[1] as usize) as i64
-                                - g.pad_begin[1] as i64;
-                            let inside = (0..h as i64).contains(&iy) && (0..w as i64).contains(&ix);
-                            y.push(if inside { x[((b * c + ch) * h + iy as usize) * w + ix as usize] } else { pad });
-                        }
-                    }
+                for &(ch, ky, kx) in &taps {
+                    let iy = (oy * g.strides[0] as usize + ky * g.dilations[0] as usize) as i64 - g.pad_begin[0] as i64;
+                    let ix = (ox * g.strides[1] as usize + kx * g.dilations[1] as usize) as i64 - g.pad_begin[1] as i64;
+                    let inside = (0..h as i64).contains(&iy) && (0..w as i64).contains(&ix);
+                    let at = |iy: usize, ix: usize| match p.channels_last {
+                        true => ((b * h + iy) * w + ix) * c + ch,
+                        false => ((b * c + ch) * h + iy) * w + ix,
+                    };
+                    y.push(if inside { x[at(iy as usize, ix as usize)] } else { pad });
                 }
             }
         }

@@ -789,7 +789,10 @@ pub fn int_matmul(name: &str, n: &Node, t: &Target) -> Result<Kernel, LowerError
 pub fn patches(name: &str, n: &Node, op: &dlc_ir::ops::Patches) -> Result<Kernel, LowerError> {
     let x = &n.inputs[0];
     let g = op.window(n.name, x).map_err(|e| n.error(e.to_string()))?;
-    let ch = x.shape.0[1].fixed().ok_or_else(|| n.error("the channel dim must be known"))?;
+    let ch = op.channels(x).ok_or_else(|| n.error("the channel dim must be known"))?;
+    if op.channels_last {
+        return Ok(patches_nhwc(name, n, &g, ch));
+    }
     let [kh, kw] = g.kernel;
     let taps = ch * kh * kw;
     let rows = &x.shape.0[0].expr() * &g.output[0];
@@ -797,32 +800,14 @@ pub fn patches(name: &str, n: &Node, op: &dlc_ir::ops::Patches) -> Result<Kernel
     let byte = Ty { elem: Elem::I8, lanes: 1 };
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
     crate::par_expr(&mut b, &rows, work, |b, t| {
-        let (h, w, oh, ow) = (
-            crate::hoist(b, &g.input[0]),
-            crate::hoist(b, &g.input[1]),
-            crate::hoist(b, &g.output[0]),
-            crate::hoist(b, &g.output[1]),
-        );
+        let [h, w, oh, ow] = hoisted_extents(b, &g);
         let pad = b.load(byte, 1, c(0), 1);
         let (img, oy) = (t.floor_div(&oh), t.modulo(&oh));
         let plane = &h * &w;
         let base = &(&img * &c(ch)) * &plane;
         b.for_(c(0), ow.clone(), LoopKind::Serial, |b, ox| {
             // Each tap's offset in a plane (0 where it is outside) and whether it is inside.
-            let mut at = Vec::with_capacity((kh * kw) as usize);
-            for ky in 0..kh {
-                let iy = &(&(&oy * &c(g.strides[0])) + &c(ky * g.dilations[0])) - &c(g.pad_begin[0]);
-                let row_in = crate::in_bounds_expr(b, iy.clone(), &h);
-                for kx in 0..kw {
-                    let ix = &(&(&ox * &c(g.strides[1])) + &c(kx * g.dilations[1])) - &c(g.pad_begin[1]);
-                    let col_in = crate::in_bounds_expr(b, ix.clone(), &w);
-                    let inside = b.bin(BinOp::And, row_in, col_in);
-                    let off = b.index(&(&iy * &w) + &ix);
-                    let zero = b.i64(0);
-                    let off = b.select(inside, off, zero);
-                    at.push((inside, Expr::val(off)));
-                }
-            }
+            let at = window_taps(b, &g, [&oy, &ox], [&h, &w], &c(0), 1);
             let row = &(&(&t * &ow) + &ox) * &c(taps);
             b.for_(c(0), c(ch), LoopKind::Serial, |b, ci| {
                 let src = &base + &(&ci * &plane);
@@ -836,6 +821,79 @@ pub fn patches(name: &str, n: &Node, op: &dlc_ir::ops::Patches) -> Result<Kernel
         });
     });
     Ok(b.finish())
+}
+
+/// For each tap `(ky, kx)` of the window at output pixel `[oy, ox]` of an image `[h, w]`:
+/// whether it lies inside the image, and the element offset `(first + iy * w + ix) *
+/// scale` of its pixel (0 where it is outside, so a load stays in bounds).
+fn window_taps(
+    b: &mut KernelBuilder,
+    g: &dlc_ir::ops::Window,
+    [oy, ox]: [&Expr; 2],
+    [h, w]: [&Expr; 2],
+    first: &Expr,
+    scale: u64,
+) -> Vec<(ValId, Expr)> {
+    let mut at = Vec::with_capacity((g.kernel[0] * g.kernel[1]) as usize);
+    for ky in 0..g.kernel[0] {
+        let iy = &(&(oy * &c(g.strides[0])) + &c(ky * g.dilations[0])) - &c(g.pad_begin[0]);
+        let row_in = crate::in_bounds_expr(b, iy.clone(), h);
+        for kx in 0..g.kernel[1] {
+            let ix = &(&(ox * &c(g.strides[1])) + &c(kx * g.dilations[1])) - &c(g.pad_begin[1]);
+            let col_in = crate::in_bounds_expr(b, ix.clone(), w);
+            let inside = b.bin(BinOp::And, row_in, col_in);
+            let off = b.index(&(&(first + &(&iy * w)) + &ix) * &c(scale));
+            let zero = b.i64(0);
+            at.push((inside, Expr::val(b.select(inside, off, zero))));
+        }
+    }
+    at
+}
+
+/// A window's input and output extents `[H, W, OH, OW]`, each computed once.
+fn hoisted_extents(b: &mut KernelBuilder, g: &dlc_ir::ops::Window) -> [Expr; 4] {
+    [&g.input[0], &g.input[1], &g.output[0], &g.output[1]].map(|e| crate::hoist(b, e))
+}
+
+/// [`patches`] of an NHWC input, taps in the order `(ky, kx, c)`: each tap of a window
+/// is one run of `ch` bytes of the input, copied in vectors of 32, 16, 8, 4, 2 and 1
+/// bytes (the padding value where the tap is outside the image).
+fn patches_nhwc(name: &str, n: &Node, g: &dlc_ir::ops::Window, ch: u64) -> Kernel {
+    let x = &n.inputs[0];
+    let [kh, kw] = g.kernel;
+    let taps = ch * kh * kw;
+    let rows = &x.shape.0[0].expr() * &g.output[0];
+    let work = rows.as_const().map_or(u64::MAX, |r| (r.max(0) as u64).saturating_mul(taps));
+    let mut chunks = Vec::new();
+    let mut at = 0;
+    for lanes in [32, 16, 8, 4, 2, 1] {
+        while ch - at >= lanes {
+            chunks.push((at, lanes as u32));
+            at += lanes;
+        }
+    }
+    let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
+    crate::par_expr(&mut b, &rows, work, |b, t| {
+        let [h, w, oh, ow] = hoisted_extents(b, g);
+        let pad = b.load(Ty { elem: Elem::I8, lanes: 1 }, 1, c(0), 1);
+        let pads: Vec<ValId> =
+            chunks.iter().map(|&(_, l)| if l == 1 { pad } else { b.let_(Inst::Splat(pad, l)) }).collect();
+        let (img, oy) = (t.floor_div(&oh), t.modulo(&oh));
+        let first = &(&img * &h) * &w;
+        b.for_(c(0), ow.clone(), LoopKind::Serial, |b, ox| {
+            let row = &(&(&t * &ow) + &ox) * &c(taps);
+            for (j, (inside, src)) in window_taps(b, g, [&oy, &ox], [&h, &w], &first, ch).into_iter().enumerate() {
+                let dst = &row + &c(j as u64 * ch);
+                for (&(o, l), &p) in chunks.iter().zip(&pads) {
+                    let v = b.load(Ty { elem: Elem::I8, lanes: l }, 0, &src + &c(o), 1);
+                    let keep = if l == 1 { inside } else { b.let_(Inst::Splat(inside, l)) };
+                    let v = b.select(keep, v, p);
+                    b.store(2, &dst + &c(o), v, 1);
+                }
+            }
+        });
+    });
+    b.finish()
 }
 
 #[cfg(test)]

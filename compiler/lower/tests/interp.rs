@@ -1666,19 +1666,25 @@ fn patches_of_run_time_images() {
         (&[1, 1], &[2, 2], &[0, 0, 0, 0], &[1, 1], AutoPad::NotSet),
         (&[3, 3], &[1, 1], &[], &[1, 1], AutoPad::SameUpper),
     ];
-    for (k, st, pads, d, auto_pad) in cases {
-        let op: Op = Patches {
-            kernel_shape: k.to_vec(),
-            strides: st.to_vec(),
-            pads: pads.to_vec(),
-            dilations: d.to_vec(),
-            auto_pad,
+    // NCHW (taps (c, ky, kx)), and NHWC (taps (ky, kx, c), each a run of C bytes copied
+    // in vectors of 32, 16, 8 and 1 bytes at C = 57).
+    for (channels_last, ch) in [(false, 3), (true, 3), (true, 57)] {
+        for (k, st, pads, d, auto_pad) in cases {
+            let op: Op = Patches {
+                kernel_shape: k.to_vec(),
+                strides: st.to_vec(),
+                pads: pads.to_vec(),
+                dilations: d.to_vec(),
+                auto_pad,
+                channels_last,
+            }
+            .into();
+            let x = if channels_last { [s("N"), s("H"), s("W"), f(ch)] } else { [s("N"), f(ch), s("H"), s("W")] };
+            let tys = [ty(DType::U8, &x), TensorType::fixed(DType::U8, &[])];
+            let make =
+                |t: &[TensorType]| vec![data(&t[0], 5), TensorData::new(t[1].clone(), Arc::from(vec![77u8])).unwrap()];
+            check_with(op, &tys, &make, &[&[("N", 1), ("H", 5), ("W", 7)], &[("N", 2), ("H", 4), ("W", 3)]]);
         }
-        .into();
-        let tys = [ty(DType::U8, &[s("N"), f(3), s("H"), s("W")]), TensorType::fixed(DType::U8, &[])];
-        let make =
-            |t: &[TensorType]| vec![data(&t[0], 5), TensorData::new(t[1].clone(), Arc::from(vec![77u8])).unwrap()];
-        check_with(op, &tys, &make, &[&[("N", 1), ("H", 5), ("W", 7)], &[("N", 2), ("H", 4), ("W", 3)]]);
     }
 }
 

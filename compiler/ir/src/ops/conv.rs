@@ -810,9 +810,12 @@ op! {
     /// point, so padding is 0 once centred). The result is u8 `[N * OH * OW, C * KH *
     /// KW]`: its product with the weights as `[C * KH * KW, M]` (`int_matmul`) is the
     /// convolution, pixels by channels. `kernel_shape` is required (there are no weights
-    /// to take it from); the spatial dims may be run-time ones.
+    /// to take it from); the spatial dims may be run-time ones. With `channels_last`
+    /// the input is NHWC and each row's taps are in the order `(ky, kx, c)` (each tap's
+    /// channels one contiguous run of the input).
     Patches = "patches", operands 2..=2 {
         kernel_shape: Vec<i64>, strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>, auto_pad: AutoPad,
+        channels_last: bool,
     }
 }
 
@@ -827,7 +830,18 @@ impl Patches {
             auto_pad: self.auto_pad,
             ceil_mode: false,
         };
-        window_sym(node, Self::INFO.mnemonic, x, &a)
+        if !self.channels_last || x.shape.rank() != 4 {
+            return window_sym(node, Self::INFO.mnemonic, x, &a);
+        }
+        let d = &x.shape.0;
+        let nchw =
+            TensorType { dtype: x.dtype, shape: Shape(vec![d[0].clone(), d[3].clone(), d[1].clone(), d[2].clone()]) };
+        window_sym(node, Self::INFO.mnemonic, &nchw, &a)
+    }
+
+    /// The channel dim of input `x` (NCHW or, with `channels_last`, NHWC).
+    pub fn channels(&self, x: &TensorType) -> Option<u64> {
+        x.shape.0.get(if self.channels_last { 3 } else { 1 })?.fixed()
     }
 }
 
@@ -845,7 +859,7 @@ impl Infer for Patches {
             format!("kernel_shape must be two positive extents, got {:?}", self.kernel_shape)
         })?;
         let g = self.window(node, x)?;
-        let c = x.shape.0[1].fixed().ok_or_else(|| IrError::shape(node, op, "channel dim must be known"))?;
+        let c = self.channels(x).ok_or_else(|| IrError::shape(node, op, "channel dim must be known"))?;
         let rows = &(&x.shape.0[0].expr() * &g.output[0]) * &g.output[1];
         let rows = Dim::from_expr(rows).ok_or_else(|| IrError::shape(node, op, "the window count is not a dim"))?;
         Ok(vec![TensorType {

@@ -425,12 +425,29 @@ fn int8_conv(
         pads: op.pads.clone(),
         dilations: op.dilations.clone(),
         auto_pad: op.auto_pad,
+        channels_last: false,
     };
     let g = p.window(&cx.name, &xt).map_err(|e| e.to_string())?;
-    let rows = cx.add1("patches", p, &[x, pad])?;
-    // The weights as [K, M].
+    let p = dlc_ir::ops::Patches { channels_last: true, ..p };
+    // The image channels-last (one tiled transpose of the codes), so each tap of a window
+    // is a run of C bytes; a 1x1 window at stride 1 without padding is the image itself.
+    let nhwc = cx.add1("nhwc", dlc_ir::ops::Transpose { perm: vec![0, 2, 3, 1] }, &[x])?;
+    let rows = if g.kernel == [1, 1] && g.strides == [1, 1] && g.pad_begin == [0, 0] && g.pad_end == [0, 0] {
+        let pixels = &(&xt.shape.0[0].expr() * &g.input[0]) * &g.input[1];
+        cx.add1("pixels", dlc_ir::ops::View { dims: format!("{pixels};{}", wd[1]) }, &[nhwc])?
+    } else {
+        cx.add1("patches", p, &[nhwc, pad])?
+    };
+    // The weights as [K, M], K in the rows' order (ky, kx, c).
     let (wb, (m, k)) = (wdata.bytes(), (m as usize, k as usize));
-    let bt: Vec<u8> = (0..k * m).map(|i| wb[(i % m) * k + i / m]).collect();
+    let (c, kh, kw) = (wd[1] as usize, wd[2] as usize, wd[3] as usize);
+    let bt: Vec<u8> = (0..k * m)
+        .map(|i| {
+            let (row, col) = (i / m, i % m);
+            let (tap, ch) = (row / c, row % c);
+            wb[((col * c + ch) * kh + tap / kw) * kw + tap % kw]
+        })
+        .collect();
     let bt = TensorData::new(dlc_ir::TensorType::fixed(wt.dtype, &[k as u64, m as u64]), bt.into())
         .ok_or("internal: transposed weights")?;
     let bt = cx.add_const(bt);
