@@ -158,3 +158,46 @@ def _conv_int64(x, xzp, w, wzp, attrs):
             win = xc[:, :, i * sh:i * sh + (kh - 1) * dh + 1:dh, j * sw:j * sw + (kw - 1) * dw + 1:dw]
             y[:, :, i, j] = np.einsum("nckl,mckl->nm", win, wc)
     return y.astype(np.int32)
+
+
+@pytest.mark.parametrize("act,per_channel", [(np.uint8, False), (np.int8, True), (np.int8, False)],
+                         ids=["u8_per_tensor", "i8_per_channel", "i8_per_tensor"])
+def test_qdq_convolution_runs_on_the_int8_kernels(act, per_channel, tmp_path):
+    """A Conv of QDQ form (what onnxruntime.quantization.quantize_static writes: x
+    quantized and dequantized, constant weight codes dequantized, an f32 bias), with u8 or
+    i8 activation codes (i8 ones as u8 ones 128 higher) and one weight scale or one per
+    output channel: dlc takes the int8 kernels, and the result is the float64 value of the
+    same codes' convolution (x's codes rounded half to even as QuantizeLinear does) to f32
+    rounding, at run-time image dims."""
+    c, m = 8, 6
+    rng = np.random.default_rng(11)
+    wq = rng.integers(-127, 128, (m, c, 3, 3), dtype=np.int64).astype(np.int8)
+    ws = (rng.random(m if per_channel else ()) * 0.02 + 0.005).astype(np.float32)
+    info = np.iinfo(act)
+    xs, xz = np.float32(0.03), np.array(7 if act == np.int8 else 131, act)
+    bias = rng.standard_normal(m).astype(np.float32)
+    q = lambda o, i, n, attrs={}: h.make_node(o, i, [n], **attrs)
+    nodes = [q("QuantizeLinear", ["x", "xs", "xz"], "xq"), q("DequantizeLinear", ["xq", "xs", "xz"], "xd"),
+             q("DequantizeLinear", ["wq", "ws", "wz"], "wd", {"axis": 0} if per_channel else {}),
+             q("Conv", ["xd", "wd", "b"], "y", {"pads": [1, 1, 1, 1]})]
+    inits = {"xs": xs, "xz": xz, "wq": wq, "ws": ws, "wz": np.zeros(ws.shape, np.int8), "b": bias}
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, ["N", c, "H", "W"])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)],
+                     initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    path = tmp_path / "m.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 13)]), str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    dlc("compile", path, "-o", tmp_path / "ir", "--emit", "ir")
+    ir = (tmp_path / "ir" / "model.dlcir").read_text()
+    assert "patches" in ir and "int_matmul" in ir and "conv(" not in ir, ir
+    for n, hh, ww in ((1, 6, 9), (2, 5, 4)):
+        x = (rng.standard_normal((n, c, hh, ww)) * 2).astype(np.float32)
+        work = tmp_path / f"r{n}_{hh}_{ww}"
+        work.mkdir()
+        got = dlc_run(art, path, {"x": x}, work)["y"]
+        codes = np.clip(np.rint(x.astype(np.float64) / xs) + int(xz), info.min, info.max)
+        acc = _conv_int64(codes - int(xz), 0, wq, 0, {"pads": [1, 1, 1, 1]}).astype(np.float64)
+        want = acc * float(xs) * np.asarray(ws, np.float64).reshape(-1, 1, 1) + bias.astype(np.float64).reshape(-1, 1, 1)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+        np.testing.assert_allclose(got, ort_run(path, {"x": x})["y"], rtol=1e-5, atol=1e-5 * np.abs(want).max())

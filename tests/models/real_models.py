@@ -27,9 +27,10 @@ scikit-learn model (`exported/NAME.rows.npy`); a shape dict may give a scalar in
   float kernels dlc cannot match bit for bit: compared within 2% of the output's scale,
   and its decisions (the last axis's argmax, what a CTC decoder reads) at 99% of the
   positions or more (tests/e2e/test_real_models.py says why);
-- `embedding_int8`: a dynamically quantized sentence encoder, compared by each
-  embedding's direction (cosine to ONNX Runtime's int8 output, and to the float model's
-  no worse than ONNX Runtime's int8 is; tests/e2e/test_real_models.py says why);
+- `int8_direction`: a dynamically quantized sentence encoder, or a statically (QDQ)
+  quantized classifier that dlc runs on integer kernels, compared by each output row's
+  direction (cosine to ONNX Runtime's int8 output, and to the float model's no worse
+  than ONNX Runtime's int8 is; tests/e2e/test_real_models.py says why);
 - "refused": compile fails with an error naming the node that stops it (`refusal`),
   which the test checks (no crash, no silent wrong answer); the issue that lifts it is
   named in `why`.
@@ -287,7 +288,7 @@ def _derived(src, tool, note, **kw):
 MODELS.update({
     # Made by ONNX Runtime's own tools from the entries above (`fetch` runs them).
     "minilm_int8": _derived(
-        "minilm_l6", "quantize_dynamic", "all-MiniLM-L6-v2, ORT dynamic int8 (MatMulInteger)", embedding_int8=True
+        "minilm_l6", "quantize_dynamic", "all-MiniLM-L6-v2, ORT dynamic int8 (MatMulInteger)", int8_direction=True
     ),
     "distilbert_int8": _derived("distilbert_small", "quantize_dynamic", "DistilBERT, ORT dynamic int8"),
     # Depthwise and grouped ConvInteger (MobileNetV3's blocks), DynamicQuantizeLinear per
@@ -298,8 +299,11 @@ MODELS.update({
     "ppocr_cls_int8": _derived(
         "ppocr_cls", "quantize_dynamic", "PaddleOCR direction classifier, ORT dynamic int8 (ConvInteger)", dynamic_int8=True
     ),
-    "resnet50_qdq": _derived("tv_resnet50", "quantize_static_qdq", "ResNet-50, ORT static int8 (QDQ)"),
-    "mobilenet_v3_qdq": _derived("tv_mobilenet_v3_small", "quantize_static_qdq", "MobileNetV3-Small, ORT static int8 (QDQ)"),
+    # QDQ convolutions run on dlc's int8 kernels (ORT's unfused graph computes them in f32).
+    "resnet50_qdq": _derived("tv_resnet50", "quantize_static_qdq", "ResNet-50, ORT static int8 (QDQ)", int8_direction=True),
+    "mobilenet_v3_qdq": _derived(
+        "tv_mobilenet_v3_small", "quantize_static_qdq", "MobileNetV3-Small, ORT static int8 (QDQ)", int8_direction=True
+    ),
     # com.microsoft EmbedLayerNormalization, Attention, SkipLayerNormalization, BiasGelu.
     "minilm_ort_opt": _derived("minilm_l6", "transformers_optimizer", "all-MiniLM-L6-v2 fused by ORT's transformer optimizer"),
     "bert_tiny_ort_opt": _derived("bert_tiny", "transformers_optimizer", "BERT fused by ORT's transformer optimizer"),

@@ -224,6 +224,9 @@ pub(crate) struct Importer<'m> {
     pub opset_at_least: Option<i64>,
     /// [`ImportOptions::onnx_ops_only`].
     pub onnx_ops_only: bool,
+    /// The f32 result of a DequantizeLinear with a constant scale -> its codes, scale
+    /// and zero point (`ops::quant`: a Conv of two such values runs on the int8 kernels).
+    pub(crate) dequantized: HashMap<Value, crate::ops::quant::Dequantized>,
 }
 
 impl<'m> Importer<'m> {
@@ -257,6 +260,7 @@ impl<'m> Importer<'m> {
             dim_conditions: HashMap::new(),
             opset_at_least: None,
             onnx_ops_only: false,
+            dequantized: HashMap::new(),
         }
     }
 

@@ -21,7 +21,7 @@ mod ml;
 mod movement;
 mod nn;
 pub(crate) mod optional;
-mod quant;
+pub(crate) mod quant;
 mod random;
 mod reduce;
 pub(crate) mod resize;

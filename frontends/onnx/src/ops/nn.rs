@@ -202,6 +202,12 @@ pub(crate) fn conv_of(cx: &mut NodeCx, suffix: &str) -> Result<Value, String> {
         op.dilations = lift_ints(op.dilations, 1);
         op.pads = lift_ints(op.pads, 0);
     }
+    if !one_d && !cx.imp.onnx_ops_only {
+        let bias = cx.opt_input(2)?;
+        if let Some(y) = super::quant::qdq_conv(cx, &op, x, w, bias)? {
+            return Ok(y);
+        }
+    }
     let mut operands = vec![x, w];
     if let Some(b) = cx.opt_input(2)? {
         operands.push(b);

@@ -135,18 +135,98 @@ fn quantized_type(d: DType) -> Result<Option<(f32, f32)>, String> {
     }))
 }
 
+/// What a DequantizeLinear with a constant f32 scale read: its codes (u8 or i8), the
+/// scale (one, or one per index of `axis`) and the zero point, if any.
+#[derive(Clone)]
+pub(crate) struct Dequantized {
+    pub q: Value,
+    pub scale: Vec<f32>,
+    pub axis: i64,
+    pub zp: Option<Value>,
+}
+
 fn dequantize(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    let (x, scale) = (cx.input(0)?, cx.input(1)?);
+    let (x, scale_in) = (cx.input(0)?, cx.input(1)?);
     quantized_type(cx.ty(x).dtype)?;
-    let fdt = cx.ty(scale).dtype;
-    let scale = per_axis(cx, x, scale, "scale")?;
+    let fdt = cx.ty(scale_in).dtype;
+    let scale = per_axis(cx, x, scale_in, "scale")?;
     let mut xf = cx.add1("x_float", Cast::new(fdt), &[x])?;
-    if let Some(zp) = cx.opt_input(2)? {
+    let zp_in = cx.opt_input(2)?;
+    if let Some(zp) = zp_in {
         let zp = per_axis(cx, x, zp, "zero_point")?;
         let zf = cx.add1("zero_point_float", Cast::new(fdt), &[zp])?;
         xf = cx.add1("centered", Sub {}, &[xf, zf])?;
     }
-    cx.add("", Mul {}, &[xf, scale])
+    let y = cx.add("", Mul {}, &[xf, scale])?;
+    let known = cx.imp.known.get(&scale_in).and_then(|t| t.to_f32());
+    if let (Some(scale), DType::U8 | DType::I8, 0) = (known, cx.ty(x).dtype, cx.int("block_size", 0)) {
+        let d = Dequantized { q: x, scale, axis: cx.int("axis", 1), zp: zp_in };
+        cx.imp.dequantized.insert(y[0], d);
+    }
+    Ok(y)
+}
+
+/// A Conv of QDQ form (what `quantize_static` writes): both operands DequantizeLinear
+/// results, u8 activation codes with one scale and zero point, constant weight codes with
+/// one scale or one per output channel. It runs on the int8 kernels ([`int8_conv`]): the
+/// exact i32 sum of the centred codes, times `x_scale * w_scale[m]` (in f64, rounded once),
+/// plus the bias; `None` where the form or the int8 path does not apply (the f32 Conv of
+/// the dequantized values serves).
+pub(crate) fn qdq_conv(
+    cx: &mut NodeCx,
+    op: &Conv,
+    x: Value,
+    w: Value,
+    bias: Option<Value>,
+) -> Result<Option<Value>, String> {
+    let (Some(dx), Some(dw)) = (cx.imp.dequantized.get(&x).cloned(), cx.imp.dequantized.get(&w).cloned()) else {
+        return Ok(None);
+    };
+    let m = match cx.ty(w).shape.as_fixed() {
+        Some(d) if d.len() == 4 => d[0] as usize,
+        _ => return Ok(None),
+    };
+    let per_channel = dw.scale.len() == m && (dw.axis == 0 || dw.axis == -4);
+    if dx.scale.len() != 1 || !(dw.scale.len() == 1 || per_channel) {
+        return Ok(None);
+    }
+    let (xq, xzp) = match cx.ty(dx.q).dtype {
+        DType::U8 => (dx.q, dx.zp),
+        _ => {
+            // i8 codes (quantize_static's default) as u8 ones 128 higher, the zero point
+            // too: the centred values, all the products see, are the same.
+            let zp = match dx.zp {
+                None => 0,
+                Some(z) => match cx.imp.known.get(&z).and_then(|t| t.to_i64()) {
+                    Some(v) if v.len() == 1 => v[0],
+                    _ => return Ok(None),
+                },
+            };
+            let i = cx.add1("codes_i32", Cast::new(DType::I32), &[dx.q])?;
+            let half = cx.add_const(
+                TensorData::new(dlc_ir::TensorType::fixed(DType::I32, &[]), 128i32.to_le_bytes().to_vec().into())
+                    .ok_or("internal: 128")?,
+            );
+            let i = cx.add1("codes_offset", Add {}, &[i, half])?;
+            let u = cx.add1("codes_u8", Cast::new(DType::U8), &[i])?;
+            let z = cx.add_const(
+                TensorData::new(dlc_ir::TensorType::fixed(DType::U8, &[]), vec![(zp + 128) as u8].into())
+                    .ok_or("internal: zero point")?,
+            );
+            (u, Some(z))
+        }
+    };
+    let Some(y) = int8_conv(cx, op, xq, xzp, dw.q, dw.zp)? else { return Ok(None) };
+    let mult: Vec<f32> =
+        (0..m).map(|c| (dx.scale[0] as f64 * dw.scale[if per_channel { c } else { 0 }] as f64) as f32).collect();
+    let mult = cx.add_const(TensorData::from_f32(&[m as u64, 1, 1], &mult).ok_or("internal: scales")?);
+    let y = cx.add1("float", Cast::new(DType::F32), &[y])?;
+    let mut y = cx.add1("scaled", Mul {}, &[y, mult])?;
+    if let Some(b) = bias {
+        let b = cx.add1("bias_channels", Reshape { shape: vec![-1, 1, 1], allowzero: false }, &[b])?;
+        y = cx.add1("biased", Add {}, &[y, b])?;
+    }
+    Ok(Some(y))
 }
 
 fn quantize(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
