@@ -1598,6 +1598,7 @@ fn patches(p: &dlc_ir::ops::Patches, ins: &[T], out: &[u64]) -> Result<T, EvalEr
                     };
                     y.push(if inside { x[at(iy as usize, ix as usize)] } else { pad });
                 }
+                y.extend(std::iter::repeat_n(pad, p.row_pad.max(0) as usize));
             }
         }
     }

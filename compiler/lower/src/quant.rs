@@ -791,10 +791,11 @@ pub fn patches(name: &str, n: &Node, op: &dlc_ir::ops::Patches) -> Result<Kernel
     let g = op.window(n.name, x).map_err(|e| n.error(e.to_string()))?;
     let ch = op.channels(x).ok_or_else(|| n.error("the channel dim must be known"))?;
     if op.channels_last {
-        return Ok(patches_nhwc(name, n, &g, ch));
+        return Ok(patches_nhwc(name, n, &g, ch, op.row_pad.max(0) as u64));
     }
     let [kh, kw] = g.kernel;
     let taps = ch * kh * kw;
+    let row_len = taps + op.row_pad.max(0) as u64;
     let rows = &x.shape.0[0].expr() * &g.output[0];
     let work = rows.as_const().map_or(u64::MAX, |r| (r.max(0) as u64).saturating_mul(taps * 8));
     let byte = Ty { elem: Elem::I8, lanes: 1 };
@@ -808,7 +809,10 @@ pub fn patches(name: &str, n: &Node, op: &dlc_ir::ops::Patches) -> Result<Kernel
         b.for_(c(0), ow.clone(), LoopKind::Serial, |b, ox| {
             // Each tap's offset in a plane (0 where it is outside) and whether it is inside.
             let at = window_taps(b, &g, [&oy, &ox], [&h, &w], &c(0), 1);
-            let row = &(&(&t * &ow) + &ox) * &c(taps);
+            let row = &(&(&t * &ow) + &ox) * &c(row_len);
+            for j in taps..row_len {
+                b.store(2, &row + &c(j), pad, 1);
+            }
             b.for_(c(0), c(ch), LoopKind::Serial, |b, ci| {
                 let src = &base + &(&ci * &plane);
                 let dst = &row + &(&ci * &c(kh * kw));
@@ -857,11 +861,13 @@ fn hoisted_extents(b: &mut KernelBuilder, g: &dlc_ir::ops::Window) -> [Expr; 4] 
 
 /// [`patches`] of an NHWC input, taps in the order `(ky, kx, c)`: each tap of a window
 /// is one run of `ch` bytes of the input, copied in vectors of 32, 16, 8, 4, 2 and 1
-/// bytes (the padding value where the tap is outside the image).
-fn patches_nhwc(name: &str, n: &Node, g: &dlc_ir::ops::Window, ch: u64) -> Kernel {
+/// bytes (the padding value where the tap is outside the image); `row_pad` bytes of the
+/// padding value end each row.
+fn patches_nhwc(name: &str, n: &Node, g: &dlc_ir::ops::Window, ch: u64, row_pad: u64) -> Kernel {
     let x = &n.inputs[0];
     let [kh, kw] = g.kernel;
     let taps = ch * kh * kw;
+    let row_len = taps + row_pad;
     let rows = &x.shape.0[0].expr() * &g.output[0];
     let work = rows.as_const().map_or(u64::MAX, |r| (r.max(0) as u64).saturating_mul(taps));
     let mut chunks = Vec::new();
@@ -881,7 +887,10 @@ fn patches_nhwc(name: &str, n: &Node, g: &dlc_ir::ops::Window, ch: u64) -> Kerne
         let (img, oy) = (t.floor_div(&oh), t.modulo(&oh));
         let first = &(&img * &h) * &w;
         b.for_(c(0), ow.clone(), LoopKind::Serial, |b, ox| {
-            let row = &(&(&t * &ow) + &ox) * &c(taps);
+            let row = &(&(&t * &ow) + &ox) * &c(row_len);
+            for j in taps..row_len {
+                b.store(2, &row + &c(j), pad, 1);
+            }
             for (j, (inside, src)) in window_taps(b, g, [&oy, &ox], [&h, &w], &first, ch).into_iter().enumerate() {
                 let dst = &row + &c(j as u64 * ch);
                 for (&(o, l), &p) in chunks.iter().zip(&pads) {

@@ -1678,8 +1678,8 @@ fn patches_of_run_time_images() {
         (&[3, 3], &[1, 1], &[], &[1, 1], AutoPad::SameUpper),
     ];
     // NCHW (taps (c, ky, kx)), and NHWC (taps (ky, kx, c), each a run of C bytes copied
-    // in vectors of 32, 16, 8 and 1 bytes at C = 57).
-    for (channels_last, ch) in [(false, 3), (true, 3), (true, 57)] {
+    // in vectors of 32, 16, 8 and 1 bytes at C = 57), rows padded by 1 or 3 bytes.
+    for (channels_last, ch, row_pad) in [(false, 3, 1), (true, 3, 3), (true, 57, 0)] {
         for (k, st, pads, d, auto_pad) in cases {
             let op: Op = Patches {
                 kernel_shape: k.to_vec(),
@@ -1688,6 +1688,7 @@ fn patches_of_run_time_images() {
                 dilations: d.to_vec(),
                 auto_pad,
                 channels_last,
+                row_pad,
             }
             .into();
             let x = if channels_last { [s("N"), s("H"), s("W"), f(ch)] } else { [s("N"), f(ch), s("H"), s("W")] };

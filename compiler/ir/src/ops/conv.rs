@@ -812,10 +812,12 @@ op! {
     /// convolution, pixels by channels. `kernel_shape` is required (there are no weights
     /// to take it from); the spatial dims may be run-time ones. With `channels_last`
     /// the input is NHWC and each row's taps are in the order `(ky, kx, c)` (each tap's
-    /// channels one contiguous run of the input).
+    /// channels one contiguous run of the input). `row_pad` more bytes of the padding
+    /// value end each row (so its length is a multiple of 4, as `int_matmul` reads it;
+    /// they add nothing to the product, being the zero point).
     Patches = "patches", operands 2..=2 {
         kernel_shape: Vec<i64>, strides: Vec<i64>, pads: Vec<i64>, dilations: Vec<i64>, auto_pad: AutoPad,
-        channels_last: bool,
+        channels_last: bool, row_pad: i64,
     }
 }
 
@@ -860,11 +862,12 @@ impl Infer for Patches {
         })?;
         let g = self.window(node, x)?;
         let c = self.channels(x).ok_or_else(|| IrError::shape(node, op, "channel dim must be known"))?;
+        ensure((0..4).contains(&self.row_pad), node, op, || format!("row_pad must be 0 to 3, got {}", self.row_pad))?;
         let rows = &(&x.shape.0[0].expr() * &g.output[0]) * &g.output[1];
         let rows = Dim::from_expr(rows).ok_or_else(|| IrError::shape(node, op, "the window count is not a dim"))?;
         Ok(vec![TensorType {
             dtype: crate::DType::U8,
-            shape: Shape(vec![rows, Dim::Fixed(c * g.kernel[0] * g.kernel[1])]),
+            shape: Shape(vec![rows, Dim::Fixed(c * g.kernel[0] * g.kernel[1] + self.row_pad as u64)]),
         }])
     }
 }

@@ -495,10 +495,12 @@ fn int8_conv(
         && op.group == 1
         && matches!(wt.dtype, DType::U8 | DType::I8)
         && k > 0
-        && k % 4 == 0
         && m > 0;
     let zps = if fits { int8_zero_points(cx, xzp, wzp, wt.dtype, m) } else { None };
     let Some((pad, wzp)) = zps else { return Ok(None) };
+    // Rows of a multiple of 4 bytes (an RGB image's 3 x 3 windows, 27 taps, take 28): the
+    // extra bytes hold the zero point, adding nothing.
+    let row_pad = (4 - k % 4) % 4;
     let p = dlc_ir::ops::Patches {
         kernel_shape: vec![wd[2] as i64, wd[3] as i64],
         strides: op.strides.clone(),
@@ -506,29 +508,37 @@ fn int8_conv(
         dilations: op.dilations.clone(),
         auto_pad: op.auto_pad,
         channels_last: false,
+        row_pad: row_pad as i64,
     };
     let g = p.window(&cx.name, &xt).map_err(|e| e.to_string())?;
     let p = dlc_ir::ops::Patches { channels_last: true, ..p };
     // The image channels-last (one tiled transpose of the codes), so each tap of a window
     // is a run of C bytes; a 1x1 window at stride 1 without padding is the image itself.
     let nhwc = cx.add1("nhwc", dlc_ir::ops::Transpose { perm: vec![0, 2, 3, 1] }, &[x])?;
-    let rows = if g.kernel == [1, 1] && g.strides == [1, 1] && g.pad_begin == [0, 0] && g.pad_end == [0, 0] {
+    let whole = g.kernel == [1, 1] && g.strides == [1, 1] && g.pad_begin == [0, 0] && g.pad_end == [0, 0];
+    let rows = if whole && row_pad == 0 {
         let pixels = &(&xt.shape.0[0].expr() * &g.input[0]) * &g.input[1];
         cx.add1("pixels", dlc_ir::ops::View { dims: format!("{pixels};{}", wd[1]) }, &[nhwc])?
     } else {
         cx.add1("patches", p, &[nhwc, pad])?
     };
-    // The weights as [K, M], K in the rows' order (ky, kx, c).
+    // The weights as [K, M], K in the rows' order (ky, kx, c), then a row of zeros for
+    // each padding byte.
     let (wb, (m, k)) = (wdata.bytes(), (m as usize, k as usize));
     let (c, kh, kw) = (wd[1] as usize, wd[2] as usize, wd[3] as usize);
-    let bt: Vec<u8> = (0..k * m)
+    let bt: Vec<u8> = (0..(k + row_pad as usize) * m)
         .map(|i| {
             let (row, col) = (i / m, i % m);
             let (tap, ch) = (row / c, row % c);
-            wb[((col * c + ch) * kh + tap / kw) * kw + tap % kw]
+            if row < k {
+                wb[((col * c + ch) * kh + tap / kw) * kw + tap % kw]
+            } else {
+                0
+            }
         })
         .collect();
-    let bt = TensorData::new(dlc_ir::TensorType::fixed(wt.dtype, &[k as u64, m as u64]), bt.into())
+    let rows_b = (k + row_pad as usize) as u64;
+    let bt = TensorData::new(dlc_ir::TensorType::fixed(wt.dtype, &[rows_b, m as u64]), bt.into())
         .ok_or("internal: transposed weights")?;
     let bt = cx.add_const(bt);
     let y = cx.add1("int8", dlc_ir::ops::IntMatMul {}, &[rows, bt, pad, wzp])?;
