@@ -670,7 +670,11 @@ pub fn int_matmul(name: &str, n: &Node, t: &Target) -> Result<Kernel, LowerError
     let sums = b.scratch(Elem::I32, SUM_ROWS);
     let (bv, accv) = (Ty::vec(Elem::I8, 4 * lanes as u32), Ty::vec(Elem::I32, lanes as u32));
     // A task per run of 256 rows and group of column blocks (up to 16 groups).
-    let parallel = t.pool && k * nn >= crate::PAR_MIN_WORK / 8;
+    // Worth tasks by the whole product's work: a run-time row count (an image's pixels)
+    // counts as many rows (a 3x3 layer of 64 channels over 56 x 56 pixels is 115M
+    // products, though its K x N alone is small).
+    let rows_known = m.as_const().map(|v| v.max(0) as u64);
+    let parallel = t.pool && rows_known.map_or(u64::MAX, |r| r.saturating_mul(k * nn)) >= crate::PAR_MIN_WORK;
     let per = if parallel { blocks.div_ceil(16).max(1) } else { blocks };
     let groups = blocks.div_ceil(per);
     let kind = if parallel { LoopKind::Parallel } else { LoopKind::Serial };
