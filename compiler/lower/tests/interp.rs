@@ -1603,8 +1603,8 @@ fn int8_packs_and_convolutions_on_every_dot_path() {
 /// weights (taken as i8 less 128) and i8 ones, one zero point or one per column,
 /// columns that leave the last block part empty, `K` past a vector of bytes and not a
 /// whole number of them, and rows that are run-time dims (none, fewer than a row tile,
-/// several tiles and a remainder, past the 256 rows whose sums a task keeps), serial
-/// and in parallel tasks: bytes equal to dlc-interp's exact sum.
+/// several tiles and a remainder, past the 256 rows whose sums a task keeps), in
+/// parallel tasks: bytes equal to dlc-interp's exact sum.
 #[test]
 fn int8_matrix_products_on_every_dot_path_at_run_time_rows() {
     use dlc_ir::ops::IntMatMul;
@@ -1645,7 +1645,8 @@ fn int8_matrix_products_on_every_dot_path_at_run_time_rows() {
             let kern = dlc_lower::lower("k", &node, &target).expect("ported").unwrap();
             let text = dlc_kir::print::kernel(&kern);
             assert_eq!(text.contains("vpdpbusd.512"), path == Int8Dot::Vnni512, "case {ci} {path:?}");
-            assert_eq!(text.contains("parallel"), k * n >= 62_500, "case {ci} {path:?}");
+            // Rows only the run knows count as many: pool tasks by runs of rows.
+            assert!(text.contains("parallel"), "case {ci} {path:?}");
             for &(batch, rows) in sizes {
                 let a = bytes(&[batch, rows, k], DType::U8, 11 + rows);
                 let azp = bytes(&[], DType::U8, 13 + batch);
