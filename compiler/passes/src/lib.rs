@@ -15,6 +15,7 @@ mod promote_half;
 pub mod quantize;
 mod speculate;
 mod stats;
+mod transpose_sink;
 
 pub use conv_orient::ConvOrient;
 pub use dce::Dce;
@@ -28,6 +29,7 @@ pub use memory_plan::{
 pub use promote_half::PromoteHalf;
 pub use speculate::speculate_ifs;
 pub use stats::{graph_stats, op_flops, GraphStats};
+pub use transpose_sink::TransposeSink;
 
 use dlc_ir::Graph;
 use std::time::Instant;
@@ -88,6 +90,7 @@ pub fn optimizing_pipeline(opt: EGraphOpt) -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(PromoteHalf),
         Box::new(IdentityElim),
+        Box::new(TransposeSink),
         Box::new(opt),
         Box::new(ConvOrient),
         Box::new(DenormalWeights),

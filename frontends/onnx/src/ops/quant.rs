@@ -475,7 +475,8 @@ pub(crate) fn integer_matmul(
 /// apply (`x` u8 with one zero point or none, `w` constant u8 or i8 with constant zero
 /// points, one group, `C * KH * KW` a multiple of 4): the windows as rows (`patches`,
 /// padding with the zero point), their product with the weights as `[C * KH * KW, M]`
-/// (`int_matmul`), and the pixels-by-channels result moved to NCHW. `None` otherwise.
+/// (`int_matmul`), and the pixels-by-channels result moved to NCHW (one transpose).
+/// `None` otherwise.
 fn int8_conv(
     cx: &mut NodeCx,
     op: &Conv,
@@ -544,12 +545,11 @@ fn int8_conv(
     let y = cx.add1("int8", dlc_ir::ops::IntMatMul {}, &[rows, bt, pad, wzp])?;
     let n = xt.shape.0[0].expr();
     let [oh, ow] = g.output.clone();
-    let pixels = &oh * &ow;
-    let view = dlc_ir::ops::View { dims: format!("{n};{pixels};{m}") };
+    // NHWC moved to NCHW by one transpose, which the `transpose-sink` pass moves down
+    // through the per-element ops after it to cancel with the next layer's to NHWC.
+    let view = dlc_ir::ops::View { dims: format!("{n};{oh};{ow};{m}") };
     let y = cx.add1("pixels_by_channels", view, &[y])?;
-    let y = cx.add1("channels_by_pixels", dlc_ir::ops::Transpose { perm: vec![0, 2, 1] }, &[y])?;
-    let view = dlc_ir::ops::View { dims: format!("{n};{m};{oh};{ow}") };
-    Ok(Some(cx.add1("nchw", view, &[y])?))
+    Ok(Some(cx.add1("nchw", dlc_ir::ops::Transpose { perm: vec![0, 3, 1, 2] }, &[y])?))
 }
 
 /// The convolution of `x - x_zp` by `w - w_zp` exactly, as f64; `bias` (i32) added.
