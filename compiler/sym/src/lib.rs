@@ -9,6 +9,7 @@
 //! as values (`==`), the printer is canonical, and constant extents stay constants.
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// An atom of a monomial (ordered: symbols, loop variables, values, then the rest).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -33,8 +34,9 @@ pub enum Atom {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Expr {
     /// Monomials: the sorted atoms of a product and its nonzero coefficient. The empty
-    /// product is the constant term.
-    terms: BTreeMap<Vec<Atom>, i64>,
+    /// product is the constant term. Shared: shapes clone their dims often (every type
+    /// inference of a fused kernel's steps), and a clone is then a reference count.
+    terms: Arc<BTreeMap<Vec<Atom>, i64>>,
 }
 
 /// Errors of evaluation.
@@ -81,12 +83,12 @@ impl Expr {
         if c != 0 {
             terms.insert(Vec::new(), c);
         }
-        Expr { terms }
+        Expr { terms: Arc::new(terms) }
     }
 
     /// The expression that is atom `a`.
     pub fn atom(a: Atom) -> Expr {
-        Expr { terms: BTreeMap::from([(vec![a], 1)]) }
+        Expr { terms: Arc::new(BTreeMap::from([(vec![a], 1)])) }
     }
 
     /// Symbol `name`.
@@ -150,7 +152,7 @@ impl Expr {
         if c == 0 {
             return Expr::default();
         }
-        Expr { terms: self.terms.iter().map(|(k, &v)| (k.clone(), v.wrapping_mul(c))).collect() }
+        Expr { terms: Arc::new(self.terms.iter().map(|(k, &v)| (k.clone(), v.wrapping_mul(c))).collect()) }
     }
 
     /// The largest constant dividing every coefficient (0 for the zero expression).
@@ -178,7 +180,7 @@ impl Expr {
             }
             // Every coefficient divisible: exact.
             if b > 0 && self.content() % b == 0 {
-                return Expr { terms: self.terms.iter().map(|(k, &v)| (k.clone(), v / b)).collect() };
+                return Expr { terms: Arc::new(self.terms.iter().map(|(k, &v)| (k.clone(), v / b)).collect()) };
             }
         }
         if let Some(q) = self.exact_quotient(d) {
@@ -197,7 +199,7 @@ impl Expr {
             return None;
         }
         let mut out = BTreeMap::new();
-        for (k, &c) in &self.terms {
+        for (k, &c) in self.terms.iter() {
             if c % b != 0 {
                 return None;
             }
@@ -209,7 +211,7 @@ impl Expr {
             }
             Expr::add_term(&mut out, rest, c / b);
         }
-        Some(Expr { terms: out })
+        Some(Expr { terms: Arc::new(out) })
     }
 
     /// `self mod d` (floor modulo, the sign of `d`).
@@ -258,7 +260,7 @@ impl Expr {
     pub fn eval(&self, env: &dyn Env) -> Result<i64, EvalError> {
         let ovf = || EvalError::Overflow(self.to_string());
         let mut sum: i64 = 0;
-        for (atoms, &c) in &self.terms {
+        for (atoms, &c) in self.terms.iter() {
             let mut p = c;
             for a in atoms {
                 let v = a.eval(env)?;
@@ -273,7 +275,7 @@ impl Expr {
     /// that is `Some` (inside divisions, moduli, minima and maxima too), simplified.
     pub fn subst(&self, f: &dyn Fn(&Atom) -> Option<Expr>) -> Expr {
         let mut out = Expr::default();
-        for (atoms, &c) in &self.terms {
+        for (atoms, &c) in self.terms.iter() {
             let mut t = Expr::c(c);
             for a in atoms {
                 let x = match a {
@@ -378,11 +380,11 @@ impl From<i64> for Expr {
 impl std::ops::Add for &Expr {
     type Output = Expr;
     fn add(self, o: &Expr) -> Expr {
-        let mut terms = self.terms.clone();
-        for (k, &v) in &o.terms {
+        let mut terms = (*self.terms).clone();
+        for (k, &v) in o.terms.iter() {
             Expr::add_term(&mut terms, k.clone(), v);
         }
-        Expr { terms }
+        Expr { terms: Arc::new(terms) }
     }
 }
 
@@ -397,14 +399,14 @@ impl std::ops::Mul for &Expr {
     type Output = Expr;
     fn mul(self, o: &Expr) -> Expr {
         let mut terms = BTreeMap::new();
-        for (ka, &va) in &self.terms {
-            for (kb, &vb) in &o.terms {
+        for (ka, &va) in self.terms.iter() {
+            for (kb, &vb) in o.terms.iter() {
                 let mut k: Vec<Atom> = ka.iter().chain(kb).cloned().collect();
                 k.sort();
                 Expr::add_term(&mut terms, k, va.wrapping_mul(vb));
             }
         }
-        Expr { terms }
+        Expr { terms: Arc::new(terms) }
     }
 }
 
