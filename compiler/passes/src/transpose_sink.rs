@@ -11,7 +11,9 @@
 //! input layout instead: constant operands are permuted to match, operands of one
 //! element broadcast as before, and a transpose is put back only where a value leaves
 //! the region for an op that needs the original layout. A transpose leaving the region
-//! composes with the one moved down (none at all when the two cancel).
+//! composes with the one moved down (none at all when the two cancel); the greatest or
+//! least of all elements (DynamicQuantizeLinear's range) reads the region's values in
+//! either layout, so it needs none.
 //!
 //! A region is rewritten only when that removes transposes: the seeds and the
 //! transposes leaving it that cancel, against the values that need a transpose put back.
@@ -70,6 +72,17 @@ fn perm_of(g: &Graph, id: NodeId) -> Option<Vec<usize>> {
 /// (broadcast) operands, whatever their layout.
 fn per_element(op: &Op) -> bool {
     matches!(op, dlc_ir::pointwise!() | Op::Cast(_))
+}
+
+/// Whether node `n` gives the same result for its operand in any layout: the greatest
+/// or least of all its elements (exact in any order).
+fn layout_free(g: &Graph, n: NodeId, rank: usize) -> bool {
+    let all = |axes: &[i64]| dlc_ir::ops::resolve_axes(axes, rank).is_some_and(|a| a.len() == rank);
+    match &g.node(n).op {
+        Op::ReduceMax(r) => all(&r.axes),
+        Op::ReduceMin(r) => all(&r.axes),
+        _ => false,
+    }
 }
 
 /// Whether type `t` is one element (any rank): it broadcasts alike in any layout.
@@ -168,7 +181,8 @@ impl Region {
     }
 
     /// The region's values with a use outside it: `(value, the transposes among those
-    /// uses, whether another use or a model output needs the original layout)`.
+    /// uses, whether another use or a model output needs the original layout)`; uses
+    /// that read any layout ([`layout_free`]) need nothing.
     fn exits(&self, g: &Graph) -> Vec<(Value, Vec<NodeId>, bool)> {
         let mut out = Vec::new();
         let mut nodes: Vec<NodeId> = self.seeds.iter().chain(self.members.iter()).copied().collect();
@@ -177,6 +191,7 @@ impl Region {
             let v = Value { node: n, port: 0 };
             let mut transposes = Vec::new();
             let mut needs = g.outputs().iter().any(|(_, o)| *o == v);
+            let mut free = false;
             for (user, _, _) in g.users(n) {
                 if self.contains(user) {
                     continue;
@@ -185,11 +200,13 @@ impl Region {
                     if !transposes.contains(&user) {
                         transposes.push(user);
                     }
+                } else if layout_free(g, user, self.perm.len()) {
+                    free = true;
                 } else {
                     needs = true;
                 }
             }
-            if needs || !transposes.is_empty() {
+            if needs || free || !transposes.is_empty() {
                 out.push((v, transposes, needs));
             }
         }
@@ -279,6 +296,11 @@ fn apply(g: &mut Graph, r: &Region, order: &[NodeId]) -> Result<(), dlc_ir::IrEr
     let perm: Vec<i64> = r.perm.iter().map(|&p| p as i64).collect();
     for (v, transposes, needs) in exits {
         let nv = new[&v.node];
+        for (user, port, _) in g.users(v.node) {
+            if !r.contains(user) && layout_free(g, user, r.perm.len()) {
+                g.set_operand(user, port, nv);
+            }
+        }
         for t in transposes {
             let q = r.composed(g, t);
             let out = Value { node: t, port: 0 };
@@ -420,5 +442,24 @@ mod tests {
         g.add_output("out", out);
         assert_eq!(sink(&mut g, &[ad, bd]), Changed::Yes);
         assert_eq!(transposes(&g), 1);
+    }
+
+    /// A dynamically quantized layer: the range of all elements (layout-free) and the
+    /// codes from them, which the next layer moves to NHWC: the range reads the NHWC
+    /// values and no transpose is left.
+    #[test]
+    fn the_range_of_all_elements_reads_either_layout() {
+        use dlc_ir::ops::{Div, ReduceMax, Round};
+        let mut g = Graph::new("t");
+        let (x, xd) = input(&mut g, "x", &[1, 4, 4, 3]);
+        let t = transpose(&mut g, "nchw", &[0, 3, 1, 2], x);
+        let hi = g.add_node("hi", ReduceMax { axes: vec![0, 1, 2, 3], keepdims: false }, &[t]).unwrap()[0];
+        let q = g.add_node("q", Div {}, &[t, hi]).unwrap()[0];
+        let q = g.add_node("r", Round {}, &[q]).unwrap()[0];
+        let next = transpose(&mut g, "nhwc", &[0, 2, 3, 1], q);
+        g.add_output("q", next);
+        g.add_output("hi", hi);
+        assert_eq!(sink(&mut g, &[xd]), Changed::Yes);
+        assert_eq!(transposes(&g), 0);
     }
 }
