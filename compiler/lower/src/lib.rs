@@ -153,6 +153,10 @@ pub enum Int8Dot {
     Vnni,
     /// AVX2's `vpmaddubsw` and `vpmaddwd` (for weights within +-63).
     Avx2Pairs,
+    /// A kernel's path on an AVX2 target whose weights pass +-63 ([`quant::dot_path`]):
+    /// each weight as two halves within +-64 (`w >> 1` and the rest), each half's pairs
+    /// taken as [`Int8Dot::Avx2Pairs`] does (no pair sum can saturate), widened, added.
+    Avx2Halves,
     /// None: exact i32 arithmetic (widen, multiply, add).
     Exact,
 }

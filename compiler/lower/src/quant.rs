@@ -326,15 +326,18 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// How a `QConv` of these weights takes its dot products on target `t`: VNNI where the
-/// target has it; the AVX2 pairs only when every weight is within +-63 (the pairs
-/// cannot saturate); else exact i32 arithmetic.
+/// How a kernel with these (i8) weights takes its dot products on target `t`: VNNI
+/// where the target has it; on AVX2 the pairs when every weight is within +-63 (no pair
+/// sum can saturate), else the weights' halves; else exact i32 arithmetic.
 pub fn dot_path(t: &Target, w: &[u8]) -> Int8Dot {
     match t.int8 {
         Int8Dot::Vnni512 => Int8Dot::Vnni512,
         Int8Dot::Vnni => Int8Dot::Vnni,
-        Int8Dot::Avx2Pairs if w.iter().all(|&v| (-63..=63).contains(&(v as i8))) => Int8Dot::Avx2Pairs,
-        _ => Int8Dot::Exact,
+        Int8Dot::Avx2Pairs | Int8Dot::Avx2Halves if w.iter().all(|&v| (-63..=63).contains(&(v as i8))) => {
+            Int8Dot::Avx2Pairs
+        }
+        Int8Dot::Avx2Pairs | Int8Dot::Avx2Halves => Int8Dot::Avx2Halves,
+        Int8Dot::Exact => Int8Dot::Exact,
     }
 }
 
@@ -347,11 +350,25 @@ fn intrinsic(b: &mut KernelBuilder, name: &str, args: Vec<ValId>, ty: Ty) -> Val
 /// the AVX2 pairs (weights within +-63), else exact i32 arithmetic.
 fn dot4(b: &mut KernelBuilder, path: Int8Dot, xw: ValId, wv: ValId, lanes: u32) -> ValId {
     let accv = Ty::vec(Elem::I32, lanes);
-    if path == Int8Dot::Avx2Pairs {
-        let i16v = Ty::vec(Elem::I16, 2 * lanes);
+    let i16v = Ty::vec(Elem::I16, 2 * lanes);
+    let pairs = |b: &mut KernelBuilder, wv: ValId| {
         let t = intrinsic(b, PMADDUBSW, vec![xw, wv], i16v);
         let ones = iconst(b, i16v, 1);
-        return intrinsic(b, PMADDWD, vec![t, ones], accv);
+        intrinsic(b, PMADDWD, vec![t, ones], accv)
+    };
+    match path {
+        Int8Dot::Avx2Pairs => return pairs(b, wv),
+        Int8Dot::Avx2Halves => {
+            // w = (w >> 1) + (w - (w >> 1)), both halves within +-64: a pair sum is at
+            // most 2 x 255 x 64 < 2^15. (LLVM computes the halves of one weight vector
+            // once for all the rows that share it.)
+            let one = iconst(b, Ty::vec(Elem::I8, 4 * lanes), 1);
+            let lo = b.bin(BinOp::AShr, wv, one);
+            let hi = b.bin(BinOp::Sub, wv, lo);
+            let (x, y) = (pairs(b, lo), pairs(b, hi));
+            return b.bin(BinOp::Add, x, y);
+        }
+        _ => {}
     }
     let wide = Ty::vec(Elem::I32, 4 * lanes);
     let a = b.let_(Inst::Cast(CastOp::Zext, xw, wide));

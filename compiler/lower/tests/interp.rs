@@ -1546,7 +1546,9 @@ fn int8_packs_and_convolutions_on_every_dot_path() {
         let used = |name: &str| text.contains(name);
         assert_eq!(used("vpdpbusd.256"), path == Int8Dot::Vnni, "{what}");
         assert_eq!(used("vpdpbusd.512"), path == Int8Dot::Vnni512, "{what}");
-        assert_eq!(used("pmadd.ub.sw"), path == Int8Dot::Avx2Pairs && wmax_ok, "{what}");
+        // AVX2: the pairs, on the weights' halves where they pass +-63.
+        assert_eq!(used("pmadd.ub.sw"), path == Int8Dot::Avx2Pairs, "{what}");
+        assert_eq!(used(" = ashr "), path == Int8Dot::Avx2Pairs && !wmax_ok, "{what}");
         let got = run_outputs(&k, xs, &out);
         let want = dlc_interp::eval(op, xs, &out).unwrap();
         for (g, w) in f32_of(&got[0]).iter().zip(f32_of(want[0].bytes())) {
@@ -1599,8 +1601,8 @@ fn int8_packs_and_convolutions_on_every_dot_path() {
     }
 }
 
-/// `int_matmul` (MatMulInteger with a u8 left operand) on every dot-product path: u8
-/// weights (taken as i8 less 128) and i8 ones, one zero point or one per column,
+/// `int_matmul` (MatMulInteger with a u8 left operand) on every dot-product path (on
+/// AVX2 the full-range weights' halves): u8 weights (taken as i8 less 128) and i8 ones, one zero point or one per column,
 /// columns that leave the last block part empty, `K` past a vector of bytes and not a
 /// whole number of them, and rows that are run-time dims (none, fewer than a row tile,
 /// several tiles and a remainder, past the 256 rows whose sums a task keeps), in
@@ -1645,6 +1647,8 @@ fn int8_matrix_products_on_every_dot_path_at_run_time_rows() {
             let kern = dlc_lower::lower("k", &node, &target).expect("ported").unwrap();
             let text = dlc_kir::print::kernel(&kern);
             assert_eq!(text.contains("vpdpbusd.512"), path == Int8Dot::Vnni512, "case {ci} {path:?}");
+            // Full-range weights: on AVX2 as two halves within +-64.
+            assert_eq!(text.contains(" = ashr "), path == Int8Dot::Avx2Pairs, "case {ci} {path:?}");
             // Rows only the run knows count as many: pool tasks by runs of rows.
             assert!(text.contains("parallel"), "case {ci} {path:?}");
             for &(batch, rows) in sizes {
