@@ -154,8 +154,9 @@ pub enum Int8Dot {
     /// AVX2's `vpmaddubsw` and `vpmaddwd` (for weights within +-63).
     Avx2Pairs,
     /// A kernel's path on an AVX2 target whose weights pass +-63 ([`quant::dot_path`]):
-    /// each weight as two halves within +-64 (`w >> 1` and the rest), each half's pairs
-    /// taken as [`Int8Dot::Avx2Pairs`] does (no pair sum can saturate), widened, added.
+    /// the pairs on weights split into halves within +-64 (`w >> 1` and the rest) so that
+    /// no pair sum can saturate: every weight in `qconv`, in `int_matmul` only the pairs
+    /// that could saturate, their second halves in fix-up steps ([`quant::split_pairs`]).
     Avx2Halves,
     /// None: exact i32 arithmetic (widen, multiply, add).
     Exact,

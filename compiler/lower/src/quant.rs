@@ -644,6 +644,11 @@ pub fn int_matmul(name: &str, n: &Node, t: &Target) -> Result<Kernel, LowerError
     let zb = zt.to_i64().ok_or_else(|| n.error("the weights' zero points must be integers"))?;
     let zb_at = |j: usize| zb[if zb.len() == 1 { 0 } else { j }];
     let path = dot_path(t, &b8);
+    // On AVX2 with weights past +-63: the pairs on weights split so that no pair sum can
+    // saturate, and a short list of fix-up steps (see `split_pairs`).
+    let (main_b8, fix_b8) =
+        if path == Int8Dot::Avx2Halves { split_pairs(&b8, k, nn) } else { (b8.clone(), Vec::new()) };
+    let step_path = if path == Int8Dot::Avx2Halves { Int8Dot::Avx2Pairs } else { path };
     // Vectors per row of the tile (no more than the columns fill) and rows per tile,
     // within the vector registers (32 with 512-bit VNNI, else 16).
     let (lanes, nf, mr) = match path {
@@ -664,7 +669,8 @@ pub fn int_matmul(name: &str, n: &Node, t: &Target) -> Result<Kernel, LowerError
     for kk in 0..k {
         for j in 0..nn {
             let (blk, lane) = (j / cb, j % cb);
-            packed[(((blk * k4 + kk / PACK) * cb + lane) * PACK + kk % PACK) as usize] = b8[(kk * nn + j) as usize];
+            packed[(((blk * k4 + kk / PACK) * cb + lane) * PACK + kk % PACK) as usize] =
+                main_b8[(kk * nn + j) as usize];
         }
     }
     let pad = |v: Vec<i32>| -> Vec<u8> {
@@ -683,6 +689,17 @@ pub fn int_matmul(name: &str, n: &Node, t: &Target) -> Result<Kernel, LowerError
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Read, Access::Read, Access::Write]);
     let out = 4;
     let pb = b.data("bpack", Elem::I8, packed);
+    // Where no pair needed splitting, no fix-up steps.
+    let fix_list = (!fix_b8.is_empty()).then(|| fix_steps(&fix_b8, k, nn, cb)).filter(|(s, _, _)| !s.is_empty());
+    let fix = fix_list.map(|(steps, weights, offsets)| {
+        let bytes = |v: Vec<i64>| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        tracing::debug!(node = n.name, steps = steps.len(), of = blocks * k4, "int8 fix-up steps");
+        (
+            b.data("fix_steps", Elem::I64, bytes(steps)),
+            b.data("fix_weights", Elem::I8, weights),
+            b.data("fix_offsets", Elem::I64, bytes(offsets)),
+        )
+    });
     let (p1, p2) = (b.data("rowsum_factor", Elem::I32, pad(c1)), b.data("zero_point_factor", Elem::I32, pad(c2)));
     let sums = b.scratch(Elem::I32, SUM_ROWS);
     let (bv, accv) = (Ty::vec(Elem::I8, 4 * lanes as u32), Ty::vec(Elem::I32, lanes as u32));
@@ -747,21 +764,34 @@ pub fn int_matmul(name: &str, n: &Node, t: &Target) -> Result<Kernel, LowerError
                         })
                         .collect();
                     let wbase = &blk * &c(k4 * cb * PACK);
-                    b.for_(c(0), c(k4), LoopKind::Serial, |b, q| {
-                        let wq = &wbase + &(&q * &c(cb * PACK));
-                        let ws: Vec<ValId> = (0..nf).map(|f| b.load(bv, pb, &wq + &c(f * lanes * PACK), 32)).collect();
+                    // One step: the four codes at word `q` of each row, times the weight
+                    // vectors at `wq` of array `arr`.
+                    let step = |b: &mut KernelBuilder, q: &Expr, arr: u32, wq: &Expr| {
+                        let ws: Vec<ValId> = (0..nf).map(|f| b.load(bv, arr, wq + &c(f * lanes * PACK), 32)).collect();
                         for r in 0..cnt {
-                            let word = b.load(I32, 0, &(&(&(&r0 + &first) + &c(r)) * &c(k4)) + &q, 4);
+                            let word = b.load(I32, 0, &(&(&(&r0 + &first) + &c(r)) * &c(k4)) + q, 4);
                             let sp = b.let_(Inst::Splat(word, lanes as u32));
                             let x = b.let_(Inst::Cast(CastOp::Bitcast, sp, bv));
                             for f in 0..nf {
                                 let slot = accs[(r * nf + f) as usize];
                                 let cur = b.let_(Inst::Get(slot));
-                                let next = dot_add(b, path, cur, x, ws[f as usize], lanes as u32);
+                                let next = dot_add(b, step_path, cur, x, ws[f as usize], lanes as u32);
                                 b.stmt(Stmt::Set(slot, next));
                             }
                         }
+                    };
+                    b.for_(c(0), c(k4), LoopKind::Serial, |b, q| {
+                        step(b, &q, pb, &(&wbase + &(&q * &c(cb * PACK))));
                     });
+                    // The block's fix-up steps: entries `from..to` of the list.
+                    if let Some((fq, fw, fo)) = fix {
+                        let from = b.load(Ty::scalar(Elem::I64), fo, blk.clone(), 8);
+                        let to = b.load(Ty::scalar(Elem::I64), fo, &blk + &c(1), 8);
+                        b.for_(Expr::val(from), Expr::val(to), LoopKind::Serial, |b, e| {
+                            let q = Expr::val(b.load(Ty::scalar(Elem::I64), fq, e.clone(), 8));
+                            step(b, &q, fw, &(&e * &c(cb * PACK)));
+                        });
+                    }
                     let col0 = &blk * &c(cb);
                     for r in 0..cnt {
                         let rs = b.load(I32, sums, &first + &c(r), 4);
@@ -801,6 +831,61 @@ pub fn int_matmul(name: &str, n: &Node, t: &Target) -> Result<Kernel, LowerError
         }
     });
     Ok(b.finish())
+}
+
+/// Weights `[k, n]` (i8 as bytes; `k` a multiple of 4) split for AVX2's `vpmaddubsw`,
+/// which sums the products of byte pairs `(2i, 2i + 1)` of a four-code word into a
+/// saturating i16: a pair whose positive weights, or whose negative ones, add up past 128
+/// could pass 2^15 - 1 with u8 codes (255 x 128 = 32,640 cannot). Such a pair's weights
+/// become their halves `w >> 1` in the main weights, the rest `w - (w >> 1)` (both
+/// within +-64) in the fix weights; every other pair stays whole (its fix weights 0).
+/// Main plus fix is the weights exactly. Real layers have few such pairs (ResNet-50's
+/// QDQ weights: 2%), so the fix-up steps (`fix_steps`) are a short list.
+pub fn split_pairs(w: &[u8], k: u64, n: u64) -> (Vec<u8>, Vec<u8>) {
+    let (mut main, mut fix) = (w.to_vec(), vec![0u8; w.len()]);
+    for kk in (0..k as usize).step_by(2) {
+        for j in 0..n as usize {
+            let at = [kk * n as usize + j, (kk + 1) * n as usize + j];
+            let ws = at.map(|i| w[i] as i8 as i32);
+            let pos: i32 = ws.iter().map(|&v| v.max(0)).sum();
+            let neg: i32 = ws.iter().map(|&v| (-v).max(0)).sum();
+            if pos > 128 || neg > 128 {
+                for (i, v) in at.into_iter().zip(ws) {
+                    main[i] = (v >> 1) as i8 as u8;
+                    fix[i] = (v - (v >> 1)) as i8 as u8;
+                }
+            }
+        }
+    }
+    (main, fix)
+}
+
+/// The fix-up steps of `int_matmul`'s split weights (`split_pairs`), by column block of
+/// `cb` columns: each four-code step `q` of a block with a nonzero fix weight, its
+/// weights packed as a main step's (`[cb][4]`, columns past `n` zero), and each block's
+/// first entry (`blocks + 1` offsets).
+fn fix_steps(fix: &[u8], k: u64, n: u64, cb: u64) -> (Vec<i64>, Vec<u8>, Vec<i64>) {
+    let (blocks, k4) = (n.div_ceil(cb), k / PACK);
+    let (mut steps, mut weights, mut offsets) = (Vec::new(), Vec::new(), vec![0i64]);
+    for blk in 0..blocks {
+        for q in 0..k4 {
+            let cols = blk * cb..((blk + 1) * cb).min(n);
+            let at = |kk: u64, j: u64| fix[(kk * n + j) as usize];
+            if !cols.clone().any(|j| (0..PACK).any(|i| at(q * PACK + i, j) != 0)) {
+                continue;
+            }
+            steps.push(q as i64);
+            let mut v = vec![0u8; (cb * PACK) as usize];
+            for j in cols {
+                for i in 0..PACK {
+                    v[((j - blk * cb) * PACK + i) as usize] = at(q * PACK + i, j);
+                }
+            }
+            weights.extend(v);
+        }
+        offsets.push(steps.len() as i64);
+    }
+    (steps, weights, offsets)
 }
 
 /// The `patches` kernel (im2col over u8 codes, [`dlc_ir::ops::Patches`]): a task per
@@ -929,6 +1014,61 @@ fn patches_nhwc(name: &str, n: &Node, g: &dlc_ir::ops::Window, ch: u64, row_pad:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every i8 weight value beside every other: main plus fix is the weight, no pair of
+    /// either can saturate `vpmaddubsw` with u8 codes, pairs that could not stay whole,
+    /// and the fix-up list holds exactly the steps with a nonzero fix weight.
+    #[test]
+    fn split_weights_add_up_and_no_pair_saturates() {
+        let vals: Vec<i32> = (-128..=127).collect();
+        let (k, n) = (4u64, (vals.len() * vals.len() / 2) as u64);
+        // Column j: the pair (a, b) in rows 0 and 1, and in rows 2 and 3 the pair (3, -3).
+        let mut w = vec![0u8; (k * n) as usize];
+        for (j, (a, b)) in vals.iter().flat_map(|&a| vals.iter().map(move |&b| (a, b))).step_by(2).enumerate() {
+            for (row, v) in [(0, a), (1, b), (2, 3), (3, -3)] {
+                w[row * n as usize + j] = v as i8 as u8;
+            }
+        }
+        let (main, fix) = split_pairs(&w, k, n);
+        let worst = |p: [i32; 2]| {
+            let pos: i32 = p.iter().map(|v| 255 * v.max(&0)).sum();
+            let neg: i32 = p.iter().map(|v| 255 * (-v).max(0)).sum();
+            pos.max(neg)
+        };
+        let at = |v: &[u8], r: u64, j: u64| v[(r * n + j) as usize] as i8 as i32;
+        let mut split = 0;
+        for j in 0..n {
+            for r in 0..k {
+                assert_eq!(at(&main, r, j) + at(&fix, r, j), at(&w, r, j), "row {r} column {j}");
+            }
+            for r in [0, 2] {
+                for v in [&main, &fix] {
+                    assert!(worst([at(v, r, j), at(v, r + 1, j)]) <= i16::MAX as i32, "row {r} column {j}");
+                }
+                let whole = worst([at(&w, r, j), at(&w, r + 1, j)]) <= i16::MAX as i32;
+                assert_eq!(at(&fix, r, j) == 0 && at(&fix, r + 1, j) == 0, whole, "row {r} column {j}");
+                split += usize::from(!whole);
+            }
+        }
+        assert!(split > 0 && split < n as usize, "{split} of {n} pairs split");
+        let cb = 16;
+        let (steps, weights, offsets) = fix_steps(&fix, k, n, cb);
+        assert_eq!(offsets.len() as u64, n.div_ceil(cb) + 1);
+        for blk in 0..n.div_ceil(cb) {
+            let any = (blk * cb..((blk + 1) * cb).min(n)).any(|j| (0..k).any(|r| at(&fix, r, j) != 0));
+            let (from, to) = (offsets[blk as usize] as usize, offsets[blk as usize + 1] as usize);
+            assert_eq!(to - from, usize::from(any), "block {blk}");
+            for e in from..to {
+                assert_eq!(steps[e], 0);
+                for j in blk * cb..((blk + 1) * cb).min(n) {
+                    for r in 0..k {
+                        let got = weights[e * (cb * PACK) as usize + ((j - blk * cb) * PACK + r) as usize];
+                        assert_eq!(got as i8 as i32, at(&fix, r, j));
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn tiles_fit_sixteen_registers() {

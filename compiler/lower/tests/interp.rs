@@ -1602,7 +1602,7 @@ fn int8_packs_and_convolutions_on_every_dot_path() {
 }
 
 /// `int_matmul` (MatMulInteger with a u8 left operand) on every dot-product path (on
-/// AVX2 the full-range weights' halves): u8 weights (taken as i8 less 128) and i8 ones, one zero point or one per column,
+/// AVX2 full-range weights split into pairs that cannot saturate plus fix-up steps): u8 weights (taken as i8 less 128) and i8 ones, one zero point or one per column,
 /// columns that leave the last block part empty, `K` past a vector of bytes and not a
 /// whole number of them, and rows that are run-time dims (none, fewer than a row tile,
 /// several tiles and a remainder, past the 256 rows whose sums a task keeps), in
@@ -1647,8 +1647,8 @@ fn int8_matrix_products_on_every_dot_path_at_run_time_rows() {
             let kern = dlc_lower::lower("k", &node, &target).expect("ported").unwrap();
             let text = dlc_kir::print::kernel(&kern);
             assert_eq!(text.contains("vpdpbusd.512"), path == Int8Dot::Vnni512, "case {ci} {path:?}");
-            // Full-range weights: on AVX2 as two halves within +-64.
-            assert_eq!(text.contains(" = ashr "), path == Int8Dot::Avx2Pairs, "case {ci} {path:?}");
+            // Full-range weights on AVX2: the pairs on split weights, and fix-up steps.
+            assert_eq!(text.contains("fix_steps"), path == Int8Dot::Avx2Pairs, "case {ci} {path:?}");
             // Rows only the run knows count as many: pool tasks by runs of rows.
             assert!(text.contains("parallel"), "case {ci} {path:?}");
             for &(batch, rows) in sizes {
@@ -1666,6 +1666,37 @@ fn int8_matrix_products_on_every_dot_path_at_run_time_rows() {
             }
         }
     }
+}
+
+/// `int_matmul` on AVX2 with weights past +-63 whose pairs cannot saturate (each large
+/// weight beside a zero): the pairs alone, no fix-up steps, exact at the worst codes.
+#[test]
+fn int8_matrix_products_whose_large_weights_pair_with_zeros_need_no_fixes() {
+    use dlc_ir::ops::IntMatMul;
+    use dlc_lower::{Int8Dot, Target};
+    let (k, n) = (8u64, 24u64);
+    let w: Vec<u8> =
+        (0..k * n).map(|i| if (i / n) % 2 == 0 { [127i8, -128, 100][(i % 3) as usize] as u8 } else { 0 }).collect();
+    let b = TensorData::new(TensorType::fixed(DType::I8, &[k, n]), Arc::from(w)).unwrap();
+    let zp = TensorData::new(TensorType::fixed(DType::I8, &[]), Arc::from(vec![0u8])).unwrap();
+    let op: Op = IntMatMul {}.into();
+    let tys = [ty(DType::U8, &[s("M"), f(k)]), b.ty().clone(), TensorType::fixed(DType::U8, &[]), zp.ty().clone()];
+    let out = op.infer("n", &tys).unwrap();
+    let consts = [None, Some(&b), None, Some(&zp)];
+    let node = dlc_lower::Node { name: "n", op: &op, inputs: &tys, outputs: &out, consts: &consts, operand_max: &[] };
+    let target = Target { f32_lanes: 8, int8: Int8Dot::Avx2Pairs, pool: true };
+    let kern = dlc_lower::lower("k", &node, &target).expect("ported").unwrap();
+    let text = dlc_kir::print::kernel(&kern);
+    assert!(text.contains("pmadd.ub.sw") && !text.contains("fix_steps"), "{text}");
+    let a = TensorData::new(TensorType::fixed(DType::U8, &[3, k]), Arc::from(vec![255u8; (3 * k) as usize])).unwrap();
+    let azp = TensorData::new(TensorType::fixed(DType::U8, &[]), Arc::from(vec![0u8])).unwrap();
+    let xs = [a, b.clone(), azp, zp.clone()];
+    let fout = op.infer("n", &xs.iter().map(|x| x.ty().clone()).collect::<Vec<_>>()).unwrap();
+    let want = dlc_interp::eval(&op, &xs, &fout).unwrap();
+    let mut bufs: Vec<Vec<u8>> = xs.iter().map(|x| x.bytes().to_vec()).collect();
+    bufs.push(vec![0xAA; fout[0].size_bytes().unwrap() as usize]);
+    run_kernel(&kern, &mut bufs, &[("M".to_string(), 3)].into()).unwrap();
+    assert_eq!(bufs.last().unwrap(), want[0].bytes());
 }
 
 /// `patches` (im2col over u8 codes): strides, dilations, asymmetric padding that takes
