@@ -24,7 +24,7 @@
 //! are evaluated on the same operand values, only stored in another order); every
 //! applied rewrite leaves fewer transposes than it found.
 use crate::{Changed, Pass, PassCx, PassError};
-use dlc_ir::ops::Transpose;
+use dlc_ir::ops::{compose_perms, inverse_perm, is_identity_perm, Transpose};
 use dlc_ir::{Dim, Graph, NodeId, Op, TensorData, TensorType, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -215,9 +215,7 @@ impl Region {
 
     /// The composition of the region's permutation and a transpose `t` after it.
     fn composed(&self, g: &Graph, t: NodeId) -> Vec<usize> {
-        let q = perm_of(g, t).unwrap_or_default();
-        // t(region(x)): out[i] = mid[q[i]] = x[perm[q[i]]]
-        q.iter().map(|&i| self.perm[i]).collect()
+        compose_perms(&self.perm, &perm_of(g, t).unwrap_or_default())
     }
 
     /// Transposes removed less transposes put back (0 when a seed reads a value of the
@@ -230,26 +228,13 @@ impl Region {
         for (_, transposes, needs) in self.exits(g) {
             gain -= needs as i64;
             for t in transposes {
-                if is_identity(&self.composed(g, t)) {
+                if is_identity_perm(&self.composed(g, t)) {
                     gain += 1;
                 }
             }
         }
         gain
     }
-}
-
-fn is_identity(p: &[usize]) -> bool {
-    p.iter().enumerate().all(|(i, &x)| i == x)
-}
-
-/// The inverse permutation.
-fn inverse(p: &[usize]) -> Vec<usize> {
-    let mut inv = vec![0; p.len()];
-    for (i, &x) in p.iter().enumerate() {
-        inv[x] = i;
-    }
-    inv
 }
 
 /// A constant operand of a region op, in the layout before the transposes: aligned to
@@ -260,7 +245,7 @@ fn permuted_const(t: &TensorData, perm: &[usize]) -> Option<TensorData> {
     let mut aligned = vec![1u64; rank - dims.len()];
     aligned.extend(&dims);
     let aligned = TensorData::new(TensorType::fixed(t.ty().dtype, &aligned), t.bytes().into())?;
-    let inv = inverse(perm);
+    let inv = inverse_perm(perm);
     let op: Op = Transpose { perm: inv.iter().map(|&p| p as i64).collect() }.into();
     let out_dims: Vec<u64> = inv.iter().map(|&i| aligned.ty().shape.as_fixed().map(|d| d[i]).unwrap_or(1)).collect();
     let out = TensorType::fixed(t.ty().dtype, &out_dims);
@@ -304,7 +289,7 @@ fn apply(g: &mut Graph, r: &Region, order: &[NodeId]) -> Result<(), dlc_ir::IrEr
         for t in transposes {
             let q = r.composed(g, t);
             let out = Value { node: t, port: 0 };
-            if is_identity(&q) {
+            if is_identity_perm(&q) {
                 g.replace_uses(out, nv);
             } else {
                 let name = g.node(t).name.clone();

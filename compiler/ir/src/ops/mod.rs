@@ -33,8 +33,9 @@ pub use epilogue::Activation;
 pub use fused::{Arg, Fused, FusedStep};
 pub use linalg::{einsum_extents, parse_einsum, Attention, Einsum, Gemm, MatMul};
 pub use movement::{
-    Bind, BitCast, Compress, Concat, Flatten, Gather, GatherElements, Identity, Iota, Nms, NonZero, Pad, PadMode,
-    Reshape, ScatterElements, ScatterND, ScatterReduction, Slice, Strided, Transpose, Trilu, Unique, View,
+    compose_perms, inverse_perm, is_identity_perm, Bind, BitCast, Compress, Concat, Flatten, Gather, GatherElements,
+    Identity, Iota, Nms, NonZero, Pad, PadMode, Reshape, ScatterElements, ScatterND, ScatterReduction, Slice, Strided,
+    Transpose, Trilu, Unique, View,
 };
 pub use norm::{BatchNormalization, LayerNormalization, Softmax, SoftmaxMode};
 pub use quant::{range_quantization, IntMatMul, QConv, QuantPack, PACK};

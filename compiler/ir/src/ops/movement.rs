@@ -96,6 +96,26 @@ impl Transpose {
     }
 }
 
+/// One permutation for `first` then `then` (both in [`Transpose`]'s sense, `out[i] =
+/// in[p[i]]`): `out[i] = x[first[then[i]]]`.
+pub fn compose_perms(first: &[usize], then: &[usize]) -> Vec<usize> {
+    then.iter().map(|&i| first[i]).collect()
+}
+
+/// Whether permutation `p` moves nothing.
+pub fn is_identity_perm(p: &[usize]) -> bool {
+    p.iter().enumerate().all(|(i, &x)| i == x)
+}
+
+/// The permutation that undoes `p`.
+pub fn inverse_perm(p: &[usize]) -> Vec<usize> {
+    let mut inv = vec![0; p.len()];
+    for (i, &x) in p.iter().enumerate() {
+        inv[x] = i;
+    }
+    inv
+}
+
 impl Infer for Transpose {
     fn infer(&self, node: &str, inputs: &[TensorType]) -> Result<Vec<TensorType>, IrError> {
         let x = &inputs[0];

@@ -106,9 +106,8 @@ fn transpose_transpose(eg: &mut EGraph, id: Id) -> Vec<(Id, String)> {
         for (inner_op, inner_ch) in ops_of(eg, ch[0]) {
             let Op::Transpose(inner) = inner_op else { continue };
             let (p1, p2) = (outer.resolved_perm(rank), inner.resolved_perm(rank));
-            // out[i] = mid[p1[i]] = x[p2[p1[i]]]
-            let q: Vec<usize> = p1.iter().map(|&i| p2[i]).collect();
-            if q.iter().enumerate().all(|(i, &p)| i == p) {
+            let q = dlc_ir::ops::compose_perms(&p2, &p1);
+            if dlc_ir::ops::is_identity_perm(&q) {
                 out.push((inner_ch[0], String::new()));
             } else {
                 let t = Transpose { perm: q.iter().map(|&p| p as i64).collect() };
