@@ -34,6 +34,25 @@ fn c(v: u64) -> Expr {
     Expr::c(v as i64)
 }
 
+/// Tiles for the `rem` (< `np` <= 16) pixels at `at`: one tile of each binary digit of
+/// `rem`, largest first (`tile(b, offset, count)`), a few compiled tiles instead of one
+/// per remainder.
+fn binary_tiles(
+    b: &mut KernelBuilder,
+    np: u64,
+    rem: &Expr,
+    at: &Expr,
+    tile: &mut dyn FnMut(&mut KernelBuilder, Expr, u64),
+) {
+    for r in [8u64, 4, 2, 1].into_iter().filter(|&r| r < np) {
+        let set = ival(b, &rem.floor_div(&c(r)).modulo(&c(2)));
+        let one = b.i64(1);
+        let is = b.cmp(CmpOp::Eq, set, one);
+        let off = at + &(&rem.floor_div(&c(2 * r)) * &c(2 * r));
+        b.if_(is, |b| tile(b, off, r), |_| {});
+    }
+}
+
 /// Input value `xv` broadcast to `lanes` and multiplied into the `ws.len()` filter vectors, added
 /// to pixel `p`'s accumulators of a tile of `cnt` pixels (`accs[f * cnt + p]`).
 fn fma_broadcast(b: &mut KernelBuilder, lanes: u32, xv: ValId, ws: &[ValId], accs: &[u32], cnt: u64, p: u64) {
@@ -270,13 +289,13 @@ pub fn block_task(t: &Expr, oh: &Expr, blocks: u64, weights_outer: bool) -> (Exp
 /// returned) with window `g` for target `t`. Parameters: X, W (unread: the kernel
 /// carries its packed copy), the optional bias and residual, then Y.
 ///
-/// Run-time image dims keep the tiles: a row's pixels whose taps all lie in the image
-/// run as whole `NP`-pixel tiles in a loop of run-time count, then one tile of the
-/// run-time remainder (one compiled tile per remainder); the pixels whose taps reach
-/// into the padding (a constant number at the left, a run-time range at the right) run
-/// in whole tiles where there are enough of them (each kernel column tested once per
-/// tile: all inside, all outside, or each pixel checked), the rest one at a time with
-/// each tap's column checked at run time.
+/// Run-time image dims keep the tiles: a row runs as whole `NP`-pixel tiles in loops of
+/// run-time count, laid out as a known row's would be. The pixels whose taps reach into
+/// the left padding, rounded up to whole tiles, and the rest of the row after the last
+/// whole interior tile (the right padding's pixels among them) run as checked tiles:
+/// each kernel column tested once per tile (all inside, all outside, or each pixel
+/// checked), the remainder as one tile per binary digit (one compiled tile per digit,
+/// not per remainder); the interior tiles between them run unchecked.
 pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<Kernel, LowerError> {
     let weights = n
         .consts
@@ -335,11 +354,12 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
     let wi_known = known(&wi).unwrap_or(0);
     let inside = |ox: u64, kx: u64| (0..wi_known as i64).contains(&col(ox, kx));
 
-    // One tile: pixels ox0.. (`cnt` of them; `ox0c` is ox0 when it is a compile-time
-    // constant, which border tiles of known dims are) of the task's row and channel
-    // block. With `checked`, each tap's input column is checked at run time (a tap in
-    // the padding reads column 0 and contributes 0).
-    let tile = |b: &mut KernelBuilder, task: &Task, ox0: Expr, ox0c: Option<u64>, cnt: u64, checked: bool| {
+    // One tile: pixels ox0.. (`cnt` of them) of the task's row and channel block. With
+    // `taps_in` (border tiles whose taps' columns are known when compiling,
+    // `taps_in[p * kw + kx]`: whether pixel p's kernel column kx lies inside the row),
+    // the taps outside are left out; with `checked`, each tap's input column is checked
+    // at run time (a tap in the padding reads column 0 and contributes 0).
+    let tile = |b: &mut KernelBuilder, task: &Task, ox0: Expr, taps_in: Option<&[bool]>, cnt: u64, checked: bool| {
         let Ext { wi, ow, hw, ohw, .. } = &task.ext;
         let accs = zero_accumulators(b, vt, nf * cnt);
         let wblk = &task.blk * &c(taps * cb);
@@ -445,10 +465,8 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                     for kx in 0..kw {
                         let ws: Vec<ValId> = (0..nf).map(|f| b.load(vt, pw, &tap0 + &c(kx * cb + f * w), 4)).collect();
                         for p in 0..cnt {
-                            if let Some(o) = ox0c {
-                                if !inside(o + p, kx) {
-                                    continue;
-                                }
+                            if taps_in.is_some_and(|t| !t[(p * kw + kx) as usize]) {
+                                continue;
                             }
                             // row + kx*dx + p*sx - pl (>= 0: the tile is interior, or
                             // this tap inside the image, known when compiling).
@@ -553,10 +571,13 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
         let first = tiles.iter().position(interior).unwrap_or(tiles.len());
         let end = first + tiles[first..].iter().take_while(|t| interior(t)).count();
         let ntasks = known(&tasks).expect("known dims");
+        let taps_in = |ox0: u64, cnt: u64| -> Vec<bool> {
+            (0..cnt).flat_map(|p| (0..kw).map(move |kx| inside(ox0 + p, kx))).collect()
+        };
         par(&mut b, ntasks, flops, |b, tk| {
             let task = task_of(b, tk);
             for &(ox0, cnt) in &tiles[..first] {
-                tile(b, &task, c(ox0), Some(ox0), cnt, false);
+                tile(b, &task, c(ox0), Some(&taps_in(ox0, cnt)), cnt, false);
             }
             if end > first {
                 b.for_(c(first as u64), c(end as u64), LoopKind::Serial, |b, tt| {
@@ -564,48 +585,99 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                 });
             }
             for &(ox0, cnt) in &tiles[end..] {
-                tile(b, &task, c(ox0), Some(ox0), cnt, false);
+                tile(b, &task, c(ox0), Some(&taps_in(ox0, cnt)), cnt, false);
             }
         });
     } else {
-        // Run-time dims. Pixels [0, left) reach into the left padding, [right, ow) into
-        // the right padding (right = the first pixel whose last tap is past the row);
-        // between them whole tiles, then the remainder's tile.
+        // Run-time dims, laid out as a known row would be: whole tiles from the left,
+        // the last tile of the row ending at its end. The pixels whose taps reach into
+        // the left padding are a constant count, and which of their taps do is known
+        // when compiling: `lead` pixels (whole tiles) with those taps left out. The
+        // pixels whose taps reach into the right padding are the row's last few, and
+        // which of their taps do depends only on the residue r of (wi + pl + pr - span)
+        // modulo the stride (the last pixel's first column is wi + pr - span - r): the
+        // row's last `trail` pixels (whole tiles) compiled once per residue with those
+        // taps left out. Between them, whole tiles and the remainder as one tile per
+        // binary digit (one compiled tile per digit, not per remainder), all taps
+        // inside. A row too short for that layout (dilated windows over small maps,
+        // DeepLab's rates of 12-36 over a 28-pixel row) runs as checked tiles, each
+        // kernel column tested once per tile: all inside, all outside, or each pixel
+        // checked.
+        let pr = g.pad_end[1];
+        let span = (kw - 1) * dx + 1;
+        let lead = pl.div_ceil(sx).div_ceil(np) * np;
+        let trail = pr.div_ceil(sx).div_ceil(np) * np;
+        // Border tiles compiled (left, then right per residue); past a few the row
+        // takes the checked tiles only.
+        let layout = (lead + trail * sx) / np <= 4;
+        let left_in =
+            |ox0: u64| -> Vec<bool> { (0..np).flat_map(|p| (0..kw).map(move |kx| col(ox0 + p, kx) >= 0)).collect() };
+        // Pixel ow - 1 - j's column kx is wi + pr - span - r - j*sx + kx*dx: inside the
+        // row when that is below wi.
+        let right_in = |r: u64, ox0: u64| -> Vec<bool> {
+            (0..np)
+                .flat_map(|p| {
+                    let j = trail - 1 - (ox0 + p);
+                    (0..kw).map(move |kx| kx * dx + pr < span + r + j * sx)
+                })
+                .collect()
+        };
         let per_row = taps * m * 2;
         par_expr(&mut b, &tasks, per_row * nominal(&ow), |b, tk| {
             let task = task_of(b, tk);
-            let ow = &task.ext.ow;
-            let (left_end, right) = g.interior(1, &task.ext.wi, ow);
-            let [left_end, right] = [&left_end, &right].map(|e| crate::hoist(b, e));
-            // The border pixels in whole tiles (each kernel column tested once per tile),
-            // the rest one at a time.
-            let border = |b: &mut KernelBuilder, from: &Expr, to: &Expr| {
-                let whole = (to - from).floor_div(&c(np));
-                b.for_(c(0), whole.clone(), LoopKind::Serial, |b, tt| {
+            let ow = task.ext.ow.clone();
+            let wi = task.ext.wi.clone();
+            // Pixels [from, to) as checked tiles.
+            let checked = |b: &mut KernelBuilder, from: &Expr, to: &Expr| {
+                let span = to - from;
+                let tiles = crate::hoist(b, &span.floor_div(&c(np)));
+                b.for_(c(0), tiles.clone(), LoopKind::Serial, |b, tt| {
                     tile(b, &task, from + &(&tt * &c(np)), None, np, true)
                 });
-                b.for_(from + &(&whole * &c(np)), to.clone(), LoopKind::Serial, |b, ox| {
-                    tile(b, &task, ox, None, 1, true)
-                });
+                let rem_at = from + &(&tiles * &c(np));
+                binary_tiles(b, np, &span.modulo(&c(np)), &rem_at, &mut |b, at, r| tile(b, &task, at, None, r, true));
             };
-            border(b, &c(0), &left_end);
-            let span = &right - &left_end;
-            let whole = span.floor_div(&c(np));
-            b.for_(c(0), whole.clone(), LoopKind::Serial, |b, tt| {
-                tile(b, &task, &left_end + &(&tt * &c(np)), None, np, false)
-            });
-            // The remainder (< NP pixels) as tiles of its binary digits, largest first:
-            // a few compiled tiles instead of one per remainder.
-            let rem_at = &left_end + &(&whole * &c(np));
-            let rem = span.modulo(&c(np));
-            for r in (0..4).map(|k| 8u64 >> k).filter(|&r| r < np) {
-                let set = ival(b, &rem.floor_div(&c(r)).modulo(&c(2)));
-                let one = b.i64(1);
-                let is = b.cmp(CmpOp::Eq, set, one);
-                let at = &rem_at + &(&rem.floor_div(&c(2 * r)) * &c(2 * r));
-                b.if_(is, |b| tile(b, &task, at, None, r, false), |_| {});
+            let laid_out = |b: &mut KernelBuilder| {
+                for t in (0..lead).step_by(np as usize) {
+                    tile(b, &task, c(t), Some(&left_in(t)), np, false);
+                }
+                let tail = crate::hoist(b, &(&ow - &c(trail)));
+                let inner = &tail - &c(lead);
+                let whole = crate::hoist(b, &inner.floor_div(&c(np)));
+                b.for_(c(0), whole.clone(), LoopKind::Serial, |b, tt| {
+                    tile(b, &task, &c(lead) + &(&tt * &c(np)), None, np, false)
+                });
+                let rem_at = &c(lead) + &(&whole * &c(np));
+                binary_tiles(b, np, &inner.modulo(&c(np)), &rem_at, &mut |b, at, r| tile(b, &task, at, None, r, false));
+                if trail == 0 {
+                    return;
+                }
+                let right = |b: &mut KernelBuilder, r: u64| {
+                    for t in (0..trail).step_by(np as usize) {
+                        tile(b, &task, &tail + &c(t), Some(&right_in(r, t)), np, false);
+                    }
+                };
+                if sx == 1 {
+                    right(b, 0);
+                } else {
+                    let rv = ival(b, &(&(&wi + &c(pl + pr)) - &c(span)).modulo(&c(sx)));
+                    for r in 0..sx {
+                        let k = b.i64(r as i64);
+                        let is = b.cmp(CmpOp::Eq, rv, k);
+                        b.if_(is, |b| right(b, r), |_| {});
+                    }
+                }
+            };
+            if lead + trail == 0 {
+                laid_out(b);
+            } else if layout {
+                let owv = ival(b, &ow);
+                let need = b.i64((lead + trail) as i64);
+                let fits = b.cmp(CmpOp::Sge, owv, need);
+                b.if_(fits, laid_out, |b| checked(b, &c(0), &ow));
+            } else {
+                checked(b, &c(0), &ow);
             }
-            border(b, &right, ow);
         });
     }
     Ok(b.finish())
