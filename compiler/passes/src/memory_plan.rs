@@ -6,13 +6,14 @@
 //! first, at the lowest 64-byte-aligned offset free for the whole live range. A value
 //! that is a model output is written straight into the caller's output buffer.
 //!
-//! Sizes that depend on run-time dims are planned the same way, in regions after the
-//! fixed ones: a value of `c * K` bytes, where `K` is an expression of the symbols whose
-//! coefficients share no factor (`N`, `N*S`) and `c` a constant, goes into the region of
-//! `K`, planned with `c` bytes per unit of `K`. Every offset in that region is a multiple
-//! of `K`, so the layout that holds for one unit holds for every value of the dims; the
-//! region starts after the fixed arena and the regions before it, each scaled by its
-//! own `K` at run time.
+//! Sizes that depend on run-time dims go in regions after the fixed arena, each an
+//! expression `K` of the symbols times a constant, laid out one of two ways (the one
+//! smaller with every symbol at 224 is kept, `unit_regions` and `slot_regions`):
+//! by unit, a value of `c * K` bytes in the region of `K`, packed as fixed values are
+//! with `c` bytes per unit of `K` (every offset a multiple of `K`, so the layout that
+//! holds for one unit holds for every value of the dims); or in slots, regions of one
+//! unit whose `K` is the maximum of the sizes of the values that take turns in it
+//! (values of different sizes share bytes, a CNN's layers at each of its scales).
 //!
 //! Views cost nothing: the result of a Reshape, Flatten, Identity or Bind (row-major data is
 //! unchanged) lives where its operand lives, and its uses extend the operand's live
@@ -44,11 +45,12 @@ pub enum Location {
     },
 }
 
-/// A region of the arena for values whose sizes are multiples of one expression `K`
-/// of run-time dims.
+/// A region of the arena for values whose sizes depend on run-time dims: `size` units
+/// of an expression `K` of them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Region {
-    /// `K`: an expression over symbols whose coefficients share no factor.
+    /// `K`: an expression over symbols whose coefficients share no factor (regions by
+    /// unit), or a slot's size in bytes (the maximum of its values' sizes; `size` 1).
     pub unit: Expr,
     /// The region's size in units of `K`.
     pub size: u64,
@@ -216,6 +218,137 @@ fn units_of(e: Expr) -> (u64, Expr) {
     (g as u64, e.floor_div(&Expr::c(g)))
 }
 
+/// An arena value whose size depends on run-time dims.
+struct Symbolic {
+    v: Value,
+    /// Its size in bytes.
+    bytes: Expr,
+    /// [`nominal_bytes`] of it.
+    nominal: u64,
+    def: usize,
+    last: usize,
+}
+
+/// The dim every symbol takes where the plan compares sizes that depend on run-time dims
+/// (which value is larger, which layout is smaller): an ImageNet-sized image, a
+/// 224-token sequence, a batch of 224 (the plan holds at every value; only how
+/// compact it is depends on this).
+const NOMINAL_DIM: i64 = 224;
+
+/// `e` with every symbol at [`NOMINAL_DIM`] (`u64::MAX` where that does not evaluate).
+fn nominal_bytes(e: &Expr) -> u64 {
+    let mut names = Vec::new();
+    e.symbols(&mut names);
+    let env: std::collections::BTreeMap<String, i64> = names.into_iter().map(|n| (n, NOMINAL_DIM)).collect();
+    e.eval(&env).map_or(u64::MAX, |v| v.max(0) as u64)
+}
+
+/// The size of a value of type `t` in bytes.
+fn value_bytes(t: &TensorType) -> Expr {
+    t.shape.0.iter().fold(Expr::c(t.dtype.size() as i64), |a, d| &a * &d.expr())
+}
+
+/// Greedy placement of `(size, def, last)` values (largest first: the caller sorts),
+/// each at the lowest 64-byte-aligned offset free for its whole live range: the offsets
+/// and the bytes they span.
+fn pack(items: impl Iterator<Item = (u64, usize, usize)>) -> (Vec<u64>, u64) {
+    let mut placed: Vec<(u64, u64, usize, usize)> = Vec::new();
+    let mut total = 0;
+    let offsets = items
+        .map(|(size, def, last)| {
+            let size_al = size.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
+            let mut conflicts: Vec<(u64, u64)> =
+                placed.iter().filter(|p| p.2 <= last && def <= p.3).map(|p| (p.0, p.0 + p.1)).collect();
+            conflicts.sort();
+            let mut offset = 0;
+            for (lo, hi) in conflicts {
+                if offset + size_al <= lo {
+                    break;
+                }
+                offset = offset.max(hi.div_ceil(ARENA_ALIGN) * ARENA_ALIGN);
+            }
+            placed.push((offset, size_al, def, last));
+            total = total.max(offset + size_al);
+            offset
+        })
+        .collect();
+    (offsets, total)
+}
+
+/// Regions by unit: a value of `c * K` bytes, where `K` is an expression of the symbols
+/// whose coefficients share no factor (`N`, `N*S`) and `c` a constant, goes into the
+/// region of `K`, packed with `c` bytes per unit of `K`. Every offset in that region is a
+/// multiple of `K`, so the layout that holds for one unit holds for every value of the
+/// dims. Values of one unit share bytes as fixed ones do; values of two never.
+fn unit_regions(values: &[Symbolic]) -> (Vec<Region>, Vec<Location>) {
+    let units: Vec<(u64, Expr)> = values.iter().map(|s| units_of(s.bytes.clone())).collect();
+    let mut distinct: Vec<&Expr> = Vec::new();
+    for (_, u) in &units {
+        if !distinct.contains(&u) {
+            distinct.push(u);
+        }
+    }
+    let mut locs = vec![Location::Arena(0); values.len()];
+    let regions = distinct
+        .iter()
+        .enumerate()
+        .map(|(r, &unit)| {
+            let members: Vec<usize> = (0..values.len()).filter(|&i| units[i].1 == *unit).collect();
+            let mut order = members.clone();
+            order.sort_by(|&a, &b| units[b].0.cmp(&units[a].0).then(values[a].def.cmp(&values[b].def)));
+            let (offsets, size) = pack(order.iter().map(|&i| (units[i].0, values[i].def, values[i].last)));
+            for (&i, off) in order.iter().zip(offsets) {
+                locs[i] = Location::Scaled { region: r as u32, offset: off };
+            }
+            Region { unit: unit.clone(), size }
+        })
+        .collect();
+    (regions, locs)
+}
+
+/// Slots: each value goes into a slot whose values' live ranges it does not overlap
+/// (the smallest at the nominal dims that is at least as large, else the largest), or
+/// a new one; a slot's size is the maximum of its values' sizes, 64-byte aligned, and
+/// is a region of one unit. Values of different shapes share bytes (a CNN's layers at
+/// each scale, whose sizes are different expressions of the image dims) at the price
+/// of each slot holding one value at a time. `values` come largest first.
+fn slot_regions(values: &[Symbolic]) -> (Vec<Region>, Vec<Location>) {
+    /// A slot: its size in bytes, that at the nominal dims, and its values' live ranges.
+    struct Slot {
+        bytes: Expr,
+        nominal: u64,
+        lives: Vec<(usize, usize)>,
+    }
+    let mut slots: Vec<Slot> = Vec::new();
+    let a = Expr::c(ARENA_ALIGN as i64);
+    let locs = values
+        .iter()
+        .map(|s| {
+            let free = |slot: &Slot| slot.lives.iter().all(|&(d, l)| l < s.def || s.last < d);
+            let fits = (0..slots.len())
+                .filter(|&i| free(&slots[i]) && slots[i].nominal >= s.nominal)
+                .min_by_key(|&i| slots[i].nominal);
+            let pick = fits.or_else(|| (0..slots.len()).filter(|&i| free(&slots[i])).max_by_key(|&i| slots[i].nominal));
+            let bytes = &(&s.bytes + &Expr::c(ARENA_ALIGN as i64 - 1)).floor_div(&a) * &a;
+            let i = match pick {
+                Some(i) => {
+                    let slot = &mut slots[i];
+                    slot.bytes = slot.bytes.max_with(&bytes);
+                    slot.nominal = slot.nominal.max(s.nominal);
+                    slot.lives.push((s.def, s.last));
+                    i
+                }
+                None => {
+                    slots.push(Slot { bytes, nominal: s.nominal, lives: vec![(s.def, s.last)] });
+                    slots.len() - 1
+                }
+            };
+            Location::Scaled { region: i as u32, offset: 0 }
+        })
+        .collect();
+    (slots.into_iter().map(|s| Region { unit: s.bytes, size: 1 }).collect(), locs)
+}
+
 /// Builds the plan.
 pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
     let order = g.topo_order()?;
@@ -269,10 +402,10 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
         let owner = root.get(v).copied().unwrap_or(*v);
         last_use.insert(owner, order.len());
     }
-    // Live ranges of arena values: [definition step, last use step], and their regions
-    // (by unit; the fixed one first).
-    let mut ranges: Vec<(Value, u64, usize, usize, usize)> = Vec::new();
-    let mut units: Vec<Expr> = vec![Expr::c(1)];
+    // Live ranges of arena values: [definition step, last use step]; fixed sizes in
+    // the fixed arena, sizes that depend on run-time dims in regions after it.
+    let mut fixed: Vec<(Value, u64, usize, usize)> = Vec::new();
+    let mut symbolic: Vec<Symbolic> = Vec::new();
     for &id in &order {
         let node = g.node(id);
         if let Op::Const(_) = node.op {
@@ -288,50 +421,36 @@ pub fn plan_memory(g: &Graph) -> Result<MemoryPlan, dlc_ir::IrError> {
                 continue;
             }
             let last = last_use.get(&v).copied().unwrap_or(step[&id]);
-            let (size, unit) = match bounds.get(&v) {
+            let bytes = match bounds.get(&v) {
                 // Dims computed from tensor values: planned at their bound.
-                Some(n) => units_of(&Expr::c(g.value_type(v).dtype.size() as i64) * n),
-                None => size_units(g.value_type(v)),
+                Some(n) => &Expr::c(g.value_type(v).dtype.size() as i64) * n,
+                None => value_bytes(g.value_type(v)),
             };
-            let region = match units.iter().position(|u| *u == unit) {
-                Some(r) => r,
-                None => {
-                    units.push(unit);
-                    units.len() - 1
-                }
-            };
-            ranges.push((v, size, step[&id], last, region));
-        }
-    }
-    ranges.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
-    // Per region (0: the fixed one): offset, size, def, last of what is placed.
-    let mut placed: Vec<Vec<(u64, u64, usize, usize)>> = vec![Vec::new(); units.len()];
-    let mut sizes = vec![0u64; units.len()];
-    let mut unshared_bytes = 0;
-    for (v, size, def, last, region) in ranges {
-        let size_al = size.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
-        if region == 0 {
-            unshared_bytes += size_al;
-        }
-        let mut conflicts: Vec<(u64, u64)> =
-            placed[region].iter().filter(|p| p.2 <= last && def <= p.3).map(|p| (p.0, p.0 + p.1)).collect();
-        conflicts.sort();
-        let mut offset = 0;
-        for (lo, hi) in conflicts {
-            if offset + size_al <= lo {
-                break;
+            match bytes.as_const() {
+                Some(c) => fixed.push((v, c.max(0) as u64, step[&id], last)),
+                None => symbolic.push(Symbolic { v, nominal: nominal_bytes(&bytes), bytes, def: step[&id], last }),
             }
-            offset = offset.max(hi.div_ceil(ARENA_ALIGN) * ARENA_ALIGN);
         }
-        placed[region].push((offset, size_al, def, last));
-        sizes[region] = sizes[region].max(offset + size_al);
-        let loc =
-            if region == 0 { Location::Arena(offset) } else { Location::Scaled { region: region as u32 - 1, offset } };
-        locations.insert(v, loc);
     }
-    let mut arena_bytes = sizes[0];
-    let mut regions: Vec<Region> =
-        units.into_iter().zip(sizes).skip(1).map(|(unit, size)| Region { unit, size }).collect();
+    fixed.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
+    let (offsets, mut arena_bytes) = pack(fixed.iter().map(|f| (f.1, f.2, f.3)));
+    let unshared_bytes = fixed.iter().map(|f| f.1.div_ceil(ARENA_ALIGN) * ARENA_ALIGN).sum();
+    for (f, off) in fixed.iter().zip(offsets) {
+        locations.insert(f.0, Location::Arena(off));
+    }
+    symbolic.sort_by(|a, b| b.nominal.cmp(&a.nominal).then(a.def.cmp(&b.def)).then(a.v.cmp(&b.v)));
+    // Two layouts for them, the one smaller at the nominal dims kept: regions by unit
+    // (values of one unit share by offsets, values of two units never), or slots
+    // (values of any sizes share a slot whose size is their maximum, one at a time).
+    let by_unit = unit_regions(&symbolic);
+    let slots = slot_regions(&symbolic);
+    let nominal = |r: &(Vec<Region>, Vec<Location>)| -> u64 {
+        r.0.iter().map(|g| nominal_bytes(&g.unit).saturating_mul(g.size)).fold(0u64, u64::saturating_add)
+    };
+    let (mut regions, locs) = if nominal(&slots) < nominal(&by_unit) { slots } else { by_unit };
+    for (s, l) in symbolic.iter().zip(locs) {
+        locations.insert(s.v, l);
+    }
     // Each loop's workspace: after the fixed arena when its size is known, else in a
     // region of its own after the others.
     let (mut loops, mut ifs) = (HashMap::new(), HashMap::new());
@@ -463,5 +582,46 @@ mod tests {
             plan.offset_expr(lb).unwrap(),
             &Expr::c(plan.arena_bytes as i64) + &Expr::sym("N").scale(span(lb, 0).0 as i64)
         );
+    }
+
+    #[test]
+    fn values_of_different_run_time_sizes_share_slots() {
+        use dlc_ir::{Dim, Shape};
+        use std::collections::BTreeMap;
+        // Two chains over inputs of run-time sizes N and M (two units, as a CNN's scales
+        // are): each chain's two temporaries are live together, the chains one after
+        // the other. Regions by unit need 128 bytes per N plus 128 per M; two slots
+        // of max(64 N, 64 M) each hold one value of each chain.
+        let mut g = Graph::new("scales");
+        let row = |s: &str| TensorType { dtype: DType::F32, shape: Shape(vec![Dim::sym(s), Dim::Fixed(16)]) };
+        let x = g.add_input("x", row("N"));
+        let y = g.add_input("y", row("M"));
+        let a = g.add_node("a", Relu {}, &[x]).unwrap()[0];
+        let a2 = g.add_node("a2", Relu {}, &[a]).unwrap()[0];
+        let a3 = g.add_node("a3", dlc_ir::ops::Add {}, &[a, a2]).unwrap()[0];
+        let b = g.add_node("b", Relu {}, &[y]).unwrap()[0];
+        let b2 = g.add_node("b2", Relu {}, &[b]).unwrap()[0];
+        let b3 = g.add_node("b3", dlc_ir::ops::Add {}, &[b, b2]).unwrap()[0];
+        g.add_output("p", a3);
+        g.add_output("q", b3);
+        let plan = plan_memory(&g).unwrap();
+        assert_eq!(plan.regions.len(), 2, "{:?}", plan.regions);
+        assert!(plan.regions.iter().all(|r| r.size == 1));
+        // At any dims, values live together never overlap, and all lie in the arena.
+        for (n, m) in [(1, 1), (3, 1000), (1000, 3), (7, 7)] {
+            let env: BTreeMap<String, i64> = [("N".to_string(), n), ("M".to_string(), m)].into();
+            let span = |v: Value, rows: i64| {
+                let at = plan.offset_expr(plan.loc(v)).unwrap().eval(&env).unwrap();
+                (at, at + rows * 64)
+            };
+            let arena = plan.arena_expr().eval(&env).unwrap();
+            for (p, q, rows) in [(a, a2, n), (b, b2, m)] {
+                let (sp, sq) = (span(p, rows), span(q, rows));
+                assert!(sp.1 <= sq.0 || sq.1 <= sp.0, "{sp:?} {sq:?} at N={n} M={m}");
+                assert!(sp.1 <= arena && sq.1 <= arena);
+                assert_eq!(sp.0 % ARENA_ALIGN as i64, 0);
+            }
+            assert_eq!(arena, 2 * 64 * n.max(m), "at N={n} M={m}");
+        }
     }
 }
