@@ -6,7 +6,8 @@
 //! stacked and the element (or each element of the new order) is a Gather by an index
 //! computed from the position (checked at run time like any Gather index); a position
 //! given at run time over elements of different shapes is refused (the result's shape
-//! would depend on it). SequenceMap imports its body once per element; If and Loop over
+//! would depend on it). SequenceMap imports its body once per element (over sequences
+//! whose length only the run knows, [`RunSeq`], it is a Scan over their rows); If and Loop over
 //! sequences are `control::sequence_if` and `control::unrolled_loop`. A model input or
 //! output that is a sequence is one input or output per element (`import.rs`,
 //! docs/sequences.md).
@@ -769,11 +770,25 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                 cx.add1(&format!("part{j}"), op, &[x])
             };
             let parts = match split {
+                None if t.shape.0[a].fixed().is_none() => {
+                    // Slices of 1 of a run-time dim: as many elements as the run says,
+                    // each of one shape (the axis moved first, kept as 1 or dropped).
+                    let r = t.shape.rank();
+                    let mut perm: Vec<i64> = vec![a as i64];
+                    perm.extend((0..r as i64).filter(|&i| i != a as i64));
+                    let rows = cx.add1("rows", dlc_ir::ops::Transpose { perm }, &[x])?;
+                    let mut dims: Vec<String> = t.shape.0.iter().map(|d| d.expr().to_string()).collect();
+                    let n = dims.remove(a);
+                    if keepdims {
+                        dims.insert(a, "1".into());
+                    }
+                    dims.insert(0, n);
+                    let data = cx.add1("elements", dlc_ir::ops::View { dims: dims.join(";") }, &[rows])?;
+                    return Ok(vec![Out::RunSeq(uniform(cx, data, "elements")?)]);
+                }
                 None => {
                     // Slices of 1; without keepdims the axis is dropped.
-                    let n = t.shape.0[a]
-                        .fixed()
-                        .ok_or_else(|| format!("splitting run-time dim {} of {t}", t.shape.0[a]))?;
+                    let n = t.shape.0[a].fixed().ok_or("internal: a run-time dim")?;
                     let mut out = Vec::with_capacity(n as usize);
                     for j in 0..n as usize {
                         let p = slice(cx, j, j as i64, 1)?;
@@ -824,7 +839,10 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             };
             vec![Out::Seq(parts)]
         }
-        "SequenceMap" => map(cx)?.into_iter().map(Out::Seq).collect(),
+        "SequenceMap" => match map_run(cx)? {
+            Some(outs) => outs,
+            None => map(cx)?.into_iter().map(Out::Seq).collect(),
+        },
         "Loop" => super::control::unrolled_loop(cx)?,
         "If" => super::control::sequence_if(cx)?,
         other => return Err(format!("internal: {other} is not a sequence op")),
@@ -946,6 +964,94 @@ fn map(cx: &mut NodeCx) -> Result<Vec<Vec<Value>>, String> {
         }
     }
     Ok(outs)
+}
+
+/// The sequence whose elements are the rows of `data` (`T[n, dims...]`), all of one shape.
+fn uniform(cx: &mut NodeCx, data: Value, name: &str) -> Result<RunSeq, String> {
+    let t = cx.ty(data);
+    let dims: Vec<dlc_ir::Expr> = t.shape.0.iter().map(dlc_ir::Dim::expr).collect();
+    let r = dims.len() - 1;
+    let row = match r {
+        0 => cx.i64_const(&[1, 0], &[])?,
+        _ => {
+            let sv = super::shapes::ShapeVal { elems: dims[1..].to_vec(), scalar: false };
+            let d = super::shapes::shape_tensor(cx, &sv, &format!("{name}_dims"))?;
+            cx.add1(&format!("{name}_dims_row"), Reshape { shape: vec![1, r as i64], allowzero: false }, &[d])?
+        }
+    };
+    let shapes =
+        super::shapes::expand_to(cx, row, &[dims[0].clone(), dlc_ir::Expr::c(r as i64)], &format!("{name}_shapes"))?;
+    Ok(RunSeq { data, shapes, ragged: vec![false; r], lacking: 0 })
+}
+
+/// SequenceMap over sequences whose length only the run knows (a SplitToSequence of a
+/// run-time dim, a Loop's appends): a Scan over their stacked elements, the body's tensor
+/// operands read from outside it. Each output is the sequence of the body's results,
+/// which must have one shape for every element (a Scan's outputs are stacked). `None`
+/// when no operand is such a sequence.
+fn map_run(cx: &mut NodeCx) -> Result<Option<Vec<Out>>, String> {
+    use crate::export::{attr, A};
+    use onnx_protobuf::{AttributeProto, NodeProto};
+    let names = cx.node.input.clone();
+    if !names.iter().any(|n| cx.imp.run_sequences.contains_key(n)) {
+        return Ok(None);
+    }
+    let body = super::control::branch(cx, "body")?.clone();
+    if body.input.len() != names.len() {
+        return Err(format!("the body takes {} inputs, the node gives {}", body.input.len(), names.len()));
+    }
+    let base = format!("{}::", cx.name);
+    let mut g = body.clone();
+    g.input.clear();
+    let (mut pre, mut scans) = (Vec::new(), Vec::new());
+    for (i, (name, input)) in names.iter().zip(&body.input).enumerate() {
+        if let Some(s) = cx.imp.run_sequences.get(name).cloned() {
+            s.one_rank("SequenceMap")?;
+            if !s.uniform() {
+                return Err(format!(
+                    "input {i} ('{name}') holds elements of different shapes (known only when the model runs); \
+                     SequenceMap maps such a sequence only when its length is known at import"
+                ));
+            }
+            let stacked = format!("{base}elements{i}");
+            cx.imp.values.insert(stacked.clone(), s.data);
+            scans.push(stacked);
+            g.input.push(input.clone());
+        } else if cx.imp.sequences.contains_key(name) {
+            return Err(format!(
+                "input {i} ('{name}') is a sequence of known length and another input one whose length only the run \
+                 knows; SequenceMap takes sequences of one kind"
+            ));
+        } else {
+            // A tensor operand: the body reads it from outside.
+            let mut n = NodeProto::new();
+            n.op_type = "Identity".into();
+            n.name = format!("{base}operand{i}");
+            n.input = vec![name.clone()];
+            n.output = vec![input.name.clone()];
+            pre.push(n);
+        }
+    }
+    pre.append(&mut g.node);
+    g.node = pre;
+    let outs: Vec<String> = (0..body.output.len()).map(|k| format!("{base}results{k}")).collect();
+    let mut scan = NodeProto::new();
+    scan.op_type = "Scan".into();
+    scan.name = format!("{base}scan");
+    scan.input = scans.clone();
+    scan.output = outs.clone();
+    let mut b = AttributeProto::new();
+    b.name = "body".into();
+    b.g = protobuf::MessageField::some(g);
+    b.type_ = onnx_protobuf::attribute_proto::AttributeType::GRAPH.into();
+    scan.attribute = vec![b, attr("num_scan_inputs", A::I(scans.len() as i64))];
+    super::control::import_at(cx, &[scan], Some(9))?;
+    let mut results = Vec::with_capacity(outs.len());
+    for (k, o) in outs.iter().enumerate() {
+        let v = cx.imp.lookup(o)?;
+        results.push(Out::RunSeq(uniform(cx, v, &format!("results{k}"))?));
+    }
+    Ok(Some(results))
 }
 
 /// Whether node `cx` works on sequences (a sequence op, or Identity of a sequence).
