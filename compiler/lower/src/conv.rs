@@ -74,10 +74,8 @@ pub fn conv(name: &str, n: &Node, op: &Conv) -> Result<Kernel, LowerError> {
     let mut params = vec![Access::Read; n.inputs.len()];
     params.push(Access::Write);
     let mut b = KernelBuilder::new(name, &params);
-    // Work at a nominal extent of 64 where a dim is a run-time one.
-    let at = |e: &Expr| e.as_const().unwrap_or(64).max(0) as u64;
-    let flops = 2 * at(&batch) * m * cg * kh * kw * at(&oh) * at(&ow);
-    par_expr(&mut b, &(&batch * &c(m)), flops, |b, plane| {
+    let per = (&oh * &ow).scale((2 * cg * kh * kw) as i64);
+    par_expr(&mut b, &(&batch * &c(m)), &per, |b, plane| {
         // Run-time extents computed once per plane (constants stay constants).
         let [h, wd, oh, ow] = [&h, &wd, &oh, &ow].map(|e| crate::hoist(b, e));
         let plane_size = &oh * &ow;

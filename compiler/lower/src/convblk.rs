@@ -622,8 +622,7 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                 })
                 .collect()
         };
-        let per_row = taps * m * 2;
-        par_expr(&mut b, &tasks, per_row * nominal(&ow), |b, tk| {
+        par_expr(&mut b, &tasks, &ow.scale((taps * cb * 2) as i64), |b, tk| {
             let task = task_of(b, tk);
             let ow = task.ext.ow.clone();
             let wi = task.ext.wi.clone();

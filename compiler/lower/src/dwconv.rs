@@ -70,9 +70,8 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
     let even: Vec<u32> = (0..w).map(|k| 2 * k).collect();
 
     let (has_bias, has_res, py, mut b) = crate::conv1x1::conv_builder(name, n);
-    let at = |e: &Expr| e.as_const().unwrap_or(64).max(0) as u64;
-    let work = 2 * kh * kw * at(&oh) * at(&ow);
-    par_expr(&mut b, &(&batch * &c(ch)), work, |b, plane| {
+    let per = (&oh * &ow).scale((2 * kh * kw) as i64);
+    par_expr(&mut b, &(&batch * &c(ch)), &per, |b, plane| {
         let [h, wi, oh, ow] = [&h, &wi, &oh, &ow].map(|e| hoist(b, e));
         // The first pixel whose taps leave the row; at stride 2 also the first whose
         // vector's second load (2w elements from its first tap) would read one element

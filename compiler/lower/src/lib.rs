@@ -202,14 +202,27 @@ pub fn hoist(b: &mut KernelBuilder, e: &Expr) -> Expr {
     Expr::val(b.index(e.clone()))
 }
 
-/// [`par`] over `n` iterations where `n` may be a run-time extent: a constant `n` is
-/// [`par`] with `work` (at the constant); a run-time one runs each iteration as a
-/// pool task, for kernels whose iterations are large (a plane of run-time size).
-pub fn par_expr(b: &mut KernelBuilder, n: &Expr, work: u64, body: impl FnOnce(&mut KernelBuilder, Expr)) {
-    match n.as_const() {
-        Some(k) => par(b, k.max(0) as u64, work, body),
-        None => b.for_(Expr::c(0), n.clone(), LoopKind::Parallel, body),
+/// [`par`] over `n` iterations where `n` or the work of one iteration, `per`, may be
+/// run-time extents: constants are [`par`]; otherwise the same decision is taken when
+/// the kernel runs, from the extents: one task below [`PAR_MIN_WORK`] in all (the loop
+/// runs on the caller's thread, no pool), else tasks of about [`TASK_WORK`] of whole
+/// iterations (a late CNN layer of a few pixels is one task, as its pinned kernel is).
+pub fn par_expr(b: &mut KernelBuilder, n: &Expr, per: &Expr, body: impl FnOnce(&mut KernelBuilder, Expr)) {
+    let c = |v: u64| Expr::c(v as i64);
+    if let (Some(k), Some(w)) = (n.as_const(), per.as_const()) {
+        let k = k.max(0) as u64;
+        return par(b, k, k.saturating_mul(w.max(0) as u64), body);
     }
+    let total = n * per;
+    let big = total.floor_div(&c(PAR_MIN_WORK)).min_with(&c(1));
+    let tasks = (&big * &total.floor_div(&c(TASK_WORK)).min_with(n)).max_with(&c(1));
+    let each = (&(n + &tasks) - &c(1)).floor_div(&tasks).max_with(&c(1));
+    let count = (&(n + &each) - &c(1)).floor_div(&each);
+    b.for_(c(0), count, LoopKind::Parallel, |b, t| {
+        let lo = &t * &each;
+        let hi = (&lo + &each).min_with(n);
+        b.for_(lo, hi, LoopKind::Serial, body)
+    })
 }
 
 /// Work (about one flop per unit) below which a kernel's outer loop stays serial.

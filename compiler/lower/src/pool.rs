@@ -162,10 +162,9 @@ pub fn pool(name: &str, n: &Node, g: &Window, kind: Pool, form: Form) -> Result<
             point(b, g, kind, [&h, &w, oh, ow], [i[0].clone(), i[1].clone(), i[2].clone()])
         }),
         Form::Tasks => {
-            let at = |e: &Expr| e.as_const().unwrap_or(64).max(0) as u64;
-            let work = at(&planes) * at(oh) * at(ow) * g.kernel[0] * g.kernel[1];
+            let per = (oh * ow).scale((g.kernel[0] * g.kernel[1]) as i64);
             let run_time = g.fixed().is_none();
-            par_expr(&mut b, &planes, work, |b, pl| {
+            par_expr(&mut b, &planes, &per, |b, pl| {
                 // Run-time extents computed once per plane (constants stay constants).
                 let [h, w, oh, ow] = [&h, &w, oh, ow].map(|e| crate::hoist(b, e));
                 if !run_time {
@@ -256,10 +255,7 @@ pub fn global_avgpool(name: &str, n: &Node, form: Form) -> Result<Kernel, LowerE
     };
     match form {
         Form::Elements => b.nest(&[planes], LoopKind::Each, |b, i| plane(b, i[0].clone())),
-        Form::Tasks => {
-            let at = |e: &Expr| e.as_const().unwrap_or(4096).max(0) as u64;
-            par_expr(&mut b, &planes, at(&planes) * at(&size), plane)
-        }
+        Form::Tasks => par_expr(&mut b, &planes, &size, plane),
     }
     Ok(b.finish())
 }

@@ -903,10 +903,9 @@ pub fn patches(name: &str, n: &Node, op: &dlc_ir::ops::Patches) -> Result<Kernel
     let taps = ch * kh * kw;
     let row_len = taps + op.row_pad.max(0) as u64;
     let rows = &x.shape.0[0].expr() * &g.output[0];
-    let work = rows.as_const().map_or(u64::MAX, |r| (r.max(0) as u64).saturating_mul(taps * 8));
     let byte = Ty { elem: Elem::I8, lanes: 1 };
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
-    crate::par_expr(&mut b, &rows, work, |b, t| {
+    crate::par_expr(&mut b, &rows, &Expr::c((taps * 8) as i64), |b, t| {
         let [h, w, oh, ow] = hoisted_extents(b, &g);
         let pad = b.load(byte, 1, c(0), 1);
         let (img, oy) = (t.floor_div(&oh), t.modulo(&oh));
@@ -975,7 +974,6 @@ fn patches_nhwc(name: &str, n: &Node, g: &dlc_ir::ops::Window, ch: u64, row_pad:
     let taps = ch * kh * kw;
     let row_len = taps + row_pad;
     let rows = &x.shape.0[0].expr() * &g.output[0];
-    let work = rows.as_const().map_or(u64::MAX, |r| (r.max(0) as u64).saturating_mul(taps));
     let mut chunks = Vec::new();
     let mut at = 0;
     for lanes in [32, 16, 8, 4, 2, 1] {
@@ -985,7 +983,7 @@ fn patches_nhwc(name: &str, n: &Node, g: &dlc_ir::ops::Window, ch: u64, row_pad:
         }
     }
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Read, Access::Write]);
-    crate::par_expr(&mut b, &rows, work, |b, t| {
+    crate::par_expr(&mut b, &rows, &Expr::c(taps as i64), |b, t| {
         let [h, w, oh, ow] = hoisted_extents(b, g);
         let pad = b.load(Ty { elem: Elem::I8, lanes: 1 }, 1, c(0), 1);
         let pads: Vec<ValId> =
