@@ -628,13 +628,13 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
             let wi = task.ext.wi.clone();
             // Pixels [from, to) as checked tiles.
             let checked = |b: &mut KernelBuilder, from: &Expr, to: &Expr| {
-                let span = to - from;
-                let tiles = crate::hoist(b, &span.floor_div(&c(np)));
+                let count = to - from;
+                let tiles = crate::hoist(b, &count.floor_div(&c(np)));
                 b.for_(c(0), tiles.clone(), LoopKind::Serial, |b, tt| {
                     tile(b, &task, from + &(&tt * &c(np)), None, np, true)
                 });
                 let rem_at = from + &(&tiles * &c(np));
-                binary_tiles(b, np, &span.modulo(&c(np)), &rem_at, &mut |b, at, r| tile(b, &task, at, None, r, true));
+                binary_tiles(b, np, &count.modulo(&c(np)), &rem_at, &mut |b, at, r| tile(b, &task, at, None, r, true));
             };
             let laid_out = |b: &mut KernelBuilder| {
                 for t in (0..lead).step_by(np as usize) {

@@ -149,7 +149,6 @@ fn align(e: &Expr) -> Expr {
 pub fn loop_layout(l: &dlc_ir::ops::Loop) -> Result<LoopLayout, dlc_ir::IrError> {
     let g = &*l.body.0;
     let plan = plan_memory(g)?;
-    let bytes_of = |t: &TensorType| t.shape.0.iter().fold(Expr::c(t.dtype.size() as i64), |a, d| &a * &d.expr());
     let mut at = Expr::c(0);
     let mut take = |size: Expr| {
         let here = at.clone();
@@ -161,9 +160,9 @@ pub fn loop_layout(l: &dlc_ir::ops::Loop) -> Result<LoopLayout, dlc_ir::IrError>
     let first = usize::from(l.check);
     let ins: Vec<TensorType> = g.inputs().iter().map(|&id| g.node(id).outputs[0].clone()).collect();
     let outs: Vec<TensorType> = g.outputs().iter().map(|(_, v)| g.value_type(*v).clone()).collect();
-    let state = ins[2..2 + n].iter().map(|t| take(bytes_of(t))).collect();
-    let next = outs[first..first + n].iter().map(|t| take(bytes_of(t))).collect();
-    let scans = outs[first + n..].iter().map(|t| take(bytes_of(t))).collect();
+    let state = ins[2..2 + n].iter().map(|t| take(value_bytes(t))).collect();
+    let next = outs[first..first + n].iter().map(|t| take(value_bytes(t))).collect();
+    let scans = outs[first + n..].iter().map(|t| take(value_bytes(t))).collect();
     let body = take(plan.arena_expr());
     Ok(LoopLayout { iter, cond, cond_out, state, next, scans, body, bytes: at, plan: Box::new(plan) })
 }
@@ -200,7 +199,7 @@ impl MemoryPlan {
 /// The size of a value of type `t` in bytes, as `(c, K)`: `c` bytes per unit of `K`,
 /// `K` an expression whose coefficients share no factor (`K = 1` for a fixed shape).
 pub fn size_units(t: &TensorType) -> (u64, Expr) {
-    units_of(t.shape.0.iter().fold(Expr::c(t.dtype.size() as i64), |a, d| &a * &d.expr()))
+    units_of(value_bytes(t))
 }
 
 /// A size `e` in bytes as `(c, K)` (see [`size_units`]).
@@ -293,8 +292,7 @@ fn unit_regions(values: &[Symbolic]) -> (Vec<Region>, Vec<Location>) {
         .iter()
         .enumerate()
         .map(|(r, &unit)| {
-            let members: Vec<usize> = (0..values.len()).filter(|&i| units[i].1 == *unit).collect();
-            let mut order = members.clone();
+            let mut order: Vec<usize> = (0..values.len()).filter(|&i| units[i].1 == *unit).collect();
             order.sort_by(|&a, &b| units[b].0.cmp(&units[a].0).then(values[a].def.cmp(&values[b].def)));
             let (offsets, size) = pack(order.iter().map(|&i| (units[i].0, values[i].def, values[i].last)));
             for (&i, off) in order.iter().zip(offsets) {
@@ -320,7 +318,6 @@ fn slot_regions(values: &[Symbolic]) -> (Vec<Region>, Vec<Location>) {
         lives: Vec<(usize, usize)>,
     }
     let mut slots: Vec<Slot> = Vec::new();
-    let a = Expr::c(ARENA_ALIGN as i64);
     let locs = values
         .iter()
         .map(|s| {
@@ -329,7 +326,7 @@ fn slot_regions(values: &[Symbolic]) -> (Vec<Region>, Vec<Location>) {
                 .filter(|&i| free(&slots[i]) && slots[i].nominal >= s.nominal)
                 .min_by_key(|&i| slots[i].nominal);
             let pick = fits.or_else(|| (0..slots.len()).filter(|&i| free(&slots[i])).max_by_key(|&i| slots[i].nominal));
-            let bytes = &(&s.bytes + &Expr::c(ARENA_ALIGN as i64 - 1)).floor_div(&a) * &a;
+            let bytes = align(&s.bytes);
             let i = match pick {
                 Some(i) => {
                     let slot = &mut slots[i];
