@@ -8,6 +8,9 @@
 //! runs once per sample (a loop over the samples around it); a top-level `parallel`
 //! loop of `T` tasks becomes one of `n * T` tasks, so the pool sees every sample's tasks
 //! at once.
+//!
+//! [`share_kernel_code`] makes kernels that differ only in the weights they packed one
+//! code, their weights passed as constant buffers.
 use crate::expr::{Atom, Expr};
 use crate::ir::{Inst, Kernel, LoopKind, Stmt};
 
@@ -164,4 +167,95 @@ pub fn batch(k: &Kernel, n: &Expr, stride: &[u64], samples: LoopKind) -> Result<
     out.body = body;
     crate::verify::kernel(&out).map_err(|e| format!("the batched kernel does not verify: {e}"))?;
     Ok(out)
+}
+
+/// Makes kernels that differ only in their constant arrays' contents one code: models
+/// repeat layers of one shape (DenseNet's 3x3 convolutions, ResNet's bottleneck blocks,
+/// a transformer's layers) whose kernels differ only in the weights they packed. For
+/// every group of two or more such kernels (with at least two different contents), each
+/// member's constant arrays become constant buffers of the program, passed as extra
+/// read-only parameters (appended in array order, so every memory index keeps its
+/// meaning: parameters come before the arrays they replace) by each call of it; the
+/// members are then equal but for their names, and a translator compiles one function
+/// for all of them. Kernels run by `bind` steps are left as they are (their last
+/// parameter is the step's result array). Returns the number of kernels changed.
+pub fn share_kernel_code(p: &mut crate::ir::Program) -> usize {
+    use crate::ir::{Access, BufKind, Buffer, Step};
+    use std::collections::HashMap;
+    let n = p.kernels.len();
+    let mut bound = vec![false; n];
+    p.visit_steps(&mut |s| {
+        if let Step::Bind { kernel, .. } = s {
+            bound[*kernel as usize] = true;
+        }
+    });
+    // Everything but the name and the arrays' bytes, compared in full within buckets of
+    // a cheap fingerprint.
+    let same = |a: &Kernel, b: &Kernel| {
+        let Kernel { name: _, params, tables, scratch, data, block, shared, body } = a;
+        let shape =
+            |d: &[crate::ir::Data]| d.iter().map(|d| (d.name.clone(), d.elem, d.bytes.len())).collect::<Vec<_>>();
+        (params, tables, scratch, shape(data), block, shared, body)
+            == (&b.params, &b.tables, &b.scratch, shape(&b.data), &b.block, &b.shared, &b.body)
+    };
+    let mut buckets: HashMap<(usize, usize, usize, usize), Vec<Vec<usize>>> = HashMap::new();
+    for (i, k) in p.kernels.iter().enumerate() {
+        if bound[i] || k.data.is_empty() {
+            continue;
+        }
+        let mut stmts = 0usize;
+        k.walk(&mut |_| stmts += 1);
+        let key = (k.params.len(), k.body.len(), stmts, k.data.iter().map(|d| d.bytes.len()).sum());
+        let groups = buckets.entry(key).or_default();
+        match groups.iter_mut().find(|g| same(&p.kernels[g[0]], k)) {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    // In kernel order, so that the buffers come in the same order every compile.
+    let mut groups: Vec<Vec<usize>> = buckets.into_values().flatten().collect();
+    groups.sort_unstable_by_key(|g| g[0]);
+    let mut extra: HashMap<u32, Vec<u32>> = HashMap::new();
+    for group in groups {
+        let first = &p.kernels[group[0]].data;
+        if group.len() < 2
+            || group.iter().all(|&i| p.kernels[i].data.iter().zip(first).all(|(a, b)| a.bytes == b.bytes))
+        {
+            continue;
+        }
+        for i in group {
+            let k = &mut p.kernels[i];
+            let mut bufs = Vec::with_capacity(k.data.len());
+            for d in std::mem::take(&mut k.data) {
+                k.params.push(Access::Read);
+                p.buffers.push(Buffer {
+                    name: format!("{}.{}", k.name, d.name),
+                    kind: BufKind::Const(d.bytes.clone()),
+                    bytes: Expr::c(d.bytes.len() as i64),
+                    ty: None,
+                });
+                bufs.push(p.buffers.len() as u32 - 1);
+            }
+            extra.insert(i as u32, bufs);
+        }
+    }
+    fn calls(steps: &mut [Step], extra: &HashMap<u32, Vec<u32>>) {
+        for s in steps {
+            match s {
+                Step::Call { kernel, args, .. } => {
+                    if let Some(b) = extra.get(kernel) {
+                        args.extend_from_slice(b);
+                    }
+                }
+                Step::If { then, els, .. } => {
+                    calls(then, extra);
+                    calls(els, extra);
+                }
+                Step::Loop { body, .. } => calls(body, extra),
+                Step::Copy { .. } | Step::Bind { .. } => {}
+            }
+        }
+    }
+    calls(&mut p.schedule, &extra);
+    extra.len()
 }

@@ -142,8 +142,17 @@ pub enum Family {
 
 /// The kir program of `g` under `plan`, its kernels lowered for target `t` from
 /// `family`. A node with run-time dims gets its one-sample kernel run over its batch
-/// ([`crate::batch`]); each call is labelled with its node's name.
+/// ([`crate::batch`]); each call is labelled with its node's name. Kernels that differ
+/// only in the weights they packed share one code ([`dlc_kir::transform::share_kernel_code`]).
 pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Result<Program, LowerError> {
+    let mut p = lower_program(g, plan, t, family)?;
+    let shared = dlc_kir::transform::share_kernel_code(&mut p);
+    tracing::debug!(kernels = p.kernels.len(), shared, "kernels taking their weights as parameters");
+    Ok(p)
+}
+
+/// [`program`] before kernels share code (control flow's bodies are lowered by it too).
+fn lower_program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Result<Program, LowerError> {
     let mut p = Program { name: g.name.clone(), arena_bytes: plan.arena_expr(), ..Program::default() };
     let mins = dlc_ir::implied::symbol_minimums(g);
     p.symbols = symbols(g)
@@ -282,12 +291,12 @@ pub fn program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Resu
                 .collect();
             let steps = match (&node.op, plan.loops.get(&id), plan.ifs.get(&id)) {
                 (Op::Loop(l), Some((_, lay)), _) => {
-                    let body = program(&l.body.0, &lay.plan, t, family)?;
+                    let body = lower_program(&l.body.0, &lay.plan, t, family)?;
                     crate::control::loop_steps(&mut p, &node.name, l, lay, &ws, &outer, &results, body)?
                 }
                 (Op::If(i), _, Some((_, lay))) => {
-                    let then = program(&i.then.0, &lay.then_plan, t, family)?;
-                    let els = program(&i.els.0, &lay.els_plan, t, family)?;
+                    let then = lower_program(&i.then.0, &lay.then_plan, t, family)?;
+                    let els = lower_program(&i.els.0, &lay.els_plan, t, family)?;
                     crate::control::if_steps(&mut p, &node.name, lay, &ws, &outer, &results, then, els)?
                 }
                 _ => return Err(err("internal: the plan has no workspace".into())),

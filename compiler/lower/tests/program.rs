@@ -126,3 +126,64 @@ fn an_if_runs_only_its_taken_branch() {
         }
     }
 }
+
+/// Two convolutions of one shape with different weights: their kernels pack the weights
+/// at compile time, so they differ only in those arrays, and the program makes them one
+/// code (`share_kernel_code`): equal but for their names, with no constant arrays, the
+/// weights in constant buffers each call passes. The program still computes what
+/// dlc-interp's evaluation of the graph does.
+#[test]
+fn layers_of_one_shape_share_their_kernel_code() {
+    let g = graph(
+        "model m(x: f32[1, 8, 6, 6]) -> (y: f32[1, 8, 6, 6]) {
+  param w1: f32[8, 8, 3, 3] = normal(seed=3, std=0.1)
+  param b1: f32[8] = zeros()
+  param w2: f32[8, 8, 3, 3] = normal(seed=4, std=0.1)
+  param b2: f32[8] = constant(value=0.5)
+  let h = relu(conv(x, w1, b1, pads=[1, 1, 1, 1]))
+  return relu(conv(h, w2, b2, pads=[1, 1, 1, 1]))
+}
+",
+    );
+    let plan = dlc_passes::plan_memory(&g).unwrap();
+    let p = dlc_lower::program::program(&g, &plan, &dlc_lower::Target::with_lanes(8), dlc_lower::program::Family::Cpu)
+        .unwrap();
+    let text = print::program(&p);
+    assert_eq!(parse::program(&text).unwrap(), p);
+    let convs: Vec<&dlc_kir::Kernel> = p.kernels.iter().filter(|k| k.name.contains("conv")).collect();
+    assert_eq!(convs.len(), 2, "{text}");
+    let (a, b) = (convs[0], convs[1]);
+    assert!(a.data.is_empty() && b.data.is_empty(), "the packed weights are buffers now:\n{text}");
+    assert_eq!((&a.params, &a.body), (&b.params, &b.body), "{text}");
+    // Each call passes its own weights: the calls' extra arguments are different constants.
+    let args: Vec<&Vec<u32>> = p
+        .schedule
+        .iter()
+        .filter_map(|s| match s {
+            dlc_kir::Step::Call { kernel, args, .. } if p.kernels[*kernel as usize].name.contains("conv") => Some(args),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(args.len(), 2);
+    let consts = |a: &[u32]| -> Vec<std::sync::Arc<[u8]>> {
+        a.iter()
+            .filter_map(|&i| match &p.buffers[i as usize].kind {
+                dlc_kir::BufKind::Const(d) if !d.is_empty() => Some(d.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let (ca, cb) = (consts(args[0]), consts(args[1]));
+    assert!(!ca.is_empty() && ca.len() == cb.len(), "{text}");
+    assert_ne!(ca, cb, "{text}");
+    let x: Vec<f32> = (0..288).map(|i| ((i * 7) % 19) as f32 / 9.0 - 1.0).collect();
+    let xb: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let got = interp::run_program(&p, &[xb], &BTreeMap::new()).unwrap();
+    let want = dlc_interp::run_graph(&g, &[dlc_ir::TensorData::from_f32(&[1, 8, 6, 6], &x).unwrap()]).unwrap();
+    let got: Vec<f32> = got[0].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let want = want[0].to_f32().unwrap();
+    assert_eq!(got.len(), want.len());
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{a} vs {b}");
+    }
+}
