@@ -4,20 +4,24 @@
 //! (which keep the width). At stride 2 a vector of output pixels reads two vectors of
 //! input and keeps their even lanes.
 //!
-//! A task is one channel plane of one image. Each output row is cut into tiles of `NV`
-//! vectors of pixels (`NV` accumulators in registers, one FMA chain each); for each
-//! kernel row inside the image and each kernel column, a tile loads `NV` input vectors and
-//! multiplies them by the tap's weight, broadcast once. Tiles whose every tap lies in the
-//! row run in a loop of run-time count without masks, then the whole vectors left before
-//! the first pixel whose taps leave the row as tiles of two and one vectors; the tiles at
-//! the row's ends (the left padding, and from there to the end) build their lane masks at
-//! run time, once per tile (they depend on the columns only), so padding reads as zero
-//! and no lane outside the row or past the last output pixel is touched; a row of more
-//! than one vector and at most two is one masked tile of two vectors. At stride 2 the
-//! unmasked tiles also stop where a vector's second load would read past the row. Bias, residual and activation are applied in
-//! registers before the store. Fixed-shape depthwise layers keep their own kernel
-//! ([`crate::convdirect`]); this one is what run-time dims get instead of the plain loop
-//! nests.
+//! A task is one channel plane of one image. The output row is laid out in columns of
+//! tiles, the same for every row: masked one-vector columns while a tile reaches into
+//! the left padding, unmasked columns of `NV` vectors (`NV` accumulators, one FMA chain
+//! each) while every tap lies in the row, the whole vectors left before the first pixel
+//! whose taps leave the row as columns of two and one vectors, then masked one-vector
+//! columns to the end; a row of at most two vectors is one masked column. A column runs
+//! down the plane: its lane masks (built at run time, so padding reads as zero and no
+//! lane outside the row or past the last output pixel is touched) depend on the columns
+//! only and are built once per plane, and a masked column takes its rows in blocks of
+//! several (one FMA chain per row and vector; a lone vector's chain through every tap is
+//! latency-bound), the kernel rows outside the image read as nothing by masks unless the
+//! block's taps are all inside. Unmasked columns run each row's kernel rows inside the
+//! image. For each kernel row and column a tile loads its input vectors and multiplies
+//! them by the tap's weight, broadcast once. At stride 2 the unmasked tiles also stop
+//! where a vector's second load would read past the row. Bias, residual and activation
+//! are applied in registers before the store. Fixed-shape depthwise layers keep their
+//! own kernel ([`crate::convdirect`]); this one is what run-time dims get instead of the
+//! plain loop nests.
 use crate::conv1x1::{iota, lanes_in, pixel_epilogue};
 use crate::gemm::zero_accumulators;
 use crate::{hoist, par_expr, LowerError, Node, Target};
@@ -33,6 +37,9 @@ fn c(v: u64) -> Expr {
 
 /// Vectors per tile: enough independent FMA chains to cover the FMA latency.
 const NV: u64 = 4;
+
+/// FMA chains of a block of short rows (rows of one vector: this many rows; of two: half).
+const SHORT_CHAINS: u64 = 4;
 
 /// Whether [`dwconv`] takes this Conv: depthwise (group = channels = filters, one
 /// input channel per filter), f32, known channels, 2-D, unit stride along the row,
@@ -90,150 +97,230 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
             let v = b.load(F32, 2, chan.clone(), 4);
             b.let_(Inst::Splat(v, w))
         });
-        b.for_(c(0), oh.clone(), LoopKind::Serial, |b, oy| {
-            // The kernel rows inside the image: 0 <= oy*sy + ky - pt < h.
-            let top = b.index(&c(pt) - &(&oy * &c(sy)));
-            let zero = b.i64(0);
-            let pos = b.cmp(CmpOp::Sgt, top, zero);
-            let ky_lo = b.select(pos, top, zero);
-            let bottom = b.index(&(&h + &c(pt)) - &(&oy * &c(sy)));
-            let khv = b.i64(kh as i64);
-            let over = b.cmp(CmpOp::Sgt, bottom, khv);
-            let ky_hi = b.select(over, khv, bottom);
-            // One tile at pixel ox0; `masked`: lanes checked against the row and the
-            // output's end at run time.
-            let tile = |b: &mut KernelBuilder, ox0: Expr, masked: bool, nv: u64| {
-                let accs = zero_accumulators(b, vt, nv);
-                // A masked tile's load masks, per kernel column and vector (two per vector
-                // at stride 2), computed once: they depend on the columns only.
-                let col_of = |kx: u64, v: u64| &(&(&(&ox0 + &c(v * w as u64)) * &c(sx)) + &c(kx)) - &c(pl);
-                let masks: Vec<Vec<ValId>> = if masked {
-                    (0..kw)
-                        .flat_map(|kx| (0..nv).map(move |v| (kx, v)))
-                        .map(|(kx, v)| {
-                            let col = col_of(kx, v);
-                            if sx == 2 {
-                                vec![
-                                    lanes_in(b, lanes, &col, &c(0), &wi, w),
-                                    lanes_in(b, lanes, &(&col + &c(w as u64)), &c(0), &wi, w),
-                                ]
-                            } else {
-                                let m = lanes_in(b, lanes, &col, &c(0), &wi, w);
-                                let o = lanes_in(b, lanes, &(&ox0 + &c(v * w as u64)), &c(0), &ow, w);
-                                vec![b.bin(BinOp::And, m, o)]
-                            }
-                        })
-                        .collect()
-                } else {
-                    vec![]
-                };
-                b.for_(Expr::val(ky_lo), Expr::val(ky_hi), LoopKind::Serial, |b, ky| {
-                    let iy = &(&(&oy * &c(sy)) + &ky) - &c(pt);
-                    let row = &x_plane + &(&iy * &wi);
-                    for kx in 0..kw {
-                        let wat = &(&(&chan * &c(kh * kw)) + &(&ky * &c(kw))) + &c(kx);
-                        let wv = b.load(F32, 1, wat, 4);
-                        let ws = b.let_(Inst::Splat(wv, w));
+        let none = b.cmp(CmpOp::Slt, lanes, lanes);
+        // The output pixels `ox0 .. ox0 + nv*w` of every row, in blocks of `rows` rows
+        // (`rows` FMA chains per vector: a tile of one vector alone is one chain through
+        // every tap, latency-bound). Its lane masks (`masked`: lanes checked against
+        // the row and the output's end) depend on the columns only, so they are
+        // computed once per plane, not once per row. A block of one row runs its kernel
+        // rows inside the image only; a block of several runs every kernel row, rows
+        // outside the image reading nothing (their masks off) unless the whole block's
+        // taps are inside, and rows past the output's end storing nothing.
+        let column = |b: &mut KernelBuilder, ox0: Expr, masked: bool, nv: u64, rows: u64| {
+            assert!(rows == 1 || masked, "blocks of rows are masked tiles");
+            let col_of = |kx: u64, v: u64| &(&(&(&ox0 + &c(v * w as u64)) * &c(sx)) + &c(kx)) - &c(pl);
+            // Per kernel column and vector (two per vector at stride 2): the lanes whose
+            // input column lies in the row and, at stride 1, whose pixel is an output's.
+            let mut colmask: Vec<Vec<ValId>> = Vec::new();
+            let mut outmask: Vec<ValId> = Vec::new();
+            if masked {
+                for kx in 0..kw {
+                    for v in 0..nv {
+                        let col = col_of(kx, v);
+                        colmask.push(if sx == 2 {
+                            vec![
+                                lanes_in(b, lanes, &col, &c(0), &wi, w),
+                                lanes_in(b, lanes, &(&col + &c(w as u64)), &c(0), &wi, w),
+                            ]
+                        } else {
+                            let m = lanes_in(b, lanes, &col, &c(0), &wi, w);
+                            let o = lanes_in(b, lanes, &(&ox0 + &c(v * w as u64)), &c(0), &ow, w);
+                            vec![b.bin(BinOp::And, m, o)]
+                        });
+                    }
+                }
+                outmask = (0..nv).map(|v| lanes_in(b, lanes, &(&ox0 + &c(v * w as u64)), &c(0), &ow, w)).collect();
+            }
+            // `rows` rows from `oy0` (the input row of each at kernel row `ky` from
+            // `at(r, ky)`, its validity from `ok(r, ky)`), kernel rows `ky` given by
+            // `kys`: FMAs into `accs`, row-major by vector.
+            type RowAt<'a> = dyn Fn(&mut KernelBuilder, u64, &Expr) -> (Expr, Option<ValId>) + 'a;
+            let taps = |b: &mut KernelBuilder, accs: &[u32], ky: &Expr, at: &RowAt<'_>| {
+                let rows_at: Vec<(Expr, Option<ValId>)> = (0..rows).map(|r| at(b, r, ky)).collect();
+                for kx in 0..kw {
+                    let wat = &(&(&chan * &c(kh * kw)) + &(ky * &c(kw))) + &c(kx);
+                    let wv = b.load(F32, 1, wat, 4);
+                    let ws = b.let_(Inst::Splat(wv, w));
+                    for (r, (row, ok)) in rows_at.iter().enumerate() {
                         for v in 0..nv {
-                            // Input column of lane 0: (ox0 + v*w) * sx + kx - pl.
                             let col = col_of(kx, v);
-                            let mk = masks.get((kx * nv + v) as usize);
+                            let mask = |b: &mut KernelBuilder, k: usize| -> Option<ValId> {
+                                let cm = colmask.get((kx * nv + v) as usize).map(|m| m[k])?;
+                                Some(match ok {
+                                    Some(valid) => b.select(*valid, cm, none),
+                                    None => cm,
+                                })
+                            };
+                            let load = |b: &mut KernelBuilder, index: Expr, mask: Option<ValId>| {
+                                b.let_(Inst::Load { ty: vt, param: 0, index, align: 4, mask })
+                            };
                             let xv = if sx == 2 {
                                 // Lanes outside the row read as zero (the output's end
                                 // is masked at the store; reads stay inside the row).
-                                let half = |b: &mut KernelBuilder, at: Expr, k: usize| {
-                                    if let Some(mk) = mk {
-                                        let m = mk[k];
-                                        b.let_(Inst::Load {
-                                            ty: vt,
-                                            param: 0,
-                                            index: &row + &at,
-                                            align: 4,
-                                            mask: Some(m),
-                                        })
-                                    } else {
-                                        b.load(vt, 0, &row + &at, 4)
-                                    }
-                                };
-                                let lo = half(b, col.clone(), 0);
-                                let hi = half(b, &col + &c(w as u64), 1);
+                                let (m0, m1) = (mask(b, 0), mask(b, 1));
+                                let lo = load(b, row + &col, m0);
+                                let hi = load(b, &(row + &col) + &c(w as u64), m1);
                                 b.let_(Inst::Shuffle(lo, hi, even.clone()))
-                            } else if let Some(mk) = mk {
-                                b.let_(Inst::Load { ty: vt, param: 0, index: &row + &col, align: 4, mask: Some(mk[0]) })
                             } else {
-                                b.load(vt, 0, &row + &col, 4)
+                                let m0 = mask(b, 0);
+                                load(b, row + &col, m0)
                             };
-                            let cur = b.let_(Inst::Get(accs[v as usize]));
+                            let acc = accs[r * nv as usize + v as usize];
+                            let cur = b.let_(Inst::Get(acc));
                             let next = b.let_(Inst::Fma(ws, xv, cur));
-                            b.stmt(Stmt::Set(accs[v as usize], next));
+                            b.stmt(Stmt::Set(acc, next));
                         }
                     }
-                });
+                }
+            };
+            // Bias, residual, activation, store of row `r` of the block (at output row
+            // `row`; `live`: whether it is one).
+            let store = |b: &mut KernelBuilder, accs: &[u32], r: u64, row: &Expr, live: Option<ValId>| {
                 for v in 0..nv {
                     let px = &ox0 + &c(v * w as u64);
-                    let yat = &(&y_plane + &(&oy * &ow)) + &px;
-                    let mut acc = b.let_(Inst::Get(accs[v as usize]));
-                    let m = masked.then(|| lanes_in(b, lanes, &px, &c(0), &ow, w));
+                    let yat = &(&y_plane + &(row * &ow)) + &px;
+                    let m = match (outmask.get(v as usize), live) {
+                        (Some(&o), Some(live)) => Some(b.select(live, o, none)),
+                        (Some(&o), None) => Some(o),
+                        (None, _) => None,
+                    };
+                    let mut acc = b.let_(Inst::Get(accs[(r * nv + v) as usize]));
                     if let Some(bv) = bias {
                         acc = b.bin(BinOp::FAdd, acc, bv);
                     }
                     if has_res {
-                        let r = b.let_(Inst::Load { ty: vt, param: 3, index: yat.clone(), align: 4, mask: m });
-                        acc = b.bin(BinOp::FAdd, acc, r);
+                        let rv = b.let_(Inst::Load { ty: vt, param: 3, index: yat.clone(), align: 4, mask: m });
+                        acc = b.bin(BinOp::FAdd, acc, rv);
                     }
                     let y = pixel_epilogue(b, op.act, acc, w, None, None);
                     b.stmt(Stmt::Store { param: py, index: yat, value: y, align: 4, mask: m });
                 }
             };
-            // Tiles from 0: masked, of one vector each, while a tile reaches into the left
-            // padding; then unmasked tiles of `NV` vectors while the last tap stays in the
-            // row, and the fewer whole vectors left before that point as tiles of 2 and 1
-            // vectors (a 28-pixel row: one masked vector, one unmasked tile of two, one
-            // masked vector); then masked one-vector tiles to the end (a short row, as the
-            // late layers' 7 or 14 pixels, computes no vector wholly past its end).
-            // A row of more than one vector and at most two (the 14-pixel rows of late
-            // layers at 8 lanes): one masked tile of two vectors, two FMA chains instead
-            // of two one-vector tiles one after the other.
-            let short = {
-                let owv = crate::ival(b, &ow);
-                let (one, two) = (b.i64(w as i64), b.i64(2 * w as i64));
-                let above = b.cmp(CmpOp::Sgt, owv, one);
-                let within = b.cmp(CmpOp::Sle, owv, two);
-                b.bin(BinOp::And, above, within)
-            };
-            b.if_(
-                short,
-                |b| tile(b, c(0), true, 2),
-                |b| {
-                    let head = pl.div_ceil(w as u64);
-                    let head_end = c(head * w as u64).min_with(&ow);
-                    b.for_(c(0), c(head), LoopKind::Serial, |b, i| {
-                        let ox0 = &i * &c(w as u64);
-                        let inside = crate::in_bounds_expr(b, ox0.clone(), &ow);
-                        b.if_(inside, |b| tile(b, ox0, true, 1), |_| {});
+            if rows == 1 {
+                b.for_(c(0), oh.clone(), LoopKind::Serial, |b, oy| {
+                    // The kernel rows inside the image: 0 <= oy*sy + ky - pt < h.
+                    let top = b.index(&c(pt) - &(&oy * &c(sy)));
+                    let zero = b.i64(0);
+                    let pos = b.cmp(CmpOp::Sgt, top, zero);
+                    let ky_lo = b.select(pos, top, zero);
+                    let bottom = b.index(&(&h + &c(pt)) - &(&oy * &c(sy)));
+                    let khv = b.i64(kh as i64);
+                    let over = b.cmp(CmpOp::Sgt, bottom, khv);
+                    let ky_hi = b.select(over, khv, bottom);
+                    let accs = zero_accumulators(b, vt, nv);
+                    b.for_(Expr::val(ky_lo), Expr::val(ky_hi), LoopKind::Serial, |b, ky| {
+                        let at = |_: &mut KernelBuilder, _: u64, ky: &Expr| {
+                            let iy = &(&(&oy * &c(sy)) + ky) - &c(pt);
+                            (&x_plane + &(&iy * &wi), None)
+                        };
+                        taps(b, &accs, &ky, &at);
                     });
-                    // Interior tiles: from head_end, while every pixel's taps lie in the row (its
-                    // pixels below the window's `right`).
-                    let count = hoist(b, &(&right - &head_end).floor_div(&c(tile_px)).max_with(&c(0)));
-                    b.for_(c(0), count.clone(), LoopKind::Serial, |b, i| {
-                        tile(b, &head_end + &(&i * &c(tile_px)), false, NV)
-                    });
-                    let mut rest = &head_end + &(&count * &c(tile_px));
-                    let whole = hoist(b, &(&right - &rest).floor_div(&c(w as u64)).max_with(&c(0)));
-                    for nv in (0..).map(|k| (NV / 2) >> k).take_while(|&v| v > 0) {
-                        let set = crate::ival(b, &whole.floor_div(&c(nv)).modulo(&c(2)));
-                        let one = b.i64(1);
-                        let is = b.cmp(CmpOp::Eq, set, one);
-                        let at = rest.clone();
-                        b.if_(is, |b| tile(b, at, false, nv), |_| {});
-                        rest = &rest + &(&whole.floor_div(&c(nv)).modulo(&c(2)) * &c(nv * w as u64));
+                    store(b, &accs, 0, &oy, None);
+                });
+                return;
+            }
+            let blocks = hoist(b, &(&oh + &c(rows - 1)).floor_div(&c(rows)));
+            b.for_(c(0), blocks, LoopKind::Serial, |b, blk| {
+                let oy0 = &blk * &c(rows);
+                // Every row of the block an output row with all its taps in the image.
+                let first = b.index(&(&oy0 * &c(sy)) - &c(pt));
+                let zero = b.i64(0);
+                let top_in = b.cmp(CmpOp::Sge, first, zero);
+                let last = b.index(&(&(&(&oy0 + &c(rows - 1)) * &c(sy)) + &c(kh - 1)) - &c(pt));
+                let hv = crate::ival(b, &h);
+                let bottom_in = b.cmp(CmpOp::Slt, last, hv);
+                let last_row = b.index(&oy0 + &c(rows - 1));
+                let ohv = crate::ival(b, &oh);
+                let rows_in = b.cmp(CmpOp::Slt, last_row, ohv);
+                let inside = b.bin(BinOp::And, top_in, bottom_in);
+                let inside = b.bin(BinOp::And, inside, rows_in);
+                let block = |b: &mut KernelBuilder, checked: bool| {
+                    let accs = zero_accumulators(b, vt, rows * nv);
+                    for ky in 0..kh {
+                        // Each row's input row; checked, whether it is in the image (a row
+                        // outside reads nothing: its masks off, its address the first row's).
+                        let at = |b: &mut KernelBuilder, r: u64, ky: &Expr| {
+                            let iy = &(&(&(&oy0 + &c(r)) * &c(sy)) + ky) - &c(pt);
+                            if !checked {
+                                return (&x_plane + &(&iy * &wi), None);
+                            }
+                            let iyv = b.index(iy);
+                            let zero = b.i64(0);
+                            let ge = b.cmp(CmpOp::Sge, iyv, zero);
+                            let hv = crate::ival(b, &h);
+                            let lt = b.cmp(CmpOp::Slt, iyv, hv);
+                            let valid = b.bin(BinOp::And, ge, lt);
+                            let safe = b.select(valid, iyv, zero);
+                            (&x_plane + &(&Expr::val(safe) * &wi), Some(valid))
+                        };
+                        taps(b, &accs, &c(ky), &at);
                     }
-                    let rest = hoist(b, &rest);
-                    let rest_vectors = (&(&ow - &rest) + &c(w as u64 - 1)).floor_div(&c(w as u64)).max_with(&c(0));
-                    b.for_(c(0), rest_vectors, LoopKind::Serial, |b, i| tile(b, &rest + &(&i * &c(w as u64)), true, 1));
-                },
-            );
-        });
+                    for r in 0..rows {
+                        // A row past the output's end stores nothing (checked blocks).
+                        if checked {
+                            let oy = b.index(&oy0 + &c(r));
+                            let ohv = crate::ival(b, &oh);
+                            let live = b.cmp(CmpOp::Slt, oy, ohv);
+                            let zero = b.i64(0);
+                            let row = Expr::val(b.select(live, oy, zero));
+                            store(b, &accs, r, &row, Some(live));
+                        } else {
+                            store(b, &accs, r, &(&oy0 + &c(r)), None);
+                        }
+                    }
+                };
+                b.if_(inside, |b| block(b, false), |b| block(b, true));
+            });
+        };
+        // Rows of at most two vectors (the late layers' 7 and 14 pixels): one column of
+        // blocks of rows. Longer rows: from pixel 0, masked one-vector columns while a
+        // tile reaches into the left padding; then unmasked columns of `NV` vectors while
+        // the last tap stays in the row, and the fewer whole vectors left before that
+        // point as columns of 2 and 1 vectors (a 28-pixel row: one masked vector, one
+        // unmasked tile of two, one masked vector); then masked one-vector columns to the
+        // end (no vector wholly past it).
+        let owv = crate::ival(b, &ow);
+        let two = b.i64(2 * w as i64);
+        let short = b.cmp(CmpOp::Sle, owv, two);
+        b.if_(
+            short,
+            |b| {
+                let one = b.i64(w as i64);
+                let wide = b.cmp(CmpOp::Sgt, owv, one);
+                b.if_(wide, |b| column(b, c(0), true, 2, SHORT_CHAINS / 2), |b| column(b, c(0), true, 1, SHORT_CHAINS))
+            },
+            |b| {
+                let head = pl.div_ceil(w as u64);
+                let head_end = c(head * w as u64).min_with(&ow);
+                for i in 0..head {
+                    // A row shorter than the left border's vectors computes the ones it has.
+                    let ox0 = c(i * w as u64);
+                    let inside = crate::in_bounds_expr(b, ox0.clone(), &ow);
+                    b.if_(inside, |b| column(b, ox0, true, 1, SHORT_CHAINS), |_| {});
+                }
+                // Interior columns: from head_end, while every pixel's taps lie in the row
+                // (its pixels below the window's `right`).
+                let count = hoist(b, &(&right - &head_end).floor_div(&c(tile_px)).max_with(&c(0)));
+                b.for_(c(0), count.clone(), LoopKind::Serial, |b, i| {
+                    column(b, &head_end + &(&i * &c(tile_px)), false, NV, 1)
+                });
+                let mut rest = &head_end + &(&count * &c(tile_px));
+                let whole = hoist(b, &(&right - &rest).floor_div(&c(w as u64)).max_with(&c(0)));
+                for nv in (0..).map(|k| (NV / 2) >> k).take_while(|&v| v > 0) {
+                    let set = crate::ival(b, &whole.floor_div(&c(nv)).modulo(&c(2)));
+                    let one = b.i64(1);
+                    let is = b.cmp(CmpOp::Eq, set, one);
+                    let at = rest.clone();
+                    b.if_(is, |b| column(b, at, false, nv, 1), |_| {});
+                    rest = &rest + &(&whole.floor_div(&c(nv)).modulo(&c(2)) * &c(nv * w as u64));
+                }
+                let rest = hoist(b, &rest);
+                let rest_vectors = (&(&ow - &rest) + &c(w as u64 - 1)).floor_div(&c(w as u64)).max_with(&c(0));
+                b.for_(c(0), rest_vectors, LoopKind::Serial, |b, i| {
+                    column(b, &rest + &(&i * &c(w as u64)), true, 1, SHORT_CHAINS)
+                });
+            },
+        );
     });
     Ok(b.finish())
 }
