@@ -98,6 +98,7 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
             b.let_(Inst::Splat(v, w))
         });
         let none = b.cmp(CmpOp::Slt, lanes, lanes);
+        let all = b.cmp(CmpOp::Sge, lanes, lanes);
         // The output pixels `ox0 .. ox0 + nv*w` of every row, in blocks of `rows` rows
         // (`rows` FMA chains per vector: a tile of one vector alone is one chain through
         // every tap, latency-bound). Its lane masks (`masked`: lanes checked against
@@ -107,7 +108,6 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
         // outside the image reading nothing (their masks off) unless the whole block's
         // taps are inside, and rows past the output's end storing nothing.
         let column = |b: &mut KernelBuilder, ox0: Expr, masked: bool, nv: u64, rows: u64| {
-            assert!(rows == 1 || masked, "blocks of rows are masked tiles");
             let col_of = |kx: u64, v: u64| &(&(&(&ox0 + &c(v * w as u64)) * &c(sx)) + &c(kx)) - &c(pl);
             // Per kernel column and vector (two per vector at stride 2): the lanes whose
             // input column lies in the row and, at stride 1, whose pixel is an output's.
@@ -145,11 +145,11 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
                         for v in 0..nv {
                             let col = col_of(kx, v);
                             let mask = |b: &mut KernelBuilder, k: usize| -> Option<ValId> {
-                                let cm = colmask.get((kx * nv + v) as usize).map(|m| m[k])?;
-                                Some(match ok {
-                                    Some(valid) => b.select(*valid, cm, none),
-                                    None => cm,
-                                })
+                                let cm = colmask.get((kx * nv + v) as usize).map(|m| m[k]);
+                                match (cm, ok) {
+                                    (cm, Some(valid)) => Some(b.select(*valid, cm.unwrap_or(all), none)),
+                                    (cm, None) => cm,
+                                }
                             };
                             let load = |b: &mut KernelBuilder, index: Expr, mask: Option<ValId>| {
                                 b.let_(Inst::Load { ty: vt, param: 0, index, align: 4, mask })
@@ -180,9 +180,8 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
                     let px = &ox0 + &c(v * w as u64);
                     let yat = &(&y_plane + &(row * &ow)) + &px;
                     let m = match (outmask.get(v as usize), live) {
-                        (Some(&o), Some(live)) => Some(b.select(live, o, none)),
-                        (Some(&o), None) => Some(o),
-                        (None, _) => None,
+                        (o, Some(live)) => Some(b.select(live, o.copied().unwrap_or(all), none)),
+                        (o, None) => o.copied(),
                     };
                     let mut acc = b.let_(Inst::Get(accs[(r * nv + v) as usize]));
                     if let Some(bv) = bias {
@@ -302,7 +301,7 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
                 // (its pixels below the window's `right`).
                 let count = hoist(b, &(&right - &head_end).floor_div(&c(tile_px)).max_with(&c(0)));
                 b.for_(c(0), count.clone(), LoopKind::Serial, |b, i| {
-                    column(b, &head_end + &(&i * &c(tile_px)), false, NV, 1)
+                    column(b, &head_end + &(&i * &c(tile_px)), false, NV, SHORT_CHAINS / NV * 2)
                 });
                 let mut rest = &head_end + &(&count * &c(tile_px));
                 let whole = hoist(b, &(&right - &rest).floor_div(&c(w as u64)).max_with(&c(0)));
@@ -311,7 +310,7 @@ pub fn dwconv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result
                     let one = b.i64(1);
                     let is = b.cmp(CmpOp::Eq, set, one);
                     let at = rest.clone();
-                    b.if_(is, |b| column(b, at, false, nv, 1), |_| {});
+                    b.if_(is, |b| column(b, at, false, nv, SHORT_CHAINS / nv), |_| {});
                     rest = &rest + &(&whole.floor_div(&c(nv)).modulo(&c(2)) * &c(nv * w as u64));
                 }
                 let rest = hoist(b, &rest);
