@@ -525,21 +525,13 @@ pub(crate) fn kernel_symbol(prefix: &str, i: usize, k: &dlc_kir::Kernel) -> Stri
 /// whose kernels differ only in the buffers `run` hands them: LLVM then optimises and
 /// compiles each once (56 kernels to 43 in ResNet-50).
 pub(crate) fn representatives(p: &Program) -> Vec<usize> {
-    // Every field but the name (a field added to Kernel must be placed here).
-    let same = |a: &dlc_kir::Kernel, b: &dlc_kir::Kernel| {
-        let dlc_kir::Kernel { name: _, params, tables, scratch, data, block, shared, body } = a;
-        (params, tables, scratch, data, block, shared, body)
-            == (&b.params, &b.tables, &b.scratch, &b.data, &b.block, &b.shared, &b.body)
-    };
     // Candidates share a cheap fingerprint; only they are compared in full.
     let mut seen: HashMap<(usize, usize, usize, usize), Vec<usize>> = HashMap::new();
     let mut rep = Vec::with_capacity(p.kernels.len());
     for (i, k) in p.kernels.iter().enumerate() {
-        let mut stmts = 0usize;
-        k.walk(&mut |_| stmts += 1);
-        let key = (k.params.len(), k.body.len(), stmts, k.data.iter().map(|d| d.bytes.len()).sum());
+        let key = k.code_fingerprint();
         let bucket = seen.entry(key).or_default();
-        match bucket.iter().find(|&&j| same(&p.kernels[j], k)) {
+        match bucket.iter().find(|&&j| p.kernels[j].same_code(k, true)) {
             Some(&j) => rep.push(j),
             None => {
                 bucket.push(i);

@@ -729,6 +729,31 @@ impl Kernel {
         }
     }
 
+    /// Whether `self` and `other` are one code: equal but for their names and, unless
+    /// `data_bytes`, the contents of their constant arrays (their names, element types
+    /// and lengths still equal).
+    pub fn same_code(&self, other: &Kernel, data_bytes: bool) -> bool {
+        // Every field but the name (a field added to Kernel must be placed here).
+        let Kernel { name: _, params, tables, scratch, data, block, shared, body } = self;
+        let arrays = data.len() == other.data.len()
+            && data.iter().zip(&other.data).all(|(a, b)| {
+                (&a.name, a.elem, a.bytes.len()) == (&b.name, b.elem, b.bytes.len())
+                    && (!data_bytes || a.bytes == b.bytes)
+            });
+        arrays
+            && (params, tables, scratch, block, shared, body)
+                == (&other.params, &other.tables, &other.scratch, &other.block, &other.shared, &other.body)
+    }
+
+    /// A cheap fingerprint that kernels of one code ([`Kernel::same_code`]) share: the
+    /// parameter count, the top-level and total statement counts, and the constant
+    /// arrays' total size.
+    pub fn code_fingerprint(&self) -> (usize, usize, usize, usize) {
+        let mut stmts = 0usize;
+        self.walk(&mut |_| stmts += 1);
+        (self.params.len(), self.body.len(), stmts, self.data.iter().map(|d| d.bytes.len()).sum())
+    }
+
     /// Visits every statement, nested ones included, in order.
     pub fn walk(&self, f: &mut dyn FnMut(&Stmt)) {
         fn go(body: &[Stmt], f: &mut dyn FnMut(&Stmt)) {

@@ -189,25 +189,15 @@ pub fn share_kernel_code(p: &mut crate::ir::Program) -> usize {
             bound[*kernel as usize] = true;
         }
     });
-    // Everything but the name and the arrays' bytes, compared in full within buckets of
-    // a cheap fingerprint.
-    let same = |a: &Kernel, b: &Kernel| {
-        let Kernel { name: _, params, tables, scratch, data, block, shared, body } = a;
-        let shape =
-            |d: &[crate::ir::Data]| d.iter().map(|d| (d.name.clone(), d.elem, d.bytes.len())).collect::<Vec<_>>();
-        (params, tables, scratch, shape(data), block, shared, body)
-            == (&b.params, &b.tables, &b.scratch, shape(&b.data), &b.block, &b.shared, &b.body)
-    };
+    // Kernels of one code but for their arrays' bytes, compared in full within buckets
+    // of a cheap fingerprint.
     let mut buckets: HashMap<(usize, usize, usize, usize), Vec<Vec<usize>>> = HashMap::new();
     for (i, k) in p.kernels.iter().enumerate() {
         if bound[i] || k.data.is_empty() {
             continue;
         }
-        let mut stmts = 0usize;
-        k.walk(&mut |_| stmts += 1);
-        let key = (k.params.len(), k.body.len(), stmts, k.data.iter().map(|d| d.bytes.len()).sum());
-        let groups = buckets.entry(key).or_default();
-        match groups.iter_mut().find(|g| same(&p.kernels[g[0]], k)) {
+        let groups = buckets.entry(k.code_fingerprint()).or_default();
+        match groups.iter_mut().find(|g| p.kernels[g[0]].same_code(k, false)) {
             Some(g) => g.push(i),
             None => groups.push(vec![i]),
         }
@@ -217,10 +207,8 @@ pub fn share_kernel_code(p: &mut crate::ir::Program) -> usize {
     groups.sort_unstable_by_key(|g| g[0]);
     let mut extra: HashMap<u32, Vec<u32>> = HashMap::new();
     for group in groups {
-        let first = &p.kernels[group[0]].data;
-        if group.len() < 2
-            || group.iter().all(|&i| p.kernels[i].data.iter().zip(first).all(|(a, b)| a.bytes == b.bytes))
-        {
+        // Kernels with equal arrays too are one code already.
+        if group.len() < 2 || group.iter().all(|&i| p.kernels[i].same_code(&p.kernels[group[0]], true)) {
             continue;
         }
         for i in group {
