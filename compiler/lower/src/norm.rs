@@ -82,27 +82,32 @@ pub fn softmax_vector(
     }
 }
 
-/// Softmax or LogSoftmax along the last axis of a fixed length of at least one vector:
+/// Softmax or LogSoftmax along the last axis, of a fixed length of at least one vector or
+/// a run-time length (a sequence's attention scores where the attention was not fused):
 /// per row the maximum, then `exp(x - max)` with dlc's vector exp and its sum in vector
-/// lanes (the tail of the row scalar), then the row scaled by `1 / sum` (or shifted by
-/// `max + log(sum)`). Rows are pool tasks when a row is a task's worth of work. `None`
-/// where it does not apply.
+/// lanes (the tail of the row, all of a row shorter than a vector, scalar), then the row
+/// scaled by `1 / sum` (or shifted by `max + log(sum)`). Rows are split into pool tasks
+/// by their work ([`crate::par_expr`]). `None` where it does not apply.
 fn softmax_rows(name: &str, x: &[Expr], w: u32, mode: SoftmaxMode) -> Option<Result<Kernel, LowerError>> {
-    let len = x.last()?.as_const()?;
-    if mode == SoftmaxMode::Hardmax || len < w as i64 {
+    let len = x.last()?.clone();
+    if mode == SoftmaxMode::Hardmax || len.as_const().is_some_and(|l| l < w as i64) {
         return None;
     }
     let outer = x[..x.len() - 1].iter().fold(Expr::c(1), |p, d| &p * d);
     let vt = Ty { elem: Elem::F32, lanes: w };
-    let (full, c) = (len / w as i64 * w as i64, Expr::c);
-    let kind = if len >= 1024 { LoopKind::Parallel } else { LoopKind::Serial };
+    let c = Expr::c;
     let mut b = KernelBuilder::new(name, &[Access::Read, Access::Write]);
-    b.for_(c(0), outer, kind, |b, r| {
-        let base = &r * &c(len);
+    // About 24 steps an element: the maximum, the exponential, the sum and the scaling.
+    let per = &len * &c(24);
+    crate::par_expr(&mut b, &outer, &per, |b, r| {
+        let len = crate::hoist(b, &len);
+        let vectors = crate::hoist(b, &len.floor_div(&c(w as i64)));
+        let full = crate::hoist(b, &(&vectors * &c(w as i64)));
+        let base = &r * &len;
         let at = |j: &Expr| &base + j;
         let vmax0 = konst(b, vt, f64::NEG_INFINITY);
         let vmax = b.local(vt, vmax0);
-        b.for_(c(0), c(len / w as i64), LoopKind::Serial, |b, k| {
+        b.for_(c(0), vectors.clone(), LoopKind::Serial, |b, k| {
             let v = b.load(vt, 0, at(&(&k * &c(w as i64))), 4);
             let cur = get(b, vmax);
             let lt = b.cmp(CmpOp::FOlt, cur, v);
@@ -112,7 +117,7 @@ fn softmax_rows(name: &str, x: &[Expr], w: u32, mode: SoftmaxMode) -> Option<Res
         let vm = get(b, vmax);
         let m0 = b.let_(Inst::Reduce(dlc_kir::ReduceOp::FMax, vm));
         let mx = b.local(F32, m0);
-        b.for_(c(full), c(len), LoopKind::Serial, |b, j| {
+        b.for_(full.clone(), len.clone(), LoopKind::Serial, |b, j| {
             let v = load(b, 0, at(&j));
             let cur = get(b, mx);
             let lt = b.cmp(CmpOp::FOlt, cur, v);
@@ -123,7 +128,7 @@ fn softmax_rows(name: &str, x: &[Expr], w: u32, mode: SoftmaxMode) -> Option<Res
         let ms = b.let_(Inst::Splat(m, w));
         let vzero = konst(b, vt, 0.0);
         let vsum = b.local(vt, vzero);
-        b.for_(c(0), c(len / w as i64), LoopKind::Serial, |b, k| {
+        b.for_(c(0), vectors.clone(), LoopKind::Serial, |b, k| {
             let j = &k * &c(w as i64);
             let v = b.load(vt, 0, at(&j), 4);
             let d = b.bin(BinOp::FSub, v, ms);
@@ -138,7 +143,7 @@ fn softmax_rows(name: &str, x: &[Expr], w: u32, mode: SoftmaxMode) -> Option<Res
         let vs = get(b, vsum);
         let total = crate::attention::hsum(b, vs, w);
         let sum = b.local(F32, total);
-        b.for_(c(full), c(len), LoopKind::Serial, |b, j| {
+        b.for_(full.clone(), len.clone(), LoopKind::Serial, |b, j| {
             let v = load(b, 0, at(&j));
             let d = b.bin(BinOp::FSub, v, m);
             // (The vector loop's exp: a row's tail computes as its body does.)
@@ -160,13 +165,13 @@ fn softmax_rows(name: &str, x: &[Expr], w: u32, mode: SoftmaxMode) -> Option<Res
         };
         let src = if mode == SoftmaxMode::Softmax { 1 } else { 0 };
         let ks = b.let_(Inst::Splat(k, w));
-        b.for_(c(0), c(len / w as i64), LoopKind::Serial, |b, q| {
+        b.for_(c(0), vectors.clone(), LoopKind::Serial, |b, q| {
             let j = &q * &c(w as i64);
             let v = b.load(vt, src, at(&j), 4);
             let y = b.bin(op, v, ks);
             b.store(1, at(&j), y, 4);
         });
-        b.for_(c(full), c(len), LoopKind::Serial, |b, j| {
+        b.for_(full.clone(), len.clone(), LoopKind::Serial, |b, j| {
             let v = b.load(F32, src, at(&j), 4);
             let y = b.bin(op, v, k);
             b.store(1, at(&j), y, 4);

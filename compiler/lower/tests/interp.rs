@@ -346,6 +346,37 @@ fn softmax_in_every_mode_and_axis() {
     }
 }
 
+/// Softmax over a run-time last axis (an unfused attention's scores at a run-time
+/// sequence length) takes the vector row kernel, not the scalar one with C's `expf`:
+/// rows shorter than a vector (all tail), one vector, and vectors plus a tail.
+#[test]
+fn softmax_over_a_run_time_row_length_is_vectorised() {
+    let t = ty(DType::F32, &[s("B"), f(2), s("S")]);
+    for mode in [SoftmaxMode::Softmax, SoftmaxMode::LogSoftmax] {
+        let op: Op = Softmax { axis: -1, mode }.into();
+        let out = op.infer("n", std::slice::from_ref(&t)).unwrap();
+        let node = dlc_lower::Node {
+            name: "n",
+            op: &op,
+            inputs: std::slice::from_ref(&t),
+            outputs: &out,
+            consts: &[],
+            operand_max: &[],
+        };
+        let k = dlc_lower::lower("k", &node, &T).expect("ported").unwrap();
+        let text = dlc_kir::print::kernel(&k);
+        assert!(!text.contains("expf") && text.contains("f32x8"), "{mode:?}: not the vector kernel\n{text}");
+        let binds: [&[(&str, u64)]; 5] = [
+            &[("B", 1), ("S", 1)],
+            &[("B", 3), ("S", 7)],
+            &[("B", 2), ("S", 8)],
+            &[("B", 1), ("S", 21)],
+            &[("B", 2), ("S", 130)],
+        ];
+        check_with(op, std::slice::from_ref(&t), &|t| vec![floats(&t[0], 5)], &binds);
+    }
+}
+
 #[test]
 fn layernorm_plain_rms_bias_and_skip() {
     let x = ty(DType::F32, &[s("N"), f(4), f(6)]);
