@@ -241,3 +241,65 @@ def test_qdq_convolution_runs_on_the_int8_kernels(act, per_channel, tmp_path):
         want = acc * float(xs) * np.asarray(ws, np.float64).reshape(-1, 1, 1) + bias.astype(np.float64).reshape(-1, 1, 1)
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
         np.testing.assert_allclose(got, ort_run(path, {"x": x})["y"], rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("form", ["matmul_u8_per_tensor", "matmul_i8_per_column", "gemm_transb_per_row_alpha_beta",
+                                  "gemm_plain_no_bias"])
+def test_qdq_matmul_and_gemm_run_on_the_int8_kernel(form, tmp_path):
+    """A MatMul or Gemm of QDQ form (what onnxruntime.quantization.quantize_static writes
+    for a transformer's projections: the activation quantized and dequantized, constant
+    weight codes dequantized, with one scale or one per output column; Gemm's weights
+    `[N, K]` under transB, its alpha, beta and C): dlc takes the int8 kernel, and the
+    result is the float64 value of the same codes' product (the activation's codes
+    rounded half to even as QuantizeLinear does), times the scales, plus beta C, to f32
+    rounding, at run-time rows; and ONNX Runtime agrees (the weights within +-63, where its
+    AVX2 u8 x i8 pair sums cannot saturate, see `_ort_u8s8_is_exact`)."""
+    rng = np.random.default_rng(5)
+    k, n = 24, 10
+    gemm = form.startswith("gemm")
+    act = np.uint8 if form == "matmul_u8_per_tensor" else np.int8
+    per_col = form in ("matmul_i8_per_column", "gemm_transb_per_row_alpha_beta")
+    trans_b = form == "gemm_transb_per_row_alpha_beta"
+    wq = rng.integers(-63, 64, (n, k) if trans_b else (k, n), dtype=np.int64).astype(np.int8)
+    ws = (rng.random(n if per_col else ()) * 0.02 + 0.005).astype(np.float32)
+    wz = np.zeros(ws.shape, np.int8)
+    info = np.iinfo(act)
+    xs, xz = np.float32(0.04), np.array(-3 if act == np.int8 else 120, act)
+    alpha, beta = (0.5, 2.0) if trans_b else (1.0, 1.0)
+    q = lambda o, i, nm, attrs={}: h.make_node(o, i, [nm], **attrs)
+    dq_attrs = {"axis": 0 if trans_b else 1} if per_col else {}
+    nodes = [q("QuantizeLinear", ["x", "xs", "xz"], "xq"), q("DequantizeLinear", ["xq", "xs", "xz"], "xd"),
+             q("DequantizeLinear", ["wq", "ws", "wz"], "wd", dq_attrs)]
+    inits = {"xs": xs, "xz": xz, "wq": wq, "ws": ws, "wz": wz}
+    bias = rng.standard_normal(n).astype(np.float32)
+    if gemm:
+        ins = ["xd", "wd"] + (["c"] if trans_b else [])
+        nodes.append(q("Gemm", ins, "y", {"transB": int(trans_b), "alpha": alpha, "beta": beta}))
+        if trans_b:
+            inits["c"] = bias
+        x_dims = ["M", k]
+    else:
+        nodes.append(q("MatMul", ["xd", "wd"], "y"))
+        x_dims = ["B", "S", k]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, x_dims)],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)],
+                     initializer=[numpy_helper.from_array(np.asarray(v), nm) for nm, v in inits.items()])
+    path = tmp_path / "m.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 13)]), str(path))
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    dlc("compile", path, "-o", tmp_path / "ir", "--emit", "ir")
+    ir = (tmp_path / "ir" / "model.dlcir").read_text()
+    assert "int_matmul(" in ir and " matmul(" not in ir and " gemm(" not in ir, ir
+    w_kn = (wq.T if trans_b else wq).astype(np.float64)
+    for shape in (((5, k),) if gemm else ()) + (((3, k),) if gemm else ((1, 7, k), (2, 3, k))):
+        x = (rng.standard_normal(shape) * 3).astype(np.float32)
+        work = tmp_path / "r{}".format("_".join(map(str, shape)))
+        work.mkdir()
+        got = dlc_run(art, path, {"x": x}, work)["y"]
+        codes = np.clip(np.rint(x.astype(np.float64) / xs) + int(xz), info.min, info.max) - int(xz)
+        want = alpha * ((codes @ w_kn) * float(xs) * np.asarray(ws, np.float64))
+        if trans_b:
+            want = want + beta * bias.astype(np.float64)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+        np.testing.assert_allclose(got, ort_run(path, {"x": x})["y"], rtol=1e-5, atol=1e-5 * np.abs(want).max())

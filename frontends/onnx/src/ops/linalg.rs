@@ -16,6 +16,9 @@ pub(crate) fn register(reg: &mut HashMap<&'static str, BuildFn>) {
 
 fn matmul(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let (a, b) = (cx.input(0)?, cx.input(1)?);
+    if let Some(y) = super::quant::qdq_matmul(cx, a, b, None)? {
+        return Ok(vec![y]);
+    }
     cx.add("", MatMul { act: Activation::None }, &[a, b])
 }
 
@@ -31,8 +34,10 @@ fn gemm(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         act: Activation::None,
     };
     let mut operands = vec![cx.input(0)?, cx.input(1)?];
-    if let Some(c) = cx.opt_input(2)? {
-        operands.push(c);
+    let c = cx.opt_input(2)?;
+    if let Some(y) = super::quant::qdq_matmul(cx, operands[0], operands[1], Some((&op, c)))? {
+        return Ok(vec![y]);
     }
+    operands.extend(c);
     cx.add("", op, &operands)
 }

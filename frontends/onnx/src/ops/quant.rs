@@ -190,32 +190,7 @@ pub(crate) fn qdq_conv(
     if dx.scale.len() != 1 || !(dw.scale.len() == 1 || per_channel) {
         return Ok(None);
     }
-    let (xq, xzp) = match cx.ty(dx.q).dtype {
-        DType::U8 => (dx.q, dx.zp),
-        _ => {
-            // i8 codes (quantize_static's default) as u8 ones 128 higher, the zero point
-            // too: the centred values, all the products see, are the same.
-            let zp = match dx.zp {
-                None => 0,
-                Some(z) => match cx.imp.known.get(&z).and_then(|t| t.to_i64()) {
-                    Some(v) if v.len() == 1 => v[0],
-                    _ => return Ok(None),
-                },
-            };
-            let i = cx.add1("codes_i32", Cast::new(DType::I32), &[dx.q])?;
-            let half = cx.add_const(
-                TensorData::new(dlc_ir::TensorType::fixed(DType::I32, &[]), 128i32.to_le_bytes().to_vec().into())
-                    .ok_or("internal: 128")?,
-            );
-            let i = cx.add1("codes_offset", Add {}, &[i, half])?;
-            let u = cx.add1("codes_u8", Cast::new(DType::U8), &[i])?;
-            let z = cx.add_const(
-                TensorData::new(dlc_ir::TensorType::fixed(DType::U8, &[]), vec![(zp + 128) as u8].into())
-                    .ok_or("internal: zero point")?,
-            );
-            (u, Some(z))
-        }
-    };
+    let Some((xq, xzp)) = u8_codes(cx, &dx)? else { return Ok(None) };
     let Some(y) = int8_conv(cx, op, xq, xzp, dw.q, dw.zp)? else { return Ok(None) };
     let mult: Vec<f32> =
         (0..m).map(|c| (dx.scale[0] as f64 * dw.scale[if per_channel { c } else { 0 }] as f64) as f32).collect();
@@ -225,6 +200,101 @@ pub(crate) fn qdq_conv(
     if let Some(b) = bias {
         let b = cx.add1("bias_channels", Reshape { shape: vec![-1, 1, 1], allowzero: false }, &[b])?;
         y = cx.add1("biased", Add {}, &[y, b])?;
+    }
+    Ok(Some(y))
+}
+
+/// A dequantized activation's codes as u8 with their zero point: u8 codes as they are;
+/// i8 codes (quantize_static's default) as u8 ones 128 higher, the zero point too, so the
+/// centred values, all the products see, are the same. `None` where an i8 zero point is
+/// not a known scalar.
+fn u8_codes(cx: &mut NodeCx, d: &Dequantized) -> Result<Option<(Value, Option<Value>)>, String> {
+    if cx.ty(d.q).dtype == DType::U8 {
+        return Ok(Some((d.q, d.zp)));
+    }
+    let zp = match d.zp {
+        None => 0,
+        Some(z) => match cx.imp.known.get(&z).and_then(|t| t.to_i64()) {
+            Some(v) if v.len() == 1 => v[0],
+            _ => return Ok(None),
+        },
+    };
+    let i = cx.add1("codes_i32", Cast::new(DType::I32), &[d.q])?;
+    let half = cx.add_const(
+        TensorData::new(dlc_ir::TensorType::fixed(DType::I32, &[]), 128i32.to_le_bytes().to_vec().into())
+            .ok_or("internal: 128")?,
+    );
+    let i = cx.add1("codes_offset", Add {}, &[i, half])?;
+    let u = cx.add1("codes_u8", Cast::new(DType::U8), &[i])?;
+    let z = cx.add_const(
+        TensorData::new(dlc_ir::TensorType::fixed(DType::U8, &[]), vec![(zp + 128) as u8].into())
+            .ok_or("internal: zero point")?,
+    );
+    Ok(Some((u, Some(z))))
+}
+
+/// A MatMul or Gemm of QDQ form (what `quantize_static` writes for a transformer's
+/// projections): `a` the DequantizeLinear of activation codes with one scale, `b` that of
+/// constant weight codes `[K, N]` with one scale or one per column (Gemm's `transB`
+/// weights are transposed here, at compile time). It runs on the int8 kernel
+/// ([`int8_product`]): the exact i32 sums of the centred codes, times
+/// `alpha * a_scale * b_scale[n]` (in f64, rounded once), then Gemm's `beta * C`. `None`
+/// where the form or the int8 kernel does not apply (the f32 product of the dequantized
+/// values serves), as for a transposed `a`.
+pub(crate) fn qdq_matmul(
+    cx: &mut NodeCx,
+    a: Value,
+    b: Value,
+    gemm: Option<(&Gemm, Option<Value>)>,
+) -> Result<Option<Value>, String> {
+    let (Some(da), Some(db)) = (cx.imp.dequantized.get(&a).cloned(), cx.imp.dequantized.get(&b).cloned()) else {
+        return Ok(None);
+    };
+    let Some(bd) = cx.ty(b).shape.as_fixed().filter(|d| d.len() == 2) else { return Ok(None) };
+    let trans_b = gemm.is_some_and(|(g, _)| g.trans_b);
+    if gemm.is_some_and(|(g, _)| g.trans_a) || da.scale.len() != 1 || !cx.imp.known.contains_key(&db.q) {
+        return Ok(None);
+    }
+    let n = if trans_b { bd[0] } else { bd[1] } as usize;
+    // Per column of `[K, N]`: axis 1 (axis 0 of Gemm's transposed `[N, K]`).
+    let column_axis = if trans_b { [0, -2] } else { [1, -1] };
+    let per_column = db.scale.len() == n && column_axis.contains(&db.axis);
+    if !(db.scale.len() == 1 || per_column) {
+        return Ok(None);
+    }
+    let (mut wq, wzp) = (db.q, db.zp);
+    if trans_b {
+        // The codes (and a per-column zero point, 1-D either way) as `[K, N]`.
+        let t = cx.imp.known.get(&wq).ok_or("internal: known weights")?;
+        let dtype = t.ty().dtype;
+        let (rows, cols, size) = (bd[0] as usize, bd[1] as usize, dtype.size());
+        let src = t.bytes();
+        let mut out = vec![0u8; src.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                let (from, to) = ((r * cols + c) * size, (c * rows + r) * size);
+                out[to..to + size].copy_from_slice(&src[from..from + size]);
+            }
+        }
+        let tt = dlc_ir::TensorType::fixed(dtype, &[bd[1], bd[0]]);
+        wq = cx.add_const(TensorData::new(tt, out.into()).ok_or("internal: transposed weights")?);
+    }
+    let Some((aq, azp)) = u8_codes(cx, &da)? else { return Ok(None) };
+    let Some(y) = int8_product(cx, aq, azp, wq, wzp)? else { return Ok(None) };
+    let alpha = gemm.map_or(1.0, |(g, _)| g.alpha as f64);
+    let mult: Vec<f32> =
+        (0..n).map(|c| (alpha * da.scale[0] as f64 * db.scale[if per_column { c } else { 0 }] as f64) as f32).collect();
+    let mult = cx.add_const(TensorData::from_f32(&[n as u64], &mult).ok_or("internal: scales")?);
+    let y = cx.add1("float", Cast::new(DType::F32), &[y])?;
+    let mut y = cx.add1("scaled", Mul {}, &[y, mult])?;
+    if let Some((g, Some(c))) = gemm {
+        let c = if g.beta == 1.0 {
+            c
+        } else {
+            let beta = cx.add_const(TensorData::from_f32(&[], &[g.beta]).ok_or("internal: beta")?);
+            cx.add1("c_scaled", Mul {}, &[c, beta])?
+        };
+        y = cx.add1("biased", Add {}, &[y, c])?;
     }
     Ok(Some(y))
 }
