@@ -189,13 +189,17 @@ impl Expr {
         Expr::atom(Atom::Div(Box::new(self.clone()), Box::new(d.clone())))
     }
 
-    /// `self / d` when `d` is a monomial of symbols with a positive coefficient
-    /// (`2*N`, `N*S`) that divides every term of `self` exactly (`512*N*S / (2*N)` is
-    /// `256*S`); `None` otherwise.
+    /// `self / d` when `d` is a monomial with a positive coefficient of symbols and of
+    /// floor divisions, moduli, minima or maxima (`2*N`, `N*S`, `floordiv(W + 6, 7)`)
+    /// that divides every term of `self` exactly (`512*N*S / (2*N)` is `256*S`; a window
+    /// count times the batch over the window count is the batch: exact for any nonzero
+    /// value of the divisor); `None` otherwise.
     fn exact_quotient(&self, d: &Expr) -> Option<Expr> {
         let mut t = d.terms.iter();
         let (atoms, &b) = t.next()?;
-        if t.next().is_some() || b <= 0 || atoms.is_empty() || !atoms.iter().all(|a| matches!(a, Atom::Sym(_))) {
+        let divisible =
+            |a: &Atom| matches!(a, Atom::Sym(_) | Atom::Div(..) | Atom::Mod(..) | Atom::Min(..) | Atom::Max(..));
+        if t.next().is_some() || b <= 0 || atoms.is_empty() || !atoms.iter().all(divisible) {
             return None;
         }
         let mut out = BTreeMap::new();
