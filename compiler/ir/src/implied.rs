@@ -107,6 +107,25 @@ fn required_equal(op: &Op, operands: &[TensorType], res: &[Dim]) -> Vec<(Dim, Di
                 }
             }
         }
+        // ScatterND's updates against the index tuples' and the data's slices' extents.
+        OpKind::Movement if matches!(op, Op::ScatterND(_)) => {
+            let (id, dd, upd) = (&operands[1].shape.0, &operands[0].shape.0, &operands[2].shape.0);
+            if let Some(k) = id.last().and_then(Dim::fixed) {
+                let want = id[..id.len() - 1].iter().chain(dd.get(k as usize..).unwrap_or(&[]));
+                for (u, w) in upd.iter().zip(want) {
+                    if u != w {
+                        pairs.push((u.clone(), w.clone()));
+                    }
+                }
+            }
+        }
+        // A view's element counts (equal as numbers, not as expressions: see `View`).
+        OpKind::Movement if matches!(op, Op::View(_)) => {
+            let (from, to) = (Dim::product(&operands[0].shape.0), Dim::product(res));
+            if from != to {
+                pairs.push((from, to));
+            }
+        }
         OpKind::Movement if matches!(op, Op::Concat(_)) => {
             let Op::Concat(c) = op else { return pairs };
             let Some(axis) = crate::ops::normalize_axis(c.axis, res.len()) else { return pairs };

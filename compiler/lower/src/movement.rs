@@ -545,31 +545,41 @@ pub fn scatter_elements(name: &str, n: &Node, op: &ScatterElements) -> Result<Ke
 /// ScatterND: each index tuple (the last dim of the indices) names a slice of the
 /// result, which its updates replace or combine into, in order.
 pub fn scatter_nd(name: &str, n: &Node, op: &ScatterND) -> Result<Kernel, LowerError> {
-    let d = n.fixed_in(0)?;
-    let id = n.fixed_in(1)?;
-    let Some(&k) = id.last() else { return Err(n.error("indices need at least one dim")) };
+    // Extents may be run-time dims (the index tuples' length is known).
+    let d = Node::dims(&n.inputs[0]);
+    let id = Node::dims(&n.inputs[1]);
+    let Some(k) = id.last().and_then(Expr::as_const) else {
+        return Err(n.error("the index tuples' length must be known"));
+    };
     let k = k as usize;
     if k > d.len() {
         return Err(n.error("index tuples longer than the data's rank"));
     }
-    let tuples: u64 = id[..id.len() - 1].iter().product();
-    let slice: u64 = d[k..].iter().product();
+    let prod = |v: &[Expr]| v.iter().fold(Expr::c(1), |a, x| &a * x);
+    let tuples = prod(&id[..id.len() - 1]);
+    let slice = prod(&d[k..]);
     let (mut b, elem) = scatter_start(name, n)?;
-    if tuples == 0 || slice == 0 || d[..k].contains(&0) {
+    if tuples.as_const() == Some(0) || slice.as_const() == Some(0) || d[..k].iter().any(|e| e.as_const() == Some(0)) {
         return Ok(b.finish());
     }
-    let ds = contiguous_strides(&fixed(&d));
+    let ds = contiguous_strides(&d);
     let idt = n.inputs[1].dtype;
     let mut err = None;
-    b.nest(&fixed(&[tuples, slice]), LoopKind::Serial, |b, ts| {
+    b.nest(&[tuples, slice.clone()], LoopKind::Serial, |b, ts| {
         first(&mut err, || {
             let (t, s) = (&ts[0], &ts[1]);
             let mut base = Expr::c(0);
-            for (q, &extent) in d[..k].iter().enumerate() {
-                let c = load_index(b, 1, idt, &(t * &Expr::c(k as i64)) + &Expr::c(q as i64), extent as i64);
+            for (q, extent) in d[..k].iter().enumerate() {
+                let at = &(t * &Expr::c(k as i64)) + &Expr::c(q as i64);
+                let c = match extent.as_const() {
+                    Some(e) => load_index(b, 1, idt, at, e),
+                    // A run-time extent of 0 leaves nothing to scatter into (the clamp's
+                    // last index is 0, the copy of no bytes): the loop still reads inside.
+                    None => load_index_expr(b, 1, idt, at, extent),
+                };
                 base = &base + &(&Expr::val(c) * &ds[q]);
             }
-            let u = b.load(Ty::scalar(elem), 2, &(t * &Expr::c(slice as i64)) + s, elem.bytes());
+            let u = b.load(Ty::scalar(elem), 2, &(t * &slice) + s, elem.bytes());
             combine(b, n, op.reduction, 3, &base + s, u, elem)
         })
     });

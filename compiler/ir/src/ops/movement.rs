@@ -518,14 +518,24 @@ impl Infer for ScatterND {
         let op = Self::INFO.mnemonic;
         let (data, idx, upd) = (&inputs[0], &inputs[1], &inputs[2]);
         check_indices(idx, node, op)?;
-        let id = fixed_dims(idx, node, op)?;
-        let dd = fixed_dims(data, node, op)?;
-        let k = *id.last().ok_or_else(|| IrError::shape(node, op, "indices must have rank >= 1"))? as usize;
+        // Run-time dims anywhere but the tuple length (Swin's shifted-window mask: slices
+        // of a mask of the padded image's size).
+        let (id, dd) = (&idx.shape.0, &data.shape.0);
+        let k = id
+            .last()
+            .ok_or_else(|| IrError::shape(node, op, "indices must have rank >= 1"))?
+            .fixed()
+            .ok_or_else(|| IrError::shape(node, op, format!("the index tuples' length must be known, got {idx}")))?
+            as usize;
         ensure(k <= dd.len(), node, op, || format!("index tuples of length {k} exceed the rank of {}", data.shape))?;
-        let mut want: Vec<u64> = id[..id.len() - 1].to_vec();
-        want.extend(&dd[k..]);
-        ensure(upd.shape == Shape::fixed(&want) && upd.dtype == data.dtype, node, op, || {
-            format!("updates must be {}{:?}, got {upd}", data.dtype, want)
+        let mut want: Vec<Dim> = id[..id.len() - 1].to_vec();
+        want.extend(dd[k..].iter().cloned());
+        // Equal extents, or (run-time ones that differ as expressions) equal when the
+        // model runs (`crate::implied::constraints`).
+        let agree = upd.shape.rank() == want.len()
+            && upd.shape.0.iter().zip(&want).all(|(u, w)| u == w || u.fixed().is_none() || w.fixed().is_none());
+        ensure(agree && upd.dtype == data.dtype, node, op, || {
+            format!("updates must be {}{}, got {upd}", data.dtype, Shape(want.clone()))
         })?;
         Ok(vec![data.clone()])
     }
@@ -783,7 +793,12 @@ impl Infer for View {
         let op = Self::INFO.mnemonic;
         let x = &inputs[0];
         let dims = self.target().ok_or_else(|| IrError::shape(node, op, format!("'{}' are not dims", self.dims)))?;
-        ensure(Dim::product(&dims).expr() == Dim::product(&x.shape.0).expr(), node, op, || {
+        // Counts that differ as expressions but not as numbers must be equal when the
+        // model runs (Swin's `[B, Hp / 7, 7, Wp / 7, 7, C]` of a padding `Hp` that is a
+        // multiple of 7 by construction): `crate::implied::constraints` records it and
+        // dlc-runtime checks it before the run.
+        let (to, from) = (Dim::product(&dims), Dim::product(&x.shape.0));
+        ensure(to == from || to.fixed().is_none() || from.fixed().is_none(), node, op, || {
             format!("{} does not hold the elements of {}", Shape(dims.clone()), x.shape)
         })?;
         Ok(vec![TensorType { dtype: x.dtype, shape: Shape(dims) }])
