@@ -208,6 +208,9 @@ pub(crate) struct Importer<'m> {
     /// The shape values that a Cast made floats (their elements are still the integral
     /// dims; `Range` over one counts in f32).
     pub float_shapes: HashMap<String, dlc_ir::DType>,
+    /// The shape values that are 2-D, `[len / cols, cols]` by name: the pairs of a
+    /// padding `torch.onnx` reorders (`ops::shapes`).
+    pub shape_cols: HashMap<String, usize>,
     /// The run-time dims of the inputs (named in messages that could be fixed by pinning).
     pub(crate) symbols: Vec<String>,
     /// While importing a branch of an `If` whose condition is known only at run time
@@ -255,6 +258,7 @@ impl<'m> Importer<'m> {
             strings: HashMap::new(),
             absent: Default::default(),
             float_shapes: Default::default(),
+            shape_cols: Default::default(),
             symbols: Vec::new(),
             guards: Vec::new(),
             dim_conditions: HashMap::new(),
@@ -607,6 +611,10 @@ impl<'m> Importer<'m> {
                 OnnxError::Node { path: path.clone(), node: name.clone(), op_type: node.op_type.clone(), message }
             };
             let uses_shape = node.input.iter().any(|n| self.shape_values.contains_key(n));
+            // A 2-D mark is the node's to set (`ops::shapes`), not a former binding's.
+            for o in &node.output {
+                self.shape_cols.remove(o);
+            }
             let mut cx = NodeCx { imp: self, node, name: name.clone(), opset };
             use crate::ops::shapes::{self, Out};
             let takes_shape = matches!(node.op_type.as_str(), "Shape" | "Size") && node.domain.is_empty();

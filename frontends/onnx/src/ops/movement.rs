@@ -507,7 +507,7 @@ enum Amounts {
     Computed(Vec<dlc_ir::Expr>),
 }
 
-fn pad(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+pub(crate) fn pad(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let mut x = cx.input(0)?;
     let rank = cx.ty(x).shape.rank();
     let mode = match cx.string("mode", "constant")?.as_str() {
@@ -525,41 +525,58 @@ fn pad(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let (pads, value) = if cx.opset < 11 {
         (Amounts::Known(cx.ints("pads")), cx.float("value", 0.0) as f64)
     } else {
-        let pads = match cx.const_input(1)? {
-            Some(_) if !run_axes => Amounts::Known(cx.const_ints(1, "pads")?.ok_or("pads is required")?),
-            _ if run_axes => {
-                let (p, a) = (cx.input(1)?, cx.input(3)?);
-                let k = match cx.ty(a).shape.0.as_slice() {
-                    [Dim::Fixed(k)] => *k,
-                    _ => return Err(format!("axes must be a vector of known length, got {}", cx.ty(a))),
-                };
-                let p =
-                    if cx.ty(p).dtype == DType::I64 { p } else { cx.add1("pads_i64", Cast::new(DType::I64), &[p])? };
-                let a =
-                    if cx.ty(a).dtype == DType::I64 { a } else { cx.add1("axes_i64", Cast::new(DType::I64), &[a])? };
-                let zero = cx.i64_const(&[1], &[0])?;
-                let rv = cx.i64_const(&[1], &[rank as i64])?;
-                let neg = cx.add1("axes_negative", Less {}, &[a, zero])?;
-                let up = cx.add1("axes_up", Add {}, &[a, rv])?;
-                let a = cx.add1("axes_normalised", Where {}, &[neg, up, a])?;
-                let ends = cx.add1("end_axes", Add {}, &[a, rv])?;
-                let idx = cx.add1("pad_positions", Concat { axis: 0 }, &[a, ends])?;
-                if cx.ty(p).shape.numel() != Some(2 * k) {
-                    return Err(format!("pads {} must hold 2 values per axis of {}", cx.ty(p), cx.ty(a)));
+        let shape_pads = cx.node.input.get(1).and_then(|n| cx.imp.shape_values.get(n)).cloned();
+        let pads = match shape_pads {
+            // Amounts computed from run-time dims (Swin's padding to whole windows,
+            // `(7 - W % 7) % 7`), which must be at least 0.
+            Some(s) if !run_axes => {
+                if let Some(e) = s.elems.iter().find(|e| !super::shapes::nonneg(e)) {
+                    return Err(format!("a pad of {e} computed from run-time dims may be negative (a crop)"));
                 }
-                let zeros = cx.i64_const(&[2 * rank as u64], &vec![0; 2 * rank])?;
-                let op = ScatterElements { axis: 0, reduction: ScatterReduction::None };
-                let full = cx.add1("full_pads", op, &[zeros, idx, p])?;
-                let (view, e) = super::bind::computed_dims(cx, x, full, "pads")?;
-                x = view;
-                Amounts::Computed(e)
+                Amounts::Computed(s.elems)
             }
-            _ => {
-                let v = cx.input(1)?;
-                let (view, e) = super::bind::computed_dims(cx, x, v, "pads")?;
-                x = view;
-                Amounts::Computed(e)
-            }
+            _ => match cx.const_input(1)? {
+                Some(_) if !run_axes => Amounts::Known(cx.const_ints(1, "pads")?.ok_or("pads is required")?),
+                _ if run_axes => {
+                    let (p, a) = (cx.input(1)?, cx.input(3)?);
+                    let k = match cx.ty(a).shape.0.as_slice() {
+                        [Dim::Fixed(k)] => *k,
+                        _ => return Err(format!("axes must be a vector of known length, got {}", cx.ty(a))),
+                    };
+                    let p = if cx.ty(p).dtype == DType::I64 {
+                        p
+                    } else {
+                        cx.add1("pads_i64", Cast::new(DType::I64), &[p])?
+                    };
+                    let a = if cx.ty(a).dtype == DType::I64 {
+                        a
+                    } else {
+                        cx.add1("axes_i64", Cast::new(DType::I64), &[a])?
+                    };
+                    let zero = cx.i64_const(&[1], &[0])?;
+                    let rv = cx.i64_const(&[1], &[rank as i64])?;
+                    let neg = cx.add1("axes_negative", Less {}, &[a, zero])?;
+                    let up = cx.add1("axes_up", Add {}, &[a, rv])?;
+                    let a = cx.add1("axes_normalised", Where {}, &[neg, up, a])?;
+                    let ends = cx.add1("end_axes", Add {}, &[a, rv])?;
+                    let idx = cx.add1("pad_positions", Concat { axis: 0 }, &[a, ends])?;
+                    if cx.ty(p).shape.numel() != Some(2 * k) {
+                        return Err(format!("pads {} must hold 2 values per axis of {}", cx.ty(p), cx.ty(a)));
+                    }
+                    let zeros = cx.i64_const(&[2 * rank as u64], &vec![0; 2 * rank])?;
+                    let op = ScatterElements { axis: 0, reduction: ScatterReduction::None };
+                    let full = cx.add1("full_pads", op, &[zeros, idx, p])?;
+                    let (view, e) = super::bind::computed_dims(cx, x, full, "pads")?;
+                    x = view;
+                    Amounts::Computed(e)
+                }
+                _ => {
+                    let v = cx.input(1)?;
+                    let (view, e) = super::bind::computed_dims(cx, x, v, "pads")?;
+                    x = view;
+                    Amounts::Computed(e)
+                }
+            },
         };
         let value = match cx.opt_input(2)? {
             None => 0.0,

@@ -65,7 +65,92 @@ pub(crate) const OPS: &[&str] = &[
     "Min",
     "Max",
     "TopK",
+    "Neg",
+    "Where",
+    "Mod",
+    "Pad",
 ];
+
+/// Elementwise ops that compute on shape values as data, while the model runs (the shape
+/// values become tensors, [`shape_tensor`]): their results are tensors, not dims (T5's
+/// relative-position buckets take the Log and Abs of positions).
+const DATA_OPS: &[&str] = &[
+    "Abs",
+    "Sign",
+    "Sqrt",
+    "Reciprocal",
+    "Exp",
+    "Log",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Pow",
+    "Less",
+    "LessOrEqual",
+    "Greater",
+    "GreaterOrEqual",
+    "Not",
+    "And",
+    "Or",
+    "Xor",
+    "BitShift",
+];
+
+/// Whether `e` is at least 0 for every binding of its symbols (run-time dims, each at
+/// least 0), by [`lower_bound`]. Conservative: `false` may be non-negative too.
+pub(crate) fn nonneg(e: &Expr) -> bool {
+    lower_bound(e).is_some_and(|b| b >= 0)
+}
+
+/// A lower bound of `e` over every binding of its symbols (each at least 0, with no
+/// upper bound), or `None` where none is found: a term with a positive coefficient and
+/// atoms bounded below by 0 or more contributes its atoms' bounds, a negative one only
+/// when constant; floor divisions by positive constants, minima, maxima and moduli by
+/// positive constants are bounded from their operands.
+fn lower_bound(e: &Expr) -> Option<i64> {
+    use dlc_sym::Atom;
+    let atom = |a: &Atom| -> Option<i64> {
+        match a {
+            Atom::Sym(_) => Some(0),
+            Atom::Div(x, y) => {
+                let d = y.as_const().filter(|&d| d > 0)?;
+                Some(lower_bound(x)?.div_euclid(d))
+            }
+            Atom::Min(x, y) => Some(lower_bound(x)?.min(lower_bound(y)?)),
+            Atom::Max(x, y) => match (lower_bound(x), lower_bound(y)) {
+                (Some(p), Some(q)) => Some(p.max(q)),
+                (p, q) => p.or(q),
+            },
+            Atom::Mod(_, y) => y.as_const().filter(|&d| d > 0).map(|_| 0),
+            _ => None,
+        }
+    };
+    let mut sum: i64 = 0;
+    for (atoms, c) in e.terms() {
+        let term = if atoms.is_empty() {
+            c
+        } else {
+            if c < 0 {
+                return None;
+            }
+            let mut prod: i64 = c;
+            for a in atoms {
+                let b = atom(a)?;
+                if b < 0 {
+                    // A product with a factor that may be negative: unbounded below
+                    // unless it stands alone.
+                    if atoms.len() > 1 {
+                        return None;
+                    }
+                }
+                prod = prod.checked_mul(b)?;
+            }
+            prod
+        };
+        sum = sum.checked_add(term)?;
+    }
+    Some(sum)
+}
 
 /// For an arithmetic node (Add, Sub, Mul, Div, Mod, Min, Max, Concat, Equal) whose
 /// operands mix shape values and tensors known only at run time: makes each shape value
@@ -74,12 +159,31 @@ pub(crate) const OPS: &[&str] = &[
 pub(crate) fn materialize_for_data(cx: &mut NodeCx) -> Result<bool, String> {
     let arith =
         matches!(cx.node.op_type.as_str(), "Add" | "Sub" | "Mul" | "Div" | "Mod" | "Min" | "Max" | "Concat" | "Equal");
-    if !arith || !cx.node.domain.is_empty() {
+    let names: Vec<String> = cx.node.input.clone();
+    if !cx.node.domain.is_empty() {
         return Ok(false);
     }
-    let names: Vec<String> = cx.node.input.clone();
+    // Elementwise ops that have no meaning on dims compute at run time; so does a Where
+    // whose condition only the run knows.
+    let as_data = DATA_OPS.contains(&cx.node.op_type.as_str())
+        || (cx.node.op_type == "Where" && !cx.imp.shape_values.contains_key(&names[0]) && cx.const_input(0)?.is_none());
+    if as_data {
+        for n in &names {
+            let Some(sv) = cx.imp.shape_values.get(n).cloned() else { continue };
+            let mut v = shape_tensor(cx, &sv, n)?;
+            if let Some(&d) = cx.imp.float_shapes.get(n) {
+                v = cx.add1(&format!("{n}_float"), dlc_ir::ops::Cast::new(d), &[v])?;
+            }
+            cx.imp.values.insert(n.clone(), v);
+        }
+        return Ok(true);
+    }
+    if !arith {
+        return Ok(false);
+    }
     // A quotient of float shape values (`float(h) / float(h_resized)`) is not a dim.
-    let mut data = cx.node.op_type == "Div" && names.iter().any(|n| cx.imp.float_shapes.contains_key(n));
+    let mut data =
+        matches!(cx.node.op_type.as_str(), "Div" | "Mod") && names.iter().any(|n| cx.imp.float_shapes.contains_key(n));
     for (i, n) in names.iter().enumerate() {
         if n.is_empty() || cx.imp.shape_values.contains_key(n) {
             continue;
@@ -101,16 +205,21 @@ pub(crate) fn materialize_for_data(cx: &mut NodeCx) -> Result<bool, String> {
 }
 
 /// Shape value `s` as an i64 tensor computed while the model runs: constants as they
-/// are, a run-time dim `e` as the sum of an Iota of `e` ones (an error when an element
-/// is not a dim, which could be negative).
+/// are, a run-time value `e` at least 0 as the sum of an Iota of `e` ones, one at most 0
+/// as the sum of `-e` minus ones (an error when the sign of an element is not known).
 pub(crate) fn shape_tensor(cx: &mut NodeCx, s: &ShapeVal, n: &str) -> Result<Value, String> {
     let mut parts = Vec::with_capacity(s.elems.len());
     for (j, e) in s.elems.iter().enumerate() {
         parts.push(match e.as_const() {
             Some(c) => cx.i64_const(&[1], &[c])?,
             None => {
-                Dim::from_expr(e.clone()).ok_or_else(|| format!("shape value {e} cannot be computed at run time"))?;
-                let ones = dlc_ir::ops::Iota { len: e.to_string(), start: 1, delta: 0, dtype: dlc_ir::DType::I64 };
+                let neg = &Expr::c(0) - e;
+                let (len, one) = match (nonneg(e), nonneg(&neg)) {
+                    (true, _) => (e.clone(), 1),
+                    (false, true) => (neg, -1),
+                    _ => return Err(format!("shape value {e} cannot be computed at run time (its sign is unknown)")),
+                };
+                let ones = dlc_ir::ops::Iota { len: len.to_string(), start: one, delta: 0, dtype: dlc_ir::DType::I64 };
                 let ones = cx.add1(&format!("{n}_{j}_ones"), ones, &[])?;
                 let sum = dlc_ir::ops::ReduceSum { axes: vec![0], keepdims: true };
                 cx.add1(&format!("{n}_{j}_value"), sum, &[ones])?
@@ -155,6 +264,9 @@ fn ints_of(s: &ShapeVal, what: &str) -> Result<Vec<i64>, String> {
 /// Evaluates node `cx` on shape values (see the module doc).
 pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
     let op = cx.node.op_type.clone();
+    if let Some(out) = matrix(cx)? {
+        return Ok(vec![out]);
+    }
     let shape = match op.as_str() {
         // Sizes given as a shape of run-time dims.
         "Resize" if cx.node.domain.is_empty() => {
@@ -171,6 +283,10 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
         "Size" if cx.imp.shape_values.contains_key(&cx.node.input[0]) => {
             let s = operand(cx, 0)?;
             ShapeVal { elems: vec![Expr::c(s.elems.len() as i64)], scalar: true }
+        }
+        // Amounts computed from run-time dims.
+        "Pad" if cx.node.domain.is_empty() && !cx.imp.shape_values.contains_key(&cx.node.input[0]) => {
+            return Ok(super::movement::pad(cx)?.into_iter().map(Out::Value).collect())
         }
         // k computed from run-time dims (bound and checked at run time).
         "TopK" => return Ok(super::bind::top_k(cx)?.into_iter().map(Out::Value).collect()),
@@ -370,10 +486,13 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             }
             ShapeVal { elems, scalar: vals.iter().all(|v| v.scalar) }
         }
-        "Add" | "Sub" | "Mul" | "Div" => {
+        "Add" | "Sub" | "Mul" | "Div" | "Mod" => {
             let float = cx.node.input.iter().take(2).find_map(|n| cx.imp.float_shapes.get(n).copied());
-            if float.is_some() && op == "Div" {
-                return Err("internal: a Div of float shape values is computed at run time".into());
+            if float.is_some() && matches!(op.as_str(), "Div" | "Mod") {
+                return Err(format!("internal: a {op} of float shape values is computed at run time"));
+            }
+            if op == "Mod" && cx.int("fmod", 0) != 0 {
+                return Err("Mod with fmod=1 of shape values (integers take fmod=0)".into());
             }
             if let (Some(o), Some(d)) = (cx.node.output.first(), float) {
                 cx.imp.float_shapes.insert(o.clone(), d);
@@ -394,6 +513,13 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                     "Add" => &a + &b,
                     "Sub" => &a - &b,
                     "Mul" => &a * &b,
+                    // Swin's padding to whole windows, `(7 - W % 7) % 7`: the divisor's sign.
+                    "Mod" => {
+                        if b.as_const() == Some(0) {
+                            return Err("takes a shape modulo zero".into());
+                        }
+                        a.modulo(&b)
+                    }
                     _ => {
                         // Integer division of dims: exact where the model's dims divide
                         // (what exporters compute); floor division otherwise.
@@ -405,6 +531,40 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                 });
             }
             ShapeVal { elems, scalar: x.scalar && y.scalar }
+        }
+        "Neg" => {
+            let x = operand(cx, 0)?;
+            ShapeVal { elems: x.elems.iter().map(|e| &Expr::c(0) - e).collect(), scalar: x.scalar }
+        }
+        // A condition known when compiling (an Equal of dims decided above: `expand(B,
+        // -1, -1)`'s "which entries are -1"); one only the run knows computes as data
+        // (`materialize_for_data`).
+        "Where" => {
+            let cond = cx.const_input(0)?.ok_or("internal: a Where of shapes with a run-time condition")?;
+            let flags: Vec<bool> = cond.bytes().iter().map(|&b| b != 0).collect();
+            if cond.ty().shape.rank() > 1 {
+                return Err("selects between shapes by a condition of more than one axis".into());
+            }
+            let (x, y) = (operand(cx, 1)?, operand(cx, 2)?);
+            let n = flags.len().max(x.elems.len()).max(y.elems.len());
+            let pick = |v: &[Expr], i: usize| -> Result<Expr, String> {
+                match v.len() {
+                    1 => Ok(v[0].clone()),
+                    m if m == n => Ok(v[i].clone()),
+                    m => Err(format!("shapes of {m} and {n} elements do not broadcast")),
+                }
+            };
+            let mut elems = Vec::with_capacity(n);
+            for i in 0..n {
+                let c = match flags.len() {
+                    1 => flags[0],
+                    m if m == n => flags[i],
+                    m => return Err(format!("a condition of {m} elements does not broadcast to {n}")),
+                };
+                elems.push(if c { pick(&x.elems, i)? } else { pick(&y.elems, i)? });
+            }
+            let scalar = cond.ty().shape.rank() == 0 && x.scalar && y.scalar;
+            ShapeVal { elems, scalar }
         }
         "Reshape" => {
             if let Some(s) = cx.imp.shape_values.get(&cx.node.input[0]).cloned() {
@@ -443,7 +603,17 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                 to[at] = Some(q);
             }
             let to: Vec<Dim> = to.into_iter().map(|d| d.expect("resolved")).collect();
-            let Some((shape, allowzero)) = super::movement::reshape_target(&from, &to) else {
+            // ONNX's 0/-1 form where its -1 infers the dim `to` has (as an expression),
+            // else a view to the dims (element counts equal only as numbers, `[N,
+            // floor(L / 4), 4]` of `[N, L]`, are checked when the model runs).
+            let form = super::movement::reshape_target(&from, &to).filter(|(shape, _)| {
+                shape.iter().position(|&v| v == -1).is_none_or(|i| {
+                    let known: Vec<Dim> =
+                        to.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, d)| d.clone()).collect();
+                    Dim::quotient(&from, &known).as_ref() == Some(&to[i])
+                })
+            });
+            let Some((shape, allowzero)) = form else {
                 // More run-time dims than ONNX's 0/-1 form can say: a view to the dims.
                 let dims = to.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(";");
                 return Ok(vec![Out::Value(cx.add1("", dlc_ir::ops::View { dims }, &[x]).map_err(|e| {
@@ -465,6 +635,113 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
         }
     };
     Ok(vec![finish(cx, shape)])
+}
+
+/// The indices ONNX Slice takes from a dim of `n` for one (start, end, step).
+fn slice_indices(n: i64, start: i64, end: i64, step: i64) -> Vec<i64> {
+    let norm = |v: i64, lo: i64, hi: i64| (if v < 0 { v + n } else { v }).clamp(lo, hi);
+    let mut out = Vec::new();
+    if step > 0 {
+        let (mut i, e) = (norm(start, 0, n), norm(end, 0, n));
+        while i < e {
+            out.push(i);
+            i += step;
+        }
+    } else if step < 0 {
+        let (mut i, e) = (norm(start, 0, n - 1), norm(end, -1, n - 1));
+        while i > e {
+            out.push(i);
+            i += step;
+        }
+    }
+    out
+}
+
+/// Nodes on 2-D shape values (`Importer::shape_cols`), `None` for others: a 1-D shape
+/// value reshaped to `[rows, cols]`, sliced, transposed and flattened again, cast, which
+/// is how `torch.onnx` turns `F.pad`'s pairs (last dim first) into ONNX Pad's order
+/// (`Reshape [-1, 2]`, `Slice` backwards along axis 0, `Transpose`, `Reshape [-1]`). Any
+/// other node reading a 2-D shape value is an error (not taken as 1-D).
+fn matrix(cx: &mut NodeCx) -> Result<Option<Out>, String> {
+    let op = cx.node.op_type.clone();
+    let input = cx.node.input.first().cloned().unwrap_or_default();
+    let cols_in = cx.imp.shape_cols.get(&input).copied();
+    let out_name = cx.node.output.first().cloned().unwrap_or_default();
+    let bind_cols = |cx: &mut NodeCx, c: Option<usize>| {
+        if let Some(c) = c {
+            cx.imp.shape_cols.insert(out_name.clone(), c);
+        }
+    };
+    let two_d_elsewhere = cx.node.input.iter().skip(1).any(|n| cx.imp.shape_cols.contains_key(n));
+    match (op.as_str(), cols_in) {
+        ("Reshape", None) if cx.imp.shape_values.contains_key(&input) => {
+            // To `[rows, cols]`: the same elements, marked 2-D.
+            let Some(target) = cx.const_ints(1, "the target shape")? else { return Ok(None) };
+            let s = operand(cx, 0)?;
+            let n = s.elems.len() as i64;
+            let cols = match target.as_slice() {
+                [-1, c] if *c > 0 && n % c == 0 => *c,
+                [r, c] if *r > 0 && *c > 0 && r * c == n => *c,
+                [r, -1] if *r > 0 && n % r == 0 => n / r,
+                _ => return Ok(None),
+            };
+            bind_cols(cx, Some(cols as usize));
+            Ok(Some(Out::Shape(ShapeVal { scalar: false, ..s })))
+        }
+        (_, None) if two_d_elsewhere => Err(format!("{op} of a 2-D shape value is not supported")),
+        (_, None) => Ok(None),
+        ("Reshape", Some(_)) => {
+            let s = operand(cx, 0)?;
+            let target = cx.const_ints(1, "the target shape")?.ok_or("the target shape is required")?;
+            let n = s.elems.len() as i64;
+            match target.as_slice() {
+                [k] if *k == -1 || *k == n => Ok(Some(Out::Shape(ShapeVal { scalar: false, ..s }))),
+                _ => Err(format!("reshapes a 2-D shape value of {n} elements to {target:?}")),
+            }
+        }
+        ("Cast" | "Identity", Some(c)) if matches!(cx.int("to", 7), 6 | 7) || op == "Identity" => {
+            bind_cols(cx, Some(c));
+            Ok(Some(Out::Shape(operand(cx, 0)?)))
+        }
+        ("Transpose", Some(c)) => {
+            let perm = cx.ints("perm");
+            let s = operand(cx, 0)?;
+            let r = s.elems.len() / c;
+            if !(perm.is_empty() || perm == [1, 0]) {
+                return Err(format!("transposes a 2-D shape value with perm {perm:?}"));
+            }
+            let elems = (0..c).flat_map(|j| (0..r).map(move |i| (i, j))).map(|(i, j)| s.elems[i * c + j].clone());
+            bind_cols(cx, Some(r));
+            Ok(Some(Out::Shape(ShapeVal { elems: elems.collect(), scalar: false })))
+        }
+        ("Slice", Some(c)) if cx.opset >= 10 => {
+            let s = operand(cx, 0)?;
+            let r = s.elems.len() / c;
+            let starts = cx.const_ints(1, "starts")?.ok_or("starts must be constants")?;
+            let ends = cx.const_ints(2, "ends")?.ok_or("ends must be constants")?;
+            let axes = cx.const_ints(3, "axes")?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+            let steps = cx.const_ints(4, "steps")?.unwrap_or_else(|| vec![1; starts.len()]);
+            if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+                return Err("starts, ends, axes and steps differ in length".into());
+            }
+            let (mut rows, mut colsel): (Vec<i64>, Vec<i64>) = ((0..r as i64).collect(), (0..c as i64).collect());
+            for j in 0..starts.len() {
+                match normalize_axis(axes[j], 2) {
+                    Some(0) => rows = slice_indices(r as i64, starts[j], ends[j], steps[j]),
+                    Some(_) => colsel = slice_indices(c as i64, starts[j], ends[j], steps[j]),
+                    None => return Err(format!("axis {} out of range for a 2-D shape value", axes[j])),
+                }
+            }
+            if colsel.is_empty() {
+                return Err("slices a 2-D shape value to no columns".into());
+            }
+            let elems = rows.iter().flat_map(|&i| colsel.iter().map(move |&j| (i, j)));
+            let elems: Vec<Expr> = elems.map(|(i, j)| s.elems[i as usize * c + j as usize].clone()).collect();
+            bind_cols(cx, Some(colsel.len()));
+            Ok(Some(Out::Shape(ShapeVal { elems, scalar: false })))
+        }
+        _ => Err(format!("{op} of a 2-D shape value is not supported")),
+    }
 }
 
 /// Slice of a tensor (not a shape) whose starts or ends are run-time dim expressions: a
@@ -509,7 +786,18 @@ pub(crate) fn tensor_slice(cx: &mut NodeCx) -> Result<Value, String> {
             Some(0) => zero.clone(),
             Some(v) if v >= huge => d.clone(),
             Some(v) => Expr::c(v).min_with(&d),
-            None => e.min_with(&d),
+            // At least 0 (`x[:, :S]`): clamped to the dim.
+            None if nonneg(e) => e.min_with(&d),
+            // Either sign (`x[:, -S:]`): ONNX's rule as an expression, with `neg` 1 where
+            // `e < 0` (counted from the end, then clamped at 0), else 0 (clamped to the
+            // dim).
+            None => {
+                let one = Expr::c(1);
+                let neg = (&zero - e).max_with(&zero).min_with(&one);
+                let from_end = (&d + e).max_with(&zero);
+                let from_start = e.max_with(&zero).min_with(&d);
+                &(&neg * &from_end) + &(&(&one - &neg) * &from_start)
+            }
         };
         let (s0, e0) = (bound(&starts[j]), bound(&ends[j]));
         let span = &e0 - &s0;
@@ -566,18 +854,37 @@ fn range_bound(cx: &mut NodeCx, i: usize, what: &str) -> Result<Expr, String> {
     }
 }
 
-/// Range whose limit (or start) is a run-time dim: an Iota of `ceil((limit - start) /
-/// delta)` elements (delta a positive constant), in f32 when the operands are floats.
+/// Range whose limit or start is a run-time dim: an Iota of `ceil((limit - start) /
+/// delta)` elements (delta a positive constant), in f32 when the operands are floats; a
+/// run-time start (GPT-2's positions after a cache of run-time length) is added to an
+/// Iota from 0 while the model runs.
 fn range(cx: &mut NodeCx) -> Result<Value, String> {
     let start = range_bound(cx, 0, "start")?;
     let limit = range_bound(cx, 1, "limit")?;
     let delta = range_bound(cx, 2, "delta")?;
-    let (Some(s), Some(d)) = (start.as_const(), delta.as_const()) else {
-        return Err("a Range over run-time dims needs a constant start and delta".into());
+    let Some(d) = delta.as_const() else {
+        return Err("a Range over run-time dims needs a constant delta".into());
     };
     if d <= 0 {
         return Err(format!("a Range over run-time dims needs a positive delta, got {d}"));
     }
+    let Some(s) = start.as_const() else {
+        // From 0 over the same count, then plus the start.
+        let float = (0..3).any(|i| {
+            cx.imp.float_shapes.contains_key(&cx.node.input[i])
+                || cx.opt_input(i).ok().flatten().is_some_and(|v| cx.ty(v).dtype.is_float())
+        });
+        let dtype = if float { dlc_ir::DType::F32 } else { dlc_ir::DType::I64 };
+        let len = (&(&limit - &start) + &Expr::c(d - 1)).floor_div(&Expr::c(d)).max_with(&Expr::c(0));
+        let iota = cx.add1("from_zero", dlc_ir::ops::Iota { len: len.to_string(), start: 0, delta: d, dtype }, &[])?;
+        let name = cx.node.input[0].clone();
+        let sv = ShapeVal { elems: vec![start], scalar: true };
+        let mut st = shape_tensor(cx, &sv, &name)?;
+        if float {
+            st = cx.add1("start_float", dlc_ir::ops::Cast::new(dtype), &[st])?;
+        }
+        return cx.add1("", dlc_ir::ops::Add {}, &[iota, st]);
+    };
     let float = (0..3).any(|i| {
         cx.imp.float_shapes.contains_key(&cx.node.input[i])
             || cx.opt_input(i).ok().flatten().is_some_and(|v| cx.ty(v).dtype.is_float())
