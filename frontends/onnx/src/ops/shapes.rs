@@ -205,8 +205,8 @@ pub(crate) fn materialize_for_data(cx: &mut NodeCx) -> Result<bool, String> {
 }
 
 /// Shape value `s` as an i64 tensor computed while the model runs: constants as they
-/// are, a run-time value `e` at least 0 as the sum of an Iota of `e` ones, one at most 0
-/// as the sum of `-e` minus ones (an error when the sign of an element is not known).
+/// are, a run-time value `e` as the sum of an Iota of `e` ones, or, where `e` is
+/// provably at most 0 (a negated dim), of `-e` minus ones.
 pub(crate) fn shape_tensor(cx: &mut NodeCx, s: &ShapeVal, n: &str) -> Result<Value, String> {
     let mut parts = Vec::with_capacity(s.elems.len());
     for (j, e) in s.elems.iter().enumerate() {
@@ -214,11 +214,9 @@ pub(crate) fn shape_tensor(cx: &mut NodeCx, s: &ShapeVal, n: &str) -> Result<Val
             Some(c) => cx.i64_const(&[1], &[c])?,
             None => {
                 let neg = &Expr::c(0) - e;
-                let (len, one) = match (nonneg(e), nonneg(&neg)) {
-                    (true, _) => (e.clone(), 1),
-                    (false, true) => (neg, -1),
-                    _ => return Err(format!("shape value {e} cannot be computed at run time (its sign is unknown)")),
-                };
+                // Provably at most 0 (a negated dim): minus ones. Otherwise a dim the
+                // model uses as one (`S - 1`, at least 0 for any S it runs with).
+                let (len, one) = if !nonneg(e) && nonneg(&neg) { (neg, -1) } else { (e.clone(), 1) };
                 let ones = dlc_ir::ops::Iota { len: len.to_string(), start: one, delta: 0, dtype: dlc_ir::DType::I64 };
                 let ones = cx.add1(&format!("{n}_{j}_ones"), ones, &[])?;
                 let sum = dlc_ir::ops::ReduceSum { axes: vec![0], keepdims: true };
@@ -603,14 +601,14 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
                 to[at] = Some(q);
             }
             let to: Vec<Dim> = to.into_iter().map(|d| d.expect("resolved")).collect();
-            // ONNX's 0/-1 form where its -1 infers the dim `to` has (as an expression),
-            // else a view to the dims (element counts equal only as numbers, `[N,
-            // floor(L / 4), 4]` of `[N, L]`, are checked when the model runs).
+            // ONNX's 0/-1 form where its -1 can be inferred, else a view to the dims
+            // (element counts equal only as numbers, `[N, floor(L / 4), 4]` of `[N, L]`,
+            // are checked when the model runs).
             let form = super::movement::reshape_target(&from, &to).filter(|(shape, _)| {
                 shape.iter().position(|&v| v == -1).is_none_or(|i| {
                     let known: Vec<Dim> =
                         to.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, d)| d.clone()).collect();
-                    Dim::quotient(&from, &known).as_ref() == Some(&to[i])
+                    Dim::quotient(&from, &known).is_some()
                 })
             });
             let Some((shape, allowzero)) = form else {
