@@ -149,6 +149,85 @@ def _bert(kind):
     return build
 
 
+def _gpt2_kv(path):
+    """A GPT-2 decoder step with a KV cache (what generation loops run): new tokens
+    `input_ids [batch, new]`, `attention_mask [batch, past + new]` and each layer's past
+    keys and values `[batch, heads, past, 32]`; the logits and the grown cache. Positions
+    are a Range from the cache's run-time length."""
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_embd=128, n_layer=2, n_head=4, vocab_size=5000, n_positions=256)
+    cfg._attn_implementation = "eager"
+    m = transformers.GPT2LMHeadModel(cfg)
+
+    class Step(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, k0, v0, k1, v1):
+            out = self.m(input_ids=input_ids, attention_mask=attention_mask, past_key_values=((k0, v0), (k1, v1)),
+                         use_cache=True)
+            (a, b), (c, d) = out.past_key_values
+            return out.logits, a, b, c, d
+
+    past = [torch.randn(2, 4, 7, 32) for _ in range(4)]
+    names = ["input_ids", "attention_mask", "past_k0", "past_v0", "past_k1", "past_v1"]
+    cache = {0: "batch", 2: "past"}
+    _export(Step(m), (torch.randint(0, 5000, (2, 1)), torch.ones(2, 8, dtype=torch.long), *past), names,
+            ["logits", "k0", "v0", "k1", "v1"],
+            {"input_ids": {0: "batch", 1: "new"}, "attention_mask": {0: "batch", 1: "total"},
+             **{n: cache for n in names[2:]}, "logits": {0: "batch", 1: "new"}}, path)
+
+
+def _vit(path):
+    """A small ViT (patch 8) that interpolates its position embeddings to the image's
+    run-time size (`interpolate_pos_encoding`: a bicubic Resize to sizes from the
+    shape, and `cls.expand(batch, -1, -1)`)."""
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(hidden_size=96, num_hidden_layers=2, num_attention_heads=4, intermediate_size=192,
+                                 image_size=64, patch_size=8)
+    cfg._attn_implementation = "eager"
+    m = transformers.ViTModel(cfg)
+
+    class Hidden(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m(pixel_values=x, interpolate_pos_encoding=True).last_hidden_state
+
+    _export(Hidden(m), (torch.randn(1, 3, 64, 64),), ["x"], ["hidden"],
+            {"x": {0: "batch", 2: "height", 3: "width"}, "hidden": {0: "batch", 1: "tokens"}}, path)
+
+
+def _t5_encoder(path):
+    """A small T5 encoder: relative-position buckets computed from the sequence length
+    (Range, Abs, Log, Min, Where over positions) and a bias sliced `[:, :, -S:, :]`."""
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.T5Config(d_model=128, d_ff=256, num_layers=2, num_heads=4, vocab_size=5000, d_kv=32)
+    m = transformers.T5EncoderModel(cfg)
+
+    class Hidden(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    ids = torch.randint(0, 5000, (2, 12))
+    seq = {0: "batch", 1: "sequence"}
+    _export(Hidden(m), (ids, torch.ones_like(ids)), ["input_ids", "attention_mask"], ["hidden"],
+            {"input_ids": seq, "attention_mask": seq, "hidden": seq}, path)
+
+
 def _wav2vec2(path):
     """A small wav2vec 2.0 encoder (speech): raw audio `[batch, samples]`."""
     import transformers
@@ -305,12 +384,16 @@ EXPORTS = {
     "tv_googlenet": _image("googlenet", aux_logits=False, init_weights=True),
     "tv_densenet121": _image("densenet121"),
     "tv_convnext_tiny": _image("convnext_tiny"),
+    "tv_swin_t": _image("swin_t"),
     "tv_lraspp_mobilenet_v3": _segmenter("lraspp_mobilenet_v3_large"),
     "tv_deeplabv3_mobilenet_v3": _segmenter("deeplabv3_mobilenet_v3_large"),
     "tv_ssdlite320": _detector("ssdlite320_mobilenet_v3_large"),
     "minilm_l6": _minilm,
     "bert_tiny": _bert("bert"),
     "distilbert_small": _bert("distilbert"),
+    "gpt2_kv": _gpt2_kv,
+    "vit_small": _vit,
+    "t5_encoder": _t5_encoder,
     "wav2vec2_small": _wav2vec2,
     "kws_res8": _kws,
     "crnn": _crnn,

@@ -211,6 +211,13 @@ MODELS = {
 }
 
 
+def _kv(batch, new, past, heads=4, head_dim=32):
+    """Shapes of one GPT-2 cache step: `new` tokens after a cache of `past`."""
+    cache = (batch, heads, past, head_dim)
+    return {"input_ids": (batch, new), "attention_mask": (batch, past + new),
+            **{f"past_{kv}{i}": cache for kv in "kv" for i in range(2)}}
+
+
 def _image(note, shapes=((1, 3, 224, 224), (2, 3, 160, 192), (1, 3, 96, 128))):
     return {"export": True, "status": "runs", "shapes": list(shapes), "note": note}
 
@@ -230,6 +237,11 @@ MODELS.update({
     "tv_regnet_y_400mf": _image("RegNetY-400MF: grouped convolutions, squeeze-excitation"),
     "tv_densenet121": _image("DenseNet-121: concatenations of every earlier block"),
     "tv_convnext_tiny": _image("ConvNeXt-T: 7x7 depthwise convolutions, LayerNorm over channels, GELU"),
+    # Shifted-window attention at run-time image sizes: padding to whole 7x7 windows (Mod
+    # of dims, torch's pad pairs reordered), window reshapes whose counts equal only as
+    # numbers (checked when it runs), a ScatterND mask of the padded size.
+    "tv_swin_t": _image("Swin-T: shifted windows, padding to whole windows at run-time sizes",
+                        shapes=((1, 3, 224, 224), (2, 3, 160, 192), (1, 3, 100, 130))),
     "tv_squeezenet1_1": _image("SqueezeNet 1.1: ceil_mode max pools"),
     "tv_googlenet": _image("GoogLeNet: inception blocks, ceil_mode max pools"),
     "tv_shufflenet_v2": _image("ShuffleNetV2 x0.5: channel shuffles (reshape, transpose)"),
@@ -248,6 +260,17 @@ MODELS.update({
                       feeds={"input_ids": ("ids", 30000), "attention_mask": ("ones",), "token_type_ids": ("zeros",)}),
     "bert_tiny": _text("BERT (2 layers, hidden 128)"),
     "distilbert_small": _text("DistilBERT (3 layers, hidden 256)"),
+    # A generation step with a KV cache: positions from a Range that starts at the cache's
+    # run-time length, the cache grown by the new tokens.
+    "gpt2_kv": {"export": True, "status": "runs", "note": "GPT-2 decoder step with a KV cache",
+                "feeds": {"input_ids": ("ids", 5000), "attention_mask": ("ones",)},
+                "shapes": [_kv(2, 1, 7), _kv(1, 3, 20), _kv(3, 1, 1)]},
+    # Position embeddings interpolated (bicubic) to the run-time image size.
+    "vit_small": _image("ViT (patch 8) interpolating its position embeddings",
+                        shapes=((1, 3, 64, 64), (2, 3, 48, 80), (1, 3, 96, 40))),
+    # Relative-position buckets from the sequence length, a bias sliced [:, :, -S:, :].
+    "t5_encoder": dict(_text("T5 encoder (2 layers): relative-position buckets"),
+                       feeds={"input_ids": ("ids", 5000), "attention_mask": ("ones",)}),
     # Speech: a wav2vec 2.0 encoder on raw audio, a keyword-spotting CNN on log-mel frames.
     "wav2vec2_small": {"export": True, "status": "runs", "note": "wav2vec 2.0 (small) on raw audio",
                        "shapes": [(1, 16000), (2, 8000), (1, 12345)]},
