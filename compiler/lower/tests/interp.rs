@@ -98,6 +98,20 @@ fn i32s(dims: &[u64], v: &[i32]) -> TensorData {
     TensorData::new(t, Arc::from(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())).unwrap()
 }
 
+/// The kernel `op` lowers to on one operand of type `t`.
+fn lowered(op: &Op, t: &TensorType) -> dlc_kir::Kernel {
+    let out = op.infer("n", std::slice::from_ref(t)).unwrap();
+    let node = dlc_lower::Node {
+        name: "n",
+        op,
+        inputs: std::slice::from_ref(t),
+        outputs: &out,
+        consts: &[],
+        operand_max: &[],
+    };
+    dlc_lower::lower("k", &node, &T).expect("ported").unwrap()
+}
+
 fn ty(dtype: DType, dims: &[Dim]) -> TensorType {
     TensorType { dtype, shape: Shape(dims.to_vec()) }
 }
@@ -163,17 +177,7 @@ fn transposes_of_the_last_two_dims_move_in_tiles_with_remainders() {
         for dtype in [t.dtype, DType::I64, DType::U16, DType::I8] {
             let t = TensorType { dtype, ..t.clone() };
             let op: Op = Transpose { perm: perm.clone() }.into();
-            let out = op.infer("n", std::slice::from_ref(&t)).unwrap();
-            let node = dlc_lower::Node {
-                name: "n",
-                op: &op,
-                inputs: std::slice::from_ref(&t),
-                outputs: &out,
-                consts: &[],
-                operand_max: &[],
-            };
-            let k = dlc_lower::lower("k", &node, &T).expect("ported").unwrap();
-            assert!(dlc_kir::print::kernel(&k).contains("shuffle"), "not tiled: {t:?} {perm:?}");
+            assert!(dlc_kir::print::kernel(&lowered(&op, &t)).contains("shuffle"), "not tiled: {t:?} {perm:?}");
             let b: Vec<&[(&str, u64)]> = bindings.iter().map(|v| v.as_slice()).collect();
             check(op, t, &b);
         }
@@ -354,17 +358,7 @@ fn softmax_over_a_run_time_row_length_is_vectorised() {
     let t = ty(DType::F32, &[s("B"), f(2), s("S")]);
     for mode in [SoftmaxMode::Softmax, SoftmaxMode::LogSoftmax] {
         let op: Op = Softmax { axis: -1, mode }.into();
-        let out = op.infer("n", std::slice::from_ref(&t)).unwrap();
-        let node = dlc_lower::Node {
-            name: "n",
-            op: &op,
-            inputs: std::slice::from_ref(&t),
-            outputs: &out,
-            consts: &[],
-            operand_max: &[],
-        };
-        let k = dlc_lower::lower("k", &node, &T).expect("ported").unwrap();
-        let text = dlc_kir::print::kernel(&k);
+        let text = dlc_kir::print::kernel(&lowered(&op, &t));
         assert!(!text.contains("expf") && text.contains("f32x8"), "{mode:?}: not the vector kernel\n{text}");
         let binds: [&[(&str, u64)]; 5] = [
             &[("B", 1), ("S", 1)],

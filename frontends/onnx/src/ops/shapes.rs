@@ -168,14 +168,7 @@ pub(crate) fn materialize_for_data(cx: &mut NodeCx) -> Result<bool, String> {
     let as_data = DATA_OPS.contains(&cx.node.op_type.as_str())
         || (cx.node.op_type == "Where" && !cx.imp.shape_values.contains_key(&names[0]) && cx.const_input(0)?.is_none());
     if as_data {
-        for n in &names {
-            let Some(sv) = cx.imp.shape_values.get(n).cloned() else { continue };
-            let mut v = shape_tensor(cx, &sv, n)?;
-            if let Some(&d) = cx.imp.float_shapes.get(n) {
-                v = cx.add1(&format!("{n}_float"), dlc_ir::ops::Cast::new(d), &[v])?;
-            }
-            cx.imp.values.insert(n.clone(), v);
-        }
+        materialize(cx, &names)?;
         return Ok(true);
     }
     if !arith {
@@ -190,10 +183,16 @@ pub(crate) fn materialize_for_data(cx: &mut NodeCx) -> Result<bool, String> {
         }
         data |= cx.const_input(i)?.is_none();
     }
-    if !data {
-        return Ok(false);
+    if data {
+        materialize(cx, &names)?;
     }
-    for n in &names {
+    Ok(data)
+}
+
+/// Each shape value among `names` bound as an IR tensor ([`shape_tensor`]; a float shape
+/// value cast to its float type), for the node to compute on at run time.
+fn materialize(cx: &mut NodeCx, names: &[String]) -> Result<(), String> {
+    for n in names {
         let Some(s) = cx.imp.shape_values.get(n).cloned() else { continue };
         let mut v = shape_tensor(cx, &s, n)?;
         if let Some(&d) = cx.imp.float_shapes.get(n) {
@@ -201,7 +200,7 @@ pub(crate) fn materialize_for_data(cx: &mut NodeCx) -> Result<bool, String> {
         }
         cx.imp.values.insert(n.clone(), v);
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Shape value `s` as an i64 tensor computed while the model runs: constants as they
