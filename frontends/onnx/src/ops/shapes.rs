@@ -865,31 +865,23 @@ fn range(cx: &mut NodeCx) -> Result<Value, String> {
     if d <= 0 {
         return Err(format!("a Range over run-time dims needs a positive delta, got {d}"));
     }
-    let Some(s) = start.as_const() else {
-        // From 0 over the same count, then plus the start.
-        let float = (0..3).any(|i| {
-            cx.imp.float_shapes.contains_key(&cx.node.input[i])
-                || cx.opt_input(i).ok().flatten().is_some_and(|v| cx.ty(v).dtype.is_float())
-        });
-        let dtype = if float { dlc_ir::DType::F32 } else { dlc_ir::DType::I64 };
-        let len = (&(&limit - &start) + &Expr::c(d - 1)).floor_div(&Expr::c(d)).max_with(&Expr::c(0));
-        let iota = cx.add1("from_zero", dlc_ir::ops::Iota { len: len.to_string(), start: 0, delta: d, dtype }, &[])?;
-        let name = cx.node.input[0].clone();
-        let sv = ShapeVal { elems: vec![start], scalar: true };
-        let mut st = shape_tensor(cx, &sv, &name)?;
-        if float {
-            st = cx.add1("start_float", dlc_ir::ops::Cast::new(dtype), &[st])?;
-        }
-        return cx.add1("", dlc_ir::ops::Add {}, &[iota, st]);
-    };
     let float = (0..3).any(|i| {
         cx.imp.float_shapes.contains_key(&cx.node.input[i])
             || cx.opt_input(i).ok().flatten().is_some_and(|v| cx.ty(v).dtype.is_float())
     });
     let dtype = if float { dlc_ir::DType::F32 } else { dlc_ir::DType::I64 };
-    let len = (&(&limit - &Expr::c(s)) + &Expr::c(d - 1)).floor_div(&Expr::c(d)).max_with(&Expr::c(0));
-    let op = dlc_ir::ops::Iota { len: len.to_string(), start: s, delta: d, dtype };
-    cx.add1("", op, &[])
+    let len = (&(&limit - &start) + &Expr::c(d - 1)).floor_div(&Expr::c(d)).max_with(&Expr::c(0));
+    // A constant start is the iota's own; a run-time one is added to an iota from 0.
+    let Some(s) = start.as_const() else {
+        let iota = cx.add1("from_zero", dlc_ir::ops::Iota { len: len.to_string(), start: 0, delta: d, dtype }, &[])?;
+        let name = cx.node.input[0].clone();
+        let mut st = shape_tensor(cx, &ShapeVal { elems: vec![start], scalar: true }, &name)?;
+        if float {
+            st = cx.add1("start_float", dlc_ir::ops::Cast::new(dtype), &[st])?;
+        }
+        return cx.add1("", dlc_ir::ops::Add {}, &[iota, st]);
+    };
+    cx.add1("", dlc_ir::ops::Iota { len: len.to_string(), start: s, delta: d, dtype }, &[])
 }
 
 /// A shape value whose elements are all constants becomes an ordinary constant.
