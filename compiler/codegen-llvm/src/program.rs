@@ -44,59 +44,198 @@ fn constant(p: &Program, e: &Expr, what: &str) -> R<u64> {
     }
 }
 
-/// Expression `e` over the program's symbols (`syms`, loaded at the function's entry)
-/// as an `i64` (floor division and modulo as kir defines them).
-fn build_expr<'ctx>(
-    cx: &'ctx Context,
-    b: &Builder<'ctx>,
-    e: &Expr,
-    syms: &HashMap<String, IntValue<'ctx>>,
-) -> R<IntValue<'ctx>> {
-    let i64t = cx.i64_type();
-    let mut acc = i64t.const_zero();
-    for (atoms, c) in e.terms() {
-        let mut t = i64t.const_int(c as u64, true);
-        for a in atoms {
-            let v = match a {
-                Atom::Sym(s) => *syms.get(s).ok_or_else(|| bad(format!("symbol {s} is not a run-time dim")))?,
-                Atom::Var(_) | Atom::Val(_) => return Err(bad(format!("{e}: loop variables outside a kernel"))),
-                Atom::Div(x, y) | Atom::Mod(x, y) => {
-                    let (x, y) = (build_expr(cx, b, x, syms)?, build_expr(cx, b, y, syms)?);
-                    let q = b.build_int_signed_div(x, y, "")?;
-                    let r = b.build_int_signed_rem(x, y, "")?;
-                    let zero = i64t.const_zero();
-                    let nz = b.build_int_compare(IntPredicate::NE, r, zero, "")?;
-                    let sr = b.build_int_compare(IntPredicate::SLT, r, zero, "")?;
-                    let sy = b.build_int_compare(IntPredicate::SLT, y, zero, "")?;
-                    let adj = b.build_and(nz, b.build_xor(sr, sy, "")?, "")?;
-                    if matches!(a, Atom::Div(..)) {
-                        b.build_int_sub(q, b.build_int_z_extend(adj, i64t, "")?, "")?
-                    } else {
-                        b.build_select(adj, b.build_int_add(r, y, "")?, r, "")?.into_int_value()
-                    }
-                }
-                Atom::Min(x, y) | Atom::Max(x, y) => {
-                    let (x, y) = (build_expr(cx, b, x, syms)?, build_expr(cx, b, y, syms)?);
-                    let pr = if matches!(a, Atom::Min(..)) { IntPredicate::SLT } else { IntPredicate::SGT };
-                    b.build_select(b.build_int_compare(pr, x, y, "")?, x, y, "")?.into_int_value()
-                }
-            };
-            t = b.build_int_mul(t, v, "")?;
+/// An atom of an expression with its operands replaced by their numbers in [`Values`].
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Sym(String),
+    Div(u32, u32),
+    Mod(u32, u32),
+    Min(u32, u32),
+    Max(u32, u32),
+}
+
+/// The index expressions of an entry point (over the program's symbols, floor division
+/// and modulo as kir defines them), each distinct sub-expression built once. Sizes and
+/// offsets nest one another (the arena's size is a maximum over every buffer's, whose
+/// dims repeat the same floor divisions): built as trees, Swin-T's entry points came to
+/// 55 million instructions and two minutes of LLVM. So every expression gets a number,
+/// found by its shared storage first and by its structure (atoms over its operands'
+/// numbers) otherwise, and its value is reused wherever it dominates: [`Values::enter`]
+/// and [`Values::leave`] bracket a branch or a loop body, whose values end with it, and
+/// [`Values::forget`] drops them all when a `bind` gives a symbol a new value.
+#[derive(Default)]
+struct Values<'ctx> {
+    /// Storage address to number; the expression is kept so that its address stays its own.
+    by_storage: HashMap<usize, (u32, Expr)>,
+    /// Structure (monomials of keys, coefficients) to number.
+    numbers: HashMap<Vec<(Vec<Key>, i64)>, u32>,
+    /// Built values by scope, the innermost last: expressions by number, atoms by key.
+    scopes: Vec<HashMap<Result<u32, Key>, IntValue<'ctx>>>,
+}
+
+impl<'ctx> Values<'ctx> {
+    fn number(&mut self, e: &Expr) -> u32 {
+        if let Some((n, _)) = self.by_storage.get(&e.storage_id()) {
+            return *n;
         }
-        acc = b.build_int_add(acc, t, "")?;
+        let mut shape = Vec::new();
+        for (atoms, c) in e.terms() {
+            let mut keys = Vec::with_capacity(atoms.len());
+            for a in atoms {
+                keys.push(self.key(a));
+            }
+            shape.push((keys, c));
+        }
+        let next = self.numbers.len() as u32;
+        let n = *self.numbers.entry(shape).or_insert(next);
+        self.by_storage.insert(e.storage_id(), (n, e.clone()));
+        n
     }
-    Ok(acc)
+
+    fn key(&mut self, a: &Atom) -> Key {
+        match a {
+            Atom::Sym(s) => Key::Sym(s.clone()),
+            Atom::Div(x, y) => Key::Div(self.number(x), self.number(y)),
+            Atom::Mod(x, y) => Key::Mod(self.number(x), self.number(y)),
+            Atom::Min(x, y) => Key::Min(self.number(x), self.number(y)),
+            Atom::Max(x, y) => Key::Max(self.number(x), self.number(y)),
+            // Loop variables and kernel values have no place in an entry point; the
+            // builder reports them.
+            Atom::Var(v) => Key::Sym(format!("%i{v}")),
+            Atom::Val(v) => Key::Sym(format!("%v{v}")),
+        }
+    }
+
+    fn get(&self, k: &Result<u32, Key>) -> Option<IntValue<'ctx>> {
+        self.scopes.iter().rev().find_map(|s| s.get(k).copied())
+    }
+
+    fn put(&mut self, k: Result<u32, Key>, v: IntValue<'ctx>) {
+        if self.scopes.is_empty() {
+            self.scopes.push(HashMap::new());
+        }
+        if let Some(s) = self.scopes.last_mut() {
+            s.insert(k, v);
+        }
+    }
+
+    /// Values built from here on end at the matching [`Values::leave`].
+    fn enter(&mut self) {
+        if self.scopes.is_empty() {
+            self.scopes.push(HashMap::new());
+        }
+        self.scopes.push(HashMap::new());
+    }
+
+    fn leave(&mut self) {
+        self.scopes.pop();
+    }
+
+    /// A symbol's value changed: nothing built so far may be reused.
+    fn forget(&mut self) {
+        for s in &mut self.scopes {
+            s.clear();
+        }
+    }
+
+    /// `e` at the symbols' values `syms`, as an `i64`.
+    fn build(
+        &mut self,
+        cx: &'ctx Context,
+        b: &Builder<'ctx>,
+        e: &Expr,
+        syms: &HashMap<String, IntValue<'ctx>>,
+    ) -> R<IntValue<'ctx>> {
+        let i64t = cx.i64_type();
+        if let Some(c) = e.as_const() {
+            return Ok(i64t.const_int(c as u64, true));
+        }
+        let n = Ok(self.number(e));
+        if let Some(v) = self.get(&n) {
+            return Ok(v);
+        }
+        let mut acc: Option<IntValue<'ctx>> = None;
+        for (atoms, c) in e.terms() {
+            let mut t: Option<IntValue<'ctx>> = None;
+            for a in atoms {
+                let v = self.atom(cx, b, a, syms)?;
+                t = Some(match t {
+                    None => v,
+                    Some(t) => b.build_int_mul(t, v, "")?,
+                });
+            }
+            let c = i64t.const_int(c as u64, true);
+            let t = match t {
+                None => c,
+                Some(t) if c.get_sign_extended_constant() == Some(1) => t,
+                Some(t) => b.build_int_mul(t, c, "")?,
+            };
+            acc = Some(match acc {
+                None => t,
+                Some(acc) => b.build_int_add(acc, t, "")?,
+            });
+        }
+        let v = acc.unwrap_or_else(|| i64t.const_zero());
+        self.put(n, v);
+        Ok(v)
+    }
+
+    /// Atom `a` (a symbol, a floor division, a modulo, a minimum or a maximum).
+    fn atom(
+        &mut self,
+        cx: &'ctx Context,
+        b: &Builder<'ctx>,
+        a: &Atom,
+        syms: &HashMap<String, IntValue<'ctx>>,
+    ) -> R<IntValue<'ctx>> {
+        let i64t = cx.i64_type();
+        let (x, y) = match a {
+            Atom::Sym(s) => {
+                return syms.get(s).copied().ok_or_else(|| bad(format!("symbol {s} is not a run-time dim")));
+            }
+            Atom::Var(_) | Atom::Val(_) => return Err(bad(format!("{a:?}: loop variables outside a kernel"))),
+            Atom::Div(x, y) | Atom::Mod(x, y) | Atom::Min(x, y) | Atom::Max(x, y) => (x, y),
+        };
+        let k = Err(self.key(a));
+        if let Some(v) = self.get(&k) {
+            return Ok(v);
+        }
+        let (x, y) = (self.build(cx, b, x, syms)?, self.build(cx, b, y, syms)?);
+        let v = match a {
+            Atom::Div(..) | Atom::Mod(..) => {
+                let q = b.build_int_signed_div(x, y, "")?;
+                let r = b.build_int_signed_rem(x, y, "")?;
+                let zero = i64t.const_zero();
+                let nz = b.build_int_compare(IntPredicate::NE, r, zero, "")?;
+                let sr = b.build_int_compare(IntPredicate::SLT, r, zero, "")?;
+                let sy = b.build_int_compare(IntPredicate::SLT, y, zero, "")?;
+                let adj = b.build_and(nz, b.build_xor(sr, sy, "")?, "")?;
+                if matches!(a, Atom::Div(..)) {
+                    b.build_int_sub(q, b.build_int_z_extend(adj, i64t, "")?, "")?
+                } else {
+                    b.build_select(adj, b.build_int_add(r, y, "")?, r, "")?.into_int_value()
+                }
+            }
+            _ => {
+                let pr = if matches!(a, Atom::Min(..)) { IntPredicate::SLT } else { IntPredicate::SGT };
+                b.build_select(b.build_int_compare(pr, x, y, "")?, x, y, "")?.into_int_value()
+            }
+        };
+        self.put(k, v);
+        Ok(v)
+    }
 }
 
 /// `e` (a size in bytes) at the run-time dims `syms`, and whether computing it overflowed
 /// or gave a negative value: products and sums use LLVM's overflow intrinsics (inside
-/// a division, minimum or maximum the operands are computed as by [`build_expr`]).
+/// a division, minimum or maximum the operands are computed as by [`Values::build`]).
 fn build_size_checked<'ctx>(
     cx: &'ctx Context,
     b: &Builder<'ctx>,
     module: &Module<'ctx>,
     e: &Expr,
     syms: &HashMap<String, IntValue<'ctx>>,
+    values: &mut Values<'ctx>,
 ) -> R<(IntValue<'ctx>, IntValue<'ctx>)> {
     let i64t = cx.i64_type();
     let op = |name: &str,
@@ -118,7 +257,7 @@ fn build_size_checked<'ctx>(
     for (atoms, c) in e.terms() {
         let mut t = i64t.const_int(c as u64, true);
         for a in atoms {
-            let v = build_expr(cx, b, &Expr::atom(a.clone()), syms)?;
+            let v = values.atom(cx, b, a, syms)?;
             (t, ovf) = op("llvm.smul.with.overflow", t, v, ovf)?;
         }
         (acc, ovf) = op("llvm.sadd.with.overflow", acc, t, ovf)?;
@@ -128,9 +267,10 @@ fn build_size_checked<'ctx>(
 }
 
 /// Loads `dims[i]` for every symbol of `p` and branches to a block returning `fail`
-/// (an `i32` or `i64` constant) when one is below its minimum. With `computed_zero`,
-/// computed symbols are 0 instead (the prologue, which computes them, lays the arena
-/// out that way).
+/// (an `i32` or `i64` constant) when one is below its minimum or a constraint fails.
+/// With `computed_zero`, computed symbols are 0 instead (the prologue, which computes
+/// them, lays the arena out that way). Returns the symbols' values and the expressions
+/// the checks built (which dominate the rest of the function).
 fn load_dims<'ctx>(
     cx: &'ctx Context,
     b: &Builder<'ctx>,
@@ -139,8 +279,9 @@ fn load_dims<'ctx>(
     dims: PointerValue<'ctx>,
     fail: inkwell::values::BasicValueEnum<'ctx>,
     computed_zero: bool,
-) -> R<HashMap<String, IntValue<'ctx>>> {
+) -> R<(HashMap<String, IntValue<'ctx>>, Values<'ctx>)> {
     let i64t = cx.i64_type();
+    let mut values = Values::default();
     let mut syms = HashMap::new();
     let bad_dims = cx.append_basic_block(f, "bad_dims");
     for (i, s) in p.symbols.iter().enumerate() {
@@ -165,7 +306,7 @@ fn load_dims<'ctx>(
             // The prologue computes those dims; the run checks the values it was given.
             continue;
         }
-        let (l, r) = (build_expr(cx, b, lhs, &syms)?, build_expr(cx, b, rhs, &syms)?);
+        let (l, r) = (values.build(cx, b, lhs, &syms)?, values.build(cx, b, rhs, &syms)?);
         let ok = b.build_int_compare(IntPredicate::EQ, l, r, "")?;
         let next = cx.append_basic_block(f, "constraint_ok");
         b.build_conditional_branch(ok, next, bad_dims)?;
@@ -175,7 +316,7 @@ fn load_dims<'ctx>(
     b.position_at_end(bad_dims);
     b.build_return(Some(&fail))?;
     b.position_at_end(here);
-    Ok(syms)
+    Ok((syms, values))
 }
 
 /// Whether a constraint `lhs == rhs` of `p` mentions a computed symbol.
@@ -201,6 +342,8 @@ struct Sched<'a, 'ctx> {
     /// that `bind` steps write) and the symbols' values (a program with symbols).
     dims: Option<PointerValue<'ctx>>,
     syms: std::cell::RefCell<HashMap<String, IntValue<'ctx>>>,
+    /// The expressions built so far (see [`Values`]).
+    values: std::cell::RefCell<Values<'ctx>>,
     /// The next `bind` step's site number (its failure status).
     site: std::cell::Cell<usize>,
     /// Whether this is the prologue (`shape_values`): computed symbols' binds store
@@ -250,7 +393,7 @@ impl<'ctx> Sched<'_, 'ctx> {
         if self.dims.is_none() {
             return Ok(self.cx.i64_type().const_int(constant(self.p, e, what)?, false));
         }
-        build_expr(self.cx, &self.b, e, &self.syms.borrow())
+        self.values.borrow_mut().build(self.cx, &self.b, e, &self.syms.borrow())
     }
 
     /// A `bind` step: the kernel fills a result array; a nonzero code returns the
@@ -311,6 +454,7 @@ impl<'ctx> Sched<'_, 'ctx> {
             b.build_store(slot, v)?;
             if !self.p.symbols[i].computed {
                 self.syms.borrow_mut().insert(name.clone(), v);
+                self.values.borrow_mut().forget();
             }
         }
         Ok(())
@@ -350,10 +494,14 @@ impl<'ctx> Sched<'_, 'ctx> {
                     );
                     self.b.build_conditional_branch(c, tb, eb)?;
                     self.b.position_at_end(tb);
+                    self.values.borrow_mut().enter();
                     self.steps(then)?;
+                    self.values.borrow_mut().leave();
                     self.b.build_unconditional_branch(done)?;
                     self.b.position_at_end(eb);
+                    self.values.borrow_mut().enter();
                     self.steps(els)?;
+                    self.values.borrow_mut().leave();
                     self.b.build_unconditional_branch(done)?;
                     self.b.position_at_end(done);
                 }
@@ -385,6 +533,7 @@ impl<'ctx> Sched<'_, 'ctx> {
                     if let Some(b) = index {
                         self.b.build_store(self.bufs[*b as usize], iv)?;
                     }
+                    self.values.borrow_mut().enter();
                     self.steps(body)?;
                     for (dst, src) in scans {
                         let buf = &self.p.buffers[*src as usize];
@@ -399,6 +548,7 @@ impl<'ctx> Sched<'_, 'ctx> {
                     for (to, from) in carried {
                         self.copy(*to, *from)?;
                     }
+                    self.values.borrow_mut().leave();
                     let next = self.b.build_int_add(iv, i64t.const_int(1, false), "")?;
                     let end = self.b.get_insert_block().ok_or_else(|| bad("no insert block"))?;
                     i.add_incoming(&[(&next, end)]);
@@ -436,7 +586,7 @@ fn emit_prologue<'ctx>(
     };
     let (ins, ws, caller, pool) = (param(0)?, param(1)?, param(2)?, [param(3)?, param(4)?]);
     let fail = i32t.const_int(abi::STATUS_BAD_DIMS as u64, true).into();
-    let syms = load_dims(cx, &b, f, p, caller, fail, true)?;
+    let (syms, values) = load_dims(cx, &b, f, p, caller, fail, true)?;
     let n = i64t.const_int(p.symbols.len() as u64, false);
     let local = b.build_array_alloca(i64t, n, "dims")?;
     b.build_memcpy(local, 8, caller, 8, i64t.const_int(8 * p.symbols.len() as u64, false))?;
@@ -451,6 +601,7 @@ fn emit_prologue<'ctx>(
         pool,
         dims: Some(local),
         syms: syms.into(),
+        values: values.into(),
         site: std::cell::Cell::new(0),
         prologue: true,
     };
@@ -653,9 +804,9 @@ pub(crate) fn emit<'ctx>(
     let (ins, outs, ws) = (param(0)?, param(1)?, param(2)?);
     let (dims, pool) =
         if symbolic { (Some(param(3)?), [param(4)?, param(5)?]) } else { (None, [param(3)?, param(4)?]) };
-    let sym_vals = match dims {
+    let (sym_vals, values) = match dims {
         Some(d) => load_dims(cx, &b, run, p, d, i32t.const_int(abi::STATUS_BAD_DIMS as u64, true).into(), false)?,
-        None => HashMap::new(),
+        None => (HashMap::new(), Values::default()),
     };
     // With data symbols, kernels read a local copy of the dims that `bind` steps write;
     // it is copied back to the caller's array at the end.
@@ -681,6 +832,7 @@ pub(crate) fn emit<'ctx>(
         pool,
         dims,
         syms: sym_vals.into(),
+        values: values.into(),
         site: std::cell::Cell::new(0),
         prologue: false,
     };
@@ -714,8 +866,8 @@ pub(crate) fn emit<'ctx>(
         );
         b.position_at_end(cx.append_basic_block(wf, "entry"));
         let d = wf.get_nth_param(0).ok_or_else(|| bad("workspace_size_dims parameter"))?.into_pointer_value();
-        let vals = load_dims(cx, b, wf, p, d, i64t.const_all_ones().into(), false)?;
-        let (n, ovf) = build_size_checked(cx, b, module, &p.arena_bytes, &vals)?;
+        let (vals, mut values) = load_dims(cx, b, wf, p, d, i64t.const_all_ones().into(), false)?;
+        let (n, ovf) = build_size_checked(cx, b, module, &p.arena_bytes, &vals, &mut values)?;
         let n = b.build_select(ovf, i64t.const_all_ones(), n, "")?;
         b.build_return(Some(&n))?;
     } else {
@@ -748,4 +900,70 @@ pub(crate) fn emit<'ctx>(
         }
     });
     Ok(s.kernels.len() - checks.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// An expression that mentions each sub-expression twice, e(k+1) = floordiv(e(k), 2)
+    /// plus max(floordiv(e(k), 3), 1): twenty levels write out a million leaves, as the
+    /// arena sizes of a deep model nest their buffers' sizes.
+    fn nested(levels: usize) -> Expr {
+        let mut e = &Expr::sym("N") + &Expr::c(7);
+        for _ in 0..levels {
+            e = &e.floor_div(&Expr::c(2)) + &e.floor_div(&Expr::c(3)).max_with(&Expr::c(1));
+        }
+        e
+    }
+
+    /// Each distinct sub-expression is built once (about 20 instructions a level, not a
+    /// million), and the value is the expression's: at constant dims the builder folds
+    /// it to the number kir's evaluator gives.
+    #[test]
+    fn shared_sub_expressions_are_built_once_and_keep_their_value() {
+        let e = nested(20);
+        let cx = Context::create();
+        let module = cx.create_module("t");
+        let i64t = cx.i64_type();
+        let f = module.add_function("size", i64t.fn_type(&[i64t.into()], false), None);
+        let b = cx.create_builder();
+        b.position_at_end(cx.append_basic_block(f, "entry"));
+        let n = f.get_nth_param(0).unwrap().into_int_value();
+        let v = Values::default().build(&cx, &b, &e, &HashMap::from([("N".to_string(), n)])).unwrap();
+        b.build_return(Some(&v)).unwrap();
+        let count: usize = f.get_basic_blocks().iter().map(|bb| bb.get_instructions().count()).sum();
+        assert!(count <= 20 * 24, "{count} instructions for 20 levels");
+        module.verify().unwrap();
+        for n in [1i64, 5, 1000, 123_456] {
+            let syms = HashMap::from([("N".to_string(), i64t.const_int(n as u64, true))]);
+            let v = Values::default().build(&cx, &b, &e, &syms).unwrap();
+            let want = e.eval(&BTreeMap::from([("N".to_string(), n)])).unwrap();
+            assert_eq!(v.get_sign_extended_constant(), Some(want), "N = {n}");
+        }
+    }
+
+    /// A value built inside a branch is not reused after it (it would not dominate the
+    /// use); one built before the branch is.
+    #[test]
+    fn values_of_a_branch_end_with_it() {
+        let e = nested(2);
+        let cx = Context::create();
+        let module = cx.create_module("t");
+        let i64t = cx.i64_type();
+        let f = module.add_function("size", i64t.fn_type(&[i64t.into()], false), None);
+        let b = cx.create_builder();
+        b.position_at_end(cx.append_basic_block(f, "entry"));
+        let syms = HashMap::from([("N".to_string(), f.get_nth_param(0).unwrap().into_int_value())]);
+        let mut values = Values::default();
+        let before = values.build(&cx, &b, &e, &syms).unwrap();
+        values.enter();
+        assert_eq!(values.build(&cx, &b, &e, &syms).unwrap(), before);
+        let inner = values.build(&cx, &b, &(&e + &Expr::sym("N")), &syms).unwrap();
+        values.leave();
+        assert_ne!(values.build(&cx, &b, &(&e + &Expr::sym("N")), &syms).unwrap(), inner);
+        values.forget();
+        assert_ne!(values.build(&cx, &b, &e, &syms).unwrap(), before);
+    }
 }

@@ -134,6 +134,13 @@ impl Expr {
         }
     }
 
+    /// The address of this expression's shared storage. Clones share it (and while one
+    /// of them lives no other expression has it), so two expressions with the same
+    /// address are equal; equal expressions built apart have different ones.
+    pub fn storage_id(&self) -> usize {
+        Arc::as_ptr(&self.terms) as usize
+    }
+
     /// The monomials, constant term first (atoms sorted, coefficients nonzero).
     pub fn terms(&self) -> impl Iterator<Item = (&[Atom], i64)> {
         self.terms.iter().map(|(k, &c)| (k.as_slice(), c))

@@ -127,29 +127,60 @@ pub struct Cost<'a> {
     pub egraph: &'a EGraph,
     /// The target's numbers.
     pub roof: Roofline,
+    /// Each e-node's own time in picoseconds (`None`: it cannot be extracted), found
+    /// once: the extractor costs every e-node again on each of its passes, and typing
+    /// one re-parses its attributes (an `Expand`'s target dims, which at run-time dims
+    /// grow into long expressions: 90% of a debug build's compile of Swin-T went there).
+    own: std::collections::HashMap<Node, Option<u128>>,
+}
+
+impl<'a> Cost<'a> {
+    /// Costs of `egraph`'s e-nodes under the roofline `roof`.
+    pub fn new(egraph: &'a EGraph, roof: Roofline) -> Cost<'a> {
+        Cost { egraph, roof, own: Default::default() }
+    }
 }
 
 impl CostFunction<Node> for Cost<'_> {
     type Cost = u128;
 
     fn cost<C: FnMut(Id) -> u128>(&mut self, enode: &Node, mut costs: C) -> u128 {
-        let Node::Op(k, ch) = enode else { return 0 };
-        let (Some(op), Some(out)) = (self.egraph.analysis.ops.get(k), self.node_type(enode)) else {
-            return u128::MAX;
+        let Node::Op(_, ch) = enode else { return 0 };
+        let own = match self.own.get(enode) {
+            Some(own) => *own,
+            None => {
+                let own = self.own_time(enode);
+                self.own.insert(enode.clone(), own);
+                own
+            }
         };
-        let ins: Option<Vec<&TensorType>> = ch.iter().map(|c| self.egraph[*c].data.ty.as_ref()).collect();
-        let Some(ins) = ins else { return u128::MAX };
-        tree_cost(self.roof.kernel(op, &ins, &out), ch.iter().map(|c| costs(*c)))
+        match own {
+            Some(own) => tree_cost(own, ch.iter().map(|c| costs(*c))),
+            None => u128::MAX,
+        }
     }
 }
 
-/// A kernel of `own` seconds over operands of tree costs `children`, in picoseconds.
-fn tree_cost(own: f64, children: impl IntoIterator<Item = u128>) -> u128 {
-    let own = (own * 1e12).round().clamp(0.0, 1e30) as u128;
+/// Seconds in whole picoseconds.
+fn picoseconds(s: f64) -> u128 {
+    (s * 1e12).round().clamp(0.0, 1e30) as u128
+}
+
+/// A kernel of `own` picoseconds over operands of tree costs `children`.
+fn tree_cost(own: u128, children: impl IntoIterator<Item = u128>) -> u128 {
     children.into_iter().fold(own, |acc, c| acc.saturating_add(c))
 }
 
 impl Cost<'_> {
+    /// The roofline time of e-node `enode`'s kernel in picoseconds, or `None` where it
+    /// has no type.
+    fn own_time(&self, enode: &Node) -> Option<u128> {
+        let Node::Op(k, ch) = enode else { return Some(0) };
+        let (op, out) = (self.egraph.analysis.ops.get(k)?, self.node_type(enode)?);
+        let ins: Option<Vec<&TensorType>> = ch.iter().map(|c| self.egraph[*c].data.ty.as_ref()).collect();
+        Some(picoseconds(self.roof.kernel(op, &ins?, &out)))
+    }
+
     /// The type this e-node computes (its class's type, checked by its rule).
     fn node_type(&self, enode: &Node) -> Option<TensorType> {
         let Node::Op(k, ch) = enode else { return None };
@@ -170,10 +201,11 @@ mod tests {
     #[test]
     fn tree_costs_keep_microseconds_atop_huge_operands() {
         let deep = 1u128 << 100;
-        let (a, b) = (super::tree_cost(2e-6, [deep]), super::tree_cost(3e-6, [deep]));
+        let (a, b) =
+            (super::tree_cost(super::picoseconds(2e-6), [deep]), super::tree_cost(super::picoseconds(3e-6), [deep]));
         assert!(a < b && b - a == 1_000_000, "{a} {b}");
         assert_eq!(2e-6 + deep as f64 * 1e-12, 3e-6 + deep as f64 * 1e-12);
-        assert_eq!(super::tree_cost(1.0, [u128::MAX]), u128::MAX);
+        assert_eq!(super::tree_cost(super::picoseconds(1.0), [u128::MAX]), u128::MAX);
     }
 
     /// A C math library call per element (erf) costs more than dlc's inline GELU over

@@ -244,7 +244,7 @@ impl Pass for EGraphOpt {
             }
         }
         let egraph = &runner.egraph;
-        let ex = Extractor::new(egraph, Cost { egraph, roof: self.roof });
+        let ex = Extractor::new(egraph, Cost::new(egraph, self.roof));
         let new = rebuild(g, &t, egraph, &ex, invalid)?;
         let changed = if fired.is_empty() && new.node_count() == g.node_count() { Changed::No } else { Changed::Yes };
         *g = new;
