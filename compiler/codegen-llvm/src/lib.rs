@@ -122,9 +122,20 @@ pub fn compile(
             reason: "internal: CUDA targets compile through compile_cuda".into(),
         });
     }
-    let p = dlc_lower::program::program(g, plan, &target.lowering(), dlc_lower::program::Family::Cpu)
-        .map_err(|e| unsupported(e, target))?;
-    compile_program_parts(&p, target, prefix, emit)
+    compile_program_parts(&lower(g, plan, target)?, target, prefix, emit)
+}
+
+/// The kir program of `g` for a CPU `target` (what [`compile`] translates), or the
+/// error that names what the target does not support.
+pub fn lower(g: &Graph, plan: &MemoryPlan, target: &TargetSpec) -> Result<dlc_kir::Program, CodegenError> {
+    dlc_lower::program::program(g, plan, &target.lowering(), dlc_lower::program::Family::Cpu)
+        .map_err(|e| unsupported(e, target))
+}
+
+/// The kernels a CPU artifact of `p` runs ([`Compiled::kernels`]): its kernels but the
+/// checks that `bind` steps call.
+pub fn kernels_run(p: &dlc_kir::Program) -> usize {
+    program::kernels_run(p)
 }
 
 /// Compiles a kir program (a `.kir` file, or what `dlc compile --emit kir` wrote) for

@@ -893,13 +893,18 @@ pub(crate) fn emit<'ctx>(
             .ok_or_else(|| bad("run_threaded returns a status"))?;
         b.build_return(Some(&status))?;
     }
+    Ok(kernels_run(p))
+}
+
+/// The kernels of `p` but those that `bind` steps call (checks).
+pub(crate) fn kernels_run(p: &Program) -> usize {
     let mut checks = std::collections::HashSet::new();
     p.visit_steps(&mut |st| {
         if let Step::Bind { kernel, .. } = st {
             checks.insert(*kernel);
         }
     });
-    Ok(s.kernels.len() - checks.len())
+    p.kernels.len() - checks.len()
 }
 
 #[cfg(test)]

@@ -741,12 +741,26 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         std::fs::write(&p, bytes).with_context(|| format!("writing '{}'", p.display()))
     };
     let mut written = Vec::new();
+    // A CPU target's kir program, lowered once for --emit kir and the code generator.
+    let cpu_program = match cuda {
+        false => Some(
+            dlc_codegen_llvm::lower(&g, &plan, &target).with_context(|| format!("compiling '{}'", model.display()))?,
+        ),
+        true => None,
+    };
     if emit.contains(&Emit::Kir) {
-        let family = if cuda { dlc_lower::program::Family::Cuda } else { dlc_lower::program::Family::Cpu };
-        let p = dlc_lower::program::program(&g, &plan, &target.lowering(), family)
-            .map_err(|e| anyhow::anyhow!("--emit kir: {e}"))?;
+        let cuda_program;
+        let p = match &cpu_program {
+            Some(p) => p,
+            None => {
+                cuda_program =
+                    dlc_lower::program::program(&g, &plan, &target.lowering(), dlc_lower::program::Family::Cuda)
+                        .map_err(|e| anyhow::anyhow!("--emit kir: {e}"))?;
+                &cuda_program
+            }
+        };
         // Constants of a kilobyte and more go to the sidecar file the text names.
-        let (text, weights) = dlc_kir::print::program_split(&p, KIR_WEIGHTS, 1024);
+        let (text, weights) = dlc_kir::print::program_split(p, KIR_WEIGHTS, 1024);
         write("model.kir", text.as_bytes())?;
         written.push("model.kir".into());
         if !weights.is_empty() {
@@ -776,9 +790,15 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         kernels = compiled.table.launches.len();
         write_cuda(&compiled, out, obs, &mut written)?;
         write_ir(&mut written, compiled.llvm_ir.as_deref())?;
+    } else if let Some(p) = cpu_program.as_ref().filter(|_| !needs_code(&emit)) {
+        // Only the kir program, IR or header: no machine code to generate.
+        codegen_secs = t_cg.elapsed().as_secs_f64();
+        kernels = dlc_codegen_llvm::kernels_run(p);
+        write_ir(&mut written, None)?;
     } else {
+        let p = cpu_program.as_ref().ok_or_else(|| anyhow::anyhow!("internal: no program for a CPU target"))?;
         let compiled =
-            dlc_codegen_llvm::compile(&g, &plan, &target, &prefix, &emit_options(&emit, &manifest, opts.jobs))
+            dlc_codegen_llvm::compile_program(p, &target, &prefix, &emit_options(&emit, &manifest, opts.jobs))
                 .with_context(|| format!("compiling '{}'", model.display()))?;
         codegen_secs = t_cg.elapsed().as_secs_f64();
         kernels = compiled.kernels;
@@ -838,6 +858,11 @@ pub fn compile(model: &Path, out: &Path, opts: &Options, obs: &dyn Observer) -> 
         quantization,
         seconds: (compile_seconds, codegen_secs),
     })
+}
+
+/// Whether `emit` asks for machine code (a library, LLVM IR or assembly) of a CPU target.
+fn needs_code(emit: &[Emit]) -> bool {
+    emit.iter().any(|e| matches!(e, Emit::So | Emit::A | Emit::Ll | Emit::Asm))
 }
 
 /// Writes a CUDA artifact's files (`model.ptx`, `model.weights`, `launch.json`,
