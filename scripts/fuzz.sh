@@ -6,11 +6,8 @@
 # fuzz/artifacts/TARGET/; turn it into a case of tests/malformed/cases.py, fix, rerun.
 #
 #   bash scripts/fuzz.sh [SECONDS] [TARGET...]
-#   bash scripts/fuzz.sh --build-only      (the instrumented build alone: CI starts it early)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD_ONLY=
-if [ "${1:-}" = "--build-only" ]; then BUILD_ONLY=1; shift; fi
 SECS="${1:-60}"
 shift || true
 TARGETS=("$@")
@@ -30,9 +27,7 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2
 # bare SIGSEGV with no saved input: rerun that target with `cargo +nightly fuzz run -s
 # address -a TARGET target/fuzz-corpus/TARGET`, whose report keeps the input (how the
 # rust-protobuf group recursion was found).
-mkdir -p target
 cargo +nightly fuzz build -s none -a >target/fuzz-build.log 2>&1 || { tail -30 target/fuzz-build.log; exit 1; }
-[ -n "$BUILD_ONLY" ] && exit 0
 
 SEEDS=target/fuzz-corpus
 mkdir -p "$SEEDS"/{onnx_import,dsl,npy,manifest}

@@ -11,15 +11,6 @@ export CARGO_INCREMENTAL=0
 stage() { echo "== $(date +%T) $*"; }
 echo "== disk: $(df -h --output=avail . | tail -n1 | tr -d ' ') free"
 
-# The fuzz targets' instrumented build (nightly, its own target directory) starts now,
-# beside clippy and the workspace build: their long single-crate compiles leave a core
-# idle, and built at the end it kept CI waiting about five minutes. Its own process
-# group (setsid), so a failure below stops all of it.
-mkdir -p target
-setsid bash scripts/fuzz.sh --build-only >target/fuzz-build-stage.log 2>&1 &
-FUZZ_BUILD_PID=$!
-trap 'kill -- -$FUZZ_BUILD_PID 2>/dev/null || true' EXIT
-
 stage "cargo fmt --check"
 cargo fmt --all -- --check
 stage "cargo clippy"
@@ -39,16 +30,11 @@ stage "end-to-end tests (dlc vs ONNX Runtime)"
 # 2-core Zen 1 machine; 21 with two workers). Work stealing keeps both busy to the end
 # (plain `load` left one idle for the last 4 minutes). The slowest tests are listed.
 DLC_BIN="$PWD/target/debug/dlc" .venv/bin/python -m pytest -q -n "$(nproc)" --dist worksteal --durations=15 tests/e2e
-# The fuzz runs (their build started at the top) go beside the Python package's build
-# and tests and the PyTorch stage. Their output is printed when they end; a crash fails
-# the run there.
-stage "fuzz targets: waiting for their build (started at the top)"
-if ! wait "$FUZZ_BUILD_PID"; then
-  cat target/fuzz-build-stage.log
-  echo "fuzz build failed" >&2
-  exit 1
-fi
+# The fuzz stage (an instrumented build, then the runs) goes beside the Python package's
+# build and tests and the PyTorch stage: its long single-crate compiles leave a core
+# idle. Its output is printed when it ends; a crash fails the run there.
 stage "fuzz targets, 30 s each (scripts/fuzz.sh: onnx_import, dsl, npy, manifest), in the background"
+# Its own process group (setsid), so a failure below stops all of it.
 setsid bash scripts/fuzz.sh 30 >target/fuzz-stage.log 2>&1 &
 FUZZ_PID=$!
 trap 'kill -- -$FUZZ_PID 2>/dev/null || true' EXIT
