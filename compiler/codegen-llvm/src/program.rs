@@ -63,7 +63,6 @@ enum Key {
 /// numbers) otherwise, and its value is reused wherever it dominates: [`Values::enter`]
 /// and [`Values::leave`] bracket a branch or a loop body, whose values end with it, and
 /// [`Values::forget`] drops them all when a `bind` gives a symbol a new value.
-#[derive(Default)]
 struct Values<'ctx> {
     /// Storage address to number; the expression is kept so that its address stays its own.
     by_storage: HashMap<usize, (u32, Expr)>,
@@ -71,6 +70,13 @@ struct Values<'ctx> {
     numbers: HashMap<Vec<(Vec<Key>, i64)>, u32>,
     /// Built values by scope, the innermost last: expressions by number, atoms by key.
     scopes: Vec<HashMap<Result<u32, Key>, IntValue<'ctx>>>,
+}
+
+impl Default for Values<'_> {
+    /// No expressions yet, and the function's outermost scope.
+    fn default() -> Self {
+        Values { by_storage: HashMap::new(), numbers: HashMap::new(), scopes: vec![HashMap::new()] }
+    }
 }
 
 impl<'ctx> Values<'ctx> {
@@ -111,9 +117,6 @@ impl<'ctx> Values<'ctx> {
     }
 
     fn put(&mut self, k: Result<u32, Key>, v: IntValue<'ctx>) {
-        if self.scopes.is_empty() {
-            self.scopes.push(HashMap::new());
-        }
         if let Some(s) = self.scopes.last_mut() {
             s.insert(k, v);
         }
@@ -121,14 +124,14 @@ impl<'ctx> Values<'ctx> {
 
     /// Values built from here on end at the matching [`Values::leave`].
     fn enter(&mut self) {
-        if self.scopes.is_empty() {
-            self.scopes.push(HashMap::new());
-        }
         self.scopes.push(HashMap::new());
     }
 
+    /// Ends the innermost scope (never the function's outermost).
     fn leave(&mut self) {
-        self.scopes.pop();
+        if self.scopes.len() > 1 {
+            self.scopes.pop();
+        }
     }
 
     /// A symbol's value changed: nothing built so far may be reused.
@@ -923,6 +926,18 @@ mod tests {
         e
     }
 
+    /// A module with a function `size(N: i64) -> i64`, a builder at its entry and `N`
+    /// as the symbols' values.
+    fn function_of_n(cx: &Context) -> (Module<'_>, FunctionValue<'_>, Builder<'_>, HashMap<String, IntValue<'_>>) {
+        let module = cx.create_module("t");
+        let i64t = cx.i64_type();
+        let f = module.add_function("size", i64t.fn_type(&[i64t.into()], false), None);
+        let b = cx.create_builder();
+        b.position_at_end(cx.append_basic_block(f, "entry"));
+        let syms = HashMap::from([("N".to_string(), f.get_nth_param(0).unwrap().into_int_value())]);
+        (module, f, b, syms)
+    }
+
     /// Each distinct sub-expression is built once (about 20 instructions a level, not a
     /// million), and the value is the expression's: at constant dims the builder folds
     /// it to the number kir's evaluator gives.
@@ -930,13 +945,9 @@ mod tests {
     fn shared_sub_expressions_are_built_once_and_keep_their_value() {
         let e = nested(20);
         let cx = Context::create();
-        let module = cx.create_module("t");
+        let (module, f, b, syms) = function_of_n(&cx);
         let i64t = cx.i64_type();
-        let f = module.add_function("size", i64t.fn_type(&[i64t.into()], false), None);
-        let b = cx.create_builder();
-        b.position_at_end(cx.append_basic_block(f, "entry"));
-        let n = f.get_nth_param(0).unwrap().into_int_value();
-        let v = Values::default().build(&cx, &b, &e, &HashMap::from([("N".to_string(), n)])).unwrap();
+        let v = Values::default().build(&cx, &b, &e, &syms).unwrap();
         b.build_return(Some(&v)).unwrap();
         let count: usize = f.get_basic_blocks().iter().map(|bb| bb.get_instructions().count()).sum();
         assert!(count <= 20 * 24, "{count} instructions for 20 levels");
@@ -955,12 +966,7 @@ mod tests {
     fn values_of_a_branch_end_with_it() {
         let e = nested(2);
         let cx = Context::create();
-        let module = cx.create_module("t");
-        let i64t = cx.i64_type();
-        let f = module.add_function("size", i64t.fn_type(&[i64t.into()], false), None);
-        let b = cx.create_builder();
-        b.position_at_end(cx.append_basic_block(f, "entry"));
-        let syms = HashMap::from([("N".to_string(), f.get_nth_param(0).unwrap().into_int_value())]);
+        let (_module, _f, b, syms) = function_of_n(&cx);
         let mut values = Values::default();
         let before = values.build(&cx, &b, &e, &syms).unwrap();
         values.enter();
