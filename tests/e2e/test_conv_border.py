@@ -53,8 +53,9 @@ def test_dilated_convolution_at_run_time_dims(tmp_path, dilation, stride):
 def test_border_layout_at_every_width(tmp_path, kernel, stride, pads):
     """Run-time widths lay the row out as a known width would: left border tiles with
     their padding taps left out, the last tiles per residue of the width modulo the
-    stride, whole tiles and binary remainders between, and checked tiles for rows too
-    short for that. Each width below lands in a different mix of them."""
+    stride, whole tiles and binary remainders between; a row too short for its border
+    tiles runs its border pixels one at a time (each kernel column checked) around the
+    same interior tiles. Each width below lands in a different mix of them."""
     rng = np.random.default_rng(kernel * 100 + stride * 10 + sum(pads))
     w = (rng.standard_normal((24, 16, kernel, kernel)) * 0.2).astype(np.float32)
     b = rng.standard_normal(24).astype(np.float32)
