@@ -339,7 +339,15 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
     let (pt, pl) = (g.pad_begin[0], g.pad_begin[1]);
     let (w, regs) = lanes(t, groups, mg).ok_or_else(|| n.error("internal: no vector width for this grouped Conv"))?;
     let taps = cg * kh * kw;
-    let (_, (nf, np)) = tile_shape_in(w, regs, mg, nominal(&ow), taps);
+    // At run-time dims the tiles are chosen for the row's interior at the nominal
+    // image (its border pixels may run one at a time, see below).
+    let pinned = known(&ow).is_some() && fixed.is_some();
+    let row = if pinned {
+        nominal(&ow)
+    } else {
+        nominal(&ow).saturating_sub(pl.div_ceil(sx) + g.pad_end[1].div_ceil(sx)).max(1)
+    };
+    let (_, (nf, np)) = tile_shape_in(w, regs, mg, row, taps);
     let cb = nf * w;
     tracing::debug!(node = n.name, nf, np, lanes = w, groups, "channel-blocked convolution tile");
     // Blocks per group (a block never spans two groups), and in all.
@@ -565,7 +573,7 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
     };
     let tasks = &(&batch * &oh) * &c(blocks);
     let flops = 2 * nominal(&batch) * m * taps * nominal(&oh) * nominal(&ow);
-    if let (Some(ow), Some(_)) = (known(&ow), fixed.as_ref()) {
+    if let (true, Some(ow)) = (pinned, known(&ow)) {
         // Pixel tiles along the row; a tile is interior when every tap of every pixel is.
         let tiles: Vec<(u64, u64)> = (0..ow.div_ceil(np)).map(|t| (t * np, np.min(ow - t * np))).collect();
         let interior = |&(ox0, cnt): &(u64, u64)| cnt == np && (0..cnt).all(|p| (0..kw).all(|kx| inside(ox0 + p, kx)));
@@ -643,23 +651,27 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                 let rem_at = from + &(&tiles * &c(np));
                 binary_tiles(b, np, &count.modulo(&c(np)), &rem_at, &mut |b, at, r| tile(b, &task, at, None, r, true));
             };
-            // The laid-out row: compiled border tiles when the row holds them (`fits`,
-            // an i1 value; `None`: always), else its border pixels one at a time, each
-            // kernel column checked (a short row: the 7- and 14-pixel rows of late
-            // stages). The interior tiles between the borders are one compiled loop and
-            // remainder for both: [lead, ow - trail) when the row fits, else the pixels
-            // none of whose taps reach the padding, [min(lp, ow), rs).
+            // The laid-out row, three parts:
+            // - border tiles, compiled with their padding taps left out, when the row
+            //   holds them and a whole interior tile (`fits`, an i1 value; `None`: a row
+            //   with no padding);
+            // - the interior, whole tiles in a loop, the last one ending at the
+            //   interior's end (it computes some pixels again, to the same values: no
+            //   parameter aliases another): [lead, ow - trail) when the row fits, else
+            //   the pixels none of whose taps reach the padding, [min(lp, ow), rs);
+            // - the other pixels one at a time, each kernel column checked: the borders
+            //   of a row that does not fit (the 7- and 14-pixel rows of late stages), or
+            //   the whole row when its interior is narrower than a tile.
+            // One compiled tile per part (and border tile): a second, checked set of
+            // tiles for short rows and a tile per binary digit of the remainder took
+            // most of a CNN's `llc` time (its loop strength reduction).
             let laid_out = |b: &mut KernelBuilder, fits: Option<ValId>| {
-                // The first pixel whose taps all lie right of the left padding, and the
-                // first one with a tap past the row's end (clamped to the row).
-                let lp = pl.div_ceil(sx);
-                let single = |b: &mut KernelBuilder, from: Expr, to: Expr| {
-                    b.for_(from, to, LoopKind::Serial, |b, px| tile(b, &task, px, None, 1, true));
-                };
+                // The first pixel whose taps all lie right of the left padding (clamped
+                // to the row).
+                let lp_end = crate::hoist(b, &c(pl.div_ceil(sx)).min_with(&ow));
                 let (m0, m1) = match fits {
-                    None => (c(lead), &ow - &c(trail)),
+                    None => (c(0), ow.clone()),
                     Some(fits) => {
-                        let lp_end = crate::hoist(b, &c(lp).min_with(&ow));
                         b.if_(
                             fits,
                             |b| {
@@ -667,8 +679,9 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                                     tile(b, &task, c(t), Some(&left_in(t)), np, false);
                                 }
                             },
-                            |b| single(b, c(0), lp_end.clone()),
+                            |_| {},
                         );
+                        // The first pixel with a tap past the row's end (clamped).
                         let q = &(&wi + &c(pl + sx)) - &c(span);
                         let rs = crate::hoist(b, &q.floor_div(&c(sx)).max_with(&lp_end).min_with(&ow));
                         let sel = |b: &mut KernelBuilder, a: &Expr, e: &Expr| {
@@ -679,15 +692,45 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                     }
                 };
                 let inner = crate::hoist(b, &(&m1 - &m0));
-                let whole = crate::hoist(b, &inner.floor_div(&c(np)));
-                b.for_(c(0), whole.clone(), LoopKind::Serial, |b, tt| {
-                    tile(b, &task, &m0 + &(&tt * &c(np)), None, np, false)
+                let (iv, npv) = (ival(b, &inner), b.i64(np as i64));
+                let room = b.cmp(CmpOp::Sge, iv, npv);
+                b.if_(
+                    room,
+                    |b| {
+                        let tiles = crate::hoist(b, &(&inner + &c(np - 1)).floor_div(&c(np)));
+                        let last = crate::hoist(b, &(&m1 - &c(np)));
+                        b.for_(c(0), tiles, LoopKind::Serial, |b, tt| {
+                            let at = ival(b, &(&m0 + &(&tt * &c(np))));
+                            let lv = ival(b, &last);
+                            let at = b.bin(BinOp::SMin, at, lv);
+                            tile(b, &task, Expr::val(at), None, np, false)
+                        });
+                    },
+                    |_| {},
+                );
+                // The pixels one at a time: [0, left) and [right, ow), as one loop.
+                let (left, right) = {
+                    let zero = b.i64(0);
+                    let owv = ival(b, &ow);
+                    let (l, r) = match fits {
+                        None => (zero, owv),
+                        Some(fits) => {
+                            let (lv, m1v) = (ival(b, &lp_end), ival(b, &m1));
+                            (b.select(fits, zero, lv), b.select(fits, owv, m1v))
+                        }
+                    };
+                    (b.select(room, l, zero), b.select(room, r, zero))
+                };
+                let (left, right) = (Expr::val(left), Expr::val(right));
+                let count = &left + &(&ow - &right);
+                b.for_(c(0), count, LoopKind::Serial, |b, i| {
+                    let (iv, lv) = (ival(b, &i), ival(b, &left));
+                    let before = b.cmp(CmpOp::Slt, iv, lv);
+                    let after = ival(b, &(&right + &(&i - &left)));
+                    let px = b.select(before, iv, after);
+                    tile(b, &task, Expr::val(px), None, 1, true)
                 });
-                let rem_at = &m0 + &(&whole * &c(np));
-                binary_tiles(b, np, &inner.modulo(&c(np)), &rem_at, &mut |b, at, r| tile(b, &task, at, None, r, false));
-                if trail == 0 && fits.is_none() {
-                    return;
-                }
+                let Some(fits) = fits else { return };
                 let tail = &ow - &c(trail);
                 let right = |b: &mut KernelBuilder, r: u64| {
                     for t in (0..trail).step_by(np as usize) {
@@ -707,16 +750,13 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                         }
                     }
                 };
-                match fits {
-                    None => tiles(b),
-                    Some(fits) => b.if_(fits, tiles, |b| single(b, m1.clone(), ow.clone())),
-                }
+                b.if_(fits, tiles, |_| {});
             };
             if lead + trail == 0 {
                 laid_out(b, None);
             } else if layout {
                 let owv = ival(b, &ow);
-                let need = b.i64((lead + trail) as i64);
+                let need = b.i64((lead + trail + np) as i64);
                 let fits = b.cmp(CmpOp::Sge, owv, need);
                 laid_out(b, Some(fits));
             } else {
