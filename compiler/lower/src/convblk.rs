@@ -291,10 +291,10 @@ pub fn block_task(t: &Expr, oh: &Expr, blocks: u64, weights_outer: bool) -> (Exp
 ///
 /// Run-time image dims keep the tiles: a row runs as whole `NP`-pixel tiles in loops of
 /// run-time count, laid out as a known row's would be (border tiles with their padding
-/// taps left out at compile time, interior tiles unchecked, the remainder as one tile
-/// per binary digit: one compiled tile per digit, not per remainder). A row too short
-/// for its border tiles runs its border pixels one at a time, each kernel column
-/// checked, around the same interior tiles; a row whose border tiles would be too many
+/// taps left out at compile time, interior tiles unchecked, the last one ending at the
+/// interior's end). A row too short for its border tiles runs its border pixels one at
+/// a time, each kernel column checked, around the same interior tiles; a row whose
+/// border tiles would be too many
 /// (dilated windows over small maps) runs as checked tiles, each kernel column tested
 /// once per tile (all inside, all outside, or each pixel checked).
 pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<Kernel, LowerError> {
@@ -606,14 +606,9 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
         // which of their taps do depends only on the residue r of (wi + pl + pr - span)
         // modulo the stride (the last pixel's first column is wi + pr - span - r): the
         // row's last `trail` pixels (whole tiles) compiled once per residue with those
-        // taps left out. Between them, whole tiles and the remainder as one tile per
-        // binary digit (one compiled tile per digit, not per remainder), all taps
-        // inside. A row shorter than its border tiles (the 7-pixel rows of a CNN's last
-        // stage) runs its border pixels one at a time around the same interior tiles:
-        // an earlier version ran the whole row as checked tiles there, which compiled a
-        // second set of tiles per kernel, each pixel's column checked, and LLVM's loop
-        // strength reduction spent most of a CNN's compile on them (GoogLeNet: `llc` 45
-        // s -> 23 s, its loop strength reduction 31 s -> 13 s; no slower at 224x224).
+        // taps left out. Between them, whole tiles, all taps inside. A row shorter than
+        // its border tiles (the 7-pixel rows of a CNN's last stage) runs its border
+        // pixels one at a time around the same interior tiles (see `laid_out`).
         // Layers with more border tiles than that (dilated windows over small maps,
         // DeepLab's rates of 12-36 over a 28-pixel row) run as checked tiles, each
         // kernel column tested once per tile: all inside, all outside, or each pixel
@@ -664,7 +659,8 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
             //   the whole row when its interior is narrower than a tile.
             // One compiled tile per part (and border tile): a second, checked set of
             // tiles for short rows and a tile per binary digit of the remainder took
-            // most of a CNN's `llc` time (its loop strength reduction).
+            // most of a CNN's `llc` time, in its loop strength reduction
+            // (docs/performance.md, twenty-ninth session).
             let laid_out = |b: &mut KernelBuilder, fits: Option<ValId>| {
                 // The first pixel whose taps all lie right of the left padding (clamped
                 // to the row).
@@ -730,7 +726,7 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                     let px = b.select(before, iv, after);
                     tile(b, &task, Expr::val(px), None, 1, true)
                 });
-                let Some(fits) = fits else { return };
+                let Some(fits) = fits.filter(|_| trail > 0) else { return };
                 let tail = &ow - &c(trail);
                 let right = |b: &mut KernelBuilder, r: u64| {
                     for t in (0..trail).step_by(np as usize) {
@@ -738,8 +734,7 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                     }
                 };
                 let tiles = |b: &mut KernelBuilder| {
-                    if trail == 0 {
-                    } else if sx == 1 {
+                    if sx == 1 {
                         right(b, 0);
                     } else {
                         let rv = ival(b, &(&(&wi + &c(pl + pr)) - &c(span)).modulo(&c(sx)));
