@@ -30,6 +30,10 @@ use dlc_kir::{BinOp, CmpOp, Elem, Expr, Inst, Kernel, KernelBuilder, Lit, LoopKi
 
 const F32: Ty = Ty { elem: Elem::F32, lanes: 1 };
 
+/// Independent accumulator chains a one-pixel tile keeps in flight: two FMA units times
+/// four cycles of latency (Zen 3 and Zen 4 alike).
+const SINGLE_CHAINS: u64 = 8;
+
 fn c(v: u64) -> Expr {
     Expr::c(v as i64)
 }
@@ -180,7 +184,51 @@ fn pointwise_rows(p: u64) -> (u64, u64) {
 /// lane-by-lane stores, picks the shape. Returns the cost (cycles per output element
 /// and input channel) and the shape.
 pub fn tile_shape(w: u64, m: u64, ow: u64, taps: u64) -> (f64, (u64, u64)) {
-    tile_shape_in(w, registers(w), m, ow, taps)
+    tile_shape_in(w, registers(w), m, Row::Known(ow), taps)
+}
+
+/// A row of output pixels as the cost model sees it: a known width, laid out in whole
+/// tiles and one narrower last tile; or a run-time width at its nominal value `ow`, laid
+/// out as [`conv`] lays it out at run time: border tiles of whole tiles for the `left`
+/// and `right` pixels whose taps reach the padding, whole interior tiles between (the
+/// last one overlapping), and, in a row too short for that, the interior's tiles and the
+/// border pixels one at a time (or, with more border tiles than [`conv`] compiles, the
+/// checked tiles, costed as a known row's).
+#[derive(Clone, Copy, Debug)]
+enum Row {
+    Known(u64),
+    RunTime { ow: u64, left: u64, right: u64, sx: u64 },
+}
+
+impl Row {
+    fn width(self) -> u64 {
+        match self {
+            Row::Known(ow) | Row::RunTime { ow, .. } => ow,
+        }
+    }
+
+    /// `(whole tiles, width of a narrower last tile (0: none), pixels one at a time)`
+    /// with tiles of `np` pixels.
+    fn layout(self, np: u64) -> (u64, u64, u64) {
+        match self {
+            Row::Known(ow) => (ow / np, ow % np, 0),
+            Row::RunTime { ow, left, right, sx } => {
+                let (lead, trail) = (left.div_ceil(np) * np, right.div_ceil(np) * np);
+                if (lead + trail * sx) / np > 4 {
+                    return (ow / np, ow % np, 0);
+                }
+                if lead + trail == 0 || ow >= lead + trail + np {
+                    return ((lead + trail) / np + (ow - lead - trail).div_ceil(np), 0, 0);
+                }
+                let interior = ow.saturating_sub(left + right);
+                if interior >= np {
+                    (interior.div_ceil(np), 0, ow - interior)
+                } else {
+                    (0, 0, ow)
+                }
+            }
+        }
+    }
 }
 
 /// The vector registers of a target whose native vectors hold `native` f32s: x86 has 16
@@ -193,8 +241,9 @@ fn registers(native: u64) -> u64 {
     }
 }
 
-/// [`tile_shape`] with `regs` vector registers.
-fn tile_shape_in(w: u64, regs: u64, m: u64, ow: u64, taps: u64) -> (f64, (u64, u64)) {
+/// [`tile_shape`] with `regs` vector registers, for a row laid out as `row` says.
+fn tile_shape_in(w: u64, regs: u64, m: u64, row: Row, taps: u64) -> (f64, (u64, u64)) {
+    let ow = row.width();
     let mut best = (f64::INFINITY, (1, 1));
     for nf in 1..=4u64 {
         for np in 1..=ow.min(12) {
@@ -203,11 +252,15 @@ fn tile_shape_in(w: u64, regs: u64, m: u64, ow: u64, taps: u64) -> (f64, (u64, u
             }
             let from_l2 = if nf * w * 4 * taps > 16 * 1024 { nf } else { 0 };
             let tile = |cnt: u64| tile_cycles(nf * cnt, nf + cnt, from_l2);
-            let row = (ow / np) as f64 * tile(np) + if !ow.is_multiple_of(np) { tile(ow % np) } else { 0.0 };
+            // A pixel one at a time: its channels go round several accumulator sets
+            // (no latency floor), so its loads and weight stream bound it.
+            let single = (nf as f64 / 2.0).max((nf + 1) as f64 / 2.0).max(from_l2 as f64 * 8.0 / 3.0);
+            let (whole, part, singles) = row.layout(np);
+            let cycles = whole as f64 * tile(np) + if part > 0 { tile(part) } else { 0.0 } + singles as f64 * single;
             let blocks = m.div_ceil(nf * w) as f64;
             // Plus the stores: lane by lane (the lanes run along channels, NCHW wants
             // pixels contiguous), about a cycle per element, spread over the taps.
-            let cost = row * blocks / (m * ow) as f64 + 1.0 / taps as f64;
+            let cost = cycles * blocks / (m * ow) as f64 + 1.0 / taps as f64;
             // Ties go to fewer pixels per tile (measured: the wider tiles of a tie
             // spill more often around the border tiles).
             let (bc, (_, bp)) = best;
@@ -339,13 +392,14 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
     let (pt, pl) = (g.pad_begin[0], g.pad_begin[1]);
     let (w, regs) = lanes(t, groups, mg).ok_or_else(|| n.error("internal: no vector width for this grouped Conv"))?;
     let taps = cg * kh * kw;
-    // At run-time dims the tiles are chosen for the row's interior at the nominal
-    // image (its border pixels may run one at a time, see below).
+    // At run-time dims the tiles are chosen for the row as it is laid out at run time
+    // (border tiles, interior tiles, pixels one at a time: see below), at the nominal
+    // image.
     let pinned = known(&ow).is_some() && fixed.is_some();
     let row = if pinned {
-        nominal(&ow)
+        Row::Known(nominal(&ow))
     } else {
-        nominal(&ow).saturating_sub(pl.div_ceil(sx) + g.pad_end[1].div_ceil(sx)).max(1)
+        Row::RunTime { ow: nominal(&ow), left: pl.div_ceil(sx), right: g.pad_end[1].div_ceil(sx), sx }
     };
     let (_, (nf, np)) = tile_shape_in(w, regs, mg, row, taps);
     let cb = nf * w;
@@ -393,6 +447,19 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
             // skipped whole, a branch per column outside the channel loop (a dilated
             // window over a small image, DeepLab's rates of 12-36 over a 28-pixel map,
             // has only its centre column inside), then the channels without checks.
+            // The channels go round `sets` accumulator sets in turn, summed at the end:
+            // one set's `nf` chains would wait on the FMA's latency (4 cycles) every
+            // channel, and these pixels are two of the 7 or 14 of a late layer's row.
+            let sets = SINGLE_CHAINS.div_ceil(nf).min(cg).max(1);
+            let extra = zero_accumulators(b, vt, nf * (sets - 1));
+            let set = |s: u64| -> Vec<u32> {
+                if s == 0 {
+                    accs.clone()
+                } else {
+                    extra[((s - 1) * nf) as usize..(s * nf) as usize].to_vec()
+                }
+            };
+            let rounds = cg / sets;
             b.for_(Expr::val(ky_lo), Expr::val(ky_hi), LoopKind::Serial, |b, ky| {
                 let iy = &(&(&task.oy * &c(sy)) + &(&ky * &c(dy))) - &c(pt);
                 let row0 = &(&img_base + &(&iy * wi)) + &xcol;
@@ -400,21 +467,37 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                 for kx in 0..kw {
                     let colv = b.index(&(&xcol + &c(kx * dx)) - &c(pl));
                     let inside = crate::in_bounds_expr(b, Expr::val(colv), wi);
+                    let channel = |b: &mut KernelBuilder, ci: Expr, s: u64| {
+                        let tap = &(&wky + &(&ci * &c(kw * cb))) + &c(kx * cb);
+                        let ws: Vec<ValId> = (0..nf).map(|f| b.load(vt, pw, &tap + &c(f * w), 4)).collect();
+                        let idx = &(&(&row0 + &(&ci * hw)) + &kxo[kx as usize]) - &c(pl);
+                        let xv = b.load(F32, 0, idx, 4);
+                        fma_broadcast(b, w as u32, xv, &ws, &set(s), 1, 0);
+                    };
                     b.if_(
                         inside,
                         |b| {
-                            b.for_(c(0), c(cg), LoopKind::Serial, |b, ci| {
-                                let tap = &(&wky + &(&ci * &c(kw * cb))) + &c(kx * cb);
-                                let ws: Vec<ValId> = (0..nf).map(|f| b.load(vt, pw, &tap + &c(f * w), 4)).collect();
-                                let idx = &(&(&row0 + &(&ci * hw)) + &kxo[kx as usize]) - &c(pl);
-                                let xv = b.load(F32, 0, idx, 4);
-                                fma_broadcast(b, w as u32, xv, &ws, &accs, 1, 0);
+                            b.for_(c(0), c(rounds), LoopKind::Serial, |b, r| {
+                                for s in 0..sets {
+                                    channel(b, &(&r * &c(sets)) + &c(s), s);
+                                }
                             });
+                            for ci in rounds * sets..cg {
+                                channel(b, c(ci), 0);
+                            }
                         },
                         |_| {},
                     );
                 }
             });
+            for (f, &slot) in accs.iter().enumerate() {
+                let mut v = b.let_(Inst::Get(slot));
+                for s in 1..sets {
+                    let e = b.let_(Inst::Get(set(s)[f]));
+                    v = b.bin(BinOp::FAdd, v, e);
+                }
+                b.stmt(Stmt::Set(slot, v));
+            }
         } else if checked {
             // Several pixels at a border (run-time dims): for each kernel column, one test
             // of the tile's first and last pixel: all inside (the channels without
@@ -785,6 +868,29 @@ mod tests {
         assert_eq!(tile_shape(8, 64, 56, 576).1, (2, 6));
         assert_eq!(tile_shape(8, 256, 14, 2304).1, (2, 5));
         assert_eq!(tile_shape(8, 512, 7, 4608).1, (3, 4));
+    }
+
+    #[test]
+    fn run_time_rows_are_costed_as_they_are_laid_out() {
+        // 28 pixels, one reaching into each padding: tiles of 7 are a border tile on
+        // each side and two interior tiles; tiles of 9 are as many, the last interior
+        // one overlapping (36 pixels computed for 28).
+        let row = |ow| Row::RunTime { ow, left: 1, right: 1, sx: 1 };
+        assert_eq!(row(28).layout(7), (4, 0, 0));
+        assert_eq!(row(28).layout(9), (4, 0, 0));
+        // 14 pixels with tiles of 6: too short for border tiles around an interior
+        // tile, so the interior's 12 pixels as two tiles and the two border pixels
+        // one at a time; 5 pixels with tiles of 7: all one at a time.
+        assert_eq!(row(14).layout(6), (2, 0, 2));
+        assert_eq!(row(5).layout(7), (0, 0, 5));
+        // More border tiles than the kernel compiles: checked tiles, as a known row.
+        assert_eq!(Row::RunTime { ow: 28, left: 12, right: 12, sx: 1 }.layout(4), (7, 0, 0));
+        // Measured on Zen 4 (AVX-512): ResNet-50's 28-pixel layers at run-time dims
+        // took 9-pixel tiles when the choice looked at the row's interior only (26
+        // pixels), 1.3x the time of the pinned layer's 7-pixel tiles; costed as laid
+        // out they take the pinned layer's tile.
+        let pinned = tile_shape(16, 128, 28, 1152).1;
+        assert_eq!(tile_shape_in(16, 32, 128, row(28), 1152).1, pinned);
     }
 
     #[test]
