@@ -63,6 +63,9 @@ def ort_session(path, threads):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Errors only: ddddocr's models declare an output shape their graph does not give,
+    # and ONNX Runtime warns on every run (hundreds of lines between the table's rows).
+    so.log_severity_level = 3
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
