@@ -217,7 +217,13 @@ impl Row {
                 if (lead + trail * sx) / np > 4 {
                     return (ow / np, ow % np, 0);
                 }
-                if lead + trail == 0 || ow >= lead + trail + np {
+                // As `conv`'s `fits` (with no padding, a row of at least one tile).
+                let fits = if lead + trail == 0 {
+                    ow >= np
+                } else {
+                    ow >= lead + trail && (ow == lead + trail || ow >= trail + np + left)
+                };
+                if fits {
                     return ((lead + trail) / np + (ow - lead - trail).div_ceil(np), 0, 0);
                 }
                 let interior = ow.saturating_sub(left + right);
@@ -791,7 +797,18 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                 };
                 let inner = crate::hoist(b, &(&m1 - &m0));
                 let (iv, npv) = (ival(b, &inner), b.i64(np as i64));
-                let room = b.cmp(CmpOp::Sge, iv, npv);
+                // Interior tiles run when the interior holds one; in a row that fits,
+                // whenever it is not empty (`fits` guarantees that a tile ending at its
+                // end starts right of the left padding).
+                let whole = b.cmp(CmpOp::Sge, iv, npv);
+                let room = match fits {
+                    None => whole,
+                    Some(fits) => {
+                        let zero = b.i64(0);
+                        let some = b.cmp(CmpOp::Sgt, iv, zero);
+                        b.select(fits, some, whole)
+                    }
+                };
                 b.if_(
                     room,
                     |b| {
@@ -810,14 +827,16 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                 let (left, right) = {
                     let zero = b.i64(0);
                     let owv = ival(b, &ow);
-                    let (l, r) = match fits {
-                        None => (zero, owv),
+                    match fits {
+                        None => (b.select(room, zero, zero), b.select(room, owv, zero)),
                         Some(fits) => {
+                            // A row that fits has none; one that does not, its borders
+                            // (or all of it, when its interior holds no tile).
                             let (lv, m1v) = (ival(b, &lp_end), ival(b, &m1));
-                            (b.select(fits, zero, lv), b.select(fits, owv, m1v))
+                            let (l, r) = (b.select(room, lv, zero), b.select(room, m1v, zero));
+                            (b.select(fits, zero, l), b.select(fits, owv, r))
                         }
-                    };
-                    (b.select(room, l, zero), b.select(room, r, zero))
+                    }
                 };
                 let (left, right) = (Expr::val(left), Expr::val(right));
                 let count = &left + &(&ow - &right);
@@ -852,9 +871,22 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
             if lead + trail == 0 {
                 laid_out(b, None);
             } else if layout {
+                // The row fits when its border tiles do not overlap (then neither
+                // reaches the other side's padding) and what lies between them is
+                // empty or takes a tile ending at its end that starts right of the
+                // left padding (14 pixels in tiles of 7: two border tiles, as a known
+                // row; 14 in tiles of 6: an interior tile over pixels 2-7).
                 let owv = ival(b, &ow);
-                let need = b.i64((lead + trail + np) as i64);
-                let fits = b.cmp(CmpOp::Sge, owv, need);
+                let need = b.i64((lead + trail) as i64);
+                let apart = b.cmp(CmpOp::Sge, owv, need);
+                let gap = ival(b, &(&ow - &c(lead + trail)));
+                let zero = b.i64(0);
+                let empty = b.cmp(CmpOp::Eq, gap, zero);
+                let start = ival(b, &(&ow - &c(trail + np)));
+                let lp = b.i64(pl.div_ceil(sx) as i64);
+                let clear = b.cmp(CmpOp::Sge, start, lp);
+                let between = b.bin(BinOp::Or, empty, clear);
+                let fits = b.bin(BinOp::And, apart, between);
                 laid_out(b, Some(fits));
             } else {
                 checked(b, &c(0), &ow);
@@ -897,10 +929,14 @@ mod tests {
         let row = |ow| Row::RunTime { ow, left: 1, right: 1, sx: 1 };
         assert_eq!(row(28).layout(7), (4, 0, 0));
         assert_eq!(row(28).layout(9), (4, 0, 0));
-        // 14 pixels with tiles of 6: too short for border tiles around an interior
-        // tile, so the interior's 12 pixels as two tiles and the two border pixels
-        // one at a time; 5 pixels with tiles of 7: all one at a time.
-        assert_eq!(row(14).layout(6), (2, 0, 2));
+        // 14 pixels: tiles of 7 are the two border tiles, as in a known row; tiles of
+        // 6 the border tiles and one interior tile over pixels 2-7. 7 pixels in tiles
+        // of 5: border tiles would overlap, so the interior's 5 pixels as a tile and
+        // the two border pixels one at a time; 5 pixels with tiles of 7: all one at a
+        // time.
+        assert_eq!(row(14).layout(7), (2, 0, 0));
+        assert_eq!(row(14).layout(6), (3, 0, 0));
+        assert_eq!(row(7).layout(5), (1, 0, 2));
         assert_eq!(row(5).layout(7), (0, 0, 5));
         // More border tiles than the kernel compiles: checked tiles, as a known row.
         assert_eq!(Row::RunTime { ow: 28, left: 12, right: 12, sx: 1 }.layout(4), (7, 0, 0));
