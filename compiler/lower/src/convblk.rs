@@ -191,9 +191,10 @@ pub fn tile_shape(w: u64, m: u64, ow: u64, taps: u64) -> (f64, (u64, u64)) {
 /// tiles and one narrower last tile; or a run-time width at its nominal value `ow`, laid
 /// out as [`conv`] lays it out at run time: border tiles of whole tiles for the `left`
 /// and `right` pixels whose taps reach the padding, whole interior tiles between (the
-/// last one overlapping), and, in a row too short for that, the interior's tiles and the
-/// border pixels one at a time (or, with more border tiles than [`conv`] compiles, the
-/// checked tiles, costed as a known row's).
+/// last one overlapping) or none, and, in a row whose border tiles would overlap (or
+/// leave a gap no interior tile fits), the interior's tiles and the border pixels one at
+/// a time (or, with more border tiles than [`conv`] compiles, the checked tiles, costed
+/// as a known row's).
 #[derive(Clone, Copy, Debug)]
 enum Row {
     Known(u64),
@@ -455,7 +456,7 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
             // has only its centre column inside), then the channels without checks.
             // The channels go round `sets` accumulator sets in turn, summed at the end:
             // one set's `nf` chains would wait on the FMA's latency (4 cycles) every
-            // channel, and these pixels are two of the 7 or 14 of a late layer's row.
+            // channel, and these pixels can be two of a late layer's 7.
             let sets = SINGLE_CHAINS.div_ceil(nf).min(cg).max(1);
             let extra = zero_accumulators(b, vt, nf * (sets - 1));
             let set = |s: u64| -> Vec<u32> {
