@@ -214,16 +214,11 @@ impl Row {
         match self {
             Row::Known(ow) => (ow / np, ow % np, 0),
             Row::RunTime { ow, left, right, sx } => {
-                let (lead, trail) = (left.div_ceil(np) * np, right.div_ceil(np) * np);
-                if (lead + trail * sx) / np > 4 {
+                let Some((lead, trail)) = border_tiles(left, right, sx, np) else {
                     return (ow / np, ow % np, 0);
-                }
-                // As `conv`'s `fits` (with no padding, a row of at least one tile).
-                let fits = if lead + trail == 0 {
-                    ow >= np
-                } else {
-                    ow >= lead + trail && (ow == lead + trail || ow >= trail + np + left)
                 };
+                // With no padding, a row of at least one tile.
+                let fits = if lead + trail == 0 { ow >= np } else { row_fits(ow as i64, lead, trail, np, left) };
                 if fits {
                     return ((lead + trail) / np + (ow - lead - trail).div_ceil(np), 0, 0);
                 }
@@ -236,6 +231,25 @@ impl Row {
             }
         }
     }
+}
+
+/// A run-time row's border tiles in tiles of `np` pixels, as [`conv`] compiles them and
+/// the cost model counts them: `(lead, trail)`, the pixels of whole tiles that cover the
+/// `left` and `right` pixels whose taps reach the padding; `None` when they are more
+/// tiles than the kernel compiles (left, then right once per residue of the stride
+/// `sx`), and the row runs as checked tiles.
+fn border_tiles(left: u64, right: u64, sx: u64, np: u64) -> Option<(u64, u64)> {
+    let (lead, trail) = (left.div_ceil(np) * np, right.div_ceil(np) * np);
+    ((lead + trail * sx) / np <= 4).then_some((lead, trail))
+}
+
+/// Whether a run-time row of `ow` pixels holds its border tiles `lead` and `trail`
+/// (tiles of `np`; `left` pixels reach the left padding): they do not overlap, and what
+/// lies between them is empty or takes a tile ending at its end that starts right of
+/// the left padding. [`conv`] tests the same at run time.
+fn row_fits(ow: i64, lead: u64, trail: u64, np: u64, left: u64) -> bool {
+    let (lead, trail, np, left) = (lead as i64, trail as i64, np as i64, left as i64);
+    ow >= lead + trail && (ow == lead + trail || ow - trail - np >= left)
 }
 
 /// The vector registers of a target whose native vectors hold `native` f32s: x86 has 16
@@ -352,7 +366,7 @@ pub fn block_task(t: &Expr, oh: &Expr, blocks: u64, weights_outer: bool) -> (Exp
 /// Run-time image dims keep the tiles: a row runs as whole `NP`-pixel tiles in loops of
 /// run-time count, laid out as a known row's would be (border tiles with their padding
 /// taps left out at compile time, interior tiles unchecked, the last one ending at the
-/// interior's end). A row too short for its border tiles runs its border pixels one at
+/// interior's end). A row whose border tiles would overlap runs its border pixels one at
 /// a time, each kernel column checked, around the same interior tiles; a row whose
 /// border tiles would be too many
 /// (dilated windows over small maps) runs as checked tiles, each kernel column tested
@@ -724,11 +738,10 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
         // checked.
         let pr = g.pad_end[1];
         let span = (kw - 1) * dx + 1;
-        let lead = pl.div_ceil(sx).div_ceil(np) * np;
-        let trail = pr.div_ceil(sx).div_ceil(np) * np;
         // Border tiles compiled (left, then right per residue); past a few the row
         // takes the checked tiles only.
-        let layout = (lead + trail * sx) / np <= 4;
+        let borders = border_tiles(pl.div_ceil(sx), pr.div_ceil(sx), sx, np);
+        let (lead, trail) = borders.unwrap_or((0, 0));
         let left_in =
             |ox0: u64| -> Vec<bool> { (0..np).flat_map(|p| (0..kw).map(move |kx| col(ox0 + p, kx) >= 0)).collect() };
         // Pixel ow - 1 - j's column kx is wi + pr - span - r - j*sx + kx*dx: inside the
@@ -757,14 +770,14 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
             };
             // The laid-out row, three parts:
             // - border tiles, compiled with their padding taps left out, when the row
-            //   holds them and a whole interior tile (`fits`, an i1 value; `None`: a row
-            //   with no padding);
+            //   holds them ([`row_fits`]; `fits`, an i1 value; `None`: a row with no
+            //   padding);
             // - the interior, whole tiles in a loop, the last one ending at the
             //   interior's end (it computes some pixels again, to the same values: no
             //   parameter aliases another): [lead, ow - trail) when the row fits, else
             //   the pixels none of whose taps reach the padding, [min(lp, ow), rs);
             // - the other pixels one at a time, each kernel column checked: the borders
-            //   of a row that does not fit (the 7- and 14-pixel rows of late stages), or
+            //   of a row that does not fit (the 7-pixel rows of late stages), or
             //   the whole row when its interior is narrower than a tile.
             // One compiled tile per part (and border tile): a second, checked set of
             // tiles for short rows and a tile per binary digit of the remainder took
@@ -829,7 +842,7 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                     let zero = b.i64(0);
                     let owv = ival(b, &ow);
                     match fits {
-                        None => (b.select(room, zero, zero), b.select(room, owv, zero)),
+                        None => (zero, b.select(room, owv, zero)),
                         Some(fits) => {
                             // A row that fits has none; one that does not, its borders
                             // (or all of it, when its interior holds no tile).
@@ -869,14 +882,13 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                 };
                 b.if_(fits, tiles, |_| {});
             };
-            if lead + trail == 0 {
+            if borders.is_none() {
+                checked(b, &c(0), &ow);
+            } else if lead + trail == 0 {
                 laid_out(b, None);
-            } else if layout {
-                // The row fits when its border tiles do not overlap (then neither
-                // reaches the other side's padding) and what lies between them is
-                // empty or takes a tile ending at its end that starts right of the
-                // left padding (14 pixels in tiles of 7: two border tiles, as a known
-                // row; 14 in tiles of 6: an interior tile over pixels 2-7).
+            } else {
+                // [`row_fits`] at run time (14 pixels in tiles of 7: two border tiles,
+                // as a known row; 14 in tiles of 6: an interior tile over pixels 2-7).
                 let owv = ival(b, &ow);
                 let need = b.i64((lead + trail) as i64);
                 let apart = b.cmp(CmpOp::Sge, owv, need);
@@ -889,8 +901,6 @@ pub fn conv(name: &str, n: &Node, op: &Conv, g: &Window, t: &Target) -> Result<K
                 let between = b.bin(BinOp::Or, empty, clear);
                 let fits = b.bin(BinOp::And, apart, between);
                 laid_out(b, Some(fits));
-            } else {
-                checked(b, &c(0), &ow);
             }
         });
     }
