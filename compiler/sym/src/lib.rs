@@ -189,11 +189,34 @@ impl Expr {
             if b > 0 && self.content() % b == 0 {
                 return Expr { terms: Arc::new(self.terms.iter().map(|(k, &v)| (k.clone(), v / b)).collect()) };
             }
+            // The terms that b divides leave the floor (every term is an integer):
+            // floor((32*X - 1) / 2) is 16*X + floor(-1 / 2), 16*X - 1.
+            if let Some((whole, rest)) = self.split_multiples(b) {
+                return &whole + &rest.floor_div(d);
+            }
         }
         if let Some(q) = self.exact_quotient(d) {
             return q;
         }
         Expr::atom(Atom::Div(Box::new(self.clone()), Box::new(d.clone())))
+    }
+
+    /// For a positive constant `b`: `self` as `b * whole + rest`, the terms whose
+    /// coefficients `b` divides (divided) and the others, when both are nonzero.
+    fn split_multiples(&self, b: i64) -> Option<(Expr, Expr)> {
+        if b <= 1 {
+            return None;
+        }
+        let (mut whole, mut rest) = (BTreeMap::new(), BTreeMap::new());
+        for (k, &c) in self.terms.iter() {
+            if c % b == 0 {
+                whole.insert(k.clone(), c / b);
+            } else {
+                rest.insert(k.clone(), c);
+            }
+        }
+        (!whole.is_empty() && !rest.is_empty())
+            .then(|| (Expr { terms: Arc::new(whole) }, Expr { terms: Arc::new(rest) }))
     }
 
     /// `self / d` when `d` is a monomial with a positive coefficient of symbols and of
@@ -235,6 +258,10 @@ impl Expr {
         if let Some(b) = d.as_const() {
             if b == 1 || b == -1 || (b != 0 && self.content() % b == 0) {
                 return Expr::default();
+            }
+            // Multiples of b do not change the modulus.
+            if let Some((_, rest)) = self.split_multiples(b) {
+                return rest.modulo(d);
             }
         }
         if self.exact_quotient(d).is_some() {
@@ -687,6 +714,27 @@ mod tests {
         assert_eq!(Expr::c(7).modulo(&Expr::c(-2)).as_const(), Some(-1));
         assert_eq!(Expr::c(7).min_with(&Expr::c(3)).as_const(), Some(3));
         assert_eq!(n().min_with(&Expr::c(3)), Expr::c(3).min_with(&n()));
+    }
+
+    #[test]
+    fn multiples_of_the_divisor_leave_the_floor() {
+        // A padding to whole strides of 32, halved five times (a backbone's strides).
+        let x = (&n() + &Expr::c(31)).floor_div(&Expr::c(32));
+        let mut e = &x.scale(32) - &Expr::c(1);
+        for _ in 0..5 {
+            e = e.floor_div(&Expr::c(2));
+        }
+        assert_eq!(e, &x - &Expr::c(1));
+        let m = &(&n().scale(6) + &Expr::var(0)) + &Expr::c(7);
+        assert_eq!(m.modulo(&Expr::c(3)), (&Expr::var(0) + &Expr::c(7)).modulo(&Expr::c(3)));
+        assert_eq!(m.floor_div(&Expr::c(3)).to_string(), "2*N + floordiv(%i0 + 7, 3)");
+        // Checked against integer arithmetic over a range of values.
+        for (v, i, d) in (-40..40).flat_map(|v| (-5..5).flat_map(move |i| [2, 3, 4].map(|d| (v, i, d)))) {
+            let env = BTreeMap::from([("N".to_string(), v), ("M".to_string(), i)]);
+            let m = &(&n().scale(6) + &Expr::sym("M")) + &Expr::c(7);
+            let (q, r) = (m.floor_div(&Expr::c(d)).eval(&env), m.modulo(&Expr::c(d)).eval(&env));
+            assert_eq!((q, r), (Ok((6 * v + i + 7).div_euclid(d)), Ok((6 * v + i + 7).rem_euclid(d))));
+        }
     }
 
     #[test]
