@@ -515,19 +515,29 @@ impl Tr<'_> {
                 b.build_int_unsigned_rem(self.expr(kb, xe, env)?, self.expr(kb, ye, env)?, "")?
             }
             Atom::Div(x, y) | Atom::Mod(x, y) => {
-                let (x, y) = (self.expr(kb, x, env)?, self.expr(kb, y, env)?);
+                let (x, y0) = (self.expr(kb, x, env)?, self.expr(kb, y, env)?);
+                // A divisor only the run knows may be 0 (extents of an empty tensor, or
+                // computed dims still 0 when sizing the workspace that computes them): it
+                // divides by 1 then and gives 0, never a division fault.
+                let zero = kb.c(0);
+                let by_zero = kb.icmp(IntPredicate::EQ, y0, zero)?;
+                let y = if y.as_const().is_some_and(|c| c != 0) { y0 } else { kb.select_i(by_zero, kb.c(1), y0)? };
                 let q = b.build_int_signed_div(x, y, "")?;
                 let r = b.build_int_signed_rem(x, y, "")?;
                 // Floor semantics: adjust when the remainder is nonzero and the signs differ.
-                let zero = kb.c(0);
                 let nz = kb.icmp(IntPredicate::NE, r, zero)?;
                 let sr = kb.icmp(IntPredicate::SLT, r, zero)?;
                 let sy = kb.icmp(IntPredicate::SLT, y, zero)?;
                 let adj = kb.and(nz, b.build_xor(sr, sy, "")?)?;
-                if matches!(a, Atom::Div(..)) {
+                let v = if matches!(a, Atom::Div(..)) {
                     b.build_int_sub(q, b.build_int_z_extend(adj, kb.i64t, "")?, "")?
                 } else {
                     kb.select_i(adj, b.build_int_add(r, y, "")?, r)?
+                };
+                if y == y0 {
+                    v
+                } else {
+                    kb.select_i(by_zero, zero, v)?
                 }
             }
             Atom::Min(x, y) | Atom::Max(x, y) => {

@@ -203,20 +203,34 @@ impl<'ctx> Values<'ctx> {
         if let Some(v) = self.get(&k) {
             return Ok(v);
         }
+        let const_divisor = y.as_const().is_some_and(|c| c != 0);
         let (x, y) = (self.build(cx, b, x, syms)?, self.build(cx, b, y, syms)?);
         let v = match a {
             Atom::Div(..) | Atom::Mod(..) => {
+                // A divisor of run-time dims may be 0 (computed dims are 0 when sizing the
+                // workspace shape_values() fills in): 0, never a division fault.
+                let zero = i64t.const_zero();
+                let by_zero = b.build_int_compare(IntPredicate::EQ, y, zero, "")?;
+                let y = if const_divisor {
+                    y
+                } else {
+                    b.build_select(by_zero, i64t.const_int(1, false), y, "")?.into_int_value()
+                };
                 let q = b.build_int_signed_div(x, y, "")?;
                 let r = b.build_int_signed_rem(x, y, "")?;
-                let zero = i64t.const_zero();
                 let nz = b.build_int_compare(IntPredicate::NE, r, zero, "")?;
                 let sr = b.build_int_compare(IntPredicate::SLT, r, zero, "")?;
                 let sy = b.build_int_compare(IntPredicate::SLT, y, zero, "")?;
                 let adj = b.build_and(nz, b.build_xor(sr, sy, "")?, "")?;
-                if matches!(a, Atom::Div(..)) {
+                let v = if matches!(a, Atom::Div(..)) {
                     b.build_int_sub(q, b.build_int_z_extend(adj, i64t, "")?, "")?
                 } else {
                     b.build_select(adj, b.build_int_add(r, y, "")?, r, "")?.into_int_value()
+                };
+                if const_divisor {
+                    v
+                } else {
+                    b.build_select(by_zero, zero, v, "")?.into_int_value()
                 }
             }
             _ => {
