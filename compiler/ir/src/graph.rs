@@ -293,19 +293,28 @@ impl Graph {
     }
 
     /// Nodes in topological order; ties are broken by node index (creation order), so the
-    /// order is deterministic. Fails when the graph has a cycle.
+    /// order is deterministic. A node whose result's dims name a symbol that a Bind
+    /// computes comes after that Bind even without a data edge (a constant expanded to a
+    /// count only the run knows). Fails when the graph has a cycle.
     pub fn topo_order(&self) -> Result<Vec<NodeId>, IrError> {
         let mut indeg: std::collections::HashMap<NodeId, usize> =
             self.g.node_indices().map(|n| (n, self.g.edges_directed(n, Direction::Incoming).count())).collect();
+        let after = self.symbol_edges();
+        for targets in after.values() {
+            for t in targets {
+                *indeg.get_mut(t).expect("a node") += 1;
+            }
+        }
         let mut ready: BTreeSet<NodeId> = indeg.iter().filter(|(_, &d)| d == 0).map(|(&n, _)| n).collect();
         let mut order = Vec::with_capacity(indeg.len());
         while let Some(n) = ready.pop_first() {
             order.push(n);
-            for e in self.g.edges_directed(n, Direction::Outgoing) {
-                let d = indeg.get_mut(&e.target()).expect("edge target is a node");
+            let implied = after.get(&n).into_iter().flatten().copied();
+            for t in self.g.edges_directed(n, Direction::Outgoing).map(|e| e.target()).chain(implied) {
+                let d = indeg.get_mut(&t).expect("edge target is a node");
                 *d -= 1;
                 if *d == 0 {
-                    ready.insert(e.target());
+                    ready.insert(t);
                 }
             }
         }
@@ -313,6 +322,46 @@ impl Graph {
             return Err(IrError::Invalid("the graph has a cycle".into()));
         }
         Ok(order)
+    }
+}
+
+impl Graph {
+    /// For each Bind node, the nodes whose results' dims name a symbol it binds (other
+    /// than itself): ordering edges [`Graph::topo_order`] adds to the data edges.
+    fn symbol_edges(&self) -> std::collections::HashMap<NodeId, Vec<NodeId>> {
+        let mut binder: std::collections::HashMap<&str, NodeId> = std::collections::HashMap::new();
+        for id in self.g.node_indices() {
+            if let Op::Bind(b) = &self.g[id].op {
+                for s in b.symbols() {
+                    binder.insert(s, id);
+                }
+            }
+        }
+        let mut out: std::collections::HashMap<NodeId, Vec<NodeId>> = std::collections::HashMap::new();
+        if binder.is_empty() {
+            return out;
+        }
+        let mut syms = Vec::new();
+        for id in self.g.node_indices() {
+            syms.clear();
+            for t in &self.g[id].outputs {
+                for d in &t.shape.0 {
+                    if d.fixed().is_none() {
+                        d.expr().symbols(&mut syms);
+                    }
+                }
+            }
+            let mut from: Vec<NodeId> = syms.iter().filter_map(|s| binder.get(s.as_str()).copied()).collect();
+            from.sort();
+            from.dedup();
+            for b in from.into_iter().filter(|&b| b != id) {
+                // Already ordered by a data edge: nothing to add.
+                if self.g.find_edge(b, id).is_none() {
+                    out.entry(b).or_default().push(id);
+                }
+            }
+        }
+        out
     }
 }
 
