@@ -198,10 +198,6 @@ pub fn load_index(b: &mut KernelBuilder, param: u32, dtype: DType, j: Expr, exte
     b.select(past, last, k)
 }
 
-fn fixed(d: &[u64]) -> Vec<Expr> {
-    d.iter().map(|&x| Expr::c(x as i64)).collect()
-}
-
 /// Trilu: copies the kept triangle (`col - row >= k` for the upper one, `<= k` for the
 /// lower one, `k` from the optional second operand) and writes zeros elsewhere.
 pub fn trilu(name: &str, n: &Node, upper: bool) -> Result<Kernel, LowerError> {
@@ -514,19 +510,20 @@ fn first(slot: &mut Option<LowerError>, f: impl FnOnce() -> Result<(), LowerErro
 /// ScatterElements: in index order (later updates win), each update goes to the result
 /// position its index names along the axis (wrapped when negative, clamped into range).
 pub fn scatter_elements(name: &str, n: &Node, op: &ScatterElements) -> Result<Kernel, LowerError> {
-    // The data's extents may be run-time dims (a MaxUnpool into a computed shape); the
-    // indices and updates have known ones.
+    // Extents may be run-time dims: the data's (a MaxUnpool into a computed shape), the
+    // indices' and updates' (torchvision's RoI pooling scatters the boxes of each level,
+    // counted by a NonZero, into the rows of all boxes).
     let d = Node::dims(&n.inputs[0]);
-    let id = n.fixed_in(1)?;
+    let id = Node::dims(&n.inputs[1]);
     let a = dlc_ir::ops::normalize_axis(op.axis, d.len()).ok_or_else(|| n.error("axis out of range"))?;
     let (mut b, elem) = scatter_start(name, n)?;
-    if id.contains(&0) || d[a].as_const() == Some(0) {
+    if id.iter().any(|e| e.as_const() == Some(0)) || d[a].as_const() == Some(0) {
         return Ok(b.finish());
     }
-    let (ds, is) = (contiguous_strides(&d), contiguous_strides(&fixed(&id)));
+    let (ds, is) = (contiguous_strides(&d), contiguous_strides(&id));
     let (idt, extent) = (n.inputs[1].dtype, d[a].clone());
     let mut err = None;
-    b.nest(&fixed(&id), LoopKind::Serial, |b, idx| {
+    b.nest(&id, LoopKind::Serial, |b, idx| {
         first(&mut err, || {
             let j = linear(idx, &is, Expr::c(0));
             let k = load_index_expr(b, 1, idt, j.clone(), &extent);
