@@ -159,3 +159,50 @@ def test_a_reshape_whose_counts_differ_at_run_time_is_refused_before_the_run(tmp
     p = dlc_run_process(art, {"x": rng.standard_normal((2, 10)).astype(np.float32)}, tmp_path / "bad")
     assert p.returncode != 0, p.stdout
     assert "into_fours" in p.stderr, p.stderr
+
+
+def test_a_detector_transform_resizes_by_a_float_scale_and_pads_to_whole_strides(tmp_path):
+    """torchvision's detection transform at run-time image sizes (Faster R-CNN): a Resize
+    to `[*x.shape[:2], floor(float(h) * s), ...]` keeps the known batch and channels
+    (only the computed sizes are dims the run gives), the padding to whole strides,
+    `ceil(float(h') / 32.0) * 32 - h'`, is a dim expression (float math on dims that stays
+    exact), so the Conv after it knows its channels; a Range over dims cast to int32 is
+    int32 (the anchors' grid, multiplied by an int32 stride)."""
+    n = h.make_node
+    nodes = [
+        n("Unsqueeze", ["x", "zero_v"], ["x4"]),
+        n("Shape", ["x4"], ["xs"]), n("Slice", ["xs", "zero_v", "two_v"], ["lead"]),
+        n("Slice", ["xs", "two_v", "four_v"], ["hw"]), n("Cast", ["hw"], ["hwf"], to=T.FLOAT),
+        n("Mul", ["hwf", "scale"], ["hws"]), n("Floor", ["hws"], ["hwfl"]), n("Cast", ["hwfl"], ["hwi"], to=T.INT64),
+        n("Concat", ["lead", "hwi"], ["sizes"], axis=0),
+        n("Resize", ["x4", "", "", "sizes"], ["r"], mode="linear"),
+        n("Shape", ["r"], ["rs"]), n("Slice", ["rs", "two_v", "four_v"], ["rhw"]),
+        n("Cast", ["rhw"], ["rf"], to=T.FLOAT), n("Div", ["rf", "stride"], ["q"]), n("Ceil", ["q"], ["qc"]),
+        n("Mul", ["qc", "stride"], ["whole"]), n("Cast", ["whole"], ["wi"], to=T.INT64),
+        n("Sub", ["wi", "rhw"], ["more"]),
+        n("Concat", ["zeros4", "zeros2", "more"], ["pads"], axis=0),
+        n("Pad", ["r", "pads"], ["padded"]),
+        n("Conv", ["padded", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        # The anchors' grid: Range(0, int32(w'), 1) * an int32 stride.
+        n("Gather", ["rs", "three"], ["wd"], axis=0), n("Cast", ["wd"], ["w32"], to=T.INT32),
+        n("Range", ["zero32", "w32", "one32"], ["cols"]), n("Mul", ["cols", "stride32"], ["shifts"]),
+        n("Cast", ["shifts"], ["grid"], to=T.FLOAT),
+    ]
+    inits = {"zero_v": _i64([0]), "two_v": _i64([2]), "four_v": _i64([4]), "three": _i64(3),
+             "zeros4": _i64([0, 0, 0, 0]), "zeros2": _i64([0, 0]),
+             "scale": np.float32(0.75), "stride": np.float32(32.0),
+             "zero32": np.int32(0), "one32": np.int32(1), "stride32": np.int32(16),
+             "w": (0.1 * np.random.default_rng(3).standard_normal((4, 3, 3, 3))).astype(np.float32)}
+    x = h.make_tensor_value_info("x", T.FLOAT, [3, "H", "W"])
+    path = _save(tmp_path / "m.onnx", nodes, [x], ["padded", "y", "grid"], inits)
+    art = _compile(path, tmp_path)
+    ir = tmp_path / "ir"
+    dlc("compile", path, "-o", ir, "--emit", "ir")
+    text = (ir / "model.dlcir").read_text()
+    # Only the computed sizes are bound; the Resize's batch and channels stay 1 and 3.
+    assert "sizes_part1_0 " in text and "sizes_0" not in text, text
+    rng = np.random.default_rng(4)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)
+    # Sizes that 0.75 of scales exactly (ONNX Runtime takes the scale of a Resize to
+    # sizes as out / in in f32, dlc in f64: at other sizes they differ in the last bits).
+    _check(path, art, [{"x": f(3, 52, 72)}, {"x": f(3, 64, 64)}, {"x": f(3, 36, 100)}], tmp_path)

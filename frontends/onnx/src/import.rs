@@ -207,7 +207,16 @@ pub(crate) struct Importer<'m> {
     pub strings: HashMap<String, crate::ops::strings::StrVal>,
     /// The shape values that a Cast made floats (their elements are still the integral
     /// dims; `Range` over one counts in f32).
-    pub float_shapes: HashMap<String, dlc_ir::DType>,
+    pub shape_dtypes: HashMap<String, dlc_ir::DType>,
+    /// Float shape values divided by a positive integer constant (`h / 32.0`), by name:
+    /// the value is the elements over the divisor, which a `Ceil` or `Floor` makes dims
+    /// again (`ceil(h / 32) * 32`, a padding to whole strides); any other use computes
+    /// the quotient as data (`ops::shapes`).
+    pub float_quotients: HashMap<String, i64>,
+    /// I64 vectors computed from shape values (`ops::shapes::shape_tensor`), by IR value:
+    /// their elements as dim expressions, which a vector of extents built from them
+    /// keeps (`ops::bind::computed_dims`).
+    pub(crate) dim_tensors: HashMap<Value, Vec<dlc_ir::Expr>>,
     /// The shape values that are 2-D, `[len / cols, cols]` by name: the pairs of a
     /// padding `torch.onnx` reorders (`ops::shapes`).
     pub shape_cols: HashMap<String, usize>,
@@ -257,7 +266,9 @@ impl<'m> Importer<'m> {
             run_optionals: HashMap::new(),
             strings: HashMap::new(),
             absent: Default::default(),
-            float_shapes: Default::default(),
+            shape_dtypes: Default::default(),
+            float_quotients: Default::default(),
+            dim_tensors: Default::default(),
             shape_cols: Default::default(),
             symbols: Vec::new(),
             guards: Vec::new(),
@@ -614,6 +625,7 @@ impl<'m> Importer<'m> {
             // A 2-D mark is the node's to set (`ops::shapes`), not a former binding's.
             for o in &node.output {
                 self.shape_cols.remove(o);
+                self.float_quotients.remove(o);
             }
             let mut cx = NodeCx { imp: self, node, name: name.clone(), opset };
             use crate::ops::shapes::{self, Out};

@@ -5,7 +5,7 @@
 use super::NodeCx;
 use dlc_ir::bind::BindRule;
 use dlc_ir::ops::{Bind, Transpose};
-use dlc_ir::{DType, Dim, Op, Value};
+use dlc_ir::{DType, Dim, Expr, Op, Value};
 
 /// Operand `i` as integers when it is a constant (or an empty vector), else the run-time
 /// value; `None` when absent.
@@ -66,6 +66,9 @@ pub(crate) fn computed_dims(
         0 => cx.add1(&format!("{what}_1"), dlc_ir::ops::Reshape { shape: vec![1], allowzero: false }, &[v])?,
         _ => return Err(format!("{what} must be a vector, got {t}")),
     };
+    if let Some(r) = partly_known(cx, x, v, what)? {
+        return Ok(r);
+    }
     let view = bind(cx, what, x, v, BindRule::Values)?;
     match &cx.imp.graph.node(view.node).op {
         Op::Bind(b) => Ok((view, b.symbols().map(dlc_ir::Expr::sym).collect())),
@@ -78,6 +81,63 @@ pub(crate) fn computed_dims(
             Ok((x, vals.into_iter().map(dlc_ir::Expr::c).collect()))
         }
     }
+}
+
+/// Extents `v` that are a concatenation of pieces some of which are known at import
+/// (constants, dims of shape values: `torch.onnx`'s `[*x.shape[:2], *sizes]` for a
+/// Resize): the known ones as they are, each other piece bound on its own (so a Resize
+/// keeps its batch and channel dims). `None` when no piece is known, or none is only
+/// known at run time (`computed_dims` binds or folds the whole vector then).
+fn partly_known(cx: &mut NodeCx, x: Value, v: Value, what: &str) -> Result<Option<(Value, Vec<Expr>)>, String> {
+    fn pieces(cx: &NodeCx, v: Value, out: &mut Vec<Result<Vec<Expr>, Value>>) {
+        if let Some(t) = cx.imp.known.get(&v).and_then(|t| t.to_i64()) {
+            return out.push(Ok(t.into_iter().map(Expr::c).collect()));
+        }
+        if let Some(e) = cx.imp.dim_tensors.get(&v) {
+            // A dim the run may give negative (`S - 1`) is checked as a bound value is.
+            if e.iter().all(super::shapes::nonneg) {
+                return out.push(Ok(e.clone()));
+            }
+        }
+        match &cx.imp.graph.node(v.node).op {
+            Op::Concat(c) if c.axis == 0 && cx.ty(v).shape.rank() == 1 => {
+                for p in cx.imp.graph.operands(v.node) {
+                    pieces(cx, p, out);
+                }
+            }
+            _ => out.push(Err(v)),
+        }
+    }
+    let mut parts = Vec::new();
+    pieces(cx, v, &mut parts);
+    let known = parts.iter().filter(|p| p.is_ok()).count();
+    if known == 0 || known == parts.len() && parts.iter().flatten().flatten().all(|e| e.as_const().is_some()) {
+        return Ok(None);
+    }
+    let (mut view, mut dims) = (x, Vec::new());
+    for (k, p) in parts.into_iter().enumerate() {
+        match p {
+            Ok(e) => {
+                if let Some(bad) =
+                    e.iter().filter_map(Expr::as_const).find(|c| !(0..=dlc_ir::bind::MAX_COMPUTED).contains(c))
+                {
+                    return Err(format!("{what} has the invalid extent {bad}"));
+                }
+                dims.extend(e);
+            }
+            Err(p) => {
+                if cx.ty(p).dtype != DType::I64 || !matches!(cx.ty(p).shape.0.as_slice(), [Dim::Fixed(_)]) {
+                    return Ok(None);
+                }
+                view = bind(cx, &format!("{what}_part{k}"), view, p, BindRule::Values)?;
+                match &cx.imp.graph.node(view.node).op {
+                    Op::Bind(b) => dims.extend(b.symbols().map(Expr::sym)),
+                    _ => return Ok(None),
+                }
+            }
+        }
+    }
+    Ok(Some((view, dims)))
 }
 
 /// The symbol Bind node `view` binds (its first), or `None` when the Bind folded to a

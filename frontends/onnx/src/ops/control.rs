@@ -325,8 +325,11 @@ fn bind_free(
             if let Some(d) = imp.dim_conditions.get(&f) {
                 sub.dim_conditions.insert(f.clone(), d.clone());
             }
-            if let Some(t) = imp.float_shapes.get(&f) {
-                sub.float_shapes.insert(f.clone(), *t);
+            if let Some(t) = imp.shape_dtypes.get(&f) {
+                sub.shape_dtypes.insert(f.clone(), *t);
+            }
+            if let Some(d) = imp.float_quotients.get(&f) {
+                sub.float_quotients.insert(f.clone(), *d);
             }
         }
         if let Some(sv) = imp.shape_values.get(&f) {

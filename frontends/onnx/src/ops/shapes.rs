@@ -69,6 +69,8 @@ pub(crate) const OPS: &[&str] = &[
     "Where",
     "Mod",
     "Pad",
+    "Ceil",
+    "Floor",
 ];
 
 /// Elementwise ops that compute on shape values as data, while the model runs (the shape
@@ -99,7 +101,26 @@ const DATA_OPS: &[&str] = &[
 /// Whether `e` is at least 0 for every binding of its symbols (run-time dims, each at
 /// least 0), by [`lower_bound`]. Conservative: `false` may be non-negative too.
 pub(crate) fn nonneg(e: &Expr) -> bool {
-    lower_bound(e).is_some_and(|b| b >= 0)
+    lower_bound(e).is_some_and(|b| b >= 0) || lower_bound(&floors_as_moduli(e)).is_some_and(|b| b >= 0)
+}
+
+/// `e` with each term `k * floor(a / d)` (`d` a positive constant dividing `k`) written
+/// `(k / d) * (a - a mod d)`, which cancels against other terms of `a`: a padding to
+/// whole strides, `32 * floor((h + 31) / 32) - h`, becomes `31 - (h + 31) mod 32`.
+fn floors_as_moduli(e: &Expr) -> Expr {
+    use dlc_sym::Atom;
+    let mut out = Expr::c(0);
+    for (atoms, k) in e.terms() {
+        let term = match atoms {
+            [Atom::Div(a, d)] if d.as_const().is_some_and(|d| d > 0 && k % d == 0) => {
+                let q = k / d.as_const().expect("checked");
+                (&**a - &a.modulo(d)).scale(q)
+            }
+            _ => atoms.iter().fold(Expr::c(k), |p, a| &p * &Expr::atom(a.clone())),
+        };
+        out = &out + &term;
+    }
+    out
 }
 
 /// A lower bound of `e` over every binding of its symbols (each at least 0, with no
@@ -129,6 +150,10 @@ fn lower_bound(e: &Expr) -> Option<i64> {
     for (atoms, c) in e.terms() {
         let term = if atoms.is_empty() {
             c
+        } else if let ([Atom::Mod(_, d)], true) = (atoms, c < 0) {
+            // A modulus by a positive constant d is at most d - 1.
+            let d = d.as_const().filter(|&d| d > 0)?;
+            c.checked_mul(d - 1)?
         } else {
             if c < 0 {
                 return None;
@@ -163,6 +188,19 @@ pub(crate) fn materialize_for_data(cx: &mut NodeCx) -> Result<bool, String> {
     if !cx.node.domain.is_empty() {
         return Ok(false);
     }
+    // A quotient (`h / 32.0`) is dims again through Ceil, Floor or a cast to integers;
+    // anything else computes on its value as data.
+    if names.iter().any(|n| cx.imp.float_quotients.contains_key(n)) && !takes_quotient(cx)? {
+        materialize(cx, &names)?;
+        return Ok(true);
+    }
+    let float_in = names.iter().any(|n| float_shape(cx, n));
+    if float_in && matches!(cx.node.op_type.as_str(), "Ceil" | "Floor") {
+        return Ok(false);
+    }
+    if float_in && cx.node.op_type == "Div" && exact_divisor(cx)?.is_some() {
+        return Ok(false);
+    }
     // Elementwise ops that have no meaning on dims compute at run time; so does a Where
     // whose condition only the run knows.
     let as_data = DATA_OPS.contains(&cx.node.op_type.as_str())
@@ -175,13 +213,14 @@ pub(crate) fn materialize_for_data(cx: &mut NodeCx) -> Result<bool, String> {
         return Ok(false);
     }
     // A quotient of float shape values (`float(h) / float(h_resized)`) is not a dim.
-    let mut data =
-        matches!(cx.node.op_type.as_str(), "Div" | "Mod") && names.iter().any(|n| cx.imp.float_shapes.contains_key(n));
+    let mut data = matches!(cx.node.op_type.as_str(), "Div" | "Mod") && names.iter().any(|n| float_shape(cx, n));
     for (i, n) in names.iter().enumerate() {
         if n.is_empty() || cx.imp.shape_values.contains_key(n) {
             continue;
         }
-        data |= cx.const_input(i)?.is_none();
+        // A float constant that is not a whole number (`h * 0.5`) makes no dim, nor
+        // does a constant of more than one axis (a shape value has at most one).
+        data |= cx.const_input(i)?.is_none_or(|t| t.ty().shape.rank() > 1 || integral(&t).is_none());
     }
     if data {
         materialize(cx, &names)?;
@@ -195,12 +234,74 @@ fn materialize(cx: &mut NodeCx, names: &[String]) -> Result<(), String> {
     for n in names {
         let Some(s) = cx.imp.shape_values.get(n).cloned() else { continue };
         let mut v = shape_tensor(cx, &s, n)?;
-        if let Some(&d) = cx.imp.float_shapes.get(n) {
-            v = cx.add1(&format!("{n}_float"), dlc_ir::ops::Cast::new(d), &[v])?;
+        if let Some(&d) = cx.imp.shape_dtypes.get(n) {
+            v = cx.add1(&format!("{n}_typed"), dlc_ir::ops::Cast::new(d), &[v])?;
+            if let Some(&q) = cx.imp.float_quotients.get(n) {
+                let q = cx.i64_const(&[], &[q])?;
+                let q = cx.add1(&format!("{n}_divisor"), dlc_ir::ops::Cast::new(d), &[q])?;
+                v = cx.add1(&format!("{n}_quotient"), dlc_ir::ops::Div {}, &[v, q])?;
+            }
         }
         cx.imp.values.insert(n.clone(), v);
     }
     Ok(())
+}
+
+/// Whether ONNX value `n` is a shape value that a Cast made floats.
+fn float_shape(cx: &NodeCx, n: &str) -> bool {
+    cx.imp.shape_values.contains_key(n) && cx.imp.shape_dtypes.get(n).is_some_and(|d| d.is_float())
+}
+
+/// The values of constant `t` as integers: integer types, or floats that are all whole
+/// numbers within 2^53 (`32.0` multiplying a float shape value); `None` otherwise.
+fn integral(t: &TensorData) -> Option<Vec<i64>> {
+    if let Some(v) = t.to_i64() {
+        return Some(v);
+    }
+    if !t.ty().dtype.is_float() {
+        return None;
+    }
+    let f = t.to_f64()?;
+    f.iter().all(|v| v.fract() == 0.0 && v.abs() <= (1u64 << 53) as f64).then(|| f.iter().map(|&v| v as i64).collect())
+}
+
+/// For a Div of a float shape value by a constant: the divisor when it is one whole
+/// number of at least 1 (the quotient stays exact, `ops::shapes` keeps it as a float
+/// quotient); `None` otherwise (the Div computes as data).
+fn exact_divisor(cx: &mut NodeCx) -> Result<Option<i64>, String> {
+    let (x, y) = (cx.node.input[0].clone(), cx.node.input.get(1).cloned().unwrap_or_default());
+    if !float_shape(cx, &x) || !cx.imp.shape_values.contains_key(&x) {
+        return Ok(None);
+    }
+    if y.is_empty() || cx.imp.shape_values.contains_key(&y) {
+        return Ok(None);
+    }
+    let Some(t) = cx.const_input(1)? else { return Ok(None) };
+    Ok(match integral(&t).as_deref() {
+        Some(&[d]) if d >= 1 && t.ty().dtype.is_float() => Some(d),
+        _ => None,
+    })
+}
+
+/// Whether node `cx`, reading a float quotient, keeps it symbolic: Ceil and Floor (dims
+/// again), Identity and casts to floats (the same quotient), a cast to integers of
+/// quotients of non-negative dims (a floor), a further exact division.
+fn takes_quotient(cx: &mut NodeCx) -> Result<bool, String> {
+    let x = cx.node.input.first().cloned().unwrap_or_default();
+    Ok(match cx.node.op_type.as_str() {
+        "Ceil" | "Floor" | "Identity" => true,
+        "Cast" => match cx.int("to", 7) {
+            1 | 10 | 11 => true,
+            6 | 7 => cx.imp.shape_values.get(&x).is_some_and(|s| s.elems.iter().all(nonneg)),
+            _ => false,
+        },
+        "Div" => {
+            cx.imp.float_quotients.contains_key(&x)
+                && !cx.imp.float_quotients.contains_key(cx.node.input.get(1).map_or("", String::as_str))
+                && exact_divisor(cx)?.is_some()
+        }
+        _ => false,
+    })
 }
 
 /// Shape value `s` as an i64 tensor computed while the model runs: constants as they
@@ -219,7 +320,9 @@ pub(crate) fn shape_tensor(cx: &mut NodeCx, s: &ShapeVal, n: &str) -> Result<Val
                 let ones = dlc_ir::ops::Iota { len: len.to_string(), start: one, delta: 0, dtype: dlc_ir::DType::I64 };
                 let ones = cx.add1(&format!("{n}_{j}_ones"), ones, &[])?;
                 let sum = dlc_ir::ops::ReduceSum { axes: vec![0], keepdims: true };
-                cx.add1(&format!("{n}_{j}_value"), sum, &[ones])?
+                let v = cx.add1(&format!("{n}_{j}_value"), sum, &[ones])?;
+                cx.imp.dim_tensors.insert(v, vec![e.clone()]);
+                v
             }
         });
     }
@@ -227,6 +330,7 @@ pub(crate) fn shape_tensor(cx: &mut NodeCx, s: &ShapeVal, n: &str) -> Result<Val
         1 => parts[0],
         _ => cx.add1(&format!("{n}_values"), dlc_ir::ops::Concat { axis: 0 }, &parts)?,
     };
+    cx.imp.dim_tensors.insert(v, s.elems.clone());
     if s.scalar {
         return cx.add1(&format!("{n}_scalar"), Reshape { shape: vec![], allowzero: false }, &[v]);
     }
@@ -250,7 +354,7 @@ fn operand(cx: &mut NodeCx, i: usize) -> Result<ShapeVal, String> {
     let t = cx.const_input(i)?.filter(|_| rank <= 1).ok_or_else(|| {
         format!("operand {i} ('{name}') must be a constant or a shape when another operand is a run-time shape")
     })?;
-    let ints = t.to_i64().ok_or_else(|| format!("operand {i} ('{name}') must be integers"))?;
+    let ints = integral(&t).ok_or_else(|| format!("operand {i} ('{name}') must be integers"))?;
     Ok(ShapeVal { elems: ints.into_iter().map(Expr::c).collect(), scalar: rank == 0 })
 }
 
@@ -402,21 +506,53 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             ShapeVal { elems, scalar: false }
         }
         "Cast" | "Identity" => {
-            // ONNX element types 7 (int64) and 6 (int32); 1 (float), 10 (float16) and 11
-            // (double) keep the dims as a float shape value (a Range's limit).
+            // ONNX element types 7 (int64) and 6 (int32, the type kept for where the
+            // value becomes a tensor); 1 (float), 10 (float16) and 11 (double) keep the
+            // dims as a float shape value (a Range's limit).
             let to = cx.int("to", 7);
             let float = match to {
-                6 | 7 => None,
+                7 => None,
+                6 => Some(dlc_ir::DType::I32),
                 1 => Some(dlc_ir::DType::F32),
                 10 => Some(dlc_ir::DType::F16),
                 11 => Some(dlc_ir::DType::F64),
                 _ if op == "Identity" => None,
                 _ => return Err(format!("casts a shape to element type {to} (only to integers or floats)")),
             };
-            let src_float = cx.imp.float_shapes.get(&cx.node.input[0]).copied();
+            let src_float = cx.imp.shape_dtypes.get(&cx.node.input[0]).copied();
             let float = if op == "Cast" { float } else { src_float };
             if let (Some(o), Some(d)) = (cx.node.output.first(), float) {
-                cx.imp.float_shapes.insert(o.clone(), d);
+                cx.imp.shape_dtypes.insert(o.clone(), d);
+            }
+            let s = operand(cx, 0)?;
+            match cx.imp.float_quotients.get(&cx.node.input[0]).copied() {
+                // The same quotient in another float type.
+                Some(q) if float.is_some_and(|d| d.is_float()) => {
+                    if let Some(o) = cx.node.output.first() {
+                        cx.imp.float_quotients.insert(o.clone(), q);
+                    }
+                    s
+                }
+                // To integers: truncation, a floor of the non-negative quotient
+                // (`takes_quotient` checked the elements).
+                Some(q) => ShapeVal { elems: s.elems.iter().map(|e| e.floor_div(&Expr::c(q))).collect(), ..s },
+                None => s,
+            }
+        }
+        // A whole float shape value stays; a quotient rounds to dims.
+        "Ceil" | "Floor" => {
+            let s = operand(cx, 0)?;
+            let q = cx.imp.float_quotients.get(&cx.node.input[0]).copied().unwrap_or(1);
+            let up = if op == "Ceil" { q - 1 } else { 0 };
+            ShapeVal { elems: s.elems.iter().map(|e| (e + &Expr::c(up)).floor_div(&Expr::c(q))).collect(), ..s }
+        }
+        // A float shape value over a whole constant: a quotient (`h / 32.0`).
+        "Div" if float_shape(cx, &cx.node.input[0]) => {
+            let d = exact_divisor(cx)?.ok_or("internal: a Div of float shape values is computed at run time")?;
+            let q = cx.imp.float_quotients.get(&cx.node.input[0]).copied().unwrap_or(1);
+            let q = q.checked_mul(d).ok_or("divides a shape by a divisor too large")?;
+            if let Some(o) = cx.node.output.first() {
+                cx.imp.float_quotients.insert(o.clone(), q);
             }
             operand(cx, 0)?
         }
@@ -484,15 +620,15 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             ShapeVal { elems, scalar: vals.iter().all(|v| v.scalar) }
         }
         "Add" | "Sub" | "Mul" | "Div" | "Mod" => {
-            let float = cx.node.input.iter().take(2).find_map(|n| cx.imp.float_shapes.get(n).copied());
-            if float.is_some() && matches!(op.as_str(), "Div" | "Mod") {
+            let float = cx.node.input.iter().take(2).find_map(|n| cx.imp.shape_dtypes.get(n).copied());
+            if float.is_some_and(|d| d.is_float()) && matches!(op.as_str(), "Div" | "Mod") {
                 return Err(format!("internal: a {op} of float shape values is computed at run time"));
             }
             if op == "Mod" && cx.int("fmod", 0) != 0 {
                 return Err("Mod with fmod=1 of shape values (integers take fmod=0)".into());
             }
             if let (Some(o), Some(d)) = (cx.node.output.first(), float) {
-                cx.imp.float_shapes.insert(o.clone(), d);
+                cx.imp.shape_dtypes.insert(o.clone(), d);
             }
             let (x, y) = (operand(cx, 0)?, operand(cx, 1)?);
             let n = x.elems.len().max(y.elems.len());
@@ -595,8 +731,16 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             }
             if let Some(at) = to.iter().position(Option::is_none) {
                 let known: Vec<Dim> = to.iter().flatten().cloned().collect();
-                let q = Dim::quotient(&from, &known)
-                    .ok_or_else(|| format!("cannot infer -1 of the target from {}", dlc_ir::Shape(from.clone())))?;
+                let q = Dim::quotient(&from, &known).ok_or_else(|| {
+                    format!(
+                        "cannot infer -1 of the target [{}] from {}",
+                        to.iter()
+                            .map(|d| d.as_ref().map_or("-1".to_string(), |d| d.to_string()))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        dlc_ir::Shape(from.clone())
+                    )
+                })?;
                 to[at] = Some(q);
             }
             let to: Vec<Dim> = to.into_iter().map(|d| d.expect("resolved")).collect();
@@ -631,7 +775,14 @@ pub(crate) fn build(cx: &mut NodeCx) -> Result<Vec<Out>, String> {
             ))
         }
     };
-    Ok(vec![finish(cx, shape)])
+    // Float shape values stay floats through the ops that move or combine them.
+    let float = cx.node.input.iter().find_map(|n| cx.imp.shape_dtypes.get(n).copied());
+    if let (Some(d), Some(o), false) =
+        (float, cx.node.output.first(), matches!(op.as_str(), "Cast" | "Shape" | "Size" | "Equal"))
+    {
+        cx.imp.shape_dtypes.insert(o.clone(), d);
+    }
+    finish(cx, shape).map(|o| vec![o])
 }
 
 /// The indices ONNX Slice takes from a dim of `n` for one (start, end, step).
@@ -865,19 +1016,31 @@ fn range(cx: &mut NodeCx) -> Result<Value, String> {
     if d <= 0 {
         return Err(format!("a Range over run-time dims needs a positive delta, got {d}"));
     }
-    let float = (0..3).any(|i| {
-        cx.imp.float_shapes.contains_key(&cx.node.input[i])
-            || cx.opt_input(i).ok().flatten().is_some_and(|v| cx.ty(v).dtype.is_float())
-    });
-    let dtype = if float { dlc_ir::DType::F32 } else { dlc_ir::DType::I64 };
-    let len = (&(&limit - &start) + &Expr::c(d - 1)).floor_div(&Expr::c(d)).max_with(&Expr::c(0));
+    // The operands' type (ONNX gives all three the same): a tensor's, else the shape
+    // value's (i64 unless a Cast made it another).
+    let mut dtype = None;
+    for i in 0..3 {
+        let n = cx.node.input[i].clone();
+        if cx.imp.shape_values.contains_key(&n) {
+            dtype = dtype.or(Some(cx.imp.shape_dtypes.get(&n).copied().unwrap_or(dlc_ir::DType::I64)));
+        } else if let Some(v) = cx.opt_input(i)? {
+            dtype = Some(cx.ty(v).dtype);
+            break;
+        }
+    }
+    let dtype = dtype.unwrap_or(dlc_ir::DType::I64);
+    let float = dtype != dlc_ir::DType::I64;
+    let len = (&(&limit - &start) + &Expr::c(d - 1)).floor_div(&Expr::c(d));
+    // Empty when the limit is below the start; no max where the length is provably
+    // not negative (the length then compares equal to dims computed otherwise).
+    let len = if nonneg(&len) { len } else { len.max_with(&Expr::c(0)) };
     // A constant start is the iota's own; a run-time one is added to an iota from 0.
     let Some(s) = start.as_const() else {
         let iota = cx.add1("from_zero", dlc_ir::ops::Iota { len: len.to_string(), start: 0, delta: d, dtype }, &[])?;
         let name = cx.node.input[0].clone();
         let mut st = shape_tensor(cx, &ShapeVal { elems: vec![start], scalar: true }, &name)?;
         if float {
-            st = cx.add1("start_float", dlc_ir::ops::Cast::new(dtype), &[st])?;
+            st = cx.add1("start_cast", dlc_ir::ops::Cast::new(dtype), &[st])?;
         }
         return cx.add1("", dlc_ir::ops::Add {}, &[iota, st]);
     };
@@ -885,13 +1048,20 @@ fn range(cx: &mut NodeCx) -> Result<Value, String> {
 }
 
 /// A shape value whose elements are all constants becomes an ordinary constant.
-fn finish(cx: &mut NodeCx, s: ShapeVal) -> Out {
+fn finish(cx: &mut NodeCx, s: ShapeVal) -> Result<Out, String> {
     let ints: Option<Vec<i64>> = s.elems.iter().map(Expr::as_const).collect();
-    match ints {
-        Some(v) => {
-            let dims: &[u64] = if s.scalar { &[] } else { &[v.len() as u64] };
-            Out::Value(cx.add_const(TensorData::from_i64(dims, &v).expect("shape matches")))
+    let Some(v) = ints else { return Ok(Out::Shape(s)) };
+    let dims: &[u64] = if s.scalar { &[] } else { &[v.len() as u64] };
+    let mut t = cx.add_const(TensorData::from_i64(dims, &v).expect("shape matches"));
+    // A shape value of another type that folded: that type (and a quotient's division).
+    let out = cx.node.output.first().cloned().unwrap_or_default();
+    if let Some(d) = cx.imp.shape_dtypes.get(&out).copied() {
+        t = cx.add1("typed", dlc_ir::ops::Cast::new(d), &[t])?;
+        if let Some(q) = cx.imp.float_quotients.remove(&out) {
+            let q = cx.i64_const(&[], &[q])?;
+            let q = cx.add1("divisor", dlc_ir::ops::Cast::new(d), &[q])?;
+            t = cx.add1("quotient", dlc_ir::ops::Div {}, &[t, q])?;
         }
-        None => Out::Shape(s),
     }
+    Ok(Out::Value(t))
 }
