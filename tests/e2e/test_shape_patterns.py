@@ -206,3 +206,23 @@ def test_a_detector_transform_resizes_by_a_float_scale_and_pads_to_whole_strides
     # Sizes that 0.75 of scales exactly (ONNX Runtime takes the scale of a Resize to
     # sizes as out / in in f32, dlc in f64: at other sizes they differ in the last bits).
     _check(path, art, [{"x": f(3, 52, 72)}, {"x": f(3, 64, 64)}, {"x": f(3, 36, 100)}], tmp_path)
+
+
+def test_gather_nd_from_data_of_run_time_extents(tmp_path):
+    """RetinaNet's and FCOS's post-processing: the scores of every anchor and class,
+    `[A, C]` with a run-time A, gathered by index tuples (GatherND, rows and columns):
+    the extents and strides are computed while the model runs; a tuple out of range
+    fails the run naming no wrong row."""
+    n = h.make_node
+    nodes = [n("GatherND", ["x", "idx"], ["y"])]
+    x = h.make_tensor_value_info("x", T.FLOAT, ["A", "C"])
+    idx = h.make_tensor_value_info("idx", T.INT64, ["K", 2])
+    path = _save(tmp_path / "m.onnx", nodes, [x, idx], ["y"], {})
+    art = _compile(path, tmp_path)
+    rng = np.random.default_rng(5)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)
+    _check(path, art, [{"x": f(7, 5), "idx": _i64([[0, 0], [6, 4], [-1, 2], [3, -5]])},
+                       {"x": f(40, 3), "idx": _i64([[39, 2], [1, 1]])}], tmp_path)
+    (tmp_path / "bad").mkdir()
+    p = dlc_run_process(art, {"x": f(7, 5), "idx": _i64([[7, 0]])}, tmp_path / "bad")
+    assert p.returncode != 0 and "panicked" not in p.stderr, p.stderr

@@ -83,7 +83,13 @@ def _calibrated(m):
     return m
 
 
-def _detector(ctor, prepare=None, **kw):
+DETECTIONS = ("boxes", "labels", "scores")
+
+
+def _detector(ctor, prepare=None, outputs=("boxes", "scores", "labels"), **kw):
+    """A torchvision detector for one image `[3, height, width]`, its outputs named
+    `outputs`: one-stage detectors return boxes, scores and labels in that order, two-stage
+    ones (`RoIHeads`) boxes, labels and scores (`DETECTIONS`)."""
     def build(path):
         import torchvision
 
@@ -91,7 +97,7 @@ def _detector(ctor, prepare=None, **kw):
         m = getattr(torchvision.models.detection, ctor)(weights=None, weights_backbone=None, **kw)
         if prepare is not None:
             m = prepare(m)
-        _export(m, ([torch.rand(3, 320, 320)],), ["x"], ["boxes", "scores", "labels"],
+        _export(m, ([torch.rand(3, 320, 320)],), ["x"], list(outputs),
                 {"x": {1: "height", 2: "width"}}, path, opset=17)
     return build
 
@@ -410,7 +416,14 @@ EXPORTS = {
     "tv_deeplabv3_mobilenet_v3": _segmenter("deeplabv3_mobilenet_v3_large"),
     "tv_ssdlite320": _detector("ssdlite320_mobilenet_v3_large"),
     # Random weights score every class near 1/91: no threshold, so that boxes come out.
-    "tv_fasterrcnn_mobilenet": _detector("fasterrcnn_mobilenet_v3_large_320_fpn", _calibrated, box_score_thresh=0.0),
+    "tv_fasterrcnn_mobilenet": _detector("fasterrcnn_mobilenet_v3_large_320_fpn", _calibrated, DETECTIONS,
+                                         box_score_thresh=0.0),
+    # One-stage detectors (ResNet-50 FPN), resized to a short side of 320 (800 by default)
+    # to keep the corpus quick.
+    "tv_retinanet": _detector("retinanet_resnet50_fpn", _calibrated, score_thresh=0.0,
+                              min_size=320, max_size=512),
+    "tv_fcos": _detector("fcos_resnet50_fpn", _calibrated, score_thresh=0.0,
+                         min_size=320, max_size=512),
     "minilm_l6": _minilm,
     "bert_tiny": _bert("bert"),
     "distilbert_small": _bert("distilbert"),

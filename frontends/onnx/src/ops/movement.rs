@@ -791,11 +791,16 @@ fn eye_like(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
 /// GatherND as a Gather over the data with its batch and indexed dims flattened: each
 /// index tuple (negative entries wrapped) becomes one row number, plus its batch's
 /// offset. A tuple with an entry out of range becomes a row number out of range, so the
-/// Gather's index check fails the run (a wrong row is never read). Shapes must be known.
+/// Gather's index check fails the run (a wrong row is never read). The data's indexed
+/// and trailing dims may be run-time dims (a detector's scores of every anchor and
+/// class, flattened): their extents and strides are then computed as tensors while the
+/// model runs; the batch dims and the tuple length must be known.
 fn gather_nd(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
+    use super::shapes::{shape_tensor, ShapeVal};
+    use dlc_ir::Expr;
     let (data, idx) = (cx.input(0)?, cx.input(1)?);
     let (dt, it) = (cx.ty(data), cx.ty(idx));
-    let dd = dt.shape.as_fixed().ok_or_else(|| format!("GatherND needs data of a known shape, got {dt}"))?;
+    let dd: Vec<Expr> = dt.shape.0.iter().map(Dim::expr).collect();
     let b = usize::try_from(cx.int("batch_dims", 0)).map_err(|_| "batch_dims must be >= 0")?;
     // The indices' leading dims may be run-time dims (a NonZero's count); the tuple
     // length and the batch dims must be known.
@@ -810,13 +815,28 @@ fn gather_nd(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         .collect::<Option<_>>()
         .ok_or_else(|| format!("GatherND needs known batch dims, got {it}"))?;
     let r = dd.len();
-    if k == 0 || b >= q || b + k > r || id[..b] != dd[..b] {
+    if k == 0 || b >= q || b + k > r {
         return Err(format!("indices {it} do not fit data {dt} with batch_dims={b}"));
     }
+    let db: Vec<u64> = dd[..b]
+        .iter()
+        .map(|e| e.as_const().map(|c| c as u64))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("GatherND needs data whose batch dims are known, got {dt}"))?;
+    if id[..b] != db[..] {
+        return Err(format!("indices {it} do not fit data {dt} with batch_dims={b}"));
+    }
+    // An i64 vector of dim expressions: a constant, or computed while the model runs.
+    let vector = |cx: &mut NodeCx, v: &[Expr], what: &str| -> Result<Value, String> {
+        match v.iter().map(Expr::as_const).collect::<Option<Vec<i64>>>() {
+            Some(c) => cx.i64_const(&[c.len() as u64], &c),
+            None => shape_tensor(cx, &ShapeVal { elems: v.to_vec(), scalar: false }, &format!("{}_{what}", cx.name)),
+        }
+    };
     let ix = if it.dtype == DType::I64 { idx } else { cx.add1("indices_i64", Cast::new(DType::I64), &[idx])? };
     // Wrap negative entries by their dim's extent, and flag entries out of range.
-    let ext: Vec<i64> = dd[b..b + k].iter().map(|&d| d as i64).collect();
-    let e = cx.i64_const(&[k as u64], &ext)?;
+    let ext: Vec<Expr> = dd[b..b + k].to_vec();
+    let e = vector(cx, &ext, "extents")?;
     let zero = cx.i64_const(&[], &[0])?;
     let neg = cx.add1("negative", Less {}, &[ix, zero])?;
     let plus = cx.add1("wrapped", Add {}, &[ix, e])?;
@@ -826,13 +846,16 @@ fn gather_nd(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
     let past = cx.add1("past", Not {}, &[inside])?;
     let bad = cx.add1("bad", Or {}, &[below, past])?;
     // Row numbers within a batch: entries times the strides of the indexed dims.
-    let strides: Vec<i64> = (0..k).map(|j| ext[j + 1..].iter().product()).collect();
-    let st = cx.i64_const(&[k as u64], &strides)?;
+    let product = |v: &[Expr]| v.iter().fold(Expr::c(1), |a, x| &a * x);
+    let strides: Vec<Expr> = (0..k).map(|j| product(&ext[j + 1..])).collect();
+    let st = vector(cx, &strides, "strides")?;
     let scaled = cx.add1("scaled", Mul {}, &[w, st])?;
     let mut row = cx.add1("rows", ReduceSum { axes: vec![-1], keepdims: false }, &[scaled])?;
-    let per_batch: i64 = ext.iter().product();
+    let per_batch = product(&ext);
     if b > 0 {
         // Batch j's rows start at j * per_batch.
+        let per_batch =
+            per_batch.as_const().ok_or_else(|| format!("GatherND with batch dims needs known data, got {dt}"))?;
         let nb: u64 = id[..b].iter().product();
         let mut shape: Vec<u64> = id[..b].to_vec();
         shape.extend(std::iter::repeat_n(1, q - 1 - b));
@@ -840,14 +863,25 @@ fn gather_nd(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
         let o = cx.i64_const(&shape, &offs)?;
         row = cx.add1("batch_rows", Add {}, &[row, o])?;
     }
-    let total = dd[..b].iter().product::<u64>() as i64 * per_batch;
+    let total = &Expr::c(db.iter().product::<u64>() as i64) * &per_batch;
     let bad_i = cx.add1("bad_i64", Cast::new(DType::I64), &[bad])?;
     let any = cx.add1("any_bad", ReduceMax { axes: vec![-1], keepdims: false }, &[bad_i])?;
     let any = cx.add1("any_bad_bool", Greater {}, &[any, zero])?;
-    let outside = cx.i64_const(&[], &[-total - 1])?;
+    // A row below any the Gather wraps (it checks its indices).
+    let outside = match total.as_const() {
+        Some(t) => -t - 1,
+        None => -(1i64 << 62),
+    };
+    let outside = cx.i64_const(&[], &[outside])?;
     let row = cx.add1("checked_rows", Where {}, &[any, outside, row])?;
     let mut flat = vec![total];
-    flat.extend(dd[b + k..].iter().map(|&d| d as i64));
-    let data2 = cx.add1("flat_data", Reshape { shape: flat, allowzero: true }, &[data])?;
+    flat.extend(dd[b + k..].iter().cloned());
+    let data2 = match flat.iter().map(Expr::as_const).collect::<Option<Vec<i64>>>() {
+        Some(f) => cx.add1("flat_data", Reshape { shape: f, allowzero: true }, &[data])?,
+        None => {
+            let dims = flat.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(";");
+            cx.add1("flat_data", View { dims }, &[data])?
+        }
+    };
     cx.add("", Gather { axis: 0 }, &[data2, row])
 }
