@@ -303,3 +303,17 @@ def test_qdq_matmul_and_gemm_run_on_the_int8_kernel(form, tmp_path):
             want = want + beta * bias.astype(np.float64)
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
         np.testing.assert_allclose(got, ort_run(path, {"x": x})["y"], rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_matmul_integer_by_a_vector_of_weights(tmp_path):
+    """A constant B of one axis (`[K]`, a matrix-vector product) is no case for the int8
+    kernel and takes the general path (found by fuzzing: asking for B's column count
+    indexed past its one dim and panicked)."""
+    w = np.array([3, 255, 0, 17], np.uint8)
+    node = h.make_node("MatMulInteger", ["a", "w"], ["y"])
+    path = _save(tmp_path / "m.onnx", node, [h.make_tensor_value_info("a", T.UINT8, ["M", 4])], {"w": w})
+    dlc("compile", path, "-o", tmp_path / "art")
+    a = np.random.default_rng(0).integers(0, 256, (5, 4)).astype(np.uint8)
+    got = dlc_run(tmp_path / "art", path, {"a": a}, tmp_path)["y"]
+    np.testing.assert_array_equal(got, _matmul_int64(a, 0, w, 0))
+    np.testing.assert_array_equal(got, ort_run(path, {"a": a})["y"])

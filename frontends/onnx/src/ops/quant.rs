@@ -478,7 +478,8 @@ pub(crate) fn int8_product(
         && cx.imp.known.contains_key(&b)
         && k.is_some_and(|k| k > 0 && k % 4 == 0)
         && bt.shape.0[1].fixed().is_some_and(|n| n > 0);
-    let zps = match bt.shape.0[1].fixed() {
+    // (A weight of another rank than 2 has no column count: `fits` is false then.)
+    let zps = match bt.shape.0.get(1).and_then(|d| d.fixed()) {
         Some(n) if fits => int8_zero_points(cx, azp, bzp, bt.dtype, n),
         _ => None,
     };
