@@ -233,15 +233,9 @@ pub(crate) fn materialize_for_data(cx: &mut NodeCx) -> Result<bool, String> {
 fn materialize(cx: &mut NodeCx, names: &[String]) -> Result<(), String> {
     for n in names {
         let Some(s) = cx.imp.shape_values.get(n).cloned() else { continue };
-        let mut v = shape_tensor(cx, &s, n)?;
-        if let Some(&d) = cx.imp.shape_dtypes.get(n) {
-            v = cx.add1(&format!("{n}_typed"), dlc_ir::ops::Cast::new(d), &[v])?;
-            if let Some(&q) = cx.imp.float_quotients.get(n) {
-                let q = cx.i64_const(&[], &[q])?;
-                let q = cx.add1(&format!("{n}_divisor"), dlc_ir::ops::Cast::new(d), &[q])?;
-                v = cx.add1(&format!("{n}_quotient"), dlc_ir::ops::Div {}, &[v, q])?;
-            }
-        }
+        let v = shape_tensor(cx, &s, n)?;
+        let q = cx.imp.float_quotients.get(n).copied();
+        let v = typed(cx, v, n, q, n)?;
         cx.imp.values.insert(n.clone(), v);
     }
     Ok(())
@@ -993,11 +987,8 @@ fn range_bound(cx: &mut NodeCx, i: usize, what: &str) -> Result<Expr, String> {
         };
     }
     let t = cx.const_input(i)?.ok_or_else(|| format!("{what} must be a constant or a run-time dim"))?;
-    if let Some(v) = t.to_i64().filter(|v| v.len() == 1) {
-        return Ok(Expr::c(v[0]));
-    }
-    match t.to_f32().as_deref() {
-        Some([f]) if f.fract() == 0.0 && f.abs() < 1.0e15 => Ok(Expr::c(*f as i64)),
+    match integral(&t).as_deref() {
+        Some(&[v]) => Ok(Expr::c(v)),
         _ => Err(format!("{what} must be one integral value with a run-time limit")),
     }
 }
@@ -1052,16 +1043,21 @@ fn finish(cx: &mut NodeCx, s: ShapeVal) -> Result<Out, String> {
     let ints: Option<Vec<i64>> = s.elems.iter().map(Expr::as_const).collect();
     let Some(v) = ints else { return Ok(Out::Shape(s)) };
     let dims: &[u64] = if s.scalar { &[] } else { &[v.len() as u64] };
-    let mut t = cx.add_const(TensorData::from_i64(dims, &v).expect("shape matches"));
+    let t = cx.add_const(TensorData::from_i64(dims, &v).expect("shape matches"));
     // A shape value of another type that folded: that type (and a quotient's division).
     let out = cx.node.output.first().cloned().unwrap_or_default();
-    if let Some(d) = cx.imp.shape_dtypes.get(&out).copied() {
-        t = cx.add1("typed", dlc_ir::ops::Cast::new(d), &[t])?;
-        if let Some(q) = cx.imp.float_quotients.remove(&out) {
-            let q = cx.i64_const(&[], &[q])?;
-            let q = cx.add1("divisor", dlc_ir::ops::Cast::new(d), &[q])?;
-            t = cx.add1("quotient", dlc_ir::ops::Div {}, &[t, q])?;
-        }
-    }
-    Ok(Out::Value(t))
+    let q = cx.imp.float_quotients.remove(&out);
+    Ok(Out::Value(typed(cx, t, &out, q, "")?))
+}
+
+/// I64 tensor `v` of shape value `name` in the type the value has (`shape_dtypes`),
+/// divided by its quotient's divisor `q` when it has one; node names get `prefix`.
+fn typed(cx: &mut NodeCx, v: Value, name: &str, q: Option<i64>, prefix: &str) -> Result<Value, String> {
+    let Some(d) = cx.imp.shape_dtypes.get(name).copied() else { return Ok(v) };
+    let suffix = |s: &str| if prefix.is_empty() { s.to_string() } else { format!("{prefix}_{s}") };
+    let v = cx.add1(&suffix("typed"), dlc_ir::ops::Cast::new(d), &[v])?;
+    let Some(q) = q else { return Ok(v) };
+    let q = cx.i64_const(&[], &[q])?;
+    let q = cx.add1(&suffix("divisor"), dlc_ir::ops::Cast::new(d), &[q])?;
+    cx.add1(&suffix("quotient"), dlc_ir::ops::Div {}, &[v, q])
 }
