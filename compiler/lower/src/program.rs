@@ -245,7 +245,10 @@ fn lower_program(g: &Graph, plan: &MemoryPlan, t: &Target, family: Family) -> Re
             let args = vec![buffer(&mut p, shape, &g.node(shape.node).name.clone())];
             p.kernels.push(k);
             // A number entry binds nothing (its rule checked the value).
-            let syms = b.entries().map(|s| if s.parse::<u64>().is_ok() { "_".into() } else { s.to_string() }).collect();
+            let syms = b
+                .entries()
+                .map(|s| if dlc_ir::ops::Bind::fixed_entry(s).is_some() { "_".into() } else { s.to_string() })
+                .collect();
             p.schedule.push(Step::Bind {
                 kernel: p.kernels.len() as u32 - 1,
                 args,

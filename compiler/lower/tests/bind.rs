@@ -130,3 +130,31 @@ fn count_kernel_follows_its_rule() {
         }
     }
 }
+
+#[test]
+fn dims_kernel_follows_its_rule() {
+    for t in [[2, 3, 4], [2, 3, 5], [3, 3, 4], [0, 3, 4], [-2, 3, 4]] {
+        for symbolic in [false, true] {
+            check(BindRule::Dims, &[2, 3, 4], &t, symbolic);
+        }
+    }
+}
+
+/// Entries `=EXPR` give the result dims of symbols bound before the Bind (no symbol
+/// bound, so the program's step writes `_` for them); a number is a fixed dim.
+#[test]
+fn dims_entries_may_be_expressions_of_dims_bound_before() {
+    let x = TensorType { dtype: DType::F32, shape: Shape(vec![Dim::Fixed(1), Dim::sym("k0"), Dim::sym("k1")]) };
+    let t = TensorType::fixed(DType::I64, &[3]);
+    let b = Bind { rule: BindRule::Dims.text(), syms: "1 =H =floordiv(W+31,32)*32".into() };
+    assert_eq!(b.symbols().count(), 0);
+    let op: Op = b.into();
+    let out = op.infer("b", &[x.clone(), t.clone()]).unwrap();
+    let w = Bind::fixed_entry("=32*floordiv(W + 31, 32)").unwrap();
+    let want = vec![Dim::Fixed(1), Dim::sym("H"), w];
+    assert_eq!(out[0].shape.0, want);
+    assert_eq!(Bind::entry_of(&want[2]), "=32*floordiv(W+31,32)");
+    // A name binds it; an expression that does not parse is refused.
+    let bad: Op = Bind { rule: BindRule::Dims.text(), syms: "1 =H+ r".into() }.into();
+    assert!(bad.infer("b", &[x, t]).is_err());
+}

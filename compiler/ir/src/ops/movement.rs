@@ -549,19 +549,39 @@ op! {
     /// symbols as dims. A run whose values break the rule fails with the rule's reason.
     /// For a rule that reshapes, an entry of `syms` may be a number instead: that dim is
     /// the number (the values must give it; the rule's kernel checks them), so a tensor
-    /// with run-time dims can be given a fixed shape checked when the model runs.
+    /// with run-time dims can be given a fixed shape checked when the model runs; or
+    /// `=EXPR`, an expression (no spaces) of dims bound before it, such as the model's
+    /// input dims (`=height`), with rule `dims` (the dims it must have, checked).
     Bind = "bind", operands 2..=2 { rule: String, syms: String }
 }
 
 impl Bind {
-    /// Its entries, in order (the result's dims): symbol names, or numbers (see above).
+    /// Its entries, in order (the result's dims): symbol names, or numbers or
+    /// expressions (see above).
     pub fn entries(&self) -> impl Iterator<Item = &str> {
         self.syms.split_whitespace()
     }
 
-    /// The symbols it binds, in order (its entries but the numbers).
+    /// The symbols it binds, in order (its entries but the numbers and expressions).
     pub fn symbols(&self) -> impl Iterator<Item = &str> {
-        self.entries().filter(|s| s.parse::<u64>().is_err())
+        self.entries().filter(|s| Self::fixed_entry(s).is_none())
+    }
+
+    /// The dim an entry that binds no symbol gives (a number, or `=EXPR`); `None` for
+    /// a symbol name (or an expression that does not parse, which `infer` refuses).
+    pub fn fixed_entry(s: &str) -> Option<Dim> {
+        match s.strip_prefix('=') {
+            Some(e) => dlc_sym::parse(e).ok().and_then(Dim::from_expr),
+            None => s.parse::<u64>().ok().map(Dim::Fixed),
+        }
+    }
+
+    /// The entry that says a dim is `d` without binding a symbol (a number, or `=EXPR`).
+    pub fn entry_of(d: &Dim) -> String {
+        match d.fixed() {
+            Some(n) => n.to_string(),
+            None => format!("={}", d.expr().to_string().replace(' ', "")),
+        }
     }
 
     /// Its rule (`None` for an unknown name, which `infer` refuses).
@@ -595,16 +615,16 @@ impl Infer for Bind {
                 syms.len()
             )
         })?;
-        let number = |s: &str| s.parse::<u64>().ok().filter(|_| rule.reshapes());
+        let fixed = |s: &str| Bind::fixed_entry(s).filter(|_| rule.reshapes());
         for s in &syms {
-            ensure(dlc_sym::is_symbol_name(s) || number(s).is_some(), node, op, || {
+            ensure(dlc_sym::is_symbol_name(s) || fixed(s).is_some(), node, op, || {
                 format!("'{s}' is not a symbol name")
             })?;
         }
         if !rule.reshapes() {
             return Ok(vec![inputs[0].clone()]);
         }
-        let dims = syms.iter().map(|s| number(s).map_or_else(|| Dim::sym(*s), Dim::Fixed)).collect();
+        let dims = syms.iter().map(|s| fixed(s).unwrap_or_else(|| Dim::sym(*s))).collect();
         Ok(vec![TensorType { dtype: inputs[0].dtype, shape: Shape(dims) }])
     }
 }

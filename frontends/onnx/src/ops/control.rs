@@ -10,7 +10,7 @@
 //! length is unrolled: its body imported once per step, with the states carried from step
 //! to step and the scan outputs stacked.
 use super::{BuildFn, NodeCx};
-use dlc_ir::ops::{Concat, Gather, View, Where};
+use dlc_ir::ops::{Concat, Gather, Op, Transpose, View, Where};
 use dlc_ir::{DType, TensorData, Value};
 use onnx_protobuf::GraphProto;
 use std::collections::HashMap;
@@ -1129,7 +1129,14 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
     // Scan outputs of a loop that may end early: sized by the trip count, cut to the
     // iterations run (counted by a carried value the importer adds) after the loop. (A
     // carried sequence may turn out only passed on, its count then unused.)
-    let count_runs = check && k + seqs.len() > 0;
+    // (So may a carried value the body appends to, `appended_pieces`.)
+    let appends = (0..n).any(|i| {
+        let (input, output) = (&body.input[2 + i].name, &body.output[1 + i].name);
+        body.node
+            .iter()
+            .any(|x| x.op_type == "Concat" && x.output.first() == Some(output) && x.input.first() == Some(input))
+    });
+    let count_runs = check && (k + seqs.len() > 0 || appends);
     // With no bound on the iterations (no trip count, or exporters' `INT64_MAX`), a first
     // loop counts them before the run (the body without its scan outputs); the count, a
     // dim computed from values, sizes the scan outputs of the loop that runs.
@@ -1266,6 +1273,13 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
         sub.graph.add_output(format!("{name}/dims"), dims);
         ragged.push(same);
     }
+    // Carried values the body grows by a Concat each iteration: passed through, their
+    // pieces out as scan outputs after the others.
+    let (appended, checks) = appended_pieces(&mut sub.graph, usize::from(check), n - seqs.len())?;
+    for (j, dims) in checks.into_iter().enumerate() {
+        let s = ShapeVal { elems: dims, scalar: false };
+        operands.push(super::shapes::shape_tensor(cx, &s, &format!("appended_dims{j}"))?);
+    }
     fix_run_time_extents(&mut sub.graph, &operands[2..2 + nc], cx, usize::from(check))?;
     dlc_ir::verify(&sub.graph).map_err(|e| format!("its body: {e}"))?;
     let (mut operands, mut count) = (operands, count);
@@ -1300,7 +1314,21 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
             .map(|(j, v)| super::bind::first_slices(cx, &format!("scan{j}"), v, runs, 0))
             .collect::<Result<_, _>>()?;
     }
+    let pieces = scans.split_off(k + 2 * grows.len());
     let mut grown = scans.split_off(k).into_iter();
+    // A carried value grown by appending: its first value (the loop passes it on) and
+    // the pieces of every iteration, laid end to end along the Concat's axis.
+    for (&(j, axis), piece) in appended.iter().zip(pieces) {
+        let i = (0..n).filter(|&i| !is_seq(i)).nth(j).ok_or("internal: an appended value")?;
+        let what = format!("carried value '{}'", cx.node.input[2 + i]);
+        let init = operands[2 + j];
+        let flat = laid_end_to_end(cx, piece, axis, &format!("appended{j}")).map_err(|m| format!("{what}: {m}"))?;
+        let empty = cx.ty(init).shape.0.get(axis).is_some_and(|d| d.fixed() == Some(0));
+        res[j] = match empty {
+            true => flat,
+            false => cx.add1(&format!("appended{j}_all"), Concat { axis: axis as i64 }, &[init, flat])?,
+        };
+    }
     let mut carried = res.into_iter();
     let mut outs = Vec::with_capacity(n + k);
     for i in 0..n {
@@ -1336,6 +1364,115 @@ pub(crate) fn loop_outs(cx: &mut NodeCx) -> Result<Vec<super::shapes::Out>, Stri
     }
     outs.extend(scans.into_iter().map(Out::Value));
     Ok(outs)
+}
+
+/// Carried values a Loop's body grows by appending (`acc = Concat(acc, piece, axis)`, a
+/// scripted PyTorch loop's `torch.cat((acc, piece))`): each changes its type every
+/// iteration, so it cannot be carried as it is. Where the carried input feeds only that
+/// Concat and the Concat only the body's output, the body passes the value on unchanged and
+/// gives its pieces (the Concat's other operands, joined) as one more scan output; the
+/// caller lays the stacked pieces end to end after the first value
+/// ([`laid_end_to_end`]), which is the value the loop would have grown. A piece
+/// whose dims the body computes from values of the iteration (torchvision's mask paste:
+/// `max(0, min(y0 + k + (H - y1), H))` rows, `H` as numbers) is given the dims the carried
+/// value has (`H`) by a Bind of rule `dims`, which checks them each iteration against
+/// their values in a body input added for it. `first`: the index of the first carried
+/// output; `m`: the number of tensor carried values. Gives `(carried index, axis)` of
+/// each, in the order of the scan outputs added, and the dims each added body input
+/// must hold (the caller passes them in, in order).
+#[allow(clippy::type_complexity)]
+fn appended_pieces(
+    g: &mut dlc_ir::Graph,
+    first: usize,
+    m: usize,
+) -> Result<(Vec<(usize, usize)>, Vec<Vec<dlc_ir::Expr>>), String> {
+    use dlc_ir::{Dim, Shape, TensorType};
+    let inputs = g.inputs().to_vec();
+    let data = dlc_ir::bind::data_symbols(g);
+    let mentions_data = |d: &Dim| {
+        let mut v = Vec::new();
+        d.expr().symbols(&mut v);
+        v.iter().any(|s| data.contains(s))
+    };
+    let (mut found, mut checks) = (Vec::new(), Vec::new());
+    for j in 0..m {
+        let (name, out) = g.outputs()[first + j].clone();
+        let Some(&input) = inputs.get(2 + j) else { break };
+        let carried_in = Value { node: input, port: 0 };
+        let axis = match &g.node(out.node).op {
+            Op::Concat(c) => c.axis,
+            _ => continue,
+        };
+        let operands = g.operands(out.node);
+        let in_ty = g.value_type(carried_in).clone();
+        let only_use = |g: &dlc_ir::Graph, id| g.users(id).len() == 1;
+        let output_uses = g.outputs().iter().filter(|(_, v)| *v == out).count();
+        if operands.first() != Some(&carried_in)
+            || operands[1..].contains(&carried_in)
+            || operands.len() < 2
+            || !only_use(g, input)
+            || !g.users(out.node).is_empty()
+            || output_uses != 1
+            || *g.value_type(out) == in_ty
+        {
+            continue;
+        }
+        let rank = in_ty.shape.rank() as i64;
+        let axis = if axis < 0 { axis + rank } else { axis };
+        if !(0..rank).contains(&axis) {
+            continue;
+        }
+        let mut piece = match &operands[1..] {
+            [p] => *p,
+            ps => g
+                .add_node(format!("{name}/piece"), Concat { axis }, ps)
+                .map_err(|e| format!("carried value '{name}': its pieces: {e}"))?[0],
+        };
+        let got = g.value_type(piece).shape.0.clone();
+        if mentions_data(&got[axis as usize]) {
+            // Ragged along the axis: each iteration's piece needs a slot of its own size.
+            continue;
+        }
+        let mut want = in_ty.shape.0.clone();
+        want[axis as usize] = got[axis as usize].clone();
+        if got != want {
+            let t = TensorType { dtype: DType::I64, shape: Shape(vec![Dim::Fixed(want.len() as u64)]) };
+            let dims = g.add_input(format!("{name}/dims"), t);
+            let entries: Vec<String> = want.iter().map(dlc_ir::ops::Bind::entry_of).collect();
+            let op = dlc_ir::ops::Bind { rule: dlc_ir::bind::BindRule::Dims.text(), syms: entries.join(" ") };
+            let fixed = g.add_node(format!("{name}/piece_dims"), op, &[piece, dims]);
+            piece = fixed.map_err(|e| format!("carried value '{name}': its pieces' dims: {e}"))?[0];
+            checks.push(want.iter().map(Dim::expr).collect());
+        }
+        g.set_output(first + j, carried_in);
+        g.remove_node(out.node);
+        g.add_output(format!("{name}/appended"), piece);
+        found.push((j, axis as usize));
+    }
+    Ok((found, checks))
+}
+
+/// A Loop's scan output of pieces `[iterations, p0, ..., pr]` laid end to end along
+/// `axis`: `[p0, ..., iterations * p_axis, ..., pr]`, iteration order kept.
+fn laid_end_to_end(cx: &mut NodeCx, v: Value, axis: usize, what: &str) -> Result<Value, String> {
+    let rank = cx.ty(v).shape.rank();
+    if axis + 1 >= rank {
+        return Err(format!("internal: axis {axis} of pieces of rank {}", rank - 1));
+    }
+    let v = match axis {
+        0 => v,
+        _ => {
+            let mut perm: Vec<i64> = (1..=axis as i64).collect();
+            perm.push(0);
+            perm.extend(axis as i64 + 1..rank as i64);
+            cx.add1(&format!("{what}_moved"), Transpose { perm }, &[v])?
+        }
+    };
+    let d: Vec<String> = cx.ty(v).shape.0.iter().map(|d| d.expr().to_string()).collect();
+    let mut dims: Vec<String> = d[..axis].to_vec();
+    dims.push(format!("({}) * ({})", d[axis], d[axis + 1]));
+    dims.extend(d[axis + 2..].iter().cloned());
+    cx.add1(what, View { dims: dims.join(";") }, &[v])
 }
 
 /// Body output `name` after the body's nodes were imported: a value, or a shape known
