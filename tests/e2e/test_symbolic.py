@@ -148,6 +148,15 @@ def test_bench_times_the_shape_asked_for(symbolic):
     assert v["input_shapes"] == {"input": [4, 784]}
 
 
+def test_bench_refuses_an_input_the_model_lacks(symbolic, tmp_path):
+    _, art = symbolic("mlp")
+    np.save(tmp_path / "x.npy", np.zeros((2, 784), np.float32))
+    for flag, value in [("--input", f"images={tmp_path / 'x.npy'}"), ("--input-shape", "images=2x784")]:
+        p = dlc("bench", art, "--iters", "1", flag, value, check=False)
+        assert p.returncode != 0, p.stdout
+        assert f"{flag}: the model has no input named 'images'; inputs are 'input'" in p.stderr, p.stderr
+
+
 def test_inspect_shows_the_symbols(symbolic):
     path, _ = symbolic("bert")
     out = dlc("inspect", path).stdout

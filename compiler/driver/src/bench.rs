@@ -89,9 +89,10 @@ pub fn main(a: BenchArgs) -> Result<()> {
         given.push((name.to_string(), crate::npy::read(std::path::Path::new(file))?));
     }
     let shapes = crate::compile::parse_input_shapes(&a.input_shapes)?;
-    for name in shapes.keys() {
+    let names = || manifest.inputs.iter().map(|s| format!("'{}'", s.name)).collect::<Vec<_>>().join(", ");
+    for (flag, name) in given.iter().map(|(n, _)| ("--input", n)).chain(shapes.keys().map(|n| ("--input-shape", n))) {
         if !manifest.inputs.iter().any(|s| s.name == *name) {
-            bail!("--input-shape: the model has no input named '{name}'");
+            bail!("{flag}: the model has no input named '{name}'; inputs are {}", names());
         }
     }
     // Run-time dims: from the shapes given (files and --input-shape), else 1.
