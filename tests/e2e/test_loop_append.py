@@ -121,3 +121,81 @@ def test_two_pieces_appended_along_the_last_axis_by_a_loop_that_ends_early(colum
     got = dlc_run(art, path, feeds, tmp_path)
     assert got["acc"].shape == want["acc"].shape, (got["acc"].shape, want["acc"].shape)
     assert_close(got["acc"], want["acc"], f"m={m} limit={limit}")
+
+
+def test_rows_appended_by_a_loop_with_no_trip_count(tmp_path):
+    """No trip count: the loop runs until its condition (the row's sum passes a limit)
+    turns false, appending a row [1, K] each time; a first loop counts the
+    iterations so that the rows have their slots."""
+    body = h.make_graph(
+        [
+            h.make_node("Cast", ["i"], ["fi"], to=T.FLOAT),
+            h.make_node("Mul", ["x", "fi"], ["row"]),
+            h.make_node("Concat", ["acc_in", "row"], ["acc_out"], axis=0),
+            h.make_node("ReduceSum", ["row"], ["s"], keepdims=0),
+            h.make_node("Less", ["s", "limit"], ["cond_out"]),
+        ],
+        "body", [_vi("i", T.INT64, []), _vi("cond_in", T.BOOL, []), _vi("acc_in", T.FLOAT)],
+        [_vi("cond_out", T.BOOL, []), _vi("acc_out", T.FLOAT)])
+    nodes = [_const("yes", np.array(True)),
+             h.make_node("Loop", ["", "yes", "acc0"], ["acc"], body=body, name="rows")]
+    path = _save(tmp_path / "rows.onnx", nodes,
+                 [_vi("limit", T.FLOAT, []), _vi("acc0", T.FLOAT, [1, 3]), _vi("x", T.FLOAT, [1, 3])],
+                 [_vi("acc", T.FLOAT)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    for limit in [0.5, 10.0, 100.0]:
+        feeds = {"limit": np.array(limit, np.float32), "acc0": np.zeros((1, 3), np.float32),
+                 "x": np.array([[1.0, 0.5, 0.25]], np.float32)}
+        want = ort_run(path, feeds)
+        got = dlc_run(art, path, feeds, tmp_path)
+        assert got["acc"].shape == want["acc"].shape, (limit, got["acc"].shape, want["acc"].shape)
+        assert_close(got["acc"], want["acc"], f"limit={limit}")
+
+
+def test_a_grown_value_the_body_also_reads_is_unrolled_over_a_constant_trip_count(tmp_path):
+    """acc <- Concat(acc, x * sum(acc)): the body reads the value it grows, so it cannot
+    run as a loop over pieces; with 4 iterations known when compiling it is unrolled."""
+    body = h.make_graph(
+        [
+            h.make_node("Identity", ["cond_in"], ["cond_out"]),
+            h.make_node("ReduceSum", ["acc_in"], ["s"], keepdims=0),
+            h.make_node("Mul", ["x", "s"], ["row"]),
+            h.make_node("Concat", ["acc_in", "row"], ["acc_out"], axis=0),
+        ],
+        "body", [_vi("i", T.INT64, []), _vi("cond_in", T.BOOL, []), _vi("acc_in", T.FLOAT)],
+        [_vi("cond_out", T.BOOL, []), _vi("acc_out", T.FLOAT)])
+    nodes = [_const("yes", np.array(True)), _const("m", np.array(4, np.int64)),
+             h.make_node("Loop", ["m", "yes", "acc0"], ["acc"], body=body, name="sums")]
+    path = _save(tmp_path / "sums.onnx", nodes, [_vi("acc0", T.FLOAT, [1, 3]), _vi("x", T.FLOAT, [1, 3])],
+                 [_vi("acc", T.FLOAT)])
+    art = tmp_path / "art"
+    dlc("compile", path, "-o", art)
+    feeds = {"acc0": np.array([[0.5, -0.25, 1.0]], np.float32), "x": np.array([[0.3, 0.2, -0.1]], np.float32)}
+    want = ort_run(path, feeds)
+    got = dlc_run(art, path, feeds, tmp_path)
+    assert got["acc"].shape == want["acc"].shape == (5, 3), (got["acc"].shape, want["acc"].shape)
+    assert_close(got["acc"], want["acc"], "unrolled")
+
+
+def test_a_grown_value_the_body_also_reads_is_refused_naming_the_reader(tmp_path):
+    """As above over a trip count only the run knows: refused, naming the node that
+    reads the value."""
+    body = h.make_graph(
+        [
+            h.make_node("Concat", ["acc_in", "x"], ["acc_out"], axis=0),
+            h.make_node("ReduceSum", ["acc_out"], ["s"], keepdims=0),
+            h.make_node("Less", ["s", "limit"], ["cond_out"]),
+        ],
+        "body", [_vi("i", T.INT64, []), _vi("cond_in", T.BOOL, []), _vi("acc_in", T.FLOAT)],
+        [_vi("cond_out", T.BOOL, []), _vi("acc_out", T.FLOAT)])
+    nodes = [_const("yes", np.array(True)),
+             h.make_node("Loop", ["m", "yes", "acc0"], ["acc"], body=body, name="sums")]
+    path = _save(tmp_path / "sums.onnx", nodes,
+                 [_vi("m", T.INT64, []), _vi("limit", T.FLOAT, []), _vi("acc0", T.FLOAT, [1, 3]),
+                  _vi("x", T.FLOAT, [1, 3])],
+                 [_vi("acc", T.FLOAT)])
+    p = dlc("compile", path, "-o", tmp_path / "art", check=False)
+    assert p.returncode == 1, p.stderr
+    assert "node 'sums' (Loop)" in p.stderr and "grows by a Concat every iteration" in p.stderr, p.stderr
+    assert "ReduceSum" in p.stderr and "panicked" not in p.stderr, p.stderr

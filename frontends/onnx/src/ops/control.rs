@@ -1050,9 +1050,23 @@ fn fix_run_time_extents(g: &mut dlc_ir::Graph, init: &[Value], cx: &NodeCx, firs
 /// computed dim when only a run knows it. A body that computes its condition is checked
 /// before each iteration; its scan outputs get a slot per iteration the trip count allows
 /// and are cut to the iterations run, which a carried counter the importer adds gives.
+///
+/// A loop that cannot run as one (a carried value whose type changes in a way
+/// `appended_pieces` does not take) is unrolled where [`unrollable`] allows it.
 fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    loop_outs(cx)?
-        .into_iter()
+    let before = cx.imp.clone();
+    let outs = match loop_outs(cx) {
+        Ok(outs) => outs,
+        Err(why) => {
+            let body = branch(cx, "body")?;
+            if !unrollable(cx, body) {
+                return Err(why);
+            }
+            *cx.imp = before;
+            unroll(cx).map_err(|e| format!("{why}; nor can it be unrolled: {e}"))?
+        }
+    };
+    outs.into_iter()
         .map(|o| match o {
             super::shapes::Out::Value(v) => Ok(v),
             _ => Err("internal: a Loop result that is not a tensor".to_string()),
@@ -1407,15 +1421,21 @@ fn appended_pieces(
         let in_ty = g.value_type(carried_in).clone();
         let only_use = |g: &dlc_ir::Graph, id| g.users(id).len() == 1;
         let output_uses = g.outputs().iter().filter(|(_, v)| *v == out).count();
-        if operands.first() != Some(&carried_in)
-            || operands[1..].contains(&carried_in)
-            || operands.len() < 2
+        if operands.first() != Some(&carried_in) || operands.len() < 2 || *g.value_type(out) == in_ty {
+            continue;
+        }
+        if operands[1..].contains(&carried_in)
             || !only_use(g, input)
             || !g.users(out.node).is_empty()
             || output_uses != 1
-            || *g.value_type(out) == in_ty
         {
-            continue;
+            let reader =
+                g.users(input).into_iter().chain(g.users(out.node)).map(|(u, _, _)| u).find(|&u| u != out.node);
+            let by = reader.map_or_else(|| "another body output".to_string(), |u| format!("'{}'", g.node(u).name));
+            return Err(format!(
+                "carried value '{name}' grows by a Concat every iteration, and {by} reads it too: dlc carries such a \
+                 value as the pieces appended (a scan output) only when the Concat is all the body does with it"
+            ));
         }
         let rank = in_ty.shape.rank() as i64;
         let axis = if axis < 0 { axis + rank } else { axis };
