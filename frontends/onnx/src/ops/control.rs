@@ -1054,14 +1054,13 @@ fn fix_run_time_extents(g: &mut dlc_ir::Graph, init: &[Value], cx: &NodeCx, firs
 /// A loop that cannot run as one (a carried value whose type changes in a way
 /// `appended_pieces` does not take) is unrolled where [`unrollable`] allows it.
 fn loop_(cx: &mut NodeCx) -> Result<Vec<Value>, String> {
-    let before = cx.imp.clone();
-    let outs = match loop_outs(cx) {
-        Ok(outs) => outs,
-        Err(why) => {
-            let body = branch(cx, "body")?;
-            if !unrollable(cx, body) {
-                return Err(why);
-            }
+    // The importer is copied (to start the unrolling clean) only where it may unroll.
+    let body = branch(cx, "body")?;
+    let before = unrollable(cx, body).then(|| cx.imp.clone());
+    let outs = match (loop_outs(cx), before) {
+        (Ok(outs), _) => outs,
+        (Err(why), None) => return Err(why),
+        (Err(why), Some(before)) => {
             *cx.imp = before;
             unroll(cx).map_err(|e| format!("{why}; nor can it be unrolled: {e}"))?
         }
